@@ -1,0 +1,1 @@
+"""The ``skysearch`` command: thin typer layer (parse -> call the library -> render)."""

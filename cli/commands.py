@@ -1,0 +1,3 @@
+"""Imports every command module so each registers itself on the app. One line per module."""
+
+from skysearch.cli import groups  # noqa: F401

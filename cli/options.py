@@ -1,0 +1,22 @@
+"""Options shared by many commands, so every command spells them the same way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+WorkspaceOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--workspace",
+        "-w",
+        help="Workspace folder (catalogs, frames, models, embedded store). "
+        "Default: $SKYSEARCH_WORKSPACE, skysearch.toml, or ./skysearch-workspace.",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print one JSON object on stdout (logs go to stderr).")
+]

@@ -1,0 +1,2 @@
+"""Retrieval: the vector store (embedded Qdrant engine or server), collection schemas,
+search, augmentation, re-ranking and evaluation."""

@@ -1,0 +1,3 @@
+from skysearch.cli.app import main
+
+main()

@@ -1,0 +1,125 @@
+"""Configuration and the workspace layout.
+
+Precedence: CLI flags > environment (``SKYSEARCH_*``, ``QDRANT_URL``, ``QDRANT_API_KEY``) >
+``skysearch.toml`` in the current directory > defaults. One workspace folder holds the
+catalogs, frame store, models and the embedded vector store.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from skysearch.errors import UsageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+DEFAULT_WORKSPACE = "skysearch-workspace"
+CONFIG_FILE = "skysearch.toml"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where everything lives. All paths derive from ``root``."""
+
+    root: Path
+
+    @property
+    def catalog_dir(self) -> Path:
+        return self.root / "catalog"
+
+    @property
+    def frames_catalog(self) -> Path:
+        """Parquet dataset of frames, partitioned satellite=/year=."""
+        return self.catalog_dir / "frames"
+
+    @property
+    def clips_catalog(self) -> Path:
+        return self.catalog_dir / "clips"
+
+    @property
+    def frame_store_dir(self) -> Path:
+        """uint8 frame arrays per satellite/channel/year (memory-mapped)."""
+        return self.root / "frames"
+
+    @property
+    def sketch_dir(self) -> Path:
+        """Per-frame similarity sketches, beside the frame store."""
+        return self.root / "sketches"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def store_dir(self) -> Path:
+        """Embedded Qdrant engine: one directory per collection."""
+        return self.root / "store"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.root / "reports"
+
+    def ensure(self) -> Workspace:
+        """Create the root, or fail with one clear line if it cannot be written."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / ".write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise UsageError(
+                f"workspace {self.root} is not writable ({exc.strerror}); "
+                "pass --workspace DIR or set SKYSEARCH_WORKSPACE"
+            ) from None
+        return self
+
+
+@dataclass(frozen=True)
+class Settings:
+    workspace: Workspace
+    qdrant_url: str | None = None
+    qdrant_api_key: str | None = None
+    device: str = "cpu"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _file_settings(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        return tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"cannot read {path}: {exc}") from None
+
+
+def load_settings(
+    workspace: str | Path | None = None,
+    qdrant_url: str | None = None,
+    device: str | None = None,
+    config_file: Path | None = None,
+) -> Settings:
+    """Resolve settings from flags, environment, ``skysearch.toml`` and defaults."""
+    file_values = _file_settings(config_file or Path.cwd() / CONFIG_FILE)
+
+    def pick(flag: Any, env: str, key: str, default: Any) -> Any:
+        if flag not in (None, ""):
+            return flag
+        if os.environ.get(env):
+            return os.environ[env]
+        return file_values.get(key, default)
+
+    root = Path(pick(workspace, "SKYSEARCH_WORKSPACE", "workspace", DEFAULT_WORKSPACE))
+    return Settings(
+        workspace=Workspace(root.expanduser().resolve()),
+        qdrant_url=pick(qdrant_url, "QDRANT_URL", "qdrant_url", None),
+        qdrant_api_key=pick(None, "QDRANT_API_KEY", "qdrant_api_key", None),
+        device=pick(device, "SKYSEARCH_DEVICE", "device", "cpu"),
+        extra=file_values,
+    )

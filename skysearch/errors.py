@@ -1,0 +1,17 @@
+"""Errors a user can meet and fix. The CLI prints them as one line and exits with code 2."""
+
+
+class SkySearchError(Exception):
+    """An expected error: bad input, missing data or model, locked store. Never a traceback."""
+
+
+class UsageError(SkySearchError):
+    """The command cannot run as asked (missing path, unknown channel, bad time...)."""
+
+
+class NotFoundError(SkySearchError):
+    """Something asked for does not exist (frame, clip, model, collection)."""
+
+
+class StoreError(SkySearchError):
+    """The vector store cannot be used (locked by another process, unreachable server...)."""

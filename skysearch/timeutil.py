@@ -1,0 +1,58 @@
+"""UTC time helpers: every interface speaks timezone-aware ISO 8601 / RFC 3339."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+
+from skysearch.errors import UsageError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]|min)\s*$")
+_DURATION_SECONDS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+def parse_time(text: str | datetime) -> datetime:
+    """Parse ISO 8601 (``2017-09-07T00:45Z``, ``2017-09-07 00:45``, ``2017-09-07``) to aware UTC.
+
+    A time without an offset is taken as UTC.
+    """
+    if isinstance(text, datetime):
+        value = text
+    else:
+        raw = text.strip()
+        if raw.endswith(("Z", "z")):
+            raw = raw[:-1] + "+00:00"
+        try:
+            value = datetime.fromisoformat(raw)
+        except ValueError:
+            raise UsageError(
+                f"cannot read time {text!r}: use ISO 8601 UTC, e.g. 2017-09-07T00:45Z"
+            ) from None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def to_rfc3339(value: datetime) -> str:
+    """Aware UTC datetime -> ``2017-09-07T00:45:00Z`` (the Qdrant payload format)."""
+    return parse_time(value).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90s``, ``15m``/``15min``, ``24h``, ``2d`` -> timedelta."""
+    match = _DURATION.match(text)
+    if not match:
+        raise UsageError(f"cannot read duration {text!r}: use e.g. 30m, 24h or 2d")
+    return timedelta(seconds=float(match.group(1)) * _DURATION_SECONDS[match.group(2)])
+
+
+def parse_between(text: str) -> tuple[datetime | None, datetime | None]:
+    """``2017-09-05..2017-09-08``; either side may be empty (open-ended)."""
+    if ".." not in text:
+        raise UsageError(f"cannot read range {text!r}: use START..END, either side may be empty")
+    start_text, end_text = text.split("..", 1)
+    start = parse_time(start_text) if start_text.strip() else None
+    end = parse_time(end_text) if end_text.strip() else None
+    if start and end and end < start:
+        raise UsageError(f"range {text!r} ends before it starts")
+    return start, end

@@ -1,0 +1,45 @@
+"""Shared fixtures: real data locations and an in-process CLI runner."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("SKYSEARCH_SHARED_DATA", REPO.parent / "shared" / "data"))
+SAMPLE_DATA = REPO / "data" / "sample"
+
+
+def shared_data(*parts: str) -> Path:
+    """A path under ../shared/data, or skip the test with a clear reason when absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared data not available: {path} (a developer machine or CI has it)")
+    return path
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``skysearch ARGS...`` in-process exactly as the console script does."""
+    from skysearch.cli.app import main
+
+    def run(*args: str) -> CliResult:
+        code = 0
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        out = capsys.readouterr()
+        return CliResult(code, out.out, out.err)
+
+    return run
