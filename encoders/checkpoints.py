@@ -1,0 +1,147 @@
+"""Model checkpoints: ``model.safetensors`` + ``config.json`` in one folder. Never pickle.
+
+A checkpoint folder holds exactly what is needed to rebuild a model: the tensors (safetensors,
+which cannot execute code on load) and a JSON config (architecture, channels, working
+resolution, training data range, metrics...). Writes are atomic (temp file + rename), so an
+interrupted save never leaves a half-written checkpoint that looks valid.
+
+Every way a checkpoint can be unusable (missing, corrupt, wrong architecture) raises
+:class:`CheckpointError` with one line saying what is wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from skysearch.errors import SkySearchError
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(SkySearchError):
+    """A checkpoint is missing, corrupt, or does not match the model it is loaded into."""
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _state_dict_of(model: torch.nn.Module | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    state = model.state_dict() if isinstance(model, torch.nn.Module) else dict(model)
+    # safetensors refuses shared or non-contiguous storage; clone to plain CPU tensors.
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+
+
+def save_checkpoint(
+    directory: str | Path,
+    model: torch.nn.Module | Mapping[str, torch.Tensor],
+    config: Mapping[str, Any],
+) -> Path:
+    """Write ``model``'s state dict and ``config`` (JSON-serialisable) into ``directory``.
+
+    Returns the directory. Existing files are replaced atomically.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = _state_dict_of(model)
+    full_config = {
+        **dict(config),
+        "format_version": FORMAT_VERSION,
+        "tensors": {k: list(v.shape) for k, v in tensors.items()},
+    }
+    try:
+        config_text = json.dumps(full_config, indent=2, sort_keys=True, default=str)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint config is not JSON-serialisable: {exc}") from None
+    weights_tmp = directory / (WEIGHTS_FILE + ".tmp")
+    save_file(tensors, str(weights_tmp), metadata={"format": "pt"})
+    os.replace(weights_tmp, directory / WEIGHTS_FILE)
+    _atomic_write_bytes(directory / CONFIG_FILE, config_text.encode())
+    return directory
+
+
+def read_config(directory: str | Path) -> dict[str, Any]:
+    """The checkpoint's ``config.json`` (without loading tensors)."""
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(
+            f"no checkpoint at {Path(directory)} (missing {CONFIG_FILE}); "
+            "train a model first or pass the right --model"
+        )
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"checkpoint config {path} is corrupt ({exc}); retrain") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"checkpoint config {path} is not a JSON object; retrain")
+    return config
+
+
+def load_checkpoint(
+    directory: str | Path, device: str | torch.device = "cpu"
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read ``(state_dict, config)`` from a checkpoint folder, checking it is whole."""
+    directory = Path(directory)
+    config = read_config(directory)
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"checkpoint {directory} has no {WEIGHTS_FILE}; retrain")
+    try:
+        state = load_file(str(weights), device=str(device))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"checkpoint weights {weights} are corrupt ({str(exc).splitlines()[0]}); retrain"
+        ) from None
+    expected = config.get("tensors")
+    if isinstance(expected, dict):
+        actual = {k: list(v.shape) for k, v in state.items()}
+        if actual != expected:
+            raise CheckpointError(
+                f"checkpoint {directory}: weights do not match its config.json "
+                "(files from different saves?); retrain"
+            )
+    return state, config
+
+
+def load_into(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str = "") -> None:
+    """Load ``state`` into ``model`` strictly; a mismatch is a clear :class:`CheckpointError`."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong_shape = sorted(
+        k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape)
+    )
+    if missing or unexpected or wrong_shape:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if wrong_shape:
+            k = wrong_shape[0]
+            parts.append(
+                f"{len(wrong_shape)} with other shapes (e.g. {k}: "
+                f"{list(state[k].shape)} vs {list(own[k].shape)})"
+            )
+        where = f" {source}" if source else ""
+        raise CheckpointError(
+            f"checkpoint{where} does not match the model architecture: "
+            + ", ".join(parts)
+            + "; use a checkpoint made for this model or retrain"
+        )
+    model.load_state_dict(dict(state), strict=True)

@@ -1,0 +1,170 @@
+"""A small model registry: ``<workspace>/models/registry.json`` lists every trained model.
+
+Each entry: ``model_id``, ``kind`` (``frame``, ``clip``, ``predictor``, ``text-image``...),
+``created`` (RFC 3339 UTC), ``path`` (checkpoint folder, relative to the models folder),
+``config`` (copy of the checkpoint's config without the tensor list) and ``metrics``.
+
+Read-modify-write cycles hold an exclusive ``fcntl`` lock and write atomically, so two
+training runs finishing together cannot lose each other's entry.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from skysearch.config import Workspace
+from skysearch.errors import NotFoundError, UsageError
+from skysearch.timeutil import to_rfc3339
+
+REGISTRY_FILE = "registry.json"
+
+
+@dataclass
+class ModelRecord:
+    model_id: str
+    kind: str
+    created: str
+    path: str
+    config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def directory(self, workspace: Workspace) -> Path:
+        """Absolute checkpoint folder."""
+        path = Path(self.path)
+        return path if path.is_absolute() else workspace.models_dir / path
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _registry_path(workspace: Workspace) -> Path:
+    return workspace.models_dir / REGISTRY_FILE
+
+
+def _read(workspace: Workspace) -> list[dict[str, Any]]:
+    path = _registry_path(workspace)
+    if not path.is_file():
+        return []
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"model registry {path} is unreadable ({exc}); fix or delete it") from None
+    models = data.get("models") if isinstance(data, dict) else None
+    if not isinstance(models, list):
+        raise UsageError(f"model registry {path} has no 'models' list; fix or delete it")
+    return models
+
+
+def _write(workspace: Workspace, models: list[dict[str, Any]]) -> None:
+    path = _registry_path(workspace)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"models": models}, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+@contextmanager
+def _locked(workspace: Workspace) -> Iterator[None]:
+    workspace.models_dir.mkdir(parents=True, exist_ok=True)
+    with open(workspace.models_dir / (REGISTRY_FILE + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def new_model_id(kind: str, when: datetime | None = None) -> str:
+    """``<kind>-YYYYmmddTHHMMSSZ-<6 hex>``: sortable by creation, unique across runs."""
+    when = when or datetime.now(timezone.utc)
+    return f"{kind}-{when.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}"
+
+
+def model_dir(workspace: Workspace, model_id: str) -> Path:
+    """Where a model's checkpoint folder lives (not created)."""
+    return workspace.models_dir / model_id
+
+
+def register_model(
+    workspace: Workspace,
+    model_id: str,
+    kind: str,
+    config: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    path: str | Path | None = None,
+) -> ModelRecord:
+    """Add (or replace) ``model_id`` in the registry. ``path`` defaults to ``models/<model_id>``."""
+    rel = Path(path) if path is not None else Path(model_id)
+    try:
+        rel = rel.relative_to(workspace.models_dir)
+    except ValueError:
+        pass
+    clean_config = {k: v for k, v in dict(config or {}).items() if k != "tensors"}
+    record = ModelRecord(
+        model_id=model_id,
+        kind=kind,
+        created=to_rfc3339(datetime.now(timezone.utc)),
+        path=str(rel),
+        config=clean_config,
+        metrics=dict(metrics or {}),
+    )
+    with _locked(workspace):
+        models = [m for m in _read(workspace) if m.get("model_id") != model_id]
+        models.append(record.to_dict())
+        _write(workspace, models)
+    return record
+
+
+def update_metrics(workspace: Workspace, model_id: str, metrics: Mapping[str, Any]) -> ModelRecord:
+    """Merge ``metrics`` into a registered model's metrics (e.g. after an evaluation)."""
+    with _locked(workspace):
+        models = _read(workspace)
+        for entry in models:
+            if entry.get("model_id") == model_id:
+                entry.setdefault("metrics", {}).update(dict(metrics))
+                _write(workspace, models)
+                return ModelRecord(**entry)
+    raise NotFoundError(f"no model {model_id!r} in {_registry_path(workspace)}")
+
+
+def list_models(workspace: Workspace, kind: str | None = None) -> list[ModelRecord]:
+    """Registered models, oldest first (ties: registration order), optionally one ``kind``."""
+    records = [ModelRecord(**m) for m in _read(workspace)]
+    records = [r for r in records if kind is None or r.kind == kind]
+    return sorted(records, key=lambda r: r.created)
+
+
+def get_model(workspace: Workspace, model_id: str) -> ModelRecord:
+    """One model by id, or :class:`NotFoundError` naming the known ids."""
+    for record in list_models(workspace):
+        if record.model_id == model_id:
+            return record
+    known = ", ".join(r.model_id for r in list_models(workspace)[-5:]) or "none"
+    raise NotFoundError(f"no model {model_id!r} in the registry (recent: {known})")
+
+
+def latest(workspace: Workspace, kind: str, hint: str | None = None) -> ModelRecord:
+    """The most recently created model of ``kind``; ``hint`` says how to make one."""
+    records = list_models(workspace, kind)
+    if not records:
+        how = hint or f"train one first (skysearch train {kind}s)"
+        raise NotFoundError(f"no {kind} model in workspace {workspace.root}: {how}")
+    return records[-1]
+
+
+def resolve(workspace: Workspace, kind: str, model_id: str | None = None) -> ModelRecord:
+    """``model_id`` if given (checking its kind), else the latest of ``kind``."""
+    if model_id is None:
+        return latest(workspace, kind)
+    record = get_model(workspace, model_id)
+    if record.kind != kind:
+        raise UsageError(f"model {model_id} is a {record.kind} model, not a {kind} model")
+    return record

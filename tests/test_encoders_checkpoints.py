@@ -1,0 +1,90 @@
+"""Checkpoints round-trip exactly; corrupt or mismatched ones fail with a clear error; registry."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from skysearch.encoders import registry
+from skysearch.encoders.checkpoints import (
+    CheckpointError,
+    load_checkpoint,
+    load_into,
+    read_config,
+    save_checkpoint,
+)
+
+from skysearch.config import Workspace
+from skysearch.errors import NotFoundError, SkySearchError
+
+
+def _model(width: int = 8) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(4, width), torch.nn.BatchNorm1d(width))
+
+
+def test_roundtrip_is_exact(tmp_path):
+    model = _model()
+    save_checkpoint(tmp_path / "ck", model, {"arch": "toy", "channels": ["ir"]})
+    state, config = load_checkpoint(tmp_path / "ck")
+    assert config["arch"] == "toy" and config["channels"] == ["ir"]
+    for key, value in model.state_dict().items():
+        assert torch.equal(state[key], value), key
+    fresh = _model()
+    torch.nn.init.zeros_(fresh[0].weight)
+    load_into(fresh, state)
+    assert torch.equal(fresh[0].weight, model[0].weight)
+
+
+def test_corrupt_weights_give_clear_error(tmp_path):
+    save_checkpoint(tmp_path, _model(), {"arch": "toy"})
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:40])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(tmp_path)
+
+
+def test_corrupt_config_and_missing_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "nothing")
+    save_checkpoint(tmp_path, _model(), {"arch": "toy"})
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        read_config(tmp_path)
+
+
+def test_mismatched_architecture(tmp_path):
+    save_checkpoint(tmp_path, _model(8), {"arch": "toy"})
+    state, _ = load_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match="does not match") as info:
+        load_into(_model(16), state)
+    assert isinstance(info.value, SkySearchError)
+
+
+def test_weights_from_another_save(tmp_path):
+    save_checkpoint(tmp_path / "a", _model(8), {})
+    save_checkpoint(tmp_path / "b", _model(16), {})
+    (tmp_path / "a" / "model.safetensors").write_bytes(
+        (tmp_path / "b" / "model.safetensors").read_bytes()
+    )
+    with pytest.raises(CheckpointError, match="do not match its config"):
+        load_checkpoint(tmp_path / "a")
+
+
+def test_registry_list_get_latest(tmp_path):
+    ws = Workspace(tmp_path)
+    with pytest.raises(NotFoundError, match="no clip model"):
+        registry.latest(ws, "clip")
+    first = registry.register_model(ws, "clip-a", "clip", {"tensors": {}, "dim": 256}, {"x": 1})
+    registry.register_model(ws, "frame-a", "frame", {}, {})
+    second = registry.register_model(ws, "clip-b", "clip", {}, {})
+    assert [r.model_id for r in registry.list_models(ws, "clip")] == ["clip-a", "clip-b"]
+    assert registry.latest(ws, "clip").model_id == second.model_id != first.model_id
+    assert registry.get_model(ws, "clip-a").config == {"dim": 256}
+    registry.update_metrics(ws, "clip-a", {"ndcg": 0.5})
+    assert registry.get_model(ws, "clip-a").metrics == {"x": 1, "ndcg": 0.5}
+    data = json.loads((ws.models_dir / "registry.json").read_text())
+    assert {m["model_id"] for m in data["models"]} == {"clip-a", "clip-b", "frame-a"}
+    with pytest.raises(NotFoundError):
+        registry.get_model(ws, "nope")
