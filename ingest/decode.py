@@ -1,0 +1,125 @@
+"""Read, check and preprocess one archive file into a working-resolution grey frame.
+
+Runs in worker processes: pure functions of (file, profile), no workspace state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from skysearch.ingest.profiles import Profile
+
+ARCHIVE_SEP = "::"  # source_path of a zip member: "/abs/archive.zip::folder/name.png"
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input file: a plain file, or a member of a zip archive."""
+
+    file: str
+    member: str | None = None
+
+    @property
+    def path(self) -> str:
+        return f"{self.file}{ARCHIVE_SEP}{self.member}" if self.member else self.file
+
+    @property
+    def name(self) -> str:
+        return Path(self.member or self.file).name
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A worker's answer for one source: a frame, or the reason it was skipped."""
+
+    checksum: str = ""
+    width: int = 0
+    height: int = 0
+    frame: np.ndarray | None = None
+    reason: str = ""
+
+
+_open_zip: tuple[str, zipfile.ZipFile] | None = None
+
+
+def read_bytes(source: Source) -> bytes:
+    """The raw file bytes (a worker keeps its last zip archive open: chunks share one)."""
+    global _open_zip
+    if source.member is None:
+        return Path(source.file).read_bytes()
+    if _open_zip is None or _open_zip[0] != source.file:
+        if _open_zip is not None:
+            _open_zip[1].close()
+        _open_zip = (source.file, zipfile.ZipFile(source.file))
+    return _open_zip[1].read(source.member)
+
+
+def _sniff(raw: bytes) -> str:
+    head = raw[:256].lstrip().lower()
+    if not raw:
+        return "empty file"
+    if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
+        return "not an image: an HTML/XML page saved under an image name"
+    return ""
+
+
+def decode_image(raw: bytes) -> Image.Image:
+    """Decode fully (so truncation shows now, not later)."""
+    image = Image.open(io.BytesIO(raw))
+    image.load()
+    return image
+
+
+def to_grey(image: Image.Image) -> Image.Image:
+    """Palette GIFs and RGB(A) -> 8-bit luminance (ITU-R 601, Pillow's ``L``)."""
+    if image.mode == "L":
+        return image
+    if image.mode in ("I;16", "I;16B", "I"):
+        scaled = np.asarray(image, dtype=np.float32)
+        top = scaled.max() or 1.0
+        return Image.fromarray((scaled * (255.0 / top)).astype(np.uint8))
+    return image.convert("L")
+
+
+def preprocess(source: Source, profile: Profile) -> Decoded:
+    """Checksum, decode, check the size, crop, grey, resize; never raises for bad input."""
+    try:
+        raw = read_bytes(source)
+    except (OSError, zipfile.BadZipFile, KeyError) as exc:
+        return Decoded(reason=f"cannot read file: {exc}")
+    checksum = hashlib.sha256(raw).hexdigest()
+    bad = _sniff(raw)
+    if bad:
+        return Decoded(checksum=checksum, reason=bad)
+    try:
+        image = decode_image(raw)
+    except UnidentifiedImageError:
+        return Decoded(checksum=checksum, reason="not a readable image (unknown format)")
+    except (OSError, ValueError, SyntaxError) as exc:
+        return Decoded(checksum=checksum, reason=f"truncated or corrupt image: {exc}")
+    width, height = image.size
+    box = profile.crop_box(width, height)
+    if box is None:
+        return Decoded(
+            checksum=checksum,
+            width=width,
+            height=height,
+            reason=f"wrong dimensions {width}x{height} (profile {profile.name} expects "
+            f"{profile.expected_sizes()})",
+        )
+    grey = to_grey(image.crop(box))
+    if grey.size != profile.resolution:
+        grey = grey.resize(profile.resolution, Image.Resampling.BOX)
+    frame = np.asarray(grey, dtype=np.uint8)
+    return Decoded(checksum=checksum, width=width, height=height, frame=frame)
+
+
+def preprocess_chunk(items: list[tuple[Source, Profile]]) -> list[Decoded]:
+    """Worker entry point: a chunk of sources, answers in the same order."""
+    return [preprocess(source, profile) for source, profile in items]

@@ -1,0 +1,189 @@
+"""Source profiles: how to recognise, date and preprocess one satellite product.
+
+A profile is data (``ingest/profiles/*.json``), not code: adding a satellite product means
+adding a JSON file, either to the package or to a folder named by ``--profiles DIR`` or the
+``SKYSEARCH_PROFILES`` environment variable (``os.pathsep``-separated folders). Fields:
+
+- ``name``, ``satellite``: the profile name (``--source``) and the catalog's satellite.
+- ``pattern``: a regex matched against the file name, with named groups ``channel`` and time
+  fields: ``year`` (4 digits) or ``yy`` (2 digits, 70-99 -> 19yy), ``month`` + ``day`` or ``doy``
+  (day of year), ``hour``, ``minute``. Times in names are UTC.
+- ``channels``: file-name channel code -> catalog channel name (codes not listed are skipped).
+- ``crops``: rules ``{"width": W?, "height": H?, "box": [l, t, r, b]}``; the first rule whose
+  size matches the image gives the crop box; box terms are integers or ``W``/``H`` plus or minus
+  an integer. An image no rule matches is skipped as "wrong dimensions".
+- ``resolution``: ``[width, height]`` of the stored working frame (grey uint8).
+- ``cadence_minutes``: the product's native cadence (clip start times step by it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from skysearch.errors import UsageError
+
+PROFILES_ENV = "SKYSEARCH_PROFILES"
+_TERM = re.compile(r"^\s*(?:(?P<var>[WH])\s*(?:(?P<sign>[+-])\s*(?P<off>\d+))?|(?P<num>\d+))\s*$")
+
+
+def _term(text: str | int, width: int, height: int) -> int:
+    match = _TERM.match(str(text))
+    if not match:
+        raise UsageError(f"crop term {text!r} not understood: use an integer, W, H, W-5, H+10")
+    if match.group("num") is not None:
+        return int(match.group("num"))
+    base = width if match.group("var") == "W" else height
+    off = int(match.group("off") or 0)
+    return base - off if match.group("sign") == "-" else base + off
+
+
+@dataclass(frozen=True)
+class NameMatch:
+    """What a file name says: the frame's channel and UTC time under a profile."""
+
+    profile: str
+    satellite: str
+    channel: str
+    time: datetime
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    satellite: str
+    pattern: re.Pattern[str]
+    channels: dict[str, str]
+    crops: tuple[dict[str, Any], ...]
+    resolution: tuple[int, int]  # (width, height)
+    cadence_minutes: int
+    description: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], origin: str = "") -> Profile:
+        try:
+            pattern = re.compile(data["pattern"])
+            width, height = (int(v) for v in data["resolution"])
+            profile = cls(
+                name=str(data["name"]),
+                satellite=str(data["satellite"]),
+                pattern=pattern,
+                channels={str(k): str(v) for k, v in data["channels"].items()},
+                crops=tuple(dict(rule) for rule in data["crops"]),
+                resolution=(width, height),
+                cadence_minutes=int(data["cadence_minutes"]),
+                description=str(data.get("description", "")),
+            )
+        except (KeyError, TypeError, ValueError, re.error) as exc:
+            raise UsageError(f"source profile {origin or data!r} is invalid: {exc!r}") from None
+        if "channel" not in pattern.groupindex:
+            raise UsageError(f"source profile {origin}: pattern needs a (?P<channel>...) group")
+        return profile
+
+    def match(self, filename: str) -> NameMatch | None:
+        """Channel and time from a file name, or None when the name is not this product's."""
+        found = self.pattern.match(filename)
+        if not found:
+            return None
+        channel = self.channels.get(found.group("channel"))
+        if channel is None:
+            return None
+        try:
+            time = _time_from_groups(found.groupdict())
+        except (KeyError, ValueError):
+            return None
+        return NameMatch(self.name, self.satellite, channel, time)
+
+    def crop_box(self, width: int, height: int) -> tuple[int, int, int, int] | None:
+        """The crop box for an image of this size, or None when no rule fits (wrong size)."""
+        for rule in self.crops:
+            if rule.get("width", width) == width and rule.get("height", height) == height:
+                left, top, right, bottom = (_term(t, width, height) for t in rule["box"])
+                if 0 <= left < right <= width and 0 <= top < bottom <= height:
+                    return left, top, right, bottom
+                return None
+        return None
+
+    def expected_sizes(self) -> str:
+        sizes = [f"{r.get('width', '*')}x{r.get('height', '*')}" for r in self.crops]
+        return " or ".join(sizes)
+
+
+def _time_from_groups(groups: dict[str, str | None]) -> datetime:
+    if groups.get("year"):
+        year = int(groups["year"])
+    else:
+        yy = int(groups["yy"])
+        year = 1900 + yy if yy >= 70 else 2000 + yy
+    hour, minute = int(groups.get("hour") or 0), int(groups.get("minute") or 0)
+    if groups.get("doy"):
+        base = datetime(year, 1, 1, tzinfo=timezone.utc)
+        doy = int(groups["doy"])
+        if not 1 <= doy <= (366 if (base.replace(year=year + 1) - base).days == 366 else 365):
+            raise ValueError(f"day of year {doy}")
+        return base + timedelta(days=doy - 1, hours=hour, minutes=minute)
+    return datetime(
+        year, int(groups["month"]), int(groups["day"]), hour, minute, tzinfo=timezone.utc
+    )
+
+
+def _profile_dirs(extra: list[Path] | None) -> list[Path]:
+    dirs = list(extra or [])
+    env = os.environ.get(PROFILES_ENV, "")
+    dirs += [Path(p) for p in env.split(os.pathsep) if p]
+    return dirs
+
+
+@lru_cache(maxsize=8)
+def _load(dirs: tuple[Path, ...]) -> dict[str, Profile]:
+    profiles: dict[str, Profile] = {}
+    sources: list[tuple[str, str]] = []
+    packaged = resources.files("skysearch.ingest") / "profiles"
+    for entry in sorted(packaged.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".json"):
+            sources.append((f"skysearch.ingest/profiles/{entry.name}", entry.read_text()))
+    for folder in dirs:
+        if not folder.is_dir():
+            raise UsageError(f"profiles folder {folder} does not exist")
+        for path in sorted(folder.glob("*.json")):
+            sources.append((str(path), path.read_text()))
+    for origin, text in sources:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"source profile {origin} is not valid JSON: {exc}") from None
+        profile = Profile.from_dict(data, origin)
+        profiles[profile.name] = profile  # a user's folder may override a packaged profile
+    return profiles
+
+
+def load_profiles(extra_dirs: list[Path] | None = None) -> dict[str, Profile]:
+    """All profiles by name: packaged ones, then ``extra_dirs``, then ``$SKYSEARCH_PROFILES``."""
+    return _load(tuple(Path(d).resolve() for d in _profile_dirs(extra_dirs)))
+
+
+def select_profiles(source: str, extra_dirs: list[Path] | None = None) -> list[Profile]:
+    """The profiles ``--source`` names: one profile, or all of them for ``auto``."""
+    profiles = load_profiles(extra_dirs)
+    if source == "auto":
+        return list(profiles.values())
+    if source not in profiles:
+        known = ", ".join(sorted(profiles))
+        raise UsageError(f"unknown --source {source!r}: use auto or one of {known}")
+    return [profiles[source]]
+
+
+def match_name(filename: str, profiles: list[Profile]) -> tuple[Profile, NameMatch] | None:
+    """The first profile whose pattern recognises ``filename``."""
+    for profile in profiles:
+        found = profile.match(filename)
+        if found is not None:
+            return profile, found
+    return None
