@@ -1,0 +1,133 @@
+"""Search filters, translated to a ``qdrant_client.models.Filter`` in ONE place (``to_qdrant``).
+
+The embedded adapter translates that Filter further into qdrant-edge types; the server and
+``:memory:`` backends send it as is. Every field filtered here has a payload index
+(``skysearch.retrieval.schema.PAYLOAD_INDEXES``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from qdrant_client import models
+
+from skysearch.errors import UsageError
+from skysearch.timeutil import parse_time, to_rfc3339
+
+
+def _ints(values: Iterable[int] | None, name: str, lo: int, hi: int) -> tuple[int, ...]:
+    out = tuple(sorted({int(v) for v in values or ()}))
+    bad = [v for v in out if not lo <= v <= hi]
+    if bad:
+        raise UsageError(f"{name} must be in {lo}..{hi}, got {bad}")
+    return out
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    """What a search may return. Empty fields do not filter.
+
+    - ``start``/``end``: closed time range on ``time``; either side may be None (open-ended).
+    - ``months`` (1-12), ``hours`` (0-23 UTC): match any.
+    - ``day_of_year``: ``(first, last)`` inclusive season window; wraps the year end when
+      ``first > last`` (e.g. ``(335, 59)`` = December-February).
+    - ``channels``/``satellites``/``model_id``: match any (a clip's channel list matches when
+      any of its channels is listed).
+    - ``exclude_around`` + ``exclude_window``: drop everything within the window of that time
+      (the query's own event).
+    - ``k``: number of hits; ``one_per_day``: at most one hit per UTC day.
+    """
+
+    start: datetime | None = None
+    end: datetime | None = None
+    months: tuple[int, ...] = ()
+    hours: tuple[int, ...] = ()
+    day_of_year: tuple[int, int] | None = None
+    channels: tuple[str, ...] = ()
+    satellites: tuple[str, ...] = ()
+    model_id: str | None = None
+    exclude_around: datetime | None = None
+    exclude_window: timedelta = field(default=timedelta(0))
+    k: int = 10
+    one_per_day: bool = False
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen dataclass: normalise once, here
+        for name in ("start", "end", "exclude_around"):
+            value = getattr(self, name)
+            if value is not None:
+                set_(self, name, parse_time(value))
+        if self.start and self.end and self.end < self.start:
+            raise UsageError(f"time range ends ({self.end}) before it starts ({self.start})")
+        set_(self, "months", _ints(self.months, "months", 1, 12))
+        set_(self, "hours", _ints(self.hours, "hours", 0, 23))
+        if self.day_of_year is not None:
+            first, last = (int(v) for v in self.day_of_year)
+            if not (1 <= first <= 366 and 1 <= last <= 366):
+                raise UsageError(f"day_of_year window must be in 1..366, got {self.day_of_year}")
+            set_(self, "day_of_year", (first, last))
+        set_(self, "channels", tuple(self.channels))
+        set_(self, "satellites", tuple(self.satellites))
+        if self.exclude_window < timedelta(0):
+            raise UsageError("exclude_window must not be negative")
+        if not 1 <= self.k <= 10_000:
+            raise UsageError(f"k must be in 1..10000, got {self.k}")
+
+    def to_qdrant(self) -> models.Filter | None:
+        """The one translation of these filters into Qdrant's vocabulary (None: no filter)."""
+        must: list[models.Condition] = []
+        must_not: list[models.Condition] = []
+        if self.start or self.end:
+            must.append(
+                models.FieldCondition(
+                    key="time",
+                    range=models.DatetimeRange(
+                        gte=to_rfc3339(self.start) if self.start else None,
+                        lte=to_rfc3339(self.end) if self.end else None,
+                    ),
+                )
+            )
+        for key, values in (
+            ("month", self.months),
+            ("hour", self.hours),
+            ("channel", self.channels),
+            ("satellite", self.satellites),
+        ):
+            if values:
+                must.append(models.FieldCondition(key=key, match=models.MatchAny(any=list(values))))
+        if self.model_id:
+            must.append(
+                models.FieldCondition(key="model_id", match=models.MatchValue(value=self.model_id))
+            )
+        if self.day_of_year:
+            first, last = self.day_of_year
+            if first <= last:
+                must.append(
+                    models.FieldCondition(
+                        key="day_of_year", range=models.Range(gte=first, lte=last)
+                    )
+                )
+            else:  # wraps the year end: doy >= first OR doy <= last
+                must.append(
+                    models.Filter(
+                        should=[
+                            models.FieldCondition(key="day_of_year", range=models.Range(gte=first)),
+                            models.FieldCondition(key="day_of_year", range=models.Range(lte=last)),
+                        ]
+                    )
+                )
+        if self.exclude_around is not None:
+            must_not.append(
+                models.FieldCondition(
+                    key="time",
+                    range=models.DatetimeRange(
+                        gte=to_rfc3339(self.exclude_around - self.exclude_window),
+                        lte=to_rfc3339(self.exclude_around + self.exclude_window),
+                    ),
+                )
+            )
+        if not must and not must_not:
+            return None
+        return models.Filter(must=must or None, must_not=must_not or None)

@@ -1,0 +1,105 @@
+"""Collection schemas: names, vectors, payload fields and the payload index of every filtered field.
+
+One schema for every backend (embedded engine, Qdrant server, ``:memory:``), so an application
+can query a SkySearch collection directly with any Qdrant client. The README's schema table is
+generated from ``PAYLOAD_FIELDS``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from qdrant_client import models
+
+from skysearch.timeutil import parse_time, to_rfc3339
+
+FRAMES = "frames"
+CLIPS = "clips"
+SCENES = "scenes"
+COLLECTIONS: tuple[str, ...] = (FRAMES, CLIPS, SCENES)
+COLLECTION_DOCS: dict[str, str] = {
+    FRAMES: "one point per frame; one named vector per frame encoder (vector name = model id)",
+    CLIPS: "one point per clip (L frames, G minutes apart); clip-encoder embeddings",
+    SCENES: "one point per frame; text-image model image embeddings (query with a text vector)",
+}
+
+#: Vector name used when a caller passes ``vector_name=None``. Every collection uses named
+#: vectors, so a second encoder can be added to an existing collection later.
+DEFAULT_VECTOR = "default"
+
+#: HNSW graph parameters shared by all backends.
+HNSW_M = 16
+HNSW_EF_CONSTRUCT = 128
+#: ``hnsw_ef`` used at query time. Measured in bench/store.py (see README): 128 keeps filtered
+#: recall@10 >= 0.99 where the default (= k) does not.
+SEARCH_HNSW_EF = 128
+#: Below this many KB of vectors matching a filter, Qdrant scans the filtered subset exactly
+#: (via the payload index) instead of walking the graph. Qdrant's default is 10000 KB.
+FULL_SCAN_THRESHOLD_KB = 10_000
+
+
+@dataclass(frozen=True)
+class PayloadField:
+    name: str
+    index: models.PayloadSchemaType | None  # None: stored, not filtered, not indexed
+    collections: tuple[str, ...]
+    doc: str
+
+
+_ALL = COLLECTIONS
+_T = models.PayloadSchemaType
+PAYLOAD_FIELDS: tuple[PayloadField, ...] = (
+    PayloadField("satellite", _T.KEYWORD, _ALL, "goes-east, coms, gk2a"),
+    PayloadField(
+        "channel",
+        _T.KEYWORD,
+        _ALL,
+        "channel name; a list of channels for a multi-channel clip (match-any)",
+    ),
+    PayloadField("time", _T.DATETIME, _ALL, "RFC 3339 UTC; frame time or clip start"),
+    PayloadField("year", _T.INTEGER, _ALL, "UTC year of `time`"),
+    PayloadField("month", _T.INTEGER, _ALL, "1-12"),
+    PayloadField("day_of_year", _T.INTEGER, _ALL, "1-366 (season filters)"),
+    PayloadField("hour", _T.INTEGER, _ALL, "0-23 UTC"),
+    PayloadField("day", _T.KEYWORD, _ALL, "YYYY-MM-DD UTC (one-hit-per-day groups)"),
+    PayloadField("length", _T.INTEGER, (CLIPS,), "frames per clip"),
+    PayloadField("gap_minutes", _T.INTEGER, (CLIPS,), "minutes between frames"),
+    PayloadField("frame_id", _T.KEYWORD, (FRAMES, SCENES), "UUIDv5 of the frame"),
+    PayloadField("clip_id", _T.KEYWORD, (CLIPS,), "UUIDv5 of the clip"),
+    PayloadField("model_id", _T.KEYWORD, _ALL, "encoder that made the vector"),
+    PayloadField("source_path", None, _ALL, "archive file the frame came from"),
+)
+
+#: Every filtered field and its index type (servers in strict mode refuse unindexed filters;
+#: the embedded engine needs them for filtered HNSW).
+PAYLOAD_INDEXES: dict[str, models.PayloadSchemaType] = {
+    f.name: f.index for f in PAYLOAD_FIELDS if f.index is not None
+}
+
+
+def time_payload(dt: datetime | str) -> dict[str, Any]:
+    """The time fields of a payload: time (RFC 3339 UTC), year, month, day_of_year, hour, day."""
+    t = parse_time(dt)
+    return {
+        "time": to_rfc3339(t),
+        "year": t.year,
+        "month": t.month,
+        "day_of_year": t.timetuple().tm_yday,
+        "hour": t.hour,
+        "day": t.strftime("%Y-%m-%d"),
+    }
+
+
+def schema_table() -> list[dict[str, str]]:
+    """Rows for the README / ``store info`` schema table."""
+    return [
+        {
+            "field": f.name,
+            "index": f.index.value if f.index is not None else "-",
+            "collections": ", ".join(f.collections),
+            "meaning": f.doc,
+        }
+        for f in PAYLOAD_FIELDS
+    ]
