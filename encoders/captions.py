@@ -1,0 +1,212 @@
+"""Class-folder image sets -> SkyScript-format caption CSVs, split by image (fixed seed).
+
+SkyScript builds captions from OpenStreetMap tags by rules. Here the "tags" are class folder
+names: each class gets a small vocabulary of phrases (``grass`` -> grassland, meadow...), and
+each image gets captions drawn from varied templates ("an aerial photo of a meadow"). The CSV
+columns are SkyScript's: ``filepath``, ``title`` (one-object caption), ``title_multi_objects``
+(a longer caption naming two phrases); we add ``label`` (the class folder).
+
+The split is by image and stratified by class: every image lands in exactly one of
+train/val/test, decided by a seeded shuffle, so the same folder always gives the same split.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from skysearch.errors import UsageError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
+CSV_COLUMNS = ("filepath", "title", "title_multi_objects", "label")
+SPLITS = ("train", "val", "test")
+DEFAULT_FRACTIONS = (0.7, 0.1, 0.2)
+DEFAULT_SEED = 20150101
+
+#: Phrases per normalised class name (RSSCN7 plus common scene-set classes). The first phrase
+#: is the class's display name, used in zero-shot prompts.
+CLASS_PHRASES: dict[str, tuple[str, ...]] = {
+    "grass": ("grassland", "a meadow", "grass", "a pasture", "an open field of grass"),
+    "field": ("farmland", "cultivated fields", "cropland", "agricultural fields", "farm plots"),
+    "industry": (
+        "an industrial area",
+        "factories",
+        "industrial buildings",
+        "warehouses",
+        "a factory complex",
+    ),
+    "river lake": ("a river or lake", "a river", "a lake", "water", "a river bank"),
+    "forest": ("a forest", "woods", "dense trees", "woodland", "a tree canopy"),
+    "resident": (
+        "a residential area",
+        "houses",
+        "homes",
+        "residential buildings",
+        "a neighbourhood",
+    ),
+    "parking": ("a parking lot", "parked cars", "a car park", "rows of cars", "a parking area"),
+}
+
+TEMPLATES: tuple[str, ...] = (
+    "a satellite image of {}",
+    "an aerial photo of {}",
+    "a remote sensing image showing {}",
+    "{} seen from above",
+    "an overhead view of {}",
+    "aerial imagery of {}",
+    "a top-down satellite view of {}",
+    "a high resolution aerial image with {}",
+)
+MULTI_TEMPLATES: tuple[str, ...] = (
+    "an aerial image of {} with {}",
+    "a satellite view showing {} and {}",
+    "{} next to {}, seen from above",
+    "a remote sensing scene of {} including {}",
+)
+#: Zero-shot prompts (class display name goes in).
+PROMPTS: tuple[str, ...] = (
+    "a satellite image of {}",
+    "an aerial photo of {}",
+    "a remote sensing image of {}",
+)
+
+
+def normalise_class(folder: str) -> str:
+    """``dRiverLake`` -> ``river lake``; ``parking_lot`` -> ``parking lot``.
+
+    A single lowercase letter before a capital (RSSCN7's ordering prefix) is dropped.
+    """
+    name = re.sub(r"^[a-z](?=[A-Z])", "", folder)
+    name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name)
+    return re.sub(r"[\s_\-]+", " ", name).strip().lower()
+
+
+def class_phrases(folder: str) -> tuple[str, ...]:
+    """Caption phrases for a class folder; unknown classes fall back to their own name."""
+    name = normalise_class(folder)
+    return CLASS_PHRASES.get(name, (name,))
+
+
+def display_name(folder: str) -> str:
+    """The phrase used for a class in zero-shot prompts."""
+    return class_phrases(folder)[0]
+
+
+@dataclass(frozen=True)
+class CaptionRow:
+    filepath: str
+    title: str
+    title_multi_objects: str
+    label: str
+
+
+def caption_for(folder: str, rng: random.Random) -> tuple[str, str]:
+    """(title, title_multi_objects) for one image of class ``folder``, varied by ``rng``."""
+    phrases = class_phrases(folder)
+    title = rng.choice(TEMPLATES).format(rng.choice(phrases))
+    first, second = rng.sample(phrases, 2) if len(phrases) > 1 else (phrases[0], phrases[0])
+    multi = rng.choice(MULTI_TEMPLATES).format(first, second)
+    return title[0].upper() + title[1:], multi[0].upper() + multi[1:]
+
+
+def list_class_images(images_dir: str | Path) -> dict[str, list[Path]]:
+    """``{class folder: sorted image paths}``; a usage error when there are no class folders."""
+    root = Path(images_dir)
+    if not root.is_dir():
+        raise UsageError(f"{root} is not a folder of class folders (e.g. rsscn7/aGrass/*.jpg)")
+    classes = {
+        d.name: sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        for d in sorted(root.iterdir())
+        if d.is_dir() and not d.name.startswith(".")
+    }
+    classes = {k: v for k, v in classes.items() if v}
+    if len(classes) < 2:
+        raise UsageError(
+            f"{root} needs at least two class folders with images (found {len(classes)})"
+        )
+    return classes
+
+
+def split_images(
+    classes: dict[str, list[Path]],
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    seed: int = DEFAULT_SEED,
+) -> dict[str, list[tuple[Path, str]]]:
+    """Stratified split by image: ``{split: [(path, class folder)...]}``, seeded, disjoint."""
+    if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
+        raise UsageError(f"split fractions must be three numbers summing to 1, got {fractions}")
+    out: dict[str, list[tuple[Path, str]]] = {s: [] for s in SPLITS}
+    for folder, paths in sorted(classes.items()):
+        order = sorted(paths)
+        random.Random(f"{seed}/{folder}").shuffle(order)
+        n_train = round(len(order) * fractions[0])
+        n_val = round(len(order) * fractions[1])
+        parts = (order[:n_train], order[n_train : n_train + n_val], order[n_train + n_val :])
+        for split, part in zip(SPLITS, parts, strict=True):
+            out[split].extend((p, folder) for p in part)
+    return out
+
+
+def caption_rows(items: Sequence[tuple[Path, str]], seed: int = DEFAULT_SEED) -> list[CaptionRow]:
+    """Captions for ``(path, class folder)`` items; each image's captions depend only on its
+    name and the seed (so re-running never changes them)."""
+    rows = []
+    for path, folder in items:
+        rng = random.Random(f"{seed}/{folder}/{path.name}")
+        title, multi = caption_for(folder, rng)
+        rows.append(CaptionRow(str(path.resolve()), title, multi, folder))
+    return rows
+
+
+def write_csv(rows: Sequence[CaptionRow], path: str | Path) -> Path:
+    """Write rows in SkyScript's CSV format (plus ``label``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(CSV_COLUMNS)
+        for r in rows:
+            writer.writerow([r.filepath, r.title, r.title_multi_objects, r.label])
+    tmp.replace(path)
+    return path
+
+
+def read_csv(path: str | Path, caption_key: str = "title") -> list[tuple[str, str, str]]:
+    """``[(filepath, caption, label)]`` from a SkyScript CSV (``label`` may be absent: "")."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"caption CSV {path} not found")
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields = reader.fieldnames or []
+        for need in ("filepath", caption_key):
+            if need not in fields:
+                raise UsageError(f"{path} has no {need!r} column (columns: {', '.join(fields)})")
+        base = path.parent
+        rows = []
+        for r in reader:
+            fp = Path(r["filepath"])
+            fp = fp if fp.is_absolute() else base / fp
+            rows.append((str(fp), r[caption_key], r.get("label") or ""))
+    if not rows:
+        raise UsageError(f"caption CSV {path} has no rows")
+    return rows
+
+
+def convert_folder(
+    images_dir: str | Path,
+    out_dir: str | Path,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    seed: int = DEFAULT_SEED,
+) -> dict[str, Path]:
+    """Class folders -> ``{train,val,test}.csv`` in ``out_dir``; returns the CSV paths."""
+    splits = split_images(list_class_images(images_dir), fractions, seed)
+    return {
+        split: write_csv(caption_rows(items, seed), Path(out_dir) / f"{split}.csv")
+        for split, items in splits.items()
+    }
