@@ -55,3 +55,46 @@ def ingest(
     info(report.summary_line())
     if json_out:
         emit_json(report.to_dict())
+
+
+@app.command()
+def clips(
+    length: Annotated[int, typer.Option(help="Frames per clip (L).")] = 12,
+    gap: Annotated[int, typer.Option(help="Minutes between clip frames (G).")] = 60,
+    channels: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated channels of multi-channel clips, e.g. ir,wv. "
+            "Default: single-channel clips for every channel."
+        ),
+    ] = None,
+    tolerance: Annotated[
+        int, typer.Option(help="Minutes a frame may sit from its step's time.")
+    ] = 15,
+    satellite: Annotated[str | None, typer.Option(help="Only this satellite.")] = None,
+    workspace: WorkspaceOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Assemble clips (L frames G minutes apart) from the frame catalog into the clip catalog.
+
+    Start times step through every frame of the first channel; a step with no frame within
+    the tolerance makes the clip incomplete (skipped, counted). Re-runs change nothing.
+
+    Example: skysearch clips --length 12 --gap 60 --channels ir,wv --tolerance 15 -w ws
+    """
+    from skysearch.ingest.clips import build_clips
+
+    settings = load_settings(workspace=workspace)
+    report = build_clips(
+        settings.workspace,
+        length=length,
+        gap_minutes=gap,
+        channels=channels,
+        tolerance_minutes=tolerance,
+        satellite=satellite,
+    )
+    for spec, count in report.by_spec.items():
+        info(f"  {spec}: {count} clips")
+    info(report.summary_line())
+    if json_out:
+        emit_json(report.to_dict())

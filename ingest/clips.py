@@ -1,0 +1,263 @@
+"""Clips: L frames G minutes apart, assembled from the frame catalog; a Parquet clip catalog.
+
+A clip may start at every frame time of its first channel (so clips overlap and step by the
+product's native cadence). Step k wants the frame nearest ``start + k*G`` within the tolerance,
+in every channel; if any step of any channel has none (a gap in the archive), or one frame
+would fill two steps, the clip is incomplete and skipped (counted).
+
+Catalog layout: ``catalog/clips/satellite=S/year=Y/{ch1+ch2}_{L}x{G}m.parquet`` (year of the
+clip start), one file per clip spec and year, rewritten atomically and only when it changes,
+so re-runs are idempotent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from skysearch.ingest import ids
+from skysearch.ingest.catalog import atomic_write_table, read_frames, remove_temporaries
+from skysearch.ingest.framestore import FrameStore
+
+from skysearch.config import Workspace
+from skysearch.errors import NotFoundError, UsageError
+
+TIME = pa.timestamp("us", tz="UTC")
+CLIP_SCHEMA = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("satellite", pa.string()),
+        ("channels", pa.list_(pa.string())),
+        ("start", TIME),
+        ("end", TIME),
+        ("year", pa.int32()),
+        ("length", pa.int32()),
+        ("gap_minutes", pa.int32()),
+        ("tolerance_minutes", pa.int32()),
+        ("frame_ids", pa.list_(pa.list_(pa.string()))),
+    ]
+)
+_MINUTE_US = 60_000_000
+
+
+@dataclass
+class ClipReport:
+    """Summary of one ``build_clips`` run (``--json`` prints it)."""
+
+    clips_added: int = 0
+    clips_total: int = 0
+    incomplete: int = 0
+    by_spec: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary_line(self) -> str:
+        return (
+            f"clips: {self.clips_added} added, {self.clips_total} in catalog for these specs, "
+            f"{self.incomplete} incomplete start times skipped (gaps beyond the tolerance)"
+        )
+
+
+def spec_name(channels: Sequence[str], length: int, gap_minutes: int) -> str:
+    """File stem of one clip spec: ``ir+wv_12x60m``."""
+    return f"{'+'.join(channels)}_{length}x{gap_minutes}m"
+
+
+def parse_channels(channels: str | Sequence[str] | None) -> list[str] | None:
+    """``"ir,wv"`` or ``["ir", "wv"]`` -> ``["ir", "wv"]``; None stays None."""
+    if channels is None:
+        return None
+    items = channels.split(",") if isinstance(channels, str) else list(channels)
+    out = [c.strip() for c in items if c.strip()]
+    return out or None
+
+
+def _nearest(times: np.ndarray, targets: np.ndarray, tol_us: int) -> np.ndarray:
+    """Index of the nearest time to each target (ties -> earlier), -1 beyond the tolerance."""
+    right = np.clip(np.searchsorted(times, targets), 0, len(times) - 1)
+    left = np.clip(right - 1, 0, len(times) - 1)
+    d_left = np.abs(targets - times[left])
+    d_right = np.abs(times[right] - targets)
+    pick = np.where(d_left <= d_right, left, right)
+    dist = np.minimum(d_left, d_right)
+    return np.where(dist <= tol_us, pick, -1)
+
+
+def assemble(
+    frames: pa.Table,
+    satellite: str,
+    channels: Sequence[str],
+    length: int,
+    gap_minutes: int,
+    tolerance_minutes: int,
+) -> tuple[pa.Table, int]:
+    """Clips of one satellite and channel list from catalog rows; returns (clips, incomplete)."""
+    per_channel = []
+    for chan in channels:
+        sel = frames.filter(
+            pc.and_(pc.equal(frames["satellite"], satellite), pc.equal(frames["channel"], chan))
+        ).sort_by("time")
+        times = sel["time"].cast(pa.int64()).to_numpy()
+        per_channel.append((times, np.asarray(sel["frame_id"].to_pylist(), dtype=object)))
+    starts = per_channel[0][0]
+    if len(starts) == 0 or any(len(t) == 0 for t, _ in per_channel):
+        return CLIP_SCHEMA.empty_table(), len(starts)
+    offsets = np.arange(length, dtype=np.int64) * gap_minutes * _MINUTE_US
+    targets = starts[:, None] + offsets[None, :]
+    tol = tolerance_minutes * _MINUTE_US
+    picks = [_nearest(times, targets, tol) for times, _ in per_channel]
+    ok = np.ones(len(starts), bool)
+    for pick in picks:
+        ok &= (pick >= 0).all(axis=1)
+        ok &= (np.diff(pick, axis=1) > 0).all(axis=1)  # one frame never fills two steps
+    rows = np.nonzero(ok)[0]
+    start_us = starts[rows]
+    start_ts = pa.array(start_us, pa.int64()).cast(TIME)
+    start_dt = start_ts.to_pylist()
+    frame_ids = [
+        [per_channel[c][1][picks[c][r]].tolist() for c in range(len(channels))] for r in rows
+    ]
+    table = pa.table(
+        {
+            "clip_id": [ids.clip_id(satellite, channels, s, length, gap_minutes) for s in start_dt],
+            "satellite": [satellite] * len(rows),
+            "channels": [list(channels)] * len(rows),
+            "start": start_ts,
+            "end": pa.array(start_us + offsets[-1], pa.int64()).cast(TIME),
+            "year": [s.year for s in start_dt],
+            "length": [length] * len(rows),
+            "gap_minutes": [gap_minutes] * len(rows),
+            "tolerance_minutes": [tolerance_minutes] * len(rows),
+            "frame_ids": frame_ids,
+        },
+        schema=CLIP_SCHEMA,
+    )
+    return table, int(len(starts) - len(rows))
+
+
+def _write_spec(workspace: Workspace, satellite: str, name: str, clips: pa.Table) -> int:
+    """Write one spec's clips per start year, only what changed; returns clips added."""
+    sat_dir = workspace.clips_catalog / f"satellite={satellite}"
+    old_files = {p.parent.name: p for p in sat_dir.glob(f"year=*/{name}.parquet")}
+    added = 0
+    years = sorted(set(clips["year"].to_pylist()))
+    for year in years:
+        part = clips.filter(pc.equal(clips["year"], year))
+        path = sat_dir / f"year={year}" / f"{name}.parquet"
+        old = old_files.pop(path.parent.name, None)
+        old_table = pq.read_table(old, schema=CLIP_SCHEMA) if old else CLIP_SCHEMA.empty_table()
+        old_ids = set(old_table["clip_id"].to_pylist())
+        added += sum(1 for cid in part["clip_id"].to_pylist() if cid not in old_ids)
+        if not old_table.equals(part):
+            atomic_write_table(part, path)
+    for stale in old_files.values():  # years that no longer have a complete clip
+        stale.unlink()
+    return added
+
+
+def build_clips(
+    workspace: Workspace,
+    length: int = 12,
+    gap_minutes: int = 60,
+    channels: str | Sequence[str] | None = None,
+    tolerance_minutes: int = 15,
+    satellite: str | None = None,
+) -> ClipReport:
+    """Build (or refresh) the clip catalog from the frame catalog; idempotent.
+
+    ``channels`` None: single-channel clips for every channel of every satellite. A list:
+    multi-channel clips (every channel at every step), for each satellite that has them all.
+    """
+    if length < 1 or gap_minutes < 1:
+        raise UsageError("--length and --gap must be at least 1")
+    if not 0 <= tolerance_minutes < gap_minutes:
+        raise UsageError("--tolerance must be >= 0 and smaller than --gap")
+    wanted = parse_channels(channels)
+    cols = ["frame_id", "satellite", "channel", "time"]
+    frames = read_frames(workspace, satellite=satellite, columns=cols)
+    if frames.num_rows == 0:
+        where = f" for satellite {satellite}" if satellite else ""
+        raise NotFoundError(f"no frames in the catalog{where}: run `skysearch ingest PATH` first")
+    remove_temporaries(workspace.clips_catalog)
+    available: dict[str, set[str]] = {}
+    for sat, chan in zip(
+        frames["satellite"].to_pylist(), frames["channel"].to_pylist(), strict=True
+    ):
+        available.setdefault(sat, set()).add(chan)
+    specs: list[tuple[str, list[str]]] = []
+    for sat in sorted(available):
+        if wanted is None:
+            specs += [(sat, [chan]) for chan in sorted(available[sat])]
+        elif set(wanted) <= available[sat]:
+            specs.append((sat, wanted))
+    if not specs:
+        have = "; ".join(f"{s}: {','.join(sorted(c))}" for s, c in sorted(available.items()))
+        raise UsageError(f"no satellite has all channels {','.join(wanted or [])} ({have})")
+    report = ClipReport()
+    for sat, chans in specs:
+        clips, incomplete = assemble(frames, sat, chans, length, gap_minutes, tolerance_minutes)
+        name = spec_name(chans, length, gap_minutes)
+        report.clips_added += _write_spec(workspace, sat, name, clips)
+        report.clips_total += clips.num_rows
+        report.incomplete += incomplete
+        report.by_spec[f"{sat}/{name}"] = clips.num_rows
+    return report
+
+
+def read_clips(
+    workspace: Workspace,
+    satellite: str | None = None,
+    channels: str | Sequence[str] | None = None,
+    length: int | None = None,
+    gap_minutes: int | None = None,
+) -> pa.Table:
+    """Clips in the catalog, sorted by start (then satellite, clip id).
+
+    ``channels`` selects clips whose channel list is exactly this one (``"ir,wv"`` or a list).
+    """
+    root = workspace.clips_catalog
+    sat_glob = f"satellite={satellite}" if satellite else "satellite=*"
+    chans = parse_channels(channels)
+    parts = []
+    for path in sorted(root.glob(f"{sat_glob}/year=*/*.parquet")):
+        stem_chans, _, dims = path.stem.rpartition("_")
+        if chans is not None and stem_chans != "+".join(chans):
+            continue
+        if length is not None and not dims.startswith(f"{length}x"):
+            continue
+        if gap_minutes is not None and not dims.endswith(f"x{gap_minutes}m"):
+            continue
+        parts.append(pq.read_table(path, schema=CLIP_SCHEMA))
+    if not parts:
+        return CLIP_SCHEMA.empty_table()
+    table = pa.concat_tables(parts)
+    order = [("start", "ascending"), ("satellite", "ascending"), ("clip_id", "ascending")]
+    return table.sort_by(order)
+
+
+def clip_frames(
+    workspace: Workspace,
+    clip: str | Mapping[str, Any],
+    store: FrameStore | None = None,
+) -> np.ndarray:
+    """Pixels of one clip, uint8 (C, L, H, W); ``clip`` is a clip id or a catalog row (dict).
+
+    Pass a ``store`` to reuse one FrameStore (and its index) across many clips.
+    """
+    if isinstance(clip, str):
+        table = read_clips(workspace)
+        found = table.filter(pc.equal(table["clip_id"], clip))
+        if found.num_rows == 0:
+            raise NotFoundError(f"clip {clip} not in the clip catalog: run `skysearch clips`")
+        clip = found.slice(0, 1).to_pylist()[0]
+    grid = clip["frame_ids"]
+    channels, steps = len(grid), len(grid[0])
+    store = store or FrameStore(workspace)
+    flat = store.read_many([fid for row in grid for fid in row])
+    return flat.reshape(channels, steps, *flat.shape[1:])
