@@ -1,0 +1,250 @@
+"""Ingest on real frames: shared GOES/COMS data, the bundled sample, synthetic GK2A names."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+from conftest import SAMPLE_DATA, shared_data
+from PIL import Image
+from skysearch.ingest import ids
+from skysearch.ingest.catalog import read_frames
+from skysearch.ingest.framestore import FrameStore
+from skysearch.ingest.pipeline import ingest
+
+from skysearch.config import Workspace
+from skysearch.errors import NotFoundError
+
+SAMPLE_IR = SAMPLE_DATA / "goes-irma-2017" / "infrared"
+UTC = timezone.utc
+
+
+def _ws(path: Path) -> Workspace:
+    return Workspace(path)
+
+
+@pytest.fixture(scope="module")
+def goes_ws(tmp_path_factory):
+    """The whole shared GOES Irma folder ingested once (both channels, worker pool)."""
+    src = shared_data("goes-irma-2017")
+    ws = _ws(tmp_path_factory.mktemp("goes") / "ws")
+    report = ingest([src], ws, source="auto", workers=2, progress=False)
+    return ws, report, src
+
+
+def test_goes_counts_times_and_html_skips(goes_ws):
+    ws, report, _ = goes_ws
+    assert report.by_channel == {"goes-east/ir": 309, "goes-east/wv": 240}
+    assert report.frames_added == report.frames_total == 549
+    reasons = {Path(s["path"]).name: s["reason"] for s in report.skipped}
+    assert set(reasons) == {"HUIR172502115.GIF", "HUWV172502115.GIF"}
+    assert all("HTML" in r for r in reasons.values())
+    ir = read_frames(ws, satellite="goes-east", channel="ir")
+    assert ir["time"][0].as_py() == datetime(2017, 9, 4, 23, 45, tzinfo=UTC)
+    assert ir["time"][-1].as_py() == datetime(2017, 9, 11, 23, 45, tzinfo=UTC)
+    wv = read_frames(ws, channel="wv")
+    assert wv["time"][0].as_py() == datetime(2017, 9, 6, 23, 45, tzinfo=UTC)
+    # HUIR172472345 = 2017, day 247, 23:45 UTC = 2017-09-04T23:45Z; its id is the contract's
+    first = ir.slice(0, 1).to_pylist()[0]
+    assert first["frame_id"] == ids.frame_id("goes-east", "ir", first["time"])
+    assert Path(first["source_path"]).name == "HUIR172472345.GIF"
+    assert (first["width"], first["height"], first["status"]) == (720, 480, "ok")
+    saved = json.loads(Path(report.report_path).read_text())
+    assert saved["frames_total"] == 549 and len(saved["skipped"]) == 2
+
+
+def test_goes_frames_are_cropped_grey_halved(goes_ws):
+    ws, _, src = goes_ws
+    ir = read_frames(ws, channel="ir", start="2017-09-06T12:45Z", end="2017-09-06T12:45Z")
+    assert ir.num_rows == 1
+    frame = FrameStore(ws).read(ir["frame_id"][0].as_py())
+    assert frame.shape == (234, 360) and frame.dtype == np.uint8
+    image = Image.open(src / "infrared" / "HUIR172491245.GIF").convert("L")
+    expected = np.asarray(image.crop((0, 0, 720, 468)).resize((360, 234), Image.Resampling.BOX))
+    np.testing.assert_array_equal(frame, expected)
+
+
+def test_goes_rerun_changes_nothing(goes_ws):
+    ws, _, src = goes_ws
+    before = read_frames(ws)
+    again = ingest([src], ws, progress=False)
+    assert again.frames_added == 0 and again.unchanged == 549
+    assert len(again.skipped) == 2
+    assert read_frames(ws).equals(before)
+
+
+def test_coms_folders_and_zip_archive(tmp_path):
+    src = shared_data("coms-2011-03-03")
+    ws = _ws(tmp_path / "ws")
+    report = ingest([src], ws, source="coms", progress=False)
+    assert report.frames_added == 24 and not report.skipped
+    assert report.by_channel == {f"coms/{c}": 6 for c in ("ir01", "ir02", "swir", "wv")}
+    frames = read_frames(ws)
+    assert len(set(frames["time"].to_pylist())) == 6
+    assert frames["time"][0].as_py() == datetime(2011, 3, 3, 6, 45, tzinfo=UTC)
+    assert FrameStore(ws).read_many(frames["frame_id"].to_pylist()[:3]).shape == (3, 300, 375)
+
+    # the SkySearch COMS dataset ships per-year zip archives of the same folders
+    archive = tmp_path / "coms-2011.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        for png in sorted(src.rglob("*.png")):
+            zf.write(png, f"2011/{png.parent.name}/{png.name}")
+    ws_zip = _ws(tmp_path / "ws-zip")
+    zipped = ingest([archive], ws_zip, source="auto", workers=2, progress=False)
+    assert zipped.frames_added == 24 and not zipped.skipped
+    from_zip = read_frames(ws_zip)
+    assert all("::2011/" in p for p in from_zip["source_path"].to_pylist())
+    assert from_zip["checksum"].equals(frames["checksum"])
+    np.testing.assert_array_equal(
+        FrameStore(ws_zip).read_many(from_zip["frame_id"].to_pylist()),
+        FrameStore(ws).read_many(frames["frame_id"].to_pylist()),
+    )
+    assert ingest([archive], ws_zip, progress=False).unchanged == 24
+
+
+def _gk2a_png(path: Path, width: int, height: int, box: tuple[int, int, int, int]) -> None:
+    """Body (inside the crop box) grey 100, header/borders white 255."""
+    pixels = np.full((height, width, 3), 255, np.uint8)
+    left, top, right, bottom = box
+    pixels[top:bottom, left:right] = 100
+    Image.fromarray(pixels).save(path)
+
+
+def test_gk2a_crop_depends_on_height(tmp_path):
+    src = tmp_path / "gk2a"
+    src.mkdir()
+    _gk2a_png(
+        src / "gk2a_ami_le1b_ir105_ea020lc_202001010000.png", 1500, 1300, (18, 62, 1495, 1300)
+    )
+    _gk2a_png(src / "gk2a_ami_le1b_ir105_ea020lc_202001010010.png", 1500, 1332, (0, 80, 1500, 1322))
+    _gk2a_png(src / "gk2a_ami_le1b_wv069_ea020lc_202001010000.png", 1500, 1200, (0, 0, 1500, 1200))
+    ws = _ws(tmp_path / "ws")
+    report = ingest([src], ws, source="gk2a", progress=False)
+    assert report.by_channel == {"gk2a/ir105": 2}
+    assert len(report.skipped) == 1 and "wrong dimensions 1500x1200" in report.skipped[0]["reason"]
+    frames = FrameStore(ws).read_many(read_frames(ws)["frame_id"].to_pylist())
+    assert frames.shape == (2, 300, 375)
+    assert (frames == 100).all()  # header rows and borders cropped away exactly
+
+
+def test_profile_from_a_json_file(tmp_path, cli, monkeypatch):
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    profile = {
+        "name": "goes-test",
+        "satellite": "test-sat",
+        "pattern": r"^T(?P<channel>IR)(?P<yy>\d{2})(?P<doy>\d{3})"
+        r"(?P<hour>\d{2})(?P<minute>\d{2})\.gif$",
+        "channels": {"IR": "thermal"},
+        "crops": [{"width": 720, "height": 480, "box": ["10", "0", "W-10", "H-12"]}],
+        "resolution": [175, 117],
+        "cadence_minutes": 60,
+    }
+    (profiles / "goes-test.json").write_text(json.dumps(profile))
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(SAMPLE_IR / "HUIR172490045.GIF", src / "TIR172490045.gif")
+    ws = tmp_path / "ws"
+    result = cli("ingest", src, "--profiles", profiles, "-w", ws, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])["by_channel"] == {
+        "test-sat/thermal": 1
+    }
+    frame = FrameStore(_ws(ws)).read(
+        ids.frame_id("test-sat", "thermal", datetime(2017, 9, 6, 0, 45, tzinfo=UTC))
+    )
+    assert frame.shape == (117, 175)
+    # the same folder through the environment variable, with --source naming the profile
+    monkeypatch.setenv("SKYSEARCH_PROFILES", str(profiles))
+    again = cli("ingest", src, "--source", "goes-test", "-w", tmp_path / "ws2", "--json")
+    assert json.loads(again.stdout)["frames_added"] == 1
+
+
+def test_bad_inputs_are_skipped_with_reasons(tmp_path):
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    (src / "b").mkdir()
+    names = ["HUIR172490045.GIF", "HUIR172490145.GIF", "HUIR172490245.GIF"]
+    for name in names:
+        shutil.copy(SAMPLE_IR / name, src / "a" / name)
+    shutil.copy(SAMPLE_IR / "HUIR172502115.GIF", src / "a")  # real HTML page named .GIF
+    raw = (SAMPLE_IR / "HUIR172490345.GIF").read_bytes()
+    (src / "a" / "HUIR172490345.GIF").write_bytes(raw[: len(raw) // 3])  # truncated
+    (src / "a" / "notes.txt").write_text("not a frame")
+    (src / "a" / "HUIR17249.GIF").write_bytes(raw)  # name without a time
+    shutil.copy(SAMPLE_IR / names[0], src / "b" / names[0])  # same time, same content
+    shutil.copy(SAMPLE_IR / "HUIR172490445.GIF", src / "b" / names[1])  # same time, other pixels
+    ws = _ws(tmp_path / "ws")
+    report = ingest([src], ws, progress=False)
+    assert report.frames_added == 3 and report.identical_duplicates == 1
+    reasons = {Path(s["path"]).name: s["reason"] for s in report.skipped}
+    assert "HTML" in reasons["HUIR172502115.GIF"]
+    assert "truncated" in reasons["HUIR172490345.GIF"]
+    assert "matches no source profile" in reasons["notes.txt"]
+    assert "matches no source profile" in reasons["HUIR17249.GIF"]
+    assert "duplicate timestamp 2017-09-06T01:45Z" in reasons["HUIR172490145.GIF"]
+    assert len(report.skipped) == 5
+    rerun = ingest([src], ws, progress=False)  # same verdicts, nothing new
+    assert rerun.frames_added == 0 and len(rerun.skipped) == 5
+
+
+def test_incremental_new_year(tmp_path):
+    y17, y18 = tmp_path / "2017", tmp_path / "2018"
+    y17.mkdir()
+    y18.mkdir()
+    for path in sorted(SAMPLE_IR.glob("HUIR17249*.GIF"))[:8]:
+        shutil.copy(path, y17 / path.name)
+        shutil.copy(path, y18 / path.name.replace("HUIR17", "HUIR18"))
+    ws = _ws(tmp_path / "ws")
+    assert ingest([y17], ws, progress=False).frames_added == 8
+    year17 = read_frames(ws)
+    report = ingest([y17, y18], ws, progress=False)
+    assert (report.frames_added, report.unchanged, report.frames_total) == (8, 8, 16)
+    assert read_frames(ws, end="2017-12-31T23:59Z").equals(year17)
+    assert read_frames(ws, start="2018-01-01")["year"].to_pylist() == [2018] * 8
+    assert (ws.frames_catalog / "satellite=goes-east" / "year=2018").is_dir()
+    assert ingest([y17, y18], ws, progress=False).frames_added == 0
+
+
+def test_read_frames_filters_and_framestore_order(tmp_path):
+    ws = _ws(tmp_path / "ws")
+    ingest([SAMPLE_IR], ws, progress=False)
+    day = read_frames(ws, start="2017-09-07T00:00Z", end="2017-09-07T23:59Z", channel="ir")
+    assert day.num_rows == 24 and pc.all(pc.equal(day["year"], 2017)).as_py()
+    assert read_frames(ws, satellite="coms").num_rows == 0
+    store = FrameStore(ws)
+    picked = day["frame_id"].to_pylist()[::-1][:4]
+    many = store.read_many(picked)
+    for i, fid in enumerate(picked):
+        np.testing.assert_array_equal(many[i], store.read(fid))
+    with pytest.raises(NotFoundError):
+        store.read("00000000-0000-0000-0000-000000000000")
+
+
+def test_cli_errors_are_one_line_exit_2(tmp_path, cli):
+    missing = cli("ingest", tmp_path / "nope", "-w", tmp_path / "ws")
+    assert missing.exit_code == 2
+    assert missing.stderr.strip().startswith("error: path not found")
+    assert len(missing.stderr.strip().splitlines()) == 1
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    unwritable = cli("ingest", SAMPLE_IR, "-w", blocker / "ws")
+    assert unwritable.exit_code == 2 and unwritable.stderr.startswith("error: workspace")
+    unknown = cli("ingest", SAMPLE_IR, "--source", "meteosat", "-w", tmp_path / "ws")
+    assert unknown.exit_code == 2 and "unknown --source" in unknown.stderr
+
+
+def test_cli_json_summary_on_sample(tmp_path, cli):
+    result = cli("ingest", SAMPLE_IR, "-w", tmp_path / "ws", "--json")
+    assert result.exit_code == 0
+    summary = json.loads(result.stdout)
+    assert summary["frames_added"] == summary["frames_total"] == 60
+    assert summary["by_channel"] == {"goes-east/ir": 60}
+    assert [Path(s["path"]).name for s in summary["skipped"]] == ["HUIR172502115.GIF"]
+    assert "60 frames added" in result.stderr
