@@ -1,0 +1,52 @@
+"""The grid Kolmogorov-Smirnov similarity metric: public API.
+
+Array functions live in ``similarity_core`` (sketches, modes, one-vs-many, pairwise); stored
+per-frame sketches and clip-id lookups in ``similarity_store``; image folders in
+``similarity_files``. Import from here.
+"""
+
+from skysearch.ingest.similarity_core import (
+    MODES,
+    ClipScore,
+    Geometry,
+    GridSpec,
+    Mode,
+    SketchPool,
+    bin_grey,
+    cell_similarities,
+    cell_sizes,
+    clip_similarity,
+    clip_similarity_from_sketches,
+    frame_similarity,
+    one_to_many,
+    pairwise,
+    similarity_block,
+    sketch_dtype,
+    sketch_frame,
+    sketch_frames,
+    sketch_geometry,
+    to_grey,
+)
+
+__all__ = [
+    "MODES",
+    "ClipScore",
+    "Geometry",
+    "GridSpec",
+    "Mode",
+    "SketchPool",
+    "bin_grey",
+    "cell_similarities",
+    "cell_sizes",
+    "clip_similarity",
+    "clip_similarity_from_sketches",
+    "frame_similarity",
+    "one_to_many",
+    "pairwise",
+    "similarity_block",
+    "sketch_dtype",
+    "sketch_frame",
+    "sketch_frames",
+    "sketch_geometry",
+    "to_grey",
+]
