@@ -27,10 +27,26 @@ from skysearch.ingest.similarity_core import (
     sketch_geometry,
     to_grey,
 )
+from skysearch.ingest.similarity_store import (
+    ClipScores,
+    ClipSet,
+    SketchReport,
+    SketchStore,
+    load_clips,
+    pairwise_clips,
+    score_clips,
+)
 
 __all__ = [
     "MODES",
     "ClipScore",
+    "ClipScores",
+    "ClipSet",
+    "SketchReport",
+    "SketchStore",
+    "load_clips",
+    "pairwise_clips",
+    "score_clips",
     "Geometry",
     "GridSpec",
     "Mode",
