@@ -53,6 +53,9 @@ def ingest(
     if len(report.skipped) > 20:
         info(f"... {len(report.skipped) - 20} more skipped (see {report.report_path})")
     info(report.summary_line())
+    from skysearch.ingest.similarity import SketchStore  # per-frame similarity sketches
+
+    info(SketchStore(settings.workspace).update().summary_line())
     if json_out:
         emit_json(report.to_dict())
 
