@@ -3,4 +3,5 @@
 from skysearch.cli import (
     groups,  # noqa: F401
     ingest,  # noqa: F401
+    similarity,  # noqa: F401
 )

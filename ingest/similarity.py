@@ -11,12 +11,14 @@ from skysearch.ingest.similarity_core import (
     Geometry,
     GridSpec,
     Mode,
+    SketchedClip,
     SketchPool,
     bin_grey,
     cell_similarities,
     cell_sizes,
     clip_similarity,
     clip_similarity_from_sketches,
+    compare_clips,
     frame_similarity,
     one_to_many,
     pairwise,
@@ -27,14 +29,17 @@ from skysearch.ingest.similarity_core import (
     sketch_geometry,
     to_grey,
 )
+from skysearch.ingest.similarity_files import folder_layout, sketch_folder
 from skysearch.ingest.similarity_store import (
     ClipScores,
     ClipSet,
     SketchReport,
     SketchStore,
+    find_clip,
     load_clips,
     pairwise_clips,
     score_clips,
+    sketch_catalog_clip,
 )
 
 __all__ = [
@@ -56,6 +61,12 @@ __all__ = [
     "cell_sizes",
     "clip_similarity",
     "clip_similarity_from_sketches",
+    "compare_clips",
+    "find_clip",
+    "folder_layout",
+    "sketch_catalog_clip",
+    "sketch_folder",
+    "SketchedClip",
     "frame_similarity",
     "one_to_many",
     "pairwise",

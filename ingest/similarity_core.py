@@ -400,6 +400,34 @@ def clip_similarity_from_sketches(
     )
 
 
+@dataclass(frozen=True)
+class SketchedClip:
+    """A clip's sketches (C, L, B, cells) with its channel names, cell sizes and origin."""
+
+    channels: list[str]
+    sketches: np.ndarray
+    sizes: np.ndarray
+    source: str
+
+
+def compare_clips(a: SketchedClip, b: SketchedClip) -> ClipScore:
+    """Similarity of two sketched clips, matching channels by name."""
+    if sorted(a.channels) != sorted(b.channels):
+        raise UsageError(
+            f"channels differ: {a.source} has {','.join(a.channels)}, "
+            f"{b.source} has {','.join(b.channels)}"
+        )
+    if a.sketches.shape[1] != b.sketches.shape[1]:
+        raise UsageError(
+            f"frame counts differ: {a.source} has {a.sketches.shape[1]} frames, "
+            f"{b.source} has {b.sketches.shape[1]}"
+        )
+    order = [b.channels.index(c) for c in a.channels]
+    return clip_similarity_from_sketches(
+        a.sketches, b.sketches[order], a.sizes, b.sizes, list(a.channels)
+    )
+
+
 def clip_similarity(
     clip_a: np.ndarray,
     clip_b: np.ndarray,

@@ -19,6 +19,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from skysearch.ingest.similarity_core import (
     ClipScore,
     Geometry,
     GridSpec,
+    SketchedClip,
     SketchPool,
     cell_sizes,
     one_to_many,
@@ -43,6 +45,7 @@ from tqdm import tqdm
 
 from skysearch.config import Workspace
 from skysearch.errors import NotFoundError, StoreError, UsageError
+from skysearch.timeutil import parse_time, to_rfc3339
 
 DATA_FILE = "sketch.bin"
 IDS_FILE = "ids.txt"
@@ -391,6 +394,52 @@ def score_clips(
     return ClipScores(
         list(candidate_ids), candidates.channels, per_channel.mean(axis=1), per_channel
     )
+
+
+def sketch_catalog_clip(store: SketchStore, clip_id: str) -> SketchedClip:
+    """One catalog clip as a ``SketchedClip`` (from stored sketches)."""
+    clips = load_clips(store, [clip_id])
+    n_channels, length = clips.index.shape[1:]
+    sketches = clips.pool.take(clips.index.ravel())
+    return SketchedClip(
+        clips.channels,
+        sketches.reshape(n_channels, length, *sketches.shape[1:]),
+        clips.sizes,
+        clip_id,
+    )
+
+
+def find_clip(
+    workspace: Workspace,
+    start: datetime | str,
+    channels: str | Sequence[str] | None = None,
+    length: int | None = None,
+    gap_minutes: int | None = None,
+    satellite: str | None = None,
+) -> str:
+    """The catalog clip starting at ``start`` (and matching the filters): its id."""
+    when = parse_time(start)
+    table = read_clips(workspace, satellite, channels, length, gap_minutes)
+    if table.num_rows == 0:
+        raise NotFoundError("no clips in the catalog match: run `skysearch clips` first")
+    starts = table["start"].to_pylist()
+    hits = [i for i, s in enumerate(starts) if s == when]
+    if not hits:
+        nearest = min(starts, key=lambda s: abs(s - when))
+        raise NotFoundError(
+            f"no clip starts at {to_rfc3339(when)}; the nearest starts at {to_rfc3339(nearest)}"
+        )
+    if len(hits) > 1:
+        options = sorted(
+            f"{table['satellite'][i]} {'+'.join(table['channels'][i].as_py())} "
+            f"{table['length'][i]}x{table['gap_minutes'][i]}m"
+            for i in hits
+        )
+        raise UsageError(
+            f"{len(hits)} clips start at {to_rfc3339(when)} ({'; '.join(options)}): "
+            "pick one with --satellite, --channel, --length, --gap"
+        )
+    return table["clip_id"][hits[0]].as_py()
 
 
 def pairwise_clips(
