@@ -66,7 +66,7 @@ def test_goes_frames_are_cropped_grey_halved(goes_ws):
     frame = FrameStore(ws).read(ir["frame_id"][0].as_py())
     assert frame.shape == (234, 360) and frame.dtype == np.uint8
     image = Image.open(src / "infrared" / "HUIR172491245.GIF").convert("L")
-    expected = np.asarray(image.crop((0, 0, 720, 468)).resize((360, 234), Image.Resampling.BOX))
+    expected = np.asarray(image.crop((0, 0, 720, 468)).reduce(2))  # 2x2 area average
     np.testing.assert_array_equal(frame, expected)
 
 
