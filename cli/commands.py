@@ -1,7 +1,10 @@
 """Imports every command module so each registers itself on the app. One line per module."""
 
 from skysearch.cli import (
+    encoders,  # noqa: F401
     groups,  # noqa: F401
     ingest,  # noqa: F401
+    predictor,  # noqa: F401
     similarity,  # noqa: F401
+    store,  # noqa: F401
 )

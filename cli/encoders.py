@@ -1,0 +1,172 @@
+"""``skysearch train frames|clips``, ``skysearch eval clips``, ``skysearch index clips|frames``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from skysearch.cli.groups import eval_app, train_app
+from skysearch.cli.options import JsonOption, WorkspaceOption
+from skysearch.cli.output import emit_json, info, table
+
+from skysearch.config import load_settings
+
+ObjectiveOption = Annotated[
+    str,
+    typer.Option(
+        help="metric: pairs labelled by the ground-truth grid similarity (log-ratio loss); "
+        "triplet: self-supervised temporal triplets (margin 0.5)."
+    ),
+]
+DeviceOption = Annotated[str, typer.Option(help="cpu, cuda, or auto (CUDA when available).")]
+SeedOption = Annotated[int, typer.Option(help="Random seed (runs are deterministic).")]
+
+
+def _train_config(objective: str, epochs: int, batch_size: int, lr: float, seed: int, device: str):
+    from skysearch.encoders.training import TrainConfig
+
+    return TrainConfig(
+        objective=objective,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        device=device,
+    )
+
+
+def _report(record, json_out: bool) -> None:
+    history = record.config.get("history", [])
+    if history:
+        last = history[-1]
+        info(
+            f"{record.kind} model {record.model_id}: {len(history)} epochs, final loss "
+            f"{last['loss']:.4f}, {last['items_per_s']:.1f} items/s"
+        )
+    if json_out:
+        emit_json(record.to_dict())
+
+
+@train_app.command("frames")
+def train_frames_command(
+    channels: Annotated[
+        str | None,
+        typer.Option(
+            help="Channels stacked as input, e.g. ir or ir,wv (clips of them must exist)."
+        ),
+    ] = None,
+    satellite: Annotated[
+        str | None, typer.Option(help="Satellite (default: by clip count).")
+    ] = None,
+    length: Annotated[int | None, typer.Option(help="Clip length L of the clip spec.")] = None,
+    gap: Annotated[int | None, typer.Option(help="Clip gap G (minutes) of the clip spec.")] = None,
+    backbone: Annotated[
+        str, typer.Option(help="small-cnn, or efficientnet-lite0 (ImageNet, frozen + head).")
+    ] = "small-cnn",
+    objective: ObjectiveOption = "metric",
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 30,
+    batch_size: Annotated[int, typer.Option(help="Items per step.")] = 32,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
+    holdout: Annotated[
+        float, typer.Option(help="Most recent fraction of the time range held out for eval.")
+    ] = 0.2,
+    device: DeviceOption = "auto",
+    seed: SeedOption = 0,
+    workspace: WorkspaceOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Train a frame encoder on the earlier part of the archive (resumable: re-run continues).
+
+    Example: skysearch train frames --channels ir --epochs 30 -w ws
+    """
+    from skysearch.encoders.train_frames import DataSpec, train_frames
+
+    settings = load_settings(workspace=workspace)
+    data = DataSpec(satellite, channels.split(",") if channels else None, length, gap, holdout)
+    config = _train_config(objective, epochs, batch_size, lr, seed, device)
+    _report(train_frames(settings.workspace, data, config, backbone), json_out)
+
+
+@train_app.command("clips")
+def train_clips_command(
+    frame_model: Annotated[
+        str | None, typer.Option(help="Frame model id (default: the latest).")
+    ] = None,
+    length: Annotated[
+        int | None, typer.Option(help="Clip length (default: frame model's).")
+    ] = None,
+    gap: Annotated[
+        int | None, typer.Option(help="Clip gap minutes (default: frame model's).")
+    ] = None,
+    objective: ObjectiveOption = "metric",
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 60,
+    batch_size: Annotated[int, typer.Option(help="Clips per step.")] = 32,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
+    device: DeviceOption = "auto",
+    seed: SeedOption = 0,
+    workspace: WorkspaceOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Train a clip encoder over a frozen frame encoder (resumable: re-run continues).
+
+    Example: skysearch train clips --epochs 60 -w ws
+    """
+    from skysearch.encoders.train_clips import train_clips
+
+    settings = load_settings(workspace=workspace)
+    config = _train_config(objective, epochs, batch_size, lr, seed, device)
+    _report(train_clips(settings.workspace, config, frame_model, length, gap), json_out)
+
+
+@eval_app.command("clips")
+def eval_clips_command(
+    model: Annotated[str | None, typer.Option(help="Clip model id (default: the latest).")] = None,
+    exclude_hours: Annotated[
+        float, typer.Option(help="Candidates start more than this many hours from the query.")
+    ] = 12.0,
+    baselines: Annotated[
+        bool, typer.Option(help="Also score raw-pixel, ImageNet and random baselines.")
+    ] = True,
+    device: DeviceOption = "auto",
+    seed: SeedOption = 0,
+    workspace: WorkspaceOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Score a clip model on the held-out period against the ground-truth grid metric.
+
+    Example: skysearch eval clips --json -w ws
+    """
+    from skysearch.encoders.registry import update_metrics
+    from skysearch.retrieval.eval_clips import EvalOptions, evaluate_clips
+
+    settings = load_settings(workspace=workspace)
+    options = EvalOptions(
+        exclude_hours=exclude_hours, seed=seed, baselines=baselines, device=device
+    )
+    result = evaluate_clips(settings.workspace, model, options)
+    update_metrics(
+        settings.workspace,
+        result["model_id"],
+        {
+            "ndcg_at_10": result["ndcg_at_10"]["trained"],
+            "recall_at_10": result["recall_at_10"]["trained"],
+            "pearson": result["pearson"]["trained"],
+        },
+    )
+    rows = [
+        {
+            "method": name,
+            "ndcg@10": f"{result['ndcg_at_10'][name]:.3f}",
+            "recall@10": f"{result['recall_at_10'][name]:.3f}",
+            "pearson": f"{result['pearson'][name]:+.3f}",
+        }
+        for name in result["ndcg_at_10"]
+    ]
+    proto = result["protocol"]
+    info(
+        f"{proto['queries']} held-out queries (from {proto['holdout_start']}), "
+        f"~{proto['mean_candidates']:.0f} candidates each, {proto['pearson_pairs']} pairs"
+    )
+    info(table(rows, ["method", "ndcg@10", "recall@10", "pearson"]))
+    if json_out:
+        emit_json(result)

@@ -1,0 +1,103 @@
+"""``skysearch train frames``: fit a frame encoder on the clip set's training time range."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from skysearch.encoders import registry
+from skysearch.encoders.data import (
+    load_clip_set,
+    load_step_frames,
+    seconds,
+    split_by_time,
+    step_similarity_matrix,
+)
+from skysearch.encoders.frame_encoder import FrameEncoderConfig, build_frame_encoder, to_float
+from skysearch.encoders.models import embed_in_batches, save_model
+from skysearch.encoders.training import TrainConfig, fingerprint, resolve_device, train_on_arrays
+
+from skysearch.config import Workspace
+
+
+@dataclass
+class DataSpec:
+    """Which clips to train on (unset: the spec with the most clips in the catalog)."""
+
+    satellite: str | None = None
+    channels: list[str] | None = None
+    length: int | None = None
+    gap_minutes: int | None = None
+    holdout_fraction: float = 0.2
+
+
+def train_frames(
+    workspace: Workspace,
+    data: DataSpec,
+    train: TrainConfig,
+    backbone: str = "small-cnn",
+) -> registry.ModelRecord:
+    """Train (or resume training) a frame encoder; register and return it.
+
+    Training frames: every frame of a clip that ends before the hold-out period. The
+    ``efficientnet-lite0`` backbone stays frozen (ImageNet features are computed once) and only
+    its projection head trains, which keeps CPU training to seconds.
+    """
+    train.check()
+    clip_set = load_clip_set(
+        workspace, data.satellite, data.channels, data.length, data.gap_minutes, "train frames"
+    )
+    split = split_by_time(clip_set, data.holdout_fraction)
+    steps = clip_set.subset(split.train).used_steps()
+    frames = load_step_frames(workspace, clip_set, steps)
+    times = seconds(clip_set.step_times[steps])
+    similarity = step_similarity_matrix(frames) if train.objective == "metric" else None
+    frame_config = FrameEncoderConfig(
+        backbone=backbone,
+        channels=clip_set.channels,
+        height=int(frames.shape[2]),
+        width=int(frames.shape[3]),
+    )
+    model = build_frame_encoder(frame_config)
+    device = resolve_device(train.device)
+    setup = {
+        "kind": "frame",
+        "frame": frame_config.to_dict(),
+        "train": {k: v for k, v in train.to_dict().items() if k not in ("epochs", "device")},
+        "split": split.to_dict(),
+        "satellite": clip_set.satellite,
+        "steps": [clip_set.steps[s][0] for s in steps[:: max(1, len(steps) // 50)]],
+    }
+    run_fp = fingerprint(setup)
+    run_dir = workspace.models_dir / f".run-frame-{run_fp}"
+    items: np.ndarray | torch.Tensor = frames
+    forward, trainable = None, None
+    if backbone == "efficientnet-lite0":
+        model.to(device).eval()
+        net = model.net
+        items = embed_in_batches(net.features, to_float(torch.as_tensor(frames)), 16, device)
+        forward = lambda feats: F.normalize(net.head(feats), dim=-1)  # noqa: E731
+        trainable = list(net.head.parameters())
+    history = train_on_arrays(
+        model, items, times, similarity, train, run_dir, run_fp, "train frames", forward, trainable
+    )
+    config = {
+        "frame": frame_config.to_dict(),
+        "train": train.to_dict(),
+        "data": {
+            "satellite": clip_set.satellite,
+            "channels": clip_set.channels,
+            "length": clip_set.length,
+            "gap_minutes": clip_set.gap_minutes,
+            "frames": int(len(steps)),
+            **split.to_dict(),
+        },
+        "history": history,
+    }
+    metrics = {"final_loss": history[-1]["loss"]}
+    record = save_model(workspace, "frame", model.cpu(), config, metrics)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return record
