@@ -20,7 +20,7 @@ from typing import BinaryIO
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from skysearch.ingest.catalog import read_frames
+from skysearch.ingest.catalog import fsync_dir, read_frames
 
 from skysearch.config import Workspace
 from skysearch.errors import NotFoundError, StoreError, UsageError
@@ -220,8 +220,12 @@ class StoreWriter:
         meta = folder / META_FILE
         if not meta.exists():
             tmp = meta.with_name(META_FILE + ".tmp")
-            tmp.write_text(json.dumps({"height": shape[0], "width": shape[1], "dtype": "uint8"}))
+            with open(tmp, "w") as handle:
+                json.dump({"height": shape[0], "width": shape[1], "dtype": "uint8"}, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
             os.replace(tmp, meta)
+            fsync_dir(folder)
         self._shapes[key] = _read_shape(folder)
         handle = open(folder / DATA_FILE, "ab")  # noqa: SIM115
         self._files[key] = handle

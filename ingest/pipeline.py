@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 import zipfile
 from collections import deque
@@ -125,13 +126,18 @@ def _chunks(items: list[Candidate], size: int) -> Iterator[list[Candidate]]:
         yield items[i : i + size]
 
 
+def _ignore_sigint() -> None:
+    """Workers leave Ctrl-C to the writer, which commits what it has and stops cleanly."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _decoded_stream(todo: list[Candidate], workers: int) -> Iterator[tuple[Candidate, Decoded]]:
     """Decoded results in input order; a process pool when it pays off."""
     if workers <= 1 or len(todo) <= CHUNK:
         for cand in todo:
             yield cand, preprocess_chunk([(cand.source, cand.profile)])[0]
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=_ignore_sigint) as pool:
         pending: deque[tuple[list[Candidate], Future[list[Decoded]]]] = deque()
         chunks = _chunks(todo, CHUNK)
         for chunk in chunks:
@@ -147,6 +153,32 @@ def _decoded_stream(todo: list[Candidate], workers: int) -> Iterator[tuple[Candi
                 args = [(c.source, c.profile) for c in nxt]
                 pending.append((nxt, pool.submit(preprocess_chunk, args)))
             yield from zip(chunk, results, strict=True)
+
+
+def _catalog_row(cand: Candidate, result: Decoded, store_row: int) -> dict[str, Any]:
+    name = cand.name
+    return {
+        "frame_id": cand.frame_id,
+        "satellite": name.satellite,
+        "channel": name.channel,
+        "time": name.time,
+        "year": name.time.year,
+        "source_path": cand.source.path,
+        "checksum": result.checksum,
+        "width": result.width,
+        "height": result.height,
+        "status": "ok",
+        "profile": name.profile,
+        "store_row": store_row,
+    }
+
+
+def _clash(cand: Candidate, other_path: str) -> str:
+    name = cand.name
+    return (
+        f"duplicate timestamp {name.time:%Y-%m-%dT%H:%MZ} for {name.satellite}/{name.channel} "
+        f"with different content than {other_path}"
+    )
 
 
 def _catalog_counts(workspace: Workspace) -> tuple[int, dict[str, int]]:
@@ -203,58 +235,46 @@ def ingest(
                 todo.append(cand)
 
         rows: list[dict[str, Any]] = []
+        committing = False
 
         def commit() -> None:
+            nonlocal committing
             if not rows:
                 return
+            committing = True
             writer.sync()
             write_frames(workspace, pa.Table.from_pylist(rows, schema=FRAME_SCHEMA))
             report.frames_added += len(rows)
             rows.clear()
+            committing = False
 
         bar = tqdm(total=len(todo), desc="ingest", unit="file", disable=not progress, smoothing=0.1)
-        for cand, result in _decoded_stream(todo, workers):
-            bar.update(1)
-            if result.frame is None:
-                skipped.append({"path": cand.source.path, "reason": result.reason})
-                continue
-            seen = known.get(cand.frame_id)
-            if seen is not None:
-                if seen[1] == result.checksum:
-                    report.identical_duplicates += 1
-                else:
-                    skipped.append(
-                        {
-                            "path": cand.source.path,
-                            "reason": f"duplicate timestamp {cand.name.time:%Y-%m-%dT%H:%MZ} "
-                            f"for {cand.name.satellite}/{cand.name.channel} with different "
-                            f"content than {seen[0]}",
-                        }
-                    )
-                continue
-            name = cand.name
-            row = writer.append(name.satellite, name.channel, name.time.year, result.frame)
-            rows.append(
-                {
-                    "frame_id": cand.frame_id,
-                    "satellite": name.satellite,
-                    "channel": name.channel,
-                    "time": name.time,
-                    "year": name.time.year,
-                    "source_path": cand.source.path,
-                    "checksum": result.checksum,
-                    "width": result.width,
-                    "height": result.height,
-                    "status": "ok",
-                    "profile": name.profile,
-                    "store_row": row,
-                }
-            )
-            known[cand.frame_id] = (cand.source.path, result.checksum)
-            if len(rows) >= commit_every:
+        try:
+            for cand, result in _decoded_stream(todo, workers):
+                bar.update(1)
+                if result.frame is None:
+                    skipped.append({"path": cand.source.path, "reason": result.reason})
+                    continue
+                seen = known.get(cand.frame_id)
+                if seen is not None:
+                    if seen[1] == result.checksum:
+                        report.identical_duplicates += 1
+                    else:
+                        skipped.append({"path": cand.source.path, "reason": _clash(cand, seen[0])})
+                    continue
+                name = cand.name
+                row = writer.append(name.satellite, name.channel, name.time.year, result.frame)
+                rows.append(_catalog_row(cand, result, row))
+                known[cand.frame_id] = (cand.source.path, result.checksum)
+                if len(rows) >= commit_every:
+                    commit()
+            commit()
+        except KeyboardInterrupt:
+            if not committing:  # keep what is decoded and written; a re-run does the rest
                 commit()
-        commit()
-        bar.close()
+            raise
+        finally:
+            bar.close()
 
     report.frames_total, report.by_channel = _catalog_counts(workspace)
     report.skipped = skipped
