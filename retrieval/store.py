@@ -176,6 +176,10 @@ class VectorStore(ABC):
     def collections(self) -> list[str]: ...
 
     @abstractmethod
+    def drop_collection(self, name: str) -> None:
+        """Delete a collection and all its points (no error if it does not exist)."""
+
+    @abstractmethod
     def close(self) -> None: ...
 
     @property

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -37,6 +40,9 @@ _SCHEMA_TYPES = {
     models.PayloadSchemaType.UUID: qe.PayloadSchemaType.Uuid,
 }
 OWNER_FILE = ".skysearch-owner"
+_OPTIMIZE_CHILD = (
+    "import sys, qdrant_edge as qe; s = qe.EdgeShard.load(sys.argv[1]); s.optimize(); s.close()"
+)
 
 
 @dataclass(frozen=True)
@@ -217,7 +223,9 @@ class EmbeddedStore(VectorStore):
             limit=limit,
             query=qe.Query.Nearest(vector, using=vector_name),
             filter=to_edge_filter(flt),
-            params=qe.SearchParams(hnsw_ef=hnsw_ef, exact=exact),
+            params=qe.SearchParams(
+                hnsw_ef=hnsw_ef, exact=exact, acorn=qe.AcornSearchParams(enable=schema.SEARCH_ACORN)
+            ),
             with_payload=True,
         )
         return [
@@ -269,34 +277,54 @@ class EmbeddedStore(VectorStore):
         )
 
     def optimize(self, name: str) -> None:
-        """Build HNSW + merge segments with a ticking progress line (the engine gives no %)."""
+        """Build HNSW + merge segments in a child process, with a progress line here.
+
+        The engine's optimize() holds the GIL until it returns, so it runs in a child (the
+        shard is closed here meanwhile): this process keeps drawing progress, Ctrl-C stops the
+        child, and the engine's WAL/segments make an interrupted build safe to re-run.
+        """
         from tqdm import tqdm
 
-        shard = self._shard(name)
-        points = shard.info().points_count
-        done = threading.Event()
-        with tqdm(desc=f"optimize {name} ({points} points)", bar_format="{desc}: {elapsed}") as bar:
-
-            def tick() -> None:
-                while not done.wait(1.0):
-                    bar.refresh()
-
-            ticker = threading.Thread(target=tick, daemon=True)
-            ticker.start()
-            started = time.monotonic()
-            try:
-                shard.optimize()
-            finally:
-                done.set()
-                ticker.join()
-            bar.set_description_str(
-                f"optimize {name} ({points} points) done in {time.monotonic() - started:.1f}s"
+        with self._lock:
+            points = self._shard(name).info().points_count
+            self._shards.pop(name).close()
+            path = self._path(name)
+            child = subprocess.Popen(
+                [sys.executable, "-c", _OPTIMIZE_CHILD, str(path)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
             )
+            desc = f"optimize {name} ({points} points)"
+            try:
+                with tqdm(desc=desc, bar_format="{desc}: {elapsed} {postfix}") as bar:
+                    while child.poll() is None:
+                        time.sleep(0.5)
+                        bar.set_postfix_str(f"{_dir_bytes(path) / 2**20:.0f} MB on disk")
+            except BaseException:
+                child.kill()
+                child.wait()
+                raise
+            finally:
+                self._shard(name)  # reopen (also after an interruption)
+            if child.returncode != 0:
+                tail = (child.stderr.read() if child.stderr else "").strip().splitlines()[-1:]
+                raise StoreError(f"optimizing {path} failed: {' '.join(tail) or child.returncode}")
 
     def collections(self) -> list[str]:
         if not self.root.is_dir():
             return []
         return sorted(p.parent.name for p in self.root.glob("*/edge_config.json"))
+
+    def drop_collection(self, name: str) -> None:
+        path = self._path(name)
+        with self._lock:
+            shard = self._shards.pop(name, None)
+            if shard is not None:
+                shard.close()
+            if path.is_dir():
+                shutil.rmtree(path)
+            (self.root / f".{name}{OWNER_FILE}").unlink(missing_ok=True)
 
     def close(self) -> None:
         with self._lock:

@@ -117,9 +117,9 @@ class ServerStore(VectorStore):
         )
 
     def _add_vector(self, name: str, vector_name: str, size: int) -> None:
-        self.client.create_vector_name(
-            name, vector_name, models.VectorParams(size=size, distance=models.Distance.COSINE)
-        )
+        dense = models.DenseVectorConfig(size=size, distance=models.Distance.COSINE)
+        config = models.DenseVectorNameConfig(dense=dense)
+        self.client.create_vector_name(name, vector_name, config, wait=True)
 
     def _create_index(self, name: str, field_name: str, kind: models.PayloadSchemaType) -> None:
         if self.backend == "memory":  # local mode ignores payload indexes (and warns)
@@ -134,7 +134,8 @@ class ServerStore(VectorStore):
         )
 
     def _params(self, exact: bool, hnsw_ef: int) -> models.SearchParams:
-        return models.SearchParams(hnsw_ef=hnsw_ef, exact=exact)
+        acorn = models.AcornSearchParams(enable=schema.SEARCH_ACORN)
+        return models.SearchParams(hnsw_ef=hnsw_ef, exact=exact, acorn=acorn)
 
     def _query(self, name, vector_name, vector, limit, flt, exact, hnsw_ef) -> list[Hit]:
         result = self.client.query_points(
@@ -215,6 +216,10 @@ class ServerStore(VectorStore):
 
     def collections(self) -> list[str]:
         return sorted(c.name for c in self.client.get_collections().collections)
+
+    def drop_collection(self, name: str) -> None:
+        if self.client.collection_exists(name):
+            self.client.delete_collection(name)
 
     def close(self) -> None:
         self.client.close()

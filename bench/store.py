@@ -1,0 +1,168 @@
+"""Embedded vector store vs numpy brute force, same data, same run.
+
+Data: N clustered 256-d unit vectors (weather-like regimes that persist in time, not uniform
+noise) with 10-minute time payloads; queries are perturbed held-out points. Two query sets:
+unfiltered, and time-filtered with a window matching 1-10% of the points. The store goes through
+the public API (``EmbeddedStore.search``, so interface overhead is counted); brute force is one
+float32 matrix-vector product over all N plus a time mask (no index), then top-k.
+
+    python bench/store.py --n 100000 [--queries 200] [--json]
+
+With ``--json`` the last stdout line is
+``{"n", "filtered": {p50_ms, p99_ms, qps, recall_at_10, speedup_vs_bruteforce}, "unfiltered": {...},
+"build_s", ...}``; progress and the table go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+from skysearch.retrieval.filters import SearchFilters
+from skysearch.retrieval.schema import SEARCH_HNSW_EF, time_payload
+from skysearch.retrieval.store import Point
+from skysearch.retrieval.store_embedded import EdgeIndexParams, EmbeddedStore
+
+DIM = 256
+K = 10
+T0 = datetime(2000, 1, 1, tzinfo=timezone.utc)
+STEP = timedelta(minutes=10)
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def make_data(n: int, seed: int) -> np.ndarray:
+    """Regimes (cluster centres) that persist for a while, slow drift inside a regime, noise."""
+    rng = np.random.default_rng(seed)
+    n_centres = max(16, n // 2000)
+    centres = rng.normal(size=(n_centres, DIM)).astype(np.float32)
+    x = np.empty((n, DIM), dtype=np.float32)
+    i = 0
+    while i < n:
+        run = int(rng.integers(20, 300))
+        c = centres[rng.integers(n_centres)]
+        drift = np.cumsum(rng.normal(scale=0.05, size=(min(run, n - i), DIM)), axis=0)
+        x[i : i + run] = c + drift + rng.normal(scale=0.6, size=drift.shape)
+        i += run
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x
+
+
+def summarise(lat_s: list[float], recalls: list[float], bf_lat_s: list[float]) -> dict:
+    lat = np.asarray(lat_s) * 1000
+    bf = np.asarray(bf_lat_s) * 1000
+    return {
+        "p50_ms": round(float(np.percentile(lat, 50)), 3),
+        "p99_ms": round(float(np.percentile(lat, 99)), 3),
+        "qps": round(float(len(lat) / (lat.sum() / 1000)), 1),
+        "recall_at_10": round(float(np.mean(recalls)), 4),
+        "speedup_vs_bruteforce": round(float(np.median(bf) / np.median(lat)), 1),
+        "bruteforce_p50_ms": round(float(np.percentile(bf, 50)), 3),
+        "bruteforce_p99_ms": round(float(np.percentile(bf, 99)), 3),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--ef", type=int, default=SEARCH_HNSW_EF, help="hnsw_ef at query time")
+    ap.add_argument("--dir", type=Path, default=None, help="store directory (default: temp)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    n, nq = args.n, args.queries
+    log(f"load average: {os.getloadavg()}  cpus: {os.cpu_count()}")
+    x = make_data(n + nq, args.seed)
+    rng = np.random.default_rng(args.seed + 1)
+    queries = x[n:] + rng.normal(scale=0.02, size=(nq, DIM)).astype(np.float32)
+    x = np.ascontiguousarray(x[:n])
+    minutes = np.arange(n, dtype=np.int64) * 10  # minutes since T0, 10-minute cadence
+    times = [T0 + STEP * i for i in range(n)]
+
+    root = args.dir or Path(tempfile.mkdtemp(prefix="skysearch-bench-"))
+    shutil.rmtree(root, ignore_errors=True)
+    store = EmbeddedStore(root, EdgeIndexParams())
+    store.ensure_collection("bench", DIM)
+    t = time.perf_counter()
+    ns = uuid.UUID(int=1)
+    ids = [str(uuid.uuid5(ns, str(i))) for i in range(n)]
+    store.upsert(
+        "bench",
+        (Point(ids[i], x[i], time_payload(times[i])) for i in range(n)),
+        batch_size=1000,
+        progress=True,
+    )
+    load_s = time.perf_counter() - t
+    t = time.perf_counter()
+    store.optimize("bench")
+    build_s = time.perf_counter() - t
+    info = store.info("bench")
+    log(f"loaded {n} in {load_s:.1f}s, index built in {build_s:.1f}s: {info}")
+
+    # filtered query windows: 1-10% of the time span, each
+    fractions = rng.uniform(0.01, 0.10, size=nq)
+    starts = (rng.uniform(0, 1 - fractions) * n).astype(np.int64)
+    lengths = (fractions * n).astype(np.int64)
+    result = {"n": n, "build_s": round(build_s, 2), "load_s": round(load_s, 2)}
+    for mode in ("unfiltered", "filtered"):
+        lat, bf_lat, recalls = [], [], []
+        for qi in range(nq):
+            q = queries[qi]
+            filters = None
+            t = time.perf_counter()
+            scores = x @ q
+            if mode == "filtered":
+                lo, hi = starts[qi] * 10, (starts[qi] + lengths[qi] - 1) * 10
+                mask = (minutes >= lo) & (minutes <= hi)
+                scores = np.where(mask, scores, -np.inf)
+            top = np.argpartition(-scores, K)[:K]
+            bf_lat.append(time.perf_counter() - t)
+            truth = {ids[i] for i in top}
+            if mode == "filtered":
+                filters = SearchFilters(
+                    start=T0 + timedelta(minutes=int(lo)), end=T0 + timedelta(minutes=int(hi))
+                )
+            t = time.perf_counter()
+            hits = store.search("bench", q, k=K, filters=filters, hnsw_ef=args.ef)
+            lat.append(time.perf_counter() - t)
+            recalls.append(len(truth & {h.id for h in hits}) / K)
+        result[mode] = summarise(lat, recalls, bf_lat)
+        log(f"{mode}: {result[mode]}")
+    result["rss_mb"] = round(rss_mb(), 1)
+    result["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    result["disk_mb"] = round((info.disk_bytes or 0) / 2**20, 1)
+    result["segments"] = info.segments
+    result["hnsw_ef"] = args.ef
+    result["load_average"] = [round(v, 2) for v in os.getloadavg()]
+    store.close()
+    if args.dir is None:
+        shutil.rmtree(root, ignore_errors=True)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        log(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""``skysearch store info|export|import|optimize``: inspect the vector store and move it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from skysearch.cli.groups import store_app
+from skysearch.cli.options import JsonOption, WorkspaceOption
+from skysearch.cli.output import emit_json, info, table
+from skysearch.retrieval.store import VectorStore, open_store
+
+from skysearch.config import load_settings
+
+QdrantUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--qdrant-url",
+        help="Qdrant server URL (default: $QDRANT_URL; none = the workspace's embedded store). "
+        "':memory:' for a throwaway store.",
+        show_default=False,
+    ),
+]
+CollectionOption = Annotated[
+    list[str] | None,
+    typer.Option("--collection", "-c", help="Collection (repeatable). Default: all."),
+]
+
+
+def _open(workspace: Path | None, qdrant_url: str | None) -> VectorStore:
+    settings = load_settings(workspace=workspace, qdrant_url=qdrant_url)
+    return open_store(settings)
+
+
+@store_app.command("info")
+def info_cmd(
+    workspace: WorkspaceOption = None,
+    qdrant_url: QdrantUrlOption = None,
+    collection: CollectionOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Collections, points, indexed vectors, segments, disk size, vectors and payload indexes.
+
+    Example: skysearch store info -w ws --json
+    """
+    with _open(workspace, qdrant_url) as store:
+        names = collection or store.collections()
+        infos = [store.info(name) for name in names]
+        where = store.where
+    info(f"{where}: {len(infos)} collection(s)")
+    rows = [
+        {
+            "collection": i.name,
+            "points": i.points,
+            "indexed": i.indexed_vectors,
+            "segments": i.segments,
+            "disk_mb": "-" if i.disk_bytes is None else f"{i.disk_bytes / 2**20:.1f}",
+            "vectors": ", ".join(f"{k}:{v}" for k, v in i.vectors.items()),
+            "indexes": len(i.payload_indexes),
+        }
+        for i in infos
+    ]
+    if rows:
+        info(table(rows, list(rows[0])))
+    if json_out:
+        emit_json({"store": where, "collections": [asdict(i) for i in infos]})
+
+
+@store_app.command("export")
+def export_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .jsonl (or .jsonl.gz) file.")],
+    workspace: WorkspaceOption = None,
+    qdrant_url: QdrantUrlOption = None,
+    collection: CollectionOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Export collections (ids, named vectors, payloads) to a JSON Lines file.
+
+    Example: skysearch store export -w ws --out store.jsonl.gz
+    """
+    from skysearch.retrieval.transfer import export_store
+
+    with _open(workspace, qdrant_url) as store:
+        counts = export_store(store, out, collection or None)
+        where = store.where
+    info(f"exported {sum(counts.values())} points from {where} to {out}: {counts}")
+    if json_out:
+        emit_json({"out": str(out), "store": where, "points": counts})
+
+
+@store_app.command("import")
+def import_cmd(
+    file: Annotated[Path, typer.Argument(help="A file written by `skysearch store export`.")],
+    workspace: WorkspaceOption = None,
+    qdrant_url: QdrantUrlOption = None,
+    optimize: Annotated[
+        bool, typer.Option("--optimize/--no-optimize", help="Build the index after loading.")
+    ] = True,
+    json_out: JsonOption = False,
+) -> None:
+    """Import an export into the configured store (recreates collections and payload indexes).
+
+    Example: QDRANT_URL=http://localhost:6333 skysearch store import store.jsonl.gz
+    """
+    from skysearch.retrieval.transfer import import_store
+
+    with _open(workspace, qdrant_url) as store:
+        counts = import_store(store, file)
+        if optimize:
+            for name in counts:
+                store.optimize(name)
+        where = store.where
+    info(f"imported {sum(counts.values())} points into {where}: {counts}")
+    if json_out:
+        emit_json({"file": str(file), "store": where, "points": counts})
+
+
+@store_app.command("optimize")
+def optimize_cmd(
+    workspace: WorkspaceOption = None,
+    qdrant_url: QdrantUrlOption = None,
+    collection: CollectionOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Build the HNSW index and merge segments (run after bulk loads; blocks while it runs).
+
+    Example: skysearch store optimize -w ws -c clips
+    """
+    import time
+
+    timings: dict[str, float] = {}
+    with _open(workspace, qdrant_url) as store:
+        for name in collection or store.collections():
+            started = time.monotonic()
+            store.optimize(name)
+            timings[name] = round(time.monotonic() - started, 2)
+    if json_out:
+        emit_json({"optimized": timings})

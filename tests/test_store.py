@@ -1,0 +1,341 @@
+"""Vector store conformance: ONE suite, every backend, filtered top-k vs numpy brute force.
+
+Backends: the embedded engine before optimize (plain segments: exact), the embedded engine
+after optimize with small HNSW thresholds (graph search: filtered subsets sit on both sides of
+full_scan_threshold, the regime where filtered recall used to collapse), qdrant-client
+``:memory:``, and a Qdrant server when ``QDRANT_URL`` is set.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+from qdrant_client import models
+from skysearch.retrieval.filters import SearchFilters
+from skysearch.retrieval.schema import time_payload
+from skysearch.retrieval.store import Point, VectorStore, open_store
+from skysearch.retrieval.store_embedded import EdgeIndexParams, EmbeddedStore
+
+from skysearch.errors import NotFoundError, UsageError
+
+N = 3000
+DIM = 32
+K = 10
+NQ = 12
+T0 = datetime(2015, 1, 1, tzinfo=timezone.utc)
+CHANNELS = ["ir", "wv", "vis"]
+SATELLITES = ["goes-east", "coms"]
+COLL = "skysearch_test_clips"
+
+
+@dataclass
+class Data:
+    vectors: np.ndarray  # normalised, (N, DIM)
+    ids: list[str]
+    payloads: list[dict]
+    queries: np.ndarray
+    minutes: np.ndarray  # minutes since T0
+    channel_sets: list[set[str]]
+    sat: np.ndarray
+    month: np.ndarray
+    hour: np.ndarray
+    doy: np.ndarray
+    year: np.ndarray
+
+
+def _make_data() -> Data:
+    rng = np.random.default_rng(7)
+    centres = rng.normal(size=(30, DIM))
+    labels = np.repeat(rng.integers(0, 30, size=N // 50 + 1), 50)[:N]  # regimes persist in time
+    x = centres[labels] + rng.normal(scale=0.7, size=(N, DIM))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    # ~6-hour cadence with jitter over ~2 years, so months/years/season wrap all occur
+    minutes = np.cumsum(rng.integers(300, 420, size=N)).astype(np.int64)
+    payloads, channel_sets = [], []
+    for i in range(N):
+        t = T0 + timedelta(minutes=int(minutes[i]))
+        chans = [CHANNELS[i % 3]] if i % 5 else [CHANNELS[i % 3], CHANNELS[(i + 1) % 3]]
+        channel_sets.append(set(chans))
+        payloads.append(
+            {
+                "satellite": SATELLITES[(i // 7) % 2],
+                "channel": chans if len(chans) > 1 else chans[0],
+                "model_id": "enc-a" if i % 4 else "enc-b",
+                **time_payload(t),
+            }
+        )
+    queries = x[rng.integers(0, N, size=NQ)] + rng.normal(scale=0.3, size=(NQ, DIM))
+    ns = uuid.UUID(int=7)
+    return Data(
+        vectors=x,
+        ids=[str(uuid.uuid5(ns, f"p{i}")) for i in range(N)],
+        payloads=payloads,
+        queries=queries.astype(np.float32),
+        minutes=minutes,
+        channel_sets=channel_sets,
+        sat=np.array([p["satellite"] for p in payloads]),
+        month=np.array([p["month"] for p in payloads]),
+        hour=np.array([p["hour"] for p in payloads]),
+        doy=np.array([p["day_of_year"] for p in payloads]),
+        year=np.array([p["year"] for p in payloads]),
+    )
+
+
+DATA = _make_data()
+
+
+def at(minutes: int) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def _minute(day: int) -> int:
+    return int(DATA.minutes[0] + day * 1440)
+
+
+MID = int(DATA.minutes[N // 2])
+# (name, filters, numpy predicate over DATA). Subsets range from ~1% to ~60% of the points.
+CASES: list[tuple[str, SearchFilters | models.Filter, Callable[[Data], np.ndarray]]] = [
+    (
+        "time-closed-5pct",
+        SearchFilters(start=at(MID), end=at(MID + 37 * 1440)),
+        lambda d: (d.minutes >= MID) & (d.minutes <= MID + 37 * 1440),
+    ),
+    (
+        "time-closed-1pct",
+        SearchFilters(start=at(MID), end=at(MID + 7 * 1440)),
+        lambda d: (d.minutes >= MID) & (d.minutes <= MID + 7 * 1440),
+    ),
+    ("time-open-start", SearchFilters(start=at(MID)), lambda d: d.minutes >= MID),
+    ("time-open-end", SearchFilters(end=at(_minute(20))), lambda d: d.minutes <= _minute(20)),
+    (
+        "channels-any",
+        SearchFilters(channels=("ir", "vis")),
+        lambda d: np.array([bool(c & {"ir", "vis"}) for c in d.channel_sets]),
+    ),
+    ("satellite", SearchFilters(satellites=("coms",)), lambda d: d.sat == "coms"),
+    ("months", SearchFilters(months=(6, 7, 8)), lambda d: np.isin(d.month, [6, 7, 8])),
+    ("hours", SearchFilters(hours=(0, 1, 2)), lambda d: np.isin(d.hour, [0, 1, 2])),
+    (
+        "season-wraps-year-end",
+        SearchFilters(day_of_year=(350, 15)),
+        lambda d: (d.doy >= 350) | (d.doy <= 15),
+    ),
+    (
+        "season-window",
+        SearchFilters(day_of_year=(100, 110)),
+        lambda d: (d.doy >= 100) & (d.doy <= 110),
+    ),
+    (
+        "must-not-window",
+        SearchFilters(exclude_around=at(MID), exclude_window=timedelta(days=100)),
+        lambda d: np.abs(d.minutes - MID) > 100 * 1440,
+    ),
+    (
+        "model-id",
+        SearchFilters(model_id="enc-b"),
+        lambda d: np.array([p["model_id"] == "enc-b" for p in d.payloads]),
+    ),
+    (
+        "integer-range-raw",
+        models.Filter(must=[models.FieldCondition(key="year", range=models.Range(gte=2016))]),
+        lambda d: d.year >= 2016,
+    ),
+    (
+        "combination",
+        SearchFilters(
+            start=at(_minute(60)),
+            end=at(_minute(600)),
+            channels=("wv",),
+            satellites=("goes-east",),
+            hours=tuple(range(0, 12)),
+            exclude_around=at(_minute(300)),
+            exclude_window=timedelta(days=30),
+        ),
+        lambda d: (
+            (d.minutes >= _minute(60))
+            & (d.minutes <= _minute(600))
+            & np.array(["wv" in c for c in d.channel_sets])
+            & (d.sat == "goes-east")
+            & (d.hour < 12)
+            & (np.abs(d.minutes - _minute(300)) > 30 * 1440)
+        ),
+    ),
+]
+
+
+def brute_force(q: np.ndarray, mask: np.ndarray, k: int) -> list[str]:
+    scores = np.where(mask, DATA.vectors @ (q / np.linalg.norm(q)), -np.inf)
+    order = np.argsort(-scores)[:k]
+    return [DATA.ids[i] for i in order if np.isfinite(scores[i])]
+
+
+def load(store: VectorStore) -> None:
+    store.drop_collection(COLL)
+    store.ensure_collection(COLL, DIM)
+    points = (Point(DATA.ids[i], DATA.vectors[i], DATA.payloads[i]) for i in range(N))
+    assert store.upsert(COLL, points, batch_size=500) == N
+
+
+def _server_store() -> VectorStore:
+    from skysearch.retrieval.store_server import ServerStore
+
+    return ServerStore.connect(os.environ["QDRANT_URL"])
+
+
+BACKENDS = ["embedded-exact", "embedded-hnsw", "memory", "server"]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def store(request, tmp_path_factory):
+    kind = request.param
+    if kind == "server" and not os.environ.get("QDRANT_URL"):
+        pytest.skip("no Qdrant server: set QDRANT_URL to run the conformance suite against one")
+    if kind == "memory":
+        s = open_store(None, ":memory:")
+    elif kind == "server":
+        s = _server_store()
+    else:
+        # hnsw: index every segment, and put full_scan_threshold (8 KB = 64 points of 32-d)
+        # inside the range of filtered subset sizes, so both exact and graph paths are hit.
+        params = EdgeIndexParams(full_scan_threshold_kb=8, indexing_threshold_kb=1)
+        s = EmbeddedStore(
+            tmp_path_factory.mktemp(kind), params if kind == "embedded-hnsw" else None
+        )
+    load(s)
+    if kind in ("embedded-hnsw", "server"):
+        s.optimize(COLL)
+    s.kind = kind  # type: ignore[attr-defined]
+    yield s
+    if kind == "server":
+        s.drop_collection(COLL)
+    s.close()
+
+
+def _recall(store: VectorStore, filters, mask: np.ndarray, **kw) -> float:
+    found = 0
+    total = 0
+    for q in DATA.queries:
+        truth = brute_force(q, mask, K)
+        hits = store.search(COLL, q, k=K, filters=filters, **kw)
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+        found += len(set(truth) & {h.id for h in hits})
+        total += len(truth)
+    return found / total
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_filtered_topk_matches_brute_force(store, case):
+    _, filters, predicate = case
+    mask = predicate(DATA)
+    assert 0 < mask.sum() < N or filters is None
+    recall = _recall(store, filters, mask)
+    if store.kind == "embedded-hnsw":
+        assert recall >= 0.99, f"HNSW filtered recall@10 {recall:.3f} (subset {mask.sum()})"
+    else:
+        assert recall == 1.0
+    # every hit satisfies the filter
+    for h in store.search(COLL, DATA.queries[0], k=K, filters=filters):
+        assert mask[DATA.ids.index(h.id)]
+
+
+def test_exact_flag_is_exact_on_hnsw(store):
+    mask = CASES[0][2](DATA)
+    assert _recall(store, CASES[0][1], mask, exact=True) == 1.0
+
+
+def test_unfiltered_recall(store):
+    recall = _recall(store, None, np.ones(N, dtype=bool))
+    assert recall >= (0.99 if store.kind == "embedded-hnsw" else 1.0)
+
+
+def test_count_matches_predicate(store):
+    for _, filters, predicate in CASES:
+        assert store.count(COLL, filters) == int(predicate(DATA).sum())
+    assert store.count(COLL) == N
+
+
+def test_one_hit_per_day_equals_brute_force(store):
+    filters = SearchFilters(start=at(MID), end=at(MID + 60 * 1440), k=8, one_per_day=True)
+    mask = (DATA.minutes >= MID) & (DATA.minutes <= MID + 60 * 1440)
+    days = np.array([p["day"] for p in DATA.payloads])
+    for q in DATA.queries[:4]:
+        scores = np.where(mask, DATA.vectors @ (q / np.linalg.norm(q)), -np.inf)
+        best: dict[str, str] = {}
+        for i in np.argsort(-scores):
+            if np.isfinite(scores[i]):
+                best.setdefault(days[i], DATA.ids[i])
+        expected = list(best.values())[:8]
+        hits = store.search(COLL, q, filters=filters, exact=True)
+        assert [h.id for h in hits] == expected
+        assert len({h.payload["day"] for h in hits}) == len(hits)
+
+
+def test_scroll_returns_every_point_with_vectors(store):
+    records = list(store.scroll(COLL, with_vectors=True, batch_size=700))
+    assert len(records) == N
+    assert {r.id for r in records} == set(DATA.ids)
+    first = next(r for r in records if r.id == DATA.ids[0])
+    assert np.allclose(first.vectors["default"], DATA.vectors[0], atol=1e-5)
+    assert first.payload["time"] == DATA.payloads[0]["time"]
+    subset = list(store.scroll(COLL, SearchFilters(satellites=("coms",))))
+    assert len(subset) == int((DATA.sat == "coms").sum())
+
+
+def test_info_reports_points_and_indexes(store):
+    info = store.info(COLL)
+    assert info.points == N
+    assert info.vectors == {"default": DIM}
+    if store.kind != "memory":  # local mode has no payload indexes
+        assert {"time", "satellite", "channel", "month", "hour", "day_of_year", "day"} <= set(
+            info.payload_indexes
+        )
+    if store.kind == "embedded-hnsw":
+        assert info.indexed_vectors == N
+
+
+def test_bad_input(store):
+    with pytest.raises(UsageError, match="dimension 5, expected 32"):
+        store.search(COLL, [0.1] * 5)
+    with pytest.raises(UsageError, match="dimension"):
+        store.upsert(COLL, [Point(DATA.ids[0], [0.1] * 5, {})])
+    with pytest.raises(UsageError, match="not a UUID"):
+        store.upsert(COLL, [Point("frame-1", DATA.vectors[0], {})])
+    with pytest.raises(NotFoundError, match="no_such_collection"):
+        store.search("no_such_collection", DATA.queries[0])
+    with pytest.raises(NotFoundError):
+        store.count("no_such_collection")
+    with pytest.raises(UsageError, match="has no vector 'other'"):
+        store.search(COLL, DATA.queries[0], vector_name="other")
+    with pytest.raises(UsageError, match="needs a filter"):
+        store.delete(COLL, None)
+    with pytest.raises(UsageError, match="dimension 32, not 16"):
+        store.ensure_collection(COLL, 16)
+
+
+def test_upsert_delete_roundtrip_is_idempotent(store):
+    """Separate collection: delete by filter (re-index a year), re-upsert, add a named vector."""
+    name = COLL + "_rw"
+    store.drop_collection(name)
+    store.ensure_collection(name, DIM)
+    pts = [Point(DATA.ids[i], DATA.vectors[i], DATA.payloads[i]) for i in range(400)]
+    store.upsert(name, pts)
+    store.upsert(name, pts)  # same ids: idempotent
+    assert store.count(name) == 400
+    in_2015 = SearchFilters(start=datetime(2015, 1, 1), end=datetime(2015, 12, 31, 23, 59))
+    n2015 = store.count(name, in_2015)
+    assert 0 < n2015 <= 400
+    assert store.delete(name, in_2015) == n2015
+    assert store.count(name) == 400 - n2015
+    store.upsert(name, pts)
+    assert store.count(name) == 400
+    store.ensure_collection(name, 8, vector_name="enc-small")
+    store.ensure_collection(name, 8, vector_name="enc-small")  # idempotent
+    assert store.vector_config(name) == {"default": DIM, "enc-small": 8}
+    store.drop_collection(name)
+    assert name not in store.collections()

@@ -1,0 +1,125 @@
+"""Store across processes: a held store directory, kill -9 mid-load, unreachable server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from skysearch.retrieval.store import open_store
+from skysearch.retrieval.store_embedded import EmbeddedStore
+
+from skysearch.config import Settings, Workspace
+from skysearch.errors import StoreError
+
+BATCH = 200
+BATCHES = 40
+DIM = 64
+
+# Writes BATCHES batches (skipping none: upserts are idempotent), printing "ACK b" only after
+# the batch's upsert has returned.
+LOADER = textwrap.dedent(
+    f"""
+    import sys, uuid, numpy as np
+    from skysearch.retrieval.store import Point
+    from skysearch.retrieval.store_embedded import EmbeddedStore
+    store = EmbeddedStore(sys.argv[1])
+    store.ensure_collection("clips", {DIM})
+    rng = np.random.default_rng(0)
+    for b in range({BATCHES}):
+        pts = [Point(uuid.uuid5(uuid.NAMESPACE_URL, f"{{b}}/{{i}}"), rng.normal(size={DIM}),
+                     {{"batch": b}}) for i in range({BATCH})]
+        store.upsert("clips", pts)
+        print(f"ACK {{b}}", flush=True)
+    store.close()
+    print("DONE", flush=True)
+    """
+)
+
+HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from skysearch.retrieval.store_embedded import EmbeddedStore
+    store = EmbeddedStore(sys.argv[1])
+    store.ensure_collection("frames", 8)
+    print("READY", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def _spawn(script: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", script, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _ids(batch: int) -> set[str]:
+    return {str(uuid.uuid5(uuid.NAMESPACE_URL, f"{batch}/{i}")) for i in range(BATCH)}
+
+
+def test_store_directory_held_by_another_process_is_named(tmp_path: Path):
+    holder = _spawn(HOLDER, str(tmp_path))
+    try:
+        assert holder.stdout.readline().strip() == "READY", holder.stderr.read()
+        store = EmbeddedStore(tmp_path)
+        with pytest.raises(StoreError) as err:
+            store.count("frames")
+        message = str(err.value)
+        assert str(tmp_path / "frames") in message
+        assert f"pid {holder.pid}" in message
+        assert "\n" not in message
+    finally:
+        holder.kill()
+        holder.wait()
+    store = EmbeddedStore(tmp_path)  # released when the holder dies
+    assert store.count("frames") == 0
+    store.close()
+
+
+def test_kill_9_during_bulk_upsert_loses_no_acknowledged_point(tmp_path: Path):
+    loader = _spawn(LOADER, str(tmp_path))
+    acked: list[int] = []
+    deadline = time.monotonic() + 60
+    while len(acked) < 8 and time.monotonic() < deadline:
+        line = loader.stdout.readline()
+        if not line:
+            break
+        if line.startswith("ACK"):
+            acked.append(int(line.split()[1]))
+    os.kill(loader.pid, signal.SIGKILL)
+    loader.wait()
+    assert len(acked) >= 8, loader.stderr.read()
+
+    store = EmbeddedStore(tmp_path)
+    present = {r.id for r in store.scroll("clips")}
+    for b in acked:
+        assert _ids(b) <= present, f"batch {b} was acknowledged but is missing after kill -9"
+    store.close()
+
+    rerun = subprocess.run(
+        [sys.executable, "-c", LOADER, str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.stdout.strip().endswith("DONE")
+    store = EmbeddedStore(tmp_path)
+    assert store.count("clips") == BATCH * BATCHES
+    store.close()
+
+
+def test_unreachable_server_fails_with_one_line(tmp_path: Path):
+    settings = Settings(workspace=Workspace(tmp_path), qdrant_url="http://127.0.0.1:1")
+    with pytest.raises(StoreError) as err:
+        open_store(settings)
+    message = str(err.value)
+    assert "cannot reach Qdrant at http://127.0.0.1:1 after 3 attempts" in message
+    assert "\n" not in message
