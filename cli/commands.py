@@ -7,5 +7,4 @@ from skysearch.cli import (
     predictor,  # noqa: F401
     similarity,  # noqa: F401
     store,  # noqa: F401
-    store,  # noqa: F401
 )
