@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image, ImageDraw, ImageFont
 from skysearch.encoders.checkpoints import (
     CheckpointError,
     load_checkpoint,
@@ -42,8 +43,8 @@ class PredictorConfig:
     channels: int = 1
     height: int = 64
     width: int = 96
-    hid_s: int = 16
-    hid_t: int = 64
+    hid_s: int = 8
+    hid_t: int = 48
     n_s: int = 4
     n_t: int = 2
     residual: bool = True
@@ -233,3 +234,31 @@ def load_predictor(directory: Path, device: str = "cpu") -> tuple[SimVP, dict[st
     load_into(model, state, source=str(directory))
     model.to(device).eval()
     return model, config
+
+
+def render_strip(
+    rows: list[tuple[str, torch.Tensor, list[str]]], scale: int = 2, channel: int = 0
+) -> Image.Image:
+    """One labelled image: a row per (label, frames (C, L, h, w) in [0, 1], per-frame captions).
+
+    Frames are shown at ``scale`` x their size (bilinear), one channel (``channel``).
+    """
+    _, length, h, w = rows[0][1].shape
+    fw, fh = w * scale, h * scale
+    label_w, cap_h, pad = 90, 14, 4
+    width = label_w + length * (fw + pad)
+    height = len(rows) * (fh + cap_h + pad) + pad
+    canvas = Image.new("L", (width, height), color=24)
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    for r, (label, frames, captions) in enumerate(rows):
+        top = pad + r * (fh + cap_h + pad)
+        draw.text((4, top + fh // 2), label, fill=255, font=font)
+        big = F.interpolate(frames[channel][:, None].float(), size=(fh, fw), mode="bilinear")
+        pixels = (big.clamp(0, 1) * 255).round().to(torch.uint8)[:, 0].numpy()
+        for k in range(frames.shape[1]):
+            left = label_w + k * (fw + pad)
+            canvas.paste(Image.fromarray(pixels[k]), (left, top + cap_h))
+            if k < len(captions):
+                draw.text((left + 2, top), captions[k], fill=200, font=font)
+    return canvas

@@ -21,20 +21,44 @@ with safetensors after every epoch.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from skysearch.encoders.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from skysearch.encoders.predictor import PredictorConfig, SimVP, persistence
-from skysearch.encoders.video_metrics import mse, ssim
+from skysearch.encoders.data import ClipSet, load_clip_set, load_step_frames, to_datetime64
+from skysearch.encoders.predictor import (
+    PredictorConfig,
+    SimVP,
+    load_predictor,
+    persistence,
+    predict,
+    predicted_offsets,
+    render_strip,
+    save_predictor,
+    to_working,
+)
+from skysearch.encoders.registry import model_dir, new_model_id, register_model, resolve
+from skysearch.encoders.triplets import holdout_start
+from skysearch.encoders.video_metrics import frame_metrics, mse, ssim
+from skysearch.ingest.clips import clip_frames, read_clips
+from skysearch.ingest.framestore import FrameStore
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 from tqdm import tqdm
+
+from skysearch.config import Workspace
+from skysearch.errors import NotFoundError, UsageError
+from skysearch.timeutil import parse_time, to_rfc3339
 
 
 @dataclass(frozen=True)
@@ -89,7 +113,7 @@ class Discriminator(nn.Module):
 
 def orthogonal_penalty(model: nn.Module) -> torch.Tensor:
     """BigGAN orthogonal regularisation: off-diagonal Gram entries of every conv weight."""
-    total = torch.zeros(())
+    total = torch.zeros((), device=next(model.parameters()).device)
     for name, p in model.named_parameters():
         if p.ndim < 2 or not name.endswith("weight"):
             continue
@@ -124,7 +148,9 @@ def evaluate(
     sums = {"mse": 0.0, "ssim": 0.0, "persistence_mse": 0.0, "persistence_ssim": 0.0}
     n = inputs.shape[0]
     for i in range(0, n, batch_size):
-        x, y = _to_float(inputs[i : i + batch_size]), _to_float(targets[i : i + batch_size])
+        device = next(model.parameters()).device
+        x = _to_float(inputs[i : i + batch_size].to(device))
+        y = _to_float(targets[i : i + batch_size].to(device))
         pred, base = model(x).clamp(0, 1), persistence(x)
         k = x.shape[0]
         sums["mse"] += float(mse(pred, y)) * k
@@ -177,11 +203,12 @@ def fit(
     """
     if inputs.shape != targets.shape or inputs.shape[0] == 0:
         raise ValueError(f"need matching non-empty pairs, got {inputs.shape} / {targets.shape}")
+    device = next(model.parameters()).device
     opt_g = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
     disc = opt_d = None
     if config.adversarial:
         torch.manual_seed(config.seed + 1)
-        disc = Discriminator(model.config)
+        disc = Discriminator(model.config).to(device)
         opt_d = torch.optim.Adam(disc.parameters(), lr=config.lr_d, betas=(0.5, 0.999))
     history: list[dict[str, float]] = []
     start_epoch = 0
@@ -208,7 +235,7 @@ def fit(
             disable=not progress,
         )
         for bi, idx in enumerate(bar):
-            x, y = _to_float(inputs[idx]), _to_float(targets[idx])
+            x, y = _to_float(inputs[idx].to(device)), _to_float(targets[idx].to(device))
             kind = ("mse", "g", "d")[int(choices[bi])] if config.adversarial else "mse"
             loss = _step(kind, model, disc, opt_g, opt_d, x, y, config)
             sums[kind] += loss * len(idx)
@@ -319,3 +346,236 @@ def _load_state(
         disc.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("d.")})
         _restore_optimizer("opt_d", opt_d, tensors)
     return int(meta["epoch"]), list(meta.get("history", []))
+
+
+# ----------------------------------------------------------------------------- workspace data
+
+
+@dataclass
+class PredictorData:
+    """(clip, following clip) pairs of one clip spec, frames at the predictor resolution.
+
+    ``steps``: uint8 (S, C, h, w) frames of every step of the clip set; ``index``/``next_index``
+    (N, L) step rows of each pair's input clip and its following clip (the clip starting
+    ``L * gap`` after it, i.e. the L steps after the input's last frame).
+    """
+
+    clip_set: ClipSet
+    steps: torch.Tensor
+    rows: np.ndarray  # (N,) clip-set row of each pair's input clip
+    next_rows: np.ndarray  # (N,) clip-set row of its following clip
+    holdout_start: datetime
+
+    @property
+    def starts(self) -> np.ndarray:
+        return self.clip_set.starts[self.rows]
+
+    def tensors(self, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 (n, L, C, h, w) inputs and targets of the selected pairs."""
+        index = torch.as_tensor(self.clip_set.index[self.rows[mask]])
+        next_index = torch.as_tensor(self.clip_set.index[self.next_rows[mask]])
+        return self.steps[index], self.steps[next_index]
+
+    @property
+    def train_mask(self) -> np.ndarray:
+        """Pairs entirely before the hold-out start (input and following clip)."""
+        ends = self.clip_set.ends[self.next_rows]
+        return ends < to_datetime64(self.holdout_start)
+
+    @property
+    def test_mask(self) -> np.ndarray:
+        """Pairs whose input clip starts in the hold-out period."""
+        return self.starts >= to_datetime64(self.holdout_start)
+
+
+def following_rows(clip_set: ClipSet) -> np.ndarray:
+    """For each clip, the row of the clip starting ``length * gap`` minutes later, or -1."""
+    starts = clip_set.starts
+    where = {int(t): i for i, t in enumerate(starts.astype(np.int64))}
+    shift = np.timedelta64(clip_set.length * clip_set.gap_minutes, "m").astype("timedelta64[us]")
+    later = (starts + shift).astype(np.int64)
+    return np.array([where.get(int(t), -1) for t in later], dtype=np.int64)
+
+
+def load_predictor_data(
+    workspace: Workspace,
+    satellite: str | None = None,
+    channels: str | list[str] | None = None,
+    length: int | None = None,
+    gap_minutes: int | None = None,
+    height: int = 64,
+    width: int = 96,
+    holdout: float = 0.2,
+) -> PredictorData:
+    """Pairs of one clip spec, frames resized to (height, width); hold-out = latest ``holdout``."""
+    clip_set = load_clip_set(workspace, satellite, channels, length, gap_minutes, what="predictor")
+    nxt = following_rows(clip_set)
+    rows = np.flatnonzero(nxt >= 0)
+    if len(rows) == 0:
+        raise UsageError(
+            f"no clip of {clip_set.length}x{clip_set.gap_minutes}m has a following clip; "
+            "build shorter clips (skysearch clips --length 6 --gap 60)"
+        )
+    used = np.arange(len(clip_set.steps))
+    frames = torch.as_tensor(load_step_frames(workspace, clip_set, used))
+    steps = (to_working(frames, height, width) * 255.0).round().to(torch.uint8)
+    times = clip_set.step_times
+    first, last = (t.astype("datetime64[us]").item() for t in (times.min(), times.max()))
+    cut = holdout_start(
+        first.replace(tzinfo=timezone.utc), last.replace(tzinfo=timezone.utc), holdout
+    )
+    return PredictorData(clip_set, steps, rows, nxt[rows], cut)
+
+
+# ----------------------------------------------------------------------------- workflow
+
+
+def train_predictor(
+    workspace: Workspace,
+    config: TrainConfig,
+    satellite: str | None = None,
+    channels: str | list[str] | None = None,
+    length: int | None = None,
+    gap_minutes: int | None = None,
+    holdout: float = 0.2,
+    height: int = 64,
+    width: int = 96,
+    device: str = "cpu",
+    restart: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train on the earlier part of one clip spec, evaluate on the hold-out, register the model.
+
+    Re-running the same command resumes an interrupted run (state under
+    ``models/runs/predictor-<setup hash>``); ``restart`` starts it over.
+    """
+    data = load_predictor_data(
+        workspace, satellite, channels, length, gap_minutes, height, width, holdout
+    )
+    cs = data.clip_set
+    train_x, train_y = data.tensors(data.train_mask)
+    test_x, test_y = data.tensors(data.test_mask)
+    if len(train_x) == 0 or len(test_x) == 0:
+        raise UsageError(
+            f"need clip pairs before and after the hold-out start "
+            f"{to_rfc3339(data.holdout_start)} ({len(train_x)} train, {len(test_x)} held out): "
+            "ingest more frames or use shorter clips"
+        )
+    pconf = PredictorConfig(length=cs.length, channels=len(cs.channels), height=height, width=width)
+    setup = {
+        "train": config.to_dict(),
+        "predictor": pconf.to_dict(),
+        "spec": [cs.satellite, cs.channels, cs.length, cs.gap_minutes],
+        "holdout": holdout,
+        "n_train": len(train_x),
+    }
+    digest = hashlib.sha256(json.dumps(setup, sort_keys=True).encode()).hexdigest()[:12]
+    run_dir = workspace.models_dir / "runs" / f"predictor-{digest}"
+    if restart and run_dir.exists():
+        shutil.rmtree(run_dir)
+    model = build_predictor(pconf, config.seed).to(device)
+    result = fit(model, train_x, train_y, config, run_dir, (test_x, test_y), progress=progress)
+    metrics = evaluate(model, test_x, test_y)
+    metrics["train_pairs"], metrics["test_pairs"] = len(train_x), len(test_x)
+    model_id = new_model_id("predictor")
+    info = {
+        "satellite": cs.satellite,
+        "channels": cs.channels,
+        "length": cs.length,
+        "gap_minutes": cs.gap_minutes,
+        "holdout_start": to_rfc3339(data.holdout_start),
+        "train_range": [to_rfc3339(_aware(cs.step_times.min())), to_rfc3339(data.holdout_start)],
+        "training": config.to_dict(),
+        "history": result.history,
+        "metrics": metrics,
+    }
+    directory = save_predictor(model_dir(workspace, model_id), model.cpu(), info)
+    register_model(workspace, model_id, "predictor", {**info, "history": None}, metrics, directory)
+    return {
+        "model_id": model_id,
+        "path": str(directory),
+        "resumed_from_epoch": result.resumed_from_epoch,
+        "metrics": metrics,
+        "holdout_start": info["holdout_start"],
+    }
+
+
+def _aware(value: np.datetime64) -> datetime:
+    return value.astype("datetime64[us]").item().replace(tzinfo=timezone.utc)
+
+
+# ----------------------------------------------------------------------------- predict one clip
+
+
+def find_clip(
+    workspace: Workspace, ref: str, satellite: str, channels: list[str], length: int, gap: int
+) -> dict[str, Any]:
+    """A catalog clip of this spec by id, or by start time (nearest within half a gap)."""
+    table = read_clips(workspace, satellite, channels, length, gap)
+    by_id = [row for row in table.to_pylist() if row["clip_id"] == ref]
+    if by_id:
+        return by_id[0]
+    try:
+        when = parse_time(ref)
+    except (UsageError, ValueError):
+        raise NotFoundError(
+            f"{ref!r} is neither a clip id nor a time of a {length}x{gap}m clip; "
+            "list clips with `skysearch clips --json` or pass a start time"
+        ) from None
+    rows = table.to_pylist()
+    if rows:
+        best = min(rows, key=lambda r: abs(r["start"] - when))
+        if abs(best["start"] - when) <= timedelta(minutes=gap / 2):
+            return best
+    raise NotFoundError(
+        f"no {'+'.join(channels)} {length}x{gap}m clip of {satellite} starts near "
+        f"{to_rfc3339(when)}: build clips (skysearch clips --length {length} --gap {gap})"
+    )
+
+
+def predict_strip(
+    workspace: Workspace, ref: str, out: Path, model_id: str | None = None
+) -> dict[str, Any]:
+    """Predict the clip after ``ref`` and write input / predicted / true rows as one image."""
+    record = resolve(workspace, "predictor", model_id)
+    model, info = load_predictor(record.directory(workspace))
+    sat, chans = info["satellite"], list(info["channels"])
+    length, gap = int(info["length"]), int(info["gap_minutes"])
+    clip = find_clip(workspace, ref, sat, chans, length, gap)
+    store = FrameStore(workspace)
+    frames = torch.as_tensor(clip_frames(workspace, clip, store))
+    cfg = model.config
+    pred = predict(model, frames)
+    x = to_working(frames, cfg.height, cfg.width)
+    step = timedelta(minutes=gap)
+    in_caps = [f"{clip['start'] + k * step:%m-%d %H:%M}" for k in range(length)]
+    last = clip["start"] + (length - 1) * step
+    out_caps = [
+        f"+{m // 60}h{m % 60:02d} {last + timedelta(minutes=m):%H:%M}"
+        for m in predicted_offsets(length, gap)
+    ]
+    rows = [("input", x, in_caps), ("predicted", pred, out_caps)]
+    result: dict[str, Any] = {
+        "clip_id": clip["clip_id"],
+        "start": to_rfc3339(clip["start"]),
+        "model_id": record.model_id,
+        "out": str(out),
+    }
+    following = [
+        r
+        for r in read_clips(workspace, sat, chans, length, gap).to_pylist()
+        if r["start"] == clip["start"] + length * step
+    ]
+    if following:
+        truth = to_working(
+            torch.as_tensor(clip_frames(workspace, following[0], store)), cfg.height, cfg.width
+        )
+        rows.append(
+            ("true", truth, [f"{following[0]['start'] + k * step:%H:%M}" for k in range(length)])
+        )
+        rows.append(("persistence", x[:, -1:].expand_as(truth), []))
+        result["metrics"] = frame_metrics(pred, truth)
+        result["persistence_metrics"] = frame_metrics(x[:, -1:].expand_as(truth), truth)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    render_strip(rows).save(out)
+    return result
