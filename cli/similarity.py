@@ -96,6 +96,6 @@ def _resolve(
     if "/" in text or "\\" in text:
         raise UsageError(f"folder not found: {text}")
     if not text[:4].isdigit():
-        raise UsageError(f"{text!r} is not a folder, a clip id or an ISO time")
+        raise UsageError(f"{text!r}: no such folder, and not a clip id or an ISO time")
     clip_id = find_clip(workspace, text, channel, length, gap, satellite)
     return sketch_catalog_clip(store, clip_id)

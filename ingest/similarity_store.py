@@ -72,6 +72,21 @@ class SketchReport:
         )
 
 
+def _positions(
+    wanted_ids: Sequence[str], known: pa.ChunkedArray, what: str, where: str, remedy: str
+) -> np.ndarray:
+    """Position of each wanted id in ``known``; NotFoundError naming the first missing one."""
+    wanted = pa.array(list(wanted_ids), pa.string())
+    found = pc.index_in(wanted, value_set=known.combine_chunks())
+    if found.null_count:
+        missing = wanted.filter(found.is_null()).to_pylist()
+        raise NotFoundError(
+            f"{len(missing)} {what} id(s) not in the {where} (first: {missing[0]}); "
+            f"run `{remedy}` first"
+        )
+    return found.to_numpy(zero_copy_only=False)
+
+
 def _write_meta(folder: Path, meta: dict[str, Any]) -> None:
     tmp = folder / (META_FILE + ".tmp")
     tmp.write_text(json.dumps(meta))
@@ -228,15 +243,7 @@ class SketchStore:
             cols = ["frame_id", "satellite", "channel", "year", "store_row"]
             self._index = read_frames(self.workspace, columns=cols)
         index = self._index
-        wanted = pa.array(list(frame_ids), pa.string())
-        where = pc.index_in(wanted, value_set=index["frame_id"].combine_chunks())
-        if where.null_count:
-            missing = wanted.filter(where.is_null()).to_pylist()
-            raise NotFoundError(
-                f"{len(missing)} frame id(s) not in the catalog (first: {missing[0]}); "
-                "run `skysearch ingest` first"
-            )
-        pos = where.to_numpy(zero_copy_only=False)
+        pos = _positions(frame_ids, index["frame_id"], "frame", "catalog", "skysearch ingest")
         names = pc.binary_join_element_wise(
             index["satellite"].take(pos),
             index["channel"].take(pos),
@@ -310,15 +317,9 @@ class ClipSet:
 
 def _clip_rows(workspace: Workspace, clip_ids: Sequence[str]) -> pa.Table:
     table = read_clips(workspace)
-    wanted = pa.array(list(clip_ids), pa.string())
-    where = pc.index_in(wanted, value_set=table["clip_id"].combine_chunks())
-    if where.null_count:
-        missing = wanted.filter(where.is_null()).to_pylist()
-        raise NotFoundError(
-            f"{len(missing)} clip id(s) not in the clip catalog (first: {missing[0]}); "
-            "run `skysearch clips` first"
-        )
-    return table.take(where.to_numpy(zero_copy_only=False))
+    return table.take(
+        _positions(clip_ids, table["clip_id"], "clip", "clip catalog", "skysearch clips")
+    )
 
 
 def load_clips(store: SketchStore, clip_ids: Sequence[str]) -> ClipSet:
