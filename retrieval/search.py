@@ -1,0 +1,821 @@
+"""The search façade: ONE door for the CLI (``skysearch search ...``) and the HTTP service.
+
+Three kinds of query, one result schema:
+
+- clip (:meth:`Searcher.search_clip`): a query clip given by start time (``at`` + channel +
+  length + gap; the catalog's clip, or one assembled from the frame catalog), by a catalog clip
+  id, or by frame files from outside the archive (preprocessed with the satellite's ingest
+  profile to the working resolution). The clip model is chosen to fit the clip spec. Optional
+  exact re-rank of the top N by the ground-truth grid metric (``rerank``) and prediction
+  augmentation (``augment``).
+- text (:meth:`Searcher.search_text`) and image (:meth:`Searcher.search_image`): pass-throughs
+  to the text-image model and the ``scenes`` collection.
+
+Every search returns a :class:`SearchResult`; ``SearchResult.to_dict()`` is the JSON the CLI's
+``--json`` prints and the service returns (``RESULT_SCHEMA`` names its version)::
+
+    {"schema": "skysearch.search/1",
+     "query": {"kind": "clip", "mode": "at"|"clip_id"|"frames", "clip_id", "satellite",
+               "channels", "start", "end", "length", "gap_minutes", "model_id",
+               "ranked_by": "vector"|"rerank"|"augment", "rerank": N, "augment": bool, ...}
+              | {"kind": "text", "text", "model_id", ...} | {"kind": "image", "image", ...},
+     "results": [{"rank": 1, "score": 0.97, "id": "<uuid>", "kind": "clip"|"scene",
+                  "start": "2017-09-07T00:45:00Z"|null, "end": ...|null, "satellite", "channels",
+                  "frame_ids": [[...per channel...]] (clips) | [...] (scenes), "length",
+                  "gap_minutes", "source_path", "label", "rerank_score": float|null}],
+     "filters": {"start", "end", "months", "hours", "day_of_year", "channels", "satellites",
+                 "exclude_around", "exclude_window_s", "k", "one_per_day"},
+     "timing_ms": {"load", "query", "embed", "search", "rerank", "augment", "total"}}
+
+``score`` is the value the results are ordered by: cosine similarity of the vectors, the
+grid-metric similarity when re-ranked (then ``vector_score`` keeps the cosine), or the fused
+score when augmented. A :class:`Searcher` loads models and opens the store once and may be
+shared by threads (models load under a lock; searches are read-only).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from skysearch.config import Settings
+from skysearch.errors import NotFoundError, UsageError
+from skysearch.timeutil import parse_time, to_rfc3339
+
+#: Version of the JSON result schema (bump on any incompatible change).
+RESULT_SCHEMA = "skysearch.search/1"
+#: A query time may sit this far from a frame/clip start and still pick it.
+DEFAULT_TOLERANCE_MINUTES = 15
+IMAGE_SUFFIXES = {".png", ".gif", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
+
+
+# ---------------------------------------------------------------------------- request types
+@dataclass(frozen=True)
+class ClipQuery:
+    """What the query clip is. Exactly one of ``at``, ``clip_id``, ``frames``.
+
+    - ``at``: start time (UTC) of the query clip; ``channels``/``satellite``/``length``/
+      ``gap_minutes`` give its spec (unset: the clip model's).
+    - ``clip_id``: a clip of the clip catalog.
+    - ``frames``: frame files, or ONE folder of them, from outside the archive: L files per
+      channel, ordered by the time in their names (the satellite's ingest profile) or by name.
+    """
+
+    at: datetime | str | None = None
+    clip_id: str | None = None
+    frames: tuple[Path, ...] = ()
+    channels: tuple[str, ...] = ()
+    satellite: str | None = None
+    length: int | None = None
+    gap_minutes: int | None = None
+    tolerance_minutes: int = DEFAULT_TOLERANCE_MINUTES
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        if self.at is not None:
+            set_(self, "at", parse_time(self.at))
+        set_(self, "frames", tuple(Path(p) for p in self.frames))
+        chans = self.channels
+        if isinstance(chans, str):
+            chans = tuple(c for c in chans.split(","))
+        set_(self, "channels", tuple(c.strip() for c in chans if c and c.strip()))
+        given = sum([self.at is not None, bool(self.clip_id), bool(self.frames)])
+        if given != 1:
+            raise UsageError(
+                "give the query clip one way: a start time (--at), a clip id (--clip-id) "
+                "or frame files (--frames)"
+            )
+        for name in ("length", "gap_minutes"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UsageError(f"{name.replace('_minutes', '')} must be at least 1, got {value}")
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How to rank: re-rank the top ``rerank`` candidates by the grid metric (0 = off), fuse
+    with the predicted future (``augment``), which models (None: the latest that fits)."""
+
+    rerank: int = 0
+    augment: bool = False
+    augment_method: str = "rerank"
+    augment_beta: float = 0.5
+    model_id: str | None = None
+    predictor_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.rerank <= 10_000:
+            raise UsageError(f"--rerank must be in 0..10000, got {self.rerank}")
+
+
+# ---------------------------------------------------------------------------- result types
+@dataclass
+class ResultItem:
+    """One hit. Fields that do not apply to a kind are None (clips have start/end/frame_ids;
+    scenes have source_path/label, and start/end when the scene is a dated frame)."""
+
+    rank: int
+    score: float
+    id: str
+    kind: str
+    start: str | None = None
+    end: str | None = None
+    satellite: str | None = None
+    channels: list[str] = field(default_factory=list)
+    frame_ids: list[Any] = field(default_factory=list)
+    length: int | None = None
+    gap_minutes: int | None = None
+    source_path: str | None = None
+    label: str | None = None
+    vector_score: float | None = None
+    rerank_score: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SearchResult:
+    query: dict[str, Any]
+    results: list[ResultItem]
+    filters: dict[str, Any]
+    timing_ms: dict[str, float]
+    #: Query clip pixels (C, L, H, W) uint8 for a clip search (contact sheets); not in JSON.
+    query_frames: np.ndarray | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": RESULT_SCHEMA,
+            "query": self.query,
+            "results": [r.to_dict() for r in self.results],
+            "filters": self.filters,
+            "timing_ms": {k: round(v, 2) for k, v in self.timing_ms.items()},
+        }
+
+
+def filters_to_dict(filters: Any) -> dict[str, Any]:
+    """The JSON form of :class:`~skysearch.retrieval.filters.SearchFilters`."""
+
+    def iso(value: datetime | None) -> str | None:
+        return to_rfc3339(value) if value is not None else None
+
+    return {
+        "start": iso(filters.start),
+        "end": iso(filters.end),
+        "months": list(filters.months),
+        "hours": list(filters.hours),
+        "day_of_year": list(filters.day_of_year) if filters.day_of_year else None,
+        "channels": list(filters.channels),
+        "satellites": list(filters.satellites),
+        "exclude_around": iso(filters.exclude_around),
+        "exclude_window_s": filters.exclude_window.total_seconds(),
+        "k": filters.k,
+        "one_per_day": filters.one_per_day,
+    }
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.ms: dict[str, float] = {}
+        self._t0 = time.perf_counter()
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.ms[name] = self.ms.get(name, 0.0) + (time.perf_counter() - t) * 1000
+
+    def done(self) -> dict[str, float]:
+        self.ms["total"] = (time.perf_counter() - self._t0) * 1000
+        return self.ms
+
+
+@dataclass
+class _QueryClip:
+    """A resolved query clip: pixels + what is known about it."""
+
+    frames: np.ndarray  # (C, L, H, W) uint8
+    mode: str
+    satellite: str
+    channels: list[str]
+    length: int
+    gap_minutes: int
+    start: datetime | None = None
+    clip_id: str | None = None
+    frame_ids: list[list[str]] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+    def describe(self) -> dict[str, Any]:
+        end = (
+            self.start + timedelta(minutes=self.gap_minutes * (self.length - 1))
+            if self.start
+            else None
+        )
+        return {
+            "kind": "clip",
+            "mode": self.mode,
+            "clip_id": self.clip_id,
+            "satellite": self.satellite,
+            "channels": self.channels,
+            "start": to_rfc3339(self.start) if self.start else None,
+            "end": to_rfc3339(end) if end else None,
+            "length": self.length,
+            "gap_minutes": self.gap_minutes,
+            "frame_ids": self.frame_ids,
+            "files": self.files,
+        }
+
+
+# ---------------------------------------------------------------------------- the façade
+class Searcher:
+    """Loads models and opens the store once; answers clip, text and image searches.
+
+    ``store``: an open :class:`~skysearch.retrieval.store.VectorStore` to use (not closed by
+    :meth:`close`); by default the settings' store is opened on first use.
+    """
+
+    def __init__(self, settings: Settings, store: Any = None, device: str = "cpu") -> None:
+        self.settings = settings
+        self.workspace = settings.workspace
+        self.device = device
+        self._store = store
+        self._own_store = store is None
+        self._lock = threading.RLock()
+        self._clip_models: dict[str, tuple[Any, Any]] = {}
+        self._predictors: dict[str, Any] = {}
+        self._text_models: dict[str | None, Any] = {}
+        self._frame_store: Any = None
+        self._sketches: Any = None
+        self._catalog: dict[tuple, tuple[float, dict[str, dict[str, Any]]]] = {}
+
+    # ---- resources ---------------------------------------------------------------------
+    @property
+    def store(self) -> Any:
+        with self._lock:
+            if self._store is None:
+                from skysearch.retrieval.store import open_store
+
+                self._store = open_store(self.settings)
+            return self._store
+
+    def close(self) -> None:
+        with self._lock:
+            if self._store is not None and self._own_store:
+                self._store.close()
+            self._store = None
+
+    def __enter__(self) -> Searcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def frame_store(self) -> Any:
+        with self._lock:
+            if self._frame_store is None:
+                from skysearch.ingest.framestore import FrameStore
+
+                self._frame_store = FrameStore(self.workspace)
+            return self._frame_store
+
+    def clip_model(self, model_id: str | None = None, spec: dict[str, Any] | None = None):
+        """(ClipEmbedder, ModelRecord): ``model_id``, else the latest clip model whose training
+        spec fits ``spec`` (satellite, channels, length, gap_minutes; unset parts match any)."""
+        from skysearch.encoders import registry
+        from skysearch.encoders.models import load_clip_embedder
+
+        with self._lock:
+            if model_id is None:
+                model_id = self._pick_clip_model(registry, spec or {})
+            cached = self._clip_models.get(model_id)
+            if cached is None:
+                cached = load_clip_embedder(self.workspace, model_id, self.device)
+                self._clip_models[model_id] = cached
+            return cached
+
+    def _pick_clip_model(self, registry: Any, spec: dict[str, Any]) -> str:
+        records = registry.list_models(self.workspace, "clip")
+        if not records:
+            raise NotFoundError(
+                f"no clip model trained yet in workspace {self.workspace.root}: run "
+                "`skysearch train frames` then `skysearch train clips` and "
+                "`skysearch index clips` (or `skysearch demo`)"
+            )
+
+        def fits(record: Any) -> bool:
+            data = record.config.get("data", {})
+            return all(
+                value in (None, [], ()) or data.get(key) == value for key, value in spec.items()
+            )
+
+        fitting = [r for r in records if fits(r)]
+        if not fitting:
+            have = ", ".join(sorted({_spec_text(r.config.get("data", {})) for r in records}))
+            want = _spec_text(spec)
+            raise NotFoundError(
+                f"no clip model for {want} clips (trained: {have}): train one with "
+                "`skysearch train frames --channels C --length L --gap G` and "
+                "`skysearch train clips`, or query with a trained spec"
+            )
+        return fitting[-1].model_id
+
+    def _predictor(self, predictor_id: str | None, record: Any) -> Any:
+        from skysearch.encoders.predictor import load_predictor
+        from skysearch.encoders.registry import list_models, resolve
+
+        with self._lock:
+            if predictor_id is None:
+                data = record.config["data"]
+                fitting = [
+                    r
+                    for r in list_models(self.workspace, "predictor")
+                    if r.config.get("satellite") == data["satellite"]
+                    and list(r.config.get("channels", [])) == list(data["channels"])
+                    and r.config.get("length") == data["length"]
+                    and r.config.get("gap_minutes") == data["gap_minutes"]
+                ]
+                if not fitting:
+                    raise NotFoundError(
+                        f"--augment needs a predictor for {_spec_text(data)} clips: train one "
+                        f"with `skysearch train predictor --length {data['length']} --gap "
+                        f"{data['gap_minutes']}`"
+                    )
+                predictor_id = fitting[-1].model_id
+            if predictor_id not in self._predictors:
+                rec = resolve(self.workspace, "predictor", predictor_id)
+                self._predictors[predictor_id] = load_predictor(
+                    rec.directory(self.workspace), self.device
+                )[0]
+            return self._predictors[predictor_id]
+
+    def _clip_rows(
+        self, satellite: str, channels: Sequence[str], length: int, gap: int
+    ) -> dict[str, dict[str, Any]]:
+        """clip_id -> catalog row of one clip spec (cached until the catalog changes)."""
+        from skysearch.ingest.clips import read_clips
+
+        key = (satellite, tuple(channels), length, gap)
+        root = self.workspace.clips_catalog
+        stamp = max((p.stat().st_mtime for p in root.glob("*/*/*.parquet")), default=0.0)
+        with self._lock:
+            cached = self._catalog.get(key)
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
+        table = read_clips(self.workspace, satellite, list(channels), length, gap)
+        rows = {r["clip_id"]: r for r in table.to_pylist()}
+        with self._lock:
+            self._catalog[key] = (stamp, rows)
+        return rows
+
+    # ---- clip search -------------------------------------------------------------------
+    def search_clip(
+        self, query: ClipQuery, filters: Any = None, options: SearchOptions | None = None
+    ) -> SearchResult:
+        """Clips like the query clip, best first (see the module docstring for the schema)."""
+        from skysearch.retrieval.filters import SearchFilters
+        from skysearch.retrieval.schema import CLIPS
+
+        options = options or SearchOptions()
+        filters = filters if filters is not None else SearchFilters()
+        timer = _Timer()
+        with timer("load"):
+            spec = {
+                "satellite": query.satellite,
+                "channels": list(query.channels) or None,
+                "length": query.length,
+                "gap_minutes": query.gap_minutes,
+            }
+            if query.clip_id:
+                spec = {}  # the catalog row says; checked below
+            embedder, record = self.clip_model(options.model_id, spec)
+            data = record.config["data"]
+        with timer("query"):
+            qclip = self._resolve_query(query, data)
+        if (qclip.satellite, qclip.channels, qclip.length, qclip.gap_minutes) != (
+            data["satellite"],
+            list(data["channels"]),
+            data["length"],
+            data["gap_minutes"],
+        ):
+            if options.model_id is not None or not query.clip_id:
+                raise UsageError(
+                    f"clip model {record.model_id} embeds {_spec_text(data)} clips, the query "
+                    f"is a {_spec_text(asdict(qclip))} clip: pick a fitting --model"
+                )
+            embedder, record = self.clip_model(
+                None,
+                {
+                    "satellite": qclip.satellite,
+                    "channels": qclip.channels,
+                    "length": qclip.length,
+                    "gap_minutes": qclip.gap_minutes,
+                },
+            )
+        if filters.exclude_window > timedelta(0) and filters.exclude_around is None:
+            if qclip.start is None:
+                raise UsageError(
+                    "--exclude-window needs the query's time: the frame files' names carry "
+                    "none (query by --at or --clip-id, or filter with --between)"
+                )
+            from dataclasses import replace
+
+            filters = replace(filters, exclude_around=qclip.start)
+        store = self.store
+        vname = record.model_id
+        self._check_indexed(store, CLIPS, vname)
+        with timer("embed"):
+            vector = embedder.embed_clip(qclip.frames)
+        fetch = max(filters.k, options.rerank)
+        ranked_by = "vector"
+        if options.augment:
+            from skysearch.retrieval.augment import AugmentOptions, augmented_search, future_vector
+
+            with timer("augment"):
+                predictor = self._predictor(options.predictor_id, record)
+                future = future_vector(embedder, predictor, qclip.frames)
+                aug = AugmentOptions(method=options.augment_method, beta=options.augment_beta)
+                hits = augmented_search(
+                    store, vector, future, fetch, filters, aug, CLIPS, vector_name=vname
+                )
+            ranked_by = "augment"
+        else:
+            with timer("search"):
+                hits = store.search(CLIPS, vector, k=fetch, filters=filters, vector_name=vname)
+        items = [self._clip_item(i + 1, h, data) for i, h in enumerate(hits)]
+        if options.rerank and items:
+            with timer("rerank"):
+                items = self._rerank(qclip, items)
+            ranked_by = "rerank"
+        items = items[: filters.k]
+        for i, item in enumerate(items):
+            item.rank = i + 1
+        described = qclip.describe()
+        described.update(
+            model_id=record.model_id,
+            ranked_by=ranked_by,
+            rerank=options.rerank,
+            augment=options.augment,
+        )
+        return SearchResult(described, items, filters_to_dict(filters), timer.done(), qclip.frames)
+
+    def _check_indexed(self, store: Any, collection: str, vector_name: str) -> None:
+        if collection not in store.collections():
+            raise NotFoundError(
+                f"nothing indexed yet in {store.where}: run `skysearch index {collection}`"
+            )
+        if vector_name not in store.vector_config(collection):
+            raise NotFoundError(
+                f"the {collection} collection has no vectors of model {vector_name}: run "
+                f"`skysearch index {collection} --model {vector_name}`"
+            )
+
+    def _clip_item(self, rank: int, hit: Any, data: dict[str, Any]) -> ResultItem:
+        p = hit.payload
+        chans = p.get("channel", [])
+        chans = [chans] if isinstance(chans, str) else list(chans)
+        length = int(p.get("length", data["length"]))
+        gap = int(p.get("gap_minutes", data["gap_minutes"]))
+        start = parse_time(p["time"]) if p.get("time") else None
+        row = self._clip_rows(p.get("satellite", data["satellite"]), chans, length, gap).get(
+            p.get("clip_id", hit.id), {}
+        )
+        end = row.get("end") or (start + timedelta(minutes=gap * (length - 1)) if start else None)
+        return ResultItem(
+            rank=rank,
+            score=float(hit.score),
+            id=p.get("clip_id", hit.id),
+            kind="clip",
+            start=to_rfc3339(start) if start else None,
+            end=to_rfc3339(end) if end else None,
+            satellite=p.get("satellite"),
+            channels=chans,
+            frame_ids=row.get("frame_ids", []),
+            length=length,
+            gap_minutes=gap,
+            source_path=p.get("source_path"),
+            vector_score=float(hit.score),
+        )
+
+    def _rerank(self, qclip: _QueryClip, items: list[ResultItem]) -> list[ResultItem]:
+        from skysearch.ingest.similarity import SketchStore
+        from skysearch.retrieval.rerank import rerank
+
+        with self._lock:
+            if self._sketches is None:
+                self._sketches = SketchStore(self.workspace)
+        by_id = {item.id: item for item in items}
+        ranked = rerank(
+            self.workspace,
+            qclip.clip_id if qclip.clip_id else qclip.frames,
+            [item.id for item in items],
+            store=self._sketches,
+        )
+        out = []
+        for r in ranked:
+            item = by_id[r.clip_id]
+            item.rerank_score = float(r.similarity)
+            item.score = float(r.similarity)
+            out.append(item)
+        return out
+
+    # ---- query resolution --------------------------------------------------------------
+    def _resolve_query(self, query: ClipQuery, data: dict[str, Any]) -> _QueryClip:
+        if query.clip_id:
+            return self._query_by_id(query.clip_id)
+        satellite = query.satellite or data["satellite"]
+        channels = list(query.channels) or list(data["channels"])
+        length = query.length or int(data["length"])
+        gap = query.gap_minutes or int(data["gap_minutes"])
+        if query.frames:
+            return self._query_from_files(query.frames, satellite, channels, length, gap)
+        assert isinstance(query.at, datetime)
+        return self._query_at(query.at, satellite, channels, length, gap, query.tolerance_minutes)
+
+    def _query_by_id(self, clip_id: str) -> _QueryClip:
+        import pyarrow.compute as pc
+        from skysearch.ingest.clips import read_clips
+
+        table = read_clips(self.workspace)
+        found = table.filter(pc.equal(table["clip_id"], clip_id))
+        if found.num_rows == 0:
+            raise NotFoundError(
+                f"clip {clip_id} is not in the clip catalog of {self.workspace.root}: "
+                "list clips with `skysearch clips --json`, or query by --at TIME"
+            )
+        row = found.slice(0, 1).to_pylist()[0]
+        return self._from_row(row, "clip_id")
+
+    def _from_row(self, row: dict[str, Any], mode: str) -> _QueryClip:
+        from skysearch.ingest.clips import clip_frames
+
+        return _QueryClip(
+            frames=clip_frames(self.workspace, row, self.frame_store),
+            mode=mode,
+            satellite=row["satellite"],
+            channels=list(row["channels"]),
+            length=int(row["length"]),
+            gap_minutes=int(row["gap_minutes"]),
+            start=parse_time(row["start"]),
+            clip_id=row["clip_id"] if row.get("clip_id") else None,
+            frame_ids=[list(ids) for ids in row["frame_ids"]],
+        )
+
+    def _query_at(
+        self,
+        at: datetime,
+        satellite: str,
+        channels: list[str],
+        length: int,
+        gap: int,
+        tolerance: int,
+    ) -> _QueryClip:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        from skysearch.ingest.catalog import read_frames
+        from skysearch.ingest.clips import assemble
+
+        cols = ["frame_id", "satellite", "channel", "time"]
+        frames = read_frames(self.workspace, satellite=satellite, columns=cols)
+        if frames.num_rows == 0:
+            raise NotFoundError(
+                f"no {satellite} frames in the catalog of {self.workspace.root}: "
+                "run `skysearch ingest PATH` first"
+            )
+        have = sorted(set(frames["channel"].to_pylist()))
+        unknown = [c for c in channels if c not in have]
+        if unknown:
+            raise UsageError(
+                f"unknown channel {','.join(unknown)} for {satellite}: the archive has "
+                f"{', '.join(have)} (pass --channel {have[0]})"
+            )
+        # The catalog's clip at that start, if the clip catalog has this spec.
+        rows = self._clip_rows(satellite, channels, length, gap)
+        tol = timedelta(minutes=tolerance)
+        near = [r for r in rows.values() if abs(parse_time(r["start"]) - at) <= tol]
+        if near:
+            best = min(near, key=lambda r: abs(parse_time(r["start"]) - at))
+            return self._from_row(best, "at")
+        # Else assemble it from the frame catalog (any spec, no clip catalog needed).
+        times = frames.filter(pc.equal(frames["channel"], channels[0]))["time"].to_pylist()
+        first, last = min(times), max(times)
+        span = timedelta(minutes=gap * (length - 1))
+        if at < first - tol or at + span > last + tol:
+            raise UsageError(
+                f"{to_rfc3339(at)} is outside the archive: {satellite} {channels[0]} frames "
+                f"cover {to_rfc3339(first)}..{to_rfc3339(last)}, and a {length}x{gap}m clip "
+                f"must start by {to_rfc3339(last - span)}"
+            )
+        window = frames.filter(
+            pc.and_(
+                pc.greater_equal(frames["time"], pa.scalar(at - tol, frames["time"].type)),
+                pc.less_equal(frames["time"], pa.scalar(at + span + tol, frames["time"].type)),
+            )
+        )
+        clips, _ = assemble(window, satellite, channels, length, gap, tolerance)
+        starts = [parse_time(s) for s in clips["start"].to_pylist()]
+        candidates = [i for i, s in enumerate(starts) if abs(s - at) <= tol]
+        if not candidates:
+            raise NotFoundError(
+                f"no complete {'+'.join(channels)} {length}x{gap}m clip starts at "
+                f"{to_rfc3339(at)} (a frame is missing within +-{tolerance} min of a step): "
+                "try another --at, or a larger --gap"
+            )
+        best = min(candidates, key=lambda i: abs(starts[i] - at))
+        row = clips.slice(best, 1).to_pylist()[0]
+        return self._from_row(row, "at")
+
+    def _query_from_files(
+        self, paths: Sequence[Path], satellite: str, channels: list[str], length: int, gap: int
+    ) -> _QueryClip:
+        from skysearch.ingest.decode import Source, preprocess
+        from skysearch.ingest.profiles import load_profiles
+
+        files = _expand_files(paths)
+        profiles = [p for p in load_profiles().values() if p.satellite == satellite]
+        if not profiles:
+            raise UsageError(f"no ingest profile for satellite {satellite!r}")
+        named: list[tuple[Any, str, Path]] = []  # (time or None, channel, path)
+        for path in files:
+            match = next((m for m in (p.match(path.name) for p in profiles) if m), None)
+            named.append(
+                (match.time if match else None, match.channel if match else channels[0], path)
+            )
+        profile = next((p for p in profiles if any(p.match(f.name) for f in files)), profiles[0])
+        per_channel: list[list[Path]] = []
+        start = None
+        for chan in channels:
+            mine = [n for n in named if n[1] == chan]
+            if all(n[0] is not None for n in mine):
+                mine.sort(key=lambda n: n[0])
+            else:
+                mine.sort(key=lambda n: n[2].name)
+            if len(mine) < length:
+                raise UsageError(
+                    f"the query needs {length} {chan} frames ({length}x{gap}m clips), got "
+                    f"{len(mine)} file(s): pass {length} files or a folder holding them"
+                )
+            mine = mine[-length:]  # the most recent L frames
+            if chan == channels[0] and mine[0][0] is not None:
+                start = mine[0][0]
+            per_channel.append([n[2] for n in mine])
+        stack = []
+        for chan_files in per_channel:
+            decoded = []
+            for path in chan_files:
+                result = preprocess(Source(str(path)), profile)
+                if result.frame is None:
+                    raise UsageError(f"cannot use query frame {path}: {result.reason}")
+                decoded.append(result.frame)
+            stack.append(np.stack(decoded))
+        return _QueryClip(
+            frames=np.stack(stack),
+            mode="frames",
+            satellite=satellite,
+            channels=channels,
+            length=length,
+            gap_minutes=gap,
+            start=start,
+            files=[str(p) for chan_files in per_channel for p in chan_files],
+        )
+
+    # ---- text / image pass-throughs ------------------------------------------------------
+    def text_model(self, model_id: str | None = None) -> Any:
+        from skysearch.encoders.text_image import load_workspace_model
+
+        with self._lock:
+            if model_id not in self._text_models:
+                self._text_models[model_id] = load_workspace_model(self.workspace, model_id)
+            return self._text_models[model_id]
+
+    def search_text(
+        self, text: str, filters: Any = None, model_id: str | None = None
+    ) -> SearchResult:
+        """Scenes matching free text (text-image model + ``scenes`` collection)."""
+        if not text or not text.strip():
+            raise UsageError("the text query is empty: e.g. skysearch search text 'a river'")
+        timer = _Timer()
+        with timer("load"):
+            tim = self.text_model(model_id)
+        with timer("embed"):
+            vector = tim.encode_texts([text.strip()])[0]
+        query = {"kind": "text", "text": text.strip(), "model_id": tim.model_id}
+        return self._scene_search(vector, tim, query, filters, timer)
+
+    def search_image(
+        self, image: str | Path | Any, filters: Any = None, model_id: str | None = None
+    ) -> SearchResult:
+        """Scenes like an image (path or PIL image), by the text-image model's image tower."""
+        timer = _Timer()
+        with timer("load"):
+            tim = self.text_model(model_id)
+        with timer("embed"):
+            vector = tim.encode_images([image])[0]
+        name = str(image) if isinstance(image, str | Path) else "<upload>"
+        query = {"kind": "image", "image": name, "model_id": tim.model_id}
+        return self._scene_search(vector, tim, query, filters, timer)
+
+    def _scene_search(
+        self, vector: np.ndarray, tim: Any, query: dict[str, Any], filters: Any, timer: _Timer
+    ) -> SearchResult:
+        from skysearch.retrieval.filters import SearchFilters
+        from skysearch.retrieval.schema import DEFAULT_VECTOR, SCENES
+
+        filters = filters if filters is not None else SearchFilters()
+        store = self.store
+        if SCENES not in store.collections():
+            raise NotFoundError(
+                f"no scenes indexed yet in {store.where}: run `skysearch index scenes DIR`"
+            )
+        vectors = store.vector_config(SCENES)
+        vname = tim.model_id if tim.model_id in vectors else DEFAULT_VECTOR
+        if vname not in vectors:
+            raise NotFoundError(
+                f"the scenes collection has no vectors of text-image model {tim.model_id}: "
+                f"run `skysearch index scenes DIR --model {tim.model_id}`"
+            )
+        with timer("search"):
+            hits = store.search(SCENES, vector, filters=filters, vector_name=vname)
+        items = [_scene_item(i + 1, h) for i, h in enumerate(hits)]
+        return SearchResult(query, items, filters_to_dict(filters), timer.done())
+
+
+def _scene_item(rank: int, hit: Any) -> ResultItem:
+    p = hit.payload
+    chans = p.get("channel", [])
+    chans = [chans] if isinstance(chans, str) else list(chans or [])
+    frame_id = p.get("frame_id")
+    return ResultItem(
+        rank=rank,
+        score=float(hit.score),
+        id=hit.id,
+        kind="scene",
+        start=p.get("time"),
+        end=p.get("time"),
+        satellite=p.get("satellite"),
+        channels=chans,
+        frame_ids=[frame_id] if frame_id else [],
+        source_path=p.get("source_path") or p.get("path"),
+        label=p.get("label") or p.get("class") or p.get("caption"),
+        vector_score=float(hit.score),
+    )
+
+
+def _spec_text(spec: dict[str, Any]) -> str:
+    chans = spec.get("channels") or ["any channel"]
+    chans = [chans] if isinstance(chans, str) else chans
+    sat = spec.get("satellite") or "any satellite"
+    length = spec.get("length") or "L"
+    gap = spec.get("gap_minutes") or "G"
+    return f"{sat} {'+'.join(chans)} {length}x{gap}m"
+
+
+def _expand_files(paths: Sequence[Path]) -> list[Path]:
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            out += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise UsageError(f"query frame {path} does not exist")
+    if not out:
+        raise UsageError(f"no image files in {', '.join(str(p) for p in paths)}")
+    return out
+
+
+# ---------------------------------------------------------------------------- one-shot doors
+def search_clip(
+    settings: Settings,
+    query: ClipQuery,
+    filters: Any = None,
+    options: SearchOptions | None = None,
+    device: str = "cpu",
+) -> SearchResult:
+    """One clip search (opens and closes the store). Services keep a :class:`Searcher`."""
+    with Searcher(settings, device=device) as searcher:
+        return searcher.search_clip(query, filters, options)
+
+
+def search_text(
+    settings: Settings, text: str, filters: Any = None, model_id: str | None = None
+) -> SearchResult:
+    with Searcher(settings) as searcher:
+        return searcher.search_text(text, filters, model_id)
+
+
+def search_image(
+    settings: Settings, image: str | Path, filters: Any = None, model_id: str | None = None
+) -> SearchResult:
+    with Searcher(settings) as searcher:
+        return searcher.search_image(image, filters, model_id)
