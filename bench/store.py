@@ -10,7 +10,8 @@ float32 matrix-vector product over all N plus a time mask (no index), then top-k
 
 With ``--json`` the last stdout line is
 ``{"n", "filtered": {p50_ms, p99_ms, qps, recall_at_10, speedup_vs_bruteforce}, "unfiltered": {...},
-"build_s", ...}``; progress and the table go to stderr.
+"build_s", ...}``; progress and the table go to stderr. ``--dir D --reuse`` keeps the built
+store in D and reuses it (query-side settings such as --ef/--no-acorn, without a rebuild).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
+from skysearch.retrieval import schema
 from skysearch.retrieval.filters import SearchFilters
 from skysearch.retrieval.schema import SEARCH_HNSW_EF, time_payload
 from skysearch.retrieval.store import Point
@@ -87,6 +89,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--ef", type=int, default=SEARCH_HNSW_EF, help="hnsw_ef at query time")
     ap.add_argument("--dir", type=Path, default=None, help="store directory (default: temp)")
+    ap.add_argument("--reuse", action="store_true", help="reuse a store built in --dir earlier")
+    ap.add_argument("--acorn", action=argparse.BooleanOptionalAction, default=schema.SEARCH_ACORN)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -100,23 +104,29 @@ def main() -> None:
     minutes = np.arange(n, dtype=np.int64) * 10  # minutes since T0, 10-minute cadence
     times = [T0 + STEP * i for i in range(n)]
 
+    schema.SEARCH_ACORN = args.acorn
     root = args.dir or Path(tempfile.mkdtemp(prefix="skysearch-bench-"))
-    shutil.rmtree(root, ignore_errors=True)
-    store = EmbeddedStore(root, EdgeIndexParams())
-    store.ensure_collection("bench", DIM)
-    t = time.perf_counter()
     ns = uuid.UUID(int=1)
     ids = [str(uuid.uuid5(ns, str(i))) for i in range(n)]
-    store.upsert(
-        "bench",
-        (Point(ids[i], x[i], time_payload(times[i])) for i in range(n)),
-        batch_size=1000,
-        progress=True,
+    store = EmbeddedStore(root, EdgeIndexParams())
+    reused = (
+        args.reuse and "bench" in store.collections() and store.info("bench").indexed_vectors == n
     )
-    load_s = time.perf_counter() - t
-    t = time.perf_counter()
-    store.optimize("bench")
-    build_s = time.perf_counter() - t
+    load_s = build_s = float("nan")
+    if not reused:
+        store.drop_collection("bench")
+        store.ensure_collection("bench", DIM)
+        t = time.perf_counter()
+        store.upsert(
+            "bench",
+            (Point(ids[i], x[i], time_payload(times[i])) for i in range(n)),
+            batch_size=1000,
+            progress=True,
+        )
+        load_s = time.perf_counter() - t
+        t = time.perf_counter()
+        store.optimize("bench")
+        build_s = time.perf_counter() - t
     info = store.info("bench")
     log(f"loaded {n} in {load_s:.1f}s, index built in {build_s:.1f}s: {info}")
 
@@ -124,7 +134,9 @@ def main() -> None:
     fractions = rng.uniform(0.01, 0.10, size=nq)
     starts = (rng.uniform(0, 1 - fractions) * n).astype(np.int64)
     lengths = (fractions * n).astype(np.int64)
-    result = {"n": n, "build_s": round(build_s, 2), "load_s": round(load_s, 2)}
+    result: dict = {"n": n, "build_s": None, "load_s": None}  # None: index reused
+    if not reused:
+        result.update(build_s=round(build_s, 2), load_s=round(load_s, 2))
     for mode in ("unfiltered", "filtered"):
         lat, bf_lat, recalls = [], [], []
         for qi in range(nq):
@@ -154,6 +166,8 @@ def main() -> None:
     result["disk_mb"] = round((info.disk_bytes or 0) / 2**20, 1)
     result["segments"] = info.segments
     result["hnsw_ef"] = args.ef
+    result["acorn"] = args.acorn
+    result["reused_index"] = reused
     result["load_average"] = [round(v, 2) for v in os.getloadavg()]
     store.close()
     if args.dir is None:

@@ -125,7 +125,14 @@ def to_edge_filter(flt: models.Filter | None) -> qe.Filter | None:
 
 def _dir_bytes(path: Path) -> int:
     """Bytes allocated on disk (the engine preallocates sparse files: st_size would overstate)."""
-    return sum(f.stat().st_blocks * 512 for f in path.rglob("*") if f.is_file())
+    total = 0
+    for folder, _, files in os.walk(path):  # files come and go while the engine optimizes
+        for name in files:
+            try:
+                total += os.stat(os.path.join(folder, name)).st_blocks * 512
+            except FileNotFoundError:
+                pass
+    return total
 
 
 class EmbeddedStore(VectorStore):

@@ -133,7 +133,9 @@ class ServerStore(VectorStore):
             wait=True,
         )
 
-    def _params(self, exact: bool, hnsw_ef: int) -> models.SearchParams:
+    def _params(self, exact: bool, hnsw_ef: int) -> models.SearchParams | None:
+        if self.backend == "memory":  # local mode is always exact and warns about params
+            return None
         acorn = models.AcornSearchParams(enable=schema.SEARCH_ACORN)
         return models.SearchParams(hnsw_ef=hnsw_ef, exact=exact, acorn=acorn)
 

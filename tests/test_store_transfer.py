@@ -1,0 +1,124 @@
+"""Export/import between backends, the ``skysearch store`` commands, the typed application API."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+from skysearch.retrieval.filters import SearchFilters
+from skysearch.retrieval.schema import time_payload
+from skysearch.retrieval.store import Point, open_store
+from skysearch.retrieval.store_api import SearchResult, SkyStore
+from skysearch.retrieval.store_embedded import EmbeddedStore
+from skysearch.retrieval.transfer import export_store, import_store
+
+T0 = datetime(2017, 9, 1, tzinfo=timezone.utc)
+
+
+def _fill(store, n: int = 600) -> None:
+    rng = np.random.default_rng(3)
+    store.ensure_collection("clips", 24, vector_name="clipenc-a")
+    store.ensure_collection("clips", 12, vector_name="clipenc-b")
+    store.ensure_collection("frames", 16)
+    clips = [
+        Point(
+            uuid.uuid5(uuid.NAMESPACE_URL, f"c{i}"),
+            {"clipenc-a": rng.normal(size=24), "clipenc-b": rng.normal(size=12)},
+            {
+                "satellite": "goes-east",
+                "channel": ["ir", "wv"],
+                "length": 6,
+                "gap_minutes": 60,
+                **time_payload(T0 + timedelta(hours=i)),
+            },
+        )
+        for i in range(n)
+    ]
+    store.upsert("clips", clips)
+    frames = [
+        Point(
+            uuid.uuid5(uuid.NAMESPACE_URL, f"f{i}"),
+            rng.normal(size=16),
+            {"satellite": "coms", "channel": "ir", **time_payload(T0 + timedelta(hours=i))},
+        )
+        for i in range(n // 2)
+    ]
+    store.upsert("frames", frames)
+
+
+def test_export_import_embedded_to_memory_keeps_points_and_results(tmp_path: Path):
+    src = EmbeddedStore(tmp_path / "store")
+    _fill(src)
+    out = tmp_path / "dump.jsonl.gz"
+    assert export_store(src, out, progress=False) == {"clips": 600, "frames": 300}
+    dst = open_store(None, ":memory:")
+    assert import_store(dst, out, progress=False) == {"clips": 600, "frames": 300}
+    assert import_store(dst, out, progress=False)["clips"] == 600  # idempotent re-import
+    assert dst.count("clips") == 600
+    assert dst.vector_config("clips") == {"clipenc-a": 24, "clipenc-b": 12}
+    rng = np.random.default_rng(9)
+    filters = SearchFilters(start=T0 + timedelta(days=5), end=T0 + timedelta(days=15), k=7)
+    for _ in range(3):
+        q = rng.normal(size=12)
+        a = src.search("clips", q, filters=filters, vector_name="clipenc-b")
+        b = dst.search("clips", q, filters=filters, vector_name="clipenc-b")
+        assert [h.id for h in a] == [h.id for h in b]
+        assert np.allclose([h.score for h in a], [h.score for h in b], atol=1e-5)
+        assert a[0].payload == b[0].payload
+    src.close()
+
+
+def test_import_rejects_a_file_that_is_not_an_export(tmp_path: Path):
+    from skysearch.errors import UsageError
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "x"}\n')
+    with pytest.raises(UsageError, match="header"):
+        import_store(open_store(None, ":memory:"), bad, progress=False)
+
+
+def test_cli_store_export_import_info(cli, tmp_path: Path):
+    src = EmbeddedStore(tmp_path / "a" / "store")
+    _fill(src, n=200)
+    src.close()
+    out = tmp_path / "dump.jsonl"
+    r = cli("store", "export", "-w", tmp_path / "a", "--out", out, "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["points"] == {"clips": 200, "frames": 100}
+    r = cli("store", "import", out, "-w", tmp_path / "b", "--json")
+    assert r.exit_code == 0, r.stderr
+    r = cli("store", "info", "-w", tmp_path / "b", "--json")
+    assert r.exit_code == 0, r.stderr
+    infos = {c["name"]: c for c in json.loads(r.stdout.strip().splitlines()[-1])["collections"]}
+    assert infos["clips"]["points"] == 200 and infos["frames"]["points"] == 100
+    assert infos["clips"]["vectors"] == {"clipenc-a": 24, "clipenc-b": 12}
+    assert "time" in infos["clips"]["payload_indexes"]
+
+
+def test_cli_errors_are_one_line(cli, tmp_path: Path, monkeypatch):
+    r = cli("store", "info", "-w", tmp_path, "-c", "nope")
+    assert r.exit_code == 2
+    assert r.stderr.strip().startswith("error: collection 'nope' does not exist")
+    monkeypatch.setenv("QDRANT_URL", "http://127.0.0.1:1")
+    r = cli("store", "info", "-w", tmp_path)
+    assert r.exit_code == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: cannot reach Qdrant at http://127.0.0.1:1"
+    )
+
+
+def test_typed_api_returns_search_results():
+    sky = SkyStore(open_store(None, ":memory:"))
+    _fill(sky.store, n=100)
+    hits = sky.search_clips(np.ones(24), SearchFilters(k=3, one_per_day=True), model_id="clipenc-a")
+    assert len(hits) == 3 and all(isinstance(h, SearchResult) for h in hits)
+    assert hits[0].channels == ["ir", "wv"] and hits[0].time.tzinfo is not None
+    assert len({h.time.date() for h in hits}) == 3
+    frames = sky.search_frames(np.ones(16), SearchFilters(satellites=("coms",), k=2))
+    assert [h.channels for h in frames] == [["ir"], ["ir"]]
+    sky.close()
