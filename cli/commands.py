@@ -7,4 +7,5 @@ from skysearch.cli import (
     predictor,  # noqa: F401
     similarity,  # noqa: F401
     store,  # noqa: F401
+    text_image,  # noqa: F401
 )

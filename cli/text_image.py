@@ -1,0 +1,239 @@
+"""``skysearch train|eval text-image``, ``index scenes``, ``search text|image``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from skysearch.cli.groups import eval_app, index_app, search_app, train_app
+from skysearch.cli.options import JsonOption, WorkspaceOption
+from skysearch.cli.output import emit_json, info, table
+from skysearch.encoders.captions import DEFAULT_SEED
+
+from skysearch.config import load_settings
+from skysearch.errors import UsageError
+
+ThreadsOption = Annotated[
+    int,
+    typer.Option(
+        help="CPU threads for torch (0 = torch's default). On a busy shared machine 1 is "
+        "often fastest."
+    ),
+]
+ModelIdOption = Annotated[
+    str | None,
+    typer.Option("--model-id", help="Fine-tuned text-image model id (default: the latest)."),
+]
+KOption = Annotated[int, typer.Option("--k", "-k", help="Number of results.")]
+
+
+def _threads(threads: int) -> None:
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+@train_app.command("text-image")
+def train_text_image_command(
+    images: Annotated[
+        Path | None,
+        typer.Option(help="Class-folder image set: converted to SkyScript CSVs, split, tuned."),
+    ] = None,
+    train_csv: Annotated[
+        Path | None, typer.Option(help="SkyScript CSV (filepath, title, title_multi_objects).")
+    ] = None,
+    val_csv: Annotated[Path | None, typer.Option(help="Validation CSV (same format).")] = None,
+    caption_key: Annotated[
+        str, typer.Option(help="CSV column holding the caption (title or title_multi_objects).")
+    ] = "title",
+    model: Annotated[
+        str,
+        typer.Option(
+            help="open_clip architecture; default: offline EfficientNet-Lite0 + MiniLM towers."
+        ),
+    ] = "SkySearch-Lite0-MiniLM",
+    pretrained: Annotated[
+        str | None,
+        typer.Option(help="Local checkpoint file, or an open_clip tag (needs a reachable hub)."),
+    ] = None,
+    epochs: Annotated[int, typer.Option(help="Training epochs (more epochs resume).")] = 3,
+    batch_size: Annotated[int, typer.Option(help="Image-caption pairs per step.")] = 32,
+    lr: Annotated[float, typer.Option(help="Learning rate of the unlocked image blocks.")] = 3e-4,
+    head_lr: Annotated[float, typer.Option(help="Learning rate of the projection heads.")] = 2e-3,
+    image_size: Annotated[
+        int | None, typer.Option(help="Input size (default: the model config's).")
+    ] = None,
+    unlocked_image_groups: Annotated[
+        int, typer.Option(help="Last image-tower layer groups that train (the rest frozen).")
+    ] = 5,
+    seed: Annotated[int, typer.Option(help="Random seed (deterministic runs).")] = 0,
+    split_seed: Annotated[
+        int, typer.Option(help="Seed of the train/val/test split.")
+    ] = DEFAULT_SEED,
+    max_steps: Annotated[
+        int | None, typer.Option(help="Cap on steps per epoch (smoke runs).")
+    ] = None,
+    threads: ThreadsOption = 0,
+    workspace: WorkspaceOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Fine-tune a CLIP-style model on image-caption pairs (contrastive loss, rotations).
+
+    Resumable: re-running the same command continues after the last finished epoch.
+
+    Example: skysearch train text-image --images ../shared/data/rsscn7 -w ws --threads 1
+    """
+    from skysearch.encoders.train_text_image import TrainConfig, prepare_folder, train_text_image
+
+    _threads(threads)
+    settings = load_settings(workspace=workspace)
+    ws = settings.workspace.ensure()
+    used_split_seed = None
+    if images is not None:
+        if train_csv is not None:
+            raise UsageError("pass either --images DIR or --train-csv/--val-csv, not both")
+        csvs = prepare_folder(images, ws, split_seed)
+        train_csv, val_csv, used_split_seed = csvs["train"], csvs["val"], split_seed
+        info(f"captions and split (seed {split_seed}): {csvs['train'].parent}")
+    elif train_csv is None:
+        raise UsageError("pass --images DIR (class folders) or --train-csv FILE")
+    cfg = TrainConfig(
+        train_csv=str(Path(train_csv).resolve()),
+        val_csv=str(Path(val_csv).resolve()) if val_csv else None,
+        caption_key=caption_key,
+        model_name=model,
+        pretrained=pretrained,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        head_lr=head_lr,
+        image_size=image_size,
+        unlocked_image_groups=unlocked_image_groups,
+        seed=seed,
+        split_seed=used_split_seed,
+        max_steps_per_epoch=max_steps,
+    )
+    summary = train_text_image(cfg, ws)
+    if summary.get("skipped"):
+        info(f"skipped {len(summary['skipped'])} unreadable images (see --json)")
+    last = (summary.get("history") or [{}])[-1]
+    info(
+        f"text-image model {summary['model_id']}: {len(summary.get('history', []))} epochs, "
+        f"last train loss {last.get('train_loss', float('nan')):.4f}, "
+        f"val zero-shot top-1 {last.get('val_zero_shot_top1', float('nan')):.3f}"
+    )
+    if json_out:
+        emit_json(summary)
+
+
+@eval_app.command("text-image")
+def eval_text_image_command(
+    images: Annotated[
+        Path, typer.Option(help="The class-folder image set the model was tuned on.")
+    ],
+    model_id: ModelIdOption = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Split seed (default: the one the model was trained with).")
+    ] = None,
+    threads: ThreadsOption = 0,
+    workspace: WorkspaceOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Untuned towers vs the fine-tuned model on the same fixed test split: zero-shot top-1
+    and text-to-image R@1/5/10.
+
+    Example: skysearch eval text-image --images ../shared/data/rsscn7 -w ws --json
+    """
+    from skysearch.retrieval.eval_text_image import evaluate_text_image
+
+    _threads(threads)
+    settings = load_settings(workspace=workspace)
+    result = evaluate_text_image(images, settings.workspace, model_id, seed)
+    rows = [
+        {
+            "model": name,
+            "zero_shot_top1": f"{result['zero_shot_top1'][name]:.3f}",
+            **{k: f"{v:.3f}" for k, v in result["text_to_image"][name].items()},
+        }
+        for name in ("untuned", "tuned")
+    ]
+    info(f"{result['test_images']} test images, model {result['model_id']}")
+    info(table(rows, list(rows[0])))
+    if json_out:
+        emit_json(result)
+
+
+@index_app.command("scenes")
+def index_scenes_command(
+    images: Annotated[Path, typer.Argument(help="Folder of scene images (recursive) or a file.")],
+    model_id: ModelIdOption = None,
+    threads: ThreadsOption = 0,
+    workspace: WorkspaceOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Embed scene images into the ``scenes`` collection (incremental: new/changed files only).
+
+    Example: skysearch index scenes data/sample/rsscn7-mini -w ws
+    """
+    from skysearch.retrieval.scenes import index_scenes
+
+    _threads(threads)
+    settings = load_settings(workspace=workspace)
+    report = index_scenes(settings, images, model_id)
+    info(
+        f"scenes: {report.found} images found, {report.written} embedded, "
+        f"{report.unchanged} unchanged, {len(report.skipped)} skipped (model {report.model_id})"
+    )
+    for s in report.skipped[:10]:
+        info(f"  skipped {s['path']}: {s['reason']}")
+    if json_out:
+        emit_json(report.to_dict())
+
+
+def _render_hits(query: str, hits, json_out: bool) -> None:
+    from skysearch.retrieval.scenes import hit_rows
+
+    rows = hit_rows(hits)
+    info(table(rows, ["rank", "score", "label", "source_path"]) if rows else "no results")
+    if json_out:
+        emit_json({"query": query, "hits": rows})
+
+
+@search_app.command("text")
+def search_text_command(
+    query: Annotated[str, typer.Argument(help="Free text, e.g. 'parking lot next to a river'.")],
+    k: KOption = 10,
+    model_id: ModelIdOption = None,
+    workspace: WorkspaceOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Scenes matching a free-text query (text-image model).
+
+    Example: skysearch search text "houses with gardens" --k 5 -w ws
+    """
+    from skysearch.retrieval.scenes import search_text
+
+    settings = load_settings(workspace=workspace)
+    _render_hits(query, search_text(settings, query, k, model_id), json_out)
+
+
+@search_app.command("image")
+def search_image_command(
+    image: Annotated[Path, typer.Argument(help="Query image file.")],
+    k: KOption = 10,
+    model_id: ModelIdOption = None,
+    workspace: WorkspaceOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Scenes most similar to an image (image-to-image over the ``scenes`` collection).
+
+    Example: skysearch search image data/sample/rsscn7-mini/gParking/g001.jpg -w ws
+    """
+    from skysearch.retrieval.scenes import search_image
+
+    if not image.is_file():
+        raise UsageError(f"query image {image} not found")
+    settings = load_settings(workspace=workspace)
+    _render_hits(str(image), search_image(settings, image, k, model_id), json_out)

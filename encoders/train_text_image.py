@@ -1,0 +1,387 @@
+"""Fine-tune a text-image model on SkyScript-format caption CSVs (contrastive CLIP loss).
+
+Designed for minutes on a CPU:
+- the text transformer is frozen (its sentence semantics are what make free-text queries
+  beyond the training captions work) and its pooled features are memoised per caption (exact:
+  frozen, eval mode); the text projection head trains;
+- the early image blocks are frozen (``unlocked_image_groups`` last timm groups train, with the
+  image projection head); frozen BatchNorm layers keep their ImageNet statistics;
+- SkyScript-style augmentation: random resized crop, random rotation by multiples of 90 degrees
+  and random flips (overhead imagery has no "up"); nothing is cached across augmentations.
+
+Resumable: after every epoch the model and optimizer state go to ``<run>/resume/`` (safetensors
++ JSON); re-running the same command continues after the last finished epoch. The final model is
+written to ``<run>/`` and registered in the workspace model registry (kind ``text-image``).
+Deterministic for a given seed (data order and augmentation are seeded per epoch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from skysearch.encoders import registry
+from skysearch.encoders.captions import DEFAULT_SEED, convert_folder, read_csv
+from skysearch.encoders.text_image import (
+    DEFAULT_MODEL,
+    KIND,
+    TextImageModel,
+    create_text_image_model,
+    load_rgb,
+    save_text_image_model,
+)
+from skysearch.encoders.training import load_training_state, save_training_state
+from torch import nn
+from torchvision import transforms
+from tqdm import tqdm
+
+from skysearch.config import Workspace
+from skysearch.errors import UsageError
+
+RESUME_DIR = "resume"
+
+
+@dataclass
+class TrainConfig:
+    train_csv: str
+    val_csv: str | None = None
+    caption_key: str = "title"
+    model_name: str = DEFAULT_MODEL
+    pretrained: str | None = None
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 3e-4  # unlocked tower layers
+    head_lr: float = 2e-3  # projection heads and logit scale
+    weight_decay: float = 0.05
+    warmup_steps: int = 10
+    image_size: int | None = None  # None: the model config's (160 for the default)
+    unlocked_image_groups: int = 5
+    seed: int = 0
+    split_seed: int | None = None  # set when the CSVs were made from a class folder
+    max_steps_per_epoch: int | None = None  # tests / smoke runs
+
+    def run_key(self) -> str:
+        """Identity of a training run: everything but ``epochs`` (so more epochs resume)."""
+        fields = {k: v for k, v in asdict(self).items() if k != "epochs"}
+        fields["train_csv_sha1"] = _file_sha1(self.train_csv)
+        text = json.dumps(fields, sort_keys=True)
+        return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def _file_sha1(path: str | Path) -> str:
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+
+class RandomRot90:
+    """Rotate a PIL image by 0/90/180/270 degrees, uniformly (torch RNG: seedable)."""
+
+    def __call__(self, image: Any) -> Any:
+        k = int(torch.randint(0, 4, ()).item())
+        return image.rotate(90 * k) if k else image
+
+
+def train_transform(size: int, mean: Sequence[float], std: Sequence[float]) -> Callable:
+    """SkyScript-style training augmentation for overhead imagery."""
+    return transforms.Compose(
+        [
+            transforms.RandomResizedCrop(
+                size, scale=(0.5, 1.0), interpolation=transforms.InterpolationMode.BICUBIC
+            ),
+            RandomRot90(),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(mean, std),
+        ]
+    )
+
+
+class CaptionDataset(torch.utils.data.Dataset):
+    """(image tensor, caption) pairs from SkyScript CSV rows; unreadable images are reported."""
+
+    def __init__(self, rows: Sequence[tuple[str, str, str]], transform: Callable):
+        self.rows = list(rows)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
+        path, caption, _ = self.rows[i]
+        return self.transform(load_rgb(path)), caption
+
+
+def check_images(rows: Sequence[tuple[str, str, str]]) -> tuple[list, list[dict[str, str]]]:
+    """Split rows into readable ones and skipped ones (with a reason), without decoding fully."""
+    from PIL import Image
+
+    good, skipped = [], []
+    for row in rows:
+        try:
+            with Image.open(row[0]) as im:
+                im.verify()
+            good.append(row)
+        except (OSError, ValueError) as exc:
+            skipped.append({"path": row[0], "reason": str(exc).splitlines()[0][:200]})
+    return good, skipped
+
+
+class FrozenTextFeatures(nn.Module):
+    """Pooled features of the frozen HF text transformer, memoised per caption string."""
+
+    def __init__(self, tim: TextImageModel):
+        super().__init__()
+        self.text = tim.model.text
+        self.tokenizer = tim.tokenizer
+        self.cache: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def pooled(self, captions: Sequence[str]) -> torch.Tensor:
+        todo = sorted({c for c in captions if c not in self.cache})
+        if todo:
+            tokens = self.tokenizer(todo)
+            mask = (tokens != self.text.config.pad_token_id).long()
+            out = self.text.transformer(input_ids=tokens, attention_mask=mask)
+            for caption, vec in zip(todo, self.text.pooler(out, mask), strict=True):
+                self.cache[caption] = vec
+        return torch.stack([self.cache[c] for c in captions])
+
+    def forward(self, captions: Sequence[str]) -> torch.Tensor:
+        return self.text.proj(self.pooled(captions))
+
+
+def _freeze(tim: TextImageModel, unlocked_image_groups: int) -> None:
+    """Freeze early image blocks and the text transformer; heads and logit scale stay trainable."""
+    model = tim.model
+    model.lock_image_tower(unlocked_groups=unlocked_image_groups, freeze_bn_stats=False)
+    if hasattr(model, "text") and hasattr(model.text, "transformer"):  # HF text tower
+        for p in model.text.transformer.parameters():
+            p.requires_grad = False
+    else:  # open_clip's own text transformer: train only the projection
+        for name, p in model.named_parameters():
+            if not name.startswith("visual."):
+                p.requires_grad = name in ("text_projection", "logit_scale")
+    model.logit_scale.requires_grad = True
+
+
+def _train_mode(model: nn.Module) -> None:
+    """Train mode, except frozen parts (BatchNorm keeps ImageNet statistics, no text dropout)."""
+    model.train()
+    for module in model.modules():
+        params = list(module.parameters(recurse=False))
+        if params and not any(p.requires_grad for p in params):
+            module.eval()
+    if hasattr(model, "text") and hasattr(model.text, "transformer"):
+        model.text.transformer.eval()
+
+
+def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    heads, tower = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        is_head = name.startswith(("visual.head", "text.proj", "text_projection", "logit_scale"))
+        (heads if is_head else tower).append(p)
+    groups = [{"params": heads, "lr": cfg.head_lr, "base_lr": cfg.head_lr}]
+    if tower:
+        groups.append({"params": tower, "lr": cfg.lr, "base_lr": cfg.lr})
+    return groups
+
+
+def _lr_factor(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+class Trainer:
+    """One fine-tuning run; ``run()`` trains the missing epochs and returns a summary dict."""
+
+    def __init__(self, cfg: TrainConfig, workspace: Workspace, progress: bool = True):
+        self.cfg = cfg
+        self.workspace = workspace
+        self.progress = progress
+        self.run_key = cfg.run_key()
+        self.model_id = f"{KIND}-{self.run_key}"
+        self.run_dir = registry.model_dir(workspace, self.model_id)
+
+    def _loader(self, rows: list, epoch: int, train: bool, tim: TextImageModel):
+        size = tim.image_size
+        tf = train_transform(size, tim.mean, tim.std) if train else tim.preprocess
+        gen = torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch)
+        return torch.utils.data.DataLoader(
+            CaptionDataset(rows, tf),
+            batch_size=self.cfg.batch_size,
+            shuffle=train,
+            drop_last=train and len(rows) > self.cfg.batch_size,
+            generator=gen,
+            num_workers=0,
+            collate_fn=lambda batch: (torch.stack([b[0] for b in batch]), [b[1] for b in batch]),
+        )
+
+    def _text(self, tim: TextImageModel, text_features: FrozenTextFeatures | None, captions):
+        if text_features is not None:
+            return text_features(captions)
+        return tim.model.encode_text(tim.tokenizer(list(captions)))
+
+    def _loss(self, tim, text_features, images, captions) -> torch.Tensor:
+        model = tim.model
+        img = nn.functional.normalize(model.encode_image(images), dim=-1)
+        txt = nn.functional.normalize(self._text(tim, text_features, captions), dim=-1)
+        logits = model.logit_scale.exp().clamp(max=100) * img @ txt.T
+        # Captions repeat across images (templated); identical captions are all positives.
+        same = torch.tensor([[a == b for b in captions] for a in captions], dtype=torch.float32)
+        targets_i = same / same.sum(1, keepdim=True)
+        loss_i = -(targets_i * logits.log_softmax(1)).sum(1).mean()
+        loss_t = -(targets_i * logits.T.log_softmax(1)).sum(1).mean()
+        return (loss_i + loss_t) / 2
+
+    @torch.no_grad()
+    def evaluate(self, tim, text_features, rows) -> dict[str, float]:
+        """Validation contrastive loss (no augmentation) and zero-shot top-1 when labelled."""
+        tim.model.eval()
+        losses, embs = [], []
+        for images, captions in self._loader(rows, 0, False, tim):
+            losses.append(float(self._loss(tim, text_features, images, captions)))
+            embs.append(tim.encode_pixels(images))
+        out = {"val_loss": float(np.mean(losses))}
+        labels = [r[2] for r in rows]
+        if all(labels) and len(set(labels)) > 1:
+            from skysearch.retrieval.eval_text_image import zero_shot_top1
+
+            out["val_zero_shot_top1"] = zero_shot_top1(tim, np.concatenate(embs), labels)
+        return out
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        train_rows, skipped = check_images(read_csv(cfg.train_csv, cfg.caption_key))
+        val_rows: list = []
+        if cfg.val_csv:
+            val_rows, val_skipped = check_images(read_csv(cfg.val_csv, cfg.caption_key))
+            skipped += val_skipped
+        if len(train_rows) < 2:
+            raise UsageError(f"{cfg.train_csv}: fewer than two readable images to train on")
+        final_cfg = self.run_dir / "config.json"
+        if final_cfg.is_file():
+            done = json.loads(final_cfg.read_text())
+            if done.get("epochs_done", 0) >= cfg.epochs:
+                return {**done.get("summary", {}), "model_id": self.model_id, "resumed": "done"}
+
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        tim = create_text_image_model(
+            cfg.model_name, cfg.pretrained, image_size=cfg.image_size, seed=cfg.seed
+        )
+        _freeze(tim, cfg.unlocked_image_groups)
+        text_features = FrozenTextFeatures(tim) if hasattr(tim.model.text, "pooler") else None
+        opt = torch.optim.AdamW(_param_groups(tim.model, cfg), weight_decay=cfg.weight_decay)
+        steps_per_epoch = len(self._loader(train_rows, 0, True, tim))
+        if cfg.max_steps_per_epoch:
+            steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+        total_steps = steps_per_epoch * cfg.epochs
+
+        history: list[dict[str, Any]] = []
+        start_epoch = 0
+        resume = self.run_dir / RESUME_DIR
+        start_epoch, history = load_training_state(resume, tim.model, opt, self.run_key)
+        if start_epoch and self.progress:
+            tqdm.write(f"resuming {self.model_id} after epoch {start_epoch}")
+
+        trainable = sum(p.numel() for p in tim.model.parameters() if p.requires_grad)
+        for epoch in range(start_epoch, cfg.epochs):
+            torch.manual_seed(cfg.seed * 1000 + epoch)
+            _train_mode(tim.model)
+            losses, seen, t0 = [], 0, time.perf_counter()
+            bar = tqdm(
+                total=steps_per_epoch,
+                desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                unit="step",
+                disable=not self.progress,
+                leave=True,
+            )
+            for step, (images, captions) in enumerate(self._loader(train_rows, epoch, True, tim)):
+                if step >= steps_per_epoch:
+                    break
+                global_step = epoch * steps_per_epoch + step
+                factor = _lr_factor(global_step, total_steps, cfg.warmup_steps)
+                for group in opt.param_groups:
+                    group["lr"] = group["base_lr"] * factor
+                loss = self._loss(tim, text_features, images, captions)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(float(loss.detach()))
+                seen += len(images)
+                rate = seen / (time.perf_counter() - t0)
+                bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}", img_s=f"{rate:.1f}")
+                bar.update(1)
+            bar.close()
+            seconds = time.perf_counter() - t0
+            record = {
+                "epoch": epoch + 1,
+                "train_loss": float(np.mean(losses)),
+                "first_step_loss": losses[0],
+                "last_step_loss": losses[-1],
+                "images": seen,
+                "seconds": round(seconds, 1),
+                "images_per_s": round(seen / seconds, 2),
+            }
+            if val_rows:
+                record.update(self.evaluate(tim, text_features, val_rows))
+            history.append(record)
+            if self.progress:
+                tqdm.write(json.dumps(record))
+            save_training_state(resume, tim.model, opt, epoch + 1, history, self.run_key)
+
+        summary = {
+            "model_id": self.model_id,
+            "path": str(self.run_dir),
+            "epochs": cfg.epochs,
+            "train_images": len(train_rows),
+            "val_images": len(val_rows),
+            "skipped": skipped,
+            "trainable_params": trainable,
+            "history": history,
+        }
+        save_text_image_model(
+            tim,
+            self.run_dir,
+            {"train": asdict(cfg), "epochs_done": cfg.epochs, "summary": summary},
+        )
+        metrics = {k: v for k, v in history[-1].items() if k.startswith("val_")} if history else {}
+        registry.register_model(
+            self.workspace,
+            self.model_id,
+            KIND,
+            config={**tim.spec, "train": asdict(cfg)},
+            metrics=metrics,
+            path=self.run_dir,
+        )
+        return summary
+
+
+def train_text_image(
+    cfg: TrainConfig, workspace: Workspace, progress: bool = True
+) -> dict[str, Any]:
+    """Fine-tune (or resume) and register; returns the run summary (see :class:`Trainer`)."""
+    workspace.ensure()
+    return Trainer(cfg, workspace, progress).run()
+
+
+def prepare_folder(
+    images_dir: str | Path, workspace: Workspace, split_seed: int = DEFAULT_SEED
+) -> dict[str, Path]:
+    """Class folders -> ``<workspace>/captions/<folder>-<seed>/{train,val,test}.csv``."""
+    name = Path(images_dir).resolve().name
+    return convert_folder(
+        images_dir, workspace.root / "captions" / f"{name}-{split_seed}", seed=split_seed
+    )

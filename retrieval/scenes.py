@@ -1,0 +1,204 @@
+"""Scene search: embed scene images into the ``scenes`` collection, query by text or by image.
+
+Vectors are stored under the vector name = the text-image model id (as the frames and clips
+collections do), so a query embedded by one model only ever meets vectors of the same model.
+Point ids are UUIDv5 of ``scene/{absolute path}``; indexing is incremental (rclip-style):
+a file already indexed by this model with the same size and modification time is skipped, new
+or changed files are (re-)embedded, unreadable files are skipped with a reason.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from skysearch.encoders.captions import IMAGE_SUFFIXES
+from skysearch.encoders.text_image import TextImageModel, load_rgb, load_workspace_model
+from skysearch.ingest.ids import NAMESPACE
+from skysearch.retrieval.schema import SCENES
+from skysearch.retrieval.store import Hit, Point, VectorStore, open_store
+from tqdm import tqdm
+
+from skysearch.config import Settings
+from skysearch.errors import UsageError
+
+BATCH = 32
+
+
+def scene_id(path: str | Path) -> str:
+    """Deterministic point id of a scene image: UUIDv5 of ``scene/{absolute path}``."""
+    return str(uuid.uuid5(NAMESPACE, f"scene/{Path(path).resolve()}"))
+
+
+def find_images(root: str | Path) -> list[Path]:
+    """Image files under ``root`` (recursive, sorted); a single image file is allowed too."""
+    root = Path(root)
+    if root.is_file():
+        return [root.resolve()]
+    if not root.is_dir():
+        raise UsageError(f"{root} is neither an image nor a folder of images")
+    return sorted(
+        p.resolve() for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+@dataclass
+class SceneIndexReport:
+    collection: str
+    model_id: str
+    found: int = 0
+    written: int = 0
+    unchanged: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    images_per_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "skipped_count": len(self.skipped)}
+
+
+def _payload(path: Path, root: Path, model_id: str) -> dict[str, Any]:
+    stat = path.stat()
+    try:
+        label = path.parent.relative_to(root).parts[0] if root.is_dir() else path.parent.name
+    except (ValueError, IndexError):
+        label = path.parent.name
+    return {
+        "source_path": str(path),
+        "name": path.name,
+        "label": label or path.parent.name,
+        "file_size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "model_id": model_id,
+    }
+
+
+def _indexed(store: VectorStore, model_id: str) -> dict[str, tuple[int, int]]:
+    """id -> (size, mtime) of scenes this model already indexed."""
+    from skysearch.retrieval.filters import SearchFilters
+
+    records = store.scroll(SCENES, SearchFilters(model_id=model_id))
+    return {r.id: (r.payload.get("file_size"), r.payload.get("mtime_ns")) for r in records}
+
+
+def index_scenes(
+    settings: Settings,
+    images: str | Path,
+    model_id: str | None = None,
+    tim: TextImageModel | None = None,
+    store: VectorStore | None = None,
+    progress: bool = True,
+) -> SceneIndexReport:
+    """Embed new or changed images under ``images`` into the ``scenes`` collection."""
+    tim = tim or load_workspace_model(settings.workspace, model_id)
+    mid = tim.model_id or "untuned"
+    root = Path(images).resolve()
+    paths = find_images(root)
+    report = SceneIndexReport(SCENES, mid, found=len(paths))
+    own_store = store is None
+    store = store or open_store(settings)
+    try:
+        store.ensure_collection(SCENES, tim.embed_dim, mid)
+        done = _indexed(store, mid)
+        todo = []
+        for p in paths:
+            stat = p.stat()
+            if done.get(scene_id(p)) == (stat.st_size, stat.st_mtime_ns):
+                report.unchanged += 1
+            else:
+                todo.append(p)
+        t0, embedded = time.perf_counter(), 0
+        bar = tqdm(total=len(todo), desc="index scenes", unit="img", disable=not progress)
+        for start in range(0, len(todo), BATCH):
+            chunk, pixels = [], []
+            for p in todo[start : start + BATCH]:
+                try:
+                    pixels.append(tim.preprocess(load_rgb(p)))
+                    chunk.append(p)
+                except UsageError as exc:
+                    report.skipped.append({"path": str(p), "reason": str(exc)})
+            bar.update(len(todo[start : start + BATCH]))
+            if not chunk:
+                continue
+            vectors = tim.encode_pixels(torch.stack(pixels))
+            embedded += len(chunk)
+            points = [
+                Point(scene_id(p), vec, _payload(p, root, mid))
+                for p, vec in zip(chunk, vectors, strict=True)
+            ]
+            report.written += store.upsert(SCENES, points, vector_name=mid)
+        bar.close()
+        if embedded:
+            report.images_per_s = round(embedded / (time.perf_counter() - t0), 2)
+    finally:
+        if own_store:
+            store.close()
+    return report
+
+
+def _search(
+    settings: Settings,
+    vector: Any,
+    tim: TextImageModel,
+    k: int,
+    store: VectorStore | None,
+) -> list[Hit]:
+    own_store = store is None
+    store = store or open_store(settings)
+    try:
+        mid = tim.model_id or "untuned"
+        if mid not in store.vector_config(SCENES):
+            raise UsageError(
+                f"the scenes collection has no vectors of model {mid}; "
+                "run: skysearch index scenes DIR (with the same model)"
+            )
+        return store.search(SCENES, vector, k=k, vector_name=mid)
+    finally:
+        if own_store:
+            store.close()
+
+
+def search_text(
+    settings: Settings,
+    query: str,
+    k: int = 10,
+    model_id: str | None = None,
+    tim: TextImageModel | None = None,
+    store: VectorStore | None = None,
+) -> list[Hit]:
+    """Scenes best matching a free-text query, best first."""
+    if not query.strip():
+        raise UsageError("the text query is empty")
+    tim = tim or load_workspace_model(settings.workspace, model_id)
+    return _search(settings, tim.encode_texts([query])[0], tim, k, store)
+
+
+def search_image(
+    settings: Settings,
+    image: str | Path,
+    k: int = 10,
+    model_id: str | None = None,
+    tim: TextImageModel | None = None,
+    store: VectorStore | None = None,
+) -> list[Hit]:
+    """Scenes most similar to an image (image-to-image through the model's image tower)."""
+    tim = tim or load_workspace_model(settings.workspace, model_id)
+    return _search(settings, tim.encode_images([image])[0], tim, k, store)
+
+
+def hit_rows(hits: Sequence[Hit]) -> list[dict[str, Any]]:
+    """Rows for tables / JSON: rank, score, label, path, id."""
+    return [
+        {
+            "rank": i + 1,
+            "score": round(h.score, 4),
+            "label": h.payload.get("label", ""),
+            "source_path": h.payload.get("source_path", ""),
+            "id": h.id,
+        }
+        for i, h in enumerate(hits)
+    ]
