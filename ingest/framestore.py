@@ -148,9 +148,9 @@ class StoreWriter:
     def __enter__(self) -> StoreWriter:
         self.workspace.frame_store_dir.mkdir(parents=True, exist_ok=True)
         self._lock = open(self.workspace.frame_store_dir / LOCK_FILE, "ab")  # noqa: SIM115
-        try:
-            fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        try:  # a POSIX record lock: decode workers forked later do not inherit it
+            fcntl.lockf(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
             self._lock.close()
             raise StoreError(
                 f"another ingest is writing to {self.workspace.root}; wait for it to finish "
@@ -163,7 +163,7 @@ class StoreWriter:
             handle.close()
         self._files.clear()
         if self._lock is not None:
-            self._lock.close()  # releases the flock
+            self._lock.close()  # releases the lock
             self._lock = None
 
     def reconcile(self, committed: pa.Table) -> int:
