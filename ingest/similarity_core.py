@@ -490,15 +490,30 @@ def one_to_many(
     return out
 
 
-def pairwise(pool: SketchPool | np.ndarray, index: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """Full clip similarity matrix (K, K) of the clips ``index`` (K, C, L) into ``pool``."""
+def pairwise(
+    pool: SketchPool | np.ndarray, index: np.ndarray, sizes: np.ndarray, max_step: int = 8192
+) -> np.ndarray:
+    """Full clip similarity matrix (K, K) of the clips ``index`` (K, C, L) into ``pool``.
+
+    When the clips share frames (sliding windows), each channel's distinct frames are compared
+    once, all against all (a step matrix of at most ``max_step`` frames a side), and clip
+    pairs average its entries; otherwise each clip is scored against the clips after it.
+    """
     index = np.asarray(index, dtype=np.int64)
     pool = pool if isinstance(pool, SketchPool) else SketchPool([np.asarray(pool)])
-    k = len(index)
-    matrix = np.eye(k, dtype=np.float64)
-    for a in range(k - 1):
-        query = pool.take(index[a].ravel()).reshape(*index.shape[1:], *pool.frame_shape)
-        scores = one_to_many(query, pool, index[a + 1 :], sizes).mean(axis=1)
-        matrix[a, a + 1 :] = scores
-        matrix[a + 1 :, a] = scores
-    return matrix
+    k, n_channels, length = index.shape
+    total = np.zeros((k, k), dtype=np.float64)
+    for c in range(n_channels):
+        rows, inverse = np.unique(index[:, c, :], return_inverse=True)
+        inverse = inverse.reshape(k, length)
+        if len(rows) <= max_step and len(rows) ** 2 <= k * k * length:
+            step = similarity_block(pool.take(rows), pool, rows, sizes)
+            for i in range(length):
+                total += step[np.ix_(inverse[:, i], inverse[:, i])]
+            continue
+        for a in range(k):
+            query = pool.take(index[a, c]).reshape(1, length, *pool.frame_shape)
+            scores = one_to_many(query, pool, index[a:, c : c + 1], sizes)[:, 0] * length
+            total[a, a:] += scores
+            total[a + 1 :, a] += scores[1:]
+    return total / (length * n_channels)

@@ -279,3 +279,18 @@ def test_bad_inputs_are_usage_errors():
     a = np.zeros((2, 3, 30, 30), np.uint8)
     with pytest.raises(UsageError, match="differ"):
         clip_similarity(a, a[:, :2], GridSpec(4, 4))
+
+
+@pytest.mark.parametrize("max_step", [0, 8192])
+def test_pairwise_step_matrix_and_per_clip_paths_agree(max_step):
+    spec = GridSpec(5, 6)
+    frames = _random_frames(16, 5, (25, 30))
+    pool = sketch_frames(frames, spec)
+    sizes = cell_sizes(sketch_geometry(frames.shape[1:], spec))
+    starts = np.arange(10)
+    index = np.stack([[s + np.arange(4), 16 - 1 - s - np.arange(4)] for s in starts])
+    matrix = pairwise(pool, index, sizes, max_step=max_step)
+    assert np.all(np.diag(matrix) == 1.0) and np.allclose(matrix, matrix.T, atol=1e-15)
+    for a, b in [(0, 9), (3, 4), (7, 2)]:
+        expected = clip_similarity(frames[index[a]], frames[index[b]], spec).similarity
+        assert matrix[a, b] == pytest.approx(expected, abs=1e-12)
