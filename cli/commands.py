@@ -5,6 +5,7 @@ from skysearch.cli import (
     groups,  # noqa: F401
     ingest,  # noqa: F401
     predictor,  # noqa: F401
+    search,  # noqa: F401
     similarity,  # noqa: F401
     store,  # noqa: F401
     text_image,  # noqa: F401

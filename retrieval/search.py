@@ -729,7 +729,7 @@ class Searcher:
         self, vector: np.ndarray, tim: Any, query: dict[str, Any], filters: Any, timer: _Timer
     ) -> SearchResult:
         from skysearch.retrieval.filters import SearchFilters
-        from skysearch.retrieval.schema import DEFAULT_VECTOR, SCENES
+        from skysearch.retrieval.schema import SCENES
 
         filters = filters if filters is not None else SearchFilters()
         store = self.store
@@ -737,12 +737,11 @@ class Searcher:
             raise NotFoundError(
                 f"no scenes indexed yet in {store.where}: run `skysearch index scenes DIR`"
             )
-        vectors = store.vector_config(SCENES)
-        vname = tim.model_id if tim.model_id in vectors else DEFAULT_VECTOR
-        if vname not in vectors:
+        vname = tim.model_id or "untuned"  # as skysearch.retrieval.scenes names vectors
+        if vname not in store.vector_config(SCENES):
             raise NotFoundError(
-                f"the scenes collection has no vectors of text-image model {tim.model_id}: "
-                f"run `skysearch index scenes DIR --model {tim.model_id}`"
+                f"the scenes collection has no vectors of text-image model {vname}: "
+                "run `skysearch index scenes DIR` with that model"
             )
         with timer("search"):
             hits = store.search(SCENES, vector, filters=filters, vector_name=vname)

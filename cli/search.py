@@ -1,0 +1,225 @@
+"""``skysearch search clip``, and the filters and result rendering every search command shares.
+
+The commands are thin: options -> :class:`SearchFilters` / :class:`ClipQuery` -> the façade
+(:mod:`skysearch.retrieval.search`) -> a table on stderr, or with ``--json`` the result schema
+``skysearch.search/1`` on stdout.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from skysearch.cli.groups import search_app
+from skysearch.cli.options import JsonOption, WorkspaceOption
+from skysearch.cli.output import emit_json, info, table
+
+from skysearch.config import load_settings
+from skysearch.errors import UsageError
+from skysearch.timeutil import parse_between, parse_duration
+
+# ---------------------------------------------------------------------------- shared options
+BetweenOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Time range START..END (UTC), either side may be empty: 2017-09-05..2017-09-08"
+    ),
+]
+MonthsOption = Annotated[str | None, typer.Option(help="Months to keep, e.g. 8,9 or 6-9 (1-12).")]
+HoursOption = Annotated[str | None, typer.Option(help="UTC hours to keep, e.g. 0-6,18-23.")]
+SatelliteOption = Annotated[
+    str | None, typer.Option(help="Satellite of the query clip and of the results, e.g. goes-east.")
+]
+KOption = Annotated[int, typer.Option("--k", "-k", help="Number of results.")]
+OnePerDayOption = Annotated[
+    bool, typer.Option("--one-per-day", help="At most one result per UTC day.")
+]
+
+
+def parse_int_list(text: str | None, name: str) -> tuple[int, ...]:
+    """``"6-9,12"`` -> ``(6, 7, 8, 9, 12)``."""
+    if not text:
+        return ()
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part:
+                lo, hi = (int(v) for v in part.split("-", 1))
+                out += list(range(lo, hi + 1))
+            elif part:
+                out.append(int(part))
+    except ValueError:
+        raise UsageError(f"cannot read --{name} {text!r}: use e.g. 6-9,12") from None
+    return tuple(out)
+
+
+def build_filters(
+    between: str | None = None,
+    months: str | None = None,
+    hours: str | None = None,
+    channels: str | None = None,
+    satellite: str | None = None,
+    exclude_window: str | None = None,
+    k: int = 10,
+    one_per_day: bool = False,
+) -> Any:
+    """CLI filter options -> :class:`~skysearch.retrieval.filters.SearchFilters`."""
+    from skysearch.retrieval.filters import SearchFilters
+
+    start, end = parse_between(between) if between else (None, None)
+    return SearchFilters(
+        start=start,
+        end=end,
+        months=parse_int_list(months, "months"),
+        hours=parse_int_list(hours, "hours"),
+        channels=tuple(c.strip() for c in (channels or "").split(",") if c.strip()),
+        satellites=(satellite,) if satellite else (),
+        exclude_window=parse_duration(exclude_window) if exclude_window else timedelta(0),
+        k=k,
+        one_per_day=one_per_day,
+    )
+
+
+def result_rows(result: Any) -> tuple[list[dict[str, Any]], list[str]]:
+    """Table rows and columns of a search result (clips or scenes)."""
+    rows, columns = [], ["rank", "score"]
+    reranked = any(r.rerank_score is not None for r in result.results)
+    if reranked:
+        columns.append("vector")
+    scenes = result.results and result.results[0].kind == "scene"
+    columns += (
+        ["label", "source_path", "id"] if scenes else ["start", "channel", "satellite", "clip_id"]
+    )
+    for r in result.results:
+        rows.append(
+            {
+                "rank": r.rank,
+                "score": f"{r.score:.4f}",
+                "vector": f"{r.vector_score:.4f}" if r.vector_score is not None else "",
+                "start": (r.start or "").replace("T", " ").replace(":00Z", "Z"),
+                "channel": ",".join(r.channels),
+                "satellite": r.satellite or "",
+                "clip_id": r.id,
+                "label": r.label or "",
+                "source_path": r.source_path or "",
+                "id": r.id,
+            }
+        )
+    return rows, columns
+
+
+def render_result(result: Any, json_out: bool, extra: dict[str, Any] | None = None) -> None:
+    """Table (stderr) and, with ``--json``, the result schema (stdout) of any search."""
+    q = result.query
+    if q["kind"] == "clip":
+        what = (
+            f"query clip {q['satellite']} {'+'.join(q['channels'])} {q['length']}x"
+            f"{q['gap_minutes']}m from {q['start'] or 'files'} (model {q['model_id']}, "
+            f"ranked by {q['ranked_by']})"
+        )
+    else:
+        what = f"{q['kind']} query {q.get('text') or q.get('image')!r} (model {q['model_id']})"
+    info(what)
+    rows, columns = result_rows(result)
+    info(table(rows, columns) if rows else "no results (loosen the filters?)")
+    timing = ", ".join(f"{k} {v:.0f} ms" for k, v in result.timing_ms.items())
+    info(f"timing: {timing}")
+    if json_out:
+        payload = result.to_dict()
+        payload.update(extra or {})
+        emit_json(payload)
+
+
+# ---------------------------------------------------------------------------- search clip
+@search_app.command("clip")
+def search_clip_command(
+    at: Annotated[
+        str | None, typer.Option(help="Start time (UTC) of the query clip, e.g. 2017-09-07T00:45Z.")
+    ] = None,
+    clip_id: Annotated[
+        str | None, typer.Option("--clip-id", help="Query by a clip id of the clip catalog.")
+    ] = None,
+    frames: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--frames",
+            help="Query frame files from outside the archive, or one folder of them "
+            "(repeatable; ordered by the time in their names).",
+        ),
+    ] = None,
+    channel: Annotated[
+        str | None,
+        typer.Option(help="Channel(s) of the query clip and of the results, e.g. ir or ir,wv."),
+    ] = None,
+    satellite: SatelliteOption = None,
+    length: Annotated[
+        int | None, typer.Option(help="Frames per clip (default: the clip model's).")
+    ] = None,
+    gap: Annotated[
+        int | None, typer.Option(help="Minutes between frames (default: the clip model's).")
+    ] = None,
+    between: BetweenOption = None,
+    months: MonthsOption = None,
+    hours: HoursOption = None,
+    exclude_window: Annotated[
+        str | None,
+        typer.Option(help="Drop results starting within this window of the query, e.g. 24h."),
+    ] = None,
+    k: KOption = 10,
+    one_per_day: OnePerDayOption = False,
+    rerank: Annotated[
+        int, typer.Option(help="Exact re-rank of the top N by the grid metric (0 = off).")
+    ] = 0,
+    augment: Annotated[
+        bool, typer.Option("--augment", help="Fuse with the predicted future (needs a predictor).")
+    ] = False,
+    model: Annotated[
+        str | None, typer.Option(help="Clip model id (default: the latest that fits the spec).")
+    ] = None,
+    contact_sheet: Annotated[
+        Path | None,
+        typer.Option(help="Write a PNG: the query clip's frames, then each hit's frames."),
+    ] = None,
+    workspace: WorkspaceOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Find past clips whose cloud evolution looks like the query clip.
+
+    Query by start time (--at, with --channel/--length/--gap), by --clip-id, or by --frames
+    (files from outside the archive). Results: a table (rank, score, start, channel,
+    satellite, clip id); --json prints the skysearch.search/1 result schema.
+
+    Example: skysearch search clip --at 2017-09-07T00:45Z --channel ir --exclude-window 12h
+    --k 5 --rerank 30 --contact-sheet sheet.png -w ws
+    """
+    from skysearch.retrieval.search import ClipQuery, Searcher, SearchOptions
+
+    settings = load_settings(workspace=workspace)
+    query = ClipQuery(
+        at=at,
+        clip_id=clip_id,
+        frames=tuple(frames or ()),
+        channels=tuple(c for c in (channel or "").split(",") if c.strip()),
+        satellite=satellite,
+        length=length,
+        gap_minutes=gap,
+    )
+    filters = build_filters(
+        between, months, hours, channel, satellite, exclude_window, k, one_per_day
+    )
+    options = SearchOptions(rerank=rerank, augment=augment, model_id=model)
+    with Searcher(settings) as searcher:
+        result = searcher.search_clip(query, filters, options)
+        extra = {}
+        if contact_sheet is not None:
+            from skysearch.retrieval.contact_sheet import write_contact_sheet
+
+            extra["contact_sheet"] = write_contact_sheet(
+                settings.workspace, result, contact_sheet, frame_store=searcher.frame_store
+            )
+    render_result(result, json_out, extra)
+    if contact_sheet is not None:
+        info(f"contact sheet: {contact_sheet}")
