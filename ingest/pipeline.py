@@ -12,6 +12,7 @@ run then skips the committed prefix and writes the rest exactly as the full run 
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -41,6 +42,7 @@ from tqdm import tqdm
 from skysearch.config import Workspace
 from skysearch.errors import UsageError
 
+_PR_SET_PDEATHSIG = 1
 CHUNK = 8  # files per worker task: amortises inter-process overhead, keeps order fine-grained
 
 
@@ -126,9 +128,16 @@ def _chunks(items: list[Candidate], size: int) -> Iterator[list[Candidate]]:
         yield items[i : i + size]
 
 
-def _ignore_sigint() -> None:
-    """Workers leave Ctrl-C to the writer, which commits what it has and stops cleanly."""
+def _init_worker(parent: int) -> None:
+    """Workers leave Ctrl-C to the writer (which commits what it has and stops cleanly) and
+    die with it: a writer killed with kill -9 leaves no orphan decoders behind (Linux)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: orphans end when their queue breaks
+        pass
+    if os.getppid() != parent:  # the writer died before prctl took effect
+        os._exit(1)
 
 
 def _decoded_stream(todo: list[Candidate], workers: int) -> Iterator[tuple[Candidate, Decoded]]:
@@ -137,7 +146,8 @@ def _decoded_stream(todo: list[Candidate], workers: int) -> Iterator[tuple[Candi
         for cand in todo:
             yield cand, preprocess_chunk([(cand.source, cand.profile)])[0]
         return
-    with ProcessPoolExecutor(max_workers=workers, initializer=_ignore_sigint) as pool:
+    pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(os.getpid(),))
+    with pool:
         pending: deque[tuple[list[Candidate], Future[list[Decoded]]]] = deque()
         chunks = _chunks(todo, CHUNK)
         for chunk in chunks:

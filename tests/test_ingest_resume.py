@@ -34,6 +34,19 @@ def _parts(ws: Path) -> int:
     return len(list((ws / "catalog" / "frames").rglob("*.parquet")))
 
 
+def _group_ends(pgid: int, within: float = 20.0) -> bool:
+    """True once no process of the killed run's session is left (orphans would linger)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    os.killpg(pgid, signal.SIGKILL)
+    return False
+
+
 def test_kill_minus_9_then_rerun_gives_the_uninterrupted_catalog(tmp_path):
     clean = Workspace(tmp_path / "clean")
     ingest([SAMPLE_IR], clean, workers=2, commit_every=4, progress=False)
@@ -51,9 +64,10 @@ def test_kill_minus_9_then_rerun_gives_the_uninterrupted_catalog(tmp_path):
         if proc.poll() is not None:
             assert proc.returncode == 0
             break
-        os.killpg(proc.pid, signal.SIGKILL)  # the writer and its decode workers
+        os.kill(proc.pid, signal.SIGKILL)  # the writer only, as `kill -9 PID` does
         proc.wait()
         kills += 1
+        assert _group_ends(proc.pid), "decode workers outlived the killed writer"
     assert kills >= 2, "the runs finished before they could be interrupted"
     report = ingest([SAMPLE_IR], Workspace(ws), progress=False)
     got = read_frames(Workspace(ws)).select(CONTENT)
