@@ -117,6 +117,10 @@ class VectorStore(ABC):
         """Write one batch and return only once it is durable (wait=True)."""
 
     @abstractmethod
+    def _stored_vectors(self, name: str, ids: list[str]) -> dict[str, dict[str, list[float]]]:
+        """Stored vectors of those of ``ids`` that exist: id -> vector name -> vector."""
+
+    @abstractmethod
     def _query(
         self,
         name: str,
@@ -255,7 +259,10 @@ class VectorStore(ABC):
     ) -> int:
         """Idempotent batched upsert (wait=True per batch); returns the number of points written.
 
-        A point replaces any stored point with the same id, vectors included.
+        A point replaces the stored point with the same id (payload included), except that in a
+        collection with several named vectors (frames: one per encoder) the stored vectors under
+        names the new point does not carry are kept, so indexing a second encoder does not erase
+        the first one's vectors.
         """
         vectors = self.vector_config(name)
         default = vector_name or DEFAULT_VECTOR
@@ -266,22 +273,29 @@ class VectorStore(ABC):
             bar = tqdm(desc=f"upsert {name}", unit="pt")
         batch: list[tuple[str, dict[str, list[float]], dict]] = []
         written = 0
+
+        def flush() -> None:
+            nonlocal written
+            if len(vectors) > 1 and any(len(v) < len(vectors) for _, v, _ in batch):
+                stored = self._stored_vectors(name, [pid for pid, _, _ in batch])
+                for pid, vecs, _ in batch:
+                    for vn, old in stored.get(pid, {}).items():
+                        vecs.setdefault(vn, old)
+            self._upsert(name, batch)
+            written += len(batch)
+            if bar is not None:
+                bar.update(len(batch))
+            batch.clear()
+
         try:
             for p in points:
                 raw = p.vector if isinstance(p.vector, Mapping) else {default: p.vector}
                 vecs = {vn: self._check_vector(name, vectors, vn, v) for vn, v in raw.items()}
                 batch.append((point_id(p.id), vecs, dict(p.payload)))
                 if len(batch) >= batch_size:
-                    self._upsert(name, batch)
-                    written += len(batch)
-                    if bar is not None:
-                        bar.update(len(batch))
-                    batch = []
+                    flush()
             if batch:
-                self._upsert(name, batch)
-                written += len(batch)
-                if bar is not None:
-                    bar.update(len(batch))
+                flush()
         finally:
             if bar is not None:
                 bar.close()

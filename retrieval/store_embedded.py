@@ -225,6 +225,10 @@ class EmbeddedStore(VectorStore):
         except Exception as exc:
             raise StoreError(f"upsert into {name!r} failed: {exc}") from None
 
+    def _stored_vectors(self, name: str, ids: list[str]) -> dict[str, dict[str, list[float]]]:
+        records = self._shard(name).retrieve(ids, with_payload=False, with_vector=True)
+        return {str(r.id): {k: list(v) for k, v in (r.vector or {}).items()} for r in records}
+
     def _query(self, name, vector_name, vector, limit, flt, exact, hnsw_ef) -> list[Hit]:
         request = qe.QueryRequest(
             limit=limit,

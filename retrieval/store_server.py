@@ -133,6 +133,10 @@ class ServerStore(VectorStore):
             wait=True,
         )
 
+    def _stored_vectors(self, name: str, ids: list[str]) -> dict[str, dict[str, list[float]]]:
+        records = self.client.retrieve(name, ids, with_payload=False, with_vectors=True)
+        return {str(r.id): {k: list(v) for k, v in (r.vector or {}).items()} for r in records}
+
     def _params(self, exact: bool, hnsw_ef: int) -> models.SearchParams | None:
         if self.backend == "memory":  # local mode is always exact and warns about params
             return None

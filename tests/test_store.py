@@ -337,5 +337,16 @@ def test_upsert_delete_roundtrip_is_idempotent(store):
     store.ensure_collection(name, 8, vector_name="enc-small")
     store.ensure_collection(name, 8, vector_name="enc-small")  # idempotent
     assert store.vector_config(name) == {"default": DIM, "enc-small": 8}
+    # a second encoder's vectors are added without erasing the first encoder's
+    small = np.random.default_rng(1).normal(size=(400, 8))
+    store.upsert(
+        name,
+        [Point(DATA.ids[i], small[i], DATA.payloads[i]) for i in range(400)],
+        vector_name="enc-small",
+    )
+    hits = store.search(name, DATA.vectors[5], k=1, exact=True)
+    assert hits[0].id == DATA.ids[5]
+    hits = store.search(name, small[7], k=1, vector_name="enc-small", exact=True)
+    assert hits[0].id == DATA.ids[7]
     store.drop_collection(name)
     assert name not in store.collections()
