@@ -1,6 +1,7 @@
 """Imports every command module so each registers itself on the app. One line per module."""
 
 from skysearch.cli import (
+    doctor,  # noqa: F401
     encoders,  # noqa: F401
     groups,  # noqa: F401
     ingest,  # noqa: F401

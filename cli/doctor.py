@@ -1,0 +1,33 @@
+"""``skysearch doctor``: check the installation and the workspace, say what to do next."""
+
+from __future__ import annotations
+
+import typer
+from skysearch.cli.app import app
+from skysearch.cli.options import JsonOption, WorkspaceOption
+from skysearch.cli.output import emit_json, info, table
+
+from skysearch.config import load_settings
+
+
+@app.command()
+def doctor(workspace: WorkspaceOption = None, json_out: JsonOption = False) -> None:
+    """Check torch, pretrained weights, data paths, the workspace's catalogs, models and store.
+
+    Says what is missing and the command that fixes it. Exit code 1 when something is broken
+    (a "fail"), 0 otherwise ("todo" lines are steps not done yet).
+
+    Example: skysearch doctor -w ws
+    """
+    from skysearch.doctor import FAIL, diagnose
+
+    settings = load_settings(workspace=workspace)
+    checks = diagnose(settings)
+    info(table([c.to_dict() for c in checks], ["name", "status", "detail", "fix"]))
+    failed = [c for c in checks if c.status == FAIL]
+    todo = [c for c in checks if c.status == "todo"]
+    info(f"{len(checks)} checks: {len(failed)} failed, {len(todo)} to do")
+    if json_out:
+        emit_json({"ok": not failed, "checks": [c.to_dict() for c in checks]})
+    if failed:
+        raise typer.Exit(1)
