@@ -7,6 +7,7 @@ from skysearch.cli import (
     ingest,  # noqa: F401
     predictor,  # noqa: F401
     search,  # noqa: F401
+    serve,  # noqa: F401
     similarity,  # noqa: F401
     store,  # noqa: F401
     text_image,  # noqa: F401

@@ -1,0 +1,87 @@
+"""``skysearch serve``: the HTTP search service (FastAPI + uvicorn, one process)."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated
+
+import typer
+from skysearch.cli.app import app
+from skysearch.cli.options import WorkspaceOption
+from skysearch.cli.output import info
+
+from skysearch.config import load_settings
+from skysearch.errors import UsageError
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback IP literals; any other name or address is not."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, api_key: str | None) -> None:
+    """Refuse to serve beyond loopback without an API key."""
+    if not is_loopback(host) and not api_key:
+        raise UsageError(
+            f"--host {host} is reachable from other machines: set an API key "
+            "(SKYSEARCH_API_KEY=... or --api-key) or bind to 127.0.0.1"
+        )
+
+
+@app.command("serve")
+def serve_command(
+    host: Annotated[str, typer.Option(help="Bind address (loopback needs no API key).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 8000,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SKYSEARCH_API_KEY",
+            help="Key clients send in the X-API-Key header; required off loopback. "
+            "Prefer the SKYSEARCH_API_KEY environment variable (a flag shows in `ps`).",
+            show_default=False,
+        ),
+    ] = None,
+    qdrant_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="QDRANT_URL",
+            help="Qdrant server instead of the workspace's embedded store (needed to run "
+            "several service processes or hosts).",
+            show_default=False,
+        ),
+    ] = None,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Serve search over HTTP: text, clip and image search, metadata, thumbnails.
+
+    One process with a thread pool (the embedded store allows one process); models and the
+    store load once at start-up, GET /ready says when. OpenAPI docs at /docs.
+
+    Example: skysearch serve -w ws --port 8000
+    """
+    import uvicorn
+    from skysearch.retrieval.http_app import create_app
+    from skysearch.retrieval.service import SearchService
+
+    check_bind(host, api_key)
+    settings = load_settings(workspace=workspace, qdrant_url=qdrant_url)
+    if not settings.workspace.root.is_dir():
+        raise UsageError(f"workspace {settings.workspace.root} does not exist; pass --workspace")
+    service = SearchService(settings)
+    auth = "API key required (X-API-Key)" if api_key else "no API key (loopback only)"
+    info(f"serving {settings.workspace.root} on http://{host}:{port} ({auth}); docs at /docs")
+    uvicorn.run(
+        create_app(service, api_key=api_key),
+        host=host,
+        port=port,
+        workers=1,
+        log_level="info",
+        access_log=False,
+    )

@@ -1,0 +1,388 @@
+"""The search service's logic, under the HTTP layer (``skysearch.retrieval.http_app``).
+
+One :class:`SearchService` per process. :meth:`SearchService.start` opens the store, indexes
+the frame and clip catalogs by id and loads the models ONCE, in a background thread, so the
+HTTP server answers ``/health`` at once and ``/ready`` says when loading is done; requests
+never load anything. Searches go through the façade (:class:`skysearch.retrieval.search.Searcher`),
+so results are exactly the CLI's ``--json`` schema.
+
+Concurrency: the embedded store (qdrant-edge) is locked to ONE process, so the service runs one
+process and answers requests from a thread pool. Each model is used under its own lock (the
+Hugging Face tokenizer must not be called from two threads at once, and on a few cores
+serialising inference costs nothing). For several processes or hosts, point every instance at
+a Qdrant server (``QDRANT_URL``) instead of the embedded store.
+
+Nothing from a request becomes a filesystem path: frame and clip ids must be UUIDs and are
+looked up in the catalogs loaded at start-up; pixels come from the workspace's frame store;
+uploaded query frames are validated, then written under server-generated names into a fresh
+temporary directory that is deleted after the search.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image
+from skysearch.retrieval.filters import SearchFilters
+from skysearch.retrieval.uploads import UploadLimits, validate_image
+
+from skysearch.config import Settings
+from skysearch.errors import NotFoundError, SkySearchError, StoreError, UsageError
+from skysearch.timeutil import to_rfc3339
+
+log = logging.getLogger("skysearch.service")
+
+#: Thumbnail sizes (longest side of one frame, pixels) a request may ask for.
+THUMB_MIN, THUMB_MAX, THUMB_DEFAULT = 16, 1024, 256
+#: Upper bounds the HTTP schema enforces (ServiceLimits may only lower them).
+MAX_K = 100
+MAX_RERANK = 100
+MAX_TEXT_CHARS = 500
+MAX_FRAMES = 48
+
+
+@dataclass(frozen=True)
+class ServiceLimits:
+    """Request limits. ``max_request_bytes`` caps a whole request body (all uploads)."""
+
+    max_k: int = MAX_K
+    max_rerank: int = MAX_RERANK
+    max_frames: int = MAX_FRAMES
+    max_request_bytes: int = 64 * 1024 * 1024
+    upload: UploadLimits = field(default_factory=UploadLimits)
+
+
+@dataclass
+class Readiness:
+    """What ``/ready`` reports."""
+
+    ready: bool
+    state: str  # "starting", "loading", "ready", "failed"
+    detail: str
+    load_seconds: float | None = None
+    store: str | None = None
+    collections: dict[str, int] = field(default_factory=dict)
+    searches: dict[str, str] = field(default_factory=dict)  # kind -> "ok" or why not
+
+
+def canonical_id(value: str, what: str) -> str:
+    """A frame/clip id as a canonical UUID string, or a UsageError (never a path)."""
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError, TypeError):
+        raise UsageError(f"{what} id {value!r} is not a UUID") from None
+
+
+def fit(pixels: np.ndarray, max_side: int) -> np.ndarray:
+    """Grey uint8 (H, W) downscaled (area average) so the longest side is <= ``max_side``."""
+    image = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8))
+    scale = max_side / max(image.size)
+    if scale < 1:
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.BOX)
+    return np.asarray(image)
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """Grey uint8 (H, W) -> PNG bytes."""
+    out = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _thumb_size(size: int) -> int:
+    if not THUMB_MIN <= size <= THUMB_MAX:
+        raise UsageError(f"thumbnail size must be in {THUMB_MIN}..{THUMB_MAX}, got {size}")
+    return size
+
+
+class _Index:
+    """Rows of a catalog table by id (built once at start-up)."""
+
+    def __init__(self, table: pa.Table, key: str) -> None:
+        self.table = table
+        self.rows = {value: i for i, value in enumerate(table[key].to_pylist())}
+
+    def row(self, key: str) -> dict[str, Any] | None:
+        i = self.rows.get(key)
+        return None if i is None else self.table.slice(i, 1).to_pylist()[0]
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One uploaded file as received: the client's name (echoed, never used as a path)."""
+
+    name: str
+    data: bytes
+
+
+class SearchService:
+    """Store, catalogs and models of one workspace, loaded once; everything the API serves."""
+
+    def __init__(
+        self, settings: Settings, limits: ServiceLimits | None = None, device: str = "cpu"
+    ) -> None:
+        self.settings = settings
+        self.limits = limits or ServiceLimits()
+        self.device = device
+        self._state = "starting"
+        self._detail = "not started"
+        self._load_seconds: float | None = None
+        self._searches: dict[str, str] = {}
+        self._thread: threading.Thread | None = None
+        self._searcher: Any = None
+        self._frames: _Index | None = None
+        self._clips: _Index | None = None
+        self._text_lock = threading.Lock()  # text-image model (text and image searches)
+        self._clip_lock = threading.Lock()  # clip models, frame store, façade catalog caches
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    def start(self, background: bool = True) -> None:
+        """Load everything; in a daemon thread when ``background`` (readiness tells when)."""
+        if self._state in ("loading", "ready"):
+            return
+        self._state, self._detail = "loading", "loading the store, catalogs and models"
+        if background:
+            self._thread = threading.Thread(target=self._load, name="skysearch-load", daemon=True)
+            self._thread.start()
+        else:
+            self._load()
+
+    def wait_ready(self, timeout: float | None = None) -> Readiness:
+        """Block until loading has ended (tests, the bench); returns the readiness."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.readiness()
+
+    def _load(self) -> None:
+        started = time.perf_counter()
+        try:
+            self._load_all()
+        except SkySearchError as exc:
+            self._state, self._detail = "failed", str(exc)
+            log.error("service failed to load: %s", exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - reported by /ready, logged with traceback
+            self._state, self._detail = "failed", f"{type(exc).__name__}: {exc}"
+            log.exception("service failed to load")
+            return
+        self._load_seconds = round(time.perf_counter() - started, 3)
+        self._state, self._detail = "ready", "store, catalogs and models loaded"
+        log.info("service ready in %.1f s: %s", self._load_seconds, self._searches)
+
+    def _load_all(self) -> None:
+        from skysearch.ingest.catalog import read_frames
+        from skysearch.ingest.clips import read_clips
+        from skysearch.retrieval.search import Searcher
+
+        workspace = self.settings.workspace
+        if not workspace.root.is_dir():
+            raise UsageError(f"workspace {workspace.root} does not exist; pass --workspace DIR")
+        searcher = Searcher(self.settings, device=self.device)
+        searcher.store  # noqa: B018 - opens the store now (locks the embedded engine)
+        self._searcher = searcher
+        cols = ["frame_id", "satellite", "channel", "time", "width", "height"]
+        self._frames = _Index(read_frames(workspace, columns=cols), "frame_id")
+        if self._frames.rows:
+            searcher.frame_store.refresh()
+        clip_cols = ["clip_id", "satellite", "channels", "start", "end", "length", "gap_minutes"]
+        self._clips = _Index(read_clips(workspace).select([*clip_cols, "frame_ids"]), "clip_id")
+        self._searches = {"text": self._warm_text(), "clip": self._warm_clip()}
+        self._searches["image"] = self._searches["text"]
+
+    def _warm_text(self) -> str:
+        """Load the text-image model and run one search (first calls are slow); 'ok' or why
+        text search is unavailable."""
+        try:
+            self._searcher.search_text("satellite image", SearchFilters(k=1))
+        except SkySearchError as exc:
+            return str(exc)
+        return "ok"
+
+    def _warm_clip(self) -> str:
+        """Load the clip model by one search for a catalog clip; 'ok' or why not."""
+        from skysearch.retrieval.search import ClipQuery
+
+        if not self._clips.rows:
+            return f"no clips in the clip catalog of {self.settings.workspace.root}"
+        try:
+            first = next(iter(self._clips.rows))
+            self._searcher.search_clip(ClipQuery(clip_id=first), SearchFilters(k=1))
+        except SkySearchError as exc:
+            return str(exc)
+        return "ok"
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._searcher is not None:
+            self._searcher.close()
+            self._searcher = None
+        self._state, self._detail = "starting", "closed"
+
+    # ---- readiness ------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self._state == "ready"
+
+    def readiness(self) -> Readiness:
+        out = Readiness(
+            ready=self.ready,
+            state=self._state,
+            detail=self._detail,
+            load_seconds=self._load_seconds,
+            searches=dict(self._searches),
+        )
+        if self.ready:
+            out.store = self._searcher.store.where
+            out.collections = {c.name: c.points for c in self.collections()}
+        return out
+
+    def require_ready(self) -> None:
+        """StoreError (-> 503) until start-up loading is done."""
+        if not self.ready:
+            raise StoreError(f"service not ready ({self._state}): {self._detail}")
+
+    # ---- collections and metadata ---------------------------------------------------------
+    def collections(self) -> list[Any]:
+        """CollectionInfo of every collection in the store, by name."""
+        self.require_ready()
+        store = self._searcher.store
+        return [store.info(name) for name in sorted(store.collections())]
+
+    def frame(self, frame_id: str) -> dict[str, Any]:
+        """A frame's catalog metadata."""
+        self.require_ready()
+        fid = canonical_id(frame_id, "frame")
+        row = self._frames.row(fid)
+        if row is None:
+            raise NotFoundError(f"frame {fid} is not in the frame catalog")
+        return {
+            "frame_id": fid,
+            "satellite": row["satellite"],
+            "channel": row["channel"],
+            "time": to_rfc3339(row["time"]),
+            "source_width": row["width"],
+            "source_height": row["height"],
+            "thumbnail": f"/frames/{fid}/thumbnail.png",
+        }
+
+    def clip(self, clip_id: str) -> dict[str, Any]:
+        """A clip's catalog metadata, with its frames' ids per channel."""
+        self.require_ready()
+        cid = canonical_id(clip_id, "clip")
+        row = self._clips.row(cid)
+        if row is None:
+            raise NotFoundError(f"clip {cid} is not in the clip catalog")
+        return {
+            "clip_id": cid,
+            "satellite": row["satellite"],
+            "channels": list(row["channels"]),
+            "start": to_rfc3339(row["start"]),
+            "end": to_rfc3339(row["end"]),
+            "length": row["length"],
+            "gap_minutes": row["gap_minutes"],
+            "frame_ids": [list(ids) for ids in row["frame_ids"]],
+            "thumbnail": f"/clips/{cid}/thumbnail.png",
+        }
+
+    def frame_thumbnail(self, frame_id: str, size: int = THUMB_DEFAULT) -> bytes:
+        """The frame at working resolution as a grey PNG, longest side <= ``size``."""
+        meta = self.frame(frame_id)
+        pixels = self._searcher.frame_store.read(meta["frame_id"])
+        return png_bytes(fit(pixels, _thumb_size(size)))
+
+    def clip_thumbnail(self, clip_id: str, size: int = THUMB_DEFAULT) -> bytes:
+        """The clip's frames (first channel, time left to right) as one PNG strip; each
+        frame's longest side <= ``size``."""
+        meta = self.clip(clip_id)
+        frames = self._searcher.frame_store.read_many(meta["frame_ids"][0])
+        side = _thumb_size(size)
+        return png_bytes(np.concatenate([fit(f, side) for f in frames], axis=1))
+
+    # ---- searches (the façade; results are SearchResult.to_dict(), the CLI's --json) -------
+    def _check(self, filters: SearchFilters, rerank: int = 0) -> None:
+        self.require_ready()
+        if filters.k > self.limits.max_k:
+            raise UsageError(f"k must be at most {self.limits.max_k}, got {filters.k}")
+        if rerank > self.limits.max_rerank:
+            raise UsageError(f"rerank must be at most {self.limits.max_rerank}, got {rerank}")
+
+    def search_text(
+        self, text: str, filters: SearchFilters, model_id: str | None = None
+    ) -> dict[str, Any]:
+        """Scenes matching free text."""
+        self._check(filters)
+        if len(text) > MAX_TEXT_CHARS:
+            raise UsageError(f"text is {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
+        with self._text_lock:
+            return self._searcher.search_text(text, filters, model_id).to_dict()
+
+    def search_image(
+        self, upload: Upload, filters: SearchFilters, model_id: str | None = None
+    ) -> dict[str, Any]:
+        """Scenes like an uploaded image (validated before decoding)."""
+        self._check(filters)
+        image = validate_image(upload.data, upload.name, self.limits.upload)
+        with self._text_lock:
+            result = self._searcher.search_image(image.image, filters, model_id).to_dict()
+        result["query"]["image"] = upload.name
+        return result
+
+    def search_clip(
+        self, query: Any, filters: SearchFilters, options: Any = None
+    ) -> dict[str, Any]:
+        """Clips like a query clip given by time or clip id (``search.ClipQuery``)."""
+        self._check(filters, options.rerank if options else 0)
+        if query.frames:
+            raise UsageError("query frames must be uploaded (POST /search/clip/frames)")
+        with self._clip_lock:
+            return self._searcher.search_clip(query, filters, options).to_dict()
+
+    def search_clip_frames(
+        self,
+        uploads: Sequence[Upload],
+        satellite: str | None,
+        channel: str | None,
+        gap_minutes: int | None,
+        filters: SearchFilters,
+        options: Any = None,
+    ) -> dict[str, Any]:
+        """Clips like a clip made of uploaded frames (one channel, in time order)."""
+        from skysearch.retrieval.search import ClipQuery
+
+        self._check(filters, options.rerank if options else 0)
+        if not uploads:
+            raise UsageError("upload the query clip's frames (one file per time step)")
+        if len(uploads) > self.limits.max_frames:
+            raise UsageError(
+                f"{len(uploads)} frames uploaded; the limit is {self.limits.max_frames}"
+            )
+        images = [validate_image(u.data, u.name, self.limits.upload) for u in uploads]
+        with tempfile.TemporaryDirectory(prefix="skysearch-upload-") as tmp:
+            for i, (upload, image) in enumerate(zip(uploads, images, strict=True)):
+                ext = {"PNG": ".png", "JPEG": ".jpg", "GIF": ".gif"}[image.format]
+                (Path(tmp) / f"frame-{i:04d}{ext}").write_bytes(upload.data)
+            query = ClipQuery(
+                frames=(Path(tmp),),
+                satellite=satellite,
+                channels=(channel,) if channel else (),
+                length=len(uploads),
+                gap_minutes=gap_minutes,
+            )
+            with self._clip_lock:
+                result = self._searcher.search_clip(query, filters, options).to_dict()
+        result["query"]["files"] = [u.name for u in uploads]
+        return result
