@@ -1,0 +1,65 @@
+"""``skysearch demo``: the README path end to end on the bundled sample (see skysearch.demo)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from skysearch.cli.app import app
+from skysearch.cli.options import JsonOption, WorkspaceOption
+from skysearch.cli.output import emit_json, info, table
+
+from skysearch.config import load_settings
+
+
+@app.command()
+def demo(
+    sample: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder holding goes-irma-2017/ and rsscn7-mini/ (default: data/sample)."
+        ),
+    ] = None,
+    threads: Annotated[
+        int, typer.Option(help="CPU threads for torch (0 = torch's default: one per core).")
+    ] = 0,
+    workspace: WorkspaceOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Ingest the bundled real sample, train small encoders, index, search by clip and by text.
+
+    No server, no network. Prints each step, how long it took and where the outputs are.
+    Re-running reuses what is done (models are remembered in WORKSPACE/demo/state.json).
+
+    Example: skysearch demo -w demo-workspace
+    """
+    from skysearch.demo import DemoConfig, run_demo
+
+    settings = load_settings(workspace=workspace)
+    config = DemoConfig(threads=threads)
+    if sample is not None:
+        config = DemoConfig(sample=sample.resolve(), threads=threads)
+    report = run_demo(settings, config, say=info)
+    rows = [
+        {"step": s.name, "seconds": f"{s.seconds:.1f}", "result": s.detail} for s in report.steps
+    ]
+    info("")
+    info(table(rows, ["step", "seconds", "result"]))
+    info(f"total {report.total_seconds:.1f} s")
+    hits = report.clip_search.get("results", [])
+    if hits:
+        info(
+            "clip search: " + ", ".join(f"#{h['rank']} {h['start']} {h['score']:.3f}" for h in hits)
+        )
+    texts = report.text_search.get("results", [])
+    if texts:
+        info(
+            f"text search {report.text_search['query']['text']!r}: "
+            + ", ".join(f"#{h['rank']} {h['label']} {h['score']:.3f}" for h in texts)
+        )
+    for name, path in report.outputs.items():
+        info(f"{name}: {path}")
+    info("next: skysearch search clip --help, skysearch search text --help, skysearch doctor")
+    if json_out:
+        emit_json(report.to_dict())
