@@ -7,6 +7,7 @@ pixels live in the frame store (``store_row``: the row in the satellite/channel/
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterable
@@ -21,6 +22,7 @@ from skysearch.config import Workspace
 from skysearch.timeutil import parse_time
 
 TMP_SUFFIX = ".tmp"
+REPLACES_KEY = b"skysearch.replaces"
 
 FRAME_SCHEMA = pa.schema(
     [
@@ -73,6 +75,20 @@ def remove_temporaries(root: Path) -> int:
     return len(leftovers)
 
 
+def _superseded(folder: Path) -> set[str]:
+    """Part names a compacted file replaces (left behind if a compaction was killed)."""
+    names: set[str] = set()
+    for path in folder.glob("compact-*.parquet"):
+        meta = pq.read_schema(path).metadata or {}
+        names.update(json.loads(meta.get(REPLACES_KEY, b"[]")))
+    return names
+
+
+def _live_parts(folder: Path) -> list[Path]:
+    gone = _superseded(folder)
+    return [p for p in sorted(folder.glob("*.parquet")) if p.name not in gone]
+
+
 def frame_parts(
     workspace: Workspace, satellite: str | None = None, years: Iterable[int] | None = None
 ) -> list[Path]:
@@ -81,11 +97,37 @@ def frame_parts(
     sat_glob = f"satellite={satellite}" if satellite else "satellite=*"
     wanted = None if years is None else {int(y) for y in years}
     parts = []
-    for path in sorted(root.glob(f"{sat_glob}/year=*/*.parquet")):
-        year = int(path.parent.name.split("=", 1)[1])
-        if wanted is None or year in wanted:
-            parts.append(path)
+    for folder in sorted(root.glob(f"{sat_glob}/year=*")):
+        if wanted is None or int(folder.name.split("=", 1)[1]) in wanted:
+            parts += _live_parts(folder)
     return parts
+
+
+def compact_partitions(workspace: Workspace, min_parts: int = 16) -> int:
+    """Merge the part files of every partition that has ``min_parts`` or more into one.
+
+    Crash-safe: the merged file names the parts it replaces in its metadata and appears by
+    rename; readers ignore replaced parts from that moment, and the parts are deleted after
+    (here, or by the next compaction if this one is killed first). Run under the ingest lock.
+    Returns how many partitions were compacted.
+    """
+    compacted = 0
+    for folder in sorted(workspace.frames_catalog.glob("satellite=*/year=*")):
+        for name in _superseded(folder):
+            (folder / name).unlink(missing_ok=True)
+        parts = _live_parts(folder)
+        if len(parts) < min_parts:
+            continue
+        table = pa.concat_tables(pq.read_table(p, schema=FRAME_SCHEMA) for p in parts)
+        table = table.sort_by([("channel", "ascending"), ("store_row", "ascending")])
+        replaces = json.dumps([p.name for p in parts]).encode()
+        merged = table.replace_schema_metadata({REPLACES_KEY: replaces})
+        atomic_write_table(merged, folder / f"compact-{uuid.uuid4().hex[:12]}.parquet")
+        for path in parts:
+            path.unlink()
+        fsync_dir(folder)
+        compacted += 1
+    return compacted
 
 
 def write_frames(workspace: Workspace, rows: pa.Table) -> list[Path]:

@@ -30,6 +30,7 @@ import pyarrow as pa
 from skysearch.ingest import ids
 from skysearch.ingest.catalog import (
     FRAME_SCHEMA,
+    compact_partitions,
     read_frames,
     remove_temporaries,
     write_frames,
@@ -285,6 +286,7 @@ def ingest(
             raise
         finally:
             bar.close()
+        compact_partitions(workspace)
 
     report.frames_total, report.by_channel = _catalog_counts(workspace)
     report.skipped = skipped

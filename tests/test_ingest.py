@@ -14,7 +14,7 @@ import pytest
 from conftest import SAMPLE_DATA, shared_data
 from PIL import Image
 from skysearch.ingest import ids
-from skysearch.ingest.catalog import read_frames
+from skysearch.ingest.catalog import compact_partitions, read_frames
 from skysearch.ingest.framestore import FrameStore
 from skysearch.ingest.pipeline import ingest
 
@@ -248,3 +248,20 @@ def test_cli_json_summary_on_sample(tmp_path, cli):
     assert summary["by_channel"] == {"goes-east/ir": 60}
     assert [Path(s["path"]).name for s in summary["skipped"]] == ["HUIR172502115.GIF"]
     assert "60 frames added" in result.stderr
+
+
+def test_catalog_compaction_survives_a_kill_between_write_and_delete(tmp_path):
+    ws = _ws(tmp_path / "ws")
+    ingest([SAMPLE_IR], ws, commit_every=4, progress=False)  # 15 small parts
+    before = read_frames(ws)
+    folder = ws.frames_catalog / "satellite=goes-east" / "year=2017"
+    saved = tmp_path / "saved"
+    shutil.copytree(folder, saved)
+    assert compact_partitions(ws, min_parts=2) == 1
+    assert [p.name[:8] for p in folder.glob("*.parquet")] == ["compact-"]
+    assert read_frames(ws).equals(before)
+    for part in saved.glob("part-*.parquet"):  # as if killed before deleting the old parts
+        shutil.copy(part, folder / part.name)
+    assert read_frames(ws).equals(before)  # replaced parts are ignored, not double-counted
+    assert ingest([SAMPLE_IR], ws, progress=False).frames_total == 60
+    assert len(list(folder.glob("*.parquet"))) == 1  # leftovers deleted by the next ingest
