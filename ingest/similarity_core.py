@@ -40,8 +40,8 @@ MODES: tuple[str, ...] = ("clean", "reference")
 
 # Working memory per kernel step (a chunk of candidate frames and its temporaries stays in L2).
 _CHUNK_BYTES = 1 << 20
-# Pixels sketched per bincount call (bounds the int64 key array to ~256 MB).
-_PIXELS_PER_STEP = 1 << 25
+# Pixels sketched per bincount call (bounds the int64 key array to ~32 MB).
+_PIXELS_PER_STEP = 1 << 22
 
 
 @dataclass(frozen=True)
