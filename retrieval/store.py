@@ -72,6 +72,17 @@ class CollectionInfo:
     payload_indexes: dict[str, str]  # field -> index type
 
 
+def vectors_of(point: Any) -> dict[str, list[float]]:
+    """Named vectors of a point returned by either client (qdrant-edge or qdrant-client)."""
+    return {k: list(v) for k, v in (point.vector or {}).items()}
+
+
+def record_of(point: Any, with_vectors: bool) -> Record:
+    return Record(
+        str(point.id), vectors_of(point) if with_vectors else {}, dict(point.payload or {})
+    )
+
+
 def point_id(value: str | uuid.UUID) -> str:
     """Canonical UUID string of a point id, or a UsageError naming the bad id."""
     try:

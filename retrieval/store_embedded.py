@@ -26,7 +26,14 @@ from typing import Any
 import qdrant_edge as qe
 from qdrant_client import models
 from skysearch.retrieval import schema
-from skysearch.retrieval.store import CollectionInfo, Hit, Record, VectorStore
+from skysearch.retrieval.store import (
+    CollectionInfo,
+    Hit,
+    Record,
+    VectorStore,
+    record_of,
+    vectors_of,
+)
 
 from skysearch.errors import StoreError, UsageError
 from skysearch.timeutil import to_rfc3339
@@ -227,7 +234,7 @@ class EmbeddedStore(VectorStore):
 
     def _stored_vectors(self, name: str, ids: list[str]) -> dict[str, dict[str, list[float]]]:
         records = self._shard(name).retrieve(ids, with_payload=False, with_vector=True)
-        return {str(r.id): {k: list(v) for k, v in (r.vector or {}).items()} for r in records}
+        return {str(r.id): vectors_of(r) for r in records}
 
     def _query(self, name, vector_name, vector, limit, flt, exact, hnsw_ef) -> list[Hit]:
         request = qe.QueryRequest(
@@ -256,15 +263,7 @@ class EmbeddedStore(VectorStore):
             with_vector=with_vectors,
         )
         records, next_offset = self._shard(name).scroll(request)
-        out = [
-            Record(
-                str(r.id),
-                {k: list(v) for k, v in (r.vector or {}).items()} if with_vectors else {},
-                dict(r.payload or {}),
-            )
-            for r in records
-        ]
-        return out, next_offset
+        return [record_of(r, with_vectors) for r in records], next_offset
 
     def _delete(self, name: str, flt: models.Filter) -> None:
         shard = self._shard(name)

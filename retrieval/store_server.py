@@ -15,7 +15,14 @@ from typing import Any
 
 from qdrant_client import QdrantClient, models
 from skysearch.retrieval import schema
-from skysearch.retrieval.store import CollectionInfo, Hit, Record, VectorStore
+from skysearch.retrieval.store import (
+    CollectionInfo,
+    Hit,
+    Record,
+    VectorStore,
+    record_of,
+    vectors_of,
+)
 
 from skysearch.errors import StoreError
 
@@ -135,7 +142,7 @@ class ServerStore(VectorStore):
 
     def _stored_vectors(self, name: str, ids: list[str]) -> dict[str, dict[str, list[float]]]:
         records = self.client.retrieve(name, ids, with_payload=False, with_vectors=True)
-        return {str(r.id): {k: list(v) for k, v in (r.vector or {}).items()} for r in records}
+        return {str(r.id): vectors_of(r) for r in records}
 
     def _params(self, exact: bool, hnsw_ef: int) -> models.SearchParams | None:
         if self.backend == "memory":  # local mode is always exact and warns about params
@@ -181,15 +188,7 @@ class ServerStore(VectorStore):
             with_payload=True,
             with_vectors=with_vectors,
         )
-        out = [
-            Record(
-                str(r.id),
-                {k: list(v) for k, v in (r.vector or {}).items()} if with_vectors else {},
-                dict(r.payload or {}),
-            )
-            for r in records
-        ]
-        return out, next_offset
+        return [record_of(r, with_vectors) for r in records], next_offset
 
     def _delete(self, name: str, flt: models.Filter) -> None:
         self.client.delete(name, points_selector=models.FilterSelector(filter=flt), wait=True)
