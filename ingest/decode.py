@@ -76,14 +76,15 @@ def decode_image(raw: bytes) -> Image.Image:
     return image
 
 
-def to_grey(image: Image.Image) -> Image.Image:
-    """Palette GIFs and RGB(A) -> 8-bit luminance (ITU-R 601, Pillow's ``L``)."""
+def to_grey(image: Image.Image, max_value: int = 65535) -> Image.Image:
+    """Palette GIFs and RGB(A) -> 8-bit luminance (ITU-R 601, Pillow's ``L``); 16-bit grey
+    scales linearly with the profile's fixed ``max_value`` (the same for every frame, so
+    brightness stays comparable across the archive)."""
     if image.mode == "L":
         return image
-    if image.mode in ("I;16", "I;16B", "I"):
-        scaled = np.asarray(image, dtype=np.float32)
-        top = scaled.max() or 1.0
-        return Image.fromarray((scaled * (255.0 / top)).astype(np.uint8))
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        scaled = np.asarray(image, dtype=np.float32) * (255.0 / max_value)
+        return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
     return image.convert("L")
 
 
@@ -125,7 +126,8 @@ def preprocess(source: Source, profile: Profile) -> Decoded:
             reason=f"wrong dimensions {width}x{height} (profile {profile.name} expects "
             f"{profile.expected_sizes()})",
         )
-    frame = np.asarray(resize(to_grey(image.crop(box)), profile.resolution), dtype=np.uint8)
+    grey = to_grey(image.crop(box), profile.max_value)
+    frame = np.asarray(resize(grey, profile.resolution), dtype=np.uint8)
     return Decoded(checksum=checksum, width=width, height=height, frame=frame)
 
 

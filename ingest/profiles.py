@@ -14,6 +14,7 @@ adding a JSON file, either to the package or to a folder named by ``--profiles D
   an integer. An image no rule matches is skipped as "wrong dimensions".
 - ``resolution``: ``[width, height]`` of the stored working frame (grey uint8).
 - ``cadence_minutes``: the product's native cadence (clip start times step by it).
+- ``max_value`` (optional): full-scale count of 16-bit grey PNGs (default 65535), scaled to 255.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class Profile:
     resolution: tuple[int, int]  # (width, height)
     cadence_minutes: int
     description: str = ""
+    max_value: int = 65535  # full-scale count of 16-bit grey images (scaled to 0..255)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], origin: str = "") -> Profile:
@@ -80,6 +82,7 @@ class Profile:
                 resolution=(width, height),
                 cadence_minutes=int(data["cadence_minutes"]),
                 description=str(data.get("description", "")),
+                max_value=int(data.get("max_value", 65535)),
             )
         except (KeyError, TypeError, ValueError, re.error) as exc:
             raise UsageError(f"source profile {origin or data!r} is invalid: {exc!r}") from None

@@ -119,17 +119,19 @@ def _gk2a_png(path: Path, width: int, height: int, box: tuple[int, int, int, int
 def test_gk2a_crop_depends_on_height(tmp_path):
     src = tmp_path / "gk2a"
     src.mkdir()
-    _gk2a_png(
-        src / "gk2a_ami_le1b_ir105_ea020lc_202001010000.png", 1500, 1300, (18, 62, 1495, 1300)
-    )
-    _gk2a_png(src / "gk2a_ami_le1b_ir105_ea020lc_202001010010.png", 1500, 1332, (0, 80, 1500, 1322))
-    _gk2a_png(src / "gk2a_ami_le1b_wv069_ea020lc_202001010000.png", 1500, 1200, (0, 0, 1500, 1200))
+    name = "gk2a_ami_le1b_{}_ea020lc_{}.png"
+    _gk2a_png(src / name.format("ir105", "202001010000"), 1500, 1300, (18, 62, 1495, 1300))
+    _gk2a_png(src / name.format("ir105", "202001010010"), 1500, 1332, (0, 80, 1500, 1322))
+    _gk2a_png(src / name.format("wv069", "202001010000"), 1500, 1200, (0, 0, 1500, 1200))
+    counts = np.full((1300, 1500), 65535, np.uint16)  # 16-bit grey: 25700 -> 100 of 255
+    counts[62:1300, 18:1495] = 25700
+    Image.fromarray(counts).save(src / name.format("ir105", "202001010020"))
     ws = _ws(tmp_path / "ws")
     report = ingest([src], ws, source="gk2a", progress=False)
-    assert report.by_channel == {"gk2a/ir105": 2}
+    assert report.by_channel == {"gk2a/ir105": 3}
     assert len(report.skipped) == 1 and "wrong dimensions 1500x1200" in report.skipped[0]["reason"]
     frames = FrameStore(ws).read_many(read_frames(ws)["frame_id"].to_pylist())
-    assert frames.shape == (2, 300, 375)
+    assert frames.shape == (3, 300, 375)
     assert (frames == 100).all()  # header rows and borders cropped away exactly
 
 
