@@ -188,12 +188,11 @@ def search_clip_command(
 ) -> None:
     """Find past clips whose cloud evolution looks like the query clip.
 
-    Query by start time (--at, with --channel/--length/--gap), by --clip-id, or by --frames
-    (files from outside the archive). Results: a table (rank, score, start, channel,
-    satellite, clip id); --json prints the skysearch.search/1 result schema.
+    Query by start time (--at, --channel, --length, --gap), by --clip-id, or by --frames.
 
-    Example: skysearch search clip --at 2017-09-07T00:45Z --channel ir --exclude-window 12h
-    --k 5 --rerank 30 --contact-sheet sheet.png -w ws
+    Prints a table (rank, score, start, channel, satellite, clip id); --json: schema v1.
+
+    Example: skysearch search clip --at 2017-09-07T00:45Z --channel ir --rerank 20 -w ws
     """
     from skysearch.retrieval.search import ClipQuery, Searcher, SearchOptions
 

@@ -398,6 +398,8 @@ class Searcher:
             }
             if query.clip_id:
                 spec = {}  # the catalog row says; checked below
+            else:
+                self._check_archive(query.satellite, query.channels)
             embedder, record = self.clip_model(options.model_id, spec)
             data = record.config["data"]
         with timer("query"):
@@ -530,6 +532,34 @@ class Searcher:
         return out
 
     # ---- query resolution --------------------------------------------------------------
+    def _check_archive(self, satellite: str | None, channels: Sequence[str]) -> None:
+        """UsageError naming what the archive has when a satellite or channel is unknown."""
+        from skysearch.ingest.catalog import read_frames
+
+        if not satellite and not channels:
+            return
+        table = read_frames(self.workspace, columns=["satellite", "channel"])
+        have: dict[str, set[str]] = {}
+        for sat, chan in zip(
+            table["satellite"].to_pylist(), table["channel"].to_pylist(), strict=True
+        ):
+            have.setdefault(sat, set()).add(chan)
+        if not have:
+            raise NotFoundError(
+                f"no frames in the catalog of {self.workspace.root}: "
+                "run `skysearch ingest PATH` first"
+            )
+        listing = "; ".join(f"{s}: {','.join(sorted(c))}" for s, c in sorted(have.items()))
+        if satellite and satellite not in have:
+            raise UsageError(f"unknown satellite {satellite!r}: the archive has {listing}")
+        known = set().union(*(have[s] for s in ([satellite] if satellite else have)))
+        unknown = [c for c in channels if c not in known]
+        if unknown:
+            raise UsageError(
+                f"unknown channel {','.join(unknown)}: the archive has {listing} "
+                "(pass e.g. --channel " + sorted(known)[0] + ")"
+            )
+
     def _resolve_query(self, query: ClipQuery, data: dict[str, Any]) -> _QueryClip:
         if query.clip_id:
             return self._query_by_id(query.clip_id)
@@ -591,13 +621,6 @@ class Searcher:
             raise NotFoundError(
                 f"no {satellite} frames in the catalog of {self.workspace.root}: "
                 "run `skysearch ingest PATH` first"
-            )
-        have = sorted(set(frames["channel"].to_pylist()))
-        unknown = [c for c in channels if c not in have]
-        if unknown:
-            raise UsageError(
-                f"unknown channel {','.join(unknown)} for {satellite}: the archive has "
-                f"{', '.join(have)} (pass --channel {have[0]})"
             )
         # The catalog's clip at that start, if the clip catalog has this spec.
         rows = self._clip_rows(satellite, channels, length, gap)

@@ -1,0 +1,177 @@
+"""Search CLI without trained models: option parsing, the result schema, and the errors a user
+meets before anything is trained (one line, exit code 2, no traceback)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLE_DATA
+from skysearch.cli.search import build_filters, parse_int_list
+from skysearch.retrieval.search import (
+    RESULT_SCHEMA,
+    ClipQuery,
+    ResultItem,
+    SearchOptions,
+    SearchResult,
+)
+
+from skysearch.errors import UsageError
+
+GOES = SAMPLE_DATA / "goes-irma-2017"
+
+
+def assert_one_line_error(result, *needles: str) -> None:
+    assert result.exit_code == 2, (result.exit_code, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_int_lists_and_ranges():
+    assert parse_int_list("6-9,12", "months") == (6, 7, 8, 9, 12)
+    assert parse_int_list("", "hours") == ()
+    with pytest.raises(UsageError, match="--hours"):
+        parse_int_list("6-x", "hours")
+
+
+def test_cli_filters_become_search_filters():
+    f = build_filters(
+        between="2017-09-05..",
+        months="9",
+        hours="0-3",
+        channels="ir",
+        satellite="goes-east",
+        exclude_window="24h",
+        k=7,
+        one_per_day=True,
+    )
+    assert f.start == datetime(2017, 9, 5, tzinfo=timezone.utc) and f.end is None
+    assert f.months == (9,) and f.hours == (0, 1, 2, 3)
+    assert f.channels == ("ir",) and f.satellites == ("goes-east",)
+    assert f.exclude_window == timedelta(hours=24) and f.k == 7 and f.one_per_day
+    assert build_filters(between="..2017-09-08").start is None
+
+
+def test_clip_query_needs_exactly_one_way():
+    with pytest.raises(UsageError, match="one way"):
+        ClipQuery()
+    with pytest.raises(UsageError, match="one way"):
+        ClipQuery(at="2017-09-07T00:45Z", clip_id="x")
+    q = ClipQuery(at="2017-09-07 00:45", channels="ir,wv")
+    assert q.at == datetime(2017, 9, 7, 0, 45, tzinfo=timezone.utc)
+    assert q.channels == ("ir", "wv")
+    with pytest.raises(UsageError, match="rerank"):
+        SearchOptions(rerank=-1)
+
+
+def test_result_schema_is_stable():
+    item = ResultItem(rank=1, score=0.5, id="i", kind="clip", channels=["ir"])
+    out = SearchResult({"kind": "clip"}, [item], {"k": 1}, {"search": 1.234}).to_dict()
+    assert list(out) == ["schema", "query", "results", "filters", "timing_ms"]
+    assert out["schema"] == RESULT_SCHEMA
+    assert list(out["results"][0]) == [
+        "rank",
+        "score",
+        "id",
+        "kind",
+        "start",
+        "end",
+        "satellite",
+        "channels",
+        "frame_ids",
+        "length",
+        "gap_minutes",
+        "source_path",
+        "label",
+        "vector_score",
+        "rerank_score",
+    ]
+    assert out["timing_ms"] == {"search": 1.23}
+
+
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory) -> Path:
+    """A workspace holding the sample's frames and clips, but no model."""
+    from skysearch.ingest.clips import build_clips
+    from skysearch.ingest.pipeline import ingest
+
+    from skysearch.config import Workspace
+
+    ws = Workspace(tmp_path_factory.mktemp("ingested"))
+    ingest([GOES], ws, progress=False)
+    build_clips(ws, length=6, gap_minutes=60)
+    return ws.root
+
+
+def test_no_model_trained_yet(cli, ingested):
+    r = cli("search", "clip", "--at", "2017-09-07T00:45Z", "-w", ingested)
+    assert_one_line_error(r, "no clip model trained yet", "skysearch train frames")
+    r = cli("search", "text", "a river", "-w", ingested)
+    assert_one_line_error(r, "no text-image model", "train")
+
+
+def test_unknown_channel_and_satellite(cli, ingested):
+    r = cli("search", "clip", "--at", "2017-09-07T00:45Z", "--channel", "vis", "-w", ingested)
+    assert_one_line_error(r, "unknown channel vis", "goes-east: ir", "--channel ir")
+    r = cli("search", "clip", "--at", "2017-09-07T00:45Z", "--satellite", "coms", "-w", ingested)
+    assert_one_line_error(r, "unknown satellite 'coms'", "goes-east: ir")
+
+
+def test_bad_options_are_one_line(cli, ingested):
+    r = cli("search", "clip", "-w", ingested)
+    assert_one_line_error(r, "--at", "--clip-id", "--frames")
+    r = cli("search", "clip", "--at", "yesterday", "-w", ingested)
+    assert_one_line_error(r, "cannot read time 'yesterday'")
+    r = cli(
+        "search", "clip", "--at", "2017-09-07T00:45Z", "--between", "2017-09-09", "-w", ingested
+    )
+    assert_one_line_error(r, "START..END")
+    r = cli(
+        "search", "clip", "--at", "2017-09-07T00:45Z", "--exclude-window", "a day", "-w", ingested
+    )
+    assert_one_line_error(r, "duration", "24h")
+    r = cli("search", "clip", "--at", "2017-09-07T00:45Z", "--months", "13", "-w", ingested)
+    assert_one_line_error(r, "months must be in 1..12")
+
+
+def test_doctor_says_what_is_missing(cli, ingested, tmp_path):
+    r = cli("doctor", "--json", "-w", ingested)
+    assert r.exit_code == 0, r.stderr
+    import json
+
+    checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
+    assert checks["frames"]["status"] == "ok" and "60 frames" in checks["frames"]["detail"]
+    assert checks["clips"]["status"] == "ok" and "6x60m: 44" in checks["clips"]["detail"]
+    assert checks["clip model"]["status"] == "todo"
+    assert "skysearch train clips" in checks["clip model"]["fix"]
+    fresh = cli("doctor", "-w", tmp_path / "nothing-here")
+    assert fresh.exit_code == 0
+    assert "does not exist yet" in fresh.stderr and "skysearch demo" in fresh.stderr
+
+
+def test_every_command_has_help_with_an_example(cli):
+    """`--help` of every command (all modules) shows an example."""
+    import typer
+    from skysearch.cli import commands  # noqa: F401  (registers every command)
+    from skysearch.cli.app import app
+
+    root = typer.main.get_command(app)
+    missing = []
+
+    def walk(group, prefix: list[str]) -> None:
+        for name, command in group.commands.items():
+            if hasattr(command, "commands"):
+                walk(command, [*prefix, name])
+                continue
+            path = [*prefix, name]
+            r = cli(*path, "--help")
+            example = r.stdout.partition("Example:")[2]
+            if r.exit_code != 0 or "skysearch " + " ".join(path) not in example.replace("\n", " "):
+                missing.append(" ".join(path))
+
+    walk(root, [])
+    assert not missing, f"commands without an example in --help: {missing}"
