@@ -1,8 +1,9 @@
 """Embedded vector store vs numpy brute force, same data, same run.
 
 Data: N clustered 256-d unit vectors (weather-like regimes that persist in time, not uniform
-noise) with 10-minute time payloads; queries are perturbed held-out points. Two query sets:
-unfiltered, and time-filtered with a window matching 1-10% of the points. The store goes through
+noise) with 10-minute time payloads; queries are perturbed held-out points. Query sets:
+unfiltered; time-filtered with a window matching 1-10% of the points; one-hit-per-day
+(unfiltered; the embedded store over-fetches and keeps each day's best). The store goes through
 the public API (``EmbeddedStore.search``, so interface overhead is counted); brute force is one
 float32 matrix-vector product over all N plus a time mask (no index), then top-k.
 
@@ -91,6 +92,11 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=None, help="store directory (default: temp)")
     ap.add_argument("--reuse", action="store_true", help="reuse a store built in --dir earlier")
     ap.add_argument("--acorn", action=argparse.BooleanOptionalAction, default=schema.SEARCH_ACORN)
+    ap.add_argument(
+        "--graph-fields",
+        default=None,
+        help="comma list of fields with payload-aware HNSW links ('' = none; default: schema)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -105,6 +111,8 @@ def main() -> None:
     times = [T0 + STEP * i for i in range(n)]
 
     schema.SEARCH_ACORN = args.acorn
+    if args.graph_fields is not None:
+        schema.PAYLOAD_GRAPH_FIELDS = tuple(f for f in args.graph_fields.split(",") if f)
     root = args.dir or Path(tempfile.mkdtemp(prefix="skysearch-bench-"))
     ns = uuid.UUID(int=1)
     ids = [str(uuid.uuid5(ns, str(i))) for i in range(n)]
@@ -137,9 +145,10 @@ def main() -> None:
     result: dict = {"n": n, "build_s": None, "load_s": None}  # None: index reused
     if not reused:
         result.update(build_s=round(build_s, 2), load_s=round(load_s, 2))
-    for mode in ("unfiltered", "filtered"):
+    days = minutes // 1440
+    for mode in ("unfiltered", "filtered", "one_per_day"):
         lat, bf_lat, recalls = [], [], []
-        for qi in range(nq):
+        for qi in range(nq if mode != "one_per_day" else nq // 4):
             q = queries[qi]
             filters = None
             t = time.perf_counter()
@@ -148,13 +157,20 @@ def main() -> None:
                 lo, hi = starts[qi] * 10, (starts[qi] + lengths[qi] - 1) * 10
                 mask = (minutes >= lo) & (minutes <= hi)
                 scores = np.where(mask, scores, -np.inf)
-            top = np.argpartition(-scores, K)[:K]
+            if mode == "one_per_day":  # best point of each day, then the k best days
+                order = np.argsort(-scores)
+                _, first = np.unique(days[order], return_index=True)
+                top = order[np.sort(first)][:K]
+            else:
+                top = np.argpartition(-scores, K)[:K]
             bf_lat.append(time.perf_counter() - t)
             truth = {ids[i] for i in top}
             if mode == "filtered":
                 filters = SearchFilters(
                     start=T0 + timedelta(minutes=int(lo)), end=T0 + timedelta(minutes=int(hi))
                 )
+            if mode == "one_per_day":
+                filters = SearchFilters(one_per_day=True)
             t = time.perf_counter()
             hits = store.search("bench", q, k=K, filters=filters, hnsw_ef=args.ef)
             lat.append(time.perf_counter() - t)
@@ -167,6 +183,7 @@ def main() -> None:
     result["segments"] = info.segments
     result["hnsw_ef"] = args.ef
     result["acorn"] = args.acorn
+    result["graph_fields"] = list(schema.PAYLOAD_GRAPH_FIELDS)
     result["reused_index"] = reused
     result["load_average"] = [round(v, 2) for v in os.getloadavg()]
     store.close()

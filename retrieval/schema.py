@@ -77,6 +77,11 @@ PAYLOAD_FIELDS: tuple[PayloadField, ...] = (
     PayloadField("source_path", None, _ALL, "archive file the frame came from"),
 )
 
+#: Fields whose payload index also gets payload-aware HNSW links (``enable_hnsw``): Qdrant
+#: builds an extra subgraph per value block of each such field, which multiplies index build
+#: time. Other indexed fields still filter (exactly below full_scan_threshold, with ACORN above).
+PAYLOAD_GRAPH_FIELDS: tuple[str, ...] = tuple(f.name for f in PAYLOAD_FIELDS if f.index is not None)
+
 #: Every filtered field and its index type (servers in strict mode refuse unindexed filters;
 #: the embedded engine needs them for filtered HNSW).
 PAYLOAD_INDEXES: dict[str, models.PayloadSchemaType] = {

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 from qdrant_client import models
+from skysearch.retrieval import schema
 from skysearch.retrieval.filters import SearchFilters
 from skysearch.retrieval.schema import DEFAULT_VECTOR, PAYLOAD_INDEXES, SEARCH_HNSW_EF
 
@@ -121,7 +122,10 @@ class VectorStore(ABC):
     def _add_vector(self, name: str, vector_name: str, size: int) -> None: ...
 
     @abstractmethod
-    def _create_index(self, name: str, field_name: str, kind: models.PayloadSchemaType) -> None: ...
+    def _create_index(
+        self, name: str, field_name: str, kind: models.PayloadSchemaType, graph: bool
+    ) -> None:
+        """Payload index; ``graph``: also payload-aware HNSW links for this field."""
 
     @abstractmethod
     def _upsert(self, name: str, points: list[tuple[str, dict[str, list[float]], dict]]) -> None:
@@ -233,7 +237,8 @@ class VectorStore(ABC):
         if vectors is None:
             self._create(name, {vname: int(vector_size)})
             for field_name, kind in PAYLOAD_INDEXES.items():
-                self._create_index(name, field_name, kind)
+                graph = field_name in schema.PAYLOAD_GRAPH_FIELDS
+                self._create_index(name, field_name, kind, graph)
         elif vname not in vectors:
             self._add_vector(name, vname, int(vector_size))
         elif vectors[vname] != vector_size:

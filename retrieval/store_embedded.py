@@ -38,13 +38,15 @@ from skysearch.retrieval.store import (
 from skysearch.errors import StoreError, UsageError
 from skysearch.timeutil import to_rfc3339
 
-_SCHEMA_TYPES = {
-    models.PayloadSchemaType.KEYWORD: qe.PayloadSchemaType.Keyword,
-    models.PayloadSchemaType.INTEGER: qe.PayloadSchemaType.Integer,
-    models.PayloadSchemaType.FLOAT: qe.PayloadSchemaType.Float,
-    models.PayloadSchemaType.BOOL: qe.PayloadSchemaType.Bool,
-    models.PayloadSchemaType.DATETIME: qe.PayloadSchemaType.Datetime,
-    models.PayloadSchemaType.UUID: qe.PayloadSchemaType.Uuid,
+_INDEX_PARAMS = {
+    models.PayloadSchemaType.KEYWORD: lambda g: qe.KeywordIndexParams(enable_hnsw=g),
+    models.PayloadSchemaType.INTEGER: lambda g: qe.IntegerIndexParams(
+        lookup=True, range=True, enable_hnsw=g
+    ),
+    models.PayloadSchemaType.FLOAT: lambda g: qe.FloatIndexParams(enable_hnsw=g),
+    models.PayloadSchemaType.BOOL: lambda g: qe.BoolIndexParams(enable_hnsw=g),
+    models.PayloadSchemaType.DATETIME: lambda g: qe.DatetimeIndexParams(enable_hnsw=g),
+    models.PayloadSchemaType.UUID: lambda g: qe.UuidIndexParams(enable_hnsw=g),
 }
 OWNER_FILE = ".skysearch-owner"
 _OPTIMIZE_CHILD = (
@@ -220,8 +222,13 @@ class EmbeddedStore(VectorStore):
         op = qe.UpdateOperation.create_dense_vector(vector_name, size, qe.Distance.Cosine)
         self._shard(name).update(op)
 
-    def _create_index(self, name: str, field_name: str, kind: models.PayloadSchemaType) -> None:
-        op = qe.UpdateOperation.create_field_index(field_name, _SCHEMA_TYPES[kind])
+    def _create_index(
+        self, name: str, field_name: str, kind: models.PayloadSchemaType, graph: bool
+    ) -> None:
+        params = _INDEX_PARAMS.get(kind)
+        if params is None:
+            raise NotImplementedError(f"embedded store: {kind} payload index is not translated")
+        op = qe.UpdateOperation.create_field_index(field_name, params(graph))
         self._shard(name).update(op)
 
     def _upsert(self, name: str, points: list[tuple[str, dict[str, list[float]], dict]]) -> None:

@@ -26,6 +26,14 @@ from skysearch.retrieval.store import (
 
 from skysearch.errors import StoreError
 
+_T = models.PayloadSchemaType
+_INDEX_PARAMS = {
+    _T.KEYWORD: lambda g: models.KeywordIndexParams(type="keyword", enable_hnsw=g),
+    _T.INTEGER: lambda g: models.IntegerIndexParams(
+        type="integer", lookup=True, range=True, enable_hnsw=g
+    ),
+    _T.DATETIME: lambda g: models.DatetimeIndexParams(type="datetime", enable_hnsw=g),
+}
 CONNECT_ATTEMPTS = 3
 CONNECT_BACKOFF_S = 0.5
 
@@ -128,10 +136,13 @@ class ServerStore(VectorStore):
         config = models.DenseVectorNameConfig(dense=dense)
         self.client.create_vector_name(name, vector_name, config, wait=True)
 
-    def _create_index(self, name: str, field_name: str, kind: models.PayloadSchemaType) -> None:
+    def _create_index(
+        self, name: str, field_name: str, kind: models.PayloadSchemaType, graph: bool
+    ) -> None:
         if self.backend == "memory":  # local mode ignores payload indexes (and warns)
             return
-        self.client.create_payload_index(name, field_name, kind, wait=True)
+        params = _INDEX_PARAMS[kind](graph)
+        self.client.create_payload_index(name, field_name, params, wait=True)
 
     def _upsert(self, name: str, points: list[tuple[str, dict[str, list[float]], dict]]) -> None:
         self.client.upsert(
