@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -42,6 +43,7 @@ MODES: tuple[str, ...] = ("clean", "reference")
 _CHUNK_BYTES = 1 << 20
 # Pixels sketched per bincount call (bounds the int64 key array to ~32 MB).
 _PIXELS_PER_STEP = 1 << 22
+_SCRATCH = threading.local()
 
 
 @dataclass(frozen=True)
@@ -246,21 +248,41 @@ def sketch_geometry(frame_shape: tuple[int, ...], spec: GridSpec) -> Geometry:
 # --------------------------------------------------------------------------- KS on sketches
 
 
+def _scratch(shape: tuple[int, ...], dtype: type, count: int) -> list[np.ndarray]:
+    """Per-thread reusable buffers: fresh temporaries per step cost more than the arithmetic."""
+    key = (shape, np.dtype(dtype).str, count)
+    cached = getattr(_SCRATCH, "buffers", None)
+    if cached is None or cached[0] != key:
+        cached = (key, [np.empty(shape, dtype) for _ in range(count)])
+        _SCRATCH.buffers = cached
+    return cached[1]
+
+
 def _distance_sums(
-    query: np.ndarray, block: np.ndarray, sizes_q: np.ndarray, sizes_p: np.ndarray
+    query: np.ndarray, block: np.ndarray, sizes_q: np.ndarray, sizes_p: np.ndarray, rows: int
 ) -> np.ndarray:
-    """Sum over cells of KS D between one query sketch (B, cells) and sketches (k, B, cells)."""
+    """Sum over cells of KS D between one query sketch (B, cells) and ``block`` (k, B, cells).
+
+    ``rows``: the most rows a block of this call has (sizes the scratch buffers).
+    """
+    k = len(block)
     if np.array_equal(sizes_q, sizes_p):
         if query.dtype == np.uint8 and block.dtype == np.uint8:
+            high, low, worst = _scratch((rows, *block.shape[1:]), np.uint8, 3)
+            high, low = high[:k], low[:k]
             # |a - b| in uint8 without overflow: max(a, b) - min(a, b).
-            worst = np.maximum(block, query)
-            worst -= np.minimum(block, query)
+            np.maximum(block, query, out=high)
+            np.minimum(block, query, out=low)
+            np.subtract(high, low, out=high)
         else:
             wide = np.int32 if max(query.itemsize, block.itemsize) <= 2 else np.int64
-            worst = block.astype(wide)
-            worst -= query.astype(wide)
-            np.abs(worst, out=worst)
-        return worst.max(axis=1) @ (1.0 / sizes_q.astype(np.float64))
+            high, worst = _scratch((rows, *block.shape[1:]), wide, 2)
+            high = high[:k]
+            np.subtract(block, query, out=high, dtype=wide)
+            np.abs(high, out=high)
+        top = worst[:k, 0]
+        np.maximum.reduce(high, axis=1, out=top)
+        return top @ (1.0 / sizes_q.astype(np.float64))
     # Cells of different sizes (frames of different geometry): the C++ formula on CDFs.
     cdf_q = query / sizes_q.astype(np.float64)
     cdf_p = block / sizes_p.astype(np.float64)
@@ -300,9 +322,8 @@ def similarity_block(
     def run(start: int) -> None:
         block = pool.take(rows[start : start + step])
         for m, query in enumerate(queries):
-            out[m, start : start + len(block)] = (
-                1.0 - _distance_sums(query, block, sizes_q, sizes_p) / cells
-            )
+            sums = _distance_sums(query, block, sizes_q, sizes_p, step)
+            out[m, start : start + len(block)] = 1.0 - sums / cells
 
     starts = range(0, len(rows), step)
     executor = _executor()
