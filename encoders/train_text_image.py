@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import random
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -247,8 +248,13 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, tim, text_features, rows) -> dict[str, float]:
-        """Validation contrastive loss (no augmentation) and zero-shot top-1 when labelled."""
+        """Validation contrastive loss (no augmentation) and zero-shot top-1 when labelled.
+
+        Rows are shuffled with a fixed seed first: CSVs are grouped by class, and batches of
+        one class would make the contrastive loss meaningless."""
         tim.model.eval()
+        rows = list(rows)
+        random.Random(self.cfg.seed).shuffle(rows)
         losses, embs = [], []
         for images, captions in self._loader(rows, 0, False, tim):
             losses.append(float(self._loss(tim, text_features, images, captions)))
@@ -294,7 +300,7 @@ class Trainer:
         resume = self.run_dir / RESUME_DIR
         start_epoch, history = load_training_state(resume, tim.model, opt, self.run_key)
         if start_epoch and self.progress:
-            tqdm.write(f"resuming {self.model_id} after epoch {start_epoch}")
+            tqdm.write(f"resuming {self.model_id} after epoch {start_epoch}", file=sys.stderr)
 
         trainable = sum(p.numel() for p in tim.model.parameters() if p.requires_grad)
         for epoch in range(start_epoch, cfg.epochs):
@@ -339,7 +345,7 @@ class Trainer:
                 record.update(self.evaluate(tim, text_features, val_rows))
             history.append(record)
             if self.progress:
-                tqdm.write(json.dumps(record))
+                tqdm.write(json.dumps(record), file=sys.stderr)
             save_training_state(resume, tim.model, opt, epoch + 1, history, self.run_key)
 
         summary = {
