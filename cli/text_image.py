@@ -173,7 +173,7 @@ def index_scenes_command(
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Embed scene images into the ``scenes`` collection (incremental: new/changed files only).
+    """Embed scene images into the "scenes" collection (incremental: new/changed files only).
 
     Example: skysearch index scenes data/sample/rsscn7-mini -w ws
     """
@@ -227,7 +227,7 @@ def search_image_command(
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Scenes most similar to an image (image-to-image over the ``scenes`` collection).
+    """Scenes most similar to an image (image-to-image over the "scenes" collection).
 
     Example: skysearch search image data/sample/rsscn7-mini/gParking/g001.jpg -w ws
     """
