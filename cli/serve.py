@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -57,6 +58,10 @@ def serve_command(
             show_default=False,
         ),
     ] = None,
+    write_openapi: Annotated[
+        Path | None,
+        typer.Option(help="Write the OpenAPI document to this file and exit (no server)."),
+    ] = None,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Serve search over HTTP: text, clip and image search, metadata, thumbnails.
@@ -70,6 +75,12 @@ def serve_command(
     from skysearch.retrieval.http_app import create_app
     from skysearch.retrieval.service import SearchService
 
+    if write_openapi is not None:
+        from skysearch.retrieval.http_app import openapi_json
+
+        write_openapi.write_text(openapi_json())
+        info(f"wrote {write_openapi}")
+        return
     check_bind(host, api_key)
     settings = load_settings(workspace=workspace, qdrant_url=qdrant_url)
     if not settings.workspace.root.is_dir():

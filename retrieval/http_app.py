@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from skysearch.retrieval.filters import SearchFilters
+from skysearch.retrieval.search import ResultItem
 from skysearch.retrieval.service import (
     MAX_FRAMES,
     MAX_K,
@@ -208,26 +209,6 @@ class ClipMeta(BaseModel):
     thumbnail: str
 
 
-class ResultItemBody(BaseModel):
-    """One hit (``skysearch.retrieval.search.ResultItem``): fields not of its kind are null."""
-
-    rank: int
-    score: float
-    id: str
-    kind: str = Field(description="clip or scene")
-    start: str | None = None
-    end: str | None = None
-    satellite: str | None = None
-    channels: list[str] = Field(default_factory=list)
-    frame_ids: list[Any] = Field(default_factory=list)
-    length: int | None = None
-    gap_minutes: int | None = None
-    source_path: str | None = None
-    label: str | None = None
-    vector_score: float | None = None
-    rerank_score: float | None = None
-
-
 class FiltersEcho(BaseModel):
     """The filters applied (``skysearch.retrieval.search.filters_to_dict``)."""
 
@@ -250,7 +231,7 @@ class SearchResponse(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
     schema_: str = Field(alias="schema", description="result schema version")
     query: dict[str, Any] = Field(description="what was asked (kind: clip, text or image)")
-    results: list[ResultItemBody]
+    results: list[ResultItem] = Field(description="hits, best first; null where not of the kind")
     filters: FiltersEcho
     timing_ms: dict[str, float]
 
@@ -275,8 +256,16 @@ PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
 
 
 # ---- request size limit (pure ASGI: counts bytes before anything parses them) ---------------
-class _TooLarge(Exception):
-    pass
+class _TooLarge(StarletteHTTPException):
+    """Raised while the body is read; an HTTPException so FastAPI's body parsing passes it on
+    (it turns other exceptions into 400) and the error handler answers 413."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, _too_large(max_bytes))
+
+
+def _too_large(max_bytes: int) -> str:
+    return f"request body larger than {max_bytes} bytes"
 
 
 class BodyLimit:
@@ -303,7 +292,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _TooLarge
+                    raise _TooLarge(self.max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -318,9 +307,7 @@ class BodyLimit:
                 await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
-        response = JSONResponse(
-            {"detail": f"request body larger than {self.max_bytes} bytes"}, status_code=413
-        )
+        response = JSONResponse({"detail": _too_large(self.max_bytes)}, status_code=413)
         await response({"type": "http"}, _no_receive, send)
 
 
@@ -368,18 +355,45 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 # ---- auth -------------------------------------------------------------------------------
 _key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="API key")
+#: Paths served without a key: liveness and the API's own documentation.
+PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+_UNAUTHORIZED = f"missing or wrong API key: send it in the {API_KEY_HEADER} header"
+
+
+def key_matches(given: str | None, expected: str | None) -> bool:
+    """True when no key is required or ``given`` is the key (constant-time comparison)."""
+    if expected is None:
+        return True
+    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+
+
+class ApiKeyGate:
+    """Refuse requests without the key (401) before anything reads their body."""
+
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
+        self.app = app
+        self.api_key = api_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in PUBLIC_PATHS:
+            raw = dict(scope.get("headers") or []).get(API_KEY_HEADER.lower().encode())
+            if not key_matches(raw.decode("latin-1") if raw is not None else None, self.api_key):
+                response = JSONResponse(
+                    {"detail": _UNAUTHORIZED},
+                    status_code=401,
+                    headers={"WWW-Authenticate": "ApiKey"},
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _auth(api_key: str | None) -> Callable[..., Awaitable[None]]:
+    """The same check as a dependency: declares the key in the OpenAPI document."""
+
     async def check(key: Annotated[str | None, Security(_key_header)] = None) -> None:
-        if api_key is None:
-            return
-        if key is None or not hmac.compare_digest(key.encode(), api_key.encode()):
-            raise StarletteHTTPException(
-                401,
-                f"missing or wrong API key: send it in the {API_KEY_HEADER} header",
-                headers={"WWW-Authenticate": "ApiKey"},
-            )
+        if not key_matches(key, api_key):
+            raise StarletteHTTPException(401, _UNAUTHORIZED, headers={"WWW-Authenticate": "ApiKey"})
 
     return check
 
@@ -394,9 +408,12 @@ def create_app(service: SearchService, api_key: str | None = None) -> FastAPI:
         import anyio.to_thread
 
         anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
-        service.start(background=True)
+        owned = service.readiness().state == "starting"  # else a caller started it (tests)
+        if owned:
+            service.start(background=True)
         yield
-        service.close()
+        if owned:
+            service.close()
 
     app = FastAPI(
         title="SkySearch",
@@ -408,12 +425,14 @@ def create_app(service: SearchService, api_key: str | None = None) -> FastAPI:
     )
     _install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=service.limits.max_request_bytes)
+    if api_key is not None:
+        app.add_middleware(ApiKeyGate, api_key=api_key)  # outermost: checked first
     auth = [Depends(_auth(api_key))]
     limits = service.limits
 
-    @app.get("/health", response_model=Health, tags=["service"], dependencies=auth)
+    @app.get("/health", response_model=Health, tags=["service"])
     def health() -> Health:
-        """Liveness: the process answers."""
+        """Liveness: the process answers (no API key needed; says nothing else)."""
         return Health(status="ok", version=__version__)
 
     @app.get(
@@ -443,71 +462,42 @@ def create_app(service: SearchService, api_key: str | None = None) -> FastAPI:
         ]
 
     meta_errors = {c: ERRORS[c] for c in (404, 503)}
+    meta = {"tags": ["metadata"], "dependencies": auth, "responses": meta_errors}
+    png = {**meta, "response_class": Response, "responses": {**PNG_RESPONSE, **meta_errors}}
 
-    @app.get(
-        "/frames/{frame_id}",
-        response_model=FrameMeta,
-        tags=["metadata"],
-        dependencies=auth,
-        responses=meta_errors,
-    )
+    @app.get("/frames/{frame_id}", response_model=FrameMeta, **meta)
     def frame(frame_id: IdPath) -> dict[str, Any]:
         """A frame's metadata."""
         return service.frame(frame_id)
 
-    @app.get(
-        "/frames/{frame_id}/thumbnail.png",
-        tags=["metadata"],
-        dependencies=auth,
-        response_class=Response,
-        responses={**PNG_RESPONSE, **meta_errors},
-    )
+    @app.get("/frames/{frame_id}/thumbnail.png", **png)
     def frame_thumbnail(frame_id: IdPath, size: Size = THUMB_DEFAULT) -> Response:
         """The frame (working resolution, grey) as PNG."""
         return Response(service.frame_thumbnail(frame_id, size), media_type="image/png")
 
-    @app.get(
-        "/clips/{clip_id}",
-        response_model=ClipMeta,
-        tags=["metadata"],
-        dependencies=auth,
-        responses=meta_errors,
-    )
+    @app.get("/clips/{clip_id}", response_model=ClipMeta, **meta)
     def clip(clip_id: IdPath) -> dict[str, Any]:
         """A clip's metadata, with its frame ids."""
         return service.clip(clip_id)
 
-    @app.get(
-        "/clips/{clip_id}/thumbnail.png",
-        tags=["metadata"],
-        dependencies=auth,
-        response_class=Response,
-        responses={**PNG_RESPONSE, **meta_errors},
-    )
+    @app.get("/clips/{clip_id}/thumbnail.png", **png)
     def clip_thumbnail(clip_id: IdPath, size: Size = THUMB_DEFAULT) -> Response:
         """The clip's frames (first channel) side by side, as PNG."""
         return Response(service.clip_thumbnail(clip_id, size), media_type="image/png")
 
-    search_errors = {c: ERRORS[c] for c in (400, 404, 503)}
+    search = {
+        "response_model": SearchResponse,
+        "tags": ["search"],
+        "dependencies": auth,
+        "responses": {c: ERRORS[c] for c in (400, 404, 503)},
+    }
 
-    @app.post(
-        "/search/text",
-        response_model=SearchResponse,
-        tags=["search"],
-        dependencies=auth,
-        responses=search_errors,
-    )
+    @app.post("/search/text", **search)
     def search_text(body: TextSearch) -> dict[str, Any]:
         """Scenes matching free text (text-image model)."""
         return service.search_text(body.text, body.filters.to_filters(), body.model_id)
 
-    @app.post(
-        "/search/image",
-        response_model=SearchResponse,
-        tags=["search"],
-        dependencies=auth,
-        responses=search_errors,
-    )
+    @app.post("/search/image", **search)
     def search_image(
         params: Annotated[ImageSearchForm, Form()],
         image: Annotated[UploadFile, File(description="PNG, JPEG or GIF")],
@@ -516,13 +506,7 @@ def create_app(service: SearchService, api_key: str | None = None) -> FastAPI:
         upload = _read_upload(image, limits.upload.max_bytes)
         return service.search_image(upload, params.to_filters(), params.model_id)
 
-    @app.post(
-        "/search/clip",
-        response_model=SearchResponse,
-        tags=["search"],
-        dependencies=auth,
-        responses=search_errors,
-    )
+    @app.post("/search/clip", **search)
     def search_clip(body: ClipSearch) -> dict[str, Any]:
         """Clips like a query clip given by start time (+ channels, length, gap) or clip id."""
         from skysearch.retrieval.search import ClipQuery
@@ -538,13 +522,7 @@ def create_app(service: SearchService, api_key: str | None = None) -> FastAPI:
         )
         return service.search_clip(query, body.filters.to_filters(), body.to_options())
 
-    @app.post(
-        "/search/clip/frames",
-        response_model=SearchResponse,
-        tags=["search"],
-        dependencies=auth,
-        responses=search_errors,
-    )
+    @app.post("/search/clip/frames", **search)
     def search_clip_frames(
         params: Annotated[FramesSearchForm, Form()],
         frames: Annotated[
@@ -573,3 +551,15 @@ def _read_upload(file: UploadFile, max_bytes: int) -> Upload:
     without reading it all) and its client-side name, shortened, only ever echoed."""
     name = (file.filename or "upload").replace("\\", "/").rsplit("/", 1)[-1][:128] or "upload"
     return Upload(name=name, data=file.file.read(max_bytes + 1))
+
+
+def openapi_json() -> str:
+    """The service's OpenAPI document as committed in ``openapi.json`` (stable text)."""
+    import json
+    import pathlib
+
+    from skysearch.config import Settings, Workspace
+
+    unused = Settings(workspace=Workspace(pathlib.Path("/nonexistent")))  # never loaded
+    app = create_app(SearchService(unused))
+    return json.dumps(app.openapi(), indent=2, sort_keys=True) + "\n"

@@ -13,7 +13,7 @@
 
 Every method mirrors one endpoint; results are dataclasses. An error answer raises
 :class:`ApiError` (``status_code`` and the service's one-line ``detail``). Importing this
-module needs only httpx (no torch).
+module needs httpx and numpy, not torch.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 
 from skysearch.errors import SkySearchError
+from skysearch.retrieval.search import ResultItem as Hit  # the result schema's one definition
 
 API_KEY_HEADER = "X-API-Key"
 ImageInput = str | Path | bytes | tuple[str, bytes]
@@ -79,27 +80,6 @@ class Filters:
         if self.one_per_day:
             out["one_per_day"] = True
         return out
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One result (schema ``skysearch.search/1``); fields not of its kind are None."""
-
-    rank: int
-    score: float
-    id: str
-    kind: str
-    start: str | None = None
-    end: str | None = None
-    satellite: str | None = None
-    channels: list[str] = field(default_factory=list)
-    frame_ids: list[Any] = field(default_factory=list)
-    length: int | None = None
-    gap_minutes: int | None = None
-    source_path: str | None = None
-    label: str | None = None
-    vector_score: float | None = None
-    rerank_score: float | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,120 @@
+"""A small real workspace and ONE running search service, shared by the service test modules.
+
+Built once per test session (``functools.cache``: the embedded store can be open once per
+process, so every module must share the same service): the bundled GOES-East Irma sample
+(ingest, 6x60m clips, one-epoch frame and clip encoders, indexed clips) and the RSSCN7 mini
+sample (a two-step text-image fine-tune, indexed scenes). Before the service starts, the CLI's
+``search clip --json`` answers are recorded, so tests can compare the service's JSON with them.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import io
+import json
+import os
+import socket
+import threading
+import time
+from contextlib import redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+
+SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
+API_KEY = "test-key-0123456789"
+QUERY_AT = "2017-09-07T00:45Z"
+CLI_JSON = "cli-search-clip.json"
+
+
+def _cli(*args: str) -> str:
+    """Run ``skysearch ARGS`` in-process; its stdout (stops the session on failure)."""
+    from skysearch.cli.app import main
+
+    out = io.StringIO()
+    with redirect_stdout(out):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            if exc.code not in (0, None):
+                raise RuntimeError(f"skysearch {' '.join(args)} failed ({exc.code})") from None
+    return out.getvalue()
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+    cli_clip_json: dict  # `skysearch search clip --at QUERY_AT --channel ir --k 5 --json`
+
+
+@functools.cache
+def build_workspace(root: Path) -> Workspace:
+    """Build the workspace under ``root``, or under ``$SKYSEARCH_SERVICE_TEST_WS`` and reuse it
+    there if already built (developer loop: build once, re-run the tests fast)."""
+    root = Path(os.environ.get("SKYSEARCH_SERVICE_TEST_WS") or root)
+    if (root / CLI_JSON).is_file():
+        return Workspace(root, json.loads((root / CLI_JSON).read_text()))
+    ws = ["-w", str(root)]
+    _cli("ingest", SAMPLE / "goes-irma-2017", *ws)
+    _cli("clips", "--length", "6", "--gap", "60", *ws)
+    _cli("train", "frames", "--epochs", "1", "--device", "cpu", *ws)
+    _cli("train", "clips", "--epochs", "1", "--device", "cpu", *ws)
+    _cli("index", "clips", "--device", "cpu", "--workers", "0", *ws)
+    images = SAMPLE / "rsscn7-mini"
+    _cli("train", "text-image", "--images", images, "--epochs", "1", "--max-steps", "2", *ws)
+    _cli("index", "scenes", images, *ws)
+    out = _cli("search", "clip", "--at", QUERY_AT, "--channel", "ir", "--k", "5", "--json", *ws)
+    (root / CLI_JSON).write_text(out.strip().splitlines()[-1])
+    return Workspace(root, json.loads((root / CLI_JSON).read_text()))
+
+
+@functools.cache
+def service(root: Path):
+    """The started, ready SearchService over the workspace (closed at exit)."""
+    from skysearch.retrieval.service import SearchService
+
+    from skysearch.config import load_settings
+
+    svc = SearchService(load_settings(workspace=root))
+    svc.start(background=False)
+    state = svc.readiness()
+    if not state.ready:
+        raise RuntimeError(f"service did not load: {state.detail}")
+    atexit.register(svc.close)
+    return svc
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@functools.cache
+def server(root: Path, api_key: str | None = API_KEY) -> str:
+    """A real uvicorn server on loopback (a daemon thread) over the shared service; its URL."""
+    import uvicorn
+    from skysearch.retrieval.http_app import create_app
+
+    port = _free_port()
+    config = uvicorn.Config(
+        create_app(service(root), api_key=api_key),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+    )
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+
+    def stop() -> None:
+        srv.should_exit = True
+        thread.join(10)
+
+    atexit.register(stop)
+    return f"http://127.0.0.1:{port}"
