@@ -80,7 +80,9 @@ PAYLOAD_FIELDS: tuple[PayloadField, ...] = (
 #: Fields whose payload index also gets payload-aware HNSW links (``enable_hnsw``): Qdrant
 #: builds an extra subgraph per value block of each such field, which multiplies index build
 #: time. Other indexed fields still filter (exactly below full_scan_threshold, with ACORN above).
-PAYLOAD_GRAPH_FIELDS: tuple[str, ...] = tuple(f.name for f in PAYLOAD_FIELDS if f.index is not None)
+#: Measured (tests/test_store.py, README): with ACORN on, filtered recall@10 >= 0.99 without
+#: any payload links, and at 100k points the build was faster and the store half the size.
+PAYLOAD_GRAPH_FIELDS: tuple[str, ...] = ()
 
 #: Every filtered field and its index type (servers in strict mode refuse unindexed filters;
 #: the embedded engine needs them for filtered HNSW).

@@ -132,6 +132,16 @@ def to_edge_filter(flt: models.Filter | None) -> qe.Filter | None:
     return qe.Filter(must=conds(flt.must), should=conds(flt.should), must_not=conds(flt.must_not))
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Linux: the optimize child gets SIGKILL if this process dies (no orphaned index build)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+    except OSError:
+        pass
+
+
 def _dir_bytes(path: Path) -> int:
     """Bytes allocated on disk (the engine preallocates sparse files: st_size would overstate)."""
     total = 0
@@ -151,6 +161,7 @@ class EmbeddedStore(VectorStore):
         self.root = Path(root)
         self.params = params or EdgeIndexParams()
         self._shards: dict[str, qe.EdgeShard] = {}
+        self._vector_sizes: dict[str, dict[str, int]] = {}  # read from edge_config.json
         self._lock = threading.RLock()
 
     @property
@@ -166,13 +177,18 @@ class EmbeddedStore(VectorStore):
         return self._path(name) / "edge_config.json"
 
     def _vectors(self, name: str) -> dict[str, int] | None:
+        cached = self._vector_sizes.get(name)
+        if cached is not None and name in self._shards:  # the open shard is ours alone
+            return cached
         path = self._config_file(name)
         if not path.is_file():
             return None
         if name not in self._shards:
             self._shard(name)  # open it: also proves the directory is not held by someone else
         config = json.loads(path.read_text())
-        return {vn: int(v["size"]) for vn, v in config.get("vectors", {}).items()}
+        sizes = {vn: int(v["size"]) for vn, v in config.get("vectors", {}).items()}
+        self._vector_sizes[name] = sizes
+        return sizes
 
     def _edge_config(self, vectors: dict[str, int]) -> qe.EdgeConfig:
         p = self.params
@@ -221,6 +237,7 @@ class EmbeddedStore(VectorStore):
     def _add_vector(self, name: str, vector_name: str, size: int) -> None:
         op = qe.UpdateOperation.create_dense_vector(vector_name, size, qe.Distance.Cosine)
         self._shard(name).update(op)
+        self._vector_sizes.pop(name, None)
 
     def _create_index(
         self, name: str, field_name: str, kind: models.PayloadSchemaType, graph: bool
@@ -311,6 +328,7 @@ class EmbeddedStore(VectorStore):
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 text=True,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             )
             desc = f"optimize {name} ({points} points)"
             try:
@@ -336,6 +354,7 @@ class EmbeddedStore(VectorStore):
     def drop_collection(self, name: str) -> None:
         path = self._path(name)
         with self._lock:
+            self._vector_sizes.pop(name, None)
             shard = self._shards.pop(name, None)
             if shard is not None:
                 shard.close()
@@ -351,3 +370,4 @@ class EmbeddedStore(VectorStore):
                 if owner.is_file() and owner.read_text().strip() == str(os.getpid()):
                     owner.unlink()
             self._shards.clear()
+            self._vector_sizes.clear()
