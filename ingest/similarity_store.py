@@ -238,12 +238,23 @@ class SketchStore:
     # ------------------------------------------------------------------ reading
 
     def _lookup(self, frame_ids: Sequence[str]) -> tuple[list[Key], np.ndarray, np.ndarray]:
-        """(keys, key code per id, store row per id) from the frame catalog."""
-        if self._index is None:
-            cols = ["frame_id", "satellite", "channel", "year", "store_row"]
+        """(keys, key code per id, store row per id) from the frame catalog.
+
+        The catalog index is cached; ids it lacks trigger one reload (frames ingested since).
+        """
+        cols = ["frame_id", "satellite", "channel", "year", "store_row"]
+        fresh = self._index is None
+        if fresh:
             self._index = read_frames(self.workspace, columns=cols)
+        remedy = ("frame", "catalog", "skysearch ingest")
+        try:
+            pos = _positions(frame_ids, self._index["frame_id"], *remedy)
+        except NotFoundError:
+            if fresh:
+                raise
+            self._index = read_frames(self.workspace, columns=cols)
+            pos = _positions(frame_ids, self._index["frame_id"], *remedy)
         index = self._index
-        pos = _positions(frame_ids, index["frame_id"], "frame", "catalog", "skysearch ingest")
         names = pc.binary_join_element_wise(
             index["satellite"].take(pos),
             index["channel"].take(pos),

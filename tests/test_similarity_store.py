@@ -8,8 +8,10 @@ import shutil
 import numpy as np
 import pytest
 from conftest import SAMPLE_DATA, shared_data
+from skysearch.ingest.catalog import read_frames
 from skysearch.ingest.clips import build_clips, clip_frames, read_clips
 from skysearch.ingest.framestore import FrameStore
+from skysearch.ingest.pipeline import ingest
 from skysearch.ingest.similarity import (
     GridSpec,
     SketchStore,
@@ -189,3 +191,27 @@ def test_cli_errors_exit_2(cli, tmp_path, sample_ws):
     assert late.exit_code == 2 and "nearest starts" in late.stderr
     bad = cli("similarity", ids[0], ids[1], "--mode", "fast", "-w", ws.root)
     assert bad.exit_code == 2 and "mode" in bad.stderr
+
+
+def test_a_long_lived_store_sees_frames_ingested_later(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    first = sorted(p for p in SAMPLE_IR.iterdir() if p.suffix == ".GIF")
+    staged = tmp_path / "in"
+    staged.mkdir()
+    for path in first[:10]:
+        shutil.copy(path, staged / path.name)
+    ingest([staged], ws, workers=1, progress=False)
+    store = SketchStore(ws)
+    old_ids = read_frames_ids(ws)
+    assert len(store.get_many(old_ids)[0]) == 10
+    for path in first[10:20]:
+        shutil.copy(path, staged / path.name)
+    ingest([staged], ws, workers=1, progress=False)
+    new_ids = read_frames_ids(ws)
+    sketches, _ = store.get_many(new_ids)  # cached index reloads; unsketched: on the fly
+    pixels = FrameStore(ws).read_many(new_ids)
+    assert np.array_equal(sketches, sketch_frames(pixels, GridSpec()))
+
+
+def read_frames_ids(ws: Workspace) -> list[str]:
+    return read_frames(ws, columns=["frame_id"])["frame_id"].to_pylist()
