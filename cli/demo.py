@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +22,11 @@ def demo(
             help="Folder holding goes-irma-2017/ and rsscn7-mini/ (default: data/sample)."
         ),
     ] = None,
+    frame_epochs: Annotated[int, typer.Option(help="Frame encoder epochs.")] = 8,
+    clip_epochs: Annotated[int, typer.Option(help="Clip encoder epochs.")] = 30,
+    text_epochs: Annotated[
+        int, typer.Option(help="Text-image projection-head fine-tuning epochs.")
+    ] = 6,
     threads: Annotated[
         int, typer.Option(help="CPU threads for torch (0 = torch's default: one per core).")
     ] = 0,
@@ -37,9 +43,14 @@ def demo(
     from skysearch.demo import DemoConfig, run_demo
 
     settings = load_settings(workspace=workspace)
-    config = DemoConfig(threads=threads)
+    config = DemoConfig(
+        frame_epochs=frame_epochs,
+        clip_epochs=clip_epochs,
+        text_epochs=text_epochs,
+        threads=threads,
+    )
     if sample is not None:
-        config = DemoConfig(sample=sample.resolve(), threads=threads)
+        config = replace(config, sample=sample.resolve())
     report = run_demo(settings, config, say=info)
     rows = [
         {"step": s.name, "seconds": f"{s.seconds:.1f}", "result": s.detail} for s in report.steps

@@ -192,15 +192,6 @@ def index_scenes_command(
         emit_json(report.to_dict())
 
 
-def _render_hits(query: str, hits, json_out: bool) -> None:
-    from skysearch.retrieval.scenes import hit_rows
-
-    rows = hit_rows(hits)
-    info(table(rows, ["rank", "score", "label", "source_path"]) if rows else "no results")
-    if json_out:
-        emit_json({"query": query, "hits": rows})
-
-
 @search_app.command("text")
 def search_text_command(
     query: Annotated[str, typer.Argument(help="Free text, e.g. 'parking lot next to a river'.")],
@@ -213,10 +204,13 @@ def search_text_command(
 
     Example: skysearch search text "houses with gardens" --k 5 -w ws
     """
-    from skysearch.retrieval.scenes import search_text
+    from skysearch.cli.search import render_result
+    from skysearch.retrieval.filters import SearchFilters
+    from skysearch.retrieval.search import search_text
 
     settings = load_settings(workspace=workspace)
-    _render_hits(query, search_text(settings, query, k, model_id), json_out)
+    result = search_text(settings, query, SearchFilters(k=k), model_id)
+    render_result(result, json_out)
 
 
 @search_app.command("image")
@@ -231,9 +225,12 @@ def search_image_command(
 
     Example: skysearch search image data/sample/rsscn7-mini/gParking/g001.jpg -w ws
     """
-    from skysearch.retrieval.scenes import search_image
+    from skysearch.cli.search import render_result
+    from skysearch.retrieval.filters import SearchFilters
+    from skysearch.retrieval.search import search_image
 
     if not image.is_file():
         raise UsageError(f"query image {image} not found")
     settings = load_settings(workspace=workspace)
-    _render_hits(str(image), search_image(settings, image, k, model_id), json_out)
+    result = search_image(settings, image, SearchFilters(k=k), model_id)
+    render_result(result, json_out)

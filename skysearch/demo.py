@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from skysearch.config import Settings
-from skysearch.errors import NotFoundError, UsageError
+from skysearch.errors import SkySearchError, UsageError
 
 REPO_SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 
@@ -104,15 +104,18 @@ class _State:
         self.path = path
         self.data: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
 
-    def model(self, part: str, key: dict[str, Any], workspace: Any) -> str | None:
-        from skysearch.encoders.registry import get_model
-
+    def model(
+        self, part: str, key: dict[str, Any], load: Callable[[str], Any] | None = None
+    ) -> str | None:
+        """The remembered model id, if made with ``key`` and it still loads (``load(id)``):
+        after an upgrade that changed an architecture, the demo trains a new one."""
         entry = self.data.get(part)
         if not entry or entry.get("key") != key:
             return None
         try:
-            get_model(workspace, entry["model_id"])
-        except NotFoundError:
+            if load is not None:
+                load(entry["model_id"])
+        except SkySearchError:
             return None
         return entry["model_id"]
 
@@ -247,7 +250,9 @@ def _train_frames(ws: Any, config: DemoConfig, state: _State, step: Any) -> str:
 
     key = config.model_key("frame")
     with step("train frame encoder") as d:
-        model_id = state.model("frame", key, ws)
+        from skysearch.encoders.models import load_frame_encoder
+
+        model_id = state.model("frame", key, lambda m: load_frame_encoder(ws, m))
         if model_id:
             d.append(f"reused {model_id}")
             return model_id
@@ -269,7 +274,9 @@ def _train_clips(ws: Any, config: DemoConfig, state: _State, step: Any, frame_id
 
     key = {**config.model_key("clip"), "frame_model": frame_id}
     with step("train clip encoder") as d:
-        model_id = state.model("clip", key, ws)
+        from skysearch.encoders.models import load_clip_embedder
+
+        model_id = state.model("clip", key, lambda m: load_clip_embedder(ws, m))
         if model_id:
             d.append(f"reused {model_id}")
             return model_id
@@ -288,7 +295,9 @@ def _train_text(ws: Any, config: DemoConfig, state: _State, step: Any) -> str:
 
     key = config.model_key("text")
     with step("fine-tune text-image heads on RSSCN7 sample") as d:
-        model_id = state.model("text", key, ws)
+        from skysearch.encoders import registry
+
+        model_id = state.model("text", key, lambda m: registry.resolve(ws, "text-image", m))
         if model_id:
             d.append(f"reused {model_id}")
             return model_id
