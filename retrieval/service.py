@@ -372,9 +372,12 @@ class SearchService:
             )
         images = [validate_image(u.data, u.name, self.limits.upload) for u in uploads]
         with tempfile.TemporaryDirectory(prefix="skysearch-upload-") as tmp:
+            names = {}  # server-side file -> the client's name (for messages)
             for i, (upload, image) in enumerate(zip(uploads, images, strict=True)):
                 ext = {"PNG": ".png", "JPEG": ".jpg", "GIF": ".gif"}[image.format]
-                (Path(tmp) / f"frame-{i:04d}{ext}").write_bytes(upload.data)
+                path = Path(tmp) / f"frame-{i:04d}{ext}"
+                path.write_bytes(upload.data)
+                names[str(path)] = f"upload {i + 1} ({upload.name!r})"
             query = ClipQuery(
                 frames=(Path(tmp),),
                 satellite=satellite,
@@ -382,7 +385,13 @@ class SearchService:
                 length=len(uploads),
                 gap_minutes=gap_minutes,
             )
-            with self._clip_lock:
-                result = self._searcher.search_clip(query, filters, options).to_dict()
+            try:
+                with self._clip_lock:
+                    result = self._searcher.search_clip(query, filters, options).to_dict()
+            except SkySearchError as exc:
+                message = str(exc)
+                for path, name in names.items():
+                    message = message.replace(path, name)
+                raise type(exc)(message.replace(tmp, "the uploads")) from None
         result["query"]["files"] = [u.name for u in uploads]
         return result

@@ -255,6 +255,7 @@ def test_bad_uploads(sky):
     scene = next(SCENES.rglob("*.jpg"))  # a valid image, but not a GOES sector frame
     err = _error(sky.search_clip_frames, [scene] * 6, channel="ir", gap_minutes=60)
     assert err.status_code == 400 and "wrong dimensions" in err.detail
+    assert f"upload 1 ('{scene.name}')" in err.detail and "/tmp" not in err.detail
     err = _error(sky.search_clip_frames, [sorted(GOES.glob("*45.GIF"))[0]] * 49)
     assert err.status_code == 400 and "limit is 48" in err.detail
 
