@@ -322,11 +322,15 @@ class Searcher:
         fitting = [r for r in records if fits(r)]
         if not fitting:
             have = ", ".join(sorted({_spec_text(r.config.get("data", {})) for r in records}))
-            want = _spec_text(spec)
+            want = " ".join(
+                f"--{key.replace('_minutes', '')} {','.join(v) if isinstance(v, list) else v}"
+                for key, v in spec.items()
+                if v not in (None, [], ())
+            )
             raise NotFoundError(
-                f"no clip model for {want} clips (trained: {have}): train one with "
-                "`skysearch train frames --channels C --length L --gap G` and "
-                "`skysearch train clips`, or query with a trained spec"
+                f"no clip model fits {want} (trained: {have}): build those clips and train one "
+                f"(skysearch clips {want}; skysearch train frames {want}; skysearch train clips)"
+                ", or query a trained spec"
             )
         return fitting[-1].model_id
 

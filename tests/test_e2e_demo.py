@@ -1,0 +1,245 @@
+"""End to end: the README path through the CLI on the bundled real sample.
+
+``skysearch demo`` (ingest, clips, train, index, clip search + contact sheet, text-image heads,
+scenes, text search) with short training, then the search commands a user types next, checked
+on their results: a clip's nearest neighbour is itself or a time neighbour, scores are sorted,
+filters hold, the contact sheet has the layout's size, a text query finds its class; the
+errors a trained workspace can still give; and a second demo run reuses everything.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from contextlib import redirect_stderr, redirect_stdout
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLE_DATA
+from PIL import Image
+from skysearch.retrieval.contact_sheet import layout_for
+
+from skysearch.timeutil import parse_time
+
+QUICK = ["--frame-epochs", "3", "--clip-epochs", "10", "--text-epochs", "4"]
+QUERY_AT = "2017-09-07T00:45Z"
+FRAME_SHAPE = (234, 360)  # goes-sector working resolution (H, W)
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    """``skysearch ARGS`` in-process, for module-scoped fixtures (no capsys there)."""
+    from skysearch.cli.app import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> tuple[Path, dict]:
+    ws = tmp_path_factory.mktemp("demo")
+    code, out, err = run_cli("demo", *QUICK, "-w", ws, "--json")
+    assert code == 0, err[-3000:]
+    return ws, json.loads(out.strip().splitlines()[-1])
+
+
+def search(cli, ws: Path, *args: str) -> dict:
+    r = cli("search", *args, "-w", ws, "--json")
+    assert r.exit_code == 0, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def assert_sorted(results: list[dict]) -> None:
+    scores = [r["score"] for r in results]
+    assert scores == sorted(scores, reverse=True), scores
+    assert [r["rank"] for r in results] == list(range(1, len(results) + 1))
+
+
+def test_demo_reports_every_step_and_its_outputs(demo):
+    ws, report = demo
+    names = [s["name"] for s in report["steps"]]
+    assert names[0] == "ingest GOES-East sample" and names[-1] == "search text"
+    assert "train clip encoder" in names and "search clip + contact sheet" in names
+    assert all(s["seconds"] >= 0 for s in report["steps"])
+    ingest = report["steps"][0]["detail"]
+    assert "60 frames added" in ingest and "HUIR172502115.GIF" in ingest
+    for key in ("contact_sheet", "clip_search", "text_search", "summary"):
+        assert Path(report["outputs"][key]).is_file(), key
+    # the demo's clip search: 5 hits outside +-6 h of the query, re-ranked by the metric
+    clip = report["clip_search"]
+    assert clip["schema"] == "skysearch.search/1" and clip["query"]["ranked_by"] == "rerank"
+    hits = clip["results"]
+    assert len(hits) == 5
+    assert_sorted(hits)
+    query_start = parse_time(clip["query"]["start"])
+    for hit in hits:
+        assert abs(parse_time(hit["start"]) - query_start) > timedelta(hours=6)
+        assert hit["rerank_score"] == hit["score"] and len(hit["frame_ids"][0]) == 6
+    with Image.open(report["outputs"]["contact_sheet"]) as sheet:
+        assert sheet.size == layout_for(FRAME_SHAPE, 6, 6, 160).size
+
+
+def test_text_search_finds_the_class(demo, cli):
+    ws, report = demo
+    top = [r["label"] for r in report["text_search"]["results"]]
+    assert top[0] == "dRiverLake" and top.count("dRiverLake") >= 3, top
+    out = search(cli, ws, "text", "a parking lot with many cars", "--k", "5")
+    assert out["query"]["kind"] == "text"
+    assert_sorted(out["results"])
+    labels = [r["label"] for r in out["results"]]
+    assert labels[0] == "gParking" and labels.count("gParking") >= 3, labels
+    image = SAMPLE_DATA / "rsscn7-mini" / "eForest" / "e001.jpg"
+    out = search(cli, ws, "image", str(image), "--k", "3")
+    assert out["results"][0]["source_path"] == str(image.resolve())
+    assert out["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_clip_search_by_id_finds_itself_then_neighbours(demo, cli):
+    ws, report = demo
+    clip_id = report["clip_search"]["query"]["clip_id"]
+    out = search(cli, ws, "clip", "--clip-id", clip_id, "--k", "5")
+    assert out["query"]["mode"] == "clip_id" and out["query"]["start"] == "2017-09-07T00:45:00Z"
+    hits = out["results"]
+    assert_sorted(hits)
+    assert hits[0]["id"] == clip_id and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    # the next hits are clips close in time (overlapping frames), not far-away days
+    near = [abs(parse_time(h["start"]) - parse_time(QUERY_AT)) for h in hits[1:3]]
+    assert all(d <= timedelta(hours=3) for d in near), near
+
+
+def test_clip_search_by_time_with_filters_and_rerank(demo, cli, tmp_path):
+    ws, _ = demo
+    sheet = tmp_path / "sheet.png"
+    out = search(
+        cli,
+        ws,
+        "clip",
+        "--at",
+        QUERY_AT,
+        "--channel",
+        "ir",
+        "--rerank",
+        "30",
+        "--one-per-day",
+        "--k",
+        "3",
+        "--contact-sheet",
+        sheet,
+    )
+    hits = out["results"]
+    assert out["query"]["ranked_by"] == "rerank" and out["filters"]["one_per_day"]
+    assert_sorted(hits)
+    assert len({h["start"][:10] for h in hits}) == len(hits)  # one per day
+    assert hits[0]["start"] == "2017-09-07T00:45:00Z"  # itself: grid similarity 1
+    assert hits[0]["rerank_score"] == pytest.approx(1.0)
+    with Image.open(sheet) as image:
+        assert image.size == layout_for(FRAME_SHAPE, 1 + len(hits), 6, 160).size
+    assert out["contact_sheet"]["rows"] == 1 + len(hits)
+    # time filters
+    out = search(
+        cli, ws, "clip", "--at", QUERY_AT, "--between", "2017-09-06T00:00Z..2017-09-06T12:00Z"
+    )
+    starts = [parse_time(h["start"]) for h in out["results"]]
+    assert starts and all(s.day == 6 and s.hour <= 12 for s in starts)
+    out = search(cli, ws, "clip", "--at", QUERY_AT, "--hours", "0-5", "--k", "20")
+    assert out["results"] and all(parse_time(h["start"]).hour <= 5 for h in out["results"])
+    out = search(cli, ws, "clip", "--at", QUERY_AT, "--exclude-window", "24h")
+    assert all(
+        abs(parse_time(h["start"]) - parse_time(QUERY_AT)) > timedelta(hours=24)
+        for h in out["results"]
+    )
+
+
+def test_clip_search_by_frame_files_from_outside_the_archive(demo, cli, tmp_path):
+    ws, _ = demo
+    folder = tmp_path / "query"
+    folder.mkdir()
+    src = SAMPLE_DATA / "goes-irma-2017" / "infrared"
+    for hour in range(3, 9):  # 2017-09-07 03:45 .. 08:45 (day of year 250)
+        shutil.copy(src / f"HUIR17250{hour:02d}45.GIF", folder)
+    out = search(cli, ws, "clip", "--frames", folder, "--rerank", "10", "--k", "3")
+    assert out["query"]["mode"] == "frames" and len(out["query"]["files"]) == 6
+    assert out["query"]["start"] == "2017-09-07T03:45:00Z"  # from the file names
+    top = out["results"][0]
+    assert top["start"] == "2017-09-07T03:45:00Z"
+    assert top["rerank_score"] == pytest.approx(1.0)  # same pixels as the archive's clip
+
+
+def _assert_error(result, *needles: str) -> None:
+    assert result.exit_code == 2, (result.exit_code, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+
+
+def test_errors_on_a_trained_workspace(demo, cli):
+    ws, _ = demo
+    r = cli("search", "clip", "--at", "2030-01-01T00:00Z", "--channel", "ir", "-w", ws)
+    _assert_error(r, "outside the archive", "2017-09-06T00:45:00Z..2017-09-08T22:45:00Z")
+    r = cli("search", "clip", "--at", QUERY_AT, "--length", "12", "-w", ws)
+    _assert_error(
+        r,
+        "no clip model fits --length 12 (trained: goes-east ir 6x60m)",
+        "skysearch train frames --length 12",
+    )
+    r = cli("search", "clip", "--clip-id", "00000000-0000-0000-0000-000000000000", "-w", ws)
+    _assert_error(r, "not in the clip catalog")
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from skysearch.retrieval.store_embedded import EmbeddedStore
+    store = EmbeddedStore(sys.argv[1])
+    store.count("clips")
+    print("READY", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def test_store_locked_by_another_process(demo, cli):
+    ws, _ = demo
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(ws / "store")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "READY", holder.stderr.read()
+        r = cli("search", "clip", "--at", QUERY_AT, "-w", ws)
+        _assert_error(r, "in use by another process", f"pid {holder.pid}")
+        doctor = cli("doctor", "-w", ws)
+        assert doctor.exit_code == 1 and "in use by another process" in doctor.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_demo_rerun_reuses_everything(demo):
+    ws, first = demo
+    code, out, err = run_cli("demo", *QUICK, "-w", ws, "--json")
+    assert code == 0, err[-3000:]
+    again = json.loads(out.strip().splitlines()[-1])
+    details = {s["name"]: s["detail"] for s in again["steps"]}
+    assert details["ingest GOES-East sample"].startswith("0 frames added")
+    for name in ("train frame encoder", "train clip encoder"):
+        assert details[name].startswith("reused"), details[name]
+    assert details["index clips"].startswith("0 vectors written, 44 already indexed")
+    assert "84 unchanged" in details["index scenes"]
+    ids = [h["id"] for h in again["clip_search"]["results"]]
+    assert ids == [h["id"] for h in first["clip_search"]["results"]]
