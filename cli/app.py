@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from typer.exceptions import TyperException
 
 from skysearch.errors import SkySearchError
 
@@ -27,22 +28,22 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: expected errors become one line on stderr and exit code 2."""
     _register()
     try:
-        app(args=argv, prog_name="skysearch", standalone_mode=False)
+        # In non-standalone mode the command's exit code (typer.Exit, Ctrl-C) is returned.
+        code = app(args=argv, prog_name="skysearch", standalone_mode=False)
     except SkySearchError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except TyperException as exc:  # usage errors from typer's own click: message, code 2
+        if not hasattr(exc, "show"):
+            raise
+        exc.show()
+        sys.exit(getattr(exc, "exit_code", 2))
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        typer.echo("interrupted: re-run the same command to resume", err=True)
-        sys.exit(130)
-    except Exception as exc:  # click usage errors come through here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+        code = 130
+    if isinstance(code, int) and code != 0:
+        if code == 130:
+            typer.echo("interrupted: re-run the same command to resume", err=True)
+        sys.exit(code)

@@ -1,0 +1,53 @@
+"""The console entry point turns exits, interrupts and expected errors into exit codes."""
+
+from __future__ import annotations
+
+import pytest
+import typer
+from skysearch.cli import app as app_module
+
+from skysearch.errors import UsageError
+
+
+@pytest.fixture
+def fake_app(monkeypatch):
+    fake = typer.Typer()
+
+    @fake.command()
+    def run(mode: str) -> None:
+        if mode == "exit3":
+            raise typer.Exit(3)
+        if mode == "interrupt":
+            raise KeyboardInterrupt
+        if mode == "usage":
+            raise UsageError("no such channel 'xx': use one of ir, wv")
+        typer.echo("ok")
+
+    @fake.command()
+    def other() -> None:
+        """A second command so `run` is a subcommand, as in the real app."""
+
+    monkeypatch.setattr(app_module, "app", fake)
+    return fake
+
+
+@pytest.mark.parametrize(
+    ("mode", "code", "err_text"),
+    [
+        ("ok", 0, ""),
+        ("exit3", 3, ""),
+        ("interrupt", 130, "interrupted"),
+        ("usage", 2, "error: no such channel 'xx': use one of ir, wv"),
+    ],
+)
+def test_exit_codes(fake_app, cli, mode, code, err_text):
+    result = cli("run", mode)
+    assert result.exit_code == code
+    assert err_text in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_option_is_a_usage_error(fake_app, cli):
+    result = cli("run", "ok", "--nope")
+    assert result.exit_code == 2
+    assert "--nope" in result.stderr
