@@ -10,8 +10,10 @@ request (HTTP included); qps = completed requests / phase wall time.
 
 The workspace needs a text-image model with indexed scenes and a clip model with indexed clips
 (``skysearch demo`` makes one). With ``--json`` the last stdout line is
-``{"text": {"p50_ms", "p99_ms", "qps", "n"}, "clip": {...}, "errors": int, ...}``; progress
-goes to stderr.
+``{"text": {"p50_ms", "p99_ms", "qps", "n", "server_cpu_ms_per_request"}, "clip": {...},
+"errors": int, "loadavg_before", ...}``; progress goes to stderr. Latencies depend on what else
+runs on the machine (the load averages are printed beside them); the server's CPU time per
+request does much less.
 """
 
 from __future__ import annotations
@@ -84,6 +86,12 @@ def wait_ready(url: str, key: str, server: subprocess.Popen, timeout: float) -> 
                 return state.__dict__
             time.sleep(0.2)
     raise SystemExit(f"error: the service was not ready after {timeout:.0f} s")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def clip_times(workspace: Path, limit: int = 200) -> tuple[list[str], dict]:
@@ -215,10 +223,13 @@ def main() -> None:
         samples: list[str] = []
         for name, call in (("text", text), ("clip", clip)):
             run_phase(f"{name} warm-up", url, key, call, 1, args.warmup, args.seconds)
+            cpu0 = cpu_seconds(server.pid)
             stats, n_err, errs = run_phase(
                 name, url, key, call, args.clients, args.requests, args.seconds
             )
-            results[name] = stats
+            # Server CPU time per request: what a request costs, whatever else loads the machine.
+            cpu_ms = (cpu_seconds(server.pid) - cpu0) * 1000 / max(1, stats["n"] + n_err)
+            results[name] = {**stats, "server_cpu_ms_per_request": round(cpu_ms, 2)}
             errors += n_err
             samples += errs
     finally:

@@ -58,6 +58,10 @@ def serve_command(
             show_default=False,
         ),
     ] = None,
+    torch_threads: Annotated[
+        int,
+        typer.Option(help="Torch threads per inference (0: torch's default, all cores)."),
+    ] = 1,
     write_openapi: Annotated[
         Path | None,
         typer.Option(help="Write the OpenAPI document to this file and exit (no server)."),
@@ -85,7 +89,7 @@ def serve_command(
     settings = load_settings(workspace=workspace, qdrant_url=qdrant_url)
     if not settings.workspace.root.is_dir():
         raise UsageError(f"workspace {settings.workspace.root} does not exist; pass --workspace")
-    service = SearchService(settings)
+    service = SearchService(settings, torch_threads=torch_threads or None)
     auth = "API key required (X-API-Key)" if api_key else "no API key (loopback only)"
     info(f"serving {settings.workspace.root} on http://{host}:{port} ({auth}); docs at /docs")
     uvicorn.run(

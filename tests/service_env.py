@@ -75,7 +75,7 @@ def service(root: Path):
 
     from skysearch.config import load_settings
 
-    svc = SearchService(load_settings(workspace=root))
+    svc = SearchService(load_settings(workspace=root), torch_threads=None)  # leave torch be
     svc.start(background=False)
     state = svc.readiness()
     if not state.ready:
