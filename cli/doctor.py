@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import typer
 from skysearch.cli.app import app
 from skysearch.cli.options import JsonOption, WorkspaceOption
 from skysearch.cli.output import emit_json, info, table
@@ -30,4 +29,4 @@ def doctor(workspace: WorkspaceOption = None, json_out: JsonOption = False) -> N
     if json_out:
         emit_json({"ok": not failed, "checks": [c.to_dict() for c in checks]})
     if failed:
-        raise typer.Exit(1)
+        raise SystemExit(1)  # main() passes SystemExit through (typer.Exit becomes 0 there)
