@@ -60,14 +60,21 @@ def train_text_image_command(
     ] = None,
     epochs: Annotated[int, typer.Option(help="Training epochs (more epochs resume).")] = 3,
     batch_size: Annotated[int, typer.Option(help="Image-caption pairs per step.")] = 32,
-    lr: Annotated[float, typer.Option(help="Learning rate of the unlocked image blocks.")] = 3e-4,
+    lr: Annotated[float, typer.Option(help="Learning rate of the unlocked image blocks.")] = 5e-4,
     head_lr: Annotated[float, typer.Option(help="Learning rate of the projection heads.")] = 2e-3,
     image_size: Annotated[
         int | None, typer.Option(help="Input size (default: the model config's).")
     ] = None,
     unlocked_image_groups: Annotated[
         int, typer.Option(help="Last image-tower layer groups that train (the rest frozen).")
-    ] = 5,
+    ] = 11,
+    positives: Annotated[
+        str,
+        typer.Option(
+            help="Contrastive positives: label (same class, when the CSV has labels) "
+            "or caption (identical captions only)."
+        ),
+    ] = "label",
     seed: Annotated[int, typer.Option(help="Random seed (deterministic runs).")] = 0,
     split_seed: Annotated[
         int, typer.Option(help="Seed of the train/val/test split.")
@@ -111,6 +118,7 @@ def train_text_image_command(
         head_lr=head_lr,
         image_size=image_size,
         unlocked_image_groups=unlocked_image_groups,
+        positives=positives,
         seed=seed,
         split_seed=used_split_seed,
         max_steps_per_epoch=max_steps,

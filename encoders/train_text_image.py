@@ -6,6 +6,8 @@ Designed for minutes on a CPU:
   frozen, eval mode); the text projection head trains;
 - the early image blocks are frozen (``unlocked_image_groups`` last timm groups train, with the
   image projection head); frozen BatchNorm layers keep their ImageNet statistics;
+- multi-positive contrastive loss: in a batch, pairs of the same class (the CSV's ``label``
+  column, written by the converter) are all positives; without labels, identical captions are;
 - SkyScript-style augmentation: random resized crop, random rotation by multiples of 90 degrees
   and random flips (overhead imagery has no "up"); nothing is cached across augmentations.
 
@@ -60,15 +62,20 @@ class TrainConfig:
     pretrained: str | None = None
     epochs: int = 3
     batch_size: int = 32
-    lr: float = 3e-4  # unlocked tower layers
+    lr: float = 5e-4  # unlocked tower layers
     head_lr: float = 2e-3  # projection heads and logit scale
     weight_decay: float = 0.05
     warmup_steps: int = 10
     image_size: int | None = None  # None: the model config's (160 for the default)
-    unlocked_image_groups: int = 5
+    unlocked_image_groups: int = 11  # timm groups of tf_efficientnet_lite0: blocks.3 onward
+    positives: str = "label"  # "label": same-class pairs are positives; "caption": same text
     seed: int = 0
     split_seed: int | None = None  # set when the CSVs were made from a class folder
     max_steps_per_epoch: int | None = None  # tests / smoke runs
+
+    def __post_init__(self) -> None:
+        if self.positives not in ("label", "caption"):
+            raise UsageError(f"positives must be 'label' or 'caption', not {self.positives!r}")
 
     def run_key(self) -> str:
         """Identity of a training run: everything but ``epochs`` (so more epochs resume)."""
@@ -115,9 +122,9 @@ class CaptionDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
-        path, caption, _ = self.rows[i]
-        return self.transform(load_rgb(path)), caption
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, str, str]:
+        path, caption, label = self.rows[i]
+        return self.transform(load_rgb(path)), caption, label
 
 
 def check_images(rows: Sequence[tuple[str, str, str]]) -> tuple[list, list[dict[str, str]]]:
@@ -226,7 +233,11 @@ class Trainer:
             drop_last=train and len(rows) > self.cfg.batch_size,
             generator=gen,
             num_workers=0,
-            collate_fn=lambda batch: (torch.stack([b[0] for b in batch]), [b[1] for b in batch]),
+            collate_fn=lambda batch: (
+                torch.stack([b[0] for b in batch]),
+                [b[1] for b in batch],
+                [b[2] for b in batch],
+            ),
         )
 
     def _text(self, tim: TextImageModel, text_features: FrozenTextFeatures | None, captions):
@@ -234,13 +245,15 @@ class Trainer:
             return text_features(captions)
         return tim.model.encode_text(tim.tokenizer(list(captions)))
 
-    def _loss(self, tim, text_features, images, captions) -> torch.Tensor:
+    def _loss(self, tim, text_features, images, captions, labels) -> torch.Tensor:
         model = tim.model
         img = nn.functional.normalize(model.encode_image(images), dim=-1)
         txt = nn.functional.normalize(self._text(tim, text_features, captions), dim=-1)
         logits = model.logit_scale.exp().clamp(max=100) * img @ txt.T
-        # Captions repeat across images (templated); identical captions are all positives.
-        same = torch.tensor([[a == b for b in captions] for a in captions], dtype=torch.float32)
+        # Multi-positive CLIP loss: pairs with the same key are positives. Keys are the labels
+        # (positives="label", when the CSV has them) or the captions (templated captions repeat).
+        keys = labels if self.cfg.positives == "label" and all(labels) else captions
+        same = torch.tensor([[a == b for b in keys] for a in keys], dtype=torch.float32)
         targets_i = same / same.sum(1, keepdim=True)
         loss_i = -(targets_i * logits.log_softmax(1)).sum(1).mean()
         loss_t = -(targets_i * logits.T.log_softmax(1)).sum(1).mean()
@@ -256,8 +269,8 @@ class Trainer:
         rows = list(rows)
         random.Random(self.cfg.seed).shuffle(rows)
         losses, embs = [], []
-        for images, captions in self._loader(rows, 0, False, tim):
-            losses.append(float(self._loss(tim, text_features, images, captions)))
+        for images, captions, labels in self._loader(rows, 0, False, tim):
+            losses.append(float(self._loss(tim, text_features, images, captions, labels)))
             embs.append(tim.encode_pixels(images))
         out = {"val_loss": float(np.mean(losses))}
         labels = [r[2] for r in rows]
@@ -314,14 +327,15 @@ class Trainer:
                 disable=not self.progress,
                 leave=True,
             )
-            for step, (images, captions) in enumerate(self._loader(train_rows, epoch, True, tim)):
+            batches = self._loader(train_rows, epoch, True, tim)
+            for step, (images, captions, labels) in enumerate(batches):
                 if step >= steps_per_epoch:
                     break
                 global_step = epoch * steps_per_epoch + step
                 factor = _lr_factor(global_step, total_steps, cfg.warmup_steps)
                 for group in opt.param_groups:
                     group["lr"] = group["base_lr"] * factor
-                loss = self._loss(tim, text_features, images, captions)
+                loss = self._loss(tim, text_features, images, captions, labels)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
