@@ -36,6 +36,9 @@ def train_predictor_command(
     lambda_d: Annotated[float, typer.Option(help="Probability weight of a D step.")] = 0.2,
     ortho_beta: Annotated[float, typer.Option(help="Orthogonal regularisation weight.")] = 1e-4,
     holdout: Annotated[float, typer.Option(help="Most recent fraction of time held out.")] = 0.2,
+    validation: Annotated[
+        float, typer.Option(help="Latest fraction of the training pairs that picks the epoch.")
+    ] = 0.15,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     restart: Annotated[bool, typer.Option(help="Discard an interrupted run's state.")] = False,
     threads: Annotated[
@@ -77,6 +80,7 @@ def train_predictor_command(
         length=length,
         gap_minutes=gap,
         holdout=holdout,
+        validation=validation,
         device=settings.device,
         restart=restart,
     )
@@ -84,7 +88,8 @@ def train_predictor_command(
     info(
         f"predictor {result['model_id']}: held-out MSE {m['mse']:.5f} (persistence "
         f"{m['persistence_mse']:.5f}), SSIM {m['ssim']:.4f} (persistence "
-        f"{m['persistence_ssim']:.4f}) on {m['test_pairs']} pairs"
+        f"{m['persistence_ssim']:.4f}) on {m['test_pairs']} held-out pairs; weights of epoch "
+        f"{m['best_epoch']} (best validation MSE)"
     )
     if json_out:
         emit_json(result)
@@ -166,10 +171,11 @@ def eval_augment_command(
             "beta": r["beta"],
             "short": f"{r['short_ndcg_at_10']:.4f}",
             "long": f"{r['long_ndcg_at_10']:.4f}",
+            "future_only": f"{r['future_only_ndcg_at_10']:.4f}",
         }
         for r in result["options"]
     ]
-    info(table(rows, ["future", "method", "beta", "short", "long"]))
+    info(table(rows, ["future", "method", "beta", "short", "long", "future_only"]))
     lt, st, p = (
         result["long_term_ndcg_at_10"],
         result["short_term_ndcg_at_10"],

@@ -9,8 +9,9 @@ for CPU training on a few hundred frames:
   by a small U-Net of grouped inception blocks (time is mixed by the channel dimension);
 - decoder: transposed conv blocks back to (B*T, C, H, W), using the skip.
 
-With ``residual=True`` (default) the decoder predicts a change relative to the last input frame,
-so an untrained model starts at persistence and training only has to learn the motion.
+With ``residual=True`` (default) the decoder predicts a change relative to the last input frame
+and its read-out starts at zero, so an untrained model is exactly persistence and training only
+has to learn the change.
 
 Tensors are float in [0, 1], shape (B, T, C, H, W) with T = the clip length L. Output frame k
 (0-based) is the frame ``k + 1`` steps of the clip gap after the last input frame (see
@@ -166,6 +167,10 @@ class SimVP(nn.Module):
         self.encoder = Encoder(config.channels, config.hid_s, config.n_s)
         self.translator = Translator(config.length * config.hid_s, config.hid_t, config.n_t)
         self.decoder = Decoder(config.hid_s, config.channels, config.n_s)
+        if config.residual:
+            # Zero read-out: the untrained model IS persistence, training moves away from it.
+            nn.init.zeros_(self.decoder.readout.weight)
+            nn.init.zeros_(self.decoder.readout.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, c, h, w = x.shape

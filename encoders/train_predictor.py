@@ -184,6 +184,7 @@ def _restore_optimizer(
 class TrainResult:
     history: list[dict[str, float]]
     resumed_from_epoch: int
+    best_epoch: int  # the epoch whose weights the model holds (best validation MSE, else last)
 
 
 def fit(
@@ -197,6 +198,10 @@ def fit(
     progress: bool = True,
 ) -> TrainResult:
     """Train ``model`` on (N, L, C, H, W) input/target pairs (uint8 or float in [0, 1]).
+
+    With ``validation`` pairs (from the training period, never the test period), the model ends
+    with the weights of the epoch with the lowest validation MSE (early stopping on 148 pairs
+    matters: the predictor overfits within a few epochs).
 
     With ``state_dir``, resume from the last completed epoch saved there and save after every
     epoch (interrupting loses at most the epoch in progress).
@@ -212,8 +217,9 @@ def fit(
         opt_d = torch.optim.Adam(disc.parameters(), lr=config.lr_d, betas=(0.5, 0.999))
     history: list[dict[str, float]] = []
     start_epoch = 0
+    best: dict[str, torch.Tensor] = {}
     if state_dir is not None and (Path(state_dir) / "config.json").is_file():
-        start_epoch, history = _load_state(state_dir, model, opt_g, disc, opt_d, config)
+        start_epoch, history, best = _load_state(state_dir, model, opt_g, disc, opt_d, config)
 
     probs = torch.tensor([config.lambda_mse, config.lambda_g, config.lambda_d])
     probs = probs / probs.sum()
@@ -249,12 +255,18 @@ def fit(
         record["samples_per_s"] = n / max(record["seconds"], 1e-9)
         if validation is not None:
             record.update({f"val_{k}": v for k, v in evaluate(model, *validation).items()})
+            if record["val_mse"] <= min(h["val_mse"] for h in [*history, record]):
+                best = {k: v.detach().clone() for k, v in model.state_dict().items()}
         history.append(record)
         if state_dir is not None:
-            _save_state(state_dir, model, opt_g, disc, opt_d, config, history)
+            _save_state(state_dir, model, opt_g, disc, opt_d, config, history, best)
         if on_epoch is not None:
             on_epoch(record)
-    return TrainResult(history=history, resumed_from_epoch=start_epoch)
+    best_epoch = len(history)
+    if best:
+        model.load_state_dict(best)
+        best_epoch = 1 + min(range(len(history)), key=lambda i: history[i]["val_mse"])
+    return TrainResult(history, start_epoch, best_epoch)
 
 
 def _step(
@@ -307,8 +319,10 @@ def _save_state(
     opt_d: torch.optim.Optimizer | None,
     config: TrainConfig,
     history: list[dict[str, float]],
+    best: dict[str, torch.Tensor],
 ) -> None:
     tensors = {f"g.{k}": v for k, v in model.state_dict().items()}
+    tensors.update({f"best.{k}": v for k, v in best.items()})
     tensors.update(_flatten_optimizer("opt_g", opt_g))
     if disc is not None and opt_d is not None:
         tensors.update({f"d.{k}": v for k, v in disc.state_dict().items()})
@@ -329,7 +343,7 @@ def _load_state(
     disc: Discriminator | None,
     opt_d: torch.optim.Optimizer | None,
     config: TrainConfig,
-) -> tuple[int, list[dict[str, float]]]:
+) -> tuple[int, list[dict[str, float]], dict[str, torch.Tensor]]:
     tensors, meta = load_checkpoint(state_dir)
     saved = TrainConfig.from_dict(meta.get("train", {}))
     # Resuming is only exact when everything but the epoch count is unchanged.
@@ -345,7 +359,8 @@ def _load_state(
     if disc is not None and opt_d is not None:
         disc.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("d.")})
         _restore_optimizer("opt_d", opt_d, tensors)
-    return int(meta["epoch"]), list(meta.get("history", []))
+    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+    return int(meta["epoch"]), list(meta.get("history", [])), best
 
 
 # ----------------------------------------------------------------------------- workspace data
@@ -381,6 +396,19 @@ class PredictorData:
         """Pairs entirely before the hold-out start (input and following clip)."""
         ends = self.clip_set.ends[self.next_rows]
         return ends < to_datetime64(self.holdout_start)
+
+    def validation_split(self, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+        """(fit, validation) masks: the latest ``fraction`` of the training pairs validate;
+        fit pairs end before the first validation pair starts (no shared frames)."""
+        train = np.flatnonzero(self.train_mask)
+        n_val = int(round(len(train) * fraction))
+        fit, val = self.train_mask.copy(), np.zeros_like(self.train_mask)
+        if n_val == 0 or n_val >= len(train):
+            return fit, val
+        first_val = self.starts[train[-n_val]]
+        val[train[-n_val:]] = True
+        fit &= self.clip_set.ends[self.next_rows] < first_val
+        return fit, val
 
     @property
     def test_mask(self) -> np.ndarray:
@@ -438,6 +466,7 @@ def train_predictor(
     length: int | None = None,
     gap_minutes: int | None = None,
     holdout: float = 0.2,
+    validation: float = 0.15,
     height: int = 64,
     width: int = 96,
     device: str = "cpu",
@@ -446,6 +475,9 @@ def train_predictor(
 ) -> dict[str, Any]:
     """Train on the earlier part of one clip spec, evaluate on the hold-out, register the model.
 
+    The last ``validation`` fraction of the training pairs (by time) picks the epoch (early
+    stopping); the held-out test pairs are only scored at the end.
+
     Re-running the same command resumes an interrupted run (state under
     ``models/runs/predictor-<setup hash>``); ``restart`` starts it over.
     """
@@ -453,7 +485,9 @@ def train_predictor(
         workspace, satellite, channels, length, gap_minutes, height, width, holdout
     )
     cs = data.clip_set
-    train_x, train_y = data.tensors(data.train_mask)
+    fit_mask, val_mask = data.validation_split(validation)
+    train_x, train_y = data.tensors(fit_mask)
+    val_x, val_y = data.tensors(val_mask)
     test_x, test_y = data.tensors(data.test_mask)
     if len(train_x) == 0 or len(test_x) == 0:
         raise UsageError(
@@ -462,11 +496,12 @@ def train_predictor(
             "ingest more frames or use shorter clips"
         )
     pconf = PredictorConfig(length=cs.length, channels=len(cs.channels), height=height, width=width)
-    setup = {
-        "train": config.to_dict(),
+    setup = {  # the epoch count is left out: a re-run with more epochs continues the run
+        "train": {**config.to_dict(), "epochs": None},
         "predictor": pconf.to_dict(),
         "spec": [cs.satellite, cs.channels, cs.length, cs.gap_minutes],
         "holdout": holdout,
+        "validation": validation,
         "n_train": len(train_x),
     }
     digest = hashlib.sha256(json.dumps(setup, sort_keys=True).encode()).hexdigest()[:12]
@@ -474,9 +509,11 @@ def train_predictor(
     if restart and run_dir.exists():
         shutil.rmtree(run_dir)
     model = build_predictor(pconf, config.seed).to(device)
-    result = fit(model, train_x, train_y, config, run_dir, (test_x, test_y), progress=progress)
+    val = (val_x, val_y) if len(val_x) else None
+    result = fit(model, train_x, train_y, config, run_dir, val, progress=progress)
     metrics = evaluate(model, test_x, test_y)
-    metrics["train_pairs"], metrics["test_pairs"] = len(train_x), len(test_x)
+    metrics["train_pairs"], metrics["val_pairs"] = len(train_x), len(val_x)
+    metrics["test_pairs"], metrics["best_epoch"] = len(test_x), result.best_epoch
     model_id = new_model_id("predictor")
     info = {
         "satellite": cs.satellite,

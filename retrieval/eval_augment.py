@@ -8,14 +8,16 @@ Protocol (same hold-out and ground truth as ``skysearch eval clips``):
   has a following clip and starts more than ``exclude_hours`` (12 h) from the query.
 - Short-term relevance of a candidate = ground-truth similarity (grid KS metric) of the present
   clips. Long-term relevance = ``(1 - w) * present + w * similarity of the two FOLLOWING clips``
-  with ``w = 0.5``: since clip similarity is the mean of frame similarities, this is exactly
+  with ``w = 0.5`` (``future_only`` = ``w = 1`` is reported too): since clip similarity is
+  the mean of frame similarities, this is exactly
   the ground-truth similarity of the 2L-frame windows (present + following), i.e. "looked like
   the query AND evolved like it" over the whole horizon, each hour counting the same.
 - NDCG@10 as ``eval clips`` (per-query min-max normalised gains).
 - Plain = ranking by cosine(query vector, candidate vector). Augmented = the fusion options of
   :mod:`skysearch.retrieval.augment`, computed exactly as the store path does (pool re-rank),
   with the predictor's future, and two references: persistence (the last frame repeated as the
-  "future") and the oracle (the query's TRUE following clip embedded: an upper bound).
+  "future") and the oracle (the query's TRUE following clip embedded: what a perfect
+  predictor would give with this encoder and fusion).
 - Predictor quality on the held-out pairs: MSE, PSNR, SSIM of the model, of persistence and of
   the plain-MSE predictor when one is registered (the adversarial model's baseline).
 """
@@ -229,11 +231,13 @@ def evaluate_augment(
                         "beta": beta,
                         "short_ndcg_at_10": res["short"],
                         "long_ndcg_at_10": res["long"],
+                        "future_only_ndcg_at_10": res["future"],
                     }
                 )
     return {
         "long_term_ndcg_at_10": {"plain": plain["long"], "augmented": chosen["long"]},
         "short_term_ndcg_at_10": {"plain": plain["short"], "augmented": chosen["short"]},
+        "future_only_ndcg_at_10": {"plain": plain["future"], "augmented": chosen["future"]},
         "predictor": quality,
         "fusion": options.fusion.to_dict(),
         "options": table,
