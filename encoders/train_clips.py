@@ -80,6 +80,7 @@ def train_clips(
         run_dir,
         run_fp,
         "train clips",
+        trainable=clip_model.trainable_parameters(),
     )
     embedder = ClipEmbedder(frame_model.cpu(), clip_model.cpu()).eval()
     config = {

@@ -74,13 +74,12 @@ def train_frames(
     run_fp = fingerprint(setup)
     run_dir = workspace.models_dir / f".run-frame-{run_fp}"
     items: np.ndarray | torch.Tensor = frames
-    forward, trainable = None, None
+    forward, trainable = None, model.trainable_parameters()
     if backbone == "efficientnet-lite0":
         model.to(device).eval()
         net = model.net
         items = embed_in_batches(net.features, to_float(torch.as_tensor(frames)), 16, device)
         forward = lambda feats: F.normalize(net.head(feats), dim=-1)  # noqa: E731
-        trainable = list(net.head.parameters())
     history = train_on_arrays(
         model, items, times, similarity, train, run_dir, run_fp, "train frames", forward, trainable
     )

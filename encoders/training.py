@@ -9,7 +9,8 @@ Two objectives, same loop:
   Kim et al. (CVPR 2019), used by weather_similarity: for an anchor ``a`` and neighbours
   ``i, j``, ``(log d(a,i)/d(a,j) - log g(a,i)/g(a,j))**2`` with ``g = 1 - S`` the ground-truth
   distance. Averaged over all ``(i, j)`` it equals twice the variance over ``i`` of
-  ``log d(a,i) - log g(a,i)``, which is how it is computed (O(B^2), no triple loop).
+  ``log d(a,i) - log g(a,i)``, which is how it is computed (O(B^2), no triple loop); a scale
+  term makes the distances equal (not only proportional) to the ground-truth distances.
 
 The loop is deterministic for a seed (the batch order and any dropout are re-seeded from
 ``(seed, epoch)`` at every epoch, so a resumed run equals an uninterrupted one), shows a tqdm bar
@@ -57,6 +58,7 @@ class TrainConfig:
     window_hours: float = 4.0
     neg_factor: float = 2.0
     margin: float = 0.5
+    min_pair_hours: float = 0.0  # metric: ignore pairs closer in time than this
     device: str = "cpu"
 
     def to_dict(self) -> dict[str, Any]:
@@ -92,14 +94,32 @@ def pairwise_distance(embeddings: torch.Tensor) -> torch.Tensor:
     return sq.clamp_min(EPS).sqrt()
 
 
-def log_ratio_loss(embeddings: torch.Tensor, similarity: torch.Tensor) -> torch.Tensor:
-    """Dense log-ratio loss: embedding distances proportional to ``1 - similarity`` per anchor."""
+def log_ratio_loss(
+    embeddings: torch.Tensor, similarity: torch.Tensor, valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Dense log-ratio loss plus a scale term: embedding distance = ``1 - similarity``.
+
+    The log-ratio part makes distances proportional to the ground-truth distances per anchor;
+    it is scale-free, so on its own every embedding may shrink into a tiny cap of the unit
+    sphere (all cosines ~1, which float32 ANN search cannot rank). The scale term (squared mean
+    log error per anchor) pins the proportionality constant to 1. ``valid`` (n, n) bool keeps
+    only some pairs (e.g. those far apart in time, as search candidates are).
+    """
     n = embeddings.shape[0]
-    off = ~torch.eye(n, dtype=torch.bool, device=embeddings.device)
-    log_d = pairwise_distance(embeddings)[off].reshape(n, n - 1).log()
-    log_g = (1.0 - similarity).clamp_min(EPS)[off].reshape(n, n - 1).log()
-    z = log_d - log_g
-    return 2.0 * (z - z.mean(1, keepdim=True)).pow(2).mean()
+    mask = ~torch.eye(n, dtype=torch.bool, device=embeddings.device)
+    if valid is not None:
+        mask &= valid
+    weight = mask.float()
+    count = weight.sum(1)
+    keep = count >= 2
+    if not keep.any():
+        return embeddings.sum() * 0.0
+    log_d = pairwise_distance(embeddings).log()
+    log_g = (1.0 - similarity).clamp_min(EPS).log()
+    z = (log_d - log_g) * weight
+    centre = z.sum(1) / count.clamp_min(1)
+    spread = ((z - centre[:, None]).pow(2) * weight).sum(1) / count.clamp_min(1)
+    return (2.0 * spread + centre.pow(2))[keep].mean()
 
 
 def triplet_loss(
@@ -261,6 +281,7 @@ def item_batches(
         if similarity is None:
             raise UsageError("the metric objective needs ground-truth similarities (sketches)")
         sim = torch.as_tensor(similarity, dtype=torch.float32, device=device)
+        times = torch.as_tensor(np.asarray(times_s, dtype=np.float64), device=device)
 
         def metric_epoch(rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, int]]:
             order = torch.as_tensor(rng.permutation(n), device=device)
@@ -269,7 +290,11 @@ def item_batches(
                 if len(idx) < 3:
                     continue
                 emb = model(items[idx])
-                yield log_ratio_loss(emb, sim[idx][:, idx]), len(idx)
+                valid = None
+                if config.min_pair_hours > 0:
+                    t = times[idx]
+                    valid = (t[:, None] - t[None, :]).abs() >= config.min_pair_hours * 3600.0
+                yield log_ratio_loss(emb, sim[idx][:, idx], valid), len(idx)
 
         return metric_epoch
 

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 from skysearch.encoders.data import (
+    ClipSet,
+    Split,
     clip_similarity_matrix,
     load_clip_set,
     load_step_frames,
@@ -94,6 +96,50 @@ def pearson(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.corrcoef(x, y)[0, 1])
 
 
+@dataclass
+class Protocol:
+    """Queries, their candidate masks, and the held-out pairs for Pearson."""
+
+    queries: np.ndarray  # (Q,) clip rows
+    candidates: np.ndarray  # (Q, M) bool
+    pair_a: np.ndarray
+    pair_b: np.ndarray
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "queries": int(len(self.queries)),
+            "mean_candidates": float(self.candidates.sum(1).mean()),
+            "pearson_pairs": int(len(self.pair_a)),
+        }
+
+
+def build_protocol(clip_set: ClipSet, split: Split, options: EvalOptions) -> Protocol:
+    """Held-out queries with their candidates outside +-exclude_hours, and held-out pairs."""
+    queries = np.flatnonzero(split.heldout)
+    starts_h = clip_set.starts.astype(np.int64) / 3.6e9
+    candidates = np.abs(starts_h[queries][:, None] - starts_h[None, :]) > options.exclude_hours
+    keep = candidates.sum(1) >= options.k
+    if not keep.any():
+        raise UsageError(
+            f"no held-out query has {options.k} candidates outside +-{options.exclude_hours:g} h; "
+            "ingest a longer period"
+        )
+    held = np.flatnonzero(split.heldout)
+    ia, ib = np.triu_indices(len(held), 1)
+    if len(ia) > options.max_pairs:
+        pick = np.random.default_rng(options.seed).choice(len(ia), options.max_pairs, False)
+        ia, ib = ia[pick], ib[pick]
+    return Protocol(queries[keep], candidates[keep], held[ia], held[ib])
+
+
+def score(vectors: np.ndarray, truth: np.ndarray, protocol: Protocol, k: int = 10) -> dict:
+    """NDCG@k, recall@k and Pearson of one method's clip vectors (M, D)."""
+    dist = distance_matrix(vectors)
+    ndcg, recall = search_scores(dist, truth, protocol.queries, protocol.candidates, k)
+    r = pearson(dist[protocol.pair_a, protocol.pair_b], truth[protocol.pair_a, protocol.pair_b])
+    return {"ndcg_at_10": ndcg, "recall_at_10": recall, "pearson": r}
+
+
 def evaluate_clips(
     workspace: Workspace, model_id: str | None = None, options: EvalOptions | None = None
 ) -> dict[str, Any]:
@@ -106,29 +152,9 @@ def evaluate_clips(
         workspace, data["satellite"], data["channels"], data["length"], data["gap_minutes"]
     )
     split = split_by_time(clip_set, holdout_start=parse_time(data["holdout_start"]))
-    steps = clip_set.used_steps()
-    if not np.array_equal(steps, np.arange(len(clip_set.steps))):
-        raise UsageError("internal: clip steps are not contiguous")  # pragma: no cover
-    frames = load_step_frames(workspace, clip_set, steps)
+    frames = load_step_frames(workspace, clip_set, np.arange(len(clip_set.steps)))
     truth = clip_similarity_matrix(step_similarity_matrix(frames), clip_set.index)
-
-    queries = np.flatnonzero(split.heldout)
-    starts_h = (clip_set.starts.astype(np.int64) / 3.6e9).astype(np.float64)
-    candidates = np.abs(starts_h[queries][:, None] - starts_h[None, :]) > options.exclude_hours
-    has_candidates = candidates.sum(1) >= options.k
-    queries, candidates = queries[has_candidates], candidates[has_candidates]
-    if len(queries) == 0:
-        raise UsageError(
-            f"no held-out query has {options.k} candidates outside +-{options.exclude_hours:g} h; "
-            "ingest a longer period"
-        )
-    held = np.flatnonzero(split.heldout)
-    ia, ib = np.triu_indices(len(held), 1)
-    rng = np.random.default_rng(options.seed)
-    if len(ia) > options.max_pairs:
-        pick = rng.choice(len(ia), options.max_pairs, replace=False)
-        ia, ib = ia[pick], ib[pick]
-    pair_a, pair_b = held[ia], held[ib]
+    protocol = build_protocol(clip_set, split, options)
 
     vectors: dict[str, np.ndarray] = {}
     with torch.no_grad():
@@ -138,8 +164,8 @@ def evaluate_clips(
     if options.baselines:
         vectors["raw_pixels"] = clip_vectors(raw_pixel_features(frames), clip_set.index)
         vectors["imagenet"] = clip_vectors(imagenet_features(frames, device), clip_set.index)
-        noise = rng.standard_normal((len(clip_set.index), 8))
-        vectors["random"] = noise
+        rng = np.random.default_rng(options.seed)
+        vectors["random"] = rng.standard_normal((len(clip_set.index), 8))
 
     result: dict[str, Any] = {
         "model_id": record.model_id,
@@ -148,22 +174,17 @@ def evaluate_clips(
         "pearson": {},
     }
     for name, vecs in vectors.items():
-        dist = distance_matrix(vecs)
-        ndcg, recall = search_scores(dist, truth, queries, candidates, options.k)
-        result["ndcg_at_10"][name] = ndcg
-        result["recall_at_10"][name] = recall
-        result["pearson"][name] = pearson(dist[pair_a, pair_b], truth[pair_a, pair_b])
+        for metric, value in score(vecs, truth, protocol, options.k).items():
+            result[metric][name] = value
     result["protocol"] = {
         "satellite": clip_set.satellite,
         "channels": clip_set.channels,
         "length": clip_set.length,
         "gap_minutes": clip_set.gap_minutes,
         **split.to_dict(),
-        "queries": int(len(queries)),
-        "mean_candidates": float(candidates.sum(1).mean()),
+        **protocol.describe(),
         "exclude_hours": options.exclude_hours,
         "k": options.k,
-        "pearson_pairs": int(len(pair_a)),
         "relevance": "ground-truth similarity min-max normalised per query (graded, 0..1)",
         "ground_truth": "grid KS similarity, clean mode, N=24, B=20",
     }

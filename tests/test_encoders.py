@@ -1,0 +1,169 @@
+"""Frame/clip encoders on real GOES frames: training lowers the loss, resumes, evaluates."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import SAMPLE_DATA
+from skysearch.encoders.clip_encoder import ClipEmbedder, ClipEncoder, ClipEncoderConfig
+from skysearch.encoders.frame_encoder import FrameEncoderConfig, build_frame_encoder
+from skysearch.encoders.models import load_clip_embedder
+from skysearch.encoders.registry import list_models
+from skysearch.encoders.training import TrainConfig, log_ratio_loss, train_on_arrays
+from skysearch.encoders.triplets import sample_triplets
+from skysearch.retrieval.eval_clips import ndcg_at_k, search_scores
+
+from skysearch.config import Workspace, load_settings
+from skysearch.errors import UsageError
+
+
+@pytest.fixture(scope="module")
+def sample_ws(tmp_path_factory):
+    """The bundled real sample (60 hourly GOES IR frames) ingested, with 4 x 60 min clips."""
+    from skysearch.ingest.clips import build_clips
+    from skysearch.ingest.pipeline import ingest
+
+    source = SAMPLE_DATA / "goes-irma-2017"
+    if not source.exists():
+        pytest.skip(f"bundled sample missing: {source}")
+    ws = Workspace(tmp_path_factory.mktemp("enc-ws"))
+    ingest([source], ws, workers=1)
+    build_clips(ws, length=4, gap_minutes=60)
+    return ws
+
+
+def test_triplets_respect_windows():
+    times = np.arange(100) * 1800.0
+    a, p, n = sample_triplets(times, 4 * 3600, 2.0, np.random.default_rng(0))
+    assert len(a) == len(p) == len(n) == 100  # one positive and one negative per anchor
+    assert np.all(np.abs(times[a] - times[p]) <= 4 * 3600) and np.all(a != p)
+    assert np.all(np.abs(times[a] - times[n]) > 8 * 3600)
+
+
+def test_log_ratio_loss_is_zero_when_distances_match_ground_truth():
+    emb = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)
+    dist = torch.cdist(emb, emb)
+    assert float(log_ratio_loss(emb, 1.0 - dist)) < 1e-6
+    assert float(log_ratio_loss(emb, 1.0 - 0.5 * dist)) > 0.1  # right ratios, wrong scale
+
+
+def test_ndcg_and_recall():
+    truth = np.array([[1.0, 0.9, 0.8, 0.1, 0.2]])
+    perfect = 1.0 - truth
+    ndcg, recall = search_scores(
+        perfect, truth, np.array([0]), np.array([[0, 1, 1, 1, 1]], bool), 2
+    )
+    assert ndcg == pytest.approx(1.0) and recall == 1.0
+    worst, recall = search_scores(truth, truth, np.array([0]), np.array([[0, 1, 1, 1, 1]], bool), 2)
+    assert worst < 0.2 and recall == 0.0
+    assert ndcg_at_k(np.array([0.0, 1.0]), np.array([1.0, 0.0]), 2) == pytest.approx(1 / np.log2(3))
+
+
+def _real_frames(ws: Workspace, n: int = 24) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from skysearch.encoders.data import (
+        load_clip_set,
+        load_step_frames,
+        seconds,
+        step_similarity_matrix,
+    )
+
+    clip_set = load_clip_set(ws)
+    steps = np.arange(min(n, len(clip_set.steps)))
+    frames = load_step_frames(ws, clip_set, steps)
+    return frames, seconds(clip_set.step_times[steps]), step_similarity_matrix(frames)
+
+
+@pytest.mark.parametrize("objective", ["metric", "triplet"])
+def test_tiny_training_lowers_loss_on_real_frames(sample_ws, tmp_path, objective):
+    frames, times, sim = _real_frames(sample_ws)
+    torch.manual_seed(0)
+    model = build_frame_encoder(FrameEncoderConfig(height=frames.shape[2], width=frames.shape[3]))
+    config = TrainConfig(objective=objective, epochs=4, batch_size=12, lr=1e-3)
+    history = train_on_arrays(model, frames, times, sim, config, tmp_path, "fp", "test")
+    assert history[-1]["loss"] < history[0]["loss"]
+
+
+def test_resumed_training_equals_uninterrupted(tmp_path):
+    rng = np.random.default_rng(0)
+    items = rng.integers(0, 255, (16, 1, 32, 32), dtype=np.uint8)
+    times = np.arange(16) * 3600.0
+    sim = np.clip(1 - np.abs(times[:, None] - times[None]) / 6e4, 0.2, 1)
+    runs = {}
+    for name, stops in [("straight", [3]), ("resumed", [1, 3])]:
+        torch.manual_seed(0)
+        model = build_frame_encoder(FrameEncoderConfig(height=32, width=32, grid=4))
+        for epochs in stops:
+            config = TrainConfig(objective="metric", epochs=epochs, batch_size=8)
+            train_on_arrays(model, items, times, sim, config, tmp_path / name, "fp", name)
+        runs[name] = model.state_dict()
+    for key, value in runs["straight"].items():
+        assert torch.allclose(value, runs["resumed"][key]), key
+
+
+def test_clip_embedder_shapes_and_errors():
+    frame = build_frame_encoder(FrameEncoderConfig(height=32, width=48, grid=4))
+    embedder = ClipEmbedder(frame, ClipEncoder(ClipEncoderConfig(length=3))).eval()
+    clip = np.random.default_rng(0).integers(0, 255, (1, 3, 32, 48), dtype=np.uint8)
+    vector = embedder.embed_clip(clip)
+    assert vector.shape == (256,) and abs(np.linalg.norm(vector) - 1) < 1e-5
+    with pytest.raises(UsageError, match="expects 3 frames"):
+        embedder.embed_clip(clip[:, :2])
+    with pytest.raises(UsageError, match="channels"):
+        embedder.embed_clip(np.concatenate([clip, clip]))
+
+
+def test_train_eval_index_cli_on_sample(sample_ws, cli):
+    ws = str(sample_ws.root)
+    done = cli("train", "frames", "--epochs", "2", "--device", "cpu", "--json", "-w", ws)
+    assert done.exit_code == 0, done.stderr
+    frame = json.loads(done.stdout.strip().splitlines()[-1])
+    assert frame["kind"] == "frame" and frame["config"]["data"]["channels"] == ["ir"]
+    done = cli("train", "clips", "--epochs", "2", "--device", "cpu", "--json", "-w", ws)
+    assert done.exit_code == 0, done.stderr
+    clip = json.loads(done.stdout.strip().splitlines()[-1])
+    assert clip["config"]["frame_model_id"] == frame["model_id"]
+    assert [m.model_id for m in list_models(sample_ws, "clip")][-1] == clip["model_id"]
+
+    done = cli("eval", "clips", "--exclude-hours", "6", "--device", "cpu", "--json", "-w", ws)
+    assert done.exit_code == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    for metric in ("ndcg_at_10", "recall_at_10", "pearson"):
+        assert set(result[metric]) >= {"trained", "raw_pixels", "imagenet"}
+        assert all(np.isfinite(v) for v in result[metric].values())
+    assert result["protocol"]["queries"] > 0
+
+    # Reloaded from the registry, the model embeds a catalog clip exactly as when saved.
+    from skysearch.ingest.clips import clip_frames, read_clips
+
+    embedder, record = load_clip_embedder(sample_ws, clip["model_id"])
+    row = read_clips(sample_ws).slice(0, 1).to_pylist()[0]
+    again, _ = load_clip_embedder(sample_ws, record.model_id)
+    frames = clip_frames(sample_ws, row)
+    assert np.array_equal(embedder.embed_clip(frames), again.embed_clip(frames))
+
+    # Index into an in-memory store: every clip once, with the contract's payload; re-run skips.
+    from skysearch.encoders.embed import index_clips
+    from skysearch.retrieval.store import open_store
+
+    settings = load_settings(workspace=ws)
+    with open_store(settings, ":memory:") as store:
+        report = index_clips(settings, device="cpu", workers=0, store=store)
+        assert report.written == report.total == read_clips(sample_ws).num_rows
+        again = index_clips(settings, device="cpu", workers=0, store=store)
+        assert again.written == 0 and again.skipped_existing == report.total
+        hits = store.search("clips", embedder.embed_clip(frames), k=1, vector_name=record.model_id)
+        payload = hits[0].payload
+        assert payload["clip_id"] == row["clip_id"]
+        assert {"satellite", "channel", "time", "year", "length", "gap_minutes", "model_id"} <= set(
+            payload
+        )
+
+
+def test_missing_models_and_clips_give_clear_errors(tmp_path, cli):
+    done = cli("train", "clips", "-w", str(tmp_path))
+    assert done.exit_code == 2 and "no frame model" in done.stderr
+    done = cli("train", "frames", "-w", str(tmp_path))
+    assert done.exit_code == 2 and "skysearch clips" in done.stderr
