@@ -214,6 +214,7 @@ def evaluate_augment(
         return {
             "short": ndcg(scores, short, candidates, k),
             "long": ndcg(scores, long, candidates, k),
+            "future": ndcg(scores, future_truth, candidates, k),
         }
 
     plain = both(present)
