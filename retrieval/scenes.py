@@ -1,4 +1,7 @@
-"""Scene search: embed scene images into the ``scenes`` collection, query by text or by image.
+"""Scene indexing: embed scene images into the ``scenes`` collection for text/image search.
+
+Queries go through the search façade (``skysearch.retrieval.search.search_text`` /
+``search_image``), which embeds the query with the same text-image model.
 
 Vectors are stored under the vector name = the text-image model id (as the frames and clips
 collections do), so a query embedded by one model only ever meets vectors of the same model.
@@ -11,7 +14,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from skysearch.encoders.captions import IMAGE_SUFFIXES
 from skysearch.encoders.text_image import TextImageModel, load_rgb, load_workspace_model
 from skysearch.ingest.ids import NAMESPACE
 from skysearch.retrieval.schema import SCENES
-from skysearch.retrieval.store import Hit, Point, VectorStore, open_store
+from skysearch.retrieval.store import Point, VectorStore, open_store
 from tqdm import tqdm
 
 from skysearch.config import Settings
@@ -138,67 +140,3 @@ def index_scenes(
         if own_store:
             store.close()
     return report
-
-
-def _search(
-    settings: Settings,
-    vector: Any,
-    tim: TextImageModel,
-    k: int,
-    store: VectorStore | None,
-) -> list[Hit]:
-    own_store = store is None
-    store = store or open_store(settings)
-    try:
-        mid = tim.model_id or "untuned"
-        if mid not in store.vector_config(SCENES):
-            raise UsageError(
-                f"the scenes collection has no vectors of model {mid}; "
-                "run: skysearch index scenes DIR (with the same model)"
-            )
-        return store.search(SCENES, vector, k=k, vector_name=mid)
-    finally:
-        if own_store:
-            store.close()
-
-
-def search_text(
-    settings: Settings,
-    query: str,
-    k: int = 10,
-    model_id: str | None = None,
-    tim: TextImageModel | None = None,
-    store: VectorStore | None = None,
-) -> list[Hit]:
-    """Scenes best matching a free-text query, best first."""
-    if not query.strip():
-        raise UsageError("the text query is empty")
-    tim = tim or load_workspace_model(settings.workspace, model_id)
-    return _search(settings, tim.encode_texts([query])[0], tim, k, store)
-
-
-def search_image(
-    settings: Settings,
-    image: str | Path,
-    k: int = 10,
-    model_id: str | None = None,
-    tim: TextImageModel | None = None,
-    store: VectorStore | None = None,
-) -> list[Hit]:
-    """Scenes most similar to an image (image-to-image through the model's image tower)."""
-    tim = tim or load_workspace_model(settings.workspace, model_id)
-    return _search(settings, tim.encode_images([image])[0], tim, k, store)
-
-
-def hit_rows(hits: Sequence[Hit]) -> list[dict[str, Any]]:
-    """Rows for tables / JSON: rank, score, label, path, id."""
-    return [
-        {
-            "rank": i + 1,
-            "score": round(h.score, 4),
-            "label": h.payload.get("label", ""),
-            "source_path": h.payload.get("source_path", ""),
-            "id": h.id,
-        }
-        for i, h in enumerate(hits)
-    ]

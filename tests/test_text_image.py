@@ -185,14 +185,14 @@ def test_index_and_search_scenes(tuned, cli):
 
     res = cli("search", "text", "parking lot next to a river", "-k", "5", "-w", ws.root, "--json")
     assert res.exit_code == 0, res.stderr
-    hits = json.loads(res.stdout.strip().splitlines()[-1])["hits"]
+    hits = json.loads(res.stdout.strip().splitlines()[-1])["results"]
     assert len(hits) == 5
     assert all(Path(h["source_path"]).is_file() and h["label"] for h in hits)
     assert hits[0]["score"] >= hits[-1]["score"]
 
     query = next((MINI / "gParking").glob("*.jpg"))
     res = cli("search", "image", query, "-k", "3", "-w", ws.root, "--json")
-    hits = json.loads(res.stdout.strip().splitlines()[-1])["hits"]
+    hits = json.loads(res.stdout.strip().splitlines()[-1])["results"]
     assert Path(hits[0]["source_path"]) == query.resolve()  # itself first
 
 
