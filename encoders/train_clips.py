@@ -60,6 +60,7 @@ def train_clips(
     if train.objective == "metric":
         similarity = clip_similarity_matrix(step_similarity_matrix(frames), local_index)
     clip_config = ClipEncoderConfig(length=clip_set.length, in_dim=frame_model.dim)
+    torch.manual_seed(train.seed)  # the initial weights are part of a deterministic run
     clip_model = ClipEncoder(clip_config)
     setup = {
         "kind": "clip",

@@ -61,6 +61,7 @@ def train_frames(
         height=int(frames.shape[2]),
         width=int(frames.shape[3]),
     )
+    torch.manual_seed(train.seed)  # the initial weights are part of a deterministic run
     model = build_frame_encoder(frame_config)
     device = resolve_device(train.device)
     setup = {
