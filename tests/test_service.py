@@ -314,3 +314,26 @@ def test_malformed_bodies(url):
         assert r.status_code == 422 and "image" in r.json()["detail"]
         r = http.delete("/collections")
         assert r.status_code == 405
+
+
+def test_concurrent_searches_match_sequential_ones(url, catalogs):
+    """Searches of every kind at once from many threads: same answers as one at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, clips, _ = catalogs
+    image = sorted((SCENES / "eForest").glob("*.jpg"))[0]
+    some = [c["clip_id"] for c in clips[:: len(clips) // 4]]
+    calls = [
+        *(lambda c, t=t: c.search_text(t, k=5) for t in ("river", "houses", "a forest", "cars")),
+        *(lambda c, i=i: c.search_clip(clip_id=i, k=5) for i in some),
+        lambda c: c.search_image(image, k=5),
+    ]
+
+    def run(call):
+        with SkySearchClient(url, api_key=API_KEY) as client:
+            return [(h.id, round(h.score, 4)) for h in call(client).results]
+
+    expected = [run(call) for call in calls]
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(3):
+            assert list(pool.map(run, calls)) == expected
