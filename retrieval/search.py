@@ -22,15 +22,17 @@ Every search returns a :class:`SearchResult`; ``SearchResult.to_dict()`` is the 
      "results": [{"rank": 1, "score": 0.97, "id": "<uuid>", "kind": "clip"|"scene",
                   "start": "2017-09-07T00:45:00Z"|null, "end": ...|null, "satellite", "channels",
                   "frame_ids": [[...per channel...]] (clips) | [...] (scenes), "length",
-                  "gap_minutes", "source_path", "label", "rerank_score": float|null}],
+                  "gap_minutes", "source_path", "label", "vector_score": float|null,
+                  "rerank_score": float|null}],
      "filters": {"start", "end", "months", "hours", "day_of_year", "channels", "satellites",
                  "exclude_around", "exclude_window_s", "k", "one_per_day"},
      "timing_ms": {"load", "query", "embed", "search", "rerank", "augment", "total"}}
 
 ``score`` is the value the results are ordered by: cosine similarity of the vectors, the
 grid-metric similarity when re-ranked (then ``vector_score`` keeps the cosine), or the fused
-score when augmented. A :class:`Searcher` loads models and opens the store once and may be
-shared by threads (models load under a lock; searches are read-only).
+score when augmented (then ``vector_score`` is null). A :class:`Searcher` loads models and
+opens the store once and may be shared by threads (models load under a lock; searches are
+read-only).
 """
 
 from __future__ import annotations
@@ -459,6 +461,9 @@ class Searcher:
             with timer("search"):
                 hits = store.search(CLIPS, vector, k=fetch, filters=filters, vector_name=vname)
         items = [self._clip_item(i + 1, h, data) for i, h in enumerate(hits)]
+        if options.augment:  # hit scores are fused scores, not cosines
+            for item in items:
+                item.vector_score = None
         if options.rerank and items:
             with timer("rerank"):
                 items = self._rerank(qclip, items)
