@@ -274,13 +274,18 @@ class SearchService:
         store = self._searcher.store
         return [store.info(name) for name in sorted(store.collections())]
 
+    def _lookup(self, index: _Index | None, value: str, what: str) -> tuple[str, dict[str, Any]]:
+        """(canonical id, catalog row) of a frame or clip id; 400 if not a UUID, 404 if unknown."""
+        self.require_ready()
+        key = canonical_id(value, what)
+        row = index.row(key) if index is not None else None
+        if row is None:
+            raise NotFoundError(f"{what} {key} is not in the {what} catalog")
+        return key, row
+
     def frame(self, frame_id: str) -> dict[str, Any]:
         """A frame's catalog metadata."""
-        self.require_ready()
-        fid = canonical_id(frame_id, "frame")
-        row = self._frames.row(fid)
-        if row is None:
-            raise NotFoundError(f"frame {fid} is not in the frame catalog")
+        fid, row = self._lookup(self._frames, frame_id, "frame")
         return {
             "frame_id": fid,
             "satellite": row["satellite"],
@@ -293,11 +298,7 @@ class SearchService:
 
     def clip(self, clip_id: str) -> dict[str, Any]:
         """A clip's catalog metadata, with its frames' ids per channel."""
-        self.require_ready()
-        cid = canonical_id(clip_id, "clip")
-        row = self._clips.row(cid)
-        if row is None:
-            raise NotFoundError(f"clip {cid} is not in the clip catalog")
+        cid, row = self._lookup(self._clips, clip_id, "clip")
         return {
             "clip_id": cid,
             "satellite": row["satellite"],
