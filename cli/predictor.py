@@ -135,8 +135,10 @@ def eval_augment_command(
     clip_model: Annotated[
         str | None, typer.Option(help="Clip model id (default: the latest).")
     ] = None,
-    fusion: Annotated[str, typer.Option(help="Fusion: rerank, rrf or sum.")] = "rerank",
-    beta: Annotated[float, typer.Option(help="Weight of the predicted future (0-1).")] = 0.5,
+    fusion: Annotated[str, typer.Option(help="Fusion: rrf, rerank or sum.")] = "rrf",
+    beta: Annotated[
+        float, typer.Option(help="Weight of the predicted future (rerank, sum; 0-1).")
+    ] = 0.5,
     pool: Annotated[int, typer.Option(help="Plain hits re-ranked per query.")] = 100,
     future_weight: Annotated[
         float, typer.Option(help="Weight of the following clips in long-term relevance.")

@@ -10,10 +10,10 @@ them (``future``). A candidate then scores on two counts:
 
 Fusion methods (measured by ``skysearch eval augment``; see README "Augmented clip search"):
 
-- ``rerank`` (default): plain filtered search for a pool of candidates, then
-  ``(1 - beta) * present + beta * future``. Filters stay exactly those of the plain search.
-- ``rrf``: reciprocal-rank fusion of the present and future rankings of the same pool
-  (what Qdrant's prefetch + RRF computes, without storing a second vector per point).
+- ``rrf`` (default, best on GOES Irma): reciprocal-rank fusion of the present and future
+  rankings of a pool of plain hits (what Qdrant's prefetch + RRF computes, without storing a
+  second vector per point). Filters stay exactly those of the plain search.
+- ``rerank``: the same pool re-scored by ``(1 - beta) * present + beta * future``.
 - ``sum``: one search with the normalised weighted sum ``(1 - beta) * q + beta * future``
   against the clips' own vectors (a vector combination; no following clips needed).
 
@@ -46,7 +46,7 @@ METHODS = ("rerank", "rrf", "sum")
 
 @dataclass(frozen=True)
 class AugmentOptions:
-    method: str = "rerank"
+    method: str = "rrf"
     beta: float = 0.5  # weight of the future score (rerank) or future vector (sum)
     pool: int = 100  # plain hits re-ranked (rerank, rrf)
     rrf_k: int = 60

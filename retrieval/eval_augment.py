@@ -18,8 +18,9 @@ Protocol (same hold-out and ground truth as ``skysearch eval clips``):
   with the predictor's future, and two references: persistence (the last frame repeated as the
   "future") and the oracle (the query's TRUE following clip embedded: what a perfect
   predictor would give with this encoder and fusion).
-- Predictor quality on the held-out pairs: MSE, PSNR, SSIM of the model, of persistence and of
-  the plain-MSE predictor when one is registered (the adversarial model's baseline).
+- Predictor quality on the held-out pairs: MSE, PSNR, SSIM of the model, of persistence, and
+  of the latest plain-MSE and adversarial predictors of the same clip spec (``mse_model_*``,
+  ``adversarial_model_*``) when registered.
 """
 
 from __future__ import annotations
@@ -112,16 +113,16 @@ def _frame_quality(pred: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
     }
 
 
-def _baseline_predictor(workspace: Workspace, main: ModelRecord) -> ModelRecord | None:
-    """The latest plain-MSE predictor of the same clip spec (when ``main`` is adversarial)."""
-    if not main.config.get("training", {}).get("adversarial"):
-        return None
-    spec = [main.config.get(k) for k in ("satellite", "channels", "length", "gap_minutes")]
-    for record in reversed(list_models(workspace, "predictor")):
-        same = [record.config.get(k) for k in ("satellite", "channels", "length", "gap_minutes")]
-        if same == spec and not record.config.get("training", {}).get("adversarial"):
-            return record
-    return None
+def _latest_by_mode(workspace: Workspace, main: ModelRecord) -> dict[str, ModelRecord]:
+    """The latest plain-MSE and adversarial predictors of ``main``'s clip spec."""
+    keys = ("satellite", "channels", "length", "gap_minutes")
+    spec = [main.config.get(k) for k in keys]
+    found: dict[str, ModelRecord] = {}
+    for record in list_models(workspace, "predictor"):  # oldest first: later ones win
+        if [record.config.get(k) for k in keys] == spec:
+            mode = "adversarial" if record.config.get("training", {}).get("adversarial") else "mse"
+            found[mode] = record
+    return found
 
 
 def evaluate_augment(
@@ -191,12 +192,14 @@ def evaluate_augment(
     }
     quality: dict[str, Any] = _frame_quality(pred, target)
     quality.update({f"persistence_{k}": v for k, v in _frame_quality(base, target).items()})
-    baseline = _baseline_predictor(workspace, record)
-    if baseline is not None:
-        plain_model, _ = load_predictor(baseline.directory(workspace))
-        plain = _frame_quality(_predict_all(plain_model, q_in), target)
-        quality.update({f"mse_model_{k}": v for k, v in plain.items()})
-        quality["mse_model_id"] = baseline.model_id
+    # The plain-MSE and the adversarial predictor side by side (whichever is registered).
+    for mode, other in _latest_by_mode(workspace, record).items():
+        other_model = predictor if other.model_id == record.model_id else None
+        if other_model is None:
+            other_model, _ = load_predictor(other.directory(workspace))
+        scores = _frame_quality(_predict_all(other_model, q_in), target)
+        quality.update({f"{mode}_model_{k}": v for k, v in scores.items()})
+        quality[f"{mode}_model_id"] = other.model_id
     quality["model_id"] = record.model_id
     quality["adversarial"] = bool(info.get("training", {}).get("adversarial"))
     quality["pairs"] = len(queries)

@@ -45,8 +45,8 @@ def test_following_clip_id_is_the_clip_l_gaps_later() -> None:
 def test_fusion_extremes_and_rrf() -> None:
     present = np.array([0.9, 0.5, 0.1])
     future = np.array([0.1, 0.5, 0.9])
-    assert np.argmax(fuse(present, future, AugmentOptions(beta=0.0))) == 0
-    assert np.argmax(fuse(present, future, AugmentOptions(beta=1.0))) == 2
+    assert np.argmax(fuse(present, future, AugmentOptions("rerank", beta=0.0))) == 0
+    assert np.argmax(fuse(present, future, AugmentOptions("rerank", beta=1.0))) == 2
     assert rank_positions(present).tolist() == [1, 2, 3]
     rrf = fuse(present, future, AugmentOptions(method="rrf"))
     assert rrf[0] == pytest.approx(rrf[2]) and rrf[1] < rrf[0]
@@ -87,7 +87,7 @@ def test_store_path_promotes_the_candidate_whose_future_matches(tmp_path) -> Non
     query, future = np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.0, 1.0])
     plain = store.search("clips", query, k=2)
     assert plain[0].payload["time"] == clip_payload(a)["time"]
-    hits = augmented_search(store, query, future, k=2, options=AugmentOptions(beta=0.5))
+    hits = augmented_search(store, query, future, k=2, options=AugmentOptions("rerank", beta=0.5))
     assert hits[0].payload["time"] == clip_payload(b)["time"]
     summed = augmented_search(store, query, future, k=1, options=AugmentOptions("sum", 0.5))
     assert len(summed) == 1
@@ -102,5 +102,7 @@ def test_ndcg_is_one_for_the_ground_truth_order_and_pool_keeps_order() -> None:
     assert ndcg(truth, truth, mask, 10) == pytest.approx(1.0)
     assert ndcg(-truth, truth, mask, 10) < 0.5
     # beta = 0 inside a pool re-rank is the plain ranking.
-    pooled = pool_rerank(truth, rng.random((3, 30)), mask, AugmentOptions(beta=0.0, pool=12))
+    pooled = pool_rerank(
+        truth, rng.random((3, 30)), mask, AugmentOptions("rerank", beta=0.0, pool=12)
+    )
     assert ndcg(pooled, truth, mask, 10) == pytest.approx(1.0)

@@ -1,0 +1,132 @@
+"""The predictor on real frames: the bundled GOES-East Irma sample (60 hourly IR frames)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import SAMPLE_DATA
+from PIL import Image
+from skysearch.encoders.predictor import load_predictor
+from skysearch.encoders.registry import list_models
+from skysearch.encoders.train_predictor import load_predictor_data
+
+from skysearch.config import Workspace
+
+
+def _run(*args: str) -> None:
+    from skysearch.cli.app import main
+
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exc:
+        assert not exc.code, f"skysearch {' '.join(map(str, args))} exited {exc.code}"
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory) -> Workspace:
+    root = tmp_path_factory.mktemp("ws-predictor")
+    _run("ingest", SAMPLE_DATA / "goes-irma-2017", "--workers", "1", "-w", root)
+    _run("clips", "--length", "3", "--gap", "60", "-w", root)
+    return Workspace(root)
+
+
+def test_pairs_are_a_clip_and_the_l_steps_after_it(ws) -> None:
+    data = load_predictor_data(ws, length=3, gap_minutes=60)
+    cs = data.clip_set
+    assert len(data.rows) > 20 and data.train_mask.any() and data.test_mask.any()
+    assert not (data.train_mask & data.test_mask).any()
+    for row, nxt in zip(data.rows, data.next_rows, strict=True):
+        last_in = cs.step_times[cs.index[row, -1]]
+        outs = cs.step_times[cs.index[nxt]]
+        offsets = (outs - last_in).astype("timedelta64[m]").astype(int)
+        assert offsets.tolist() == [60, 120, 180]
+    x, y = data.tensors(data.test_mask)
+    assert x.shape == y.shape == (int(data.test_mask.sum()), 3, 1, 64, 96)
+    assert x.dtype == torch.uint8
+
+
+def test_train_resume_predict_strip(ws, cli, tmp_path) -> None:
+    result = cli(
+        "train",
+        "predictor",
+        "--length",
+        "3",
+        "--gap",
+        "60",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "-w",
+        ws.root,
+        "--json",
+    )
+    assert result.exit_code == 0, result.stderr
+    first = json.loads(result.stdout.strip().splitlines()[-1])
+    m = first["metrics"]
+    assert {"mse", "ssim", "persistence_mse", "persistence_ssim"} <= set(m)
+    assert 0 < m["persistence_mse"] < 1 and m["test_pairs"] > 0
+
+    # Same command with more epochs continues the interrupted/finished run.
+    result = cli(
+        "train",
+        "predictor",
+        "--length",
+        "3",
+        "--gap",
+        "60",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "-w",
+        ws.root,
+        "--json",
+    )
+    second = json.loads(result.stdout.strip().splitlines()[-1])
+    assert second["resumed_from_epoch"] == 1
+
+    records = list_models(ws, "predictor")
+    assert [r.model_id for r in records][-2:] == [first["model_id"], second["model_id"]]
+    model, config = load_predictor(records[-1].directory(ws))
+    assert config["length"] == 3 and config["gap_minutes"] == 60 and model.config.length == 3
+
+    out = tmp_path / "strip.png"
+    start = "2017-09-07T00:45Z"
+    result = cli("predict", start, "--out", out, "-w", ws.root, "--json")
+    assert result.exit_code == 0, result.stderr
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    assert payload["start"] == "2017-09-07T00:45:00Z"
+    assert {"mse", "psnr", "ssim"} <= set(payload["metrics"])
+    image = Image.open(out)
+    # 4 rows (input, predicted, true, persistence) of 3 frames at 2x the 64x96 working size.
+    assert image.size[0] > 3 * 192 and image.size[1] > 4 * 128
+    assert np.asarray(image).std() > 10
+
+    missing = cli("predict", "2030-01-01T00:00Z", "--out", out, "-w", ws.root)
+    assert missing.exit_code == 2 and missing.stderr.startswith("error:")
+    assert "no ir 3x60m clip" in missing.stderr
+
+
+def test_eval_augment_reports_both_horizons(ws, cli) -> None:
+    for args in (
+        ("train", "frames", "--length", "3", "--gap", "60", "--epochs", "1", "--device", "cpu"),
+        ("train", "clips", "--length", "3", "--gap", "60", "--epochs", "1", "--device", "cpu"),
+    ):
+        result = cli(*args, "-w", ws.root)
+        assert result.exit_code == 0, result.stderr
+    if not list_models(ws, "predictor"):
+        cli("train", "predictor", "--length", "3", "--gap", "60", "--epochs", "1", "-w", ws.root)
+    result = cli("eval", "augment", "--exclude-hours", "6", "-w", ws.root, "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in ("long_term_ndcg_at_10", "short_term_ndcg_at_10"):
+        assert set(report[key]) == {"plain", "augmented"}
+        assert all(0 <= v <= 1 for v in report[key].values())
+    assert {"mse", "persistence_mse", "ssim", "persistence_ssim"} <= set(report["predictor"])
+    assert report["queries"] > 0
+    futures = {(r["future"], r["method"]) for r in report["options"]}
+    assert {("predicted", "rerank"), ("persistence", "rrf"), ("oracle", "sum")} <= futures
