@@ -35,7 +35,13 @@ from typing import Any
 import numpy as np
 import torch
 from skysearch.encoders.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from skysearch.encoders.data import ClipSet, load_clip_set, load_step_frames, to_datetime64
+from skysearch.encoders.data import (
+    ClipSet,
+    load_clip_set,
+    load_step_frames,
+    split_by_time,
+    to_datetime64,
+)
 from skysearch.encoders.predictor import (
     PredictorConfig,
     SimVP,
@@ -48,7 +54,6 @@ from skysearch.encoders.predictor import (
     to_working,
 )
 from skysearch.encoders.registry import model_dir, new_model_id, register_model, resolve
-from skysearch.encoders.triplets import holdout_start
 from skysearch.encoders.video_metrics import frame_metrics, mse, ssim
 from skysearch.ingest.clips import clip_frames, read_clips
 from skysearch.ingest.framestore import FrameStore
@@ -447,11 +452,8 @@ def load_predictor_data(
     used = np.arange(len(clip_set.steps))
     frames = torch.as_tensor(load_step_frames(workspace, clip_set, used))
     steps = (to_working(frames, height, width) * 255.0).round().to(torch.uint8)
-    times = clip_set.step_times
-    first, last = (t.astype("datetime64[us]").item() for t in (times.min(), times.max()))
-    cut = holdout_start(
-        first.replace(tzinfo=timezone.utc), last.replace(tzinfo=timezone.utc), holdout
-    )
+    # The same time split as the encoders (``eval clips``), so the hold-out starts agree.
+    cut = split_by_time(clip_set, holdout).holdout_start
     return PredictorData(clip_set, steps, rows, nxt[rows], cut)
 
 
