@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -89,6 +90,12 @@ def serve_command(
     settings = load_settings(workspace=workspace, qdrant_url=qdrant_url)
     if not settings.workspace.root.is_dir():
         raise UsageError(f"workspace {settings.workspace.root} does not exist; pass --workspace")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+    service_log = logging.getLogger("skysearch.service")
+    service_log.addHandler(handler)  # start-up (ready in N s, or why it failed) and 500s
+    service_log.setLevel(logging.INFO)
+    service_log.propagate = False
     service = SearchService(settings, torch_threads=torch_threads or None)
     auth = "API key required (X-API-Key)" if api_key else "no API key (loopback only)"
     info(f"serving {settings.workspace.root} on http://{host}:{port} ({auth}); docs at /docs")
