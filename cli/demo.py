@@ -12,6 +12,9 @@ from skysearch.cli.options import JsonOption, WorkspaceOption
 from skysearch.cli.output import emit_json, info, table
 
 from skysearch.config import load_settings
+from skysearch.demo import DemoConfig
+
+DEFAULTS = DemoConfig()
 
 
 @app.command()
@@ -22,11 +25,13 @@ def demo(
             help="Folder holding goes-irma-2017/ and rsscn7-mini/ (default: data/sample)."
         ),
     ] = None,
-    frame_epochs: Annotated[int, typer.Option(help="Frame encoder epochs.")] = 8,
-    clip_epochs: Annotated[int, typer.Option(help="Clip encoder epochs.")] = 30,
+    frame_epochs: Annotated[
+        int, typer.Option(help="Frame encoder epochs.")
+    ] = DEFAULTS.frame_epochs,
+    clip_epochs: Annotated[int, typer.Option(help="Clip encoder epochs.")] = DEFAULTS.clip_epochs,
     text_epochs: Annotated[
         int, typer.Option(help="Text-image projection-head fine-tuning epochs.")
-    ] = 6,
+    ] = DEFAULTS.text_epochs,
     threads: Annotated[
         int, typer.Option(help="CPU threads for torch (0 = torch's default: one per core).")
     ] = 0,
@@ -40,7 +45,7 @@ def demo(
 
     Example: skysearch demo -w demo-workspace
     """
-    from skysearch.demo import DemoConfig, run_demo
+    from skysearch.demo import run_demo
 
     settings = load_settings(workspace=workspace)
     config = DemoConfig(

@@ -1,7 +1,8 @@
 """Contact sheet of a clip search: the query clip's frames on the first row, each hit below.
 
-Every row is labelled on the left (query / rank, score, start, channel, satellite) and every
-frame is captioned with its UTC time. One channel is shown (the first, or ``channel``).
+Every row is labelled on the left (query / rank, score, start, channel, satellite; "grid" is
+the re-rank's grid-metric similarity, "cosine" the vector similarity) and every frame is
+captioned with its UTC time. One channel is shown (the first, or ``channel``).
 """
 
 from __future__ import annotations
@@ -120,12 +121,13 @@ def write_contact_sheet(
     for item, ids in zip(result.results, hit_ids, strict=True):
         frames = store.read_many(ids) if ids else np.zeros_like(q[channel])
         label = [
-            f"#{item.rank}  score {item.score:.4f}",
+            f"#{item.rank}  {'grid' if item.rerank_score is not None else 'score'} "
+            f"{item.score:.4f}",
             (item.start or "")[:16].replace("T", " "),
             f"{','.join(item.channels)} {item.satellite}",
         ]
         if item.rerank_score is not None and item.vector_score is not None:
-            label.append(f"vector {item.vector_score:.4f}")
+            label.append(f"cosine {item.vector_score:.4f}")
         rows.append(
             (label, frames, _captions(item.start, item.gap_minutes or 0, ids, times), False)
         )

@@ -244,63 +244,69 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def _train_frames(ws: Any, config: DemoConfig, state: _State, step: Any) -> str:
-    from skysearch.encoders.train_frames import DataSpec, train_frames
-    from skysearch.encoders.training import TrainConfig
-
-    key = config.model_key("frame")
-    with step("train frame encoder") as d:
-        from skysearch.encoders.models import load_frame_encoder
-
-        model_id = state.model("frame", key, lambda m: load_frame_encoder(ws, m))
+def _reuse_or_train(
+    state: _State,
+    step: Any,
+    name: str,
+    part: str,
+    key: dict[str, Any],
+    load: Callable[[str], Any],
+    train: Callable[[], tuple[str, str]],
+) -> str:
+    """A demo step that reuses the remembered model or trains one (``train() -> (id, detail)``)."""
+    with step(name) as d:
+        model_id = state.model(part, key, load)
         if model_id:
             d.append(f"reused {model_id}")
             return model_id
+        model_id, detail = train()
+        state.remember(part, key, model_id)
+        d.append(f"{model_id} ({detail})")
+        return model_id
+
+
+def _train_frames(ws: Any, config: DemoConfig, state: _State, step: Any) -> str:
+    from skysearch.encoders.models import load_frame_encoder
+    from skysearch.encoders.train_frames import DataSpec, train_frames
+    from skysearch.encoders.training import TrainConfig
+
+    def train() -> tuple[str, str]:
         record = train_frames(
             ws,
             DataSpec("goes-east", ["ir"], config.length, config.gap_minutes),
             TrainConfig(epochs=config.frame_epochs, seed=config.seed, device="cpu"),
             config.frame_backbone,
         )
-        state.remember("frame", key, record.model_id)
         loss = record.config["history"][-1]["loss"]
-        d.append(f"{record.model_id} ({config.frame_epochs} epochs, loss {loss:.4f})")
-        return record.model_id
+        return record.model_id, f"{config.frame_epochs} epochs, loss {loss:.4f}"
+
+    load = lambda m: load_frame_encoder(ws, m)  # noqa: E731
+    key = config.model_key("frame")
+    return _reuse_or_train(state, step, "train frame encoder", "frame", key, load, train)
 
 
 def _train_clips(ws: Any, config: DemoConfig, state: _State, step: Any, frame_id: str) -> str:
+    from skysearch.encoders.models import load_clip_embedder
     from skysearch.encoders.train_clips import train_clips
     from skysearch.encoders.training import TrainConfig
 
-    key = {**config.model_key("clip"), "frame_model": frame_id}
-    with step("train clip encoder") as d:
-        from skysearch.encoders.models import load_clip_embedder
-
-        model_id = state.model("clip", key, lambda m: load_clip_embedder(ws, m))
-        if model_id:
-            d.append(f"reused {model_id}")
-            return model_id
-        record = train_clips(
-            ws, TrainConfig(epochs=config.clip_epochs, seed=config.seed, device="cpu"), frame_id
-        )
-        state.remember("clip", key, record.model_id)
+    def train() -> tuple[str, str]:
+        cfg = TrainConfig(epochs=config.clip_epochs, seed=config.seed, device="cpu")
+        record = train_clips(ws, cfg, frame_id)
         loss = record.config["history"][-1]["loss"]
-        d.append(f"{record.model_id} ({config.clip_epochs} epochs, loss {loss:.4f})")
-        return record.model_id
+        return record.model_id, f"{config.clip_epochs} epochs, loss {loss:.4f}"
+
+    load = lambda m: load_clip_embedder(ws, m)  # noqa: E731
+    key = {**config.model_key("clip"), "frame_model": frame_id}
+    return _reuse_or_train(state, step, "train clip encoder", "clip", key, load, train)
 
 
 def _train_text(ws: Any, config: DemoConfig, state: _State, step: Any) -> str:
+    from skysearch.encoders import registry
     from skysearch.encoders.captions import DEFAULT_SEED
     from skysearch.encoders.train_text_image import TrainConfig, prepare_folder, train_text_image
 
-    key = config.model_key("text")
-    with step("fine-tune text-image heads on RSSCN7 sample") as d:
-        from skysearch.encoders import registry
-
-        model_id = state.model("text", key, lambda m: registry.resolve(ws, "text-image", m))
-        if model_id:
-            d.append(f"reused {model_id}")
-            return model_id
+    def train() -> tuple[str, str]:
         csvs = prepare_folder(config.scenes, ws, DEFAULT_SEED)
         summary = train_text_image(
             TrainConfig(
@@ -314,11 +320,10 @@ def _train_text(ws: Any, config: DemoConfig, state: _State, step: Any) -> str:
             ws,
             progress=False,
         )
-        state.remember("text", key, summary["model_id"])
-        last = (summary.get("history") or [{}])[-1]
-        top1 = last.get("val_zero_shot_top1")
-        d.append(
-            f"{summary['model_id']} ({config.text_epochs} epochs"
-            + (f", val zero-shot top-1 {top1:.2f})" if top1 is not None else ")")
-        )
-        return summary["model_id"]
+        top1 = (summary.get("history") or [{}])[-1].get("val_zero_shot_top1")
+        score = f", val zero-shot top-1 {top1:.2f}" if top1 is not None else ""
+        return summary["model_id"], f"{config.text_epochs} epochs{score}"
+
+    load = lambda m: registry.resolve(ws, "text-image", m)  # noqa: E731
+    name = "fine-tune text-image heads on RSSCN7 sample"
+    return _reuse_or_train(state, step, name, "text", config.model_key("text"), load, train)

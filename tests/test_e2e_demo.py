@@ -176,6 +176,31 @@ def test_clip_search_by_frame_files_from_outside_the_archive(demo, cli, tmp_path
     assert top["rerank_score"] == pytest.approx(1.0)  # same pixels as the archive's clip
 
 
+def test_augmented_clip_search(demo, cli):
+    ws, _ = demo
+    # the 60-frame sample needs a larger hold-out to keep held-out clip pairs
+    r = cli(
+        "train",
+        "predictor",
+        "--length",
+        "6",
+        "--gap",
+        "60",
+        "--epochs",
+        "1",
+        "--holdout",
+        "0.4",
+        "-w",
+        ws,
+    )
+    assert r.exit_code == 0, r.stderr[-2000:]
+    out = search(cli, ws, "clip", "--at", QUERY_AT, "--augment", "--k", "3")
+    assert out["query"]["ranked_by"] == "augment" and out["query"]["augment"]
+    assert len(out["results"]) == 3 and "augment" in out["timing_ms"]
+    assert_sorted(out["results"])
+    assert all(h["vector_score"] is None for h in out["results"])
+
+
 def _assert_error(result, *needles: str) -> None:
     assert result.exit_code == 2, (result.exit_code, result.stderr[-2000:])
     assert "Traceback" not in result.stderr
