@@ -26,6 +26,8 @@ from skysearch.retrieval.contact_sheet import layout_for
 
 from skysearch.timeutil import parse_time
 
+pytestmark = pytest.mark.slow  # a real demo run (about 3 minutes on 2 loaded cores)
+
 QUICK = ["--frame-epochs", "3", "--clip-epochs", "10", "--text-epochs", "4"]
 QUERY_AT = "2017-09-07T00:45Z"
 FRAME_SHAPE = (234, 360)  # goes-sector working resolution (H, W)
