@@ -49,7 +49,7 @@ EPS = 1e-6
 
 @dataclass
 class TrainConfig:
-    objective: str = "metric"
+    objective: str = "triplet"
     epochs: int = 30
     batch_size: int = 32
     lr: float = 1e-3
