@@ -31,18 +31,18 @@ def _train_config(
     objective: str,
     epochs: int,
     batch_size: int,
-    lr: float,
+    lr: float | None,
     seed: int,
     device: str,
     min_pair_hours: float,
 ):
-    from skysearch.encoders.training import TrainConfig
+    from skysearch.encoders.training import CLIP_LR, TrainConfig
 
     return TrainConfig(
         objective=objective,
         epochs=epochs,
         batch_size=batch_size,
-        lr=lr,
+        lr=CLIP_LR if lr is None else lr,
         seed=seed,
         device=device,
         min_pair_hours=min_pair_hours,
@@ -117,7 +117,9 @@ def train_clips_command(
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 10,
     min_pair_hours: MinPairOption = 12.0,
     batch_size: Annotated[int, typer.Option(help="Clips per step.")] = 32,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-4,
+    lr: Annotated[
+        float | None, typer.Option(help="AdamW learning rate. [default: 1e-4 for clips]")
+    ] = None,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
     workspace: WorkspaceOption = None,

@@ -47,6 +47,11 @@ OBJECTIVES = ("triplet", "metric")
 EPS = 1e-6
 
 
+# Clip encoders train on top of a frozen frame encoder with a smaller step (measured on GOES Irma,
+# README encoders section); frame encoders use TrainConfig's default lr.
+CLIP_LR = 1e-4
+
+
 @dataclass
 class TrainConfig:
     objective: str = "triplet"

@@ -288,10 +288,10 @@ def _train_frames(ws: Any, config: DemoConfig, state: _State, step: Any) -> str:
 def _train_clips(ws: Any, config: DemoConfig, state: _State, step: Any, frame_id: str) -> str:
     from skysearch.encoders.models import load_clip_embedder
     from skysearch.encoders.train_clips import train_clips
-    from skysearch.encoders.training import TrainConfig
+    from skysearch.encoders.training import CLIP_LR, TrainConfig
 
     def train() -> tuple[str, str]:
-        cfg = TrainConfig(epochs=config.clip_epochs, seed=config.seed, device="cpu")
+        cfg = TrainConfig(epochs=config.clip_epochs, lr=CLIP_LR, seed=config.seed, device="cpu")
         record = train_clips(ws, cfg, frame_id)
         loss = record.config["history"][-1]["loss"]
         return record.model_id, f"{config.clip_epochs} epochs, loss {loss:.4f}"
