@@ -58,7 +58,7 @@ def train_text_image_command(
         str | None,
         typer.Option(help="Local checkpoint file, or an open_clip tag (needs a reachable hub)."),
     ] = None,
-    epochs: Annotated[int, typer.Option(help="Training epochs (more epochs resume).")] = 3,
+    epochs: Annotated[int, typer.Option(help="Training epochs (more epochs resume).")] = 5,
     batch_size: Annotated[int, typer.Option(help="Image-caption pairs per step.")] = 32,
     lr: Annotated[float, typer.Option(help="Learning rate of the unlocked image blocks.")] = 5e-4,
     head_lr: Annotated[float, typer.Option(help="Learning rate of the projection heads.")] = 2e-3,

@@ -60,7 +60,7 @@ class TrainConfig:
     caption_key: str = "title"
     model_name: str = DEFAULT_MODEL
     pretrained: str | None = None
-    epochs: int = 3
+    epochs: int = 5
     batch_size: int = 32
     lr: float = 5e-4  # unlocked tower layers
     head_lr: float = 2e-3  # projection heads and logit scale
