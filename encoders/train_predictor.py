@@ -54,6 +54,7 @@ from skysearch.encoders.predictor import (
     to_working,
 )
 from skysearch.encoders.registry import model_dir, new_model_id, register_model, resolve
+from skysearch.encoders.training import optimizer_tensors, restore_optimizer
 from skysearch.encoders.video_metrics import frame_metrics, mse, ssim
 from skysearch.ingest.clips import clip_frames, read_clips
 from skysearch.ingest.framestore import FrameStore
@@ -163,26 +164,6 @@ def evaluate(
         sums["persistence_mse"] += float(mse(base, y)) * k
         sums["persistence_ssim"] += float(ssim(base, y)) * k
     return {key: value / max(n, 1) for key, value in sums.items()}
-
-
-def _flatten_optimizer(prefix: str, opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    out = {}
-    for idx, state in opt.state_dict()["state"].items():
-        for key, value in state.items():
-            out[f"{prefix}.{idx}.{key}"] = torch.as_tensor(value)
-    return out
-
-
-def _restore_optimizer(
-    prefix: str, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]
-) -> None:
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for name, value in tensors.items():
-        if name.startswith(prefix + "."):
-            idx, key = name[len(prefix) + 1 :].split(".", 1)
-            state.setdefault(int(idx), {})[key] = value
-    current = opt.state_dict()
-    opt.load_state_dict({"state": state, "param_groups": current["param_groups"]})
 
 
 @dataclass
@@ -328,10 +309,10 @@ def _save_state(
 ) -> None:
     tensors = {f"g.{k}": v for k, v in model.state_dict().items()}
     tensors.update({f"best.{k}": v for k, v in best.items()})
-    tensors.update(_flatten_optimizer("opt_g", opt_g))
+    tensors.update(optimizer_tensors(opt_g, "opt_g"))
     if disc is not None and opt_d is not None:
         tensors.update({f"d.{k}": v for k, v in disc.state_dict().items()})
-        tensors.update(_flatten_optimizer("opt_d", opt_d))
+        tensors.update(optimizer_tensors(opt_d, "opt_d"))
     meta = {
         "epoch": len(history),
         "history": history,
@@ -360,10 +341,10 @@ def _load_state(
             "pass the same options or --restart"
         )
     model.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("g.")})
-    _restore_optimizer("opt_g", opt_g, tensors)
+    restore_optimizer(opt_g, tensors, "opt_g")
     if disc is not None and opt_d is not None:
         disc.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("d.")})
-        _restore_optimizer("opt_d", opt_d, tensors)
+        restore_optimizer(opt_d, tensors, "opt_d")
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
     return int(meta["epoch"]), list(meta.get("history", [])), best
 

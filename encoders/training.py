@@ -143,23 +143,35 @@ def fingerprint(payload: dict[str, Any]) -> str:
     ]
 
 
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], Any]:
-    state = optimizer.state_dict()
+def optimizer_tensors(
+    optimizer: torch.optim.Optimizer, prefix: str = "optim"
+) -> dict[str, torch.Tensor]:
+    """The optimizer's per-parameter state as flat ``{prefix}.{param}.{slot}`` tensors."""
     tensors = {}
-    for idx, slots in state["state"].items():
+    for idx, slots in optimizer.state_dict()["state"].items():
         for name, value in slots.items():
-            tensors[f"optim.{idx}.{name}"] = torch.as_tensor(value)
-    return tensors, state["param_groups"]
+            tensors[f"{prefix}.{idx}.{name}"] = torch.as_tensor(value)
+    return tensors
 
 
-def _restore_optimizer(
-    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: Any
+def restore_optimizer(
+    optimizer: torch.optim.Optimizer,
+    tensors: dict[str, torch.Tensor],
+    prefix: str = "optim",
+    param_groups: Any = None,
 ) -> None:
+    """Load the ``{prefix}.*`` tensors of :func:`optimizer_tensors` back into ``optimizer``.
+
+    ``param_groups`` are the saved groups; ``None`` keeps the optimizer's current ones.
+    """
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
-        _, idx, name = key.split(".", 2)
-        state.setdefault(int(idx), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
+        if key.startswith(prefix + "."):
+            idx, name = key[len(prefix) + 1 :].split(".", 1)
+            state.setdefault(int(idx), {})[name] = value
+    if param_groups is None:
+        param_groups = optimizer.state_dict()["param_groups"]
+    optimizer.load_state_dict({"state": state, "param_groups": param_groups})
 
 
 def save_training_state(
@@ -171,8 +183,7 @@ def save_training_state(
     run_fingerprint: str,
 ) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    optim_tensors, groups = _optimizer_tensors(optimizer)
-    tensors.update(optim_tensors)
+    tensors.update(optimizer_tensors(optimizer))
     save_checkpoint(
         run_dir,
         tensors,
@@ -180,7 +191,7 @@ def save_training_state(
             "epoch": epoch,
             "history": history,
             "fingerprint": run_fingerprint,
-            "param_groups": groups,
+            "param_groups": optimizer.state_dict()["param_groups"],
         },
     )
 
@@ -201,7 +212,7 @@ def load_training_state(
     model_state = {k[6:]: v.to(device) for k, v in tensors.items() if k.startswith("model.")}
     load_into(model, model_state, source=str(run_dir))
     optim = {k: v.to(device) for k, v in tensors.items() if k.startswith("optim.")}
-    _restore_optimizer(optimizer, optim, config["param_groups"])
+    restore_optimizer(optimizer, optim, param_groups=config["param_groups"])
     return int(config["epoch"]), list(config.get("history", []))
 
 
