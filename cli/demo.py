@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 from skysearch.cli.app import app
-from skysearch.cli.options import JsonOption, WorkspaceOption
+from skysearch.cli.options import JsonOption, ThreadsOption, WorkspaceOption
 from skysearch.cli.output import emit_json, info, table
 
 from skysearch.config import load_settings
@@ -32,9 +32,7 @@ def demo(
     text_epochs: Annotated[
         int, typer.Option(help="Text-image projection-head fine-tuning epochs.")
     ] = DEFAULTS.text_epochs,
-    threads: Annotated[
-        int, typer.Option(help="CPU threads for torch (0 = torch's default: one per core).")
-    ] = 0,
+    threads: ThreadsOption = 0,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:

@@ -20,3 +20,6 @@ WorkspaceOption = Annotated[
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print one JSON object on stdout (logs go to stderr).")
 ]
+ThreadsOption = Annotated[
+    int, typer.Option(help="CPU threads for torch (0 = torch's default: one per core).")
+]

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from skysearch.cli.app import app
 from skysearch.cli.groups import eval_app, train_app
-from skysearch.cli.options import JsonOption, WorkspaceOption
+from skysearch.cli.options import JsonOption, ThreadsOption, WorkspaceOption
 from skysearch.cli.output import emit_json, info, table
 
 from skysearch.config import load_settings
@@ -41,9 +41,7 @@ def train_predictor_command(
     ] = 0.15,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     restart: Annotated[bool, typer.Option(help="Discard an interrupted run's state.")] = False,
-    threads: Annotated[
-        int, typer.Option(help="CPU threads for torch (0 = torch's default: one per core).")
-    ] = 0,
+    threads: ThreadsOption = 0,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:
