@@ -49,21 +49,11 @@ def test_pairs_are_a_clip_and_the_l_steps_after_it(ws) -> None:
 
 
 def test_train_resume_predict_strip(ws, cli, tmp_path) -> None:
-    result = cli(
-        "train",
-        "predictor",
-        "--length",
-        "3",
-        "--gap",
-        "60",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "8",
-        "-w",
-        ws.root,
-        "--json",
-    )
+    def train(epochs: int):
+        args = ("--length", "3", "--gap", "60", "--epochs", str(epochs), "--batch-size", "8")
+        return cli("train", "predictor", *args, "-w", ws.root, "--json")
+
+    result = train(1)
     assert result.exit_code == 0, result.stderr
     first = json.loads(result.stdout.strip().splitlines()[-1])
     m = first["metrics"]
@@ -71,21 +61,7 @@ def test_train_resume_predict_strip(ws, cli, tmp_path) -> None:
     assert 0 < m["persistence_mse"] < 1 and m["test_pairs"] > 0
 
     # Same command with more epochs continues the interrupted/finished run.
-    result = cli(
-        "train",
-        "predictor",
-        "--length",
-        "3",
-        "--gap",
-        "60",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "8",
-        "-w",
-        ws.root,
-        "--json",
-    )
+    result = train(2)
     second = json.loads(result.stdout.strip().splitlines()[-1])
     assert second["resumed_from_epoch"] == 1
 
