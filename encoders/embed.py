@@ -14,6 +14,7 @@ one chunk and a re-run finishes the rest.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -113,6 +114,26 @@ def _chunks(items: np.ndarray, size: int) -> Iterator[np.ndarray]:
         yield items[start : start + size]
 
 
+@contextmanager
+def _collection(
+    settings: Settings,
+    store: VectorStore | None,
+    collection: str,
+    dim: int,
+    model_id: str,
+) -> Iterator[tuple[VectorStore, set[str]]]:
+    """The store (opened here and closed after, unless given) with ``collection`` ready for
+    ``model_id``'s vectors, and the ids that model already wrote there (skipped on a re-run)."""
+    own_store = store is None
+    store = store or open_store(settings)
+    try:
+        store.ensure_collection(collection, dim, model_id)
+        yield store, _existing(store, collection, model_id)
+    finally:
+        if own_store:
+            store.close()
+
+
 def index_clips(
     settings: Settings,
     model_id: str | None = None,
@@ -128,12 +149,9 @@ def index_clips(
     clip_set: ClipSet = load_clip_set(
         workspace, data["satellite"], data["channels"], data["length"], data["gap_minutes"]
     )
-    own_store = store is None
-    store = store or open_store(settings)
     report = IndexReport(CLIPS, record.model_id, record.model_id, total=clip_set.clips.num_rows)
-    try:
-        store.ensure_collection(CLIPS, embedder.clip.config.dim, record.model_id)
-        done = _existing(store, CLIPS, record.model_id)
+    dim = embedder.clip.config.dim
+    with _collection(settings, store, CLIPS, dim, record.model_id) as (store, done):
         ids = np.array(clip_set.clip_ids, dtype=object)
         pending = np.flatnonzero([cid not in done for cid in ids])
         report.skipped_existing = int(len(ids) - len(pending))
@@ -174,9 +192,6 @@ def index_clips(
             report.written += store.upsert(
                 CLIPS, points, vector_name=record.model_id, progress=True
             )
-    finally:
-        if own_store:
-            store.close()
     return report
 
 
@@ -206,12 +221,8 @@ def index_frames(
         channel=channel,
         columns=["frame_id", "satellite", "channel", "time", "source_path"],
     )
-    own_store = store is None
-    store = store or open_store(settings)
     report = IndexReport(FRAMES, record.model_id, record.model_id, total=table.num_rows)
-    try:
-        store.ensure_collection(FRAMES, encoder.dim, record.model_id)
-        done = _existing(store, FRAMES, record.model_id)
+    with _collection(settings, store, FRAMES, encoder.dim, record.model_id) as (store, done):
         rows = [r for r in table.to_pylist() if r["frame_id"] not in done]
         report.skipped_existing = table.num_rows - len(rows)
         for start in range(0, len(rows), CHUNK_CLIPS):
@@ -237,7 +248,4 @@ def index_frames(
             report.written += store.upsert(
                 FRAMES, points, vector_name=record.model_id, progress=True
             )
-    finally:
-        if own_store:
-            store.close()
     return report
