@@ -11,6 +11,9 @@ from skysearch.errors import UsageError
 
 @pytest.fixture
 def fake_app(monkeypatch):
+    # Import the real command modules first: they register on whatever ``app`` is at import
+    # time, and must not land on the fake for the rest of the test session.
+    app_module._register()
     fake = typer.Typer()
 
     @fake.command()
