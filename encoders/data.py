@@ -13,6 +13,7 @@ columns of the step matrix (:func:`clip_similarity_matrix`).
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
@@ -109,7 +110,8 @@ def _pick_spec(table: pa.Table, what: str) -> pa.Table:
 
         tqdm.write(
             f"{what}: {len(counts)} clip specs in the catalog; using {best[0]} {best[1]} "
-            f"{best[2]}x{best[3]}m ({counts[best]} clips). Choose with --channels/--length/--gap."
+            f"{best[2]}x{best[3]}m ({counts[best]} clips). Choose with --channels/--length/--gap.",
+            file=sys.stderr,
         )
     return table.filter(pa.array(mask))
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -242,7 +243,8 @@ def fit(
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     done, history = load_training_state(run_dir, model, optimizer, run_fingerprint)
     if done:
-        tqdm.write(f"resuming {desc} from epoch {done}/{config.epochs} ({run_dir})")
+        message = f"resuming {desc} from epoch {done}/{config.epochs} ({run_dir})"
+        tqdm.write(message, file=sys.stderr)
     for epoch in range(done, config.epochs):
         rng = _seed_epoch(config.seed, epoch)
         model.train()
@@ -268,7 +270,8 @@ def fit(
         history.append(record)
         tqdm.write(
             f"{desc} epoch {epoch + 1}/{config.epochs}: loss {record['loss']:.4f}, "
-            f"{record['items_per_s']:.1f} items/s"
+            f"{record['items_per_s']:.1f} items/s",
+            file=sys.stderr,
         )
         save_training_state(run_dir, model, optimizer, epoch + 1, history, run_fingerprint)
     model.eval()

@@ -167,3 +167,18 @@ def test_missing_models_and_clips_give_clear_errors(tmp_path, cli):
     assert done.exit_code == 2 and "no frame model" in done.stderr
     done = cli("train", "frames", "-w", str(tmp_path))
     assert done.exit_code == 2 and "skysearch clips" in done.stderr
+
+
+def test_training_logs_go_to_stderr_not_stdout(cli, tmp_path):
+    """--json promises one JSON object on stdout: per-epoch lines must go to stderr."""
+    ws = tmp_path / "ws"
+    assert cli("ingest", SAMPLE_DATA / "goes-irma-2017", "-w", ws).exit_code == 0
+    assert cli("clips", "--length", "6", "--gap", "60", "-w", ws).exit_code == 0
+    result = cli(
+        "train", "frames", "--epochs", "1", "--length", "6", "--gap", "60", "-w", ws, "--json"
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "epoch 1/1" in result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1
+    assert json.loads(lines[0])["model_id"]
