@@ -24,6 +24,12 @@ def info(message: str) -> None:
     typer.echo(message, err=True)
 
 
+def result_text(text: str, json_out: bool) -> None:
+    """A command's human-readable result: on stdout (so it can be piped or saved), unless
+    ``--json`` owns stdout, then on stderr."""
+    typer.echo(text, err=json_out)
+
+
 def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     """Plain aligned text table (no colours: pipes and logs stay readable)."""
     cells = [[str(row.get(col, "")) for col in columns] for row in rows]

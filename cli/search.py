@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from skysearch.cli.groups import search_app
 from skysearch.cli.options import JsonOption, WorkspaceOption
-from skysearch.cli.output import emit_json, info, table
+from skysearch.cli.output import emit_json, info, result_text, table
 
 from skysearch.config import load_settings
 from skysearch.errors import UsageError
@@ -112,7 +112,8 @@ def result_rows(result: Any) -> tuple[list[dict[str, Any]], list[str]]:
 
 
 def render_result(result: Any, json_out: bool, extra: dict[str, Any] | None = None) -> None:
-    """Table (stderr) and, with ``--json``, the result schema (stdout) of any search."""
+    """The results table (stdout; stderr with ``--json``, whose result schema owns stdout);
+    the query line and timings are logs (stderr)."""
     q = result.query
     if q["kind"] == "clip":
         what = (
@@ -124,7 +125,7 @@ def render_result(result: Any, json_out: bool, extra: dict[str, Any] | None = No
         what = f"{q['kind']} query {q.get('text') or q.get('image')!r} (model {q['model_id']})"
     info(what)
     rows, columns = result_rows(result)
-    info(table(rows, columns) if rows else "no results (loosen the filters?)")
+    result_text(table(rows, columns) if rows else "no results (loosen the filters?)", json_out)
     timing = ", ".join(f"{k} {v:.0f} ms" for k, v in result.timing_ms.items())
     info(f"timing: {timing}")
     if json_out:

@@ -54,3 +54,13 @@ def test_unknown_option_is_a_usage_error(fake_app, cli):
     result = cli("run", "ok", "--nope")
     assert result.exit_code == 2
     assert "--nope" in result.stderr
+
+
+@pytest.mark.parametrize("json_out", [False, True])
+def test_result_text_goes_to_stdout_unless_json_owns_it(capsys, json_out):
+    from skysearch.cli.output import result_text
+
+    result_text("rank  score", json_out)
+    out = capsys.readouterr()
+    assert (out.err if json_out else out.out) == "rank  score\n"
+    assert (out.out if json_out else out.err) == ""
