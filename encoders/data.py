@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from skysearch.ingest.catalog import read_frames
-from skysearch.ingest.clips import parse_channels, read_clips
+from skysearch.ingest.clips import parse_channels, read_clips, spec_keys
 from skysearch.ingest.framestore import FrameStore
 from skysearch.ingest.similarity_core import (
     GridSpec,
@@ -92,16 +92,7 @@ def to_datetime64(value: datetime) -> np.datetime64:
 
 def _pick_spec(table: pa.Table, what: str) -> pa.Table:
     """Among several clip specs, the one with the most clips (ties: the first name)."""
-    keys = [
-        (sat, "+".join(ch), length, gap)
-        for sat, ch, length, gap in zip(
-            table["satellite"].to_pylist(),
-            table["channels"].to_pylist(),
-            table["length"].to_pylist(),
-            table["gap_minutes"].to_pylist(),
-            strict=True,
-        )
-    ]
+    keys = spec_keys(table)
     counts = Counter(keys)
     best = sorted(counts, key=lambda k: (-counts[k], k))[0]
     mask = np.array([k == best for k in keys])

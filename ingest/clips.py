@@ -210,6 +210,20 @@ def build_clips(
     return report
 
 
+def spec_keys(table: pa.Table) -> list[tuple[str, str, int, int]]:
+    """Per clip row, its spec: (satellite, "ch1+ch2", length, gap_minutes)."""
+    return [
+        (sat, "+".join(channels), length, gap)
+        for sat, channels, length, gap in zip(
+            table["satellite"].to_pylist(),
+            table["channels"].to_pylist(),
+            table["length"].to_pylist(),
+            table["gap_minutes"].to_pylist(),
+            strict=True,
+        )
+    ]
+
+
 def read_clips(
     workspace: Workspace,
     satellite: str | None = None,

@@ -92,20 +92,14 @@ def _frames(settings: Settings) -> Check:
 
 
 def _clips(settings: Settings) -> Check:
-    from skysearch.ingest.clips import read_clips
+    from skysearch.ingest.clips import read_clips, spec_keys
 
     table = read_clips(settings.workspace)
     if table.num_rows == 0:
         return Check("clips", TODO, "no clips assembled", "skysearch clips --length 6 --gap 60")
     counts: dict[str, int] = {}
-    for sat, chans, length, gap in zip(
-        table["satellite"].to_pylist(),
-        table["channels"].to_pylist(),
-        table["length"].to_pylist(),
-        table["gap_minutes"].to_pylist(),
-        strict=True,
-    ):
-        key = f"{sat} {'+'.join(chans)} {length}x{gap}m"
+    for sat, chans, length, gap in spec_keys(table):
+        key = f"{sat} {chans} {length}x{gap}m"
         counts[key] = counts.get(key, 0) + 1
     return Check("clips", OK, "; ".join(f"{k}: {n}" for k, n in sorted(counts.items())))
 
