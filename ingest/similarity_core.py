@@ -26,24 +26,23 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
 import numpy as np
+from skysearch.ingest.similarity_kernel import ks_distance_sums
 
 from skysearch.errors import UsageError
 
 Mode = Literal["clean", "reference"]
 MODES: tuple[str, ...] = ("clean", "reference")
 
-# Working memory per kernel step (a chunk of candidate frames and its temporaries stays in L2).
+# Pool sketches gathered per kernel step (a chunk stays in L2 while every query passes over it).
 _CHUNK_BYTES = 1 << 20
 # Pixels sketched per bincount call (bounds the int64 key array to ~32 MB).
 _PIXELS_PER_STEP = 1 << 22
-_SCRATCH = threading.local()
 
 
 @dataclass(frozen=True)
@@ -248,45 +247,30 @@ def sketch_geometry(frame_shape: tuple[int, ...], spec: GridSpec) -> Geometry:
 # --------------------------------------------------------------------------- KS on sketches
 
 
-def _scratch(shape: tuple[int, ...], dtype: type, count: int) -> list[np.ndarray]:
-    """Per-thread reusable buffers: fresh temporaries per step cost more than the arithmetic."""
-    key = (shape, np.dtype(dtype).str, count)
-    cached = getattr(_SCRATCH, "buffers", None)
-    if cached is None or cached[0] != key:
-        cached = (key, [np.empty(shape, dtype) for _ in range(count)])
-        _SCRATCH.buffers = cached
-    return cached[1]
-
-
 def _distance_sums(
-    query: np.ndarray, block: np.ndarray, sizes_q: np.ndarray, sizes_p: np.ndarray, rows: int
+    queries: np.ndarray, block: np.ndarray, sizes_q: np.ndarray, sizes_p: np.ndarray
 ) -> np.ndarray:
-    """Sum over cells of KS D between one query sketch (B, cells) and ``block`` (k, B, cells).
+    """Sums over cells of KS D: query sketches (m, B, cells) x ``block`` (k, B, cells) -> (m, k).
 
-    ``rows``: the most rows a block of this call has (sizes the scratch buffers).
+    Same cell sizes (the usual case: one geometry): D = max_k |C_a(k) - C_b(k)| / n, exact in
+    the sketches' integers, by the compiled kernel.
     """
-    k = len(block)
+    out = np.empty((len(queries), len(block)), dtype=np.float64)
     if np.array_equal(sizes_q, sizes_p):
-        if query.dtype == np.uint8 and block.dtype == np.uint8:
-            high, low, worst = _scratch((rows, *block.shape[1:]), np.uint8, 3)
-            high, low = high[:k], low[:k]
-            # |a - b| in uint8 without overflow: max(a, b) - min(a, b).
-            np.maximum(block, query, out=high)
-            np.minimum(block, query, out=low)
-            np.subtract(high, low, out=high)
-        else:
-            wide = np.int32 if max(query.itemsize, block.itemsize) <= 2 else np.int64
-            high, worst = _scratch((rows, *block.shape[1:]), wide, 2)
-            high = high[:k]
-            np.subtract(block, query, out=high, dtype=wide)
-            np.abs(high, out=high)
-        top = worst[:k, 0]
-        np.maximum.reduce(high, axis=1, out=top)
-        return top @ (1.0 / sizes_q.astype(np.float64))
+        dtype = np.result_type(queries.dtype, block.dtype)
+        ks_distance_sums(
+            np.ascontiguousarray(queries, dtype=dtype),
+            np.ascontiguousarray(block, dtype=dtype),
+            1.0 / sizes_q.astype(np.float64),
+            out,
+        )
+        return out
     # Cells of different sizes (frames of different geometry): the C++ formula on CDFs.
-    cdf_q = query / sizes_q.astype(np.float64)
     cdf_p = block / sizes_p.astype(np.float64)
-    return np.abs(cdf_p - cdf_q).max(axis=1).sum(axis=1)
+    for m, query in enumerate(queries):
+        cdf_q = query / sizes_q.astype(np.float64)
+        out[m] = np.abs(cdf_p - cdf_q).max(axis=1).sum(axis=1)
+    return out
 
 
 @lru_cache(maxsize=1)
@@ -317,13 +301,12 @@ def similarity_block(
     sizes_p = sizes_q if sizes_p is None else sizes_p
     cells = queries.shape[-1]
     out = np.empty((len(queries), len(rows)), dtype=np.float64)
-    step = max(1, _CHUNK_BYTES // max(1, 4 * queries[0].nbytes))
+    step = max(1, _CHUNK_BYTES // max(1, queries[0].nbytes))
 
     def run(start: int) -> None:
         block = pool.take(rows[start : start + step])
-        for m, query in enumerate(queries):
-            sums = _distance_sums(query, block, sizes_q, sizes_p, step)
-            out[m, start : start + len(block)] = 1.0 - sums / cells
+        sums = _distance_sums(queries, block, sizes_q, sizes_p)
+        out[:, start : start + len(block)] = 1.0 - sums / cells
 
     starts = range(0, len(rows), step)
     executor = _executor()
@@ -499,7 +482,8 @@ def one_to_many(
     for c in range(n_channels):
         rows, inverse = np.unique(index[:, c, :], return_inverse=True)
         inverse = inverse.reshape(len(index), length)
-        needed = len(np.unique(inverse * length + positions))
+        # distinct (pool frame, position) pairs: a bincount, not np.unique (hashing is slow)
+        needed = np.count_nonzero(np.bincount((inverse * length + positions).ravel()))
         if 2 * needed >= length * len(rows):
             sims = similarity_block(query[c], pool, rows, sizes_q, sizes_p)
             out[:, c] = sims[positions, inverse].mean(axis=1)
