@@ -18,7 +18,7 @@ import sys
 import time
 
 import torch
-from skysearch.encoders.clip_encoder import ClipEmbedder, ClipEncoder, ClipEncoderConfig
+from skysearch.encoders.clip_encoder import ClipEmbedder, ClipEncoder, clip_config_for
 from skysearch.encoders.frame_encoder import FrameEncoderConfig, build_frame_encoder
 
 
@@ -45,7 +45,7 @@ def main() -> None:
     frames = torch.randint(0, 256, (args.batch, 1, 234, 360), dtype=torch.uint8)
     small = build_frame_encoder(FrameEncoderConfig()).eval()
     lite0 = build_frame_encoder(FrameEncoderConfig(backbone="efficientnet-lite0")).eval()
-    clip = ClipEncoder(ClipEncoderConfig(length=12)).eval()
+    clip = ClipEncoder(clip_config_for(FrameEncoderConfig(), 12)).eval()
     sequences = torch.nn.functional.normalize(torch.randn(args.batch, 12, 256), dim=-1)
     clips = torch.randint(0, 256, (max(1, args.batch // 12), 1, 12, 234, 360), dtype=torch.uint8)
     end_to_end = ClipEmbedder(small, clip).eval()

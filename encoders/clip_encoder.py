@@ -1,9 +1,15 @@
 """Clip encoder: the sequence of frame embeddings -> one 256-d unit vector.
 
 SkySearch's design: sinusoidal positional encoding + one transformer encoder layer + a linear
-layer to 256-d. The time steps are flattened (not averaged) before the last linear layer, since
-the ground-truth clip similarity compares frame i with frame i: order matters. The clip length
-is therefore part of the config.
+layer to 256-d. The transformer layer is a gated residual (``e + gate * layer(e + positions)``,
+gate starting at 0), so an untrained clip encoder passes the frame embeddings through unchanged
+and training adds what helps. The output layer is fixed: the mean of each of ``segments``
+consecutive groups of frames (the ground truth compares frame i with frame i, so order
+matters), and for frame embeddings with a spatial layout (``small-cnn``'s pooled cell map) a
+``spatial_pool`` x ``spatial_pool`` average of the map, so the result is 256-d. Measured on the
+GOES validation slice: 4 segments x a 2x2-pooled map ranked clips better than the temporal
+mean, and far better than a learned or random 3072 -> 256 projection (trained on ~150
+overlapping clips it learned the training period's calendar).
 
 :class:`ClipEmbedder` bundles a (frozen) frame encoder with a clip encoder; a clip checkpoint
 stores both (keys ``frame.*`` and ``clip.*``), so one registry entry embeds raw clips.
@@ -18,7 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from skysearch.encoders.frame_encoder import FrameEncoder, build_frame_encoder
+from skysearch.encoders.frame_encoder import (
+    FrameEncoder,
+    FrameEncoderConfig,
+    build_frame_encoder,
+)
 from torch import nn
 
 from skysearch.errors import UsageError
@@ -32,6 +42,9 @@ class ClipEncoderConfig:
     heads: int = 4
     ff: int = 512
     dropout: float = 0.1
+    segments: int = 1  # temporal groups averaged in the output (1 = the temporal mean)
+    frame_grid: int = 0  # side of the frame embedding's spatial map (0 = no spatial layout)
+    spatial_pool: int = 1  # average-pool that map by this factor in the output
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -49,6 +62,44 @@ def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
     table[:, 0::2] = torch.sin(position * div)
     table[:, 1::2] = torch.cos(position * div)[:, : dim // 2]
     return table
+
+
+def clip_config_for(frame: FrameEncoderConfig, length: int) -> ClipEncoderConfig:
+    """Clip encoder settings for a frame encoder: for ``small-cnn``'s cell map (and clips of
+    at least 4 frames) 4 segments x a 2x2-pooled map, otherwise the temporal mean."""
+    if frame.backbone == "small-cnn" and length >= 4 and frame.out_grid % 2 == 0:
+        return ClipEncoderConfig(
+            length, frame.dim, segments=4, frame_grid=frame.out_grid, spatial_pool=2
+        )
+    return ClipEncoderConfig(length, frame.dim)
+
+
+def readout_matrix(config: ClipEncoderConfig) -> torch.Tensor:
+    """The fixed output layer ``(dim, length * in_dim)``: segment means x spatial pooling."""
+    if not 1 <= config.segments <= config.length:
+        raise UsageError(f"clip encoder: {config.segments} segments for {config.length} frames")
+    bounds = np.linspace(0, config.length, config.segments + 1).round().astype(int)
+    temporal = torch.zeros(config.segments, config.length)
+    for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+        temporal[i, lo:hi] = 1.0 / (hi - lo)
+    spatial = torch.eye(config.in_dim)
+    grid, pool = config.frame_grid, config.spatial_pool
+    if grid:
+        features, rem = divmod(config.in_dim, grid * grid)
+        if rem or grid % pool:
+            raise UsageError(
+                f"clip encoder: a {grid} x {grid} map does not fit {config.in_dim}-d frame "
+                f"embeddings pooled by {pool}"
+            )
+        maps = spatial.reshape(config.in_dim, features, grid, grid)
+        spatial = F.avg_pool2d(maps, pool).reshape(config.in_dim, -1).T
+    readout = torch.kron(temporal, spatial.contiguous())
+    if readout.shape[0] != config.dim:
+        raise UsageError(
+            f"clip encoder: {config.segments} segments x {spatial.shape[0]} values = "
+            f"{readout.shape[0]}, not dim {config.dim}"
+        )
+    return readout
 
 
 class ClipEncoder(nn.Module):
@@ -69,22 +120,12 @@ class ClipEncoder(nn.Module):
             dropout=config.dropout,
             batch_first=True,
         )
-        self.out = nn.Linear(config.length * config.in_dim, config.dim)
-        if config.dim == config.in_dim:
-            # Start as the mean over time of the (transformed) frame embeddings: clip distance
-            # then starts close to the mean frame distance, which is how the ground truth
-            # scores clips; training learns the corrections (few clips: a random 3072 x 256
-            # start overfits them).
-            with torch.no_grad():
-                self.out.weight.copy_(torch.eye(config.dim).repeat(1, config.length))
-                self.out.weight.div_(config.length)
-                self.out.bias.zero_()
+        self.gate = nn.Parameter(torch.zeros(()))
+        self.register_buffer("readout", readout_matrix(config), persistent=False)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """What training updates: the transformer layer. The output layer stays the temporal
-        mean it starts as (trained on ~150 overlapping clips it learned "time since" and
-        ranked held-out clips worse)."""
-        return list(self.layer.parameters())
+        """What training updates: the transformer layer and its gate (the readout is fixed)."""
+        return [self.gate, *self.layer.parameters()]
 
     def forward(self, frame_embeddings: torch.Tensor) -> torch.Tensor:
         _, length, dim = frame_embeddings.shape
@@ -94,8 +135,8 @@ class ClipEncoder(nn.Module):
                 f"embeddings, got {length} x {dim}; build clips with --length "
                 f"{self.config.length} or train a clip encoder for this length"
             )
-        x = self.layer(frame_embeddings + self.positions)
-        return F.normalize(self.out(x.flatten(1)), dim=-1)
+        x = frame_embeddings + self.gate * self.layer(frame_embeddings + self.positions)
+        return F.normalize(x.flatten(1) @ self.readout.T, dim=-1)
 
 
 class ClipEmbedder(nn.Module):

@@ -198,24 +198,32 @@ def clip_similarity_matrix(
 
 @dataclass
 class Split:
-    """Time split: train on clips that end before ``holdout_start``, evaluate on the rest."""
+    """Time split: train on clips that end before ``holdout_start``, evaluate on the rest.
+
+    With a ``validation_start`` (model selection), training stops earlier: clips ending before
+    it train; the clips between it and ``holdout_start`` are the validation slice.
+    """
 
     holdout_start: datetime
     first: datetime
     last: datetime
-    train: np.ndarray  # bool (M,): clip ends before the hold-out
+    train: np.ndarray  # bool (M,): clip ends before the validation slice / the hold-out
     heldout: np.ndarray  # bool (M,): clip starts in the hold-out
+    validation_start: datetime | None = None
 
     def to_dict(self) -> dict[str, str | int]:
         from skysearch.timeutil import to_rfc3339
 
-        return {
+        out: dict[str, str | int] = {
             "first": to_rfc3339(self.first),
             "holdout_start": to_rfc3339(self.holdout_start),
             "last": to_rfc3339(self.last),
             "train_clips": int(self.train.sum()),
             "heldout_clips": int(self.heldout.sum()),
         }
+        if self.validation_start is not None:
+            out["validation_start"] = to_rfc3339(self.validation_start)
+        return out
 
 
 def _aware(value: np.datetime64) -> datetime:
@@ -225,15 +233,32 @@ def _aware(value: np.datetime64) -> datetime:
 
 
 def split_by_time(
-    clip_set: ClipSet, holdout_fraction: float = 0.2, holdout_start: datetime | None = None
+    clip_set: ClipSet,
+    holdout_fraction: float = 0.2,
+    holdout_start: datetime | None = None,
+    validation_fraction: float = 0.0,
+    validation_start: datetime | None = None,
 ) -> Split:
-    """Hold out the most recent ``holdout_fraction`` of the time range (or from a given start)."""
+    """Hold out the most recent ``holdout_fraction`` of the time range (or from a given start).
+
+    ``validation_fraction`` (or ``validation_start``) also keeps the most recent part of the
+    remaining training range out of training, for model selection.
+    """
     from skysearch.encoders.triplets import holdout_start as start_of_holdout
 
     first, last = _aware(clip_set.starts.min()), _aware(clip_set.ends.max())
     start = holdout_start or start_of_holdout(first, last, holdout_fraction)
-    cut = to_datetime64(start)
-    split = Split(start, first, last, clip_set.ends < cut, clip_set.starts >= cut)
+    if validation_start is None and validation_fraction > 0:
+        validation_start = start_of_holdout(first, start, validation_fraction)
+    train_end = to_datetime64(validation_start or start)
+    split = Split(
+        start,
+        first,
+        last,
+        clip_set.ends < train_end,
+        clip_set.starts >= to_datetime64(start),
+        validation_start,
+    )
     if not split.train.any() or not split.heldout.any():
         raise UsageError(
             f"the time split at {start:%Y-%m-%dT%H:%MZ} leaves no training or no held-out clips "
@@ -241,3 +266,15 @@ def split_by_time(
             "or use shorter clips"
         )
     return split
+
+
+def model_split(clip_set: ClipSet, data: dict) -> Split:
+    """The split a model was trained with (its config's ``data`` section)."""
+    from skysearch.timeutil import parse_time
+
+    validation = data.get("validation_start")
+    return split_by_time(
+        clip_set,
+        holdout_start=parse_time(data["holdout_start"]),
+        validation_start=parse_time(validation) if validation else None,
+    )

@@ -7,20 +7,19 @@ import shutil
 import numpy as np
 import torch
 from skysearch.encoders import registry
-from skysearch.encoders.clip_encoder import ClipEmbedder, ClipEncoder, ClipEncoderConfig
+from skysearch.encoders.clip_encoder import ClipEmbedder, ClipEncoder, clip_config_for
 from skysearch.encoders.data import (
     clip_similarity_matrix,
     load_clip_set,
     load_step_frames,
+    model_split,
     seconds,
-    split_by_time,
     step_similarity_matrix,
 )
 from skysearch.encoders.models import embed_in_batches, load_frame_encoder, save_model
 from skysearch.encoders.training import TrainConfig, fingerprint, resolve_device, train_on_arrays
 
 from skysearch.config import Workspace
-from skysearch.timeutil import parse_time
 
 
 def train_clips(
@@ -33,8 +32,8 @@ def train_clips(
     """Train (or resume) a clip encoder on the frame model's channels and training period.
 
     The frame encoder is frozen: its embeddings of every training frame are computed once, and
-    the clip encoder trains on sequences of them. The hold-out start is the frame model's, so
-    no held-out frame is ever seen by either model.
+    the clip encoder trains on sequences of them. The hold-out (and validation) start is the
+    frame model's, so no held-out or validation frame is ever seen by either model.
     """
     train.check()
     device = resolve_device(train.device)
@@ -48,7 +47,7 @@ def train_clips(
         gap_minutes or data["gap_minutes"],
         "train clips",
     )
-    split = split_by_time(clip_set, holdout_start=parse_time(data["holdout_start"]))
+    split = model_split(clip_set, data)
     train_set = clip_set.subset(split.train)
     steps = train_set.used_steps()
     frames = load_step_frames(workspace, clip_set, steps)
@@ -59,7 +58,7 @@ def train_clips(
     similarity = None
     if train.objective == "metric":
         similarity = clip_similarity_matrix(step_similarity_matrix(frames), local_index)
-    clip_config = ClipEncoderConfig(length=clip_set.length, in_dim=frame_model.dim)
+    clip_config = clip_config_for(frame_model.config, clip_set.length)
     torch.manual_seed(train.seed)  # the initial weights are part of a deterministic run
     clip_model = ClipEncoder(clip_config)
     setup = {

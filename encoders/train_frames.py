@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from skysearch.encoders import registry
+from skysearch.encoders.cell_training import cell_pair_batches
 from skysearch.encoders.data import (
     load_clip_set,
     load_step_frames,
@@ -18,7 +19,13 @@ from skysearch.encoders.data import (
 )
 from skysearch.encoders.frame_encoder import FrameEncoderConfig, build_frame_encoder, to_float
 from skysearch.encoders.models import embed_in_batches, save_model
-from skysearch.encoders.training import TrainConfig, fingerprint, resolve_device, train_on_arrays
+from skysearch.encoders.training import (
+    TrainConfig,
+    fingerprint,
+    fit,
+    resolve_device,
+    train_on_arrays,
+)
 
 from skysearch.config import Workspace
 
@@ -32,6 +39,9 @@ class DataSpec:
     length: int | None = None
     gap_minutes: int | None = None
     holdout_fraction: float = 0.2
+    #: > 0: also keep the most recent part of the training range out (``eval clips --split
+    #: validation`` scores it), for choosing settings without looking at the hold-out.
+    validation_fraction: float = 0.0
 
 
 def train_frames(
@@ -42,7 +52,8 @@ def train_frames(
 ) -> registry.ModelRecord:
     """Train (or resume training) a frame encoder; register and return it.
 
-    Training frames: every frame of a clip that ends before the hold-out period. The
+    Training frames: every frame of a clip that ends before the hold-out period (or the
+    validation slice). The
     ``efficientnet-lite0`` backbone stays frozen (ImageNet features are computed once) and only
     its projection head trains, which keeps CPU training to seconds.
     """
@@ -50,11 +61,14 @@ def train_frames(
     clip_set = load_clip_set(
         workspace, data.satellite, data.channels, data.length, data.gap_minutes, "train frames"
     )
-    split = split_by_time(clip_set, data.holdout_fraction)
+    split = split_by_time(clip_set, data.holdout_fraction, None, data.validation_fraction)
     steps = clip_set.subset(split.train).used_steps()
     frames = load_step_frames(workspace, clip_set, steps)
     times = seconds(clip_set.step_times[steps])
-    similarity = step_similarity_matrix(frames) if train.objective == "metric" else None
+    # metric objective: small-cnn learns from cell pairs (cell_training), others frame pairs
+    cell_metric = train.objective == "metric" and backbone == "small-cnn"
+    frame_metric = train.objective == "metric" and not cell_metric
+    similarity = step_similarity_matrix(frames) if frame_metric else None
     frame_config = FrameEncoderConfig(
         backbone=backbone,
         channels=clip_set.channels,
@@ -81,9 +95,23 @@ def train_frames(
         net = model.net
         items = embed_in_batches(net.features, to_float(torch.as_tensor(frames)), 16, device)
         forward = lambda feats: F.normalize(net.head(feats), dim=-1)  # noqa: E731
-    history = train_on_arrays(
-        model, items, times, similarity, train, run_dir, run_fp, "train frames", forward, trainable
-    )
+    if cell_metric:
+        model.to(device)
+        batches = cell_pair_batches(model, frames, device)
+        history = fit(model, batches, train, run_dir, run_fp, "train frames", trainable)
+    else:
+        history = train_on_arrays(
+            model,
+            items,
+            times,
+            similarity,
+            train,
+            run_dir,
+            run_fp,
+            "train frames",
+            forward,
+            trainable,
+        )
     config = {
         "frame": frame_config.to_dict(),
         "train": train.to_dict(),

@@ -11,6 +11,8 @@ Two objectives, same loop:
   distance. Averaged over all ``(i, j)`` it equals twice the variance over ``i`` of
   ``log d(a,i) - log g(a,i)``, which is how it is computed (O(B^2), no triple loop); a scale
   term makes the distances equal (not only proportional) to the ground-truth distances.
+  (The ``small-cnn`` frame encoder's metric objective works on cell pairs instead:
+  ``skysearch.encoders.cell_training``.)
 
 The loop is deterministic for a seed (the batch order and any dropout are re-seeded from
 ``(seed, epoch)`` at every epoch, so a resumed run equals an uninterrupted one), shows a tqdm bar
@@ -55,7 +57,7 @@ CLIP_LR = 1e-4
 
 @dataclass
 class TrainConfig:
-    objective: str = "triplet"
+    objective: str = "metric"
     epochs: int = 30
     batch_size: int = 32
     lr: float = 1e-3

@@ -1,6 +1,8 @@
 """``skysearch eval clips``: clip embeddings against the ground-truth grid metric, with baselines.
 
-Protocol (held-out time range = the clip model's, the most recent ~20% of the archive):
+Protocol (held-out time range = the clip model's, the most recent ~20% of the archive;
+``split="validation"``: the model's validation slice instead, on the archive before the
+hold-out, so settings can be chosen without looking at the held-out period):
 
 - **Pearson**: correlation between the Euclidean distance of two clips' vectors and their
   ground-truth similarity, over distinct pairs of held-out clips (all pairs, or ``max_pairs``
@@ -32,8 +34,10 @@ from skysearch.encoders.data import (
     clip_similarity_matrix,
     load_clip_set,
     load_step_frames,
+    model_split,
     split_by_time,
     step_similarity_matrix,
+    to_datetime64,
 )
 from skysearch.encoders.models import embed_in_batches, load_clip_embedder
 from skysearch.encoders.training import resolve_device
@@ -41,7 +45,6 @@ from skysearch.retrieval.baselines import clip_vectors, imagenet_features, raw_p
 
 from skysearch.config import Workspace
 from skysearch.errors import UsageError
-from skysearch.timeutil import parse_time
 
 METHODS = ("trained", "raw_pixels", "imagenet", "random")
 
@@ -54,6 +57,9 @@ class EvalOptions:
     seed: int = 0
     baselines: bool = True
     device: str | None = "cpu"
+    #: "test": the held-out period; "validation": the model's validation slice, scored on the
+    #: archive before the hold-out only (for choosing settings; the hold-out stays unseen)
+    split: str = "test"
 
 
 def distance_matrix(vectors: np.ndarray) -> np.ndarray:
@@ -151,7 +157,17 @@ def evaluate_clips(
     clip_set = load_clip_set(
         workspace, data["satellite"], data["channels"], data["length"], data["gap_minutes"]
     )
-    split = split_by_time(clip_set, holdout_start=parse_time(data["holdout_start"]))
+    split = model_split(clip_set, data)
+    if options.split == "validation":
+        if split.validation_start is None:
+            raise UsageError(
+                f"model {record.model_id} has no validation slice; train one with "
+                "`skysearch train frames --validation 0.2` and `train clips`"
+            )
+        clip_set = clip_set.subset(clip_set.ends < to_datetime64(split.holdout_start))
+        split = split_by_time(clip_set, holdout_start=split.validation_start)
+    elif options.split != "test":
+        raise UsageError(f"unknown split {options.split!r}; use test or validation")
     frames = load_step_frames(workspace, clip_set, np.arange(len(clip_set.steps)))
     truth = clip_similarity_matrix(step_similarity_matrix(frames), clip_set.index)
     protocol = build_protocol(clip_set, split, options)
@@ -185,6 +201,7 @@ def evaluate_clips(
         **protocol.describe(),
         "exclude_hours": options.exclude_hours,
         "k": options.k,
+        "split": options.split,
         "relevance": "ground-truth similarity min-max normalised per query (graded, 0..1)",
         "ground_truth": "grid KS similarity, clean mode, N=24, B=20",
     }

@@ -35,7 +35,7 @@ class DemoConfig:
     length: int = 6
     gap_minutes: int = 60
     frame_backbone: str = "small-cnn"
-    frame_epochs: int = 8
+    frame_epochs: int = 2
     clip_epochs: int = 30
     seed: int = 0
     query_at: str = "2017-09-07T00:45Z"

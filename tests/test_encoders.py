@@ -86,6 +86,37 @@ def test_tiny_training_lowers_loss_on_real_frames(sample_ws, tmp_path, objective
     assert history[-1]["loss"] < history[0]["loss"]
 
 
+def test_cell_metric_training_lowers_loss_on_real_frames(sample_ws, tmp_path):
+    """small-cnn's metric objective: cell pairs of real frames, squared value gap vs KS D."""
+    from skysearch.encoders.cell_training import cell_pair_batches
+    from skysearch.encoders.training import fit
+
+    frames, _, _ = _real_frames(sample_ws)
+    torch.manual_seed(0)
+    model = build_frame_encoder(FrameEncoderConfig(height=frames.shape[2], width=frames.shape[3]))
+    before = [p.detach().clone() for p in model.net.histograms.parameters()]
+    batches = cell_pair_batches(model, frames, torch.device("cpu"), steps=60)
+    config = TrainConfig(objective="metric", epochs=3)
+    history = fit(model, batches, config, tmp_path, "fp", "test", model.trainable_parameters())
+    assert history[-1]["loss"] < 0.8 * history[0]["loss"]
+    after = list(model.net.histograms.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))  # fixed layer
+
+
+def test_clip_readout_is_segment_means_of_pooled_maps():
+    """An untrained clip encoder (gate 0) = 4 segment means of 2x2-pooled 16 x 16 maps."""
+    from skysearch.encoders.clip_encoder import clip_config_for
+
+    encoder = ClipEncoder(clip_config_for(FrameEncoderConfig(), 12)).eval()
+    frames = torch.rand(2, 12, 256)
+    expected = torch.nn.functional.avg_pool2d(frames.reshape(24, 1, 16, 16), 2)
+    expected = expected.reshape(2, 4, 3, 64).mean(2).reshape(2, 256)
+    expected = torch.nn.functional.normalize(expected, dim=-1)
+    assert torch.allclose(encoder(frames), expected, atol=1e-6)
+    with pytest.raises(UsageError, match="segments"):
+        ClipEncoder(ClipEncoderConfig(length=3, segments=4))
+
+
 def test_resumed_training_equals_uninterrupted(tmp_path):
     rng = np.random.default_rng(0)
     items = rng.integers(0, 255, (16, 1, 32, 32), dtype=np.uint8)
@@ -117,7 +148,7 @@ def test_clip_embedder_shapes_and_errors():
 
 def test_train_eval_index_cli_on_sample(sample_ws, cli):
     ws = str(sample_ws.root)
-    done = cli("train", "frames", "--epochs", "2", "--device", "cpu", "--json", "-w", ws)
+    done = cli("train", "frames", "--epochs", "1", "--device", "cpu", "--json", "-w", ws)
     assert done.exit_code == 0, done.stderr
     frame = json.loads(done.stdout.strip().splitlines()[-1])
     assert frame["kind"] == "frame" and frame["config"]["data"]["channels"] == ["ir"]
@@ -182,3 +213,38 @@ def test_training_logs_go_to_stderr_not_stdout(cli, tmp_path):
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 1
     assert json.loads(lines[0])["model_id"]
+
+
+def test_validation_slice_keeps_training_and_selection_off_the_holdout(sample_ws, cli, tmp_path):
+    """--validation trains on the earliest part only; --split validation scores the slice
+    between it and the hold-out, with candidates from before the hold-out only."""
+    ws = tmp_path / "ws"
+    import shutil
+
+    shutil.copytree(sample_ws.root, ws)
+    common = ("--device", "cpu", "--json", "-w", ws)
+    args = ("--epochs", "1", *common)
+    done = cli("train", "frames", "--validation", "0.3", *args)
+    assert done.exit_code == 0, done.stderr
+    data = json.loads(done.stdout.strip().splitlines()[-1])["config"]["data"]
+    assert data["first"] < data["validation_start"] < data["holdout_start"]
+    assert cli("train", "clips", *args).exit_code == 0
+    clip = list_models(Workspace(ws), "clip")[-1]
+    assert clip.config["data"]["validation_start"] == data["validation_start"]
+    assert clip.config["data"]["train_clips"] == data["train_clips"]
+
+    done = cli("eval", "clips", "--split", "validation", "--exclude-hours", "6", *common)
+    assert done.exit_code == 0, done.stderr
+    proto = json.loads(done.stdout.strip().splitlines()[-1])["protocol"]
+    assert proto["split"] == "validation" and proto["queries"] > 0
+    # the validation slice plays the hold-out's role; nothing after the real hold-out is seen
+    assert proto["holdout_start"] == data["validation_start"]
+    assert proto["last"] <= data["holdout_start"]
+    assert proto["train_clips"] == data["train_clips"]
+
+    # a model trained without a validation slice cannot be scored on one
+    shutil.rmtree(ws / "models")
+    assert cli("train", "frames", *args).exit_code == 0
+    assert cli("train", "clips", *args).exit_code == 0
+    done = cli("eval", "clips", "--split", "validation", *common)
+    assert done.exit_code == 2 and "no validation slice" in done.stderr
