@@ -37,9 +37,12 @@ HNSW_M = 32
 HNSW_EF_CONSTRUCT = 256
 #: ``hnsw_ef`` used at query time (see above; the engine's default, = k, is far lower).
 SEARCH_HNSW_EF = 256
-#: Below this many KB of vectors matching a filter, Qdrant scans the filtered subset exactly
-#: (via the payload index) instead of walking the graph. Qdrant's default is 10000 KB.
-FULL_SCAN_THRESHOLD_KB = 10_000
+#: Below this many KB of vectors matching a filter, Qdrant scores the filtered subset exactly
+#: (via the payload index) instead of walking the graph. Qdrant's default, 10000 KB (~10k
+#: 256-d vectors), gave filtered recall@10 0.929 at 1M points with 1-10% time windows
+#: (10k-100k points: graph walks with ACORN at hnsw_ef 256; 0.994 at hnsw_ef 1024); 100000 KB
+#: (~100k vectors) gave 0.9985 (bench/store.py, README store section).
+FULL_SCAN_THRESHOLD_KB = 100_000
 #: ACORN filtered search (Qdrant >= 1.16): when a filter is selective, the graph walk also
 #: explores neighbours of neighbours, so the filtered subgraph stays connected. Measured:
 #: without it a 6% subset just above full_scan_threshold gave recall@10 0.958 (tests) and the
