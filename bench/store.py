@@ -110,6 +110,7 @@ def main() -> None:
         default=None,
         help="comma list of fields with payload-aware HNSW links ('' = none; default: schema)",
     )
+    ap.add_argument("--quantization", choices=["int8"], default=None, help="new stores only")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -137,7 +138,7 @@ def main() -> None:
     root = args.dir or Path(tempfile.mkdtemp(prefix="skysearch-bench-"))
     ns = uuid.UUID(int=1)
     ids = [str(uuid.uuid5(ns, str(i))) for i in range(n)]
-    store = EmbeddedStore(root, EdgeIndexParams())
+    store = EmbeddedStore(root, EdgeIndexParams(quantization=args.quantization))
     reused = (
         args.reuse and "bench" in store.collections() and store.info("bench").indexed_vectors == n
     )
@@ -213,6 +214,7 @@ def main() -> None:
     result["hnsw_ef"] = args.ef
     result["acorn"] = args.acorn
     result["graph_fields"] = list(schema.PAYLOAD_GRAPH_FIELDS)
+    result["quantization"] = args.quantization
     result["reused_index"] = reused
     result["load_average"] = [round(v, 2) for v in os.getloadavg()]
     store.close()

@@ -63,6 +63,19 @@ class EdgeIndexParams:
     full_scan_threshold_kb: int = schema.FULL_SCAN_THRESHOLD_KB
     #: segments smaller than this stay unindexed (exact search) after optimize()
     indexing_threshold_kb: int = 10_000
+    #: "int8": scalar-quantized copies of the vectors kept in RAM for the search (results
+    #: rescored with the originals); None: full float32 only (measured default, README)
+    quantization: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.quantization not in (None, "int8"):
+            raise UsageError(f"unknown quantization {self.quantization!r}; use int8 or none")
+
+
+def _quantization(kind: str | None) -> Any:
+    if kind is None:
+        return None
+    return qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, always_ram=True)
 
 
 def _range_value(value: Any) -> Any:
@@ -201,6 +214,7 @@ class EmbeddedStore(VectorStore):
                 m=p.m, ef_construct=p.ef_construct, full_scan_threshold=p.full_scan_threshold_kb
             ),
             optimizers=qe.EdgeOptimizersConfig(indexing_threshold=p.indexing_threshold_kb),
+            quantization_config=_quantization(p.quantization),
         )
 
     def _open_error(self, path: Path, exc: Exception) -> StoreError:
@@ -266,7 +280,12 @@ class EmbeddedStore(VectorStore):
             query=qe.Query.Nearest(vector, using=vector_name),
             filter=to_edge_filter(flt),
             params=qe.SearchParams(
-                hnsw_ef=hnsw_ef, exact=exact, acorn=qe.AcornSearchParams(enable=schema.SEARCH_ACORN)
+                hnsw_ef=hnsw_ef,
+                exact=exact,
+                acorn=qe.AcornSearchParams(enable=schema.SEARCH_ACORN),
+                # quantized collections: rescore an oversampled candidate list with the
+                # original vectors (ignored by unquantized ones)
+                quantization=qe.QuantizationSearchParams(rescore=True, oversampling=2.0),
             ),
             with_payload=True,
         )

@@ -188,7 +188,8 @@ def _server_store() -> VectorStore:
     return ServerStore.connect(os.environ["QDRANT_URL"])
 
 
-BACKENDS = ["embedded-exact", "embedded-hnsw", "memory", "server"]
+BACKENDS = ["embedded-exact", "embedded-hnsw", "embedded-hnsw-int8", "memory", "server"]
+GRAPH = ("embedded-hnsw", "embedded-hnsw-int8")  # approximate: recall >= 0.99, not 1.0
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -203,12 +204,14 @@ def store(request, tmp_path_factory):
     else:
         # hnsw: index every segment, and put full_scan_threshold (8 KB = 64 points of 32-d)
         # inside the range of filtered subset sizes, so both exact and graph paths are hit.
-        params = EdgeIndexParams(full_scan_threshold_kb=8, indexing_threshold_kb=1)
-        s = EmbeddedStore(
-            tmp_path_factory.mktemp(kind), params if kind == "embedded-hnsw" else None
+        # int8: the same with scalar-quantized vectors (rescored with the originals).
+        quantization = "int8" if kind.endswith("int8") else None
+        params = EdgeIndexParams(
+            full_scan_threshold_kb=8, indexing_threshold_kb=1, quantization=quantization
         )
+        s = EmbeddedStore(tmp_path_factory.mktemp(kind), params if kind in GRAPH else None)
     load(s)
-    if kind in ("embedded-hnsw", "server"):
+    if kind in (*GRAPH, "server"):
         s.optimize(COLL)
     s.kind = kind  # type: ignore[attr-defined]
     yield s
@@ -235,7 +238,7 @@ def test_filtered_topk_matches_brute_force(store, case):
     mask = predicate(DATA)
     assert 0 < mask.sum() < N or filters is None
     recall = _recall(store, filters, mask)
-    if store.kind == "embedded-hnsw":
+    if store.kind in GRAPH:
         assert recall >= 0.99, f"HNSW filtered recall@10 {recall:.3f} (subset {mask.sum()})"
     else:
         assert recall == 1.0
@@ -251,7 +254,7 @@ def test_exact_flag_is_exact_on_hnsw(store):
 
 def test_unfiltered_recall(store):
     recall = _recall(store, None, np.ones(N, dtype=bool))
-    assert recall >= (0.99 if store.kind == "embedded-hnsw" else 1.0)
+    assert recall >= (0.99 if store.kind in GRAPH else 1.0)
 
 
 def test_count_matches_predicate(store):
@@ -295,7 +298,7 @@ def test_info_reports_points_and_indexes(store):
         assert {"time", "satellite", "channel", "month", "hour", "day_of_year", "day"} <= set(
             info.payload_indexes
         )
-    if store.kind == "embedded-hnsw":
+    if store.kind in GRAPH:
         assert info.indexed_vectors == N
 
 
@@ -350,3 +353,8 @@ def test_upsert_delete_roundtrip_is_idempotent(store):
     assert hits[0].id == DATA.ids[7]
     store.drop_collection(name)
     assert name not in store.collections()
+
+
+def test_unknown_quantization_is_a_clear_error():
+    with pytest.raises(UsageError, match="unknown quantization 'pq'"):
+        EdgeIndexParams(quantization="pq")
