@@ -110,7 +110,12 @@ def main() -> None:
         default=None,
         help="comma list of fields with payload-aware HNSW links ('' = none; default: schema)",
     )
-    ap.add_argument("--quantization", choices=["int8"], default=None, help="new stores only")
+    ap.add_argument(
+        "--quantization",
+        choices=["int8", "none"],
+        default=schema.QUANTIZATION or "none",
+        help="vector quantization of a new store (default: the schema's)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -138,7 +143,8 @@ def main() -> None:
     root = args.dir or Path(tempfile.mkdtemp(prefix="skysearch-bench-"))
     ns = uuid.UUID(int=1)
     ids = [str(uuid.uuid5(ns, str(i))) for i in range(n)]
-    store = EmbeddedStore(root, EdgeIndexParams(quantization=args.quantization))
+    quantization = None if args.quantization == "none" else args.quantization
+    store = EmbeddedStore(root, EdgeIndexParams(quantization=quantization))
     reused = (
         args.reuse and "bench" in store.collections() and store.info("bench").indexed_vectors == n
     )

@@ -63,9 +63,9 @@ class EdgeIndexParams:
     full_scan_threshold_kb: int = schema.FULL_SCAN_THRESHOLD_KB
     #: segments smaller than this stay unindexed (exact search) after optimize()
     indexing_threshold_kb: int = 10_000
-    #: "int8": scalar-quantized copies of the vectors kept in RAM for the search (results
-    #: rescored with the originals); None: full float32 only (measured default, README)
-    quantization: str | None = None
+    #: "int8": scalar-quantized copies of the vectors in RAM for the search, results rescored
+    #: with the originals (schema.QUANTIZATION); None: float32 only
+    quantization: str | None = schema.QUANTIZATION
 
     def __post_init__(self) -> None:
         if self.quantization not in (None, "int8"):
@@ -285,7 +285,9 @@ class EmbeddedStore(VectorStore):
                 acorn=qe.AcornSearchParams(enable=schema.SEARCH_ACORN),
                 # quantized collections: rescore an oversampled candidate list with the
                 # original vectors (ignored by unquantized ones)
-                quantization=qe.QuantizationSearchParams(rescore=True, oversampling=2.0),
+                quantization=qe.QuantizationSearchParams(
+                    rescore=True, oversampling=schema.QUANTIZATION_OVERSAMPLING
+                ),
             ),
             with_payload=True,
         )

@@ -127,6 +127,7 @@ class ServerStore(VectorStore):
                 ef_construct=schema.HNSW_EF_CONSTRUCT,
                 full_scan_threshold=schema.FULL_SCAN_THRESHOLD_KB,
             ),
+            quantization_config=_quantization_config(),
             shard_number=self.shard_number,
             replication_factor=self.replication_factor,
         )
@@ -159,7 +160,10 @@ class ServerStore(VectorStore):
         if self.backend == "memory":  # local mode is always exact and warns about params
             return None
         acorn = models.AcornSearchParams(enable=schema.SEARCH_ACORN)
-        return models.SearchParams(hnsw_ef=hnsw_ef, exact=exact, acorn=acorn)
+        rescore = models.QuantizationSearchParams(
+            rescore=True, oversampling=schema.QUANTIZATION_OVERSAMPLING
+        )
+        return models.SearchParams(hnsw_ef=hnsw_ef, exact=exact, acorn=acorn, quantization=rescore)
 
     def _query(self, name, vector_name, vector, limit, flt, exact, hnsw_ef) -> list[Hit]:
         result = self.client.query_points(
@@ -239,3 +243,12 @@ class ServerStore(VectorStore):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _quantization_config() -> models.ScalarQuantization | None:
+    """The schema's vector quantization as a collection setting (None: float32 only)."""
+    if schema.QUANTIZATION is None:
+        return None
+    return models.ScalarQuantization(
+        scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, always_ram=True)
+    )

@@ -188,8 +188,8 @@ def _server_store() -> VectorStore:
     return ServerStore.connect(os.environ["QDRANT_URL"])
 
 
-BACKENDS = ["embedded-exact", "embedded-hnsw", "embedded-hnsw-int8", "memory", "server"]
-GRAPH = ("embedded-hnsw", "embedded-hnsw-int8")  # approximate: recall >= 0.99, not 1.0
+BACKENDS = ["embedded-exact", "embedded-hnsw", "embedded-hnsw-float32", "memory", "server"]
+GRAPH = ("embedded-hnsw", "embedded-hnsw-float32")  # approximate: recall >= 0.99, not 1.0
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -204,8 +204,8 @@ def store(request, tmp_path_factory):
     else:
         # hnsw: index every segment, and put full_scan_threshold (8 KB = 64 points of 32-d)
         # inside the range of filtered subset sizes, so both exact and graph paths are hit.
-        # int8: the same with scalar-quantized vectors (rescored with the originals).
-        quantization = "int8" if kind.endswith("int8") else None
+        # float32: the same without the default int8 quantization.
+        quantization = None if kind.endswith("float32") else "int8"
         params = EdgeIndexParams(
             full_scan_threshold_kb=8, indexing_threshold_kb=1, quantization=quantization
         )
