@@ -116,6 +116,12 @@ def main() -> None:
         default=schema.QUANTIZATION or "none",
         help="vector quantization of a new store (default: the schema's)",
     )
+    ap.add_argument(
+        "--full-scan-kb",
+        type=int,
+        default=schema.FULL_SCAN_THRESHOLD_KB,
+        help="full_scan_threshold of a new store (KB of vectors)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -144,7 +150,8 @@ def main() -> None:
     ns = uuid.UUID(int=1)
     ids = [str(uuid.uuid5(ns, str(i))) for i in range(n)]
     quantization = None if args.quantization == "none" else args.quantization
-    store = EmbeddedStore(root, EdgeIndexParams(quantization=quantization))
+    params = EdgeIndexParams(quantization=quantization, full_scan_threshold_kb=args.full_scan_kb)
+    store = EmbeddedStore(root, params)
     reused = (
         args.reuse and "bench" in store.collections() and store.info("bench").indexed_vectors == n
     )
@@ -221,6 +228,7 @@ def main() -> None:
     result["acorn"] = args.acorn
     result["graph_fields"] = list(schema.PAYLOAD_GRAPH_FIELDS)
     result["quantization"] = args.quantization
+    result["full_scan_threshold_kb"] = args.full_scan_kb
     result["reused_index"] = reused
     result["load_average"] = [round(v, 2) for v in os.getloadavg()]
     store.close()
