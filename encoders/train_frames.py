@@ -53,15 +53,16 @@ def train_frames(
     """Train (or resume training) a frame encoder; register and return it.
 
     Training frames: every frame of a clip that ends before the hold-out period (or the
-    validation slice). The
-    ``efficientnet-lite0`` backbone stays frozen (ImageNet features are computed once) and only
-    its projection head trains, which keeps CPU training to seconds.
+    validation slice). The ``efficientnet-lite0`` backbone stays frozen (ImageNet features are
+    computed once) and only its projection head trains, which keeps CPU training to seconds.
     """
     train.check()
     clip_set = load_clip_set(
         workspace, data.satellite, data.channels, data.length, data.gap_minutes, "train frames"
     )
-    split = split_by_time(clip_set, data.holdout_fraction, None, data.validation_fraction)
+    split = split_by_time(
+        clip_set, data.holdout_fraction, validation_fraction=data.validation_fraction
+    )
     steps = clip_set.subset(split.train).used_steps()
     frames = load_step_frames(workspace, clip_set, steps)
     times = seconds(clip_set.step_times[steps])

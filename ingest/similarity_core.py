@@ -267,9 +267,9 @@ def _distance_sums(
         return out
     # Cells of different sizes (frames of different geometry): the C++ formula on CDFs.
     cdf_p = block / sizes_p.astype(np.float64)
-    for m, query in enumerate(queries):
-        cdf_q = query / sizes_q.astype(np.float64)
-        out[m] = np.abs(cdf_p - cdf_q).max(axis=1).sum(axis=1)
+    cdf_q = queries / sizes_q.astype(np.float64)
+    for m in range(len(queries)):
+        out[m] = np.abs(cdf_p - cdf_q[m]).max(axis=1).sum(axis=1)
     return out
 
 
