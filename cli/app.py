@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 
 import typer
@@ -43,6 +44,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except KeyboardInterrupt:
         code = 130
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # Jobs write atomically or commit in steps a re-run resumes: nothing to repair, so
+        # caught once here rather than around every write.
+        where = f" ({exc.filename})" if exc.filename else ""
+        typer.echo(f"error: no space left on device{where}: free space and re-run", err=True)
+        sys.exit(2)
     if isinstance(code, int) and code != 0:
         if code == 130:
             typer.echo("interrupted: re-run the same command to resume", err=True)

@@ -26,11 +26,13 @@ def demo(
         ),
     ] = None,
     frame_epochs: Annotated[
-        int, typer.Option(help="Frame encoder epochs.")
+        int, typer.Option(help="Frame encoder epochs.", min=1)
     ] = DEFAULTS.frame_epochs,
-    clip_epochs: Annotated[int, typer.Option(help="Clip encoder epochs.")] = DEFAULTS.clip_epochs,
+    clip_epochs: Annotated[
+        int, typer.Option(help="Clip encoder epochs.", min=1)
+    ] = DEFAULTS.clip_epochs,
     text_epochs: Annotated[
-        int, typer.Option(help="Text-image projection-head fine-tuning epochs.")
+        int, typer.Option(help="Text-image projection-head fine-tuning epochs.", min=1)
     ] = DEFAULTS.text_epochs,
     threads: ThreadsOption = 0,
     workspace: WorkspaceOption = None,

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 from skysearch.cli.groups import eval_app, index_app, train_app
-from skysearch.cli.options import JsonOption, WorkspaceOption
+from skysearch.cli.options import JsonOption, WorkspaceOption, positive
 from skysearch.cli.output import emit_json, info, table
 
 from skysearch.config import load_settings
@@ -82,15 +82,20 @@ def train_frames_command(
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 2,
     min_pair_hours: MinPairOption = 0.0,
     batch_size: Annotated[int, typer.Option(help="Items per step.")] = 32,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.", callback=positive)] = 1e-3,
     holdout: Annotated[
-        float, typer.Option(help="Most recent fraction of the time range held out for eval.")
+        float,
+        typer.Option(
+            help="Most recent fraction of the time range held out for eval.", min=0, max=1
+        ),
     ] = 0.2,
     validation: Annotated[
         float,
         typer.Option(
             help="Also keep this most recent fraction of the training range out, for choosing "
-            "settings with `eval clips --split validation` (0 = train on all of it)."
+            "settings with `eval clips --split validation` (0 = train on all of it).",
+            min=0,
+            max=1,
         ),
     ] = 0.0,
     device: DeviceOption = "auto",
@@ -117,17 +122,18 @@ def train_clips_command(
         str | None, typer.Option(help="Frame model id (default: the latest).")
     ] = None,
     length: Annotated[
-        int | None, typer.Option(help="Clip length (default: frame model's).")
+        int | None, typer.Option(help="Clip length (default: frame model's).", min=1)
     ] = None,
     gap: Annotated[
-        int | None, typer.Option(help="Clip gap minutes (default: frame model's).")
+        int | None, typer.Option(help="Clip gap minutes (default: frame model's).", min=1)
     ] = None,
     objective: ObjectiveOption = "metric",
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 10,
     min_pair_hours: MinPairOption = 12.0,
     batch_size: Annotated[int, typer.Option(help="Clips per step.")] = 32,
     lr: Annotated[
-        float | None, typer.Option(help="AdamW learning rate. [default: 1e-4 for clips]")
+        float | None,
+        typer.Option(help="AdamW learning rate. [default: 1e-4 for clips]", callback=positive),
     ] = None,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
@@ -149,7 +155,8 @@ def train_clips_command(
 def eval_clips_command(
     model: Annotated[str | None, typer.Option(help="Clip model id (default: the latest).")] = None,
     exclude_hours: Annotated[
-        float, typer.Option(help="Candidates start more than this many hours from the query.")
+        float,
+        typer.Option(help="Candidates start more than this many hours from the query.", min=0),
     ] = 12.0,
     baselines: Annotated[
         bool, typer.Option(help="Also score raw-pixel, ImageNet and random baselines.")
@@ -217,7 +224,9 @@ def _index_report(report, json_out: bool) -> None:
         emit_json(report.to_dict())
 
 
-WorkersOption = Annotated[int, typer.Option(help="DataLoader worker processes reading frames.")]
+WorkersOption = Annotated[
+    int, typer.Option(help="DataLoader worker processes reading frames.", min=0)
+]
 
 
 @index_app.command("clips")

@@ -24,7 +24,9 @@ def ingest(
         list[Path] | None,
         typer.Option("--profiles", help="Extra folder of source-profile JSON files (repeatable)."),
     ] = None,
-    workers: Annotated[int, typer.Option(help="Decode processes (0 = one per CPU core).")] = 0,
+    workers: Annotated[
+        int, typer.Option(help="Decode processes (0 = one per CPU core).", min=0)
+    ] = 0,
     commit_every: Annotated[
         int, typer.Option(help="Frames per catalog commit.", hidden=True)
     ] = 512,
@@ -62,8 +64,8 @@ def ingest(
 
 @app.command()
 def clips(
-    length: Annotated[int, typer.Option(help="Frames per clip (L).")] = 12,
-    gap: Annotated[int, typer.Option(help="Minutes between clip frames (G).")] = 60,
+    length: Annotated[int, typer.Option(help="Frames per clip (L).", min=1, max=1000)] = 12,
+    gap: Annotated[int, typer.Option(help="Minutes between clip frames (G).", min=1)] = 60,
     channels: Annotated[
         str | None,
         typer.Option(
@@ -72,7 +74,7 @@ def clips(
         ),
     ] = None,
     tolerance: Annotated[
-        int, typer.Option(help="Minutes a frame may sit from its step's time.")
+        int, typer.Option(help="Minutes a frame may sit from its step's time.", min=0)
     ] = 15,
     satellite: Annotated[str | None, typer.Option(help="Only this satellite.")] = None,
     workspace: WorkspaceOption = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -21,5 +22,13 @@ JsonOption = Annotated[
     bool, typer.Option("--json", help="Print one JSON object on stdout (logs go to stderr).")
 ]
 ThreadsOption = Annotated[
-    int, typer.Option(help="CPU threads for torch (0 = torch's default: one per core).")
+    int, typer.Option(help="CPU threads for torch (0 = torch's default: one per core).", min=0)
 ]
+
+
+def positive(value: float | None) -> float | None:
+    """Option callback for learning rates: a finite number above 0 (click's ranges let nan
+    and inf through)."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"must be a finite number > 0, got {value}")
+    return value

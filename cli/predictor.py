@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from skysearch.cli.app import app
 from skysearch.cli.groups import eval_app, train_app
-from skysearch.cli.options import JsonOption, ThreadsOption, WorkspaceOption
+from skysearch.cli.options import JsonOption, ThreadsOption, WorkspaceOption, positive
 from skysearch.cli.output import emit_json, info, table
 
 from skysearch.config import load_settings
@@ -20,24 +20,33 @@ ModelOption = Annotated[
 
 @train_app.command("predictor")
 def train_predictor_command(
-    length: Annotated[int, typer.Option(help="Clip length L (frames in and out).")] = 6,
-    gap: Annotated[int, typer.Option(help="Minutes between clip frames.")] = 60,
+    length: Annotated[int, typer.Option(help="Clip length L (frames in and out).", min=1)] = 6,
+    gap: Annotated[int, typer.Option(help="Minutes between clip frames.", min=1)] = 60,
     channels: Annotated[str | None, typer.Option(help="Clip channels, e.g. ir.")] = None,
     satellite: Annotated[str | None, typer.Option(help="Only this satellite.")] = None,
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 30,
-    batch_size: Annotated[int, typer.Option(help="Pairs per step.")] = 8,
-    lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-3,
+    epochs: Annotated[int, typer.Option(help="Training epochs.", min=1)] = 30,
+    batch_size: Annotated[int, typer.Option(help="Pairs per step.", min=1)] = 8,
+    lr: Annotated[float, typer.Option(help="Learning rate.", callback=positive)] = 1e-3,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same model).")] = 0,
     adversarial: Annotated[
         bool, typer.Option(help="SkySearch's adversarial mix (MSE / G / D steps).")
     ] = False,
-    lambda_mse: Annotated[float, typer.Option(help="Probability weight of an MSE step.")] = 0.6,
-    lambda_g: Annotated[float, typer.Option(help="Probability weight of a G step.")] = 0.2,
-    lambda_d: Annotated[float, typer.Option(help="Probability weight of a D step.")] = 0.2,
-    ortho_beta: Annotated[float, typer.Option(help="Orthogonal regularisation weight.")] = 1e-4,
-    holdout: Annotated[float, typer.Option(help="Most recent fraction of time held out.")] = 0.2,
+    lambda_mse: Annotated[
+        float, typer.Option(help="Probability weight of an MSE step.", min=0)
+    ] = 0.6,
+    lambda_g: Annotated[float, typer.Option(help="Probability weight of a G step.", min=0)] = 0.2,
+    lambda_d: Annotated[float, typer.Option(help="Probability weight of a D step.", min=0)] = 0.2,
+    ortho_beta: Annotated[
+        float, typer.Option(help="Orthogonal regularisation weight.", min=0)
+    ] = 1e-4,
+    holdout: Annotated[
+        float, typer.Option(help="Most recent fraction of time held out.", min=0, max=1)
+    ] = 0.2,
     validation: Annotated[
-        float, typer.Option(help="Latest fraction of the training pairs that picks the epoch.")
+        float,
+        typer.Option(
+            help="Latest fraction of the training pairs that picks the epoch.", min=0, max=1
+        ),
     ] = 0.15,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     restart: Annotated[bool, typer.Option(help="Discard an interrupted run's state.")] = False,
@@ -142,7 +151,8 @@ def eval_augment_command(
         float, typer.Option(help="Weight of the following clips in long-term relevance.")
     ] = 0.5,
     exclude_hours: Annotated[
-        float, typer.Option(help="Candidates start more than this many hours from the query.")
+        float,
+        typer.Option(help="Candidates start more than this many hours from the query.", min=0),
     ] = 12.0,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -35,6 +36,18 @@ def check_bind(host: str, api_key: str | None) -> None:
         )
 
 
+def check_listen(host: str, port: int) -> None:
+    """Fail in one line, before models load, when the address cannot be bound (a busy port, an
+    unknown host name) instead of uvicorn's log lines after start-up."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            probe.bind(address)
+    except OSError as exc:  # socket.gaierror included
+        raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+
+
 @app.command("serve")
 def serve_command(
     host: Annotated[str, typer.Option(help="Bind address (loopback needs no API key).")] = (
@@ -61,7 +74,7 @@ def serve_command(
     ] = None,
     torch_threads: Annotated[
         int,
-        typer.Option(help="Torch threads per inference (0: torch's default, all cores)."),
+        typer.Option(help="Torch threads per inference (0: torch's default, all cores).", min=0),
     ] = 1,
     write_openapi: Annotated[
         Path | None,
@@ -83,13 +96,17 @@ def serve_command(
     if write_openapi is not None:
         from skysearch.retrieval.http_app import openapi_json
 
-        write_openapi.write_text(openapi_json())
+        try:
+            write_openapi.write_text(openapi_json())
+        except OSError as exc:
+            raise UsageError(f"cannot write {write_openapi}: {exc.strerror}") from None
         info(f"wrote {write_openapi}")
         return
     check_bind(host, api_key)
     settings = load_settings(workspace=workspace, qdrant_url=qdrant_url)
     if not settings.workspace.root.is_dir():
         raise UsageError(f"workspace {settings.workspace.root} does not exist; pass --workspace")
+    check_listen(host, port)
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
     service_log = logging.getLogger("skysearch.service")

@@ -132,7 +132,10 @@ def optimize_cmd(
 
     timings: dict[str, float] = {}
     with _open(workspace, qdrant_url) as store:
-        for name in collection or store.collections():
+        names = collection or store.collections()
+        for name in names:
+            store.vector_config(name)  # NotFoundError for an unknown collection, before any work
+        for name in names:
             started = time.monotonic()
             store.optimize(name)
             timings[name] = round(time.monotonic() - started, 2)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 from skysearch.cli.groups import eval_app, index_app, search_app, train_app
-from skysearch.cli.options import JsonOption, WorkspaceOption
+from skysearch.cli.options import JsonOption, WorkspaceOption, positive
 from skysearch.cli.output import emit_json, info, table
 from skysearch.encoders.captions import DEFAULT_SEED
 
@@ -18,7 +18,8 @@ ThreadsOption = Annotated[
     int,
     typer.Option(
         help="CPU threads for torch (0 = torch's default). On a busy shared machine 1 is "
-        "often fastest."
+        "often fastest.",
+        min=0,
     ),
 ]
 ModelIdOption = Annotated[
@@ -58,15 +59,20 @@ def train_text_image_command(
         str | None,
         typer.Option(help="Local checkpoint file, or an open_clip tag (needs a reachable hub)."),
     ] = None,
-    epochs: Annotated[int, typer.Option(help="Training epochs (more epochs resume).")] = 5,
-    batch_size: Annotated[int, typer.Option(help="Image-caption pairs per step.")] = 32,
-    lr: Annotated[float, typer.Option(help="Learning rate of the unlocked image blocks.")] = 5e-4,
-    head_lr: Annotated[float, typer.Option(help="Learning rate of the projection heads.")] = 2e-3,
+    epochs: Annotated[int, typer.Option(help="Training epochs (more epochs resume).", min=1)] = 5,
+    batch_size: Annotated[int, typer.Option(help="Image-caption pairs per step.", min=2)] = 32,
+    lr: Annotated[
+        float, typer.Option(help="Learning rate of the unlocked image blocks.", callback=positive)
+    ] = 5e-4,
+    head_lr: Annotated[
+        float, typer.Option(help="Learning rate of the projection heads.", callback=positive)
+    ] = 2e-3,
     image_size: Annotated[
-        int | None, typer.Option(help="Input size (default: the model config's).")
+        int | None, typer.Option(help="Input size (default: the model config's).", min=32)
     ] = None,
     unlocked_image_groups: Annotated[
-        int, typer.Option(help="Last image-tower layer groups that train (the rest frozen).")
+        int,
+        typer.Option(help="Last image-tower layer groups that train (the rest frozen).", min=0),
     ] = 11,
     positives: Annotated[
         str,
@@ -80,7 +86,7 @@ def train_text_image_command(
         int, typer.Option(help="Seed of the train/val/test split.")
     ] = DEFAULT_SEED,
     max_steps: Annotated[
-        int | None, typer.Option(help="Cap on steps per epoch (smoke runs).")
+        int | None, typer.Option(help="Cap on steps per epoch (smoke runs).", min=1)
     ] = None,
     threads: ThreadsOption = 0,
     workspace: WorkspaceOption = None,

@@ -181,18 +181,22 @@ def read_csv(path: str | Path, caption_key: str = "title") -> list[tuple[str, st
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"caption CSV {path} not found")
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        fields = reader.fieldnames or []
-        for need in ("filepath", caption_key):
-            if need not in fields:
-                raise UsageError(f"{path} has no {need!r} column (columns: {', '.join(fields)})")
-        base = path.parent
-        rows = []
-        for r in reader:
-            fp = Path(r["filepath"])
-            fp = fp if fp.is_absolute() else base / fp
-            rows.append((str(fp), r[caption_key], r.get("label") or ""))
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            fields = reader.fieldnames or []
+            for need in ("filepath", caption_key):
+                if need not in fields:
+                    columns = ", ".join(fields)
+                    raise UsageError(f"{path} has no {need!r} column (columns: {columns})")
+            base = path.parent
+            rows = []
+            for r in reader:
+                fp = Path(r["filepath"])
+                fp = fp if fp.is_absolute() else base / fp
+                rows.append((str(fp), r[caption_key], r.get("label") or ""))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise UsageError(f"{path} is not a UTF-8 CSV file ({exc})") from None
     if not rows:
         raise UsageError(f"caption CSV {path} has no rows")
     return rows

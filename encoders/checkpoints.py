@@ -93,11 +93,20 @@ def read_config(directory: str | Path) -> dict[str, Any]:
 
 
 def load_checkpoint(
-    directory: str | Path, device: str | torch.device = "cpu"
+    directory: str | Path, device: str | torch.device = "cpu", sections: tuple[str, ...] = ()
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read ``(state_dict, config)`` from a checkpoint folder, checking it is whole."""
+    """Read ``(state_dict, config)`` from a checkpoint folder, checking it is whole.
+
+    ``sections``: config keys that must hold objects (the architecture the caller builds).
+    """
     directory = Path(directory)
     config = read_config(directory)
+    missing = [key for key in sections if not isinstance(config.get(key), dict)]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint config {directory / CONFIG_FILE} has no {', '.join(missing)} "
+            "section; retrain"
+        )
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"checkpoint {directory} has no {WEIGHTS_FILE}; retrain")

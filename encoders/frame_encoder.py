@@ -58,11 +58,13 @@ class FrameEncoderConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FrameEncoderConfig:
         config = cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
-        if config.backbone not in BACKBONES:
-            raise UsageError(
-                f"unknown frame backbone {config.backbone!r}; choose one of {', '.join(BACKBONES)}"
-            )
+        check_backbone(config.backbone)
         return config
+
+
+def check_backbone(name: str) -> None:
+    if name not in BACKBONES:
+        raise UsageError(f"unknown frame backbone {name!r}; choose one of {', '.join(BACKBONES)}")
 
 
 def to_float(frames: torch.Tensor) -> torch.Tensor:

@@ -43,7 +43,7 @@ def load_frame_encoder(
 ) -> tuple[FrameEncoder, registry.ModelRecord]:
     """A registered frame encoder (latest when ``model_id`` is None), in eval mode."""
     record = registry.resolve(workspace, "frame", model_id)
-    state, config = load_checkpoint(record.directory(workspace))
+    state, config = load_checkpoint(record.directory(workspace), sections=("frame",))
     model = build_frame_encoder(config["frame"], pretrained=False)
     load_into(model, state, source=record.model_id)
     return model.to(resolve_device(device)).eval(), record
@@ -54,7 +54,7 @@ def load_clip_embedder(
 ) -> tuple[ClipEmbedder, registry.ModelRecord]:
     """A registered clip model (frame + clip encoder; latest when ``model_id`` is None)."""
     record = registry.resolve(workspace, "clip", model_id)
-    state, config = load_checkpoint(record.directory(workspace))
+    state, config = load_checkpoint(record.directory(workspace), sections=("frame", "clip"))
     model = build_clip_embedder(config["frame"], config["clip"], pretrained=False)
     load_into(model, state, source=record.model_id)
     return model.to(resolve_device(device)).eval(), record

@@ -16,7 +16,7 @@ import os
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -55,13 +55,28 @@ def _read(workspace: Workspace) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: not UTF-8, not JSON
         raise UsageError(f"model registry {path} is unreadable ({exc}); fix or delete it") from None
     models = data.get("models") if isinstance(data, dict) else None
     if not isinstance(models, list):
         raise UsageError(f"model registry {path} has no 'models' list; fix or delete it")
+    for number, entry in enumerate(models, 1):
+        if not _is_record(entry):
+            raise UsageError(
+                f"model registry {path}: entry {number} is not a model record; fix or delete it"
+            )
     return models
+
+
+def _is_record(entry: Any) -> bool:
+    """A registry entry ``ModelRecord(**entry)`` can hold: its fields, of the right types."""
+    if not isinstance(entry, dict) or not set(entry) <= {f.name for f in fields(ModelRecord)}:
+        return False
+    text = ("model_id", "kind", "created", "path")
+    return all(isinstance(entry.get(k), str) for k in text) and all(
+        isinstance(entry.get(k, {}), dict) for k in ("config", "metrics")
+    )
 
 
 def _write(workspace: Workspace, models: list[dict[str, Any]]) -> None:

@@ -17,7 +17,12 @@ from skysearch.encoders.data import (
     split_by_time,
     step_similarity_matrix,
 )
-from skysearch.encoders.frame_encoder import FrameEncoderConfig, build_frame_encoder, to_float
+from skysearch.encoders.frame_encoder import (
+    FrameEncoderConfig,
+    build_frame_encoder,
+    check_backbone,
+    to_float,
+)
 from skysearch.encoders.models import embed_in_batches, save_model
 from skysearch.encoders.training import (
     TrainConfig,
@@ -57,6 +62,7 @@ def train_frames(
     computed once) and only its projection head trains, which keeps CPU training to seconds.
     """
     train.check()
+    check_backbone(backbone)  # before loading frames
     clip_set = load_clip_set(
         workspace, data.satellite, data.channels, data.length, data.gap_minutes, "train frames"
     )

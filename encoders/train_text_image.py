@@ -76,6 +76,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.positives not in ("label", "caption"):
             raise UsageError(f"positives must be 'label' or 'caption', not {self.positives!r}")
+        for csv_file in (self.train_csv, self.val_csv):
+            if csv_file is not None and not Path(csv_file).is_file():
+                raise UsageError(f"caption CSV {csv_file} not found")
 
     def run_key(self) -> str:
         """Identity of a training run: everything but ``epochs`` (so more epochs resume)."""

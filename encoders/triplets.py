@@ -11,6 +11,8 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
+from skysearch.errors import UsageError
+
 
 def sample_triplets(
     times_s: np.ndarray,
@@ -37,6 +39,6 @@ def sample_triplets(
 def holdout_start(first: datetime, last: datetime, fraction: float) -> datetime:
     """The start of the held-out period: the most recent ``fraction`` of ``[first, last]``."""
     if not 0.0 < fraction < 1.0:
-        raise ValueError("hold-out fraction must be between 0 and 1")
+        raise UsageError(f"a held-out fraction must be between 0 and 1 (exclusive), got {fraction}")
     span = (last - first).total_seconds()
     return first + timedelta(seconds=span * (1.0 - fraction))

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from qdrant_client import models
 
 from skysearch.errors import UsageError
-from skysearch.timeutil import parse_time, to_rfc3339
+from skysearch.timeutil import MAX_DURATION, parse_time, to_rfc3339
 
 
 def _ints(values: Iterable[int] | None, name: str, lo: int, hi: int) -> tuple[int, ...]:
@@ -70,8 +70,8 @@ class SearchFilters:
             set_(self, "day_of_year", (first, last))
         set_(self, "channels", tuple(self.channels))
         set_(self, "satellites", tuple(self.satellites))
-        if self.exclude_window < timedelta(0):
-            raise UsageError("exclude_window must not be negative")
+        if not timedelta(0) <= self.exclude_window <= MAX_DURATION:
+            raise UsageError(f"exclude_window must be in 0..{MAX_DURATION.days} days")
         if not 1 <= self.k <= 10_000:
             raise UsageError(f"k must be in 1..10000, got {self.k}")
 

@@ -90,13 +90,21 @@ class Settings:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+#: Keys of ``skysearch.toml`` that settings read; each must be a string.
+FILE_KEYS = ("workspace", "qdrant_url", "qdrant_api_key", "device")
+
+
 def _file_settings(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        return tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise UsageError(f"cannot read {path}: {exc}") from None
+    for key in FILE_KEYS:
+        if key in values and not isinstance(values[key], str):
+            raise UsageError(f"{path}: {key} must be a string, got {values[key]!r}")
+    return values
 
 
 def load_settings(
@@ -116,8 +124,11 @@ def load_settings(
         return file_values.get(key, default)
 
     root = Path(pick(workspace, "SKYSEARCH_WORKSPACE", "workspace", DEFAULT_WORKSPACE))
+    root = root.expanduser().resolve()
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"workspace {root} is a file, not a folder")
     return Settings(
-        workspace=Workspace(root.expanduser().resolve()),
+        workspace=Workspace(root),
         qdrant_url=pick(qdrant_url, "QDRANT_URL", "qdrant_url", None),
         qdrant_api_key=pick(None, "QDRANT_API_KEY", "qdrant_api_key", None),
         device=pick(device, "SKYSEARCH_DEVICE", "device", "cpu"),

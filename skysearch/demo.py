@@ -102,7 +102,14 @@ class _State:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.data: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+        self.data: dict[str, Any] = {}
+        if path.is_file():
+            try:
+                self.data = json.loads(path.read_text(encoding="utf-8"))
+            except ValueError as exc:  # not UTF-8, not JSON
+                raise UsageError(f"{path} is corrupt ({exc}); delete it to start over") from None
+            if not isinstance(self.data, dict):
+                raise UsageError(f"{path} is not a JSON object; delete it to start over")
 
     def model(
         self, part: str, key: dict[str, Any], load: Callable[[str], Any] | None = None

@@ -9,6 +9,9 @@ from skysearch.errors import UsageError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]|min)\s*$")
 _DURATION_SECONDS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+#: Longest duration accepted: longer than any satellite archive, and far inside what
+#: ``datetime`` arithmetic around an archive time can hold.
+MAX_DURATION = timedelta(days=36525)  # 100 years
 
 
 def parse_time(text: str | datetime) -> datetime:
@@ -39,11 +42,14 @@ def to_rfc3339(value: datetime) -> str:
 
 
 def parse_duration(text: str) -> timedelta:
-    """``90s``, ``15m``/``15min``, ``24h``, ``2d`` -> timedelta."""
+    """``90s``, ``15m``/``15min``, ``24h``, ``2d`` -> timedelta, at most :data:`MAX_DURATION`."""
     match = _DURATION.match(text)
     if not match:
         raise UsageError(f"cannot read duration {text!r}: use e.g. 30m, 24h or 2d")
-    return timedelta(seconds=float(match.group(1)) * _DURATION_SECONDS[match.group(2)])
+    seconds = float(match.group(1)) * _DURATION_SECONDS[match.group(2)]
+    if not seconds <= MAX_DURATION.total_seconds():  # also catches inf from 400-digit numbers
+        raise UsageError(f"duration {text!r} is too long: at most {MAX_DURATION.days} days")
+    return timedelta(seconds=seconds)
 
 
 def parse_between(text: str) -> tuple[datetime | None, datetime | None]:

@@ -1,0 +1,673 @@
+"""Every CLI command with broken arguments and a broken environment: one ``error:`` line (or
+click's usage error), exit code 2 (1 where a command documents it), never a traceback.
+
+The matrix walks the typer app's command tree: a new command fails
+``test_every_command_has_broken_cases`` until it gets its cases here. Each case names the text
+its error must contain, so a case that falls through to some other error fails too.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLE_DATA
+
+GOES = SAMPLE_DATA / "goes-irma-2017"
+SCENES = SAMPLE_DATA / "rsscn7-mini"
+AT = "2017-09-07T00:45Z"
+LATER = "2017-09-07T03:45Z"
+INTEGRITY = "integrity slice: damaged frame store / sketch files"
+ENV_KEYS = ("SKYSEARCH_WORKSPACE", "QDRANT_URL", "QDRANT_API_KEY", "SKYSEARCH_API_KEY")
+UNREACHABLE = "http://127.0.0.1:1"
+USAGE = "Invalid value for"  # click's usage error (exit code 2)
+
+
+@dataclass(frozen=True)
+class Case:
+    """``args`` and ``env`` values may hold ``{name}`` placeholders (see ``world``)."""
+
+    args: tuple[str, ...]
+    expect: str  # must appear in stderr
+    code: int = 2
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str = "{clean}"  # folder the command runs in (a skysearch.toml there is read)
+    xfail: str | None = None
+
+
+def c(*args: str, expect: str, **kw) -> Case:
+    return Case(tuple(args), expect, **kw)
+
+
+# The arguments that get each command past parsing, for the cases every command shares.
+BASE: dict[str, tuple[str, ...]] = {
+    "demo": (),
+    "doctor": (),
+    "ingest": ("{goes}",),
+    "clips": (),
+    "predict": (AT,),
+    "serve": (),
+    "similarity": (AT, LATER),
+    "train frames": (),
+    "train clips": (),
+    "train predictor": (),
+    "train text-image": ("--images", "{scenes}"),
+    "eval clips": (),
+    "eval augment": (),
+    "eval text-image": ("--images", "{scenes}"),
+    "index clips": (),
+    "index frames": (),
+    "index scenes": ("{scenes}",),
+    "search clip": ("--at", AT),
+    "search text": ("a river",),
+    "search image": ("{file}",),
+    "store info": (),
+    "store export": ("--out", "{tmp}/out.jsonl"),
+    "store import": ("{bin}",),
+    "store optimize": (),
+}
+
+
+def shared_cases(command: str) -> list[Case]:
+    """Broken workspace, environment and skysearch.toml: the same for every command."""
+    base = (*command.split(), *BASE[command])
+    return [
+        c(*base, "-w", "{file}", expect="is a file, not a folder"),
+        c(*base, expect="is a file, not a folder", env={"SKYSEARCH_WORKSPACE": "{file}"}),
+        c(*base, expect="skysearch.toml: 'utf-8' codec can't decode", cwd="{toml_binary}"),
+        c(*base, expect="workspace must be a string", cwd="{toml_wrong_type}"),
+    ]
+
+
+W = ("-w", "{ws}")
+CASES: dict[str, list[Case]] = {
+    "demo": [
+        c("demo", "--sample", "{missing}", "-w", "{tmp}/demo", expect="demo sample"),
+        c("demo", "--frame-epochs", "0", expect=USAGE),
+        c("demo", "--text-epochs", "0", expect=USAGE),
+        c("demo", "--threads", "-1", expect=USAGE),
+        c("demo", "-w", "{ws_demo_state}", expect="state.json is corrupt"),
+    ],
+    "doctor": [
+        c("doctor", "-w", "{ws_registry_entry}", expect="not a model record", code=1),
+        c("doctor", "-w", "{ws_meta_binary}", expect="meta.json", code=1, xfail=INTEGRITY),
+    ],
+    "ingest": [
+        c("ingest", "{missing}", *W, expect="path not found"),
+        c("ingest", "{goes}", "--source", "nope", "-w", "{tmp}/w", expect="unknown --source"),
+        c("ingest", "{goes}", "--profiles", "{missing}", *W, expect="does not exist"),
+        c("ingest", "{goes}", "--workers", "-1", *W, expect=USAGE),
+        c("ingest", "{goes}", "-w", "{file}/sub", expect="not writable"),
+        c("ingest", "{goes}", "-w", "{ws_meta_binary}", expect="meta.json", xfail=INTEGRITY),
+        c("ingest", "{goes}", "-w", "{ws_sketch_binary}", expect="meta.json", xfail=INTEGRITY),
+    ],
+    "clips": [
+        c("clips", "-w", "{missing}", expect="no frames in the catalog"),
+        c("clips", "--length", "0", *W, expect=USAGE),
+        c("clips", "--length", "99999999999", *W, expect=USAGE),
+        c("clips", "--gap", "-1", *W, expect=USAGE),
+        c("clips", "--tolerance", "-1", *W, expect=USAGE),
+        c("clips", "--channels", "nope", *W, expect="no satellite has all channels nope"),
+    ],
+    "predict": [
+        c("predict", AT, *W, expect="no predictor model"),
+        c("predict", "not-a-time", "-w", "{ws_registry_binary}", expect="is unreadable"),
+    ],
+    "serve": [
+        c("serve", "-w", "{missing}", expect="does not exist"),
+        c("serve", "--port", "0", *W, expect=USAGE),
+        c("serve", "--port", "70000", *W, expect=USAGE),
+        c("serve", "--torch-threads", "-1", *W, expect=USAGE),
+        c("serve", "--host", "0.0.0.0", *W, expect="reachable from other machines"),
+        c("serve", "--port", "{busy_port}", *W, expect="cannot listen on 127.0.0.1"),
+        c(
+            "serve",
+            "--host",
+            "no-such-host.invalid",
+            *W,
+            expect="cannot listen on no-such-host.invalid",
+            env={"SKYSEARCH_API_KEY": "0123456789abcdef-key"},
+        ),
+        c("serve", "--write-openapi", "{missing}/openapi.json", expect="cannot write"),
+        c("serve", "--write-openapi", "{tmp}", expect="cannot write"),
+    ],
+    "similarity": [
+        c("similarity", "a", "b", *W, expect="no such folder, and not a clip id"),
+        c("similarity", "{missing}", "{missing}", *W, expect="folder not found"),
+        c("similarity", "{bin}", "{bin}", *W, expect="is a file"),
+        c("similarity", AT, LATER, "--grid", "0", *W, expect="must be positive"),
+        c("similarity", AT, LATER, "--mode", "nope", *W, expect="unknown similarity mode"),
+        c("similarity", "99999-09-07", LATER, *W, expect="cannot read time"),
+        c("similarity", AT, "2099-01-01", *W, expect="no clip starts at"),
+        c("similarity", AT, LATER, "-w", "{ws_sketch_binary}", expect="meta", xfail=INTEGRITY),
+    ],
+    "train frames": [
+        c("train", "frames", "--lr", "-1", *W, expect=USAGE),
+        c("train", "frames", "--lr", "nan", *W, expect=USAGE),
+        c("train", "frames", "--holdout", "2", *W, expect=USAGE),
+        c("train", "frames", "--holdout", "0", *W, expect="between 0 and 1"),
+        c("train", "frames", "--validation", "-1", *W, expect=USAGE),
+        c("train", "frames", "--epochs", "0", *W, expect="--epochs must be >= 1"),
+        c("train", "frames", "--backbone", "nope", *W, expect="unknown frame backbone"),
+        c("train", "frames", "--objective", "nope", *W, expect="unknown objective"),
+        c("train", "frames", "-w", "{missing}", expect="no clips in the clip catalog"),
+    ],
+    "train clips": [
+        c("train", "clips", *W, expect="no frame model"),
+        c("train", "clips", "--length", "0", *W, expect=USAGE),
+        c("train", "clips", "--lr", "inf", *W, expect=USAGE),
+        c("train", "clips", "-w", "{ws_registry_entry}", expect="is not a model record"),
+    ],
+    "train predictor": [
+        c("train", "predictor", "--holdout", "5", *W, expect=USAGE),
+        c("train", "predictor", "--lr", "0", *W, expect=USAGE),
+        c("train", "predictor", "--epochs", "0", *W, expect=USAGE),
+        c("train", "predictor", "--lambda-g", "-1", *W, expect=USAGE),
+        c("train", "predictor", "-w", "{missing}", expect="no clips in the clip catalog"),
+        c("train", "predictor", "-w", "{ws_meta_binary}", expect="meta.json", xfail=INTEGRITY),
+    ],
+    "train text-image": [
+        c("train", "text-image", *W, expect="pass --images DIR"),
+        c("train", "text-image", "--images", "{missing}", *W, expect="not a folder of class"),
+        c("train", "text-image", "--train-csv", "{missing}", *W, expect="not found"),
+        c("train", "text-image", "--train-csv", "{tmp}", *W, expect="not found"),
+        c("train", "text-image", "--train-csv", "{bin}", *W, expect="is not a UTF-8 CSV"),
+        c("train", "text-image", "--images", "{scenes}", "--epochs", "0", *W, expect=USAGE),
+        c("train", "text-image", "--images", "{scenes}", "--batch-size", "0", *W, expect=USAGE),
+        c("train", "text-image", "--images", "{scenes}", "--lr", "-1", *W, expect=USAGE),
+        c("train", "text-image", "--images", "{scenes}", "--image-size", "0", *W, expect=USAGE),
+    ],
+    "eval clips": [
+        c("eval", "clips", *W, expect="no clip model"),
+        c("eval", "clips", "--exclude-hours", "-1", *W, expect=USAGE),
+        c("eval", "clips", "-w", "{ws_config_binary}", expect="is corrupt"),
+        c("eval", "clips", "-w", "{ws_config_empty}", expect="has no frame, clip section"),
+    ],
+    "eval augment": [
+        c("eval", "augment", *W, expect="no predictor model"),
+        c("eval", "augment", "--fusion", "nope", *W, expect="unknown fusion"),
+        c("eval", "augment", "--beta", "2", *W, expect="--beta must be between 0 and 1"),
+        c("eval", "augment", "--exclude-hours", "-1", *W, expect=USAGE),
+    ],
+    "eval text-image": [
+        c("eval", "text-image", "--images", "{missing}", *W, expect="no text-image model"),
+        c(
+            "eval",
+            "text-image",
+            "--images",
+            "{scenes}",
+            "-w",
+            "{ws_registry_binary}",
+            expect="is unreadable",
+        ),
+    ],
+    "index clips": [
+        c("index", "clips", *W, expect="no clip model"),
+        c("index", "clips", "--workers", "-1", *W, expect=USAGE),
+        c("index", "clips", "-w", "{ws_config_empty}", expect="has no frame, clip section"),
+    ],
+    "index frames": [
+        c("index", "frames", *W, expect="no frame model"),
+        c("index", "frames", "--workers", "-1", *W, expect=USAGE),
+        c("index", "frames", "-w", "{ws_config_empty}", expect="has no frame section"),
+    ],
+    "index scenes": [
+        c("index", "scenes", "{missing}", *W, expect="no text-image model"),
+        c("index", "scenes", "{scenes}", "--threads", "-1", *W, expect=USAGE),
+    ],
+    "search clip": [
+        c("search", "clip", "--at", AT, "--exclude-window", "99999999d", *W, expect="too long"),
+        c("search", "clip", "--at", AT, "--exclude-window", "9" * 400 + "d", *W, expect="too long"),
+        c("search", "clip", "--at", AT, "--exclude-window", "abc", *W, expect="read duration"),
+        c("search", "clip", "--at", "not-a-time", *W, expect="cannot read time"),
+        c(
+            "search",
+            "clip",
+            "--at",
+            AT,
+            "--between",
+            "2020-01-01..2019-01-01",
+            *W,
+            expect="ends before",
+        ),
+        c(
+            "search",
+            "clip",
+            "--at",
+            AT,
+            "--between",
+            "2020-01-01/2019-01-01",
+            *W,
+            expect="START..END",
+        ),
+        c("search", "clip", "--at", AT, "--k", "0", *W, expect="k must be in 1..10000"),
+        c("search", "clip", "--at", AT, "--k", "-1", *W, expect="k must be in 1..10000"),
+        c("search", "clip", "--at", AT, "--k", "9" * 20, *W, expect="k must be in 1..10000"),
+        c("search", "clip", "--at", AT, "--rerank", "-5", *W, expect="--rerank must be in"),
+        c("search", "clip", "--at", AT, "--hours", "25", *W, expect="hours must be in 0..23"),
+        c("search", "clip", "--at", AT, "-w", "{missing}", expect="no clip model trained yet"),
+        c("search", "clip", "--frames", "{missing}", *W, expect="no clip model trained yet"),
+        c("search", "clip", "--at", AT, "-w", "{ws_registry_binary}", expect="is unreadable"),
+        c("search", "clip", "--at", AT, "-w", "{ws_registry_entry}", expect="not a model record"),
+        c("search", "clip", "--at", AT, "-w", "{ws_config_binary}", expect="is corrupt"),
+        c("search", "clip", "--at", AT, "-w", "{ws_config_empty}", expect="has no frame, clip"),
+    ],
+    "search text": [
+        c("search", "text", "a river", *W, expect="no text-image model"),
+        c("search", "text", "a river", "--k", "0", *W, expect="k must be in 1..10000"),
+        c("search", "text", "a river", "-w", "{ws_registry_binary}", expect="is unreadable"),
+    ],
+    "search image": [
+        c("search", "image", "{missing}", *W, expect="not found"),
+        c("search", "image", "{bin}", *W, expect="no text-image model"),
+    ],
+    "store info": [
+        c("store", "info", "--qdrant-url", UNREACHABLE, *W, expect="cannot reach Qdrant"),
+        c("store", "info", *W, expect="cannot reach Qdrant", env={"QDRANT_URL": UNREACHABLE}),
+        c("store", "info", "-c", "nope", *W, expect="collection 'nope' does not exist"),
+    ],
+    "store export": [
+        c("store", "export", "--out", "{missing}/x.jsonl", *W, expect="not an existing folder"),
+        c("store", "export", "--out", "{file}/x.jsonl", *W, expect="not an existing folder"),
+        c("store", "export", "--out", "{tmp}", *W, expect="it is a folder"),
+        c("store", "export", "--out", "{tmp}/x.jsonl", "-c", "nope", *W, expect="does not exist"),
+        c(
+            "store",
+            "export",
+            "--out",
+            "{tmp}/x.jsonl",
+            *W,
+            expect="cannot reach Qdrant",
+            env={"QDRANT_URL": UNREACHABLE},
+        ),
+    ],
+    "store import": [
+        c("store", "import", "{missing}", *W, expect="does not exist"),
+        c("store", "import", "{bin}", *W, expect=":1 is not UTF-8 text"),
+        c("store", "import", "{bin_gz}", *W, expect="cannot read it"),
+        c("store", "import", "{truncated_gz}", *W, expect="cannot read it"),
+        c("store", "import", "{plain_named_gz}", *W, expect=".gz:1: cannot read it"),
+        c("store", "import", "{empty}", *W, expect="is empty"),
+        c("store", "import", "{export_list}", *W, expect=":1 is not a JSON object"),
+        c("store", "import", "{export_no_collection}", *W, expect=":1: header line needs"),
+        c("store", "import", "{export_bad_base64}", *W, expect=":2: point line needs"),
+        c("store", "import", "{export_no_id}", *W, expect=":2: point line needs"),
+        c("store", "import", "{export_list_payload}", *W, expect=":2: point line needs"),
+    ],
+    "store optimize": [
+        c("store", "optimize", "-c", "nope", *W, expect="collection 'nope' does not exist"),
+        c("store", "optimize", "--qdrant-url", UNREACHABLE, *W, expect="cannot reach Qdrant"),
+    ],
+}
+
+
+def command_paths() -> list[str]:
+    """Every command of the app, as ``"group command"`` strings, from its click tree."""
+    import typer
+    from skysearch.cli.app import _register, app
+
+    _register()
+    paths: list[str] = []
+
+    def walk(group, prefix: list[str]) -> None:
+        for name, command in group.commands.items():
+            if hasattr(command, "commands"):
+                walk(command, [*prefix, name])
+            else:
+                paths.append(" ".join([*prefix, name]))
+
+    walk(typer.main.get_command(app), [])
+    return paths
+
+
+def all_cases() -> list:
+    params = []
+    for command in sorted(CASES):
+        for i, case in enumerate([*shared_cases(command), *CASES[command]]):
+            marks = [pytest.mark.xfail(strict=True, reason=case.xfail)] if case.xfail else []
+            params.append(pytest.param(case, id=f"{command}-{i}", marks=marks))
+    return params
+
+
+def test_every_command_has_broken_cases():
+    commands = set(command_paths())
+    assert commands == set(CASES), (
+        f"commands without broken cases here: {sorted(commands - set(CASES))}; "
+        f"cases for commands that are gone: {sorted(set(CASES) - commands)}"
+    )
+    assert set(BASE) == commands
+
+
+# ---------------------------------------------------------------------------- the world
+def _register_broken_models(root: Path, config: bytes) -> None:
+    from skysearch.encoders.registry import register_model
+
+    from skysearch.config import Workspace
+
+    ws = Workspace(root)
+    for kind in ("frame", "clip"):
+        register_model(ws, f"{kind}-broken", kind, {}, {})
+        folder = ws.models_dir / f"{kind}-broken"
+        folder.mkdir()
+        (folder / "config.json").write_bytes(config)
+
+
+def _exports(folder: Path) -> dict[str, Path]:
+    """Files that are not `store export` files, each in its own way."""
+    import gzip
+    import uuid
+
+    from skysearch.retrieval.transfer import FORMAT, encode_vector
+
+    header = json.dumps({"format": FORMAT, "collection": "c", "vectors": {"v": 4}, "points": 1})
+    point = {"id": str(uuid.uuid4()), "vectors": {"v": encode_vector([1, 0, 0, 0])}, "payload": {}}
+    good = f"{header}\n{json.dumps(point)}\n"
+    texts = {
+        "export_list": "[1, 2]\n",
+        "export_no_collection": json.dumps({"format": FORMAT}) + "\n",
+        "export_bad_base64": f"{header}\n{json.dumps({**point, 'vectors': {'v': '!!'}})}\n",
+        "export_no_id": f"{header}\n{json.dumps({'vectors': point['vectors']})}\n",
+        "export_list_payload": f"{header}\n{json.dumps({**point, 'payload': [1]})}\n",
+        "empty": "",
+    }
+    paths = {name: folder / f"{name}.jsonl" for name in texts}
+    for name, text in texts.items():
+        paths[name].write_text(text)
+    paths["bin_gz"] = folder / "binary.jsonl.gz"
+    paths["bin_gz"].write_bytes(b"\x1f\x8b" + bytes(range(200)))
+    paths["truncated_gz"] = folder / "truncated.jsonl.gz"
+    paths["truncated_gz"].write_bytes(gzip.compress(good.encode() * 50)[:60])
+    paths["plain_named_gz"] = folder / "plain.jsonl.gz"
+    paths["plain_named_gz"].write_text(good)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Iterator[dict[str, str]]:
+    """An ingested sample workspace (no model), broken copies of it, broken files."""
+    from skysearch.ingest.clips import build_clips
+    from skysearch.ingest.pipeline import ingest
+    from skysearch.ingest.similarity import SketchStore
+
+    from skysearch.config import Workspace
+
+    root = tmp_path_factory.mktemp("cli-errors")
+    ws = Workspace(root / "ws")
+    ingest([GOES], ws, progress=False)
+    build_clips(ws, length=6, gap_minutes=60)
+    SketchStore(ws).update()
+
+    def broken(name: str, relative: str | None = None, content: bytes = b"") -> str:
+        copy = root / name
+        shutil.copytree(ws.root, copy)
+        if relative is not None:
+            targets = sorted(copy.glob(relative))
+            assert targets, relative
+            for target in targets:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(content)
+        return str(copy)
+
+    binary = bytes(reversed(range(256))) * 4  # not UTF-8 from the first byte
+    places = {
+        "ws": str(ws.root),
+        "goes": str(GOES),
+        "scenes": str(SCENES),
+        "ws_meta_binary": broken("meta", "frames/*/*/*/meta.json", binary),
+        "ws_sketch_binary": broken("sketch", "sketches/*/*/*/*/meta.json", binary),
+        "ws_registry_binary": broken("registry"),
+        "ws_registry_entry": broken("entry"),
+        "ws_config_binary": broken("config-binary"),
+        "ws_config_empty": broken("config-empty"),
+        "ws_demo_state": broken("demo-state"),
+    }
+    models = Path(places["ws_registry_binary"]) / "models"
+    models.mkdir()
+    (models / "registry.json").write_bytes(binary)
+    models = Path(places["ws_registry_entry"]) / "models"
+    models.mkdir()
+    (models / "registry.json").write_text(json.dumps({"models": [{"model_id": "clip-x"}]}))
+    _register_broken_models(Path(places["ws_config_binary"]), binary)
+    _register_broken_models(Path(places["ws_config_empty"]), b"{}")
+    (Path(places["ws_demo_state"]) / "demo").mkdir()
+    (Path(places["ws_demo_state"]) / "demo" / "state.json").write_text("{{{")
+
+    files = root / "files"
+    files.mkdir()
+    (files / "a-file").write_text("hello\n")
+    (files / "binary.jsonl").write_bytes(binary)
+    places["file"], places["bin"] = str(files / "a-file"), str(files / "binary.jsonl")
+    places.update({name: str(path) for name, path in _exports(files).items()})
+    for name, text in [("toml_binary", None), ("toml_wrong_type", "workspace = 5\n")]:
+        folder = root / name
+        folder.mkdir()
+        toml = folder / "skysearch.toml"
+        toml.write_text(text) if text else toml.write_bytes(binary)
+        places[name] = str(folder)
+    with socket.socket() as busy:  # a port something else listens on
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        places["busy_port"] = str(busy.getsockname()[1])
+        yield places
+
+
+@pytest.fixture
+def places(world, tmp_path, monkeypatch) -> dict[str, str]:
+    """The world plus this case's own scratch folders; a clean environment and cwd."""
+    for key in ENV_KEYS:
+        monkeypatch.delenv(key, raising=False)
+    (tmp_path / "clean").mkdir()
+    return {
+        **world,
+        "tmp": str(tmp_path),
+        "missing": str(tmp_path / "missing"),
+        "clean": str(tmp_path / "clean"),
+    }
+
+
+@contextmanager
+def time_limit(seconds: int) -> Iterator[None]:
+    """A broken case must fail fast: one that starts real work (training, serving) is stopped."""
+
+    def stop(*_: object) -> None:
+        raise TimeoutError(f"still running after {seconds} s: the broken input was not caught")
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def assert_clean_error(code: int, stdout: str, stderr: str, case: Case) -> None:
+    assert "Traceback" not in stderr, stderr
+    assert code == case.code, (code, stderr)
+    last = stderr.strip().splitlines()[-1] if stderr.strip() else ""
+    if case.expect != USAGE and case.code == 2:
+        assert last.startswith("error: "), stderr
+        assert [ln for ln in stderr.splitlines() if ln.startswith("error: ")] == [last], stderr
+    assert case.expect in stderr, stderr
+    for line in stdout.splitlines():  # stdout: nothing, or JSON (--json owns stdout)
+        json.loads(line)
+
+
+@pytest.mark.parametrize("case", all_cases())
+def test_broken_input_is_one_error_line(case, places, cli, monkeypatch):
+    args = [arg.format(**places) for arg in case.args]
+    for key, value in case.env.items():
+        monkeypatch.setenv(key, value.format(**places))
+    monkeypatch.chdir(case.cwd.format(**places))
+    with time_limit(60):
+        result = cli(*args)
+    assert_clean_error(result.exit_code, result.stdout, result.stderr, case)
+
+
+# A few through a real interpreter: output written at exit, the console entry point itself.
+SUBPROCESS_CASES = [
+    CASES["store import"][1],
+    CASES["search clip"][0],
+    shared_cases("store export")[1],
+]
+
+
+@pytest.mark.parametrize("case", SUBPROCESS_CASES, ids=lambda case: " ".join(case.args[:3]))
+def test_broken_input_in_a_real_process(case, places):
+    env = {k: v for k, v in os.environ.items() if k not in ENV_KEYS}
+    env.update({k: v.format(**places) for k, v in case.env.items()})
+    done = subprocess.run(
+        [sys.executable, "-m", "skysearch", *(a.format(**places) for a in case.args)],
+        cwd=case.cwd.format(**places),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert_clean_error(done.returncode, done.stdout, done.stderr, case)
+
+
+# ---------------------------------------------------------------------------- disk full
+def _catalog(root: Path) -> tuple[list[dict], object]:
+    """Frame catalog rows sorted by id, and the frames' pixels in that order."""
+    from skysearch.ingest.catalog import read_frames
+    from skysearch.ingest.framestore import FrameStore
+
+    from skysearch.config import Workspace
+
+    ws = Workspace(root)
+    rows = read_frames(ws).sort_by("frame_id").to_pylist()
+    return rows, FrameStore(ws).read_many([r["frame_id"] for r in rows])
+
+
+def assert_same_catalog(root: Path, reference: Path) -> None:
+    import numpy as np
+
+    rows, pixels = _catalog(root)
+    ref_rows, ref_pixels = _catalog(reference)
+    assert rows == ref_rows
+    assert np.array_equal(pixels, ref_pixels)
+
+
+def test_disk_full_during_ingest_is_one_line_and_a_rerun_recovers(
+    cli, world, tmp_path, monkeypatch
+):
+    """ENOSPC at the 21st frame written: one line, exit 2; what was committed is intact; a
+    re-run after "freeing space" ends with exactly the catalog of an uninterrupted run."""
+    from skysearch.ingest import framestore
+
+    append = framestore.StoreWriter.append
+    written = []
+
+    def append_until_full(self, *args, **kwargs):
+        if len(written) == 20:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written.append(1)
+        return append(self, *args, **kwargs)
+
+    ws = tmp_path / "ws"
+    monkeypatch.setattr(framestore.StoreWriter, "append", append_until_full)
+    full = cli("ingest", GOES, "--commit-every", "16", "-w", ws)
+    assert "Traceback" not in full.stderr
+    assert full.exit_code == 2, full.stderr
+    assert full.stderr.strip().splitlines()[-1] == (
+        "error: no space left on device: free space and re-run"
+    )
+    rows, pixels = _catalog(ws)  # what was committed before the disk filled is whole
+    ref_rows, ref_pixels = _catalog(Path(world["ws"]))
+    by_id = {r["frame_id"]: i for i, r in enumerate(ref_rows)}
+    assert 0 < len(rows) < len(ref_rows)
+    for row, frame in zip(rows, pixels, strict=True):
+        assert (ref_pixels[by_id[row["frame_id"]]] == frame).all()
+
+    monkeypatch.setattr(framestore.StoreWriter, "append", append)  # space freed
+    again = cli("ingest", GOES, "-w", ws)
+    assert again.exit_code == 0, again.stderr
+    assert_same_catalog(ws, Path(world["ws"]))
+
+
+def _mount_tmpfs(folder: Path, size: str) -> None:
+    options = f"size={size}" if not os.path.ismount(folder) else f"remount,size={size}"
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], check=True)
+
+
+def test_disk_full_on_a_real_small_filesystem(world, tmp_path):
+    """The same on a real 3 MB tmpfs (the sample's frames need ~5 MB), through the console."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root and mount(8) to make a small tmpfs")
+    folder = tmp_path / "small"
+    folder.mkdir()
+    try:
+        _mount_tmpfs(folder, "3m")
+    except (subprocess.CalledProcessError, OSError) as exc:
+        pytest.skip(f"cannot mount a tmpfs here: {exc}")
+    try:
+        command = [sys.executable, "-m", "skysearch", "ingest", str(GOES), "-w", str(folder / "ws")]
+        full = subprocess.run([*command, "--commit-every", "16"], capture_output=True, text=True)
+        assert "Traceback" not in full.stderr
+        assert full.returncode == 2, full.stderr
+        last = full.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: no space left on device") and "free space and re-run" in last
+        _mount_tmpfs(folder, "64m")  # free space
+        again = subprocess.run(command, capture_output=True, text=True)
+        assert again.returncode == 0, again.stderr
+        assert_same_catalog(folder / "ws", Path(world["ws"]))
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+# ---------------------------------------------------------------------------- units
+def test_durations_are_bounded():
+    from datetime import timedelta
+
+    from skysearch.errors import UsageError
+    from skysearch.timeutil import MAX_DURATION, parse_duration
+
+    assert parse_duration("36525d") == MAX_DURATION
+    for text in ("36526d", "99999999d", "9" * 400 + "s"):
+        with pytest.raises(UsageError, match="too long"):
+            parse_duration(text)
+    assert parse_duration("90min") == timedelta(minutes=90)
+
+
+def test_search_filters_refuse_a_window_datetime_cannot_hold():
+    from datetime import datetime, timedelta, timezone
+
+    from skysearch.retrieval.filters import SearchFilters
+
+    from skysearch.errors import UsageError
+
+    with pytest.raises(UsageError, match="exclude_window"):
+        SearchFilters(
+            exclude_around=datetime(2017, 9, 7, tzinfo=timezone.utc),
+            exclude_window=timedelta(days=99_999_999),
+        )
+
+
+def test_a_failed_export_leaves_no_partial_file(tmp_path, monkeypatch):
+    from skysearch.retrieval.store import Point, open_store
+    from skysearch.retrieval.transfer import export_store
+
+    store = open_store(None, ":memory:")
+    store.ensure_collection("c", 4)
+    store.upsert("c", [Point("6f1c2e0a-0000-4000-8000-000000000001", [1.0, 0, 0, 0])])
+
+    def disk_full(*_: object, **__: object):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        yield
+
+    monkeypatch.setattr(store, "scroll", disk_full)
+    with pytest.raises(OSError):
+        export_store(store, tmp_path / "store.jsonl.gz", progress=False)
+    assert list(tmp_path.iterdir()) == []
