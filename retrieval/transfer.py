@@ -15,13 +15,13 @@ import base64
 import gzip
 import io
 import json
-import os
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 from skysearch.retrieval.store import Point, VectorStore
 
+from skysearch.atomic import atomic_path
 from skysearch.errors import UsageError
 
 FORMAT = "skysearch-store/1"
@@ -51,9 +51,8 @@ def export_store(
     for name in names:
         store.vector_config(name)  # NotFoundError for an unknown collection, before writing
     out = Path(out)
-    tmp = out.with_name(out.name + ".partial")
     counts: dict[str, int] = {}
-    with _open(tmp, "w", gz=out.suffix == ".gz") as fh:
+    with atomic_path(out) as tmp, _open(tmp, "w", gz=out.suffix == ".gz") as fh:
         for name in names:
             info = store.info(name)
             header = {
@@ -75,7 +74,6 @@ def export_store(
                     n += 1
                     bar.update(1)
             counts[name] = n
-    os.replace(tmp, out)
     return counts
 
 
