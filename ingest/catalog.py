@@ -70,6 +70,11 @@ def hidden(path: Path, suffix: str) -> Path:
     return path.with_name(f".{path.name}{suffix}")
 
 
+def _unreadable(path: Path, exc: Exception) -> DamagedError:
+    reason = str(exc).splitlines()[0].replace(f"Could not open Parquet input source '{path}': ", "")
+    return DamagedError(path, f"unreadable Parquet ({reason})")
+
+
 def read_part(path: Path, schema: pa.Schema = FRAME_SCHEMA) -> pa.Table:
     """One catalog file, page checksums verified; ``DamagedError`` naming it if unreadable.
     (``FileNotFoundError`` passes through: the file was renamed away while listed.)"""
@@ -78,7 +83,7 @@ def read_part(path: Path, schema: pa.Schema = FRAME_SCHEMA) -> pa.Table:
     except FileNotFoundError:
         raise
     except (OSError, pa.ArrowException) as exc:
-        raise DamagedError(path, f"unreadable Parquet ({str(exc).splitlines()[0]})") from None
+        raise _unreadable(path, exc) from None
 
 
 def _replaces(path: Path) -> set[str]:
@@ -88,7 +93,7 @@ def _replaces(path: Path) -> set[str]:
     except FileNotFoundError:
         raise
     except (OSError, pa.ArrowException) as exc:
-        raise DamagedError(path, f"unreadable Parquet ({str(exc).splitlines()[0]})") from None
+        raise _unreadable(path, exc) from None
     return set(json.loads(meta.get(REPLACES_KEY, b"[]"))) - {path.name}
 
 

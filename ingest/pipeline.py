@@ -69,6 +69,7 @@ class IngestReport:
     files_seen: int = 0
     seconds: float = 0.0
     report_path: str = ""
+    inputs: list[str] = field(default_factory=list)  # the PATHs given, resolved
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -222,6 +223,7 @@ def ingest(
     profiles = select_profiles(source, profile_dirs)
     candidates, skipped = discover(paths, profiles)
     report = IngestReport(files_seen=len(candidates) + len(skipped))
+    report.inputs = [str(Path(p).resolve()) for p in paths]
     workers = workers or os.cpu_count() or 1
 
     with StoreWriter(workspace) as writer:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -173,6 +174,19 @@ class SketchStore:
         return np.memmap(self._folder(key) / DATA_FILE, np.dtype(meta["dtype"]), "r", shape=shape)
 
     # ------------------------------------------------------------------ writing
+
+    def discard(self, key: Key, from_row: int = 0) -> None:
+        """Forget the stored sketches of one array from ``from_row`` on (all of them when its
+        meta.json is unreadable); the next ``update()`` sketches them again."""
+        folder = self._folder(key)
+        try:
+            meta = self._meta(key)
+        except DamagedError:
+            meta = None
+        if meta is None or from_row <= 0:
+            shutil.rmtree(folder, ignore_errors=True)
+        elif from_row < int(meta["rows"]):
+            atomic_write_json(folder / META_FILE, meta | {"rows": from_row})
 
     def update(self, progress: bool = True, chunk: int = 256) -> SketchReport:
         """Sketch every catalog frame that has no stored sketch yet."""
