@@ -96,6 +96,16 @@ def expected_arrays(catalog: pa.Table) -> dict[Key, Expected]:
     return {key: Expected(n, _profile_shape(profiles[key])) for key, n in rows.items()}
 
 
+def frame_rows(catalog: pa.Table) -> dict[Key, dict[int, str]]:
+    """Per array, the frame id of each store row the catalog references (``catalog`` needs
+    satellite, channel, year, store_row, frame_id)."""
+    out: dict[Key, dict[int, str]] = {}
+    columns = ("satellite", "channel", "year", "store_row", "frame_id")
+    for sat, chan, year, row, fid in zip(*(catalog[c].to_pylist() for c in columns), strict=True):
+        out.setdefault((sat, chan, int(year)), {})[int(row)] = fid
+    return out
+
+
 def check_array(folder: Path, expected: Expected, spot: bool = True) -> tuple[int, int]:
     """The cheap checks of one array against the catalog; returns its frame shape.
 

@@ -136,14 +136,7 @@ def _frame_store(workspace: Workspace, catalog: pa.Table, deep: bool) -> list[Pr
 
 def _sketches(workspace: Workspace, catalog: pa.Table, deep: bool) -> list[Problem]:
     problems = []
-    row_ids: dict[tuple[str, str, int], dict[int, str]] = {}
-    if deep:
-        for sat, chan, year, row, fid in zip(
-            *(catalog[c].to_pylist() for c in ("satellite", "channel", "year", "store_row")),
-            catalog["frame_id"].to_pylist(),
-            strict=True,
-        ):
-            row_ids.setdefault((sat, chan, int(year)), {})[int(row)] = fid
+    row_ids = framestore.frame_rows(catalog) if deep else {}
     for spec_dir in sorted(p for p in workspace.sketch_dir.glob("*") if p.is_dir()):
         spec = GridSpec.from_tag(spec_dir.name)
         if spec is None:

@@ -24,7 +24,7 @@ from skysearch.ingest.catalog import (
 )
 from skysearch.ingest.checksums import crc_bytes, read_crcs, row_crcs
 from skysearch.ingest.decode import ARCHIVE_SEP, Source, preprocess
-from skysearch.ingest.framestore import CRC_FILE, DATA_FILE, META_FILE, store_path
+from skysearch.ingest.framestore import CRC_FILE, DATA_FILE, META_FILE, frame_rows, store_path
 from skysearch.ingest.profiles import Profile
 
 from skysearch.atomic import atomic_path, atomic_write_json, fsync_path
@@ -150,15 +150,13 @@ def drop_frames(workspace: Workspace, frame_ids: Iterable[str]) -> int:
 def unreferenced_ids(workspace: Workspace, sketch_ids: dict[Key, Path]) -> set[str]:
     """Frame ids that stored sketches name at frame-store rows the catalog no longer
     references: the frames of a catalog part set aside. ``sketch_ids``: ids.txt per array."""
-    catalog = read_frames(workspace, columns=["satellite", "channel", "year", "store_row"])
-    referenced: dict[Key, set[int]] = {}
-    for sat, chan, year, row in zip(*(c.to_pylist() for c in catalog.columns), strict=True):
-        referenced.setdefault((sat, chan, int(year)), set()).add(int(row))
+    columns = ["satellite", "channel", "year", "store_row", "frame_id"]
+    referenced = frame_rows(read_frames(workspace, columns=columns))
     lost: set[str] = set()
     for key, path in sketch_ids.items():
         stored = np.frombuffer(path.read_bytes(), dtype="S36")
         for row, fid in enumerate(stored.tolist()):
-            if fid.strip() and row not in referenced.get(key, set()):
+            if fid.strip() and row not in referenced.get(key, {}):
                 lost.add(fid.decode().strip())
     return lost
 

@@ -38,7 +38,7 @@ from skysearch.ingest.checksums import (
     spot_mismatch,
 )
 from skysearch.ingest.clips import read_clips
-from skysearch.ingest.framestore import FrameStore
+from skysearch.ingest.framestore import FrameStore, frame_rows
 from skysearch.ingest.similarity_core import (
     ClipScore,
     Geometry,
@@ -219,18 +219,7 @@ class SketchStore:
     def _plan(self, catalog: pa.Table) -> list[tuple[Key, int, list[bytes]]]:
         """Per array: the first row to (re)sketch and the frame id of every row."""
         plans = []
-        keys = zip(
-            catalog["satellite"].to_pylist(),
-            catalog["channel"].to_pylist(),
-            catalog["year"].to_pylist(),
-            catalog["store_row"].to_pylist(),
-            catalog["frame_id"].to_pylist(),
-            strict=True,
-        )
-        per_key: dict[Key, dict[int, str]] = {}
-        for sat, chan, year, row, fid in keys:
-            per_key.setdefault((sat, chan, int(year)), {})[int(row)] = fid
-        for key, rows in sorted(per_key.items()):
+        for key, rows in sorted(frame_rows(catalog).items()):
             ids = [b" " * ID_BYTES] * (max(rows) + 1)
             for row, fid in rows.items():
                 ids[row] = fid.encode("ascii").ljust(ID_BYTES)[:ID_BYTES]
