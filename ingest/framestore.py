@@ -286,13 +286,15 @@ class StoreWriter:
         ``committed`` needs satellite, channel, year, store_row, profile columns.
         """
         expected = expected_arrays(committed)
+        folders = {store_path(self.workspace, *key) for key in expected}
+        folders |= {d.parent for d in self.workspace.frame_store_dir.glob(f"*/*/*/{DATA_FILE}")}
         dropped = 0
-        for data in self.workspace.frame_store_dir.glob(f"*/*/*/{DATA_FILE}"):
-            folder = data.parent
+        for folder in sorted(folders):
+            data = folder / DATA_FILE
             key = (folder.parent.parent.name, folder.parent.name, int(folder.name))
             want = expected.get(key, Expected(0, None))
             if want.rows == 0 and not (folder / META_FILE).exists():
-                data.unlink()  # written before its meta.json: never committed
+                data.unlink(missing_ok=True)  # written before its meta.json: never committed
                 (folder / CRC_FILE).unlink(missing_ok=True)
                 continue
             height, width = check_array(folder, want)

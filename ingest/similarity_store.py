@@ -223,7 +223,11 @@ class SketchStore:
             ids = [b" " * ID_BYTES] * (max(rows) + 1)
             for row, fid in rows.items():
                 ids[row] = fid.encode("ascii").ljust(ID_BYTES)[:ID_BYTES]
-            meta = self._meta(key)
+            try:
+                meta = self._meta(key)
+            except DamagedError:  # sketches are made from the (checked) frames: start over
+                self.discard(key)
+                meta = None
             done = self._intact_rows(key, meta)
             if done:
                 stored = (self._folder(key) / IDS_FILE).read_bytes()[: done * ID_BYTES]

@@ -29,7 +29,7 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def temporary_path(path: Path) -> Path:
+def _temporary_path(path: Path) -> Path:
     """A unique hidden name beside ``path`` for its next version."""
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
 
@@ -40,7 +40,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     there. On normal exit it replaces ``path`` durably; on an exception the temporary file is
     removed and ``path`` is untouched."""
     path = Path(path)
-    tmp = temporary_path(path)
+    tmp = _temporary_path(path)
     try:
         yield tmp
         fsync_path(tmp)
@@ -60,12 +60,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_json(path: Path, value: Any, **dumps: Any) -> None:
     """Replace ``path`` with ``value`` as JSON, atomically and durably."""
     atomic_write_bytes(path, json.dumps(value, **dumps).encode())
-
-
-def rename_durably(source: Path, target: Path) -> None:
-    """Rename within one folder and make the rename durable."""
-    os.replace(source, target)
-    fsync_path(Path(target).parent)
 
 
 def remove_temporaries(root: Path) -> int:

@@ -84,6 +84,11 @@ DAMAGE: dict[str, tuple[Callable[[Path], None], str, list[str]]] = {
         str(FRAMES / "frames.u8"),
         FROM_FRAMES,
     ),
+    "frames.u8 deleted": (
+        lambda ws: (ws / FRAMES / "frames.u8").unlink(),
+        str(FRAMES / "frames.u8"),
+        FROM_FRAMES,
+    ),
     "meta.json with wrong dimensions": (
         lambda ws: (ws / FRAMES / "meta.json").write_text('{"height": 360, "width": 234}'),
         str(FRAMES / "meta.json"),
@@ -92,6 +97,11 @@ DAMAGE: dict[str, tuple[Callable[[Path], None], str, list[str]]] = {
     "sketch.bin truncated": (
         lambda ws: _truncate(ws / SKETCHES / "sketch.bin", 1000),
         str(SKETCHES / "sketch.bin"),
+        FROM_SKETCHES,
+    ),
+    "sketch meta.json garbage": (
+        lambda ws: (ws / SKETCHES / "meta.json").write_text("{rows"),
+        str(SKETCHES / "meta.json"),
         FROM_SKETCHES,
     ),
     "catalog part truncated": (
@@ -232,3 +242,22 @@ def test_damaged_store_collection_is_set_aside_and_said(base, tmp_path, cli):
     assert action["done"].endswith("not re-indexed: no clip model registered")
     doctor = json.loads(cli("doctor", "-w", ws, "--json").stdout)
     assert [c for c in doctor["checks"] if c["name"] == "store"][0]["status"] == "ok"
+
+
+def test_ingest_never_appends_to_a_store_file_that_lost_its_rows(base, tmp_path):
+    """New frames must not land at row 0 of a recreated frames.u8 while the catalog says rows
+    0..59 are elsewhere: the ingest stops before writing."""
+    from skysearch.ingest.pipeline import ingest
+
+    from skysearch.config import Workspace
+    from skysearch.errors import DamagedError
+
+    ws = tmp_path / "ws"
+    shutil.copytree(base, ws)
+    (ws / FRAMES / "frames.u8").unlink()
+    new = tmp_path / "new"
+    new.mkdir()
+    shutil.copy(sorted(SAMPLE_IR.glob("*.GIF"))[0], new / "HUIR172481200.GIF")
+    with pytest.raises(DamagedError, match="frames.u8 is damaged"):
+        ingest([new], Workspace(ws), workers=1, progress=False)
+    assert not (ws / FRAMES / "frames.u8").exists()
