@@ -74,7 +74,7 @@ def _frame_catalog(workspace: Workspace) -> tuple[pa.Table, list[Problem]]:
     tables = []
     for folder in sorted(workspace.frames_catalog.glob("satellite=*/year=*")):
         for pending in sorted(folder.glob(f".*{PENDING_SUFFIX}")):
-            what = "a compaction was interrupted: outside readers miss rows until it is finished"
+            what = "a compaction was interrupted: outside readers may miss rows until finished"
             problems.append(Problem(PENDING, str(pending), what))
         try:
             parts = live_parts(folder)
