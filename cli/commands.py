@@ -7,6 +7,7 @@ from skysearch.cli import (
     groups,  # noqa: F401
     ingest,  # noqa: F401
     predictor,  # noqa: F401
+    repair,  # noqa: F401
     search,  # noqa: F401
     serve,  # noqa: F401
     similarity,  # noqa: F401

@@ -2,8 +2,9 @@
 
 A checkpoint folder holds exactly what is needed to rebuild a model: the tensors (safetensors,
 which cannot execute code on load) and a JSON config (architecture, channels, working
-resolution, training data range, metrics...). Writes are atomic (temp file + rename), so an
-interrupted save never leaves a half-written checkpoint that looks valid.
+resolution, training data range, metrics...). Writes are atomic and durable
+(``skysearch.atomic``: temp file, fsync, rename, fsync the folder), so an interrupted save or
+a power cut never leaves a half-written checkpoint that looks valid.
 
 Every way a checkpoint can be unusable (missing, corrupt, wrong architecture) raises
 :class:`CheckpointError` with one line saying what is wrong and what to do.
@@ -12,7 +13,6 @@ Every way a checkpoint can be unusable (missing, corrupt, wrong architecture) ra
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from skysearch.atomic import atomic_path, atomic_write_bytes
 from skysearch.errors import SkySearchError
 
 WEIGHTS_FILE = "model.safetensors"
@@ -30,15 +31,6 @@ FORMAT_VERSION = 1
 
 class CheckpointError(SkySearchError):
     """A checkpoint is missing, corrupt, or does not match the model it is loaded into."""
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _state_dict_of(model: torch.nn.Module | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -68,10 +60,9 @@ def save_checkpoint(
         config_text = json.dumps(full_config, indent=2, sort_keys=True, default=str)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint config is not JSON-serialisable: {exc}") from None
-    weights_tmp = directory / (WEIGHTS_FILE + ".tmp")
-    save_file(tensors, str(weights_tmp), metadata={"format": "pt"})
-    os.replace(weights_tmp, directory / WEIGHTS_FILE)
-    _atomic_write_bytes(directory / CONFIG_FILE, config_text.encode())
+    with atomic_path(directory / WEIGHTS_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    atomic_write_bytes(directory / CONFIG_FILE, config_text.encode())
     return directory
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from skysearch.atomic import atomic_write_json
 from skysearch.config import Workspace
 from skysearch.errors import NotFoundError, UsageError
 from skysearch.timeutil import to_rfc3339
@@ -80,10 +80,7 @@ def _is_record(entry: Any) -> bool:
 
 
 def _write(workspace: Workspace, models: list[dict[str, Any]]) -> None:
-    path = _registry_path(workspace)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"models": models}, indent=2, default=str))
-    os.replace(tmp, path)
+    atomic_write_json(_registry_path(workspace), {"models": models}, indent=2, default=str)
 
 
 @contextmanager

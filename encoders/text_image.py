@@ -32,6 +32,7 @@ from skysearch.encoders.pretrained import (
     efficientnet_lite0_state_dict,
     minilm_path,
 )
+from skysearch.ingest.decode import open_image
 
 from skysearch.errors import NotFoundError, UsageError
 
@@ -119,9 +120,9 @@ def load_rgb(image: Image.Image | str | Path) -> Image.Image:
     if isinstance(image, Image.Image):
         return image.convert("RGB")
     try:
-        with Image.open(image) as im:
+        with open_image(image) as im:  # refuses decompression bombs before decoding
             return im.convert("RGB")
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SyntaxError) as exc:
         raise UsageError(f"cannot read image {image}: {exc}") from None
 
 

@@ -43,6 +43,7 @@ from skysearch.encoders.text_image import (
     save_text_image_model,
 )
 from skysearch.encoders.training import load_training_state, save_training_state
+from skysearch.ingest.decode import open_image
 from torch import nn
 from torchvision import transforms
 from tqdm import tqdm
@@ -132,12 +133,10 @@ class CaptionDataset(torch.utils.data.Dataset):
 
 def check_images(rows: Sequence[tuple[str, str, str]]) -> tuple[list, list[dict[str, str]]]:
     """Split rows into readable ones and skipped ones (with a reason), without decoding fully."""
-    from PIL import Image
-
     good, skipped = [], []
     for row in rows:
         try:
-            with Image.open(row[0]) as im:
+            with open_image(row[0]) as im:
                 im.verify()
             good.append(row)
         except (OSError, ValueError) as exc:

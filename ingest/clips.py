@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from skysearch.ingest import ids
-from skysearch.ingest.catalog import atomic_write_table, read_frames, remove_temporaries
+from skysearch.ingest.catalog import atomic_write_table, read_frames, read_part
 from skysearch.ingest.framestore import FrameStore
 
+from skysearch.atomic import remove_temporaries
 from skysearch.config import Workspace
 from skysearch.errors import NotFoundError, UsageError
 
@@ -151,7 +151,7 @@ def _write_spec(workspace: Workspace, satellite: str, name: str, clips: pa.Table
         part = clips.filter(pc.equal(clips["year"], year))
         path = sat_dir / f"year={year}" / f"{name}.parquet"
         old = old_files.pop(path.parent.name, None)
-        old_table = pq.read_table(old, schema=CLIP_SCHEMA) if old else CLIP_SCHEMA.empty_table()
+        old_table = read_part(old, CLIP_SCHEMA) if old else CLIP_SCHEMA.empty_table()
         old_ids = set(old_table["clip_id"].to_pylist())
         added += sum(1 for cid in part["clip_id"].to_pylist() if cid not in old_ids)
         if not old_table.equals(part):
@@ -247,7 +247,7 @@ def read_clips(
             continue
         if gap_minutes is not None and not dims.endswith(f"x{gap_minutes}m"):
             continue
-        parts.append(pq.read_table(path, schema=CLIP_SCHEMA))
+        parts.append(read_part(path, CLIP_SCHEMA))
     if not parts:
         return CLIP_SCHEMA.empty_table()
     table = pa.concat_tables(parts)

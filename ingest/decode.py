@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,17 @@ from PIL import Image, UnidentifiedImageError
 from skysearch.ingest.profiles import Profile
 
 ARCHIVE_SEP = "::"  # source_path of a zip member: "/abs/archive.zip::folder/name.png"
+#: Largest source file (plain or zip member) read into memory: 35x the largest real product
+#: file we hold (1.8 MB COMS PNGs); anything bigger is skipped unread.
+MAX_SOURCE_BYTES = 64 * 2**20
+
+
+class SourceTooLarge(ValueError):
+    """A source file (or zip member) is larger than ``MAX_SOURCE_BYTES``."""
+
+
+class ImageTooLarge(ValueError):
+    """An image declares more pixels than the limit (a decompression bomb, or not a frame)."""
 
 
 @dataclass(frozen=True)
@@ -48,16 +60,34 @@ class Decoded:
 _open_zip: tuple[str, zipfile.ZipFile] | None = None
 
 
+def _too_large(size: int, what: str) -> SourceTooLarge:
+    return SourceTooLarge(f"{what} of {size} bytes is larger than {MAX_SOURCE_BYTES} bytes")
+
+
 def read_bytes(source: Source) -> bytes:
-    """The raw file bytes (a worker keeps its last zip archive open: chunks share one)."""
+    """The raw file bytes, at most ``MAX_SOURCE_BYTES`` (else ``SourceTooLarge``, before
+    reading: a zip member by its declared size, and read with a cap in case it lies). A
+    worker keeps its last zip archive open: chunks share one."""
     global _open_zip
     if source.member is None:
-        return Path(source.file).read_bytes()
-    if _open_zip is None or _open_zip[0] != source.file:
-        if _open_zip is not None:
-            _open_zip[1].close()
-        _open_zip = (source.file, zipfile.ZipFile(source.file))
-    return _open_zip[1].read(source.member)
+        size = Path(source.file).stat().st_size
+        if size > MAX_SOURCE_BYTES:
+            raise _too_large(size, "file")
+        with open(source.file, "rb") as handle:
+            data = handle.read(MAX_SOURCE_BYTES + 1)
+    else:
+        if _open_zip is None or _open_zip[0] != source.file:
+            if _open_zip is not None:
+                _open_zip[1].close()
+            _open_zip = (source.file, zipfile.ZipFile(source.file))
+        info = _open_zip[1].getinfo(source.member)
+        if info.file_size > MAX_SOURCE_BYTES:
+            raise _too_large(info.file_size, "zip member")
+        with _open_zip[1].open(info) as handle:
+            data = handle.read(MAX_SOURCE_BYTES + 1)
+    if len(data) > MAX_SOURCE_BYTES:
+        raise _too_large(len(data), "file")
+    return data
 
 
 def _sniff(raw: bytes) -> str:
@@ -69,10 +99,21 @@ def _sniff(raw: bytes) -> str:
     return ""
 
 
-def decode_image(raw: bytes) -> Image.Image:
-    """Decode fully (so truncation shows now, not later)."""
-    image = Image.open(io.BytesIO(raw))
-    image.load()
+def open_image(source: bytes | str | Path, max_pixels: int | None = None) -> Image.Image:
+    """Open an image lazily (its header only: no pixel decoded yet) and refuse it with
+    ``ImageTooLarge`` when it declares more than ``max_pixels`` pixels (default: Pillow's
+    decompression-bomb limit), so a 29-byte file declaring 50000x50000 costs nothing."""
+    limit = max_pixels or Image.MAX_IMAGE_PIXELS
+    with warnings.catch_warnings():  # Pillow warns below its own error limit: we refuse
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        except Image.DecompressionBombError as exc:
+            raise ImageTooLarge(str(exc)) from None
+    width, height = image.size
+    if limit and width * height > limit:
+        image.close()
+        raise ImageTooLarge(f"image of {width}x{height} pixels exceeds the limit of {limit}")
     return image
 
 
@@ -120,21 +161,26 @@ def resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
 
 
 def preprocess(source: Source, profile: Profile) -> Decoded:
-    """Checksum, decode, check the size, crop, grey, resize; never raises for bad input."""
+    """Checksum, check the declared size, decode, crop, grey, resize; never raises for bad
+    input. A size no crop rule accepts is refused from the header, before decoding."""
     try:
         raw = read_bytes(source)
-    except (OSError, zipfile.BadZipFile, KeyError) as exc:
+    except SourceTooLarge as exc:
+        return Decoded(reason=f"not read: {exc}")
+    except (OSError, zipfile.BadZipFile, KeyError, EOFError) as exc:
         return Decoded(reason=f"cannot read file: {exc}")
     checksum = hashlib.sha256(raw).hexdigest()
     bad = _sniff(raw)
     if bad:
         return Decoded(checksum=checksum, reason=bad)
     try:
-        image = decode_image(raw)
+        image = open_image(raw)
+    except ImageTooLarge as exc:
+        return Decoded(checksum=checksum, reason=f"image too large, not decoded: {exc}")
     except UnidentifiedImageError:
         return Decoded(checksum=checksum, reason="not a readable image (unknown format)")
-    except (OSError, ValueError, SyntaxError) as exc:
-        return Decoded(checksum=checksum, reason=f"truncated or corrupt image: {exc}")
+    except Exception as exc:  # noqa: BLE001 - Pillow's plugins raise many kinds on bad headers
+        return Decoded(checksum=checksum, reason=f"corrupt image header: {exc}")
     width, height = image.size
     box = profile.crop_box(width, height)
     if box is None:
@@ -145,8 +191,12 @@ def preprocess(source: Source, profile: Profile) -> Decoded:
             reason=f"wrong dimensions {width}x{height} (profile {profile.name} expects "
             f"{profile.expected_sizes()})",
         )
-    grey = crop_grey(image, box, profile.max_value)
-    frame = np.asarray(resize(grey, profile.resolution), dtype=np.uint8)
+    try:
+        image.load()  # decode fully, so truncation shows now, not later
+        grey = crop_grey(image, box, profile.max_value)
+        frame = np.asarray(resize(grey, profile.resolution), dtype=np.uint8)
+    except Exception as exc:  # noqa: BLE001 - any failure of one file is a skip, not a crash
+        return Decoded(checksum=checksum, reason=f"truncated or corrupt image: {exc}")
     return Decoded(checksum=checksum, width=width, height=height, frame=frame)
 
 

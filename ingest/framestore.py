@@ -1,11 +1,16 @@
 """The frame store: working-resolution grey frames as uint8 arrays, memory-mapped.
 
 Layout: ``<workspace>/frames/<satellite>/<channel>/<year>/frames.u8`` holds rows of H*W bytes
-(append-only) and ``meta.json`` its frame shape. Which row belongs to which frame is recorded
-in the frame catalog (``store_row``), and a row counts only once the catalog references it:
-the writer appends and fsyncs pixels first and commits catalog rows after, and on start it
-truncates every array to the rows the catalog knows. So a crash at any moment leaves at most
-an unreferenced tail, which the next run cuts off and rewrites.
+(append-only), ``frames.crc`` the CRC-32 of each row and ``meta.json`` the frame shape. Which
+row belongs to which frame is recorded in the frame catalog (``store_row``), and a row counts
+only once the catalog references it: the writer appends and fsyncs pixels (and their CRCs)
+first and commits catalog rows after, and on start it truncates every array to the rows the
+catalog knows. So a crash at any moment leaves at most an unreferenced tail, which the next
+run cuts off and rewrites.
+
+Every open checks an array against the catalog (cheap): ``meta.json`` readable and equal to
+the profile's working resolution, every referenced row present, and the CRCs of the first,
+middle and last referenced rows. A failed check is a ``DamagedError`` naming the file.
 """
 
 from __future__ import annotations
@@ -14,19 +19,25 @@ import fcntl
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
-from skysearch.ingest.catalog import fsync_dir, read_frames
+from skysearch.ingest.catalog import read_frames
+from skysearch.ingest.checksums import complete_crcs, crc_bytes, read_crcs, spot_mismatch
+from skysearch.ingest.profiles import load_profiles
 
+from skysearch.atomic import atomic_write_json
 from skysearch.config import Workspace
-from skysearch.errors import NotFoundError, StoreError, UsageError
+from skysearch.errors import DamagedError, NotFoundError, SkySearchError, StoreError, UsageError
 
 DATA_FILE = "frames.u8"
+CRC_FILE = "frames.crc"
 META_FILE = "meta.json"
 LOCK_FILE = ".ingest.lock"
+Key = tuple[str, str, int]
 
 
 def store_path(workspace: Workspace, satellite: str, channel: str, year: int) -> Path:
@@ -34,9 +45,95 @@ def store_path(workspace: Workspace, satellite: str, channel: str, year: int) ->
     return workspace.frame_store_dir / satellite / channel / str(int(year))
 
 
-def _read_shape(folder: Path) -> tuple[int, int]:
-    meta = json.loads((folder / META_FILE).read_text())
-    return int(meta["height"]), int(meta["width"])
+def read_shape(folder: Path) -> tuple[int, int]:
+    """(height, width) from ``meta.json``; ``DamagedError`` if missing or unreadable."""
+    path = folder / META_FILE
+    try:
+        meta = json.loads(path.read_text())
+        height, width = int(meta["height"]), int(meta["width"])
+    except FileNotFoundError:
+        raise DamagedError(path, "missing") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DamagedError(path, f"unreadable ({exc})") from None
+    if height <= 0 or width <= 0:
+        raise DamagedError(path, f"frame shape {height}x{width}")
+    return height, width
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the catalog says one array must hold: ``rows`` referenced rows, each of ``shape``
+    (the profile's working resolution; None when the profile is not known here)."""
+
+    rows: int
+    shape: tuple[int, int] | None
+
+
+def _profile_shape(name: str) -> tuple[int, int] | None:
+    try:
+        profile = load_profiles().get(name)
+    except SkySearchError:  # e.g. $SKYSEARCH_PROFILES names a folder gone since the ingest
+        return None
+    return None if profile is None else (profile.resolution[1], profile.resolution[0])
+
+
+def expected_arrays(catalog: pa.Table) -> dict[Key, Expected]:
+    """Per array, what the catalog expects (``catalog`` needs satellite, channel, year,
+    store_row, profile)."""
+    rows: dict[Key, int] = {}
+    profiles: dict[Key, str] = {}
+    for sat, chan, year, row, profile in zip(
+        catalog["satellite"].to_pylist(),
+        catalog["channel"].to_pylist(),
+        catalog["year"].to_pylist(),
+        catalog["store_row"].to_pylist(),
+        catalog["profile"].to_pylist(),
+        strict=True,
+    ):
+        key = (sat, chan, int(year))
+        rows[key] = max(rows.get(key, 0), int(row) + 1)
+        profiles.setdefault(key, profile)
+    return {key: Expected(n, _profile_shape(profiles[key])) for key, n in rows.items()}
+
+
+def frame_rows(catalog: pa.Table) -> dict[Key, dict[int, str]]:
+    """Per array, the frame id of each store row the catalog references (``catalog`` needs
+    satellite, channel, year, store_row, frame_id)."""
+    out: dict[Key, dict[int, str]] = {}
+    columns = ("satellite", "channel", "year", "store_row", "frame_id")
+    for sat, chan, year, row, fid in zip(*(catalog[c].to_pylist() for c in columns), strict=True):
+        out.setdefault((sat, chan, int(year)), {})[int(row)] = fid
+    return out
+
+
+def check_array(folder: Path, expected: Expected, spot: bool = True) -> tuple[int, int]:
+    """The cheap checks of one array against the catalog; returns its frame shape.
+
+    Raises ``DamagedError`` naming the file at fault. Rows past ``expected.rows`` (an ingest
+    appending, or a killed one's tail) are not looked at.
+    """
+    height, width = read_shape(folder)
+    if expected.shape is not None and (height, width) != expected.shape:
+        want = "x".join(map(str, expected.shape))
+        raise DamagedError(
+            folder / META_FILE,
+            f"says {height}x{width} frames, the source profile stores {want} frames",
+        )
+    data = folder / DATA_FILE
+    size = data.stat().st_size if data.exists() else 0
+    if size < expected.rows * height * width:
+        raise DamagedError(
+            data,
+            f"{size} bytes hold {size // (height * width)} whole {height}x{width} frames, "
+            f"the catalog references {expected.rows}",
+        )
+    if spot and expected.rows:
+        crcs = read_crcs(folder / CRC_FILE, expected.rows)
+        mapped = np.memmap(data, np.uint8, "r", shape=(expected.rows, height * width))
+        bad = spot_mismatch(mapped, crcs)
+        if bad is not None:
+            raise DamagedError(data, f"frame row {bad} does not match its checksum")
+    return height, width
 
 
 class FrameStore:
@@ -53,13 +150,14 @@ class FrameStore:
         self._keys: list[tuple[str, str, int]] = []
         self._key_codes: np.ndarray = np.empty(0, np.int32)
         self._rows: np.ndarray = np.empty(0, np.int64)
-        self._maps: dict[tuple[str, str, int], np.memmap] = {}
-        self._shapes: dict[tuple[str, str, int], tuple[int, int]] = {}
+        self._maps: dict[Key, np.memmap] = {}
+        self._expected: dict[Key, Expected] = {}
 
     def refresh(self) -> None:
         """Reload the index from the catalog (after another ingest)."""
-        cols = ["frame_id", "satellite", "channel", "year", "store_row"]
+        cols = ["frame_id", "satellite", "channel", "year", "store_row", "profile"]
         table = read_frames(self.workspace, columns=cols)
+        self._expected = expected_arrays(table)
         triples = list(
             zip(
                 table["satellite"].to_pylist(),
@@ -83,27 +181,25 @@ class FrameStore:
         return len(self._rows)
 
     def array(self, satellite: str, channel: str, year: int) -> np.memmap:
-        """The whole memory-mapped (n, H, W) array of one satellite/channel/year."""
+        """The memory-mapped (n, H, W) array of one satellite/channel/year: every row the
+        catalog references (checked on first use; ``DamagedError`` if it fails)."""
         key = (satellite, channel, int(year))
         cached = self._maps.get(key)
         if cached is not None:
             return cached
+        if self._sorted_ids is None:
+            self.refresh()
         folder = store_path(self.workspace, *key)
-        if not (folder / DATA_FILE).exists():
+        expected = self._expected.get(key)
+        if expected is None:
             raise NotFoundError(f"no frames stored for {satellite}/{channel}/{year}")
-        height, width = _read_shape(folder)
-        size = (folder / DATA_FILE).stat().st_size
-        count = size // (height * width)
-        if count == 0:
+        height, width = check_array(folder, expected)
+        if expected.rows == 0:
             return np.zeros((0, height, width), np.uint8)  # type: ignore[return-value]
-        mapped = np.memmap(folder / DATA_FILE, np.uint8, "r", shape=(count, height, width))
+        shape = (expected.rows, height, width)
+        mapped = np.memmap(folder / DATA_FILE, np.uint8, "r", shape=shape)
         self._maps[key] = mapped
         return mapped
-
-    def _shape(self, key: tuple[str, str, int]) -> tuple[int, int]:
-        if key not in self._shapes:
-            self._shapes[key] = _read_shape(store_path(self.workspace, *key))
-        return self._shapes[key]
 
     def read(self, frame_id: str) -> np.ndarray:
         """One frame, (H, W) uint8."""
@@ -135,7 +231,8 @@ class FrameStore:
         idx = self._lookup(frame_ids)
         codes = self._key_codes[idx]
         rows = self._rows[idx]
-        shapes = {self._shape(self._keys[c]) for c in set(codes.tolist())}
+        arrays = {int(c): self.array(*self._keys[c]) for c in np.unique(codes)}
+        shapes = {a.shape[1:] for a in arrays.values()}
         if len(shapes) > 1:
             raise UsageError(
                 f"frames of different sizes {sorted(shapes)} cannot share one array; "
@@ -143,12 +240,8 @@ class FrameStore:
             )
         height, width = shapes.pop() if shapes else (0, 0)
         out = np.empty((len(idx), height, width), np.uint8)
-        for code in np.unique(codes):
+        for code, arr in arrays.items():
             sel = np.nonzero(codes == code)[0]
-            arr = self.array(*self._keys[code])
-            if rows[sel].max() >= len(arr):  # grew since mapped
-                self._maps.pop(self._keys[code], None)
-                arr = self.array(*self._keys[code])
             out[sel] = arr[rows[sel]]
         return out
 
@@ -158,9 +251,9 @@ class StoreWriter:
 
     def __init__(self, workspace: Workspace) -> None:
         self.workspace = workspace
-        self._files: dict[tuple[str, str, int], BinaryIO] = {}
-        self._counts: dict[tuple[str, str, int], int] = {}
-        self._shapes: dict[tuple[str, str, int], tuple[int, int]] = {}
+        self._files: dict[Key, tuple[BinaryIO, BinaryIO]] = {}  # (pixels, CRCs)
+        self._counts: dict[Key, int] = {}
+        self._shapes: dict[Key, tuple[int, int]] = {}
         self._lock: BinaryIO | None = None
 
     def __enter__(self) -> StoreWriter:
@@ -177,80 +270,74 @@ class StoreWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for handle in self._files.values():
-            handle.close()
+        for handles in self._files.values():
+            for handle in handles:
+                handle.close()
         self._files.clear()
         if self._lock is not None:
             self._lock.close()  # releases the lock
             self._lock = None
 
     def reconcile(self, committed: pa.Table) -> int:
-        """Cut every array to the rows the catalog references; returns frames dropped.
+        """Check every array against the catalog, then cut it to the rows the catalog
+        references; returns frames dropped. A damaged array stops the ingest (``DamagedError``)
+        before anything is written, so nothing is ever appended to a misread store.
 
-        ``committed`` needs satellite, channel, year, store_row columns.
+        ``committed`` needs satellite, channel, year, store_row, profile columns.
         """
-        counts: dict[tuple[str, str, int], int] = {}
-        for sat, chan, year, row in zip(
-            committed["satellite"].to_pylist(),
-            committed["channel"].to_pylist(),
-            committed["year"].to_pylist(),
-            committed["store_row"].to_pylist(),
-            strict=True,
-        ):
-            key = (sat, chan, int(year))
-            counts[key] = max(counts.get(key, 0), int(row) + 1)
+        expected = expected_arrays(committed)
+        folders = {store_path(self.workspace, *key) for key in expected}
+        folders |= {d.parent for d in self.workspace.frame_store_dir.glob(f"*/*/*/{DATA_FILE}")}
         dropped = 0
-        for data in self.workspace.frame_store_dir.glob(f"*/*/*/{DATA_FILE}"):
-            folder = data.parent
+        for folder in sorted(folders):
+            data = folder / DATA_FILE
             key = (folder.parent.parent.name, folder.parent.name, int(folder.name))
-            if not (folder / META_FILE).exists():
-                data.unlink()
+            want = expected.get(key, Expected(0, None))
+            if want.rows == 0 and not (folder / META_FILE).exists():
+                data.unlink(missing_ok=True)  # written before its meta.json: never committed
+                (folder / CRC_FILE).unlink(missing_ok=True)
                 continue
-            height, width = _read_shape(folder)
-            keep = counts.get(key, 0) * height * width
-            size = data.stat().st_size
-            if size > keep:
-                dropped += (size - keep) // (height * width)
-                os.truncate(data, keep)
-        self._counts = counts
+            height, width = check_array(folder, want)
+            frame_bytes = height * width
+            dropped += max(0, data.stat().st_size // frame_bytes - want.rows)
+            os.truncate(data, want.rows * frame_bytes)
+            complete_crcs(data, folder / CRC_FILE, want.rows, frame_bytes)
+        self._counts = {key: want.rows for key, want in expected.items()}
         return dropped
 
     def append(self, satellite: str, channel: str, year: int, frame: np.ndarray) -> int:
         """Append one (H, W) uint8 frame; returns its row (durable only after ``sync``)."""
         key = (satellite, channel, int(year))
-        handle = self._files.get(key)
-        if handle is None:
-            handle = self._open(key, frame.shape)
+        handles = self._files.get(key)
+        if handles is None:
+            handles = self._open(key, frame.shape)
         if frame.shape != self._shapes[key] or frame.dtype != np.uint8:
             raise UsageError(
                 f"frame store {satellite}/{channel}/{year} holds {self._shapes[key]} frames, "
                 f"got {frame.shape} {frame.dtype}: the profile's resolution changed; "
                 "use a new --workspace"
             )
-        handle.write(np.ascontiguousarray(frame).tobytes())
+        pixels = np.ascontiguousarray(frame)
+        handles[0].write(pixels.tobytes())
+        handles[1].write(crc_bytes(pixels))
         row = self._counts.get(key, 0)
         self._counts[key] = row + 1
         return row
 
-    def _open(self, key: tuple[str, str, int], shape: tuple[int, ...]) -> BinaryIO:
+    def _open(self, key: Key, shape: tuple[int, ...]) -> tuple[BinaryIO, BinaryIO]:
         folder = store_path(self.workspace, *key)
         folder.mkdir(parents=True, exist_ok=True)
-        meta = folder / META_FILE
-        if not meta.exists():
-            tmp = meta.with_name(META_FILE + ".tmp")
-            with open(tmp, "w") as handle:
-                json.dump({"height": shape[0], "width": shape[1], "dtype": "uint8"}, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, meta)
-            fsync_dir(folder)
-        self._shapes[key] = _read_shape(folder)
-        handle = open(folder / DATA_FILE, "ab")  # noqa: SIM115
-        self._files[key] = handle
-        return handle
+        if not (folder / META_FILE).exists():
+            meta = {"height": shape[0], "width": shape[1], "dtype": "uint8"}
+            atomic_write_json(folder / META_FILE, meta)
+        self._shapes[key] = read_shape(folder)
+        handles = (open(folder / DATA_FILE, "ab"), open(folder / CRC_FILE, "ab"))  # noqa: SIM115
+        self._files[key] = handles
+        return handles
 
     def sync(self) -> None:
-        """Flush and fsync every array written since the last sync."""
-        for handle in self._files.values():
-            handle.flush()
-            os.fsync(handle.fileno())
+        """Flush and fsync every array (and its CRCs) written since the last sync."""
+        for handles in self._files.values():
+            for handle in handles:
+                handle.flush()
+                os.fsync(handle.fileno())

@@ -32,7 +32,7 @@ from skysearch.ingest.catalog import (
     FRAME_SCHEMA,
     compact_partitions,
     read_frames,
-    remove_temporaries,
+    recover,
     write_frames,
 )
 from skysearch.ingest.decode import Decoded, Source, preprocess_chunk
@@ -40,6 +40,7 @@ from skysearch.ingest.framestore import StoreWriter
 from skysearch.ingest.profiles import NameMatch, Profile, match_name, select_profiles
 from tqdm import tqdm
 
+from skysearch.atomic import atomic_write_bytes
 from skysearch.config import Workspace
 from skysearch.errors import UsageError
 
@@ -68,6 +69,7 @@ class IngestReport:
     files_seen: int = 0
     seconds: float = 0.0
     report_path: str = ""
+    inputs: list[str] = field(default_factory=list)  # the PATHs given, resolved
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -221,11 +223,13 @@ def ingest(
     profiles = select_profiles(source, profile_dirs)
     candidates, skipped = discover(paths, profiles)
     report = IngestReport(files_seen=len(candidates) + len(skipped))
+    report.inputs = [str(Path(p).resolve()) for p in paths]
     workers = workers or os.cpu_count() or 1
 
     with StoreWriter(workspace) as writer:
-        remove_temporaries(workspace.frames_catalog)
-        cols = ["frame_id", "satellite", "channel", "year", "store_row", "source_path", "checksum"]
+        recover(workspace)
+        cols = ["frame_id", "satellite", "channel", "year", "store_row", "profile"]
+        cols += ["source_path", "checksum"]
         committed = read_frames(workspace, columns=cols)
         writer.reconcile(committed)
         # frame id -> (source path, checksum) of every committed or newly written frame
@@ -301,5 +305,5 @@ def _save_report(workspace: Workspace, report: IngestReport) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     path = folder / f"ingest-{stamp}.json"
     payload = report.to_dict() | {"report_path": str(path)}
-    path.write_text(json.dumps(payload, indent=1) + "\n")
+    atomic_write_bytes(path, (json.dumps(payload, indent=1) + "\n").encode())
     return path

@@ -72,6 +72,18 @@ class GridSpec:
         """Stable name for stored sketches of this spec, e.g. ``clean-g24-b20``."""
         return f"{self.mode}-g{self.grid}-b{self.bins}"
 
+    @classmethod
+    def from_tag(cls, tag: str) -> GridSpec | None:
+        """The spec a ``tag`` names, or None when it names none."""
+        mode, _, rest = tag.partition("-g")
+        grid, _, bins = rest.partition("-b")
+        if mode not in MODES or not grid.isdigit() or not bins.isdigit():
+            return None
+        try:
+            return cls(int(grid), int(bins), mode)  # type: ignore[arg-type]
+        except UsageError:
+            return None
+
 
 @dataclass(frozen=True)
 class Geometry:

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from skysearch.ingest.decode import open_image
 from skysearch.ingest.similarity_core import (
     Geometry,
     GridSpec,
@@ -56,9 +56,9 @@ def folder_layout(path: Path) -> tuple[list[str], list[dict[str, Path]]]:
 
 def _decode(path: Path) -> np.ndarray:
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:  # refuses decompression bombs before decoding
             return np.asarray(image.convert("RGB"))
-    except (OSError, UnidentifiedImageError) as exc:
+    except (OSError, ValueError, SyntaxError) as exc:
         raise UsageError(f"cannot decode {path}: {exc}") from None
 
 

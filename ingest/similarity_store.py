@@ -3,12 +3,14 @@
 Layout: ``<workspace>/sketches/<spec tag>/<satellite>/<channel>/<year>/`` mirrors the frame
 store: ``sketch.bin`` holds one sketch (B x N*N cumulative counts) per frame-store row, in
 the same row order; ``ids.txt`` the frame id of each row (36 ASCII bytes, blank for a row the
-catalog does not reference); ``meta.json`` the geometry, dtype and ``rows`` sketched.
+catalog does not reference); ``sketch.crc`` the CRC-32 of each sketch; ``meta.json`` the
+geometry, dtype and ``rows`` sketched.
 
-Crash safety: sketches and ids are appended and fsynced before ``meta.json`` (atomic rename)
-counts them; an update first cuts both files back to ``rows``, and re-sketches from the first
-row whose stored id no longer matches the catalog (a rebuilt frame store). So an update can
-be killed at any moment and re-run: nothing is lost or duplicated.
+Crash safety: sketches, ids and CRCs are appended and fsynced before ``meta.json`` (atomic,
+durable rename) counts them; an update first cuts the files back to ``rows`` (or to what a
+damaged, shorter file still holds), and re-sketches from the first row whose stored id no
+longer matches the catalog (a rebuilt frame store). So an update can be killed at any moment
+and re-run: nothing is lost or duplicated. Reading checks sizes and three CRCs (cheap).
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,8 +31,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from skysearch.ingest.catalog import read_frames
+from skysearch.ingest.checksums import (
+    complete_crcs,
+    read_crcs,
+    row_crcs,
+    spot_mismatch,
+)
 from skysearch.ingest.clips import read_clips
-from skysearch.ingest.framestore import FrameStore
+from skysearch.ingest.framestore import FrameStore, frame_rows
 from skysearch.ingest.similarity_core import (
     ClipScore,
     Geometry,
@@ -43,12 +53,14 @@ from skysearch.ingest.similarity_core import (
 )
 from tqdm import tqdm
 
+from skysearch.atomic import atomic_write_json
 from skysearch.config import Workspace
-from skysearch.errors import NotFoundError, StoreError, UsageError
+from skysearch.errors import DamagedError, NotFoundError, StoreError, UsageError
 from skysearch.timeutil import parse_time, to_rfc3339
 
 DATA_FILE = "sketch.bin"
 IDS_FILE = "ids.txt"
+CRC_FILE = "sketch.crc"
 META_FILE = "meta.json"
 LOCK_FILE = ".update.lock"
 ID_BYTES = 36
@@ -87,12 +99,6 @@ def _positions(
     return found.to_numpy(zero_copy_only=False)
 
 
-def _write_meta(folder: Path, meta: dict[str, Any]) -> None:
-    tmp = folder / (META_FILE + ".tmp")
-    tmp.write_text(json.dumps(meta))
-    os.replace(tmp, folder / META_FILE)
-
-
 def _fsync(handle: Any) -> None:
     handle.flush()
     os.fsync(handle.fileno())
@@ -120,7 +126,38 @@ class SketchStore:
 
     def _meta(self, key: Key) -> dict[str, Any] | None:
         path = self._folder(key) / META_FILE
-        return json.loads(path.read_text()) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            meta = json.loads(path.read_text())
+            int(meta["rows"]), int(meta["height"]), int(meta["width"]), np.dtype(meta["dtype"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DamagedError(path, f"unreadable ({exc})") from None
+        return meta
+
+    def _row_bytes(self, meta: dict[str, Any]) -> int:
+        return self.spec.bins * self.spec.cells * np.dtype(meta["dtype"]).itemsize
+
+    def check(self, key: Key, spot: bool = True) -> dict[str, Any] | None:
+        """The cheap checks of one array's files: every counted row present, three CRCs
+        (``spot``); returns its meta (None: nothing sketched). ``DamagedError`` names the file."""
+        meta = self._meta(key)
+        if meta is None:
+            return None
+        rows, row_bytes, folder = int(meta["rows"]), self._row_bytes(meta), self._folder(key)
+        for name, size in ((DATA_FILE, row_bytes), (IDS_FILE, ID_BYTES)):
+            path = folder / name
+            have = path.stat().st_size if path.exists() else 0
+            if have < rows * size:
+                raise DamagedError(path, f"{have} bytes, {rows} rows of {size} bytes expected")
+        if spot and rows:
+            shape = (rows, row_bytes)
+            mapped = np.memmap(folder / DATA_FILE, np.uint8, "r", shape=shape)
+            bad = spot_mismatch(mapped, read_crcs(folder / CRC_FILE, rows))
+            if bad is not None:
+                what = f"sketch row {bad} does not match its checksum"
+                raise DamagedError(folder / DATA_FILE, what)
+        return meta
 
     def geometry(self, key: Key) -> Geometry:
         meta = self._meta(key)
@@ -130,13 +167,26 @@ class SketchStore:
 
     def array(self, key: Key) -> np.ndarray:
         """The stored sketches of one satellite/channel/year, memory-mapped (rows, B, cells)."""
-        meta = self._meta(key)
+        meta = self.check(key)
         if meta is None or int(meta["rows"]) == 0:
             return np.zeros((0, self.spec.bins, self.spec.cells), np.uint8)
         shape = (int(meta["rows"]), self.spec.bins, self.spec.cells)
         return np.memmap(self._folder(key) / DATA_FILE, np.dtype(meta["dtype"]), "r", shape=shape)
 
     # ------------------------------------------------------------------ writing
+
+    def discard(self, key: Key, from_row: int = 0) -> None:
+        """Forget the stored sketches of one array from ``from_row`` on (all of them when its
+        meta.json is unreadable); the next ``update()`` sketches them again."""
+        folder = self._folder(key)
+        try:
+            meta = self._meta(key)
+        except DamagedError:
+            meta = None
+        if meta is None or from_row <= 0:
+            shutil.rmtree(folder, ignore_errors=True)
+        elif from_row < int(meta["rows"]):
+            atomic_write_json(folder / META_FILE, meta | {"rows": from_row})
 
     def update(self, progress: bool = True, chunk: int = 256) -> SketchReport:
         """Sketch every catalog frame that has no stored sketch yet."""
@@ -169,23 +219,16 @@ class SketchStore:
     def _plan(self, catalog: pa.Table) -> list[tuple[Key, int, list[bytes]]]:
         """Per array: the first row to (re)sketch and the frame id of every row."""
         plans = []
-        keys = zip(
-            catalog["satellite"].to_pylist(),
-            catalog["channel"].to_pylist(),
-            catalog["year"].to_pylist(),
-            catalog["store_row"].to_pylist(),
-            catalog["frame_id"].to_pylist(),
-            strict=True,
-        )
-        per_key: dict[Key, dict[int, str]] = {}
-        for sat, chan, year, row, fid in keys:
-            per_key.setdefault((sat, chan, int(year)), {})[int(row)] = fid
-        for key, rows in sorted(per_key.items()):
+        for key, rows in sorted(frame_rows(catalog).items()):
             ids = [b" " * ID_BYTES] * (max(rows) + 1)
             for row, fid in rows.items():
                 ids[row] = fid.encode("ascii").ljust(ID_BYTES)[:ID_BYTES]
-            meta = self._meta(key)
-            done = int(meta["rows"]) if meta else 0
+            try:
+                meta = self._meta(key)
+            except DamagedError:  # sketches are made from the (checked) frames: start over
+                self.discard(key)
+                meta = None
+            done = self._intact_rows(key, meta)
             if done:
                 stored = (self._folder(key) / IDS_FILE).read_bytes()[: done * ID_BYTES]
                 stored_ids = np.frombuffer(stored, dtype=f"S{ID_BYTES}")
@@ -194,6 +237,18 @@ class SketchStore:
                 done = min(len(stored_ids), len(ids), *differ[:1].tolist())
             plans.append((key, done, ids))
         return plans
+
+    def _intact_rows(self, key: Key, meta: dict[str, Any] | None) -> int:
+        """Rows counted by ``meta`` that every file still holds (fewer if one was truncated:
+        the update then re-sketches the rest from the frames)."""
+        if meta is None:
+            return 0
+        folder = self._folder(key)
+        rows = int(meta["rows"])
+        for name, size in ((DATA_FILE, self._row_bytes(meta)), (IDS_FILE, ID_BYTES)):
+            path = folder / name
+            rows = min(rows, path.stat().st_size // size if path.exists() else 0)
+        return rows
 
     def _extend(
         self, key: Key, start: int, ids: list[bytes], frames: FrameStore, chunk: int, bar: tqdm
@@ -214,23 +269,30 @@ class SketchStore:
             "spec": self.spec.tag,
             "rows": start,
         }
-        row_bytes = self.spec.bins * self.spec.cells * dtype.itemsize
-        _write_meta(folder, meta)
+        row_bytes = self._row_bytes(meta)
+        if meta != self._meta(key):
+            atomic_write_json(folder / META_FILE, meta)
         for name, size in ((DATA_FILE, row_bytes), (IDS_FILE, ID_BYTES)):
             path = folder / name
             path.touch()
             os.truncate(path, start * size)
+        complete_crcs(folder / DATA_FILE, folder / CRC_FILE, start, row_bytes)
         done = start
-        with open(folder / DATA_FILE, "ab") as data, open(folder / IDS_FILE, "ab") as id_file:
+        with ExitStack() as stack:
+            files = [stack.enter_context(open(folder / n, "ab")) for n in (DATA_FILE, IDS_FILE)]
+            files.append(stack.enter_context(open(folder / CRC_FILE, "ab")))
+            data, id_file, crc_file = files
             while done < len(ids):
                 stop = min(len(ids), done + chunk)
                 sketches = sketch_frames(np.asarray(pixels[done:stop]), self.spec)
-                data.write(sketches.astype(dtype, copy=False).tobytes())
+                raw = sketches.astype(dtype, copy=False).reshape(stop - done, -1).view(np.uint8)
+                data.write(raw.tobytes())
                 id_file.write(b"".join(ids[done:stop]))
-                _fsync(data)
-                _fsync(id_file)
+                crc_file.write(row_crcs(raw).tobytes())
+                for handle in files:
+                    _fsync(handle)
                 meta["rows"] = stop
-                _write_meta(folder, meta)
+                atomic_write_json(folder / META_FILE, meta)
                 bar.update(stop - done)
                 done = stop
         return len(ids) - start

@@ -192,11 +192,13 @@ class SearchService:
     def _load_all(self) -> None:
         from skysearch.ingest.catalog import read_frames
         from skysearch.ingest.clips import read_clips
+        from skysearch.ingest.integrity import ensure_intact
         from skysearch.retrieval.search import Searcher
 
         workspace = self.settings.workspace
         if not workspace.root.is_dir():
             raise UsageError(f"workspace {workspace.root} does not exist; pass --workspace DIR")
+        ensure_intact(workspace)  # cheap checks: a damaged file is a failed start, named
         if self.torch_threads:
             import torch
 

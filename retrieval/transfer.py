@@ -15,7 +15,6 @@ import base64
 import gzip
 import io
 import json
-import os
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import IO, Any
 import numpy as np
 from skysearch.retrieval.store import Point, VectorStore
 
+from skysearch.atomic import atomic_path
 from skysearch.errors import UsageError
 
 FORMAT = "skysearch-store/1"
@@ -58,17 +58,13 @@ def export_store(
         raise UsageError(f"cannot write {out}: {out.parent} is not an existing folder")
     if out.is_dir():
         raise UsageError(f"cannot write {out}: it is a folder, not a file name")
-    tmp = out.with_name(out.name + ".partial")
-    try:
-        fh = _open_for_write(tmp, gz=out.suffix == ".gz")
-    except OSError as exc:
-        raise UsageError(f"cannot write {out}: {exc.strerror}") from None
-    try:
+    with atomic_path(out) as tmp:  # a failed export leaves no partial file behind
+        try:
+            fh = _open_for_write(tmp, gz=out.suffix == ".gz")
+        except OSError as exc:
+            raise UsageError(f"cannot write {out}: {exc.strerror}") from None
         with fh:
             counts = {name: _export_collection(store, name, fh, progress) for name in names}
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)  # a failed export leaves no partial file behind
     return counts
 
 

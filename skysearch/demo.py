@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from skysearch.atomic import atomic_write_json
 from skysearch.config import Settings
 from skysearch.errors import SkySearchError, UsageError
 
@@ -129,9 +130,7 @@ class _State:
     def remember(self, part: str, key: dict[str, Any], model_id: str) -> None:
         self.data[part] = {"key": key, "model_id": model_id}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=2))
-        tmp.replace(self.path)
+        atomic_write_json(self.path, self.data, indent=2)
 
 
 def run_demo(
@@ -246,9 +245,7 @@ def run_demo(
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    tmp.replace(path)
+    atomic_write_json(path, payload, indent=2, default=str)
 
 
 def _reuse_or_train(

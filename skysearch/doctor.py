@@ -1,8 +1,8 @@
 """``skysearch doctor``: what is installed, what the workspace holds, and what to do next.
 
 Each check returns a :class:`Check`: ``ok``, ``todo`` (a step not done yet, e.g. no model
-trained) or ``fail`` (something broken: a missing package, a locked store), with a one-line
-detail and the command that fixes it. Checks never raise.
+trained) or ``fail`` (something broken: a missing package, a locked store, a damaged file),
+with a one-line detail and the command that fixes it. Checks never raise.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from skysearch.config import Settings
-from skysearch.errors import SkySearchError
+from skysearch.errors import SkySearchError, StoreError
 
 OK, TODO, FAIL = "ok", "todo", "fail"
 REPO_SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
@@ -134,7 +134,13 @@ def _store(settings: Settings) -> list[Check]:
     out = []
     with open_store(settings) as store:
         names = store.collections()
-        sizes = {name: store.count(name) for name in names}  # opens (and so lock-checks) each
+        try:
+            sizes = {name: store.count(name) for name in names}  # opens (lock-checks) each
+        except StoreError as exc:
+            if "in use by another process" in str(exc):
+                raise
+            fix = f"skysearch repair -w {settings.workspace.root} (re-index the collection)"
+            return [Check("store", FAIL, str(exc), fix)]
         where = store.where
         detail = ", ".join(f"{n}: {c} points" for n, c in sizes.items()) or "no collections yet"
         out.append(Check("store", OK, f"{where}: {detail}"))
@@ -154,6 +160,20 @@ def _store(settings: Settings) -> list[Check]:
                     Check(f"{collection} index", TODO, f"nothing indexed by {latest} yet", fix)
                 )
     return out
+
+
+def _integrity(settings: Settings, deep: bool) -> list[Check]:
+    from skysearch.ingest.integrity import check_workspace
+
+    problems = check_workspace(settings.workspace, deep=deep)
+    fix = f"skysearch repair -w {settings.workspace.root}"
+    if not problems:
+        how = "every checksum" if deep else "sizes, shapes, sampled checksums; --deep: all"
+        return [Check("integrity", OK, f"catalogs, frame store and sketches intact ({how})")]
+    return [
+        Check(f"integrity: {p.kind}", FAIL if p.damaged else TODO, p.line(), f"{fix} ({p.remedy})")
+        for p in problems
+    ]
 
 
 def _data_paths(settings: Settings) -> Check:
@@ -186,13 +206,18 @@ def _run(name: str, fn: Callable[[], Check | list[Check]], fix: str) -> list[Che
     return result if isinstance(result, list) else [result]
 
 
-def diagnose(settings: Settings) -> list[Check]:
-    """All checks, in the order a new user meets them."""
+def diagnose(settings: Settings, deep: bool = False) -> list[Check]:
+    """All checks, in the order a new user meets them; ``deep`` verifies every checksum of the
+    workspace's frames and sketches (reads them all)."""
     checks = _run("torch", _torch, "pip install -e '.[dev]' (make demo sets up .venv)")
     checks += _run("pretrained weights", _pretrained, "pip install -e '.[dev]'")
     checks += _run("workspace", lambda: _workspace(settings), "pass --workspace DIR")
     checks += _run("data paths", lambda: _data_paths(settings), "")
-    if settings.workspace.root.exists():
+    root = settings.workspace.root
+    if root.exists():
+        checks += _run(
+            "integrity", lambda: _integrity(settings, deep), f"skysearch repair -w {root}"
+        )
         checks += _run("frames", lambda: _frames(settings), "re-run skysearch ingest PATH")
         checks += _run("clips", lambda: _clips(settings), "re-run skysearch clips")
         checks += _run("models", lambda: _models(settings), "fix or delete models/registry.json")

@@ -15,3 +15,15 @@ class NotFoundError(SkySearchError):
 
 class StoreError(SkySearchError):
     """The vector store cannot be used (locked by another process, unreachable server...)."""
+
+
+class DamagedError(StoreError):
+    """A workspace file is damaged (truncated, garbled, inconsistent with the catalog).
+
+    ``path`` names the file, ``what`` says what is wrong; the workspace repair rebuilds it.
+    """
+
+    def __init__(self, path: object, what: str) -> None:
+        self.path = str(path)
+        self.what = what
+        super().__init__(f"{path} is damaged: {what}; run `skysearch repair` to rebuild it")

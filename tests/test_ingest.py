@@ -14,7 +14,11 @@ import pytest
 from conftest import SAMPLE_DATA, shared_data
 from PIL import Image
 from skysearch.ingest import ids
-from skysearch.ingest.catalog import compact_partitions, read_frames
+from skysearch.ingest.catalog import (
+    REPLACES_KEY,
+    atomic_write_table,
+    read_frames,
+)
 from skysearch.ingest.framestore import FrameStore
 from skysearch.ingest.pipeline import ingest
 
@@ -252,18 +256,21 @@ def test_cli_json_summary_on_sample(tmp_path, cli):
     assert "60 frames added" in result.stderr
 
 
-def test_catalog_compaction_survives_a_kill_between_write_and_delete(tmp_path):
+def test_catalog_compaction_and_an_older_versions_leftovers(tmp_path):
+    """Compaction merges the parts into one; a workspace an older version left mid-compaction
+    (merged ``compact-*`` file live beside the parts it replaces) is read without double
+    counting, and the next ingest deletes the leftovers. Kills at every step of today's
+    compaction: tests/test_crash_safety.py."""
     ws = _ws(tmp_path / "ws")
     ingest([SAMPLE_IR], ws, commit_every=4, progress=False)  # 15 small parts
     before = read_frames(ws)
     folder = ws.frames_catalog / "satellite=goes-east" / "year=2017"
-    saved = tmp_path / "saved"
-    shutil.copytree(folder, saved)
-    assert compact_partitions(ws, min_parts=2) == 1
-    assert [p.name[:8] for p in folder.glob("*.parquet")] == ["compact-"]
-    assert read_frames(ws).equals(before)
-    for part in saved.glob("part-*.parquet"):  # as if killed before deleting the old parts
-        shutil.copy(part, folder / part.name)
+    parts = sorted(folder.glob("*.parquet"))
+    assert len(parts) == 15
+    old_merged = folder / "compact-0123456789ab.parquet"  # as an older version wrote it
+    names = json.dumps([p.name for p in parts]).encode()
+    atomic_write_table(before.replace_schema_metadata({REPLACES_KEY: names}), old_merged)
     assert read_frames(ws).equals(before)  # replaced parts are ignored, not double-counted
     assert ingest([SAMPLE_IR], ws, progress=False).frames_total == 60
-    assert len(list(folder.glob("*.parquet"))) == 1  # leftovers deleted by the next ingest
+    assert sorted(folder.glob("*.parquet")) == [old_merged]  # leftovers deleted
+    assert read_frames(ws).equals(before)

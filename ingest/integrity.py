@@ -1,0 +1,200 @@
+"""Workspace integrity: find damaged files, cheaply (every start) or deeply (every checksum).
+
+``check_workspace`` is shared by ``skysearch doctor``, ``skysearch repair`` and the service's
+start-up. Cheap checks: every catalog file read whole (Parquet page checksums verified: the
+catalogs are small), every frame-store array against the catalog (meta.json, size, three
+CRCs), every sketch array (meta.json, sizes, three CRCs). Deep checks add every frame and
+sketch CRC, and that each sketch row belongs to the frame the catalog puts in that store row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from skysearch.ingest import framestore
+from skysearch.ingest.catalog import FRAME_SCHEMA, PENDING_SUFFIX, live_parts, read_part
+from skysearch.ingest.checksums import mismatches, read_crcs, stored_rows
+from skysearch.ingest.clips import CLIP_SCHEMA
+from skysearch.ingest.similarity_core import GridSpec
+from skysearch.ingest.similarity_store import CRC_FILE as SKETCH_CRC
+from skysearch.ingest.similarity_store import DATA_FILE as SKETCH_DATA
+from skysearch.ingest.similarity_store import ID_BYTES, IDS_FILE, SketchStore
+
+from skysearch.config import Workspace
+from skysearch.errors import DamagedError, StoreError
+
+# Problem kinds; the repair has one remedy per kind.
+FRAMES, SKETCHES, CATALOG, CLIPS = "frames", "sketches", "catalog", "clips"
+PENDING, CHECKSUMS = "pending", "checksums"  # not damage: work a repair (or ingest) finishes
+REMEDIES = {
+    FRAMES: "re-decode the frames from their source files",
+    SKETCHES: "re-sketch from the frames",
+    CATALOG: "set the file aside, re-ingest its frames from the source folders",
+    CLIPS: "set the file aside, rebuild it from the frame catalog",
+    PENDING: "finish the interrupted catalog compaction",
+    CHECKSUMS: "add checksums computed from the stored rows",
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One damaged (or unfinished) file: ``path``, what is wrong, and the repair's remedy."""
+
+    kind: str
+    path: str
+    what: str
+    key: tuple[str, str, int] | None = None  # satellite, channel, year of a store array
+    rows: tuple[int, ...] = ()  # rows whose checksum failed (deep check)
+
+    @property
+    def damaged(self) -> bool:
+        return self.kind not in (PENDING, CHECKSUMS)
+
+    @property
+    def remedy(self) -> str:
+        return REMEDIES[self.kind]
+
+    def line(self) -> str:
+        return f"{self.path}: {self.what}"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self) | {"damaged": self.damaged, "remedy": self.remedy}
+        out["rows"] = list(self.rows[:20])
+        return out
+
+
+def _frame_catalog(workspace: Workspace) -> tuple[pa.Table, list[Problem]]:
+    """The rows of every readable catalog part (read whole, page checksums verified: the
+    catalog is small beside the frames), and the problems of the others."""
+    problems: list[Problem] = []
+    tables = []
+    for folder in sorted(workspace.frames_catalog.glob("satellite=*/year=*")):
+        for pending in sorted(folder.glob(f".*{PENDING_SUFFIX}")):
+            what = "a compaction was interrupted: outside readers may miss rows until finished"
+            problems.append(Problem(PENDING, str(pending), what))
+        try:
+            parts = live_parts(folder)
+        except DamagedError as exc:
+            problems.append(Problem(CATALOG, exc.path, exc.what))
+            continue
+        for part in parts:
+            try:
+                tables.append(read_part(part))
+            except DamagedError as exc:
+                problems.append(Problem(CATALOG, exc.path, exc.what))
+    catalog = pa.concat_tables(tables) if tables else FRAME_SCHEMA.empty_table()
+    return catalog, problems
+
+
+def _clip_catalog(workspace: Workspace) -> list[Problem]:
+    problems = []
+    for path in sorted(workspace.clips_catalog.glob("satellite=*/year=*/*.parquet")):
+        try:
+            read_part(path, CLIP_SCHEMA)
+        except DamagedError as exc:
+            problems.append(Problem(CLIPS, exc.path, exc.what))
+    return problems
+
+
+def array_keys(root: Path) -> list[tuple[str, str, int]]:
+    """(satellite, channel, year) of every array folder under ``root`` (frames or a spec)."""
+    keys = []
+    for folder in sorted(root.glob("*/*/*")):
+        if folder.is_dir() and folder.name.isdigit():
+            keys.append((folder.parent.parent.name, folder.parent.name, int(folder.name)))
+    return keys
+
+
+def _frame_store(workspace: Workspace, catalog: pa.Table, deep: bool) -> list[Problem]:
+    problems = []
+    expected = framestore.expected_arrays(catalog)
+    for key, want in sorted(expected.items()):
+        folder = framestore.store_path(workspace, *key)
+        try:
+            height, width = framestore.check_array(folder, want)
+        except DamagedError as exc:
+            problems.append(Problem(FRAMES, exc.path, exc.what, key))
+            continue
+        crc_path = folder / framestore.CRC_FILE
+        have = min(stored_rows(crc_path), want.rows)
+        if have < want.rows:
+            what = f"no checksums for {want.rows - have} of {want.rows} frames"
+            problems.append(Problem(CHECKSUMS, str(crc_path), what, key))
+        if deep and want.rows:
+            data = folder / framestore.DATA_FILE
+            rows = np.memmap(data, np.uint8, "r", shape=(want.rows, height * width))
+            bad = mismatches(rows, read_crcs(crc_path, want.rows))
+            if bad:
+                what = f"{len(bad)} frame rows do not match their checksums (first: row {bad[0]})"
+                problems.append(Problem(FRAMES, str(data), what, key, tuple(bad)))
+    return problems
+
+
+def _sketches(workspace: Workspace, catalog: pa.Table, deep: bool) -> list[Problem]:
+    problems = []
+    row_ids = framestore.frame_rows(catalog) if deep else {}
+    for spec_dir in sorted(p for p in workspace.sketch_dir.glob("*") if p.is_dir()):
+        spec = GridSpec.from_tag(spec_dir.name)
+        if spec is None:
+            continue
+        store = SketchStore(workspace, spec)
+        for key in array_keys(spec_dir):
+            folder = spec_dir / key[0] / key[1] / str(key[2])
+            try:
+                meta = store.check(key)
+            except DamagedError as exc:
+                problems.append(Problem(SKETCHES, exc.path, exc.what, key))
+                continue
+            if meta is None:
+                continue
+            rows = int(meta["rows"])
+            if stored_rows(folder / SKETCH_CRC) < rows:
+                what = f"no checksums for some of {rows} sketches"
+                problems.append(Problem(CHECKSUMS, str(folder / SKETCH_CRC), what, key))
+            if deep and rows:
+                bad = mismatches(store.array(key).reshape(rows, -1).view(np.uint8),
+                                 read_crcs(folder / SKETCH_CRC, rows))  # fmt: skip
+                bad += _stale_rows(folder / IDS_FILE, rows, row_ids.get(key, {}))
+                if bad:
+                    bad = sorted(set(bad))
+                    what = f"{len(bad)} sketch rows damaged or stale (first: row {bad[0]})"
+                    problems.append(Problem(SKETCHES, str(folder / SKETCH_DATA), what, key,
+                                            tuple(bad)))  # fmt: skip
+    return problems
+
+
+def _stale_rows(ids_path: Path, rows: int, catalog_ids: dict[int, str]) -> list[int]:
+    """Sketch rows whose stored frame id is not the catalog's frame at that store row."""
+    stored = np.frombuffer(ids_path.read_bytes()[: rows * ID_BYTES], dtype=f"S{ID_BYTES}")
+    want = np.array(
+        [catalog_ids.get(r, "").encode().ljust(ID_BYTES) for r in range(len(stored))],
+        dtype=f"S{ID_BYTES}",
+    )
+    return np.nonzero((stored != want) & (want != b" " * ID_BYTES))[0].tolist()
+
+
+def check_workspace(workspace: Workspace, deep: bool = False) -> list[Problem]:
+    """Every damaged or unfinished file of the workspace (empty: all checks pass)."""
+    if not workspace.root.is_dir():
+        return []
+    catalog, problems = _frame_catalog(workspace)
+    problems += _clip_catalog(workspace)
+    problems += _frame_store(workspace, catalog, deep)
+    problems += _sketches(workspace, catalog, deep)
+    return problems
+
+
+def ensure_intact(workspace: Workspace) -> None:
+    """Raise ``StoreError`` naming every damaged file when the cheap checks fail."""
+    damaged = [p for p in check_workspace(workspace) if p.damaged]
+    if damaged:
+        listed = "; ".join(p.line() for p in damaged[:5])
+        more = f" (and {len(damaged) - 5} more)" if len(damaged) > 5 else ""
+        raise StoreError(
+            f"workspace {workspace.root} is damaged: {listed}{more}; "
+            "run `skysearch repair` to rebuild what can be rebuilt"
+        )

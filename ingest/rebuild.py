@@ -1,0 +1,181 @@
+"""Rebuilding damaged ingest files from what is still good and from the source files.
+
+Used by the workspace repair (``skysearch.repair``), under the ingest lock. Every function
+leaves the workspace consistent if it is killed half-way (files are replaced atomically).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from skysearch.ingest.catalog import (
+    DAMAGED_SUFFIX,
+    hidden,
+    live_parts,
+    read_frames,
+    read_part,
+    replace_parts,
+)
+from skysearch.ingest.checksums import crc_bytes, read_crcs, row_crcs
+from skysearch.ingest.decode import ARCHIVE_SEP, Source, preprocess
+from skysearch.ingest.framestore import CRC_FILE, DATA_FILE, META_FILE, frame_rows, store_path
+from skysearch.ingest.profiles import Profile
+
+from skysearch.atomic import atomic_path, atomic_write_json, fsync_path
+from skysearch.config import Workspace
+
+Key = tuple[str, str, int]
+
+
+@dataclass
+class ArrayRebuild:
+    """What rebuilding one frame-store array did."""
+
+    kept: int = 0  # rows whose checksum matched
+    redecoded: int = 0  # rows decoded again from their source file
+    lost: list[dict[str, str]] = field(default_factory=list)  # frame_id, source_path, reason
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged file to a hidden name beside it (kept for inspection); returns it."""
+    target = hidden(path, DAMAGED_SUFFIX)
+    path.replace(target)
+    fsync_path(path.parent)
+    return target
+
+
+def _source(source_path: str) -> Source:
+    file, sep, member = source_path.partition(ARCHIVE_SEP)
+    return Source(file, member if sep else None)
+
+
+def _redecode(row: dict, profile: Profile, frame_bytes: int) -> tuple[np.ndarray | None, str]:
+    """The frame decoded again from its source, if the source is the one ingested."""
+    result = preprocess(_source(row["source_path"]), profile)
+    if result.frame is None:
+        return None, f"source {row['source_path']}: {result.reason}"
+    if result.checksum != row["checksum"]:
+        return None, f"source {row['source_path']} changed since it was ingested"
+    if result.frame.size != frame_bytes:
+        return None, f"profile {profile.name} now makes frames of another size"
+    return result.frame.reshape(-1), ""
+
+
+def rebuild_array(
+    workspace: Workspace, key: Key, rows: pa.Table, profile: Profile | None
+) -> ArrayRebuild:
+    """Rewrite one array (``frames.u8``, ``frames.crc``, ``meta.json``): rows whose CRC still
+    matches are kept, the others decoded again from their source files. ``rows``: the
+    catalog rows of this array. Frames that cannot be decoded again are listed in ``lost``
+    (their rows are zeros: drop them from the catalog)."""
+    folder = store_path(workspace, *key)
+    report = ArrayRebuild()
+    if profile is None:
+        reason = f"source profile {rows['profile'][0].as_py()} is not known here"
+        report.lost = [
+            {"frame_id": r["frame_id"], "source_path": r["source_path"], "reason": reason}
+            for r in rows.select(["frame_id", "source_path"]).to_pylist()
+        ]
+        return report
+    width, height = profile.resolution
+    frame_bytes = width * height
+    by_row = {r["store_row"]: r for r in rows.to_pylist()}
+    needed = max(by_row) + 1
+    data = folder / DATA_FILE
+    old_rows = min(needed, data.stat().st_size // frame_bytes if data.exists() else 0)
+    old = np.memmap(data, np.uint8, "r", shape=(old_rows, frame_bytes)) if old_rows else None
+    crcs = read_crcs(folder / CRC_FILE, old_rows)
+    intact = np.zeros(needed, bool)
+    if old is not None and len(crcs):
+        intact[: len(crcs)] = row_crcs(old[: len(crcs)]) == crcs
+    blank = np.zeros(frame_bytes, np.uint8)
+    with atomic_path(data) as tmp_data, atomic_path(folder / CRC_FILE) as tmp_crc:
+        with open(tmp_data, "wb") as out, open(tmp_crc, "wb") as out_crc:
+            for r in range(needed):
+                pixels = blank
+                if intact[r]:
+                    pixels = np.asarray(old[r])  # type: ignore[index]
+                    report.kept += 1
+                elif r in by_row:
+                    decoded, reason = _redecode(by_row[r], profile, frame_bytes)
+                    if decoded is None:
+                        row = by_row[r]
+                        report.lost.append(
+                            {
+                                "frame_id": row["frame_id"],
+                                "source_path": row["source_path"],
+                                "reason": reason,
+                            }  # fmt: skip
+                        )
+                    else:
+                        pixels = decoded
+                        report.redecoded += 1
+                out.write(pixels.tobytes())
+                out_crc.write(crc_bytes(pixels))
+    meta = {"height": height, "width": width, "dtype": "uint8"}
+    try:
+        current = json.loads((folder / META_FILE).read_text())
+    except (OSError, ValueError):
+        current = None
+    if current != meta:
+        atomic_write_json(folder / META_FILE, meta)
+    return report
+
+
+def drop_frames(workspace: Workspace, frame_ids: Iterable[str]) -> int:
+    """Remove these frames from the catalog (rewriting the partitions holding them)."""
+    wanted = pa.array(sorted(set(frame_ids)), pa.string())
+    dropped = 0
+    if not len(wanted):
+        return 0
+    for folder in sorted(workspace.frames_catalog.glob("satellite=*/year=*")):
+        parts = live_parts(folder)
+        if not parts:
+            continue
+        table = pa.concat_tables(read_part(p) for p in parts)
+        keep = pc.invert(pc.is_in(table["frame_id"], value_set=wanted))
+        kept = table.filter(keep)
+        if kept.num_rows < table.num_rows:
+            dropped += table.num_rows - kept.num_rows
+            replace_parts(folder, kept, parts)
+    return dropped
+
+
+def unreferenced_ids(workspace: Workspace, sketch_ids: dict[Key, Path]) -> set[str]:
+    """Frame ids that stored sketches name at frame-store rows the catalog no longer
+    references: the frames of a catalog part set aside. ``sketch_ids``: ids.txt per array."""
+    columns = ["satellite", "channel", "year", "store_row", "frame_id"]
+    referenced = frame_rows(read_frames(workspace, columns=columns))
+    lost: set[str] = set()
+    for key, path in sketch_ids.items():
+        stored = np.frombuffer(path.read_bytes(), dtype="S36")
+        for row, fid in enumerate(stored.tolist()):
+            if fid.strip() and row not in referenced.get(key, {}):
+                lost.add(fid.decode().strip())
+    return lost
+
+
+def source_roots(workspace: Workspace) -> list[Path]:
+    """The folders and archives the workspace's frames were ingested from: the inputs named
+    by its ingest reports, the folders of files they skipped, and the folders of the
+    catalog's source files (those that exist, none inside another)."""
+    roots: set[Path] = set()
+    for report in workspace.reports_dir.glob("ingest-*.json"):
+        try:
+            saved = json.loads(report.read_text())
+            roots.update(Path(p) for p in saved.get("inputs", []))
+            skipped = [s["path"].partition(ARCHIVE_SEP) for s in saved.get("skipped", [])]
+        except (OSError, ValueError, AttributeError, KeyError, TypeError):
+            continue  # a report from before "inputs": the folders of its skipped files
+        roots.update(Path(file) if sep else Path(file).parent for file, sep, _ in skipped)
+    for path in set(read_frames(workspace, columns=["source_path"])["source_path"].to_pylist()):
+        file, sep, _ = path.partition(ARCHIVE_SEP)
+        roots.add(Path(file) if sep else Path(file).parent)
+    existing = sorted(p for p in roots if p.exists())
+    return [p for p in existing if not any(o != p and o in p.parents for o in existing)]

@@ -1,0 +1,72 @@
+"""Atomic, durable file replacement: after a crash or a power cut a file holds either its old
+content or its new content, never a mix, and a completed write is not lost.
+
+The recipe: write a temporary file beside the target, fsync it, rename it over the target,
+fsync the folder (the rename itself is a change of the folder). The temporary name starts
+with a dot and ends in ``.tmp``, so dataset readers (pyarrow.dataset, DuckDB, polars) skip
+it and ``remove_temporaries`` can clean up after a writer killed half-way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+TMP_SUFFIX = ".tmp"
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's or a folder's content (a folder: the names in it) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _temporary_path(path: Path) -> Path:
+    """A unique hidden name beside ``path`` for its next version."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path (in ``path``'s folder, which must exist); write the new file
+    there. On normal exit it replaces ``path`` durably; on an exception the temporary file is
+    removed and ``path`` is untouched."""
+    path = Path(path)
+    tmp = _temporary_path(path)
+    try:
+        yield tmp
+        fsync_path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_path(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``, atomically and durably."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(data)
+
+
+def atomic_write_json(path: Path, value: Any, **dumps: Any) -> None:
+    """Replace ``path`` with ``value`` as JSON, atomically and durably."""
+    atomic_write_bytes(path, json.dumps(value, **dumps).encode())
+
+
+def remove_temporaries(root: Path) -> int:
+    """Delete ``*.tmp`` leftovers of writers killed mid-write under ``root``; returns how many."""
+    if not root.exists():
+        return 0
+    leftovers = list(root.rglob(f"*{TMP_SUFFIX}"))
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    return len(leftovers)

@@ -1,0 +1,76 @@
+"""A damaged workspace is never served: the service does not report ready (and says which file),
+and a clip search with a trained model refuses a damaged frame store instead of ranking from
+misread pixels; after ``repair`` the search gives the undamaged answer again."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from service_env import QUERY_AT, SAMPLE, build_workspace
+
+FRAMES_U8 = Path("frames/goes-east/ir/2017/frames.u8")
+
+
+def _zero(path: Path) -> None:
+    path.write_bytes(bytes(path.stat().st_size))
+
+
+def test_service_refuses_ready_on_a_damaged_workspace(tmp_path, cli):
+    import uvicorn
+    from skysearch.retrieval.http_app import create_app
+    from skysearch.retrieval.service import SearchService
+
+    from skysearch.config import load_settings
+
+    ws = tmp_path / "ws"
+    assert cli("ingest", SAMPLE / "goes-irma-2017", "-w", ws, "--workers", "1").exit_code == 0
+    _zero(ws / FRAMES_U8)
+    svc = SearchService(load_settings(workspace=ws), torch_threads=None)
+    svc.start(background=False)
+    state = svc.readiness()
+    assert not state.ready and str(ws / FRAMES_U8) in state.detail
+    config = uvicorn.Config(create_app(svc), host="127.0.0.1", port=0, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=10)
+            raise AssertionError("/ready answered 200 on a damaged workspace")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 503
+            assert str(ws / FRAMES_U8) in exc.read().decode()
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        svc.close()
+
+
+def test_clip_search_refuses_a_zeroed_store_and_repair_restores_it(tmp_path_factory, cli):
+    shared = build_workspace(tmp_path_factory.getbasetemp() / "service-ws")
+    ws = tmp_path_factory.mktemp("damaged") / "ws"
+    shutil.copytree(shared.root, ws, ignore=shutil.ignore_patterns(".*owner"))
+    query = ["search", "clip", "--at", QUERY_AT, "--channel", "ir", "--k", "5", "--json"]
+    expected = shared.cli_clip_json["results"]
+    assert expected
+    _zero(ws / FRAMES_U8)
+    refused = cli(*query, "-w", ws)
+    assert refused.exit_code == 2 and "Traceback" not in refused.stderr
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(ws / FRAMES_U8) in errors[0], refused.stderr
+    repaired = cli("repair", "-w", ws, "--json")
+    assert repaired.exit_code == 0, repaired.stderr
+    assert json.loads(repaired.stdout)["ok"]
+    again = cli(*query, "-w", ws)
+    assert again.exit_code == 0, again.stderr
+    assert json.loads(again.stdout.strip().splitlines()[-1])["results"] == expected

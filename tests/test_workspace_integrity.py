@@ -1,0 +1,263 @@
+"""Damaged workspaces: every kind of damage is named by doctor, is one ``error:`` line for a
+query and for ingest (never a traceback, never a silently wrong answer), and ``repair``
+restores the workspace so that the same query gives the undamaged answer again."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLE_DATA
+
+SAMPLE_IR = SAMPLE_DATA / "goes-irma-2017" / "infrared"
+FRAMES = Path("frames/goes-east/ir/2017")
+SKETCHES = Path("sketches/clean-g24-b20/goes-east/ir/2017")
+CATALOG = Path("catalog/frames/satellite=goes-east/year=2017")
+CLIPS = Path("catalog/clips/satellite=goes-east/year=2017/ir_6x60m.parquet")
+FRAME_BYTES = 234 * 360
+# A similarity query on two catalog clips: from stored sketches, and (grid 12: a spec with no
+# stored sketches) from the frames themselves.
+QUERY = ["similarity", "2017-09-07T00:45Z", "2017-09-07T06:45Z", "--length", "6", "--gap", "60"]
+FROM_SKETCHES, FROM_FRAMES = QUERY, [*QUERY, "--grid", "12"]
+
+
+def one_error_line(result) -> str:
+    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    from skysearch.cli.app import main
+
+    root = tmp_path_factory.mktemp("integrity") / "ws"
+    main(["ingest", str(SAMPLE_IR), "-w", str(root), "--workers", "1"])
+    main(["clips", "--length", "6", "--gap", "60", "-w", str(root)])
+    return root
+
+
+@pytest.fixture(scope="module")
+def answers(base) -> dict[str, str]:
+    from skysearch.cli.app import main
+
+    out = {}
+    for name, query in (("sketches", FROM_SKETCHES), ("frames", FROM_FRAMES)):
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer):
+            main([*query, "-w", str(base), "--json"])
+        out[name] = buffer.getvalue().strip().splitlines()[-1]
+    assert out["sketches"] != out["frames"]
+    return out
+
+
+def _part(ws: Path) -> Path:
+    return sorted((ws / CATALOG).glob("*.parquet"))[0]
+
+
+def _truncate(path: Path, size: int) -> None:
+    os.truncate(path, size)
+
+
+DAMAGE: dict[str, tuple[Callable[[Path], None], str, list[str]]] = {
+    # name: (damage, the file doctor must name, the query that must fail)
+    "frames truncated by 1 byte": (
+        lambda ws: _truncate(ws / FRAMES / "frames.u8", 60 * FRAME_BYTES - 1),
+        str(FRAMES / "frames.u8"),
+        FROM_FRAMES,
+    ),
+    "frames truncated by half": (
+        lambda ws: _truncate(ws / FRAMES / "frames.u8", 30 * FRAME_BYTES),
+        str(FRAMES / "frames.u8"),
+        FROM_FRAMES,
+    ),
+    "frames zeroed": (
+        lambda ws: (ws / FRAMES / "frames.u8").write_bytes(bytes(60 * FRAME_BYTES)),
+        str(FRAMES / "frames.u8"),
+        FROM_FRAMES,
+    ),
+    "frames.u8 deleted": (
+        lambda ws: (ws / FRAMES / "frames.u8").unlink(),
+        str(FRAMES / "frames.u8"),
+        FROM_FRAMES,
+    ),
+    "meta.json with wrong dimensions": (
+        lambda ws: (ws / FRAMES / "meta.json").write_text('{"height": 360, "width": 234}'),
+        str(FRAMES / "meta.json"),
+        FROM_FRAMES,
+    ),
+    "sketch.bin truncated": (
+        lambda ws: _truncate(ws / SKETCHES / "sketch.bin", 1000),
+        str(SKETCHES / "sketch.bin"),
+        FROM_SKETCHES,
+    ),
+    "sketch meta.json garbage": (
+        lambda ws: (ws / SKETCHES / "meta.json").write_text("{rows"),
+        str(SKETCHES / "meta.json"),
+        FROM_SKETCHES,
+    ),
+    "catalog part truncated": (
+        lambda ws: _truncate(_part(ws), _part(ws).stat().st_size // 2),
+        str(CATALOG / "part-"),
+        FROM_SKETCHES,
+    ),
+    "catalog part garbage": (
+        lambda ws: _part(ws).write_bytes(os.urandom(_part(ws).stat().st_size)),
+        str(CATALOG / "part-"),
+        FROM_FRAMES,
+    ),
+    "clip catalog truncated": (
+        lambda ws: _truncate(ws / CLIPS, 100),
+        str(CLIPS),
+        FROM_SKETCHES,
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_damage_is_named_refused_and_repaired(damage, base, answers, tmp_path, cli):
+    ws = tmp_path / "ws"
+    shutil.copytree(base, ws)
+    hurt, named, query = DAMAGE[damage]
+    hurt(ws)
+
+    doctor = cli("doctor", "-w", ws, "--json")
+    assert doctor.exit_code == 1
+    failed = [c for c in json.loads(doctor.stdout)["checks"] if c["status"] == "fail"]
+    assert any(str(ws / named) in c["detail"] for c in failed), failed
+    assert all("Traceback" not in c["detail"] for c in failed)
+
+    error = one_error_line(cli(*query, "-w", ws, "--json"))
+    assert str(ws / named) in error and "skysearch repair" in error
+
+    ingest = cli("ingest", SAMPLE_IR, "-w", ws, "--workers", "1")
+    if damage.startswith(("frames", "meta", "catalog part")):  # ingest would write from it
+        assert str(ws / named) in one_error_line(ingest)
+    else:  # sketches are re-made from the (checked) frames; clips are not ingest's
+        assert ingest.exit_code == 0, ingest.stderr
+
+    repaired = cli("repair", "-w", ws, "--json")
+    assert repaired.exit_code == 0, repaired.stderr
+    report = json.loads(repaired.stdout)
+    assert report["ok"] and not report["remaining"] and not report["lost_frames"]
+    assert cli("doctor", "-w", ws, "--deep").exit_code == 0
+    for name, again in (("sketches", FROM_SKETCHES), ("frames", FROM_FRAMES)):
+        result = cli(*again, "-w", ws, "--json")
+        assert result.exit_code == 0, result.stderr
+        assert result.stdout.strip().splitlines()[-1] == answers[name]
+
+
+def test_a_damaged_row_the_samples_miss_is_found_by_deep_checks(base, answers, tmp_path, cli):
+    ws = tmp_path / "ws"
+    shutil.copytree(base, ws)
+    with open(ws / FRAMES / "frames.u8", "r+b") as handle:  # row 10: not a sampled row
+        handle.seek(10 * FRAME_BYTES + 1234)
+        handle.write(b"\x01\x02\x03")
+    assert cli("doctor", "-w", ws).exit_code == 0  # the cheap checks sample three rows
+    deep = cli("doctor", "-w", ws, "--deep", "--json")
+    assert deep.exit_code == 1
+    details = [c["detail"] for c in json.loads(deep.stdout)["checks"] if c["status"] == "fail"]
+    assert details == [f"{ws / FRAMES / 'frames.u8'}: 1 frame rows do not match their checksums "
+                       "(first: row 10)"]  # fmt: skip
+    report = json.loads(cli("repair", "-w", ws, "--json").stdout)
+    assert report["ok"]
+    assert report["actions"][0]["done"] == "kept 59 frames, decoded 1 again from their sources"
+    result = cli(*FROM_FRAMES, "-w", ws, "--json")
+    assert result.stdout.strip().splitlines()[-1] == answers["frames"]
+
+
+def test_frames_whose_source_is_gone_are_dropped_and_listed(base, tmp_path, cli):
+    src = tmp_path / "src"
+    shutil.copytree(SAMPLE_IR, src)
+    ws = tmp_path / "ws"
+    assert cli("ingest", src, "-w", ws, "--workers", "1").exit_code == 0
+    (ws / FRAMES / "frames.u8").write_bytes(bytes(60 * FRAME_BYTES))
+    gone = sorted(src.glob("HUIR17250*.GIF"))[:2]
+    for path in gone:
+        path.unlink()
+    changed = sorted(src.glob("HUIR17249*.GIF"))[0]
+    changed.write_bytes(sorted(src.glob("HUIR17249*.GIF"))[1].read_bytes())
+    result = cli("repair", "-w", ws, "--json")
+    assert result.exit_code == 1  # not everything could be rebuilt
+    report = json.loads(result.stdout)
+    lost = {Path(f["source_path"]).name: f["reason"] for f in report["lost_frames"]}
+    assert set(lost) == {p.name for p in gone} | {changed.name}
+    assert "changed since it was ingested" in lost[changed.name]
+    assert "No such file" in lost[gone[0].name]
+    assert not report["remaining"]  # the workspace is whole again, with 57 frames
+    doctor = json.loads(cli("doctor", "-w", ws, "--deep", "--json").stdout)
+    frames = [c for c in doctor["checks"] if c["name"] == "frames"][0]
+    assert frames["detail"].startswith("goes-east/ir: 57 frames")
+
+
+def test_old_workspace_without_checksums_gets_them(base, tmp_path, cli):
+    """A workspace from before checksums opens; doctor says what repair (or ingest) adds."""
+    ws = tmp_path / "ws"
+    shutil.copytree(base, ws)
+    (ws / FRAMES / "frames.crc").unlink()
+    (ws / SKETCHES / "sketch.crc").unlink()
+    doctor = json.loads(cli("doctor", "-w", ws, "--json").stdout)
+    todo = [c for c in doctor["checks"] if c["name"].startswith("integrity")]
+    assert {c["status"] for c in todo} == {"todo"} and len(todo) == 2
+    assert doctor["ok"]
+    assert cli(*FROM_FRAMES, "-w", ws).exit_code == 0
+    report = json.loads(cli("repair", "-w", ws, "--json").stdout)
+    assert report["ok"]
+    assert (ws / FRAMES / "frames.crc").stat().st_size == 60 * 4
+    assert (ws / SKETCHES / "sketch.crc").stat().st_size == 60 * 4
+    assert cli("doctor", "-w", ws, "--deep").exit_code == 0
+
+
+def test_damaged_store_collection_is_set_aside_and_said(base, tmp_path, cli):
+    import uuid
+
+    import numpy as np
+    from skysearch.retrieval.store import Point, open_store
+
+    from skysearch.config import load_settings
+
+    ws = tmp_path / "ws"
+    shutil.copytree(base, ws)
+    settings = load_settings(workspace=ws)
+    with open_store(settings) as store:
+        store.ensure_collection("clips", 8, "m1")
+        points = [Point(str(uuid.uuid4()), np.ones(8, np.float32)) for _ in range(3)]
+        store.upsert("clips", points, vector_name="m1")
+    (ws / "store" / "clips" / "edge_config.json").write_text("{")
+    doctor = json.loads(cli("doctor", "-w", ws, "--json").stdout)
+    store_check = [c for c in doctor["checks"] if c["name"] == "store"][0]
+    assert store_check["status"] == "fail" and "skysearch repair" in store_check["fix"]
+    result = cli("repair", "-w", ws, "--json")
+    assert result.exit_code == 1
+    (action,) = json.loads(result.stdout)["actions"]
+    assert action["path"] == str(ws / "store" / "clips") and not action["ok"]
+    assert action["done"].endswith("not re-indexed: no clip model registered")
+    doctor = json.loads(cli("doctor", "-w", ws, "--json").stdout)
+    assert [c for c in doctor["checks"] if c["name"] == "store"][0]["status"] == "ok"
+
+
+def test_ingest_never_appends_to_a_store_file_that_lost_its_rows(base, tmp_path):
+    """New frames must not land at row 0 of a recreated frames.u8 while the catalog says rows
+    0..59 are elsewhere: the ingest stops before writing."""
+    from skysearch.ingest.pipeline import ingest
+
+    from skysearch.config import Workspace
+    from skysearch.errors import DamagedError
+
+    ws = tmp_path / "ws"
+    shutil.copytree(base, ws)
+    (ws / FRAMES / "frames.u8").unlink()
+    new = tmp_path / "new"
+    new.mkdir()
+    shutil.copy(sorted(SAMPLE_IR.glob("*.GIF"))[0], new / "HUIR172481200.GIF")
+    with pytest.raises(DamagedError, match="frames.u8 is damaged"):
+        ingest([new], Workspace(ws), workers=1, progress=False)
+    assert not (ws / FRAMES / "frames.u8").exists()
