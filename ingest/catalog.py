@@ -1,25 +1,28 @@
 """The Parquet frame catalog: one row per stored frame, partitioned ``satellite=/year=``.
 
-Part files (``part-*.parquet``, ``compact-*.parquet``) appear whole (``skysearch.atomic``:
-written under a hidden temporary name, fsynced, renamed) and carry Parquet page checksums,
-verified on every read. Each row also says where its pixels live in the frame store
-(``store_row``: the row in the satellite/channel/year array).
+Part files (``part-*.parquet``) appear whole (``skysearch.atomic``: written under a hidden
+temporary name, fsynced, renamed) and carry Parquet page checksums, verified on every read.
+Each row also says where its pixels live in the frame store (``store_row``: the row in the
+satellite/channel/year array).
 
-Outside readers (pyarrow.dataset, DuckDB, polars) read the folder as it is and skip names
-starting with ``.``, so replacing parts P1..Pn by one merged file (compaction, repair) must
-never show them a row twice, nor an empty folder. The merged file is written hidden
-(``.P1.pending``, naming P2..Pn in its metadata), P2..Pn are renamed to hidden names, the
-folder is fsynced, and the merged file is renamed over P1 (one atomic step); then the hidden
-parts are deleted. Between the first hiding rename and the last rename the rows of P2..Pn are
-absent for outside readers (for an instant; after a kill, until the next ingest or repair
-finishes the swap from the pending file). Our own reader uses a pending file in place of the
-parts it replaces, so it sees every committed row at every instant.
+Outside readers (pyarrow.dataset, DuckDB, polars) read the folder as it is, so replacing parts
+P1..Pn of a partition by one merged file (compaction, repair) must never show them a row twice
+or a row missing. It is one atomic step: a staging copy of the partition folder is made under
+``catalog/.staging/`` (outside every dataset folder: the parts that stay are hard links, the
+merged file is written there), then the two folders are swapped by one
+``renameat2(RENAME_EXCHANGE)``, and the staging folder, now holding the old parts, is deleted.
+Every instant shows either the old parts or the new ones; a writer killed at any point leaves
+only a staging folder that the next ingest or repair deletes (``recover``). Where the
+filesystem cannot exchange, the swap is two renames (the partition is absent for an instant;
+after a kill there, ``recover`` completes it).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
@@ -29,16 +32,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from skysearch.atomic import atomic_path, fsync_path, remove_temporaries
+from skysearch.atomic import atomic_path, exchange, fsync_path, remove_temporaries
 from skysearch.config import Workspace
 from skysearch.errors import DamagedError
 from skysearch.timeutil import parse_time
 
+#: Metadata key of merged ``compact-*`` files written by SkySearch <= 0.1 (names the parts the
+#: file replaced, which that version deleted only after writing it).
 REPLACES_KEY = b"skysearch.replaces"
-PENDING_SUFFIX = ".pending"  # a merged file not live yet: ".<target part>.pending"
-REPLACED_SUFFIX = ".replaced"  # a part a merged file replaces, hidden: ".<part>.replaced"
+STAGING = ".staging"  # catalog/.staging/<satellite=..>/<year=..>: a replacement in progress
+OLD_SUFFIX = ".old"  # two-rename fallback: the partition's old folder, until deleted
 DAMAGED_SUFFIX = ".damaged"  # a part set aside by the repair: ".<part>.damaged"
 _READ_ATTEMPTS = 3  # a part renamed away while listed: list again
+_NO_EXCHANGE = (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP)
 
 FRAME_SCHEMA = pa.schema(
     [
@@ -86,8 +92,8 @@ def read_part(path: Path, schema: pa.Schema = FRAME_SCHEMA) -> pa.Table:
         raise _unreadable(path, exc) from None
 
 
-def _replaces(path: Path) -> set[str]:
-    """Names of the other parts a merged file replaces (from its metadata)."""
+def _legacy_replaced(path: Path) -> set[str]:
+    """Parts an old-version ``compact-*`` file replaced (from its metadata)."""
     try:
         meta = pq.read_schema(path).metadata or {}
     except FileNotFoundError:
@@ -97,81 +103,84 @@ def _replaces(path: Path) -> set[str]:
     return set(json.loads(meta.get(REPLACES_KEY, b"[]"))) - {path.name}
 
 
-def _target(pending: Path) -> Path:
-    """The live part a pending merged file will be renamed over."""
-    return pending.with_name(pending.name[1 : -len(PENDING_SUFFIX)])
-
-
-def _pending(folder: Path) -> list[Path]:
-    return sorted(folder.glob(f".*.parquet{PENDING_SUFFIX}"))
-
-
 def _listed(folder: Path) -> list[Path]:
     """The folder's live Parquet files, as an outside reader sees them."""
     return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith((".", "_")))
 
 
 def live_parts(folder: Path) -> list[Path]:
-    """The files holding a partition's committed rows: live parts nothing replaces, and
-    pending merged files in place of the parts they replace.
-
-    Lists the live parts before the pending files: a replacement in progress then shows
-    either its pending file, or parts already renamed away (the read lists again).
-    """
+    """The files holding a partition's committed rows (without the parts an old-version
+    ``compact-*`` file replaced, until ``recover`` deletes them)."""
     listed = _listed(folder)
-    pending = _pending(folder)
-    gone: set[str] = set()
-    for path in pending:
-        gone |= _replaces(path) | {_target(path).name}
+    replaced: set[str] = set()
     for path in listed:
-        if path.name.startswith("compact-"):  # merged by an older version, parts kept live
-            gone |= _replaces(path)
-    return [p for p in listed if p.name not in gone] + pending
+        if path.name.startswith("compact-"):
+            replaced |= _legacy_replaced(path)
+    return [p for p in listed if p.name not in replaced]
 
 
-def finish_replacements(folder: Path) -> int:
-    """Complete replacements a killed writer left half-done (see the module doc); returns how
-    many. Run under the ingest lock."""
-    done = 0
-    for pending in _pending(folder):
-        for name in sorted(_replaces(pending)):
-            if (folder / name).exists():
-                os.replace(folder / name, hidden(folder / name, REPLACED_SUFFIX))
-        fsync_path(folder)  # the replaced parts are hidden before the merged file appears
-        os.replace(pending, _target(pending))
-        fsync_path(folder)
-        done += 1
-    listed = _listed(folder)
-    names = {p.name for p in listed}
-    for merged in listed:
-        if merged.name.startswith("compact-"):  # an older version deleted parts after
-            for name in _replaces(merged) & names:
-                (folder / name).unlink()
-    for leftover in folder.glob(f".*{REPLACED_SUFFIX}"):
-        leftover.unlink()
-    fsync_path(folder)
-    return done
+def staging_folders(workspace: Workspace) -> list[Path]:
+    """Leftovers of replacements a killed writer did not finish."""
+    return sorted(workspace.catalog_dir.glob(f"{STAGING}/satellite=*/year=*"))
 
 
-def recover(workspace: Workspace) -> None:
-    """Clean up after a writer killed mid-way: temporaries, half-done replacements. Run under
-    the ingest lock."""
+def _staging(workspace: Workspace, folder: Path) -> Path:
+    return workspace.catalog_dir / STAGING / folder.parent.name / folder.name
+
+
+def _partition_of(workspace: Workspace, staging: Path) -> Path:
+    name = staging.name.removesuffix(OLD_SUFFIX)
+    return workspace.frames_catalog / staging.parent.name / name
+
+
+def recover(workspace: Workspace) -> int:
+    """Clean up after a writer killed mid-way: temporaries, replacements it did not finish
+    (see the module doc), old-version leftovers. Run under the ingest lock. Returns how many
+    replacements were found unfinished."""
     remove_temporaries(workspace.frames_catalog)
+    leftovers = staging_folders(workspace)
+    for staging in leftovers:
+        partition = _partition_of(workspace, staging)
+        if staging.name.endswith(OLD_SUFFIX) or partition.exists():
+            shutil.rmtree(staging)  # the old parts of a finished swap, or a swap never made
+        else:  # two-rename fallback killed between its renames: the staging copy is complete
+            os.replace(staging, partition)
+            fsync_path(partition.parent)
     for folder in sorted(workspace.frames_catalog.glob("satellite=*/year=*")):
-        finish_replacements(folder)
+        listed = _listed(folder)
+        names = {p.name for p in listed}
+        for merged in listed:
+            if merged.name.startswith("compact-"):
+                for name in _legacy_replaced(merged) & names:
+                    (folder / name).unlink()
+        fsync_path(folder)
+    return len(leftovers)
 
 
-def replace_parts(folder: Path, table: pa.Table, parts: list[Path]) -> Path:
-    """Replace ``parts`` of a partition folder by one file holding ``table``; returns it."""
-    if not parts:
-        path = folder / f"part-{uuid.uuid4().hex[:12]}.parquet"
-        atomic_write_table(table, path)
-        return path
-    replaces = json.dumps(sorted(p.name for p in parts[1:])).encode()
-    pending = hidden(parts[0], PENDING_SUFFIX)
-    atomic_write_table(table.replace_schema_metadata({REPLACES_KEY: replaces}), pending)
-    finish_replacements(folder)
-    return parts[0]
+def replace_parts(workspace: Workspace, folder: Path, table: pa.Table, parts: list[Path]) -> Path:
+    """Replace ``parts`` of a partition folder by one file holding ``table``, in one atomic
+    step for every reader (see the module doc); returns the merged file's path."""
+    staging = _staging(workspace, folder)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for part in _listed(folder):
+        if part not in parts:
+            os.link(part, staging / part.name)
+    name = parts[0].name if parts else f"part-{uuid.uuid4().hex[:12]}.parquet"
+    atomic_write_table(table, staging / name)
+    fsync_path(staging.parent)
+    try:
+        exchange(folder, staging)
+    except OSError as exc:
+        if exc.errno not in _NO_EXCHANGE:
+            raise
+        old = staging.with_name(staging.name + OLD_SUFFIX)
+        os.replace(folder, old)
+        os.replace(staging, folder)
+        staging = old
+    fsync_path(folder.parent)
+    shutil.rmtree(staging)
+    return folder / name
 
 
 def frame_parts(
@@ -196,13 +205,12 @@ def compact_partitions(workspace: Workspace, min_parts: int = 16) -> int:
     """
     compacted = 0
     for folder in sorted(workspace.frames_catalog.glob("satellite=*/year=*")):
-        finish_replacements(folder)
         parts = live_parts(folder)
         if len(parts) < min_parts:
             continue
         table = pa.concat_tables(read_part(p) for p in parts)
         table = table.sort_by([("channel", "ascending"), ("store_row", "ascending")])
-        replace_parts(folder, table, parts)
+        replace_parts(workspace, folder, table, parts)
         compacted += 1
     return compacted
 

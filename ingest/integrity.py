@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 from skysearch.ingest import framestore
-from skysearch.ingest.catalog import FRAME_SCHEMA, PENDING_SUFFIX, live_parts, read_part
+from skysearch.ingest.catalog import FRAME_SCHEMA, live_parts, read_part, staging_folders
 from skysearch.ingest.checksums import mismatches, read_crcs, stored_rows
 from skysearch.ingest.clips import CLIP_SCHEMA
 from skysearch.ingest.similarity_core import GridSpec
@@ -35,7 +35,7 @@ REMEDIES = {
     SKETCHES: "re-sketch from the frames",
     CATALOG: "set the file aside, re-ingest its frames from the source folders",
     CLIPS: "set the file aside, rebuild it from the frame catalog",
-    PENDING: "finish the interrupted catalog compaction",
+    PENDING: "delete the leftover of an interrupted catalog compaction",
     CHECKSUMS: "add checksums computed from the stored rows",
 }
 
@@ -72,10 +72,10 @@ def _frame_catalog(workspace: Workspace) -> tuple[pa.Table, list[Problem]]:
     catalog is small beside the frames), and the problems of the others."""
     problems: list[Problem] = []
     tables = []
+    for staging in staging_folders(workspace):
+        what = "leftover of an interrupted catalog compaction"
+        problems.append(Problem(PENDING, str(staging), what))
     for folder in sorted(workspace.frames_catalog.glob("satellite=*/year=*")):
-        for pending in sorted(folder.glob(f".*{PENDING_SUFFIX}")):
-            what = "a compaction was interrupted: outside readers may miss rows until finished"
-            problems.append(Problem(PENDING, str(pending), what))
         try:
             parts = live_parts(folder)
         except DamagedError as exc:

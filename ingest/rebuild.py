@@ -143,7 +143,7 @@ def drop_frames(workspace: Workspace, frame_ids: Iterable[str]) -> int:
         kept = table.filter(keep)
         if kept.num_rows < table.num_rows:
             dropped += table.num_rows - kept.num_rows
-            replace_parts(folder, kept, parts)
+            replace_parts(workspace, folder, kept, parts)
     return dropped
 
 

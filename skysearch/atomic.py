@@ -9,6 +9,8 @@ it and ``remove_temporaries`` can clean up after a writer killed half-way.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
 import uuid
@@ -60,6 +62,23 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_json(path: Path, value: Any, **dumps: Any) -> None:
     """Replace ``path`` with ``value`` as JSON, atomically and durably."""
     atomic_write_bytes(path, json.dumps(value, **dumps).encode())
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def exchange(first: Path, second: Path) -> None:
+    """Swap two existing paths (e.g. two folders) in ONE atomic step: every process sees
+    either both old names or both new ones. Linux ``renameat2(RENAME_EXCHANGE)``; an OSError
+    with ``errno.ENOSYS``/``EINVAL``/``ENOTSUP`` where the system or the filesystem cannot."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not available on this system")
+    a, b = os.fsencode(first), os.fsencode(second)
+    if renameat2(_AT_FDCWD, a, _AT_FDCWD, b, _RENAME_EXCHANGE) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(first), None, str(second))
 
 
 def remove_temporaries(root: Path) -> int:

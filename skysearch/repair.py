@@ -104,7 +104,7 @@ def repair_workspace(
 def _catalogs(
     workspace: Workspace, problems: list[Any], report: RepairReport
 ) -> tuple[list[tuple[Any, str]], set[str], list[tuple[Any, str]]]:
-    """Finish interrupted compactions; set damaged catalog files aside. Returns the frame
+    """Clean up after interrupted compactions; set damaged catalog files aside. Returns the frame
     parts and the clip files set aside (problem, new name), and the frame ids the parts held
     as far as the stored sketches know."""
     from skysearch.ingest import integrity
@@ -117,7 +117,7 @@ def _catalogs(
     recover(workspace)
     for p in problems:
         if p.kind == integrity.PENDING:
-            report.actions.append(Action(p.path, p.what, "finished the compaction", True))
+            report.actions.append(Action(p.path, p.what, "deleted the leftover", True))
     aside: dict[str, list[tuple[Any, str]]] = {integrity.CATALOG: [], integrity.CLIPS: []}
     for p in problems:
         if p.kind in aside and Path(p.path).exists():

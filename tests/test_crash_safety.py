@@ -78,10 +78,10 @@ def test_sketch_and_frame_meta_are_fsynced_around_their_rename(tmp_path, disk_lo
 
 
 KILLER = """
-import os, signal, sys
+import errno, os, shutil, signal, sys
 from pathlib import Path
 from skysearch.config import Workspace
-from skysearch.ingest.catalog import compact_partitions
+from skysearch.ingest import catalog
 
 target, calls = int(sys.argv[2]), 0
 
@@ -94,43 +94,58 @@ def counted(real):
         return real(*args, **kwargs)
     return op
 
-for name in ("replace", "rename", "unlink"):
+def cannot_exchange(*args):
+    raise OSError(errno.EINVAL, "no RENAME_EXCHANGE on this filesystem")
+
+for name in ("replace", "rename", "unlink", "link", "rmdir"):
     setattr(os, name, counted(getattr(os, name)))
-compact_partitions(Workspace(Path(sys.argv[1])), min_parts=2)
+catalog.exchange = counted(cannot_exchange if sys.argv[3] == "fallback" else catalog.exchange)
+catalog.compact_partitions(Workspace(Path(sys.argv[1])), min_parts=2)
 """
 
 
 def _outside_read(ws: Path) -> list[str]:
     """Frame ids as an outside reader sees the catalog folder (pyarrow.dataset defaults)."""
-    table = ds.dataset(ws / "catalog" / "frames", format="parquet").to_table(columns=["frame_id"])
-    return table["frame_id"].to_pylist()
+    dataset = ds.dataset(ws / "catalog" / "frames", format="parquet")
+    if not dataset.files:  # the two-rename fallback, between its renames
+        return []
+    return dataset.to_table(columns=["frame_id"])["frame_id"].to_pylist()
 
 
-def test_a_compaction_killed_at_any_step_never_shows_a_row_twice(tmp_path):
+@pytest.mark.parametrize("mode", ["exchange", "fallback"])
+def test_a_compaction_killed_at_any_step_leaves_a_whole_catalog(tmp_path, mode):
+    """Killed before each file operation of a compaction: with the atomic exchange an outside
+    reader sees every row exactly once at every step; with the two-rename fallback never a row
+    twice (and the partition may be absent); after ``recover`` both are whole and tidy."""
     base = Workspace(tmp_path / "base")
     ingest([SAMPLE_IR], base, commit_every=15, workers=1, progress=False)  # 4 parts
     expected = read_frames(base)
-    ids = set(expected["frame_id"].to_pylist())
-    assert len(_outside_read(base.root)) == len(ids) == 60
+    ids = sorted(expected["frame_id"].to_pylist())
+    assert sorted(_outside_read(base.root)) == ids and len(ids) == 60
     killed = 0
     for step in range(1, 40):
         ws = Workspace(tmp_path / f"kill-{step}")
         shutil.copytree(base.root, ws.root)
-        done = subprocess.run([sys.executable, "-c", KILLER, str(ws.root), str(step)], timeout=120)
+        args = [sys.executable, "-c", KILLER, str(ws.root), str(step), mode]
+        done = subprocess.run(args, timeout=120)
         seen = _outside_read(ws.root)
-        assert len(seen) == len(set(seen)), f"killed before step {step}: rows counted twice"
-        assert set(seen) <= ids
-        assert read_frames(ws).equals(expected), f"our reader after a kill before step {step}"
+        if mode == "exchange":
+            assert sorted(seen) == ids, f"killed before step {step}: not every row exactly once"
+            assert read_frames(ws).equals(expected), f"our reader after a kill before step {step}"
+        else:
+            assert len(seen) == len(set(seen)), f"killed before step {step}: rows counted twice"
+            assert set(seen) <= set(ids)
         recover(ws)  # what the next ingest (or repair) does first
-        assert sorted(_outside_read(ws.root)) == sorted(ids)
+        assert sorted(_outside_read(ws.root)) == ids
         assert read_frames(ws).equals(expected)
-        folder = ws.frames_catalog / "satellite=goes-east" / "year=2017"
-        assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]
+        assert not list((ws.catalog_dir / ".staging").glob("*/*"))
         if done.returncode == 0:
             break
         assert done.returncode == -9
         killed += 1
-    assert killed >= 8  # write, hide four parts, reveal, delete four hidden parts
+    folder = ws.frames_catalog / "satellite=goes-east" / "year=2017"
+    assert len(list(folder.glob("*.parquet"))) == 1  # the uninterrupted run compacted
+    assert killed >= 6  # link..., write (rename), exchange or renames, delete the old parts
 
 
 def test_our_reader_lists_again_when_a_part_vanishes(tmp_path, monkeypatch):
@@ -156,21 +171,19 @@ def test_our_reader_lists_again_when_a_part_vanishes(tmp_path, monkeypatch):
     assert pc.count_distinct(read_frames(ws)["frame_id"]).as_py() == 60
 
 
-def test_doctor_names_an_interrupted_compaction_and_repair_finishes_it(tmp_path, cli):
+def test_doctor_names_an_interrupted_compaction_and_repair_cleans_it_up(tmp_path, cli):
     ws = Workspace(tmp_path / "ws")
     ingest([SAMPLE_IR], ws, commit_every=15, workers=1, progress=False)
     expected = read_frames(ws)
-    # killed after the merged file was written (step 1), before the first old part was hidden
-    done = subprocess.run([sys.executable, "-c", KILLER, str(ws.root), "2"], timeout=120)
-    assert done.returncode == -9
-    folder = ws.frames_catalog / "satellite=goes-east" / "year=2017"
-    assert len(list(folder.glob(".*.pending"))) == 1
+    # killed after the merged file was written into the staging folder, before the exchange
+    args = [sys.executable, "-c", KILLER, str(ws.root), "2", "exchange"]
+    assert subprocess.run(args, timeout=120).returncode == -9
+    (staging,) = list((ws.catalog_dir / ".staging").glob("*/*"))
     doctor = json.loads(cli("doctor", "-w", ws.root, "--json").stdout)
     (pending,) = [c for c in doctor["checks"] if c["name"] == "integrity: pending"]
-    assert pending["status"] == "todo" and "outside readers may miss rows" in pending["detail"]
+    assert pending["status"] == "todo" and str(staging) in pending["detail"]
     report = json.loads(cli("repair", "-w", ws.root, "--json").stdout)
-    assert report["ok"] and report["actions"][0]["done"] == "finished the compaction"
-    assert not list(folder.glob(".*"))
-    assert len(list(folder.glob("*.parquet"))) == 1
+    assert report["ok"] and report["actions"][0]["done"] == "deleted the leftover"
+    assert not staging.exists()
     assert sorted(_outside_read(ws.root)) == sorted(expected["frame_id"].to_pylist())
     assert read_frames(ws).equals(expected)
