@@ -15,8 +15,10 @@ import io
 import json
 import os
 import socket
+import struct
 import threading
 import time
+import zlib
 from contextlib import redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,3 +120,15 @@ def server(root: Path, api_key: str | None = API_KEY) -> str:
 
     atexit.register(stop)
     return f"http://127.0.0.1:{port}"
+
+
+def png_declaring(width: int, height: int, idat: bytes, color_type: int = 0) -> bytes:
+    """A PNG file stating ``width`` x ``height`` (8-bit grey, or ``color_type`` 6: RGBA) in
+    its header, around ``idat`` (compressed scanlines, or anything: a forged upload)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + body))
+        return struct.pack(">I", len(body)) + kind + body + crc
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")

@@ -7,7 +7,7 @@ per session (``service_env``): GOES-East Irma frames and clips, RSSCN7 scenes, q
 from __future__ import annotations
 
 import io
-import struct
+import weakref
 import zlib
 from datetime import timedelta
 from pathlib import Path
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from service_env import API_KEY, QUERY_AT, SAMPLE, build_workspace, server
+from service_env import API_KEY, QUERY_AT, SAMPLE, build_workspace, png_declaring, server
 
 from skysearch.client import ApiError, Filters, SkySearchClient
 from skysearch.timeutil import parse_time
@@ -229,23 +229,17 @@ def test_api_key_required(url, catalogs):
 
 
 # ---- bad requests: 4xx with a clear message, never a 5xx ---------------------------------
-def _png_header(width: int, height: int) -> bytes:
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    chunk = b"IHDR" + ihdr
-    return (
-        b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk))
-    )
-
-
 def test_bad_uploads(sky):
     html = GOES / "HUIR172502115.GIF"  # a real HTML error page saved upstream as .GIF
     cases = {
         "not a PNG, JPEG or GIF": ("page.gif", html.read_bytes()),
         "is empty": ("empty.png", b""),
-        "is 50000x50000 pixels": ("bomb.png", _png_header(50000, 50000)),
-        "cannot decode": ("truncated.png", _png_header(64, 64) + b"\0" * 20),
+        "is 5000x5000 pixels; the limit is 4096": ("big.png", png_declaring(5000, 5000, b"")),
+        "is a decompression bomb": ("bomb.png", png_declaring(50000, 50000, b"")),
+        "cannot decode": ("cut.png", png_declaring(720, 480, zlib.compress(bytes(721 * 480))[:20])),
         "bytes; the limit": ("huge.png", b"\x89PNG\r\n\x1a\n" + b"\0" * (8 * 1024 * 1024 + 1)),
         "cannot read the JPEG header": ("bad.jpg", b"\xff\xd8\xff\xe0\x00\x10JFIF"),
+        "cannot read the PNG header": ("header.png", png_declaring(64, 64, b"")[:30]),
     }
     for expected, upload in cases.items():
         err = _error(sky.search_image, upload)
@@ -258,6 +252,78 @@ def test_bad_uploads(sky):
     assert f"upload 1 ('{scene.name}')" in err.detail and "/tmp" not in err.detail
     err = _error(sky.search_clip_frames, [sorted(GOES.glob("*45.GIF"))[0]] * 49)
     assert err.status_code == 400 and "limit is 48" in err.detail
+
+
+class DecodeSpy:
+    """Records every image Pillow decodes (``ImageFile.load``) in this process, by weak
+    reference, and which earlier decoded images were still alive at each decode."""
+
+    def __init__(self, monkeypatch) -> None:
+        from PIL import ImageFile
+
+        self.decoded: list[weakref.ref] = []
+        self.alive_at_decode: list[int] = []
+        load = ImageFile.ImageFile.load
+
+        def spy(image):
+            if image.tile:  # not decoded yet (Pillow calls load() again on every access)
+                self.alive_at_decode.append(sum(ref() is not None for ref in self.decoded))
+                self.decoded.append(weakref.ref(image))
+            return load(image)
+
+        monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
+
+
+@pytest.fixture(scope="module")
+def zero_png_4096() -> bytes:
+    """The attack frame of issue 14: ~65 KB of zlib zeros declaring 4096x4096 RGBA."""
+    out = io.BytesIO()
+    Image.new("RGBA", (4096, 4096)).save(out, format="PNG", compress_level=9)
+    assert len(out.getvalue()) < 100_000
+    return out.getvalue()
+
+
+def test_oversized_frames_refused_before_decoding(sky, monkeypatch, zero_png_4096):
+    """48 PNGs declaring 4096x4096 RGBA: before the fix each was decoded (64 MB apiece) and
+    kept before the clip spec was checked (3 GB extra RSS, then 404). Now refused from the
+    spec or the headers, decoding nothing."""
+    spy = DecodeSpy(monkeypatch)
+    frames = [("zeros.png", zero_png_4096)] * 48
+    err = _error(sky.search_clip_frames, frames, channel="ir", gap_minutes=60)
+    assert err.status_code == 404 and "no clip model fits" in err.detail
+    err = _error(sky.search_clip_frames, frames[:6], satellite="coms", channel="ir")
+    assert err.status_code == 400 and "unknown satellite 'coms'" in err.detail
+    err = _error(sky.search_clip_frames, frames[:6], channel="ir", gap_minutes=60)
+    assert err.status_code == 400
+    assert "upload 1 ('zeros.png'): wrong dimensions 4096x4096" in err.detail
+    assert "expects 720x480" in err.detail
+    assert spy.decoded == []
+
+
+def test_uploaded_frames_decoded_one_at_a_time(sky, monkeypatch):
+    spy = DecodeSpy(monkeypatch)
+    files = sorted(GOES.glob("HUIR17250*45.GIF"))[3:9]
+    result = sky.search_clip_frames(files, channel="ir", gap_minutes=60, k=1)
+    assert result.results[0].start == "2017-09-07T03:45:00Z"
+    assert len(spy.decoded) == 6
+    assert spy.alive_at_decode == [0] * 6  # each full-size frame dropped before the next
+
+
+def test_request_pixel_budget(sky, ws, monkeypatch):
+    """The frames' pixels as their headers state, summed over the request, checked before
+    any is decoded."""
+    from dataclasses import replace
+
+    from service_env import service
+
+    svc = service(ws.root)
+    monkeypatch.setattr(svc, "limits", replace(svc.limits, max_request_pixels=5 * 720 * 480))
+    spy = DecodeSpy(monkeypatch)
+    files = sorted(GOES.glob("HUIR17250*45.GIF"))[3:9]
+    err = _error(sky.search_clip_frames, files, channel="ir", gap_minutes=60)
+    assert err.status_code == 400
+    assert f"hold {6 * 720 * 480} pixels; the limit is {5 * 720 * 480}" in err.detail
+    assert spy.decoded == []
 
 
 def test_bad_parameters(sky):
