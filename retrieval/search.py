@@ -592,7 +592,7 @@ class Searcher:
 
     # ---- query resolution --------------------------------------------------------------
     def _check_archive(self, satellite: str | None, channels: Sequence[str]) -> None:
-        """UsageError naming what the archive has when a satellite or channel is unknown."""
+        """NotFoundError naming what the archive has when a satellite or channel is unknown."""
         from skysearch.ingest.catalog import read_frames
 
         if not satellite and not channels:
@@ -610,11 +610,11 @@ class Searcher:
             )
         listing = "; ".join(f"{s}: {','.join(sorted(c))}" for s, c in sorted(have.items()))
         if satellite and satellite not in have:
-            raise UsageError(f"unknown satellite {satellite!r}: the archive has {listing}")
+            raise NotFoundError(f"unknown satellite {satellite!r}: the archive has {listing}")
         known = set().union(*(have[s] for s in ([satellite] if satellite else have)))
         unknown = [c for c in channels if c not in known]
         if unknown:
-            raise UsageError(
+            raise NotFoundError(
                 f"unknown channel {','.join(unknown)}: the archive has {listing} "
                 "(pass e.g. --channel " + sorted(known)[0] + ")"
             )
@@ -695,7 +695,7 @@ class Searcher:
         first, last = min(times), max(times)
         span = timedelta(minutes=gap * (length - 1))
         if at < first - tol or at + span > last + tol:
-            raise UsageError(
+            raise NotFoundError(
                 f"{to_rfc3339(at)} is outside the archive: {satellite} {channels[0]} frames "
                 f"cover {to_rfc3339(first)}..{to_rfc3339(last)}, and a {length}x{gap}m clip "
                 f"must start by {to_rfc3339(last - span)}"

@@ -197,7 +197,6 @@ class SearchService:
     def _load_all(self) -> None:
         from skysearch.ingest.catalog import read_frames
         from skysearch.ingest.clips import read_clips
-        from skysearch.retrieval.search import Searcher
 
         workspace = self.settings.workspace
         if not workspace.root.is_dir():
@@ -206,9 +205,7 @@ class SearchService:
             import torch
 
             torch.set_num_threads(self.torch_threads)
-        searcher = Searcher(self.settings, device=self.device)
-        searcher.store  # noqa: B018 - opens the store now (locks the embedded engine)
-        self._searcher = searcher
+        searcher = self.open_store()
         cols = ["frame_id", "satellite", "channel", "time", "width", "height"]
         self._frames = _Index(read_frames(workspace, columns=cols), "frame_id")
         if self._frames.rows:
@@ -217,6 +214,26 @@ class SearchService:
         self._clips = _Index(read_clips(workspace).select([*clip_cols, "frame_ids"]), "clip_id")
         self._searches = {"text": self._warm_text(), "clip": self._warm_clip()}
         self._searches["image"] = self._searches["text"]
+
+    def open_store(self) -> Any:
+        """Open the store and every collection in it, now; the façade over them. The embedded
+        engine locks each collection to one process: a workspace another process serves (or
+        indexes into) is a StoreError here, before anything else loads, so the service never
+        reports ready with nothing searchable. ``skysearch serve`` calls it before listening
+        (one ``error:`` line, exit 2); start-up calls it otherwise (``/ready``: failed)."""
+        from skysearch.retrieval.search import Searcher
+
+        if self._searcher is not None:
+            return self._searcher
+        searcher = Searcher(self.settings, device=self.device)
+        try:
+            for name in searcher.store.collections():
+                searcher.store.info(name)
+        except BaseException:
+            searcher.close()
+            raise
+        self._searcher = searcher
+        return searcher
 
     def _warm_text(self) -> str:
         """Load the text-image model and run one search (first calls are slow); 'ok' or why
@@ -255,6 +272,8 @@ class SearchService:
         return self._state == "ready"
 
     def readiness(self) -> Readiness:
+        """What ``/ready`` reports; never raises: a store that stopped answering after
+        start-up (a Qdrant server gone) is reported as failed, with the reason."""
         out = Readiness(
             ready=self.ready,
             state=self._state,
@@ -264,7 +283,10 @@ class SearchService:
         )
         if self.ready:
             out.store = self._searcher.store.where
-            out.collections = {c.name: c.points for c in self.collections()}
+            try:
+                out.collections = {c.name: c.points for c in self.collections()}
+            except SkySearchError as exc:
+                out.ready, out.state, out.detail = False, "failed", f"store unavailable: {exc}"
         return out
 
     def require_ready(self) -> None:

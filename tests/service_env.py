@@ -86,25 +86,19 @@ def service(root: Path):
     return svc
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-@functools.cache
-def server(root: Path, api_key: str | None = API_KEY) -> str:
-    """A real uvicorn server on loopback (a daemon thread) over the shared service; its URL."""
+def serve(app) -> str:
+    """``app`` served by a real uvicorn server on a free loopback port, in a daemon thread
+    (stopped at exit); its URL."""
     import uvicorn
-    from skysearch.retrieval.http_app import create_app
 
-    port = _free_port()
-    config = uvicorn.Config(
-        create_app(service(root), api_key=api_key),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-    )
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -120,6 +114,14 @@ def server(root: Path, api_key: str | None = API_KEY) -> str:
 
     atexit.register(stop)
     return f"http://127.0.0.1:{port}"
+
+
+@functools.cache
+def server(root: Path, api_key: str | None = API_KEY) -> str:
+    """The shared service served over loopback (one server per API key); its URL."""
+    from skysearch.retrieval.http_app import create_app
+
+    return serve(create_app(service(root), api_key=api_key))
 
 
 def png_declaring(width: int, height: int, idat: bytes, color_type: int = 0) -> bytes:

@@ -15,7 +15,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from service_env import API_KEY, QUERY_AT, SAMPLE, build_workspace, png_declaring, server
+from service_env import (
+    API_KEY,
+    QUERY_AT,
+    SAMPLE,
+    build_workspace,
+    free_port,
+    png_declaring,
+    serve,
+    server,
+)
 
 from skysearch.client import ApiError, Filters, SkySearchClient
 from skysearch.timeutil import parse_time
@@ -190,10 +199,31 @@ def test_search_clip_by_id_with_filters(sky, catalogs):
     assert sky.search_clip(clip_id=query["clip_id"], filters=Filters(months=[1])).results == []
 
 
-def test_search_clip_rerank(sky):
-    result = sky.search_clip(at=QUERY_AT, channels=["ir"], k=3, rerank=10)
-    assert result.query["ranked_by"] == "rerank"
-    assert all(h.rerank_score is not None for h in result.results)
+def test_search_clip_rerank_is_the_grid_metric_order(sky, ws, cli):
+    """The top 10 by vector, re-ordered by the ground-truth grid similarity: each hit's score
+    is what `skysearch similarity QUERY HIT` says, best first."""
+    import json
+
+    plain = sky.search_clip(at=QUERY_AT, channels=["ir"], k=10)
+    result = sky.search_clip(at=QUERY_AT, channels=["ir"], k=10, rerank=10)
+    assert result.query["ranked_by"] == "rerank" and plain.query["ranked_by"] == "vector"
+    assert sorted(h.id for h in result.results) == sorted(h.id for h in plain.results)
+    vector = {h.id: h.score for h in plain.results}
+    query_id = plain.results[0].id  # the query clip itself, found first
+    assert plain.results[0].start == "2017-09-07T00:45:00Z"
+    metric = {}
+    for hit in result.results:
+        r = cli("similarity", query_id, hit.id, "--json", "-w", ws.root)
+        assert r.exit_code == 0, r.stderr
+        metric[hit.id] = json.loads(r.stdout.strip().splitlines()[-1])["similarity"]
+        assert hit.rerank_score == hit.score == pytest.approx(metric[hit.id], abs=1e-6)
+        assert hit.vector_score == pytest.approx(vector[hit.id], abs=1e-6)
+    scores = [h.score for h in result.results]
+    assert scores == sorted(scores, reverse=True) and scores[0] == pytest.approx(1.0)
+    assert [h.rank for h in result.results] == list(range(1, 11))
+    by_metric = sorted(metric, key=lambda i: -metric[i])
+    assert [h.id for h in result.results] == by_metric
+    assert by_metric != [h.id for h in plain.results]  # the re-rank changed the order
 
 
 def test_search_clip_by_uploaded_frames(sky):
@@ -203,6 +233,61 @@ def test_search_clip_by_uploaded_frames(sky):
     assert result.query["files"] == [f.name for f in files]
     top = result.results[0]
     assert top.start == "2017-09-07T03:45:00Z" and top.score == pytest.approx(1.0, abs=1e-4)
+
+
+# ---- start-up and readiness ---------------------------------------------------------------
+def test_second_service_on_a_served_workspace_fails_clearly(ws, url):
+    """Another service on a workspace this one serves: failed, naming the lock, and /ready's
+    503 is a ReadinessBody (before: "service ready" with nothing searchable, and an error
+    body where the document declares a ReadinessBody)."""
+    import httpx
+    from skysearch.retrieval.http_app import ReadinessBody, create_app
+    from skysearch.retrieval.service import SearchService
+
+    from skysearch.config import load_settings
+
+    second = SearchService(load_settings(workspace=ws.root), torch_threads=None)
+    second.start(background=False)  # `url`: the shared service holds the store already
+    try:
+        response = httpx.get(serve(create_app(second)) + "/ready")
+    finally:
+        second.close()
+    assert response.status_code == 503
+    body = response.json()
+    assert set(body) == set(ReadinessBody.model_fields) and ReadinessBody(**body)
+    assert (body["ready"], body["state"]) == (False, "failed")
+    assert "is in use by another process" in body["detail"] and body["collections"] == {}
+
+
+def test_ready_reports_a_store_that_stopped_answering(sky, ws, monkeypatch):
+    from service_env import service
+
+    from skysearch.errors import StoreError
+
+    def unreachable():
+        raise StoreError("cannot reach the Qdrant server at http://qdrant:6333")
+
+    monkeypatch.setattr(service(ws.root), "collections", unreachable)
+    state = sky.ready()  # 503 with a ReadinessBody, not an error body
+    assert (state.ready, state.state) == (False, "failed")
+    assert state.detail == "store unavailable: cannot reach the Qdrant server at http://qdrant:6333"
+
+
+def test_serve_refuses_a_workspace_another_process_serves(ws, url):
+    """`skysearch serve` on a workspace this process serves: one error line, exit 2, at once
+    (before: it logged "service ready" and served nothing)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SKYSEARCH_API_KEY": API_KEY}
+    port = str(free_port())
+    cmd = [sys.executable, "-m", "skysearch", "serve", "-w", str(ws.root), "--port", port]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr[-2000:]
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: store directory")
+    assert "is in use by another process" in lines[0] and "Traceback" not in run.stderr
 
 
 # ---- auth ---------------------------------------------------------------------------------
@@ -228,6 +313,19 @@ def test_api_key_required(url, catalogs):
                 assert err.status_code == 401 and "X-API-Key" in err.detail
 
 
+def test_non_ascii_api_key(ws, catalogs):
+    """A UTF-8 key matches byte for byte (before: the server compared latin-1-decoded header
+    text with the key, so a non-ASCII key never matched; the client could not send one)."""
+    key = "clé-d'accès-ключ-0123"
+    with SkySearchClient(server(ws.root, api_key=key), api_key=key) as client:
+        assert [c.name for c in client.collections()] == ["clips", "scenes"]
+        assert client.ready().ready
+    with SkySearchClient(server(ws.root, api_key=key), api_key="clé-d'accès-ключ-0124") as bad:
+        assert _error(bad.collections).status_code == 401
+    with SkySearchClient(server(ws.root, api_key=key), api_key=None) as anon:
+        assert _error(anon.collections).status_code == 401
+
+
 # ---- bad requests: 4xx with a clear message, never a 5xx ---------------------------------
 def test_bad_uploads(sky):
     html = GOES / "HUIR172502115.GIF"  # a real HTML error page saved upstream as .GIF
@@ -251,7 +349,7 @@ def test_bad_uploads(sky):
     assert err.status_code == 400 and "wrong dimensions" in err.detail
     assert f"upload 1 ('{scene.name}')" in err.detail and "/tmp" not in err.detail
     err = _error(sky.search_clip_frames, [sorted(GOES.glob("*45.GIF"))[0]] * 49)
-    assert err.status_code == 400 and "limit is 48" in err.detail
+    assert err.status_code == 422 and "at most 48" in err.detail
 
 
 class DecodeSpy:
@@ -292,7 +390,7 @@ def test_oversized_frames_refused_before_decoding(sky, monkeypatch, zero_png_409
     err = _error(sky.search_clip_frames, frames, channel="ir", gap_minutes=60)
     assert err.status_code == 404 and "no clip model fits" in err.detail
     err = _error(sky.search_clip_frames, frames[:6], satellite="coms", channel="ir")
-    assert err.status_code == 400 and "unknown satellite 'coms'" in err.detail
+    assert err.status_code == 404 and "unknown satellite 'coms'" in err.detail
     err = _error(sky.search_clip_frames, frames[:6], channel="ir", gap_minutes=60)
     assert err.status_code == 400
     assert "upload 1 ('zeros.png'): wrong dimensions 4096x4096" in err.detail
@@ -331,7 +429,7 @@ def test_bad_parameters(sky):
         (lambda: sky.search_text("river", k=0), 422, "k"),
         (lambda: sky.search_text("river", k=101), 422, "k"),
         (lambda: sky.search_text(""), 422, "text"),
-        (lambda: sky.search_text("   "), 400, "empty"),
+        (lambda: sky.search_text("   "), 422, "text"),
         (lambda: sky.search_text("x" * 501), 422, "text"),
         (lambda: sky.search_text("river", filters=Filters(months=[13])), 422, "months"),
         (
@@ -340,14 +438,14 @@ def test_bad_parameters(sky):
             "before it starts",
         ),
         (lambda: sky.search_text("r", filters=Filters(start="0001-01-01")), 422, "year"),
-        (lambda: sky.search_clip(), 400, "one way"),
+        (lambda: sky.search_clip(), 422, "exactly one of at (the query clip's start time)"),
         (
             lambda: sky.search_clip(at=QUERY_AT, clip_id="00000000-0000-4000-8000-000000000000"),
-            400,
-            "one way",
+            422,
+            "exactly one of at (the query clip's start time) or clip_id",
         ),
-        (lambda: sky.search_clip(at="1999-01-01T00:00Z", channels=["ir"]), 400, "outside"),
-        (lambda: sky.search_clip(at=QUERY_AT, channels=["vis"]), 400, "unknown channel vis"),
+        (lambda: sky.search_clip(at="1999-01-01T00:00Z", channels=["ir"]), 404, "outside"),
+        (lambda: sky.search_clip(at=QUERY_AT, channels=["vis"]), 404, "unknown channel vis"),
         (lambda: sky.search_clip(at=QUERY_AT, length=12), 404, "no clip model"),
         (lambda: sky.search_clip(at="yesterday"), 422, "at"),
         (lambda: sky.search_clip(at=QUERY_AT, rerank=101), 422, "rerank"),

@@ -106,9 +106,15 @@ def test_bind_rules(cli):
     assert all(is_loopback(h) for h in ("127.0.0.1", "localhost", "::1", "[::1]", "127.8.0.1"))
     assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "10.0.0.5", "example.org", ""))
     check_bind("127.0.0.1", None)
-    check_bind("0.0.0.0", "secret")
+    check_bind("127.0.0.1", "short")  # loopback: any key, or none
+    check_bind("0.0.0.0", "0123456789abcdef")
+    check_bind("0.0.0.0", "ключ-доступа")  # 12 characters, 23 bytes
     with pytest.raises(UsageError, match="API key"):
         check_bind("0.0.0.0", None)
+    with pytest.raises(
+        UsageError, match="the API key is 15 bytes; off loopback it needs at least 16"
+    ):
+        check_bind("0.0.0.0", "0123456789abcde")
     result = cli("serve", "--host", "0.0.0.0", "-w", str(REPO / "no-such-workspace"))
     assert result.exit_code == 2 and "set an API key" in result.stderr
 
