@@ -7,11 +7,18 @@ per session (``service_env``): GOES-East Irma frames and clips, RSSCN7 scenes, q
 from __future__ import annotations
 
 import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 import weakref
 import zlib
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -125,8 +132,6 @@ def test_clip_metadata_and_thumbnail(sky, catalogs):
 
 
 def test_unknown_and_malformed_ids(sky, url):
-    import httpx
-
     missing = "00000000-0000-4000-8000-000000000000"
     for call in (sky.frame, sky.clip, sky.frame_thumbnail, sky.clip_thumbnail):
         err = _error(call, missing)
@@ -240,7 +245,6 @@ def test_second_service_on_a_served_workspace_fails_clearly(ws, url):
     """Another service on a workspace this one serves: failed, naming the lock, and /ready's
     503 is a ReadinessBody (before: "service ready" with nothing searchable, and an error
     body where the document declares a ReadinessBody)."""
-    import httpx
     from skysearch.retrieval.http_app import ReadinessBody, create_app
     from skysearch.retrieval.service import SearchService
 
@@ -273,21 +277,74 @@ def test_ready_reports_a_store_that_stopped_answering(sky, ws, monkeypatch):
     assert state.detail == "store unavailable: cannot reach the Qdrant server at http://qdrant:6333"
 
 
+def _serve_cli(*args: str, wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
+    """``skysearch serve ARGS`` as a user runs it: a child process (with the test API key)."""
+    cmd = [sys.executable, "-m", "skysearch", "serve", *map(str, args)]
+    env = {**os.environ, "SKYSEARCH_API_KEY": API_KEY}
+    if wait:
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _one_error_line(run: subprocess.CompletedProcess, *needles: str) -> None:
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1, run.stderr[-2000:]
+    assert lines[0].startswith("error: ") and all(n in lines[0] for n in needles), lines[0]
+
+
 def test_serve_refuses_a_workspace_another_process_serves(ws, url):
     """`skysearch serve` on a workspace this process serves: one error line, exit 2, at once
     (before: it logged "service ready" and served nothing)."""
-    import os
-    import subprocess
-    import sys
+    run = _serve_cli("-w", ws.root, "--port", free_port())
+    _one_error_line(run, "store directory", "is in use by another process")
 
-    env = {**os.environ, "SKYSEARCH_API_KEY": API_KEY}
-    port = str(free_port())
-    cmd = [sys.executable, "-m", "skysearch", "serve", "-w", str(ws.root), "--port", port]
-    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 2, run.stderr[-2000:]
-    lines = run.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: store directory")
-    assert "is in use by another process" in lines[0] and "Traceback" not in run.stderr
+
+def test_serve_command_writes_openapi_and_refuses_a_missing_workspace(tmp_path):
+    run = _serve_cli("--write-openapi", tmp_path / "openapi.json")
+    assert run.returncode == 0, run.stderr[-2000:]
+    committed = (Path(__file__).resolve().parent.parent / "openapi.json").read_text()
+    assert (tmp_path / "openapi.json").read_text() == committed
+    run = _serve_cli("-w", tmp_path / "no-such-workspace", "--port", free_port())
+    _one_error_line(run, "workspace", "no-such-workspace", "does not exist")
+
+
+def test_serve_command_end_to_end(ws, tmp_path):
+    """`skysearch serve -w WS --port P` started by the CLI answers what `skysearch search clip
+    --json` printed, then stops on Ctrl-C. On a copy of the workspace (its own store; models
+    linked), as the shared service holds the original's store."""
+    copy = tmp_path / "ws"
+    shutil.copytree(ws.root, copy, ignore=shutil.ignore_patterns("models"))
+    (copy / "models").symlink_to(ws.root / "models")
+    port = free_port()
+    proc = _serve_cli("-w", copy, "--port", port, wait=False)
+    try:
+        with SkySearchClient(f"http://127.0.0.1:{port}", api_key=API_KEY) as client:
+            deadline = time.monotonic() + 120
+            while True:  # listening?
+                try:
+                    assert client.health()["status"] == "ok"
+                    break
+                except httpx.TransportError:
+                    assert proc.poll() is None and time.monotonic() < deadline, "not listening"
+                    time.sleep(0.2)
+            state = client.wait_ready(timeout=300)
+            assert state.collections == {"clips": 44, "scenes": 84}
+            result = client.search_clip(
+                at=QUERY_AT, channels=["ir"], k=5, filters=Filters(channels=["ir"])
+            )
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    got, want = result.to_json(), dict(ws.cli_clip_json)
+    scores = []  # cosines, equal to float rounding (one torch thread here)
+    for answer in (got, want):
+        answer.pop("timing_ms")
+        scores.append([(h.pop("score"), h.pop("vector_score")) for h in answer["results"]])
+    assert got == want
+    assert np.allclose(scores[0], scores[1], atol=1e-5)
+    assert proc.returncode == 0, stderr[-2000:]
+    assert f"serving {copy} on http://127.0.0.1:{port}" in stderr and "service ready" in stderr
+    assert "Traceback" not in stderr
 
 
 # ---- auth ---------------------------------------------------------------------------------
@@ -459,8 +516,6 @@ def test_bad_parameters(sky):
 
 
 def test_malformed_bodies(url):
-    import httpx
-
     headers = {"X-API-Key": API_KEY}
     with httpx.Client(base_url=url, headers=headers) as http:
         for body in (b"{", b"[]", b'{"text": 5}', b'{"text": "r", "typo": 1}', b"\xff\xfe"):
