@@ -20,11 +20,12 @@ instead of the embedded store.
 Nothing from a request becomes a filesystem path: frame and clip ids must be UUIDs and are
 looked up in the catalogs loaded at start-up; pixels come from the workspace's frame store.
 
-Uploaded query frames never touch the disk and cost nothing before they can be served: the
-clip model (so the spec and the satellite's ingest profile) is resolved first; then every
-upload's header is checked (bytes, format, the profile's frame sizes, a per-request pixel
-budget); only then is each frame decoded, preprocessed to the working resolution and
-dropped, one at a time, so a request holds at most one full-size image.
+Uploaded query frames are never written to a file by the service (the query API takes
+decoded pixels) and cost nothing before they can be served: the clip model (so the spec and
+the satellite's ingest profile) is resolved first; then every upload's header is checked
+(bytes, format, the profile's frame sizes, a per-request pixel budget); only then is each
+frame decoded, preprocessed to the working resolution and dropped, one at a time, so a
+request holds at most one full-size image.
 """
 
 from __future__ import annotations
