@@ -1,4 +1,5 @@
-"""Load test of the HTTP search service on loopback: text and clip search, concurrent clients.
+"""Load test of the HTTP search service on loopback: text and clip search, concurrent clients,
+and the server's peak memory under the largest uploads the documented limits allow.
 
 Starts ``skysearch serve`` as a child process on a free loopback port (with an API key, as a
 deployment would), waits for /ready, then runs one bounded phase per kind: ``--clients``
@@ -6,14 +7,28 @@ threads, each with its own typed client, send requests until ``--requests`` are 
 ``--seconds`` have passed; then it stops the server. Latency is client-side wall time per
 request (HTTP included); qps = completed requests / phase wall time.
 
+Upload phases (``--upload-requests`` each, ``--upload-clients`` at once; the peak RSS of the
+server process is measured per phase: /proc/PID/clear_refs resets VmHWM, then VmHWM - VmRSS
+before the phase = ``peak_extra_rss_mb``):
+
+- ``frames_max``: a query clip of the clip model's length whose frames are the largest the
+  limits allow (the satellite profile's largest accepted size, capped by the per-frame and
+  per-request pixel limits; RGBA), each padded to its share of the body limit (<= 8 MiB a
+  file) with Pillow's maximum of PNG text chunks (60 x 1 MB, decompressed on open) and a
+  private chunk: the worst case a served request can be;
+- ``frames_48``: 48 such frames (the frame limit; refused before decoding unless a 48-frame
+  clip model exists);
+- ``frames_attack``: the issue-14 attack, 48 PNGs of ~65 KB declaring 4096x4096 RGBA;
+- ``image_max``: ``/search/image`` with a 4096x4096 RGBA PNG padded likewise.
+
     python bench/serve.py -w WORKSPACE [--clients 4] [--requests 200] [--seconds 60] [--json]
 
 The workspace needs a text-image model with indexed scenes and a clip model with indexed clips
 (``skysearch demo`` makes one). With ``--json`` the last stdout line is
 ``{"text": {"p50_ms", "p99_ms", "qps", "n", "server_cpu_ms_per_request"}, "clip": {...},
-"errors": int, "loadavg_before", ...}``; progress goes to stderr. Latencies depend on what else
-runs on the machine (the load averages are printed beside them); the server's CPU time per
-request does much less.
+"frames_max": {..., "status", "peak_extra_rss_mb"}, ..., "errors": int, "loadavg_before", ...}``;
+progress goes to stderr. Latencies depend on what else runs on the machine (the load averages
+are printed beside them); the server's CPU time per request and its peak memory do much less.
 """
 
 from __future__ import annotations
@@ -28,12 +43,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from skysearch.client import Filters, SkySearchClient
+from skysearch.client import ApiError, Filters, SkySearchClient
 
 TEXTS = [
     "a river next to green fields",
@@ -92,6 +108,126 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_status_mb(pid: int, field: str) -> float:
+    """A memory field of /proc/PID/status (VmRSS, VmHWM) in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise SystemExit(f"error: no {field} in /proc/{pid}/status")
+
+
+@contextmanager
+def peak_extra_rss(pid: int, out: dict) -> Iterator[None]:
+    """Sets ``out["peak_extra_rss_mb"]``: the server's peak RSS during the block above its RSS
+    before it (the kernel's high-water mark, reset first: every allocation counts, however
+    brief)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    before = proc_status_mb(pid, "VmRSS")
+    yield
+    out["rss_before_mb"] = round(before, 1)
+    out["peak_extra_rss_mb"] = round(proc_status_mb(pid, "VmHWM") - before, 1)
+
+
+def largest_frame(profile, pixels_cap: int, max_side: int) -> tuple[int, int]:
+    """The largest (width, height) a crop rule of ``profile`` accepts within the caps."""
+    best = (0, 0)
+    for rule in profile.crops:
+        width, height = rule.get("width"), rule.get("height")
+        if width is None and height is None:
+            width = height = min(max_side, int(pixels_cap**0.5))
+        elif width is None:
+            width = min(max_side, pixels_cap // height)
+        elif height is None:
+            height = min(max_side, pixels_cap // width)
+        fits = width * height <= pixels_cap and profile.crop_box(width, height) is not None
+        if fits and width * height > best[0] * best[1]:
+            best = (width, height)
+    if best == (0, 0):
+        raise SystemExit(f"error: no frame size of profile {profile.name} fits the limits")
+    return best
+
+
+def padded_png(size: tuple[int, int], max_bytes: int) -> bytes:
+    """An RGBA PNG of zeros of ``size`` carrying Pillow's maximum of text (60 zTXt chunks of
+    1 MB, decompressed when the file is opened) and a private chunk filling it to
+    ``max_bytes``: small pixel data, the most memory a header may cost."""
+    import io
+
+    from PIL import Image, PngImagePlugin
+
+    def encode(fill: int) -> bytes:
+        info = PngImagePlugin.PngInfo()
+        for i in range(60):
+            info.add_text(f"t{i}", "0" * 1_000_000, zip=True)
+        if fill:
+            info.add(b"fiLl", bytes(fill))
+        out = io.BytesIO()
+        Image.new("RGBA", size).save(out, format="PNG", pnginfo=info, compress_level=9)
+        return out.getvalue()
+
+    bare = encode(0)
+    fill = max_bytes - len(bare) - 12  # a chunk's length, type and CRC: 12 bytes
+    return encode(fill) if fill > 0 else bare
+
+
+def upload_requests(spec: dict) -> dict[str, tuple[str, list[tuple[str, bytes]]]]:
+    """The upload phases: name -> ("frames" or "image", files), from the service's limits."""
+    import io
+
+    from PIL import Image
+    from skysearch.ingest.profiles import load_profiles
+    from skysearch.retrieval.service import ServiceLimits
+
+    limits = ServiceLimits()
+    profile = next(p for p in load_profiles().values() if p.satellite == spec["satellite"])
+    overhead = 4096  # multipart headers and form fields, generously
+
+    def frames(n: int) -> list[tuple[str, bytes]]:
+        cap = min(limits.upload.max_pixels, limits.max_request_pixels // n)
+        size = largest_frame(profile, cap, limits.upload.max_side)
+        share = min(limits.upload.max_bytes, (limits.max_request_bytes - overhead) // n - 256)
+        log(f"upload frames: {n} x {size[0]}x{size[1]} RGBA, {share} bytes each")
+        data = padded_png(size, share)
+        return [(f"frame-{i:02d}.png", data) for i in range(n)]
+
+    zeros = io.BytesIO()
+    Image.new("RGBA", (4096, 4096)).save(zeros, format="PNG", compress_level=9)
+    side = limits.upload.max_side
+    image_share = min(limits.upload.max_bytes, limits.max_request_bytes - overhead)
+    attack = [(f"zeros-{i:02d}.png", zeros.getvalue()) for i in range(limits.max_frames)]
+    return {
+        "frames_max": ("frames", frames(spec["length"])),
+        "frames_48": ("frames", frames(limits.max_frames)),
+        "frames_attack": ("frames", attack),
+        "image_max": ("image", [("image.png", padded_png((side, side), image_share))]),
+    }
+
+
+def upload_call(kind: str, files: list[tuple[str, bytes]], spec: dict) -> Callable:
+    """One upload request through the client. Its HTTP status is recorded: a 4xx is the
+    expected outcome of a refused phase, not an error; a 5xx is an error."""
+    statuses: list[int] = []
+
+    def call(client: SkySearchClient, _: int) -> object:
+        try:
+            if kind == "image":
+                result = client.search_image(files[0])
+            else:
+                result = client.search_clip_frames(
+                    files, channel=spec["channels"][0], gap_minutes=spec["gap_minutes"]
+                )
+        except ApiError as exc:
+            statuses.append(exc.status_code)
+            if exc.status_code >= 500:
+                raise
+            return exc
+        statuses.append(200)
+        return result
+
+    call.statuses = statuses  # type: ignore[attr-defined]
+    return call
 
 
 def clip_times(workspace: Path, limit: int = 200) -> tuple[list[str], dict]:
@@ -183,6 +319,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--cpus", type=int, default=2, help="pin the server to N cores (0: no)")
     parser.add_argument("--ready-timeout", type=float, default=600.0)
+    parser.add_argument("--upload-requests", type=int, default=4, help="requests per upload phase")
+    parser.add_argument("--upload-clients", type=int, default=1, help="concurrent upload clients")
     parser.add_argument("--json", action="store_true", help="print one JSON object last")
     args = parser.parse_args()
 
@@ -190,6 +328,7 @@ def main() -> None:
 
     workspace = load_settings(workspace=args.workspace).workspace.root
     times, spec = clip_times(workspace)
+    uploads = upload_requests(spec)
     key = secrets.token_urlsafe(16)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -232,6 +371,17 @@ def main() -> None:
             results[name] = {**stats, "server_cpu_ms_per_request": round(cpu_ms, 2)}
             errors += n_err
             samples += errs
+        for name, (kind, files) in uploads.items():
+            call = upload_call(kind, files, spec)
+            with peak_extra_rss(server.pid, results.setdefault(name, {})):
+                stats, n_err, errs = run_phase(
+                    name, url, key, call, args.upload_clients, args.upload_requests, args.seconds
+                )
+            codes = sorted(set(call.statuses))
+            results[name].update(stats, status=codes, bytes=sum(len(d) for _, d in files))
+            log(f"{name}: HTTP {codes}, peak extra RSS {results[name]['peak_extra_rss_mb']} MB")
+            errors += n_err
+            samples += errs
     finally:
         server.send_signal(signal.SIGINT)
         try:
@@ -245,6 +395,7 @@ def main() -> None:
         **results,
         "errors": errors,
         "clients": args.clients,
+        "upload_clients": args.upload_clients,
         "requests_per_phase": args.requests,
         "k": args.k,
         "server_cpus": cpus or os.cpu_count(),

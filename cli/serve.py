@@ -27,12 +27,23 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+#: Shortest API key accepted off loopback (bytes, UTF-8): 16 random bytes' worth of hex is 32.
+MIN_KEY_BYTES = 16
+
+
 def check_bind(host: str, api_key: str | None) -> None:
-    """Refuse to serve beyond loopback without an API key."""
-    if not is_loopback(host) and not api_key:
+    """Refuse to serve beyond loopback without an API key of at least MIN_KEY_BYTES."""
+    if is_loopback(host):
+        return
+    if not api_key:
         raise UsageError(
             f"--host {host} is reachable from other machines: set an API key "
             "(SKYSEARCH_API_KEY=... or --api-key) or bind to 127.0.0.1"
+        )
+    if len(api_key.encode("utf-8")) < MIN_KEY_BYTES:
+        raise UsageError(
+            f"the API key is {len(api_key.encode('utf-8'))} bytes; off loopback it needs at "
+            f"least {MIN_KEY_BYTES} (e.g. SKYSEARCH_API_KEY=$(openssl rand -hex 16))"
         )
 
 
@@ -114,6 +125,7 @@ def serve_command(
     service_log.setLevel(logging.INFO)
     service_log.propagate = False
     service = SearchService(settings, torch_threads=torch_threads or None)
+    service.open_store()  # a store another process holds: one error line, exit 2
     auth = "API key required (X-API-Key)" if api_key else "no API key (loopback only)"
     info(f"serving {settings.workspace.root} on http://{host}:{port} ({auth}); docs at /docs")
     uvicorn.run(

@@ -182,22 +182,35 @@ def preprocess(source: Source, profile: Profile) -> Decoded:
     except Exception as exc:  # noqa: BLE001 - Pillow's plugins raise many kinds on bad headers
         return Decoded(checksum=checksum, reason=f"corrupt image header: {exc}")
     width, height = image.size
-    box = profile.crop_box(width, height)
-    if box is None:
+    if profile.crop_box(width, height) is None:  # from the header: nothing decoded
         return Decoded(
-            checksum=checksum,
-            width=width,
-            height=height,
-            reason=f"wrong dimensions {width}x{height} (profile {profile.name} expects "
-            f"{profile.expected_sizes()})",
+            checksum=checksum, width=width, height=height, reason=wrong_size(profile, width, height)
         )
     try:
         image.load()  # decode fully, so truncation shows now, not later
-        grey = crop_grey(image, box, profile.max_value)
-        frame = np.asarray(resize(grey, profile.resolution), dtype=np.uint8)
+        frame = working_frame(image, profile)
     except Exception as exc:  # noqa: BLE001 - any failure of one file is a skip, not a crash
         return Decoded(checksum=checksum, reason=f"truncated or corrupt image: {exc}")
     return Decoded(checksum=checksum, width=width, height=height, frame=frame)
+
+
+def wrong_size(profile: Profile, width: int, height: int) -> str:
+    """Why an image of this size cannot be a frame of ``profile``."""
+    return (
+        f"wrong dimensions {width}x{height} (profile {profile.name} expects "
+        f"{profile.expected_sizes()})"
+    )
+
+
+def working_frame(image: Image.Image, profile: Profile) -> np.ndarray | None:
+    """A decoded source image -> the profile's working frame (crop, grey, resize; uint8
+    (H, W)), or None when no crop rule fits its size. The one preprocessing of archive
+    files, query frame files and uploaded query frames."""
+    box = profile.crop_box(*image.size)
+    if box is None:
+        return None
+    grey = crop_grey(image, box, profile.max_value)
+    return np.asarray(resize(grey, profile.resolution), dtype=np.uint8)
 
 
 def preprocess_chunk(items: list[tuple[Source, Profile]]) -> list[Decoded]:

@@ -22,7 +22,17 @@ from fastapi import Depends, FastAPI, File, Form, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationInfo,
+    model_validator,
+)
+from pydantic.json_schema import WithJsonSchema
 from skysearch.retrieval.filters import SearchFilters
 from skysearch.retrieval.search import ResultItem
 from skysearch.retrieval.service import (
@@ -55,9 +65,23 @@ Size = Annotated[
 ]
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")]
-Month = Annotated[int, Field(ge=1, le=12)]
-Hour = Annotated[int, Field(ge=0, le=23)]
-DayOfYear = Annotated[int, Field(ge=1, le=366)]
+
+
+def _json_integer(value: Any, info: ValidationInfo) -> Any:
+    """In a JSON body (a strict model) an integer is what JSON Schema calls one: a number
+    without a fraction (``10.0`` too), never a string or a boolean. Form fields are text."""
+    if info.config and info.config.get("strict") and isinstance(value, str | bool):
+        raise ValueError("expected an integer")
+    return value
+
+
+def integer(low: int, high: int) -> Any:
+    """An integer type in ``low..high`` (the bounds inside the type: given to ``Field`` of
+    an optional or nested field, pydantic would leave them out of the schema)."""
+    return Annotated[int, Field(ge=low, le=high), Strict(False), BeforeValidator(_json_integer)]
+
+
+Month, Hour, DayOfYear = integer(1, 12), integer(0, 23), integer(1, 366)
 YEARS = (1900, 2200)
 
 
@@ -67,7 +91,44 @@ def _in_years(value: datetime) -> datetime:
     return value
 
 
-Time = Annotated[datetime, AfterValidator(_in_years)]
+def _text(value: Any) -> Any:
+    """A time comes as text (a number is not a time here, as the document says)."""
+    if not isinstance(value, str | datetime):
+        raise ValueError("a time is an ISO 8601 / RFC 3339 string")
+    return value
+
+
+#: RFC 3339 date-times of the years above, as the document declares them (the server's
+#: parser takes ISO 8601 more loosely; a client generated from the document sends these).
+#: Parsed from text even in strict JSON bodies (JSON has no time type).
+TIME_PATTERN = r"^(19\d\d|2[01]\d\d|2200)-"
+Time = Annotated[
+    datetime,
+    Strict(False),
+    BeforeValidator(_text),
+    AfterValidator(_in_years),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": TIME_PATTERN}),
+]
+
+
+def _not_nullable(schema: dict[str, Any]) -> None:
+    """Declare optional fields as absent-or-a-value, never null: a multipart form cannot
+    send null (a client generated from the document would send the text ``null``, which the
+    server refuses). ``json_schema_extra`` of the form models and of optional JSON fields
+    that refuse an explicit null."""
+    for prop in schema.get("properties", {}).values():
+        branches = prop.get("anyOf", [])
+        if {"type": "null"} in branches:
+            rest = [b for b in branches if b != {"type": "null"}]
+            del prop["anyOf"]
+            prop.update(rest[0] if len(rest) == 1 else {"anyOf": rest})
+        _no_null_default(prop)
+
+
+def _no_null_default(prop: dict[str, Any]) -> None:
+    """Drop ``"default": null`` from a property that is optional but not nullable."""
+    if "default" in prop and prop["default"] is None:
+        del prop["default"]
 
 
 # ---- request models: the CLI's filters, same names as the result's "filters" object ----------
@@ -87,7 +148,7 @@ class FilterFields(BaseModel):
     exclude_window_s: float = Field(
         0, ge=0, le=366 * 86400, allow_inf_nan=False, description="half-width, seconds"
     )
-    k: int = Field(10, ge=1, le=MAX_K, description="number of results")
+    k: integer(1, MAX_K) = Field(10, description="number of results")
     one_per_day: bool = False
 
     def to_filters(self) -> SearchFilters:
@@ -106,13 +167,18 @@ class FilterFields(BaseModel):
         )
 
 
+#: JSON bodies: no unknown field, no coercion (``0`` is not ``false``, ``"10"`` not ``10``):
+#: a value the document's types refuse, the server refuses too (422).
+JSON_BODY = ConfigDict(extra="forbid", strict=True)
+
+
 class Filters(FilterFields):
-    model_config = ConfigDict(extra="forbid")
+    model_config = JSON_BODY
 
 
 class RankFields(BaseModel):
-    rerank: int = Field(
-        0, ge=0, le=MAX_RERANK, description="exact re-rank of the top N by the grid metric"
+    rerank: integer(0, MAX_RERANK) = Field(
+        0, description="exact re-rank of the top N by the grid metric"
     )
     augment: bool = Field(False, description="fuse with the predicted future (needs a predictor)")
     model_id: Name | None = Field(None, description="clip model id (default: the latest fitting)")
@@ -124,38 +190,74 @@ class RankFields(BaseModel):
 
 
 class TextSearch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS, examples=["a river next to a road"])
+    model_config = JSON_BODY
+    text: str = Field(
+        min_length=1,
+        max_length=MAX_TEXT_CHARS,
+        pattern=r"\S",
+        description="free text (not only spaces)",
+        examples=["a river next to a road"],
+    )
     filters: Filters = Field(default_factory=Filters)
     model_id: Name | None = Field(None, description="text-image model id (default: the latest)")
 
 
 class ClipSearch(RankFields):
-    """The query clip by start time (``at`` + spec) or by catalog ``clip_id`` (exactly one)."""
+    """The query clip by start time (``at`` + spec) or by catalog ``clip_id``: exactly one."""
 
-    model_config = ConfigDict(extra="forbid")
-    at: Time | None = Field(None, description="start time of the query clip, ISO 8601 UTC")
-    clip_id: Annotated[str, Field(pattern=UUID_PATTERN)] | None = None
+    model_config = ConfigDict(
+        **JSON_BODY,
+        json_schema_extra={
+            "oneOf": [{"required": ["at"]}, {"required": ["clip_id"]}],
+            "examples": [  # the bundled GOES-East sample (README)
+                {"at": "2017-09-07T00:45:00Z", "channels": ["ir"], "filters": {"k": 5}},
+                {"at": "2017-09-07T00:45:00Z", "rerank": 10, "filters": {"k": 3}},
+            ],
+        },
+    )
+    # Optional, not nullable (an explicit null is refused): the oneOf above stays exact.
+    at: Time = Field(
+        None,
+        description="start time of the query clip, ISO 8601 UTC",
+        json_schema_extra=_no_null_default,
+    )
+    clip_id: str = Field(
+        None,
+        pattern=UUID_PATTERN,
+        description="a clip of the clip catalog",
+        json_schema_extra=_no_null_default,
+    )
     satellite: Name | None = None
     channels: list[Name] = Field(default_factory=list, max_length=8)
-    length: int | None = Field(None, ge=1, le=MAX_FRAMES, description="frames per clip")
-    gap_minutes: int | None = Field(None, ge=1, le=1440, description="minutes between frames")
-    tolerance_minutes: int = Field(15, ge=0, le=720)
+    length: integer(1, MAX_FRAMES) | None = Field(None, description="frames per clip")
+    gap_minutes: integer(1, 1440) | None = Field(None, description="minutes between frames")
+    tolerance_minutes: integer(0, 720) = 15
     filters: Filters = Field(default_factory=Filters)
+
+    @model_validator(mode="after")
+    def _one_query(self) -> ClipSearch:
+        if (self.at is None) == (self.clip_id is None):
+            raise ValueError(
+                "give exactly one of at (the query clip's start time) or clip_id (a clip of "
+                "the clip catalog)"
+            )
+        return self
 
 
 class ImageSearchForm(FilterFields):
     """Form fields of an image search (the filters, flat)."""
 
+    model_config = ConfigDict(json_schema_extra=_not_nullable)
     model_id: Name | None = Field(None, description="text-image model id (default: the latest)")
 
 
 class FramesSearchForm(FilterFields, RankFields):
     """Form fields of a search by uploaded frames (the filters, flat, and the clip spec)."""
 
+    model_config = ConfigDict(json_schema_extra=_not_nullable)
     satellite: Name | None = Field(None, description="satellite whose ingest profile to use")
     channel: Name | None = Field(None, description="channel of the frames")
-    gap_minutes: int | None = Field(None, ge=1, le=1440, description="minutes between frames")
+    gap_minutes: integer(1, 1440) | None = Field(None, description="minutes between frames")
 
 
 # ---- response models (the OpenAPI schema; the fuzzer checks every response against it) ------
@@ -241,7 +343,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     for code, text in (
         (400, "Bad request (the detail says what to change)"),
         (401, "Missing or wrong API key"),
-        (404, "No such frame, clip or collection"),
+        (
+            404,
+            "No such frame, clip, model or collection; or the archive has no such "
+            "satellite, channel or time",
+        ),
         (413, "Request body too large"),
         (422, "Invalid parameters"),
         (503, "Service still loading, or a search kind not available"),
@@ -360,11 +466,13 @@ PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-red
 _UNAUTHORIZED = f"missing or wrong API key: send it in the {API_KEY_HEADER} header"
 
 
-def key_matches(given: str | None, expected: str | None) -> bool:
-    """True when no key is required or ``given`` is the key (constant-time comparison)."""
+def key_matches(given: bytes | None, expected: str | None) -> bool:
+    """True when no key is required or ``given`` (the header's raw bytes) is the key in UTF-8
+    (constant-time comparison). HTTP header values are bytes; servers hand them on decoded
+    as latin-1, so a non-ASCII key only matches byte for byte."""
     if expected is None:
         return True
-    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+    return given is not None and hmac.compare_digest(given, expected.encode("utf-8"))
 
 
 class ApiKeyGate:
@@ -377,7 +485,7 @@ class ApiKeyGate:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] not in PUBLIC_PATHS:
             raw = dict(scope.get("headers") or []).get(API_KEY_HEADER.lower().encode())
-            if not key_matches(raw.decode("latin-1") if raw is not None else None, self.api_key):
+            if not key_matches(raw, self.api_key):
                 response = JSONResponse(
                     {"detail": _UNAUTHORIZED},
                     status_code=401,
@@ -392,7 +500,7 @@ def _auth(api_key: str | None) -> Callable[..., Awaitable[None]]:
     """The same check as a dependency: declares the key in the OpenAPI document."""
 
     async def check(key: Annotated[str | None, Security(_key_header)] = None) -> None:
-        if not key_matches(key, api_key):
+        if not key_matches(key.encode("latin-1") if key is not None else None, api_key):
             raise StarletteHTTPException(401, _UNAUTHORIZED, headers={"WWW-Authenticate": "ApiKey"})
 
     return check
@@ -497,10 +605,16 @@ def create_app(service: SearchService, api_key: str | None = None) -> FastAPI:
         """Scenes matching free text (text-image model)."""
         return service.search_text(body.text, body.filters.to_filters(), body.model_id)
 
-    @app.post("/search/image", **search)
+    @app.post("/search/image", **search, openapi_extra=_image_parts("image"))
     def search_image(
         params: Annotated[ImageSearchForm, Form()],
-        image: Annotated[UploadFile, File(description="PNG, JPEG or GIF")],
+        image: Annotated[
+            UploadFile,
+            File(
+                description="PNG, JPEG or GIF, at most 8 MiB and 4096x4096",
+                json_schema_extra={"minLength": 1},
+            ),
+        ],
     ) -> dict[str, Any]:
         """Scenes like an uploaded image (multipart form: `image` + filter fields)."""
         upload = _read_upload(image, limits.upload.max_bytes)
@@ -522,11 +636,16 @@ def create_app(service: SearchService, api_key: str | None = None) -> FastAPI:
         )
         return service.search_clip(query, body.filters.to_filters(), body.to_options())
 
-    @app.post("/search/clip/frames", **search)
+    @app.post("/search/clip/frames", **search, openapi_extra=_image_parts("frames"))
     def search_clip_frames(
         params: Annotated[FramesSearchForm, Form()],
         frames: Annotated[
-            list[UploadFile], File(description="the query clip's frames, in time order")
+            list[UploadFile],
+            File(
+                description="the query clip's frames, in time order (PNG, JPEG or GIF)",
+                min_length=1,
+                max_length=MAX_FRAMES,
+            ),
         ],
     ) -> dict[str, Any]:
         """Clips like a clip of uploaded frames (multipart: `frames` repeated, one channel,
@@ -544,6 +663,12 @@ def create_app(service: SearchService, api_key: str | None = None) -> FastAPI:
         )
 
     return app
+
+
+def _image_parts(field: str) -> dict[str, Any]:
+    """The multipart ``encoding`` of an upload field: the image types the server decodes."""
+    form = {"encoding": {field: {"contentType": "image/png, image/jpeg, image/gif"}}}
+    return {"requestBody": {"content": {"multipart/form-data": form}}}
 
 
 def _read_upload(file: UploadFile, max_bytes: int) -> Upload:

@@ -4,8 +4,10 @@ Three kinds of query, one result schema:
 
 - clip (:meth:`Searcher.search_clip`): a query clip given by start time (``at`` + channel +
   length + gap; the catalog's clip, or one assembled from the frame catalog), by a catalog clip
-  id, or by frame files from outside the archive (preprocessed with the satellite's ingest
-  profile to the working resolution). The clip model is chosen to fit the clip spec. Optional
+  id, by frame files from outside the archive (preprocessed with the satellite's ingest
+  profile to the working resolution), or by such frames already preprocessed (``pixels``: the
+  service's uploads, decoded one at a time). The clip model is chosen to fit the clip spec
+  (:meth:`Searcher.clip_model_for`, which reads no pixel). Optional
   exact re-rank of the top N by the ground-truth grid metric (``rerank``) and prediction
   augmentation (``augment``).
 - text (:meth:`Searcher.search_text`) and image (:meth:`Searcher.search_image`): pass-throughs
@@ -62,13 +64,17 @@ IMAGE_SUFFIXES = {".png", ".gif", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".we
 # ---------------------------------------------------------------------------- request types
 @dataclass(frozen=True)
 class ClipQuery:
-    """What the query clip is. Exactly one of ``at``, ``clip_id``, ``frames``.
+    """What the query clip is. Exactly one of ``at``, ``clip_id``, ``frames``, ``pixels``.
 
     - ``at``: start time (UTC) of the query clip; ``channels``/``satellite``/``length``/
       ``gap_minutes`` give its spec (unset: the clip model's).
     - ``clip_id``: a clip of the clip catalog.
     - ``frames``: frame files, or ONE folder of them, from outside the archive: L files per
       channel, ordered by the time in their names (the satellite's ingest profile) or by name.
+    - ``pixels``: frames from outside the archive already at the working resolution (the
+      ingest profile's preprocessing, ``skysearch.ingest.decode.working_frame``), uint8
+      (C, L, H, W), channels in ``channels`` order, time order; ``start``: the time of the
+      first frame, if known (needed by an exclusion window).
     """
 
     at: datetime | str | None = None
@@ -79,17 +85,25 @@ class ClipQuery:
     length: int | None = None
     gap_minutes: int | None = None
     tolerance_minutes: int = DEFAULT_TOLERANCE_MINUTES
+    pixels: np.ndarray | None = field(default=None, repr=False, compare=False)
+    start: datetime | str | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         if self.at is not None:
             set_(self, "at", parse_time(self.at))
+        if self.start is not None:
+            set_(self, "start", parse_time(self.start))
         set_(self, "frames", tuple(Path(p) for p in self.frames))
         chans = self.channels
         if isinstance(chans, str):
             chans = tuple(c for c in chans.split(","))
         set_(self, "channels", tuple(c.strip() for c in chans if c and c.strip()))
-        given = sum([self.at is not None, bool(self.clip_id), bool(self.frames)])
+        if self.pixels is not None:
+            self._check_pixels()
+        given = sum(
+            [self.at is not None, bool(self.clip_id), bool(self.frames), self.pixels is not None]
+        )
         if given != 1:
             raise UsageError(
                 "give the query clip one way: a start time (--at), a clip id (--clip-id) "
@@ -99,6 +113,27 @@ class ClipQuery:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UsageError(f"{name.replace('_minutes', '')} must be at least 1, got {value}")
+
+    def _check_pixels(self) -> None:
+        """Pixels are uint8 (C, L, H, W), C = the channels given, L = the length given; the
+        length defaults to L."""
+        pixels = self.pixels
+        if pixels.dtype != np.uint8 or pixels.ndim != 4 or 0 in pixels.shape:
+            raise UsageError(
+                f"query pixels must be uint8 (channels, frames, height, width), got "
+                f"{pixels.dtype} {pixels.shape}"
+            )
+        channels, length = pixels.shape[:2]
+        if self.channels and len(self.channels) != channels:
+            raise UsageError(
+                f"query pixels hold {channels} channel(s), {len(self.channels)} named: "
+                f"{','.join(self.channels)}"
+            )
+        if self.length is not None and self.length != length:
+            raise UsageError(
+                f"query pixels hold {length} frames, the length asked is {self.length}"
+            )
+        object.__setattr__(self, "length", length)
 
 
 @dataclass(frozen=True)
@@ -306,6 +341,27 @@ class Searcher:
                 self._clip_models[model_id] = cached
             return cached
 
+    def clip_model_for(
+        self,
+        satellite: str | None,
+        channels: Sequence[str],
+        length: int | None,
+        gap_minutes: int | None,
+        model_id: str | None = None,
+    ) -> tuple[Any, Any]:
+        """(ClipEmbedder, ModelRecord) that will embed a query clip of this spec (unset
+        parts: any): ``model_id``, else the latest clip model that fits. An unknown satellite
+        or channel is refused first. Reads no query pixel: callers check a query with it
+        before decoding anything."""
+        self._check_archive(satellite, channels)
+        spec = {
+            "satellite": satellite,
+            "channels": list(channels) or None,
+            "length": length,
+            "gap_minutes": gap_minutes,
+        }
+        return self.clip_model(model_id, spec)
+
     def _pick_clip_model(self, registry: Any, spec: dict[str, Any]) -> str:
         records = registry.list_models(self.workspace, "clip")
         if not records:
@@ -323,7 +379,7 @@ class Searcher:
 
         fitting = [r for r in records if fits(r)]
         if not fitting:
-            have = ", ".join(sorted({_spec_text(r.config.get("data", {})) for r in records}))
+            have = ", ".join(sorted({spec_text(r.config.get("data", {})) for r in records}))
             want = " ".join(
                 f"--{key.replace('_minutes', '')} {','.join(v) if isinstance(v, list) else v}"
                 for key, v in spec.items()
@@ -353,7 +409,7 @@ class Searcher:
                 ]
                 if not fitting:
                     raise NotFoundError(
-                        f"--augment needs a predictor for {_spec_text(data)} clips: train one "
+                        f"--augment needs a predictor for {spec_text(data)} clips: train one "
                         f"with `skysearch train predictor --length {data['length']} --gap "
                         f"{data['gap_minutes']}`"
                     )
@@ -396,17 +452,11 @@ class Searcher:
         filters = filters if filters is not None else SearchFilters()
         timer = _Timer()
         with timer("load"):
-            spec = {
-                "satellite": query.satellite,
-                "channels": list(query.channels) or None,
-                "length": query.length,
-                "gap_minutes": query.gap_minutes,
-            }
-            if query.clip_id:
-                spec = {}  # the catalog row says; checked below
+            if query.clip_id:  # the catalog row says the spec; checked below
+                embedder, record = self.clip_model(options.model_id, {})
             else:
-                self._check_archive(query.satellite, query.channels)
-            embedder, record = self.clip_model(options.model_id, spec)
+                spec = (query.satellite, query.channels, query.length, query.gap_minutes)
+                embedder, record = self.clip_model_for(*spec, options.model_id)
             data = record.config["data"]
         with timer("query"):
             qclip = self._resolve_query(query, data)
@@ -418,8 +468,8 @@ class Searcher:
         ):
             if options.model_id is not None or not query.clip_id:
                 raise UsageError(
-                    f"clip model {record.model_id} embeds {_spec_text(data)} clips, the query "
-                    f"is a {_spec_text(asdict(qclip))} clip: pick a fitting --model"
+                    f"clip model {record.model_id} embeds {spec_text(data)} clips, the query "
+                    f"is a {spec_text(asdict(qclip))} clip: pick a fitting --model"
                 )
             embedder, record = self.clip_model(
                 None,
@@ -542,7 +592,7 @@ class Searcher:
 
     # ---- query resolution --------------------------------------------------------------
     def _check_archive(self, satellite: str | None, channels: Sequence[str]) -> None:
-        """UsageError naming what the archive has when a satellite or channel is unknown."""
+        """NotFoundError naming what the archive has when a satellite or channel is unknown."""
         from skysearch.ingest.catalog import read_frames
 
         if not satellite and not channels:
@@ -560,11 +610,11 @@ class Searcher:
             )
         listing = "; ".join(f"{s}: {','.join(sorted(c))}" for s, c in sorted(have.items()))
         if satellite and satellite not in have:
-            raise UsageError(f"unknown satellite {satellite!r}: the archive has {listing}")
+            raise NotFoundError(f"unknown satellite {satellite!r}: the archive has {listing}")
         known = set().union(*(have[s] for s in ([satellite] if satellite else have)))
         unknown = [c for c in channels if c not in known]
         if unknown:
-            raise UsageError(
+            raise NotFoundError(
                 f"unknown channel {','.join(unknown)}: the archive has {listing} "
                 "(pass e.g. --channel " + sorted(known)[0] + ")"
             )
@@ -576,6 +626,8 @@ class Searcher:
         channels = list(query.channels) or list(data["channels"])
         length = query.length or int(data["length"])
         gap = query.gap_minutes or int(data["gap_minutes"])
+        if query.pixels is not None:
+            return self._query_from_pixels(query.pixels, satellite, channels, gap, query.start)
         if query.frames:
             return self._query_from_files(query.frames, satellite, channels, length, gap)
         assert isinstance(query.at, datetime)
@@ -643,7 +695,7 @@ class Searcher:
         first, last = min(times), max(times)
         span = timedelta(minutes=gap * (length - 1))
         if at < first - tol or at + span > last + tol:
-            raise UsageError(
+            raise NotFoundError(
                 f"{to_rfc3339(at)} is outside the archive: {satellite} {channels[0]} frames "
                 f"cover {to_rfc3339(first)}..{to_rfc3339(last)}, and a {length}x{gap}m clip "
                 f"must start by {to_rfc3339(last - span)}"
@@ -667,23 +719,29 @@ class Searcher:
         row = clips.slice(best, 1).to_pylist()[0]
         return self._from_row(row, "at")
 
+    def query_profile(self, satellite: str, names: Sequence[str] = ()) -> Any:
+        """The ingest profile that preprocesses query frames of ``satellite``: the first whose
+        file-name pattern matches one of ``names``, else the satellite's first."""
+        from skysearch.ingest.profiles import load_profiles
+
+        profiles = [p for p in load_profiles().values() if p.satellite == satellite]
+        if not profiles:
+            raise UsageError(f"no ingest profile for satellite {satellite!r}")
+        return next((p for p in profiles if any(p.match(n) for n in names)), profiles[0])
+
     def _query_from_files(
         self, paths: Sequence[Path], satellite: str, channels: list[str], length: int, gap: int
     ) -> _QueryClip:
         from skysearch.ingest.decode import Source, preprocess
-        from skysearch.ingest.profiles import load_profiles
 
         files = _expand_files(paths)
-        profiles = [p for p in load_profiles().values() if p.satellite == satellite]
-        if not profiles:
-            raise UsageError(f"no ingest profile for satellite {satellite!r}")
+        profile = self.query_profile(satellite, [f.name for f in files])
         named: list[tuple[Any, str, Path]] = []  # (time or None, channel, path)
         for path in files:
-            match = next((m for m in (p.match(path.name) for p in profiles) if m), None)
+            match = profile.match(path.name)
             named.append(
                 (match.time if match else None, match.channel if match else channels[0], path)
             )
-        profile = next((p for p in profiles if any(p.match(f.name) for f in files)), profiles[0])
         per_channel: list[list[Path]] = []
         start = None
         for chan in channels:
@@ -710,15 +768,35 @@ class Searcher:
                     raise UsageError(f"cannot use query frame {path}: {result.reason}")
                 decoded.append(result.frame)
             stack.append(np.stack(decoded))
+        qclip = self._query_from_pixels(np.stack(stack), satellite, channels, gap, start)
+        qclip.files = [str(p) for chan_files in per_channel for p in chan_files]
+        return qclip
+
+    def _query_from_pixels(
+        self,
+        pixels: np.ndarray,
+        satellite: str,
+        channels: list[str],
+        gap: int,
+        start: datetime | None,
+    ) -> _QueryClip:
+        """A query clip of preprocessed frames (C, L, H, W), checked against the working
+        resolution of the satellite's ingest profile."""
+        width, height = self.query_profile(satellite).resolution
+        want = (len(channels), pixels.shape[1], height, width)
+        if pixels.shape != want:
+            raise UsageError(
+                f"query pixels are {pixels.shape}; a {satellite} {'+'.join(channels)} query "
+                f"clip is (channels, frames, height, width) = {want}"
+            )
         return _QueryClip(
-            frames=np.stack(stack),
+            frames=pixels,
             mode="frames",
             satellite=satellite,
             channels=channels,
-            length=length,
+            length=pixels.shape[1],
             gap_minutes=gap,
             start=start,
-            files=[str(p) for chan_files in per_channel for p in chan_files],
         )
 
     # ---- text / image pass-throughs ------------------------------------------------------
@@ -802,7 +880,8 @@ def _scene_item(rank: int, hit: Any) -> ResultItem:
     )
 
 
-def _spec_text(spec: dict[str, Any]) -> str:
+def spec_text(spec: dict[str, Any]) -> str:
+    """A clip spec in words: ``goes-east ir 6x60m``."""
     chans = spec.get("channels") or ["any channel"]
     chans = [chans] if isinstance(chans, str) else chans
     sat = spec.get("satellite") or "any satellite"

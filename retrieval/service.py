@@ -18,29 +18,32 @@ For several processes or hosts, point every instance at a Qdrant server (``QDRAN
 instead of the embedded store.
 
 Nothing from a request becomes a filesystem path: frame and clip ids must be UUIDs and are
-looked up in the catalogs loaded at start-up; pixels come from the workspace's frame store;
-uploaded query frames are validated, then written under server-generated names into a fresh
-temporary directory that is deleted after the search.
+looked up in the catalogs loaded at start-up; pixels come from the workspace's frame store.
+
+Uploaded query frames are never written to a file by the service (the query API takes
+decoded pixels) and cost nothing before they can be served: the clip model (so the spec and
+the satellite's ingest profile) is resolved first; then every upload's header is checked
+(bytes, format, the profile's frame sizes, a per-request pixel budget); only then is each
+frame decoded, preprocessed to the working resolution and dropped, one at a time, so a
+request holds at most one full-size image.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 from PIL import Image
 from skysearch.retrieval.filters import SearchFilters
-from skysearch.retrieval.uploads import UploadLimits, validate_image
+from skysearch.retrieval.uploads import UploadLimits, decode, open_image, validate_image
 
 from skysearch.config import Settings
 from skysearch.errors import NotFoundError, SkySearchError, StoreError, UsageError
@@ -59,12 +62,15 @@ MAX_FRAMES = 48
 
 @dataclass(frozen=True)
 class ServiceLimits:
-    """Request limits. ``max_request_bytes`` caps a whole request body (all uploads)."""
+    """Request limits. ``max_request_bytes`` caps a whole request body (all uploads);
+    ``max_request_pixels`` the pixels of all uploaded query frames (as their headers state,
+    checked before any is decoded; 48 COMS frames of 1500x1300 are 94 M)."""
 
     max_k: int = MAX_K
     max_rerank: int = MAX_RERANK
     max_frames: int = MAX_FRAMES
     max_request_bytes: int = 64 * 1024 * 1024
+    max_request_pixels: int = 100_000_000
     upload: UploadLimits = field(default_factory=UploadLimits)
 
 
@@ -193,7 +199,6 @@ class SearchService:
         from skysearch.ingest.catalog import read_frames
         from skysearch.ingest.clips import read_clips
         from skysearch.ingest.integrity import ensure_intact
-        from skysearch.retrieval.search import Searcher
 
         workspace = self.settings.workspace
         if not workspace.root.is_dir():
@@ -203,9 +208,7 @@ class SearchService:
             import torch
 
             torch.set_num_threads(self.torch_threads)
-        searcher = Searcher(self.settings, device=self.device)
-        searcher.store  # noqa: B018 - opens the store now (locks the embedded engine)
-        self._searcher = searcher
+        searcher = self.open_store()
         cols = ["frame_id", "satellite", "channel", "time", "width", "height"]
         self._frames = _Index(read_frames(workspace, columns=cols), "frame_id")
         if self._frames.rows:
@@ -214,6 +217,26 @@ class SearchService:
         self._clips = _Index(read_clips(workspace).select([*clip_cols, "frame_ids"]), "clip_id")
         self._searches = {"text": self._warm_text(), "clip": self._warm_clip()}
         self._searches["image"] = self._searches["text"]
+
+    def open_store(self) -> Any:
+        """Open the store and every collection in it, now; the façade over them. The embedded
+        engine locks each collection to one process: a workspace another process serves (or
+        indexes into) is a StoreError here, before anything else loads, so the service never
+        reports ready with nothing searchable. ``skysearch serve`` calls it before listening
+        (one ``error:`` line, exit 2); start-up calls it otherwise (``/ready``: failed)."""
+        from skysearch.retrieval.search import Searcher
+
+        if self._searcher is not None:
+            return self._searcher
+        searcher = Searcher(self.settings, device=self.device)
+        try:
+            for name in searcher.store.collections():
+                searcher.store.info(name)
+        except BaseException:
+            searcher.close()
+            raise
+        self._searcher = searcher
+        return searcher
 
     def _warm_text(self) -> str:
         """Load the text-image model and run one search (first calls are slow); 'ok' or why
@@ -252,6 +275,8 @@ class SearchService:
         return self._state == "ready"
 
     def readiness(self) -> Readiness:
+        """What ``/ready`` reports; never raises: a store that stopped answering after
+        start-up (a Qdrant server gone) is reported as failed, with the reason."""
         out = Readiness(
             ready=self.ready,
             state=self._state,
@@ -261,7 +286,10 @@ class SearchService:
         )
         if self.ready:
             out.store = self._searcher.store.where
-            out.collections = {c.name: c.points for c in self.collections()}
+            try:
+                out.collections = {c.name: c.points for c in self.collections()}
+            except SkySearchError as exc:
+                out.ready, out.state, out.detail = False, "failed", f"store unavailable: {exc}"
         return out
 
     def require_ready(self) -> None:
@@ -373,36 +401,63 @@ class SearchService:
         options: Any = None,
     ) -> dict[str, Any]:
         """Clips like a clip made of uploaded frames (one channel, in time order)."""
-        from skysearch.retrieval.search import ClipQuery
+        from skysearch.retrieval.search import ClipQuery, SearchOptions, spec_text
 
-        self._check(filters, options.rerank if options else 0)
+        options = options or SearchOptions()
+        self._check(filters, options.rerank)
         if not uploads:
             raise UsageError("upload the query clip's frames (one file per time step)")
         if len(uploads) > self.limits.max_frames:
             raise UsageError(
                 f"{len(uploads)} frames uploaded; the limit is {self.limits.max_frames}"
             )
-        images = [validate_image(u.data, u.name, self.limits.upload) for u in uploads]
-        with tempfile.TemporaryDirectory(prefix="skysearch-upload-") as tmp:
-            names = {}  # server-side file -> the client's name (for messages)
-            for i, (upload, image) in enumerate(zip(uploads, images, strict=True)):
-                ext = {"PNG": ".png", "JPEG": ".jpg", "GIF": ".gif"}[image.format]
-                path = Path(tmp) / f"frame-{i:04d}{ext}"
-                path.write_bytes(upload.data)
-                names[str(path)] = f"upload {i + 1} ({upload.name!r})"
-            query = ClipQuery(
-                frames=(Path(tmp),),
-                satellite=satellite,
-                channels=(channel,) if channel else (),
-                length=len(uploads),
-                gap_minutes=gap_minutes,
+        channels = [channel] if channel else []
+        _, record = self._searcher.clip_model_for(
+            satellite, channels, len(uploads), gap_minutes, options.model_id
+        )
+        data = record.config["data"]
+        if len(data["channels"]) != 1 or data["length"] != len(uploads):
+            raise UsageError(
+                f"clip model {record.model_id} embeds {spec_text(data)} clips; "
+                f"{len(uploads)} frames of one channel were uploaded"
             )
-            try:
-                result = self._searcher.search_clip(query, filters, options).to_dict()
-            except SkySearchError as exc:
-                message = str(exc)
-                for path, name in names.items():
-                    message = message.replace(path, name)
-                raise type(exc)(message.replace(tmp, "the uploads")) from None
-        result["query"]["files"] = [u.name for u in uploads]
+        names = [u.name for u in uploads]
+        profile = self._searcher.query_profile(data["satellite"], names)
+        query = ClipQuery(
+            pixels=self._working_frames(uploads, profile)[None],
+            satellite=data["satellite"],
+            channels=tuple(data["channels"]),
+            gap_minutes=data["gap_minutes"],
+        )
+        result = self._searcher.search_clip(query, filters, options).to_dict()
+        result["query"]["files"] = names
         return result
+
+    def _working_frames(self, uploads: Sequence[Upload], profile: Any) -> np.ndarray:
+        """Uploaded frames -> (L, H, W) uint8 at the profile's working resolution. Every
+        header first (checks 1-3 of ``uploads``, the profile's frame sizes, the request's
+        pixel budget), then one frame at a time: decode, preprocess, drop."""
+        from skysearch.ingest.decode import working_frame, wrong_size
+
+        labels = [f"upload {i + 1} ({u.name!r})" for i, u in enumerate(uploads)]
+        pixels = 0
+        for upload, label in zip(uploads, labels, strict=True):
+            image = open_image(upload.data, label, self.limits.upload)
+            width, height = image.size
+            image.close()
+            if profile.crop_box(width, height) is None:
+                raise UsageError(f"{label}: {wrong_size(profile, width, height)}")
+            pixels += width * height
+        if pixels > self.limits.max_request_pixels:
+            raise UsageError(
+                f"the uploaded frames hold {pixels} pixels; the limit is "
+                f"{self.limits.max_request_pixels} pixels a request"
+            )
+        frames = []
+        for upload, label in zip(uploads, labels, strict=True):
+            image = open_image(upload.data, label, self.limits.upload)
+            try:
+                frames.append(working_frame(decode(image, label), profile))
+            finally:
+                image.close()  # frees the full-size pixels now
+        return np.stack(frames)

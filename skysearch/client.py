@@ -188,7 +188,7 @@ class SkySearchClient:
         timeout: float = 60.0,
         http: httpx.Client | None = None,
     ) -> None:
-        headers = {API_KEY_HEADER: api_key} if api_key else {}
+        headers = {API_KEY_HEADER: api_key.encode("utf-8")} if api_key else {}  # any key
         self._own = http is None
         self._http = http or httpx.Client(base_url=base_url, timeout=timeout)
         self._http.headers.update(headers)

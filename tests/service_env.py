@@ -15,8 +15,10 @@ import io
 import json
 import os
 import socket
+import struct
 import threading
 import time
+import zlib
 from contextlib import redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,25 +86,19 @@ def service(root: Path):
     return svc
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-@functools.cache
-def server(root: Path, api_key: str | None = API_KEY) -> str:
-    """A real uvicorn server on loopback (a daemon thread) over the shared service; its URL."""
+def serve(app) -> str:
+    """``app`` served by a real uvicorn server on a free loopback port, in a daemon thread
+    (stopped at exit); its URL."""
     import uvicorn
-    from skysearch.retrieval.http_app import create_app
 
-    port = _free_port()
-    config = uvicorn.Config(
-        create_app(service(root), api_key=api_key),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-    )
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -118,3 +114,23 @@ def server(root: Path, api_key: str | None = API_KEY) -> str:
 
     atexit.register(stop)
     return f"http://127.0.0.1:{port}"
+
+
+@functools.cache
+def server(root: Path, api_key: str | None = API_KEY) -> str:
+    """The shared service served over loopback (one server per API key); its URL."""
+    from skysearch.retrieval.http_app import create_app
+
+    return serve(create_app(service(root), api_key=api_key))
+
+
+def png_declaring(width: int, height: int, idat: bytes, color_type: int = 0) -> bytes:
+    """A PNG file stating ``width`` x ``height`` (8-bit grey, or ``color_type`` 6: RGBA) in
+    its header, around ``idat`` (compressed scanlines, or anything: a forged upload)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + body))
+        return struct.pack(">I", len(body)) + kind + body + crc
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")

@@ -7,15 +7,31 @@ per session (``service_env``): GOES-East Irma frames and clips, RSSCN7 scenes, q
 from __future__ import annotations
 
 import io
-import struct
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import weakref
 import zlib
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from service_env import API_KEY, QUERY_AT, SAMPLE, build_workspace, server
+from service_env import (
+    API_KEY,
+    QUERY_AT,
+    SAMPLE,
+    build_workspace,
+    free_port,
+    png_declaring,
+    serve,
+    server,
+)
 
 from skysearch.client import ApiError, Filters, SkySearchClient
 from skysearch.timeutil import parse_time
@@ -116,8 +132,6 @@ def test_clip_metadata_and_thumbnail(sky, catalogs):
 
 
 def test_unknown_and_malformed_ids(sky, url):
-    import httpx
-
     missing = "00000000-0000-4000-8000-000000000000"
     for call in (sky.frame, sky.clip, sky.frame_thumbnail, sky.clip_thumbnail):
         err = _error(call, missing)
@@ -190,10 +204,31 @@ def test_search_clip_by_id_with_filters(sky, catalogs):
     assert sky.search_clip(clip_id=query["clip_id"], filters=Filters(months=[1])).results == []
 
 
-def test_search_clip_rerank(sky):
-    result = sky.search_clip(at=QUERY_AT, channels=["ir"], k=3, rerank=10)
-    assert result.query["ranked_by"] == "rerank"
-    assert all(h.rerank_score is not None for h in result.results)
+def test_search_clip_rerank_is_the_grid_metric_order(sky, ws, cli):
+    """The top 10 by vector, re-ordered by the ground-truth grid similarity: each hit's score
+    is what `skysearch similarity QUERY HIT` says, best first."""
+    import json
+
+    plain = sky.search_clip(at=QUERY_AT, channels=["ir"], k=10)
+    result = sky.search_clip(at=QUERY_AT, channels=["ir"], k=10, rerank=10)
+    assert result.query["ranked_by"] == "rerank" and plain.query["ranked_by"] == "vector"
+    assert sorted(h.id for h in result.results) == sorted(h.id for h in plain.results)
+    vector = {h.id: h.score for h in plain.results}
+    query_id = plain.results[0].id  # the query clip itself, found first
+    assert plain.results[0].start == "2017-09-07T00:45:00Z"
+    metric = {}
+    for hit in result.results:
+        r = cli("similarity", query_id, hit.id, "--json", "-w", ws.root)
+        assert r.exit_code == 0, r.stderr
+        metric[hit.id] = json.loads(r.stdout.strip().splitlines()[-1])["similarity"]
+        assert hit.rerank_score == hit.score == pytest.approx(metric[hit.id], abs=1e-6)
+        assert hit.vector_score == pytest.approx(vector[hit.id], abs=1e-6)
+    scores = [h.score for h in result.results]
+    assert scores == sorted(scores, reverse=True) and scores[0] == pytest.approx(1.0)
+    assert [h.rank for h in result.results] == list(range(1, 11))
+    by_metric = sorted(metric, key=lambda i: -metric[i])
+    assert [h.id for h in result.results] == by_metric
+    assert by_metric != [h.id for h in plain.results]  # the re-rank changed the order
 
 
 def test_search_clip_by_uploaded_frames(sky):
@@ -203,6 +238,113 @@ def test_search_clip_by_uploaded_frames(sky):
     assert result.query["files"] == [f.name for f in files]
     top = result.results[0]
     assert top.start == "2017-09-07T03:45:00Z" and top.score == pytest.approx(1.0, abs=1e-4)
+
+
+# ---- start-up and readiness ---------------------------------------------------------------
+def test_second_service_on_a_served_workspace_fails_clearly(ws, url):
+    """Another service on a workspace this one serves: failed, naming the lock, and /ready's
+    503 is a ReadinessBody (before: "service ready" with nothing searchable, and an error
+    body where the document declares a ReadinessBody)."""
+    from skysearch.retrieval.http_app import ReadinessBody, create_app
+    from skysearch.retrieval.service import SearchService
+
+    from skysearch.config import load_settings
+
+    second = SearchService(load_settings(workspace=ws.root), torch_threads=None)
+    second.start(background=False)  # `url`: the shared service holds the store already
+    try:
+        response = httpx.get(serve(create_app(second)) + "/ready")
+    finally:
+        second.close()
+    assert response.status_code == 503
+    body = response.json()
+    assert set(body) == set(ReadinessBody.model_fields) and ReadinessBody(**body)
+    assert (body["ready"], body["state"]) == (False, "failed")
+    assert "is in use by another process" in body["detail"] and body["collections"] == {}
+
+
+def test_ready_reports_a_store_that_stopped_answering(sky, ws, monkeypatch):
+    from service_env import service
+
+    from skysearch.errors import StoreError
+
+    def unreachable():
+        raise StoreError("cannot reach the Qdrant server at http://qdrant:6333")
+
+    monkeypatch.setattr(service(ws.root), "collections", unreachable)
+    state = sky.ready()  # 503 with a ReadinessBody, not an error body
+    assert (state.ready, state.state) == (False, "failed")
+    assert state.detail == "store unavailable: cannot reach the Qdrant server at http://qdrant:6333"
+
+
+def _serve_cli(*args: str, wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
+    """``skysearch serve ARGS`` as a user runs it: a child process (with the test API key)."""
+    cmd = [sys.executable, "-m", "skysearch", "serve", *map(str, args)]
+    env = {**os.environ, "SKYSEARCH_API_KEY": API_KEY}
+    if wait:
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _one_error_line(run: subprocess.CompletedProcess, *needles: str) -> None:
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1, run.stderr[-2000:]
+    assert lines[0].startswith("error: ") and all(n in lines[0] for n in needles), lines[0]
+
+
+def test_serve_refuses_a_workspace_another_process_serves(ws, url):
+    """`skysearch serve` on a workspace this process serves: one error line, exit 2, at once
+    (before: it logged "service ready" and served nothing)."""
+    run = _serve_cli("-w", ws.root, "--port", free_port())
+    _one_error_line(run, "store directory", "is in use by another process")
+
+
+def test_serve_command_writes_openapi_and_refuses_a_missing_workspace(tmp_path):
+    run = _serve_cli("--write-openapi", tmp_path / "openapi.json")
+    assert run.returncode == 0, run.stderr[-2000:]
+    committed = (Path(__file__).resolve().parent.parent / "openapi.json").read_text()
+    assert (tmp_path / "openapi.json").read_text() == committed
+    run = _serve_cli("-w", tmp_path / "no-such-workspace", "--port", free_port())
+    _one_error_line(run, "workspace", "no-such-workspace", "does not exist")
+
+
+def test_serve_command_end_to_end(ws, tmp_path):
+    """`skysearch serve -w WS --port P` started by the CLI answers what `skysearch search clip
+    --json` printed, then stops on Ctrl-C. On a copy of the workspace (its own store; models
+    linked), as the shared service holds the original's store."""
+    copy = tmp_path / "ws"
+    shutil.copytree(ws.root, copy, ignore=shutil.ignore_patterns("models"))
+    (copy / "models").symlink_to(ws.root / "models")
+    port = free_port()
+    proc = _serve_cli("-w", copy, "--port", port, wait=False)
+    try:
+        with SkySearchClient(f"http://127.0.0.1:{port}", api_key=API_KEY) as client:
+            deadline = time.monotonic() + 120
+            while True:  # listening?
+                try:
+                    assert client.health()["status"] == "ok"
+                    break
+                except httpx.TransportError:
+                    assert proc.poll() is None and time.monotonic() < deadline, "not listening"
+                    time.sleep(0.2)
+            state = client.wait_ready(timeout=300)
+            assert state.collections == {"clips": 44, "scenes": 84}
+            result = client.search_clip(
+                at=QUERY_AT, channels=["ir"], k=5, filters=Filters(channels=["ir"])
+            )
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    got, want = result.to_json(), dict(ws.cli_clip_json)
+    scores = []  # cosines, equal to float rounding (one torch thread here)
+    for answer in (got, want):
+        answer.pop("timing_ms")
+        scores.append([(h.pop("score"), h.pop("vector_score")) for h in answer["results"]])
+    assert got == want
+    assert np.allclose(scores[0], scores[1], atol=1e-5)
+    assert proc.returncode == 0, stderr[-2000:]
+    assert f"serving {copy} on http://127.0.0.1:{port}" in stderr and "service ready" in stderr
+    assert "Traceback" not in stderr
 
 
 # ---- auth ---------------------------------------------------------------------------------
@@ -228,24 +370,31 @@ def test_api_key_required(url, catalogs):
                 assert err.status_code == 401 and "X-API-Key" in err.detail
 
 
+def test_non_ascii_api_key(ws, catalogs):
+    """A UTF-8 key matches byte for byte (before: the server compared latin-1-decoded header
+    text with the key, so a non-ASCII key never matched; the client could not send one)."""
+    key = "clé-d'accès-ключ-0123"
+    with SkySearchClient(server(ws.root, api_key=key), api_key=key) as client:
+        assert [c.name for c in client.collections()] == ["clips", "scenes"]
+        assert client.ready().ready
+    with SkySearchClient(server(ws.root, api_key=key), api_key="clé-d'accès-ключ-0124") as bad:
+        assert _error(bad.collections).status_code == 401
+    with SkySearchClient(server(ws.root, api_key=key), api_key=None) as anon:
+        assert _error(anon.collections).status_code == 401
+
+
 # ---- bad requests: 4xx with a clear message, never a 5xx ---------------------------------
-def _png_header(width: int, height: int) -> bytes:
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    chunk = b"IHDR" + ihdr
-    return (
-        b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk))
-    )
-
-
 def test_bad_uploads(sky):
     html = GOES / "HUIR172502115.GIF"  # a real HTML error page saved upstream as .GIF
     cases = {
         "not a PNG, JPEG or GIF": ("page.gif", html.read_bytes()),
         "is empty": ("empty.png", b""),
-        "is 50000x50000 pixels": ("bomb.png", _png_header(50000, 50000)),
-        "cannot decode": ("truncated.png", _png_header(64, 64) + b"\0" * 20),
+        "is 5000x5000 pixels; the limit is 4096": ("big.png", png_declaring(5000, 5000, b"")),
+        "is a decompression bomb": ("bomb.png", png_declaring(50000, 50000, b"")),
+        "cannot decode": ("cut.png", png_declaring(720, 480, zlib.compress(bytes(721 * 480))[:20])),
         "bytes; the limit": ("huge.png", b"\x89PNG\r\n\x1a\n" + b"\0" * (8 * 1024 * 1024 + 1)),
         "cannot read the JPEG header": ("bad.jpg", b"\xff\xd8\xff\xe0\x00\x10JFIF"),
+        "cannot read the PNG header": ("header.png", png_declaring(64, 64, b"")[:30]),
     }
     for expected, upload in cases.items():
         err = _error(sky.search_image, upload)
@@ -257,7 +406,79 @@ def test_bad_uploads(sky):
     assert err.status_code == 400 and "wrong dimensions" in err.detail
     assert f"upload 1 ('{scene.name}')" in err.detail and "/tmp" not in err.detail
     err = _error(sky.search_clip_frames, [sorted(GOES.glob("*45.GIF"))[0]] * 49)
-    assert err.status_code == 400 and "limit is 48" in err.detail
+    assert err.status_code == 422 and "at most 48" in err.detail
+
+
+class DecodeSpy:
+    """Records every image Pillow decodes (``ImageFile.load``) in this process, by weak
+    reference, and which earlier decoded images were still alive at each decode."""
+
+    def __init__(self, monkeypatch) -> None:
+        from PIL import ImageFile
+
+        self.decoded: list[weakref.ref] = []
+        self.alive_at_decode: list[int] = []
+        load = ImageFile.ImageFile.load
+
+        def spy(image):
+            if image.tile:  # not decoded yet (Pillow calls load() again on every access)
+                self.alive_at_decode.append(sum(ref() is not None for ref in self.decoded))
+                self.decoded.append(weakref.ref(image))
+            return load(image)
+
+        monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
+
+
+@pytest.fixture(scope="module")
+def zero_png_4096() -> bytes:
+    """The attack frame of issue 14: ~65 KB of zlib zeros declaring 4096x4096 RGBA."""
+    out = io.BytesIO()
+    Image.new("RGBA", (4096, 4096)).save(out, format="PNG", compress_level=9)
+    assert len(out.getvalue()) < 100_000
+    return out.getvalue()
+
+
+def test_oversized_frames_refused_before_decoding(sky, monkeypatch, zero_png_4096):
+    """48 PNGs declaring 4096x4096 RGBA: before the fix each was decoded (64 MB apiece) and
+    kept before the clip spec was checked (3 GB extra RSS, then 404). Now refused from the
+    spec or the headers, decoding nothing."""
+    spy = DecodeSpy(monkeypatch)
+    frames = [("zeros.png", zero_png_4096)] * 48
+    err = _error(sky.search_clip_frames, frames, channel="ir", gap_minutes=60)
+    assert err.status_code == 404 and "no clip model fits" in err.detail
+    err = _error(sky.search_clip_frames, frames[:6], satellite="coms", channel="ir")
+    assert err.status_code == 404 and "unknown satellite 'coms'" in err.detail
+    err = _error(sky.search_clip_frames, frames[:6], channel="ir", gap_minutes=60)
+    assert err.status_code == 400
+    assert "upload 1 ('zeros.png'): wrong dimensions 4096x4096" in err.detail
+    assert "expects 720x480" in err.detail
+    assert spy.decoded == []
+
+
+def test_uploaded_frames_decoded_one_at_a_time(sky, monkeypatch):
+    spy = DecodeSpy(monkeypatch)
+    files = sorted(GOES.glob("HUIR17250*45.GIF"))[3:9]
+    result = sky.search_clip_frames(files, channel="ir", gap_minutes=60, k=1)
+    assert result.results[0].start == "2017-09-07T03:45:00Z"
+    assert len(spy.decoded) == 6
+    assert spy.alive_at_decode == [0] * 6  # each full-size frame dropped before the next
+
+
+def test_request_pixel_budget(sky, ws, monkeypatch):
+    """The frames' pixels as their headers state, summed over the request, checked before
+    any is decoded."""
+    from dataclasses import replace
+
+    from service_env import service
+
+    svc = service(ws.root)
+    monkeypatch.setattr(svc, "limits", replace(svc.limits, max_request_pixels=5 * 720 * 480))
+    spy = DecodeSpy(monkeypatch)
+    files = sorted(GOES.glob("HUIR17250*45.GIF"))[3:9]
+    err = _error(sky.search_clip_frames, files, channel="ir", gap_minutes=60)
+    assert err.status_code == 400
+    assert f"hold {6 * 720 * 480} pixels; the limit is {5 * 720 * 480}" in err.detail
+    assert spy.decoded == []
 
 
 def test_bad_parameters(sky):
@@ -265,7 +486,7 @@ def test_bad_parameters(sky):
         (lambda: sky.search_text("river", k=0), 422, "k"),
         (lambda: sky.search_text("river", k=101), 422, "k"),
         (lambda: sky.search_text(""), 422, "text"),
-        (lambda: sky.search_text("   "), 400, "empty"),
+        (lambda: sky.search_text("   "), 422, "text"),
         (lambda: sky.search_text("x" * 501), 422, "text"),
         (lambda: sky.search_text("river", filters=Filters(months=[13])), 422, "months"),
         (
@@ -274,14 +495,14 @@ def test_bad_parameters(sky):
             "before it starts",
         ),
         (lambda: sky.search_text("r", filters=Filters(start="0001-01-01")), 422, "year"),
-        (lambda: sky.search_clip(), 400, "one way"),
+        (lambda: sky.search_clip(), 422, "exactly one of at (the query clip's start time)"),
         (
             lambda: sky.search_clip(at=QUERY_AT, clip_id="00000000-0000-4000-8000-000000000000"),
-            400,
-            "one way",
+            422,
+            "exactly one of at (the query clip's start time) or clip_id",
         ),
-        (lambda: sky.search_clip(at="1999-01-01T00:00Z", channels=["ir"]), 400, "outside"),
-        (lambda: sky.search_clip(at=QUERY_AT, channels=["vis"]), 400, "unknown channel vis"),
+        (lambda: sky.search_clip(at="1999-01-01T00:00Z", channels=["ir"]), 404, "outside"),
+        (lambda: sky.search_clip(at=QUERY_AT, channels=["vis"]), 404, "unknown channel vis"),
         (lambda: sky.search_clip(at=QUERY_AT, length=12), 404, "no clip model"),
         (lambda: sky.search_clip(at="yesterday"), 422, "at"),
         (lambda: sky.search_clip(at=QUERY_AT, rerank=101), 422, "rerank"),
@@ -295,8 +516,6 @@ def test_bad_parameters(sky):
 
 
 def test_malformed_bodies(url):
-    import httpx
-
     headers = {"X-API-Key": API_KEY}
     with httpx.Client(base_url=url, headers=headers) as http:
         for body in (b"{", b"[]", b'{"text": 5}', b'{"text": "r", "typo": 1}', b"\xff\xfe"):

@@ -8,10 +8,12 @@ import json
 import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
+from service_env import png_declaring
 from skysearch.retrieval.service import SearchService, ServiceLimits
-from skysearch.retrieval.uploads import UploadLimits, header_size, sniff_format, validate_image
+from skysearch.retrieval.uploads import UploadLimits, decode, open_image, validate_image
 
 from skysearch.config import Settings, Workspace
 from skysearch.errors import UsageError
@@ -35,59 +37,67 @@ def _encoded(fmt: str, size: tuple[int, int], **kwargs) -> bytes:
     ],
     ids=["goes-gif", "rsscn7-jpeg"],
 )
-def test_header_size_of_real_files_matches_pillow(path: Path):
-    data = path.read_bytes()
-    fmt = sniff_format(data)
-    with Image.open(path) as im:
-        assert (fmt, header_size(data, fmt)) == (im.format, im.size)
+def test_open_image_reads_the_header_only(path: Path):
+    image = open_image(path.read_bytes(), "x", UploadLimits())
+    with Image.open(path) as reference:
+        assert (image.format, image.size) == (reference.format, reference.size)
+    assert image.tile  # nothing decoded yet
+    decoded = decode(image, "x")
+    assert not decoded.tile and decoded.getbbox() is not None
 
 
 @pytest.mark.parametrize(
     ("fmt", "kwargs"),
     [("PNG", {}), ("GIF", {}), ("JPEG", {}), ("JPEG", {"progressive": True})],
 )
-def test_header_size_of_encoded_images(fmt: str, kwargs: dict):
-    data = _encoded(fmt, (123, 45), **kwargs)
-    assert sniff_format(data) == fmt and header_size(data, fmt) == (123, 45)
-    upload = validate_image(data, "x", UploadLimits())
+def test_validate_encoded_images(fmt: str, kwargs: dict):
+    upload = validate_image(_encoded(fmt, (123, 45), **kwargs), "x", UploadLimits())
     assert (upload.format, upload.width, upload.height) == (fmt, 123, 45)
+    assert np.asarray(upload.image.convert("L")).mean() == pytest.approx(128, abs=1)
+
+
+def _gif_declaring(width: int, height: int) -> bytes:
+    """A real GIF whose logical screen says ``width`` x ``height``."""
+    data = _encoded("GIF", (10, 10))
+    return data[:6] + struct.pack("<HH", width, height) + data[10:]
 
 
 def test_limits_checked_before_decoding(monkeypatch):
+    """Bytes, magic, header size: each refused without decoding a pixel."""
+    from PIL import ImageFile
+
     limits = UploadLimits(max_bytes=10_000, max_side=100, max_pixels=50 * 50)
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("Pillow was asked to decode an upload that fails the limits")
 
-    monkeypatch.setattr(Image, "open", no_decoding)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
     for data, words in [
-        (_png_ihdr(101, 10), "pixels a side"),
-        (_png_ihdr(60, 60), "pixels in all"),
-        (b"GIF89a" + struct.pack("<HH", 70000 % 65536, 1), "pixels a side"),
+        (png_declaring(101, 10, b""), "is 101x10 pixels; the limit is 100 pixels a side"),
+        (png_declaring(60, 60, b""), "is 60x60 pixels; .* 2500 pixels in all"),
+        (_gif_declaring(4464, 10), "is 4464x10 pixels"),
+        (png_declaring(20000, 20000, b""), "is a decompression bomb"),
         (b"\x89PNG\r\n\x1a\n" + b"\0" * 10_000, "bytes; the limit"),
         (b"<!DOCTYPE html><html>", "not a PNG, JPEG or GIF"),
         (b"BM" + b"\0" * 100, "not a PNG, JPEG or GIF"),
         (b"\x89PNG\r\n\x1a\n" + b"\0" * 8, "cannot read the PNG header"),
+        (b"", "is empty"),
     ]:
         with pytest.raises(UsageError, match=words):
             validate_image(data, "x", limits)
 
 
-def _png_ihdr(width: int, height: int) -> bytes:
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + struct.pack(">I", 13)
-        + b"IHDR"
-        + struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-        + b"\0\0\0\0"
-    )
-
-
 def test_header_lying_about_size_is_refused():
     real = _encoded("PNG", (40, 30))
     forged = real[:16] + struct.pack(">II", 20, 30) + real[24:]  # CRC now wrong as well
-    with pytest.raises(UsageError, match="upload 'x'"):
+    with pytest.raises(UsageError, match="upload 'x': cannot read the PNG header"):
         validate_image(forged, "x", UploadLimits())
+    noise = np.random.default_rng(0).integers(0, 256, (30, 40), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(noise).save(out, format="PNG")
+    cut = out.getvalue()[: len(out.getvalue()) // 2]  # header intact, pixel data cut short
+    with pytest.raises(UsageError, match="upload 'x': cannot decode the PNG image"):
+        validate_image(cut, "x", UploadLimits())
 
 
 def test_bind_rules(cli):
@@ -96,9 +106,15 @@ def test_bind_rules(cli):
     assert all(is_loopback(h) for h in ("127.0.0.1", "localhost", "::1", "[::1]", "127.8.0.1"))
     assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "10.0.0.5", "example.org", ""))
     check_bind("127.0.0.1", None)
-    check_bind("0.0.0.0", "secret")
+    check_bind("127.0.0.1", "short")  # loopback: any key, or none
+    check_bind("0.0.0.0", "0123456789abcdef")
+    check_bind("0.0.0.0", "ключ-доступа")  # 12 characters, 23 bytes
     with pytest.raises(UsageError, match="API key"):
         check_bind("0.0.0.0", None)
+    with pytest.raises(
+        UsageError, match="the API key is 15 bytes; off loopback it needs at least 16"
+    ):
+        check_bind("0.0.0.0", "0123456789abcde")
     result = cli("serve", "--host", "0.0.0.0", "-w", str(REPO / "no-such-workspace"))
     assert result.exit_code == 2 and "set an API key" in result.stderr
 
