@@ -99,15 +99,20 @@ def _sniff(raw: bytes) -> str:
     return ""
 
 
-def open_image(source: bytes | str | Path, max_pixels: int | None = None) -> Image.Image:
+def open_image(
+    source: bytes | str | Path, max_pixels: int | None = None, formats: list[str] | None = None
+) -> Image.Image:
     """Open an image lazily (its header only: no pixel decoded yet) and refuse it with
     ``ImageTooLarge`` when it declares more than ``max_pixels`` pixels (default: Pillow's
-    decompression-bomb limit), so a 29-byte file declaring 50000x50000 costs nothing."""
+    decompression-bomb limit), so a 29-byte file declaring 50000x50000 costs nothing.
+    ``formats``: the only Pillow formats to try (default: all)."""
     limit = max_pixels or Image.MAX_IMAGE_PIXELS
     with warnings.catch_warnings():  # Pillow warns below its own error limit: we refuse
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+            image = Image.open(
+                io.BytesIO(source) if isinstance(source, bytes) else source, formats=formats
+            )
         except Image.DecompressionBombError as exc:
             raise ImageTooLarge(str(exc)) from None
     width, height = image.size

@@ -5,10 +5,11 @@ Order of checks, cheapest first, so a hostile upload costs almost nothing:
 1. byte size (``max_bytes``);
 2. magic bytes: PNG, JPEG or GIF only (an HTML page or a script renamed ``.png`` stops here);
 3. the size the header states, read by Pillow's lazy ``Image.open`` restricted to the sniffed
-   format (it parses the header chunks and markers, checking PNG CRCs, and decodes no pixel),
-   checked against ``max_side`` and ``max_pixels``; Pillow's own decompression-bomb guard
-   (far above these limits) is an error too. Callers then check the size against what they
-   accept (the service: the ingest profile's frame sizes and a per-request pixel budget);
+   format (``ingest.decode.open_image``: it parses the header chunks and markers, checking PNG
+   CRCs, and decodes no pixel), checked against ``max_side`` and ``max_pixels``; Pillow's own
+   decompression-bomb guard (far above these limits) is an error too. Callers then check the
+   size against what they accept (the service: the ingest profile's frame sizes and a
+   per-request pixel budget);
 4. only then decoding (:func:`decode`).
 
 Every failure is a :class:`UsageError` with one line saying what was wrong. An opened image
@@ -18,11 +19,11 @@ and drop one image at a time.
 
 from __future__ import annotations
 
-import io
-import warnings
 from dataclasses import dataclass
 
 from PIL import Image
+from skysearch.ingest.decode import ImageTooLarge
+from skysearch.ingest.decode import open_image as lazy_open
 
 from skysearch.errors import UsageError
 
@@ -75,10 +76,8 @@ def open_image(data: bytes, label: str, limits: UploadLimits) -> Image.Image:
         raise UsageError(f"{label} is not a PNG, JPEG or GIF image (its first bytes say otherwise)")
     bound = f"the limit is {limits.max_side} pixels a side and {limits.max_pixels} pixels in all"
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=[fmt])
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        image = lazy_open(data, formats=[fmt])
+    except ImageTooLarge as exc:
         raise UsageError(f"{label} is a decompression bomb ({exc}); {bound}") from None
     except Exception:  # noqa: BLE001 - any header parse failure is the upload's fault
         raise UsageError(
