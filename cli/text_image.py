@@ -28,6 +28,11 @@ ModelIdOption = Annotated[
 KOption = Annotated[int, typer.Option("--k", "-k", help="Number of results.")]
 
 
+def _names(text: str | None) -> list[str]:
+    """``"A, B,,C"`` -> ``["A", "B", "C"]``."""
+    return [n.strip() for n in (text or "").split(",") if n.strip()]
+
+
 def _threads(threads: int) -> None:
     if threads > 0:
         import torch
@@ -38,13 +43,30 @@ def _threads(threads: int) -> None:
 @train_app.command("text-image")
 def train_text_image_command(
     images: Annotated[
-        Path | None,
-        typer.Option(help="Class-folder image set: converted to SkyScript CSVs, split, tuned."),
+        list[Path] | None,
+        typer.Option(
+            help="Class-folder image set: converted to SkyScript CSVs, split, tuned "
+            "(repeatable: several sets train one model)."
+        ),
     ] = None,
     train_csv: Annotated[
-        Path | None, typer.Option(help="SkyScript CSV (filepath, title, title_multi_objects).")
+        list[Path] | None,
+        typer.Option(
+            "--train-csv",
+            "--csv",
+            help="SkyScript CSV (filepath, title, title_multi_objects); repeatable.",
+        ),
     ] = None,
-    val_csv: Annotated[Path | None, typer.Option(help="Validation CSV (same format).")] = None,
+    val_csv: Annotated[
+        list[Path] | None, typer.Option(help="Validation CSV (same format); repeatable.")
+    ] = None,
+    exclude_classes: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated classes left out of training: their images and every "
+            "caption naming them (for honest unseen-class evaluation)."
+        ),
+    ] = None,
     caption_key: Annotated[
         str, typer.Option(help="CSV column holding the caption (title or title_multi_objects).")
     ] = "title",
@@ -58,15 +80,30 @@ def train_text_image_command(
         str | None,
         typer.Option(help="Local checkpoint file, or an open_clip tag (needs a reachable hub)."),
     ] = None,
-    epochs: Annotated[int, typer.Option(help="Training epochs (more epochs resume).")] = 5,
-    batch_size: Annotated[int, typer.Option(help="Image-caption pairs per step.")] = 32,
+    epochs: Annotated[int, typer.Option(help="Training epochs (more epochs resume).")] = 30,
+    batch_size: Annotated[int, typer.Option(help="Image-caption pairs per step.")] = 128,
     lr: Annotated[float, typer.Option(help="Learning rate of the unlocked image blocks.")] = 5e-4,
-    head_lr: Annotated[float, typer.Option(help="Learning rate of the projection heads.")] = 2e-3,
+    head_lr: Annotated[float, typer.Option(help="Learning rate of the projection heads.")] = 1e-3,
+    image_tower: Annotated[
+        str,
+        typer.Option(
+            help="locked: frozen ImageNet trunk, features computed once, heads train "
+            "(default); tuned: the last --unlocked-image-groups train, with augmentation."
+        ),
+    ] = "locked",
+    text_head: Annotated[
+        str,
+        typer.Option(
+            help="locked: keep the text projection fixed (MiniLM's own sentence space); "
+            "trained: train it too."
+        ),
+    ] = "locked",
     image_size: Annotated[
         int | None, typer.Option(help="Input size (default: the model config's).")
     ] = None,
     unlocked_image_groups: Annotated[
-        int, typer.Option(help="Last image-tower layer groups that train (the rest frozen).")
+        int,
+        typer.Option(help="Tuned image tower: last layer groups that train (the rest frozen)."),
     ] = 11,
     positives: Annotated[
         str,
@@ -90,25 +127,29 @@ def train_text_image_command(
 
     Resumable: re-running the same command continues after the last finished epoch.
 
-    Example: skysearch train text-image --images ../shared/data/rsscn7 -w ws --threads 1
+    Example: skysearch train text-image --images ../shared/data/aid-20 --images
+    ../shared/data/rsscn7 -w ws
     """
-    from skysearch.encoders.train_text_image import TrainConfig, prepare_folder, train_text_image
+    from skysearch.encoders.train_text_image import (
+        TrainConfig,
+        prepare_training_data,
+        train_text_image,
+    )
 
     _threads(threads)
     settings = load_settings(workspace=workspace)
     ws = settings.workspace.ensure()
-    used_split_seed = None
-    if images is not None:
-        if train_csv is not None:
-            raise UsageError("pass either --images DIR or --train-csv/--val-csv, not both")
-        csvs = prepare_folder(images, ws, split_seed)
-        train_csv, val_csv, used_split_seed = csvs["train"], csvs["val"], split_seed
-        info(f"captions and split (seed {split_seed}): {csvs['train'].parent}")
-    elif train_csv is None:
+    if not images and not train_csv:
         raise UsageError("pass --images DIR (class folders) or --train-csv FILE")
+    data = prepare_training_data(
+        ws, images or [], train_csv or [], val_csv or [], split_seed, _names(exclude_classes)
+    )
+    info(f"training captions: {data['train']}")
+    if any(data["removed"].values()):
+        info(f"excluded {_names(exclude_classes)}: {data['removed']} rows removed")
     cfg = TrainConfig(
-        train_csv=str(Path(train_csv).resolve()),
-        val_csv=str(Path(val_csv).resolve()) if val_csv else None,
+        train_csv=str(Path(data["train"]).resolve()),
+        val_csv=str(Path(data["val"]).resolve()) if data["val"] else None,
         caption_key=caption_key,
         model_name=model,
         pretrained=pretrained,
@@ -118,9 +159,11 @@ def train_text_image_command(
         head_lr=head_lr,
         image_size=image_size,
         unlocked_image_groups=unlocked_image_groups,
+        image_tower=image_tower,
+        text_head=text_head,
         positives=positives,
         seed=seed,
-        split_seed=used_split_seed,
+        split_seed=split_seed if images else None,
         max_steps_per_epoch=max_steps,
     )
     summary = train_text_image(cfg, ws)
@@ -139,8 +182,16 @@ def train_text_image_command(
 @eval_app.command("text-image")
 def eval_text_image_command(
     images: Annotated[
-        Path, typer.Option(help="The class-folder image set the model was tuned on.")
+        Path,
+        typer.Option(
+            help="A class-folder image set: one the model was tuned on (its test split is "
+            "scored) or any other (all its images; class names from the folder names)."
+        ),
     ],
+    classes: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated class folders to score (default: all)."),
+    ] = None,
     model_id: ModelIdOption = None,
     seed: Annotated[
         int | None, typer.Option(help="Split seed (default: the one the model was trained with).")
@@ -149,16 +200,17 @@ def eval_text_image_command(
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Untuned towers vs the fine-tuned model on the same fixed test split: zero-shot top-1
-    and text-to-image R@1/5/10.
+    """Untuned towers vs the fine-tuned model on the same images: zero-shot top-1 (overall and
+    per class) and text-to-image R@1/5/10. Classes the model never trained on are named by their
+    folder names alone (StorageTanks -> "storage tanks").
 
-    Example: skysearch eval text-image --images ../shared/data/rsscn7 -w ws --json
+    Example: skysearch eval text-image --images ../shared/data/aid-20 --classes Pond,River -w ws
     """
     from skysearch.retrieval.eval_text_image import evaluate_text_image
 
     _threads(threads)
     settings = load_settings(workspace=workspace)
-    result = evaluate_text_image(images, settings.workspace, model_id, seed)
+    result = evaluate_text_image(images, settings.workspace, model_id, seed, _names(classes))
     rows = [
         {
             "model": name,
@@ -167,8 +219,20 @@ def eval_text_image_command(
         }
         for name in ("untuned", "tuned")
     ]
-    info(f"{result['test_images']} test images, model {result['model_id']}")
+    info(f"{result['test_images']} images, model {result['model_id']}")
     info(table(rows, list(rows[0])))
+    per_class = [
+        {
+            "class": name,
+            "images": c["images"],
+            "trained_on": "yes" if c["trained_on"] else "no",
+            "prompt": c["prompt_name"],
+            "untuned": f"{c['untuned']:.3f}",
+            "tuned": f"{c['tuned']:.3f}",
+        }
+        for name, c in result["per_class"].items()
+    ]
+    info(table(per_class, list(per_class[0])))
     if json_out:
         emit_json(result)
 
