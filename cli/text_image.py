@@ -9,6 +9,7 @@ import typer
 from skysearch.cli.groups import eval_app, index_app, search_app, train_app
 from skysearch.cli.options import JsonOption, WorkspaceOption
 from skysearch.cli.output import emit_json, info, table
+from skysearch.cli.search import BetweenOption
 from skysearch.encoders.captions import DEFAULT_SEED
 
 from skysearch.config import load_settings
@@ -239,7 +240,16 @@ def eval_text_image_command(
 
 @index_app.command("scenes")
 def index_scenes_command(
-    images: Annotated[Path, typer.Argument(help="Folder of scene images (recursive) or a file.")],
+    images: Annotated[
+        Path,
+        typer.Argument(
+            help="Folder of scene images (recursive; class folders give labels), an image, or "
+            "a scene CSV (filepath + optional label, dataset, time, lon/lat or bbox columns)."
+        ),
+    ],
+    dataset: Annotated[
+        str | None, typer.Option(help="Dataset name (default: the folder's or CSV's name).")
+    ] = None,
     model_id: ModelIdOption = None,
     threads: ThreadsOption = 0,
     workspace: WorkspaceOption = None,
@@ -253,7 +263,7 @@ def index_scenes_command(
 
     _threads(threads)
     settings = load_settings(workspace=workspace)
-    report = index_scenes(settings, images, model_id)
+    report = index_scenes(settings, images, model_id, dataset=dataset)
     info(
         f"scenes: {report.found} images found, {report.written} embedded, "
         f"{report.unchanged} unchanged, {len(report.skipped)} skipped (model {report.model_id})"
@@ -264,45 +274,90 @@ def index_scenes_command(
         emit_json(report.to_dict())
 
 
+DatasetOption = Annotated[
+    str | None, typer.Option(help="Datasets to keep, comma-separated (e.g. aid-20,rsscn7).")
+]
+LabelOption = Annotated[str | None, typer.Option(help="Labels to keep, comma-separated.")]
+BboxOption = Annotated[
+    str | None,
+    typer.Option(help="Keep scenes located in WEST,SOUTH,EAST,NORTH (degrees, GeoJSON order)."),
+]
+
+
+def _scene_filters(
+    k: int, between: str | None, dataset: str | None, label: str | None, bbox: str | None
+):
+    from skysearch.retrieval.filters import SearchFilters
+
+    from skysearch.timeutil import parse_between
+
+    start, end = parse_between(between) if between else (None, None)
+    return SearchFilters(
+        start=start,
+        end=end,
+        datasets=tuple(_names(dataset)),
+        labels=tuple(_names(label)),
+        bbox=tuple(_names(bbox)) if bbox else None,
+        k=k,
+    )
+
+
 @search_app.command("text")
 def search_text_command(
     query: Annotated[str, typer.Argument(help="Free text, e.g. 'parking lot next to a river'.")],
     k: KOption = 10,
+    between: BetweenOption = None,
+    dataset: DatasetOption = None,
+    label: LabelOption = None,
+    bbox: BboxOption = None,
     model_id: ModelIdOption = None,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Scenes matching a free-text query (text-image model).
+    """Scenes matching a free-text query (text-image model), optionally filtered.
 
-    Example: skysearch search text "houses with gardens" --k 5 -w ws
+    Example: skysearch search text "a golf course" --dataset aid-20 --k 5 -w ws
     """
     from skysearch.cli.search import render_result
-    from skysearch.retrieval.filters import SearchFilters
     from skysearch.retrieval.search import search_text
 
     settings = load_settings(workspace=workspace)
-    result = search_text(settings, query, SearchFilters(k=k), model_id)
-    render_result(result, json_out)
+    filters = _scene_filters(k, between, dataset, label, bbox)
+    render_result(search_text(settings, query, filters, model_id), json_out)
 
 
 @search_app.command("image")
 def search_image_command(
-    image: Annotated[Path, typer.Argument(help="Query image file.")],
+    image: Annotated[Path | None, typer.Argument(help="Query image file.")] = None,
+    file: Annotated[
+        list[Path] | None,
+        typer.Option("--file", help="Example image (repeatable: more like these)."),
+    ] = None,
+    text: Annotated[
+        str | None, typer.Option(help="Words to combine with the examples in one query.")
+    ] = None,
     k: KOption = 10,
+    between: BetweenOption = None,
+    dataset: DatasetOption = None,
+    label: LabelOption = None,
+    bbox: BboxOption = None,
     model_id: ModelIdOption = None,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Scenes most similar to an image (image-to-image over the "scenes" collection).
+    """Scenes most similar to one or several example images (and optional words).
 
-    Example: skysearch search image data/sample/rsscn7-mini/gParking/g001.jpg -w ws
+    Example: skysearch search image --file a.jpg --file b.jpg --text "with a pool" -w ws
     """
     from skysearch.cli.search import render_result
-    from skysearch.retrieval.filters import SearchFilters
     from skysearch.retrieval.search import search_image
 
-    if not image.is_file():
-        raise UsageError(f"query image {image} not found")
+    examples = ([image] if image else []) + list(file or [])
+    if not examples:
+        raise UsageError("give a query image (or --file, repeatable)")
+    missing = [str(p) for p in examples if not p.is_file()]
+    if missing:
+        raise UsageError(f"query image {', '.join(missing)} not found")
     settings = load_settings(workspace=workspace)
-    result = search_image(settings, image, SearchFilters(k=k), model_id)
-    render_result(result, json_out)
+    filters = _scene_filters(k, between, dataset, label, bbox)
+    render_result(search_image(settings, examples, filters, model_id, text), json_out)

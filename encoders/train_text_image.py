@@ -404,6 +404,8 @@ class Trainer:
         Rows are shuffled with a fixed seed first: CSVs are grouped by class, and batches of
         one class would make the contrastive loss meaningless."""
         tim.model.eval()
+        if feats is None and self.cfg.image_tower == "locked":
+            feats = self._features(tim, rows)
         order = list(range(len(rows)))
         random.Random(self.cfg.seed).shuffle(order)
         rows = [rows[i] for i in order]

@@ -30,7 +30,9 @@ def check_bbox(values: Iterable[float]) -> tuple[float, float, float, float]:
     try:
         west, south, east, north = (float(v) for v in values)
     except (TypeError, ValueError):
-        raise UsageError(f"a bounding box is four numbers west,south,east,north, got {values}")
+        raise UsageError(
+            f"a bounding box is four numbers west,south,east,north, got {values}"
+        ) from None
     if not (-180 <= west <= 180 and -180 <= east <= 180 and -90 <= south <= north <= 90):
         raise UsageError(
             f"bounding box {west},{south},{east},{north} is not west,south,east,north in degrees "

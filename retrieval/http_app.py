@@ -87,6 +87,14 @@ class FilterFields(BaseModel):
     exclude_window_s: float = Field(
         0, ge=0, le=366 * 86400, allow_inf_nan=False, description="half-width, seconds"
     )
+    datasets: list[Name] = Field(default_factory=list, max_length=64, description="scenes")
+    labels: list[Name] = Field(default_factory=list, max_length=64, description="scenes")
+    bbox: list[float] | None = Field(
+        None,
+        min_length=4,
+        max_length=4,
+        description="[west, south, east, north] in degrees: scenes located inside",
+    )
     k: int = Field(10, ge=1, le=MAX_K, description="number of results")
     one_per_day: bool = False
 
@@ -101,6 +109,9 @@ class FilterFields(BaseModel):
             satellites=tuple(self.satellites),
             exclude_around=self.exclude_around,
             exclude_window=timedelta(seconds=self.exclude_window_s),
+            datasets=tuple(self.datasets),
+            labels=tuple(self.labels),
+            bbox=tuple(self.bbox) if self.bbox else None,
             k=self.k,
             one_per_day=self.one_per_day,
         )
@@ -148,6 +159,9 @@ class ImageSearchForm(FilterFields):
     """Form fields of an image search (the filters, flat)."""
 
     model_id: Name | None = Field(None, description="text-image model id (default: the latest)")
+    text: str | None = Field(
+        None, max_length=MAX_TEXT_CHARS, description="words combined with the example images"
+    )
 
 
 class FramesSearchForm(FilterFields, RankFields):
@@ -221,6 +235,9 @@ class FiltersEcho(BaseModel):
     satellites: list[str]
     exclude_around: str | None
     exclude_window_s: float
+    datasets: list[str] = []
+    labels: list[str] = []
+    bbox: list[float] | None = None
     k: int
     one_per_day: bool
 
@@ -500,11 +517,15 @@ def create_app(service: SearchService, api_key: str | None = None) -> FastAPI:
     @app.post("/search/image", **search)
     def search_image(
         params: Annotated[ImageSearchForm, Form()],
-        image: Annotated[UploadFile, File(description="PNG, JPEG or GIF")],
+        image: Annotated[
+            list[UploadFile],
+            File(description="PNG, JPEG or GIF; repeat the field for several examples"),
+        ],
     ) -> dict[str, Any]:
-        """Scenes like an uploaded image (multipart form: `image` + filter fields)."""
-        upload = _read_upload(image, limits.upload.max_bytes)
-        return service.search_image(upload, params.to_filters(), params.model_id)
+        """Scenes like one or several uploaded example images, optionally with words
+        (multipart form: `image` (repeatable) + `text` + filter fields)."""
+        uploads = [_read_upload(f, limits.upload.max_bytes) for f in image]
+        return service.search_image(uploads, params.to_filters(), params.model_id, params.text)
 
     @app.post("/search/clip", **search)
     def search_clip(body: ClipSearch) -> dict[str, Any]:
