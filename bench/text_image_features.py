@@ -1,9 +1,9 @@
 """Cache frozen image-tower features of class-folder image sets, once, for text-image research.
 
 For every image: the pooled ImageNet EfficientNet features (1280-d) of ``--views`` 90-degree
-rotations (1: the image as is), at the text-image model's input size and preprocessing (resize + centre crop,
-mean = std = 0.5). ImageNet logits follow from them exactly (the classifier is linear on the
-pooled features), so ConSE-style priors need no second pass. Written as one ``.npz`` per image
+rotations (1: the image as is), at the text-image model's input size and preprocessing
+(resize + centre crop, mean = std = 0.5). ImageNet logits follow from them exactly (the
+classifier is linear on the pooled features), so ConSE-style priors need no second pass. Written as one ``.npz`` per image
 set (``features`` (n, views, 1280) float16, ``paths``, ``labels``); re-running skips sets already
 cached.
 
