@@ -3,9 +3,9 @@
 For every image: the pooled ImageNet EfficientNet features (1280-d) of ``--views`` 90-degree
 rotations (1: the image as is), at the text-image model's input size and preprocessing
 (resize + centre crop, mean = std = 0.5). ImageNet logits follow from them exactly (the
-classifier is linear on the pooled features), so ConSE-style priors need no second pass. Written as one ``.npz`` per image
-set (``features`` (n, views, 1280) float16, ``paths``, ``labels``); re-running skips sets already
-cached.
+classifier is linear on the pooled features), so ConSE-style priors need no second pass.
+Written as one ``.npz`` per image set (``features`` (n, views, 1280) float16, ``paths``,
+``labels``); re-running skips sets already cached.
 
     .venv/bin/python bench/text_image_features.py ../shared/data/aid-20 ../shared/data/rsscn7 \
         --out /tmp/h17-cache [--tower lite0] [--size 160] [--views 1] [--threads 1]
