@@ -257,15 +257,7 @@ def predict(heads, recipe, feats, logits, names_emb, class_emb, mu=None, data=No
         )
         return head + recipe.alpha * bank
     if recipe.kind == "bank":
-        bank_t, bank_v = data.bank
-        sim = class_emb @ bank_t.T / recipe.vtemp
-        w = np.exp(sim - sim.max(1, keepdims=True))
-        w /= w.sum(1, keepdims=True)
-        proto = w @ bank_v
-        proto /= np.linalg.norm(proto, axis=1, keepdims=True)
-        f = feats - data.feat_mean
-        f /= np.linalg.norm(f, axis=1, keepdims=True)
-        return f @ proto.T
+        return centred_unit(feats, data.feat_mean) @ bank_prototypes(data, recipe, class_emb).T
     if recipe.kind == "vproto":
         sim = class_emb @ names_emb.T / recipe.vtemp
         w = np.exp(sim - sim.max(1, keepdims=True))
@@ -386,42 +378,87 @@ def run_fold(data: Data, recipe: Recipe, held: list[str]) -> dict:
     m_un = np.array([y in held for y in data.aid_y])
     x_un = data.aid_x[m_un, 0]
     y_un = [y for y in data.aid_y if y in held]
-    sims = predict(
-        heads,
-        recipe,
-        x_un,
-        data.logits(x_un),
-        names_emb,
-        class_embeddings(data.text, held, seen, recipe),
-        mu,
-        data,
-    )
-    pred = np.array(held)[sims.argmax(1)]
+
+    def classify(x: np.ndarray, classes: list[str]) -> np.ndarray:
+        class_emb = class_embeddings(data.text, classes, seen, recipe)
+        sims = predict(heads, recipe, x, data.logits(x), names_emb, class_emb, mu, data)
+        return np.array(classes)[sims.argmax(1)]
+
+    pred = classify(x_un, held)
     unseen = float(np.mean(pred == np.array(y_un)))
     per_class = {c: float(np.mean(pred[np.array(y_un) == c] == c)) for c in held}
     # generalized 20-way: seen-class test images + all unseen images, all 20 names
     m_all = m_un | (data.aid_split == "test")
     x_all = data.aid_x[m_all, 0]
     y_all = np.array([y for y, m in zip(data.aid_y, m_all, strict=True) if m])
-    sims = predict(
-        heads,
-        recipe,
-        x_all,
-        data.logits(x_all),
-        names_emb,
-        class_embeddings(data.text, aid_classes, seen, recipe),
-        mu,
-        data,
-    )
-    pred = np.array(aid_classes)[sims.argmax(1)]
+    pred = classify(x_all, aid_classes)
     is_un = np.isin(y_all, held)
+    queries = query_scores(heads, data, recipe, held, seen) if recipe.kind == "fuse" else {}
     return {
+        **queries,
         "held_out": held,
         "unseen_top1": round(unseen, 4),
         "per_class": per_class,
         "gzsl20_unseen": round(float(np.mean(pred[is_un] == y_all[is_un])), 4),
         "gzsl20_seen": round(float(np.mean(pred[~is_un] == y_all[~is_un])), 4),
         "train_s": round(seconds, 1),
+    }
+
+
+@torch.no_grad()
+def fused_images(heads: Heads, data: Data, feats: np.ndarray) -> np.ndarray:
+    """Image half of the fused embedding (product: FusedImageHead), unit length."""
+    head = heads.image(torch.from_numpy(feats), None).numpy()
+    e = np.concatenate([head, centred_unit(feats, data.feat_mean)], axis=1)
+    return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+
+def centred_unit(feats: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    f = feats - mean
+    return f / np.linalg.norm(f, axis=1, keepdims=True)
+
+
+def bank_prototypes(data: Data, recipe: Recipe, class_emb: np.ndarray) -> np.ndarray:
+    """Concept bank: softmax over caption similarity -> mix of class-mean features, unit."""
+    bank_t, bank_v = data.bank
+    sim = class_emb @ bank_t.T / recipe.vtemp
+    w = np.exp(sim - sim.max(1, keepdims=True))
+    w /= w.sum(1, keepdims=True)
+    proto = w @ bank_v
+    return proto / np.linalg.norm(proto, axis=1, keepdims=True)
+
+
+def fused_texts(data: Data, recipe: Recipe, class_emb: np.ndarray) -> np.ndarray:
+    """Text half (product: ConceptBankTextHead), unit length."""
+    e = np.concatenate([class_emb, bank_prototypes(data, recipe, class_emb)], axis=1)
+    return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+
+def query_scores(heads, data, recipe, held, seen, examples: int = 3, per_class: int = 10):
+    """Held-out classes as a search: "more like these" (mean of ``examples`` images of a
+    class) vs the class name as text, over all held-out images (examples removed);
+    top-1 = the first hit is of the class, R@10 = one of the top 10 is."""
+    m = np.array([y in held for y in data.aid_y])
+    emb = fused_images(heads, data, data.aid_x[m, 0])
+    labels = np.array([y for y in data.aid_y if y in held])
+    texts = fused_texts(data, recipe, class_embeddings(data.text, held, seen, recipe))
+    rng = np.random.default_rng(0)
+    out = {"image": [], "text": []}
+    for ci, c in enumerate(held):
+        members = np.flatnonzero(labels == c)
+        order = np.argsort(-(emb @ texts[ci]))
+        out["text"].append((labels[order[0]] == c, (labels[order[:10]] == c).any()))
+        for _ in range(per_class):
+            ex = rng.choice(members, size=examples, replace=False)
+            q = emb[ex].mean(0)
+            sims = emb @ q
+            sims[ex] = -np.inf
+            order = np.argsort(-sims)
+            out["image"].append((labels[order[0]] == c, (labels[order[:10]] == c).any()))
+    return {
+        f"{kind}_query_{metric}": round(float(np.mean([h[i] for h in hits])), 4)
+        for kind, hits in out.items()
+        for i, metric in enumerate(("top1", "r10"))
     }
 
 

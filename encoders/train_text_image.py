@@ -258,6 +258,17 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+class _HeadsOnly(nn.Module):
+    """The trainable part of a locked-tower model (image head, text projection, logit scale),
+    sharing its parameters: what a resume point of the locked recipe needs."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.image_head = model.visual.head
+        self.text_proj = getattr(model.text, "proj", None) if hasattr(model, "text") else None
+        self.logit_scale = model.logit_scale
+
+
 class FeatureDataset(torch.utils.data.Dataset):
     """(pooled trunk features, caption, label) rows for the locked image tower recipe."""
 
@@ -419,7 +430,13 @@ class Trainer:
         if all(labels) and len(set(labels)) > 1:
             from skysearch.retrieval.eval_text_image import zero_shot_top1
 
-            out["val_zero_shot_top1"] = zero_shot_top1(tim, np.concatenate(embs), labels)
+            def encode(texts: list[str]) -> np.ndarray:
+                txt = self._text(tim, text_features, texts)
+                return nn.functional.normalize(txt, dim=-1).numpy()
+
+            out["val_zero_shot_top1"] = zero_shot_top1(
+                tim, np.concatenate(embs), labels, encode=encode
+            )
         return out
 
     def run(self) -> dict[str, Any]:
@@ -457,7 +474,10 @@ class Trainer:
         history: list[dict[str, Any]] = []
         start_epoch = 0
         resume = self.run_dir / RESUME_DIR
-        start_epoch, history = load_training_state(resume, tim.model, opt, self.run_key)
+        # Locked towers: the resume point holds the heads only (the towers are the packages'
+        # weights, rebuilt identically), not ~200 MB of model per epoch.
+        resumable = _HeadsOnly(tim.model) if cfg.image_tower == "locked" else tim.model
+        start_epoch, history = load_training_state(resume, resumable, opt, self.run_key)
         if start_epoch and self.progress:
             tqdm.write(f"resuming {self.model_id} after epoch {start_epoch}", file=sys.stderr)
 
@@ -506,7 +526,7 @@ class Trainer:
             history.append(record)
             if self.progress:
                 tqdm.write(json.dumps(record), file=sys.stderr)
-            save_training_state(resume, tim.model, opt, epoch + 1, history, self.run_key)
+            save_training_state(resume, resumable, opt, epoch + 1, history, self.run_key)
 
         if cfg.image_tower == "locked" and cfg.bank_tau and text_features is not None:
             bank = concept_bank(text_features, train_rows, train_feats, cfg.positives)

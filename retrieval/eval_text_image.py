@@ -20,7 +20,7 @@ be absent from the training CSV); a class it never trained on is scored on all i
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +48,17 @@ KS = (1, 5, 10)
 
 
 def class_text_embeddings(
-    tim: TextImageModel, classes: Sequence[str], table: dict[str, list[str]] | None = None
+    tim: TextImageModel,
+    classes: Sequence[str],
+    table: dict[str, list[str]] | None = None,
+    encode: Callable[[list[str]], np.ndarray] | None = None,
 ) -> np.ndarray:
-    """One unit vector per class folder: the mean of its prompt embeddings."""
+    """One unit vector per class folder: the mean of its prompt embeddings (``encode``: texts
+    -> unit embeddings, default ``tim.encode_texts``; training passes a memoised one)."""
+    encode = encode or tim.encode_texts
     out = []
     for label in classes:
-        emb = tim.encode_texts([p.format(display_name(label, table)) for p in PROMPTS]).mean(0)
+        emb = encode([p.format(display_name(label, table)) for p in PROMPTS]).mean(0)
         out.append(emb / np.linalg.norm(emb))
     return np.stack(out)
 
@@ -63,10 +68,11 @@ def zero_shot(
     image_embs: np.ndarray,
     labels: Sequence[str],
     table: dict[str, list[str]] | None = None,
+    encode: Callable[[list[str]], np.ndarray] | None = None,
 ) -> tuple[float, dict[str, float]]:
     """Top-1 over all images and per class (each image against every class in ``labels``)."""
     classes = sorted(set(labels))
-    pred = (image_embs @ class_text_embeddings(tim, classes, table).T).argmax(1)
+    pred = (image_embs @ class_text_embeddings(tim, classes, table, encode).T).argmax(1)
     truth = np.array([classes.index(lbl) for lbl in labels])
     hit = pred == truth
     per_class = {c: float(hit[truth == i].mean()) for i, c in enumerate(classes)}
@@ -78,9 +84,10 @@ def zero_shot_top1(
     image_embs: np.ndarray,
     labels: Sequence[str],
     table: dict[str, list[str]] | None = None,
+    encode: Callable[[list[str]], np.ndarray] | None = None,
 ) -> float:
     """Fraction of images whose most similar class prompt is their own class."""
-    return zero_shot(tim, image_embs, labels, table)[0]
+    return zero_shot(tim, image_embs, labels, table, encode)[0]
 
 
 def text_to_image_recall(
