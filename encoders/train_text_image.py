@@ -196,7 +196,7 @@ class FrozenTextFeatures(nn.Module):
         return self.text.proj(self.pooled(captions))
 
 
-def _freeze(tim: TextImageModel, cfg: TrainConfig) -> None:
+def freeze_for_training(tim: TextImageModel, cfg: TrainConfig) -> None:
     """Freeze the image trunk (all of it, or its early blocks) and the text transformer; the
     image head, the logit scale (unless fixed) and the text projection (unless locked) train."""
     model = tim.model
@@ -459,7 +459,7 @@ class Trainer:
         tim = create_text_image_model(
             cfg.model_name, cfg.pretrained, image_size=cfg.image_size, seed=cfg.seed
         )
-        _freeze(tim, cfg)
+        freeze_for_training(tim, cfg)
         text_features = FrozenTextFeatures(tim) if hasattr(tim.model.text, "pooler") else None
         opt = torch.optim.AdamW(_param_groups(tim.model, cfg), weight_decay=cfg.weight_decay)
         train_feats = val_feats = None
