@@ -352,3 +352,28 @@ def load_settings_for(ws: Workspace):
     from skysearch.config import load_settings
 
     return load_settings(workspace=ws.root)
+
+
+def test_tuned_image_tower_recipe_and_other_architectures(tiny_model_name, tmp_path):
+    """The previous recipe (image blocks tuned, trained text head) still trains and loads as a
+    plain model; the locked recipe refuses a tower without a separable trunk, in plain words."""
+    from skysearch.encoders.train_text_image import TrainConfig, prepare_folder, train_text_image
+
+    torch.set_num_threads(1)
+    ws = Workspace(tmp_path / "ws")
+    csvs = prepare_folder(MINI, ws)
+    common = {"train_csv": str(csvs["train"]), "epochs": 1, "max_steps_per_epoch": 2}
+    tuned = TrainConfig(
+        **common,
+        batch_size=8,
+        image_tower="tuned",
+        text_head="trained",
+        logit_scale=None,
+        unlocked_image_groups=2,
+    )
+    summary = train_text_image(tuned, ws, progress=False)
+    assert summary["trainable_params"] > 1280 * 384 + 384 * 384  # heads + tower blocks
+    model = load_text_image_model(summary["path"])
+    assert "heads" not in model.metadata and model.embed_dim == 384
+    with pytest.raises(UsageError, match="no separable image trunk"):
+        train_text_image(TrainConfig(**common, model_name=tiny_model_name), ws, progress=False)
