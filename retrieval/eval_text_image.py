@@ -1,20 +1,26 @@
-"""Text-image evaluation: zero-shot classification top-1 and text-to-image recall@k.
+"""Text-image evaluation: zero-shot classification top-1 and text-to-image recall@k, on ANY
+class-folder image set, including classes the model never saw.
 
-Both models (untuned towers, fine-tuned) are scored on the SAME fixed test split of a class-folder
-image set (``skysearch.encoders.captions.split_images`` with the training seed); the test images
-are checked to be absent from the fine-tuned model's training CSV.
+Both models (untuned towers, fine-tuned) are scored on the SAME images. Per class: a class the
+model trained on (some of its images are in the training CSV) is scored on its fixed test split
+(``skysearch.encoders.captions.split_images`` with the training seed; those images are checked to
+be absent from the training CSV); a class it never trained on is scored on all its images.
 
-- zero-shot top-1: each test image is assigned the class whose prompt embedding (mean over
-  ``captions.PROMPTS`` with the class's display name) is most similar.
-- text-to-image R@k: each test image's caption (``title``) queries all test images; a hit is a
-  top-k image of the caption's class (the captions are class-level, so several images are
-  correct answers). ``pair_r@k`` (the caption's own image in the top k) is reported beside it.
+- class names: a class in the model's phrase table (saved at training: the classes it was
+  trained on) is prompted with its first phrase; any other class by its folder name alone
+  (``StorageTanks`` -> "storage tanks"), so unseen classes get no hand-written help.
+- zero-shot top-1: each image is assigned the class (among the scored ones) whose prompt
+  embedding (mean over ``captions.PROMPTS``) is most similar; overall and per class.
+- text-to-image R@k: each image's caption (``title``, built from the same class names) queries
+  all scored images; a hit is a top-k image of the caption's class (the captions are
+  class-level, so several images are correct answers). ``pair_r@k`` (the caption's own image
+  in the top k) is reported beside it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +31,13 @@ from skysearch.encoders.captions import (
     caption_rows,
     display_name,
     list_class_images,
+    normalise_class,
     read_csv,
     split_images,
 )
 from skysearch.encoders.text_image import (
     TextImageModel,
-    create_text_image_model,
+    create_untuned_model,
     load_workspace_model,
 )
 
@@ -40,21 +47,47 @@ from skysearch.errors import UsageError
 KS = (1, 5, 10)
 
 
-def class_text_embeddings(tim: TextImageModel, classes: Sequence[str]) -> np.ndarray:
-    """One unit vector per class folder: the mean of its prompt embeddings."""
+def class_text_embeddings(
+    tim: TextImageModel,
+    classes: Sequence[str],
+    table: dict[str, list[str]] | None = None,
+    encode: Callable[[list[str]], np.ndarray] | None = None,
+) -> np.ndarray:
+    """One unit vector per class folder: the mean of its prompt embeddings (``encode``: texts
+    -> unit embeddings, default ``tim.encode_texts``; training passes a memoised one)."""
+    encode = encode or tim.encode_texts
     out = []
     for label in classes:
-        emb = tim.encode_texts([p.format(display_name(label)) for p in PROMPTS]).mean(0)
+        emb = encode([p.format(display_name(label, table)) for p in PROMPTS]).mean(0)
         out.append(emb / np.linalg.norm(emb))
     return np.stack(out)
 
 
-def zero_shot_top1(tim: TextImageModel, image_embs: np.ndarray, labels: Sequence[str]) -> float:
-    """Fraction of images whose most similar class prompt is their own class."""
+def zero_shot(
+    tim: TextImageModel,
+    image_embs: np.ndarray,
+    labels: Sequence[str],
+    table: dict[str, list[str]] | None = None,
+    encode: Callable[[list[str]], np.ndarray] | None = None,
+) -> tuple[float, dict[str, float]]:
+    """Top-1 over all images and per class (each image against every class in ``labels``)."""
     classes = sorted(set(labels))
-    pred = (image_embs @ class_text_embeddings(tim, classes).T).argmax(1)
+    pred = (image_embs @ class_text_embeddings(tim, classes, table, encode).T).argmax(1)
     truth = np.array([classes.index(lbl) for lbl in labels])
-    return float((pred == truth).mean())
+    hit = pred == truth
+    per_class = {c: float(hit[truth == i].mean()) for i, c in enumerate(classes)}
+    return float(hit.mean()), per_class
+
+
+def zero_shot_top1(
+    tim: TextImageModel,
+    image_embs: np.ndarray,
+    labels: Sequence[str],
+    table: dict[str, list[str]] | None = None,
+    encode: Callable[[list[str]], np.ndarray] | None = None,
+) -> float:
+    """Fraction of images whose most similar class prompt is their own class."""
+    return zero_shot(tim, image_embs, labels, table, encode)[0]
 
 
 def text_to_image_recall(
@@ -78,16 +111,37 @@ def text_to_image_recall(
     return out
 
 
-def score(tim: TextImageModel, paths: Sequence[str], captions, labels) -> dict[str, Any]:
-    """Embed the test images once and compute both metrics."""
+def score(tim: TextImageModel, paths: Sequence[str], captions, labels, table) -> dict[str, Any]:
+    """Embed the images once and compute both metrics."""
     t0 = time.perf_counter()
     embs = tim.encode_images(paths)
     seconds = time.perf_counter() - t0
+    top1, per_class = zero_shot(tim, embs, labels, table)
     return {
-        "zero_shot_top1": zero_shot_top1(tim, embs, labels),
+        "zero_shot_top1": top1,
+        "per_class": per_class,
         "text_to_image": text_to_image_recall(tim, embs, captions, labels),
         "images_per_s": round(len(paths) / seconds, 2),
     }
+
+
+def select_classes(
+    found: dict[str, list[Path]], classes: Sequence[str] | None
+) -> dict[str, list[Path]]:
+    """The class folders to score: all, or those named (any spelling: ``StorageTanks``,
+    ``storage tanks``); an unknown name is a usage error naming what the folder has."""
+    if not classes:
+        return found
+    by_name = {normalise_class(c): c for c in found}
+    unknown = [c for c in classes if normalise_class(c) not in by_name]
+    if unknown:
+        raise UsageError(
+            f"no class folder {', '.join(unknown)} in the image set (it has {', '.join(found)})"
+        )
+    chosen = {by_name[normalise_class(c)] for c in classes}
+    if len(chosen) < 2:
+        raise UsageError("score at least two classes (zero-shot picks among them)")
+    return {c: found[c] for c in found if c in chosen}
 
 
 def evaluate_text_image(
@@ -95,40 +149,63 @@ def evaluate_text_image(
     workspace: Workspace,
     model_id: str | None = None,
     seed: int | None = None,
+    classes: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Untuned towers vs the workspace's fine-tuned model on the fixed test split."""
+    """Untuned towers vs the workspace's fine-tuned model on the same images (see the module
+    docstring for which images and which class names)."""
     tuned = load_workspace_model(workspace, model_id)
     train_cfg = tuned.metadata.get("train", {})
-    split_seed = seed if seed is not None else int(train_cfg.get("split_seed", DEFAULT_SEED))
-    test = caption_rows(split_images(list_class_images(images_dir), seed=split_seed)["test"])
-    paths = [r.filepath for r in test]
-    captions = [r.title for r in test]
-    labels = [r.label for r in test]
+    table = tuned.metadata.get("class_phrases")
+    split_seed = seed if seed is not None else int(train_cfg.get("split_seed") or DEFAULT_SEED)
+    found = select_classes(list_class_images(images_dir), classes)
     train_csv = train_cfg.get("train_csv")
+    trained: set[str] = set()
     if train_csv and Path(train_csv).is_file():
-        seen = {str(Path(p).resolve()) for p, _, _ in read_csv(train_csv)}
-        overlap = [p for p in paths if str(Path(p).resolve()) in seen]
-        if overlap:
-            raise UsageError(
-                f"{len(overlap)} test images were in the model's training CSV ({train_csv}); "
-                "evaluate with the split seed used for training (--seed)"
-            )
-    untuned = create_text_image_model(
-        train_cfg.get("model_name", tuned.spec["open_clip_model"]),
-        train_cfg.get("pretrained"),
-        image_size=tuned.image_size,
-        seed=int(train_cfg.get("seed", 0)),
-    )
-    results = {"untuned": score(untuned, paths, captions, labels)}
-    results["tuned"] = score(tuned, paths, captions, labels)
+        trained = {str(Path(p).resolve()) for p, _, _ in read_csv(train_csv)}
+    test = {str(p.resolve()) for p, _ in split_images(found, seed=split_seed)["test"]}
+    items: list[tuple[Path, str]] = []
+    seen_classes = []
+    for label, paths in found.items():
+        resolved = [str(p.resolve()) for p in paths]
+        if any(p in trained for p in resolved):
+            seen_classes.append(label)
+            overlap = [p for p in resolved if p in test and p in trained]
+            if overlap:
+                raise UsageError(
+                    f"{len(overlap)} test images of {label} were in the model's training CSV "
+                    f"({train_csv}); evaluate with the split seed used for training"
+                )
+            items += [(p, label) for p in paths if str(p.resolve()) in test]
+        else:
+            items += [(p, label) for p in paths]
+    rows = caption_rows(items, split_seed, table)
+    paths = [r.filepath for r in rows]
+    captions = [r.title for r in rows]
+    labels = [r.label for r in rows]
+    untuned = create_untuned_model(tuned)
+    results = {
+        "untuned": score(untuned, paths, captions, labels, table),
+        "tuned": score(tuned, paths, captions, labels, table),
+    }
+    counts = {c: labels.count(c) for c in found}
     return {
         "model_id": tuned.model_id,
         "images_dir": str(Path(images_dir).resolve()),
         "split_seed": split_seed,
         "test_images": len(paths),
-        "classes": sorted(set(labels)),
-        "zero_shot_top1": {k: results[k]["zero_shot_top1"] for k in ("untuned", "tuned")},
-        "text_to_image": {k: results[k]["text_to_image"] for k in ("untuned", "tuned")},
+        "classes": sorted(found),
+        "unseen_classes": sorted(set(found) - set(seen_classes)),
+        "zero_shot_top1": {k: results[k]["zero_shot_top1"] for k in results},
+        "per_class": {
+            c: {
+                "images": counts[c],
+                "trained_on": c in seen_classes,
+                "prompt_name": display_name(c, table),
+                **{k: results[k]["per_class"][c] for k in results},
+            }
+            for c in sorted(found)
+        },
+        "text_to_image": {k: results[k]["text_to_image"] for k in results},
         "text_to_image_relevance": "a hit is a top-k image of the caption's class",
         "image_embedding_images_per_s": {k: results[k]["images_per_s"] for k in results},
     }

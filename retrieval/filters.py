@@ -25,6 +25,22 @@ def _ints(values: Iterable[int] | None, name: str, lo: int, hi: int) -> tuple[in
     return out
 
 
+def check_bbox(values: Iterable[float]) -> tuple[float, float, float, float]:
+    """``(west, south, east, north)`` in degrees, checked (west > east crosses the antimeridian)."""
+    try:
+        west, south, east, north = (float(v) for v in values)
+    except (TypeError, ValueError):
+        raise UsageError(
+            f"a bounding box is four numbers west,south,east,north, got {values}"
+        ) from None
+    if not (-180 <= west <= 180 and -180 <= east <= 180 and -90 <= south <= north <= 90):
+        raise UsageError(
+            f"bounding box {west},{south},{east},{north} is not west,south,east,north in degrees "
+            "(longitudes -180..180, latitudes -90..90, south <= north)"
+        )
+    return west, south, east, north
+
+
 @dataclass(frozen=True)
 class SearchFilters:
     """What a search may return. Empty fields do not filter.
@@ -37,6 +53,9 @@ class SearchFilters:
       any of its channels is listed).
     - ``exclude_around`` + ``exclude_window``: drop everything within the window of that time
       (the query's own event).
+    - ``datasets``/``labels`` (scenes): match any.
+    - ``bbox``: ``(west, south, east, north)`` in degrees (GeoJSON order); keeps points whose
+      ``location`` lies inside (a Qdrant geo bounding-box filter).
     - ``k``: number of hits; ``one_per_day``: at most one hit per UTC day.
     """
 
@@ -50,6 +69,9 @@ class SearchFilters:
     model_id: str | None = None
     exclude_around: datetime | None = None
     exclude_window: timedelta = field(default=timedelta(0))
+    datasets: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+    bbox: tuple[float, float, float, float] | None = None
     k: int = 10
     one_per_day: bool = False
 
@@ -68,8 +90,10 @@ class SearchFilters:
             if not (1 <= first <= 366 and 1 <= last <= 366):
                 raise UsageError(f"day_of_year window must be in 1..366, got {self.day_of_year}")
             set_(self, "day_of_year", (first, last))
-        set_(self, "channels", tuple(self.channels))
-        set_(self, "satellites", tuple(self.satellites))
+        for name in ("channels", "satellites", "datasets", "labels"):
+            set_(self, name, tuple(getattr(self, name)))
+        if self.bbox is not None:
+            set_(self, "bbox", check_bbox(self.bbox))
         if not timedelta(0) <= self.exclude_window <= MAX_DURATION:
             raise UsageError(f"exclude_window must be in 0..{MAX_DURATION.days} days")
         if not 1 <= self.k <= 10_000:
@@ -94,6 +118,8 @@ class SearchFilters:
             ("hour", self.hours),
             ("channel", self.channels),
             ("satellite", self.satellites),
+            ("dataset", self.datasets),
+            ("label", self.labels),
         ):
             if values:
                 must.append(models.FieldCondition(key=key, match=models.MatchAny(any=list(values))))
@@ -118,6 +144,17 @@ class SearchFilters:
                         ]
                     )
                 )
+        if self.bbox is not None:
+            west, south, east, north = self.bbox
+            must.append(
+                models.FieldCondition(
+                    key="location",
+                    geo_bounding_box=models.GeoBoundingBox(
+                        top_left=models.GeoPoint(lon=west, lat=north),
+                        bottom_right=models.GeoPoint(lon=east, lat=south),
+                    ),
+                )
+            )
         if self.exclude_around is not None:
             must_not.append(
                 models.FieldCondition(

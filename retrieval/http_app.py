@@ -36,6 +36,7 @@ from pydantic.json_schema import WithJsonSchema
 from skysearch.retrieval.filters import SearchFilters
 from skysearch.retrieval.search import ResultItem
 from skysearch.retrieval.service import (
+    MAX_EXAMPLE_IMAGES,
     MAX_FRAMES,
     MAX_K,
     MAX_RERANK,
@@ -55,6 +56,8 @@ from skysearch.errors import NotFoundError, SkySearchError, StoreError, UsageErr
 log = logging.getLogger("skysearch.service")
 
 API_KEY_HEADER = "X-API-Key"
+#: An uploaded file in the schema: an empty one is refused (400), so the document says so.
+NONEMPTY_FILE = {"type": "string", "contentMediaType": "application/octet-stream", "minLength": 1}
 #: Threads answering sync routes (inference is serialised per model; these mostly wait).
 THREADS = 8
 
@@ -148,6 +151,14 @@ class FilterFields(BaseModel):
     exclude_window_s: float = Field(
         0, ge=0, le=366 * 86400, allow_inf_nan=False, description="half-width, seconds"
     )
+    datasets: list[Name] = Field(default_factory=list, max_length=64, description="scenes")
+    labels: list[Name] = Field(default_factory=list, max_length=64, description="scenes")
+    bbox: list[float] | None = Field(
+        None,
+        min_length=4,
+        max_length=4,
+        description="[west, south, east, north] in degrees: scenes located inside",
+    )
     k: integer(1, MAX_K) = Field(10, description="number of results")
     one_per_day: bool = False
 
@@ -162,6 +173,9 @@ class FilterFields(BaseModel):
             satellites=tuple(self.satellites),
             exclude_around=self.exclude_around,
             exclude_window=timedelta(seconds=self.exclude_window_s),
+            datasets=tuple(self.datasets),
+            labels=tuple(self.labels),
+            bbox=tuple(self.bbox) if self.bbox else None,
             k=self.k,
             one_per_day=self.one_per_day,
         )
@@ -249,6 +263,9 @@ class ImageSearchForm(FilterFields):
 
     model_config = ConfigDict(json_schema_extra=_not_nullable)
     model_id: Name | None = Field(None, description="text-image model id (default: the latest)")
+    text: str | None = Field(
+        None, max_length=MAX_TEXT_CHARS, description="words combined with the example images"
+    )
 
 
 class FramesSearchForm(FilterFields, RankFields):
@@ -323,6 +340,9 @@ class FiltersEcho(BaseModel):
     satellites: list[str]
     exclude_around: str | None
     exclude_window_s: float
+    datasets: list[str] = []
+    labels: list[str] = []
+    bbox: list[float] | None = None
     k: int
     one_per_day: bool
 
@@ -609,16 +629,20 @@ def create_app(service: SearchService, api_key: str | None = None) -> FastAPI:
     def search_image(
         params: Annotated[ImageSearchForm, Form()],
         image: Annotated[
-            UploadFile,
+            list[UploadFile],
             File(
-                description="PNG, JPEG or GIF, at most 8 MiB and 4096x4096",
-                json_schema_extra={"minLength": 1},
+                description="PNG, JPEG or GIF, at most 8 MiB and 4096x4096 each; repeat the "
+                "field for several examples",
+                min_length=1,
+                max_length=MAX_EXAMPLE_IMAGES,
+                json_schema_extra={"items": NONEMPTY_FILE},
             ),
         ],
     ) -> dict[str, Any]:
-        """Scenes like an uploaded image (multipart form: `image` + filter fields)."""
-        upload = _read_upload(image, limits.upload.max_bytes)
-        return service.search_image(upload, params.to_filters(), params.model_id)
+        """Scenes like one or several uploaded example images, optionally with words
+        (multipart form: `image` (repeatable) + `text` + filter fields)."""
+        uploads = [_read_upload(f, limits.upload.max_bytes) for f in image]
+        return service.search_image(uploads, params.to_filters(), params.model_id, params.text)
 
     @app.post("/search/clip", **search)
     def search_clip(body: ClipSearch) -> dict[str, Any]:
@@ -645,6 +669,7 @@ def create_app(service: SearchService, api_key: str | None = None) -> FastAPI:
                 description="the query clip's frames, in time order (PNG, JPEG or GIF)",
                 min_length=1,
                 max_length=MAX_FRAMES,
+                json_schema_extra={"items": NONEMPTY_FILE},
             ),
         ],
     ) -> dict[str, Any]:

@@ -6,12 +6,21 @@ Queries go through the search façade (``skysearch.retrieval.search.search_text`
 Vectors are stored under the vector name = the text-image model id (as the frames and clips
 collections do), so a query embedded by one model only ever meets vectors of the same model.
 Point ids are UUIDv5 of ``scene/{absolute path}``; indexing is incremental (rclip-style):
-a file already indexed by this model with the same size and modification time is skipped, new
-or changed files are (re-)embedded, unreadable files are skipped with a reason.
+a file already indexed by this model with the same size, modification time and metadata is
+skipped, new or changed files are (re-)embedded, unreadable files are skipped with a reason.
+
+Payload (filterable, ``skysearch.retrieval.schema``): ``dataset`` (the folder's or CSV's name,
+or a ``dataset`` column), ``label`` (the class folder, or a ``label`` column), ``source_path``,
+and from a CSV's columns, when present: ``time`` (RFC 3339) and a location: ``lon``,``lat`` or
+``bbox`` (``west,south,east,north``; its centre becomes the point ``location``). A CSV row whose
+time or location cannot be read is skipped with its reason.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import json
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -22,7 +31,8 @@ import torch
 from skysearch.encoders.captions import IMAGE_SUFFIXES
 from skysearch.encoders.text_image import TextImageModel, load_rgb, load_workspace_model
 from skysearch.ingest.ids import NAMESPACE
-from skysearch.retrieval.schema import SCENES
+from skysearch.retrieval.filters import check_bbox
+from skysearch.retrieval.schema import SCENES, time_payload
 from skysearch.retrieval.store import Point, VectorStore, open_store
 from tqdm import tqdm
 
@@ -63,28 +73,76 @@ class SceneIndexReport:
         return {**asdict(self), "skipped_count": len(self.skipped)}
 
 
-def _payload(path: Path, root: Path, model_id: str) -> dict[str, Any]:
-    stat = path.stat()
+def scene_metadata(path: Path, root: Path, dataset: str | None) -> dict[str, Any]:
+    """``dataset`` and ``label`` of an image found under a folder (its class folder)."""
     try:
         label = path.parent.relative_to(root).parts[0] if root.is_dir() else path.parent.name
     except (ValueError, IndexError):
         label = path.parent.name
+    return {"dataset": dataset or root.name, "label": label or path.parent.name}
+
+
+def csv_scenes(
+    csv_path: Path, dataset: str | None
+) -> tuple[list[tuple[Path, dict[str, Any]]], list[dict[str, str]]]:
+    """``[(image path, metadata)]`` from a scene CSV (``filepath`` plus optional ``label``,
+    ``dataset``, ``time``, ``lon``/``lat`` or ``bbox``), and the rows skipped with a reason."""
+    scenes, skipped = [], []
+    with open(csv_path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if "filepath" not in (reader.fieldnames or []):
+            raise UsageError(f"{csv_path} has no 'filepath' column")
+        for row in reader:
+            path = Path(row["filepath"])
+            path = (path if path.is_absolute() else csv_path.parent / path).resolve()
+            meta: dict[str, Any] = {
+                "dataset": row.get("dataset") or dataset or csv_path.stem,
+                "label": row.get("label") or None,
+            }
+            try:
+                if row.get("time"):
+                    meta.update(time_payload(row["time"]))
+                if row.get("bbox"):
+                    west, south, east, north = check_bbox(row["bbox"].split(","))
+                    meta["bbox"] = [west, south, east, north]
+                    meta["location"] = {"lon": (west + east) / 2, "lat": (south + north) / 2}
+                elif row.get("lon") or row.get("lat"):
+                    lon, lat = float(row["lon"]), float(row["lat"])
+                    check_bbox((lon, lat, lon, lat))
+                    meta["location"] = {"lon": lon, "lat": lat}
+            except (UsageError, ValueError, TypeError) as exc:
+                skipped.append({"path": str(path), "reason": f"bad metadata: {exc}"})
+                continue
+            scenes.append((path, {k: v for k, v in meta.items() if v is not None}))
+    return scenes, skipped
+
+
+def _meta_key(meta: dict[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _payload(path: Path, meta: dict[str, Any], model_id: str) -> dict[str, Any]:
+    stat = path.stat()
     return {
+        **meta,
         "source_path": str(path),
         "name": path.name,
-        "label": label or path.parent.name,
         "file_size": stat.st_size,
         "mtime_ns": stat.st_mtime_ns,
+        "meta_key": _meta_key(meta),
         "model_id": model_id,
     }
 
 
 def _indexed(store: VectorStore, model_id: str) -> dict[str, tuple[int, int]]:
-    """id -> (size, mtime) of scenes this model already indexed."""
+    """id -> (size, mtime, metadata key) of scenes this model already indexed."""
     from skysearch.retrieval.filters import SearchFilters
 
     records = store.scroll(SCENES, SearchFilters(model_id=model_id))
-    return {r.id: (r.payload.get("file_size"), r.payload.get("mtime_ns")) for r in records}
+    return {
+        r.id: (r.payload.get("file_size"), r.payload.get("mtime_ns"), r.payload.get("meta_key"))
+        for r in records
+    }
 
 
 def index_scenes(
@@ -94,13 +152,21 @@ def index_scenes(
     tim: TextImageModel | None = None,
     store: VectorStore | None = None,
     progress: bool = True,
+    dataset: str | None = None,
 ) -> SceneIndexReport:
-    """Embed new or changed images under ``images`` into the ``scenes`` collection."""
+    """Embed new or changed images under ``images`` (a folder, an image, or a scene CSV) into
+    the ``scenes`` collection; ``dataset`` names the set (default: the folder's/CSV's name)."""
     tim = tim or load_workspace_model(settings.workspace, model_id)
     mid = tim.model_id or "untuned"
     root = Path(images).resolve()
-    paths = find_images(root)
-    report = SceneIndexReport(SCENES, mid, found=len(paths))
+    skipped: list[dict[str, str]] = []
+    if root.is_file() and root.suffix.lower() == ".csv":
+        scenes, skipped = csv_scenes(root, dataset)
+    else:
+        scenes = [(p, scene_metadata(p, root, dataset)) for p in find_images(root)]
+    meta = dict(scenes)
+    paths = list(meta)
+    report = SceneIndexReport(SCENES, mid, found=len(paths) + len(skipped), skipped=skipped)
     own_store = store is None
     store = store or open_store(settings)
     try:
@@ -108,8 +174,12 @@ def index_scenes(
         done = _indexed(store, mid)
         todo = []
         for p in paths:
-            stat = p.stat()
-            if done.get(scene_id(p)) == (stat.st_size, stat.st_mtime_ns):
+            try:
+                stat = p.stat()
+            except OSError as exc:
+                report.skipped.append({"path": str(p), "reason": f"cannot read: {exc}"})
+                continue
+            if done.get(scene_id(p)) == (stat.st_size, stat.st_mtime_ns, _meta_key(meta[p])):
                 report.unchanged += 1
             else:
                 todo.append(p)
@@ -129,7 +199,7 @@ def index_scenes(
             vectors = tim.encode_pixels(torch.stack(pixels))
             embedded += len(chunk)
             points = [
-                Point(scene_id(p), vec, _payload(p, root, mid))
+                Point(scene_id(p), vec, _payload(p, meta[p], mid))
                 for p, vec in zip(chunk, vectors, strict=True)
             ]
             report.written += store.upsert(SCENES, points, vector_name=mid)

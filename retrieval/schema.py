@@ -86,6 +86,15 @@ PAYLOAD_FIELDS: tuple[PayloadField, ...] = (
     PayloadField("clip_id", _T.KEYWORD, (CLIPS,), "UUIDv5 of the clip"),
     PayloadField("model_id", _T.KEYWORD, _ALL, "encoder that made the vector"),
     PayloadField("source_path", None, _ALL, "archive file the frame came from"),
+    PayloadField("dataset", _T.KEYWORD, (SCENES,), "image set or CSV a scene came from"),
+    PayloadField("label", _T.KEYWORD, (SCENES,), "class of a scene (its class folder), if known"),
+    PayloadField(
+        "location",
+        _T.GEO,
+        (SCENES,),
+        "{lon, lat} in degrees (the centre of `bbox` when the source gives a box)",
+    ),
+    PayloadField("bbox", None, (SCENES,), "[west, south, east, north] in degrees, if known"),
 )
 
 #: Fields whose payload index also gets payload-aware HNSW links (``enable_hnsw``): Qdrant

@@ -24,10 +24,12 @@ Every search returns a :class:`SearchResult`; ``SearchResult.to_dict()`` is the 
      "results": [{"rank": 1, "score": 0.97, "id": "<uuid>", "kind": "clip"|"scene",
                   "start": "2017-09-07T00:45:00Z"|null, "end": ...|null, "satellite", "channels",
                   "frame_ids": [[...per channel...]] (clips) | [...] (scenes), "length",
-                  "gap_minutes", "source_path", "label", "vector_score": float|null,
+                  "gap_minutes", "source_path", "label", "dataset", "location" (scenes),
+                  "vector_score": float|null,
                   "rerank_score": float|null}],
      "filters": {"start", "end", "months", "hours", "day_of_year", "channels", "satellites",
-                 "exclude_around", "exclude_window_s", "k", "one_per_day"},
+                 "exclude_around", "exclude_window_s", "datasets", "labels", "bbox", "k",
+                 "one_per_day"},
      "timing_ms": {"load", "query", "embed", "search", "rerank", "augment", "total"}}
 
 ``score`` is the value the results are ordered by: cosine similarity of the vectors, the
@@ -41,7 +43,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -172,6 +174,8 @@ class ResultItem:
     gap_minutes: int | None = None
     source_path: str | None = None
     label: str | None = None
+    dataset: str | None = None
+    location: dict[str, float] | None = None
     vector_score: float | None = None
     rerank_score: float | None = None
 
@@ -214,6 +218,9 @@ def filters_to_dict(filters: Any) -> dict[str, Any]:
         "satellites": list(filters.satellites),
         "exclude_around": iso(filters.exclude_around),
         "exclude_window_s": filters.exclude_window.total_seconds(),
+        "datasets": list(filters.datasets),
+        "labels": list(filters.labels),
+        "bbox": list(filters.bbox) if filters.bbox else None,
         "k": filters.k,
         "one_per_day": filters.one_per_day,
     }
@@ -823,16 +830,32 @@ class Searcher:
         return self._scene_search(vector, tim, query, filters, timer)
 
     def search_image(
-        self, image: str | Path | Any, filters: Any = None, model_id: str | None = None
+        self,
+        image: str | Path | Any | Sequence[Any],
+        filters: Any = None,
+        model_id: str | None = None,
+        text: str | None = None,
     ) -> SearchResult:
-        """Scenes like an image (path or PIL image), by the text-image model's image tower."""
+        """Scenes like an image, or like several examples ("more like these"): paths or PIL
+        images. The query is the mean of the examples' unit embeddings; with ``text``, the
+        words' embedding is added with the same weight (examples and words in one query)."""
+        single = isinstance(image, str | Path) or not isinstance(image, Iterable)
         timer = _Timer()
         with timer("load"):
             tim = self.text_model(model_id)
-        with timer("embed"):
-            vector = tim.encode_images([image])[0]
-        name = str(image) if isinstance(image, str | Path) else "<upload>"
-        query = {"kind": "image", "image": name, "model_id": tim.model_id}
+        names, vectors = [], []
+        with timer("embed"):  # one example at a time: an iterator of uploads is never held
+            for example in [image] if single else image:
+                vectors.append(tim.encode_images([example])[0])
+                names.append(str(example) if isinstance(example, str | Path) else "<upload>")
+            if not vectors:
+                raise UsageError("give at least one example image")
+            vector = _unit(np.mean(vectors, axis=0))
+            if text and text.strip():
+                vector = _unit(vector + tim.encode_texts([text.strip()])[0])
+        query = {"kind": "image", "image": names[0], "images": names, "model_id": tim.model_id}
+        if text and text.strip():
+            query["text"] = text.strip()
         return self._scene_search(vector, tim, query, filters, timer)
 
     def _scene_search(
@@ -859,6 +882,10 @@ class Searcher:
         return SearchResult(query, items, filters_to_dict(filters), timer.done())
 
 
+def _unit(vector: np.ndarray) -> np.ndarray:
+    return vector / max(float(np.linalg.norm(vector)), 1e-12)
+
+
 def _scene_item(rank: int, hit: Any) -> ResultItem:
     p = hit.payload
     chans = p.get("channel", [])
@@ -876,6 +903,8 @@ def _scene_item(rank: int, hit: Any) -> ResultItem:
         frame_ids=[frame_id] if frame_id else [],
         source_path=p.get("source_path") or p.get("path"),
         label=p.get("label") or p.get("class") or p.get("caption"),
+        dataset=p.get("dataset"),
+        location=p.get("location"),
         vector_score=float(hit.score),
     )
 
@@ -925,7 +954,11 @@ def search_text(
 
 
 def search_image(
-    settings: Settings, image: str | Path, filters: Any = None, model_id: str | None = None
+    settings: Settings,
+    image: str | Path | Sequence[str | Path],
+    filters: Any = None,
+    model_id: str | None = None,
+    text: str | None = None,
 ) -> SearchResult:
     with Searcher(settings) as searcher:
-        return searcher.search_image(image, filters, model_id)
+        return searcher.search_image(image, filters, model_id, text)

@@ -58,6 +58,8 @@ MAX_K = 100
 MAX_RERANK = 100
 MAX_TEXT_CHARS = 500
 MAX_FRAMES = 48
+#: Example images of one "more like these" image search.
+MAX_EXAMPLE_IMAGES = 16
 
 
 @dataclass(frozen=True)
@@ -373,13 +375,25 @@ class SearchService:
         return self._searcher.search_text(text, filters, model_id).to_dict()
 
     def search_image(
-        self, upload: Upload, filters: SearchFilters, model_id: str | None = None
+        self,
+        upload: Upload | list[Upload],
+        filters: SearchFilters,
+        model_id: str | None = None,
+        text: str | None = None,
     ) -> dict[str, Any]:
-        """Scenes like an uploaded image (validated before decoding)."""
+        """Scenes like one or several uploaded images (each validated before decoding),
+        optionally combined with words."""
         self._check(filters)
-        image = validate_image(upload.data, upload.name, self.limits.upload)
-        result = self._searcher.search_image(image.image, filters, model_id).to_dict()
-        result["query"]["image"] = upload.name
+        uploads = upload if isinstance(upload, list) else [upload]
+        if not uploads or len(uploads) > MAX_EXAMPLE_IMAGES:
+            raise UsageError(f"give 1 to {MAX_EXAMPLE_IMAGES} example images, got {len(uploads)}")
+        for u in uploads:  # every header checked before any pixel is decoded
+            open_image(u.data, f"upload {u.name!r}", self.limits.upload).close()
+        # decoded one at a time and dropped once embedded: memory does not grow with examples
+        images = (validate_image(u.data, u.name, self.limits.upload).image for u in uploads)
+        result = self._searcher.search_image(images, filters, model_id, text).to_dict()
+        result["query"]["image"] = uploads[0].name
+        result["query"]["images"] = [u.name for u in uploads]
         return result
 
     def search_clip(

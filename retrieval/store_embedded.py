@@ -47,6 +47,7 @@ _INDEX_PARAMS = {
     models.PayloadSchemaType.BOOL: lambda g: qe.BoolIndexParams(enable_hnsw=g),
     models.PayloadSchemaType.DATETIME: lambda g: qe.DatetimeIndexParams(enable_hnsw=g),
     models.PayloadSchemaType.UUID: lambda g: qe.UuidIndexParams(enable_hnsw=g),
+    models.PayloadSchemaType.GEO: lambda g: qe.GeoIndexParams(enable_hnsw=g),
 }
 OWNER_FILE = ".skysearch-owner"
 _OPTIMIZE_CHILD = (
@@ -98,7 +99,7 @@ def _edge_condition(cond: Any) -> Any:
         )
     unsupported = [
         n
-        for n in ("geo_bounding_box", "geo_radius", "geo_polygon", "values_count", "is_empty")
+        for n in ("geo_radius", "geo_polygon", "values_count", "is_empty")
         if getattr(cond, n, None) is not None
     ]
     if unsupported:
@@ -126,7 +127,11 @@ def _edge_condition(cond: Any) -> Any:
             rng = qe.RangeDateTime(**bounds)
         else:
             rng = qe.RangeFloat(**{b: None if v is None else float(v) for b, v in bounds.items()})
-    return qe.FieldCondition(cond.key, match=match, range=rng)
+    box = None
+    if cond.geo_bounding_box is not None:
+        tl, br = cond.geo_bounding_box.top_left, cond.geo_bounding_box.bottom_right
+        box = qe.GeoBoundingBox(qe.GeoPoint(tl.lon, tl.lat), qe.GeoPoint(br.lon, br.lat))
+    return qe.FieldCondition(cond.key, match=match, range=rng, geo_bounding_box=box)
 
 
 def to_edge_filter(flt: models.Filter | None) -> qe.Filter | None:

@@ -63,6 +63,9 @@ class Filters:
     exclude_around: datetime | str | None = None
     exclude_window_s: float = 0.0
     one_per_day: bool = False
+    datasets: Sequence[str] = ()
+    labels: Sequence[str] = ()
+    bbox: tuple[float, float, float, float] | None = None  # west, south, east, north
 
     def to_json(self, k: int) -> dict[str, Any]:
         """The request's ``filters`` object (only what is set)."""
@@ -70,11 +73,13 @@ class Filters:
         for name in ("start", "end", "exclude_around"):
             if getattr(self, name) is not None:
                 out[name] = _iso(getattr(self, name))
-        for name in ("months", "hours", "channels", "satellites"):
+        for name in ("months", "hours", "channels", "satellites", "datasets", "labels"):
             if getattr(self, name):
                 out[name] = list(getattr(self, name))
         if self.day_of_year is not None:
             out["day_of_year"] = list(self.day_of_year)
+        if self.bbox is not None:
+            out["bbox"] = list(self.bbox)
         if self.exclude_window_s:
             out["exclude_window_s"] = self.exclude_window_s
         if self.one_per_day:
@@ -275,14 +280,18 @@ class SkySearchClient:
 
     def search_image(
         self,
-        image: ImageInput,
+        image: ImageInput | Sequence[ImageInput],
         k: int = 10,
         filters: Filters | None = None,
         model_id: str | None = None,
+        text: str | None = None,
     ) -> SearchResult:
-        """POST /search/image: scenes like an image (a path, bytes, or (name, bytes))."""
-        data = _form(filters, k, {"model_id": model_id})
-        return self._search("/search/image", data=data, files={"image": _file(image, "image")})
+        """POST /search/image: scenes like an image, or like several examples (a list), each a
+        path, bytes, or (name, bytes); ``text`` adds words to the same query."""
+        images = list(image) if isinstance(image, list) else [image]
+        data = _form(filters, k, {"model_id": model_id, "text": text})
+        files = [("image", _file(item, f"image{i}")) for i, item in enumerate(images)]
+        return self._search("/search/image", data=data, files=files)
 
     def search_clip(
         self,

@@ -2,8 +2,9 @@
 
 Ingest the GOES-East Irma sample (60 hourly IR frames + one bad file), assemble 6 x 60 min
 clips, train a small frame encoder and a clip encoder, index the clips into the embedded
-store, run one clip search (with a contact sheet); fine-tune the text-image model's projection
-heads on the RSSCN7 sample scenes, index the scenes, run one text search. Each step is timed.
+store, run one clip search (with a contact sheet); train the text-image model's heads on the
+RSSCN7 sample scenes (the default recipe: frozen towers, fused concept-bank heads), index the
+scenes, run one text search. Each step is timed.
 
 Idempotent: every step is, or is skipped when its output exists. The demo's models are
 remembered in ``<workspace>/demo/state.json`` (with the settings that made them) and reused on
@@ -43,8 +44,8 @@ class DemoConfig:
     query_k: int = 5
     query_rerank: int = 20
     query_exclude: str = "6h"
-    text_epochs: int = 6
-    text_unlocked_groups: int = 0
+    text_epochs: int = 30
+    text_image_tower: str = "locked"  # the default recipe: frozen trunk, fused heads
     text_query: str = "a river"
     threads: int = 0
 
@@ -68,7 +69,7 @@ class DemoConfig:
                 "clip_epochs",
                 "seed",
             ],
-            "text": ["text_epochs", "text_unlocked_groups", "seed"],
+            "text": ["text_epochs", "text_image_tower", "seed"],
         }[part]
         return {k: getattr(self, k) for k in keys}
 
@@ -317,7 +318,7 @@ def _train_text(ws: Any, config: DemoConfig, state: _State, step: Any) -> str:
                 train_csv=str(csvs["train"]),
                 val_csv=str(csvs["val"]),
                 epochs=config.text_epochs,
-                unlocked_image_groups=config.text_unlocked_groups,
+                image_tower=config.text_image_tower,
                 seed=config.seed,
                 split_seed=DEFAULT_SEED,
             ),
@@ -329,5 +330,5 @@ def _train_text(ws: Any, config: DemoConfig, state: _State, step: Any) -> str:
         return summary["model_id"], f"{config.text_epochs} epochs{score}"
 
     load = lambda m: registry.resolve(ws, "text-image", m)  # noqa: E731
-    name = "fine-tune text-image heads on RSSCN7 sample"
+    name = "train text-image heads on RSSCN7 sample"
     return _reuse_or_train(state, step, name, "text", config.model_key("text"), load, train)

@@ -87,6 +87,8 @@ def test_result_schema_is_stable():
         "gap_minutes",
         "source_path",
         "label",
+        "dataset",
+        "location",
         "vector_score",
         "rerank_score",
     ]

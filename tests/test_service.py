@@ -164,10 +164,24 @@ def test_search_image_upload_finds_itself(sky):
     assert result.query == {
         "kind": "image",
         "image": query.name,
+        "images": [query.name],
         **{"model_id": result.query["model_id"]},
     }
     top = result.results[0]
     assert Path(top.source_path).name == query.name and top.score == pytest.approx(1.0, abs=1e-4)
+
+
+def test_search_image_several_uploads_words_and_filters(sky):
+    """More like these over HTTP: several uploads + words in one query, scene filters apply."""
+    a, b = sorted((SCENES / "eForest").glob("*.jpg"))[:2]
+    result = sky.search_image(
+        [a, b.read_bytes()], k=4, text="dense trees", filters=Filters(labels=["eForest", "aGrass"])
+    )
+    assert result.query["images"] == [a.name, "image1"] and result.query["text"] == "dense trees"
+    assert len(result.results) == 4 and {h.label for h in result.results} <= {"eForest", "aGrass"}
+    assert result.filters["labels"] == ["eForest", "aGrass"] and result.filters["bbox"] is None
+    err = _error(sky.search_image, [a] * 17)
+    assert err.status_code == 422 and "at most 16 items" in err.detail  # the schema's bound
 
 
 def test_search_clip_same_json_as_cli(sky, ws):

@@ -47,6 +47,10 @@ class Data:
     hour: np.ndarray
     doy: np.ndarray
     year: np.ndarray
+    dataset: np.ndarray
+    label: np.ndarray
+    lon: np.ndarray
+    lat: np.ndarray
 
 
 def _make_data() -> Data:
@@ -58,6 +62,8 @@ def _make_data() -> Data:
     # ~6-hour cadence with jitter over ~2 years, so months/years/season wrap all occur
     minutes = np.cumsum(rng.integers(300, 420, size=N)).astype(np.int64)
     payloads, channel_sets = [], []
+    lons = rng.uniform(-180, 180, size=N)
+    lats = rng.uniform(-80, 80, size=N)
     for i in range(N):
         t = T0 + timedelta(minutes=int(minutes[i]))
         chans = [CHANNELS[i % 3]] if i % 5 else [CHANNELS[i % 3], CHANNELS[(i + 1) % 3]]
@@ -67,6 +73,9 @@ def _make_data() -> Data:
                 "satellite": SATELLITES[(i // 7) % 2],
                 "channel": chans if len(chans) > 1 else chans[0],
                 "model_id": "enc-a" if i % 4 else "enc-b",
+                "dataset": ["aid", "rsscn7", "skyscript"][i % 3],
+                "label": f"class{(i * 7) % 11}",
+                "location": {"lon": float(lons[i]), "lat": float(lats[i])},
                 **time_payload(t),
             }
         )
@@ -84,6 +93,10 @@ def _make_data() -> Data:
         hour=np.array([p["hour"] for p in payloads]),
         doy=np.array([p["day_of_year"] for p in payloads]),
         year=np.array([p["year"] for p in payloads]),
+        dataset=np.array([p["dataset"] for p in payloads]),
+        label=np.array([p["label"] for p in payloads]),
+        lon=lons,
+        lat=lats,
     )
 
 
@@ -140,6 +153,34 @@ CASES: list[tuple[str, SearchFilters | models.Filter, Callable[[Data], np.ndarra
         "model-id",
         SearchFilters(model_id="enc-b"),
         lambda d: np.array([p["model_id"] == "enc-b" for p in d.payloads]),
+    ),
+    ("dataset", SearchFilters(datasets=("rsscn7",)), lambda d: d.dataset == "rsscn7"),
+    (
+        "labels-any",
+        SearchFilters(labels=("class3", "class5")),
+        lambda d: np.isin(d.label, ["class3", "class5"]),
+    ),
+    (
+        "bbox-10pct",
+        SearchFilters(bbox=(-30.0, -20.0, 40.0, 30.0)),
+        lambda d: (d.lon >= -30) & (d.lon <= 40) & (d.lat >= -20) & (d.lat <= 30),
+    ),
+    (
+        "bbox-1pct",
+        SearchFilters(bbox=(100.0, 10.0, 130.0, 25.0)),
+        lambda d: (d.lon >= 100) & (d.lon <= 130) & (d.lat >= 10) & (d.lat <= 25),
+    ),
+    (
+        "scene-combination",
+        SearchFilters(
+            start=at(MID), datasets=("aid", "skyscript"), bbox=(-120.0, -60.0, 120.0, 60.0)
+        ),
+        lambda d: (
+            (d.minutes >= MID)
+            & np.isin(d.dataset, ["aid", "skyscript"])
+            & (np.abs(d.lon) <= 120)
+            & (np.abs(d.lat) <= 60)
+        ),
     ),
     (
         "integer-range-raw",

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SAMPLE_DATA
+from conftest import SAMPLE_DATA, shared_data
 from skysearch.encoders import captions
 from skysearch.encoders.text_image import (
     DEFAULT_MODEL,
@@ -212,3 +212,168 @@ def test_search_without_a_model_is_one_clear_error(cli, tmp_path):
     res = cli("search", "text", "houses", "-w", tmp_path)
     assert res.exit_code == 2
     assert res.stderr.startswith("error:") and "train one first" in res.stderr
+
+
+def _last_json(res) -> dict:
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_exclude_classes_leaves_no_image_or_caption_of_them(tmp_path):
+    """Leave-classes-out, checked on the training CSV itself: no image of an excluded class,
+    no caption naming it (folder name or phrase, e.g. "a lake" names dRiverLake); the other
+    classes stay; several caption sources merge into one CSV."""
+    from skysearch.encoders.train_text_image import prepare_training_data
+
+    ws = Workspace(tmp_path / "ws")
+    extra = tmp_path / "extra.csv"
+    image = next((MINI / "aGrass").glob("*.jpg"))
+    captions.write_csv(
+        [
+            captions.CaptionRow(str(image), "A lake beside a meadow", "", ""),
+            captions.CaptionRow(str(image), "Parked cars on grass", "", ""),
+            captions.CaptionRow(str(image), "A meadow in spring", "", ""),
+        ],
+        extra,
+    )
+    out = prepare_training_data(
+        ws, images=[MINI], train_csvs=[extra], exclude=["dRiverLake", "Parking"]
+    )
+    rows = captions.read_caption_rows(out["train"])
+    terms = captions.naming_terms("dRiverLake") + captions.naming_terms("Parking")
+    assert "lake" in terms and "parking lot" in terms
+    assert {r.label for r in rows} == {"", "aGrass", "bField", "cIndustry", "eForest", "fResident"}
+    for r in rows:
+        text = f"{r.title} | {r.title_multi_objects}".lower()
+        assert not captions.names_class(text, terms), text
+        assert "dRiverLake" not in r.filepath and "gParking" not in r.filepath
+    assert "A meadow in spring" in {r.title for r in rows}  # unrelated caption kept
+    assert not {"A lake beside a meadow", "Parked cars on grass"} & {r.title for r in rows}
+    assert out["removed"]["train"] == 16 + 2  # 8 + 8 training images, two extra captions
+    again = prepare_training_data(
+        ws, images=[MINI], train_csvs=[extra], exclude=["dRiverLake", "Parking"]
+    )
+    assert again["train"].read_bytes() == out["train"].read_bytes()
+
+
+def test_eval_scores_a_folder_never_trained_on(tuned, cli, tmp_path):
+    """AID classes the model never saw are scored on all their images, by folder name alone;
+    a model directory without a class phrase table still scores."""
+    ws, _, _, summary = tuned
+    aid = shared_data("aid-20")
+    unseen = tmp_path / "unseen"
+    for name in ("BaseballField", "Pond", "Forest"):
+        (unseen / name).mkdir(parents=True)
+        for src in sorted((aid / name).glob("*.jpg"))[:4]:
+            (unseen / name / src.name).symlink_to(src)
+    res = cli(
+        "eval", "text-image", "--images", unseen, "--classes", "BaseballField,pond",
+        "-w", ws.root, "--threads", "1", "--json",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    out = _last_json(res)
+    assert out["test_images"] == 8 and out["unseen_classes"] == ["BaseballField", "Pond"]
+    assert out["per_class"]["BaseballField"]["prompt_name"] == "baseball field"
+    assert out["per_class"]["Pond"]["images"] == 4
+    for name in ("untuned", "tuned"):
+        assert 0.0 <= out["zero_shot_top1"][name] <= 1.0
+        assert set(out["text_to_image"][name]) >= {"r1", "r5", "r10"}
+
+    config_path = Path(summary["path"]) / "config.json"
+    config = json.loads(config_path.read_text())
+    assert "eForest" in config["class_phrases"]
+    config.pop("class_phrases")
+    config_path.write_text(json.dumps(config))
+    res = cli("eval", "text-image", "--images", unseen, "-w", ws.root, "--json")
+    assert res.exit_code == 0, res.stderr
+    out = _last_json(res)
+    assert out["per_class"]["Forest"]["prompt_name"] == "a forest"  # built-in phrases
+    assert out["test_images"] == 12
+
+    res = cli("eval", "text-image", "--images", unseen, "--classes", "Airport,Pond", "-w", ws.root)
+    assert res.exit_code == 2 and "no class folder Airport" in res.stderr
+
+
+def test_scene_csv_payload_filters_and_multi_example_queries(tuned, cli, tmp_path):
+    """Scenes from a CSV carry dataset/label/time/location; text and image searches honour
+    --dataset/--label/--between/--bbox; several examples (+ words) make one query."""
+    from skysearch.encoders.text_image import load_workspace_model
+    from skysearch.retrieval.filters import SearchFilters
+    from skysearch.retrieval.schema import SCENES
+    from skysearch.retrieval.search import Searcher
+
+    ws, _, _, _ = tuned
+    images = sorted(MINI.glob("*/*.jpg"))[::4]  # 21 images, all classes
+    table = tmp_path / "scenes.csv"
+    lines = ["filepath,label,time,lon,lat,bbox"]
+    for i, path in enumerate(images):
+        lon, lat = -120 + 12 * i, -40 + 4 * i
+        box = f'"{lon - 1},{lat - 1},{lon + 1},{lat + 1}"' if i % 2 else ""
+        coords = "," if i % 2 else f"{lon},{lat}"
+        lines.append(f"{path},{path.parent.name},2020-01-{i + 1:02d}T00:00:00Z,{coords},{box}")
+    lines.append(f"{images[0]},aGrass,not-a-time,,,")
+    table.write_text("\n".join(lines) + "\n")
+    res = cli("index", "scenes", table, "--dataset", "csvset", "-w", ws.root, "--json")
+    assert res.exit_code == 0, res.stderr
+    report = _last_json(res)
+    assert report["written"] == 21 and report["skipped_count"] == 1
+    assert "bad metadata" in report["skipped"][0]["reason"]
+
+    query = ["search", "text", "a river", "-k", "50", "-w", ws.root, "--json"]
+    res = cli(*query, "--dataset", "csvset", "--bbox", "-100,-40,-5,10")
+    hits = _last_json(res)["results"]
+    inside = [i for i in range(21) if -100 <= -120 + 12 * i <= -5 and -40 + 4 * i <= 10]
+    assert sorted(Path(h["source_path"]) for h in hits) == sorted(images[i] for i in inside)
+    assert all(h["dataset"] == "csvset" and h["location"] for h in hits)
+    res = cli(*query, "--between", "2020-01-05..2020-01-08", "--label", "cIndustry,eForest")
+    hits = _last_json(res)["results"]
+    want = {images[i] for i in range(4, 8) if images[i].parent.name in ("cIndustry", "eForest")}
+    assert {Path(h["source_path"]) for h in hits} == want and want
+
+    a, b = images[3], images[4]
+    res = cli("search", "image", "--file", a, "--file", b, "--text", "trees", "-k", "5",
+              "--dataset", "csvset", "-w", ws.root, "--json")  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    out = _last_json(res)
+    assert out["query"]["images"] == [str(a), str(b)] and out["query"]["text"] == "trees"
+    tim = load_workspace_model(ws)
+    unit = lambda v: v / np.linalg.norm(v)  # noqa: E731
+    vector = unit(unit(tim.encode_images([a, b]).mean(0)) + tim.encode_texts(["trees"])[0])
+    with Searcher(load_settings_for(ws)) as searcher:
+        expected = searcher.store.search(
+            SCENES,
+            vector,
+            filters=SearchFilters(k=5, datasets=("csvset",)),
+            vector_name=tim.model_id,
+        )
+    assert [h["id"] for h in out["results"]] == [h.id for h in expected]
+
+
+def load_settings_for(ws: Workspace):
+    from skysearch.config import load_settings
+
+    return load_settings(workspace=ws.root)
+
+
+def test_tuned_image_tower_recipe_and_other_architectures(tiny_model_name, tmp_path):
+    """The previous recipe (image blocks tuned, trained text head) still trains and loads as a
+    plain model; the locked recipe refuses a tower without a separable trunk, in plain words."""
+    from skysearch.encoders.train_text_image import TrainConfig, prepare_folder, train_text_image
+
+    torch.set_num_threads(1)
+    ws = Workspace(tmp_path / "ws")
+    csvs = prepare_folder(MINI, ws)
+    common = {"train_csv": str(csvs["train"]), "epochs": 1, "max_steps_per_epoch": 2}
+    tuned = TrainConfig(
+        **common,
+        batch_size=8,
+        image_tower="tuned",
+        text_head="trained",
+        logit_scale=None,
+        unlocked_image_groups=2,
+    )
+    summary = train_text_image(tuned, ws, progress=False)
+    assert summary["trainable_params"] > 1280 * 384 + 384 * 384  # heads + tower blocks
+    model = load_text_image_model(summary["path"])
+    assert "heads" not in model.metadata and model.embed_dim == 384
+    with pytest.raises(UsageError, match="no separable image trunk"):
+        train_text_image(TrainConfig(**common, model_name=tiny_model_name), ws, progress=False)
