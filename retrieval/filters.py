@@ -26,19 +26,25 @@ def _ints(values: Iterable[int] | None, name: str, lo: int, hi: int) -> tuple[in
 
 
 def check_bbox(values: Iterable[float]) -> tuple[float, float, float, float]:
-    """``(west, south, east, north)`` in degrees, checked (west > east crosses the antimeridian)."""
+    """``(west, south, east, north)`` in degrees, checked. West > east crosses the antimeridian;
+    the two latitudes may come in either order (there is only one band between two parallels)."""
     try:
         west, south, east, north = (float(v) for v in values)
     except (TypeError, ValueError):
         raise UsageError(
             f"a bounding box is four numbers west,south,east,north, got {values}"
         ) from None
-    if not (-180 <= west <= 180 and -180 <= east <= 180 and -90 <= south <= north <= 90):
+    if not (
+        -180 <= west <= 180
+        and -180 <= east <= 180
+        and -90 <= min(south, north)
+        and max(south, north) <= 90
+    ):
         raise UsageError(
             f"bounding box {west},{south},{east},{north} is not west,south,east,north in degrees "
-            "(longitudes -180..180, latitudes -90..90, south <= north)"
+            "(longitudes -180..180, latitudes -90..90)"
         )
-    return west, south, east, north
+    return west, min(south, north), east, max(south, north)
 
 
 @dataclass(frozen=True)

@@ -70,21 +70,28 @@ Size = Annotated[
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")]
 
 
-def _json_integer(value: Any, info: ValidationInfo) -> Any:
-    """In a JSON body (a strict model) an integer is what JSON Schema calls one: a number
-    without a fraction (``10.0`` too), never a string or a boolean. Form fields are text."""
+def _json_number(value: Any, info: ValidationInfo) -> Any:
+    """In a JSON body (a strict model) a number is what JSON Schema calls one (an integer may
+    be ``10.0`` too), never a string or a boolean. Form fields are text."""
     if info.config and info.config.get("strict") and isinstance(value, str | bool):
-        raise ValueError("expected an integer")
+        raise ValueError("expected a number")
     return value
 
 
 def integer(low: int, high: int) -> Any:
     """An integer type in ``low..high`` (the bounds inside the type: given to ``Field`` of
     an optional or nested field, pydantic would leave them out of the schema)."""
-    return Annotated[int, Field(ge=low, le=high), Strict(False), BeforeValidator(_json_integer)]
+    return Annotated[int, Field(ge=low, le=high), Strict(False), BeforeValidator(_json_number)]
+
+
+def degrees(limit: int) -> Any:
+    """A finite number of degrees in ``-limit..limit``."""
+    bounds = Field(ge=-limit, le=limit, allow_inf_nan=False)
+    return Annotated[float, bounds, Strict(False), BeforeValidator(_json_number)]
 
 
 Month, Hour, DayOfYear = integer(1, 12), integer(0, 23), integer(1, 366)
+Longitude, Latitude = degrees(180), degrees(90)
 YEARS = (1900, 2200)
 
 
@@ -153,11 +160,8 @@ class FilterFields(BaseModel):
     )
     datasets: list[Name] = Field(default_factory=list, max_length=64, description="scenes")
     labels: list[Name] = Field(default_factory=list, max_length=64, description="scenes")
-    bbox: list[float] | None = Field(
-        None,
-        min_length=4,
-        max_length=4,
-        description="[west, south, east, north] in degrees: scenes located inside",
+    bbox: Annotated[tuple[Longitude, Latitude, Longitude, Latitude], Strict(False)] | None = Field(
+        None, description="[west, south, east, north] in degrees: scenes located inside"
     )
     k: integer(1, MAX_K) = Field(10, description="number of results")
     one_per_day: bool = False

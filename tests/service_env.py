@@ -27,6 +27,7 @@ SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 API_KEY = "test-key-0123456789"
 QUERY_AT = "2017-09-07T00:45Z"
 CLI_JSON = "cli-search-clip.json"
+CLIP_FRAMES = 6  # frames per clip of the service workspace
 
 
 def _cli(*args: str) -> str:
@@ -58,7 +59,7 @@ def build_workspace(root: Path) -> Workspace:
         return Workspace(root, json.loads((root / CLI_JSON).read_text()))
     ws = ["-w", str(root)]
     _cli("ingest", SAMPLE / "goes-irma-2017", *ws)
-    _cli("clips", "--length", "6", "--gap", "60", *ws)
+    _cli("clips", "--length", str(CLIP_FRAMES), "--gap", "60", *ws)
     _cli("train", "frames", "--epochs", "1", "--device", "cpu", *ws)
     _cli("train", "clips", "--epochs", "1", "--device", "cpu", *ws)
     _cli("index", "clips", "--device", "cpu", "--workers", "0", *ws)

@@ -324,6 +324,8 @@ def test_scene_csv_payload_filters_and_multi_example_queries(tuned, cli, tmp_pat
     inside = [i for i in range(21) if -100 <= -120 + 12 * i <= -5 and -40 + 4 * i <= 10]
     assert sorted(Path(h["source_path"]) for h in hits) == sorted(images[i] for i in inside)
     assert all(h["dataset"] == "csvset" and h["location"] for h in hits)
+    swapped = _last_json(cli(*query, "--dataset", "csvset", "--bbox", "-100,10,-5,-40"))
+    assert [h["source_path"] for h in swapped["results"]] == [h["source_path"] for h in hits]
     res = cli(*query, "--between", "2020-01-05..2020-01-08", "--label", "cIndustry,eForest")
     hits = _last_json(res)["results"]
     want = {images[i] for i in range(4, 8) if images[i].parent.name in ("cIndustry", "eForest")}
