@@ -156,11 +156,19 @@ def test_clip_search_by_time_with_filters_and_rerank(demo, cli, tmp_path):
     assert starts and all(s.day == 6 and s.hour <= 12 for s in starts)
     out = search(cli, ws, "clip", "--at", QUERY_AT, "--hours", "0-5", "--k", "20")
     assert out["results"] and all(parse_time(h["start"]).hour <= 5 for h in out["results"])
-    out = search(cli, ws, "clip", "--at", QUERY_AT, "--exclude-window", "24h")
-    assert all(
-        abs(parse_time(h["start"]) - parse_time(QUERY_AT)) > timedelta(hours=24)
-        for h in out["results"]
-    )
+    # --exclude-window 12h keeps exactly the clips starting more than 12 h from the query (the
+    # 12 of the morning of Sep 6 and the 7 of Sep 7's afternoon; Sep 8 is two-hourly, so no
+    # 6x60m clip starts then), ranked as without the window.
+    every = search(cli, ws, "clip", "--at", QUERY_AT, "--k", "100")["results"]
+    assert len(every) == 44
+    far = [
+        h for h in every if abs(parse_time(h["start"]) - parse_time(QUERY_AT)) > timedelta(hours=12)
+    ]
+    assert len(far) == 12 + 7
+    out = search(cli, ws, "clip", "--at", QUERY_AT, "--exclude-window", "12h", "--k", "100")
+    assert out["results"], "the window left no hit"
+    assert [h["id"] for h in out["results"]] == [h["id"] for h in far]
+    assert out["filters"]["exclude_window_s"] == 12 * 3600
 
 
 def test_clip_search_by_frame_files_from_outside_the_archive(demo, cli, tmp_path):
@@ -255,6 +263,80 @@ def test_store_locked_by_another_process(demo, cli):
     finally:
         holder.kill()
         holder.wait()
+
+
+FRAME_TIMES = ("2017-09-06T06:45:00Z", "2017-09-07T00:45:00Z", "2017-09-07T12:45:00Z")
+
+
+def _frame_answers(ws: Path) -> tuple[int, dict[str, list]]:
+    """Points in ``frames``, and the top 5 of a search by each FRAME_TIMES frame's embedding
+    (computed here from the frame store's pixels, not read back from the index)."""
+    import torch
+    from skysearch.encoders.models import load_frame_encoder
+    from skysearch.ingest.catalog import read_frames
+    from skysearch.ingest.framestore import FrameStore
+    from skysearch.retrieval.filters import SearchFilters
+    from skysearch.retrieval.store_api import SkyStore
+
+    from skysearch.config import Workspace
+    from skysearch.timeutil import to_rfc3339
+
+    workspace = Workspace(ws)
+    encoder, record = load_frame_encoder(workspace)
+    rows = read_frames(workspace, columns=["frame_id", "time"]).to_pylist()
+    ids = [r["frame_id"] for r in rows if to_rfc3339(r["time"]) in FRAME_TIMES]
+    assert len(ids) == len(FRAME_TIMES)
+    pixels = torch.from_numpy(FrameStore(workspace).read_many(ids))[:, None]  # (n, C=1, H, W)
+    with torch.no_grad():
+        vectors = encoder(pixels).numpy()
+    with SkyStore.open(workspace=ws) as sky:
+        count = sky.store.count("frames")
+        hits = {
+            fid: sky.search_frames(vector, SearchFilters(k=5), model_id=record.model_id)
+            for fid, vector in zip(ids, vectors, strict=True)
+        }
+    return count, hits
+
+
+def test_index_frames_then_store_optimize(demo, cli):
+    """`index frames` puts each of the 60 IR frames in the frames collection once; a frame's
+    embedding finds that frame, then frames an hour or two away; `store optimize` keeps every
+    point and every answer (frames and clips)."""
+    ws, _ = demo
+    args = ("index", "frames", "--device", "cpu", "--workers", "0", "-w", ws, "--json")
+    r = cli(*args)
+    assert r.exit_code == 0, r.stderr[-2000:]
+    report = json.loads(r.stdout.strip().splitlines()[-1])
+    assert report["collection"] == "frames" and report["vector_name"] == report["model_id"]
+    assert report["written"] == report["total"] == 60 and report["skipped_existing"] == 0
+    again = json.loads(cli(*args).stdout.strip().splitlines()[-1])
+    assert again["written"] == 0 and again["skipped_existing"] == 60
+
+    count, before = _frame_answers(ws)
+    assert count == 60
+    for fid, hits in before.items():
+        assert hits[0].id == fid and hits[0].payload["frame_id"] == fid
+        assert hits[0].score == pytest.approx(1.0, abs=1e-4)
+        assert hits[0].channels == ["ir"] and hits[0].payload["model_id"] == report["model_id"]
+        assert Path(hits[0].payload["source_path"]).name.startswith("HUIR17")
+        near = [abs(h.time - hits[0].time) for h in hits[1:3]]
+        assert all(d <= timedelta(hours=2) for d in near), near
+    clips = search(cli, ws, "clip", "--at", QUERY_AT, "--k", "10")["results"]
+
+    r = cli("store", "optimize", "-w", ws, "--json")
+    assert r.exit_code == 0, r.stderr[-2000:]
+    assert set(json.loads(r.stdout.strip().splitlines()[-1])["optimized"]) == {
+        "clips",
+        "frames",
+        "scenes",
+    }
+    count, after = _frame_answers(ws)
+    assert count == 60
+    for fid, hits in before.items():
+        assert [h.id for h in after[fid]] == [h.id for h in hits]
+        assert [h.score for h in after[fid]] == pytest.approx([h.score for h in hits], abs=1e-5)
+    again = search(cli, ws, "clip", "--at", QUERY_AT, "--k", "10")["results"]
+    assert [(h["id"], h["rank"]) for h in again] == [(h["id"], h["rank"]) for h in clips]
 
 
 def test_demo_rerun_reuses_everything(demo):

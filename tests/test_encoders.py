@@ -146,8 +146,22 @@ def test_clip_embedder_shapes_and_errors():
         embedder.embed_clip(np.concatenate([clip, clip]))
 
 
-def test_train_eval_index_cli_on_sample(sample_ws, cli):
+def test_train_eval_index_cli_on_sample(sample_ws, cli, monkeypatch, tmp_path):
+    from skysearch.encoders import train_clips
+    from skysearch.ingest.clips import clip_frames, read_clips
+
     ws = str(sample_ws.root)
+    row = read_clips(sample_ws).slice(0, 1).to_pylist()[0]
+    frames = clip_frames(sample_ws, row)
+    at_save: list[np.ndarray] = []  # the catalog clip embedded by the model `train clips` saves
+
+    def save_model(workspace, kind, model, config, metrics=None):
+        at_save.append(model.embed_clip(frames))
+        return real_save_model(workspace, kind, model, config, metrics)
+
+    real_save_model = train_clips.save_model
+    monkeypatch.setattr(train_clips, "save_model", save_model)
+
     done = cli("train", "frames", "--epochs", "1", "--device", "cpu", "--json", "-w", ws)
     assert done.exit_code == 0, done.stderr
     frame = json.loads(done.stdout.strip().splitlines()[-1])
@@ -162,35 +176,45 @@ def test_train_eval_index_cli_on_sample(sample_ws, cli):
     assert done.exit_code == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     for metric in ("ndcg_at_10", "recall_at_10", "pearson"):
-        assert set(result[metric]) >= {"trained", "raw_pixels", "imagenet"}
-        assert all(np.isfinite(v) for v in result[metric].values())
-    assert result["protocol"]["queries"] > 0
+        assert set(result[metric]) == {"trained", "raw_pixels", "imagenet", "random"}
+    assert result["protocol"]["queries"] == 7  # held-out clips with 10 candidates outside 6 h
+    ndcg, pearson = result["ndcg_at_10"], result["pearson"]
+    # Measured on this sample: NDCG@10 0.975 trained, 0.978 raw pixels, 0.89 ImageNet, 0.47
+    # random (seeded); Pearson -0.996 trained and raw pixels, -0.16 random. A 2-epoch model does
+    # not beat raw pixels here (both follow the grid metric almost exactly), so the checks are
+    # that every real method is far above the random ranking, with margins of about half the
+    # measured gaps: vectors that do not follow the frames (random, or ranked backwards) fail.
+    for method in ("trained", "raw_pixels"):
+        assert ndcg[method] >= 0.9 and ndcg[method] > ndcg["random"] + 0.25, ndcg
+        assert pearson[method] < -0.9, pearson
+    assert ndcg["imagenet"] > ndcg["random"] + 0.2, ndcg
+    assert abs(pearson["random"]) < 0.5, pearson
 
-    # Reloaded from the registry, the model embeds a catalog clip exactly as when saved.
-    from skysearch.ingest.clips import clip_frames, read_clips
-
+    # Reloaded from the registry, the model embeds a catalog clip exactly as the trained model
+    # did before it was saved.
     embedder, record = load_clip_embedder(sample_ws, clip["model_id"])
-    row = read_clips(sample_ws).slice(0, 1).to_pylist()[0]
-    again, _ = load_clip_embedder(sample_ws, record.model_id)
-    frames = clip_frames(sample_ws, row)
-    assert np.array_equal(embedder.embed_clip(frames), again.embed_clip(frames))
+    assert record.model_id == clip["model_id"] and len(at_save) == 1
+    vector = embedder.embed_clip(frames)
+    np.testing.assert_allclose(vector, at_save[0], rtol=0, atol=1e-6)
 
-    # Index into an in-memory store: every clip once, with the contract's payload; re-run skips.
+    # Index into the real embedded engine: every clip once, with the contract's payload; a
+    # re-run skips them all; the clip's own vector finds it first.
     from skysearch.encoders.embed import index_clips
     from skysearch.retrieval.store import open_store
 
     settings = load_settings(workspace=ws)
-    with open_store(settings, ":memory:") as store:
+    with open_store(settings, str(tmp_path / "store")) as store:
         report = index_clips(settings, device="cpu", workers=0, store=store)
         assert report.written == report.total == read_clips(sample_ws).num_rows
+        assert store.count("clips") == report.total
         again = index_clips(settings, device="cpu", workers=0, store=store)
         assert again.written == 0 and again.skipped_existing == report.total
-        hits = store.search("clips", embedder.embed_clip(frames), k=1, vector_name=record.model_id)
+        hits = store.search("clips", vector, k=3, vector_name=record.model_id)
+        assert hits[0].id == row["clip_id"] and hits[0].score == pytest.approx(1.0, abs=1e-4)
         payload = hits[0].payload
-        assert payload["clip_id"] == row["clip_id"]
-        assert {"satellite", "channel", "time", "year", "length", "gap_minutes", "model_id"} <= set(
-            payload
-        )
+        assert payload["clip_id"] == row["clip_id"] and payload["model_id"] == record.model_id
+        assert {"satellite", "channel", "time", "year", "length", "gap_minutes"} <= set(payload)
+        assert (payload["length"], payload["gap_minutes"]) == (4, 60)
 
 
 def test_missing_models_and_clips_give_clear_errors(tmp_path, cli):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from skysearch.encoders import train_predictor
 from skysearch.encoders.checkpoints import CheckpointError
 from skysearch.encoders.predictor import (
     PredictorConfig,
@@ -47,11 +48,16 @@ def test_output_shape_matches_input_and_channels() -> None:
 
 
 def test_predict_takes_catalog_layout_at_any_resolution() -> None:
+    # An untrained residual predictor is exactly persistence: every predicted frame is the last
+    # input frame, area-downscaled (2x2 means here) to the working resolution.
     model = build_predictor(SMALL, seed=0)
-    clip = torch.randint(0, 256, (1, 4, 32, 48), dtype=torch.uint8)  # (C, L, H, W)
+    gen = torch.Generator().manual_seed(0)
+    clip = torch.randint(0, 256, (1, 4, 32, 48), dtype=torch.uint8, generator=gen)  # (C, L, H, W)
     out = predict(model, clip)
     assert out.shape == (1, 4, 16, 24)
-    assert 0.0 <= float(out.min()) and float(out.max()) <= 1.0
+    last = clip[0, -1].float().div(255).reshape(16, 2, 24, 2).mean(dim=(1, 3))
+    for k in range(4):
+        torch.testing.assert_close(out[0, k], last)
 
 
 def test_predicted_frames_are_the_steps_after_the_last_input() -> None:
@@ -74,20 +80,82 @@ def test_tiny_training_run_lowers_the_loss(pairs) -> None:
     assert losses[-1] < 0.7 * losses[0]
 
 
-def test_adversarial_training_runs_all_three_updates(pairs) -> None:
+def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _moved_parts(before: dict[str, torch.Tensor], module: torch.nn.Module) -> set[str]:
+    """Top-level parts (``encoder``, ``translator``, ``decoder``; ``blocks``, ``head``) whose
+    weights moved by more than AdamW's weight decay alone could move them (~1e-7 a step)."""
+    return {
+        name.split(".")[0]
+        for name, value in module.state_dict().items()
+        if float((value - before[name]).abs().max()) > 1e-4
+    }
+
+
+@pytest.fixture
+def discriminators(monkeypatch) -> list[tuple[torch.nn.Module, dict[str, torch.Tensor]]]:
+    """Every discriminator ``fit`` builds, with its initial weights."""
+    made = []
+
+    class Recorded(train_predictor.Discriminator):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            made.append((self, _snapshot(self)))
+
+    monkeypatch.setattr(train_predictor, "Discriminator", Recorded)
+    return made
+
+
+G_PARTS = {"encoder", "translator", "decoder"}
+D_PARTS = {"blocks", "head"}
+
+
+def test_adversarial_training_runs_all_three_updates(pairs, discriminators) -> None:
     x, y = pairs
     cfg = TrainConfig(epochs=3, batch_size=4, adversarial=True, lambda_g=0.6, lambda_d=0.6)
-    result = fit(build_predictor(SMALL, seed=0), x, y, cfg, progress=False)
+    model = build_predictor(SMALL, seed=0)
+    before = _snapshot(model)
+    result = fit(model, x, y, cfg, progress=False)
     seen = {k for h in result.history for k in ("train_mse", "train_g", "train_d") if k in h}
     assert seen == {"train_mse", "train_g", "train_d"}
+    (disc, disc_before), *others = discriminators
+    assert not others
+    assert _moved_parts(before, model) == G_PARTS
+    assert _moved_parts(disc_before, disc) == D_PARTS
+
+
+@pytest.mark.parametrize(
+    ("only", "g_moves", "d_moves"),
+    [("mse", G_PARTS, set()), ("g", G_PARTS, set()), ("d", set(), D_PARTS)],
+)
+def test_each_adversarial_update_moves_only_its_own_weights(
+    pairs, discriminators, only, g_moves, d_moves
+) -> None:
+    """One kind of update only (the other two drawn with probability 0), no orthogonal term:
+    MSE and G steps train every part of the predictor and leave the discriminator alone, D steps
+    the reverse."""
+    x, y = pairs
+    weights = {"lambda_mse": 0.0, "lambda_g": 0.0, "lambda_d": 0.0, f"lambda_{only}": 1.0}
+    cfg = TrainConfig(epochs=1, batch_size=4, adversarial=True, ortho_beta=0.0, **weights)
+    model = build_predictor(SMALL, seed=0)
+    before = _snapshot(model)
+    result = fit(model, x, y, cfg, progress=False)
+    assert {k for k in result.history[0] if k.startswith("train_")} == {f"train_{only}"}
+    (disc, disc_before), *_ = discriminators
+    assert _moved_parts(before, model) == g_moves
+    assert _moved_parts(disc_before, disc) == d_moves
 
 
 def test_same_seed_same_weights(pairs) -> None:
     x, y = pairs
     cfg = TrainConfig(epochs=2, batch_size=8, adversarial=True)
     a, b = build_predictor(SMALL, 3), build_predictor(SMALL, 3)
+    initial = _snapshot(a)
     fit(a, x, y, cfg, progress=False)
     fit(b, x, y, cfg, progress=False)
+    assert _moved_parts(initial, a) == G_PARTS  # training happened: equal by more than inaction
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(pa, pb), name
 
@@ -102,6 +170,7 @@ def test_resumed_training_equals_uninterrupted(pairs, tmp_path) -> None:
     resumed = build_predictor(SMALL, 1)
     result = fit(resumed, x, y, cfg, tmp_path, progress=False)
     assert result.resumed_from_epoch == 1 and len(result.history) == 3
+    assert _moved_parts(_snapshot(build_predictor(SMALL, 1)), straight) == G_PARTS
     for pa, pb in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.equal(pa, pb)
     with pytest.raises(CheckpointError, match="other settings"):

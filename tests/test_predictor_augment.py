@@ -66,7 +66,8 @@ def test_bad_options_are_usage_errors() -> None:
 def test_store_path_promotes_the_candidate_whose_future_matches(tmp_path) -> None:
     # Two candidate clips equally close to the query now; only B's following clip looks like
     # the predicted future, so the augmented search ranks B first and the plain search cannot.
-    store = open_store(None, location=":memory:")
+    # The real embedded engine (payload lookups of the following clips included).
+    store = open_store(None, location=str(tmp_path / "store"))
     store.ensure_collection("clips", 3)
     a, b = T0, T0 + timedelta(days=1)
     points = [
@@ -86,11 +87,17 @@ def test_store_path_promotes_the_candidate_whose_future_matches(tmp_path) -> Non
     store.upsert("clips", points)
     query, future = np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.0, 1.0])
     plain = store.search("clips", query, k=2)
-    assert plain[0].payload["time"] == clip_payload(a)["time"]
+    assert [h.id for h in plain] == [points[0].id, points[1].id]
     hits = augmented_search(store, query, future, k=2, options=AugmentOptions("rerank", beta=0.5))
-    assert hits[0].payload["time"] == clip_payload(b)["time"]
-    summed = augmented_search(store, query, future, k=1, options=AugmentOptions("sum", 0.5))
-    assert len(summed) == 1
+    assert [h.id for h in hits] == [points[1].id, points[0].id]
+    assert hits[0].score > hits[1].score
+    # beta = 0 is the plain search; "sum" moves the query vector toward the future: at beta = 1
+    # it is the future itself, whose nearest stored clip is B's following clip.
+    for method in ("rerank", "sum"):
+        same = augmented_search(store, query, future, k=2, options=AugmentOptions(method, 0.0))
+        assert [h.id for h in same] == [h.id for h in plain], method
+    summed = augmented_search(store, query, future, k=1, options=AugmentOptions("sum", 1.0))
+    assert [h.id for h in summed] == [points[3].id]
     store.close()
 
 

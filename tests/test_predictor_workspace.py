@@ -99,10 +99,31 @@ def test_eval_augment_reports_both_horizons(ws, cli) -> None:
     result = cli("eval", "augment", "--exclude-hours", "6", "-w", ws.root, "--json")
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    for key in ("long_term_ndcg_at_10", "short_term_ndcg_at_10"):
-        assert set(report[key]) == {"plain", "augmented"}
-        assert all(0 <= v <= 1 for v in report[key].values())
-    assert {"mse", "persistence_mse", "ssim", "persistence_ssim"} <= set(report["predictor"])
-    assert report["queries"] > 0
-    futures = {(r["future"], r["method"]) for r in report["options"]}
-    assert {("predicted", "rerank"), ("persistence", "rrf"), ("oracle", "sum")} <= futures
+    # The protocol depends on the catalog's times only: 5 held-out 3x60m clips with a following
+    # clip; candidates = archive clips with a following clip, starting more than 6 h away.
+    assert report["queries"] == report["predictor"]["pairs"] == 5
+    assert report["candidates_per_query"] == 35
+    rows = {(r["future"], r["method"], r["beta"]): r for r in report["options"]}
+    assert {("predicted", "rerank", 0.5), ("persistence", "rrf", 0.5), ("oracle", "sum", 0.25)} <= (
+        set(rows)
+    )
+    fusion = report["fusion"]
+    chosen = rows[("predicted", fusion["method"], fusion["beta"])]
+    for horizon in ("long", "short"):
+        values = report[f"{horizon}_term_ndcg_at_10"]
+        assert values["augmented"] == pytest.approx(chosen[f"{horizon}_ndcg_at_10"])
+        # Both rankings follow the ground truth (measured 0.97-0.98 here; a random order of
+        # these candidates scores about 0.5), and the fusion re-orders the plain ranking: equal
+        # values would mean the predicted future changed nothing.
+        assert min(values.values()) >= 0.9, values
+        assert values["augmented"] != values["plain"], values
+    # The three futures are different queries: the true following clip (oracle) does not rank
+    # the candidates as the predicted one does.
+    for method, beta in (("rerank", 0.75), ("sum", 0.75)):
+        oracle, predicted = rows[("oracle", method, beta)], rows[("predicted", method, beta)]
+        assert oracle["future_only_ndcg_at_10"] != predicted["future_only_ndcg_at_10"]
+    # The predictor starts as persistence (residual read-out at zero) and trains on MSE: on the
+    # held-out pairs it stays near persistence (measured 0.0048 vs 0.0051), never far worse.
+    quality = report["predictor"]
+    assert 0 < quality["mse"] < 1.5 * quality["persistence_mse"], quality
+    assert quality["ssim"] > 0.5 and quality["persistence_ssim"] > 0.5, quality

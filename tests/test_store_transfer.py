@@ -112,13 +112,32 @@ def test_cli_errors_are_one_line(cli, tmp_path: Path, monkeypatch):
     )
 
 
-def test_typed_api_returns_search_results():
-    sky = SkyStore(open_store(None, ":memory:"))
-    _fill(sky.store, n=100)
-    hits = sky.search_clips(np.ones(24), SearchFilters(k=3, one_per_day=True), model_id="clipenc-a")
-    assert len(hits) == 3 and all(isinstance(h, SearchResult) for h in hits)
-    assert hits[0].channels == ["ir", "wv"] and hits[0].time.tzinfo is not None
-    assert len({h.time.date() for h in hits}) == 3
-    frames = sky.search_frames(np.ones(16), SearchFilters(satellites=("coms",), k=2))
-    assert [h.channels for h in frames] == [["ir"], ["ir"]]
-    sky.close()
+def _best_per_day(store, collection: str, query: np.ndarray, vector_name: str) -> list[str]:
+    """Brute force: ids of the best point of each day, best day first."""
+    records = list(store.scroll(collection, with_vectors=True))
+    q = query / np.linalg.norm(query)
+    score = {
+        r.id: float(np.dot(r.vectors[vector_name], q) / np.linalg.norm(r.vectors[vector_name]))
+        for r in records
+    }
+    best: dict[str, str] = {}
+    for r in sorted(records, key=lambda r: -score[r.id]):
+        best.setdefault(r.payload["day"], r.id)
+    return list(best.values())
+
+
+def test_typed_api_returns_search_results(tmp_path: Path):
+    with SkyStore.open(workspace=tmp_path) as sky:  # the workspace's embedded engine
+        _fill(sky.store, n=100)
+        query = np.random.default_rng(4).normal(size=24)
+        filters = SearchFilters(k=3, one_per_day=True)
+        hits = sky.search_clips(query, filters, model_id="clipenc-a")
+        assert len(hits) == 3 and all(isinstance(h, SearchResult) for h in hits)
+        assert [h.id for h in hits] == _best_per_day(sky.store, "clips", query, "clipenc-a")[:3]
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+        assert hits[0].channels == ["ir", "wv"] and hits[0].time.tzinfo is not None
+        assert len({h.time.date() for h in hits}) == 3
+        frames = sky.search_frames(np.ones(16), SearchFilters(satellites=("coms",), k=2))
+        assert [h.channels for h in frames] == [["ir"], ["ir"]]
+        assert [h.satellite for h in frames] == ["coms", "coms"]
+    assert (tmp_path / "store" / "clips").is_dir()

@@ -201,11 +201,20 @@ def test_eval_reports_untuned_and_tuned(tuned, cli):
     res = cli("eval", "text-image", "--images", MINI, "-w", ws.root, "--threads", "1", "--json")
     assert res.exit_code == 0, res.stderr
     out = json.loads(res.stdout.strip().splitlines()[-1])
-    assert set(out["zero_shot_top1"]) == {"untuned", "tuned"}
-    for name in ("untuned", "tuned"):
-        assert set(out["text_to_image"][name]) >= {"r1", "r5", "r10"}
-        assert 0.0 <= out["zero_shot_top1"][name] <= 1.0
     assert out["test_images"] == 21  # 12 per class: 8 train, 1 val, 3 test
+    top1, recall = out["zero_shot_top1"], out["text_to_image"]
+    assert set(top1) == set(recall) == {"untuned", "tuned"}
+    for name in ("untuned", "tuned"):
+        r = recall[name]
+        assert r["r1"] <= r["r5"] <= r["r10"] and r["pair_r1"] <= r["pair_r5"] <= r["pair_r10"]
+        assert all(r[f"pair_r{k}"] <= r[f"r{k}"] for k in (1, 5, 10))  # own image is in-class
+    # The fine-tune must pay off on the held-out test images. Measured on this fixture's seeds:
+    # zero-shot top-1 3/21 untuned (chance is 1/7) vs 14/21 tuned; class R@5 10/21 vs 21/21.
+    # The margins asserted are about half of those, so a different torch build or CPU does not
+    # flip them, while scoring the untuned model as "tuned" (equal values) fails.
+    assert top1["tuned"] >= top1["untuned"] + 0.25, top1
+    assert recall["tuned"]["r5"] >= recall["untuned"]["r5"] + 0.25, recall
+    assert recall["tuned"]["pair_r5"] > recall["untuned"]["pair_r5"], recall
 
 
 def test_search_without_a_model_is_one_clear_error(cli, tmp_path):
