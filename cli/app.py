@@ -20,6 +20,16 @@ app = typer.Typer(
 )
 
 
+#: Parameter names (the library's, in ``SkySearchError.params``) whose flag is not simply
+#: ``--`` + the name with dashes.
+FLAG_NAMES = {"model_id": "--model", "frame_files": "--frames", "image_files": "--file"}
+
+
+def flag(param: str) -> str:
+    """The CLI flag of a library parameter name: ``clip_id`` -> ``--clip-id``."""
+    return FLAG_NAMES.get(param, "--" + param.replace("_", "-"))
+
+
 def _register() -> None:
     """Import command modules; each adds its commands or sub-apps to ``app``."""
     from skysearch.cli import commands  # noqa: F401  (registers on import)
@@ -32,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
         # In non-standalone mode the command's exit code (typer.Exit, Ctrl-C) is returned.
         code = app(args=argv, prog_name="skysearch", standalone_mode=False)
     except SkySearchError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {exc.render(flag)}", err=True)
         sys.exit(2)
     except TyperException as exc:  # usage errors from typer's own click: message, code 2
         if not hasattr(exc, "show"):
