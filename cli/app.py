@@ -8,6 +8,7 @@ import sys
 import typer
 from typer.exceptions import TyperException
 
+from skysearch.cpus import configure_threads
 from skysearch.errors import SkySearchError
 
 app = typer.Typer(
@@ -37,6 +38,7 @@ def _register() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: expected errors become one line on stderr and exit code 2."""
+    configure_threads()  # before the commands import numpy/torch and size their pools
     _register()
     try:
         # In non-standalone mode the command's exit code (typer.Exit, Ctrl-C) is returned.
