@@ -18,8 +18,8 @@ import sys
 import time
 
 import torch
-from skysearch.encoders.clip_encoder import ClipEmbedder, ClipEncoder, clip_config_for
-from skysearch.encoders.frame_encoder import FrameEncoderConfig, build_frame_encoder
+from skysearch.encoders.models.clip import ClipEmbedder, ClipEncoder, clip_config_for
+from skysearch.encoders.models.frame import FrameEncoderConfig, build_frame_encoder
 
 
 def rate(fn, batch: torch.Tensor, seconds: float) -> float:

@@ -178,7 +178,7 @@ def upload_requests(spec: dict) -> dict[str, tuple[str, list[tuple[str, bytes]]]
 
     from PIL import Image
     from skysearch.ingest.profiles import load_profiles
-    from skysearch.retrieval.service import ServiceLimits
+    from skysearch.retrieval.service.service import ServiceLimits
 
     limits = ServiceLimits()
     profile = next(p for p in load_profiles().values() if p.satellite == spec["satellite"])

@@ -30,11 +30,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
-from skysearch.retrieval import schema
-from skysearch.retrieval.filters import SearchFilters
-from skysearch.retrieval.schema import SEARCH_HNSW_EF, time_payload
-from skysearch.retrieval.store import Point
-from skysearch.retrieval.store_embedded import EdgeIndexParams, EmbeddedStore
+from skysearch.retrieval.store import Point, schema
+from skysearch.retrieval.store.embedded import EdgeIndexParams, EmbeddedStore
+from skysearch.retrieval.store.filters import SearchFilters
+from skysearch.retrieval.store.schema import SEARCH_HNSW_EF, time_payload
 
 DIM = 256
 K = 10

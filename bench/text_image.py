@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from skysearch.encoders.text_image import create_text_image_model, load_workspace_model
-from skysearch.retrieval.scenes import find_images, index_scenes
-from skysearch.retrieval.schema import SCENES
+from skysearch.encoders.models.text_image import create_text_image_model, load_workspace_model
+from skysearch.retrieval.indexing.scenes import find_images, index_scenes
 from skysearch.retrieval.store import open_store
+from skysearch.retrieval.store.schema import SCENES
 
 from skysearch.config import load_settings
 from skysearch.errors import NotFoundError

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from skysearch.encoders.captions import list_class_images
+from skysearch.encoders.datasets.captions import list_class_images
 from skysearch.encoders.pretrained import efficientnet_imagenet
 from torchvision import transforms
 

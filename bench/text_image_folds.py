@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from skysearch.encoders.captions import (
+from skysearch.encoders.datasets.captions import (
     DEFAULT_SEED,
     MULTI_TEMPLATES,
     PROMPTS,
@@ -40,8 +40,8 @@ from skysearch.encoders.captions import (
     normalise_class,
     split_images,
 )
+from skysearch.encoders.models.text_image import create_text_image_model
 from skysearch.encoders.pretrained import efficientnet_lite0_state_dict
-from skysearch.encoders.text_image import create_text_image_model
 
 #: RSSCN7 classes that overlap AID classes by meaning: withheld with them in a fold.
 OVERLAP = {

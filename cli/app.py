@@ -8,6 +8,7 @@ import sys
 import typer
 from typer.exceptions import TyperException
 
+from skysearch.cpus import configure_threads
 from skysearch.errors import SkySearchError
 
 app = typer.Typer(
@@ -20,6 +21,16 @@ app = typer.Typer(
 )
 
 
+#: Parameter names (the library's, in ``SkySearchError.params``) whose flag is not simply
+#: ``--`` + the name with dashes.
+FLAG_NAMES = {"model_id": "--model", "frame_files": "--frames", "image_files": "--file"}
+
+
+def flag(param: str) -> str:
+    """The CLI flag of a library parameter name: ``clip_id`` -> ``--clip-id``."""
+    return FLAG_NAMES.get(param, "--" + param.replace("_", "-"))
+
+
 def _register() -> None:
     """Import command modules; each adds its commands or sub-apps to ``app``."""
     from skysearch.cli import commands  # noqa: F401  (registers on import)
@@ -27,12 +38,13 @@ def _register() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: expected errors become one line on stderr and exit code 2."""
+    configure_threads()  # before the commands import numpy/torch and size their pools
     _register()
     try:
         # In non-standalone mode the command's exit code (typer.Exit, Ctrl-C) is returned.
         code = app(args=argv, prog_name="skysearch", standalone_mode=False)
     except SkySearchError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {exc.render(flag)}", err=True)
         sys.exit(2)
     except TyperException as exc:  # usage errors from typer's own click: message, code 2
         if not hasattr(exc, "show"):

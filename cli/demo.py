@@ -1,4 +1,5 @@
-"""``skysearch demo``: the README path end to end on the bundled sample (see skysearch.demo)."""
+"""``skysearch demo``: the README path end to end on the bundled sample
+(:mod:`skysearch.workflows.demo`)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import typer
 from skysearch.cli.app import app
 from skysearch.cli.options import JsonOption, ThreadsOption, WorkspaceOption
 from skysearch.cli.output import emit_json, info, table
+from skysearch.workflows.demo import DemoConfig
 
 from skysearch.config import load_settings
-from skysearch.demo import DemoConfig
 
 DEFAULTS = DemoConfig()
 
@@ -45,7 +46,7 @@ def demo(
 
     Example: skysearch demo -w demo-workspace
     """
-    from skysearch.demo import run_demo
+    from skysearch.workflows.demo import run_demo
 
     settings = load_settings(workspace=workspace)
     config = DemoConfig(

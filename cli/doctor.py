@@ -29,7 +29,7 @@ def doctor(
 
     Example: skysearch doctor -w ws --deep
     """
-    from skysearch.doctor import FAIL, diagnose
+    from skysearch.workflows.doctor import FAIL, diagnose
 
     settings = load_settings(workspace=workspace)
     checks = diagnose(settings, deep=deep)

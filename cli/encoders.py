@@ -37,7 +37,7 @@ def _train_config(
     device: str,
     min_pair_hours: float,
 ):
-    from skysearch.encoders.training import CLIP_LR, TrainConfig
+    from skysearch.encoders.training.loop import CLIP_LR, TrainConfig
 
     return TrainConfig(
         objective=objective,
@@ -107,7 +107,7 @@ def train_frames_command(
 
     Example: skysearch train frames --channels ir --epochs 2 -w ws
     """
-    from skysearch.encoders.train_frames import DataSpec, train_frames
+    from skysearch.encoders.training.frames import DataSpec, train_frames
 
     settings = load_settings(workspace=workspace)
     channel_list = channels.split(",") if channels else None
@@ -144,7 +144,7 @@ def train_clips_command(
 
     Example: skysearch train clips --epochs 10 -w ws
     """
-    from skysearch.encoders.train_clips import train_clips
+    from skysearch.encoders.training.clips import train_clips
 
     settings = load_settings(workspace=workspace)
     config = _train_config(objective, epochs, batch_size, lr, seed, device, min_pair_hours)
@@ -178,7 +178,7 @@ def eval_clips_command(
     Example: skysearch eval clips --json -w ws
     """
     from skysearch.encoders.registry import update_metrics
-    from skysearch.retrieval.eval_clips import EvalOptions, evaluate_clips
+    from skysearch.retrieval.evaluation.clips import EvalOptions, evaluate_clips
 
     settings = load_settings(workspace=workspace)
     options = EvalOptions(
@@ -241,7 +241,7 @@ def index_clips_command(
 
     Example: skysearch index clips -w ws
     """
-    from skysearch.encoders.embed import index_clips
+    from skysearch.retrieval.indexing.catalogs import index_clips
 
     settings = load_settings(workspace=workspace)
     _index_report(index_clips(settings, model, device, workers), json_out)
@@ -259,7 +259,7 @@ def index_frames_command(
 
     Example: skysearch index frames -w ws
     """
-    from skysearch.encoders.embed import index_frames
+    from skysearch.retrieval.indexing.catalogs import index_frames
 
     settings = load_settings(workspace=workspace)
     _index_report(index_frames(settings, model, device, workers), json_out)

@@ -61,7 +61,7 @@ def train_predictor_command(
 
     Example: skysearch train predictor --length 6 --gap 60 --epochs 30 -w ws
     """
-    from skysearch.encoders.train_predictor import TrainConfig, train_predictor
+    from skysearch.encoders.training.predictor import TrainConfig, train_predictor
 
     if threads > 0:
         import torch
@@ -117,7 +117,7 @@ def predict_command(
 
     Example: skysearch predict 2017-09-10T12:45Z --out strip.png -w ws
     """
-    from skysearch.encoders.train_predictor import predict_strip
+    from skysearch.encoders.training.predictor import predict_strip
 
     settings = load_settings(workspace=workspace)
     result = predict_strip(settings.workspace, clip, out, model)
@@ -164,8 +164,8 @@ def eval_augment_command(
 
     Example: skysearch eval augment --json -w ws
     """
-    from skysearch.retrieval.augment import AugmentOptions
-    from skysearch.retrieval.eval_augment import AugmentEvalOptions, evaluate_augment
+    from skysearch.retrieval.evaluation.augment import AugmentEvalOptions, evaluate_augment
+    from skysearch.retrieval.search.augment import AugmentOptions
 
     settings = load_settings(workspace=workspace)
     options = AugmentEvalOptions(

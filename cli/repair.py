@@ -31,7 +31,7 @@ def repair(
 
     Example: skysearch repair -w ws
     """
-    from skysearch.repair import repair_workspace
+    from skysearch.workflows.repair import repair_workspace
 
     settings = load_settings(workspace=workspace)
     report = repair_workspace(settings, profile_dirs=profiles)

@@ -1,8 +1,8 @@
 """``skysearch search clip``, and the filters and result rendering every search command shares.
 
 The commands are thin: options -> :class:`SearchFilters` / :class:`ClipQuery` -> the façade
-(:mod:`skysearch.retrieval.search`) -> a table on stderr, or with ``--json`` the result schema
-``skysearch.search/1`` on stdout.
+(:mod:`skysearch.retrieval.search.facade`) -> a table on stderr, or with ``--json`` the result
+schema ``skysearch.search/1`` on stdout.
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ def build_filters(
     k: int = 10,
     one_per_day: bool = False,
 ) -> Any:
-    """CLI filter options -> :class:`~skysearch.retrieval.filters.SearchFilters`."""
-    from skysearch.retrieval.filters import SearchFilters
+    """CLI filter options -> :class:`~skysearch.retrieval.store.filters.SearchFilters`."""
+    from skysearch.retrieval.store.filters import SearchFilters
 
     start, end = parse_between(between) if between else (None, None)
     return SearchFilters(
@@ -195,7 +195,7 @@ def search_clip_command(
 
     Example: skysearch search clip --at 2017-09-07T00:45Z --channel ir --rerank 20 -w ws
     """
-    from skysearch.retrieval.search import ClipQuery, Searcher, SearchOptions
+    from skysearch.retrieval.search.facade import ClipQuery, Searcher, SearchOptions
 
     settings = load_settings(workspace=workspace)
     query = ClipQuery(
@@ -215,7 +215,7 @@ def search_clip_command(
         result = searcher.search_clip(query, filters, options)
         extra = {}
         if contact_sheet is not None:
-            from skysearch.retrieval.contact_sheet import write_contact_sheet
+            from skysearch.retrieval.search.contact_sheet import write_contact_sheet
 
             extra["contact_sheet"] = write_contact_sheet(
                 settings.workspace, result, contact_sheet, frame_store=searcher.frame_store

@@ -101,11 +101,11 @@ def serve_command(
     Example: skysearch serve -w ws --port 8000
     """
     import uvicorn
-    from skysearch.retrieval.http_app import create_app
-    from skysearch.retrieval.service import SearchService
+    from skysearch.retrieval.service.app import create_app
+    from skysearch.retrieval.service.service import SearchService
 
     if write_openapi is not None:
-        from skysearch.retrieval.http_app import openapi_json
+        from skysearch.retrieval.service.app import openapi_json
 
         try:
             write_openapi.write_text(openapi_json())

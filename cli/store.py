@@ -80,7 +80,7 @@ def export_cmd(
 
     Example: skysearch store export -w ws --out store.jsonl.gz
     """
-    from skysearch.retrieval.transfer import export_store
+    from skysearch.retrieval.store.transfer import export_store
 
     with _open(workspace, qdrant_url) as store:
         counts = export_store(store, out, collection or None)
@@ -104,7 +104,7 @@ def import_cmd(
 
     Example: QDRANT_URL=http://localhost:6333 skysearch store import store.jsonl.gz
     """
-    from skysearch.retrieval.transfer import import_store
+    from skysearch.retrieval.store.transfer import import_store
 
     with _open(workspace, qdrant_url) as store:
         counts = import_store(store, file)

@@ -10,7 +10,7 @@ from skysearch.cli.groups import eval_app, index_app, search_app, train_app
 from skysearch.cli.options import JsonOption, WorkspaceOption, positive
 from skysearch.cli.output import emit_json, info, table
 from skysearch.cli.search import BetweenOption
-from skysearch.encoders.captions import DEFAULT_SEED
+from skysearch.encoders.datasets.captions import DEFAULT_SEED
 
 from skysearch.config import load_settings
 from skysearch.errors import UsageError
@@ -138,7 +138,7 @@ def train_text_image_command(
     Example: skysearch train text-image --images ../shared/data/aid-20 --images
     ../shared/data/rsscn7 -w ws
     """
-    from skysearch.encoders.train_text_image import (
+    from skysearch.encoders.training.text_image import (
         TrainConfig,
         prepare_training_data,
         train_text_image,
@@ -214,7 +214,7 @@ def eval_text_image_command(
 
     Example: skysearch eval text-image --images ../shared/data/aid-20 --classes Pond,River -w ws
     """
-    from skysearch.retrieval.eval_text_image import evaluate_text_image
+    from skysearch.retrieval.evaluation.text_image import evaluate_text_image
 
     _threads(threads)
     settings = load_settings(workspace=workspace)
@@ -266,7 +266,7 @@ def index_scenes_command(
 
     Example: skysearch index scenes data/sample/rsscn7-mini -w ws
     """
-    from skysearch.retrieval.scenes import index_scenes
+    from skysearch.retrieval.indexing.scenes import index_scenes
 
     _threads(threads)
     settings = load_settings(workspace=workspace)
@@ -294,7 +294,7 @@ BboxOption = Annotated[
 def _scene_filters(
     k: int, between: str | None, dataset: str | None, label: str | None, bbox: str | None
 ):
-    from skysearch.retrieval.filters import SearchFilters
+    from skysearch.retrieval.store.filters import SearchFilters
 
     from skysearch.timeutil import parse_between
 
@@ -326,7 +326,7 @@ def search_text_command(
     Example: skysearch search text "a golf course" --dataset aid-20 --k 5 -w ws
     """
     from skysearch.cli.search import render_result
-    from skysearch.retrieval.search import search_text
+    from skysearch.retrieval.search.facade import search_text
 
     settings = load_settings(workspace=workspace)
     filters = _scene_filters(k, between, dataset, label, bbox)
@@ -357,7 +357,7 @@ def search_image_command(
     Example: skysearch search image --file a.jpg --file b.jpg --text "with a pool" -w ws
     """
     from skysearch.cli.search import render_result
-    from skysearch.retrieval.search import search_image
+    from skysearch.retrieval.search.facade import search_image
 
     examples = ([image] if image else []) + list(file or [])
     if not examples:

@@ -1,6 +1,6 @@
 """Rebuilding damaged ingest files from what is still good and from the source files.
 
-Used by the workspace repair (``skysearch.repair``), under the ingest lock. Every function
+Used by the workspace repair (``skysearch.workflows.repair``), under the ingest lock. Every function
 leaves the workspace consistent if it is killed half-way (files are replaced atomically).
 """
 

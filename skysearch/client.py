@@ -28,7 +28,9 @@ from typing import Any
 import httpx
 
 from skysearch.errors import SkySearchError
-from skysearch.retrieval.search import ResultItem as Hit  # the result schema's one definition
+from skysearch.retrieval.search.facade import (
+    ResultItem as Hit,  # the result schema's one definition
+)
 
 API_KEY_HEADER = "X-API-Key"
 ImageInput = str | Path | bytes | tuple[str, bytes]

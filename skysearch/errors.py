@@ -1,8 +1,35 @@
-"""Errors a user can meet and fix. The CLI prints them as one line and exits with code 2."""
+"""Errors a user can meet and fix. The CLI prints them as one line and exits with code 2; the
+HTTP service answers them with a 4xx/503 and a ``detail`` line.
+
+An error names the parameters it is about by their Python names, written ``{name}`` in the
+message (``UsageError("{rerank} must be in 0..10000", params=["rerank"])``), and may carry a
+``hint`` (what to do). Each front end renders the names in its own words: the CLI as its flags
+(``--rerank``), the HTTP service as its fields (``rerank``), ``str()`` as the plain names. So
+the library never speaks one front end's language.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 
 class SkySearchError(Exception):
     """An expected error: bad input, missing data or model, locked store. Never a traceback."""
+
+    def __init__(
+        self, message: str, *, params: Sequence[str] = (), hint: str | None = None
+    ) -> None:
+        self.message = message
+        self.params = tuple(params)
+        self.hint = hint
+        super().__init__(self.render())
+
+    def render(self, name: Callable[[str], str] = str) -> str:
+        """The message with each ``{param}`` written as ``name(param)``, then the hint."""
+        text = self.message
+        for param in self.params:
+            text = text.replace("{" + param + "}", name(param))
+        return f"{text}: {self.hint}" if self.hint else text
 
 
 class UsageError(SkySearchError):

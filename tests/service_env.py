@@ -74,7 +74,7 @@ def build_workspace(root: Path) -> Workspace:
 @functools.cache
 def service(root: Path):
     """The started, ready SearchService over the workspace (closed at exit)."""
-    from skysearch.retrieval.service import SearchService
+    from skysearch.retrieval.service.service import SearchService
 
     from skysearch.config import load_settings
 
@@ -120,7 +120,7 @@ def serve(app) -> str:
 @functools.cache
 def server(root: Path, api_key: str | None = API_KEY) -> str:
     """The shared service served over loopback (one server per API key); its URL."""
-    from skysearch.retrieval.http_app import create_app
+    from skysearch.retrieval.service.app import create_app
 
     return serve(create_app(service(root), api_key=api_key))
 

@@ -233,6 +233,12 @@ CASES: dict[str, list[Case]] = {
         c("index", "scenes", "{scenes}", "--threads", "-1", *W, expect=USAGE),
     ],
     "search clip": [
+        c(
+            "search",
+            "clip",
+            *W,
+            expect="a start time (--at), a clip id (--clip-id) or frames (--frames)",
+        ),
         c("search", "clip", "--at", AT, "--exclude-window", "99999999d", *W, expect="too long"),
         c("search", "clip", "--at", AT, "--exclude-window", "9" * 400 + "d", *W, expect="too long"),
         c("search", "clip", "--at", AT, "--exclude-window", "abc", *W, expect="read duration"),
@@ -374,7 +380,7 @@ def _exports(folder: Path) -> dict[str, Path]:
     import gzip
     import uuid
 
-    from skysearch.retrieval.transfer import FORMAT, encode_vector
+    from skysearch.retrieval.store.transfer import FORMAT, encode_vector
 
     header = json.dumps({"format": FORMAT, "collection": "c", "vectors": {"v": 4}, "points": 1})
     point = {"id": str(uuid.uuid4()), "vectors": {"v": encode_vector([1, 0, 0, 0])}, "payload": {}}
@@ -651,7 +657,7 @@ def test_durations_are_bounded():
 def test_search_filters_refuse_a_window_datetime_cannot_hold():
     from datetime import datetime, timedelta, timezone
 
-    from skysearch.retrieval.filters import SearchFilters
+    from skysearch.retrieval.store.filters import SearchFilters
 
     from skysearch.errors import UsageError
 
@@ -664,7 +670,7 @@ def test_search_filters_refuse_a_window_datetime_cannot_hold():
 
 def test_a_failed_export_leaves_no_partial_file(tmp_path, monkeypatch):
     from skysearch.retrieval.store import Point, open_store
-    from skysearch.retrieval.transfer import export_store
+    from skysearch.retrieval.store.transfer import export_store
 
     store = open_store(None, ":memory:")
     store.ensure_collection("c", 4)

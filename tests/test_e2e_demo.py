@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from conftest import SAMPLE_DATA
 from PIL import Image
-from skysearch.retrieval.contact_sheet import layout_for
+from skysearch.retrieval.search.contact_sheet import layout_for
 
 from skysearch.timeutil import parse_time
 
@@ -237,7 +237,7 @@ def test_errors_on_a_trained_workspace(demo, cli):
 HOLDER = textwrap.dedent(
     """
     import sys, time
-    from skysearch.retrieval.store_embedded import EmbeddedStore
+    from skysearch.retrieval.store.embedded import EmbeddedStore
     store = EmbeddedStore(sys.argv[1])
     store.count("clips")
     print("READY", flush=True)
@@ -272,11 +272,11 @@ def _frame_answers(ws: Path) -> tuple[int, dict[str, list]]:
     """Points in ``frames``, and the top 5 of a search by each FRAME_TIMES frame's embedding
     (computed here from the frame store's pixels, not read back from the index)."""
     import torch
-    from skysearch.encoders.models import load_frame_encoder
+    from skysearch.encoders.factory import load_frame_encoder
     from skysearch.ingest.catalog import read_frames
     from skysearch.ingest.framestore import FrameStore
-    from skysearch.retrieval.filters import SearchFilters
-    from skysearch.retrieval.store_api import SkyStore
+    from skysearch.retrieval.store.application import SkyStore
+    from skysearch.retrieval.store.filters import SearchFilters
 
     from skysearch.config import Workspace
     from skysearch.timeutil import to_rfc3339

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import SAMPLE_DATA
-from skysearch.encoders.clip_encoder import ClipEmbedder, ClipEncoder, ClipEncoderConfig
-from skysearch.encoders.frame_encoder import FrameEncoderConfig, build_frame_encoder
-from skysearch.encoders.models import load_clip_embedder
+from skysearch.encoders.datasets.triplets import sample_triplets
+from skysearch.encoders.factory import load_clip_embedder
+from skysearch.encoders.models.clip import ClipEmbedder, ClipEncoder, ClipEncoderConfig
+from skysearch.encoders.models.frame import FrameEncoderConfig, build_frame_encoder
 from skysearch.encoders.registry import list_models
-from skysearch.encoders.training import TrainConfig, log_ratio_loss, train_on_arrays
-from skysearch.encoders.triplets import sample_triplets
-from skysearch.retrieval.eval_clips import ndcg_at_k, search_scores
+from skysearch.encoders.training.loop import TrainConfig, log_ratio_loss, train_on_arrays
+from skysearch.retrieval.evaluation.clips import ndcg_at_k, search_scores
 
 from skysearch.config import Workspace, load_settings
 from skysearch.errors import UsageError
@@ -63,7 +63,7 @@ def test_ndcg_and_recall():
 
 
 def _real_frames(ws: Workspace, n: int = 24) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from skysearch.encoders.data import (
+    from skysearch.encoders.datasets.clips import (
         load_clip_set,
         load_step_frames,
         seconds,
@@ -88,8 +88,8 @@ def test_tiny_training_lowers_loss_on_real_frames(sample_ws, tmp_path, objective
 
 def test_cell_metric_training_lowers_loss_on_real_frames(sample_ws, tmp_path):
     """small-cnn's metric objective: cell pairs of real frames, squared value gap vs KS D."""
-    from skysearch.encoders.cell_training import cell_pair_batches
-    from skysearch.encoders.training import fit
+    from skysearch.encoders.training.cells import cell_pair_batches
+    from skysearch.encoders.training.loop import fit
 
     frames, _, _ = _real_frames(sample_ws)
     torch.manual_seed(0)
@@ -105,7 +105,7 @@ def test_cell_metric_training_lowers_loss_on_real_frames(sample_ws, tmp_path):
 
 def test_clip_readout_is_segment_means_of_pooled_maps():
     """An untrained clip encoder (gate 0) = 4 segment means of 2x2-pooled 16 x 16 maps."""
-    from skysearch.encoders.clip_encoder import clip_config_for
+    from skysearch.encoders.models.clip import clip_config_for
 
     encoder = ClipEncoder(clip_config_for(FrameEncoderConfig(), 12)).eval()
     frames = torch.rand(2, 12, 256)
@@ -147,7 +147,7 @@ def test_clip_embedder_shapes_and_errors():
 
 
 def test_train_eval_index_cli_on_sample(sample_ws, cli, monkeypatch, tmp_path):
-    from skysearch.encoders import train_clips
+    from skysearch.encoders.training import clips as train_clips
     from skysearch.ingest.clips import clip_frames, read_clips
 
     ws = str(sample_ws.root)
@@ -199,7 +199,7 @@ def test_train_eval_index_cli_on_sample(sample_ws, cli, monkeypatch, tmp_path):
 
     # Index into the real embedded engine: every clip once, with the contract's payload; a
     # re-run skips them all; the clip's own vector finds it first.
-    from skysearch.encoders.embed import index_clips
+    from skysearch.retrieval.indexing.catalogs import index_clips
     from skysearch.retrieval.store import open_store
 
     settings = load_settings(workspace=ws)

@@ -42,7 +42,7 @@ CASES = [
 @pytest.fixture(scope="module")
 def api_schema(tmp_path_factory):
     import schemathesis
-    from skysearch.retrieval.http_app import create_app
+    from skysearch.retrieval.service.app import create_app
 
     ws = build_workspace(tmp_path_factory.getbasetemp() / "service-ws")
     app = create_app(service(ws.root), api_key=API_KEY)

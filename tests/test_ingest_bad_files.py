@@ -118,7 +118,11 @@ def _workspace_with_a_tiny_text_image_model(root: Path) -> Workspace:
     """A workspace whose registry holds a tiny (untrained) open_clip text-image model."""
     import open_clip
     from skysearch.encoders import registry
-    from skysearch.encoders.text_image import KIND, create_text_image_model, save_text_image_model
+    from skysearch.encoders.models.text_image import (
+        KIND,
+        create_text_image_model,
+        save_text_image_model,
+    )
 
     configs = root.parent / "configs"
     configs.mkdir()

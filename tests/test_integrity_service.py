@@ -23,8 +23,8 @@ def _zero(path: Path) -> None:
 
 def test_service_refuses_ready_on_a_damaged_workspace(tmp_path, cli):
     import uvicorn
-    from skysearch.retrieval.http_app import create_app
-    from skysearch.retrieval.service import SearchService
+    from skysearch.retrieval.service.app import create_app
+    from skysearch.retrieval.service.service import SearchService
 
     from skysearch.config import load_settings
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from skysearch.encoders import train_predictor
 from skysearch.encoders.checkpoints import CheckpointError
-from skysearch.encoders.predictor import (
+from skysearch.encoders.metrics import mse, psnr, ssim
+from skysearch.encoders.models.predictor import (
     PredictorConfig,
     SimVP,
     load_predictor,
@@ -15,8 +15,8 @@ from skysearch.encoders.predictor import (
     predicted_offsets,
     save_predictor,
 )
-from skysearch.encoders.train_predictor import TrainConfig, build_predictor, fit
-from skysearch.encoders.video_metrics import mse, psnr, ssim
+from skysearch.encoders.training import predictor as train_predictor
+from skysearch.encoders.training.predictor import TrainConfig, build_predictor, fit
 
 SMALL = PredictorConfig(length=4, channels=1, height=16, width=24, hid_s=8, hid_t=32)
 

@@ -7,7 +7,8 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 from skysearch.ingest.ids import clip_id
-from skysearch.retrieval.augment import (
+from skysearch.retrieval.evaluation.augment import ndcg, pool_rerank
+from skysearch.retrieval.search.augment import (
     AugmentOptions,
     augmented_search,
     combine_vectors,
@@ -15,9 +16,8 @@ from skysearch.retrieval.augment import (
     fuse,
     rank_positions,
 )
-from skysearch.retrieval.eval_augment import ndcg, pool_rerank
-from skysearch.retrieval.schema import time_payload
 from skysearch.retrieval.store import Point, open_store
+from skysearch.retrieval.store.schema import time_payload
 
 T0 = datetime(2017, 9, 8, 0, 45, tzinfo=timezone.utc)
 

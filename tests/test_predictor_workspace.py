@@ -9,9 +9,9 @@ import pytest
 import torch
 from conftest import SAMPLE_DATA
 from PIL import Image
-from skysearch.encoders.predictor import load_predictor
+from skysearch.encoders.models.predictor import load_predictor
 from skysearch.encoders.registry import list_models
-from skysearch.encoders.train_predictor import load_predictor_data
+from skysearch.encoders.training.predictor import load_predictor_data
 
 from skysearch.config import Workspace
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 from service_env import png_declaring
-from skysearch.retrieval.service import SearchService, ServiceLimits
-from skysearch.retrieval.uploads import UploadLimits, decode, open_image, validate_image
+from skysearch.retrieval.service.service import SearchService, ServiceLimits
+from skysearch.retrieval.service.uploads import UploadLimits, decode, open_image, validate_image
 
 from skysearch.config import Settings, Workspace
 from skysearch.errors import UsageError
@@ -120,7 +120,7 @@ def test_bind_rules(cli):
 
 
 def _unloaded_app(**limits):
-    from skysearch.retrieval.http_app import create_app
+    from skysearch.retrieval.service.app import create_app
 
     settings = Settings(workspace=Workspace(Path("/nonexistent-skysearch-workspace")))
     return create_app(SearchService(settings, ServiceLimits(**limits)), api_key="k")
@@ -151,7 +151,7 @@ def test_body_limit_and_not_ready():
 
 def test_failed_start_is_reported_not_raised(tmp_path):
     from fastapi.testclient import TestClient
-    from skysearch.retrieval.http_app import create_app
+    from skysearch.retrieval.service.app import create_app
 
     service = SearchService(Settings(workspace=Workspace(tmp_path / "missing")))
     with TestClient(create_app(service)) as client:
@@ -164,7 +164,7 @@ def test_failed_start_is_reported_not_raised(tmp_path):
 
 def test_committed_openapi_matches_the_served_schema():
     from fastapi.testclient import TestClient
-    from skysearch.retrieval.http_app import openapi_json
+    from skysearch.retrieval.service.app import openapi_json
 
     committed = (REPO / "openapi.json").read_text()
     assert committed == openapi_json(), (

@@ -17,10 +17,10 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 from qdrant_client import models
-from skysearch.retrieval.filters import SearchFilters
-from skysearch.retrieval.schema import time_payload
 from skysearch.retrieval.store import Point, VectorStore, open_store
-from skysearch.retrieval.store_embedded import EdgeIndexParams, EmbeddedStore
+from skysearch.retrieval.store.embedded import EdgeIndexParams, EmbeddedStore
+from skysearch.retrieval.store.filters import SearchFilters
+from skysearch.retrieval.store.schema import time_payload
 
 from skysearch.errors import NotFoundError, UsageError
 
@@ -224,7 +224,7 @@ def load(store: VectorStore) -> None:
 
 
 def _server_store() -> VectorStore:
-    from skysearch.retrieval.store_server import ServerStore
+    from skysearch.retrieval.store.server import ServerStore
 
     return ServerStore.connect(os.environ["QDRANT_URL"])
 

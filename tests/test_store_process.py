@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from skysearch.retrieval.store import open_store
-from skysearch.retrieval.store_embedded import EmbeddedStore
+from skysearch.retrieval.store.embedded import EmbeddedStore
 
 from skysearch.config import Settings, Workspace
 from skysearch.errors import StoreError
@@ -28,7 +28,7 @@ LOADER = textwrap.dedent(
     f"""
     import sys, uuid, numpy as np
     from skysearch.retrieval.store import Point
-    from skysearch.retrieval.store_embedded import EmbeddedStore
+    from skysearch.retrieval.store.embedded import EmbeddedStore
     store = EmbeddedStore(sys.argv[1])
     store.ensure_collection("clips", {DIM})
     rng = np.random.default_rng(0)
@@ -45,7 +45,7 @@ LOADER = textwrap.dedent(
 HOLDER = textwrap.dedent(
     """
     import sys, time
-    from skysearch.retrieval.store_embedded import EmbeddedStore
+    from skysearch.retrieval.store.embedded import EmbeddedStore
     store = EmbeddedStore(sys.argv[1])
     store.ensure_collection("frames", 8)
     print("READY", flush=True)

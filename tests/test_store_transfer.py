@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from skysearch.retrieval.filters import SearchFilters
-from skysearch.retrieval.schema import time_payload
 from skysearch.retrieval.store import Point, open_store
-from skysearch.retrieval.store_api import SearchResult, SkyStore
-from skysearch.retrieval.store_embedded import EmbeddedStore
-from skysearch.retrieval.transfer import export_store, import_store
+from skysearch.retrieval.store.application import SearchResult, SkyStore
+from skysearch.retrieval.store.embedded import EmbeddedStore
+from skysearch.retrieval.store.filters import SearchFilters
+from skysearch.retrieval.store.schema import time_payload
+from skysearch.retrieval.store.transfer import export_store, import_store
 
 T0 = datetime(2017, 9, 1, tzinfo=timezone.utc)
 

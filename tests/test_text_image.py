@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import SAMPLE_DATA, shared_data
-from skysearch.encoders import captions
-from skysearch.encoders.text_image import (
+from skysearch.encoders.datasets import captions
+from skysearch.encoders.models.text_image import (
     DEFAULT_MODEL,
     create_text_image_model,
     load_text_image_model,
@@ -135,7 +135,7 @@ def test_converter_rejects_a_folder_without_classes(tmp_path):
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory):
     """A tiny real fine-tuning run on rsscn7-mini (2 epochs x 3 steps, 1 thread)."""
-    from skysearch.encoders.train_text_image import TrainConfig, prepare_folder, train_text_image
+    from skysearch.encoders.training.text_image import TrainConfig, prepare_folder, train_text_image
 
     torch.set_num_threads(1)
     ws = Workspace(tmp_path_factory.mktemp("ws"))
@@ -152,8 +152,8 @@ def tuned(tmp_path_factory):
 
 
 def test_tiny_fine_tuning_lowers_the_contrastive_loss(tuned):
-    from skysearch.encoders.captions import read_csv
-    from skysearch.encoders.train_text_image import Trainer
+    from skysearch.encoders.datasets.captions import read_csv
+    from skysearch.encoders.training.text_image import Trainer
 
     ws, cfg, csvs, summary = tuned
     rows = read_csv(csvs["train"])
@@ -166,7 +166,7 @@ def test_tiny_fine_tuning_lowers_the_contrastive_loss(tuned):
 
 def test_training_rerun_resumes_instead_of_retraining(tuned):
     from skysearch.encoders import registry
-    from skysearch.encoders.train_text_image import train_text_image
+    from skysearch.encoders.training.text_image import train_text_image
 
     ws, cfg, _, summary = tuned
     again = train_text_image(cfg, ws, progress=False)
@@ -231,7 +231,7 @@ def test_exclude_classes_leaves_no_image_or_caption_of_them(tmp_path):
     """Leave-classes-out, checked on the training CSV itself: no image of an excluded class,
     no caption naming it (folder name or phrase, e.g. "a lake" names dRiverLake); the other
     classes stay; several caption sources merge into one CSV."""
-    from skysearch.encoders.train_text_image import prepare_training_data
+    from skysearch.encoders.training.text_image import prepare_training_data
 
     ws = Workspace(tmp_path / "ws")
     extra = tmp_path / "extra.csv"
@@ -305,10 +305,10 @@ def test_eval_scores_a_folder_never_trained_on(tuned, cli, tmp_path):
 def test_scene_csv_payload_filters_and_multi_example_queries(tuned, cli, tmp_path):
     """Scenes from a CSV carry dataset/label/time/location; text and image searches honour
     --dataset/--label/--between/--bbox; several examples (+ words) make one query."""
-    from skysearch.encoders.text_image import load_workspace_model
-    from skysearch.retrieval.filters import SearchFilters
-    from skysearch.retrieval.schema import SCENES
-    from skysearch.retrieval.search import Searcher
+    from skysearch.encoders.models.text_image import load_workspace_model
+    from skysearch.retrieval.search.facade import Searcher
+    from skysearch.retrieval.store.filters import SearchFilters
+    from skysearch.retrieval.store.schema import SCENES
 
     ws, _, _, _ = tuned
     images = sorted(MINI.glob("*/*.jpg"))[::4]  # 21 images, all classes
@@ -368,7 +368,7 @@ def load_settings_for(ws: Workspace):
 def test_tuned_image_tower_recipe_and_other_architectures(tiny_model_name, tmp_path):
     """The previous recipe (image blocks tuned, trained text head) still trains and loads as a
     plain model; the locked recipe refuses a tower without a separable trunk, in plain words."""
-    from skysearch.encoders.train_text_image import TrainConfig, prepare_folder, train_text_image
+    from skysearch.encoders.training.text_image import TrainConfig, prepare_folder, train_text_image
 
     torch.set_num_threads(1)
     ws = Workspace(tmp_path / "ws")

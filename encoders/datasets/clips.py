@@ -1,0 +1,280 @@
+"""Training and evaluation data from a workspace: one clip spec, its frames, its ground truth.
+
+A *clip set* is every clip of one (satellite, channels, length, gap) spec from the clip catalog.
+Its clips overlap, so their frames are factored into *steps*: the distinct time steps (one frame
+id per channel) that clips use, with ``index[clip, l]`` the step of the clip's frame ``l``.
+Frames and ground-truth similarities are then computed once per step, not once per clip.
+
+Ground truth: the grid Kolmogorov-Smirnov similarity (``skysearch.ingest.similarity.core``,
+clean mode, N=24, B=20). Clip similarity is by definition the mean over frames (frame i against
+frame i) and channels of frame similarities, so the clip matrix is an average of rows and
+columns of the step matrix (:func:`clip_similarity_matrix`).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from skysearch.ingest.catalog import read_frames
+from skysearch.ingest.clips import parse_channels, read_clips, spec_keys
+from skysearch.ingest.framestore import FrameStore
+from skysearch.ingest.similarity.core import (
+    GridSpec,
+    cell_sizes,
+    similarity_block,
+    sketch_frames,
+    sketch_geometry,
+)
+
+from skysearch.config import Workspace
+from skysearch.errors import NotFoundError, UsageError
+
+
+@dataclass
+class ClipSet:
+    """Clips of one spec, with their frames factored into distinct steps."""
+
+    satellite: str
+    channels: list[str]
+    length: int
+    gap_minutes: int
+    clips: pa.Table  # catalog rows, sorted by start
+    steps: list[tuple[str, ...]]  # one frame id per channel, sorted by time
+    step_times: np.ndarray  # (S,) datetime64[us] (UTC), time of the first channel's frame
+    index: np.ndarray  # (M, L) int: the step of each clip frame
+
+    @property
+    def clip_ids(self) -> list[str]:
+        return self.clips["clip_id"].to_pylist()
+
+    @property
+    def starts(self) -> np.ndarray:
+        """(M,) datetime64[us] clip start times (UTC)."""
+        return self.clips["start"].cast(pa.int64()).to_numpy().astype("datetime64[us]")
+
+    @property
+    def ends(self) -> np.ndarray:
+        return self.clips["end"].cast(pa.int64()).to_numpy().astype("datetime64[us]")
+
+    def subset(self, mask: np.ndarray) -> ClipSet:
+        """The clips where ``mask`` is true (steps unchanged)."""
+        rows = np.flatnonzero(mask)
+        return ClipSet(
+            self.satellite,
+            self.channels,
+            self.length,
+            self.gap_minutes,
+            self.clips.take(pa.array(rows, pa.int64())),
+            self.steps,
+            self.step_times,
+            self.index[rows],
+        )
+
+    def used_steps(self) -> np.ndarray:
+        """Sorted step numbers used by at least one clip."""
+        return np.unique(self.index)
+
+
+def seconds(times: np.ndarray) -> np.ndarray:
+    """datetime64 -> float seconds since the epoch."""
+    return times.astype("datetime64[us]").astype(np.int64) / 1e6
+
+
+def to_datetime64(value: datetime) -> np.datetime64:
+    return np.datetime64(value.replace(tzinfo=None), "us")
+
+
+def _pick_spec(table: pa.Table, what: str) -> pa.Table:
+    """Among several clip specs, the one with the most clips (ties: the first name)."""
+    keys = spec_keys(table)
+    counts = Counter(keys)
+    best = sorted(counts, key=lambda k: (-counts[k], k))[0]
+    mask = np.array([k == best for k in keys])
+    if len(counts) > 1:
+        from tqdm import tqdm
+
+        tqdm.write(
+            f"{what}: {len(counts)} clip specs in the catalog; using {best[0]} {best[1]} "
+            f"{best[2]}x{best[3]}m ({counts[best]} clips). Choose with --channels/--length/--gap.",
+            file=sys.stderr,
+        )
+    return table.filter(pa.array(mask))
+
+
+def load_clip_set(
+    workspace: Workspace,
+    satellite: str | None = None,
+    channels: str | list[str] | None = None,
+    length: int | None = None,
+    gap_minutes: int | None = None,
+    what: str = "clips",
+) -> ClipSet:
+    """The clip set of one spec; unset parts of the spec are chosen by clip count."""
+    chans = parse_channels(channels)
+    table = read_clips(workspace, satellite, chans, length, gap_minutes)
+    if table.num_rows == 0:
+        spec = f" ({','.join(chans)})" if chans else ""
+        raise NotFoundError(
+            f"no clips{spec} in the clip catalog of {workspace.root}: run `skysearch clips` "
+            "(after `skysearch ingest PATH`)"
+        )
+    table = _pick_spec(table, what)
+    first = table.slice(0, 1).to_pylist()[0]
+    grids = table["frame_ids"].to_pylist()
+    step_of: dict[tuple[str, ...], int] = {}
+    raw_index = np.empty((table.num_rows, first["length"]), dtype=np.int64)
+    for m, grid in enumerate(grids):
+        for step, ids in enumerate(zip(*grid, strict=True)):
+            raw_index[m, step] = step_of.setdefault(ids, len(step_of))
+    steps = list(step_of)
+    frames = read_frames(
+        workspace, satellite=first["satellite"], channel=first["channels"][0], columns=None
+    ).select(["frame_id", "time"])
+    first_ids = pa.array([s[0] for s in steps], pa.string())
+    pos = pc.index_in(first_ids, value_set=frames["frame_id"].combine_chunks()).to_numpy(
+        zero_copy_only=False
+    )
+    times = frames["time"].cast(pa.int64()).to_numpy()[pos].astype("datetime64[us]")
+    order = np.argsort(times, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return ClipSet(
+        satellite=first["satellite"],
+        channels=list(first["channels"]),
+        length=int(first["length"]),
+        gap_minutes=int(first["gap_minutes"]),
+        clips=table,
+        steps=[steps[i] for i in order],
+        step_times=times[order],
+        index=rank[raw_index],
+    )
+
+
+def load_step_frames(
+    workspace: Workspace, clip_set: ClipSet, steps: np.ndarray, store: FrameStore | None = None
+) -> np.ndarray:
+    """uint8 frames (len(steps), C, H, W) of the given steps."""
+    store = store or FrameStore(workspace)
+    per_channel = [
+        store.read_many([clip_set.steps[s][c] for s in steps])
+        for c in range(len(clip_set.channels))
+    ]
+    return np.stack(per_channel, axis=1)
+
+
+def step_similarity_matrix(frames: np.ndarray, spec: GridSpec | None = None) -> np.ndarray:
+    """Ground-truth frame similarity (S, S) of step frames (S, C, H, W), mean over channels."""
+    spec = spec or GridSpec()
+    n, channels = frames.shape[:2]
+    sizes = cell_sizes(sketch_geometry(frames.shape[2:], spec))
+    out = np.zeros((n, n), dtype=np.float64)
+    for c in range(channels):
+        sketches = sketch_frames(np.ascontiguousarray(frames[:, c]), spec)
+        out += similarity_block(sketches, sketches, None, sizes)
+    return out / channels
+
+
+def clip_similarity_matrix(
+    step_sim: np.ndarray, index_a: np.ndarray, index_b: np.ndarray | None = None
+) -> np.ndarray:
+    """Ground-truth clip similarity (Ma, Mb): mean over l of ``step_sim[a[l], b[l]]``.
+
+    ``index_*`` hold rows of ``step_sim`` (M, L).
+    """
+    index_b = index_a if index_b is None else index_b
+    if index_a.shape[1] != index_b.shape[1]:
+        raise UsageError("clips of different lengths cannot be compared frame by frame")
+    total = np.zeros((len(index_a), len(index_b)), dtype=np.float64)
+    for step in range(index_a.shape[1]):
+        total += step_sim[np.ix_(index_a[:, step], index_b[:, step])]
+    return total / index_a.shape[1]
+
+
+@dataclass
+class Split:
+    """Time split: train on clips that end before ``holdout_start``, evaluate on the rest.
+
+    With a ``validation_start`` (model selection), training stops earlier: clips ending before
+    it train; the clips between it and ``holdout_start`` are the validation slice.
+    """
+
+    holdout_start: datetime
+    first: datetime
+    last: datetime
+    train: np.ndarray  # bool (M,): clip ends before the validation slice / the hold-out
+    heldout: np.ndarray  # bool (M,): clip starts in the hold-out
+    validation_start: datetime | None = None
+
+    def to_dict(self) -> dict[str, str | int]:
+        from skysearch.timeutil import to_rfc3339
+
+        out: dict[str, str | int] = {
+            "first": to_rfc3339(self.first),
+            "holdout_start": to_rfc3339(self.holdout_start),
+            "last": to_rfc3339(self.last),
+            "train_clips": int(self.train.sum()),
+            "heldout_clips": int(self.heldout.sum()),
+        }
+        if self.validation_start is not None:
+            out["validation_start"] = to_rfc3339(self.validation_start)
+        return out
+
+
+def _aware(value: np.datetime64) -> datetime:
+    from datetime import timezone
+
+    return value.astype("datetime64[us]").astype(datetime).replace(tzinfo=timezone.utc)
+
+
+def split_by_time(
+    clip_set: ClipSet,
+    holdout_fraction: float = 0.2,
+    holdout_start: datetime | None = None,
+    validation_fraction: float = 0.0,
+    validation_start: datetime | None = None,
+) -> Split:
+    """Hold out the most recent ``holdout_fraction`` of the time range (or from a given start).
+
+    ``validation_fraction`` (or ``validation_start``) also keeps the most recent part of the
+    remaining training range out of training, for model selection.
+    """
+    from skysearch.encoders.datasets.triplets import holdout_start as start_of_holdout
+
+    first, last = _aware(clip_set.starts.min()), _aware(clip_set.ends.max())
+    start = holdout_start or start_of_holdout(first, last, holdout_fraction)
+    if validation_start is None and validation_fraction > 0:
+        validation_start = start_of_holdout(first, start, validation_fraction)
+    train_end = to_datetime64(validation_start or start)
+    split = Split(
+        start,
+        first,
+        last,
+        clip_set.ends < train_end,
+        clip_set.starts >= to_datetime64(start),
+        validation_start,
+    )
+    if not split.train.any() or not split.heldout.any():
+        raise UsageError(
+            f"the time split at {start:%Y-%m-%dT%H:%MZ} leaves no training or no held-out clips "
+            f"({int(split.train.sum())} / {int(split.heldout.sum())}); ingest a longer period "
+            "or use shorter clips"
+        )
+    return split
+
+
+def model_split(clip_set: ClipSet, data: dict) -> Split:
+    """The split a model was trained with (its config's ``data`` section)."""
+    from skysearch.timeutil import parse_time
+
+    validation = data.get("validation_start")
+    return split_by_time(
+        clip_set,
+        holdout_start=parse_time(data["holdout_start"]),
+        validation_start=parse_time(validation) if validation else None,
+    )

@@ -1,0 +1,70 @@
+"""Saving trained encoders into the workspace registry and loading them back.
+
+The door for other areas (search, predictor, service)::
+
+    embedder, record = load_clip_embedder(settings.workspace)     # latest clip model
+    vector = embedder.embed_clip(clip_frames(workspace, clip_id))  # (C, L, H, W) uint8 -> (256,)
+
+A clip checkpoint holds the frame encoder too (``frame.*`` + ``clip.*`` tensors, both configs),
+so one registry entry turns raw clips into vectors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from skysearch.encoders import registry
+from skysearch.encoders.checkpoints import load_checkpoint, load_into, save_checkpoint
+from skysearch.encoders.models.clip import ClipEmbedder, build_clip_embedder
+from skysearch.encoders.models.frame import FrameEncoder, build_frame_encoder
+from skysearch.encoders.training.loop import resolve_device
+from torch import nn
+
+from skysearch.config import Workspace
+
+
+def save_model(
+    workspace: Workspace,
+    kind: str,
+    model: nn.Module,
+    config: dict[str, Any],
+    metrics: dict[str, Any] | None = None,
+) -> registry.ModelRecord:
+    """Checkpoint ``model`` under ``models/<new id>/`` and register it."""
+    model_id = registry.new_model_id(kind)
+    directory = registry.model_dir(workspace, model_id)
+    save_checkpoint(directory, model, {**config, "kind": kind, "model_id": model_id})
+    return registry.register_model(workspace, model_id, kind, config, metrics)
+
+
+def load_frame_encoder(
+    workspace: Workspace, model_id: str | None = None, device: str | None = "cpu"
+) -> tuple[FrameEncoder, registry.ModelRecord]:
+    """A registered frame encoder (latest when ``model_id`` is None), in eval mode."""
+    record = registry.resolve(workspace, "frame", model_id)
+    state, config = load_checkpoint(record.directory(workspace), sections=("frame",))
+    model = build_frame_encoder(config["frame"], pretrained=False)
+    load_into(model, state, source=record.model_id)
+    return model.to(resolve_device(device)).eval(), record
+
+
+def load_clip_embedder(
+    workspace: Workspace, model_id: str | None = None, device: str | None = "cpu"
+) -> tuple[ClipEmbedder, registry.ModelRecord]:
+    """A registered clip model (frame + clip encoder; latest when ``model_id`` is None)."""
+    record = registry.resolve(workspace, "clip", model_id)
+    state, config = load_checkpoint(record.directory(workspace), sections=("frame", "clip"))
+    model = build_clip_embedder(config["frame"], config["clip"], pretrained=False)
+    load_into(model, state, source=record.model_id)
+    return model.to(resolve_device(device)).eval(), record
+
+
+@torch.no_grad()
+def embed_in_batches(
+    fn: Any, items: torch.Tensor, batch_size: int = 64, device: torch.device | None = None
+) -> torch.Tensor:
+    """Apply ``fn`` to ``items`` in batches (no grad); results on CPU."""
+    device = device or torch.device("cpu")
+    out = [fn(items[i : i + batch_size].to(device)).cpu() for i in range(0, len(items), batch_size)]
+    return torch.cat(out) if out else torch.empty(0)

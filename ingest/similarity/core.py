@@ -1,0 +1,536 @@
+"""The grid Kolmogorov-Smirnov similarity metric (the project's ground truth), on arrays.
+
+A frame is split into an N x N grid; the grey values of each cell are binned into B bins; two
+cells compare by the two-sample Kolmogorov-Smirnov statistic D of their bin samples (cell
+similarity 1 - D); a frame pair scores the mean over cells, a clip pair the mean over frames
+(frame i against frame i) and channels.
+
+Everything here works from a per-frame *sketch*: the cumulative bin counts of every cell,
+stored bins-major as ``(B, cells)`` (bin B is left out: its cumulative count is the cell size,
+a property of the frame geometry kept in ``sizes``). KS D of two cells is then
+``max_k |C_a(k)/n_a - C_b(k)/n_b|``, computed exactly in integers when the two cells have the
+same size (then ``D = max_k |C_a(k) - C_b(k)| / n``).
+
+Two modes:
+
+- ``reference``: bit-for-bit the binning of the published C++ implementation
+  (geon0325/weather_similarity ``ground_truth/``): grey = 0.2989 R + 0.5870 G + 0.1140 B in
+  double stored as float32, bin = int(grey / 255 * B) in float32, cells of ceil(H/N) x ceil(W/N)
+  pixels read from the row-major buffer (a column index >= W reads the start of the next row,
+  rows >= H read the zero padding).
+- ``clean`` (default, for working-resolution grey frames): the same statistic on an exact
+  partition of the image (``np.array_split`` cell edges), bin = floor(v * B / 255) on uint8 grey.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal
+
+import numpy as np
+from skysearch.ingest.similarity.kernel import ks_distance_sums
+
+from skysearch.errors import UsageError
+
+Mode = Literal["clean", "reference"]
+MODES: tuple[str, ...] = ("clean", "reference")
+
+# Pool sketches gathered per kernel step (a chunk stays in L2 while every query passes over it).
+_CHUNK_BYTES = 1 << 20
+# Pixels sketched per bincount call (bounds the int64 key array to ~32 MB).
+_PIXELS_PER_STEP = 1 << 22
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """Metric parameters: grid size N, bin count B, mode."""
+
+    grid: int = 24
+    bins: int = 20
+    mode: Mode = "clean"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise UsageError(
+                f"unknown similarity mode {self.mode!r}; use one of {', '.join(MODES)}"
+            )
+        if self.grid < 1 or self.bins < 1:
+            raise UsageError("--grid and --bins must be positive integers")
+        if self.bins > 254:
+            raise UsageError("--bins must be at most 254")
+
+    @property
+    def cells(self) -> int:
+        return self.grid * self.grid
+
+    @property
+    def tag(self) -> str:
+        """Stable name for stored sketches of this spec, e.g. ``clean-g24-b20``."""
+        return f"{self.mode}-g{self.grid}-b{self.bins}"
+
+    @classmethod
+    def from_tag(cls, tag: str) -> GridSpec | None:
+        """The spec a ``tag`` names, or None when it names none."""
+        mode, _, rest = tag.partition("-g")
+        grid, _, bins = rest.partition("-b")
+        if mode not in MODES or not grid.isdigit() or not bins.isdigit():
+            return None
+        try:
+            return cls(int(grid), int(bins), mode)  # type: ignore[arg-type]
+        except UsageError:
+            return None
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How a frame of ``height x width`` pixels splits into cells under a spec."""
+
+    height: int
+    width: int
+    spec: GridSpec
+
+    @property
+    def key(self) -> str:
+        return f"{self.height}x{self.width}"
+
+
+# --------------------------------------------------------------------------- grey and bins
+
+
+def to_grey(image: np.ndarray, mode: Mode) -> np.ndarray:
+    """Grey image in the mode's representation.
+
+    ``reference``: float32, computed from RGB exactly as the C++ does (grey input counts as
+    R = G = B). ``clean``: uint8 (RGB input: the same luma, rounded).
+    """
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim not in (2, 3):
+        raise UsageError(
+            f"expected a uint8 grey (H, W) or RGB (H, W, 3) image, got {image.dtype} {image.shape}"
+        )
+    if image.ndim == 2:
+        if mode == "clean":
+            return image
+        r = g = b = image
+    else:
+        if image.shape[2] < 3:
+            image = image[..., :1]
+            r = g = b = image[..., 0]
+        else:
+            r, g, b = image[..., 0], image[..., 1], image[..., 2]
+    # Same expression and evaluation order as the C++ (double), then stored as float32.
+    grey = 0.2989 * r.astype(np.float64) + 0.5870 * g + 0.1140 * b
+    if mode == "reference":
+        return grey.astype(np.float32)
+    return np.clip(np.rint(grey), 0, 255).astype(np.uint8)
+
+
+@lru_cache(maxsize=64)
+def _clean_bin_lut(bins: int) -> np.ndarray:
+    return (np.arange(256, dtype=np.int64) * bins // 255).astype(np.uint8)
+
+
+def bin_grey(grey: np.ndarray, spec: GridSpec) -> np.ndarray:
+    """Bin index per pixel (uint8, 0..B; only the top grey value reaches the extra bin B)."""
+    if spec.mode == "reference":
+        scaled = grey.astype(np.float32, copy=False) / np.float32(255)
+        scaled *= np.float32(spec.bins)  # float32, divide then multiply: the C++ order
+        return scaled.astype(np.uint8)  # truncation toward zero, as the C++ (int) cast
+    if grey.dtype != np.uint8:
+        raise UsageError("clean mode needs uint8 grey frames")
+    return _clean_bin_lut(spec.bins)[grey]
+
+
+# --------------------------------------------------------------------------- cell geometry
+
+
+def _clean_edges(length: int, grid: int) -> np.ndarray:
+    """Cell index of each pixel along one axis: np.array_split sizes (first ones one larger)."""
+    if length < grid:
+        raise UsageError(f"clean mode needs frames of at least {grid} x {grid} pixels")
+    base, extra = divmod(length, grid)
+    sizes = np.full(grid, base, dtype=np.int64)
+    sizes[:extra] += 1
+    return np.repeat(np.arange(grid, dtype=np.int64), sizes)
+
+
+@lru_cache(maxsize=32)
+def _cell_map(geometry: Geometry) -> np.ndarray:
+    """Cell number (row-major) of every pixel of the (possibly padded) binned view, int64."""
+    spec = geometry.spec
+    n = spec.grid
+    if spec.mode == "reference":
+        h = math.ceil(geometry.height / n)
+        w = math.ceil(geometry.width / n)
+        rows = np.arange(h * n) // h
+        cols = np.arange(w * n) // w
+    else:
+        rows = _clean_edges(geometry.height, n)
+        cols = _clean_edges(geometry.width, n)
+    cell_map = rows[:, None] * n + cols[None, :]
+    cell_map.setflags(write=False)
+    return cell_map
+
+
+@lru_cache(maxsize=32)
+def cell_sizes(geometry: Geometry) -> np.ndarray:
+    """Pixels per cell (int64, row-major cells); the reference counts the padding too."""
+    sizes = np.bincount(_cell_map(geometry).ravel(), minlength=geometry.spec.cells)
+    sizes.setflags(write=False)
+    return sizes
+
+
+def sketch_dtype(geometry: Geometry) -> np.dtype:
+    """Smallest unsigned dtype holding every cumulative count exactly."""
+    largest = int(cell_sizes(geometry).max())
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if largest <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    return np.dtype(np.uint64)
+
+
+def _cell_view(binned: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """The pixels each cell reads, shaped like ``_cell_map``: a view for clean mode.
+
+    Reference mode reproduces the C++ indexing ``buffer[i * W + j]`` for i < h*N, j < w*N over
+    the zero-padded row-major buffer: columns past W wrap into the next row.
+    """
+    if geometry.spec.mode == "clean":
+        return binned
+    n_frames, height, width = binned.shape
+    rows, cols = _cell_map(geometry).shape
+    need = (rows - 1) * width + cols
+    flat = np.zeros((n_frames, max(need, height * width)), dtype=binned.dtype)
+    flat[:, : height * width] = binned.reshape(n_frames, -1)
+    return np.lib.stride_tricks.as_strided(
+        flat,
+        shape=(n_frames, rows, cols),
+        strides=(flat.strides[0], width * flat.itemsize, flat.itemsize),
+        writeable=False,
+    )
+
+
+# --------------------------------------------------------------------------- sketches
+
+
+def sketch_frames(frames: np.ndarray, spec: GridSpec) -> np.ndarray:
+    """Sketches of a stack of frames: uint cumulative counts, shape (n, B, cells).
+
+    ``frames``: uint8 (n, H, W) grey or (n, H, W, 3) RGB. The dtype is ``sketch_dtype`` of the
+    frames' geometry.
+    """
+    frames = np.asarray(frames)
+    if frames.ndim not in (3, 4) or frames.shape[0] == 0:
+        raise UsageError(f"expected a stack of frames (n, H, W[, 3]), got shape {frames.shape}")
+    geometry = Geometry(int(frames.shape[1]), int(frames.shape[2]), spec)
+    bins1 = spec.bins + 1
+    cell_key = _cell_map(geometry) * bins1
+    dtype = sketch_dtype(geometry)
+    per_frame = cell_key.size
+    step = max(1, _PIXELS_PER_STEP // per_frame)
+    out = np.empty((frames.shape[0], spec.bins, spec.cells), dtype=dtype)
+    for start in range(0, frames.shape[0], step):
+        chunk = frames[start : start + step]
+        binned = np.stack([bin_grey(to_grey(f, spec.mode), spec) for f in chunk])
+        view = _cell_view(binned, geometry)
+        offsets = np.arange(len(chunk), dtype=np.int64)[:, None, None] * (spec.cells * bins1)
+        keys = (cell_key[None] + offsets) + view
+        counts = np.bincount(keys.ravel(), minlength=len(chunk) * spec.cells * bins1)
+        counts = counts.reshape(len(chunk), spec.cells, bins1)
+        cumulative = np.cumsum(counts[:, :, : spec.bins], axis=2, dtype=np.int64)
+        out[start : start + len(chunk)] = cumulative.transpose(0, 2, 1)
+    return out
+
+
+def sketch_frame(frame: np.ndarray, spec: GridSpec) -> np.ndarray:
+    """Sketch (B, cells) of one uint8 frame (H, W) grey or (H, W, 3) RGB."""
+    return sketch_frames(np.asarray(frame)[None], spec)[0]
+
+
+def sketch_geometry(frame_shape: tuple[int, ...], spec: GridSpec) -> Geometry:
+    """Geometry of frames of the given shape ((H, W) or (H, W, 3))."""
+    return Geometry(int(frame_shape[0]), int(frame_shape[1]), spec)
+
+
+# --------------------------------------------------------------------------- KS on sketches
+
+
+def _distance_sums(
+    queries: np.ndarray, block: np.ndarray, sizes_q: np.ndarray, sizes_p: np.ndarray
+) -> np.ndarray:
+    """Sums over cells of KS D: query sketches (m, B, cells) x ``block`` (k, B, cells) -> (m, k).
+
+    Same cell sizes (the usual case: one geometry): D = max_k |C_a(k) - C_b(k)| / n, exact in
+    the sketches' integers, by the compiled kernel.
+    """
+    out = np.empty((len(queries), len(block)), dtype=np.float64)
+    if np.array_equal(sizes_q, sizes_p):
+        dtype = np.result_type(queries.dtype, block.dtype)
+        ks_distance_sums(
+            np.ascontiguousarray(queries, dtype=dtype),
+            np.ascontiguousarray(block, dtype=dtype),
+            1.0 / sizes_q.astype(np.float64),
+            out,
+        )
+        return out
+    # Cells of different sizes (frames of different geometry): the C++ formula on CDFs.
+    cdf_p = block / sizes_p.astype(np.float64)
+    cdf_q = queries / sizes_q.astype(np.float64)
+    for m in range(len(queries)):
+        out[m] = np.abs(cdf_p - cdf_q[m]).max(axis=1).sum(axis=1)
+    return out
+
+
+@lru_cache(maxsize=1)
+def _executor() -> ThreadPoolExecutor | None:
+    """Shared worker threads for the kernel (None on a single core)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = max(1, min(4, cores or 1))
+    return ThreadPoolExecutor(workers, thread_name_prefix="ks") if workers > 1 else None
+
+
+def similarity_block(
+    queries: np.ndarray,
+    pool: SketchPool | np.ndarray,
+    rows: np.ndarray | None = None,
+    sizes_q: np.ndarray | None = None,
+    sizes_p: np.ndarray | None = None,
+) -> np.ndarray:
+    """Frame similarities of m query sketches (m, B, cells) with pool frames: (m, len(rows)).
+
+    ``pool``: sketches (F, B, cells) (an array, a memmap or a ``SketchPool``); ``rows``: which
+    pool rows (default: all). Each chunk of pool rows is gathered once, compared with every
+    query while it sits in cache, on a few threads (numpy releases the GIL).
+    """
+    pool = pool if isinstance(pool, SketchPool) else SketchPool([np.asarray(pool)])
+    rows = np.arange(len(pool)) if rows is None else np.asarray(rows, dtype=np.int64)
+    if sizes_q is None:
+        raise UsageError("similarity_block needs the cell sizes of the query frames")
+    sizes_p = sizes_q if sizes_p is None else sizes_p
+    cells = queries.shape[-1]
+    out = np.empty((len(queries), len(rows)), dtype=np.float64)
+    step = max(1, _CHUNK_BYTES // max(1, queries[0].nbytes))
+
+    def run(start: int) -> None:
+        block = pool.take(rows[start : start + step])
+        sums = _distance_sums(queries, block, sizes_q, sizes_p)
+        out[:, start : start + len(block)] = 1.0 - sums / cells
+
+    starts = range(0, len(rows), step)
+    executor = _executor()
+    if len(starts) > 1 and executor is not None:
+        list(executor.map(run, starts))
+    else:
+        for start in starts:
+            run(start)
+    return out
+
+
+def cell_similarities(sketch_a: np.ndarray, sketch_b: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Per-cell similarity 1 - D of two frame sketches of the same geometry: (N*N,) float64."""
+    worst = np.abs(sketch_a.astype(np.int64) - sketch_b.astype(np.int64)).max(axis=0)
+    return 1.0 - worst / sizes
+
+
+def frame_similarity(
+    sketch_a: np.ndarray,
+    sketch_b: np.ndarray,
+    sizes_a: np.ndarray,
+    sizes_b: np.ndarray | None = None,
+) -> float:
+    """Similarity of two frame sketches (B, cells)."""
+    return float(similarity_block(sketch_a[None], sketch_b[None], None, sizes_a, sizes_b)[0, 0])
+
+
+class SketchPool:
+    """Frame sketches (B, cells) spread over several arrays (memmaps), addressed by one row number.
+
+    Global row r of part p is ``offsets[p] + local row``; ``take(rows)`` gathers in row order.
+    """
+
+    def __init__(self, parts: list[np.ndarray]) -> None:
+        if not parts:
+            raise UsageError("empty sketch pool")
+        self.parts = parts
+        self.offsets = np.cumsum([0] + [len(p) for p in parts])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def frame_shape(self) -> tuple[int, ...]:
+        return tuple(self.parts[0].shape[1:])
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        if len(self.parts) == 1:
+            return np.asarray(self.parts[0][rows])
+        dtype = np.result_type(*[p.dtype for p in self.parts])
+        out = np.empty((len(rows), *self.frame_shape), dtype=dtype)
+        which = np.searchsorted(self.offsets, rows, side="right") - 1
+        for part in np.unique(which):
+            sel = np.nonzero(which == part)[0]
+            out[sel] = self.parts[part][rows[sel] - self.offsets[part]]
+        return out
+
+
+# --------------------------------------------------------------------------- clips
+
+
+@dataclass(frozen=True)
+class ClipScore:
+    """Clip similarity: overall mean and per channel (mean over frames)."""
+
+    similarity: float
+    channels: dict[str, float]
+
+    def as_dict(self) -> dict:
+        return {"similarity": self.similarity, "channels": dict(self.channels)}
+
+
+def clip_similarity_from_sketches(
+    sketch_a: np.ndarray,
+    sketch_b: np.ndarray,
+    sizes_a: np.ndarray,
+    sizes_b: np.ndarray | None = None,
+    channels: list[str] | None = None,
+) -> ClipScore:
+    """Two clips' sketches (C, L, B, cells): frame i against frame i, mean over frames, channels."""
+    if sketch_a.shape[:2] != sketch_b.shape[:2]:
+        raise UsageError(
+            f"clips differ in shape: {sketch_a.shape[0]} channels x {sketch_a.shape[1]} frames "
+            f"vs {sketch_b.shape[0]} x {sketch_b.shape[1]}"
+        )
+    n_channels, length = sketch_a.shape[:2]
+    index = np.arange(n_channels * length).reshape(1, n_channels, length)
+    pool = sketch_b.reshape(n_channels * length, *sketch_b.shape[2:])
+    per_channel = one_to_many(sketch_a, pool, index, sizes_a, sizes_b)[0]
+    names = channels or [str(c) for c in range(n_channels)]
+    if len(names) != n_channels:
+        raise UsageError(f"{len(names)} channel names for {n_channels} channels")
+    return ClipScore(
+        float(per_channel.mean()), {n: float(v) for n, v in zip(names, per_channel, strict=True)}
+    )
+
+
+@dataclass(frozen=True)
+class SketchedClip:
+    """A clip's sketches (C, L, B, cells) with its channel names, cell sizes and origin."""
+
+    channels: list[str]
+    sketches: np.ndarray
+    sizes: np.ndarray
+    source: str
+
+
+def compare_clips(a: SketchedClip, b: SketchedClip) -> ClipScore:
+    """Similarity of two sketched clips, matching channels by name."""
+    if sorted(a.channels) != sorted(b.channels):
+        raise UsageError(
+            f"channels differ: {a.source} has {','.join(a.channels)}, "
+            f"{b.source} has {','.join(b.channels)}"
+        )
+    if a.sketches.shape[1] != b.sketches.shape[1]:
+        raise UsageError(
+            f"frame counts differ: {a.source} has {a.sketches.shape[1]} frames, "
+            f"{b.source} has {b.sketches.shape[1]}"
+        )
+    order = [b.channels.index(c) for c in a.channels]
+    return clip_similarity_from_sketches(
+        a.sketches, b.sketches[order], a.sizes, b.sizes, list(a.channels)
+    )
+
+
+def clip_similarity(
+    clip_a: np.ndarray,
+    clip_b: np.ndarray,
+    spec: GridSpec | None = None,
+    channels: list[str] | None = None,
+) -> ClipScore:
+    """Similarity of two clips given as uint8 frames (C, L, H, W[, 3])."""
+    spec = spec or GridSpec()
+    clip_a, clip_b = np.asarray(clip_a), np.asarray(clip_b)
+    sketches, sizes = [], []
+    for clip in (clip_a, clip_b):
+        if clip.ndim not in (4, 5):
+            raise UsageError(f"expected a clip (C, L, H, W[, 3]), got shape {clip.shape}")
+        n_channels, length = clip.shape[:2]
+        flat = sketch_frames(clip.reshape(n_channels * length, *clip.shape[2:]), spec)
+        sketches.append(flat.reshape(n_channels, length, *flat.shape[1:]))
+        sizes.append(cell_sizes(sketch_geometry(clip.shape[2:], spec)))
+    return clip_similarity_from_sketches(sketches[0], sketches[1], sizes[0], sizes[1], channels)
+
+
+def one_to_many(
+    query: np.ndarray,
+    pool: SketchPool | np.ndarray,
+    index: np.ndarray,
+    sizes_q: np.ndarray,
+    sizes_p: np.ndarray | None = None,
+) -> np.ndarray:
+    """One query clip against many candidate clips whose frames live in a pool of sketches.
+
+    ``query``: (C, L, B, cells); ``pool``: (F, B, cells) array/memmap or ``SketchPool``;
+    ``index``: int (K, C, L), the pool row of each candidate frame. Returns per-channel
+    similarities (K, C) (mean over the L frames; the clip score is the mean over C).
+
+    Overlapping candidates (sliding-window clips share frames at shifted positions) are
+    computed densely: every distinct pool frame of a channel against all L query frames in
+    one pass over memory. Sparse candidates are computed position by position.
+    """
+    index = np.asarray(index, dtype=np.int64)
+    n_channels, length = query.shape[:2]
+    if index.ndim != 3 or index.shape[1:] != (n_channels, length):
+        raise UsageError(
+            f"candidate index shape {index.shape} does not match the query clip "
+            f"({n_channels} channels x {length} frames)"
+        )
+    pool = pool if isinstance(pool, SketchPool) else SketchPool([np.asarray(pool)])
+    positions = np.arange(length)
+    out = np.zeros(index.shape[:2], dtype=np.float64)
+    for c in range(n_channels):
+        rows, inverse = np.unique(index[:, c, :], return_inverse=True)
+        inverse = inverse.reshape(len(index), length)
+        # distinct (pool frame, position) pairs: a bincount, not np.unique (hashing is slow)
+        needed = np.count_nonzero(np.bincount((inverse * length + positions).ravel()))
+        if 2 * needed >= length * len(rows):
+            sims = similarity_block(query[c], pool, rows, sizes_q, sizes_p)
+            out[:, c] = sims[positions, inverse].mean(axis=1)
+            continue
+        for i in positions:
+            rows_i, inverse_i = np.unique(index[:, c, i], return_inverse=True)
+            sims = similarity_block(query[c, i][None], pool, rows_i, sizes_q, sizes_p)[0]
+            out[:, c] += sims[inverse_i.ravel()] / length
+    return out
+
+
+def pairwise(
+    pool: SketchPool | np.ndarray, index: np.ndarray, sizes: np.ndarray, max_step: int = 8192
+) -> np.ndarray:
+    """Full clip similarity matrix (K, K) of the clips ``index`` (K, C, L) into ``pool``.
+
+    When the clips share frames (sliding windows), each channel's distinct frames are compared
+    once, all against all (a step matrix of at most ``max_step`` frames a side), and clip
+    pairs average its entries; otherwise each clip is scored against the clips after it.
+    """
+    index = np.asarray(index, dtype=np.int64)
+    pool = pool if isinstance(pool, SketchPool) else SketchPool([np.asarray(pool)])
+    k, n_channels, length = index.shape
+    total = np.zeros((k, k), dtype=np.float64)
+    for c in range(n_channels):
+        rows, inverse = np.unique(index[:, c, :], return_inverse=True)
+        inverse = inverse.reshape(k, length)
+        if len(rows) <= max_step and len(rows) ** 2 <= k * k * length:
+            step = similarity_block(pool.take(rows), pool, rows, sizes)
+            for i in range(length):
+                total += step[np.ix_(inverse[:, i], inverse[:, i])]
+            continue
+        for a in range(k):
+            query = pool.take(index[a, c]).reshape(1, length, *pool.frame_shape)
+            scores = one_to_many(query, pool, index[a:, c : c + 1], sizes)[:, 0] * length
+            total[a, a:] += scores
+            total[a + 1 :, a] += scores[1:]
+    return total / (length * n_channels)

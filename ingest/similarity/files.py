@@ -1,0 +1,83 @@
+"""Clips given as image folders, sketched as they are decoded (no clip is held in memory).
+
+Two layouts: the reference implementation's video folder (``image_1/``, ``image_2/``, ...,
+each holding ``{channel}.png``), or a single frame: one folder of ``{channel}.png`` files.
+"""
+
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from skysearch.ingest.decode import open_image
+from skysearch.ingest.similarity.core import (
+    Geometry,
+    GridSpec,
+    SketchedClip,
+    cell_sizes,
+    sketch_frame,
+)
+
+from skysearch.errors import UsageError
+
+IMAGE_SUFFIXES = (".png", ".gif", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+_FRAME_DIR = re.compile(r"^image_(\d+)$")
+
+
+def folder_layout(path: Path) -> tuple[list[str], list[dict[str, Path]]]:
+    """Channel names and, per time step, channel -> image file. Raises UsageError if malformed."""
+    if not path.is_dir():
+        raise UsageError(f"folder not found: {path}")
+    steps = sorted(
+        (int(m.group(1)), p)
+        for p in path.iterdir()
+        if p.is_dir() and (m := _FRAME_DIR.match(p.name))
+    )
+    folders = [p for _, p in steps] or [path]
+    frames = []
+    for folder in folders:
+        images = {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+        if not images:
+            raise UsageError(
+                f"no {{channel}}.png images in {folder} (expected image_1/, image_2/, ... "
+                "folders or one frame's {channel}.png files)"
+            )
+        frames.append(images)
+    channels = sorted(frames[0])
+    for folder, images in zip(folders, frames, strict=True):
+        if sorted(images) != channels:
+            raise UsageError(
+                f"{folder} has channels {','.join(sorted(images))}, expected {','.join(channels)}"
+            )
+    return channels, frames
+
+
+def _decode(path: Path) -> np.ndarray:
+    try:
+        with open_image(path) as image:  # refuses decompression bombs before decoding
+            return np.asarray(image.convert("RGB"))
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise UsageError(f"cannot decode {path}: {exc}") from None
+
+
+def sketch_folder(path: Path, spec: GridSpec, workers: int = 2) -> SketchedClip:
+    """Decode and sketch every image of a clip folder (frames decode on ``workers`` threads)."""
+    channels, frames = folder_layout(Path(path))
+    files = [frame[c] for c in channels for frame in frames]  # channel-major
+
+    def work(file: Path) -> tuple[tuple[int, int], np.ndarray]:
+        pixels = _decode(file)
+        return pixels.shape[:2], sketch_frame(pixels, spec)
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        results = list(pool.map(work, files))
+    shapes = {shape for shape, _ in results}
+    if len(shapes) > 1:
+        raise UsageError(f"images in {path} differ in size: {sorted(shapes)}")
+    height, width = shapes.pop()
+    sketches = np.stack([s for _, s in results]).reshape(
+        len(channels), len(frames), spec.bins, spec.cells
+    )
+    return SketchedClip(channels, sketches, cell_sizes(Geometry(height, width, spec)), str(path))

@@ -1,0 +1,3 @@
+"""Quality measured against ground truth: clip search vs the grid metric (``clips``), text-image
+zero-shot and recall (``text_image``), prediction-augmented queries (``augment``), and the
+raw-pixel / ImageNet baselines they are compared with (``baselines``)."""

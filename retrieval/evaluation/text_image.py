@@ -1,0 +1,145 @@
+"""Text-image evaluation: zero-shot classification top-1 and text-to-image recall@k, on ANY
+class-folder image set, including classes the model never saw.
+
+Both models (untuned towers, fine-tuned) are scored on the SAME images. Per class: a class the
+model trained on (some of its images are in the training CSV) is scored on its fixed test split
+(``skysearch.encoders.datasets.captions.split_images`` with the training seed; those images are
+checked to be absent from the training CSV); a class it never trained on is scored on all its
+images.
+
+- class names: a class in the model's phrase table (saved at training: the classes it was
+  trained on) is prompted with its first phrase; any other class by its folder name alone
+  (``StorageTanks`` -> "storage tanks"), so unseen classes get no hand-written help.
+- zero-shot top-1: each image is assigned the class (among the scored ones) whose prompt
+  embedding (mean over ``captions.PROMPTS``) is most similar; overall and per class.
+- text-to-image R@k: each image's caption (``title``, built from the same class names) queries
+  all scored images; a hit is a top-k image of the caption's class (the captions are
+  class-level, so several images are correct answers). ``pair_r@k`` (the caption's own image
+  in the top k) is reported beside it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from skysearch.encoders.datasets.captions import (
+    DEFAULT_SEED,
+    caption_rows,
+    display_name,
+    list_class_images,
+    normalise_class,
+    read_csv,
+    split_images,
+)
+from skysearch.encoders.metrics import text_to_image_recall, zero_shot
+from skysearch.encoders.models.text_image import (
+    TextImageModel,
+    create_untuned_model,
+    load_workspace_model,
+)
+
+from skysearch.config import Workspace
+from skysearch.errors import UsageError
+
+
+def score(tim: TextImageModel, paths: Sequence[str], captions, labels, table) -> dict[str, Any]:
+    """Embed the images once and compute both metrics."""
+    t0 = time.perf_counter()
+    embs = tim.encode_images(paths)
+    seconds = time.perf_counter() - t0
+    top1, per_class = zero_shot(tim, embs, labels, table)
+    return {
+        "zero_shot_top1": top1,
+        "per_class": per_class,
+        "text_to_image": text_to_image_recall(tim, embs, captions, labels),
+        "images_per_s": round(len(paths) / seconds, 2),
+    }
+
+
+def select_classes(
+    found: dict[str, list[Path]], classes: Sequence[str] | None
+) -> dict[str, list[Path]]:
+    """The class folders to score: all, or those named (any spelling: ``StorageTanks``,
+    ``storage tanks``); an unknown name is a usage error naming what the folder has."""
+    if not classes:
+        return found
+    by_name = {normalise_class(c): c for c in found}
+    unknown = [c for c in classes if normalise_class(c) not in by_name]
+    if unknown:
+        raise UsageError(
+            f"no class folder {', '.join(unknown)} in the image set (it has {', '.join(found)})"
+        )
+    chosen = {by_name[normalise_class(c)] for c in classes}
+    if len(chosen) < 2:
+        raise UsageError("score at least two classes (zero-shot picks among them)")
+    return {c: found[c] for c in found if c in chosen}
+
+
+def evaluate_text_image(
+    images_dir: str | Path,
+    workspace: Workspace,
+    model_id: str | None = None,
+    seed: int | None = None,
+    classes: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Untuned towers vs the workspace's fine-tuned model on the same images (see the module
+    docstring for which images and which class names)."""
+    tuned = load_workspace_model(workspace, model_id)
+    train_cfg = tuned.metadata.get("train", {})
+    table = tuned.metadata.get("class_phrases")
+    split_seed = seed if seed is not None else int(train_cfg.get("split_seed") or DEFAULT_SEED)
+    found = select_classes(list_class_images(images_dir), classes)
+    train_csv = train_cfg.get("train_csv")
+    trained: set[str] = set()
+    if train_csv and Path(train_csv).is_file():
+        trained = {str(Path(p).resolve()) for p, _, _ in read_csv(train_csv)}
+    test = {str(p.resolve()) for p, _ in split_images(found, seed=split_seed)["test"]}
+    items: list[tuple[Path, str]] = []
+    seen_classes = []
+    for label, paths in found.items():
+        resolved = [str(p.resolve()) for p in paths]
+        if any(p in trained for p in resolved):
+            seen_classes.append(label)
+            overlap = [p for p in resolved if p in test and p in trained]
+            if overlap:
+                raise UsageError(
+                    f"{len(overlap)} test images of {label} were in the model's training CSV "
+                    f"({train_csv}); evaluate with the split seed used for training"
+                )
+            items += [(p, label) for p in paths if str(p.resolve()) in test]
+        else:
+            items += [(p, label) for p in paths]
+    rows = caption_rows(items, split_seed, table)
+    paths = [r.filepath for r in rows]
+    captions = [r.title for r in rows]
+    labels = [r.label for r in rows]
+    untuned = create_untuned_model(tuned)
+    results = {
+        "untuned": score(untuned, paths, captions, labels, table),
+        "tuned": score(tuned, paths, captions, labels, table),
+    }
+    counts = {c: labels.count(c) for c in found}
+    return {
+        "model_id": tuned.model_id,
+        "images_dir": str(Path(images_dir).resolve()),
+        "split_seed": split_seed,
+        "test_images": len(paths),
+        "classes": sorted(found),
+        "unseen_classes": sorted(set(found) - set(seen_classes)),
+        "zero_shot_top1": {k: results[k]["zero_shot_top1"] for k in results},
+        "per_class": {
+            c: {
+                "images": counts[c],
+                "trained_on": c in seen_classes,
+                "prompt_name": display_name(c, table),
+                **{k: results[k]["per_class"][c] for k in results},
+            }
+            for c in sorted(found)
+        },
+        "text_to_image": {k: results[k]["text_to_image"] for k in results},
+        "text_to_image_relevance": "a hit is a top-k image of the caption's class",
+        "image_embedding_images_per_s": {k: results[k]["images_per_s"] for k in results},
+    }

@@ -1,0 +1,2 @@
+"""Search: the façade (``facade.Searcher``: query -> model -> store -> results), exact re-rank by
+the grid metric (``rerank``), prediction-augmented queries (``augment``), contact sheets."""

@@ -1,0 +1,705 @@
+"""The HTTP layer of the search service (FastAPI): routes, auth, limits, error mapping. Thin.
+
+Everything a route does is one call into :class:`skysearch.retrieval.service.service.SearchService`.
+``create_app(service, api_key)`` builds the app; ``skysearch serve`` runs it with uvicorn in
+ONE process (the embedded store is locked to one process); sync routes run in a thread pool.
+
+Errors: every error body is ``{"detail": "<one line>"}``. Expected errors map to 4xx
+(``UsageError`` 400, missing/wrong API key 401, ``NotFoundError`` 404, body too large 413,
+invalid parameters 422) and to 503 while the service is loading (``StoreError``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, File, Form, Path, Query, Request, Security, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationInfo,
+    model_validator,
+)
+from pydantic.json_schema import WithJsonSchema
+from skysearch.retrieval.search.facade import ResultItem
+from skysearch.retrieval.service.service import (
+    MAX_EXAMPLE_IMAGES,
+    MAX_FRAMES,
+    MAX_K,
+    MAX_RERANK,
+    MAX_TEXT_CHARS,
+    THUMB_DEFAULT,
+    THUMB_MAX,
+    THUMB_MIN,
+    SearchService,
+    Upload,
+)
+from skysearch.retrieval.store.filters import SearchFilters
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from skysearch import __version__
+from skysearch.errors import NotFoundError, SkySearchError, StoreError, UsageError
+
+log = logging.getLogger("skysearch.service")
+
+API_KEY_HEADER = "X-API-Key"
+#: An uploaded file in the schema: an empty one is refused (400), so the document says so.
+NONEMPTY_FILE = {"type": "string", "contentMediaType": "application/octet-stream", "minLength": 1}
+#: Threads answering sync routes (inference is serialised per model; these mostly wait).
+THREADS = 8
+
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
+IdPath = Annotated[str, Path(pattern=UUID_PATTERN, description="UUID")]
+Size = Annotated[
+    int, Query(ge=THUMB_MIN, le=THUMB_MAX, description="longest side of a frame, pixels")
+]
+
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")]
+
+
+def _json_number(value: Any, info: ValidationInfo) -> Any:
+    """In a JSON body (a strict model) a number is what JSON Schema calls one (an integer may
+    be ``10.0`` too), never a string or a boolean. Form fields are text."""
+    if info.config and info.config.get("strict") and isinstance(value, str | bool):
+        raise ValueError("expected a number")
+    return value
+
+
+def integer(low: int, high: int) -> Any:
+    """An integer type in ``low..high`` (the bounds inside the type: given to ``Field`` of
+    an optional or nested field, pydantic would leave them out of the schema)."""
+    return Annotated[int, Field(ge=low, le=high), Strict(False), BeforeValidator(_json_number)]
+
+
+def degrees(limit: int) -> Any:
+    """A finite number of degrees in ``-limit..limit``."""
+    bounds = Field(ge=-limit, le=limit, allow_inf_nan=False)
+    return Annotated[float, bounds, Strict(False), BeforeValidator(_json_number)]
+
+
+Month, Hour, DayOfYear = integer(1, 12), integer(0, 23), integer(1, 366)
+Longitude, Latitude = degrees(180), degrees(90)
+YEARS = (1900, 2200)
+
+
+def _in_years(value: datetime) -> datetime:
+    if not YEARS[0] <= value.year <= YEARS[1]:
+        raise ValueError(f"year must be in {YEARS[0]}..{YEARS[1]}")
+    return value
+
+
+def _text(value: Any) -> Any:
+    """A time comes as text (a number is not a time here, as the document says)."""
+    if not isinstance(value, str | datetime):
+        raise ValueError("a time is an ISO 8601 / RFC 3339 string")
+    return value
+
+
+#: RFC 3339 date-times of the years above, as the document declares them (the server's
+#: parser takes ISO 8601 more loosely; a client generated from the document sends these).
+#: Parsed from text even in strict JSON bodies (JSON has no time type).
+TIME_PATTERN = r"^(19\d\d|2[01]\d\d|2200)-"
+Time = Annotated[
+    datetime,
+    Strict(False),
+    BeforeValidator(_text),
+    AfterValidator(_in_years),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": TIME_PATTERN}),
+]
+
+
+def _not_nullable(schema: dict[str, Any]) -> None:
+    """Declare optional fields as absent-or-a-value, never null: a multipart form cannot
+    send null (a client generated from the document would send the text ``null``, which the
+    server refuses). ``json_schema_extra`` of the form models and of optional JSON fields
+    that refuse an explicit null."""
+    for prop in schema.get("properties", {}).values():
+        branches = prop.get("anyOf", [])
+        if {"type": "null"} in branches:
+            rest = [b for b in branches if b != {"type": "null"}]
+            del prop["anyOf"]
+            prop.update(rest[0] if len(rest) == 1 else {"anyOf": rest})
+        _no_null_default(prop)
+
+
+def _no_null_default(prop: dict[str, Any]) -> None:
+    """Drop ``"default": null`` from a property that is optional but not nullable."""
+    if "default" in prop and prop["default"] is None:
+        del prop["default"]
+
+
+# ---- request models: the CLI's filters, same names as the result's "filters" object ----------
+class FilterFields(BaseModel):
+    """Filters of every search (the CLI's --between/--months/... options)."""
+
+    start: Time | None = Field(None, description="ISO 8601 UTC; results at or after")
+    end: Time | None = Field(None, description="ISO 8601 UTC; results at or before")
+    months: list[Month] = Field(default_factory=list, max_length=12)
+    hours: list[Hour] = Field(default_factory=list, max_length=24, description="UTC hours")
+    day_of_year: list[DayOfYear] | None = Field(
+        None, min_length=2, max_length=2, description="[first, last]; wraps when first > last"
+    )
+    channels: list[Name] = Field(default_factory=list, max_length=16)
+    satellites: list[Name] = Field(default_factory=list, max_length=16)
+    exclude_around: Time | None = Field(None, description="drop results near this time")
+    exclude_window_s: float = Field(
+        0, ge=0, le=366 * 86400, allow_inf_nan=False, description="half-width, seconds"
+    )
+    datasets: list[Name] = Field(default_factory=list, max_length=64, description="scenes")
+    labels: list[Name] = Field(default_factory=list, max_length=64, description="scenes")
+    bbox: Annotated[tuple[Longitude, Latitude, Longitude, Latitude], Strict(False)] | None = Field(
+        None, description="[west, south, east, north] in degrees: scenes located inside"
+    )
+    k: integer(1, MAX_K) = Field(10, description="number of results")
+    one_per_day: bool = False
+
+    def to_filters(self) -> SearchFilters:
+        return SearchFilters.from_dict(self.model_dump(include=set(FilterFields.model_fields)))
+
+
+#: JSON bodies: no unknown field, no coercion (``0`` is not ``false``, ``"10"`` not ``10``):
+#: a value the document's types refuse, the server refuses too (422).
+JSON_BODY = ConfigDict(extra="forbid", strict=True)
+
+
+class Filters(FilterFields):
+    model_config = JSON_BODY
+
+
+class RankFields(BaseModel):
+    rerank: integer(0, MAX_RERANK) = Field(
+        0, description="exact re-rank of the top N by the grid metric"
+    )
+    augment: bool = Field(False, description="fuse with the predicted future (needs a predictor)")
+    model_id: Name | None = Field(None, description="clip model id (default: the latest fitting)")
+
+    def to_options(self) -> Any:
+        from skysearch.retrieval.search.facade import SearchOptions
+
+        return SearchOptions(rerank=self.rerank, augment=self.augment, model_id=self.model_id)
+
+
+class TextSearch(BaseModel):
+    model_config = JSON_BODY
+    text: str = Field(
+        min_length=1,
+        max_length=MAX_TEXT_CHARS,
+        pattern=r"\S",
+        description="free text (not only spaces)",
+        examples=["a river next to a road"],
+    )
+    filters: Filters = Field(default_factory=Filters)
+    model_id: Name | None = Field(None, description="text-image model id (default: the latest)")
+
+
+class ClipSearch(RankFields):
+    """The query clip by start time (``at`` + spec) or by catalog ``clip_id``: exactly one."""
+
+    model_config = ConfigDict(
+        **JSON_BODY,
+        json_schema_extra={
+            "oneOf": [{"required": ["at"]}, {"required": ["clip_id"]}],
+            "examples": [  # the bundled GOES-East sample (README)
+                {"at": "2017-09-07T00:45:00Z", "channels": ["ir"], "filters": {"k": 5}},
+                {"at": "2017-09-07T00:45:00Z", "rerank": 10, "filters": {"k": 3}},
+            ],
+        },
+    )
+    # Optional, not nullable (an explicit null is refused): the oneOf above stays exact.
+    at: Time = Field(
+        None,
+        description="start time of the query clip, ISO 8601 UTC",
+        json_schema_extra=_no_null_default,
+    )
+    clip_id: str = Field(
+        None,
+        pattern=UUID_PATTERN,
+        description="a clip of the clip catalog",
+        json_schema_extra=_no_null_default,
+    )
+    satellite: Name | None = None
+    channels: list[Name] = Field(default_factory=list, max_length=8)
+    length: integer(1, MAX_FRAMES) | None = Field(None, description="frames per clip")
+    gap_minutes: integer(1, 1440) | None = Field(None, description="minutes between frames")
+    tolerance_minutes: integer(0, 720) = 15
+    filters: Filters = Field(default_factory=Filters)
+
+    @model_validator(mode="after")
+    def _one_query(self) -> ClipSearch:
+        if (self.at is None) == (self.clip_id is None):
+            raise ValueError(
+                "give exactly one of at (the query clip's start time) or clip_id (a clip of "
+                "the clip catalog)"
+            )
+        return self
+
+
+class ImageSearchForm(FilterFields):
+    """Form fields of an image search (the filters, flat)."""
+
+    model_config = ConfigDict(json_schema_extra=_not_nullable)
+    model_id: Name | None = Field(None, description="text-image model id (default: the latest)")
+    text: str | None = Field(
+        None, max_length=MAX_TEXT_CHARS, description="words combined with the example images"
+    )
+
+
+class FramesSearchForm(FilterFields, RankFields):
+    """Form fields of a search by uploaded frames (the filters, flat, and the clip spec)."""
+
+    model_config = ConfigDict(json_schema_extra=_not_nullable)
+    satellite: Name | None = Field(None, description="satellite whose ingest profile to use")
+    channel: Name | None = Field(None, description="channel of the frames")
+    gap_minutes: integer(1, 1440) | None = Field(None, description="minutes between frames")
+
+
+# ---- response models (the OpenAPI schema; the fuzzer checks every response against it) ------
+class ErrorBody(BaseModel):
+    detail: str = Field(description="One line saying what was wrong and what to do.")
+
+
+class Health(BaseModel):
+    status: str = Field(description="Always `ok` while the process answers.")
+    version: str
+
+
+class ReadinessBody(BaseModel):
+    ready: bool
+    state: str = Field(description="starting, loading, ready or failed")
+    detail: str
+    load_seconds: float | None = None
+    store: str | None = None
+    collections: dict[str, int] = Field(default_factory=dict, description="name -> points")
+    searches: dict[str, str] = Field(
+        default_factory=dict, description="search kind -> `ok` or why it is unavailable"
+    )
+
+
+class CollectionBody(BaseModel):
+    name: str
+    points: int
+    vectors: dict[str, int] = Field(description="vector name (model id) -> dimension")
+    backend: str
+
+
+class FrameMeta(BaseModel):
+    frame_id: str
+    satellite: str
+    channel: str
+    time: str = Field(description="RFC 3339 UTC")
+    source_width: int
+    source_height: int
+    thumbnail: str = Field(description="path of the PNG thumbnail on this service")
+
+
+class ClipMeta(BaseModel):
+    clip_id: str
+    satellite: str
+    channels: list[str]
+    start: str = Field(description="RFC 3339 UTC, first frame")
+    end: str = Field(description="RFC 3339 UTC, last frame")
+    length: int
+    gap_minutes: int
+    frame_ids: list[list[str]] = Field(description="per channel, frames in time order")
+    thumbnail: str
+
+
+class FiltersEcho(BaseModel):
+    """The filters applied (``SearchFilters.to_dict``)."""
+
+    start: str | None
+    end: str | None
+    months: list[int]
+    hours: list[int]
+    day_of_year: list[int] | None
+    channels: list[str]
+    satellites: list[str]
+    exclude_around: str | None
+    exclude_window_s: float
+    datasets: list[str] = []
+    labels: list[str] = []
+    bbox: list[float] | None = None
+    k: int
+    one_per_day: bool
+
+
+class SearchResponse(BaseModel):
+    """The CLI's ``--json`` result, unchanged (schema ``skysearch.search/1``)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+    schema_: str = Field(alias="schema", description="result schema version")
+    query: dict[str, Any] = Field(description="what was asked (kind: clip, text or image)")
+    results: list[ResultItem] = Field(description="hits, best first; null where not of the kind")
+    filters: FiltersEcho
+    timing_ms: dict[str, float]
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in (
+        (400, "Bad request (the detail says what to change)"),
+        (401, "Missing or wrong API key"),
+        (
+            404,
+            "No such frame, clip, model or collection; or the archive has no such "
+            "satellite, channel or time",
+        ),
+        (413, "Request body too large"),
+        (422, "Invalid parameters"),
+        (503, "Service still loading, or a search kind not available"),
+    )
+}
+PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+        "description": "PNG image",
+    },
+}
+
+
+# ---- request size limit (pure ASGI: counts bytes before anything parses them) ---------------
+class _TooLarge(StarletteHTTPException):
+    """Raised while the body is read; an HTTPException so FastAPI's body parsing passes it on
+    (it turns other exceptions into 400) and the error handler answers 413."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, _too_large(max_bytes))
+
+
+def _too_large(max_bytes: int) -> str:
+    return f"request body larger than {max_bytes} bytes"
+
+
+class BodyLimit:
+    """Refuse bodies over ``max_bytes`` with 413: by Content-Length up front, else by counting."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._refuse(send)
+            return
+        seen = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge(self.max_bytes)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        response = JSONResponse({"detail": _too_large(self.max_bytes)}, status_code=413)
+        await response({"type": "http"}, _no_receive, send)
+
+
+async def _no_receive() -> Message:  # pragma: no cover - a JSONResponse never reads
+    return {"type": "http.disconnect"}
+
+
+# ---- errors -----------------------------------------------------------------------------
+def _status(exc: SkySearchError) -> int:
+    if isinstance(exc, NotFoundError):
+        return 404
+    if isinstance(exc, StoreError):
+        return 503
+    return 400  # UsageError and any other expected error
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "request"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(SkySearchError)
+    async def expected(_: Request, exc: SkySearchError) -> JSONResponse:
+        # Parameters by their field names (``str``), as the request spelled them.
+        return JSONResponse({"detail": exc.render()}, status_code=_status(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _validation_message(exc)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error (logged by the service)"}, 500)
+
+
+# ---- auth -------------------------------------------------------------------------------
+_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="API key")
+#: Paths served without a key: liveness and the API's own documentation.
+PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+_UNAUTHORIZED = f"missing or wrong API key: send it in the {API_KEY_HEADER} header"
+
+
+def key_matches(given: bytes | None, expected: str | None) -> bool:
+    """True when no key is required or ``given`` (the header's raw bytes) is the key in UTF-8
+    (constant-time comparison). HTTP header values are bytes; servers hand them on decoded
+    as latin-1, so a non-ASCII key only matches byte for byte."""
+    if expected is None:
+        return True
+    return given is not None and hmac.compare_digest(given, expected.encode("utf-8"))
+
+
+class ApiKeyGate:
+    """Refuse requests without the key (401) before anything reads their body."""
+
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
+        self.app = app
+        self.api_key = api_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in PUBLIC_PATHS:
+            raw = dict(scope.get("headers") or []).get(API_KEY_HEADER.lower().encode())
+            if not key_matches(raw, self.api_key):
+                response = JSONResponse(
+                    {"detail": _UNAUTHORIZED},
+                    status_code=401,
+                    headers={"WWW-Authenticate": "ApiKey"},
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _auth(api_key: str | None) -> Callable[..., Awaitable[None]]:
+    """The same check as a dependency: declares the key in the OpenAPI document."""
+
+    async def check(key: Annotated[str | None, Security(_key_header)] = None) -> None:
+        if not key_matches(key.encode("latin-1") if key is not None else None, api_key):
+            raise StarletteHTTPException(401, _UNAUTHORIZED, headers={"WWW-Authenticate": "ApiKey"})
+
+    return check
+
+
+# ---- the app ----------------------------------------------------------------------------
+def create_app(service: SearchService, api_key: str | None = None) -> FastAPI:
+    """The FastAPI app over ``service``; ``api_key`` None serves without auth (loopback only:
+    ``skysearch serve`` refuses a non-loopback bind without a key)."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        import anyio.to_thread
+
+        anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
+        owned = service.readiness().state == "starting"  # else a caller started it (tests)
+        if owned:
+            service.start(background=True)
+        yield
+        if owned:
+            service.close()
+
+    app = FastAPI(
+        title="SkySearch",
+        version=__version__,
+        description="Search satellite imagery and video by text, clip or image. "
+        f"Send the API key in the `{API_KEY_HEADER}` header when the service requires one.",
+        lifespan=lifespan,
+        responses={k: v for k, v in ERRORS.items() if k in (401, 413, 422)},
+    )
+    _install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=service.limits.max_request_bytes)
+    if api_key is not None:
+        app.add_middleware(ApiKeyGate, api_key=api_key)  # outermost: checked first
+    auth = [Depends(_auth(api_key))]
+    limits = service.limits
+
+    @app.get("/health", response_model=Health, tags=["service"])
+    def health() -> Health:
+        """Liveness: the process answers (no API key needed; says nothing else)."""
+        return Health(status="ok", version=__version__)
+
+    @app.get(
+        "/ready",
+        response_model=ReadinessBody,
+        tags=["service"],
+        dependencies=auth,
+        responses={503: {"model": ReadinessBody, "description": "Not ready yet (or failed)"}},
+    )
+    def ready() -> JSONResponse:
+        """Readiness: 200 once the store, catalogs and models are loaded, else 503."""
+        state = ReadinessBody(**service.readiness().__dict__)
+        return JSONResponse(state.model_dump(), status_code=200 if state.ready else 503)
+
+    @app.get(
+        "/collections",
+        response_model=list[CollectionBody],
+        tags=["metadata"],
+        dependencies=auth,
+        responses={503: ERRORS[503]},
+    )
+    def collections() -> list[CollectionBody]:
+        """Collections in the store and their sizes."""
+        return [
+            CollectionBody(name=c.name, points=c.points, vectors=c.vectors, backend=c.backend)
+            for c in service.collections()
+        ]
+
+    meta_errors = {c: ERRORS[c] for c in (404, 503)}
+    meta = {"tags": ["metadata"], "dependencies": auth, "responses": meta_errors}
+    png = {**meta, "response_class": Response, "responses": {**PNG_RESPONSE, **meta_errors}}
+
+    @app.get("/frames/{frame_id}", response_model=FrameMeta, **meta)
+    def frame(frame_id: IdPath) -> dict[str, Any]:
+        """A frame's metadata."""
+        return service.frame(frame_id)
+
+    @app.get("/frames/{frame_id}/thumbnail.png", **png)
+    def frame_thumbnail(frame_id: IdPath, size: Size = THUMB_DEFAULT) -> Response:
+        """The frame (working resolution, grey) as PNG."""
+        return Response(service.frame_thumbnail(frame_id, size), media_type="image/png")
+
+    @app.get("/clips/{clip_id}", response_model=ClipMeta, **meta)
+    def clip(clip_id: IdPath) -> dict[str, Any]:
+        """A clip's metadata, with its frame ids."""
+        return service.clip(clip_id)
+
+    @app.get("/clips/{clip_id}/thumbnail.png", **png)
+    def clip_thumbnail(clip_id: IdPath, size: Size = THUMB_DEFAULT) -> Response:
+        """The clip's frames (first channel) side by side, as PNG."""
+        return Response(service.clip_thumbnail(clip_id, size), media_type="image/png")
+
+    search = {
+        "response_model": SearchResponse,
+        "tags": ["search"],
+        "dependencies": auth,
+        "responses": {c: ERRORS[c] for c in (400, 404, 503)},
+    }
+
+    @app.post("/search/text", **search)
+    def search_text(body: TextSearch) -> dict[str, Any]:
+        """Scenes matching free text (text-image model)."""
+        return service.search_text(body.text, body.filters.to_filters(), body.model_id)
+
+    @app.post("/search/image", **search, openapi_extra=_image_parts("image"))
+    def search_image(
+        params: Annotated[ImageSearchForm, Form()],
+        image: Annotated[
+            list[UploadFile],
+            File(
+                description="PNG, JPEG or GIF, at most 8 MiB and 4096x4096 each; repeat the "
+                "field for several examples",
+                min_length=1,
+                max_length=MAX_EXAMPLE_IMAGES,
+                json_schema_extra={"items": NONEMPTY_FILE},
+            ),
+        ],
+    ) -> dict[str, Any]:
+        """Scenes like one or several uploaded example images, optionally with words
+        (multipart form: `image` (repeatable) + `text` + filter fields)."""
+        uploads = [_read_upload(f, limits.upload.max_bytes) for f in image]
+        return service.search_image(uploads, params.to_filters(), params.model_id, params.text)
+
+    @app.post("/search/clip", **search)
+    def search_clip(body: ClipSearch) -> dict[str, Any]:
+        """Clips like a query clip given by start time (+ channels, length, gap) or clip id."""
+        from skysearch.retrieval.search.facade import ClipQuery
+
+        query = ClipQuery(
+            at=body.at,
+            clip_id=body.clip_id,
+            channels=tuple(body.channels),
+            satellite=body.satellite,
+            length=body.length,
+            gap_minutes=body.gap_minutes,
+            tolerance_minutes=body.tolerance_minutes,
+        )
+        return service.search_clip(query, body.filters.to_filters(), body.to_options())
+
+    @app.post("/search/clip/frames", **search, openapi_extra=_image_parts("frames"))
+    def search_clip_frames(
+        params: Annotated[FramesSearchForm, Form()],
+        frames: Annotated[
+            list[UploadFile],
+            File(
+                description="the query clip's frames, in time order (PNG, JPEG or GIF)",
+                min_length=1,
+                max_length=MAX_FRAMES,
+                json_schema_extra={"items": NONEMPTY_FILE},
+            ),
+        ],
+    ) -> dict[str, Any]:
+        """Clips like a clip of uploaded frames (multipart: `frames` repeated, one channel,
+        in time order, raw images of the satellite's product; + filter fields)."""
+        if len(frames) > limits.max_frames:
+            raise UsageError(f"{len(frames)} frames uploaded; the limit is {limits.max_frames}")
+        uploads = [_read_upload(f, limits.upload.max_bytes) for f in frames]
+        return service.search_clip_frames(
+            uploads,
+            params.satellite,
+            params.channel,
+            params.gap_minutes,
+            params.to_filters(),
+            params.to_options(),
+        )
+
+    return app
+
+
+def _image_parts(field: str) -> dict[str, Any]:
+    """The multipart ``encoding`` of an upload field: the image types the server decodes."""
+    form = {"encoding": {field: {"contentType": "image/png, image/jpeg, image/gif"}}}
+    return {"requestBody": {"content": {"multipart/form-data": form}}}
+
+
+def _read_upload(file: UploadFile, max_bytes: int) -> Upload:
+    """The upload's bytes (at most one byte past the limit, so an oversize file is refused
+    without reading it all) and its client-side name, shortened, only ever echoed."""
+    name = (file.filename or "upload").replace("\\", "/").rsplit("/", 1)[-1][:128] or "upload"
+    return Upload(name=name, data=file.file.read(max_bytes + 1))
+
+
+def openapi_json() -> str:
+    """The service's OpenAPI document as committed in ``openapi.json`` (stable text)."""
+    import json
+    import pathlib
+
+    from skysearch.config import Settings, Workspace
+
+    unused = Settings(workspace=Workspace(pathlib.Path("/nonexistent")))  # never loaded
+    app = create_app(SearchService(unused))
+    return json.dumps(app.openapi(), indent=2, sort_keys=True) + "\n"

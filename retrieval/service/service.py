@@ -1,0 +1,478 @@
+"""The search service's logic, under the HTTP layer (``skysearch.retrieval.service.app``).
+
+One :class:`SearchService` per process. :meth:`SearchService.start` opens the store, indexes
+the frame and clip catalogs by id and loads the models ONCE, in a background thread, so the
+HTTP server answers ``/health`` at once and ``/ready`` says when loading is done; requests
+never load anything. Searches go through the façade
+(:class:`skysearch.retrieval.search.facade.Searcher`), so results are exactly the CLI's
+``--json`` schema.
+
+Concurrency: the embedded store (qdrant-edge) is locked to ONE process, so the service runs one
+process and answers requests from a thread pool; searches run in parallel (the façade is
+shared by threads; open_clip's Hugging Face tokenizer sends the same truncation/padding settings
+on every call, so concurrent calls do not mutate it: 4,000 calls from 8 threads, no error;
+tests compare concurrent answers with sequential ones). Torch runs
+ONE intra-op thread per inference by default, so concurrent searches use the cores side by
+side and, on a busy machine, OpenMP threads do not spin against each other (on 2 shared cores:
+a text embedding took ~700 ms wall / ~240 ms CPU with 2 threads, ~80 ms / ~24 ms with 1).
+For several processes or hosts, point every instance at a Qdrant server (``QDRANT_URL``)
+instead of the embedded store.
+
+Nothing from a request becomes a filesystem path: frame and clip ids must be UUIDs and are
+looked up in the catalogs loaded at start-up; pixels come from the workspace's frame store.
+
+Uploaded query frames are never written to a file by the service (the query API takes
+decoded pixels) and cost nothing before they can be served: the clip model (so the spec and
+the satellite's ingest profile) is resolved first; then every upload's header is checked
+(bytes, format, the profile's frame sizes, a per-request pixel budget); only then is each
+frame decoded, preprocessed to the working resolution and dropped, one at a time, so a
+request holds at most one full-size image.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image
+from skysearch.retrieval.service.uploads import UploadLimits, decode, open_image, validate_image
+from skysearch.retrieval.store.filters import SearchFilters
+
+from skysearch.config import Settings
+from skysearch.errors import NotFoundError, SkySearchError, StoreError, UsageError
+from skysearch.timeutil import to_rfc3339
+
+log = logging.getLogger("skysearch.service")
+
+#: Thumbnail sizes (longest side of one frame, pixels) a request may ask for.
+THUMB_MIN, THUMB_MAX, THUMB_DEFAULT = 16, 1024, 256
+#: Upper bounds the HTTP schema enforces (ServiceLimits may only lower them).
+MAX_K = 100
+MAX_RERANK = 100
+MAX_TEXT_CHARS = 500
+MAX_FRAMES = 48
+#: Example images of one "more like these" image search.
+MAX_EXAMPLE_IMAGES = 16
+
+
+@dataclass(frozen=True)
+class ServiceLimits:
+    """Request limits. ``max_request_bytes`` caps a whole request body (all uploads);
+    ``max_request_pixels`` the pixels of all uploaded query frames (as their headers state,
+    checked before any is decoded; 48 COMS frames of 1500x1300 are 94 M)."""
+
+    max_k: int = MAX_K
+    max_rerank: int = MAX_RERANK
+    max_frames: int = MAX_FRAMES
+    max_request_bytes: int = 64 * 1024 * 1024
+    max_request_pixels: int = 100_000_000
+    upload: UploadLimits = field(default_factory=UploadLimits)
+
+
+@dataclass
+class Readiness:
+    """What ``/ready`` reports."""
+
+    ready: bool
+    state: str  # "starting", "loading", "ready", "failed"
+    detail: str
+    load_seconds: float | None = None
+    store: str | None = None
+    collections: dict[str, int] = field(default_factory=dict)
+    searches: dict[str, str] = field(default_factory=dict)  # kind -> "ok" or why not
+
+
+def canonical_id(value: str, what: str) -> str:
+    """A frame/clip id as a canonical UUID string, or a UsageError (never a path)."""
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError, TypeError):
+        raise UsageError(f"{what} id {value!r} is not a UUID") from None
+
+
+def fit(pixels: np.ndarray, max_side: int) -> np.ndarray:
+    """Grey uint8 (H, W) downscaled (area average) so the longest side is <= ``max_side``."""
+    image = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8))
+    scale = max_side / max(image.size)
+    if scale < 1:
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.BOX)
+    return np.asarray(image)
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """Grey uint8 (H, W) -> PNG bytes."""
+    out = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _thumb_size(size: int) -> int:
+    if not THUMB_MIN <= size <= THUMB_MAX:
+        raise UsageError(f"thumbnail size must be in {THUMB_MIN}..{THUMB_MAX}, got {size}")
+    return size
+
+
+class _Index:
+    """Rows of a catalog table by id (built once at start-up)."""
+
+    def __init__(self, table: pa.Table, key: str) -> None:
+        self.table = table
+        self.rows = {value: i for i, value in enumerate(table[key].to_pylist())}
+
+    def row(self, key: str) -> dict[str, Any] | None:
+        i = self.rows.get(key)
+        return None if i is None else self.table.slice(i, 1).to_pylist()[0]
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One uploaded file as received: the client's name (echoed, never used as a path)."""
+
+    name: str
+    data: bytes
+
+
+class SearchService:
+    """Store, catalogs and models of one workspace, loaded once; everything the API serves."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        limits: ServiceLimits | None = None,
+        device: str = "cpu",
+        torch_threads: int | None = 1,
+    ) -> None:
+        self.settings = settings
+        self.limits = limits or ServiceLimits()
+        self.device = device
+        self.torch_threads = torch_threads
+        self._state = "starting"
+        self._detail = "not started"
+        self._load_seconds: float | None = None
+        self._searches: dict[str, str] = {}
+        self._thread: threading.Thread | None = None
+        self._searcher: Any = None
+        self._frames: _Index | None = None
+        self._clips: _Index | None = None
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    def start(self, background: bool = True) -> None:
+        """Load everything; in a daemon thread when ``background`` (readiness tells when)."""
+        if self._state in ("loading", "ready"):
+            return
+        self._state, self._detail = "loading", "loading the store, catalogs and models"
+        if background:
+            self._thread = threading.Thread(target=self._load, name="skysearch-load", daemon=True)
+            self._thread.start()
+        else:
+            self._load()
+
+    def wait_ready(self, timeout: float | None = None) -> Readiness:
+        """Block until loading has ended (tests, the bench); returns the readiness."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.readiness()
+
+    def _load(self) -> None:
+        started = time.perf_counter()
+        try:
+            self._load_all()
+        except SkySearchError as exc:
+            self._state, self._detail = "failed", str(exc)
+            log.error("service failed to load: %s", exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - reported by /ready, logged with traceback
+            self._state, self._detail = "failed", f"{type(exc).__name__}: {exc}"
+            log.exception("service failed to load")
+            return
+        self._load_seconds = round(time.perf_counter() - started, 3)
+        self._state, self._detail = "ready", "store, catalogs and models loaded"
+        log.info("service ready in %.1f s: %s", self._load_seconds, self._searches)
+
+    def _load_all(self) -> None:
+        from skysearch.ingest.catalog import read_frames
+        from skysearch.ingest.clips import read_clips
+        from skysearch.ingest.integrity import ensure_intact
+
+        workspace = self.settings.workspace
+        if not workspace.root.is_dir():
+            raise UsageError(f"workspace {workspace.root} does not exist; pass --workspace DIR")
+        ensure_intact(workspace)  # cheap checks: a damaged file is a failed start, named
+        if self.torch_threads:
+            import torch
+
+            torch.set_num_threads(self.torch_threads)
+        searcher = self.open_store()
+        cols = ["frame_id", "satellite", "channel", "time", "width", "height"]
+        self._frames = _Index(read_frames(workspace, columns=cols), "frame_id")
+        if self._frames.rows:
+            searcher.frame_store.refresh()
+        clip_cols = ["clip_id", "satellite", "channels", "start", "end", "length", "gap_minutes"]
+        self._clips = _Index(read_clips(workspace).select([*clip_cols, "frame_ids"]), "clip_id")
+        self._searches = {"text": self._warm_text(), "clip": self._warm_clip()}
+        self._searches["image"] = self._searches["text"]
+
+    def open_store(self) -> Any:
+        """Open the store and every collection in it, now; the façade over them. The embedded
+        engine locks each collection to one process: a workspace another process serves (or
+        indexes into) is a StoreError here, before anything else loads, so the service never
+        reports ready with nothing searchable. ``skysearch serve`` calls it before listening
+        (one ``error:`` line, exit 2); start-up calls it otherwise (``/ready``: failed)."""
+        from skysearch.retrieval.search.facade import Searcher
+
+        if self._searcher is not None:
+            return self._searcher
+        searcher = Searcher(self.settings, device=self.device)
+        try:
+            for name in searcher.store.collections():
+                searcher.store.info(name)
+        except BaseException:
+            searcher.close()
+            raise
+        self._searcher = searcher
+        return searcher
+
+    def _warm_text(self) -> str:
+        """Load the text-image model and run one search (first calls are slow); 'ok' or why
+        text search is unavailable."""
+        try:
+            self._searcher.search_text("satellite image", SearchFilters(k=1))
+        except SkySearchError as exc:
+            return str(exc)
+        return "ok"
+
+    def _warm_clip(self) -> str:
+        """Load the clip model by one search for a catalog clip; 'ok' or why not."""
+        from skysearch.retrieval.search.facade import ClipQuery
+
+        if not self._clips.rows:
+            return f"no clips in the clip catalog of {self.settings.workspace.root}"
+        try:
+            first = next(iter(self._clips.rows))
+            self._searcher.search_clip(ClipQuery(clip_id=first), SearchFilters(k=1))
+        except SkySearchError as exc:
+            return str(exc)
+        return "ok"
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._searcher is not None:
+            self._searcher.close()
+            self._searcher = None
+        self._state, self._detail = "starting", "closed"
+
+    # ---- readiness ------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self._state == "ready"
+
+    def readiness(self) -> Readiness:
+        """What ``/ready`` reports; never raises: a store that stopped answering after
+        start-up (a Qdrant server gone) is reported as failed, with the reason."""
+        out = Readiness(
+            ready=self.ready,
+            state=self._state,
+            detail=self._detail,
+            load_seconds=self._load_seconds,
+            searches=dict(self._searches),
+        )
+        if self.ready:
+            out.store = self._searcher.store.where
+            try:
+                out.collections = {c.name: c.points for c in self.collections()}
+            except SkySearchError as exc:
+                out.ready, out.state, out.detail = False, "failed", f"store unavailable: {exc}"
+        return out
+
+    def require_ready(self) -> None:
+        """StoreError (-> 503) until start-up loading is done."""
+        if not self.ready:
+            raise StoreError(f"service not ready ({self._state}): {self._detail}")
+
+    # ---- collections and metadata ---------------------------------------------------------
+    def collections(self) -> list[Any]:
+        """CollectionInfo of every collection in the store, by name."""
+        self.require_ready()
+        store = self._searcher.store
+        return [store.info(name) for name in sorted(store.collections())]
+
+    def _lookup(self, index: _Index | None, value: str, what: str) -> tuple[str, dict[str, Any]]:
+        """(canonical id, catalog row) of a frame or clip id; 400 if not a UUID, 404 if unknown."""
+        self.require_ready()
+        key = canonical_id(value, what)
+        row = index.row(key) if index is not None else None
+        if row is None:
+            raise NotFoundError(f"{what} {key} is not in the {what} catalog")
+        return key, row
+
+    def frame(self, frame_id: str) -> dict[str, Any]:
+        """A frame's catalog metadata."""
+        fid, row = self._lookup(self._frames, frame_id, "frame")
+        return {
+            "frame_id": fid,
+            "satellite": row["satellite"],
+            "channel": row["channel"],
+            "time": to_rfc3339(row["time"]),
+            "source_width": row["width"],
+            "source_height": row["height"],
+            "thumbnail": f"/frames/{fid}/thumbnail.png",
+        }
+
+    def clip(self, clip_id: str) -> dict[str, Any]:
+        """A clip's catalog metadata, with its frames' ids per channel."""
+        cid, row = self._lookup(self._clips, clip_id, "clip")
+        return {
+            "clip_id": cid,
+            "satellite": row["satellite"],
+            "channels": list(row["channels"]),
+            "start": to_rfc3339(row["start"]),
+            "end": to_rfc3339(row["end"]),
+            "length": row["length"],
+            "gap_minutes": row["gap_minutes"],
+            "frame_ids": [list(ids) for ids in row["frame_ids"]],
+            "thumbnail": f"/clips/{cid}/thumbnail.png",
+        }
+
+    def frame_thumbnail(self, frame_id: str, size: int = THUMB_DEFAULT) -> bytes:
+        """The frame at working resolution as a grey PNG, longest side <= ``size``."""
+        meta = self.frame(frame_id)
+        pixels = self._searcher.frame_store.read(meta["frame_id"])
+        return png_bytes(fit(pixels, _thumb_size(size)))
+
+    def clip_thumbnail(self, clip_id: str, size: int = THUMB_DEFAULT) -> bytes:
+        """The clip's frames (first channel, time left to right) as one PNG strip; each
+        frame's longest side <= ``size``."""
+        meta = self.clip(clip_id)
+        frames = self._searcher.frame_store.read_many(meta["frame_ids"][0])
+        side = _thumb_size(size)
+        return png_bytes(np.concatenate([fit(f, side) for f in frames], axis=1))
+
+    # ---- searches (the façade; results are SearchResult.to_dict(), the CLI's --json) -------
+    def _check(self, filters: SearchFilters, rerank: int = 0) -> None:
+        self.require_ready()
+        if filters.k > self.limits.max_k:
+            raise UsageError(f"k must be at most {self.limits.max_k}, got {filters.k}")
+        if rerank > self.limits.max_rerank:
+            raise UsageError(f"rerank must be at most {self.limits.max_rerank}, got {rerank}")
+
+    def search_text(
+        self, text: str, filters: SearchFilters, model_id: str | None = None
+    ) -> dict[str, Any]:
+        """Scenes matching free text."""
+        self._check(filters)
+        if len(text) > MAX_TEXT_CHARS:
+            raise UsageError(f"text is {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
+        return self._searcher.search_text(text, filters, model_id).to_dict()
+
+    def search_image(
+        self,
+        upload: Upload | list[Upload],
+        filters: SearchFilters,
+        model_id: str | None = None,
+        text: str | None = None,
+    ) -> dict[str, Any]:
+        """Scenes like one or several uploaded images (each validated before decoding),
+        optionally combined with words."""
+        self._check(filters)
+        uploads = upload if isinstance(upload, list) else [upload]
+        if not uploads or len(uploads) > MAX_EXAMPLE_IMAGES:
+            raise UsageError(f"give 1 to {MAX_EXAMPLE_IMAGES} example images, got {len(uploads)}")
+        for u in uploads:  # every header checked before any pixel is decoded
+            open_image(u.data, f"upload {u.name!r}", self.limits.upload).close()
+        # decoded one at a time and dropped once embedded: memory does not grow with examples
+        images = (validate_image(u.data, u.name, self.limits.upload).image for u in uploads)
+        result = self._searcher.search_image(images, filters, model_id, text).to_dict()
+        result["query"]["image"] = uploads[0].name
+        result["query"]["images"] = [u.name for u in uploads]
+        return result
+
+    def search_clip(
+        self, query: Any, filters: SearchFilters, options: Any = None
+    ) -> dict[str, Any]:
+        """Clips like a query clip given by time or clip id (``search.ClipQuery``)."""
+        self._check(filters, options.rerank if options else 0)
+        if query.frames:
+            raise UsageError("query frames must be uploaded (POST /search/clip/frames)")
+        return self._searcher.search_clip(query, filters, options).to_dict()
+
+    def search_clip_frames(
+        self,
+        uploads: Sequence[Upload],
+        satellite: str | None,
+        channel: str | None,
+        gap_minutes: int | None,
+        filters: SearchFilters,
+        options: Any = None,
+    ) -> dict[str, Any]:
+        """Clips like a clip made of uploaded frames (one channel, in time order)."""
+        from skysearch.retrieval.search.facade import ClipQuery, SearchOptions, spec_text
+
+        options = options or SearchOptions()
+        self._check(filters, options.rerank)
+        if not uploads:
+            raise UsageError("upload the query clip's frames (one file per time step)")
+        if len(uploads) > self.limits.max_frames:
+            raise UsageError(
+                f"{len(uploads)} frames uploaded; the limit is {self.limits.max_frames}"
+            )
+        channels = [channel] if channel else []
+        _, record = self._searcher.clip_model_for(
+            satellite, channels, len(uploads), gap_minutes, options.model_id
+        )
+        data = record.config["data"]
+        if len(data["channels"]) != 1 or data["length"] != len(uploads):
+            raise UsageError(
+                f"clip model {record.model_id} embeds {spec_text(data)} clips; "
+                f"{len(uploads)} frames of one channel were uploaded"
+            )
+        names = [u.name for u in uploads]
+        profile = self._searcher.query_profile(data["satellite"], names)
+        query = ClipQuery(
+            pixels=self._working_frames(uploads, profile)[None],
+            satellite=data["satellite"],
+            channels=tuple(data["channels"]),
+            gap_minutes=data["gap_minutes"],
+        )
+        result = self._searcher.search_clip(query, filters, options).to_dict()
+        result["query"]["files"] = names
+        return result
+
+    def _working_frames(self, uploads: Sequence[Upload], profile: Any) -> np.ndarray:
+        """Uploaded frames -> (L, H, W) uint8 at the profile's working resolution. Every
+        header first (checks 1-3 of ``uploads``, the profile's frame sizes, the request's
+        pixel budget), then one frame at a time: decode, preprocess, drop."""
+        from skysearch.ingest.decode import working_frame, wrong_size
+
+        labels = [f"upload {i + 1} ({u.name!r})" for i, u in enumerate(uploads)]
+        pixels = 0
+        for upload, label in zip(uploads, labels, strict=True):
+            image = open_image(upload.data, label, self.limits.upload)
+            width, height = image.size
+            image.close()
+            if profile.crop_box(width, height) is None:
+                raise UsageError(f"{label}: {wrong_size(profile, width, height)}")
+            pixels += width * height
+        if pixels > self.limits.max_request_pixels:
+            raise UsageError(
+                f"the uploaded frames hold {pixels} pixels; the limit is "
+                f"{self.limits.max_request_pixels} pixels a request"
+            )
+        frames = []
+        for upload, label in zip(uploads, labels, strict=True):
+            image = open_image(upload.data, label, self.limits.upload)
+            try:
+                frames.append(working_frame(decode(image, label), profile))
+            finally:
+                image.close()  # frees the full-size pixels now
+        return np.stack(frames)

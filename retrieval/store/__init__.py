@@ -1,0 +1,14 @@
+"""Vector stores: one interface (:class:`VectorStore`), two engines behind it.
+
+- ``base``: the interface and the plain records it speaks (points, hits, collection info).
+- ``embedded`` (qdrant-edge, the default, no server) and ``server`` (a Qdrant server by URL).
+- ``factory``: :func:`open_store`, which engine a configuration names.
+- ``schema``: the collections, their payload fields and indexes; ``filters``: what a search may
+  return; ``application``: the typed API (clips, frames, scenes) above the raw store;
+  ``transfer``: export and import of a store as files.
+"""
+
+from skysearch.retrieval.store.base import Hit, Point, VectorStore
+from skysearch.retrieval.store.factory import open_store
+
+__all__ = ["Hit", "Point", "VectorStore", "open_store"]

@@ -1,0 +1,399 @@
+"""Embedded backend: qdrant-edge-py (the Qdrant engine in-process), one shard per collection.
+
+A collection is a directory ``<root>/<collection>/`` holding one EdgeShard (WAL, segments,
+``edge_config.json``). The only translation from ``qdrant_client.models`` (the server's
+vocabulary) into qdrant-edge types lives here (``to_edge_filter``); anything not translated
+raises NotImplementedError naming it.
+
+A shard directory can be open in one process at a time (the WAL is locked): a second process
+gets a StoreError naming the directory and, when known, the pid holding it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import qdrant_edge as qe
+from qdrant_client import models
+from skysearch.retrieval.store import schema
+from skysearch.retrieval.store.base import (
+    CollectionInfo,
+    Hit,
+    Record,
+    VectorStore,
+    record_of,
+    vectors_of,
+)
+
+from skysearch.errors import StoreError, UsageError
+from skysearch.timeutil import to_rfc3339
+
+_INDEX_PARAMS = {
+    models.PayloadSchemaType.KEYWORD: lambda g: qe.KeywordIndexParams(enable_hnsw=g),
+    models.PayloadSchemaType.INTEGER: lambda g: qe.IntegerIndexParams(
+        lookup=True, range=True, enable_hnsw=g
+    ),
+    models.PayloadSchemaType.FLOAT: lambda g: qe.FloatIndexParams(enable_hnsw=g),
+    models.PayloadSchemaType.BOOL: lambda g: qe.BoolIndexParams(enable_hnsw=g),
+    models.PayloadSchemaType.DATETIME: lambda g: qe.DatetimeIndexParams(enable_hnsw=g),
+    models.PayloadSchemaType.UUID: lambda g: qe.UuidIndexParams(enable_hnsw=g),
+    models.PayloadSchemaType.GEO: lambda g: qe.GeoIndexParams(enable_hnsw=g),
+}
+OWNER_FILE = ".skysearch-owner"
+_OPTIMIZE_CHILD = (
+    "import sys, qdrant_edge as qe; s = qe.EdgeShard.load(sys.argv[1]); s.optimize(); s.close()"
+)
+
+
+@dataclass(frozen=True)
+class EdgeIndexParams:
+    """HNSW / optimizer settings of new shards (KB values are KB of vector data)."""
+
+    m: int = schema.HNSW_M
+    ef_construct: int = schema.HNSW_EF_CONSTRUCT
+    full_scan_threshold_kb: int = schema.FULL_SCAN_THRESHOLD_KB
+    #: segments smaller than this stay unindexed (exact search) after optimize()
+    indexing_threshold_kb: int = 10_000
+    #: "int8": scalar-quantized copies of the vectors in RAM for the search, results rescored
+    #: with the originals (schema.QUANTIZATION); None: float32 only
+    quantization: str | None = schema.QUANTIZATION
+
+    def __post_init__(self) -> None:
+        if self.quantization not in (None, "int8"):
+            raise UsageError(f"unknown quantization {self.quantization!r}; use int8 or none")
+
+
+def _quantization(kind: str | None) -> Any:
+    if kind is None:
+        return None
+    return qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, always_ram=True)
+
+
+def _range_value(value: Any) -> Any:
+    return to_rfc3339(value) if isinstance(value, datetime) else value
+
+
+def _edge_condition(cond: Any) -> Any:
+    if isinstance(cond, models.Filter):
+        return to_edge_filter(cond)
+    if isinstance(cond, models.HasIdCondition):
+        return qe.HasIdCondition(point_ids=[str(i) for i in cond.has_id])
+    if isinstance(cond, models.IsEmptyCondition):
+        return qe.IsEmptyCondition(key=cond.is_empty.key)
+    if isinstance(cond, models.IsNullCondition):
+        return qe.IsNullCondition(key=cond.is_null.key)
+    if not isinstance(cond, models.FieldCondition):
+        raise NotImplementedError(
+            f"embedded store: filter condition {type(cond).__name__} is not translated to "
+            "qdrant-edge; use a Qdrant server (QDRANT_URL) or add it to retrieval/store/embedded.py"
+        )
+    unsupported = [
+        n
+        for n in ("geo_radius", "geo_polygon", "values_count", "is_empty")
+        if getattr(cond, n, None) is not None
+    ]
+    if unsupported:
+        raise NotImplementedError(
+            f"embedded store: field condition {unsupported} on {cond.key!r} is not translated"
+        )
+    match = None
+    if cond.match is not None:
+        m = cond.match
+        if isinstance(m, models.MatchValue):
+            match = qe.MatchValue(m.value)
+        elif isinstance(m, models.MatchAny):
+            match = qe.MatchAny(list(m.any))
+        elif isinstance(m, models.MatchExcept):
+            match = qe.MatchExcept(list(m.except_))
+        else:
+            raise NotImplementedError(
+                f"embedded store: match {type(m).__name__} on {cond.key!r} is not translated"
+            )
+    rng = None
+    if cond.range is not None:
+        r = cond.range
+        bounds = {b: _range_value(getattr(r, b)) for b in ("gte", "gt", "lte", "lt")}
+        if isinstance(r, models.DatetimeRange):
+            rng = qe.RangeDateTime(**bounds)
+        else:
+            rng = qe.RangeFloat(**{b: None if v is None else float(v) for b, v in bounds.items()})
+    box = None
+    if cond.geo_bounding_box is not None:
+        tl, br = cond.geo_bounding_box.top_left, cond.geo_bounding_box.bottom_right
+        box = qe.GeoBoundingBox(qe.GeoPoint(tl.lon, tl.lat), qe.GeoPoint(br.lon, br.lat))
+    return qe.FieldCondition(cond.key, match=match, range=rng, geo_bounding_box=box)
+
+
+def to_edge_filter(flt: models.Filter | None) -> qe.Filter | None:
+    """``qdrant_client.models.Filter`` -> ``qdrant_edge.Filter`` (must/should/must_not)."""
+    if flt is None:
+        return None
+    if flt.min_should is not None:
+        raise NotImplementedError("embedded store: min_should filters are not translated")
+
+    def conds(value: Any) -> list[Any] | None:
+        if value is None:
+            return None
+        items = value if isinstance(value, list) else [value]
+        return [_edge_condition(c) for c in items]
+
+    return qe.Filter(must=conds(flt.must), should=conds(flt.should), must_not=conds(flt.must_not))
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Linux: the optimize child gets SIGKILL if this process dies (no orphaned index build)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+    except OSError:
+        pass
+
+
+def _dir_bytes(path: Path) -> int:
+    """Bytes allocated on disk (the engine preallocates sparse files: st_size would overstate)."""
+    total = 0
+    for folder, _, files in os.walk(path):  # files come and go while the engine optimizes
+        for name in files:
+            try:
+                total += os.stat(os.path.join(folder, name)).st_blocks * 512
+            except FileNotFoundError:
+                pass
+    return total
+
+
+class EmbeddedStore(VectorStore):
+    backend = "embedded"
+
+    def __init__(self, root: Path, params: EdgeIndexParams | None = None) -> None:
+        self.root = Path(root)
+        self.params = params or EdgeIndexParams()
+        self._shards: dict[str, qe.EdgeShard] = {}
+        self._vector_sizes: dict[str, dict[str, int]] = {}  # read from edge_config.json
+        self._lock = threading.RLock()
+
+    @property
+    def where(self) -> str:
+        return f"embedded store {self.root}"
+
+    def _path(self, name: str) -> Path:
+        if not name or "/" in name or name.startswith("."):
+            raise UsageError(f"bad collection name {name!r}")
+        return self.root / name
+
+    def _config_file(self, name: str) -> Path:
+        return self._path(name) / "edge_config.json"
+
+    def _vectors(self, name: str) -> dict[str, int] | None:
+        cached = self._vector_sizes.get(name)
+        if cached is not None and name in self._shards:  # the open shard is ours alone
+            return cached
+        path = self._config_file(name)
+        if not path.is_file():
+            return None
+        if name not in self._shards:
+            self._shard(name)  # open it: also proves the directory is not held by someone else
+        config = json.loads(path.read_text())
+        sizes = {vn: int(v["size"]) for vn, v in config.get("vectors", {}).items()}
+        self._vector_sizes[name] = sizes
+        return sizes
+
+    def _edge_config(self, vectors: dict[str, int]) -> qe.EdgeConfig:
+        p = self.params
+        return qe.EdgeConfig(
+            vectors={
+                vn: qe.EdgeVectorParams(size=size, distance=qe.Distance.Cosine)
+                for vn, size in vectors.items()
+            },
+            hnsw_config=qe.HnswIndexConfig(
+                m=p.m, ef_construct=p.ef_construct, full_scan_threshold=p.full_scan_threshold_kb
+            ),
+            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=p.indexing_threshold_kb),
+            quantization_config=_quantization(p.quantization),
+        )
+
+    def _open_error(self, path: Path, exc: Exception) -> StoreError:
+        text = str(exc)
+        if "WouldBlock" in text or "lock" in text.lower():
+            owner = path.parent / f".{path.name}{OWNER_FILE}"
+            pid = owner.read_text().strip() if owner.is_file() else "unknown"
+            return StoreError(
+                f"store directory {path} is in use by another process (pid {pid}); stop it, "
+                "or serve both from a Qdrant server (QDRANT_URL)"
+            )
+        return StoreError(f"cannot open store directory {path}: {text}")
+
+    def _shard(self, name: str, create_with: dict[str, int] | None = None) -> qe.EdgeShard:
+        with self._lock:
+            if name in self._shards:
+                return self._shards[name]
+            path = self._path(name)
+            try:
+                if create_with is not None:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    shard = qe.EdgeShard.create(str(path), self._edge_config(create_with))
+                else:
+                    shard = qe.EdgeShard.load(str(path))
+            except Exception as exc:  # qdrant-edge raises plain Exception
+                raise self._open_error(path, exc) from None
+            (path.parent / f".{name}{OWNER_FILE}").write_text(str(os.getpid()))
+            self._shards[name] = shard
+            return shard
+
+    def _create(self, name: str, vectors: dict[str, int]) -> None:
+        self._shard(name, create_with=vectors)
+
+    def _add_vector(self, name: str, vector_name: str, size: int) -> None:
+        op = qe.UpdateOperation.create_dense_vector(vector_name, size, qe.Distance.Cosine)
+        self._shard(name).update(op)
+        self._vector_sizes.pop(name, None)
+
+    def _create_index(
+        self, name: str, field_name: str, kind: models.PayloadSchemaType, graph: bool
+    ) -> None:
+        params = _INDEX_PARAMS.get(kind)
+        if params is None:
+            raise NotImplementedError(f"embedded store: {kind} payload index is not translated")
+        op = qe.UpdateOperation.create_field_index(field_name, params(graph))
+        self._shard(name).update(op)
+
+    def _upsert(self, name: str, points: list[tuple[str, dict[str, list[float]], dict]]) -> None:
+        batch = [qe.Point(pid, vecs, payload) for pid, vecs, payload in points]
+        shard = self._shard(name)
+        try:
+            shard.update(qe.UpdateOperation.upsert_points(batch))
+        except Exception as exc:
+            raise StoreError(f"upsert into {name!r} failed: {exc}") from None
+
+    def _stored_vectors(self, name: str, ids: list[str]) -> dict[str, dict[str, list[float]]]:
+        records = self._shard(name).retrieve(ids, with_payload=False, with_vector=True)
+        return {str(r.id): vectors_of(r) for r in records}
+
+    def _query(self, name, vector_name, vector, limit, flt, exact, hnsw_ef) -> list[Hit]:
+        request = qe.QueryRequest(
+            limit=limit,
+            query=qe.Query.Nearest(vector, using=vector_name),
+            filter=to_edge_filter(flt),
+            params=qe.SearchParams(
+                hnsw_ef=hnsw_ef,
+                exact=exact,
+                acorn=qe.AcornSearchParams(enable=schema.SEARCH_ACORN),
+                # quantized collections: rescore an oversampled candidate list with the
+                # original vectors (ignored by unquantized ones)
+                quantization=qe.QuantizationSearchParams(
+                    rescore=True, oversampling=schema.QUANTIZATION_OVERSAMPLING
+                ),
+            ),
+            with_payload=True,
+        )
+        return [
+            Hit(str(p.id), float(p.score), dict(p.payload or {}))
+            for p in self._shard(name).query(request)
+        ]
+
+    def _count(self, name: str, flt: models.Filter | None) -> int:
+        return int(self._shard(name).count(qe.CountRequest(exact=True, filter=to_edge_filter(flt))))
+
+    def _scroll(self, name, flt, limit, offset, with_vectors) -> tuple[list[Record], Any]:
+        request = qe.ScrollRequest(
+            offset=offset,
+            limit=limit,
+            filter=to_edge_filter(flt),
+            with_payload=True,
+            with_vector=with_vectors,
+        )
+        records, next_offset = self._shard(name).scroll(request)
+        return [record_of(r, with_vectors) for r in records], next_offset
+
+    def _delete(self, name: str, flt: models.Filter) -> None:
+        shard = self._shard(name)
+        shard.update(qe.UpdateOperation.delete_points_by_filter(to_edge_filter(flt)))
+        shard.flush()
+
+    def info(self, name: str) -> CollectionInfo:
+        vectors = self.vector_config(name)
+        i = self._shard(name).info()
+        return CollectionInfo(
+            name=name,
+            backend=self.backend,
+            points=i.points_count,
+            indexed_vectors=i.indexed_vectors_count,
+            segments=i.segments_count,
+            disk_bytes=_dir_bytes(self._path(name)),
+            vectors=vectors,
+            payload_indexes={
+                k: str(v.data_type).rsplit(".", 1)[-1].lower() for k, v in i.payload_schema.items()
+            },
+        )
+
+    def optimize(self, name: str) -> None:
+        """Build HNSW + merge segments in a child process, with a progress line here.
+
+        The engine's optimize() holds the GIL until it returns, so it runs in a child (the
+        shard is closed here meanwhile): this process keeps drawing progress, Ctrl-C stops the
+        child, and the engine's WAL/segments make an interrupted build safe to re-run.
+        """
+        from tqdm import tqdm
+
+        with self._lock:
+            points = self._shard(name).info().points_count
+            self._shards.pop(name).close()
+            path = self._path(name)
+            child = subprocess.Popen(
+                [sys.executable, "-c", _OPTIMIZE_CHILD, str(path)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            )
+            desc = f"optimize {name} ({points} points)"
+            try:
+                with tqdm(desc=desc, bar_format="{desc}: {elapsed} {postfix}") as bar:
+                    while child.poll() is None:
+                        time.sleep(0.5)
+                        bar.set_postfix_str(f"{_dir_bytes(path) / 2**20:.0f} MB on disk")
+            except BaseException:
+                child.kill()
+                child.wait()
+                raise
+            finally:
+                self._shard(name)  # reopen (also after an interruption)
+            if child.returncode != 0:
+                tail = (child.stderr.read() if child.stderr else "").strip().splitlines()[-1:]
+                raise StoreError(f"optimizing {path} failed: {' '.join(tail) or child.returncode}")
+
+    def collections(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.parent.name for p in self.root.glob("*/edge_config.json"))
+
+    def drop_collection(self, name: str) -> None:
+        path = self._path(name)
+        with self._lock:
+            self._vector_sizes.pop(name, None)
+            shard = self._shards.pop(name, None)
+            if shard is not None:
+                shard.close()
+            if path.is_dir():
+                shutil.rmtree(path)
+            (self.root / f".{name}{OWNER_FILE}").unlink(missing_ok=True)
+
+    def close(self) -> None:
+        with self._lock:
+            for name, shard in list(self._shards.items()):
+                shard.close()
+                owner = self.root / f".{name}{OWNER_FILE}"
+                if owner.is_file() and owner.read_text().strip() == str(os.getpid()):
+                    owner.unlink()
+            self._shards.clear()
+            self._vector_sizes.clear()

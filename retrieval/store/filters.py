@@ -1,0 +1,214 @@
+"""Search filters, translated to a ``qdrant_client.models.Filter`` in ONE place (``to_qdrant``).
+
+The embedded adapter translates that Filter further into qdrant-edge types; the server and
+``:memory:`` backends send it as is. Every field filtered here has a payload index
+(``skysearch.retrieval.store.schema.PAYLOAD_INDEXES``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from qdrant_client import models
+
+from skysearch.errors import UsageError
+from skysearch.timeutil import MAX_DURATION, parse_time, to_rfc3339
+
+
+def _ints(values: Iterable[int] | None, name: str, lo: int, hi: int) -> tuple[int, ...]:
+    out = tuple(sorted({int(v) for v in values or ()}))
+    bad = [v for v in out if not lo <= v <= hi]
+    if bad:
+        raise UsageError(f"{name} must be in {lo}..{hi}, got {bad}")
+    return out
+
+
+def check_bbox(values: Iterable[float]) -> tuple[float, float, float, float]:
+    """``(west, south, east, north)`` in degrees, checked. West > east crosses the antimeridian;
+    the two latitudes may come in either order (there is only one band between two parallels)."""
+    try:
+        west, south, east, north = (float(v) for v in values)
+    except (TypeError, ValueError):
+        raise UsageError(
+            f"a bounding box is four numbers west,south,east,north, got {values}"
+        ) from None
+    if not (
+        -180 <= west <= 180
+        and -180 <= east <= 180
+        and -90 <= min(south, north)
+        and max(south, north) <= 90
+    ):
+        raise UsageError(
+            f"bounding box {west},{south},{east},{north} is not west,south,east,north in degrees "
+            "(longitudes -180..180, latitudes -90..90)"
+        )
+    return west, min(south, north), east, max(south, north)
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    """What a search may return. Empty fields do not filter.
+
+    - ``start``/``end``: closed time range on ``time``; either side may be None (open-ended).
+    - ``months`` (1-12), ``hours`` (0-23 UTC): match any.
+    - ``day_of_year``: ``(first, last)`` inclusive season window; wraps the year end when
+      ``first > last`` (e.g. ``(335, 59)`` = December-February).
+    - ``channels``/``satellites``/``model_id``: match any (a clip's channel list matches when
+      any of its channels is listed).
+    - ``exclude_around`` + ``exclude_window``: drop everything within the window of that time
+      (the query's own event).
+    - ``datasets``/``labels`` (scenes): match any.
+    - ``bbox``: ``(west, south, east, north)`` in degrees (GeoJSON order); keeps points whose
+      ``location`` lies inside (a Qdrant geo bounding-box filter).
+    - ``k``: number of hits; ``one_per_day``: at most one hit per UTC day.
+    """
+
+    start: datetime | None = None
+    end: datetime | None = None
+    months: tuple[int, ...] = ()
+    hours: tuple[int, ...] = ()
+    day_of_year: tuple[int, int] | None = None
+    channels: tuple[str, ...] = ()
+    satellites: tuple[str, ...] = ()
+    model_id: str | None = None
+    exclude_around: datetime | None = None
+    exclude_window: timedelta = field(default=timedelta(0))
+    datasets: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+    bbox: tuple[float, float, float, float] | None = None
+    k: int = 10
+    one_per_day: bool = False
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen dataclass: normalise once, here
+        for name in ("start", "end", "exclude_around"):
+            value = getattr(self, name)
+            if value is not None:
+                set_(self, name, parse_time(value))
+        if self.start and self.end and self.end < self.start:
+            raise UsageError(f"time range ends ({self.end}) before it starts ({self.start})")
+        set_(self, "months", _ints(self.months, "months", 1, 12))
+        set_(self, "hours", _ints(self.hours, "hours", 0, 23))
+        if self.day_of_year is not None:
+            first, last = (int(v) for v in self.day_of_year)
+            if not (1 <= first <= 366 and 1 <= last <= 366):
+                raise UsageError(f"day_of_year window must be in 1..366, got {self.day_of_year}")
+            set_(self, "day_of_year", (first, last))
+        for name in ("channels", "satellites", "datasets", "labels"):
+            set_(self, name, tuple(getattr(self, name)))
+        if self.bbox is not None:
+            set_(self, "bbox", check_bbox(self.bbox))
+        if not timedelta(0) <= self.exclude_window <= MAX_DURATION:
+            raise UsageError(f"exclude_window must be in 0..{MAX_DURATION.days} days")
+        if not 1 <= self.k <= 10_000:
+            raise UsageError(f"k must be in 1..10000, got {self.k}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (the result schema's ``filters``, the HTTP request's fields)."""
+
+        def iso(value: datetime | None) -> str | None:
+            return to_rfc3339(value) if value is not None else None
+
+        return {
+            "start": iso(self.start),
+            "end": iso(self.end),
+            "months": list(self.months),
+            "hours": list(self.hours),
+            "day_of_year": list(self.day_of_year) if self.day_of_year else None,
+            "channels": list(self.channels),
+            "satellites": list(self.satellites),
+            "exclude_around": iso(self.exclude_around),
+            "exclude_window_s": self.exclude_window.total_seconds(),
+            "datasets": list(self.datasets),
+            "labels": list(self.labels),
+            "bbox": list(self.bbox) if self.bbox else None,
+            "k": self.k,
+            "one_per_day": self.one_per_day,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], model_id: str | None = None) -> SearchFilters:
+        """The inverse of :meth:`to_dict`; absent keys do not filter, unknown keys are refused."""
+        known = set(cls().to_dict())
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UsageError(f"unknown filter fields {unknown}: known are {sorted(known)}")
+        fields = {k: v for k, v in data.items() if v is not None and k != "exclude_window_s"}
+        for name in ("day_of_year", "bbox"):
+            if name in fields:
+                fields[name] = tuple(fields[name])
+        window = timedelta(seconds=float(data.get("exclude_window_s") or 0))
+        return cls(**fields, exclude_window=window, model_id=model_id)
+
+    def to_qdrant(self) -> models.Filter | None:
+        """The one translation of these filters into Qdrant's vocabulary (None: no filter)."""
+        must: list[models.Condition] = []
+        must_not: list[models.Condition] = []
+        if self.start or self.end:
+            must.append(
+                models.FieldCondition(
+                    key="time",
+                    range=models.DatetimeRange(
+                        gte=to_rfc3339(self.start) if self.start else None,
+                        lte=to_rfc3339(self.end) if self.end else None,
+                    ),
+                )
+            )
+        for key, values in (
+            ("month", self.months),
+            ("hour", self.hours),
+            ("channel", self.channels),
+            ("satellite", self.satellites),
+            ("dataset", self.datasets),
+            ("label", self.labels),
+        ):
+            if values:
+                must.append(models.FieldCondition(key=key, match=models.MatchAny(any=list(values))))
+        if self.model_id:
+            must.append(
+                models.FieldCondition(key="model_id", match=models.MatchValue(value=self.model_id))
+            )
+        if self.day_of_year:
+            first, last = self.day_of_year
+            if first <= last:
+                must.append(
+                    models.FieldCondition(
+                        key="day_of_year", range=models.Range(gte=first, lte=last)
+                    )
+                )
+            else:  # wraps the year end: doy >= first OR doy <= last
+                must.append(
+                    models.Filter(
+                        should=[
+                            models.FieldCondition(key="day_of_year", range=models.Range(gte=first)),
+                            models.FieldCondition(key="day_of_year", range=models.Range(lte=last)),
+                        ]
+                    )
+                )
+        if self.bbox is not None:
+            west, south, east, north = self.bbox
+            must.append(
+                models.FieldCondition(
+                    key="location",
+                    geo_bounding_box=models.GeoBoundingBox(
+                        top_left=models.GeoPoint(lon=west, lat=north),
+                        bottom_right=models.GeoPoint(lon=east, lat=south),
+                    ),
+                )
+            )
+        if self.exclude_around is not None:
+            must_not.append(
+                models.FieldCondition(
+                    key="time",
+                    range=models.DatetimeRange(
+                        gte=to_rfc3339(self.exclude_around - self.exclude_window),
+                        lte=to_rfc3339(self.exclude_around + self.exclude_window),
+                    ),
+                )
+            )
+        if not must and not must_not:
+            return None
+        return models.Filter(must=must or None, must_not=must_not or None)

@@ -1,0 +1,254 @@
+"""Server backend: qdrant-client against a Qdrant server or cluster (``QDRANT_URL``), or the
+client's ``:memory:`` local mode (brute force in Python: small tests only).
+
+Configuration (environment, or the same keys lower-case in ``skysearch.toml``):
+``QDRANT_URL`` (``https://`` for TLS), ``QDRANT_API_KEY``, ``QDRANT_PREFER_GRPC=1``,
+``QDRANT_SHARD_NUMBER`` and ``QDRANT_REPLICATION_FACTOR`` (used when creating collections on a
+cluster: shard_number a multiple of the node count, replication_factor 2).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from qdrant_client import QdrantClient, models
+from skysearch.retrieval.store import schema
+from skysearch.retrieval.store.base import (
+    CollectionInfo,
+    Hit,
+    Record,
+    VectorStore,
+    record_of,
+    vectors_of,
+)
+
+from skysearch.errors import StoreError
+
+_T = models.PayloadSchemaType
+_INDEX_PARAMS = {
+    _T.KEYWORD: lambda g: models.KeywordIndexParams(type="keyword", enable_hnsw=g),
+    _T.INTEGER: lambda g: models.IntegerIndexParams(
+        type="integer", lookup=True, range=True, enable_hnsw=g
+    ),
+    _T.DATETIME: lambda g: models.DatetimeIndexParams(type="datetime", enable_hnsw=g),
+}
+CONNECT_ATTEMPTS = 3
+CONNECT_BACKOFF_S = 0.5
+
+
+def _setting(settings: Any, key: str) -> Any:
+    """Environment first, then ``skysearch.toml`` (settings.extra)."""
+    if os.environ.get(key):
+        return os.environ[key]
+    return (getattr(settings, "extra", None) or {}).get(key.lower())
+
+
+def _hits(points: list[models.ScoredPoint]) -> list[Hit]:
+    return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in points]
+
+
+class ServerStore(VectorStore):
+    backend = "server"
+
+    def __init__(
+        self,
+        client: QdrantClient,
+        where: str,
+        shard_number: int | None = None,
+        replication_factor: int | None = None,
+    ) -> None:
+        self.client = client
+        self._where = where
+        self.shard_number = shard_number
+        self.replication_factor = replication_factor
+
+    @classmethod
+    def in_memory(cls) -> ServerStore:
+        store = cls(QdrantClient(location=":memory:"), "qdrant-client :memory:")
+        store.backend = "memory"
+        return store
+
+    @classmethod
+    def connect(cls, url: str, settings: Any = None) -> ServerStore:
+        """Connect with bounded retries; one clear StoreError line if the server stays away."""
+        api_key = getattr(settings, "qdrant_api_key", None) or os.environ.get("QDRANT_API_KEY")
+        grpc = str(_setting(settings, "QDRANT_PREFER_GRPC") or "").lower() in ("1", "true", "yes")
+        shards = _setting(settings, "QDRANT_SHARD_NUMBER")
+        replicas = _setting(settings, "QDRANT_REPLICATION_FACTOR")
+        client = QdrantClient(
+            url=url, api_key=api_key, prefer_grpc=grpc, timeout=30, check_compatibility=False
+        )
+        last: Exception | None = None
+        for attempt in range(CONNECT_ATTEMPTS):
+            try:
+                client.get_collections()
+                break
+            except Exception as exc:  # connection refused, TLS, auth, timeouts...
+                last = exc
+                if attempt + 1 < CONNECT_ATTEMPTS:
+                    time.sleep(CONNECT_BACKOFF_S * 2**attempt)
+        else:
+            client.close()
+            reason = str(last).splitlines()[0] if last and str(last) else type(last).__name__
+            raise StoreError(
+                f"cannot reach Qdrant at {url} after {CONNECT_ATTEMPTS} attempts ({reason}); "
+                "check QDRANT_URL / QDRANT_API_KEY, or unset QDRANT_URL to use the embedded store"
+            )
+        return cls(
+            client,
+            f"Qdrant server {url}",
+            shard_number=int(shards) if shards else None,
+            replication_factor=int(replicas) if replicas else None,
+        )
+
+    @property
+    def where(self) -> str:
+        return self._where
+
+    def _vectors(self, name: str) -> dict[str, int] | None:
+        if not self.client.collection_exists(name):
+            return None
+        vectors = self.client.get_collection(name).config.params.vectors
+        if not isinstance(vectors, dict):  # a collection made outside SkySearch: unnamed vector
+            return {"": vectors.size}
+        return {vn: v.size for vn, v in vectors.items()}
+
+    def _create(self, name: str, vectors: dict[str, int]) -> None:
+        self.client.create_collection(
+            name,
+            vectors_config={
+                vn: models.VectorParams(size=size, distance=models.Distance.COSINE)
+                for vn, size in vectors.items()
+            },
+            hnsw_config=models.HnswConfigDiff(
+                m=schema.HNSW_M,
+                ef_construct=schema.HNSW_EF_CONSTRUCT,
+                full_scan_threshold=schema.FULL_SCAN_THRESHOLD_KB,
+            ),
+            quantization_config=_quantization_config(),
+            shard_number=self.shard_number,
+            replication_factor=self.replication_factor,
+        )
+
+    def _add_vector(self, name: str, vector_name: str, size: int) -> None:
+        dense = models.DenseVectorConfig(size=size, distance=models.Distance.COSINE)
+        config = models.DenseVectorNameConfig(dense=dense)
+        self.client.create_vector_name(name, vector_name, config, wait=True)
+
+    def _create_index(
+        self, name: str, field_name: str, kind: models.PayloadSchemaType, graph: bool
+    ) -> None:
+        if self.backend == "memory":  # local mode ignores payload indexes (and warns)
+            return
+        params = _INDEX_PARAMS[kind](graph)
+        self.client.create_payload_index(name, field_name, params, wait=True)
+
+    def _upsert(self, name: str, points: list[tuple[str, dict[str, list[float]], dict]]) -> None:
+        self.client.upsert(
+            name,
+            points=[models.PointStruct(id=pid, vector=v, payload=p) for pid, v, p in points],
+            wait=True,
+        )
+
+    def _stored_vectors(self, name: str, ids: list[str]) -> dict[str, dict[str, list[float]]]:
+        records = self.client.retrieve(name, ids, with_payload=False, with_vectors=True)
+        return {str(r.id): vectors_of(r) for r in records}
+
+    def _params(self, exact: bool, hnsw_ef: int) -> models.SearchParams | None:
+        if self.backend == "memory":  # local mode is always exact and warns about params
+            return None
+        acorn = models.AcornSearchParams(enable=schema.SEARCH_ACORN)
+        rescore = models.QuantizationSearchParams(
+            rescore=True, oversampling=schema.QUANTIZATION_OVERSAMPLING
+        )
+        return models.SearchParams(hnsw_ef=hnsw_ef, exact=exact, acorn=acorn, quantization=rescore)
+
+    def _query(self, name, vector_name, vector, limit, flt, exact, hnsw_ef) -> list[Hit]:
+        result = self.client.query_points(
+            name,
+            query=vector,
+            using=vector_name,
+            query_filter=flt,
+            limit=limit,
+            search_params=self._params(exact, hnsw_ef),
+            with_payload=True,
+        )
+        return _hits(result.points)
+
+    def _query_one_per_day(self, name, vector_name, vector, k, flt, exact, hnsw_ef) -> list[Hit]:
+        result = self.client.query_points_groups(
+            name,
+            group_by="day",
+            query=vector,
+            using=vector_name,
+            query_filter=flt,
+            limit=k,
+            group_size=1,
+            search_params=self._params(exact, hnsw_ef),
+            with_payload=True,
+        )
+        return [_hits(g.hits)[0] for g in result.groups if g.hits]
+
+    def _count(self, name: str, flt: models.Filter | None) -> int:
+        return self.client.count(name, count_filter=flt, exact=True).count
+
+    def _scroll(self, name, flt, limit, offset, with_vectors) -> tuple[list[Record], Any]:
+        records, next_offset = self.client.scroll(
+            name,
+            scroll_filter=flt,
+            limit=limit,
+            offset=offset,
+            with_payload=True,
+            with_vectors=with_vectors,
+        )
+        return [record_of(r, with_vectors) for r in records], next_offset
+
+    def _delete(self, name: str, flt: models.Filter) -> None:
+        self.client.delete(name, points_selector=models.FilterSelector(filter=flt), wait=True)
+
+    def info(self, name: str) -> CollectionInfo:
+        vectors = self.vector_config(name)
+        c = self.client.get_collection(name)
+        return CollectionInfo(
+            name=name,
+            backend=self.backend,
+            points=c.points_count or 0,
+            indexed_vectors=c.indexed_vectors_count or 0,
+            segments=c.segments_count or 0,
+            disk_bytes=None,
+            vectors=vectors,
+            payload_indexes={
+                k: str(v.data_type.value) for k, v in (c.payload_schema or {}).items()
+            },
+        )
+
+    def optimize(self, name: str) -> None:
+        """A server indexes in the background: wait, with progress, until it is green."""
+        from tqdm import tqdm
+
+        self.vector_config(name)
+        with tqdm(desc=f"waiting for {name} to be indexed", bar_format="{desc}: {elapsed}") as bar:
+            while self.client.get_collection(name).status != models.CollectionStatus.GREEN:
+                time.sleep(1.0)
+                bar.refresh()
+
+    def collections(self) -> list[str]:
+        return sorted(c.name for c in self.client.get_collections().collections)
+
+    def drop_collection(self, name: str) -> None:
+        if self.client.collection_exists(name):
+            self.client.delete_collection(name)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _quantization_config() -> models.ScalarQuantization | None:
+    """The schema's vector quantization as a collection setting (None: float32 only)."""
+    if schema.QUANTIZATION is None:
+        return None
+    return models.ScalarQuantization(
+        scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, always_ram=True)
+    )

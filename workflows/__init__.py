@@ -1,0 +1,1 @@
+"""Whole-workspace workflows above every package: the demo, doctor (checks) and repair."""

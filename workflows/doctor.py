@@ -1,0 +1,229 @@
+"""``skysearch doctor``: what is installed, what the workspace holds, and what to do next.
+
+Each check returns a :class:`Check`: ``ok``, ``todo`` (a step not done yet, e.g. no model
+trained) or ``fail`` (something broken: a missing package, a locked store, a damaged file),
+with a one-line detail and the command that fixes it. Checks never raise.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from skysearch.config import Settings
+from skysearch.errors import SkySearchError, StoreError
+
+OK, TODO, FAIL = "ok", "todo", "fail"
+REPO_SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
+
+
+@dataclass
+class Check:
+    name: str
+    status: str
+    detail: str
+    fix: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def _torch() -> Check:
+    import torch
+
+    threads = torch.get_num_threads()
+    cuda = torch.cuda.is_available()
+    return Check(
+        "torch",
+        OK,
+        f"torch {torch.__version__}, {threads} CPU threads, CUDA {'yes' if cuda else 'no'}",
+    )
+
+
+def _pretrained() -> Check:
+    from skysearch.encoders.pretrained import efficientnet_lite0_weights_path, minilm_path
+
+    efficientnet_lite0_weights_path()
+    minilm_path()
+    return Check("pretrained weights", OK, "EfficientNet-Lite0 and all-MiniLM-L6-v2 (offline)")
+
+
+def _workspace(settings: Settings) -> Check:
+    root = settings.workspace.root
+    if not root.exists():
+        return Check(
+            "workspace",
+            TODO,
+            f"{root} does not exist yet",
+            "skysearch demo -w DIR, or skysearch ingest PATH -w DIR",
+        )
+    if not os.access(root, os.W_OK):
+        return Check("workspace", FAIL, f"{root} is not writable", "pass --workspace DIR")
+    return Check("workspace", OK, str(root))
+
+
+def _frames(settings: Settings) -> Check:
+    from skysearch.ingest.catalog import read_frames
+
+    table = read_frames(settings.workspace, columns=["satellite", "channel", "time"])
+    if table.num_rows == 0:
+        return Check(
+            "frames",
+            TODO,
+            "no frames ingested",
+            f"skysearch ingest {REPO_SAMPLE / 'goes-irma-2017'} (or your archive)",
+        )
+    parts: dict[tuple[str, str], list[Any]] = {}
+    for sat, chan, t in zip(
+        table["satellite"].to_pylist(),
+        table["channel"].to_pylist(),
+        table["time"].to_pylist(),
+        strict=True,
+    ):
+        parts.setdefault((sat, chan), []).append(t)
+    detail = "; ".join(
+        f"{s}/{c}: {len(ts)} frames {min(ts):%Y-%m-%d}..{max(ts):%Y-%m-%d}"
+        for (s, c), ts in sorted(parts.items())
+    )
+    return Check("frames", OK, detail)
+
+
+def _clips(settings: Settings) -> Check:
+    from skysearch.ingest.clips import read_clips, spec_keys
+
+    table = read_clips(settings.workspace)
+    if table.num_rows == 0:
+        return Check("clips", TODO, "no clips assembled", "skysearch clips --length 6 --gap 60")
+    counts: dict[str, int] = {}
+    for sat, chans, length, gap in spec_keys(table):
+        key = f"{sat} {chans} {length}x{gap}m"
+        counts[key] = counts.get(key, 0) + 1
+    return Check("clips", OK, "; ".join(f"{k}: {n}" for k, n in sorted(counts.items())))
+
+
+def _models(settings: Settings) -> list[Check]:
+    from skysearch.encoders.registry import list_models
+
+    records = list_models(settings.workspace)
+    fixes = {
+        "frame": "skysearch train frames --epochs 30",
+        "clip": "skysearch train clips --epochs 60 (after train frames)",
+        "text-image": f"skysearch train text-image --images {REPO_SAMPLE / 'rsscn7-mini'}",
+        "predictor": "skysearch train predictor (only for search clip --augment)",
+    }
+    out = []
+    for kind, fix in fixes.items():
+        mine = [r for r in records if r.kind == kind]
+        if mine:
+            out.append(
+                Check(f"{kind} model", OK, f"{len(mine)} trained, latest {mine[-1].model_id}")
+            )
+        else:
+            out.append(Check(f"{kind} model", TODO, "none trained", fix))
+    return out
+
+
+def _store(settings: Settings) -> list[Check]:
+    from skysearch.encoders.registry import list_models
+    from skysearch.retrieval.store import open_store
+    from skysearch.retrieval.store.schema import CLIPS, SCENES
+
+    out = []
+    with open_store(settings) as store:
+        names = store.collections()
+        try:
+            sizes = {name: store.count(name) for name in names}  # opens (lock-checks) each
+        except StoreError as exc:
+            if "in use by another process" in str(exc):
+                raise
+            fix = f"skysearch repair -w {settings.workspace.root} (re-index the collection)"
+            return [Check("store", FAIL, str(exc), fix)]
+        where = store.where
+        detail = ", ".join(f"{n}: {c} points" for n, c in sizes.items()) or "no collections yet"
+        out.append(Check("store", OK, f"{where}: {detail}"))
+        for collection, kind, fix in (
+            (CLIPS, "clip", "skysearch index clips"),
+            (SCENES, "text-image", f"skysearch index scenes {REPO_SAMPLE / 'rsscn7-mini'}"),
+        ):
+            models = list_models(settings.workspace, kind)
+            if not models:
+                continue
+            latest = models[-1].model_id
+            vectors = store.vector_config(collection) if collection in names else {}
+            if latest in vectors:
+                out.append(Check(f"{collection} index", OK, f"indexed by {latest}"))
+            else:
+                out.append(
+                    Check(f"{collection} index", TODO, f"nothing indexed by {latest} yet", fix)
+                )
+    return out
+
+
+def _integrity(settings: Settings, deep: bool) -> list[Check]:
+    from skysearch.ingest.integrity import check_workspace
+
+    problems = check_workspace(settings.workspace, deep=deep)
+    fix = f"skysearch repair -w {settings.workspace.root}"
+    if not problems:
+        how = "every checksum" if deep else "sizes, shapes, sampled checksums; --deep: all"
+        return [Check("integrity", OK, f"catalogs, frame store and sketches intact ({how})")]
+    return [
+        Check(f"integrity: {p.kind}", FAIL if p.damaged else TODO, p.line(), f"{fix} ({p.remedy})")
+        for p in problems
+    ]
+
+
+def _data_paths(settings: Settings) -> Check:
+    shared = Path(
+        os.environ.get(
+            "SKYSEARCH_SHARED_DATA", REPO_SAMPLE.parent.parent.parent / "shared" / "data"
+        )
+    )
+    found = [str(p) for p in (REPO_SAMPLE, shared) if p.is_dir()]
+    if not found:
+        return Check(
+            "data paths",
+            TODO,
+            "neither the bundled sample nor ../shared/data found",
+            "ingest your own archive: skysearch ingest PATH",
+        )
+    server = f"; QDRANT_URL={settings.qdrant_url}" if settings.qdrant_url else ""
+    return Check("data paths", OK, ", ".join(found) + server)
+
+
+def _run(name: str, fn: Callable[[], Check | list[Check]], fix: str) -> list[Check]:
+    try:
+        result = fn()
+    except SkySearchError as exc:
+        return [Check(name, FAIL, str(exc), fix)]
+    except ImportError as exc:
+        return [Check(name, FAIL, f"cannot import: {exc}", "pip install -e '.[dev]' (make demo)")]
+    except Exception as exc:  # noqa: BLE001 - the doctor reports, it never crashes
+        return [Check(name, FAIL, f"{type(exc).__name__}: {exc}", fix)]
+    return result if isinstance(result, list) else [result]
+
+
+def diagnose(settings: Settings, deep: bool = False) -> list[Check]:
+    """All checks, in the order a new user meets them; ``deep`` verifies every checksum of the
+    workspace's frames and sketches (reads them all)."""
+    checks = _run("torch", _torch, "pip install -e '.[dev]' (make demo sets up .venv)")
+    checks += _run("pretrained weights", _pretrained, "pip install -e '.[dev]'")
+    checks += _run("workspace", lambda: _workspace(settings), "pass --workspace DIR")
+    checks += _run("data paths", lambda: _data_paths(settings), "")
+    root = settings.workspace.root
+    if root.exists():
+        checks += _run(
+            "integrity", lambda: _integrity(settings, deep), f"skysearch repair -w {root}"
+        )
+        checks += _run("frames", lambda: _frames(settings), "re-run skysearch ingest PATH")
+        checks += _run("clips", lambda: _clips(settings), "re-run skysearch clips")
+        checks += _run("models", lambda: _models(settings), "fix or delete models/registry.json")
+        checks += _run(
+            "store",
+            lambda: _store(settings),
+            "stop the other process using the store (e.g. skysearch serve), or set QDRANT_URL",
+        )
+    return checks

@@ -1,0 +1,355 @@
+"""``skysearch repair``: rebuild what is damaged in a workspace, and say what cannot be.
+
+Runs the deep checks (``skysearch.ingest.integrity``), then, per damaged file:
+
+- frame-store array (``frames.u8``, ``frames.crc``, ``meta.json``): rows whose checksum still
+  matches are kept, the others decoded again from the catalog's source file (only when the
+  file's SHA-256 is still the one ingested); frames whose source is gone or changed are
+  dropped from the catalog and listed;
+- frames-catalog part: set aside (a hidden ``.damaged`` name), its frames ingested again from
+  the folders the workspace was ingested from; frames not found there are listed;
+- clip-catalog file: set aside, rebuilt from the frame catalog;
+- sketches: stored again from the frames, from the first damaged row;
+- an interrupted compaction is finished, missing checksums are computed;
+- embedded vector store: a collection that no longer opens is set aside and re-indexed with
+  the registered models (scenes need their image folder: said, not done).
+
+Then the deep checks run again; anything still wrong is reported.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from skysearch.config import Settings, Workspace
+from skysearch.errors import SkySearchError, UsageError
+
+CLIPS_DEFAULT_TOLERANCE = 15
+DAMAGED_STORE = ".damaged-store"  # collections set aside, beside (not in) the store folder
+
+
+@dataclass
+class Action:
+    """One damaged file (or collection): what was wrong, what the repair did, and whether it
+    is whole again."""
+
+    path: str
+    problem: str
+    done: str
+    ok: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RepairReport:
+    actions: list[Action] = field(default_factory=list)
+    lost_frames: list[dict[str, str]] = field(default_factory=list)
+    remaining: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(a.ok for a in self.actions) and not self.remaining and not self.lost_frames
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "actions": [a.to_dict() for a in self.actions],
+            "lost_frames": self.lost_frames,
+            "remaining": self.remaining,
+            "seconds": self.seconds,
+        }
+
+    def summary_line(self) -> str:
+        fixed = sum(a.ok for a in self.actions)
+        return (
+            f"repair: {fixed} of {len(self.actions)} damaged files rebuilt, "
+            f"{len(self.lost_frames)} frames lost, {len(self.remaining)} problems remain "
+            f"({self.seconds:.1f} s)"
+        )
+
+
+def repair_workspace(
+    settings: Settings, profile_dirs: list[Path] | None = None, progress: bool = True
+) -> RepairReport:
+    """Check the workspace deeply and rebuild what is damaged (see the module doc)."""
+    from skysearch.ingest.framestore import StoreWriter
+    from skysearch.ingest.integrity import check_workspace
+
+    started = time.perf_counter()
+    workspace = settings.workspace
+    if not workspace.root.is_dir():
+        raise UsageError(f"workspace {workspace.root} does not exist")
+    problems = check_workspace(workspace, deep=True)
+    report = RepairReport()
+    with StoreWriter(workspace):  # the ingest lock: no ingest writes meanwhile
+        parts, lost_ids, clip_files = _catalogs(workspace, problems, report)
+        _frame_arrays(workspace, problems, profile_dirs, report)
+    if parts:
+        _reingest(workspace, parts, lost_ids, profile_dirs, report, progress)
+    _sketches(workspace, problems, report, progress)
+    _clips(workspace, clip_files, bool(report.lost_frames), report)
+    _vector_store(settings, report)
+    report.remaining = [p.to_dict() for p in check_workspace(workspace, deep=True)]
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+def _catalogs(
+    workspace: Workspace, problems: list[Any], report: RepairReport
+) -> tuple[list[tuple[Any, str]], set[str], list[tuple[Any, str]]]:
+    """Clean up after interrupted compactions; set damaged catalog files aside. Returns the frame
+    parts and the clip files set aside (problem, new name), and the frame ids the parts held
+    as far as the stored sketches know."""
+    from skysearch.ingest import integrity
+    from skysearch.ingest.catalog import recover
+    from skysearch.ingest.integrity import array_keys
+    from skysearch.ingest.rebuild import set_aside, unreferenced_ids
+    from skysearch.ingest.similarity import GridSpec, SketchStore
+    from skysearch.ingest.similarity.sketches import IDS_FILE
+
+    recover(workspace)
+    for p in problems:
+        if p.kind == integrity.PENDING:
+            report.actions.append(Action(p.path, p.what, "deleted the leftover", True))
+    aside: dict[str, list[tuple[Any, str]]] = {integrity.CATALOG: [], integrity.CLIPS: []}
+    for p in problems:
+        if p.kind in aside and Path(p.path).exists():
+            aside[p.kind].append((p, set_aside(Path(p.path)).name))
+    lost: set[str] = set()
+    if aside[integrity.CATALOG]:
+        root = SketchStore(workspace, GridSpec()).root
+        ids = {key: root / key[0] / key[1] / str(key[2]) / IDS_FILE for key in array_keys(root)}
+        lost = unreferenced_ids(workspace, {k: v for k, v in ids.items() if v.exists()})
+    return aside[integrity.CATALOG], lost, aside[integrity.CLIPS]
+
+
+def _frame_arrays(
+    workspace: Workspace,
+    problems: list[Any],
+    profile_dirs: list[Path] | None,
+    report: RepairReport,
+) -> None:
+    """Rebuild damaged arrays; drop frames that cannot be rebuilt; add missing checksums."""
+    import pyarrow.compute as pc
+    from skysearch.ingest import integrity
+    from skysearch.ingest.catalog import read_frames
+    from skysearch.ingest.checksums import complete_crcs
+    from skysearch.ingest.framestore import (
+        CRC_FILE,
+        DATA_FILE,
+        expected_arrays,
+        read_shape,
+        store_path,
+    )
+    from skysearch.ingest.profiles import load_profiles
+    from skysearch.ingest.rebuild import drop_frames, rebuild_array
+
+    profiles = load_profiles(profile_dirs)
+    catalog = read_frames(workspace)
+    damaged: dict[tuple[str, str, int], list[Any]] = {}
+    for p in problems:
+        if p.kind == integrity.FRAMES and p.key is not None:
+            damaged.setdefault(p.key, []).append(p)
+    for key, found in sorted(damaged.items()):
+        sat, chan, year = key
+        mask = pc.and_(
+            pc.and_(pc.equal(catalog["satellite"], sat), pc.equal(catalog["channel"], chan)),
+            pc.equal(catalog["year"], year),
+        )
+        rows = catalog.filter(mask)
+        if rows.num_rows == 0:
+            continue
+        profile = profiles.get(rows["profile"][0].as_py())
+        result = rebuild_array(workspace, key, rows, profile)
+        report.lost_frames += result.lost
+        done = f"kept {result.kept} frames, decoded {result.redecoded} again from their sources"
+        if result.lost:
+            done += f"; {len(result.lost)} could not be rebuilt (dropped from the catalog)"
+        for p in found:
+            report.actions.append(Action(p.path, p.what, done, not result.lost))
+    if report.lost_frames:
+        drop_frames(workspace, [f["frame_id"] for f in report.lost_frames])
+    expected = expected_arrays(catalog)
+    for p in problems:
+        if p.kind != integrity.CHECKSUMS or p.key in damaged or p.key not in expected:
+            continue
+        folder = store_path(workspace, *p.key)
+        if Path(p.path).parent != folder:
+            continue  # sketch checksums: the sketch update adds them
+        height, width = read_shape(folder)
+        rows = expected[p.key].rows
+        added = complete_crcs(folder / DATA_FILE, folder / CRC_FILE, rows, height * width)
+        report.actions.append(Action(p.path, p.what, f"added {added} checksums", True))
+
+
+def _reingest(
+    workspace: Workspace,
+    parts: list[tuple[Any, str]],
+    lost_ids: set[str],
+    profile_dirs: list[Path] | None,
+    report: RepairReport,
+    progress: bool,
+) -> None:
+    """Ingest again from the workspace's source folders: brings back the frames of the
+    catalog parts set aside."""
+    from skysearch.ingest.catalog import read_frames
+    from skysearch.ingest.pipeline import ingest
+    from skysearch.ingest.rebuild import source_roots
+
+    roots = source_roots(workspace)
+    where = ", ".join(map(str, roots)) or "no source folder known"
+    if roots:
+        added = ingest(roots, workspace, profile_dirs=profile_dirs, progress=progress)
+        done = f"ingested {added.frames_added} frames again from {where}"
+    else:
+        done = "nothing ingested again: " + where
+    have = set(read_frames(workspace, columns=["frame_id"])["frame_id"].to_pylist())
+    missing = sorted(lost_ids - have)
+    reason = f"not found in the source folders ({where})"
+    report.lost_frames += [{"frame_id": f, "source_path": "", "reason": reason} for f in missing]
+    if missing:
+        done += f"; {len(missing)} frames of the set-aside parts not found there"
+    for problem, aside in parts:
+        said = f"set aside as {aside}; {done}"
+        report.actions.append(Action(problem.path, problem.what, said, bool(roots) and not missing))
+
+
+def _sketches(
+    workspace: Workspace, problems: list[Any], report: RepairReport, progress: bool
+) -> None:
+    """Discard damaged sketches from their first bad row; store them again from the frames
+    (every stored spec: also catches frames rebuilt or re-ingested above)."""
+    from skysearch.ingest import integrity
+    from skysearch.ingest.similarity import GridSpec, SketchStore
+
+    damaged = [p for p in problems if p.kind == integrity.SKETCHES and p.key is not None]
+    specs = {GridSpec().tag: GridSpec()}
+    for folder in workspace.sketch_dir.glob("*"):
+        spec = GridSpec.from_tag(folder.name)
+        if spec is not None:
+            specs[spec.tag] = spec
+    for p in damaged:
+        tag = Path(p.path).relative_to(workspace.sketch_dir).parts[0]
+        SketchStore(workspace, specs[tag]).discard(p.key, min(p.rows, default=0))
+    sketched, failure = 0, ""
+    for spec in specs.values():
+        try:
+            sketched += SketchStore(workspace, spec).update(progress=progress).sketched
+        except SkySearchError as exc:
+            failure = str(exc)
+    done = f"not re-sketched: {failure}" if failure else f"re-sketched ({sketched} frames)"
+    for p in damaged:
+        report.actions.append(Action(p.path, p.what, done, not failure))
+
+
+def _clips(
+    workspace: Workspace,
+    clip_files: list[tuple[Any, str]],
+    frames_dropped: bool,
+    report: RepairReport,
+) -> None:
+    """Rebuild set-aside clip files (and every clip spec when frames were dropped)."""
+    specs: dict[tuple[Path, str], tuple[Any, str] | None] = {
+        (Path(p.path).parent.parent, Path(p.path).name): (p, aside) for p, aside in clip_files
+    }
+    if frames_dropped:
+        for path in workspace.clips_catalog.glob("satellite=*/year=*/*.parquet"):
+            specs.setdefault((path.parent.parent, path.name), None)
+    for (sat_dir, name), damaged in sorted(specs.items(), key=lambda kv: kv[0]):
+        done, ok = _rebuild_clip_spec(workspace, sat_dir, name)
+        if damaged is not None:
+            problem, aside = damaged
+            report.actions.append(
+                Action(problem.path, problem.what, f"set aside as {aside}; {done}", ok)
+            )
+
+
+def _rebuild_clip_spec(workspace: Workspace, sat_dir: Path, name: str) -> tuple[str, bool]:
+    """Build the clips of one spec file name (``ir+wv_12x60m.parquet``) of one satellite
+    again, with the tolerance its other years were built with."""
+    from skysearch.ingest.catalog import read_part
+    from skysearch.ingest.clips import CLIP_SCHEMA, build_clips
+
+    satellite = sat_dir.name.split("=", 1)[1]
+    chans, _, dims = Path(name).stem.rpartition("_")
+    length, _, gap = dims.rstrip("m").partition("x")
+    tolerance = CLIPS_DEFAULT_TOLERANCE
+    for sibling in sat_dir.glob(f"year=*/{name}"):
+        try:
+            table = read_part(sibling, CLIP_SCHEMA)
+        except SkySearchError:
+            continue
+        if table.num_rows:
+            tolerance = int(table["tolerance_minutes"][0].as_py())
+            break
+    try:
+        result = build_clips(
+            workspace, int(length), int(gap), chans.split("+"), tolerance, satellite
+        )
+    except (SkySearchError, ValueError) as exc:
+        return f"not rebuilt: {exc}", False
+    return f"rebuilt: {result.clips_total} clips", True
+
+
+def _vector_store(settings: Settings, report: RepairReport) -> None:
+    """Embedded store: set aside collections that no longer open; re-index them with the
+    registered models."""
+    if settings.qdrant_url:
+        return  # a Qdrant server keeps (and checks) its own data
+    from skysearch.retrieval.store import open_store
+    from skysearch.retrieval.store.embedded import EmbeddedStore
+
+    store = open_store(settings)
+    try:
+        assert isinstance(store, EmbeddedStore)
+        broken = []
+        for name in store.collections():
+            try:
+                store.count(name)
+            except SkySearchError as exc:
+                if "in use by another process" in str(exc):
+                    raise
+                broken.append((name, str(exc)))
+    finally:
+        store.close()
+    for name, error in broken:
+        path = settings.workspace.store_dir / name
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        aside = settings.workspace.root / DAMAGED_STORE / f"{name}-{stamp}"
+        aside.parent.mkdir(exist_ok=True)
+        path.replace(aside)
+        done, ok = _reindex(settings, name)
+        report.actions.append(Action(str(path), error, f"set aside as {aside}; {done}", ok))
+
+
+def _reindex(settings: Settings, collection: str) -> tuple[str, bool]:
+    """Index a collection again with every registered model that fills it."""
+    from skysearch.encoders import registry
+    from skysearch.retrieval.indexing.catalogs import index_clips, index_frames
+    from skysearch.retrieval.store.schema import CLIPS, FRAMES
+
+    jobs = {CLIPS: ("clip", index_clips), FRAMES: ("frame", index_frames)}
+    if collection not in jobs:
+        return f"not re-indexed: index the {collection} again from their source", False
+    kind, index = jobs[collection]
+    models = registry.list_models(settings.workspace, kind)
+    if not models:
+        return f"not re-indexed: no {kind} model registered", False
+    said, ok = [], True
+    for record in models:
+        if kind == "frame" and len(record.config.get("data", {}).get("channels", [])) != 1:
+            continue  # the frames collection holds single-channel frame models only
+        try:
+            result = index(settings, record.model_id)
+            said.append(f"{record.model_id}: {result.written} points")
+        except SkySearchError as exc:
+            said.append(f"{record.model_id}: {exc}")
+            ok = False
+    return "re-indexed " + "; ".join(said), ok
