@@ -44,6 +44,16 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 from skysearch.retrieval.service.uploads import UploadLimits, decode, open_image, validate_image
+from skysearch.retrieval.service.wire import (
+    MAX_EXAMPLE_IMAGES,
+    MAX_FRAMES,
+    MAX_K,
+    MAX_RERANK,
+    MAX_TEXT_CHARS,
+    THUMB_DEFAULT,
+    THUMB_MAX,
+    THUMB_MIN,
+)
 from skysearch.retrieval.store.filters import SearchFilters
 
 from skysearch.config import Settings
@@ -51,16 +61,6 @@ from skysearch.errors import NotFoundError, SkySearchError, StoreError, UsageErr
 from skysearch.timeutil import to_rfc3339
 
 log = logging.getLogger("skysearch.service")
-
-#: Thumbnail sizes (longest side of one frame, pixels) a request may ask for.
-THUMB_MIN, THUMB_MAX, THUMB_DEFAULT = 16, 1024, 256
-#: Upper bounds the HTTP schema enforces (ServiceLimits may only lower them).
-MAX_K = 100
-MAX_RERANK = 100
-MAX_TEXT_CHARS = 500
-MAX_FRAMES = 48
-#: Example images of one "more like these" image search.
-MAX_EXAMPLE_IMAGES = 16
 
 
 @dataclass(frozen=True)
