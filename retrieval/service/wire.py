@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic.json_schema import WithJsonSchema
 from skysearch.retrieval.search.facade import ResultItem, SearchOptions
+from typing_extensions import NotRequired, TypedDict  # pydantic needs these on Python < 3.12
 
 if TYPE_CHECKING:
     from skysearch.retrieval.store.filters import SearchFilters
@@ -293,7 +294,7 @@ class ClipMeta(BaseModel):
     thumbnail: str
 
 
-class FiltersEcho(BaseModel):
+class FiltersEcho(TypedDict):  # a dict once parsed, as in the CLI's JSON
     """The filters applied (``SearchFilters.to_dict``)."""
 
     start: str | None
@@ -305,9 +306,9 @@ class FiltersEcho(BaseModel):
     satellites: list[str]
     exclude_around: str | None
     exclude_window_s: float
-    datasets: list[str] = []
-    labels: list[str] = []
-    bbox: list[float] | None = None
+    datasets: NotRequired[list[str]]
+    labels: NotRequired[list[str]]
+    bbox: NotRequired[list[float] | None]
     k: int
     one_per_day: bool
 
