@@ -138,10 +138,10 @@ class SkySearchClient:
         response = self._http.request(method, path, **kwargs)
         if response.status_code not in ok:
             try:
-                detail = response.json().get("detail", response.text)
-            except ValueError:
+                detail = wire.ErrorBody.model_validate_json(response.content).detail
+            except ValueError:  # not the service's error body (a proxy's page, say)
                 detail = response.text
-            raise ApiError(response.status_code, str(detail))
+            raise ApiError(response.status_code, detail)
         return response
 
     def _search(self, path: str, **kwargs: Any) -> SearchResult:

@@ -87,6 +87,19 @@ def test_answers_are_wire_models(sky):
     }
 
 
+def test_an_error_that_is_not_the_services_body():
+    """A proxy's answer in front of the service: its text, not a crash (a JSON list made
+    ``.get`` fail)."""
+    import httpx
+
+    for answer in (httpx.Response(502, json=["bad gateway"]), httpx.Response(502, text="<h1>")):
+        transport = httpx.MockTransport(lambda _, answer=answer: answer)
+        proxy = httpx.Client(base_url="http://proxy", transport=transport)
+        with pytest.raises(ApiError) as info:
+            SkySearchClient("", http=proxy).collections()
+        assert info.value.status_code == 502 and info.value.detail == answer.text
+
+
 def test_client_and_wire_import_without_the_web_stack():
     code = (
         "import sys, skysearch.client, skysearch.retrieval.service.wire\n"
