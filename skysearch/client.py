@@ -11,26 +11,30 @@
                                 filters=Filters(exclude_window_s=12 * 3600))
         png = sky.clip_thumbnail(clips.results[0].id)
 
-Every method mirrors one endpoint; results are dataclasses. An error answer raises
-:class:`ApiError` (``status_code`` and the service's one-line ``detail``). Importing this
-module needs httpx and numpy, not torch.
+Every method mirrors one endpoint. Requests are built from, and answers parsed into, the
+service's own wire schema (:mod:`skysearch.retrieval.service.wire`): one definition of every
+body. The client checks nothing the service checks: a bad value comes back as the service's
+answer. An error answer raises :class:`ApiError` (``status_code`` and the service's one-line
+``detail``). Importing this module needs httpx, pydantic and numpy; not torch, fastapi or
+the store.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import BaseModel
 
 from skysearch.errors import SkySearchError
-from skysearch.retrieval.search.facade import (
-    ResultItem as Hit,  # the result schema's one definition
-)
+from skysearch.retrieval.search.facade import ResultItem as Hit
+from skysearch.retrieval.service import wire
+
+__all__ = ["ApiError", "Filters", "Hit", "SearchResult", "SkySearchClient"]
 
 API_KEY_HEADER = "X-API-Key"
 ImageInput = str | Path | bytes | tuple[str, bytes]
@@ -45,120 +49,37 @@ class ApiError(SkySearchError):
         self.detail = detail
 
 
-def _iso(value: datetime | str | None) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return value.isoformat()
+def Filters(**fields: Any) -> wire.Filters:
+    """Search filters (the wire's ``filters`` object; ``k`` is a method argument). Times are
+    ``datetime`` or ISO 8601 text. Not validated here: the service checks them (422)."""
+    unknown = sorted(set(fields) - (set(wire.FilterFields.model_fields) - {"k"}))
+    if unknown:
+        raise TypeError(f"Filters() got unexpected fields {unknown}")
+    return wire.Filters.model_construct(**fields)
 
 
-@dataclass
-class Filters:
-    """Search filters, as the CLI's (``k`` is a method argument)."""
+class SearchResult(wire.SearchResponse):
+    """A search answer (``wire.SearchResponse``): ``results`` are :class:`Hit` items."""
 
-    start: datetime | str | None = None
-    end: datetime | str | None = None
-    months: Sequence[int] = ()
-    hours: Sequence[int] = ()
-    day_of_year: tuple[int, int] | None = None
-    channels: Sequence[str] = ()
-    satellites: Sequence[str] = ()
-    exclude_around: datetime | str | None = None
-    exclude_window_s: float = 0.0
-    one_per_day: bool = False
-    datasets: Sequence[str] = ()
-    labels: Sequence[str] = ()
-    bbox: tuple[float, float, float, float] | None = None  # west, south, east, north
-
-    def to_json(self, k: int) -> dict[str, Any]:
-        """The request's ``filters`` object (only what is set)."""
-        out: dict[str, Any] = {"k": k}
-        for name in ("start", "end", "exclude_around"):
-            if getattr(self, name) is not None:
-                out[name] = _iso(getattr(self, name))
-        for name in ("months", "hours", "channels", "satellites", "datasets", "labels"):
-            if getattr(self, name):
-                out[name] = list(getattr(self, name))
-        if self.day_of_year is not None:
-            out["day_of_year"] = list(self.day_of_year)
-        if self.bbox is not None:
-            out["bbox"] = list(self.bbox)
-        if self.exclude_window_s:
-            out["exclude_window_s"] = self.exclude_window_s
-        if self.one_per_day:
-            out["one_per_day"] = True
-        return out
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    schema: str
-    query: dict[str, Any]
-    results: list[Hit]
-    filters: dict[str, Any]
-    timing_ms: dict[str, float]
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> SearchResult:
-        return cls(
-            schema=data["schema"],
-            query=data["query"],
-            results=[_build(Hit, item) for item in data["results"]],
-            filters=data["filters"],
-            timing_ms=data["timing_ms"],
-        )
+    @property
+    def schema(self) -> str:  # type: ignore[override] - BaseModel's is a deprecated method
+        return self.schema_
 
     def to_json(self) -> dict[str, Any]:
         """The JSON the service sent (same as the CLI's ``--json``)."""
-        return asdict(self)
+        return self.model_dump(mode="json", by_alias=True)
 
 
-@dataclass(frozen=True)
-class Readiness:
-    ready: bool
-    state: str
-    detail: str
-    load_seconds: float | None = None
-    store: str | None = None
-    collections: dict[str, int] = field(default_factory=dict)
-    searches: dict[str, str] = field(default_factory=dict)
+def _body(model: type[BaseModel], **fields: Any) -> dict[str, Any]:
+    """A request body of ``model`` with the fields that are not None, unchecked (the
+    service checks it), as JSON values."""
+    given = model.model_construct(**{k: v for k, v in fields.items() if v is not None})
+    return given.model_dump(mode="json", exclude_unset=True, warnings=False)
 
 
-@dataclass(frozen=True)
-class Collection:
-    name: str
-    points: int
-    vectors: dict[str, int]
-    backend: str
-
-
-@dataclass(frozen=True)
-class FrameInfo:
-    frame_id: str
-    satellite: str
-    channel: str
-    time: str
-    source_width: int
-    source_height: int
-    thumbnail: str
-
-
-@dataclass(frozen=True)
-class ClipInfo:
-    clip_id: str
-    satellite: str
-    channels: list[str]
-    start: str
-    end: str
-    length: int
-    gap_minutes: int
-    frame_ids: list[list[str]]
-    thumbnail: str
-
-
-def _build(cls: type, data: dict[str, Any]) -> Any:
-    """A dataclass from a JSON object, ignoring fields a newer service may add."""
-    names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in data.items() if k in names})
+def _filters(filters: wire.Filters | None, k: int) -> wire.Filters:
+    """The filters given, with ``k``."""
+    return (filters or Filters()).model_copy(update={"k": k})
 
 
 def _file(item: ImageInput, default_name: str) -> tuple[str, bytes]:
@@ -170,13 +91,15 @@ def _file(item: ImageInput, default_name: str) -> tuple[str, bytes]:
     return path.name, path.read_bytes()
 
 
-def _form(filters: Filters | None, k: int, extra: dict[str, Any]) -> dict[str, Any]:
-    """Multipart form fields: the filters flat, lists as repeated fields, Nones left out."""
-    flat = {**(filters or Filters()).to_json(k), **extra}
+def _form(
+    model: type[BaseModel], filters: wire.Filters | None, k: int, **fields: Any
+) -> dict[str, Any]:
+    """Multipart form fields: the filters and ``fields`` flat, lists as repeated fields, Nones
+    left out."""
+    flat = _filters(filters, k).model_dump(exclude_unset=True, warnings=False)
     return {
         key: [str(v) for v in value] if isinstance(value, list) else _scalar(value)
-        for key, value in flat.items()
-        if value is not None
+        for key, value in _body(model, **flat, **fields).items()
     }
 
 
@@ -215,25 +138,26 @@ class SkySearchClient:
         response = self._http.request(method, path, **kwargs)
         if response.status_code not in ok:
             try:
-                detail = response.json().get("detail", response.text)
-            except ValueError:
+                detail = wire.ErrorBody.model_validate_json(response.content).detail
+            except ValueError:  # not the service's error body (a proxy's page, say)
                 detail = response.text
-            raise ApiError(response.status_code, str(detail))
+            raise ApiError(response.status_code, detail)
         return response
 
     def _search(self, path: str, **kwargs: Any) -> SearchResult:
-        return SearchResult.from_json(self._call("POST", path, **kwargs).json())
+        return SearchResult.model_validate(self._call("POST", path, **kwargs).json())
 
     # ---- service --------------------------------------------------------------------------
     def health(self) -> dict[str, str]:
         """GET /health."""
         return self._call("GET", "/health").json()
 
-    def ready(self) -> Readiness:
+    def ready(self) -> wire.ReadinessBody:
         """GET /ready (a service still loading answers ready=False, not an error)."""
-        return _build(Readiness, self._call("GET", "/ready", ok=(200, 503)).json())
+        answer = self._call("GET", "/ready", ok=(200, 503)).json()
+        return wire.ReadinessBody.model_validate(answer)
 
-    def wait_ready(self, timeout: float = 300.0, interval: float = 0.5) -> Readiness:
+    def wait_ready(self, timeout: float = 300.0, interval: float = 0.5) -> wire.ReadinessBody:
         """Poll /ready until ready; ApiError 503 if loading failed or took too long."""
         deadline = time.monotonic() + timeout
         while True:
@@ -245,17 +169,18 @@ class SkySearchClient:
             time.sleep(interval)
 
     # ---- metadata -------------------------------------------------------------------------
-    def collections(self) -> list[Collection]:
+    def collections(self) -> list[wire.CollectionBody]:
         """GET /collections: collections and their sizes."""
-        return [_build(Collection, c) for c in self._call("GET", "/collections").json()]
+        answer = self._call("GET", "/collections").json()
+        return [wire.CollectionBody.model_validate(c) for c in answer]
 
-    def frame(self, frame_id: str) -> FrameInfo:
+    def frame(self, frame_id: str) -> wire.FrameMeta:
         """GET /frames/{id}."""
-        return _build(FrameInfo, self._call("GET", f"/frames/{frame_id}").json())
+        return wire.FrameMeta.model_validate(self._call("GET", f"/frames/{frame_id}").json())
 
-    def clip(self, clip_id: str) -> ClipInfo:
+    def clip(self, clip_id: str) -> wire.ClipMeta:
         """GET /clips/{id}."""
-        return _build(ClipInfo, self._call("GET", f"/clips/{clip_id}").json())
+        return wire.ClipMeta.model_validate(self._call("GET", f"/clips/{clip_id}").json())
 
     def frame_thumbnail(self, frame_id: str, size: int = 256) -> bytes:
         """GET /frames/{id}/thumbnail.png: PNG bytes."""
@@ -271,27 +196,25 @@ class SkySearchClient:
         self,
         text: str,
         k: int = 10,
-        filters: Filters | None = None,
+        filters: wire.Filters | None = None,
         model_id: str | None = None,
     ) -> SearchResult:
         """POST /search/text: scenes matching free text."""
-        body: dict[str, Any] = {"text": text, "filters": (filters or Filters()).to_json(k)}
-        if model_id:
-            body["model_id"] = model_id
+        body = _body(wire.TextSearch, text=text, filters=_filters(filters, k), model_id=model_id)
         return self._search("/search/text", json=body)
 
     def search_image(
         self,
         image: ImageInput | Sequence[ImageInput],
         k: int = 10,
-        filters: Filters | None = None,
+        filters: wire.Filters | None = None,
         model_id: str | None = None,
         text: str | None = None,
     ) -> SearchResult:
         """POST /search/image: scenes like an image, or like several examples (a list), each a
         path, bytes, or (name, bytes); ``text`` adds words to the same query."""
         images = list(image) if isinstance(image, list) else [image]
-        data = _form(filters, k, {"model_id": model_id, "text": text})
+        data = _form(wire.ImageSearchForm, filters, k, model_id=model_id, text=text)
         files = [("image", _file(item, f"image{i}")) for i, item in enumerate(images)]
         return self._search("/search/image", data=data, files=files)
 
@@ -304,7 +227,7 @@ class SkySearchClient:
         length: int | None = None,
         gap_minutes: int | None = None,
         k: int = 10,
-        filters: Filters | None = None,
+        filters: wire.Filters | None = None,
         rerank: int = 0,
         augment: bool = False,
         model_id: str | None = None,
@@ -312,20 +235,21 @@ class SkySearchClient:
     ) -> SearchResult:
         """POST /search/clip: clips like the clip starting ``at`` (with ``channels``,
         ``length``, ``gap_minutes``; unset: the clip model's) or the catalog clip ``clip_id``."""
-        body: dict[str, Any] = {
-            "at": _iso(at),
-            "clip_id": clip_id,
-            "channels": list(channels),
-            "satellite": satellite,
-            "length": length,
-            "gap_minutes": gap_minutes,
-            "tolerance_minutes": tolerance_minutes,
-            "rerank": rerank,
-            "augment": augment,
-            "model_id": model_id,
-            "filters": (filters or Filters()).to_json(k),
-        }
-        return self._search("/search/clip", json={k_: v for k_, v in body.items() if v is not None})
+        body = _body(
+            wire.ClipSearch,
+            at=at,
+            clip_id=clip_id,
+            channels=list(channels),
+            satellite=satellite,
+            length=length,
+            gap_minutes=gap_minutes,
+            tolerance_minutes=tolerance_minutes,
+            rerank=rerank,
+            augment=augment,
+            model_id=model_id,
+            filters=_filters(filters, k),
+        )
+        return self._search("/search/clip", json=body)
 
     def search_clip_frames(
         self,
@@ -334,18 +258,21 @@ class SkySearchClient:
         channel: str | None = None,
         gap_minutes: int | None = None,
         k: int = 10,
-        filters: Filters | None = None,
+        filters: wire.Filters | None = None,
         rerank: int = 0,
         model_id: str | None = None,
     ) -> SearchResult:
         """POST /search/clip/frames: clips like a clip of frame images (one channel, in time
         order, raw files of the satellite's product: paths, bytes or (name, bytes))."""
-        extra = {
-            "satellite": satellite,
-            "channel": channel,
-            "gap_minutes": gap_minutes,
-            "rerank": rerank or None,
-            "model_id": model_id,
-        }
+        data = _form(
+            wire.FramesSearchForm,
+            filters,
+            k,
+            satellite=satellite,
+            channel=channel,
+            gap_minutes=gap_minutes,
+            rerank=rerank or None,
+            model_id=model_id,
+        )
         files = [("frames", _file(f, f"frame-{i:04d}")) for i, f in enumerate(frames)]
-        return self._search("/search/clip/frames", data=_form(filters, k, extra), files=files)
+        return self._search("/search/clip/frames", data=data, files=files)

@@ -478,6 +478,18 @@ def test_uploaded_frames_decoded_one_at_a_time(sky, monkeypatch):
     assert spy.alive_at_decode == [0] * 6  # each full-size frame dropped before the next
 
 
+def test_uploaded_frames_never_touch_disk(sky, monkeypatch, tmp_path):
+    """The query API takes decoded pixels: the frames route writes no temporary file or
+    folder (with a temp dir that cannot be created, one would fail the request)."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-dir"))
+    files = sorted(GOES.glob("HUIR17250*45.GIF"))[3:9]
+    assert max(f.stat().st_size for f in files) < 1024 * 1024  # kept in memory by starlette
+    result = sky.search_clip_frames(files, channel="ir", gap_minutes=60, k=1)
+    assert result.results[0].start == "2017-09-07T03:45:00Z"
+
+
 def test_request_pixel_budget(sky, ws, monkeypatch):
     """The frames' pixels as their headers state, summed over the request, checked before
     any is decoded."""

@@ -162,6 +162,32 @@ def test_failed_start_is_reported_not_raised(tmp_path):
         assert client.get("/health").status_code == 200
 
 
+def test_http_messages_name_fields_not_cli_flags(tmp_path):
+    """A service message is about the request or the served workspace, never a CLI flag
+    (it said "pass --workspace DIR")."""
+    from fastapi.testclient import TestClient
+    from skysearch.retrieval.service.app import create_app
+
+    service = SearchService(Settings(workspace=Workspace(tmp_path / "missing")))
+    with TestClient(create_app(service)) as client:
+        service.wait_ready(60)
+        assert (
+            client.get("/ready").json()["detail"]
+            == f"workspace {tmp_path / 'missing'} does not exist"
+        )
+
+
+def test_thumbnail_shrinks_to_the_longest_side_and_never_enlarges():
+    from skysearch.retrieval.service.service import thumbnail
+
+    pixels = np.arange(300 * 200, dtype=np.uint32).reshape(200, 300).astype(np.uint8)
+    assert thumbnail(pixels, 100).shape == (67, 100)
+    assert thumbnail(pixels.T, 100).shape == (100, 67)
+    assert np.array_equal(thumbnail(pixels, 300), pixels)  # already fits: the same pixels
+    flat = np.full((40, 20), 77, np.uint8)
+    assert (thumbnail(flat, 10) == 77).all()  # an area average of one grey stays that grey
+
+
 def test_committed_openapi_matches_the_served_schema():
     from fastapi.testclient import TestClient
     from skysearch.retrieval.service.app import openapi_json

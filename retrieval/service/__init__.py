@@ -1,2 +1,3 @@
-"""The HTTP service: the FastAPI app and its request/response models (``app``), the loaded
-workspace it serves (``service``), bounded decoding of uploads (``uploads``)."""
+"""The HTTP service: the wire schema, pydantic only, shared with the typed client (``wire``),
+the FastAPI app, its routes, auth and error mapping (``app``), the loaded workspace it serves
+(``service``), bounded decoding of uploads (``uploads``)."""

@@ -44,6 +44,16 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 from skysearch.retrieval.service.uploads import UploadLimits, decode, open_image, validate_image
+from skysearch.retrieval.service.wire import (
+    MAX_EXAMPLE_IMAGES,
+    MAX_FRAMES,
+    MAX_K,
+    MAX_RERANK,
+    MAX_TEXT_CHARS,
+    THUMB_DEFAULT,
+    THUMB_MAX,
+    THUMB_MIN,
+)
 from skysearch.retrieval.store.filters import SearchFilters
 
 from skysearch.config import Settings
@@ -51,16 +61,6 @@ from skysearch.errors import NotFoundError, SkySearchError, StoreError, UsageErr
 from skysearch.timeutil import to_rfc3339
 
 log = logging.getLogger("skysearch.service")
-
-#: Thumbnail sizes (longest side of one frame, pixels) a request may ask for.
-THUMB_MIN, THUMB_MAX, THUMB_DEFAULT = 16, 1024, 256
-#: Upper bounds the HTTP schema enforces (ServiceLimits may only lower them).
-MAX_K = 100
-MAX_RERANK = 100
-MAX_TEXT_CHARS = 500
-MAX_FRAMES = 48
-#: Example images of one "more like these" image search.
-MAX_EXAMPLE_IMAGES = 16
 
 
 @dataclass(frozen=True)
@@ -98,8 +98,9 @@ def canonical_id(value: str, what: str) -> str:
         raise UsageError(f"{what} id {value!r} is not a UUID") from None
 
 
-def fit(pixels: np.ndarray, max_side: int) -> np.ndarray:
-    """Grey uint8 (H, W) downscaled (area average) so the longest side is <= ``max_side``."""
+def thumbnail(pixels: np.ndarray, max_side: int) -> np.ndarray:
+    """A thumbnail of grey uint8 (H, W): downscaled (area average) so the longest side is
+    <= ``max_side``; never enlarged."""
     image = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8))
     scale = max_side / max(image.size)
     if scale < 1:
@@ -205,7 +206,7 @@ class SearchService:
 
         workspace = self.settings.workspace
         if not workspace.root.is_dir():
-            raise UsageError(f"workspace {workspace.root} does not exist; pass --workspace DIR")
+            raise UsageError(f"{{workspace}} {workspace.root} does not exist", params=["workspace"])
         ensure_intact(workspace)  # cheap checks: a damaged file is a failed start, named
         if self.torch_threads:
             import torch
@@ -348,7 +349,7 @@ class SearchService:
         """The frame at working resolution as a grey PNG, longest side <= ``size``."""
         meta = self.frame(frame_id)
         pixels = self._searcher.frame_store.read(meta["frame_id"])
-        return png_bytes(fit(pixels, _thumb_size(size)))
+        return png_bytes(thumbnail(pixels, _thumb_size(size)))
 
     def clip_thumbnail(self, clip_id: str, size: int = THUMB_DEFAULT) -> bytes:
         """The clip's frames (first channel, time left to right) as one PNG strip; each
@@ -356,7 +357,7 @@ class SearchService:
         meta = self.clip(clip_id)
         frames = self._searcher.frame_store.read_many(meta["frame_ids"][0])
         side = _thumb_size(size)
-        return png_bytes(np.concatenate([fit(f, side) for f in frames], axis=1))
+        return png_bytes(np.concatenate([thumbnail(f, side) for f in frames], axis=1))
 
     # ---- searches (the façade; results are SearchResult.to_dict(), the CLI's --json) -------
     def _check(self, filters: SearchFilters, rerank: int = 0) -> None:

@@ -1,0 +1,324 @@
+"""The service's wire schema: the pydantic models of every request and response body.
+
+One definition shared by the service (:mod:`skysearch.retrieval.service.app` validates requests
+with these models and declares them in the OpenAPI document) and the typed client
+(:mod:`skysearch.client` builds its requests from and parses the answers into them). Importing
+it needs pydantic and numpy, never fastapi, starlette or the store.
+
+Filters carry the names of the result's ``filters`` object (``SearchFilters.to_dict``).
+JSON bodies are strict (:data:`JSON_BODY`); form fields are text, so the form models are not.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationInfo,
+    model_validator,
+)
+from pydantic.json_schema import WithJsonSchema
+from skysearch.retrieval.search.facade import ResultItem, SearchOptions
+from typing_extensions import NotRequired, TypedDict  # pydantic needs these on Python < 3.12
+
+if TYPE_CHECKING:
+    from skysearch.retrieval.store.filters import SearchFilters
+
+#: Thumbnail sizes (longest side of one frame, pixels) a request may ask for.
+THUMB_MIN, THUMB_MAX, THUMB_DEFAULT = 16, 1024, 256
+#: Upper bounds the schema enforces (the service's ``ServiceLimits`` may only lower them).
+MAX_K = 100
+MAX_RERANK = 100
+MAX_TEXT_CHARS = 500
+MAX_FRAMES = 48
+#: Example images of one "more like these" image search.
+MAX_EXAMPLE_IMAGES = 16
+
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")]
+
+
+def _json_number(value: Any, info: ValidationInfo) -> Any:
+    """In a JSON body (a strict model) a number is what JSON Schema calls one (an integer may
+    be ``10.0`` too), never a string or a boolean. Form fields are text."""
+    if info.config and info.config.get("strict") and isinstance(value, str | bool):
+        raise ValueError("expected a number")
+    return value
+
+
+def integer(low: int, high: int) -> Any:
+    """An integer type in ``low..high`` (the bounds inside the type: given to ``Field`` of
+    an optional or nested field, pydantic would leave them out of the schema)."""
+    return Annotated[int, Field(ge=low, le=high), Strict(False), BeforeValidator(_json_number)]
+
+
+def degrees(limit: int) -> Any:
+    """A finite number of degrees in ``-limit..limit``."""
+    bounds = Field(ge=-limit, le=limit, allow_inf_nan=False)
+    return Annotated[float, bounds, Strict(False), BeforeValidator(_json_number)]
+
+
+Month, Hour, DayOfYear = integer(1, 12), integer(0, 23), integer(1, 366)
+Longitude, Latitude = degrees(180), degrees(90)
+YEARS = (1900, 2200)
+
+
+def _in_years(value: datetime) -> datetime:
+    if not YEARS[0] <= value.year <= YEARS[1]:
+        raise ValueError(f"year must be in {YEARS[0]}..{YEARS[1]}")
+    return value
+
+
+def _text(value: Any) -> Any:
+    """A time comes as text (a number is not a time here, as the document says)."""
+    if not isinstance(value, str | datetime):
+        raise ValueError("a time is an ISO 8601 / RFC 3339 string")
+    return value
+
+
+#: RFC 3339 date-times of the years above, as the document declares them (the server's
+#: parser takes ISO 8601 more loosely; a client generated from the document sends these).
+#: Parsed from text even in strict JSON bodies (JSON has no time type).
+TIME_PATTERN = r"^(19\d\d|2[01]\d\d|2200)-"
+Time = Annotated[
+    datetime,
+    Strict(False),
+    BeforeValidator(_text),
+    AfterValidator(_in_years),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": TIME_PATTERN}),
+]
+
+
+def _not_nullable(schema: dict[str, Any]) -> None:
+    """Declare optional fields as absent-or-a-value, never null: a multipart form cannot
+    send null (a client generated from the document would send the text ``null``, which the
+    server refuses). ``json_schema_extra`` of the form models and of optional JSON fields
+    that refuse an explicit null."""
+    for prop in schema.get("properties", {}).values():
+        branches = prop.get("anyOf", [])
+        if {"type": "null"} in branches:
+            rest = [b for b in branches if b != {"type": "null"}]
+            del prop["anyOf"]
+            prop.update(rest[0] if len(rest) == 1 else {"anyOf": rest})
+        _no_null_default(prop)
+
+
+def _no_null_default(prop: dict[str, Any]) -> None:
+    """Drop ``"default": null`` from a property that is optional but not nullable."""
+    if "default" in prop and prop["default"] is None:
+        del prop["default"]
+
+
+# ---- request models: the CLI's filters, same names as the result's "filters" object ----------
+class FilterFields(BaseModel):
+    """Filters of every search (the CLI's --between/--months/... options)."""
+
+    start: Time | None = Field(None, description="ISO 8601 UTC; results at or after")
+    end: Time | None = Field(None, description="ISO 8601 UTC; results at or before")
+    months: list[Month] = Field(default_factory=list, max_length=12)
+    hours: list[Hour] = Field(default_factory=list, max_length=24, description="UTC hours")
+    day_of_year: list[DayOfYear] | None = Field(
+        None, min_length=2, max_length=2, description="[first, last]; wraps when first > last"
+    )
+    channels: list[Name] = Field(default_factory=list, max_length=16)
+    satellites: list[Name] = Field(default_factory=list, max_length=16)
+    exclude_around: Time | None = Field(None, description="drop results near this time")
+    exclude_window_s: float = Field(
+        0, ge=0, le=366 * 86400, allow_inf_nan=False, description="half-width, seconds"
+    )
+    datasets: list[Name] = Field(default_factory=list, max_length=64, description="scenes")
+    labels: list[Name] = Field(default_factory=list, max_length=64, description="scenes")
+    bbox: Annotated[tuple[Longitude, Latitude, Longitude, Latitude], Strict(False)] | None = Field(
+        None, description="[west, south, east, north] in degrees: scenes located inside"
+    )
+    k: integer(1, MAX_K) = Field(10, description="number of results")
+    one_per_day: bool = False
+
+    def to_filters(self) -> SearchFilters:
+        # Imported here: the store's filters load qdrant-client (a second), which the typed
+        # client, importing this module, never needs.
+        from skysearch.retrieval.store.filters import SearchFilters
+
+        return SearchFilters.from_dict(self.model_dump(include=set(FilterFields.model_fields)))
+
+
+#: JSON bodies: no unknown field, no coercion (``0`` is not ``false``, ``"10"`` not ``10``):
+#: a value the document's types refuse, the server refuses too (422).
+JSON_BODY = ConfigDict(extra="forbid", strict=True)
+
+
+class Filters(FilterFields):
+    model_config = JSON_BODY
+
+
+class RankFields(BaseModel):
+    rerank: integer(0, MAX_RERANK) = Field(
+        0, description="exact re-rank of the top N by the grid metric"
+    )
+    augment: bool = Field(False, description="fuse with the predicted future (needs a predictor)")
+    model_id: Name | None = Field(None, description="clip model id (default: the latest fitting)")
+
+    def to_options(self) -> SearchOptions:
+        return SearchOptions(rerank=self.rerank, augment=self.augment, model_id=self.model_id)
+
+
+class TextSearch(BaseModel):
+    model_config = JSON_BODY
+    text: str = Field(
+        min_length=1,
+        max_length=MAX_TEXT_CHARS,
+        pattern=r"\S",
+        description="free text (not only spaces)",
+        examples=["a river next to a road"],
+    )
+    filters: Filters = Field(default_factory=Filters)
+    model_id: Name | None = Field(None, description="text-image model id (default: the latest)")
+
+
+class ClipSearch(RankFields):
+    """The query clip by start time (``at`` + spec) or by catalog ``clip_id``: exactly one."""
+
+    model_config = ConfigDict(
+        **JSON_BODY,
+        json_schema_extra={
+            "oneOf": [{"required": ["at"]}, {"required": ["clip_id"]}],
+            "examples": [  # the bundled GOES-East sample (README)
+                {"at": "2017-09-07T00:45:00Z", "channels": ["ir"], "filters": {"k": 5}},
+                {"at": "2017-09-07T00:45:00Z", "rerank": 10, "filters": {"k": 3}},
+            ],
+        },
+    )
+    # Optional, not nullable (an explicit null is refused): the oneOf above stays exact.
+    at: Time = Field(
+        None,
+        description="start time of the query clip, ISO 8601 UTC",
+        json_schema_extra=_no_null_default,
+    )
+    clip_id: str = Field(
+        None,
+        pattern=UUID_PATTERN,
+        description="a clip of the clip catalog",
+        json_schema_extra=_no_null_default,
+    )
+    satellite: Name | None = None
+    channels: list[Name] = Field(default_factory=list, max_length=8)
+    length: integer(1, MAX_FRAMES) | None = Field(None, description="frames per clip")
+    gap_minutes: integer(1, 1440) | None = Field(None, description="minutes between frames")
+    tolerance_minutes: integer(0, 720) = 15
+    filters: Filters = Field(default_factory=Filters)
+
+    @model_validator(mode="after")
+    def _one_query(self) -> ClipSearch:
+        if (self.at is None) == (self.clip_id is None):
+            raise ValueError(
+                "give exactly one of at (the query clip's start time) or clip_id (a clip of "
+                "the clip catalog)"
+            )
+        return self
+
+
+class ImageSearchForm(FilterFields):
+    """Form fields of an image search (the filters, flat)."""
+
+    model_config = ConfigDict(json_schema_extra=_not_nullable)
+    model_id: Name | None = Field(None, description="text-image model id (default: the latest)")
+    text: str | None = Field(
+        None, max_length=MAX_TEXT_CHARS, description="words combined with the example images"
+    )
+
+
+class FramesSearchForm(FilterFields, RankFields):
+    """Form fields of a search by uploaded frames (the filters, flat, and the clip spec)."""
+
+    model_config = ConfigDict(json_schema_extra=_not_nullable)
+    satellite: Name | None = Field(None, description="satellite whose ingest profile to use")
+    channel: Name | None = Field(None, description="channel of the frames")
+    gap_minutes: integer(1, 1440) | None = Field(None, description="minutes between frames")
+
+
+# ---- response models (the OpenAPI schema; the fuzzer checks every response against it) ------
+class ErrorBody(BaseModel):
+    detail: str = Field(description="One line saying what was wrong and what to do.")
+
+
+class Health(BaseModel):
+    status: str = Field(description="Always `ok` while the process answers.")
+    version: str
+
+
+class ReadinessBody(BaseModel):
+    ready: bool
+    state: str = Field(description="starting, loading, ready or failed")
+    detail: str
+    load_seconds: float | None = None
+    store: str | None = None
+    collections: dict[str, int] = Field(default_factory=dict, description="name -> points")
+    searches: dict[str, str] = Field(
+        default_factory=dict, description="search kind -> `ok` or why it is unavailable"
+    )
+
+
+class CollectionBody(BaseModel):
+    name: str
+    points: int
+    vectors: dict[str, int] = Field(description="vector name (model id) -> dimension")
+    backend: str
+
+
+class FrameMeta(BaseModel):
+    frame_id: str
+    satellite: str
+    channel: str
+    time: str = Field(description="RFC 3339 UTC")
+    source_width: int
+    source_height: int
+    thumbnail: str = Field(description="path of the PNG thumbnail on this service")
+
+
+class ClipMeta(BaseModel):
+    clip_id: str
+    satellite: str
+    channels: list[str]
+    start: str = Field(description="RFC 3339 UTC, first frame")
+    end: str = Field(description="RFC 3339 UTC, last frame")
+    length: int
+    gap_minutes: int
+    frame_ids: list[list[str]] = Field(description="per channel, frames in time order")
+    thumbnail: str
+
+
+class FiltersEcho(TypedDict):  # a dict once parsed, as in the CLI's JSON
+    """The filters applied (``SearchFilters.to_dict``)."""
+
+    start: str | None
+    end: str | None
+    months: list[int]
+    hours: list[int]
+    day_of_year: list[int] | None
+    channels: list[str]
+    satellites: list[str]
+    exclude_around: str | None
+    exclude_window_s: float
+    datasets: NotRequired[list[str]]
+    labels: NotRequired[list[str]]
+    bbox: NotRequired[list[float] | None]
+    k: int
+    one_per_day: bool
+
+
+class SearchResponse(BaseModel):
+    """The CLI's ``--json`` result, unchanged (schema ``skysearch.search/1``)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+    schema_: str = Field(alias="schema", description="result schema version")
+    query: dict[str, Any] = Field(description="what was asked (kind: clip, text or image)")
+    results: list[ResultItem] = Field(description="hits, best first; null where not of the kind")
+    filters: FiltersEcho
+    timing_ms: dict[str, float]

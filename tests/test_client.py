@@ -1,0 +1,109 @@
+"""The typed client speaks the service's wire schema (``retrieval/service/wire.py``): its
+requests pass the service's own validation, its answers are the wire models, and importing it
+loads no web framework. Against the real app in process, before it has loaded anything: a
+request the schema accepts is answered 503 ("not ready"), one it refuses 422.
+(``test_service.py`` drives every endpoint through the client over loopback HTTP.)"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from skysearch.retrieval.service import wire
+from skysearch.retrieval.service.app import create_app
+from skysearch.retrieval.service.service import SearchService
+
+from skysearch.client import ApiError, Filters, SkySearchClient
+from skysearch.config import Settings, Workspace
+
+UUID = "00000000-0000-4000-8000-000000000000"
+
+
+@pytest.fixture
+def sky():
+    from fastapi.testclient import TestClient
+
+    unloaded = SearchService(Settings(workspace=Workspace(Path("/nonexistent-skysearch-ws"))))
+    with SkySearchClient("", api_key="k", http=TestClient(create_app(unloaded, "k"))) as client:
+        yield client
+
+
+def _png() -> bytes:
+    out = io.BytesIO()
+    Image.new("L", (8, 8), 9).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_requests_pass_the_service_schema(sky):
+    when = datetime(2017, 9, 7, tzinfo=timezone.utc)
+    every = Filters(
+        start=when,
+        end="2017-09-08T00:00Z",
+        months=[9],
+        hours=(0, 23),
+        day_of_year=(335, 59),
+        channels=["ir"],
+        satellites=["goes-east"],
+        exclude_around=when,
+        exclude_window_s=3600,
+        datasets=["rsscn7"],
+        labels=["aGrass"],
+        bbox=(-100, 10, -60, 40),
+        one_per_day=True,
+    )
+    calls = [
+        lambda: sky.search_text("river", k=3, filters=every, model_id="text-image-1"),
+        lambda: sky.search_clip(at=when, channels=["ir"], length=4, gap_minutes=60, k=5),
+        lambda: sky.search_clip(clip_id=UUID, rerank=3, augment=True, filters=every),
+        lambda: sky.search_image([_png(), ("b.png", _png())], k=4, text="trees", filters=every),
+        lambda: sky.search_clip_frames([_png()] * 2, channel="ir", rerank=2, filters=every),
+    ]
+    for call in calls:
+        with pytest.raises(ApiError) as info:
+            call()
+        assert info.value.status_code == 503 and "not ready" in info.value.detail
+
+
+def test_the_service_checks_what_the_client_sends(sky):
+    with pytest.raises(ApiError) as info:
+        sky.search_text("river", filters=Filters(months=[13]))
+    assert info.value.status_code == 422 and "months" in info.value.detail
+    with pytest.raises(TypeError, match="'k', 'month'"):
+        Filters(month=[1], k=5)  # a typo would filter nothing; k is the methods' argument
+
+
+def test_answers_are_wire_models(sky):
+    state = sky.ready()
+    assert isinstance(state, wire.ReadinessBody)
+    assert (state.ready, state.state) == (False, "starting")
+    assert sky.health() == {
+        "status": "ok",
+        "version": wire.Health.model_validate(sky.health()).version,
+    }
+
+
+def test_an_error_that_is_not_the_services_body():
+    """A proxy's answer in front of the service: its text, not a crash (a JSON list made
+    ``.get`` fail)."""
+    import httpx
+
+    for answer in (httpx.Response(502, json=["bad gateway"]), httpx.Response(502, text="<h1>")):
+        transport = httpx.MockTransport(lambda _, answer=answer: answer)
+        proxy = httpx.Client(base_url="http://proxy", transport=transport)
+        with pytest.raises(ApiError) as info:
+            SkySearchClient("", http=proxy).collections()
+        assert info.value.status_code == 502 and info.value.detail == answer.text
+
+
+def test_client_and_wire_import_without_the_web_stack():
+    code = (
+        "import sys, skysearch.client, skysearch.retrieval.service.wire\n"
+        "print(sorted({'fastapi', 'starlette', 'torch', 'qdrant_client'} & set(sys.modules)))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.strip() == "[]", run.stderr[-2000:]
