@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import SAMPLE_DATA
 from skysearch.cli.search import build_filters, parse_int_list
-from skysearch.retrieval.search.facade import (
+from skysearch.retrieval.search import (
     RESULT_SCHEMA,
     ClipQuery,
     ResultItem,
