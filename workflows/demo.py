@@ -196,8 +196,8 @@ def run_demo(
             idx = index_clips(settings, clip_id, "cpu", workers=0, store=searcher.store)
             d.append(f"{idx.written} vectors written, {idx.skipped_existing} already indexed")
         with step("search clip + contact sheet") as d:
-            from skysearch.retrieval.search.contact_sheet import write_contact_sheet
             from skysearch.retrieval.search import ClipQuery, SearchOptions
+            from skysearch.retrieval.search.contact_sheet import write_contact_sheet
             from skysearch.retrieval.store.filters import SearchFilters
 
             from skysearch.timeutil import parse_duration
