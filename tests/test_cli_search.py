@@ -97,6 +97,17 @@ def test_result_schema_is_stable():
     assert out["timing_ms"] == {"search": 1.23}
 
 
+def test_search_package_imports_without_torch():
+    """The façade's names load without torch (the typed HTTP client imports them; models load
+    on first use)."""
+    import subprocess
+    import sys
+
+    code = "import sys, skysearch.retrieval.search; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
 @pytest.fixture(scope="module")
 def ingested(tmp_path_factory) -> Path:
     """A workspace holding the sample's frames and clips, but no model."""

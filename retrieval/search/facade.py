@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from skysearch.encoders.registry import ModelRecord
     from skysearch.ingest.framestore import FrameStore
     from skysearch.ingest.profiles import Profile
+    from skysearch.ingest.similarity import SketchStore
     from skysearch.retrieval.store.base import VectorStore
     from skysearch.retrieval.store.filters import SearchFilters
 
@@ -90,7 +91,7 @@ class Searcher:
         self._store = store
         self._own_store = store is None
         self._lock = threading.Lock()
-        self._sketches: Any = None  # skysearch.ingest.similarity.SketchStore, on first re-rank
+        self._sketches: SketchStore | None = None  # opened by the first re-rank
 
     # ---- resources ---------------------------------------------------------------------
     @property
