@@ -23,7 +23,12 @@ app = typer.Typer(
 
 #: Parameter names (the library's, in ``SkySearchError.params``) whose flag is not simply
 #: ``--`` + the name with dashes.
-FLAG_NAMES = {"model_id": "--model", "frame_files": "--frames", "image_files": "--file"}
+FLAG_NAMES = {
+    "model_id": "--model",
+    "frame_files": "--frames",
+    "image_files": "--file",
+    "gap_minutes": "--gap",
+}
 
 
 def flag(param: str) -> str:

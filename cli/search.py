@@ -1,7 +1,7 @@
 """``skysearch search clip``, and the filters and result rendering every search command shares.
 
 The commands are thin: options -> :class:`SearchFilters` / :class:`ClipQuery` -> the façade
-(:mod:`skysearch.retrieval.search.facade`) -> a table on stderr, or with ``--json`` the result
+(:mod:`skysearch.retrieval.search`) -> a table on stderr, or with ``--json`` the result
 schema ``skysearch.search/1`` on stdout.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from skysearch.cli.groups import search_app
@@ -19,6 +19,10 @@ from skysearch.cli.output import emit_json, info, result_text, table
 from skysearch.config import load_settings
 from skysearch.errors import UsageError
 from skysearch.timeutil import parse_between, parse_duration
+
+if TYPE_CHECKING:
+    from skysearch.retrieval.search import SearchResult
+    from skysearch.retrieval.store.filters import SearchFilters
 
 # ---------------------------------------------------------------------------- shared options
 BetweenOption = Annotated[
@@ -56,6 +60,11 @@ def parse_int_list(text: str | None, name: str) -> tuple[int, ...]:
     return tuple(out)
 
 
+def names(text: str | None) -> tuple[str, ...]:
+    """``"A, B,,C"`` -> ``("A", "B", "C")``."""
+    return tuple(n.strip() for n in (text or "").split(",") if n.strip())
+
+
 def build_filters(
     between: str | None = None,
     months: str | None = None,
@@ -65,8 +74,11 @@ def build_filters(
     exclude_window: str | None = None,
     k: int = 10,
     one_per_day: bool = False,
-) -> Any:
-    """CLI filter options -> :class:`~skysearch.retrieval.store.filters.SearchFilters`."""
+    datasets: str | None = None,
+    labels: str | None = None,
+    bbox: str | None = None,
+) -> SearchFilters:
+    """CLI filter options (text as typed) -> the one filter shape, :class:`SearchFilters`."""
     from skysearch.retrieval.store.filters import SearchFilters
 
     start, end = parse_between(between) if between else (None, None)
@@ -75,15 +87,18 @@ def build_filters(
         end=end,
         months=parse_int_list(months, "months"),
         hours=parse_int_list(hours, "hours"),
-        channels=tuple(c.strip() for c in (channels or "").split(",") if c.strip()),
+        channels=names(channels),
         satellites=(satellite,) if satellite else (),
         exclude_window=parse_duration(exclude_window) if exclude_window else timedelta(0),
+        datasets=names(datasets),
+        labels=names(labels),
+        bbox=names(bbox) if bbox else None,
         k=k,
         one_per_day=one_per_day,
     )
 
 
-def result_rows(result: Any) -> tuple[list[dict[str, Any]], list[str]]:
+def result_rows(result: SearchResult) -> tuple[list[dict[str, Any]], list[str]]:
     """Table rows and columns of a search result (clips or scenes)."""
     rows, columns = [], ["rank", "score"]
     reranked = any(r.rerank_score is not None for r in result.results)
@@ -111,7 +126,9 @@ def result_rows(result: Any) -> tuple[list[dict[str, Any]], list[str]]:
     return rows, columns
 
 
-def render_result(result: Any, json_out: bool, extra: dict[str, Any] | None = None) -> None:
+def render_result(
+    result: SearchResult, json_out: bool, extra: dict[str, Any] | None = None
+) -> None:
     """The results table (stdout; stderr with ``--json``, whose result schema owns stdout);
     the query line and timings are logs (stderr)."""
     q = result.query
@@ -195,7 +212,7 @@ def search_clip_command(
 
     Example: skysearch search clip --at 2017-09-07T00:45Z --channel ir --rerank 20 -w ws
     """
-    from skysearch.retrieval.search.facade import ClipQuery, Searcher, SearchOptions
+    from skysearch.retrieval.search import ClipQuery, Searcher, SearchOptions
 
     settings = load_settings(workspace=workspace)
     query = ClipQuery(

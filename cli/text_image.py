@@ -9,7 +9,7 @@ import typer
 from skysearch.cli.groups import eval_app, index_app, search_app, train_app
 from skysearch.cli.options import JsonOption, WorkspaceOption, positive
 from skysearch.cli.output import emit_json, info, table
-from skysearch.cli.search import BetweenOption
+from skysearch.cli.search import BetweenOption, build_filters, render_result
 from skysearch.encoders.datasets.captions import DEFAULT_SEED
 
 from skysearch.config import load_settings
@@ -291,24 +291,6 @@ BboxOption = Annotated[
 ]
 
 
-def _scene_filters(
-    k: int, between: str | None, dataset: str | None, label: str | None, bbox: str | None
-):
-    from skysearch.retrieval.store.filters import SearchFilters
-
-    from skysearch.timeutil import parse_between
-
-    start, end = parse_between(between) if between else (None, None)
-    return SearchFilters(
-        start=start,
-        end=end,
-        datasets=tuple(_names(dataset)),
-        labels=tuple(_names(label)),
-        bbox=tuple(_names(bbox)) if bbox else None,
-        k=k,
-    )
-
-
 @search_app.command("text")
 def search_text_command(
     query: Annotated[str, typer.Argument(help="Free text, e.g. 'parking lot next to a river'.")],
@@ -325,11 +307,10 @@ def search_text_command(
 
     Example: skysearch search text "a golf course" --dataset aid-20 --k 5 -w ws
     """
-    from skysearch.cli.search import render_result
-    from skysearch.retrieval.search.facade import search_text
+    from skysearch.retrieval.search import search_text
 
     settings = load_settings(workspace=workspace)
-    filters = _scene_filters(k, between, dataset, label, bbox)
+    filters = build_filters(between, k=k, datasets=dataset, labels=label, bbox=bbox)
     render_result(search_text(settings, query, filters, model_id), json_out)
 
 
@@ -356,8 +337,7 @@ def search_image_command(
 
     Example: skysearch search image --file a.jpg --file b.jpg --text "with a pool" -w ws
     """
-    from skysearch.cli.search import render_result
-    from skysearch.retrieval.search.facade import search_image
+    from skysearch.retrieval.search import search_image
 
     examples = ([image] if image else []) + list(file or [])
     if not examples:
@@ -366,5 +346,5 @@ def search_image_command(
     if missing:
         raise UsageError(f"query image {', '.join(missing)} not found")
     settings = load_settings(workspace=workspace)
-    filters = _scene_filters(k, between, dataset, label, bbox)
+    filters = build_filters(between, k=k, datasets=dataset, labels=label, bbox=bbox)
     render_result(search_image(settings, examples, filters, model_id, text), json_out)

@@ -6,18 +6,20 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import SAMPLE_DATA
 from skysearch.cli.search import build_filters, parse_int_list
-from skysearch.retrieval.search.facade import (
+from skysearch.retrieval.search import (
     RESULT_SCHEMA,
     ClipQuery,
     ResultItem,
+    Searcher,
     SearchOptions,
     SearchResult,
 )
 
-from skysearch.errors import UsageError
+from skysearch.errors import SkySearchError, UsageError
 
 GOES = SAMPLE_DATA / "goes-irma-2017"
 
@@ -95,6 +97,17 @@ def test_result_schema_is_stable():
     assert out["timing_ms"] == {"search": 1.23}
 
 
+def test_search_package_imports_without_torch():
+    """The façade's names load without torch (the typed HTTP client imports them; models load
+    on first use)."""
+    import subprocess
+    import sys
+
+    code = "import sys, skysearch.retrieval.search; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
 @pytest.fixture(scope="module")
 def ingested(tmp_path_factory) -> Path:
     """A workspace holding the sample's frames and clips, but no model."""
@@ -138,6 +151,111 @@ def test_bad_options_are_one_line(cli, ingested):
     assert_one_line_error(r, "duration", "24h")
     r = cli("search", "clip", "--at", "2017-09-07T00:45Z", "--months", "13", "-w", ingested)
     assert_one_line_error(r, "months must be in 1..12")
+
+
+@pytest.fixture
+def untrained(ingested, tmp_path) -> Path:
+    """A copy of ``ingested`` with one untrained goes-east ir 6x60m clip model registered
+    (searches that stop before embedding need a loadable model, not a good one)."""
+    import shutil
+
+    from skysearch.encoders.factory import save_model
+    from skysearch.encoders.models.clip import build_clip_embedder, clip_config_for
+    from skysearch.encoders.models.frame import FrameEncoderConfig
+
+    from skysearch.config import Workspace
+
+    ws = Workspace(shutil.copytree(ingested, tmp_path / "ws"))
+    frame = FrameEncoderConfig(channels=["ir"])
+    clip = clip_config_for(frame, 6)
+    embedder = build_clip_embedder(frame.to_dict(), clip.to_dict())
+    data = {"satellite": "goes-east", "channels": ["ir"], "length": 6, "gap_minutes": 60}
+    save_model(
+        ws, "clip", embedder, {"frame": frame.to_dict(), "clip": clip.to_dict(), "data": data}
+    )
+    return ws.root
+
+
+def _refused(call, error=UsageError) -> SkySearchError:
+    with pytest.raises(error) as caught:
+        call()
+    return caught.value
+
+
+def test_library_errors_name_parameters_the_cli_renders_as_flags(untrained):
+    """The search library speaks no front end's language: its messages name parameters
+    (``str()``: the plain names, as HTTP shows them) and the CLI renders its flags."""
+    from skysearch.cli.app import flag
+    from skysearch.encoders.registry import list_models
+    from skysearch.retrieval.search.augment import AugmentOptions
+    from skysearch.retrieval.store.filters import SearchFilters
+
+    from skysearch.config import load_settings
+    from skysearch.errors import NotFoundError
+
+    at = "2017-09-07T00:45Z"
+    with Searcher(load_settings(workspace=untrained)) as searcher:
+        (model,) = list_models(searcher.workspace, "clip")
+        width, height = searcher.query_profile("goes-east").resolution
+        pixels = np.zeros((1, 6, height, width), np.uint8)
+        cases = [  # (error, plain message part, as the CLI renders it)
+            (
+                _refused(lambda: SearchOptions(rerank=-5)),
+                "rerank must be in 0..10000, got -5",
+                "--rerank must be in",
+            ),
+            (_refused(AugmentOptions(beta=2).check), "beta must be between", "--beta must"),
+            (
+                _refused(
+                    lambda: searcher.clip_model_for("goes-east", ["vis"], None, None), NotFoundError
+                ),
+                "(pass e.g. channel ir)",
+                "(pass e.g. --channel ir)",
+            ),
+            (
+                _refused(
+                    lambda: searcher.search_clip(ClipQuery(at=at, channels="ir", length=12)),
+                    NotFoundError,
+                ),
+                "no clip model fits channel ir length 12 (trained: goes-east ir 6x60m)",
+                "no clip model fits --channel ir --length 12 (trained",
+            ),
+            (
+                _refused(
+                    lambda: searcher.search_clip(
+                        ClipQuery(at=at, length=3), options=SearchOptions(model_id=model.model_id)
+                    )
+                ),
+                "pick a fitting model_id",
+                "pick a fitting --model",
+            ),
+            (
+                _refused(
+                    lambda: searcher.search_clip(
+                        ClipQuery(pixels=pixels), SearchFilters(exclude_window=timedelta(hours=1))
+                    )
+                ),
+                "exclude_window needs the query's time",
+                "--exclude-window needs the query's time",
+            ),
+            (
+                _refused(
+                    lambda: searcher.search_clip(ClipQuery(clip_id="no-such-clip")), NotFoundError
+                ),
+                "or query by a start time (at)",
+                "or query by a start time (--at)",
+            ),
+            (
+                _refused(lambda: ClipQuery(at=at, gap_minutes=0)),
+                "gap_minutes must be",
+                "--gap must",
+            ),
+            (_refused(lambda: SearchFilters(k=0)), "k must be in 1..10000", "--k must be"),
+        ]
+    for error, plain, rendered in cases:
+        assert error.params and error.render(flag) != str(error), str(error)
+        assert plain in str(error), str(error)
+        assert rendered in error.render(flag), error.render(flag)
 
 
 def test_doctor_says_what_is_missing(cli, ingested, tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from skysearch.retrieval.store import Point, open_store
-from skysearch.retrieval.store.application import SearchResult, SkyStore
+from skysearch.retrieval.store.application import SkyStore, TypedHit
 from skysearch.retrieval.store.embedded import EmbeddedStore
 from skysearch.retrieval.store.filters import SearchFilters
 from skysearch.retrieval.store.schema import time_payload
@@ -132,7 +132,7 @@ def test_typed_api_returns_search_results(tmp_path: Path):
         query = np.random.default_rng(4).normal(size=24)
         filters = SearchFilters(k=3, one_per_day=True)
         hits = sky.search_clips(query, filters, model_id="clipenc-a")
-        assert len(hits) == 3 and all(isinstance(h, SearchResult) for h in hits)
+        assert len(hits) == 3 and all(isinstance(h, TypedHit) for h in hits)
         assert [h.id for h in hits] == _best_per_day(sky.store, "clips", query, "clipenc-a")[:3]
         assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
         assert hits[0].channels == ["ir", "wv"] and hits[0].time.tzinfo is not None

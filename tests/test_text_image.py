@@ -306,7 +306,7 @@ def test_scene_csv_payload_filters_and_multi_example_queries(tuned, cli, tmp_pat
     """Scenes from a CSV carry dataset/label/time/location; text and image searches honour
     --dataset/--label/--between/--bbox; several examples (+ words) make one query."""
     from skysearch.encoders.models.text_image import load_workspace_model
-    from skysearch.retrieval.search.facade import Searcher
+    from skysearch.retrieval.search import Searcher
     from skysearch.retrieval.store.filters import SearchFilters
     from skysearch.retrieval.store.schema import SCENES
 

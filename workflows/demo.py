@@ -140,7 +140,7 @@ def run_demo(
     say: Callable[[str], None] = print,
 ) -> DemoReport:
     """Run (or re-run) the demo in ``settings.workspace``; ``say`` gets one line per step."""
-    from skysearch.retrieval.search.facade import Searcher
+    from skysearch.retrieval.search import Searcher
 
     config = config or DemoConfig()
     for path in (config.goes, config.scenes):
@@ -196,8 +196,8 @@ def run_demo(
             idx = index_clips(settings, clip_id, "cpu", workers=0, store=searcher.store)
             d.append(f"{idx.written} vectors written, {idx.skipped_existing} already indexed")
         with step("search clip + contact sheet") as d:
+            from skysearch.retrieval.search import ClipQuery, SearchOptions
             from skysearch.retrieval.search.contact_sheet import write_contact_sheet
-            from skysearch.retrieval.search.facade import ClipQuery, SearchOptions
             from skysearch.retrieval.store.filters import SearchFilters
 
             from skysearch.timeutil import parse_duration

@@ -1,2 +1,33 @@
-"""Search: the façade (``facade.Searcher``: query -> model -> store -> results), exact re-rank by
-the grid metric (``rerank``), prediction-augmented queries (``augment``), contact sheets."""
+"""Search: one façade over query resolution, models and ranking; callers import from here.
+
+- ``facade``: :class:`Searcher` (query -> model -> store -> results) and the one-shot
+  :func:`search_clip` / :func:`search_text` / :func:`search_image`; :class:`SearchOptions`.
+- ``queries``: :class:`ClipQuery` and its resolution to pixels (catalogs, files, archive checks).
+- ``models``: which clip model, predictor, text-image model; each loaded once.
+- ``results``: the result schema (:class:`SearchResult`, :class:`ResultItem`) and hit shaping.
+- ``rerank`` (exact re-rank by the grid metric), ``augment`` (prediction-augmented queries),
+  ``contact_sheet`` (a PNG of a clip search).
+"""
+
+from skysearch.retrieval.search.facade import (
+    Searcher,
+    SearchOptions,
+    search_clip,
+    search_image,
+    search_text,
+)
+from skysearch.retrieval.search.queries import ClipQuery
+from skysearch.retrieval.search.results import RESULT_SCHEMA, ResultItem, SearchResult, spec_text
+
+__all__ = [
+    "RESULT_SCHEMA",
+    "ClipQuery",
+    "ResultItem",
+    "SearchOptions",
+    "SearchResult",
+    "Searcher",
+    "search_clip",
+    "search_image",
+    "search_text",
+    "spec_text",
+]

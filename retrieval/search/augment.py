@@ -56,7 +56,7 @@ class AugmentOptions:
         if self.method not in METHODS:
             raise UsageError(f"unknown fusion {self.method!r}; choose one of {', '.join(METHODS)}")
         if not 0.0 <= self.beta <= 1.0:
-            raise UsageError("--beta must be between 0 and 1")
+            raise UsageError("{beta} must be between 0 and 1", params=["beta"])
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -18,6 +18,10 @@ from PIL import Image, ImageDraw, ImageFont
 from skysearch.config import Workspace
 from skysearch.errors import UsageError
 from skysearch.timeutil import parse_time
+
+if TYPE_CHECKING:
+    from skysearch.ingest.framestore import FrameStore
+    from skysearch.retrieval.search.results import SearchResult
 
 LABEL_WIDTH = 190
 CAPTION_HEIGHT = 16
@@ -82,13 +86,14 @@ def _captions(
 
 def write_contact_sheet(
     workspace: Workspace,
-    result: Any,
+    result: SearchResult,
     path: str | Path,
     tile_width: int = 160,
     channel: int = 0,
-    frame_store: Any = None,
+    frame_store: FrameStore | None = None,
 ) -> dict[str, Any]:
-    """Render a clip :class:`~skysearch.retrieval.search.facade.SearchResult` to a PNG at ``path``.
+    """Render a clip :class:`~skysearch.retrieval.search.results.SearchResult` to a PNG at
+    ``path``.
 
     Returns ``{"path", "width", "height", "rows", "columns"}``.
     """
@@ -96,9 +101,9 @@ def write_contact_sheet(
 
     query = result.query
     if query.get("kind") != "clip" or result.query_frames is None:
-        raise UsageError("a contact sheet shows clip searches (search clip --contact-sheet)")
+        raise UsageError("a contact sheet shows a clip search and its query clip")
     if not str(path).lower().endswith(".png"):
-        raise UsageError(f"--contact-sheet {path}: give a .png file name")
+        raise UsageError(f"contact sheet {path}: give a .png file name")
     store = frame_store or FrameStore(workspace)
     q = np.asarray(result.query_frames)
     channel = min(channel, q.shape[0] - 1)

@@ -31,8 +31,10 @@ from skysearch.timeutil import parse_time
 
 
 @dataclass(frozen=True)
-class SearchResult:
-    """A typed search hit. ``channels`` is always a list (one entry for a frame)."""
+class TypedHit:
+    """A store hit with its payload's time, satellite and channels typed. ``channels`` is
+    always a list (one entry for a frame). Not the façade's ``SearchResult``: that one is a
+    whole search (query, shaped results, filters, timing) in the layer above."""
 
     id: str
     score: float
@@ -42,7 +44,7 @@ class SearchResult:
     payload: dict[str, Any]
 
     @classmethod
-    def from_hit(cls, hit: Hit) -> SearchResult:
+    def from_hit(cls, hit: Hit) -> TypedHit:
         p = hit.payload
         channel = p.get("channel", [])
         return cls(
@@ -81,21 +83,21 @@ class SkyStore:
         vector: VectorLike,
         filters: SearchFilters | None,
         vector_name: str | None,
-    ) -> list[SearchResult]:
+    ) -> list[TypedHit]:
         hits = self.store.search(
             collection, vector, filters=filters or SearchFilters(), vector_name=vector_name
         )
-        return [SearchResult.from_hit(h) for h in hits]
+        return [TypedHit.from_hit(h) for h in hits]
 
     def search_clips(
         self, vector: VectorLike, filters: SearchFilters | None = None, model_id: str | None = None
-    ) -> list[SearchResult]:
+    ) -> list[TypedHit]:
         """Clips closest to a clip embedding (vector name = clip encoder's model id)."""
         return self._search(CLIPS, vector, filters, model_id)
 
     def search_frames(
         self, vector: VectorLike, filters: SearchFilters | None = None, model_id: str | None = None
-    ) -> list[SearchResult]:
+    ) -> list[TypedHit]:
         """Frames closest to a frame embedding (vector name = frame encoder's model id)."""
         return self._search(FRAMES, vector, filters, model_id)
 
@@ -104,6 +106,6 @@ class SkyStore:
         text_vector: VectorLike,
         filters: SearchFilters | None = None,
         model_id: str | None = None,
-    ) -> list[SearchResult]:
+    ) -> list[TypedHit]:
         """Scenes matching a text-image model's text embedding."""
         return self._search(SCENES, text_vector, filters, model_id)

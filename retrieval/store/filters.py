@@ -22,7 +22,7 @@ def _ints(values: Iterable[int] | None, name: str, lo: int, hi: int) -> tuple[in
     out = tuple(sorted({int(v) for v in values or ()}))
     bad = [v for v in out if not lo <= v <= hi]
     if bad:
-        raise UsageError(f"{name} must be in {lo}..{hi}, got {bad}")
+        raise UsageError(f"{{{name}}} must be in {lo}..{hi}, got {bad}", params=[name])
     return out
 
 
@@ -102,9 +102,12 @@ class SearchFilters:
         if self.bbox is not None:
             set_(self, "bbox", check_bbox(self.bbox))
         if not timedelta(0) <= self.exclude_window <= MAX_DURATION:
-            raise UsageError(f"exclude_window must be in 0..{MAX_DURATION.days} days")
+            raise UsageError(
+                f"{{exclude_window}} must be in 0..{MAX_DURATION.days} days",
+                params=["exclude_window"],
+            )
         if not 1 <= self.k <= 10_000:
-            raise UsageError(f"k must be in 1..10000, got {self.k}")
+            raise UsageError(f"{{k}} must be in 1..10000, got {self.k}", params=["k"])
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (the result schema's ``filters``, the HTTP request's fields)."""

@@ -1,0 +1,134 @@
+"""The models a search needs, chosen and loaded once per workspace: the clip model that fits a
+query clip's spec, the predictor that fits a clip model (augmented queries), the text-image
+model. Loads run under a lock, so one :class:`ModelCache` may be shared by threads."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from skysearch.encoders.registry import ModelRecord, list_models, resolve
+from skysearch.retrieval.search.results import spec_text
+
+from skysearch.config import Workspace
+from skysearch.errors import NotFoundError
+
+if TYPE_CHECKING:
+    from skysearch.encoders.models.clip import ClipEmbedder
+    from skysearch.encoders.models.predictor import SimVP
+    from skysearch.encoders.models.text_image import TextImageModel
+
+#: A clip spec's part -> the parameter (flag, field) that sets it in a query.
+SPEC_PARAMS = {
+    "satellite": "satellite",
+    "channels": "channel",
+    "length": "length",
+    "gap_minutes": "gap_minutes",
+}
+
+
+def _given(value: Any) -> bool:
+    return value not in (None, [], ())
+
+
+def fits(record: ModelRecord, spec: Mapping[str, Any]) -> bool:
+    """Whether a clip model was trained on clips of ``spec`` (unset parts match any)."""
+    data = record.config.get("data", {})
+    return all(not _given(value) or data.get(key) == value for key, value in spec.items())
+
+
+def pick_clip_model(workspace: Workspace, spec: Mapping[str, Any]) -> str:
+    """The id of the latest clip model that fits ``spec``; NotFoundError says how to make one."""
+    records = list_models(workspace, "clip")
+    if not records:
+        raise NotFoundError(
+            f"no clip model trained yet in workspace {workspace.root}: run "
+            "`skysearch train frames` then `skysearch train clips` and "
+            "`skysearch index clips` (or `skysearch demo`)"
+        )
+    fitting = [r for r in records if fits(r, spec)]
+    if fitting:
+        return fitting[-1].model_id
+    given = {key: v for key, v in spec.items() if _given(v)}
+    words = {key: ",".join(v) if isinstance(v, list) else str(v) for key, v in given.items()}
+    asked = " ".join(f"{{{SPEC_PARAMS[key]}}} {words[key]}" for key in given)
+    # The commands that make one, in their own flags (``skysearch clips --channels ...``).
+    flags = " ".join(f"--{key.replace('_minutes', '')} {words[key]}" for key in given)
+    have = ", ".join(sorted({spec_text(r.config.get("data", {})) for r in records}))
+    raise NotFoundError(
+        f"no clip model fits {asked} (trained: {have}): build those clips and train one "
+        f"(skysearch clips {flags}; skysearch train frames {flags}; skysearch train clips)"
+        ", or query a trained spec",
+        params=[SPEC_PARAMS[key] for key in given],
+    )
+
+
+class ModelCache:
+    """Clip models, predictors and text-image models of one workspace, each loaded once."""
+
+    def __init__(self, workspace: Workspace, device: str = "cpu") -> None:
+        self.workspace = workspace
+        self.device = device
+        self._lock = threading.RLock()
+        self._clip_models: dict[str, tuple[ClipEmbedder, ModelRecord]] = {}
+        self._predictors: dict[str, SimVP] = {}
+        self._text_models: dict[str | None, TextImageModel] = {}
+
+    def clip_model(
+        self, model_id: str | None = None, spec: Mapping[str, Any] | None = None
+    ) -> tuple[ClipEmbedder, ModelRecord]:
+        """(ClipEmbedder, ModelRecord): ``model_id``, else the latest clip model whose training
+        spec fits ``spec`` (satellite, channels, length, gap_minutes; unset parts match any)."""
+        from skysearch.encoders.factory import load_clip_embedder
+
+        with self._lock:
+            if model_id is None:
+                model_id = pick_clip_model(self.workspace, spec or {})
+            cached = self._clip_models.get(model_id)
+            if cached is None:
+                cached = load_clip_embedder(self.workspace, model_id, self.device)
+                self._clip_models[model_id] = cached
+            return cached
+
+    def predictor(self, predictor_id: str | None, record: ModelRecord) -> SimVP:
+        """The predictor ``predictor_id``, else the latest trained on the clip spec of the clip
+        model ``record`` (augmented queries)."""
+        from skysearch.encoders.models.predictor import load_predictor
+
+        with self._lock:
+            if predictor_id is None:
+                predictor_id = self._pick_predictor(record.config["data"])
+            if predictor_id not in self._predictors:
+                rec = resolve(self.workspace, "predictor", predictor_id)
+                self._predictors[predictor_id] = load_predictor(
+                    rec.directory(self.workspace), self.device
+                )[0]
+            return self._predictors[predictor_id]
+
+    def _pick_predictor(self, data: Mapping[str, Any]) -> str:
+        fitting = [
+            r
+            for r in list_models(self.workspace, "predictor")
+            if r.config.get("satellite") == data["satellite"]
+            and list(r.config.get("channels", [])) == list(data["channels"])
+            and r.config.get("length") == data["length"]
+            and r.config.get("gap_minutes") == data["gap_minutes"]
+        ]
+        if not fitting:
+            raise NotFoundError(
+                f"{{augment}} needs a predictor for {spec_text(data)} clips: train one "
+                f"with `skysearch train predictor --length {data['length']} --gap "
+                f"{data['gap_minutes']}`",
+                params=["augment"],
+            )
+        return fitting[-1].model_id
+
+    def text_model(self, model_id: str | None = None) -> TextImageModel:
+        """The fine-tuned text-image model ``model_id`` (None: the latest)."""
+        from skysearch.encoders.models.text_image import load_workspace_model
+
+        with self._lock:
+            if model_id not in self._text_models:
+                self._text_models[model_id] = load_workspace_model(self.workspace, model_id)
+            return self._text_models[model_id]

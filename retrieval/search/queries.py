@@ -1,0 +1,420 @@
+"""Query clips: what a clip query is (:class:`ClipQuery`) and its resolution to pixels.
+
+A query clip is given one of four ways: by start time (``at`` + channel + length + gap: the
+catalog's clip, or one assembled from the frame catalog), by a catalog clip id, by frame files
+from outside the archive (preprocessed with the satellite's ingest profile to the working
+resolution), or by such frames already preprocessed (``pixels``: the service's uploads, decoded
+one at a time). :class:`QueryResolver` turns each into a :class:`QueryClip` (pixels + what is
+known about them), reading the frame and clip catalogs, the frame store and the ingest
+profiles; it also refuses a satellite or channel the archive does not have.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from skysearch.config import Workspace
+from skysearch.errors import NotFoundError, UsageError
+from skysearch.timeutil import parse_time, to_rfc3339
+
+if TYPE_CHECKING:
+    from skysearch.ingest.framestore import FrameStore
+    from skysearch.ingest.profiles import Profile
+
+#: A query time may sit this far from a frame/clip start and still pick it.
+DEFAULT_TOLERANCE_MINUTES = 15
+IMAGE_SUFFIXES = {".png", ".gif", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
+
+
+@dataclass(frozen=True)
+class ClipQuery:
+    """What the query clip is. Exactly one of ``at``, ``clip_id``, ``frames``, ``pixels``.
+
+    - ``at``: start time (UTC) of the query clip; ``channels``/``satellite``/``length``/
+      ``gap_minutes`` give its spec (unset: the clip model's).
+    - ``clip_id``: a clip of the clip catalog.
+    - ``frames``: frame files, or ONE folder of them, from outside the archive: L files per
+      channel, ordered by the time in their names (the satellite's ingest profile) or by name.
+    - ``pixels``: frames from outside the archive already at the working resolution (the
+      ingest profile's preprocessing, ``skysearch.ingest.decode.working_frame``), uint8
+      (C, L, H, W), channels in ``channels`` order, time order; ``start``: the time of the
+      first frame, if known (needed by an exclusion window).
+    """
+
+    at: datetime | str | None = None
+    clip_id: str | None = None
+    frames: tuple[Path, ...] = ()
+    channels: tuple[str, ...] = ()
+    satellite: str | None = None
+    length: int | None = None
+    gap_minutes: int | None = None
+    tolerance_minutes: int = DEFAULT_TOLERANCE_MINUTES
+    pixels: np.ndarray | None = field(default=None, repr=False, compare=False)
+    start: datetime | str | None = None
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        if self.at is not None:
+            set_(self, "at", parse_time(self.at))
+        if self.start is not None:
+            set_(self, "start", parse_time(self.start))
+        set_(self, "frames", tuple(Path(p) for p in self.frames))
+        chans = self.channels
+        if isinstance(chans, str):
+            chans = tuple(c for c in chans.split(","))
+        set_(self, "channels", tuple(c.strip() for c in chans if c and c.strip()))
+        if self.pixels is not None:
+            self._check_pixels(self.pixels)
+        given = sum(
+            [self.at is not None, bool(self.clip_id), bool(self.frames), self.pixels is not None]
+        )
+        if given != 1:
+            raise UsageError(
+                "give the query clip one way: a start time ({at}), a clip id ({clip_id}) "
+                "or frames ({frames})",
+                params=["at", "clip_id", "frames"],
+            )
+        for name in ("length", "gap_minutes"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UsageError(f"{{{name}}} must be at least 1, got {value}", params=[name])
+
+    def _check_pixels(self, pixels: np.ndarray) -> None:
+        """Pixels are uint8 (C, L, H, W), C = the channels given, L = the length given; the
+        length defaults to L."""
+        if pixels.dtype != np.uint8 or pixels.ndim != 4 or 0 in pixels.shape:
+            raise UsageError(
+                f"query pixels must be uint8 (channels, frames, height, width), got "
+                f"{pixels.dtype} {pixels.shape}"
+            )
+        channels, length = pixels.shape[:2]
+        if self.channels and len(self.channels) != channels:
+            raise UsageError(
+                f"query pixels hold {channels} channel(s), {len(self.channels)} named: "
+                f"{','.join(self.channels)}"
+            )
+        if self.length is not None and self.length != length:
+            raise UsageError(
+                f"query pixels hold {length} frames, the length asked is {self.length}"
+            )
+        object.__setattr__(self, "length", length)
+
+
+@dataclass
+class QueryClip:
+    """A resolved query clip: pixels + what is known about it."""
+
+    frames: np.ndarray  # (C, L, H, W) uint8
+    mode: str
+    satellite: str
+    channels: list[str]
+    length: int
+    gap_minutes: int
+    start: datetime | None = None
+    clip_id: str | None = None
+    frame_ids: list[list[str]] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """The clip spec, as a clip model's training ``data`` names it."""
+        return {
+            "satellite": self.satellite,
+            "channels": self.channels,
+            "length": self.length,
+            "gap_minutes": self.gap_minutes,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """The result schema's ``query`` for this clip (the façade adds the ranking)."""
+        end = (
+            self.start + timedelta(minutes=self.gap_minutes * (self.length - 1))
+            if self.start
+            else None
+        )
+        return {
+            "kind": "clip",
+            "mode": self.mode,
+            "clip_id": self.clip_id,
+            "satellite": self.satellite,
+            "channels": self.channels,
+            "start": to_rfc3339(self.start) if self.start else None,
+            "end": to_rfc3339(end) if end else None,
+            "length": self.length,
+            "gap_minutes": self.gap_minutes,
+            "frame_ids": self.frame_ids,
+            "files": self.files,
+        }
+
+
+class QueryResolver:
+    """Resolves :class:`ClipQuery` to :class:`QueryClip` in one workspace. The frame store and
+    the clip catalog rows (per spec, until the catalog changes) are opened once and shared by
+    threads."""
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+        self._lock = threading.Lock()
+        self._frame_store: FrameStore | None = None
+        self._catalog: dict[tuple, tuple[float, dict[str, dict[str, Any]]]] = {}
+
+    @property
+    def frame_store(self) -> FrameStore:
+        with self._lock:
+            if self._frame_store is None:
+                from skysearch.ingest.framestore import FrameStore
+
+                self._frame_store = FrameStore(self.workspace)
+            return self._frame_store
+
+    def clip_rows(
+        self, satellite: str, channels: Sequence[str], length: int, gap: int
+    ) -> Mapping[str, dict[str, Any]]:
+        """clip_id -> catalog row of one clip spec (cached until the catalog changes)."""
+        from skysearch.ingest.clips import read_clips
+
+        key = (satellite, tuple(channels), length, gap)
+        root = self.workspace.clips_catalog
+        stamp = max((p.stat().st_mtime for p in root.glob("*/*/*.parquet")), default=0.0)
+        with self._lock:
+            cached = self._catalog.get(key)
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
+        table = read_clips(self.workspace, satellite, list(channels), length, gap)
+        rows = {r["clip_id"]: r for r in table.to_pylist()}
+        with self._lock:
+            self._catalog[key] = (stamp, rows)
+        return rows
+
+    def check_archive(self, satellite: str | None, channels: Sequence[str]) -> None:
+        """NotFoundError naming what the archive has when a satellite or channel is unknown."""
+        from skysearch.ingest.catalog import read_frames
+
+        if not satellite and not channels:
+            return
+        table = read_frames(self.workspace, columns=["satellite", "channel"])
+        have: dict[str, set[str]] = {}
+        for sat, chan in zip(
+            table["satellite"].to_pylist(), table["channel"].to_pylist(), strict=True
+        ):
+            have.setdefault(sat, set()).add(chan)
+        if not have:
+            raise NotFoundError(
+                f"no frames in the catalog of {self.workspace.root}: "
+                "run `skysearch ingest PATH` first"
+            )
+        listing = "; ".join(f"{s}: {','.join(sorted(c))}" for s, c in sorted(have.items()))
+        if satellite and satellite not in have:
+            raise NotFoundError(f"unknown satellite {satellite!r}: the archive has {listing}")
+        known = set().union(*(have[s] for s in ([satellite] if satellite else have)))
+        unknown = [c for c in channels if c not in known]
+        if unknown:
+            raise NotFoundError(
+                f"unknown channel {','.join(unknown)}: the archive has {listing} "
+                f"(pass e.g. {{channel}} {sorted(known)[0]})",
+                params=["channel"],
+            )
+
+    def profile(self, satellite: str, names: Sequence[str] = ()) -> Profile:
+        """The ingest profile that preprocesses query frames of ``satellite``: the first whose
+        file-name pattern matches one of ``names``, else the satellite's first."""
+        from skysearch.ingest.profiles import load_profiles
+
+        profiles = [p for p in load_profiles().values() if p.satellite == satellite]
+        if not profiles:
+            raise UsageError(f"no ingest profile for satellite {satellite!r}")
+        return next((p for p in profiles if any(p.match(n) for n in names)), profiles[0])
+
+    def resolve(self, query: ClipQuery, data: Mapping[str, Any]) -> QueryClip:
+        """The query's pixels; ``data``: the clip model's spec, for the parts the query leaves
+        unset."""
+        if query.clip_id:
+            return self._by_id(query.clip_id)
+        satellite = query.satellite or data["satellite"]
+        channels = list(query.channels) or list(data["channels"])
+        length = query.length or int(data["length"])
+        gap = query.gap_minutes or int(data["gap_minutes"])
+        if query.pixels is not None:
+            return self.from_pixels(query.pixels, satellite, channels, gap, query.start)
+        if query.frames:
+            return self._from_files(query.frames, satellite, channels, length, gap)
+        assert isinstance(query.at, datetime)
+        return self._at(query.at, satellite, channels, length, gap, query.tolerance_minutes)
+
+    def _by_id(self, clip_id: str) -> QueryClip:
+        import pyarrow.compute as pc
+        from skysearch.ingest.clips import read_clips
+
+        table = read_clips(self.workspace)
+        found = table.filter(pc.equal(table["clip_id"], clip_id))
+        if found.num_rows == 0:
+            raise NotFoundError(
+                f"clip {clip_id} is not in the clip catalog of {self.workspace.root}: "
+                "list clips with `skysearch clips --json`, or query by a start time ({at})",
+                params=["at"],
+            )
+        return self._from_row(found.slice(0, 1).to_pylist()[0], "clip_id")
+
+    def _from_row(self, row: Mapping[str, Any], mode: str) -> QueryClip:
+        from skysearch.ingest.clips import clip_frames
+
+        return QueryClip(
+            frames=clip_frames(self.workspace, row, self.frame_store),
+            mode=mode,
+            satellite=row["satellite"],
+            channels=list(row["channels"]),
+            length=int(row["length"]),
+            gap_minutes=int(row["gap_minutes"]),
+            start=parse_time(row["start"]),
+            clip_id=row["clip_id"] if row.get("clip_id") else None,
+            frame_ids=[list(ids) for ids in row["frame_ids"]],
+        )
+
+    def _at(
+        self,
+        at: datetime,
+        satellite: str,
+        channels: list[str],
+        length: int,
+        gap: int,
+        tolerance: int,
+    ) -> QueryClip:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        from skysearch.ingest.catalog import read_frames
+        from skysearch.ingest.clips import assemble
+
+        cols = ["frame_id", "satellite", "channel", "time"]
+        frames = read_frames(self.workspace, satellite=satellite, columns=cols)
+        if frames.num_rows == 0:
+            raise NotFoundError(
+                f"no {satellite} frames in the catalog of {self.workspace.root}: "
+                "run `skysearch ingest PATH` first"
+            )
+        # The catalog's clip at that start, if the clip catalog has this spec.
+        rows = self.clip_rows(satellite, channels, length, gap)
+        tol = timedelta(minutes=tolerance)
+        near = [r for r in rows.values() if abs(parse_time(r["start"]) - at) <= tol]
+        if near:
+            best = min(near, key=lambda r: abs(parse_time(r["start"]) - at))
+            return self._from_row(best, "at")
+        # Else assemble it from the frame catalog (any spec, no clip catalog needed).
+        times = frames.filter(pc.equal(frames["channel"], channels[0]))["time"].to_pylist()
+        first, last = min(times), max(times)
+        span = timedelta(minutes=gap * (length - 1))
+        if at < first - tol or at + span > last + tol:
+            raise NotFoundError(
+                f"{to_rfc3339(at)} is outside the archive: {satellite} {channels[0]} frames "
+                f"cover {to_rfc3339(first)}..{to_rfc3339(last)}, and a {length}x{gap}m clip "
+                f"must start by {to_rfc3339(last - span)}"
+            )
+        window = frames.filter(
+            pc.and_(
+                pc.greater_equal(frames["time"], pa.scalar(at - tol, frames["time"].type)),
+                pc.less_equal(frames["time"], pa.scalar(at + span + tol, frames["time"].type)),
+            )
+        )
+        clips, _ = assemble(window, satellite, channels, length, gap, tolerance)
+        starts = [parse_time(s) for s in clips["start"].to_pylist()]
+        candidates = [i for i, s in enumerate(starts) if abs(s - at) <= tol]
+        if not candidates:
+            raise NotFoundError(
+                f"no complete {'+'.join(channels)} {length}x{gap}m clip starts at "
+                f"{to_rfc3339(at)} (a frame is missing within +-{tolerance} min of a step): "
+                "try another {at}, or a larger {gap_minutes}",
+                params=["at", "gap_minutes"],
+            )
+        best = min(candidates, key=lambda i: abs(starts[i] - at))
+        return self._from_row(clips.slice(best, 1).to_pylist()[0], "at")
+
+    def _from_files(
+        self, paths: Sequence[Path], satellite: str, channels: list[str], length: int, gap: int
+    ) -> QueryClip:
+        from skysearch.ingest.decode import Source, preprocess
+
+        files = _expand_files(paths)
+        profile = self.profile(satellite, [f.name for f in files])
+        named: list[tuple[datetime | None, str, Path]] = []  # (time or None, channel, path)
+        for path in files:
+            match = profile.match(path.name)
+            named.append(
+                (match.time if match else None, match.channel if match else channels[0], path)
+            )
+        per_channel: list[list[Path]] = []
+        start = None
+        for chan in channels:
+            mine = [n for n in named if n[1] == chan]
+            if all(n[0] is not None for n in mine):
+                mine.sort(key=lambda n: n[0])
+            else:
+                mine.sort(key=lambda n: n[2].name)
+            if len(mine) < length:
+                raise UsageError(
+                    f"the query needs {length} {chan} frames ({length}x{gap}m clips), got "
+                    f"{len(mine)} file(s): pass {length} files or a folder holding them"
+                )
+            mine = mine[-length:]  # the most recent L frames
+            if chan == channels[0] and mine[0][0] is not None:
+                start = mine[0][0]
+            per_channel.append([n[2] for n in mine])
+        stack = []
+        for chan_files in per_channel:
+            decoded = []
+            for path in chan_files:
+                result = preprocess(Source(str(path)), profile)
+                if result.frame is None:
+                    raise UsageError(f"cannot use query frame {path}: {result.reason}")
+                decoded.append(result.frame)
+            stack.append(np.stack(decoded))
+        qclip = self.from_pixels(np.stack(stack), satellite, channels, gap, start)
+        qclip.files = [str(p) for chan_files in per_channel for p in chan_files]
+        return qclip
+
+    def from_pixels(
+        self,
+        pixels: np.ndarray,
+        satellite: str,
+        channels: list[str],
+        gap: int,
+        start: datetime | None,
+    ) -> QueryClip:
+        """A query clip of preprocessed frames (C, L, H, W), checked against the working
+        resolution of the satellite's ingest profile."""
+        width, height = self.profile(satellite).resolution
+        want = (len(channels), pixels.shape[1], height, width)
+        if pixels.shape != want:
+            raise UsageError(
+                f"query pixels are {pixels.shape}; a {satellite} {'+'.join(channels)} query "
+                f"clip is (channels, frames, height, width) = {want}"
+            )
+        return QueryClip(
+            frames=pixels,
+            mode="frames",
+            satellite=satellite,
+            channels=channels,
+            length=pixels.shape[1],
+            gap_minutes=gap,
+            start=start,
+        )
+
+
+def _expand_files(paths: Sequence[Path]) -> list[Path]:
+    """Query frame files: each file given, and the images of each folder given, by name."""
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            out += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise UsageError(f"query frame {path} does not exist")
+    if not out:
+        raise UsageError(f"no image files in {', '.join(str(p) for p in paths)}")
+    return out

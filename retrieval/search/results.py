@@ -1,0 +1,179 @@
+"""The search result schema (``skysearch.search/1``) and the shaping of store hits into it.
+
+Every search returns a :class:`SearchResult`; ``SearchResult.to_dict()`` is the JSON the CLI's
+``--json`` prints and the service returns (``RESULT_SCHEMA`` names its version)::
+
+    {"schema": "skysearch.search/1",
+     "query": {"kind": "clip", "mode": "at"|"clip_id"|"frames", "clip_id", "satellite",
+               "channels", "start", "end", "length", "gap_minutes", "model_id",
+               "ranked_by": "vector"|"rerank"|"augment", "rerank": N, "augment": bool, ...}
+              | {"kind": "text", "text", "model_id", ...} | {"kind": "image", "image", ...},
+     "results": [{"rank": 1, "score": 0.97, "id": "<uuid>", "kind": "clip"|"scene",
+                  "start": "2017-09-07T00:45:00Z"|null, "end": ...|null, "satellite", "channels",
+                  "frame_ids": [[...per channel...]] (clips) | [...] (scenes), "length",
+                  "gap_minutes", "source_path", "label", "dataset", "location" (scenes),
+                  "vector_score": float|null,
+                  "rerank_score": float|null}],
+     "filters": {"start", "end", "months", "hours", "day_of_year", "channels", "satellites",
+                 "exclude_around", "exclude_window_s", "datasets", "labels", "bbox", "k",
+                 "one_per_day"},
+     "timing_ms": {"load", "query", "embed", "search", "rerank", "augment", "total"}}
+
+``score`` is the value the results are ordered by: cosine similarity of the vectors, the
+grid-metric similarity when re-ranked (then ``vector_score`` keeps the cosine), or the fused
+score when augmented (then ``vector_score`` is null).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from skysearch.timeutil import parse_time, to_rfc3339
+
+if TYPE_CHECKING:
+    from skysearch.retrieval.store.base import Hit
+
+#: Version of the JSON result schema (bump on any incompatible change).
+RESULT_SCHEMA = "skysearch.search/1"
+
+#: The clip catalog rows of one clip spec, by clip id: ``(satellite, channels, length, gap)``.
+ClipRows = Callable[[str, list[str], int, int], Mapping[str, Mapping[str, Any]]]
+
+
+@dataclass
+class ResultItem:
+    """One hit. Fields that do not apply to a kind are None (clips have start/end/frame_ids;
+    scenes have source_path/label, and start/end when the scene is a dated frame)."""
+
+    rank: int
+    score: float
+    id: str
+    kind: str
+    start: str | None = None
+    end: str | None = None
+    satellite: str | None = None
+    channels: list[str] = field(default_factory=list)
+    frame_ids: list[Any] = field(default_factory=list)
+    length: int | None = None
+    gap_minutes: int | None = None
+    source_path: str | None = None
+    label: str | None = None
+    dataset: str | None = None
+    location: dict[str, float] | None = None
+    vector_score: float | None = None
+    rerank_score: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SearchResult:
+    query: dict[str, Any]
+    results: list[ResultItem]
+    filters: dict[str, Any]
+    timing_ms: dict[str, float]
+    #: Query clip pixels (C, L, H, W) uint8 for a clip search (contact sheets); not in JSON.
+    query_frames: np.ndarray | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": RESULT_SCHEMA,
+            "query": self.query,
+            "results": [r.to_dict() for r in self.results],
+            "filters": self.filters,
+            "timing_ms": {k: round(v, 2) for k, v in self.timing_ms.items()},
+        }
+
+
+class Timer:
+    """The ``timing_ms`` of a result: ``with timer("embed"): ...`` adds up per stage."""
+
+    def __init__(self) -> None:
+        self.ms: dict[str, float] = {}
+        self._t0 = time.perf_counter()
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.ms[name] = self.ms.get(name, 0.0) + (time.perf_counter() - t) * 1000
+
+    def done(self) -> dict[str, float]:
+        self.ms["total"] = (time.perf_counter() - self._t0) * 1000
+        return self.ms
+
+
+def _channels(payload: Mapping[str, Any]) -> list[str]:
+    """A payload's ``channel``: one name (frames, scenes) or a list (clips) -> a list."""
+    chans = payload.get("channel", [])
+    return [chans] if isinstance(chans, str) else list(chans or [])
+
+
+def clip_item(rank: int, hit: Hit, data: Mapping[str, Any], clip_rows: ClipRows) -> ResultItem:
+    """A hit of the ``clips`` collection; ``data``: the clip model's spec (payload fallbacks);
+    ``clip_rows`` gives the catalog row (end, frame ids) of the hit's clip spec."""
+    p = hit.payload
+    chans = _channels(p)
+    length = int(p.get("length", data["length"]))
+    gap = int(p.get("gap_minutes", data["gap_minutes"]))
+    start = parse_time(p["time"]) if p.get("time") else None
+    rows = clip_rows(p.get("satellite", data["satellite"]), chans, length, gap)
+    row = rows.get(p.get("clip_id", hit.id), {})
+    end = row.get("end") or (start + timedelta(minutes=gap * (length - 1)) if start else None)
+    return ResultItem(
+        rank=rank,
+        score=float(hit.score),
+        id=p.get("clip_id", hit.id),
+        kind="clip",
+        start=to_rfc3339(start) if start else None,
+        end=to_rfc3339(end) if end else None,
+        satellite=p.get("satellite"),
+        channels=chans,
+        frame_ids=row.get("frame_ids", []),
+        length=length,
+        gap_minutes=gap,
+        source_path=p.get("source_path"),
+        vector_score=float(hit.score),
+    )
+
+
+def scene_item(rank: int, hit: Hit) -> ResultItem:
+    """A hit of the ``scenes`` collection (a scene image, or a dated satellite frame)."""
+    p = hit.payload
+    frame_id = p.get("frame_id")
+    return ResultItem(
+        rank=rank,
+        score=float(hit.score),
+        id=hit.id,
+        kind="scene",
+        start=p.get("time"),
+        end=p.get("time"),
+        satellite=p.get("satellite"),
+        channels=_channels(p),
+        frame_ids=[frame_id] if frame_id else [],
+        source_path=p.get("source_path") or p.get("path"),
+        label=p.get("label") or p.get("class") or p.get("caption"),
+        dataset=p.get("dataset"),
+        location=p.get("location"),
+        vector_score=float(hit.score),
+    )
+
+
+def spec_text(spec: Mapping[str, Any]) -> str:
+    """A clip spec in words: ``goes-east ir 6x60m``."""
+    chans = spec.get("channels") or ["any channel"]
+    chans = [chans] if isinstance(chans, str) else chans
+    sat = spec.get("satellite") or "any satellite"
+    length = spec.get("length") or "L"
+    gap = spec.get("gap_minutes") or "G"
+    return f"{sat} {'+'.join(chans)} {length}x{gap}m"

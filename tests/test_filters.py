@@ -1,0 +1,64 @@
+"""One filter shape: ``SearchFilters``, its JSON form, and the CLI options that build it."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from skysearch.cli.search import build_filters
+from skysearch.retrieval.store.filters import SearchFilters
+
+from skysearch.errors import UsageError
+
+UTC = timezone.utc
+
+
+def test_json_form_round_trips_every_field():
+    filters = SearchFilters(
+        start=datetime(2017, 9, 5, tzinfo=UTC),
+        end=datetime(2017, 9, 8, 12, tzinfo=UTC),
+        months=(9, 8),
+        hours=(0, 1, 23),
+        day_of_year=(335, 59),
+        channels=("ir", "wv"),
+        satellites=("goes-east",),
+        exclude_around=datetime(2017, 9, 7, 0, 45, tzinfo=UTC),
+        exclude_window=timedelta(hours=12),
+        datasets=("aid-20",),
+        labels=("River", "Pond"),
+        bbox=(170.0, 50.0, -170.0, 40.0),  # crosses the antimeridian; latitudes either order
+        k=7,
+        one_per_day=True,
+    )
+    data = json.loads(json.dumps(filters.to_dict()))
+    assert data["exclude_window_s"] == 12 * 3600 and data["bbox"] == [170.0, 40.0, -170.0, 50.0]
+    assert SearchFilters.from_dict(data) == filters
+    assert SearchFilters.from_dict({}) == SearchFilters()
+    assert SearchFilters.from_dict({"k": 3}, model_id="clip-1").model_id == "clip-1"
+
+
+def test_json_form_refuses_unknown_fields():
+    with pytest.raises(UsageError, match=r"unknown filter fields \['exclude_window'\]"):
+        SearchFilters.from_dict({"exclude_window": 60})
+
+
+def test_cli_scene_options_build_the_same_filters():
+    """`search text|image` options go through the one CLI builder."""
+    built = build_filters(
+        between="2017-09-05..2017-09-08",
+        datasets="aid-20, rsscn7,",
+        labels="River",
+        bbox="10,50,11,49",
+        k=3,
+    )
+    assert built == SearchFilters(
+        start=datetime(2017, 9, 5, tzinfo=UTC),
+        end=datetime(2017, 9, 8, tzinfo=UTC),
+        datasets=("aid-20", "rsscn7"),
+        labels=("River",),
+        bbox=(10, 49, 11, 50),
+        k=3,
+    )
+    with pytest.raises(UsageError, match="four numbers"):
+        build_filters(bbox="10,50,11")
