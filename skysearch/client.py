@@ -31,7 +31,7 @@ import httpx
 from pydantic import BaseModel
 
 from skysearch.errors import SkySearchError
-from skysearch.retrieval.search.facade import ResultItem as Hit
+from skysearch.retrieval.search import ResultItem as Hit
 from skysearch.retrieval.service import wire
 
 __all__ = ["ApiError", "Filters", "Hit", "SearchResult", "SkySearchClient"]

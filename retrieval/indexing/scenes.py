@@ -1,6 +1,6 @@
 """Scene indexing: embed scene images into the ``scenes`` collection for text/image search.
 
-Queries go through the search façade (``skysearch.retrieval.search.facade.search_text`` /
+Queries go through the search façade (``skysearch.retrieval.search.search_text`` /
 ``search_image``), which embeds the query with the same text-image model.
 
 Vectors are stored under the vector name = the text-image model id (as the frames and clips

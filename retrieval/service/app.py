@@ -22,7 +22,7 @@ from fastapi import Depends, FastAPI, File, Form, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
-from skysearch.retrieval.search.facade import ClipQuery
+from skysearch.retrieval.search import ClipQuery
 from skysearch.retrieval.service.service import SearchService, Upload
 from skysearch.retrieval.service.wire import (
     MAX_EXAMPLE_IMAGES,

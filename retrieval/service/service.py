@@ -4,7 +4,7 @@ One :class:`SearchService` per process. :meth:`SearchService.start` opens the st
 the frame and clip catalogs by id and loads the models ONCE, in a background thread, so the
 HTTP server answers ``/health`` at once and ``/ready`` says when loading is done; requests
 never load anything. Searches go through the façade
-(:class:`skysearch.retrieval.search.facade.Searcher`), so results are exactly the CLI's
+(:class:`skysearch.retrieval.search.Searcher`), so results are exactly the CLI's
 ``--json`` schema.
 
 Concurrency: the embedded store (qdrant-edge) is locked to ONE process, so the service runs one
@@ -228,7 +228,7 @@ class SearchService:
         indexes into) is a StoreError here, before anything else loads, so the service never
         reports ready with nothing searchable. ``skysearch serve`` calls it before listening
         (one ``error:`` line, exit 2); start-up calls it otherwise (``/ready``: failed)."""
-        from skysearch.retrieval.search.facade import Searcher
+        from skysearch.retrieval.search import Searcher
 
         if self._searcher is not None:
             return self._searcher
@@ -253,7 +253,7 @@ class SearchService:
 
     def _warm_clip(self) -> str:
         """Load the clip model by one search for a catalog clip; 'ok' or why not."""
-        from skysearch.retrieval.search.facade import ClipQuery
+        from skysearch.retrieval.search import ClipQuery
 
         if not self._clips.rows:
             return f"no clips in the clip catalog of {self.settings.workspace.root}"
@@ -417,7 +417,7 @@ class SearchService:
         options: Any = None,
     ) -> dict[str, Any]:
         """Clips like a clip made of uploaded frames (one channel, in time order)."""
-        from skysearch.retrieval.search.facade import ClipQuery, SearchOptions, spec_text
+        from skysearch.retrieval.search import ClipQuery, SearchOptions, spec_text
 
         options = options or SearchOptions()
         self._check(filters, options.rerank)

@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.json_schema import WithJsonSchema
-from skysearch.retrieval.search.facade import ResultItem, SearchOptions
+from skysearch.retrieval.search import ResultItem, SearchOptions
 from typing_extensions import NotRequired, TypedDict  # pydantic needs these on Python < 3.12
 
 if TYPE_CHECKING:
