@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from skysearch.cli.groups import search_app
-from skysearch.cli.options import JsonOption, WorkspaceOption
+from skysearch.cli.options import DeviceOption, JsonOption, WorkspaceOption
 from skysearch.cli.output import emit_json, info, result_text, table
 
 from skysearch.config import load_settings
@@ -184,6 +184,7 @@ def search_clip_command(
         Path | None,
         typer.Option(help="Write a PNG: the query clip's frames, then each hit's frames."),
     ] = None,
+    device: DeviceOption = None,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -197,7 +198,7 @@ def search_clip_command(
     """
     from skysearch.retrieval.search.facade import ClipQuery, Searcher, SearchOptions
 
-    settings = load_settings(workspace=workspace)
+    settings = load_settings(workspace=workspace, device=device)
     query = ClipQuery(
         at=at,
         clip_id=clip_id,

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 from skysearch.cli.groups import eval_app, index_app, search_app, train_app
-from skysearch.cli.options import JsonOption, WorkspaceOption, positive
+from skysearch.cli.options import DeviceOption, JsonOption, WorkspaceOption, positive
 from skysearch.cli.output import emit_json, info, table
 from skysearch.cli.search import BetweenOption
 from skysearch.encoders.datasets.captions import DEFAULT_SEED
@@ -128,6 +128,7 @@ def train_text_image_command(
         int | None, typer.Option(help="Cap on steps per epoch (smoke runs).", min=1)
     ] = None,
     threads: ThreadsOption = 0,
+    device: DeviceOption = None,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -145,7 +146,7 @@ def train_text_image_command(
     )
 
     _threads(threads)
-    settings = load_settings(workspace=workspace)
+    settings = load_settings(workspace=workspace, device=device)
     ws = settings.workspace.ensure()
     if not images and not train_csv:
         raise UsageError("pass --images DIR (class folders) or --train-csv FILE")
@@ -205,6 +206,7 @@ def eval_text_image_command(
         int | None, typer.Option(help="Split seed (default: the one the model was trained with).")
     ] = None,
     threads: ThreadsOption = 0,
+    device: DeviceOption = None,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -217,8 +219,10 @@ def eval_text_image_command(
     from skysearch.retrieval.evaluation.text_image import evaluate_text_image
 
     _threads(threads)
-    settings = load_settings(workspace=workspace)
-    result = evaluate_text_image(images, settings.workspace, model_id, seed, _names(classes))
+    settings = load_settings(workspace=workspace, device=device)
+    result = evaluate_text_image(
+        images, settings.workspace, model_id, seed, _names(classes), settings.device
+    )
     rows = [
         {
             "model": name,
@@ -259,6 +263,7 @@ def index_scenes_command(
     ] = None,
     model_id: ModelIdOption = None,
     threads: ThreadsOption = 0,
+    device: DeviceOption = None,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -269,7 +274,7 @@ def index_scenes_command(
     from skysearch.retrieval.indexing.scenes import index_scenes
 
     _threads(threads)
-    settings = load_settings(workspace=workspace)
+    settings = load_settings(workspace=workspace, device=device)
     report = index_scenes(settings, images, model_id, dataset=dataset)
     info(
         f"scenes: {report.found} images found, {report.written} embedded, "
@@ -318,6 +323,7 @@ def search_text_command(
     label: LabelOption = None,
     bbox: BboxOption = None,
     model_id: ModelIdOption = None,
+    device: DeviceOption = None,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -328,7 +334,7 @@ def search_text_command(
     from skysearch.cli.search import render_result
     from skysearch.retrieval.search.facade import search_text
 
-    settings = load_settings(workspace=workspace)
+    settings = load_settings(workspace=workspace, device=device)
     filters = _scene_filters(k, between, dataset, label, bbox)
     render_result(search_text(settings, query, filters, model_id), json_out)
 
@@ -349,6 +355,7 @@ def search_image_command(
     label: LabelOption = None,
     bbox: BboxOption = None,
     model_id: ModelIdOption = None,
+    device: DeviceOption = None,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -365,6 +372,6 @@ def search_image_command(
     missing = [str(p) for p in examples if not p.is_file()]
     if missing:
         raise UsageError(f"query image {', '.join(missing)} not found")
-    settings = load_settings(workspace=workspace)
+    settings = load_settings(workspace=workspace, device=device)
     filters = _scene_filters(k, between, dataset, label, bbox)
     render_result(search_image(settings, examples, filters, model_id, text), json_out)

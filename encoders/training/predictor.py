@@ -554,11 +554,15 @@ def find_clip(
 
 
 def predict_strip(
-    workspace: Workspace, ref: str, out: Path, model_id: str | None = None
+    workspace: Workspace,
+    ref: str,
+    out: Path,
+    model_id: str | None = None,
+    device: str | None = "cpu",
 ) -> dict[str, Any]:
     """Predict the clip after ``ref`` and write input / predicted / true rows as one image."""
     record = resolve(workspace, "predictor", model_id)
-    model, info = load_predictor(record.directory(workspace))
+    model, info = load_predictor(record.directory(workspace), device)
     sat, chans = info["satellite"], list(info["channels"])
     length, gap = int(info["length"]), int(info["gap_minutes"])
     clip = find_clip(workspace, ref, sat, chans, length, gap)

@@ -265,10 +265,10 @@ class Searcher:
     :meth:`close`); by default the settings' store is opened on first use.
     """
 
-    def __init__(self, settings: Settings, store: Any = None, device: str = "cpu") -> None:
+    def __init__(self, settings: Settings, store: Any = None, device: str | None = None) -> None:
         self.settings = settings
         self.workspace = settings.workspace
-        self.device = device
+        self.device = device or settings.device
         self._store = store
         self._own_store = store is None
         self._lock = threading.RLock()
@@ -793,7 +793,9 @@ class Searcher:
 
         with self._lock:
             if model_id not in self._text_models:
-                self._text_models[model_id] = load_workspace_model(self.workspace, model_id)
+                self._text_models[model_id] = load_workspace_model(
+                    self.workspace, model_id, self.device
+                )
             return self._text_models[model_id]
 
     def search_text(
@@ -920,7 +922,7 @@ def search_clip(
     query: ClipQuery,
     filters: Any = None,
     options: SearchOptions | None = None,
-    device: str = "cpu",
+    device: str | None = None,
 ) -> SearchResult:
     """One clip search (opens and closes the store). Services keep a :class:`Searcher`."""
     with Searcher(settings, device=device) as searcher:
