@@ -36,9 +36,9 @@ def _train_config(
     device: str,
     min_pair_hours: float,
 ):
-    from skysearch.encoders.training.loop import CLIP_LR, TrainConfig
+    from skysearch.encoders.training.objectives import CLIP_LR, EncoderTrainConfig
 
-    return TrainConfig(
+    return EncoderTrainConfig(
         objective=objective,
         epochs=epochs,
         batch_size=batch_size,

@@ -67,14 +67,14 @@ def train_predictor_command(
 
     Example: skysearch train predictor --length 6 --gap 60 --epochs 30 -w ws
     """
-    from skysearch.encoders.training.predictor import TrainConfig, train_predictor
+    from skysearch.encoders.training.predictor import PredictorTrainConfig, train_predictor
 
     if threads > 0:
         import torch
 
         torch.set_num_threads(threads)
     settings = load_settings(workspace=workspace, device=device)
-    config = TrainConfig(
+    config = PredictorTrainConfig(
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
@@ -84,6 +84,7 @@ def train_predictor_command(
         lambda_g=lambda_g,
         lambda_d=lambda_d,
         ortho_beta=ortho_beta,
+        device=settings.device,
     )
     result = train_predictor(
         settings.workspace.ensure(),
@@ -94,7 +95,6 @@ def train_predictor_command(
         gap_minutes=gap,
         holdout=holdout,
         validation=validation,
-        device=settings.device,
         restart=restart,
     )
     m = result["metrics"]
@@ -124,7 +124,7 @@ def predict_command(
 
     Example: skysearch predict 2017-09-10T12:45Z --out strip.png -w ws
     """
-    from skysearch.encoders.training.predictor import predict_strip
+    from skysearch.encoders.predict import predict_strip
 
     settings = load_settings(workspace=workspace, device=device)
     result = predict_strip(settings.workspace, clip, out, model, settings.device)

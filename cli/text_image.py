@@ -139,11 +139,9 @@ def train_text_image_command(
     Example: skysearch train text-image --images ../shared/data/aid-20 --images
     ../shared/data/rsscn7 -w ws
     """
-    from skysearch.encoders.training.text_image import (
-        TrainConfig,
-        prepare_training_data,
-        train_text_image,
-    )
+    from skysearch.encoders.training.text_image import train_text_image
+    from skysearch.encoders.training.text_image_data import prepare_training_data
+    from skysearch.encoders.training.text_image_recipe import TextImageTrainConfig
 
     _threads(threads)
     settings = load_settings(workspace=workspace, device=device)
@@ -156,7 +154,7 @@ def train_text_image_command(
     info(f"training captions: {data['train']}")
     if any(data["removed"].values()):
         info(f"excluded {_names(exclude_classes)}: {data['removed']} rows removed")
-    cfg = TrainConfig(
+    cfg = TextImageTrainConfig(
         train_csv=str(Path(data["train"]).resolve()),
         val_csv=str(Path(data["val"]).resolve()) if data["val"] else None,
         caption_key=caption_key,
@@ -174,6 +172,7 @@ def train_text_image_command(
         seed=seed,
         split_seed=split_seed if images else None,
         max_steps_per_epoch=max_steps,
+        device=settings.device,
     )
     summary = train_text_image(cfg, ws)
     if summary.get("skipped"):

@@ -222,7 +222,7 @@ def run_demo(
             )
             report.outputs["contact_sheet"] = sheet["path"]
             report.outputs["clip_search"] = str(out_dir / "clip_search.json")
-        text_id = _train_text(ws, config, state, step)
+        text_id = _train_text(ws, config, state, step, settings.device)
         with step("index scenes") as d:
             from skysearch.retrieval.indexing.scenes import index_scenes
 
@@ -274,13 +274,13 @@ def _reuse_or_train(
 def _train_frames(ws: Any, config: DemoConfig, state: _State, step: Any, device: str) -> str:
     from skysearch.encoders.factory import load_frame_encoder
     from skysearch.encoders.training.frames import DataSpec, train_frames
-    from skysearch.encoders.training.loop import TrainConfig
+    from skysearch.encoders.training.objectives import EncoderTrainConfig
 
     def train() -> tuple[str, str]:
         record = train_frames(
             ws,
             DataSpec("goes-east", ["ir"], config.length, config.gap_minutes),
-            TrainConfig(epochs=config.frame_epochs, seed=config.seed, device=device),
+            EncoderTrainConfig(epochs=config.frame_epochs, seed=config.seed, device=device),
             config.frame_backbone,
         )
         loss = record.config["history"][-1]["loss"]
@@ -296,10 +296,12 @@ def _train_clips(
 ) -> str:
     from skysearch.encoders.factory import load_clip_embedder
     from skysearch.encoders.training.clips import train_clips
-    from skysearch.encoders.training.loop import CLIP_LR, TrainConfig
+    from skysearch.encoders.training.objectives import CLIP_LR, EncoderTrainConfig
 
     def train() -> tuple[str, str]:
-        cfg = TrainConfig(epochs=config.clip_epochs, lr=CLIP_LR, seed=config.seed, device=device)
+        cfg = EncoderTrainConfig(
+            epochs=config.clip_epochs, lr=CLIP_LR, seed=config.seed, device=device
+        )
         record = train_clips(ws, cfg, frame_id)
         loss = record.config["history"][-1]["loss"]
         return record.model_id, f"{config.clip_epochs} epochs, loss {loss:.4f}"
@@ -309,21 +311,24 @@ def _train_clips(
     return _reuse_or_train(state, step, "train clip encoder", "clip", key, load, train)
 
 
-def _train_text(ws: Any, config: DemoConfig, state: _State, step: Any) -> str:
+def _train_text(ws: Any, config: DemoConfig, state: _State, step: Any, device: str) -> str:
     from skysearch.encoders import registry
     from skysearch.encoders.datasets.captions import DEFAULT_SEED
-    from skysearch.encoders.training.text_image import TrainConfig, prepare_folder, train_text_image
+    from skysearch.encoders.training.text_image import train_text_image
+    from skysearch.encoders.training.text_image_data import prepare_folder
+    from skysearch.encoders.training.text_image_recipe import TextImageTrainConfig
 
     def train() -> tuple[str, str]:
         csvs = prepare_folder(config.scenes, ws, DEFAULT_SEED)
         summary = train_text_image(
-            TrainConfig(
+            TextImageTrainConfig(
                 train_csv=str(csvs["train"]),
                 val_csv=str(csvs["val"]),
                 epochs=config.text_epochs,
                 image_tower=config.text_image_tower,
                 seed=config.seed,
                 split_seed=DEFAULT_SEED,
+                device=device,
             ),
             ws,
             progress=False,

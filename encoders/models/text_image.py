@@ -337,7 +337,10 @@ def load_text_image_model(directory: str | Path) -> TextImageModel:
 def create_untuned_model(tuned: TextImageModel) -> TextImageModel:
     """The towers a fine-tuned model started from, before any training (the baseline of an
     evaluation): same architecture and base weights, heads as its recipe initialised them."""
-    from skysearch.encoders.training.text_image import TrainConfig, freeze_for_training
+    from skysearch.encoders.training.text_image_recipe import (
+        TextImageTrainConfig,
+        freeze_for_training,
+    )
 
     train = tuned.metadata.get("train", {})
     untuned = create_text_image_model(
@@ -349,8 +352,8 @@ def create_untuned_model(tuned: TextImageModel) -> TextImageModel:
     if train.get("train_csv"):
         # Models trained before the recipe options existed used the tuned recipe.
         before = {"image_tower": "tuned", "text_head": "trained", "logit_scale": None}
-        known = {k: v for k, v in train.items() if k in TrainConfig.__dataclass_fields__}
-        freeze_for_training(untuned, TrainConfig(**{**before, **known}))
+        known = {k: v for k, v in train.items() if k in TextImageTrainConfig.__dataclass_fields__}
+        freeze_for_training(untuned, TextImageTrainConfig(**{**before, **known}))
     untuned.model.eval()
     return untuned
 

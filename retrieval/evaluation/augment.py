@@ -42,7 +42,7 @@ from skysearch.encoders.factory import embed_in_batches, load_clip_embedder
 from skysearch.encoders.metrics import mse, psnr, ssim
 from skysearch.encoders.models.predictor import SimVP, load_predictor, persistence, to_working
 from skysearch.encoders.registry import ModelRecord, list_models, resolve
-from skysearch.encoders.training.predictor import following_rows
+from skysearch.encoders.training.predictor_data import following_rows
 from skysearch.retrieval.evaluation.clips import ndcg_at_k
 from skysearch.retrieval.search.augment import (
     METHODS,
