@@ -3,6 +3,7 @@ resolution, honoured by every command that runs a model."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import SAMPLE_DATA
@@ -85,3 +86,55 @@ def test_flag_beats_env_and_env_beats_file(here, monkeypatch, cli, kind):
     assert cli(*args).stderr.startswith(no_model)
     monkeypatch.delenv("SKYSEARCH_DEVICE")
     assert cli(*args).stderr.startswith(BAD_DEVICE)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_trainers_and_models_run_on_cuda(tmp_path):
+    """Every trainer and model door on ``cuda``: inputs follow the model, results come back
+    on the CPU (numpy), saved models load anywhere."""
+    from skysearch.encoders.models.frame import FrameEncoderConfig, build_frame_encoder
+    from skysearch.encoders.models.predictor import PredictorConfig, predict
+    from skysearch.encoders.models.text_image import load_workspace_model
+    from skysearch.encoders.training.objectives import EncoderTrainConfig, train_on_arrays
+    from skysearch.encoders.training.predictor import (
+        PredictorTrainConfig,
+        build_predictor,
+        fit,
+    )
+    from skysearch.encoders.training.text_image import train_text_image
+    from skysearch.encoders.training.text_image_data import prepare_folder
+    from skysearch.encoders.training.text_image_recipe import TextImageTrainConfig
+
+    from skysearch.config import Workspace
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (16, 1, 32, 32), dtype=np.uint8)
+    times = np.arange(16) * 3600.0
+    sim = np.clip(1 - np.abs(times[:, None] - times[None]) / 6e4, 0.2, 1)
+    encoder = build_frame_encoder(FrameEncoderConfig(height=32, width=32, grid=4))
+    config = EncoderTrainConfig(epochs=1, batch_size=8, device="cuda")
+    history = train_on_arrays(encoder, frames, times, sim, config, tmp_path / "f", "fp", "f")
+    assert next(encoder.parameters()).is_cuda and np.isfinite(history[0]["loss"])
+
+    small = PredictorConfig(length=2, channels=1, height=16, width=16, hid_s=8, hid_t=16)
+    predictor = build_predictor(small, 0).cuda()
+    pairs = torch.rand(8, 2, 1, 16, 16)
+    cfg = PredictorTrainConfig(epochs=1, batch_size=4, adversarial=True, device="cuda")
+    fit(predictor, pairs, pairs, cfg, tmp_path / "p", (pairs, pairs), progress=False)
+    assert predict(predictor, torch.rand(1, 2, 32, 32)).device.type == "cpu"
+
+    ws = Workspace(tmp_path / "ws")
+    csvs = prepare_folder(SCENES, ws)
+    cfg = TextImageTrainConfig(
+        train_csv=str(csvs["train"]),
+        val_csv=str(csvs["val"]),
+        epochs=1,
+        batch_size=16,
+        max_steps_per_epoch=2,
+        device="cuda",
+    )
+    assert train_text_image(cfg, ws, progress=False)["history"][0]["val_loss"] > 0
+    tim = load_workspace_model(ws, device="cuda")
+    assert tim.device.type == "cuda"
+    assert tim.encode_texts(["a river"]).shape == (1, tim.embed_dim)
+    assert tim.encode_images([AN_IMAGE]).shape == (1, tim.embed_dim)

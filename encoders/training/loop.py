@@ -144,17 +144,15 @@ class RunState:
                 f"resume state in {run_dir} was made with other settings; pass the same "
                 "options, or delete that folder to start over"
             )
+        # Saved tensors are on the CPU: loading copies weights onto the modules' device, and
+        # torch moves optimizer moments to their parameters' (keeping Adam's step on the CPU).
         for prefix, module in self.modules.items():
-            device = next(module.parameters()).device
-            own = {k: v.to(device) for k, v in _section(saved, prefix).items()}
-            load_into(module, own, source=str(run_dir))
+            load_into(module, _section(saved, prefix), source=str(run_dir))
         for prefix, named in self.tensors.items():
             named.clear()
             named.update(_section(saved, prefix))
         for prefix, optimizer in self.optimizers.items():
-            device = optimizer.param_groups[0]["params"][0].device
-            tensors = {k: v.to(device) for k, v in saved.items() if k.startswith(prefix + ".")}
-            restore_optimizer(optimizer, tensors, prefix, meta["param_groups"][prefix])
+            restore_optimizer(optimizer, saved, prefix, meta["param_groups"][prefix])
         return list(meta["history"])
 
 
