@@ -62,6 +62,11 @@ class TrainConfig:
         return {k: v for k, v in self.to_dict().items() if k not in ("epochs", "device")}
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch of a run: a resumed run draws what an uninterrupted one did."""
+    return seed * 100_003 + epoch
+
+
 def fingerprint(payload: dict[str, Any]) -> str:
     """Short stable hash of a training setup: a re-run with the same one resumes."""
     text = json.dumps(payload, sort_keys=True, default=str)

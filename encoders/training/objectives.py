@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from skysearch.encoders.datasets.triplets import sample_triplets
 from skysearch.encoders.device import resolve_device
-from skysearch.encoders.training.loop import EpochMeter, RunState, TrainConfig, fit
+from skysearch.encoders.training.loop import EpochMeter, RunState, TrainConfig, epoch_seed, fit
 from torch import nn
 
 from skysearch.errors import UsageError
@@ -116,7 +116,7 @@ Batches = Callable[[np.random.Generator], Iterator[tuple[torch.Tensor, int]]]
 
 def seed_epoch(seed: int, epoch: int) -> np.random.Generator:
     """Seed torch (dropout) for this epoch and return its batch-order generator."""
-    torch.manual_seed(seed * 100_003 + epoch)
+    torch.manual_seed(epoch_seed(seed, epoch))
     return np.random.default_rng([seed, epoch])
 
 

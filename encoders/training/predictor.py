@@ -43,6 +43,7 @@ from skysearch.encoders.training.loop import (
     EpochMeter,
     RunState,
     TrainConfig,
+    epoch_seed,
     fingerprint,
 )
 from skysearch.encoders.training.loop import fit as fit_epochs
@@ -189,7 +190,7 @@ def fit(
     n = inputs.shape[0]
 
     def run_epoch(epoch: int, meter: EpochMeter) -> dict[str, float]:
-        gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        gen = torch.Generator().manual_seed(epoch_seed(config.seed, epoch))
         order = torch.randperm(n, generator=gen)
         batches = [order[i : i + config.batch_size] for i in range(0, n, config.batch_size)]
         choices = torch.multinomial(probs, len(batches), replacement=True, generator=gen)
@@ -200,7 +201,7 @@ def fit(
             loss = _step(kind, model, disc, opt_g, opt_d, x, y, config)
             meter.step(loss, len(idx), kind)
         record = {"seconds": meter.seconds}
-        record.update({f"train_{kind}": meter.mean(kind) for kind in meter.losses})
+        record.update({f"train_{k}": meter.mean(k) for k in ("mse", "g", "d") if k in meter.losses})
         record["samples_per_s"] = n / meter.seconds
         if validation is not None:
             record.update({f"val_{k}": v for k, v in evaluate(model, *validation).items()})
