@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 from skysearch.cli.app import app
-from skysearch.cli.options import JsonOption, ThreadsOption, WorkspaceOption
+from skysearch.cli.options import DeviceOption, JsonOption, ThreadsOption, WorkspaceOption
 from skysearch.cli.output import emit_json, info, table
 from skysearch.workflows.demo import DemoConfig
 
@@ -36,6 +36,7 @@ def demo(
         int, typer.Option(help="Text-image projection-head fine-tuning epochs.", min=1)
     ] = DEFAULTS.text_epochs,
     threads: ThreadsOption = 0,
+    device: DeviceOption = None,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -48,7 +49,7 @@ def demo(
     """
     from skysearch.workflows.demo import run_demo
 
-    settings = load_settings(workspace=workspace)
+    settings = load_settings(workspace=workspace, device=device)
     config = DemoConfig(
         frame_epochs=frame_epochs,
         clip_epochs=clip_epochs,

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 from skysearch.cli.groups import eval_app, index_app, train_app
-from skysearch.cli.options import JsonOption, WorkspaceOption, positive
+from skysearch.cli.options import DeviceOption, JsonOption, WorkspaceOption, positive
 from skysearch.cli.output import emit_json, info, table
 
 from skysearch.config import load_settings
@@ -20,7 +20,6 @@ ObjectiveOption = Annotated[
         "the GOES validation slice."
     ),
 ]
-DeviceOption = Annotated[str, typer.Option(help="cpu, cuda, or auto (CUDA when available).")]
 SeedOption = Annotated[int, typer.Option(help="Random seed (runs are deterministic).")]
 MinPairOption = Annotated[
     float,
@@ -37,9 +36,9 @@ def _train_config(
     device: str,
     min_pair_hours: float,
 ):
-    from skysearch.encoders.training.loop import CLIP_LR, TrainConfig
+    from skysearch.encoders.training.objectives import CLIP_LR, EncoderTrainConfig
 
-    return TrainConfig(
+    return EncoderTrainConfig(
         objective=objective,
         epochs=epochs,
         batch_size=batch_size,
@@ -98,7 +97,7 @@ def train_frames_command(
             max=1,
         ),
     ] = 0.0,
-    device: DeviceOption = "auto",
+    device: DeviceOption = None,
     seed: SeedOption = 0,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
@@ -109,10 +108,10 @@ def train_frames_command(
     """
     from skysearch.encoders.training.frames import DataSpec, train_frames
 
-    settings = load_settings(workspace=workspace)
+    settings = load_settings(workspace=workspace, device=device)
     channel_list = channels.split(",") if channels else None
     data = DataSpec(satellite, channel_list, length, gap, holdout, validation)
-    config = _train_config(objective, epochs, batch_size, lr, seed, device, min_pair_hours)
+    config = _train_config(objective, epochs, batch_size, lr, seed, settings.device, min_pair_hours)
     _report(train_frames(settings.workspace, data, config, backbone), json_out)
 
 
@@ -135,7 +134,7 @@ def train_clips_command(
         float | None,
         typer.Option(help="AdamW learning rate. [default: 1e-4 for clips]", callback=positive),
     ] = None,
-    device: DeviceOption = "auto",
+    device: DeviceOption = None,
     seed: SeedOption = 0,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
@@ -146,8 +145,8 @@ def train_clips_command(
     """
     from skysearch.encoders.training.clips import train_clips
 
-    settings = load_settings(workspace=workspace)
-    config = _train_config(objective, epochs, batch_size, lr, seed, device, min_pair_hours)
+    settings = load_settings(workspace=workspace, device=device)
+    config = _train_config(objective, epochs, batch_size, lr, seed, settings.device, min_pair_hours)
     _report(train_clips(settings.workspace, config, frame_model, length, gap), json_out)
 
 
@@ -168,7 +167,7 @@ def eval_clips_command(
             "(models trained with --validation), on the archive before the hold-out."
         ),
     ] = "test",
-    device: DeviceOption = "auto",
+    device: DeviceOption = None,
     seed: SeedOption = 0,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
@@ -180,9 +179,13 @@ def eval_clips_command(
     from skysearch.encoders.registry import update_metrics
     from skysearch.retrieval.evaluation.clips import EvalOptions, evaluate_clips
 
-    settings = load_settings(workspace=workspace)
+    settings = load_settings(workspace=workspace, device=device)
     options = EvalOptions(
-        exclude_hours=exclude_hours, seed=seed, baselines=baselines, device=device, split=split
+        exclude_hours=exclude_hours,
+        seed=seed,
+        baselines=baselines,
+        device=settings.device,
+        split=split,
     )
     result = evaluate_clips(settings.workspace, model, options)
     prefix = "" if split == "test" else f"{split}_"
@@ -232,7 +235,7 @@ WorkersOption = Annotated[
 @index_app.command("clips")
 def index_clips_command(
     model: Annotated[str | None, typer.Option(help="Clip model id (default: the latest).")] = None,
-    device: DeviceOption = "auto",
+    device: DeviceOption = None,
     workers: WorkersOption = 2,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
@@ -243,14 +246,14 @@ def index_clips_command(
     """
     from skysearch.retrieval.indexing.catalogs import index_clips
 
-    settings = load_settings(workspace=workspace)
-    _index_report(index_clips(settings, model, device, workers), json_out)
+    settings = load_settings(workspace=workspace, device=device)
+    _index_report(index_clips(settings, model, workers=workers), json_out)
 
 
 @index_app.command("frames")
 def index_frames_command(
     model: Annotated[str | None, typer.Option(help="Frame model id (default: the latest).")] = None,
-    device: DeviceOption = "auto",
+    device: DeviceOption = None,
     workers: WorkersOption = 2,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
@@ -261,5 +264,5 @@ def index_frames_command(
     """
     from skysearch.retrieval.indexing.catalogs import index_frames
 
-    settings = load_settings(workspace=workspace)
-    _index_report(index_frames(settings, model, device, workers), json_out)
+    settings = load_settings(workspace=workspace, device=device)
+    _index_report(index_frames(settings, model, workers=workers), json_out)

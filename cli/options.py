@@ -21,6 +21,14 @@ WorkspaceOption = Annotated[
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print one JSON object on stdout (logs go to stderr).")
 ]
+DeviceOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Where models run: auto (CUDA when available), cpu, cuda or cuda:N. "
+        "Default: $SKYSEARCH_DEVICE, skysearch.toml, or auto.",
+        show_default=False,
+    ),
+]
 ThreadsOption = Annotated[
     int, typer.Option(help="CPU threads for torch (0 = torch's default: one per core).", min=0)
 ]

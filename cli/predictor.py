@@ -8,7 +8,13 @@ from typing import Annotated
 import typer
 from skysearch.cli.app import app
 from skysearch.cli.groups import eval_app, train_app
-from skysearch.cli.options import JsonOption, ThreadsOption, WorkspaceOption, positive
+from skysearch.cli.options import (
+    DeviceOption,
+    JsonOption,
+    ThreadsOption,
+    WorkspaceOption,
+    positive,
+)
 from skysearch.cli.output import emit_json, info, table
 
 from skysearch.config import load_settings
@@ -48,7 +54,7 @@ def train_predictor_command(
             help="Latest fraction of the training pairs that picks the epoch.", min=0, max=1
         ),
     ] = 0.15,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: DeviceOption = None,
     restart: Annotated[bool, typer.Option(help="Discard an interrupted run's state.")] = False,
     threads: ThreadsOption = 0,
     workspace: WorkspaceOption = None,
@@ -61,14 +67,14 @@ def train_predictor_command(
 
     Example: skysearch train predictor --length 6 --gap 60 --epochs 30 -w ws
     """
-    from skysearch.encoders.training.predictor import TrainConfig, train_predictor
+    from skysearch.encoders.training.predictor import PredictorTrainConfig, train_predictor
 
     if threads > 0:
         import torch
 
         torch.set_num_threads(threads)
     settings = load_settings(workspace=workspace, device=device)
-    config = TrainConfig(
+    config = PredictorTrainConfig(
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
@@ -78,6 +84,7 @@ def train_predictor_command(
         lambda_g=lambda_g,
         lambda_d=lambda_d,
         ortho_beta=ortho_beta,
+        device=settings.device,
     )
     result = train_predictor(
         settings.workspace.ensure(),
@@ -88,7 +95,6 @@ def train_predictor_command(
         gap_minutes=gap,
         holdout=holdout,
         validation=validation,
-        device=settings.device,
         restart=restart,
     )
     m = result["metrics"]
@@ -107,6 +113,7 @@ def predict_command(
     clip: Annotated[str, typer.Argument(help="Clip id or start time (UTC, ISO 8601).")],
     out: Annotated[Path, typer.Option("--out", help="PNG strip to write.")] = Path("strip.png"),
     model: ModelOption = None,
+    device: DeviceOption = None,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -117,10 +124,10 @@ def predict_command(
 
     Example: skysearch predict 2017-09-10T12:45Z --out strip.png -w ws
     """
-    from skysearch.encoders.training.predictor import predict_strip
+    from skysearch.encoders.predict import predict_strip
 
-    settings = load_settings(workspace=workspace)
-    result = predict_strip(settings.workspace, clip, out, model)
+    settings = load_settings(workspace=workspace, device=device)
+    result = predict_strip(settings.workspace, clip, out, model, settings.device)
     info(f"wrote {out}")
     if "metrics" in result:
         rows = [
@@ -154,6 +161,7 @@ def eval_augment_command(
         float,
         typer.Option(help="Candidates start more than this many hours from the query.", min=0),
     ] = 12.0,
+    device: DeviceOption = None,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -167,8 +175,9 @@ def eval_augment_command(
     from skysearch.retrieval.evaluation.augment import AugmentEvalOptions, evaluate_augment
     from skysearch.retrieval.search.augment import AugmentOptions
 
-    settings = load_settings(workspace=workspace)
+    settings = load_settings(workspace=workspace, device=device)
     options = AugmentEvalOptions(
+        device=settings.device,
         exclude_hours=exclude_hours,
         future_weight=future_weight,
         fusion=AugmentOptions(fusion, beta, pool).check(),

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from skysearch.cli.groups import search_app
-from skysearch.cli.options import JsonOption, WorkspaceOption
+from skysearch.cli.options import DeviceOption, JsonOption, WorkspaceOption
 from skysearch.cli.output import emit_json, info, result_text, table
 
 from skysearch.config import load_settings
@@ -201,6 +201,7 @@ def search_clip_command(
         Path | None,
         typer.Option(help="Write a PNG: the query clip's frames, then each hit's frames."),
     ] = None,
+    device: DeviceOption = None,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -214,7 +215,7 @@ def search_clip_command(
     """
     from skysearch.retrieval.search import ClipQuery, Searcher, SearchOptions
 
-    settings = load_settings(workspace=workspace)
+    settings = load_settings(workspace=workspace, device=device)
     query = ClipQuery(
         at=at,
         clip_id=clip_id,

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 from skysearch.cli.app import app
-from skysearch.cli.options import WorkspaceOption
+from skysearch.cli.options import DeviceOption, WorkspaceOption
 from skysearch.cli.output import info
 
 from skysearch.config import load_settings
@@ -91,6 +91,7 @@ def serve_command(
         Path | None,
         typer.Option(help="Write the OpenAPI document to this file and exit (no server)."),
     ] = None,
+    device: DeviceOption = None,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Serve search over HTTP: text, clip and image search, metadata, thumbnails.
@@ -114,7 +115,10 @@ def serve_command(
         info(f"wrote {write_openapi}")
         return
     check_bind(host, api_key)
-    settings = load_settings(workspace=workspace, qdrant_url=qdrant_url)
+    from skysearch.encoders.device import resolve_device
+
+    settings = load_settings(workspace=workspace, qdrant_url=qdrant_url, device=device)
+    resolve_device(settings.device)  # models load after start-up: a bad value fails here
     if not settings.workspace.root.is_dir():
         raise UsageError(f"workspace {settings.workspace.root} does not exist; pass --workspace")
     check_listen(host, port)

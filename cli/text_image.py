@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 from skysearch.cli.groups import eval_app, index_app, search_app, train_app
-from skysearch.cli.options import JsonOption, WorkspaceOption, positive
+from skysearch.cli.options import DeviceOption, JsonOption, WorkspaceOption, positive
 from skysearch.cli.output import emit_json, info, table
 from skysearch.cli.search import BetweenOption, build_filters, render_result
 from skysearch.encoders.datasets.captions import DEFAULT_SEED
@@ -128,6 +128,7 @@ def train_text_image_command(
         int | None, typer.Option(help="Cap on steps per epoch (smoke runs).", min=1)
     ] = None,
     threads: ThreadsOption = 0,
+    device: DeviceOption = None,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -138,14 +139,12 @@ def train_text_image_command(
     Example: skysearch train text-image --images ../shared/data/aid-20 --images
     ../shared/data/rsscn7 -w ws
     """
-    from skysearch.encoders.training.text_image import (
-        TrainConfig,
-        prepare_training_data,
-        train_text_image,
-    )
+    from skysearch.encoders.training.text_image import train_text_image
+    from skysearch.encoders.training.text_image_data import prepare_training_data
+    from skysearch.encoders.training.text_image_recipe import TextImageTrainConfig
 
     _threads(threads)
-    settings = load_settings(workspace=workspace)
+    settings = load_settings(workspace=workspace, device=device)
     ws = settings.workspace.ensure()
     if not images and not train_csv:
         raise UsageError("pass --images DIR (class folders) or --train-csv FILE")
@@ -155,7 +154,7 @@ def train_text_image_command(
     info(f"training captions: {data['train']}")
     if any(data["removed"].values()):
         info(f"excluded {_names(exclude_classes)}: {data['removed']} rows removed")
-    cfg = TrainConfig(
+    cfg = TextImageTrainConfig(
         train_csv=str(Path(data["train"]).resolve()),
         val_csv=str(Path(data["val"]).resolve()) if data["val"] else None,
         caption_key=caption_key,
@@ -173,6 +172,7 @@ def train_text_image_command(
         seed=seed,
         split_seed=split_seed if images else None,
         max_steps_per_epoch=max_steps,
+        device=settings.device,
     )
     summary = train_text_image(cfg, ws)
     if summary.get("skipped"):
@@ -205,6 +205,7 @@ def eval_text_image_command(
         int | None, typer.Option(help="Split seed (default: the one the model was trained with).")
     ] = None,
     threads: ThreadsOption = 0,
+    device: DeviceOption = None,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -217,8 +218,10 @@ def eval_text_image_command(
     from skysearch.retrieval.evaluation.text_image import evaluate_text_image
 
     _threads(threads)
-    settings = load_settings(workspace=workspace)
-    result = evaluate_text_image(images, settings.workspace, model_id, seed, _names(classes))
+    settings = load_settings(workspace=workspace, device=device)
+    result = evaluate_text_image(
+        images, settings.workspace, model_id, seed, _names(classes), settings.device
+    )
     rows = [
         {
             "model": name,
@@ -259,6 +262,7 @@ def index_scenes_command(
     ] = None,
     model_id: ModelIdOption = None,
     threads: ThreadsOption = 0,
+    device: DeviceOption = None,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -269,7 +273,7 @@ def index_scenes_command(
     from skysearch.retrieval.indexing.scenes import index_scenes
 
     _threads(threads)
-    settings = load_settings(workspace=workspace)
+    settings = load_settings(workspace=workspace, device=device)
     report = index_scenes(settings, images, model_id, dataset=dataset)
     info(
         f"scenes: {report.found} images found, {report.written} embedded, "
@@ -300,6 +304,7 @@ def search_text_command(
     label: LabelOption = None,
     bbox: BboxOption = None,
     model_id: ModelIdOption = None,
+    device: DeviceOption = None,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -309,7 +314,7 @@ def search_text_command(
     """
     from skysearch.retrieval.search import search_text
 
-    settings = load_settings(workspace=workspace)
+    settings = load_settings(workspace=workspace, device=device)
     filters = build_filters(between, k=k, datasets=dataset, labels=label, bbox=bbox)
     render_result(search_text(settings, query, filters, model_id), json_out)
 
@@ -330,6 +335,7 @@ def search_image_command(
     label: LabelOption = None,
     bbox: BboxOption = None,
     model_id: ModelIdOption = None,
+    device: DeviceOption = None,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -345,6 +351,6 @@ def search_image_command(
     missing = [str(p) for p in examples if not p.is_file()]
     if missing:
         raise UsageError(f"query image {', '.join(missing)} not found")
-    settings = load_settings(workspace=workspace)
+    settings = load_settings(workspace=workspace, device=device)
     filters = build_filters(between, k=k, datasets=dataset, labels=label, bbox=bbox)
     render_result(search_image(settings, examples, filters, model_id, text), json_out)

@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from skysearch.encoders import registry
 from skysearch.encoders.checkpoints import load_checkpoint, load_into, save_checkpoint
+from skysearch.encoders.device import resolve_device
 from skysearch.encoders.models.clip import ClipEmbedder, build_clip_embedder
 from skysearch.encoders.models.frame import FrameEncoder, build_frame_encoder
-from skysearch.encoders.training.loop import resolve_device
 from torch import nn
 
 from skysearch.config import Workspace
@@ -42,22 +42,24 @@ def load_frame_encoder(
     workspace: Workspace, model_id: str | None = None, device: str | None = "cpu"
 ) -> tuple[FrameEncoder, registry.ModelRecord]:
     """A registered frame encoder (latest when ``model_id`` is None), in eval mode."""
+    torch_device = resolve_device(device)
     record = registry.resolve(workspace, "frame", model_id)
     state, config = load_checkpoint(record.directory(workspace), sections=("frame",))
     model = build_frame_encoder(config["frame"], pretrained=False)
     load_into(model, state, source=record.model_id)
-    return model.to(resolve_device(device)).eval(), record
+    return model.to(torch_device).eval(), record
 
 
 def load_clip_embedder(
     workspace: Workspace, model_id: str | None = None, device: str | None = "cpu"
 ) -> tuple[ClipEmbedder, registry.ModelRecord]:
     """A registered clip model (frame + clip encoder; latest when ``model_id`` is None)."""
+    torch_device = resolve_device(device)
     record = registry.resolve(workspace, "clip", model_id)
     state, config = load_checkpoint(record.directory(workspace), sections=("frame", "clip"))
     model = build_clip_embedder(config["frame"], config["clip"], pretrained=False)
     load_into(model, state, source=record.model_id)
-    return model.to(resolve_device(device)).eval(), record
+    return model.to(torch_device).eval(), record
 
 
 @torch.no_grad()

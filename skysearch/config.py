@@ -86,7 +86,9 @@ class Settings:
     workspace: Workspace
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None
-    device: str = "cpu"
+    #: where models run: auto (CUDA when available), cpu, cuda or cuda:N; resolved (and
+    #: checked) by ``skysearch.encoders.device.resolve_device`` when a model runs
+    device: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -131,6 +133,6 @@ def load_settings(
         workspace=Workspace(root),
         qdrant_url=pick(qdrant_url, "QDRANT_URL", "qdrant_url", None),
         qdrant_api_key=pick(None, "QDRANT_API_KEY", "qdrant_api_key", None),
-        device=pick(device, "SKYSEARCH_DEVICE", "device", "cpu"),
+        device=pick(device, "SKYSEARCH_DEVICE", "device", "auto"),
         extra=file_values,
     )

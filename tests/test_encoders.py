@@ -13,7 +13,11 @@ from skysearch.encoders.factory import load_clip_embedder
 from skysearch.encoders.models.clip import ClipEmbedder, ClipEncoder, ClipEncoderConfig
 from skysearch.encoders.models.frame import FrameEncoderConfig, build_frame_encoder
 from skysearch.encoders.registry import list_models
-from skysearch.encoders.training.loop import TrainConfig, log_ratio_loss, train_on_arrays
+from skysearch.encoders.training.objectives import (
+    EncoderTrainConfig,
+    log_ratio_loss,
+    train_on_arrays,
+)
 from skysearch.retrieval.evaluation.clips import ndcg_at_k, search_scores
 
 from skysearch.config import Workspace, load_settings
@@ -81,7 +85,7 @@ def test_tiny_training_lowers_loss_on_real_frames(sample_ws, tmp_path, objective
     frames, times, sim = _real_frames(sample_ws)
     torch.manual_seed(0)
     model = build_frame_encoder(FrameEncoderConfig(height=frames.shape[2], width=frames.shape[3]))
-    config = TrainConfig(objective=objective, epochs=4, batch_size=12, lr=1e-3)
+    config = EncoderTrainConfig(objective=objective, epochs=4, batch_size=12, lr=1e-3)
     history = train_on_arrays(model, frames, times, sim, config, tmp_path, "fp", "test")
     assert history[-1]["loss"] < history[0]["loss"]
 
@@ -89,15 +93,17 @@ def test_tiny_training_lowers_loss_on_real_frames(sample_ws, tmp_path, objective
 def test_cell_metric_training_lowers_loss_on_real_frames(sample_ws, tmp_path):
     """small-cnn's metric objective: cell pairs of real frames, squared value gap vs KS D."""
     from skysearch.encoders.training.cells import cell_pair_batches
-    from skysearch.encoders.training.loop import fit
+    from skysearch.encoders.training.objectives import fit_batches
 
     frames, _, _ = _real_frames(sample_ws)
     torch.manual_seed(0)
     model = build_frame_encoder(FrameEncoderConfig(height=frames.shape[2], width=frames.shape[3]))
     before = [p.detach().clone() for p in model.net.histograms.parameters()]
     batches = cell_pair_batches(model, frames, torch.device("cpu"), steps=60)
-    config = TrainConfig(objective="metric", epochs=3)
-    history = fit(model, batches, config, tmp_path, "fp", "test", model.trainable_parameters())
+    config = EncoderTrainConfig(objective="metric", epochs=3)
+    history = fit_batches(
+        model, batches, config, tmp_path, "fp", "test", model.trainable_parameters()
+    )
     assert history[-1]["loss"] < 0.8 * history[0]["loss"]
     after = list(model.net.histograms.parameters())
     assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))  # fixed layer
@@ -127,7 +133,7 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
         torch.manual_seed(0)
         model = build_frame_encoder(FrameEncoderConfig(height=32, width=32, grid=4))
         for epochs in stops:
-            config = TrainConfig(objective="metric", epochs=epochs, batch_size=8)
+            config = EncoderTrainConfig(objective="metric", epochs=epochs, batch_size=8)
             train_on_arrays(model, items, times, sim, config, tmp_path / name, "fp", name)
         runs[name] = model.state_dict()
     for key, value in runs["straight"].items():

@@ -16,7 +16,8 @@ from skysearch.encoders.models.predictor import (
     save_predictor,
 )
 from skysearch.encoders.training import predictor as train_predictor
-from skysearch.encoders.training.predictor import TrainConfig, build_predictor, fit
+from skysearch.encoders.training.predictor import PredictorTrainConfig as TrainConfig
+from skysearch.encoders.training.predictor import build_predictor, fit
 
 SMALL = PredictorConfig(length=4, channels=1, height=16, width=24, hid_s=8, hid_t=32)
 

@@ -11,7 +11,7 @@ from conftest import SAMPLE_DATA
 from PIL import Image
 from skysearch.encoders.models.predictor import load_predictor
 from skysearch.encoders.registry import list_models
-from skysearch.encoders.training.predictor import load_predictor_data
+from skysearch.encoders.training.predictor_data import load_predictor_data
 
 from skysearch.config import Workspace
 

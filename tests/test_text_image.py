@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -135,7 +136,9 @@ def test_converter_rejects_a_folder_without_classes(tmp_path):
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory):
     """A tiny real fine-tuning run on rsscn7-mini (2 epochs x 3 steps, 1 thread)."""
-    from skysearch.encoders.training.text_image import TrainConfig, prepare_folder, train_text_image
+    from skysearch.encoders.training.text_image import train_text_image
+    from skysearch.encoders.training.text_image_data import prepare_folder
+    from skysearch.encoders.training.text_image_recipe import TextImageTrainConfig as TrainConfig
 
     torch.set_num_threads(1)
     ws = Workspace(tmp_path_factory.mktemp("ws"))
@@ -172,6 +175,72 @@ def test_training_rerun_resumes_instead_of_retraining(tuned):
     again = train_text_image(cfg, ws, progress=False)
     assert again["resumed"] == "done" and again["model_id"] == summary["model_id"]
     assert registry.latest(ws, "text-image").model_id == summary["model_id"]
+
+
+def _replaced_lr_factor(step: int, total: int, warmup: int) -> float:
+    """The hand-written warmup-cosine schedule that transformers' replaced."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+@pytest.mark.parametrize(("warmup", "total"), [(10, 6), (10, 60), (3, 25)])
+def test_lr_schedule_matches_the_formula_it_replaced(warmup, total):
+    """Same learning rates: the warmup step for step, the cosine one step earlier (the old
+    formula held the peak for two steps, ``warmup - 1`` and ``warmup``), and a schedule made
+    mid-run (a resume) continues where an uninterrupted one is."""
+    from skysearch.encoders.training.text_image import lr_schedule
+
+    def lrs(start: int) -> list[float]:
+        param = torch.nn.Parameter(torch.zeros(1))
+        opt = torch.optim.AdamW([{"params": [param], "lr": 2.0, "initial_lr": 2.0}])
+        schedule = lr_schedule(opt, warmup, total, start)
+        out = []
+        for _ in range(start, total):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            schedule.step()
+        return out
+
+    new = lrs(0)
+    old = [2.0 * _replaced_lr_factor(s, total, warmup) for s in range(total + 1)]
+    assert len(new) == total
+    for s, lr in enumerate(new):
+        expected = old[s] if s < warmup else old[s + 1]
+        assert lr == pytest.approx(expected, abs=1e-12), s
+    assert lrs(total // 2) == pytest.approx(new[total // 2 :], abs=1e-12)
+
+
+def test_interrupted_training_resumes_to_the_same_model(tmp_path):
+    """Two epochs in one run, or one epoch then a re-run with two: the same weights (the resume
+    point restores the heads, the optimizer and the learning-rate schedule)."""
+    from skysearch.encoders.checkpoints import load_checkpoint
+    from skysearch.encoders.training.text_image import train_text_image
+    from skysearch.encoders.training.text_image_data import prepare_folder
+    from skysearch.encoders.training.text_image_recipe import TextImageTrainConfig
+
+    torch.set_num_threads(1)
+    weights = {}
+    for name, stops in [("straight", [2]), ("resumed", [1, 2])]:
+        ws = Workspace(tmp_path / name)
+        csvs = prepare_folder(MINI, ws)
+        for epochs in stops:
+            cfg = TextImageTrainConfig(
+                train_csv=str(csvs["train"]),
+                epochs=epochs,
+                batch_size=16,
+                max_steps_per_epoch=4,
+                warmup_steps=3,
+                bank_tau=None,
+            )
+            summary = train_text_image(cfg, ws, progress=False)
+        weights[name] = load_checkpoint(summary["path"])[0]
+        assert [h["epoch"] for h in summary["history"]] == [1, 2]
+    head = [k for k in weights["straight"] if k.startswith("visual.head")]
+    assert head and all(torch.equal(weights["straight"][k], weights["resumed"][k]) for k in head)
+    start = create_text_image_model(seed=0).model.state_dict()
+    assert any(not torch.equal(start[k], weights["straight"][k]) for k in head)
 
 
 def test_index_and_search_scenes(tuned, cli):
@@ -231,7 +300,7 @@ def test_exclude_classes_leaves_no_image_or_caption_of_them(tmp_path):
     """Leave-classes-out, checked on the training CSV itself: no image of an excluded class,
     no caption naming it (folder name or phrase, e.g. "a lake" names dRiverLake); the other
     classes stay; several caption sources merge into one CSV."""
-    from skysearch.encoders.training.text_image import prepare_training_data
+    from skysearch.encoders.training.text_image_data import prepare_training_data
 
     ws = Workspace(tmp_path / "ws")
     extra = tmp_path / "extra.csv"
@@ -368,7 +437,9 @@ def load_settings_for(ws: Workspace):
 def test_tuned_image_tower_recipe_and_other_architectures(tiny_model_name, tmp_path):
     """The previous recipe (image blocks tuned, trained text head) still trains and loads as a
     plain model; the locked recipe refuses a tower without a separable trunk, in plain words."""
-    from skysearch.encoders.training.text_image import TrainConfig, prepare_folder, train_text_image
+    from skysearch.encoders.training.text_image import train_text_image
+    from skysearch.encoders.training.text_image_data import prepare_folder
+    from skysearch.encoders.training.text_image_recipe import TextImageTrainConfig as TrainConfig
 
     torch.set_num_threads(1)
     ws = Workspace(tmp_path / "ws")

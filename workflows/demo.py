@@ -186,14 +186,14 @@ def run_demo(
         clips = build_clips(ws, length=config.length, gap_minutes=config.gap_minutes)
         d.append(f"{clips.clips_total} clips ({clips.incomplete} start times with gaps skipped)")
 
-    frame_id = _train_frames(ws, config, state, step)
-    clip_id = _train_clips(ws, config, state, step, frame_id)
+    frame_id = _train_frames(ws, config, state, step, settings.device)
+    clip_id = _train_clips(ws, config, state, step, frame_id, settings.device)
 
     with Searcher(settings) as searcher:
         with step("index clips") as d:
             from skysearch.retrieval.indexing.catalogs import index_clips
 
-            idx = index_clips(settings, clip_id, "cpu", workers=0, store=searcher.store)
+            idx = index_clips(settings, clip_id, workers=0, store=searcher.store)
             d.append(f"{idx.written} vectors written, {idx.skipped_existing} already indexed")
         with step("search clip + contact sheet") as d:
             from skysearch.retrieval.search import ClipQuery, SearchOptions
@@ -222,7 +222,7 @@ def run_demo(
             )
             report.outputs["contact_sheet"] = sheet["path"]
             report.outputs["clip_search"] = str(out_dir / "clip_search.json")
-        text_id = _train_text(ws, config, state, step)
+        text_id = _train_text(ws, config, state, step, settings.device)
         with step("index scenes") as d:
             from skysearch.retrieval.indexing.scenes import index_scenes
 
@@ -271,16 +271,16 @@ def _reuse_or_train(
         return model_id
 
 
-def _train_frames(ws: Any, config: DemoConfig, state: _State, step: Any) -> str:
+def _train_frames(ws: Any, config: DemoConfig, state: _State, step: Any, device: str) -> str:
     from skysearch.encoders.factory import load_frame_encoder
     from skysearch.encoders.training.frames import DataSpec, train_frames
-    from skysearch.encoders.training.loop import TrainConfig
+    from skysearch.encoders.training.objectives import EncoderTrainConfig
 
     def train() -> tuple[str, str]:
         record = train_frames(
             ws,
             DataSpec("goes-east", ["ir"], config.length, config.gap_minutes),
-            TrainConfig(epochs=config.frame_epochs, seed=config.seed, device="cpu"),
+            EncoderTrainConfig(epochs=config.frame_epochs, seed=config.seed, device=device),
             config.frame_backbone,
         )
         loss = record.config["history"][-1]["loss"]
@@ -291,13 +291,17 @@ def _train_frames(ws: Any, config: DemoConfig, state: _State, step: Any) -> str:
     return _reuse_or_train(state, step, "train frame encoder", "frame", key, load, train)
 
 
-def _train_clips(ws: Any, config: DemoConfig, state: _State, step: Any, frame_id: str) -> str:
+def _train_clips(
+    ws: Any, config: DemoConfig, state: _State, step: Any, frame_id: str, device: str
+) -> str:
     from skysearch.encoders.factory import load_clip_embedder
     from skysearch.encoders.training.clips import train_clips
-    from skysearch.encoders.training.loop import CLIP_LR, TrainConfig
+    from skysearch.encoders.training.objectives import CLIP_LR, EncoderTrainConfig
 
     def train() -> tuple[str, str]:
-        cfg = TrainConfig(epochs=config.clip_epochs, lr=CLIP_LR, seed=config.seed, device="cpu")
+        cfg = EncoderTrainConfig(
+            epochs=config.clip_epochs, lr=CLIP_LR, seed=config.seed, device=device
+        )
         record = train_clips(ws, cfg, frame_id)
         loss = record.config["history"][-1]["loss"]
         return record.model_id, f"{config.clip_epochs} epochs, loss {loss:.4f}"
@@ -307,21 +311,24 @@ def _train_clips(ws: Any, config: DemoConfig, state: _State, step: Any, frame_id
     return _reuse_or_train(state, step, "train clip encoder", "clip", key, load, train)
 
 
-def _train_text(ws: Any, config: DemoConfig, state: _State, step: Any) -> str:
+def _train_text(ws: Any, config: DemoConfig, state: _State, step: Any, device: str) -> str:
     from skysearch.encoders import registry
     from skysearch.encoders.datasets.captions import DEFAULT_SEED
-    from skysearch.encoders.training.text_image import TrainConfig, prepare_folder, train_text_image
+    from skysearch.encoders.training.text_image import train_text_image
+    from skysearch.encoders.training.text_image_data import prepare_folder
+    from skysearch.encoders.training.text_image_recipe import TextImageTrainConfig
 
     def train() -> tuple[str, str]:
         csvs = prepare_folder(config.scenes, ws, DEFAULT_SEED)
         summary = train_text_image(
-            TrainConfig(
+            TextImageTrainConfig(
                 train_csv=str(csvs["train"]),
                 val_csv=str(csvs["val"]),
                 epochs=config.text_epochs,
                 image_tower=config.text_image_tower,
                 seed=config.seed,
                 split_seed=DEFAULT_SEED,
+                device=device,
             ),
             ws,
             progress=False,

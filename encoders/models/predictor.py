@@ -32,6 +32,7 @@ from skysearch.encoders.checkpoints import (
     load_into,
     save_checkpoint,
 )
+from skysearch.encoders.device import resolve_device
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
@@ -220,7 +221,7 @@ def predict(model: SimVP, clip: torch.Tensor) -> torch.Tensor:
     cfg = model.config
     x = to_working(clip, cfg.height, cfg.width).permute(1, 0, 2, 3).unsqueeze(0)
     model.eval()
-    y = model(x).clamp(0.0, 1.0)
+    y = model(x.to(next(model.parameters()).device)).clamp(0.0, 1.0).cpu()
     return y[0].permute(1, 0, 2, 3).contiguous()
 
 
@@ -231,13 +232,15 @@ def save_predictor(directory: Path, model: SimVP, info: dict[str, Any]) -> Path:
 
 
 def load_predictor(directory: Path, device: str = "cpu") -> tuple[SimVP, dict[str, Any]]:
-    """Rebuild a predictor from its checkpoint folder; a mismatch is a clear CheckpointError."""
-    state, config = load_checkpoint(directory, device=device)
+    """Rebuild a predictor from its checkpoint folder, on ``device`` (a setting such as
+    ``auto``); a mismatch is a clear CheckpointError."""
+    torch_device = resolve_device(device)
+    state, config = load_checkpoint(directory, device=torch_device)
     if config.get("kind") != "predictor" or "predictor" not in config:
         raise CheckpointError(f"{directory} is not a predictor checkpoint; pass a predictor model")
     model = SimVP(PredictorConfig.from_dict(config["predictor"]))
     load_into(model, state, source=str(directory))
-    model.to(device).eval()
+    model.to(torch_device).eval()
     return model, config
 
 

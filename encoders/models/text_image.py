@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 from skysearch.encoders.checkpoints import load_checkpoint, load_into, save_checkpoint
+from skysearch.encoders.device import resolve_device
 from skysearch.encoders.pretrained import (
     EFFICIENTNET_LITE0_MEAN,
     EFFICIENTNET_LITE0_STD,
@@ -85,21 +86,31 @@ class TextImageModel:
     def std(self) -> tuple[float, ...]:
         return tuple(self.spec["image_std"])
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: str | torch.device | None) -> TextImageModel:
+        """Move the model to ``device`` (a torch device, or a setting such as ``auto``)."""
+        self.model.to(device if isinstance(device, torch.device) else resolve_device(device))
+        return self
+
     @torch.no_grad()
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """L2-normalised text embeddings, float32 (n, embed_dim)."""
         self.model.eval()
         out = []
         for i in range(0, len(texts), batch_size):
-            tokens = self.tokenizer(list(texts[i : i + batch_size]))
-            out.append(self.model.encode_text(tokens, normalize=True).float())
+            tokens = self.tokenizer(list(texts[i : i + batch_size])).to(self.device)
+            out.append(self.model.encode_text(tokens, normalize=True).float().cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, self.embed_dim), np.float32)
 
     @torch.no_grad()
     def encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
         """L2-normalised image embeddings from a preprocessed batch (n, 3, H, W)."""
         self.model.eval()
-        return self.model.encode_image(pixels, normalize=True).float().numpy()
+        pixels = pixels.to(self.device)
+        return self.model.encode_image(pixels, normalize=True).float().cpu().numpy()
 
     def encode_images(
         self, images: Iterable[Image.Image | str | Path], batch_size: int = 32
@@ -326,7 +337,10 @@ def load_text_image_model(directory: str | Path) -> TextImageModel:
 def create_untuned_model(tuned: TextImageModel) -> TextImageModel:
     """The towers a fine-tuned model started from, before any training (the baseline of an
     evaluation): same architecture and base weights, heads as its recipe initialised them."""
-    from skysearch.encoders.training.text_image import TrainConfig, freeze_for_training
+    from skysearch.encoders.training.text_image_recipe import (
+        TextImageTrainConfig,
+        freeze_for_training,
+    )
 
     train = tuned.metadata.get("train", {})
     untuned = create_text_image_model(
@@ -338,15 +352,20 @@ def create_untuned_model(tuned: TextImageModel) -> TextImageModel:
     if train.get("train_csv"):
         # Models trained before the recipe options existed used the tuned recipe.
         before = {"image_tower": "tuned", "text_head": "trained", "logit_scale": None}
-        known = {k: v for k, v in train.items() if k in TrainConfig.__dataclass_fields__}
-        freeze_for_training(untuned, TrainConfig(**{**before, **known}))
+        known = {k: v for k, v in train.items() if k in TextImageTrainConfig.__dataclass_fields__}
+        freeze_for_training(untuned, TextImageTrainConfig(**{**before, **known}))
     untuned.model.eval()
     return untuned
 
 
-def load_workspace_model(workspace: Any, model_id: str | None = None) -> TextImageModel:
-    """The workspace's fine-tuned text-image model (latest, or ``model_id``) from the registry."""
+def load_workspace_model(
+    workspace: Any, model_id: str | None = None, device: str | None = "cpu"
+) -> TextImageModel:
+    """The workspace's fine-tuned text-image model (latest, or ``model_id``) from the registry,
+    on ``device`` (a setting: ``auto``, ``cpu``, ``cuda``...)."""
     from skysearch.encoders import registry
+
+    torch_device = resolve_device(device)
 
     record = (
         registry.resolve(workspace, KIND, model_id)
@@ -355,6 +374,6 @@ def load_workspace_model(workspace: Any, model_id: str | None = None) -> TextIma
             workspace, KIND, hint="train one first: skysearch train text-image --images DIR"
         )
     )
-    tim = load_text_image_model(record.directory(workspace))
+    tim = load_text_image_model(record.directory(workspace)).to(torch_device)
     tim.model_id = record.model_id
     return tim

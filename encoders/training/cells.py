@@ -40,7 +40,7 @@ def cell_pair_batches(
     device: torch.device,
     steps: int = STEPS_PER_EPOCH,
 ) -> Callable[[np.random.Generator], Iterator[tuple[torch.Tensor, int]]]:
-    """Batches for ``training.fit``: squared cell-value distance vs ground-truth D, MSE.
+    """Batches for ``objectives.fit_batches``: squared cell-value distance vs ground-truth D, MSE.
 
     The fit stays far from zero loss (one value per cell cannot reproduce every pairwise D,
     and ground-truth cells of ~150 pixels are often one or two bins wide, so D jumps), but

@@ -15,21 +15,18 @@ from skysearch.encoders.datasets.clips import (
     seconds,
     step_similarity_matrix,
 )
+from skysearch.encoders.device import resolve_device
 from skysearch.encoders.factory import embed_in_batches, load_frame_encoder, save_model
 from skysearch.encoders.models.clip import ClipEmbedder, ClipEncoder, clip_config_for
-from skysearch.encoders.training.loop import (
-    TrainConfig,
-    fingerprint,
-    resolve_device,
-    train_on_arrays,
-)
+from skysearch.encoders.training.loop import fingerprint
+from skysearch.encoders.training.objectives import EncoderTrainConfig, train_on_arrays
 
 from skysearch.config import Workspace
 
 
 def train_clips(
     workspace: Workspace,
-    train: TrainConfig,
+    train: EncoderTrainConfig,
     frame_model_id: str | None = None,
     length: int | None = None,
     gap_minutes: int | None = None,
@@ -70,7 +67,7 @@ def train_clips(
         "kind": "clip",
         "frame_model": frame_record.model_id,
         "clip": clip_config.to_dict(),
-        "train": {k: v for k, v in train.to_dict().items() if k not in ("epochs", "device")},
+        "train": train.identity(),
         "split": split.to_dict(),
         "gap_minutes": clip_set.gap_minutes,
     }

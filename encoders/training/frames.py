@@ -16,6 +16,7 @@ from skysearch.encoders.datasets.clips import (
     split_by_time,
     step_similarity_matrix,
 )
+from skysearch.encoders.device import resolve_device
 from skysearch.encoders.factory import embed_in_batches, save_model
 from skysearch.encoders.models.frame import (
     FrameEncoderConfig,
@@ -24,11 +25,10 @@ from skysearch.encoders.models.frame import (
     to_float,
 )
 from skysearch.encoders.training.cells import cell_pair_batches
-from skysearch.encoders.training.loop import (
-    TrainConfig,
-    fingerprint,
-    fit,
-    resolve_device,
+from skysearch.encoders.training.loop import fingerprint
+from skysearch.encoders.training.objectives import (
+    EncoderTrainConfig,
+    fit_batches,
     train_on_arrays,
 )
 
@@ -52,7 +52,7 @@ class DataSpec:
 def train_frames(
     workspace: Workspace,
     data: DataSpec,
-    train: TrainConfig,
+    train: EncoderTrainConfig,
     backbone: str = "small-cnn",
 ) -> registry.ModelRecord:
     """Train (or resume training) a frame encoder; register and return it.
@@ -62,6 +62,7 @@ def train_frames(
     computed once) and only its projection head trains, which keeps CPU training to seconds.
     """
     train.check()
+    device = resolve_device(train.device)
     check_backbone(backbone)  # before loading frames
     clip_set = load_clip_set(
         workspace, data.satellite, data.channels, data.length, data.gap_minutes, "train frames"
@@ -84,11 +85,10 @@ def train_frames(
     )
     torch.manual_seed(train.seed)  # the initial weights are part of a deterministic run
     model = build_frame_encoder(frame_config)
-    device = resolve_device(train.device)
     setup = {
         "kind": "frame",
         "frame": frame_config.to_dict(),
-        "train": {k: v for k, v in train.to_dict().items() if k not in ("epochs", "device")},
+        "train": train.identity(),
         "split": split.to_dict(),
         "satellite": clip_set.satellite,
         "steps": [clip_set.steps[s][0] for s in steps[:: max(1, len(steps) // 50)]],
@@ -105,7 +105,7 @@ def train_frames(
     if cell_metric:
         model.to(device)
         batches = cell_pair_batches(model, frames, device)
-        history = fit(model, batches, train, run_dir, run_fp, "train frames", trainable)
+        history = fit_batches(model, batches, train, run_dir, run_fp, "train frames", trainable)
     else:
         history = train_on_arrays(
             model,

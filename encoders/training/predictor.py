@@ -15,64 +15,52 @@ Generator updates (MSE and G) add BigGAN's orthogonal regularisation
 
 Deterministic with a seed: each epoch draws its batch order and its loss choices from a generator
 seeded by ``(seed, epoch)``, so a run resumed at an epoch boundary continues exactly as an
-uninterrupted one. Resume state (predictor, discriminator, both optimizers, history) is written
-with safetensors after every epoch.
+uninterrupted one. The epochs, resume state (predictor, discriminator, both optimizers, best
+weights, history) and progress are the training skeleton's (``skysearch.encoders.training.loop``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
-import sys
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from skysearch.encoders.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from skysearch.encoders.datasets.clips import (
-    ClipSet,
-    load_clip_set,
-    load_step_frames,
-    split_by_time,
-    to_datetime64,
-)
-from skysearch.encoders.metrics import frame_metrics, mse, ssim
+from skysearch.encoders.device import resolve_device
+from skysearch.encoders.metrics import mse, ssim
 from skysearch.encoders.models.predictor import (
     PredictorConfig,
     SimVP,
-    load_predictor,
     persistence,
-    predict,
-    predicted_offsets,
-    render_strip,
     save_predictor,
-    to_working,
 )
-from skysearch.encoders.registry import model_dir, new_model_id, register_model, resolve
-from skysearch.encoders.training.loop import optimizer_tensors, restore_optimizer
-from skysearch.ingest.clips import clip_frames, read_clips
-from skysearch.ingest.framestore import FrameStore
+from skysearch.encoders.registry import model_dir, new_model_id, register_model
+from skysearch.encoders.training.loop import (
+    EpochMeter,
+    RunState,
+    TrainConfig,
+    epoch_seed,
+    fingerprint,
+)
+from skysearch.encoders.training.loop import fit as fit_epochs
+from skysearch.encoders.training.predictor_data import load_predictor_data
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
-from tqdm import tqdm
 
 from skysearch.config import Workspace
-from skysearch.errors import NotFoundError, UsageError
-from skysearch.timeutil import parse_time, to_rfc3339
+from skysearch.errors import UsageError
+from skysearch.timeutil import to_rfc3339
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 30
+@dataclass(frozen=True, kw_only=True)
+class PredictorTrainConfig(TrainConfig):
+    """The predictor's options: the adversarial mix (see the module docstring)."""
+
     batch_size: int = 8
-    lr: float = 1e-3
-    seed: int = 0
     adversarial: bool = False
     lambda_mse: float = 0.6
     lambda_g: float = 0.2
@@ -80,14 +68,6 @@ class TrainConfig:
     ortho_beta: float = 1e-4
     fm_weight: float = 1.0
     lr_d: float = 2e-4
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
 
 
 class Discriminator(nn.Module):
@@ -177,7 +157,7 @@ def fit(
     model: SimVP,
     inputs: torch.Tensor,
     targets: torch.Tensor,
-    config: TrainConfig,
+    config: PredictorTrainConfig,
     state_dir: Path | None = None,
     validation: tuple[torch.Tensor, torch.Tensor] | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
@@ -190,69 +170,64 @@ def fit(
     matters: the predictor overfits within a few epochs).
 
     With ``state_dir``, resume from the last completed epoch saved there and save after every
-    epoch (interrupting loses at most the epoch in progress).
+    epoch (interrupting loses at most the epoch in progress); a state of other settings there
+    is a :class:`~skysearch.encoders.checkpoints.CheckpointError`.
     """
     if inputs.shape != targets.shape or inputs.shape[0] == 0:
         raise ValueError(f"need matching non-empty pairs, got {inputs.shape} / {targets.shape}")
     device = next(model.parameters()).device
     opt_g = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
+    state = RunState({"g": model}, {"opt_g": opt_g}, {"best": {}})
     disc = opt_d = None
     if config.adversarial:
         torch.manual_seed(config.seed + 1)
         disc = Discriminator(model.config).to(device)
         opt_d = torch.optim.Adam(disc.parameters(), lr=config.lr_d, betas=(0.5, 0.999))
-    history: list[dict[str, float]] = []
-    start_epoch = 0
-    best: dict[str, torch.Tensor] = {}
-    if state_dir is not None and (Path(state_dir) / "config.json").is_file():
-        start_epoch, history, best = _load_state(state_dir, model, opt_g, disc, opt_d, config)
-
+        state.modules["d"], state.optimizers["opt_d"] = disc, opt_d
+    best = state.tensors["best"]
     probs = torch.tensor([config.lambda_mse, config.lambda_g, config.lambda_d])
     probs = probs / probs.sum()
     n = inputs.shape[0]
-    for epoch in range(start_epoch, config.epochs):
-        gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+
+    def run_epoch(epoch: int, meter: EpochMeter) -> dict[str, float]:
+        gen = torch.Generator().manual_seed(epoch_seed(config.seed, epoch))
         order = torch.randperm(n, generator=gen)
         batches = [order[i : i + config.batch_size] for i in range(0, n, config.batch_size)]
         choices = torch.multinomial(probs, len(batches), replacement=True, generator=gen)
         model.train()
-        sums = {"mse": 0.0, "g": 0.0, "d": 0.0}
-        counts = {"mse": 0, "g": 0, "d": 0}
-        t0 = time.perf_counter()
-        bar = tqdm(
-            batches,
-            desc=f"predictor epoch {epoch + 1}/{config.epochs}",
-            unit="batch",
-            file=sys.stderr,
-            disable=not progress,
-        )
-        for bi, idx in enumerate(bar):
+        for bi, idx in enumerate(batches):
             x, y = _to_float(inputs[idx].to(device)), _to_float(targets[idx].to(device))
             kind = ("mse", "g", "d")[int(choices[bi])] if config.adversarial else "mse"
             loss = _step(kind, model, disc, opt_g, opt_d, x, y, config)
-            sums[kind] += loss * len(idx)
-            counts[kind] += len(idx)
-            bar.set_postfix({kind: f"{loss:.4f}"})
-        bar.close()
-        record: dict[str, float] = {"epoch": epoch + 1, "seconds": time.perf_counter() - t0}
-        for key in sums:
-            if counts[key]:
-                record[f"train_{key}"] = sums[key] / counts[key]
-        record["samples_per_s"] = n / max(record["seconds"], 1e-9)
+            meter.step(loss, len(idx), kind)
+        record = {"seconds": meter.seconds}
+        record.update({f"train_{k}": meter.mean(k) for k in ("mse", "g", "d") if k in meter.losses})
+        record["samples_per_s"] = n / meter.seconds
         if validation is not None:
             record.update({f"val_{k}": v for k, v in evaluate(model, *validation).items()})
-            if record["val_mse"] <= min(h["val_mse"] for h in [*history, record]):
-                best = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        history.append(record)
-        if state_dir is not None:
-            _save_state(state_dir, model, opt_g, disc, opt_d, config, history, best)
-        if on_epoch is not None:
-            on_epoch(record)
+            if record["val_mse"] <= min(h["val_mse"] for h in [*meter.history, record]):
+                best.clear()
+                best.update({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return record
+
+    run_fp = fingerprint({"train": config.identity(), "predictor": model.config.to_dict()})
+    result = fit_epochs(
+        config,
+        run_epoch,
+        state,
+        state_dir,
+        run_fp,
+        "train predictor",
+        progress,
+        steps_per_epoch=-(-n // config.batch_size),
+        on_epoch=on_epoch,
+    )
+    history = result.history
     best_epoch = len(history)
     if best:
         model.load_state_dict(best)
         best_epoch = 1 + min(range(len(history)), key=lambda i: history[i]["val_mse"])
-    return TrainResult(history, start_epoch, best_epoch)
+    return TrainResult(history, result.resumed_from_epoch, best_epoch)
 
 
 def _step(
@@ -263,7 +238,7 @@ def _step(
     opt_d: torch.optim.Optimizer | None,
     x: torch.Tensor,
     y: torch.Tensor,
-    config: TrainConfig,
+    config: PredictorTrainConfig,
 ) -> float:
     """One update of the chosen kind; returns the loss value (without the regulariser)."""
     pred = model(x)
@@ -297,153 +272,12 @@ def _step(
     return float(loss.detach())
 
 
-def _save_state(
-    state_dir: Path,
-    model: SimVP,
-    opt_g: torch.optim.Optimizer,
-    disc: Discriminator | None,
-    opt_d: torch.optim.Optimizer | None,
-    config: TrainConfig,
-    history: list[dict[str, float]],
-    best: dict[str, torch.Tensor],
-) -> None:
-    tensors = {f"g.{k}": v for k, v in model.state_dict().items()}
-    tensors.update({f"best.{k}": v for k, v in best.items()})
-    tensors.update(optimizer_tensors(opt_g, "opt_g"))
-    if disc is not None and opt_d is not None:
-        tensors.update({f"d.{k}": v for k, v in disc.state_dict().items()})
-        tensors.update(optimizer_tensors(opt_d, "opt_d"))
-    meta = {
-        "epoch": len(history),
-        "history": history,
-        "train": config.to_dict(),
-        "predictor": model.config.to_dict(),
-    }
-    save_checkpoint(state_dir, tensors, meta)
-
-
-def _load_state(
-    state_dir: Path,
-    model: SimVP,
-    opt_g: torch.optim.Optimizer,
-    disc: Discriminator | None,
-    opt_d: torch.optim.Optimizer | None,
-    config: TrainConfig,
-) -> tuple[int, list[dict[str, float]], dict[str, torch.Tensor]]:
-    tensors, meta = load_checkpoint(state_dir)
-    saved = TrainConfig.from_dict(meta.get("train", {}))
-    # Resuming is only exact when everything but the epoch count is unchanged.
-    if {**saved.to_dict(), "epochs": 0} != {**config.to_dict(), "epochs": 0} or meta.get(
-        "predictor"
-    ) != model.config.to_dict():
-        raise CheckpointError(
-            f"resume state in {state_dir} was made with other settings; "
-            "pass the same options or --restart"
-        )
-    model.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("g.")})
-    restore_optimizer(opt_g, tensors, "opt_g")
-    if disc is not None and opt_d is not None:
-        disc.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("d.")})
-        restore_optimizer(opt_d, tensors, "opt_d")
-    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
-    return int(meta["epoch"]), list(meta.get("history", [])), best
-
-
-# ----------------------------------------------------------------------------- workspace data
-
-
-@dataclass
-class PredictorData:
-    """(clip, following clip) pairs of one clip spec, frames at the predictor resolution.
-
-    ``steps``: uint8 (S, C, h, w) frames of every step of the clip set; ``index``/``next_index``
-    (N, L) step rows of each pair's input clip and its following clip (the clip starting
-    ``L * gap`` after it, i.e. the L steps after the input's last frame).
-    """
-
-    clip_set: ClipSet
-    steps: torch.Tensor
-    rows: np.ndarray  # (N,) clip-set row of each pair's input clip
-    next_rows: np.ndarray  # (N,) clip-set row of its following clip
-    holdout_start: datetime
-
-    @property
-    def starts(self) -> np.ndarray:
-        return self.clip_set.starts[self.rows]
-
-    def tensors(self, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 (n, L, C, h, w) inputs and targets of the selected pairs."""
-        index = torch.as_tensor(self.clip_set.index[self.rows[mask]])
-        next_index = torch.as_tensor(self.clip_set.index[self.next_rows[mask]])
-        return self.steps[index], self.steps[next_index]
-
-    @property
-    def train_mask(self) -> np.ndarray:
-        """Pairs entirely before the hold-out start (input and following clip)."""
-        ends = self.clip_set.ends[self.next_rows]
-        return ends < to_datetime64(self.holdout_start)
-
-    def validation_split(self, fraction: float) -> tuple[np.ndarray, np.ndarray]:
-        """(fit, validation) masks: the latest ``fraction`` of the training pairs validate;
-        fit pairs end before the first validation pair starts (no shared frames)."""
-        train = np.flatnonzero(self.train_mask)
-        n_val = int(round(len(train) * fraction))
-        fit, val = self.train_mask.copy(), np.zeros_like(self.train_mask)
-        if n_val == 0 or n_val >= len(train):
-            return fit, val
-        first_val = self.starts[train[-n_val]]
-        val[train[-n_val:]] = True
-        fit &= self.clip_set.ends[self.next_rows] < first_val
-        return fit, val
-
-    @property
-    def test_mask(self) -> np.ndarray:
-        """Pairs whose input clip starts in the hold-out period."""
-        return self.starts >= to_datetime64(self.holdout_start)
-
-
-def following_rows(clip_set: ClipSet) -> np.ndarray:
-    """For each clip, the row of the clip starting ``length * gap`` minutes later, or -1."""
-    starts = clip_set.starts
-    where = {int(t): i for i, t in enumerate(starts.astype(np.int64))}
-    shift = np.timedelta64(clip_set.length * clip_set.gap_minutes, "m").astype("timedelta64[us]")
-    later = (starts + shift).astype(np.int64)
-    return np.array([where.get(int(t), -1) for t in later], dtype=np.int64)
-
-
-def load_predictor_data(
-    workspace: Workspace,
-    satellite: str | None = None,
-    channels: str | list[str] | None = None,
-    length: int | None = None,
-    gap_minutes: int | None = None,
-    height: int = 64,
-    width: int = 96,
-    holdout: float = 0.2,
-) -> PredictorData:
-    """Pairs of one clip spec, frames resized to (height, width); hold-out = latest ``holdout``."""
-    clip_set = load_clip_set(workspace, satellite, channels, length, gap_minutes, what="predictor")
-    nxt = following_rows(clip_set)
-    rows = np.flatnonzero(nxt >= 0)
-    if len(rows) == 0:
-        raise UsageError(
-            f"no clip of {clip_set.length}x{clip_set.gap_minutes}m has a following clip; "
-            "build shorter clips (skysearch clips --length 6 --gap 60)"
-        )
-    used = np.arange(len(clip_set.steps))
-    frames = torch.as_tensor(load_step_frames(workspace, clip_set, used))
-    steps = (to_working(frames, height, width) * 255.0).round().to(torch.uint8)
-    # The same time split as the encoders (``eval clips``), so the hold-out starts agree.
-    cut = split_by_time(clip_set, holdout).holdout_start
-    return PredictorData(clip_set, steps, rows, nxt[rows], cut)
-
-
 # ----------------------------------------------------------------------------- workflow
 
 
 def train_predictor(
     workspace: Workspace,
-    config: TrainConfig,
+    config: PredictorTrainConfig,
     satellite: str | None = None,
     channels: str | list[str] | None = None,
     length: int | None = None,
@@ -452,7 +286,6 @@ def train_predictor(
     validation: float = 0.15,
     height: int = 64,
     width: int = 96,
-    device: str = "cpu",
     restart: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -464,6 +297,7 @@ def train_predictor(
     Re-running the same command resumes an interrupted run (state under
     ``models/runs/predictor-<setup hash>``); ``restart`` starts it over.
     """
+    device = resolve_device(config.device)
     data = load_predictor_data(
         workspace, satellite, channels, length, gap_minutes, height, width, holdout
     )
@@ -479,16 +313,15 @@ def train_predictor(
             "ingest more frames or use shorter clips"
         )
     pconf = PredictorConfig(length=cs.length, channels=len(cs.channels), height=height, width=width)
-    setup = {  # the epoch count is left out: a re-run with more epochs continues the run
-        "train": {**config.to_dict(), "epochs": None},
+    setup = {  # a re-run with more epochs (or on another device) continues the run
+        "train": config.identity(),
         "predictor": pconf.to_dict(),
         "spec": [cs.satellite, cs.channels, cs.length, cs.gap_minutes],
         "holdout": holdout,
         "validation": validation,
         "n_train": len(train_x),
     }
-    digest = hashlib.sha256(json.dumps(setup, sort_keys=True).encode()).hexdigest()[:12]
-    run_dir = workspace.models_dir / "runs" / f"predictor-{digest}"
+    run_dir = workspace.models_dir / "runs" / f"predictor-{fingerprint(setup)}"
     if restart and run_dir.exists():
         shutil.rmtree(run_dir)
     model = build_predictor(pconf, config.seed).to(device)
@@ -522,80 +355,3 @@ def train_predictor(
 
 def _aware(value: np.datetime64) -> datetime:
     return value.astype("datetime64[us]").item().replace(tzinfo=timezone.utc)
-
-
-# ----------------------------------------------------------------------------- predict one clip
-
-
-def find_clip(
-    workspace: Workspace, ref: str, satellite: str, channels: list[str], length: int, gap: int
-) -> dict[str, Any]:
-    """A catalog clip of this spec by id, or by start time (nearest within half a gap)."""
-    table = read_clips(workspace, satellite, channels, length, gap)
-    by_id = [row for row in table.to_pylist() if row["clip_id"] == ref]
-    if by_id:
-        return by_id[0]
-    try:
-        when = parse_time(ref)
-    except (UsageError, ValueError):
-        raise NotFoundError(
-            f"{ref!r} is neither a clip id nor a time of a {length}x{gap}m clip; "
-            "list clips with `skysearch clips --json` or pass a start time"
-        ) from None
-    rows = table.to_pylist()
-    if rows:
-        best = min(rows, key=lambda r: abs(r["start"] - when))
-        if abs(best["start"] - when) <= timedelta(minutes=gap / 2):
-            return best
-    raise NotFoundError(
-        f"no {'+'.join(channels)} {length}x{gap}m clip of {satellite} starts near "
-        f"{to_rfc3339(when)}: build clips (skysearch clips --length {length} --gap {gap})"
-    )
-
-
-def predict_strip(
-    workspace: Workspace, ref: str, out: Path, model_id: str | None = None
-) -> dict[str, Any]:
-    """Predict the clip after ``ref`` and write input / predicted / true rows as one image."""
-    record = resolve(workspace, "predictor", model_id)
-    model, info = load_predictor(record.directory(workspace))
-    sat, chans = info["satellite"], list(info["channels"])
-    length, gap = int(info["length"]), int(info["gap_minutes"])
-    clip = find_clip(workspace, ref, sat, chans, length, gap)
-    store = FrameStore(workspace)
-    frames = torch.as_tensor(clip_frames(workspace, clip, store))
-    cfg = model.config
-    pred = predict(model, frames)
-    x = to_working(frames, cfg.height, cfg.width)
-    step = timedelta(minutes=gap)
-    in_caps = [f"{clip['start'] + k * step:%m-%d %H:%M}" for k in range(length)]
-    last = clip["start"] + (length - 1) * step
-    out_caps = [
-        f"+{m // 60}h{m % 60:02d} {last + timedelta(minutes=m):%H:%M}"
-        for m in predicted_offsets(length, gap)
-    ]
-    rows = [("input", x, in_caps), ("predicted", pred, out_caps)]
-    result: dict[str, Any] = {
-        "clip_id": clip["clip_id"],
-        "start": to_rfc3339(clip["start"]),
-        "model_id": record.model_id,
-        "out": str(out),
-    }
-    following = [
-        r
-        for r in read_clips(workspace, sat, chans, length, gap).to_pylist()
-        if r["start"] == clip["start"] + length * step
-    ]
-    if following:
-        truth = to_working(
-            torch.as_tensor(clip_frames(workspace, following[0], store)), cfg.height, cfg.width
-        )
-        rows.append(
-            ("true", truth, [f"{following[0]['start'] + k * step:%H:%M}" for k in range(length)])
-        )
-        rows.append(("persistence", x[:, -1:].expand_as(truth), []))
-        result["metrics"] = frame_metrics(pred, truth)
-        result["persistence_metrics"] = frame_metrics(x[:, -1:].expand_as(truth), truth)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    render_strip(rows).save(out)
-    return result

@@ -37,11 +37,12 @@ from skysearch.encoders.datasets.clips import (
     split_by_time,
     step_similarity_matrix,
 )
+from skysearch.encoders.device import resolve_device
 from skysearch.encoders.factory import embed_in_batches, load_clip_embedder
 from skysearch.encoders.metrics import mse, psnr, ssim
 from skysearch.encoders.models.predictor import SimVP, load_predictor, persistence, to_working
 from skysearch.encoders.registry import ModelRecord, list_models, resolve
-from skysearch.encoders.training.predictor import following_rows
+from skysearch.encoders.training.predictor_data import following_rows
 from skysearch.retrieval.evaluation.clips import ndcg_at_k
 from skysearch.retrieval.search.augment import (
     METHODS,
@@ -99,8 +100,10 @@ def pool_rerank(
 def _predict_all(model: SimVP, clips: torch.Tensor, batch: int = 16) -> torch.Tensor:
     """Predictions (N, L, C, h, w) in [0, 1] for working-resolution inputs (N, L, C, h, w)."""
     model.eval()
+    device = next(model.parameters()).device
     outs = [
-        model(clips[i : i + batch].float() / 255.0).clamp(0, 1) for i in range(0, len(clips), batch)
+        model(clips[i : i + batch].to(device).float() / 255.0).clamp(0, 1).cpu()
+        for i in range(0, len(clips), batch)
     ]
     return torch.cat(outs)
 
@@ -134,7 +137,7 @@ def evaluate_augment(
     """Short- and long-term NDCG@k, plain vs augmented, and predictor quality, in one run."""
     options = options or AugmentEvalOptions()
     record = resolve(workspace, "predictor", predictor_id)
-    predictor, info = load_predictor(record.directory(workspace))
+    predictor, info = load_predictor(record.directory(workspace), options.device)
     embedder, clip_record = load_clip_embedder(workspace, clip_model_id, options.device)
     if embedder.length != int(info["length"]):
         raise UsageError(
@@ -169,7 +172,7 @@ def evaluate_augment(
     w = options.future_weight
     long = (1 - w) * short + w * future_truth
 
-    device = torch.device(options.device)
+    device = resolve_device(options.device)
     frames_t = torch.as_tensor(frames)
     step_emb = embed_in_batches(embedder.frame, frames_t, 32, device)
     vectors = unit(
@@ -196,7 +199,7 @@ def evaluate_augment(
     for mode, other in _latest_by_mode(workspace, record).items():
         other_model = predictor if other.model_id == record.model_id else None
         if other_model is None:
-            other_model, _ = load_predictor(other.directory(workspace))
+            other_model, _ = load_predictor(other.directory(workspace), options.device)
         scores = _frame_quality(_predict_all(other_model, q_in), target)
         quality.update({f"{mode}_model_{k}": v for k, v in scores.items()})
         quality[f"{mode}_model_id"] = other.model_id

@@ -39,8 +39,8 @@ from skysearch.encoders.datasets.clips import (
     step_similarity_matrix,
     to_datetime64,
 )
+from skysearch.encoders.device import resolve_device
 from skysearch.encoders.factory import embed_in_batches, load_clip_embedder
-from skysearch.encoders.training.loop import resolve_device
 from skysearch.retrieval.evaluation.baselines import (
     clip_vectors,
     imagenet_features,

@@ -84,10 +84,11 @@ def evaluate_text_image(
     model_id: str | None = None,
     seed: int | None = None,
     classes: Sequence[str] | None = None,
+    device: str | None = "cpu",
 ) -> dict[str, Any]:
     """Untuned towers vs the workspace's fine-tuned model on the same images (see the module
-    docstring for which images and which class names)."""
-    tuned = load_workspace_model(workspace, model_id)
+    docstring for which images and which class names), both on ``device``."""
+    tuned = load_workspace_model(workspace, model_id, device)
     train_cfg = tuned.metadata.get("train", {})
     table = tuned.metadata.get("class_phrases")
     split_seed = seed if seed is not None else int(train_cfg.get("split_seed") or DEFAULT_SEED)
@@ -116,7 +117,7 @@ def evaluate_text_image(
     paths = [r.filepath for r in rows]
     captions = [r.title for r in rows]
     labels = [r.label for r in rows]
-    untuned = create_untuned_model(tuned)
+    untuned = create_untuned_model(tuned).to(tuned.device)
     results = {
         "untuned": score(untuned, paths, captions, labels, table),
         "tuned": score(tuned, paths, captions, labels, table),

@@ -23,8 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 from skysearch.encoders.datasets.clips import ClipSet, load_clip_set
+from skysearch.encoders.device import resolve_device
 from skysearch.encoders.factory import load_clip_embedder, load_frame_encoder
-from skysearch.encoders.training.loop import resolve_device
 from skysearch.ingest.catalog import read_frames
 from skysearch.ingest.framestore import FrameStore
 from skysearch.retrieval.store import Point, VectorStore, open_store
@@ -137,14 +137,14 @@ def _collection(
 def index_clips(
     settings: Settings,
     model_id: str | None = None,
-    device: str | None = "cpu",
+    device: str | None = None,
     workers: int = 2,
     store: VectorStore | None = None,
 ) -> IndexReport:
     """Embed every clip of the clip model's spec and upsert it into the ``clips`` collection."""
     workspace = settings.workspace
-    embedder, record = load_clip_embedder(workspace, model_id, device)
-    torch_device = resolve_device(device)
+    torch_device = resolve_device(device or settings.device)
+    embedder, record = load_clip_embedder(workspace, model_id, str(torch_device))
     data = record.config["data"]
     clip_set: ClipSet = load_clip_set(
         workspace, data["satellite"], data["channels"], data["length"], data["gap_minutes"]
@@ -198,7 +198,7 @@ def index_clips(
 def index_frames(
     settings: Settings,
     model_id: str | None = None,
-    device: str | None = "cpu",
+    device: str | None = None,
     workers: int = 2,
     store: VectorStore | None = None,
 ) -> IndexReport:
@@ -206,8 +206,8 @@ def index_frames(
     from skysearch.errors import UsageError
 
     workspace = settings.workspace
-    encoder, record = load_frame_encoder(workspace, model_id, device)
-    torch_device = resolve_device(device)
+    torch_device = resolve_device(device or settings.device)
+    encoder, record = load_frame_encoder(workspace, model_id, str(torch_device))
     data = record.config["data"]
     if len(data["channels"]) != 1:
         raise UsageError(

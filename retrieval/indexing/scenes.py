@@ -156,7 +156,7 @@ def index_scenes(
 ) -> SceneIndexReport:
     """Embed new or changed images under ``images`` (a folder, an image, or a scene CSV) into
     the ``scenes`` collection; ``dataset`` names the set (default: the folder's/CSV's name)."""
-    tim = tim or load_workspace_model(settings.workspace, model_id)
+    tim = tim or load_workspace_model(settings.workspace, model_id, settings.device)
     mid = tim.model_id or "untuned"
     root = Path(images).resolve()
     skipped: list[dict[str, str]] = []

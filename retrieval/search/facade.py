@@ -81,12 +81,12 @@ class Searcher:
     """
 
     def __init__(
-        self, settings: Settings, store: VectorStore | None = None, device: str = "cpu"
+        self, settings: Settings, store: VectorStore | None = None, device: str | None = None
     ) -> None:
         self.settings = settings
         self.workspace = settings.workspace
-        self.device = device
-        self.models = ModelCache(self.workspace, device)
+        self.device = device or settings.device
+        self.models = ModelCache(self.workspace, self.device)
         self.queries = QueryResolver(self.workspace)
         self._store = store
         self._own_store = store is None
@@ -361,7 +361,7 @@ def search_clip(
     query: ClipQuery,
     filters: SearchFilters | None = None,
     options: SearchOptions | None = None,
-    device: str = "cpu",
+    device: str | None = None,
 ) -> SearchResult:
     """One clip search (opens and closes the store). Services keep a :class:`Searcher`."""
     with Searcher(settings, device=device) as searcher:

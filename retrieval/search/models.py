@@ -130,5 +130,7 @@ class ModelCache:
 
         with self._lock:
             if model_id not in self._text_models:
-                self._text_models[model_id] = load_workspace_model(self.workspace, model_id)
+                self._text_models[model_id] = load_workspace_model(
+                    self.workspace, model_id, self.device
+                )
             return self._text_models[model_id]

@@ -149,7 +149,7 @@ class SearchService:
         self,
         settings: Settings,
         limits: ServiceLimits | None = None,
-        device: str = "cpu",
+        device: str | None = None,
         torch_threads: int | None = 1,
     ) -> None:
         self.settings = settings

@@ -1,0 +1,102 @@
+"""``skysearch predict``: the video predictor applied to one catalog clip, drawn as a strip."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+from skysearch.encoders.metrics import frame_metrics
+from skysearch.encoders.models.predictor import (
+    load_predictor,
+    predict,
+    predicted_offsets,
+    render_strip,
+    to_working,
+)
+from skysearch.encoders.registry import resolve
+from skysearch.ingest.clips import clip_frames, read_clips
+from skysearch.ingest.framestore import FrameStore
+
+from skysearch.config import Workspace
+from skysearch.errors import NotFoundError, UsageError
+from skysearch.timeutil import parse_time, to_rfc3339
+
+
+def find_clip(
+    workspace: Workspace, ref: str, satellite: str, channels: list[str], length: int, gap: int
+) -> dict[str, Any]:
+    """A catalog clip of this spec by id, or by start time (nearest within half a gap)."""
+    table = read_clips(workspace, satellite, channels, length, gap)
+    by_id = [row for row in table.to_pylist() if row["clip_id"] == ref]
+    if by_id:
+        return by_id[0]
+    try:
+        when = parse_time(ref)
+    except (UsageError, ValueError):
+        raise NotFoundError(
+            f"{ref!r} is neither a clip id nor a time of a {length}x{gap}m clip; "
+            "list clips with `skysearch clips --json` or pass a start time"
+        ) from None
+    rows = table.to_pylist()
+    if rows:
+        best = min(rows, key=lambda r: abs(r["start"] - when))
+        if abs(best["start"] - when) <= timedelta(minutes=gap / 2):
+            return best
+    raise NotFoundError(
+        f"no {'+'.join(channels)} {length}x{gap}m clip of {satellite} starts near "
+        f"{to_rfc3339(when)}: build clips (skysearch clips --length {length} --gap {gap})"
+    )
+
+
+def predict_strip(
+    workspace: Workspace,
+    ref: str,
+    out: Path,
+    model_id: str | None = None,
+    device: str | None = "cpu",
+) -> dict[str, Any]:
+    """Predict the clip after ``ref`` and write input / predicted / true rows as one image."""
+    record = resolve(workspace, "predictor", model_id)
+    model, info = load_predictor(record.directory(workspace), device)
+    sat, chans = info["satellite"], list(info["channels"])
+    length, gap = int(info["length"]), int(info["gap_minutes"])
+    clip = find_clip(workspace, ref, sat, chans, length, gap)
+    store = FrameStore(workspace)
+    frames = torch.as_tensor(clip_frames(workspace, clip, store))
+    cfg = model.config
+    pred = predict(model, frames)
+    x = to_working(frames, cfg.height, cfg.width)
+    step = timedelta(minutes=gap)
+    in_caps = [f"{clip['start'] + k * step:%m-%d %H:%M}" for k in range(length)]
+    last = clip["start"] + (length - 1) * step
+    out_caps = [
+        f"+{m // 60}h{m % 60:02d} {last + timedelta(minutes=m):%H:%M}"
+        for m in predicted_offsets(length, gap)
+    ]
+    rows = [("input", x, in_caps), ("predicted", pred, out_caps)]
+    result: dict[str, Any] = {
+        "clip_id": clip["clip_id"],
+        "start": to_rfc3339(clip["start"]),
+        "model_id": record.model_id,
+        "out": str(out),
+    }
+    following = [
+        r
+        for r in read_clips(workspace, sat, chans, length, gap).to_pylist()
+        if r["start"] == clip["start"] + length * step
+    ]
+    if following:
+        truth = to_working(
+            torch.as_tensor(clip_frames(workspace, following[0], store)), cfg.height, cfg.width
+        )
+        rows.append(
+            ("true", truth, [f"{following[0]['start'] + k * step:%H:%M}" for k in range(length)])
+        )
+        rows.append(("persistence", x[:, -1:].expand_as(truth), []))
+        result["metrics"] = frame_metrics(pred, truth)
+        result["persistence_metrics"] = frame_metrics(x[:, -1:].expand_as(truth), truth)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    render_strip(rows).save(out)
+    return result

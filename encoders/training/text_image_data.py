@@ -1,0 +1,186 @@
+"""Text-image training data: caption CSV rows as images or cached trunk features, and the
+caption sources (class folders, CSVs) merged into one training and one validation CSV."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from skysearch.encoders.datasets.captions import (
+    DEFAULT_SEED,
+    convert_folder,
+    exclude_classes,
+    normalise_class,
+    read_caption_rows,
+    write_csv,
+)
+from skysearch.encoders.models.text_image import TextImageModel, load_rgb
+from skysearch.ingest.decode import open_image
+from torchvision import transforms
+from tqdm import tqdm
+
+from skysearch.config import Workspace
+from skysearch.errors import UsageError
+
+
+class RandomRot90:
+    """Rotate a PIL image by 0/90/180/270 degrees, uniformly (torch RNG: seedable)."""
+
+    def __call__(self, image: Any) -> Any:
+        k = int(torch.randint(0, 4, ()).item())
+        return image.rotate(90 * k) if k else image
+
+
+def train_transform(size: int, mean: Sequence[float], std: Sequence[float]) -> Callable:
+    """SkyScript-style training augmentation for overhead imagery."""
+    return transforms.Compose(
+        [
+            transforms.RandomResizedCrop(
+                size, scale=(0.5, 1.0), interpolation=transforms.InterpolationMode.BICUBIC
+            ),
+            RandomRot90(),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(mean, std),
+        ]
+    )
+
+
+class CaptionDataset(torch.utils.data.Dataset):
+    """(image tensor, caption) pairs from SkyScript CSV rows; unreadable images are reported."""
+
+    def __init__(self, rows: Sequence[tuple[str, str, str]], transform: Callable):
+        self.rows = list(rows)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, str, str]:
+        path, caption, label = self.rows[i]
+        return self.transform(load_rgb(path)), caption, label
+
+
+def check_images(rows: Sequence[tuple[str, str, str]]) -> tuple[list, list[dict[str, str]]]:
+    """Split rows into readable ones and skipped ones (with a reason), without decoding fully."""
+    good, skipped = [], []
+    for row in rows:
+        try:
+            with open_image(row[0]) as im:
+                im.verify()
+            good.append(row)
+        except (OSError, ValueError) as exc:
+            skipped.append({"path": row[0], "reason": str(exc).splitlines()[0][:200]})
+    return good, skipped
+
+
+class FeatureDataset(torch.utils.data.Dataset):
+    """(pooled trunk features, caption, label) rows for the locked image tower recipe."""
+
+    def __init__(self, rows: Sequence[tuple[str, str, str]], features: torch.Tensor):
+        self.rows = list(rows)
+        self.features = features
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, str, str]:
+        return self.features[i], self.rows[i][1], self.rows[i][2]
+
+
+@torch.no_grad()
+def trunk_features(
+    tim: TextImageModel, paths: Sequence[str], cache: Path, progress: bool = True
+) -> torch.Tensor:
+    """Pooled image-trunk features of ``paths`` (inference preprocessing), each image computed
+    once: ``cache`` (``.npz``: keys, features) keeps them by path, size and modification time,
+    so re-runs, resumed runs and other runs on the same images (e.g. leave-classes-out folds)
+    only compute what is new."""
+    keys = []
+    for p in paths:
+        stat = Path(p).stat()
+        keys.append(f"{Path(p).resolve()}|{stat.st_size}|{stat.st_mtime_ns}")
+    known: dict[str, np.ndarray] = {}
+    if cache.is_file():
+        with np.load(cache) as data:
+            known = dict(zip(data["keys"].tolist(), data["features"], strict=True))
+    todo = [i for i, k in enumerate(keys) if k not in known]
+    tim.model.eval()
+    bar = tqdm(total=len(todo), desc="image features", unit="img", disable=not progress)
+    for start in range(0, len(todo), 32):
+        chunk = todo[start : start + 32]
+        pixels = torch.stack([tim.preprocess(load_rgb(paths[i])) for i in chunk])
+        feats = tim.model.visual.trunk(pixels.to(tim.device)).cpu().numpy()
+        for i, vec in zip(chunk, feats, strict=True):
+            known[keys[i]] = vec
+        bar.update(len(chunk))
+    bar.close()
+    if todo:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(cache.stem + ".tmp.npz")
+        names = sorted(known)
+        np.savez(tmp, keys=np.array(names), features=np.stack([known[k] for k in names]))
+        tmp.replace(cache)
+    return torch.from_numpy(np.stack([known[k] for k in keys]))
+
+
+def prepare_folder(
+    images_dir: str | Path, workspace: Workspace, split_seed: int = DEFAULT_SEED
+) -> dict[str, Path]:
+    """Class folders -> ``<workspace>/captions/<folder>-<seed>/{train,val,test}.csv``."""
+    name = Path(images_dir).resolve().name
+    return convert_folder(
+        images_dir, workspace.root / "captions" / f"{name}-{split_seed}", seed=split_seed
+    )
+
+
+def prepare_training_data(
+    workspace: Workspace,
+    images: Sequence[str | Path] = (),
+    train_csvs: Sequence[str | Path] = (),
+    val_csvs: Sequence[str | Path] = (),
+    split_seed: int = DEFAULT_SEED,
+    exclude: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Every caption source -> ONE training CSV and one validation CSV.
+
+    Each class-folder image set is converted and split (:func:`prepare_folder`); caption CSVs
+    are taken as they are. ``exclude``: class folders removed from training (their images AND
+    every caption naming them, see :func:`~skysearch.encoders.datasets.captions.exclude_classes`).
+    One source and nothing excluded: its own CSVs; otherwise merged CSVs under
+    ``<workspace>/captions/mix-<hash>/`` (the hash of the sources, seed and exclusions, so the
+    same command gives the same files and the same run). Returns ``{"train": Path, "val": Path
+    | None, "removed": {"train": n, "val": n}}``.
+    """
+    if not images and not train_csvs:
+        raise UsageError("no training data: give a class-folder image set or a caption CSV")
+    folders = [prepare_folder(d, workspace, split_seed) for d in images]
+    train_sources = [f["train"] for f in folders] + [Path(c) for c in train_csvs]
+    val_sources = [f["val"] for f in folders] + [Path(c) for c in val_csvs]
+    if len(train_sources) == 1 and len(val_sources) <= 1 and not exclude:
+        return {"train": train_sources[0], "val": (val_sources or [None])[0], "removed": {}}
+    key = json.dumps(
+        {
+            "train": [str(Path(c).resolve()) for c in train_sources],
+            "val": [str(Path(c).resolve()) for c in val_sources],
+            "seed": split_seed,
+            "exclude": sorted(normalise_class(c) for c in exclude),
+        },
+        sort_keys=True,
+    )
+    out_dir = workspace.root / "captions" / f"mix-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+    out: dict[str, Any] = {"removed": {}}
+    for split, sources in (("train", train_sources), ("val", val_sources)):
+        rows = [row for source in sources for row in read_caption_rows(source)]
+        kept, removed = exclude_classes(rows, exclude)
+        out["removed"][split] = removed
+        if split == "train" and len(kept) < 2:
+            raise UsageError(f"fewer than two training rows left after excluding {list(exclude)}")
+        out[split] = write_csv(kept, out_dir / f"{split}.csv") if kept else None
+    (out_dir / "sources.json").write_text(key)
+    return out

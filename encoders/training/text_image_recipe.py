@@ -1,0 +1,221 @@
+"""The text-image fine-tuning recipe: its options, what trains and what stays frozen, the loss.
+
+Two recipes for the image tower (``TextImageTrainConfig.image_tower``):
+
+- ``locked`` (default, LiT-style): the ImageNet image trunk is frozen and its pooled features are
+  computed ONCE per image (no augmentation; cached in ``<workspace>/cache/``, so resumed runs and
+  other runs on the same images do not recompute them); only the projection heads train, in
+  seconds, then a concept bank joins them (fused heads, see
+  :class:`~skysearch.encoders.models.text_image.ConceptBankTextHead`). Measured on leave-classes-
+  out folds (bench/text_image_folds.py, bench/RESULTS.md), this generalises to unseen class names
+  at least as well as tuning the tower, and trains in a fraction of the time.
+- ``tuned``: the last ``unlocked_image_groups`` timm groups train with the image projection
+  head, on SkyScript-style augmentation (random resized crop, random 90-degree rotations, flips;
+  overhead imagery has no "up"); frozen BatchNorm layers keep their ImageNet statistics.
+
+The text transformer is always frozen (its sentence semantics are what make free-text queries
+beyond the training captions work) and its pooled features are memoised per caption (exact:
+frozen, eval mode). ``text_head="locked"`` also keeps the text projection fixed (the identity
+for the offline MiniLM tower, so queries live in MiniLM's own sentence space and the image head
+learns to map into it); ``"trained"`` trains it. The loss is a multi-positive contrastive loss:
+in a batch, pairs of the same class (the CSV's ``label`` column, written by the converter) are
+all positives; without labels, identical captions are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from skysearch.encoders.models.text_image import DEFAULT_MODEL, TextImageModel
+from skysearch.encoders.training.loop import TrainConfig
+from torch import nn
+
+from skysearch.errors import UsageError
+
+
+@dataclass(frozen=True, kw_only=True)
+class TextImageTrainConfig(TrainConfig):
+    """The text-image run: its data (caption CSVs) and recipe (see the module docstring)."""
+
+    train_csv: str
+    val_csv: str | None = None
+    caption_key: str = "title"
+    model_name: str = DEFAULT_MODEL
+    pretrained: str | None = None
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 5e-4  # unlocked tower layers (image_tower="tuned")
+    head_lr: float = 1e-3  # projection heads and logit scale
+    weight_decay: float = 0.0
+    warmup_steps: int = 10
+    image_size: int | None = None  # None: the model config's (160 for the default)
+    image_tower: str = "locked"  # "locked": frozen trunk, features once; "tuned": see below
+    unlocked_image_groups: int = 11  # tuned: timm groups of tf_efficientnet_lite0, blocks.3 on
+    text_head: str = "locked"  # "locked": text projection fixed (identity for MiniLM)
+    logit_scale: float | None = 30.0  # fixed contrastive temperature; None: trained
+    bank_tau: float | None = 0.05  # locked tower: fused concept-bank heads (None: projection only)
+    positives: str = "label"  # "label": same-class pairs are positives; "caption": same text
+    seed: int = 0
+    split_seed: int | None = None  # set when the CSVs were made from a class folder
+    max_steps_per_epoch: int | None = None  # tests / smoke runs
+
+    def __post_init__(self) -> None:
+        for name, allowed in (
+            ("positives", ("label", "caption")),
+            ("image_tower", ("locked", "tuned")),
+            ("text_head", ("locked", "trained")),
+        ):
+            if getattr(self, name) not in allowed:
+                raise UsageError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
+        for csv_file in (self.train_csv, self.val_csv):
+            if csv_file is not None and not Path(csv_file).is_file():
+                raise UsageError(f"caption CSV {csv_file} not found")
+
+    def run_key(self) -> str:
+        """Identity of a training run (see :meth:`TrainConfig.identity`) and of its data."""
+        fields = self.identity()
+        fields["train_csv_sha1"] = _file_sha1(self.train_csv)
+        text = json.dumps(fields, sort_keys=True)
+        return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def _file_sha1(path: str | Path) -> str:
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+
+class FrozenTextFeatures(nn.Module):
+    """Pooled features of the frozen HF text transformer, memoised per caption string."""
+
+    def __init__(self, tim: TextImageModel):
+        super().__init__()
+        self.text = tim.model.text
+        self.tokenizer = tim.tokenizer
+        self.cache: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def pooled(self, captions: Sequence[str]) -> torch.Tensor:
+        device = next(self.text.parameters()).device
+        todo = sorted({c for c in captions if c not in self.cache})
+        if todo:
+            tokens = self.tokenizer(todo).to(device)
+            mask = (tokens != self.text.config.pad_token_id).long()
+            out = self.text.transformer(input_ids=tokens, attention_mask=mask)
+            for caption, vec in zip(todo, self.text.pooler(out, mask), strict=True):
+                self.cache[caption] = vec.cpu()  # kept where the model may move back to
+        return torch.stack([self.cache[c] for c in captions]).to(device)
+
+    def forward(self, captions: Sequence[str]) -> torch.Tensor:
+        return self.text.proj(self.pooled(captions))
+
+
+def freeze_for_training(tim: TextImageModel, cfg: TextImageTrainConfig) -> None:
+    """Freeze the image trunk (all of it, or its early blocks) and the text transformer; the
+    image head, the logit scale (unless fixed) and the text projection (unless locked) train."""
+    model = tim.model
+    locked = cfg.image_tower == "locked"
+    if locked and not hasattr(model.visual, "trunk"):
+        raise UsageError(
+            f"{cfg.model_name} has no separable image trunk; the locked image tower recipe "
+            "needs a timm image tower (train this model with the tuned image tower recipe)"
+        )
+    unlocked = 0 if locked else cfg.unlocked_image_groups
+    model.lock_image_tower(unlocked_groups=unlocked, freeze_bn_stats=False)
+    if hasattr(model, "text") and hasattr(model.text, "transformer"):  # HF text tower
+        for p in model.text.transformer.parameters():
+            p.requires_grad = False
+        proj = model.text.proj
+        if cfg.text_head == "locked" and isinstance(proj, nn.Linear):
+            if tim.spec.get("base_pretrained") == "offline-towers":
+                with torch.no_grad():  # a fresh head: lock MiniLM's own sentence space
+                    proj.weight.copy_(torch.eye(*proj.weight.shape))
+            proj.weight.requires_grad = False
+    else:  # open_clip's own text transformer: train only the projection
+        for name, p in model.named_parameters():
+            if not name.startswith("visual."):
+                p.requires_grad = name == "text_projection" and cfg.text_head == "trained"
+    if cfg.logit_scale is not None:
+        with torch.no_grad():
+            model.logit_scale.fill_(math.log(cfg.logit_scale))
+    model.logit_scale.requires_grad = cfg.logit_scale is None
+
+
+def train_mode(model: nn.Module) -> None:
+    """Train mode, except frozen parts (BatchNorm keeps ImageNet statistics, no text dropout)."""
+    model.train()
+    for module in model.modules():
+        params = list(module.parameters(recurse=False))
+        if params and not any(p.requires_grad for p in params):
+            module.eval()
+    if hasattr(model, "text") and hasattr(model.text, "transformer"):
+        model.text.transformer.eval()
+
+
+def param_groups(model: nn.Module, cfg: TextImageTrainConfig) -> list[dict[str, Any]]:
+    """AdamW groups: projection heads and logit scale at ``head_lr``, tower layers at ``lr``."""
+    heads, tower = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        is_head = name.startswith(("visual.head", "text.proj", "text_projection", "logit_scale"))
+        (heads if is_head else tower).append(p)
+    # initial_lr: the peak of the learning-rate schedule, which may start mid-run (resume)
+    groups = [{"params": heads, "lr": cfg.head_lr, "initial_lr": cfg.head_lr}]
+    if tower:
+        groups.append({"params": tower, "lr": cfg.lr, "initial_lr": cfg.lr})
+    return groups
+
+
+def contrastive_loss(
+    img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor, keys: Sequence[str]
+) -> torch.Tensor:
+    """Multi-positive CLIP loss on unit embeddings: pairs with the same key are positives.
+
+    Keys are the labels (``positives="label"``, when the CSV has them) or the captions
+    (templated captions repeat)."""
+    logits = logit_scale.exp().clamp(max=100) * img @ txt.T
+    same = torch.tensor([[a == b for b in keys] for a in keys], dtype=torch.float32)
+    targets = (same / same.sum(1, keepdim=True)).to(logits.device)
+    loss_i = -(targets * logits.log_softmax(1)).sum(1).mean()
+    loss_t = -(targets * logits.T.log_softmax(1)).sum(1).mean()
+    return (loss_i + loss_t) / 2
+
+
+class HeadsOnly(nn.Module):
+    """The trainable part of a locked-tower model (image head, text projection, logit scale),
+    sharing its parameters: what a resume point of the locked recipe needs."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.image_head = model.visual.head
+        self.text_proj = getattr(model.text, "proj", None) if hasattr(model, "text") else None
+        self.logit_scale = model.logit_scale
+
+
+@torch.no_grad()
+def concept_bank(
+    text_features: FrozenTextFeatures,
+    rows: Sequence[tuple[str, str, str]],
+    feats: torch.Tensor,
+    positives: str = "label",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(feature mean, bank texts, bank visuals) for :func:`install_fused_heads`: every distinct
+    training caption -> the unit mean of the centred, unit features of its class (its label;
+    without labels, the images sharing that caption)."""
+    normalize = nn.functional.normalize
+    mean = feats.mean(0)
+    centred = normalize(feats - mean, dim=-1)
+    by_label = positives == "label" and all(r[2] for r in rows)
+    groups: dict[str, list[int]] = {}
+    for i, (_, caption, label) in enumerate(rows):
+        groups.setdefault(label if by_label else caption, []).append(i)
+    visual = {k: normalize(centred[idx].mean(0), dim=-1) for k, idx in groups.items()}
+    entries = sorted({(caption, label if by_label else caption) for _, caption, label in rows})
+    texts = normalize(text_features.pooled([c for c, _ in entries]), dim=-1)
+    return mean, texts, torch.stack([visual[k] for _, k in entries])
