@@ -26,6 +26,7 @@ from skysearch.atomic import atomic_write_json
 from skysearch.config import Settings
 from skysearch.errors import SkySearchError, UsageError
 
+#: The real data bundled with the repository (the demo's input, the hints of ``doctor``).
 REPO_SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 
 

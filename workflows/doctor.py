@@ -13,11 +13,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from skysearch.workflows.demo import REPO_SAMPLE
+
 from skysearch.config import Settings
 from skysearch.errors import SkySearchError, StoreError
 
 OK, TODO, FAIL = "ok", "todo", "fail"
-REPO_SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 
 
 @dataclass
