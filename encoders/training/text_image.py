@@ -70,6 +70,7 @@ from torch import nn
 from torchvision import transforms
 from tqdm import tqdm
 
+from skysearch.atomic import atomic_path
 from skysearch.config import Workspace
 from skysearch.errors import UsageError
 
@@ -314,10 +315,9 @@ def trunk_features(
     bar.close()
     if todo:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.stem + ".tmp.npz")
         names = sorted(known)
-        np.savez(tmp, keys=np.array(names), features=np.stack([known[k] for k in names]))
-        tmp.replace(cache)
+        with atomic_path(cache) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, keys=np.array(names), features=np.stack([known[k] for k in names]))
     return torch.from_numpy(np.stack([known[k] for k in keys]))
 
 
