@@ -36,7 +36,7 @@ class ClipSet:
 
 
 def _clip_rows(workspace: Workspace, clip_ids: Sequence[str]) -> pa.Table:
-    table = read_clips(workspace)
+    table = read_clips(workspace, columns=["clip_id", "channels", "frame_ids"])
     return table.take(
         catalog_positions(clip_ids, table["clip_id"], "clip", "clip catalog", "skysearch clips")
     )
@@ -140,7 +140,8 @@ def find_clip(
 ) -> str:
     """The catalog clip starting at ``start`` (and matching the filters): its id."""
     when = parse_time(start)
-    table = read_clips(workspace, satellite, channels, length, gap_minutes)
+    cols = ["clip_id", "satellite", "channels", "start", "length", "gap_minutes"]
+    table = read_clips(workspace, satellite, channels, length, gap_minutes, columns=cols)
     if table.num_rows == 0:
         raise NotFoundError("no clips in the catalog match: run `skysearch clips` first")
     starts = table["start"].to_pylist()
