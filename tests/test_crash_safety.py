@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
 import torch
-from conftest import SAMPLE_DATA
+from conftest import SAMPLE_DATA, first_ir_frames
 from skysearch.encoders.checkpoints import save_checkpoint
 from skysearch.encoders.datasets.captions import CaptionRow, read_caption_rows, write_csv
 from skysearch.encoders.models.text_image import DEFAULT_MODEL, create_text_image_model
@@ -68,12 +68,8 @@ def test_checkpoint_files_are_fsynced_around_their_rename(tmp_path, disk_log):
 
 
 def test_sketch_and_frame_meta_are_fsynced_around_their_rename(tmp_path, disk_log):
-    src = tmp_path / "src"
-    src.mkdir()
-    for path in sorted(SAMPLE_IR.glob("HUIR17249*.GIF"))[:3]:
-        shutil.copy(path, src / path.name)
     ws = Workspace(tmp_path / "ws")
-    ingest([src], ws, workers=1, progress=False)
+    ingest([first_ir_frames(tmp_path / "src", 3)], ws, workers=1, progress=False)
     SketchStore(ws).update(progress=False)
     assert assert_durable(disk_log, "/meta.json", under="/sketches/") >= 2  # rows=0, rows=3
     assert assert_durable(disk_log, "/meta.json", under="/frames/") == 1

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from conftest import SAMPLE_DATA, shared_data
+from conftest import SAMPLE_DATA, first_ir_frames, shared_data
 from PIL import Image
 from skysearch.ingest import ids
 from skysearch.ingest.catalog import (
@@ -247,12 +247,8 @@ def _flip_last_byte(path: Path, row_group: int, column: str) -> None:
 
 
 def _twelve_frames(tmp_path: Path) -> Workspace:
-    src = tmp_path / "src"
-    src.mkdir()
-    for path in sorted(SAMPLE_IR.glob("HUIR17249*.GIF"))[:12]:
-        shutil.copy(path, src / path.name)
     ws = _ws(tmp_path / "ws")
-    ingest([src], ws, workers=1, progress=False)
+    ingest([first_ir_frames(tmp_path / "src", 12)], ws, workers=1, progress=False)
     return ws
 
 
