@@ -1,4 +1,4 @@
-"""Per-frame similarity sketches stored beside the frame store, and clip scoring by id.
+"""Per-frame similarity sketches stored beside the frame store (``SketchStore``).
 
 Layout: ``<workspace>/sketches/<spec tag>/<satellite>/<channel>/<year>/`` mirrors the frame
 store: ``sketch.bin`` holds one sketch (B x N*N cumulative counts) per frame-store row, in
