@@ -265,7 +265,8 @@ class StoreWriter:
             self._lock.close()
             raise StoreError(
                 f"another ingest is writing to {self.workspace.root}; wait for it to finish "
-                "or use another --workspace"
+                "or use another {workspace}",
+                params=["workspace"],
             ) from None
         return self
 
@@ -315,7 +316,8 @@ class StoreWriter:
             raise UsageError(
                 f"frame store {satellite}/{channel}/{year} holds {self._shapes[key]} frames, "
                 f"got {frame.shape} {frame.dtype}: the profile's resolution changed; "
-                "use a new --workspace"
+                "use a new {workspace}",
+                params=["workspace"],
             )
         pixels = np.ascontiguousarray(frame)
         handles[0].write(pixels.tobytes())

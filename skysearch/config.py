@@ -76,7 +76,8 @@ class Workspace:
         except OSError as exc:
             raise UsageError(
                 f"workspace {self.root} is not writable ({exc.strerror}); "
-                "pass --workspace DIR or set SKYSEARCH_WORKSPACE"
+                "pass {workspace} DIR or set SKYSEARCH_WORKSPACE",
+                params=["workspace"],
             ) from None
         return self
 

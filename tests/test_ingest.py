@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import SAMPLE_DATA, first_ir_frames, shared_data
 from PIL import Image
+from skysearch.cli.app import flag
 from skysearch.ingest import ids
 from skysearch.ingest.catalog import (
     REPLACES_KEY,
@@ -23,9 +24,10 @@ from skysearch.ingest.catalog import (
 from skysearch.ingest.clips import build_clips, read_clips
 from skysearch.ingest.framestore import FrameStore
 from skysearch.ingest.pipeline import ingest
+from skysearch.ingest.profiles import select_profiles
 
 from skysearch.config import Workspace
-from skysearch.errors import DamagedError, NotFoundError
+from skysearch.errors import DamagedError, NotFoundError, UsageError
 
 SAMPLE_IR = SAMPLE_DATA / "goes-irma-2017" / "infrared"
 UTC = timezone.utc
@@ -233,6 +235,13 @@ def test_read_frames_filters_and_framestore_order(tmp_path):
         np.testing.assert_array_equal(many[i], store.read(fid))
     with pytest.raises(NotFoundError):
         store.read("00000000-0000-0000-0000-000000000000")
+
+
+def test_an_unknown_source_names_the_parameter_the_cli_renders_as_a_flag():
+    with pytest.raises(UsageError) as caught:
+        select_profiles("meteosat")
+    assert str(caught.value).startswith("unknown source 'meteosat': use auto or one of ")
+    assert caught.value.render(flag).startswith("unknown --source 'meteosat'")
 
 
 def _flip_last_byte(path: Path, row_group: int, column: str) -> None:

@@ -148,7 +148,8 @@ def run_demo(
         if not path.is_dir():
             raise UsageError(
                 f"demo sample {path} not found: run the demo from a clone of the repository "
-                "(data/sample/), or pass --sample DIR"
+                "(data/sample/), or pass {sample} DIR",
+                params=["sample"],
             )
     if config.threads > 0:
         import torch

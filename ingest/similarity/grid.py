@@ -54,9 +54,9 @@ class GridSpec:
                 f"unknown similarity mode {self.mode!r}; use one of {', '.join(MODES)}"
             )
         if self.grid < 1 or self.bins < 1:
-            raise UsageError("--grid and --bins must be positive integers")
+            raise UsageError("{grid} and {bins} must be positive integers", params=["grid", "bins"])
         if self.bins > 254:
-            raise UsageError("--bins must be at most 254")
+            raise UsageError("{bins} must be at most 254", params=["bins"])
 
     @property
     def cells(self) -> int:
