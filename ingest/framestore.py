@@ -29,7 +29,7 @@ from skysearch.ingest.catalog import read_frames
 from skysearch.ingest.checksums import complete_crcs, crc_bytes, read_crcs, spot_mismatch
 from skysearch.ingest.profiles import load_profiles
 
-from skysearch.atomic import atomic_write_json
+from skysearch.atomic import atomic_write_json, fsync_file
 from skysearch.config import Workspace
 from skysearch.errors import DamagedError, NotFoundError, SkySearchError, StoreError, UsageError
 
@@ -341,5 +341,4 @@ class StoreWriter:
         """Flush and fsync every array (and its CRCs) written since the last sync."""
         for handles in self._files.values():
             for handle in handles:
-                handle.flush()
-                os.fsync(handle.fileno())
+                fsync_file(handle)

@@ -47,7 +47,7 @@ from skysearch.ingest.similarity.grid import (
 from skysearch.ingest.similarity.scoring import SketchPool
 from tqdm import tqdm
 
-from skysearch.atomic import atomic_write_json
+from skysearch.atomic import atomic_write_json, fsync_file
 from skysearch.config import Workspace
 from skysearch.errors import DamagedError, NotFoundError, StoreError, UsageError
 
@@ -90,11 +90,6 @@ def catalog_positions(
             f"run `{remedy}` first"
         )
     return found.to_numpy(zero_copy_only=False)
-
-
-def _fsync(handle: Any) -> None:
-    handle.flush()
-    os.fsync(handle.fileno())
 
 
 class SketchStore:
@@ -283,7 +278,7 @@ class SketchStore:
                 id_file.write(b"".join(ids[done:stop]))
                 crc_file.write(row_crcs(raw).tobytes())
                 for handle in files:
-                    _fsync(handle)
+                    fsync_file(handle)
                 meta["rows"] = stop
                 atomic_write_json(folder / META_FILE, meta)
                 bar.update(stop - done)
