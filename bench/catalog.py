@@ -34,14 +34,15 @@ def synthetic_rows(start: int, count: int) -> pa.Table:
     """``count`` catalog rows from row number ``start`` (ir and wv alternating)."""
     index = np.arange(start, start + count)
     times = np.datetime64(START.replace(tzinfo=None), "us") + (index // 2) * np.timedelta64(10, "m")
+    stamps = pa.array(times, pa.timestamp("us", tz="UTC"))
     channel = np.where(index % 2 == 0, "ir", "wv")
     return pa.table(
         {
             "frame_id": [str(uuid.UUID(int=int(i))) for i in index],
             "satellite": ["goes-east"] * count,
             "channel": channel,
-            "time": pa.array(times, pa.timestamp("us", tz="UTC")),
-            "year": pa.array([2017] * count, pa.int32()),
+            "time": stamps,
+            "year": pc.year(stamps).cast(pa.int32()),
             "source_path": [f"/archive/{i:08d}.png" for i in index],
             "checksum": [f"{i:064x}" for i in index],
             "width": pa.array([360] * count, pa.int32()),
