@@ -20,7 +20,9 @@ after a kill there, ``recover`` completes it).
 from __future__ import annotations
 
 import errno
+import functools
 import json
+import operator
 import os
 import shutil
 import uuid
@@ -30,6 +32,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from skysearch.atomic import atomic_path, exchange, fsync_path, remove_temporaries
@@ -45,6 +49,9 @@ OLD_SUFFIX = ".old"  # two-rename fallback: the partition's old folder, until de
 DAMAGED_SUFFIX = ".damaged"  # a part set aside by the repair: ".<part>.damaged"
 _READ_ATTEMPTS = 3  # a part renamed away while listed: list again
 _NO_EXCHANGE = (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP)
+_PARQUET = ds.ParquetFileFormat(
+    default_fragment_scan_options=ds.ParquetFragmentScanOptions(page_checksum_verification=True)
+)
 
 FRAME_SCHEMA = pa.schema(
     [
@@ -90,6 +97,33 @@ def read_part(path: Path, schema: pa.Schema = FRAME_SCHEMA) -> pa.Table:
         raise
     except (OSError, pa.ArrowException) as exc:
         raise _unreadable(path, exc) from None
+
+
+def scan_parts(
+    parts: list[Path],
+    schema: pa.Schema,
+    columns: list[str] | None = None,
+    where: pc.Expression | None = None,
+) -> pa.Table:
+    """The ``columns`` of the rows matching ``where`` in these catalog files, in file order.
+
+    Pushed down by pyarrow.dataset: only those columns are decoded (their page checksums
+    verified), and row groups whose statistics rule ``where`` out are skipped. A damaged file
+    raises ``DamagedError`` naming it; ``FileNotFoundError`` passes through (a file renamed
+    away while listed).
+    """
+    paths = [os.path.abspath(p) for p in parts]
+    dataset = ds.FileSystemDataset.from_paths(
+        paths, schema=schema, format=_PARQUET, filesystem=pafs.LocalFileSystem()
+    )
+    try:
+        return dataset.to_table(columns=columns, filter=where)
+    except FileNotFoundError:
+        raise
+    except (OSError, pa.ArrowException):
+        for part in parts:  # the scan's error need not name the file: find it
+            read_part(part, schema)
+        raise
 
 
 def _legacy_replaced(path: Path) -> set[str]:
@@ -231,16 +265,20 @@ def write_frames(workspace: Workspace, rows: pa.Table) -> list[Path]:
 
 
 def _read_parts(
-    workspace: Workspace, satellite: str | None, years: Iterable[int] | None
+    workspace: Workspace,
+    satellite: str | None,
+    years: Iterable[int] | None,
+    columns: list[str],
+    where: pc.Expression | None,
 ) -> pa.Table | None:
-    """All committed rows of the partitions; None when there are none. A part renamed away
-    between listing and reading (a compaction finishing) makes it list again."""
+    """Committed rows of the partitions (``scan_parts``); None when there are none. A part
+    renamed away between listing and reading (a compaction finishing) makes it list again."""
     for attempt in range(_READ_ATTEMPTS):
         parts = frame_parts(workspace, satellite, years)
         if not parts:
             return None
         try:
-            return pa.concat_tables(read_part(p) for p in parts)
+            return scan_parts(parts, FRAME_SCHEMA, columns, where)
         except FileNotFoundError:
             if attempt == _READ_ATTEMPTS - 1:
                 raise
@@ -259,6 +297,7 @@ def read_frames(
 
     ``start``/``end`` are inclusive bounds (aware UTC or ISO 8601 text); ``channel`` is one
     name or a list. Returns an empty table with the catalog schema when nothing matches.
+    Only the ``columns`` asked for (and the sort keys) are read; the filters are pushed down.
     """
     start_t = parse_time(start) if start is not None else None
     end_t = parse_time(end) if end is not None else None
@@ -267,26 +306,21 @@ def read_frames(
         lo = start_t.year if start_t else 1900
         hi = end_t.year if end_t else 2200
         years = range(lo, hi + 1)
-    fields = [FRAME_SCHEMA.field(c) for c in columns] if columns is not None else None
-    schema = FRAME_SCHEMA if fields is None else pa.schema(fields)
-    table = _read_parts(workspace, satellite, years)
-    if table is None:
-        return schema.empty_table()
-    mask = None
-
-    def both(new: pa.ChunkedArray) -> None:
-        nonlocal mask
-        mask = new if mask is None else pc.and_(mask, new)
-
+    names = FRAME_SCHEMA.names if columns is None else list(columns)
+    schema = pa.schema([FRAME_SCHEMA.field(c) for c in names])
+    order = [("time", "ascending"), ("satellite", "ascending"), ("channel", "ascending")]
+    conditions = []
     if channel is not None:
         chans = [channel] if isinstance(channel, str) else list(channel)
-        both(pc.is_in(table["channel"], value_set=pa.array(chans, pa.string())))
+        conditions.append(ds.field("channel").isin(pa.array(chans, pa.string())))
+    time_type = FRAME_SCHEMA.field("time").type
     if start_t is not None:
-        both(pc.greater_equal(table["time"], pa.scalar(start_t, FRAME_SCHEMA.field("time").type)))
+        conditions.append(ds.field("time") >= pa.scalar(start_t, time_type))
     if end_t is not None:
-        both(pc.less_equal(table["time"], pa.scalar(end_t, FRAME_SCHEMA.field("time").type)))
-    if mask is not None:
-        table = table.filter(mask)
-    order = [("time", "ascending"), ("satellite", "ascending"), ("channel", "ascending")]
-    table = table.sort_by(order)
-    return table.select(schema.names) if columns is not None else table
+        conditions.append(ds.field("time") <= pa.scalar(end_t, time_type))
+    where = functools.reduce(operator.and_, conditions) if conditions else None
+    read = list(dict.fromkeys([*schema.names, *(key for key, _ in order)]))
+    table = _read_parts(workspace, satellite, years, read, where)
+    if table is None:
+        return schema.empty_table()
+    return table.sort_by(order).select(schema.names)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from skysearch.atomic import fsync_file
+
 CRC_DTYPE = np.dtype("<u4")
 
 
@@ -74,6 +76,5 @@ def complete_crcs(data: Path, sidecar: Path, rows: int, row_bytes: int) -> int:
     with open(sidecar, "ab") as handle:
         for lo in range(have, rows, 256):
             handle.write(row_crcs(pixels[lo : min(rows, lo + 256)]).tobytes())
-        handle.flush()
-        os.fsync(handle.fileno())
+        fsync_file(handle)
     return rows - have

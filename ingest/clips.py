@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from skysearch.ingest import ids
-from skysearch.ingest.catalog import atomic_write_table, read_frames, read_part
+from skysearch.ingest.catalog import atomic_write_table, read_frames, read_part, scan_parts
 from skysearch.ingest.framestore import FrameStore
 
 from skysearch.atomic import remove_temporaries
@@ -230,11 +230,16 @@ def read_clips(
     channels: str | Sequence[str] | None = None,
     length: int | None = None,
     gap_minutes: int | None = None,
+    columns: list[str] | None = None,
 ) -> pa.Table:
     """Clips in the catalog, sorted by start (then satellite, clip id).
 
     ``channels`` selects clips whose channel list is exactly this one (``"ir,wv"`` or a list).
+    Only the ``columns`` asked for (and the sort keys) are read: leave out ``frame_ids``, the
+    bulk of the catalog, where it is not needed.
     """
+    names = CLIP_SCHEMA.names if columns is None else list(columns)
+    schema = pa.schema([CLIP_SCHEMA.field(c) for c in names])
     root = workspace.clips_catalog
     sat_glob = f"satellite={satellite}" if satellite else "satellite=*"
     chans = parse_channels(channels)
@@ -247,12 +252,12 @@ def read_clips(
             continue
         if gap_minutes is not None and not dims.endswith(f"x{gap_minutes}m"):
             continue
-        parts.append(read_part(path, CLIP_SCHEMA))
+        parts.append(path)
     if not parts:
-        return CLIP_SCHEMA.empty_table()
-    table = pa.concat_tables(parts)
+        return schema.empty_table()
     order = [("start", "ascending"), ("satellite", "ascending"), ("clip_id", "ascending")]
-    return table.sort_by(order)
+    read = list(dict.fromkeys([*names, *(key for key, _ in order)]))
+    return scan_parts(parts, CLIP_SCHEMA, read).sort_by(order).select(names)
 
 
 def clip_frames(

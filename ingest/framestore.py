@@ -29,7 +29,7 @@ from skysearch.ingest.catalog import read_frames
 from skysearch.ingest.checksums import complete_crcs, crc_bytes, read_crcs, spot_mismatch
 from skysearch.ingest.profiles import load_profiles
 
-from skysearch.atomic import atomic_write_json
+from skysearch.atomic import atomic_write_json, fsync_file
 from skysearch.config import Workspace
 from skysearch.errors import DamagedError, NotFoundError, SkySearchError, StoreError, UsageError
 
@@ -265,7 +265,8 @@ class StoreWriter:
             self._lock.close()
             raise StoreError(
                 f"another ingest is writing to {self.workspace.root}; wait for it to finish "
-                "or use another --workspace"
+                "or use another {workspace}",
+                params=["workspace"],
             ) from None
         return self
 
@@ -315,7 +316,8 @@ class StoreWriter:
             raise UsageError(
                 f"frame store {satellite}/{channel}/{year} holds {self._shapes[key]} frames, "
                 f"got {frame.shape} {frame.dtype}: the profile's resolution changed; "
-                "use a new --workspace"
+                "use a new {workspace}",
+                params=["workspace"],
             )
         pixels = np.ascontiguousarray(frame)
         handles[0].write(pixels.tobytes())
@@ -339,5 +341,4 @@ class StoreWriter:
         """Flush and fsync every array (and its CRCs) written since the last sync."""
         for handles in self._files.values():
             for handle in handles:
-                handle.flush()
-                os.fsync(handle.fileno())
+                fsync_file(handle)

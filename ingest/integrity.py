@@ -19,10 +19,10 @@ from skysearch.ingest import framestore
 from skysearch.ingest.catalog import FRAME_SCHEMA, live_parts, read_part, staging_folders
 from skysearch.ingest.checksums import mismatches, read_crcs, stored_rows
 from skysearch.ingest.clips import CLIP_SCHEMA
-from skysearch.ingest.similarity.core import GridSpec
-from skysearch.ingest.similarity.sketches import CRC_FILE as SKETCH_CRC
-from skysearch.ingest.similarity.sketches import DATA_FILE as SKETCH_DATA
-from skysearch.ingest.similarity.sketches import ID_BYTES, IDS_FILE, SketchStore
+from skysearch.ingest.similarity.grid import GridSpec
+from skysearch.ingest.similarity.store import CRC_FILE as SKETCH_CRC
+from skysearch.ingest.similarity.store import DATA_FILE as SKETCH_DATA
+from skysearch.ingest.similarity.store import ID_BYTES, IDS_FILE, SketchStore
 
 from skysearch.config import Workspace
 from skysearch.errors import DamagedError, StoreError

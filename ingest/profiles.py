@@ -173,13 +173,15 @@ def load_profiles(extra_dirs: list[Path] | None = None) -> dict[str, Profile]:
 
 
 def select_profiles(source: str, extra_dirs: list[Path] | None = None) -> list[Profile]:
-    """The profiles ``--source`` names: one profile, or all of them for ``auto``."""
+    """The profiles ``source`` names: one profile, or all of them for ``auto``."""
     profiles = load_profiles(extra_dirs)
     if source == "auto":
         return list(profiles.values())
     if source not in profiles:
         known = ", ".join(sorted(profiles))
-        raise UsageError(f"unknown --source {source!r}: use auto or one of {known}")
+        raise UsageError(
+            f"unknown {{source}} {source!r}: use auto or one of {known}", params=["source"]
+        )
     return [profiles[source]]
 
 

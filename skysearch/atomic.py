@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 TMP_SUFFIX = ".tmp"
 
@@ -29,6 +29,13 @@ def fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_file(handle: IO[bytes]) -> None:
+    """Flush an open file's buffer and its content to the disk (appended rows: before the
+    metadata that counts them is replaced)."""
+    handle.flush()
+    os.fsync(handle.fileno())
 
 
 def _temporary_path(path: Path) -> Path:

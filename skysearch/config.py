@@ -1,13 +1,13 @@
 """Configuration and the workspace layout.
 
 Precedence: CLI flags > environment (``SKYSEARCH_*``, ``QDRANT_URL``, ``QDRANT_API_KEY``) >
-``skysearch.toml`` in the current directory > defaults. One workspace folder holds the
+``skysearch.toml`` in the current directory > defaults, merged by pydantic-settings
+(``skysearch.settings_layers`` declares every setting). One workspace folder holds the
 catalogs, frame store, models and the embedded vector store.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,7 +76,8 @@ class Workspace:
         except OSError as exc:
             raise UsageError(
                 f"workspace {self.root} is not writable ({exc.strerror}); "
-                "pass --workspace DIR or set SKYSEARCH_WORKSPACE"
+                "pass {workspace} DIR or set SKYSEARCH_WORKSPACE",
+                params=["workspace"],
             ) from None
         return self
 
@@ -92,23 +93,6 @@ class Settings:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-#: Keys of ``skysearch.toml`` that settings read; each must be a string.
-FILE_KEYS = ("workspace", "qdrant_url", "qdrant_api_key", "device")
-
-
-def _file_settings(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        values = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise UsageError(f"cannot read {path}: {exc}") from None
-    for key in FILE_KEYS:
-        if key in values and not isinstance(values[key], str):
-            raise UsageError(f"{path}: {key} must be a string, got {values[key]!r}")
-    return values
-
-
 def load_settings(
     workspace: str | Path | None = None,
     qdrant_url: str | None = None,
@@ -116,23 +100,29 @@ def load_settings(
     config_file: Path | None = None,
 ) -> Settings:
     """Resolve settings from flags, environment, ``skysearch.toml`` and defaults."""
-    file_values = _file_settings(config_file or Path.cwd() / CONFIG_FILE)
+    from pydantic import ValidationError  # pydantic-settings takes ~0.2 s to import: only here
 
-    def pick(flag: Any, env: str, key: str, default: Any) -> Any:
-        if flag not in (None, ""):
-            return flag
-        if os.environ.get(env):
-            return os.environ[env]
-        return file_values.get(key, default)
+    from skysearch.settings_layers import TUNING, Layers, layers_reading
 
-    root = Path(pick(workspace, "SKYSEARCH_WORKSPACE", "workspace", DEFAULT_WORKSPACE))
-    root = root.expanduser().resolve()
+    path = config_file or Path.cwd() / CONFIG_FILE
+    flags = {"workspace": workspace, "qdrant_url": qdrant_url, "device": device}
+    given = {key: str(value) for key, value in flags.items() if value not in (None, "")}
+    try:
+        layers = layers_reading(path)(**given)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"cannot read {path}: {exc}") from None
+    except ValidationError as exc:  # only a TOML value can have the wrong type
+        error = exc.errors()[0]
+        names = {f.validation_alias: name for name, f in Layers.model_fields.items()}
+        key = names.get(error["loc"][0], error["loc"][0])
+        raise UsageError(f"{path}: {key} must be a string, got {error['input']!r}") from None
+    root = Path(layers.workspace).expanduser().resolve()
     if root.exists() and not root.is_dir():
         raise UsageError(f"workspace {root} is a file, not a folder")
     return Settings(
         workspace=Workspace(root),
-        qdrant_url=pick(qdrant_url, "QDRANT_URL", "qdrant_url", None),
-        qdrant_api_key=pick(None, "QDRANT_API_KEY", "qdrant_api_key", None),
-        device=pick(device, "SKYSEARCH_DEVICE", "device", "auto"),
-        extra=file_values,
+        qdrant_url=layers.qdrant_url,
+        qdrant_api_key=layers.qdrant_api_key,
+        device=layers.device,
+        extra={key: value for key in TUNING if (value := getattr(layers, key)) is not None},
     )

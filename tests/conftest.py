@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,16 @@ def shared_data(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared data not available: {path} (a developer machine or CI has it)")
     return path
+
+
+def first_ir_frames(folder: Path, count: int) -> Path:
+    """A new ``folder`` holding copies of the bundled sample's first ``count`` IR frames (one
+    an hour from 2017-09-06 00:45 UTC): a small real archive to ingest."""
+    folder.mkdir()
+    infrared = SAMPLE_DATA / "goes-irma-2017" / "infrared"
+    for path in sorted(infrared.glob("HUIR17249*.GIF"))[:count]:
+        shutil.copy(path, folder / path.name)
+    return folder
 
 
 @dataclass

@@ -14,8 +14,11 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
 import torch
-from conftest import SAMPLE_DATA
+from conftest import SAMPLE_DATA, first_ir_frames
 from skysearch.encoders.checkpoints import save_checkpoint
+from skysearch.encoders.datasets.captions import CaptionRow, read_caption_rows, write_csv
+from skysearch.encoders.models.text_image import DEFAULT_MODEL, create_text_image_model
+from skysearch.encoders.training.text_image import trunk_features
 from skysearch.ingest.catalog import compact_partitions, read_frames, recover
 from skysearch.ingest.pipeline import ingest
 from skysearch.ingest.similarity import SketchStore
@@ -65,16 +68,36 @@ def test_checkpoint_files_are_fsynced_around_their_rename(tmp_path, disk_log):
 
 
 def test_sketch_and_frame_meta_are_fsynced_around_their_rename(tmp_path, disk_log):
-    src = tmp_path / "src"
-    src.mkdir()
-    for path in sorted(SAMPLE_IR.glob("HUIR17249*.GIF"))[:3]:
-        shutil.copy(path, src / path.name)
     ws = Workspace(tmp_path / "ws")
-    ingest([src], ws, workers=1, progress=False)
+    ingest([first_ir_frames(tmp_path / "src", 3)], ws, workers=1, progress=False)
     SketchStore(ws).update(progress=False)
     assert assert_durable(disk_log, "/meta.json", under="/sketches/") >= 2  # rows=0, rows=3
     assert assert_durable(disk_log, "/meta.json", under="/frames/") == 1
     assert assert_durable(disk_log, ".parquet", under="/catalog/frames/") == 1
+
+
+def test_caption_csv_is_replaced_durably_and_a_failed_write_keeps_the_old_one(tmp_path, disk_log):
+    rows = [CaptionRow(str(tmp_path / f"{i}.png"), f"a photo of {i}", "", "forest") for i in "ab"]
+    path = write_csv(rows, tmp_path / "captions" / "train.csv")
+    assert assert_durable(disk_log, "/train.csv") == 1
+    before = path.read_bytes()
+    with pytest.raises(AttributeError):
+        write_csv([*rows, object()], path)  # fails half-way through the rows
+    assert path.read_bytes() == before
+    assert [r.title for r in read_caption_rows(path)] == ["a photo of a", "a photo of b"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["train.csv"]  # no leftover
+
+
+def test_trunk_feature_cache_is_replaced_durably(tmp_path, disk_log):
+    images = sorted((SAMPLE_DATA / "rsscn7-mini").rglob("*.jpg"))[:2]
+    tim = create_text_image_model(DEFAULT_MODEL)
+    cache = tmp_path / "cache" / "features.npz"
+    first = trunk_features(tim, [str(p) for p in images], cache, progress=False)
+    assert assert_durable(disk_log, "/features.npz") == 1
+    assert sorted(p.name for p in cache.parent.iterdir()) == ["features.npz"]
+    again = trunk_features(tim, [str(p) for p in images], cache, progress=False)  # from the cache
+    assert torch.equal(first, again)
+    assert assert_durable(disk_log, "/features.npz") == 1  # nothing new: not written again
 
 
 KILLER = """

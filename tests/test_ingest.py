@@ -10,20 +10,24 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
-from conftest import SAMPLE_DATA, shared_data
+from conftest import SAMPLE_DATA, first_ir_frames, shared_data
 from PIL import Image
+from skysearch.cli.app import flag
 from skysearch.ingest import ids
 from skysearch.ingest.catalog import (
     REPLACES_KEY,
     atomic_write_table,
     read_frames,
 )
+from skysearch.ingest.clips import build_clips, read_clips
 from skysearch.ingest.framestore import FrameStore
 from skysearch.ingest.pipeline import ingest
+from skysearch.ingest.profiles import select_profiles
 
 from skysearch.config import Workspace
-from skysearch.errors import NotFoundError
+from skysearch.errors import DamagedError, NotFoundError, UsageError
 
 SAMPLE_IR = SAMPLE_DATA / "goes-irma-2017" / "infrared"
 UTC = timezone.utc
@@ -231,6 +235,65 @@ def test_read_frames_filters_and_framestore_order(tmp_path):
         np.testing.assert_array_equal(many[i], store.read(fid))
     with pytest.raises(NotFoundError):
         store.read("00000000-0000-0000-0000-000000000000")
+
+
+def test_an_unknown_source_names_the_parameter_the_cli_renders_as_a_flag():
+    with pytest.raises(UsageError) as caught:
+        select_profiles("meteosat")
+    assert str(caught.value).startswith("unknown source 'meteosat': use auto or one of ")
+    assert caught.value.render(flag).startswith("unknown --source 'meteosat'")
+
+
+def _flip_last_byte(path: Path, row_group: int, column: str) -> None:
+    """Damage one column chunk of a Parquet file (the end of its last page's payload)."""
+    group = pq.ParquetFile(path).metadata.row_group(row_group)
+    names = [group.column(i).path_in_schema for i in range(group.num_columns)]
+    chunk = group.column(names.index(column))
+    start = chunk.dictionary_page_offset or chunk.data_page_offset
+    data = bytearray(path.read_bytes())
+    data[start + chunk.total_compressed_size - 1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _twelve_frames(tmp_path: Path) -> Workspace:
+    ws = _ws(tmp_path / "ws")
+    ingest([first_ir_frames(tmp_path / "src", 12)], ws, workers=1, progress=False)
+    return ws
+
+
+def test_read_frames_decodes_only_the_columns_and_row_groups_it_needs(tmp_path):
+    """Columns and filters are pushed down to the Parquet reader: a damaged column the query
+    does not ask for, or a damaged row group its time window rules out, is never decoded
+    (a full read still refuses the file, naming it)."""
+    ws = _twelve_frames(tmp_path)
+    full = read_frames(ws)
+    (part,) = ws.frames_catalog.rglob("*.parquet")
+    pq.write_table(full, part, row_group_size=4, write_page_checksum=True)  # 3 row groups
+    start = full["time"][4].as_py()  # the second row group's first frame
+    wanted = full.filter(pc.greater_equal(full["time"], full["time"][4])).select(
+        ["frame_id", "time"]
+    )
+    _flip_last_byte(part, 0, "frame_id")  # a row group the window rules out
+    _flip_last_byte(part, 1, "source_path")  # a column the query does not ask for
+    assert read_frames(ws, start=start, columns=["frame_id", "time"]).equals(wanted)
+    with pytest.raises(DamagedError, match=str(part)):
+        read_frames(ws)
+    with pytest.raises(DamagedError, match=str(part)):
+        read_frames(ws, columns=["source_path"])
+
+
+def test_read_clips_decodes_only_the_columns_it_needs(tmp_path):
+    """The frame id grids, the bulk of the clip catalog, are read only when asked for."""
+    ws = _twelve_frames(tmp_path)
+    build_clips(ws, length=4, gap_minutes=60)
+    full = read_clips(ws)
+    assert full.num_rows > 1
+    (path,) = ws.clips_catalog.rglob("*.parquet")
+    _flip_last_byte(path, 0, "frame_ids.list.element.list.element")
+    cols = ["clip_id", "start", "channels"]
+    assert read_clips(ws, length=4, columns=cols).equals(full.select(cols))
+    with pytest.raises(DamagedError, match=str(path)):
+        read_clips(ws)
 
 
 def test_cli_errors_are_one_line_exit_2(tmp_path, cli):

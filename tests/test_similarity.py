@@ -10,6 +10,7 @@ from conftest import shared_data
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from skysearch.cli.app import flag
 from skysearch.ingest.similarity import (
     GridSpec,
     SketchPool,
@@ -317,3 +318,17 @@ def test_pairwise_step_matrix_and_per_clip_paths_agree(max_step):
     for a, b in [(0, 9), (3, 4), (7, 2)]:
         expected = clip_similarity(frames[index[a]], frames[index[b]], spec).similarity
         assert matrix[a, b] == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "spec, plain, on_the_cli",
+    [
+        ({"grid": 0}, "grid and bins must be positive integers", "--grid and --bins must"),
+        ({"bins": 300}, "bins must be at most 254", "--bins must be at most 254"),
+    ],
+)
+def test_spec_errors_name_parameters_the_cli_renders_as_flags(spec, plain, on_the_cli):
+    with pytest.raises(UsageError) as caught:
+        GridSpec(**spec)
+    assert str(caught.value) == plain  # the library's words (the HTTP service's too)
+    assert caught.value.render(flag).startswith(on_the_cli)

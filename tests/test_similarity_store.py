@@ -22,7 +22,7 @@ from skysearch.ingest.similarity import (
     sketch_frames,
     sketch_geometry,
 )
-from skysearch.ingest.similarity.sketches import IDS_FILE, META_FILE
+from skysearch.ingest.similarity.store import IDS_FILE, META_FILE
 from skysearch.retrieval.search.rerank import rerank
 
 from skysearch.config import Workspace

@@ -26,6 +26,7 @@ from skysearch.atomic import atomic_write_json
 from skysearch.config import Settings
 from skysearch.errors import SkySearchError, UsageError
 
+#: The real data bundled with the repository (the demo's input, the hints of ``doctor``).
 REPO_SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 
 
@@ -147,7 +148,8 @@ def run_demo(
         if not path.is_dir():
             raise UsageError(
                 f"demo sample {path} not found: run the demo from a clone of the repository "
-                "(data/sample/), or pass --sample DIR"
+                "(data/sample/), or pass {sample} DIR",
+                params=["sample"],
             )
     if config.threads > 0:
         import torch

@@ -13,11 +13,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from skysearch.workflows.demo import REPO_SAMPLE
+
 from skysearch.config import Settings
 from skysearch.errors import SkySearchError, StoreError
 
 OK, TODO, FAIL = "ok", "todo", "fail"
-REPO_SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 
 
 @dataclass
@@ -94,7 +95,8 @@ def _frames(settings: Settings) -> Check:
 def _clips(settings: Settings) -> Check:
     from skysearch.ingest.clips import read_clips, spec_keys
 
-    table = read_clips(settings.workspace)
+    spec_columns = ["satellite", "channels", "length", "gap_minutes"]
+    table = read_clips(settings.workspace, columns=spec_columns)
     if table.num_rows == 0:
         return Check("clips", TODO, "no clips assembled", "skysearch clips --length 6 --gap 60")
     counts: dict[str, int] = {}

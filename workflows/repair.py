@@ -112,7 +112,7 @@ def _catalogs(
     from skysearch.ingest.integrity import array_keys
     from skysearch.ingest.rebuild import set_aside, unreferenced_ids
     from skysearch.ingest.similarity import GridSpec, SketchStore
-    from skysearch.ingest.similarity.sketches import IDS_FILE
+    from skysearch.ingest.similarity.store import IDS_FILE
 
     recover(workspace)
     for p in problems:

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from skysearch.atomic import atomic_path
 from skysearch.errors import UsageError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
@@ -230,13 +231,11 @@ def write_csv(rows: Sequence[CaptionRow], path: str | Path) -> Path:
     """Write rows in SkyScript's CSV format (plus ``label``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(CSV_COLUMNS)
         for r in rows:
             writer.writerow([r.filepath, r.title, r.title_multi_objects, r.label])
-    tmp.replace(path)
     return path
 
 

@@ -5,7 +5,7 @@ Its clips overlap, so their frames are factored into *steps*: the distinct time 
 id per channel) that clips use, with ``index[clip, l]`` the step of the clip's frame ``l``.
 Frames and ground-truth similarities are then computed once per step, not once per clip.
 
-Ground truth: the grid Kolmogorov-Smirnov similarity (``skysearch.ingest.similarity.core``,
+Ground truth: the grid Kolmogorov-Smirnov similarity (``skysearch.ingest.similarity``,
 clean mode, N=24, B=20). Clip similarity is by definition the mean over frames (frame i against
 frame i) and channels of frame similarities, so the clip matrix is an average of rows and
 columns of the step matrix (:func:`clip_similarity_matrix`).
@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from skysearch.ingest.catalog import read_frames
 from skysearch.ingest.clips import parse_channels, read_clips, spec_keys
 from skysearch.ingest.framestore import FrameStore
-from skysearch.ingest.similarity.core import (
+from skysearch.ingest.similarity import (
     GridSpec,
     cell_sizes,
     similarity_block,

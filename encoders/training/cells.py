@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from skysearch.encoders.factory import embed_in_batches
 from skysearch.encoders.models.frame import FrameEncoder, to_float
-from skysearch.ingest.similarity.core import GridSpec, cell_sizes, sketch_frames, sketch_geometry
+from skysearch.ingest.similarity import GridSpec, cell_sizes, sketch_frames, sketch_geometry
 
 #: cell pairs per optimisation step, and steps per epoch
 CELL_PAIRS = 4096

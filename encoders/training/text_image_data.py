@@ -24,6 +24,7 @@ from skysearch.ingest.decode import open_image
 from torchvision import transforms
 from tqdm import tqdm
 
+from skysearch.atomic import atomic_path
 from skysearch.config import Workspace
 from skysearch.errors import UsageError
 
@@ -122,10 +123,9 @@ def trunk_features(
     bar.close()
     if todo:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.stem + ".tmp.npz")
         names = sorted(known)
-        np.savez(tmp, keys=np.array(names), features=np.stack([known[k] for k in names]))
-        tmp.replace(cache)
+        with atomic_path(cache) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, keys=np.array(names), features=np.stack([known[k] for k in names]))
     return torch.from_numpy(np.stack([known[k] for k in keys]))
 
 

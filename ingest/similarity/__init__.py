@@ -1,21 +1,39 @@
 """The grid Kolmogorov-Smirnov similarity metric: public API.
 
-Array functions live in ``core`` (sketches, modes, one-vs-many, pairwise) over the compiled
-``kernel``; stored per-frame sketches and clip-id lookups in ``sketches``; image folders in
-``files``. Import from here.
+``grid``: the metric's parameters and per-frame sketches (modes, grey, bins, cells);
+``scoring``: scores on sketches (frames, clips, one-vs-many, pairwise) over the compiled
+``kernel``; ``store``: per-frame sketches stored beside the frame store; ``clips``: catalog
+clips by id; ``files``: image folders. Import from here.
 """
 
-from skysearch.ingest.similarity.core import (
+from skysearch.ingest.similarity.clips import (
+    ClipScores,
+    ClipSet,
+    find_clip,
+    load_clips,
+    pairwise_clips,
+    score_clips,
+    sketch_catalog_clip,
+)
+from skysearch.ingest.similarity.files import folder_layout, sketch_folder
+from skysearch.ingest.similarity.grid import (
     MODES,
-    ClipScore,
     Geometry,
     GridSpec,
     Mode,
+    bin_grey,
+    cell_sizes,
+    sketch_dtype,
+    sketch_frame,
+    sketch_frames,
+    sketch_geometry,
+    to_grey,
+)
+from skysearch.ingest.similarity.scoring import (
+    ClipScore,
     SketchedClip,
     SketchPool,
-    bin_grey,
     cell_similarities,
-    cell_sizes,
     clip_similarity,
     clip_similarity_from_sketches,
     compare_clips,
@@ -23,24 +41,8 @@ from skysearch.ingest.similarity.core import (
     one_to_many,
     pairwise,
     similarity_block,
-    sketch_dtype,
-    sketch_frame,
-    sketch_frames,
-    sketch_geometry,
-    to_grey,
 )
-from skysearch.ingest.similarity.files import folder_layout, sketch_folder
-from skysearch.ingest.similarity.sketches import (
-    ClipScores,
-    ClipSet,
-    SketchReport,
-    SketchStore,
-    find_clip,
-    load_clips,
-    pairwise_clips,
-    score_clips,
-    sketch_catalog_clip,
-)
+from skysearch.ingest.similarity.store import SketchReport, SketchStore
 
 __all__ = [
     "MODES",

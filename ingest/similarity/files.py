@@ -12,13 +12,8 @@ from pathlib import Path
 
 import numpy as np
 from skysearch.ingest.decode import open_image
-from skysearch.ingest.similarity.core import (
-    Geometry,
-    GridSpec,
-    SketchedClip,
-    cell_sizes,
-    sketch_frame,
-)
+from skysearch.ingest.similarity.grid import Geometry, GridSpec, cell_sizes, sketch_frame
+from skysearch.ingest.similarity.scoring import SketchedClip
 
 from skysearch.errors import UsageError
 
