@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from skysearch.atomic import atomic_write_bytes
 from skysearch.config import Workspace
+from skysearch.cpus import usable_cpus
 from skysearch.errors import UsageError
 
 _PR_SET_PDEATHSIG = 1
@@ -224,7 +225,7 @@ def ingest(
     candidates, skipped = discover(paths, profiles)
     report = IngestReport(files_seen=len(candidates) + len(skipped))
     report.inputs = [str(Path(p).resolve()) for p in paths]
-    workers = workers or os.cpu_count() or 1
+    workers = workers or usable_cpus()
 
     with StoreWriter(workspace) as writer:
         recover(workspace)

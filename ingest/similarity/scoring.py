@@ -7,7 +7,6 @@ memory-mapped sketches are compared without copying them first.
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -16,6 +15,7 @@ import numpy as np
 from skysearch.ingest.similarity.grid import GridSpec, cell_sizes, sketch_frames, sketch_geometry
 from skysearch.ingest.similarity.kernel import ks_distance_sums
 
+from skysearch.cpus import usable_cpus
 from skysearch.errors import UsageError
 
 # Pool sketches gathered per kernel step (a chunk stays in L2 while every query passes over it).
@@ -54,8 +54,7 @@ def _distance_sums(
 @lru_cache(maxsize=1)
 def _executor() -> ThreadPoolExecutor | None:
     """Shared worker threads for the kernel (None on a single core)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    workers = max(1, min(4, cores or 1))
+    workers = min(4, usable_cpus())
     return ThreadPoolExecutor(workers, thread_name_prefix="ks") if workers > 1 else None
 
 
