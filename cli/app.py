@@ -28,6 +28,7 @@ FLAG_NAMES = {
     "frame_files": "--frames",
     "image_files": "--file",
     "gap_minutes": "--gap",
+    "tolerance_minutes": "--tolerance",
 }
 
 

@@ -72,7 +72,8 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(
             f"no checkpoint at {Path(directory)} (missing {CONFIG_FILE}); "
-            "train a model first or pass the right --model"
+            "train a model first or pass the right {model_id}",
+            params=["model_id"],
         )
     try:
         config = json.loads(path.read_text())

@@ -175,9 +175,14 @@ def build_clips(
     multi-channel clips (every channel at every step), for each satellite that has them all.
     """
     if length < 1 or gap_minutes < 1:
-        raise UsageError("--length and --gap must be at least 1")
+        raise UsageError(
+            "{length} and {gap_minutes} must be at least 1", params=["length", "gap_minutes"]
+        )
     if not 0 <= tolerance_minutes < gap_minutes:
-        raise UsageError("--tolerance must be >= 0 and smaller than --gap")
+        raise UsageError(
+            "{tolerance_minutes} must be >= 0 and smaller than {gap_minutes}",
+            params=["tolerance_minutes", "gap_minutes"],
+        )
     wanted = parse_channels(channels)
     cols = ["frame_id", "satellite", "channel", "time"]
     frames = read_frames(workspace, satellite=satellite, columns=cols)

@@ -124,6 +124,10 @@ CASES: dict[str, list[Case]] = {
         c("clips", "--length", "99999999999", *W, expect=USAGE),
         c("clips", "--gap", "-1", *W, expect=USAGE),
         c("clips", "--tolerance", "-1", *W, expect=USAGE),
+        c(
+            *("clips", "--gap", "60", "--tolerance", "60", *W),
+            expect="--tolerance must be >= 0 and smaller than --gap",
+        ),
         c("clips", "--channels", "nope", *W, expect="no satellite has all channels nope"),
     ],
     "predict": [

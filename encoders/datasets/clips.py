@@ -101,7 +101,8 @@ def _pick_spec(table: pa.Table, what: str) -> pa.Table:
 
         tqdm.write(
             f"{what}: {len(counts)} clip specs in the catalog; using {best[0]} {best[1]} "
-            f"{best[2]}x{best[3]}m ({counts[best]} clips). Choose with --channels/--length/--gap.",
+            f"{best[2]}x{best[3]}m ({counts[best]} clips); choose another by its channels, "
+            "length and gap.",
             file=sys.stderr,
         )
     return table.filter(pa.array(mask))

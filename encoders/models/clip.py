@@ -132,8 +132,8 @@ class ClipEncoder(nn.Module):
         if length != self.config.length or dim != self.config.in_dim:
             raise UsageError(
                 f"clip encoder expects {self.config.length} frames of {self.config.in_dim}-d "
-                f"embeddings, got {length} x {dim}; build clips with --length "
-                f"{self.config.length} or train a clip encoder for this length"
+                f"embeddings, got {length} x {dim}; build clips of {self.config.length} frames "
+                "or train a clip encoder for this length"
             )
         x = frame_embeddings + self.gate * self.layer(frame_embeddings + self.positions)
         return F.normalize(x.flatten(1) @ self.readout.T, dim=-1)

@@ -192,8 +192,9 @@ def create_text_image_model(
         tags = open_clip.list_pretrained_tags_by_model(model_name)
         if pretrained not in tags:
             raise UsageError(
-                f"--pretrained {pretrained!r} is neither a file nor an open_clip tag of "
-                f"{model_name} (tags: {', '.join(tags) or 'none'})"
+                f"{{pretrained}} {pretrained!r} is neither a file nor an open_clip tag of "
+                f"{model_name} (tags: {', '.join(tags) or 'none'})",
+                params=["pretrained"],
             )
     offline = model_name in OFFLINE_MODELS
     kwargs: dict[str, Any] = {}

@@ -159,7 +159,8 @@ def find_clip(
         )
         raise UsageError(
             f"{len(hits)} clips start at {to_rfc3339(when)} ({'; '.join(options)}): "
-            "pick one with --satellite, --channel, --length, --gap"
+            "pick one with {satellite}, {channel}, {length}, {gap_minutes}",
+            params=["satellite", "channel", "length", "gap_minutes"],
         )
     return table["clip_id"][hits[0]].as_py()
 
