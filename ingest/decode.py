@@ -16,6 +16,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from skysearch.ingest.profiles import Profile
 
+#: Image files a folder of queries, scenes or similarity inputs is read for (Pillow opens them).
+IMAGE_SUFFIXES = frozenset({".png", ".gif", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
 ARCHIVE_SEP = "::"  # source_path of a zip member: "/abs/archive.zip::folder/name.png"
 #: Largest source file (plain or zip member) read into memory: 35x the largest real product
 #: file we hold (1.8 MB COMS PNGs); anything bigger is skipped unread.

@@ -8,7 +8,7 @@ clips by id; ``files``: image folders. Import from here.
 
 from skysearch.ingest.similarity.clips import (
     ClipScores,
-    ClipSet,
+    ClipSketches,
     find_clip,
     load_clips,
     pairwise_clips,
@@ -48,7 +48,7 @@ __all__ = [
     "MODES",
     "ClipScore",
     "ClipScores",
-    "ClipSet",
+    "ClipSketches",
     "SketchReport",
     "SketchStore",
     "load_clips",

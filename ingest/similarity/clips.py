@@ -25,7 +25,7 @@ from skysearch.timeutil import parse_time, to_rfc3339
 
 
 @dataclass(frozen=True)
-class ClipSet:
+class ClipSketches:
     """Clips resolved to a sketch pool: ``index`` (K, C, L) rows of ``pool``."""
 
     clip_ids: list[str]
@@ -42,7 +42,7 @@ def _clip_rows(workspace: Workspace, clip_ids: Sequence[str]) -> pa.Table:
     )
 
 
-def load_clips(store: SketchStore, clip_ids: Sequence[str]) -> ClipSet:
+def load_clips(store: SketchStore, clip_ids: Sequence[str]) -> ClipSketches:
     """Resolve catalog clips to stored sketches (one channel list and length for all)."""
     rows = _clip_rows(store.workspace, clip_ids)
     channel_lists = rows["channels"].to_pylist()
@@ -57,7 +57,7 @@ def load_clips(store: SketchStore, clip_ids: Sequence[str]) -> ClipSet:
     flat = [fid for grid in grids for row in grid for fid in row]
     pool, global_rows, geometry = store.pool(flat)
     index = global_rows.reshape(len(grids), len(channels), length)
-    return ClipSet(list(clip_ids), list(channels), pool, index, cell_sizes(geometry))
+    return ClipSketches(list(clip_ids), list(channels), pool, index, cell_sizes(geometry))
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from skysearch.ingest.decode import open_image
+from skysearch.ingest.decode import IMAGE_SUFFIXES, open_image
 from skysearch.ingest.similarity.grid import Geometry, GridSpec, cell_sizes, sketch_frame
 from skysearch.ingest.similarity.scoring import SketchedClip
 
 from skysearch.errors import UsageError
 
-IMAGE_SUFFIXES = (".png", ".gif", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 _FRAME_DIR = re.compile(r"^image_(\d+)$")
 
 

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from skysearch.encoders.datasets.captions import IMAGE_SUFFIXES
 from skysearch.encoders.models.text_image import TextImageModel, load_rgb, load_workspace_model
+from skysearch.ingest.decode import IMAGE_SUFFIXES
 from skysearch.ingest.ids import NAMESPACE
 from skysearch.retrieval.store import Point, VectorStore, open_store
 from skysearch.retrieval.store.filters import check_bbox

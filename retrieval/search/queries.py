@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from skysearch.ingest.decode import IMAGE_SUFFIXES
 
 from skysearch.config import Workspace
 from skysearch.errors import NotFoundError, UsageError
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 
 #: A query time may sit this far from a frame/clip start and still pick it.
 DEFAULT_TOLERANCE_MINUTES = 15
-IMAGE_SUFFIXES = {".png", ".gif", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
 
 
 @dataclass(frozen=True)
