@@ -30,7 +30,7 @@ DeviceOption = Annotated[
     ),
 ]
 ThreadsOption = Annotated[
-    int, typer.Option(help="CPU threads for torch (0 = torch's default: one per core).", min=0)
+    int, typer.Option(help="CPU threads for torch (0 = one per CPU this process may use).", min=0)
 ]
 
 

@@ -85,7 +85,9 @@ def serve_command(
     ] = None,
     torch_threads: Annotated[
         int,
-        typer.Option(help="Torch threads per inference (0: torch's default, all cores).", min=0),
+        typer.Option(
+            help="Torch threads per inference (0: one per CPU this process may use).", min=0
+        ),
     ] = 1,
     write_openapi: Annotated[
         Path | None,

@@ -18,8 +18,8 @@ from skysearch.errors import UsageError
 ThreadsOption = Annotated[
     int,
     typer.Option(
-        help="CPU threads for torch (0 = torch's default). On a busy shared machine 1 is "
-        "often fastest.",
+        help="CPU threads for torch (0 = one per CPU this process may use). On a busy shared "
+        "machine 1 is often fastest.",
         min=0,
     ),
 ]
