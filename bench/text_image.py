@@ -120,7 +120,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "image_embedding": {
-            "images_per_s": report.images_per_s,
+            "images_per_s": report.items_per_s,
             "index_wall_s": round(index_s, 2),
         },
         "text_query_ms": {
@@ -136,7 +136,7 @@ def main() -> None:
     print(
         f"model: {model_label}; {n_images} images; threads {result['threads']}; "
         f"load {result['load_average']}\n"
-        f"image embedding: {report.images_per_s} img/s\n"
+        f"image embedding: {report.items_per_s} img/s\n"
         f"text query end to end: p50 {result['text_query_ms']['end_to_end_p50']} ms, "
         f"p95 {result['text_query_ms']['end_to_end_p95']} ms "
         f"(encode {result['text_query_ms']['text_encode_p50']} ms + store search "

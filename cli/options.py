@@ -30,8 +30,21 @@ DeviceOption = Annotated[
     ),
 ]
 ThreadsOption = Annotated[
-    int, typer.Option(help="CPU threads for torch (0 = one per CPU this process may use).", min=0)
+    int,
+    typer.Option(
+        help="CPU threads for torch (0 = one per CPU this process may use). On a busy shared "
+        "machine 1 is often fastest.",
+        min=0,
+    ),
 ]
+
+
+def set_threads(threads: int) -> None:
+    """Apply a ``--threads`` value (0 keeps the per-CPU default set at start-up)."""
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def positive(value: float | None) -> float | None:

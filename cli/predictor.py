@@ -14,6 +14,7 @@ from skysearch.cli.options import (
     ThreadsOption,
     WorkspaceOption,
     positive,
+    set_threads,
 )
 from skysearch.cli.output import emit_json, info, table
 
@@ -69,10 +70,7 @@ def train_predictor_command(
     """
     from skysearch.encoders.training.predictor import PredictorTrainConfig, train_predictor
 
-    if threads > 0:
-        import torch
-
-        torch.set_num_threads(threads)
+    set_threads(threads)
     settings = load_settings(workspace=workspace, device=device)
     config = PredictorTrainConfig(
         epochs=epochs,

@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 from skysearch.cli.groups import eval_app, index_app, search_app, train_app
-from skysearch.cli.options import DeviceOption, JsonOption, WorkspaceOption, positive
+from skysearch.cli.options import (
+    DeviceOption,
+    JsonOption,
+    ThreadsOption,
+    WorkspaceOption,
+    positive,
+    set_threads,
+)
 from skysearch.cli.output import emit_json, info, table
 from skysearch.cli.search import BetweenOption, build_filters, render_result
 from skysearch.encoders.datasets.captions import DEFAULT_SEED
@@ -15,14 +22,6 @@ from skysearch.encoders.datasets.captions import DEFAULT_SEED
 from skysearch.config import load_settings
 from skysearch.errors import UsageError
 
-ThreadsOption = Annotated[
-    int,
-    typer.Option(
-        help="CPU threads for torch (0 = one per CPU this process may use). On a busy shared "
-        "machine 1 is often fastest.",
-        min=0,
-    ),
-]
 ModelIdOption = Annotated[
     str | None,
     typer.Option("--model-id", help="Fine-tuned text-image model id (default: the latest)."),
@@ -33,13 +32,6 @@ KOption = Annotated[int, typer.Option("--k", "-k", help="Number of results.")]
 def _names(text: str | None) -> list[str]:
     """``"A, B,,C"`` -> ``["A", "B", "C"]``."""
     return [n.strip() for n in (text or "").split(",") if n.strip()]
-
-
-def _threads(threads: int) -> None:
-    if threads > 0:
-        import torch
-
-        torch.set_num_threads(threads)
 
 
 @train_app.command("text-image")
@@ -143,7 +135,7 @@ def train_text_image_command(
     from skysearch.encoders.training.text_image_data import prepare_training_data
     from skysearch.encoders.training.text_image_recipe import TextImageTrainConfig
 
-    _threads(threads)
+    set_threads(threads)
     settings = load_settings(workspace=workspace, device=device)
     ws = settings.workspace.ensure()
     if not images and not train_csv:
@@ -217,7 +209,7 @@ def eval_text_image_command(
     """
     from skysearch.retrieval.evaluation.text_image import evaluate_text_image
 
-    _threads(threads)
+    set_threads(threads)
     settings = load_settings(workspace=workspace, device=device)
     result = evaluate_text_image(
         images, settings.workspace, model_id, seed, _names(classes), settings.device
@@ -272,12 +264,13 @@ def index_scenes_command(
     """
     from skysearch.retrieval.indexing.scenes import index_scenes
 
-    _threads(threads)
+    set_threads(threads)
     settings = load_settings(workspace=workspace, device=device)
     report = index_scenes(settings, images, model_id, dataset=dataset)
     info(
-        f"scenes: {report.found} images found, {report.written} embedded, "
-        f"{report.unchanged} unchanged, {len(report.skipped)} skipped (model {report.model_id})"
+        f"scenes: {report.total} images found, {report.written} embedded, "
+        f"{report.skipped_existing} unchanged, {len(report.skipped)} skipped "
+        f"(model {report.model_id})"
     )
     for s in report.skipped[:10]:
         info(f"  skipped {s['path']}: {s['reason']}")

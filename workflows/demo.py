@@ -195,7 +195,7 @@ def run_demo(
         with step("index clips") as d:
             from skysearch.retrieval.indexing.catalogs import index_clips
 
-            idx = index_clips(settings, clip_id, workers=0, store=searcher.store)
+            idx = index_clips(settings, clip_id, workers=0, store=searcher.store, progress=False)
             d.append(f"{idx.written} vectors written, {idx.skipped_existing} already indexed")
         with step("search clip + contact sheet") as d:
             from skysearch.retrieval.search import ClipQuery, SearchOptions
@@ -232,7 +232,9 @@ def run_demo(
             rep = index_scenes(
                 settings, config.scenes, tim=tim, store=searcher.store, progress=False
             )
-            d.append(f"{rep.found} scenes, {rep.written} embedded, {rep.unchanged} unchanged")
+            d.append(
+                f"{rep.total} scenes, {rep.written} embedded, {rep.skipped_existing} unchanged"
+            )
         with step("search text") as d:
             from skysearch.retrieval.store.filters import SearchFilters
 

@@ -1,2 +1,2 @@
-"""Catalog rows -> embeddings -> points in the store: frames and clips (``catalogs``), scene
-images (``scenes``)."""
+"""One read -> embed -> write pipeline (``pipeline``) fed by the catalog readers (frames, clips:
+``catalogs``) and the scene reader (``scenes``)."""

@@ -21,25 +21,27 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import time
 import uuid
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from skysearch.encoders.models.text_image import TextImageModel, load_rgb, load_workspace_model
 from skysearch.ingest.decode import IMAGE_SUFFIXES
 from skysearch.ingest.ids import NAMESPACE
-from skysearch.retrieval.store import Point, VectorStore, open_store
+from skysearch.retrieval.indexing.pipeline import Embedder, IndexReport, Item, Listing, run_index
+from skysearch.retrieval.store import VectorStore
 from skysearch.retrieval.store.filters import check_bbox
 from skysearch.retrieval.store.schema import SCENES, time_payload
-from tqdm import tqdm
 
 from skysearch.config import Settings
 from skysearch.errors import UsageError
 
+#: Images embedded and written per chunk.
 BATCH = 32
+#: Payload fields that must be unchanged for an indexed scene to be skipped.
+FINGERPRINT = ("file_size", "mtime_ns", "meta_key")
 
 
 def scene_id(path: str | Path) -> str:
@@ -57,20 +59,6 @@ def find_images(root: str | Path) -> list[Path]:
     return sorted(
         p.resolve() for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
     )
-
-
-@dataclass
-class SceneIndexReport:
-    collection: str
-    model_id: str
-    found: int = 0
-    written: int = 0
-    unchanged: int = 0
-    skipped: list[dict[str, str]] = field(default_factory=list)
-    images_per_s: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "skipped_count": len(self.skipped)}
 
 
 def scene_metadata(path: Path, root: Path, dataset: str | None) -> dict[str, Any]:
@@ -121,28 +109,51 @@ def _meta_key(meta: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _payload(path: Path, meta: dict[str, Any], model_id: str) -> dict[str, Any]:
-    stat = path.stat()
-    return {
-        **meta,
-        "source_path": str(path),
-        "name": path.name,
-        "file_size": stat.st_size,
-        "mtime_ns": stat.st_mtime_ns,
-        "meta_key": _meta_key(meta),
-        "model_id": model_id,
-    }
+def scene_listing(images: str | Path, model_id: str, dataset: str | None = None) -> Listing:
+    """The scenes under ``images`` (a folder, an image, or a scene CSV), each with its payload:
+    metadata, file name, size and mtime, metadata key (the fingerprint of an up-to-date point)."""
+    root = Path(images).resolve()
+    skipped: list[dict[str, str]] = []
+    if root.is_file() and root.suffix.lower() == ".csv":
+        scenes, skipped = csv_scenes(root, dataset)
+    else:
+        scenes = [(p, scene_metadata(p, root, dataset)) for p in find_images(root)]
+    items = []
+    for path, meta in dict(scenes).items():
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            skipped.append({"path": str(path), "reason": f"cannot read: {exc}"})
+            continue
+        payload = {
+            **meta,
+            "source_path": str(path),
+            "name": path.name,
+            "file_size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+            "meta_key": _meta_key(meta),
+            "model_id": model_id,
+        }
+        items.append(Item(scene_id(path), payload, path))
+    return Listing(SCENES, items, skipped, fingerprint=FINGERPRINT, chunk=BATCH)
 
 
-def _indexed(store: VectorStore, model_id: str) -> dict[str, tuple[int, int]]:
-    """id -> (size, mtime, metadata key) of scenes this model already indexed."""
-    from skysearch.retrieval.store.filters import SearchFilters
+def scene_embedder(tim: TextImageModel) -> Embedder:
+    """Scene images -> image-tower embeddings; an image that cannot be decoded is skipped."""
 
-    records = store.scroll(SCENES, SearchFilters(model_id=model_id))
-    return {
-        r.id: (r.payload.get("file_size"), r.payload.get("mtime_ns"), r.payload.get("meta_key"))
-        for r in records
-    }
+    def embed(chunk: list[Item]) -> tuple[list[Item], np.ndarray, list[dict[str, str]]]:
+        kept, pixels, skipped = [], [], []
+        for it in chunk:
+            try:
+                pixels.append(tim.preprocess(load_rgb(it.source)))
+                kept.append(it)
+            except UsageError as exc:
+                skipped.append({"path": str(it.source), "reason": str(exc)})
+        if not kept:
+            return [], np.empty((0, tim.embed_dim), np.float32), skipped
+        return kept, tim.encode_pixels(torch.stack(pixels)), skipped
+
+    return embed
 
 
 def index_scenes(
@@ -153,60 +164,10 @@ def index_scenes(
     store: VectorStore | None = None,
     progress: bool = True,
     dataset: str | None = None,
-) -> SceneIndexReport:
+) -> IndexReport:
     """Embed new or changed images under ``images`` (a folder, an image, or a scene CSV) into
     the ``scenes`` collection; ``dataset`` names the set (default: the folder's/CSV's name)."""
     tim = tim or load_workspace_model(settings.workspace, model_id, settings.device)
     mid = tim.model_id or "untuned"
-    root = Path(images).resolve()
-    skipped: list[dict[str, str]] = []
-    if root.is_file() and root.suffix.lower() == ".csv":
-        scenes, skipped = csv_scenes(root, dataset)
-    else:
-        scenes = [(p, scene_metadata(p, root, dataset)) for p in find_images(root)]
-    meta = dict(scenes)
-    paths = list(meta)
-    report = SceneIndexReport(SCENES, mid, found=len(paths) + len(skipped), skipped=skipped)
-    own_store = store is None
-    store = store or open_store(settings)
-    try:
-        store.ensure_collection(SCENES, tim.embed_dim, mid)
-        done = _indexed(store, mid)
-        todo = []
-        for p in paths:
-            try:
-                stat = p.stat()
-            except OSError as exc:
-                report.skipped.append({"path": str(p), "reason": f"cannot read: {exc}"})
-                continue
-            if done.get(scene_id(p)) == (stat.st_size, stat.st_mtime_ns, _meta_key(meta[p])):
-                report.unchanged += 1
-            else:
-                todo.append(p)
-        t0, embedded = time.perf_counter(), 0
-        bar = tqdm(total=len(todo), desc="index scenes", unit="img", disable=not progress)
-        for start in range(0, len(todo), BATCH):
-            chunk, pixels = [], []
-            for p in todo[start : start + BATCH]:
-                try:
-                    pixels.append(tim.preprocess(load_rgb(p)))
-                    chunk.append(p)
-                except UsageError as exc:
-                    report.skipped.append({"path": str(p), "reason": str(exc)})
-            bar.update(len(todo[start : start + BATCH]))
-            if not chunk:
-                continue
-            vectors = tim.encode_pixels(torch.stack(pixels))
-            embedded += len(chunk)
-            points = [
-                Point(scene_id(p), vec, _payload(p, meta[p], mid))
-                for p, vec in zip(chunk, vectors, strict=True)
-            ]
-            report.written += store.upsert(SCENES, points, vector_name=mid)
-        bar.close()
-        if embedded:
-            report.images_per_s = round(embedded / (time.perf_counter() - t0), 2)
-    finally:
-        if own_store:
-            store.close()
-    return report
+    listing = scene_listing(images, mid, dataset)
+    return run_index(settings, listing, scene_embedder(tim), mid, tim.embed_dim, store, progress)

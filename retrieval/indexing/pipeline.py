@@ -1,0 +1,139 @@
+"""One indexing pipeline for frames, clips and scenes: read -> embed -> write.
+
+As clip-retrieval's reader/mapper/writer: a *reader* lists what should be in a collection (point
+ids, payloads, and what the embedder needs, e.g. frame ids or an image path); an *embedder* turns
+a chunk of those items into vectors, skipping with a reason any it cannot read; the *writer*
+(``run_index``) upserts them under the model's vector name, chunk by chunk.
+
+Incremental and resumable everywhere: before embedding, the points this model already wrote are
+read back (payload ``model_id``); an item is skipped as up to date when its id is there and the
+reader's fingerprint fields (e.g. a scene's size, mtime and metadata key; none for catalog rows,
+whose ids are content-derived) match the stored payload. Work is written chunk by chunk, so an
+interrupted run loses at most one chunk and a re-run finishes the rest.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from skysearch.retrieval.store import Point, VectorStore, open_store
+from skysearch.retrieval.store.filters import SearchFilters
+from tqdm import tqdm
+
+from skysearch.config import Settings
+
+
+@dataclass
+class Item:
+    """One point to make: its id and payload (known before embedding) and the embedder's input."""
+
+    id: str
+    payload: dict[str, Any]
+    source: Any
+
+
+@dataclass
+class Listing:
+    """A reader's answer: the items of a collection, and inputs skipped (with a reason) already
+    while listing, e.g. a CSV row with bad metadata."""
+
+    collection: str
+    items: list[Item]
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    #: Payload fields that must match the stored point for an item to count as up to date.
+    fingerprint: tuple[str, ...] = ()
+    #: Items embedded and written per chunk (the unit of resumption).
+    chunk: int = 2048
+
+
+#: An embedder: a chunk of items -> (the items it embedded, their vectors (N, D), skipped items
+#: as ``{"path", "reason"}``).
+Embedder = Callable[[list[Item]], tuple[list[Item], np.ndarray, list[dict[str, str]]]]
+
+
+@dataclass
+class IndexReport:
+    collection: str
+    model_id: str
+    vector_name: str
+    total: int = 0
+    written: int = 0
+    skipped_existing: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    items_per_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` report. ``found``/``unchanged``/``images_per_s`` repeat ``total``/
+        ``skipped_existing``/``items_per_s`` under the names ``index scenes`` has always used."""
+        return {
+            **asdict(self),
+            "skipped_count": len(self.skipped),
+            "found": self.total,
+            "unchanged": self.skipped_existing,
+            "images_per_s": self.items_per_s,
+        }
+
+
+def _stored(store: VectorStore, collection: str, model_id: str) -> dict[str, dict[str, Any]]:
+    """id -> payload of every point ``model_id`` already wrote to ``collection``."""
+    return {r.id: r.payload for r in store.scroll(collection, SearchFilters(model_id=model_id))}
+
+
+def _up_to_date(item: Item, stored: dict[str, Any] | None, fingerprint: Sequence[str]) -> bool:
+    return stored is not None and all(stored.get(k) == item.payload.get(k) for k in fingerprint)
+
+
+def run_index(
+    settings: Settings,
+    listing: Listing,
+    embed: Embedder,
+    model_id: str,
+    dim: int,
+    store: VectorStore | None = None,
+    progress: bool = True,
+) -> IndexReport:
+    """Embed the listing's items that are not up to date in the store and upsert them under the
+    vector name ``model_id`` (the store is opened here and closed after, unless given)."""
+    collection = listing.collection
+    report = IndexReport(
+        collection,
+        model_id,
+        model_id,
+        total=len(listing.items) + len(listing.skipped),
+        skipped=list(listing.skipped),
+    )
+    own_store = store is None
+    store = store or open_store(settings)
+    try:
+        store.ensure_collection(collection, dim, model_id)
+        stored = _stored(store, collection, model_id)
+        todo = [
+            it
+            for it in listing.items
+            if not _up_to_date(it, stored.get(it.id), listing.fingerprint)
+        ]
+        report.skipped_existing = len(listing.items) - len(todo)
+        t0, embedded = time.perf_counter(), 0
+        with tqdm(
+            total=len(todo), desc=f"index {collection}", unit="item", disable=not progress
+        ) as bar:
+            for start in range(0, len(todo), listing.chunk):
+                chunk = todo[start : start + listing.chunk]
+                kept, vectors, skipped = embed(chunk)
+                report.skipped.extend(skipped)
+                embedded += len(kept)
+                points = [
+                    Point(it.id, vec, it.payload) for it, vec in zip(kept, vectors, strict=True)
+                ]
+                report.written += store.upsert(collection, points, vector_name=model_id)
+                bar.update(len(chunk))
+        if embedded:
+            report.items_per_s = round(embedded / (time.perf_counter() - t0), 2)
+    finally:
+        if own_store:
+            store.close()
+    return report
