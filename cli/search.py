@@ -1,6 +1,7 @@
-"""``skysearch search clip``, and the filters and result rendering every search command shares.
+"""``skysearch search clip|frame``, and the filters and result rendering every search command
+shares.
 
-The commands are thin: options -> :class:`SearchFilters` / :class:`ClipQuery` -> the façade
+The commands are thin: options -> :class:`SearchFilters` / a query -> the façade
 (:mod:`skysearch.retrieval.search`) -> a table on stderr, or with ``--json`` the result
 schema ``skysearch.search/1`` on stdout.
 """
@@ -21,7 +22,7 @@ from skysearch.errors import UsageError
 from skysearch.timeutil import parse_between, parse_duration
 
 if TYPE_CHECKING:
-    from skysearch.retrieval.search import SearchResult
+    from skysearch.retrieval.search import Searcher, SearchResult
     from skysearch.retrieval.store.filters import SearchFilters
 
 # ---------------------------------------------------------------------------- shared options
@@ -39,6 +40,13 @@ SatelliteOption = Annotated[
 KOption = Annotated[int, typer.Option("--k", "-k", help="Number of results.")]
 OnePerDayOption = Annotated[
     bool, typer.Option("--one-per-day", help="At most one result per UTC day.")
+]
+ExcludeWindowOption = Annotated[
+    str | None,
+    typer.Option(help="Drop results within this window of the query's time, e.g. 24h."),
+]
+RerankOption = Annotated[
+    int, typer.Option(help="Exact re-rank of the top N by the grid metric (0 = off).")
 ]
 
 
@@ -99,14 +107,16 @@ def build_filters(
 
 
 def result_rows(result: SearchResult) -> tuple[list[dict[str, Any]], list[str]]:
-    """Table rows and columns of a search result (clips or scenes)."""
+    """Table rows and columns of a search result (clips, frames or scenes)."""
     rows, columns = [], ["rank", "score"]
     reranked = any(r.rerank_score is not None for r in result.results)
     if reranked:
         columns.append("vector")
-    scenes = result.results and result.results[0].kind == "scene"
+    kind = result.results[0].kind if result.results else "clip"
     columns += (
-        ["label", "source_path", "id"] if scenes else ["start", "channel", "satellite", "clip_id"]
+        ["label", "source_path", "id"]
+        if kind == "scene"
+        else ["start", "channel", "satellite", f"{kind}_id"]
     )
     for r in result.results:
         rows.append(
@@ -118,6 +128,7 @@ def result_rows(result: SearchResult) -> tuple[list[dict[str, Any]], list[str]]:
                 "channel": ",".join(r.channels),
                 "satellite": r.satellite or "",
                 "clip_id": r.id,
+                "frame_id": r.id,
                 "label": r.label or "",
                 "source_path": r.source_path or "",
                 "id": r.id,
@@ -137,6 +148,11 @@ def render_result(
             f"query clip {q['satellite']} {'+'.join(q['channels'])} {q['length']}x"
             f"{q['gap_minutes']}m from {q['start'] or 'files'} (model {q['model_id']}, "
             f"ranked by {q['ranked_by']})"
+        )
+    elif q["kind"] == "frame":
+        what = (
+            f"query frame {q['satellite']} {q['channels'][0]} at {q['start'] or 'unknown time'} "
+            f"({q['mode']}; model {q['model_id']}, ranked by {q['ranked_by']})"
         )
     else:
         what = f"{q['kind']} query {q.get('text') or q.get('image')!r} (model {q['model_id']})"
@@ -182,15 +198,10 @@ def search_clip_command(
     between: BetweenOption = None,
     months: MonthsOption = None,
     hours: HoursOption = None,
-    exclude_window: Annotated[
-        str | None,
-        typer.Option(help="Drop results starting within this window of the query, e.g. 24h."),
-    ] = None,
+    exclude_window: ExcludeWindowOption = None,
     k: KOption = 10,
     one_per_day: OnePerDayOption = False,
-    rerank: Annotated[
-        int, typer.Option(help="Exact re-rank of the top N by the grid metric (0 = off).")
-    ] = 0,
+    rerank: RerankOption = 0,
     augment: Annotated[
         bool, typer.Option("--augment", help="Fuse with the predicted future (needs a predictor).")
     ] = False,
@@ -231,13 +242,91 @@ def search_clip_command(
     options = SearchOptions(rerank=rerank, augment=augment, model_id=model)
     with Searcher(settings) as searcher:
         result = searcher.search_clip(query, filters, options)
-        extra = {}
-        if contact_sheet is not None:
-            from skysearch.retrieval.search.contact_sheet import write_contact_sheet
+        _render_with_sheet(searcher, result, contact_sheet, json_out)
 
-            extra["contact_sheet"] = write_contact_sheet(
-                settings.workspace, result, contact_sheet, frame_store=searcher.frame_store
-            )
+
+def _render_with_sheet(
+    searcher: Searcher, result: SearchResult, contact_sheet: Path | None, json_out: bool
+) -> None:
+    extra = {}
+    if contact_sheet is not None:
+        from skysearch.retrieval.search.contact_sheet import write_contact_sheet
+
+        extra["contact_sheet"] = write_contact_sheet(
+            searcher.workspace, result, contact_sheet, frame_store=searcher.frame_store
+        )
     render_result(result, json_out, extra)
     if contact_sheet is not None:
         info(f"contact sheet: {contact_sheet}")
+
+
+# ---------------------------------------------------------------------------- search frame
+@search_app.command("frame")
+def search_frame_command(
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            help="A query frame from outside the archive (an image file), preprocessed by the "
+            "source profile that recognises its name (or --source)."
+        ),
+    ] = None,
+    at: Annotated[
+        str | None, typer.Option(help="Time (UTC) of an archive frame, e.g. 2017-09-07T00:45Z.")
+    ] = None,
+    frame_id: Annotated[
+        str | None, typer.Option("--frame-id", help="Query by a frame id of the frame catalog.")
+    ] = None,
+    channel: Annotated[
+        str | None,
+        typer.Option(help="Channel of the query frame and of the results, e.g. ir or wv."),
+    ] = None,
+    satellite: SatelliteOption = None,
+    source: Annotated[
+        str | None,
+        typer.Option(help="Source profile that preprocesses --file, e.g. goes-sector."),
+    ] = None,
+    between: BetweenOption = None,
+    months: MonthsOption = None,
+    hours: HoursOption = None,
+    exclude_window: ExcludeWindowOption = None,
+    k: KOption = 10,
+    one_per_day: OnePerDayOption = False,
+    rerank: RerankOption = 0,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Frame model id (default: the latest of the channel and satellite)."),
+    ] = None,
+    contact_sheet: Annotated[
+        Path | None, typer.Option(help="Write a PNG: the query frame, then each hit.")
+    ] = None,
+    device: DeviceOption = None,
+    workspace: WorkspaceOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Find past frames that look like the query frame (needs `skysearch index frames`).
+
+    Query by --file (a frame from outside the archive), by --at and --channel, or by
+    --frame-id.
+
+    Prints a table (rank, score, time, channel, satellite, frame id); --json: schema v1.
+
+    Example: skysearch search frame --file HUWV172500015.GIF --one-per-day -w ws
+    """
+    from skysearch.retrieval.search import FrameQuery, Searcher, SearchOptions
+
+    settings = load_settings(workspace=workspace, device=device)
+    query = FrameQuery(
+        at=at,
+        frame_id=frame_id,
+        file=file,
+        channel=channel,
+        satellite=satellite,
+        source=source,
+    )
+    filters = build_filters(
+        between, months, hours, channel, satellite, exclude_window, k, one_per_day
+    )
+    options = SearchOptions(rerank=rerank, model_id=model)
+    with Searcher(settings) as searcher:
+        result = searcher.search_frame(query, filters, options)
+        _render_with_sheet(searcher, result, contact_sheet, json_out)

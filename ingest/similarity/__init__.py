@@ -3,7 +3,7 @@
 ``grid``: the metric's parameters and per-frame sketches (modes, grey, bins, cells);
 ``scoring``: scores on sketches (frames, clips, one-vs-many, pairwise) over the compiled
 ``kernel``; ``store``: per-frame sketches stored beside the frame store; ``clips``: catalog
-clips by id; ``files``: image folders. Import from here.
+clips by id; ``frames``: catalog frames by id; ``files``: image folders. Import from here.
 """
 
 from skysearch.ingest.similarity.clips import (
@@ -16,6 +16,7 @@ from skysearch.ingest.similarity.clips import (
     sketch_catalog_clip,
 )
 from skysearch.ingest.similarity.files import folder_layout, sketch_folder
+from skysearch.ingest.similarity.frames import score_frames
 from skysearch.ingest.similarity.grid import (
     MODES,
     Geometry,
@@ -54,6 +55,7 @@ __all__ = [
     "load_clips",
     "pairwise_clips",
     "score_clips",
+    "score_frames",
     "Geometry",
     "GridSpec",
     "Mode",

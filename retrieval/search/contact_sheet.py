@@ -1,4 +1,5 @@
-"""Contact sheet of a clip search: the query clip's frames on the first row, each hit below.
+"""Contact sheet of a clip or frame search: the query clip's frames (or the query frame) on the
+first row, each hit below.
 
 Every row is labelled on the left (query / rank, score, start, channel, satellite; "grid" is
 the re-rank's grid-metric similarity, "cosine" the vector similarity) and every frame is
@@ -84,6 +85,13 @@ def _captions(
     return out
 
 
+def _channel_ids(frame_ids: list, channel: int) -> list[str]:
+    """The frame ids of one channel: a clip's per-channel lists, or a frame hit's own id."""
+    if frame_ids and isinstance(frame_ids[0], list | tuple):
+        return list(frame_ids[min(channel, len(frame_ids) - 1)])
+    return list(frame_ids)
+
+
 def write_contact_sheet(
     workspace: Workspace,
     result: SearchResult,
@@ -92,35 +100,38 @@ def write_contact_sheet(
     channel: int = 0,
     frame_store: FrameStore | None = None,
 ) -> dict[str, Any]:
-    """Render a clip :class:`~skysearch.retrieval.search.results.SearchResult` to a PNG at
-    ``path``.
+    """Render a clip or frame :class:`~skysearch.retrieval.search.results.SearchResult` to a
+    PNG at ``path``.
 
     Returns ``{"path", "width", "height", "rows", "columns"}``.
     """
     from skysearch.ingest.framestore import FrameStore
 
     query = result.query
-    if query.get("kind") != "clip" or result.query_frames is None:
-        raise UsageError("a contact sheet shows a clip search and its query clip")
+    if query.get("kind") not in ("clip", "frame") or result.query_frames is None:
+        raise UsageError("a contact sheet shows a clip or frame search and its query")
     if not str(path).lower().endswith(".png"):
         raise UsageError(f"contact sheet {path}: give a .png file name")
     store = frame_store or FrameStore(workspace)
     q = np.asarray(result.query_frames)
     channel = min(channel, q.shape[0] - 1)
     rows: list[tuple[list[str], np.ndarray, list[str], bool]] = []
-    hit_ids = [
-        list(item.frame_ids[min(channel, len(item.frame_ids) - 1)]) for item in result.results
-    ]
-    q_all = query.get("frame_ids") or []
-    q_ids = list(q_all[min(channel, len(q_all) - 1)]) if q_all else [""] * q.shape[1]
+    hit_ids = [_channel_ids(item.frame_ids, channel) for item in result.results]
+    q_ids = _channel_ids(query.get("frame_ids") or [], channel) or [""] * q.shape[1]
     times = _frame_times(workspace, [fid for ids in hit_ids + [q_ids] for fid in ids if fid])
-    q_caps = _captions(query.get("start"), query["gap_minutes"], q_ids, times)
+    gap = query.get("gap_minutes") or 0
+    q_caps = _captions(query.get("start"), gap, q_ids, times)
     chan_name = query["channels"][channel]
+    shape = (
+        f"frame {query['mode']}"
+        if query["kind"] == "frame"
+        else f"{query['length']}x{gap}m {query['mode']}"
+    )
     q_label = [
         "QUERY",
         (query.get("start") or "outside the archive")[:16].replace("T", " "),
         f"{chan_name} {query['satellite']}",
-        f"{query['length']}x{query['gap_minutes']}m {query['mode']}",
+        shape,
     ]
     rows.append((q_label, q[channel], q_caps, True))
     for item, ids in zip(result.results, hit_ids, strict=True):

@@ -1,6 +1,6 @@
 """The search façade: ONE door for the CLI (``skysearch search ...``) and the HTTP service.
 
-Three kinds of query, one result schema (:mod:`~skysearch.retrieval.search.results`):
+Four kinds of query, one result schema (:mod:`~skysearch.retrieval.search.results`):
 
 - clip (:meth:`Searcher.search_clip`): a query clip (:class:`~.queries.ClipQuery`: by start
   time, catalog clip id, frame files or preprocessed pixels) is resolved to pixels
@@ -8,6 +8,10 @@ Three kinds of query, one result schema (:mod:`~skysearch.retrieval.search.resul
   :meth:`Searcher.clip_model_for` picks it before any pixel is read) and ranked by the store,
   optionally re-ranked exactly by the grid metric (``rerank``) or fused with the predicted
   future (``augment``).
+- frame (:meth:`Searcher.search_frame`): a query frame (:class:`~.frame_queries.FrameQuery`:
+  by time + channel, catalog frame id, an image file or preprocessed pixels) is embedded by the
+  single-channel frame model of its satellite and channel and ranked in the ``frames``
+  collection, optionally re-ranked exactly by the grid metric on single frames.
 - text (:meth:`Searcher.search_text`) and image (:meth:`Searcher.search_image`): pass-throughs
   to the text-image model and the ``scenes`` collection.
 
@@ -20,11 +24,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
+from skysearch.retrieval.search.frame_queries import FrameQuery, resolve_frame
 from skysearch.retrieval.search.models import ModelCache, fits
 from skysearch.retrieval.search.queries import ClipQuery, QueryClip, QueryResolver
 from skysearch.retrieval.search.results import (
@@ -32,6 +37,7 @@ from skysearch.retrieval.search.results import (
     SearchResult,
     Timer,
     clip_item,
+    frame_item,
     scene_item,
     spec_text,
 )
@@ -47,6 +53,7 @@ if TYPE_CHECKING:
     from skysearch.ingest.framestore import FrameStore
     from skysearch.ingest.profiles import Profile
     from skysearch.ingest.similarity import SketchStore
+    from skysearch.retrieval.search.rerank import Reranked
     from skysearch.retrieval.store.base import VectorStore
     from skysearch.retrieval.store.filters import SearchFilters
 
@@ -184,7 +191,7 @@ class Searcher:
                     params=["model_id"],
                 )
             embedder, record = self.clip_model(None, qclip.spec)
-        filters = self._exclude_query_time(filters, qclip)
+        filters = self._exclude_query_time(filters, qclip.start)
         store = self.store
         vname = record.model_id
         self._check_indexed(store, CLIPS, vname)
@@ -231,17 +238,17 @@ class Searcher:
         return SearchResult(described, items, filters.to_dict(), timer.done(), qclip.frames)
 
     @staticmethod
-    def _exclude_query_time(filters: SearchFilters, qclip: QueryClip) -> SearchFilters:
-        """An exclusion window without its own centre is centred on the query clip."""
+    def _exclude_query_time(filters: SearchFilters, start: datetime | None) -> SearchFilters:
+        """An exclusion window without its own centre is centred on the query's time."""
         if filters.exclude_window <= timedelta(0) or filters.exclude_around is not None:
             return filters
-        if qclip.start is None:
+        if start is None:
             raise UsageError(
-                "{exclude_window} needs the query's time: the frame files' names carry "
-                "none (query by {at} or {clip_id}, or filter by a time range instead)",
-                params=["exclude_window", "at", "clip_id"],
+                "{exclude_window} needs the query's time: the files' names carry none "
+                "(query by {at}, or filter by a time range instead)",
+                params=["exclude_window", "at"],
             )
-        return replace(filters, exclude_around=qclip.start)
+        return replace(filters, exclude_around=start)
 
     @staticmethod
     def _check_indexed(store: VectorStore, collection: str, vector_name: str) -> None:
@@ -255,28 +262,105 @@ class Searcher:
                 f"`skysearch index {collection} --model {vector_name}`"
             )
 
-    def _rerank(self, qclip: QueryClip, items: list[ResultItem]) -> list[ResultItem]:
-        """The items in grid-metric order, scored by it (the vector score kept aside)."""
+    @property
+    def sketches(self) -> SketchStore:
+        """The workspace's frame sketches (opened by the first re-rank)."""
         from skysearch.ingest.similarity import SketchStore
-        from skysearch.retrieval.search.rerank import rerank
 
         with self._lock:
             if self._sketches is None:
                 self._sketches = SketchStore(self.workspace)
-        by_id = {item.id: item for item in items}
+            return self._sketches
+
+    def _rerank(self, qclip: QueryClip, items: list[ResultItem]) -> list[ResultItem]:
+        """The items in grid-metric order, scored by it (the vector score kept aside)."""
+        from skysearch.retrieval.search.rerank import rerank
+
         ranked = rerank(
             self.workspace,
             qclip.clip_id if qclip.clip_id else qclip.frames,
             [item.id for item in items],
-            store=self._sketches,
+            store=self.sketches,
         )
-        out = []
-        for r in ranked:
-            item = by_id[r.clip_id]
-            item.rerank_score = float(r.similarity)
-            item.score = float(r.similarity)
-            out.append(item)
-        return out
+        return _reordered(items, ranked)
+
+    # ---- frame search ------------------------------------------------------------------
+    def search_frame(
+        self,
+        query: FrameQuery,
+        filters: SearchFilters | None = None,
+        options: SearchOptions | None = None,
+    ) -> SearchResult:
+        """Archive frames like the query frame, best first (schema: :mod:`~.results`)."""
+        import torch
+        from skysearch.retrieval.search.rerank import rerank_frames
+        from skysearch.retrieval.store.filters import SearchFilters
+        from skysearch.retrieval.store.schema import FRAMES
+
+        options = options or SearchOptions()
+        if options.augment:
+            raise UsageError(
+                "{augment} predicts the next clip: it applies to clip searches",
+                params=["augment"],
+            )
+        filters = filters if filters is not None else SearchFilters()
+        timer = Timer()
+        with timer("load"):
+            self.queries.check_archive(query.satellite, [query.channel] if query.channel else [])
+            encoder, record = self.models.frame_model(
+                options.model_id, query.satellite, query.channel
+            )
+            data = record.config["data"]
+            if len(data["channels"]) != 1:
+                raise UsageError(
+                    f"frame model {record.model_id} stacks {','.join(data['channels'])}: frame "
+                    "search needs a single-channel one ({model_id})",
+                    params=["model_id"],
+                )
+        with timer("query"):
+            qframe = resolve_frame(self.queries, query, data["satellite"], data["channels"][0])
+        spec = {"satellite": qframe.satellite, "channels": [qframe.channel]}
+        if not fits(record, spec):
+            if options.model_id is not None:
+                raise UsageError(
+                    f"frame model {record.model_id} embeds {data['satellite']} "
+                    f"{data['channels'][0]} frames, the query is a {qframe.satellite} "
+                    f"{qframe.channel} frame: pick a fitting {{model_id}}",
+                    params=["model_id"],
+                )
+            encoder, record = self.models.frame_model(None, qframe.satellite, qframe.channel)
+        filters = self._exclude_query_time(filters, qframe.time)
+        store = self.store
+        self._check_indexed(store, FRAMES, record.model_id)
+        with timer("embed"), torch.no_grad():
+            device = next(encoder.parameters()).device
+            pixels = torch.tensor(qframe.pixels)[None, None].to(device)
+            vector = encoder(pixels)[0].cpu().numpy()
+        with timer("search"):
+            hits = store.search(
+                FRAMES,
+                vector,
+                k=max(filters.k, options.rerank),
+                filters=filters,
+                vector_name=record.model_id,
+            )
+        items = [frame_item(i + 1, h) for i, h in enumerate(hits)]
+        ranked_by = "vector"
+        if options.rerank and items:
+            with timer("rerank"):
+                ids = [item.id for item in items]
+                items = _reordered(
+                    items, rerank_frames(self.sketches, qframe.pixels, ids, qframe.channel)
+                )
+            ranked_by = "rerank"
+        items = items[: filters.k]
+        for i, item in enumerate(items):
+            item.rank = i + 1
+        described = qframe.describe()
+        described.update(model_id=record.model_id, ranked_by=ranked_by, rerank=options.rerank)
+        return SearchResult(
+            described, items, filters.to_dict(), timer.done(), qframe.pixels[None, None]
+        )
 
     # ---- text / image pass-throughs ------------------------------------------------------
     def search_text(
@@ -351,6 +435,17 @@ class Searcher:
         return SearchResult(query, items, filters.to_dict(), timer.done())
 
 
+def _reordered(items: list[ResultItem], ranked: list[Reranked]) -> list[ResultItem]:
+    """The items in re-ranked order, scored by the grid metric (the vector score kept aside)."""
+    by_id = {item.id: item for item in items}
+    out = []
+    for r in ranked:
+        item = by_id[r.clip_id]
+        item.rerank_score = item.score = float(r.similarity)
+        out.append(item)
+    return out
+
+
 def _unit(vector: np.ndarray) -> np.ndarray:
     return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
@@ -366,6 +461,18 @@ def search_clip(
     """One clip search (opens and closes the store). Services keep a :class:`Searcher`."""
     with Searcher(settings, device=device) as searcher:
         return searcher.search_clip(query, filters, options)
+
+
+def search_frame(
+    settings: Settings,
+    query: FrameQuery,
+    filters: SearchFilters | None = None,
+    options: SearchOptions | None = None,
+    device: str | None = None,
+) -> SearchResult:
+    """One frame search (opens and closes the store). Services keep a :class:`Searcher`."""
+    with Searcher(settings, device=device) as searcher:
+        return searcher.search_frame(query, filters, options)
 
 
 def search_text(

@@ -1,6 +1,7 @@
 """The models a search needs, chosen and loaded once per workspace: the clip model that fits a
-query clip's spec, the predictor that fits a clip model (augmented queries), the text-image
-model. Loads run under a lock, so one :class:`ModelCache` may be shared by threads."""
+query clip's spec, the single-channel frame model of a query frame's satellite and channel, the
+predictor that fits a clip model (augmented queries), the text-image model. Loads run under a
+lock, so one :class:`ModelCache` may be shared by threads."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from skysearch.errors import NotFoundError
 
 if TYPE_CHECKING:
     from skysearch.encoders.models.clip import ClipEmbedder
+    from skysearch.encoders.models.frame import FrameEncoder
     from skysearch.encoders.models.predictor import SimVP
     from skysearch.encoders.models.text_image import TextImageModel
 
@@ -64,6 +66,35 @@ def pick_clip_model(workspace: Workspace, spec: Mapping[str, Any]) -> str:
     )
 
 
+def pick_frame_model(workspace: Workspace, satellite: str | None, channel: str | None) -> str:
+    """The id of the latest single-channel frame model of ``satellite``/``channel`` (unset:
+    any); NotFoundError says how to make one."""
+    records = [
+        r
+        for r in list_models(workspace, "frame")
+        if len(r.config.get("data", {}).get("channels", [])) == 1
+    ]
+    fitting = [
+        r
+        for r in records
+        if fits(r, {"satellite": satellite, "channels": [channel] if channel else None})
+    ]
+    if fitting:
+        return fitting[-1].model_id
+    have = ", ".join(
+        sorted(
+            {f"{r.config['data']['satellite']} {r.config['data']['channels'][0]}" for r in records}
+        )
+    )
+    asked = " ".join(x for x in (satellite, channel) if x) or "any frame"
+    raise NotFoundError(
+        f"no single-channel frame model fits {asked} in workspace {workspace.root} "
+        f"(trained: {have or 'none'}): train one (skysearch train frames --channels "
+        f"{channel or 'CHANNEL'}) and index it (skysearch index frames)",
+        params=["channel", "satellite"],
+    )
+
+
 class ModelCache:
     """Clip models, predictors and text-image models of one workspace, each loaded once."""
 
@@ -72,6 +103,7 @@ class ModelCache:
         self.device = device
         self._lock = threading.RLock()
         self._clip_models: dict[str, tuple[ClipEmbedder, ModelRecord]] = {}
+        self._frame_models: dict[str, tuple[FrameEncoder, ModelRecord]] = {}
         self._predictors: dict[str, SimVP] = {}
         self._text_models: dict[str | None, TextImageModel] = {}
 
@@ -89,6 +121,22 @@ class ModelCache:
             if cached is None:
                 cached = load_clip_embedder(self.workspace, model_id, self.device)
                 self._clip_models[model_id] = cached
+            return cached
+
+    def frame_model(
+        self, model_id: str | None, satellite: str | None, channel: str | None
+    ) -> tuple[FrameEncoder, ModelRecord]:
+        """(FrameEncoder, ModelRecord): ``model_id``, else the latest single-channel frame
+        model of ``satellite``/``channel`` (unset: any)."""
+        from skysearch.encoders.factory import load_frame_encoder
+
+        with self._lock:
+            if model_id is None:
+                model_id = pick_frame_model(self.workspace, satellite, channel)
+            cached = self._frame_models.get(model_id)
+            if cached is None:
+                cached = load_frame_encoder(self.workspace, model_id, self.device)
+                self._frame_models[model_id] = cached
             return cached
 
     def predictor(self, predictor_id: str | None, record: ModelRecord) -> SimVP:

@@ -1,7 +1,7 @@
 """Exact re-ranking of ANN candidates by the ground-truth grid KS similarity.
 
-The vector search proposes candidate clips; this stage scores each against the query with
-the metric itself (from stored per-frame sketches, one batched call) and sorts by it.
+The vector search proposes candidate clips (or frames); this stage scores each against the
+query with the metric itself (from stored per-frame sketches, one batched call) and sorts by it.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from skysearch.ingest.similarity import GridSpec, SketchStore, score_clips
+from skysearch.ingest.similarity import GridSpec, SketchStore, score_clips, score_frames
 
 from skysearch.config import Workspace
 
@@ -19,7 +19,7 @@ from skysearch.config import Workspace
 class Reranked:
     """One candidate after re-ranking: its id, metric similarity, and per-channel values."""
 
-    clip_id: str
+    clip_id: str  # a frame id when frames are re-ranked
     similarity: float
     channels: dict[str, float]
     rank_before: int
@@ -53,4 +53,16 @@ def rerank(
             rank_before=int(i),
         )
         for i in order
+    ]
+
+
+def rerank_frames(
+    store: SketchStore, query: np.ndarray, candidate_ids: Sequence[str], channel: str
+) -> list[Reranked]:
+    """Candidate frames (catalog ids, ANN order) sorted by grid similarity to a uint8 query
+    frame (H, W) of the same product (ties keep the ANN order)."""
+    similarity = score_frames(store, query, candidate_ids)
+    return [
+        Reranked(candidate_ids[i], float(similarity[i]), {channel: float(similarity[i])}, int(i))
+        for i in np.argsort(-similarity, kind="stable")
     ]

@@ -7,10 +7,13 @@ Every search returns a :class:`SearchResult`; ``SearchResult.to_dict()`` is the 
      "query": {"kind": "clip", "mode": "at"|"clip_id"|"frames", "clip_id", "satellite",
                "channels", "start", "end", "length", "gap_minutes", "model_id",
                "ranked_by": "vector"|"rerank"|"augment", "rerank": N, "augment": bool, ...}
+              | {"kind": "frame", "mode": "at"|"frame_id"|"file"|"pixels", "frame_id",
+                 "satellite", "channels", "start", "model_id", "ranked_by", "rerank", ...}
               | {"kind": "text", "text", "model_id", ...} | {"kind": "image", "image", ...},
-     "results": [{"rank": 1, "score": 0.97, "id": "<uuid>", "kind": "clip"|"scene",
+     "results": [{"rank": 1, "score": 0.97, "id": "<uuid>", "kind": "clip"|"frame"|"scene",
                   "start": "2017-09-07T00:45:00Z"|null, "end": ...|null, "satellite", "channels",
-                  "frame_ids": [[...per channel...]] (clips) | [...] (scenes), "length",
+                  "frame_ids": [[...per channel...]] (clips) | [id] (frames) | [...] (scenes),
+                  "length",
                   "gap_minutes", "source_path", "label", "dataset", "location" (scenes),
                   "vector_score": float|null,
                   "rerank_score": float|null}],
@@ -50,7 +53,8 @@ ClipRows = Callable[[str, list[str], int, int], Mapping[str, Mapping[str, Any]]]
 @dataclass
 class ResultItem:
     """One hit. Fields that do not apply to a kind are None (clips have start/end/frame_ids;
-    scenes have source_path/label, and start/end when the scene is a dated frame)."""
+    frames have start = end = the frame's time; scenes have source_path/label, and start/end
+    when the scene is a dated frame)."""
 
     rank: int
     score: float
@@ -80,7 +84,8 @@ class SearchResult:
     results: list[ResultItem]
     filters: dict[str, Any]
     timing_ms: dict[str, float]
-    #: Query clip pixels (C, L, H, W) uint8 for a clip search (contact sheets); not in JSON.
+    #: Query pixels (C, L, H, W) uint8 of a clip search, (1, 1, H, W) of a frame search
+    #: (contact sheets); not in JSON.
     query_frames: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,6 +147,24 @@ def clip_item(rank: int, hit: Hit, data: Mapping[str, Any], clip_rows: ClipRows)
         frame_ids=row.get("frame_ids", []),
         length=length,
         gap_minutes=gap,
+        source_path=p.get("source_path"),
+        vector_score=float(hit.score),
+    )
+
+
+def frame_item(rank: int, hit: Hit) -> ResultItem:
+    """A hit of the ``frames`` collection: one archive frame."""
+    p = hit.payload
+    return ResultItem(
+        rank=rank,
+        score=float(hit.score),
+        id=p.get("frame_id", hit.id),
+        kind="frame",
+        start=p.get("time"),
+        end=p.get("time"),
+        satellite=p.get("satellite"),
+        channels=_channels(p),
+        frame_ids=[p.get("frame_id", hit.id)],
         source_path=p.get("source_path"),
         vector_score=float(hit.score),
     )

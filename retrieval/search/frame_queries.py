@@ -1,0 +1,237 @@
+"""Query frames: what a frame query is (:class:`FrameQuery`) and its resolution to pixels.
+
+A query frame is given one of four ways: by time and channel (the archive's frame nearest that
+time, within a tolerance), by a catalog frame id, by an image file from outside the archive
+(preprocessed like an ingest would: by the source profile that recognises its name, or the one
+named by ``source``), or by pixels already at the working resolution (the service's uploads).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from skysearch.errors import NotFoundError, UsageError
+from skysearch.timeutil import parse_time, to_rfc3339
+
+if TYPE_CHECKING:
+    from skysearch.ingest.profiles import Profile
+    from skysearch.retrieval.search.queries import QueryResolver
+
+#: A query time may sit this far from a frame and still pick it.
+FRAME_TOLERANCE_MINUTES = 15
+
+
+@dataclass(frozen=True)
+class FrameQuery:
+    """What the query frame is. Exactly one of ``at``, ``frame_id``, ``file``, ``pixels``.
+
+    - ``at``: a time (UTC); ``channel`` (and ``satellite``) say which frame of that time
+      (unset: the frame model's).
+    - ``frame_id``: a frame of the frame catalog.
+    - ``file``: an image file from outside the archive; ``source`` names the source profile
+      that preprocesses it (default: the profile that recognises the file's name, else the
+      satellite's first profile).
+    - ``pixels``: a frame already at the working resolution, uint8 (H, W); ``start``: its time,
+      if known (needed by an exclusion window).
+    """
+
+    at: datetime | str | None = None
+    frame_id: str | None = None
+    file: Path | str | None = None
+    pixels: np.ndarray | None = field(default=None, repr=False, compare=False)
+    channel: str | None = None
+    satellite: str | None = None
+    source: str | None = None
+    start: datetime | str | None = None
+    tolerance_minutes: int = FRAME_TOLERANCE_MINUTES
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        for name in ("at", "start"):
+            if getattr(self, name) is not None:
+                set_(self, name, parse_time(getattr(self, name)))
+        if self.file is not None:
+            set_(self, "file", Path(self.file))
+        if self.pixels is not None:
+            px = self.pixels
+            if px.dtype != np.uint8 or px.ndim != 2 or 0 in px.shape:
+                raise UsageError(
+                    f"query frame pixels must be uint8 (height, width), got {px.dtype} {px.shape}"
+                )
+        given = sum(
+            [
+                self.at is not None,
+                bool(self.frame_id),
+                self.file is not None,
+                self.pixels is not None,
+            ]
+        )
+        if given != 1:
+            raise UsageError(
+                "give the query frame one way: a time ({at}), a frame id ({frame_id}) or an "
+                "image file ({file})",
+                params=["at", "frame_id", "file"],
+            )
+
+
+@dataclass
+class QueryFrame:
+    """A resolved query frame: pixels + what is known about it."""
+
+    pixels: np.ndarray  # (H, W) uint8
+    mode: str
+    satellite: str
+    channel: str
+    time: datetime | None = None
+    frame_id: str | None = None
+    file: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """The result schema's ``query`` for this frame (the façade adds the ranking)."""
+        when = to_rfc3339(self.time) if self.time else None
+        return {
+            "kind": "frame",
+            "mode": self.mode,
+            "frame_id": self.frame_id,
+            "satellite": self.satellite,
+            "channels": [self.channel],
+            "start": when,
+            "end": when,
+            "frame_ids": [self.frame_id] if self.frame_id else [],
+            "files": [self.file] if self.file else [],
+        }
+
+
+def resolve_frame(
+    resolver: QueryResolver, query: FrameQuery, satellite: str, channel: str
+) -> QueryFrame:
+    """The query's pixels; ``satellite``/``channel``: the frame model's, for what the query
+    leaves unset."""
+    satellite = query.satellite or satellite
+    channel = query.channel or channel
+    if query.frame_id:
+        return _by_id(resolver, query.frame_id)
+    if query.at is not None:
+        return _at(resolver, query.at, satellite, channel, query.tolerance_minutes)
+    if query.file is not None:
+        return _from_file(resolver, Path(query.file), satellite, channel, query.source)
+    assert query.pixels is not None
+    start = query.start if isinstance(query.start, datetime) else None
+    return from_pixels(resolver, query.pixels, satellite, channel, start)
+
+
+def _catalog(
+    resolver: QueryResolver, frame_id: str | None = None, **where: Any
+) -> list[dict[str, Any]]:
+    import pyarrow.compute as pc
+    from skysearch.ingest.catalog import read_frames
+
+    cols = ["frame_id", "satellite", "channel", "time"]
+    table = read_frames(resolver.workspace, columns=cols, **where)
+    if frame_id is not None:
+        table = table.filter(pc.equal(table["frame_id"], frame_id))
+    return table.to_pylist()
+
+
+def _from_row(resolver: QueryResolver, row: dict[str, Any], mode: str) -> QueryFrame:
+    return QueryFrame(
+        pixels=resolver.frame_store.read(row["frame_id"]),
+        mode=mode,
+        satellite=row["satellite"],
+        channel=row["channel"],
+        time=parse_time(row["time"]),
+        frame_id=row["frame_id"],
+    )
+
+
+def _by_id(resolver: QueryResolver, frame_id: str) -> QueryFrame:
+    rows = _catalog(resolver, frame_id=frame_id)
+    if not rows:
+        raise NotFoundError(
+            f"frame {frame_id} is not in the frame catalog of {resolver.workspace.root}: "
+            "query by a time ({at}) and {channel} instead",
+            params=["at", "channel"],
+        )
+    return _from_row(resolver, rows[0], "frame_id")
+
+
+def _at(
+    resolver: QueryResolver, at: datetime, satellite: str, channel: str, tolerance: int
+) -> QueryFrame:
+    resolver.check_archive(satellite, [channel])
+    rows = _catalog(resolver, satellite=satellite, channel=channel)
+    if not rows:
+        raise NotFoundError(f"no {satellite} {channel} frames in {resolver.workspace.root}")
+    best = min(rows, key=lambda r: abs(parse_time(r["time"]) - at))
+    if abs(parse_time(best["time"]) - at) > timedelta(minutes=tolerance):
+        times = [parse_time(r["time"]) for r in rows]
+        raise NotFoundError(
+            f"no {satellite} {channel} frame within {tolerance} min of {to_rfc3339(at)} "
+            f"(frames cover {to_rfc3339(min(times))}..{to_rfc3339(max(times))}; nearest "
+            f"{to_rfc3339(parse_time(best['time']))}): try another {{at}}",
+            params=["at"],
+        )
+    return _from_row(resolver, best, "at")
+
+
+def _file_profile(
+    resolver: QueryResolver, path: Path, satellite: str, source: str | None
+) -> Profile:
+    from skysearch.ingest.profiles import load_profiles, match_name
+
+    profiles = load_profiles()
+    if source:
+        if source not in profiles:
+            raise UsageError(
+                f"unknown source profile {source!r}: known {', '.join(sorted(profiles))}",
+                params=["source"],
+            )
+        return profiles[source]
+    found = match_name(path.name, list(profiles.values()))
+    return found[0] if found else resolver.profile(satellite)
+
+
+def _from_file(
+    resolver: QueryResolver, path: Path, satellite: str, channel: str, source: str | None
+) -> QueryFrame:
+    from skysearch.ingest.decode import Source, preprocess
+
+    if not path.is_file():
+        raise UsageError(f"query frame {path} does not exist", params=["file"])
+    profile = _file_profile(resolver, path, satellite, source)
+    match = profile.match(path.name)
+    result = preprocess(Source(str(path)), profile)
+    if result.frame is None:
+        raise UsageError(f"cannot use query frame {path}: {result.reason}", params=["file"])
+    frame = from_pixels(
+        resolver,
+        result.frame,
+        profile.satellite,
+        match.channel if match else channel,
+        match.time if match else None,
+    )
+    frame.mode, frame.file = "file", str(path)
+    return frame
+
+
+def from_pixels(
+    resolver: QueryResolver,
+    pixels: np.ndarray,
+    satellite: str,
+    channel: str,
+    time: datetime | None,
+) -> QueryFrame:
+    """A query frame of preprocessed pixels (H, W), checked against the working resolution of
+    the satellite's ingest profile."""
+    width, height = resolver.profile(satellite).resolution
+    if pixels.shape != (height, width):
+        raise UsageError(
+            f"query frame pixels are {pixels.shape}; a {satellite} frame is (height, width) = "
+            f"{(height, width)}"
+        )
+    return QueryFrame(pixels, "pixels", satellite, channel, time)
