@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from skysearch.cli.groups import eval_app, index_app, train_app
@@ -150,23 +152,28 @@ def train_clips_command(
     _report(train_clips(settings.workspace, config, frame_model, length, gap), json_out)
 
 
+ExcludeHoursOption = Annotated[
+    float,
+    typer.Option(help="Candidates lie more than this many hours from the query.", min=0),
+]
+BaselinesOption = Annotated[
+    bool, typer.Option(help="Also score raw-pixel, ImageNet and random baselines.")
+]
+SplitOption = Annotated[
+    str,
+    typer.Option(
+        help="test: the held-out period; validation: the model's validation slice "
+        "(models trained with --validation), on the archive before the hold-out."
+    ),
+]
+
+
 @eval_app.command("clips")
 def eval_clips_command(
     model: Annotated[str | None, typer.Option(help="Clip model id (default: the latest).")] = None,
-    exclude_hours: Annotated[
-        float,
-        typer.Option(help="Candidates start more than this many hours from the query.", min=0),
-    ] = 12.0,
-    baselines: Annotated[
-        bool, typer.Option(help="Also score raw-pixel, ImageNet and random baselines.")
-    ] = True,
-    split: Annotated[
-        str,
-        typer.Option(
-            help="test: the held-out period; validation: the model's validation slice "
-            "(models trained with --validation), on the archive before the hold-out."
-        ),
-    ] = "test",
+    exclude_hours: ExcludeHoursOption = 12.0,
+    baselines: BaselinesOption = True,
+    split: SplitOption = "test",
     device: DeviceOption = None,
     seed: SeedOption = 0,
     workspace: WorkspaceOption = None,
@@ -176,8 +183,52 @@ def eval_clips_command(
 
     Example: skysearch eval clips --json -w ws
     """
+    from skysearch.retrieval.evaluation.clips import evaluate_clips
+
+    _evaluate(
+        evaluate_clips, model, exclude_hours, baselines, split, device, seed, workspace, json_out
+    )
+
+
+@eval_app.command("frames")
+def eval_frames_command(
+    model: Annotated[
+        str | None, typer.Option(help="Single-channel frame model id (default: the latest).")
+    ] = None,
+    exclude_hours: ExcludeHoursOption = 12.0,
+    baselines: BaselinesOption = True,
+    split: SplitOption = "test",
+    device: DeviceOption = None,
+    seed: SeedOption = 0,
+    workspace: WorkspaceOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Score a frame model's frame search on the held-out period against the ground-truth grid
+    metric on single frames, beside raw pixels, ImageNet and random.
+
+    Example: skysearch eval frames --json -w ws
+    """
+    from skysearch.retrieval.evaluation.frames import evaluate_frames
+
+    _evaluate(
+        evaluate_frames, model, exclude_hours, baselines, split, device, seed, workspace, json_out
+    )
+
+
+def _evaluate(
+    evaluate: Callable[..., dict[str, Any]],
+    model: str | None,
+    exclude_hours: float,
+    baselines: bool,
+    split: str,
+    device: str | None,
+    seed: int,
+    workspace: Path | None,
+    json_out: bool,
+) -> None:
+    """Run one evaluation, record the trained model's scores in the registry, print them."""
     from skysearch.encoders.registry import update_metrics
-    from skysearch.retrieval.evaluation.clips import EvalOptions, evaluate_clips
+    from skysearch.retrieval.evaluation.clips import EvalOptions
 
     settings = load_settings(workspace=workspace, device=device)
     options = EvalOptions(
@@ -187,7 +238,7 @@ def eval_clips_command(
         device=settings.device,
         split=split,
     )
-    result = evaluate_clips(settings.workspace, model, options)
+    result = evaluate(settings.workspace, model, options)
     prefix = "" if split == "test" else f"{split}_"
     update_metrics(
         settings.workspace,

@@ -276,3 +276,55 @@ class SkySearchClient:
         )
         files = [("frames", _file(f, f"frame-{i:04d}")) for i, f in enumerate(frames)]
         return self._search("/search/clip/frames", data=data, files=files)
+
+    def search_frame(
+        self,
+        at: datetime | str | None = None,
+        frame_id: str | None = None,
+        channel: str | None = None,
+        satellite: str | None = None,
+        k: int = 10,
+        filters: wire.Filters | None = None,
+        rerank: int = 0,
+        model_id: str | None = None,
+        tolerance_minutes: int = 15,
+    ) -> SearchResult:
+        """POST /search/frame: archive frames like the frame at ``at`` (with ``channel``;
+        unset: the frame model's) or the catalog frame ``frame_id``."""
+        body = _body(
+            wire.FrameSearch,
+            at=at,
+            frame_id=frame_id,
+            channel=channel,
+            satellite=satellite,
+            tolerance_minutes=tolerance_minutes,
+            rerank=rerank,
+            model_id=model_id,
+            filters=_filters(filters, k),
+        )
+        return self._search("/search/frame", json=body)
+
+    def search_frame_upload(
+        self,
+        frame: ImageInput,
+        satellite: str | None = None,
+        channel: str | None = None,
+        k: int = 10,
+        filters: wire.Filters | None = None,
+        rerank: int = 0,
+        model_id: str | None = None,
+    ) -> SearchResult:
+        """POST /search/frame/upload: archive frames like one frame image (a raw file of the
+        satellite's product: a path, bytes or (name, bytes))."""
+        data = _form(
+            wire.FrameUploadForm,
+            filters,
+            k,
+            satellite=satellite,
+            channel=channel,
+            rerank=rerank or None,
+            model_id=model_id,
+        )
+        return self._search(
+            "/search/frame/upload", data=data, files=[("frame", _file(frame, "frame"))]
+        )

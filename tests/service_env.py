@@ -63,6 +63,7 @@ def build_workspace(root: Path) -> Workspace:
     _cli("train", "frames", "--epochs", "1", "--device", "cpu", *ws)
     _cli("train", "clips", "--epochs", "1", "--device", "cpu", *ws)
     _cli("index", "clips", "--device", "cpu", "--workers", "0", *ws)
+    _cli("index", "frames", "--device", "cpu", "--workers", "0", *ws)
     images = SAMPLE / "rsscn7-mini"
     _cli("train", "text-image", "--images", images, "--epochs", "1", "--max-steps", "2", *ws)
     _cli("index", "scenes", images, *ws)

@@ -62,6 +62,9 @@ def test_requests_pass_the_service_schema(sky):
         lambda: sky.search_clip(clip_id=UUID, rerank=3, augment=True, filters=every),
         lambda: sky.search_image([_png(), ("b.png", _png())], k=4, text="trees", filters=every),
         lambda: sky.search_clip_frames([_png()] * 2, channel="ir", rerank=2, filters=every),
+        lambda: sky.search_frame(at=when, channel="ir", rerank=4, filters=every),
+        lambda: sky.search_frame(frame_id=UUID, k=3, model_id="frame-1"),
+        lambda: sky.search_frame_upload(("f.png", _png()), channel="ir", rerank=2, filters=every),
     ]
     for call in calls:
         with pytest.raises(ApiError) as info:

@@ -92,6 +92,27 @@ def test_demo_reports_every_step_and_its_outputs(demo):
         assert sheet.size == layout_for(FRAME_SHAPE, 6, 6, 160).size
 
 
+def test_demo_frame_search_by_a_file(demo):
+    """The demo's frame search: a sample file as a frame from outside the archive (its time
+    read from its name), 5 hits outside +-6 h of it, re-ranked by the grid metric on single
+    frames, and a contact sheet of one column (the query frame, then each hit)."""
+    _, report = demo
+    frame = report["frame_search"]
+    assert frame["query"]["kind"] == "frame" and frame["query"]["mode"] == "file"
+    assert frame["query"]["start"] == "2017-09-07T00:45:00Z"
+    assert frame["query"]["files"][0].endswith("HUIR172500045.GIF")
+    assert frame["query"]["ranked_by"] == "rerank"
+    hits = frame["results"]
+    assert len(hits) == 5
+    assert_sorted(hits)
+    for hit in hits:
+        assert hit["kind"] == "frame" and hit["frame_ids"] == [hit["id"]]
+        assert abs(parse_time(hit["start"]) - parse_time(QUERY_AT)) > timedelta(hours=6)
+        assert hit["rerank_score"] == hit["score"] and 0 < hit["score"] < 1
+    with Image.open(report["outputs"]["frame_contact_sheet"]) as sheet:
+        assert sheet.size == layout_for(FRAME_SHAPE, 6, 1, 160).size
+
+
 def test_text_search_finds_the_class(demo, cli):
     ws, report = demo
     top = [r["label"] for r in report["text_search"]["results"]]
@@ -299,18 +320,19 @@ def _frame_answers(ws: Path) -> tuple[int, dict[str, list]]:
 
 
 def test_index_frames_then_store_optimize(demo, cli):
-    """`index frames` puts each of the 60 IR frames in the frames collection once; a frame's
-    embedding finds that frame, then frames an hour or two away; `store optimize` keeps every
-    point and every answer (frames and clips)."""
-    ws, _ = demo
+    """The demo's `index frames` put each of the 60 IR frames in the frames collection once (a
+    re-run writes nothing); a frame's embedding finds that frame, then frames an hour or two
+    away; `store optimize` keeps every point and every answer (frames and clips)."""
+    ws, report = demo
+    step = next(s for s in report["steps"] if s["name"] == "index frames + search frame")
+    assert step["detail"].startswith("60 frame vectors written")  # the demo indexed them
     args = ("index", "frames", "--device", "cpu", "--workers", "0", "-w", ws, "--json")
     r = cli(*args)
     assert r.exit_code == 0, r.stderr[-2000:]
     report = json.loads(r.stdout.strip().splitlines()[-1])
     assert report["collection"] == "frames" and report["vector_name"] == report["model_id"]
-    assert report["written"] == report["total"] == 60 and report["skipped_existing"] == 0
-    again = json.loads(cli(*args).stdout.strip().splitlines()[-1])
-    assert again["written"] == 0 and again["skipped_existing"] == 60
+    assert report["total"] == 60 and report["written"] == 0
+    assert report["skipped_existing"] == 60
 
     count, before = _frame_answers(ws)
     assert count == 60
@@ -352,3 +374,66 @@ def test_demo_rerun_reuses_everything(demo):
     assert "84 unchanged" in details["index scenes"]
     ids = [h["id"] for h in again["clip_search"]["results"]]
     assert ids == [h["id"] for h in first["clip_search"]["results"]]
+
+
+def _brute_force(ws: Path, query_id: str, keep) -> list[tuple[str, float, str]]:
+    """(id, cosine, time) of every indexed frame that ``keep(payload)`` accepts, by exact
+    cosine to the query frame's stored vector, best first."""
+    import numpy as np
+    from skysearch.encoders.registry import latest
+    from skysearch.retrieval.store import open_store
+
+    from skysearch.config import load_settings
+
+    settings = load_settings(workspace=ws)
+    model_id = latest(settings.workspace, "frame").model_id
+    store = open_store(settings)
+    try:
+        records = list(store.scroll("frames", with_vectors=True))
+    finally:
+        store.close()
+    vectors = {r.id: np.asarray(r.vector[model_id], dtype=np.float64) for r in records}
+    q = vectors[query_id] / np.linalg.norm(vectors[query_id])
+    scored = [
+        (r.id, float(vectors[r.id] @ q / np.linalg.norm(vectors[r.id])), r.payload["time"])
+        for r in records
+        if keep(r.payload)
+    ]
+    return sorted(scored, key=lambda t: -t[1])
+
+
+def test_search_frame_filters_match_brute_force(demo, cli):
+    """`search frame` by time, with a time range, hours and an exclusion window, returns what
+    an exact scan of the stored vectors with the same conditions returns; one per day keeps
+    the best hit of each day."""
+    ws, _ = demo
+    query = search(cli, ws, "frame", "--at", QUERY_AT, "--channel", "ir", "--k", "1")
+    assert query["query"]["kind"] == "frame" and query["query"]["start"] == "2017-09-07T00:45:00Z"
+    qid = query["query"]["frame_id"]
+    assert query["results"][0]["id"] == qid and query["results"][0]["score"] == pytest.approx(
+        1, abs=1e-3
+    )
+    at = parse_time(QUERY_AT)
+    args = ["--between", "2017-09-06T00:00Z..2017-09-08T12:00Z", "--hours", "0-11"]
+    got = search(cli, ws, "frame", "--at", QUERY_AT, *args, "--exclude-window", "6h", "--k", "8")
+
+    def keep(p):
+        t = parse_time(p["time"])
+        return (
+            parse_time("2017-09-06T00:00Z") <= t <= parse_time("2017-09-08T12:00Z")
+            and t.hour <= 11
+            and abs(t - at) > timedelta(hours=6)
+        )
+
+    want = _brute_force(ws, qid, keep)[:8]
+    assert len(got["results"]) == 8
+    assert [h["id"] for h in got["results"]] == [i for i, _, _ in want]
+    for hit, (_, cosine, _) in zip(got["results"], want, strict=True):
+        assert hit["score"] == pytest.approx(cosine, abs=2e-3)
+    daily = search(cli, ws, "frame", "--frame-id", qid, "--one-per-day", "--k", "5")
+    days = [h["start"][:10] for h in daily["results"]]
+    assert len(days) == len(set(days)) == 3  # the sample spans 3 UTC days
+    best_by_day: dict[str, str] = {}
+    for fid, _, time in _brute_force(ws, qid, lambda p: True):
+        best_by_day.setdefault(time[:10], fid)
+    assert [h["id"] for h in daily["results"]] == [best_by_day[d] for d in days]

@@ -113,7 +113,17 @@ def test_outside_fuzzer_against_a_live_server(tmp_path_factory, monkeypatch):
         f'[parameters]\n"path.frame_id" = "{frame_id}"\n"path.clip_id" = "{clip_id}"\n'
     )
     svc = service(ws.root)
-    served = {"search_image": 0, "search_clip_frames": 0, "search_clip": 0, "search_text": 0}
+    served = dict.fromkeys(
+        [
+            "search_image",
+            "search_clip_frames",
+            "search_clip",
+            "search_text",
+            "search_frame",
+            "search_frame_upload",
+        ],
+        0,
+    )
     for name in served:
         monkeypatch.setattr(svc, name, _counting(getattr(svc, name), served, name))
     url = server(ws.root)

@@ -84,16 +84,17 @@ def test_health_and_readiness(sky, catalogs):
     assert sky.health()["status"] == "ok"
     state = sky.ready()
     assert state.ready and state.state == "ready"
-    assert state.searches == {"text": "ok", "clip": "ok", "image": "ok"}
-    assert state.collections == {"clips": len(clips), "scenes": 84}
+    assert state.searches == {"text": "ok", "clip": "ok", "frame": "ok", "image": "ok"}
+    assert state.collections == {"clips": len(clips), "frames": len(frames), "scenes": 84}
     assert state.load_seconds is not None and state.load_seconds > 0
 
 
 def test_collections_and_sizes(sky, catalogs):
-    _, clips, _ = catalogs
+    frames, clips, _ = catalogs
     got = {c.name: c for c in sky.collections()}
-    assert set(got) == {"clips", "scenes"}
+    assert set(got) == {"clips", "frames", "scenes"}
     assert got["clips"].points == len(clips) == 44
+    assert got["frames"].points == len(frames) == 60
     assert got["scenes"].points == len(list(SCENES.rglob("*.jpg")))
     assert all(dim > 0 for c in got.values() for dim in c.vectors.values())
     assert {c.backend for c in got.values()} == {"embedded"}
@@ -254,6 +255,55 @@ def test_search_clip_by_uploaded_frames(sky):
     assert top.start == "2017-09-07T03:45:00Z" and top.score == pytest.approx(1.0, abs=1e-4)
 
 
+def test_search_frame_by_time_and_id_with_filters(sky, catalogs):
+    """A frame found by time finds itself first; by its id with filters, every hit obeys
+    them."""
+    result = sky.search_frame(at=QUERY_AT, channel="ir", k=5)
+    assert result.query["kind"] == "frame" and result.query["mode"] == "at"
+    top = result.results[0]
+    assert top.kind == "frame" and top.start == "2017-09-07T00:45:00Z"
+    assert top.frame_ids == [top.id] == [result.query["frame_id"]]
+    assert top.score == pytest.approx(1.0, abs=1e-3)
+    scores = [h.score for h in result.results]
+    assert scores == sorted(scores, reverse=True) and len(scores) == 5
+
+    at = parse_time(top.start)
+    window = sky.search_frame(frame_id=top.id, k=10, filters=Filters(exclude_window_s=6 * 3600))
+    assert window.query["mode"] == "frame_id" and len(window.results) == 10
+    assert all(abs(parse_time(h.start) - at) > timedelta(hours=6) for h in window.results)
+    daily = sky.search_frame(frame_id=top.id, k=5, filters=Filters(one_per_day=True))
+    days = [h.start[:10] for h in daily.results]
+    assert len(days) == len(set(days)) == 3
+    hours = sky.search_frame(frame_id=top.id, k=20, filters=Filters(hours=[3, 4, 5]))
+    assert hours.results and all(parse_time(h.start).hour in (3, 4, 5) for h in hours.results)
+    assert sky.search_frame(frame_id=top.id, filters=Filters(months=[1])).results == []
+    missing = _error(sky.search_frame, at="2016-01-01T00:00:00Z", channel="ir")
+    assert missing.status_code == 404 and "no goes-east ir frame within" in missing.detail
+
+
+def test_search_frame_upload_finds_its_archive_twin_by_the_grid_metric(sky, catalogs):
+    """An uploaded raw GIF of an archive frame: its twin first with grid similarity 1.0; every
+    re-ranked score is the grid metric of the two frames (brute force over stored sketches)."""
+    from skysearch.ingest.similarity import SketchStore, frame_similarity
+
+    _, _, workspace = catalogs
+    path = GOES / "HUIR172500045.GIF"
+    result = sky.search_frame_upload(path, k=5, rerank=10)
+    assert result.query["files"] == [path.name] and result.query["mode"] == "pixels"
+    assert result.query["start"] == "2017-09-07T00:45:00Z"
+    assert result.query["ranked_by"] == "rerank"
+    twin = result.results[0]
+    assert twin.start == "2017-09-07T00:45:00Z" and twin.score == pytest.approx(1.0)
+    sketches, sizes = SketchStore(workspace).get_many([h.id for h in result.results])
+    for hit, sketch in zip(result.results, sketches, strict=True):
+        assert hit.rerank_score == hit.score
+        assert hit.score == pytest.approx(frame_similarity(sketches[0], sketch, sizes), abs=1e-9)
+    scores = [h.score for h in result.results]
+    assert scores == sorted(scores, reverse=True)
+    bad = _error(sky.search_frame_upload, ("x.png", b"<html>"), k=3)
+    assert bad.status_code == 400 and "not a PNG, JPEG or GIF" in bad.detail
+
+
 # ---- start-up and readiness ---------------------------------------------------------------
 def test_second_service_on_a_served_workspace_fails_clearly(ws, url):
     """Another service on a workspace this one serves: failed, naming the lock, and /ready's
@@ -342,7 +392,7 @@ def test_serve_command_end_to_end(ws, tmp_path):
                     assert proc.poll() is None and time.monotonic() < deadline, "not listening"
                     time.sleep(0.2)
             state = client.wait_ready(timeout=300)
-            assert state.collections == {"clips": 44, "scenes": 84}
+            assert state.collections == {"clips": 44, "frames": 60, "scenes": 84}
             result = client.search_clip(
                 at=QUERY_AT, channels=["ir"], k=5, filters=Filters(channels=["ir"])
             )
@@ -378,6 +428,8 @@ def test_api_key_required(url, catalogs):
                 lambda c: c.search_clip(at=QUERY_AT),
                 lambda c: c.search_image(next(SCENES.rglob("*.jpg"))),
                 lambda c: c.search_clip_frames(sorted(GOES.glob("*.GIF"))[:6]),
+                lambda c: c.search_frame(at=QUERY_AT),
+                lambda c: c.search_frame_upload(sorted(GOES.glob("*.GIF"))[0]),
             ]
             for call in calls:
                 err = _error(call, anon)
@@ -389,7 +441,7 @@ def test_non_ascii_api_key(ws, catalogs):
     text with the key, so a non-ASCII key never matched; the client could not send one)."""
     key = "clé-d'accès-ключ-0123"
     with SkySearchClient(server(ws.root, api_key=key), api_key=key) as client:
-        assert [c.name for c in client.collections()] == ["clips", "scenes"]
+        assert [c.name for c in client.collections()] == ["clips", "frames", "scenes"]
         assert client.ready().ready
     with SkySearchClient(server(ws.root, api_key=key), api_key="clé-d'accès-ключ-0124") as bad:
         assert _error(bad.collections).status_code == 401

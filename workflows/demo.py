@@ -45,6 +45,8 @@ class DemoConfig:
     query_k: int = 5
     query_rerank: int = 20
     query_exclude: str = "6h"
+    #: The frame search's query: this sample file, searched as a frame from outside the archive.
+    query_frame: str = "HUIR172500045.GIF"
     text_epochs: int = 30
     text_image_tower: str = "locked"  # the default recipe: frozen trunk, fused heads
     text_query: str = "a river"
@@ -88,6 +90,7 @@ class DemoReport:
     steps: list[Step] = field(default_factory=list)
     outputs: dict[str, str] = field(default_factory=dict)
     clip_search: dict[str, Any] = field(default_factory=dict)
+    frame_search: dict[str, Any] = field(default_factory=dict)
     text_search: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -224,6 +227,32 @@ def run_demo(
             )
             report.outputs["contact_sheet"] = sheet["path"]
             report.outputs["clip_search"] = str(out_dir / "clip_search.json")
+        with step("index frames + search frame") as d:
+            from skysearch.retrieval.indexing.catalogs import index_frames
+            from skysearch.retrieval.search import FrameQuery
+
+            idx = index_frames(settings, frame_id, workers=0, store=searcher.store, progress=False)
+            d.append(f"{idx.written} frame vectors written")
+            result = searcher.search_frame(
+                FrameQuery(file=config.goes / "infrared" / config.query_frame),
+                SearchFilters(
+                    exclude_window=parse_duration(config.query_exclude), k=config.query_k
+                ),
+                SearchOptions(rerank=config.query_rerank, model_id=frame_id),
+            )
+            sheet = write_contact_sheet(
+                ws, result, out_dir / "frame_contact_sheet.png", frame_store=searcher.frame_store
+            )
+            report.frame_search = result.to_dict()
+            _write_json(out_dir / "frame_search.json", report.frame_search)
+            top = result.results[0] if result.results else None
+            d.append(
+                f"query {config.query_frame}, top hit {top.start} grid {top.score:.3f}"
+                if top
+                else "no hits"
+            )
+            report.outputs["frame_contact_sheet"] = sheet["path"]
+            report.outputs["frame_search"] = str(out_dir / "frame_search.json")
         text_id = _train_text(ws, config, state, step, settings.device)
         with step("index scenes") as d:
             from skysearch.retrieval.indexing.scenes import index_scenes

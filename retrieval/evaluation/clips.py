@@ -29,8 +29,6 @@ from typing import Any
 import numpy as np
 import torch
 from skysearch.encoders.datasets.clips import (
-    ClipSet,
-    Split,
     clip_similarity_matrix,
     load_clip_set,
     load_step_frames,
@@ -123,10 +121,11 @@ class Protocol:
         }
 
 
-def build_protocol(clip_set: ClipSet, split: Split, options: EvalOptions) -> Protocol:
-    """Held-out queries with their candidates outside +-exclude_hours, and held-out pairs."""
-    queries = np.flatnonzero(split.heldout)
-    starts_h = clip_set.starts.astype(np.int64) / 3.6e9
+def build_protocol(starts: np.ndarray, heldout: np.ndarray, options: EvalOptions) -> Protocol:
+    """Held-out queries (``heldout``, a mask over items starting at ``starts``, datetime64[us])
+    with their candidates outside +-exclude_hours, and held-out pairs."""
+    queries = np.flatnonzero(heldout)
+    starts_h = starts.astype("datetime64[us]").astype(np.int64) / 3.6e9
     candidates = np.abs(starts_h[queries][:, None] - starts_h[None, :]) > options.exclude_hours
     keep = candidates.sum(1) >= options.k
     if not keep.any():
@@ -134,7 +133,7 @@ def build_protocol(clip_set: ClipSet, split: Split, options: EvalOptions) -> Pro
             f"no held-out query has {options.k} candidates outside +-{options.exclude_hours:g} h; "
             "ingest a longer period"
         )
-    held = np.flatnonzero(split.heldout)
+    held = np.flatnonzero(heldout)
     ia, ib = np.triu_indices(len(held), 1)
     if len(ia) > options.max_pairs:
         pick = np.random.default_rng(options.seed).choice(len(ia), options.max_pairs, False)
@@ -174,7 +173,7 @@ def evaluate_clips(
         raise UsageError(f"unknown split {options.split!r}; use test or validation")
     frames = load_step_frames(workspace, clip_set, np.arange(len(clip_set.steps)))
     truth = clip_similarity_matrix(step_similarity_matrix(frames), clip_set.index)
-    protocol = build_protocol(clip_set, split, options)
+    protocol = build_protocol(clip_set.starts, split.heldout, options)
 
     vectors: dict[str, np.ndarray] = {}
     with torch.no_grad():
@@ -182,20 +181,8 @@ def evaluate_clips(
         seq = step_emb[torch.as_tensor(clip_set.index)]
         vectors["trained"] = embed_in_batches(embedder.clip, seq, 256, device).numpy()
     if options.baselines:
-        vectors["raw_pixels"] = clip_vectors(raw_pixel_features(frames), clip_set.index)
-        vectors["imagenet"] = clip_vectors(imagenet_features(frames, device), clip_set.index)
-        rng = np.random.default_rng(options.seed)
-        vectors["random"] = rng.standard_normal((len(clip_set.index), 8))
-
-    result: dict[str, Any] = {
-        "model_id": record.model_id,
-        "ndcg_at_10": {},
-        "recall_at_10": {},
-        "pearson": {},
-    }
-    for name, vecs in vectors.items():
-        for metric, value in score(vecs, truth, protocol, options.k).items():
-            result[metric][name] = value
+        vectors.update(baseline_vectors(frames, clip_set.index, device, options.seed))
+    result = {"model_id": record.model_id, **score_methods(vectors, truth, protocol, options.k)}
     result["protocol"] = {
         "satellite": clip_set.satellite,
         "channels": clip_set.channels,
@@ -203,10 +190,40 @@ def evaluate_clips(
         "gap_minutes": clip_set.gap_minutes,
         **split.to_dict(),
         **protocol.describe(),
+        **protocol_terms(options),
+    }
+    return result
+
+
+def baseline_vectors(
+    frames: np.ndarray, index: np.ndarray, device: torch.device, seed: int
+) -> dict[str, np.ndarray]:
+    """Raw-pixel, ImageNet and random vectors of the items (M, L) made of step ``frames``."""
+    rng = np.random.default_rng(seed)
+    return {
+        "raw_pixels": clip_vectors(raw_pixel_features(frames), index),
+        "imagenet": clip_vectors(imagenet_features(frames, device), index),
+        "random": rng.standard_normal((len(index), 8)),
+    }
+
+
+def score_methods(
+    vectors: dict[str, np.ndarray], truth: np.ndarray, protocol: Protocol, k: int
+) -> dict[str, dict[str, float]]:
+    """``{"ndcg_at_10": {method: value}, "recall_at_10": {...}, "pearson": {...}}``."""
+    result: dict[str, dict[str, float]] = {"ndcg_at_10": {}, "recall_at_10": {}, "pearson": {}}
+    for name, vecs in vectors.items():
+        for metric, value in score(vecs, truth, protocol, k).items():
+            result[metric][name] = value
+    return result
+
+
+def protocol_terms(options: EvalOptions) -> dict[str, Any]:
+    """The protocol's settings and definitions, as every evaluation reports them."""
+    return {
         "exclude_hours": options.exclude_hours,
         "k": options.k,
         "split": options.split,
         "relevance": "ground-truth similarity min-max normalised per query (graded, 0..1)",
         "ground_truth": "grid KS similarity, clean mode, N=24, B=20",
     }
-    return result

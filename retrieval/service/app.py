@@ -22,8 +22,9 @@ from fastapi import Depends, FastAPI, File, Form, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
-from skysearch.retrieval.search import ClipQuery
-from skysearch.retrieval.service.service import SearchService, Upload
+from skysearch.retrieval.search import ClipQuery, FrameQuery
+from skysearch.retrieval.service.service import SearchService
+from skysearch.retrieval.service.uploads import Upload
 from skysearch.retrieval.service.wire import (
     MAX_EXAMPLE_IMAGES,
     MAX_FRAMES,
@@ -36,7 +37,9 @@ from skysearch.retrieval.service.wire import (
     CollectionBody,
     ErrorBody,
     FrameMeta,
+    FrameSearch,
     FramesSearchForm,
+    FrameUploadForm,
     Health,
     ImageSearchForm,
     ReadinessBody,
@@ -388,6 +391,36 @@ def create_app(service: SearchService, api_key: str | None = None) -> FastAPI:
             params.gap_minutes,
             params.to_filters(),
             params.to_options(),
+        )
+
+    @app.post("/search/frame", **search)
+    def search_frame(body: FrameSearch) -> dict[str, Any]:
+        """Archive frames like a query frame given by time (+ channel) or frame id."""
+        query = FrameQuery(
+            at=body.at,
+            frame_id=body.frame_id,
+            channel=body.channel,
+            satellite=body.satellite,
+            tolerance_minutes=body.tolerance_minutes,
+        )
+        return service.search_frame(query, body.filters.to_filters(), body.to_options())
+
+    @app.post("/search/frame/upload", **search, openapi_extra=_image_parts("frame"))
+    def search_frame_upload(
+        params: Annotated[FrameUploadForm, Form()],
+        frame: Annotated[
+            UploadFile,
+            File(
+                description="the query frame, a raw image of the satellite's product (PNG, "
+                "JPEG or GIF)",
+                json_schema_extra=NONEMPTY_FILE,
+            ),
+        ],
+    ) -> dict[str, Any]:
+        """Archive frames like one uploaded frame (multipart: `frame` + filter fields)."""
+        upload = _read_upload(frame, limits.upload.max_bytes)
+        return service.search_frame_upload(
+            upload, params.satellite, params.channel, params.to_filters(), params.to_options()
         )
 
     return app

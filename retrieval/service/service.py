@@ -43,7 +43,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 from PIL import Image
-from skysearch.retrieval.service.uploads import UploadLimits, decode, open_image, validate_image
+from skysearch.retrieval.service.uploads import (
+    Upload,
+    UploadLimits,
+    open_image,
+    validate_image,
+    working_frames,
+)
 from skysearch.retrieval.service.wire import (
     MAX_EXAMPLE_IMAGES,
     MAX_FRAMES,
@@ -134,14 +140,6 @@ class _Index:
         return None if i is None else self.table.slice(i, 1).to_pylist()[0]
 
 
-@dataclass(frozen=True)
-class Upload:
-    """One uploaded file as received: the client's name (echoed, never used as a path)."""
-
-    name: str
-    data: bytes
-
-
 class SearchService:
     """Store, catalogs and models of one workspace, loaded once; everything the API serves."""
 
@@ -219,7 +217,11 @@ class SearchService:
             searcher.frame_store.refresh()
         clip_cols = ["clip_id", "satellite", "channels", "start", "end", "length", "gap_minutes"]
         self._clips = _Index(read_clips(workspace).select([*clip_cols, "frame_ids"]), "clip_id")
-        self._searches = {"text": self._warm_text(), "clip": self._warm_clip()}
+        self._searches = {
+            "text": self._warm_text(),
+            "clip": self._warm_clip(),
+            "frame": self._warm_frame(),
+        }
         self._searches["image"] = self._searches["text"]
 
     def open_store(self) -> Any:
@@ -260,6 +262,31 @@ class SearchService:
         try:
             first = next(iter(self._clips.rows))
             self._searcher.search_clip(ClipQuery(clip_id=first), SearchFilters(k=1))
+        except SkySearchError as exc:
+            return str(exc)
+        return "ok"
+
+    def _warm_frame(self) -> str:
+        """Load the latest frame model by one search for one of its frames; 'ok' or why not."""
+        import pyarrow.compute as pc
+        from skysearch.retrieval.search import FrameQuery
+
+        try:
+            _, record = self._searcher.models.frame_model(None, None, None)
+            satellite, (channel,) = (
+                record.config["data"]["satellite"],
+                record.config["data"]["channels"],
+            )
+            table = self._frames.table
+            mine = table.filter(
+                pc.and_(
+                    pc.equal(table["satellite"], satellite), pc.equal(table["channel"], channel)
+                )
+            )
+            if mine.num_rows == 0:
+                return f"no {satellite} {channel} frames in the frame catalog"
+            query = FrameQuery(frame_id=mine["frame_id"][0].as_py())
+            self._searcher.search_frame(query, SearchFilters(k=1))
         except SkySearchError as exc:
             return str(exc)
         return "ok"
@@ -440,7 +467,9 @@ class SearchService:
         names = [u.name for u in uploads]
         profile = self._searcher.query_profile(data["satellite"], names)
         query = ClipQuery(
-            pixels=self._working_frames(uploads, profile)[None],
+            pixels=working_frames(
+                uploads, profile, self.limits.upload, self.limits.max_request_pixels
+            )[None],
             satellite=data["satellite"],
             channels=tuple(data["channels"]),
             gap_minutes=data["gap_minutes"],
@@ -449,31 +478,42 @@ class SearchService:
         result["query"]["files"] = names
         return result
 
-    def _working_frames(self, uploads: Sequence[Upload], profile: Any) -> np.ndarray:
-        """Uploaded frames -> (L, H, W) uint8 at the profile's working resolution. Every
-        header first (checks 1-3 of ``uploads``, the profile's frame sizes, the request's
-        pixel budget), then one frame at a time: decode, preprocess, drop."""
-        from skysearch.ingest.decode import working_frame, wrong_size
+    def search_frame(
+        self, query: Any, filters: SearchFilters, options: Any = None
+    ) -> dict[str, Any]:
+        """Frames like a query frame given by time or frame id (``search.FrameQuery``)."""
+        self._check(filters, options.rerank if options else 0)
+        if query.file is not None:
+            raise UsageError("a query frame file must be uploaded (POST /search/frame/upload)")
+        return self._searcher.search_frame(query, filters, options).to_dict()
 
-        labels = [f"upload {i + 1} ({u.name!r})" for i, u in enumerate(uploads)]
-        pixels = 0
-        for upload, label in zip(uploads, labels, strict=True):
-            image = open_image(upload.data, label, self.limits.upload)
-            width, height = image.size
-            image.close()
-            if profile.crop_box(width, height) is None:
-                raise UsageError(f"{label}: {wrong_size(profile, width, height)}")
-            pixels += width * height
-        if pixels > self.limits.max_request_pixels:
-            raise UsageError(
-                f"the uploaded frames hold {pixels} pixels; the limit is "
-                f"{self.limits.max_request_pixels} pixels a request"
-            )
-        frames = []
-        for upload, label in zip(uploads, labels, strict=True):
-            image = open_image(upload.data, label, self.limits.upload)
-            try:
-                frames.append(working_frame(decode(image, label), profile))
-            finally:
-                image.close()  # frees the full-size pixels now
-        return np.stack(frames)
+    def search_frame_upload(
+        self,
+        upload: Upload,
+        satellite: str | None,
+        channel: str | None,
+        filters: SearchFilters,
+        options: Any = None,
+    ) -> dict[str, Any]:
+        """Frames like one uploaded frame: the frame model (so the satellite's ingest profile)
+        is resolved before the upload is looked at, as for uploaded clips."""
+        from skysearch.retrieval.search import FrameQuery, SearchOptions
+
+        options = options or SearchOptions()
+        self._check(filters, options.rerank)
+        self._searcher.queries.check_archive(satellite, [channel] if channel else [])
+        _, record = self._searcher.models.frame_model(options.model_id, satellite, channel)
+        data = record.config["data"]
+        profile = self._searcher.query_profile(data["satellite"], [upload.name])
+        match = profile.match(upload.name)
+        limits = self.limits
+        pixels = working_frames([upload], profile, limits.upload, limits.max_request_pixels)[0]
+        query = FrameQuery(
+            pixels=pixels,
+            satellite=data["satellite"],
+            channel=channel or (match.channel if match else data["channels"][0]),
+            start=match.time if match else None,
+        )
+        result = self._searcher.search_frame(query, filters, options).to_dict()
+        result["query"]["files"] = [upload.name]
+        return result

@@ -19,18 +19,32 @@ and drop one image at a time.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+import numpy as np
 from PIL import Image
 from skysearch.ingest.decode import ImageTooLarge
 from skysearch.ingest.decode import open_image as lazy_open
 
 from skysearch.errors import UsageError
 
+if TYPE_CHECKING:
+    from skysearch.ingest.profiles import Profile
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 GIF_MAGICS = (b"GIF87a", b"GIF89a")
 JPEG_MAGIC = b"\xff\xd8\xff"
 ALLOWED_FORMATS = ("PNG", "JPEG", "GIF")
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One uploaded file as received: the client's name (echoed, never used as a path)."""
+
+    name: str
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -104,3 +118,35 @@ def validate_image(data: bytes, name: str, limits: UploadLimits) -> UploadedImag
     image = decode(open_image(data, label, limits), label)
     width, height = image.size
     return UploadedImage(name=name, format=image.format, width=width, height=height, image=image)
+
+
+def working_frames(
+    uploads: Sequence[Upload], profile: Profile, limits: UploadLimits, max_request_pixels: int
+) -> np.ndarray:
+    """Uploaded frames -> (L, H, W) uint8 at the profile's working resolution. Every header
+    first (checks 1-3, the profile's frame sizes, the request's pixel budget), then one frame
+    at a time: decode, preprocess, drop."""
+    from skysearch.ingest.decode import working_frame, wrong_size
+
+    labels = [f"upload {i + 1} ({u.name!r})" for i, u in enumerate(uploads)]
+    pixels = 0
+    for upload, label in zip(uploads, labels, strict=True):
+        image = open_image(upload.data, label, limits)
+        width, height = image.size
+        image.close()
+        if profile.crop_box(width, height) is None:
+            raise UsageError(f"{label}: {wrong_size(profile, width, height)}")
+        pixels += width * height
+    if pixels > max_request_pixels:
+        raise UsageError(
+            f"the uploaded frames hold {pixels} pixels; the limit is "
+            f"{max_request_pixels} pixels a request"
+        )
+    frames = []
+    for upload, label in zip(uploads, labels, strict=True):
+        image = open_image(upload.data, label, limits)
+        try:
+            frames.append(working_frame(decode(image, label), profile))
+        finally:
+            image.close()  # frees the full-size pixels now
+    return np.stack(frames)

@@ -224,6 +224,67 @@ class ClipSearch(RankFields):
         return self
 
 
+class FrameRankFields(BaseModel):
+    rerank: integer(0, MAX_RERANK) = Field(
+        0, description="exact re-rank of the top N by the grid metric on single frames"
+    )
+    model_id: Name | None = Field(
+        None, description="frame model id (default: the latest of the channel and satellite)"
+    )
+
+    def to_options(self) -> SearchOptions:
+        return SearchOptions(rerank=self.rerank, model_id=self.model_id)
+
+
+class FrameSearch(FrameRankFields):
+    """The query frame by time (``at`` + channel) or by catalog ``frame_id``: exactly one."""
+
+    model_config = ConfigDict(
+        **JSON_BODY,
+        json_schema_extra={
+            "oneOf": [{"required": ["at"]}, {"required": ["frame_id"]}],
+            "examples": [  # the bundled GOES-East sample (README)
+                {"at": "2017-09-07T00:45:00Z", "channel": "ir", "filters": {"k": 5}},
+                {"at": "2017-09-07T00:45:00Z", "rerank": 10, "filters": {"k": 3}},
+            ],
+        },
+    )
+    at: Time = Field(
+        None,
+        description="time of an archive frame, ISO 8601 UTC",
+        json_schema_extra=_no_null_default,
+    )
+    frame_id: str = Field(
+        None,
+        pattern=UUID_PATTERN,
+        description="a frame of the frame catalog",
+        json_schema_extra=_no_null_default,
+    )
+    satellite: Name | None = None
+    channel: Name | None = None
+    tolerance_minutes: integer(0, 720) = 15
+    filters: Filters = Field(default_factory=Filters)
+
+    @model_validator(mode="after")
+    def _one_query(self) -> FrameSearch:
+        if (self.at is None) == (self.frame_id is None):
+            raise ValueError(
+                "give exactly one of at (the query frame's time) or frame_id (a frame of the "
+                "frame catalog)"
+            )
+        return self
+
+
+class FrameUploadForm(FilterFields, FrameRankFields):
+    """Form fields of a search by one uploaded frame (the filters, flat)."""
+
+    model_config = ConfigDict(json_schema_extra=_not_nullable)
+    satellite: Name | None = Field(None, description="satellite whose ingest profile to use")
+    channel: Name | None = Field(
+        None, description="channel of the frame (default: from its file name, or the model's)"
+    )
+
+
 class ImageSearchForm(FilterFields):
     """Form fields of an image search (the filters, flat)."""
 
@@ -318,7 +379,7 @@ class SearchResponse(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True)
     schema_: str = Field(alias="schema", description="result schema version")
-    query: dict[str, Any] = Field(description="what was asked (kind: clip, text or image)")
+    query: dict[str, Any] = Field(description="what was asked (kind: clip, frame, text or image)")
     results: list[ResultItem] = Field(description="hits, best first; null where not of the kind")
     filters: FiltersEcho
     timing_ms: dict[str, float]
