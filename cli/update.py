@@ -11,6 +11,8 @@ from skysearch.cli.app import app
 from skysearch.cli.options import (
     DeviceOption,
     JsonOption,
+    ProfilesOption,
+    SourceOption,
     ThreadsOption,
     WorkspaceOption,
     set_threads,
@@ -50,14 +52,8 @@ def update(
             min=1,
         ),
     ] = INDEX_AFTER,
-    source: Annotated[
-        str,
-        typer.Option(help="Source profile: auto (by file name), coms, gk2a, goes-sector, ..."),
-    ] = "auto",
-    profiles: Annotated[
-        list[Path] | None,
-        typer.Option("--profiles", help="Extra folder of source-profile JSON files (repeatable)."),
-    ] = None,
+    source: SourceOption = "auto",
+    profiles: ProfilesOption = None,
     workers: Annotated[
         int,
         typer.Option(help="Processes decoding files and reading frames (0 = one per CPU).", min=0),
