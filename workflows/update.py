@@ -9,7 +9,8 @@ as an uninterrupted run would (same catalogs, point ids and vectors):
 3. clips: every clip spec the clip catalog already has (or the ones asked for) assembled again
    over the grown frame catalog; only new clips are added, unchanged files are not rewritten;
 4. index: new frames and clips embedded and upserted by every registered model that fits them
-   (or the ones asked for); points a model already wrote are not embedded again;
+   (or the ones asked for); points a model already wrote are not embedded again; a model
+   that fails (a damaged checkpoint) is listed and the others still run;
 5. store index: the vector index (HNSW) of a catalog collection is built when ``index_after``
    points or more arrived since the last build this job made. The point count at that build
    is kept in ``<workspace>/update.json`` per store, written once the build has finished, so
