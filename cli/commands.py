@@ -13,4 +13,5 @@ from skysearch.cli import (
     similarity,  # noqa: F401
     store,  # noqa: F401
     text_image,  # noqa: F401
+    update,  # noqa: F401
 )

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 from skysearch.cli.app import app
-from skysearch.cli.options import JsonOption, WorkspaceOption
+from skysearch.cli.options import JsonOption, ProfilesOption, SourceOption, WorkspaceOption
 from skysearch.cli.output import emit_json, info
 
 from skysearch.config import load_settings
@@ -16,14 +16,8 @@ from skysearch.config import load_settings
 @app.command()
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Folders, files or zip archives to ingest.")],
-    source: Annotated[
-        str,
-        typer.Option(help="Source profile: auto (by file name), coms, gk2a, goes-sector, ..."),
-    ] = "auto",
-    profiles: Annotated[
-        list[Path] | None,
-        typer.Option("--profiles", help="Extra folder of source-profile JSON files (repeatable)."),
-    ] = None,
+    source: SourceOption = "auto",
+    profiles: ProfilesOption = None,
     workers: Annotated[
         int, typer.Option(help="Decode processes (0 = one per CPU core).", min=0)
     ] = 0,

@@ -21,6 +21,14 @@ WorkspaceOption = Annotated[
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print one JSON object on stdout (logs go to stderr).")
 ]
+SourceOption = Annotated[
+    str,
+    typer.Option(help="Source profile: auto (by file name), coms, gk2a, goes-sector, ..."),
+]
+ProfilesOption = Annotated[
+    list[Path] | None,
+    typer.Option("--profiles", help="Extra folder of source-profile JSON files (repeatable)."),
+]
 DeviceOption = Annotated[
     str | None,
     typer.Option(

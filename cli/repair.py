@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
-
-import typer
 from skysearch.cli.app import app
-from skysearch.cli.options import JsonOption, WorkspaceOption
+from skysearch.cli.options import JsonOption, ProfilesOption, WorkspaceOption
 from skysearch.cli.output import emit_json, info
 
 from skysearch.config import load_settings
@@ -15,10 +11,7 @@ from skysearch.config import load_settings
 
 @app.command()
 def repair(
-    profiles: Annotated[
-        list[Path] | None,
-        typer.Option("--profiles", help="Extra folder of source-profile JSON files (repeatable)."),
-    ] = None,
+    profiles: ProfilesOption = None,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:

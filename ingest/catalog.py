@@ -153,6 +153,23 @@ def live_parts(folder: Path) -> list[Path]:
     return [p for p in listed if p.name not in replaced]
 
 
+def catalog_stamp(root: Path) -> frozenset[tuple[str, int, int, int]]:
+    """What the catalog under ``root`` (frames or clips: ``satellite=*/year=*/*.parquet``)
+    holds now: the name, inode, mtime and size of each live file. Catalog files are only ever
+    replaced whole (written aside, renamed into place), so every commit, compaction or clip
+    rebuild changes the stamp: a long-lived reader (the service) caches what it read by it."""
+    stamp = set()
+    for path in root.glob("satellite=*/year=*/*.parquet"):
+        if path.name.startswith((".", "_")):
+            continue
+        try:
+            st = path.stat()
+        except FileNotFoundError:  # renamed away while listed: the next look sees the change
+            continue
+        stamp.add((str(path.relative_to(root)), st.st_ino, st.st_mtime_ns, st.st_size))
+    return frozenset(stamp)
+
+
 def staging_folders(workspace: Workspace) -> list[Path]:
     """Leftovers of replacements a killed writer did not finish."""
     return sorted(workspace.catalog_dir.glob(f"{STAGING}/satellite=*/year=*"))

@@ -12,8 +12,10 @@ so re-runs are idempotent.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +27,7 @@ from skysearch.ingest.framestore import FrameStore
 
 from skysearch.atomic import remove_temporaries
 from skysearch.config import Workspace
-from skysearch.errors import NotFoundError, UsageError
+from skysearch.errors import NotFoundError, SkySearchError, UsageError
 
 TIME = pa.timestamp("us", tz="UTC")
 CLIP_SCHEMA = pa.schema(
@@ -43,6 +45,9 @@ CLIP_SCHEMA = pa.schema(
     ]
 )
 _MINUTE_US = 60_000_000
+#: Minutes a frame may sit from its step's time, unless a spec was built with another.
+DEFAULT_TOLERANCE_MINUTES = 15
+_SPEC = re.compile(r"^(?:(?P<channels>[^_/]+)_)?(?P<length>\d+)x(?P<gap>\d+)m?$")
 
 
 @dataclass
@@ -67,6 +72,74 @@ class ClipReport:
 def spec_name(channels: Sequence[str], length: int, gap_minutes: int) -> str:
     """File stem of one clip spec: ``ir+wv_12x60m``."""
     return f"{'+'.join(channels)}_{length}x{gap_minutes}m"
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """What ``build_clips`` assembles: ``length`` frames ``gap_minutes`` apart, of
+    ``channels`` (None: single-channel clips of every channel of every satellite)."""
+
+    length: int
+    gap_minutes: int
+    channels: tuple[str, ...] | None = None
+    tolerance_minutes: int = DEFAULT_TOLERANCE_MINUTES
+
+    @property
+    def text(self) -> str:
+        """``12x60`` (every channel) or ``ir+wv_12x60m``, as :meth:`parse` reads it."""
+        if self.channels is None:
+            return f"{self.length}x{self.gap_minutes}"
+        return spec_name(self.channels, self.length, self.gap_minutes)
+
+    @classmethod
+    def parse(cls, text: str, param: str = "clip_spec") -> ClipSpec:
+        """``12x60`` / ``12x60m`` (single-channel clips of every channel) or a catalog file
+        stem ``ir+wv_12x60m``; a UsageError naming ``param`` otherwise."""
+        channels, length, gap = spec_parts(text, param)
+        return cls(length, gap, tuple(channels) if len(channels) > 1 else None)
+
+
+def spec_parts(text: str, param: str = "clip_spec") -> tuple[list[str], int, int]:
+    """``ir+wv_12x60m`` -> (["ir", "wv"], 12, 60); ``12x60`` -> ([], 12, 60); a UsageError
+    naming ``param`` for anything else."""
+    found = _SPEC.match(text.strip())
+    if found is None or int(found["length"]) < 1 or int(found["gap"]) < 1:
+        raise UsageError(
+            f"{{{param}}} {text!r} is not a clip spec: write LENGTHxGAP_MINUTES, e.g. 12x60, "
+            "or CHANNELS_LxGm for multi-channel clips, e.g. ir+wv_12x60m",
+            params=[param],
+        )
+    channels = found["channels"].split("+") if found["channels"] else []
+    return channels, int(found["length"]), int(found["gap"])
+
+
+def built_tolerance(paths: Iterable[Path]) -> int:
+    """The tolerance the clips in these catalog files were built with (the first readable,
+    non-empty one's), else the default."""
+    for path in paths:
+        try:
+            table = read_part(path, CLIP_SCHEMA)
+        except (SkySearchError, FileNotFoundError):
+            continue
+        if table.num_rows:
+            return int(table["tolerance_minutes"][0].as_py())
+    return DEFAULT_TOLERANCE_MINUTES
+
+
+def catalog_specs(workspace: Workspace) -> list[ClipSpec]:
+    """The clip specs the clip catalog holds, each with the tolerance it was built with. A
+    single-channel spec stands for every channel (what ``build_clips`` makes by default)."""
+    files: dict[ClipSpec, list[Path]] = {}
+    for path in sorted(workspace.clips_catalog.glob("satellite=*/year=*/*.parquet")):
+        try:
+            spec = ClipSpec.parse(path.stem)
+        except UsageError:
+            continue  # not a file build_clips writes
+        files.setdefault(spec, []).append(path)
+    return [
+        ClipSpec(s.length, s.gap_minutes, s.channels, built_tolerance(paths))
+        for s, paths in files.items()
+    ]
 
 
 def parse_channels(channels: str | Sequence[str] | None) -> list[str] | None:
@@ -166,7 +239,7 @@ def build_clips(
     length: int = 12,
     gap_minutes: int = 60,
     channels: str | Sequence[str] | None = None,
-    tolerance_minutes: int = 15,
+    tolerance_minutes: int = DEFAULT_TOLERANCE_MINUTES,
     satellite: str | None = None,
 ) -> ClipReport:
     """Build (or refresh) the clip catalog from the frame catalog; idempotent.

@@ -19,7 +19,7 @@ import fcntl
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -136,28 +136,36 @@ def check_array(folder: Path, expected: Expected, spot: bool = True) -> tuple[in
     return height, width
 
 
+@dataclass(frozen=True)
+class _Index:
+    """One reading of the catalog: frame id -> (array, row), what each array must hold, and
+    the arrays mapped so far. Replaced whole by ``refresh``, so a reader that took it sees
+    one consistent catalog even while another thread refreshes."""
+
+    sorted_ids: np.ndarray  # frame ids as S36, sorted
+    order: np.ndarray  # sorted position -> catalog row
+    keys: list[Key]
+    key_codes: np.ndarray  # catalog row -> index into keys
+    rows: np.ndarray  # catalog row -> store row
+    expected: dict[Key, Expected]
+    maps: dict[Key, np.memmap] = field(default_factory=dict)
+
+
 class FrameStore:
     """Read frames by id: ``read(id) -> (H, W)``, ``read_many(ids) -> (n, H, W)`` uint8.
 
     The id -> (array, row) index comes from the frame catalog when first needed; call
-    ``refresh()`` to see frames ingested after that.
+    ``refresh()`` to see frames ingested after that (safe while other threads read).
     """
 
     def __init__(self, workspace: Workspace) -> None:
         self.workspace = workspace
-        self._sorted_ids: np.ndarray | None = None  # frame ids as S36, sorted
-        self._order: np.ndarray = np.empty(0, np.int64)  # sorted position -> catalog row
-        self._keys: list[tuple[str, str, int]] = []
-        self._key_codes: np.ndarray = np.empty(0, np.int32)
-        self._rows: np.ndarray = np.empty(0, np.int64)
-        self._maps: dict[Key, np.memmap] = {}
-        self._expected: dict[Key, Expected] = {}
+        self._index: _Index | None = None
 
     def refresh(self) -> None:
         """Reload the index from the catalog (after another ingest)."""
         cols = ["frame_id", "satellite", "channel", "year", "store_row", "profile"]
         table = read_frames(self.workspace, columns=cols)
-        self._expected = expected_arrays(table)
         triples = list(
             zip(
                 table["satellite"].to_pylist(),
@@ -166,72 +174,79 @@ class FrameStore:
                 strict=True,
             )
         )
-        self._keys = sorted(set(triples))
-        code_of = {key: i for i, key in enumerate(self._keys)}
-        self._key_codes = np.fromiter((code_of[t] for t in triples), np.int32, len(triples))
-        self._rows = table["store_row"].to_numpy()
+        keys = sorted(set(triples))
+        code_of = {key: i for i, key in enumerate(keys)}
         ids = np.asarray(table["frame_id"].to_numpy(zero_copy_only=False), dtype="S36")
-        self._order = np.argsort(ids, kind="stable")
-        self._sorted_ids = ids[self._order]
-        self._maps.clear()
+        order = np.argsort(ids, kind="stable")
+        self._index = _Index(
+            sorted_ids=ids[order],
+            order=order,
+            keys=keys,
+            key_codes=np.fromiter((code_of[t] for t in triples), np.int32, len(triples)),
+            rows=table["store_row"].to_numpy(),
+            expected=expected_arrays(table),
+        )
+
+    def _current(self) -> _Index:
+        if self._index is None:
+            self.refresh()
+        assert self._index is not None
+        return self._index
 
     def __len__(self) -> int:
-        if self._sorted_ids is None:
-            self.refresh()
-        return len(self._rows)
+        return len(self._current().rows)
 
     def array(self, satellite: str, channel: str, year: int) -> np.memmap:
         """The memory-mapped (n, H, W) array of one satellite/channel/year: every row the
         catalog references (checked on first use; ``DamagedError`` if it fails)."""
-        key = (satellite, channel, int(year))
-        cached = self._maps.get(key)
+        return self._array(self._current(), (satellite, channel, int(year)))
+
+    def _array(self, index: _Index, key: Key) -> np.memmap:
+        cached = index.maps.get(key)
         if cached is not None:
             return cached
-        if self._sorted_ids is None:
-            self.refresh()
         folder = store_path(self.workspace, *key)
-        expected = self._expected.get(key)
+        expected = index.expected.get(key)
         if expected is None:
-            raise NotFoundError(f"no frames stored for {satellite}/{channel}/{year}")
+            raise NotFoundError(f"no frames stored for {'/'.join(map(str, key))}")
         height, width = check_array(folder, expected)
         if expected.rows == 0:
             return np.zeros((0, height, width), np.uint8)  # type: ignore[return-value]
         shape = (expected.rows, height, width)
         mapped = np.memmap(folder / DATA_FILE, np.uint8, "r", shape=shape)
-        self._maps[key] = mapped
+        index.maps[key] = mapped
         return mapped
 
     def read(self, frame_id: str) -> np.ndarray:
         """One frame, (H, W) uint8."""
         return self.read_many([frame_id])[0]
 
-    def _lookup(self, frame_ids: Sequence[str]) -> np.ndarray:
+    @staticmethod
+    def _lookup(index: _Index, frame_ids: Sequence[str]) -> np.ndarray:
         """Catalog rows of ids by binary search (a hash build per call costs ~1 s at 1M)."""
-        assert self._sorted_ids is not None
         wanted = np.asarray(list(frame_ids), dtype="S36")
-        if len(self._sorted_ids) == 0:
+        known = index.sorted_ids
+        if len(known) == 0:
             pos = np.zeros(len(wanted), np.int64)
             found = np.zeros(len(wanted), bool)
         else:
-            pos = np.minimum(np.searchsorted(self._sorted_ids, wanted), len(self._sorted_ids) - 1)
-            found = self._sorted_ids[pos] == wanted
+            pos = np.minimum(np.searchsorted(known, wanted), len(known) - 1)
+            found = known[pos] == wanted
         if not found.all():
             missing = wanted[~found][0].decode()
             raise NotFoundError(
                 f"{int((~found).sum())} frame id(s) not in the catalog (first: {missing}); "
                 "run `skysearch ingest` first"
             )
-        return self._order[pos]
+        return index.order[pos]
 
     def read_many(self, frame_ids: Sequence[str]) -> np.ndarray:
         """Frames in the order asked, (n, H, W) uint8 (one shape: ids of one product)."""
-        if self._sorted_ids is None:
-            self.refresh()
-        assert self._sorted_ids is not None
-        idx = self._lookup(frame_ids)
-        codes = self._key_codes[idx]
-        rows = self._rows[idx]
-        arrays = {int(c): self.array(*self._keys[c]) for c in np.unique(codes)}
+        index = self._current()
+        idx = self._lookup(index, frame_ids)
+        codes = index.key_codes[idx]
+        rows = index.rows[idx]
+        arrays = {int(c): self._array(index, index.keys[c]) for c in np.unique(codes)}
         shapes = {a.shape[1:] for a in arrays.values()}
         if len(shapes) > 1:
             raise UsageError(

@@ -204,6 +204,15 @@ def _catalog_counts(workspace: Workspace) -> tuple[int, dict[str, int]]:
     return table.num_rows, dict(sorted(counts.items()))
 
 
+def check_inputs(paths: Sequence[Path]) -> None:
+    """A UsageError unless there is at least one PATH and every one exists."""
+    missing = [str(p) for p in paths if not Path(p).exists()]
+    if missing:
+        raise UsageError(f"path not found: {missing[0]}")
+    if not paths:
+        raise UsageError("give at least one PATH (a folder, file or zip archive)")
+
+
 def ingest(
     paths: Sequence[Path],
     workspace: Workspace,
@@ -215,11 +224,7 @@ def ingest(
 ) -> IngestReport:
     """Ingest archive files/folders/zips into the workspace; idempotent and resumable."""
     started = time.perf_counter()
-    missing = [str(p) for p in paths if not Path(p).exists()]
-    if missing:
-        raise UsageError(f"path not found: {missing[0]}")
-    if not paths:
-        raise UsageError("give at least one PATH (a folder, file or zip archive)")
+    check_inputs(paths)
     workspace.ensure()
     profiles = select_profiles(source, profile_dirs)
     candidates, skipped = discover(paths, profiles)

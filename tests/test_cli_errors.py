@@ -77,6 +77,7 @@ BASE: dict[str, tuple[str, ...]] = {
     "store export": ("--out", "{tmp}/out.jsonl"),
     "store import": ("{bin}",),
     "store optimize": (),
+    "update": ("{goes}",),
 }
 
 
@@ -325,6 +326,18 @@ CASES: dict[str, list[Case]] = {
         c("store", "optimize", "-c", "nope", *W, expect="collection 'nope' does not exist"),
         c("store", "optimize", "--qdrant-url", UNREACHABLE, *W, expect="cannot reach Qdrant"),
     ],
+    "update": [
+        c("update", "{missing}", *W, expect="path not found"),
+        c("update", "{goes}", "--clip-spec", "12", *W, expect="--clip-spec '12' is not a clip"),
+        c("update", "{goes}", "--model", "clip-nope", *W, expect="no model 'clip-nope'"),
+        c("update", "{goes}", "--index-after", "0", *W, expect=USAGE),
+        c("update", "{goes}", "--source", "nope", *W, expect="unknown --source"),
+        c("update", "{goes}", "-w", "{ws_registry_binary}", expect="is unreadable"),
+        # the sample holds one bad file: loaded all but it, listed, exit code 1
+        c("update", "{goes}", "-w", "{tmp}/update", expect="HUIR172502115.GIF", code=1),
+        c("update", "{goes}", "-w", "{ws_config_binary}", expect="names no satellite", code=1),
+        c("update", "{goes}", "-w", "{ws_model_damaged}", expect="FAILED", code=1),
+    ],
 }
 
 
@@ -409,6 +422,19 @@ def _exports(folder: Path) -> dict[str, Path]:
     return paths
 
 
+def _register_damaged_clip_model(root: Path, config: bytes) -> None:
+    """A clip model of the sample's spec whose checkpoint config is damaged."""
+    from skysearch.encoders.registry import register_model
+
+    from skysearch.config import Workspace
+
+    ws = Workspace(root)
+    data = {"satellite": "goes-east", "channels": ["ir"], "length": 6, "gap_minutes": 60}
+    register_model(ws, "clip-damaged", "clip", {"data": data}, {})
+    (ws.models_dir / "clip-damaged").mkdir()
+    (ws.models_dir / "clip-damaged" / "config.json").write_bytes(config)
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Iterator[dict[str, str]]:
     """An ingested sample workspace (no model), broken copies of it, broken files."""
@@ -448,6 +474,7 @@ def world(tmp_path_factory) -> Iterator[dict[str, str]]:
         "ws_config_binary": broken("config-binary"),
         "ws_config_empty": broken("config-empty"),
         "ws_demo_state": broken("demo-state"),
+        "ws_model_damaged": broken("model-damaged"),
     }
     models = Path(places["ws_registry_binary"]) / "models"
     models.mkdir()
@@ -457,6 +484,7 @@ def world(tmp_path_factory) -> Iterator[dict[str, str]]:
     (models / "registry.json").write_text(json.dumps({"models": [{"model_id": "clip-x"}]}))
     _register_broken_models(Path(places["ws_config_binary"]), binary)
     _register_broken_models(Path(places["ws_config_empty"]), b"{}")
+    _register_damaged_clip_model(Path(places["ws_model_damaged"]), binary)
     (Path(places["ws_demo_state"]) / "demo").mkdir()
     (Path(places["ws_demo_state"]) / "demo" / "state.json").write_text("{{{")
 

@@ -15,12 +15,12 @@ the same models again (on the same torch build and device).
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from skysearch.workflows.steps import Step, Steps
 
 from skysearch.atomic import atomic_write_json
 from skysearch.config import Settings
@@ -75,13 +75,6 @@ class DemoConfig:
             "text": ["text_epochs", "text_image_tower", "seed"],
         }[part]
         return {k: getattr(self, k) for k in keys}
-
-
-@dataclass
-class Step:
-    name: str
-    seconds: float
-    detail: str
 
 
 @dataclass
@@ -164,15 +157,7 @@ def run_demo(
     state = _State(out_dir / "state.json")
     report = DemoReport(workspace=str(ws.root))
 
-    @contextmanager
-    def step(name: str) -> Iterator[list[str]]:
-        detail: list[str] = []
-        t0 = time.perf_counter()
-        say(f"[demo] {name} ...")
-        yield detail
-        seconds = time.perf_counter() - t0
-        report.steps.append(Step(name, round(seconds, 2), "; ".join(detail)))
-        say(f"[demo] {name}: {'; '.join(detail)} ({seconds:.1f} s)")
+    step = Steps("demo", say, report.steps)
 
     with step("ingest GOES-East sample") as d:
         from skysearch.ingest.pipeline import ingest

@@ -28,7 +28,6 @@ from typing import Any
 from skysearch.config import Settings, Workspace
 from skysearch.errors import SkySearchError, UsageError
 
-CLIPS_DEFAULT_TOLERANCE = 15
 DAMAGED_STORE = ".damaged-store"  # collections set aside, beside (not in) the store folder
 
 
@@ -227,14 +226,10 @@ def _sketches(
     """Discard damaged sketches from their first bad row; store them again from the frames
     (every stored spec: also catches frames rebuilt or re-ingested above)."""
     from skysearch.ingest import integrity
-    from skysearch.ingest.similarity import GridSpec, SketchStore
+    from skysearch.ingest.similarity import SketchStore, sketch_specs
 
     damaged = [p for p in problems if p.kind == integrity.SKETCHES and p.key is not None]
-    specs = {GridSpec().tag: GridSpec()}
-    for folder in workspace.sketch_dir.glob("*"):
-        spec = GridSpec.from_tag(folder.name)
-        if spec is not None:
-            specs[spec.tag] = spec
+    specs = {spec.tag: spec for spec in sketch_specs(workspace)}
     for p in damaged:
         tag = Path(p.path).relative_to(workspace.sketch_dir).parts[0]
         SketchStore(workspace, specs[tag]).discard(p.key, min(p.rows, default=0))
@@ -274,25 +269,13 @@ def _clips(
 def _rebuild_clip_spec(workspace: Workspace, sat_dir: Path, name: str) -> tuple[str, bool]:
     """Build the clips of one spec file name (``ir+wv_12x60m.parquet``) of one satellite
     again, with the tolerance its other years were built with."""
-    from skysearch.ingest.catalog import read_part
-    from skysearch.ingest.clips import CLIP_SCHEMA, build_clips
+    from skysearch.ingest.clips import build_clips, built_tolerance, spec_parts
 
     satellite = sat_dir.name.split("=", 1)[1]
-    chans, _, dims = Path(name).stem.rpartition("_")
-    length, _, gap = dims.rstrip("m").partition("x")
-    tolerance = CLIPS_DEFAULT_TOLERANCE
-    for sibling in sat_dir.glob(f"year=*/{name}"):
-        try:
-            table = read_part(sibling, CLIP_SCHEMA)
-        except SkySearchError:
-            continue
-        if table.num_rows:
-            tolerance = int(table["tolerance_minutes"][0].as_py())
-            break
+    tolerance = built_tolerance(sat_dir.glob(f"year=*/{name}"))
     try:
-        result = build_clips(
-            workspace, int(length), int(gap), chans.split("+"), tolerance, satellite
-        )
+        channels, length, gap = spec_parts(Path(name).stem)
+        result = build_clips(workspace, length, gap, channels, tolerance, satellite)
     except (SkySearchError, ValueError) as exc:
         return f"not rebuilt: {exc}", False
     return f"rebuilt: {result.clips_total} clips", True
@@ -331,21 +314,16 @@ def _vector_store(settings: Settings, report: RepairReport) -> None:
 
 def _reindex(settings: Settings, collection: str) -> tuple[str, bool]:
     """Index a collection again with every registered model that fills it."""
-    from skysearch.encoders import registry
-    from skysearch.retrieval.indexing.catalogs import index_clips, index_frames
-    from skysearch.retrieval.store.schema import CLIPS, FRAMES
+    from skysearch.retrieval.indexing.catalogs import CATALOG_COLLECTIONS, catalog_models
 
-    jobs = {CLIPS: ("clip", index_clips), FRAMES: ("frame", index_frames)}
-    if collection not in jobs:
+    if collection not in CATALOG_COLLECTIONS:
         return f"not re-indexed: index the {collection} again from their source", False
-    kind, index = jobs[collection]
-    models = registry.list_models(settings.workspace, kind)
+    kind, index = CATALOG_COLLECTIONS[collection]
+    models = catalog_models(settings.workspace, collection)
     if not models:
         return f"not re-indexed: no {kind} model registered", False
     said, ok = [], True
     for record in models:
-        if kind == "frame" and len(record.config.get("data", {}).get("channels", [])) != 1:
-            continue  # the frames collection holds single-channel frame models only
         try:
             result = index(settings, record.model_id)
             said.append(f"{record.model_id}: {result.written} points")

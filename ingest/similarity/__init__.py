@@ -43,7 +43,7 @@ from skysearch.ingest.similarity.scoring import (
     pairwise,
     similarity_block,
 )
-from skysearch.ingest.similarity.store import SketchReport, SketchStore
+from skysearch.ingest.similarity.store import SketchReport, SketchStore, sketch_specs
 
 __all__ = [
     "MODES",
@@ -52,6 +52,7 @@ __all__ = [
     "ClipSketches",
     "SketchReport",
     "SketchStore",
+    "sketch_specs",
     "load_clips",
     "pairwise_clips",
     "score_clips",

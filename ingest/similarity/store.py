@@ -15,7 +15,6 @@ and re-run: nothing is lost or duplicated. Reading checks sizes and three CRCs (
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -49,7 +48,8 @@ from tqdm import tqdm
 
 from skysearch.atomic import atomic_write_json, fsync_file
 from skysearch.config import Workspace
-from skysearch.errors import DamagedError, NotFoundError, StoreError, UsageError
+from skysearch.errors import DamagedError, NotFoundError, UsageError
+from skysearch.locks import job_lock
 
 DATA_FILE = "sketch.bin"
 IDS_FILE = "ids.txt"
@@ -90,6 +90,17 @@ def catalog_positions(
             f"run `{remedy}` first"
         )
     return found.to_numpy(zero_copy_only=False)
+
+
+def sketch_specs(workspace: Workspace) -> list[GridSpec]:
+    """The metric specs whose sketches a workspace keeps up to date: the default one, and
+    every other one stored (``sketches/<tag>/``)."""
+    specs = {GridSpec().tag: GridSpec()}
+    for folder in sorted(workspace.sketch_dir.glob("*")):
+        spec = GridSpec.from_tag(folder.name)
+        if spec is not None:
+            specs[spec.tag] = spec
+    return list(specs.values())
 
 
 class SketchStore:
@@ -184,14 +195,8 @@ class SketchStore:
         catalog = read_frames(self.workspace, columns=cols)
         if catalog.num_rows == 0:
             return report
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / LOCK_FILE, "ab") as lock:
-            try:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise StoreError(
-                    f"another sketch update is running on {self.workspace.root}; wait for it"
-                ) from None
+        busy = f"another sketch update is running on {self.workspace.root}; wait for it"
+        with job_lock(self.root / LOCK_FILE, busy):
             plans = self._plan(catalog)
             todo = sum(len(ids) - start for _, start, ids in plans)
             frames = FrameStore(self.workspace)

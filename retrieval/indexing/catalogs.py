@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
+from skysearch.encoders import registry
 from skysearch.encoders.datasets.clips import load_clip_set
 from skysearch.encoders.device import resolve_device
 from skysearch.encoders.factory import load_clip_embedder, load_frame_encoder
@@ -177,3 +178,18 @@ def index_frames(
 
     listing = Listing(FRAMES, items)
     return run_index(settings, listing, embed, record.model_id, encoder.dim, store, progress)
+
+
+#: Catalog collection -> the kind of model that fills it and the function that indexes it.
+CATALOG_COLLECTIONS = {CLIPS: ("clip", index_clips), FRAMES: ("frame", index_frames)}
+
+
+def catalog_models(workspace: Workspace, collection: str) -> list[registry.ModelRecord]:
+    """The registered models that fill a catalog collection, oldest first: every clip model
+    fills ``clips``; single-channel frame models fill ``frames`` (a stacked-channel frame model
+    embeds no single frame)."""
+    kind, _ = CATALOG_COLLECTIONS[collection]
+    records = registry.list_models(workspace, kind)
+    if collection == FRAMES:
+        records = [r for r in records if len(r.config.get("data", {}).get("channels", [])) == 1]
+    return records

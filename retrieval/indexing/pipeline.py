@@ -5,8 +5,8 @@ ids, payloads, and what the embedder needs, e.g. frame ids or an image path); an
 a chunk of those items into vectors, skipping with a reason any it cannot read; the *writer*
 (``run_index``) upserts them under the model's vector name, chunk by chunk.
 
-Incremental and resumable everywhere: before embedding, the points this model already wrote are
-read back (payload ``model_id``); an item is skipped as up to date when its id is there and the
+Incremental and resumable everywhere: before embedding, the points that hold a vector of this
+model (its vector name) are read back; an item is skipped as up to date when its id is there and the
 reader's fingerprint fields (e.g. a scene's size, mtime and metadata key; none for catalog rows,
 whose ids are content-derived) match the stored payload. Work is written chunk by chunk, so an
 interrupted run loses at most one chunk and a re-run finishes the rest.
@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from qdrant_client import models
 from skysearch.retrieval.store import Point, VectorStore, open_store
-from skysearch.retrieval.store.filters import SearchFilters
 from tqdm import tqdm
 
 from skysearch.config import Settings
@@ -79,8 +79,11 @@ class IndexReport:
 
 
 def _stored(store: VectorStore, collection: str, model_id: str) -> dict[str, dict[str, Any]]:
-    """id -> payload of every point ``model_id`` already wrote to ``collection``."""
-    return {r.id: r.payload for r in store.scroll(collection, SearchFilters(model_id=model_id))}
+    """id -> payload of every point holding a vector of ``model_id`` (its vector name). Not
+    the payload's ``model_id``: that names the model that wrote the point last, and a point
+    keeps the vectors of every model that indexed it."""
+    flt = models.Filter(must=[models.HasVectorCondition(has_vector=model_id)])
+    return {r.id: r.payload for r in store.scroll(collection, flt)}
 
 
 def _up_to_date(item: Item, stored: dict[str, Any] | None, fingerprint: Sequence[str]) -> bool:

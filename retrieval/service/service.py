@@ -19,7 +19,11 @@ For several processes or hosts, point every instance at a Qdrant server (``QDRAN
 instead of the embedded store.
 
 Nothing from a request becomes a filesystem path: frame and clip ids must be UUIDs and are
-looked up in the catalogs loaded at start-up; pixels come from the workspace's frame store.
+looked up in the frame and clip catalogs; pixels come from the workspace's frame store. The
+catalogs (and the frame store's index) are read at start-up and read again when their files
+change (``catalog_stamp``: one stat per catalog file a request), so frames and clips that
+``skysearch ingest``, ``clips`` or ``update`` add while the service runs are served without a
+restart.
 
 Uploaded query frames are never written to a file by the service (the query API takes
 decoded pixels) and cost nothing before they can be served: the clip model (so the spec and
@@ -129,7 +133,7 @@ def _thumb_size(size: int) -> int:
 
 
 class _Index:
-    """Rows of a catalog table by id (built once at start-up)."""
+    """Rows of a catalog table by id."""
 
     def __init__(self, table: pa.Table, key: str) -> None:
         self.table = table
@@ -160,8 +164,8 @@ class SearchService:
         self._searches: dict[str, str] = {}
         self._thread: threading.Thread | None = None
         self._searcher: Any = None
-        self._frames: _Index | None = None
-        self._clips: _Index | None = None
+        self._catalog_lock = threading.Lock()
+        self._catalogs: dict[str, tuple[frozenset, _Index]] = {}  # "frame"/"clip": (stamp, rows)
 
     # ---- lifecycle ------------------------------------------------------------------------
     def start(self, background: bool = True) -> None:
@@ -198,8 +202,6 @@ class SearchService:
         log.info("service ready in %.1f s: %s", self._load_seconds, self._searches)
 
     def _load_all(self) -> None:
-        from skysearch.ingest.catalog import read_frames
-        from skysearch.ingest.clips import read_clips
         from skysearch.ingest.integrity import ensure_intact
 
         workspace = self.settings.workspace
@@ -210,19 +212,42 @@ class SearchService:
             import torch
 
             torch.set_num_threads(self.torch_threads)
-        searcher = self.open_store()
-        cols = ["frame_id", "satellite", "channel", "time", "width", "height"]
-        self._frames = _Index(read_frames(workspace, columns=cols), "frame_id")
-        if self._frames.rows:
-            searcher.frame_store.refresh()
-        clip_cols = ["clip_id", "satellite", "channels", "start", "end", "length", "gap_minutes"]
-        self._clips = _Index(read_clips(workspace).select([*clip_cols, "frame_ids"]), "clip_id")
+        self.open_store()
+        self._catalog("frame")
+        self._catalog("clip")
         self._searches = {
             "text": self._warm_text(),
             "clip": self._warm_clip(),
             "frame": self._warm_frame(),
         }
         self._searches["image"] = self._searches["text"]
+
+    def _catalog(self, what: str) -> _Index:
+        """The frame or clip catalog by id, read again (with the frame store's index) when its
+        files have changed since it was last read."""
+        from skysearch.ingest.catalog import catalog_stamp, read_frames
+        from skysearch.ingest.clips import read_clips
+
+        workspace = self.settings.workspace
+        root = workspace.frames_catalog if what == "frame" else workspace.clips_catalog
+        stamp = catalog_stamp(root)
+        with self._catalog_lock:
+            cached = self._catalogs.get(what)
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
+            if what == "frame":
+                cols = ["frame_id", "satellite", "channel", "time", "width", "height"]
+                index = _Index(read_frames(workspace, columns=cols), "frame_id")
+                if index.rows:
+                    self._searcher.frame_store.refresh()
+            else:
+                cols = ["clip_id", "satellite", "channels", "start", "end", "length"]
+                cols += ["gap_minutes", "frame_ids"]
+                index = _Index(read_clips(workspace).select(cols), "clip_id")
+            if cached is not None:
+                log.info("%s catalog changed: %d rows now", what, len(index.rows))
+            self._catalogs[what] = (stamp, index)
+            return index
 
     def open_store(self) -> Any:
         """Open the store and every collection in it, now; the façade over them. The embedded
@@ -257,10 +282,11 @@ class SearchService:
         """Load the clip model by one search for a catalog clip; 'ok' or why not."""
         from skysearch.retrieval.search import ClipQuery
 
-        if not self._clips.rows:
+        clips = self._catalog("clip")
+        if not clips.rows:
             return f"no clips in the clip catalog of {self.settings.workspace.root}"
         try:
-            first = next(iter(self._clips.rows))
+            first = next(iter(clips.rows))
             self._searcher.search_clip(ClipQuery(clip_id=first), SearchFilters(k=1))
         except SkySearchError as exc:
             return str(exc)
@@ -277,7 +303,7 @@ class SearchService:
                 record.config["data"]["satellite"],
                 record.config["data"]["channels"],
             )
-            table = self._frames.table
+            table = self._catalog("frame").table
             mine = table.filter(
                 pc.and_(
                     pc.equal(table["satellite"], satellite), pc.equal(table["channel"], channel)
@@ -335,18 +361,18 @@ class SearchService:
         store = self._searcher.store
         return [store.info(name) for name in sorted(store.collections())]
 
-    def _lookup(self, index: _Index | None, value: str, what: str) -> tuple[str, dict[str, Any]]:
+    def _lookup(self, value: str, what: str) -> tuple[str, dict[str, Any]]:
         """(canonical id, catalog row) of a frame or clip id; 400 if not a UUID, 404 if unknown."""
         self.require_ready()
         key = canonical_id(value, what)
-        row = index.row(key) if index is not None else None
+        row = self._catalog(what).row(key)
         if row is None:
             raise NotFoundError(f"{what} {key} is not in the {what} catalog")
         return key, row
 
     def frame(self, frame_id: str) -> dict[str, Any]:
         """A frame's catalog metadata."""
-        fid, row = self._lookup(self._frames, frame_id, "frame")
+        fid, row = self._lookup(frame_id, "frame")
         return {
             "frame_id": fid,
             "satellite": row["satellite"],
@@ -359,7 +385,7 @@ class SearchService:
 
     def clip(self, clip_id: str) -> dict[str, Any]:
         """A clip's catalog metadata, with its frames' ids per channel."""
-        cid, row = self._lookup(self._clips, clip_id, "clip")
+        cid, row = self._lookup(clip_id, "clip")
         return {
             "clip_id": cid,
             "satellite": row["satellite"],
@@ -382,6 +408,7 @@ class SearchService:
         """The clip's frames (first channel, time left to right) as one PNG strip; each
         frame's longest side <= ``size``."""
         meta = self.clip(clip_id)
+        self._catalog("frame")  # the frame store's index, as new as the clip catalog
         frames = self._searcher.frame_store.read_many(meta["frame_ids"][0])
         side = _thumb_size(size)
         return png_bytes(np.concatenate([thumbnail(f, side) for f in frames], axis=1))
@@ -389,6 +416,7 @@ class SearchService:
     # ---- searches (the façade; results are SearchResult.to_dict(), the CLI's --json) -------
     def _check(self, filters: SearchFilters, rerank: int = 0) -> None:
         self.require_ready()
+        self._catalog("frame")  # a query may read frames ingested since the last request
         if filters.k > self.limits.max_k:
             raise UsageError(f"k must be at most {self.limits.max_k}, got {filters.k}")
         if rerank > self.limits.max_rerank:

@@ -92,6 +92,8 @@ def _edge_condition(cond: Any) -> Any:
         return qe.IsEmptyCondition(key=cond.is_empty.key)
     if isinstance(cond, models.IsNullCondition):
         return qe.IsNullCondition(key=cond.is_null.key)
+    if isinstance(cond, models.HasVectorCondition):
+        return qe.HasVectorCondition(cond.has_vector)
     if not isinstance(cond, models.FieldCondition):
         raise NotImplementedError(
             f"embedded store: filter condition {type(cond).__name__} is not translated to "

@@ -1,0 +1,376 @@
+"""``skysearch update`` on real data: GOES-East IR, then water vapour, then COMS arrive as three
+new deliveries into one workspace; each is searchable right after; re-runs add nothing; runs
+killed (SIGKILL) at several moments and re-run end exactly as an uninterrupted run; a damaged
+file gives exit code 1; a workspace or store in use gives exit code 2; a running service
+serves frames and clips loaded after it started.
+
+Models: seeded, untrained encoders registered before the data arrives (indexing and search
+need loadable models, not good ones; training is tested elsewhere).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from conftest import shared_data
+
+IR_TIMES = [f"{h:02d}{m}" for h in range(6) for m in ("15", "45")]  # 12 frames, 30 min apart
+SPEC = "3x30"  # COMS: 6 frames 15 min apart hold 3-frame clips 30 min apart
+DAMAGED = "HUIR172502115.GIF"  # a real HTML error page saved with a .GIF name
+
+
+def _copy(files: list[Path], folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    for path in files:
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def deliveries(tmp_path_factory) -> dict[str, Path]:
+    """Three deliveries of 12 real files each: GOES-East IR and WV of 2017-09-07 00:15-05:45,
+    COMS ir01 and wv of 2011-03-03 06:45-08:00."""
+    goes, coms = shared_data("goes-irma-2017"), shared_data("coms-2011-03-03")
+    root = tmp_path_factory.mktemp("deliveries")
+    return {
+        "ir": _copy([goes / "infrared" / f"HUIR17250{t}.GIF" for t in IR_TIMES], root / "ir"),
+        "wv": _copy([goes / "water-vapor" / f"HUWV17250{t}.GIF" for t in IR_TIMES], root / "wv"),
+        "coms": _copy(
+            sorted(coms.glob("*/coms_mi_le1b_ir01_*.png")) + sorted(coms.glob("*/*_wv_*.png")),
+            root / "coms",
+        ),
+    }
+
+
+def register_models(root: Path) -> dict[str, str]:
+    """Seeded, untrained models: a GOES IR frame model; GOES IR, GOES WV and COMS ir01 clip
+    models (3x30m). Returns name -> model id."""
+    import torch
+    from skysearch.encoders.factory import save_model
+    from skysearch.encoders.models.clip import build_clip_embedder, clip_config_for
+    from skysearch.encoders.models.frame import FrameEncoderConfig, build_frame_encoder
+    from skysearch.ingest.profiles import load_profiles
+
+    from skysearch.config import Workspace
+
+    ws = Workspace(root)
+    ids = {}
+    products = {"goes-ir": ("goes-sector", "ir"), "goes-wv": ("goes-sector", "wv")}
+    products["coms-ir01"] = ("coms", "ir01")
+    for name, (profile_name, channel) in products.items():
+        profile = load_profiles()[profile_name]
+        width, height = profile.resolution
+        frame = FrameEncoderConfig(channels=[channel], height=height, width=width)
+        data = {"satellite": profile.satellite, "channels": [channel], "length": 3}
+        data["gap_minutes"] = 30
+        torch.manual_seed(0)
+        if name == "goes-ir":
+            encoder = build_frame_encoder(frame.to_dict(), pretrained=False)
+            config = {"frame": frame.to_dict(), "data": data}
+            ids["frame"] = save_model(ws, "frame", encoder, config).model_id
+        clip = clip_config_for(frame, 3)
+        embedder = build_clip_embedder(frame.to_dict(), clip.to_dict(), pretrained=False)
+        config = {"frame": frame.to_dict(), "clip": clip.to_dict(), "data": data}
+        ids[name] = save_model(ws, "clip", embedder, config).model_id
+    return ids
+
+
+def update(cli, ws: Path, *args) -> tuple[int, dict, str]:
+    r = cli("update", *args, "-w", ws, "--workers", "1", "--json")
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    return r.exit_code, json.loads(r.stdout.strip().splitlines()[-1]), r.stderr
+
+
+def search_clip(cli, ws: Path, clip_id: str) -> list[dict]:
+    r = cli("search", "clip", "--clip-id", clip_id, "--k", "3", "-w", ws, "--json")
+    assert r.exit_code == 0, r.stderr[-2000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])["results"]
+
+
+def clip_ids(ws: Path, satellite: str, channel: str) -> list[str]:
+    from skysearch.ingest.clips import read_clips
+
+    from skysearch.config import Workspace
+
+    table = read_clips(Workspace(ws), satellite, [channel], columns=["clip_id"])
+    return table["clip_id"].to_pylist()
+
+
+def test_three_deliveries_each_searchable_and_reruns_add_nothing(cli, deliveries, tmp_path):
+    ws = tmp_path / "ws"
+    models = register_models(ws)
+
+    code, report, err = update(cli, ws, deliveries["ir"], "--clip-spec", SPEC)
+    assert code == 0, err[-3000:]
+    assert report["files"] == {
+        "seen": 12,
+        "frames_added": 12,
+        "unchanged": 0,
+        "identical_duplicates": 0,
+        "skipped": 0,
+    }
+    assert report["sketches"] == {"sketched": 12, "total": 12}
+    assert report["clips"][SPEC]["added"] == report["clips"][SPEC]["total"] == 10
+    assert report["points"] == {"clips": {models["goes-ir"]: 10}, "frames": {models["frame"]: 12}}
+    assert {m["model_id"] for m in report["models_skipped"]} == {
+        models["goes-wv"],
+        models["coms-ir01"],
+    }  # no WV or COMS data yet: listed, not an error
+    for stage in ("ingest", "sketches", "clips", "index", "store index"):
+        assert f"[update] {stage} ..." in err and f"[update] {stage}: " in err
+    assert not report["index"]["clips"]["built"]  # 10 new points: under --index-after 1000
+    ir_clips = clip_ids(ws, "goes-east", "ir")
+    hits = search_clip(cli, ws, ir_clips[3])
+    assert hits and hits[0]["id"] == ir_clips[3]
+
+    code, again, err = update(cli, ws, deliveries["ir"])
+    assert code == 0 and again["nothing_new"], again
+    assert again["files"]["unchanged"] == 12 and again["files"]["frames_added"] == 0
+    assert again["points"]["clips"] == {models["goes-ir"]: 0}
+    assert "update: nothing new" in err
+
+    # The next deliveries: the workspace's clip spec and models are found, nothing is named.
+    code, report, err = update(cli, ws, deliveries["wv"], "--index-after", "15")
+    assert code == 0, err[-3000:]
+    assert report["files"]["frames_added"] == 12
+    assert report["clips"][SPEC]["added"] == 10  # WV clips; the IR ones exist already
+    assert report["points"]["clips"] == {models["goes-ir"]: 0, models["goes-wv"]: 10}
+    assert report["index"]["clips"] == {"built": True, "points": 20, "new_points": 20}
+    assert report["index"]["frames"]["built"] is False  # no new frame points (IR model)
+    wv_clips = clip_ids(ws, "goes-east", "wv")
+    hits = search_clip(cli, ws, wv_clips[0])
+    assert hits[0]["id"] == wv_clips[0]
+    assert {h["id"] for h in hits} <= set(wv_clips)  # the WV model's points: WV clips
+
+    code, report, err = update(cli, ws, deliveries["coms"])
+    assert code == 0, err[-3000:]
+    assert report["files"]["frames_added"] == 12
+    assert report["clips"][SPEC]["by_spec"]["coms/ir01_3x30m"] == 3
+    assert report["points"]["clips"][models["coms-ir01"]] == 3
+    coms_clips = clip_ids(ws, "coms", "ir01")
+    assert search_clip(cli, ws, coms_clips[0])[0]["id"] == coms_clips[0]
+
+    code, again, err = update(cli, ws, *deliveries.values(), "--index-after", "15")
+    assert code == 0 and again["nothing_new"], again
+    assert again["files"]["unchanged"] == 36
+    assert not any(i["built"] for i in again["index"].values())
+
+
+def test_two_models_of_one_collection_each_index_once(cli, deliveries, tmp_path):
+    """A point keeps the vectors of every model that indexed it, and its payload names the
+    last one: "already indexed" must mean "holds this model's vector", or each model would
+    embed everything again after the other wrote."""
+    ws = tmp_path / "ws"
+    first = register_models(ws)["goes-ir"]
+    second = register_models(ws)["goes-ir"]  # a retrained model of the same spec, say
+    code, report, _ = update(cli, ws, deliveries["ir"], "--clip-spec", SPEC)
+    assert code == 0 and report["points"]["clips"] == {first: 10, second: 10}
+    code, again, _ = update(cli, ws, deliveries["ir"])
+    assert again["points"]["clips"] == {first: 0, second: 0} and again["nothing_new"]
+
+
+def test_skipped_files_exit_1_and_are_listed(cli, deliveries, tmp_path):
+    goes = shared_data("goes-irma-2017", "infrared")
+    folder = _copy([*sorted(deliveries["ir"].glob("*.GIF"))[:3], goes / DAMAGED], tmp_path / "d")
+    for _ in range(2):  # a re-run skips it again: still listed, still 1
+        code, report, err = update(cli, tmp_path / "ws", folder)
+        assert code == 1
+        assert report["exit_code"] == 1 and report["files"]["skipped"] == 1
+        (skipped,) = report["skipped"]
+        assert skipped["path"].endswith(DAMAGED) and skipped["reason"]
+        assert f"skipped {folder / DAMAGED}" in err
+    assert report["nothing_new"] and report["files"]["unchanged"] == 3
+
+
+def _one_line_error(r, *parts: str) -> None:
+    assert r.exit_code == 2, (r.exit_code, r.stderr)
+    assert "Traceback" not in r.stderr and r.stdout == ""
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, r.stderr
+    for part in parts:
+        assert part in lines[0], lines[0]
+
+
+def test_usage_errors_exit_2(cli, deliveries, tmp_path):
+    ws = tmp_path / "ws"
+    _one_line_error(cli("update", tmp_path / "nowhere", "-w", ws), "path not found")
+    r = cli("update", deliveries["ir"], "--clip-spec", "12", "-w", ws)
+    _one_line_error(r, "--clip-spec '12' is not a clip spec", "12x60")
+    r = cli("update", deliveries["ir"], "--model", "clip-nope", "-w", ws)
+    _one_line_error(r, "no model 'clip-nope'")
+    assert not ws.exists()  # refused before anything was written
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+if sys.argv[1] == "job":
+    from skysearch.locks import job_lock
+    lock = job_lock(Path(sys.argv[2]) / ".update.lock", "busy")
+    lock.__enter__()
+else:
+    from skysearch.config import load_settings
+    from skysearch.retrieval.store import open_store
+    store = open_store(load_settings(workspace=Path(sys.argv[2])))
+    for name in store.collections():
+        store.count(name)
+print("holding", flush=True)
+time.sleep(60)
+"""
+
+
+def _held(what: str, ws: Path) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, what, str(ws)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "holding"
+    return proc
+
+
+def test_workspace_or_store_in_use_exit_2(cli, deliveries, tmp_path):
+    ws = tmp_path / "ws"
+    register_models(ws)
+    code, _, err = update(cli, ws, deliveries["ir"], "--clip-spec", SPEC)
+    assert code == 0, err[-3000:]
+    for what, said in (("job", "another update is running"), ("store", "in use by another")):
+        holder = _held(what, ws)  # another update; `skysearch serve` on the embedded store
+        try:
+            _one_line_error(cli("update", deliveries["wv"], "-w", ws), said)
+        finally:
+            holder.kill()
+            holder.wait()
+    code, report, _ = update(cli, ws, deliveries["wv"])
+    assert code == 0 and report["files"]["frames_added"] == 12  # the refused runs wrote nothing
+
+
+# ---- kill -9 at several moments, re-run: the end state of an uninterrupted run ---------------
+KILL_AT = [  # (text on stderr, then seconds before SIGKILL)
+    ("ingest:", 0.05),  # decoding: frames appended to the store, maybe not yet committed
+    ("[update] sketches ...", 0.0),
+    ("[update] clips ...", 0.0),
+    ("index clips:", 0.0),  # loading the first clip model
+    ("index frames:", 0.0),  # the clip models' points written, the frame model's not
+    ("optimize clips", 0.1),  # building the vector index (its child process dies too)
+]
+
+
+def _job(ws: Path, paths: list[Path]) -> list[str]:
+    args = ["update", *map(str, paths), "-w", str(ws), "--workers", "1", "--index-after", "1"]
+    return [sys.executable, "-m", "skysearch", *args, "--json"]
+
+
+def _run_until(command: list[str], text: str, delay: float) -> bool:
+    """Start the job, SIGKILL it ``delay`` s after ``text`` shows on its stderr; False when it
+    ended first."""
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    seen = b""
+    while True:
+        chunk = os.read(proc.stderr.fileno(), 4096)
+        if not chunk:
+            proc.wait()
+            return False
+        seen += chunk
+        if text.encode() in seen:
+            time.sleep(delay)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return True
+
+
+def _state(ws: Path) -> dict:
+    """Frame ids, clip ids, and every point of the store: collection -> id -> (payload,
+    vectors)."""
+    from skysearch.ingest.catalog import read_frames
+    from skysearch.ingest.clips import read_clips
+    from skysearch.retrieval.store import open_store
+
+    from skysearch.config import load_settings
+
+    settings = load_settings(workspace=ws)
+    frames = read_frames(settings.workspace, columns=["frame_id"])["frame_id"].to_pylist()
+    clips = read_clips(settings.workspace, columns=["clip_id"])["clip_id"].to_pylist()
+    with open_store(settings) as store:
+        points = {
+            name: {r.id: (r.payload, r.vectors) for r in store.scroll(name, with_vectors=True)}
+            for name in store.collections()
+        }
+    return {"frame_ids": sorted(frames), "clip_ids": sorted(clips), "points": points}
+
+
+def test_killed_runs_end_as_an_uninterrupted_run(deliveries, tmp_path):
+    paths = [deliveries["ir"], deliveries["wv"]]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    register_models(whole)
+    shutil.copytree(whole / "models", killed / "models")  # the same models in both
+    job = ["--clip-spec", SPEC]
+    done = subprocess.run(_job(whole, paths) + job, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    kills = sum(_run_until(_job(killed, paths) + job, text, delay) for text, delay in KILL_AT)
+    assert kills == len(KILL_AT)
+    done = subprocess.run(_job(killed, paths) + job, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    final = json.loads(done.stdout.strip().splitlines()[-1])
+    assert final["files"]["unchanged"] + final["files"]["frames_added"] == 24
+    assert final["index"]["clips"]["built"]  # the killed build is done again
+
+    expected, got = _state(whole), _state(killed)
+    assert got["frame_ids"] == expected["frame_ids"] and len(expected["frame_ids"]) == 24
+    assert got["clip_ids"] == expected["clip_ids"] and len(expected["clip_ids"]) == 20
+    want = expected["points"]
+    assert {name: len(points) for name, points in want.items()} == {"clips": 20, "frames": 12}
+    assert got["points"].keys() == want.keys()
+    for name, points in want.items():
+        assert got["points"][name].keys() == points.keys(), name
+        for pid, (payload, vectors) in points.items():
+            got_payload, got_vectors = got["points"][name][pid]
+            assert got_payload == payload
+            assert got_vectors.keys() == vectors.keys()
+            for vname, vector in vectors.items():
+                np.testing.assert_allclose(got_vectors[vname], vector, atol=1e-5)
+
+
+# ---- a running service serves what update loads ----------------------------------------------
+def test_running_service_serves_frames_and_clips_loaded_after_start(deliveries, tmp_path):
+    from service_env import serve
+    from skysearch.ingest.catalog import read_frames
+    from skysearch.retrieval.service.app import create_app
+    from skysearch.retrieval.service.service import SearchService
+    from skysearch.workflows.update import run_update
+
+    from skysearch.config import load_settings
+
+    settings = load_settings(workspace=tmp_path / "ws")
+    first = _copy(sorted(deliveries["ir"].glob("*.GIF"))[:6], tmp_path / "first")
+    quiet = {"say": lambda _: None, "progress": False, "workers": 1}
+    run_update(settings, [first], clip_specs=[SPEC], **quiet)
+    before = set(clip_ids(settings.workspace.root, "goes-east", "ir"))
+    service = SearchService(settings, torch_threads=None)
+    service.start(background=False)
+    try:
+        url = serve(create_app(service))
+        assert httpx.get(f"{url}/clips/{sorted(before)[0]}").status_code == 200
+        run_update(settings, [deliveries["ir"]], **quiet)  # 6 more frames, their clips
+        now = clip_ids(settings.workspace.root, "goes-east", "ir")  # by start time
+        new_clips = [c for c in now if c not in before]
+        frames = read_frames(settings.workspace, columns=["frame_id"])["frame_id"].to_pylist()
+        assert len(new_clips) == 6 and len(frames) == 12
+        meta = httpx.get(f"{url}/clips/{new_clips[-1]}")
+        assert meta.status_code == 200, meta.text
+        assert meta.json()["frame_ids"][0][-1] == frames[-1]  # the newest frame
+        strip = httpx.get(f"{url}/clips/{new_clips[-1]}/thumbnail.png")
+        assert strip.status_code == 200 and strip.content.startswith(b"\x89PNG")
+        assert httpx.get(f"{url}/frames/{frames[-1]}").status_code == 200
+    finally:
+        service.close()

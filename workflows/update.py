@@ -1,0 +1,388 @@
+"""``skysearch update``: the ingestion job. Loads new archive files in one idempotent step.
+
+Stages, each incremental, so a job killed at any moment (even ``kill -9``) and run again ends
+as an uninterrupted run would (same catalogs, point ids and vectors):
+
+1. ingest: files not yet in the frame catalog under the same path are decoded into the frame
+   store (``skysearch.ingest.pipeline``); bad files are skipped with a reason;
+2. sketches: the grid-metric sketches of new frames, for every metric spec the workspace keeps;
+3. clips: every clip spec the clip catalog already has (or the ones asked for) assembled again
+   over the grown frame catalog; only new clips are added, unchanged files are not rewritten;
+4. index: new frames and clips embedded and upserted by every registered model that fits them
+   (or the ones asked for); points a model already wrote are not embedded again; a model
+   that fails (a damaged checkpoint) is listed and the others still run;
+5. store index: the vector index (HNSW) of a catalog collection is built when ``index_after``
+   points or more arrived since the last build this job made. The point count at that build
+   is kept in ``<workspace>/update.json`` per store, written once the build has finished, so
+   a build that is killed runs again on the next run. Until then the newest points are searched
+   exactly (brute force over the unindexed segments: cheap for a few thousand points).
+
+One job at a time per workspace (``.update.lock``). The vector store is opened, and each
+catalog collection in it taken, before anything changes: a store another process holds
+(``skysearch serve`` on the embedded engine) stops the job before it starts (a StoreError).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from skysearch.workflows.steps import Step, Steps
+
+from skysearch.atomic import atomic_write_json
+from skysearch.config import Settings, Workspace
+from skysearch.errors import SkySearchError, StoreError, UsageError
+from skysearch.locks import job_lock
+
+#: Build a collection's vector index once this many points arrived since its last build.
+INDEX_AFTER = 1000
+LOCK_FILE = ".update.lock"
+STATE_FILE = "update.json"
+
+
+@dataclass
+class UpdateReport:
+    """What one run did, per stage (``--json`` prints ``to_dict()``)."""
+
+    inputs: list[str] = field(default_factory=list)
+    #: seen, frames_added, unchanged, identical_duplicates, skipped
+    files: dict[str, int] = field(default_factory=dict)
+    skipped: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}
+    sketches: dict[str, int] = field(default_factory=dict)  # sketched, total
+    #: clip spec -> added, total, incomplete, by_spec (satellite/spec file -> clips)
+    clips: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: collection -> model id -> points written
+    points: dict[str, dict[str, int]] = field(default_factory=dict)
+    models_skipped: list[dict[str, str]] = field(default_factory=list)  # {"model_id", "reason"}
+    #: models that failed (a damaged checkpoint...): {"model_id", "error"}; the others ran
+    models_failed: list[dict[str, str]] = field(default_factory=list)
+    #: collection -> built, points, new_points (since the last build)
+    index: dict[str, dict[str, Any]] = field(default_factory=dict)
+    steps: list[Step] = field(default_factory=list)
+    seconds: float = 0.0
+    ingest_report: str = ""
+
+    @property
+    def nothing_new(self) -> bool:
+        return not (
+            self.files.get("frames_added")
+            or self.sketches.get("sketched")
+            or any(c["added"] for c in self.clips.values())
+            or any(n for per_model in self.points.values() for n in per_model.values())
+            or any(i["built"] for i in self.index.values())
+        )
+
+    @property
+    def exit_code(self) -> int:
+        """0: everything found was loaded; 1: some files were skipped or a model failed
+        (listed)."""
+        return 1 if self.skipped or self.models_failed else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["stages"] = {s.name: s.seconds for s in self.steps}
+        del out["steps"]
+        return out | {"nothing_new": self.nothing_new, "exit_code": self.exit_code}
+
+    def summary_line(self) -> str:
+        skipped = f", {len(self.skipped)} files skipped" if self.skipped else ""
+        if self.models_failed:
+            skipped += f", {len(self.models_failed)} models failed"
+        if self.nothing_new:
+            seen = self.files.get("seen", 0)
+            return f"update: nothing new ({seen} files seen{skipped}, {self.seconds:.1f} s)"
+        clips = sum(c["added"] for c in self.clips.values())
+        points = sum(n for per_model in self.points.values() for n in per_model.values())
+        built = [name for name, i in self.index.items() if i["built"]]
+        return (
+            f"update: {self.files.get('frames_added', 0)} frames, {clips} clips, {points} points "
+            f"added{skipped}; index built for {', '.join(built) or 'no collection'} "
+            f"({self.seconds:.1f} s)"
+        )
+
+
+def run_update(
+    settings: Settings,
+    paths: Sequence[Path],
+    clip_specs: Sequence[str] = (),
+    model_ids: Sequence[str] = (),
+    source: str = "auto",
+    profile_dirs: list[Path] | None = None,
+    workers: int | None = None,
+    index_after: int = INDEX_AFTER,
+    say: Callable[[str], None] = print,
+    progress: bool = True,
+) -> UpdateReport:
+    """Load ``paths`` into the workspace: ingest, sketch, clip, index, build the store index.
+
+    ``clip_specs`` (``12x60``, ``ir+wv_12x60m``): the clips to assemble; default: every spec
+    the clip catalog holds. ``model_ids``: the frame/clip models to index with; default: every
+    registered one that fits the data. ``workers``: decode and frame-reading processes (None:
+    one per CPU).
+    """
+    from skysearch.ingest.clips import ClipSpec, catalog_specs
+    from skysearch.ingest.pipeline import check_inputs
+
+    from skysearch.cpus import usable_cpus
+
+    started = time.perf_counter()
+    check_inputs(paths)
+    if index_after < 1:
+        raise UsageError("{index_after} must be at least 1", params=["index_after"])
+    workspace = settings.workspace
+    specs = [ClipSpec.parse(text) for text in clip_specs]
+    models = _models(workspace, model_ids)
+    workers = workers or usable_cpus()
+    report = UpdateReport(inputs=[str(Path(p).resolve()) for p in paths])
+    step = Steps("update", say, report.steps)
+    workspace.ensure()
+    busy = f"another update is running on {workspace.root}; wait for it to finish"
+    with job_lock(workspace.root / LOCK_FILE, busy):
+        store = _open_store(settings) if models else None
+        try:
+            with step("ingest") as detail:
+                _ingest(workspace, paths, source, profile_dirs, workers, progress, report, detail)
+            with step("sketches") as detail:
+                _sketches(workspace, progress, report, detail)
+            with step("clips") as detail:
+                _clips(workspace, specs or catalog_specs(workspace), report, detail)
+            with step("index") as detail:
+                if store is None:
+                    detail.append("no frame or clip model registered: nothing to index")
+                else:
+                    _index(settings, store, models, workers, progress, report, detail)
+            if store is not None:
+                with step("store index") as detail:
+                    _build_index(workspace, store, index_after, report, detail)
+        finally:
+            if store is not None:
+                store.close()
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+def _models(workspace: Workspace, model_ids: Sequence[str]) -> list[tuple[str, Any]]:
+    """(collection, model record) of the models to index with: the ones named (each must
+    fill a catalog collection), else every registered one that does."""
+    from skysearch.encoders import registry
+    from skysearch.retrieval.indexing.catalogs import CATALOG_COLLECTIONS, catalog_models
+
+    fills = {
+        record.model_id: (collection, record)
+        for collection in CATALOG_COLLECTIONS
+        for record in catalog_models(workspace, collection)
+    }
+    if not model_ids:
+        return list(fills.values())
+    chosen = []
+    for model_id in dict.fromkeys(model_ids):
+        record = registry.get_model(workspace, model_id)  # NotFoundError naming known ids
+        if model_id not in fills:
+            raise UsageError(
+                f"{{model_id}} {model_id} is a {record.kind} model; update indexes with clip "
+                "models and single-channel frame models",
+                params=["model_id"],
+            )
+        chosen.append(fills[model_id])
+    return chosen
+
+
+def _open_store(settings: Settings) -> Any:
+    """The vector store, with each catalog collection in it opened now: one another process
+    holds is a StoreError here, before the job changes anything."""
+    from skysearch.retrieval.indexing.catalogs import CATALOG_COLLECTIONS
+    from skysearch.retrieval.store import open_store
+
+    store = open_store(settings)
+    try:
+        for name in store.collections():
+            if name in CATALOG_COLLECTIONS:
+                store.count(name)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def _ingest(
+    workspace: Workspace,
+    paths: Sequence[Path],
+    source: str,
+    profile_dirs: list[Path] | None,
+    workers: int,
+    progress: bool,
+    report: UpdateReport,
+    detail: list[str],
+) -> None:
+    from skysearch.ingest.pipeline import ingest
+
+    done = ingest(
+        paths,
+        workspace,
+        source=source,
+        profile_dirs=profile_dirs,
+        workers=workers,
+        progress=progress,
+    )
+    report.files = {
+        "seen": done.files_seen,
+        "frames_added": done.frames_added,
+        "unchanged": done.unchanged,
+        "identical_duplicates": done.identical_duplicates,
+        "skipped": len(done.skipped),
+    }
+    report.skipped = done.skipped
+    report.ingest_report = done.report_path
+    detail.append(
+        f"{done.files_seen} files: {done.frames_added} frames added, {done.unchanged} already "
+        f"in, {len(done.skipped)} skipped; {done.frames_total} frames in the catalog"
+    )
+    detail += [f"skipped {item['path']}: {item['reason']}" for item in done.skipped[:20]]
+    if len(done.skipped) > 20:
+        detail.append(f"... {len(done.skipped) - 20} more skipped (see {done.report_path})")
+
+
+def _sketches(
+    workspace: Workspace, progress: bool, report: UpdateReport, detail: list[str]
+) -> None:
+    from skysearch.ingest.similarity import SketchStore, sketch_specs
+
+    sketched = total = 0
+    for spec in sketch_specs(workspace):
+        done = SketchStore(workspace, spec).update(progress=progress)
+        sketched, total = sketched + done.sketched, total + done.total
+    report.sketches = {"sketched": sketched, "total": total}
+    detail.append(f"{sketched} frames sketched, {total} stored")
+
+
+def _clips(workspace: Workspace, specs: list[Any], report: UpdateReport, detail: list[str]) -> None:
+    from skysearch.ingest.catalog import read_frames
+    from skysearch.ingest.clips import build_clips
+
+    if not specs:
+        detail.append("no clip spec in the clip catalog yet: none assembled (give a clip spec)")
+        return
+    if read_frames(workspace, columns=["frame_id"]).num_rows == 0:
+        detail.append("no frames in the catalog: none assembled")
+        return
+    for spec in specs:
+        done = build_clips(
+            workspace, spec.length, spec.gap_minutes, spec.channels, spec.tolerance_minutes
+        )
+        report.clips[spec.text] = {
+            "added": done.clips_added,
+            "total": done.clips_total,
+            "incomplete": done.incomplete,
+            "by_spec": done.by_spec,
+        }
+        detail.append(f"{spec.text}: {done.clips_added} added, {done.clips_total} in the catalog")
+
+
+def _index(
+    settings: Settings,
+    store: Any,
+    models: list[tuple[str, Any]],
+    workers: int,
+    progress: bool,
+    report: UpdateReport,
+    detail: list[str],
+) -> None:
+    """Index with every model that has data to embed; a model whose data the archive does not
+    hold (yet) is listed, not an error."""
+    from skysearch.retrieval.indexing.catalogs import CATALOG_COLLECTIONS
+
+    have = _data_of(settings.workspace)
+    for collection, record in models:
+        missing = _missing_data(record, have)
+        if missing:
+            report.models_skipped.append({"model_id": record.model_id, "reason": missing})
+            detail.append(f"{record.model_id}: skipped ({missing})")
+            continue
+        _, index = CATALOG_COLLECTIONS[collection]
+        try:
+            done = index(settings, record.model_id, workers=workers, store=store, progress=progress)
+        except StoreError:
+            raise  # the store, not the model: nothing else can be written either
+        except SkySearchError as exc:
+            report.models_failed.append({"model_id": record.model_id, "error": str(exc)})
+            detail.append(f"{record.model_id}: FAILED ({exc})")
+            continue
+        report.points.setdefault(collection, {})[record.model_id] = done.written
+        report.skipped += [
+            {"path": s.get("path", ""), "reason": f"{record.model_id}: {s.get('reason', '')}"}
+            for s in done.skipped
+        ]
+        detail.append(
+            f"{collection} by {record.model_id}: {done.written} points written, "
+            f"{done.skipped_existing} already indexed"
+        )
+
+
+def _data_of(workspace: Workspace) -> dict[str, set[tuple]]:
+    """What the catalogs hold: frame (satellite, channel) pairs and clip specs."""
+    from skysearch.ingest.catalog import read_frames
+    from skysearch.ingest.clips import read_clips, spec_keys
+
+    frames = read_frames(workspace, columns=["satellite", "channel"])
+    pairs = zip(frames["satellite"].to_pylist(), frames["channel"].to_pylist(), strict=True)
+    clips = read_clips(workspace, columns=["satellite", "channels", "length", "gap_minutes"])
+    return {"frame": set(pairs), "clip": set(spec_keys(clips))}
+
+
+def _missing_data(record: Any, have: dict[str, set[tuple]]) -> str:
+    """Why the catalogs hold nothing for this model to embed ("" when they do)."""
+    data = record.config.get("data", {})
+    satellite, channels = data.get("satellite"), list(data.get("channels", []))
+    if not satellite or not channels:
+        return "its registry entry names no satellite and channels it embeds"
+    if record.kind == "frame":
+        if (satellite, channels[0]) in have["frame"]:
+            return ""
+        return f"no {satellite} {'+'.join(channels)} frames in the catalog"
+    key = (satellite, "+".join(channels), data.get("length"), data.get("gap_minutes"))
+    if key in have["clip"]:
+        return ""
+    return f"no {satellite} {key[1]} {key[2]}x{key[3]}m clips in the clip catalog"
+
+
+def _build_index(
+    workspace: Workspace,
+    store: Any,
+    index_after: int,
+    report: UpdateReport,
+    detail: list[str],
+) -> None:
+    """Build the vector index of each catalog collection that got ``index_after`` points or
+    more since its last build; record the count once each build has finished."""
+    from skysearch.retrieval.indexing.catalogs import CATALOG_COLLECTIONS
+
+    path = workspace.root / STATE_FILE
+    state = _read_state(path)
+    built_at = state.setdefault("built_at_points", {}).setdefault(store.where, {})
+    for name in store.collections():
+        if name not in CATALOG_COLLECTIONS:
+            continue
+        points = store.count(name)
+        last = int(built_at.get(name, 0))
+        new = points - last if points >= last else points
+        build = new >= index_after
+        if build:
+            store.optimize(name)
+            built_at[name] = points
+            atomic_write_json(path, state, indent=1)
+        report.index[name] = {"built": build, "points": points, "new_points": new}
+        said = "built" if build else f"not built (fewer than {index_after} new points)"
+        detail.append(f"{name}: {new} new of {points} points, index {said}")
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    """The job's state file; an unreadable one counts as absent (costs one index build)."""
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):  # ValueError: not UTF-8, not JSON
+        return {}
+    return state if isinstance(state, dict) else {}
