@@ -178,7 +178,7 @@ def test_http_messages_name_fields_not_cli_flags(tmp_path):
 
 
 def test_thumbnail_shrinks_to_the_longest_side_and_never_enlarges():
-    from skysearch.retrieval.service.service import thumbnail
+    from skysearch.retrieval.service.catalogs import thumbnail
 
     pixels = np.arange(300 * 200, dtype=np.uint32).reshape(200, 300).astype(np.uint8)
     assert thumbnail(pixels, 100).shape == (67, 100)

@@ -35,18 +35,14 @@ request holds at most one full-size image.
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-from PIL import Image
+from skysearch.retrieval.service.catalogs import Catalogs
 from skysearch.retrieval.service.uploads import (
     Upload,
     UploadLimits,
@@ -61,14 +57,11 @@ from skysearch.retrieval.service.wire import (
     MAX_RERANK,
     MAX_TEXT_CHARS,
     THUMB_DEFAULT,
-    THUMB_MAX,
-    THUMB_MIN,
 )
 from skysearch.retrieval.store.filters import SearchFilters
 
 from skysearch.config import Settings
-from skysearch.errors import NotFoundError, SkySearchError, StoreError, UsageError
-from skysearch.timeutil import to_rfc3339
+from skysearch.errors import SkySearchError, StoreError, UsageError
 
 log = logging.getLogger("skysearch.service")
 
@@ -100,50 +93,6 @@ class Readiness:
     searches: dict[str, str] = field(default_factory=dict)  # kind -> "ok" or why not
 
 
-def canonical_id(value: str, what: str) -> str:
-    """A frame/clip id as a canonical UUID string, or a UsageError (never a path)."""
-    try:
-        return str(uuid.UUID(value))
-    except (ValueError, AttributeError, TypeError):
-        raise UsageError(f"{what} id {value!r} is not a UUID") from None
-
-
-def thumbnail(pixels: np.ndarray, max_side: int) -> np.ndarray:
-    """A thumbnail of grey uint8 (H, W): downscaled (area average) so the longest side is
-    <= ``max_side``; never enlarged."""
-    image = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8))
-    scale = max_side / max(image.size)
-    if scale < 1:
-        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        image = image.resize(size, Image.Resampling.BOX)
-    return np.asarray(image)
-
-
-def png_bytes(pixels: np.ndarray) -> bytes:
-    """Grey uint8 (H, W) -> PNG bytes."""
-    out = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8)).save(out, format="PNG")
-    return out.getvalue()
-
-
-def _thumb_size(size: int) -> int:
-    if not THUMB_MIN <= size <= THUMB_MAX:
-        raise UsageError(f"thumbnail size must be in {THUMB_MIN}..{THUMB_MAX}, got {size}")
-    return size
-
-
-class _Index:
-    """Rows of a catalog table by id."""
-
-    def __init__(self, table: pa.Table, key: str) -> None:
-        self.table = table
-        self.rows = {value: i for i, value in enumerate(table[key].to_pylist())}
-
-    def row(self, key: str) -> dict[str, Any] | None:
-        i = self.rows.get(key)
-        return None if i is None else self.table.slice(i, 1).to_pylist()[0]
-
-
 class SearchService:
     """Store, catalogs and models of one workspace, loaded once; everything the API serves."""
 
@@ -164,8 +113,7 @@ class SearchService:
         self._searches: dict[str, str] = {}
         self._thread: threading.Thread | None = None
         self._searcher: Any = None
-        self._catalog_lock = threading.Lock()
-        self._catalogs: dict[str, tuple[frozenset, _Index]] = {}  # "frame"/"clip": (stamp, rows)
+        self.catalogs = Catalogs(settings.workspace, lambda: self._searcher.frame_store)
 
     # ---- lifecycle ------------------------------------------------------------------------
     def start(self, background: bool = True) -> None:
@@ -213,41 +161,14 @@ class SearchService:
 
             torch.set_num_threads(self.torch_threads)
         self.open_store()
-        self._catalog("frame")
-        self._catalog("clip")
+        self.catalogs.get("frame")
+        self.catalogs.get("clip")
         self._searches = {
             "text": self._warm_text(),
             "clip": self._warm_clip(),
             "frame": self._warm_frame(),
         }
         self._searches["image"] = self._searches["text"]
-
-    def _catalog(self, what: str) -> _Index:
-        """The frame or clip catalog by id, read again (with the frame store's index) when its
-        files have changed since it was last read."""
-        from skysearch.ingest.catalog import catalog_stamp, read_frames
-        from skysearch.ingest.clips import read_clips
-
-        workspace = self.settings.workspace
-        root = workspace.frames_catalog if what == "frame" else workspace.clips_catalog
-        stamp = catalog_stamp(root)
-        with self._catalog_lock:
-            cached = self._catalogs.get(what)
-            if cached is not None and cached[0] == stamp:
-                return cached[1]
-            if what == "frame":
-                cols = ["frame_id", "satellite", "channel", "time", "width", "height"]
-                index = _Index(read_frames(workspace, columns=cols), "frame_id")
-                if index.rows:
-                    self._searcher.frame_store.refresh()
-            else:
-                cols = ["clip_id", "satellite", "channels", "start", "end", "length"]
-                cols += ["gap_minutes", "frame_ids"]
-                index = _Index(read_clips(workspace).select(cols), "clip_id")
-            if cached is not None:
-                log.info("%s catalog changed: %d rows now", what, len(index.rows))
-            self._catalogs[what] = (stamp, index)
-            return index
 
     def open_store(self) -> Any:
         """Open the store and every collection in it, now; the façade over them. The embedded
@@ -282,7 +203,7 @@ class SearchService:
         """Load the clip model by one search for a catalog clip; 'ok' or why not."""
         from skysearch.retrieval.search import ClipQuery
 
-        clips = self._catalog("clip")
+        clips = self.catalogs.get("clip")
         if not clips.rows:
             return f"no clips in the clip catalog of {self.settings.workspace.root}"
         try:
@@ -303,7 +224,7 @@ class SearchService:
                 record.config["data"]["satellite"],
                 record.config["data"]["channels"],
             )
-            table = self._catalog("frame").table
+            table = self.catalogs.get("frame").table
             mine = table.filter(
                 pc.and_(
                     pc.equal(table["satellite"], satellite), pc.equal(table["channel"], channel)
@@ -361,62 +282,30 @@ class SearchService:
         store = self._searcher.store
         return [store.info(name) for name in sorted(store.collections())]
 
-    def _lookup(self, value: str, what: str) -> tuple[str, dict[str, Any]]:
-        """(canonical id, catalog row) of a frame or clip id; 400 if not a UUID, 404 if unknown."""
-        self.require_ready()
-        key = canonical_id(value, what)
-        row = self._catalog(what).row(key)
-        if row is None:
-            raise NotFoundError(f"{what} {key} is not in the {what} catalog")
-        return key, row
-
     def frame(self, frame_id: str) -> dict[str, Any]:
         """A frame's catalog metadata."""
-        fid, row = self._lookup(frame_id, "frame")
-        return {
-            "frame_id": fid,
-            "satellite": row["satellite"],
-            "channel": row["channel"],
-            "time": to_rfc3339(row["time"]),
-            "source_width": row["width"],
-            "source_height": row["height"],
-            "thumbnail": f"/frames/{fid}/thumbnail.png",
-        }
+        self.require_ready()
+        return self.catalogs.frame(frame_id)
 
     def clip(self, clip_id: str) -> dict[str, Any]:
         """A clip's catalog metadata, with its frames' ids per channel."""
-        cid, row = self._lookup(clip_id, "clip")
-        return {
-            "clip_id": cid,
-            "satellite": row["satellite"],
-            "channels": list(row["channels"]),
-            "start": to_rfc3339(row["start"]),
-            "end": to_rfc3339(row["end"]),
-            "length": row["length"],
-            "gap_minutes": row["gap_minutes"],
-            "frame_ids": [list(ids) for ids in row["frame_ids"]],
-            "thumbnail": f"/clips/{cid}/thumbnail.png",
-        }
+        self.require_ready()
+        return self.catalogs.clip(clip_id)
 
     def frame_thumbnail(self, frame_id: str, size: int = THUMB_DEFAULT) -> bytes:
         """The frame at working resolution as a grey PNG, longest side <= ``size``."""
-        meta = self.frame(frame_id)
-        pixels = self._searcher.frame_store.read(meta["frame_id"])
-        return png_bytes(thumbnail(pixels, _thumb_size(size)))
+        self.require_ready()
+        return self.catalogs.frame_thumbnail(frame_id, size)
 
     def clip_thumbnail(self, clip_id: str, size: int = THUMB_DEFAULT) -> bytes:
-        """The clip's frames (first channel, time left to right) as one PNG strip; each
-        frame's longest side <= ``size``."""
-        meta = self.clip(clip_id)
-        self._catalog("frame")  # the frame store's index, as new as the clip catalog
-        frames = self._searcher.frame_store.read_many(meta["frame_ids"][0])
-        side = _thumb_size(size)
-        return png_bytes(np.concatenate([thumbnail(f, side) for f in frames], axis=1))
+        """The clip's frames (first channel, time left to right) as one PNG strip."""
+        self.require_ready()
+        return self.catalogs.clip_thumbnail(clip_id, size)
 
     # ---- searches (the façade; results are SearchResult.to_dict(), the CLI's --json) -------
     def _check(self, filters: SearchFilters, rerank: int = 0) -> None:
         self.require_ready()
-        self._catalog("frame")  # a query may read frames ingested since the last request
+        self.catalogs.get("frame")  # a query may read frames ingested since the last request
         if filters.k > self.limits.max_k:
             raise UsageError(f"k must be at most {self.limits.max_k}, got {filters.k}")
         if rerank > self.limits.max_rerank:
