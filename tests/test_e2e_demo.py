@@ -392,7 +392,7 @@ def _brute_force(ws: Path, query_id: str, keep) -> list[tuple[str, float, str]]:
         records = list(store.scroll("frames", with_vectors=True))
     finally:
         store.close()
-    vectors = {r.id: np.asarray(r.vector[model_id], dtype=np.float64) for r in records}
+    vectors = {r.id: np.asarray(r.vectors[model_id], dtype=np.float64) for r in records}
     q = vectors[query_id] / np.linalg.norm(vectors[query_id])
     scored = [
         (r.id, float(vectors[r.id] @ q / np.linalg.norm(vectors[r.id])), r.payload["time"])

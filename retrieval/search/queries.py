@@ -163,7 +163,7 @@ class QueryResolver:
         self.workspace = workspace
         self._lock = threading.Lock()
         self._frame_store: FrameStore | None = None
-        self._catalog: dict[tuple, tuple[float, dict[str, dict[str, Any]]]] = {}
+        self._catalog: dict[tuple, tuple[frozenset, dict[str, dict[str, Any]]]] = {}
 
     @property
     def frame_store(self) -> FrameStore:
@@ -178,11 +178,11 @@ class QueryResolver:
         self, satellite: str, channels: Sequence[str], length: int, gap: int
     ) -> Mapping[str, dict[str, Any]]:
         """clip_id -> catalog row of one clip spec (cached until the catalog changes)."""
+        from skysearch.ingest.catalog import catalog_stamp
         from skysearch.ingest.clips import read_clips
 
         key = (satellite, tuple(channels), length, gap)
-        root = self.workspace.clips_catalog
-        stamp = max((p.stat().st_mtime for p in root.glob("*/*/*.parquet")), default=0.0)
+        stamp = catalog_stamp(self.workspace.clips_catalog)
         with self._lock:
             cached = self._catalog.get(key)
             if cached is not None and cached[0] == stamp:
