@@ -110,6 +110,14 @@ def _not_nullable(schema: dict[str, Any]) -> None:
         _no_null_default(prop)
 
 
+def _upload_form(schema: dict[str, Any]) -> None:
+    """``json_schema_extra`` of the upload forms: not nullable, and an exclusion window names
+    its centre (an upload's time is known only from its file name, which the document cannot
+    see, so the server cannot promise to centre the window on it)."""
+    _not_nullable(schema)
+    schema["dependentRequired"] = {"exclude_window_s": ["exclude_around"]}
+
+
 def _no_null_default(prop: dict[str, Any]) -> None:
     """Drop ``"default": null`` from a property that is optional but not nullable."""
     if "default" in prop and prop["default"] is None:
@@ -278,7 +286,7 @@ class FrameSearch(FrameRankFields):
 class FrameUploadForm(FilterFields, FrameRankFields):
     """Form fields of a search by one uploaded frame (the filters, flat)."""
 
-    model_config = ConfigDict(json_schema_extra=_not_nullable)
+    model_config = ConfigDict(json_schema_extra=_upload_form)
     satellite: Name | None = Field(None, description="satellite whose ingest profile to use")
     channel: Name | None = Field(
         None, description="channel of the frame (default: from its file name, or the model's)"
@@ -298,7 +306,7 @@ class ImageSearchForm(FilterFields):
 class FramesSearchForm(FilterFields, RankFields):
     """Form fields of a search by uploaded frames (the filters, flat, and the clip spec)."""
 
-    model_config = ConfigDict(json_schema_extra=_not_nullable)
+    model_config = ConfigDict(json_schema_extra=_upload_form)
     satellite: Name | None = Field(None, description="satellite whose ingest profile to use")
     channel: Name | None = Field(None, description="channel of the frames")
     gap_minutes: integer(1, 1440) | None = Field(None, description="minutes between frames")
