@@ -126,6 +126,7 @@ def test_three_deliveries_each_searchable_and_reruns_add_nothing(cli, deliveries
         models["goes-wv"],
         models["coms-ir01"],
     }  # no WV or COMS data yet: listed, not an error
+    assert report["not_indexed"] == []  # every IR frame and clip has a model
     for stage in ("ingest", "sketches", "clips", "index", "store index"):
         assert f"[update] {stage} ..." in err and f"[update] {stage}: " in err
     assert not report["index"]["clips"]["built"]  # 10 new points: under --index-after 1000
@@ -147,6 +148,9 @@ def test_three_deliveries_each_searchable_and_reruns_add_nothing(cli, deliveries
     assert report["points"]["clips"] == {models["goes-ir"]: 0, models["goes-wv"]: 10}
     assert report["index"]["clips"] == {"built": True, "points": 20, "new_points": 20}
     assert report["index"]["frames"]["built"] is False  # no new frame points (IR model)
+    assert len(report["not_indexed"]) == 1  # said, with the command that makes a model
+    assert report["not_indexed"][0].startswith("goes-east wv frames have no single-channel")
+    assert "not searchable yet: goes-east wv frames" in err
     wv_clips = clip_ids(ws, "goes-east", "wv")
     hits = search_clip(cli, ws, wv_clips[0])
     assert hits[0]["id"] == wv_clips[0]

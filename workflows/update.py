@@ -58,6 +58,8 @@ class UpdateReport:
     #: collection -> model id -> points written
     points: dict[str, dict[str, int]] = field(default_factory=dict)
     models_skipped: list[dict[str, str]] = field(default_factory=list)  # {"model_id", "reason"}
+    #: catalog data no registered model embeds (so not searchable yet), with what to do
+    not_indexed: list[str] = field(default_factory=list)
     #: models that failed (a damaged checkpoint...): {"model_id", "error"}; the others ran
     models_failed: list[dict[str, str]] = field(default_factory=list)
     #: collection -> built, points, new_points (since the last build)
@@ -296,6 +298,8 @@ def _index(
     from skysearch.retrieval.indexing.catalogs import CATALOG_COLLECTIONS
 
     have = _data_of(settings.workspace)
+    report.not_indexed = _unmodelled(settings.workspace, have)
+    detail += [f"not searchable yet: {line}" for line in report.not_indexed]
     for collection, record in models:
         missing = _missing_data(record, have)
         if missing:
@@ -331,6 +335,40 @@ def _data_of(workspace: Workspace) -> dict[str, set[tuple]]:
     pairs = zip(frames["satellite"].to_pylist(), frames["channel"].to_pylist(), strict=True)
     clips = read_clips(workspace, columns=["satellite", "channels", "length", "gap_minutes"])
     return {"frame": set(pairs), "clip": set(spec_keys(clips))}
+
+
+def _data_key(record: Any) -> tuple:
+    """What a model embeds, as ``_data_of`` keys it (a frame pair or a clip spec)."""
+    data = record.config.get("data", {})
+    channels = "+".join(data.get("channels", []))
+    if record.kind == "frame":
+        return (data.get("satellite"), channels)
+    return (data.get("satellite"), channels, data.get("length"), data.get("gap_minutes"))
+
+
+def _unmodelled(workspace: Workspace, have: dict[str, set[tuple]]) -> list[str]:
+    """Frames and clip specs of the catalogs that no registered model embeds, and the command
+    that makes one."""
+    from skysearch.retrieval.indexing.catalogs import CATALOG_COLLECTIONS, catalog_models
+
+    covered = {
+        _data_key(record)
+        for collection in CATALOG_COLLECTIONS
+        for record in catalog_models(workspace, collection)
+    }
+    lines = [
+        f"{sat} {chan} frames have no single-channel frame model "
+        f"(skysearch train frames --satellite {sat} --channels {chan})"
+        for sat, chan in sorted(have["frame"])
+        if (sat, chan) not in covered
+    ]
+    lines += [
+        f"{sat} {chans} {length}x{gap}m clips have no clip model (skysearch train frames "
+        f"--channels {chans.replace('+', ',')} --length {length} --gap {gap}; then train clips)"
+        for sat, chans, length, gap in sorted(have["clip"])
+        if (sat, chans, length, gap) not in covered
+    ]
+    return lines
 
 
 def _missing_data(record: Any, have: dict[str, set[tuple]]) -> str:
