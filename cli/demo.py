@@ -65,11 +65,11 @@ def demo(
     info("")
     info(table(rows, ["step", "seconds", "result"]))
     info(f"total {report.total_seconds:.1f} s")
-    hits = report.clip_search.get("results", [])
-    if hits:
-        info(
-            "clip search: " + ", ".join(f"#{h['rank']} {h['start']} {h['score']:.3f}" for h in hits)
-        )
+    for kind, found in (("clip", report.clip_search), ("frame", report.frame_search)):
+        hits = found.get("results", [])
+        if hits:
+            ranked = ", ".join(f"#{h['rank']} {h['start']} {h['score']:.3f}" for h in hits)
+            info(f"{kind} search: {ranked}")
     texts = report.text_search.get("results", [])
     if texts:
         info(
@@ -78,6 +78,9 @@ def demo(
         )
     for name, path in report.outputs.items():
         info(f"{name}: {path}")
-    info("next: skysearch search clip --help, skysearch search text --help, skysearch doctor")
+    info(
+        "next: skysearch search clip --help, skysearch search frame --help, "
+        "skysearch search text --help, skysearch doctor"
+    )
     if json_out:
         emit_json(report.to_dict())

@@ -18,13 +18,16 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skysearch.workflows.steps import Step, Steps
 
 from skysearch.atomic import atomic_write_json
 from skysearch.config import Settings
 from skysearch.errors import SkySearchError, UsageError
+
+if TYPE_CHECKING:
+    from skysearch.retrieval.search import Searcher
 
 #: The real data bundled with the repository (the demo's input, the hints of ``doctor``).
 REPO_SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
@@ -187,7 +190,6 @@ def run_demo(
             d.append(f"{idx.written} vectors written, {idx.skipped_existing} already indexed")
         with step("search clip + contact sheet") as d:
             from skysearch.retrieval.search import ClipQuery, SearchOptions
-            from skysearch.retrieval.search.contact_sheet import write_contact_sheet
             from skysearch.retrieval.store.filters import SearchFilters
 
             from skysearch.timeutil import parse_duration
@@ -199,19 +201,8 @@ def run_demo(
                 ),
                 SearchOptions(rerank=config.query_rerank, model_id=clip_id),
             )
-            sheet = write_contact_sheet(
-                ws, result, out_dir / "contact_sheet.png", frame_store=searcher.frame_store
-            )
-            report.clip_search = result.to_dict()
-            _write_json(out_dir / "clip_search.json", report.clip_search)
-            top = result.results[0] if result.results else None
-            d.append(
-                f"query {config.query_at} ir, top hit {top.start} score {top.score:.3f}"
-                if top
-                else "no hits"
-            )
-            report.outputs["contact_sheet"] = sheet["path"]
-            report.outputs["clip_search"] = str(out_dir / "clip_search.json")
+            report.clip_search = _save_search(searcher, result, out_dir, "clip", report.outputs)
+            d.append(_top_hit(f"query {config.query_at} ir", result, "score"))
         with step("index frames + search frame") as d:
             from skysearch.retrieval.indexing.catalogs import index_frames
             from skysearch.retrieval.search import FrameQuery
@@ -225,19 +216,8 @@ def run_demo(
                 ),
                 SearchOptions(rerank=config.query_rerank, model_id=frame_id),
             )
-            sheet = write_contact_sheet(
-                ws, result, out_dir / "frame_contact_sheet.png", frame_store=searcher.frame_store
-            )
-            report.frame_search = result.to_dict()
-            _write_json(out_dir / "frame_search.json", report.frame_search)
-            top = result.results[0] if result.results else None
-            d.append(
-                f"query {config.query_frame}, top hit {top.start} grid {top.score:.3f}"
-                if top
-                else "no hits"
-            )
-            report.outputs["frame_contact_sheet"] = sheet["path"]
-            report.outputs["frame_search"] = str(out_dir / "frame_search.json")
+            report.frame_search = _save_search(searcher, result, out_dir, "frame", report.outputs)
+            d.append(_top_hit(f"query {config.query_frame}", result, "grid"))
         text_id = _train_text(ws, config, state, step, settings.device)
         with step("index scenes") as d:
             from skysearch.retrieval.indexing.scenes import index_scenes
@@ -262,6 +242,29 @@ def run_demo(
     report.outputs["summary"] = str(out_dir / "summary.json")
     _write_json(out_dir / "summary.json", report.to_dict())
     return report
+
+
+def _save_search(
+    searcher: Searcher, result: Any, out_dir: Path, kind: str, outputs: dict[str, str]
+) -> dict[str, Any]:
+    """Write a clip or frame search's contact sheet and JSON into ``out_dir``; their paths go
+    to ``outputs`` (the clip search's sheet keeps its historical name, ``contact_sheet``)."""
+    from skysearch.retrieval.search.contact_sheet import write_contact_sheet
+
+    sheet_key = "contact_sheet" if kind == "clip" else f"{kind}_contact_sheet"
+    sheet = write_contact_sheet(
+        searcher.workspace, result, out_dir / f"{sheet_key}.png", frame_store=searcher.frame_store
+    )
+    found = result.to_dict()
+    _write_json(out_dir / f"{kind}_search.json", found)
+    outputs[sheet_key] = sheet["path"]
+    outputs[f"{kind}_search"] = str(out_dir / f"{kind}_search.json")
+    return found
+
+
+def _top_hit(query: str, result: Any, score: str) -> str:
+    top = result.results[0] if result.results else None
+    return f"{query}, top hit {top.start} {score} {top.score:.3f}" if top else "no hits"
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
