@@ -42,6 +42,7 @@ from workload import (
     make_workload,
     point_id,
     warm_up,
+    window_filter,
 )
 
 
@@ -136,7 +137,13 @@ def main() -> None:
     if not reused:
         result.update(build_s=round(build_s, 2), load_s=round(load_s, 2))
     days = minutes // 1440
-    warm_up(store, x, rng, args.ef)
+    warm_up(
+        lambda q, rows: store.search(
+            COLLECTION, q, k=K, filters=rows and window_filter(*rows), hnsw_ef=args.ef
+        ),
+        x,
+        rng,
+    )
     for mode in ("unfiltered", "filtered", "one_per_day"):
         # All brute-force queries first, then all store queries: a multi-threaded BLAS keeps
         # its threads spinning for a while after each product, which would otherwise be
