@@ -56,6 +56,7 @@ from workload import (
     load_store,
     log,
     make_workload,
+    rss_mb,
     warm_up,
     window_filter,
 )
@@ -64,13 +65,6 @@ ENGINES = ("ours", "faiss-flat", "faiss-hnsw", "hnswlib", "numpy-int8", "lancedb
 UNAVAILABLE = {"unavailable": "pip install 'skysearch[bench]'"}
 RESCORE = 4  # numpy-int8: candidates rescored in float32, per result
 Window = tuple[int, int] | None  # rows lo..hi inclusive; None: unfiltered
-
-
-def vmrss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def folder_mb(path: Path) -> float:
@@ -231,7 +225,7 @@ def child(name: str, data: Path) -> dict:
     x = np.load(data / "x.npy")
     queries = np.load(data / "queries.npy")
     windows = np.load(data / "windows.npy")
-    input_rss = vmrss_mb()
+    input_rss = rss_mb()
     folder = Path(tempfile.mkdtemp(prefix=f"skysearch-peers-{name}-"))
     try:
         try:

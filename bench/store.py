@@ -41,16 +41,10 @@ from workload import (
     log,
     make_workload,
     point_id,
+    rss_mb,
     warm_up,
     window_filter,
 )
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def summarise(
