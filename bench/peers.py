@@ -333,8 +333,8 @@ def main() -> None:
         ap.error(f"--engines: unknown {unknown}; choose from {', '.join(ENGINES)}")
     if not 1 <= args.queries <= MAX_QUERIES:
         ap.error(f"--queries must be in 1..{MAX_QUERIES}")
-    if args.n < 100:
-        ap.error("--n must be >= 100")
+    if args.n < 100 * K:  # the narrowest window (1%) holds at least k points
+        ap.error(f"--n must be >= {100 * K}")
 
     load_start = [round(v, 2) for v in os.getloadavg()]
     log(f"load average: {load_start}  cpus: {os.cpu_count()}")
