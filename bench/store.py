@@ -22,53 +22,29 @@ import json
 import os
 import resource
 import shutil
-import sys
 import tempfile
 import time
-import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
-from skysearch.retrieval.store import Point, schema
+from skysearch.retrieval.store import schema
 from skysearch.retrieval.store.embedded import EdgeIndexParams, EmbeddedStore
 from skysearch.retrieval.store.filters import SearchFilters
-from skysearch.retrieval.store.schema import SEARCH_HNSW_EF, time_payload
-
-DIM = 256
-K = 10
-MAX_QUERIES = 1000
-WARM_UP_QUERIES = 500
-T0 = datetime(2000, 1, 1, tzinfo=timezone.utc)
-STEP = timedelta(minutes=10)
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def make_data(n: int, seed: int) -> np.ndarray:
-    """Regimes (cluster centres) that persist for a while, slow drift inside a regime, noise."""
-    rng = np.random.default_rng(seed)
-    n_centres = max(16, n // 2000)
-    centres = rng.normal(size=(n_centres, DIM)).astype(np.float32)
-    x = np.empty((n, DIM), dtype=np.float32)
-    i = 0
-    while i < n:
-        run = int(rng.integers(20, 300))
-        c = centres[rng.integers(n_centres)]
-        drift = np.cumsum(rng.normal(scale=0.05, size=(min(run, n - i), DIM)), axis=0)
-        x[i : i + run] = c + drift + rng.normal(scale=0.6, size=drift.shape)
-        i += run
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return x
+from skysearch.retrieval.store.schema import SEARCH_HNSW_EF
+from workload import (
+    COLLECTION,
+    MAX_QUERIES,
+    T0,
+    K,
+    load_store,
+    log,
+    make_workload,
+    point_id,
+    rss_mb,
+    warm_up,
+    window_filter,
+)
 
 
 def summarise(
@@ -95,19 +71,6 @@ def summarise(
         "bruteforce_cpu_p50_ms": round(float(np.percentile(bf_cpu, 50)), 3),
         "speedup_cpu": round(float(np.median(bf_cpu) / np.median(cpu)), 1),
     }
-
-
-def warm_up(store: EmbeddedStore, x: np.ndarray, rng: np.random.Generator, ef: int) -> None:
-    """Untimed queries (stored vectors, not the timed queries), unfiltered and filtered, so the
-    timed ones see a warm store, as a long-running service does: the first few hundred queries
-    after opening fault the memory-mapped graph and vectors in (measured at 1M: p50 1.5 ms over
-    the first 200 queries after 50 warm-up ones, 0.54 ms over the next 200)."""
-    n = len(x)
-    for i in rng.choice(n, size=min(n, WARM_UP_QUERIES), replace=False):
-        lo = int(rng.integers(0, n - n // 10))
-        window = SearchFilters(start=T0 + STEP * lo, end=T0 + STEP * (lo + n // 20))
-        store.search("bench", x[i], k=K, hnsw_ef=ef)
-        store.search("bench", x[i], k=K, filters=window, hnsw_ef=ef)
 
 
 def main() -> None:
@@ -143,58 +106,38 @@ def main() -> None:
     log(f"load average: {os.getloadavg()}  cpus: {os.cpu_count()}")
     if nq > MAX_QUERIES:
         ap.error(f"--queries must be <= {MAX_QUERIES}")
-    # Held-out queries: MAX_QUERIES points drawn from random times (so every regime can be
-    # queried), removed from the stored set. The stored data do not depend on --queries.
-    full = make_data(n + MAX_QUERIES, args.seed)
-    rng = np.random.default_rng(args.seed + 1)
-    held = np.sort(rng.choice(n + MAX_QUERIES, size=MAX_QUERIES, replace=False))
-    keep = np.ones(n + MAX_QUERIES, dtype=bool)
-    keep[held] = False
-    queries = full[rng.permutation(held)[:nq]]
-    x = np.ascontiguousarray(full[keep])
-    del full
+    w = make_workload(n, nq, args.seed)
+    x, queries, rng = w.x, w.queries, w.rng
     minutes = np.arange(n, dtype=np.int64) * 10  # minutes since T0, 10-minute cadence
-    times = [T0 + STEP * i for i in range(n)]
 
     schema.SEARCH_ACORN = args.acorn
     if args.graph_fields is not None:
         schema.PAYLOAD_GRAPH_FIELDS = tuple(f for f in args.graph_fields.split(",") if f)
     root = args.dir or Path(tempfile.mkdtemp(prefix="skysearch-bench-"))
-    ns = uuid.UUID(int=1)
-    ids = [str(uuid.uuid5(ns, str(i))) for i in range(n)]
+    ids = [point_id(i) for i in range(n)]
     quantization = None if args.quantization == "none" else args.quantization
     params = EdgeIndexParams(quantization=quantization, full_scan_threshold_kb=args.full_scan_kb)
     store = EmbeddedStore(root, params)
-    reused = (
-        args.reuse and "bench" in store.collections() and store.info("bench").indexed_vectors == n
-    )
+    reused = args.reuse and COLLECTION in store.collections()
+    reused = reused and store.info(COLLECTION).indexed_vectors == n
     load_s = build_s = float("nan")
     if not reused:
-        store.drop_collection("bench")
-        store.ensure_collection("bench", DIM)
-        t = time.perf_counter()
-        store.upsert(
-            "bench",
-            (Point(ids[i], x[i], time_payload(times[i])) for i in range(n)),
-            batch_size=1000,
-            progress=True,
-        )
-        load_s = time.perf_counter() - t
-        t = time.perf_counter()
-        store.optimize("bench")
-        build_s = time.perf_counter() - t
-    info = store.info("bench")
+        load_s, build_s = load_store(store, x)
+    info = store.info(COLLECTION)
     log(f"loaded {n} in {load_s:.1f}s, index built in {build_s:.1f}s: {info}")
 
-    # filtered query windows: 1-10% of the time span, each
-    fractions = rng.uniform(0.01, 0.10, size=nq)
-    starts = (rng.uniform(0, 1 - fractions) * n).astype(np.int64)
-    lengths = (fractions * n).astype(np.int64)
+    starts, lengths = w.starts, w.lengths  # filtered query windows: 1-10% of the time span
     result: dict = {"n": n, "build_s": None, "load_s": None}  # None: index reused
     if not reused:
         result.update(build_s=round(build_s, 2), load_s=round(load_s, 2))
     days = minutes // 1440
-    warm_up(store, x, rng, args.ef)
+    warm_up(
+        lambda q, rows: store.search(
+            COLLECTION, q, k=K, filters=rows and window_filter(*rows), hnsw_ef=args.ef
+        ),
+        x,
+        rng,
+    )
     for mode in ("unfiltered", "filtered", "one_per_day"):
         # All brute-force queries first, then all store queries: a multi-threaded BLAS keeps
         # its threads spinning for a while after each product, which would otherwise be
@@ -226,7 +169,7 @@ def main() -> None:
         lat, cpu, recalls = [], [], []
         for qi in range(count):
             t, c = time.perf_counter(), time.process_time()
-            hits = store.search("bench", queries[qi], k=K, filters=filters[qi], hnsw_ef=args.ef)
+            hits = store.search(COLLECTION, queries[qi], k=K, filters=filters[qi], hnsw_ef=args.ef)
             lat.append(time.perf_counter() - t)
             cpu.append(time.process_time() - c)
             recalls.append(len(truths[qi] & {h.id for h in hits}) / K)

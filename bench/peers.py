@@ -1,0 +1,370 @@
+"""The embedded store beside the embedded peers a user would pick instead, same data, same run.
+
+Workload: bench/workload.py, as bench/store.py (clustered unit vectors, one every 10 minutes,
+held-out queries, time windows holding 1-10% of the points, k=10). Engines:
+
+- ``ours``: the embedded store through ``EmbeddedStore.search``, built and warmed as
+  bench/store.py does (the schema's HNSW m/ef_construct, int8, hnsw_ef), on a temp folder;
+- ``faiss-flat``: FAISS IndexFlatIP, exact; filtered with ``IDSelectorRange(assume_sorted)``
+  over the time-sorted ids, so only the window is scanned;
+- ``faiss-hnsw``: FAISS IndexHNSWFlat (same m, ef_construct, ef); filtered with the same
+  ID selector during the graph walk (both FAISS indexes search with one OpenMP thread);
+- ``hnswlib``: same graph settings, filtered with a Python filter callable;
+- ``numpy-int8``: an int8 copy scanned (int32 dot products) over the window only, or over all
+  rows unfiltered; the best 4k are rescored in float32;
+- ``lancedb``: a LanceDB table on a temp folder, BTREE index on time, no vector index (exact
+  scan after a prefilter).
+
+Each engine runs in its own child process (fed the same arrays through .npy files), so its
+peak RSS is that process's ``ru_maxrss``: Python, numpy, the engine's library, the float32
+input (n*dim*4 bytes, alike for all) and whatever the engine holds at its peak; ``input_rss_mb``
+is the RSS right after loading the input, before building. ``build_s``: from arrays in memory
+to a queryable index (ours: upsert + optimize). ``disk_mb``: the engine's folder (0: in memory
+only). Latency: wall time of one query through the engine's Python API, after the same warm-up
+for all. Recall@10 is against an exact float32 scan of the window (or of all rows).
+
+    python bench/peers.py [--n 1000000] [--queries 200] [--engines ours,faiss-flat] [--json]
+
+A table on stderr; with ``--json`` the last stdout line is ``{"n", "engines": {name:
+{"filtered": {p50_ms, p95_ms, recall_at_10}, "unfiltered": {...}, build_s, peak_rss_mb,
+disk_mb, ...}}, "load_average": {"start", "end"}}``. A peer whose package is missing reports
+``{"unavailable": "pip install 'skysearch[bench]'"}`` and the others still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+from skysearch.retrieval.store import schema
+from skysearch.retrieval.store.embedded import EdgeIndexParams, EmbeddedStore
+from workload import (
+    COLLECTION,
+    DIM,
+    MAX_QUERIES,
+    K,
+    load_store,
+    log,
+    make_workload,
+    rss_mb,
+    warm_up,
+    window_filter,
+)
+
+ENGINES = ("ours", "faiss-flat", "faiss-hnsw", "hnswlib", "numpy-int8", "lancedb")
+UNAVAILABLE = {"unavailable": "pip install 'skysearch[bench]'"}
+RESCORE = 4  # numpy-int8: candidates rescored in float32, per result
+Window = tuple[int, int] | None  # rows lo..hi inclusive; None: unfiltered
+
+
+def folder_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+
+
+class Ours:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        params = EdgeIndexParams(
+            quantization=schema.QUANTIZATION, full_scan_threshold_kb=schema.FULL_SCAN_THRESHOLD_KB
+        )
+        self.store = EmbeddedStore(folder, params)
+        self.ef = schema.SEARCH_HNSW_EF
+
+    def build(self, x: np.ndarray) -> None:
+        load_store(self.store, x)
+
+    def search(self, q: np.ndarray, rows: Window) -> list[int]:
+        filters = window_filter(*rows) if rows else None
+        hits = self.store.search(COLLECTION, q, k=K, filters=filters, hnsw_ef=self.ef)
+        return [uuid.UUID(h.id).int for h in hits]
+
+    def disk_mb(self) -> float:
+        return (self.store.info(COLLECTION).disk_bytes or 0) / 2**20
+
+
+class FaissFlat:
+    def __init__(self, folder: Path) -> None:
+        import faiss
+
+        self.faiss = faiss
+
+    def add(self, x: np.ndarray) -> None:
+        """Add with all threads, then search with one: one query at a time, as the others run
+        (with 2 OpenMP threads on the shared 2-core machine, a 100k flat scan took 32 ms per
+        query, 9.6 ms with one)."""
+        self.index.add(x)
+        self.faiss.omp_set_num_threads(1)
+
+    def build(self, x: np.ndarray) -> None:
+        self.index = self.faiss.IndexFlatIP(x.shape[1])
+        self.add(x)
+
+    def params(self, rows: Window):
+        if not rows:
+            return None
+        sorted_range = self.faiss.IDSelectorRange(rows[0], rows[1] + 1, True)  # assume_sorted
+        return self.faiss.SearchParameters(sel=sorted_range)
+
+    def search(self, q: np.ndarray, rows: Window) -> list[int]:
+        _, ids = self.index.search(q[None, :], K, params=self.params(rows))
+        return [int(i) for i in ids[0] if i >= 0]
+
+    def disk_mb(self) -> float:
+        return 0.0
+
+
+class FaissHnsw(FaissFlat):
+    def build(self, x: np.ndarray) -> None:
+        self.ef = schema.SEARCH_HNSW_EF
+        ip = self.faiss.METRIC_INNER_PRODUCT
+        self.index = self.faiss.IndexHNSWFlat(x.shape[1], schema.HNSW_M, ip)
+        self.index.hnsw.efConstruction = schema.HNSW_EF_CONSTRUCT
+        self.add(x)
+
+    def params(self, rows: Window):
+        sel = self.faiss.IDSelectorRange(rows[0], rows[1] + 1) if rows else None
+        return self.faiss.SearchParametersHNSW(efSearch=self.ef, sel=sel)
+
+
+class Hnswlib:
+    def __init__(self, folder: Path) -> None:
+        import hnswlib
+
+        self.hnswlib = hnswlib
+
+    def build(self, x: np.ndarray) -> None:
+        self.index = self.hnswlib.Index(space="ip", dim=x.shape[1])
+        self.index.init_index(
+            max_elements=len(x), M=schema.HNSW_M, ef_construction=schema.HNSW_EF_CONSTRUCT
+        )
+        self.index.add_items(x, np.arange(len(x)))
+        self.index.set_ef(schema.SEARCH_HNSW_EF)
+
+    def search(self, q: np.ndarray, rows: Window) -> list[int]:
+        def keep(label: int) -> bool:
+            return rows[0] <= label <= rows[1]
+
+        try:
+            labels, _ = self.index.knn_query(q, k=K, filter=keep if rows else None)
+        except RuntimeError:  # fewer than k found: hnswlib cannot return them, counts as none
+            return []
+        return [int(i) for i in labels[0]]
+
+    def disk_mb(self) -> float:
+        return 0.0
+
+
+class NumpyInt8:
+    def __init__(self, folder: Path) -> None:
+        pass
+
+    def build(self, x: np.ndarray) -> None:
+        self.x = x
+        self.scale = 127 / float(np.abs(x).max())
+        self.xq = np.round(x * self.scale).astype(np.int8)
+
+    def search(self, q: np.ndarray, rows: Window) -> list[int]:
+        lo, hi = rows or (0, len(self.xq) - 1)
+        qq = np.round(q * self.scale).astype(np.int8)
+        scores = np.einsum("ij,j->i", self.xq[lo : hi + 1], qq, dtype=np.int32)
+        m = min(K * RESCORE, len(scores))
+        cand = np.argpartition(-scores, m - 1)[:m] + lo
+        exact = self.x[cand] @ q
+        return [int(i) for i in cand[np.argsort(-exact)[:K]]]
+
+    def disk_mb(self) -> float:
+        return 0.0
+
+
+class Lance:
+    def __init__(self, folder: Path) -> None:
+        import lancedb
+
+        self.folder = folder
+        self.db = lancedb.connect(folder)
+
+    def build(self, x: np.ndarray) -> None:
+        import pyarrow as pa
+        from lancedb.index import BTree
+
+        n, dim = x.shape
+        vectors = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), dim)
+        rows = np.arange(n, dtype=np.int64)
+        data = pa.table({"id": rows, "minute": rows * 10, "vector": vectors})
+        self.table = self.db.create_table("bench", data=data)
+        self.table.create_index("minute", config=BTree())
+
+    def search(self, q: np.ndarray, rows: Window) -> list[int]:
+        query = self.table.search(q).distance_type("dot").limit(K).select(["id", "_distance"])
+        if rows:
+            where = f"minute >= {rows[0] * 10} AND minute <= {rows[1] * 10}"
+            query = query.where(where, prefilter=True)
+        return query.to_arrow()["id"].to_pylist()
+
+    def disk_mb(self) -> float:
+        return folder_mb(self.folder)
+
+
+CLASSES = {
+    "ours": Ours,
+    "faiss-flat": FaissFlat,
+    "faiss-hnsw": FaissHnsw,
+    "hnswlib": Hnswlib,
+    "numpy-int8": NumpyInt8,
+    "lancedb": Lance,
+}
+
+
+def child(name: str, data: Path) -> dict:
+    """Build one engine on the saved arrays, warm it up, time every query; ids and latencies
+    go back to the parent, which scores them."""
+    meta = json.loads((data / "meta.json").read_text())
+    x = np.load(data / "x.npy")
+    queries = np.load(data / "queries.npy")
+    windows = np.load(data / "windows.npy")
+    input_rss = rss_mb()
+    folder = Path(tempfile.mkdtemp(prefix=f"skysearch-peers-{name}-"))
+    try:
+        try:
+            engine = CLASSES[name](folder)
+        except ImportError:
+            return UNAVAILABLE
+        t = time.perf_counter()
+        engine.build(x)
+        build_s = time.perf_counter() - t
+        warm_up(engine.search, x, np.random.default_rng(meta["seed"] + 2))
+        out: dict = {"build_s": round(build_s, 2), "input_rss_mb": round(input_rss, 1)}
+        for mode in ("unfiltered", "filtered"):
+            lat, ids = [], []
+            for qi, q in enumerate(queries):
+                rows = (int(windows[qi, 0]), int(windows[qi, 1])) if mode == "filtered" else None
+                t = time.perf_counter()
+                ids.append(engine.search(q, rows))
+                lat.append(time.perf_counter() - t)
+            out[mode] = {"lat_s": lat, "ids": ids}
+        out["disk_mb"] = round(engine.disk_mb(), 1)
+        out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        return out
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def exact_top(x: np.ndarray, q: np.ndarray, rows: Window) -> set[int]:
+    lo, hi = rows or (0, len(x) - 1)
+    scores = x[lo : hi + 1] @ q
+    return {int(i) + lo for i in np.argpartition(-scores, K - 1)[:K]}
+
+
+def score(raw: dict, truths: list[set[int]]) -> dict:
+    lat = np.asarray(raw["lat_s"]) * 1000
+    recall = [len(t & set(ids)) / K for t, ids in zip(truths, raw["ids"], strict=True)]
+    return {
+        "p50_ms": round(float(np.percentile(lat, 50)), 3),
+        "p95_ms": round(float(np.percentile(lat, 95)), 3),
+        "recall_at_10": round(float(np.mean(recall)), 4),
+    }
+
+
+def run_engine(name: str, data: Path, truths: dict[str, list[set[int]]]) -> dict:
+    log(f"--- {name}")
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--child", name, "--data", str(data)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    if proc.returncode != 0:
+        return {"error": f"engine process exited with {proc.returncode} (see stderr)"}
+    raw = json.loads(proc.stdout.strip().splitlines()[-1])
+    for mode in ("unfiltered", "filtered"):
+        if mode in raw:
+            raw[mode] = score(raw[mode], truths[mode])
+    return raw
+
+
+def table(result: dict) -> str:
+    head = (
+        f"n={result['n']} dim={result['dim']} queries={result['queries']} k={K}  "
+        f"load average start {result['load_average']['start']} "
+        f"end {result['load_average']['end']}  cpus {os.cpu_count()}\n"
+        "| engine | filtered p50 ms | p95 ms | recall@10 | unfiltered p50 ms | p95 ms "
+        "| recall@10 | build s | peak RSS MB | disk MB |\n|---" + "|---" * 9 + "|"
+    )
+    lines = [head]
+    for name, e in result["engines"].items():
+        if "filtered" not in e:
+            lines.append(f"| {name} | {next(iter(e.values()))} |")
+            continue
+        cells = [name]
+        for mode in ("filtered", "unfiltered"):
+            s = e[mode]
+            cells += [s["p50_ms"], s["p95_ms"], s["recall_at_10"]]
+        cells += [e["build_s"], e["peak_rss_mb"], e["disk_mb"]]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=1_000_000)
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--dim", type=int, default=DIM)
+    ap.add_argument("--engines", default=",".join(ENGINES), help="comma list of: %(default)s")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--child", choices=ENGINES, help=argparse.SUPPRESS)
+    ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.data)))
+        return
+    engines = [e for e in args.engines.split(",") if e]
+    unknown = sorted(set(engines) - set(ENGINES))
+    if unknown or not engines:
+        ap.error(f"--engines: unknown {unknown}; choose from {', '.join(ENGINES)}")
+    if not 1 <= args.queries <= MAX_QUERIES:
+        ap.error(f"--queries must be in 1..{MAX_QUERIES}")
+    if args.n < 100 * K:  # the narrowest window (1%) holds at least k points
+        ap.error(f"--n must be >= {100 * K}")
+
+    load_start = [round(v, 2) for v in os.getloadavg()]
+    log(f"load average: {load_start}  cpus: {os.cpu_count()}")
+    w = make_workload(args.n, args.queries, args.seed, args.dim)
+    windows = np.stack([w.starts, w.starts + w.lengths - 1], axis=1)
+    truths = {
+        "unfiltered": [exact_top(w.x, q, None) for q in w.queries],
+        "filtered": [exact_top(w.x, q, tuple(windows[i])) for i, q in enumerate(w.queries)],
+    }
+    data = Path(tempfile.mkdtemp(prefix="skysearch-peers-data-"))
+    try:
+        np.save(data / "x.npy", w.x)
+        np.save(data / "queries.npy", w.queries)
+        np.save(data / "windows.npy", windows)
+        (data / "meta.json").write_text(json.dumps({"seed": args.seed}))
+        del w
+        results = {name: run_engine(name, data, truths) for name in engines}
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+    result = {
+        "n": args.n,
+        "dim": args.dim,
+        "queries": args.queries,
+        "engines": results,
+        "load_average": {"start": load_start, "end": [round(v, 2) for v in os.getloadavg()]},
+    }
+    log(table(result))
+    if args.json:
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
