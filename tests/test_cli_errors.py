@@ -65,12 +65,14 @@ BASE: dict[str, tuple[str, ...]] = {
     "train predictor": (),
     "train text-image": ("--images", "{scenes}"),
     "eval clips": (),
+    "eval frames": (),
     "eval augment": (),
     "eval text-image": ("--images", "{scenes}"),
     "index clips": (),
     "index frames": (),
     "index scenes": ("{scenes}",),
     "search clip": ("--at", AT),
+    "search frame": ("--at", AT),
     "search text": ("a river",),
     "search image": ("{file}",),
     "store info": (),
@@ -205,6 +207,11 @@ CASES: dict[str, list[Case]] = {
         c("eval", "clips", "-w", "{ws_config_binary}", expect="is corrupt"),
         c("eval", "clips", "-w", "{ws_config_empty}", expect="has no frame, clip section"),
     ],
+    "eval frames": [
+        c("eval", "frames", *W, expect="no frame model"),
+        c("eval", "frames", "--exclude-hours", "-1", *W, expect=USAGE),
+        c("eval", "frames", "-w", "{ws_config_empty}", expect="has no frame section"),
+    ],
     "eval augment": [
         c("eval", "augment", *W, expect="no predictor model"),
         c("eval", "augment", "--fusion", "nope", *W, expect="unknown fusion"),
@@ -236,6 +243,13 @@ CASES: dict[str, list[Case]] = {
     "index scenes": [
         c("index", "scenes", "{missing}", *W, expect="no text-image model"),
         c("index", "scenes", "{scenes}", "--threads", "-1", *W, expect=USAGE),
+    ],
+    "search frame": [
+        c("search", "frame", *W, expect="a time (--at), a frame id (--frame-id) or an image"),
+        c("search", "frame", "--at", "not-a-time", *W, expect="cannot read time"),
+        c("search", "frame", "--at", AT, "--k", "0", *W, expect="k must be in 1..10000"),
+        c("search", "frame", "--at", AT, "--rerank", "-5", *W, expect="--rerank must be in"),
+        c("search", "frame", "--file", "{missing}", *W, expect="no single-channel frame model"),
     ],
     "search clip": [
         c(
