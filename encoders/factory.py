@@ -22,6 +22,7 @@ from skysearch.encoders.models.frame import FrameEncoder, build_frame_encoder
 from torch import nn
 
 from skysearch.config import Workspace
+from skysearch.errors import UsageError
 
 
 def save_model(
@@ -48,6 +49,29 @@ def load_frame_encoder(
     model = build_frame_encoder(config["frame"], pretrained=False)
     load_into(model, state, source=record.model_id)
     return model.to(torch_device).eval(), record
+
+
+def single_channel_frame_models(workspace: Workspace) -> list[registry.ModelRecord]:
+    """Registered frame models of one channel, oldest first: the ones that embed a single frame
+    (frame search, the ``frames`` collection); a stacked-channel model embeds none."""
+    return [
+        r
+        for r in registry.list_models(workspace, "frame")
+        if len(r.config.get("data", {}).get("channels", [])) == 1
+    ]
+
+
+def frame_channel(record: registry.ModelRecord, purpose: str) -> str:
+    """The one channel a frame model embeds; a UsageError naming ``purpose`` (e.g. "frame
+    search") when it stacks several."""
+    channels = record.config["data"]["channels"]
+    if len(channels) != 1:
+        raise UsageError(
+            f"{purpose} needs a single-channel frame model (one point per frame); "
+            f"{record.model_id} stacks {','.join(channels)}: pick another {{model_id}}",
+            params=["model_id"],
+        )
+    return channels[0]
 
 
 def load_clip_embedder(

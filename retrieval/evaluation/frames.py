@@ -18,7 +18,7 @@ import pyarrow as pa
 import torch
 from skysearch.encoders.datasets.clips import step_similarity_matrix, to_datetime64
 from skysearch.encoders.device import resolve_device
-from skysearch.encoders.factory import embed_in_batches, load_frame_encoder
+from skysearch.encoders.factory import embed_in_batches, frame_channel, load_frame_encoder
 from skysearch.ingest.catalog import read_frames
 from skysearch.ingest.framestore import FrameStore
 from skysearch.retrieval.evaluation.clips import (
@@ -58,20 +58,15 @@ def evaluate_frames(
     device = resolve_device(options.device)
     encoder, record = load_frame_encoder(workspace, model_id, options.device)
     data = record.config["data"]
-    if len(data["channels"]) != 1:
-        raise UsageError(
-            f"frame model {record.model_id} stacks {','.join(data['channels'])}: frame "
-            "evaluation needs a single-channel one ({model_id})",
-            params=["model_id"],
-        )
+    channel = frame_channel(record, "frame evaluation")
     table = read_frames(
         workspace,
         satellite=data["satellite"],
-        channel=data["channels"][0],
+        channel=channel,
         columns=["frame_id", "time"],
     ).sort_by("time")
     if table.num_rows == 0:
-        raise NotFoundError(f"no {data['satellite']} {data['channels'][0]} frames to evaluate")
+        raise NotFoundError(f"no {data['satellite']} {channel} frames to evaluate")
     times = table["time"].cast(pa.int64()).to_numpy().astype("datetime64[us]")
     keep, heldout = _heldout(times, data, options.split)
     ids = [fid for fid, k in zip(table["frame_id"].to_pylist(), keep, strict=True) if k]
@@ -89,7 +84,7 @@ def evaluate_frames(
     result = {"model_id": record.model_id, **score_methods(vectors, truth, protocol, options.k)}
     result["protocol"] = {
         "satellite": data["satellite"],
-        "channel": data["channels"][0],
+        "channel": channel,
         "frames": len(ids),
         "holdout_start": data["holdout_start"],
         "heldout_frames": int(heldout.sum()),

@@ -18,7 +18,12 @@ import torch
 from skysearch.encoders import registry
 from skysearch.encoders.datasets.clips import load_clip_set
 from skysearch.encoders.device import resolve_device
-from skysearch.encoders.factory import load_clip_embedder, load_frame_encoder
+from skysearch.encoders.factory import (
+    frame_channel,
+    load_clip_embedder,
+    load_frame_encoder,
+    single_channel_frame_models,
+)
 from skysearch.ingest.catalog import read_frames
 from skysearch.ingest.framestore import FrameStore
 from skysearch.retrieval.indexing.pipeline import IndexReport, Item, Listing, run_index
@@ -27,7 +32,6 @@ from skysearch.retrieval.store.schema import CLIPS, FRAMES, time_payload
 from torch.utils.data import DataLoader, Dataset
 
 from skysearch.config import Settings, Workspace
-from skysearch.errors import UsageError
 
 
 class StepFrames(Dataset):
@@ -143,16 +147,10 @@ def index_frames(
     workspace = settings.workspace
     torch_device = resolve_device(device or settings.device)
     encoder, record = load_frame_encoder(workspace, model_id, str(torch_device))
-    data = record.config["data"]
-    if len(data["channels"]) != 1:
-        raise UsageError(
-            "index frames needs a single-channel frame model (one point per frame); "
-            f"{record.model_id} stacks {','.join(data['channels'])}"
-        )
     table = read_frames(
         workspace,
-        satellite=data["satellite"],
-        channel=data["channels"][0],
+        satellite=record.config["data"]["satellite"],
+        channel=frame_channel(record, "index frames"),
         columns=["frame_id", "satellite", "channel", "time", "source_path"],
     )
     items = [
@@ -188,8 +186,6 @@ def catalog_models(workspace: Workspace, collection: str) -> list[registry.Model
     """The registered models that fill a catalog collection, oldest first: every clip model
     fills ``clips``; single-channel frame models fill ``frames`` (a stacked-channel frame model
     embeds no single frame)."""
-    kind, _ = CATALOG_COLLECTIONS[collection]
-    records = registry.list_models(workspace, kind)
     if collection == FRAMES:
-        records = [r for r in records if len(r.config.get("data", {}).get("channels", [])) == 1]
-    return records
+        return single_channel_frame_models(workspace)
+    return registry.list_models(workspace, CATALOG_COLLECTIONS[collection][0])

@@ -293,6 +293,7 @@ class Searcher:
     ) -> SearchResult:
         """Archive frames like the query frame, best first (schema: :mod:`~.results`)."""
         import torch
+        from skysearch.encoders.factory import frame_channel
         from skysearch.retrieval.search.rerank import rerank_frames
         from skysearch.retrieval.store.filters import SearchFilters
         from skysearch.retrieval.store.schema import FRAMES
@@ -311,20 +312,15 @@ class Searcher:
                 options.model_id, query.satellite, query.channel
             )
             data = record.config["data"]
-            if len(data["channels"]) != 1:
-                raise UsageError(
-                    f"frame model {record.model_id} stacks {','.join(data['channels'])}: frame "
-                    "search needs a single-channel one ({model_id})",
-                    params=["model_id"],
-                )
+            channel = frame_channel(record, "frame search")
         with timer("query"):
-            qframe = resolve_frame(self.queries, query, data["satellite"], data["channels"][0])
+            qframe = resolve_frame(self.queries, query, data["satellite"], channel)
         spec = {"satellite": qframe.satellite, "channels": [qframe.channel]}
         if not fits(record, spec):
             if options.model_id is not None:
                 raise UsageError(
                     f"frame model {record.model_id} embeds {data['satellite']} "
-                    f"{data['channels'][0]} frames, the query is a {qframe.satellite} "
+                    f"{channel} frames, the query is a {qframe.satellite} "
                     f"{qframe.channel} frame: pick a fitting {{model_id}}",
                     params=["model_id"],
                 )

@@ -163,7 +163,6 @@ def _by_id(resolver: QueryResolver, frame_id: str) -> QueryFrame:
 def _at(
     resolver: QueryResolver, at: datetime, satellite: str, channel: str, tolerance: int
 ) -> QueryFrame:
-    resolver.check_archive(satellite, [channel])
     rows = _catalog(resolver, satellite=satellite, channel=channel)
     if not rows:
         raise NotFoundError(f"no {satellite} {channel} frames in {resolver.workspace.root}")

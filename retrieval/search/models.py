@@ -69,11 +69,9 @@ def pick_clip_model(workspace: Workspace, spec: Mapping[str, Any]) -> str:
 def pick_frame_model(workspace: Workspace, satellite: str | None, channel: str | None) -> str:
     """The id of the latest single-channel frame model of ``satellite``/``channel`` (unset:
     any); NotFoundError says how to make one."""
-    records = [
-        r
-        for r in list_models(workspace, "frame")
-        if len(r.config.get("data", {}).get("channels", [])) == 1
-    ]
+    from skysearch.encoders.factory import single_channel_frame_models
+
+    records = single_channel_frame_models(workspace)
     fitting = [
         r
         for r in records
