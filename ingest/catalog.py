@@ -67,6 +67,8 @@ FRAME_SCHEMA = pa.schema(
         ("status", pa.string()),
         ("profile", pa.string()),
         ("store_row", pa.int64()),
+        ("event", pa.string()),  # e.g. a typhoon id; null for products without events
+        ("quality", pa.float32()),  # fraction of source pixels without a valid measurement
     ]
 )
 

@@ -42,6 +42,7 @@ CLIP_SCHEMA = pa.schema(
         ("gap_minutes", pa.int32()),
         ("tolerance_minutes", pa.int32()),
         ("frame_ids", pa.list_(pa.list_(pa.string()))),
+        ("event", pa.string()),  # the frames' event (null for products without events)
     ]
 )
 _MINUTE_US = 60_000_000
@@ -170,12 +171,39 @@ def assemble(
     gap_minutes: int,
     tolerance_minutes: int,
 ) -> tuple[pa.Table, int]:
-    """Clips of one satellite and channel list from catalog rows; returns (clips, incomplete)."""
+    """Clips of one satellite and channel list from catalog rows; returns (clips, incomplete).
+    Frames of different events (e.g. two typhoons seen at once) never share a clip."""
+    frames = frames.filter(pc.equal(frames["satellite"], satellite))
+    if "event" not in frames.column_names:
+        frames = frames.append_column("event", pa.nulls(frames.num_rows, pa.string()))
+    tables, incomplete = [], 0
+    for event in sorted(set(frames["event"].to_pylist()), key=lambda e: (e is not None, e)):
+        same = pc.is_null(frames["event"]) if event is None else pc.equal(frames["event"], event)
+        table, missed = _assemble_series(
+            frames.filter(same), satellite, channels, length, gap_minutes, tolerance_minutes, event
+        )
+        tables.append(table)
+        incomplete += missed
+    if not tables:
+        return CLIP_SCHEMA.empty_table(), 0
+    return pa.concat_tables(tables).sort_by([("start", "ascending"), ("clip_id", "ascending")]), (
+        incomplete
+    )
+
+
+def _assemble_series(
+    frames: pa.Table,
+    satellite: str,
+    channels: Sequence[str],
+    length: int,
+    gap_minutes: int,
+    tolerance_minutes: int,
+    event: str | None,
+) -> tuple[pa.Table, int]:
+    """``assemble`` for the frames of one event (or of none)."""
     per_channel = []
     for chan in channels:
-        sel = frames.filter(
-            pc.and_(pc.equal(frames["satellite"], satellite), pc.equal(frames["channel"], chan))
-        ).sort_by("time")
+        sel = frames.filter(pc.equal(frames["channel"], chan)).sort_by("time")
         times = sel["time"].cast(pa.int64()).to_numpy()
         per_channel.append((times, np.asarray(sel["frame_id"].to_pylist(), dtype=object)))
     starts = per_channel[0][0]
@@ -198,7 +226,9 @@ def assemble(
     ]
     table = pa.table(
         {
-            "clip_id": [ids.clip_id(satellite, channels, s, length, gap_minutes) for s in start_dt],
+            "clip_id": [
+                ids.clip_id(satellite, channels, s, length, gap_minutes, event) for s in start_dt
+            ],
             "satellite": [satellite] * len(rows),
             "channels": [list(channels)] * len(rows),
             "start": start_ts,
@@ -208,6 +238,7 @@ def assemble(
             "gap_minutes": [gap_minutes] * len(rows),
             "tolerance_minutes": [tolerance_minutes] * len(rows),
             "frame_ids": frame_ids,
+            "event": [event] * len(rows),
         },
         schema=CLIP_SCHEMA,
     )
@@ -257,7 +288,7 @@ def build_clips(
             params=["tolerance_minutes", "gap_minutes"],
         )
     wanted = parse_channels(channels)
-    cols = ["frame_id", "satellite", "channel", "time"]
+    cols = ["frame_id", "satellite", "channel", "time", "event"]
     frames = read_frames(workspace, satellite=satellite, columns=cols)
     if frames.num_rows == 0:
         where = f" for satellite {satellite}" if satellite else ""

@@ -14,11 +14,13 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from skysearch.ingest import readers
 from skysearch.ingest.profiles import Profile
 
 #: Image files a folder of queries, scenes or similarity inputs is read for (Pillow opens them).
 IMAGE_SUFFIXES = frozenset({".png", ".gif", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
 ARCHIVE_SEP = "::"  # source_path of a zip member: "/abs/archive.zip::folder/name.png"
+FRAME_SEP = "#frame="  # source_path of one frame of a many-frame file: "/abs/x.nc#frame=3"
 #: Largest source file (plain or zip member) read into memory: 35x the largest real product
 #: file we hold (1.8 MB COMS PNGs); anything bigger is skipped unread.
 MAX_SOURCE_BYTES = 64 * 2**20
@@ -38,10 +40,19 @@ class Source:
 
     file: str
     member: str | None = None
+    index: int | None = None  # the frame's step along the time axis of a many-frame file
 
     @property
     def path(self) -> str:
-        return f"{self.file}{ARCHIVE_SEP}{self.member}" if self.member else self.file
+        path = f"{self.file}{ARCHIVE_SEP}{self.member}" if self.member else self.file
+        return path if self.index is None else f"{path}{FRAME_SEP}{self.index}"
+
+    @classmethod
+    def parse(cls, path: str) -> Source:
+        """The source a catalog's ``source_path`` names (inverse of :attr:`path`)."""
+        path, sep, index = path.partition(FRAME_SEP)
+        file, zsep, member = path.partition(ARCHIVE_SEP)
+        return cls(file, member if zsep else None, int(index) if sep else None)
 
     @property
     def name(self) -> str:
@@ -57,6 +68,7 @@ class Decoded:
     height: int = 0
     frame: np.ndarray | None = None
     reason: str = ""
+    quality: float = 0.0  # fraction of the source's pixels without a valid measurement
 
 
 _open_zip: tuple[str, zipfile.ZipFile] | None = None
@@ -170,6 +182,8 @@ def resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
 def preprocess(source: Source, profile: Profile) -> Decoded:
     """Checksum, check the declared size, decode, crop, grey, resize; never raises for bad
     input. A size no crop rule accepts is refused from the header, before decoding."""
+    if profile.decoder.kind != "image":
+        return _preprocess_field(source, profile)
     try:
         raw = read_bytes(source)
     except SourceTooLarge as exc:
@@ -199,6 +213,31 @@ def preprocess(source: Source, profile: Profile) -> Decoded:
     except Exception as exc:  # noqa: BLE001 - any failure of one file is a skip, not a crash
         return Decoded(checksum=checksum, reason=f"truncated or corrupt image: {exc}")
     return Decoded(checksum=checksum, width=width, height=height, frame=frame)
+
+
+def _preprocess_field(source: Source, profile: Profile) -> Decoded:
+    """``preprocess`` for the scientific formats (``skysearch.ingest.readers``)."""
+    decoder = profile.decoder
+    try:
+        raw = read_bytes(source) if decoder.kind == "hdf5" else None
+        if decoder.kind != "hdf5" and source.member is not None:
+            return Decoded(reason=f"{decoder.kind} files inside zip archives are not read")
+        field = readers.read_field(source.file, raw, decoder, source.index)
+    except SourceTooLarge as exc:
+        return Decoded(reason=f"not read: {exc}")
+    except (OSError, zipfile.BadZipFile, KeyError, EOFError) as exc:
+        return Decoded(reason=f"cannot read file: {exc}")
+    except readers.FieldError as exc:
+        return Decoded(reason=str(exc))
+    height, width = field.values.shape
+    if height * width > Image.MAX_IMAGE_PIXELS:
+        return Decoded(field.checksum, width, height, reason="field too large to be a frame")
+    made = readers.working_field(field.values, profile)
+    if made is None:
+        reason = wrong_size(profile, width, height)
+        return Decoded(checksum=field.checksum, width=width, height=height, reason=reason)
+    frame, quality = made
+    return Decoded(field.checksum, width, height, frame, quality=quality)
 
 
 def wrong_size(profile: Profile, width: int, height: int) -> str:

@@ -14,18 +14,32 @@ from skysearch.timeutil import to_rfc3339
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "skysearch")
 
 
-def frame_id(satellite: str, channel: str, time: datetime) -> str:
-    """Id of one frame: UUIDv5 of ``frame/{satellite}/{channel}/{rfc3339 time}``."""
-    return str(uuid.uuid5(NAMESPACE, f"frame/{satellite}/{channel}/{to_rfc3339(time)}"))
+def _event_suffix(event: str | None) -> str:
+    return f"/event={event}" if event else ""
+
+
+def frame_id(satellite: str, channel: str, time: datetime, event: str | None = None) -> str:
+    """Id of one frame: UUIDv5 of ``frame/{satellite}/{channel}/{rfc3339 time}``, plus
+    ``/event={event}`` for products with events (Digital Typhoon's storm-centred crops: two
+    storms seen by one satellite at one time are two frames)."""
+    text = f"frame/{satellite}/{channel}/{to_rfc3339(time)}{_event_suffix(event)}"
+    return str(uuid.uuid5(NAMESPACE, text))
 
 
 def clip_id(
-    satellite: str, channels: Sequence[str], start: datetime, length: int, gap_minutes: int
+    satellite: str,
+    channels: Sequence[str],
+    start: datetime,
+    length: int,
+    gap_minutes: int,
+    event: str | None = None,
 ) -> str:
-    """Id of one clip: UUIDv5 of ``clip/{satellite}/{ch1+ch2}/{start}/{length}x{gap}m``.
+    """Id of one clip: UUIDv5 of ``clip/{satellite}/{ch1+ch2}/{start}/{length}x{gap}m``
+    (plus ``/event={event}`` as for frames).
 
     Channel order matters (it is the order of the clip's channel axis).
     """
     chans = "+".join(channels)
     text = f"clip/{satellite}/{chans}/{to_rfc3339(start)}/{length}x{gap_minutes}m"
+    text += _event_suffix(event)
     return str(uuid.uuid5(NAMESPACE, text))

@@ -21,13 +21,13 @@ import zipfile
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from skysearch.ingest import ids
+from skysearch.ingest import ids, quality, readers
 from skysearch.ingest.catalog import (
     FRAME_SCHEMA,
     compact_partitions,
@@ -66,6 +66,8 @@ class IngestReport:
     by_channel: dict[str, int] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)
     unchanged: int = 0
+    suspect: int = 0  # frames added with physically impossible values (quality < 1)
+    repaired: int = 0  # suspect frames (of this run or before) repaired from their neighbours
     identical_duplicates: int = 0
     files_seen: int = 0
     seconds: float = 0.0
@@ -78,15 +80,21 @@ class IngestReport:
     def summary_line(self) -> str:
         return (
             f"ingest: {self.frames_added} frames added, {self.frames_total} in catalog, "
-            f"{self.unchanged} unchanged, {len(self.skipped)} skipped "
+            f"{self.unchanged} unchanged, {len(self.skipped)} skipped"
+            + (f", {self.suspect} with bad pixels" if self.suspect else "")
+            + (f", {self.repaired} repaired" if self.repaired else "")
+            + " "
             f"({self.files_seen} files, {self.seconds:.1f} s)"
             + (f"; report {self.report_path}" if self.report_path else "")
         )
 
 
 def _walk(path: Path) -> Iterator[Source]:
-    """Files under ``path`` in sorted order; zip archives are opened and walked too."""
-    if path.is_dir():
+    """Files under ``path`` in sorted order; zip archives are opened and walked too; a zarr
+    store (a folder) is one source."""
+    if path.is_dir() and path.suffix.lower() == ".zarr":
+        yield Source(str(path))
+    elif path.is_dir():
         for root, dirs, files in os.walk(path):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in sorted(files):
@@ -121,9 +129,21 @@ def discover(
                 skipped.append({"path": source.path, "reason": reason})
                 continue
             profile, name = found
-            fid = ids.frame_id(name.satellite, name.channel, name.time)
-            candidates.append(Candidate(source, profile, name, fid))
-    candidates.sort(key=lambda c: c.source.path)
+            if not profile.decoder.multi_frame:
+                assert name.time is not None  # a single-frame profile's names carry times
+                fid = ids.frame_id(name.satellite, name.channel, name.time, name.event)
+                candidates.append(Candidate(source, profile, name, fid))
+                continue
+            try:
+                times = readers.frame_times(source.file, profile.decoder)
+            except readers.FieldError as exc:
+                skipped.append({"path": source.path, "reason": str(exc)})
+                continue
+            for index, at in enumerate(times):
+                step = replace(name, time=at)
+                fid = ids.frame_id(step.satellite, step.channel, at, step.event)
+                candidates.append(Candidate(replace(source, index=index), profile, step, fid))
+    candidates.sort(key=lambda c: (replace(c.source, index=None).path, c.source.index or 0))
     return candidates, skipped
 
 
@@ -171,6 +191,7 @@ def _decoded_stream(todo: list[Candidate], workers: int) -> Iterator[tuple[Candi
 
 def _catalog_row(cand: Candidate, result: Decoded, store_row: int) -> dict[str, Any]:
     name = cand.name
+    assert name.time is not None
     return {
         "frame_id": cand.frame_id,
         "satellite": name.satellite,
@@ -181,9 +202,11 @@ def _catalog_row(cand: Candidate, result: Decoded, store_row: int) -> dict[str, 
         "checksum": result.checksum,
         "width": result.width,
         "height": result.height,
-        "status": "ok",
+        "status": "suspect" if result.quality else "ok",
         "profile": name.profile,
         "store_row": store_row,
+        "event": name.event,
+        "quality": result.quality,
     }
 
 
@@ -276,6 +299,9 @@ def ingest(
                 if result.frame is None:
                     skipped.append({"path": cand.source.path, "reason": result.reason})
                     continue
+                if result.quality and cand.profile.decoder.bad_frames == "skip":
+                    skipped.append({"path": cand.source.path, "reason": quality.reason(result)})
+                    continue
                 seen = known.get(cand.frame_id)
                 if seen is not None:
                     if seen[1] == result.checksum:
@@ -286,10 +312,13 @@ def ingest(
                 name = cand.name
                 row = writer.append(name.satellite, name.channel, name.time.year, result.frame)
                 rows.append(_catalog_row(cand, result, row))
+                report.suspect += bool(result.quality)
                 known[cand.frame_id] = (cand.source.path, result.checksum)
                 if len(rows) >= commit_every:
                     commit()
             commit()
+            by_name = {p.name: p for p in profiles}
+            report.repaired = quality.repair_frames(workspace, writer, by_name).repaired
         except KeyboardInterrupt:
             if not committing:  # keep what is decoded and written; a re-run does the rest
                 commit()

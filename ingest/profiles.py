@@ -8,13 +8,24 @@ adding a JSON file, either to the package or to a folder named by ``--profiles D
 - ``pattern``: a regex matched against the file name, with named groups ``channel`` and time
   fields: ``year`` (4 digits) or ``yy`` (2 digits, 70-99 -> 19yy), ``month`` + ``day`` or ``doy``
   (day of year), ``hour``, ``minute``. Times in names are UTC.
-- ``channels``: file-name channel code -> catalog channel name (codes not listed are skipped).
+- ``channels``: file-name channel code -> catalog channel name (codes not listed are skipped);
+  or ``channel``: the one channel of a product whose names carry none.
+- ``satellites`` (optional): with a ``satellite`` group in the pattern (one archive across
+  satellite generations), name code -> catalog satellite (default: the code in lower case).
 - ``crops``: rules ``{"width": W?, "height": H?, "box": [l, t, r, b]}``; the first rule whose
   size matches the image gives the crop box; box terms are integers or ``W``/``H`` plus or minus
   an integer. An image no rule matches is skipped as "wrong dimensions".
 - ``resolution``: ``[width, height]`` of the stored working frame (grey uint8).
 - ``cadence_minutes``: the product's native cadence (clip start times step by it).
 - ``max_value`` (optional): full-scale count of 16-bit grey PNGs (default 65535), scaled to 255.
+- ``event`` (optional): a named group ``event`` in the pattern (e.g. a typhoon id) makes each
+  frame carry that event (catalog column, store payload, ``--event`` filter); frames of two
+  events at one time are two frames.
+- ``decoder`` (optional, default ``{"kind": "image"}``): how pixels are read, see
+  ``skysearch.ingest.readers``: ``hdf5`` (``dataset``), ``netcdf`` / ``zarr`` (``variable``,
+  ``time``: the time coordinate; one file may hold many frames), each with the physical
+  ``range`` mapped to grey, ``invert`` (cold = bright), ``valid`` (values outside are physically
+  impossible: flagged) and ``bad_frames`` (``skip``, ``keep`` or ``repair``).
 """
 
 from __future__ import annotations
@@ -22,7 +33,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from importlib import resources
@@ -46,14 +57,72 @@ def _term(text: str | int, width: int, height: int) -> int:
     return base - off if match.group("sign") == "-" else base + off
 
 
+DECODER_KINDS = ("image", "hdf5", "netcdf", "zarr")
+BAD_FRAME_POLICIES = ("skip", "keep", "repair")
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """How a profile's files hold pixels (``decoder`` in the profile JSON).
+
+    ``image``: PNG/GIF/JPEG read by Pillow (grey, or 16-bit scaled by ``max_value``).
+    ``hdf5``/``netcdf``/``zarr``: a physical quantity (``variable``; ``dataset`` is accepted for
+    hdf5), mapped linearly from ``range`` to grey 1..255 (``invert``: the low end is bright, as
+    forecasters view infrared brightness temperature); grey 0 means no data (NaN, fill, or a
+    physically impossible value outside ``valid``). ``time``: the time coordinate of a file
+    holding many frames (else the time comes from the file name). ``bad_frames``: what happens
+    to a frame with impossible values (see ``skysearch.ingest.quality``).
+    """
+
+    kind: str = "image"
+    variable: str = ""
+    time: str = ""
+    range: tuple[float, float] = (0.0, 255.0)
+    invert: bool = False
+    valid: tuple[float, float] | None = None
+    bad_frames: str = "repair"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Decoder:
+        kind = str(data.get("kind", "image"))
+        if kind not in DECODER_KINDS:
+            raise ValueError(f"decoder kind {kind!r} is not one of {', '.join(DECODER_KINDS)}")
+        policy = str(data.get("bad_frames", "repair"))
+        if policy not in BAD_FRAME_POLICIES:
+            raise ValueError(f"bad_frames {policy!r} is not one of {', '.join(BAD_FRAME_POLICIES)}")
+        variable = str(data.get("variable", data.get("dataset", "")))
+        if kind != "image" and not variable:
+            raise ValueError(f"a {kind} decoder needs the variable (or dataset) to read")
+        low, high = (float(v) for v in data.get("range", (0.0, 255.0)))
+        valid = data.get("valid")
+        if not low < high:
+            raise ValueError(f"decoder range [{low}, {high}] is empty")
+        return cls(
+            kind=kind,
+            variable=variable,
+            time=str(data.get("time", "")),
+            range=(low, high),
+            invert=bool(data.get("invert", False)),
+            valid=None if valid is None else (float(valid[0]), float(valid[1])),
+            bad_frames=policy,
+        )
+
+    @property
+    def multi_frame(self) -> bool:
+        """One file holds many frames along the ``time`` coordinate."""
+        return bool(self.time)
+
+
 @dataclass(frozen=True)
 class NameMatch:
-    """What a file name says: the frame's channel and UTC time under a profile."""
+    """What a file name says: the frame's channel and UTC time under a profile (None when the
+    file's own time coordinate gives the times), and its event (None for most products)."""
 
     profile: str
     satellite: str
     channel: str
-    time: datetime
+    time: datetime | None
+    event: str | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +136,9 @@ class Profile:
     cadence_minutes: int
     description: str = ""
     max_value: int = 65535  # full-scale count of 16-bit grey images (scaled to 0..255)
+    decoder: Decoder = field(default_factory=lambda: Decoder())
+    channel: str = ""  # the one channel of a product whose names carry none
+    satellites: dict[str, str] = field(default_factory=dict)  # name's satellite -> catalog's
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], origin: str = "") -> Profile:
@@ -77,17 +149,29 @@ class Profile:
                 name=str(data["name"]),
                 satellite=str(data["satellite"]),
                 pattern=pattern,
-                channels={str(k): str(v) for k, v in data["channels"].items()},
+                channels={str(k): str(v) for k, v in data.get("channels", {}).items()},
                 crops=tuple(dict(rule) for rule in data["crops"]),
                 resolution=(width, height),
                 cadence_minutes=int(data["cadence_minutes"]),
                 description=str(data.get("description", "")),
                 max_value=int(data.get("max_value", 65535)),
+                decoder=Decoder.from_dict(data.get("decoder") or {}),
+                channel=str(data.get("channel", "")),
+                satellites={str(k): str(v) for k, v in data.get("satellites", {}).items()},
             )
         except (KeyError, TypeError, ValueError, re.error) as exc:
             raise UsageError(f"source profile {origin or data!r} is invalid: {exc!r}") from None
-        if "channel" not in pattern.groupindex:
-            raise UsageError(f"source profile {origin}: pattern needs a (?P<channel>...) group")
+        times = {"year", "yy"} & set(pattern.groupindex)
+        if not times and not profile.decoder.time:
+            raise UsageError(
+                f"source profile {origin}: the pattern has no (?P<year>...) or (?P<yy>...) group "
+                "and the decoder names no time coordinate: frames would have no time"
+            )
+        if "channel" not in pattern.groupindex and not profile.channel:
+            raise UsageError(
+                f"source profile {origin}: the pattern needs a (?P<channel>...) group, or the "
+                'profile a fixed "channel"'
+            )
         return profile
 
     def match(self, filename: str) -> NameMatch | None:
@@ -95,14 +179,21 @@ class Profile:
         found = self.pattern.match(filename)
         if not found:
             return None
-        channel = self.channels.get(found.group("channel"))
-        if channel is None:
+        groups = found.groupdict()
+        channel = self.channels.get(groups["channel"]) if "channel" in groups else self.channel
+        if not channel:
             return None
-        try:
-            time = _time_from_groups(found.groupdict())
-        except (KeyError, ValueError):
-            return None
-        return NameMatch(self.name, self.satellite, channel, time)
+        satellite = self.satellite
+        if groups.get("satellite"):
+            satellite = self.satellites.get(groups["satellite"], groups["satellite"].lower())
+        time = None
+        if not self.decoder.multi_frame:
+            try:
+                time = _time_from_groups(groups)
+            except (KeyError, ValueError, TypeError):
+                return None
+        event = groups.get("event") or None
+        return NameMatch(self.name, satellite, channel, time, event)
 
     def crop_box(self, width: int, height: int) -> tuple[int, int, int, int] | None:
         """The crop box for an image of this size, or None when no rule fits (wrong size)."""

@@ -50,14 +50,9 @@ def set_aside(path: Path) -> Path:
     return target
 
 
-def _source(source_path: str) -> Source:
-    file, sep, member = source_path.partition(ARCHIVE_SEP)
-    return Source(file, member if sep else None)
-
-
 def _redecode(row: dict, profile: Profile, frame_bytes: int) -> tuple[np.ndarray | None, str]:
     """The frame decoded again from its source, if the source is the one ingested."""
-    result = preprocess(_source(row["source_path"]), profile)
+    result = preprocess(Source.parse(row["source_path"]), profile)
     if result.frame is None:
         return None, f"source {row['source_path']}: {result.reason}"
     if result.checksum != row["checksum"]:

@@ -1,0 +1,177 @@
+"""Scientific formats (HDF5, NetCDF, zarr): a physical field -> a grey working frame.
+
+The profile's ``decoder`` (``skysearch.ingest.profiles.Decoder``) says which variable to read,
+which physical ``range`` maps to grey 1..255 (``invert``: the low end bright) and which values
+are physically possible (``valid``). Grey 0 is reserved for "no data": NaN, fill values and
+impossible values. Impossible values come in bands of rows (Digital Typhoon's GMS frames carry
+calibration strips of -19 K and 336 K), so a row holding any is masked whole; the fraction of
+pixels that were not valid is the frame's ``quality`` in the catalog.
+
+Readers are the ecosystem's: h5py for HDF5, xarray (netCDF4 / zarr engines) for NetCDF and
+zarr. A NetCDF or zarr file may hold many frames along its ``time`` coordinate; each is its
+own source (``Source.index``) with the time the file gives it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from skysearch.ingest.profiles import Decoder, Profile
+
+NODATA = 0  # grey value of pixels without a valid measurement
+BAND_GAP = 0.125  # rows between two bad rows closer than this share of the height are masked
+
+_open: tuple[str, Any] | None = None  # a worker's last opened NetCDF/zarr dataset
+
+
+class FieldError(ValueError):
+    """A file that cannot give the profile's field (missing variable, wrong shape...)."""
+
+
+@dataclass(frozen=True)
+class Field:
+    """One frame's physical values (float64, (H, W)) and their checksum."""
+
+    values: np.ndarray
+    checksum: str
+
+
+def _dataset(path: str, kind: str) -> Any:
+    """The xarray dataset of a NetCDF file or zarr store, kept open between calls."""
+    global _open
+    if _open is not None and _open[0] == path:
+        return _open[1]
+    import xarray as xr
+
+    if _open is not None:
+        _open[1].close()
+        _open = None
+    try:
+        data = xr.open_zarr(path) if kind == "zarr" else xr.open_dataset(path, engine="netcdf4")
+    except Exception as exc:  # noqa: BLE001 - each engine raises its own kinds on bad files
+        raise FieldError(f"cannot open as {kind}: {exc}") from None
+    _open = (path, data)
+    return data
+
+
+def _variable(data: Any, decoder: Decoder) -> Any:
+    if decoder.variable not in data.variables:
+        have = ", ".join(sorted(map(str, data.data_vars))) or "none"
+        raise FieldError(f"no variable {decoder.variable!r} (variables: {have})")
+    return data[decoder.variable]
+
+
+def frame_times(path: str, decoder: Decoder) -> list[datetime]:
+    """The UTC times of the frames a NetCDF/zarr file holds (its ``time`` coordinate)."""
+    data = _dataset(path, decoder.kind)
+    var = _variable(data, decoder)
+    if decoder.time not in var.dims:
+        raise FieldError(f"variable {decoder.variable!r} has no {decoder.time!r} dimension")
+    stamps = np.asarray(data[decoder.time].values)
+    if not np.issubdtype(stamps.dtype, np.datetime64):
+        raise FieldError(f"coordinate {decoder.time!r} does not hold times")
+    micros = stamps.astype("datetime64[us]").astype(np.int64)
+    return [datetime.fromtimestamp(m / 1e6, tz=timezone.utc) for m in micros.tolist()]
+
+
+def read_field(path: str, raw: bytes | None, decoder: Decoder, index: int | None) -> Field:
+    """The field of one frame: the whole 2-D variable of an HDF5 file (``raw``: its bytes),
+    or step ``index`` along the time dimension of a NetCDF/zarr file."""
+    if decoder.kind == "hdf5":
+        import h5py
+
+        try:
+            with h5py.File(io.BytesIO(raw or b""), "r") as handle:
+                if decoder.variable not in handle:
+                    have = ", ".join(sorted(handle)) or "none"
+                    raise FieldError(f"no dataset {decoder.variable!r} (datasets: {have})")
+                values = np.asarray(handle[decoder.variable][()], dtype=np.float64)
+        except OSError as exc:
+            raise FieldError(f"not a readable HDF5 file: {exc}") from None
+        checksum = hashlib.sha256(raw or b"").hexdigest()
+    else:
+        var = _variable(_dataset(path, decoder.kind), decoder)
+        if index is not None and decoder.time in var.dims:
+            var = var.isel({decoder.time: index})
+        values = np.asarray(var.values, dtype=np.float64)
+        checksum = hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()
+    values = np.squeeze(values)
+    if values.ndim != 2:
+        raise FieldError(f"{decoder.variable!r} has shape {values.shape}, not one 2-D frame")
+    return Field(values, checksum)
+
+
+def bad_pixels(values: np.ndarray, decoder: Decoder) -> np.ndarray:
+    """Pixels without a valid measurement: NaN/inf, or outside the physically possible range."""
+    bad = ~np.isfinite(values)
+    if decoder.valid is not None:
+        low, high = decoder.valid
+        with np.errstate(invalid="ignore"):
+            bad |= (values < low) | (values > high)
+    return bad
+
+
+def bad_rows(bad: np.ndarray) -> np.ndarray:
+    """Rows to mask whole: those holding any bad pixel, and the rows between two such rows
+    at most ``BAND_GAP`` of the frame's height apart (a defect band's plausible-looking parts,
+    e.g. the grey step wedge inside GMS calibration strips)."""
+    rows = bad.any(axis=1)
+    hit = np.flatnonzero(rows)
+    gap = max(1, int(BAND_GAP * bad.shape[0]))
+    for lo, hi in zip(hit[:-1], hit[1:], strict=True):
+        if 1 < hi - lo <= gap:
+            rows[lo:hi] = True
+    return rows
+
+
+def to_grey(values: np.ndarray, decoder: Decoder) -> tuple[np.ndarray, float]:
+    """Physical values -> grey uint8 (valid pixels 1..255, ``NODATA`` where masked) and the
+    fraction of pixels that were not valid. Rows holding any impossible value are masked whole
+    (the defects are bands of rows)."""
+    bad = bad_pixels(values, decoder)
+    fraction = float(bad.mean()) if bad.size else 0.0
+    masked = bad | bad_rows(bad)[:, None] if fraction else bad
+    low, high = decoder.range
+    with np.errstate(invalid="ignore"):
+        unit = np.clip((values - low) / (high - low), 0.0, 1.0)
+    if decoder.invert:
+        unit = 1.0 - unit
+    grey = (1.0 + np.rint(unit * 254.0)).astype(np.uint8)
+    grey[masked] = NODATA
+    return grey, fraction
+
+
+def resize_masked(grey: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Area-average to ``size`` (width, height) over valid pixels only: a target pixel is the
+    mean of the valid source pixels it covers, ``NODATA`` when it covers none."""
+    height, width = grey.shape
+    if (width, height) == size:
+        return grey
+    valid = (grey != NODATA).astype(np.float32)
+    total = np.asarray(
+        Image.fromarray(grey.astype(np.float32) * valid).resize(size, Image.Resampling.BOX)
+    )
+    count = np.asarray(Image.fromarray(valid).resize(size, Image.Resampling.BOX))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, total / np.maximum(count, 1e-12), 0.0)
+    out = np.clip(np.rint(mean), 0, 255).astype(np.uint8)
+    out[(count > 0) & (out == NODATA)] = 1  # a valid average never reads as "no data"
+    return out
+
+
+def working_field(values: np.ndarray, profile: Profile) -> tuple[np.ndarray, float] | None:
+    """A field -> the profile's working frame and its bad-pixel fraction; None when no crop
+    rule fits the field's size."""
+    height, width = values.shape
+    box = profile.crop_box(width, height)
+    if box is None:
+        return None
+    left, top, right, bottom = box
+    grey, fraction = to_grey(values[top:bottom, left:right], profile.decoder)
+    return resize_masked(grey, profile.resolution), fraction
