@@ -48,6 +48,17 @@ ExcludeWindowOption = Annotated[
 RerankOption = Annotated[
     int, typer.Option(help="Exact re-rank of the top N by the grid metric (0 = off).")
 ]
+EventOption = Annotated[
+    str | None, typer.Option(help="Event id(s) to keep, e.g. typhoon 198702 (comma-separated).")
+]
+MinClassOption = Annotated[
+    int | None,
+    typer.Option(help="Best-track class at least (JMA 2-6; needs `skysearch ingest-track`)."),
+]
+MaxPressureOption = Annotated[
+    float | None,
+    typer.Option(help="Best-track central pressure at most, hPa (needs `ingest-track`)."),
+]
 
 
 def parse_int_list(text: str | None, name: str) -> tuple[int, ...]:
@@ -85,6 +96,9 @@ def build_filters(
     datasets: str | None = None,
     labels: str | None = None,
     bbox: str | None = None,
+    events: str | None = None,
+    min_class: int | None = None,
+    max_pressure: float | None = None,
 ) -> SearchFilters:
     """CLI filter options (text as typed) -> the one filter shape, :class:`SearchFilters`."""
     from skysearch.retrieval.store.filters import SearchFilters
@@ -101,6 +115,9 @@ def build_filters(
         datasets=names(datasets),
         labels=names(labels),
         bbox=names(bbox) if bbox else None,
+        events=names(events),
+        min_class=min_class,
+        max_pressure=max_pressure,
         k=k,
         one_per_day=one_per_day,
     )
@@ -201,6 +218,9 @@ def search_clip_command(
     exclude_window: ExcludeWindowOption = None,
     k: KOption = 10,
     one_per_day: OnePerDayOption = False,
+    event: EventOption = None,
+    min_class: MinClassOption = None,
+    max_pressure: MaxPressureOption = None,
     rerank: RerankOption = 0,
     augment: Annotated[
         bool, typer.Option("--augment", help="Fuse with the predicted future (needs a predictor).")
@@ -237,7 +257,17 @@ def search_clip_command(
         gap_minutes=gap,
     )
     filters = build_filters(
-        between, months, hours, channel, satellite, exclude_window, k, one_per_day
+        between,
+        months,
+        hours,
+        channel,
+        satellite,
+        exclude_window,
+        k,
+        one_per_day,
+        events=event,
+        min_class=min_class,
+        max_pressure=max_pressure,
     )
     options = SearchOptions(rerank=rerank, augment=augment, model_id=model)
     with Searcher(settings) as searcher:
@@ -291,6 +321,9 @@ def search_frame_command(
     exclude_window: ExcludeWindowOption = None,
     k: KOption = 10,
     one_per_day: OnePerDayOption = False,
+    event: EventOption = None,
+    min_class: MinClassOption = None,
+    max_pressure: MaxPressureOption = None,
     rerank: RerankOption = 0,
     model: Annotated[
         str | None,
@@ -324,7 +357,17 @@ def search_frame_command(
         source=source,
     )
     filters = build_filters(
-        between, months, hours, channel, satellite, exclude_window, k, one_per_day
+        between,
+        months,
+        hours,
+        channel,
+        satellite,
+        exclude_window,
+        k,
+        one_per_day,
+        events=event,
+        min_class=min_class,
+        max_pressure=max_pressure,
     )
     options = SearchOptions(rerank=rerank, model_id=model)
     with Searcher(settings) as searcher:

@@ -97,6 +97,9 @@ def _walk(path: Path) -> Iterator[Source]:
     elif path.is_dir():
         for root, dirs, files in os.walk(path):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            stores = [d for d in dirs if d.lower().endswith(".zarr")]
+            dirs[:] = [d for d in dirs if d not in stores]
+            files = files + stores
             for name in sorted(files):
                 if not name.startswith("."):
                     yield from _walk(Path(root) / name)

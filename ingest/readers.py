@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -53,7 +54,9 @@ def _dataset(path: str, kind: str) -> Any:
         _open[1].close()
         _open = None
     try:
-        data = xr.open_zarr(path) if kind == "zarr" else xr.open_dataset(path, engine="netcdf4")
+        with warnings.catch_warnings():  # zarr stores with or without consolidated metadata
+            warnings.simplefilter("ignore", RuntimeWarning)
+            data = xr.open_zarr(path) if kind == "zarr" else xr.open_dataset(path, engine="netcdf4")
     except Exception as exc:  # noqa: BLE001 - each engine raises its own kinds on bad files
         raise FieldError(f"cannot open as {kind}: {exc}") from None
     _open = (path, data)

@@ -28,6 +28,9 @@ def test_json_form_round_trips_every_field():
         datasets=("aid-20",),
         labels=("River", "Pond"),
         bbox=(170.0, 50.0, -170.0, 40.0),  # crosses the antimeridian; latitudes either order
+        events=("198702",),
+        min_class=4,
+        max_pressure=980.0,
         k=7,
         one_per_day=True,
     )
@@ -62,3 +65,12 @@ def test_cli_scene_options_build_the_same_filters():
     )
     with pytest.raises(UsageError, match="four numbers"):
         build_filters(bbox="10,50,11")
+
+
+def test_cli_event_and_track_options_build_the_same_filters():
+    built = build_filters(events="198702, 198799", min_class=4, max_pressure=975, k=5)
+    assert built == SearchFilters(events=("198702", "198799"), min_class=4, max_pressure=975, k=5)
+    with pytest.raises(UsageError, match=r"\{min_class\} must be a JMA class in 2..6"):
+        build_filters(min_class=7)
+    with pytest.raises(UsageError, match=r"\{max_pressure\} must be in 800..1100 hPa"):
+        build_filters(max_pressure=50)

@@ -77,6 +77,12 @@ def _make_data() -> Data:
                 "label": f"class{(i * 7) % 11}",
                 "location": {"lon": float(lons[i]), "lat": float(lats[i])},
                 **time_payload(t),
+                **({"event": f"1987{i % 4:02d}"} if i % 3 == 0 else {}),
+                **(
+                    {"track_class": 2 + i % 5, "pressure_hpa": 900.0 + (i * 7) % 110}
+                    if i % 2 == 0
+                    else {}
+                ),
             }
         )
     queries = x[rng.integers(0, N, size=NQ)] + rng.normal(scale=0.3, size=(NQ, DIM))
@@ -180,6 +186,18 @@ CASES: list[tuple[str, SearchFilters | models.Filter, Callable[[Data], np.ndarra
             & np.isin(d.dataset, ["aid", "skyscript"])
             & (np.abs(d.lon) <= 120)
             & (np.abs(d.lat) <= 60)
+        ),
+    ),
+    (
+        "events-any",
+        SearchFilters(events=("198701", "198703")),
+        lambda d: np.array([p.get("event") in ("198701", "198703") for p in d.payloads]),
+    ),
+    (
+        "track-class-and-pressure",
+        SearchFilters(min_class=4, max_pressure=960.0),
+        lambda d: np.array(
+            [p.get("track_class", 0) >= 4 and p.get("pressure_hpa", 2e3) <= 960 for p in d.payloads]
         ),
     ),
     (
@@ -329,6 +347,21 @@ def test_scroll_returns_every_point_with_vectors(store):
     assert first.payload["time"] == DATA.payloads[0]["time"]
     subset = list(store.scroll(COLL, SearchFilters(satellites=("coms",))))
     assert len(subset) == int((DATA.sat == "coms").sum())
+
+
+def test_an_older_collection_gets_the_indexes_added_since(tmp_path, monkeypatch):
+    """A collection made before a payload field existed (e.g. ``event``) gets its index the
+    next time something is indexed into it, so filtering on it works there too."""
+    from skysearch.retrieval.store import base
+
+    older = {k: v for k, v in base.PAYLOAD_INDEXES.items() if k not in ("event", "track_class")}
+    with open_store(None, str(tmp_path / "store")) as s:
+        monkeypatch.setattr(base, "PAYLOAD_INDEXES", older)
+        s.ensure_collection("frames", 4)
+        assert "event" not in s.info("frames").payload_indexes
+        monkeypatch.undo()
+        s.ensure_collection("frames", 4)
+        assert {"event", "track_class"} <= set(s.info("frames").payload_indexes)
 
 
 def test_info_reports_points_and_indexes(store):

@@ -11,6 +11,8 @@ different models never mix (search with ``vector_name=record.model_id``).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -71,6 +73,16 @@ def embed_steps(
     return torch.cat(out) if out else torch.empty(0)
 
 
+#: Payload fields an indexed frame or clip must still match to count as up to date: a best
+#: track loaded after indexing changes them, and the next index run rewrites those points.
+EVENT_FINGERPRINT = ("event",)
+
+
+def event_payload(event: str | None) -> dict[str, Any]:
+    """The event fields of a frame's or clip's payload (none for products without events)."""
+    return {"event": event} if event else {}
+
+
 def _source_paths(workspace: Workspace, frame_ids: list[str]) -> list[str]:
     table = read_frames(workspace, columns=["frame_id", "source_path"])
     pos = pc.index_in(pa.array(frame_ids, pa.string()), value_set=table["frame_id"])
@@ -94,7 +106,7 @@ def index_clips(
     clip_set = load_clip_set(
         workspace, data["satellite"], data["channels"], data["length"], data["gap_minutes"]
     )
-    rows = clip_set.clips.select(["clip_id", "satellite", "channels", "start"]).to_pylist()
+    rows = clip_set.clips.select(["clip_id", "satellite", "channels", "start", "event"]).to_pylist()
     sources = _source_paths(workspace, [clip_set.steps[s][0] for s in clip_set.index[:, 0]])
     single = len(clip_set.channels) == 1
     items = [
@@ -109,6 +121,7 @@ def index_clips(
                 "clip_id": row["clip_id"],
                 "source_path": sources[m],
                 "model_id": record.model_id,
+                **event_payload(row["event"]),
             },
             m,
         )
@@ -130,7 +143,7 @@ def index_clips(
             vectors = embedder.clip(frames[local].to(torch_device)).cpu().numpy()
         return chunk, vectors, []
 
-    listing = Listing(CLIPS, items)
+    listing = Listing(CLIPS, items, fingerprint=EVENT_FINGERPRINT)
     dim = embedder.clip.config.dim
     return run_index(settings, listing, embed, record.model_id, dim, store, progress)
 
@@ -151,7 +164,7 @@ def index_frames(
         workspace,
         satellite=record.config["data"]["satellite"],
         channel=frame_channel(record, "index frames"),
-        columns=["frame_id", "satellite", "channel", "time", "source_path"],
+        columns=["frame_id", "satellite", "channel", "time", "source_path", "event"],
     )
     items = [
         Item(
@@ -163,6 +176,7 @@ def index_frames(
                 "frame_id": r["frame_id"],
                 "source_path": r["source_path"],
                 "model_id": record.model_id,
+                **event_payload(r["event"]),
             },
             (r["frame_id"],),
         )
@@ -174,7 +188,7 @@ def index_frames(
         vectors = embed_steps(encoder, workspace, steps, torch_device, workers=workers)
         return chunk, vectors.numpy(), []
 
-    listing = Listing(FRAMES, items)
+    listing = Listing(FRAMES, items, fingerprint=EVENT_FINGERPRINT)
     return run_index(settings, listing, embed, record.model_id, encoder.dim, store, progress)
 
 

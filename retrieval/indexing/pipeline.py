@@ -6,10 +6,10 @@ a chunk of those items into vectors, skipping with a reason any it cannot read; 
 (``run_index``) upserts them under the model's vector name, chunk by chunk.
 
 Incremental and resumable everywhere: before embedding, the points that hold a vector of this
-model (its vector name) are read back; an item is skipped as up to date when its id is there and the
-reader's fingerprint fields (e.g. a scene's size, mtime and metadata key; none for catalog rows,
-whose ids are content-derived) match the stored payload. Work is written chunk by chunk, so an
-interrupted run loses at most one chunk and a re-run finishes the rest.
+model (its vector name) are read back; an item is skipped as up to date when its id is there and
+the reader's fingerprint fields (a scene's size, mtime and metadata key; a frame's or clip's event
+and best-track fields, which may arrive after indexing) match the stored payload. Work is written
+chunk by chunk, so an interrupted run loses at most one chunk and a re-run finishes the rest.
 """
 
 from __future__ import annotations

@@ -210,7 +210,7 @@ def _from_file(
     frame = from_pixels(
         resolver,
         result.frame,
-        profile.satellite,
+        match.satellite if match else profile.satellite,
         match.channel if match else channel,
         match.time if match else None,
     )

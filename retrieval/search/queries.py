@@ -224,10 +224,18 @@ class QueryResolver:
 
     def profile(self, satellite: str, names: Sequence[str] = ()) -> Profile:
         """The ingest profile that preprocesses query frames of ``satellite``: the first whose
-        file-name pattern matches one of ``names``, else the satellite's first."""
+        file-name pattern matches one of ``names``, else the satellite's first. A profile whose
+        names carry the satellite (one archive across satellite generations) is found by the
+        profile the catalog's frames of ``satellite`` were ingested with."""
+        from skysearch.ingest.catalog import read_frames
         from skysearch.ingest.profiles import load_profiles
 
-        profiles = [p for p in load_profiles().values() if p.satellite == satellite]
+        known = load_profiles()
+        profiles = [p for p in known.values() if p.satellite == satellite]
+        if not profiles:
+            used = read_frames(self.workspace, satellite=satellite, columns=["profile"])
+            names_used = sorted(set(used["profile"].to_pylist()))
+            profiles = [known[n] for n in names_used if n in known]
         if not profiles:
             raise UsageError(f"no ingest profile for satellite {satellite!r}")
         return next((p for p in profiles if any(p.match(n) for n in names)), profiles[0])

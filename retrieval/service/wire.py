@@ -146,6 +146,13 @@ class FilterFields(BaseModel):
     bbox: Annotated[tuple[Longitude, Latitude, Longitude, Latitude], Strict(False)] | None = Field(
         None, description="[west, south, east, north] in degrees: scenes located inside"
     )
+    events: list[Name] = Field(
+        default_factory=list, max_length=64, description="event ids, e.g. typhoon 198702"
+    )
+    min_class: integer(2, 6) | None = Field(None, description="JMA best-track class at least")
+    max_pressure: float | None = Field(
+        None, ge=800, le=1100, allow_inf_nan=False, description="central pressure (hPa) at most"
+    )
     k: integer(1, MAX_K) = Field(10, description="number of results")
     one_per_day: bool = False
 

@@ -234,7 +234,8 @@ class VectorStore(ABC):
     def ensure_collection(
         self, name: str, vector_size: int, vector_name: str | None = None
     ) -> None:
-        """Create the collection (cosine distance, every payload index) or add a named vector.
+        """Create the collection (cosine distance, every payload index) or add a named vector;
+        an existing collection gets the payload indexes a newer version added (e.g. ``event``).
 
         Idempotent. A different size for an existing vector name is a UsageError.
         """
@@ -247,13 +248,19 @@ class VectorStore(ABC):
             for field_name, kind in PAYLOAD_INDEXES.items():
                 graph = field_name in schema.PAYLOAD_GRAPH_FIELDS
                 self._create_index(name, field_name, kind, graph)
-        elif vname not in vectors:
+            return
+        if vname not in vectors:
             self._add_vector(name, vname, int(vector_size))
         elif vectors[vname] != vector_size:
             raise UsageError(
                 f"collection {name!r} vector {vname!r} has dimension {vectors[vname]}, "
                 f"not {vector_size}: use a new vector name for a different encoder"
             )
+        have = self.info(name).payload_indexes
+        for field_name, kind in PAYLOAD_INDEXES.items():
+            if field_name not in have:
+                graph = field_name in schema.PAYLOAD_GRAPH_FIELDS
+                self._create_index(name, field_name, kind, graph)
 
     def _check_vector(
         self, name: str, vectors: dict[str, int], vname: str, vec: Any

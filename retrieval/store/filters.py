@@ -61,6 +61,10 @@ class SearchFilters:
     - ``exclude_around`` + ``exclude_window``: drop everything within the window of that time
       (the query's own event).
     - ``datasets``/``labels`` (scenes): match any.
+    - ``events``: match any (e.g. typhoon ids; frames and clips of products with events).
+    - ``min_class`` (JMA class 2-6) / ``max_pressure`` (hPa): keep points whose best-track
+      payload is at least that class / at most that central pressure (points without a track
+      are dropped by either).
     - ``bbox``: ``(west, south, east, north)`` in degrees (GeoJSON order); keeps points whose
       ``location`` lies inside (a Qdrant geo bounding-box filter).
     - ``k``: number of hits; ``one_per_day``: at most one hit per UTC day.
@@ -79,6 +83,9 @@ class SearchFilters:
     datasets: tuple[str, ...] = ()
     labels: tuple[str, ...] = ()
     bbox: tuple[float, float, float, float] | None = None
+    events: tuple[str, ...] = ()
+    min_class: int | None = None
+    max_pressure: float | None = None
     k: int = 10
     one_per_day: bool = False
 
@@ -97,8 +104,18 @@ class SearchFilters:
             if not (1 <= first <= 366 and 1 <= last <= 366):
                 raise UsageError(f"day_of_year window must be in 1..366, got {self.day_of_year}")
             set_(self, "day_of_year", (first, last))
-        for name in ("channels", "satellites", "datasets", "labels"):
+        for name in ("channels", "satellites", "datasets", "labels", "events"):
             set_(self, name, tuple(getattr(self, name)))
+        if self.min_class is not None and not 2 <= int(self.min_class) <= 6:
+            raise UsageError(
+                f"{{min_class}} must be a JMA class in 2..6, got {self.min_class}",
+                params=["min_class"],
+            )
+        if self.max_pressure is not None and not 800 <= float(self.max_pressure) <= 1100:
+            raise UsageError(
+                f"{{max_pressure}} must be in 800..1100 hPa, got {self.max_pressure}",
+                params=["max_pressure"],
+            )
         if self.bbox is not None:
             set_(self, "bbox", check_bbox(self.bbox))
         if not timedelta(0) <= self.exclude_window <= MAX_DURATION:
@@ -128,6 +145,9 @@ class SearchFilters:
             "datasets": list(self.datasets),
             "labels": list(self.labels),
             "bbox": list(self.bbox) if self.bbox else None,
+            "events": list(self.events),
+            "min_class": self.min_class,
+            "max_pressure": self.max_pressure,
             "k": self.k,
             "one_per_day": self.one_per_day,
         }
@@ -167,6 +187,7 @@ class SearchFilters:
             ("satellite", self.satellites),
             ("dataset", self.datasets),
             ("label", self.labels),
+            ("event", self.events),
         ):
             if values:
                 must.append(models.FieldCondition(key=key, match=models.MatchAny(any=list(values))))
@@ -191,6 +212,14 @@ class SearchFilters:
                         ]
                     )
                 )
+        if self.min_class is not None:
+            must.append(
+                models.FieldCondition(key="track_class", range=models.Range(gte=self.min_class))
+            )
+        if self.max_pressure is not None:
+            must.append(
+                models.FieldCondition(key="pressure_hpa", range=models.Range(lte=self.max_pressure))
+            )
         if self.bbox is not None:
             west, south, east, north = self.bbox
             must.append(

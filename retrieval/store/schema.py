@@ -95,6 +95,14 @@ PAYLOAD_FIELDS: tuple[PayloadField, ...] = (
         "{lon, lat} in degrees (the centre of `bbox` when the source gives a box)",
     ),
     PayloadField("bbox", None, (SCENES,), "[west, south, east, north] in degrees, if known"),
+    PayloadField("event", _T.KEYWORD, (FRAMES, CLIPS), "event id, e.g. a typhoon (198702)"),
+    PayloadField(
+        "track_class", _T.INTEGER, (FRAMES, CLIPS), "JMA best-track class 2-6 (a clip: at its end)"
+    ),
+    PayloadField("pressure_hpa", _T.FLOAT, (FRAMES, CLIPS), "best-track central pressure"),
+    PayloadField("wind_kt", None, (FRAMES, CLIPS), "best-track maximum sustained wind"),
+    PayloadField("lat", None, (FRAMES, CLIPS), "best-track storm centre latitude"),
+    PayloadField("lon", None, (FRAMES, CLIPS), "best-track storm centre longitude"),
 )
 
 #: Fields whose payload index also gets payload-aware HNSW links (``enable_hnsw``): Qdrant

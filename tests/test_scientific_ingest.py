@@ -1,0 +1,226 @@
+"""Scientific source formats on real data: Digital Typhoon's HDF5 frames (typhoon 198702, GMS-3),
+the same frames written to a zarr store and a NetCDF file, physically impossible values flagged
+and repaired, events that keep storms apart."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from conftest import shared_data
+from skysearch.ingest.catalog import read_frames
+from skysearch.ingest.clips import build_clips, read_clips
+from skysearch.ingest.framestore import FrameStore
+from skysearch.ingest.pipeline import ingest
+from skysearch.ingest.profiles import load_profiles
+from skysearch.ingest.readers import NODATA
+
+from skysearch.config import Workspace
+from skysearch.errors import UsageError
+
+UTC = timezone.utc
+COUNT = 30  # frames of 198702 used: 1987-04-09 19 UTC on, 12 of them with defect bands
+PROFILE = load_profiles()["digital-typhoon"]
+PROFILE_FILE = Path(__file__).resolve().parent.parent / "ingest/profiles/digital-typhoon.json"
+
+
+@pytest.fixture(scope="module")
+def h5_files() -> list[Path]:
+    folder = shared_data("digital-typhoon", "image", "198702")
+    return sorted(folder.glob("*.h5"))[:COUNT]
+
+
+def _copy(files: list[Path], folder: Path, event: str = "198702") -> Path:
+    folder.mkdir(parents=True)
+    for path in files:
+        shutil.copy(path, folder / path.name.replace("-198702-", f"-{event}-"))
+    return folder
+
+
+def _field(path: Path) -> np.ndarray:
+    with h5py.File(path) as handle:
+        return handle["infrared"][()]
+
+
+def _time(path: Path) -> datetime:
+    return datetime.strptime(path.name[:10], "%Y%m%d%H").replace(tzinfo=UTC)
+
+
+def _impossible(values: np.ndarray) -> np.ndarray:
+    low, high = PROFILE.decoder.valid
+    return ~np.isfinite(values) | (values < low) | (values > high)
+
+
+@pytest.fixture(scope="module")
+def typhoon(tmp_path_factory, h5_files) -> Workspace:
+    root = tmp_path_factory.mktemp("typhoon")
+    workspace = Workspace(root / "ws")
+    report = ingest([_copy(h5_files, root / "image" / "198702")], workspace, progress=False)
+    assert report.frames_added == COUNT and not report.skipped
+    return workspace
+
+
+def test_frames_carry_satellite_event_time_and_quality(typhoon, h5_files):
+    frames = read_frames(typhoon).to_pylist()
+    assert [f["time"] for f in frames] == [_time(p) for p in h5_files]
+    assert {(f["satellite"], f["channel"], f["event"]) for f in frames} == {
+        ("gms3", "ir", "198702")
+    }
+    expected = [float(_impossible(_field(p)).mean()) for p in h5_files]
+    assert sum(e > 0 for e in expected) >= 10  # the real defects are there
+    assert [f["quality"] for f in frames] == pytest.approx(expected, abs=1e-6)
+    for frame, bad in zip(frames, expected, strict=True):
+        assert frame["status"] == ("repaired" if bad else "ok")
+
+
+def test_clean_frames_map_brightness_temperature_to_grey(typhoon, h5_files):
+    """Cold cloud tops bright: 170 K -> 255, 310 K -> 1, 2x2 area average to 256x256."""
+    frame = next(f for f in read_frames(typhoon).to_pylist() if f["status"] == "ok")
+    values = _field(next(p for p in h5_files if _time(p) == frame["time"]))
+    unit = 1.0 - np.clip((values - 170.0) / 140.0, 0, 1)
+    grey = 1.0 + np.rint(unit * 254.0)
+    expected = grey.reshape(256, 2, 256, 2).mean(axis=(1, 3))
+    stored = FrameStore(typhoon).read(frame["frame_id"]).astype(float)
+    assert np.abs(stored - expected).max() <= 1.0
+
+
+def test_repaired_frames_have_no_holes_and_keep_their_clean_rows(typhoon, h5_files):
+    store = FrameStore(typhoon)
+    repaired = [f for f in read_frames(typhoon).to_pylist() if f["status"] == "repaired"]
+    assert repaired
+    for frame in repaired:
+        pixels = store.read(frame["frame_id"])
+        assert (pixels != NODATA).all()
+        values = _field(next(p for p in h5_files if _time(p) == frame["time"]))
+        first_bad = int(np.flatnonzero(_impossible(values).any(axis=1))[0]) // 2
+        assert first_bad > 128  # the defect is a band at the bottom, most rows are measured
+        clean_rows = np.arange(256) < first_bad
+        unit = 1.0 - np.clip((values - 170.0) / 140.0, 0, 1)
+        own = (1.0 + np.rint(unit * 254.0)).reshape(256, 2, 256, 2).mean(axis=(1, 3))
+        assert np.abs(pixels[clean_rows] - own[clean_rows]).max() <= 1.0
+
+
+def test_reingest_is_a_no_op_and_a_second_event_adds_only_its_frames(typhoon, h5_files, tmp_path):
+    again = ingest([Path(read_frames(typhoon)["source_path"][0].as_py()).parent], typhoon)
+    assert (again.frames_added, again.unchanged, again.repaired) == (0, COUNT, 0)
+    # the same hours seen as another storm: other frames (ids carry the event), own clips
+    other = ingest([_copy(h5_files[:14], tmp_path / "198799", "198799")], typhoon, progress=False)
+    assert other.frames_added == 14 and other.frames_total == COUNT + 14
+    build_clips(typhoon, length=6, gap_minutes=60)
+    clips = read_clips(typhoon).to_pylist()
+    frames = {f["frame_id"]: f["event"] for f in read_frames(typhoon).to_pylist()}
+    assert {c["event"] for c in clips} == {"198702", "198799"}
+    for clip in clips:
+        assert {frames[fid] for fid in clip["frame_ids"][0]} == {clip["event"]}
+
+
+@pytest.mark.parametrize("policy", ["skip", "keep"])
+def test_bad_frame_policies(policy, h5_files, tmp_path):
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    data = json.loads(PROFILE_FILE.read_text())
+    data["decoder"]["bad_frames"] = policy
+    (profiles / "digital-typhoon.json").write_text(json.dumps(data))
+    workspace = Workspace(tmp_path / "ws")
+    report = ingest(h5_files[:6], workspace, profile_dirs=[profiles], progress=False)
+    bad = [p for p in h5_files[:6] if _impossible(_field(p)).any()]
+    assert bad
+    if policy == "skip":
+        assert report.frames_added == 6 - len(bad)
+        assert sorted(Path(s["path"]) for s in report.skipped) == sorted(bad)
+        assert all("physically impossible" in s["reason"] for s in report.skipped)
+    else:
+        frames = read_frames(workspace).to_pylist()
+        suspect = [f for f in frames if f["status"] == "suspect"]
+        assert (report.frames_added, report.repaired, len(suspect)) == (6, 0, len(bad))
+        pixels = FrameStore(workspace).read(suspect[0]["frame_id"])
+        assert (pixels == NODATA).all(axis=1).sum() > 10  # the masked band is left black
+
+
+def _time_profile(kind: str, pattern: str) -> dict:
+    """A profile for a many-frame file of ``kind``: times from its time coordinate."""
+    data = json.loads(PROFILE_FILE.read_text())
+    data |= {"name": f"typhoon-{kind}", "satellite": "gms3", "pattern": pattern}
+    data["decoder"] |= {"kind": kind, "variable": "tb", "time": "time"}
+    data["decoder"].pop("dataset")
+    return data
+
+
+@pytest.mark.parametrize("kind", ["zarr", "netcdf"])
+def test_a_json_profile_reads_zarr_and_netcdf_copies_of_the_same_frames(
+    kind, typhoon, h5_files, tmp_path
+):
+    import xarray as xr
+
+    files = h5_files[:14]
+    data = xr.Dataset(
+        {"tb": (("time", "y", "x"), np.stack([_field(p) for p in files]))},
+        coords={"time": np.array([_time(p).replace(tzinfo=None) for p in files], "M8[ns]")},
+    )
+    name = "typhoon-198702.zarr" if kind == "zarr" else "typhoon-198702.nc"
+    target = tmp_path / "archive" / name
+    target.parent.mkdir()
+    if kind == "zarr":
+        data.to_zarr(target, consolidated=False)
+    else:
+        data.to_netcdf(target, engine="netcdf4")
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    pattern = r"^typhoon-(?P<event>\d{6})\.(?:zarr|nc)$"
+    (profiles / f"{kind}.json").write_text(json.dumps(_time_profile(kind, pattern)))
+
+    workspace = Workspace(tmp_path / "ws")
+    report = ingest([target.parent], workspace, profile_dirs=[profiles], progress=False)
+    assert (report.frames_added, report.skipped) == (14, [])
+    frames = read_frames(workspace).to_pylist()
+    assert [f["time"] for f in frames] == [_time(p) for p in files]
+    assert frames[3]["source_path"] == f"{target}#frame=3"
+    # the same pixels, flags and repairs as ingesting the HDF5 files themselves
+    twins = read_frames(typhoon, end=_time(files[-1])).to_pylist()
+    h5_rows = {f["time"]: f for f in twins if f["event"] == "198702"}
+    ours, theirs = FrameStore(workspace), FrameStore(typhoon)
+    for frame in frames:
+        twin = h5_rows[frame["time"]]
+        assert (frame["status"], frame["event"]) == (twin["status"], "198702")
+        assert frame["quality"] == pytest.approx(twin["quality"], abs=1e-6)
+        if frame["status"] == "ok":
+            assert np.array_equal(ours.read(frame["frame_id"]), theirs.read(twin["frame_id"]))
+    assert build_clips(workspace, length=6, gap_minutes=60).clips_total > 0
+    again = ingest([target.parent], workspace, profile_dirs=[profiles], progress=False)
+    assert (again.frames_added, again.unchanged) == (0, 14)
+
+
+def test_missing_variable_is_skipped_with_a_reason(h5_files, tmp_path):
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    data = json.loads(PROFILE_FILE.read_text())
+    data["decoder"]["dataset"] = "visible"
+    (profiles / "digital-typhoon.json").write_text(json.dumps(data))
+    report = ingest(h5_files[:2], Workspace(tmp_path / "ws"), profile_dirs=[profiles])
+    assert report.frames_added == 0
+    reason = "no dataset 'visible' (datasets: infrared)"
+    assert [s["reason"] for s in report.skipped] == [reason] * 2
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"kind": "grib"}, "decoder kind 'grib' is not one of image, hdf5, netcdf, zarr"),
+        ({"bad_frames": "drop"}, "bad_frames 'drop' is not one of skip, keep, repair"),
+        ({"range": [310, 170]}, "decoder range [310.0, 170.0] is empty"),
+    ],
+)
+def test_bad_decoder_in_a_profile_is_one_clear_error(change, message, tmp_path):
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    data = json.loads(PROFILE_FILE.read_text())
+    data["decoder"] |= change
+    (profiles / "digital-typhoon.json").write_text(json.dumps(data))
+    with pytest.raises(UsageError, match="is invalid") as caught:
+        load_profiles([profiles])
+    assert message in str(caught.value)
