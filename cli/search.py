@@ -135,6 +135,8 @@ def result_rows(result: SearchResult) -> tuple[list[dict[str, Any]], list[str]]:
         if kind == "scene"
         else ["start", "channel", "satellite", f"{kind}_id"]
     )
+    if any(r.event for r in result.results):  # products with events: which storm each hit is
+        columns.insert(columns.index("satellite") + 1, "event")
     for r in result.results:
         rows.append(
             {
@@ -144,6 +146,7 @@ def result_rows(result: SearchResult) -> tuple[list[dict[str, Any]], list[str]]:
                 "start": (r.start or "").replace("T", " ").replace(":00Z", "Z"),
                 "channel": ",".join(r.channels),
                 "satellite": r.satellite or "",
+                "event": r.event or "",
                 "clip_id": r.id,
                 "frame_id": r.id,
                 "label": r.label or "",

@@ -249,6 +249,8 @@ CASES: dict[str, list[Case]] = {
         c("search", "frame", "--at", "not-a-time", *W, expect="cannot read time"),
         c("search", "frame", "--at", AT, "--k", "0", *W, expect="k must be in 1..10000"),
         c("search", "frame", "--at", AT, "--rerank", "-5", *W, expect="--rerank must be in"),
+        c("search", "frame", "--at", AT, "--min-class", "9", *W, expect="--min-class must be a"),
+        c("search", "clip", "--at", AT, "--max-pressure", "5", *W, expect="--max-pressure must"),
         c("search", "frame", "--file", "{missing}", *W, expect="no single-channel frame model"),
     ],
     "search clip": [

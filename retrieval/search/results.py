@@ -71,6 +71,7 @@ class ResultItem:
     label: str | None = None
     dataset: str | None = None
     location: dict[str, float] | None = None
+    event: str | None = None
     vector_score: float | None = None
     rerank_score: float | None = None
 
@@ -148,6 +149,7 @@ def clip_item(rank: int, hit: Hit, data: Mapping[str, Any], clip_rows: ClipRows)
         length=length,
         gap_minutes=gap,
         source_path=p.get("source_path"),
+        event=p.get("event"),
         vector_score=float(hit.score),
     )
 
@@ -166,6 +168,7 @@ def frame_item(rank: int, hit: Hit) -> ResultItem:
         channels=_channels(p),
         frame_ids=[p.get("frame_id", hit.id)],
         source_path=p.get("source_path"),
+        event=p.get("event"),
         vector_score=float(hit.score),
     )
 

@@ -385,6 +385,9 @@ class FiltersEcho(TypedDict):  # a dict once parsed, as in the CLI's JSON
     datasets: NotRequired[list[str]]
     labels: NotRequired[list[str]]
     bbox: NotRequired[list[float] | None]
+    events: NotRequired[list[str]]
+    min_class: NotRequired[int | None]
+    max_pressure: NotRequired[float | None]
     k: int
     one_per_day: bool
 
