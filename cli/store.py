@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -68,22 +69,43 @@ def info_cmd(
         emit_json({"store": where, "collections": [asdict(i) for i in infos]})
 
 
+class ExportFormat(str, Enum):
+    jsonl = "jsonl"
+    parquet = "parquet"
+
+
 @store_app.command("export")
 def export_cmd(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output .jsonl (or .jsonl.gz) file.")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="Output .jsonl (or .jsonl.gz) file; a folder for --format parquet."
+        ),
+    ],
+    format_: Annotated[
+        ExportFormat,
+        typer.Option(
+            "--format",
+            help="jsonl: one file `store import` reads back; parquet: a folder of "
+            "<collection>/<vector name>.parquet files (fixed-size float32 vectors, typed "
+            "payload columns) for DuckDB, polars, pandas.",
+        ),
+    ] = ExportFormat.jsonl,
     workspace: WorkspaceOption = None,
     qdrant_url: QdrantUrlOption = None,
     collection: CollectionOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Export collections (ids, named vectors, payloads) to a JSON Lines file.
+    """Export collections (ids, named vectors, payloads) to a JSON Lines file or Parquet.
 
     Example: skysearch store export -w ws --out store.jsonl.gz
     """
+    from skysearch.retrieval.store.parquet_export import export_parquet
     from skysearch.retrieval.store.transfer import export_store
 
+    write = export_parquet if format_ is ExportFormat.parquet else export_store
     with _open(workspace, qdrant_url) as store:
-        counts = export_store(store, out, collection or None)
+        counts = write(store, out, collection or None)
         where = store.where
     info(f"exported {sum(counts.values())} points from {where} to {out}: {counts}")
     if json_out:

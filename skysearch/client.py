@@ -25,14 +25,19 @@ import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+import pyarrow as pa
 from pydantic import BaseModel
 
 from skysearch.errors import SkySearchError
 from skysearch.retrieval.search import ResultItem as Hit
+from skysearch.retrieval.search.results import results_table
 from skysearch.retrieval.service import wire
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["ApiError", "Filters", "Hit", "SearchResult", "SkySearchClient"]
 
@@ -68,6 +73,14 @@ class SearchResult(wire.SearchResponse):
     def to_json(self) -> dict[str, Any]:
         """The JSON the service sent (same as the CLI's ``--json``)."""
         return self.model_dump(mode="json", by_alias=True)
+
+    def to_arrow(self) -> pa.Table:
+        """The hits as an Arrow table, times as UTC timestamps (as ``Searcher`` results)."""
+        return results_table(self.results)
+
+    def to_pandas(self) -> pd.DataFrame:
+        """The hits as a pandas DataFrame (needs pandas)."""
+        return self.to_arrow().to_pandas()
 
 
 def _body(model: type[BaseModel], **fields: Any) -> dict[str, Any]:

@@ -224,3 +224,18 @@ def test_bad_decoder_in_a_profile_is_one_clear_error(change, message, tmp_path):
     with pytest.raises(UsageError, match="is invalid") as caught:
         load_profiles([profiles])
     assert message in str(caught.value)
+
+
+def test_frames_as_an_xarray_dataarray_with_a_time_coordinate(typhoon, h5_files):
+    from skysearch.ingest.arrays import frames_dataarray
+
+    start, end = _time(h5_files[2]), _time(h5_files[9])
+    array = frames_dataarray(typhoon, "gms3", "ir", start, end, event="198702")
+    times = [_time(p) for p in h5_files[2:10]]
+    assert array.dims == ("time", "y", "x") and array.shape == (8, 256, 256)
+    assert list(array["time"].values) == [np.datetime64(t.replace(tzinfo=None)) for t in times]
+    assert array.attrs["satellite"] == "gms3" and set(array["event"].values) == {"198702"}
+    store = FrameStore(typhoon)
+    assert np.array_equal(array.isel(time=3).values, store.read(str(array["frame_id"].values[3])))
+    one = array.sel(time=times[5].replace(tzinfo=None))
+    assert one["quality"] == pytest.approx(float(_impossible(_field(h5_files[7])).mean()), abs=1e-6)

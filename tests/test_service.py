@@ -15,7 +15,7 @@ import sys
 import time
 import weakref
 import zlib
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
@@ -193,6 +193,12 @@ def test_search_clip_same_json_as_cli(sky, ws):
     want.pop("timing_ms")
     assert got == want
     assert result.results[0].start == "2017-09-07T00:45:00Z"  # the query clip itself
+    # the same hits as an Arrow table / DataFrame: times are UTC timestamps
+    table = result.to_arrow()
+    assert table["id"].to_pylist() == [r["id"] for r in want["results"]]
+    assert table["start"][0].as_py() == datetime(2017, 9, 7, 0, 45, tzinfo=timezone.utc)
+    frame = result.to_pandas()
+    assert list(frame["rank"]) == [1, 2, 3, 4, 5] and str(frame["start"].dt.tz) == "UTC"
 
 
 def test_search_clip_by_id_with_filters(sky, catalogs):

@@ -72,6 +72,36 @@ def test_export_import_embedded_to_memory_keeps_points_and_results(tmp_path: Pat
     src.close()
 
 
+def test_parquet_export_is_read_by_duckdb_with_exact_vectors(tmp_path: Path):
+    duckdb = pytest.importorskip("duckdb", reason="duckdb is in the dev extra")
+    from skysearch.retrieval.store.parquet_export import export_parquet
+
+    src = EmbeddedStore(tmp_path / "store")
+    _fill(src, n=100)
+    out = tmp_path / "export"
+    assert export_parquet(src, out, progress=False) == {"clips": 100, "frames": 50}
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.parquet")) == [
+        "clips/clipenc-a.parquet",
+        "clips/clipenc-b.parquet",
+        "frames/default.parquet",
+    ]
+    stored = {r.id: r for r in src.scroll("clips", with_vectors=True)}
+    rows = duckdb.sql(
+        f"SELECT id, vector, time, channel, length FROM '{out}/clips/clipenc-b.parquet' "
+        "WHERE time >= TIMESTAMPTZ '2017-09-03 00:00:00+00' ORDER BY time"
+    ).fetchall()
+    assert len(rows) == 100 - 48
+    for pid, vector, when, channel, length in rows:
+        assert np.array_equal(np.float32(vector), np.float32(stored[pid].vectors["clipenc-b"]))
+        assert (channel, length) == (["ir", "wv"], 6)
+        assert when.astimezone(timezone.utc) == datetime.fromisoformat(
+            stored[pid].payload["time"].replace("Z", "+00:00")
+        )
+    frames = out / "frames" / "default.parquet"
+    assert duckdb.sql(f"SELECT DISTINCT len(vector) FROM '{frames}'").fetchall() == [(16,)]
+    src.close()
+
+
 def test_import_rejects_a_file_that_is_not_an_export(tmp_path: Path):
     from skysearch.errors import UsageError
 

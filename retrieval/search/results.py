@@ -30,17 +30,19 @@ score when augmented (then ``vector_score`` is null).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
 
 from skysearch.timeutil import parse_time, to_rfc3339
 
 if TYPE_CHECKING:
+    import pandas as pd
     from skysearch.retrieval.store.base import Hit
 
 #: Version of the JSON result schema (bump on any incompatible change).
@@ -79,6 +81,44 @@ class ResultItem:
         return asdict(self)
 
 
+#: Columns of :func:`results_table`: every hit field but ``frame_ids`` (a list per channel for
+#: clips, the frame itself for frames: the ``id`` column already names the hit).
+RESULT_COLUMNS = pa.schema(
+    [
+        ("rank", pa.int32()),
+        ("score", pa.float64()),
+        ("id", pa.string()),
+        ("kind", pa.string()),
+        ("start", pa.timestamp("us", tz="UTC")),
+        ("end", pa.timestamp("us", tz="UTC")),
+        ("satellite", pa.string()),
+        ("channels", pa.list_(pa.string())),
+        ("event", pa.string()),
+        ("length", pa.int32()),
+        ("gap_minutes", pa.int32()),
+        ("source_path", pa.string()),
+        ("label", pa.string()),
+        ("dataset", pa.string()),
+        ("location", pa.struct([("lon", pa.float64()), ("lat", pa.float64())])),
+        ("vector_score", pa.float64()),
+        ("rerank_score", pa.float64()),
+    ]
+)
+
+
+def results_table(items: Sequence[ResultItem]) -> pa.Table:
+    """Hits as an Arrow table (times as UTC timestamps), best first: what ``to_arrow`` of a
+    search result (the façade's or the HTTP client's) returns."""
+    columns: dict[str, list[Any]] = {name: [] for name in RESULT_COLUMNS.names}
+    for item in items:
+        for name in RESULT_COLUMNS.names:
+            value = getattr(item, name)
+            if name in ("start", "end") and value is not None:
+                value = parse_time(value)
+            columns[name].append(value)
+    return pa.table(columns, schema=RESULT_COLUMNS)
+
+
 @dataclass
 class SearchResult:
     query: dict[str, Any]
@@ -88,6 +128,14 @@ class SearchResult:
     #: Query pixels (C, L, H, W) uint8 of a clip search, (1, 1, H, W) of a frame search
     #: (contact sheets); not in JSON.
     query_frames: np.ndarray | None = field(default=None, repr=False)
+
+    def to_arrow(self) -> pa.Table:
+        """The hits as an Arrow table (:func:`results_table`)."""
+        return results_table(self.results)
+
+    def to_pandas(self) -> pd.DataFrame:
+        """The hits as a pandas DataFrame (needs pandas)."""
+        return self.to_arrow().to_pandas()
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -1,0 +1,61 @@
+"""Frames as an xarray DataArray: the shape satellite users expect (a time coordinate)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow.compute as pc
+from skysearch.ingest.catalog import read_frames
+from skysearch.ingest.framestore import FrameStore
+
+from skysearch.config import Workspace
+from skysearch.errors import NotFoundError
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+
+def frames_dataarray(
+    workspace: Workspace,
+    satellite: str,
+    channel: str,
+    start: datetime | str | None = None,
+    end: datetime | str | None = None,
+    event: str | None = None,
+) -> xr.DataArray:
+    """The working frames of one satellite and channel (optionally a time range and an event)
+    as a ``(time, y, x)`` uint8 DataArray: coordinates ``time`` (UTC, as numpy datetime64),
+    ``frame_id``, ``event``, ``quality`` and ``status`` along time; attributes say what the grey
+    values are. Pixels are read from the frame store (memory-mapped) into memory."""
+    import xarray as xr
+
+    cols = ["frame_id", "time", "event", "quality", "status", "profile"]
+    table = read_frames(workspace, satellite, channel, start, end, columns=cols)
+    if event is not None:
+        table = table.filter(pc.equal(table["event"], event))
+    if table.num_rows == 0:
+        raise NotFoundError(f"no {satellite} {channel} frames in the catalog for that selection")
+    pixels = FrameStore(workspace).read_many(table["frame_id"].to_pylist())
+    times = np.array([t.replace(tzinfo=None) for t in table["time"].to_pylist()], "M8[ns]")
+    quality = table["quality"].to_numpy(zero_copy_only=False)
+    return xr.DataArray(
+        pixels,
+        dims=("time", "y", "x"),
+        coords={
+            "time": times,
+            "frame_id": ("time", table["frame_id"].to_pylist()),
+            "event": ("time", [e or "" for e in table["event"].to_pylist()]),
+            "quality": ("time", np.nan_to_num(quality.astype(np.float32), nan=0.0)),
+            "status": ("time", table["status"].to_pylist()),
+        },
+        name=f"{satellite}_{channel}",
+        attrs={
+            "satellite": satellite,
+            "channel": channel,
+            "profile": table["profile"][0].as_py(),
+            "units": "grey level (0 = no data where the profile's decoder masks)",
+            "time_zone": "UTC",
+        },
+    )
