@@ -1,6 +1,7 @@
 """Imports every command module so each registers itself on the app. One line per module."""
 
 from skysearch.cli import (
+    catalog,  # noqa: F401
     demo,  # noqa: F401
     doctor,  # noqa: F401
     encoders,  # noqa: F401

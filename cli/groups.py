@@ -10,6 +10,7 @@ eval_app = typer.Typer(help="Evaluate models against the ground truth, with base
 index_app = typer.Typer(help="Embed catalogs and write the vectors into the store.")
 search_app = typer.Typer(help="Search by clip, image or free text.")
 store_app = typer.Typer(help="Inspect and move the vector store.")
+catalog_app = typer.Typer(help="Export the frame catalog for other tools (STAC).")
 
 for _name, _group in [
     ("train", train_app),
@@ -17,5 +18,6 @@ for _name, _group in [
     ("index", index_app),
     ("search", search_app),
     ("store", store_app),
+    ("catalog", catalog_app),
 ]:
     app.add_typer(_group, name=_name, no_args_is_help=True)

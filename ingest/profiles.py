@@ -10,6 +10,7 @@ adding a JSON file, either to the package or to a folder named by ``--profiles D
   (day of year), ``hour``, ``minute``. Times in names are UTC.
 - ``channels``: file-name channel code -> catalog channel name (codes not listed are skipped);
   or ``channel``: the one channel of a product whose names carry none.
+- ``instrument`` (optional): the imager, e.g. ``ami`` (STAC ``instruments``).
 - ``satellites`` (optional): with a ``satellite`` group in the pattern (one archive across
   satellite generations), name code -> catalog satellite (default: the code in lower case).
 - ``crops``: rules ``{"width": W?, "height": H?, "box": [l, t, r, b]}``; the first rule whose
@@ -138,6 +139,7 @@ class Profile:
     max_value: int = 65535  # full-scale count of 16-bit grey images (scaled to 0..255)
     decoder: Decoder = field(default_factory=lambda: Decoder())
     channel: str = ""  # the one channel of a product whose names carry none
+    instrument: str = ""  # the imager (STAC ``instruments``), when one instrument makes it all
     satellites: dict[str, str] = field(default_factory=dict)  # name's satellite -> catalog's
 
     @classmethod
@@ -157,6 +159,7 @@ class Profile:
                 max_value=int(data.get("max_value", 65535)),
                 decoder=Decoder.from_dict(data.get("decoder") or {}),
                 channel=str(data.get("channel", "")),
+                instrument=str(data.get("instrument", "")),
                 satellites={str(k): str(v) for k, v in data.get("satellites", {}).items()},
             )
         except (KeyError, TypeError, ValueError, re.error) as exc:

@@ -79,6 +79,7 @@ BASE: dict[str, tuple[str, ...]] = {
     "store export": ("--out", "{tmp}/out.jsonl"),
     "store import": ("{bin}",),
     "store optimize": (),
+    "catalog export": ("--stac", "{tmp}/stac"),
     "update": ("{goes}",),
 }
 
@@ -309,6 +310,11 @@ CASES: dict[str, list[Case]] = {
         c("store", "info", "--qdrant-url", UNREACHABLE, *W, expect="cannot reach Qdrant"),
         c("store", "info", *W, expect="cannot reach Qdrant", env={"QDRANT_URL": UNREACHABLE}),
         c("store", "info", "-c", "nope", *W, expect="collection 'nope' does not exist"),
+    ],
+    "catalog export": [
+        c("catalog", "export", "--stac", "{file}", *W, expect="--stac"),
+        c("catalog", "export", "--stac", "{missing}/x", *W, expect="not an existing folder"),
+        c("catalog", "export", "--stac", "{tmp}/stac", "-w", "{tmp}", expect="no frames in the"),
     ],
     "store export": [
         c("store", "export", "--out", "{missing}/x.jsonl", *W, expect="not an existing folder"),

@@ -239,3 +239,28 @@ def test_frames_as_an_xarray_dataarray_with_a_time_coordinate(typhoon, h5_files)
     assert np.array_equal(array.isel(time=3).values, store.read(str(array["frame_id"].values[3])))
     one = array.sel(time=times[5].replace(tzinfo=None))
     assert one["quality"] == pytest.approx(float(_impossible(_field(h5_files[7])).mean()), abs=1e-6)
+
+
+def test_stac_export_is_valid_and_names_every_frame(typhoon, tmp_path, cli):
+    import pystac
+
+    out = tmp_path / "stac"
+    result = cli("catalog", "export", "--stac", out, "-w", typhoon.root, "--json")
+    assert result.exit_code == 0, result.stderr
+    frames = read_frames(typhoon).to_pylist()
+    assert json.loads(result.stdout) == {"folder": str(out), "collections": {"gms3": len(frames)}}
+    catalog = pystac.Catalog.from_file(str(out / "catalog.json"))
+    assert catalog.validate_all() == len(frames)  # STAC 1.1 schemas, shipped with pystac
+    items = {item.id: item for item in catalog.get_items(recursive=True)}
+    for frame in frames:
+        item = items[frame["frame_id"]]
+        assert item.datetime == frame["time"] and item.properties["platform"] == "gms3"
+        assert item.properties["skysearch:event"] == frame["event"]
+        asset = item.assets["source"]
+        assert asset.href == Path(frame["source_path"]).as_uri()
+        assert (asset.media_type, asset.extra_fields["bands"]) == (
+            "application/x-hdf5",
+            [{"name": "ir"}],
+        )
+    again = cli("catalog", "export", "--stac", out, "-w", typhoon.root)
+    assert again.exit_code == 2 and "exists and is not an empty folder" in again.stderr
