@@ -24,6 +24,13 @@ def ingest(
     commit_every: Annotated[
         int, typer.Option(help="Frames per catalog commit.", hidden=True)
     ] = 512,
+    bad_frames: Annotated[
+        str | None,
+        typer.Option(
+            help="Frames with physically impossible values (HDF5/NetCDF/zarr profiles): skip, "
+            "keep (flagged suspect) or repair from clean neighbours. Default: the profile's."
+        ),
+    ] = None,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -43,6 +50,7 @@ def ingest(
         profile_dirs=profiles,
         workers=workers or None,
         commit_every=max(1, commit_every),
+        bad_frames=bad_frames,
     )
     for item in report.skipped[:20]:
         info(f"skipped {item['path']}: {item['reason']}")

@@ -37,7 +37,13 @@ from skysearch.ingest.catalog import (
 )
 from skysearch.ingest.decode import Decoded, Source, preprocess_chunk
 from skysearch.ingest.framestore import StoreWriter
-from skysearch.ingest.profiles import NameMatch, Profile, match_name, select_profiles
+from skysearch.ingest.profiles import (
+    BAD_FRAME_POLICIES,
+    NameMatch,
+    Profile,
+    match_name,
+    select_profiles,
+)
 from tqdm import tqdm
 
 from skysearch.atomic import atomic_write_bytes
@@ -230,6 +236,21 @@ def _catalog_counts(workspace: Workspace) -> tuple[int, dict[str, int]]:
     return table.num_rows, dict(sorted(counts.items()))
 
 
+def with_bad_frames(profiles: list[Profile], policy: str | None) -> list[Profile]:
+    """The profiles, their scientific decoders set to the ``policy`` (None: unchanged)."""
+    if policy is None:
+        return profiles
+    if policy not in BAD_FRAME_POLICIES:
+        choices = ", ".join(BAD_FRAME_POLICIES)
+        raise UsageError(f"{{bad_frames}} must be one of {choices}", params=["bad_frames"])
+    return [
+        p
+        if p.decoder.kind == "image"
+        else replace(p, decoder=replace(p.decoder, bad_frames=policy))
+        for p in profiles
+    ]
+
+
 def check_inputs(paths: Sequence[Path]) -> None:
     """A UsageError unless there is at least one PATH and every one exists."""
     missing = [str(p) for p in paths if not Path(p).exists()]
@@ -247,12 +268,15 @@ def ingest(
     workers: int | None = None,
     commit_every: int = 512,
     progress: bool = True,
+    bad_frames: str | None = None,
 ) -> IngestReport:
-    """Ingest archive files/folders/zips into the workspace; idempotent and resumable."""
+    """Ingest archive files/folders/zips into the workspace; idempotent and resumable.
+    ``bad_frames`` (skip, keep, repair) overrides the profiles' policy for frames with
+    physically impossible values (``skysearch.ingest.quality``)."""
     started = time.perf_counter()
     check_inputs(paths)
     workspace.ensure()
-    profiles = select_profiles(source, profile_dirs)
+    profiles = with_bad_frames(select_profiles(source, profile_dirs), bad_frames)
     candidates, skipped = discover(paths, profiles)
     report = IngestReport(files_seen=len(candidates) + len(skipped))
     report.inputs = [str(Path(p).resolve()) for p in paths]

@@ -113,6 +113,7 @@ CASES: dict[str, list[Case]] = {
         c("repair", "--profiles", "{missing}", *W, expect="does not exist"),
     ],
     "ingest": [
+        c("ingest", "{goes}", "--bad-frames", "drop", *W, expect="--bad-frames must be one of"),
         c("ingest", "{missing}", *W, expect="path not found"),
         c("ingest", "{goes}", "--source", "nope", "-w", "{tmp}/w", expect="unknown --source"),
         c("ingest", "{goes}", "--profiles", "{missing}", *W, expect="does not exist"),

@@ -121,13 +121,17 @@ def test_reingest_is_a_no_op_and_a_second_event_adds_only_its_frames(typhoon, h5
 
 @pytest.mark.parametrize("policy", ["skip", "keep"])
 def test_bad_frame_policies(policy, h5_files, tmp_path):
+    """``skip`` set in a profile, ``keep`` given to the ingest (``--bad-frames``)."""
     profiles = tmp_path / "profiles"
     profiles.mkdir()
     data = json.loads(PROFILE_FILE.read_text())
-    data["decoder"]["bad_frames"] = policy
+    data["decoder"]["bad_frames"] = "skip" if policy == "skip" else "repair"
     (profiles / "digital-typhoon.json").write_text(json.dumps(data))
     workspace = Workspace(tmp_path / "ws")
-    report = ingest(h5_files[:6], workspace, profile_dirs=[profiles], progress=False)
+    given = None if policy == "skip" else policy
+    report = ingest(
+        h5_files[:6], workspace, profile_dirs=[profiles], progress=False, bad_frames=given
+    )
     bad = [p for p in h5_files[:6] if _impossible(_field(p)).any()]
     assert bad
     if policy == "skip":
