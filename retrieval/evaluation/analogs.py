@@ -127,7 +127,8 @@ def evaluate_analogs(
     data = load_clip_data(workspace, model_id, options)
     clips = data.clip_set.clips
     events = np.array([e or "" for e in clips["event"].to_pylist()], dtype=object)
-    tracks = track_arrays(workspace, clips["event"].to_pylist(), list(data.clip_set.ends))
+    now = data.clip_set.step_times[data.clip_set.index[:, -1]]  # each clip's last frame
+    tracks = track_arrays(workspace, clips["event"].to_pylist(), list(now))
     tracked = ~np.isnan(tracks["pressure_hpa"])
     settings = _settings(data, tracked, events, options)
     result: dict[str, Any] = {"model_id": data.record.model_id}
