@@ -229,9 +229,9 @@ def _track_files(path: Path) -> list[Path]:
     if path.is_dir():
         files = sorted(p for p in path.glob("*.tsv") if p.is_file())
         if not files:
-            raise UsageError(f"no best-track files (*.tsv) in {path}", params=["path"])
+            raise UsageError(f"no best-track files (*.tsv) in {path}")
         return files
-    raise UsageError(f"best-track path not found: {path}", params=["path"])
+    raise UsageError(f"best-track path not found: {path}")
 
 
 def catalog_events(workspace: Workspace) -> set[str]:
