@@ -38,7 +38,7 @@ import pyarrow.compute as pc
 from skysearch.ingest.catalog import atomic_write_table, read_frames, read_part
 
 from skysearch.config import Workspace
-from skysearch.errors import NotFoundError, UsageError
+from skysearch.errors import DamagedError, NotFoundError, StoreError, UsageError
 
 #: The 20 columns of a JMA best-track TSV, in file order (the pyphoon loader's names).
 COLUMNS = (
@@ -269,7 +269,7 @@ def ingest_tracks(workspace: Workspace, path: Path) -> TrackReport:
         if table is None:
             continue
         target = track_path(workspace, event)
-        if target.exists() and read_part(target, TRACK_SCHEMA).equals(table):
+        if target.exists() and _stored_equals(target, table):
             report.unchanged.append(event)
             continue
         atomic_write_table(table, target)
@@ -278,10 +278,25 @@ def ingest_tracks(workspace: Workspace, path: Path) -> TrackReport:
     return report
 
 
+def _stored_equals(path: Path, table: pa.Table) -> bool:
+    """Whether the stored track holds exactly these rows (a damaged one does not: the new
+    rows replace it)."""
+    try:
+        return read_part(path, TRACK_SCHEMA).equals(table)
+    except DamagedError:
+        return False
+
+
 @functools.lru_cache(maxsize=256)
 def _cached(path: str, version: tuple[int, int, int]) -> tuple[np.ndarray, dict[str, list]]:
     del version  # part of the cache key only: a rewritten file is read again
-    table = read_part(Path(path), TRACK_SCHEMA)
+    try:
+        table = read_part(Path(path), TRACK_SCHEMA)
+    except DamagedError as exc:  # not rebuilt by `skysearch repair`: the source file is needed
+        raise StoreError(
+            f"{path} is damaged ({exc.what}); load the best track again with "
+            "`skysearch ingest-track`"
+        ) from None
     return table["time"].cast(pa.int64()).to_numpy(), table.to_pydict()
 
 

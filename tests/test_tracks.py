@@ -21,7 +21,7 @@ from skysearch.ingest.tracks import (
 )
 
 from skysearch.config import Workspace
-from skysearch.errors import NotFoundError, UsageError
+from skysearch.errors import NotFoundError, StoreError, UsageError
 
 UTC = timezone.utc
 FIRST = datetime(1987, 4, 9, 18, tzinfo=UTC)  # the track's first row (a real observation)
@@ -199,3 +199,14 @@ def test_cli_lists_each_bad_row_and_exits_1(typhoon, tmp_path, cli):
     assert json.loads(done.stdout.splitlines()[-1])["rejected"][0]["line"] == 3
     done = cli("ingest-track", track, "-w", ws.root)
     assert done.exit_code == 0 and "0 files rejected" in done.stderr
+
+
+def test_a_damaged_track_is_named_and_a_reload_mends_it(typhoon):
+    ws, track = typhoon
+    ingest_tracks(ws, track)
+    stored = track_path(ws, "198702")
+    stored.write_bytes(stored.read_bytes()[:100])  # truncated
+    with pytest.raises(StoreError, match="is damaged .* load the best track again"):
+        track_rows(ws, "198702", [FIRST])
+    assert ingest_tracks(ws, track).loaded == ["198702"]
+    assert track_rows(ws, "198702", [FIRST])[0]["pressure_hpa"] == 1006.0
