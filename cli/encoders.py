@@ -1,4 +1,4 @@
-"""``skysearch train frames|clips``, ``skysearch eval clips``, ``skysearch index clips|frames``."""
+"""``skysearch train frames|clips``, ``eval clips|frames|analogs``, ``index clips|frames``."""
 
 from __future__ import annotations
 
@@ -190,6 +190,74 @@ def eval_clips_command(
     )
 
 
+@eval_app.command("analogs")
+def eval_analogs_command(
+    model: Annotated[str | None, typer.Option(help="Clip model id (default: the latest).")] = None,
+    k: Annotated[int, typer.Option(help="Analogs retrieved per query.", min=1, max=1000)] = 5,
+    exclude_hours: ExcludeHoursOption = 12.0,
+    baselines: BaselinesOption = True,
+    split: SplitOption = "test",
+    device: DeviceOption = None,
+    workspace: WorkspaceOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Judge analog search by the weather: are the top-k past clips storms of alike strength
+    (JMA best track: pressure, class, wind) as the held-out query? Candidates from the query's
+    own event and from other events are reported apart; n/a where there is no best track.
+
+    Example: skysearch eval analogs --json -w ws
+    """
+    from skysearch.retrieval.evaluation.analogs import evaluate_analogs
+
+    _evaluate(
+        evaluate_analogs,
+        model,
+        exclude_hours,
+        baselines,
+        split,
+        device,
+        0,
+        workspace,
+        json_out,
+        k=k,
+        render=_analog_lines,
+    )
+
+
+def _analog_lines(result: dict[str, Any]) -> tuple[dict[str, float], list[str]]:
+    """``eval analogs``: storm differences of the top k per setting and method."""
+    from skysearch.retrieval.evaluation.analogs import METRICS, SETTINGS
+
+    proto = result["protocol"]
+    lines = [
+        f"top {proto['k']} analogs of held-out clips ({proto['split']} split, from "
+        f"{proto['holdout_start']}), best track of events: "
+        f"{', '.join(proto['events_with_track']) or 'none'}"
+    ]
+    metrics: dict[str, float] = {}
+    for setting in SETTINGS:
+        scores = result[setting]
+        if "n/a" in scores:
+            lines.append(f"{setting}: n/a ({scores['n/a']})")
+            continue
+        lines.append(
+            f"{setting}: {scores['queries']} queries, ~{scores['mean_candidates']:.0f} "
+            "candidates each"
+        )
+        rows = [
+            {
+                "method": name,
+                "|dP| hPa": f"{scores['pressure_mae_hpa'][name]:.2f}",
+                f"class@{proto['k']}": f"{scores['class_agreement_at_k'][name]:.3f}",
+                "|dV| kt": f"{scores['wind_mae_kt'][name]:.2f}",
+            }
+            for name in scores["pressure_mae_hpa"]
+        ]
+        lines.append(table(rows, list(rows[0])))
+        metrics.update({f"analogs_{setting}_{m}": scores[m]["trained"] for m in METRICS})
+    return metrics, lines
+
+
 @eval_app.command("frames")
 def eval_frames_command(
     model: Annotated[
@@ -225,13 +293,19 @@ def _evaluate(
     seed: int,
     workspace: Path | None,
     json_out: bool,
+    k: int = 10,
+    render: Callable[[dict[str, Any]], tuple[dict[str, float], list[str]]] | None = None,
 ) -> None:
-    """Run one evaluation, record the trained model's scores in the registry, print them."""
+    """Run one evaluation, record the trained model's scores in the registry, print them.
+
+    ``render`` turns the result into (the trained model's scores to record, stderr lines);
+    by default the ranking scores of ``eval clips`` / ``eval frames``."""
     from skysearch.encoders.registry import update_metrics
     from skysearch.retrieval.evaluation.clips import EvalOptions
 
     settings = load_settings(workspace=workspace, device=device)
     options = EvalOptions(
+        k=k,
         exclude_hours=exclude_hours,
         seed=seed,
         baselines=baselines,
@@ -239,15 +313,21 @@ def _evaluate(
         split=split,
     )
     result = evaluate(settings.workspace, model, options)
+    metrics, lines = (render or _ranking_lines)(result)
     prefix = "" if split == "test" else f"{split}_"
     update_metrics(
         settings.workspace,
         result["model_id"],
-        {
-            f"{prefix}{metric}": result[metric]["trained"]
-            for metric in ("ndcg_at_10", "recall_at_10", "pearson")
-        },
+        {f"{prefix}{name}": value for name, value in metrics.items()},
     )
+    for line in lines:
+        info(line)
+    if json_out:
+        emit_json(result)
+
+
+def _ranking_lines(result: dict[str, Any]) -> tuple[dict[str, float], list[str]]:
+    """``eval clips`` / ``eval frames``: NDCG@10, recall@10 and Pearson per method."""
     rows = [
         {
             "method": name,
@@ -258,14 +338,14 @@ def _evaluate(
         for name in result["ndcg_at_10"]
     ]
     proto = result["protocol"]
-    info(
+    split = proto["split"]
+    head = (
         f"{proto['queries']} {'held-out' if split == 'test' else split} queries "
         f"(from {proto['holdout_start']}), "
         f"~{proto['mean_candidates']:.0f} candidates each, {proto['pearson_pairs']} pairs"
     )
-    info(table(rows, ["method", "ndcg@10", "recall@10", "pearson"]))
-    if json_out:
-        emit_json(result)
+    metrics = {m: result[m]["trained"] for m in ("ndcg_at_10", "recall_at_10", "pearson")}
+    return metrics, [head, table(rows, ["method", "ndcg@10", "recall@10", "pearson"])]
 
 
 def _index_report(report, json_out: bool) -> None:

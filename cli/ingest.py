@@ -1,4 +1,4 @@
-"""``skysearch ingest`` and ``skysearch clips``: archive files -> frame store, catalogs."""
+"""``skysearch ingest``, ``ingest-track`` and ``clips``: archive files -> frame store, catalogs."""
 
 from __future__ import annotations
 
@@ -105,3 +105,41 @@ def clips(
     info(report.summary_line())
     if json_out:
         emit_json(report.to_dict())
+
+
+@app.command("ingest-track")
+def ingest_track(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="A JMA best-track file <event>.tsv, or a folder of them (the event id is "
+            "the file name)."
+        ),
+    ],
+    workspace: WorkspaceOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Load JMA best tracks (hourly class, central pressure, wind, centre) of ingested events.
+
+    A file with any bad row is rejected whole, each bad row listed as FILE:LINE: why; the other
+    files load; exit code 1 when any was rejected. Re-loading the same rows changes nothing.
+    An event without frames in the catalog is an error (in a folder: skipped and listed).
+
+    Example: skysearch ingest-track ../shared/data/digital-typhoon/jma -w ws
+    """
+    from skysearch.ingest.tracks import ingest_tracks
+
+    settings = load_settings(workspace=workspace)
+    report = ingest_tracks(settings.workspace, path)
+    for item in report.rejected[:20]:
+        where = f"{item['path']}:{item['line']}" if item["line"] else item["path"]
+        info(f"rejected {where}: {item['reason']}")
+    if len(report.rejected) > 20:
+        info(f"... {len(report.rejected) - 20} more problems (see --json)")
+    if report.unknown_events:
+        info(f"skipped (no frames of the event): {', '.join(report.unknown_events)}")
+    info(report.summary_line())
+    if json_out:
+        emit_json(report.to_dict())
+    if report.rejected:
+        raise typer.Exit(1)

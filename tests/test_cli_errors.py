@@ -56,6 +56,7 @@ BASE: dict[str, tuple[str, ...]] = {
     "doctor": (),
     "repair": (),
     "ingest": ("{goes}",),
+    "ingest-track": ("{track}",),
     "clips": (),
     "predict": (AT,),
     "serve": (),
@@ -64,6 +65,7 @@ BASE: dict[str, tuple[str, ...]] = {
     "train clips": (),
     "train predictor": (),
     "train text-image": ("--images", "{scenes}"),
+    "eval analogs": (),
     "eval clips": (),
     "eval frames": (),
     "eval augment": (),
@@ -122,6 +124,13 @@ CASES: dict[str, list[Case]] = {
         c("ingest", "{goes}", "-w", "{ws_meta_binary}", expect="meta.json"),
         # sketches are derived data: an unreadable sketch meta.json is rebuilt, not an error
         c("ingest", "{goes}", "-w", "{ws_sketch_rebuilt}", expect="60 frames sketched", code=0),
+    ],
+    "ingest-track": [
+        c("ingest-track", "{missing}", *W, expect="best-track path not found"),
+        c("ingest-track", "{tmp}", *W, expect="no best-track files (*.tsv) in"),
+        c("ingest-track", "{track}", *W, expect="unknown event '198702' (198702.tsv)"),
+        c("ingest-track", "{track}", "-w", "{missing}", expect="unknown event '198702'"),
+        c("ingest-track", "{bin}", *W, expect="unknown event 'binary'"),
     ],
     "clips": [
         c("clips", "-w", "{missing}", expect="no frames in the catalog"),
@@ -202,6 +211,13 @@ CASES: dict[str, list[Case]] = {
         c("train", "text-image", "--images", "{scenes}", "--batch-size", "0", *W, expect=USAGE),
         c("train", "text-image", "--images", "{scenes}", "--lr", "-1", *W, expect=USAGE),
         c("train", "text-image", "--images", "{scenes}", "--image-size", "0", *W, expect=USAGE),
+    ],
+    "eval analogs": [
+        c("eval", "analogs", *W, expect="no clip model"),
+        c("eval", "analogs", "--k", "0", *W, expect=USAGE),
+        c("eval", "analogs", "--exclude-hours", "-1", *W, expect=USAGE),
+        c("eval", "analogs", "-w", "{ws_config_binary}", expect="is corrupt"),
+        c("eval", "analogs", "-w", "{ws_config_empty}", expect="has no frame, clip section"),
     ],
     "eval clips": [
         c("eval", "clips", *W, expect="no clip model"),
@@ -515,7 +531,11 @@ def world(tmp_path_factory) -> Iterator[dict[str, str]]:
     files.mkdir()
     (files / "a-file").write_text("hello\n")
     (files / "binary.jsonl").write_bytes(binary)
+    # a valid best-track row of an event the sample (GOES, no events) does not have
+    row = ["1987", "04", "09", "18", "2", "7.1", "144.9", "1006", *["0"] * 12]
+    (files / "198702.tsv").write_text("\t".join(row) + "\n")
     places["file"], places["bin"] = str(files / "a-file"), str(files / "binary.jsonl")
+    places["track"] = str(files / "198702.tsv")
     places.update({name: str(path) for name, path in _exports(files).items()})
     for name, text in [("toml_binary", None), ("toml_wrong_type", "workspace = 5\n")]:
         folder = root / name

@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 from skysearch.encoders.datasets.clips import (
+    ClipSet,
+    Split,
     clip_similarity_matrix,
     load_clip_set,
     load_step_frames,
@@ -39,7 +41,10 @@ from skysearch.encoders.datasets.clips import (
 )
 from skysearch.encoders.device import resolve_device
 from skysearch.encoders.factory import embed_in_batches, load_clip_embedder
+from skysearch.encoders.models.clip import ClipEmbedder
+from skysearch.encoders.registry import ModelRecord
 from skysearch.retrieval.evaluation.baselines import (
+    RAW_PIXELS_GRID,
     clip_vectors,
     imagenet_features,
     raw_pixel_features,
@@ -121,12 +126,18 @@ class Protocol:
         }
 
 
+def candidate_mask(starts: np.ndarray, queries: np.ndarray, exclude_hours: float) -> np.ndarray:
+    """(Q, M) bool: the items (starting at ``starts``, datetime64) that start more than
+    ``exclude_hours`` from each query's start."""
+    starts_h = starts.astype("datetime64[us]").astype(np.int64) / 3.6e9
+    return np.abs(starts_h[queries][:, None] - starts_h[None, :]) > exclude_hours
+
+
 def build_protocol(starts: np.ndarray, heldout: np.ndarray, options: EvalOptions) -> Protocol:
     """Held-out queries (``heldout``, a mask over items starting at ``starts``, datetime64[us])
     with their candidates outside +-exclude_hours, and held-out pairs."""
     queries = np.flatnonzero(heldout)
-    starts_h = starts.astype("datetime64[us]").astype(np.int64) / 3.6e9
-    candidates = np.abs(starts_h[queries][:, None] - starts_h[None, :]) > options.exclude_hours
+    candidates = candidate_mask(starts, queries, options.exclude_hours)
     keep = candidates.sum(1) >= options.k
     if not keep.any():
         raise UsageError(
@@ -149,11 +160,39 @@ def score(vectors: np.ndarray, truth: np.ndarray, protocol: Protocol, k: int = 1
     return {"ndcg_at_10": ndcg, "recall_at_10": recall, "pearson": r}
 
 
-def evaluate_clips(
-    workspace: Workspace, model_id: str | None = None, options: EvalOptions | None = None
-) -> dict[str, Any]:
-    """Evaluate a registered clip model (latest by default); returns the JSON-ready result."""
-    options = options or EvalOptions()
+@dataclass
+class ClipData:
+    """What a clip evaluation scores: a clip model, the clips of its spec, its split (test, or
+    the validation slice), and the clips' step frames."""
+
+    embedder: ClipEmbedder
+    record: ModelRecord
+    clip_set: ClipSet
+    split: Split
+    frames: np.ndarray  # (S, C, H, W) uint8, the frames of clip_set's steps
+    device: torch.device
+
+    def trained_vectors(self) -> np.ndarray:
+        """The clip model's vectors of every clip (M, D)."""
+        with torch.no_grad():
+            frames = torch.as_tensor(self.frames)
+            step_emb = embed_in_batches(self.embedder.frame, frames, 32, self.device)
+            seq = step_emb[torch.as_tensor(self.clip_set.index)]
+            return embed_in_batches(self.embedder.clip, seq, 256, self.device).numpy()
+
+    def protocol(self) -> dict[str, Any]:
+        """The clip spec and the split, as every clip evaluation reports them."""
+        return {
+            "satellite": self.clip_set.satellite,
+            "channels": self.clip_set.channels,
+            "length": self.clip_set.length,
+            "gap_minutes": self.clip_set.gap_minutes,
+            **self.split.to_dict(),
+        }
+
+
+def load_clip_data(workspace: Workspace, model_id: str | None, options: EvalOptions) -> ClipData:
+    """A registered clip model (latest by default) with the clips it is evaluated on."""
     device = resolve_device(options.device)
     embedder, record = load_clip_embedder(workspace, model_id, options.device)
     data = record.config["data"]
@@ -172,36 +211,41 @@ def evaluate_clips(
     elif options.split != "test":
         raise UsageError(f"unknown split {options.split!r}; use test or validation")
     frames = load_step_frames(workspace, clip_set, np.arange(len(clip_set.steps)))
-    truth = clip_similarity_matrix(step_similarity_matrix(frames), clip_set.index)
-    protocol = build_protocol(clip_set.starts, split.heldout, options)
+    return ClipData(embedder, record, clip_set, split, frames, device)
 
-    vectors: dict[str, np.ndarray] = {}
-    with torch.no_grad():
-        step_emb = embed_in_batches(embedder.frame, torch.as_tensor(frames), 32, device)
-        seq = step_emb[torch.as_tensor(clip_set.index)]
-        vectors["trained"] = embed_in_batches(embedder.clip, seq, 256, device).numpy()
+
+def evaluate_clips(
+    workspace: Workspace, model_id: str | None = None, options: EvalOptions | None = None
+) -> dict[str, Any]:
+    """Evaluate a registered clip model (latest by default); returns the JSON-ready result."""
+    options = options or EvalOptions()
+    data = load_clip_data(workspace, model_id, options)
+    clip_set = data.clip_set
+    truth = clip_similarity_matrix(step_similarity_matrix(data.frames), clip_set.index)
+    protocol = build_protocol(clip_set.starts, data.split.heldout, options)
+    vectors = {"trained": data.trained_vectors()}
     if options.baselines:
-        vectors.update(baseline_vectors(frames, clip_set.index, device, options.seed))
-    result = {"model_id": record.model_id, **score_methods(vectors, truth, protocol, options.k)}
-    result["protocol"] = {
-        "satellite": clip_set.satellite,
-        "channels": clip_set.channels,
-        "length": clip_set.length,
-        "gap_minutes": clip_set.gap_minutes,
-        **split.to_dict(),
-        **protocol.describe(),
-        **protocol_terms(options),
+        vectors.update(baseline_vectors(data.frames, clip_set.index, data.device, options.seed))
+    result = {
+        "model_id": data.record.model_id,
+        **score_methods(vectors, truth, protocol, options.k),
     }
+    result["protocol"] = {**data.protocol(), **protocol.describe(), **protocol_terms(options)}
     return result
 
 
 def baseline_vectors(
-    frames: np.ndarray, index: np.ndarray, device: torch.device, seed: int
+    frames: np.ndarray,
+    index: np.ndarray,
+    device: torch.device,
+    seed: int,
+    raw_grid: tuple[int, int] = RAW_PIXELS_GRID,
 ) -> dict[str, np.ndarray]:
-    """Raw-pixel, ImageNet and random vectors of the items (M, L) made of step ``frames``."""
+    """Raw-pixel (``raw_grid`` cell means per frame), ImageNet and random vectors of the items
+    (M, L) made of step ``frames``."""
     rng = np.random.default_rng(seed)
     return {
-        "raw_pixels": clip_vectors(raw_pixel_features(frames), index),
+        "raw_pixels": clip_vectors(raw_pixel_features(frames, raw_grid), index),
         "imagenet": clip_vectors(imagenet_features(frames, device), index),
         "random": rng.standard_normal((len(index), 8)),
     }

@@ -1,0 +1,172 @@
+"""``eval analogs`` on real Digital Typhoon frames: two events made from 198702 (its first 40
+frames, and the next 40 renamed to a second typhoon 198799, a week later, with the best track
+shifted alike), a small trained clip model, and the other-events numbers checked against a
+brute-force computation written here from the files themselves."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime, timedelta
+
+import numpy as np
+import pytest
+from conftest import shared_data
+from skysearch.encoders.registry import resolve
+from skysearch.ingest.clips import read_clips
+from skysearch.ingest.framestore import FrameStore
+from skysearch.ingest.tracks import ingest_tracks
+from skysearch.retrieval.evaluation.analogs import NO_TRACK, ONE_EVENT, evaluate_analogs
+from skysearch.retrieval.evaluation.clips import EvalOptions
+
+from skysearch.config import Workspace
+from skysearch.timeutil import parse_time
+
+SHIFT = timedelta(days=7)
+FRAMES = 40  # per event
+K = 5
+
+
+def _shifted_track(text: str) -> str:
+    lines = []
+    for line in text.splitlines():
+        cells = line.split("\t")
+        t = datetime(*(int(c) for c in cells[:4])) + SHIFT
+        cells[:4] = [f"{t.year}", f"{t.month:02d}", f"{t.day:02d}", f"{t.hour:02d}"]
+        lines.append("\t".join(cells))
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def two_storms(tmp_path_factory):
+    """(workspace, {event: track path}): frames of both events, 6 x 60 min clips, a one-epoch
+    clip model; no best track loaded yet."""
+    from skysearch.encoders.training.clips import train_clips
+    from skysearch.encoders.training.frames import DataSpec, train_frames
+    from skysearch.encoders.training.objectives import EncoderTrainConfig
+    from skysearch.ingest.clips import build_clips
+    from skysearch.ingest.pipeline import ingest
+
+    images = sorted(shared_data("digital-typhoon", "image", "198702").glob("*.h5"))
+    track = shared_data("digital-typhoon", "jma", "198702.tsv")
+    root = tmp_path_factory.mktemp("analogs")
+    for event in ("198702", "198799"):
+        (root / "image" / event).mkdir(parents=True)
+    for path in images[:FRAMES]:
+        shutil.copy(path, root / "image" / "198702" / path.name)
+    for path in images[FRAMES : 2 * FRAMES]:
+        t = datetime.strptime(path.name[:10], "%Y%m%d%H") + SHIFT
+        shutil.copy(path, root / "image" / "198799" / f"{t:%Y%m%d%H}-198799-GMS3-1.h5")
+    (root / "tracks").mkdir()
+    shutil.copy(track, root / "tracks" / "198702.tsv")
+    (root / "tracks" / "198799.tsv").write_text(_shifted_track(track.read_text()))
+    ws = Workspace(root / "ws")
+    ingest([root / "image"], ws, workers=1, progress=False)
+    build_clips(ws, length=6, gap_minutes=60)
+    config = EncoderTrainConfig(objective="triplet", epochs=1, batch_size=16, device="cpu")
+    train_frames(ws, DataSpec(), config)
+    train_clips(ws, config)
+    return ws, {e: root / "tracks" / f"{e}.tsv" for e in ("198702", "198799")}
+
+
+def _options(baselines: bool) -> EvalOptions:
+    return EvalOptions(k=K, baselines=baselines, device="cpu")
+
+
+def brute_force(ws: Workspace, tracks: dict, setting: str) -> dict[str, float]:
+    """Raw pixels (64 x 64 block means per frame, clips concatenated), top 5 by Euclidean
+    distance, scored by the track rows at each clip's last frame: from the files alone."""
+    rows = {}
+    for event, path in tracks.items():
+        for line in path.read_text().splitlines():
+            c = line.split("\t")
+            rows[(event, datetime(*(int(x) for x in c[:4])))] = (
+                int(c[4]),
+                float(c[7]),
+                float(c[8]),
+            )
+    clips = read_clips(ws).to_pylist()
+    store = FrameStore(ws)
+    vectors = []
+    for clip in clips:
+        frames = store.read_many(clip["frame_ids"][0]).astype(np.float64) / 255
+        blocks = frames.reshape(len(frames), 64, 4, 64, 4).mean(axis=(2, 4))
+        vectors.append(blocks.ravel())
+    last = {  # a clip's last frame time = its nominal end (the frames sit on the hour)
+        i: rows.get((clip["event"], clip["end"].replace(tzinfo=None)))
+        for i, clip in enumerate(clips)
+    }
+    holdout = parse_time(resolve(ws, "clip", None).config["data"]["holdout_start"])
+    scores = []
+    for q, query in enumerate(clips):
+        if query["start"] < holdout or last[q] is None:
+            continue
+        candidates = [
+            i
+            for i, clip in enumerate(clips)
+            if abs((clip["start"] - query["start"]).total_seconds()) > 12 * 3600
+            and last[i] is not None
+            and (clip["event"] == query["event"]) == (setting == "same_event")
+        ]
+        if len(candidates) < K:
+            continue
+        dist = [np.linalg.norm(vectors[i] - vectors[q]) for i in candidates]
+        top = [candidates[j] for j in np.argsort(dist, kind="stable")[:K]]
+        scores.append(
+            (
+                np.mean([abs(last[i][1] - last[q][1]) for i in top]),
+                np.mean([last[i][0] == last[q][0] for i in top]),
+                np.mean([abs(last[i][2] - last[q][2]) for i in top]),
+            )
+        )
+    pressure, agree, wind = np.mean(scores, axis=0)
+    return {"queries": len(scores), "pressure": pressure, "class": agree, "wind": wind}
+
+
+def test_without_any_track_every_number_is_na(two_storms):
+    ws, _ = two_storms
+    result = evaluate_analogs(ws, None, _options(baselines=False))
+    assert result["same_event"] == {"n/a": NO_TRACK}
+    assert result["other_events"] == {"n/a": NO_TRACK}
+    assert result["protocol"]["clips_with_track"] == 0
+
+
+def test_one_event_with_a_track_says_other_events_needs_two(two_storms):
+    ws, tracks = two_storms
+    shutil.rmtree(ws.catalog_dir / "tracks", ignore_errors=True)
+    ingest_tracks(ws, tracks["198799"])
+    result = evaluate_analogs(ws, None, _options(baselines=False))
+    assert result["other_events"] == {"n/a": ONE_EVENT}
+    same = result["same_event"]
+    assert same["queries"] > 0 and set(same["pressure_mae_hpa"]) == {
+        "trained",
+        "grid_metric",
+        "random",
+    }
+    assert result["protocol"]["events_with_track"] == ["198799"]
+
+
+def test_other_events_match_a_brute_force_computation(two_storms, cli):
+    ws, tracks = two_storms
+    for path in tracks.values():
+        ingest_tracks(ws, path)
+    done = cli("eval", "analogs", "--device", "cpu", "--json", "-w", ws.root)
+    assert done.exit_code == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert "other_events:" in done.stderr and "raw_pixels" in done.stderr
+    methods = {"trained", "raw_pixels", "imagenet", "grid_metric", "random"}
+    for setting in ("same_event", "other_events"):
+        scores = result[setting]
+        assert set(scores["pressure_mae_hpa"]) == methods
+        expected = brute_force(ws, tracks, setting)
+        assert scores["queries"] == expected["queries"] > 0
+        assert scores["pressure_mae_hpa"]["raw_pixels"] == pytest.approx(expected["pressure"])
+        assert scores["class_agreement_at_k"]["raw_pixels"] == pytest.approx(expected["class"])
+        assert scores["wind_mae_kt"]["raw_pixels"] == pytest.approx(expected["wind"])
+        for metric in ("pressure_mae_hpa", "wind_mae_kt"):
+            assert all(np.isfinite(v) and v >= 0 for v in scores[metric].values())
+    assert result["protocol"]["events_with_track"] == ["198702", "198799"]
+    record = resolve(ws, "clip", None)
+    assert record.metrics["analogs_other_events_pressure_mae_hpa"] == pytest.approx(
+        result["other_events"]["pressure_mae_hpa"]["trained"]
+    )
