@@ -48,6 +48,13 @@ ExcludeWindowOption = Annotated[
 RerankOption = Annotated[
     int, typer.Option(help="Exact re-rank of the top N by the grid metric (0 = off).")
 ]
+BboxOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Keep points located in WEST,SOUTH,EAST,NORTH (degrees, GeoJSON order): scenes, "
+        "and frames/clips of storms whose best-track centre lies inside."
+    ),
+]
 EventOption = Annotated[
     str | None, typer.Option(help="Event id(s) to keep, e.g. typhoon 198702 (comma-separated).")
 ]
@@ -224,6 +231,7 @@ def search_clip_command(
     event: EventOption = None,
     min_class: MinClassOption = None,
     max_pressure: MaxPressureOption = None,
+    bbox: BboxOption = None,
     rerank: RerankOption = 0,
     augment: Annotated[
         bool, typer.Option("--augment", help="Fuse with the predicted future (needs a predictor).")
@@ -271,6 +279,7 @@ def search_clip_command(
         events=event,
         min_class=min_class,
         max_pressure=max_pressure,
+        bbox=bbox,
     )
     options = SearchOptions(rerank=rerank, augment=augment, model_id=model)
     with Searcher(settings) as searcher:
@@ -327,6 +336,7 @@ def search_frame_command(
     event: EventOption = None,
     min_class: MinClassOption = None,
     max_pressure: MaxPressureOption = None,
+    bbox: BboxOption = None,
     rerank: RerankOption = 0,
     model: Annotated[
         str | None,
@@ -371,6 +381,7 @@ def search_frame_command(
         events=event,
         min_class=min_class,
         max_pressure=max_pressure,
+        bbox=bbox,
     )
     options = SearchOptions(rerank=rerank, model_id=model)
     with Searcher(settings) as searcher:

@@ -16,7 +16,7 @@ from skysearch.cli.options import (
     set_threads,
 )
 from skysearch.cli.output import emit_json, info, table
-from skysearch.cli.search import BetweenOption, build_filters, render_result
+from skysearch.cli.search import BboxOption, BetweenOption, build_filters, render_result
 from skysearch.encoders.datasets.captions import DEFAULT_SEED
 
 from skysearch.config import load_settings
@@ -282,10 +282,6 @@ DatasetOption = Annotated[
     str | None, typer.Option(help="Datasets to keep, comma-separated (e.g. aid-20,rsscn7).")
 ]
 LabelOption = Annotated[str | None, typer.Option(help="Labels to keep, comma-separated.")]
-BboxOption = Annotated[
-    str | None,
-    typer.Option(help="Keep scenes located in WEST,SOUTH,EAST,NORTH (degrees, GeoJSON order)."),
-]
 
 
 @search_app.command("text")

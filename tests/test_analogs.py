@@ -170,3 +170,60 @@ def test_other_events_match_a_brute_force_computation(two_storms, cli):
     assert record.metrics["analogs_other_events_pressure_mae_hpa"] == pytest.approx(
         result["other_events"]["pressure_mae_hpa"]["trained"]
     )
+
+
+def test_indexed_clips_carry_their_track_and_filter_by_it(two_storms, cli):
+    """``index clips`` after ``ingest-track``: each clip's payload holds its event and the track
+    row at its last frame; --event / --min-class / --max-pressure / --bbox keep exactly the
+    clips a brute-force pass over those rows keeps."""
+    from skysearch.ingest.tracks import track_rows
+    from skysearch.retrieval.store import open_store
+
+    ws, tracks = two_storms
+    for path in tracks.values():
+        ingest_tracks(ws, path)
+    assert cli("index", "clips", "-w", ws.root).exit_code == 0
+    clips = read_clips(ws).to_pylist()
+    frame_times = {}
+    for event in ("198702", "198799"):
+        for row in read_frames_of(ws, event):
+            frame_times[row["frame_id"]] = row["time"]
+    expected = {}
+    for clip in clips:
+        (row,) = track_rows(ws, clip["event"], [frame_times[clip["frame_ids"][0][-1]]])
+        expected[clip["clip_id"]] = (clip["event"], row)
+    with open_store(None, str(ws.store_dir)) as store:
+        payloads = {r.payload["clip_id"]: r.payload for r in store.scroll("clips")}
+    assert payloads.keys() == expected.keys()
+    for clip_id, (event, row) in expected.items():
+        p = payloads[clip_id]
+        assert p["event"] == event
+        assert (p["track_class"], p["pressure_hpa"]) == (row["class"], row["pressure_hpa"])
+        assert p["location"] == {"lon": row["lon"], "lat": row["lat"]}
+    pressures = sorted({row["pressure_hpa"] for _, row in expected.values()})
+    cut = pressures[len(pressures) // 2]
+    query = clips[0]["clip_id"]
+    found = cli(
+        "search", "clip", "--clip-id", query, "--event", "198799", "--max-pressure", cut,
+        "--k", "1000", "--json", "-w", ws.root,
+    )  # fmt: skip
+    assert found.exit_code == 0, found.stderr
+    got = {r["id"] for r in json.loads(found.stdout)["results"]}
+    want = {c for c, (e, row) in expected.items() if e == "198799" and row["pressure_hpa"] <= cut}
+    assert got == want and want
+    lats = sorted({row["lat"] for _, row in expected.values()})
+    south = lats[0] - 0.01
+    north = (lats[len(lats) // 2] + lats[len(lats) // 2 + 1]) / 2  # no point on the edge
+    boxed = cli(
+        "search", "clip", "--clip-id", query, "--bbox", f"100,{south},180,{north}",
+        "--k", "1000", "--json", "-w", ws.root,
+    )  # fmt: skip
+    got = {r["id"] for r in json.loads(boxed.stdout)["results"]}
+    assert got == {c for c, (_, row) in expected.items() if south <= row["lat"] <= north}
+
+
+def read_frames_of(ws: Workspace, event: str) -> list[dict]:
+    from skysearch.ingest.catalog import read_frames
+
+    table = read_frames(ws, columns=["frame_id", "time", "event"])
+    return [r for r in table.to_pylist() if r["event"] == event]

@@ -28,6 +28,7 @@ from skysearch.encoders.factory import (
 )
 from skysearch.ingest.catalog import read_frames
 from skysearch.ingest.framestore import FrameStore
+from skysearch.ingest.tracks import PAYLOAD_KEYS, track_payloads
 from skysearch.retrieval.indexing.pipeline import IndexReport, Item, Listing, run_index
 from skysearch.retrieval.store import VectorStore
 from skysearch.retrieval.store.schema import CLIPS, FRAMES, time_payload
@@ -75,12 +76,24 @@ def embed_steps(
 
 #: Payload fields an indexed frame or clip must still match to count as up to date: a best
 #: track loaded after indexing changes them, and the next index run rewrites those points.
-EVENT_FINGERPRINT = ("event",)
+EVENT_FINGERPRINT = ("event", *PAYLOAD_KEYS)
 
 
-def event_payload(event: str | None) -> dict[str, Any]:
-    """The event fields of a frame's or clip's payload (none for products without events)."""
-    return {"event": event} if event else {}
+def event_payloads(
+    workspace: Workspace, events: list[str | None], times: list[Any]
+) -> list[dict[str, Any]]:
+    """Per frame or clip (a clip at its last frame's time): its event, and where a best track
+    covers that time the storm's class, pressure, wind and centre (also as ``location``, so
+    ``--bbox`` keeps the storms centred inside). Empty for products without events."""
+    tracks = track_payloads(workspace, events, times)
+    out = []
+    for event, track in zip(events, tracks, strict=True):
+        payload: dict[str, Any] = {"event": event} if event else {}
+        if track:
+            lon = track["lon"] - 360.0 if track["lon"] > 180.0 else track["lon"]  # 0..360 east
+            payload |= track | {"location": {"lon": lon, "lat": track["lat"]}}
+        out.append(payload)
+    return out
 
 
 def _source_paths(workspace: Workspace, frame_ids: list[str]) -> list[str]:
@@ -109,6 +122,8 @@ def index_clips(
     rows = clip_set.clips.select(["clip_id", "satellite", "channels", "start", "event"]).to_pylist()
     sources = _source_paths(workspace, [clip_set.steps[s][0] for s in clip_set.index[:, 0]])
     single = len(clip_set.channels) == 1
+    last_times = clip_set.step_times[clip_set.index[:, -1]]
+    extras = event_payloads(workspace, [r["event"] for r in rows], list(last_times))
     items = [
         Item(
             row["clip_id"],
@@ -121,7 +136,7 @@ def index_clips(
                 "clip_id": row["clip_id"],
                 "source_path": sources[m],
                 "model_id": record.model_id,
-                **event_payload(row["event"]),
+                **extras[m],
             },
             m,
         )
@@ -166,6 +181,8 @@ def index_frames(
         channel=frame_channel(record, "index frames"),
         columns=["frame_id", "satellite", "channel", "time", "source_path", "event"],
     )
+    rows = table.to_pylist()
+    extras = event_payloads(workspace, [r["event"] for r in rows], [r["time"] for r in rows])
     items = [
         Item(
             r["frame_id"],
@@ -176,11 +193,11 @@ def index_frames(
                 "frame_id": r["frame_id"],
                 "source_path": r["source_path"],
                 "model_id": record.model_id,
-                **event_payload(r["event"]),
+                **extra,
             },
             (r["frame_id"],),
         )
-        for r in table.to_pylist()
+        for r, extra in zip(rows, extras, strict=True)
     ]
 
     def embed(chunk: list[Item]) -> tuple[list[Item], np.ndarray, list[dict[str, str]]]:

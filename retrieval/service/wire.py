@@ -144,7 +144,9 @@ class FilterFields(BaseModel):
     datasets: list[Name] = Field(default_factory=list, max_length=64, description="scenes")
     labels: list[Name] = Field(default_factory=list, max_length=64, description="scenes")
     bbox: Annotated[tuple[Longitude, Latitude, Longitude, Latitude], Strict(False)] | None = Field(
-        None, description="[west, south, east, north] in degrees: scenes located inside"
+        None,
+        description="[west, south, east, north] in degrees: scenes, and storms (best-track "
+        "centre) located inside",
     )
     events: list[Name] = Field(
         default_factory=list, max_length=64, description="event ids, e.g. typhoon 198702"

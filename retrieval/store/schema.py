@@ -91,8 +91,9 @@ PAYLOAD_FIELDS: tuple[PayloadField, ...] = (
     PayloadField(
         "location",
         _T.GEO,
-        (SCENES,),
-        "{lon, lat} in degrees (the centre of `bbox` when the source gives a box)",
+        _ALL,
+        "{lon, lat} in degrees: a scene's (the centre of `bbox` when the source gives a box); "
+        "a frame's or clip's storm centre from its best track",
     ),
     PayloadField("bbox", None, (SCENES,), "[west, south, east, north] in degrees, if known"),
     PayloadField("event", _T.KEYWORD, (FRAMES, CLIPS), "event id, e.g. a typhoon (198702)"),
