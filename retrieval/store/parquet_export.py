@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from qdrant_client import models
 from skysearch.retrieval.store.base import VectorStore
 from skysearch.retrieval.store.schema import PAYLOAD_FIELDS
+from skysearch.retrieval.store.transfer import export_names
 
 from skysearch.atomic import atomic_path
 from skysearch.errors import UsageError
@@ -92,9 +93,7 @@ def export_parquet(
     """Write the collections (default: all) under ``folder``; returns points per collection."""
     from tqdm import tqdm
 
-    names = collections or store.collections()
-    for name in names:
-        store.vector_config(name)  # NotFoundError for an unknown collection, before writing
+    names = export_names(store, collections)
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"cannot write Parquet into {folder}: it is a file, not a folder")

@@ -46,13 +46,20 @@ def decode_vector(text: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text, validate=True), dtype="<f4")
 
 
+def export_names(store: VectorStore, collections: list[str] | None) -> list[str]:
+    """The collections an export writes (default: all); a NotFoundError for an unknown one,
+    before anything is written."""
+    names = collections or store.collections()
+    for name in names:
+        store.vector_config(name)
+    return names
+
+
 def export_store(
     store: VectorStore, out: Path, collections: list[str] | None = None, progress: bool = True
 ) -> dict[str, int]:
     """Write the collections (default: all) to ``out`` atomically; returns points per collection."""
-    names = collections or store.collections()
-    for name in names:
-        store.vector_config(name)  # NotFoundError for an unknown collection, before writing
+    names = export_names(store, collections)
     out = Path(out)
     if not out.parent.is_dir():
         raise UsageError(f"cannot write {out}: {out.parent} is not an existing folder")
