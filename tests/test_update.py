@@ -196,6 +196,38 @@ def test_skipped_files_exit_1_and_are_listed(cli, deliveries, tmp_path):
     assert report["nothing_new"] and report["files"]["unchanged"] == 3
 
 
+def test_update_loads_hdf5_typhoon_frames_and_their_clips(cli, tmp_path):
+    """The job reads the scientific formats too: Digital Typhoon HDF5 frames, bad rows
+    repaired, clips of the requested spec per event; a second delivery adds only its own."""
+    files = sorted(shared_data("digital-typhoon", "image", "198702").glob("*.h5"))[:16]
+    first = _copy(files[:10], tmp_path / "d1")
+    code, report, _ = update(cli, tmp_path / "ws", first, "--clip-spec", "4x60")
+    bad = sum(1 for p in files[:10] if _has_impossible_values(p))
+    assert code == 0 and report["files"]["frames_added"] == 10
+    assert report["files"]["suspect"] == report["files"]["repaired"] == bad > 0
+    code, report, _ = update(cli, tmp_path / "ws", first, _copy(files[10:], tmp_path / "d2"))
+    assert code == 0 and (report["files"]["frames_added"], report["files"]["unchanged"]) == (6, 10)
+    from skysearch.ingest.catalog import read_frames
+    from skysearch.ingest.clips import read_clips
+
+    from skysearch.config import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    frames = read_frames(ws).to_pylist()
+    assert {f["event"] for f in frames} == {"198702"} and len(frames) == 16
+    assert {f["status"] for f in frames} == {"ok", "repaired"}
+    clips = read_clips(ws).to_pylist()
+    assert clips and {c["event"] for c in clips} == {"198702"}
+
+
+def _has_impossible_values(path: Path) -> bool:
+    import h5py
+
+    with h5py.File(path) as handle:
+        values = handle["infrared"][()]
+    return bool(((values < 150) | (values > 340)).any())
+
+
 def _one_line_error(r, *parts: str) -> None:
     assert r.exit_code == 2, (r.exit_code, r.stderr)
     assert "Traceback" not in r.stderr and r.stdout == ""

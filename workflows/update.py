@@ -49,7 +49,8 @@ class UpdateReport:
     """What one run did, per stage (``--json`` prints ``to_dict()``)."""
 
     inputs: list[str] = field(default_factory=list)
-    #: seen, frames_added, unchanged, identical_duplicates, skipped
+    #: seen, frames_added, unchanged, identical_duplicates, skipped, suspect (added with
+    #: physically impossible values), repaired
     files: dict[str, int] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}
     sketches: dict[str, int] = field(default_factory=dict)  # sketched, total
@@ -236,6 +237,8 @@ def _ingest(
         "unchanged": done.unchanged,
         "identical_duplicates": done.identical_duplicates,
         "skipped": len(done.skipped),
+        "suspect": done.suspect,
+        "repaired": done.repaired,
     }
     report.skipped = done.skipped
     report.ingest_report = done.report_path
