@@ -125,29 +125,34 @@ def repair_frames(
             report.repaired += 1
     if moved:
         writer.sync()
-        _point_catalog(workspace, moved)
+        update_frames(
+            workspace, {fid: {"store_row": row, "status": "repaired"} for fid, row in moved.items()}
+        )
     return report
 
 
-def _point_catalog(workspace: Workspace, moved: dict[str, int]) -> None:
-    """Catalog rows of the repaired frames -> their new store rows, status ``repaired``."""
+def mark_suspect(workspace: Workspace, frame_ids: list[str]) -> None:
+    """Flag repaired frames whose pixels were decoded again from their sources (the workspace
+    repair): they hold their masked rows again, and the next repair pass fills them."""
+    update_frames(workspace, {fid: {"status": "suspect"} for fid in frame_ids})
+
+
+def update_frames(workspace: Workspace, changes: dict[str, dict[str, object]]) -> None:
+    """Set columns of some catalog rows (frame id -> {column: value}), one atomic partition
+    replacement per partition holding any of them."""
     for folder in sorted(workspace.frames_catalog.glob("satellite=*/year=*")):
         parts = live_parts(folder)
-        table = pa.concat_tables([read_part(p) for p in parts]) if parts else None
-        if table is None:
+        if not parts:
             continue
+        table = pa.concat_tables([read_part(p) for p in parts])
         ids = table["frame_id"].to_pylist()
-        if not moved.keys() & set(ids):
+        if not changes.keys() & set(ids):
             continue
-        old_rows = table["store_row"].to_pylist()
-        store_rows = [moved.get(fid, row) for fid, row in zip(ids, old_rows, strict=True)]
-        old_status = table["status"].to_pylist()
-        status = ["repaired" if f in moved else s for f, s in zip(ids, old_status, strict=True)]
-        table = table.set_column(
-            table.schema.get_field_index("store_row"), "store_row", pa.array(store_rows, pa.int64())
-        )
-        table = table.set_column(
-            table.schema.get_field_index("status"), "status", pa.array(status, pa.string())
-        )
+        columns = sorted({c for change in changes.values() for c in change})
+        for name in columns:
+            old = table[name].to_pylist()
+            new = [changes.get(f, {}).get(name, v) for f, v in zip(ids, old, strict=True)]
+            at = table.schema.get_field_index(name)
+            table = table.set_column(at, name, pa.array(new, FRAME_SCHEMA.field(name).type))
         table = table.sort_by([("channel", "ascending"), ("store_row", "ascending")])
         replace_parts(workspace, folder, table.cast(FRAME_SCHEMA), parts)

@@ -39,6 +39,8 @@ class ArrayRebuild:
 
     kept: int = 0  # rows whose checksum matched
     redecoded: int = 0  # rows decoded again from their source file
+    #: repaired frames decoded again: their masked rows are back (``quality.mark_suspect``)
+    unrepaired: list[str] = field(default_factory=list)
     lost: list[dict[str, str]] = field(default_factory=list)  # frame_id, source_path, reason
 
 
@@ -111,6 +113,8 @@ def rebuild_array(
                     else:
                         pixels = decoded
                         report.redecoded += 1
+                        if by_row[r].get("status") == "repaired":
+                            report.unrepaired.append(by_row[r]["frame_id"])
                 out.write(pixels.tobytes())
                 out_crc.write(crc_bytes(pixels))
     meta = {"height": height, "width": width, "dtype": "uint8"}

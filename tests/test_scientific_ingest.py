@@ -268,3 +268,30 @@ def test_stac_export_is_valid_and_names_every_frame(typhoon, tmp_path, cli):
         )
     again = cli("catalog", "export", "--stac", out, "-w", typhoon.root)
     assert again.exit_code == 2 and "exists and is not an empty folder" in again.stderr
+
+
+def test_workspace_repair_repairs_again_a_repaired_frame_it_decodes_from_its_source(
+    h5_files, tmp_path, cli
+):
+    """A damaged frame-store row of a repaired frame comes back from its source with its
+    masked rows: the workspace repair fills them again, to the same pixels as before."""
+    from skysearch.ingest.framestore import DATA_FILE, store_path
+
+    workspace = Workspace(tmp_path / "ws")
+    ingest(h5_files[:8], workspace, progress=False)
+    store = FrameStore(workspace)
+    before = {f["frame_id"]: store.read(f["frame_id"]) for f in read_frames(workspace).to_pylist()}
+    victim = next(f for f in read_frames(workspace).to_pylist() if f["status"] == "repaired")
+    data = store_path(workspace, "gms3", "ir", 1987) / DATA_FILE
+    with open(data, "r+b") as handle:  # flip bytes in the victim's row
+        handle.seek(victim["store_row"] * 256 * 256 + 1000)
+        handle.write(b"\xff" * 64)
+    result = cli("repair", "-w", workspace.root, "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["remaining"] == [] and report["lost_frames"] == []
+    frames = {f["frame_id"]: f for f in read_frames(workspace).to_pylist()}
+    assert frames[victim["frame_id"]]["status"] == "repaired"
+    store = FrameStore(workspace)
+    for frame_id, pixels in before.items():
+        assert np.array_equal(store.read(frame_id), pixels), frames[frame_id]["status"]

@@ -23,10 +23,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skysearch.config import Settings, Workspace
 from skysearch.errors import SkySearchError, UsageError
+
+if TYPE_CHECKING:
+    from skysearch.ingest.framestore import StoreWriter
 
 DAMAGED_STORE = ".damaged-store"  # collections set aside, beside (not in) the store folder
 
@@ -87,9 +90,9 @@ def repair_workspace(
         raise UsageError(f"workspace {workspace.root} does not exist")
     problems = check_workspace(workspace, deep=True)
     report = RepairReport()
-    with StoreWriter(workspace):  # the ingest lock: no ingest writes meanwhile
+    with StoreWriter(workspace) as writer:  # the ingest lock: no ingest writes meanwhile
         parts, lost_ids, clip_files = _catalogs(workspace, problems, report)
-        _frame_arrays(workspace, problems, profile_dirs, report)
+        _frame_arrays(workspace, problems, profile_dirs, report, writer)
     if parts:
         _reingest(workspace, parts, lost_ids, profile_dirs, report, progress)
     _sketches(workspace, problems, report, progress)
@@ -134,8 +137,11 @@ def _frame_arrays(
     problems: list[Any],
     profile_dirs: list[Path] | None,
     report: RepairReport,
+    writer: StoreWriter,
 ) -> None:
-    """Rebuild damaged arrays; drop frames that cannot be rebuilt; add missing checksums."""
+    """Rebuild damaged arrays; drop frames that cannot be rebuilt; repair again the frames
+    with physically impossible values that came back from their sources; add missing
+    checksums."""
     import pyarrow.compute as pc
     from skysearch.ingest import integrity
     from skysearch.ingest.catalog import read_frames
@@ -148,11 +154,13 @@ def _frame_arrays(
         store_path,
     )
     from skysearch.ingest.profiles import load_profiles
+    from skysearch.ingest.quality import mark_suspect, repair_frames
     from skysearch.ingest.rebuild import drop_frames, rebuild_array
 
     profiles = load_profiles(profile_dirs)
     catalog = read_frames(workspace)
     damaged: dict[tuple[str, str, int], list[Any]] = {}
+    unrepaired: list[str] = []
     for p in problems:
         if p.kind == integrity.FRAMES and p.key is not None:
             damaged.setdefault(p.key, []).append(p)
@@ -168,6 +176,7 @@ def _frame_arrays(
         profile = profiles.get(rows["profile"][0].as_py())
         result = rebuild_array(workspace, key, rows, profile)
         report.lost_frames += result.lost
+        unrepaired += result.unrepaired
         done = f"kept {result.kept} frames, decoded {result.redecoded} again from their sources"
         if result.lost:
             done += f"; {len(result.lost)} could not be rebuilt (dropped from the catalog)"
@@ -175,6 +184,18 @@ def _frame_arrays(
             report.actions.append(Action(p.path, p.what, done, not result.lost))
     if report.lost_frames:
         drop_frames(workspace, [f["frame_id"] for f in report.lost_frames])
+    if unrepaired:
+        mark_suspect(workspace, unrepaired)
+        writer.reconcile(read_frames(workspace))
+        again = repair_frames(workspace, writer, profiles).repaired
+        report.actions.append(
+            Action(
+                str(workspace.frames_catalog),
+                f"{len(unrepaired)} repaired frames decoded again from their sources",
+                f"repaired {again} of them again from their clean neighbours",
+                again == len(unrepaired),
+            )
+        )
     expected = expected_arrays(catalog)
     for p in problems:
         if p.kind != integrity.CHECKSUMS or p.key in damaged or p.key not in expected:
