@@ -331,6 +331,14 @@ def test_scroll_returns_every_point_with_vectors(store):
     assert len(subset) == int((DATA.sat == "coms").sum())
 
 
+def test_scroll_by_point_id(store):
+    """A point looked up by its id (the service's scene thumbnails): the embedded adapter once
+    passed the ids to qdrant-edge as a list, which it refuses (it takes a set)."""
+    wanted = [DATA.ids[3], DATA.ids[7]]
+    found = models.Filter(must=[models.HasIdCondition(has_id=wanted)])
+    assert sorted(r.id for r in store.scroll(COLL, found)) == sorted(wanted)
+
+
 def test_info_reports_points_and_indexes(store):
     info = store.info(COLL)
     assert info.points == N
