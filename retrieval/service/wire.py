@@ -363,6 +363,25 @@ class ClipMeta(BaseModel):
     thumbnail: str
 
 
+class ClipSpecBody(BaseModel):
+    satellite: str
+    channels: list[str]
+    length: int = Field(description="frames per clip")
+    gap_minutes: int
+    clips: int = Field(description="clips of this spec in the clip catalog")
+
+
+class ArchiveBody(BaseModel):
+    """What the workspace's frame and clip catalogs hold."""
+
+    frames: int
+    clips: int
+    start: str | None = Field(description="RFC 3339 UTC, first frame (null: no frames)")
+    end: str | None = Field(description="RFC 3339 UTC, last frame")
+    satellites: dict[str, list[str]] = Field(description="satellite -> its channels")
+    clip_specs: list[ClipSpecBody]
+
+
 class FiltersEcho(TypedDict):  # a dict once parsed, as in the CLI's JSON
     """The filters applied (``SearchFilters.to_dict``)."""
 
