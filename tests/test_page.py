@@ -194,6 +194,19 @@ def test_text_search_shows_scene_images(session):
     assert session.images_loaded()
     assert any("/scenes/" in r for r in session.requests)
 
+    # more like a scene: its image (as the service serves it) becomes an image query
+    first = session.shown()[0]
+    done = int(session.page.get_attribute("body", "data-images"))
+    session.page.click("#hit-1 .media")
+    session.page.wait_for_selector(f"body[data-images='{done + 1}']", timeout=WAIT_MS)
+    session.shot("more-like-a-scene")
+    image = session.api.get(f"/scenes/{first}/thumbnail.png", params={"size": 512}).content
+    files = {"image": ("scene.png", image, "image/png")}
+    form = {"k": "6", "one_per_day": "false"}
+    shown = session.shown()
+    assert shown == session.answer("/search/image", files=files, data=form)
+    assert shown[0] == first  # the scene is the best match of its own image
+
 
 def test_uploaded_frames_search_clips_and_one_frame_searches_frames(session):
     page = session.page

@@ -248,6 +248,9 @@ function loadHash() {
 }
 
 // ---- searching ----------------------------------------------------------------------------
+/** Files of the query on show (uploads, or the scene image of a "more like this"). */
+let queryFiles = [];
+
 async function search(event) {
   event?.preventDefault();
   let path, init;
@@ -257,8 +260,14 @@ async function search(event) {
     showMessage(`Check the form: ${err.message}`);
     return;
   }
-  showMessage("");
   saveHash();
+  queryFiles = kind() === "upload" ? chosenFiles() : [];
+  await run(path, init);
+}
+
+/** Send one search, show its answer (or the server's error detail). */
+async function run(path, init) {
+  showMessage("");
   document.body.dataset.state = "searching";
   $("#go").disabled = true;
   $("#summary").textContent = "Searching…";
@@ -278,18 +287,33 @@ async function search(event) {
   }
 }
 
-/** Search for things like a hit (or the query's catalog clip/frame). */
-function moreLikeThis(hit) {
+/** Search for things like a hit: a clip or frame by its id; a scene by its image. */
+async function moreLikeThis(hit) {
   const f = $("#search").elements;
-  if (hit.kind === "clip") {
-    f.kind.value = "clip-id";
-    f.clip_id.value = hit.id;
+  if (hit.kind === "scene" && !hit.frame_ids?.length) {
+    let blob;
+    try {
+      blob = await api(`/scenes/${hit.id}/thumbnail.png?size=512`, { blob: true });
+    } catch (err) {
+      showMessage(explain(err));
+      return;
+    }
+    const file = new File([blob], `${hit.label || "scene"}-${hit.id}.png`, { type: "image/png" });
+    queryFiles = [file];
+    const form = new FormData();
+    form.append("image", file);
+    await run("/search/image", { form: formFields(form, filters(f)) });
   } else {
-    f.kind.value = "frame-id";
-    f.frame_id.value = hit.kind === "frame" ? hit.id : hit.frame_ids[0];
+    if (hit.kind === "clip") {
+      f.kind.value = "clip-id";
+      f.clip_id.value = hit.id;
+    } else {
+      f.kind.value = "frame-id";
+      f.frame_id.value = hit.kind === "frame" ? hit.id : hit.frame_ids[0];
+    }
+    showKind();
+    await search();
   }
-  showKind();
-  search();
   $("#summary").focus();
 }
 
@@ -354,7 +378,7 @@ function render(result, ms) {
     loads.push(done);
   }
   const total = result.timing_ms?.total;
-  $("#summary").textContent = `${result.results.length} hit(s) for a ${result.query.kind} query`
+  $("#summary").textContent = `${result.results.length} hit(s) · ${result.query.kind} query`
     + (result.query.model_id ? ` · model ${result.query.model_id}` : "")
     + ` · ${Math.round(ms)} ms in the browser${total ? `, ${Math.round(total)} ms in the service` : ""}`;
   $("#summary").tabIndex = -1;
@@ -378,9 +402,9 @@ function renderQuery(query) {
     const [img, loaded] = apiImage(imagePath(item), `query ${item.kind}`);
     parts.push(el("div", { class: "media" }, img));
     done = loaded;
-  } else if (query.files?.length) {
+  } else if (queryFiles.length) {
     const strip = el("div", { class: "media strip" });
-    for (const file of chosenFiles()) {
+    for (const file of queryFiles) {
       const url = URL.createObjectURL(file);
       lastQueryUrls.push(url);
       strip.append(el("img", { src: url, alt: file.name }));
@@ -388,6 +412,7 @@ function renderQuery(query) {
     parts.push(strip);
   }
   const what = query.kind === "text" ? `“${query.text}”`
+    : query.kind === "image" ? `image ${query.image}`
     : query.files?.length ? `${query.files.length} uploaded frame(s)`
     : `${query.kind} ${shortTime(query.start)}`;
   parts.push(el("div", { class: "caption" },
@@ -409,11 +434,8 @@ function hitCard(hit) {
   } else {
     media = el("span", { class: "noimage", text: hit.kind });
   }
-  const canFollow = hit.kind !== "scene" || hit.frame_ids?.length;
-  const mediaBox = canFollow
-    ? el("button", { type: "button", class: "media", title: "More like this",
-      "aria-label": `More like ${alt}`, onclick: () => moreLikeThis(hit) }, media)
-    : el("div", { class: "media" }, media);
+  const mediaBox = el("button", { type: "button", class: "media", title: "More like this",
+    "aria-label": `More like ${alt}`, onclick: () => moreLikeThis(hit) }, media);
   const links = el("div", { class: "links" });
   if (hit.kind === "clip" || hit.kind === "frame") {
     const base = `/${hit.kind}s/${hit.id}`;
@@ -421,10 +443,12 @@ function hitCard(hit) {
     links.append(download(`${base}/thumbnail.png${hit.kind === "clip" ? "?size=512" : ""}`,
       `${hit.kind}-${hit.id}.png`, hit.kind === "clip" ? "Contact sheet" : "PNG"));
   }
-  if (canFollow) {
-    links.append(el("button", { type: "button", class: "link", text: "More like this",
-      onclick: () => moreLikeThis(hit) }));
+  if (hit.kind === "scene" && !hit.frame_ids?.length) {
+    links.append(download(`/scenes/${hit.id}/thumbnail.png?size=1024`, `scene-${hit.id}.png`,
+      "Image"));
   }
+  links.append(el("button", { type: "button", class: "link", text: "More like this",
+    onclick: () => moreLikeThis(hit) }));
   const card = el("li", { class: "hit", id: `hit-${hit.rank}`, "data-id": hit.id,
     "data-kind": hit.kind },
     mediaBox,
