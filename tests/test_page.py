@@ -155,7 +155,8 @@ def test_clip_search_by_time_shows_the_api_answer_as_animations(session):
 def test_more_like_this_makes_a_hit_the_query(session):
     second = session.shown()[1]
     done = int(session.page.get_attribute("body", "data-images"))
-    session.page.click("#hit-2 .media")
+    session.page.focus("#hit-2 .media")  # by keyboard: the picture is a button
+    session.page.keyboard.press("Enter")
     session.page.wait_for_selector(f"body[data-images='{done + 1}']", timeout=WAIT_MS)
     session.shot("more-like-this")
     assert session.page.input_value("#clip_id") == second
@@ -231,6 +232,16 @@ def test_uploaded_frames_search_clips_and_one_frame_searches_frames(session):
     assert {h.get_attribute("data-kind") for h in page.query_selector_all("#hits .hit")} == {
         "frame"
     }
+
+
+@pytest.mark.parametrize("width", [1024, 1366])
+def test_laptop_widths_need_no_sideways_scrolling(session, width):
+    page = session.page
+    page.set_viewport_size({"width": width, "height": 768})
+    session.shot(f"width-{width}")
+    overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+    page.set_viewport_size({"width": 1280, "height": 860})
+    assert overflow <= 0
 
 
 def test_a_refused_request_shows_the_servers_detail(session):

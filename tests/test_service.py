@@ -135,47 +135,45 @@ def test_clip_metadata_and_thumbnail(sky, catalogs):
 def test_clip_animation_is_a_looping_webp_of_the_clips_frames(sky, url, catalogs):
     _, clips, _ = catalogs
     row = clips[5]
-    path = f"{url}/clips/{row['clip_id']}/animation.webp"
-    first = httpx.get(path, params={"size": 96}, headers={"X-API-Key": API_KEY})
-    assert first.status_code == 200 and first.headers["content-type"] == "image/webp"
-    image = Image.open(io.BytesIO(first.content))
+    first = sky.clip_animation(row["clip_id"], size=96)
+    image = Image.open(io.BytesIO(first))
     assert image.format == "WEBP" and image.n_frames == 6 and image.info.get("loop") == 0
     tile = _png(sky.frame_thumbnail(row["frame_ids"][0][2], size=96))
     image.seek(2)
     assert image.size == (tile.shape[1], tile.shape[0])  # each frame: the frame's thumbnail
     assert np.abs(np.asarray(image.convert("L"), float) - tile).mean() < 8  # lossy, close
-    again = httpx.get(path, params={"size": 96}, headers={"X-API-Key": API_KEY})
-    assert again.content == first.content  # cached
-    too_big = httpx.get(path, params={"size": 513}, headers={"X-API-Key": API_KEY})
-    assert too_big.status_code == 422 and "size" in too_big.json()["detail"]
+    assert sky.clip_animation(row["clip_id"], size=96) == first  # cached
+    path = f"{url}/clips/{row['clip_id']}/animation.webp"
+    served = httpx.get(path, headers={"X-API-Key": API_KEY})
+    assert served.headers["content-type"] == "image/webp"
+    too_big = _error(sky.clip_animation, row["clip_id"], size=513)
+    assert too_big.status_code == 422 and "size" in too_big.detail
+    missing = "00000000-0000-4000-8000-000000000000"
+    assert _error(sky.clip_animation, missing).status_code == 404
     assert httpx.get(path).status_code == 401
 
 
-def test_archive_says_what_the_catalogs_hold(url, catalogs):
+def test_archive_says_what_the_catalogs_hold(sky, catalogs):
     frames, clips, _ = catalogs
-    got = httpx.get(f"{url}/archive", headers={"X-API-Key": API_KEY}).json()
-    assert (got["frames"], got["clips"]) == (len(frames), len(clips))
+    got = sky.archive()
+    assert (got.frames, got.clips) == (len(frames), len(clips))
     times = sorted(f["time"] for f in frames)
-    assert parse_time(got["start"]) == times[0] and parse_time(got["end"]) == times[-1]
-    assert got["satellites"] == {"goes-east": ["ir"]}
-    assert got["clip_specs"] == [
+    assert parse_time(got.start) == times[0] and parse_time(got.end) == times[-1]
+    assert got.satellites == {"goes-east": ["ir"]}
+    assert [s.model_dump() for s in got.clip_specs] == [
         {"satellite": "goes-east", "channels": ["ir"], "length": 6, "gap_minutes": 60, "clips": 44}
     ]
 
 
-def test_scene_thumbnail_is_the_indexed_image(sky, url):
+def test_scene_thumbnail_is_the_indexed_image(sky):
     hit = sky.search_text("a river", k=1).results[0]
-    got = httpx.get(
-        f"{url}/scenes/{hit.id}/thumbnail.png", params={"size": 64}, headers={"X-API-Key": API_KEY}
-    )
-    assert got.status_code == 200
-    thumb = _png(got.content)
+    thumb = _png(sky.scene_thumbnail(hit.id, size=64))
     source = Image.open(hit.source_path)
     assert max(thumb.shape[:2]) == 64 and thumb.shape[2] == 3
     assert thumb.shape[1] / thumb.shape[0] == pytest.approx(source.width / source.height, 0.05)
     missing = "00000000-0000-4000-8000-000000000000"
-    gone = httpx.get(f"{url}/scenes/{missing}/thumbnail.png", headers={"X-API-Key": API_KEY})
-    assert gone.status_code == 404 and missing in gone.json()["detail"]
+    gone = _error(sky.scene_thumbnail, missing)
+    assert gone.status_code == 404 and missing in gone.detail
 
 
 def test_the_page_and_its_files_are_public_and_same_origin_only(url):
