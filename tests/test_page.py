@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from service_env import API_KEY, QUERY_AT, SAMPLE, build_workspace, server
+from service_env import API_KEY, QUERY_AT, SAMPLE, server, shared_workspace
 
 CHROMIUM = Path("/usr/bin/chromium")
 GOES = SAMPLE / "goes-irma-2017" / "infrared"
@@ -37,13 +37,8 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not 
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory):
-    return build_workspace(tmp_path_factory.getbasetemp() / "service-ws")
-
-
-@pytest.fixture(scope="module")
-def url(ws) -> str:
-    return server(ws.root)
+def url(tmp_path_factory) -> str:
+    return server(shared_workspace(tmp_path_factory).root)
 
 
 @pytest.fixture(scope="module")
@@ -256,9 +251,9 @@ def test_a_refused_request_shows_the_servers_detail(session):
     assert detail in message and "404" in message
 
 
-def test_the_page_works_on_loopback_without_a_key(browser, ws):
+def test_the_page_works_on_loopback_without_a_key(browser, tmp_path_factory):
     """A service started without a key: the page never asks; its status loads."""
-    keyless = server(ws.root, api_key=None)
+    keyless = server(shared_workspace(tmp_path_factory).root, api_key=None)
     page = browser.new_page()
     page.goto(f"{keyless}/")
     page.wait_for_selector("body[data-archive=loaded]", timeout=WAIT_MS)
