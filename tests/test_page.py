@@ -14,6 +14,7 @@ it) or playwright is missing: playwright's own browser download does not work of
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -145,6 +146,17 @@ def test_clip_search_by_time_shows_the_api_answer_as_animations(session):
     assert any("/animation.webp" in r for r in session.requests)
     assert session.page.query_selector("#query img") is not None  # the query clip, on top
     assert len(session.page.query_selector_all("#timeline a.tick")) == 8
+    # each hit's JSON and contact sheet download with the key (a plain link would send none)
+    first = session.shown()[0]
+    with session.page.expect_download() as got:
+        session.page.click("#hit-1 .links a:text('JSON')")
+    assert (
+        json.loads(Path(got.value.path()).read_text()) == session.api.get(f"/clips/{first}").json()
+    )
+    with session.page.expect_download() as got:
+        session.page.click("#hit-1 .links a:text('Contact sheet')")
+    assert Path(got.value.path()).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert got.value.suggested_filename == f"clip-{first}.png"
 
 
 def test_more_like_this_makes_a_hit_the_query(session):
