@@ -225,3 +225,31 @@ def test_animation_cache_is_bounded_in_bytes_and_least_recently_used():
     assert (webp.n_frames, webp.size) == (3, (30, 20))
     with pytest.raises(ValueError):
         animated_webp([])
+
+
+def test_clip_animations_are_drawn_again_when_the_frame_catalog_changes(monkeypatch):
+    """Frames ingested again keep their ids: the cached loop must not outlive their pixels."""
+    service = SearchService(Settings(workspace=Workspace(Path("/nonexistent-skysearch-ws"))))
+    monkeypatch.setattr(service, "require_ready", lambda: None)
+    drawn = []
+
+    class Catalogs:
+        version = frozenset({("a.parquet", 1, 1, 1)})
+
+        def clip(self, clip_id):
+            return {"clip_id": clip_id}
+
+        def stamp(self, what):
+            return self.version
+
+        def clip_frames(self, clip_id, size):
+            drawn.append(clip_id)
+            return clip_id, [np.full((8, 8), len(drawn), np.uint8)]
+
+    service.catalogs = catalogs = Catalogs()
+    first = service.clip_animation("c1", 64)
+    assert service.clip_animation("c1", 64) == first and drawn == ["c1"]  # cached
+    catalogs.version = frozenset({("a.parquet", 2, 2, 2)})  # frames written again
+    assert service.clip_animation("c1", 64) != first and drawn == ["c1", "c1"]
+    with pytest.raises(UsageError, match="at most 512"):
+        service.clip_animation("c1", 513)

@@ -109,6 +109,13 @@ class Catalogs:
             self._cache[what] = (stamp, index)
             return index
 
+    def stamp(self, what: str) -> frozenset:
+        """The stamp of the ``frame`` or ``clip`` catalog as last read (read again if changed):
+        a cache of what the catalog's frames look like keys by it."""
+        self.get(what)
+        with self._lock:
+            return self._cache[what][0]
+
     def _lookup(self, value: str, what: str) -> tuple[str, dict[str, Any]]:
         """(canonical id, catalog row) of a frame or clip id; 400 if not a UUID, 404 if unknown."""
         key = canonical_id(value, what)

@@ -339,13 +339,15 @@ class SearchService:
 
     def clip_animation(self, clip_id: str, size: int = THUMB_DEFAULT) -> bytes:
         """The clip's frames (first channel) as a looping animated WebP, longest side <=
-        ``size``; cached (:attr:`animations`, bounded in bytes)."""
+        ``size``; cached (:attr:`animations`, bounded in bytes) while the frame catalog is
+        unchanged."""
         self.require_ready()
         if size > ANIMATION_MAX:
             raise UsageError(f"animation size must be at most {ANIMATION_MAX}, got {size}")
         cid = self.catalogs.clip(clip_id)["clip_id"]  # 400/404 before the cache is touched
+        key = (cid, size, self.catalogs.stamp("frame"))  # frames ingested again: drawn again
         return self.animations.get(
-            (cid, size), lambda: animated_webp(self.catalogs.clip_frames(cid, size)[1])
+            key, lambda: animated_webp(self.catalogs.clip_frames(cid, size)[1])
         )
 
     def archive(self) -> dict[str, Any]:
