@@ -202,7 +202,8 @@ class SkySearchClient:
         return self._call("GET", path, params={"size": size}).content
 
     def archive(self) -> wire.ArchiveBody:
-        """GET /archive: what the catalogs hold (counts, time range, channels, clip specs)."""
+        """GET /archive: what the catalogs hold (counts, time range, channels, clip specs)
+        and the registered models."""
         return wire.ArchiveBody.model_validate(self._call("GET", "/archive").json())
 
     # ---- searches -------------------------------------------------------------------------

@@ -132,6 +132,7 @@ def test_the_key_is_asked_once_kept_in_the_tab_and_never_in_a_url(session):
     status = page.inner_text("#status")
     archive = session.api.get("/archive").json()
     assert f"{archive['frames']}" in status and "goes-east" in status
+    assert all(m["model_id"] in status for m in archive["models"])
     assert page.get_attribute("#at", "min") == archive["start"][:16]
 
 

@@ -163,6 +163,9 @@ def test_archive_says_what_the_catalogs_hold(sky, catalogs):
     assert [s.model_dump() for s in got.clip_specs] == [
         {"satellite": "goes-east", "channels": ["ir"], "length": 6, "gap_minutes": 60, "clips": 44}
     ]
+    kinds = {m.kind for m in got.models}
+    assert {"frame", "clip", "text-image"} <= kinds
+    assert [m.created for m in got.models] == sorted(m.created for m in got.models)
 
 
 def test_scene_thumbnail_is_the_indexed_image(sky):

@@ -342,7 +342,7 @@ def create_app(service: SearchService, api_key: str | None = None) -> FastAPI:
     )
     def archive() -> dict[str, Any]:
         """What the workspace's catalogs hold: frame and clip counts, time range, each
-        satellite's channels, the clip specs."""
+        satellite's channels, the clip specs; and the registered models."""
         return service.archive()
 
     meta_errors = {c: ERRORS[c] for c in (404, 503)}

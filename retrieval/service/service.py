@@ -351,9 +351,16 @@ class SearchService:
         )
 
     def archive(self) -> dict[str, Any]:
-        """What the workspace's catalogs hold (counts, time range, satellites, clip specs)."""
+        """What the workspace's catalogs hold (counts, time range, satellites, clip specs) and
+        its registered models."""
+        from skysearch.encoders.registry import list_models
+
         self.require_ready()
-        return self.catalogs.archive()
+        models = [
+            {"model_id": m.model_id, "kind": m.kind, "created": m.created}
+            for m in list_models(self.settings.workspace)
+        ]
+        return {**self.catalogs.archive(), "models": models}
 
     # ---- searches (the façade; results are SearchResult.to_dict(), the CLI's --json) -------
     def _check(self, filters: SearchFilters, rerank: int = 0) -> None:

@@ -371,8 +371,14 @@ class ClipSpecBody(BaseModel):
     clips: int = Field(description="clips of this spec in the clip catalog")
 
 
+class ModelBody(BaseModel):
+    model_id: str
+    kind: str = Field(description="frame, clip, text-image, predictor...")
+    created: str
+
+
 class ArchiveBody(BaseModel):
-    """What the workspace's frame and clip catalogs hold."""
+    """What the workspace's frame and clip catalogs hold, and the models trained on them."""
 
     frames: int
     clips: int
@@ -380,6 +386,7 @@ class ArchiveBody(BaseModel):
     end: str | None = Field(description="RFC 3339 UTC, last frame")
     satellites: dict[str, list[str]] = Field(description="satellite -> its channels")
     clip_specs: list[ClipSpecBody]
+    models: list[ModelBody] = Field(description="registered models, oldest first")
 
 
 class FiltersEcho(TypedDict):  # a dict once parsed, as in the CLI's JSON

@@ -537,6 +537,7 @@ async function loadStatus() {
         add("Clip spec", `${s.satellite} ${s.channels.join("+")} ${s.length}×${s.gap_minutes}m`
           + ` (${s.clips})`);
       }
+      for (const m of archive.models) add(`${m.kind} model`, m.model_id);
       fillChoices();
       document.body.dataset.archive = "loaded";
     }
