@@ -194,6 +194,14 @@ def test_the_page_and_its_files_are_public_and_same_origin_only(url):
     assert httpx.get(f"{url}/archive").status_code == 401  # the API still needs the key
 
 
+def test_a_model_of_another_kind_is_not_found(sky):
+    """Found by the outside fuzzer once /archive listed model ids: a frame model's id given to
+    text search was a 400 (a schema-valid request refused); there is no such text-image model."""
+    frame_model = next(m.model_id for m in sky.archive().models if m.kind == "frame")
+    err = _error(sky.search_text, "a river", k=1, model_id=frame_model)
+    assert err.status_code == 404 and "is a frame model, not a text-image model" in err.detail
+
+
 def test_unknown_and_malformed_ids(sky, url):
     missing = "00000000-0000-4000-8000-000000000000"
     for call in (sky.frame, sky.clip, sky.frame_thumbnail, sky.clip_thumbnail):
