@@ -378,7 +378,7 @@ def create_app(service: SearchService, api_key: str | None = None) -> FastAPI:
         return Response(
             service.clip_animation(clip_id, size),
             media_type="image/webp",
-            headers={"Cache-Control": "private, max-age=86400"},
+            headers={"Cache-Control": "private, max-age=600"},
         )
 
     @app.get("/scenes/{scene_id}/thumbnail.png", **png)
