@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -16,6 +17,14 @@ from skysearch.workflows.demo import DemoConfig
 from skysearch.config import load_settings
 
 DEFAULTS = DemoConfig()
+
+
+def page_hint(workspace: str) -> str:
+    """The demo's last line: how to look at its workspace in the web page."""
+    return (
+        f"see it in a browser: skysearch serve -w {shlex.quote(workspace)}, "
+        "then open http://127.0.0.1:8000/"
+    )
 
 
 @app.command()
@@ -82,5 +91,6 @@ def demo(
         "next: skysearch search clip --help, skysearch search frame --help, "
         "skysearch search text --help, skysearch doctor"
     )
+    info(page_hint(report.workspace))
     if json_out:
         emit_json(report.to_dict())

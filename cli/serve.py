@@ -96,7 +96,8 @@ def serve_command(
     device: DeviceOption = None,
     workspace: WorkspaceOption = None,
 ) -> None:
-    """Serve search over HTTP: text, clip and image search, metadata, thumbnails.
+    """Serve search over HTTP: text, clip and image search, metadata, thumbnails, and a web
+    page at / (search and look at the answers as moving pictures).
 
     One process with a thread pool (the embedded store allows one process); models and the
     store load once at start-up, GET /ready says when. OpenAPI docs at /docs.
@@ -133,7 +134,10 @@ def serve_command(
     service = SearchService(settings, torch_threads=torch_threads or None)
     service.open_store()  # a store another process holds: one error line, exit 2
     auth = "API key required (X-API-Key)" if api_key else "no API key (loopback only)"
-    info(f"serving {settings.workspace.root} on http://{host}:{port} ({auth}); docs at /docs")
+    info(
+        f"serving {settings.workspace.root} on http://{host}:{port} ({auth}): "
+        f"web page at http://{host}:{port}/, API docs at /docs"
+    )
     uvicorn.run(
         create_app(service, api_key=api_key),
         host=host,

@@ -173,10 +173,12 @@ def latest(workspace: Workspace, kind: str, hint: str | None = None) -> ModelRec
 
 
 def resolve(workspace: Workspace, kind: str, model_id: str | None = None) -> ModelRecord:
-    """``model_id`` if given (checking its kind), else the latest of ``kind``."""
+    """``model_id`` if given (checking its kind), else the latest of ``kind``. A model of
+    another kind is not found (404 over HTTP, as an unknown id): there is no such ``kind``
+    model."""
     if model_id is None:
         return latest(workspace, kind)
     record = get_model(workspace, model_id)
     if record.kind != kind:
-        raise UsageError(f"model {model_id} is a {record.kind} model, not a {kind} model")
+        raise NotFoundError(f"model {model_id} is a {record.kind} model, not a {kind} model")
     return record

@@ -204,6 +204,21 @@ class SkySearchClient:
         """GET /clips/{id}/thumbnail.png: PNG bytes (the clip's frames side by side)."""
         return self._call("GET", f"/clips/{clip_id}/thumbnail.png", params={"size": size}).content
 
+    def clip_animation(self, clip_id: str, size: int = 256) -> bytes:
+        """GET /clips/{id}/animation.webp: the clip's frames as a looping animated WebP."""
+        path = f"/clips/{clip_id}/animation.webp"
+        return self._call("GET", path, params={"size": size}).content
+
+    def scene_thumbnail(self, scene_id: str, size: int = 256) -> bytes:
+        """GET /scenes/{id}/thumbnail.png: the image the scene was indexed from, PNG bytes."""
+        path = f"/scenes/{scene_id}/thumbnail.png"
+        return self._call("GET", path, params={"size": size}).content
+
+    def archive(self) -> wire.ArchiveBody:
+        """GET /archive: what the catalogs hold (counts, time range, channels, clip specs)
+        and the registered models."""
+        return wire.ArchiveBody.model_validate(self._call("GET", "/archive").json())
+
     # ---- searches -------------------------------------------------------------------------
     def search_text(
         self,

@@ -72,6 +72,11 @@ def build_workspace(root: Path) -> Workspace:
     return Workspace(root, json.loads((root / CLI_JSON).read_text()))
 
 
+def shared_workspace(tmp_path_factory) -> Workspace:
+    """The session's service workspace (one per test session, whichever module asks first)."""
+    return build_workspace(tmp_path_factory.getbasetemp() / "service-ws")
+
+
 @functools.cache
 def service(root: Path):
     """The started, ready SearchService over the workspace (closed at exit)."""

@@ -374,6 +374,10 @@ def test_demo_rerun_reuses_everything(demo):
     assert "84 unchanged" in details["index scenes"]
     ids = [h["id"] for h in again["clip_search"]["results"]]
     assert ids == [h["id"] for h in first["clip_search"]["results"]]
+    # it ends by saying how to serve the web page for its workspace
+    assert err.strip().splitlines()[-1] == (
+        f"see it in a browser: skysearch serve -w {ws}, then open http://127.0.0.1:8000/"
+    )
 
 
 def _brute_force(ws: Path, query_id: str, keep) -> list[tuple[str, float, str]]:

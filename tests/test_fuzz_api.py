@@ -101,6 +101,7 @@ def test_outside_fuzzer_against_a_live_server(tmp_path_factory, monkeypatch):
     uploads it searched, so the run is known to reach the decoding paths."""
     from skysearch.ingest.catalog import read_frames
     from skysearch.ingest.clips import read_clips
+    from skysearch.retrieval.store.filters import SearchFilters
 
     from skysearch.config import load_settings
 
@@ -108,11 +109,13 @@ def test_outside_fuzzer_against_a_live_server(tmp_path_factory, monkeypatch):
     workspace = load_settings(workspace=ws.root).workspace
     frame_id = read_frames(workspace, columns=["frame_id"])["frame_id"][0].as_py()
     clip_id = read_clips(workspace)["clip_id"][0].as_py()
+    svc = service(ws.root)
+    scene_id = svc.search_text("a river", SearchFilters(k=1))["results"][0]["id"]
     config = tmp_path_factory.mktemp("schemathesis") / "schemathesis.toml"
     config.write_text(
         f'[parameters]\n"path.frame_id" = "{frame_id}"\n"path.clip_id" = "{clip_id}"\n'
+        f'"path.scene_id" = "{scene_id}"\n'
     )
-    svc = service(ws.root)
     served = dict.fromkeys(
         [
             "search_image",

@@ -198,3 +198,58 @@ def test_committed_openapi_matches_the_served_schema():
     )
     served = TestClient(_unloaded_app()).get("/openapi.json").json()
     assert served == json.loads(committed)
+
+
+def test_animation_cache_is_bounded_in_bytes_and_least_recently_used():
+    from skysearch.retrieval.service.animation import BytesCache, animated_webp
+
+    made = []
+
+    def make(key: str, size: int):
+        return lambda: made.append(key) or bytes(size)
+
+    cache = BytesCache(max_bytes=100)
+    for key in "abc":
+        cache.get(key, make(key, 40))  # c pushes a out (120 > 100)
+    assert len(cache) == 2 and cache.size == 80
+    cache.get("b", make("b", 40))  # hit: b is now the most recent
+    cache.get("d", make("d", 40))  # evicts c, not b
+    cache.get("b", make("b", 40))
+    cache.get("c", make("c", 40))
+    assert made == ["a", "b", "c", "d", "c"]
+    assert cache.get("huge", make("huge", 101)) == bytes(101)  # answered, never kept
+    assert "huge" in made and cache.size <= 100
+
+    frames = [np.full((20, 30), v, np.uint8) for v in (0, 128, 255)]
+    webp = Image.open(io.BytesIO(animated_webp(frames)))
+    assert (webp.n_frames, webp.size) == (3, (30, 20))
+    with pytest.raises(ValueError):
+        animated_webp([])
+
+
+def test_clip_animations_are_drawn_again_when_the_frame_catalog_changes(monkeypatch):
+    """Frames ingested again keep their ids: the cached loop must not outlive their pixels."""
+    service = SearchService(Settings(workspace=Workspace(Path("/nonexistent-skysearch-ws"))))
+    monkeypatch.setattr(service, "require_ready", lambda: None)
+    drawn = []
+
+    class Catalogs:
+        version = frozenset({("a.parquet", 1, 1, 1)})
+
+        def clip(self, clip_id):
+            return {"clip_id": clip_id}
+
+        def stamp(self, what):
+            return self.version
+
+        def clip_frames(self, clip_id, size):
+            drawn.append(clip_id)
+            return clip_id, [np.full((8, 8), len(drawn), np.uint8)]
+
+    service.catalogs = catalogs = Catalogs()
+    first = service.clip_animation("c1", 64)
+    assert service.clip_animation("c1", 64) == first and drawn == ["c1"]  # cached
+    catalogs.version = frozenset({("a.parquet", 2, 2, 2)})  # frames written again
+    assert service.clip_animation("c1", 64) != first and drawn == ["c1", "c1"]
+    with pytest.raises(UsageError, match="at most 512"):
+        service.clip_animation("c1", 513)

@@ -364,6 +364,14 @@ def test_an_older_collection_gets_the_indexes_added_since(tmp_path, monkeypatch)
         assert {"event", "track_class"} <= set(s.info("frames").payload_indexes)
 
 
+def test_scroll_by_point_id(store):
+    """A point looked up by its id (the service's scene thumbnails): the embedded adapter once
+    passed the ids to qdrant-edge as a list, which it refuses (it takes a set)."""
+    wanted = [DATA.ids[3], DATA.ids[7]]
+    found = models.Filter(must=[models.HasIdCondition(has_id=wanted)])
+    assert sorted(r.id for r in store.scroll(COLL, found)) == sorted(wanted)
+
+
 def test_info_reports_points_and_indexes(store):
     info = store.info(COLL)
     assert info.points == N

@@ -54,6 +54,9 @@ def test_wheel_installs_and_runs_outside_the_repository(tmp_path):
         "skysearch/encoders/model_configs/SkySearch-Lite0-MiniLM.json",
         "skysearch/workflows/demo.py",
         "skysearch/retrieval/store/embedded.py",
+        "skysearch/retrieval/service/static/index.html",
+        "skysearch/retrieval/service/static/app.js",
+        "skysearch/retrieval/service/static/style.css",
     ):
         assert shipped in names, shipped
 

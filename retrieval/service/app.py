@@ -20,9 +20,11 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, File, Form, Path, Query, Request, Security, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from skysearch.retrieval.search import ClipQuery, FrameQuery
+from skysearch.retrieval.service.animation import ANIMATION_MAX
+from skysearch.retrieval.service.page import PAGE_HEADERS, STATIC, mount_page, page_file
 from skysearch.retrieval.service.service import SearchService
 from skysearch.retrieval.service.uploads import Upload
 from skysearch.retrieval.service.wire import (
@@ -32,6 +34,7 @@ from skysearch.retrieval.service.wire import (
     THUMB_MAX,
     THUMB_MIN,
     UUID_PATTERN,
+    ArchiveBody,
     ClipMeta,
     ClipSearch,
     CollectionBody,
@@ -80,12 +83,22 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (503, "Service still loading, or a search kind not available"),
     )
 }
-PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
-    200: {
-        "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
-        "description": "PNG image",
-    },
-}
+
+
+def _image_response(media_type: str, what: str) -> dict[int | str, dict[str, Any]]:
+    return {
+        200: {
+            "content": {media_type: {"schema": {"type": "string", "format": "binary"}}},
+            "description": what,
+        },
+    }
+
+
+PNG_RESPONSE = _image_response("image/png", "PNG image")
+WEBP_RESPONSE = _image_response("image/webp", "Animated WebP image (loops)")
+AnimationSize = Annotated[
+    int, Query(ge=THUMB_MIN, le=ANIMATION_MAX, description="longest side of a frame, pixels")
+]
 
 
 # ---- request size limit (pure ASGI: counts bytes before anything parses them) ---------------
@@ -189,8 +202,18 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 # ---- auth -------------------------------------------------------------------------------
 _key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="API key")
-#: Paths served without a key: liveness and the API's own documentation.
-PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+#: Paths served without a key: liveness, the API's own documentation and the web page (its
+#: files hold nothing of the workspace; the page asks for the key and sends it with its calls).
+PUBLIC_PATHS = frozenset(
+    {"/", "/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+)
+PUBLIC_PREFIXES = (f"/{STATIC}/",)
+
+
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
 _UNAUTHORIZED = f"missing or wrong API key: send it in the {API_KEY_HEADER} header"
 
 
@@ -211,7 +234,7 @@ class ApiKeyGate:
         self.api_key = api_key
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in PUBLIC_PATHS:
+        if scope["type"] == "http" and not is_public(scope["path"]):
             raw = dict(scope.get("headers") or []).get(API_KEY_HEADER.lower().encode())
             if not key_matches(raw, self.api_key):
                 response = JSONResponse(
@@ -266,6 +289,19 @@ def create_app(service: SearchService, api_key: str | None = None) -> FastAPI:
     auth = [Depends(_auth(api_key))]
     limits = service.limits
 
+    mount_page(app)
+
+    @app.get(
+        "/",
+        tags=["page"],
+        response_class=FileResponse,
+        responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}}},
+    )
+    def page() -> FileResponse:
+        """The web page: search by clip, frame, upload or text; results as moving pictures
+        (no API key needed to load it; it asks for one when the service requires it)."""
+        return FileResponse(page_file("index.html"), headers=PAGE_HEADERS)
+
     @app.get("/health", response_model=Health, tags=["service"])
     def health() -> Health:
         """Liveness: the process answers (no API key needed; says nothing else)."""
@@ -297,6 +333,18 @@ def create_app(service: SearchService, api_key: str | None = None) -> FastAPI:
             for c in service.collections()
         ]
 
+    @app.get(
+        "/archive",
+        response_model=ArchiveBody,
+        tags=["metadata"],
+        dependencies=auth,
+        responses={503: ERRORS[503]},
+    )
+    def archive() -> dict[str, Any]:
+        """What the workspace's catalogs hold: frame and clip counts, time range, each
+        satellite's channels, the clip specs; and the registered models."""
+        return service.archive()
+
     meta_errors = {c: ERRORS[c] for c in (404, 503)}
     meta = {"tags": ["metadata"], "dependencies": auth, "responses": meta_errors}
     png = {**meta, "response_class": Response, "responses": {**PNG_RESPONSE, **meta_errors}}
@@ -320,6 +368,23 @@ def create_app(service: SearchService, api_key: str | None = None) -> FastAPI:
     def clip_thumbnail(clip_id: IdPath, size: Size = THUMB_DEFAULT) -> Response:
         """The clip's frames (first channel) side by side, as PNG."""
         return Response(service.clip_thumbnail(clip_id, size), media_type="image/png")
+
+    @app.get(
+        "/clips/{clip_id}/animation.webp",
+        **{**png, "responses": {**WEBP_RESPONSE, **meta_errors}},
+    )
+    def clip_animation(clip_id: IdPath, size: AnimationSize = THUMB_DEFAULT) -> Response:
+        """The clip's frames (first channel) as a looping animated WebP (cached)."""
+        return Response(
+            service.clip_animation(clip_id, size),
+            media_type="image/webp",
+            headers={"Cache-Control": "private, max-age=600"},
+        )
+
+    @app.get("/scenes/{scene_id}/thumbnail.png", **png)
+    def scene_thumbnail(scene_id: IdPath, size: Size = THUMB_DEFAULT) -> Response:
+        """A scene's image (as indexed by `skysearch index scenes`) as PNG."""
+        return Response(service.scene_thumbnail(scene_id, size), media_type="image/png")
 
     search = {
         "response_model": SearchResponse,

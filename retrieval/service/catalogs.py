@@ -49,7 +49,7 @@ def thumbnail(pixels: np.ndarray, max_side: int) -> np.ndarray:
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
-    """Grey uint8 (H, W) -> PNG bytes."""
+    """Grey uint8 (H, W) or RGB (H, W, 3) -> PNG bytes."""
     out = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8)).save(out, format="PNG")
     return out.getvalue()
@@ -109,6 +109,13 @@ class Catalogs:
             self._cache[what] = (stamp, index)
             return index
 
+    def stamp(self, what: str) -> frozenset:
+        """The stamp of the ``frame`` or ``clip`` catalog as last read (read again if changed):
+        a cache of what the catalog's frames look like keys by it."""
+        self.get(what)
+        with self._lock:
+            return self._cache[what][0]
+
     def _lookup(self, value: str, what: str) -> tuple[str, dict[str, Any]]:
         """(canonical id, catalog row) of a frame or clip id; 400 if not a UUID, 404 if unknown."""
         key = canonical_id(value, what)
@@ -151,11 +158,43 @@ class Catalogs:
         pixels = self._frame_store().read(meta["frame_id"])
         return png_bytes(thumbnail(pixels, _thumb_size(size)))
 
-    def clip_thumbnail(self, clip_id: str, size: int = THUMB_DEFAULT) -> bytes:
-        """The clip's frames (first channel, time left to right) as one PNG strip; each
-        frame's longest side <= ``size``."""
+    def clip_frames(self, clip_id: str, size: int = THUMB_DEFAULT) -> tuple[str, list[np.ndarray]]:
+        """(canonical id, the clip's frames of its first channel in time order), each frame's
+        longest side <= ``size``."""
         meta = self.clip(clip_id)
         self.get("frame")  # the frame store's index, as new as the clip catalog
         frames = self._frame_store().read_many(meta["frame_ids"][0])
         side = _thumb_size(size)
-        return png_bytes(np.concatenate([thumbnail(f, side) for f in frames], axis=1))
+        return meta["clip_id"], [thumbnail(f, side) for f in frames]
+
+    def clip_thumbnail(self, clip_id: str, size: int = THUMB_DEFAULT) -> bytes:
+        """The clip's frames (first channel, time left to right) as one PNG strip; each
+        frame's longest side <= ``size``."""
+        return png_bytes(np.concatenate(self.clip_frames(clip_id, size)[1], axis=1))
+
+    def archive(self) -> dict[str, Any]:
+        """What the catalogs hold: counts, time range, channels per satellite, clip specs."""
+        import pyarrow.compute as pc
+
+        frames, clips = self.get("frame").table, self.get("clip").table
+        satellites: dict[str, set[str]] = {}
+        for sat, chan in zip(
+            frames["satellite"].to_pylist(), frames["channel"].to_pylist(), strict=True
+        ):
+            satellites.setdefault(sat, set()).add(chan)
+        specs: dict[tuple, int] = {}
+        for row in clips.select(["satellite", "channels", "length", "gap_minutes"]).to_pylist():
+            key = (row["satellite"], tuple(row["channels"]), row["length"], row["gap_minutes"])
+            specs[key] = specs.get(key, 0) + 1
+        times = pc.min_max(frames["time"]) if frames.num_rows else None
+        return {
+            "frames": frames.num_rows,
+            "clips": clips.num_rows,
+            "start": to_rfc3339(times["min"].as_py()) if times else None,
+            "end": to_rfc3339(times["max"].as_py()) if times else None,
+            "satellites": {sat: sorted(chans) for sat, chans in sorted(satellites.items())},
+            "clip_specs": [
+                {"satellite": s, "channels": list(c), "length": n, "gap_minutes": g, "clips": k}
+                for (s, c, n, g), k in sorted(specs.items())
+            ],
+        }

@@ -42,7 +42,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from skysearch.retrieval.service.catalogs import Catalogs
+import numpy as np
+from PIL import Image
+from skysearch.retrieval.service.animation import (
+    ANIMATION_MAX,
+    CACHE_BYTES,
+    BytesCache,
+    animated_webp,
+)
+from skysearch.retrieval.service.catalogs import Catalogs, canonical_id, png_bytes
 from skysearch.retrieval.service.uploads import (
     Upload,
     UploadLimits,
@@ -61,7 +69,7 @@ from skysearch.retrieval.service.wire import (
 from skysearch.retrieval.store.filters import SearchFilters
 
 from skysearch.config import Settings
-from skysearch.errors import SkySearchError, StoreError, UsageError
+from skysearch.errors import NotFoundError, SkySearchError, StoreError, UsageError
 
 log = logging.getLogger("skysearch.service")
 
@@ -78,6 +86,7 @@ class ServiceLimits:
     max_request_bytes: int = 64 * 1024 * 1024
     max_request_pixels: int = 100_000_000
     upload: UploadLimits = field(default_factory=UploadLimits)
+    animation_cache_bytes: int = CACHE_BYTES
 
 
 @dataclass
@@ -114,6 +123,7 @@ class SearchService:
         self._thread: threading.Thread | None = None
         self._searcher: Any = None
         self.catalogs = Catalogs(settings.workspace, lambda: self._searcher.frame_store)
+        self.animations = BytesCache(self.limits.animation_cache_bytes)
 
     # ---- lifecycle ------------------------------------------------------------------------
     def start(self, background: bool = True) -> None:
@@ -301,6 +311,56 @@ class SearchService:
         """The clip's frames (first channel, time left to right) as one PNG strip."""
         self.require_ready()
         return self.catalogs.clip_thumbnail(clip_id, size)
+
+    def scene_thumbnail(self, scene_id: str, size: int = THUMB_DEFAULT) -> bytes:
+        """A scene's image (the file the ``scenes`` collection indexed) as PNG, longest side
+        <= ``size``. The path comes from the store's payload, never from the request."""
+        from qdrant_client import models
+        from skysearch.retrieval.store.schema import SCENES
+
+        self.require_ready()
+        key = canonical_id(scene_id, "scene")
+        store = self._searcher.store
+        record = None
+        if SCENES in store.collections():
+            found = models.Filter(must=[models.HasIdCondition(has_id=[key])])
+            record = next(iter(store.scroll(SCENES, found)), None)
+        if record is None:
+            raise NotFoundError(f"scene {key} is not in the {SCENES} collection")
+        path = record.payload.get("source_path") or record.payload.get("path")
+        try:
+            with Image.open(path) as image:
+                image.draft("RGB", (size, size))  # JPEG: decode at a fraction of full size
+                image.thumbnail((size, size), Image.Resampling.BOX)
+                pixels = np.asarray(image.convert("RGB"))
+        except (OSError, TypeError, ValueError):
+            raise NotFoundError(f"the image of scene {key} cannot be read any more") from None
+        return png_bytes(pixels)
+
+    def clip_animation(self, clip_id: str, size: int = THUMB_DEFAULT) -> bytes:
+        """The clip's frames (first channel) as a looping animated WebP, longest side <=
+        ``size``; cached (:attr:`animations`, bounded in bytes) while the frame catalog is
+        unchanged."""
+        self.require_ready()
+        if size > ANIMATION_MAX:
+            raise UsageError(f"animation size must be at most {ANIMATION_MAX}, got {size}")
+        cid = self.catalogs.clip(clip_id)["clip_id"]  # 400/404 before the cache is touched
+        key = (cid, size, self.catalogs.stamp("frame"))  # frames ingested again: drawn again
+        return self.animations.get(
+            key, lambda: animated_webp(self.catalogs.clip_frames(cid, size)[1])
+        )
+
+    def archive(self) -> dict[str, Any]:
+        """What the workspace's catalogs hold (counts, time range, satellites, clip specs) and
+        its registered models."""
+        from skysearch.encoders.registry import list_models
+
+        self.require_ready()
+        models = [
+            {"model_id": m.model_id, "kind": m.kind, "created": m.created}
+            for m in list_models(self.settings.workspace)
+        ]
+        return {**self.catalogs.archive(), "models": models}
 
     # ---- searches (the façade; results are SearchResult.to_dict(), the CLI's --json) -------
     def _check(self, filters: SearchFilters, rerank: int = 0) -> None:

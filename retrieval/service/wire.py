@@ -372,6 +372,32 @@ class ClipMeta(BaseModel):
     thumbnail: str
 
 
+class ClipSpecBody(BaseModel):
+    satellite: str
+    channels: list[str]
+    length: int = Field(description="frames per clip")
+    gap_minutes: int
+    clips: int = Field(description="clips of this spec in the clip catalog")
+
+
+class ModelBody(BaseModel):
+    model_id: str
+    kind: str = Field(description="frame, clip, text-image, predictor...")
+    created: str
+
+
+class ArchiveBody(BaseModel):
+    """What the workspace's frame and clip catalogs hold, and the models trained on them."""
+
+    frames: int
+    clips: int
+    start: str | None = Field(description="RFC 3339 UTC, first frame (null: no frames)")
+    end: str | None = Field(description="RFC 3339 UTC, last frame")
+    satellites: dict[str, list[str]] = Field(description="satellite -> its channels")
+    clip_specs: list[ClipSpecBody]
+    models: list[ModelBody] = Field(description="registered models, oldest first")
+
+
 class FiltersEcho(TypedDict):  # a dict once parsed, as in the CLI's JSON
     """The filters applied (``SearchFilters.to_dict``)."""
 

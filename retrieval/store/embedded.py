@@ -87,7 +87,7 @@ def _edge_condition(cond: Any) -> Any:
     if isinstance(cond, models.Filter):
         return to_edge_filter(cond)
     if isinstance(cond, models.HasIdCondition):
-        return qe.HasIdCondition(point_ids=[str(i) for i in cond.has_id])
+        return qe.HasIdCondition(point_ids={str(i) for i in cond.has_id})
     if isinstance(cond, models.IsEmptyCondition):
         return qe.IsEmptyCondition(key=cond.is_empty.key)
     if isinstance(cond, models.IsNullCondition):
