@@ -252,6 +252,23 @@ def test_laptop_widths_need_no_sideways_scrolling(session, width):
     assert overflow <= 0
 
 
+def test_event_and_track_filters_reach_the_api(session):
+    """The best-track inputs go into the request's filters: this archive (GOES) has no events,
+    so the page shows what the API answers for them: nothing."""
+    page = session.page
+    page.check("input[name=kind][value=clip-time]")
+    page.fill("#at", QUERY_AT[:16])
+    page.fill("#k", "8")
+    page.fill("#events", "198702")
+    page.select_option("#min_class", "4")
+    session.submit()
+    page.fill("#events", "")
+    page.select_option("#min_class", "")
+    flt = {"k": 8, "events": ["198702"], "min_class": 4}
+    body = {"at": f"{QUERY_AT[:16]}:00Z", "filters": flt}
+    assert session.shown() == session.answer("/search/clip", json=body) == []
+
+
 def test_a_refused_request_shows_the_servers_detail(session):
     unknown = "00000000-0000-4000-8000-000000000000"
     session.page.check("input[name=kind][value=clip-id]")

@@ -141,6 +141,12 @@ function filters(f) {
   if (f.end.value) out.end = utc(f.end.value);
   if (f.f_satellite.value) out.satellites = [f.f_satellite.value];
   if (f.f_channel.value) out.channels = [f.f_channel.value];
+  if (!f.events.disabled) {  // best-track filters: frames and clips of products with events
+    const events = f.events.value.split(",").map((e) => e.trim()).filter(Boolean);
+    if (events.length) out.events = events;
+    if (f.min_class.value) out.min_class = Number(f.min_class.value);
+    if (f.max_pressure.value) out.max_pressure = Number(f.max_pressure.value);
+  }
   return out;
 }
 
@@ -359,7 +365,8 @@ function apiImage(path, alt) {
 
 function describe(item) {
   const chans = (item.channels || []).join("+");
-  return [item.satellite, chans, item.kind === "clip" ? `${item.length}×${item.gap_minutes}m` : ""]
+  const spec = item.kind === "clip" ? `${item.length}×${item.gap_minutes}m` : "";
+  return [item.satellite, chans, spec, item.event ? `event ${item.event}` : ""]
     .filter(Boolean).join(" ");
 }
 
