@@ -267,6 +267,11 @@ def test_event_and_track_filters_reach_the_api(session):
     flt = {"k": 8, "events": ["198702"], "min_class": 4}
     body = {"at": f"{QUERY_AT[:16]}:00Z", "filters": flt}
     assert session.shown() == session.answer("/search/clip", json=body) == []
+    page.fill("#bbox", "120, 10, 150, 30")  # clips of no storm are located nowhere
+    session.submit()
+    page.fill("#bbox", "")
+    body["filters"] = {"k": 8, "bbox": [120, 10, 150, 30]}
+    assert session.shown() == session.answer("/search/clip", json=body) == []
 
 
 def test_a_refused_request_shows_the_servers_detail(session):

@@ -141,6 +141,13 @@ function filters(f) {
   if (f.end.value) out.end = utc(f.end.value);
   if (f.f_satellite.value) out.satellites = [f.f_satellite.value];
   if (f.f_channel.value) out.channels = [f.f_channel.value];
+  if (f.bbox.value.trim()) {
+    const box = f.bbox.value.split(",").map((v) => Number(v.trim()));
+    if (box.length !== 4 || box.some((v) => !Number.isFinite(v))) {
+      throw new Error(`Area: "${f.bbox.value}" is not four numbers west, south, east, north`);
+    }
+    out.bbox = box;
+  }
   if (!f.events.disabled) {  // best-track filters: frames and clips of products with events
     const events = f.events.value.split(",").map((e) => e.trim()).filter(Boolean);
     if (events.length) out.events = events;
