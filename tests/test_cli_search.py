@@ -91,6 +91,7 @@ def test_result_schema_is_stable():
         "label",
         "dataset",
         "location",
+        "event",  # added in schema 1 (additive: readers ignore fields they do not know)
         "vector_score",
         "rerank_score",
     ]

@@ -118,6 +118,8 @@ def test_three_deliveries_each_searchable_and_reruns_add_nothing(cli, deliveries
         "unchanged": 0,
         "identical_duplicates": 0,
         "skipped": 0,
+        "suspect": 0,
+        "repaired": 0,
     }
     assert report["sketches"] == {"sketched": 12, "total": 12}
     assert report["clips"][SPEC]["added"] == report["clips"][SPEC]["total"] == 10
