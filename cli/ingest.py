@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 from skysearch.cli.app import app
-from skysearch.cli.options import JsonOption, ProfilesOption, SourceOption, WorkspaceOption
+from skysearch.cli.options import (
+    AddressOption,
+    EngineName,
+    EngineOption,
+    JsonOption,
+    ProfilesOption,
+    SourceOption,
+    WorkspaceOption,
+)
 from skysearch.cli.output import emit_json, info
 
 from skysearch.config import load_settings
@@ -24,6 +32,8 @@ def ingest(
     commit_every: Annotated[
         int, typer.Option(help="Frames per catalog commit.", hidden=True)
     ] = 512,
+    engine: EngineOption = EngineName.local,
+    address: AddressOption = None,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -33,9 +43,11 @@ def ingest(
 
     Example: skysearch ingest ../shared/data/goes-irma-2017 --source auto -w ws
     """
+    from skysearch.ingest.engines import get_engine
     from skysearch.ingest.pipeline import ingest as run_ingest
 
     settings = load_settings(workspace=workspace)
+    decoder = get_engine(engine.value, address)
     report = run_ingest(
         paths,
         settings.workspace,
@@ -43,6 +55,7 @@ def ingest(
         profile_dirs=profiles,
         workers=workers or None,
         commit_every=max(1, commit_every),
+        engine=decoder,
     )
     for item in report.skipped[:20]:
         info(f"skipped {item['path']}: {item['reason']}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -28,6 +29,28 @@ SourceOption = Annotated[
 ProfilesOption = Annotated[
     list[Path] | None,
     typer.Option("--profiles", help="Extra folder of source-profile JSON files (repeatable)."),
+]
+
+
+class EngineName(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+EngineOption = Annotated[
+    EngineName,
+    typer.Option(
+        help="Where files are decoded: local (a process pool here) or ray (Ray tasks; needs "
+        "pip install 'skysearch[ray]').",
+    ),
+]
+AddressOption = Annotated[
+    str | None,
+    typer.Option(
+        help="With --engine ray: the Ray cluster, ray://HOST:PORT. Default: a local Ray "
+        "started for this run.",
+        show_default=False,
+    ),
 ]
 DeviceOption = Annotated[
     str | None,

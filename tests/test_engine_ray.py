@@ -1,0 +1,133 @@
+"""``--engine ray`` (Ray in local mode, 2 CPUs) against ``--engine local`` on the bundled
+GOES sample: the same frame catalog, frame store bytes, sketches and clips; a Ray worker that
+dies mid-task is retried without duplicates; a re-run is a no-op.
+
+One Ray for the whole module (starting one costs seconds); the engine uses a Ray that is
+already up and leaves it up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLE_DATA
+
+ray = pytest.importorskip(
+    "ray", reason="Ray is not installed (pip install 'skysearch[ray]'; the dev extra has it)"
+)
+
+from skysearch.ingest.decode import preprocess_chunk  # noqa: E402
+from skysearch.ingest.engines.ray import RayEngine, start_local  # noqa: E402
+from skysearch.ingest.pipeline import ingest  # noqa: E402
+
+from skysearch.config import Workspace  # noqa: E402
+
+GOES = SAMPLE_DATA / "goes-irma-2017"
+KEPT = ("catalog", "frames", "sketches")  # what a run writes (reports and locks aside)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    start_local(2)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory) -> Path:
+    """The sample ingested, sketched and clipped with the local engine (the reference)."""
+    from skysearch.ingest.clips import build_clips
+    from skysearch.ingest.similarity import SketchStore
+
+    root = tmp_path_factory.mktemp("local") / "ws"
+    ws = Workspace(root)
+    ingest([GOES], ws, workers=2, progress=False)
+    SketchStore(ws).update(progress=False)
+    build_clips(ws, length=6, gap_minutes=60)
+    return root
+
+
+def written(root: Path) -> dict[str, list[str]]:
+    """Digest of every file a run writes, by path; catalog part files (randomly named) by
+    their folder, as a sorted list."""
+    found: dict[str, list[str]] = {}
+    for top in KEPT:
+        for path in sorted((root / top).rglob("*")):
+            if not path.is_file() or path.name.startswith("."):
+                continue
+            rel = path.relative_to(root)
+            key = str(rel.parent / "part-*") if path.name.startswith("part-") else str(rel)
+            found.setdefault(key, []).append(hashlib.sha256(path.read_bytes()).hexdigest())
+    return {key: sorted(digests) for key, digests in found.items()}
+
+
+def test_ray_engine_writes_what_the_local_engine_writes(local_ray, local_run, tmp_path, cli):
+    root = tmp_path / "ws"
+    done = cli("ingest", GOES, "--engine", "ray", "--workers", "2", "-w", root, "--json")
+    assert done.exit_code == 0, done.stderr
+    assert '"frames_added": 60' in done.stdout
+    assert cli("clips", "--length", "6", "--gap", "60", "-w", root).exit_code == 0
+    reference = written(local_run)
+    assert any(key.endswith("frames.u8") for key in reference)
+    assert any(key.startswith("sketches") for key in reference)
+    assert any(key.startswith("catalog/clips") for key in reference)
+    assert written(root) == reference
+    assert ray.is_initialized()  # the caller's Ray is left up
+
+    again = cli("ingest", GOES, "--engine", "ray", "-w", root, "--json")
+    assert again.exit_code == 0, again.stderr
+    assert '"frames_added": 0' in again.stdout and '"unchanged": 60' in again.stdout
+    assert written(root) == reference
+
+
+def test_a_ray_worker_that_dies_mid_task_is_retried_without_duplicates(
+    local_ray, local_run, tmp_path
+):
+    marker = str(tmp_path / "died")
+    victim = sorted((GOES / "infrared").glob("*.GIF"))[20].name  # in the second chunk
+
+    def dies_once(items):
+        """Decode half the chunk, then the worker process dies (once: the marker)."""
+        if any(source.name == victim for source, _ in items):
+            try:
+                os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                pass
+            else:
+                preprocess_chunk(items[: len(items) // 2])
+                os._exit(1)
+        return preprocess_chunk(items)
+
+    root = tmp_path / "ws"
+    report = ingest(
+        [GOES], Workspace(root), workers=2, progress=False, engine=RayEngine(None, dies_once)
+    )
+    assert Path(marker).exists()  # the worker did die
+    assert report.frames_added == 60 and report.frames_total == 60
+    reference = written(local_run)
+    mine = written(root)
+    assert {k: v for k, v in mine.items() if k.startswith(("catalog/frames", "frames"))} == {
+        k: v for k, v in reference.items() if k.startswith(("catalog/frames", "frames"))
+    }
+
+
+def test_unreachable_ray_cluster_is_one_error_line(cli, tmp_path):
+    done = cli("ingest", GOES, "--engine", "ray", "--address", "ray://127.0.0.1:1", "-w", tmp_path)
+    assert done.exit_code == 2
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith(
+        "error: cannot reach the Ray cluster at --address ray://127.0.0.1:1"
+    )
+    assert not list(Path(tmp_path).iterdir())  # refused before the workspace was touched
+
+
+def test_update_with_the_ray_engine_loads_what_ingest_loads(local_ray, local_run, tmp_path, cli):
+    root = tmp_path / "ws"
+    done = cli("update", GOES, "--engine", "ray", "--clip-spec", "6x60", "-w", root, "--json")
+    assert done.exit_code == 1, done.stderr  # the sample's one bad file is listed
+    assert '"frames_added": 60' in done.stdout
+    assert written(root) == written(local_run)
