@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -64,6 +68,17 @@ def written(root: Path) -> dict[str, list[str]]:
     return {key: sorted(digests) for key, digests in found.items()}
 
 
+def frames_of(root: Path) -> dict[str, list[str]]:
+    """``written`` for the frame catalog and frame store only."""
+    return {k: v for k, v in written(root).items() if k.startswith(("catalog/frames", "frames"))}
+
+
+def catalog_rows(root: Path) -> list[dict]:
+    from skysearch.ingest.catalog import read_frames
+
+    return read_frames(Workspace(root)).sort_by("frame_id").to_pylist()
+
+
 def test_ray_engine_writes_what_the_local_engine_writes(local_ray, local_run, tmp_path, cli):
     root = tmp_path / "ws"
     done = cli("ingest", GOES, "--engine", "ray", "--workers", "2", "-w", root, "--json")
@@ -107,11 +122,36 @@ def test_a_ray_worker_that_dies_mid_task_is_retried_without_duplicates(
     )
     assert Path(marker).exists()  # the worker did die
     assert report.frames_added == 60 and report.frames_total == 60
-    reference = written(local_run)
-    mine = written(root)
-    assert {k: v for k, v in mine.items() if k.startswith(("catalog/frames", "frames"))} == {
-        k: v for k, v in reference.items() if k.startswith(("catalog/frames", "frames"))
-    }
+    assert frames_of(root) == frames_of(local_run)
+
+
+def test_a_driver_killed_with_kill_9_then_rerun_gives_the_local_result(
+    local_ray, local_run, tmp_path, cli
+):
+    """The driver (the one writer) dies mid-run with its own local Ray; the re-run finishes."""
+    root = tmp_path / "ws"
+    cmd = [sys.executable, "-m", "skysearch", "ingest", str(GOES), "--engine", "ray",
+           "--workers", "2", "--commit-every", "4", "-w", str(root)]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    parts = root / "catalog" / "frames"
+    deadline = time.monotonic() + 90
+    while not any(parts.rglob("*.parquet")) and proc.poll() is None:
+        assert time.monotonic() < deadline, "no commit within 90 s"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    os.killpg(proc.pid, signal.SIGKILL)  # Ray's agents would end on their own within a minute
+    assert proc.returncode == -signal.SIGKILL  # killed mid-run, not finished
+
+    again = cli("ingest", GOES, "--engine", "ray", "-w", root, "--json")
+    assert again.exit_code == 0, again.stderr
+    assert '"unchanged": 0' not in again.stdout  # the killed run had committed frames
+    store = {k: v for k, v in written(root).items() if k.startswith("frames/")}
+    assert store == {k: v for k, v in written(local_run).items() if k.startswith("frames/")}
+    # the catalog's rows (its part files are laid out by the run's commits, not its content)
+    assert catalog_rows(root) == catalog_rows(local_run)
 
 
 def test_unreachable_ray_cluster_is_one_error_line(cli, tmp_path):
