@@ -85,7 +85,7 @@ class RayEngine:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # Ray Client's timeout warning: we say it
-                ray.init(self.address, logging_level=logging.WARNING, log_to_driver=False)
+                ray.init(self.address, logging_level=logging.ERROR, log_to_driver=False)
         except (ConnectionError, RuntimeError) as exc:
             raise UsageError(
                 f"cannot reach the Ray cluster at {{address}} {self.address} ({exc})",
@@ -100,7 +100,7 @@ def start_local(workers: int) -> None:
         num_cpus=workers,
         include_dashboard=False,
         log_to_driver=False,
-        logging_level=logging.WARNING,
+        logging_level=logging.ERROR,
         object_store_memory=LOCAL_OBJECT_STORE,
     )
 
