@@ -38,6 +38,7 @@ from skysearch.ingest.framestore import FrameStore
 from skysearch.ingest.pipeline import discover, ingest
 from skysearch.ingest.profiles import select_profiles
 
+from ingest import timed  # bench/ingest.py: best of N wall times
 from skysearch.config import Workspace
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,16 +49,6 @@ COMS = "coms-2011-03-03"  # the per-frame costs the 10-year estimate scales
 def _files(folder: Path, limit: int) -> list[Path]:
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     return files[:limit] if limit else files
-
-
-def _timed(repeats: int, fn, *args):
-    """Best of ``repeats`` wall times (a shared machine: the minimum is the least noisy)."""
-    best, value = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        value = fn(*args)
-        best = min(best, time.perf_counter() - start)
-    return best, value
 
 
 def _ingest(files: list[Path], workers: int, engine, root: Path | None = None):
@@ -110,13 +101,13 @@ def bench_dataset(folder: Path, args: argparse.Namespace) -> dict:
     files = _files(folder, args.limit)
     for path in files:  # a warm page cache for every measurement alike
         path.read_bytes()
-    local_s, report = _timed(args.repeats, _ingest, files, args.workers, get_engine("local"))
-    ray_s, _ = _timed(args.repeats, _ingest, files, args.workers, RayEngine())
+    local_s, report = timed(args.repeats, _ingest, files, args.workers, get_engine("local"))
+    ray_s, _ = timed(args.repeats, _ingest, files, args.workers, RayEngine())
     frames = max(1, report.frames_added)
     return {
-        "dataset": folder.name if folder.name != "image" else folder.parent.name,
-        "files": len(files),
+        "dataset": str(folder.relative_to(args.data)),
         "frames": report.frames_added,
+        "files": len(files),
         "local_s": round(local_s, 3),
         "ray_s": round(ray_s, 3),
         "local_frames_per_s": round(frames / local_s, 1),
@@ -125,27 +116,41 @@ def bench_dataset(folder: Path, args: argparse.Namespace) -> dict:
     }
 
 
+class _Replay:
+    """An engine handing back answers decoded before: ingest with it costs the writer only."""
+
+    name = "replay"
+
+    def __init__(self, answers: list) -> None:
+        self.answers = answers
+
+    def decoded_stream(self, items: list, workers: int):
+        yield from self.answers
+
+
 def per_frame_costs(folder: Path, args: argparse.Namespace) -> dict:
-    """One-process seconds per frame: decode, writer, embed (of the first ``--limit`` files)."""
+    """One-process seconds per frame (first ``--limit`` files): decode (``preprocess_chunk``),
+    the writer (an ingest fed decoded answers: append, fsync, commit, catalog), embed."""
     files = _files(folder, args.limit)
     candidates, _ = discover(files, select_profiles("auto"))
-    items = [(c.source, c.profile) for c in candidates]
-    decode_s, decoded = _timed(args.repeats, preprocess_chunk, items)
+    decode_s, decoded = timed(
+        args.repeats, preprocess_chunk, [(c.source, c.profile) for c in candidates]
+    )
     frames = sum(d.frame is not None for d in decoded)
     with tempfile.TemporaryDirectory() as tmp:
-        one_s, _ = _timed(1, _ingest, files, 1, get_engine("local"), Path(tmp))
         ws = Workspace(Path(tmp))
+        writer_s, _ = timed(1, _ingest, files, 1, _Replay(decoded), ws.root)
         ids = read_frames(ws, columns=["frame_id"])["frame_id"].to_pylist()
         pixels = FrameStore(ws).read_many(ids)
     embed_s, backbone = _embed_s_per_frame(pixels)
-    mean_bytes = sum(p.stat().st_size for p in files) / max(1, len(files))
     return {
         "frames": frames,
         "decode_s": decode_s / max(1, frames),
-        "writer_s": max(0.0, one_s - decode_s) / max(1, frames),
+        "writer_s": writer_s / max(1, frames),
         "embed_s": embed_s,
         "embed_backbone": backbone,
-        "source_bytes": mean_bytes,
+        "source_bytes": sum(p.stat().st_size for p in files) / max(1, len(files)),
+        "working_bytes": pixels[0].nbytes,  # one decoded frame, as a task hands it back
     }
 
 
@@ -180,14 +185,13 @@ def estimate(costs: dict, overhead: dict, args: argparse.Namespace) -> dict:
         "partitions": partitions,
         "workers_to_saturate_one_writer": saturate,
         "read_h_at_storage_bandwidth": round(read_h, 2),
+        "to_driver_gb": round(frames * costs["working_bytes"] / 1e9, 1),
         "by_cluster_size": rows,
     }
 
 
-def _print_table(rows: list[dict], cols: list[str]) -> None:
-    print("  ".join(cols), file=sys.stderr)
-    for row in rows:
-        print("  ".join(str(row[c]) for c in cols), file=sys.stderr)
+def _table(rows: list[dict]) -> list[str]:
+    return ["  ".join(rows[0])] + ["  ".join(str(v) for v in row.values()) for row in rows]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,10 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     scenario.add_argument("--cluster-cpus", type=int, nargs="+", default=[16, 64, 256])
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     args = parser.parse_args(argv)
-    missing = [d for d in DATASETS if not (args.data / d).is_dir()]
-    if missing:
-        print(f"error: {args.data / missing[0]} not found (pass --data DIR)", file=sys.stderr)
-        return 2
+    for name in DATASETS:
+        if not (args.data / name).is_dir():
+            print(f"error: {args.data / name} not found (pass --data DIR)", file=sys.stderr)
+            return 2
 
     start = time.perf_counter()
     start_local(args.workers)
@@ -225,34 +229,30 @@ def main(argv: list[str] | None = None) -> int:
     plan = estimate(costs, overhead, args)
     load = os.getloadavg()
 
-    _print_table(rows, list(rows[0]))
-    print(
+    lines = _table(rows)
+    lines.append(
         f"local Ray start {ray_start_s:.1f} s (not in ray_s); per empty task: Ray "
         f"{overhead['ray_task_s'] * 1e3:.2f} ms, process pool {overhead['pool_task_s'] * 1e3:.2f}"
-        f" ms; chunks of {RAY_CHUNK} (Ray) and {LOCAL_CHUNK} (pool) files per task",
-        file=sys.stderr,
+        f" ms; chunks of {RAY_CHUNK} (Ray) and {LOCAL_CHUNK} (pool) files per task"
     )
-    print(
+    lines.append(
         f"COMS per frame, one process ({costs['frames']} frames, "
         f"{costs['source_bytes'] / 1e6:.2f} MB a file): decode {costs['decode_s'] * 1e3:.1f} ms, "
         f"writer {costs['writer_s'] * 1e3:.2f} ms, embed ({costs['embed_backbone']}, 1 CPU "
-        f"thread) {costs['embed_s'] * 1e3:.1f} ms",
-        file=sys.stderr,
+        f"thread) {costs['embed_s'] * 1e3:.1f} ms"
     )
-    print(
+    lines.append(
         f"estimate: {args.years} years x {args.channels} channels x {args.frames_per_year} "
         f"frames = {plan['frames']} frames, {plan['source_tb']} TB; decode "
         f"{plan['decode_cpu_h']} CPU-h, embed {plan['embed_cpu_h']} CPU-h; one writer needs "
         f"{plan['writer_h_one_writer']} h and is kept busy by "
         f"{plan['workers_to_saturate_one_writer']} decode workers; reading at "
-        f"{args.storage_gb_s} GB/s takes {plan['read_h_at_storage_bandwidth']} h",
-        file=sys.stderr,
+        f"{args.storage_gb_s} GB/s takes {plan['read_h_at_storage_bandwidth']} h; the "
+        f"workers hand the driver {plan['to_driver_gb']} GB of working frames"
     )
-    _print_table(plan["by_cluster_size"], list(plan["by_cluster_size"][0]))
-    print(
-        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores",
-        file=sys.stderr,
-    )
+    lines += _table(plan["by_cluster_size"])
+    lines.append(f"load average {' '.join(f'{x:.2f}' for x in load)} on {os.cpu_count()} cores")
+    print("\n".join(lines), file=sys.stderr)
     if args.json:
         payload = {
             "workers": args.workers,
