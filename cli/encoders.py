@@ -8,7 +8,15 @@ from typing import Annotated, Any
 
 import typer
 from skysearch.cli.groups import eval_app, index_app, train_app
-from skysearch.cli.options import DeviceOption, JsonOption, WorkspaceOption, positive
+from skysearch.cli.options import (
+    AddressOption,
+    DeviceOption,
+    EngineName,
+    EngineOption,
+    JsonOption,
+    WorkspaceOption,
+    positive,
+)
 from skysearch.cli.output import emit_json, info, table
 
 from skysearch.config import load_settings
@@ -288,6 +296,8 @@ def index_clips_command(
     model: Annotated[str | None, typer.Option(help="Clip model id (default: the latest).")] = None,
     device: DeviceOption = None,
     workers: WorkersOption = 2,
+    engine: EngineOption = EngineName.local,
+    address: AddressOption = None,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -295,10 +305,12 @@ def index_clips_command(
 
     Example: skysearch index clips -w ws
     """
+    from skysearch.ingest.engines import get_engine
     from skysearch.retrieval.indexing.catalogs import index_clips
 
+    runner = get_engine(engine.value, address)
     settings = load_settings(workspace=workspace, device=device)
-    _index_report(index_clips(settings, model, workers=workers), json_out)
+    _index_report(index_clips(settings, model, workers=workers, engine=runner), json_out)
 
 
 @index_app.command("frames")
@@ -306,6 +318,8 @@ def index_frames_command(
     model: Annotated[str | None, typer.Option(help="Frame model id (default: the latest).")] = None,
     device: DeviceOption = None,
     workers: WorkersOption = 2,
+    engine: EngineOption = EngineName.local,
+    address: AddressOption = None,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -313,7 +327,9 @@ def index_frames_command(
 
     Example: skysearch index frames -w ws
     """
+    from skysearch.ingest.engines import get_engine
     from skysearch.retrieval.indexing.catalogs import index_frames
 
+    runner = get_engine(engine.value, address)
     settings = load_settings(workspace=workspace, device=device)
-    _index_report(index_frames(settings, model, workers=workers), json_out)
+    _index_report(index_frames(settings, model, workers=workers, engine=runner), json_out)

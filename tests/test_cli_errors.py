@@ -238,11 +238,14 @@ CASES: dict[str, list[Case]] = {
     "index clips": [
         c("index", "clips", *W, expect="no clip model"),
         c("index", "clips", "--workers", "-1", *W, expect=USAGE),
+        c("index", "clips", "--engine", "spark", *W, expect=USAGE),
+        c("index", "clips", "--address", "ray://h:1", *W, expect="it needs --engine ray"),
         c("index", "clips", "-w", "{ws_config_empty}", expect="has no frame, clip section"),
     ],
     "index frames": [
         c("index", "frames", *W, expect="no frame model"),
         c("index", "frames", "--workers", "-1", *W, expect=USAGE),
+        c("index", "frames", "--engine", "ray", "--address", "h", *W, expect="ray://HOST:PORT"),
         c("index", "frames", "-w", "{ws_config_empty}", expect="has no frame section"),
     ],
     "index scenes": [
@@ -633,12 +636,12 @@ def assert_same_catalog(root: Path, reference: Path) -> None:
     assert np.array_equal(pixels, ref_pixels)
 
 
-@pytest.mark.parametrize("command", ["ingest", "update"])
+@pytest.mark.parametrize("command", [("ingest", GOES), ("update", GOES), ("index", "frames")])
 def test_ray_engine_without_ray_installed_says_how_to_install_it(
     command, cli, monkeypatch, tmp_path
 ):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as if not installed
-    done = cli(command, GOES, "--engine", "ray", "-w", tmp_path / "ws")
+    done = cli(*command, "--engine", "ray", "-w", tmp_path / "ws")
     case = Case((), "--engine ray needs Ray, which is not installed: pip install 'skysearch[ray]'")
     assert_clean_error(done.exit_code, done.stdout, done.stderr, case)
     assert not (tmp_path / "ws").exists()  # refused before anything was written

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -171,3 +172,55 @@ def test_update_with_the_ray_engine_loads_what_ingest_loads(local_ray, local_run
     assert done.exit_code == 1, done.stderr  # the sample's one bad file is listed
     assert '"frames_added": 60' in done.stdout
     assert written(root) == written(local_run)
+
+
+def _seeded_models(root: Path) -> dict[str, str]:
+    """An untrained, seeded GOES IR frame model and 6x60m clip model: kind -> model id."""
+    import torch
+    from skysearch.encoders.factory import save_model
+    from skysearch.encoders.models.clip import build_clip_embedder, clip_config_for
+    from skysearch.encoders.models.frame import FrameEncoderConfig, build_frame_encoder
+    from skysearch.ingest.profiles import load_profiles
+
+    profile = load_profiles()["goes-sector"]
+    width, height = profile.resolution
+    frame = FrameEncoderConfig(channels=["ir"], height=height, width=width)
+    data = {"satellite": profile.satellite, "channels": ["ir"], "length": 6, "gap_minutes": 60}
+    clip = clip_config_for(frame, 6)
+    torch.manual_seed(0)
+    encoder = build_frame_encoder(frame.to_dict(), pretrained=False)
+    embedder = build_clip_embedder(frame.to_dict(), clip.to_dict(), pretrained=False)
+    ws = Workspace(root)
+    config = {"frame": frame.to_dict(), "data": data}
+    ids = {"frame": save_model(ws, "frame", encoder, config).model_id}
+    config = {**config, "clip": clip.to_dict()}
+    ids["clip"] = save_model(ws, "clip", embedder, config).model_id
+    return ids
+
+
+def test_embedding_on_ray_gives_the_local_vectors_and_point_ids(local_ray, local_run, tmp_path):
+    import numpy as np
+    from skysearch.retrieval.indexing.catalogs import index_clips, index_frames
+    from skysearch.retrieval.store.factory import open_store
+
+    from skysearch.config import load_settings
+
+    root = tmp_path / "ws"
+    shutil.copytree(local_run, root)
+    models = _seeded_models(root)
+    settings = load_settings(workspace=root, device="cpu")
+    for collection, index, model_id in [
+        ("frames", index_frames, models["frame"]),
+        ("clips", index_clips, models["clip"]),
+    ]:
+        vectors = {}
+        for name, engine in [("local", None), ("ray", RayEngine())]:
+            store = open_store(settings, ":memory:")
+            done = index(settings, model_id, workers=0, store=store, progress=False, engine=engine)
+            assert done.written > 0
+            points = store.scroll(collection, with_vectors=True)
+            vectors[name] = {p.id: np.asarray(p.vectors[model_id]) for p in points}
+        assert sorted(vectors["ray"]) == sorted(vectors["local"])  # the same point ids
+        assert len(vectors["ray"]) == (60 if collection == "frames" else done.written)
+        for pid, local in vectors["local"].items():
+            np.testing.assert_allclose(vectors["ray"][pid], local, rtol=0, atol=1e-5)

@@ -170,7 +170,7 @@ def run_update(
                 if store is None:
                     detail.append("no frame or clip model registered: nothing to index")
                 else:
-                    _index(settings, store, models, workers, progress, report, detail)
+                    _index(settings, store, models, workers, progress, report, detail, engine)
             if store is not None:
                 with step("store index") as detail:
                     _build_index(workspace, store, index_after, report, detail)
@@ -308,6 +308,7 @@ def _index(
     progress: bool,
     report: UpdateReport,
     detail: list[str],
+    engine: Engine | None = None,
 ) -> None:
     """Index with every model that has data to embed; a model whose data the archive does not
     hold (yet) is listed, not an error."""
@@ -324,7 +325,14 @@ def _index(
             continue
         _, index = CATALOG_COLLECTIONS[collection]
         try:
-            done = index(settings, record.model_id, workers=workers, store=store, progress=progress)
+            done = index(
+                settings,
+                record.model_id,
+                workers=workers,
+                store=store,
+                progress=progress,
+                engine=engine,
+            )
         except StoreError:
             raise  # the store, not the model: nothing else can be written either
         except SkySearchError as exc:

@@ -8,12 +8,13 @@ sketches and clips of a run are byte-for-byte the same whichever engine decoded 
 
 ``local``: a process pool on this machine (the default). ``ray``: Ray tasks, on a local Ray
 started for the run or on a cluster (``address``); the optional extra ``skysearch[ray]``.
+``ordered_map`` runs any picklable task the same way (the indexing layer embeds frames on it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from skysearch.ingest.decode import Decoded, Source
@@ -31,6 +32,18 @@ class Engine(Protocol):
 
     def decoded_stream(self, items: list[Item], workers: int) -> Iterator[Decoded]:
         """The answer of every item, in input order; ``workers``: decode processes here."""
+        ...
+
+    def ordered_map(
+        self,
+        task: Callable[[Any], Any],
+        parts: Iterable[Any],
+        workers: int,
+        gpus: float | None = 0,
+    ) -> Iterator[Any]:
+        """``task(part)`` of every part, run by the engine's workers, yielded in input order
+        (a bounded number in flight). ``task`` must be picklable (a module-level function or
+        a ``functools.partial`` of one); ``gpus``: GPUs a task needs (None: one if any)."""
         ...
 
 

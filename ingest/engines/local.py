@@ -6,12 +6,15 @@ import ctypes
 import os
 import signal
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from typing import TypeVar
 
 from skysearch.ingest.decode import Decoded, preprocess_chunk
 from skysearch.ingest.engines import Item
 
+P = TypeVar("P")
+R = TypeVar("R")
 _PR_SET_PDEATHSIG = 1
 CHUNK = 8  # items per worker task: amortises inter-process overhead, keeps order fine-grained
 
@@ -44,17 +47,21 @@ class LocalEngine:
             for item in items:
                 yield preprocess_chunk([item])[0]
             return
+        for results in self.ordered_map(preprocess_chunk, chunks(items, CHUNK), workers):
+            yield from results
+
+    def ordered_map(self, task: Callable[[P], R], parts: Iterable[P], workers: int) -> Iterator[R]:
         pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(os.getpid(),))
         with pool:
-            pending: deque[Future[list[Decoded]]] = deque()
-            parts = chunks(items, CHUNK)
-            for part in parts:
-                pending.append(pool.submit(preprocess_chunk, part))
+            pending: deque[Future[R]] = deque()
+            todo = iter(parts)
+            for part in todo:
+                pending.append(pool.submit(task, part))
                 if len(pending) >= workers * 4:
                     break
             while pending:
-                results = pending.popleft().result()
-                nxt = next(parts, None)
+                result = pending.popleft().result()
+                nxt = next(todo, None)
                 if nxt is not None:
-                    pending.append(pool.submit(preprocess_chunk, nxt))
-                yield from results
+                    pending.append(pool.submit(task, nxt))
+                yield result

@@ -13,11 +13,13 @@ system): the catalog records that path.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import socket
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 import ray
 from skysearch.ingest.decode import Decoded, preprocess_chunk
@@ -26,6 +28,8 @@ from skysearch.ingest.engines.local import chunks
 
 from skysearch.errors import UsageError
 
+P = TypeVar("P")
+R = TypeVar("R")
 CHUNK = 16  # items per task: Ray's per-task cost is a few ms, a chunk decodes in tens
 RETRIES = 3  # times a chunk is run again when its worker dies
 LOCAL_OBJECT_STORE = 256 * 2**20  # a local Ray's shared memory; the window needs far less
@@ -50,30 +54,47 @@ class RayEngine:
         self.task = task
 
     def decoded_stream(self, items: list[Item], workers: int) -> Iterator[Decoded]:
-        if not items:
-            return
+        for results in self.ordered_map(self.task, chunks(items, CHUNK), workers, what=_files):
+            yield from results
+
+    def ordered_map(
+        self,
+        task: Callable[[P], R],
+        parts: Iterable[P],
+        workers: int,
+        gpus: float | None = 0,
+        what: Callable[[P], str] = lambda part: "run a task",
+    ) -> Iterator[R]:
+        """``gpus``: GPUs each task needs (Ray places it on a node that has them; None: one
+        when the cluster has any); ``what``: a part in words, for the error when its workers
+        keep dying."""
+        todo = iter(parts)
+        first = next(todo, None)
+        if first is None:
+            return  # nothing to do: no Ray started
         owned = not ray.is_initialized()
         if owned:
             self._start(workers)
-        pending: deque[ray.ObjectRef] = deque()
+        pending: deque[tuple[P, ray.ObjectRef]] = deque()
         try:
-            remote = ray.remote(max_retries=RETRIES)(self.task)
+            if gpus is None:
+                gpus = 1 if ray.cluster_resources().get("GPU") else 0
+            remote = ray.remote(max_retries=RETRIES, num_gpus=gpus)(_call)
+            shared = ray.put(task)  # shipped once, not with every part
             window = 4 * max(1, int(ray.cluster_resources().get("CPU", 1)))
-            parts = chunks(items, CHUNK)
-            for part in parts:
-                pending.append(remote.remote(part))
+            for part in itertools.chain([first], todo):
+                pending.append((part, remote.remote(shared, part)))
                 if len(pending) >= window:
                     break
-            done = 0
             while pending:
-                results = _answers(pending.popleft(), items[done : done + CHUNK])
-                done += len(results)
-                nxt = next(parts, None)
+                part, ref = pending.popleft()
+                result = _result(ref, what(part))
+                nxt = next(todo, None)
                 if nxt is not None:
-                    pending.append(remote.remote(nxt))
-                yield from results
+                    pending.append((nxt, remote.remote(shared, nxt)))
+                yield result
         finally:
-            for ref in pending:
+            for _, ref in pending:
                 ray.cancel(ref)
             if owned:
                 ray.shutdown()
@@ -117,14 +138,22 @@ def _check_reachable(address: str) -> None:
         ) from None
 
 
-def _answers(ref: ray.ObjectRef, part: list[Item]) -> list[Decoded]:
-    """A chunk task's answers; a chunk whose worker died ``RETRIES`` times over is a clear
-    error naming its files (a re-run resumes at it)."""
+def _call(task: Callable[[P], R], part: P) -> R:
+    """What a Ray task runs (Ray wants a plain function; ``task`` may be a partial)."""
+    return task(part)
+
+
+def _files(part: list[Item]) -> str:
+    return f"decode {len(part)} files ({part[0][0].path} .. {part[-1][0].path})"
+
+
+def _result(ref: ray.ObjectRef, what: str) -> Any:
+    """A task's result; a task whose worker died ``RETRIES`` times over is a clear error
+    (a re-run resumes after the last committed result)."""
     try:
         return ray.get(ref)
     except ray.exceptions.RayError as exc:
-        first, last = part[0][0].path, part[-1][0].path
         raise UsageError(
-            f"Ray could not decode {len(part)} files ({first} .. {last}) after {RETRIES} "
-            f"retries: {type(exc).__name__}; a re-run resumes after the last committed frame"
+            f"Ray could not {what} after {RETRIES} retries: {type(exc).__name__}; a re-run "
+            "resumes after the last committed frame or point"
         ) from None
