@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -308,9 +309,10 @@ def index_clips_command(
     from skysearch.ingest.engines import get_engine
     from skysearch.retrieval.indexing.catalogs import index_clips
 
-    runner = get_engine(engine.value, address)
     settings = load_settings(workspace=workspace, device=device)
-    _index_report(index_clips(settings, model, workers=workers, engine=runner), json_out)
+    with closing(get_engine(engine.value, address)) as runner:
+        report = index_clips(settings, model, workers=workers, engine=runner)
+    _index_report(report, json_out)
 
 
 @index_app.command("frames")
@@ -330,6 +332,7 @@ def index_frames_command(
     from skysearch.ingest.engines import get_engine
     from skysearch.retrieval.indexing.catalogs import index_frames
 
-    runner = get_engine(engine.value, address)
     settings = load_settings(workspace=workspace, device=device)
-    _index_report(index_frames(settings, model, workers=workers, engine=runner), json_out)
+    with closing(get_engine(engine.value, address)) as runner:
+        report = index_frames(settings, model, workers=workers, engine=runner)
+    _index_report(report, json_out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 from typing import Annotated
 
@@ -47,16 +48,16 @@ def ingest(
     from skysearch.ingest.pipeline import ingest as run_ingest
 
     settings = load_settings(workspace=workspace)
-    decoder = get_engine(engine.value, address)
-    report = run_ingest(
-        paths,
-        settings.workspace,
-        source=source,
-        profile_dirs=profiles,
-        workers=workers or None,
-        commit_every=max(1, commit_every),
-        engine=decoder,
-    )
+    with closing(get_engine(engine.value, address)) as decoder:
+        report = run_ingest(
+            paths,
+            settings.workspace,
+            source=source,
+            profile_dirs=profiles,
+            workers=workers or None,
+            commit_every=max(1, commit_every),
+            engine=decoder,
+        )
     for item in report.skipped[:20]:
         info(f"skipped {item['path']}: {item['reason']}")
     if len(report.skipped) > 20:

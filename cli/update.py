@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 from typing import Annotated
 
@@ -83,18 +84,19 @@ def update(
     decoder = get_engine(engine.value, address)
     set_threads(threads)
     settings = load_settings(workspace=workspace, device=device)
-    report = run_update(
-        settings,
-        paths,
-        clip_specs=clip_spec or (),
-        model_ids=model or (),
-        source=source,
-        profile_dirs=profiles,
-        workers=workers or None,
-        index_after=index_after,
-        engine=decoder,
-        say=info,
-    )
+    with closing(decoder):  # one Ray for the ingest and index stages
+        report = run_update(
+            settings,
+            paths,
+            clip_specs=clip_spec or (),
+            model_ids=model or (),
+            source=source,
+            profile_dirs=profiles,
+            workers=workers or None,
+            index_after=index_after,
+            engine=decoder,
+            say=info,
+        )
     info(report.summary_line())
     if json_out:
         emit_json(report.to_dict())

@@ -46,6 +46,10 @@ class Engine(Protocol):
         a ``functools.partial`` of one); ``gpus``: GPUs a task needs (None: one if any)."""
         ...
 
+    def close(self) -> None:
+        """Release what the engine started (a local Ray); the commands close it when done."""
+        ...
+
 
 def check_address(address: str) -> tuple[str, int]:
     """(host, port) of a Ray Client address ``ray://host:port``, else a UsageError."""

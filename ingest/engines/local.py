@@ -42,6 +42,9 @@ class LocalEngine:
 
     name = "local"
 
+    def close(self) -> None:
+        """Nothing to release: each map's pool ends with it."""
+
     def decoded_stream(self, items: list[Item], workers: int) -> Iterator[Decoded]:
         if workers <= 1 or len(items) <= CHUNK:
             for item in items:

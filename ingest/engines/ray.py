@@ -37,9 +37,10 @@ LOCAL_OBJECT_STORE = 256 * 2**20  # a local Ray's shared memory; the window need
 
 class RayEngine:
     """Chunks of ``CHUNK`` items as Ray tasks, at most 4 per cluster CPU in flight, read back
-    in order. Starts a local Ray (``workers`` CPUs) for the run and shuts it down after, or
-    connects to ``address``; a Ray the caller already started is used as it is and left up.
-    ``task``: the function a task runs on a chunk (tests inject a worker that dies)."""
+    in order. On first use, starts a local Ray (``workers`` CPUs) or connects to ``address``,
+    and keeps it for the next maps (a job's ingest and index stages) until ``close()``; a Ray
+    the caller already started is used as it is and left up. ``task``: the function a task
+    runs on a chunk (tests inject a worker that dies)."""
 
     name = "ray"
 
@@ -52,6 +53,13 @@ class RayEngine:
             _check_reachable(address)
         self.address = address
         self.task = task
+        self._started = False  # whether this engine started (or connected) the Ray it uses
+
+    def close(self) -> None:
+        """Shut down the Ray this engine started or connected to (a caller's Ray stays up)."""
+        if self._started:
+            ray.shutdown()
+            self._started = False
 
     def decoded_stream(self, items: list[Item], workers: int) -> Iterator[Decoded]:
         for results in self.ordered_map(self.task, chunks(items, CHUNK), workers, what=_files):
@@ -72,9 +80,9 @@ class RayEngine:
         first = next(todo, None)
         if first is None:
             return  # nothing to do: no Ray started
-        owned = not ray.is_initialized()
-        if owned:
+        if not ray.is_initialized():
             self._start(workers)
+            self._started = True
         pending: deque[tuple[P, ray.ObjectRef]] = deque()
         try:
             if gpus is None:
@@ -96,8 +104,6 @@ class RayEngine:
         finally:
             for _, ref in pending:
                 ray.cancel(ref)
-            if owned:
-                ray.shutdown()
 
     def _start(self, workers: int) -> None:
         if self.address is None:
