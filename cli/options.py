@@ -40,8 +40,9 @@ class EngineName(str, Enum):
 EngineOption = Annotated[
     EngineName,
     typer.Option(
-        help="Where files are decoded: local (a process pool here) or ray (Ray tasks; needs "
-        "pip install 'skysearch[ray]').",
+        help="Where the decoding and embedding run: local (processes on this machine) or ray "
+        "(Ray tasks, on a local Ray or the cluster at --address; needs the ray extra of "
+        "skysearch).",
     ),
 ]
 AddressOption = Annotated[
