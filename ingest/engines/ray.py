@@ -30,7 +30,7 @@ from skysearch.errors import UsageError
 
 P = TypeVar("P")
 R = TypeVar("R")
-CHUNK = 16  # items per task: Ray's per-task cost is a few ms, a chunk decodes in tens
+CHUNK = 16  # items per task: Ray costs ~1 ms a task (bench/distributed.py), a chunk tens of ms
 RETRIES = 3  # times a chunk is run again when its worker dies
 LOCAL_OBJECT_STORE = 256 * 2**20  # a local Ray's shared memory; the window needs far less
 
