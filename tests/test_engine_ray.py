@@ -238,3 +238,31 @@ def test_index_frames_command_on_ray_writes_each_point_once(local_ray, local_run
     assert json.loads(first.stdout)["written"] == 60
     again = json.loads(cli(*args).stdout)  # a re-run embeds nothing
     assert (again["written"], again["skipped_existing"]) == (0, 60)
+
+
+def test_a_command_starts_its_own_ray_and_leaves_no_process_behind(local_run, tmp_path):
+    """``index frames --engine ray --workers 0`` in its own process: a local Ray of one CPU
+    (not zero: its tasks would wait forever), shut down when the command ends."""
+    root = tmp_path / "ws"
+    shutil.copytree(local_run, root)
+    _seeded_models(root)
+    cmd = [sys.executable, "-m", "skysearch", "index", "frames", "--engine", "ray",
+           "--workers", "0", "--device", "cpu", "-w", str(root), "--json"]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True, text=True
+    )
+    try:
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0
+    assert json.loads(out)["written"] == 60
+    deadline = time.monotonic() + 20  # Ray's processes share the command's process group
+    while True:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline, "Ray processes left behind"
+        time.sleep(0.2)

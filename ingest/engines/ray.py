@@ -107,7 +107,7 @@ class RayEngine:
 
     def _start(self, workers: int) -> None:
         if self.address is None:
-            start_local(workers)
+            start_local(max(1, workers))  # index --workers 0: no DataLoader processes, one CPU
             return
         try:
             with warnings.catch_warnings():
