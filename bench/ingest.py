@@ -55,7 +55,7 @@ def _decode_parallel(sources: list[tuple[Source, str]], workers: int) -> int:
         return sum(pool.map(_decode, chunks))
 
 
-def _timed(repeats: int, fn, *args) -> tuple[float, object]:
+def timed(repeats: int, fn, *args) -> tuple[float, object]:
     """Best of ``repeats`` wall times (the machine is shared: the minimum is the least noisy)."""
     best, value = float("inf"), None
     for _ in range(repeats):
@@ -78,9 +78,9 @@ def bench_dataset(path: Path, workers: int, repeats: int) -> dict:
     ]
     for source, _ in sources:  # warm the page cache for every measurement alike
         read_bytes(source)
-    single_s, frames = _timed(repeats, _decode, sources)
-    parallel_s, _ = _timed(repeats, _decode_parallel, sources, workers)
-    ingest_s, report = _timed(repeats, _ingest_fresh, path, workers)
+    single_s, frames = timed(repeats, _decode, sources)
+    parallel_s, _ = timed(repeats, _decode_parallel, sources, workers)
+    ingest_s, report = timed(repeats, _ingest_fresh, path, workers)
     return {
         "dataset": path.name if path.name != "image" else path.parent.name,
         "files": len(sources),

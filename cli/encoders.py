@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from skysearch.cli.groups import eval_app, index_app, train_app
-from skysearch.cli.options import DeviceOption, JsonOption, WorkspaceOption, positive
+from skysearch.cli.options import (
+    AddressOption,
+    DeviceOption,
+    EngineName,
+    EngineOption,
+    JsonOption,
+    WorkspaceOption,
+    positive,
+)
 from skysearch.cli.output import emit_json, info, table
 
 from skysearch.config import load_settings
@@ -368,6 +377,8 @@ def index_clips_command(
     model: Annotated[str | None, typer.Option(help="Clip model id (default: the latest).")] = None,
     device: DeviceOption = None,
     workers: WorkersOption = 2,
+    engine: EngineOption = EngineName.local,
+    address: AddressOption = None,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -375,10 +386,13 @@ def index_clips_command(
 
     Example: skysearch index clips -w ws
     """
+    from skysearch.ingest.engines import get_engine
     from skysearch.retrieval.indexing.catalogs import index_clips
 
     settings = load_settings(workspace=workspace, device=device)
-    _index_report(index_clips(settings, model, workers=workers), json_out)
+    with closing(get_engine(engine.value, address)) as runner:
+        report = index_clips(settings, model, workers=workers, engine=runner)
+    _index_report(report, json_out)
 
 
 @index_app.command("frames")
@@ -386,6 +400,8 @@ def index_frames_command(
     model: Annotated[str | None, typer.Option(help="Frame model id (default: the latest).")] = None,
     device: DeviceOption = None,
     workers: WorkersOption = 2,
+    engine: EngineOption = EngineName.local,
+    address: AddressOption = None,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -393,7 +409,10 @@ def index_frames_command(
 
     Example: skysearch index frames -w ws
     """
+    from skysearch.ingest.engines import get_engine
     from skysearch.retrieval.indexing.catalogs import index_frames
 
     settings = load_settings(workspace=workspace, device=device)
-    _index_report(index_frames(settings, model, workers=workers), json_out)
+    with closing(get_engine(engine.value, address)) as runner:
+        report = index_frames(settings, model, workers=workers, engine=runner)
+    _index_report(report, json_out)

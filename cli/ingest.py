@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from skysearch.cli.app import app
-from skysearch.cli.options import JsonOption, ProfilesOption, SourceOption, WorkspaceOption
+from skysearch.cli.options import (
+    AddressOption,
+    EngineName,
+    EngineOption,
+    JsonOption,
+    ProfilesOption,
+    SourceOption,
+    WorkspaceOption,
+)
 from skysearch.cli.output import emit_json, info
 
 from skysearch.config import load_settings
@@ -31,6 +40,8 @@ def ingest(
             "keep (flagged suspect) or repair from clean neighbours. Default: the profile's."
         ),
     ] = None,
+    engine: EngineOption = EngineName.local,
+    address: AddressOption = None,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -40,18 +51,21 @@ def ingest(
 
     Example: skysearch ingest ../shared/data/goes-irma-2017 --source auto -w ws
     """
+    from skysearch.ingest.engines import get_engine
     from skysearch.ingest.pipeline import ingest as run_ingest
 
     settings = load_settings(workspace=workspace)
-    report = run_ingest(
-        paths,
-        settings.workspace,
-        source=source,
-        profile_dirs=profiles,
-        workers=workers or None,
-        commit_every=max(1, commit_every),
-        bad_frames=bad_frames,
-    )
+    with closing(get_engine(engine.value, address)) as decoder:
+        report = run_ingest(
+            paths,
+            settings.workspace,
+            source=source,
+            profile_dirs=profiles,
+            workers=workers or None,
+            commit_every=max(1, commit_every),
+            engine=decoder,
+            bad_frames=bad_frames,
+        )
     for item in report.skipped[:20]:
         info(f"skipped {item['path']}: {item['reason']}")
     if len(report.skipped) > 20:

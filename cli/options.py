@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -28,6 +29,29 @@ SourceOption = Annotated[
 ProfilesOption = Annotated[
     list[Path] | None,
     typer.Option("--profiles", help="Extra folder of source-profile JSON files (repeatable)."),
+]
+
+
+class EngineName(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+EngineOption = Annotated[
+    EngineName,
+    typer.Option(
+        help="Where the decoding and embedding run: local (processes on this machine) or ray "
+        "(Ray tasks, on a local Ray or the cluster at --address; needs the ray extra of "
+        "skysearch).",
+    ),
+]
+AddressOption = Annotated[
+    str | None,
+    typer.Option(
+        help="With --engine ray: the Ray cluster, ray://HOST:PORT. Default: a local Ray "
+        "started for this run.",
+        show_default=False,
+    ),
 ]
 DeviceOption = Annotated[
     str | None,

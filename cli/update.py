@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from skysearch.cli.app import app
 from skysearch.cli.options import (
+    AddressOption,
     DeviceOption,
+    EngineName,
+    EngineOption,
     JsonOption,
     ProfilesOption,
     SourceOption,
@@ -58,6 +62,8 @@ def update(
         int,
         typer.Option(help="Processes decoding files and reading frames (0 = one per CPU).", min=0),
     ] = 0,
+    engine: EngineOption = EngineName.local,
+    address: AddressOption = None,
     threads: ThreadsOption = 0,
     device: DeviceOption = None,
     workspace: WorkspaceOption = None,
@@ -72,21 +78,25 @@ def update(
 
     Example: skysearch update /archive/goes/2024-06-01 -w ws --json
     """
+    from skysearch.ingest.engines import get_engine
     from skysearch.workflows.update import run_update
 
+    decoder = get_engine(engine.value, address)
     set_threads(threads)
     settings = load_settings(workspace=workspace, device=device)
-    report = run_update(
-        settings,
-        paths,
-        clip_specs=clip_spec or (),
-        model_ids=model or (),
-        source=source,
-        profile_dirs=profiles,
-        workers=workers or None,
-        index_after=index_after,
-        say=info,
-    )
+    with closing(decoder):  # one Ray for the ingest and index stages
+        report = run_update(
+            settings,
+            paths,
+            clip_specs=clip_spec or (),
+            model_ids=model or (),
+            source=source,
+            profile_dirs=profiles,
+            workers=workers or None,
+            index_after=index_after,
+            engine=decoder,
+            say=info,
+        )
     info(report.summary_line())
     if json_out:
         emit_json(report.to_dict())

@@ -1,7 +1,8 @@
 """Archive ingest: find files -> decode in worker processes -> frame store + frame catalog.
 
-Reader (``discover``) -> mapper (``decode.preprocess_chunk`` in a process pool, chunked,
-ordered) -> writer (this process: append pixels, fsync, commit catalog part files).
+Reader (``discover``) -> mapper (``decode.preprocess_chunk`` run by an engine: a local
+process pool or Ray tasks, chunked, answers in input order; ``skysearch.ingest.engines``) ->
+writer (this process: append pixels, fsync, commit catalog part files).
 
 Why a re-run is exact after a kill -9 at any moment: files are processed in one fixed order
 (sorted paths) and committed in that order, so the committed catalog is always a prefix of
@@ -12,15 +13,11 @@ run then skips the committed prefix and writes the rest exactly as the full run 
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
-import signal
 import time
 import zipfile
-from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,7 +32,8 @@ from skysearch.ingest.catalog import (
     recover,
     write_frames,
 )
-from skysearch.ingest.decode import Decoded, Source, preprocess_chunk
+from skysearch.ingest.decode import Decoded, Source
+from skysearch.ingest.engines import Engine, get_engine
 from skysearch.ingest.framestore import StoreWriter
 from skysearch.ingest.profiles import (
     BAD_FRAME_POLICIES,
@@ -50,9 +48,6 @@ from skysearch.atomic import atomic_write_bytes
 from skysearch.config import Workspace
 from skysearch.cpus import usable_cpus
 from skysearch.errors import UsageError
-
-_PR_SET_PDEATHSIG = 1
-CHUNK = 8  # files per worker task: amortises inter-process overhead, keeps order fine-grained
 
 
 @dataclass
@@ -156,48 +151,6 @@ def discover(
     return candidates, skipped
 
 
-def _chunks(items: list[Candidate], size: int) -> Iterator[list[Candidate]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-def _init_worker(parent: int) -> None:
-    """Workers leave Ctrl-C to the writer (which commits what it has and stops cleanly) and
-    die with it: a writer killed with kill -9 leaves no orphan decoders behind (Linux)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: orphans end when their queue breaks
-        pass
-    if os.getppid() != parent:  # the writer died before prctl took effect
-        os._exit(1)
-
-
-def _decoded_stream(todo: list[Candidate], workers: int) -> Iterator[tuple[Candidate, Decoded]]:
-    """Decoded results in input order; a process pool when it pays off."""
-    if workers <= 1 or len(todo) <= CHUNK:
-        for cand in todo:
-            yield cand, preprocess_chunk([(cand.source, cand.profile)])[0]
-        return
-    pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(os.getpid(),))
-    with pool:
-        pending: deque[tuple[list[Candidate], Future[list[Decoded]]]] = deque()
-        chunks = _chunks(todo, CHUNK)
-        for chunk in chunks:
-            args = [(c.source, c.profile) for c in chunk]
-            pending.append((chunk, pool.submit(preprocess_chunk, args)))
-            if len(pending) >= workers * 4:
-                break
-        while pending:
-            chunk, future = pending.popleft()
-            results = future.result()
-            nxt = next(chunks, None)
-            if nxt is not None:
-                args = [(c.source, c.profile) for c in nxt]
-                pending.append((nxt, pool.submit(preprocess_chunk, args)))
-            yield from zip(chunk, results, strict=True)
-
-
 def _catalog_row(cand: Candidate, result: Decoded, store_row: int) -> dict[str, Any]:
     name = cand.name
     assert name.time is not None
@@ -269,12 +222,15 @@ def ingest(
     commit_every: int = 512,
     progress: bool = True,
     bad_frames: str | None = None,
+    engine: Engine | None = None,
 ) -> IngestReport:
     """Ingest archive files/folders/zips into the workspace; idempotent and resumable.
     ``bad_frames`` (skip, keep, repair) overrides the profiles' policy for frames with
-    physically impossible values (``skysearch.ingest.quality``)."""
+    physically impossible values (``skysearch.ingest.quality``); ``engine``: where files are
+    decoded (default: a local process pool of ``workers``)."""
     started = time.perf_counter()
     check_inputs(paths)
+    engine = engine or get_engine()
     workspace.ensure()
     profiles = with_bad_frames(select_profiles(source, profile_dirs), bad_frames)
     candidates, skipped = discover(paths, profiles)
@@ -320,8 +276,9 @@ def ingest(
             committing = False
 
         bar = tqdm(total=len(todo), desc="ingest", unit="file", disable=not progress, smoothing=0.1)
+        stream = engine.decoded_stream([(c.source, c.profile) for c in todo], workers)
         try:
-            for cand, result in _decoded_stream(todo, workers):
+            for cand, result in zip(todo, stream, strict=True):
                 bar.update(1)
                 if result.frame is None:
                     skipped.append({"path": cand.source.path, "reason": result.reason})
@@ -351,6 +308,7 @@ def ingest(
                 commit()
             raise
         finally:
+            stream.close()  # the engine's workers end now, not when garbage collected
             bar.close()
         compact_partitions(workspace)
 

@@ -44,6 +44,9 @@ class Layers(BaseSettings):
     qdrant_prefer_grpc: Any = Field(None, validation_alias="QDRANT_PREFER_GRPC")
     qdrant_shard_number: Any = Field(None, validation_alias="QDRANT_SHARD_NUMBER")
     qdrant_replication_factor: Any = Field(None, validation_alias="QDRANT_REPLICATION_FACTOR")
+    qdrant_write_consistency_factor: Any = Field(
+        None, validation_alias="QDRANT_WRITE_CONSISTENCY_FACTOR"
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -58,7 +61,12 @@ class Layers(BaseSettings):
 
 
 #: Settings passed on to the store backend in ``Settings.extra`` (lower-case names).
-TUNING = ("qdrant_prefer_grpc", "qdrant_shard_number", "qdrant_replication_factor")
+TUNING = (
+    "qdrant_prefer_grpc",
+    "qdrant_shard_number",
+    "qdrant_replication_factor",
+    "qdrant_write_consistency_factor",
+)
 
 
 @lru_cache(maxsize=16)

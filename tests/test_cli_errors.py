@@ -120,6 +120,10 @@ CASES: dict[str, list[Case]] = {
         c("ingest", "{goes}", "--source", "nope", "-w", "{tmp}/w", expect="unknown --source"),
         c("ingest", "{goes}", "--profiles", "{missing}", *W, expect="does not exist"),
         c("ingest", "{goes}", "--workers", "-1", *W, expect=USAGE),
+        c("ingest", "{goes}", "--engine", "spark", *W, expect=USAGE),
+        c("ingest", "{goes}", "--address", "ray://h:10001", *W, expect="it needs --engine ray"),
+        c("ingest", "{goes}", "--engine", "ray", "--address", "h:1", *W, expect="ray://HOST:PORT"),
+        c("ingest", "{goes}", "--engine", "ray", "--address", "ray://h:x", *W, expect="not a Ray"),
         c("ingest", "{goes}", "-w", "{file}/sub", expect="not writable"),
         c("ingest", "{goes}", "-w", "{ws_meta_binary}", expect="meta.json"),
         # sketches are derived data: an unreadable sketch meta.json is rebuilt, not an error
@@ -251,11 +255,14 @@ CASES: dict[str, list[Case]] = {
     "index clips": [
         c("index", "clips", *W, expect="no clip model"),
         c("index", "clips", "--workers", "-1", *W, expect=USAGE),
+        c("index", "clips", "--engine", "spark", *W, expect=USAGE),
+        c("index", "clips", "--address", "ray://h:1", *W, expect="it needs --engine ray"),
         c("index", "clips", "-w", "{ws_config_empty}", expect="has no frame, clip section"),
     ],
     "index frames": [
         c("index", "frames", *W, expect="no frame model"),
         c("index", "frames", "--workers", "-1", *W, expect=USAGE),
+        c("index", "frames", "--engine", "ray", "--address", "h", *W, expect="ray://HOST:PORT"),
         c("index", "frames", "-w", "{ws_config_empty}", expect="has no frame section"),
     ],
     "index scenes": [
@@ -371,6 +378,8 @@ CASES: dict[str, list[Case]] = {
         c("update", "{goes}", "--model", "clip-nope", *W, expect="no model 'clip-nope'"),
         c("update", "{goes}", "--index-after", "0", *W, expect=USAGE),
         c("update", "{goes}", "--source", "nope", *W, expect="unknown --source"),
+        c("update", "{goes}", "--engine", "spark", *W, expect=USAGE),
+        c("update", "{goes}", "--engine", "ray", "--address", "x", *W, expect="ray://HOST:PORT"),
         c("update", "{goes}", "-w", "{ws_registry_binary}", expect="is unreadable"),
         # the sample holds one bad file: loaded all but it, listed, exit code 1
         c("update", "{goes}", "-w", "{tmp}/update", expect="HUIR172502115.GIF", code=1),
@@ -646,6 +655,17 @@ def assert_same_catalog(root: Path, reference: Path) -> None:
     ref_rows, ref_pixels = _catalog(reference)
     assert rows == ref_rows
     assert np.array_equal(pixels, ref_pixels)
+
+
+@pytest.mark.parametrize("command", [("ingest", GOES), ("update", GOES), ("index", "frames")])
+def test_ray_engine_without_ray_installed_says_how_to_install_it(
+    command, cli, monkeypatch, tmp_path
+):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as if not installed
+    done = cli(*command, "--engine", "ray", "-w", tmp_path / "ws")
+    case = Case((), "--engine ray needs Ray, which is not installed: pip install 'skysearch[ray]'")
+    assert_clean_error(done.exit_code, done.stdout, done.stderr, case)
+    assert not (tmp_path / "ws").exists()  # refused before anything was written
 
 
 def test_disk_full_during_ingest_is_one_line_and_a_rerun_recovers(

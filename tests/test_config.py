@@ -15,7 +15,12 @@ ENV = {
     "device": "SKYSEARCH_DEVICE",
     "qdrant_api_key": "QDRANT_API_KEY",
 }
-TUNING_ENV = ["QDRANT_PREFER_GRPC", "QDRANT_SHARD_NUMBER", "QDRANT_REPLICATION_FACTOR"]
+TUNING_ENV = [
+    "QDRANT_PREFER_GRPC",
+    "QDRANT_SHARD_NUMBER",
+    "QDRANT_REPLICATION_FACTOR",
+    "QDRANT_WRITE_CONSISTENCY_FACTOR",
+]
 
 
 @pytest.fixture
@@ -57,10 +62,12 @@ def test_cluster_tuning_reaches_the_store_settings_environment_first(here, monke
     assert load_settings().extra == {"qdrant_prefer_grpc": True, "qdrant_shard_number": 6}
     monkeypatch.setenv("QDRANT_SHARD_NUMBER", "3")
     monkeypatch.setenv("QDRANT_REPLICATION_FACTOR", "2")
+    monkeypatch.setenv("QDRANT_WRITE_CONSISTENCY_FACTOR", "1")
     assert load_settings().extra == {
         "qdrant_prefer_grpc": True,
         "qdrant_shard_number": "3",
         "qdrant_replication_factor": "2",
+        "qdrant_write_consistency_factor": "1",
     }
 
 

@@ -279,6 +279,34 @@ def store(request, tmp_path_factory):
     s.close()
 
 
+def test_server_bulk_load_pauses_index_building_and_optimize_resumes_it(monkeypatch):
+    """A Qdrant server only (QDRANT_URL): collections get the configured write consistency;
+    ``bulk_load`` sets the indexing threshold to 0 and restores it; ``optimize`` resumes index
+    building a killed bulk load left paused."""
+    if not os.environ.get("QDRANT_URL"):
+        pytest.skip("no Qdrant server: set QDRANT_URL to run the server cases")
+    from skysearch.retrieval.store.server import DEFAULT_INDEXING_KB, _threshold
+
+    monkeypatch.setenv("QDRANT_WRITE_CONSISTENCY_FACTOR", "1")
+    s = _server_store()
+    name = "skysearch-bulk-load-test"
+    s.drop_collection(name)
+    s.ensure_collection(name, 8)
+    config = lambda: s.client.get_collection(name).config  # noqa: E731
+    try:
+        assert config().params.write_consistency_factor == 1
+        before = config().optimizer_config.indexing_threshold
+        with s.bulk_load(name):
+            assert config().optimizer_config.indexing_threshold == 0
+        assert config().optimizer_config.indexing_threshold == before
+        s.client.update_collection(name, optimizers_config=_threshold(0))  # a killed load
+        s.optimize(name)
+        assert config().optimizer_config.indexing_threshold == DEFAULT_INDEXING_KB
+    finally:
+        s.drop_collection(name)
+        s.close()
+
+
 def _recall(store: VectorStore, filters, mask: np.ndarray, **kw) -> float:
     found = 0
     total = 0

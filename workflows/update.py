@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skysearch.workflows.steps import Step, Steps
 
@@ -37,6 +37,9 @@ from skysearch.atomic import atomic_write_json
 from skysearch.config import Settings, Workspace
 from skysearch.errors import SkySearchError, StoreError, UsageError
 from skysearch.locks import job_lock
+
+if TYPE_CHECKING:
+    from skysearch.ingest.engines import Engine
 
 #: Build a collection's vector index once this many points arrived since its last build.
 INDEX_AFTER = 1000
@@ -119,13 +122,14 @@ def run_update(
     index_after: int = INDEX_AFTER,
     say: Callable[[str], None] = print,
     progress: bool = True,
+    engine: Engine | None = None,
 ) -> UpdateReport:
     """Load ``paths`` into the workspace: ingest, sketch, clip, index, build the store index.
 
     ``clip_specs`` (``12x60``, ``ir+wv_12x60m``): the clips to assemble; default: every spec
     the clip catalog holds. ``model_ids``: the frame/clip models to index with; default: every
     registered one that fits the data. ``workers``: decode and frame-reading processes (None:
-    one per CPU).
+    one per CPU). ``engine``: where files are decoded (default: a local process pool).
     """
     from skysearch.ingest.clips import ClipSpec, catalog_specs
     from skysearch.ingest.pipeline import check_inputs
@@ -148,7 +152,17 @@ def run_update(
         store = _open_store(settings) if models else None
         try:
             with step("ingest") as detail:
-                _ingest(workspace, paths, source, profile_dirs, workers, progress, report, detail)
+                _ingest(
+                    workspace,
+                    paths,
+                    source,
+                    profile_dirs,
+                    workers,
+                    engine,
+                    progress,
+                    report,
+                    detail,
+                )
             with step("sketches") as detail:
                 _sketches(workspace, progress, report, detail)
             with step("clips") as detail:
@@ -157,7 +171,7 @@ def run_update(
                 if store is None:
                     detail.append("no frame or clip model registered: nothing to index")
                 else:
-                    _index(settings, store, models, workers, progress, report, detail)
+                    _index(settings, store, models, workers, progress, report, detail, engine)
             if store is not None:
                 with step("store index") as detail:
                     _build_index(workspace, store, index_after, report, detail)
@@ -217,6 +231,7 @@ def _ingest(
     source: str,
     profile_dirs: list[Path] | None,
     workers: int,
+    engine: Engine | None,
     progress: bool,
     report: UpdateReport,
     detail: list[str],
@@ -230,6 +245,7 @@ def _ingest(
         profile_dirs=profile_dirs,
         workers=workers,
         progress=progress,
+        engine=engine,
     )
     report.files = {
         "seen": done.files_seen,
@@ -295,6 +311,7 @@ def _index(
     progress: bool,
     report: UpdateReport,
     detail: list[str],
+    engine: Engine | None = None,
 ) -> None:
     """Index with every model that has data to embed; a model whose data the archive does not
     hold (yet) is listed, not an error."""
@@ -311,7 +328,14 @@ def _index(
             continue
         _, index = CATALOG_COLLECTIONS[collection]
         try:
-            done = index(settings, record.model_id, workers=workers, store=store, progress=progress)
+            done = index(
+                settings,
+                record.model_id,
+                workers=workers,
+                store=store,
+                progress=progress,
+                engine=engine,
+            )
         except StoreError:
             raise  # the store, not the model: nothing else can be written either
         except SkySearchError as exc:

@@ -27,52 +27,14 @@ from skysearch.encoders.factory import (
     single_channel_frame_models,
 )
 from skysearch.ingest.catalog import read_frames
-from skysearch.ingest.framestore import FrameStore
+from skysearch.ingest.engines import Engine
 from skysearch.ingest.tracks import PAYLOAD_KEYS, track_payloads
 from skysearch.retrieval.indexing.pipeline import IndexReport, Item, Listing, run_index
+from skysearch.retrieval.indexing.steps import steps_embedder
 from skysearch.retrieval.store import VectorStore
 from skysearch.retrieval.store.schema import CLIPS, FRAMES, time_payload
-from torch.utils.data import DataLoader, Dataset
 
 from skysearch.config import Settings, Workspace
-
-
-class StepFrames(Dataset):
-    """Frames of given (frame id per channel) steps: item -> uint8 (C, H, W)."""
-
-    def __init__(self, workspace: Workspace, steps: list[tuple[str, ...]]) -> None:
-        self.workspace = workspace
-        self.steps = steps
-        self._store: FrameStore | None = None  # opened lazily in each worker
-
-    def __len__(self) -> int:
-        return len(self.steps)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        if self._store is None:
-            self._store = FrameStore(self.workspace)
-        return torch.from_numpy(self._store.read_many(list(self.steps[i])))
-
-
-def embed_steps(
-    encoder: torch.nn.Module,
-    workspace: Workspace,
-    steps: list[tuple[str, ...]],
-    device: torch.device,
-    batch_size: int = 32,
-    workers: int = 2,
-) -> torch.Tensor:
-    """Frame embeddings (S, D) of the steps, read by ``workers`` DataLoader processes."""
-    loader = DataLoader(
-        StepFrames(workspace, steps),
-        batch_size=batch_size,
-        num_workers=workers,
-        persistent_workers=False,
-    )
-    with torch.no_grad():
-        out = [encoder(batch.to(device)).cpu() for batch in loader]
-    return torch.cat(out) if out else torch.empty(0)
-
 
 #: Payload fields an indexed frame or clip must still match to count as up to date: a best
 #: track loaded after indexing changes them, and the next index run rewrites those points.
@@ -110,8 +72,10 @@ def index_clips(
     workers: int = 2,
     store: VectorStore | None = None,
     progress: bool = True,
+    engine: Engine | None = None,
 ) -> IndexReport:
-    """Embed every clip of the clip model's spec and upsert it into the ``clips`` collection."""
+    """Embed every clip of the clip model's spec and upsert it into the ``clips`` collection.
+    ``engine``: where the frames are embedded (default: here; the clips are pooled here)."""
     workspace = settings.workspace
     torch_device = resolve_device(device or settings.device)
     embedder, record = load_clip_embedder(workspace, model_id, str(torch_device))
@@ -143,16 +107,13 @@ def index_clips(
         for m, row in enumerate(rows)
     ]
 
+    model = (record.model_id, "clip")
+    embed_frames = steps_embedder(engine, embedder.frame, workspace, model, torch_device, workers)
+
     def embed(chunk: list[Item]) -> tuple[list[Item], np.ndarray, list[dict[str, str]]]:
         index = clip_set.index[[it.source for it in chunk]]
         steps = np.unique(index)
-        frames = embed_steps(
-            embedder.frame,
-            workspace,
-            [clip_set.steps[s] for s in steps],
-            torch_device,
-            workers=workers,
-        )
+        frames = embed_frames([clip_set.steps[s] for s in steps])
         local = torch.as_tensor(np.searchsorted(steps, index))
         with torch.no_grad():
             vectors = embedder.clip(frames[local].to(torch_device)).cpu().numpy()
@@ -170,8 +131,10 @@ def index_frames(
     workers: int = 2,
     store: VectorStore | None = None,
     progress: bool = True,
+    engine: Engine | None = None,
 ) -> IndexReport:
-    """Embed every frame of a single-channel frame model's satellite/channel into ``frames``."""
+    """Embed every frame of a single-channel frame model's satellite/channel into ``frames``.
+    ``engine``: where the frames are embedded (default: here)."""
     workspace = settings.workspace
     torch_device = resolve_device(device or settings.device)
     encoder, record = load_frame_encoder(workspace, model_id, str(torch_device))
@@ -200,10 +163,11 @@ def index_frames(
         for r, extra in zip(rows, extras, strict=True)
     ]
 
+    model = (record.model_id, "frame")
+    embed_frames = steps_embedder(engine, encoder, workspace, model, torch_device, workers)
+
     def embed(chunk: list[Item]) -> tuple[list[Item], np.ndarray, list[dict[str, str]]]:
-        steps = [it.source for it in chunk]
-        vectors = embed_steps(encoder, workspace, steps, torch_device, workers=workers)
-        return chunk, vectors.numpy(), []
+        return chunk, embed_frames([it.source for it in chunk]).numpy(), []
 
     listing = Listing(FRAMES, items, fingerprint=EVENT_FINGERPRINT)
     return run_index(settings, listing, embed, record.model_id, encoder.dim, store, progress)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -121,9 +122,9 @@ def run_index(
         ]
         report.skipped_existing = len(listing.items) - len(todo)
         t0, embedded = time.perf_counter(), 0
-        with tqdm(
-            total=len(todo), desc=f"index {collection}", unit="item", disable=not progress
-        ) as bar:
+        bar = tqdm(total=len(todo), desc=f"index {collection}", unit="item", disable=not progress)
+        loading = store.bulk_load(collection) if todo else nullcontext()
+        with loading, bar:  # a server builds its index once, after the load
             for start in range(0, len(todo), listing.chunk):
                 chunk = todo[start : start + listing.chunk]
                 kept, vectors, skipped = embed(chunk)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,6 +202,12 @@ class VectorStore(ABC):
 
     @abstractmethod
     def collections(self) -> list[str]: ...
+
+    @contextmanager
+    def bulk_load(self, name: str) -> Iterator[None]:
+        """Around a bulk load into ``name``: a backend that can pause index building does
+        (a Qdrant server); the embedded engine builds its graph in ``optimize()`` anyway."""
+        yield
 
     @abstractmethod
     def drop_collection(self, name: str) -> None:

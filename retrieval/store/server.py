@@ -3,14 +3,17 @@ client's ``:memory:`` local mode (brute force in Python: small tests only).
 
 Configuration (environment, or the same keys lower-case in ``skysearch.toml``):
 ``QDRANT_URL`` (``https://`` for TLS), ``QDRANT_API_KEY``, ``QDRANT_PREFER_GRPC=1``,
-``QDRANT_SHARD_NUMBER`` and ``QDRANT_REPLICATION_FACTOR`` (used when creating collections on a
-cluster: shard_number a multiple of the node count, replication_factor 2).
+``QDRANT_SHARD_NUMBER``, ``QDRANT_REPLICATION_FACTOR`` and ``QDRANT_WRITE_CONSISTENCY_FACTOR``
+(used when creating collections on a cluster: shard_number a multiple of the node count,
+replication_factor 2, write_consistency_factor the replicas that confirm a write).
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from qdrant_client import QdrantClient, models
@@ -34,6 +37,8 @@ _INDEX_PARAMS = {
     ),
     _T.DATETIME: lambda g: models.DatetimeIndexParams(type="datetime", enable_hnsw=g),
 }
+#: Qdrant's default indexing threshold (KB of vectors in a segment before it gets an HNSW graph)
+DEFAULT_INDEXING_KB = 20_000
 CONNECT_ATTEMPTS = 3
 CONNECT_BACKOFF_S = 0.5
 
@@ -58,11 +63,13 @@ class ServerStore(VectorStore):
         where: str,
         shard_number: int | None = None,
         replication_factor: int | None = None,
+        write_consistency_factor: int | None = None,
     ) -> None:
         self.client = client
         self._where = where
         self.shard_number = shard_number
         self.replication_factor = replication_factor
+        self.write_consistency_factor = write_consistency_factor
 
     @classmethod
     def in_memory(cls) -> ServerStore:
@@ -77,6 +84,7 @@ class ServerStore(VectorStore):
         grpc = str(_setting(settings, "QDRANT_PREFER_GRPC") or "").lower() in ("1", "true", "yes")
         shards = _setting(settings, "QDRANT_SHARD_NUMBER")
         replicas = _setting(settings, "QDRANT_REPLICATION_FACTOR")
+        consistency = _setting(settings, "QDRANT_WRITE_CONSISTENCY_FACTOR")
         client = QdrantClient(
             url=url, api_key=api_key, prefer_grpc=grpc, timeout=30, check_compatibility=False
         )
@@ -101,6 +109,7 @@ class ServerStore(VectorStore):
             f"Qdrant server {url}",
             shard_number=int(shards) if shards else None,
             replication_factor=int(replicas) if replicas else None,
+            write_consistency_factor=int(consistency) if consistency else None,
         )
 
     @property
@@ -130,6 +139,7 @@ class ServerStore(VectorStore):
             quantization_config=_quantization_config(),
             shard_number=self.shard_number,
             replication_factor=self.replication_factor,
+            write_consistency_factor=self.write_consistency_factor,
         )
 
     def _add_vector(self, name: str, vector_name: str, size: int) -> None:
@@ -225,14 +235,36 @@ class ServerStore(VectorStore):
         )
 
     def optimize(self, name: str) -> None:
-        """A server indexes in the background: wait, with progress, until it is green."""
+        """A server indexes in the background: wait, with progress, until it is green. Index
+        building left paused by a killed bulk load (threshold 0) is resumed first."""
         from tqdm import tqdm
 
         self.vector_config(name)
+        if self.backend != "memory":
+            config = self.client.get_collection(name).config.optimizer_config
+            if not config.indexing_threshold:
+                self.client.update_collection(
+                    name, optimizers_config=_threshold(DEFAULT_INDEXING_KB)
+                )
         with tqdm(desc=f"waiting for {name} to be indexed", bar_format="{desc}: {elapsed}") as bar:
             while self.client.get_collection(name).status != models.CollectionStatus.GREEN:
                 time.sleep(1.0)
                 bar.refresh()
+
+    @contextmanager
+    def bulk_load(self, name: str) -> Iterator[None]:
+        """No vector index building while a bulk load pours points in (indexing threshold 0,
+        Qdrant's advice); the collection's threshold is restored after, even on failure."""
+        if self.backend == "memory":  # local mode has no optimizer
+            yield
+            return
+        config = self.client.get_collection(name).config.optimizer_config
+        before = config.indexing_threshold or DEFAULT_INDEXING_KB  # 0: a killed load's pause
+        self.client.update_collection(name, optimizers_config=_threshold(0))
+        try:
+            yield
+        finally:
+            self.client.update_collection(name, optimizers_config=_threshold(before))
 
     def collections(self) -> list[str]:
         return sorted(c.name for c in self.client.get_collections().collections)
@@ -243,6 +275,10 @@ class ServerStore(VectorStore):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _threshold(kb: int) -> models.OptimizersConfigDiff:
+    return models.OptimizersConfigDiff(indexing_threshold=kb)
 
 
 def _quantization_config() -> models.ScalarQuantization | None:

@@ -17,6 +17,7 @@ import io
 import json
 import zlib
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, Any
 
@@ -171,6 +172,7 @@ def import_store(
     name: str | None = None
     batch: list[Point] = []
     bar = None
+    loading = ExitStack()  # each collection in bulk-load mode until the import ends
 
     def flush() -> None:
         if batch and name is not None:
@@ -187,6 +189,7 @@ def import_store(
                 name, vectors = _header(item, where)
                 for vector_name, dim in vectors.items():
                     store.ensure_collection(name, dim, vector_name=vector_name)
+                loading.enter_context(store.bulk_load(name))
                 counts[name] = 0
                 if bar is not None:
                     bar.close()
@@ -203,4 +206,5 @@ def import_store(
     finally:
         if bar is not None:
             bar.close()
+        loading.close()
     return counts
