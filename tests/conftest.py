@@ -8,6 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from skysearch.cli.app import _register
+
+# Register every CLI command now, in the order the console entry point does: a test module
+# importing one command module first (e.g. skysearch.cli.serve) would otherwise register it
+# first and change the order of `--help` and of the generated CLI reference.
+_register()
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("SKYSEARCH_SHARED_DATA", REPO.parent / "shared" / "data"))
