@@ -20,20 +20,22 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, File, Form, Path, Query, Request, Security, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from skysearch.retrieval.search import ClipQuery, FrameQuery
 from skysearch.retrieval.service.animation import ANIMATION_MAX
-from skysearch.retrieval.service.page import PAGE_HEADERS, STATIC, mount_page, page_file
+from skysearch.retrieval.service.page import STATIC, mount_page
 from skysearch.retrieval.service.service import SearchService
 from skysearch.retrieval.service.uploads import Upload
 from skysearch.retrieval.service.wire import (
     MAX_EXAMPLE_IMAGES,
     MAX_FRAMES,
+    PNG_RESPONSE,
     THUMB_DEFAULT,
     THUMB_MAX,
     THUMB_MIN,
     UUID_PATTERN,
+    WEBP_RESPONSE,
     ArchiveBody,
     ClipMeta,
     ClipSearch,
@@ -83,19 +85,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (503, "Service still loading, or a search kind not available"),
     )
 }
-
-
-def _image_response(media_type: str, what: str) -> dict[int | str, dict[str, Any]]:
-    return {
-        200: {
-            "content": {media_type: {"schema": {"type": "string", "format": "binary"}}},
-            "description": what,
-        },
-    }
-
-
-PNG_RESPONSE = _image_response("image/png", "PNG image")
-WEBP_RESPONSE = _image_response("image/webp", "Animated WebP image (loops)")
 AnimationSize = Annotated[
     int, Query(ge=THUMB_MIN, le=ANIMATION_MAX, description="longest side of a frame, pixels")
 ]
@@ -290,17 +279,6 @@ def create_app(service: SearchService, api_key: str | None = None) -> FastAPI:
     limits = service.limits
 
     mount_page(app)
-
-    @app.get(
-        "/",
-        tags=["page"],
-        response_class=FileResponse,
-        responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}}},
-    )
-    def page() -> FileResponse:
-        """The web page: search by clip, frame, upload or text; results as moving pictures
-        (no API key needed to load it; it asks for one when the service requires it)."""
-        return FileResponse(page_file("index.html"), headers=PAGE_HEADERS)
 
     @app.get("/health", response_model=Health, tags=["service"])
     def health() -> Health:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 #: URL prefix (and package folder) of the page's files.
@@ -24,11 +25,18 @@ PAGE_HEADERS = {
 }
 
 
-def page_file(name: str) -> Path:
-    """A file of the page, by its name in ``static/``."""
-    return FOLDER / name
-
-
 def mount_page(app: FastAPI) -> None:
-    """Serve ``static/`` at ``/static`` (not in the OpenAPI document: files, not API)."""
+    """Serve the page at ``/`` (in the OpenAPI document, tag ``page``) and ``static/`` at
+    ``/static`` (not in the document: files, not API)."""
     app.mount(f"/{STATIC}", StaticFiles(directory=FOLDER), name=STATIC)
+
+    @app.get(
+        "/",
+        tags=["page"],
+        response_class=FileResponse,
+        responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}}},
+    )
+    def page() -> FileResponse:
+        """The web page: search by clip, frame, upload or text; results as moving pictures
+        (no API key needed to load it; it asks for one when the service requires it)."""
+        return FileResponse(FOLDER / "index.html", headers=PAGE_HEADERS)

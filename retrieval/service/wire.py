@@ -33,6 +33,20 @@ if TYPE_CHECKING:
 
 #: Thumbnail sizes (longest side of one frame, pixels) a request may ask for.
 THUMB_MIN, THUMB_MAX, THUMB_DEFAULT = 16, 1024, 256
+
+
+def image_response(media_type: str, what: str) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` entry of an endpoint answering with an image."""
+    return {
+        200: {
+            "content": {media_type: {"schema": {"type": "string", "format": "binary"}}},
+            "description": what,
+        },
+    }
+
+
+PNG_RESPONSE = image_response("image/png", "PNG image")
+WEBP_RESPONSE = image_response("image/webp", "Animated WebP image (loops)")
 #: Upper bounds the schema enforces (the service's ``ServiceLimits`` may only lower them).
 MAX_K = 100
 MAX_RERANK = 100
