@@ -26,7 +26,7 @@ import operator
 import os
 import shutil
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 
@@ -234,6 +234,21 @@ def replace_parts(workspace: Workspace, folder: Path, table: pa.Table, parts: li
     fsync_path(folder.parent)
     shutil.rmtree(staging)
     return folder / name
+
+
+def rewrite_partitions(
+    workspace: Workspace, rewrite: Callable[[pa.Table], pa.Table | None]
+) -> None:
+    """For each frame-catalog partition: ``rewrite`` gets its committed rows and returns the
+    rows to keep in their place (None: leave the partition as it is); the parts are replaced
+    in one atomic step (``replace_parts``). Run under the ingest lock."""
+    for folder in sorted(workspace.frames_catalog.glob("satellite=*/year=*")):
+        parts = live_parts(folder)
+        if not parts:
+            continue
+        table = rewrite(pa.concat_tables(read_part(p) for p in parts))
+        if table is not None:
+            replace_parts(workspace, folder, table, parts)
 
 
 def frame_parts(

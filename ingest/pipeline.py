@@ -67,7 +67,7 @@ class IngestReport:
     by_channel: dict[str, int] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)
     unchanged: int = 0
-    suspect: int = 0  # frames added with physically impossible values (quality < 1)
+    suspect: int = 0  # frames added with physically impossible values or no data (quality > 0)
     repaired: int = 0  # suspect frames (of this run or before) repaired from their neighbours
     identical_duplicates: int = 0
     files_seen: int = 0

@@ -29,13 +29,7 @@ from datetime import timedelta
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from skysearch.ingest.catalog import (
-    FRAME_SCHEMA,
-    live_parts,
-    read_frames,
-    read_part,
-    replace_parts,
-)
+from skysearch.ingest.catalog import FRAME_SCHEMA, read_frames, rewrite_partitions
 from skysearch.ingest.decode import Decoded
 from skysearch.ingest.framestore import FrameStore, StoreWriter
 from skysearch.ingest.profiles import Profile
@@ -75,7 +69,13 @@ def repair_frames(
     """Repair every suspect frame of a ``repair`` profile that has a clean neighbour in reach.
     Run by the ingest, under its writer, after everything decoded is committed."""
     report = RepairReport()
-    repairable = {n for n, p in profiles.items() if p.decoder.bad_frames == "repair"}
+    repairable = {
+        n
+        for n, p in profiles.items()
+        if p.decoder.kind != "image" and p.decoder.bad_frames == "repair"
+    }
+    if not repairable:  # images are never flagged: no catalog read for them
+        return report
     cols = ["frame_id", "satellite", "channel", "event", "time", "year", "status", "profile"]
     cols.append("store_row")
     table = read_frames(workspace, columns=cols)
@@ -83,7 +83,7 @@ def repair_frames(
         pc.equal(table["status"], "suspect"),
         pc.is_in(table["profile"], pa.array(sorted(repairable), pa.string())),
     )
-    if not repairable or not pc.any(suspect).as_py():
+    if not pc.any(suspect).as_py():
         return report
     rows = table.to_pylist()
     series: dict[tuple, list[dict]] = {}
@@ -140,19 +140,19 @@ def mark_suspect(workspace: Workspace, frame_ids: list[str]) -> None:
 def update_frames(workspace: Workspace, changes: dict[str, dict[str, object]]) -> None:
     """Set columns of some catalog rows (frame id -> {column: value}), one atomic partition
     replacement per partition holding any of them."""
-    for folder in sorted(workspace.frames_catalog.glob("satellite=*/year=*")):
-        parts = live_parts(folder)
-        if not parts:
-            continue
-        table = pa.concat_tables([read_part(p) for p in parts])
+    columns = sorted({c for change in changes.values() for c in change})
+
+    def update(table: pa.Table) -> pa.Table | None:
         ids = table["frame_id"].to_pylist()
         if not changes.keys() & set(ids):
-            continue
-        columns = sorted({c for change in changes.values() for c in change})
+            return None
         for name in columns:
             old = table[name].to_pylist()
             new = [changes.get(f, {}).get(name, v) for f, v in zip(ids, old, strict=True)]
             at = table.schema.get_field_index(name)
             table = table.set_column(at, name, pa.array(new, FRAME_SCHEMA.field(name).type))
-        table = table.sort_by([("channel", "ascending"), ("store_row", "ascending")])
-        replace_parts(workspace, folder, table.cast(FRAME_SCHEMA), parts)
+        return table.sort_by([("channel", "ascending"), ("store_row", "ascending")]).cast(
+            FRAME_SCHEMA
+        )
+
+    rewrite_partitions(workspace, update)

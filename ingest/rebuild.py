@@ -14,14 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from skysearch.ingest.catalog import (
-    DAMAGED_SUFFIX,
-    hidden,
-    live_parts,
-    read_frames,
-    read_part,
-    replace_parts,
-)
+from skysearch.ingest.catalog import DAMAGED_SUFFIX, hidden, read_frames, rewrite_partitions
 from skysearch.ingest.checksums import crc_bytes, read_crcs, row_crcs
 from skysearch.ingest.decode import ARCHIVE_SEP, Source, preprocess
 from skysearch.ingest.framestore import CRC_FILE, DATA_FILE, META_FILE, frame_rows, store_path
@@ -133,16 +126,14 @@ def drop_frames(workspace: Workspace, frame_ids: Iterable[str]) -> int:
     dropped = 0
     if not len(wanted):
         return 0
-    for folder in sorted(workspace.frames_catalog.glob("satellite=*/year=*")):
-        parts = live_parts(folder)
-        if not parts:
-            continue
-        table = pa.concat_tables(read_part(p) for p in parts)
-        keep = pc.invert(pc.is_in(table["frame_id"], value_set=wanted))
-        kept = table.filter(keep)
-        if kept.num_rows < table.num_rows:
-            dropped += table.num_rows - kept.num_rows
-            replace_parts(workspace, folder, kept, parts)
+
+    def drop(table: pa.Table) -> pa.Table | None:
+        nonlocal dropped
+        kept = table.filter(pc.invert(pc.is_in(table["frame_id"], value_set=wanted)))
+        dropped += table.num_rows - kept.num_rows
+        return kept if kept.num_rows < table.num_rows else None
+
+    rewrite_partitions(workspace, drop)
     return dropped
 
 
