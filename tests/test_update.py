@@ -23,6 +23,7 @@ import httpx
 import numpy as np
 import pytest
 from conftest import shared_data
+from skysearch.retrieval.store import window_scan
 
 IR_TIMES = [f"{h:02d}{m}" for h in range(6) for m in ("15", "45")]  # 12 frames, 30 min apart
 SPEC = "3x30"  # COMS: 6 frames 15 min apart hold 3-frame clips 30 min apart
@@ -132,6 +133,8 @@ def test_three_deliveries_each_searchable_and_reruns_add_nothing(cli, deliveries
     for stage in ("ingest", "sketches", "clips", "index", "store index"):
         assert f"[update] {stage} ..." in err and f"[update] {stage}: " in err
     assert not report["index"]["clips"]["built"]  # 10 new points: under --index-after 1000
+    # ... but the store's exact scan of time windows was rebuilt (retrieval/store/window_scan)
+    assert (window_scan.folder_of(ws / "store" / "clips") / "meta.json").is_file()
     ir_clips = clip_ids(ws, "goes-east", "ir")
     hits = search_clip(cli, ws, ir_clips[3])
     assert hits and hits[0]["id"] == ir_clips[3]

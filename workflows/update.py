@@ -439,6 +439,8 @@ def _build_index(
             store.optimize(name)
             built_at[name] = points
             atomic_write_json(path, state, indent=1)
+        else:  # the new points dropped the store's search copies: cheaper to rebuild
+            store.refresh_search_copies(name)
         report.index[name] = {"built": build, "points": points, "new_points": new}
         said = "built" if build else f"not built (fewer than {index_after} new points)"
         detail.append(f"{name}: {new} new of {points} points, index {said}")

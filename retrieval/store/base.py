@@ -203,6 +203,11 @@ class VectorStore(ABC):
     @abstractmethod
     def collections(self) -> list[str]: ...
 
+    def refresh_search_copies(self, name: str) -> None:
+        """Rebuild what ``optimize()`` derives for fast search besides the index, when a write
+        dropped it (the embedded store's window-scan copy); nothing on other backends."""
+        return None
+
     @contextmanager
     def bulk_load(self, name: str) -> Iterator[None]:
         """Around a bulk load into ``name``: a backend that can pause index building does

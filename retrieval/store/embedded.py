@@ -25,7 +25,7 @@ from typing import Any
 
 import qdrant_edge as qe
 from qdrant_client import models
-from skysearch.retrieval.store import schema
+from skysearch.retrieval.store import schema, window_scan
 from skysearch.retrieval.store.base import (
     CollectionInfo,
     Hit,
@@ -67,6 +67,9 @@ class EdgeIndexParams:
     #: "int8": scalar-quantized copies of the vectors in RAM for the search, results rescored
     #: with the originals (schema.QUANTIZATION); None: float32 only
     quantization: str | None = schema.QUANTIZATION
+    #: time windows holding at most this many points are scanned exactly
+    #: (retrieval/store/window_scan.py); 0: every query goes to the engine
+    window_scan_max_points: int = schema.WINDOW_SCAN_MAX_POINTS
 
     def __post_init__(self) -> None:
         if self.quantization not in (None, "int8"):
@@ -182,6 +185,7 @@ class EmbeddedStore(VectorStore):
         self.params = params or EdgeIndexParams()
         self._shards: dict[str, qe.EdgeShard] = {}
         self._vector_sizes: dict[str, dict[str, int]] = {}  # read from edge_config.json
+        self._windows: dict[str, window_scan.WindowIndex | None] = {}  # loaded copies
         self._lock = threading.RLock()
 
     @property
@@ -252,10 +256,18 @@ class EmbeddedStore(VectorStore):
             self._shards[name] = shard
             return shard
 
+    def _before_write(self, name: str) -> None:
+        """Drop the window-scan copy before the collection changes (see window_scan)."""
+        with self._lock:
+            self._windows.pop(name, None)
+            window_scan.invalidate(self._path(name))
+
     def _create(self, name: str, vectors: dict[str, int]) -> None:
+        self._before_write(name)
         self._shard(name, create_with=vectors)
 
     def _add_vector(self, name: str, vector_name: str, size: int) -> None:
+        self._before_write(name)
         op = qe.UpdateOperation.create_dense_vector(vector_name, size, qe.Distance.Cosine)
         self._shard(name).update(op)
         self._vector_sizes.pop(name, None)
@@ -272,6 +284,7 @@ class EmbeddedStore(VectorStore):
     def _upsert(self, name: str, points: list[tuple[str, dict[str, list[float]], dict]]) -> None:
         batch = [qe.Point(pid, vecs, payload) for pid, vecs, payload in points]
         shard = self._shard(name)
+        self._before_write(name)
         try:
             shard.update(qe.UpdateOperation.upsert_points(batch))
         except Exception as exc:
@@ -282,11 +295,17 @@ class EmbeddedStore(VectorStore):
         return {str(r.id): vectors_of(r) for r in records}
 
     def _query(self, name, vector_name, vector, limit, flt, exact, hnsw_ef) -> list[Hit]:
-        request = qe.QueryRequest(
-            limit=limit,
-            query=qe.Query.Nearest(vector, using=vector_name),
-            filter=to_edge_filter(flt),
-            params=qe.SearchParams(
+        if not exact and flt is not None:
+            hits = self._query_window(name, vector_name, vector, limit, flt)
+            if hits is not None:
+                return hits
+        return self._engine_query(
+            name,
+            vector_name,
+            vector,
+            limit,
+            to_edge_filter(flt),
+            qe.SearchParams(
                 hnsw_ef=hnsw_ef,
                 exact=exact,
                 acorn=qe.AcornSearchParams(enable=schema.SEARCH_ACORN),
@@ -296,12 +315,77 @@ class EmbeddedStore(VectorStore):
                     rescore=True, oversampling=schema.QUANTIZATION_OVERSAMPLING
                 ),
             ),
+        )
+
+    def _engine_query(self, name, vector_name, vector, limit, edge_filter, params) -> list[Hit]:
+        request = qe.QueryRequest(
+            limit=limit,
+            query=qe.Query.Nearest(vector, using=vector_name),
+            filter=edge_filter,
+            params=params,
             with_payload=True,
         )
         return [
             Hit(str(p.id), float(p.score), dict(p.payload or {}))
             for p in self._shard(name).query(request)
         ]
+
+    def _query_window(self, name, vector_name, vector, limit, flt) -> list[Hit] | None:
+        """A narrow time window scanned exactly, its best candidates scored by the engine (with
+        the same filter, float32 vectors); None: the engine must answer the whole query."""
+        max_points = self.params.window_scan_max_points
+        if max_points <= 0 or limit * window_scan.OVERSAMPLE > window_scan.MAX_CANDIDATES:
+            return None
+        index = self._window_index(name)
+        ids = index and index.candidates(vector_name, vector, limit, flt, max_points)
+        if ids is None:
+            return None
+        if not ids:
+            return []
+        edge_filter = qe.Filter(must=[qe.HasIdCondition(point_ids=set(ids)), to_edge_filter(flt)])
+        exact = qe.SearchParams(exact=True, quantization=qe.QuantizationSearchParams(ignore=True))
+        hits = self._engine_query(name, vector_name, vector, limit, edge_filter, exact)
+        if len(hits) < min(limit, len(ids)):  # the copy and the engine disagree: trust the engine
+            return None
+        return hits
+
+    def _window_index(self, name: str) -> window_scan.WindowIndex | None:
+        with self._lock:
+            if name not in self._windows:
+                points = self._shard(name).info().points_count
+                self._windows[name] = window_scan.load(self._path(name), points)
+            return self._windows[name]
+
+    def refresh_search_copies(self, name: str) -> None:
+        if self._window_index(name) is None:
+            self._build_window_index(name)
+
+    def _build_window_index(self, name: str) -> None:
+        """The window-scan copy of the whole collection (after the engine's optimize)."""
+        from tqdm import tqdm
+
+        shard = self._shard(name)
+        points = shard.info().points_count
+        vectors = self.vector_config(name)
+        fields = {f: kind for f, kind in schema.PAYLOAD_INDEXES.items()}
+
+        def batches():
+            offset = None
+            with tqdm(total=points, desc=f"window-scan copy of {name}", unit="pt") as bar:
+                while True:
+                    request = qe.ScrollRequest(
+                        offset=offset, limit=2000, with_payload=True, with_vector=True
+                    )
+                    records, offset = shard.scroll(request)
+                    bar.update(len(records))
+                    yield [(str(r.id), vectors_of(r), dict(r.payload or {})) for r in records]
+                    if offset is None:
+                        return
+
+        with self._lock:
+            self._windows.pop(name, None)
+            if points and self.params.window_scan_max_points > 0:
+                window_scan.build(self._path(name), batches(), points, vectors, fields)
 
     def _count(self, name: str, flt: models.Filter | None) -> int:
         return int(self._shard(name).count(qe.CountRequest(exact=True, filter=to_edge_filter(flt))))
@@ -319,6 +403,7 @@ class EmbeddedStore(VectorStore):
 
     def _delete(self, name: str, flt: models.Filter) -> None:
         shard = self._shard(name)
+        self._before_write(name)
         shard.update(qe.UpdateOperation.delete_points_by_filter(to_edge_filter(flt)))
         shard.flush()
 
@@ -373,6 +458,7 @@ class EmbeddedStore(VectorStore):
             if child.returncode != 0:
                 tail = (child.stderr.read() if child.stderr else "").strip().splitlines()[-1:]
                 raise StoreError(f"optimizing {path} failed: {' '.join(tail) or child.returncode}")
+            self._build_window_index(name)
 
     def collections(self) -> list[str]:
         if not self.root.is_dir():
@@ -382,6 +468,7 @@ class EmbeddedStore(VectorStore):
     def drop_collection(self, name: str) -> None:
         path = self._path(name)
         with self._lock:
+            self._before_write(name)
             self._vector_sizes.pop(name, None)
             shard = self._shards.pop(name, None)
             if shard is not None:
@@ -399,3 +486,4 @@ class EmbeddedStore(VectorStore):
                     owner.unlink()
             self._shards.clear()
             self._vector_sizes.clear()
+            self._windows.clear()

@@ -54,6 +54,10 @@ SEARCH_ACORN = True
 #: time-filtered 14.9 -> 5.6 ms, index build 2,552 s (busy machine) -> 304 s. None = float32.
 QUANTIZATION: str | None = "int8"
 QUANTIZATION_OVERSAMPLING = 2.0
+#: Time windows holding at most this many points are scanned exactly from a time-sorted int8
+#: copy (retrieval/store/window_scan.py) instead of through the engine: ~20 ns a point, so
+#: 200k points cost about what the engine's graph walk does at 1M (bench/peers.py).
+WINDOW_SCAN_MAX_POINTS = 200_000
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,339 @@
+"""Exact search of narrow time windows: a time-sorted int8 copy of a collection, scanned.
+
+Why: the engine answers a time-filtered query either by walking the HNSW graph under the filter
+(fast, but the window's true neighbours are often far, near-tied points the walk misses) or by
+scoring the payload index's matches one by one (~100 ns a point at 1M: the iteration, not the
+arithmetic, dominates). Here a window is one contiguous run of rows (sorted by ``time``), so a
+compiled loop scores it at memory speed (~20 ns a 256-d int8 row), the indexed payload fields
+kept as columns narrow it to the filter, and the best ``4k`` candidates go back to the engine
+(``has_id`` + the original filter, exact float32 scores, payloads): what is returned is always
+the engine's own answer over points that pass its own filter.
+
+The copy is a cache derived from the collection, rebuilt by ``optimize()``, and deleted BEFORE
+any write to the collection (a crash in between leaves no copy: queries use the engine until
+the next optimize). A copy whose point count differs from the engine's is never used.
+Filters it cannot evaluate (geo boxes, point ids, ...) and windows wider than
+``max_points`` go to the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numba import njit
+from qdrant_client import models
+
+from skysearch.errors import UsageError
+from skysearch.timeutil import parse_time
+
+FORMAT = 1
+#: candidates rescored by the engine, per requested hit (int8 ranking errors are ~1e-3)
+OVERSAMPLE = 4
+#: more candidates than this (k > 1024) go to the engine instead
+MAX_CANDIDATES = 4096
+#: keyword fields with more distinct values than this are not kept as columns (ids)
+MAX_VOCABULARY = 100_000
+_NUMERIC = (models.PayloadSchemaType.INTEGER, models.PayloadSchemaType.FLOAT)
+_KEYWORD = models.PayloadSchemaType.KEYWORD
+
+
+@njit(cache=True, fastmath=True, boundscheck=False)
+def _dots(x, q, lo, hi, out):  # pragma: no cover - compiled
+    d = x.shape[1]
+    for i in range(lo, hi):
+        acc = np.int32(0)
+        for j in range(d):
+            acc += np.int32(x[i, j]) * np.int32(q[j])
+        out[i - lo] = acc
+
+
+def _quantize(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row symmetric int8 (each row scaled by its largest component) and the scales."""
+    peak = np.abs(rows).max(axis=1)
+    peak[peak == 0] = 1.0
+    scale = (peak / 127.0).astype(np.float32)
+    return np.round(rows / scale[:, None]).astype(np.int8), scale
+
+
+def _seconds(value: Any) -> float:
+    """Epoch seconds of a payload or filter time; NaN when it is not one."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime.combine(value, datetime.min.time(), tzinfo=timezone.utc)
+    if isinstance(value, str | datetime):
+        try:
+            return parse_time(value).timestamp()
+        except UsageError:
+            return float("nan")
+    return float("nan")
+
+
+def _listed(conds: Any) -> list[Any]:
+    return conds if isinstance(conds, list) else [] if conds is None else [conds]
+
+
+@dataclass
+class _Column:
+    kind: str  # "number" | "keyword"
+    values: np.ndarray  # number: float64 (NaN = absent); keyword: int32 codes (n, width), -1 pad
+    vocabulary: dict[str, int] | None = None
+
+
+class WindowIndex:
+    """A loaded copy (memory-mapped). ``candidates`` is None where the engine must answer."""
+
+    def __init__(self, folder: Path, meta: dict[str, Any]) -> None:
+        def load(name: str) -> np.ndarray:
+            return np.load(folder / f"{name}.npy", mmap_mode="r")
+
+        self.points = int(meta["points"])
+        self.times = load("time")
+        self.ids = load("ids")
+        self.vectors = {vn: (load(f"vec.{vn}"), load(f"scale.{vn}")) for vn in meta["vectors"]}
+        self.columns = {
+            f: _Column(c["kind"], load(f"col.{f}"), c.get("vocabulary"))
+            for f, c in meta["columns"].items()
+        }
+
+    def candidates(
+        self, vector_name: str, vector: list[float], limit: int, flt: models.Filter, max_points: int
+    ) -> list[str] | None:
+        """Ids of the best ``OVERSAMPLE * limit`` rows passing ``flt`` (all of them when fewer),
+        or None when the filter has no time window, the window holds more than ``max_points``
+        rows, or a condition is not one this copy evaluates."""
+        if vector_name not in self.vectors:
+            return None
+        lo, hi = self._window(flt)
+        if hi - lo > max_points:
+            return None
+        mask = self._eval(flt, lo, hi)
+        if mask is None:
+            return None
+        x8, scale = self.vectors[vector_name]
+        q8, _ = _quantize(np.asarray(vector, dtype=np.float32)[None, :])
+        scores = np.empty(hi - lo, dtype=np.int32)
+        _dots(x8, q8[0], lo, hi, scores)
+        ranked = scores * scale[lo:hi]
+        ranked[~mask] = -np.inf
+        want = min(OVERSAMPLE * limit, int(mask.sum()))
+        if want == 0:
+            return []
+        top = np.argpartition(-ranked, want - 1)[:want] if want < len(ranked) else np.arange(want)
+        top = top[np.isfinite(ranked[top])]
+        return [self.ids[lo + i].decode() for i in top]
+
+    def _window(self, flt: models.Filter) -> tuple[int, int]:
+        """Rows ``lo..hi`` (exclusive) that the time ranges the filter requires allow (its
+        ``must`` conditions, also inside nested ``must`` filters)."""
+        lo, hi = 0, self.points
+        for cond in _listed(flt.must):
+            if isinstance(cond, models.Filter):
+                inner_lo, inner_hi = self._window(cond)
+                lo, hi = max(lo, inner_lo), min(hi, inner_hi)
+            elif isinstance(cond, models.FieldCondition) and cond.key == "time" and cond.range:
+                r = cond.range
+                if r.gte is not None or r.gt is not None:
+                    t, side = (r.gte, "left") if r.gte is not None else (r.gt, "right")
+                    lo = max(lo, int(np.searchsorted(self.times, _seconds(t), side)))
+                if r.lte is not None or r.lt is not None:
+                    t, side = (r.lte, "right") if r.lte is not None else (r.lt, "left")
+                    hi = min(hi, int(np.searchsorted(self.times, _seconds(t), side)))
+        return lo, max(lo, hi)
+
+    def _eval(self, flt: models.Filter, lo: int, hi: int) -> np.ndarray | None:
+        """The filter's truth per row of the window (Qdrant semantics), None if unsupported."""
+        if flt.min_should is not None:
+            return None
+        parts: dict[str, list[np.ndarray]] = {}
+        for clause in ("must", "should", "must_not"):
+            for cond in _listed(getattr(flt, clause)):
+                m = (
+                    self._eval(cond, lo, hi)
+                    if isinstance(cond, models.Filter)
+                    else self._condition(cond, lo, hi)
+                )
+                if m is None:
+                    return None
+                parts.setdefault(clause, []).append(m)
+        mask = np.ones(hi - lo, dtype=bool)
+        for m in parts.get("must", []):
+            mask &= m
+        if parts.get("should"):
+            mask &= np.logical_or.reduce(parts["should"])
+        for m in parts.get("must_not", []):
+            mask &= ~m
+        return mask
+
+    def _condition(self, cond: Any, lo: int, hi: int) -> np.ndarray | None:
+        if not isinstance(cond, models.FieldCondition) or cond.key not in self.columns:
+            if isinstance(cond, models.FieldCondition) and cond.key == "time" and cond.range:
+                return self._range(self.times[lo:hi], cond.range, _seconds)
+            return None
+        others = ("geo_bounding_box", "geo_radius", "geo_polygon", "values_count", "is_empty")
+        if any(getattr(cond, n, None) is not None for n in others):
+            return None
+        column = self.columns[cond.key]
+        values = column.values[lo:hi]
+        if cond.range is not None:
+            return self._range(values, cond.range, float) if column.kind == "number" else None
+        m = cond.match
+        if isinstance(m, models.MatchValue):
+            wanted = [m.value]
+        elif isinstance(m, models.MatchAny):
+            wanted = list(m.any)
+        else:
+            return None
+        if column.kind == "number":
+            if any(isinstance(v, bool) or not isinstance(v, int) for v in wanted):
+                return None
+            return np.isin(values, np.asarray(wanted, dtype=np.float64))
+        if any(not isinstance(v, str) for v in wanted):
+            return None
+        codes = [column.vocabulary[v] for v in wanted if v in column.vocabulary]
+        return np.isin(values, codes).any(axis=1)
+
+    @staticmethod
+    def _range(values: np.ndarray, r: Any, convert: Callable[[Any], float]) -> np.ndarray:
+        mask = np.ones(len(values), dtype=bool)
+        with np.errstate(invalid="ignore"):
+            for bound, op in (("gte", np.greater_equal), ("gt", np.greater)):
+                if getattr(r, bound) is not None:
+                    mask &= op(values, convert(getattr(r, bound)))
+            for bound, op in (("lte", np.less_equal), ("lt", np.less)):
+                if getattr(r, bound) is not None:
+                    mask &= op(values, convert(getattr(r, bound)))
+        return mask & ~np.isnan(values)
+
+
+def folder_of(collection_dir: Path) -> Path:
+    return collection_dir.parent / f".{collection_dir.name}.window-scan"
+
+
+def invalidate(collection_dir: Path) -> None:
+    """Delete the copy (before any write to the collection)."""
+    folder = folder_of(collection_dir)
+    if folder.exists():
+        trash = folder.with_name(folder.name + f".old-{uuid.uuid4().hex}")
+        folder.rename(trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def load(collection_dir: Path, points: int) -> WindowIndex | None:
+    folder = folder_of(collection_dir)
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if meta.get("format") != FORMAT or meta.get("points") != points:
+        return None
+    return WindowIndex(folder, meta)
+
+
+class _Keywords:
+    """Codes of one keyword field, built batch by batch (first seen, first coded); dropped
+    once it has more than MAX_VOCABULARY distinct values."""
+
+    def __init__(self) -> None:
+        self.vocabulary: dict[str, int] | None = {}
+        self.batches: list[np.ndarray] = []
+
+    def add(self, values: list[Any]) -> None:
+        if self.vocabulary is None:
+            return
+        rows = [
+            [v] if isinstance(v, str) else [s for s in v or [] if isinstance(s, str)]
+            for v in values
+        ]
+        codes = np.full((len(rows), max(1, max(map(len, rows), default=1))), -1, dtype=np.int32)
+        for i, row in enumerate(rows):
+            for j, v in enumerate(row):
+                codes[i, j] = self.vocabulary.setdefault(v, len(self.vocabulary))
+        self.batches.append(codes)
+        if len(self.vocabulary) > MAX_VOCABULARY:
+            self.vocabulary, self.batches = None, []
+
+    def codes(self) -> np.ndarray:
+        width = max(b.shape[1] for b in self.batches)
+        out = np.full((sum(len(b) for b in self.batches), width), -1, dtype=np.int32)
+        i = 0
+        for b in self.batches:
+            out[i : i + len(b), : b.shape[1]] = b
+            i += len(b)
+        return out
+
+
+Batch = list[tuple[str, dict[str, list[float]], dict[str, Any]]]
+
+
+def build(
+    collection_dir: Path,
+    batches: Iterator[Batch],
+    points: int,
+    vector_sizes: dict[str, int],
+    fields: dict[str, models.PayloadSchemaType],
+) -> bool:
+    """Write the copy of the collection's ``points`` records, given in batches of (id,
+    vectors, payload), atomically; False (and no copy) when no record has a ``time``."""
+    folder = folder_of(collection_dir)
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    ids = np.zeros(points, dtype="S36")
+    times = np.full(points, np.nan)
+    vecs = {vn: np.zeros((points, size), dtype=np.int8) for vn, size in vector_sizes.items()}
+    scales = {vn: np.ones(points, dtype=np.float32) for vn in vector_sizes}
+    numbers = {f: np.full(points, np.nan) for f, kind in fields.items() if kind in _NUMERIC}
+    keywords = {f: _Keywords() for f, kind in fields.items() if kind == _KEYWORD}
+    count = 0
+    for batch in batches:
+        if count + len(batch) > points:  # written meanwhile: no copy this time
+            count += len(batch)
+            break
+        rows = slice(count, count + len(batch))
+        ids[rows] = [pid.encode() for pid, _, _ in batch]
+        times[rows] = [_seconds(payload.get("time")) for _, _, payload in batch]
+        for vn in vecs:
+            if all(vn in v for _, v, _ in batch):
+                block = np.asarray([v[vn] for _, v, _ in batch], dtype=np.float32)
+                vecs[vn][rows], scales[vn][rows] = _quantize(block)
+            else:  # some points lack this vector: not scanned
+                vecs[vn] = scales[vn] = None  # type: ignore[assignment]
+        vecs = {vn: v for vn, v in vecs.items() if v is not None}
+        for f, col in numbers.items():
+            col[rows] = [
+                float(v) if isinstance(v, int | float) and not isinstance(v, bool) else np.nan
+                for v in (payload.get(f) for _, _, payload in batch)
+            ]
+        for f, kw in keywords.items():
+            kw.add([payload.get(f) for _, _, payload in batch])
+        count += len(batch)
+    if count != points or np.isnan(times).all():
+        shutil.rmtree(tmp, ignore_errors=True)
+        return False
+    order = np.argsort(times, kind="stable")  # NaN (no time) last
+    columns: dict[str, Any] = {}
+    np.save(tmp / "ids.npy", ids[order])
+    np.save(tmp / "time.npy", times[order])
+    for vn in vecs:
+        np.save(tmp / f"vec.{vn}.npy", vecs[vn][order])
+        np.save(tmp / f"scale.{vn}.npy", scales[vn][order])
+    for f, col in numbers.items():
+        np.save(tmp / f"col.{f}.npy", col[order])
+        columns[f] = {"kind": "number"}
+    for f, kw in keywords.items():
+        if kw.vocabulary is not None:
+            np.save(tmp / f"col.{f}.npy", kw.codes()[order])
+            columns[f] = {"kind": "keyword", "vocabulary": kw.vocabulary}
+    meta = {"format": FORMAT, "points": points, "vectors": list(vecs), "columns": columns}
+    (tmp / "meta.json").write_text(json.dumps(meta))
+    invalidate(collection_dir)
+    os.replace(tmp, folder)
+    return True

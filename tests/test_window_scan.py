@@ -1,0 +1,280 @@
+"""The embedded store's exact scan of narrow time windows (retrieval/store/window_scan.py):
+every window size and edge, empty windows, filters beside the window, and the copy's life
+cycle (built by optimize, dropped before any write, never used when stale)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+from qdrant_client import models
+from skysearch.retrieval.store import Point, window_scan
+from skysearch.retrieval.store.embedded import EdgeIndexParams, EmbeddedStore
+from skysearch.retrieval.store.filters import SearchFilters
+from skysearch.retrieval.store.schema import time_payload
+
+N, DIM, K = 2400, 48, 10
+T0 = datetime(2020, 1, 1, tzinfo=timezone.utc)
+COLL = "frames"
+rng = np.random.default_rng(7)
+VECTORS = rng.normal(size=(N, DIM)).astype(np.float32)
+VECTORS /= np.linalg.norm(VECTORS, axis=1, keepdims=True)
+# shuffled insertion order (the copy sorts by time); every 50th point has no time
+ORDER = rng.permutation(N)
+MINUTES = np.arange(N) * 10
+HAS_TIME = np.arange(N) % 50 != 7
+SATS = np.where(np.arange(N) % 3 == 0, "coms", "goes-east")
+CHANNELS = [["ir", "wv"] if i % 5 == 0 else ["ir"] for i in range(N)]
+IDS = [str(uuid.UUID(int=i + 1)) for i in range(N)]
+QUERIES = rng.normal(size=(12, DIM)).astype(np.float32)
+QUERIES /= np.linalg.norm(QUERIES, axis=1, keepdims=True)
+
+
+def at(minute: int) -> datetime:
+    return T0 + timedelta(minutes=int(minute))
+
+
+def payload(i: int) -> dict:
+    p = time_payload(at(MINUTES[i])) if HAS_TIME[i] else {}
+    return {**p, "satellite": str(SATS[i]), "channel": CHANNELS[i], "pressure_hpa": 900.0 + i % 100}
+
+
+def brute_force(q: np.ndarray, mask: np.ndarray, k: int = K) -> list[str]:
+    scores = np.where(mask, VECTORS @ q, -np.inf)
+    return [IDS[i] for i in np.argsort(-scores)[:k] if np.isfinite(scores[i])]
+
+
+def window_mask(lo: int, hi: int) -> np.ndarray:
+    return HAS_TIME & (MINUTES >= lo) & (MINUTES <= hi)
+
+
+def load(store: EmbeddedStore) -> None:
+    store.ensure_collection(COLL, DIM)
+    points = (Point(IDS[i], VECTORS[i], payload(i)) for i in ORDER)
+    store.upsert(COLL, points, batch_size=500)
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    """The same points with the scan (graph-indexed, optimized) and without (engine only)."""
+    graph = dict(full_scan_threshold_kb=8, indexing_threshold_kb=1)
+    scan = EmbeddedStore(tmp_path_factory.mktemp("scan"), EdgeIndexParams(**graph))
+    engine = EmbeddedStore(
+        tmp_path_factory.mktemp("engine"), EdgeIndexParams(**graph, window_scan_max_points=0)
+    )
+    for s in (scan, engine):
+        load(s)
+        s.optimize(COLL)
+    yield scan, engine
+    scan.close()
+    engine.close()
+
+
+@pytest.fixture
+def scanned(monkeypatch):
+    """Records whether each query was answered by the scan (candidates not None)."""
+    calls: list[bool] = []
+    original = window_scan.WindowIndex.candidates
+
+    def spy(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(window_scan.WindowIndex, "candidates", spy)
+    return calls
+
+
+WINDOWS = [
+    ("one point", 5000, 5000),
+    ("edges on point times", 5000, 5990),
+    ("edges between points", 5005, 5995),
+    ("1%", 12000, 12000 + N * 10 // 100),
+    ("10%", 3000, 3000 + N),
+    ("60%", 2000, 2000 + N * 6),
+    ("whole range", 0, MINUTES[-1]),
+    ("empty: between two points", 5001, 5009),
+    ("empty: after the last point", MINUTES[-1] + 10, MINUTES[-1] + 1000),
+    ("starts before the first point", -500, 300),
+]
+
+
+@pytest.mark.parametrize("window", WINDOWS, ids=[w[0] for w in WINDOWS])
+def test_every_window_equals_brute_force_and_the_engine(stores, scanned, window):
+    _, lo, hi = window
+    scan, engine = stores
+    filters = SearchFilters(start=at(lo), end=at(hi))
+    for q in QUERIES:
+        truth = brute_force(q, window_mask(lo, hi))
+        hits = scan.search(COLL, q, k=K, filters=filters)
+        assert [h.id for h in hits] == truth
+        assert [h.id for h in engine.search(COLL, q, k=K, filters=filters, exact=True)] == truth
+        for h in hits:  # the engine's own float32 scores and payloads
+            assert h.score == pytest.approx(float(VECTORS[IDS.index(h.id)] @ q), abs=1e-5)
+            assert h.payload["satellite"] in ("coms", "goes-east")
+    assert calls_all(scanned)
+
+
+def calls_all(calls: list[bool]) -> bool:
+    return bool(calls) and all(calls)
+
+
+FILTERS = [
+    (
+        "open start",
+        SearchFilters(start=at(20000)),
+        lambda: HAS_TIME & (MINUTES >= 20000),
+    ),
+    (
+        "window + satellite + multi-valued channel",
+        SearchFilters(start=at(4000), end=at(16000), satellites=("coms",), channels=("wv",)),
+        lambda: (
+            window_mask(4000, 16000) & (SATS == "coms") & np.array(["wv" in c for c in CHANNELS])
+        ),
+    ),
+    (
+        "window minus an excluded stretch",
+        SearchFilters(
+            start=at(4000),
+            end=at(16000),
+            exclude_around=at(9000),
+            exclude_window=timedelta(minutes=1000),
+        ),
+        lambda: window_mask(4000, 16000) & ~(np.abs(MINUTES - 9000) <= 1000),
+    ),
+    (
+        "hours and pressure",
+        SearchFilters(start=at(0), end=at(20000), hours=(1, 2), max_pressure=950.0),
+        lambda: (
+            window_mask(0, 20000)
+            & np.isin((MINUTES // 60) % 24, [1, 2])
+            & (900.0 + np.arange(N) % 100 <= 950)
+        ),
+    ),
+    (
+        "raw filter: gt/lt bounds and a should clause",
+        models.Filter(
+            must=[
+                models.FieldCondition(
+                    key="time", range=models.DatetimeRange(gt=at(1000), lt=at(9000))
+                ),
+                models.Filter(
+                    should=[
+                        models.FieldCondition(
+                            key="satellite", match=models.MatchValue(value="coms")
+                        ),
+                        models.FieldCondition(key="hour", match=models.MatchAny(any=[3])),
+                    ]
+                ),
+            ]
+        ),
+        lambda: (
+            HAS_TIME
+            & (MINUTES > 1000)
+            & (MINUTES < 9000)
+            & ((SATS == "coms") | ((MINUTES // 60) % 24 == 3))
+        ),
+    ),
+    (
+        "a value no point has",
+        SearchFilters(start=at(0), end=at(9000), satellites=("gk2a",)),
+        lambda: np.zeros(N, dtype=bool),
+    ),
+]
+
+
+@pytest.mark.parametrize("case", FILTERS, ids=[f[0] for f in FILTERS])
+def test_filters_beside_the_window_equal_brute_force(stores, scanned, case):
+    _, filters, predicate = case
+    scan, _ = stores
+    mask = predicate()
+    for q in QUERIES:
+        assert [h.id for h in scan.search(COLL, q, k=K, filters=filters)] == brute_force(q, mask)
+    assert calls_all(scanned)
+
+
+def test_one_hit_per_day_uses_the_scan(stores, scanned):
+    scan, engine = stores
+    filters = SearchFilters(start=at(2000), end=at(22000), k=5, one_per_day=True)
+    for q in QUERIES[:4]:
+        got = [h.id for h in scan.search(COLL, q, filters=filters)]
+        assert got == [h.id for h in engine.search(COLL, q, filters=filters, exact=True)]
+    assert calls_all(scanned)
+
+
+def test_what_it_cannot_evaluate_goes_to_the_engine(stores, scanned):
+    scan, _ = stores
+    q = QUERIES[0]
+    by_id = models.Filter(must=[models.HasIdCondition(has_id=IDS[:30])])
+    assert {h.id for h in scan.search(COLL, q, k=K, filters=by_id)} <= set(IDS[:30])
+    assert scanned == [False]  # asked, declined
+    assert len(scan.search(COLL, q, k=K)) == K  # unfiltered: the graph, not the scan
+    assert scanned == [False]
+
+
+def test_wider_windows_than_the_limit_go_to_the_engine(stores, scanned, monkeypatch):
+    scan, _ = stores
+    monkeypatch.setattr(scan, "params", replace(scan.params, window_scan_max_points=100))
+    filters = SearchFilters(start=at(0), end=at(5000))  # ~500 points
+    q = QUERIES[1]
+    assert [h.id for h in scan.search(COLL, q, k=K, filters=filters, exact=True)] == brute_force(
+        q, window_mask(0, 5000)
+    )
+    scan.search(COLL, q, k=K, filters=filters)
+    assert scanned == [False]
+
+
+def test_the_copy_is_dropped_before_a_write_and_rebuilt_by_optimize(tmp_path):
+    store = EmbeddedStore(tmp_path, EdgeIndexParams())
+    load(store)
+    folder = window_scan.folder_of(tmp_path / COLL)
+    assert not folder.exists()  # built by optimize only
+    store.optimize(COLL)
+    assert (folder / "meta.json").is_file()
+    filters = SearchFilters(start=at(0), end=at(30000))
+    q = QUERIES[2]
+    moved = Point(IDS[0], -VECTORS[0], payload(0))  # a changed vector
+    store.upsert(COLL, [moved])
+    assert not folder.exists()
+    expected_vectors = VECTORS.copy()
+    expected_vectors[0] = -VECTORS[0]
+    truth = np.argsort(-np.where(window_mask(0, 30000), expected_vectors @ q, -np.inf))[:K]
+    assert [h.id for h in store.search(COLL, q, k=K, filters=filters)] == [IDS[i] for i in truth]
+    store.optimize(COLL)
+    assert folder.is_dir()
+    assert [h.id for h in store.search(COLL, q, k=K, filters=filters)] == [IDS[i] for i in truth]
+    store.delete(COLL, SearchFilters(satellites=("coms",)))
+    assert not folder.exists()
+    store.close()
+
+
+def test_a_copy_of_another_state_is_never_used(tmp_path, scanned):
+    store = EmbeddedStore(tmp_path, EdgeIndexParams())
+    load(store)
+    store.optimize(COLL)
+    folder = window_scan.folder_of(tmp_path / COLL)
+    kept = tmp_path / "kept"
+    folder.rename(kept)
+    store.upsert(COLL, [Point(str(uuid.UUID(int=10**6)), VECTORS[3], payload(3))])
+    kept.rename(folder)  # a copy written before the last write (points differ): ignored
+    store.close()
+    store = EmbeddedStore(tmp_path, EdgeIndexParams())
+    filters = SearchFilters(start=at(0), end=at(30000))
+    hits = store.search(COLL, VECTORS[3], k=2, filters=filters)
+    assert {h.id for h in hits} == {IDS[3], str(uuid.UUID(int=10**6))}
+    assert scanned == []  # no copy loaded: the engine answered
+    store.close()
+
+
+def test_a_collection_without_times_gets_no_copy(tmp_path):
+    store = EmbeddedStore(tmp_path, EdgeIndexParams())
+    store.ensure_collection("scenes", DIM)
+    store.upsert("scenes", [Point(IDS[i], VECTORS[i], {"label": "a"}) for i in range(50)])
+    store.optimize("scenes")
+    assert not window_scan.folder_of(tmp_path / "scenes").exists()
+    hits = store.search("scenes", QUERIES[0], k=3, filters=SearchFilters(labels=("a",)))
+    assert [h.id for h in hits] == brute_force(QUERIES[0], np.arange(N) < 50, 3)
+    store.close()
