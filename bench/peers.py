@@ -4,7 +4,10 @@ Workload: bench/workload.py, as bench/store.py (clustered unit vectors, one ever
 held-out queries, time windows holding 1-10% of the points, k=10). Engines:
 
 - ``ours``: the embedded store through ``EmbeddedStore.search``, built and warmed as
-  bench/store.py does (the schema's HNSW m/ef_construct, int8, hnsw_ef), on a temp folder;
+  bench/store.py does (the schema's HNSW m/ef_construct, int8, hnsw_ef, and the exact scan of
+  windows up to ``schema.WINDOW_SCAN_MAX_POINTS`` points), on a temp folder; the same store
+  then answers the filtered queries again with the scan switched off (row
+  ``ours-engine-only``: every query through the engine, as before the scan existed);
 - ``faiss-flat``: FAISS IndexFlatIP, exact; filtered with ``IDSelectorRange(assume_sorted)``
   over the time-sorted ids, so only the window is scanned;
 - ``faiss-hnsw``: FAISS IndexHNSWFlat (same m, ef_construct, ef); filtered with the same
@@ -43,6 +46,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +92,14 @@ class Ours:
         filters = window_filter(*rows) if rows else None
         hits = self.store.search(COLLECTION, q, k=K, filters=filters, hnsw_ef=self.ef)
         return [uuid.UUID(h.id).int for h in hits]
+
+    def variants(self) -> dict[str, Callable[[], None]]:
+        """Other settings of the same built store, measured after the default one."""
+
+        def engine_only() -> None:
+            self.store.params = replace(self.store.params, window_scan_max_points=0)
+
+        return {"ours-engine-only": engine_only}
 
     def disk_mb(self) -> float:
         return (self.store.info(COLLECTION).disk_bytes or 0) / 2**20
@@ -225,6 +238,17 @@ CLASSES = {
 }
 
 
+def timed(engine, queries: np.ndarray, windows: np.ndarray | None) -> dict:
+    """Each query once (filtered on its window when ``windows`` is given): latencies, ids."""
+    lat, ids = [], []
+    for qi, q in enumerate(queries):
+        rows = (int(windows[qi, 0]), int(windows[qi, 1])) if windows is not None else None
+        t = time.perf_counter()
+        ids.append(engine.search(q, rows))
+        lat.append(time.perf_counter() - t)
+    return {"lat_s": lat, "ids": ids}
+
+
 def child(name: str, data: Path) -> dict:
     """Build one engine on the saved arrays, warm it up, time every query; ids and latencies
     go back to the parent, which scores them."""
@@ -245,13 +269,11 @@ def child(name: str, data: Path) -> dict:
         warm_up(engine.search, x, np.random.default_rng(meta["seed"] + 2))
         out: dict = {"build_s": round(build_s, 2), "input_rss_mb": round(input_rss, 1)}
         for mode in ("unfiltered", "filtered"):
-            lat, ids = [], []
-            for qi, q in enumerate(queries):
-                rows = (int(windows[qi, 0]), int(windows[qi, 1])) if mode == "filtered" else None
-                t = time.perf_counter()
-                ids.append(engine.search(q, rows))
-                lat.append(time.perf_counter() - t)
-            out[mode] = {"lat_s": lat, "ids": ids}
+            out[mode] = timed(engine, queries, windows if mode == "filtered" else None)
+        for variant, switch in getattr(engine, "variants", dict)().items():
+            switch()  # the unfiltered path is the same: filtered queries only
+            warm_up(engine.search, x, np.random.default_rng(meta["seed"] + 3))
+            out.setdefault("variants", {})[variant] = {"filtered": timed(engine, queries, windows)}
         out["disk_mb"] = round(engine.disk_mb(), 1)
         out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         return out
@@ -288,6 +310,8 @@ def run_engine(name: str, data: Path, truths: dict[str, list[set[int]]]) -> dict
     for mode in ("unfiltered", "filtered"):
         if mode in raw:
             raw[mode] = score(raw[mode], truths[mode])
+    for variant in raw.get("variants", {}).values():
+        variant["filtered"] = score(variant["filtered"], truths["filtered"])
     return raw
 
 
@@ -351,7 +375,11 @@ def main() -> None:
         np.save(data / "windows.npy", windows)
         (data / "meta.json").write_text(json.dumps({"seed": args.seed}))
         del w
-        results = {name: run_engine(name, data, truths) for name in engines}
+        results = {}
+        for name in engines:
+            results[name] = run_engine(name, data, truths)
+            for variant, measured in results[name].pop("variants", {}).items():
+                results[variant] = {**results[name], **measured, "variant_of": name}
     finally:
         shutil.rmtree(data, ignore_errors=True)
     result = {
