@@ -4,10 +4,10 @@ Workload: bench/workload.py, as bench/store.py (clustered unit vectors, one ever
 held-out queries, time windows holding 1-10% of the points, k=10). Engines:
 
 - ``ours``: the embedded store through ``EmbeddedStore.search``, built and warmed as
-  bench/store.py does (the schema's HNSW m/ef_construct, int8, hnsw_ef, and the exact scan of
-  windows up to ``schema.WINDOW_SCAN_MAX_POINTS`` points), on a temp folder; the same store
-  then answers the filtered queries again with the scan switched off (row
-  ``ours-engine-only``: every query through the engine, as before the scan existed);
+  bench/store.py does (the schema's HNSW m/ef_construct, int8, hnsw_ef per query kind: see
+  ``hnsw_ef``; the exact scan of windows up to ``schema.WINDOW_SCAN_MAX_POINTS`` points), on
+  a temp folder; the same store then answers the filtered queries again with the scan
+  switched off (row ``ours-engine-only``: every query through the engine, as before);
 - ``faiss-flat``: FAISS IndexFlatIP, exact; filtered with ``IDSelectorRange(assume_sorted)``
   over the time-sorted ids, so only the window is scanned;
 - ``faiss-hnsw``: FAISS IndexHNSWFlat (same m, ef_construct, ef); filtered with the same
@@ -76,6 +76,11 @@ def folder_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
+def hnsw_ef(rows: Window) -> int:
+    """The store's query-time ef for this kind of query; the HNSW peers get the same."""
+    return schema.SEARCH_HNSW_EF if rows else schema.SEARCH_HNSW_EF_UNFILTERED
+
+
 class Ours:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -83,14 +88,13 @@ class Ours:
             quantization=schema.QUANTIZATION, full_scan_threshold_kb=schema.FULL_SCAN_THRESHOLD_KB
         )
         self.store = EmbeddedStore(folder, params)
-        self.ef = schema.SEARCH_HNSW_EF
 
     def build(self, x: np.ndarray) -> None:
         load_store(self.store, x)
 
     def search(self, q: np.ndarray, rows: Window) -> list[int]:
         filters = window_filter(*rows) if rows else None
-        hits = self.store.search(COLLECTION, q, k=K, filters=filters, hnsw_ef=self.ef)
+        hits = self.store.search(COLLECTION, q, k=K, filters=filters)  # the schema's hnsw_ef
         return [uuid.UUID(h.id).int for h in hits]
 
     def variants(self) -> dict[str, Callable[[], None]]:
@@ -138,7 +142,6 @@ class FaissFlat:
 
 class FaissHnsw(FaissFlat):
     def build(self, x: np.ndarray) -> None:
-        self.ef = schema.SEARCH_HNSW_EF
         ip = self.faiss.METRIC_INNER_PRODUCT
         self.index = self.faiss.IndexHNSWFlat(x.shape[1], schema.HNSW_M, ip)
         self.index.hnsw.efConstruction = schema.HNSW_EF_CONSTRUCT
@@ -146,7 +149,7 @@ class FaissHnsw(FaissFlat):
 
     def params(self, rows: Window):
         sel = self.faiss.IDSelectorRange(rows[0], rows[1] + 1) if rows else None
-        return self.faiss.SearchParametersHNSW(efSearch=self.ef, sel=sel)
+        return self.faiss.SearchParametersHNSW(efSearch=hnsw_ef(rows), sel=sel)
 
 
 class Hnswlib:
@@ -161,12 +164,12 @@ class Hnswlib:
             max_elements=len(x), M=schema.HNSW_M, ef_construction=schema.HNSW_EF_CONSTRUCT
         )
         self.index.add_items(x, np.arange(len(x)))
-        self.index.set_ef(schema.SEARCH_HNSW_EF)
 
     def search(self, q: np.ndarray, rows: Window) -> list[int]:
         def keep(label: int) -> bool:
             return rows[0] <= label <= rows[1]
 
+        self.index.set_ef(hnsw_ef(rows))
         try:
             labels, _ = self.index.knn_query(q, k=K, filter=keep if rows else None)
         except RuntimeError:  # fewer than k found: hnswlib cannot return them, counts as none

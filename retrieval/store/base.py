@@ -23,7 +23,12 @@ import numpy as np
 from qdrant_client import models
 from skysearch.retrieval.store import schema
 from skysearch.retrieval.store.filters import SearchFilters
-from skysearch.retrieval.store.schema import DEFAULT_VECTOR, PAYLOAD_INDEXES, SEARCH_HNSW_EF
+from skysearch.retrieval.store.schema import (
+    DEFAULT_VECTOR,
+    PAYLOAD_INDEXES,
+    SEARCH_HNSW_EF,
+    SEARCH_HNSW_EF_UNFILTERED,
+)
 
 from skysearch.errors import NotFoundError, UsageError
 
@@ -353,10 +358,11 @@ class VectorStore(ABC):
         vector_name: str | None = None,
         group_by_day: bool | None = None,
         exact: bool = False,
-        hnsw_ef: int = SEARCH_HNSW_EF,
+        hnsw_ef: int | None = None,
     ) -> list[Hit]:
         """Top-k by similarity, best first. ``k``/``group_by_day`` default to the filters' own
-        ``k``/``one_per_day``. ``exact=True`` skips the graph (brute force inside the engine)."""
+        ``k``/``one_per_day``. ``exact=True`` skips the graph (brute force inside the engine).
+        ``hnsw_ef`` defaults to the schema's, which is lower for unfiltered queries."""
         vectors = self.vector_config(name)
         vname = vector_name or DEFAULT_VECTOR
         vec = self._check_vector(name, vectors, vname, vector)
@@ -370,6 +376,8 @@ class VectorStore(ABC):
         # it walks the graph where the subset is too sparse to reach: recall@10 0.83 for a box
         # holding 24 of 3000 points (tests/test_store.py). Box filters are scored exactly.
         exact = exact or bool(sf and sf.bbox is not None)
+        if hnsw_ef is None:
+            hnsw_ef = SEARCH_HNSW_EF if flt is not None else SEARCH_HNSW_EF_UNFILTERED
         if group:
             return self._query_one_per_day(name, vname, vec, k, flt, exact, hnsw_ef)
         return self._query(name, vname, vec, k, flt, exact, max(hnsw_ef, k))
