@@ -268,6 +268,9 @@ CASES: dict[str, list[Case]] = {
     "index scenes": [
         c("index", "scenes", "{missing}", *W, expect="no text-image model"),
         c("index", "scenes", "{scenes}", "--threads", "-1", *W, expect=USAGE),
+        c("index", "scenes", "{scenes}", "--workers", "0", *W, expect=USAGE),
+        c("index", "scenes", "{scenes}", "--address", "ray://h:1", *W, expect="needs --engine ray"),
+        c("index", "scenes", "{scenes}", "--engine", "ray", "--address", "h", *W, expect="ray://"),
     ],
     "search frame": [
         c("search", "frame", *W, expect="a time (--at), a frame id (--frame-id) or an image"),

@@ -6,7 +6,6 @@ anything is written."""
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ from skysearch.retrieval.store import open_store
 from skysearch.retrieval.store.embedded import EmbeddedStore
 from skysearch.retrieval.store.parquet_export import export_parquet
 from skysearch.retrieval.store.parquet_import import import_parquet
-from test_store_transfer import _fill
+from test_store_transfer import _fill, spy_bulk_load
 
 from skysearch.errors import UsageError
 
@@ -69,15 +68,7 @@ def test_loading_a_part_then_all_then_all_again_ends_with_the_same_points(export
 def test_every_point_is_loaded_in_bulk_load_mode(exported):
     _, out = exported
     dst = open_store(None, ":memory:")
-    seen: list[tuple[str, str, int]] = []
-
-    @contextmanager
-    def bulk_load(name: str):
-        seen.append(("paused", name, dst.count(name)))
-        yield
-        seen.append(("restored", name, dst.count(name)))
-
-    dst.bulk_load = bulk_load  # type: ignore[method-assign]
+    seen = spy_bulk_load(dst)
     import_parquet(dst, out, progress=False)
     assert seen == [
         ("paused", "clips", 0),
