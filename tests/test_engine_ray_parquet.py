@@ -79,6 +79,12 @@ def test_parts_written_on_ray_load_as_the_points_a_local_run_writes(
     assert not (root / "store").exists()  # the driver never opened the store
     names = sorted(p.relative_to(parts).parent.as_posix() for p in parts.rglob("part-*.parquet"))
     assert names == [f"clips/{models['clip']}", f"frames/{models['frame']}"]
+    here = tmp_path / "here"  # --engine local: the same parts, written by this process
+    done = cli("index", "frames", "--device", "cpu", "--to-parquet", here, "-w", root, "--json")
+    assert json.loads(done.stdout)["written"] == len(expected["frames"])
+    assert [p.relative_to(here) for p in here.rglob("*.parquet")] == [
+        p.relative_to(parts) for p in (parts / "frames").rglob("*.parquet")
+    ]
 
     loaded = tmp_path / "loaded"
     done = cli("store", "import", parts, "--format", "parquet", "-w", loaded, "--json")

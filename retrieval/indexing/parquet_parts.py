@@ -98,7 +98,7 @@ def index_to_parquet(
     each part written by its task as a Parquet part file under ``folder``."""
     from tqdm import tqdm
 
-    target = Path(folder) / listing.collection / model_id
+    target = Path(folder).resolve() / listing.collection / model_id  # the workers' cwd differs
     report = IndexReport(
         listing.collection,
         model_id,
