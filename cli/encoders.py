@@ -358,10 +358,11 @@ def _ranking_lines(result: dict[str, Any]) -> tuple[dict[str, float], list[str]]
 
 
 def _index_report(report, json_out: bool) -> None:
+    where = f"to {report.parquet}" if report.parquet else "into the store"
     info(
-        f"{report.collection}: {report.written} vectors written, {report.skipped_existing} "
-        f"already indexed by {report.model_id} (vector name {report.vector_name}), "
-        f"{report.total} in the catalog"
+        f"{report.collection}: {report.written} vectors written {where}, "
+        f"{report.skipped_existing} already indexed by {report.model_id} (vector name "
+        f"{report.vector_name}), {report.total} in the catalog"
     )
     if json_out:
         emit_json(report.to_dict())
@@ -369,6 +370,17 @@ def _index_report(report, json_out: bool) -> None:
 
 WorkersOption = Annotated[
     int, typer.Option(help="DataLoader worker processes reading frames.", min=0)
+]
+ToParquetOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--to-parquet",
+        help="Leave the store alone: each task writes the points it embedded as a Parquet "
+        "part file under this folder (<collection>/<model id>/part-*.parquet); load them "
+        "later with `skysearch store import --format parquet DIR`. A re-run skips the parts "
+        "already written.",
+        show_default=False,
+    ),
 ]
 
 
@@ -379,6 +391,7 @@ def index_clips_command(
     workers: WorkersOption = 2,
     engine: EngineOption = EngineName.local,
     address: AddressOption = None,
+    to_parquet: ToParquetOption = None,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -391,7 +404,7 @@ def index_clips_command(
 
     settings = load_settings(workspace=workspace, device=device)
     with closing(get_engine(engine.value, address)) as runner:
-        report = index_clips(settings, model, workers=workers, engine=runner)
+        report = index_clips(settings, model, workers=workers, engine=runner, to_parquet=to_parquet)
     _index_report(report, json_out)
 
 
@@ -402,6 +415,7 @@ def index_frames_command(
     workers: WorkersOption = 2,
     engine: EngineOption = EngineName.local,
     address: AddressOption = None,
+    to_parquet: ToParquetOption = None,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -414,5 +428,7 @@ def index_frames_command(
 
     settings = load_settings(workspace=workspace, device=device)
     with closing(get_engine(engine.value, address)) as runner:
-        report = index_frames(settings, model, workers=workers, engine=runner)
+        report = index_frames(
+            settings, model, workers=workers, engine=runner, to_parquet=to_parquet
+        )
     _index_report(report, json_out)

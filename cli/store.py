@@ -114,7 +114,21 @@ def export_cmd(
 
 @store_app.command("import")
 def import_cmd(
-    file: Annotated[Path, typer.Argument(help="A file written by `skysearch store export`.")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="A file written by `skysearch store export`; with --format parquet a .parquet "
+            "file or a folder of them (an export, or the part files of `index ... --to-parquet`)."
+        ),
+    ],
+    format_: Annotated[
+        ExportFormat,
+        typer.Option(
+            "--format",
+            help="jsonl: a `store export` file; parquet: point files (each names its "
+            "collection, vector name and dimension), streamed in batches.",
+        ),
+    ] = ExportFormat.jsonl,
     workspace: WorkspaceOption = None,
     qdrant_url: QdrantUrlOption = None,
     optimize: Annotated[
@@ -124,19 +138,23 @@ def import_cmd(
 ) -> None:
     """Import an export into the configured store (recreates collections and payload indexes).
 
+    Idempotent: points keep their ids, so a re-run (or a run after a killed one) ends the same.
+
     Example: QDRANT_URL=http://localhost:6333 skysearch store import store.jsonl.gz
     """
+    from skysearch.retrieval.store.parquet_import import import_parquet
     from skysearch.retrieval.store.transfer import import_store
 
+    load = import_parquet if format_ is ExportFormat.parquet else import_store
     with _open(workspace, qdrant_url) as store:
-        counts = import_store(store, file)
+        counts = load(store, file)
         if optimize:
             for name in counts:
                 store.optimize(name)
         where = store.where
     info(f"imported {sum(counts.values())} points into {where}: {counts}")
     if json_out:
-        emit_json({"file": str(file), "store": where, "points": counts})
+        emit_json({"file": str(file), "format": format_.value, "store": where, "points": counts})
 
 
 @store_app.command("optimize")

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from skysearch.cli.groups import eval_app, index_app, search_app, train_app
 from skysearch.cli.options import (
+    AddressOption,
     DeviceOption,
+    EngineName,
+    EngineOption,
     JsonOption,
     ThreadsOption,
     WorkspaceOption,
@@ -255,6 +259,11 @@ def index_scenes_command(
     model_id: ModelIdOption = None,
     threads: ThreadsOption = 0,
     device: DeviceOption = None,
+    engine: EngineOption = EngineName.local,
+    address: AddressOption = None,
+    workers: Annotated[
+        int, typer.Option(help="With --engine ray and no --address: the local Ray's CPUs.", min=1)
+    ] = 2,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -262,11 +271,15 @@ def index_scenes_command(
 
     Example: skysearch index scenes data/sample/rsscn7-mini -w ws
     """
+    from skysearch.ingest.engines import get_engine
     from skysearch.retrieval.indexing.scenes import index_scenes
 
     set_threads(threads)
     settings = load_settings(workspace=workspace, device=device)
-    report = index_scenes(settings, images, model_id, dataset=dataset)
+    with closing(get_engine(engine.value, address)) as runner:
+        report = index_scenes(
+            settings, images, model_id, dataset=dataset, engine=runner, workers=workers
+        )
     info(
         f"scenes: {report.total} images found, {report.written} embedded, "
         f"{report.skipped_existing} unchanged, {len(report.skipped)} skipped "

@@ -268,6 +268,9 @@ CASES: dict[str, list[Case]] = {
     "index scenes": [
         c("index", "scenes", "{missing}", *W, expect="no text-image model"),
         c("index", "scenes", "{scenes}", "--threads", "-1", *W, expect=USAGE),
+        c("index", "scenes", "{scenes}", "--workers", "0", *W, expect=USAGE),
+        c("index", "scenes", "{scenes}", "--address", "ray://h:1", *W, expect="needs --engine ray"),
+        c("index", "scenes", "{scenes}", "--engine", "ray", "--address", "h", *W, expect="ray://"),
     ],
     "search frame": [
         c("search", "frame", *W, expect="a time (--at), a frame id (--frame-id) or an image"),
@@ -367,6 +370,29 @@ CASES: dict[str, list[Case]] = {
         c("store", "import", "{export_bad_base64}", *W, expect=":2: point line needs"),
         c("store", "import", "{export_no_id}", *W, expect=":2: point line needs"),
         c("store", "import", "{export_list_payload}", *W, expect=":2: point line needs"),
+        c("store", "import", "{bin}", "--format", "parquet", *W, expect="not a readable Parquet"),
+        c("store", "import", "{clean}", "--format", "parquet", *W, expect="holds no .parquet"),
+        c("store", "import", "{missing}", "--format", "parquet", *W, expect="does not exist"),
+        c(
+            "store",
+            "import",
+            "{plain_parquet}",
+            "--format",
+            "parquet",
+            *W,
+            expect="not a SkySearch",
+        ),
+        c(
+            "store",
+            "import",
+            "{points_c4}",
+            "--format",
+            "parquet",
+            "-w",
+            "{ws_store_c8}",
+            expect="has dimension 4, but",
+        ),  # fmt: skip
+        c("store", "import", "{tmp}", "--format", "xml", *W, expect=USAGE),
     ],
     "store optimize": [
         c("store", "optimize", "-c", "nope", *W, expect="collection 'nope' does not exist"),
@@ -445,6 +471,9 @@ def _exports(folder: Path) -> dict[str, Path]:
     import gzip
     import uuid
 
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from skysearch.retrieval.store.parquet_format import write_points
     from skysearch.retrieval.store.transfer import FORMAT, encode_vector
 
     header = json.dumps({"format": FORMAT, "collection": "c", "vectors": {"v": 4}, "points": 1})
@@ -467,6 +496,10 @@ def _exports(folder: Path) -> dict[str, Path]:
     paths["truncated_gz"].write_bytes(gzip.compress(good.encode() * 50)[:60])
     paths["plain_named_gz"] = folder / "plain.jsonl.gz"
     paths["plain_named_gz"].write_text(good)
+    paths["plain_parquet"] = folder / "plain.parquet"
+    pq.write_table(pa.table({"id": ["a"], "vector": [[1.0, 0.0]]}), paths["plain_parquet"])
+    paths["points_c4"] = folder / "c-v-4.parquet"
+    write_points(paths["points_c4"], "c", "v", 4, [(point["id"], [1, 0, 0, 0], {})])
     return paths
 
 
@@ -489,6 +522,7 @@ def world(tmp_path_factory) -> Iterator[dict[str, str]]:
     from skysearch.ingest.clips import build_clips
     from skysearch.ingest.pipeline import ingest
     from skysearch.ingest.similarity import SketchStore
+    from skysearch.retrieval.store.embedded import EmbeddedStore
 
     from skysearch.config import Workspace
 
@@ -523,6 +557,7 @@ def world(tmp_path_factory) -> Iterator[dict[str, str]]:
         "ws_config_empty": broken("config-empty"),
         "ws_demo_state": broken("demo-state"),
         "ws_model_damaged": broken("model-damaged"),
+        "ws_store_c8": broken("store-c8"),
     }
     models = Path(places["ws_registry_binary"]) / "models"
     models.mkdir()
@@ -533,6 +568,8 @@ def world(tmp_path_factory) -> Iterator[dict[str, str]]:
     _register_broken_models(Path(places["ws_config_binary"]), binary)
     _register_broken_models(Path(places["ws_config_empty"]), b"{}")
     _register_damaged_clip_model(Path(places["ws_model_damaged"]), binary)
+    with EmbeddedStore(Path(places["ws_store_c8"]) / "store") as store:
+        store.ensure_collection("c", 8, "v")  # the file {points_c4} holds 4-dimensional "v"
     (Path(places["ws_demo_state"]) / "demo").mkdir()
     (Path(places["ws_demo_state"]) / "demo" / "state.json").write_text("{{{")
 

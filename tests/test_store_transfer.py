@@ -73,6 +73,20 @@ def test_export_import_embedded_to_memory_keeps_points_and_results(tmp_path: Pat
     src.close()
 
 
+def spy_bulk_load(store) -> list[tuple[str, str, int]]:
+    """Replace ``store.bulk_load`` by one that records (paused|restored, collection, points)."""
+    seen: list[tuple[str, str, int]] = []
+
+    @contextmanager
+    def bulk_load(name: str):
+        seen.append(("paused", name, store.count(name)))
+        yield
+        seen.append(("restored", name, store.count(name)))
+
+    store.bulk_load = bulk_load  # type: ignore[method-assign]
+    return seen
+
+
 def test_import_loads_each_collection_in_bulk_load_mode_to_the_end(tmp_path: Path):
     """On a Qdrant server bulk-load mode pauses index building (indexing threshold 0) and
     restores it after; here: every point arrives while its collection is in that mode."""
@@ -82,15 +96,7 @@ def test_import_loads_each_collection_in_bulk_load_mode_to_the_end(tmp_path: Pat
     export_store(src, out, progress=False)
     src.close()
     dst = open_store(None, ":memory:")
-    seen: list[tuple[str, str, int]] = []
-
-    @contextmanager
-    def bulk_load(name: str):
-        seen.append(("paused", name, dst.count(name)))
-        yield
-        seen.append(("restored", name, dst.count(name)))
-
-    dst.bulk_load = bulk_load  # type: ignore[method-assign]
+    seen = spy_bulk_load(dst)
     import_store(dst, out, progress=False)
     assert seen == [
         ("paused", "clips", 0),
@@ -104,19 +110,11 @@ def test_an_index_run_writes_in_bulk_load_mode(tmp_path: Path):
     from skysearch.retrieval.indexing.pipeline import Item, Listing, run_index
 
     store = open_store(None, ":memory:")
-    seen: list[tuple[str, int]] = []
-
-    @contextmanager
-    def bulk_load(name: str):
-        seen.append(("paused", store.count(name)))
-        yield
-        seen.append(("restored", store.count(name)))
-
-    store.bulk_load = bulk_load  # type: ignore[method-assign]
+    seen = spy_bulk_load(store)
     items = [Item(str(uuid.uuid5(uuid.NAMESPACE_URL, f"p{i}")), {}, i) for i in range(5)]
     listing = Listing("frames", items, chunk=2)
     run_index(None, listing, lambda chunk: (chunk, np.ones((len(chunk), 4)), []), "m", 4, store)
-    assert seen == [("paused", 0), ("restored", 5)]
+    assert seen == [("paused", "frames", 0), ("restored", "frames", 5)]
 
 
 def test_parquet_export_is_read_by_duckdb_with_exact_vectors(tmp_path: Path):

@@ -11,12 +11,12 @@ different models never mix (search with ``vector_name=record.model_id``).
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import torch
 from skysearch.encoders import registry
 from skysearch.encoders.datasets.clips import load_clip_set
 from skysearch.encoders.device import resolve_device
@@ -29,8 +29,9 @@ from skysearch.encoders.factory import (
 from skysearch.ingest.catalog import read_frames
 from skysearch.ingest.engines import Engine
 from skysearch.ingest.tracks import PAYLOAD_KEYS, track_payloads
-from skysearch.retrieval.indexing.pipeline import IndexReport, Item, Listing, run_index
-from skysearch.retrieval.indexing.steps import steps_embedder
+from skysearch.retrieval.indexing.pipeline import IndexReport, Item, Listing
+from skysearch.retrieval.indexing.runner import index_with
+from skysearch.retrieval.indexing.steps import clip_vectors, clips_task, frame_vectors, frames_task
 from skysearch.retrieval.store import VectorStore
 from skysearch.retrieval.store.schema import CLIPS, FRAMES, time_payload
 
@@ -73,11 +74,14 @@ def index_clips(
     store: VectorStore | None = None,
     progress: bool = True,
     engine: Engine | None = None,
+    to_parquet: Path | None = None,
 ) -> IndexReport:
     """Embed every clip of the clip model's spec and upsert it into the ``clips`` collection.
-    ``engine``: where the frames are embedded (default: here; the clips are pooled here)."""
+    ``engine``: where the clips are embedded (default: here); ``to_parquet``: a folder the
+    points go to as Parquet part files instead of the store."""
     workspace = settings.workspace
-    torch_device = resolve_device(device or settings.device)
+    device_setting = device or settings.device
+    torch_device = resolve_device(device_setting)
     embedder, record = load_clip_embedder(workspace, model_id, str(torch_device))
     data = record.config["data"]
     clip_set = load_clip_set(
@@ -102,26 +106,17 @@ def index_clips(
                 "model_id": record.model_id,
                 **extras[m],
             },
-            m,
+            [tuple(clip_set.steps[s]) for s in clip_set.index[m]],
         )
         for m, row in enumerate(rows)
     ]
-
-    model = (record.model_id, "clip")
-    embed_frames = steps_embedder(engine, embedder.frame, workspace, model, torch_device, workers)
-
-    def embed(chunk: list[Item]) -> tuple[list[Item], np.ndarray, list[dict[str, str]]]:
-        index = clip_set.index[[it.source for it in chunk]]
-        steps = np.unique(index)
-        frames = embed_frames([clip_set.steps[s] for s in steps])
-        local = torch.as_tensor(np.searchsorted(steps, index))
-        with torch.no_grad():
-            vectors = embedder.clip(frames[local].to(torch_device)).cpu().numpy()
-        return chunk, vectors, []
-
+    local = functools.partial(clip_vectors, embedder, workspace, torch_device, workers)
+    task = functools.partial(clips_task, str(workspace.root), record.model_id, device_setting)
     listing = Listing(CLIPS, items, fingerprint=EVENT_FINGERPRINT)
-    dim = embedder.clip.config.dim
-    return run_index(settings, listing, embed, record.model_id, dim, store, progress)
+    return index_with(
+        settings, listing, local, task, record.model_id,
+        embedder.clip.config.dim, engine, workers, store, progress, to_parquet,
+    )  # fmt: skip
 
 
 def index_frames(
@@ -132,11 +127,14 @@ def index_frames(
     store: VectorStore | None = None,
     progress: bool = True,
     engine: Engine | None = None,
+    to_parquet: Path | None = None,
 ) -> IndexReport:
     """Embed every frame of a single-channel frame model's satellite/channel into ``frames``.
-    ``engine``: where the frames are embedded (default: here)."""
+    ``engine``: where the frames are embedded (default: here); ``to_parquet``: a folder the
+    points go to as Parquet part files instead of the store."""
     workspace = settings.workspace
-    torch_device = resolve_device(device or settings.device)
+    device_setting = device or settings.device
+    torch_device = resolve_device(device_setting)
     encoder, record = load_frame_encoder(workspace, model_id, str(torch_device))
     table = read_frames(
         workspace,
@@ -163,14 +161,13 @@ def index_frames(
         for r, extra in zip(rows, extras, strict=True)
     ]
 
-    model = (record.model_id, "frame")
-    embed_frames = steps_embedder(engine, encoder, workspace, model, torch_device, workers)
-
-    def embed(chunk: list[Item]) -> tuple[list[Item], np.ndarray, list[dict[str, str]]]:
-        return chunk, embed_frames([it.source for it in chunk]).numpy(), []
-
+    local = functools.partial(frame_vectors, encoder, workspace, torch_device, workers)
+    task = functools.partial(frames_task, str(workspace.root), record.model_id, device_setting)
     listing = Listing(FRAMES, items, fingerprint=EVENT_FINGERPRINT)
-    return run_index(settings, listing, embed, record.model_id, encoder.dim, store, progress)
+    return index_with(
+        settings, listing, local, task, record.model_id, encoder.dim, engine,
+        workers, store, progress, to_parquet,
+    )  # fmt: skip
 
 
 #: Catalog collection -> the kind of model that fills it and the function that indexes it.

@@ -54,6 +54,22 @@ class Listing:
 #: An embedder: a chunk of items -> (the items it embedded, their vectors (N, D), skipped items
 #: as ``{"path", "reason"}``).
 Embedder = Callable[[list[Item]], tuple[list[Item], np.ndarray, list[dict[str, str]]]]
+#: What an embedding task answers for a list of item sources: the positions it embedded, their
+#: vectors (N, D), the skipped ones as ``{"path", "reason"}``.
+Embedded = tuple[list[int], np.ndarray, list[dict[str, str]]]
+#: An embedding task: item sources -> ``Embedded``. Engines run it on their workers, so one
+#: that an engine runs must be picklable (a ``functools.partial`` of a module-level function).
+SourceTask = Callable[[list[Any]], Embedded]
+
+
+def items_embedder(task: SourceTask) -> Embedder:
+    """The embedder that runs ``task`` on a chunk's sources."""
+
+    def embed(chunk: list[Item]) -> tuple[list[Item], np.ndarray, list[dict[str, str]]]:
+        kept, vectors, skipped = task([it.source for it in chunk])
+        return [chunk[i] for i in kept], vectors, skipped
+
+    return embed
 
 
 @dataclass
@@ -66,6 +82,8 @@ class IndexReport:
     skipped_existing: int = 0
     skipped: list[dict[str, str]] = field(default_factory=list)
     items_per_s: float | None = None
+    #: The folder the points went to as Parquet part files (None: the store).
+    parquet: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` report. ``found``/``unchanged``/``images_per_s`` repeat ``total``/

@@ -19,6 +19,7 @@ time or location cannot be read is skipped with its reason.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import uuid
@@ -29,13 +30,15 @@ import numpy as np
 import torch
 from skysearch.encoders.models.text_image import TextImageModel, load_rgb, load_workspace_model
 from skysearch.ingest.decode import IMAGE_SUFFIXES
+from skysearch.ingest.engines import Engine
 from skysearch.ingest.ids import NAMESPACE
-from skysearch.retrieval.indexing.pipeline import Embedder, IndexReport, Item, Listing, run_index
+from skysearch.retrieval.indexing.pipeline import Embedded, IndexReport, Item, Listing
+from skysearch.retrieval.indexing.runner import index_with
 from skysearch.retrieval.store import VectorStore
 from skysearch.retrieval.store.filters import check_bbox
 from skysearch.retrieval.store.schema import SCENES, time_payload
 
-from skysearch.config import Settings
+from skysearch.config import Settings, Workspace
 from skysearch.errors import UsageError
 
 #: Images embedded and written per chunk.
@@ -138,22 +141,32 @@ def scene_listing(images: str | Path, model_id: str, dataset: str | None = None)
     return Listing(SCENES, items, skipped, fingerprint=FINGERPRINT, chunk=BATCH)
 
 
-def scene_embedder(tim: TextImageModel) -> Embedder:
+def embed_images(tim: TextImageModel, paths: list[Path]) -> Embedded:
     """Scene images -> image-tower embeddings; an image that cannot be decoded is skipped."""
+    kept, pixels, skipped = [], [], []
+    for i, path in enumerate(paths):
+        try:
+            pixels.append(tim.preprocess(load_rgb(path)))
+            kept.append(i)
+        except UsageError as exc:
+            skipped.append({"path": str(path), "reason": str(exc)})
+    if not kept:
+        return [], np.empty((0, tim.embed_dim), np.float32), skipped
+    vectors = np.concatenate(
+        [tim.encode_pixels(torch.stack(pixels[i : i + BATCH])) for i in range(0, len(kept), BATCH)]
+    )
+    return kept, vectors, skipped
 
-    def embed(chunk: list[Item]) -> tuple[list[Item], np.ndarray, list[dict[str, str]]]:
-        kept, pixels, skipped = [], [], []
-        for it in chunk:
-            try:
-                pixels.append(tim.preprocess(load_rgb(it.source)))
-                kept.append(it)
-            except UsageError as exc:
-                skipped.append({"path": str(it.source), "reason": str(exc)})
-        if not kept:
-            return [], np.empty((0, tim.embed_dim), np.float32), skipped
-        return kept, tim.encode_pixels(torch.stack(pixels)), skipped
 
-    return embed
+@functools.lru_cache(maxsize=2)
+def _model(root: str, model_id: str, device: str) -> TextImageModel:
+    """The registered text-image model, loaded once per worker process."""
+    return load_workspace_model(Workspace(Path(root)), model_id, device)
+
+
+def scenes_task(root: str, model_id: str, device: str, paths: list[Path]) -> Embedded:
+    """An engine task: the embeddings of the scene images at ``paths``."""
+    return embed_images(_model(root, model_id, device), paths)
 
 
 def index_scenes(
@@ -164,10 +177,18 @@ def index_scenes(
     store: VectorStore | None = None,
     progress: bool = True,
     dataset: str | None = None,
+    engine: Engine | None = None,
+    workers: int = 2,
 ) -> IndexReport:
     """Embed new or changed images under ``images`` (a folder, an image, or a scene CSV) into
-    the ``scenes`` collection; ``dataset`` names the set (default: the folder's/CSV's name)."""
+    the ``scenes`` collection; ``dataset`` names the set (default: the folder's/CSV's name).
+    ``engine``: where the images are embedded (default: here; the registered model, loaded
+    on each worker, when the engine is not the local one)."""
     tim = tim or load_workspace_model(settings.workspace, model_id, settings.device)
     mid = tim.model_id or "untuned"
     listing = scene_listing(images, mid, dataset)
-    return run_index(settings, listing, scene_embedder(tim), mid, tim.embed_dim, store, progress)
+    local = functools.partial(embed_images, tim)
+    task = functools.partial(scenes_task, str(settings.workspace.root), mid, settings.device)
+    return index_with(
+        settings, listing, local, task, mid, tim.embed_dim, engine, workers, store, progress
+    )

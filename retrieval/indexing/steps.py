@@ -1,36 +1,35 @@
-"""Frame embeddings of steps (one frame id per channel): read from the frame store and
-embedded here by DataLoader workers, or on an engine's workers (``--engine ray``).
+"""Frame and clip embeddings of steps (one frame id per channel): frames read from the frame
+store and embedded here by DataLoader workers, or by engine tasks (``--engine ray``).
 
-On an engine, the steps are split into parts of ``PART``; each task loads the model from the
-workspace registry once per worker process (the workspace must be on a file system every
-worker reads at the same path), embeds its part on the worker's device (a GPU when Ray gave
-the task one) and hands back the vectors, in order. Same model, same frames: the vectors equal
-the local ones up to float rounding, and the point ids (from the catalog) are the same.
+An engine task (``frames_task``, ``clips_task``) loads the registered model from the
+workspace once per worker process (the workspace must be on a file system every worker reads
+at the same path) and embeds its part on the worker's device (a GPU when Ray gave the task
+one); a clip task pools its clips there too. Same model, same frames: the vectors equal the
+local ones up to float rounding.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
 from skysearch.encoders.device import resolve_device
 from skysearch.encoders.factory import load_clip_embedder, load_frame_encoder
-from skysearch.ingest.engines import Engine
 from skysearch.ingest.framestore import FrameStore
+from skysearch.retrieval.indexing.pipeline import Embedded
 from torch.utils.data import DataLoader, Dataset
 
 from skysearch.config import Workspace
 
-PART = 256  # steps per engine task: a few batches, so a lost worker costs little
+Step = tuple[str, ...]
 
 
 class StepFrames(Dataset):
     """Frames of given (frame id per channel) steps: item -> uint8 (C, H, W)."""
 
-    def __init__(self, workspace: Workspace, steps: list[tuple[str, ...]]) -> None:
+    def __init__(self, workspace: Workspace, steps: list[Step]) -> None:
         self.workspace = workspace
         self.steps = steps
         self._store: FrameStore | None = None  # opened lazily in each worker
@@ -47,7 +46,7 @@ class StepFrames(Dataset):
 def embed_steps(
     encoder: torch.nn.Module,
     workspace: Workspace,
-    steps: list[tuple[str, ...]],
+    steps: list[Step],
     device: torch.device,
     batch_size: int = 32,
     workers: int = 2,
@@ -64,47 +63,48 @@ def embed_steps(
     return torch.cat(out) if out else torch.empty(0)
 
 
-#: (workspace root, model id) -> the frame encoder and its device, per worker process
-_loaded: dict[tuple[str, str], tuple[torch.nn.Module, torch.device]] = {}
-
-
-def _frame_encoder(root: str, model_id: str, kind: str) -> tuple[torch.nn.Module, torch.device]:
-    if (root, model_id) not in _loaded:
-        workspace, device = Workspace(Path(root)), resolve_device("auto")
-        if kind == "frame":
-            encoder, _ = load_frame_encoder(workspace, model_id, str(device))
-        else:
-            encoder = load_clip_embedder(workspace, model_id, str(device))[0].frame
-        _loaded[(root, model_id)] = (encoder, device)
-    return _loaded[(root, model_id)]
-
-
-def embed_part(root: str, model_id: str, kind: str, steps: list[tuple[str, ...]]) -> np.ndarray:
-    """An engine task: the frame embeddings (S, D) of ``steps`` with the frame encoder of a
-    ``kind`` (frame or clip) model, frames read in this process."""
-    encoder, device = _frame_encoder(root, model_id, kind)
-    return embed_steps(encoder, Workspace(Path(root)), steps, device, workers=0).numpy()
-
-
-def steps_embedder(
-    engine: Engine | None,
+def frame_vectors(
     encoder: torch.nn.Module,
     workspace: Workspace,
-    model: tuple[str, str],
     device: torch.device,
     workers: int,
-) -> Callable[[list[tuple[str, ...]]], torch.Tensor]:
-    """steps -> their frame embeddings (S, D): ``encoder`` here with ``workers`` DataLoader
-    processes (no engine, or the local one), else the registered ``model`` (id, kind) on the
-    engine's workers, a GPU each when the cluster has them."""
-    if engine is None or engine.name == "local":
-        return functools.partial(embed_steps, encoder, workspace, device=device, workers=workers)
-    model_id, kind = model
-    task = functools.partial(embed_part, str(workspace.root), model_id, kind)
+    steps: list[Step],
+) -> Embedded:
+    """The frame embeddings of ``steps``, frames read by ``workers`` DataLoader processes."""
+    vectors = embed_steps(encoder, workspace, steps, device, workers=workers)
+    return list(range(len(steps))), vectors.numpy(), []
 
-    def on_engine(steps: list[tuple[str, ...]]) -> torch.Tensor:
-        parts = [steps[i : i + PART] for i in range(0, len(steps), PART)]
-        out = [torch.tensor(v) for v in engine.ordered_map(task, parts, workers, gpus=None)]
-        return torch.cat(out) if out else torch.empty(0)
 
-    return on_engine
+def clip_vectors(
+    embedder: Any, workspace: Workspace, device: torch.device, workers: int, clips: list[list[Step]]
+) -> Embedded:
+    """Clip embeddings of clips given as their steps: each distinct step is embedded once by
+    the clip embedder's frame encoder, then its clip encoder pools each clip's frames."""
+    steps = list(dict.fromkeys(step for c in clips for step in c))
+    where = {step: i for i, step in enumerate(steps)}
+    frames = embed_steps(embedder.frame, workspace, steps, device, workers=workers)
+    local = torch.tensor([[where[step] for step in c] for c in clips])
+    with torch.no_grad():
+        vectors = embedder.clip(frames[local].to(device)).cpu().numpy()
+    return list(range(len(clips))), vectors, []
+
+
+@functools.lru_cache(maxsize=4)
+def _model(root: str, model_id: str, kind: str, device: str) -> tuple[Any, torch.device]:
+    """The registered frame encoder or clip embedder and its device, loaded once per worker
+    process (a task's process runs many tasks)."""
+    torch_device = resolve_device(device)
+    load = load_frame_encoder if kind == "frame" else load_clip_embedder
+    return load(Workspace(Path(root)), model_id, str(torch_device))[0], torch_device
+
+
+def frames_task(root: str, model_id: str, device: str, steps: list[Step]) -> Embedded:
+    """An engine task: the embeddings of ``steps`` by a frame model, frames read here."""
+    encoder, torch_device = _model(root, model_id, "frame", device)
+    return frame_vectors(encoder, Workspace(Path(root)), torch_device, 0, steps)
+
+
+def clips_task(root: str, model_id: str, device: str, clips: list[list[Step]]) -> Embedded:
+    """An engine task: the embeddings of ``clips`` (each its steps) by a clip model."""
+    embedder, torch_device = _model(root, model_id, "clip", device)
+    return clip_vectors(embedder, Workspace(Path(root)), torch_device, 0, clips)

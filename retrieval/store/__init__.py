@@ -6,7 +6,8 @@
 - ``factory``: :func:`open_store`, which engine a configuration names.
 - ``schema``: the collections, their payload fields and indexes; ``filters``: what a search may
   return; ``application``: the typed API (clips, frames, scenes) above the raw store;
-  ``transfer``: export and import of a store as files.
+  ``transfer``: export and import of a store as JSON Lines; ``parquet_format``,
+  ``parquet_export``, ``parquet_import``: the same as Parquet point files.
 """
 
 from skysearch.retrieval.store.base import Hit, Point, VectorStore

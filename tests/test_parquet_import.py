@@ -1,0 +1,137 @@
+"""``store import --format parquet``: the Parquet a store export (or an index run's workers)
+wrote loads back into an empty store with the same points and collection config; loading
+again, or loading a part and then the whole, ends the same; bad files are refused before
+anything is written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from skysearch.retrieval.store import open_store
+from skysearch.retrieval.store.embedded import EmbeddedStore
+from skysearch.retrieval.store.parquet_export import export_parquet
+from skysearch.retrieval.store.parquet_import import import_parquet
+from test_store_transfer import _fill, spy_bulk_load
+
+from skysearch.errors import UsageError
+
+
+@pytest.fixture()
+def exported(tmp_path: Path) -> tuple[dict, Path]:
+    """A filled embedded store's content (collection -> id -> (vectors, payload), vector
+    config) and its Parquet export."""
+    src = EmbeddedStore(tmp_path / "src")
+    _fill(src, n=150)
+    out = tmp_path / "export"
+    export_parquet(src, out, progress=False)
+    content = {name: snapshot(src, name) for name in src.collections()}
+    src.close()
+    return content, out
+
+
+def snapshot(store, name: str) -> tuple[dict, dict]:
+    points = {
+        r.id: ({k: np.float32(v).tolist() for k, v in r.vectors.items()}, r.payload)
+        for r in store.scroll(name, with_vectors=True)
+    }
+    return points, store.vector_config(name)
+
+
+def test_parquet_export_then_import_into_an_empty_store_gives_the_same_points(exported, tmp_path):
+    content, out = exported
+    dst = EmbeddedStore(tmp_path / "dst")
+    assert import_parquet(dst, out, progress=False) == {"clips": 300, "frames": 75}
+    assert sorted(dst.collections()) == sorted(content)
+    for name, (points, config) in content.items():
+        assert snapshot(dst, name) == (points, config)  # ids, payloads, exact float32 vectors
+    assert dst.info("clips").payload_indexes  # created with the collection
+    dst.close()
+
+
+def test_loading_a_part_then_all_then_all_again_ends_with_the_same_points(exported, tmp_path):
+    content, out = exported
+    dst = EmbeddedStore(tmp_path / "dst")
+    import_parquet(dst, out / "clips" / "clipenc-b.parquet", progress=False)  # a killed load
+    assert dst.vector_config("clips") == {"clipenc-b": 12}
+    for _ in range(2):
+        import_parquet(dst, out, progress=False)
+        for name, (points, config) in content.items():
+            assert snapshot(dst, name) == (points, config)
+    dst.close()
+
+
+def test_every_point_is_loaded_in_bulk_load_mode(exported):
+    _, out = exported
+    dst = open_store(None, ":memory:")
+    seen = spy_bulk_load(dst)
+    import_parquet(dst, out, progress=False)
+    assert seen == [
+        ("paused", "clips", 0),
+        ("paused", "frames", 0),
+        ("restored", "frames", 75),
+        ("restored", "clips", 150),
+    ]
+
+
+def test_the_import_streams_record_batches(exported, monkeypatch):
+    """The file is read in batches of ``batch_size`` rows, never whole."""
+    _, out = exported
+    sizes: list[int] = []
+    real = pq.ParquetFile.iter_batches
+
+    def spy(self, *args, **kwargs):
+        for batch in real(self, *args, **kwargs):
+            sizes.append(batch.num_rows)
+            yield batch
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", spy)
+    import_parquet(open_store(None, ":memory:"), out / "frames", progress=False, batch_size=32)
+    assert sizes == [32, 32, 11]
+
+
+def test_bad_files_are_refused_before_anything_is_written(exported, tmp_path):
+    _, out = exported
+    not_parquet = tmp_path / "text.parquet"
+    not_parquet.write_text("hello\n")
+    plain = tmp_path / "plain.parquet"
+    pq.write_table(pa.table({"id": ["a"], "vector": [[1.0, 2.0]]}), plain)
+    wrong_column = tmp_path / "wrong.parquet"
+    schema = pq.read_schema(out / "frames" / "default.parquet")
+    table = pq.read_table(out / "frames" / "default.parquet")
+    pq.write_table(table.drop(["payload"]).replace_schema_metadata(schema.metadata), wrong_column)
+    cases = [
+        (not_parquet, "is not a readable Parquet file"),
+        (plain, "is not a SkySearch point file"),
+        (wrong_column, "column 'payload' must be string, found missing"),
+        (tmp_path / "missing", "does not exist"),
+    ]
+    for path, message in cases:
+        dst = open_store(None, ":memory:")
+        with pytest.raises(UsageError, match=message):
+            import_parquet(dst, path, progress=False)
+        assert dst.collections() == []
+
+    dst = open_store(None, ":memory:")
+    dst.ensure_collection("frames", 8)  # the export's frames vectors have 16 dimensions
+    with pytest.raises(UsageError, match="has dimension 16, but .* has 8"):
+        import_parquet(dst, out, progress=False)
+    assert dst.collections() == ["frames"] and dst.count("frames") == 0
+
+
+def test_cli_store_import_parquet(exported, tmp_path, cli):
+    content, out = exported
+    args = ("store", "import", out, "--format", "parquet", "-w", tmp_path / "ws", "--json")
+    for _ in range(2):  # idempotent
+        done = cli(*args)
+        assert done.exit_code == 0, done.stderr
+        report = json.loads(done.stdout)
+        assert report["points"] == {"clips": 300, "frames": 75}
+        assert report["format"] == "parquet"
+    dst = EmbeddedStore(tmp_path / "ws" / "store")
+    assert {name: snapshot(dst, name) for name in dst.collections()} == content
+    dst.close()
