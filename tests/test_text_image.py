@@ -105,6 +105,29 @@ def test_offline_towers_carry_pretrained_weights():
     assert float(pooled[0] @ pooled[1]) > float(pooled[0] @ pooled[2]) + 0.1
 
 
+def test_text_embeddings_skip_unused_padding_and_stay_the_same(tiny_model_name):
+    """encode_texts runs the MiniLM tower on the batch's longest text, not the context length
+    (the cost of a query), with the embeddings of full padding; a tower that does not mask
+    padding (open_clip's own, causal) gets every column."""
+    texts = ["a forest", "dense residential area with small houses and gardens", "x"]
+    for name, trimmed in ((DEFAULT_MODEL, True), (tiny_model_name, False)):
+        tim = create_text_image_model(name, load_tower_weights=False)
+        seen: list[int] = []
+        encode_text = tim.model.encode_text
+        with torch.no_grad():
+            full = encode_text(tim.tokenizer(texts), normalize=True).numpy()
+
+        def spy(tokens, normalize=False, encode_text=encode_text, seen=seen):
+            seen.append(tokens.shape[1])
+            return encode_text(tokens, normalize=normalize)
+
+        tim.model.encode_text = spy
+        np.testing.assert_allclose(tim.encode_texts(texts), full, atol=1e-5)
+        np.testing.assert_allclose(tim.encode_texts(texts[:1]), full[:1], atol=1e-5)
+        context = tim.tokenizer(texts).shape[1]
+        assert (seen[0] < context and seen[1] < seen[0]) if trimmed else seen == [context] * 2
+
+
 def test_converter_writes_skyscript_csv_with_disjoint_split(tmp_path):
     paths = captions.convert_folder(MINI, tmp_path / "a")
     again = captions.convert_folder(MINI, tmp_path / "b")
