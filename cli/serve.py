@@ -92,8 +92,8 @@ def serve_command(
     batch_window_ms: Annotated[
         float,
         typer.Option(
-            help="Text and image queries arriving within this many milliseconds share one "
-            "model forward pass (0: each alone).",
+            help="Under load, a text or image query waits up to this many milliseconds for "
+            "others to share its model forward pass (0: each alone).",
             min=0,
             max=1000,
         ),

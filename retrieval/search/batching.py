@@ -5,11 +5,12 @@ per call (MiniLM on one core: one text ~11 ms, four ~19 ms). :class:`MicroBatche
 threads that embed at the same time (the service's request threads) hand their inputs to one
 call of the model: the first caller of a batch (its leader) waits up to ``window_s`` for
 others (or until ``max_items`` have joined), runs the batch in its own thread and hands each
-caller its own row. The leader waits only under load, i.e. while a batch of the same key runs
-or one ended less than a window ago: an idle service adds no wait (and a sleeping thread on a
-busy machine wakes late). A batch that a new caller finds running is not joined: the next one
-gathers meanwhile and may run beside it (two cores). No thread of its own: nothing to start
-or stop, and a caller waits at most a window plus its batch's run.
+caller its own row. The leader waits only when others are likely to come: while a batch of
+the same key runs, or when the last one held several callers. One client at a time never
+waits (and a sleeping thread on a busy machine wakes late). A batch that a new caller finds
+running is not joined: the next one gathers meanwhile and may run beside it (two cores). No
+thread of its own: nothing to start or stop, and a caller waits at most a window plus its
+batch's run.
 
 Errors: when a batch fails, each of its items is run again alone, so each caller gets its own
 result or its own exception (one bad input does not fail the others).
@@ -20,9 +21,7 @@ batcher (``window_ms`` > 0), or directly (0: the CLI, one query per process).
 
 from __future__ import annotations
 
-import math
 import threading
-import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -63,7 +62,7 @@ class MicroBatcher:
         self._lock = threading.Lock()
         self._open: dict[Hashable, _Batch] = {}  # gathering callers
         self._running: dict[Hashable, int] = {}  # batches being run
-        self._ended: dict[Hashable, float] = {}  # when the last batch ended (monotonic)
+        self._last_size: dict[Hashable, int] = {}  # callers of the last batch run
 
     def submit(self, key: Hashable, run: Callable[[list[Any]], Sequence[Any]], item: Any) -> Any:
         """``run([item, ...])[i]`` for this caller's ``item``, computed in a batch with the
@@ -76,9 +75,7 @@ class MicroBatcher:
             if batch is None:
                 batch = self._open[key] = _Batch(run)
             batch.calls.append(call)
-            busy = self._running.get(key, 0) > 0 or (
-                time.monotonic() - self._ended.get(key, -math.inf) < self.window_s
-            )
+            busy = self._running.get(key, 0) > 0 or self._last_size.get(key, 0) > 1
             if len(batch.calls) >= self.max_items:
                 del self._open[key]
                 batch.full.set()
@@ -89,12 +86,12 @@ class MicroBatcher:
                 if self._open.get(key) is batch:
                     del self._open[key]
                 self._running[key] = self._running.get(key, 0) + 1
+                self._last_size[key] = len(batch.calls)
             try:
                 _run(batch)
             finally:
                 with self._lock:
                     self._running[key] -= 1
-                    self._ended[key] = time.monotonic()
         else:
             call.done.wait()
         if call.error is not None:
