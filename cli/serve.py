@@ -97,7 +97,7 @@ def serve_command(
             min=0,
             max=1000,
         ),
-    ] = 2.0,  # the service's BATCH_WINDOW_MS (imported late: it pulls in the models)
+    ] = 10.0,  # the service's BATCH_WINDOW_MS (imported late: it pulls in the models)
     write_openapi: Annotated[
         Path | None,
         typer.Option(help="Write the OpenAPI document to this file and exit (no server)."),

@@ -114,3 +114,32 @@ def test_a_batch_returning_too_few_rows_is_retried_item_by_item():
     out = submit_all(MicroBatcher(window_s=LONG, max_items=2), run, [1, 2])
     assert out == {0: 0, 1: 2, 2: 4}
     assert sorted(run.calls[1]) == [1, 2] and sorted(run.calls[2:]) == [[1], [2]]
+
+
+def test_callers_gathered_behind_a_batch_run_when_it_ends_not_after_the_window():
+    run = Recorder()
+    t0 = time.monotonic()
+    out = submit_all(MicroBatcher(window_s=LONG), run, [1, 2, 3])  # room for 16: not full
+    assert time.monotonic() - t0 < LONG / 2
+    assert out == {0: 0, 1: 2, 2: 4, 3: 6} and sorted(run.calls[1]) == [1, 2, 3]
+
+
+def test_after_a_batch_of_n_the_next_runs_once_n_callers_have_joined():
+    run = Recorder()
+    batcher = MicroBatcher(window_s=LONG)
+    submit_all(batcher, run, [1, 2, 3])  # a batch of 3 ran last
+    barrier = threading.Barrier(3)
+    out: dict[int, int] = {}
+
+    def one(item: int) -> None:
+        barrier.wait()
+        out[item] = batcher.submit("k", run, item)
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=one, args=(i,)) for i in (4, 5, 6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(LONG)
+    assert time.monotonic() - t0 < LONG / 2  # the third caller closed the batch
+    assert out == {4: 8, 5: 10, 6: 12} and sorted(run.calls[-1]) == [4, 5, 6]

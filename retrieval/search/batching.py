@@ -3,14 +3,12 @@
 A text query's cost is almost all the text tower's forward pass, and most of that is fixed
 per call (MiniLM on one core: one text ~11 ms, four ~19 ms). :class:`MicroBatcher` lets
 threads that embed at the same time (the service's request threads) hand their inputs to one
-call of the model: the first caller of a batch (its leader) waits up to ``window_s`` for
-others (or until ``max_items`` have joined), runs the batch in its own thread and hands each
-caller its own row. The leader waits only when others are likely to come: while a batch of
-the same key runs, or when the last one held several callers. One client at a time never
-waits (and a sleeping thread on a busy machine wakes late). A batch that a new caller finds
-running is not joined: the next one gathers meanwhile and may run beside it (two cores). No
-thread of its own: nothing to start or stop, and a caller waits at most a window plus its
-batch's run.
+call of the model: the first caller of a batch (its leader) gathers others, runs the batch in
+its own thread and hands each caller its own row. A batch gathers while another batch of the
+same key runs (it runs when that one ends), else until as many callers have joined as the
+last batch held (so one client at a time never waits, and N clients in step batch N at a
+time), and never longer than ``window_s`` nor beyond ``max_items``. No thread of its own:
+nothing to start or stop, and a caller waits at most a window plus its batch's run.
 
 Errors: when a batch fails, each of its items is run again alone, so each caller gets its own
 result or its own exception (one bad input does not fail the others).
@@ -75,13 +73,14 @@ class MicroBatcher:
             if batch is None:
                 batch = self._open[key] = _Batch(run)
             batch.calls.append(call)
-            busy = self._running.get(key, 0) > 0 or self._last_size.get(key, 0) > 1
-            if len(batch.calls) >= self.max_items:
+            # While a batch runs, gather until it ends; else until as many as last time came.
+            running = self._running.get(key, 0)
+            expected = self.max_items if running else self._last_size.get(key, 1)
+            if len(batch.calls) >= min(expected, self.max_items):
                 del self._open[key]
                 batch.full.set()
         if leader:
-            if busy:
-                batch.full.wait(self.window_s)
+            batch.full.wait(self.window_s)
             with self._lock:
                 if self._open.get(key) is batch:
                     del self._open[key]
@@ -92,6 +91,9 @@ class MicroBatcher:
             finally:
                 with self._lock:
                     self._running[key] -= 1
+                    waiting = self._open.get(key)
+                    if waiting is not None and not self._running[key]:
+                        waiting.full.set()  # gathered while this batch ran: runs now
         else:
             call.done.wait()
         if call.error is not None:

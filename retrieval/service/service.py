@@ -72,7 +72,7 @@ from skysearch.config import Settings
 from skysearch.errors import NotFoundError, SkySearchError, StoreError, UsageError
 
 log = logging.getLogger("skysearch.service")
-BATCH_WINDOW_MS = 2.0  # text/image queries arriving within it share a forward pass
+BATCH_WINDOW_MS = 10.0  # longest a query waits for others to share its forward pass
 
 
 @dataclass(frozen=True)
