@@ -482,3 +482,18 @@ def test_tuned_image_tower_recipe_and_other_architectures(tiny_model_name, tmp_p
     assert "heads" not in model.metadata and model.embed_dim == 384
     with pytest.raises(UsageError, match="no separable image trunk"):
         train_text_image(TrainConfig(**common, model_name=tiny_model_name), ws, progress=False)
+
+
+def test_embeddings_after_training_mode_are_inference_embeddings():
+    """A model left in train mode (dropout on) embeds in inference mode: encode_texts and
+    encode_pixels switch it (only then: eval() walks every module, a cost per query)."""
+    tim = create_text_image_model(DEFAULT_MODEL, load_tower_weights=False)
+    texts, pixels = ["a forest", "a river"], torch.rand(2, 3, tim.image_size, tim.image_size)
+    want_t, want_p = tim.encode_texts(texts), tim.encode_pixels(pixels)
+    for encode, data, want in (
+        (tim.encode_texts, texts, want_t),
+        (tim.encode_pixels, pixels, want_p),
+    ):
+        tim.model.train()
+        np.testing.assert_allclose(encode(data), want, atol=1e-5)
+        assert not tim.model.training
