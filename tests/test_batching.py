@@ -116,30 +116,55 @@ def test_a_batch_returning_too_few_rows_is_retried_item_by_item():
     assert sorted(run.calls[1]) == [1, 2] and sorted(run.calls[2:]) == [[1], [2]]
 
 
-def test_callers_gathered_behind_a_batch_run_when_it_ends_not_after_the_window():
+def test_callers_of_a_running_batch_coming_back_complete_the_next_one():
+    """Four callers in step (a closed loop of four clients): the batch gathered while the
+    first ran waits for that caller to come back, then runs at once (not after the window)."""
     run = Recorder()
-    t0 = time.monotonic()
-    out = submit_all(MicroBatcher(window_s=LONG), run, [1, 2, 3])  # room for 16: not full
-    assert time.monotonic() - t0 < LONG / 2
-    assert out == {0: 0, 1: 2, 2: 4, 3: 6} and sorted(run.calls[1]) == [1, 2, 3]
+    batcher = MicroBatcher(window_s=LONG)  # room for 16: never full
+    out: dict[int, object] = {}
 
-
-def test_after_a_batch_of_n_the_next_runs_once_n_callers_have_joined():
-    run = Recorder()
-    batcher = MicroBatcher(window_s=LONG)
-    submit_all(batcher, run, [1, 2, 3])  # a batch of 3 ran last
-    barrier = threading.Barrier(3)
-    out: dict[int, int] = {}
+    def first() -> None:
+        out[0] = batcher.submit("k", run, 0)
+        out[4] = batcher.submit("k", run, 4)  # back for the next query
 
     def one(item: int) -> None:
-        barrier.wait()
         out[item] = batcher.submit("k", run, item)
 
     t0 = time.monotonic()
-    threads = [threading.Thread(target=one, args=(i,)) for i in (4, 5, 6)]
-    for t in threads:
+    threads = [threading.Thread(target=first)]
+    threads[0].start()
+    assert run.started.wait(LONG)
+    threads += [threading.Thread(target=one, args=(i,)) for i in (1, 2, 3)]
+    for t in threads[1:]:
         t.start()
+    while sum(len(b.calls) for b in batcher._open.values()) < 3:
+        assert time.monotonic() - t0 < LONG / 2, "the callers did not gather"
+        time.sleep(0.01)
+    run.release.set()
     for t in threads:
         t.join(LONG)
-    assert time.monotonic() - t0 < LONG / 2  # the third caller closed the batch
-    assert out == {4: 8, 5: 10, 6: 12} and sorted(run.calls[-1]) == [4, 5, 6]
+    assert time.monotonic() - t0 < LONG / 2
+    assert out == {0: 0, 1: 2, 2: 4, 3: 6, 4: 8}
+    assert [sorted(c) for c in run.calls] == [[0], [1, 2, 3, 4]]
+
+
+def test_a_batch_waits_while_another_runs_then_a_window_for_callers_that_never_come():
+    run = Recorder()
+    window = 0.2
+    batcher = MicroBatcher(window_s=window)
+    results: dict[int, object] = {}
+    threads = [threading.Thread(target=lambda: results.update({0: batcher.submit("k", run, 0)}))]
+    threads[0].start()
+    assert run.started.wait(LONG)
+    for i in (1, 2):
+        threads.append(
+            threading.Thread(target=lambda i=i: results.update({i: batcher.submit("k", run, i)}))
+        )
+        threads[-1].start()
+    time.sleep(4 * window)  # windows pass while the first batch runs: the second waits on
+    assert len(run.calls) == 1
+    run.release.set()
+    for t in threads:
+        t.join(LONG)
+        assert not t.is_alive()  # the first caller never came back: one window, then ran
+    assert results == {0: 0, 1: 2, 2: 4} and sorted(run.calls[1]) == [1, 2]

@@ -4,11 +4,13 @@ A text query's cost is almost all the text tower's forward pass, and most of tha
 per call (MiniLM on one core: one text ~11 ms, four ~19 ms). :class:`MicroBatcher` lets
 threads that embed at the same time (the service's request threads) hand their inputs to one
 call of the model: the first caller of a batch (its leader) gathers others, runs the batch in
-its own thread and hands each caller its own row. A batch gathers while another batch of the
-same key runs (it runs when that one ends), else until as many callers have joined as the
-last batch held (so one client at a time never waits, and N clients in step batch N at a
-time), and never longer than ``window_s`` nor beyond ``max_items``. No thread of its own:
-nothing to start or stop, and a caller waits at most a window plus its batch's run.
+its own thread and hands each caller its own row. A batch waits for as many callers as were
+in :meth:`MicroBatcher.submit` at once (gathering or running) while it gathered: one client
+at a time never waits; four clients whose queries meet batch four at a time, the callers of
+a running batch joining the next when they come back. It waits for them no longer than
+``window_s`` after its start or after the end of the batches running meanwhile (callers that
+do not come back), and gathers at most ``max_items``. No thread of its own: nothing to start
+or stop.
 
 Errors: when a batch fails, each of its items is run again alone, so each caller gets its own
 result or its own exception (one bad input does not fail the others).
@@ -47,6 +49,7 @@ class _Batch:
     run: Callable[[list[Any]], Sequence[Any]]
     calls: list[_Call] = field(default_factory=list)
     full: threading.Event = field(default_factory=threading.Event)
+    expected: int = 1  # callers it waits for: the most seen in submit while it gathered
 
 
 class MicroBatcher:
@@ -59,8 +62,8 @@ class MicroBatcher:
         self.max_items = max_items
         self._lock = threading.Lock()
         self._open: dict[Hashable, _Batch] = {}  # gathering callers
+        self._inside: dict[Hashable, int] = {}  # callers in submit (gathering or running)
         self._running: dict[Hashable, int] = {}  # batches being run
-        self._last_size: dict[Hashable, int] = {}  # callers of the last batch run
 
     def submit(self, key: Hashable, run: Callable[[list[Any]], Sequence[Any]], item: Any) -> Any:
         """``run([item, ...])[i]`` for this caller's ``item``, computed in a batch with the
@@ -68,34 +71,35 @@ class MicroBatcher:
         as many results, in order; calls under one key must pass equivalent ``run``s)."""
         call = _Call(item)
         with self._lock:
+            inside = self._inside[key] = self._inside.get(key, 0) + 1
             batch = self._open.get(key)
             leader = batch is None
             if batch is None:
                 batch = self._open[key] = _Batch(run)
             batch.calls.append(call)
-            # While a batch runs, gather until it ends; else until as many as last time came.
-            running = self._running.get(key, 0)
-            expected = self.max_items if running else self._last_size.get(key, 1)
-            if len(batch.calls) >= min(expected, self.max_items):
+            batch.expected = max(batch.expected, inside)
+            if len(batch.calls) >= min(batch.expected, self.max_items):
                 del self._open[key]
                 batch.full.set()
-        if leader:
-            batch.full.wait(self.window_s)
-            with self._lock:
-                if self._open.get(key) is batch:
-                    del self._open[key]
-                self._running[key] = self._running.get(key, 0) + 1
-                self._last_size[key] = len(batch.calls)
-            try:
-                _run(batch)
-            finally:
+        try:
+            if leader:
+                # a window, and more while a batch runs: its callers come back after it
+                while not batch.full.wait(self.window_s) and self._running.get(key):
+                    pass
                 with self._lock:
-                    self._running[key] -= 1
-                    waiting = self._open.get(key)
-                    if waiting is not None and not self._running[key]:
-                        waiting.full.set()  # gathered while this batch ran: runs now
-        else:
-            call.done.wait()
+                    if self._open.get(key) is batch:
+                        del self._open[key]
+                    self._running[key] = self._running.get(key, 0) + 1
+                try:
+                    _run(batch)
+                finally:
+                    with self._lock:
+                        self._running[key] -= 1
+            else:
+                call.done.wait()
+        finally:
+            with self._lock:
+                self._inside[key] -= 1
         if call.error is not None:
             raise call.error
         return call.result
