@@ -92,8 +92,8 @@ def serve_command(
     batch_window_ms: Annotated[
         float,
         typer.Option(
-            help="Under load, a text or image query waits up to this many milliseconds for "
-            "others to share its model forward pass (0: each alone).",
+            help="Concurrent text and image queries share one model forward pass; a batch "
+            "waits at most this many milliseconds for the queries in flight (0: no batching).",
             min=0,
             max=1000,
         ),

@@ -11,10 +11,10 @@ Concurrency: the embedded store (qdrant-edge) is locked to ONE process, so the s
 process and answers requests from a thread pool; searches run in parallel (the façade is
 shared by threads; open_clip's Hugging Face tokenizer sends the same truncation/padding settings
 on every call, so concurrent calls do not mutate it: 4,000 calls from 8 threads, no error;
-tests compare concurrent answers with sequential ones). Text and image queries arriving within
-``batch_window_ms`` share one forward pass (``search.batching``). Torch runs ONE intra-op
-thread per inference by default, so concurrent batches use the cores side by side and, on a
-busy machine, OpenMP threads do not spin against each other (2 threads: ~10x the CPU).
+tests compare concurrent answers with sequential ones). Concurrent text and image queries
+share one forward pass (``search.batching``; ``batch_window_ms`` caps the wait). Torch runs
+ONE intra-op thread per inference by default, so concurrent batches use the cores side by side
+and OpenMP threads do not spin against each other on a busy machine (2 threads: ~10x the CPU).
 For several processes or hosts, point every instance at a Qdrant server (``QDRANT_URL``)
 instead of the embedded store.
 
