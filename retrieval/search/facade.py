@@ -86,8 +86,8 @@ class Searcher:
 
     ``store``: an open :class:`~skysearch.retrieval.store.base.VectorStore` to use (not closed by
     :meth:`close`); by default the settings' store is opened on first use.
-    ``batch_window_ms`` > 0: text and image queries embedded by concurrent threads within
-    that window share one forward pass (:mod:`~.batching`; the service).
+    ``batch_window_ms`` > 0: text and image queries of concurrent threads share one forward
+    pass, a batch waiting at most that long for the others (:mod:`~.batching`; the service).
     """
 
     def __init__(
