@@ -2,14 +2,17 @@
 and the server's peak memory under the largest uploads the documented limits allow.
 
 Starts ``skysearch serve`` as a child process on a free loopback port (with an API key, as a
-deployment would), waits for /ready, then runs one bounded phase per kind: ``--clients``
-threads, each with its own typed client, send requests until ``--requests`` are done or
-``--seconds`` have passed; then it stops the server. Latency is client-side wall time per
-request (HTTP included); qps = completed requests / phase wall time.
+deployment would), waits for /ready, then runs one bounded phase per kind and client count:
+``--clients`` threads (a list: ``1,4`` runs both), each with its own typed client, send
+requests until ``--requests`` are done or ``--seconds`` have passed; then it stops the server.
+With several ``--batch-window-ms`` (e.g. ``0,2``: without and with micro-batching) one server
+per window runs the same phases, one after the other, so the numbers sit side by side. Latency
+is client-side wall time per request (HTTP included); qps = completed requests / phase wall
+time; server CPU per request = the server's CPU time during the phase / its requests.
 
-Upload phases (``--upload-requests`` each, ``--upload-clients`` at once; the peak RSS of the
-server process is measured per phase: /proc/PID/clear_refs resets VmHWM, then VmHWM - VmRSS
-before the phase = ``peak_extra_rss_mb``):
+Upload phases (on the first server; ``--upload-requests`` each, 0: none; ``--upload-clients``
+at once; the peak RSS of the server process is measured per phase: /proc/PID/clear_refs
+resets VmHWM, then VmHWM - VmRSS before the phase = ``peak_extra_rss_mb``):
 
 - ``frames_max``: a query clip of the clip model's length whose frames are the largest the
   limits allow (the satellite profile's largest accepted size, capped by the per-frame and
@@ -21,14 +24,16 @@ before the phase = ``peak_extra_rss_mb``):
 - ``frames_attack``: the issue-14 attack, 48 PNGs of ~65 KB declaring 4096x4096 RGBA;
 - ``image_max``: ``/search/image`` with a 4096x4096 RGBA PNG padded likewise.
 
-    python bench/serve.py -w WORKSPACE [--clients 4] [--requests 200] [--seconds 60] [--json]
+    python bench/serve.py -w WORKSPACE [--clients 1,4] [--batch-window-ms 0,2] [--kinds text]
+        [--requests 200] [--seconds 60] [--upload-requests 0] [--json]
 
 The workspace needs a text-image model with indexed scenes and a clip model with indexed clips
 (``skysearch demo`` makes one). With ``--json`` the last stdout line is
-``{"text": {"p50_ms", "p99_ms", "qps", "n", "server_cpu_ms_per_request"}, "clip": {...},
-"frames_max": {..., "status", "peak_extra_rss_mb"}, ..., "errors": int, "loadavg_before", ...}``;
-progress goes to stderr. Latencies depend on what else runs on the machine (the load averages
-are printed beside them); the server's CPU time per request and its peak memory do much less.
+``{"phases": [{"kind", "clients", "batch_window_ms", "p50_ms", "p95_ms", "p99_ms", "qps", "n",
+"server_cpu_ms_per_request"}, ...], "frames_max": {..., "status", "peak_extra_rss_mb"}, ...,
+"errors": int, "loadavg_before", ...}``; a table of the phases and progress go to stderr.
+Latencies depend on what else runs on the machine (the load averages are printed beside
+them); the server's CPU time per request and its peak memory do much less.
 """
 
 from __future__ import annotations
@@ -75,10 +80,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(workspace: Path, port: int, key: str, cpus: int | None) -> subprocess.Popen:
+def start_server(
+    workspace: Path, port: int, key: str, cpus: int | None, window_ms: float
+) -> subprocess.Popen:
     """``skysearch serve`` in a child process (optionally pinned to the first ``cpus`` cores)."""
     env = {**os.environ, "SKYSEARCH_API_KEY": key}
     cmd = [sys.executable, "-m", "skysearch", "serve", "--port", str(port), "-w", str(workspace)]
+    cmd += ["--batch-window-ms", str(window_ms)]
 
     def pin() -> None:
         if cpus:
@@ -297,6 +305,7 @@ def run_phase(
     lat = np.array(latencies) if latencies else np.array([np.nan])
     stats = {
         "p50_ms": round(float(np.percentile(lat, 50)), 2),
+        "p95_ms": round(float(np.percentile(lat, 95)), 2),
         "p99_ms": round(float(np.percentile(lat, 99)), 2),
         "qps": round(len(latencies) / wall, 2),
         "n": len(latencies),
@@ -304,97 +313,156 @@ def run_phase(
     }
     log(
         f"{name}: {stats['n']} ok, {len(errors)} errors in {wall:.1f} s: p50 {stats['p50_ms']} "
-        f"ms, p99 {stats['p99_ms']} ms, {stats['qps']} req/s ({clients} clients)"
+        f"ms, p95 {stats['p95_ms']} ms, p99 {stats['p99_ms']} ms, {stats['qps']} req/s "
+        f"({clients} clients)"
     )
     return stats, len(errors), errors[:5]
+
+
+def numbers(text: str, kind: type = int) -> list:
+    """A comma-separated list of numbers (an option)."""
+    try:
+        return [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    server.send_signal(signal.SIGINT)
+    try:
+        server.wait(30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+def table(phases: list[dict]) -> str:
+    """The phases as a Markdown table (stderr; RESULTS.md entries)."""
+    keys = ["kind", "clients", "batch_window_ms", "p50_ms", "p95_ms", "p99_ms", "qps"]
+    keys += ["server_cpu_ms_per_request", "n"]
+    rows = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    rows += ["| " + " | ".join(str(p[k]) for k in keys) + " |" for p in phases]
+    return "\n".join(rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-w", "--workspace", type=Path, default=None)
-    parser.add_argument("--clients", type=int, default=4, help="concurrent clients per phase")
+    parser.add_argument(
+        "--clients", type=numbers, default=[4], help="concurrent clients per phase (list: 1,4)"
+    )
+    parser.add_argument(
+        "--batch-window-ms",
+        type=lambda t: numbers(t, float),
+        default=[2.0],
+        help="serve --batch-window-ms; a list (0,2) runs one server per window",
+    )
+    parser.add_argument("--kinds", default="text,clip", help="search kinds: text,clip")
     parser.add_argument("--requests", type=int, default=200, help="requests per phase")
     parser.add_argument("--seconds", type=float, default=60.0, help="time cap per phase")
     parser.add_argument("--warmup", type=int, default=5, help="unmeasured requests per kind")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--cpus", type=int, default=2, help="pin the server to N cores (0: no)")
     parser.add_argument("--ready-timeout", type=float, default=600.0)
-    parser.add_argument("--upload-requests", type=int, default=4, help="requests per upload phase")
+    parser.add_argument(
+        "--upload-requests", type=int, default=4, help="requests per upload phase (0: none)"
+    )
     parser.add_argument("--upload-clients", type=int, default=1, help="concurrent upload clients")
     parser.add_argument("--json", action="store_true", help="print one JSON object last")
     args = parser.parse_args()
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    if not set(kinds) <= {"text", "clip"}:
+        parser.error(f"--kinds: text and/or clip, got {args.kinds!r}")
 
     from skysearch.config import load_settings
 
     workspace = load_settings(workspace=args.workspace).workspace.root
     times, spec = clip_times(workspace)
-    uploads = upload_requests(spec)
+    uploads = upload_requests(spec) if args.upload_requests > 0 else {}
     key = secrets.token_urlsafe(16)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     cpus = min(args.cpus, os.cpu_count() or 1) if args.cpus else None
     load_before = os.getloadavg()
-    log(f"starting skysearch serve on {url} (workspace {workspace}, cpus {cpus or 'all'})")
-    server = start_server(workspace, port, key, cpus)
-    try:
-        t0 = time.perf_counter()
-        state = wait_ready(url, key, server, args.ready_timeout)
-        if not state["ready"]:
-            raise SystemExit(f"error: the service failed to load: {state['detail']}")
-        log(f"ready in {time.perf_counter() - t0:.1f} s (server load {state['load_seconds']} s)")
-        channel = spec["channels"]
+    channel = spec["channels"]
 
-        def text(client: SkySearchClient, i: int) -> object:
-            return client.search_text(TEXTS[i % len(TEXTS)], k=args.k)
+    def text(client: SkySearchClient, i: int) -> object:
+        return client.search_text(TEXTS[i % len(TEXTS)], k=args.k)
 
-        def clip(client: SkySearchClient, i: int) -> object:
-            return client.search_clip(
-                at=times[i % len(times)],
-                channels=channel,
-                length=spec["length"],
-                gap_minutes=spec["gap_minutes"],
-                k=args.k,
-                filters=Filters(exclude_window_s=12 * 3600),
-            )
+    def clip(client: SkySearchClient, i: int) -> object:
+        return client.search_clip(
+            at=times[i % len(times)],
+            channels=channel,
+            length=spec["length"],
+            gap_minutes=spec["gap_minutes"],
+            k=args.k,
+            filters=Filters(exclude_window_s=12 * 3600),
+        )
 
-        results: dict = {}
-        errors = 0
-        samples: list[str] = []
-        for name, call in (("text", text), ("clip", clip)):
-            run_phase(f"{name} warm-up", url, key, call, 1, args.warmup, args.seconds)
-            cpu0 = cpu_seconds(server.pid)
-            stats, n_err, errs = run_phase(
-                name, url, key, call, args.clients, args.requests, args.seconds
-            )
-            # Server CPU time per request: what a request costs, whatever else loads the machine.
-            cpu_ms = (cpu_seconds(server.pid) - cpu0) * 1000 / max(1, stats["n"] + n_err)
-            results[name] = {**stats, "server_cpu_ms_per_request": round(cpu_ms, 2)}
-            errors += n_err
-            samples += errs
-        for name, (kind, files) in uploads.items():
-            call = upload_call(kind, files, spec)
-            with peak_extra_rss(server.pid, results.setdefault(name, {})):
-                stats, n_err, errs = run_phase(
-                    name, url, key, call, args.upload_clients, args.upload_requests, args.seconds
-                )
-            codes = sorted(set(call.statuses))
-            results[name].update(stats, status=codes, bytes=sum(len(d) for _, d in files))
-            log(f"{name}: HTTP {codes}, peak extra RSS {results[name]['peak_extra_rss_mb']} MB")
-            errors += n_err
-            samples += errs
-    finally:
-        server.send_signal(signal.SIGINT)
+    calls = {"text": text, "clip": clip}
+    results: dict = {"phases": []}
+    errors = 0
+    samples: list[str] = []
+    for number, window in enumerate(args.batch_window_ms):
+        url = f"http://127.0.0.1:{free_port()}"
+        log(
+            f"starting skysearch serve on {url} (workspace {workspace}, cpus {cpus or 'all'}, "
+            f"batch window {window} ms)"
+        )
+        server = start_server(workspace, int(url.rsplit(":", 1)[1]), key, cpus, window)
         try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+            t0 = time.perf_counter()
+            state = wait_ready(url, key, server, args.ready_timeout)
+            if not state["ready"]:
+                raise SystemExit(f"error: the service failed to load: {state['detail']}")
+            log(
+                f"ready in {time.perf_counter() - t0:.1f} s (server load {state['load_seconds']} s)"
+            )
+            for name in kinds:
+                call = calls[name]
+                run_phase(f"{name} warm-up", url, key, call, 1, args.warmup, args.seconds)
+                for clients in args.clients:
+                    cpu0 = cpu_seconds(server.pid)
+                    label = f"{name} (window {window} ms)"
+                    stats, n_err, errs = run_phase(
+                        label, url, key, call, clients, args.requests, args.seconds
+                    )
+                    # Server CPU per request: what a request costs, whatever else loads the machine.
+                    cpu_ms = (cpu_seconds(server.pid) - cpu0) * 1000 / max(1, stats["n"] + n_err)
+                    results["phases"].append(
+                        {
+                            "kind": name,
+                            "clients": clients,
+                            "batch_window_ms": window,
+                            **stats,
+                            "server_cpu_ms_per_request": round(cpu_ms, 2),
+                        }
+                    )
+                    errors += n_err
+                    samples += errs
+            for name, (kind, files) in uploads.items() if number == 0 else ():
+                call = upload_call(kind, files, spec)
+                with peak_extra_rss(server.pid, results.setdefault(name, {})):
+                    stats, n_err, errs = run_phase(
+                        name,
+                        url,
+                        key,
+                        call,
+                        args.upload_clients,
+                        args.upload_requests,
+                        args.seconds,
+                    )
+                codes = sorted(set(call.statuses))
+                results[name].update(stats, status=codes, bytes=sum(len(d) for _, d in files))
+                log(f"{name}: HTTP {codes}, peak extra RSS {results[name]['peak_extra_rss_mb']} MB")
+                errors += n_err
+                samples += errs
+        finally:
+            stop_server(server)
     for message in samples:
         log(f"error sample: {message}")
+    log(table(results["phases"]))
     out = {
         **results,
         "errors": errors,
-        "clients": args.clients,
         "upload_clients": args.upload_clients,
         "requests_per_phase": args.requests,
         "k": args.k,

@@ -89,6 +89,15 @@ def serve_command(
             help="Torch threads per inference (0: one per CPU this process may use).", min=0
         ),
     ] = 1,
+    batch_window_ms: Annotated[
+        float,
+        typer.Option(
+            help="Concurrent text and image queries share one model forward pass; a batch "
+            "waits at most this many milliseconds for the queries in flight (0: no batching).",
+            min=0,
+            max=1000,
+        ),
+    ] = 10.0,  # the service's BATCH_WINDOW_MS (imported late: it pulls in the models)
     write_openapi: Annotated[
         Path | None,
         typer.Option(help="Write the OpenAPI document to this file and exit (no server)."),
@@ -131,7 +140,9 @@ def serve_command(
     service_log.addHandler(handler)  # start-up (ready in N s, or why it failed) and 500s
     service_log.setLevel(logging.INFO)
     service_log.propagate = False
-    service = SearchService(settings, torch_threads=torch_threads or None)
+    service = SearchService(
+        settings, torch_threads=torch_threads or None, batch_window_ms=batch_window_ms
+    )
     service.open_store()  # a store another process holds: one error line, exit 2
     auth = "API key required (X-API-Key)" if api_key else "no API key (loopback only)"
     info(

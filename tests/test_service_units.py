@@ -253,3 +253,17 @@ def test_clip_animations_are_drawn_again_when_the_frame_catalog_changes(monkeypa
     assert service.clip_animation("c1", 64) != first and drawn == ["c1", "c1"]
     with pytest.raises(UsageError, match="at most 512"):
         service.clip_animation("c1", 513)
+
+
+def test_serve_batches_by_the_services_default_window():
+    """``skysearch serve --batch-window-ms`` defaults to the service's window (the CLI cannot
+    import it at start-up: it pulls in the models); 0 turns batching off."""
+    import inspect
+
+    from skysearch.cli.serve import serve_command
+    from skysearch.retrieval.search.batching import QueryEncoder
+    from skysearch.retrieval.service.service import BATCH_WINDOW_MS
+
+    option = inspect.signature(serve_command).parameters["batch_window_ms"]
+    assert option.default == BATCH_WINDOW_MS > 0
+    assert QueryEncoder(0)._batcher is None and QueryEncoder(BATCH_WINDOW_MS)._batcher

@@ -105,6 +105,29 @@ def test_offline_towers_carry_pretrained_weights():
     assert float(pooled[0] @ pooled[1]) > float(pooled[0] @ pooled[2]) + 0.1
 
 
+def test_text_embeddings_skip_unused_padding_and_stay_the_same(tiny_model_name):
+    """encode_texts runs the MiniLM tower on the batch's longest text, not the context length
+    (the cost of a query), with the embeddings of full padding; a tower that does not mask
+    padding (open_clip's own, causal) gets every column."""
+    texts = ["a forest", "dense residential area with small houses and gardens", "x"]
+    for name, trimmed in ((DEFAULT_MODEL, True), (tiny_model_name, False)):
+        tim = create_text_image_model(name, load_tower_weights=False)
+        seen: list[int] = []
+        encode_text = tim.model.encode_text
+        with torch.no_grad():
+            full = encode_text(tim.tokenizer(texts), normalize=True).numpy()
+
+        def spy(tokens, normalize=False, encode_text=encode_text, seen=seen):
+            seen.append(tokens.shape[1])
+            return encode_text(tokens, normalize=normalize)
+
+        tim.model.encode_text = spy
+        np.testing.assert_allclose(tim.encode_texts(texts), full, atol=1e-5)
+        np.testing.assert_allclose(tim.encode_texts(texts[:1]), full[:1], atol=1e-5)
+        context = tim.tokenizer(texts).shape[1]
+        assert (seen[0] < context and seen[1] < seen[0]) if trimmed else seen == [context] * 2
+
+
 def test_converter_writes_skyscript_csv_with_disjoint_split(tmp_path):
     paths = captions.convert_folder(MINI, tmp_path / "a")
     again = captions.convert_folder(MINI, tmp_path / "b")
@@ -459,3 +482,18 @@ def test_tuned_image_tower_recipe_and_other_architectures(tiny_model_name, tmp_p
     assert "heads" not in model.metadata and model.embed_dim == 384
     with pytest.raises(UsageError, match="no separable image trunk"):
         train_text_image(TrainConfig(**common, model_name=tiny_model_name), ws, progress=False)
+
+
+def test_embeddings_after_training_mode_are_inference_embeddings():
+    """A model left in train mode (dropout on) embeds in inference mode: encode_texts and
+    encode_pixels switch it (only then: eval() walks every module, a cost per query)."""
+    tim = create_text_image_model(DEFAULT_MODEL, load_tower_weights=False)
+    texts, pixels = ["a forest", "a river"], torch.rand(2, 3, tim.image_size, tim.image_size)
+    want_t, want_p = tim.encode_texts(texts), tim.encode_pixels(pixels)
+    for encode, data, want in (
+        (tim.encode_texts, texts, want_t),
+        (tim.encode_pixels, pixels, want_p),
+    ):
+        tim.model.train()
+        np.testing.assert_allclose(encode(data), want, atol=1e-5)
+        assert not tim.model.training

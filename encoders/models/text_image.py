@@ -98,17 +98,40 @@ class TextImageModel:
     @torch.no_grad()
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """L2-normalised text embeddings, float32 (n, embed_dim)."""
-        self.model.eval()
+        self._eval()
         out = []
         for i in range(0, len(texts), batch_size):
-            tokens = self.tokenizer(list(texts[i : i + batch_size])).to(self.device)
-            out.append(self.model.encode_text(tokens, normalize=True).float().cpu())
+            tokens = self._trim_padding(self.tokenizer(list(texts[i : i + batch_size])))
+            out.append(self.model.encode_text(tokens.to(self.device), normalize=True).float().cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, self.embed_dim), np.float32)
+
+    def _eval(self) -> None:
+        """Inference mode. ``eval()`` walks every module (MiniLM + EfficientNet: ~400, 1-2 ms
+        of Python per query, holding the GIL), so only when training left the model in train
+        mode: training sets the root's mode first (``train_mode``), so its flag tells."""
+        if self.model.training:
+            self.model.eval()
+
+    def _trim_padding(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens without the padding columns no text of the batch uses, where the text tower
+        ignores padding (a Hugging Face tower masks it by attention; mean and CLS pooling skip
+        it): the tokenizer pads every text to the context length, and the transformer's cost
+        grows with it (MiniLM, one 8-token text: ~20 ms padded to 32, ~11 ms trimmed; the
+        embeddings agree within 1e-6). Other towers get the tokens as they are."""
+        from open_clip.hf_model import ClsPooler, HFTextEncoder, MeanPooler
+
+        text = getattr(self.model, "text", None)
+        if not isinstance(text, HFTextEncoder) or not isinstance(
+            text.pooler, MeanPooler | ClsPooler
+        ):
+            return tokens
+        used = (tokens != text.config.pad_token_id).any(dim=0).nonzero()
+        return tokens[:, : int(used.max()) + 1] if len(used) else tokens
 
     @torch.no_grad()
     def encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
         """L2-normalised image embeddings from a preprocessed batch (n, 3, H, W)."""
-        self.model.eval()
+        self._eval()
         pixels = pixels.to(self.device)
         return self.model.encode_image(pixels, normalize=True).float().cpu().numpy()
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
+from skysearch.retrieval.search.batching import QueryEncoder
 from skysearch.retrieval.search.frame_queries import FrameQuery, resolve_frame
 from skysearch.retrieval.search.models import ModelCache, fits
 from skysearch.retrieval.search.queries import ClipQuery, QueryClip, QueryResolver
@@ -85,16 +86,23 @@ class Searcher:
 
     ``store``: an open :class:`~skysearch.retrieval.store.base.VectorStore` to use (not closed by
     :meth:`close`); by default the settings' store is opened on first use.
+    ``batch_window_ms`` > 0: text and image queries of concurrent threads share one forward
+    pass, a batch waiting at most that long for the others (:mod:`~.batching`; the service).
     """
 
     def __init__(
-        self, settings: Settings, store: VectorStore | None = None, device: str | None = None
+        self,
+        settings: Settings,
+        store: VectorStore | None = None,
+        device: str | None = None,
+        batch_window_ms: float = 0.0,
     ) -> None:
         self.settings = settings
         self.workspace = settings.workspace
         self.device = device or settings.device
         self.models = ModelCache(self.workspace, self.device)
         self.queries = QueryResolver(self.workspace)
+        self.encoder = QueryEncoder(batch_window_ms)
         self._store = store
         self._own_store = store is None
         self._lock = threading.Lock()
@@ -369,7 +377,7 @@ class Searcher:
         with timer("load"):
             tim = self.text_model(model_id)
         with timer("embed"):
-            vector = tim.encode_texts([text.strip()])[0]
+            vector = self.encoder.text(tim, text.strip())
         query = {"kind": "text", "text": text.strip(), "model_id": tim.model_id}
         return self._scene_search(vector, tim, query, filters, timer)
 
@@ -390,13 +398,13 @@ class Searcher:
         names, vectors = [], []
         with timer("embed"):  # one example at a time: an iterator of uploads is never held
             for example in [image] if single else image:
-                vectors.append(tim.encode_images([example])[0])
+                vectors.append(self.encoder.image(tim, example))
                 names.append(str(example) if isinstance(example, str | Path) else "<upload>")
             if not vectors:
                 raise UsageError("give at least one example image")
             vector = _unit(np.mean(vectors, axis=0))
             if text and text.strip():
-                vector = _unit(vector + tim.encode_texts([text.strip()])[0])
+                vector = _unit(vector + self.encoder.text(tim, text.strip()))
         query = {"kind": "image", "image": names[0], "images": names, "model_id": tim.model_id}
         if text and text.strip():
             query["text"] = text.strip()

@@ -11,10 +11,10 @@ Concurrency: the embedded store (qdrant-edge) is locked to ONE process, so the s
 process and answers requests from a thread pool; searches run in parallel (the façade is
 shared by threads; open_clip's Hugging Face tokenizer sends the same truncation/padding settings
 on every call, so concurrent calls do not mutate it: 4,000 calls from 8 threads, no error;
-tests compare concurrent answers with sequential ones). Torch runs
-ONE intra-op thread per inference by default, so concurrent searches use the cores side by
-side and, on a busy machine, OpenMP threads do not spin against each other (on 2 shared cores:
-a text embedding took ~700 ms wall / ~240 ms CPU with 2 threads, ~80 ms / ~24 ms with 1).
+tests compare concurrent answers with sequential ones). Concurrent text and image queries
+share one forward pass (``search.batching``; ``batch_window_ms`` caps the wait). Torch runs
+ONE intra-op thread per inference by default, so concurrent batches use the cores side by side
+and OpenMP threads do not spin against each other on a busy machine (2 threads: ~10x the CPU).
 For several processes or hosts, point every instance at a Qdrant server (``QDRANT_URL``)
 instead of the embedded store.
 
@@ -72,6 +72,7 @@ from skysearch.config import Settings
 from skysearch.errors import NotFoundError, SkySearchError, StoreError, UsageError
 
 log = logging.getLogger("skysearch.service")
+BATCH_WINDOW_MS = 10.0  # longest a query waits for others to share its forward pass
 
 
 @dataclass(frozen=True)
@@ -111,8 +112,10 @@ class SearchService:
         limits: ServiceLimits | None = None,
         device: str | None = None,
         torch_threads: int | None = 1,
+        batch_window_ms: float = BATCH_WINDOW_MS,
     ) -> None:
         self.settings = settings
+        self.batch_window_ms = batch_window_ms
         self.limits = limits or ServiceLimits()
         self.device = device
         self.torch_threads = torch_threads
@@ -190,7 +193,7 @@ class SearchService:
 
         if self._searcher is not None:
             return self._searcher
-        searcher = Searcher(self.settings, device=self.device)
+        searcher = Searcher(self.settings, device=self.device, batch_window_ms=self.batch_window_ms)
         try:
             for name in searcher.store.collections():
                 searcher.store.info(name)
