@@ -1,12 +1,13 @@
 """Readers and embedders of the catalog collections (``skysearch index frames|clips``).
 
-Frames: one point per frame of a single-channel frame model's satellite/channel, embedded by the
-frame encoder. Clips: one point per clip of the clip model's spec; the clip's distinct frames
-(steps) are embedded once per chunk by the frame encoder, then the clip encoder pools them.
-Frame pixels are read from the frame store by ``DataLoader`` workers on both cores. Points go
-through the shared pipeline (``skysearch.retrieval.indexing.pipeline``) with the payloads of
-``skysearch.retrieval.store.schema``, under the vector name = the model id, so vectors of
-different models never mix (search with ``vector_name=record.model_id``).
+Frames: one point per frame of a single-channel frame model's satellites and channel, embedded by
+the frame encoder (a satellite at a time: working sizes may differ). Clips: one point per clip of
+the clip model's spec and satellites; the clip's distinct frames (steps) are embedded once per
+chunk by the frame encoder, then the clip encoder pools them. Frame pixels are read from the frame
+store by ``DataLoader`` workers on both cores. Points go through the shared pipeline
+(``skysearch.retrieval.indexing.pipeline``) with the payloads of
+``skysearch.retrieval.store.schema``, under the vector name = the model id, so vectors of different
+models never mix (search with ``vector_name=record.model_id``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from skysearch.ingest.catalog import read_frames
 from skysearch.ingest.engines import Engine
 from skysearch.ingest.tracks import PAYLOAD_KEYS, track_payloads
 from skysearch.retrieval.indexing.pipeline import IndexReport, Item, Listing, run_index
-from skysearch.retrieval.indexing.steps import steps_embedder
+from skysearch.retrieval.indexing.steps import embed_by_group, steps_embedder
 from skysearch.retrieval.store import VectorStore
 from skysearch.retrieval.store.schema import CLIPS, FRAMES, time_payload
 
@@ -73,15 +74,19 @@ def index_clips(
     store: VectorStore | None = None,
     progress: bool = True,
     engine: Engine | None = None,
+    satellite: str | None = None,
 ) -> IndexReport:
     """Embed every clip of the clip model's spec and upsert it into the ``clips`` collection.
-    ``engine``: where the frames are embedded (default: here; the clips are pooled here)."""
+    ``engine``: where the frames are embedded (default: here; the clips are pooled here).
+    ``satellite``: only its clips (see :func:`~skysearch.encoders.registry.embedding_plan`);
+    default: every satellite the model was trained on."""
     workspace = settings.workspace
     torch_device = resolve_device(device or settings.device)
-    embedder, record = load_clip_embedder(workspace, model_id, str(torch_device))
+    record, satellites = registry.embedding_plan(workspace, "clip", model_id, satellite)
+    embedder, record = load_clip_embedder(workspace, record.model_id, str(torch_device))
     data = record.config["data"]
     clip_set = load_clip_set(
-        workspace, data["satellite"], data["channels"], data["length"], data["gap_minutes"]
+        workspace, satellites, data["channels"], data["length"], data["gap_minutes"]
     )
     rows = clip_set.clips.select(["clip_id", "satellite", "channels", "start", "event"]).to_pylist()
     sources = _source_paths(workspace, [clip_set.steps[s][0] for s in clip_set.index[:, 0]])
@@ -113,7 +118,8 @@ def index_clips(
     def embed(chunk: list[Item]) -> tuple[list[Item], np.ndarray, list[dict[str, str]]]:
         index = clip_set.index[[it.source for it in chunk]]
         steps = np.unique(index)
-        frames = embed_frames([clip_set.steps[s] for s in steps])
+        step_ids = [clip_set.steps[s] for s in steps]
+        frames = embed_by_group(embed_frames, step_ids, clip_set.step_satellite[steps])
         local = torch.as_tensor(np.searchsorted(steps, index))
         with torch.no_grad():
             vectors = embedder.clip(frames[local].to(torch_device)).cpu().numpy()
@@ -132,19 +138,24 @@ def index_frames(
     store: VectorStore | None = None,
     progress: bool = True,
     engine: Engine | None = None,
+    satellite: str | None = None,
 ) -> IndexReport:
-    """Embed every frame of a single-channel frame model's satellite/channel into ``frames``.
-    ``engine``: where the frames are embedded (default: here)."""
+    """Embed every frame of a single-channel frame model's satellites and channel into
+    ``frames``. ``engine``: where the frames are embedded (default: here). ``satellite``: as
+    for :func:`index_clips`."""
     workspace = settings.workspace
     torch_device = resolve_device(device or settings.device)
-    encoder, record = load_frame_encoder(workspace, model_id, str(torch_device))
-    table = read_frames(
-        workspace,
-        satellite=record.config["data"]["satellite"],
-        channel=frame_channel(record, "index frames"),
-        columns=["frame_id", "satellite", "channel", "time", "source_path", "event"],
-    )
-    rows = table.to_pylist()
+    record, satellites = registry.embedding_plan(workspace, "frame", model_id, satellite)
+    encoder, record = load_frame_encoder(workspace, record.model_id, str(torch_device))
+    channel = frame_channel(record, "index frames")
+    columns = ["frame_id", "satellite", "channel", "time", "source_path", "event"]
+    rows = [
+        row
+        for sat in satellites
+        for row in read_frames(
+            workspace, satellite=sat, channel=channel, columns=columns
+        ).to_pylist()
+    ]
     extras = event_payloads(workspace, [r["event"] for r in rows], [r["time"] for r in rows])
     items = [
         Item(
@@ -167,7 +178,8 @@ def index_frames(
     embed_frames = steps_embedder(engine, encoder, workspace, model, torch_device, workers)
 
     def embed(chunk: list[Item]) -> tuple[list[Item], np.ndarray, list[dict[str, str]]]:
-        return chunk, embed_frames([it.source for it in chunk]).numpy(), []
+        groups = [it.payload["satellite"] for it in chunk]
+        return chunk, embed_by_group(embed_frames, [it.source for it in chunk], groups).numpy(), []
 
     listing = Listing(FRAMES, items, fingerprint=EVENT_FINGERPRINT)
     return run_index(settings, listing, embed, record.model_id, encoder.dim, store, progress)

@@ -11,8 +11,9 @@ the local ones up to float rounding, and the point ids (from the catalog) are th
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -108,3 +109,22 @@ def steps_embedder(
         return torch.cat(out) if out else torch.empty(0)
 
     return on_engine
+
+
+def embed_by_group(
+    embed: Callable[[list[tuple[str, ...]]], torch.Tensor],
+    steps: list[tuple[str, ...]],
+    groups: Sequence[Any],
+) -> torch.Tensor:
+    """``embed(steps)`` one group (satellite) at a time, in the steps' order: frames of
+    satellites of different working sizes never share a batch."""
+    keys = np.asarray(groups)
+    parts = {key: np.flatnonzero(keys == key) for key in dict.fromkeys(groups)}
+    vectors = {key: embed([steps[i] for i in rows]) for key, rows in parts.items()}
+    if len(parts) == 1:
+        return next(iter(vectors.values()))
+    first = next(iter(vectors.values()))
+    out = torch.empty((len(steps), *first.shape[1:]), dtype=first.dtype)
+    for key, rows in parts.items():
+        out[torch.as_tensor(rows)] = vectors[key]
+    return out
