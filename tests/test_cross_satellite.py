@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 from conftest import first_ir_frames, shared_data
 from skysearch.encoders.registry import list_models
+from skysearch.encoders.training.cells import pair_partners
 from skysearch.retrieval.search.models import pick_clip_model, pick_frame_model
 
 from skysearch.config import Workspace
@@ -205,3 +207,17 @@ def test_old_single_satellite_model_still_selects_and_evaluates(world, cli_modul
     protocol = json.loads(cross.stdout.strip().splitlines()[-1])["protocol"]
     # never trained on gms3: its own range, held out by the default fraction
     assert protocol["satellite"] == "gms3" and protocol["holdout_start"].startswith("1987-")
+
+
+def test_cell_pairs_of_a_cross_satellite_model_stay_within_a_satellite():
+    """Pairing GOES cells with GMS-3 cells taught the one-value-per-cell network how the two
+    archives' grey levels differ and cost it each one's ranking (bench/RESULTS.md)."""
+    groups = np.array([0] * 5 + [1] * 7 + [0] * 3)
+    first = np.random.default_rng(0).integers(0, 15, 2000)
+    partners = pair_partners(first, groups, np.random.default_rng(1))
+    assert np.array_equal(groups[partners], groups[first])
+    assert set(partners[groups[first] == 1]) == set(np.flatnonzero(groups == 1))
+    assert set(partners[groups[first] == 0]) == set(np.flatnonzero(groups == 0))
+    # one satellite: exactly the draws of the models trained before satellites were grouped
+    one = pair_partners(first, np.zeros(15, np.int64), np.random.default_rng(1))
+    assert np.array_equal(one, np.random.default_rng(1).integers(0, 15, 2000))

@@ -108,7 +108,7 @@ def train_frames(
         forward = lambda feats: F.normalize(net.head(feats), dim=-1)  # noqa: E731
     if cell_metric:
         model.to(device)
-        batches = cell_pair_batches(model, frames, device)
+        batches = cell_pair_batches(model, frames, device, groups=clip_set.step_satellite[steps])
         history = fit_batches(model, batches, train, run_dir, run_fp, "train frames", trainable)
     else:
         history = train_on_arrays(
