@@ -221,3 +221,24 @@ def test_cell_pairs_of_a_cross_satellite_model_stay_within_a_satellite():
     # one satellite: exactly the draws of the models trained before satellites were grouped
     one = pair_partners(first, np.zeros(15, np.int64), np.random.default_rng(1))
     assert np.array_equal(one, np.random.default_rng(1).integers(0, 15, 2000))
+
+
+def test_frames_of_two_working_sizes_embed_in_one_batch(world):
+    """GOES (234x360) and GMS-3 (256x256) frames interleaved in one DataLoader batch (an index
+    chunk of a cross-satellite model): the same vectors as each satellite embedded alone."""
+    import torch
+    from skysearch.encoders.factory import load_frame_encoder
+    from skysearch.ingest.catalog import read_frames
+    from skysearch.retrieval.indexing.steps import embed_steps
+
+    encoder, _ = load_frame_encoder(world)
+    cpu = torch.device("cpu")
+    ids = {
+        sat: read_frames(world, satellite=sat, columns=["frame_id"])["frame_id"].to_pylist()[:3]
+        for sat in ("goes-east", "gms3")
+    }
+    mixed = [(fid,) for pair in zip(ids["goes-east"], ids["gms3"], strict=True) for fid in pair]
+    together = embed_steps(encoder, world, mixed, cpu, workers=0)
+    for start, sat in enumerate(("goes-east", "gms3")):
+        alone = embed_steps(encoder, world, [(fid,) for fid in ids[sat]], cpu, workers=0)
+        assert torch.allclose(together[start::2], alone, atol=1e-6)

@@ -1,13 +1,12 @@
 """Readers and embedders of the catalog collections (``skysearch index frames|clips``).
 
-Frames: one point per frame of a single-channel frame model's satellites and channel, embedded by
-the frame encoder (a satellite at a time: working sizes may differ). Clips: one point per clip of
-the clip model's spec and satellites; the clip's distinct frames (steps) are embedded once per
-chunk by the frame encoder, then the clip encoder pools them. Frame pixels are read from the frame
-store by ``DataLoader`` workers on both cores. Points go through the shared pipeline
-(``skysearch.retrieval.indexing.pipeline``) with the payloads of
-``skysearch.retrieval.store.schema``, under the vector name = the model id, so vectors of different
-models never mix (search with ``vector_name=record.model_id``).
+Frames: one point per frame of a single-channel frame model's satellites/channel, embedded by the
+frame encoder. Clips: one point per clip of the clip model's spec and satellites; the distinct
+frames (steps) are embedded once per chunk by the frame encoder, then the clip encoder pools them.
+Frame pixels are read from the frame store by ``DataLoader`` workers on both cores. Points go
+through the shared pipeline (``skysearch.retrieval.indexing.pipeline``) with the payloads of
+``skysearch.retrieval.store.schema``, under the vector name = the model id, so vectors of
+different models never mix (search with ``vector_name=record.model_id``).
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from skysearch.ingest.catalog import read_frames
 from skysearch.ingest.engines import Engine
 from skysearch.ingest.tracks import PAYLOAD_KEYS, track_payloads
 from skysearch.retrieval.indexing.pipeline import IndexReport, Item, Listing, run_index
-from skysearch.retrieval.indexing.steps import embed_by_group, steps_embedder
+from skysearch.retrieval.indexing.steps import steps_embedder
 from skysearch.retrieval.store import VectorStore
 from skysearch.retrieval.store.schema import CLIPS, FRAMES, time_payload
 
@@ -118,8 +117,7 @@ def index_clips(
     def embed(chunk: list[Item]) -> tuple[list[Item], np.ndarray, list[dict[str, str]]]:
         index = clip_set.index[[it.source for it in chunk]]
         steps = np.unique(index)
-        step_ids = [clip_set.steps[s] for s in steps]
-        frames = embed_by_group(embed_frames, step_ids, clip_set.step_satellite[steps])
+        frames = embed_frames([clip_set.steps[s] for s in steps])
         local = torch.as_tensor(np.searchsorted(steps, index))
         with torch.no_grad():
             vectors = embedder.clip(frames[local].to(torch_device)).cpu().numpy()
@@ -178,8 +176,7 @@ def index_frames(
     embed_frames = steps_embedder(engine, encoder, workspace, model, torch_device, workers)
 
     def embed(chunk: list[Item]) -> tuple[list[Item], np.ndarray, list[dict[str, str]]]:
-        groups = [it.payload["satellite"] for it in chunk]
-        return chunk, embed_by_group(embed_frames, [it.source for it in chunk], groups).numpy(), []
+        return chunk, embed_frames([it.source for it in chunk]).numpy(), []
 
     listing = Listing(FRAMES, items, fingerprint=EVENT_FINGERPRINT)
     return run_index(settings, listing, embed, record.model_id, encoder.dim, store, progress)
