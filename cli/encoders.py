@@ -83,6 +83,13 @@ def train_frames_command(
     satellite: Annotated[
         str | None, typer.Option(help="Satellite (default: by clip count).")
     ] = None,
+    satellites: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated satellites, e.g. coms,gk2a: one model on the clips of each "
+            "(same channels, length and gap; each split by time on its own range)."
+        ),
+    ] = None,
     length: Annotated[int | None, typer.Option(help="Clip length L of the clip spec.")] = None,
     gap: Annotated[int | None, typer.Option(help="Clip gap G (minutes) of the clip spec.")] = None,
     backbone: Annotated[
@@ -121,9 +128,27 @@ def train_frames_command(
 
     settings = load_settings(workspace=workspace, device=device)
     channel_list = channels.split(",") if channels else None
-    data = DataSpec(satellite, channel_list, length, gap, holdout, validation)
+    data = DataSpec(
+        _satellites(satellite, satellites), channel_list, length, gap, holdout, validation
+    )
     config = _train_config(objective, epochs, batch_size, lr, seed, settings.device, min_pair_hours)
     _report(train_frames(settings.workspace, data, config, backbone), json_out)
+
+
+def _satellites(satellite: str | None, satellites: str | None) -> str | list[str] | None:
+    """``--satellite a`` or ``--satellites a,b`` (not both)."""
+    from skysearch.errors import UsageError
+
+    if satellite and satellites:
+        raise UsageError(
+            "give {satellite} or {satellites}, not both", params=["satellite", "satellites"]
+        )
+    if satellites is None:
+        return satellite
+    names = [name.strip() for name in satellites.split(",") if name.strip()]
+    if not names:
+        raise UsageError("{satellites} names no satellite", params=["satellites"])
+    return names
 
 
 @train_app.command("clips")
@@ -183,6 +208,13 @@ def eval_clips_command(
     exclude_hours: ExcludeHoursOption = 12.0,
     baselines: BaselinesOption = True,
     split: SplitOption = "test",
+    satellite: Annotated[
+        str | None,
+        typer.Option(
+            help="Score this satellite's clips (default: the model's first). One the model "
+            "was not trained on: cross-satellite, its hold-out by the model's fraction."
+        ),
+    ] = None,
     device: DeviceOption = None,
     seed: SeedOption = 0,
     workspace: WorkspaceOption = None,
@@ -195,7 +227,16 @@ def eval_clips_command(
     from skysearch.retrieval.evaluation.clips import evaluate_clips
 
     _evaluate(
-        evaluate_clips, model, exclude_hours, baselines, split, device, seed, workspace, json_out
+        evaluate_clips,
+        model,
+        exclude_hours,
+        baselines,
+        split,
+        device,
+        seed,
+        workspace,
+        json_out,
+        satellite=satellite,
     )
 
 
@@ -304,6 +345,7 @@ def _evaluate(
     json_out: bool,
     k: int = 10,
     render: Callable[[dict[str, Any]], tuple[dict[str, float], list[str]]] | None = None,
+    satellite: str | None = None,
 ) -> None:
     """Run one evaluation, record the trained model's scores in the registry, print them.
 
@@ -320,10 +362,13 @@ def _evaluate(
         baselines=baselines,
         device=settings.device,
         split=split,
+        satellite=satellite,
     )
     result = evaluate(settings.workspace, model, options)
     metrics, lines = (render or _ranking_lines)(result)
     prefix = "" if split == "test" else f"{split}_"
+    if satellite:
+        prefix += f"{satellite}_"
     update_metrics(
         settings.workspace,
         result["model_id"],
@@ -349,8 +394,8 @@ def _ranking_lines(result: dict[str, Any]) -> tuple[dict[str, float], list[str]]
     proto = result["protocol"]
     split = proto["split"]
     head = (
-        f"{proto['queries']} {'held-out' if split == 'test' else split} queries "
-        f"(from {proto['holdout_start']}), "
+        f"{proto['queries']} {'held-out' if split == 'test' else split} queries of "
+        f"{proto['satellite']} (from {proto['holdout_start']}), "
         f"~{proto['mean_candidates']:.0f} candidates each, {proto['pearson_pairs']} pairs"
     )
     metrics = {m: result[m]["trained"] for m in ("ndcg_at_10", "recall_at_10", "pearson")}
@@ -382,6 +427,13 @@ ToParquetOption = Annotated[
         show_default=False,
     ),
 ]
+IndexSatelliteOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Only this satellite (default: every satellite the model was trained on). With "
+        "--model, a satellite the model never saw (same channels): cross-satellite vectors."
+    ),
+]
 
 
 @index_app.command("clips")
@@ -389,6 +441,7 @@ def index_clips_command(
     model: Annotated[str | None, typer.Option(help="Clip model id (default: the latest).")] = None,
     device: DeviceOption = None,
     workers: WorkersOption = 2,
+    satellite: IndexSatelliteOption = None,
     engine: EngineOption = EngineName.local,
     address: AddressOption = None,
     to_parquet: ToParquetOption = None,
@@ -404,7 +457,14 @@ def index_clips_command(
 
     settings = load_settings(workspace=workspace, device=device)
     with closing(get_engine(engine.value, address)) as runner:
-        report = index_clips(settings, model, workers=workers, engine=runner, to_parquet=to_parquet)
+        report = index_clips(
+            settings,
+            model,
+            workers=workers,
+            engine=runner,
+            to_parquet=to_parquet,
+            satellite=satellite,
+        )
     _index_report(report, json_out)
 
 
@@ -413,6 +473,7 @@ def index_frames_command(
     model: Annotated[str | None, typer.Option(help="Frame model id (default: the latest).")] = None,
     device: DeviceOption = None,
     workers: WorkersOption = 2,
+    satellite: IndexSatelliteOption = None,
     engine: EngineOption = EngineName.local,
     address: AddressOption = None,
     to_parquet: ToParquetOption = None,
@@ -429,6 +490,11 @@ def index_frames_command(
     settings = load_settings(workspace=workspace, device=device)
     with closing(get_engine(engine.value, address)) as runner:
         report = index_frames(
-            settings, model, workers=workers, engine=runner, to_parquet=to_parquet
+            settings,
+            model,
+            workers=workers,
+            engine=runner,
+            to_parquet=to_parquet,
+            satellite=satellite,
         )
     _index_report(report, json_out)

@@ -184,6 +184,8 @@ def render_result(
     else:
         what = f"{q['kind']} query {q.get('text') or q.get('image')!r} (model {q['model_id']})"
     info(what)
+    if q.get("note"):
+        info(f"note: {q['note']}")
     rows, columns = result_rows(result)
     result_text(table(rows, columns) if rows else "no results (loosen the filters?)", json_out)
     timing = ", ".join(f"{k} {v:.0f} ms" for k, v in result.timing_ms.items())

@@ -46,6 +46,14 @@ class ModelRecord:
         return asdict(self)
 
 
+def model_satellites(data: Mapping[str, Any]) -> list[str]:
+    """The satellites a model's training ``data`` section covers: its ``satellites`` list (a
+    cross-satellite model), else its one ``satellite`` (every model before the list)."""
+    if data.get("satellites"):
+        return list(data["satellites"])
+    return [data["satellite"]] if data.get("satellite") else []
+
+
 def _registry_path(workspace: Workspace) -> Path:
     return workspace.models_dir / REGISTRY_FILE
 
@@ -182,3 +190,31 @@ def resolve(workspace: Workspace, kind: str, model_id: str | None = None) -> Mod
     if record.kind != kind:
         raise NotFoundError(f"model {model_id} is a {record.kind} model, not a {kind} model")
     return record
+
+
+def embedding_plan(
+    workspace: Workspace, kind: str, model_id: str | None, satellite: str | None
+) -> tuple[ModelRecord, list[str]]:
+    """The model that indexes a catalog and the satellites whose frames or clips it embeds.
+
+    No ``satellite``: ``model_id`` (else the latest ``kind`` model) and every satellite it was
+    trained on. A ``satellite``: the latest model trained on it, or ``model_id`` — which may be
+    a model of other satellites (same channels): embedding a satellite with a model that never
+    saw it is allowed only by naming the model."""
+    if satellite is None:
+        record = resolve(workspace, kind, model_id)
+        return record, model_satellites(record.config.get("data", {}))
+    if model_id is not None:
+        return resolve(workspace, kind, model_id), [satellite]
+    records = list_models(workspace, kind)
+    covering = [r for r in records if satellite in model_satellites(r.config.get("data", {}))]
+    if not covering:
+        trained = sorted({",".join(model_satellites(r.config.get("data", {}))) for r in records})
+        raise NotFoundError(
+            f"no {kind} model was trained on {{satellite}} {satellite} (trained on: "
+            f"{'; '.join(trained) or 'none'}): train one on it (alone or with others), or name "
+            f"a model of another satellite with {{model_id}} to embed {satellite} with it "
+            "(same channels; vectors of a model that never saw the satellite)",
+            params=["satellite", "model_id"],
+        )
+    return covering[-1], [satellite]

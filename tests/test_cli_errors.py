@@ -190,6 +190,16 @@ CASES: dict[str, list[Case]] = {
         c("train", "frames", "--backbone", "nope", *W, expect="unknown frame backbone"),
         c("train", "frames", "--objective", "nope", *W, expect="unknown objective"),
         c("train", "frames", "-w", "{missing}", expect="no clips in the clip catalog"),
+        c("train", "frames", "--satellites", "goes-east,nope", *W, expect="no clips of nope"),
+        c("train", "frames", "--satellites", "goes-east,goes-east", *W, expect="twice"),
+        c("train", "frames", "--satellites", ",", *W, expect="--satellites names no satellite"),
+        c(
+            "train",
+            "frames",
+            *("--satellite", "goes-east", "--satellites", "goes-east"),
+            *W,
+            expect="give --satellite or --satellites, not both",
+        ),
     ],
     "train clips": [
         c("train", "clips", *W, expect="no frame model"),
@@ -226,6 +236,7 @@ CASES: dict[str, list[Case]] = {
     "eval clips": [
         c("eval", "clips", *W, expect="no clip model"),
         c("eval", "clips", "--exclude-hours", "-1", *W, expect=USAGE),
+        c("eval", "clips", "--satellite", "nope", *W, expect="no clip model"),
         c("eval", "clips", "-w", "{ws_config_binary}", expect="is corrupt"),
         c("eval", "clips", "-w", "{ws_config_empty}", expect="has no frame, clip section"),
     ],
@@ -255,6 +266,7 @@ CASES: dict[str, list[Case]] = {
     "index clips": [
         c("index", "clips", *W, expect="no clip model"),
         c("index", "clips", "--workers", "-1", *W, expect=USAGE),
+        c("index", "clips", "--satellite", "nope", *W, expect="no clip model was trained on"),
         c("index", "clips", "--engine", "spark", *W, expect=USAGE),
         c("index", "clips", "--address", "ray://h:1", *W, expect="it needs --engine ray"),
         c("index", "clips", "-w", "{ws_config_empty}", expect="has no frame, clip section"),
@@ -262,6 +274,7 @@ CASES: dict[str, list[Case]] = {
     "index frames": [
         c("index", "frames", *W, expect="no frame model"),
         c("index", "frames", "--workers", "-1", *W, expect=USAGE),
+        c("index", "frames", "--satellite", "x", *W, expect="no frame model was trained on"),
         c("index", "frames", "--engine", "ray", "--address", "h", *W, expect="ray://HOST:PORT"),
         c("index", "frames", "-w", "{ws_config_empty}", expect="has no frame section"),
     ],

@@ -364,13 +364,17 @@ def _data_of(workspace: Workspace) -> dict[str, set[tuple]]:
     return {"frame": set(pairs), "clip": set(spec_keys(clips))}
 
 
-def _data_key(record: Any) -> tuple:
-    """What a model embeds, as ``_data_of`` keys it (a frame pair or a clip spec)."""
+def _data_keys(record: Any) -> list[tuple]:
+    """What a model embeds, as ``_data_of`` keys it (frame pairs or clip specs), one per
+    satellite it was trained on."""
+    from skysearch.encoders.registry import model_satellites
+
     data = record.config.get("data", {})
     channels = "+".join(data.get("channels", []))
     if record.kind == "frame":
-        return (data.get("satellite"), channels)
-    return (data.get("satellite"), channels, data.get("length"), data.get("gap_minutes"))
+        return [(sat, channels) for sat in model_satellites(data)]
+    spec = (channels, data.get("length"), data.get("gap_minutes"))
+    return [(sat, *spec) for sat in model_satellites(data)]
 
 
 def _unmodelled(workspace: Workspace, have: dict[str, set[tuple]]) -> list[str]:
@@ -379,9 +383,10 @@ def _unmodelled(workspace: Workspace, have: dict[str, set[tuple]]) -> list[str]:
     from skysearch.retrieval.indexing.catalogs import CATALOG_COLLECTIONS, catalog_models
 
     covered = {
-        _data_key(record)
+        key
         for collection in CATALOG_COLLECTIONS
         for record in catalog_models(workspace, collection)
+        for key in _data_keys(record)
     }
     lines = [
         f"{sat} {chan} frames have no single-channel frame model "
@@ -400,18 +405,15 @@ def _unmodelled(workspace: Workspace, have: dict[str, set[tuple]]) -> list[str]:
 
 def _missing_data(record: Any, have: dict[str, set[tuple]]) -> str:
     """Why the catalogs hold nothing for this model to embed ("" when they do)."""
-    data = record.config.get("data", {})
-    satellite, channels = data.get("satellite"), list(data.get("channels", []))
-    if not satellite or not channels:
+    keys = _data_keys(record)
+    if not keys or not keys[0][1]:
         return "its registry entry names no satellite and channels it embeds"
-    if record.kind == "frame":
-        if (satellite, channels[0]) in have["frame"]:
-            return ""
-        return f"no {satellite} {'+'.join(channels)} frames in the catalog"
-    key = (satellite, "+".join(channels), data.get("length"), data.get("gap_minutes"))
-    if key in have["clip"]:
-        return ""
-    return f"no {satellite} {key[1]} {key[2]}x{key[3]}m clips in the clip catalog"
+    for key in keys:  # a cross-satellite model indexes every satellite it was trained on
+        if record.kind == "frame" and (key[0], key[1].split("+")[0]) not in have["frame"]:
+            return f"no {key[0]} {key[1]} frames in the catalog"
+        if record.kind != "frame" and key not in have["clip"]:
+            return f"no {key[0]} {key[1]} {key[2]}x{key[3]}m clips in the clip catalog"
+    return ""
 
 
 def _build_index(

@@ -1,9 +1,11 @@
 """Training and evaluation data from a workspace: one clip spec, its frames, its ground truth.
 
-A *clip set* is every clip of one (satellite, channels, length, gap) spec from the clip catalog.
-Its clips overlap, so their frames are factored into *steps*: the distinct time steps (one frame
-id per channel) that clips use, with ``index[clip, l]`` the step of the clip's frame ``l``.
-Frames and ground-truth similarities are then computed once per step, not once per clip.
+A *clip set* is every clip of one (satellite, channels, length, gap) spec from the clip catalog,
+or of one (channels, length, gap) spec over several satellites (a cross-satellite model's
+training set: ``train frames --satellites a,b``). Its clips overlap, so their frames are
+factored into *steps*: the distinct time steps (one frame id per channel) that clips use,
+with ``index[clip, l]`` the step of the clip's frame ``l``. Frames and ground-truth
+similarities are then computed once per step, not once per clip.
 
 Ground truth: the grid Kolmogorov-Smirnov similarity (``skysearch.ingest.similarity``,
 clean mode, N=24, B=20). Clip similarity is by definition the mean over frames (frame i against
@@ -15,8 +17,10 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -40,7 +44,7 @@ from skysearch.errors import NotFoundError, UsageError
 class ClipSet:
     """Clips of one spec, with their frames factored into distinct steps."""
 
-    satellite: str
+    satellites: list[str]  # the first is the set's primary satellite
     channels: list[str]
     length: int
     gap_minutes: int
@@ -48,6 +52,12 @@ class ClipSet:
     steps: list[tuple[str, ...]]  # one frame id per channel, sorted by time
     step_times: np.ndarray  # (S,) datetime64[us] (UTC), time of the first channel's frame
     index: np.ndarray  # (M, L) int: the step of each clip frame
+    step_satellite: np.ndarray  # (S,) int: the satellite (position in ``satellites``) of a step
+
+    @property
+    def satellite(self) -> str:
+        """The primary satellite (the only one of a single-satellite set)."""
+        return self.satellites[0]
 
     @property
     def clip_ids(self) -> list[str]:
@@ -66,7 +76,7 @@ class ClipSet:
         """The clips where ``mask`` is true (steps unchanged)."""
         rows = np.flatnonzero(mask)
         return ClipSet(
-            self.satellite,
+            self.satellites,
             self.channels,
             self.length,
             self.gap_minutes,
@@ -74,7 +84,12 @@ class ClipSet:
             self.steps,
             self.step_times,
             self.index[rows],
+            self.step_satellite,
         )
+
+    def of(self, satellite: str) -> np.ndarray:
+        """bool (M,): the clips of ``satellite``."""
+        return pc.equal(self.clips["satellite"], satellite).to_numpy(zero_copy_only=False)
 
     def used_steps(self) -> np.ndarray:
         """Sorted step numbers used by at least one clip."""
@@ -110,20 +125,50 @@ def _pick_spec(table: pa.Table, what: str) -> pa.Table:
 
 def load_clip_set(
     workspace: Workspace,
-    satellite: str | None = None,
+    satellite: str | Sequence[str] | None = None,
     channels: str | list[str] | None = None,
     length: int | None = None,
     gap_minutes: int | None = None,
     what: str = "clips",
 ) -> ClipSet:
-    """The clip set of one spec; unset parts of the spec are chosen by clip count."""
+    """The clip set of one spec; unset parts of the spec are chosen by clip count.
+
+    ``satellite`` may list several satellites: the first one's spec is chosen as above and
+    every other satellite must have clips of that same spec (channels, length, gap)."""
+    names = [satellite] if isinstance(satellite, str) or satellite is None else list(satellite)
+    param = "satellite" if len(names) == 1 else "satellites"
+    if len(set(names)) < len(names):
+        twice = ",".join(names)
+        raise UsageError(f"{{satellites}} names a satellite twice: {twice}", params=[param])
+    first = _load_one(workspace, names[0], channels, length, gap_minutes, what, param)
+    if len(names) == 1:
+        return first
+    spec = (first.channels, first.length, first.gap_minutes)
+    rest = [_load_one(workspace, n, *spec, what, param) for n in names[1:]]
+    return merge_clip_sets([first, *rest])
+
+
+def _load_one(
+    workspace: Workspace,
+    satellite: str | None,
+    channels: str | list[str] | None,
+    length: int | None,
+    gap_minutes: int | None,
+    what: str,
+    param: str = "satellite",
+) -> ClipSet:
     chans = parse_channels(channels)
     table = read_clips(workspace, satellite, chans, length, gap_minutes)
     if table.num_rows == 0:
-        spec = f" ({','.join(chans)})" if chans else ""
+        spec = " ".join(
+            str(x)
+            for x in (satellite, "+".join(chans or []), length and f"{length}x{gap_minutes}m")
+            if x
+        )
         raise NotFoundError(
-            f"no clips{spec} in the clip catalog of {workspace.root}: run `skysearch clips` "
-            "(after `skysearch ingest PATH`)"
+            f"no clips{f' of {spec}' if spec else ''} in the clip catalog of "
+            f"{workspace.root}: run `skysearch clips` (after `skysearch ingest PATH`)",
+            params=[param] if satellite else [],
         )
     table = _pick_spec(table, what)
     first = table.slice(0, 1).to_pylist()[0]
@@ -142,31 +187,94 @@ def load_clip_set(
         zero_copy_only=False
     )
     times = frames["time"].cast(pa.int64()).to_numpy()[pos].astype("datetime64[us]")
-    order = np.argsort(times, kind="stable")
+    return _time_ordered(
+        ClipSet(
+            satellites=[first["satellite"]],
+            channels=list(first["channels"]),
+            length=int(first["length"]),
+            gap_minutes=int(first["gap_minutes"]),
+            clips=table,
+            steps=steps,
+            step_times=times,
+            index=raw_index,
+            step_satellite=np.zeros(len(steps), dtype=np.int64),
+        )
+    )
+
+
+def _time_ordered(clip_set: ClipSet) -> ClipSet:
+    """The same set with its steps sorted by time and its clips by start."""
+    order = np.argsort(clip_set.step_times, kind="stable")
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
+    rows = np.argsort(clip_set.starts, kind="stable")
     return ClipSet(
-        satellite=first["satellite"],
-        channels=list(first["channels"]),
-        length=int(first["length"]),
-        gap_minutes=int(first["gap_minutes"]),
-        clips=table,
-        steps=[steps[i] for i in order],
-        step_times=times[order],
-        index=rank[raw_index],
+        clip_set.satellites,
+        clip_set.channels,
+        clip_set.length,
+        clip_set.gap_minutes,
+        clip_set.clips.take(pa.array(rows, pa.int64())),
+        [clip_set.steps[i] for i in order],
+        clip_set.step_times[order],
+        rank[clip_set.index[rows]],
+        clip_set.step_satellite[order],
+    )
+
+
+def merge_clip_sets(sets: list[ClipSet]) -> ClipSet:
+    """One clip set of several single-satellite sets of the same channels, length and gap."""
+    offsets = np.cumsum([0] + [len(s.steps) for s in sets])
+    return _time_ordered(
+        ClipSet(
+            satellites=[s.satellite for s in sets],
+            channels=sets[0].channels,
+            length=sets[0].length,
+            gap_minutes=sets[0].gap_minutes,
+            clips=pa.concat_tables([s.clips for s in sets]),
+            steps=[step for s in sets for step in s.steps],
+            step_times=np.concatenate([s.step_times for s in sets]),
+            index=np.concatenate([s.index + off for s, off in zip(sets, offsets, strict=False)]),
+            step_satellite=np.concatenate([np.full(len(s.steps), i) for i, s in enumerate(sets)]),
+        )
     )
 
 
 def load_step_frames(
     workspace: Workspace, clip_set: ClipSet, steps: np.ndarray, store: FrameStore | None = None
 ) -> np.ndarray:
-    """uint8 frames (len(steps), C, H, W) of the given steps."""
+    """uint8 frames (len(steps), C, H, W) of the given steps.
+
+    Steps of several satellites whose working sizes differ are resampled (bilinear,
+    antialiased) to the size of the first satellite present, so they share one array: the
+    training set of a cross-satellite model."""
     store = store or FrameStore(workspace)
-    per_channel = [
-        store.read_many([clip_set.steps[s][c] for s in steps])
-        for c in range(len(clip_set.channels))
-    ]
-    return np.stack(per_channel, axis=1)
+    steps = np.asarray(steps, dtype=np.int64)
+    sats = clip_set.step_satellite[steps]
+    out: np.ndarray | None = None
+    for sat in np.unique(sats):
+        rows = np.flatnonzero(sats == sat)
+        per_channel = [
+            store.read_many([clip_set.steps[s][c] for s in steps[rows]])
+            for c in range(len(clip_set.channels))
+        ]
+        part = np.stack(per_channel, axis=1)
+        if out is None:
+            out = np.empty((len(steps), *part.shape[1:]), np.uint8)
+        out[rows] = resample(part, out.shape[2:])
+    return out if out is not None else np.empty((0, len(clip_set.channels), 0, 0), np.uint8)
+
+
+def resample(frames: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+    """uint8 frames (N, C, H, W) at (height, width) ``size`` (unchanged when they have it)."""
+    if tuple(frames.shape[2:]) == tuple(size):
+        return frames
+    import torch
+    import torch.nn.functional as F
+
+    scaled = F.interpolate(
+        torch.from_numpy(frames).float(), size=tuple(size), mode="bilinear", antialias=True
+    )
+    return scaled.round().clamp(0, 255).to(torch.uint8).numpy()
 
 
 def step_similarity_matrix(frames: np.ndarray, spec: GridSpec | None = None) -> np.ndarray:
@@ -211,11 +319,13 @@ class Split:
     train: np.ndarray  # bool (M,): clip ends before the validation slice / the hold-out
     heldout: np.ndarray  # bool (M,): clip starts in the hold-out
     validation_start: datetime | None = None
+    #: a cross-satellite set: each satellite's own split (the fields above are the first's)
+    parts: dict[str, Split] | None = None
 
-    def to_dict(self) -> dict[str, str | int]:
+    def to_dict(self) -> dict[str, Any]:
         from skysearch.timeutil import to_rfc3339
 
-        out: dict[str, str | int] = {
+        out: dict[str, Any] = {
             "first": to_rfc3339(self.first),
             "holdout_start": to_rfc3339(self.holdout_start),
             "last": to_rfc3339(self.last),
@@ -224,6 +334,10 @@ class Split:
         }
         if self.validation_start is not None:
             out["validation_start"] = to_rfc3339(self.validation_start)
+        if self.parts is not None:
+            out["train_clips"] = int(self.train.sum())
+            out["heldout_clips"] = int(self.heldout.sum())
+            out["splits"] = {sat: part.to_dict() for sat, part in self.parts.items()}
         return out
 
 
@@ -243,8 +357,17 @@ def split_by_time(
     """Hold out the most recent ``holdout_fraction`` of the time range (or from a given start).
 
     ``validation_fraction`` (or ``validation_start``) also keeps the most recent part of the
-    remaining training range out of training, for model selection.
+    remaining training range out of training, for model selection. A cross-satellite set is
+    split per satellite (each satellite's own time range, the same fractions): archives of
+    different decades would otherwise leave one satellite entirely in training.
     """
+    if len(clip_set.satellites) > 1:
+        return _per_satellite(
+            clip_set,
+            lambda part: split_by_time(
+                part, holdout_fraction, holdout_start, validation_fraction, validation_start
+            ),
+        )
     from skysearch.encoders.datasets.triplets import holdout_start as start_of_holdout
 
     first, last = _aware(clip_set.starts.min()), _aware(clip_set.ends.max())
@@ -270,12 +393,49 @@ def split_by_time(
 
 
 def model_split(clip_set: ClipSet, data: dict) -> Split:
-    """The split a model was trained with (its config's ``data`` section)."""
+    """The split a model was trained with (its config's ``data`` section), per satellite of
+    ``clip_set``. A satellite the model was not trained on is split by the model's hold-out
+    fraction (default 0.2) of its own time range: every clip of it is unseen, this keeps the
+    held-out period comparable."""
+    if len(clip_set.satellites) > 1:
+        return _per_satellite(clip_set, lambda part: model_split(part, data))
     from skysearch.timeutil import parse_time
 
-    validation = data.get("validation_start")
+    recorded = data.get("splits", {}).get(clip_set.satellite)
+    if recorded is None and data.get("satellite") == clip_set.satellite:
+        recorded = data
+    if recorded is None:
+        return split_by_time(
+            clip_set,
+            data.get("holdout_fraction", 0.2),
+            validation_fraction=data.get("validation_fraction", 0.0),
+        )
+    validation = recorded.get("validation_start")
     return split_by_time(
         clip_set,
-        holdout_start=parse_time(data["holdout_start"]),
+        holdout_start=parse_time(recorded["holdout_start"]),
         validation_start=parse_time(validation) if validation else None,
+    )
+
+
+def _per_satellite(clip_set: ClipSet, split_one: Callable[[ClipSet], Split]) -> Split:
+    """Split each satellite's clips on their own and join the masks (see :func:`split_by_time`)."""
+    train = np.zeros(len(clip_set.index), dtype=bool)
+    heldout = np.zeros_like(train)
+    parts: dict[str, Split] = {}
+    for sat in clip_set.satellites:
+        mask = clip_set.of(sat)
+        own = clip_set.subset(mask)
+        own.satellites = [sat]  # a fresh object: the set's own list is untouched
+        parts[sat] = split_one(own)
+        train[mask], heldout[mask] = parts[sat].train, parts[sat].heldout
+    first = parts[clip_set.satellite]
+    return Split(
+        first.holdout_start,
+        first.first,
+        first.last,
+        train,
+        heldout,
+        first.validation_start,
+        parts,
     )

@@ -34,11 +34,24 @@ def cell_cdfs(frames: np.ndarray, grid: int) -> torch.Tensor:
     return torch.as_tensor(np.stack(per_channel, 1).transpose(0, 1, 3, 2), dtype=torch.float32)
 
 
+def pair_partners(first: np.ndarray, groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random frame of the same group (satellite) as each frame of ``first``; with one group,
+    the draw of every model trained before groups (``rng.integers`` over all frames)."""
+    sizes = np.bincount(groups)
+    if np.count_nonzero(sizes) == 1:
+        return rng.integers(0, len(groups), len(first))
+    members = np.argsort(groups, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    g = groups[first]
+    return members[starts[g] + (rng.random(len(first)) * sizes[g]).astype(np.int64)]
+
+
 def cell_pair_batches(
     encoder: FrameEncoder,
     frames: np.ndarray,
     device: torch.device,
     steps: int = STEPS_PER_EPOCH,
+    groups: np.ndarray | None = None,
 ) -> Callable[[np.random.Generator], Iterator[tuple[torch.Tensor, int]]]:
     """Batches for ``objectives.fit_batches``: squared cell-value distance vs ground-truth D, MSE.
 
@@ -46,7 +59,11 @@ def cell_pair_batches(
     and ground-truth cells of ~150 pixels are often one or two bins wide, so D jumps), but
     it orders cell pairs by D, which is what ranking clips needs: on the GOES validation slice
     these targets ranked clips better (NDCG@10 0.990 vs 0.971) than KS on the encoder's own
-    soft histograms, which fit to a lower loss."""
+    soft histograms, which fit to a lower loss.
+
+    ``groups`` (one per frame: its satellite) pairs frames of the same group only: a model of
+    several satellites learns each one's cells, not how one archive's grey levels differ from
+    another's (measured on GOES + GMS-3: bench/RESULTS.md, 2026-11-29)."""
     net = encoder.net
     grid = encoder.config.grid
     with torch.no_grad():
@@ -60,9 +77,12 @@ def cell_pair_batches(
     def values(x: torch.Tensor) -> torch.Tensor:
         return net.cells(x[:, :, None, None]).flatten(1)
 
+    group = np.zeros(n_frames, np.int64) if groups is None else np.asarray(groups, np.int64)
+
     def epoch(rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, int]]:
         for _ in range(steps):
-            fa, fb = (torch.as_tensor(rng.integers(0, n_frames, CELL_PAIRS)) for _ in range(2))
+            first = rng.integers(0, n_frames, CELL_PAIRS)
+            fa, fb = torch.as_tensor(first), torch.as_tensor(pair_partners(first, group, rng))
             ca = rng.integers(0, cells, CELL_PAIRS)
             cb = np.where(
                 rng.random(CELL_PAIRS) < SAME_POSITION, ca, rng.integers(0, cells, CELL_PAIRS)

@@ -43,7 +43,7 @@ def train_clips(
     data = frame_record.config["data"]
     clip_set = load_clip_set(
         workspace,
-        data["satellite"],
+        registry.model_satellites(data),
         data["channels"],
         length or data["length"],
         gap_minutes or data["gap_minutes"],

@@ -37,9 +37,12 @@ from skysearch.config import Workspace
 
 @dataclass
 class DataSpec:
-    """Which clips to train on (unset: the spec with the most clips in the catalog)."""
+    """Which clips to train on (unset: the spec with the most clips in the catalog).
 
-    satellite: str | None = None
+    ``satellite`` may list several satellites: one model on the clips of each (same channels,
+    length and gap; each satellite split by time on its own range)."""
+
+    satellite: str | list[str] | None = None
     channels: list[str] | None = None
     length: int | None = None
     gap_minutes: int | None = None
@@ -58,8 +61,9 @@ def train_frames(
     """Train (or resume training) a frame encoder; register and return it.
 
     Training frames: every frame of a clip that ends before the hold-out period (or the
-    validation slice). The ``efficientnet-lite0`` backbone stays frozen (ImageNet features are
-    computed once) and only its projection head trains, which keeps CPU training to seconds.
+    validation slice); of several satellites, resampled to the first one's working size. The
+    ``efficientnet-lite0`` backbone stays frozen (ImageNet features are computed once) and
+    only its projection head trains, which keeps CPU training to seconds.
     """
     train.check()
     device = resolve_device(train.device)
@@ -90,7 +94,7 @@ def train_frames(
         "frame": frame_config.to_dict(),
         "train": train.identity(),
         "split": split.to_dict(),
-        "satellite": clip_set.satellite,
+        "satellite": ",".join(clip_set.satellites),
         "steps": [clip_set.steps[s][0] for s in steps[:: max(1, len(steps) // 50)]],
     }
     run_fp = fingerprint(setup)
@@ -104,7 +108,7 @@ def train_frames(
         forward = lambda feats: F.normalize(net.head(feats), dim=-1)  # noqa: E731
     if cell_metric:
         model.to(device)
-        batches = cell_pair_batches(model, frames, device)
+        batches = cell_pair_batches(model, frames, device, groups=clip_set.step_satellite[steps])
         history = fit_batches(model, batches, train, run_dir, run_fp, "train frames", trainable)
     else:
         history = train_on_arrays(
@@ -124,10 +128,13 @@ def train_frames(
         "train": train.to_dict(),
         "data": {
             "satellite": clip_set.satellite,
+            "satellites": clip_set.satellites,
             "channels": clip_set.channels,
             "length": clip_set.length,
             "gap_minutes": clip_set.gap_minutes,
             "frames": int(len(steps)),
+            "holdout_fraction": data.holdout_fraction,
+            "validation_fraction": data.validation_fraction,
             **split.to_dict(),
         },
         "history": history,

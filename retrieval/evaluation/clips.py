@@ -42,7 +42,7 @@ from skysearch.encoders.datasets.clips import (
 from skysearch.encoders.device import resolve_device
 from skysearch.encoders.factory import embed_in_batches, load_clip_embedder
 from skysearch.encoders.models.clip import ClipEmbedder
-from skysearch.encoders.registry import ModelRecord
+from skysearch.encoders.registry import ModelRecord, model_satellites
 from skysearch.retrieval.evaluation.baselines import (
     RAW_PIXELS_GRID,
     clip_vectors,
@@ -67,6 +67,9 @@ class EvalOptions:
     #: "test": the held-out period; "validation": the model's validation slice, scored on the
     #: archive before the hold-out only (for choosing settings; the hold-out stays unseen)
     split: str = "test"
+    #: the satellite whose clips are scored (default: the model's first); one the model was
+    #: never trained on is held out by the model's hold-out fraction of its own time range
+    satellite: str | None = None
 
 
 def distance_matrix(vectors: np.ndarray) -> np.ndarray:
@@ -184,6 +187,7 @@ class ClipData:
         """The clip spec and the split, as every clip evaluation reports them."""
         return {
             "satellite": self.clip_set.satellite,
+            "trained_on": model_satellites(self.record.config["data"]),
             "channels": self.clip_set.channels,
             "length": self.clip_set.length,
             "gap_minutes": self.clip_set.gap_minutes,
@@ -196,8 +200,9 @@ def load_clip_data(workspace: Workspace, model_id: str | None, options: EvalOpti
     device = resolve_device(options.device)
     embedder, record = load_clip_embedder(workspace, model_id, options.device)
     data = record.config["data"]
+    satellite = options.satellite or data["satellite"]
     clip_set = load_clip_set(
-        workspace, data["satellite"], data["channels"], data["length"], data["gap_minutes"]
+        workspace, satellite, data["channels"], data["length"], data["gap_minutes"]
     )
     split = model_split(clip_set, data)
     if options.split == "validation":

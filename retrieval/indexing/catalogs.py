@@ -1,8 +1,8 @@
 """Readers and embedders of the catalog collections (``skysearch index frames|clips``).
 
-Frames: one point per frame of a single-channel frame model's satellite/channel, embedded by the
-frame encoder. Clips: one point per clip of the clip model's spec; the clip's distinct frames
-(steps) are embedded once per chunk by the frame encoder, then the clip encoder pools them.
+Frames: one point per frame of a single-channel frame model's satellites/channel, embedded by the
+frame encoder. Clips: one point per clip of the clip model's spec and satellites; the distinct
+frames (steps) are embedded once per chunk by the frame encoder, then the clip encoder pools them.
 Frame pixels are read from the frame store by ``DataLoader`` workers on both cores. Points go
 through the shared pipeline (``skysearch.retrieval.indexing.pipeline``) with the payloads of
 ``skysearch.retrieval.store.schema``, under the vector name = the model id, so vectors of
@@ -74,18 +74,22 @@ def index_clips(
     store: VectorStore | None = None,
     progress: bool = True,
     engine: Engine | None = None,
+    satellite: str | None = None,
     to_parquet: Path | None = None,
 ) -> IndexReport:
     """Embed every clip of the clip model's spec and upsert it into the ``clips`` collection.
-    ``engine``: where the clips are embedded (default: here); ``to_parquet``: a folder the
-    points go to as Parquet part files instead of the store."""
+    ``engine``: where the clips are embedded (default: here); ``satellite``: only its clips
+    (see :func:`~skysearch.encoders.registry.embedding_plan`; default: every satellite the
+    model was trained on); ``to_parquet``: a folder the points go to as Parquet part files
+    instead of the store."""
     workspace = settings.workspace
     device_setting = device or settings.device
     torch_device = resolve_device(device_setting)
-    embedder, record = load_clip_embedder(workspace, model_id, str(torch_device))
+    record, satellites = registry.embedding_plan(workspace, "clip", model_id, satellite)
+    embedder, record = load_clip_embedder(workspace, record.model_id, str(torch_device))
     data = record.config["data"]
     clip_set = load_clip_set(
-        workspace, data["satellite"], data["channels"], data["length"], data["gap_minutes"]
+        workspace, satellites, data["channels"], data["length"], data["gap_minutes"]
     )
     rows = clip_set.clips.select(["clip_id", "satellite", "channels", "start", "event"]).to_pylist()
     sources = _source_paths(workspace, [clip_set.steps[s][0] for s in clip_set.index[:, 0]])
@@ -127,22 +131,25 @@ def index_frames(
     store: VectorStore | None = None,
     progress: bool = True,
     engine: Engine | None = None,
+    satellite: str | None = None,
     to_parquet: Path | None = None,
 ) -> IndexReport:
-    """Embed every frame of a single-channel frame model's satellite/channel into ``frames``.
-    ``engine``: where the frames are embedded (default: here); ``to_parquet``: a folder the
-    points go to as Parquet part files instead of the store."""
+    """Embed every frame of a single-channel frame model's satellites and channel into
+    ``frames``. ``engine``, ``satellite``, ``to_parquet``: as for :func:`index_clips`."""
     workspace = settings.workspace
     device_setting = device or settings.device
     torch_device = resolve_device(device_setting)
-    encoder, record = load_frame_encoder(workspace, model_id, str(torch_device))
-    table = read_frames(
-        workspace,
-        satellite=record.config["data"]["satellite"],
-        channel=frame_channel(record, "index frames"),
-        columns=["frame_id", "satellite", "channel", "time", "source_path", "event"],
-    )
-    rows = table.to_pylist()
+    record, satellites = registry.embedding_plan(workspace, "frame", model_id, satellite)
+    encoder, record = load_frame_encoder(workspace, record.model_id, str(torch_device))
+    channel = frame_channel(record, "index frames")
+    columns = ["frame_id", "satellite", "channel", "time", "source_path", "event"]
+    rows = [
+        row
+        for sat in satellites
+        for row in read_frames(
+            workspace, satellite=sat, channel=channel, columns=columns
+        ).to_pylist()
+    ]
     extras = event_payloads(workspace, [r["event"] for r in rows], [r["time"] for r in rows])
     items = [
         Item(

@@ -51,16 +51,38 @@ def embed_steps(
     batch_size: int = 32,
     workers: int = 2,
 ) -> torch.Tensor:
-    """Frame embeddings (S, D) of the steps, read by ``workers`` DataLoader processes."""
+    """Frame embeddings (S, D) of the steps, read by ``workers`` DataLoader processes. A batch
+    of frames of several working sizes (a cross-satellite model's satellites) is embedded one
+    size at a time."""
     loader = DataLoader(
         StepFrames(workspace, steps),
         batch_size=batch_size,
         num_workers=workers,
         persistent_workers=False,
+        collate_fn=list,
     )
     with torch.no_grad():
-        out = [encoder(batch.to(device)).cpu() for batch in loader]
+        out = [_embed_by_size(encoder, batch, device) for batch in loader]
     return torch.cat(out) if out else torch.empty(0)
+
+
+def _embed_by_size(
+    encoder: torch.nn.Module, frames: list[torch.Tensor], device: torch.device
+) -> torch.Tensor:
+    sizes: dict[tuple[int, ...], list[int]] = {}
+    for i, frame in enumerate(frames):
+        sizes.setdefault(tuple(frame.shape), []).append(i)
+    parts = {
+        size: encoder(torch.stack([frames[i] for i in rows]).to(device)).cpu()
+        for size, rows in sizes.items()
+    }
+    if len(parts) == 1:
+        return next(iter(parts.values()))
+    first = next(iter(parts.values()))
+    out = torch.empty((len(frames), *first.shape[1:]), dtype=first.dtype)
+    for size, rows in sizes.items():
+        out[torch.as_tensor(rows)] = parts[size]
+    return out
 
 
 def frame_vectors(

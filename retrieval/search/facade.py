@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import numpy as np
 from skysearch.retrieval.search.batching import QueryEncoder
 from skysearch.retrieval.search.frame_queries import FrameQuery, resolve_frame
-from skysearch.retrieval.search.models import ModelCache, fits
+from skysearch.retrieval.search.models import ModelCache, coverage_note, fits
 from skysearch.retrieval.search.queries import ClipQuery, QueryClip, QueryResolver
 from skysearch.retrieval.search.results import (
     ResultItem,
@@ -191,7 +191,7 @@ class Searcher:
             data = record.config["data"]
         with timer("query"):
             qclip = self.queries.resolve(query, data)
-        if not fits(record, qclip.spec):
+        if not fits(record, qclip.spec, any_satellite=options.model_id is not None):
             if options.model_id is not None or not query.clip_id:
                 raise UsageError(
                     f"clip model {record.model_id} embeds {spec_text(data)} clips, the query "
@@ -242,6 +242,7 @@ class Searcher:
             ranked_by=ranked_by,
             rerank=options.rerank,
             augment=options.augment,
+            **coverage_note(self.workspace, record, qclip.satellite, filters.satellites),
         )
         return SearchResult(described, items, filters.to_dict(), timer.done(), qclip.frames)
 
@@ -324,7 +325,7 @@ class Searcher:
         with timer("query"):
             qframe = resolve_frame(self.queries, query, data["satellite"], channel)
         spec = {"satellite": qframe.satellite, "channels": [qframe.channel]}
-        if not fits(record, spec):
+        if not fits(record, spec, any_satellite=options.model_id is not None):
             if options.model_id is not None:
                 raise UsageError(
                     f"frame model {record.model_id} embeds {data['satellite']} "
@@ -361,7 +362,12 @@ class Searcher:
         for i, item in enumerate(items):
             item.rank = i + 1
         described = qframe.describe()
-        described.update(model_id=record.model_id, ranked_by=ranked_by, rerank=options.rerank)
+        described.update(
+            model_id=record.model_id,
+            ranked_by=ranked_by,
+            rerank=options.rerank,
+            **coverage_note(self.workspace, record, qframe.satellite, filters.satellites),
+        )
         return SearchResult(
             described, items, filters.to_dict(), timer.done(), qframe.pixels[None, None]
         )

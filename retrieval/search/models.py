@@ -6,10 +6,10 @@ lock, so one :class:`ModelCache` may be shared by threads."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from skysearch.encoders.registry import ModelRecord, list_models, resolve
+from skysearch.encoders.registry import ModelRecord, list_models, model_satellites, resolve
 from skysearch.retrieval.search.results import spec_text
 
 from skysearch.config import Workspace
@@ -34,10 +34,53 @@ def _given(value: Any) -> bool:
     return value not in (None, [], ())
 
 
-def fits(record: ModelRecord, spec: Mapping[str, Any]) -> bool:
-    """Whether a clip model was trained on clips of ``spec`` (unset parts match any)."""
+def fits(record: ModelRecord, spec: Mapping[str, Any], any_satellite: bool = False) -> bool:
+    """Whether a model was trained on clips of ``spec`` (unset parts match any); a satellite
+    fits a cross-satellite model trained on it among others. ``any_satellite``: a model named
+    by the user may embed a satellite it never saw (same channels, length and gap)."""
     data = record.config.get("data", {})
-    return all(not _given(value) or data.get(key) == value for key, value in spec.items())
+    return all(
+        not _given(value)
+        or (
+            any_satellite or value in model_satellites(data)
+            if key == "satellite"
+            else data.get(key) == value
+        )
+        for key, value in spec.items()
+    )
+
+
+def coverage_note(
+    workspace: Workspace, record: ModelRecord, satellite: str, filtered: Sequence[str]
+) -> dict[str, Any]:
+    """What a search's query says of satellites: ``model_satellites`` (the model's vectors
+    rank every hit; vectors of other models never mix in), and a ``note`` when the query's
+    satellite is not among them or, with no satellite filter, when the catalog holds frames of
+    the model's channels on satellites they leave out (only other models' vectors hold them)."""
+    from skysearch.ingest.catalog import read_frames
+
+    data = record.config.get("data", {})
+    covered = model_satellites(data)
+    out: dict[str, Any] = {"model_satellites": covered}
+    if satellite not in covered:
+        out["note"] = (
+            f"model {record.model_id} was trained on {','.join(covered)}, not on the query's "
+            f"satellite {satellite}: cross-satellite vectors"
+        )
+        return out
+    if filtered:
+        return out
+    table = read_frames(workspace, columns=["satellite", "channel"])
+    chans = set(data.get("channels", []))
+    have = {s for s, c in zip(*table.to_pydict().values(), strict=True) if c in chans}
+    left = sorted(have - set(covered))
+    if left:
+        out["note"] = (
+            f"hits are {','.join(covered)} only: {','.join(left)} frames are not in the "
+            f"vectors of model {record.model_id} (other models' vectors do not compare with "
+            "them); train one model on every satellite to search across them"
+        )
+    return out
 
 
 def pick_clip_model(workspace: Workspace, spec: Mapping[str, Any]) -> str:
@@ -81,7 +124,10 @@ def pick_frame_model(workspace: Workspace, satellite: str | None, channel: str |
         return fitting[-1].model_id
     have = ", ".join(
         sorted(
-            {f"{r.config['data']['satellite']} {r.config['data']['channels'][0]}" for r in records}
+            {
+                f"{','.join(model_satellites(r.config['data']))} {r.config['data']['channels'][0]}"
+                for r in records
+            }
         )
     )
     asked = " ".join(x for x in (satellite, channel) if x) or "any frame"
@@ -156,7 +202,7 @@ class ModelCache:
         fitting = [
             r
             for r in list_models(self.workspace, "predictor")
-            if r.config.get("satellite") == data["satellite"]
+            if r.config.get("satellite") in model_satellites(data)
             and list(r.config.get("channels", [])) == list(data["channels"])
             and r.config.get("length") == data["length"]
             and r.config.get("gap_minutes") == data["gap_minutes"]

@@ -244,10 +244,11 @@ def scene_item(rank: int, hit: Hit) -> ResultItem:
 
 
 def spec_text(spec: Mapping[str, Any]) -> str:
-    """A clip spec in words: ``goes-east ir 6x60m``."""
+    """A clip spec in words: ``goes-east ir 6x60m`` (``coms,gk2a ir 6x60m``: a model of
+    several satellites)."""
     chans = spec.get("channels") or ["any channel"]
     chans = [chans] if isinstance(chans, str) else chans
-    sat = spec.get("satellite") or "any satellite"
+    sat = ",".join(spec.get("satellites") or []) or spec.get("satellite") or "any satellite"
     length = spec.get("length") or "L"
     gap = spec.get("gap_minutes") or "G"
     return f"{sat} {'+'.join(chans)} {length}x{gap}m"

@@ -445,12 +445,13 @@ class SearchService:
                 f"{len(uploads)} frames of one channel were uploaded"
             )
         names = [u.name for u in uploads]
-        profile = self._searcher.query_profile(data["satellite"], names)
+        query_satellite = satellite or data["satellite"]  # a cross-satellite model: any of its
+        profile = self._searcher.query_profile(query_satellite, names)
         query = ClipQuery(
             pixels=working_frames(
                 uploads, profile, self.limits.upload, self.limits.max_request_pixels
             )[None],
-            satellite=data["satellite"],
+            satellite=query_satellite,
             channels=tuple(data["channels"]),
             gap_minutes=data["gap_minutes"],
         )
@@ -484,13 +485,14 @@ class SearchService:
         self._searcher.queries.check_archive(satellite, [channel] if channel else [])
         _, record = self._searcher.models.frame_model(options.model_id, satellite, channel)
         data = record.config["data"]
-        profile = self._searcher.query_profile(data["satellite"], [upload.name])
+        query_satellite = satellite or data["satellite"]  # a cross-satellite model: any of its
+        profile = self._searcher.query_profile(query_satellite, [upload.name])
         match = profile.match(upload.name)
         limits = self.limits
         pixels = working_frames([upload], profile, limits.upload, limits.max_request_pixels)[0]
         query = FrameQuery(
             pixels=pixels,
-            satellite=data["satellite"],
+            satellite=query_satellite,
             channel=channel or (match.channel if match else data["channels"][0]),
             start=match.time if match else None,
         )
