@@ -212,7 +212,7 @@ CASES: dict[str, list[Case]] = {
         c("train", "predictor", "--lr", "0", *W, expect=USAGE),
         c("train", "predictor", "--epochs", "0", *W, expect=USAGE),
         c("train", "predictor", "--lambda-g", "-1", *W, expect=USAGE),
-        c("train", "predictor", "-w", "{missing}", expect="no clips in the clip catalog"),
+        c("train", "predictor", "-w", "{missing}", expect="in the clip catalog of"),
         c("train", "predictor", "-w", "{ws_meta_binary}", expect="meta.json"),
     ],
     "train text-image": [
