@@ -50,8 +50,14 @@ _INDEX_PARAMS = {
     models.PayloadSchemaType.GEO: lambda g: qe.GeoIndexParams(enable_hnsw=g),
 }
 OWNER_FILE = ".skysearch-owner"
-_OPTIMIZE_CHILD = (
-    "import sys, qdrant_edge as qe; s = qe.EdgeShard.load(sys.argv[1]); s.optimize(); s.close()"
+#: argv: shard directory, "1"/"0" optimize, "1"/"0" build the window-scan copy
+_CHILD = (
+    "import sys, qdrant_edge as qe; s = qe.EdgeShard.load(sys.argv[1])\n"
+    "if sys.argv[2] == '1': s.optimize()\n"
+    "if sys.argv[3] == '1':\n"
+    "    from pathlib import Path; from skysearch.retrieval.store import window_scan\n"
+    "    window_scan.build_from_shard(s, Path(sys.argv[1]))\n"
+    "s.close()"
 )
 
 
@@ -357,35 +363,8 @@ class EmbeddedStore(VectorStore):
             return self._windows[name]
 
     def refresh_search_copies(self, name: str) -> None:
-        if self._window_index(name) is None:
-            self._build_window_index(name)
-
-    def _build_window_index(self, name: str) -> None:
-        """The window-scan copy of the whole collection (after the engine's optimize)."""
-        from tqdm import tqdm
-
-        shard = self._shard(name)
-        points = shard.info().points_count
-        vectors = self.vector_config(name)
-        fields = {f: kind for f, kind in schema.PAYLOAD_INDEXES.items()}
-
-        def batches():
-            offset = None
-            with tqdm(total=points, desc=f"window-scan copy of {name}", unit="pt") as bar:
-                while True:
-                    request = qe.ScrollRequest(
-                        offset=offset, limit=2000, with_payload=True, with_vector=True
-                    )
-                    records, offset = shard.scroll(request)
-                    bar.update(len(records))
-                    yield [(str(r.id), vectors_of(r), dict(r.payload or {})) for r in records]
-                    if offset is None:
-                        return
-
-        with self._lock:
-            self._windows.pop(name, None)
-            if points and self.params.window_scan_max_points > 0:
-                window_scan.build(self._path(name), batches(), points, vectors, fields)
+        if self.params.window_scan_max_points > 0 and self._window_index(name) is None:
+            self._in_child(name, optimize=False, desc=f"window-scan copy of {name}")
 
     def _count(self, name: str, flt: models.Filter | None) -> int:
         return int(self._shard(name).count(qe.CountRequest(exact=True, filter=to_edge_filter(flt))))
@@ -424,28 +403,35 @@ class EmbeddedStore(VectorStore):
         )
 
     def optimize(self, name: str) -> None:
-        """Build HNSW + merge segments in a child process, with a progress line here.
+        """Build HNSW + merge segments, then the window-scan copy, in a child process, with a
+        progress line here.
 
         The engine's optimize() holds the GIL until it returns, so it runs in a child (the
         shard is closed here meanwhile): this process keeps drawing progress, Ctrl-C stops the
-        child, and the engine's WAL/segments make an interrupted build safe to re-run.
+        child, and the engine's WAL/segments make an interrupted build safe to re-run. The
+        copy is built there too, so reading every vector does not swell this process.
         """
+        self._in_child(name, optimize=True, desc=f"optimize {name}")
+
+    def _in_child(self, name: str, optimize: bool, desc: str) -> None:
         from tqdm import tqdm
 
         with self._lock:
             points = self._shard(name).info().points_count
             self._shards.pop(name).close()
+            self._windows.pop(name, None)
             path = self._path(name)
+            copy = self.params.window_scan_max_points > 0
             child = subprocess.Popen(
-                [sys.executable, "-c", _OPTIMIZE_CHILD, str(path)],
+                [sys.executable, "-c", _CHILD, str(path), str(int(optimize)), str(int(copy))],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 text=True,
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             )
-            desc = f"optimize {name} ({points} points)"
             try:
-                with tqdm(desc=desc, bar_format="{desc}: {elapsed} {postfix}") as bar:
+                bar_format = "{desc}: {elapsed} {postfix}"
+                with tqdm(desc=f"{desc} ({points} points)", bar_format=bar_format) as bar:
                     while child.poll() is None:
                         time.sleep(0.5)
                         bar.set_postfix_str(f"{_dir_bytes(path) / 2**20:.0f} MB on disk")
@@ -457,8 +443,7 @@ class EmbeddedStore(VectorStore):
                 self._shard(name)  # reopen (also after an interruption)
             if child.returncode != 0:
                 tail = (child.stderr.read() if child.stderr else "").strip().splitlines()[-1:]
-                raise StoreError(f"optimizing {path} failed: {' '.join(tail) or child.returncode}")
-            self._build_window_index(name)
+                raise StoreError(f"{desc} of {path} failed: {' '.join(tail) or child.returncode}")
 
     def collections(self) -> list[str]:
         if not self.root.is_dir():

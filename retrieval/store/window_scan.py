@@ -238,6 +238,30 @@ def load(collection_dir: Path, points: int) -> WindowIndex | None:
     return WindowIndex(folder, meta)
 
 
+def build_from_shard(shard: Any, collection_dir: Path) -> bool:
+    """The copy of an open qdrant-edge shard (run by the store's optimize child): every
+    record scrolled in batches, the indexed keyword and number fields as columns."""
+    import qdrant_edge as qe
+    from skysearch.retrieval.store.schema import PAYLOAD_INDEXES
+
+    config = json.loads((collection_dir / "edge_config.json").read_text())
+    sizes = {vn: int(v["size"]) for vn, v in config.get("vectors", {}).items()}
+    points = shard.info().points_count
+
+    def batches() -> Iterator[Batch]:
+        offset = None
+        while True:
+            request = qe.ScrollRequest(
+                offset=offset, limit=2000, with_payload=True, with_vector=True
+            )
+            records, offset = shard.scroll(request)
+            yield [(str(r.id), dict(r.vector or {}), dict(r.payload or {})) for r in records]
+            if offset is None:
+                return
+
+    return points > 0 and build(collection_dir, batches(), points, sizes, PAYLOAD_INDEXES)
+
+
 class _Keywords:
     """Codes of one keyword field, built batch by batch (first seen, first coded); dropped
     once it has more than MAX_VOCABULARY distinct values."""
