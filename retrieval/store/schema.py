@@ -59,8 +59,9 @@ SEARCH_ACORN = True
 QUANTIZATION: str | None = "int8"
 QUANTIZATION_OVERSAMPLING = 2.0
 #: Time windows holding at most this many points are scanned exactly from a time-sorted int8
-#: copy (retrieval/store/window_scan.py) instead of through the engine: ~20 ns a point, so
-#: 200k points cost about what the engine's graph walk does at 1M (bench/peers.py).
+#: copy (retrieval/store/window_scan.py) instead of through the engine: exact, and at 1M
+#: points (windows of 10k-100k at random places, ~43 ns a 256-d row, memory-bound) as fast
+#: as the engine's filtered path at its p50 (bench/RESULTS.md, bench/peers.py 1M entry).
 WINDOW_SCAN_MAX_POINTS = 200_000
 
 

@@ -4,7 +4,7 @@ Why: the engine answers a time-filtered query either by walking the HNSW graph u
 (fast, but the window's true neighbours are often far, near-tied points the walk misses) or by
 scoring the payload index's matches one by one (~100 ns a point at 1M: the iteration, not the
 arithmetic, dominates). Here a window is one contiguous run of rows (sorted by ``time``), so a
-compiled loop scores it at memory speed (~20 ns a 256-d int8 row), the indexed payload fields
+compiled loop scores it at memory speed (~20-45 ns a 256-d int8 row), the indexed payload fields
 kept as columns narrow it to the filter, and the best ``4k`` candidates go back to the engine
 (``has_id`` + the original filter, exact float32 scores, payloads): what is returned is always
 the engine's own answer over points that pass its own filter.
