@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 from qdrant_client import models
-from skysearch.retrieval.store import Point, VectorStore, open_store, schema
+from skysearch.retrieval.store import Point, VectorStore, open_store
 from skysearch.retrieval.store.embedded import EdgeIndexParams, EmbeddedStore
 from skysearch.retrieval.store.filters import SearchFilters
 from skysearch.retrieval.store.schema import time_payload
@@ -272,16 +272,16 @@ def store(request, tmp_path_factory):
         # hnsw: index every segment, and put full_scan_threshold (8 KB = 64 points of 32-d)
         # inside the range of filtered subset sizes, so both exact and graph paths are hit.
         # float32: the same without the default int8 quantization. The graph backends keep
-        # every query on the engine; window-scan answers filters from its exact scan (which
-        # covers every time window of this small collection) and the rest from the graph.
+        # every query on the engine; window-scan (default parameters, optimized: the copy
+        # built) answers filters from its exact scan, which covers this small collection.
         quantization = None if kind.endswith("float32") else "int8"
-        params = EdgeIndexParams(
+        graph = EdgeIndexParams(
             full_scan_threshold_kb=8,
             indexing_threshold_kb=1,
             quantization=quantization,
-            window_scan_max_points=0 if kind in GRAPH else schema.WINDOW_SCAN_MAX_POINTS,
+            window_scan_max_points=0,
         )
-        s = EmbeddedStore(tmp_path_factory.mktemp(kind), params if kind in OPTIMIZED else None)
+        s = EmbeddedStore(tmp_path_factory.mktemp(kind), graph if kind in GRAPH else None)
     load(s)
     if kind in OPTIMIZED:
         s.optimize(COLL)

@@ -58,19 +58,14 @@ def load(store: EmbeddedStore) -> None:
 
 
 @pytest.fixture(scope="module")
-def stores(tmp_path_factory):
-    """The same points with the scan (graph-indexed, optimized) and without (engine only)."""
-    graph = dict(full_scan_threshold_kb=8, indexing_threshold_kb=1)
-    scan = EmbeddedStore(tmp_path_factory.mktemp("scan"), EdgeIndexParams(**graph))
-    engine = EmbeddedStore(
-        tmp_path_factory.mktemp("engine"), EdgeIndexParams(**graph, window_scan_max_points=0)
-    )
-    for s in (scan, engine):
-        load(s)
-        s.optimize(COLL)
-    yield scan, engine
-    scan.close()
-    engine.close()
+def store(tmp_path_factory):
+    """The points, optimized (the copy built); ``exact=True`` queries bypass the scan and
+    score every point in the engine: the reference beside brute force."""
+    store = EmbeddedStore(tmp_path_factory.mktemp("scan"), EdgeIndexParams())
+    load(store)
+    store.optimize(COLL)
+    yield store
+    store.close()
 
 
 @pytest.fixture
@@ -103,15 +98,15 @@ WINDOWS = [
 
 
 @pytest.mark.parametrize("window", WINDOWS, ids=[w[0] for w in WINDOWS])
-def test_every_window_equals_brute_force_and_the_engine(stores, scanned, window):
+def test_every_window_equals_brute_force_and_the_engine(store, scanned, window):
     _, lo, hi = window
-    scan, engine = stores
+    scan = store
     filters = SearchFilters(start=at(lo), end=at(hi))
     for q in QUERIES:
         truth = brute_force(q, window_mask(lo, hi))
         hits = scan.search(COLL, q, k=K, filters=filters)
         assert [h.id for h in hits] == truth
-        assert [h.id for h in engine.search(COLL, q, k=K, filters=filters, exact=True)] == truth
+        assert [h.id for h in scan.search(COLL, q, k=K, filters=filters, exact=True)] == truth
         for h in hits:  # the engine's own float32 scores and payloads
             assert h.score == pytest.approx(float(VECTORS[IDS.index(h.id)] @ q), abs=1e-5)
             assert h.payload["satellite"] in ("coms", "goes-east")
@@ -187,26 +182,26 @@ FILTERS = [
 
 
 @pytest.mark.parametrize("case", FILTERS, ids=[f[0] for f in FILTERS])
-def test_filters_beside_the_window_equal_brute_force(stores, scanned, case):
+def test_filters_beside_the_window_equal_brute_force(store, scanned, case):
     _, filters, predicate = case
-    scan, _ = stores
+    scan = store
     mask = predicate()
     for q in QUERIES:
         assert [h.id for h in scan.search(COLL, q, k=K, filters=filters)] == brute_force(q, mask)
     assert calls_all(scanned)
 
 
-def test_one_hit_per_day_uses_the_scan(stores, scanned):
-    scan, engine = stores
+def test_one_hit_per_day_uses_the_scan(store, scanned):
+    scan = store
     filters = SearchFilters(start=at(2000), end=at(22000), k=5, one_per_day=True)
     for q in QUERIES[:4]:
         got = [h.id for h in scan.search(COLL, q, filters=filters)]
-        assert got == [h.id for h in engine.search(COLL, q, filters=filters, exact=True)]
+        assert got == [h.id for h in scan.search(COLL, q, filters=filters, exact=True)]
     assert calls_all(scanned)
 
 
-def test_what_it_cannot_evaluate_goes_to_the_engine(stores, scanned):
-    scan, _ = stores
+def test_what_it_cannot_evaluate_goes_to_the_engine(store, scanned):
+    scan = store
     q = QUERIES[0]
     by_id = models.Filter(must=[models.HasIdCondition(has_id=IDS[:30])])
     assert {h.id for h in scan.search(COLL, q, k=K, filters=by_id)} <= set(IDS[:30])
@@ -215,8 +210,8 @@ def test_what_it_cannot_evaluate_goes_to_the_engine(stores, scanned):
     assert scanned == [False]
 
 
-def test_wider_windows_than_the_limit_go_to_the_engine(stores, scanned, monkeypatch):
-    scan, _ = stores
+def test_wider_windows_than_the_limit_go_to_the_engine(store, scanned, monkeypatch):
+    scan = store
     monkeypatch.setattr(scan, "params", replace(scan.params, window_scan_max_points=100))
     filters = SearchFilters(start=at(0), end=at(5000))  # ~500 points
     q = QUERIES[1]
