@@ -413,6 +413,21 @@ def _index_report(report, json_out: bool) -> None:
         emit_json(report.to_dict())
 
 
+def _index_catalog(index, settings, model, workers, satellite, engine, address, to_parquet):
+    """Run ``index_clips`` or ``index_frames`` on the chosen engine."""
+    from skysearch.ingest.engines import get_engine
+
+    with closing(get_engine(engine.value, address)) as runner:
+        return index(
+            settings,
+            model,
+            workers=workers,
+            engine=runner,
+            to_parquet=to_parquet,
+            satellite=satellite,
+        )
+
+
 WorkersOption = Annotated[
     int, typer.Option(help="DataLoader worker processes reading frames.", min=0)
 ]
@@ -452,19 +467,12 @@ def index_clips_command(
 
     Example: skysearch index clips -w ws
     """
-    from skysearch.ingest.engines import get_engine
     from skysearch.retrieval.indexing.catalogs import index_clips
 
     settings = load_settings(workspace=workspace, device=device)
-    with closing(get_engine(engine.value, address)) as runner:
-        report = index_clips(
-            settings,
-            model,
-            workers=workers,
-            engine=runner,
-            to_parquet=to_parquet,
-            satellite=satellite,
-        )
+    report = _index_catalog(
+        index_clips, settings, model, workers, satellite, engine, address, to_parquet
+    )
     _index_report(report, json_out)
 
 
@@ -484,17 +492,10 @@ def index_frames_command(
 
     Example: skysearch index frames -w ws
     """
-    from skysearch.ingest.engines import get_engine
     from skysearch.retrieval.indexing.catalogs import index_frames
 
     settings = load_settings(workspace=workspace, device=device)
-    with closing(get_engine(engine.value, address)) as runner:
-        report = index_frames(
-            settings,
-            model,
-            workers=workers,
-            engine=runner,
-            to_parquet=to_parquet,
-            satellite=satellite,
-        )
+    report = _index_catalog(
+        index_frames, settings, model, workers, satellite, engine, address, to_parquet
+    )
     _index_report(report, json_out)
