@@ -6,6 +6,7 @@ from skysearch.cli import (
     doctor,  # noqa: F401
     encoders,  # noqa: F401
     groups,  # noqa: F401
+    index,  # noqa: F401
     ingest,  # noqa: F401
     predictor,  # noqa: F401
     repair,  # noqa: F401

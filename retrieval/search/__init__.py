@@ -6,6 +6,7 @@
 - ``queries``: :class:`ClipQuery` and its resolution to pixels (catalogs, files, archive checks);
   ``frame_queries``: :class:`FrameQuery`, the same for one frame.
 - ``models``: which clip model, frame model, predictor, text-image model; each loaded once.
+- ``scenes``: text and image search over the ``scenes`` collection.
 - ``results``: the result schema (:class:`SearchResult`, :class:`ResultItem`) and hit shaping.
 - ``rerank`` (exact re-rank by the grid metric), ``augment`` (prediction-augmented queries),
   ``contact_sheet`` (a PNG of a clip or frame search).

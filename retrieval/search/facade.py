@@ -12,8 +12,8 @@ Four kinds of query, one result schema (:mod:`~skysearch.retrieval.search.result
   by time + channel, catalog frame id, an image file or preprocessed pixels) is embedded by the
   single-channel frame model of its satellite and channel and ranked in the ``frames``
   collection, optionally re-ranked exactly by the grid metric on single frames.
-- text (:meth:`Searcher.search_text`) and image (:meth:`Searcher.search_image`): pass-throughs
-  to the text-image model and the ``scenes`` collection.
+- text (:meth:`Searcher.search_text`) and image (:meth:`Searcher.search_image`): the
+  text-image model and the ``scenes`` collection (:mod:`~.scenes`).
 
 A :class:`Searcher` loads models and opens the store once and may be shared by threads (models
 load under a lock; searches are read-only).
@@ -25,10 +25,9 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from skysearch.retrieval.search import scenes
 from skysearch.retrieval.search.batching import QueryEncoder
 from skysearch.retrieval.search.frame_queries import FrameQuery, resolve_frame
 from skysearch.retrieval.search.models import ModelCache, coverage_note, fits
@@ -39,15 +38,14 @@ from skysearch.retrieval.search.results import (
     Timer,
     clip_item,
     frame_item,
-    scene_item,
     spec_text,
 )
+from skysearch.retrieval.search.scenes import ImageLike
 
 from skysearch.config import Settings
 from skysearch.errors import NotFoundError, UsageError
 
 if TYPE_CHECKING:
-    from PIL import Image
     from skysearch.encoders.models.clip import ClipEmbedder
     from skysearch.encoders.models.text_image import TextImageModel
     from skysearch.encoders.registry import ModelRecord
@@ -57,9 +55,6 @@ if TYPE_CHECKING:
     from skysearch.retrieval.search.rerank import Reranked
     from skysearch.retrieval.store.base import VectorStore
     from skysearch.retrieval.store.filters import SearchFilters
-
-#: An example image of an image search: a file, or a decoded image (an upload).
-ImageLike: TypeAlias = "str | Path | Image.Image"
 
 
 @dataclass(frozen=True)
@@ -377,15 +372,13 @@ class Searcher:
         self, text: str, filters: SearchFilters | None = None, model_id: str | None = None
     ) -> SearchResult:
         """Scenes matching free text (text-image model + ``scenes`` collection)."""
-        if not text or not text.strip():
-            raise UsageError("the text query is empty: e.g. skysearch search text 'a river'")
+        text = scenes.query_text(text)
         timer = Timer()
         with timer("load"):
             tim = self.text_model(model_id)
         with timer("embed"):
-            vector = self.encoder.text(tim, text.strip())
-        query = {"kind": "text", "text": text.strip(), "model_id": tim.model_id}
-        return self._scene_search(vector, tim, query, filters, timer)
+            vector, query = scenes.text_query(self.encoder, tim, text)
+        return scenes.search_scenes(self.store, vector, tim, query, filters, timer)
 
     def search_image(
         self,
@@ -395,54 +388,13 @@ class Searcher:
         text: str | None = None,
     ) -> SearchResult:
         """Scenes like an image, or like several examples ("more like these"): paths or PIL
-        images. The query is the mean of the examples' unit embeddings; with ``text``, the
-        words' embedding is added with the same weight (examples and words in one query)."""
-        single = isinstance(image, str | Path) or not isinstance(image, Iterable)
+        images, optionally with words (:func:`~.scenes.example_query`)."""
         timer = Timer()
         with timer("load"):
             tim = self.text_model(model_id)
-        names, vectors = [], []
-        with timer("embed"):  # one example at a time: an iterator of uploads is never held
-            for example in [image] if single else image:
-                vectors.append(self.encoder.image(tim, example))
-                names.append(str(example) if isinstance(example, str | Path) else "<upload>")
-            if not vectors:
-                raise UsageError("give at least one example image")
-            vector = _unit(np.mean(vectors, axis=0))
-            if text and text.strip():
-                vector = _unit(vector + self.encoder.text(tim, text.strip()))
-        query = {"kind": "image", "image": names[0], "images": names, "model_id": tim.model_id}
-        if text and text.strip():
-            query["text"] = text.strip()
-        return self._scene_search(vector, tim, query, filters, timer)
-
-    def _scene_search(
-        self,
-        vector: np.ndarray,
-        tim: TextImageModel,
-        query: dict[str, Any],
-        filters: SearchFilters | None,
-        timer: Timer,
-    ) -> SearchResult:
-        from skysearch.retrieval.store.filters import SearchFilters
-        from skysearch.retrieval.store.schema import SCENES
-
-        filters = filters if filters is not None else SearchFilters()
-        store = self.store
-        if SCENES not in store.collections():
-            raise NotFoundError(
-                f"no scenes indexed yet in {store.where}: run `skysearch index scenes DIR`"
-            )
-        vname = tim.model_id or "untuned"  # as skysearch.retrieval.indexing.scenes names vectors
-        if vname not in store.vector_config(SCENES):
-            raise NotFoundError(
-                f"the scenes collection has no vectors of text-image model {vname}: "
-                "run `skysearch index scenes DIR` with that model"
-            )
-        with timer("search"):
-            hits = store.search(SCENES, vector, filters=filters, vector_name=vname)
-        items = [scene_item(i + 1, h) for i, h in enumerate(hits)]
-        return SearchResult(query, items, filters.to_dict(), timer.done())
+        with timer("embed"):
+            vector, query = scenes.example_query(self.encoder, tim, image, text)
+        return scenes.search_scenes(self.store, vector, tim, query, filters, timer)
 
 
 def _reordered(items: list[ResultItem], ranked: list[Reranked]) -> list[ResultItem]:
@@ -454,10 +406,6 @@ def _reordered(items: list[ResultItem], ranked: list[Reranked]) -> list[ResultIt
         item.rerank_score = item.score = float(r.similarity)
         out.append(item)
     return out
-
-
-def _unit(vector: np.ndarray) -> np.ndarray:
-    return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
 
 # ---------------------------------------------------------------------------- one-shot doors

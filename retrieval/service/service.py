@@ -58,6 +58,7 @@ from skysearch.retrieval.service.uploads import (
     validate_image,
     working_frames,
 )
+from skysearch.retrieval.service.warmup import warm_up
 from skysearch.retrieval.service.wire import (
     MAX_EXAMPLE_IMAGES,
     MAX_FRAMES,
@@ -176,11 +177,7 @@ class SearchService:
         self.open_store()
         self.catalogs.get("frame")
         self.catalogs.get("clip")
-        self._searches = {
-            "text": self._warm_text(),
-            "clip": self._warm_clip(),
-            "frame": self._warm_frame(),
-        }
+        self._searches = warm_up(self._searcher, self.catalogs, workspace.root)
         self._searches["image"] = self._searches["text"]
 
     def open_store(self) -> Any:
@@ -202,54 +199,6 @@ class SearchService:
             raise
         self._searcher = searcher
         return searcher
-
-    def _warm_text(self) -> str:
-        """Load the text-image model and run one search (first calls are slow); 'ok' or why
-        text search is unavailable."""
-        try:
-            self._searcher.search_text("satellite image", SearchFilters(k=1))
-        except SkySearchError as exc:
-            return str(exc)
-        return "ok"
-
-    def _warm_clip(self) -> str:
-        """Load the clip model by one search for a catalog clip; 'ok' or why not."""
-        from skysearch.retrieval.search import ClipQuery
-
-        clips = self.catalogs.get("clip")
-        if not clips.rows:
-            return f"no clips in the clip catalog of {self.settings.workspace.root}"
-        try:
-            first = next(iter(clips.rows))
-            self._searcher.search_clip(ClipQuery(clip_id=first), SearchFilters(k=1))
-        except SkySearchError as exc:
-            return str(exc)
-        return "ok"
-
-    def _warm_frame(self) -> str:
-        """Load the latest frame model by one search for one of its frames; 'ok' or why not."""
-        import pyarrow.compute as pc
-        from skysearch.retrieval.search import FrameQuery
-
-        try:
-            _, record = self._searcher.models.frame_model(None, None, None)
-            satellite, (channel,) = (
-                record.config["data"]["satellite"],
-                record.config["data"]["channels"],
-            )
-            table = self.catalogs.get("frame").table
-            mine = table.filter(
-                pc.and_(
-                    pc.equal(table["satellite"], satellite), pc.equal(table["channel"], channel)
-                )
-            )
-            if mine.num_rows == 0:
-                return f"no {satellite} {channel} frames in the frame catalog"
-            query = FrameQuery(frame_id=mine["frame_id"][0].as_py())
-            self._searcher.search_frame(query, SearchFilters(k=1))
-        except SkySearchError as exc:
-            return str(exc)
-        return "ok"
 
     def close(self) -> None:
         if self._thread is not None:
