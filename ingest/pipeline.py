@@ -34,6 +34,7 @@ from skysearch.ingest.catalog import (
 )
 from skysearch.ingest.decode import Decoded, Source
 from skysearch.ingest.engines import Engine, get_engine
+from skysearch.ingest.footprints import fixed_bounds
 from skysearch.ingest.framestore import StoreWriter
 from skysearch.ingest.profiles import (
     BAD_FRAME_POLICIES,
@@ -169,6 +170,7 @@ def _catalog_row(cand: Candidate, result: Decoded, store_row: int) -> dict[str, 
         "store_row": store_row,
         "event": name.event,
         "quality": result.quality,
+        **fixed_bounds(cand.profile.footprint),
     }
 
 
