@@ -43,6 +43,7 @@ from skysearch.ingest.profiles import (
     match_name,
     select_profiles,
 )
+from skysearch.ingest.tracks import set_footprints
 from tqdm import tqdm
 
 from skysearch.atomic import atomic_write_bytes
@@ -313,6 +314,8 @@ def ingest(
             stream.close()  # the engine's workers end now, not when garbage collected
             bar.close()
         compact_partitions(workspace)
+        # frames of a storm whose best track is already loaded get their footprint now
+        set_footprints(workspace, sorted({c.name.event for c in todo if c.name.event}))
 
     report.frames_total, report.by_channel = _catalog_counts(workspace)
     report.skipped = skipped

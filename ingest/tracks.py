@@ -291,11 +291,17 @@ def ingest_tracks(workspace: Workspace, path: Path) -> TrackReport:
 
 
 def join_footprints(workspace: Workspace, events: Sequence[str]) -> int:
+    """:func:`set_footprints` under the ingest lock."""
+    with StoreWriter(workspace):
+        return set_footprints(workspace, events)
+
+
+def set_footprints(workspace: Workspace, events: Sequence[str]) -> int:
     """Give the frames of these events whose profile is storm-centred (``"footprint":
     {"centred_on": "track"}``) the box around their best-track centre (none where the track
     has no row within 30 minutes), then the clips the union of their frames'. Only rows whose
-    box changes are rewritten (re-runs, and a changed ``pixel_km``, apply); under the ingest
-    lock. Returns the frames whose box changed."""
+    box changes are rewritten (re-runs, and a changed ``pixel_km``, apply). Run under the
+    ingest lock. Returns the frames whose box changed."""
     centred = {
         name: p.footprint.pixel_km
         for name, p in load_profiles().items()
@@ -329,9 +335,8 @@ def join_footprints(workspace: Workspace, events: Sequence[str]) -> int:
         for r in mine:
             if boxes[r["frame_id"]] != [r[name] for name in BOUND_COLUMNS]:
                 changes[r["frame_id"]] = dict(zip(BOUND_COLUMNS, boxes[r["frame_id"]], strict=True))
-    with StoreWriter(workspace):
-        if changes:
-            update_frames(workspace, changes)
+    if changes:
+        update_frames(workspace, changes)
         refresh_footprints(workspace)
     return len(changes)
 

@@ -97,6 +97,25 @@ def test_a_catalog_written_before_the_columns_reads_and_gets_them(centred, tmp_p
     assert read_clips(old).select(BOUND_COLUMNS).equals(read_clips(ws).select(BOUND_COLUMNS))
 
 
+def test_frames_ingested_after_their_track_get_their_box_at_ingest(tmp_path):
+    images = _copy_frames(tmp_path, 4)
+    later = sorted((images / "198702").glob("*.h5"))[2:]
+    aside = tmp_path / "later"
+    aside.mkdir()
+    for path in later:
+        path.rename(aside / path.name)
+    ws = Workspace(tmp_path / "ws")
+    ingest([images], ws, workers=1, progress=False)
+    assert ingest_tracks(ws, shared_data("digital-typhoon", "jma", "198702.tsv")).footprints == 2
+    for path in later:
+        (aside / path.name).rename(images / "198702" / path.name)
+    ingest([images], ws, workers=1, progress=False)
+    frames = read_frames(ws).to_pylist()
+    assert len(frames) == 4 and all(f[n] is not None for f in frames for n in BOUND_COLUMNS)
+    again = ingest_tracks(ws, shared_data("digital-typhoon", "jma", "198702.tsv"))
+    assert again.footprints == 0  # ingest set the same boxes the track join would
+
+
 def _profile(folder: Path, footprint: dict | None, name: str = "dt-fixed") -> Path:
     """A copy of the packaged digital-typhoon profile under another name and footprint."""
     from importlib import resources
