@@ -8,8 +8,10 @@ A profile declares one (``footprint`` in its JSON):
   degrees (latitude: km / 111.32; longitude: km / (111.32 cos(centre latitude))), known once
   the best track is joined (``skysearch ingest-track``).
 
-Stored as four numbers ``west, south, east, north`` (catalog columns, store payload). Longitudes
-are *unwrapped*: ``west`` is in -180..180 and ``east`` >= ``west``, so a box crossing the
+Stored as four numbers ``west, south, east, north`` (catalog columns, store payload), rounded
+to ``DECIMALS`` places (0.1 m): the vector store's JSON payload gives such numbers back
+exactly, which an indexed point's fingerprint needs (full doubles may come back 1 ulp off).
+Longitudes are *unwrapped*: ``west`` is in -180..180 and ``east`` >= ``west``, so a box crossing the
 antimeridian has ``east`` > 180 (e.g. 170..190 for 170E..170W). A box is then four plain range
 conditions, and ``--bbox`` tests intersection with the query box and its copies shifted by
 +-360 degrees (``skysearch.retrieval.store.filters``). STAC gets the standard form instead
@@ -28,6 +30,7 @@ import numpy as np
 #: Catalog columns and payload keys of a footprint, in GeoJSON bbox order.
 BOUND_COLUMNS = ("west", "south", "east", "north")
 KM_PER_DEGREE = 111.32  # one degree of latitude (and of longitude at the equator)
+DECIMALS = 6
 
 Box = tuple[float, float, float, float]
 
@@ -66,7 +69,7 @@ class Footprint:
                     "differ (west > east crosses the antimeridian)"
                 )
             west, east = unwrap(west, east)
-            return cls(bounds=(west, south, east, north))
+            return cls(bounds=_rounded((west, south, east, north)))
         if data.get("centred_on") == "track":
             pixel_km = float(data.get("pixel_km", 0))
             if not 0 < pixel_km < 1000:
@@ -107,7 +110,7 @@ def centred_boxes(
     full = half_lon >= 180.0
     west, east = np.where(full, -180.0, west), np.where(full, 180.0, east)
     south, north = np.clip(lat - half_lat, -90, 90), np.clip(lat + half_lat, -90, 90)
-    return np.stack([west, south, east, north], axis=1)
+    return np.round(np.stack([west, south, east, north], axis=1), DECIMALS)
 
 
 def union_box(boxes: Iterable[Sequence[float | None]]) -> Box | None:
@@ -128,7 +131,12 @@ def union_box(boxes: Iterable[Sequence[float | None]]) -> Box | None:
     if east - west >= 360.0:
         west, east = -180.0, 180.0
     west, east = unwrap(west, east)
-    return (west, min(b[1] for b in boxes), east, max(b[3] for b in boxes))
+    return _rounded((west, min(b[1] for b in boxes), east, max(b[3] for b in boxes)))
+
+
+def _rounded(box: Sequence[float]) -> Box:
+    west, south, east, north = (round(float(v), DECIMALS) for v in box)
+    return west, south, east, north
 
 
 def stac_shape(box: Sequence[float]) -> tuple[list[float], dict[str, Any]]:

@@ -184,6 +184,8 @@ def test_indexed_clips_carry_their_track_and_filter_by_it(two_storms, cli):
         ingest_tracks(ws, path)
     assert cli("index", "clips", "-w", ws.root).exit_code == 0
     clips = read_clips(ws).to_pylist()
+    again = cli("index", "clips", "-w", ws.root, "--json")  # payloads match: nothing rewritten
+    assert json.loads(again.stdout)["skipped_existing"] == len(clips)
     frame_times = {}
     for event in ("198702", "198799"):
         for row in read_frames_of(ws, event):
@@ -192,6 +194,7 @@ def test_indexed_clips_carry_their_track_and_filter_by_it(two_storms, cli):
     for clip in clips:
         (row,) = track_rows(ws, clip["event"], [frame_times[clip["frame_ids"][0][-1]]])
         expected[clip["clip_id"]] = (clip["event"], row)
+    boxes = {c["clip_id"]: [c["west"], c["south"], c["east"], c["north"]] for c in clips}
     with open_store(None, str(ws.store_dir)) as store:
         payloads = {r.payload["clip_id"]: r.payload for r in store.scroll("clips")}
     assert payloads.keys() == expected.keys()
@@ -200,6 +203,7 @@ def test_indexed_clips_carry_their_track_and_filter_by_it(two_storms, cli):
         assert p["event"] == event
         assert (p["track_class"], p["pressure_hpa"]) == (row["class"], row["pressure_hpa"])
         assert p["location"] == {"lon": row["lon"], "lat": row["lat"]}
+        assert [p[n] for n in ("west", "south", "east", "north")] == boxes[clip_id]
     pressures = sorted({row["pressure_hpa"] for _, row in expected.values()})
     cut = pressures[len(pressures) // 2]
     query = clips[0]["clip_id"]
