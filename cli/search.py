@@ -51,8 +51,10 @@ RerankOption = Annotated[
 BboxOption = Annotated[
     str | None,
     typer.Option(
-        help="Keep points located in WEST,SOUTH,EAST,NORTH (degrees, GeoJSON order): scenes, "
-        "and frames/clips of storms whose best-track centre lies inside."
+        help="Keep points in WEST,SOUTH,EAST,NORTH (degrees, GeoJSON order; WEST > EAST "
+        "crosses the antimeridian): scenes located inside, frames/clips whose storm centre "
+        "(best track) lies inside or whose footprint (where the profile knows the "
+        "projection) intersects it."
     ),
 ]
 EventOption = Annotated[

@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from skysearch.ingest.footprints import BOUND_COLUMNS
 
 from skysearch.atomic import atomic_path, exchange, fsync_path, remove_temporaries
 from skysearch.config import Workspace
@@ -69,6 +70,8 @@ FRAME_SCHEMA = pa.schema(
         ("store_row", pa.int64()),
         ("event", pa.string()),  # e.g. a typhoon id; null for products without events
         ("quality", pa.float32()),  # fraction of source pixels without a valid measurement
+        # the lat/lon box the frame covers (skysearch.ingest.footprints), null where unknown
+        *((name, pa.float64()) for name in BOUND_COLUMNS),
     ]
 )
 
@@ -249,6 +252,27 @@ def rewrite_partitions(
         table = rewrite(pa.concat_tables(read_part(p) for p in parts))
         if table is not None:
             replace_parts(workspace, folder, table, parts)
+
+
+def update_frames(workspace: Workspace, changes: dict[str, dict[str, object]]) -> None:
+    """Set columns of some catalog rows (frame id -> {column: value}), one atomic partition
+    replacement per partition holding any of them. Run under the ingest lock."""
+    columns = sorted({c for change in changes.values() for c in change})
+
+    def update(table: pa.Table) -> pa.Table | None:
+        ids = table["frame_id"].to_pylist()
+        if not changes.keys() & set(ids):
+            return None
+        for name in columns:
+            old = table[name].to_pylist()
+            new = [changes.get(f, {}).get(name, v) for f, v in zip(ids, old, strict=True)]
+            at = table.schema.get_field_index(name)
+            table = table.set_column(at, name, pa.array(new, FRAME_SCHEMA.field(name).type))
+        return table.sort_by([("channel", "ascending"), ("store_row", "ascending")]).cast(
+            FRAME_SCHEMA
+        )
+
+    rewrite_partitions(workspace, update)
 
 
 def frame_parts(

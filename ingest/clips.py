@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from skysearch.ingest import ids
 from skysearch.ingest.catalog import atomic_write_table, read_frames, read_part, scan_parts
+from skysearch.ingest.footprints import BOUND_COLUMNS, is_box, union_box
 from skysearch.ingest.framestore import FrameStore
 
 from skysearch.atomic import remove_temporaries
@@ -43,6 +44,8 @@ CLIP_SCHEMA = pa.schema(
         ("tolerance_minutes", pa.int32()),
         ("frame_ids", pa.list_(pa.list_(pa.string()))),
         ("event", pa.string()),  # the frames' event (null for products without events)
+        # the union box of the frames' footprints (null where any frame has none)
+        *((name, pa.float64()) for name in BOUND_COLUMNS),
     ]
 )
 _MINUTE_US = 60_000_000
@@ -239,6 +242,7 @@ def _assemble_series(
             "tolerance_minutes": [tolerance_minutes] * len(rows),
             "frame_ids": frame_ids,
             "event": [event] * len(rows),
+            **{name: pa.nulls(len(rows), pa.float64()) for name in BOUND_COLUMNS},
         },
         schema=CLIP_SCHEMA,
     )
@@ -288,7 +292,7 @@ def build_clips(
             params=["tolerance_minutes", "gap_minutes"],
         )
     wanted = parse_channels(channels)
-    cols = ["frame_id", "satellite", "channel", "time", "event"]
+    cols = ["frame_id", "satellite", "channel", "time", "event", *BOUND_COLUMNS]
     frames = read_frames(workspace, satellite=satellite, columns=cols)
     if frames.num_rows == 0:
         where = f" for satellite {satellite}" if satellite else ""
@@ -309,14 +313,53 @@ def build_clips(
         have = "; ".join(f"{s}: {','.join(sorted(c))}" for s, c in sorted(available.items()))
         raise UsageError(f"no satellite has all channels {','.join(wanted or [])} ({have})")
     report = ClipReport()
+    boxes = frame_boxes(frames)
     for sat, chans in specs:
         clips, incomplete = assemble(frames, sat, chans, length, gap_minutes, tolerance_minutes)
+        clips = with_footprints(clips, boxes)
         name = spec_name(chans, length, gap_minutes)
         report.clips_added += _write_spec(workspace, sat, name, clips)
         report.clips_total += clips.num_rows
         report.incomplete += incomplete
         report.by_spec[f"{sat}/{name}"] = clips.num_rows
     return report
+
+
+def frame_boxes(frames: pa.Table) -> dict[str, tuple[float, float, float, float]]:
+    """Frame id -> footprint box, for the catalog rows that have one."""
+    columns = [frames[name].to_pylist() for name in ("frame_id", *BOUND_COLUMNS)]
+    return {fid: tuple(box) for fid, *box in zip(*columns, strict=True) if is_box(box)}
+
+
+def with_footprints(clips: pa.Table, boxes: Mapping[str, Sequence[float]]) -> pa.Table:
+    """Clips with their bound columns set: the union box of their frames' footprints (null
+    where any frame has none)."""
+    unions = [
+        union_box(boxes.get(fid) for row in grid for fid in row)
+        for grid in clips["frame_ids"].to_pylist()
+    ]
+    for i, name in enumerate(BOUND_COLUMNS):
+        column = pa.array([u[i] if u else None for u in unions], pa.float64())
+        clips = clips.set_column(clips.schema.get_field_index(name), name, column)
+    return clips
+
+
+def refresh_footprints(workspace: Workspace) -> int:
+    """Set every clip's footprint from its frames' as the frame catalog holds them now (after
+    ``skysearch ingest-track`` gave storm-centred frames theirs); returns files rewritten."""
+    paths = sorted(workspace.clips_catalog.glob("satellite=*/year=*/*.parquet"))
+    if not paths:
+        return 0
+    frames = read_frames(workspace, columns=["frame_id", *BOUND_COLUMNS])
+    boxes = frame_boxes(frames)
+    rewritten = 0
+    for path in paths:
+        table = read_part(path, CLIP_SCHEMA)
+        updated = with_footprints(table, boxes)
+        if not updated.equals(table):
+            atomic_write_table(updated, path)
+            rewritten += 1
+    return rewritten
 
 
 def spec_keys(table: pa.Table) -> list[tuple[str, str, int, int]]:

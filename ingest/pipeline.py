@@ -34,6 +34,7 @@ from skysearch.ingest.catalog import (
 )
 from skysearch.ingest.decode import Decoded, Source
 from skysearch.ingest.engines import Engine, get_engine
+from skysearch.ingest.footprints import fixed_bounds
 from skysearch.ingest.framestore import StoreWriter
 from skysearch.ingest.profiles import (
     BAD_FRAME_POLICIES,
@@ -42,6 +43,7 @@ from skysearch.ingest.profiles import (
     match_name,
     select_profiles,
 )
+from skysearch.ingest.tracks import set_footprints
 from tqdm import tqdm
 
 from skysearch.atomic import atomic_write_bytes
@@ -169,6 +171,7 @@ def _catalog_row(cand: Candidate, result: Decoded, store_row: int) -> dict[str, 
         "store_row": store_row,
         "event": name.event,
         "quality": result.quality,
+        **fixed_bounds(cand.profile.footprint),
     }
 
 
@@ -311,6 +314,8 @@ def ingest(
             stream.close()  # the engine's workers end now, not when garbage collected
             bar.close()
         compact_partitions(workspace)
+        # frames of a storm whose best track is already loaded get their footprint now
+        set_footprints(workspace, sorted({c.name.event for c in todo if c.name.event}))
 
     report.frames_total, report.by_channel = _catalog_counts(workspace)
     report.skipped = skipped

@@ -27,6 +27,10 @@ adding a JSON file, either to the package or to a folder named by ``--profiles D
   ``time``: the time coordinate; one file may hold many frames), each with the physical
   ``range`` mapped to grey, ``invert`` (cold = bright), ``valid`` (values outside are physically
   impossible: flagged) and ``bad_frames`` (``skip``, ``keep`` or ``repair``).
+- ``footprint`` (optional): the lat/lon box frames cover, ``{"bounds": [west, south, east,
+  north]}`` (a fixed sector) or ``{"centred_on": "track", "pixel_km": KM}`` (storm-centred
+  frames: the box follows the best track), see ``skysearch.ingest.footprints``; frames then
+  carry ``west, south, east, north`` and ``--bbox`` filters them by it.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from skysearch.ingest.footprints import Footprint
 
 from skysearch.errors import UsageError
 
@@ -141,6 +147,7 @@ class Profile:
     channel: str = ""  # the one channel of a product whose names carry none
     instrument: str = ""  # the imager (STAC ``instruments``), when one instrument makes it all
     satellites: dict[str, str] = field(default_factory=dict)  # name's satellite -> catalog's
+    footprint: Footprint | None = None  # the lat/lon box its frames cover, where known
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], origin: str = "") -> Profile:
@@ -161,6 +168,7 @@ class Profile:
                 channel=str(data.get("channel", "")),
                 instrument=str(data.get("instrument", "")),
                 satellites={str(k): str(v) for k, v in data.get("satellites", {}).items()},
+                footprint=Footprint.from_dict(data["footprint"]) if "footprint" in data else None,
             )
         except (KeyError, TypeError, ValueError, re.error) as exc:
             raise UsageError(f"source profile {origin or data!r} is invalid: {exc!r}") from None

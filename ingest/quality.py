@@ -29,7 +29,7 @@ from datetime import timedelta
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from skysearch.ingest.catalog import FRAME_SCHEMA, read_frames, rewrite_partitions
+from skysearch.ingest.catalog import read_frames, update_frames
 from skysearch.ingest.decode import Decoded
 from skysearch.ingest.framestore import FrameStore, StoreWriter
 from skysearch.ingest.profiles import Profile
@@ -135,24 +135,3 @@ def mark_suspect(workspace: Workspace, frame_ids: list[str]) -> None:
     """Flag repaired frames whose pixels were decoded again from their sources (the workspace
     repair): they hold their masked rows again, and the next repair pass fills them."""
     update_frames(workspace, {fid: {"status": "suspect"} for fid in frame_ids})
-
-
-def update_frames(workspace: Workspace, changes: dict[str, dict[str, object]]) -> None:
-    """Set columns of some catalog rows (frame id -> {column: value}), one atomic partition
-    replacement per partition holding any of them."""
-    columns = sorted({c for change in changes.values() for c in change})
-
-    def update(table: pa.Table) -> pa.Table | None:
-        ids = table["frame_id"].to_pylist()
-        if not changes.keys() & set(ids):
-            return None
-        for name in columns:
-            old = table[name].to_pylist()
-            new = [changes.get(f, {}).get(name, v) for f, v in zip(ids, old, strict=True)]
-            at = table.schema.get_field_index(name)
-            table = table.set_column(at, name, pa.array(new, FRAME_SCHEMA.field(name).type))
-        return table.sort_by([("channel", "ascending"), ("store_row", "ascending")]).cast(
-            FRAME_SCHEMA
-        )
-
-    rewrite_partitions(workspace, update)

@@ -6,7 +6,10 @@ Item: ``id`` = the frame id, ``datetime`` = the frame's UTC time, ``platform`` =
 ``instruments`` when the profile names one, an asset ``source`` (the archive file; roles
 ``data``) whose ``bands`` (STAC 1.1 common metadata, the successor of ``eo:bands``) name the
 channel, and ``skysearch:*`` properties for the catalog's own fields (channel, event, quality,
-status, profile). Geometry is null: no shipped profile declares its frames' footprint.
+status, profile). Frames with a footprint (``skysearch.ingest.footprints``: a profile's fixed
+bounds, or a storm-centred box set by ``skysearch ingest-track``) carry it as ``bbox`` and a
+Polygon ``geometry`` (split into a MultiPolygon at the antimeridian); the others have none
+(null geometry, as STAC allows).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 from skysearch.ingest.catalog import read_frames
 from skysearch.ingest.decode import Source
+from skysearch.ingest.footprints import BOUND_COLUMNS, is_box, stac_shape
 from skysearch.ingest.profiles import load_profiles
 
 from skysearch.config import Workspace
@@ -66,8 +70,14 @@ def _item(row: dict[str, Any], instrument: str) -> Any:
         properties["skysearch:event"] = row["event"]
     if row.get("quality") is not None:
         properties["skysearch:quality"] = round(float(row["quality"]), 6)
+    box = [row.get(name) for name in BOUND_COLUMNS]
+    bbox, geometry = stac_shape(box) if is_box(box) else (None, None)
     item = pystac.Item(
-        id=row["frame_id"], geometry=None, bbox=None, datetime=row["time"], properties=properties
+        id=row["frame_id"],
+        geometry=geometry,
+        bbox=bbox,
+        datetime=row["time"],
+        properties=properties,
     )
     media = MEDIA_TYPES.get(Path(source.file).suffix.lower())
     asset = pystac.Asset(

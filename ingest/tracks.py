@@ -16,6 +16,10 @@ no frame in the frame catalog is refused too ("unknown event"): ingest the frame
 Storage: ``catalog/tracks/event=<id>.parquet``, one file per event, written atomically and only
 when its rows change, so re-ingesting the same file is a no-op (reported ``unchanged``).
 
+Footprints (:func:`join_footprints`, run by every load): frames of a storm-centred profile get
+the lat/lon box around their track centre in the frame catalog, and clips the union of their
+frames' (``skysearch.ingest.footprints``).
+
 Lookup (:func:`track_rows`, :func:`track_payloads`): the row nearest a time within 30 minutes
 (on a tie, the earlier row); tables are cached per file version, so payloads for thousands of
 items read each event's file once.
@@ -35,7 +39,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from skysearch.ingest.catalog import atomic_write_table, read_frames, read_part
+from skysearch.ingest.catalog import atomic_write_table, read_frames, read_part, update_frames
+from skysearch.ingest.clips import refresh_footprints
+from skysearch.ingest.footprints import BOUND_COLUMNS, centred_boxes
+from skysearch.ingest.framestore import StoreWriter
+from skysearch.ingest.profiles import load_profiles
 
 from skysearch.config import Workspace
 from skysearch.errors import DamagedError, NotFoundError, StoreError, UsageError
@@ -100,6 +108,7 @@ class TrackReport:
     rows: int = 0  # rows of the loaded events
     rejected: list[dict[str, Any]] = field(default_factory=list)  # {path, line, reason}
     unknown_events: list[str] = field(default_factory=list)  # skipped in a folder: no frames
+    footprints: int = 0  # storm-centred frames whose footprint was set (or changed)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,6 +121,8 @@ class TrackReport:
         )
         if self.unknown_events:
             text += f", {len(self.unknown_events)} skipped (no frames of their event)"
+        if self.footprints:
+            text += f", {self.footprints} frame footprints set"
         return text
 
 
@@ -275,7 +286,59 @@ def ingest_tracks(workspace: Workspace, path: Path) -> TrackReport:
         atomic_write_table(table, target)
         report.loaded.append(event)
         report.rows += table.num_rows
+    report.footprints = join_footprints(workspace, [*report.loaded, *report.unchanged])
     return report
+
+
+def join_footprints(workspace: Workspace, events: Sequence[str]) -> int:
+    """:func:`set_footprints` under the ingest lock."""
+    with StoreWriter(workspace):
+        return set_footprints(workspace, events)
+
+
+def set_footprints(workspace: Workspace, events: Sequence[str]) -> int:
+    """Give the frames of these events whose profile is storm-centred (``"footprint":
+    {"centred_on": "track"}``) the box around their best-track centre (none where the track
+    has no row within 30 minutes), then the clips the union of their frames'. Only rows whose
+    box changes are rewritten (re-runs, and a changed ``pixel_km``, apply). Run under the
+    ingest lock. Returns the frames whose box changed."""
+    centred = {
+        name: p.footprint.pixel_km
+        for name, p in load_profiles().items()
+        if p.footprint is not None and p.footprint.centred
+    }
+    if not centred or not events:
+        return 0
+    columns = ["frame_id", "time", "event", "profile", "width", "height", *BOUND_COLUMNS]
+    frames = read_frames(workspace, columns=columns)
+    mask = pc.and_(
+        pc.is_in(frames["event"], pa.array(list(events), pa.string())),
+        pc.is_in(frames["profile"], pa.array(sorted(centred), pa.string())),
+    )
+    rows = frames.filter(pc.fill_null(mask, False)).to_pylist()
+    changes: dict[str, dict[str, object]] = {}
+    for event in events:
+        mine = [r for r in rows if r["event"] == event]
+        tracks = track_rows(workspace, event, [r["time"] for r in mine])
+        found = [(r, t) for r, t in zip(mine, tracks, strict=True) if t is not None]
+        boxes: dict[str, list[float | None]] = {r["frame_id"]: [None] * 4 for r in mine}
+        if found:
+            computed = centred_boxes(
+                np.array([t["lat"] for _, t in found]),
+                np.array([t["lon"] for _, t in found]),
+                np.array([r["width"] for r, _ in found]),
+                np.array([r["height"] for r, _ in found]),
+                np.array([centred[r["profile"]] for r, _ in found]),
+            )
+            for (r, _), box in zip(found, computed.tolist(), strict=True):
+                boxes[r["frame_id"]] = box
+        for r in mine:
+            if boxes[r["frame_id"]] != [r[name] for name in BOUND_COLUMNS]:
+                changes[r["frame_id"]] = dict(zip(BOUND_COLUMNS, boxes[r["frame_id"]], strict=True))
+    if changes:
+        update_frames(workspace, changes)
+        refresh_footprints(workspace)
+    return len(changes)
 
 
 def _stored_equals(path: Path, table: pa.Table) -> bool:

@@ -28,6 +28,7 @@ from skysearch.encoders.factory import (
 )
 from skysearch.ingest.catalog import read_frames
 from skysearch.ingest.engines import Engine
+from skysearch.ingest.footprints import BOUND_COLUMNS
 from skysearch.ingest.tracks import PAYLOAD_KEYS, track_payloads
 from skysearch.retrieval.indexing.pipeline import IndexReport, Item, Listing
 from skysearch.retrieval.indexing.runner import index_with
@@ -38,8 +39,15 @@ from skysearch.retrieval.store.schema import CLIPS, FRAMES, time_payload
 from skysearch.config import Settings, Workspace
 
 #: Payload fields an indexed frame or clip must still match to count as up to date: a best
-#: track loaded after indexing changes them, and the next index run rewrites those points.
-EVENT_FINGERPRINT = ("event", *PAYLOAD_KEYS)
+#: track loaded after indexing changes them (and a storm-centred footprint), and the next index
+#: run rewrites those points.
+EVENT_FINGERPRINT = ("event", *PAYLOAD_KEYS, *BOUND_COLUMNS)
+
+
+def footprint_payload(row: dict[str, Any]) -> dict[str, float]:
+    """A catalog row's footprint bounds (``west, south, east, north``) when it has them."""
+    box = {name: row.get(name) for name in BOUND_COLUMNS}
+    return box if all(v is not None for v in box.values()) else {}
 
 
 def event_payloads(
@@ -91,7 +99,8 @@ def index_clips(
     clip_set = load_clip_set(
         workspace, satellites, data["channels"], data["length"], data["gap_minutes"]
     )
-    rows = clip_set.clips.select(["clip_id", "satellite", "channels", "start", "event"]).to_pylist()
+    columns = ["clip_id", "satellite", "channels", "start", "event", *BOUND_COLUMNS]
+    rows = clip_set.clips.select(columns).to_pylist()
     sources = _source_paths(workspace, [clip_set.steps[s][0] for s in clip_set.index[:, 0]])
     single = len(clip_set.channels) == 1
     last_times = clip_set.step_times[clip_set.index[:, -1]]
@@ -109,6 +118,7 @@ def index_clips(
                 "source_path": sources[m],
                 "model_id": record.model_id,
                 **extras[m],
+                **footprint_payload(row),
             },
             [tuple(clip_set.steps[s]) for s in clip_set.index[m]],
         )
@@ -142,7 +152,7 @@ def index_frames(
     record, satellites = registry.embedding_plan(workspace, "frame", model_id, satellite)
     encoder, record = load_frame_encoder(workspace, record.model_id, str(torch_device))
     channel = frame_channel(record, "index frames")
-    columns = ["frame_id", "satellite", "channel", "time", "source_path", "event"]
+    columns = ["frame_id", "satellite", "channel", "time", "source_path", "event", *BOUND_COLUMNS]
     rows = [
         row
         for sat in satellites
@@ -162,6 +172,7 @@ def index_frames(
                 "source_path": r["source_path"],
                 "model_id": record.model_id,
                 **extra,
+                **footprint_payload(r),
             },
             (r["frame_id"],),
         )

@@ -159,8 +159,9 @@ class FilterFields(BaseModel):
     labels: list[Name] = Field(default_factory=list, max_length=64, description="scenes")
     bbox: Annotated[tuple[Longitude, Latitude, Longitude, Latitude], Strict(False)] | None = Field(
         None,
-        description="[west, south, east, north] in degrees: scenes, and storms (best-track "
-        "centre) located inside",
+        description="[west, south, east, north] in degrees (west > east crosses the "
+        "antimeridian): scenes located inside; frames/clips whose storm centre (best track) "
+        "lies inside or whose footprint intersects it",
     )
     events: list[Name] = Field(
         default_factory=list, max_length=64, description="event ids, e.g. typhoon 198702"

@@ -65,8 +65,10 @@ class SearchFilters:
     - ``min_class`` (JMA class 2-6) / ``max_pressure`` (hPa): keep points whose best-track
       payload is at least that class / at most that central pressure (points without a track
       are dropped by either).
-    - ``bbox``: ``(west, south, east, north)`` in degrees (GeoJSON order); keeps points whose
-      ``location`` lies inside (a Qdrant geo bounding-box filter).
+    - ``bbox``: ``(west, south, east, north)`` in degrees (GeoJSON order; west > east crosses
+      the antimeridian); keeps points whose ``location`` lies inside (a Qdrant geo
+      bounding-box filter) OR whose footprint (``west, south, east, north`` payload of frames
+      and clips whose profile knows the projection) intersects it.
     - ``k``: number of hits; ``one_per_day``: at most one hit per UTC day.
     """
 
@@ -221,16 +223,7 @@ class SearchFilters:
                 models.FieldCondition(key="pressure_hpa", range=models.Range(lte=self.max_pressure))
             )
         if self.bbox is not None:
-            west, south, east, north = self.bbox
-            must.append(
-                models.FieldCondition(
-                    key="location",
-                    geo_bounding_box=models.GeoBoundingBox(
-                        top_left=models.GeoPoint(lon=west, lat=north),
-                        bottom_right=models.GeoPoint(lon=east, lat=south),
-                    ),
-                )
-            )
+            must.append(_bbox_condition(self.bbox))
         if self.exclude_around is not None:
             must_not.append(
                 models.FieldCondition(
@@ -244,3 +237,34 @@ class SearchFilters:
         if not must and not must_not:
             return None
         return models.Filter(must=must or None, must_not=must_not or None)
+
+
+def _bbox_condition(bbox: tuple[float, float, float, float]) -> models.Filter:
+    """``location`` in the box, or a footprint intersecting it: four range conditions per
+    copy of the box in the footprints' unwrapped longitudes (``skysearch.ingest.footprints``:
+    west in -180..180, east >= west, past 180 across the antimeridian), i.e. the box, the box
+    shifted by +360 (footprints crossing 180), and by -360 when the box itself crosses."""
+    west, south, east, north = bbox
+    if east < west:
+        east += 360.0
+    shifts = (0.0, 360.0, -360.0) if east >= 180.0 else (0.0, 360.0)
+    footprints = [
+        models.Filter(
+            must=[
+                models.FieldCondition(key="west", range=models.Range(lte=east + shift)),
+                models.FieldCondition(key="east", range=models.Range(gte=west + shift)),
+                models.FieldCondition(key="south", range=models.Range(lte=north)),
+                models.FieldCondition(key="north", range=models.Range(gte=south)),
+            ]
+        )
+        for shift in shifts
+    ]
+    west, _, east, _ = bbox
+    location = models.FieldCondition(
+        key="location",
+        geo_bounding_box=models.GeoBoundingBox(
+            top_left=models.GeoPoint(lon=west, lat=north),
+            bottom_right=models.GeoPoint(lon=east, lat=south),
+        ),
+    )
+    return models.Filter(should=[location, *footprints])

@@ -104,6 +104,16 @@ PAYLOAD_FIELDS: tuple[PayloadField, ...] = (
         "{lon, lat} in degrees: a scene's (the centre of `bbox` when the source gives a box); "
         "a frame's or clip's storm centre from its best track",
     ),
+    *(
+        PayloadField(
+            name,
+            _T.FLOAT,
+            (FRAMES, CLIPS),
+            f"footprint {name} bound in degrees, where the profile knows the projection "
+            "(a clip: the union of its frames'; east > 180 across the antimeridian)",
+        )
+        for name in ("west", "south", "east", "north")
+    ),
     PayloadField("bbox", None, (SCENES,), "[west, south, east, north] in degrees, if known"),
     PayloadField("event", _T.KEYWORD, (FRAMES, CLIPS), "event id, e.g. a typhoon (198702)"),
     PayloadField(
