@@ -80,12 +80,14 @@ def search_scenes(
     from skysearch.retrieval.store.schema import SCENES
 
     filters = filters if filters is not None else SearchFilters()
-    if SCENES not in store.collections():
+    try:
+        vectors = store.vector_config(SCENES)  # cached by the open store: no listing a query
+    except NotFoundError:
         raise NotFoundError(
             f"no scenes indexed yet in {store.where}: run `skysearch index scenes DIR`"
-        )
+        ) from None
     vname = tim.model_id or "untuned"  # as skysearch.retrieval.indexing.scenes names vectors
-    if vname not in store.vector_config(SCENES):
+    if vname not in vectors:
         raise NotFoundError(
             f"the scenes collection has no vectors of text-image model {vname}: "
             "run `skysearch index scenes DIR` with that model"

@@ -315,9 +315,12 @@ class SearchService:
         return {**self.catalogs.archive(), "models": models}
 
     # ---- searches (the façade; results are SearchResult.to_dict(), the CLI's --json) -------
-    def _check(self, filters: SearchFilters, rerank: int = 0) -> None:
+    def _check(self, filters: SearchFilters, rerank: int = 0, frames: bool = True) -> None:
+        """Limits; with ``frames``, the frame catalog read again if it changed (a clip or
+        frame query may read frames ingested since the last request; scenes need none)."""
         self.require_ready()
-        self.catalogs.get("frame")  # a query may read frames ingested since the last request
+        if frames:
+            self.catalogs.get("frame")
         if filters.k > self.limits.max_k:
             raise UsageError(f"k must be at most {self.limits.max_k}, got {filters.k}")
         if rerank > self.limits.max_rerank:
@@ -327,7 +330,7 @@ class SearchService:
         self, text: str, filters: SearchFilters, model_id: str | None = None
     ) -> dict[str, Any]:
         """Scenes matching free text."""
-        self._check(filters)
+        self._check(filters, frames=False)
         if len(text) > MAX_TEXT_CHARS:
             raise UsageError(f"text is {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
         return self._searcher.search_text(text, filters, model_id).to_dict()
@@ -341,7 +344,7 @@ class SearchService:
     ) -> dict[str, Any]:
         """Scenes like one or several uploaded images (each validated before decoding),
         optionally combined with words."""
-        self._check(filters)
+        self._check(filters, frames=False)
         uploads = upload if isinstance(upload, list) else [upload]
         if not uploads or len(uploads) > MAX_EXAMPLE_IMAGES:
             raise UsageError(f"give 1 to {MAX_EXAMPLE_IMAGES} example images, got {len(uploads)}")

@@ -1,0 +1,40 @@
+"""Scene search's errors before any vector is compared: nothing indexed, another model's vectors."""
+
+import uuid
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from skysearch.retrieval.search.results import Timer
+from skysearch.retrieval.search.scenes import search_scenes
+from skysearch.retrieval.store.base import Point
+from skysearch.retrieval.store.embedded import EmbeddedStore
+from skysearch.retrieval.store.schema import SCENES
+
+from skysearch.errors import NotFoundError
+
+
+def _search(store: EmbeddedStore, model_id: str):
+    tim = SimpleNamespace(model_id=model_id)  # only its id names the vectors to search
+    vector = np.ones(4, dtype=np.float32) / 2
+    return search_scenes(store, vector, tim, {"kind": "text"}, None, Timer())
+
+
+def test_no_scenes_collection_says_how_to_index(tmp_path):
+    store = EmbeddedStore(tmp_path / "store")
+    with pytest.raises(NotFoundError, match="no scenes indexed yet.*skysearch index scenes"):
+        _search(store, "text-image-a")
+    store.close()
+
+
+def test_scenes_of_another_model_are_named_and_own_vectors_found(tmp_path):
+    store = EmbeddedStore(tmp_path / "store")
+    store.ensure_collection(SCENES, 4, vector_name="text-image-a")
+    vector = np.array([1, 0, 0, 0], dtype=np.float32)
+    scene = str(uuid.uuid4())
+    store.upsert(SCENES, [Point(scene, {"text-image-a": vector}, {"label": "x"})])
+    with pytest.raises(NotFoundError, match="no vectors of text-image model text-image-b"):
+        _search(store, "text-image-b")
+    result = _search(store, "text-image-a")
+    assert [(item.id, item.label) for item in result.results] == [(scene, "x")]
+    store.close()
