@@ -197,6 +197,15 @@ SplitOption = Annotated[
     ),
 ]
 
+EvalSatelliteOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Score this satellite's clips or frames (default: the model's first). One the "
+        "model was not trained on (same channels): cross-satellite, its hold-out by the "
+        "model's fraction of its own time range."
+    ),
+]
+
 
 @eval_app.command("clips")
 def eval_clips_command(
@@ -204,13 +213,7 @@ def eval_clips_command(
     exclude_hours: ExcludeHoursOption = 12.0,
     baselines: BaselinesOption = True,
     split: SplitOption = "test",
-    satellite: Annotated[
-        str | None,
-        typer.Option(
-            help="Score this satellite's clips (default: the model's first). One the model "
-            "was not trained on: cross-satellite, its hold-out by the model's fraction."
-        ),
-    ] = None,
+    satellite: EvalSatelliteOption = None,
     device: DeviceOption = None,
     seed: SeedOption = 0,
     workspace: WorkspaceOption = None,
@@ -243,6 +246,13 @@ def eval_analogs_command(
     exclude_hours: ExcludeHoursOption = 12.0,
     baselines: BaselinesOption = True,
     split: SplitOption = "test",
+    satellite: Annotated[
+        str | None,
+        typer.Option(
+            help="Queries and candidates among this satellite's clips (default: the model's "
+            "first); it needs a best track."
+        ),
+    ] = None,
     device: DeviceOption = None,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
@@ -267,6 +277,7 @@ def eval_analogs_command(
         json_out,
         k=k,
         render=_analog_lines,
+        satellite=satellite,
     )
 
 
@@ -312,6 +323,7 @@ def eval_frames_command(
     exclude_hours: ExcludeHoursOption = 12.0,
     baselines: BaselinesOption = True,
     split: SplitOption = "test",
+    satellite: EvalSatelliteOption = None,
     device: DeviceOption = None,
     seed: SeedOption = 0,
     workspace: WorkspaceOption = None,
@@ -325,7 +337,16 @@ def eval_frames_command(
     from skysearch.retrieval.evaluation.frames import evaluate_frames
 
     _evaluate(
-        evaluate_frames, model, exclude_hours, baselines, split, device, seed, workspace, json_out
+        evaluate_frames,
+        model,
+        exclude_hours,
+        baselines,
+        split,
+        device,
+        seed,
+        workspace,
+        json_out,
+        satellite=satellite,
     )
 
 

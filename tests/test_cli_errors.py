@@ -230,6 +230,7 @@ CASES: dict[str, list[Case]] = {
         c("eval", "analogs", *W, expect="no clip model"),
         c("eval", "analogs", "--k", "0", *W, expect=USAGE),
         c("eval", "analogs", "--exclude-hours", "-1", *W, expect=USAGE),
+        c("eval", "analogs", "--satellite", "nope", *W, expect="no clip model"),
         c("eval", "analogs", "-w", "{ws_config_binary}", expect="is corrupt"),
         c("eval", "analogs", "-w", "{ws_config_empty}", expect="has no frame, clip section"),
     ],
@@ -243,6 +244,7 @@ CASES: dict[str, list[Case]] = {
     "eval frames": [
         c("eval", "frames", *W, expect="no frame model"),
         c("eval", "frames", "--exclude-hours", "-1", *W, expect=USAGE),
+        c("eval", "frames", "--satellite", "nope", *W, expect="no frame model"),
         c("eval", "frames", "-w", "{ws_config_empty}", expect="has no frame section"),
     ],
     "eval augment": [

@@ -242,3 +242,115 @@ def test_frames_of_two_working_sizes_embed_in_one_batch(world):
     for start, sat in enumerate(("goes-east", "gms3")):
         alone = embed_steps(encoder, world, [(fid,) for fid in ids[sat]], cpu, workers=0)
         assert torch.allclose(together[start::2], alone, atol=1e-6)
+
+
+def _json(result) -> dict:
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _heldout_frames(ws: Workspace, satellite: str, holdout_start: str) -> int:
+    from skysearch.ingest.catalog import read_frames
+
+    from skysearch.timeutil import parse_time
+
+    times = read_frames(ws, satellite=satellite, channel="ir", columns=["time"])["time"]
+    return sum(t >= parse_time(holdout_start) for t in times.to_pylist())
+
+
+EVAL = ("--exclude-hours", "1", "--json")
+
+
+def test_eval_frames_scores_the_named_satellites_holdout(world, cli_module):
+    frame = list_models(world, "frame")[-1]
+    default = _json(cli_module("eval", "frames", "--no-baselines", *EVAL, "-w", world.root))
+    named = _json(
+        cli_module(
+            "eval", "frames", "--satellite", "goes-east", "--no-baselines", *EVAL, "-w", world.root
+        )
+    )
+    assert named == default  # the default is the model's first satellite, as before
+    assert default["protocol"]["satellite"] == "goes-east"
+    assert default["protocol"]["holdout_start"] == frame.config["data"]["holdout_start"]
+    gms3 = _json(cli_module("eval", "frames", "--satellite", "gms3", *EVAL, "-w", world.root))
+    proto = gms3["protocol"]
+    split = frame.config["data"]["splits"]["gms3"]
+    assert proto["satellite"] == "gms3" and proto["trained_on"] == ["goes-east", "gms3"]
+    assert proto["holdout_start"] == split["holdout_start"] and proto["frames"] == 24
+    # only gms3's held-out frames are queries (each has candidates outside +-1 h)
+    held = _heldout_frames(world, "gms3", split["holdout_start"])
+    assert proto["queries"] == proto["heldout_frames"] == held
+    assert 0 < held < 24
+    assert set(gms3["ndcg_at_10"]) == {"trained", "raw_pixels", "imagenet", "random"}
+    metrics = list_models(world, "frame")[-1].metrics
+    assert metrics["gms3_ndcg_at_10"] == gms3["ndcg_at_10"]["trained"]
+    assert metrics["ndcg_at_10"] == default["ndcg_at_10"]["trained"]
+
+
+def _frame_model_of_goes_only(world: Workspace, tmp_path, channel: str = "ir") -> Workspace:
+    """A copy of ``world`` whose frame model reads as trained on goes-east alone (an entry of
+    before cross-satellite models), of ``channel``."""
+    ws = Workspace(tmp_path / "ws")
+    shutil.copytree(world.root, ws.root)
+    registry = ws.models_dir / "registry.json"
+    entries = json.loads(registry.read_text())
+    old = _old_entry(list_models(world, "frame")[-1], "goes-east")
+    old["config"]["frame"]["channels"] = old["config"]["data"]["channels"] = [channel]
+    entries["models"] = [m for m in entries["models"] if m["kind"] != "frame"] + [old]
+    registry.write_text(json.dumps(entries))
+    return ws
+
+
+def test_eval_frames_on_a_satellite_the_model_never_saw(world, cli_module, tmp_path):
+    from skysearch.encoders.datasets.triplets import holdout_start
+
+    from skysearch.timeutil import parse_time, to_rfc3339
+
+    ws = _frame_model_of_goes_only(world, tmp_path)
+    args = ("eval", "frames", "--satellite", "gms3", "--no-baselines", *EVAL, "-w", ws.root)
+    proto = _json(cli_module(*args))["protocol"]
+    assert proto["satellite"] == "gms3" and proto["trained_on"] == ["goes-east"]
+    # its own time range (1987), held out by the default fraction 0.2
+    start = holdout_start(parse_time(proto["first"]), parse_time(proto["last"]), 0.2)
+    assert proto["holdout_start"] == to_rfc3339(start)
+    assert proto["queries"] == _heldout_frames(ws, "gms3", proto["holdout_start"]) > 0
+
+
+def test_eval_frames_satellite_errors_are_one_line(world, cli_module, tmp_path):
+    unknown = cli_module("eval", "frames", "--satellite", "nope", "-w", world.root)
+    assert unknown.exit_code == 2
+    assert unknown.stderr.strip().splitlines()[-1] == (
+        "error: no frames of --satellite nope in the catalog (satellites: gms3, goes-east)"
+    )
+    ws = _frame_model_of_goes_only(world, tmp_path, channel="wv")
+    other = cli_module("eval", "frames", "--satellite", "gms3", "-w", ws.root)
+    assert other.exit_code == 2
+    line = other.stderr.strip().splitlines()[-1]
+    assert line == "error: no wv frames (the frame model's channel) of --satellite gms3"
+
+
+def test_eval_analogs_satellite_restricts_queries_and_candidates(world, cli_module, tmp_path):
+    from skysearch.ingest.clips import read_clips
+
+    ws = Workspace(tmp_path / "ws")
+    shutil.copytree(world.root, ws.root)
+    track = shared_data("digital-typhoon", "jma", "198702.tsv")
+    assert cli_module("ingest-track", track, "-w", ws.root).exit_code == 0
+    args = ("eval", "analogs", "--no-baselines", "--k", "2", *EVAL, "-w", ws.root)
+    default = _json(cli_module(*args))  # goes-east, the model's first: no best track
+    assert default["protocol"]["satellite"] == "goes-east"
+    assert "n/a" in default["same_event"]
+    gms3 = _json(cli_module(*args, "--satellite", "gms3"))
+    clip = list_models(ws, "clip")[-1].config["data"]["splits"]["gms3"]
+    assert gms3["protocol"]["satellite"] == "gms3"
+    assert gms3["protocol"]["clips_with_track"] == len(read_clips(ws, "gms3", columns=["clip_id"]))
+    # every held-out gms3 clip is a query (an hourly track); candidates are gms3 clips only
+    assert gms3["same_event"]["queries"] == clip["heldout_clips"] > 0
+    assert gms3["same_event"]["mean_candidates"] < gms3["protocol"]["clips_with_track"]
+    for name, expect in (
+        ("goes-east", "error: no clip of --satellite goes-east has a best track"),
+        ("nope", "error: no clips of nope"),
+    ):
+        result = cli_module(*args, "--satellite", name)
+        assert result.exit_code == 2, result.stderr
+        assert result.stderr.strip().splitlines()[-1].startswith(expect)

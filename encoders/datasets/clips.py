@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -394,28 +394,35 @@ def split_by_time(
 
 def model_split(clip_set: ClipSet, data: dict) -> Split:
     """The split a model was trained with (its config's ``data`` section), per satellite of
-    ``clip_set``. A satellite the model was not trained on is split by the model's hold-out
-    fraction (default 0.2) of its own time range: every clip of it is unseen, this keeps the
-    held-out period comparable."""
+    ``clip_set`` (see :func:`model_split_times`)."""
     if len(clip_set.satellites) > 1:
         return _per_satellite(clip_set, lambda part: model_split(part, data))
+    first, last = _aware(clip_set.starts.min()), _aware(clip_set.ends.max())
+    holdout, validation = model_split_times(data, clip_set.satellite, first, last)
+    return split_by_time(clip_set, holdout_start=holdout, validation_start=validation)
+
+
+def model_split_times(
+    data: Mapping[str, Any], satellite: str, first: datetime, last: datetime
+) -> tuple[datetime, datetime | None]:
+    """(hold-out start, validation start or None) of a model's split (its config's ``data``
+    section) for ``satellite``, whose items span ``[first, last]``: as recorded where the model
+    was trained on it. A satellite the model was not trained on is split by the model's
+    hold-out fraction (default 0.2) of its own time range: every item of it is unseen, this
+    keeps the held-out period comparable."""
+    from skysearch.encoders.datasets.triplets import holdout_start as start_of_holdout
+
     from skysearch.timeutil import parse_time
 
-    recorded = data.get("splits", {}).get(clip_set.satellite)
-    if recorded is None and data.get("satellite") == clip_set.satellite:
+    recorded = data.get("splits", {}).get(satellite)
+    if recorded is None and data.get("satellite") == satellite:
         recorded = data
     if recorded is None:
-        return split_by_time(
-            clip_set,
-            data.get("holdout_fraction", 0.2),
-            validation_fraction=data.get("validation_fraction", 0.0),
-        )
+        holdout = start_of_holdout(first, last, data.get("holdout_fraction", 0.2))
+        fraction = data.get("validation_fraction", 0.0)
+        return holdout, start_of_holdout(first, holdout, fraction) if fraction > 0 else None
     validation = recorded.get("validation_start")
-    return split_by_time(
-        clip_set,
-        holdout_start=parse_time(recorded["holdout_start"]),
-        validation_start=parse_time(validation) if validation else None,
-    )
+    return parse_time(recorded["holdout_start"]), parse_time(validation) if validation else None
 
 
 def _per_satellite(clip_set: ClipSet, split_one: Callable[[ClipSet], Split]) -> Split:

@@ -4,7 +4,8 @@ The first measure not defined by our own grid metric: the JMA best track
 (:mod:`skysearch.ingest.tracks`) at each clip's last frame, its "now" (the nearest track row
 within 30 min): central pressure, JMA class, maximum wind.
 
-Protocol, on the clips of the clip model's spec and its split (as ``eval clips``):
+Protocol, on the clips of the clip model's spec and its split, of one satellite (default: the
+model's first; as ``eval clips``):
 
 - **Queries**: the held-out clips (``split="validation"``: the validation slice) that have a
   best-track row.
@@ -44,6 +45,7 @@ from skysearch.retrieval.evaluation.clips import (
 )
 
 from skysearch.config import Workspace
+from skysearch.errors import NotFoundError
 
 SETTINGS = ("same_event", "other_events")
 METRICS = ("pressure_mae_hpa", "class_agreement_at_k", "wind_mae_kt")
@@ -130,6 +132,12 @@ def evaluate_analogs(
     now = data.clip_set.step_times[data.clip_set.index[:, -1]]  # each clip's last frame
     tracks = track_arrays(workspace, clips["event"].to_pylist(), list(now))
     tracked = ~np.isnan(tracks["pressure_hpa"])
+    if options.satellite and not tracked.any():
+        raise NotFoundError(
+            f"no clip of {{satellite}} {options.satellite} has a best track: load one with "
+            "`skysearch ingest-track`",
+            params=["satellite"],
+        )
     settings = _settings(data, tracked, events, options)
     result: dict[str, Any] = {"model_id": data.record.model_id}
     computable = {s: v for s, v in settings.items() if not isinstance(v, str)}

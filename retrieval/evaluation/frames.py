@@ -2,23 +2,30 @@
 frames, with the raw-pixel, ImageNet and random baselines in the same run.
 
 The protocol of ``eval clips`` (:mod:`~skysearch.retrieval.evaluation.clips`) with one frame in
-place of a clip: the frames are every catalog frame of the frame model's satellite and channel;
-queries are the frames of the model's held-out period (``split="validation"``: its validation
-slice, on the archive before the hold-out); candidates are all frames more than
-``exclude_hours`` from the query; relevance is the grid similarity of the two frames, min-max
-normalised per query; NDCG@10, recall@10 and Pearson as for clips.
+place of a clip: the frames are every catalog frame of one satellite (default: the frame model's
+first) in the model's channel; queries are the frames of the model's held-out period (of a
+satellite the model was never trained on: the model's hold-out fraction of its own time range;
+``split="validation"``: its validation slice, on the archive before the hold-out); candidates
+are all frames more than ``exclude_hours`` from the query; relevance is the grid similarity of
+the two frames, min-max normalised per query; NDCG@10, recall@10 and Pearson as for clips.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import torch
-from skysearch.encoders.datasets.clips import step_similarity_matrix, to_datetime64
+from skysearch.encoders.datasets.clips import (
+    model_split_times,
+    step_similarity_matrix,
+    to_datetime64,
+)
 from skysearch.encoders.device import resolve_device
 from skysearch.encoders.factory import embed_in_batches, frame_channel, load_frame_encoder
+from skysearch.encoders.registry import model_satellites
 from skysearch.ingest.catalog import read_frames
 from skysearch.ingest.framestore import FrameStore
 from skysearch.retrieval.evaluation.clips import (
@@ -31,47 +38,66 @@ from skysearch.retrieval.evaluation.clips import (
 
 from skysearch.config import Workspace
 from skysearch.errors import NotFoundError, UsageError
-from skysearch.timeutil import parse_time, to_rfc3339
+from skysearch.timeutil import to_rfc3339
 
 
-def _heldout(times: np.ndarray, data: dict[str, Any], split: str) -> tuple[np.ndarray, np.ndarray]:
-    """(frames kept, held-out mask over them) for the ``test`` or ``validation`` split."""
-    holdout = to_datetime64(parse_time(data["holdout_start"]))
+def _frame_table(workspace: Workspace, satellite: str, channel: str) -> pa.Table:
+    """The ``satellite``'s ``channel`` frames (frame_id, time), in time order."""
+    table = read_frames(
+        workspace, satellite=satellite, channel=channel, columns=["frame_id", "time"]
+    )
+    if table.num_rows:
+        return table.sort_by("time")
+    known = set(read_frames(workspace, columns=["satellite"])["satellite"].to_pylist())
+    if satellite not in known:
+        satellites = ", ".join(sorted(known)) or "none"
+        raise NotFoundError(
+            f"no frames of {{satellite}} {satellite} in the catalog (satellites: {satellites})",
+            params=["satellite"],
+        )
+    raise NotFoundError(
+        f"no {channel} frames (the frame model's channel) of {{satellite}} {satellite}",
+        params=["satellite"],
+    )
+
+
+def _heldout(
+    times: list[datetime], data: dict[str, Any], satellite: str, split: str
+) -> tuple[datetime, np.ndarray, np.ndarray]:
+    """(hold-out start, frames kept, held-out mask over them) for the ``test`` or
+    ``validation`` split of ``satellite``'s frames at ``times`` (see ``model_split_times``)."""
+    holdout, validation = model_split_times(data, satellite, times[0], times[-1])
+    stamps = np.array([to_datetime64(t) for t in times])
     if split == "test":
-        return np.ones(len(times), bool), times >= holdout
+        return holdout, np.ones(len(times), bool), stamps >= to_datetime64(holdout)
     if split != "validation":
         raise UsageError(f"unknown {{split}} {split!r}; use test or validation", params=["split"])
-    if not data.get("validation_start"):
+    if validation is None:
         raise UsageError(
             "the frame model has no validation slice; train one with a validation fraction",
             params=["split"],
         )
-    keep = times < holdout
-    return keep, times[keep] >= to_datetime64(parse_time(data["validation_start"]))
+    keep = stamps < to_datetime64(holdout)
+    return holdout, keep, stamps[keep] >= to_datetime64(validation)
 
 
 def evaluate_frames(
     workspace: Workspace, model_id: str | None = None, options: EvalOptions | None = None
 ) -> dict[str, Any]:
-    """Evaluate a registered single-channel frame model (latest by default); JSON-ready."""
+    """Evaluate a registered single-channel frame model (latest by default) on the frames of
+    ``options.satellite`` (default: the model's first); JSON-ready."""
     options = options or EvalOptions()
     device = resolve_device(options.device)
     encoder, record = load_frame_encoder(workspace, model_id, options.device)
     data = record.config["data"]
     channel = frame_channel(record, "frame evaluation")
-    table = read_frames(
-        workspace,
-        satellite=data["satellite"],
-        channel=channel,
-        columns=["frame_id", "time"],
-    ).sort_by("time")
-    if table.num_rows == 0:
-        raise NotFoundError(f"no {data['satellite']} {channel} frames to evaluate")
-    times = table["time"].cast(pa.int64()).to_numpy().astype("datetime64[us]")
-    keep, heldout = _heldout(times, data, options.split)
+    satellite = options.satellite or data["satellite"]
+    table = _frame_table(workspace, satellite, channel)
+    all_times = table["time"].to_pylist()
+    holdout, keep, heldout = _heldout(all_times, data, satellite, options.split)
     ids = [fid for fid, k in zip(table["frame_id"].to_pylist(), keep, strict=True) if k]
-    kept_times = [t for t, k in zip(table["time"].to_pylist(), keep, strict=True) if k]
-    times = times[keep]
+    kept_times = [t for t, k in zip(all_times, keep, strict=True) if k]
+    times = np.array([to_datetime64(t) for t in kept_times])
     frames = FrameStore(workspace).read_many(ids)[:, None]  # (S, 1, H, W)
     truth = step_similarity_matrix(frames)
     protocol = build_protocol(times, heldout, options)
@@ -83,10 +109,11 @@ def evaluate_frames(
         vectors.update(baseline_vectors(frames, index, device, options.seed))
     result = {"model_id": record.model_id, **score_methods(vectors, truth, protocol, options.k)}
     result["protocol"] = {
-        "satellite": data["satellite"],
+        "satellite": satellite,
+        "trained_on": model_satellites(data),
         "channel": channel,
         "frames": len(ids),
-        "holdout_start": data["holdout_start"],
+        "holdout_start": to_rfc3339(holdout),
         "heldout_frames": int(heldout.sum()),
         "first": to_rfc3339(kept_times[0]),
         "last": to_rfc3339(kept_times[-1]),
