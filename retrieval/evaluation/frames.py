@@ -62,14 +62,18 @@ def _frame_table(workspace: Workspace, satellite: str, channel: str) -> pa.Table
 
 
 def _heldout(
-    times: list[datetime], data: dict[str, Any], satellite: str, split: str
+    stamps: np.ndarray,
+    span: tuple[datetime, datetime],
+    data: dict[str, Any],
+    satellite: str,
+    split: str,
 ) -> tuple[datetime, np.ndarray, np.ndarray]:
     """(hold-out start, frames kept, held-out mask over them) for the ``test`` or
-    ``validation`` split of ``satellite``'s frames at ``times`` (see ``model_split_times``)."""
-    holdout, validation = model_split_times(data, satellite, times[0], times[-1])
-    stamps = np.array([to_datetime64(t) for t in times])
+    ``validation`` split of ``satellite``'s frames at ``stamps`` (datetime64, time order),
+    which span ``span`` (see ``model_split_times``)."""
+    holdout, validation = model_split_times(data, satellite, *span)
     if split == "test":
-        return holdout, np.ones(len(times), bool), stamps >= to_datetime64(holdout)
+        return holdout, np.ones(len(stamps), bool), stamps >= to_datetime64(holdout)
     if split != "validation":
         raise UsageError(f"unknown {{split}} {split!r}; use test or validation", params=["split"])
     if validation is None:
@@ -94,10 +98,12 @@ def evaluate_frames(
     satellite = options.satellite or data["satellite"]
     table = _frame_table(workspace, satellite, channel)
     all_times = table["time"].to_pylist()
-    holdout, keep, heldout = _heldout(all_times, data, satellite, options.split)
+    stamps = table["time"].cast(pa.int64()).to_numpy().astype("datetime64[us]")
+    span = (all_times[0], all_times[-1])
+    holdout, keep, heldout = _heldout(stamps, span, data, satellite, options.split)
     ids = [fid for fid, k in zip(table["frame_id"].to_pylist(), keep, strict=True) if k]
     kept_times = [t for t, k in zip(all_times, keep, strict=True) if k]
-    times = np.array([to_datetime64(t) for t in kept_times])
+    times = stamps[keep]
     frames = FrameStore(workspace).read_many(ids)[:, None]  # (S, 1, H, W)
     truth = step_similarity_matrix(frames)
     protocol = build_protocol(times, heldout, options)

@@ -28,7 +28,7 @@ from skysearch.encoders.factory import (
 )
 from skysearch.ingest.catalog import read_frames
 from skysearch.ingest.engines import Engine
-from skysearch.ingest.footprints import BOUND_COLUMNS
+from skysearch.ingest.footprints import BOUND_COLUMNS, is_box
 from skysearch.ingest.tracks import PAYLOAD_KEYS, track_payloads
 from skysearch.retrieval.indexing.pipeline import IndexReport, Item, Listing
 from skysearch.retrieval.indexing.runner import index_with
@@ -47,7 +47,7 @@ EVENT_FINGERPRINT = ("event", *PAYLOAD_KEYS, *BOUND_COLUMNS)
 def footprint_payload(row: dict[str, Any]) -> dict[str, float]:
     """A catalog row's footprint bounds (``west, south, east, north``) when it has them."""
     box = {name: row.get(name) for name in BOUND_COLUMNS}
-    return box if all(v is not None for v in box.values()) else {}
+    return box if is_box(list(box.values())) else {}
 
 
 def event_payloads(

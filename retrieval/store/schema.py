@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from qdrant_client import models
+from skysearch.ingest.footprints import BOUND_COLUMNS
 
 from skysearch.timeutil import parse_time, to_rfc3339
 
@@ -112,7 +113,7 @@ PAYLOAD_FIELDS: tuple[PayloadField, ...] = (
             f"footprint {name} bound in degrees, where the profile knows the projection "
             "(a clip: the union of its frames'; east > 180 across the antimeridian)",
         )
-        for name in ("west", "south", "east", "north")
+        for name in BOUND_COLUMNS
     ),
     PayloadField("bbox", None, (SCENES,), "[west, south, east, north] in degrees, if known"),
     PayloadField("event", _T.KEYWORD, (FRAMES, CLIPS), "event id, e.g. a typhoon (198702)"),
