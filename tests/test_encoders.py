@@ -110,12 +110,13 @@ def test_cell_metric_training_lowers_loss_on_real_frames(sample_ws, tmp_path):
 
 
 def test_clip_readout_is_segment_means_of_pooled_maps():
-    """An untrained clip encoder (gate 0) = 4 segment means of 2x2-pooled 16 x 16 maps."""
+    """An untrained clip encoder (gate 0) = 4 segment means of the 2x2-pooled frame maps
+    (small-cnn's default: 4 values per cell on an 8 x 8 map)."""
     from skysearch.encoders.models.clip import clip_config_for
 
     encoder = ClipEncoder(clip_config_for(FrameEncoderConfig(), 12)).eval()
     frames = torch.rand(2, 12, 256)
-    expected = torch.nn.functional.avg_pool2d(frames.reshape(24, 1, 16, 16), 2)
+    expected = torch.nn.functional.avg_pool2d(frames.reshape(24, 4, 8, 8), 2)
     expected = expected.reshape(2, 4, 3, 64).mean(2).reshape(2, 256)
     expected = torch.nn.functional.normalize(expected, dim=-1)
     assert torch.allclose(encoder(frames), expected, atol=1e-6)

@@ -7,8 +7,8 @@ and training adds what helps. The output layer is fixed: the mean of each of ``s
 consecutive groups of frames (the ground truth compares frame i with frame i, so order
 matters), and for frame embeddings with a spatial layout (``small-cnn``'s pooled cell map) a
 ``spatial_pool`` x ``spatial_pool`` average of the map, so the result is 256-d. Measured on the
-GOES validation slice: 4 segments x a 2x2-pooled map ranked clips better than the temporal
-mean, and far better than a learned or random 3072 -> 256 projection (trained on ~150
+GOES validation slice: 4 segments x a 2x2-pooled map ranked clips of 6 and 12 frames better
+than the temporal mean (4-frame clips: the reverse), and far better than a learned or random 3072 -> 256 projection (trained on ~150
 overlapping clips it learned the training period's calendar).
 
 :class:`ClipEmbedder` bundles a (frozen) frame encoder with a clip encoder; a clip checkpoint
@@ -64,10 +64,15 @@ def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
     return table
 
 
+#: ``small-cnn`` clips of at least this many frames are read out in segments (see below)
+SEGMENTED_LENGTH = 6
+
+
 def clip_config_for(frame: FrameEncoderConfig, length: int) -> ClipEncoderConfig:
-    """Clip encoder settings for a frame encoder: for ``small-cnn``'s cell map (and clips of
-    at least 4 frames) 4 segments x a 2x2-pooled map, otherwise the temporal mean."""
-    if frame.backbone == "small-cnn" and length >= 4 and frame.out_grid % 2 == 0:
+    """Clip encoder settings for a frame encoder: for ``small-cnn``'s cell map and clips of at
+    least 6 frames, 4 segments x the 2x2-pooled map; otherwise the temporal mean (chosen on the
+    GOES IR validation slice for 4, 6 and 12 frames: bench/RESULTS.md, 2026-11-29)."""
+    if frame.backbone == "small-cnn" and length >= SEGMENTED_LENGTH and frame.out_grid % 2 == 0:
         return ClipEncoderConfig(
             length, frame.dim, segments=4, frame_grid=frame.out_grid, spatial_pool=2
         )

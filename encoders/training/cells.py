@@ -55,7 +55,7 @@ def cell_pair_batches(
 ) -> Callable[[np.random.Generator], Iterator[tuple[torch.Tensor, int]]]:
     """Batches for ``objectives.fit_batches``: squared cell-value distance vs ground-truth D, MSE.
 
-    The fit stays far from zero loss (one value per cell cannot reproduce every pairwise D,
+    The fit stays far from zero loss (a few values per cell cannot reproduce every pairwise D,
     and ground-truth cells of ~150 pixels are often one or two bins wide, so D jumps), but
     it orders cell pairs by D, which is what ranking clips needs: on the GOES validation slice
     these targets ranked clips better (NDCG@10 0.990 vs 0.971) than KS on the encoder's own
