@@ -459,7 +459,10 @@ def load_settings_for(ws: Workspace):
 
 def test_tuned_image_tower_recipe_and_other_architectures(tiny_model_name, tmp_path):
     """The previous recipe (image blocks tuned, trained text head) still trains and loads as a
-    plain model; the locked recipe refuses a tower without a separable trunk, in plain words."""
+    plain model; tuned with the text head locked gets the concept bank of its own tuned trunk;
+    the locked recipe refuses a tower without a separable trunk, in plain words."""
+    from skysearch.encoders.datasets.captions import read_csv
+    from skysearch.encoders.models.text_image import load_rgb
     from skysearch.encoders.training.text_image import train_text_image
     from skysearch.encoders.training.text_image_data import prepare_folder
     from skysearch.encoders.training.text_image_recipe import TextImageTrainConfig as TrainConfig
@@ -480,6 +483,29 @@ def test_tuned_image_tower_recipe_and_other_architectures(tiny_model_name, tmp_p
     assert summary["trainable_params"] > 1280 * 384 + 384 * 384  # heads + tower blocks
     model = load_text_image_model(summary["path"])
     assert "heads" not in model.metadata and model.embed_dim == 384
+    # with the text head locked, the concept bank is built over the TUNED trunk's features, even
+    # where a locked run has cached the package tower's features of the same images
+    train_text_image(TrainConfig(**common, batch_size=8), ws, progress=False)
+    fused = train_text_image(
+        TrainConfig(**common, batch_size=8, image_tower="tuned", unlocked_image_groups=2),
+        ws,
+        progress=False,
+    )
+    model = load_text_image_model(fused["path"])
+    assert model.metadata["heads"]["kind"] == "fused" and model.embed_dim == 384 + 1280
+    assert not list(Path(fused["path"]).glob("*features*"))  # the bank's features not kept
+    # the bank's feature mean is the mean of the tuned trunk's features of the training images,
+    # not of the package tower's
+    paths = [row[0] for row in read_csv(csvs["train"], "title")]
+    rows_of = lambda m: torch.stack([m.preprocess(load_rgb(p)) for p in paths])  # noqa: E731
+    package = create_text_image_model(DEFAULT_MODEL)
+    model.model.eval(), package.model.eval()
+    with torch.no_grad():
+        tuned_mean = model.model.visual.trunk(rows_of(model)).mean(0)
+        package_mean = package.model.visual.trunk(rows_of(package)).mean(0)
+    stored = model.model.visual.head.feature_mean
+    assert torch.allclose(stored, tuned_mean, atol=1e-4)
+    assert not torch.allclose(stored, package_mean, atol=1e-3)
     with pytest.raises(UsageError, match="no separable image trunk"):
         train_text_image(TrainConfig(**common, model_name=tiny_model_name), ws, progress=False)
 

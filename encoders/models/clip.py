@@ -8,8 +8,9 @@ consecutive groups of frames (the ground truth compares frame i with frame i, so
 matters), and for frame embeddings with a spatial layout (``small-cnn``'s pooled cell map) a
 ``spatial_pool`` x ``spatial_pool`` average of the map, so the result is 256-d. Measured on the
 GOES validation slice: 4 segments x a 2x2-pooled map ranked clips of 6 and 12 frames better
-than the temporal mean (4-frame clips: the reverse), and far better than a learned or random 3072 -> 256 projection (trained on ~150
-overlapping clips it learned the training period's calendar).
+than the temporal mean (4-frame clips: the reverse), and far better than a learned or random
+3072 -> 256 projection (trained on ~150 overlapping clips it learned the training period's
+calendar).
 
 :class:`ClipEmbedder` bundles a (frozen) frame encoder with a clip encoder; a clip checkpoint
 stores both (keys ``frame.*`` and ``clip.*``), so one registry entry embeds raw clips.

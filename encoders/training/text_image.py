@@ -92,6 +92,14 @@ class Trainer:
         cache = self.workspace.root / "cache" / "text-image-features" / name
         return trunk_features(tim, [r[0] for r in rows], cache, self.progress)
 
+    def _tuned_features(self, tim: TextImageModel, rows: list) -> torch.Tensor:
+        """Trunk features of the rows' images under this run's tuned trunk (not the package
+        tower's cached ones); kept in the run folder only until the model is saved."""
+        cache = self.run_dir / "tuned-trunk-features.npz"
+        feats = trunk_features(tim, [r[0] for r in rows], cache, self.progress)
+        cache.unlink(missing_ok=True)
+        return feats
+
     def _loader(self, rows: list, epoch: int, train: bool, tim: TextImageModel, feats=None):
         """Batches of (images or trunk features, captions, labels)."""
         if feats is not None:
@@ -237,8 +245,12 @@ class Trainer:
         ).history
         trainable = sum(p.numel() for p in tim.model.parameters() if p.requires_grad)
         tim.to(torch.device("cpu"))
-        if cfg.image_tower == "locked" and cfg.bank_tau and text_features is not None:
-            bank = concept_bank(text_features, train_rows, train_feats, cfg.positives)
+        if cfg.bank_tau and text_features is not None and cfg.text_head == "locked":
+            # a tuned trunk has its own features now (not the cached package tower's)
+            feats = (
+                train_feats if train_feats is not None else self._tuned_features(tim, train_rows)
+            )
+            bank = concept_bank(text_features, train_rows, feats, cfg.positives)
             install_fused_heads(tim, *bank, tau=cfg.bank_tau)
         summary = {
             "model_id": self.model_id,

@@ -11,7 +11,12 @@ Two recipes for the image tower (``TextImageTrainConfig.image_tower``):
   at least as well as tuning the tower, and trains in a fraction of the time.
 - ``tuned``: the last ``unlocked_image_groups`` timm groups train with the image projection
   head, on SkyScript-style augmentation (random resized crop, random 90-degree rotations, flips;
-  overhead imagery has no "up"); frozen BatchNorm layers keep their ImageNet statistics.
+  overhead imagery has no "up"); frozen BatchNorm layers keep their ImageNet statistics. The
+  concept bank is then built from the tuned trunk's features (on the validation folds, without
+  it the tuned tower collapsed on unseen classes: bench/RESULTS.md, 2026-11-29).
+
+With ``text_head="trained"`` there is no concept bank (the fused text half is the untrained
+sentence embedding, which would drop the trained text projection).
 
 The text transformer is always frozen (its sentence semantics are what make free-text queries
 beyond the training captions work) and its pooled features are memoised per caption (exact:
@@ -60,7 +65,7 @@ class TextImageTrainConfig(TrainConfig):
     unlocked_image_groups: int = 11  # tuned: timm groups of tf_efficientnet_lite0, blocks.3 on
     text_head: str = "locked"  # "locked": text projection fixed (identity for MiniLM)
     logit_scale: float | None = 30.0  # fixed contrastive temperature; None: trained
-    bank_tau: float | None = 0.05  # locked tower: fused concept-bank heads (None: projection only)
+    bank_tau: float | None = 0.05  # fused concept-bank heads, locked text head (None: off)
     positives: str = "label"  # "label": same-class pairs are positives; "caption": same text
     seed: int = 0
     split_seed: int | None = None  # set when the CSVs were made from a class folder
