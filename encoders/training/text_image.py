@@ -245,7 +245,8 @@ class Trainer:
         ).history
         trainable = sum(p.numel() for p in tim.model.parameters() if p.requires_grad)
         tim.to(torch.device("cpu"))
-        if cfg.bank_tau and text_features is not None and cfg.text_head == "locked":
+        bank_fits = text_features is not None and hasattr(tim.model.visual, "trunk")
+        if cfg.bank_tau and bank_fits and cfg.text_head == "locked":
             # a tuned trunk has its own features now (not the cached package tower's)
             feats = (
                 train_feats if train_feats is not None else self._tuned_features(tim, train_rows)
