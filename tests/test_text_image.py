@@ -497,12 +497,15 @@ def test_tuned_image_tower_recipe_and_other_architectures(tiny_model_name, tmp_p
     # the bank's feature mean is the mean of the tuned trunk's features of the training images,
     # not of the package tower's
     paths = [row[0] for row in read_csv(csvs["train"], "title")]
-    rows_of = lambda m: torch.stack([m.preprocess(load_rgb(p)) for p in paths])  # noqa: E731
-    package = create_text_image_model(DEFAULT_MODEL)
-    model.model.eval(), package.model.eval()
-    with torch.no_grad():
-        tuned_mean = model.model.visual.trunk(rows_of(model)).mean(0)
-        package_mean = package.model.visual.trunk(rows_of(package)).mean(0)
+
+    def mean_trunk_features(tim) -> torch.Tensor:
+        tim.model.eval()
+        with torch.no_grad():
+            pixels = torch.stack([tim.preprocess(load_rgb(p)) for p in paths])
+            return tim.model.visual.trunk(pixels).mean(0)
+
+    tuned_mean = mean_trunk_features(model)
+    package_mean = mean_trunk_features(create_text_image_model(DEFAULT_MODEL))
     stored = model.model.visual.head.feature_mean
     assert torch.allclose(stored, tuned_mean, atol=1e-4)
     assert not torch.allclose(stored, package_mean, atol=1e-3)

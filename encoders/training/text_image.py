@@ -92,14 +92,6 @@ class Trainer:
         cache = self.workspace.root / "cache" / "text-image-features" / name
         return trunk_features(tim, [r[0] for r in rows], cache, self.progress)
 
-    def _tuned_features(self, tim: TextImageModel, rows: list) -> torch.Tensor:
-        """Trunk features of the rows' images under this run's tuned trunk (not the package
-        tower's cached ones); kept in the run folder only until the model is saved."""
-        cache = self.run_dir / "tuned-trunk-features.npz"
-        feats = trunk_features(tim, [r[0] for r in rows], cache, self.progress)
-        cache.unlink(missing_ok=True)
-        return feats
-
     def _loader(self, rows: list, epoch: int, train: bool, tim: TextImageModel, feats=None):
         """Batches of (images or trunk features, captions, labels)."""
         if feats is not None:
@@ -247,10 +239,9 @@ class Trainer:
         tim.to(torch.device("cpu"))
         bank_fits = text_features is not None and hasattr(tim.model.visual, "trunk")
         if cfg.bank_tau and bank_fits and cfg.text_head == "locked":
-            # a tuned trunk has its own features now (not the cached package tower's)
-            feats = (
-                train_feats if train_feats is not None else self._tuned_features(tim, train_rows)
-            )
+            feats = train_feats
+            if feats is None:  # a tuned trunk: its own features, not the package tower's cached
+                feats = trunk_features(tim, [r[0] for r in train_rows], None, self.progress)
             bank = concept_bank(text_features, train_rows, feats, cfg.positives)
             install_fused_heads(tim, *bank, tau=cfg.bank_tau)
         summary = {

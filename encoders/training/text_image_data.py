@@ -96,18 +96,19 @@ class FeatureDataset(torch.utils.data.Dataset):
 
 @torch.no_grad()
 def trunk_features(
-    tim: TextImageModel, paths: Sequence[str], cache: Path, progress: bool = True
+    tim: TextImageModel, paths: Sequence[str], cache: Path | None, progress: bool = True
 ) -> torch.Tensor:
     """Pooled image-trunk features of ``paths`` (inference preprocessing), each image computed
     once: ``cache`` (``.npz``: keys, features) keeps them by path, size and modification time,
     so re-runs, resumed runs and other runs on the same images (e.g. leave-classes-out folds)
-    only compute what is new."""
+    only compute what is new. ``cache=None``: computed, not kept (a tuned trunk's features
+    belong to one run)."""
     keys = []
     for p in paths:
         stat = Path(p).stat()
         keys.append(f"{Path(p).resolve()}|{stat.st_size}|{stat.st_mtime_ns}")
     known: dict[str, np.ndarray] = {}
-    if cache.is_file():
+    if cache is not None and cache.is_file():
         with np.load(cache) as data:
             known = dict(zip(data["keys"].tolist(), data["features"], strict=True))
     todo = [i for i, k in enumerate(keys) if k not in known]
@@ -121,7 +122,7 @@ def trunk_features(
             known[keys[i]] = vec
         bar.update(len(chunk))
     bar.close()
-    if todo:
+    if todo and cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         names = sorted(known)
         with atomic_path(cache) as tmp, open(tmp, "wb") as fh:
