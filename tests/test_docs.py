@@ -263,3 +263,18 @@ def test_every_named_module_and_attribute_exists():
 
 def test_readme_is_short():
     assert len((REPO / "README.md").read_bytes()) < 12 * 1024
+
+
+def test_the_payload_table_lists_every_field_with_its_index():
+    """docs/reference/schemas.md's payload table names every stored field, with the index the
+    store creates for it (``-``: stored, not indexed)."""
+    from skysearch.retrieval.store.schema import PAYLOAD_FIELDS, index_label
+
+    text = (REPO / "docs" / "reference" / "schemas.md").read_text(encoding="utf-8")
+    documented: dict[str, str] = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`"):
+            for name in re.findall(r"`(\w+)`", cells[0]):
+                documented[name] = cells[1]
+    assert {f.name: index_label(f) for f in PAYLOAD_FIELDS} == documented

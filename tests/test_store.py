@@ -481,3 +481,19 @@ def test_upsert_delete_roundtrip_is_idempotent(store):
 def test_unknown_quantization_is_a_clear_error():
     with pytest.raises(UsageError, match="unknown quantization 'pq'"):
         EdgeIndexParams(quantization="pq")
+
+
+def test_both_backends_can_create_every_payload_index():
+    """The server adapter once lacked the float and geo index types (footprint, location), which
+    only a run against a Qdrant server would have hit: both adapters translate every index the
+    schema asks for, integer ones with the schema's lookup/range uses."""
+    from skysearch.retrieval.store import embedded, schema, server
+
+    for field_name, kind in schema.PAYLOAD_INDEXES.items():
+        assert kind in embedded._INDEX_PARAMS and kind in server._INDEX_PARAMS, field_name
+        params = server._INDEX_PARAMS[kind](False, field_name)
+        if kind == models.PayloadSchemaType.INTEGER:
+            uses = schema.integer_index_uses(field_name)
+            assert (params.lookup, params.range) == (uses["lookup"], uses["range"])
+    assert schema.integer_index_uses("hour") == {"lookup": True, "range": False}
+    assert "year" not in schema.PAYLOAD_INDEXES

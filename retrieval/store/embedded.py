@@ -39,15 +39,15 @@ from skysearch.errors import StoreError, UsageError
 from skysearch.timeutil import to_rfc3339
 
 _INDEX_PARAMS = {
-    models.PayloadSchemaType.KEYWORD: lambda g: qe.KeywordIndexParams(enable_hnsw=g),
-    models.PayloadSchemaType.INTEGER: lambda g: qe.IntegerIndexParams(
-        lookup=True, range=True, enable_hnsw=g
+    models.PayloadSchemaType.KEYWORD: lambda g, f: qe.KeywordIndexParams(enable_hnsw=g),
+    models.PayloadSchemaType.INTEGER: lambda g, f: qe.IntegerIndexParams(
+        **schema.integer_index_uses(f), enable_hnsw=g
     ),
-    models.PayloadSchemaType.FLOAT: lambda g: qe.FloatIndexParams(enable_hnsw=g),
-    models.PayloadSchemaType.BOOL: lambda g: qe.BoolIndexParams(enable_hnsw=g),
-    models.PayloadSchemaType.DATETIME: lambda g: qe.DatetimeIndexParams(enable_hnsw=g),
-    models.PayloadSchemaType.UUID: lambda g: qe.UuidIndexParams(enable_hnsw=g),
-    models.PayloadSchemaType.GEO: lambda g: qe.GeoIndexParams(enable_hnsw=g),
+    models.PayloadSchemaType.FLOAT: lambda g, f: qe.FloatIndexParams(enable_hnsw=g),
+    models.PayloadSchemaType.BOOL: lambda g, f: qe.BoolIndexParams(enable_hnsw=g),
+    models.PayloadSchemaType.DATETIME: lambda g, f: qe.DatetimeIndexParams(enable_hnsw=g),
+    models.PayloadSchemaType.UUID: lambda g, f: qe.UuidIndexParams(enable_hnsw=g),
+    models.PayloadSchemaType.GEO: lambda g, f: qe.GeoIndexParams(enable_hnsw=g),
 }
 OWNER_FILE = ".skysearch-owner"
 #: argv: shard directory, "1"/"0" optimize, "1"/"0" build the window-scan copy
@@ -284,7 +284,7 @@ class EmbeddedStore(VectorStore):
         params = _INDEX_PARAMS.get(kind)
         if params is None:
             raise NotImplementedError(f"embedded store: {kind} payload index is not translated")
-        op = qe.UpdateOperation.create_field_index(field_name, params(graph))
+        op = qe.UpdateOperation.create_field_index(field_name, params(graph, field_name))
         self._shard(name).update(op)
 
     def _upsert(self, name: str, points: list[tuple[str, dict[str, list[float]], dict]]) -> None:

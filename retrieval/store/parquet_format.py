@@ -41,18 +41,13 @@ _TYPES: dict[Any, pa.DataType] = {
     _T.GEO: pa.struct([("lon", pa.float64()), ("lat", pa.float64())]),
 }
 _LISTS = {"channel": pa.list_(pa.string()), "bbox": pa.list_(pa.float64())}
-_FLOATS = {"wind_kt", "lat", "lon"}  # stored, not indexed: the schema gives no index type
 
 #: A point as written: id, vector, payload.
 Row = tuple[str, Sequence[float], dict[str, Any]]
 
 
-def _field_type(name: str, index: Any) -> pa.DataType:
-    return _LISTS.get(name) or _TYPES.get(index, pa.float64() if name in _FLOATS else pa.string())
-
-
 PAYLOAD_COLUMNS: dict[str, pa.DataType] = {
-    f.name: _field_type(f.name, f.index) for f in PAYLOAD_FIELDS
+    f.name: _LISTS.get(f.name) or _TYPES[f.kind] for f in PAYLOAD_FIELDS
 }
 
 

@@ -1,8 +1,8 @@
 """Collection schemas: names, vectors, payload fields and the payload index of every filtered field.
 
 One schema for every backend (embedded engine, Qdrant server, ``:memory:``), so an application
-can query a SkySearch collection directly with any Qdrant client. The README's schema table is
-generated from ``PAYLOAD_FIELDS``.
+can query a SkySearch collection directly with any Qdrant client. docs/reference/schemas.md
+lists ``PAYLOAD_FIELDS`` for users (tests/test_docs.py keeps the two alike).
 """
 
 from __future__ import annotations
@@ -69,9 +69,10 @@ WINDOW_SCAN_MAX_POINTS = 200_000
 @dataclass(frozen=True)
 class PayloadField:
     name: str
-    index: models.PayloadSchemaType | None  # None: stored, not filtered, not indexed
+    kind: models.PayloadSchemaType | None  # the value's type; None: a list or free text
     collections: tuple[str, ...]
     doc: str
+    indexed: bool = True  # False (the 5th argument): stored, not filtered
 
 
 _ALL = COLLECTIONS
@@ -85,7 +86,7 @@ PAYLOAD_FIELDS: tuple[PayloadField, ...] = (
         "channel name; a list of channels for a multi-channel clip (match-any)",
     ),
     PayloadField("time", _T.DATETIME, _ALL, "RFC 3339 UTC; frame time or clip start"),
-    PayloadField("year", _T.INTEGER, _ALL, "UTC year of `time`"),
+    PayloadField("year", _T.INTEGER, _ALL, "UTC year of `time`", False),
     PayloadField("month", _T.INTEGER, _ALL, "1-12"),
     PayloadField("day_of_year", _T.INTEGER, _ALL, "1-366 (season filters)"),
     PayloadField("hour", _T.INTEGER, _ALL, "0-23 UTC"),
@@ -95,7 +96,7 @@ PAYLOAD_FIELDS: tuple[PayloadField, ...] = (
     PayloadField("frame_id", _T.KEYWORD, (FRAMES, SCENES), "UUIDv5 of the frame"),
     PayloadField("clip_id", _T.KEYWORD, (CLIPS,), "UUIDv5 of the clip"),
     PayloadField("model_id", _T.KEYWORD, _ALL, "encoder that made the vector"),
-    PayloadField("source_path", None, _ALL, "archive file the frame came from"),
+    PayloadField("source_path", _T.KEYWORD, _ALL, "archive file the frame came from", False),
     PayloadField("dataset", _T.KEYWORD, (SCENES,), "image set or CSV a scene came from"),
     PayloadField("label", _T.KEYWORD, (SCENES,), "class of a scene (its class folder), if known"),
     PayloadField(
@@ -121,9 +122,9 @@ PAYLOAD_FIELDS: tuple[PayloadField, ...] = (
         "track_class", _T.INTEGER, (FRAMES, CLIPS), "JMA best-track class 2-6 (a clip: at its end)"
     ),
     PayloadField("pressure_hpa", _T.FLOAT, (FRAMES, CLIPS), "best-track central pressure"),
-    PayloadField("wind_kt", None, (FRAMES, CLIPS), "best-track maximum sustained wind"),
-    PayloadField("lat", None, (FRAMES, CLIPS), "best-track storm centre latitude"),
-    PayloadField("lon", None, (FRAMES, CLIPS), "best-track storm centre longitude"),
+    PayloadField("wind_kt", _T.FLOAT, (FRAMES, CLIPS), "best-track maximum sustained wind", False),
+    PayloadField("lat", _T.FLOAT, (FRAMES, CLIPS), "best-track storm centre latitude", False),
+    PayloadField("lon", _T.FLOAT, (FRAMES, CLIPS), "best-track storm centre longitude", False),
 )
 
 #: Fields whose payload index also gets payload-aware HNSW links (``enable_hnsw``): Qdrant
@@ -136,8 +137,26 @@ PAYLOAD_GRAPH_FIELDS: tuple[str, ...] = ()
 #: Every filtered field and its index type (servers in strict mode refuse unindexed filters;
 #: the embedded engine needs them for filtered HNSW).
 PAYLOAD_INDEXES: dict[str, models.PayloadSchemaType] = {
-    f.name: f.index for f in PAYLOAD_FIELDS if f.index is not None
+    f.name: f.kind for f in PAYLOAD_FIELDS if f.indexed and f.kind is not None
 }
+
+#: What the index of an integer field serves, as Qdrant's (lookup, range) flags: a lookup
+#: answers match conditions, a range index range conditions, and each costs memory for every
+#: point. The time fields are filtered one way only (months/hours by match, the season by
+#: range): at 100k points this cut the engine's anonymous memory after the load from 188 to
+#: 111 MB (with ``year`` unindexed), bench/RESULTS.md 2026-11-29 "payload indexes". Fields not
+#: listed get both.
+INTEGER_INDEX_USES: dict[str, tuple[bool, bool]] = {
+    "month": (True, False),
+    "hour": (True, False),
+    "day_of_year": (False, True),
+}
+
+
+def integer_index_uses(field_name: str) -> dict[str, bool]:
+    """``lookup`` and ``range`` flags of the integer field's payload index (as keywords)."""
+    lookup, range_ = INTEGER_INDEX_USES.get(field_name, (True, True))
+    return {"lookup": lookup, "range": range_}
 
 
 def time_payload(dt: datetime | str) -> dict[str, Any]:
@@ -153,14 +172,15 @@ def time_payload(dt: datetime | str) -> dict[str, Any]:
     }
 
 
-def schema_table() -> list[dict[str, str]]:
-    """Rows for the README / ``store info`` schema table."""
-    return [
-        {
-            "field": f.name,
-            "index": f.index.value if f.index is not None else "-",
-            "collections": ", ".join(f.collections),
-            "meaning": f.doc,
-        }
-        for f in PAYLOAD_FIELDS
-    ]
+def index_label(f: PayloadField) -> str:
+    """How docs/reference/schemas.md names a field's index: ``-``, ``keyword``, ``integer
+    (match)`` for a lookup-only integer index, ``integer (range)`` for a range-only one."""
+    if not f.indexed or f.kind is None:
+        return "-"
+    if f.kind != _T.INTEGER:
+        return f.kind.value
+    uses = integer_index_uses(f.name)
+    if all(uses.values()):
+        return "integer"
+    return "integer (match)" if uses["lookup"] else "integer (range)"
+

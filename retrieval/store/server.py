@@ -31,11 +31,13 @@ from skysearch.errors import StoreError
 
 _T = models.PayloadSchemaType
 _INDEX_PARAMS = {
-    _T.KEYWORD: lambda g: models.KeywordIndexParams(type="keyword", enable_hnsw=g),
-    _T.INTEGER: lambda g: models.IntegerIndexParams(
-        type="integer", lookup=True, range=True, enable_hnsw=g
+    _T.KEYWORD: lambda g, f: models.KeywordIndexParams(type="keyword", enable_hnsw=g),
+    _T.INTEGER: lambda g, f: models.IntegerIndexParams(
+        type="integer", **schema.integer_index_uses(f), enable_hnsw=g
     ),
-    _T.DATETIME: lambda g: models.DatetimeIndexParams(type="datetime", enable_hnsw=g),
+    _T.FLOAT: lambda g, f: models.FloatIndexParams(type="float", enable_hnsw=g),
+    _T.DATETIME: lambda g, f: models.DatetimeIndexParams(type="datetime", enable_hnsw=g),
+    _T.GEO: lambda g, f: models.GeoIndexParams(type="geo", enable_hnsw=g),
 }
 #: Qdrant's default indexing threshold (KB of vectors in a segment before it gets an HNSW graph)
 DEFAULT_INDEXING_KB = 20_000
@@ -152,7 +154,7 @@ class ServerStore(VectorStore):
     ) -> None:
         if self.backend == "memory":  # local mode ignores payload indexes (and warns)
             return
-        params = _INDEX_PARAMS[kind](graph)
+        params = _INDEX_PARAMS[kind](graph, field_name)
         self.client.create_payload_index(name, field_name, params, wait=True)
 
     def _upsert(self, name: str, points: list[tuple[str, dict[str, list[float]], dict]]) -> None:
