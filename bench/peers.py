@@ -4,8 +4,8 @@ Workload: bench/workload.py, as bench/store.py (clustered unit vectors, one ever
 held-out queries, time windows holding 1-10% of the points, k=10). Engines:
 
 - ``ours``: the embedded store through ``EmbeddedStore.search``, built and warmed as
-  bench/store.py does (the schema's HNSW m/ef_construct, int8, hnsw_ef per query kind: see
-  ``hnsw_ef``; the exact scan of windows up to ``schema.WINDOW_SCAN_MAX_POINTS`` points), on
+  bench/store.py does (the schema's HNSW m/ef_construct, int8, ``schema.SEARCH_HNSW_EF``;
+  the exact scan of windows up to ``schema.WINDOW_SCAN_MAX_POINTS`` points), on
   a temp folder; the same store then answers the filtered queries again with the scan
   switched off (row ``ours-engine-only``: every query through the engine, as before);
 - ``faiss-flat``: FAISS IndexFlatIP, exact; filtered with ``IDSelectorRange(assume_sorted)``
@@ -76,11 +76,6 @@ def folder_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
-def hnsw_ef(rows: Window) -> int:
-    """The store's query-time ef for this kind of query; the HNSW peers get the same."""
-    return schema.SEARCH_HNSW_EF if rows else schema.SEARCH_HNSW_EF_UNFILTERED
-
-
 class Ours:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -149,7 +144,7 @@ class FaissHnsw(FaissFlat):
 
     def params(self, rows: Window):
         sel = self.faiss.IDSelectorRange(rows[0], rows[1] + 1) if rows else None
-        return self.faiss.SearchParametersHNSW(efSearch=hnsw_ef(rows), sel=sel)
+        return self.faiss.SearchParametersHNSW(efSearch=schema.SEARCH_HNSW_EF, sel=sel)
 
 
 class Hnswlib:
@@ -169,7 +164,7 @@ class Hnswlib:
         def keep(label: int) -> bool:
             return rows[0] <= label <= rows[1]
 
-        self.index.set_ef(hnsw_ef(rows))
+        self.index.set_ef(schema.SEARCH_HNSW_EF)
         try:
             labels, _ = self.index.knn_query(q, k=K, filter=keep if rows else None)
         except RuntimeError:  # fewer than k found: hnswlib cannot return them, counts as none

@@ -27,7 +27,6 @@ from skysearch.retrieval.store.schema import (
     DEFAULT_VECTOR,
     PAYLOAD_INDEXES,
     SEARCH_HNSW_EF,
-    SEARCH_HNSW_EF_UNFILTERED,
 )
 
 from skysearch.errors import NotFoundError, UsageError
@@ -377,7 +376,7 @@ class VectorStore(ABC):
         # holding 24 of 3000 points (tests/test_store.py). Box filters are scored exactly.
         exact = exact or bool(sf and sf.bbox is not None)
         if hnsw_ef is None:
-            hnsw_ef = SEARCH_HNSW_EF if flt is not None else SEARCH_HNSW_EF_UNFILTERED
+            hnsw_ef = SEARCH_HNSW_EF
         if group:
             return self._query_one_per_day(name, vname, vec, k, flt, exact, hnsw_ef)
         return self._query(name, vname, vec, k, flt, exact, max(hnsw_ef, k))

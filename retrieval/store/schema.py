@@ -36,12 +36,12 @@ DEFAULT_VECTOR = "default"
 #: in large filtered subsets); with m=32/ef_construct=256 and hnsw_ef 256 it was 0.998.
 HNSW_M = 32
 HNSW_EF_CONSTRUCT = 256
-#: ``hnsw_ef`` used at query time (see above; the engine's default, = k, is far lower).
+#: ``hnsw_ef`` used at query time (see above; the engine's default, = k, is far lower), filtered
+#: or not. Unfiltered queries once used 128, chosen on validation queries over 100k points
+#: (recall@10 0.9997); over 1M points (leave-one-out validation queries, bench/RESULTS.md
+#: 2026-11-29 "payload indexes") 128 gave 0.988 with queries finding none of their top 10,
+#: 256 gave 0.998 with every query >= 0.9, at 0.70 vs 0.52 ms p50.
 SEARCH_HNSW_EF = 256
-#: ... and for unfiltered queries, where the whole graph is reachable: on validation queries
-#: (not the bench's) over the 100k bench store, recall@10 0.9927 at 64 (one query at 0.0),
-#: 0.9997 at 128 (worst 0.9) and 256.
-SEARCH_HNSW_EF_UNFILTERED = 128
 #: Below this many KB of vectors matching a filter, Qdrant scores the filtered subset exactly
 #: (via the payload index) instead of walking the graph. Qdrant's default, 10000 KB (~10k
 #: 256-d vectors), gave filtered recall@10 0.929 at 1M points with 1-10% time windows
@@ -183,4 +183,3 @@ def index_label(f: PayloadField) -> str:
     if all(uses.values()):
         return "integer"
     return "integer (match)" if uses["lookup"] else "integer (range)"
-
