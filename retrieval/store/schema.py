@@ -69,7 +69,7 @@ WINDOW_SCAN_MAX_POINTS = 200_000
 @dataclass(frozen=True)
 class PayloadField:
     name: str
-    kind: models.PayloadSchemaType | None  # the value's type; None: a list or free text
+    kind: models.PayloadSchemaType | None  # the value's type; None: a list of numbers (bbox)
     collections: tuple[str, ...]
     doc: str
     indexed: bool = True  # False (the 5th argument): stored, not filtered
@@ -116,7 +116,7 @@ PAYLOAD_FIELDS: tuple[PayloadField, ...] = (
         )
         for name in BOUND_COLUMNS
     ),
-    PayloadField("bbox", None, (SCENES,), "[west, south, east, north] in degrees, if known"),
+    PayloadField("bbox", None, (SCENES,), "[west, south, east, north] in degrees, if known", False),
     PayloadField("event", _T.KEYWORD, (FRAMES, CLIPS), "event id, e.g. a typhoon (198702)"),
     PayloadField(
         "track_class", _T.INTEGER, (FRAMES, CLIPS), "JMA best-track class 2-6 (a clip: at its end)"
@@ -137,7 +137,7 @@ PAYLOAD_GRAPH_FIELDS: tuple[str, ...] = ()
 #: Every filtered field and its index type (servers in strict mode refuse unindexed filters;
 #: the embedded engine needs them for filtered HNSW).
 PAYLOAD_INDEXES: dict[str, models.PayloadSchemaType] = {
-    f.name: f.kind for f in PAYLOAD_FIELDS if f.indexed and f.kind is not None
+    f.name: f.kind for f in PAYLOAD_FIELDS if f.indexed
 }
 
 #: What the index of an integer field serves, as Qdrant's (lookup, range) flags: a lookup
@@ -175,7 +175,7 @@ def time_payload(dt: datetime | str) -> dict[str, Any]:
 def index_label(f: PayloadField) -> str:
     """How docs/reference/schemas.md names a field's index: ``-``, ``keyword``, ``integer
     (match)`` for a lookup-only integer index, ``integer (range)`` for a range-only one."""
-    if not f.indexed or f.kind is None:
+    if not f.indexed:
         return "-"
     if f.kind != _T.INTEGER:
         return f.kind.value
