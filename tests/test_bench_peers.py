@@ -35,8 +35,9 @@ def test_ours_beside_an_exact_int8_scan() -> None:
     for name, engine in result["engines"].items():
         for mode in ("filtered", "unfiltered"):
             stats = engine[mode]
-            assert set(stats) == {"p50_ms", "p95_ms", "recall_at_10"}, name
+            assert set(stats) == {"p50_ms", "p95_ms", "cpu_ms", "recall_at_10"}, name
             assert 0 < stats["p50_ms"] <= stats["p95_ms"], name
+            assert stats["cpu_ms"] >= 0, name
         assert engine["build_s"] >= 0
         assert engine["peak_rss_mb"] >= engine["input_rss_mb"] > 0
     ours, scan = result["engines"]["ours"], result["engines"]["numpy-int8"]

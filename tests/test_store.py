@@ -28,6 +28,9 @@ N = 3000
 DIM = 32
 K = 10
 NQ = 60  # 600 true neighbours per case: recall@10 is estimated, not decided by 1-2 misses
+# qdrant-client's pure-Python ``:memory:`` mode must be exact (any miss fails): 15 queries
+# decide that in a quarter of the time (it takes ~0.2 s a query)
+NQ_MEMORY = 15
 T0 = datetime(2015, 1, 1, tzinfo=timezone.utc)
 CHANNELS = ["ir", "wv", "vis"]
 SATELLITES = ["goes-east", "coms"]
@@ -323,7 +326,7 @@ def test_server_bulk_load_pauses_index_building_and_optimize_resumes_it(monkeypa
 def _recall(store: VectorStore, filters, mask: np.ndarray, **kw) -> float:
     found = 0
     total = 0
-    for q in DATA.queries:
+    for q in DATA.queries[: NQ_MEMORY if store.kind == "memory" else NQ]:
         truth = brute_force(q, mask, K)
         hits = store.search(COLL, q, k=K, filters=filters, **kw)
         assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)

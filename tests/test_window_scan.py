@@ -113,6 +113,39 @@ def test_every_window_equals_brute_force_and_the_engine(store, scanned, window):
     assert calls_all(scanned)
 
 
+@pytest.fixture
+def three_scan_threads(monkeypatch):
+    """Windows of 64 rows or more scored by three threads (whatever this machine has)."""
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "3")
+    monkeypatch.setattr(window_scan, "PARALLEL_ROWS", 64)
+    monkeypatch.setattr(window_scan, "_pool", None)
+    yield
+    monkeypatch.setattr(window_scan, "_pool", None)  # the next test sizes its own
+
+
+@pytest.mark.parametrize("rows", [0, 1, 63, 64, 65, 100, 1001])
+def test_the_scores_of_a_window_split_across_threads_equal_one_pass(three_scan_threads, rows):
+    x = np.random.default_rng(rows).integers(-127, 128, size=(1200, DIM), dtype=np.int8)
+    q = x[3]
+    for lo in (0, 7, 1200 - rows):
+        want = x[lo : lo + rows].astype(np.int64) @ q.astype(np.int64)
+        np.testing.assert_array_equal(window_scan._scores(x, q, lo, lo + rows), want)
+    assert window_scan._scan_threads()[0] == 3
+
+
+@pytest.mark.parametrize("window", WINDOWS[3:6], ids=[w[0] for w in WINDOWS[3:6]])
+def test_windows_scored_by_several_threads_equal_brute_force(
+    store, scanned, three_scan_threads, window
+):
+    _, lo, hi = window
+    filters = SearchFilters(start=at(lo), end=at(hi))
+    for q in QUERIES:
+        assert [h.id for h in store.search(COLL, q, k=K, filters=filters)] == brute_force(
+            q, window_mask(lo, hi)
+        )
+    assert calls_all(scanned)
+
+
 def calls_all(calls: list[bool]) -> bool:
     return bool(calls) and all(calls)
 
