@@ -393,19 +393,34 @@ def test_scroll_returns_every_point_with_vectors(store):
     assert len(subset) == int((DATA.sat == "coms").sum())
 
 
-def test_an_older_collection_gets_the_indexes_added_since(tmp_path, monkeypatch):
-    """A collection made before a payload field existed (e.g. ``event``) gets its index the
-    next time something is indexed into it, so filtering on it works there too."""
+def test_payload_indexes_follow_the_points(tmp_path, monkeypatch):
+    """The schema's index of a field is created when the first point carrying it is written:
+    none for fields no point carries, and a collection made before a field existed (e.g.
+    ``event``) gets its index once such points arrive. Filters on an unindexed field still
+    work (the engine reads the payloads)."""
     from skysearch.retrieval.store import base
 
     older = {k: v for k, v in base.PAYLOAD_INDEXES.items() if k not in ("event", "track_class")}
+    payload = {**time_payload(T0), "satellite": "gms3", "channel": "ir"}
     with open_store(None, str(tmp_path / "store")) as s:
+        s.ensure_collection("frames", 4)
+        assert s.info("frames").payload_indexes == {}
         monkeypatch.setattr(base, "PAYLOAD_INDEXES", older)
-        s.ensure_collection("frames", 4)
-        assert "event" not in s.info("frames").payload_indexes
+        s.upsert("frames", [Point(DATA.ids[0], [1, 0, 0, 0], {**payload, "event": "198702"})])
+        assert set(s.info("frames").payload_indexes) == {
+            "time", "month", "day_of_year", "hour", "day", "satellite", "channel"
+        }  # fmt: skip
+        event = models.Filter(
+            must=[models.FieldCondition(key="event", match=models.MatchValue(value="198702"))]
+        )
+        assert [h.id for h in s.search("frames", [1, 0, 0, 0], filters=event)] == [DATA.ids[0]]
         monkeypatch.undo()
-        s.ensure_collection("frames", 4)
-        assert {"event", "track_class"} <= set(s.info("frames").payload_indexes)
+        s.upsert("frames", [Point(DATA.ids[1], [0, 1, 0, 0], {**payload, "event": "198702"})])
+        assert "event" in s.info("frames").payload_indexes
+        assert "track_class" not in s.info("frames").payload_indexes
+        assert len(s.search("frames", [1, 0, 0, 0], filters=event)) == 2
+        labelled = SearchFilters(labels=("Airport",))  # a field no point carries
+        assert s.search("frames", [1, 0, 0, 0], filters=labelled) == []
 
 
 def test_scroll_by_point_id(store):
