@@ -200,6 +200,10 @@ class VectorStore(ABC):
     def info(self, name: str) -> CollectionInfo:
         """Points, indexed vectors, segments, disk size, vectors and payload indexes."""
 
+    def _payload_indexes(self, name: str) -> dict[str, str]:
+        """Field -> index type (a backend overrides it where ``info`` costs more)."""
+        return self.info(name).payload_indexes
+
     @abstractmethod
     def optimize(self, name: str) -> None:
         """Build the HNSW index and merge segments, blocking. Run after bulk loads only."""
@@ -318,7 +322,7 @@ class VectorStore(ABC):
         batch that carries it is written.
         """
         vectors = self.vector_config(name)
-        indexed = set(self.info(name).payload_indexes)
+        indexed = set(self._payload_indexes(name))
         default = vector_name or DEFAULT_VECTOR
         bar = None
         if progress:

@@ -161,6 +161,13 @@ def to_edge_filter(flt: models.Filter | None) -> qe.Filter | None:
     return qe.Filter(must=conds(flt.must), should=conds(flt.should), must_not=conds(flt.must_not))
 
 
+def _index_types(shard_info: Any) -> dict[str, str]:
+    """Field -> index type of a qdrant-edge shard's info."""
+    return {
+        k: str(v.data_type).rsplit(".", 1)[-1].lower() for k, v in shard_info.payload_schema.items()
+    }
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
     """Linux: the optimize child gets SIGKILL if this process dies (no orphaned index build)."""
     try:
@@ -397,10 +404,12 @@ class EmbeddedStore(VectorStore):
             segments=i.segments_count,
             disk_bytes=_dir_bytes(self._path(name)),
             vectors=vectors,
-            payload_indexes={
-                k: str(v.data_type).rsplit(".", 1)[-1].lower() for k, v in i.payload_schema.items()
-            },
+            payload_indexes=_index_types(i),
         )
+
+    def _payload_indexes(self, name: str) -> dict[str, str]:
+        """Without ``info``'s walk of the collection's files (upsert asks on every call)."""
+        return _index_types(self._shard(name).info())
 
     def optimize(self, name: str) -> None:
         """Build HNSW + merge segments, then the window-scan copy, in a child process, with a
