@@ -18,15 +18,18 @@ held-out queries, time windows holding 1-10% of the points, k=10). Engines:
 - ``lancedb``: a LanceDB table on a temp folder, BTREE index on time, no vector index (exact
   scan after a prefilter).
 
-Each engine runs in its own child process (fed the same arrays through .npy files), so its
-peak RSS is that process's ``ru_maxrss``: Python, numpy, the engine's library, the float32
-input (n*dim*4 bytes, alike for all) and whatever the engine holds at its peak; ``input_rss_mb``
-is the RSS right after loading the input, before building. ``build_s``: from arrays in memory
-to a queryable index (ours: upsert + optimize). ``disk_mb``: the engine's folder (0: in memory
-only). Latency: wall time of one query through the engine's Python API, after the same warm-up
-for all; CPU ms: the process's CPU time per query, every thread (ours scores a window of 8k rows
-or more on every usable CPU; FAISS searches on one, its fastest here). Recall@10 is against an
-exact float32 scan of the window (or of all rows).
+Each engine runs in its own child process (fed the same arrays through memory-mapped .npy files,
+so 10M x 256 floats need not fit in RAM), so its peak RSS is that process's ``ru_maxrss`` (or
+its own children's, such as our optimize process, if larger): Python, numpy, the engine's
+library, the pages of the float32 input it read (up to n*dim*4 bytes, alike for all) and
+whatever the engine holds at its peak; ``input_rss_mb`` is the RSS right after opening the
+input, before building. Row ``ours-reopened``: a fresh process opening the built store and
+answering the same queries, as a service does; its peak RSS is what serving the store costs.
+``build_s``: from the arrays to a queryable index (ours: upsert + optimize). ``disk_mb``: the
+engine's folder (0: in memory only). Latency: wall time of one query through the engine's Python
+API, after the same warm-up for all; CPU ms: the process's CPU time per query, every thread
+(ours scores a window of 8k rows or more on every usable CPU; FAISS searches on one, its fastest
+here). Recall@10 is against an exact float32 scan of the window (or of all rows).
 
     python bench/peers.py [--n 1000000] [--queries 200] [--engines ours,faiss-flat] [--json]
 
@@ -56,6 +59,7 @@ import numpy as np
 from skysearch.retrieval.store import schema
 from skysearch.retrieval.store.embedded import EdgeIndexParams, EmbeddedStore
 from workload import (
+    CHUNK,
     COLLECTION,
     DIM,
     MAX_QUERIES,
@@ -69,6 +73,7 @@ from workload import (
 )
 
 ENGINES = ("ours", "faiss-flat", "faiss-hnsw", "hnswlib", "numpy-int8", "lancedb")
+MODES = ("unfiltered", "filtered")
 UNAVAILABLE = {"unavailable": "pip install 'skysearch[bench]'"}
 RESCORE = 4  # numpy-int8: candidates rescored in float32, per result
 Window = tuple[int, int] | None  # rows lo..hi inclusive; None: unfiltered
@@ -79,6 +84,8 @@ def folder_mb(path: Path) -> float:
 
 
 class Ours:
+    reopens = True  # the built store is measured again in a fresh process
+
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         params = EdgeIndexParams(
@@ -251,42 +258,70 @@ def timed(engine, queries: np.ndarray, windows: np.ndarray | None) -> dict:
     return {"lat_s": lat, "cpu_s": cpu, "ids": ids}
 
 
-def child(name: str, data: Path) -> dict:
-    """Build one engine on the saved arrays, warm it up, time every query; ids and latencies
-    go back to the parent, which scores them."""
+def child(name: str, data: Path, folder: Path, reopen: bool) -> dict:
+    """Build one engine on the saved arrays in ``folder`` (or, ``reopen``, open the one built
+    there), warm it up, time every query; ids and latencies go back to the parent, which scores
+    them."""
     meta = json.loads((data / "meta.json").read_text())
-    x = np.load(data / "x.npy")
+    x = np.load(data / "x.npy", mmap_mode="r")
     queries = np.load(data / "queries.npy")
     windows = np.load(data / "windows.npy")
     input_rss = rss_mb()
-    folder = Path(tempfile.mkdtemp(prefix=f"skysearch-peers-{name}-"))
     try:
-        try:
-            engine = CLASSES[name](folder)
-        except ImportError:
-            return UNAVAILABLE
+        engine = CLASSES[name](folder)
+    except ImportError:
+        return UNAVAILABLE
+    out: dict = {"input_rss_mb": round(input_rss, 1)}
+    if not reopen:
         t = time.perf_counter()
         engine.build(x)
-        build_s = time.perf_counter() - t
-        warm_up(engine.search, x, np.random.default_rng(meta["seed"] + 2))
-        out: dict = {"build_s": round(build_s, 2), "input_rss_mb": round(input_rss, 1)}
-        for mode in ("unfiltered", "filtered"):
-            out[mode] = timed(engine, queries, windows if mode == "filtered" else None)
-        for variant, switch in getattr(engine, "variants", dict)().items():
-            switch()  # the unfiltered path is the same: filtered queries only
-            warm_up(engine.search, x, np.random.default_rng(meta["seed"] + 3))
-            out.setdefault("variants", {})[variant] = {"filtered": timed(engine, queries, windows)}
-        out["disk_mb"] = round(engine.disk_mb(), 1)
-        out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-        return out
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        out["build_s"] = round(time.perf_counter() - t, 2)
+    warm_up(engine.search, x, np.random.default_rng(meta["seed"] + 2))
+    for mode in ("unfiltered", "filtered"):
+        out[mode] = timed(engine, queries, windows if mode == "filtered" else None)
+    variants = {} if reopen else getattr(engine, "variants", dict)()
+    for variant, switch in variants.items():
+        switch()  # the unfiltered path is the same: filtered queries only
+        warm_up(engine.search, x, np.random.default_rng(meta["seed"] + 3))
+        out.setdefault("variants", {})[variant] = {"filtered": timed(engine, queries, windows)}
+    out["disk_mb"] = round(engine.disk_mb(), 1)
+    peak_kb = max(
+        resource.getrusage(who).ru_maxrss
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
+    out["peak_rss_mb"] = round(peak_kb / 1024, 1)
+    out.update(resident_mb())
+    return out
 
 
-def exact_top(x: np.ndarray, q: np.ndarray, rows: Window) -> set[int]:
-    lo, hi = rows or (0, len(x) - 1)
-    scores = x[lo : hi + 1] @ q
-    return {int(i) + lo for i in np.argpartition(-scores, K - 1)[:K]}
+def resident_mb() -> dict[str, float]:
+    """This process's resident memory now, split: anonymous (heap: what it cannot give back)
+    and file-backed (pages of memory-mapped files: the input, an engine's segments; the
+    kernel drops them under memory pressure)."""
+    fields = {"RssAnon:": "rss_anon_mb", "RssFile:": "rss_file_mb"}
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key = line.split(maxsplit=1)[0] if line else ""
+        if key in fields:
+            out[fields[key]] = round(int(line.split()[1]) / 1024, 1)
+    return out
+
+
+def exact_tops(x: np.ndarray, queries: np.ndarray, windows: np.ndarray) -> dict[str, list]:
+    """Per query the ids of its exact top k over all rows ("unfiltered") and over its window
+    ("filtered"), in one pass over ``x`` a chunk at a time."""
+    nq = len(queries)
+    best = {m: (np.full((nq, K), -np.inf, np.float32), np.zeros((nq, K), np.int64)) for m in MODES}
+    for lo in range(0, len(x), CHUNK):
+        scores = (np.asarray(x[lo : lo + CHUNK]) @ queries.T).T  # queries x rows
+        rows = np.arange(lo, lo + scores.shape[1])
+        inside = (rows >= windows[:, :1]) & (rows <= windows[:, 1:])
+        for mode, s in (("unfiltered", scores), ("filtered", np.where(inside, scores, -np.inf))):
+            values = np.concatenate([best[mode][0], s], axis=1)
+            ids = np.concatenate([best[mode][1], np.broadcast_to(rows, s.shape)], axis=1)
+            top = np.argpartition(-values, K - 1, axis=1)[:, :K]
+            best[mode] = (np.take_along_axis(values, top, 1), np.take_along_axis(ids, top, 1))
+    return {m: [set(map(int, row)) for row in best[m][1]] for m in MODES}
 
 
 def score(raw: dict, truths: list[set[int]]) -> dict:
@@ -301,21 +336,33 @@ def score(raw: dict, truths: list[set[int]]) -> dict:
 
 
 def run_engine(name: str, data: Path, truths: dict[str, list[set[int]]]) -> dict:
-    log(f"--- {name}")
+    folder = Path(tempfile.mkdtemp(prefix=f"skysearch-peers-{name}-"))
+    try:
+        raw = run_child(name, data, folder, reopen=False)
+        if "error" not in raw and getattr(CLASSES[name], "reopens", False):
+            raw.setdefault("variants", {})[f"{name}-reopened"] = run_child(
+                name, data, folder, reopen=True
+            )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    for measured in (raw, *raw.get("variants", {}).values()):
+        for mode in MODES:
+            if mode in measured:
+                measured[mode] = score(measured[mode], truths[mode])
+    return raw
+
+
+def run_child(name: str, data: Path, folder: Path, reopen: bool) -> dict:
+    log(f"--- {name}{' (reopened)' if reopen else ''}")
+    argv = ["--child", name, "--data", str(data), "--folder", str(folder)]
     proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--child", name, "--data", str(data)],
+        [sys.executable, str(Path(__file__).resolve()), *argv, *(["--reopen"] if reopen else [])],
         stdout=subprocess.PIPE,
         text=True,
     )
     if proc.returncode != 0:
         return {"error": f"engine process exited with {proc.returncode} (see stderr)"}
-    raw = json.loads(proc.stdout.strip().splitlines()[-1])
-    for mode in ("unfiltered", "filtered"):
-        if mode in raw:
-            raw[mode] = score(raw[mode], truths[mode])
-    for variant in raw.get("variants", {}).values():
-        variant["filtered"] = score(variant["filtered"], truths["filtered"])
-    return raw
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def table(result: dict) -> str:
@@ -350,9 +397,11 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--child", choices=ENGINES, help=argparse.SUPPRESS)
     ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--reopen", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.data)))
+        print(json.dumps(child(args.child, args.data, args.folder, args.reopen)))
         return
     engines = [e for e in args.engines.split(",") if e]
     unknown = sorted(set(engines) - set(ENGINES))
@@ -365,15 +414,11 @@ def main() -> None:
 
     load_start = [round(v, 2) for v in os.getloadavg()]
     log(f"load average: {load_start}  cpus: {os.cpu_count()}")
-    w = make_workload(args.n, args.queries, args.seed, args.dim)
-    windows = np.stack([w.starts, w.starts + w.lengths - 1], axis=1)
-    truths = {
-        "unfiltered": [exact_top(w.x, q, None) for q in w.queries],
-        "filtered": [exact_top(w.x, q, tuple(windows[i])) for i, q in enumerate(w.queries)],
-    }
     data = Path(tempfile.mkdtemp(prefix="skysearch-peers-data-"))
     try:
-        np.save(data / "x.npy", w.x)
+        w = make_workload(args.n, args.queries, args.seed, args.dim, folder=data)
+        windows = np.stack([w.starts, w.starts + w.lengths - 1], axis=1)
+        truths = exact_tops(w.x, w.queries, windows)
         np.save(data / "queries.npy", w.queries)
         np.save(data / "windows.npy", windows)
         (data / "meta.json").write_text(json.dumps({"seed": args.seed}))
@@ -381,6 +426,7 @@ def main() -> None:
         results = {}
         for name in engines:
             results[name] = run_engine(name, data, truths)
+            log(f"{name}: {json.dumps(results[name])}")  # a long run's results so far
             for variant, measured in results[name].pop("variants", {}).items():
                 results[variant] = {**results[name], **measured, "variant_of": name}
     finally:

@@ -29,6 +29,7 @@ WARM_UP_QUERIES = 500
 T0 = datetime(2000, 1, 1, tzinfo=timezone.utc)
 STEP = timedelta(minutes=10)
 COLLECTION = "bench"
+CHUNK = 100_000  # rows per step over arrays that may not fit in RAM
 
 
 def log(msg: str) -> None:
@@ -43,12 +44,13 @@ def rss_mb() -> float:
     return float("nan")
 
 
-def make_data(n: int, seed: int, dim: int = DIM) -> np.ndarray:
-    """Regimes (cluster centres) that persist for a while, slow drift inside a regime, noise."""
+def make_data(n: int, seed: int, dim: int = DIM, out: np.ndarray | None = None) -> np.ndarray:
+    """Regimes (cluster centres) that persist for a while, slow drift inside a regime, noise.
+    ``out``: an (n, dim) float32 array to fill (e.g. a memory map, for N beyond RAM)."""
     rng = np.random.default_rng(seed)
     n_centres = max(16, n // 2000)
     centres = rng.normal(size=(n_centres, dim)).astype(np.float32)
-    x = np.empty((n, dim), dtype=np.float32)
+    x = np.empty((n, dim), dtype=np.float32) if out is None else out
     i = 0
     while i < n:
         run = int(rng.integers(20, 300))
@@ -56,7 +58,8 @@ def make_data(n: int, seed: int, dim: int = DIM) -> np.ndarray:
         drift = np.cumsum(rng.normal(scale=0.05, size=(min(run, n - i), dim)), axis=0)
         x[i : i + run] = c + drift + rng.normal(scale=0.6, size=drift.shape)
         i += run
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    for lo in range(0, n, CHUNK):
+        x[lo : lo + CHUNK] /= np.linalg.norm(x[lo : lo + CHUNK], axis=1, keepdims=True)
     return x
 
 
@@ -76,21 +79,40 @@ class Workload:
         return T0 + STEP * int(lo), T0 + STEP * int(hi)
 
 
-def make_workload(n: int, nq: int, seed: int, dim: int = DIM) -> Workload:
+def make_workload(
+    n: int, nq: int, seed: int, dim: int = DIM, folder: Path | None = None
+) -> Workload:
     """Held-out queries: MAX_QUERIES points drawn from random times (so every regime can be
-    queried), removed from the stored set; the stored data do not depend on ``nq``."""
-    full = make_data(n + MAX_QUERIES, seed, dim)
+    queried), removed from the stored set; the stored data do not depend on ``nq``. With
+    ``folder``, the stored vectors are ``folder/x.npy``, memory-mapped (10M x 256 is 10 GB)."""
+    total = n + MAX_QUERIES
+    full_file = folder / "full.npy" if folder else None
+    full = _array(full_file, (total, dim))
+    make_data(total, seed, dim, out=full)
     rng = np.random.default_rng(seed + 1)
-    held = np.sort(rng.choice(n + MAX_QUERIES, size=MAX_QUERIES, replace=False))
-    keep = np.ones(n + MAX_QUERIES, dtype=bool)
+    held = np.sort(rng.choice(total, size=MAX_QUERIES, replace=False))
+    keep = np.ones(total, dtype=bool)
     keep[held] = False
-    queries = full[rng.permutation(held)[:nq]]
-    x = np.ascontiguousarray(full[keep])
+    queries = np.array(full[rng.permutation(held)[:nq]])
+    x = _array(folder / "x.npy" if folder else None, (n, dim))
+    row = 0
+    for lo in range(0, total, CHUNK):
+        rows = full[lo : lo + CHUNK][keep[lo : lo + CHUNK]]
+        x[row : row + len(rows)] = rows
+        row += len(rows)
     del full
+    if full_file:
+        full_file.unlink()
     fractions = rng.uniform(0.01, 0.10, size=nq)
     starts = (rng.uniform(0, 1 - fractions) * n).astype(np.int64)
     lengths = (fractions * n).astype(np.int64)
     return Workload(x, queries, starts, lengths, rng)
+
+
+def _array(file: Path | None, shape: tuple[int, int]) -> np.ndarray:
+    if file is None:
+        return np.empty(shape, dtype=np.float32)
+    return np.lib.format.open_memmap(file, mode="w+", dtype=np.float32, shape=shape)
 
 
 def point_id(i: int) -> str:

@@ -306,3 +306,26 @@ def test_a_collection_without_times_gets_no_copy(tmp_path):
     hits = store.search("scenes", QUERIES[0], k=3, filters=SearchFilters(labels=("a",)))
     assert [h.id for h in hits] == brute_force(QUERIES[0], np.arange(N) < 50, 3)
     store.close()
+
+
+def test_a_long_load_is_indexed_in_segments_as_it_goes(tmp_path):
+    """Every ``segment_points`` upserted, the points are indexed (bounded RAM during a load),
+    without the copy (built once, by the final optimize); results equal brute force."""
+    params = EdgeIndexParams(segment_points=1000, indexing_threshold_kb=100)
+    store = EmbeddedStore(tmp_path, params)
+    load(store)  # 2400 points: indexed after 1000 and 2000
+    info = store.info(COLL)
+    assert info.indexed_vectors >= 2000 and info.segments >= 3
+    assert not window_scan.folder_of(tmp_path / COLL).exists()
+    store.optimize(COLL)
+    assert window_scan.folder_of(tmp_path / COLL).is_dir()
+    for _, lo, hi in WINDOWS:
+        filters = SearchFilters(start=at(lo), end=at(hi))
+        for q in QUERIES[:4]:
+            truth = brute_force(q, window_mask(lo, hi))
+            assert [h.id for h in store.search(COLL, q, k=K, filters=filters)] == truth
+            exact = store.search(COLL, q, k=K, filters=filters, exact=True)
+            assert [h.id for h in exact] == truth
+    unfiltered = store.search(COLL, QUERIES[0], k=K)
+    assert [h.id for h in unfiltered] == brute_force(QUERIES[0], np.ones(N, dtype=bool))
+    store.close()

@@ -76,6 +76,9 @@ class EdgeIndexParams:
     #: time windows holding at most this many points are scanned exactly
     #: (retrieval/store/window_scan.py); 0: every query goes to the engine
     window_scan_max_points: int = schema.WINDOW_SCAN_MAX_POINTS
+    #: segment size of new shards, and a load is indexed every this many points upserted
+    #: (schema.SEGMENT_POINTS: bounded RAM); 0: one segment, indexed by optimize() only
+    segment_points: int = schema.SEGMENT_POINTS
 
     def __post_init__(self) -> None:
         if self.quantization not in (None, "int8"):
@@ -199,6 +202,7 @@ class EmbeddedStore(VectorStore):
         self._shards: dict[str, qe.EdgeShard] = {}
         self._vector_sizes: dict[str, dict[str, int]] = {}  # read from edge_config.json
         self._windows: dict[str, window_scan.WindowIndex | None] = {}  # loaded copies
+        self._unindexed: dict[str, int] = {}  # points upserted since the last optimize()
         self._lock = threading.RLock()
 
     @property
@@ -237,7 +241,10 @@ class EmbeddedStore(VectorStore):
             hnsw_config=qe.HnswIndexConfig(
                 m=p.m, ef_construct=p.ef_construct, full_scan_threshold=p.full_scan_threshold_kb
             ),
-            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=p.indexing_threshold_kb),
+            optimizers=qe.EdgeOptimizersConfig(
+                indexing_threshold=p.indexing_threshold_kb,
+                max_segment_size=-(-p.segment_points * sum(vectors.values()) * 4 // 1024) or None,
+            ),
             quantization_config=_quantization(p.quantization),
         )
 
@@ -302,6 +309,9 @@ class EmbeddedStore(VectorStore):
             shard.update(qe.UpdateOperation.upsert_points(batch))
         except Exception as exc:
             raise StoreError(f"upsert into {name!r} failed: {exc}") from None
+        self._unindexed[name] = self._unindexed.get(name, 0) + len(batch)
+        if 0 < self.params.segment_points <= self._unindexed[name]:  # index them: bounded RAM
+            self._in_child(name, optimize=True, desc=f"index {name}", copy=False)
 
     def _stored_vectors(self, name: str, ids: list[str]) -> dict[str, dict[str, list[float]]]:
         records = self._shard(name).retrieve(ids, with_payload=False, with_vector=True)
@@ -422,7 +432,7 @@ class EmbeddedStore(VectorStore):
         """
         self._in_child(name, optimize=True, desc=f"optimize {name}")
 
-    def _in_child(self, name: str, optimize: bool, desc: str) -> None:
+    def _in_child(self, name: str, optimize: bool, desc: str, copy: bool = True) -> None:
         from tqdm import tqdm
 
         with self._lock:
@@ -430,7 +440,9 @@ class EmbeddedStore(VectorStore):
             self._shards.pop(name).close()
             self._windows.pop(name, None)
             path = self._path(name)
-            copy = self.params.window_scan_max_points > 0
+            copy = copy and self.params.window_scan_max_points > 0
+            if optimize:
+                self._unindexed.pop(name, None)
             child = subprocess.Popen(
                 [sys.executable, "-c", _CHILD, str(path), str(int(optimize)), str(int(copy))],
                 stdout=subprocess.DEVNULL,
@@ -464,6 +476,7 @@ class EmbeddedStore(VectorStore):
         with self._lock:
             self._before_write(name)
             self._vector_sizes.pop(name, None)
+            self._unindexed.pop(name, None)
             shard = self._shards.pop(name, None)
             if shard is not None:
                 shard.close()

@@ -64,6 +64,14 @@ QUANTIZATION_OVERSAMPLING = 2.0
 #: points (windows of 10k-100k at random places, ~43 ns a 256-d row, memory-bound) as fast
 #: as the engine's filtered path at its p50 (bench/RESULTS.md, bench/peers.py 1M entry).
 WINDOW_SCAN_MAX_POINTS = 200_000
+#: Points per segment of the embedded engine, and per indexing pass during a long load. The
+#: engine holds a segment's points in RAM (anonymous memory) until optimize() indexes them into
+#: memory-mapped files: at 1M points a load ended with 1.3 GB of it, the optimize process
+#: peaked above that, so a 10M load in one segment would not fit in 24 GB. Indexing every
+#: SEGMENT_POINTS keeps both bounded and the build time linear in N (bench/RESULTS.md,
+#: 2026-11-30). Time windows stay cheap: points arrive in time order, so a window touches few
+#: segments.
+SEGMENT_POINTS = 1_000_000
 
 
 @dataclass(frozen=True)
