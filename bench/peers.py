@@ -19,17 +19,18 @@ held-out queries, time windows holding 1-10% of the points, k=10). Engines:
   scan after a prefilter).
 
 Each engine runs in its own child process (fed the same arrays through memory-mapped .npy files,
-so 10M x 256 floats need not fit in RAM), so its peak RSS is that process's ``ru_maxrss`` (or
-its own children's, such as our optimize process, if larger): Python, numpy, the engine's
-library, the pages of the float32 input it read (up to n*dim*4 bytes, alike for all) and
-whatever the engine holds at its peak; ``input_rss_mb`` is the RSS right after opening the
-input, before building. Row ``ours-reopened``: a fresh process opening the built store and
-answering the same queries, as a service does; its peak RSS is what serving the store costs.
-``build_s``: from the arrays to a queryable index (ours: upsert + optimize). ``disk_mb``: the
-engine's folder (0: in memory only). Latency: wall time of one query through the engine's Python
-API, after the same warm-up for all; CPU ms: the process's CPU time per query, every thread
-(ours scores a window of 8k rows or more on every usable CPU; FAISS searches on one, its fastest
-here). Recall@10 is against an exact float32 scan of the window (or of all rows).
+so 10M x 256 floats need not fit in RAM), so its peak RSS is that process's high-water mark
+(``VmHWM``; or its own children's ``ru_maxrss``, such as our optimize process's, if larger):
+Python, numpy, the engine's library, the pages of the float32 input it read (up to n*dim*4
+bytes, alike for all) and whatever the engine holds at its peak; ``input_rss_mb`` is the RSS
+right after opening the input, before building. Row ``ours-reopened``: a fresh process opening
+the built store and answering the same queries, as a service does; its peak RSS is what serving
+the store costs. ``build_s``: from the arrays to a queryable index (ours: upsert + optimize).
+``disk_mb``: the engine's folder (0: in memory only). Latency: wall time of one query through
+the engine's Python API, after the same warm-up for all; CPU ms: the process's CPU time per
+query, every thread (ours scores a window of 8k rows or more on every usable CPU; FAISS searches
+on one, its fastest here). Recall@10 is against an exact float32 scan of the window (or of all
+rows).
 
     python bench/peers.py [--n 1000000] [--queries 200] [--engines ours,faiss-flat] [--json]
 
@@ -285,25 +286,26 @@ def child(name: str, data: Path, folder: Path, reopen: bool) -> dict:
         warm_up(engine.search, x, np.random.default_rng(meta["seed"] + 3))
         out.setdefault("variants", {})[variant] = {"filtered": timed(engine, queries, windows)}
     out["disk_mb"] = round(engine.disk_mb(), 1)
-    peak_kb = max(
-        resource.getrusage(who).ru_maxrss
-        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-    )
-    out["peak_rss_mb"] = round(peak_kb / 1024, 1)
-    out.update(resident_mb())
+    status = memory_status()
+    children_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    out["peak_rss_mb"] = round(max(status["VmHWM"], children_kb) / 1024, 1)
+    out["rss_anon_mb"] = round(status["RssAnon"] / 1024, 1)
+    out["rss_file_mb"] = round(status["RssFile"] / 1024, 1)
     return out
 
 
-def resident_mb() -> dict[str, float]:
-    """This process's resident memory now, split: anonymous (heap: what it cannot give back)
-    and file-backed (pages of memory-mapped files: the input, an engine's segments; the
-    kernel drops them under memory pressure)."""
-    fields = {"RssAnon:": "rss_anon_mb", "RssFile:": "rss_file_mb"}
+def memory_status() -> dict[str, int]:
+    """KB figures of /proc/self/status. The peak is ``VmHWM``, not ``ru_maxrss``: a process
+    started by vfork + exec (Python's subprocess) inherits its parent's ``ru_maxrss``, here
+    the parent's pages of the memory-mapped input. Its children's ``ru_maxrss`` (our optimize
+    process) is right up to that floor, which is at most this process's own peak. ``RssAnon``:
+    heap, what the process cannot give back; ``RssFile``: pages of mapped files (the input, an
+    engine's segments), which the kernel drops under memory pressure."""
     out = {}
     for line in Path("/proc/self/status").read_text().splitlines():
-        key = line.split(maxsplit=1)[0] if line else ""
-        if key in fields:
-            out[fields[key]] = round(int(line.split()[1]) / 1024, 1)
+        key, _, value = line.partition(":")
+        if key in ("VmHWM", "RssAnon", "RssFile"):
+            out[key] = int(value.split()[0])
     return out
 
 
