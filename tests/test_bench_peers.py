@@ -28,9 +28,16 @@ def run_peers(engines: str, env: dict[str, str] | None = None) -> dict:
 def test_ours_beside_an_exact_int8_scan() -> None:
     result = run_peers("ours,numpy-int8")
     assert result["n"] == 2000
-    # the same built store with the window scan off is measured too, after ours
-    assert list(result["engines"]) == ["ours", "ours-engine-only", "numpy-int8"]
+    # the same built store with the window scan off is measured too, after ours, and again
+    # in a fresh process that opens it (what a service holds)
+    names = ["ours", "ours-engine-only", "ours-reopened", "numpy-int8"]
+    assert list(result["engines"]) == names
     assert result["engines"]["ours-engine-only"]["variant_of"] == "ours"
+    reopened = result["engines"]["ours-reopened"]
+    assert reopened["variant_of"] == "ours" and reopened["filtered"]["recall_at_10"] == 1.0
+    assert reopened["rss_anon_mb"] > 0 and reopened["rss_file_mb"] > 0
+    # the peak covers what the process holds at the end (heap and mapped files)
+    assert reopened["peak_rss_mb"] >= reopened["rss_anon_mb"] + reopened["rss_file_mb"] - 1
     assert len(result["load_average"]["start"]) == 3
     for name, engine in result["engines"].items():
         for mode in ("filtered", "unfiltered"):
