@@ -68,6 +68,7 @@ from workload import (
     load_store,
     log,
     make_workload,
+    memory_status,
     rss_mb,
     warm_up,
     window_filter,
@@ -278,7 +279,7 @@ def child(name: str, data: Path, folder: Path, reopen: bool) -> dict:
         engine.build(x)
         out["build_s"] = round(time.perf_counter() - t, 2)
     warm_up(engine.search, x, np.random.default_rng(meta["seed"] + 2))
-    for mode in ("unfiltered", "filtered"):
+    for mode in MODES:
         out[mode] = timed(engine, queries, windows if mode == "filtered" else None)
     variants = {} if reopen else getattr(engine, "variants", dict)()
     for variant, switch in variants.items():
@@ -286,26 +287,11 @@ def child(name: str, data: Path, folder: Path, reopen: bool) -> dict:
         warm_up(engine.search, x, np.random.default_rng(meta["seed"] + 3))
         out.setdefault("variants", {})[variant] = {"filtered": timed(engine, queries, windows)}
     out["disk_mb"] = round(engine.disk_mb(), 1)
-    status = memory_status()
+    status = memory_status()  # VmHWM: its own peak; children: our optimize process
     children_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     out["peak_rss_mb"] = round(max(status["VmHWM"], children_kb) / 1024, 1)
     out["rss_anon_mb"] = round(status["RssAnon"] / 1024, 1)
     out["rss_file_mb"] = round(status["RssFile"] / 1024, 1)
-    return out
-
-
-def memory_status() -> dict[str, int]:
-    """KB figures of /proc/self/status. The peak is ``VmHWM``, not ``ru_maxrss``: a process
-    started by vfork + exec (Python's subprocess) inherits its parent's ``ru_maxrss``, here
-    the parent's pages of the memory-mapped input. Its children's ``ru_maxrss`` (our optimize
-    process) is right up to that floor, which is at most this process's own peak. ``RssAnon``:
-    heap, what the process cannot give back; ``RssFile``: pages of mapped files (the input, an
-    engine's segments), which the kernel drops under memory pressure."""
-    out = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmHWM", "RssAnon", "RssFile"):
-            out[key] = int(value.split()[0])
     return out
 
 

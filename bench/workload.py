@@ -36,12 +36,22 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def memory_status() -> dict[str, int]:
+    """This process's memory figures from /proc/self/status, KB: ``VmRSS`` (resident now),
+    ``VmHWM`` (its peak; not ``ru_maxrss``: a process started by vfork + exec, as Python's
+    subprocess does, inherits its parent's ``ru_maxrss``), ``RssAnon`` (heap, what it cannot
+    give back) and ``RssFile`` (pages of mapped files, which the kernel drops under pressure)."""
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+            out[key] = int(value.split()[0])
+    return out
+
+
 def rss_mb() -> float:
     """This process's resident set now (VmRSS), MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    return memory_status().get("VmRSS", float("nan")) / 1024
 
 
 def make_data(n: int, seed: int, dim: int = DIM, out: np.ndarray | None = None) -> np.ndarray:
