@@ -245,7 +245,9 @@ def test_what_it_cannot_evaluate_goes_to_the_engine(store, scanned):
 
 def test_wider_windows_than_the_limit_go_to_the_engine(store, scanned, monkeypatch):
     scan = store
-    monkeypatch.setattr(scan, "params", replace(scan.params, window_scan_max_points=100))
+    monkeypatch.setattr(
+        scan, "params", replace(scan.params, window_scan_max_points=100, window_scan_max_fraction=0)
+    )
     filters = SearchFilters(start=at(0), end=at(5000))  # ~500 points
     q = QUERIES[1]
     assert [h.id for h in scan.search(COLL, q, k=K, filters=filters, exact=True)] == brute_force(

@@ -76,18 +76,29 @@ class EdgeIndexParams:
     #: time windows holding at most this many points are scanned exactly
     #: (retrieval/store/window_scan.py); 0: every query goes to the engine
     window_scan_max_points: int = schema.WINDOW_SCAN_MAX_POINTS
+    #: ... or at most this fraction of the collection (schema.WINDOW_SCAN_MAX_FRACTION)
+    window_scan_max_fraction: float = schema.WINDOW_SCAN_MAX_FRACTION
     #: segment size of new shards, and a load is indexed every this many points upserted
     #: (schema.SEGMENT_POINTS: bounded RAM); 0: one segment, indexed by optimize() only
     segment_points: int = schema.SEGMENT_POINTS
+    #: "cold" or "cached" (schema.STORAGE_MEMORY)
+    memory: str = schema.STORAGE_MEMORY
 
     def __post_init__(self) -> None:
         if self.quantization not in (None, "int8"):
             raise UsageError(f"unknown quantization {self.quantization!r}; use int8 or none")
+        if self.memory not in _MEMORY:
+            raise UsageError(f"unknown memory tier {self.memory!r}; use {' or '.join(_MEMORY)}")
 
 
-def _quantization(kind: str | None) -> Any:
+_MEMORY = {"cold": qe.Memory.Cold, "cached": qe.Memory.Cached}
+
+
+def _quantization(kind: str | None, memory: str) -> Any:
     if kind is None:
         return None
+    if memory == "cold":
+        return qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, memory=qe.Memory.Cold)
     return qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, always_ram=True)
 
 
@@ -235,17 +246,22 @@ class EmbeddedStore(VectorStore):
         p = self.params
         return qe.EdgeConfig(
             vectors={
-                vn: qe.EdgeVectorParams(size=size, distance=qe.Distance.Cosine)
+                vn: qe.EdgeVectorParams(
+                    size=size, distance=qe.Distance.Cosine, memory=_MEMORY[p.memory]
+                )
                 for vn, size in vectors.items()
             },
             hnsw_config=qe.HnswIndexConfig(
-                m=p.m, ef_construct=p.ef_construct, full_scan_threshold=p.full_scan_threshold_kb
+                m=p.m,
+                ef_construct=p.ef_construct,
+                full_scan_threshold=p.full_scan_threshold_kb,
+                memory=_MEMORY[p.memory],
             ),
             optimizers=qe.EdgeOptimizersConfig(
                 indexing_threshold=p.indexing_threshold_kb,
                 max_segment_size=-(-p.segment_points * sum(vectors.values()) * 4 // 1024) or None,
             ),
-            quantization_config=_quantization(p.quantization),
+            quantization_config=_quantization(p.quantization, p.memory),
         )
 
     def _open_error(self, path: Path, exc: Exception) -> StoreError:
@@ -356,11 +372,17 @@ class EmbeddedStore(VectorStore):
     def _query_window(self, name, vector_name, vector, limit, flt) -> list[Hit] | None:
         """A narrow time window scanned exactly, its best candidates scored by the engine (with
         the same filter, float32 vectors); None: the engine must answer the whole query."""
-        max_points = self.params.window_scan_max_points
-        if max_points <= 0 or limit * window_scan.OVERSAMPLE > window_scan.MAX_CANDIDATES:
+        p = self.params
+        if (
+            p.window_scan_max_points <= 0
+            or limit * window_scan.OVERSAMPLE > window_scan.MAX_CANDIDATES
+        ):
             return None
         index = self._window_index(name)
-        ids = index and index.candidates(vector_name, vector, limit, flt, max_points)
+        if index is None:
+            return None
+        max_points = max(p.window_scan_max_points, int(p.window_scan_max_fraction * index.points))
+        ids = index.candidates(vector_name, vector, limit, flt, max_points)
         if ids is None:
             return None
         if not ids:

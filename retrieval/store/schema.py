@@ -59,11 +59,25 @@ SEARCH_ACORN = True
 #: time-filtered 14.9 -> 5.6 ms, index build 2,552 s (busy machine) -> 304 s. None = float32.
 QUANTIZATION: str | None = "int8"
 QUANTIZATION_OVERSAMPLING = 2.0
+#: How new shards hold their vectors, int8 copies and HNSW graph in RAM. "cold": memory-mapped,
+#: each page read when a search first touches it, so a process holds what its queries use and
+#: the kernel may drop it under pressure; "cached": the originals and the graph read in when
+#: the store opens and the int8 copies kept on the heap. Same latency once warm (300k points,
+#: unfiltered 0.95-1.05 ms p50 either way); "cached" put 12 GB of mapped files into the RSS of
+#: a process serving 10M points (bench/RESULTS.md, 2026-11-30).
+STORAGE_MEMORY = "cold"
 #: Time windows holding at most this many points are scanned exactly from a time-sorted int8
 #: copy (retrieval/store/window_scan.py) instead of through the engine: exact, and at 1M
 #: points (windows of 10k-100k at random places, ~43 ns a 256-d row, memory-bound) as fast
 #: as the engine's filtered path at its p50 (bench/RESULTS.md, bench/peers.py 1M entry).
 WINDOW_SCAN_MAX_POINTS = 200_000
+#: ... and windows holding at most this fraction of a larger collection. The engine's filtered
+#: graph walks lose recall in big collections: windows of 1-10% of 10M points (1M-point
+#: segments) gave recall@10 0.81, of 2M points (200k-point segments) 0.93, where the scan gave
+#: 1.0 (bench/RESULTS.md, 2026-11-30). The scan costs ~28 ns a row on 2 cores, so a quarter of
+#: 10M points takes ~70 ms. Wider windows go to the graph walk, as do unfiltered queries
+#: (recall@10 0.999 at 10M); its recall on windows of 25-100% is not measured.
+WINDOW_SCAN_MAX_FRACTION = 0.25
 #: Points per segment of the embedded engine, and per indexing pass during a long load. The
 #: engine holds a segment's points in RAM (anonymous memory) until optimize() indexes them into
 #: memory-mapped files: at 1M points a load ended with 1.3 GB of it, the optimize process
