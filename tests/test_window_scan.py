@@ -257,6 +257,38 @@ def test_wider_windows_than_the_limit_go_to_the_engine(store, scanned, monkeypat
     assert scanned == [False]
 
 
+def test_windows_within_the_fraction_of_the_collection_are_scanned(store, scanned, monkeypatch):
+    """Above ``window_scan_max_points``, a window holding at most ``window_scan_max_fraction``
+    of the collection (here 600 of 2,400 points) is still scanned; a wider one is not."""
+    scan = store
+    params = replace(scan.params, window_scan_max_points=100, window_scan_max_fraction=0.25)
+    monkeypatch.setattr(scan, "params", params)
+    q = QUERIES[2]
+    inside = SearchFilters(start=at(1000), end=at(6000))  # ~490 points
+    assert [h.id for h in scan.search(COLL, q, k=K, filters=inside)] == brute_force(
+        q, window_mask(1000, 6000)
+    )
+    wider = SearchFilters(start=at(1000), end=at(9000))  # ~785 points
+    hits = scan.search(COLL, q, k=K, filters=wider)
+    assert scanned == [True, False]
+    assert {h.id for h in hits} <= {IDS[i] for i in np.flatnonzero(window_mask(1000, 9000))}
+
+
+def test_the_heap_picks_the_best_masked_rows():
+    """``_best`` (one pass, a min-heap) returns the same scores as sorting everything."""
+    for trial in range(200):
+        r = np.random.default_rng(trial)
+        m, want = int(r.integers(1, 2000)), int(r.integers(1, 100))
+        dots = r.integers(-40, 40, m).astype(np.int32)  # many ties
+        scale = r.random(m).astype(np.float32)
+        mask = r.random(m) < r.random()
+        got = window_scan._best(dots, scale, mask, want)
+        scores = np.where(mask, dots.astype(np.float32) * scale, -np.inf)
+        best = np.sort(scores)[::-1][: min(want, int(mask.sum()))]
+        assert len(set(got.tolist())) == len(got) and mask[got].all()
+        assert np.array_equal(np.sort(scores[got])[::-1], best), trial
+
+
 def test_the_copy_is_dropped_before_a_write_and_rebuilt_by_optimize(tmp_path):
     store = EmbeddedStore(tmp_path, EdgeIndexParams())
     load(store)

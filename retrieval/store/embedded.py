@@ -2,8 +2,7 @@
 
 A collection is a directory ``<root>/<collection>/`` holding one EdgeShard (WAL, segments,
 ``edge_config.json``). The only translation from ``qdrant_client.models`` (the server's
-vocabulary) into qdrant-edge types lives here (``to_edge_filter``); anything not translated
-raises NotImplementedError naming it.
+vocabulary) into qdrant-edge filters lives in ``edge_filters``.
 
 A shard directory can be open in one process at a time (the WAL is locked): a second process
 gets a StoreError naming the directory and, when known, the pid holding it.
@@ -19,7 +18,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +32,9 @@ from skysearch.retrieval.store.base import (
     record_of,
     vectors_of,
 )
+from skysearch.retrieval.store.edge_filters import to_edge_filter
 
 from skysearch.errors import StoreError, UsageError
-from skysearch.timeutil import to_rfc3339
 
 _INDEX_PARAMS = {
     models.PayloadSchemaType.KEYWORD: lambda g, f: qe.KeywordIndexParams(enable_hnsw=g),
@@ -100,79 +98,6 @@ def _quantization(kind: str | None, memory: str) -> Any:
     if memory == "cold":
         return qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, memory=qe.Memory.Cold)
     return qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, always_ram=True)
-
-
-def _range_value(value: Any) -> Any:
-    return to_rfc3339(value) if isinstance(value, datetime) else value
-
-
-def _edge_condition(cond: Any) -> Any:
-    if isinstance(cond, models.Filter):
-        return to_edge_filter(cond)
-    if isinstance(cond, models.HasIdCondition):
-        return qe.HasIdCondition(point_ids={str(i) for i in cond.has_id})
-    if isinstance(cond, models.IsEmptyCondition):
-        return qe.IsEmptyCondition(key=cond.is_empty.key)
-    if isinstance(cond, models.IsNullCondition):
-        return qe.IsNullCondition(key=cond.is_null.key)
-    if isinstance(cond, models.HasVectorCondition):
-        return qe.HasVectorCondition(cond.has_vector)
-    if not isinstance(cond, models.FieldCondition):
-        raise NotImplementedError(
-            f"embedded store: filter condition {type(cond).__name__} is not translated to "
-            "qdrant-edge; use a Qdrant server (QDRANT_URL) or add it to retrieval/store/embedded.py"
-        )
-    unsupported = [
-        n
-        for n in ("geo_radius", "geo_polygon", "values_count", "is_empty")
-        if getattr(cond, n, None) is not None
-    ]
-    if unsupported:
-        raise NotImplementedError(
-            f"embedded store: field condition {unsupported} on {cond.key!r} is not translated"
-        )
-    match = None
-    if cond.match is not None:
-        m = cond.match
-        if isinstance(m, models.MatchValue):
-            match = qe.MatchValue(m.value)
-        elif isinstance(m, models.MatchAny):
-            match = qe.MatchAny(list(m.any))
-        elif isinstance(m, models.MatchExcept):
-            match = qe.MatchExcept(list(m.except_))
-        else:
-            raise NotImplementedError(
-                f"embedded store: match {type(m).__name__} on {cond.key!r} is not translated"
-            )
-    rng = None
-    if cond.range is not None:
-        r = cond.range
-        bounds = {b: _range_value(getattr(r, b)) for b in ("gte", "gt", "lte", "lt")}
-        if isinstance(r, models.DatetimeRange):
-            rng = qe.RangeDateTime(**bounds)
-        else:
-            rng = qe.RangeFloat(**{b: None if v is None else float(v) for b, v in bounds.items()})
-    box = None
-    if cond.geo_bounding_box is not None:
-        tl, br = cond.geo_bounding_box.top_left, cond.geo_bounding_box.bottom_right
-        box = qe.GeoBoundingBox(qe.GeoPoint(tl.lon, tl.lat), qe.GeoPoint(br.lon, br.lat))
-    return qe.FieldCondition(cond.key, match=match, range=rng, geo_bounding_box=box)
-
-
-def to_edge_filter(flt: models.Filter | None) -> qe.Filter | None:
-    """``qdrant_client.models.Filter`` -> ``qdrant_edge.Filter`` (must/should/must_not)."""
-    if flt is None:
-        return None
-    if flt.min_should is not None:
-        raise NotImplementedError("embedded store: min_should filters are not translated")
-
-    def conds(value: Any) -> list[Any] | None:
-        if value is None:
-            return None
-        items = value if isinstance(value, list) else [value]
-        return [_edge_condition(c) for c in items]
-
-    return qe.Filter(must=conds(flt.must), should=conds(flt.should), must_not=conds(flt.must_not))
 
 
 def _index_types(shard_info: Any) -> dict[str, str]:
