@@ -68,6 +68,7 @@ from workload import (
     load_store,
     log,
     make_workload,
+    mapped_rss_mb,
     memory_status,
     rss_mb,
     warm_up,
@@ -192,8 +193,11 @@ class NumpyInt8:
 
     def build(self, x: np.ndarray) -> None:
         self.x = x
-        self.scale = 127 / float(np.abs(x).max())
-        self.xq = np.round(x * self.scale).astype(np.int8)
+        blocks = range(0, len(x), CHUNK)  # a chunk at a time: x may be a 10 GB memory map
+        self.scale = 127 / max(float(np.abs(x[i : i + CHUNK]).max()) for i in blocks)
+        self.xq = np.empty(x.shape, dtype=np.int8)
+        for i in blocks:
+            self.xq[i : i + CHUNK] = np.round(x[i : i + CHUNK] * self.scale)
 
     def search(self, q: np.ndarray, rows: Window) -> list[int]:
         lo, hi = rows or (0, len(self.xq) - 1)
@@ -292,6 +296,7 @@ def child(name: str, data: Path, folder: Path, reopen: bool) -> dict:
     out["peak_rss_mb"] = round(max(status["VmHWM"], children_kb) / 1024, 1)
     out["rss_anon_mb"] = round(status["RssAnon"] / 1024, 1)
     out["rss_file_mb"] = round(status["RssFile"] / 1024, 1)
+    out["rss_file_parts_mb"] = mapped_rss_mb(folder)
     return out
 
 

@@ -49,6 +49,34 @@ def memory_status() -> dict[str, int]:
     return out
 
 
+#: parts of a store's files, by a piece of their path (first match wins)
+STORE_PARTS = (
+    (".window-scan", "scan copy"),
+    ("quantized", "int8 copies"),
+    ("vector_index", "graph"),
+    ("vector_storage", "vectors"),
+    ("payload", "payloads and indexes"),
+)
+
+
+def mapped_rss_mb(root: Path) -> dict[str, float]:
+    """MB of mapped files resident in this process (/proc/self/smaps), by part of the store
+    under ``root``; the rest (libraries, the bench's own data) as "outside the store"."""
+    parts: dict[str, float] = {}
+    part = None  # None: an anonymous mapping (heap, stacks)
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and not head[0].endswith(":"):  # a mapping's first line
+            path = head[5] if len(head) >= 6 else ""
+            if path.startswith(str(root)):
+                part = next((name for key, name in STORE_PARTS if key in path), "other store files")
+            else:
+                part = "outside the store" if path.startswith("/") else None
+        elif part and head and head[0] == "Rss:" and int(head[1]):
+            parts[part] = parts.get(part, 0.0) + int(head[1]) / 1024
+    return {name: round(mb, 1) for name, mb in sorted(parts.items())}
+
+
 def rss_mb() -> float:
     """This process's resident set now (VmRSS), MB."""
     return memory_status().get("VmRSS", float("nan")) / 1024

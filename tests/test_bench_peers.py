@@ -38,6 +38,11 @@ def test_ours_beside_an_exact_int8_scan() -> None:
     assert reopened["rss_anon_mb"] > 0 and reopened["rss_file_mb"] > 0
     # the peak covers what the process holds at the end (heap and mapped files)
     assert reopened["peak_rss_mb"] >= reopened["rss_anon_mb"] + reopened["rss_file_mb"] - 1
+    # its mapped pages by part of the store: the scan copy was read, the rest is libraries
+    parts = reopened["rss_file_parts_mb"]
+    assert parts["scan copy"] > 0 and parts["outside the store"] > 0
+    assert sum(parts.values()) <= reopened["rss_file_mb"] * 1.2 + 5
+    assert set(result["engines"]["numpy-int8"]["rss_file_parts_mb"]) == {"outside the store"}
     assert len(result["load_average"]["start"]) == 3
     for name, engine in result["engines"].items():
         for mode in ("filtered", "unfiltered"):

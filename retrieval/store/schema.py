@@ -59,13 +59,14 @@ SEARCH_ACORN = True
 #: time-filtered 14.9 -> 5.6 ms, index build 2,552 s (busy machine) -> 304 s. None = float32.
 QUANTIZATION: str | None = "int8"
 QUANTIZATION_OVERSAMPLING = 2.0
-#: How new shards hold their vectors, int8 copies and HNSW graph in RAM. "cold": memory-mapped,
-#: each page read when a search first touches it, so a process holds what its queries use and
-#: the kernel may drop it under pressure; "cached": the originals and the graph read in when
-#: the store opens and the int8 copies kept on the heap. Same latency once warm (300k points,
-#: unfiltered 0.95-1.05 ms p50 either way); "cached" put 12 GB of mapped files into the RSS of
-#: a process serving 10M points (bench/RESULTS.md, 2026-11-30).
-STORAGE_MEMORY = "cold"
+#: How new shards hold their vectors, int8 copies and HNSW graph in RAM. "cached": the originals
+#: and the graph read in when the store opens, the int8 copies kept on the heap. "cold":
+#: all memory-mapped and read when a search first touches them, so a process holds what its
+#: queries use. Measured at 1M (bench/RESULTS.md, 2026-11-30 later): unfiltered p50 0.67-0.72
+#: ms cached vs 1.62-1.66 ms cold (p95 1.0-1.2 vs 9.0-9.3 ms, pages already in the page cache),
+#: filtered the same; serving RSS 2.85 vs 1.8 GB, at 10M 16.4 vs 8.75 GB. So "cached" by
+#: default, "cold" where RAM is short.
+STORAGE_MEMORY = "cached"
 #: Time windows holding at most this many points are scanned exactly from a time-sorted int8
 #: copy (retrieval/store/window_scan.py) instead of through the engine: exact, and at 1M
 #: points (windows of 10k-100k at random places, ~43 ns a 256-d row, memory-bound) as fast
