@@ -17,27 +17,27 @@ from skysearch.retrieval.store.embedded import EdgeIndexParams, EmbeddedStore
 from skysearch.errors import UsageError
 
 N, DIM = 20_000, 64
-#: run in a fresh process: open the store, report KB of its vector files resident in memory
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+#: run in a fresh process: open the store, report MB of its vector files resident in memory
+#: (bench/workload.py's reader of /proc/self/smaps, which bench/peers.py reports with)
 PROBE = """
 import json, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from workload import mapped_rss_mb
 from skysearch.retrieval.store.embedded import EmbeddedStore
-root = sys.argv[1]
-store = EmbeddedStore(root)
+store = EmbeddedStore(sys.argv[1])
 store.info("c")  # opens the shard
-resident, path = 0, None
-for line in open("/proc/self/smaps"):
-    head = line.split()
-    if len(head) >= 6 and "-" in head[0] and not head[0].endswith(":"):
-        path = head[5] if head[5].startswith(root) and "vector_storage" in head[5] else None
-    elif path and line.startswith("Rss:"):
-        resident += int(head[1])
-print(json.dumps(resident))
+print(json.dumps(mapped_rss_mb(Path(sys.argv[1])).get("vectors", 0.0)))
 """
 
 
-def resident_kb(root: Path) -> int:
+def resident_mb(root: Path) -> float:
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, str(root)], capture_output=True, text=True, check=True
+        [sys.executable, "-c", PROBE, str(root), str(BENCH)],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -46,7 +46,7 @@ def resident_kb(root: Path) -> int:
 def test_cold_vectors_stay_on_disk_until_searched_cached_ones_are_read_in(tmp_path):
     rng = np.random.default_rng(3)
     vectors = rng.normal(size=(N, DIM)).astype(np.float32)
-    kb = {}
+    mb = {}
     for memory in ("cold", "cached"):
         root = tmp_path / memory
         store = EmbeddedStore(root, EdgeIndexParams(memory=memory))
@@ -54,10 +54,10 @@ def test_cold_vectors_stay_on_disk_until_searched_cached_ones_are_read_in(tmp_pa
         store.upsert("c", (Point(str(uuid.UUID(int=i + 1)), v, {}) for i, v in enumerate(vectors)))
         store.optimize("c")
         store.close()
-        kb[memory] = resident_kb(root)
-    vectors_kb = N * DIM * 4 // 1024
-    assert kb["cached"] >= vectors_kb // 2, kb
-    assert kb["cold"] <= vectors_kb // 10, kb
+        mb[memory] = resident_mb(root)
+    vectors_mb = N * DIM * 4 / 2**20
+    assert mb["cached"] >= vectors_mb / 2, mb
+    assert mb["cold"] <= vectors_mb / 10, mb
 
 
 def test_an_unknown_memory_tier_is_a_usage_error():
