@@ -24,15 +24,18 @@ so 10M x 256 floats need not fit in RAM), so its peak RSS is that process's high
 Python, numpy, the engine's library, the pages of the float32 input it read (up to n*dim*4
 bytes, alike for all) and whatever the engine holds at its peak; ``input_rss_mb`` is the RSS
 right after opening the input, before building. Row ``ours-reopened``: a fresh process opening
-the built store and answering the same queries, as a service does; its peak RSS is what serving
-the store costs. ``build_s``: from the arrays to a queryable index (ours: upsert + optimize).
+the built store and answering the same queries, as a service does; it never maps the input (the
+warm-up queries come as a small copy), so its peak RSS is what serving the store costs;
+``rss_file_parts_mb`` splits its mapped pages by part of the store. ``build_s``: from the
+arrays to a queryable index (ours: upsert + optimize).
 ``disk_mb``: the engine's folder (0: in memory only). Latency: wall time of one query through
 the engine's Python API, after the same warm-up for all; CPU ms: the process's CPU time per
 query, every thread (ours scores a window of 8k rows or more on every usable CPU; FAISS searches
 on one, its fastest here). Recall@10 is against an exact float32 scan of the window (or of all
 rows).
 
-    python bench/peers.py [--n 1000000] [--queries 200] [--engines ours,faiss-flat] [--json]
+    python bench/peers.py [--n 1000000] [--queries 200] [--engines ours,faiss-flat]
+        [--memory cached|cold] [--json]
 
 A table on stderr; with ``--json`` the last stdout line is ``{"n", "engines": {name:
 {"filtered": {p50_ms, p95_ms, cpu_ms, recall_at_10}, "unfiltered": {...}, build_s, peak_rss_mb,
@@ -72,6 +75,7 @@ from workload import (
     memory_status,
     rss_mb,
     warm_up,
+    warm_up_set,
     window_filter,
 )
 
@@ -89,10 +93,12 @@ def folder_mb(path: Path) -> float:
 class Ours:
     reopens = True  # the built store is measured again in a fresh process
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, memory: str = schema.STORAGE_MEMORY) -> None:
         self.folder = folder
         params = EdgeIndexParams(
-            quantization=schema.QUANTIZATION, full_scan_threshold_kb=schema.FULL_SCAN_THRESHOLD_KB
+            quantization=schema.QUANTIZATION,
+            full_scan_threshold_kb=schema.FULL_SCAN_THRESHOLD_KB,
+            memory=memory,
         )
         self.store = EmbeddedStore(folder, params)
 
@@ -268,27 +274,27 @@ def child(name: str, data: Path, folder: Path, reopen: bool) -> dict:
     """Build one engine on the saved arrays in ``folder`` (or, ``reopen``, open the one built
     there), warm it up, time every query; ids and latencies go back to the parent, which scores
     them."""
-    meta = json.loads((data / "meta.json").read_text())
-    x = np.load(data / "x.npy", mmap_mode="r")
     queries = np.load(data / "queries.npy")
     windows = np.load(data / "windows.npy")
+    warm = np.load(data / "warm_up.npz")
     input_rss = rss_mb()
     try:
-        engine = CLASSES[name](folder)
+        memory = json.loads((data / "meta.json").read_text())["memory"]
+        engine = Ours(folder, memory) if name == "ours" else CLASSES[name](folder)
     except ImportError:
         return UNAVAILABLE
     out: dict = {"input_rss_mb": round(input_rss, 1)}
-    if not reopen:
+    if not reopen:  # a reopened store never maps the input: its RSS is the store's own
         t = time.perf_counter()
-        engine.build(x)
+        engine.build(np.load(data / "x.npy", mmap_mode="r"))
         out["build_s"] = round(time.perf_counter() - t, 2)
-    warm_up(engine.search, x, np.random.default_rng(meta["seed"] + 2))
+    warm_up(engine.search, warm["vectors"], warm["windows"])
     for mode in MODES:
         out[mode] = timed(engine, queries, windows if mode == "filtered" else None)
     variants = {} if reopen else getattr(engine, "variants", dict)()
     for variant, switch in variants.items():
         switch()  # the unfiltered path is the same: filtered queries only
-        warm_up(engine.search, x, np.random.default_rng(meta["seed"] + 3))
+        warm_up(engine.search, warm["variant_vectors"], warm["variant_windows"])
         out.setdefault("variants", {})[variant] = {"filtered": timed(engine, queries, windows)}
     out["disk_mb"] = round(engine.disk_mb(), 1)
     status = memory_status()  # VmHWM: its own peak; children: our optimize process
@@ -387,6 +393,12 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=DIM)
     ap.add_argument("--engines", default=",".join(ENGINES), help="comma list of: %(default)s")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--memory",
+        choices=("cached", "cold"),
+        default=schema.STORAGE_MEMORY,
+        help="our store's memory tier (default: %(default)s; cold for archives beyond RAM)",
+    )
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--child", choices=ENGINES, help=argparse.SUPPRESS)
     ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
@@ -414,7 +426,15 @@ def main() -> None:
         truths = exact_tops(w.x, w.queries, windows)
         np.save(data / "queries.npy", w.queries)
         np.save(data / "windows.npy", windows)
-        (data / "meta.json").write_text(json.dumps({"seed": args.seed}))
+        first, variant = (warm_up_set(w.x, np.random.default_rng(args.seed + s)) for s in (2, 3))
+        (data / "meta.json").write_text(json.dumps({"memory": args.memory}))
+        np.savez(
+            data / "warm_up.npz",
+            vectors=first[0],
+            windows=first[1],
+            variant_vectors=variant[0],
+            variant_windows=variant[1],
+        )
         del w
         results = {}
         for name in engines:
@@ -428,6 +448,7 @@ def main() -> None:
         "n": args.n,
         "dim": args.dim,
         "queries": args.queries,
+        "memory": args.memory,
         "engines": results,
         "load_average": {"start": load_start, "end": [round(v, 2) for v in os.getloadavg()]},
     }

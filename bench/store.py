@@ -43,6 +43,7 @@ from workload import (
     point_id,
     rss_mb,
     warm_up,
+    warm_up_set,
     window_filter,
 )
 
@@ -135,8 +136,7 @@ def main() -> None:
         lambda q, rows: store.search(
             COLLECTION, q, k=K, filters=rows and window_filter(*rows), hnsw_ef=args.ef
         ),
-        x,
-        rng,
+        *warm_up_set(x, rng),
     )
     for mode in ("unfiltered", "filtered", "one_per_day"):
         # All brute-force queries first, then all store queries: a multi-threaded BLAS keeps

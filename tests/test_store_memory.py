@@ -58,6 +58,12 @@ def test_cold_vectors_stay_on_disk_until_searched_cached_ones_are_read_in(tmp_pa
     vectors_mb = N * DIM * 4 / 2**20
     assert mb["cached"] >= vectors_mb / 2, mb
     assert mb["cold"] <= vectors_mb / 10, mb
+    # the id tracker is mapped too when cold (payloads are, in every tier); cached keeps the
+    # engine's default
+    for memory, expected in (("cold", "cold"), ("cached", None)):
+        config = json.loads(next((tmp_path / memory).rglob("edge_config.json")).read_text())
+        assert config["payload_memory"] == "cold"
+        assert config.get("id_tracker_memory") == expected
 
 
 def test_an_unknown_memory_tier_is_a_usage_error():

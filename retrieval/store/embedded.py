@@ -36,16 +36,21 @@ from skysearch.retrieval.store.edge_filters import to_edge_filter
 
 from skysearch.errors import StoreError, UsageError
 
+#: payload index -> qdrant-edge params(graph, field, memory: see _side_memory)
 _INDEX_PARAMS = {
-    models.PayloadSchemaType.KEYWORD: lambda g, f: qe.KeywordIndexParams(enable_hnsw=g),
-    models.PayloadSchemaType.INTEGER: lambda g, f: qe.IntegerIndexParams(
-        **schema.integer_index_uses(f), enable_hnsw=g
+    models.PayloadSchemaType.KEYWORD: lambda g, f, m: qe.KeywordIndexParams(
+        enable_hnsw=g, memory=m
     ),
-    models.PayloadSchemaType.FLOAT: lambda g, f: qe.FloatIndexParams(enable_hnsw=g),
-    models.PayloadSchemaType.BOOL: lambda g, f: qe.BoolIndexParams(enable_hnsw=g),
-    models.PayloadSchemaType.DATETIME: lambda g, f: qe.DatetimeIndexParams(enable_hnsw=g),
-    models.PayloadSchemaType.UUID: lambda g, f: qe.UuidIndexParams(enable_hnsw=g),
-    models.PayloadSchemaType.GEO: lambda g, f: qe.GeoIndexParams(enable_hnsw=g),
+    models.PayloadSchemaType.INTEGER: lambda g, f, m: qe.IntegerIndexParams(
+        **schema.integer_index_uses(f), enable_hnsw=g, memory=m
+    ),
+    models.PayloadSchemaType.FLOAT: lambda g, f, m: qe.FloatIndexParams(enable_hnsw=g, memory=m),
+    models.PayloadSchemaType.BOOL: lambda g, f, m: qe.BoolIndexParams(enable_hnsw=g, memory=m),
+    models.PayloadSchemaType.DATETIME: lambda g, f, m: qe.DatetimeIndexParams(
+        enable_hnsw=g, memory=m
+    ),
+    models.PayloadSchemaType.UUID: lambda g, f, m: qe.UuidIndexParams(enable_hnsw=g, memory=m),
+    models.PayloadSchemaType.GEO: lambda g, f, m: qe.GeoIndexParams(enable_hnsw=g, memory=m),
 }
 OWNER_FILE = ".skysearch-owner"
 #: argv: shard directory, "1"/"0" optimize, "1"/"0" build the window-scan copy
@@ -90,6 +95,12 @@ class EdgeIndexParams:
 
 
 _MEMORY = {"cold": qe.Memory.Cold, "cached": qe.Memory.Cached}
+
+
+def _side_memory(memory: str) -> Any:
+    """Memory of the id tracker and payload indexes: mapped when "cold", else the engine's
+    defaults (payloads are mapped in every tier: the engine's default)."""
+    return qe.Memory.Cold if memory == "cold" else None
 
 
 def _quantization(kind: str | None, memory: str) -> Any:
@@ -187,6 +198,8 @@ class EmbeddedStore(VectorStore):
                 max_segment_size=-(-p.segment_points * sum(vectors.values()) * 4 // 1024) or None,
             ),
             quantization_config=_quantization(p.quantization, p.memory),
+            payload_memory=_side_memory(p.memory),
+            id_tracker_memory=_side_memory(p.memory),
         )
 
     def _open_error(self, path: Path, exc: Exception) -> StoreError:
@@ -239,7 +252,8 @@ class EmbeddedStore(VectorStore):
         params = _INDEX_PARAMS.get(kind)
         if params is None:
             raise NotImplementedError(f"embedded store: {kind} payload index is not translated")
-        op = qe.UpdateOperation.create_field_index(field_name, params(graph, field_name))
+        memory = _side_memory(self.params.memory)
+        op = qe.UpdateOperation.create_field_index(field_name, params(graph, field_name, memory))
         self._shard(name).update(op)
 
     def _upsert(self, name: str, points: list[tuple[str, dict[str, list[float]], dict]]) -> None:
