@@ -40,6 +40,8 @@ class Layers(BaseSettings):
     qdrant_url: StrictStr | None = Field(None, validation_alias="QDRANT_URL")
     qdrant_api_key: StrictStr | None = Field(None, validation_alias="QDRANT_API_KEY")
     device: StrictStr = Field("auto", validation_alias="SKYSEARCH_DEVICE")
+    # the embedded store's memory tier for collections it creates (EdgeIndexParams.memory)
+    store_memory: StrictStr | None = Field(None, validation_alias="SKYSEARCH_STORE_MEMORY")
     # Qdrant cluster tuning, as given (text or TOML values): the server backend parses them.
     qdrant_prefer_grpc: Any = Field(None, validation_alias="QDRANT_PREFER_GRPC")
     qdrant_shard_number: Any = Field(None, validation_alias="QDRANT_SHARD_NUMBER")
@@ -62,6 +64,7 @@ class Layers(BaseSettings):
 
 #: Settings passed on to the store backend in ``Settings.extra`` (lower-case names).
 TUNING = (
+    "store_memory",
     "qdrant_prefer_grpc",
     "qdrant_shard_number",
     "qdrant_replication_factor",

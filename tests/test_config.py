@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from skysearch.retrieval.store import open_store
 
 from skysearch.config import DEFAULT_WORKSPACE, load_settings
 from skysearch.errors import UsageError
@@ -16,6 +17,7 @@ ENV = {
     "qdrant_api_key": "QDRANT_API_KEY",
 }
 TUNING_ENV = [
+    "SKYSEARCH_STORE_MEMORY",
     "QDRANT_PREFER_GRPC",
     "QDRANT_SHARD_NUMBER",
     "QDRANT_REPLICATION_FACTOR",
@@ -69,6 +71,17 @@ def test_cluster_tuning_reaches_the_store_settings_environment_first(here, monke
         "qdrant_replication_factor": "2",
         "qdrant_write_consistency_factor": "1",
     }
+
+
+def test_the_store_memory_tier_reaches_the_embedded_store(here, monkeypatch):
+    (here / "skysearch.toml").write_text('store_memory = "cold"\n')
+    settings = load_settings(workspace=str(here / "ws"))
+    assert settings.extra == {"store_memory": "cold"}
+    with open_store(settings) as store:
+        assert store.params.memory == "cold"
+    monkeypatch.setenv("SKYSEARCH_STORE_MEMORY", "warm")
+    with pytest.raises(UsageError, match="SKYSEARCH_STORE_MEMORY.*'warm'; use cold or cached"):
+        open_store(load_settings(workspace=str(here / "ws")))
 
 
 @pytest.mark.parametrize(

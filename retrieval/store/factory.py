@@ -7,13 +7,17 @@ from typing import Any
 
 from skysearch.retrieval.store.base import VectorStore
 
+from skysearch.errors import UsageError
+
 
 def open_store(settings: Any, location: str | None = None) -> VectorStore:
     """Open the store the configuration names.
 
     ``location`` overrides the settings: ``":memory:"``, an ``http(s)://`` URL, or a directory
     for the embedded engine. Otherwise ``settings.qdrant_url`` (QDRANT_URL) selects a server,
-    and without one the embedded engine under ``settings.workspace.store_dir`` is used.
+    and without one the embedded engine under ``settings.workspace.store_dir`` is used, with
+    the memory tier ``settings.extra["store_memory"]`` (SKYSEARCH_STORE_MEMORY) for the
+    collections it creates.
     """
     target = location or getattr(settings, "qdrant_url", None)
     if target == ":memory:":
@@ -24,7 +28,14 @@ def open_store(settings: Any, location: str | None = None) -> VectorStore:
         from skysearch.retrieval.store.server import ServerStore
 
         return ServerStore.connect(target, settings)
-    from skysearch.retrieval.store.embedded import EmbeddedStore
+    from skysearch.retrieval.store.embedded import EdgeIndexParams, EmbeddedStore
 
     root = Path(target) if target else settings.workspace.store_dir
-    return EmbeddedStore(root)
+    memory = (getattr(settings, "extra", None) or {}).get("store_memory")
+    if not memory:
+        return EmbeddedStore(root)
+    try:
+        params = EdgeIndexParams(memory=str(memory))
+    except UsageError as exc:
+        raise UsageError(f"store_memory (SKYSEARCH_STORE_MEMORY): {exc}") from None
+    return EmbeddedStore(root, params)
