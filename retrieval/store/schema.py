@@ -40,8 +40,11 @@ HNSW_EF_CONSTRUCT = 256
 #: or not. Unfiltered queries once used 128, chosen on validation queries over 100k points
 #: (recall@10 0.9997); over 1M points (leave-one-out validation queries, bench/RESULTS.md
 #: 2026-11-29 "payload indexes") 128 gave 0.988 with queries finding none of their top 10,
-#: 256 gave 0.998 with every query >= 0.9, at 0.70 vs 0.52 ms p50.
-SEARCH_HNSW_EF = 256
+#: 256 gave 0.998 with every query >= 0.9, at 0.70 vs 0.52 ms p50. Held-out queries (the
+#: bench's generator, seed 1: 500 queries over 1M points; bench/RESULTS.md 2026-11-30, third
+#: entry), where the bench's own seed-0 queries had fallen to 0.989: 256 gave 0.9934, 320
+#: 0.9954, 384 0.9974, 512 0.9974, p50 within noise of each other (0.95-1.29 ms); so 384.
+SEARCH_HNSW_EF = 384
 #: Below this many KB of vectors matching a filter, Qdrant scores the filtered subset exactly
 #: (via the payload index) instead of walking the graph. Qdrant's default, 10000 KB (~10k
 #: 256-d vectors), gave filtered recall@10 0.929 at 1M points with 1-10% time windows
