@@ -198,7 +198,6 @@ class EmbeddedStore(VectorStore):
                 max_segment_size=-(-p.segment_points * sum(vectors.values()) * 4 // 1024) or None,
             ),
             quantization_config=_quantization(p.quantization, p.memory),
-            payload_memory=_side_memory(p.memory),
             id_tracker_memory=_side_memory(p.memory),
         )
 
