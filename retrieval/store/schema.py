@@ -67,8 +67,9 @@ QUANTIZATION_OVERSAMPLING = 2.0
 #: all memory-mapped and read when a search first touches them, so a process holds what its
 #: queries use. Measured at 1M (bench/RESULTS.md, 2026-11-30 later): unfiltered p50 0.67-0.72
 #: ms cached vs 1.62-1.66 ms cold (p95 1.0-1.2 vs 9.0-9.3 ms, pages already in the page cache),
-#: filtered the same; serving RSS 2.85 vs 1.8 GB, at 10M 16.4 vs 8.75 GB. So "cached" by
-#: default, "cold" where RAM is short.
+#: filtered the same; serving RSS 2.85 vs 1.8 GB, at 10M 16.4 vs 6.9 GB (cold maps the id
+#: tracker and payload indexes too: 2026-11-30 third entry). So "cached" by default, "cold"
+#: where RAM is short (``store_memory`` / SKYSEARCH_STORE_MEMORY for a workspace).
 STORAGE_MEMORY = "cached"
 #: Time windows holding at most this many points are scanned exactly from a time-sorted int8
 #: copy (retrieval/store/window_scan.py) instead of through the engine: exact, and at 1M
