@@ -277,9 +277,9 @@ def child(name: str, data: Path, folder: Path, reopen: bool) -> dict:
     queries = np.load(data / "queries.npy")
     windows = np.load(data / "windows.npy")
     warm = np.load(data / "warm_up.npz")
+    memory = json.loads((data / "meta.json").read_text())["memory"]
     input_rss = rss_mb()
     try:
-        memory = json.loads((data / "meta.json").read_text())["memory"]
         engine = Ours(folder, memory) if name == "ours" else CLASSES[name](folder)
     except ImportError:
         return UNAVAILABLE

@@ -508,7 +508,7 @@ def test_both_backends_can_create_every_payload_index():
     from skysearch.retrieval.store import embedded, schema, server
 
     for field_name, kind in schema.PAYLOAD_INDEXES.items():
-        assert kind in embedded._INDEX_PARAMS and kind in server._INDEX_PARAMS, field_name
+        assert kind in embedded._INDEX_CLASSES and kind in server._INDEX_PARAMS, field_name
         params = server._INDEX_PARAMS[kind](False, field_name)
         if kind == models.PayloadSchemaType.INTEGER:
             uses = schema.integer_index_uses(field_name)

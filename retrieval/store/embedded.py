@@ -36,21 +36,15 @@ from skysearch.retrieval.store.edge_filters import to_edge_filter
 
 from skysearch.errors import StoreError, UsageError
 
-#: payload index -> qdrant-edge params(graph, field, memory: see _side_memory)
-_INDEX_PARAMS = {
-    models.PayloadSchemaType.KEYWORD: lambda g, f, m: qe.KeywordIndexParams(
-        enable_hnsw=g, memory=m
-    ),
-    models.PayloadSchemaType.INTEGER: lambda g, f, m: qe.IntegerIndexParams(
-        **schema.integer_index_uses(f), enable_hnsw=g, memory=m
-    ),
-    models.PayloadSchemaType.FLOAT: lambda g, f, m: qe.FloatIndexParams(enable_hnsw=g, memory=m),
-    models.PayloadSchemaType.BOOL: lambda g, f, m: qe.BoolIndexParams(enable_hnsw=g, memory=m),
-    models.PayloadSchemaType.DATETIME: lambda g, f, m: qe.DatetimeIndexParams(
-        enable_hnsw=g, memory=m
-    ),
-    models.PayloadSchemaType.UUID: lambda g, f, m: qe.UuidIndexParams(enable_hnsw=g, memory=m),
-    models.PayloadSchemaType.GEO: lambda g, f, m: qe.GeoIndexParams(enable_hnsw=g, memory=m),
+#: payload index type -> qdrant-edge params class (built in ``_create_index``)
+_INDEX_CLASSES = {
+    models.PayloadSchemaType.KEYWORD: qe.KeywordIndexParams,
+    models.PayloadSchemaType.INTEGER: qe.IntegerIndexParams,
+    models.PayloadSchemaType.FLOAT: qe.FloatIndexParams,
+    models.PayloadSchemaType.BOOL: qe.BoolIndexParams,
+    models.PayloadSchemaType.DATETIME: qe.DatetimeIndexParams,
+    models.PayloadSchemaType.UUID: qe.UuidIndexParams,
+    models.PayloadSchemaType.GEO: qe.GeoIndexParams,
 }
 OWNER_FILE = ".skysearch-owner"
 #: argv: shard directory, "1"/"0" optimize, "1"/"0" build the window-scan copy
@@ -248,11 +242,12 @@ class EmbeddedStore(VectorStore):
     def _create_index(
         self, name: str, field_name: str, kind: models.PayloadSchemaType, graph: bool
     ) -> None:
-        params = _INDEX_PARAMS.get(kind)
-        if params is None:
+        cls = _INDEX_CLASSES.get(kind)
+        if cls is None:
             raise NotImplementedError(f"embedded store: {kind} payload index is not translated")
-        memory = _side_memory(self.params.memory)
-        op = qe.UpdateOperation.create_field_index(field_name, params(graph, field_name, memory))
+        uses = schema.integer_index_uses(field_name) if cls is qe.IntegerIndexParams else {}
+        params = cls(**uses, enable_hnsw=graph, memory=_side_memory(self.params.memory))
+        op = qe.UpdateOperation.create_field_index(field_name, params)
         self._shard(name).update(op)
 
     def _upsert(self, name: str, points: list[tuple[str, dict[str, list[float]], dict]]) -> None:
