@@ -25,13 +25,13 @@ resets VmHWM, then VmHWM - VmRSS before the phase = ``peak_extra_rss_mb``):
 - ``image_max``: ``/search/image`` with a 4096x4096 RGBA PNG padded likewise.
 
     python bench/serve.py -w WORKSPACE [--clients 1,4] [--batch-window-ms 0,2]
-        [--torch-threads 1,2] [--kinds text] [--requests 200] [--seconds 60]
+        [--torch-threads 1,2] [--trace-text 1,0] [--kinds text] [--requests 200] [--seconds 60]
         [--upload-requests 0] [--json]
 
 The workspace needs a text-image model with indexed scenes and a clip model with indexed clips
 (``skysearch demo`` makes one). With ``--json`` the last stdout line is
-``{"phases": [{"kind", "clients", "batch_window_ms", "torch_threads", "p50_ms", "p95_ms",
-"p99_ms", "qps", "n", "server_cpu_ms_per_request"}, ...], "frames_max": {..., "status",
+``{"phases": [{"kind", "clients", "batch_window_ms", "torch_threads", "trace_text", "p50_ms",
+"p95_ms", "p99_ms", "qps", "n", "server_cpu_ms_per_request"}, ...], "frames_max": {..., "status",
 "peak_extra_rss_mb"}, ..., "errors": int, "loadavg_before", ...}``; a table of the phases
 and progress go to stderr. Latencies depend on what else runs on the machine (the load
 averages are printed beside them); the server's CPU time per request and its peak memory do
@@ -83,12 +83,19 @@ def free_port() -> int:
 
 
 def start_server(
-    workspace: Path, port: int, key: str, cpus: int | None, window_ms: float, threads: int = 1
+    workspace: Path,
+    port: int,
+    key: str,
+    cpus: int | None,
+    window_ms: float,
+    threads: int = 1,
+    trace_text: bool = True,
 ) -> subprocess.Popen:
     """``skysearch serve`` in a child process (optionally pinned to the first ``cpus`` cores)."""
     env = {**os.environ, "SKYSEARCH_API_KEY": key}
     cmd = [sys.executable, "-m", "skysearch", "serve", "--port", str(port), "-w", str(workspace)]
     cmd += ["--batch-window-ms", str(window_ms), "--torch-threads", str(threads)]
+    cmd += ["--trace-text" if trace_text else "--no-trace-text"]
 
     def pin() -> None:
         if cpus:
@@ -340,7 +347,7 @@ def stop_server(server: subprocess.Popen) -> None:
 
 def table(phases: list[dict]) -> str:
     """The phases as a Markdown table (stderr; RESULTS.md entries)."""
-    keys = ["kind", "clients", "batch_window_ms", "torch_threads"]
+    keys = ["kind", "clients", "batch_window_ms", "torch_threads", "trace_text"]
     keys += ["p50_ms", "p95_ms", "p99_ms", "qps"]
     keys += ["server_cpu_ms_per_request", "n"]
     rows = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
@@ -365,6 +372,12 @@ def main() -> None:
         type=numbers,
         default=[1],
         help="serve --torch-threads; a list (1,2) runs one server per value (and window)",
+    )
+    parser.add_argument(
+        "--trace-text",
+        type=numbers,
+        default=[1],
+        help="serve --trace-text (1) or --no-trace-text (0); a list (1,0) runs one server each",
     )
     parser.add_argument("--kinds", default="text,clip", help="search kinds: text,clip")
     parser.add_argument("--requests", type=int, default=200, help="requests per phase")
@@ -410,14 +423,21 @@ def main() -> None:
     results: dict = {"phases": []}
     errors = 0
     samples: list[str] = []
-    servers = [(w, t) for w in args.batch_window_ms for t in args.torch_threads]
-    for number, (window, threads) in enumerate(servers):
+    servers = [
+        (w, t, bool(x))
+        for w in args.batch_window_ms
+        for t in args.torch_threads
+        for x in args.trace_text
+    ]
+    for number, (window, threads, trace) in enumerate(servers):
         url = f"http://127.0.0.1:{free_port()}"
         log(
             f"starting skysearch serve on {url} (workspace {workspace}, cpus {cpus or 'all'}, "
-            f"batch window {window} ms, {threads} torch threads)"
+            f"batch window {window} ms, {threads} torch threads, text tower "
+            f"{'traced' if trace else 'eager'})"
         )
-        server = start_server(workspace, int(url.rsplit(":", 1)[1]), key, cpus, window, threads)
+        port = int(url.rsplit(":", 1)[1])
+        server = start_server(workspace, port, key, cpus, window, threads, trace)
         try:
             t0 = time.perf_counter()
             state = wait_ready(url, key, server, args.ready_timeout)
@@ -443,6 +463,7 @@ def main() -> None:
                             "clients": clients,
                             "batch_window_ms": window,
                             "torch_threads": threads,
+                            "trace_text": trace,
                             **stats,
                             "server_cpu_ms_per_request": round(cpu_ms, 2),
                         }

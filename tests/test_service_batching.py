@@ -133,3 +133,16 @@ def test_a_failing_query_fails_alone_in_its_batch(url, ws, monkeypatch):
             assert "refused 'grassland'" in str(result)
         else:
             _same(_hits(result), alone[text])
+
+
+def test_the_service_embeds_texts_through_a_traced_tower_like_the_cli(ws):
+    """The service traces the text tower at start-up; its embeddings are the CLI's (eager)."""
+    import numpy as np
+    from skysearch.encoders.models.text_image import load_workspace_model
+
+    searcher = service(ws.root)._searcher
+    served = searcher.text_model()
+    assert served.traced_text is not None
+    eager = load_workspace_model(searcher.workspace)
+    assert eager.traced_text is None
+    np.testing.assert_allclose(served.encode_texts(TEXTS), eager.encode_texts(TEXTS), atol=1e-5)

@@ -128,6 +128,38 @@ def test_text_embeddings_skip_unused_padding_and_stay_the_same(tiny_model_name):
         assert (seen[0] < context and seen[1] < seen[0]) if trimmed else seen == [context] * 2
 
 
+def test_traced_text_tower_embeds_as_the_eager_one(tiny_model_name, monkeypatch):
+    """The service's traced text tower gives the eager embeddings for batches of other sizes
+    and lengths than the one it was traced on; a tower that fails to trace, or whose trace
+    differs, stays eager."""
+    texts = ["a forest", "dense residential area with small houses and gardens", "x"] * 3
+    for name in (DEFAULT_MODEL, tiny_model_name):
+        tim = create_text_image_model(name, load_tower_weights=False)
+        eager = [tim.encode_texts(texts), tim.encode_texts(texts[:1]), tim.encode_texts(texts[1:5])]
+        assert tim.trace_text_tower() and tim.traced_text is not None
+        traced = [
+            tim.encode_texts(texts),
+            tim.encode_texts(texts[:1]),
+            tim.encode_texts(texts[1:5]),
+        ]
+        for a, b in zip(eager, traced, strict=True):
+            np.testing.assert_allclose(b, a, atol=1e-5)
+
+    tim = create_text_image_model(tiny_model_name, load_tower_weights=False)
+    before = tim.encode_texts(texts)
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("cannot trace")
+
+    with monkeypatch.context() as m:
+        m.setattr(torch.jit, "trace", fails)
+        assert not tim.trace_text_tower() and tim.traced_text is None
+    with monkeypatch.context() as m:  # a trace that drifts from the eager tower
+        m.setattr(torch.jit, "optimize_for_inference", lambda mod: lambda t: mod(t) * 1.01)
+        assert not tim.trace_text_tower() and tim.traced_text is None
+    np.testing.assert_array_equal(tim.encode_texts(texts), before)
+
+
 def test_converter_writes_skyscript_csv_with_disjoint_split(tmp_path):
     paths = captions.convert_folder(MINI, tmp_path / "a")
     again = captions.convert_folder(MINI, tmp_path / "b")

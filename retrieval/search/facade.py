@@ -83,6 +83,7 @@ class Searcher:
     :meth:`close`); by default the settings' store is opened on first use.
     ``batch_window_ms`` > 0: text and image queries of concurrent threads share one forward
     pass, a batch waiting at most that long for the others (:mod:`~.batching`; the service).
+    ``trace_text``: text queries through a trace of the text tower (:class:`ModelCache`).
     """
 
     def __init__(
@@ -91,11 +92,12 @@ class Searcher:
         store: VectorStore | None = None,
         device: str | None = None,
         batch_window_ms: float = 0.0,
+        trace_text: bool = False,
     ) -> None:
         self.settings = settings
         self.workspace = settings.workspace
         self.device = device or settings.device
-        self.models = ModelCache(self.workspace, self.device)
+        self.models = ModelCache(self.workspace, self.device, trace_text)
         self.queries = QueryResolver(self.workspace)
         self.encoder = QueryEncoder(batch_window_ms)
         self._store = store

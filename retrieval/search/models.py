@@ -140,11 +140,15 @@ def pick_frame_model(workspace: Workspace, satellite: str | None, channel: str |
 
 
 class ModelCache:
-    """Clip models, predictors and text-image models of one workspace, each loaded once."""
+    """Clip models, predictors and text-image models of one workspace, each loaded once.
+    ``trace_text``: text-image models embed texts through a trace of their text tower
+    (:meth:`~skysearch.encoders.models.text_image.TextImageModel.trace_text_tower`; the
+    service: worth its start-up seconds when many queries follow)."""
 
-    def __init__(self, workspace: Workspace, device: str = "cpu") -> None:
+    def __init__(self, workspace: Workspace, device: str = "cpu", trace_text: bool = False) -> None:
         self.workspace = workspace
         self.device = device
+        self.trace_text = trace_text
         self._lock = threading.RLock()
         self._clip_models: dict[str, tuple[ClipEmbedder, ModelRecord]] = {}
         self._frame_models: dict[str, tuple[FrameEncoder, ModelRecord]] = {}
@@ -222,7 +226,8 @@ class ModelCache:
 
         with self._lock:
             if model_id not in self._text_models:
-                self._text_models[model_id] = load_workspace_model(
-                    self.workspace, model_id, self.device
-                )
+                tim = load_workspace_model(self.workspace, model_id, self.device)
+                if self.trace_text:
+                    tim.trace_text_tower()
+                self._text_models[model_id] = tim
             return self._text_models[model_id]

@@ -12,7 +12,8 @@ process and answers requests from a thread pool; searches run in parallel (the f
 shared by threads; open_clip's Hugging Face tokenizer sends the same truncation/padding settings
 on every call, so concurrent calls do not mutate it: 4,000 calls from 8 threads, no error;
 tests compare concurrent answers with sequential ones). Concurrent text and image queries
-share one forward pass (``search.batching``; ``batch_window_ms`` caps the wait). Torch runs
+share one forward pass (``search.batching``; ``batch_window_ms`` caps the wait), through a
+trace of the text tower (``trace_text``: no Python per module, the GIL free meanwhile). Torch runs
 ONE intra-op thread per inference by default, so concurrent batches use the cores side by side
 and OpenMP threads do not spin against each other on a busy machine (2 threads: ~10x the CPU).
 For several processes or hosts, point every instance at a Qdrant server (``QDRANT_URL``)
@@ -114,9 +115,11 @@ class SearchService:
         device: str | None = None,
         torch_threads: int | None = 1,
         batch_window_ms: float = BATCH_WINDOW_MS,
+        trace_text: bool = True,
     ) -> None:
         self.settings = settings
         self.batch_window_ms = batch_window_ms
+        self.trace_text = trace_text
         self.limits = limits or ServiceLimits()
         self.device = device
         self.torch_threads = torch_threads
@@ -190,7 +193,12 @@ class SearchService:
 
         if self._searcher is not None:
             return self._searcher
-        searcher = Searcher(self.settings, device=self.device, batch_window_ms=self.batch_window_ms)
+        searcher = Searcher(
+            self.settings,
+            device=self.device,
+            batch_window_ms=self.batch_window_ms,
+            trace_text=self.trace_text,
+        )
         try:
             for name in searcher.store.collections():
                 searcher.store.info(name)
