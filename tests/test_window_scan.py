@@ -363,3 +363,62 @@ def test_a_long_load_is_indexed_in_segments_as_it_goes(tmp_path):
     unfiltered = store.search(COLL, QUERIES[0], k=K)
     assert [h.id for h in unfiltered] == brute_force(QUERIES[0], np.ones(N, dtype=bool))
     store.close()
+
+
+def test_fields_carried_by_some_batches_only_keep_their_values(tmp_path):
+    """Columns of fields that a whole batch lacks are filled without looking at its points:
+    the values of the batches that carry them stay in place (time order), the rest missing."""
+    kinds = models.PayloadSchemaType
+    ids = [str(uuid.UUID(int=i + 1)) for i in range(4)]
+    batches = [
+        [
+            (ids[0], {"v": [1.0, 0.0]}, {"time": at(30).isoformat(), "satellite": "coms"}),
+            (ids[1], {"v": [0.0, 1.0]}, {"time": at(0).isoformat()}),
+        ],
+        [
+            (ids[2], {"v": [1.0, 1.0]}, {"time": at(20).isoformat(), "hour": 5}),
+            (ids[3], {"v": [0.5, 1.0]}, {"time": at(10).isoformat()}),
+        ],
+    ]
+    fields = {"satellite": kinds.KEYWORD, "channel": kinds.KEYWORD, "hour": kinds.INTEGER}
+    assert window_scan.build(tmp_path / "c", iter(batches), 4, {"v": 2}, fields)
+    index = window_scan.load(tmp_path / "c", 4)
+    by_time = [1, 3, 2, 0]  # the copy's rows in time order
+    assert [str(uuid.UUID(bytes=index.ids[r].tobytes())) for r in range(4)] == [
+        ids[i] for i in by_time
+    ]
+    satellite = index.columns["satellite"]
+    assert satellite.vocabulary == {"coms": 0}
+    assert satellite.values[:, 0].tolist() == [-1, -1, -1, 0]
+    assert (index.columns["channel"].values == -1).all()
+    assert np.array_equal(index.columns["hour"].values, [np.nan, np.nan, 5, np.nan], equal_nan=True)
+
+
+def test_ids_that_are_not_canonical_uuid_strings_are_converted_one_by_one():
+    canonical = [str(uuid.UUID(int=i)) for i in (1, 2**100)]
+    other = ["{" + canonical[0] + "}", uuid.UUID(int=2**100).hex]
+    want = np.frombuffer(b"".join(uuid.UUID(i).bytes for i in canonical), np.uint8)
+    for given in (canonical, other):
+        assert np.array_equal(window_scan._uuid_bytes(given).reshape(-1), want)
+
+
+def test_the_copy_pauses_the_collector_and_restores_it(monkeypatch, tmp_path):
+    """build_from_shard runs without the cyclic collector, and leaves it as it found it."""
+    import gc
+
+    seen = []
+    monkeypatch.setattr(window_scan, "build", lambda *a: seen.append(gc.isenabled()) or True)
+
+    class Shard:
+        def info(self):
+            return type("Info", (), {"points_count": 1})()
+
+    (tmp_path / "edge_config.json").write_text('{"vectors": {}}')
+    for enabled in (True, False):
+        (gc.enable if enabled else gc.disable)()
+        try:
+            assert window_scan.build_from_shard(Shard(), tmp_path)
+            assert gc.isenabled() == enabled
+        finally:
+            gc.enable()
+    assert seen == [False, False]

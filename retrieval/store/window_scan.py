@@ -36,6 +36,7 @@ from qdrant_client import models
 
 from skysearch.cpus import usable_cpus
 from skysearch.errors import UsageError
+from skysearch.gc_pause import gc_paused
 from skysearch.timeutil import parse_time
 
 FORMAT = 2
@@ -330,11 +331,12 @@ def build_from_shard(shard: Any, collection_dir: Path) -> bool:
                 offset=offset, limit=2000, with_payload=True, with_vector=True
             )
             records, offset = shard.scroll(request)
-            yield [(str(r.id), dict(r.vector or {}), dict(r.payload or {})) for r in records]
+            yield [(str(r.id), r.vector or {}, r.payload or {}) for r in records]
             if offset is None:
                 return
 
-    return points > 0 and build(collection_dir, batches(), points, sizes, PAYLOAD_INDEXES)
+    with gc_paused():  # a list and a dict per record (see skysearch.gc_pause)
+        return points > 0 and build(collection_dir, batches(), points, sizes, PAYLOAD_INDEXES)
 
 
 class _Keywords:
@@ -345,8 +347,12 @@ class _Keywords:
         self.vocabulary: dict[str, int] | None = {}
         self.batches: list[np.ndarray] = []
 
-    def add(self, values: list[Any]) -> None:
+    def add(self, values: list[Any] | None, n: int) -> None:
+        """Codes of ``n`` rows' ``values`` (None: no row carries the field)."""
         if self.vocabulary is None:
+            return
+        if values is None:
+            self.batches.append(np.full((n, 1), -1, dtype=np.int32))
             return
         rows = [
             [v] if isinstance(v, str) else [s for s in v or [] if isinstance(s, str)]
@@ -371,6 +377,17 @@ class _Keywords:
 
 
 Batch = list[tuple[str, dict[str, list[float]], dict[str, Any]]]
+
+
+def _uuid_bytes(ids: list[str]) -> np.ndarray:
+    """(n, 16) bytes of canonical UUID strings, in one conversion (else one by one)."""
+    try:
+        raw = bytes.fromhex("".join(ids).replace("-", ""))
+    except ValueError:
+        raw = b""
+    if len(raw) != 16 * len(ids) or any(len(i) != 36 for i in ids):
+        raw = b"".join(uuid.UUID(i).bytes for i in ids)
+    return np.frombuffer(raw, np.uint8).reshape(-1, 16)
 
 
 def build(
@@ -398,10 +415,11 @@ def build(
             count += len(batch)
             break
         rows = slice(count, count + len(batch))
-        ids[rows] = np.frombuffer(
-            b"".join(uuid.UUID(p).bytes for p, _, _ in batch), np.uint8
-        ).reshape(-1, 16)
+        ids[rows] = _uuid_bytes([p for p, _, _ in batch])
         times[rows] = [_seconds(payload.get("time")) for _, _, payload in batch]
+        # Fields no point of the batch carries (most schema fields, for most collections)
+        # keep their missing value without a Python step per point.
+        present = set().union(*(payload.keys() for _, _, payload in batch))
         for vn in vecs:
             if all(vn in v for _, v, _ in batch):
                 block = np.asarray([v[vn] for _, v, _ in batch], dtype=np.float32)
@@ -409,13 +427,13 @@ def build(
             else:  # some points lack this vector: not scanned
                 vecs[vn] = scales[vn] = None  # type: ignore[assignment]
         vecs = {vn: v for vn, v in vecs.items() if v is not None}
-        for f, col in numbers.items():
+        for f, col in ((f, c) for f, c in numbers.items() if f in present):
             col[rows] = [
                 float(v) if isinstance(v, int | float) and not isinstance(v, bool) else np.nan
                 for v in (payload.get(f) for _, _, payload in batch)
             ]
         for f, kw in keywords.items():
-            kw.add([payload.get(f) for _, _, payload in batch])
+            kw.add([p.get(f) for _, _, p in batch] if f in present else None, len(batch))
         count += len(batch)
     if count != points or np.isnan(times).all():
         shutil.rmtree(tmp, ignore_errors=True)
