@@ -41,6 +41,7 @@ much less.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import secrets
@@ -50,7 +51,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -83,19 +84,13 @@ def free_port() -> int:
 
 
 def start_server(
-    workspace: Path,
-    port: int,
-    key: str,
-    cpus: int | None,
-    window_ms: float,
-    threads: int = 1,
-    trace_text: bool = True,
+    workspace: Path, port: int, key: str, cpus: int | None, options: Sequence[str] = ()
 ) -> subprocess.Popen:
-    """``skysearch serve`` in a child process (optionally pinned to the first ``cpus`` cores)."""
+    """``skysearch serve [options]`` in a child process (optionally pinned to the first
+    ``cpus`` cores); no options: the service's defaults."""
     env = {**os.environ, "SKYSEARCH_API_KEY": key}
     cmd = [sys.executable, "-m", "skysearch", "serve", "--port", str(port), "-w", str(workspace)]
-    cmd += ["--batch-window-ms", str(window_ms), "--torch-threads", str(threads)]
-    cmd += ["--trace-text" if trace_text else "--no-trace-text"]
+    cmd += list(options)
 
     def pin() -> None:
         if cpus:
@@ -361,24 +356,17 @@ def main() -> None:
     parser.add_argument(
         "--clients", type=numbers, default=[4], help="concurrent clients per phase (list: 1,4)"
     )
-    parser.add_argument(
-        "--batch-window-ms",
-        type=lambda t: numbers(t, float),
-        default=[2.0],
-        help="serve --batch-window-ms; a list (0,2) runs one server per window",
-    )
-    parser.add_argument(
-        "--torch-threads",
-        type=numbers,
-        default=[1],
-        help="serve --torch-threads; a list (1,2) runs one server per value (and window)",
-    )
-    parser.add_argument(
-        "--trace-text",
-        type=numbers,
-        default=[1],
-        help="serve --trace-text (1) or --no-trace-text (0); a list (1,0) runs one server each",
-    )
+    for flag, kind, default, values in (
+        ("--batch-window-ms", float, 2.0, "0,2"),
+        ("--torch-threads", int, 1, "1,2"),
+        ("--trace-text", int, 1, "0,1"),  # 1: --trace-text, 0: --no-trace-text
+    ):
+        parser.add_argument(
+            flag,
+            type=lambda text, kind=kind: numbers(text, kind),
+            default=[default],
+            help=f"serve {flag}; a list ({values}) runs one server per value and other lists'",
+        )
     parser.add_argument("--kinds", default="text,clip", help="search kinds: text,clip")
     parser.add_argument("--requests", type=int, default=200, help="requests per phase")
     parser.add_argument("--seconds", type=float, default=60.0, help="time cap per phase")
@@ -423,12 +411,9 @@ def main() -> None:
     results: dict = {"phases": []}
     errors = 0
     samples: list[str] = []
-    servers = [
-        (w, t, bool(x))
-        for w in args.batch_window_ms
-        for t in args.torch_threads
-        for x in args.trace_text
-    ]
+    servers = itertools.product(
+        args.batch_window_ms, args.torch_threads, map(bool, args.trace_text)
+    )
     for number, (window, threads, trace) in enumerate(servers):
         url = f"http://127.0.0.1:{free_port()}"
         log(
@@ -436,8 +421,9 @@ def main() -> None:
             f"batch window {window} ms, {threads} torch threads, text tower "
             f"{'traced' if trace else 'eager'})"
         )
-        port = int(url.rsplit(":", 1)[1])
-        server = start_server(workspace, port, key, cpus, window, threads, trace)
+        options = ["--batch-window-ms", str(window), "--torch-threads", str(threads)]
+        options.append("--trace-text" if trace else "--no-trace-text")
+        server = start_server(workspace, int(url.rsplit(":", 1)[1]), key, cpus, options)
         try:
             t0 = time.perf_counter()
             state = wait_ready(url, key, server, args.ready_timeout)

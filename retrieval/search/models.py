@@ -143,7 +143,7 @@ class ModelCache:
     """Clip models, predictors and text-image models of one workspace, each loaded once.
     ``trace_text``: text-image models embed texts through a trace of their text tower
     (:meth:`~skysearch.encoders.models.text_image.TextImageModel.trace_text_tower`; the
-    service: worth its start-up seconds when many queries follow)."""
+    service: worth its second at start-up when many queries follow)."""
 
     def __init__(self, workspace: Workspace, device: str = "cpu", trace_text: bool = False) -> None:
         self.workspace = workspace
