@@ -122,8 +122,8 @@ def imagenet_names() -> list[str]:
     return [info.index_to_description(i).split(",")[0].strip() for i in range(1000)]
 
 
-def load_set(cache: Path, name: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    data = np.load(cache / f"{name}-lite0-160.npz")
+def load_set(cache: Path, name: str, features: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    data = np.load(cache / f"{name}-{features}.npz")
     return data["features"].astype(np.float32), data["paths"], list(data["labels"])
 
 
@@ -276,10 +276,10 @@ def predict(heads, recipe, feats, logits, names_emb, class_emb, mu=None, data=No
 
 
 class Data:
-    def __init__(self, cache: Path, text: TextCache, views: int = 1):
-        self.aid_x, self.aid_paths, self.aid_y = load_set(cache, "aid-20")
-        self.rs_x, self.rs_paths, self.rs_y = load_set(cache, "rsscn7")
-        state = efficientnet_lite0_state_dict()
+    def __init__(self, cache: Path, text: TextCache, features: str = "lite0-160"):
+        self.aid_x, self.aid_paths, self.aid_y = load_set(cache, "aid-20", features)
+        self.rs_x, self.rs_paths, self.rs_y = load_set(cache, "rsscn7", features)
+        state = efficientnet_lite0_state_dict(features.split("-")[0])
         self.cls_w = state["classifier.weight"].numpy()
         self.cls_b = state["classifier.bias"].numpy()
         self.text = text
@@ -551,6 +551,9 @@ LEVERS: dict[str, Recipe] = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", default="/tmp/h17-cache")
+    parser.add_argument(
+        "--features", default="lite0-160", help="TOWER-SIZE of the cached features (lite2-224)"
+    )
     parser.add_argument("--folds", type=int, default=4)
     parser.add_argument("--levers", default=None, help="comma-separated lever names")
     parser.add_argument("--json", action="store_true")
@@ -559,7 +562,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     text = TextCache(Path(args.cache) / "text.npz")
-    data = Data(Path(args.cache), text)
+    data = Data(Path(args.cache), text, args.features)
     fold_classes = folds(sorted(set(data.aid_y)), args.folds)
     chosen = args.levers.split("|") if args.levers else list(LEVERS)
     out = {
