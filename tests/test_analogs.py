@@ -97,7 +97,7 @@ def brute_force(ws: Workspace, tracks: dict, setting: str) -> dict[str, float]:
         for i, clip in enumerate(clips)
     }
     holdout = parse_time(resolve(ws, "clip", None).config["data"]["holdout_start"])
-    scores = []
+    scores, bounds = [], []
     for q, query in enumerate(clips):
         if query["start"] < holdout or last[q] is None:
             continue
@@ -119,8 +119,23 @@ def brute_force(ws: Workspace, tracks: dict, setting: str) -> dict[str, float]:
                 np.mean([abs(last[i][2] - last[q][2]) for i in top]),
             )
         )
+        same_class = sum(last[i][0] == last[q][0] for i in candidates)
+        bounds.append(
+            (
+                np.mean(sorted(abs(last[i][1] - last[q][1]) for i in candidates)[:K]),
+                min(same_class, K) / K,
+                np.mean(sorted(abs(last[i][2] - last[q][2]) for i in candidates)[:K]),
+            )
+        )
     pressure, agree, wind = np.mean(scores, axis=0)
-    return {"queries": len(scores), "pressure": pressure, "class": agree, "wind": wind}
+    best = dict(zip(("pressure", "class", "wind"), np.mean(bounds, axis=0), strict=True))
+    return {
+        "queries": len(scores),
+        "pressure": pressure,
+        "class": agree,
+        "wind": wind,
+        **{f"best_{name}": value for name, value in best.items()},
+    }
 
 
 def test_without_any_track_every_number_is_na(two_storms):
@@ -142,6 +157,7 @@ def test_one_event_with_a_track_says_other_events_needs_two(two_storms):
         "trained",
         "grid_metric",
         "random",
+        "best_possible",
     }
     assert result["protocol"]["events_with_track"] == ["198799"]
 
@@ -154,7 +170,7 @@ def test_other_events_match_a_brute_force_computation(two_storms, cli):
     assert done.exit_code == 0, done.stderr
     result = json.loads(done.stdout.splitlines()[-1])
     assert "other_events:" in done.stderr and "raw_pixels" in done.stderr
-    methods = {"trained", "raw_pixels", "imagenet", "grid_metric", "random"}
+    methods = {"trained", "raw_pixels", "imagenet", "grid_metric", "random", "best_possible"}
     for setting in ("same_event", "other_events"):
         scores = result[setting]
         assert set(scores["pressure_mae_hpa"]) == methods
@@ -163,6 +179,12 @@ def test_other_events_match_a_brute_force_computation(two_storms, cli):
         assert scores["pressure_mae_hpa"]["raw_pixels"] == pytest.approx(expected["pressure"])
         assert scores["class_agreement_at_k"]["raw_pixels"] == pytest.approx(expected["class"])
         assert scores["wind_mae_kt"]["raw_pixels"] == pytest.approx(expected["wind"])
+        for metric, name in (("pressure_mae_hpa", "pressure"), ("wind_mae_kt", "wind")):
+            assert scores[metric]["best_possible"] == pytest.approx(expected[f"best_{name}"])
+            assert scores[metric]["best_possible"] <= min(scores[metric].values()) + 1e-9
+        best_class = scores["class_agreement_at_k"]["best_possible"]
+        assert best_class == pytest.approx(expected["best_class"])
+        assert best_class >= max(scores["class_agreement_at_k"].values()) - 1e-9
         for metric in ("pressure_mae_hpa", "wind_mae_kt"):
             assert all(np.isfinite(v) and v >= 0 for v in scores[metric].values())
     assert result["protocol"]["events_with_track"] == ["198702", "198799"]

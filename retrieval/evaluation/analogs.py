@@ -23,6 +23,9 @@ model's first; as ``eval clips``):
   metric itself (candidates ranked by the ground truth of ``eval clips``: KS grid similarity,
   clean mode, N=24, B=20); random, as its exact expected value (the mean over all the query's
   candidates, no seed).
+- **Bounds**: ``best_possible``, per metric the ``k`` candidates that score best on that very
+  metric (an oracle that reads the track): how much room the queries and candidates leave. A
+  method at the bound cannot be beaten on that split, only matched.
 """
 
 from __future__ import annotations
@@ -64,6 +67,20 @@ def storm_scores(
     return float(pressure), float(agree), float(wind)
 
 
+def best_possible(
+    tracks: dict[str, np.ndarray], query: int, candidates: np.ndarray, k: int
+) -> tuple[float, float, float]:
+    """The best top-``k`` scores any ranking could reach, each metric on its own."""
+    pressure = np.abs(tracks["pressure_hpa"][candidates] - tracks["pressure_hpa"][query])
+    same = np.count_nonzero(tracks["track_class"][candidates] == tracks["track_class"][query])
+    wind = np.abs(tracks["wind_kt"][candidates] - tracks["wind_kt"][query])
+    return (
+        float(np.sort(pressure)[:k].mean()),
+        min(same, k) / min(k, len(candidates)),
+        float(np.sort(wind)[:k].mean()),
+    )
+
+
 def analog_scores(
     distances: dict[str, np.ndarray],
     tracks: dict[str, np.ndarray],
@@ -73,7 +90,7 @@ def analog_scores(
 ) -> dict[str, dict[str, float]]:
     """``{metric: {method: mean over queries}}`` of each method's top ``k`` candidates
     (``distances[method]``: (M, M), smaller = more alike; ``candidates[q]``: a mask over M),
-    and ``random``'s expected value."""
+    ``random``'s expected value and the ``best_possible`` bound."""
     per_method: dict[str, list[tuple[float, float, float]]] = {}
     for q, mask in zip(queries, candidates, strict=True):
         cand = np.flatnonzero(mask)
@@ -81,6 +98,7 @@ def analog_scores(
             top = cand[np.argsort(dist[q, cand], kind="stable")[:k]]
             per_method.setdefault(name, []).append(storm_scores(tracks, q, top))
         per_method.setdefault("random", []).append(storm_scores(tracks, q, cand))
+        per_method.setdefault("best_possible", []).append(best_possible(tracks, q, cand, k))
     means = {name: np.mean(np.array(rows), axis=0) for name, rows in per_method.items()}
     return {
         metric: {name: float(values[i]) for name, values in means.items()}
@@ -173,5 +191,6 @@ def evaluate_analogs(
         "ground_truth": "JMA best track at each clip's last frame (nearest row within 30 min)",
         "grid_metric": "candidates ranked by grid KS similarity, clean mode, N=24, B=20",
         "random": "expected value of a random top k: the mean over the query's candidates",
+        "best_possible": "per metric, the k candidates best on that metric (reads the track)",
     }
     return result
