@@ -134,6 +134,10 @@ def export_stac(workspace: Workspace, folder: Path) -> StacReport:
         if folder.exists():
             folder.rmdir()
         staging.rename(folder)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write {{stac}} {folder}: {exc.strerror or exc}", params=["stac"]
+        ) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return StacReport(str(folder), counts)

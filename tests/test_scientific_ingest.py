@@ -268,6 +268,9 @@ def test_stac_export_is_valid_and_names_every_frame(typhoon, tmp_path, cli):
         )
     again = cli("catalog", "export", "--stac", out, "-w", typhoon.root)
     assert again.exit_code == 2 and "exists and is not an empty folder" in again.stderr
+    nowhere = cli("catalog", "export", "--stac", "/proc/skysearch-stac", "-w", typhoon.root)
+    assert nowhere.exit_code == 2 and "cannot write --stac /proc/skysearch-stac" in nowhere.stderr
+    assert "Traceback" not in nowhere.stderr
 
 
 def test_workspace_repair_repairs_again_a_repaired_frame_it_decodes_from_its_source(
