@@ -173,11 +173,15 @@ def optimize_cmd(
     timings: dict[str, float] = {}
     with _open(workspace, qdrant_url) as store:
         names = collection or store.collections()
+        if not names:
+            info("the store has no collection yet: nothing to optimize (index something first)")
         for name in names:
             store.vector_config(name)  # NotFoundError for an unknown collection, before any work
         for name in names:
+            info(f"optimizing {name} ...")
             started = time.monotonic()
             store.optimize(name)
             timings[name] = round(time.monotonic() - started, 2)
+            info(f"optimized {name} in {timings[name]:.1f} s")
     if json_out:
         emit_json({"optimized": timings})

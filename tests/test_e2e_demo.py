@@ -352,6 +352,7 @@ def test_index_frames_then_store_optimize(demo, cli):
         "frames",
         "scenes",
     }
+    assert all(f"optimized {name} in " in r.stderr for name in ("clips", "frames", "scenes"))
     count, after = _frame_answers(ws)
     assert count == 60
     for fid, hits in before.items():

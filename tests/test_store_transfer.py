@@ -172,6 +172,11 @@ def test_cli_store_export_import_info(cli, tmp_path: Path):
     assert infos["clips"]["points"] == 200 and infos["frames"]["points"] == 100
     assert infos["clips"]["vectors"] == {"clipenc-a": 24, "clipenc-b": 12}
     assert "time" in infos["clips"]["payload_indexes"]
+    r = cli("store", "optimize", "-w", tmp_path / "b", "-c", "frames")
+    assert r.exit_code == 0 and "optimized frames in " in r.stderr, r.stderr
+    r = cli("store", "optimize", "-w", tmp_path / "empty", "--json")
+    assert r.exit_code == 0 and "nothing to optimize" in r.stderr, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == {"optimized": {}}
 
 
 def test_cli_errors_are_one_line(cli, tmp_path: Path, monkeypatch):
