@@ -19,6 +19,7 @@ from skysearch.encoders.registry import resolve
 from skysearch.ingest.clips import clip_frames, read_clips
 from skysearch.ingest.framestore import FrameStore
 
+from skysearch.atomic import save_image
 from skysearch.config import Workspace
 from skysearch.errors import NotFoundError, UsageError
 from skysearch.timeutil import parse_time, to_rfc3339
@@ -97,6 +98,5 @@ def predict_strip(
         rows.append(("persistence", x[:, -1:].expand_as(truth), []))
         result["metrics"] = frame_metrics(pred, truth)
         result["persistence_metrics"] = frame_metrics(x[:, -1:].expand_as(truth), truth)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    render_strip(rows).save(out)
+    save_image(render_strip(rows), out, "prediction strip")
     return result

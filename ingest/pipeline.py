@@ -92,9 +92,9 @@ class IngestReport:
         )
 
 
-def _walk(path: Path) -> Iterator[Source]:
-    """Files under ``path`` in sorted order; zip archives are opened and walked too; a zarr
-    store (a folder) is one source."""
+def _walk(path: Path, skipped: list[dict[str, str]]) -> Iterator[Source]:
+    """Files under ``path`` in sorted order; zip archives are opened and walked too (one that
+    cannot be read goes to ``skipped``); a zarr store (a folder) is one source."""
     if path.is_dir() and path.suffix.lower() == ".zarr":
         yield Source(str(path))
     elif path.is_dir():
@@ -105,13 +105,14 @@ def _walk(path: Path) -> Iterator[Source]:
             files = files + stores
             for name in sorted(files):
                 if not name.startswith("."):
-                    yield from _walk(Path(root) / name)
+                    yield from _walk(Path(root) / name, skipped)
     elif path.suffix.lower() == ".zip":
         try:
             with zipfile.ZipFile(path) as archive:
                 members = sorted(m.filename for m in archive.infolist() if not m.is_dir())
-        except (OSError, zipfile.BadZipFile):
-            yield Source(str(path))  # reported as unreadable by its name check below
+        except (OSError, zipfile.BadZipFile) as exc:
+            reason = f"not a readable zip archive: {getattr(exc, 'strerror', None) or exc}"
+            skipped.append({"path": str(path), "reason": reason})
             return
         for member in members:
             if not Path(member).name.startswith("."):
@@ -128,7 +129,7 @@ def discover(
     skipped: list[dict[str, str]] = []
     names = ", ".join(p.name for p in profiles)
     for path in paths:
-        for source in _walk(Path(path).resolve()):
+        for source in _walk(Path(path).resolve(), skipped):
             found = match_name(source.name, profiles)
             if found is None:
                 reason = f"file name matches no source profile ({names})"

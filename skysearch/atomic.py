@@ -71,6 +71,28 @@ def atomic_write_json(path: Path, value: Any, **dumps: Any) -> None:
     atomic_write_bytes(path, json.dumps(value, **dumps).encode())
 
 
+def save_image(image: Any, path: Path, what: str) -> None:
+    """Write a PIL image to a file the user named (a contact sheet, a prediction strip),
+    atomically, its format from the name. A path that cannot be written is a ``UsageError``
+    that names it; a full disk stays an ``OSError`` (the CLI reports those once)."""
+    from PIL import Image
+
+    from skysearch.errors import UsageError
+
+    path = Path(path)
+    image_format = Image.registered_extensions().get(path.suffix.lower())
+    if image_format is None:
+        raise UsageError(f"cannot write {what} {path}: give a .png file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            image.save(tmp, format=image_format)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise UsageError(f"cannot write {what} {path}: {exc.strerror or exc}") from None
+
+
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 

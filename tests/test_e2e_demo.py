@@ -169,6 +169,9 @@ def test_clip_search_by_time_with_filters_and_rerank(demo, cli, tmp_path):
     with Image.open(sheet) as image:
         assert image.size == layout_for(FRAME_SHAPE, 1 + len(hits), 6, 160).size
     assert out["contact_sheet"]["rows"] == 1 + len(hits)
+    nowhere = "/proc/skysearch-sheet.png"  # a folder no one can write into
+    r = cli("search", "clip", "--at", QUERY_AT, "--contact-sheet", nowhere, "-w", ws)
+    _assert_error(r, f"cannot write contact sheet {nowhere}")
     # time filters
     out = search(
         cli, ws, "clip", "--at", QUERY_AT, "--between", "2017-09-06T00:00Z..2017-09-06T12:00Z"
@@ -230,6 +233,8 @@ def test_augmented_clip_search(demo, cli):
     assert len(out["results"]) == 3 and "augment" in out["timing_ms"]
     assert_sorted(out["results"])
     assert all(h["vector_score"] is None for h in out["results"])
+    r = cli("predict", QUERY_AT, "--out", "/proc/skysearch-strip.png", "-w", ws)
+    _assert_error(r, "cannot write prediction strip /proc/skysearch-strip.png")
 
 
 def _assert_error(result, *needles: str) -> None:

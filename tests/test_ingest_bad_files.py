@@ -73,6 +73,7 @@ def bad_tree(tmp_path_factory) -> Path:
             for _ in range(MEMBER_BYTES // 2**20):
                 member.write(b"\0" * 2**20)
     assert (src / "archive.zip").stat().st_size < 2**20  # a small zip, a 64 MiB member
+    (src / "damaged.zip").write_bytes(b"PK\x03\x04" + b"\x00" * 100)  # a zip in name only
     return src
 
 
@@ -91,6 +92,7 @@ def test_hostile_files_are_skipped_with_reasons_through_the_cli(bad_tree, tmp_pa
     assert reasons["HUIR172481230.GIF"].startswith("wrong dimensions 4000x4000")
     assert f"larger than {LIMIT} bytes" in reasons["HUIR172481300.GIF"]
     assert f"zip member of {MEMBER_BYTES} bytes is larger" in reasons["HUIR172481400.GIF"]
+    assert reasons["damaged.zip"].startswith("not a readable zip archive")
     again = cli("ingest", bad_tree, "-w", tmp_path / "ws", "--json")
     assert again.exit_code == 0
     assert json.loads(again.stdout)["frames_added"] == 0

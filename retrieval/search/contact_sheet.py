@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from skysearch.atomic import save_image
 from skysearch.config import Workspace
 from skysearch.errors import UsageError
 from skysearch.timeutil import parse_time
@@ -171,8 +172,7 @@ def write_contact_sheet(
             if k < len(captions):
                 draw.text((left + 2, ttop + 2), captions[k], fill=(200, 200, 200), font=small)
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(out)
+    save_image(canvas, out, "contact sheet")
     width, height = layout.size
     return {
         "path": str(out),
