@@ -386,6 +386,8 @@ def test_exclude_classes_leaves_no_image_or_caption_of_them(tmp_path):
         ws, images=[MINI], train_csvs=[extra], exclude=["dRiverLake", "Parking"]
     )
     assert again["train"].read_bytes() == out["train"].read_bytes()
+    with pytest.raises(UsageError, match="Parkng: no training image or caption of that class"):
+        prepare_training_data(ws, images=[MINI], exclude=["dRiverLake", "Parkng"])
 
 
 def test_eval_scores_a_folder_never_trained_on(tuned, cli, tmp_path):

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from skysearch.encoders.datasets.captions import (
     DEFAULT_SEED,
+    CaptionRow,
     convert_folder,
     exclude_classes,
     normalise_class,
@@ -178,6 +179,8 @@ def prepare_training_data(
     out: dict[str, Any] = {"removed": {}}
     for split, sources in (("train", train_sources), ("val", val_sources)):
         rows = [row for source in sources for row in read_caption_rows(source)]
+        if split == "train":
+            _check_excluded(rows, exclude)
         kept, removed = exclude_classes(rows, exclude)
         out["removed"][split] = removed
         if split == "train" and len(kept) < 2:
@@ -185,3 +188,17 @@ def prepare_training_data(
         out[split] = write_csv(kept, out_dir / f"{split}.csv") if kept else None
     (out_dir / "sources.json").write_text(key)
     return out
+
+
+def _check_excluded(rows: Sequence[CaptionRow], exclude: Sequence[str]) -> None:
+    """A class to exclude must be in the training data (a label or a caption naming it): a
+    misspelt name would otherwise train on the class it was meant to hold out."""
+    unknown = [c for c in exclude if exclude_classes(rows, [c])[1] == 0]
+    if unknown:
+        labels = sorted({r.label for r in rows if r.label})
+        shown = ", ".join(labels[:40]) + (" ..." if len(labels) > 40 else "")
+        raise UsageError(
+            f"{{exclude_classes}} {', '.join(unknown)}: no training image or caption of "
+            f"{'that class' if len(unknown) == 1 else 'those classes'} (classes: {shown})",
+            params=["exclude_classes"],
+        )
