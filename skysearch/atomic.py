@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from skysearch.errors import UsageError
+
 TMP_SUFFIX = ".tmp"
 
 
@@ -75,9 +77,7 @@ def save_image(image: Any, path: Path, what: str) -> None:
     """Write a PIL image to a file the user named (a contact sheet, a prediction strip),
     atomically, its format from the name. A path that cannot be written is a ``UsageError``
     that names it; a full disk stays an ``OSError`` (the CLI reports those once)."""
-    from PIL import Image
-
-    from skysearch.errors import UsageError
+    from PIL import Image  # imported here: the other writers of this module need no PIL
 
     path = Path(path)
     image_format = Image.registered_extensions().get(path.suffix.lower())
