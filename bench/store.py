@@ -99,6 +99,12 @@ def main() -> None:
         default=schema.FULL_SCAN_THRESHOLD_KB,
         help="full_scan_threshold of a new store (KB of vectors)",
     )
+    ap.add_argument(
+        "--ef-construct",
+        type=int,
+        default=schema.HNSW_EF_CONSTRUCT,
+        help="HNSW ef_construct of a new store",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -117,7 +123,11 @@ def main() -> None:
     root = args.dir or Path(tempfile.mkdtemp(prefix="skysearch-bench-"))
     ids = [point_id(i) for i in range(n)]
     quantization = None if args.quantization == "none" else args.quantization
-    params = EdgeIndexParams(quantization=quantization, full_scan_threshold_kb=args.full_scan_kb)
+    params = EdgeIndexParams(
+        quantization=quantization,
+        full_scan_threshold_kb=args.full_scan_kb,
+        ef_construct=args.ef_construct,
+    )
     store = EmbeddedStore(root, params)
     reused = args.reuse and COLLECTION in store.collections()
     reused = reused and store.info(COLLECTION).indexed_vectors == n
