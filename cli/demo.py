@@ -42,7 +42,7 @@ def demo(
         int, typer.Option(help="Clip encoder epochs.", min=1)
     ] = DEFAULTS.clip_epochs,
     text_epochs: Annotated[
-        int, typer.Option(help="Text-image projection-head fine-tuning epochs.", min=1)
+        int, typer.Option(help="Text-image fine-tuning epochs.", min=1)
     ] = DEFAULTS.text_epochs,
     threads: ThreadsOption = 0,
     device: DeviceOption = None,

@@ -78,7 +78,14 @@ def train_text_image_command(
         str | None,
         typer.Option(help="Local checkpoint file, or an open_clip tag (needs a reachable hub)."),
     ] = None,
-    epochs: Annotated[int, typer.Option(help="Training epochs (more epochs resume).", min=1)] = 30,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            help="Training epochs (more epochs resume); default: the recipe's (last-stage 15, "
+            "locked and tuned 30).",
+            min=1,
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Image-caption pairs per step.", min=2)] = 128,
     lr: Annotated[
         float, typer.Option(help="Learning rate of the unlocked image blocks.", callback=positive)
@@ -89,10 +96,12 @@ def train_text_image_command(
     image_tower: Annotated[
         str,
         typer.Option(
-            help="locked: frozen ImageNet trunk, features computed once, heads train "
-            "(default); tuned: the last --unlocked-image-groups train, with augmentation."
+            help="last-stage: the ImageNet trunk's last two stages train over its frozen "
+            "stages' cached activations of 4 rotations (default); locked: frozen trunk, "
+            "features computed once, heads train; tuned: the last --unlocked-image-groups "
+            "train on augmented pixels."
         ),
-    ] = "locked",
+    ] = "last-stage",
     text_head: Annotated[
         str,
         typer.Option(
@@ -156,7 +165,7 @@ def train_text_image_command(
         caption_key=caption_key,
         model_name=model,
         pretrained=pretrained,
-        epochs=epochs,
+        epochs=epochs or 0,
         batch_size=batch_size,
         lr=lr,
         head_lr=head_lr,

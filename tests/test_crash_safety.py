@@ -18,7 +18,7 @@ from conftest import SAMPLE_DATA, first_ir_frames
 from skysearch.encoders.checkpoints import save_checkpoint
 from skysearch.encoders.datasets.captions import CaptionRow, read_caption_rows, write_csv
 from skysearch.encoders.models.text_image import DEFAULT_MODEL, create_text_image_model
-from skysearch.encoders.training.text_image import trunk_features
+from skysearch.encoders.training.text_image_data import cached_image_features
 from skysearch.ingest.catalog import compact_partitions, read_frames, recover
 from skysearch.ingest.pipeline import ingest
 from skysearch.ingest.similarity import SketchStore
@@ -92,10 +92,12 @@ def test_trunk_feature_cache_is_replaced_durably(tmp_path, disk_log):
     images = sorted((SAMPLE_DATA / "rsscn7-mini").rglob("*.jpg"))[:2]
     tim = create_text_image_model(DEFAULT_MODEL)
     cache = tmp_path / "cache" / "features.npz"
-    first = trunk_features(tim, [str(p) for p in images], cache, progress=False)
+    first = cached_image_features(tim, [str(p) for p in images], cache, progress=False)
     assert assert_durable(disk_log, "/features.npz") == 1
     assert sorted(p.name for p in cache.parent.iterdir()) == ["features.npz"]
-    again = trunk_features(tim, [str(p) for p in images], cache, progress=False)  # from the cache
+    again = cached_image_features(
+        tim, [str(p) for p in images], cache, progress=False
+    )  # from the cache
     assert torch.equal(first, again)
     assert assert_durable(disk_log, "/features.npz") == 1  # nothing new: not written again
 

@@ -1,6 +1,6 @@
 """End to end: the README path through the CLI on the bundled real sample.
 
-``skysearch demo`` (ingest, clips, train, index, clip search + contact sheet, text-image heads,
+``skysearch demo`` (ingest, clips, train, index, clip search + contact sheet, text-image model,
 scenes, text search) with short training, then the search commands a user types next, checked
 on their results: a clip's nearest neighbour is itself or a time neighbour, scores are sorted,
 filters hold, the contact sheet has the layout's size, a text query finds its class; the

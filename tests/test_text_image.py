@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -269,7 +270,8 @@ def test_lr_schedule_matches_the_formula_it_replaced(warmup, total):
 
 def test_interrupted_training_resumes_to_the_same_model(tmp_path):
     """Two epochs in one run, or one epoch then a re-run with two: the same weights (the resume
-    point restores the heads, the optimizer and the learning-rate schedule)."""
+    point restores the heads and the tuned stages, the optimizer and the learning-rate
+    schedule, and each epoch draws the same rotations)."""
     from skysearch.encoders.checkpoints import load_checkpoint
     from skysearch.encoders.training.text_image import train_text_image
     from skysearch.encoders.training.text_image_data import prepare_folder
@@ -292,10 +294,13 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path):
             summary = train_text_image(cfg, ws, progress=False)
         weights[name] = load_checkpoint(summary["path"])[0]
         assert [h["epoch"] for h in summary["history"]] == [1, 2]
-    head = [k for k in weights["straight"] if k.startswith("visual.head")]
-    assert head and all(torch.equal(weights["straight"][k], weights["resumed"][k]) for k in head)
+    straight, resumed = weights["straight"], weights["resumed"]
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
     start = create_text_image_model(seed=0).model.state_dict()
-    assert any(not torch.equal(start[k], weights["straight"][k]) for k in head)
+    for part in ("visual.head", "visual.trunk.blocks.6", "visual.trunk.conv_head"):  # trained
+        keys = [k for k in straight if k.startswith(part) and k in start]
+        assert keys and any(not torch.equal(start[k], straight[k]) for k in keys), part
 
 
 def test_index_and_search_scenes(tuned, cli):
@@ -519,7 +524,7 @@ def test_tuned_image_tower_recipe_and_other_architectures(tiny_model_name, tmp_p
     assert "heads" not in model.metadata and model.embed_dim == 384
     # with the text head locked, the concept bank is built over the TUNED trunk's features, even
     # where a locked run has cached the package tower's features of the same images
-    train_text_image(TrainConfig(**common, batch_size=8), ws, progress=False)
+    train_text_image(TrainConfig(**common, batch_size=8, image_tower="locked"), ws, progress=False)
     fused = train_text_image(
         TrainConfig(**common, batch_size=8, image_tower="tuned", unlocked_image_groups=2),
         ws,
@@ -543,8 +548,62 @@ def test_tuned_image_tower_recipe_and_other_architectures(tiny_model_name, tmp_p
     stored = model.model.visual.head.feature_mean
     assert torch.allclose(stored, tuned_mean, atol=1e-4)
     assert not torch.allclose(stored, package_mean, atol=1e-3)
-    with pytest.raises(UsageError, match="no separable image trunk"):
-        train_text_image(TrainConfig(**common, model_name=tiny_model_name), ws, progress=False)
+    for recipe, words in (("locked", "no separable image trunk"), ("last-stage", "EfficientNet")):
+        with pytest.raises(UsageError, match=words):
+            cfg = TrainConfig(**common, model_name=tiny_model_name, image_tower=recipe)
+            train_text_image(cfg, ws, progress=False)
+
+
+def test_last_stage_recipe_trains_only_the_last_stages_over_cached_rotations(tmp_path):
+    """The default recipe: the trunk cut in two gives the trunk's own features; the frozen
+    front's activations of the four rotations are computed once per image and cached; only the
+    last two stages (and the heads) change; the concept bank holds the tuned trunk's features."""
+    from skysearch.encoders.datasets.captions import read_csv
+    from skysearch.encoders.models.text_image import load_rgb
+    from skysearch.encoders.training.text_image import train_text_image
+    from skysearch.encoders.training.text_image_data import prepare_folder
+    from skysearch.encoders.training.text_image_recipe import ROTATIONS, TrunkSplit
+    from skysearch.encoders.training.text_image_recipe import TextImageTrainConfig as TrainConfig
+
+    torch.set_num_threads(1)
+    ws = Workspace(tmp_path / "ws")
+    csvs = prepare_folder(MINI, ws)
+    paths = [row[0] for row in read_csv(csvs["train"], "title")]
+    package = create_text_image_model(DEFAULT_MODEL)
+    split = TrunkSplit(package.model.visual.trunk)
+    pixels = torch.stack([package.preprocess(load_rgb(p)) for p in paths[:3]])
+    with torch.no_grad():
+        whole = package.model.visual.trunk(pixels)
+        assert torch.allclose(split.back(split.front(pixels)), whole, atol=1e-5)
+        fronts = split.front_rotations(pixels)
+        assert fronts.shape[:2] == (3, ROTATIONS) and fronts.dtype == torch.float16
+        turned = split.front(torch.rot90(pixels, 3, dims=(2, 3)))
+        assert torch.allclose(fronts[:, 3].float(), turned, atol=1e-2, rtol=1e-2)
+
+    cfg = TrainConfig(train_csv=str(csvs["train"]), epochs=1, max_steps_per_epoch=2, batch_size=8)
+    assert cfg.image_tower == "last-stage" and TrainConfig(train_csv=cfg.train_csv).epochs == 15
+    summary = train_text_image(cfg, ws, progress=False)
+    (cache,) = (ws.root / "cache" / "text-image-fronts").glob("*.npz")
+    with np.load(cache) as data:
+        assert data["features"].shape[:2] == (len(paths), ROTATIONS)
+    written = cache.stat().st_mtime_ns
+    train_text_image(replace(cfg, seed=1), ws, progress=False)  # another run: the same fronts
+    assert cache.stat().st_mtime_ns == written
+
+    model = load_text_image_model(summary["path"])
+    assert model.metadata["heads"]["kind"] == "fused"
+    tuned, start = model.model.visual.trunk.state_dict(), package.model.visual.trunk.state_dict()
+
+    def part(key: str) -> str:  # "blocks.5.0.conv_pw.weight" -> "blocks.5"
+        return ".".join(key.split(".")[: 2 if key.startswith("blocks.") else 1])
+
+    changed = {part(k) for k in start if not torch.equal(start[k], tuned[k])}
+    assert changed == {f"blocks.{split.cut}", f"blocks.{split.cut + 1}", "conv_head", "bn2"}
+    model.model.eval()
+    with torch.no_grad():
+        all_pixels = torch.stack([model.preprocess(load_rgb(p)) for p in paths])
+        mean = model.model.visual.trunk(all_pixels).mean(0)
+    assert torch.allclose(model.model.visual.head.feature_mean, mean, atol=1e-2)
 
 
 def test_embeddings_after_training_mode_are_inference_embeddings():

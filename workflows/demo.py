@@ -50,8 +50,8 @@ class DemoConfig:
     query_exclude: str = "6h"
     #: The frame search's query: this sample file, searched as a frame from outside the archive.
     query_frame: str = "HUIR172500045.GIF"
-    text_epochs: int = 30
-    text_image_tower: str = "locked"  # the default recipe: frozen trunk, fused heads
+    text_epochs: int = 15
+    text_image_tower: str = "last-stage"  # the default recipe: last stages tuned, fused heads
     text_query: str = "a river"
     threads: int = 0
 
@@ -359,5 +359,5 @@ def _train_text(ws: Any, config: DemoConfig, state: _State, step: Any, device: s
         return summary["model_id"], f"{config.text_epochs} epochs{score}"
 
     load = lambda m: registry.resolve(ws, "text-image", m)  # noqa: E731
-    name = "train text-image heads on RSSCN7 sample"
+    name = "train text-image model on RSSCN7 sample"
     return _reuse_or_train(state, step, name, "text", config.model_key("text"), load, train)

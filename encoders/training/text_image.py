@@ -39,14 +39,15 @@ from skysearch.encoders.training.loop import EpochMeter, RunState, fit
 from skysearch.encoders.training.text_image_data import (
     CaptionDataset,
     FeatureDataset,
+    cached_image_features,
     check_images,
     train_transform,
-    trunk_features,
 )
 from skysearch.encoders.training.text_image_recipe import (
     FrozenTextFeatures,
-    HeadsOnly,
     TextImageTrainConfig,
+    TrainedParts,
+    TrunkSplit,
     concept_bank,
     contrastive_loss,
     freeze_for_training,
@@ -85,17 +86,30 @@ class Trainer:
         self.run_dir = registry.model_dir(workspace, self.model_id)
 
     def _features(self, tim: TextImageModel, rows: list) -> torch.Tensor:
-        """Trunk features of the rows' images, cached per workspace and image tower."""
+        """What the recipe trains on, per image, cached per workspace and image tower: the
+        pooled trunk features (locked), the frozen front's activations of every rotation
+        (last-stage); None (tuned: pixels)."""
         cfg = self.cfg
+        if cfg.image_tower == "tuned":
+            return None
+        forward, kind = None, "text-image-features"
+        if cfg.image_tower == "last-stage":
+            forward, kind = TrunkSplit(tim.model.visual.trunk).front_rotations, "text-image-fronts"
         tower = json.dumps([cfg.model_name, cfg.pretrained, tim.image_size])
         name = f"{hashlib.sha1(tower.encode()).hexdigest()[:10]}.npz"
-        cache = self.workspace.root / "cache" / "text-image-features" / name
-        return trunk_features(tim, [r[0] for r in rows], cache, self.progress)
+        cache = self.workspace.root / "cache" / kind / name
+        paths = [r[0] for r in rows]
+        desc = "image features" if forward is None else "frozen image stages, 4 rotations"
+        return cached_image_features(tim, paths, cache, forward, self.progress, desc)
 
     def _loader(self, rows: list, epoch: int, train: bool, tim: TextImageModel, feats=None):
-        """Batches of (images or trunk features, captions, labels)."""
+        """Batches of (images or cached features, captions, labels); the last-stage recipe
+        draws one rotation per image (training) or takes the image as it is (evaluation)."""
         if feats is not None:
-            dataset: torch.utils.data.Dataset = FeatureDataset(rows, feats)
+            last_stage = self.cfg.image_tower == "last-stage"
+            if last_stage and not train:
+                feats = feats[:, 0]
+            dataset: torch.utils.data.Dataset = FeatureDataset(rows, feats, train and last_stage)
         else:
             size = tim.image_size
             tf = train_transform(size, tim.mean, tim.std) if train else tim.preprocess
@@ -116,11 +130,28 @@ class Trainer:
         )
 
     def _image(self, tim: TextImageModel, inputs: torch.Tensor) -> torch.Tensor:
-        """Image embeddings (not normalised) of pixels, or of trunk features (locked tower)."""
+        """Image embeddings (not normalised) of pixels (tuned), trunk features (locked) or
+        the frozen front's activations (last-stage)."""
         inputs = inputs.to(tim.device)
         if self.cfg.image_tower == "locked":
             return tim.model.visual.head(inputs)
+        if self.cfg.image_tower == "last-stage":
+            return tim.model.visual.head(TrunkSplit(tim.model.visual.trunk).back(inputs))
         return tim.model.encode_image(inputs)
+
+    @torch.no_grad()
+    def _tuned_features(self, tim: TextImageModel, rows: list, feats) -> torch.Tensor:
+        """Pooled features of the trunk as trained, for the concept bank: the cached ones
+        (locked), the tuned last stages over the cached front (last-stage, the images as they
+        are), or the whole tuned trunk over the images (tuned; not cached: they belong to one
+        run)."""
+        tim.model.eval()
+        if self.cfg.image_tower == "locked":
+            return feats
+        if self.cfg.image_tower == "last-stage":
+            back = TrunkSplit(tim.model.visual.trunk).back
+            return torch.cat([back(feats[i : i + 64, 0].float()) for i in range(0, len(feats), 64)])
+        return cached_image_features(tim, [r[0] for r in rows], None, progress=self.progress)
 
     def _text(self, tim: TextImageModel, text_features: FrozenTextFeatures | None, captions):
         if text_features is not None:
@@ -140,7 +171,7 @@ class Trainer:
         Rows are shuffled with a fixed seed first: CSVs are grouped by class, and batches of
         one class would make the contrastive loss meaningless."""
         tim.model.eval()
-        if feats is None and self.cfg.image_tower == "locked":
+        if feats is None:
             feats = self._features(tim, rows)
         order = list(range(len(rows)))
         random.Random(self.cfg.seed).shuffle(order)
@@ -187,17 +218,19 @@ class Trainer:
         tim.to(device)
         text_features = FrozenTextFeatures(tim) if hasattr(tim.model.text, "pooler") else None
         opt = torch.optim.AdamW(param_groups(tim.model, cfg), weight_decay=cfg.weight_decay)
-        train_feats = val_feats = None
-        if cfg.image_tower == "locked":
-            train_feats = self._features(tim, train_rows)
-            val_feats = self._features(tim, val_rows) if val_rows else None
+        train_feats = self._features(tim, train_rows)
+        val_feats = self._features(tim, val_rows) if val_rows else None
         steps_per_epoch = len(self._loader(train_rows, 0, True, tim, train_feats))
         if cfg.max_steps_per_epoch:
             steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
         total_steps = steps_per_epoch * cfg.epochs
-        # Locked towers: the resume point holds the heads only (the towers are the packages'
+        # Locked and last-stage: the resume point holds what trains (the rest is the packages'
         # weights, rebuilt identically), not ~200 MB of model per epoch.
-        resumable = HeadsOnly(tim.model) if cfg.image_tower == "locked" else tim.model
+        resumable: nn.Module = tim.model
+        if cfg.image_tower == "locked":
+            resumable = TrainedParts(tim.model)
+        elif cfg.image_tower == "last-stage":
+            resumable = TrainedParts(tim.model, TrunkSplit(tim.model.visual.trunk).back_modules())
         state = RunState({"model": resumable}, {"optim": opt})
         schedule: list[torch.optim.lr_scheduler.LambdaLR] = []  # made after a resume
 
@@ -239,9 +272,7 @@ class Trainer:
         tim.to(torch.device("cpu"))
         bank_fits = text_features is not None and hasattr(tim.model.visual, "trunk")
         if cfg.bank_tau and bank_fits and cfg.text_head == "locked":
-            feats = train_feats
-            if feats is None:  # a tuned trunk: its own features, not the package tower's cached
-                feats = trunk_features(tim, [r[0] for r in train_rows], None, self.progress)
+            feats = self._tuned_features(tim, train_rows, train_feats)
             bank = concept_bank(text_features, train_rows, feats, cfg.positives)
             install_fused_heads(tim, *bank, tau=cfg.bank_tau)
         summary = {

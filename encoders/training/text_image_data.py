@@ -82,28 +82,45 @@ def check_images(rows: Sequence[tuple[str, str, str]]) -> tuple[list, list[dict[
 
 
 class FeatureDataset(torch.utils.data.Dataset):
-    """(pooled trunk features, caption, label) rows for the locked image tower recipe."""
+    """(cached image features, caption, label) rows: pooled trunk features (locked tower), or
+    the frozen front's activations of each image's rotations (last-stage recipe), of which
+    every draw takes one at random (torch RNG: seeded per epoch) when ``random_view``."""
 
-    def __init__(self, rows: Sequence[tuple[str, str, str]], features: torch.Tensor):
+    def __init__(
+        self,
+        rows: Sequence[tuple[str, str, str]],
+        features: torch.Tensor,
+        random_view: bool = False,
+    ):
         self.rows = list(rows)
         self.features = features
+        self.random_view = random_view
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, str, str]:
-        return self.features[i], self.rows[i][1], self.rows[i][2]
+        features = self.features[i]
+        if self.random_view:
+            features = features[int(torch.randint(0, len(features), ()).item())]
+        return features.float(), self.rows[i][1], self.rows[i][2]
 
 
 @torch.no_grad()
-def trunk_features(
-    tim: TextImageModel, paths: Sequence[str], cache: Path | None, progress: bool = True
+def cached_image_features(
+    tim: TextImageModel,
+    paths: Sequence[str],
+    cache: Path | None,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    progress: bool = True,
+    desc: str = "image features",
 ) -> torch.Tensor:
-    """Pooled image-trunk features of ``paths`` (inference preprocessing), each image computed
-    once: ``cache`` (``.npz``: keys, features) keeps them by path, size and modification time,
-    so re-runs, resumed runs and other runs on the same images (e.g. leave-classes-out folds)
-    only compute what is new. ``cache=None``: computed, not kept (a tuned trunk's features
-    belong to one run)."""
+    """``forward`` (default: the pooled image trunk) of ``paths``' images (inference
+    preprocessing), each image computed once: ``cache`` (``.npz``: keys, features) keeps them
+    by path, size and modification time, so re-runs, resumed runs and other runs on the same
+    images (e.g. leave-classes-out folds) only compute what is new. ``cache=None``: computed,
+    not kept (a tuned trunk's features belong to one run)."""
+    forward = forward or tim.model.visual.trunk
     keys = []
     for p in paths:
         stat = Path(p).stat()
@@ -114,11 +131,11 @@ def trunk_features(
             known = dict(zip(data["keys"].tolist(), data["features"], strict=True))
     todo = [i for i, k in enumerate(keys) if k not in known]
     tim.model.eval()
-    bar = tqdm(total=len(todo), desc="image features", unit="img", disable=not progress)
+    bar = tqdm(total=len(todo), desc=desc, unit="img", disable=not progress)
     for start in range(0, len(todo), 32):
         chunk = todo[start : start + 32]
         pixels = torch.stack([tim.preprocess(load_rgb(paths[i])) for i in chunk])
-        feats = tim.model.visual.trunk(pixels.to(tim.device)).cpu().numpy()
+        feats = forward(pixels.to(tim.device)).cpu().numpy()
         for i, vec in zip(chunk, feats, strict=True):
             known[keys[i]] = vec
         bar.update(len(chunk))

@@ -1,19 +1,23 @@
 """The text-image fine-tuning recipe: its options, what trains and what stays frozen, the loss.
 
-Two recipes for the image tower (``TextImageTrainConfig.image_tower``):
+Three recipes for the image tower (``TextImageTrainConfig.image_tower``):
 
-- ``locked`` (default, LiT-style): the ImageNet image trunk is frozen and its pooled features are
-  computed ONCE per image (no augmentation; cached in ``<workspace>/cache/``, so resumed runs and
-  other runs on the same images do not recompute them); only the projection heads train, in
-  seconds, then a concept bank joins them (fused heads, see
-  :class:`~skysearch.encoders.models.text_image.ConceptBankTextHead`). Measured on leave-classes-
-  out folds (bench/text_image_folds.py, bench/RESULTS.md), this generalises to unseen class names
-  at least as well as tuning the tower, and trains in a fraction of the time.
+- ``last-stage`` (default): the ImageNet trunk's last two stages (EfficientNet blocks 5-6, at 1/32
+  of the input's resolution) train with the image projection head; the frozen stages before them
+  run ONCE per image, for its four 90-degree rotations (overhead imagery has no "up"), and their
+  activations are cached (``<workspace>/cache/``, ~90 KB an image): each epoch draws one rotation
+  per image and trains only the last stages (~3x the images per second of tuning the tower on
+  pixels). Then a concept bank joins the heads, built from the tuned trunk's features (fused
+  heads, see :class:`~skysearch.encoders.models.text_image.ConceptBankTextHead`). Chosen on
+  validation splits (bench/RESULTS.md, 2026-11-30): it keeps the locked recipe's unseen-class
+  accuracy and separates the trained classes far better.
+- ``locked`` (LiT-style): the ImageNet image trunk is frozen and its pooled features are
+  computed once per image (no augmentation; cached in ``<workspace>/cache/``); only the
+  projection heads train, in seconds, then the concept bank joins them.
 - ``tuned``: the last ``unlocked_image_groups`` timm groups train with the image projection
-  head, on SkyScript-style augmentation (random resized crop, random 90-degree rotations, flips;
-  overhead imagery has no "up"); frozen BatchNorm layers keep their ImageNet statistics. The
-  concept bank is then built from the tuned trunk's features (on the validation folds, without
-  it the tuned tower collapsed on unseen classes: bench/RESULTS.md, 2026-11-29).
+  head, on SkyScript-style augmentation of the pixels (random resized crop, random 90-degree
+  rotations, flips); frozen BatchNorm layers keep their ImageNet statistics. The concept bank is
+  then built from the tuned trunk's features.
 
 With ``text_head="trained"`` there is no concept bank (the fused text half is the untrained
 sentence embedding, which would drop the trained text projection).
@@ -44,6 +48,12 @@ from torch import nn
 
 from skysearch.errors import UsageError
 
+#: Epochs of each image-tower recipe unless given (the counts they were chosen with).
+RECIPE_EPOCHS = {"last-stage": 15, "locked": 30, "tuned": 30}
+#: last-stage recipe: how many of the trunk's last stages train, over how many rotations.
+LAST_STAGES = 2
+ROTATIONS = 4
+
 
 @dataclass(frozen=True, kw_only=True)
 class TextImageTrainConfig(TrainConfig):
@@ -54,14 +64,14 @@ class TextImageTrainConfig(TrainConfig):
     caption_key: str = "title"
     model_name: str = DEFAULT_MODEL
     pretrained: str | None = None
-    epochs: int = 30
+    epochs: int = 0  # 0: the recipe's (RECIPE_EPOCHS)
     batch_size: int = 128
-    lr: float = 5e-4  # unlocked tower layers (image_tower="tuned")
+    lr: float = 5e-4  # the trunk layers that train (image_tower "last-stage" or "tuned")
     head_lr: float = 1e-3  # projection heads and logit scale
     weight_decay: float = 0.0
     warmup_steps: int = 10
     image_size: int | None = None  # None: the model config's (160 for the default)
-    image_tower: str = "locked"  # "locked": frozen trunk, features once; "tuned": see below
+    image_tower: str = "last-stage"  # or "locked", "tuned": see the module docstring
     unlocked_image_groups: int = 11  # tuned: timm groups of tf_efficientnet_lite0, blocks.3 on
     text_head: str = "locked"  # "locked": text projection fixed (identity for MiniLM)
     logit_scale: float | None = 30.0  # fixed contrastive temperature; None: trained
@@ -74,11 +84,13 @@ class TextImageTrainConfig(TrainConfig):
     def __post_init__(self) -> None:
         for name, allowed in (
             ("positives", ("label", "caption")),
-            ("image_tower", ("locked", "tuned")),
+            ("image_tower", tuple(RECIPE_EPOCHS)),
             ("text_head", ("locked", "trained")),
         ):
             if getattr(self, name) not in allowed:
                 raise UsageError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
+        if not self.epochs:  # frozen dataclass: set once, here
+            object.__setattr__(self, "epochs", RECIPE_EPOCHS[self.image_tower])
         for csv_file in (self.train_csv, self.val_csv):
             if csv_file is not None and not Path(csv_file).is_file():
                 raise UsageError(f"caption CSV {csv_file} not found")
@@ -120,18 +132,63 @@ class FrozenTextFeatures(nn.Module):
         return self.text.proj(self.pooled(captions))
 
 
+class TrunkSplit:
+    """A timm EfficientNet image trunk cut before its last ``LAST_STAGES`` stages: ``front``
+    (frozen; its activations of every rotation are cached) and ``back`` (trains).
+    ``back(front(x))`` is the trunk's own pooled output."""
+
+    def __init__(self, trunk: nn.Module):
+        self.trunk = trunk
+        self.cut = len(trunk.blocks) - LAST_STAGES
+
+    @staticmethod
+    def fits(model: nn.Module) -> bool:
+        trunk = getattr(getattr(model, "visual", None), "trunk", None)
+        return all(hasattr(trunk, a) for a in ("conv_stem", "bn1", "blocks", "conv_head", "bn2"))
+
+    def back_modules(self) -> list[nn.Module]:
+        return [*self.trunk.blocks[self.cut :], self.trunk.conv_head, self.trunk.bn2]
+
+    def front(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = self.trunk.bn1(self.trunk.conv_stem(pixels))
+        for block in self.trunk.blocks[: self.cut]:
+            x = block(x)
+        return x
+
+    @torch.no_grad()
+    def front_rotations(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(n, ROTATIONS, C, H, W) float16: the front's activations of each 90-degree turn."""
+        turns = [self.front(torch.rot90(pixels, k, dims=(2, 3))) for k in range(ROTATIONS)]
+        return torch.stack(turns, dim=1).half()
+
+    def back(self, activations: torch.Tensor) -> torch.Tensor:
+        x = activations
+        for block in self.trunk.blocks[self.cut :]:
+            x = block(x)
+        return self.trunk.forward_head(self.trunk.bn2(self.trunk.conv_head(x)))
+
+
 def freeze_for_training(tim: TextImageModel, cfg: TextImageTrainConfig) -> None:
-    """Freeze the image trunk (all of it, or its early blocks) and the text transformer; the
-    image head, the logit scale (unless fixed) and the text projection (unless locked) train."""
+    """Freeze the image trunk (all of it, all but its last stages, or its early blocks) and the
+    text transformer; the image head, the trunk's unlocked part, the logit scale (unless fixed)
+    and the text projection (unless locked) train."""
     model = tim.model
-    locked = cfg.image_tower == "locked"
-    if locked and not hasattr(model.visual, "trunk"):
+    if cfg.image_tower == "locked" and not hasattr(model.visual, "trunk"):
         raise UsageError(
             f"{cfg.model_name} has no separable image trunk; the locked image tower recipe "
-            "needs a timm image tower (train this model with the tuned image tower recipe)"
+            "needs a timm image tower (train this model with --image-tower tuned)"
         )
-    unlocked = 0 if locked else cfg.unlocked_image_groups
+    if cfg.image_tower == "last-stage" and not TrunkSplit.fits(model):
+        raise UsageError(
+            f"{cfg.model_name} has no EfficientNet-style image trunk; the last-stage recipe "
+            "needs one (train this model with --image-tower tuned)"
+        )
+    unlocked = cfg.unlocked_image_groups if cfg.image_tower == "tuned" else 0
     model.lock_image_tower(unlocked_groups=unlocked, freeze_bn_stats=False)
+    if cfg.image_tower == "last-stage":
+        for module in TrunkSplit(model.visual.trunk).back_modules():
+            for p in module.parameters():
+                p.requires_grad = True
     if hasattr(model, "text") and hasattr(model.text, "transformer"):  # HF text tower
         for p in model.text.transformer.parameters():
             p.requires_grad = False
@@ -192,15 +249,17 @@ def contrastive_loss(
     return (loss_i + loss_t) / 2
 
 
-class HeadsOnly(nn.Module):
-    """The trainable part of a locked-tower model (image head, text projection, logit scale),
-    sharing its parameters: what a resume point of the locked recipe needs."""
+class TrainedParts(nn.Module):
+    """The parts of a model that train in the locked or last-stage recipe (image head, text
+    projection, logit scale; the trunk's last stages), sharing its parameters: what their resume
+    point needs (the rest is the packages' weights, rebuilt identically), not the whole model."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, stages: Sequence[nn.Module] = ()):
         super().__init__()
         self.image_head = model.visual.head
         self.text_proj = getattr(model.text, "proj", None) if hasattr(model, "text") else None
         self.logit_scale = model.logit_scale
+        self.trunk_stages = nn.ModuleList(stages)
 
 
 @torch.no_grad()
