@@ -165,7 +165,7 @@ def train_text_image_command(
         caption_key=caption_key,
         model_name=model,
         pretrained=pretrained,
-        epochs=epochs or 0,
+        epochs=epochs,
         batch_size=batch_size,
         lr=lr,
         head_lr=head_lr,

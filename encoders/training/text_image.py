@@ -85,7 +85,7 @@ class Trainer:
         self.model_id = f"{KIND}-{self.run_key}"
         self.run_dir = registry.model_dir(workspace, self.model_id)
 
-    def _features(self, tim: TextImageModel, rows: list) -> torch.Tensor:
+    def _features(self, tim: TextImageModel, rows: list) -> torch.Tensor | None:
         """What the recipe trains on, per image, cached per workspace and image tower: the
         pooled trunk features (locked), the frozen front's activations of every rotation
         (last-stage); None (tuned: pixels)."""

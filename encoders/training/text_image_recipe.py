@@ -64,7 +64,7 @@ class TextImageTrainConfig(TrainConfig):
     caption_key: str = "title"
     model_name: str = DEFAULT_MODEL
     pretrained: str | None = None
-    epochs: int = 0  # 0: the recipe's (RECIPE_EPOCHS)
+    epochs: int | None = None  # None: the recipe's (RECIPE_EPOCHS)
     batch_size: int = 128
     lr: float = 5e-4  # the trunk layers that train (image_tower "last-stage" or "tuned")
     head_lr: float = 1e-3  # projection heads and logit scale
@@ -89,7 +89,7 @@ class TextImageTrainConfig(TrainConfig):
         ):
             if getattr(self, name) not in allowed:
                 raise UsageError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
-        if not self.epochs:  # frozen dataclass: set once, here
+        if self.epochs is None:  # frozen dataclass: set once, here
             object.__setattr__(self, "epochs", RECIPE_EPOCHS[self.image_tower])
         for csv_file in (self.train_csv, self.val_csv):
             if csv_file is not None and not Path(csv_file).is_file():
