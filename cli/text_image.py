@@ -82,8 +82,8 @@ def train_text_image_command(
         int | None,
         typer.Option(
             help="Training epochs (more epochs resume); default: the recipe's (last-stage 15, "
-            "locked and tuned 30).",
-            min=1,
+            "locked and tuned 30). 0 registers a --pretrained checkpoint unchanged.",
+            min=0,
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Image-caption pairs per step.", min=2)] = 128,

@@ -66,6 +66,34 @@ def test_local_checkpoint_file_round_trip(tiny_model_name, tmp_path):
             np.testing.assert_array_equal(a, b)
 
 
+def test_epochs_zero_registers_a_checkpoint_unchanged(tiny_model_name, tmp_path, cli):
+    """`train text-image --pretrained FILE --epochs 0` (what the docs offer SkyCLIP/RemoteCLIP
+    users) registers the checkpoint as it is: the registered model embeds exactly as the file."""
+    from safetensors.torch import save_file
+
+    original = create_text_image_model(tiny_model_name, seed=7)
+    path = tmp_path / "remote.safetensors"
+    save_file({k: v.contiguous() for k, v in original.model.state_dict().items()}, str(path))
+    args = ["train", "text-image", "--images", MINI, "--model", tiny_model_name]
+    args += ["--pretrained", path, "--image-tower", "tuned", "--epochs", "0"]
+    result = cli(*args, "-w", tmp_path / "ws", "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["history"] == [] and summary["epochs"] == 0
+    registered = load_text_image_model(summary["path"])
+    image = next((MINI / "aGrass").glob("*.jpg"))
+    for a, b in zip(_outputs(original, image), _outputs(registered, image), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # the same architecture (its own text transformer, no `.text` module) also fine-tunes
+    args[-1] = "1"
+    result = cli(*args, "--batch-size", "8", "-w", tmp_path / "ws", "--json")
+    assert result.exit_code == 0, result.stderr
+    tuned = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(tuned["history"]) == 1 and tuned["trainable_params"] > 0
+    changed = load_text_image_model(tuned["path"])
+    assert not np.array_equal(_outputs(original, image)[0], _outputs(changed, image)[0])
+
+
 def test_skysearch_checkpoint_round_trip(tiny_model_name, tmp_path):
     """save_text_image_model / load_text_image_model: safetensors + config, same outputs."""
     image = next((MINI / "eForest").glob("*.jpg"))

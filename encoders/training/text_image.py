@@ -216,7 +216,8 @@ class Trainer:
         )
         freeze_for_training(tim, cfg)
         tim.to(device)
-        text_features = FrozenTextFeatures(tim) if hasattr(tim.model.text, "pooler") else None
+        text = getattr(tim.model, "text", None)  # CLIP's own text tower is not a `.text` module
+        text_features = FrozenTextFeatures(tim) if hasattr(text, "pooler") else None
         opt = torch.optim.AdamW(param_groups(tim.model, cfg), weight_decay=cfg.weight_decay)
         train_feats = self._features(tim, train_rows)
         val_feats = self._features(tim, val_rows) if val_rows else None
