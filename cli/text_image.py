@@ -237,6 +237,11 @@ def eval_text_image_command(
     ]
     info(f"{result['test_images']} images, model {result['model_id']}")
     info(table(rows, list(rows[0])))
+    for name, g in result.get("generalised", {}).items():
+        info(
+            f"{name}: trained and unseen classes together: top-1 {g['seen']:.3f} on trained "
+            f"classes, {g['unseen']:.3f} on unseen ones (harmonic mean {g['harmonic']:.3f})"
+        )
     per_class = [
         {
             "class": name,

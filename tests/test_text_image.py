@@ -460,6 +460,29 @@ def test_eval_scores_a_folder_never_trained_on(tuned, cli, tmp_path):
     res = cli("eval", "text-image", "--images", unseen, "--classes", "Airport,Pond", "-w", ws.root)
     assert res.exit_code == 2 and "no class folder Airport" in res.stderr
 
+    # trained and unseen classes together: top-1 per kind over its images, and the harmonic mean
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "aGrass").symlink_to(MINI / "aGrass")
+    (mixed / "Pond").symlink_to(unseen / "Pond")
+    res = cli("eval", "text-image", "--images", mixed, "-w", ws.root, "--json")
+    assert res.exit_code == 0, res.stderr
+    out = _last_json(res)
+    assert out["unseen_classes"] == ["Pond"] and out["per_class"]["aGrass"]["trained_on"]
+    for name in ("untuned", "tuned"):
+        g = out["generalised"][name]
+        assert g["seen"] == out["per_class"]["aGrass"][name]
+        assert g["unseen"] == out["per_class"]["Pond"][name]
+        assert g["harmonic"] == pytest.approx(
+            2 * g["seen"] * g["unseen"] / (g["seen"] + g["unseen"])
+            if g["seen"] + g["unseen"]
+            else 0
+        )
+    assert "trained and unseen classes together" in res.stderr
+    assert "generalised" not in _last_json(
+        cli("eval", "text-image", "--images", unseen, "-w", ws.root, "--json")
+    )
+
 
 def test_scene_csv_payload_filters_and_multi_example_queries(tuned, cli, tmp_path):
     """Scenes from a CSV carry dataset/label/time/location; text and image searches honour

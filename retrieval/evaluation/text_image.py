@@ -12,6 +12,8 @@ images.
   (``StorageTanks`` -> "storage tanks"), so unseen classes get no hand-written help.
 - zero-shot top-1: each image is assigned the class (among the scored ones) whose prompt
   embedding (mean over ``captions.PROMPTS``) is most similar; overall and per class.
+- generalised (when trained and unseen classes are scored together): top-1 over each kind's
+  images and their harmonic mean.
 - text-to-image R@k: each image's caption (``title``, built from the same class names) queries
   all scored images; a hit is a top-k image of the caption's class (the captions are
   class-level, so several images are correct answers). ``pair_r@k`` (the caption's own image
@@ -57,6 +59,27 @@ def score(tim: TextImageModel, paths: Sequence[str], captions, labels, table) ->
         "text_to_image": text_to_image_recall(tim, embs, captions, labels),
         "images_per_s": round(len(paths) / seconds, 2),
     }
+
+
+def generalised(
+    per_class: dict[str, float], counts: dict[str, int], seen: Sequence[str]
+) -> dict[str, float]:
+    """Generalised zero-shot (trained and unseen classes are candidates together, the usual
+    GZSL report): top-1 over the images of trained classes, over those of unseen ones, and
+    their harmonic mean; empty unless both kinds are scored. The overall top-1 weighs every
+    image alike, so with unseen classes scored on all their images and trained ones on their
+    test split only, it mostly measures the unseen ones."""
+
+    def top1(classes: list[str]) -> float:
+        n = sum(counts[c] for c in classes)
+        return sum(per_class[c] * counts[c] for c in classes) / n if n else float("nan")
+
+    trained = [c for c in per_class if c in seen]
+    unseen = [c for c in per_class if c not in seen]
+    if not trained or not unseen:
+        return {}
+    s, u = top1(trained), top1(unseen)
+    return {"seen": s, "unseen": u, "harmonic": 2 * s * u / (s + u) if s + u else 0.0}
 
 
 def select_classes(
@@ -123,6 +146,7 @@ def evaluate_text_image(
         "tuned": score(tuned, paths, captions, labels, table),
     }
     counts = {c: labels.count(c) for c in found}
+    mixed = {k: generalised(r["per_class"], counts, seen_classes) for k, r in results.items()}
     return {
         "model_id": tuned.model_id,
         "images_dir": str(Path(images_dir).resolve()),
@@ -140,6 +164,7 @@ def evaluate_text_image(
             }
             for c in sorted(found)
         },
+        **({"generalised": mixed} if all(mixed.values()) else {}),
         "text_to_image": {k: results[k]["text_to_image"] for k in results},
         "text_to_image_relevance": "a hit is a top-k image of the caption's class",
         "image_embedding_images_per_s": {k: results[k]["images_per_s"] for k in results},
