@@ -182,12 +182,15 @@ def train_text_image_command(
     summary = train_text_image(cfg, ws)
     if summary.get("skipped"):
         info(f"skipped {len(summary['skipped'])} unreadable images (see --json)")
-    last = (summary.get("history") or [{}])[-1]
-    info(
-        f"text-image model {summary['model_id']}: {len(summary.get('history', []))} epochs, "
-        f"last train loss {last.get('train_loss', float('nan')):.4f}, "
-        f"val zero-shot top-1 {last.get('val_zero_shot_top1', float('nan')):.3f}"
-    )
+    history = summary.get("history") or []
+    if not history:
+        info(f"text-image model {summary['model_id']}: registered without training (0 epochs)")
+    else:
+        info(
+            f"text-image model {summary['model_id']}: {len(history)} epochs, "
+            f"last train loss {history[-1].get('train_loss', float('nan')):.4f}, "
+            f"val zero-shot top-1 {history[-1].get('val_zero_shot_top1', float('nan')):.3f}"
+        )
     if json_out:
         emit_json(summary)
 

@@ -80,6 +80,7 @@ def test_epochs_zero_registers_a_checkpoint_unchanged(tiny_model_name, tmp_path,
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["history"] == [] and summary["epochs"] == 0
+    assert "registered without training" in result.stderr
     registered = load_text_image_model(summary["path"])
     image = next((MINI / "aGrass").glob("*.jpg"))
     for a, b in zip(_outputs(original, image), _outputs(registered, image), strict=True):
