@@ -5,15 +5,17 @@ from __future__ import annotations
 from dataclasses import asdict
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from skysearch.cli.groups import store_app
 from skysearch.cli.options import JsonOption, WorkspaceOption
 from skysearch.cli.output import emit_json, info, table
-from skysearch.retrieval.store import VectorStore, open_store
 
 from skysearch.config import load_settings
+
+if TYPE_CHECKING:  # the store (qdrant-client: ~1 s to import) loads when a command needs it
+    from skysearch.retrieval.store import VectorStore
 
 QdrantUrlOption = Annotated[
     str | None,
@@ -31,6 +33,8 @@ CollectionOption = Annotated[
 
 
 def _open(workspace: Path | None, qdrant_url: str | None) -> VectorStore:
+    from skysearch.retrieval.store import open_store
+
     settings = load_settings(workspace=workspace, qdrant_url=qdrant_url)
     return open_store(settings)
 

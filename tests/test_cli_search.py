@@ -109,6 +109,22 @@ def test_search_package_imports_without_torch():
     assert done.stdout.strip() == "False"
 
 
+def test_cli_help_loads_neither_torch_nor_the_store_client():
+    """`skysearch --help` (and every command's startup) stays light: torch and qdrant-client load
+    when a command needs them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from skysearch.cli.app import main\n"
+        "try: main(['--help'])\n"
+        "except SystemExit: pass\n"
+        "print(sorted({'torch', 'qdrant_client'} & set(sys.modules)), file=sys.stderr)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stderr.strip().splitlines()[-1] == "[]"
+
+
 @pytest.fixture(scope="module")
 def ingested(tmp_path_factory) -> Path:
     """A workspace holding the sample's frames and clips, but no model."""
