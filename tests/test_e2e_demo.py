@@ -338,6 +338,9 @@ def test_index_frames_then_store_optimize(demo, cli):
     assert report["collection"] == "frames" and report["vector_name"] == report["model_id"]
     assert report["total"] == 60 and report["written"] == 0
     assert report["skipped_existing"] == 60
+    checks = {c["name"]: c for c in json.loads(cli("doctor", "-w", ws, "--json").stdout)["checks"]}
+    assert checks["frames index"]["status"] == "ok"
+    assert checks["frames index"]["detail"] == f"indexed by {report['model_id']}"
 
     count, before = _frame_answers(ws)
     assert count == 60

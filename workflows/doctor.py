@@ -131,7 +131,7 @@ def _models(settings: Settings) -> list[Check]:
 def _store(settings: Settings) -> list[Check]:
     from skysearch.encoders.registry import list_models
     from skysearch.retrieval.store import open_store
-    from skysearch.retrieval.store.schema import CLIPS, SCENES
+    from skysearch.retrieval.store.schema import CLIPS, FRAMES, SCENES
 
     out = []
     with open_store(settings) as store:
@@ -148,6 +148,7 @@ def _store(settings: Settings) -> list[Check]:
         out.append(Check("store", OK, f"{where}: {detail}"))
         for collection, kind, fix in (
             (CLIPS, "clip", "skysearch index clips"),
+            (FRAMES, "frame", "skysearch index frames"),
             (SCENES, "text-image", f"skysearch index scenes {REPO_SAMPLE / 'rsscn7-mini'}"),
         ):
             models = list_models(settings.workspace, kind)
