@@ -171,14 +171,21 @@ class SkySearchClient:
         return wire.ReadinessBody.model_validate(answer)
 
     def wait_ready(self, timeout: float = 300.0, interval: float = 0.5) -> wire.ReadinessBody:
-        """Poll /ready until ready; ApiError 503 if loading failed or took too long."""
+        """Poll /ready until ready; ApiError 503 if loading failed or took too long. A service
+        not listening yet (just started: connection refused) is waited for like one loading."""
         deadline = time.monotonic() + timeout
         while True:
-            state = self.ready()
-            if state.ready:
-                return state
-            if state.state == "failed" or time.monotonic() > deadline:
-                raise ApiError(503, f"service not ready ({state.state}): {state.detail}")
+            try:
+                state = self.ready()
+            except httpx.TransportError as exc:
+                if time.monotonic() > deadline:
+                    where = self._http.base_url
+                    raise ApiError(503, f"service not reachable at {where}: {exc}") from exc
+            else:
+                if state.ready:
+                    return state
+                if state.state == "failed" or time.monotonic() > deadline:
+                    raise ApiError(503, f"service not ready ({state.state}): {state.detail}")
             time.sleep(interval)
 
     # ---- metadata -------------------------------------------------------------------------

@@ -103,6 +103,32 @@ def test_an_error_that_is_not_the_services_body():
         assert info.value.status_code == 502 and info.value.detail == answer.text
 
 
+def test_wait_ready_waits_for_a_service_not_listening_yet():
+    """Just after `skysearch serve &` the port refuses connections: wait_ready keeps polling
+    (no httpx traceback), and says plainly when nothing ever answered."""
+    import httpx
+
+    calls = []
+
+    def starting(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        if len(calls) < 3:
+            raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+        return httpx.Response(200, json={"ready": True, "state": "ready", "detail": "ok"})
+
+    http = httpx.Client(base_url="http://svc", transport=httpx.MockTransport(starting))
+    assert SkySearchClient("", http=http).wait_ready(timeout=5, interval=0.01).ready
+    assert calls == ["/ready"] * 3
+
+    def refused(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+    http = httpx.Client(base_url="http://svc", transport=httpx.MockTransport(refused))
+    with pytest.raises(ApiError, match="service not reachable at http://svc.*refused") as info:
+        SkySearchClient("", http=http).wait_ready(timeout=0.05, interval=0.01)
+    assert info.value.status_code == 503
+
+
 def test_client_and_wire_import_without_the_web_stack():
     code = (
         "import sys, skysearch.client, skysearch.retrieval.service.wire\n"
