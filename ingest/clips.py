@@ -54,6 +54,11 @@ DEFAULT_TOLERANCE_MINUTES = 15
 _SPEC = re.compile(r"^(?:(?P<channels>[^_/]+)_)?(?P<length>\d+)x(?P<gap>\d+)m?$")
 
 
+class ChannelsNotFound(UsageError):
+    """No satellite in the frame catalog has every channel a multi-channel clip spec asks for
+    (the data, not the spec, is short: the update job skips such a spec with this reason)."""
+
+
 @dataclass
 class ClipReport:
     """Summary of one ``build_clips`` run (``--json`` prints it)."""
@@ -311,7 +316,7 @@ def build_clips(
             specs.append((sat, wanted))
     if not specs:
         have = "; ".join(f"{s}: {','.join(sorted(c))}" for s, c in sorted(available.items()))
-        raise UsageError(f"no satellite has all channels {','.join(wanted or [])} ({have})")
+        raise ChannelsNotFound(f"no satellite has all channels {','.join(wanted or [])} ({have})")
     report = ClipReport()
     boxes = frame_boxes(frames)
     for sat, chans in specs:

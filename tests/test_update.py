@@ -201,6 +201,24 @@ def test_skipped_files_exit_1_and_are_listed(cli, deliveries, tmp_path):
     assert report["nothing_new"] and report["files"]["unchanged"] == 3
 
 
+def test_a_spec_whose_channels_no_satellite_has_yet_is_skipped_not_an_error(
+    cli, deliveries, tmp_path
+):
+    """IR only so far, and a multi-channel spec asked for: the other spec is built, this one is
+    reported as not assembled with the reason (exit 0: nothing found was left unloaded), and it
+    is built once the WV delivery is in."""
+    ws, both = tmp_path / "ws", "ir+wv_3x30m"
+    code, report, err = update(cli, ws, deliveries["ir"], "--clip-spec", SPEC, "--clip-spec", both)
+    assert code == 0, err[-3000:]
+    assert report["clips"][SPEC]["added"] == 10
+    assert report["clips"][both]["added"] == 0
+    assert "no satellite has all channels ir,wv (goes-east: ir)" in report["clips"][both]["skipped"]
+    assert f"{both}: none assembled: no satellite has all channels ir,wv" in err
+    code, report, err = update(cli, ws, deliveries["wv"], "--clip-spec", both)
+    assert code == 0, err[-3000:]
+    assert report["clips"][both]["added"] == 10 and "skipped" not in report["clips"][both]
+
+
 def test_update_loads_hdf5_typhoon_frames_and_their_clips(cli, tmp_path):
     """The job reads the scientific formats too: Digital Typhoon HDF5 frames, bad rows
     repaired, clips of the requested spec per event; a second delivery adds only its own."""

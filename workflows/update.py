@@ -282,7 +282,7 @@ def _sketches(
 
 def _clips(workspace: Workspace, specs: list[Any], report: UpdateReport, detail: list[str]) -> None:
     from skysearch.ingest.catalog import read_frames
-    from skysearch.ingest.clips import build_clips
+    from skysearch.ingest.clips import ChannelsNotFound, build_clips
 
     if not specs:
         detail.append("no clip spec in the clip catalog yet: none assembled (give a clip spec)")
@@ -291,9 +291,14 @@ def _clips(workspace: Workspace, specs: list[Any], report: UpdateReport, detail:
         detail.append("no frames in the catalog: none assembled")
         return
     for spec in specs:
-        done = build_clips(
-            workspace, spec.length, spec.gap_minutes, spec.channels, spec.tolerance_minutes
-        )
+        try:
+            done = build_clips(
+                workspace, spec.length, spec.gap_minutes, spec.channels, spec.tolerance_minutes
+            )
+        except ChannelsNotFound as exc:  # a channel not delivered yet: the other specs go on
+            report.clips[spec.text] = {"added": 0, "total": 0, "skipped": str(exc)}
+            detail.append(f"{spec.text}: none assembled: {exc}")
+            continue
         report.clips[spec.text] = {
             "added": done.clips_added,
             "total": done.clips_total,
