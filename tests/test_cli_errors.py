@@ -127,7 +127,7 @@ CASES: dict[str, list[Case]] = {
         c("ingest", "{goes}", "-w", "{file}/sub", expect="not writable"),
         c("ingest", "{goes}", "-w", "{ws_meta_binary}", expect="meta.json"),
         # sketches are derived data: an unreadable sketch meta.json is rebuilt, not an error
-        c("ingest", "{goes}", "-w", "{ws_sketch_rebuilt}", expect="60 frames sketched", code=0),
+        c("ingest", "{goes}", "-w", "{ws_sketch_rebuilt}", expect="60 images sketched", code=0),
     ],
     "ingest-track": [
         c("ingest-track", "{missing}", *W, expect="best-track path not found"),

@@ -277,7 +277,7 @@ def _sketches(
         done = SketchStore(workspace, spec).update(progress=progress)
         sketched, total = sketched + done.sketched, total + done.total
     report.sketches = {"sketched": sketched, "total": total}
-    detail.append(f"{sketched} frames sketched, {total} stored")
+    detail.append(f"{sketched} images sketched, {total} stored")
 
 
 def _clips(workspace: Workspace, specs: list[Any], report: UpdateReport, detail: list[str]) -> None:

@@ -73,7 +73,7 @@ class SketchReport:
 
     def summary_line(self) -> str:
         return (
-            f"sketches: {self.sketched} frames sketched, {self.total} stored ({self.seconds:.1f} s)"
+            f"sketches: {self.sketched} images sketched, {self.total} stored ({self.seconds:.1f} s)"
         )
 
 
