@@ -146,6 +146,8 @@ def result_rows(result: SearchResult) -> tuple[list[dict[str, Any]], list[str]]:
     )
     if any(r.event for r in result.results):  # products with events: which storm each hit is
         columns.insert(columns.index("satellite") + 1, "event")
+    if "event" in columns and any(r.track_class is not None for r in result.results):
+        columns[columns.index("event") + 1 : columns.index("event") + 1] = ["class", "hPa"]
     for r in result.results:
         rows.append(
             {
@@ -156,6 +158,8 @@ def result_rows(result: SearchResult) -> tuple[list[dict[str, Any]], list[str]]:
                 "channel": ",".join(r.channels),
                 "satellite": r.satellite or "",
                 "event": r.event or "",
+                "class": "" if r.track_class is None else r.track_class,
+                "hPa": "" if r.pressure_hpa is None else f"{r.pressure_hpa:g}",
                 "clip_id": r.id,
                 "frame_id": r.id,
                 "label": r.label or "",

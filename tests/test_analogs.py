@@ -234,9 +234,18 @@ def test_indexed_clips_carry_their_track_and_filter_by_it(two_storms, cli):
         "--k", "1000", "--json", "-w", ws.root,
     )  # fmt: skip
     assert found.exit_code == 0, found.stderr
-    got = {r["id"] for r in json.loads(found.stdout)["results"]}
+    hits = json.loads(found.stdout)["results"]
     want = {c for c, (e, row) in expected.items() if e == "198799" and row["pressure_hpa"] <= cut}
-    assert got == want and want
+    assert {r["id"] for r in hits} == want and want
+    for hit in hits:  # each hit says how strong its storm was at the clip's end
+        row = expected[hit["id"]][1]
+        assert (hit["track_class"], hit["pressure_hpa"]) == (row["class"], row["pressure_hpa"])
+        assert hit["wind_kt"] == row["wind_kt"]
+        assert hit["location"] == {"lon": row["lon"], "lat": row["lat"]}
+    table = cli("search", "clip", "--clip-id", query, "--event", "198799", "-w", ws.root)
+    assert table.stdout.splitlines()[0].split()[:8] == [
+        "rank", "score", "start", "channel", "satellite", "event", "class", "hPa"
+    ]  # fmt: skip
     lats = sorted({row["lat"] for _, row in expected.values()})
     south = lats[0] - 0.01
     north = (lats[len(lats) // 2] + lats[len(lats) // 2 + 1]) / 2  # no point on the edge

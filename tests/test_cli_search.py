@@ -92,6 +92,9 @@ def test_result_schema_is_stable():
         "dataset",
         "location",
         "event",  # added in schema 1 (additive: readers ignore fields they do not know)
+        "track_class",  # the same (best track)
+        "pressure_hpa",
+        "wind_kt",
         "vector_score",
         "rerank_score",
     ]

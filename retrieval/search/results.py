@@ -14,7 +14,9 @@ Every search returns a :class:`SearchResult`; ``SearchResult.to_dict()`` is the 
                   "start": "2017-09-07T00:45:00Z"|null, "end": ...|null, "satellite", "channels",
                   "frame_ids": [[...per channel...]] (clips) | [id] (frames) | [...] (scenes),
                   "length",
-                  "gap_minutes", "source_path", "label", "dataset", "location" (scenes),
+                  "gap_minutes", "source_path", "label", "dataset", "location" (scenes; a
+                  frame's or clip's storm centre), "event", "track_class", "pressure_hpa",
+                  "wind_kt" (frames and clips of a storm with a best track),
                   "vector_score": float|null,
                   "rerank_score": float|null}],
      "filters": {"start", "end", "months", "hours", "day_of_year", "channels", "satellites",
@@ -74,6 +76,10 @@ class ResultItem:
     dataset: str | None = None
     location: dict[str, float] | None = None
     event: str | None = None
+    #: the storm's best track at the hit's time (a clip: at its end), after `ingest-track`
+    track_class: int | None = None
+    pressure_hpa: float | None = None
+    wind_kt: float | None = None
     vector_score: float | None = None
     rerank_score: float | None = None
 
@@ -94,6 +100,9 @@ RESULT_COLUMNS = pa.schema(
         ("satellite", pa.string()),
         ("channels", pa.list_(pa.string())),
         ("event", pa.string()),
+        ("track_class", pa.int32()),
+        ("pressure_hpa", pa.float64()),
+        ("wind_kt", pa.float64()),
         ("length", pa.int32()),
         ("gap_minutes", pa.int32()),
         ("source_path", pa.string()),
@@ -173,6 +182,17 @@ def _channels(payload: Mapping[str, Any]) -> list[str]:
     return [chans] if isinstance(chans, str) else list(chans or [])
 
 
+def _storm(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """A frame's or clip's best-track fields (storm centre as ``location``), where joined."""
+    return {
+        "event": payload.get("event"),
+        "location": payload.get("location"),
+        "track_class": payload.get("track_class"),
+        "pressure_hpa": payload.get("pressure_hpa"),
+        "wind_kt": payload.get("wind_kt"),
+    }
+
+
 def clip_item(rank: int, hit: Hit, data: Mapping[str, Any], clip_rows: ClipRows) -> ResultItem:
     """A hit of the ``clips`` collection; ``data``: the clip model's spec (payload fallbacks);
     ``clip_rows`` gives the catalog row (end, frame ids) of the hit's clip spec."""
@@ -197,7 +217,7 @@ def clip_item(rank: int, hit: Hit, data: Mapping[str, Any], clip_rows: ClipRows)
         length=length,
         gap_minutes=gap,
         source_path=p.get("source_path"),
-        event=p.get("event"),
+        **_storm(p),
         vector_score=float(hit.score),
     )
 
@@ -216,7 +236,7 @@ def frame_item(rank: int, hit: Hit) -> ResultItem:
         channels=_channels(p),
         frame_ids=[p.get("frame_id", hit.id)],
         source_path=p.get("source_path"),
-        event=p.get("event"),
+        **_storm(p),
         vector_score=float(hit.score),
     )
 
