@@ -147,7 +147,8 @@ def result_rows(result: SearchResult) -> tuple[list[dict[str, Any]], list[str]]:
     if any(r.event for r in result.results):  # products with events: which storm each hit is
         columns.insert(columns.index("satellite") + 1, "event")
     if "event" in columns and any(r.track_class is not None for r in result.results):
-        columns[columns.index("event") + 1 : columns.index("event") + 1] = ["class", "hPa"]
+        after = columns.index("event") + 1  # and how strong the storm was then
+        columns[after:after] = ["class", "hPa"]
     for r in result.results:
         rows.append(
             {
