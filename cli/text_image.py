@@ -30,6 +30,13 @@ ModelIdOption = Annotated[
     str | None,
     typer.Option("--model-id", help="Fine-tuned text-image model id (default: the latest)."),
 ]
+SceneModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model-id",
+        help="Text-image model id (default: the latest one the scenes were indexed with).",
+    ),
+]
 KOption = Annotated[int, typer.Option("--k", "-k", help="Number of results.")]
 
 
@@ -322,7 +329,7 @@ def search_text_command(
     dataset: DatasetOption = None,
     label: LabelOption = None,
     bbox: BboxOption = None,
-    model_id: ModelIdOption = None,
+    model_id: SceneModelOption = None,
     device: DeviceOption = None,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
@@ -353,7 +360,7 @@ def search_image_command(
     dataset: DatasetOption = None,
     label: LabelOption = None,
     bbox: BboxOption = None,
-    model_id: ModelIdOption = None,
+    model_id: SceneModelOption = None,
     device: DeviceOption = None,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,

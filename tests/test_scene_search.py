@@ -1,16 +1,19 @@
-"""Scene search's errors before any vector is compared: nothing indexed, another model's vectors."""
+"""Scene search's errors before any vector is compared: nothing indexed, another model's
+vectors; which model a search uses."""
 
 import uuid
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from skysearch.encoders.registry import register_model
 from skysearch.retrieval.search.results import Timer
-from skysearch.retrieval.search.scenes import search_scenes
+from skysearch.retrieval.search.scenes import scene_model_id, search_scenes
 from skysearch.retrieval.store.base import Point
 from skysearch.retrieval.store.embedded import EmbeddedStore
 from skysearch.retrieval.store.schema import SCENES
 
+from skysearch.config import Workspace
 from skysearch.errors import NotFoundError
 
 
@@ -37,4 +40,31 @@ def test_scenes_of_another_model_are_named_and_own_vectors_found(tmp_path):
         _search(store, "text-image-b")
     result = _search(store, "text-image-a")
     assert [(item.id, item.label) for item in result.results] == [(scene, "x")]
+    store.close()
+
+
+def test_the_model_is_chosen_among_the_indexed_ones_before_any_loads(tmp_path, caplog):
+    """Default: the latest registered model with scene vectors (a newer, unindexed one is
+    named in a warning); an unindexed id, or no indexed model at all, fails with what to do."""
+    ws = Workspace(tmp_path / "ws")
+    store = EmbeddedStore(tmp_path / "store")
+    with pytest.raises(NotFoundError, match="train one first.*then `skysearch index scenes"):
+        scene_model_id(store, ws, None)
+    for name in ("text-image-a", "text-image-b", "text-image-c", "text-image-d"):
+        register_model(ws, name, "text-image")
+    with pytest.raises(NotFoundError, match="no scenes indexed yet"):
+        scene_model_id(store, ws, None)
+    store.ensure_collection(SCENES, 4, vector_name="text-image-c")
+    assert scene_model_id(store, ws, None) == "text-image-c"
+    assert "newer text-image model text-image-d has not indexed" in caplog.text
+    assert scene_model_id(store, ws, "text-image-c") == "text-image-c"
+    with pytest.raises(NotFoundError, match=r"model text-image-b: .*\(indexed: text-image-c\)"):
+        scene_model_id(store, ws, "text-image-b")
+    with pytest.raises(NotFoundError, match="text-image-z"):
+        scene_model_id(store, ws, "text-image-z")
+    store.close()
+    store = EmbeddedStore(tmp_path / "other")
+    store.ensure_collection(SCENES, 4, vector_name="text-image-x")
+    with pytest.raises(NotFoundError, match="latest model is text-image-d"):
+        scene_model_id(store, ws, None)
     store.close()

@@ -52,7 +52,7 @@ class HeldBatches:
         searcher = service(ws.root)._searcher
         self.encoder = QueryEncoder(window_ms=WAIT * 1000, max_items=size)
         monkeypatch.setattr(searcher, "encoder", self.encoder)
-        tim = searcher.text_model()
+        tim = searcher.scene_model()
         real = getattr(tim, method)
         self.sizes: list[int] = []
         self.size = size
@@ -141,7 +141,7 @@ def test_the_service_embeds_texts_through_a_traced_tower_like_the_cli(ws):
     from skysearch.encoders.models.text_image import load_workspace_model
 
     searcher = service(ws.root)._searcher
-    served = searcher.text_model()
+    served = searcher.scene_model()
     assert served.traced_text is not None
     eager = load_workspace_model(searcher.workspace)
     assert eager.traced_text is None

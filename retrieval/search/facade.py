@@ -104,6 +104,7 @@ class Searcher:
         self._own_store = store is None
         self._lock = threading.Lock()
         self._sketches: SketchStore | None = None  # opened by the first re-rank
+        self._scene_model_ids: dict[str | None, str] = {}
 
     # ---- resources ---------------------------------------------------------------------
     @property
@@ -164,6 +165,17 @@ class Searcher:
 
     def text_model(self, model_id: str | None = None) -> TextImageModel:
         return self.models.text_model(model_id)
+
+    def scene_model(self, model_id: str | None = None) -> TextImageModel:
+        """The text-image model of scene searches (:func:`~.scenes.scene_model_id`); the choice
+        for ``None`` is made once, like the models a :class:`Searcher` keeps."""
+        with self._lock:
+            chosen = self._scene_model_ids.get(model_id)
+        if chosen is None:
+            chosen = scenes.scene_model_id(self.store, self.workspace, model_id)
+            with self._lock:
+                self._scene_model_ids[model_id] = chosen
+        return self.models.text_model(chosen)
 
     # ---- clip search -------------------------------------------------------------------
     def search_clip(
@@ -377,7 +389,7 @@ class Searcher:
         text = scenes.query_text(text)
         timer = Timer()
         with timer("load"):
-            tim = self.text_model(model_id)
+            tim = self.scene_model(model_id)
         with timer("embed"):
             vector, query = scenes.text_query(self.encoder, tim, text)
         return scenes.search_scenes(self.store, vector, tim, query, filters, timer)
@@ -393,7 +405,7 @@ class Searcher:
         images, optionally with words (:func:`~.scenes.example_query`)."""
         timer = Timer()
         with timer("load"):
-            tim = self.text_model(model_id)
+            tim = self.scene_model(model_id)
         with timer("embed"):
             vector, query = scenes.example_query(self.encoder, tim, image, text)
         return scenes.search_scenes(self.store, vector, tim, query, filters, timer)

@@ -3,6 +3,7 @@ model's towers (free text, example images, or both), then one store search."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -19,8 +20,12 @@ if TYPE_CHECKING:
     from skysearch.retrieval.store.base import VectorStore
     from skysearch.retrieval.store.filters import SearchFilters
 
+    from skysearch.config import Workspace
+
 #: An example image of an image search: a file, or a decoded image (an upload).
 ImageLike: TypeAlias = "str | Path | Image.Image"
+
+log = logging.getLogger(__name__)
 
 
 def query_text(text: str | None) -> str:
@@ -80,14 +85,8 @@ def search_scenes(
     from skysearch.retrieval.store.schema import SCENES
 
     filters = filters if filters is not None else SearchFilters()
-    try:
-        vectors = store.vector_config(SCENES)  # cached by the open store: no listing a query
-    except NotFoundError:
-        raise NotFoundError(
-            f"no scenes indexed yet in {store.where}: run `skysearch index scenes DIR`"
-        ) from None
     vname = tim.model_id or "untuned"  # as skysearch.retrieval.indexing.scenes names vectors
-    if vname not in vectors:
+    if vname not in scene_vectors(store):
         raise NotFoundError(
             f"the scenes collection has no vectors of text-image model {vname}: "
             "run `skysearch index scenes DIR` with that model"
@@ -96,6 +95,57 @@ def search_scenes(
         hits = store.search(SCENES, vector, filters=filters, vector_name=vname)
     items = [scene_item(i + 1, h) for i, h in enumerate(hits)]
     return SearchResult(query, items, filters.to_dict(), timer.done())
+
+
+def scene_vectors(store: VectorStore) -> set[str]:
+    """The text-image models (vector names) the ``scenes`` collection holds vectors of."""
+    from skysearch.retrieval.store.schema import SCENES
+
+    try:
+        return set(store.vector_config(SCENES))  # cached by the open store: no listing a query
+    except NotFoundError:
+        raise NotFoundError(
+            f"no scenes indexed yet in {store.where}: run `skysearch index scenes DIR`"
+        ) from None
+
+
+def scene_model_id(store: VectorStore, workspace: Workspace, model_id: str | None) -> str:
+    """The text-image model a scene search uses: ``model_id``, else the latest registered model
+    the scenes were indexed with (a newer model that has not indexed them yet is passed over,
+    with a note). Checked before any model loads, so a wrong choice fails at once."""
+    from skysearch.encoders.registry import list_models, resolve
+
+    if model_id is not None:
+        resolve(workspace, "text-image", model_id)  # an unknown id, or another kind's, named
+    registered = [r.model_id for r in list_models(workspace, "text-image")]
+    if not registered and model_id is None:
+        raise NotFoundError(
+            "no text-image model yet: train one first (skysearch train text-image --images DIR), "
+            "then `skysearch index scenes DIR`"
+        )
+    indexed = scene_vectors(store)
+    if model_id is not None:
+        if model_id not in indexed:
+            raise NotFoundError(
+                f"the scenes collection has no vectors of text-image model {model_id}: run "
+                f"`skysearch index scenes DIR` with that model (indexed: "
+                f"{', '.join(sorted(indexed)) or 'none'})"
+            )
+        return model_id
+    usable = [m for m in registered if m in indexed]
+    if not usable:
+        raise NotFoundError(
+            "no registered text-image model has indexed the scenes: run `skysearch index "
+            f"scenes DIR` (the latest model is {registered[-1]})"
+        )
+    if usable[-1] != registered[-1]:
+        log.warning(
+            "searching with %s: the newer text-image model %s has not indexed the scenes "
+            "(run `skysearch index scenes DIR` to use it)",
+            usable[-1],
+            registered[-1],
+        )
+    return usable[-1]
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:

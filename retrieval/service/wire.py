@@ -211,7 +211,9 @@ class TextSearch(BaseModel):
         examples=["a river next to a road"],
     )
     filters: Filters = Field(default_factory=Filters)
-    model_id: Name | None = Field(None, description="text-image model id (default: the latest)")
+    model_id: Name | None = Field(
+        None, description="text-image model id (default: the latest the scenes were indexed with)"
+    )
 
 
 class ClipSearch(RankFields):
@@ -321,7 +323,9 @@ class ImageSearchForm(FilterFields):
     """Form fields of an image search (the filters, flat)."""
 
     model_config = ConfigDict(json_schema_extra=_not_nullable)
-    model_id: Name | None = Field(None, description="text-image model id (default: the latest)")
+    model_id: Name | None = Field(
+        None, description="text-image model id (default: the latest the scenes were indexed with)"
+    )
     text: str | None = Field(
         None, max_length=MAX_TEXT_CHARS, description="words combined with the example images"
     )
