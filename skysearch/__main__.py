@@ -1,3 +1,3 @@
-from skysearch.cli.app import main
+from skysearch.cli.app import console_main
 
-main()
+console_main()

@@ -190,6 +190,15 @@ def test_traced_text_tower_embeds_as_the_eager_one(tiny_model_name, monkeypatch)
     np.testing.assert_array_equal(tim.encode_texts(texts), before)
 
 
+def test_only_hugging_face_tokenizers_export_a_text_side(tiny_model_name, tmp_path):
+    """open_clip's own tokenizer (CLIP architectures) has no ``tokenizers`` file: such models
+    always answer text queries in full (the default's export: tests/test_text_query.py)."""
+    from skysearch.encoders.models.text_query import export_text_query
+
+    tim = create_text_image_model(tiny_model_name, load_tower_weights=False)
+    assert not export_text_query(tim, tmp_path) and not list(tmp_path.iterdir())
+
+
 def test_converter_writes_skyscript_csv_with_disjoint_split(tmp_path):
     paths = captions.convert_folder(MINI, tmp_path / "a")
     again = captions.convert_folder(MINI, tmp_path / "b")
@@ -333,6 +342,8 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path):
 
 
 def test_index_and_search_scenes(tuned, cli):
+    from skysearch.encoders import registry
+
     ws, _, _, _ = tuned
     res = cli("index", "scenes", MINI, "-w", ws.root, "--threads", "1", "--json")
     assert res.exit_code == 0, res.stderr
@@ -341,12 +352,20 @@ def test_index_and_search_scenes(tuned, cli):
     res = cli("index", "scenes", MINI, "-w", ws.root, "--json")
     assert json.loads(res.stdout.strip().splitlines()[-1])["unchanged"] == 84
 
+    model_dir = registry.latest(ws, "text-image").directory(ws)
+    assert not (model_dir / "text_query.pt").exists()
     res = cli("search", "text", "parking lot next to a river", "-k", "5", "-w", ws.root, "--json")
     assert res.exit_code == 0, res.stderr
     hits = json.loads(res.stdout.strip().splitlines()[-1])["results"]
     assert len(hits) == 5
     assert all(Path(h["source_path"]).is_file() and h["label"] for h in hits)
     assert hits[0]["score"] >= hits[-1]["score"]
+    # The first query wrote the model's text side; the next ones use it, with the same answer.
+    assert (model_dir / "text_query.pt").is_file()
+    res = cli("search", "text", "parking lot next to a river", "-k", "5", "-w", ws.root, "--json")
+    again = json.loads(res.stdout.strip().splitlines()[-1])["results"]
+    assert [h["id"] for h in again] == [h["id"] for h in hits]
+    assert [h["score"] for h in again] == pytest.approx([h["score"] for h in hits], abs=1e-5)
 
     query = next((MINI / "gParking").glob("*.jpg"))
     res = cli("search", "image", query, "-k", "3", "-w", ws.root, "--json")

@@ -31,6 +31,7 @@ import numpy as np
 if TYPE_CHECKING:
     from PIL import Image
     from skysearch.encoders.models.text_image import TextImageModel
+    from skysearch.encoders.models.text_query import TextQuery
 
 #: Items of one forward pass at most (more callers start the next batch).
 MAX_BATCH = 16
@@ -143,7 +144,7 @@ class QueryEncoder:
         self.window_ms = window_ms
         self._batcher = MicroBatcher(window_ms / 1000, max_items) if window_ms > 0 else None
 
-    def text(self, tim: TextImageModel, text: str) -> np.ndarray:
+    def text(self, tim: TextImageModel | TextQuery, text: str) -> np.ndarray:
         """The unit embedding of ``text``."""
         if self._batcher is None:
             return tim.encode_texts([text])[0]

@@ -166,7 +166,7 @@ class Searcher:
     def text_model(self, model_id: str | None = None) -> TextImageModel:
         return self.models.text_model(model_id)
 
-    def scene_model(self, model_id: str | None = None) -> TextImageModel:
+    def scene_model_id(self, model_id: str | None = None) -> str:
         """The text-image model of scene searches (:func:`~.scenes.scene_model_id`); the choice
         for ``None`` is made once, like the models a :class:`Searcher` keeps."""
         with self._lock:
@@ -175,7 +175,11 @@ class Searcher:
             chosen = scenes.scene_model_id(self.store, self.workspace, model_id)
             with self._lock:
                 self._scene_model_ids[model_id] = chosen
-        return self.models.text_model(chosen)
+        return chosen
+
+    def scene_model(self, model_id: str | None = None) -> TextImageModel:
+        """The text-image model of scene searches, loaded (see :meth:`scene_model_id`)."""
+        return self.models.text_model(self.scene_model_id(model_id))
 
     # ---- clip search -------------------------------------------------------------------
     def search_clip(
@@ -389,7 +393,7 @@ class Searcher:
         text = scenes.query_text(text)
         timer = Timer()
         with timer("load"):
-            tim = self.scene_model(model_id)
+            tim = self.models.text_encoder(self.scene_model_id(model_id))
         with timer("embed"):
             vector, query = scenes.text_query(self.encoder, tim, text)
         return scenes.search_scenes(self.store, vector, tim, query, filters, timer)

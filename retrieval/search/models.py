@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from skysearch.encoders.models.frame import FrameEncoder
     from skysearch.encoders.models.predictor import SimVP
     from skysearch.encoders.models.text_image import TextImageModel
+    from skysearch.encoders.models.text_query import TextQuery
 
 #: A clip spec's part -> the parameter (flag, field) that sets it in a query.
 SPEC_PARAMS = {
@@ -154,6 +155,7 @@ class ModelCache:
         self._frame_models: dict[str, tuple[FrameEncoder, ModelRecord]] = {}
         self._predictors: dict[str, SimVP] = {}
         self._text_models: dict[str | None, TextImageModel] = {}
+        self._text_queries: dict[str, TextQuery] = {}
 
     def clip_model(
         self, model_id: str | None = None, spec: Mapping[str, Any] | None = None
@@ -231,3 +233,26 @@ class ModelCache:
                     tim.trace_text_tower()
                 self._text_models[model_id] = tim
             return self._text_models[model_id]
+
+    def text_encoder(self, model_id: str) -> TextImageModel | TextQuery:
+        """What embeds the text queries of ``model_id``: the model if it is loaded (always in a
+        service: ``trace_text``); on CPU otherwise its exported text side
+        (:mod:`~skysearch.encoders.models.text_query`: a third of the load), written on the
+        first query that loads the full model."""
+        from skysearch.encoders.device import resolve_device
+        from skysearch.encoders.models.text_query import export_text_query, load_text_query
+
+        with self._lock:
+            loaded = self._text_models.get(model_id) or self._text_queries.get(model_id)
+            if loaded is not None:
+                return loaded
+            if self.trace_text or resolve_device(self.device).type != "cpu":
+                return self.text_model(model_id)
+            directory = resolve(self.workspace, "text-image", model_id).directory(self.workspace)
+            light = load_text_query(directory, model_id)
+            if light is not None:
+                self._text_queries[model_id] = light
+                return light
+            tim = self.text_model(model_id)
+            export_text_query(tim, directory)
+            return tim

@@ -16,6 +16,7 @@ from skysearch.errors import NotFoundError, UsageError
 if TYPE_CHECKING:
     from PIL import Image
     from skysearch.encoders.models.text_image import TextImageModel
+    from skysearch.encoders.models.text_query import TextQuery
     from skysearch.retrieval.search.batching import QueryEncoder
     from skysearch.retrieval.store.base import VectorStore
     from skysearch.retrieval.store.filters import SearchFilters
@@ -36,7 +37,7 @@ def query_text(text: str | None) -> str:
 
 
 def text_query(
-    encoder: QueryEncoder, tim: TextImageModel, text: str
+    encoder: QueryEncoder, tim: TextImageModel | TextQuery, text: str
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """The vector and the echoed query of a free-text search."""
     text = query_text(text)
@@ -75,7 +76,7 @@ def example_query(
 def search_scenes(
     store: VectorStore,
     vector: np.ndarray,
-    tim: TextImageModel,
+    tim: TextImageModel | TextQuery,
     query: dict[str, Any],
     filters: SearchFilters | None,
     timer: Timer,
