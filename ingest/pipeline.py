@@ -234,11 +234,12 @@ def ingest(
     decoded (default: a local process pool of ``workers``)."""
     started = time.perf_counter()
     check_inputs(paths)
-    engine = engine or get_engine()
-    workspace.ensure()
     profiles = with_bad_frames(select_profiles(source, profile_dirs), bad_frames)
+    engine = engine or get_engine()
+    workspace.ensure()  # after the arguments are checked: a refused run creates nothing
     candidates, skipped = discover(paths, profiles)
-    report = IngestReport(files_seen=len(candidates) + len(skipped))
+    files = {replace(c.source, index=None) for c in candidates}  # a NetCDF's frames: one file
+    report = IngestReport(files_seen=len(files) + len(skipped))
     report.inputs = [str(Path(p).resolve()) for p in paths]
     workers = workers or usable_cpus()
 
@@ -279,7 +280,9 @@ def ingest(
             rows.clear()
             committing = False
 
-        bar = tqdm(total=len(todo), desc="ingest", unit="file", disable=not progress, smoothing=0.1)
+        bar = tqdm(
+            total=len(todo), desc="ingest", unit="frame", disable=not progress, smoothing=0.1
+        )
         stream = engine.decoded_stream([(c.source, c.profile) for c in todo], workers)
         try:
             for cand, result in zip(todo, stream, strict=True):

@@ -307,6 +307,11 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, cli):
     assert unwritable.exit_code == 2 and unwritable.stderr.startswith("error: workspace")
     unknown = cli("ingest", SAMPLE_IR, "--source", "meteosat", "-w", tmp_path / "ws")
     assert unknown.exit_code == 2 and "unknown --source" in unknown.stderr
+    policy = cli("ingest", SAMPLE_IR, "--bad-frames", "drop", "-w", tmp_path / "ws")
+    assert policy.exit_code == 2 and "--bad-frames must be one of" in policy.stderr
+    update = cli("update", SAMPLE_IR, "--source", "meteosat", "-w", tmp_path / "ws")
+    assert update.exit_code == 2 and "unknown --source" in update.stderr
+    assert not (tmp_path / "ws").exists()  # a refused run leaves no workspace behind
 
 
 def test_cli_json_summary_on_sample(tmp_path, cli):

@@ -180,7 +180,7 @@ def test_a_json_profile_reads_zarr_and_netcdf_copies_of_the_same_frames(
 
     workspace = Workspace(tmp_path / "ws")
     report = ingest([target.parent], workspace, profile_dirs=[profiles], progress=False)
-    assert (report.frames_added, report.skipped) == (14, [])
+    assert (report.frames_added, report.skipped, report.files_seen) == (14, [], 1)
     frames = read_frames(workspace).to_pylist()
     assert [f["time"] for f in frames] == [_time(p) for p in files]
     assert frames[3]["source_path"] == f"{target}#frame=3"

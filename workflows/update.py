@@ -133,6 +133,7 @@ def run_update(
     """
     from skysearch.ingest.clips import ClipSpec, catalog_specs
     from skysearch.ingest.pipeline import check_inputs
+    from skysearch.ingest.profiles import select_profiles
 
     from skysearch.cpus import usable_cpus
 
@@ -142,6 +143,7 @@ def run_update(
         raise UsageError("{index_after} must be at least 1", params=["index_after"])
     workspace = settings.workspace
     specs = [ClipSpec.parse(text) for text in clip_specs]
+    select_profiles(source, profile_dirs)  # a bad --source or --profiles: nothing created yet
     models = _models(workspace, model_ids)
     workers = workers or usable_cpus()
     report = UpdateReport(inputs=[str(Path(p).resolve()) for p in paths])
