@@ -1,7 +1,8 @@
 """Fine-tune a text-image model on SkyScript-format caption CSVs (contrastive CLIP loss).
 
 The recipe (what trains, what stays frozen, the loss) is
-:mod:`skysearch.encoders.training.text_image_recipe`; the data (images or cached trunk features,
+:mod:`skysearch.encoders.training.text_image_recipe`, the image side of each ``--image-tower``
+:mod:`skysearch.encoders.training.image_towers`; the data (images or cached trunk features,
 caption sources) :mod:`skysearch.encoders.training.text_image_data`. This module runs it on the
 training skeleton (:mod:`skysearch.encoders.training.loop`), with transformers' warmup-cosine
 learning-rate schedule.
@@ -35,19 +36,12 @@ from skysearch.encoders.models.text_image import (
     install_fused_heads,
     save_text_image_model,
 )
+from skysearch.encoders.training.image_towers import ImageTower, image_tower
 from skysearch.encoders.training.loop import EpochMeter, RunState, fit
-from skysearch.encoders.training.text_image_data import (
-    CaptionDataset,
-    FeatureDataset,
-    cached_image_features,
-    check_images,
-    train_transform,
-)
+from skysearch.encoders.training.text_image_data import cached_image_features, check_images
 from skysearch.encoders.training.text_image_recipe import (
     FrozenTextFeatures,
     TextImageTrainConfig,
-    TrainedParts,
-    TrunkSplit,
     concept_bank,
     contrastive_loss,
     freeze_for_training,
@@ -85,38 +79,26 @@ class Trainer:
         self.model_id = f"{KIND}-{self.run_key}"
         self.run_dir = registry.model_dir(workspace, self.model_id)
 
-    def _features(self, tim: TextImageModel, rows: list) -> torch.Tensor | None:
-        """What the recipe trains on, per image, cached per workspace and image tower: the
-        pooled trunk features (locked), the frozen front's activations of every rotation
-        (last-stage); None (tuned: pixels)."""
-        cfg = self.cfg
-        if cfg.image_tower == "tuned":
+    def _features(self, tower: ImageTower, rows: list) -> torch.Tensor | None:
+        """What the recipe trains on per image (:class:`ImageTower`), cached per workspace
+        and image tower; None where it trains on pixels."""
+        if tower.cache_kind is None:
             return None
-        forward, kind = None, "text-image-features"
-        if cfg.image_tower == "last-stage":
-            forward, kind = TrunkSplit(tim.model.visual.trunk).front_rotations, "text-image-fronts"
-        tower = json.dumps([cfg.model_name, cfg.pretrained, tim.image_size])
-        name = f"{hashlib.sha1(tower.encode()).hexdigest()[:10]}.npz"
-        cache = self.workspace.root / "cache" / kind / name
+        cfg = self.cfg
+        key = json.dumps([cfg.model_name, cfg.pretrained, tower.tim.image_size])
+        name = f"{hashlib.sha1(key.encode()).hexdigest()[:10]}.npz"
+        cache = self.workspace.root / "cache" / tower.cache_kind / name
         paths = [r[0] for r in rows]
-        desc = "image features" if forward is None else "frozen image stages, 4 rotations"
-        return cached_image_features(tim, paths, cache, forward, self.progress, desc)
+        forward = tower.cache_forward()
+        return cached_image_features(
+            tower.tim, paths, cache, forward, self.progress, tower.cache_desc
+        )
 
-    def _loader(self, rows: list, epoch: int, train: bool, tim: TextImageModel, feats=None):
-        """Batches of (images or cached features, captions, labels); the last-stage recipe
-        draws one rotation per image (training) or takes the image as it is (evaluation)."""
-        if feats is not None:
-            last_stage = self.cfg.image_tower == "last-stage"
-            if last_stage and not train:
-                feats = feats[:, 0]
-            dataset: torch.utils.data.Dataset = FeatureDataset(rows, feats, train and last_stage)
-        else:
-            size = tim.image_size
-            tf = train_transform(size, tim.mean, tim.std) if train else tim.preprocess
-            dataset = CaptionDataset(rows, tf)
+    def _loader(self, rows: list, epoch: int, train: bool, tower: ImageTower, feats=None):
+        """Batches of (images or cached features, captions, labels)."""
         gen = torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch)
         return torch.utils.data.DataLoader(
-            dataset,
+            tower.dataset(rows, feats, train),
             batch_size=self.cfg.batch_size,
             shuffle=train,
             drop_last=train and len(rows) > self.cfg.batch_size,
@@ -129,37 +111,14 @@ class Trainer:
             ),
         )
 
-    def _image(self, tim: TextImageModel, inputs: torch.Tensor) -> torch.Tensor:
-        """Image embeddings (not normalised) of pixels (tuned), trunk features (locked) or
-        the frozen front's activations (last-stage)."""
-        inputs = inputs.to(tim.device)
-        if self.cfg.image_tower == "locked":
-            return tim.model.visual.head(inputs)
-        if self.cfg.image_tower == "last-stage":
-            return tim.model.visual.head(TrunkSplit(tim.model.visual.trunk).back(inputs))
-        return tim.model.encode_image(inputs)
-
-    @torch.no_grad()
-    def _tuned_features(self, tim: TextImageModel, rows: list, feats) -> torch.Tensor:
-        """Pooled features of the trunk as trained, for the concept bank: the cached ones
-        (locked), the tuned last stages over the cached front (last-stage, the images as they
-        are), or the whole tuned trunk over the images (tuned; not cached: they belong to one
-        run)."""
-        tim.model.eval()
-        if self.cfg.image_tower == "locked":
-            return feats
-        if self.cfg.image_tower == "last-stage":
-            back = TrunkSplit(tim.model.visual.trunk).back
-            return torch.cat([back(feats[i : i + 64, 0].float()) for i in range(0, len(feats), 64)])
-        return cached_image_features(tim, [r[0] for r in rows], None, progress=self.progress)
-
     def _text(self, tim: TextImageModel, text_features: FrozenTextFeatures | None, captions):
         if text_features is not None:
             return text_features(captions)
         return tim.model.encode_text(tim.tokenizer(list(captions)).to(tim.device))
 
-    def _loss(self, tim, text_features, images, captions, labels) -> torch.Tensor:
-        img = nn.functional.normalize(self._image(tim, images), dim=-1)
+    def _loss(self, tower: ImageTower, text_features, images, captions, labels) -> torch.Tensor:
+        tim = tower.tim
+        img = nn.functional.normalize(tower.embed(images), dim=-1)
         txt = nn.functional.normalize(self._text(tim, text_features, captions), dim=-1)
         keys = labels if self.cfg.positives == "label" and all(labels) else captions
         return contrastive_loss(img, txt, tim.model.logit_scale, keys)
@@ -171,16 +130,17 @@ class Trainer:
         Rows are shuffled with a fixed seed first: CSVs are grouped by class, and batches of
         one class would make the contrastive loss meaningless."""
         tim.model.eval()
+        tower = image_tower(self.cfg.image_tower, tim)
         if feats is None:
-            feats = self._features(tim, rows)
+            feats = self._features(tower, rows)
         order = list(range(len(rows)))
         random.Random(self.cfg.seed).shuffle(order)
         rows = [rows[i] for i in order]
         feats = feats[order] if feats is not None else None
         losses, embs = [], []
-        for inputs, captions, labels in self._loader(rows, 0, False, tim, feats):
-            losses.append(float(self._loss(tim, text_features, inputs, captions, labels)))
-            embs.append(nn.functional.normalize(self._image(tim, inputs), dim=-1).cpu().numpy())
+        for inputs, captions, labels in self._loader(rows, 0, False, tower, feats):
+            losses.append(float(self._loss(tower, text_features, inputs, captions, labels)))
+            embs.append(nn.functional.normalize(tower.embed(inputs), dim=-1).cpu().numpy())
         out = {"val_loss": float(np.mean(losses))}
         labels = [r[2] for r in rows]
         if all(labels) and len(set(labels)) > 1:
@@ -219,20 +179,16 @@ class Trainer:
         text = getattr(tim.model, "text", None)  # CLIP's own text tower is not a `.text` module
         text_features = FrozenTextFeatures(tim) if hasattr(text, "pooler") else None
         opt = torch.optim.AdamW(param_groups(tim.model, cfg), weight_decay=cfg.weight_decay)
-        train_feats = self._features(tim, train_rows)
-        val_feats = self._features(tim, val_rows) if val_rows else None
-        steps_per_epoch = len(self._loader(train_rows, 0, True, tim, train_feats))
+        tower = image_tower(cfg.image_tower, tim)
+        train_feats = self._features(tower, train_rows)
+        val_feats = self._features(tower, val_rows) if val_rows else None
+        steps_per_epoch = len(self._loader(train_rows, 0, True, tower, train_feats))
         if cfg.max_steps_per_epoch:
             steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
         total_steps = steps_per_epoch * cfg.epochs
         # Locked and last-stage: the resume point holds what trains (the rest is the packages'
         # weights, rebuilt identically), not ~200 MB of model per epoch.
-        resumable: nn.Module = tim.model
-        if cfg.image_tower == "locked":
-            resumable = TrainedParts(tim.model)
-        elif cfg.image_tower == "last-stage":
-            resumable = TrainedParts(tim.model, TrunkSplit(tim.model.visual.trunk).back_modules())
-        state = RunState({"model": resumable}, {"optim": opt})
+        state = RunState({"model": tower.resumable()}, {"optim": opt})
         schedule: list[torch.optim.lr_scheduler.LambdaLR] = []  # made after a resume
 
         def run_epoch(epoch: int, meter: EpochMeter) -> dict[str, Any]:
@@ -241,11 +197,11 @@ class Trainer:
                 schedule.append(lr_schedule(opt, cfg.warmup_steps, total_steps, step))
             torch.manual_seed(cfg.seed * 1000 + epoch)
             train_mode(tim.model)
-            batches = self._loader(train_rows, epoch, True, tim, train_feats)
+            batches = self._loader(train_rows, epoch, True, tower, train_feats)
             for step, (images, captions, labels) in enumerate(batches):
                 if step >= steps_per_epoch:
                     break
-                loss = self._loss(tim, text_features, images, captions, labels)
+                loss = self._loss(tower, text_features, images, captions, labels)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -273,7 +229,8 @@ class Trainer:
         tim.to(torch.device("cpu"))
         bank_fits = text_features is not None and hasattr(tim.model.visual, "trunk")
         if cfg.bank_tau and bank_fits and cfg.text_head == "locked":
-            feats = self._tuned_features(tim, train_rows, train_feats)
+            tim.model.eval()
+            feats = tower.bank_features(train_rows, train_feats, self.progress)
             bank = concept_bank(text_features, train_rows, feats, cfg.positives)
             install_fused_heads(tim, *bank, tau=cfg.bank_tau)
         summary = {
