@@ -48,13 +48,23 @@ def _outputs(tim, image_path: Path) -> tuple[np.ndarray, np.ndarray]:
     return tim.encode_images([image_path]), tim.encode_texts(["a parking lot", "a forest"])
 
 
+def _assert_same_outputs(tim, other, image_path: Path) -> None:
+    for a, b in zip(_outputs(tim, image_path), _outputs(other, image_path), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def _weights(tim) -> dict[str, torch.Tensor]:
+    """The model's state as a checkpoint file holds it (safetensors wants contiguous)."""
+    return {k: v.contiguous() for k, v in tim.model.state_dict().items()}
+
+
 def test_local_checkpoint_file_round_trip(tiny_model_name, tmp_path):
     """--model ARCH --pretrained LOCAL_FILE loads exactly the saved weights (no hub)."""
     from safetensors.torch import save_file
 
     image = next((MINI / "gParking").glob("*.jpg"))
     original = create_text_image_model(tiny_model_name, seed=3)
-    state = {k: v.contiguous() for k, v in original.model.state_dict().items()}
+    state = _weights(original)
     for suffix in (".safetensors", ".pt"):
         path = tmp_path / f"tiny{suffix}"
         if suffix == ".pt":
@@ -62,8 +72,7 @@ def test_local_checkpoint_file_round_trip(tiny_model_name, tmp_path):
         else:
             save_file(state, str(path))
         loaded = create_text_image_model(tiny_model_name, pretrained=str(path), seed=99)
-        for a, b in zip(_outputs(original, image), _outputs(loaded, image), strict=True):
-            np.testing.assert_array_equal(a, b)
+        _assert_same_outputs(original, loaded, image)
 
 
 def test_epochs_zero_registers_a_checkpoint_unchanged(tiny_model_name, tmp_path, cli):
@@ -73,7 +82,7 @@ def test_epochs_zero_registers_a_checkpoint_unchanged(tiny_model_name, tmp_path,
 
     original = create_text_image_model(tiny_model_name, seed=7)
     path = tmp_path / "remote.safetensors"
-    save_file({k: v.contiguous() for k, v in original.model.state_dict().items()}, str(path))
+    save_file(_weights(original), str(path))
     args = ["train", "text-image", "--images", MINI, "--model", tiny_model_name]
     args += ["--pretrained", path, "--image-tower", "tuned", "--epochs", "0"]
     result = cli(*args, "-w", tmp_path / "ws", "--json")
@@ -83,8 +92,7 @@ def test_epochs_zero_registers_a_checkpoint_unchanged(tiny_model_name, tmp_path,
     assert "registered without training" in result.stderr
     registered = load_text_image_model(summary["path"])
     image = next((MINI / "aGrass").glob("*.jpg"))
-    for a, b in zip(_outputs(original, image), _outputs(registered, image), strict=True):
-        np.testing.assert_array_equal(a, b)
+    _assert_same_outputs(original, registered, image)
     # the same architecture (its own text transformer, no `.text` module) also fine-tunes
     args[-1] = "1"
     result = cli(*args, "--batch-size", "8", "-w", tmp_path / "ws", "--json")
@@ -103,8 +111,7 @@ def test_skysearch_checkpoint_round_trip(tiny_model_name, tmp_path):
     assert (tmp_path / "ckpt" / "model.safetensors").is_file()
     loaded = load_text_image_model(tmp_path / "ckpt")
     assert loaded.metadata["note"] == "test"
-    for a, b in zip(_outputs(original, image), _outputs(loaded, image), strict=True):
-        np.testing.assert_array_equal(a, b)
+    _assert_same_outputs(original, loaded, image)
 
 
 def test_bad_model_or_pretrained_is_a_usage_error(tiny_model_name, tmp_path):
