@@ -264,6 +264,7 @@ def search_clip_command(
 
     Example: skysearch search clip --at 2017-09-07T00:45Z --channel ir --rerank 20 -w ws
     """
+    _check_exist(frames or [], "--frames")
     from skysearch.retrieval.search import ClipQuery, Searcher, SearchOptions
 
     settings = load_settings(workspace=workspace, device=device)
@@ -309,6 +310,13 @@ def _render_with_sheet(
     render_result(result, json_out, extra)
     if contact_sheet is not None:
         info(f"contact sheet: {contact_sheet}")
+
+
+def _check_exist(paths: list[Path], flag: str) -> None:
+    """Query files that are not there: one line before anything loads (torch takes seconds)."""
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise UsageError(f"{flag} {', '.join(missing)}: no such file or folder")
 
 
 # ---------------------------------------------------------------------------- search frame
@@ -367,6 +375,7 @@ def search_frame_command(
 
     Example: skysearch search frame --file HUWV172500015.GIF --one-per-day -w ws
     """
+    _check_exist([file] if file else [], "--file")
     from skysearch.retrieval.search import FrameQuery, Searcher, SearchOptions
 
     settings = load_settings(workspace=workspace, device=device)

@@ -294,7 +294,7 @@ CASES: dict[str, list[Case]] = {
         c("search", "frame", "--at", AT, "--rerank", "-5", *W, expect="--rerank must be in"),
         c("search", "frame", "--at", AT, "--min-class", "9", *W, expect="--min-class must be a"),
         c("search", "clip", "--at", AT, "--max-pressure", "5", *W, expect="--max-pressure must"),
-        c("search", "frame", "--file", "{missing}", *W, expect="no single-channel frame model"),
+        c("search", "frame", "--file", "{missing}", *W, expect="no such file or folder"),
     ],
     "search clip": [
         c(
@@ -333,7 +333,7 @@ CASES: dict[str, list[Case]] = {
         c("search", "clip", "--at", AT, "--rerank", "-5", *W, expect="--rerank must be in"),
         c("search", "clip", "--at", AT, "--hours", "25", *W, expect="hours must be in 0..23"),
         c("search", "clip", "--at", AT, "-w", "{missing}", expect="no clip model trained yet"),
-        c("search", "clip", "--frames", "{missing}", *W, expect="no clip model trained yet"),
+        c("search", "clip", "--frames", "{missing}", *W, expect="no such file or folder"),
         c("search", "clip", "--at", AT, "-w", "{ws_registry_binary}", expect="is unreadable"),
         c("search", "clip", "--at", AT, "-w", "{ws_registry_entry}", expect="not a model record"),
         c("search", "clip", "--at", AT, "-w", "{ws_config_binary}", expect="is corrupt"),
