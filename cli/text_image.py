@@ -88,7 +88,8 @@ def train_text_image_command(
     epochs: Annotated[
         int | None,
         typer.Option(
-            help="Training epochs (more epochs resume); default: the recipe's (last-stage 15, "
+            help="Training epochs (more epochs continue the run into a new model); default: "
+            "the recipe's (last-stage 15, "
             "locked and tuned 30). 0 registers a --pretrained checkpoint unchanged.",
             min=0,
         ),

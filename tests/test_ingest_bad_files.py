@@ -117,7 +117,8 @@ def test_a_huge_zip_member_is_not_read(bad_tree, monkeypatch):
 
 
 def _workspace_with_a_tiny_text_image_model(root: Path) -> Workspace:
-    """A workspace whose registry holds a tiny (untrained) open_clip text-image model."""
+    """A workspace whose registry holds a tiny (untrained) open_clip text-image model, with
+    a (still empty) scenes collection for its vectors."""
     import open_clip
     from skysearch.encoders import registry
     from skysearch.encoders.models.text_image import (
@@ -142,6 +143,12 @@ def _workspace_with_a_tiny_text_image_model(root: Path) -> Workspace:
         create_text_image_model("Tiny-Bomb-Test"), registry.model_dir(ws, model_id)
     )
     registry.register_model(ws, model_id, KIND)
+    from skysearch.retrieval.store.embedded import EmbeddedStore
+    from skysearch.retrieval.store.schema import SCENES
+
+    store = EmbeddedStore(ws.store_dir)
+    store.ensure_collection(SCENES, tiny["embed_dim"], vector_name=model_id)
+    store.close()
     return ws
 
 

@@ -317,16 +317,18 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path):
     """Two epochs in one run, or one epoch then a re-run with two: the same weights (the resume
     point restores the heads and the tuned stages, the optimizer and the learning-rate
     schedule, and each epoch draws the same rotations)."""
+    from skysearch.encoders import registry
     from skysearch.encoders.checkpoints import load_checkpoint
     from skysearch.encoders.training.text_image import train_text_image
     from skysearch.encoders.training.text_image_data import prepare_folder
     from skysearch.encoders.training.text_image_recipe import TextImageTrainConfig
 
     torch.set_num_threads(1)
-    weights = {}
+    weights, configs = {}, {}
     for name, stops in [("straight", [2]), ("resumed", [1, 2])]:
         ws = Workspace(tmp_path / name)
         csvs = prepare_folder(MINI, ws)
+        ids = []
         for epochs in stops:
             cfg = TextImageTrainConfig(
                 train_csv=str(csvs["train"]),
@@ -337,8 +339,20 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path):
                 bank_tau=None,
             )
             summary = train_text_image(cfg, ws, progress=False)
-        weights[name] = load_checkpoint(summary["path"])[0]
+            ids.append(summary["model_id"])
+        weights[name], configs[name] = load_checkpoint(summary["path"])[0], cfg
         assert [h["epoch"] for h in summary["history"]] == [1, 2]
+    # More epochs made another model (vectors indexed by the first never pass for its); the
+    # first is still there, and asking fewer epochs than the run has done is refused.
+    assert ids[0] != ids[1]
+    first = registry.resolve(ws, "text-image", ids[0]).directory(ws)
+    assert load_checkpoint(first)[1]["epochs_done"] == 1
+    again = train_text_image(replace(cfg, epochs=1), ws, progress=False)
+    assert (again["resumed"], again["model_id"]) == ("done", ids[0])
+    with pytest.raises(UsageError, match="has done 2 epochs already"):
+        train_text_image(
+            replace(configs["straight"], epochs=1), Workspace(tmp_path / "straight"), progress=False
+        )
     straight, resumed = weights["straight"], weights["resumed"]
     assert straight.keys() == resumed.keys()
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)

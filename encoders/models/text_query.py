@@ -32,6 +32,18 @@ FORMAT = "skysearch.text-query/1"
 log = logging.getLogger(__name__)
 
 
+def _stamp(directory: Path) -> dict[str, list[int]]:
+    """Size and modification time of the model's checkpoint files: a run trained on with more
+    epochs rewrites them under the same model id, and its old text side must not answer."""
+    from skysearch.encoders.checkpoints import CONFIG_FILE, WEIGHTS_FILE
+
+    out = {}
+    for name in (WEIGHTS_FILE, CONFIG_FILE):
+        st = (directory / name).stat()
+        out[name] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
 class TextQuery:
     """Embeds texts as the model it was exported from does (``encode_texts``, ``model_id``)."""
 
@@ -86,6 +98,7 @@ def export_text_query(tim: TextImageModel, directory: Path) -> bool:
         "tokenizer": backend.to_str(),
     }
     try:
+        meta["checkpoint"] = _stamp(directory)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # jit is deprecated: then no file
             _atomic(directory / QUERY_FILE, lambda p: torch.jit.save(tim.traced_text, str(p)))
@@ -105,6 +118,9 @@ def load_text_query(directory: Path, model_id: str | None) -> TextQuery | None:
     try:
         meta = json.loads(meta_path.read_text())
         if meta.get("format") != FORMAT or meta.get("model_id") != model_id:
+            return None
+        if meta.get("checkpoint") != _stamp(directory):
+            log.info("text query file in %s is older than the model: not used", directory)
             return None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)

@@ -7,9 +7,10 @@ caption sources) :mod:`skysearch.encoders.training.text_image_data`. This module
 training skeleton (:mod:`skysearch.encoders.training.loop`), with transformers' warmup-cosine
 learning-rate schedule.
 
-Resumable: after every epoch the model (locked tower: its heads) and optimizer state go to
-``<run>/resume/`` (safetensors + JSON); re-running the same command continues after the last
-finished epoch. The final model is written to ``<run>/`` (with the phrase table of the classes it
+Resumable: after every epoch what trains and the optimizer state go to
+``models/.run-text-image-<run>/`` (safetensors + JSON); re-running the same command continues
+after the last finished epoch, and asking more epochs continues the same run into a new model.
+The final model is written to ``models/<model id>/`` (with the phrase table of the classes it
 trained on, for honest prompts of the others at evaluation) and registered in the workspace
 model registry (kind ``text-image``). Deterministic for a given seed (data order and
 augmentation are seeded per epoch).
@@ -21,6 +22,7 @@ import hashlib
 import json
 import random
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -76,8 +78,41 @@ class Trainer:
         self.workspace = workspace
         self.progress = progress
         self.run_key = cfg.run_key()
-        self.model_id = f"{KIND}-{self.run_key}"
+        # The id names the weights: the same run with more epochs continues from its resume
+        # point but registers another model, so scene vectors embedded by the shorter one are
+        # never taken for the longer one's (indexing skips vector names it already holds).
+        epochs_key = f"{self.run_key}/{cfg.epochs}".encode()
+        self.model_id = f"{KIND}-{hashlib.sha1(epochs_key).hexdigest()[:10]}"
         self.run_dir = registry.model_dir(workspace, self.model_id)
+        self.resume_dir = workspace.models_dir / f".run-{KIND}-{self.run_key}"
+        # Before 2026-12: one model id per run (any epochs), the resume point inside it.
+        self.legacy_id = f"{KIND}-{self.run_key}"
+
+    def _finished(self) -> dict[str, Any] | None:
+        """The summary of this model if it is trained already (also under its legacy id)."""
+        for model_id in (self.model_id, self.legacy_id):
+            final_cfg = registry.model_dir(self.workspace, model_id) / "config.json"
+            if final_cfg.is_file():
+                done = json.loads(final_cfg.read_text())
+                if done.get("epochs_done") == self.cfg.epochs:
+                    return {**done.get("summary", {}), "model_id": model_id, "resumed": "done"}
+        return None
+
+    def _resume_point(self) -> Path:
+        """Where epochs are saved and resumed from; a run that trained more epochs than asked
+        is an error (its weights are not those of fewer epochs)."""
+        legacy = registry.model_dir(self.workspace, self.legacy_id) / RESUME_DIR
+        resume = legacy if legacy.is_dir() and not self.resume_dir.exists() else self.resume_dir
+        try:
+            trained = int(json.loads((resume / "config.json").read_text()).get("epoch", 0))
+        except (OSError, ValueError, AttributeError):
+            trained = 0  # none yet, or unreadable: the loop starts over
+        if trained > self.cfg.epochs:
+            raise UsageError(
+                f"this training run has done {trained} epochs already ({resume}): ask "
+                f"--epochs {trained} or more, or delete that folder to train {self.cfg.epochs}"
+            )
+        return resume
 
     def _features(self, tower: ImageTower, rows: list) -> torch.Tensor | None:
         """What the recipe trains on per image (:class:`ImageTower`), cached per workspace
@@ -163,11 +198,10 @@ class Trainer:
             skipped += val_skipped
         if len(train_rows) < 2:
             raise UsageError(f"{cfg.train_csv}: fewer than two readable images to train on")
-        final_cfg = self.run_dir / "config.json"
-        if final_cfg.is_file():
-            done = json.loads(final_cfg.read_text())
-            if done.get("epochs_done", 0) >= cfg.epochs:
-                return {**done.get("summary", {}), "model_id": self.model_id, "resumed": "done"}
+        finished = self._finished()
+        if finished is not None:
+            return finished
+        resume = self._resume_point()
 
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
@@ -220,7 +254,6 @@ class Trainer:
                 record.update(self.evaluate(tim, text_features, val_rows, val_feats))
             return record
 
-        resume = self.run_dir / RESUME_DIR
         desc = f"train {self.model_id}"
         history = fit(
             cfg, run_epoch, state, resume, self.run_key, desc, self.progress, steps_per_epoch
