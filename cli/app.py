@@ -45,9 +45,9 @@ def _register() -> None:
 
 def console_main() -> None:
     """The ``skysearch`` command: :func:`main`, then the process ends without the interpreter's
-    last collections, which walk every object torch and the store's client created (~1 s of a
-    search's ~9; measured by timing the process after its last line). Nothing needs them: the
-    process is ending, and files and stores are closed by then."""
+    last collections, which walk every object torch and the store's client created (1.3-1.8 s
+    after a search, 0.4 s without; bench/RESULTS.md). Nothing needs them: the process is
+    ending, and files and stores are closed by then."""
     try:
         main()
     finally:
