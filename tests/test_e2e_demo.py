@@ -117,6 +117,9 @@ def test_text_search_finds_the_class(demo, cli):
     ws, report = demo
     top = [r["label"] for r in report["text_search"]["results"]]
     assert top[0] == "dRiverLake" and top.count("dRiverLake") >= 3, top
+    # The demo left the model's text side for the README's next command, which loads only it.
+    model = report["text_search"]["query"]["model_id"]
+    assert (ws / "models" / model / "text_query.pt").is_file()
     out = search(cli, ws, "text", "a parking lot with many cars", "--k", "5")
     assert out["query"]["kind"] == "text"
     assert_sorted(out["results"])

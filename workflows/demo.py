@@ -229,6 +229,11 @@ def run_demo(
             d.append(
                 f"{rep.total} scenes, {rep.written} embedded, {rep.skipped_existing} unchanged"
             )
+            # The README's next command is a one-shot text search: it then loads only this.
+            from skysearch.encoders.models.text_query import export_text_query
+            from skysearch.encoders.registry import resolve
+
+            export_text_query(tim, resolve(ws, "text-image", text_id).directory(ws))
         with step("search text") as d:
             from skysearch.retrieval.store.filters import SearchFilters
 

@@ -83,7 +83,10 @@ def _clean(text: str) -> str:
 
 def export_text_query(tim: TextImageModel, directory: Path) -> bool:
     """Write ``tim``'s text side into ``directory`` (atomically); False where the model has no
-    Hugging Face tokenizer, its text tower does not trace, or the folder is not writable."""
+    Hugging Face tokenizer, its text tower does not trace, or the folder is not writable, and
+    for a model on an accelerator (a trace there may carry its device; the file is for CPUs)."""
+    if tim.device.type != "cpu":
+        return False
     backend = getattr(getattr(tim.tokenizer, "tokenizer", None), "backend_tokenizer", None)
     if backend is None or getattr(tim.tokenizer, "clean_fn", None) is None:
         return False

@@ -172,6 +172,9 @@ class Searcher:
         with self._lock:
             chosen = self._scene_model_ids.get(model_id)
         if chosen is None:
+            from skysearch.encoders.device import resolve_device
+
+            resolve_device(self.device)  # a bad device setting is said first, as by other searches
             chosen = scenes.scene_model_id(self.store, self.workspace, model_id)
             with self._lock:
                 self._scene_model_ids[model_id] = chosen
