@@ -313,10 +313,13 @@ def test_lr_schedule_matches_the_formula_it_replaced(warmup, total):
     assert lrs(total // 2) == pytest.approx(new[total // 2 :], abs=1e-12)
 
 
-def test_interrupted_training_resumes_to_the_same_model(tmp_path):
-    """Two epochs in one run, or one epoch then a re-run with two: the same weights (the resume
-    point restores the heads and the tuned stages, the optimizer and the learning-rate
-    schedule, and each epoch draws the same rotations)."""
+def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch):
+    """A run killed after its first epoch and re-run ends with the weights of an uninterrupted
+    run (the resume point restores the heads and tuned stages, the optimizer, the learning-rate
+    schedule past its warmup, and each epoch draws the same rotations). The same run asked for
+    more epochs continues into another model (so scene vectors of the first never pass for its
+    own), the first stays, and fewer epochs than the run has done are refused."""
+    import skysearch.encoders.training.text_image as trainer
     from skysearch.encoders import registry
     from skysearch.encoders.checkpoints import load_checkpoint
     from skysearch.encoders.training.text_image import train_text_image
@@ -324,42 +327,64 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path):
     from skysearch.encoders.training.text_image_recipe import TextImageTrainConfig
 
     torch.set_num_threads(1)
-    weights, configs = {}, {}
-    for name, stops in [("straight", [2]), ("resumed", [1, 2])]:
-        ws = Workspace(tmp_path / name)
+
+    def config(ws: Workspace) -> TextImageTrainConfig:
         csvs = prepare_folder(MINI, ws)
-        ids = []
-        for epochs in stops:
-            cfg = TextImageTrainConfig(
-                train_csv=str(csvs["train"]),
-                epochs=epochs,
-                batch_size=16,
-                max_steps_per_epoch=4,
-                warmup_steps=3,
-                bank_tau=None,
-            )
-            summary = train_text_image(cfg, ws, progress=False)
-            ids.append(summary["model_id"])
-        weights[name], configs[name] = load_checkpoint(summary["path"])[0], cfg
-        assert [h["epoch"] for h in summary["history"]] == [1, 2]
-    # More epochs made another model (vectors indexed by the first never pass for its); the
-    # first is still there, and asking fewer epochs than the run has done is refused.
-    assert ids[0] != ids[1]
-    first = registry.resolve(ws, "text-image", ids[0]).directory(ws)
-    assert load_checkpoint(first)[1]["epochs_done"] == 1
-    again = train_text_image(replace(cfg, epochs=1), ws, progress=False)
-    assert (again["resumed"], again["model_id"]) == ("done", ids[0])
-    with pytest.raises(UsageError, match="has done 2 epochs already"):
-        train_text_image(
-            replace(configs["straight"], epochs=1), Workspace(tmp_path / "straight"), progress=False
+        return TextImageTrainConfig(
+            train_csv=str(csvs["train"]),
+            epochs=2,
+            batch_size=16,
+            max_steps_per_epoch=4,
+            warmup_steps=1,  # the second epoch runs on the cosine: its schedule is resumed too
+            bank_tau=None,
         )
-    straight, resumed = weights["straight"], weights["resumed"]
+
+    ws = Workspace(tmp_path / "straight")
+    straight = load_checkpoint(train_text_image(config(ws), ws, progress=False)["path"])[0]
+
+    ws = Workspace(tmp_path / "killed")
+    cfg = config(ws)
+    fit = trainer.fit
+
+    def killed_after_the_first_epoch(*args, **kwargs):
+        def kill(record):
+            raise KeyboardInterrupt
+
+        return fit(*args, **kwargs, on_epoch=kill)
+
+    with monkeypatch.context() as m:
+        m.setattr(trainer, "fit", killed_after_the_first_epoch)
+        with pytest.raises(KeyboardInterrupt):
+            train_text_image(cfg, ws, progress=False)
+    assert registry.list_models(ws, "text-image") == []
+    resumed_from = []
+
+    def recorded(*args, **kwargs):
+        result = fit(*args, **kwargs)
+        resumed_from.append(result.resumed_from_epoch)
+        return result
+
+    monkeypatch.setattr(trainer, "fit", recorded)
+    summary = train_text_image(cfg, ws, progress=False)
+    assert resumed_from == [1]  # the re-run trained the second epoch only
+    assert [h["epoch"] for h in summary["history"]] == [1, 2]
+    resumed = load_checkpoint(summary["path"])[0]
     assert straight.keys() == resumed.keys()
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
     start = create_text_image_model(seed=0).model.state_dict()
     for part in ("visual.head", "visual.trunk.blocks.6", "visual.trunk.conv_head"):  # trained
         keys = [k for k in straight if k.startswith(part) and k in start]
         assert keys and any(not torch.equal(start[k], straight[k]) for k in keys), part
+
+    more = train_text_image(replace(cfg, epochs=3), ws, progress=False)
+    assert resumed_from == [1, 2] and more["model_id"] != summary["model_id"]
+    assert [h["epoch"] for h in more["history"]] == [1, 2, 3]
+    kept, meta = load_checkpoint(summary["path"])
+    assert meta["epochs_done"] == 2 and all(torch.equal(kept[k], resumed[k]) for k in kept)
+    again = train_text_image(cfg, ws, progress=False)
+    assert (again["resumed"], again["model_id"]) == ("done", summary["model_id"])
+    with pytest.raises(UsageError, match="has done 3 epochs already"):
+        train_text_image(replace(cfg, epochs=1), ws, progress=False)
 
 
 def test_index_and_search_scenes(tuned, cli):
