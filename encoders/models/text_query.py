@@ -33,8 +33,9 @@ log = logging.getLogger(__name__)
 
 
 def _stamp(directory: Path) -> dict[str, list[int]]:
-    """Size and modification time of the model's checkpoint files: a run trained on with more
-    epochs rewrites them under the same model id, and its old text side must not answer."""
+    """Size and modification time of the model's checkpoint files: a checkpoint rewritten in
+    place (before 2026-12, training more epochs did so under the same model id; or a folder
+    copied over) must not be answered by its old text side."""
     from skysearch.encoders.checkpoints import CONFIG_FILE, WEIGHTS_FILE
 
     out = {}
