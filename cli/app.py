@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import gc
 import sys
+from typing import Annotated
 
 import typer
 from typer.exceptions import TyperException
@@ -20,6 +21,26 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"skysearch {version('skysearch')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Options before any command."""
 
 
 #: Parameter names (the library's, in ``SkySearchError.params``) whose flag is not simply

@@ -128,6 +128,13 @@ def test_cli_help_loads_neither_torch_nor_the_store_client():
     assert done.stderr.strip().splitlines()[-1] == "[]"
 
 
+def test_version_is_the_installed_package_s(cli):
+    from importlib.metadata import version
+
+    result = cli("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"skysearch {version('skysearch')}"
+
+
 @pytest.fixture(scope="module")
 def ingested(tmp_path_factory) -> Path:
     """A workspace holding the sample's frames and clips, but no model."""
