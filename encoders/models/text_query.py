@@ -14,7 +14,6 @@ from __future__ import annotations
 import html
 import json
 import logging
-import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +21,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+from skysearch.atomic import atomic_path, atomic_write_json
 
 if TYPE_CHECKING:
     from skysearch.encoders.models.text_image import TextImageModel
@@ -103,10 +104,10 @@ def export_text_query(tim: TextImageModel, directory: Path) -> bool:
     }
     try:
         meta["checkpoint"] = _stamp(directory)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), atomic_path(directory / QUERY_FILE) as tmp:
             warnings.simplefilter("ignore", FutureWarning)  # jit is deprecated: then no file
-            _atomic(directory / QUERY_FILE, lambda p: torch.jit.save(tim.traced_text, str(p)))
-        _atomic(directory / QUERY_META, lambda p: p.write_text(json.dumps(meta)))
+            torch.jit.save(tim.traced_text, str(tmp))
+        atomic_write_json(directory / QUERY_META, meta)
     except (OSError, RuntimeError) as exc:  # read-only (torch says RuntimeError): full model
         log.info("text query file not written in %s: %s", directory, exc)
         return False
@@ -133,12 +134,3 @@ def load_text_query(directory: Path, model_id: str | None) -> TextQuery | None:
     except Exception as exc:  # noqa: BLE001 - any damage: the full model answers instead
         log.info("text query file in %s not used: %s", directory, exc)
         return None
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
