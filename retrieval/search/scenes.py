@@ -118,14 +118,7 @@ def scene_model_id(store: VectorStore, workspace: Workspace, model_id: str | Non
 
     if model_id is not None:
         resolve(workspace, "text-image", model_id)  # an unknown id, or another kind's, named
-    registered = [r.model_id for r in list_models(workspace, "text-image")]
-    if not registered and model_id is None:
-        raise NotFoundError(
-            "no text-image model yet: train one first (skysearch train text-image --images DIR), "
-            "then `skysearch index scenes DIR`"
-        )
-    indexed = scene_vectors(store)
-    if model_id is not None:
+        indexed = scene_vectors(store)
         if model_id not in indexed:
             raise NotFoundError(
                 f"the scenes collection has no vectors of text-image model {model_id}: run "
@@ -133,6 +126,13 @@ def scene_model_id(store: VectorStore, workspace: Workspace, model_id: str | Non
                 f"{', '.join(sorted(indexed)) or 'none'})"
             )
         return model_id
+    registered = [r.model_id for r in list_models(workspace, "text-image")]
+    if not registered:
+        raise NotFoundError(
+            "no text-image model yet: train one first (skysearch train text-image --images DIR), "
+            "then `skysearch index scenes DIR`"
+        )
+    indexed = scene_vectors(store)
     usable = [m for m in registered if m in indexed]
     if not usable:
         raise NotFoundError(
