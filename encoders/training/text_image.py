@@ -56,7 +56,8 @@ from transformers import get_cosine_schedule_with_warmup
 from skysearch.config import Workspace
 from skysearch.errors import UsageError
 
-RESUME_DIR = "resume"
+#: Where models trained before 2026-12 kept their resume point, inside the model folder.
+LEGACY_RESUME_DIR = "resume"
 
 
 def lr_schedule(
@@ -83,7 +84,7 @@ class Trainer:
         # never taken for the longer one's (indexing skips vector names it already holds).
         epochs_key = f"{self.run_key}/{cfg.epochs}".encode()
         self.model_id = f"{KIND}-{hashlib.sha1(epochs_key).hexdigest()[:10]}"
-        self.run_dir = registry.model_dir(workspace, self.model_id)
+        self.model_dir = registry.model_dir(workspace, self.model_id)
         self.resume_dir = workspace.models_dir / f".run-{KIND}-{self.run_key}"
         # Before 2026-12: one model id per run (any epochs), the resume point inside it.
         self.legacy_id = f"{KIND}-{self.run_key}"
@@ -101,7 +102,7 @@ class Trainer:
     def _resume_point(self) -> Path:
         """Where epochs are saved and resumed from; a run that trained more epochs than asked
         is an error (its weights are not those of fewer epochs)."""
-        legacy = registry.model_dir(self.workspace, self.legacy_id) / RESUME_DIR
+        legacy = registry.model_dir(self.workspace, self.legacy_id) / LEGACY_RESUME_DIR
         resume = legacy if legacy.is_dir() and not self.resume_dir.exists() else self.resume_dir
         try:
             trained = int(json.loads((resume / "config.json").read_text()).get("epoch", 0))
@@ -268,7 +269,7 @@ class Trainer:
             install_fused_heads(tim, *bank, tau=cfg.bank_tau)
         summary = {
             "model_id": self.model_id,
-            "path": str(self.run_dir),
+            "path": str(self.model_dir),
             "epochs": cfg.epochs,
             "train_images": len(train_rows),
             "val_images": len(val_rows),
@@ -278,7 +279,7 @@ class Trainer:
         }
         save_text_image_model(
             tim,
-            self.run_dir,
+            self.model_dir,
             {
                 "train": asdict(cfg),
                 "epochs_done": cfg.epochs,
@@ -299,7 +300,7 @@ class Trainer:
             KIND,
             config={**tim.spec, "train": asdict(cfg)},
             metrics=metrics,
-            path=self.run_dir,
+            path=self.model_dir,
         )
         return summary
 
