@@ -106,7 +106,7 @@ class Trainer:
         resume = legacy if legacy.is_dir() and not self.resume_dir.exists() else self.resume_dir
         try:
             trained = int(json.loads((resume / "config.json").read_text()).get("epoch", 0))
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, TypeError, AttributeError):
             trained = 0  # none yet, or unreadable: the loop starts over
         if trained > self.cfg.epochs:
             raise UsageError(
