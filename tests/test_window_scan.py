@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 from qdrant_client import models
-from skysearch.retrieval.store import Point, window_scan
+from skysearch.retrieval.store import Point, window_kernels, window_scan
 from skysearch.retrieval.store.embedded import EdgeIndexParams, EmbeddedStore
 from skysearch.retrieval.store.filters import SearchFilters
 from skysearch.retrieval.store.schema import time_payload
@@ -275,14 +275,14 @@ def test_windows_within_the_fraction_of_the_collection_are_scanned(store, scanne
 
 
 def test_the_heap_picks_the_best_masked_rows():
-    """``_best`` (one pass, a min-heap) returns the same scores as sorting everything."""
+    """``best`` (one pass, a min-heap) returns the same scores as sorting everything."""
     for trial in range(200):
         r = np.random.default_rng(trial)
         m, want = int(r.integers(1, 2000)), int(r.integers(1, 100))
         dots = r.integers(-40, 40, m).astype(np.int32)  # many ties
         scale = r.random(m).astype(np.float32)
         mask = r.random(m) < r.random()
-        got = window_scan._best(dots, scale, mask, want)
+        got = window_kernels.best(dots, scale, mask, want)
         scores = np.where(mask, dots.astype(np.float32) * scale, -np.inf)
         best = np.sort(scores)[::-1][: min(want, int(mask.sum()))]
         assert len(set(got.tolist())) == len(got) and mask[got].all()

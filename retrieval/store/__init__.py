@@ -2,7 +2,8 @@
 
 - ``base``: the interface and the plain records it speaks (points, hits, collection info).
 - ``embedded`` (qdrant-edge, the default, no server) and ``server`` (a Qdrant server by URL);
-  ``window_scan``: the embedded store's exact scan of narrow time windows.
+  ``window_scan``: the embedded store's exact scan of narrow time windows (its compiled
+  loops in ``window_kernels``).
 - ``factory``: :func:`open_store`, which engine a configuration names.
 - ``schema``: the collections, their payload fields and indexes; ``filters``: what a search may
   return; ``application``: the typed API (clips, frames, scenes) above the raw store;

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numba import njit
 from qdrant_client import models
 
 from skysearch.cpus import usable_cpus
@@ -56,49 +55,12 @@ _NUMERIC = (models.PayloadSchemaType.INTEGER, models.PayloadSchemaType.FLOAT)
 _KEYWORD = models.PayloadSchemaType.KEYWORD
 
 
-@njit(cache=True, fastmath=True, boundscheck=False, nogil=True)
-def _dots(x, q, lo, hi, out):  # pragma: no cover - compiled
-    d = x.shape[1]
-    for i in range(lo, hi):
-        acc = np.int32(0)
-        for j in range(d):
-            acc += np.int32(x[i, j]) * np.int32(q[j])
-        out[i - lo] = acc
+def _kernels() -> Any:
+    """The compiled loops, imported on the first scan: numba costs ~0.4 s to import, which a
+    one-shot command that never scans a window (a text search) should not pay."""
+    from skysearch.retrieval.store import window_kernels
 
-
-@njit(cache=True, fastmath=True, boundscheck=False, nogil=True)
-def _best(dots, scale, mask, want):  # pragma: no cover - compiled
-    """Positions of the ``want`` largest ``dots * scale`` where ``mask`` (any order): a min-heap,
-    one pass, no window-sized temporaries (at 1M rows, 9 ms less than scale + argpartition)."""
-    top = np.empty(want, dtype=np.float32)
-    pos = np.empty(want, dtype=np.int64)
-    size = 0
-    for i in range(dots.shape[0]):
-        if not mask[i]:
-            continue
-        s = np.float32(dots[i]) * scale[i]
-        if size < want:  # sift up
-            c = size
-            size += 1
-            while c > 0 and top[(c - 1) // 2] > s:
-                top[c], pos[c] = top[(c - 1) // 2], pos[(c - 1) // 2]
-                c = (c - 1) // 2
-        elif s > top[0]:  # replace the smallest, sift down
-            c = 0
-            while True:
-                child = 2 * c + 1
-                if child >= want:
-                    break
-                if child + 1 < want and top[child + 1] < top[child]:
-                    child += 1
-                if top[child] >= s:
-                    break
-                top[c], pos[c] = top[child], pos[child]
-                c = child
-        else:
-            continue
-        top[c], pos[c] = s, i
-    return pos[:size]
+    return window_kernels
 
 
 _pool: tuple[int, int, ThreadPoolExecutor | None] | None = None  # (pid, threads, helpers)
@@ -123,16 +85,17 @@ def _scores(x: np.ndarray, q: np.ndarray, lo: int, hi: int) -> np.ndarray:
     """int32 dot products of rows ``lo..hi`` with ``q``; a wide window is cut into one part per
     scan thread, the first scored by the calling thread, the others by the helpers."""
     out = np.empty(hi - lo, dtype=np.int32)
+    dots = _kernels().dots
     threads, helpers = _scan_threads()
     if helpers is None or hi - lo < PARALLEL_ROWS:
-        _dots(x, q, lo, hi, out)
+        dots(x, q, lo, hi, out)
         return out
     cuts = np.linspace(lo, hi, threads + 1).astype(int)
     parts = [
-        helpers.submit(_dots, x, q, a, b, out[a - lo : b - lo])
+        helpers.submit(dots, x, q, a, b, out[a - lo : b - lo])
         for a, b in zip(cuts[1:-1], cuts[2:], strict=True)
     ]
-    _dots(x, q, cuts[0], cuts[1], out[: cuts[1] - lo])
+    dots(x, q, cuts[0], cuts[1], out[: cuts[1] - lo])
     for part in parts:
         part.result()
     return out
@@ -203,7 +166,7 @@ class WindowIndex:
         q8, _ = _quantize(np.asarray(vector, dtype=np.float32)[None, :])
         if not mask.any():
             return []
-        top = _best(_scores(x8, q8[0], lo, hi), scale[lo:hi], mask, OVERSAMPLE * limit)
+        top = _kernels().best(_scores(x8, q8[0], lo, hi), scale[lo:hi], mask, OVERSAMPLE * limit)
         raw = self.ids[lo + top].tobytes()
         return [uuid.UUID(bytes=raw[i : i + 16]) for i in range(0, len(raw), 16)]
 
