@@ -26,6 +26,10 @@ FRAME_SEP = "#frame="  # source_path of one frame of a many-frame file: "/abs/x.
 MAX_SOURCE_BYTES = 64 * 2**20
 
 
+#: Pillow's modes of 16-bit grey images (16-bit PNGs and TIFFs open as one of these).
+SIXTEEN_BIT_GREY = frozenset({"I;16", "I;16B", "I;16L", "I"})
+
+
 class SourceTooLarge(ValueError):
     """A source file (or zip member) is larger than ``MAX_SOURCE_BYTES``."""
 
@@ -104,6 +108,20 @@ def read_bytes(source: Source) -> bytes:
     return data
 
 
+def utf8_path(path: str | Path) -> bool:
+    """Whether ``path`` is valid UTF-8 (a catalog or payload cannot hold a name that is not)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable_path(path: str | Path) -> str:
+    """``path`` for a report, undecodable bytes shown as U+FFFD."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _sniff(raw: bytes) -> str:
     head = raw[:256].lstrip().lower()
     if not raw:
@@ -142,7 +160,7 @@ def to_grey(image: Image.Image, max_value: int = 65535) -> Image.Image:
     brightness stays comparable across the archive)."""
     if image.mode == "L":
         return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if image.mode in SIXTEEN_BIT_GREY:
         scaled = np.asarray(image, dtype=np.float32) * (255.0 / max_value)
         return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
     return image.convert("L")
@@ -229,6 +247,8 @@ def _preprocess_field(source: Source, profile: Profile) -> Decoded:
         return Decoded(reason=f"cannot read file: {exc}")
     except readers.FieldError as exc:
         return Decoded(reason=str(exc))
+    except Exception as exc:  # noqa: BLE001 - each reader raises its own kinds on damaged data
+        return Decoded(reason=f"cannot decode {decoder.kind}: {type(exc).__name__}: {exc}")
     height, width = field.values.shape
     if height * width > Image.MAX_IMAGE_PIXELS:
         return Decoded(field.checksum, width, height, reason="field too large to be a frame")

@@ -32,7 +32,7 @@ from skysearch.ingest.catalog import (
     recover,
     write_frames,
 )
-from skysearch.ingest.decode import Decoded, Source
+from skysearch.ingest.decode import Decoded, Source, printable_path, utf8_path
 from skysearch.ingest.engines import Engine, get_engine
 from skysearch.ingest.footprints import fixed_bounds
 from skysearch.ingest.framestore import StoreWriter
@@ -42,6 +42,7 @@ from skysearch.ingest.profiles import (
     Profile,
     match_name,
     select_profiles,
+    unmatched_reason,
 )
 from skysearch.ingest.tracks import set_footprints
 from tqdm import tqdm
@@ -94,12 +95,26 @@ class IngestReport:
 
 def _walk(path: Path, skipped: list[dict[str, str]]) -> Iterator[Source]:
     """Files under ``path`` in sorted order; zip archives are opened and walked too (one that
-    cannot be read goes to ``skipped``); a zarr store (a folder) is one source."""
-    if path.is_dir() and path.suffix.lower() == ".zarr":
+    cannot be read goes to ``skipped``); a zarr store (a folder) is one source. Linked folders
+    are followed (each real folder once); unreadable folders and names that are not valid
+    UTF-8 (a catalog cannot hold them) go to ``skipped``."""
+    if not utf8_path(path):
+        reason = "name is not valid UTF-8: rename it"
+        skipped.append({"path": printable_path(path), "reason": reason})
+    elif path.is_dir() and path.suffix.lower() == ".zarr":
         yield Source(str(path))
     elif path.is_dir():
-        for root, dirs, files in os.walk(path):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+
+        def unreadable(exc: OSError) -> None:
+            skipped.append(
+                {"path": str(exc.filename), "reason": f"cannot read folder: {exc.strerror}"}
+            )
+
+        seen = {os.path.realpath(path)}
+        for root, dirs, files in os.walk(path, onerror=unreadable, followlinks=True):
+            real = {d: os.path.realpath(os.path.join(root, d)) for d in dirs}
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and real[d] not in seen)
+            seen.update(real[d] for d in dirs)
             stores = [d for d in dirs if d.lower().endswith(".zarr")]
             dirs[:] = [d for d in dirs if d not in stores]
             files = files + stores
@@ -127,12 +142,11 @@ def discover(
     """Every input file recognised by a profile, and the unrecognised ones (skipped)."""
     candidates: list[Candidate] = []
     skipped: list[dict[str, str]] = []
-    names = ", ".join(p.name for p in profiles)
     for path in paths:
         for source in _walk(Path(path).resolve(), skipped):
             found = match_name(source.name, profiles)
             if found is None:
-                reason = f"file name matches no source profile ({names})"
+                reason = unmatched_reason(source.name, profiles)
                 skipped.append({"path": source.path, "reason": reason})
                 continue
             profile, name = found
@@ -147,6 +161,11 @@ def discover(
                 skipped.append({"path": source.path, "reason": str(exc)})
                 continue
             for index, at in enumerate(times):
+                if at is None:
+                    step_path = replace(source, index=index).path
+                    reason = f"no time for this step ({profile.decoder.time!r} is missing there)"
+                    skipped.append({"path": step_path, "reason": reason})
+                    continue
                 step = replace(name, time=at)
                 fid = ids.frame_id(step.satellite, step.channel, at, step.event)
                 candidates.append(Candidate(replace(source, index=index), profile, step, fid))
@@ -290,7 +309,9 @@ def ingest(
                 if result.frame is None:
                     skipped.append({"path": cand.source.path, "reason": result.reason})
                     continue
-                if result.quality and cand.profile.decoder.bad_frames == "skip":
+                if quality.unusable(result) or (
+                    result.quality and cand.profile.decoder.bad_frames == "skip"
+                ):
                     skipped.append({"path": cand.source.path, "reason": quality.reason(result)})
                     continue
                 seen = known.get(cand.frame_id)

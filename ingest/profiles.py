@@ -228,6 +228,8 @@ def _time_from_groups(groups: dict[str, str | None]) -> datetime:
         yy = int(groups["yy"])
         year = 1900 + yy if yy >= 70 else 2000 + yy
     hour, minute = int(groups.get("hour") or 0), int(groups.get("minute") or 0)
+    if not (0 <= hour <= 23 and 0 <= minute <= 59):
+        raise ValueError(f"time of day {hour:02d}:{minute:02d}")
     if groups.get("doy"):
         base = datetime(year, 1, 1, tzinfo=timezone.utc)
         doy = int(groups["doy"])
@@ -258,7 +260,10 @@ def _load(dirs: tuple[Path, ...]) -> dict[str, Profile]:
         if not folder.is_dir():
             raise UsageError(f"profiles folder {folder} does not exist")
         for path in sorted(folder.glob("*.json")):
-            sources.append((str(path), path.read_text()))
+            try:
+                sources.append((str(path), path.read_text(encoding="utf-8")))
+            except (OSError, UnicodeDecodeError) as exc:
+                raise UsageError(f"cannot read source profile {path}: {exc}") from None
     for origin, text in sources:
         try:
             data = json.loads(text)
@@ -294,3 +299,18 @@ def match_name(filename: str, profiles: list[Profile]) -> tuple[Profile, NameMat
         if found is not None:
             return profile, found
     return None
+
+
+def unmatched_reason(filename: str, profiles: list[Profile]) -> str:
+    """Why no profile recognises ``filename``: a name a pattern matches but whose time is
+    impossible (month 13, hour 25, day of year 367) says so."""
+    for profile in profiles:
+        found = profile.pattern.match(filename)
+        if found is None or profile.decoder.multi_frame:
+            continue
+        try:
+            _time_from_groups(found.groupdict())
+        except (KeyError, ValueError, TypeError) as exc:
+            name = profile.name
+            return f"file name has the pattern of source profile {name} but no valid time ({exc})"
+    return f"file name matches no source profile ({', '.join(p.name for p in profiles)})"

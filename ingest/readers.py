@@ -70,8 +70,9 @@ def _variable(data: Any, decoder: Decoder) -> Any:
     return data[decoder.variable]
 
 
-def frame_times(path: str, decoder: Decoder) -> list[datetime]:
-    """The UTC times of the frames a NetCDF/zarr file holds (its ``time`` coordinate)."""
+def frame_times(path: str, decoder: Decoder) -> list[datetime | None]:
+    """The UTC times of the frames a NetCDF/zarr file holds (its ``time`` coordinate); None
+    for a step whose time is missing (NaT)."""
     data = _dataset(path, decoder.kind)
     var = _variable(data, decoder)
     if decoder.time not in var.dims:
@@ -79,8 +80,11 @@ def frame_times(path: str, decoder: Decoder) -> list[datetime]:
     stamps = np.asarray(data[decoder.time].values)
     if not np.issubdtype(stamps.dtype, np.datetime64):
         raise FieldError(f"coordinate {decoder.time!r} does not hold times")
-    micros = stamps.astype("datetime64[us]").astype(np.int64)
-    return [datetime.fromtimestamp(m / 1e6, tz=timezone.utc) for m in micros.tolist()]
+    micros = stamps.astype("datetime64[us]").astype(np.int64).tolist()
+    return [
+        None if missing else datetime.fromtimestamp(m / 1e6, tz=timezone.utc)
+        for m, missing in zip(micros, np.isnat(stamps).tolist(), strict=True)
+    ]
 
 
 def read_field(path: str, raw: bytes | None, decoder: Decoder, index: int | None) -> Field:
@@ -94,12 +98,17 @@ def read_field(path: str, raw: bytes | None, decoder: Decoder, index: int | None
                 if decoder.variable not in handle:
                     have = ", ".join(sorted(handle)) or "none"
                     raise FieldError(f"no dataset {decoder.variable!r} (datasets: {have})")
-                values = np.asarray(handle[decoder.variable][()], dtype=np.float64)
+                dataset = handle[decoder.variable]
+                if not isinstance(dataset, h5py.Dataset):
+                    raise FieldError(f"{decoder.variable!r} is a group, not a dataset")
+                _check_numeric(dataset.dtype, decoder)
+                values = np.asarray(dataset[()], dtype=np.float64)
         except OSError as exc:
             raise FieldError(f"not a readable HDF5 file: {exc}") from None
         checksum = hashlib.sha256(raw or b"").hexdigest()
     else:
         var = _variable(_dataset(path, decoder.kind), decoder)
+        _check_numeric(var.dtype, decoder)
         if index is not None and decoder.time in var.dims:
             var = var.isel({decoder.time: index})
         values = np.asarray(var.values, dtype=np.float64)
@@ -108,6 +117,11 @@ def read_field(path: str, raw: bytes | None, decoder: Decoder, index: int | None
     if values.ndim != 2:
         raise FieldError(f"{decoder.variable!r} has shape {values.shape}, not one 2-D frame")
     return Field(values, checksum)
+
+
+def _check_numeric(dtype: np.dtype, decoder: Decoder) -> None:
+    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+        raise FieldError(f"{decoder.variable!r} holds {dtype}, not numbers")
 
 
 def bad_pixels(values: np.ndarray, decoder: Decoder) -> np.ndarray:
@@ -145,7 +159,7 @@ def to_grey(values: np.ndarray, decoder: Decoder) -> tuple[np.ndarray, float]:
         unit = np.clip((values - low) / (high - low), 0.0, 1.0)
     if decoder.invert:
         unit = 1.0 - unit
-    grey = (1.0 + np.rint(unit * 254.0)).astype(np.uint8)
+    grey = (1.0 + np.rint(np.nan_to_num(unit) * 254.0)).astype(np.uint8)
     grey[masked] = NODATA
     return grey, fraction
 

@@ -4,6 +4,7 @@ headers are skipped with a reason; the same files given to a query are one ``err
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 import zipfile
@@ -171,3 +172,31 @@ def test_bomb_as_a_query_is_one_error_line(bad_tree, tmp_path, cli):
     assert "Traceback" not in search.stderr
     errors = [line for line in search.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "2500000000 pixels" in errors[0], search.stderr
+
+
+def test_links_odd_names_and_impossible_times_through_the_cli(tmp_path, cli):
+    """A folder reached through a link is read (a link loop once); a file under a name that is
+    not UTF-8 and names with impossible times are skipped with reasons, the rest stored."""
+    good = sorted(SAMPLE_IR.glob("HUIR17249*.GIF"))[:4]
+    src, elsewhere = tmp_path / "src", tmp_path / "elsewhere"
+    src.mkdir()
+    elsewhere.mkdir()
+    shutil.copy(good[0], src / good[0].name)
+    shutil.copy(good[1], elsewhere / good[1].name)
+    (src / "linked").symlink_to(elsewhere)
+    (src / "loop").symlink_to(src)
+    odd = os.path.join(os.fsencode(src), b"bad\xffname")
+    os.mkdir(odd)
+    shutil.copy(good[2], os.path.join(odd, os.fsencode(good[2].name)))
+    shutil.copy(good[3], src / "HUIR172492545.GIF")  # 25:45
+    shutil.copy(good[3], src / "HUIR173670015.GIF")  # day 367 of 2017
+    result = cli("ingest", src, "-w", tmp_path / "ws", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["frames_added"] == 2
+    reasons = {Path(s["path"]).name: s["reason"] for s in report["skipped"]}
+    assert reasons["HUIR172492545.GIF"].startswith("file name has the pattern of source profile")
+    assert reasons["HUIR172492545.GIF"].endswith("but no valid time (time of day 25:45)")
+    assert "no valid time (day of year 367)" in reasons["HUIR173670015.GIF"]
+    assert reasons[good[2].name] == "name is not valid UTF-8: rename it"
+    assert len(report["skipped"]) == 3

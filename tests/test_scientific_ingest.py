@@ -211,6 +211,77 @@ def test_missing_variable_is_skipped_with_a_reason(h5_files, tmp_path):
     assert [s["reason"] for s in report.skipped] == [reason] * 2
 
 
+def _rewrite_h5(source: Path, target: Path, write) -> None:
+    """A copy of ``source`` whose ``infrared`` entry ``write(handle, field)`` made instead."""
+    field = _field(source)
+    with h5py.File(target, "w") as handle:
+        write(handle, field)
+
+
+@pytest.mark.parametrize(
+    ("write", "reason"),
+    [
+        (lambda h, f: h.create_group("infrared"), "'infrared' is a group, not a dataset"),
+        (lambda h, f: h.create_dataset("infrared", data=np.array([b"x"] * 4)), "not numbers"),
+        (
+            lambda h, f: h.create_dataset(
+                "infrared", data=np.zeros(3, dtype=[("a", "f8"), ("b", "i4")])
+            ),
+            "not numbers",
+        ),
+        (lambda h, f: h.create_dataset("infrared", data=np.full_like(f, np.nan)), "100.0% of"),
+        (lambda h, f: h.create_dataset("infrared", data=f - 273.15), "too few valid pixels"),
+    ],
+    ids=["group", "text", "records", "all-nan", "celsius"],
+)
+def test_a_damaged_field_is_skipped_and_the_rest_of_the_run_kept(write, reason, h5_files, tmp_path):
+    """One file whose field is no usable frame is skipped with its reason (never repaired from
+    its neighbours); the good files of the same run are stored."""
+    folder = _copy(h5_files[:4], tmp_path / "in")
+    bad = folder / h5_files[2].name
+    _rewrite_h5(h5_files[2], bad, write)
+    report = ingest([folder], Workspace(tmp_path / "ws"), progress=False)
+    assert report.frames_added == 3
+    assert [s["path"] for s in report.skipped] == [str(bad)]
+    assert reason in report.skipped[0]["reason"]
+
+
+def test_damaged_netcdf_and_zarr_are_skipped_with_reasons(h5_files, tmp_path):
+    """A missing time (NaT) skips that step only; a zarr chunk cut short skips its frame."""
+    import xarray as xr
+
+    files = h5_files[:3]
+    times = np.array([_time(p).replace(tzinfo=None) for p in files], "M8[ns]")
+    times[1] = np.datetime64("NaT")
+    data = xr.Dataset(
+        {"tb": (("time", "y", "x"), np.stack([_field(p) for p in files]))},
+        coords={"time": times},
+    )
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    data.to_netcdf(archive / "typhoon-198702.nc", engine="netcdf4")
+    data.assign_coords(time=[_time(p).replace(tzinfo=None) for p in files]).to_zarr(
+        archive / "typhoon-198703.zarr", consolidated=False
+    )
+    chunk = next(
+        c
+        for c in sorted((archive / "typhoon-198703.zarr" / "tb").rglob("*"))
+        if c.is_file() and c.name[0].isdigit()
+    )
+    chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    for kind, suffix in (("netcdf", "nc"), ("zarr", "zarr")):
+        pattern = rf"^typhoon-(?P<event>\d{{6}})\.{suffix}$"
+        (profiles / f"{kind}.json").write_text(json.dumps(_time_profile(kind, pattern)))
+    report = ingest([archive], Workspace(tmp_path / "ws"), profile_dirs=[profiles], progress=False)
+    reasons = {s["path"]: s["reason"] for s in report.skipped}
+    assert reasons[f"{archive / 'typhoon-198702.nc'}#frame=1"].startswith("no time for this step")
+    zarr_skips = [r for p, r in reasons.items() if "198703" in p]
+    assert zarr_skips and all(r.startswith("cannot decode zarr") for r in zarr_skips)
+    assert report.frames_added == 2 + 3 - len(zarr_skips)
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -298,3 +369,16 @@ def test_workspace_repair_repairs_again_a_repaired_frame_it_decodes_from_its_sou
     store = FrameStore(workspace)
     for frame_id, pixels in before.items():
         assert np.array_equal(store.read(frame_id), pixels), frames[frame_id]["status"]
+
+
+@pytest.mark.parametrize("damage", ["latin-1", "dangling link"])
+def test_an_unreadable_profile_file_is_one_clear_error(damage, tmp_path):
+    folder = tmp_path / "profiles"
+    folder.mkdir()
+    target = folder / "mine.json"
+    if damage == "latin-1":
+        target.write_bytes('{"name": "caf\xe9"}'.encode("latin-1"))
+    else:
+        target.symlink_to(tmp_path / "gone.json")
+    with pytest.raises(UsageError, match=f"cannot read source profile {target}"):
+        load_profiles([folder])

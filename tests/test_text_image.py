@@ -567,13 +567,21 @@ def test_scene_csv_payload_filters_and_multi_example_queries(tuned, cli, tmp_pat
         box = f'"{lon - 1},{lat - 1},{lon + 1},{lat + 1}"' if i % 2 else ""
         coords = "," if i % 2 else f"{lon},{lat}"
         lines.append(f"{path},{path.parent.name},2020-01-{i + 1:02d}T00:00:00Z,{coords},{box}")
-    lines.append(f"{images[0]},aGrass,not-a-time,,,")
-    table.write_text("\n".join(lines) + "\n")
+    unlisted = sorted(MINI.glob("*/*.jpg"))[1]
+    lines.append(f"{unlisted},aGrass,not-a-time,,,")
+    lines.append(f"{images[0]},eForest,,,,")  # listed twice: the first row is kept
+    table.write_text("\ufeff" + "\n".join(lines) + "\n")  # with the BOM Excel writes
     res = cli("index", "scenes", table, "--dataset", "csvset", "-w", ws.root, "--json")
     assert res.exit_code == 0, res.stderr
     report = _last_json(res)
-    assert report["written"] == 21 and report["skipped_count"] == 1
-    assert "bad metadata" in report["skipped"][0]["reason"]
+    assert report["written"] == 21 and report["skipped_count"] == 2
+    reasons = {Path(s["path"]): s["reason"] for s in report["skipped"]}
+    assert "bad metadata" in reasons[unlisted]
+    assert reasons[images[0]] == f"listed again on line {len(lines)} of scenes.csv; line 2 is kept"
+    table.write_bytes("filepath,label\ncaf\xe9.jpg,x\n".encode("latin-1"))
+    res = cli("index", "scenes", table, "-w", ws.root)
+    assert res.exit_code == 2 and "is not UTF-8 text" in res.stderr
+    assert "Traceback" not in res.stderr
 
     query = ["search", "text", "a river", "-k", "50", "-w", ws.root, "--json"]
     res = cli(*query, "--dataset", "csvset", "--bbox", "-100,-40,-5,10")
@@ -737,3 +745,33 @@ def test_embeddings_after_training_mode_are_inference_embeddings():
         tim.model.train()
         np.testing.assert_allclose(encode(data), want, atol=1e-5)
         assert not tim.model.training
+
+
+def test_a_16_bit_grey_image_reads_as_its_8_bit_grey(tmp_path):
+    """16-bit PNGs (scaled to 8 bits) read as the same picture, not clipped to white."""
+    from PIL import Image
+    from skysearch.encoders.models.text_image import load_rgb
+
+    grey = np.asarray(Image.open(sorted(MINI.glob("*/*.jpg"))[0]).convert("L"))
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode == "I;16"
+    loaded = np.asarray(load_rgb(tmp_path / "deep.png"))
+    assert np.array_equal(loaded, np.repeat(grey[:, :, None], 3, axis=2))
+
+
+def test_scene_folders_report_broken_links_and_undecodable_names(tmp_path):
+    import os
+    import shutil
+
+    from skysearch.retrieval.indexing.scenes import find_images
+
+    first = sorted(MINI.glob("*/*.jpg"))[0]
+    shutil.copy(first, tmp_path / "good.jpg")
+    (tmp_path / "gone.jpg").symlink_to(tmp_path / "missing.jpg")
+    shutil.copy(first, os.path.join(os.fsencode(tmp_path), b"caf\xe9.jpg"))
+    skipped: list[dict[str, str]] = []
+    assert find_images(tmp_path, skipped) == [tmp_path / "good.jpg"]
+    assert sorted((Path(s["path"]).name, s["reason"]) for s in skipped) == [
+        ("caf\ufffd.jpg", "name is not valid UTF-8: rename it"),
+        ("gone.jpg", "broken link"),
+    ]

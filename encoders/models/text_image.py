@@ -35,7 +35,7 @@ from skysearch.encoders.pretrained import (
     efficientnet_lite0_state_dict,
     minilm_path,
 )
-from skysearch.ingest.decode import open_image
+from skysearch.ingest.decode import SIXTEEN_BIT_GREY, open_image, to_grey
 
 from skysearch.errors import NotFoundError, UsageError
 
@@ -201,12 +201,18 @@ class TextImageModel:
 def load_rgb(image: Image.Image | str | Path) -> Image.Image:
     """An RGB PIL image from a path or an image; unreadable files raise ``UsageError``."""
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
+        return _rgb(image)
     try:
         with open_image(image) as im:  # refuses decompression bombs before decoding
-            return im.convert("RGB")
+            return _rgb(im)
     except (OSError, ValueError, SyntaxError) as exc:
         raise UsageError(f"cannot read image {image}: {exc}") from None
+
+
+def _rgb(image: Image.Image) -> Image.Image:
+    if image.mode in SIXTEEN_BIT_GREY:  # Pillow's RGB conversion clips these to white
+        image = to_grey(image)
+    return image.convert("RGB")
 
 
 @contextmanager

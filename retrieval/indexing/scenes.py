@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 from skysearch.encoders.models.text_image import TextImageModel, load_rgb, load_workspace_model
-from skysearch.ingest.decode import IMAGE_SUFFIXES
+from skysearch.ingest.decode import IMAGE_SUFFIXES, printable_path, utf8_path
 from skysearch.ingest.engines import Engine
 from skysearch.ingest.ids import NAMESPACE
 from skysearch.retrieval.indexing.pipeline import Embedded, IndexReport, Item, Listing
@@ -52,16 +52,25 @@ def scene_id(path: str | Path) -> str:
     return str(uuid.uuid5(NAMESPACE, f"scene/{Path(path).resolve()}"))
 
 
-def find_images(root: str | Path) -> list[Path]:
-    """Image files under ``root`` (recursive, sorted); a single image file is allowed too."""
+def find_images(root: str | Path, skipped: list[dict[str, str]] | None = None) -> list[Path]:
+    """Image files under ``root`` (recursive, sorted); a single image file is allowed too.
+    Broken links and names that are not valid UTF-8 go to ``skipped`` when it is given."""
     root = Path(root)
     if root.is_file():
         return [root.resolve()]
     if not root.is_dir():
         raise UsageError(f"{root} is neither an image nor a folder of images")
-    return sorted(
-        p.resolve() for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
+    found, left = [], skipped if skipped is not None else []
+    for p in sorted(root.rglob("*")):
+        if p.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if not utf8_path(p):
+            left.append({"path": printable_path(p), "reason": "name is not valid UTF-8: rename it"})
+        elif p.is_file():
+            found.append(p.resolve())
+        elif p.is_symlink() and not p.exists():
+            left.append({"path": str(p), "reason": "broken link"})
+    return sorted(found)
 
 
 def scene_metadata(path: Path, root: Path, dataset: str | None) -> dict[str, Any]:
@@ -77,34 +86,47 @@ def csv_scenes(
     csv_path: Path, dataset: str | None
 ) -> tuple[list[tuple[Path, dict[str, Any]]], list[dict[str, str]]]:
     """``[(image path, metadata)]`` from a scene CSV (``filepath`` plus optional ``label``,
-    ``dataset``, ``time``, ``lon``/``lat`` or ``bbox``), and the rows skipped with a reason."""
+    ``dataset``, ``time``, ``lon``/``lat`` or ``bbox``), and the rows skipped with a reason (a
+    file listed twice keeps its first row)."""
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as fh:  # -sig: Excel's BOM
+            reader = csv.DictReader(fh)
+            columns, rows = reader.fieldnames or [], list(reader)
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{csv_path} is not UTF-8 text ({exc}): save it as UTF-8") from None
+    except (OSError, csv.Error) as exc:
+        raise UsageError(f"cannot read {csv_path}: {exc}") from None
+    if "filepath" not in columns:
+        raise UsageError(f"{csv_path} has no 'filepath' column")
     scenes, skipped = [], []
-    with open(csv_path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        if "filepath" not in (reader.fieldnames or []):
-            raise UsageError(f"{csv_path} has no 'filepath' column")
-        for row in reader:
-            path = Path(row["filepath"])
-            path = (path if path.is_absolute() else csv_path.parent / path).resolve()
-            meta: dict[str, Any] = {
-                "dataset": row.get("dataset") or dataset or csv_path.stem,
-                "label": row.get("label") or None,
-            }
-            try:
-                if row.get("time"):
-                    meta.update(time_payload(row["time"]))
-                if row.get("bbox"):
-                    west, south, east, north = check_bbox(row["bbox"].split(","))
-                    meta["bbox"] = [west, south, east, north]
-                    meta["location"] = {"lon": (west + east) / 2, "lat": (south + north) / 2}
-                elif row.get("lon") or row.get("lat"):
-                    lon, lat = float(row["lon"]), float(row["lat"])
-                    check_bbox((lon, lat, lon, lat))
-                    meta["location"] = {"lon": lon, "lat": lat}
-            except (UsageError, ValueError, TypeError) as exc:
-                skipped.append({"path": str(path), "reason": f"bad metadata: {exc}"})
-                continue
-            scenes.append((path, {k: v for k, v in meta.items() if v is not None}))
+    first: dict[Path, int] = {}
+    for line, row in enumerate(rows, start=2):
+        path = Path(row["filepath"] or "")
+        path = (path if path.is_absolute() else csv_path.parent / path).resolve()
+        if path in first:
+            reason = f"listed again on line {line} of {csv_path.name}; line {first[path]} is kept"
+            skipped.append({"path": str(path), "reason": reason})
+            continue
+        first[path] = line
+        meta: dict[str, Any] = {
+            "dataset": row.get("dataset") or dataset or csv_path.stem,
+            "label": row.get("label") or None,
+        }
+        try:
+            if row.get("time"):
+                meta.update(time_payload(row["time"]))
+            if row.get("bbox"):
+                west, south, east, north = check_bbox(row["bbox"].split(","))
+                meta["bbox"] = [west, south, east, north]
+                meta["location"] = {"lon": (west + east) / 2, "lat": (south + north) / 2}
+            elif row.get("lon") or row.get("lat"):
+                lon, lat = float(row["lon"]), float(row["lat"])
+                check_bbox((lon, lat, lon, lat))
+                meta["location"] = {"lon": lon, "lat": lat}
+        except (UsageError, ValueError, TypeError) as exc:
+            skipped.append({"path": str(path), "reason": f"bad metadata: {exc}"})
+            continue
+        scenes.append((path, {k: v for k, v in meta.items() if v is not None}))
     return scenes, skipped
 
 
@@ -120,7 +142,7 @@ def scene_listing(images: str | Path, model_id: str, dataset: str | None = None)
     if root.is_file() and root.suffix.lower() == ".csv":
         scenes, skipped = csv_scenes(root, dataset)
     else:
-        scenes = [(p, scene_metadata(p, root, dataset)) for p in find_images(root)]
+        scenes = [(p, scene_metadata(p, root, dataset)) for p in find_images(root, skipped)]
     items = []
     for path, meta in dict(scenes).items():
         try:
