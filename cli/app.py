@@ -5,7 +5,8 @@ from __future__ import annotations
 import errno
 import gc
 import sys
-from typing import Annotated
+import traceback
+from typing import Annotated, NoReturn
 
 import typer
 from typer.exceptions import TyperException
@@ -75,6 +76,22 @@ def console_main() -> None:
         gc.freeze()
 
 
+#: Exit code of a failure that is a bug: distinct from 1 (a job's "some inputs skipped") and 2
+#: (a usage error), so a scheduler never reads a crash as a partial success.
+INTERNAL_ERROR = 3
+
+
+def _internal_error() -> NoReturn:
+    """The traceback (what a bug report needs), one line saying what it is, exit code 3."""
+    traceback.print_exc()
+    typer.echo(
+        "error: internal error (a bug in skysearch, not in your input): please report it with "
+        "the traceback above; jobs resume when re-run",
+        err=True,
+    )
+    sys.exit(INTERNAL_ERROR)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: expected errors become one line on stderr and exit code 2."""
     configure_threads()  # before the commands import numpy/torch and size their pools
@@ -87,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except TyperException as exc:  # usage errors from typer's own click: message, code 2
         if not hasattr(exc, "show"):
-            raise
+            _internal_error()
         exc.show()
         sys.exit(getattr(exc, "exit_code", 2))
     except typer.Abort:
@@ -97,12 +114,14 @@ def main(argv: list[str] | None = None) -> None:
         code = 130
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
+            _internal_error()
         # Jobs write atomically or commit in steps a re-run resumes: nothing to repair, so
         # caught once here rather than around every write.
         where = f" ({exc.filename})" if exc.filename else ""
         typer.echo(f"error: no space left on device{where}: free space and re-run", err=True)
         sys.exit(2)
+    except Exception:  # noqa: BLE001 - a bug, not a user's mistake: see _internal_error
+        _internal_error()
     if isinstance(code, int) and code != 0:
         if code == 130:
             typer.echo("interrupted: re-run the same command to resume", err=True)

@@ -831,3 +831,18 @@ def test_a_failed_export_leaves_no_partial_file(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         export_store(store, tmp_path / "store.jsonl.gz", progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bug_is_exit_code_3_with_its_traceback(cli, tmp_path, monkeypatch):
+    """An unexpected exception is not a user's mistake (2) nor a job's "some inputs skipped"
+    (1): its traceback, one line saying what it is, exit code 3."""
+    from skysearch.ingest import pipeline
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something unforeseen")
+
+    monkeypatch.setattr(pipeline, "discover", broken)
+    result = cli("ingest", GOES, "-w", tmp_path / "ws")
+    assert result.exit_code == 3
+    assert "RuntimeError: something unforeseen" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: internal error (a bug")
