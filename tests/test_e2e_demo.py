@@ -213,6 +213,34 @@ def test_clip_search_by_frame_files_from_outside_the_archive(demo, cli, tmp_path
     assert top["rerank_score"] == pytest.approx(1.0)  # same pixels as the archive's clip
 
 
+def test_clip_query_frames_must_be_the_models_steps_apart(demo, cli, tmp_path):
+    """Frames at other spacings, a frame given twice, or timed and untimed names mixed are one
+    error line each (they would match meaningless clips)."""
+    ws, _ = demo
+    src = SAMPLE_DATA / "goes-irma-2017" / "infrared"
+    hourly = [src / f"HUIR17250{hour:02d}45.GIF" for hour in range(3, 9)]
+    gappy = hourly[:5] + [src / "HUIR172501545.GIF"]
+    untimed = tmp_path / "latest.gif"
+    shutil.copy(src / "HUIR172500245.GIF", untimed)
+    cases = {
+        "gappy": (gappy, "HUIR172500745.GIF and HUIR172501545.GIF are 480 min apart"),
+        "twice": (hourly[:5] + hourly[4:5], "are the same time"),
+        "mixed": (hourly + [untimed], "1 of the ir query frames carry no time"),
+        "half-hourly": (
+            [
+                src / f"HUIR17250{hhmm}.GIF"
+                for hhmm in ("1945", "2045", "2115", "2145", "2245", "2345")
+            ],
+            "are 30 min apart",
+        ),
+    }
+    for files, message in cases.values():
+        args = [a for f in files for a in ("--frames", f)]
+        r = cli("search", "clip", *args, "-w", ws)
+        assert r.exit_code == 2, r.stderr
+        assert "Traceback" not in r.stderr and message in r.stderr
+
+
 def test_augmented_clip_search(demo, cli):
     ws, _ = demo
     # the 60-frame sample needs a larger hold-out to keep held-out clip pairs

@@ -252,7 +252,9 @@ class QueryResolver:
         if query.pixels is not None:
             return self.from_pixels(query.pixels, satellite, channels, gap, query.start)
         if query.frames:
-            return self._from_files(query.frames, satellite, channels, length, gap)
+            return self._from_files(
+                query.frames, satellite, channels, length, gap, query.tolerance_minutes
+            )
         assert isinstance(query.at, datetime)
         return self._at(query.at, satellite, channels, length, gap, query.tolerance_minutes)
 
@@ -343,8 +345,17 @@ class QueryResolver:
         return self._from_row(clips.slice(best, 1).to_pylist()[0], "at")
 
     def _from_files(
-        self, paths: Sequence[Path], satellite: str, channels: list[str], length: int, gap: int
+        self,
+        paths: Sequence[Path],
+        satellite: str,
+        channels: list[str],
+        length: int,
+        gap: int,
+        tolerance: int,
     ) -> QueryClip:
+        """A clip of frame files: ordered by the times their names carry (by name when none
+        does), the most recent ``length`` of each channel, checked to be ``gap`` minutes apart
+        within ``tolerance``."""
         from skysearch.ingest.decode import Source, preprocess
 
         files = _expand_files(paths)
@@ -359,16 +370,22 @@ class QueryResolver:
         start = None
         for chan in channels:
             mine = [n for n in named if n[1] == chan]
-            if all(n[0] is not None for n in mine):
-                mine.sort(key=lambda n: n[0])
-            else:
-                mine.sort(key=lambda n: n[2].name)
+            untimed = [n[2].name for n in mine if n[0] is None]
+            if untimed and len(untimed) < len(mine):
+                raise UsageError(
+                    f"{len(untimed)} of the {chan} query frames carry no time in their names "
+                    f"({', '.join(untimed[:3])}) and the others do: frames are ordered by "
+                    "their times, so pass only timed frames (or only untimed ones, ordered by name)"
+                )
+            mine.sort(key=lambda n: n[2].name if untimed else n[0])
             if len(mine) < length:
                 raise UsageError(
                     f"the query needs {length} {chan} frames ({length}x{gap}m clips), got "
                     f"{len(mine)} file(s): pass {length} files or a folder holding them"
                 )
             mine = mine[-length:]  # the most recent L frames
+            if not untimed:
+                _check_spacing([(n[0], n[2]) for n in mine], gap, tolerance)
             if chan == channels[0] and mine[0][0] is not None:
                 start = mine[0][0]
             per_channel.append([n[2] for n in mine])
@@ -411,6 +428,20 @@ class QueryResolver:
             gap_minutes=gap,
             start=start,
         )
+
+
+def _check_spacing(frames: list[tuple[datetime, Path]], gap: int, tolerance: int) -> None:
+    """Refuse query frames (sorted by time) that are not ``gap`` minutes apart: a clip model
+    compares motion over its own steps, so other spacings match meaningless clips."""
+    for (t0, p0), (t1, p1) in zip(frames, frames[1:], strict=False):
+        minutes = (t1 - t0).total_seconds() / 60
+        if abs(minutes - gap) > tolerance:
+            same = "the same time" if minutes == 0 else f"{minutes:g} min apart"
+            raise UsageError(
+                f"query frames {p0.name} and {p1.name} are {same}; the clip model's frames are "
+                f"{gap} min apart (+-{tolerance}): pass frames {gap} min apart",
+                params=["frame_files"],
+            )
 
 
 def _expand_files(paths: Sequence[Path]) -> list[Path]:
