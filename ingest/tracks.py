@@ -109,6 +109,9 @@ class TrackReport:
     rejected: list[dict[str, Any]] = field(default_factory=list)  # {path, line, reason}
     unknown_events: list[str] = field(default_factory=list)  # skipped in a folder: no frames
     footprints: int = 0  # storm-centred frames whose footprint was set (or changed)
+    #: loaded events with no track row within MATCH_MINUTES of any of their frames (a track
+    #: of another year or storm under this event's name?)
+    unmatched: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,7 +125,12 @@ class TrackReport:
         if self.unknown_events:
             text += f", {len(self.unknown_events)} skipped (no frames of their event)"
         if self.footprints:
-            text += f", {self.footprints} frame footprints set"
+            text += f", {self.footprints} frame footprints changed"
+        if self.unmatched:
+            text += (
+                f"; warning: the tracks of {', '.join(self.unmatched)} match none of their "
+                f"frames' times (within {MATCH_MINUTES} min): another year or storm?"
+            )
         return text
 
 
@@ -287,7 +295,20 @@ def ingest_tracks(workspace: Workspace, path: Path) -> TrackReport:
         report.loaded.append(event)
         report.rows += table.num_rows
     report.footprints = join_footprints(workspace, [*report.loaded, *report.unchanged])
+    report.unmatched = _unmatched(workspace, [*report.loaded, *report.unchanged])
     return report
+
+
+def _unmatched(workspace: Workspace, events: Sequence[str]) -> list[str]:
+    """The events none of whose frames has a track row within MATCH_MINUTES."""
+    if not events:
+        return []
+    frames = read_frames(workspace, columns=["time", "event"])
+    frames = frames.filter(pc.fill_null(pc.is_in(frames["event"], pa.array(list(events))), False))
+    times: dict[str, list[datetime]] = {}
+    for row in frames.to_pylist():
+        times.setdefault(row["event"], []).append(row["time"])
+    return [e for e in events if not any(track_rows(workspace, e, times.get(e, [])))]
 
 
 def join_footprints(workspace: Workspace, events: Sequence[str]) -> int:

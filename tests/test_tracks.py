@@ -158,6 +158,21 @@ def test_a_changed_track_replaces_the_stored_one(typhoon, tmp_path):
     assert track_rows(ws, "198702", [FIRST])[0]["pressure_hpa"] == 1006.0
 
 
+def test_a_track_of_another_year_is_loaded_with_a_warning(typhoon, tmp_path):
+    """A track none of whose rows is near any of its event's frames (the right storm id, the
+    wrong year) is reported, so a mix-up does not pass as a load."""
+    ws, track = typhoon
+    assert ingest_tracks(ws, track).unmatched == []
+    shifted = tmp_path / "198702.tsv"
+    shifted.write_text(track.read_text().replace("1987\t", "1990\t"))
+    report = ingest_tracks(ws, shifted)
+    assert report.loaded == ["198702"] and report.unmatched == ["198702"]
+    assert "warning: the tracks of 198702 match none of their frames' times" in (
+        report.summary_line()
+    )
+    assert ingest_tracks(ws, track).unmatched == []
+
+
 def test_lookup_takes_the_nearest_row_within_30_minutes(typhoon):
     ws, track = typhoon
     ingest_tracks(ws, track)

@@ -201,7 +201,8 @@ def _from_file(
     from skysearch.ingest.decode import Source, preprocess
 
     if not path.is_file():
-        raise UsageError(f"query frame {path} does not exist", params=["file"])
+        what = "is a folder: pass one frame file" if path.is_dir() else "does not exist"
+        raise UsageError(f"query frame {path} {what}", params=["file"])
     profile = _file_profile(resolver, path, satellite, source)
     match = profile.match(path.name)
     result = preprocess(Source(str(path)), profile)
