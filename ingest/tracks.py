@@ -199,7 +199,7 @@ def parse_track(path: Path) -> tuple[pa.Table | None, list[dict[str, Any]]]:
         problems.append({"path": str(path), "line": line, "reason": reason})
 
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = path.read_bytes().decode("utf-8-sig")  # -sig: a BOM some editors write
     except UnicodeDecodeError as exc:
         bad(None, f"not UTF-8 text (byte {exc.start})")
         return None, problems

@@ -128,6 +128,8 @@ def test_every_bad_row_of_a_file_is_listed(typhoon, tmp_path):
     bad.write_bytes(b"\xff\xfe1987")
     (problem,) = ingest_tracks(ws, bad).rejected
     assert problem["line"] is None and problem["reason"] == "not UTF-8 text (byte 0)"
+    bad.write_bytes(b"\xef\xbb\xbf" + track.read_bytes())  # a BOM is not part of the year
+    assert ingest_tracks(ws, bad).rejected == []
 
 
 def test_unknown_event_is_an_error_alone_and_skipped_in_a_folder(typhoon, tmp_path):
