@@ -82,11 +82,11 @@ INTERNAL_ERROR = 3
 
 
 def _internal_error() -> NoReturn:
-    """The traceback (what a bug report needs), one line saying what it is, exit code 3."""
+    """The traceback (what a bug report needs), one line saying what to do, exit code 3."""
     traceback.print_exc()
     typer.echo(
-        "error: internal error (a bug in skysearch, not in your input): please report it with "
-        "the traceback above; jobs resume when re-run",
+        "error: unexpected failure (traceback above). `skysearch doctor` checks the workspace; "
+        "if it finds nothing wrong, this is a bug: please report it with the traceback",
         err=True,
     )
     sys.exit(INTERNAL_ERROR)

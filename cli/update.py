@@ -75,7 +75,7 @@ def update(
     killed at any moment is finished by the next). One progress line per stage on stderr.
     Exit code 0: everything found was loaded; 1: some files were skipped (listed, with the
     reason); 2: usage error, or the workspace or its store is in use by another process; 3: an
-    internal error (a bug; its traceback is printed).
+    unexpected failure (its traceback is printed).
 
     Example: skysearch update /archive/goes/2024-06-01 -w ws --json
     """

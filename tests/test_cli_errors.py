@@ -845,4 +845,4 @@ def test_a_bug_is_exit_code_3_with_its_traceback(cli, tmp_path, monkeypatch):
     result = cli("ingest", GOES, "-w", tmp_path / "ws")
     assert result.exit_code == 3
     assert "RuntimeError: something unforeseen" in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("error: internal error (a bug")
+    assert result.stderr.strip().splitlines()[-1].startswith("error: unexpected failure")
