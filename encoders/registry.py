@@ -94,12 +94,26 @@ def _write(workspace: Workspace, models: list[dict[str, Any]]) -> None:
 @contextmanager
 def _locked(workspace: Workspace) -> Iterator[None]:
     workspace.models_dir.mkdir(parents=True, exist_ok=True)
-    with open(workspace.models_dir / (REGISTRY_FILE + ".lock"), "w") as lock:
+    path = workspace.models_dir / (REGISTRY_FILE + ".lock")
+    try:
+        lock = open(path, "w")  # noqa: SIM115 - closed below, after the lock is released
+    except OSError as exc:
+        raise UsageError(f"cannot open the model registry's lock {path}: {exc}") from None
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def check_writable(workspace: Workspace) -> None:
+    """Raise ``UsageError`` now if a model could not be registered at the end of a training
+    run (an unreadable registry, a lock that cannot be taken), not after the training."""
+    if not workspace.models_dir.is_dir():
+        return  # nothing registered yet: the first registration creates it
+    with _locked(workspace):
+        _read(workspace)
 
 
 def new_model_id(kind: str, when: datetime | None = None) -> str:

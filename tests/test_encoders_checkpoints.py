@@ -16,7 +16,7 @@ from skysearch.encoders.checkpoints import (
 )
 
 from skysearch.config import Workspace
-from skysearch.errors import NotFoundError, SkySearchError
+from skysearch.errors import NotFoundError, SkySearchError, UsageError
 
 
 def _model(width: int = 8) -> torch.nn.Module:
@@ -88,3 +88,19 @@ def test_registry_list_get_latest(tmp_path):
     assert {m["model_id"] for m in data["models"]} == {"clip-a", "clip-b", "frame-a"}
     with pytest.raises(NotFoundError):
         registry.get_model(ws, "nope")
+
+
+def test_a_registry_that_cannot_take_a_model_is_found_before_training(tmp_path):
+    ws = Workspace(tmp_path)
+    registry.check_writable(ws)  # nothing yet: fine, and nothing created
+    assert not ws.models_dir.exists()
+    registry.register_model(ws, "clip-a", "clip", {}, {})
+    registry.check_writable(ws)
+    (ws.models_dir / "registry.json.lock").unlink()
+    (ws.models_dir / "registry.json.lock").mkdir()
+    with pytest.raises(UsageError, match="cannot open the model registry's lock"):
+        registry.check_writable(ws)
+    (ws.models_dir / "registry.json.lock").rmdir()
+    (ws.models_dir / "registry.json").write_text("{")
+    with pytest.raises(UsageError, match="is unreadable"):
+        registry.check_writable(ws)

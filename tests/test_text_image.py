@@ -278,6 +278,33 @@ def test_training_rerun_resumes_instead_of_retraining(tuned):
     assert registry.latest(ws, "text-image").model_id == summary["model_id"]
 
 
+def test_a_damaged_registry_stops_training_before_it_starts_and_a_rerun_registers(tuned, tmp_path):
+    """An unreadable registry is an error before any epoch, not after all of them; a model
+    trained to the end while its registration failed is registered by the next run."""
+    import shutil
+
+    from skysearch.encoders import registry
+    from skysearch.encoders.training.text_image import train_text_image
+
+    ws, cfg, _, summary = tuned
+    copy = Workspace(tmp_path / "ws")
+    shutil.copytree(ws.root, copy.root)
+    path = copy.models_dir / "registry.json"
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2])
+    with pytest.raises(UsageError, match="model registry .* is unreadable"):
+        train_text_image(replace(cfg, epochs=3), copy, progress=False)
+    assert sorted(p.name for p in copy.models_dir.iterdir()) == sorted(
+        p.name for p in ws.models_dir.iterdir()
+    )  # nothing trained
+    path.write_text('{"models": []}')  # a lost registry, the model folder still there
+    again = train_text_image(cfg, copy, progress=False)
+    assert again["resumed"] == "done"
+    record = registry.latest(copy, "text-image")
+    assert record.model_id == summary["model_id"]
+    assert record.config == registry.get_model(ws, summary["model_id"]).config
+
+
 def _replaced_lr_factor(step: int, total: int, warmup: int) -> float:
     """The hand-written warmup-cosine schedule that transformers' replaced."""
     if step < warmup:

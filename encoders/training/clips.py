@@ -38,6 +38,7 @@ def train_clips(
     frame model's, so no held-out or validation frame is ever seen by either model.
     """
     train.check()
+    registry.check_writable(workspace)
     device = resolve_device(train.device)
     frame_model, frame_record = load_frame_encoder(workspace, frame_model_id, train.device)
     data = frame_record.config["data"]

@@ -66,6 +66,7 @@ def train_frames(
     only its projection head trains, which keeps CPU training to seconds.
     """
     train.check()
+    registry.check_writable(workspace)
     device = resolve_device(train.device)
     check_backbone(backbone)  # before loading frames
     clip_set = load_clip_set(

@@ -38,7 +38,7 @@ from skysearch.encoders.models.predictor import (
     persistence,
     save_predictor,
 )
-from skysearch.encoders.registry import model_dir, new_model_id, register_model
+from skysearch.encoders.registry import check_writable, model_dir, new_model_id, register_model
 from skysearch.encoders.training.loop import (
     EpochMeter,
     RunState,
@@ -297,6 +297,7 @@ def train_predictor(
     Re-running the same command resumes an interrupted run (state under
     ``models/runs/predictor-<setup hash>``); ``restart`` starts it over.
     """
+    check_writable(workspace)
     device = resolve_device(config.device)
     data = load_predictor_data(
         workspace, satellite, channels, length, gap_minutes, height, width, holdout

@@ -96,8 +96,25 @@ class Trainer:
             if final_cfg.is_file():
                 done = json.loads(final_cfg.read_text())
                 if done.get("epochs_done") == self.cfg.epochs:
+                    self._register_once(model_id, done)
                     return {**done.get("summary", {}), "model_id": model_id, "resumed": "done"}
         return None
+
+    def _register_once(self, model_id: str, saved: dict[str, Any]) -> None:
+        """Register a model trained to the end whose registration failed then (a damaged
+        registry, since fixed), from what its folder says about it."""
+        if any(r.model_id == model_id for r in registry.list_models(self.workspace, KIND)):
+            return
+        not_spec = {"kind", "epochs_done", "summary", "class_phrases", "format_version"}
+        summary = saved.get("summary", {})
+        registry.register_model(
+            self.workspace,
+            model_id,
+            KIND,
+            config={k: v for k, v in saved.items() if k not in not_spec},
+            metrics={k: v for k, v in summary.items() if k.startswith("val_")},
+            path=registry.model_dir(self.workspace, model_id),
+        )
 
     def _resume_point(self) -> Path:
         """Where epochs are saved and resumed from; a run that trained more epochs than asked
@@ -310,4 +327,5 @@ def train_text_image(
 ) -> dict[str, Any]:
     """Fine-tune (or resume) and register; returns the run summary (see :class:`Trainer`)."""
     workspace.ensure()
+    registry.check_writable(workspace)
     return Trainer(cfg, workspace, progress).run()
