@@ -104,3 +104,37 @@ def test_a_registry_that_cannot_take_a_model_is_found_before_training(tmp_path):
     (ws.models_dir / "registry.json").write_text("{")
     with pytest.raises(UsageError, match="is unreadable"):
         registry.check_writable(ws)
+
+
+@pytest.mark.parametrize("damage", ["weights cut short", "history shorter than its epochs"])
+def test_a_damaged_resume_state_starts_over_and_says_so(damage, tmp_path, caplog):
+    """A damaged resume state is never resumed from as if whole: the run starts over, with a
+    warning naming the folder."""
+    from skysearch.encoders.training.loop import RunState, TrainConfig, fit
+
+    model = _model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    state = RunState({"model": model}, {"opt": optimizer})
+
+    def run_epoch(epoch: int, meter) -> dict:
+        optimizer.zero_grad()
+        model(torch.ones(2, 4)).sum().backward()
+        optimizer.step()
+        return {"loss": float(epoch)}
+
+    run_dir = tmp_path / "run"
+    cfg = TrainConfig(epochs=2)
+    assert fit(cfg, run_epoch, state, run_dir, "fp", progress=False).resumed_from_epoch == 0
+    assert fit(cfg, run_epoch, state, run_dir, "fp", progress=False).resumed_from_epoch == 2
+    if damage == "weights cut short":
+        weights = run_dir / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:100])
+    else:
+        config = json.loads((run_dir / "config.json").read_text())
+        config["history"] = config["history"][:1]
+        (run_dir / "config.json").write_text(json.dumps(config))
+    with caplog.at_level("WARNING"):
+        again = fit(cfg, run_epoch, state, run_dir, "fp", progress=False)
+    assert again.resumed_from_epoch == 0 and [h["epoch"] for h in again.history] == [1, 2]
+    assert f"resume state in {run_dir} is damaged" in caplog.text
+    assert "training starts over" in caplog.text

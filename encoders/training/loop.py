@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -31,6 +32,8 @@ from skysearch.encoders.checkpoints import (
 )
 from torch import nn
 from tqdm import tqdm
+
+log = logging.getLogger(__name__)
 
 #: Bumped when the layout of the resume state changes: older states are started over.
 STATE_FORMAT = 2
@@ -140,7 +143,8 @@ class RunState:
             return []
         try:
             saved, meta = load_checkpoint(run_dir)
-        except CheckpointError:
+        except CheckpointError as exc:
+            log.warning("resume state in %s is damaged (%s): training starts over", run_dir, exc)
             return []
         if meta.get("format") != STATE_FORMAT:
             return []
@@ -149,6 +153,14 @@ class RunState:
                 f"resume state in {run_dir} was made with other settings; pass the same "
                 "options, or delete that folder to start over"
             )
+        history = meta.get("history")
+        if not isinstance(history, list) or meta.get("epoch") != len(history):
+            log.warning(
+                "resume state in %s is damaged (its epoch count and history disagree): "
+                "training starts over",
+                run_dir,
+            )
+            return []
         # Saved tensors are on the CPU: loading copies weights onto the modules' device, and
         # torch moves optimizer moments to their parameters' (keeping Adam's step on the CPU).
         for prefix, module in self.modules.items():
@@ -158,7 +170,7 @@ class RunState:
             named.update(_section(saved, prefix))
         for prefix, optimizer in self.optimizers.items():
             restore_optimizer(optimizer, saved, prefix, meta["param_groups"][prefix])
-        return list(meta["history"])
+        return list(history)
 
 
 def _section(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
