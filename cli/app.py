@@ -107,7 +107,9 @@ def main(argv: list[str] | None = None) -> None:
             _internal_error()
         exc.show()
         sys.exit(getattr(exc, "exit_code", 2))
-    except typer.Abort:
+    except typer.Abort as exc:
+        if isinstance(exc.__cause__, EOFError):  # click turns ANY EOFError into Abort
+            _internal_error()
         typer.echo("aborted", err=True)
         sys.exit(130)
     except KeyboardInterrupt:

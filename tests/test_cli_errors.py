@@ -838,11 +838,13 @@ def test_a_bug_is_exit_code_3_with_its_traceback(cli, tmp_path, monkeypatch):
     (1): its traceback, one line saying what it is, exit code 3."""
     from skysearch.ingest import pipeline
 
-    def broken(*args, **kwargs):
-        raise RuntimeError("something unforeseen")
+    for error in (RuntimeError, EOFError):  # click reads an EOFError as Ctrl-D: not here
 
-    monkeypatch.setattr(pipeline, "discover", broken)
-    result = cli("ingest", GOES, "-w", tmp_path / "ws")
-    assert result.exit_code == 3
-    assert "RuntimeError: something unforeseen" in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("error: unexpected failure")
+        def broken(*args, error=error, **kwargs):
+            raise error("something unforeseen")
+
+        monkeypatch.setattr(pipeline, "discover", broken)
+        result = cli("ingest", GOES, "-w", tmp_path / "ws")
+        assert result.exit_code == 3
+        assert f"{error.__name__}: something unforeseen" in result.stderr
+        assert result.stderr.strip().splitlines()[-1].startswith("error: unexpected failure")

@@ -100,6 +100,10 @@ def test_trunk_feature_cache_is_replaced_durably(tmp_path, disk_log):
     )  # from the cache
     assert torch.equal(first, again)
     assert assert_durable(disk_log, "/features.npz") == 1  # nothing new: not written again
+    for damage in (b"", b"PK\x03\x04" + b"\x00" * 50, cache.read_bytes()[:300]):
+        cache.write_bytes(damage)  # a damaged cache is a miss, computed and written again
+        assert torch.equal(cached_image_features(tim, [str(p) for p in images], cache), first)
+        assert cache.read_bytes() != damage
 
 
 KILLER = """

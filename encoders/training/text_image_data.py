@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,8 @@ from tqdm import tqdm
 from skysearch.atomic import atomic_path
 from skysearch.config import Workspace
 from skysearch.errors import UsageError
+
+log = logging.getLogger(__name__)
 
 
 class RandomRot90:
@@ -125,10 +129,7 @@ def cached_image_features(
     for p in paths:
         stat = Path(p).stat()
         keys.append(f"{Path(p).resolve()}|{stat.st_size}|{stat.st_mtime_ns}")
-    known: dict[str, np.ndarray] = {}
-    if cache is not None and cache.is_file():
-        with np.load(cache) as data:
-            known = dict(zip(data["keys"].tolist(), data["features"], strict=True))
+    known = _read_feature_cache(cache) if cache is not None and cache.is_file() else {}
     todo = [i for i, k in enumerate(keys) if k not in known]
     tim.model.eval()
     bar = tqdm(total=len(todo), desc=desc, unit="img", disable=not progress)
@@ -146,6 +147,22 @@ def cached_image_features(
         with atomic_path(cache) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, keys=np.array(names), features=np.stack([known[k] for k in names]))
     return torch.from_numpy(np.stack([known[k] for k in keys]))
+
+
+def _read_feature_cache(cache: Path) -> dict[str, np.ndarray]:
+    """The features a cache file holds by key; a damaged file is a cache miss (with a warning),
+    rewritten when the features are computed again."""
+    try:
+        with np.load(cache) as data:
+            keys, features = data["keys"], data["features"]
+            if keys.ndim != 1 or len(keys) != len(features):
+                raise ValueError("keys and features disagree")
+            return dict(zip(keys.tolist(), features, strict=True))
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        log.warning(
+            "image feature cache %s is damaged (%s): computing its features again", cache, exc
+        )
+        return {}
 
 
 def prepare_folder(
