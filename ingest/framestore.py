@@ -26,7 +26,13 @@ from typing import BinaryIO
 import numpy as np
 import pyarrow as pa
 from skysearch.ingest.catalog import read_frames
-from skysearch.ingest.checksums import complete_crcs, crc_bytes, read_crcs, spot_mismatch
+from skysearch.ingest.checksums import (
+    complete_crcs,
+    crc_bytes,
+    read_crcs,
+    row_crcs,
+    spot_mismatch,
+)
 from skysearch.ingest.profiles import load_profiles
 
 from skysearch.atomic import atomic_write_json, fsync_file
@@ -148,7 +154,7 @@ class _Index:
     key_codes: np.ndarray  # catalog row -> index into keys
     rows: np.ndarray  # catalog row -> store row
     expected: dict[Key, Expected]
-    maps: dict[Key, np.memmap] = field(default_factory=dict)
+    maps: dict[Key, tuple[np.memmap, np.ndarray]] = field(default_factory=dict)  # rows, CRCs
 
 
 class FrameStore:
@@ -199,9 +205,10 @@ class FrameStore:
     def array(self, satellite: str, channel: str, year: int) -> np.memmap:
         """The memory-mapped (n, H, W) array of one satellite/channel/year: every row the
         catalog references (checked on first use; ``DamagedError`` if it fails)."""
-        return self._array(self._current(), (satellite, channel, int(year)))
+        return self._array(self._current(), (satellite, channel, int(year)))[0]
 
-    def _array(self, index: _Index, key: Key) -> np.memmap:
+    def _array(self, index: _Index, key: Key) -> tuple[np.memmap, np.ndarray]:
+        """The array of ``key`` and its rows' stored CRCs (fewer for files from before them)."""
         cached = index.maps.get(key)
         if cached is not None:
             return cached
@@ -209,13 +216,17 @@ class FrameStore:
         expected = index.expected.get(key)
         if expected is None:
             raise NotFoundError(f"no frames stored for {'/'.join(map(str, key))}")
-        height, width = check_array(folder, expected)
-        if expected.rows == 0:
-            return np.zeros((0, height, width), np.uint8)  # type: ignore[return-value]
-        shape = (expected.rows, height, width)
-        mapped = np.memmap(folder / DATA_FILE, np.uint8, "r", shape=shape)
-        index.maps[key] = mapped
-        return mapped
+        try:
+            height, width = check_array(folder, expected)
+            if expected.rows == 0:
+                return np.zeros((0, height, width), np.uint8), np.zeros(0, np.uint32)  # type: ignore[return-value]
+            shape = (expected.rows, height, width)
+            mapped = np.memmap(folder / DATA_FILE, np.uint8, "r", shape=shape)
+            crcs = read_crcs(folder / CRC_FILE, expected.rows)
+        except PermissionError as exc:
+            raise UsageError(f"cannot read the frame store: {exc}") from None
+        index.maps[key] = (mapped, crcs)
+        return mapped, crcs
 
     def read(self, frame_id: str) -> np.ndarray:
         """One frame, (H, W) uint8."""
@@ -247,7 +258,7 @@ class FrameStore:
         codes = index.key_codes[idx]
         rows = index.rows[idx]
         arrays = {int(c): self._array(index, index.keys[c]) for c in np.unique(codes)}
-        shapes = {a.shape[1:] for a in arrays.values()}
+        shapes = {a.shape[1:] for a, _ in arrays.values()}
         if len(shapes) > 1:
             raise UsageError(
                 f"frames of different sizes {sorted(shapes)} cannot share one array; "
@@ -255,9 +266,19 @@ class FrameStore:
             )
         height, width = shapes.pop() if shapes else (0, 0)
         out = np.empty((len(idx), height, width), np.uint8)
-        for code, arr in arrays.items():
+        for code, (arr, crcs) in arrays.items():
             sel = np.nonzero(codes == code)[0]
             out[sel] = arr[rows[sel]]
+            checked = sel[rows[sel] < len(crcs)]  # a store from before checksums has none
+            bad = (
+                np.nonzero(row_crcs(out[checked]) != crcs[rows[checked]])[0] if len(checked) else []
+            )
+            if len(bad):
+                folder = store_path(self.workspace, *index.keys[code])
+                row = int(rows[checked[bad[0]]])
+                raise DamagedError(
+                    folder / DATA_FILE, f"frame row {row} does not match its checksum"
+                )
         return out
 
 
@@ -273,7 +294,11 @@ class StoreWriter:
 
     def __enter__(self) -> StoreWriter:
         self.workspace.frame_store_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.workspace.frame_store_dir / LOCK_FILE, "ab")  # noqa: SIM115
+        path = self.workspace.frame_store_dir / LOCK_FILE
+        try:
+            self._lock = open(path, "ab")  # noqa: SIM115
+        except OSError as exc:
+            raise StoreError(f"cannot open the ingest lock {path}: {exc}") from None
         try:  # a POSIX record lock: decode workers forked later do not inherit it
             fcntl.lockf(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
