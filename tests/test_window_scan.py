@@ -1,9 +1,12 @@
 """The embedded store's exact scan of narrow time windows (retrieval/store/window_scan.py):
 every window size and edge, empty windows, filters beside the window, and the copy's life
-cycle (built by optimize, dropped before any write, never used when stale)."""
+cycle (built by optimize, dropped before any write, never used when stale or damaged)."""
 
 from __future__ import annotations
 
+import json
+import logging
+import shutil
 import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -117,10 +120,10 @@ def test_every_window_equals_brute_force_and_the_engine(store, scanned, window):
 def three_scan_threads(monkeypatch):
     """Windows of 64 rows or more scored by three threads (whatever this machine has)."""
     monkeypatch.setenv("NUMBA_NUM_THREADS", "3")
-    monkeypatch.setattr(window_scan, "PARALLEL_ROWS", 64)
-    monkeypatch.setattr(window_scan, "_pool", None)
+    monkeypatch.setattr(window_kernels, "PARALLEL_ROWS", 64)
+    monkeypatch.setattr(window_kernels, "_pool", None)
     yield
-    monkeypatch.setattr(window_scan, "_pool", None)  # the next test sizes its own
+    monkeypatch.setattr(window_kernels, "_pool", None)  # the next test sizes its own
 
 
 @pytest.mark.parametrize("rows", [0, 1, 63, 64, 65, 100, 1001])
@@ -129,8 +132,8 @@ def test_the_scores_of_a_window_split_across_threads_equal_one_pass(three_scan_t
     q = x[3]
     for lo in (0, 7, 1200 - rows):
         want = x[lo : lo + rows].astype(np.int64) @ q.astype(np.int64)
-        np.testing.assert_array_equal(window_scan._scores(x, q, lo, lo + rows), want)
-    assert window_scan._scan_threads()[0] == 3
+        np.testing.assert_array_equal(window_kernels.scores(x, q, lo, lo + rows), want)
+    assert window_kernels.scan_threads()[0] == 3
 
 
 @pytest.mark.parametrize("window", WINDOWS[3:6], ids=[w[0] for w in WINDOWS[3:6]])
@@ -422,3 +425,108 @@ def test_the_copy_pauses_the_collector_and_restores_it(monkeypatch, tmp_path):
         finally:
             gc.enable()
     assert seen == [False, False]
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    """A closed store directory with its copy, copied by each test that damages one."""
+    root = tmp_path_factory.mktemp("pristine")
+    store = EmbeddedStore(root, EdgeIndexParams())
+    load(store)
+    store.optimize(COLL)
+    store.close()
+    return root
+
+
+def cut_in_half(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def edit_meta(folder, edit):
+    meta = json.loads((folder / "meta.json").read_text())
+    edit(meta)
+    (folder / "meta.json").write_text(json.dumps(meta))
+
+
+DAMAGES = [
+    ("vec file cut in half", lambda f: cut_in_half(f / "vec.default.npy")),
+    ("ids.npy cut in half", lambda f: cut_in_half(f / "ids.npy")),
+    ("ids.npy deleted", lambda f: (f / "ids.npy").unlink()),
+    ("time.npy of zero bytes", lambda f: (f / "time.npy").write_bytes(b"")),
+    ("scale file of garbage", lambda f: (f / "scale.default.npy").write_bytes(b"\x93NUMPY" * 9)),
+    ("meta vectors a string", lambda f: edit_meta(f, lambda m: m.update(vectors="default"))),
+    ("meta columns a list", lambda f: edit_meta(f, lambda m: m.update(columns=["hour"]))),
+    (
+        "meta vocabulary a list",
+        lambda f: edit_meta(f, lambda m: m["columns"]["satellite"].update(vocabulary=["coms"])),
+    ),
+    ("meta.json a list", lambda f: (f / "meta.json").write_text("[2400]")),
+    ("meta.json cut in half", lambda f: cut_in_half(f / "meta.json")),
+    ("meta.json deleted", lambda f: (f / "meta.json").unlink()),
+    (
+        "keyword column one row short",
+        lambda f: np.save(f / "col.satellite.npy", np.load(f / "col.satellite.npy")[:-1]),
+    ),
+    (
+        "number column of another dtype",
+        lambda f: np.save(f / "col.hour.npy", np.load(f / "col.hour.npy").astype(np.float32)),
+    ),
+    (
+        "vectors of another width",
+        lambda f: np.save(f / "vec.default.npy", np.load(f / "vec.default.npy")[:, :-1]),
+    ),
+]
+
+
+@pytest.mark.parametrize("damage", DAMAGES, ids=[d[0] for d in DAMAGES])
+def test_a_damaged_copy_is_never_used(pristine, tmp_path, scanned, caplog, damage):
+    """The engine answers (the same ids as the undamaged store), nothing raises, one warning
+    names the copy and the command that rebuilds it, and the copy is deleted."""
+    shutil.copytree(pristine, tmp_path, dirs_exist_ok=True)
+    folder = window_scan.folder_of(tmp_path / COLL)
+    damage[1](folder)
+    store = EmbeddedStore(tmp_path, EdgeIndexParams())
+    caplog.set_level(logging.WARNING, logger=window_scan.log.name)
+    for lo, hi in ((5000, 5990), (12000, 12240), (3000, 5400)):
+        filters = SearchFilters(start=at(lo), end=at(hi), satellites=("coms", "goes-east"))
+        for q in QUERIES[:3]:
+            truth = brute_force(q, window_mask(lo, hi))
+            assert [h.id for h in store.search(COLL, q, k=K, filters=filters)] == truth
+            exact = store.search(COLL, q, k=K, filters=filters, exact=True)
+            assert [h.id for h in exact] == truth
+    assert scanned == []  # no copy loaded
+    warnings = [r for r in caplog.records if r.name == window_scan.log.name]
+    assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+    assert str(folder) in warnings[0].getMessage()
+    assert "skysearch store optimize" in warnings[0].getMessage()
+    assert not folder.exists()  # deleted: the next process neither loads nor warns again
+    store.optimize(COLL)  # rebuilt whole, and used
+    filters = SearchFilters(start=at(5000), end=at(5990))
+    hits = store.search(COLL, QUERIES[0], k=K, filters=filters)
+    assert [h.id for h in hits] == brute_force(QUERIES[0], window_mask(5000, 5990))
+    assert scanned == [True]
+    store.close()
+
+
+def test_an_undamaged_copy_loads_whole_without_a_warning(pristine, caplog):
+    """The normal path: every array mapped with the copy's shapes, nothing logged (a bug in
+    the checks would otherwise pass for damage, the engine hiding it)."""
+    caplog.set_level(logging.DEBUG, logger=window_scan.log.name)
+    index = window_scan.load(pristine / COLL, N)
+    assert index is not None and index.points == N
+    assert index.times.shape == (N,) and index.ids.shape == (N, 16)
+    assert index.vectors["default"][0].shape == (N, DIM)
+    assert index.columns["satellite"].kind == "keyword"
+    assert index.columns["hour"].values.shape == (N,)
+    assert window_scan.load(pristine / COLL, N + 1) is None  # another state: ignored, kept
+    assert window_scan.load(pristine / "absent", N) is None
+    assert [r for r in caplog.records if r.name == window_scan.log.name] == []
+    assert window_scan.folder_of(pristine / COLL).is_dir()
+
+
+def test_a_query_of_another_width_goes_to_the_engine(store, scanned):
+    index = store._window_index(COLL)
+    flt = models.Filter(
+        must=[models.FieldCondition(key="time", range=models.DatetimeRange(gte=at(0)))]
+    )
+    assert index.candidates("default", [0.1] * (DIM + 1), K, flt, N) is None

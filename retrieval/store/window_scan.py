@@ -11,7 +11,9 @@ the engine's own answer over points that pass its own filter.
 
 The copy is a cache derived from the collection, rebuilt by ``optimize()``, and deleted BEFORE
 any write to the collection (a crash in between leaves no copy: queries use the engine until
-the next optimize). A copy whose point count differs from the engine's is never used.
+the next optimize). A copy whose point count differs from the engine's is never used, nor is
+one that is not whole and consistent (a file missing, short or garbled, meta.json not what
+``build`` writes): ``load`` checks every array and deletes such a copy, with one warning.
 Filters it cannot evaluate (geo boxes, point ids, ...) and windows wider than
 ``max_points`` go to the engine.
 """
@@ -19,12 +21,11 @@ Filters it cannot evaluate (geo boxes, point ids, ...) and windows wider than
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
-import threading
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -33,7 +34,6 @@ from typing import Any
 import numpy as np
 from qdrant_client import models
 
-from skysearch.cpus import usable_cpus
 from skysearch.errors import UsageError
 from skysearch.gc_pause import gc_paused
 from skysearch.timeutil import parse_time
@@ -45,60 +45,17 @@ OVERSAMPLE = 4
 MAX_CANDIDATES = 4096
 #: keyword fields with more distinct values than this are not kept as columns (ids)
 MAX_VOCABULARY = 100_000
-#: windows of at least this many rows are scored by every usable CPU (the compiled loop
-#: releases the GIL); below it the hand-off costs more than it saves (1M int8 256-d rows,
-#: 2 threads vs 1: 2k rows 0.78x, 10k 1.29x, 56k 1.89x; bench/RESULTS.md)
-PARALLEL_ROWS = 8192
-#: at most this many threads score one window (the scan is memory-bound)
-MAX_SCAN_THREADS = 4
 _NUMERIC = (models.PayloadSchemaType.INTEGER, models.PayloadSchemaType.FLOAT)
 _KEYWORD = models.PayloadSchemaType.KEYWORD
+log = logging.getLogger(__name__)
 
 
 def _kernels() -> Any:
-    """The compiled loops, imported on the first scan: numba costs ~0.4 s to import, which a
+    """The scoring loops, imported on the first scan: numba costs ~0.4 s to import, which a
     one-shot command that never scans a window (a text search) should not pay."""
     from skysearch.retrieval.store import window_kernels
 
     return window_kernels
-
-
-_pool: tuple[int, int, ThreadPoolExecutor | None] | None = None  # (pid, threads, helpers)
-_pool_lock = threading.Lock()
-
-
-def _scan_threads() -> tuple[int, ThreadPoolExecutor | None]:
-    """Threads that score one wide window (``NUMBA_NUM_THREADS`` when set, else the usable
-    CPUs; at most MAX_SCAN_THREADS) and the pool of the helpers (made again in a forked child)."""
-    global _pool
-    with _pool_lock:
-        if _pool is None or _pool[0] != os.getpid():
-            wanted = os.environ.get("NUMBA_NUM_THREADS", "")
-            threads = int(wanted) if wanted.isdigit() and int(wanted) > 0 else usable_cpus()
-            threads = min(MAX_SCAN_THREADS, threads)
-            helpers = ThreadPoolExecutor(threads - 1, "window-scan") if threads > 1 else None
-            _pool = (os.getpid(), threads, helpers)
-        return _pool[1], _pool[2]
-
-
-def _scores(x: np.ndarray, q: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """int32 dot products of rows ``lo..hi`` with ``q``; a wide window is cut into one part per
-    scan thread, the first scored by the calling thread, the others by the helpers."""
-    out = np.empty(hi - lo, dtype=np.int32)
-    dots = _kernels().dots
-    threads, helpers = _scan_threads()
-    if helpers is None or hi - lo < PARALLEL_ROWS:
-        dots(x, q, lo, hi, out)
-        return out
-    cuts = np.linspace(lo, hi, threads + 1).astype(int)
-    parts = [
-        helpers.submit(dots, x, q, a, b, out[a - lo : b - lo])
-        for a, b in zip(cuts[1:-1], cuts[2:], strict=True)
-    ]
-    dots(x, q, cuts[0], cuts[1], out[: cuts[1] - lo])
-    for part in parts:
-        part.result()
-    return out
 
 
 def _quantize(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -125,6 +82,38 @@ def _listed(conds: Any) -> list[Any]:
     return conds if isinstance(conds, list) else [] if conds is None else [conds]
 
 
+class _Damaged(Exception):
+    """The copy on disk is not whole and consistent (see ``load``)."""
+
+
+def _column_meta(c: Any) -> bool:
+    """Whether meta.json's entry of a column is one ``build`` writes."""
+    if not isinstance(c, dict) or c.get("kind") not in ("number", "keyword"):
+        return False
+    vocabulary = c.get("vocabulary")
+    if c["kind"] == "number":
+        return vocabulary is None
+    return isinstance(vocabulary, dict) and all(
+        isinstance(code, int) and not isinstance(code, bool) for code in vocabulary.values()
+    )
+
+
+def _mapped(path: Path, dtype: type, rows: int, width: int | None) -> np.ndarray:
+    """``path`` memory-mapped (a plain view: cheaper slices), checked: ``rows`` values of
+    ``dtype``, or ``rows`` rows of ``width`` of them (0: any positive width) when given."""
+    a = np.asarray(np.load(path, mmap_mode="r"))
+    if width is None:
+        fits = a.shape == (rows,)
+    else:
+        fits = (
+            a.ndim == 2 and a.shape[0] == rows and (a.shape[1] == width or width == 0 < a.shape[1])
+        )
+    if a.dtype != dtype or not fits:
+        want = (rows,) if width is None else (rows, width or "any")
+        raise _Damaged(f"{path.name} holds {a.dtype} {a.shape}, not {np.dtype(dtype)} {want}")
+    return a
+
+
 @dataclass
 class _Column:
     kind: str  # "number" | "keyword"
@@ -135,17 +124,38 @@ class _Column:
 class WindowIndex:
     """A loaded copy (memory-mapped). ``candidates`` is None where the engine must answer."""
 
-    def __init__(self, folder: Path, meta: dict[str, Any]) -> None:
-        def load(name: str) -> np.ndarray:  # a plain view of the map: cheaper slices
-            return np.asarray(np.load(folder / f"{name}.npy", mmap_mode="r"))
+    def __init__(
+        self, folder: Path, meta: dict[str, Any], points: int, sizes: dict[str, int] | None
+    ) -> None:
+        """Every file ``meta`` names, checked against the dtype and shape it implies for
+        ``points`` rows and the collection's vector ``sizes`` (None: unknown, any): raises
+        _Damaged, or what numpy raises on a short or garbled file."""
+        vectors, columns = meta.get("vectors"), meta.get("columns")
+        if not isinstance(vectors, list) or not all(isinstance(vn, str) for vn in vectors):
+            raise _Damaged(f'"vectors" is not a list of names: {vectors!r:.80}')
+        if sizes is not None and not set(vectors) <= set(sizes):
+            raise _Damaged(f"vectors {vectors} are not all the collection's {sorted(sizes)}")
+        if not isinstance(columns, dict) or not all(map(_column_meta, columns.values())):
+            raise _Damaged(f'"columns" is not what build writes: {columns!r:.80}')
 
-        self.points = int(meta["points"])
-        self.times = load("time")
-        self.ids = load("ids")
-        self.vectors = {vn: (load(f"vec.{vn}"), load(f"scale.{vn}")) for vn in meta["vectors"]}
+        def load(name: str, dtype: type, width: int | None = None) -> np.ndarray:
+            return _mapped(folder / f"{name}.npy", dtype, points, width)
+
+        self.points = points
+        self.times = load("time", np.float64)
+        self.ids = load("ids", np.uint8, 16)
+        self.vectors = {
+            vn: (
+                load(f"vec.{vn}", np.int8, sizes[vn] if sizes else 0),
+                load(f"scale.{vn}", np.float32),
+            )
+            for vn in vectors
+        }
         self.columns = {
-            f: _Column(c["kind"], load(f"col.{f}"), c.get("vocabulary"))
-            for f, c in meta["columns"].items()
+            f: _Column("number", load(f"col.{f}", np.float64))
+            if c["kind"] == "number"
+            else _Column("keyword", load(f"col.{f}", np.int32, 0), c["vocabulary"])
+            for f, c in columns.items()
         }
 
     def candidates(
@@ -163,10 +173,15 @@ class WindowIndex:
         if mask is None:
             return None
         x8, scale = self.vectors[vector_name]
+        if len(vector) != x8.shape[1]:  # the engine says what is wrong (the loop would overrun)
+            return None
         q8, _ = _quantize(np.asarray(vector, dtype=np.float32)[None, :])
         if not mask.any():
             return []
-        top = _kernels().best(_scores(x8, q8[0], lo, hi), scale[lo:hi], mask, OVERSAMPLE * limit)
+        kernels = _kernels()
+        top = kernels.best(
+            kernels.scores(x8, q8[0], lo, hi), scale[lo:hi], mask, OVERSAMPLE * limit
+        )
         raw = self.ids[lo + top].tobytes()
         return [uuid.UUID(bytes=raw[i : i + 16]) for i in range(0, len(raw), 16)]
 
@@ -266,15 +281,47 @@ def invalidate(collection_dir: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
 
 
+def _vector_sizes(collection_dir: Path) -> dict[str, int] | None:
+    """The collection's vector sizes (as ``build_from_shard`` reads them); None when its
+    config is absent or unreadable (the engine reports that, not the copy)."""
+    try:
+        config = json.loads((collection_dir / "edge_config.json").read_text())
+        return {vn: int(v["size"]) for vn, v in config["vectors"].items()}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
 def load(collection_dir: Path, points: int) -> WindowIndex | None:
+    """The collection's copy, memory-mapped, when there is one of this FORMAT and of the
+    collection's ``points``; else None: the engine answers. A damaged copy is deleted, with
+    one warning (optimize builds a new one); every array is checked here, so that no query
+    meets a short file later."""
     folder = folder_of(collection_dir)
+    if not folder.exists():
+        return None
     try:
         meta = json.loads((folder / "meta.json").read_text())
-    except (OSError, ValueError):
+        if not isinstance(meta, dict):
+            raise _Damaged(f"meta.json holds {type(meta).__name__}, not an object")
+        if meta.get("format") != FORMAT or meta.get("points") != points:
+            return None  # another version's copy, or another state's: not damaged
+        return WindowIndex(folder, meta, points, _vector_sizes(collection_dir))
+    # Broad on purpose, at this one cache boundary: whatever a damaged file makes json or numpy
+    # raise (OSError, ValueError, EOFError, ...) must not fail a query the engine can answer.
+    # A bug here would not hide: the tests require the copy to be used and no warning logged.
+    except Exception as exc:
+        log.warning(
+            "window-scan copy %s is damaged (%s: %s): deleted, the engine answers time-filtered "
+            "searches until `skysearch store optimize` rebuilds it",
+            folder,
+            type(exc).__name__,
+            exc,
+        )
+        try:
+            invalidate(collection_dir)
+        except OSError:  # e.g. a read-only store: the warning comes again next time
+            pass
         return None
-    if meta.get("format") != FORMAT or meta.get("points") != points:
-        return None
-    return WindowIndex(folder, meta)
 
 
 def build_from_shard(shard: Any, collection_dir: Path) -> bool:
