@@ -433,3 +433,27 @@ def test_running_service_serves_frames_and_clips_loaded_after_start(deliveries, 
         assert httpx.get(f"{url}/frames/{frames[-1]}").status_code == 200
     finally:
         service.close()
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "[1]", '{"built_at_points": []}', '{"built_at_points": {"s": {"frames": "x"}}}'],
+)
+def test_a_damaged_job_state_counts_as_none(text, tmp_path):
+    """The job's state only saves index builds: a damaged one costs a build, never a crash."""
+    from skysearch.workflows.update import _read_state
+
+    path = tmp_path / "update.json"
+    path.write_text(text)
+    assert _read_state(path) == {}
+    path.write_text('{"built_at_points": {"s": {"frames": 12}}}')
+    assert _read_state(path) == {"built_at_points": {"s": {"frames": 12}}}
+
+
+def test_a_damaged_demo_state_entry_is_made_again(tmp_path):
+    from skysearch.workflows.demo import _State
+
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps({"frame": "a string", "clip": {"key": {}, "model_id": 3}}))
+    state = _State(path)
+    assert state.model("frame", {}) is None and state.model("clip", {}) is None

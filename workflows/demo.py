@@ -119,7 +119,9 @@ class _State:
         """The remembered model id, if made with ``key`` and it still loads (``load(id)``):
         after an upgrade that changed an architecture, the demo trains a new one."""
         entry = self.data.get(part)
-        if not entry or entry.get("key") != key:
+        if not isinstance(entry, dict) or entry.get("key") != key:
+            return None  # not made yet, made otherwise, or a damaged entry: made again
+        if not isinstance(entry.get("model_id"), str):
             return None
         try:
             if load is not None:

@@ -461,4 +461,10 @@ def _read_state(path: Path) -> dict[str, Any]:
         state = json.loads(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError):  # ValueError: not UTF-8, not JSON
         return {}
-    return state if isinstance(state, dict) else {}
+    built = state.get("built_at_points") if isinstance(state, dict) else None
+    if not isinstance(built, dict) or not all(
+        isinstance(counts, dict) and all(isinstance(n, int) for n in counts.values())
+        for counts in built.values()
+    ):
+        return {}
+    return state
