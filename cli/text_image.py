@@ -28,12 +28,15 @@ from skysearch.errors import UsageError
 
 ModelIdOption = Annotated[
     str | None,
-    typer.Option("--model-id", help="Fine-tuned text-image model id (default: the latest)."),
+    typer.Option(
+        "--model-id", "--model", help="Fine-tuned text-image model id (default: the latest)."
+    ),
 ]
 SceneModelOption = Annotated[
     str | None,
     typer.Option(
         "--model-id",
+        "--model",
         help="Text-image model id (default: the latest one the scenes were indexed with).",
     ),
 ]

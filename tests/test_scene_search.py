@@ -68,3 +68,14 @@ def test_the_model_is_chosen_among_the_indexed_ones_before_any_loads(tmp_path, c
     with pytest.raises(NotFoundError, match="latest model is text-image-d"):
         scene_model_id(store, ws, None)
     store.close()
+
+
+def test_model_and_model_id_name_the_same_option(tmp_path, cli):
+    """Error messages say `--model` (as every other search does): the text-image searches
+    take it beside their `--model-id`."""
+    runs = [
+        cli("search", "text", "a river", flag, "text-image-z", "-w", tmp_path / "ws")
+        for flag in ("--model", "--model-id")
+    ]
+    assert runs[0].exit_code == runs[1].exit_code == 2
+    assert runs[0].stderr == runs[1].stderr and "text-image-z" in runs[0].stderr
