@@ -13,6 +13,7 @@ Every way a checkpoint can be unusable (missing, corrupt, wrong architecture) ra
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,8 @@ def read_config(directory: str | Path) -> dict[str, Any]:
         )
     try:
         config = json.loads(path.read_text())
+    except PermissionError as exc:
+        raise CheckpointError(f"cannot read checkpoint config {path}: {exc.strerror}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"checkpoint config {path} is corrupt ({exc}); retrain") from None
     if not isinstance(config, dict):
@@ -102,6 +105,8 @@ def load_checkpoint(
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"checkpoint {directory} has no {WEIGHTS_FILE}; retrain")
+    if not os.access(weights, os.R_OK):  # safetensors says "No such file" for this
+        raise CheckpointError(f"cannot read checkpoint weights {weights}: permission denied")
     try:
         state = load_file(str(weights), device=str(device))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
