@@ -88,6 +88,11 @@ def hidden(path: Path, suffix: str) -> Path:
     return path.with_name(f".{path.name}{suffix}")
 
 
+def unhidden(path: Path, suffix: str) -> Path:
+    """``folder/.name<suffix>`` -> ``folder/name``: the inverse of :func:`hidden`."""
+    return path.with_name(path.name.removeprefix(".").removesuffix(suffix))
+
+
 def _unreadable(path: Path, exc: Exception) -> DamagedError:
     reason = str(exc).splitlines()[0].replace(f"Could not open Parquet input source '{path}': ", "")
     return DamagedError(path, f"unreadable Parquet ({reason})")

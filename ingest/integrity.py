@@ -16,7 +16,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 from skysearch.ingest import framestore
-from skysearch.ingest.catalog import FRAME_SCHEMA, live_parts, read_part, staging_folders
+from skysearch.ingest.catalog import (
+    DAMAGED_SUFFIX,
+    FRAME_SCHEMA,
+    live_parts,
+    read_part,
+    staging_folders,
+)
 from skysearch.ingest.checksums import mismatches, read_crcs, stored_rows
 from skysearch.ingest.clips import CLIP_SCHEMA
 from skysearch.ingest.similarity.grid import GridSpec
@@ -30,7 +36,10 @@ from skysearch.errors import DamagedError, StoreError
 # Problem kinds; the repair has one remedy per kind.
 FRAMES, SKETCHES, CATALOG, CLIPS = "frames", "sketches", "catalog", "clips"
 PENDING, CHECKSUMS = "pending", "checksums"  # not damage: work a repair (or ingest) finishes
+#: a catalog file a repair set aside and could not rebuild: data lost until its sources are back
+ASIDE = "set aside"
 REMEDIES = {
+    ASIDE: "restore its source folders and repair again, or delete the file to accept the loss",
     FRAMES: "re-decode the frames from their source files",
     SKETCHES: "re-sketch from the frames",
     CATALOG: "set the file aside, re-ingest its frames from the source folders",
@@ -98,6 +107,42 @@ def _clip_catalog(workspace: Workspace) -> list[Problem]:
         except DamagedError as exc:
             problems.append(Problem(CLIPS, exc.path, exc.what))
     return problems
+
+
+def _set_aside(workspace: Workspace) -> list[Problem]:
+    """Catalog files a repair set aside and could not rebuild (it deletes those it could):
+    until they are rebuilt or deleted, what they held is missing."""
+    problems = []
+    frame_parts = sorted(workspace.frames_catalog.glob(f"satellite=*/year=*/.*{DAMAGED_SUFFIX}"))
+    if frame_parts:
+        try:
+            missing = len(unreferenced_frames(workspace))
+        except (DamagedError, OSError):  # another catalog part is damaged: said on its own
+            missing = 0
+        held = (
+            f"the {missing} frames it held (as the sketches tell) are missing from the catalog"
+            if missing
+            else "what it held is not known (no sketch names a missing frame)"
+        )
+        for path in frame_parts:
+            what = f"catalog part set aside by skysearch repair: {held}"
+            problems.append(Problem(ASIDE, str(path), what))
+    for path in sorted(workspace.clips_catalog.glob(f"satellite=*/year=*/.*{DAMAGED_SUFFIX}")):
+        what = "clip file set aside by skysearch repair: its clips were not rebuilt"
+        problems.append(Problem(ASIDE, str(path), what))
+    return problems
+
+
+def unreferenced_frames(workspace: Workspace) -> set[str]:
+    """Frame ids the stored sketches name at frame-store rows that no catalog row references
+    (and that no catalog row holds elsewhere): the frames of catalog parts set aside."""
+    from skysearch.ingest.catalog import read_frames
+    from skysearch.ingest.rebuild import unreferenced_ids
+
+    root = SketchStore(workspace, GridSpec()).root
+    ids = {key: root / key[0] / key[1] / str(key[2]) / IDS_FILE for key in array_keys(root)}
+    lost = unreferenced_ids(workspace, {k: v for k, v in ids.items() if v.exists()})
+    return lost - set(read_frames(workspace, columns=["frame_id"])["frame_id"].to_pylist())
 
 
 def array_keys(root: Path) -> list[tuple[str, str, int]]:
@@ -185,12 +230,14 @@ def check_workspace(workspace: Workspace, deep: bool = False) -> list[Problem]:
     problems += _clip_catalog(workspace)
     problems += _frame_store(workspace, catalog, deep)
     problems += _sketches(workspace, catalog, deep)
+    problems += _set_aside(workspace)
     return problems
 
 
 def ensure_intact(workspace: Workspace) -> None:
     """Raise ``StoreError`` naming every damaged file when the cheap checks fail."""
-    damaged = [p for p in check_workspace(workspace) if p.damaged]
+    # a file set aside is lost data, not a damaged file: what the workspace holds is whole
+    damaged = [p for p in check_workspace(workspace) if p.damaged and p.kind != ASIDE]
     if damaged:
         listed = "; ".join(p.line() for p in damaged[:5])
         more = f" (and {len(damaged) - 5} more)" if len(damaged) > 5 else ""

@@ -38,7 +38,8 @@ class ArrayRebuild:
 
 
 def set_aside(path: Path) -> Path:
-    """Rename a damaged file to a hidden name beside it (kept for inspection); returns it."""
+    """Rename a damaged file to a hidden name beside it (kept until what it held is rebuilt:
+    ``skysearch doctor`` names it meanwhile); returns it."""
     target = hidden(path, DAMAGED_SUFFIX)
     path.replace(target)
     fsync_path(path.parent)
@@ -151,21 +152,50 @@ def unreferenced_ids(workspace: Workspace, sketch_ids: dict[Key, Path]) -> set[s
     return lost
 
 
-def source_roots(workspace: Workspace) -> list[Path]:
+def _report_roots(saved: object) -> set[Path]:
+    """The folders one ingest report names: its "inputs" and the folders of the files it
+    skipped. ``ValueError`` saying which field has the wrong type (never a string taken as a
+    list of one-character paths such as "/")."""
+    if not isinstance(saved, dict):
+        raise ValueError(f"not a JSON object but {type(saved).__name__}")
+    inputs = saved.get("inputs", [])  # absent from a report from before "inputs"
+    skipped = saved.get("skipped", [])
+    for name, value, item in (
+        ("inputs", inputs, lambda p: isinstance(p, str) and Path(p).is_absolute()),
+        ("skipped", skipped, lambda s: isinstance(s, dict) and isinstance(s.get("path"), str)),
+    ):
+        if not isinstance(value, list):
+            raise ValueError(f'"{name}" is a {type(value).__name__}, not a list')
+        bad = [v for v in value if not item(v)]
+        if bad:
+            want = "an absolute path" if name == "inputs" else 'an object with a "path" string'
+            raise ValueError(f'"{name}" holds {str(bad[0])[:80]!r}, not {want}')
+    roots = {Path(p) for p in inputs}
+    for entry in skipped:
+        file, sep, _ = entry["path"].partition(ARCHIVE_SEP)
+        if Path(file).is_absolute():  # a relative path names no known folder
+            roots.add(Path(file) if sep else Path(file).parent)
+    return roots
+
+
+def source_roots(workspace: Workspace) -> tuple[list[Path], list[str]]:
     """The folders and archives the workspace's frames were ingested from: the inputs named
     by its ingest reports, the folders of files they skipped, and the folders of the
-    catalog's source files (those that exist, none inside another)."""
+    catalog's source files (those that exist, none inside another); and why ingest reports
+    (or a folder) were not used. A filesystem root is never one: repair would walk the disk."""
     roots: set[Path] = set()
-    for report in workspace.reports_dir.glob("ingest-*.json"):
+    unusable: list[str] = []
+    for report in sorted(workspace.reports_dir.glob("ingest-*.json")):
         try:
-            saved = json.loads(report.read_text())
-            roots.update(Path(p) for p in saved.get("inputs", []))
-            skipped = [s["path"].partition(ARCHIVE_SEP) for s in saved.get("skipped", [])]
-        except (OSError, ValueError, AttributeError, KeyError, TypeError):
-            continue  # a report from before "inputs": the folders of its skipped files
-        roots.update(Path(file) if sep else Path(file).parent for file, sep, _ in skipped)
+            roots |= _report_roots(json.loads(report.read_text()))
+        except (OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
+            unusable.append(f"ingest report {report} unusable: {exc}")
     for path in set(read_frames(workspace, columns=["source_path"])["source_path"].to_pylist()):
         file, sep, _ = path.partition(ARCHIVE_SEP)
         roots.add(Path(file) if sep else Path(file).parent)
-    existing = sorted(p for p in roots if p.exists())
-    return [p for p in existing if not any(o != p and o in p.parents for o in existing)]
+    for root in sorted(r for r in roots if r.anchor and r == Path(r.anchor)):
+        roots.discard(root)
+        unusable.append(f"not walking {root} (a filesystem root)")
+    existing = sorted(p for p in roots if p.is_absolute() and p.exists())
+    nested = [p for p in existing if not any(o != p and o in p.parents for o in existing)]
+    return nested, unusable

@@ -208,7 +208,8 @@ def test_old_workspace_without_checksums_gets_them(base, tmp_path, cli):
     todo = [c for c in doctor["checks"] if c["name"].startswith("integrity")]
     assert {c["status"] for c in todo} == {"todo"} and len(todo) == 2
     assert doctor["ok"]
-    assert cli(*FROM_FRAMES, "-w", ws).exit_code == 0
+    sim = cli(*FROM_FRAMES, "-w", ws)
+    assert sim.exit_code == 0, sim.stderr
     report = json.loads(cli("repair", "-w", ws, "--json").stdout)
     assert report["ok"]
     assert (ws / FRAMES / "frames.crc").stat().st_size == 60 * 4
@@ -216,7 +217,14 @@ def test_old_workspace_without_checksums_gets_them(base, tmp_path, cli):
     assert cli("doctor", "-w", ws, "--deep").exit_code == 0
 
 
-def test_damaged_store_collection_is_set_aside_and_said(base, tmp_path, cli):
+STORE_CONFIG_DAMAGE: dict[str, Callable[[Path], None]] = {
+    "truncated": lambda path: path.write_text("{"),
+    "deleted": lambda path: path.unlink(),  # the folder still holds the shard's segments
+}
+
+
+@pytest.mark.parametrize("config", list(STORE_CONFIG_DAMAGE))
+def test_damaged_store_collection_is_set_aside_and_said(config, base, tmp_path, cli):
     import uuid
 
     import numpy as np
@@ -231,10 +239,16 @@ def test_damaged_store_collection_is_set_aside_and_said(base, tmp_path, cli):
         store.ensure_collection("clips", 8, "m1")
         points = [Point(str(uuid.uuid4()), np.ones(8, np.float32)) for _ in range(3)]
         store.upsert("clips", points, vector_name="m1")
-    (ws / "store" / "clips" / "edge_config.json").write_text("{")
-    doctor = json.loads(cli("doctor", "-w", ws, "--json").stdout)
-    store_check = [c for c in doctor["checks"] if c["name"] == "store"][0]
+    STORE_CONFIG_DAMAGE[config](ws / "store" / "clips" / "edge_config.json")
+    doctor = cli("doctor", "-w", ws, "--json")
+    assert doctor.exit_code == 1
+    store_check = [c for c in json.loads(doctor.stdout)["checks"] if c["name"] == "store"][0]
     assert store_check["status"] == "fail" and "skysearch repair" in store_check["fix"]
+    assert str(ws / "store" / "clips") in store_check["detail"]
+    info = one_error_line(cli("store", "info", "-w", ws))  # never silently left out
+    assert str(ws / "store" / "clips") in info
+    if config == "deleted":  # not "path already contains segment data" from the engine
+        assert "skysearch repair" in info
     result = cli("repair", "-w", ws, "--json")
     assert result.exit_code == 1
     (action,) = json.loads(result.stdout)["actions"]
@@ -261,3 +275,125 @@ def test_ingest_never_appends_to_a_store_file_that_lost_its_rows(base, tmp_path)
     with pytest.raises(DamagedError, match="frames.u8 is damaged"):
         ingest([new], Workspace(ws), workers=1, progress=False)
     assert not (ws / FRAMES / "frames.u8").exists()
+
+
+def test_a_failed_repair_keeps_saying_what_was_lost(tmp_path, cli):
+    """A catalog part whose frames cannot be re-ingested stays set aside, and doctor and every
+    later repair say so, until the sources are back (repair then restores the frames) or the
+    file is deleted (the loss accepted)."""
+    src = tmp_path / "src"
+    shutil.copytree(SAMPLE_IR, src)
+    ws = tmp_path / "ws"
+    assert cli("ingest", src, "-w", ws, "--workers", "1").exit_code == 0
+    _part(ws).write_bytes(b"")
+    src.rename(tmp_path / "away")  # the sources are not where the workspace was ingested from
+
+    first = cli("repair", "-w", ws, "--json")
+    assert first.exit_code == 1
+    (action,) = json.loads(first.stdout)["actions"]
+    assert not action["ok"] and "delete the file to accept the loss" in action["done"]
+    (aside,) = (ws / CATALOG).glob(".part-*.parquet.damaged")
+    for _ in range(2):  # doctor, and a repair run again, keep saying so
+        doctor = cli("doctor", "-w", ws, "--json")
+        assert doctor.exit_code == 1
+        (failed,) = [c for c in json.loads(doctor.stdout)["checks"] if c["status"] == "fail"]
+        assert str(aside) in failed["detail"] and "the 60 frames it held" in failed["detail"]
+        assert "skysearch repair" in failed["fix"] and "delete the file" in failed["fix"]
+        again = cli("repair", "-w", ws, "--json")
+        assert again.exit_code == 1
+        report = json.loads(again.stdout)
+        assert [p["path"] for p in report["remaining"]] == [str(aside)]
+        assert len(report["lost_frames"]) == 60
+
+    kept = tmp_path / "kept"
+    shutil.copytree(ws, kept)
+    (kept / CATALOG / aside.name).unlink()  # the loss accepted
+    assert cli("doctor", "-w", kept).exit_code == 0
+
+    (tmp_path / "away").rename(src)  # the sources are back: the repair restores the frames
+    restored = cli("repair", "-w", ws, "--json")
+    assert restored.exit_code == 0, restored.stdout
+    assert not aside.exists()
+    assert cli("doctor", "-w", ws, "--deep").exit_code == 0
+    doctor = json.loads(cli("doctor", "-w", ws, "--json").stdout)
+    frames = [c for c in doctor["checks"] if c["name"] == "frames"][0]
+    assert frames["detail"].startswith("goes-east/ir: 60 frames")
+
+
+WRONG_REPORTS = {
+    "inputs a string": ({"inputs": "/", "skipped": []}, '"inputs" is a str, not a list'),
+    "inputs not paths": ({"inputs": [1, "/x"]}, "\"inputs\" holds '1', not an absolute path"),
+    "inputs relative": ({"inputs": ["."]}, "not an absolute path"),
+    "skipped a dict": ({"inputs": [], "skipped": {"path": "/x"}}, '"skipped" is a dict'),
+    "skipped without path": ({"skipped": [{"reason": "x"}]}, 'not an object with a "path"'),
+    "a list": ([{"inputs": ["/"]}], "not a JSON object but list"),
+    "not JSON": ("{", "unusable: "),
+}
+
+
+@pytest.mark.parametrize("case", list(WRONG_REPORTS))
+def test_ingest_report_of_wrong_types_is_unusable_never_walked(case, tmp_path):
+    from skysearch.ingest.rebuild import source_roots
+
+    from skysearch.config import Workspace
+
+    workspace = Workspace(tmp_path / "ws")
+    workspace.reports_dir.mkdir(parents=True)
+    saved, said = WRONG_REPORTS[case]
+    text = saved if isinstance(saved, str) else json.dumps(saved)
+    (workspace.reports_dir / "ingest-1.json").write_text(text)
+    roots, unusable = source_roots(workspace)
+    assert roots == []
+    (line,) = unusable
+    assert line.startswith(f"ingest report {workspace.reports_dir / 'ingest-1.json'} unusable")
+    assert said in line
+
+
+def test_a_filesystem_root_is_never_a_source_root(tmp_path):
+    from skysearch.ingest.rebuild import source_roots
+
+    from skysearch.config import Workspace
+
+    workspace = Workspace(tmp_path / "ws")
+    workspace.reports_dir.mkdir(parents=True)
+    report = {"inputs": ["/", str(tmp_path)], "skipped": [{"path": "/x.gif", "reason": "x"}]}
+    (workspace.reports_dir / "ingest-1.json").write_text(json.dumps(report))
+    assert source_roots(workspace) == ([tmp_path], ["not walking / (a filesystem root)"])
+
+
+def test_repair_with_an_unusable_ingest_report_says_why_it_has_no_sources(base, tmp_path, cli):
+    ws = tmp_path / "ws"
+    shutil.copytree(base, ws)
+    (report_path,) = (ws / "reports").glob("ingest-*.json")
+    report = json.loads(report_path.read_text())
+    report["inputs"] = report["inputs"][0]  # a string: each character was a folder, "/" too
+    report["skipped"] = {"path": report["skipped"][0]["path"]}
+    report_path.write_text(json.dumps(report))
+    _part(ws).write_bytes(b"")  # the catalog names no source file either
+    result = cli("repair", "-w", ws, "--json")
+    assert result.exit_code == 1
+    (action,) = json.loads(result.stdout)["actions"]
+    assert "nothing ingested again: no source folder known" in action["done"]
+    assert f'ingest report {report_path} unusable: "inputs" is a str' in action["done"]
+
+
+def test_a_frame_row_that_fails_its_checksum_is_never_read_as_good(base, tmp_path):
+    """Bit rot in a frame the spot checks do not look at is caught when the frame is read."""
+    from skysearch.ingest.catalog import read_frames
+    from skysearch.ingest.framestore import FrameStore
+
+    from skysearch.config import Workspace
+    from skysearch.errors import DamagedError
+
+    ws = tmp_path / "ws"
+    shutil.copytree(base, ws)
+    rows = {r["store_row"]: r["frame_id"] for r in read_frames(Workspace(ws)).to_pylist()}
+    data = ws / FRAMES / "frames.u8"
+    size = data.stat().st_size // len(rows)
+    with open(data, "r+b") as fh:  # row 24: not the first, middle or last
+        fh.seek(24 * size + 100)
+        fh.write(bytes([255 - fh.read(1)[0]]))
+    store = FrameStore(Workspace(ws))
+    assert store.read(rows[23]).shape  # its neighbours read fine
+    with pytest.raises(DamagedError, match="frame row 24 does not match its checksum"):
+        store.read_many([rows[23], rows[24]])

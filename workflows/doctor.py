@@ -136,13 +136,17 @@ def _store(settings: Settings) -> list[Check]:
     out = []
     with open_store(settings) as store:
         names = store.collections()
-        try:
-            sizes = {name: store.count(name) for name in names}  # opens (lock-checks) each
-        except StoreError as exc:
-            if "in use by another process" in str(exc):
-                raise
-            fix = f"skysearch repair -w {settings.workspace.root} (re-index the collection)"
-            return [Check("store", FAIL, str(exc), fix)]
+        sizes, broken = {}, []
+        for name in names:
+            try:
+                sizes[name] = store.count(name)  # opens (lock-checks) each
+            except StoreError as exc:
+                if "in use by another process" in str(exc):
+                    raise
+                fix = f"skysearch repair -w {settings.workspace.root} (re-index the collection)"
+                broken.append(Check("store", FAIL, str(exc), fix))
+        if broken:
+            return broken
         where = store.where
         detail = ", ".join(f"{n}: {c} points" for n, c in sizes.items()) or "no collections yet"
         out.append(Check("store", OK, f"{where}: {detail}"))

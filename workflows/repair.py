@@ -7,8 +7,11 @@ Runs the deep checks (``skysearch.ingest.integrity``), then, per damaged file:
   file's SHA-256 is still the one ingested); frames whose source is gone or changed are
   dropped from the catalog and listed;
 - frames-catalog part: set aside (a hidden ``.damaged`` name), its frames ingested again from
-  the folders the workspace was ingested from; frames not found there are listed;
-- clip-catalog file: set aside, rebuilt from the frame catalog;
+  the folders the workspace was ingested from; frames not found there are listed, and the
+  set-aside file is kept (doctor and every later repair name it, the repair tries again)
+  until its frames are back or the user deletes it to accept the loss;
+- clip-catalog file: set aside, rebuilt from the frame catalog (the set-aside file kept only
+  when that fails);
 - sketches: stored again from the frames, from the first damaged row;
 - an interrupted compaction is finished, missing checksums are computed;
 - embedded vector store: a collection that no longer opens is set aside and re-indexed with
@@ -111,10 +114,7 @@ def _catalogs(
     as far as the stored sketches know."""
     from skysearch.ingest import integrity
     from skysearch.ingest.catalog import recover
-    from skysearch.ingest.integrity import array_keys
-    from skysearch.ingest.rebuild import set_aside, unreferenced_ids
-    from skysearch.ingest.similarity import GridSpec, SketchStore
-    from skysearch.ingest.similarity.store import IDS_FILE
+    from skysearch.ingest.rebuild import set_aside
 
     recover(workspace)
     for p in problems:
@@ -124,12 +124,25 @@ def _catalogs(
     for p in problems:
         if p.kind in aside and Path(p.path).exists():
             aside[p.kind].append((p, set_aside(Path(p.path)).name))
+        elif p.kind == integrity.ASIDE:  # set aside by an earlier repair: try again
+            clips = Path(p.path).is_relative_to(workspace.clips_catalog)
+            aside[integrity.CLIPS if clips else integrity.CATALOG].append((p, Path(p.path).name))
     lost: set[str] = set()
     if aside[integrity.CATALOG]:
-        root = SketchStore(workspace, GridSpec()).root
-        ids = {key: root / key[0] / key[1] / str(key[2]) / IDS_FILE for key in array_keys(root)}
-        lost = unreferenced_ids(workspace, {k: v for k, v in ids.items() if v.exists()})
+        lost = integrity.unreferenced_frames(workspace)
     return aside[integrity.CATALOG], lost, aside[integrity.CLIPS]
+
+
+def _aside_path(problem: Any, aside: str) -> Path:
+    """The set-aside file of a problem (its own path when an earlier repair set it aside)."""
+    return Path(problem.path).with_name(aside)
+
+
+def _original_path(problem: Any, aside: str) -> Path:
+    """The catalog file a set-aside file replaced."""
+    from skysearch.ingest.catalog import DAMAGED_SUFFIX, unhidden
+
+    return unhidden(_aside_path(problem, aside), DAMAGED_SUFFIX)
 
 
 def _frame_arrays(
@@ -219,12 +232,15 @@ def _reingest(
 ) -> None:
     """Ingest again from the workspace's source folders: brings back the frames of the
     catalog parts set aside."""
+    from skysearch.ingest import integrity
     from skysearch.ingest.catalog import read_frames
     from skysearch.ingest.pipeline import ingest
     from skysearch.ingest.rebuild import source_roots
 
-    roots = source_roots(workspace)
+    roots, unusable = source_roots(workspace)
     where = ", ".join(map(str, roots)) or "no source folder known"
+    if unusable:
+        where += " (" + "; ".join(unusable) + ")"
     if roots:
         added = ingest(roots, workspace, profile_dirs=profile_dirs, progress=progress)
         done = f"ingested {added.frames_added} frames again from {where}"
@@ -232,13 +248,20 @@ def _reingest(
         done = "nothing ingested again: " + where
     have = set(read_frames(workspace, columns=["frame_id"])["frame_id"].to_pylist())
     missing = sorted(lost_ids - have)
-    reason = f"not found in the source folders ({where})"
+    reason = f"not found in the source folders ({', '.join(map(str, roots)) or 'none known'})"
     report.lost_frames += [{"frame_id": f, "source_path": "", "reason": reason} for f in missing]
     if missing:
         done += f"; {len(missing)} frames of the set-aside parts not found there"
+    ok = bool(roots) and not missing
     for problem, aside in parts:
-        said = f"set aside as {aside}; {done}"
-        report.actions.append(Action(problem.path, problem.what, said, bool(roots) and not missing))
+        earlier = Path(problem.path).name == aside
+        said = f"{'set aside by an earlier repair' if earlier else f'set aside as {aside}'}; {done}"
+        if ok:  # its frames are back: nothing left to keep it for
+            _aside_path(problem, aside).unlink(missing_ok=True)
+            said += f"; deleted {aside}"
+        else:
+            said += f"; {aside} kept: {integrity.REMEDIES[integrity.ASIDE]}"
+        report.actions.append(Action(problem.path, problem.what, said, ok))
 
 
 def _sketches(
@@ -272,9 +295,10 @@ def _clips(
     report: RepairReport,
 ) -> None:
     """Rebuild set-aside clip files (and every clip spec when frames were dropped)."""
-    specs: dict[tuple[Path, str], tuple[Any, str] | None] = {
-        (Path(p.path).parent.parent, Path(p.path).name): (p, aside) for p, aside in clip_files
-    }
+    specs: dict[tuple[Path, str], tuple[Any, str] | None] = {}
+    for p, aside in clip_files:
+        original = _original_path(p, aside)
+        specs[(original.parent.parent, original.name)] = (p, aside)
     if frames_dropped:
         for path in workspace.clips_catalog.glob("satellite=*/year=*/*.parquet"):
             specs.setdefault((path.parent.parent, path.name), None)
@@ -282,6 +306,9 @@ def _clips(
         done, ok = _rebuild_clip_spec(workspace, sat_dir, name)
         if damaged is not None:
             problem, aside = damaged
+            if ok:  # rebuilt: nothing left to keep it for
+                _aside_path(problem, aside).unlink(missing_ok=True)
+                done += f"; deleted {aside}"
             report.actions.append(
                 Action(problem.path, problem.what, f"set aside as {aside}; {done}", ok)
             )

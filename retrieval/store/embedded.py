@@ -158,12 +158,22 @@ class EmbeddedStore(VectorStore):
     def _config_file(self, name: str) -> Path:
         return self._path(name) / "edge_config.json"
 
+    def _has_data(self, name: str) -> bool:
+        """The collection's folder exists and is not empty (with or without its config)."""
+        path = self._path(name)
+        return path.is_dir() and any(path.iterdir())
+
     def _vectors(self, name: str) -> dict[str, int] | None:
         cached = self._vector_sizes.get(name)
         if cached is not None and name in self._shards:  # the open shard is ours alone
             return cached
         path = self._config_file(name)
         if not path.is_file():
+            if self._has_data(name):  # creating it again fails: "path already contains ..."
+                raise StoreError(
+                    f"store collection {self._path(name)} is damaged: it has no "
+                    f"{path.name}; run `skysearch repair` to re-index it"
+                )
             return None
         if name not in self._shards:
             self._shard(name)  # open it: also proves the directory is not held by someone else
@@ -424,7 +434,13 @@ class EmbeddedStore(VectorStore):
     def collections(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.parent.name for p in self.root.glob("*/edge_config.json"))
+        # every collection folder holding data, also one without its config (damaged: it
+        # fails to open, so doctor and repair see it)
+        return sorted(
+            p.name
+            for p in self.root.iterdir()
+            if not p.name.startswith(".") and self._has_data(p.name)
+        )
 
     def drop_collection(self, name: str) -> None:
         path = self._path(name)
