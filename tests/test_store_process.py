@@ -123,3 +123,22 @@ def test_unreachable_server_fails_with_one_line(tmp_path: Path):
     message = str(err.value)
     assert "cannot reach Qdrant at http://127.0.0.1:1 after 3 attempts" in message
     assert "\n" not in message
+
+
+def test_an_owner_note_that_cannot_be_written_does_not_stop_the_store(tmp_path: Path):
+    """The owner file only names the holder in an "in use" message: a directory in its place
+    (or a read-only store root) must not fail opening, searching or dropping."""
+    from skysearch.retrieval.store import Point
+
+    store = EmbeddedStore(tmp_path / "store")
+    store.ensure_collection("c", 4)
+    store.upsert("c", [Point(str(uuid.uuid4()), [1.0, 0.0, 0.0, 0.0])])
+    store.close()
+    owner = tmp_path / "store" / ".c.skysearch-owner"
+    owner.unlink(missing_ok=True)
+    owner.mkdir()
+    again = EmbeddedStore(tmp_path / "store")
+    assert len(again.search("c", [1.0, 0.0, 0.0, 0.0], k=1)) == 1
+    again.drop_collection("c")
+    assert again.collections() == []
+    again.close()

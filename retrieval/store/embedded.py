@@ -10,6 +10,7 @@ gets a StoreError naming the directory and, when known, the pid holding it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -229,7 +230,10 @@ class EmbeddedStore(VectorStore):
                     shard = qe.EdgeShard.load(str(path))
             except Exception as exc:  # qdrant-edge raises plain Exception
                 raise self._open_error(path, exc) from None
-            (path.parent / f".{name}{OWNER_FILE}").write_text(str(os.getpid()))
+            try:  # who holds the store, for the "in use" message: a note, not a need
+                (path.parent / f".{name}{OWNER_FILE}").write_text(str(os.getpid()))
+            except OSError:
+                pass
             self._shards[name] = shard
             return shard
 
@@ -453,7 +457,8 @@ class EmbeddedStore(VectorStore):
                 shard.close()
             if path.is_dir():
                 shutil.rmtree(path)
-            (self.root / f".{name}{OWNER_FILE}").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                (self.root / f".{name}{OWNER_FILE}").unlink(missing_ok=True)
 
     def close(self) -> None:
         with self._lock:
