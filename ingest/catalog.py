@@ -101,6 +101,8 @@ def _unreadable(path: Path, exc: Exception) -> DamagedError:
 def read_part(path: Path, schema: pa.Schema = FRAME_SCHEMA) -> pa.Table:
     """One catalog file, page checksums verified; ``DamagedError`` naming it if unreadable.
     (``FileNotFoundError`` passes through: the file was renamed away while listed.)"""
+    if Path(path).is_dir():  # pyarrow would read it as a (possibly empty) dataset
+        raise DamagedError(path, "a folder where a catalog file should be")
     try:
         return pq.read_table(path, schema=schema, page_checksum_verification=True)
     except FileNotFoundError:

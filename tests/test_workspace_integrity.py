@@ -67,6 +67,11 @@ def _truncate(path: Path, size: int) -> None:
     os.truncate(path, size)
 
 
+def _folder_for(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
 DAMAGE: dict[str, tuple[Callable[[Path], None], str, list[str]]] = {
     # name: (damage, the file doctor must name, the query that must fail)
     "frames truncated by 1 byte": (
@@ -111,6 +116,11 @@ DAMAGE: dict[str, tuple[Callable[[Path], None], str, list[str]]] = {
     ),
     "catalog part garbage": (
         lambda ws: _part(ws).write_bytes(os.urandom(_part(ws).stat().st_size)),
+        str(CATALOG / "part-"),
+        FROM_FRAMES,
+    ),
+    "catalog part a folder": (
+        lambda ws: _folder_for(_part(ws)),
         str(CATALOG / "part-"),
         FROM_FRAMES,
     ),

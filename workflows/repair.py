@@ -22,6 +22,7 @@ Then the deep checks run again; anything still wrong is reported.
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -257,11 +258,19 @@ def _reingest(
         earlier = Path(problem.path).name == aside
         said = f"{'set aside by an earlier repair' if earlier else f'set aside as {aside}'}; {done}"
         if ok:  # its frames are back: nothing left to keep it for
-            _aside_path(problem, aside).unlink(missing_ok=True)
+            _discard(_aside_path(problem, aside))
             said += f"; deleted {aside}"
         else:
             said += f"; {aside} kept: {integrity.REMEDIES[integrity.ASIDE]}"
         report.actions.append(Action(problem.path, problem.what, said, ok))
+
+
+def _discard(path: Path) -> None:
+    """Delete what was set aside: a file, or a folder found where a file should be."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _sketches(
@@ -307,7 +316,7 @@ def _clips(
         if damaged is not None:
             problem, aside = damaged
             if ok:  # rebuilt: nothing left to keep it for
-                _aside_path(problem, aside).unlink(missing_ok=True)
+                _discard(_aside_path(problem, aside))
                 done += f"; deleted {aside}"
             report.actions.append(
                 Action(problem.path, problem.what, f"set aside as {aside}; {done}", ok)
