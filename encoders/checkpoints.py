@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,9 @@ from skysearch.errors import SkySearchError
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 FORMAT_VERSION = 1
+#: config key of the weights file's CRC-32 (``doctor --deep`` compares; absent in older ones)
+WEIGHTS_CRC = "weights_crc32"
+MAX_HEADER = 100 * 2**20  # safetensors' own limit on its JSON header
 
 
 class CheckpointError(SkySearchError):
@@ -57,14 +61,54 @@ def save_checkpoint(
         "format_version": FORMAT_VERSION,
         "tensors": {k: list(v.shape) for k, v in tensors.items()},
     }
-    try:
-        config_text = json.dumps(full_config, indent=2, sort_keys=True, default=str)
+    try:  # refused before anything is written
+        json.dumps(full_config, default=str)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint config is not JSON-serialisable: {exc}") from None
     with atomic_path(directory / WEIGHTS_FILE) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt"})
+        full_config[WEIGHTS_CRC] = file_crc32(tmp)
+    config_text = json.dumps(full_config, indent=2, sort_keys=True, default=str)
     atomic_write_bytes(directory / CONFIG_FILE, config_text.encode())
     return directory
+
+
+def file_crc32(path: Path) -> int:
+    """CRC-32 of a file's bytes, read in 16 MiB chunks."""
+    crc = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(16 * 2**20):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def checkpoint_problem(directory: str | Path, deep: bool = False) -> str | None:
+    """What makes a checkpoint folder unusable, else None: its config unreadable, its weights
+    missing or of another size than its header declares; ``deep``: also the weights' bytes
+    against the CRC-32 recorded when they were saved (checkpoints from before have none)."""
+    directory = Path(directory)
+    weights = directory / WEIGHTS_FILE
+    try:
+        config = read_config(directory)
+        if not weights.is_file():
+            return f"{weights} is missing"
+        with open(weights, "rb") as handle:  # safetensors: 8-byte header size, header, data
+            size = int.from_bytes(handle.read(8), "little")
+            if size > MAX_HEADER:
+                raise ValueError(f"a header of {size} bytes")
+            header = json.loads(handle.read(size))
+        tensors = [v for k, v in header.items() if k != "__metadata__"]
+        declared = 8 + size + max((int(v["data_offsets"][1]) for v in tensors), default=0)
+        if weights.stat().st_size != declared:
+            return f"{weights} holds {weights.stat().st_size} bytes, its header {declared}"
+    except CheckpointError as exc:
+        return str(exc)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        return f"{weights} is corrupt ({exc})"
+    want = config.get(WEIGHTS_CRC)
+    if deep and isinstance(want, int) and file_crc32(weights) != want:
+        return f"{weights} does not match the checksum recorded when it was saved"
+    return None
 
 
 def read_config(directory: str | Path) -> dict[str, Any]:

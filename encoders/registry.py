@@ -157,6 +157,12 @@ def register_model(
     return record
 
 
+def unregister(workspace: Workspace, model_id: str) -> None:
+    """Remove ``model_id`` from the registry (its folder is left as it is)."""
+    with _locked(workspace):
+        _write(workspace, [m for m in _read(workspace) if m.get("model_id") != model_id])
+
+
 def update_metrics(workspace: Workspace, model_id: str, metrics: Mapping[str, Any]) -> ModelRecord:
     """Merge ``metrics`` into a registered model's metrics (e.g. after an evaluation)."""
     with _locked(workspace):

@@ -407,3 +407,44 @@ def test_a_frame_row_that_fails_its_checksum_is_never_read_as_good(base, tmp_pat
     assert store.read(rows[23]).shape  # its neighbours read fine
     with pytest.raises(DamagedError, match="frame row 24 does not match its checksum"):
         store.read_many([rows[23], rows[24]])
+
+
+def test_a_damaged_model_is_found_and_unregistered(tmp_path, cli):
+    """Model weights carry the CRC-32 they were saved with: doctor names a missing or cut
+    checkpoint, --deep also bit rot of the same size; repair unregisters the model (weights
+    cannot be rebuilt) so searches use the latest whole one."""
+    import torch
+    from skysearch.encoders import registry
+    from skysearch.encoders.factory import save_model
+
+    from skysearch.config import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    ws.ensure()
+    old = save_model(ws, "frame", torch.nn.Linear(4, 4), {"dim": 4}).model_id
+    new = save_model(ws, "frame", torch.nn.Linear(4, 4), {"dim": 4}).model_id
+    weights = ws.models_dir / new / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0xFF  # a flipped bit in the last tensor: same size, same header
+    weights.write_bytes(bytes(data))
+
+    def failed(*flags: str) -> list[dict]:
+        report = json.loads(cli("doctor", "-w", ws.root, "--json", *flags).stdout)
+        return [c for c in report["checks"] if c["name"] == "frame model" and c["status"] == "fail"]
+
+    assert failed() == []  # the cheap checks cannot see it
+    (check,) = failed("--deep")
+    assert check["detail"] == (
+        f"{new}: {weights} does not match the checksum recorded when it was saved"
+    )
+    repaired = cli("repair", "-w", ws.root, "--json")
+    assert repaired.exit_code == 0, repaired.stderr
+    (action,) = json.loads(repaired.stdout)["actions"]
+    assert action["done"] == f"unregistered frame model {new}: train it again"
+    assert registry.latest(ws, "frame").model_id == old
+    assert failed("--deep") == []
+
+    weights = ws.models_dir / old / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])  # cut short: the cheap checks see it
+    (check,) = failed()
+    assert "holds" in check["detail"] and old in check["detail"]

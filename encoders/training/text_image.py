@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 from skysearch.encoders import registry
+from skysearch.encoders.checkpoints import WEIGHTS_CRC, checkpoint_problem
 from skysearch.encoders.datasets.captions import class_phrases, read_csv
 from skysearch.encoders.device import resolve_device
 from skysearch.encoders.metrics import zero_shot
@@ -90,10 +91,11 @@ class Trainer:
         self.legacy_id = f"{KIND}-{self.run_key}"
 
     def _finished(self) -> dict[str, Any] | None:
-        """The summary of this model if it is trained already (also under its legacy id)."""
+        """The summary of this model if it is trained already (also under its legacy id) and
+        whole (a damaged one is trained again)."""
         for model_id in (self.model_id, self.legacy_id):
             final_cfg = registry.model_dir(self.workspace, model_id) / "config.json"
-            if final_cfg.is_file():
+            if final_cfg.is_file() and not checkpoint_problem(final_cfg.parent, deep=True):
                 done = json.loads(final_cfg.read_text())
                 if done.get("epochs_done") == self.cfg.epochs:
                     self._register_once(model_id, done)
@@ -105,7 +107,14 @@ class Trainer:
         registry, since fixed), from what its folder says about it."""
         if any(r.model_id == model_id for r in registry.list_models(self.workspace, KIND)):
             return
-        not_spec = {"kind", "epochs_done", "summary", "class_phrases", "format_version"}
+        not_spec = {
+            "kind",
+            "epochs_done",
+            "summary",
+            "class_phrases",
+            "format_version",
+            WEIGHTS_CRC,
+        }
         summary = saved.get("summary", {})
         registry.register_model(
             self.workspace,
