@@ -448,3 +448,51 @@ def test_a_damaged_model_is_found_and_unregistered(tmp_path, cli):
     weights.write_bytes(weights.read_bytes()[:-10])  # cut short: the cheap checks see it
     (check,) = failed()
     assert "holds" in check["detail"] and old in check["detail"]
+
+
+def _overwrite_start(folder: Path, pattern: str, size: int) -> None:
+    (path,) = [p for p in folder.rglob(pattern) if p.is_file()]
+    with open(path, "r+b") as fh:
+        fh.write(os.urandom(size))
+
+
+@pytest.mark.parametrize("part", ["vectors", "payloads"])
+def test_damaged_points_of_the_engine_are_found_deeply_and_re_indexed(part, base, tmp_path, cli):
+    """Garbled vector or payload pages of the engine: a search is one error line (payloads) and
+    never an impossible score, doctor --deep reads every point back and names the collection,
+    repair sets it aside and re-indexes it."""
+    import uuid
+
+    import numpy as np
+    from skysearch.retrieval.store import Point, open_store
+
+    from skysearch.config import load_settings
+    from skysearch.errors import StoreError
+
+    ws = tmp_path / "ws"
+    shutil.copytree(base, ws)
+    rng = np.random.default_rng(0)
+    with open_store(load_settings(workspace=ws)) as store:
+        store.ensure_collection("clips", 8, "m1")
+        points = [
+            Point(str(uuid.uuid4()), rng.normal(size=8), {"label": f"point {i}" * 20})
+            for i in range(40)
+        ]
+        store.upsert("clips", points, vector_name="m1")
+    folder = ws / "store" / "clips"
+    if part == "vectors":
+        _overwrite_start(folder, "vector_storage-m1/vectors/chunk_0.mmap", 8 * 4 * 40)
+    else:
+        _overwrite_start(folder, "payload_storage/page_0.dat", 4096)
+        with open_store(load_settings(workspace=ws)) as store, pytest.raises(StoreError) as err:
+            store.search("clips", rng.normal(size=8), k=40, vector_name="m1")
+        assert str(err.value).startswith(f"store collection {folder} cannot be read (")
+    deep = cli("doctor", "--deep", "-w", ws, "--json")
+    assert deep.exit_code == 1
+    (check,) = [c for c in json.loads(deep.stdout)["checks"] if c["name"] == "store"]
+    assert check["status"] == "fail" and "clips" in check["detail"]
+    assert "skysearch repair" in check["detail"]
+    result = cli("repair", "-w", ws, "--json")
+    (action,) = json.loads(result.stdout)["actions"]
+    assert action["path"] == str(folder) and action["done"].startswith("set aside as")
+    assert (ws / ".damaged-store").is_dir()

@@ -16,7 +16,7 @@ from typing import Any
 from skysearch.workflows.demo import REPO_SAMPLE
 
 from skysearch.config import Settings
-from skysearch.errors import SkySearchError, StoreError
+from skysearch.errors import SkySearchError
 
 OK, TODO, FAIL = "ok", "todo", "fail"
 
@@ -139,25 +139,21 @@ def _models(settings: Settings, deep: bool) -> list[Check]:
     return broken + out
 
 
-def _store(settings: Settings) -> list[Check]:
+def _store(settings: Settings, deep: bool) -> list[Check]:
     from skysearch.encoders.registry import list_models
     from skysearch.retrieval.store import open_store
+    from skysearch.retrieval.store.health import collection_problem
     from skysearch.retrieval.store.schema import CLIPS, FRAMES, SCENES
 
     out = []
     with open_store(settings) as store:
         names = store.collections()
-        sizes, broken = {}, []
-        for name in names:
-            try:
-                sizes[name] = store.count(name)  # opens (lock-checks) each
-            except StoreError as exc:
-                if "in use by another process" in str(exc):
-                    raise
-                fix = f"skysearch repair -w {settings.workspace.root} (re-index the collection)"
-                broken.append(Check("store", FAIL, str(exc), fix))
+        fix = f"skysearch repair -w {settings.workspace.root} (re-index the collection)"
+        problems = {name: collection_problem(store, name, deep) for name in names}  # opens each
+        broken = [Check("store", FAIL, p, fix) for p in problems.values() if p]
         if broken:
             return broken
+        sizes = {name: store.count(name) for name in names}
         where = store.where
         detail = ", ".join(f"{n}: {c} points" for n, c in sizes.items()) or "no collections yet"
         out.append(Check("store", OK, f"{where}: {detail}"))
@@ -226,7 +222,7 @@ def _run(name: str, fn: Callable[[], Check | list[Check]], fix: str) -> list[Che
 
 def diagnose(settings: Settings, deep: bool = False) -> list[Check]:
     """All checks, in the order a new user meets them; ``deep`` verifies every checksum of the
-    workspace's frames, sketches and model weights (reads them all)."""
+    workspace's frames, sketches and model weights, and reads back every stored vector."""
     checks = _run("torch", _torch, "pip install -e '.[dev]' (make demo sets up .venv)")
     checks += _run("pretrained weights", _pretrained, "pip install -e '.[dev]'")
     checks += _run("workspace", lambda: _workspace(settings), "pass --workspace DIR")
@@ -243,7 +239,7 @@ def diagnose(settings: Settings, deep: bool = False) -> list[Check]:
         )
         checks += _run(
             "store",
-            lambda: _store(settings),
+            lambda: _store(settings, deep),
             "stop the other process using the store (e.g. skysearch serve), or set QDRANT_URL",
         )
     return checks

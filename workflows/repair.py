@@ -14,8 +14,9 @@ Runs the deep checks (``skysearch.ingest.integrity``), then, per damaged file:
   when that fails);
 - sketches: stored again from the frames, from the first damaged row;
 - an interrupted compaction is finished, missing checksums are computed;
-- embedded vector store: a collection that no longer opens is set aside and re-indexed with
-  the registered models (scenes need their image folder: said, not done);
+- embedded vector store: a collection that no longer opens or reads back whole (every point,
+  vectors of unit length) is set aside and re-indexed with the registered models (scenes
+  need their image folder: said, not done);
 - a model whose checkpoint is damaged (config, weights, or their checksum) is unregistered:
   weights cannot be rebuilt, only trained again.
 
@@ -356,24 +357,21 @@ def _rebuild_clip_spec(workspace: Workspace, sat_dir: Path, name: str) -> tuple[
 
 
 def _vector_store(settings: Settings, report: RepairReport) -> None:
-    """Embedded store: set aside collections that no longer open; re-index them with the
-    registered models."""
+    """Embedded store: set aside collections that no longer open or read back whole (deep
+    checks); re-index them with the registered models."""
     if settings.qdrant_url:
         return  # a Qdrant server keeps (and checks) its own data
     from skysearch.retrieval.store import open_store
     from skysearch.retrieval.store.embedded import EmbeddedStore
+    from skysearch.retrieval.store.health import collection_problem
 
     store = open_store(settings)
     try:
         assert isinstance(store, EmbeddedStore)
-        broken = []
-        for name in store.collections():
-            try:
-                store.count(name)
-            except SkySearchError as exc:
-                if "in use by another process" in str(exc):
-                    raise
-                broken.append((name, str(exc)))
+        problems = {
+            name: collection_problem(store, name, deep=True) for name in store.collections()
+        }
+        broken = [(name, problem) for name, problem in problems.items() if problem]
     finally:
         store.close()
     for name, error in broken:

@@ -18,6 +18,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,7 @@ from skysearch.retrieval.store.base import (
 )
 from skysearch.retrieval.store.edge_filters import to_edge_filter
 
-from skysearch.errors import StoreError, UsageError
+from skysearch.errors import SkySearchError, StoreError, UsageError
 
 #: payload index type -> qdrant-edge params class (built in ``_create_index``)
 _INDEX_CLASSES = {
@@ -276,8 +278,25 @@ class EmbeddedStore(VectorStore):
         if 0 < self.params.segment_points <= self._unindexed[name]:  # index them: bounded RAM
             self._in_child(name, optimize=True, desc=f"index {name}", copy=False)
 
+    @contextmanager
+    def _reading(self, name: str) -> Iterator[None]:
+        """An engine failure reading a collection (a damaged page or vector file) as one
+        StoreError naming it: requests are checked before they reach the engine, so what
+        fails there is the stored data."""
+        try:
+            yield
+        except SkySearchError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - qdrant-edge raises plain Exception
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise StoreError(
+                f"store collection {self._path(name)} cannot be read ({first}); run "
+                "`skysearch repair` to re-index it"
+            ) from None
+
     def _stored_vectors(self, name: str, ids: list[str]) -> dict[str, dict[str, list[float]]]:
-        records = self._shard(name).retrieve(ids, with_payload=False, with_vector=True)
+        with self._reading(name):
+            records = self._shard(name).retrieve(ids, with_payload=False, with_vector=True)
         return {str(r.id): vectors_of(r) for r in records}
 
     def _query(self, name, vector_name, vector, limit, flt, exact, hnsw_ef) -> list[Hit]:
@@ -311,10 +330,9 @@ class EmbeddedStore(VectorStore):
             params=params,
             with_payload=True,
         )
-        return [
-            Hit(str(p.id), float(p.score), dict(p.payload or {}))
-            for p in self._shard(name).query(request)
-        ]
+        with self._reading(name):
+            points = self._shard(name).query(request)
+        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in points]
 
     def _query_window(self, name, vector_name, vector, limit, flt) -> list[Hit] | None:
         """A narrow time window scanned exactly, its best candidates scored by the engine (with
@@ -353,7 +371,10 @@ class EmbeddedStore(VectorStore):
             self._in_child(name, optimize=False, desc=f"window-scan copy of {name}")
 
     def _count(self, name: str, flt: models.Filter | None) -> int:
-        return int(self._shard(name).count(qe.CountRequest(exact=True, filter=to_edge_filter(flt))))
+        with self._reading(name):
+            return int(
+                self._shard(name).count(qe.CountRequest(exact=True, filter=to_edge_filter(flt)))
+            )
 
     def _scroll(self, name, flt, limit, offset, with_vectors) -> tuple[list[Record], Any]:
         request = qe.ScrollRequest(
@@ -363,7 +384,8 @@ class EmbeddedStore(VectorStore):
             with_payload=True,
             with_vector=with_vectors,
         )
-        records, next_offset = self._shard(name).scroll(request)
+        with self._reading(name):
+            records, next_offset = self._shard(name).scroll(request)
         return [record_of(r, with_vectors) for r in records], next_offset
 
     def _delete(self, name: str, flt: models.Filter) -> None:
