@@ -238,6 +238,8 @@ def _preprocess_field(source: Source, profile: Profile) -> Decoded:
     decoder = profile.decoder
     try:
         raw = read_bytes(source) if decoder.kind == "hdf5" else None
+        if raw == b"":
+            return Decoded(reason="empty file")
         if decoder.kind != "hdf5" and source.member is not None:
             return Decoded(reason=f"{decoder.kind} files inside zip archives are not read")
         field = readers.read_field(source.file, raw, decoder, source.index)

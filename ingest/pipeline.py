@@ -142,8 +142,12 @@ def discover(
     """Every input file recognised by a profile, and the unrecognised ones (skipped)."""
     candidates: list[Candidate] = []
     skipped: list[dict[str, str]] = []
+    seen: set[str] = set()  # a file named twice (a path given twice, a folder and a file in it)
     for path in paths:
         for source in _walk(Path(path).resolve(), skipped):
+            if source.path in seen:
+                continue
+            seen.add(source.path)
             found = match_name(source.name, profiles)
             if found is None:
                 reason = unmatched_reason(source.name, profiles)

@@ -382,3 +382,14 @@ def test_an_unreadable_profile_file_is_one_clear_error(damage, tmp_path):
         target.symlink_to(tmp_path / "gone.json")
     with pytest.raises(UsageError, match=f"cannot read source profile {target}"):
         load_profiles([folder])
+
+
+def test_an_empty_hdf5_file_and_a_path_given_twice(h5_files, tmp_path):
+    """An empty HDF5 file says so; a file named twice (a path repeated, or a folder and a file
+    in it) is read once, not counted as its own duplicate."""
+    folder = _copy(h5_files[:2], tmp_path / "in")
+    empty = folder / h5_files[2].name
+    empty.write_bytes(b"")
+    report = ingest([folder, folder, folder / h5_files[0].name], Workspace(tmp_path / "ws"))
+    assert (report.frames_added, report.identical_duplicates) == (2, 0)
+    assert report.skipped == [{"path": str(empty), "reason": "empty file"}]
