@@ -189,6 +189,8 @@ def test_frames_whose_source_is_gone_are_dropped_and_listed(base, tmp_path, cli)
     shutil.copytree(SAMPLE_IR, src)
     ws = tmp_path / "ws"
     assert cli("ingest", src, "-w", ws, "--workers", "1").exit_code == 0
+    assert cli("clips", "--length", "6", "--gap", "60", "-w", ws).exit_code == 0
+    ids = _index_catalog_ids(ws)  # points of every frame and clip, as index would write
     (ws / FRAMES / "frames.u8").write_bytes(bytes(60 * FRAME_BYTES))
     gone = sorted(src.glob("HUIR17250*.GIF"))[:2]
     for path in gone:
@@ -206,6 +208,43 @@ def test_frames_whose_source_is_gone_are_dropped_and_listed(base, tmp_path, cli)
     doctor = json.loads(cli("doctor", "-w", ws, "--deep", "--json").stdout)
     frames = [c for c in doctor["checks"] if c["name"] == "frames"][0]
     assert frames["detail"].startswith("goes-east/ir: 57 frames")
+    # the store no longer holds the dropped frames, nor the clips built from them
+    after = _index_catalog_ids(ws, write=False)
+    assert len(after["frames"]) == 57 and len(after["clips"]) < len(ids["clips"])
+    assert _stored_ids(ws) == after
+
+
+def _index_catalog_ids(ws: Path, write: bool = True) -> dict[str, set[str]]:
+    """The catalogs' frame and clip ids; ``write``: as points of the store (random vectors)."""
+    import numpy as np
+    from skysearch.ingest.catalog import read_frames
+    from skysearch.ingest.clips import read_clips
+    from skysearch.retrieval.store import Point, open_store
+
+    from skysearch.config import Workspace, load_settings
+
+    workspace = Workspace(ws)
+    ids = {
+        "frames": set(read_frames(workspace, columns=["frame_id"])["frame_id"].to_pylist()),
+        "clips": set(read_clips(workspace, columns=["clip_id"])["clip_id"].to_pylist()),
+    }
+    if write:
+        rng = np.random.default_rng(0)
+        with open_store(load_settings(workspace=ws)) as store:
+            for name, known in ids.items():
+                store.ensure_collection(name, 8, "m1")
+                points = [Point(i, rng.normal(size=8)) for i in sorted(known)]
+                store.upsert(name, points, vector_name="m1")
+    return ids
+
+
+def _stored_ids(ws: Path) -> dict[str, set[str]]:
+    from skysearch.retrieval.store import open_store
+
+    from skysearch.config import load_settings
+
+    with open_store(load_settings(workspace=ws)) as store:
+        return {name: {r.id for r in store.scroll(name)} for name in ("frames", "clips")}
 
 
 def test_old_workspace_without_checksums_gets_them(base, tmp_path, cli):

@@ -17,6 +17,8 @@ Runs the deep checks (``skysearch.ingest.integrity``), then, per damaged file:
 - embedded vector store: a collection that no longer opens or reads back whole (every point,
   vectors of unit length) is set aside and re-indexed with the registered models (scenes
   need their image folder: said, not done);
+- frames dropped (their sources gone): their points, and those of the clips built from them,
+  are deleted from the embedded store;
 - a model whose checkpoint is damaged (config, weights, or their checksum) is unregistered:
   weights cannot be rebuilt, only trained again.
 
@@ -106,6 +108,8 @@ def repair_workspace(
     _clips(workspace, clip_files, bool(report.lost_frames), report)
     _models(workspace, report)  # before the store: re-indexing uses whole models only
     _vector_store(settings, report)
+    if report.lost_frames:
+        _stale_points(settings, report)
     report.remaining = [p.to_dict() for p in check_workspace(workspace, deep=True)]
     report.seconds = round(time.perf_counter() - started, 3)
     return report
@@ -339,6 +343,34 @@ def _clips(
             report.actions.append(
                 Action(problem.path, problem.what, f"set aside as {aside}; {done}", ok)
             )
+
+
+def _stale_points(settings: Settings, report: RepairReport) -> None:
+    """Embedded store: delete the points of frames this repair dropped and of the clips built
+    from them (a search would return what the catalogs no longer hold). A Qdrant server is
+    left alone: it may serve more than this workspace."""
+    if settings.qdrant_url:
+        return
+    from qdrant_client import models
+    from skysearch.ingest.catalog import read_frames
+    from skysearch.ingest.clips import read_clips
+    from skysearch.retrieval.store import open_store
+    from skysearch.retrieval.store.schema import CLIPS, FRAMES
+
+    workspace = settings.workspace
+    known = {
+        FRAMES: set(read_frames(workspace, columns=["frame_id"])["frame_id"].to_pylist()),
+        CLIPS: set(read_clips(workspace, columns=["clip_id"])["clip_id"].to_pylist()),
+    }
+    with open_store(settings) as store:
+        for name in set(known) & set(store.collections()):
+            stale = [r.id for r in store.scroll(name) if r.id not in known[name]]
+            if stale:
+                store.delete(name, models.Filter(must=[models.HasIdCondition(has_id=stale)]))
+                done = f"deleted {len(stale)} points of {name} no longer in the catalog"
+                report.actions.append(
+                    Action(str(workspace.store_dir / name), "points of dropped frames", done, True)
+                )
 
 
 def _rebuild_clip_spec(workspace: Workspace, sat_dir: Path, name: str) -> tuple[str, bool]:
