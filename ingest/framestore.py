@@ -142,6 +142,19 @@ def check_array(folder: Path, expected: Expected, spot: bool = True) -> tuple[in
     return height, width
 
 
+def _check_still_holds(data: Path, rows: int, row_bytes: int) -> None:
+    """A mapped file cut short after it was mapped (by hand, a full disk, a bad restore) would
+    kill the process with SIGBUS when a row past its end is read: one stat before reading."""
+    try:
+        size = data.stat().st_size
+    except OSError as exc:
+        raise DamagedError(data, f"unreadable ({exc.strerror})") from None
+    if size < rows * row_bytes:
+        raise DamagedError(
+            data, f"{size} bytes hold {size // row_bytes} whole frames, row {rows - 1} is wanted"
+        )
+
+
 @dataclass(frozen=True)
 class _Index:
     """One reading of the catalog: frame id -> (array, row), what each array must hold, and
@@ -268,17 +281,16 @@ class FrameStore:
         out = np.empty((len(idx), height, width), np.uint8)
         for code, (arr, crcs) in arrays.items():
             sel = np.nonzero(codes == code)[0]
+            data = store_path(self.workspace, *index.keys[code]) / DATA_FILE
+            _check_still_holds(data, int(rows[sel].max()) + 1, height * width)
             out[sel] = arr[rows[sel]]
             checked = sel[rows[sel] < len(crcs)]  # a store from before checksums has none
             bad = (
                 np.nonzero(row_crcs(out[checked]) != crcs[rows[checked]])[0] if len(checked) else []
             )
             if len(bad):
-                folder = store_path(self.workspace, *index.keys[code])
                 row = int(rows[checked[bad[0]]])
-                raise DamagedError(
-                    folder / DATA_FILE, f"frame row {row} does not match its checksum"
-                )
+                raise DamagedError(data, f"frame row {row} does not match its checksum")
         return out
 
 

@@ -535,3 +535,23 @@ def test_damaged_points_of_the_engine_are_found_deeply_and_re_indexed(part, base
     (action,) = json.loads(result.stdout)["actions"]
     assert action["path"] == str(folder) and action["done"].startswith("set aside as")
     assert (ws / ".damaged-store").is_dir()
+
+
+def test_a_frame_file_cut_short_while_mapped_is_an_error_not_a_crash(base, tmp_path):
+    """A running reader (the service) maps frames.u8 once; the file cut short afterwards must
+    be a DamagedError, not SIGBUS killing the process."""
+    from skysearch.ingest.catalog import read_frames
+    from skysearch.ingest.framestore import FrameStore
+
+    from skysearch.config import Workspace
+    from skysearch.errors import DamagedError
+
+    ws = tmp_path / "ws"
+    shutil.copytree(base, ws)
+    rows = {r["store_row"]: r["frame_id"] for r in read_frames(Workspace(ws)).to_pylist()}
+    store = FrameStore(Workspace(ws))
+    assert store.read(rows[59]).shape  # mapped, whole
+    os.truncate(ws / FRAMES / "frames.u8", 23 * FRAME_BYTES)
+    assert store.read(rows[10]).shape  # rows still on disk read fine
+    with pytest.raises(DamagedError, match="hold 23 whole frames, row 59 is wanted"):
+        store.read(rows[59])
