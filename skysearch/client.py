@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pyarrow as pa
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from skysearch.errors import SkySearchError
 from skysearch.retrieval.search import ResultItem as Hit
@@ -46,12 +46,21 @@ ImageInput = str | Path | bytes | tuple[str, bytes]
 
 
 class ApiError(SkySearchError):
-    """The service answered with an error status."""
+    """The service answered with an error status, or with something that is not its answer
+    (e.g. a proxy's HTML page): ``status_code`` is the HTTP status either way."""
 
     def __init__(self, status_code: int, detail: str) -> None:
         super().__init__(f"HTTP {status_code}: {detail}")
         self.status_code = status_code
         self.detail = detail
+
+
+class ServiceUnreachable(ApiError):
+    """No answer at all: the connection was refused, reset or timed out (status 503, as for
+    a service that answers it is not ready)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(503, detail)
 
 
 def Filters(**fields: Any) -> wire.Filters:
@@ -132,6 +141,8 @@ class SkySearchClient:
         http: httpx.Client | None = None,
     ) -> None:
         headers = {API_KEY_HEADER: api_key.encode("utf-8")} if api_key else {}  # any key
+        if http is None and not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url {base_url!r} needs http:// or https://")
         self._own = http is None
         self._http = http or httpx.Client(base_url=base_url, timeout=timeout)
         self._http.headers.update(headers)
@@ -147,8 +158,14 @@ class SkySearchClient:
         self.close()
 
     # ---- plumbing -------------------------------------------------------------------------
-    def _call(self, method: str, path: str, ok: Iterable[int] = (200,), **kwargs: Any) -> Any:
-        response = self._http.request(method, path, **kwargs)
+    def _call(
+        self, method: str, path: str, ok: Iterable[int] = (200,), **kwargs: Any
+    ) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:  # refused, reset, timed out
+            where = str(self._http.base_url).rstrip("/")
+            raise ServiceUnreachable(f"service not reachable at {where}: {exc!r}") from exc
         if response.status_code not in ok:
             try:
                 detail = wire.ErrorBody.model_validate_json(response.content).detail
@@ -157,18 +174,37 @@ class SkySearchClient:
             raise ApiError(response.status_code, detail)
         return response
 
+    def _json(self, method: str, path: str, model: Any = None, **kwargs: Any) -> Any:
+        """The answer's JSON, validated as ``model`` (a pydantic model or TypeAdapter) when
+        given; anything else (a proxy's page, another service) is an ApiError."""
+        response = self._call(method, path, **kwargs)
+        try:
+            if model is None:
+                return response.json()
+            parse = getattr(model, "model_validate_json", None) or model.validate_json
+            return parse(response.content)
+        except ValueError as exc:  # JSONDecodeError, pydantic's ValidationError
+            text = response.text[:200].strip()
+            raise ApiError(response.status_code, f"not the service's answer: {text!r}") from exc
+
+    def _image(self, path: str, kind: str, size: int) -> bytes:
+        response = self._call("GET", path, params={"size": size})
+        if not response.headers.get("content-type", "").startswith(kind):
+            got = response.headers.get("content-type", "nothing")
+            raise ApiError(response.status_code, f"expected {kind}, got {got}")
+        return response.content
+
     def _search(self, path: str, **kwargs: Any) -> SearchResult:
-        return SearchResult.model_validate(self._call("POST", path, **kwargs).json())
+        return self._json("POST", path, SearchResult, **kwargs)
 
     # ---- service --------------------------------------------------------------------------
     def health(self) -> dict[str, str]:
         """GET /health."""
-        return self._call("GET", "/health").json()
+        return self._json("GET", "/health")
 
     def ready(self) -> wire.ReadinessBody:
         """GET /ready (a service still loading answers ready=False, not an error)."""
-        answer = self._call("GET", "/ready", ok=(200, 503)).json()
-        return wire.ReadinessBody.model_validate(answer)
+        return self._json("GET", "/ready", wire.ReadinessBody, ok=(200, 503))
 
     def wait_ready(self, timeout: float = 300.0, interval: float = 0.5) -> wire.ReadinessBody:
         """Poll /ready until ready; ApiError 503 if loading failed or took too long. A service
@@ -177,10 +213,9 @@ class SkySearchClient:
         while True:
             try:
                 state = self.ready()
-            except httpx.TransportError as exc:
+            except ServiceUnreachable:
                 if time.monotonic() > deadline:
-                    where = self._http.base_url
-                    raise ApiError(503, f"service not reachable at {where}: {exc}") from exc
+                    raise
             else:
                 if state.ready:
                     return state
@@ -191,40 +226,36 @@ class SkySearchClient:
     # ---- metadata -------------------------------------------------------------------------
     def collections(self) -> list[wire.CollectionBody]:
         """GET /collections: collections and their sizes."""
-        answer = self._call("GET", "/collections").json()
-        return [wire.CollectionBody.model_validate(c) for c in answer]
+        return self._json("GET", "/collections", TypeAdapter(list[wire.CollectionBody]))
 
     def frame(self, frame_id: str) -> wire.FrameMeta:
         """GET /frames/{id}."""
-        return wire.FrameMeta.model_validate(self._call("GET", f"/frames/{frame_id}").json())
+        return self._json("GET", f"/frames/{frame_id}", wire.FrameMeta)
 
     def clip(self, clip_id: str) -> wire.ClipMeta:
         """GET /clips/{id}."""
-        return wire.ClipMeta.model_validate(self._call("GET", f"/clips/{clip_id}").json())
+        return self._json("GET", f"/clips/{clip_id}", wire.ClipMeta)
 
     def frame_thumbnail(self, frame_id: str, size: int = 256) -> bytes:
         """GET /frames/{id}/thumbnail.png: PNG bytes."""
-        path = f"/frames/{frame_id}/thumbnail.png"
-        return self._call("GET", path, params={"size": size}).content
+        return self._image(f"/frames/{frame_id}/thumbnail.png", "image/png", size)
 
     def clip_thumbnail(self, clip_id: str, size: int = 256) -> bytes:
         """GET /clips/{id}/thumbnail.png: PNG bytes (the clip's frames side by side)."""
-        return self._call("GET", f"/clips/{clip_id}/thumbnail.png", params={"size": size}).content
+        return self._image(f"/clips/{clip_id}/thumbnail.png", "image/png", size)
 
     def clip_animation(self, clip_id: str, size: int = 256) -> bytes:
         """GET /clips/{id}/animation.webp: the clip's frames as a looping animated WebP."""
-        path = f"/clips/{clip_id}/animation.webp"
-        return self._call("GET", path, params={"size": size}).content
+        return self._image(f"/clips/{clip_id}/animation.webp", "image/webp", size)
 
     def scene_thumbnail(self, scene_id: str, size: int = 256) -> bytes:
         """GET /scenes/{id}/thumbnail.png: the image the scene was indexed from, PNG bytes."""
-        path = f"/scenes/{scene_id}/thumbnail.png"
-        return self._call("GET", path, params={"size": size}).content
+        return self._image(f"/scenes/{scene_id}/thumbnail.png", "image/png", size)
 
     def archive(self) -> wire.ArchiveBody:
         """GET /archive: what the catalogs hold (counts, time range, channels, clip specs)
         and the registered models."""
-        return wire.ArchiveBody.model_validate(self._call("GET", "/archive").json())
+        return self._json("GET", "/archive", wire.ArchiveBody)
 
     # ---- searches -------------------------------------------------------------------------
     def search_text(
@@ -246,9 +277,16 @@ class SkySearchClient:
         model_id: str | None = None,
         text: str | None = None,
     ) -> SearchResult:
-        """POST /search/image: scenes like an image, or like several examples (a list), each a
-        path, bytes, or (name, bytes); ``text`` adds words to the same query."""
-        images = list(image) if isinstance(image, list) else [image]
+        """POST /search/image: scenes like an image, or like several examples (a list or a
+        tuple), each a path, bytes, or (name, bytes); ``text`` adds words to the same query."""
+        pair = (
+            isinstance(image, tuple)
+            and len(image) == 2
+            and isinstance(image[0], str)
+            and isinstance(image[1], bytes)
+        )
+        many = isinstance(image, list | tuple) and not pair
+        images = list(image) if many else [image]
         data = _form(wire.ImageSearchForm, filters, k, model_id=model_id, text=text)
         files = [("image", _file(item, f"image{i}")) for i, item in enumerate(images)]
         return self._search("/search/image", data=data, files=files)
@@ -274,7 +312,7 @@ class SkySearchClient:
             wire.ClipSearch,
             at=at,
             clip_id=clip_id,
-            channels=list(channels),
+            channels=([channels] if isinstance(channels, str) else list(channels)) or None,
             satellite=satellite,
             length=length,
             gap_minutes=gap_minutes,

@@ -61,6 +61,8 @@ def test_requests_pass_the_service_schema(sky):
         lambda: sky.search_clip(at=when, channels=["ir"], length=4, gap_minutes=60, k=5),
         lambda: sky.search_clip(clip_id=UUID, rerank=3, augment=True, filters=every),
         lambda: sky.search_image([_png(), ("b.png", _png())], k=4, text="trees", filters=every),
+        lambda: sky.search_image((_png(), _png()), k=4),  # a tuple of two images, not a pair
+        lambda: sky.search_clip(at=when, channels="ir", k=5),  # one channel as a string
         lambda: sky.search_clip_frames([_png()] * 2, channel="ir", rerank=2, filters=every),
         lambda: sky.search_frame(at=when, channel="ir", rerank=4, filters=every),
         lambda: sky.search_frame(frame_id=UUID, k=3, model_id="frame-1"),
@@ -76,6 +78,10 @@ def test_the_service_checks_what_the_client_sends(sky):
     with pytest.raises(ApiError) as info:
         sky.search_text("river", filters=Filters(months=[13]))
     assert info.value.status_code == 422 and "months" in info.value.detail
+    with pytest.raises(ApiError) as info:  # the clip id names the spec: no second one
+        sky.search_clip(clip_id=UUID, channels=["ir"], length=4)
+    assert info.value.status_code == 422
+    assert "clip_id names the clip, its spec too: leave out channels, length" in info.value.detail
     with pytest.raises(TypeError, match="'k', 'month'"):
         Filters(month=[1], k=5)  # a typo would filter nothing; k is the methods' argument
 
@@ -136,3 +142,40 @@ def test_client_and_wire_import_without_the_web_stack():
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0 and run.stdout.strip() == "[]", run.stderr[-2000:]
+
+
+def test_every_failure_is_a_client_error_never_an_httpx_or_json_one():
+    """Applications catch one family (ApiError, a SkySearchError): no answer (refused, reset,
+    timed out), a proxy's HTML page with 200, JSON of another shape, a page served as an
+    image, a URL without its scheme."""
+    import httpx
+
+    from skysearch.client import ServiceUnreachable
+
+    def answer(kind: str):
+        def handler(request: httpx.Request) -> httpx.Response:
+            if kind == "reset":
+                raise httpx.RemoteProtocolError("peer closed connection", request=request)
+            if kind == "timeout":
+                raise httpx.ReadTimeout("timed out", request=request)
+            if kind == "html":
+                return httpx.Response(200, html="<html>sign in</html>")
+            return httpx.Response(200, json={"unexpected": True})
+
+        return SkySearchClient(
+            "", http=httpx.Client(base_url="http://svc", transport=httpx.MockTransport(handler))
+        )
+
+    for kind in ("reset", "timeout"):
+        with pytest.raises(ServiceUnreachable, match="service not reachable at http://svc"):
+            answer(kind).archive()
+    for kind in ("html", "json"):
+        with pytest.raises(ApiError, match="not the service's answer") as info:
+            answer(kind).frame("00000000-0000-4000-8000-000000000000")
+        assert info.value.status_code == 200
+        with pytest.raises(ApiError, match="not the service's answer"):
+            answer(kind).search_text("a river")
+    with pytest.raises(ApiError, match="expected image/png, got text/html"):
+        answer("html").frame_thumbnail("00000000-0000-4000-8000-000000000000")
+    with pytest.raises(ValueError, match="needs http:// or https://"):
+        SkySearchClient("localhost:8765")

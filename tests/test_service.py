@@ -33,7 +33,7 @@ from service_env import (
     server,
 )
 
-from skysearch.client import ApiError, Filters, SkySearchClient
+from skysearch.client import ApiError, Filters, ServiceUnreachable, SkySearchClient
 from skysearch.timeutil import parse_time
 
 GOES = SAMPLE / "goes-irma-2017" / "infrared"
@@ -464,7 +464,7 @@ def test_serve_command_end_to_end(ws, tmp_path):
                 try:
                     assert client.health()["status"] == "ok"
                     break
-                except httpx.TransportError:
+                except ServiceUnreachable:
                     assert proc.poll() is None and time.monotonic() < deadline, "not listening"
                     time.sleep(0.2)
             state = client.wait_ready(timeout=300)

@@ -11,6 +11,7 @@ JSON bodies are strict (:data:`JSON_BODY`); form fields are text, so the form mo
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -216,13 +217,23 @@ class TextSearch(BaseModel):
     )
 
 
+#: what a query clip by start time may set, and a query by ``clip_id`` may not (the clip's own)
+CLIP_SPEC_FIELDS = ("satellite", "channels", "length", "gap_minutes")
+
+
 class ClipSearch(RankFields):
     """The query clip by start time (``at`` + spec) or by catalog ``clip_id``: exactly one."""
 
     model_config = ConfigDict(
         **JSON_BODY,
         json_schema_extra={
-            "oneOf": [{"required": ["at"]}, {"required": ["clip_id"]}],
+            "oneOf": [
+                {"required": ["at"], "not": {"required": ["clip_id"]}},
+                {  # the clip names its spec
+                    "required": ["clip_id"],
+                    "not": {"anyOf": [{"required": [f]} for f in ("at", *CLIP_SPEC_FIELDS)]},
+                },
+            ],
             "examples": [  # the bundled GOES-East sample (README)
                 {"at": "2017-09-07T00:45:00Z", "channels": ["ir"], "filters": {"k": 5}},
                 {"at": "2017-09-07T00:45:00Z", "rerank": 10, "filters": {"k": 3}},
@@ -255,6 +266,13 @@ class ClipSearch(RankFields):
                 "give exactly one of at (the query clip's start time) or clip_id (a clip of "
                 "the clip catalog)"
             )
+        if self.clip_id is not None:
+            given = [name for name in CLIP_SPEC_FIELDS if name in self.model_fields_set]
+            if given:
+                raise ValueError(
+                    f"clip_id names the clip, its spec too: leave out {', '.join(given)}"
+                )
+            self.clip_id = str(uuid.UUID(self.clip_id))  # as the GET routes read it
         return self
 
 
@@ -306,6 +324,8 @@ class FrameSearch(FrameRankFields):
                 "give exactly one of at (the query frame's time) or frame_id (a frame of the "
                 "frame catalog)"
             )
+        if self.frame_id is not None:
+            self.frame_id = str(uuid.UUID(self.frame_id))  # as the GET routes read it
         return self
 
 
