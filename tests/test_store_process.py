@@ -16,7 +16,7 @@ from skysearch.retrieval.store import open_store
 from skysearch.retrieval.store.embedded import EmbeddedStore
 
 from skysearch.config import Settings, Workspace
-from skysearch.errors import StoreError
+from skysearch.errors import StoreError, UsageError
 
 BATCH = 200
 BATCHES = 40
@@ -142,3 +142,13 @@ def test_an_owner_note_that_cannot_be_written_does_not_stop_the_store(tmp_path: 
     again.drop_collection("c")
     assert again.collections() == []
     again.close()
+
+
+def test_a_qdrant_url_without_its_scheme_is_refused_not_made_a_folder(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(workspace=Workspace(tmp_path / "ws"), qdrant_url="localhost:6333")
+    with pytest.raises(
+        StoreError.__mro__[1], match="'localhost:6333' .* needs http:// or https://"
+    ):
+        open_store(settings)
+    assert not (tmp_path / "localhost:6333").exists()

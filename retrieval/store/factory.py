@@ -19,7 +19,13 @@ def open_store(settings: Any, location: str | None = None) -> VectorStore:
     the memory tier ``settings.extra["store_memory"]`` (SKYSEARCH_STORE_MEMORY) for the
     collections it creates.
     """
-    target = location or getattr(settings, "qdrant_url", None)
+    url = getattr(settings, "qdrant_url", None)
+    if location is None and url and url != ":memory:" and "://" not in url:
+        raise UsageError(  # not a folder named "localhost:6333" in the current directory
+            f"Qdrant URL {url!r} (QDRANT_URL, --qdrant-url) needs http:// or https://",
+            params=["qdrant_url"],
+        )
+    target = location or url
     if target == ":memory:":
         from skysearch.retrieval.store.server import ServerStore
 
