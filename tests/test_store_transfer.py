@@ -17,6 +17,8 @@ from skysearch.retrieval.store.filters import SearchFilters
 from skysearch.retrieval.store.schema import time_payload
 from skysearch.retrieval.store.transfer import export_store, import_store
 
+from skysearch.errors import UsageError
+
 T0 = datetime(2017, 9, 1, tzinfo=timezone.utc)
 
 
@@ -221,3 +223,27 @@ def test_typed_api_returns_search_results(tmp_path: Path):
         assert [h.channels for h in frames] == [["ir"], ["ir"]]
         assert [h.satellite for h in frames] == ["coms", "coms"]
     assert (tmp_path / "store" / "clips").is_dir()
+
+
+def test_an_export_cut_short_at_a_line_boundary_is_refused_after_loading(tmp_path: Path):
+    """An interrupted copy (`head`, a full disk) cuts at a line: the headers' point counts and
+    collection list show it; what was read is loaded (a re-import is idempotent), then one
+    error says the file is not whole."""
+    import gzip
+
+    src = EmbeddedStore(tmp_path / "store")
+    _fill(src, n=40)
+    out = tmp_path / "dump.jsonl.gz"
+    assert export_store(src, out, ["frames", "clips", "frames"], progress=False) == {
+        "frames": 20,
+        "clips": 40,
+    }
+    src.close()
+    lines = gzip.decompress(out.read_bytes()).splitlines(keepends=True)
+    for keep, why in ((30, "clips: 8 of 40 points"), (21, "clips: missing")):
+        cut = tmp_path / f"cut{keep}.jsonl"
+        cut.write_bytes(b"".join(lines[:keep]))
+        dst = open_store(None, ":memory:")
+        with pytest.raises(UsageError, match=f"is not whole \\({why}\\)"):
+            import_store(dst, cut, progress=False)
+        assert dst.count("frames") == 20  # what it held is in

@@ -2,7 +2,8 @@
 
 Export format (JSON Lines, ``.gz`` suffix = gzip): for each collection a header line
 ``{"format": "skysearch-store/1", "collection": NAME, "vectors": {name: dim}, "points": N,
-"payload_indexes": {...}}`` followed by one line per point
+"payload_indexes": {...}, "collections": [every collection of the file]}`` followed by one
+line per point
 ``{"id": UUID, "vectors": {name: base64 float32 little-endian}, "payload": {...}}``.
 Base64 keeps vectors exact and ~3.5x smaller than decimal text. Import recreates each
 collection with its vectors and every schema payload index, then upserts in batches:
@@ -50,7 +51,7 @@ def decode_vector(text: str) -> np.ndarray:
 def export_names(store: VectorStore, collections: list[str] | None) -> list[str]:
     """The collections an export writes (default: all); a NotFoundError for an unknown one,
     before anything is written."""
-    names = collections or store.collections()
+    names = list(dict.fromkeys(collections or store.collections()))  # each once
     for name in names:
         store.vector_config(name)
     return names
@@ -72,11 +73,13 @@ def export_store(
         except OSError as exc:
             raise UsageError(f"cannot write {out}: {exc.strerror}") from None
         with fh:
-            counts = {name: _export_collection(store, name, fh, progress) for name in names}
+            counts = {name: _export_collection(store, name, names, fh, progress) for name in names}
     return counts
 
 
-def _export_collection(store: VectorStore, name: str, fh: IO[str], progress: bool) -> int:
+def _export_collection(
+    store: VectorStore, name: str, names: list[str], fh: IO[str], progress: bool
+) -> int:
     """Write one collection's header line and point lines; returns the points written."""
     from tqdm import tqdm
 
@@ -87,6 +90,7 @@ def _export_collection(store: VectorStore, name: str, fh: IO[str], progress: boo
         "vectors": info.vectors,
         "points": info.points,
         "payload_indexes": info.payload_indexes,
+        "collections": names,  # every collection of the file: a file cut short shows
     }
     fh.write(json.dumps(header) + "\n")
     n = 0
@@ -169,6 +173,8 @@ def import_store(
     if not path.is_file():
         raise UsageError(f"export file {path} does not exist")
     counts: dict[str, int] = {}
+    declared: dict[str, Any] = {}  # points per collection, as its header says
+    listed: Any = None  # the collections the file holds, as its first header says
     name: str | None = None
     batch: list[Point] = []
     bar = None
@@ -187,6 +193,8 @@ def import_store(
             if "format" in item:
                 flush()
                 name, vectors = _header(item, where)
+                declared[name] = item.get("points")
+                listed = listed or item.get("collections")
                 for vector_name, dim in vectors.items():
                     store.ensure_collection(name, dim, vector_name=vector_name)
                 loading.enter_context(store.bulk_load(name))
@@ -207,4 +215,22 @@ def import_store(
         if bar is not None:
             bar.close()
         loading.close()
+    _check_whole(path, counts, declared, listed)
     return counts
+
+
+def _check_whole(path: Path, counts: dict[str, int], declared: dict[str, Any], listed: Any) -> None:
+    """Refuse (after loading what it holds: a re-import is idempotent) a file that holds fewer
+    points or collections than its headers declare: cut short at a line boundary."""
+    short = [
+        f"{name}: {counts[name]} of {n} points"
+        for name, n in declared.items()
+        if isinstance(n, int) and counts[name] != n
+    ]
+    if isinstance(listed, list):
+        short += [f"{name}: missing" for name in listed if name not in counts]
+    if short:
+        raise UsageError(
+            f"{path} is not whole ({'; '.join(short)}): it was cut short or changed after the "
+            "export. What it holds was imported; export again and import the whole file"
+        )
