@@ -151,9 +151,12 @@ def eval_augment_command(
     beta: Annotated[
         float, typer.Option(help="Weight of the predicted future (rerank, sum; 0-1).")
     ] = 0.5,
-    pool: Annotated[int, typer.Option(help="Plain hits re-ranked per query.")] = 100,
+    pool: Annotated[
+        int, typer.Option(help="Plain hits re-ranked per query (at least the 10 scored).", min=10)
+    ] = 100,
     future_weight: Annotated[
-        float, typer.Option(help="Weight of the following clips in long-term relevance.")
+        float,
+        typer.Option(help="Weight of the following clips in long-term relevance.", min=0, max=1),
     ] = 0.5,
     exclude_hours: Annotated[
         float,

@@ -36,8 +36,12 @@ def similarity(
         str | None,
         typer.Option(help="For a clip given by time: its channels, comma-separated (ir,wv)."),
     ] = None,
-    length: Annotated[int | None, typer.Option(help="For a clip given by time: frames.")] = None,
-    gap: Annotated[int | None, typer.Option(help="For a clip given by time: minutes.")] = None,
+    length: Annotated[
+        int | None, typer.Option(help="For a clip given by time: frames.", min=1, max=1000)
+    ] = None,
+    gap: Annotated[
+        int | None, typer.Option(help="For a clip given by time: minutes.", min=1)
+    ] = None,
     satellite: Annotated[str | None, typer.Option(help="For a clip given by time.")] = None,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,

@@ -191,11 +191,15 @@ def get_model(workspace: Workspace, model_id: str) -> ModelRecord:
     raise NotFoundError(f"no model {model_id!r} in the registry (recent: {known})")
 
 
+#: the `skysearch train` command of each model kind
+TRAIN_COMMAND = {"frame": "frames", "clip": "clips", "text-image": "text-image"}
+
+
 def latest(workspace: Workspace, kind: str, hint: str | None = None) -> ModelRecord:
     """The most recently created model of ``kind``; ``hint`` says how to make one."""
     records = list_models(workspace, kind)
     if not records:
-        how = hint or f"train one first (skysearch train {kind}s)"
+        how = hint or f"train one first (skysearch train {TRAIN_COMMAND.get(kind, kind)})"
         raise NotFoundError(f"no {kind} model in workspace {workspace.root}: {how}")
     return records[-1]
 

@@ -74,8 +74,10 @@ def test_weights_from_another_save(tmp_path):
 
 def test_registry_list_get_latest(tmp_path):
     ws = Workspace(tmp_path)
-    with pytest.raises(NotFoundError, match="no clip model"):
+    with pytest.raises(NotFoundError, match=r"no clip model .*\(skysearch train clips\)"):
         registry.latest(ws, "clip")
+    with pytest.raises(NotFoundError, match=r"\(skysearch train predictor\)"):
+        registry.latest(ws, "predictor")
     first = registry.register_model(ws, "clip-a", "clip", {"tensors": {}, "dim": 256}, {"x": 1})
     registry.register_model(ws, "frame-a", "frame", {}, {})
     second = registry.register_model(ws, "clip-b", "clip", {}, {})
