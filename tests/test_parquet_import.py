@@ -135,3 +135,30 @@ def test_cli_store_import_parquet(exported, tmp_path, cli):
     dst = EmbeddedStore(tmp_path / "ws" / "store")
     assert {name: snapshot(dst, name) for name in dst.collections()} == content
     dst.close()
+
+
+def test_an_export_appears_whole_or_not_at_all(tmp_path: Path, monkeypatch):
+    """A failure half-way (a full disk) leaves no folder an import would read as an export,
+    and a folder holding an older export is refused rather than mixed with the new one."""
+    from skysearch.retrieval.store import parquet_export
+
+    src = EmbeddedStore(tmp_path / "src")
+    _fill(src, n=30)
+    real = parquet_export._export_collection
+    calls = []
+
+    def fail_on_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(parquet_export, "_export_collection", fail_on_the_second)
+    with pytest.raises(OSError):
+        export_parquet(src, tmp_path / "out", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # nothing left behind
+    monkeypatch.setattr(parquet_export, "_export_collection", real)
+    assert export_parquet(src, tmp_path / "out", progress=False) == {"clips": 30, "frames": 15}
+    with pytest.raises(UsageError, match="it is not empty"):
+        export_parquet(src, tmp_path / "out", ["clips"], progress=False)
+    src.close()

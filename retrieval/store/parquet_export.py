@@ -3,7 +3,8 @@
 Layout: ``<folder>/<collection>/<vector name>.parquet``, one file per named vector (encoders
 differ in dimension), in the point format of ``parquet_format`` (each row a point holding that
 vector, typed payload columns, the whole payload as JSON). Files are written in batches
-(memory stays bounded) and appear whole (written aside, then renamed). ``store import
+(memory stays bounded) into a folder beside the target, renamed to it when every collection
+is written: an export cut short leaves nothing an import would read. ``store import
 --format parquet`` loads them back (``parquet_import``).
 
     SELECT time, event, pressure_hpa FROM 'out/clips/clip-2026....parquet' ORDER BY time
@@ -11,6 +12,8 @@ vector, typed payload columns, the whole payload as JSON). Files are written in 
 
 from __future__ import annotations
 
+import shutil
+import uuid
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -26,48 +29,64 @@ from skysearch.errors import UsageError
 def export_parquet(
     store: VectorStore, folder: Path, collections: list[str] | None = None, progress: bool = True
 ) -> dict[str, int]:
-    """Write the collections (default: all) under ``folder``; returns points per collection."""
-    from tqdm import tqdm
-
+    """Write the collections (default: all) under ``folder`` (new or empty); returns points
+    per collection."""
     names = export_names(store, collections)
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"cannot write Parquet into {folder}: it is a file, not a folder")
+    if folder.is_dir() and any(folder.iterdir()):
+        raise UsageError(f"cannot write Parquet into {folder}: it is not empty (an older export?)")
     if not folder.parent.is_dir():
         raise UsageError(f"cannot write {folder}: {folder.parent} is not an existing folder")
-    counts: dict[str, int] = {}
-    for name in names:
-        dims = store.vector_config(name)
-        target = folder / name
-        target.mkdir(parents=True, exist_ok=True)
-        schemas = {vn: point_schema(name, vn, dim) for vn, dim in dims.items()}
-        pending: dict[str, list[Row]] = {vn: [] for vn in dims}
-        total = store.info(name).points
-        with ExitStack() as stack:
-            writers = {
-                vn: pq.ParquetWriter(
-                    stack.enter_context(atomic_path(target / f"{vn}.parquet")),
-                    schemas[vn],
-                    compression="zstd",
-                )
-                for vn in dims
-            }
-            for writer in writers.values():
-                stack.callback(writer.close)
-            bar = stack.enter_context(
-                tqdm(total=total, desc=f"export {name}", unit="pt", disable=not progress)
-            )
-            n = 0
-            for record in store.scroll(name, with_vectors=True):
-                for vn, vector in record.vectors.items():
-                    pending[vn].append((record.id, vector, record.payload))
-                    if len(pending[vn]) >= BATCH:
-                        writers[vn].write_batch(point_batch(pending[vn], schemas[vn]))
-                        pending[vn].clear()
-                n += 1
-                bar.update(1)
-            for vn, rows in pending.items():
-                if rows:
-                    writers[vn].write_batch(point_batch(rows, schemas[vn]))
-        counts[name] = n
+    # written aside, renamed when whole: a failed export (a full disk) leaves no folder that
+    # an import would take for a whole export
+    staging = folder.with_name(f".{folder.name}.export-{uuid.uuid4().hex[:8]}")
+    try:
+        staging.mkdir()
+        counts = {name: _export_collection(store, name, staging, progress) for name in names}
+        if folder.exists():
+            folder.rmdir()
+        staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return counts
+
+
+def _export_collection(store: VectorStore, name: str, folder: Path, progress: bool) -> int:
+    """One collection's files under ``folder/name``; returns its points."""
+    from tqdm import tqdm
+
+    dims = store.vector_config(name)
+    target = folder / name
+    target.mkdir(parents=True, exist_ok=True)
+    schemas = {vn: point_schema(name, vn, dim) for vn, dim in dims.items()}
+    pending: dict[str, list[Row]] = {vn: [] for vn in dims}
+    total = store.info(name).points
+    with ExitStack() as stack:
+        writers = {
+            vn: pq.ParquetWriter(
+                stack.enter_context(atomic_path(target / f"{vn}.parquet")),
+                schemas[vn],
+                compression="zstd",
+            )
+            for vn in dims
+        }
+        for writer in writers.values():
+            stack.callback(writer.close)
+        bar = stack.enter_context(
+            tqdm(total=total, desc=f"export {name}", unit="pt", disable=not progress)
+        )
+        n = 0
+        for record in store.scroll(name, with_vectors=True):
+            for vn, vector in record.vectors.items():
+                pending[vn].append((record.id, vector, record.payload))
+                if len(pending[vn]) >= BATCH:
+                    writers[vn].write_batch(point_batch(pending[vn], schemas[vn]))
+                    pending[vn].clear()
+            n += 1
+            bar.update(1)
+        for vn, rows in pending.items():
+            if rows:
+                writers[vn].write_batch(point_batch(rows, schemas[vn]))
+    return n
