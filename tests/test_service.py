@@ -329,6 +329,16 @@ def test_search_clip_by_uploaded_frames(sky):
     assert result.query["files"] == [f.name for f in files]
     top = result.results[0]
     assert top.start == "2017-09-07T03:45:00Z" and top.score == pytest.approx(1.0, abs=1e-4)
+    # as the CLI reads query files: in the order of the times in their names, which then
+    # give the query its start (so exclude_window applies)
+    again = sky.search_clip_frames(files[::-1], channel="ir", gap_minutes=60, k=3)
+    assert again.query["files"] == [f.name for f in files]
+    assert again.query["start"] == "2017-09-07T03:45:00Z"
+    assert [h.id for h in again.results] == [h.id for h in result.results]
+    away = Filters(exclude_window_s=3600)
+    assert sky.search_clip_frames(files, channel="ir", gap_minutes=60, filters=away).results
+    err = _error(sky.search_clip_frames, [files[0]] * 6, channel="ir", gap_minutes=60)
+    assert err.status_code == 400 and "are the same time" in err.detail
 
 
 def test_search_frame_by_time_and_id_with_filters(sky, catalogs):

@@ -370,22 +370,16 @@ class QueryResolver:
         start = None
         for chan in channels:
             mine = [n for n in named if n[1] == chan]
-            untimed = [n[2].name for n in mine if n[0] is None]
-            if untimed and len(untimed) < len(mine):
-                raise UsageError(
-                    f"{len(untimed)} of the {chan} query frames carry no time in their names "
-                    f"({', '.join(untimed[:3])}) and the others do: frames are ordered by "
-                    "their times, so pass only timed frames (or only untimed ones, ordered by name)"
-                )
-            mine.sort(key=lambda n: n[2].name if untimed else n[0])
+            order = frame_order([n[0] for n in mine], [n[2].name for n in mine], chan)
+            mine = [mine[i] for i in order]
             if len(mine) < length:
                 raise UsageError(
                     f"the query needs {length} {chan} frames ({length}x{gap}m clips), got "
                     f"{len(mine)} file(s): pass {length} files or a folder holding them"
                 )
             mine = mine[-length:]  # the most recent L frames
-            if not untimed:
-                _check_spacing([(n[0], n[2]) for n in mine], gap, tolerance)
+            if mine[0][0] is not None:
+                check_spacing([n[0] for n in mine], [n[2].name for n in mine], gap, tolerance)
             if chan == channels[0] and mine[0][0] is not None:
                 start = mine[0][0]
             per_channel.append([n[2] for n in mine])
@@ -430,16 +424,33 @@ class QueryResolver:
         )
 
 
-def _check_spacing(frames: list[tuple[datetime, Path]], gap: int, tolerance: int) -> None:
-    """Refuse query frames (sorted by time) that are not ``gap`` minutes apart: a clip model
+def frame_order(times: Sequence[datetime | None], names: Sequence[str], channel: str) -> list[int]:
+    """Positions of query frames in time order, by the times their names carry (by name when
+    none does); a mix of timed and untimed names is refused (an untimed "latest.gif" would
+    silently become the most recent frame)."""
+    untimed = [name for t, name in zip(times, names, strict=True) if t is None]
+    if untimed and len(untimed) < len(names):
+        raise UsageError(
+            f"{len(untimed)} of the {channel} query frames carry no time in their names "
+            f"({', '.join(untimed[:3])}) and the others do: frames are ordered by their "
+            "times, so pass only timed frames (or only untimed ones, ordered by name)"
+        )
+    key = (lambda i: names[i]) if untimed else (lambda i: times[i])
+    return sorted(range(len(names)), key=key)
+
+
+def check_spacing(
+    times: Sequence[datetime], names: Sequence[str], gap: int, tolerance: int
+) -> None:
+    """Refuse query frames (in time order) that are not ``gap`` minutes apart: a clip model
     compares motion over its own steps, so other spacings match meaningless clips."""
-    for (t0, p0), (t1, p1) in zip(frames, frames[1:], strict=False):
-        minutes = (t1 - t0).total_seconds() / 60
+    for i in range(1, len(times)):
+        minutes = (times[i] - times[i - 1]).total_seconds() / 60
         if abs(minutes - gap) > tolerance:
             same = "the same time" if minutes == 0 else f"{minutes:g} min apart"
             raise UsageError(
-                f"query frames {p0.name} and {p1.name} are {same}; the clip model's frames are "
-                f"{gap} min apart (+-{tolerance}): pass frames {gap} min apart",
+                f"query frames {names[i - 1]} and {names[i]} are {same}; the clip model's "
+                f"frames are {gap} min apart (+-{tolerance}): pass frames {gap} min apart",
                 params=["frame_files"],
             )
 

@@ -55,6 +55,7 @@ from skysearch.retrieval.service.catalogs import Catalogs, canonical_id, png_byt
 from skysearch.retrieval.service.uploads import (
     Upload,
     UploadLimits,
+    in_time_order,
     open_image,
     validate_image,
     working_frames,
@@ -404,9 +405,9 @@ class SearchService:
                 f"clip model {record.model_id} embeds {spec_text(data)} clips; "
                 f"{len(uploads)} frames of one channel were uploaded"
             )
-        names = [u.name for u in uploads]
         query_satellite = satellite or data["satellite"]  # a cross-satellite model: any of its
-        profile = self._searcher.query_profile(query_satellite, names)
+        profile = self._searcher.query_profile(query_satellite, [u.name for u in uploads])
+        uploads, start = in_time_order(uploads, profile, data)
         query = ClipQuery(
             pixels=working_frames(
                 uploads, profile, self.limits.upload, self.limits.max_request_pixels
@@ -414,9 +415,10 @@ class SearchService:
             satellite=query_satellite,
             channels=tuple(data["channels"]),
             gap_minutes=data["gap_minutes"],
+            start=start,
         )
         result = self._searcher.search_clip(query, filters, options).to_dict()
-        result["query"]["files"] = names
+        result["query"]["files"] = [u.name for u in uploads]
         return result
 
     def search_frame(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -150,3 +151,26 @@ def working_frames(
         finally:
             image.close()  # frees the full-size pixels now
     return np.stack(frames)
+
+
+def in_time_order(
+    uploads: Sequence[Upload], profile: Profile, data: dict
+) -> tuple[list[Upload], datetime | None]:
+    """Uploaded frames of a clip in time order, as the CLI orders query files: by the times
+    their names carry for ``profile`` (checked to be the clip model's ``gap_minutes`` apart),
+    else in the order sent; and the first frame's time (None when the names carry none)."""
+    from skysearch.retrieval.search.queries import (
+        DEFAULT_TOLERANCE_MINUTES,
+        check_spacing,
+        frame_order,
+    )
+
+    matches = [profile.match(u.name) for u in uploads]
+    times = [m.time if m else None for m in matches]
+    if all(t is None for t in times):
+        return list(uploads), None
+    order = frame_order(times, [u.name for u in uploads], data["channels"][0])
+    ordered = [uploads[i] for i in order]
+    when = [times[i] for i in order]
+    check_spacing(when, [u.name for u in ordered], data["gap_minutes"], DEFAULT_TOLERANCE_MINUTES)
+    return ordered, when[0]
