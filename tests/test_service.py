@@ -720,3 +720,16 @@ def test_concurrent_searches_match_sequential_ones(url, catalogs):
     with ThreadPoolExecutor(8) as pool:
         for _ in range(3):
             assert list(pool.map(run, calls)) == expected
+
+
+def test_a_filter_naming_what_the_archive_does_not_hold_says_so(sky):
+    """A satellite or channel filter the archive does not hold (another case, a typo) would
+    match nothing: 404 naming what the archive has, as for the query's own satellite."""
+    for search in (sky.search_clip, sky.search_frame):
+        err = _error(search, at=QUERY_AT, filters=Filters(satellites=["GOES-EAST"]))
+        assert err.status_code == 404
+        assert "filter satellites: unknown 'GOES-EAST': the archive has goes-east: ir" in err.detail
+        err = _error(search, at=QUERY_AT, filters=Filters(channels=["IR", "ir"]))
+        assert err.status_code == 404 and "filter channels: unknown 'IR'" in err.detail
+    ok = sky.search_frame(at=QUERY_AT, k=2, filters=Filters(satellites=["goes-east"]))
+    assert len(ok.results) == 2

@@ -204,6 +204,7 @@ class Searcher:
             else:
                 spec = (query.satellite, query.channels, query.length, query.gap_minutes)
                 embedder, record = self.clip_model_for(*spec, options.model_id)
+            self.queries.check_filters(filters)  # after the query's own: its message is better
             data = record.config["data"]
         with timer("query"):
             qclip = self.queries.resolve(query, data)
@@ -333,6 +334,7 @@ class Searcher:
         timer = Timer()
         with timer("load"):
             self.queries.check_archive(query.satellite, [query.channel] if query.channel else [])
+            self.queries.check_filters(filters)
             encoder, record = self.models.frame_model(
                 options.model_id, query.satellite, query.channel
             )

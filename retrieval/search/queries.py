@@ -28,6 +28,7 @@ from skysearch.timeutil import parse_time, to_rfc3339
 if TYPE_CHECKING:
     from skysearch.ingest.framestore import FrameStore
     from skysearch.ingest.profiles import Profile
+    from skysearch.retrieval.store.filters import SearchFilters
 
 #: A query time may sit this far from a frame/clip start and still pick it.
 DEFAULT_TOLERANCE_MINUTES = 15
@@ -193,18 +194,44 @@ class QueryResolver:
             self._catalog[key] = (stamp, rows)
         return rows
 
-    def check_archive(self, satellite: str | None, channels: Sequence[str]) -> None:
-        """NotFoundError naming what the archive has when a satellite or channel is unknown."""
+    def _archive(self) -> dict[str, set[str]]:
+        """The channels of each satellite the frame catalog holds."""
         from skysearch.ingest.catalog import read_frames
 
-        if not satellite and not channels:
-            return
         table = read_frames(self.workspace, columns=["satellite", "channel"])
         have: dict[str, set[str]] = {}
         for sat, chan in zip(
             table["satellite"].to_pylist(), table["channel"].to_pylist(), strict=True
         ):
             have.setdefault(sat, set()).add(chan)
+        return have
+
+    def check_filters(self, filters: SearchFilters) -> None:
+        """NotFoundError for a satellite or channel filter the archive does not hold (in
+        another case, say): it would match nothing, silently."""
+        if not filters.satellites and not filters.channels:
+            return
+        have = self._archive()
+        if not have:
+            return  # nothing to check against (a store loaded without its catalogs)
+        listing = "; ".join(f"{s}: {','.join(sorted(c))}" for s, c in sorted(have.items()))
+        for field_name, values, known in (
+            ("satellites", filters.satellites, set(have)),
+            ("channels", filters.channels, set().union(*have.values())),
+        ):
+            unknown = [v for v in values if v not in known]
+            if unknown:
+                raise NotFoundError(
+                    f"filter {field_name}: unknown {', '.join(map(repr, unknown))}: the archive "
+                    f"has {listing}",
+                    params=[field_name],
+                )
+
+    def check_archive(self, satellite: str | None, channels: Sequence[str]) -> None:
+        """NotFoundError naming what the archive has when a satellite or channel is unknown."""
+        if not satellite and not channels:
+            return
+        have = self._archive()
         if not have:
             raise NotFoundError(
                 f"no frames in the catalog of {self.workspace.root}: "
