@@ -4,7 +4,8 @@
   :func:`search_clip` / :func:`search_frame` / :func:`search_text` / :func:`search_image`;
   :class:`SearchOptions`.
 - ``queries``: :class:`ClipQuery` and its resolution to pixels (catalogs, files, archive checks);
-  ``frame_queries``: :class:`FrameQuery`, the same for one frame.
+  ``frame_queries``: :class:`FrameQuery`, the same for one frame; ``query_files``: query
+  frames given as files (CLI ``--frames``, uploads): their order and spacing.
 - ``models``: which clip model, frame model, predictor, text-image model; each loaded once.
 - ``scenes``: text and image search over the ``scenes`` collection.
 - ``results``: the result schema (:class:`SearchResult`, :class:`ResultItem`) and hit shaping.

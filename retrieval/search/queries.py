@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from skysearch.ingest.decode import IMAGE_SUFFIXES
+from skysearch.retrieval.search.query_files import check_spacing, expand_files, frame_order
 
 from skysearch.config import Workspace
 from skysearch.errors import NotFoundError, UsageError
@@ -165,6 +165,7 @@ class QueryResolver:
         self._lock = threading.Lock()
         self._frame_store: FrameStore | None = None
         self._catalog: dict[tuple, tuple[frozenset, dict[str, dict[str, Any]]]] = {}
+        self._channels: tuple[frozenset, dict[str, set[str]]] | None = None  # (stamp, archive)
 
     @property
     def frame_store(self) -> FrameStore:
@@ -195,15 +196,22 @@ class QueryResolver:
         return rows
 
     def _archive(self) -> dict[str, set[str]]:
-        """The channels of each satellite the frame catalog holds."""
-        from skysearch.ingest.catalog import read_frames
+        """The channels of each satellite the frame catalog holds (read once per catalog
+        state: a search checks its query and its filters against it)."""
+        from skysearch.ingest.catalog import catalog_stamp, read_frames
 
+        stamp = catalog_stamp(self.workspace.frames_catalog)
+        with self._lock:
+            if self._channels is not None and self._channels[0] == stamp:
+                return self._channels[1]
         table = read_frames(self.workspace, columns=["satellite", "channel"])
         have: dict[str, set[str]] = {}
         for sat, chan in zip(
             table["satellite"].to_pylist(), table["channel"].to_pylist(), strict=True
         ):
             have.setdefault(sat, set()).add(chan)
+        with self._lock:
+            self._channels = (stamp, have)
         return have
 
     def check_filters(self, filters: SearchFilters) -> None:
@@ -385,7 +393,7 @@ class QueryResolver:
         within ``tolerance``."""
         from skysearch.ingest.decode import Source, preprocess
 
-        files = _expand_files(paths)
+        files = expand_files(paths)
         profile = self.profile(satellite, [f.name for f in files])
         named: list[tuple[datetime | None, str, Path]] = []  # (time or None, channel, path)
         for path in files:
@@ -407,8 +415,8 @@ class QueryResolver:
             mine = mine[-length:]  # the most recent L frames
             if mine[0][0] is not None:
                 check_spacing([n[0] for n in mine], [n[2].name for n in mine], gap, tolerance)
-            if chan == channels[0] and mine[0][0] is not None:
-                start = mine[0][0]
+                if chan == channels[0]:
+                    start = mine[0][0]
             per_channel.append([n[2] for n in mine])
         stack = []
         for chan_files in per_channel:
@@ -449,49 +457,3 @@ class QueryResolver:
             gap_minutes=gap,
             start=start,
         )
-
-
-def frame_order(times: Sequence[datetime | None], names: Sequence[str], channel: str) -> list[int]:
-    """Positions of query frames in time order, by the times their names carry (by name when
-    none does); a mix of timed and untimed names is refused (an untimed "latest.gif" would
-    silently become the most recent frame)."""
-    untimed = [name for t, name in zip(times, names, strict=True) if t is None]
-    if untimed and len(untimed) < len(names):
-        raise UsageError(
-            f"{len(untimed)} of the {channel} query frames carry no time in their names "
-            f"({', '.join(untimed[:3])}) and the others do: frames are ordered by their "
-            "times, so pass only timed frames (or only untimed ones, ordered by name)"
-        )
-    key = (lambda i: names[i]) if untimed else (lambda i: times[i])
-    return sorted(range(len(names)), key=key)
-
-
-def check_spacing(
-    times: Sequence[datetime], names: Sequence[str], gap: int, tolerance: int
-) -> None:
-    """Refuse query frames (in time order) that are not ``gap`` minutes apart: a clip model
-    compares motion over its own steps, so other spacings match meaningless clips."""
-    for i in range(1, len(times)):
-        minutes = (times[i] - times[i - 1]).total_seconds() / 60
-        if abs(minutes - gap) > tolerance:
-            same = "the same time" if minutes == 0 else f"{minutes:g} min apart"
-            raise UsageError(
-                f"query frames {names[i - 1]} and {names[i]} are {same}; the clip model's "
-                f"frames are {gap} min apart (+-{tolerance}): pass frames {gap} min apart",
-                params=["frame_files"],
-            )
-
-
-def _expand_files(paths: Sequence[Path]) -> list[Path]:
-    """Query frame files: each file given, and the images of each folder given, by name."""
-    out: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            out += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif path.is_file():
-            out.append(path)
-        else:
-            raise UsageError(f"query frame {path} does not exist")
-    if not out:
-        raise UsageError(f"no image files in {', '.join(str(p) for p in paths)}")
-    return out

@@ -159,11 +159,8 @@ def in_time_order(
     """Uploaded frames of a clip in time order, as the CLI orders query files: by the times
     their names carry for ``profile`` (checked to be the clip model's ``gap_minutes`` apart),
     else in the order sent; and the first frame's time (None when the names carry none)."""
-    from skysearch.retrieval.search.queries import (
-        DEFAULT_TOLERANCE_MINUTES,
-        check_spacing,
-        frame_order,
-    )
+    from skysearch.retrieval.search.queries import DEFAULT_TOLERANCE_MINUTES
+    from skysearch.retrieval.search.query_files import check_spacing, frame_order
 
     matches = [profile.match(u.name) for u in uploads]
     times = [m.time if m else None for m in matches]

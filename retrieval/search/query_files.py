@@ -1,0 +1,58 @@
+"""Query frames given as files (the CLI's ``--frames``, the service's uploads): which files, in
+what order, and whether they are a clip model's steps apart."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from skysearch.ingest.decode import IMAGE_SUFFIXES
+
+from skysearch.errors import UsageError
+
+
+def frame_order(times: Sequence[datetime | None], names: Sequence[str], channel: str) -> list[int]:
+    """Positions of query frames in time order, by the times their names carry (by name when
+    none does); a mix of timed and untimed names is refused (an untimed "latest.gif" would
+    silently become the most recent frame)."""
+    untimed = [name for t, name in zip(times, names, strict=True) if t is None]
+    if untimed and len(untimed) < len(names):
+        raise UsageError(
+            f"{len(untimed)} of the {channel} query frames carry no time in their names "
+            f"({', '.join(untimed[:3])}) and the others do: frames are ordered by their "
+            "times, so pass only timed frames (or only untimed ones, ordered by name)"
+        )
+    key = (lambda i: names[i]) if untimed else (lambda i: times[i])
+    return sorted(range(len(names)), key=key)
+
+
+def check_spacing(
+    times: Sequence[datetime], names: Sequence[str], gap: int, tolerance: int
+) -> None:
+    """Refuse query frames (in time order) that are not ``gap`` minutes apart: a clip model
+    compares motion over its own steps, so other spacings match meaningless clips."""
+    for i in range(1, len(times)):
+        minutes = (times[i] - times[i - 1]).total_seconds() / 60
+        if abs(minutes - gap) > tolerance:
+            same = "the same time" if minutes == 0 else f"{minutes:g} min apart"
+            raise UsageError(
+                f"query frames {names[i - 1]} and {names[i]} are {same}; the clip model's "
+                f"frames are {gap} min apart (+-{tolerance}): pass frames {gap} min apart",
+                params=["frame_files"],
+            )
+
+
+def expand_files(paths: Sequence[Path]) -> list[Path]:
+    """Query frame files: each file given, and the images of each folder given, by name."""
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            out += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise UsageError(f"query frame {path} does not exist")
+    if not out:
+        raise UsageError(f"no image files in {', '.join(str(p) for p in paths)}")
+    return out
