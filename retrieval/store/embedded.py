@@ -363,7 +363,8 @@ class EmbeddedStore(VectorStore):
         with self._lock:
             if name not in self._windows:
                 points = self._shard(name).info().points_count
-                self._windows[name] = window_scan.load(self._path(name), points)
+                sizes = self._vectors(name)
+                self._windows[name] = window_scan.load(self._path(name), points, sizes)
             return self._windows[name]
 
     def refresh_search_copies(self, name: str) -> None:

@@ -50,14 +50,6 @@ _KEYWORD = models.PayloadSchemaType.KEYWORD
 log = logging.getLogger(__name__)
 
 
-def _kernels() -> Any:
-    """The scoring loops, imported on the first scan: numba costs ~0.4 s to import, which a
-    one-shot command that never scans a window (a text search) should not pay."""
-    from skysearch.retrieval.store import window_kernels
-
-    return window_kernels
-
-
 def _quantize(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-row symmetric int8 (each row scaled by its largest component) and the scales."""
     peak = np.abs(rows).max(axis=1)
@@ -178,7 +170,10 @@ class WindowIndex:
         q8, _ = _quantize(np.asarray(vector, dtype=np.float32)[None, :])
         if not mask.any():
             return []
-        kernels = _kernels()
+        # imported on the first scan: numba costs ~0.4 s to import, which a one-shot command
+        # that never scans a window (a text search) should not pay
+        from skysearch.retrieval.store import window_kernels as kernels
+
         top = kernels.best(
             kernels.scores(x8, q8[0], lo, hi), scale[lo:hi], mask, OVERSAMPLE * limit
         )
@@ -291,11 +286,13 @@ def _vector_sizes(collection_dir: Path) -> dict[str, int] | None:
         return None
 
 
-def load(collection_dir: Path, points: int) -> WindowIndex | None:
+def load(
+    collection_dir: Path, points: int, sizes: dict[str, int] | None = None
+) -> WindowIndex | None:
     """The collection's copy, memory-mapped, when there is one of this FORMAT and of the
-    collection's ``points``; else None: the engine answers. A damaged copy is deleted, with
-    one warning (optimize builds a new one); every array is checked here, so that no query
-    meets a short file later."""
+    collection's ``points`` (and vector ``sizes``, when given); else None: the engine answers.
+    A damaged copy is deleted, with one warning (optimize builds a new one); every array is
+    checked here, so that no query meets a short file later."""
     folder = folder_of(collection_dir)
     if not folder.exists():
         return None
@@ -305,7 +302,7 @@ def load(collection_dir: Path, points: int) -> WindowIndex | None:
             raise _Damaged(f"meta.json holds {type(meta).__name__}, not an object")
         if meta.get("format") != FORMAT or meta.get("points") != points:
             return None  # another version's copy, or another state's: not damaged
-        return WindowIndex(folder, meta, points, _vector_sizes(collection_dir))
+        return WindowIndex(folder, meta, points, sizes)
     # Broad on purpose, at this one cache boundary: whatever a damaged file makes json or numpy
     # raise (OSError, ValueError, EOFError, ...) must not fail a query the engine can answer.
     # A bug here would not hide: the tests require the copy to be used and no warning logged.
