@@ -34,7 +34,7 @@ from pydantic import BaseModel, TypeAdapter
 from skysearch.errors import SkySearchError
 from skysearch.retrieval.search import ResultItem as Hit
 from skysearch.retrieval.search.results import results_table
-from skysearch.retrieval.service import wire
+from skysearch.retrieval.service import responses, wire
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -66,14 +66,14 @@ class ServiceUnreachable(ApiError):
 def Filters(**fields: Any) -> wire.Filters:
     """Search filters (the wire's ``filters`` object; ``k`` is a method argument). Times are
     ``datetime`` or ISO 8601 text. Not validated here: the service checks them (422)."""
-    unknown = sorted(set(fields) - (set(wire.FilterFields.model_fields) - {"k"}))
+    unknown = sorted(set(fields) - (set(wire.Filters.model_fields) - {"k"}))
     if unknown:
         raise TypeError(f"Filters() got unexpected fields {unknown}")
     return wire.Filters.model_construct(**fields)
 
 
-class SearchResult(wire.SearchResponse):
-    """A search answer (``wire.SearchResponse``): ``results`` are :class:`Hit` items."""
+class SearchResult(responses.SearchResponse):
+    """A search answer (``responses.SearchResponse``): ``results`` are :class:`Hit` items."""
 
     @property
     def schema(self) -> str:  # type: ignore[override] - BaseModel's is a deprecated method
@@ -99,9 +99,11 @@ def _body(model: type[BaseModel], **fields: Any) -> dict[str, Any]:
     return given.model_dump(mode="json", exclude_unset=True, warnings=False)
 
 
-def _filters(filters: wire.Filters | None, k: int) -> wire.Filters:
-    """The filters given, with ``k``."""
-    return (filters or Filters()).model_copy(update={"k": k})
+def _filters(filters: wire.Filters | None, k: int) -> dict[str, Any]:
+    """The filters given, with ``k``, as JSON values: all of them, also those the route's own
+    filters model lacks (dumped through it they would be dropped; the service refuses them)."""
+    given = (filters or Filters()).model_copy(update={"k": k})
+    return given.model_dump(mode="json", exclude_unset=True, warnings=False)
 
 
 def _file(item: ImageInput, default_name: str) -> tuple[str, bytes]:
@@ -113,15 +115,15 @@ def _file(item: ImageInput, default_name: str) -> tuple[str, bytes]:
     return path.name, path.read_bytes()
 
 
-def _form(
-    model: type[BaseModel], filters: wire.Filters | None, k: int, **fields: Any
-) -> dict[str, Any]:
+def _form(filters: wire.Filters | None, k: int, **fields: Any) -> dict[str, Any]:
     """Multipart form fields: the filters and ``fields`` flat, lists as repeated fields, Nones
-    left out."""
-    flat = _filters(filters, k).model_dump(exclude_unset=True, warnings=False)
+    left out. Every filter given is sent: the service refuses those its form does not take."""
+    flat = _filters(filters, k)
+    flat.update((key, value) for key, value in fields.items() if value is not None)
     return {
         key: [str(v) for v in value] if isinstance(value, list) else _scalar(value)
-        for key, value in _body(model, **flat, **fields).items()
+        for key, value in flat.items()
+        if value is not None
     }
 
 
@@ -168,7 +170,7 @@ class SkySearchClient:
             raise ServiceUnreachable(f"service not reachable at {where}: {exc!r}") from exc
         if response.status_code not in ok:
             try:
-                detail = wire.ErrorBody.model_validate_json(response.content).detail
+                detail = responses.ErrorBody.model_validate_json(response.content).detail
             except ValueError:  # not the service's error body (a proxy's page, say)
                 detail = response.text
             raise ApiError(response.status_code, detail)
@@ -202,11 +204,11 @@ class SkySearchClient:
         """GET /health."""
         return self._json("GET", "/health")
 
-    def ready(self) -> wire.ReadinessBody:
+    def ready(self) -> responses.ReadinessBody:
         """GET /ready (a service still loading answers ready=False, not an error)."""
-        return self._json("GET", "/ready", wire.ReadinessBody, ok=(200, 503))
+        return self._json("GET", "/ready", responses.ReadinessBody, ok=(200, 503))
 
-    def wait_ready(self, timeout: float = 300.0, interval: float = 0.5) -> wire.ReadinessBody:
+    def wait_ready(self, timeout: float = 300.0, interval: float = 0.5) -> responses.ReadinessBody:
         """Poll /ready until ready; ApiError 503 if loading failed or took too long. A service
         not listening yet (just started: connection refused) is waited for like one loading."""
         deadline = time.monotonic() + timeout
@@ -224,17 +226,17 @@ class SkySearchClient:
             time.sleep(interval)
 
     # ---- metadata -------------------------------------------------------------------------
-    def collections(self) -> list[wire.CollectionBody]:
+    def collections(self) -> list[responses.CollectionBody]:
         """GET /collections: collections and their sizes."""
-        return self._json("GET", "/collections", TypeAdapter(list[wire.CollectionBody]))
+        return self._json("GET", "/collections", TypeAdapter(list[responses.CollectionBody]))
 
-    def frame(self, frame_id: str) -> wire.FrameMeta:
+    def frame(self, frame_id: str) -> responses.FrameMeta:
         """GET /frames/{id}."""
-        return self._json("GET", f"/frames/{frame_id}", wire.FrameMeta)
+        return self._json("GET", f"/frames/{frame_id}", responses.FrameMeta)
 
-    def clip(self, clip_id: str) -> wire.ClipMeta:
+    def clip(self, clip_id: str) -> responses.ClipMeta:
         """GET /clips/{id}."""
-        return self._json("GET", f"/clips/{clip_id}", wire.ClipMeta)
+        return self._json("GET", f"/clips/{clip_id}", responses.ClipMeta)
 
     def frame_thumbnail(self, frame_id: str, size: int = 256) -> bytes:
         """GET /frames/{id}/thumbnail.png: PNG bytes."""
@@ -252,10 +254,10 @@ class SkySearchClient:
         """GET /scenes/{id}/thumbnail.png: the image the scene was indexed from, PNG bytes."""
         return self._image(f"/scenes/{scene_id}/thumbnail.png", "image/png", size)
 
-    def archive(self) -> wire.ArchiveBody:
+    def archive(self) -> responses.ArchiveBody:
         """GET /archive: what the catalogs hold (counts, time range, channels, clip specs)
         and the registered models."""
-        return self._json("GET", "/archive", wire.ArchiveBody)
+        return self._json("GET", "/archive", responses.ArchiveBody)
 
     # ---- searches -------------------------------------------------------------------------
     def search_text(
@@ -287,7 +289,7 @@ class SkySearchClient:
         )
         many = isinstance(image, list | tuple) and not pair
         images = list(image) if many else [image]
-        data = _form(wire.ImageSearchForm, filters, k, model_id=model_id, text=text)
+        data = _form(filters, k, model_id=model_id, text=text)
         files = [("image", _file(item, f"image{i}")) for i, item in enumerate(images)]
         return self._search("/search/image", data=data, files=files)
 
@@ -338,7 +340,6 @@ class SkySearchClient:
         """POST /search/clip/frames: clips like a clip of frame images (one channel, in time
         order, raw files of the satellite's product: paths, bytes or (name, bytes))."""
         data = _form(
-            wire.FramesSearchForm,
             filters,
             k,
             satellite=satellite,
@@ -390,7 +391,6 @@ class SkySearchClient:
         """POST /search/frame/upload: archive frames like one frame image (a raw file of the
         satellite's product: a path, bytes or (name, bytes))."""
         data = _form(
-            wire.FrameUploadForm,
             filters,
             k,
             satellite=satellite,

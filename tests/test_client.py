@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from skysearch.retrieval.service import wire
+from skysearch.retrieval.service import responses
 from skysearch.retrieval.service.app import create_app
 from skysearch.retrieval.service.service import SearchService
 
@@ -41,7 +41,7 @@ def _png() -> bytes:
 
 def test_requests_pass_the_service_schema(sky):
     when = datetime(2017, 9, 7, tzinfo=timezone.utc)
-    every = Filters(
+    common = dict(
         start=when,
         end="2017-09-08T00:00Z",
         months=[9],
@@ -51,27 +51,44 @@ def test_requests_pass_the_service_schema(sky):
         satellites=["goes-east"],
         exclude_around=when,
         exclude_window_s=3600,
-        datasets=["rsscn7"],
-        labels=["aGrass"],
         bbox=(-100, 10, -60, 40),
         one_per_day=True,
     )
+    scenes = Filters(**common, datasets=["rsscn7"], labels=["aGrass"])
+    archive = Filters(**common, events=["198702"], min_class=3, max_pressure=980)
     calls = [
-        lambda: sky.search_text("river", k=3, filters=every, model_id="text-image-1"),
+        lambda: sky.search_text("river", k=3, filters=scenes, model_id="text-image-1"),
         lambda: sky.search_clip(at=when, channels=["ir"], length=4, gap_minutes=60, k=5),
-        lambda: sky.search_clip(clip_id=UUID, rerank=3, augment=True, filters=every),
-        lambda: sky.search_image([_png(), ("b.png", _png())], k=4, text="trees", filters=every),
+        lambda: sky.search_clip(clip_id=UUID, rerank=3, augment=True, filters=archive),
+        lambda: sky.search_image([_png(), ("b.png", _png())], k=4, text="trees", filters=scenes),
         lambda: sky.search_image((_png(), _png()), k=4),  # a tuple of two images, not a pair
         lambda: sky.search_clip(at=when, channels="ir", k=5),  # one channel as a string
-        lambda: sky.search_clip_frames([_png()] * 2, channel="ir", rerank=2, filters=every),
-        lambda: sky.search_frame(at=when, channel="ir", rerank=4, filters=every),
+        lambda: sky.search_clip_frames([_png()] * 2, channel="ir", rerank=2, filters=archive),
+        lambda: sky.search_frame(at=when, channel="ir", rerank=4, filters=archive),
         lambda: sky.search_frame(frame_id=UUID, k=3, model_id="frame-1"),
-        lambda: sky.search_frame_upload(("f.png", _png()), channel="ir", rerank=2, filters=every),
+        lambda: sky.search_frame_upload(("f.png", _png()), channel="ir", rerank=2, filters=archive),
     ]
     for call in calls:
         with pytest.raises(ApiError) as info:
             call()
         assert info.value.status_code == 503 and "not ready" in info.value.detail
+
+
+def test_a_filter_of_another_search_kind_is_refused(sky):
+    """Labels filter scenes, best-track fields frames and clips: sent to the other kind of
+    search (JSON body or form) they are refused by name, not dropped or matched to nothing."""
+    labels = Filters(labels=["aGrass"])
+    for call in (
+        lambda: sky.search_clip(clip_id=UUID, filters=labels),
+        lambda: sky.search_frame_upload(("f.png", _png()), channel="ir", filters=labels),
+        lambda: sky.search_clip_frames([_png()] * 2, channel="ir", filters=labels),
+        lambda: sky.search_text("river", filters=Filters(min_class=3)),
+        lambda: sky.search_image([_png()], filters=Filters(events=["198702"])),
+    ):
+        with pytest.raises(ApiError) as info:
+            call()
+        assert info.value.status_code == 422
+        assert any(name in info.value.detail for name in ("labels", "min_class", "events"))
 
 
 def test_the_service_checks_what_the_client_sends(sky):
@@ -88,11 +105,11 @@ def test_the_service_checks_what_the_client_sends(sky):
 
 def test_answers_are_wire_models(sky):
     state = sky.ready()
-    assert isinstance(state, wire.ReadinessBody)
+    assert isinstance(state, responses.ReadinessBody)
     assert (state.ready, state.state) == (False, "starting")
     assert sky.health() == {
         "status": "ok",
-        "version": wire.Health.model_validate(sky.health()).version,
+        "version": responses.Health.model_validate(sky.health()).version,
     }
 
 

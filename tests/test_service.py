@@ -395,7 +395,8 @@ def test_second_service_on_a_served_workspace_fails_clearly(ws, url):
     """Another service on a workspace this one serves: failed, naming the lock, and /ready's
     503 is a ReadinessBody (before: "service ready" with nothing searchable, and an error
     body where the document declares a ReadinessBody)."""
-    from skysearch.retrieval.service.app import ReadinessBody, create_app
+    from skysearch.retrieval.service.app import create_app
+    from skysearch.retrieval.service.responses import ReadinessBody
     from skysearch.retrieval.service.service import SearchService
 
     from skysearch.config import load_settings

@@ -419,8 +419,26 @@ def test_payload_indexes_follow_the_points(tmp_path, monkeypatch):
         assert "event" in s.info("frames").payload_indexes
         assert "track_class" not in s.info("frames").payload_indexes
         assert len(s.search("frames", [1, 0, 0, 0], filters=event)) == 2
-        labelled = SearchFilters(labels=("Airport",))  # a field no point carries
-        assert s.search("frames", [1, 0, 0, 0], filters=labelled) == []
+        tracked = SearchFilters(min_class=3)  # a frame field no point carries here
+        assert s.search("frames", [1, 0, 0, 0], filters=tracked) == []
+
+
+def test_filters_of_another_collection_are_refused():
+    """A filter on a field the collection's points never carry (labels are scene fields) would
+    match nothing, silently: it is refused, naming where it applies. Other names (an
+    application's own collections) are not checked."""
+    with open_store(None, ":memory:") as s:
+        for name in ("frames", "scenes", "mine"):
+            s.ensure_collection(name, 4)
+            s.upsert(name, [Point(DATA.ids[0], [1, 0, 0, 0], time_payload(T0))])
+        with pytest.raises(UsageError) as frames:
+            s.search("frames", [1, 0, 0, 0], filters=SearchFilters(labels=("Airport",)))
+        assert str(frames.value) == "labels filters scenes only: not a filter of a frames search"
+        assert frames.value.params == ("labels",)
+        with pytest.raises(UsageError, match="min_class filters frames and clips only"):
+            s.search("scenes", [1, 0, 0, 0], filters=SearchFilters(min_class=3, months=(1,)))
+        assert len(s.search("scenes", [1, 0, 0, 0], filters=SearchFilters(months=(1,)))) == 1
+        assert s.search("mine", [1, 0, 0, 0], filters=SearchFilters(labels=("Airport",))) == []
 
 
 def test_scroll_by_point_id(store):

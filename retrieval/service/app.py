@@ -25,6 +25,16 @@ from fastapi.security import APIKeyHeader
 from skysearch.retrieval.search import ClipQuery, FrameQuery
 from skysearch.retrieval.service.animation import ANIMATION_MAX
 from skysearch.retrieval.service.page import STATIC, mount_page
+from skysearch.retrieval.service.responses import (
+    ArchiveBody,
+    ClipMeta,
+    CollectionBody,
+    ErrorBody,
+    FrameMeta,
+    Health,
+    ReadinessBody,
+    SearchResponse,
+)
 from skysearch.retrieval.service.service import SearchService
 from skysearch.retrieval.service.uploads import Upload
 from skysearch.retrieval.service.wire import (
@@ -36,20 +46,13 @@ from skysearch.retrieval.service.wire import (
     THUMB_MIN,
     UUID_PATTERN,
     WEBP_RESPONSE,
-    ArchiveBody,
-    ClipMeta,
     ClipSearch,
-    CollectionBody,
-    ErrorBody,
-    FrameMeta,
     FrameSearch,
     FramesSearchForm,
     FrameUploadForm,
-    Health,
     ImageSearchForm,
-    ReadinessBody,
-    SearchResponse,
     TextSearch,
+    close_upload_forms,
 )
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -271,6 +274,7 @@ def create_app(service: SearchService, api_key: str | None = None) -> FastAPI:
         lifespan=lifespan,
         responses={k: v for k, v in ERRORS.items() if k in (401, 413, 422)},
     )
+    app.openapi = lambda: close_upload_forms(FastAPI.openapi(app))  # type: ignore[method-assign]
     _install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=service.limits.max_request_bytes)
     if api_key is not None:

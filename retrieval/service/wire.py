@@ -1,4 +1,5 @@
-"""The service's wire schema: the pydantic models of every request and response body.
+"""The service's wire schema: the pydantic models of every request body (responses:
+:mod:`skysearch.retrieval.service.responses`).
 
 One definition shared by the service (:mod:`skysearch.retrieval.service.app` validates requests
 with these models and declares them in the OpenAPI document) and the typed client
@@ -12,8 +13,9 @@ JSON bodies are strict (:data:`JSON_BODY`); form fields are text, so the form mo
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import (
     AfterValidator,
@@ -26,8 +28,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.json_schema import WithJsonSchema
-from skysearch.retrieval.search import ResultItem, SearchOptions
-from typing_extensions import NotRequired, TypedDict  # pydantic needs these on Python < 3.12
+from skysearch.retrieval.search import SearchOptions
 
 if TYPE_CHECKING:
     from skysearch.retrieval.store.filters import SearchFilters
@@ -156,20 +157,13 @@ class FilterFields(BaseModel):
     exclude_window_s: float = Field(
         0, ge=0, le=366 * 86400, allow_inf_nan=False, description="half-width, seconds"
     )
-    datasets: list[Name] = Field(default_factory=list, max_length=64, description="scenes")
-    labels: list[Name] = Field(default_factory=list, max_length=64, description="scenes")
     bbox: Annotated[tuple[Longitude, Latitude, Longitude, Latitude], Strict(False)] | None = Field(
         None,
         description="[west, south, east, north] in degrees (west > east crosses the "
         "antimeridian): scenes located inside; frames/clips whose storm centre (best track) "
         "lies inside or whose footprint intersects it",
-    )
-    events: list[Name] = Field(
-        default_factory=list, max_length=64, description="event ids, e.g. typhoon 198702"
-    )
-    min_class: integer(2, 6) | None = Field(None, description="JMA best-track class at least")
-    max_pressure: float | None = Field(
-        None, ge=800, le=1100, allow_inf_nan=False, description="central pressure (hPa) at most"
+        # numbers all: so a form's encoder sends them as repeated fields, not one JSON part
+        json_schema_extra={"items": {"type": "number"}},
     )
     k: integer(1, MAX_K) = Field(10, description="number of results")
     one_per_day: bool = False
@@ -179,7 +173,27 @@ class FilterFields(BaseModel):
         # client, importing this module, never needs.
         from skysearch.retrieval.store.filters import SearchFilters
 
-        return SearchFilters.from_dict(self.model_dump(include=set(FilterFields.model_fields)))
+        names = set(SearchFilters().to_dict()) & set(type(self).model_fields)
+        return SearchFilters.from_dict(self.model_dump(include=names))
+
+
+class SceneFilterFields(FilterFields):
+    """Filters of a scene search (text, image)."""
+
+    datasets: list[Name] = Field(default_factory=list, max_length=64, description="scenes")
+    labels: list[Name] = Field(default_factory=list, max_length=64, description="scenes")
+
+
+class ArchiveFilterFields(FilterFields):
+    """Filters of an archive search (clips, frames): also the best-track fields."""
+
+    events: list[Name] = Field(
+        default_factory=list, max_length=64, description="event ids, e.g. typhoon 198702"
+    )
+    min_class: integer(2, 6) | None = Field(None, description="JMA best-track class at least")
+    max_pressure: float | None = Field(
+        None, ge=800, le=1100, allow_inf_nan=False, description="central pressure (hPa) at most"
+    )
 
 
 #: JSON bodies: no unknown field, no coercion (``0`` is not ``false``, ``"10"`` not ``10``):
@@ -187,8 +201,37 @@ class FilterFields(BaseModel):
 JSON_BODY = ConfigDict(extra="forbid", strict=True)
 
 
-class Filters(FilterFields):
+class SceneFilters(SceneFilterFields):
     model_config = JSON_BODY
+
+
+class ArchiveFilters(ArchiveFilterFields):
+    model_config = JSON_BODY
+
+
+class Filters(SceneFilters, ArchiveFilters):
+    """Every filter: what the typed client's ``Filters()`` holds; each route takes its own
+    kind's (a scene filter on a clip search would match nothing: 422)."""
+
+
+class FormFields(BaseModel):
+    """Multipart form fields: one the form does not declare is refused (422), as in JSON
+    bodies (a misspelt filter would otherwise be dropped, silently). ``FILE_PARTS``: the
+    file fields that travel in the same form."""
+
+    FILE_PARTS: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _declared_only(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            unknown = sorted(set(data) - set(cls.model_fields) - cls.FILE_PARTS)
+            if unknown:
+                raise ValueError(
+                    f"unknown form fields {unknown}; this form takes "
+                    f"{sorted(set(cls.model_fields) | cls.FILE_PARTS)}"
+                )
+        return data
 
 
 class RankFields(BaseModel):
@@ -211,7 +254,7 @@ class TextSearch(BaseModel):
         description="free text (not only spaces)",
         examples=["a river next to a road"],
     )
-    filters: Filters = Field(default_factory=Filters)
+    filters: SceneFilters = Field(default_factory=SceneFilters)
     model_id: Name | None = Field(
         None, description="text-image model id (default: the latest the scenes were indexed with)"
     )
@@ -257,7 +300,7 @@ class ClipSearch(RankFields):
     length: integer(1, MAX_FRAMES) | None = Field(None, description="frames per clip")
     gap_minutes: integer(1, 1440) | None = Field(None, description="minutes between frames")
     tolerance_minutes: integer(0, 720) = 15
-    filters: Filters = Field(default_factory=Filters)
+    filters: ArchiveFilters = Field(default_factory=ArchiveFilters)
 
     @model_validator(mode="after")
     def _one_query(self) -> ClipSearch:
@@ -315,7 +358,7 @@ class FrameSearch(FrameRankFields):
     satellite: Name | None = None
     channel: Name | None = None
     tolerance_minutes: integer(0, 720) = 15
-    filters: Filters = Field(default_factory=Filters)
+    filters: ArchiveFilters = Field(default_factory=ArchiveFilters)
 
     @model_validator(mode="after")
     def _one_query(self) -> FrameSearch:
@@ -329,20 +372,22 @@ class FrameSearch(FrameRankFields):
         return self
 
 
-class FrameUploadForm(FilterFields, FrameRankFields):
+class FrameUploadForm(FormFields, ArchiveFilterFields, FrameRankFields):
     """Form fields of a search by one uploaded frame (the filters, flat)."""
 
     model_config = ConfigDict(json_schema_extra=_upload_form)
+    FILE_PARTS = frozenset({"frame"})
     satellite: Name | None = Field(None, description="satellite whose ingest profile to use")
     channel: Name | None = Field(
         None, description="channel of the frame (default: from its file name, or the model's)"
     )
 
 
-class ImageSearchForm(FilterFields):
+class ImageSearchForm(FormFields, SceneFilterFields):
     """Form fields of an image search (the filters, flat)."""
 
     model_config = ConfigDict(json_schema_extra=_not_nullable)
+    FILE_PARTS = frozenset({"image"})
     model_id: Name | None = Field(
         None, description="text-image model id (default: the latest the scenes were indexed with)"
     )
@@ -351,120 +396,30 @@ class ImageSearchForm(FilterFields):
     )
 
 
-class FramesSearchForm(FilterFields, RankFields):
+class FramesSearchForm(FormFields, ArchiveFilterFields, RankFields):
     """Form fields of a search by uploaded frames (the filters, flat, and the clip spec)."""
 
     model_config = ConfigDict(json_schema_extra=_upload_form)
+    FILE_PARTS = frozenset({"frames"})
     satellite: Name | None = Field(None, description="satellite whose ingest profile to use")
     channel: Name | None = Field(None, description="channel of the frames")
     gap_minutes: integer(1, 1440) | None = Field(None, description="minutes between frames")
 
 
-# ---- response models (the OpenAPI schema; the fuzzer checks every response against it) ------
-class ErrorBody(BaseModel):
-    detail: str = Field(description="One line saying what was wrong and what to do.")
-
-
-class Health(BaseModel):
-    status: str = Field(description="Always `ok` while the process answers.")
-    version: str
-
-
-class ReadinessBody(BaseModel):
-    ready: bool
-    state: str = Field(description="starting, loading, ready or failed")
-    detail: str
-    load_seconds: float | None = None
-    store: str | None = None
-    collections: dict[str, int] = Field(default_factory=dict, description="name -> points")
-    searches: dict[str, str] = Field(
-        default_factory=dict, description="search kind -> `ok` or why it is unavailable"
-    )
-
-
-class CollectionBody(BaseModel):
-    name: str
-    points: int
-    vectors: dict[str, int] = Field(description="vector name (model id) -> dimension")
-    backend: str
-
-
-class FrameMeta(BaseModel):
-    frame_id: str
-    satellite: str
-    channel: str
-    time: str = Field(description="RFC 3339 UTC")
-    source_width: int
-    source_height: int
-    thumbnail: str = Field(description="path of the PNG thumbnail on this service")
-
-
-class ClipMeta(BaseModel):
-    clip_id: str
-    satellite: str
-    channels: list[str]
-    start: str = Field(description="RFC 3339 UTC, first frame")
-    end: str = Field(description="RFC 3339 UTC, last frame")
-    length: int
-    gap_minutes: int
-    frame_ids: list[list[str]] = Field(description="per channel, frames in time order")
-    thumbnail: str
-
-
-class ClipSpecBody(BaseModel):
-    satellite: str
-    channels: list[str]
-    length: int = Field(description="frames per clip")
-    gap_minutes: int
-    clips: int = Field(description="clips of this spec in the clip catalog")
-
-
-class ModelBody(BaseModel):
-    model_id: str
-    kind: str = Field(description="frame, clip, text-image, predictor...")
-    created: str
-
-
-class ArchiveBody(BaseModel):
-    """What the workspace's frame and clip catalogs hold, and the models trained on them."""
-
-    frames: int
-    clips: int
-    start: str | None = Field(description="RFC 3339 UTC, first frame (null: no frames)")
-    end: str | None = Field(description="RFC 3339 UTC, last frame")
-    satellites: dict[str, list[str]] = Field(description="satellite -> its channels")
-    clip_specs: list[ClipSpecBody]
-    models: list[ModelBody] = Field(description="registered models, oldest first")
-
-
-class FiltersEcho(TypedDict):  # a dict once parsed, as in the CLI's JSON
-    """The filters applied (``SearchFilters.to_dict``)."""
-
-    start: str | None
-    end: str | None
-    months: list[int]
-    hours: list[int]
-    day_of_year: list[int] | None
-    channels: list[str]
-    satellites: list[str]
-    exclude_around: str | None
-    exclude_window_s: float
-    datasets: NotRequired[list[str]]
-    labels: NotRequired[list[str]]
-    bbox: NotRequired[list[float] | None]
-    events: NotRequired[list[str]]
-    min_class: NotRequired[int | None]
-    max_pressure: NotRequired[float | None]
-    k: int
-    one_per_day: bool
-
-
-class SearchResponse(BaseModel):
-    """The CLI's ``--json`` result, unchanged (schema ``skysearch.search/1``)."""
-
-    model_config = ConfigDict(populate_by_name=True)
-    schema_: str = Field(alias="schema", description="result schema version")
-    query: dict[str, Any] = Field(description="what was asked (kind: clip, frame, text or image)")
-    results: list[ResultItem] = Field(description="hits, best first; null where not of the kind")
-    filters: FiltersEcho
-    timing_ms: dict[str, float]
+def close_upload_forms(document: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI document with each multipart body as one closed object: FastAPI declares
+    it as ``allOf`` its form model plus the file parts, which leaves other fields allowed,
+    while the form models refuse them (:class:`FormFields`). Idempotent."""
+    schemas = document.get("components", {}).get("schemas", {})
+    for name, body in list(schemas.items()):
+        if not name.startswith("Body_") or "allOf" not in body:
+            continue
+        (ref,) = body.pop("allOf")
+        form = schemas.pop(ref["$ref"].rsplit("/", 1)[-1])
+        body["properties"] = {**form["properties"], **body.get("properties", {})}
+        body["required"] = sorted({*form.get("required", ()), *body.get("required", ())})
+        for key in ("description", "dependentRequired"):
+            if key in form:
+                body[key] = form[key]
+        body["additionalProperties"] = False
+    return document

@@ -107,6 +107,21 @@ def day_of(payload: Mapping[str, Any]) -> str:
     return str(payload.get("day") or str(payload.get("time", ""))[:10])
 
 
+def _check_filters_apply(name: str, filters: SearchFilters) -> None:
+    """A filter on a field that a SkySearch collection's points never carry would match
+    nothing, silently (labels on a clip search): refused, naming where it applies."""
+    if name not in schema.COLLECTIONS:
+        return
+    wrong = {
+        f: schema.FIELD_COLLECTIONS[key]
+        for f, key in filters.payload_fields().items()
+        if name not in schema.FIELD_COLLECTIONS[key]
+    }
+    if wrong:
+        parts = [f"{{{f}}} filters {' and '.join(c)} only" for f, c in wrong.items()]
+        raise UsageError(f"{'; '.join(parts)}: not a filter of a {name} search", params=list(wrong))
+
+
 class VectorStore(ABC):
     """Collections of named vectors with payloads, filtered top-k search. Same for every backend."""
 
@@ -378,6 +393,8 @@ class VectorStore(ABC):
         vname = vector_name or DEFAULT_VECTOR
         vec = self._check_vector(name, vectors, vname, vector)
         sf = filters if isinstance(filters, SearchFilters) else None
+        if sf is not None:
+            _check_filters_apply(name, sf)
         k = k if k is not None else (sf.k if sf else 10)
         if k < 1:
             raise UsageError(f"k must be positive, got {k}")

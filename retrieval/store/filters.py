@@ -168,6 +168,14 @@ class SearchFilters:
         window = timedelta(seconds=float(data.get("exclude_window_s") or 0))
         return cls(**fields, exclude_window=window, model_id=model_id)
 
+    def payload_fields(self) -> dict[str, str]:
+        """Filter name -> the payload field it reads, for the filters that are set."""
+        return {
+            name: key
+            for name, key in _PAYLOAD_FIELD.items()
+            if getattr(self, name) not in (None, ())
+        }
+
     def to_qdrant(self) -> models.Filter | None:
         """The one translation of these filters into Qdrant's vocabulary (None: no filter)."""
         must: list[models.Condition] = []
@@ -237,6 +245,27 @@ class SearchFilters:
         if not must and not must_not:
             return None
         return models.Filter(must=must or None, must_not=must_not or None)
+
+
+#: the payload field each filter reads (``bbox`` also reads the footprint bounds of frames
+#: and clips; ``location`` is in every collection)
+_PAYLOAD_FIELD = {
+    "start": "time",
+    "end": "time",
+    "exclude_around": "time",
+    "months": "month",
+    "hours": "hour",
+    "day_of_year": "day_of_year",
+    "channels": "channel",
+    "satellites": "satellite",
+    "model_id": "model_id",
+    "datasets": "dataset",
+    "labels": "label",
+    "bbox": "location",
+    "events": "event",
+    "min_class": "track_class",
+    "max_pressure": "pressure_hpa",
+}
 
 
 def _bbox_condition(bbox: tuple[float, float, float, float]) -> models.Filter:

@@ -154,6 +154,10 @@ PAYLOAD_FIELDS: tuple[PayloadField, ...] = (
     PayloadField("lon", _T.FLOAT, (FRAMES, CLIPS), "best-track storm centre longitude", False),
 )
 
+#: Field -> the collections whose points carry it (a filter on another collection's field
+#: is refused: it would match nothing)
+FIELD_COLLECTIONS: dict[str, tuple[str, ...]] = {f.name: f.collections for f in PAYLOAD_FIELDS}
+
 #: Fields whose payload index also gets payload-aware HNSW links (``enable_hnsw``): Qdrant
 #: builds an extra subgraph per value block of each such field, which multiplies index build
 #: time. Other indexed fields still filter (exactly below full_scan_threshold, with ACORN above).
