@@ -382,6 +382,29 @@ def test_one_hit_per_day_equals_brute_force(store):
         assert len({h.payload["day"] for h in hits}) == len(hits)
 
 
+@pytest.mark.parametrize("backend", ["embedded", "memory"])
+def test_one_hit_per_day_keeps_each_undated_point(backend, tmp_path):
+    """Scenes without a time are not one day: each is a hit of its own beside the best hit
+    of each day (the embedded store kept one undated scene; Qdrant's groups drop them all)."""
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(12, 4))
+    dated = [time_payload(T0 + timedelta(hours=3 * i)) for i in range(6)]  # 2 days of 3
+    payloads = [*dated, *({"label": "x"} for _ in range(6))]
+    ids = [str(uuid.UUID(int=i + 1)) for i in range(12)]
+    q = rng.normal(size=4)
+    scores = vectors @ q / np.linalg.norm(vectors, axis=1) / np.linalg.norm(q)
+    best: dict[str, str] = {}
+    for i in np.argsort(-scores):
+        best.setdefault(payloads[i].get("day") or ids[i], ids[i])
+    expected = list(best.values())[:5]
+    with open_store(None, ":memory:" if backend == "memory" else str(tmp_path)) as s:
+        s.ensure_collection("scenes", 4)
+        s.upsert("scenes", [Point(i, v, p) for i, v, p in zip(ids, vectors, payloads)])
+        hits = s.search("scenes", q, filters=SearchFilters(k=5, one_per_day=True), exact=True)
+    assert [h.id for h in hits] == expected
+    assert sum(1 for h in hits if "day" not in h.payload) >= 3  # 2 days, the rest undated
+
+
 def test_scroll_returns_every_point_with_vectors(store):
     records = list(store.scroll(COLL, with_vectors=True, batch_size=700))
     assert len(records) == N

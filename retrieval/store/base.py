@@ -174,7 +174,8 @@ class VectorStore(ABC):
         exact: bool,
         hnsw_ef: int,
     ) -> list[Hit]:
-        """Best hit per UTC day, for engines without native groups (the embedded one).
+        """Best hit per UTC day, for engines without native groups (the embedded one); a
+        point without a time (a scene) is a group of its own.
 
         Rounds of top-(4k) queries, each excluding the days already found (``must_not day``
         in the indexed ``day`` keyword). Every day that appears in a round's sorted list is the
@@ -184,21 +185,28 @@ class VectorStore(ABC):
         round stays 4k hits even when one weather regime fills many days; at 5k points both
         took ~30 ms under load (bench/store.py, one_per_day set).
         """
-        found: dict[str, Hit] = {}
+        found: dict[str, Hit] = {}  # day -> its best hit
+        undated: dict[str, Hit] = {}  # id -> hit: a point without a time is its own group
         limit = 4 * k
-        while len(found) < k:
-            must_not = []
+        while len(found) + len(undated) < k:
+            must_not: list[models.Condition] = []
             if found:
                 days = models.MatchAny(any=list(found))
                 must_not.append(models.FieldCondition(key="day", match=days))
+            if undated:
+                must_not.append(models.HasIdCondition(has_id=list(undated)))
             round_filter = models.Filter(must=[flt] if flt else None, must_not=must_not or None)
             hits = self._query(name, vector_name, vector, limit, round_filter, exact, hnsw_ef)
-            before = len(found)
+            before = len(found) + len(undated)
             for hit in hits:  # sorted best first
-                found.setdefault(day_of(hit.payload), hit)
-            if len(found) == before or len(hits) < limit:
+                day = day_of(hit.payload)
+                if day:
+                    found.setdefault(day, hit)
+                else:
+                    undated[hit.id] = hit
+            if len(found) + len(undated) == before or len(hits) < limit:
                 break
-        return list(found.values())[:k]
+        return sorted([*found.values(), *undated.values()], key=lambda h: -h.score)[:k]
 
     @abstractmethod
     def _count(self, name: str, flt: models.Filter | None) -> int: ...

@@ -69,7 +69,8 @@ class SearchFilters:
       the antimeridian); keeps points whose ``location`` lies inside (a Qdrant geo
       bounding-box filter) OR whose footprint (``west, south, east, north`` payload of frames
       and clips whose profile knows the projection) intersects it.
-    - ``k``: number of hits; ``one_per_day``: at most one hit per UTC day.
+    - ``k``: number of hits; ``one_per_day``: at most one hit per UTC day (a point without
+      a time, such as a scene, is a hit of its own).
     """
 
     start: datetime | None = None

@@ -201,7 +201,20 @@ class ServerStore(VectorStore):
             search_params=self._params(exact, hnsw_ef),
             with_payload=True,
         )
-        return [_hits(g.hits)[0] for g in result.groups if g.hits]
+        # Qdrant leaves out points without the group field: points without a time (scenes)
+        # are each a group of their own, as in the embedded store's grouping
+        no_day = models.IsEmptyCondition(is_empty=models.PayloadField(key="day"))
+        undated = self._query(
+            name,
+            vector_name,
+            vector,
+            k,
+            models.Filter(must=[flt, no_day] if flt else [no_day]),
+            exact,
+            hnsw_ef,
+        )
+        hits = [_hits(g.hits)[0] for g in result.groups if g.hits] + undated
+        return sorted(hits, key=lambda h: -h.score)[:k]
 
     def _count(self, name: str, flt: models.Filter | None) -> int:
         return self.client.count(name, count_filter=flt, exact=True).count
