@@ -399,7 +399,7 @@ def test_one_hit_per_day_keeps_each_undated_point(backend, tmp_path):
     expected = list(best.values())[:5]
     with open_store(None, ":memory:" if backend == "memory" else str(tmp_path)) as s:
         s.ensure_collection("scenes", 4)
-        s.upsert("scenes", [Point(i, v, p) for i, v, p in zip(ids, vectors, payloads)])
+        s.upsert("scenes", [Point(i, v, p) for i, v, p in zip(ids, vectors, payloads, strict=True)])
         hits = s.search("scenes", q, filters=SearchFilters(k=5, one_per_day=True), exact=True)
     assert [h.id for h in hits] == expected
     assert sum(1 for h in hits if "day" not in h.payload) >= 3  # 2 days, the rest undated
