@@ -150,3 +150,40 @@ def test_a_qdrant_url_without_its_scheme_is_refused_not_made_a_folder(tmp_path: 
     with pytest.raises(UsageError, match="'localhost:6333' .* needs http:// or https://"):
         open_store(settings)
     assert not (tmp_path / "localhost:6333").exists()
+
+
+def test_an_index_build_cut_short_leaves_no_files_behind(tmp_path: Path):
+    """Ctrl-C or kill during `store optimize` killed the build child, whose half-built segment
+    stayed in temp_segments/ for good (~80 MB per 100k points). The next open removes it; the
+    points are all there and a new build completes."""
+    import numpy as np
+    from skysearch.retrieval.store import Point
+    from skysearch.retrieval.store.embedded import _CHILD, EdgeIndexParams
+
+    rng = np.random.default_rng(0)
+    store = EmbeddedStore(tmp_path, EdgeIndexParams(segment_points=0))
+    store.ensure_collection("clips", 128)
+    n = 40_000
+    store.upsert(
+        "clips",
+        (Point(uuid.UUID(int=i + 1), v, {}) for i, v in enumerate(rng.normal(size=(n, 128)))),
+        batch_size=2000,
+    )
+    store.close()
+    temp = tmp_path / "clips" / "temp_segments"
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(tmp_path / "clips"), "1", "0"])
+    deadline = time.monotonic() + 120
+    while child.poll() is None and time.monotonic() < deadline:
+        if temp.is_dir() and any(temp.iterdir()):
+            time.sleep(0.3)  # well into the build
+            break
+        time.sleep(0.02)
+    assert child.poll() is None, "the build ended before it could be cut short"
+    child.kill()
+    child.wait()
+    assert any(temp.iterdir())  # what the killed build left
+    with EmbeddedStore(tmp_path) as reopened:
+        assert reopened.count("clips") == n
+        assert not any(temp.iterdir())
+        reopened.optimize("clips")
+        assert reopened.info("clips").indexed_vectors == n

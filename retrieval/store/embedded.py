@@ -26,7 +26,7 @@ from typing import Any
 
 import qdrant_edge as qe
 from qdrant_client import models
-from skysearch.retrieval.store import schema, window_scan
+from skysearch.retrieval.store import schema, shard_files, window_scan
 from skysearch.retrieval.store.base import (
     CollectionInfo,
     Hit,
@@ -125,18 +125,6 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
         pass
 
 
-def _dir_bytes(path: Path) -> int:
-    """Bytes allocated on disk (the engine preallocates sparse files: st_size would overstate)."""
-    total = 0
-    for folder, _, files in os.walk(path):  # files come and go while the engine optimizes
-        for name in files:
-            try:
-                total += os.stat(os.path.join(folder, name)).st_blocks * 512
-            except FileNotFoundError:
-                pass
-    return total
-
-
 class EmbeddedStore(VectorStore):
     backend = "embedded"
 
@@ -230,6 +218,7 @@ class EmbeddedStore(VectorStore):
                     shard = qe.EdgeShard.create(str(path), self._edge_config(create_with))
                 else:
                     shard = qe.EdgeShard.load(str(path))
+                    shard_files.remove_stale_builds(path)  # open here: no build is running
             except Exception as exc:  # qdrant-edge raises plain Exception
                 raise self._open_error(path, exc) from None
             try:  # who holds the store, for the "in use" message: a note, not a need
@@ -404,7 +393,7 @@ class EmbeddedStore(VectorStore):
             points=i.points_count,
             indexed_vectors=i.indexed_vectors_count,
             segments=i.segments_count,
-            disk_bytes=_dir_bytes(self._path(name)),
+            disk_bytes=shard_files.disk_bytes(self._path(name)),
             vectors=vectors,
             payload_indexes=_index_types(i),
         )
@@ -447,7 +436,8 @@ class EmbeddedStore(VectorStore):
                 with tqdm(desc=f"{desc} ({points} points)", bar_format=bar_format) as bar:
                     while child.poll() is None:
                         time.sleep(0.5)
-                        bar.set_postfix_str(f"{_dir_bytes(path) / 2**20:.0f} MB on disk")
+                        size = shard_files.disk_bytes(path) / 2**20
+                        bar.set_postfix_str(f"{size:.0f} MB on disk")
             except BaseException:
                 child.kill()
                 child.wait()
