@@ -36,9 +36,10 @@ def find_clip(
     try:
         when = parse_time(ref)
     except (UsageError, ValueError):
+        _refuse_other_spec(workspace, ref, satellite, channels, length, gap)
         raise NotFoundError(
-            f"{ref!r} is neither a clip id nor a time of a {length}x{gap}m clip; "
-            "list clips with `skysearch clips --json` or pass a start time"
+            f"{ref!r} is neither a clip id nor a time of a {length}x{gap}m clip: pass a start "
+            "time, or the id of such a clip (`skysearch search clip --json` lists clip ids)"
         ) from None
     rows = table.to_pylist()
     if rows:
@@ -49,6 +50,24 @@ def find_clip(
         f"no {'+'.join(channels)} {length}x{gap}m clip of {satellite} starts near "
         f"{to_rfc3339(when)}: build clips (skysearch clips --length {length} --gap {gap})"
     )
+
+
+def _refuse_other_spec(
+    workspace: Workspace, ref: str, satellite: str, channels: list[str], length: int, gap: int
+) -> None:
+    """A clip id of the catalog whose spec is not the predictor's: say so (it is not unknown)."""
+    columns = ["clip_id", "satellite", "channels", "length", "gap_minutes"]
+    rows = [r for r in read_clips(workspace, columns=columns).to_pylist() if r["clip_id"] == ref]
+    if rows:
+        c = rows[0]
+        raise UsageError(
+            f"clip {ref} has the spec {'+'.join(c['channels'])} {c['length']}x"
+            f"{c['gap_minutes']}m of {c['satellite']}; this predictor takes "
+            f"{'+'.join(channels)} {length}x{gap}m clips of {satellite}",
+            hint="pass the start time or id of such a clip, or train a predictor for that "
+            f"spec (skysearch train predictor --length {c['length']} --gap {c['gap_minutes']} "
+            f"--channels {','.join(c['channels'])} --satellite {c['satellite']})",
+        )
 
 
 def predict_strip(

@@ -86,6 +86,20 @@ def test_train_resume_predict_strip(ws, cli, tmp_path) -> None:
     assert missing.exit_code == 2 and missing.stderr.startswith("error:")
     assert "no ir 3x60m clip" in missing.stderr
 
+    # A clip id of another spec is named as such (it was "neither a clip id nor a time").
+    from skysearch.ingest.clips import read_clips
+
+    _run("clips", "--length", "4", "--gap", "60", "-w", ws.root)
+    other = read_clips(ws, length=4, gap_minutes=60, columns=["clip_id"])["clip_id"][0].as_py()
+    wrong = cli("predict", other, "--out", out, "-w", ws.root)
+    assert wrong.exit_code == 2
+    assert f"clip {other} has the spec ir 4x60m of goes-east; this predictor takes ir 3x60m" in (
+        wrong.stderr
+    )
+    assert "--length 4 --gap 60" in wrong.stderr
+    unknown = cli("predict", "not-a-clip", "--out", out, "-w", ws.root)
+    assert unknown.exit_code == 2 and "neither a clip id nor a time" in unknown.stderr
+
 
 def test_eval_augment_reports_both_horizons(ws, cli) -> None:
     for args in (
