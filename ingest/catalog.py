@@ -98,17 +98,47 @@ def _unreadable(path: Path, exc: Exception) -> DamagedError:
     return DamagedError(path, f"unreadable Parquet ({reason})")
 
 
+#: Columns every row of a catalog (frames, clips, tracks) has where its schema holds them. A
+#: file lacking one is read with the column empty (schemas grow new optional columns), so a
+#: part without one, or with empty values in one (hand-edited, or written by another tool),
+#: is refused as damaged here rather than failing later in whatever reads it.
+_REQUIRED = (
+    "frame_id",
+    "clip_id",
+    "satellite",
+    "channel",
+    "channels",
+    "time",
+    "start",
+    "store_row",
+    "length",
+    "gap_minutes",
+    "frame_ids",
+)
+
+
+def _lacking(table: pa.Table) -> str | None:
+    """The first required column with an empty value in ``table``, if any."""
+    return next(
+        (c for c in _REQUIRED if c in table.column_names and table.column(c).null_count), None
+    )
+
+
 def read_part(path: Path, schema: pa.Schema = FRAME_SCHEMA) -> pa.Table:
     """One catalog file, page checksums verified; ``DamagedError`` naming it if unreadable.
     (``FileNotFoundError`` passes through: the file was renamed away while listed.)"""
     if Path(path).is_dir():  # pyarrow would read it as a (possibly empty) dataset
         raise DamagedError(path, "a folder where a catalog file should be")
     try:
-        return pq.read_table(path, schema=schema, page_checksum_verification=True)
+        table = pq.read_table(path, schema=schema, page_checksum_verification=True)
     except FileNotFoundError:
         raise
     except (OSError, pa.ArrowException) as exc:
         raise _unreadable(path, exc) from None
+    column = _lacking(table)
+    if column is not None:
+        raise DamagedError(path, f"rows without a {column} (the column is missing or empty)")
+    return table
 
 
 def scan_parts(
@@ -129,13 +159,17 @@ def scan_parts(
         paths, schema=schema, format=_PARQUET, filesystem=pafs.LocalFileSystem()
     )
     try:
-        return dataset.to_table(columns=columns, filter=where)
+        table = dataset.to_table(columns=columns, filter=where)
     except FileNotFoundError:
         raise
     except (OSError, pa.ArrowException):
         for part in parts:  # the scan's error need not name the file: find it
             read_part(part, schema)
         raise
+    if _lacking(table) is not None:
+        for part in parts:  # find the file
+            read_part(part, schema)
+    return table
 
 
 def _legacy_replaced(path: Path) -> set[str]:

@@ -72,6 +72,12 @@ def _folder_for(path: Path) -> None:
     path.mkdir()
 
 
+def _drop_column(path: Path, column: str) -> None:
+    import pyarrow.parquet as pq
+
+    pq.write_table(pq.read_table(path).drop([column]), path)
+
+
 DAMAGE: dict[str, tuple[Callable[[Path], None], str, list[str]]] = {
     # name: (damage, the file doctor must name, the query that must fail)
     "frames truncated by 1 byte": (
@@ -123,6 +129,16 @@ DAMAGE: dict[str, tuple[Callable[[Path], None], str, list[str]]] = {
         lambda ws: _folder_for(_part(ws)),
         str(CATALOG / "part-"),
         FROM_FRAMES,
+    ),
+    "catalog part without its store_row column": (
+        lambda ws: _drop_column(_part(ws), "store_row"),
+        str(CATALOG / "part-"),
+        FROM_FRAMES,
+    ),
+    "clip catalog without its frame_ids column": (
+        lambda ws: _drop_column(ws / CLIPS, "frame_ids"),
+        str(CLIPS),
+        FROM_SKETCHES,
     ),
     "clip catalog truncated": (
         lambda ws: _truncate(ws / CLIPS, 100),
