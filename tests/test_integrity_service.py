@@ -74,3 +74,39 @@ def test_clip_search_refuses_a_zeroed_store_and_repair_restores_it(tmp_path_fact
     again = cli(*query, "-w", ws)
     assert again.exit_code == 0, again.stderr
     assert json.loads(again.stdout.strip().splitlines()[-1])["results"] == expected
+
+
+def test_ready_turns_false_when_a_request_meets_damage_and_true_once_repaired(
+    tmp_path_factory,
+):
+    """/ready reflected start-up only: a file damaged later made searches answer 503 while
+    /ready still said ready (a load balancer kept sending traffic). A request that meets a
+    damaged file now turns /ready to 503, naming it, until the workspace checks out again."""
+    from fastapi.testclient import TestClient
+    from skysearch.retrieval.service.app import create_app
+    from skysearch.retrieval.service.service import SearchService
+
+    from skysearch.config import load_settings
+
+    shared = build_workspace(tmp_path_factory.getbasetemp() / "service-ws")
+    ws = tmp_path_factory.mktemp("later") / "ws"
+    shutil.copytree(shared.root, ws, ignore=shutil.ignore_patterns(".*owner"))
+    svc = SearchService(load_settings(workspace=ws), torch_threads=None)
+    svc.start(background=False)
+    try:
+        client = TestClient(create_app(svc))
+        assert client.get("/ready").status_code == 200
+        good = (ws / FRAMES_U8).read_bytes()
+        _zero(ws / FRAMES_U8)
+        assert client.get("/ready").status_code == 200  # nothing has met it yet: no cost
+        body = {"at": QUERY_AT, "channels": ["ir"], "rerank": 5, "filters": {"k": 3}}
+        refused = client.post("/search/clip", json=body)
+        assert refused.status_code == 503 and str(ws / FRAMES_U8) in refused.json()["detail"]
+        ready = client.get("/ready")
+        assert ready.status_code == 503
+        assert not ready.json()["ready"] and str(ws / FRAMES_U8) in ready.json()["detail"]
+        (ws / FRAMES_U8).write_bytes(good)  # what repair restores
+        assert client.get("/ready").status_code == 200
+        assert client.post("/search/clip", json=body).status_code == 200
+    finally:
+        svc.close()

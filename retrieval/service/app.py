@@ -58,7 +58,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from skysearch import __version__
-from skysearch.errors import NotFoundError, SkySearchError, StoreError, UsageError
+from skysearch.errors import DamagedError, NotFoundError, SkySearchError, StoreError, UsageError
 
 log = logging.getLogger("skysearch.service")
 
@@ -170,9 +170,11 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def _install_error_handlers(app: FastAPI) -> None:
+def _install_error_handlers(app: FastAPI, service: SearchService) -> None:
     @app.exception_handler(SkySearchError)
     async def expected(_: Request, exc: SkySearchError) -> JSONResponse:
+        if isinstance(exc, DamagedError):
+            service.note_damage(exc)  # /ready says so until it is repaired
         # Parameters by their field names (``str``), as the request spelled them.
         return JSONResponse({"detail": exc.render()}, status_code=_status(exc))
 
@@ -275,7 +277,7 @@ def create_app(service: SearchService, api_key: str | None = None) -> FastAPI:
         responses={k: v for k, v in ERRORS.items() if k in (401, 413, 422)},
     )
     app.openapi = lambda: close_upload_forms(FastAPI.openapi(app))  # type: ignore[method-assign]
-    _install_error_handlers(app)
+    _install_error_handlers(app, service)
     app.add_middleware(BodyLimit, max_bytes=service.limits.max_request_bytes)
     if api_key is not None:
         app.add_middleware(ApiKeyGate, api_key=api_key)  # outermost: checked first

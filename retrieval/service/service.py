@@ -128,6 +128,7 @@ class SearchService:
         self._detail = "not started"
         self._load_seconds: float | None = None
         self._searches: dict[str, str] = {}
+        self._damage: str | None = None  # a damaged workspace file a request met since
         self._thread: threading.Thread | None = None
         self._searcher: Any = None
         self.catalogs = Catalogs(settings.workspace, lambda: self._searcher.frame_store)
@@ -223,9 +224,28 @@ class SearchService:
     def ready(self) -> bool:
         return self._state == "ready"
 
+    def note_damage(self, exc: SkySearchError) -> None:
+        """A request met a damaged workspace file (``DamagedError``): ``/ready`` answers not
+        ready until the start-up checks pass again (after ``skysearch repair``)."""
+        self._damage = str(exc)
+
+    def _damage_remains(self) -> str | None:
+        """Why the workspace is still damaged since a request met damage, else None."""
+        from skysearch.ingest.integrity import ensure_intact
+
+        if self._damage is None:
+            return None
+        try:
+            ensure_intact(self.settings.workspace)
+        except SkySearchError as exc:
+            return str(exc)
+        self._damage = None
+        return None
+
     def readiness(self) -> Readiness:
         """What ``/ready`` reports; never raises: a store that stopped answering after
-        start-up (a Qdrant server gone) is reported as failed, with the reason."""
+        start-up (a Qdrant server gone), or a workspace file a request found damaged, is
+        reported as failed, with the reason."""
         out = Readiness(
             ready=self.ready,
             state=self._state,
@@ -239,6 +259,9 @@ class SearchService:
                 out.collections = {c.name: c.points for c in self.collections()}
             except SkySearchError as exc:
                 out.ready, out.state, out.detail = False, "failed", f"store unavailable: {exc}"
+            damage = self._damage_remains()
+            if damage is not None:
+                out.ready, out.state, out.detail = False, "failed", damage
         return out
 
     def require_ready(self) -> None:
