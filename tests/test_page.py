@@ -304,3 +304,26 @@ def test_no_request_leaves_the_servers_origin(session):
     assert not outside, outside
     assert not [r for r in session.requests if API_KEY in r]
     assert not session.errors, session.errors
+
+
+def test_the_api_docs_render_with_nothing_fetched_from_outside(browser, url):
+    """/docs loaded Swagger UI from a CDN: a blank page on a network without internet (where
+    forecasters' services run). Its scripts now come from the service; requests anywhere else
+    are blocked, and the page must still show the API's operations."""
+    context = browser.new_context()
+    page = context.new_page()
+    outside: list[str] = []
+
+    def only_the_service(route) -> None:
+        if route.request.url.startswith(url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_the_service)
+    page.goto(f"{url}/docs")
+    page.wait_for_selector("#operations-search-search_text_search_text_post", timeout=WAIT_MS)
+    assert "SkySearch" in page.inner_text(".swagger-ui .info .title")
+    assert outside == []
+    context.close()

@@ -22,8 +22,10 @@ from fastapi import Depends, FastAPI, File, Form, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
+from fastapi_offline import FastAPIOffline
 from skysearch.retrieval.search import ClipQuery, FrameQuery
 from skysearch.retrieval.service.animation import ANIMATION_MAX
+from skysearch.retrieval.service.body_limit import BodyLimit
 from skysearch.retrieval.service.page import STATIC, mount_page
 from skysearch.retrieval.service.responses import (
     ArchiveBody,
@@ -55,7 +57,7 @@ from skysearch.retrieval.service.wire import (
     close_upload_forms,
 )
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from skysearch import __version__
 from skysearch.errors import DamagedError, NotFoundError, SkySearchError, StoreError, UsageError
@@ -91,66 +93,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 AnimationSize = Annotated[
     int, Query(ge=THUMB_MIN, le=ANIMATION_MAX, description="longest side of a frame, pixels")
 ]
-
-
-# ---- request size limit (pure ASGI: counts bytes before anything parses them) ---------------
-class _TooLarge(StarletteHTTPException):
-    """Raised while the body is read; an HTTPException so FastAPI's body parsing passes it on
-    (it turns other exceptions into 400) and the error handler answers 413."""
-
-    def __init__(self, max_bytes: int) -> None:
-        super().__init__(413, _too_large(max_bytes))
-
-
-def _too_large(max_bytes: int) -> str:
-    return f"request body larger than {max_bytes} bytes"
-
-
-class BodyLimit:
-    """Refuse bodies over ``max_bytes`` with 413: by Content-Length up front, else by counting."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._refuse(send)
-            return
-        seen = 0
-        started = False
-
-        async def counting_receive() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge(self.max_bytes)
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._refuse(send)
-
-    async def _refuse(self, send: Send) -> None:
-        response = JSONResponse({"detail": _too_large(self.max_bytes)}, status_code=413)
-        await response({"type": "http"}, _no_receive, send)
-
-
-async def _no_receive() -> Message:  # pragma: no cover - a JSONResponse never reads
-    return {"type": "http.disconnect"}
 
 
 # ---- errors -----------------------------------------------------------------------------
@@ -198,10 +140,11 @@ def _install_error_handlers(app: FastAPI, service: SearchService) -> None:
 _key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="API key")
 #: Paths served without a key: liveness, the API's own documentation and the web page (its
 #: files hold nothing of the workspace; the page asks for the key and sends it with its calls).
+DOCS_ASSETS = "/docs-assets"  # Swagger UI and ReDoc scripts, served by the service itself
 PUBLIC_PATHS = frozenset(
     {"/", "/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 )
-PUBLIC_PREFIXES = (f"/{STATIC}/",)
+PUBLIC_PREFIXES = (f"/{STATIC}/", f"{DOCS_ASSETS}/")
 
 
 def is_public(path: str) -> bool:
@@ -268,7 +211,8 @@ def create_app(service: SearchService, api_key: str | None = None) -> FastAPI:
         if owned:
             service.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc from files in the package, not a CDN (offline)
+        static_url=DOCS_ASSETS,
         title="SkySearch",
         version=__version__,
         description="Search satellite imagery and video by text, clip or image. "
