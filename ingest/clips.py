@@ -107,6 +107,26 @@ class ClipSpec:
         channels, length, gap = spec_parts(text, param)
         return cls(length, gap, tuple(channels) if len(channels) > 1 else None)
 
+    @classmethod
+    def from_user(cls, text: str, param: str = "clip_spec") -> ClipSpec:
+        """:meth:`parse` for a spec a user wrote: one channel named is refused (single-channel
+        clips are built for every channel, so the name would be ignored), and so is a gap
+        within the default tolerance (the frames of two steps would overlap)."""
+        channels, length, gap = spec_parts(text, param)
+        if len(channels) == 1:
+            raise UsageError(
+                f"{{{param}}} {text!r}: single-channel clips are built for every channel; "
+                f"write {length}x{gap}, or name two or more channels (e.g. ir+wv_{length}x{gap}m)",
+                params=[param],
+            )
+        if gap <= DEFAULT_TOLERANCE_MINUTES:
+            raise UsageError(
+                f"{{{param}}} {text!r}: the gap must be more than the {DEFAULT_TOLERANCE_MINUTES} "
+                "minutes a frame may sit from its step",
+                params=[param],
+            )
+        return cls.parse(text, param)
+
 
 def spec_parts(text: str, param: str = "clip_spec") -> tuple[list[str], int, int]:
     """``ir+wv_12x60m`` -> (["ir", "wv"], 12, 60); ``12x60`` -> ([], 12, 60); a UsageError
@@ -119,6 +139,8 @@ def spec_parts(text: str, param: str = "clip_spec") -> tuple[list[str], int, int
             params=[param],
         )
     channels = found["channels"].split("+") if found["channels"] else []
+    if len(set(channels)) < len(channels):
+        raise UsageError(f"{{{param}}} {text!r} names a channel twice", params=[param])
     return channels, int(found["length"]), int(found["gap"])
 
 

@@ -267,6 +267,13 @@ def test_usage_errors_exit_2(cli, deliveries, tmp_path):
     _one_line_error(r, "--clip-spec '12' is not a clip spec", "12x60")
     r = cli("update", deliveries["ir"], "--model", "clip-nope", "-w", ws)
     _one_line_error(r, "no model 'clip-nope'")
+    # a single channel named was ignored (clips of every channel built), a repeated one kept
+    r = cli("update", deliveries["ir"], "--clip-spec", "ir_3x30m", "-w", ws)
+    _one_line_error(r, "single-channel clips are built for every channel", "write 3x30")
+    r = cli("update", deliveries["ir"], "--clip-spec", "ir+ir_3x30m", "-w", ws)
+    _one_line_error(r, "names a channel twice")
+    r = cli("update", deliveries["ir"], "--clip-spec", "2x1", "-w", ws)  # named --tolerance
+    _one_line_error(r, "the gap must be more than the 15 minutes")
     assert not ws.exists()  # refused before anything was written
 
 

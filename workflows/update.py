@@ -142,7 +142,7 @@ def run_update(
     if index_after < 1:
         raise UsageError("{index_after} must be at least 1", params=["index_after"])
     workspace = settings.workspace
-    specs = [ClipSpec.parse(text) for text in clip_specs]
+    specs = [ClipSpec.from_user(text) for text in clip_specs]
     select_profiles(source, profile_dirs)  # a bad --source or --profiles: nothing created yet
     models = _models(workspace, model_ids)
     workers = workers or usable_cpus()
