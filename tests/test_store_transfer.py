@@ -166,6 +166,10 @@ def test_cli_store_export_import_info(cli, tmp_path: Path):
     r = cli("store", "export", "-w", tmp_path / "a", "--out", out, "--json")
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1])["points"] == {"clips": 200, "frames": 100}
+    before = out.read_bytes()
+    again = cli("store", "export", "-w", tmp_path / "a", "--out", out)  # it overwrote, silently
+    assert again.exit_code == 2 and "it exists (an older export?)" in again.stderr
+    assert out.read_bytes() == before
     r = cli("store", "import", out, "-w", tmp_path / "b", "--json")
     assert r.exit_code == 0, r.stderr
     r = cli("store", "info", "-w", tmp_path / "b", "--json")

@@ -67,6 +67,8 @@ def export_store(
         raise UsageError(f"cannot write {out}: {out.parent} is not an existing folder")
     if out.is_dir():
         raise UsageError(f"cannot write {out}: it is a folder, not a file name")
+    if out.exists() or out.is_symlink():  # as the parquet export and `catalog export` refuse
+        raise UsageError(f"cannot write {out}: it exists (an older export?); remove it first")
     with atomic_path(out) as tmp:  # a failed export leaves no partial file behind
         try:
             fh = _open_for_write(tmp, gz=out.suffix == ".gz")
