@@ -9,6 +9,15 @@ from typing import Annotated
 
 import typer
 
+
+def _folder(text: str) -> Path:
+    """A folder named on the command line: an empty name (``-w "$WS"`` with WS unset) is refused
+    rather than read as the current directory."""
+    if not text.strip():
+        raise typer.BadParameter("an empty name; name a folder (. for the current one)")
+    return Path(text)
+
+
 WorkspaceOption = Annotated[
     Path | None,
     typer.Option(
@@ -17,6 +26,8 @@ WorkspaceOption = Annotated[
         help="Workspace folder (catalogs, frames, models, embedded store). "
         "Default: $SKYSEARCH_WORKSPACE, skysearch.toml, or ./skysearch-workspace.",
         show_default=False,
+        parser=_folder,
+        metavar="PATH",
     ),
 ]
 JsonOption = Annotated[

@@ -116,6 +116,11 @@ def load_settings(
         names = {f.validation_alias: name for name, f in Layers.model_fields.items()}
         key = names.get(error["loc"][0], error["loc"][0])
         raise UsageError(f"{path}: {key} must be a string, got {error['input']!r}") from None
+    if not str(layers.workspace).strip():
+        raise UsageError(
+            f"the workspace setting is empty (SKYSEARCH_WORKSPACE or workspace in {path}): "
+            "name a folder, . for the current one"
+        )
     root = Path(layers.workspace).expanduser().resolve()
     if root.exists() and not root.is_dir():
         raise UsageError(f"workspace {root} is a file, not a folder")

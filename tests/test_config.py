@@ -91,6 +91,8 @@ def test_the_store_memory_tier_reaches_the_embedded_store(here, monkeypatch):
         (b"workspace = \n", "cannot read {path}: Invalid value (at line 1, column 13)"),
         (b"workspace = 5\n", "{path}: workspace must be a string, got 5"),
         (b'qdrant_url = ["a"]\n', "{path}: qdrant_url must be a string, got ['a']"),
+        # it was the current folder: a workspace spread into wherever the job ran
+        (b'workspace = ""\n', "the workspace setting is empty (SKYSEARCH_WORKSPACE or workspace"),
     ],
 )
 def test_a_bad_toml_is_one_clear_usage_error(here, content, message):
@@ -108,3 +110,10 @@ def test_a_config_file_elsewhere_and_a_workspace_that_is_a_file(here, tmp_path_f
     (here / "a-file").write_text("x")
     with pytest.raises(UsageError, match="is a file, not a folder"):
         load_settings(workspace="a-file")
+
+
+def test_an_empty_workspace_flag_is_refused_not_the_current_folder(here, cli):
+    """``-w "$WS"`` with WS unset named the current folder, and update wrote a workspace there."""
+    r = cli("doctor", "-w", "")
+    assert r.exit_code == 2 and "an empty name; name a folder" in r.stderr
+    assert list(here.iterdir()) == []
