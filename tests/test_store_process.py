@@ -152,6 +152,34 @@ def test_a_qdrant_url_without_its_scheme_is_refused_not_made_a_folder(tmp_path: 
     assert not (tmp_path / "localhost:6333").exists()
 
 
+@pytest.mark.parametrize(
+    "env, message",
+    [  # each was a traceback from the client (exit 3)
+        ({"QDRANT_URL": "ftp://x"}, "is not an http:// or https:// URL with a host"),
+        ({"QDRANT_URL": "http://127.0.0.1:99999"}, "Port out of range"),
+        ({"QDRANT_URL": "http://[::1"}, "Invalid IPv6 URL"),
+        ({"QDRANT_URL": "http://127.0.0.1:1 "}, "Port could not be cast"),
+        ({"QDRANT_SHARD_NUMBER": "abc"}, "QDRANT_SHARD_NUMBER must be a whole number"),
+        ({"QDRANT_REPLICATION_FACTOR": "2.5"}, "QDRANT_REPLICATION_FACTOR must be a whole"),
+        ({"QDRANT_API_KEY": "ключ"}, "QDRANT_API_KEY must be ASCII"),
+    ],
+)
+def test_bad_qdrant_settings_are_one_error_line(env, message, tmp_path: Path, monkeypatch, cli):
+    monkeypatch.setenv("QDRANT_URL", "http://127.0.0.1:1")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    r = cli("store", "info", "-w", tmp_path)
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1 and message in lines[0], r.stderr
+
+
+def test_a_password_in_the_qdrant_url_is_not_echoed(tmp_path: Path, monkeypatch, cli):
+    monkeypatch.setenv("QDRANT_URL", "http://user:s3cret@127.0.0.1:1")
+    r = cli("store", "info", "-w", tmp_path)
+    assert r.exit_code == 2 and "cannot reach Qdrant at http://127.0.0.1:1" in r.stderr
+    assert "s3cret" not in r.stderr
+
+
 def test_an_index_build_cut_short_leaves_no_files_behind(tmp_path: Path):
     """Ctrl-C or kill during `store optimize` killed the build child, whose half-built segment
     stayed in temp_segments/ for good (~80 MB per 100k points). The next open removes it; the

@@ -27,7 +27,7 @@ from skysearch.retrieval.store.base import (
     vectors_of,
 )
 
-from skysearch.errors import StoreError
+from skysearch.errors import StoreError, UsageError
 
 _T = models.PayloadSchemaType
 _INDEX_PARAMS = {
@@ -83,10 +83,13 @@ class ServerStore(VectorStore):
     def connect(cls, url: str, settings: Any = None) -> ServerStore:
         """Connect with bounded retries; one clear StoreError line if the server stays away."""
         api_key = getattr(settings, "qdrant_api_key", None) or os.environ.get("QDRANT_API_KEY")
+        if api_key and not api_key.isascii():
+            raise UsageError("QDRANT_API_KEY must be ASCII text (it travels in an HTTP header)")
         grpc = str(_setting(settings, "QDRANT_PREFER_GRPC") or "").lower() in ("1", "true", "yes")
-        shards = _setting(settings, "QDRANT_SHARD_NUMBER")
-        replicas = _setting(settings, "QDRANT_REPLICATION_FACTOR")
-        consistency = _setting(settings, "QDRANT_WRITE_CONSISTENCY_FACTOR")
+        shards = _count(settings, "QDRANT_SHARD_NUMBER")
+        replicas = _count(settings, "QDRANT_REPLICATION_FACTOR")
+        consistency = _count(settings, "QDRANT_WRITE_CONSISTENCY_FACTOR")
+        shown = _checked_url(url)
         client = QdrantClient(
             url=url, api_key=api_key, prefer_grpc=grpc, timeout=30, check_compatibility=False
         )
@@ -103,15 +106,15 @@ class ServerStore(VectorStore):
             client.close()
             reason = str(last).splitlines()[0] if last and str(last) else type(last).__name__
             raise StoreError(
-                f"cannot reach Qdrant at {url} after {CONNECT_ATTEMPTS} attempts ({reason}); "
+                f"cannot reach Qdrant at {shown} after {CONNECT_ATTEMPTS} attempts ({reason}); "
                 "check QDRANT_URL / QDRANT_API_KEY, or unset QDRANT_URL to use the embedded store"
             )
         return cls(
             client,
-            f"Qdrant server {url}",
-            shard_number=int(shards) if shards else None,
-            replication_factor=int(replicas) if replicas else None,
-            write_consistency_factor=int(consistency) if consistency else None,
+            f"Qdrant server {shown}",
+            shard_number=shards,
+            replication_factor=replicas,
+            write_consistency_factor=consistency,
         )
 
     @property
@@ -303,3 +306,36 @@ def _quantization_config() -> models.ScalarQuantization | None:
     return models.ScalarQuantization(
         scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, always_ram=True)
     )
+
+
+def _checked_url(url: str) -> str:
+    """The URL as messages show it (without a password); a UsageError for one that is not an
+    http(s) URL with a host and a valid port (the client's own errors are tracebacks)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise UsageError(f"Qdrant URL {url!r} (QDRANT_URL, --qdrant-url): {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or url != url.strip():
+        raise UsageError(
+            f"Qdrant URL {url!r} (QDRANT_URL, --qdrant-url) is not an http:// or https:// URL "
+            "with a host (e.g. http://localhost:6333)"
+        )
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}{f':{port}' if port else ''}{parts.path}"
+
+
+def _count(settings: Any, name: str) -> int | None:
+    """A cluster setting that is a whole number >= 1 (None: unset); a UsageError naming it."""
+    value = _setting(settings, name)
+    if value is None or value == "":
+        return None
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = 0
+    if number < 1 or isinstance(value, bool | list | dict | float):
+        raise UsageError(f"{name} must be a whole number of at least 1, got {value!r}")
+    return number
