@@ -325,6 +325,8 @@ def test_pairwise_step_matrix_and_per_clip_paths_agree(max_step):
     [
         ({"grid": 0}, "grid and bins must be positive integers", "--grid and --bins must"),
         ({"bins": 300}, "bins must be at most 254", "--bins must be at most 254"),
+        # the reference mode tried to allocate 74.5 GiB at N = 100000 (a MemoryError, exit 3)
+        ({"grid": 100_000, "mode": "reference"}, "grid must be at most 1024", "--grid must be"),
     ],
 )
 def test_spec_errors_name_parameters_the_cli_renders_as_flags(spec, plain, on_the_cli):

@@ -40,6 +40,10 @@ MODES: tuple[str, ...] = ("clean", "reference")
 _PIXELS_PER_STEP = 1 << 22
 
 
+#: N x N cells of 4 pixels a side on the largest frames ingest accepts (4096 px)
+MAX_GRID = 1024
+
+
 @dataclass(frozen=True)
 class GridSpec:
     """Metric parameters: grid size N, bin count B, mode."""
@@ -57,6 +61,8 @@ class GridSpec:
             raise UsageError("{grid} and {bins} must be positive integers", params=["grid", "bins"])
         if self.bins > 254:
             raise UsageError("{bins} must be at most 254", params=["bins"])
+        if self.grid > MAX_GRID:  # the reference mode allocates per cell before any size check
+            raise UsageError(f"{{grid}} must be at most {MAX_GRID}", params=["grid"])
 
     @property
     def cells(self) -> int:
