@@ -78,6 +78,7 @@ ThreadsOption = Annotated[
         help="CPU threads for torch (0 = one per CPU this process may use). On a busy shared "
         "machine 1 is often fastest.",
         min=0,
+        max=256,  # 100000 made the thread pools fail to map their stacks (a crash, exit 139)
     ),
 ]
 

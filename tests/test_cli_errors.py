@@ -417,6 +417,7 @@ CASES: dict[str, list[Case]] = {
         c("update", "{missing}", *W, expect="path not found"),
         c("update", "{goes}", "--clip-spec", "12", *W, expect="--clip-spec '12' is not a clip"),
         c("update", "{goes}", "--model", "clip-nope", *W, expect="no model 'clip-nope'"),
+        c("update", "{goes}", "--threads", "100000", *W, expect=USAGE),  # was a crash
         c("update", "{goes}", "--index-after", "0", *W, expect=USAGE),
         c("update", "{goes}", "--source", "nope", *W, expect="unknown --source"),
         c("update", "{goes}", "--engine", "spark", *W, expect=USAGE),
