@@ -90,6 +90,17 @@ def test_tiny_training_lowers_loss_on_real_frames(sample_ws, tmp_path, objective
     assert history[-1]["loss"] < history[0]["loss"]
 
 
+def test_metric_training_without_pairs_far_enough_apart_is_refused(sample_ws, tmp_path):
+    """Every pair closer than --min-pair-hours is left out: with none left, training ran at
+    loss 0 and registered an untrained model as the latest."""
+    frames, times, sim = _real_frames(sample_ws)
+    span_h = float(np.ptp(times)) / 3600
+    model = build_frame_encoder(FrameEncoderConfig(height=frames.shape[2], width=frames.shape[3]))
+    config = EncoderTrainConfig(objective="metric", epochs=1, min_pair_hours=span_h + 1)
+    with pytest.raises(UsageError, match="no training pairs: .* min_pair_hours"):
+        train_on_arrays(model, frames, times, sim, config, tmp_path, "fp", "test")
+
+
 def test_cell_metric_training_lowers_loss_on_real_frames(sample_ws, tmp_path):
     """small-cnn's metric objective: cell pairs of real frames, squared value gap vs KS D."""
     from skysearch.encoders.training.cells import cell_pair_batches

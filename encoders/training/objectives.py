@@ -171,6 +171,14 @@ def item_batches(
     if config.objective == "metric":
         if similarity is None:
             raise UsageError("the metric objective needs ground-truth similarities (sketches)")
+        span_h = float(np.ptp(times_s)) / 3600.0 if n else 0.0
+        if n < 3 or span_h < config.min_pair_hours:  # every loss would be 0: nothing learnt
+            raise UsageError(
+                f"no training pairs: {n} items over {span_h:.0f} h, and pairs closer than "
+                f"{{min_pair_hours}} {config.min_pair_hours:g} h are left out; lower it or "
+                "train on a longer period",
+                params=["min_pair_hours"],
+            )
         sim = torch.as_tensor(similarity, dtype=torch.float32, device=device)
         times = torch.as_tensor(np.asarray(times_s, dtype=np.float64), device=device)
 
