@@ -32,7 +32,13 @@ MIN_KEY_BYTES = 16
 
 
 def check_bind(host: str, api_key: str | None) -> None:
-    """Refuse to serve beyond loopback without an API key of at least MIN_KEY_BYTES."""
+    """Refuse to serve beyond loopback without an API key of at least MIN_KEY_BYTES, and
+    anywhere with a key no client can send (HTTP strips a header value's outer white space)."""
+    if api_key and api_key != api_key.strip():
+        raise UsageError(
+            "the API key starts or ends with white space, which an HTTP header cannot carry "
+            "(every request would be refused): remove it"
+        )
     if is_loopback(host):
         return
     if not api_key:

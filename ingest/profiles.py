@@ -258,7 +258,8 @@ def _load(dirs: tuple[Path, ...]) -> dict[str, Profile]:
             sources.append((f"skysearch.ingest/profiles/{entry.name}", entry.read_text()))
     for folder in dirs:
         if not folder.is_dir():
-            raise UsageError(f"profiles folder {folder} does not exist")
+            what = "is a file, not a folder" if folder.exists() else "does not exist"
+            raise UsageError(f"profiles folder {folder} (--profiles, SKYSEARCH_PROFILES) {what}")
         for path in sorted(folder.glob("*.json")):
             try:
                 sources.append((str(path), path.read_text(encoding="utf-8")))

@@ -119,6 +119,7 @@ CASES: dict[str, list[Case]] = {
         c("ingest", "{missing}", *W, expect="path not found"),
         c("ingest", "{goes}", "--source", "nope", "-w", "{tmp}/w", expect="unknown --source"),
         c("ingest", "{goes}", "--profiles", "{missing}", *W, expect="does not exist"),
+        c("ingest", "{goes}", "--profiles", "{bin}", *W, expect="is a file, not a folder"),
         c("ingest", "{goes}", "--workers", "-1", *W, expect=USAGE),
         c("ingest", "{goes}", "--engine", "spark", *W, expect=USAGE),
         c("ingest", "{goes}", "--address", "ray://h:10001", *W, expect="it needs --engine ray"),
@@ -375,6 +376,7 @@ CASES: dict[str, list[Case]] = {
     ],
     "store import": [
         c("store", "import", "{missing}", *W, expect="does not exist"),
+        c("store", "import", "{tmp}", *W, expect="is a folder, not an export file"),
         c("store", "import", "{bin}", *W, expect=":1 is not UTF-8 text"),
         c("store", "import", "{bin_gz}", *W, expect="cannot read it"),
         c("store", "import", "{truncated_gz}", *W, expect="cannot read it"),

@@ -115,6 +115,9 @@ def test_bind_rules(cli):
         UsageError, match="the API key is 15 bytes; off loopback it needs at least 16"
     ):
         check_bind("0.0.0.0", "0123456789abcde")
+    for key in (" " * 16, "0123456789abcdef "):  # every request was refused: 401
+        with pytest.raises(UsageError, match="white space, which an HTTP header cannot carry"):
+            check_bind("127.0.0.1", key)
     result = cli("serve", "--host", "0.0.0.0", "-w", str(REPO / "no-such-workspace"))
     assert result.exit_code == 2 and "set an API key" in result.stderr
 

@@ -260,9 +260,14 @@ def _ingest(
     }
     report.skipped = done.skipped
     report.ingest_report = done.report_path
+    copies = (
+        f", {done.identical_duplicates} copies of frames already in"
+        if done.identical_duplicates
+        else ""
+    )
     detail.append(
         f"{done.files_seen} files: {done.frames_added} frames added, {done.unchanged} already "
-        f"in, {len(done.skipped)} skipped; {done.frames_total} frames in the catalog"
+        f"in{copies}, {len(done.skipped)} skipped; {done.frames_total} frames in the catalog"
     )
     detail += [f"skipped {item['path']}: {item['reason']}" for item in done.skipped[:20]]
     if len(done.skipped) > 20:

@@ -173,7 +173,8 @@ def import_store(
 
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"export file {path} does not exist")
+        what = "is a folder, not an export file" if path.is_dir() else "does not exist"
+        raise UsageError(f"export file {path} {what}")
     counts: dict[str, int] = {}
     declared: dict[str, Any] = {}  # points per collection, as its header says
     listed: Any = None  # the collections the file holds, as its first header says
