@@ -13,6 +13,8 @@ from skysearch.cli.options import (
     JsonOption,
     WorkspaceOption,
     positive,
+    share,
+    share_or_none,
 )
 from skysearch.cli.output import emit_json, info, table
 
@@ -86,8 +88,12 @@ def train_frames_command(
             "(same channels, length and gap; each split by time on its own range)."
         ),
     ] = None,
-    length: Annotated[int | None, typer.Option(help="Clip length L of the clip spec.")] = None,
-    gap: Annotated[int | None, typer.Option(help="Clip gap G (minutes) of the clip spec.")] = None,
+    length: Annotated[
+        int | None, typer.Option(help="Clip length L of the clip spec.", min=1)
+    ] = None,
+    gap: Annotated[
+        int | None, typer.Option(help="Clip gap G (minutes) of the clip spec.", min=1)
+    ] = None,
     backbone: Annotated[
         str, typer.Option(help="small-cnn, or efficientnet-lite0 (ImageNet, frozen + head).")
     ] = "small-cnn",
@@ -99,16 +105,17 @@ def train_frames_command(
     holdout: Annotated[
         float,
         typer.Option(
-            help="Most recent fraction of the time range held out for eval.", min=0, max=1
+            help="Most recent fraction of the time range held out for eval (0 < x < 1).",
+            callback=share,
         ),
     ] = 0.2,
     validation: Annotated[
         float,
         typer.Option(
             help="Also keep this most recent fraction of the training range out, for choosing "
-            "settings with `eval clips --split validation` (0 = train on all of it).",
-            min=0,
-            max=1,
+            "settings with `eval clips --split validation` (0 <= x < 1; 0 = train on all of "
+            "it).",
+            callback=share_or_none,
         ),
     ] = 0.0,
     device: DeviceOption = None,

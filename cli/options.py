@@ -91,6 +91,20 @@ def set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+def share(value: float) -> float:
+    """Option callback for a share of a time range held out: 0 < x < 1."""
+    if not 0 < value < 1:
+        raise typer.BadParameter(f"must be between 0 and 1 (both excluded), got {value}")
+    return value
+
+
+def share_or_none(value: float) -> float:
+    """Option callback for a share of a time range that may be 0 (none): 0 <= x < 1."""
+    if value != 0:
+        share(value)
+    return value
+
+
 def positive(value: float | None) -> float | None:
     """Option callback for learning rates: a finite number above 0 (click's ranges let nan
     and inf through)."""

@@ -183,6 +183,7 @@ CASES: dict[str, list[Case]] = {
     ],
     "train frames": [
         c("train", "frames", "--lr", "-1", *W, expect=USAGE),
+        c("train", "frames", "--length", "0", *W, expect=USAGE),  # said "run skysearch clips"
         c("train", "frames", "--lr", "nan", *W, expect=USAGE),
         c("train", "frames", "--holdout", "2", *W, expect=USAGE),
         c("train", "frames", "--holdout", "0", *W, expect="between 0 and 1"),
