@@ -74,9 +74,6 @@ def cell_pair_batches(
     targets = cell_cdfs(frames, grid).to(device)
     cells = grid * grid
 
-    def values(x: torch.Tensor) -> torch.Tensor:
-        return net.cells(x[:, :, None, None]).flatten(1)
-
     group = np.zeros(n_frames, np.int64) if groups is None else np.asarray(groups, np.int64)
 
     def epoch(rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, int]]:
@@ -89,7 +86,7 @@ def cell_pair_batches(
             )
             ca, cb = torch.as_tensor(ca), torch.as_tensor(cb)
             d = (targets[fa, :, ca] - targets[fb, :, cb]).abs().amax(-1).mean(-1)
-            gap = (values(inputs[fa, ca]) - values(inputs[fb, cb])).pow(2).sum(1)
+            gap = (net.cell_values(inputs[fa, ca]) - net.cell_values(inputs[fb, cb])).pow(2).sum(1)
             yield (gap - d).pow(2).mean(), CELL_PAIRS
 
     return epoch
