@@ -111,10 +111,13 @@ def load_settings(
         layers = layers_reading(path)(**given)
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise UsageError(f"cannot read {path}: {exc}") from None
-    except ValidationError as exc:  # only a TOML value can have the wrong type
+    except ValidationError as exc:  # only a TOML key or value can be wrong
         error = exc.errors()[0]
         names = {f.validation_alias: name for name, f in Layers.model_fields.items()}
         key = names.get(error["loc"][0], error["loc"][0])
+        if error["type"] == "extra_forbidden":
+            known = ", ".join(Layers.model_fields)
+            raise UsageError(f"{path}: unknown setting {key!r} (settings: {known})") from None
         raise UsageError(f"{path}: {key} must be a string, got {error['input']!r}") from None
     if not str(layers.workspace).strip():
         raise UsageError(

@@ -31,7 +31,7 @@ class Layers(BaseSettings):
     model_config = SettingsConfigDict(
         case_sensitive=True,
         env_ignore_empty=True,
-        extra="ignore",
+        extra="forbid",  # a misspelt key in skysearch.toml is an error, not silently unused
         validate_by_name=True,  # init arguments and TOML keys by name, the environment by alias
         validate_by_alias=True,
     )

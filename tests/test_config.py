@@ -91,6 +91,8 @@ def test_the_store_memory_tier_reaches_the_embedded_store(here, monkeypatch):
         (b"workspace = \n", "cannot read {path}: Invalid value (at line 1, column 13)"),
         (b"workspace = 5\n", "{path}: workspace must be a string, got 5"),
         (b'qdrant_url = ["a"]\n', "{path}: qdrant_url must be a string, got ['a']"),
+        (b'qdrant-url = "http://q:6333"\n', "{path}: unknown setting 'qdrant-url' (settings: "),
+        (b'[store]\nmemory = "cold"\n', "{path}: unknown setting 'store' (settings: workspace, "),
         # it was the current folder: a workspace spread into wherever the job ran
         (b'workspace = ""\n', "the workspace setting is empty (SKYSEARCH_WORKSPACE or workspace"),
     ],
