@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -75,7 +76,9 @@ class Decoded:
     quality: float = 0.0  # fraction of the source's pixels without a valid measurement
 
 
-_open_zip: tuple[str, zipfile.ZipFile] | None = None
+#: the last zip archive read, by (path, inode, size, modification time): a process that ingests
+#: again after the archive was replaced opens it again, not its old listing
+_open_zip: tuple[tuple[str, int, int, int], zipfile.ZipFile] | None = None
 
 
 def _too_large(size: int, what: str) -> SourceTooLarge:
@@ -94,10 +97,12 @@ def read_bytes(source: Source) -> bytes:
         with open(source.file, "rb") as handle:
             data = handle.read(MAX_SOURCE_BYTES + 1)
     else:
-        if _open_zip is None or _open_zip[0] != source.file:
+        st = os.stat(source.file)
+        key = (source.file, st.st_ino, st.st_size, st.st_mtime_ns)
+        if _open_zip is None or _open_zip[0] != key:
             if _open_zip is not None:
                 _open_zip[1].close()
-            _open_zip = (source.file, zipfile.ZipFile(source.file))
+            _open_zip = (key, zipfile.ZipFile(source.file))
         info = _open_zip[1].getinfo(source.member)
         if info.file_size > MAX_SOURCE_BYTES:
             raise _too_large(info.file_size, "zip member")

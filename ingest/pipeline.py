@@ -44,6 +44,7 @@ from skysearch.ingest.profiles import (
     select_profiles,
     unmatched_reason,
 )
+from skysearch.ingest.stamps import SourceStamps
 from skysearch.ingest.tracks import set_footprints
 from tqdm import tqdm
 
@@ -177,7 +178,9 @@ def discover(
     return candidates, skipped
 
 
-def _catalog_row(cand: Candidate, result: Decoded, store_row: int) -> dict[str, Any]:
+def _catalog_row(
+    cand: Candidate, result: Decoded, store_row: int, stamp: str | None
+) -> dict[str, Any]:
     name = cand.name
     assert name.time is not None
     return {
@@ -188,6 +191,7 @@ def _catalog_row(cand: Candidate, result: Decoded, store_row: int) -> dict[str, 
         "year": name.time.year,
         "source_path": cand.source.path,
         "checksum": result.checksum,
+        "source_stamp": stamp,
         "width": result.width,
         "height": result.height,
         "status": "suspect" if result.quality else "ok",
@@ -204,6 +208,13 @@ def _clash(cand: Candidate, other_path: str) -> str:
     return (
         f"duplicate timestamp {name.time:%Y-%m-%dT%H:%MZ} for {name.satellite}/{name.channel} "
         f"with different content than {other_path}"
+    )
+
+
+def _changed(cand: Candidate) -> str:
+    return (
+        f"changed since its frame {cand.name.time:%Y-%m-%dT%H:%MZ} was ingested, with other "
+        "pixels: the catalog keeps the frame first ingested (frames are never replaced)"
     )
 
 
@@ -269,22 +280,25 @@ def ingest(
     with StoreWriter(workspace) as writer:
         recover(workspace)
         cols = ["frame_id", "satellite", "channel", "year", "store_row", "profile"]
-        cols += ["source_path", "checksum"]
+        cols += ["source_path", "checksum", "source_stamp"]
         committed = read_frames(workspace, columns=cols)
         writer.reconcile(committed)
-        # frame id -> (source path, checksum) of every committed or newly written frame
-        known: dict[str, tuple[str, str]] = {
-            fid: (src, digest)
-            for fid, src, digest in zip(
+        # frame id -> (source path, checksum, stamp) of every committed or newly written frame
+        known: dict[str, tuple[str, str, str | None]] = {
+            fid: (src, digest, stamp)
+            for fid, src, digest, stamp in zip(
                 committed["frame_id"].to_pylist(),
                 committed["source_path"].to_pylist(),
                 committed["checksum"].to_pylist(),
+                committed["source_stamp"].to_pylist(),
                 strict=True,
             )
         }
+        stamps = SourceStamps()  # taken before decoding: a file changed meanwhile is seen next run
         todo = []
         for cand in candidates:
-            if known.get(cand.frame_id, ("", ""))[0] == cand.source.path:
+            seen, stamp = known.get(cand.frame_id), stamps(cand.source)
+            if seen and seen[0] == cand.source.path and seen[2] in (None, stamp):
                 report.unchanged += 1
             else:
                 todo.append(cand)
@@ -320,16 +334,20 @@ def ingest(
                     continue
                 seen = known.get(cand.frame_id)
                 if seen is not None:
-                    if seen[1] == result.checksum:
-                        report.identical_duplicates += 1
+                    same_file = seen[0] == cand.source.path
+                    if seen[1] == result.checksum:  # a re-delivered file, or its twin elsewhere
+                        report.unchanged += same_file
+                        report.identical_duplicates += not same_file
                     else:
-                        skipped.append({"path": cand.source.path, "reason": _clash(cand, seen[0])})
+                        reason = _changed(cand) if same_file else _clash(cand, seen[0])
+                        skipped.append({"path": cand.source.path, "reason": reason})
                     continue
                 name = cand.name
                 row = writer.append(name.satellite, name.channel, name.time.year, result.frame)
-                rows.append(_catalog_row(cand, result, row))
+                stamp = stamps(cand.source)
+                rows.append(_catalog_row(cand, result, row, stamp))
                 report.suspect += bool(result.quality)
-                known[cand.frame_id] = (cand.source.path, result.checksum)
+                known[cand.frame_id] = (cand.source.path, result.checksum, stamp)
                 if len(rows) >= commit_every:
                     commit()
             commit()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import zipfile
 from datetime import datetime, timezone
@@ -220,6 +221,43 @@ def test_incremental_new_year(tmp_path):
     assert read_frames(ws, start="2018-01-01")["year"].to_pylist() == [2018] * 8
     assert (ws.frames_catalog / "satellite=goes-east" / "year=2018").is_dir()
     assert ingest([y17, y18], ws, progress=False).frames_added == 0
+
+
+def test_a_file_changed_in_place_is_read_again_and_other_pixels_are_reported(tmp_path):
+    """Same path, same size and time: not read. Touched: read again, unchanged. Other pixels
+    at the same path (a plain file or a zip member): skipped with the reason; the first kept."""
+    src = tmp_path / "in"
+    src.mkdir()
+    gifs = sorted(SAMPLE_IR.glob("HUIR17249*.GIF"))[:4]
+    for path in gifs[:3]:
+        shutil.copy(path, src / path.name)
+    archive = tmp_path / "more.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(gifs[3], gifs[3].name)
+    ws = _ws(tmp_path / "ws")
+    assert ingest([src, archive], ws, progress=False).frames_added == 4
+    before = read_frames(ws)
+
+    touched = src / gifs[0].name
+    os.utime(touched, ns=(1, 1))
+    report = ingest([src, archive], ws, progress=False)
+    assert (report.frames_added, report.unchanged, report.skipped) == (0, 4, [])
+
+    shutil.copy(gifs[1], touched)  # the first file's name, the second file's pixels
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(gifs[2], gifs[3].name)
+    report = ingest([src, archive], ws, progress=False)
+    assert (report.frames_added, report.unchanged) == (0, 2)
+    changed = {Path(s["path"]).name: s["reason"] for s in report.skipped}
+    assert changed.keys() == {gifs[0].name, f"more.zip::{gifs[3].name}"}
+    assert all(r.startswith("changed since its frame 2017-09-0") for r in changed.values()), changed
+    assert read_frames(ws).equals(before)  # nothing replaced, nothing lost
+
+    # rows written before stamps existed keep the old rule: same path, not read again
+    for part in ws.frames_catalog.rglob("*.parquet"):
+        pq.write_table(pq.read_table(part).drop_columns(["source_stamp"]), part)
+    report = ingest([src, archive], ws, progress=False)
+    assert (report.frames_added, report.unchanged, report.skipped) == (0, 4, [])
 
 
 def test_read_frames_filters_and_framestore_order(tmp_path):
