@@ -411,7 +411,7 @@ def _ranking_lines(result: dict[str, Any]) -> tuple[dict[str, float], list[str]]
             "method": name,
             "ndcg@10": f"{result['ndcg_at_10'][name]:.3f}",
             "recall@10": f"{result['recall_at_10'][name]:.3f}",
-            "pearson": f"{result['pearson'][name]:+.3f}",
+            "pearson": "n/a" if (r := result["pearson"][name]) is None else f"{r:+.3f}",
         }
         for name in result["ndcg_at_10"]
     ]

@@ -18,7 +18,7 @@ from skysearch.encoders.training.objectives import (
     log_ratio_loss,
     train_on_arrays,
 )
-from skysearch.retrieval.evaluation.clips import ndcg_at_k, search_scores
+from skysearch.retrieval.evaluation.clips import ndcg_at_k, pearson, search_scores
 
 from skysearch.config import Workspace, load_settings
 from skysearch.errors import UsageError
@@ -64,6 +64,17 @@ def test_ndcg_and_recall():
     worst, recall = search_scores(truth, truth, np.array([0]), np.array([[0, 1, 1, 1, 1]], bool), 2)
     assert worst < 0.2 and recall == 0.0
     assert ndcg_at_k(np.array([0.0, 1.0]), np.array([1.0, 0.0]), 2) == pytest.approx(1 / np.log2(3))
+
+
+def test_pearson_is_null_where_undefined_not_nan():
+    """A hold-out of one clip has no pair: NaN (with numpy's warning) was printed, and NaN
+    is not JSON."""
+    assert pearson(np.array([0.1, 0.4, 0.3]), np.array([1.0, 4.0, 2.0])) == pytest.approx(
+        0.9286, 1e-3
+    )
+    assert pearson(np.array([]), np.array([])) is None
+    assert pearson(np.array([0.5]), np.array([0.2])) is None
+    assert pearson(np.array([0.5, 0.5]), np.array([0.2, 0.3])) is None
 
 
 def _real_frames(ws: Workspace, n: int = 24) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

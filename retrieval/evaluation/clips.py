@@ -108,7 +108,11 @@ def search_scores(
     return float(np.mean(ndcgs)), float(np.mean(recalls))
 
 
-def pearson(x: np.ndarray, y: np.ndarray) -> float:
+def pearson(x: np.ndarray, y: np.ndarray) -> float | None:
+    """Their correlation; None (JSON null) where undefined: fewer than 2 pairs (a hold-out of
+    one clip), or one side constant."""
+    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return None
     return float(np.corrcoef(x, y)[0, 1])
 
 
@@ -260,7 +264,11 @@ def score_methods(
     vectors: dict[str, np.ndarray], truth: np.ndarray, protocol: Protocol, k: int
 ) -> dict[str, dict[str, float]]:
     """``{"ndcg_at_10": {method: value}, "recall_at_10": {...}, "pearson": {...}}``."""
-    result: dict[str, dict[str, float]] = {"ndcg_at_10": {}, "recall_at_10": {}, "pearson": {}}
+    result: dict[str, dict[str, float | None]] = {
+        "ndcg_at_10": {},
+        "recall_at_10": {},
+        "pearson": {},
+    }
     for name, vecs in vectors.items():
         for metric, value in score(vecs, truth, protocol, k).items():
             result[metric][name] = value
