@@ -99,8 +99,20 @@ def train_frames_command(
     ] = "small-cnn",
     objective: ObjectiveOption = "metric",
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 2,
-    min_pair_hours: MinPairOption = 0.0,
-    batch_size: Annotated[int, typer.Option(help="Items per step.")] = 32,
+    min_pair_hours: Annotated[
+        float | None,
+        typer.Option(
+            help="metric on frame pairs (efficientnet-lite0): ignore pairs closer in time than "
+            "this many hours. [default: 0]"
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Frames per step (triplet, or efficientnet-lite0). [default: 32; the "
+            "small-cnn's metric training steps on 4,096 cell pairs]"
+        ),
+    ] = None,
     lr: Annotated[float, typer.Option(help="AdamW learning rate.", callback=positive)] = 1e-3,
     holdout: Annotated[
         float,
@@ -129,13 +141,42 @@ def train_frames_command(
     """
     from skysearch.encoders.training.frames import DataSpec, train_frames
 
+    _refuse_unused(objective, backbone, min_pair_hours, batch_size)
     settings = load_settings(workspace=workspace, device=device)
     channel_list = channels.split(",") if channels else None
     data = DataSpec(
         _satellites(satellite, satellites), channel_list, length, gap, holdout, validation
     )
-    config = _train_config(objective, epochs, batch_size, lr, seed, settings.device, min_pair_hours)
+    config = _train_config(
+        objective, epochs, batch_size or 32, lr, seed, settings.device, min_pair_hours or 0.0
+    )
     _report(train_frames(settings.workspace, data, config, backbone), json_out)
+
+
+def _refuse_unused(
+    objective: str, backbone: str, min_pair_hours: float | None, batch_size: int | None
+) -> None:
+    """The small-cnn's metric training steps on cell pairs, not frames, and pairs no frames by
+    time: options that would change nothing are refused, not silently dropped."""
+    from skysearch.errors import UsageError
+
+    if objective != "metric" or backbone != "small-cnn":
+        if min_pair_hours is not None and objective != "metric":
+            raise UsageError(
+                "{min_pair_hours} applies to the metric objective only", params=["min_pair_hours"]
+            )
+        return
+    applies = {
+        "min_pair_hours": "{backbone} efficientnet-lite0",
+        "batch_size": "{backbone} efficientnet-lite0 or {objective} triplet",
+    }
+    for name, value in (("min_pair_hours", min_pair_hours), ("batch_size", batch_size)):
+        if value is not None:
+            raise UsageError(
+                f"{{{name}}} does not apply to the small-cnn's metric training (it learns "
+                f"from 4,096 random cell pairs a step); it applies with {applies[name]}",
+                params=[name, "backbone", "objective"],
+            )
 
 
 def _satellites(satellite: str | None, satellites: str | None) -> str | list[str] | None:

@@ -258,6 +258,20 @@ def test_missing_models_and_clips_give_clear_errors(tmp_path, cli):
     assert done.exit_code == 2 and "skysearch clips" in done.stderr
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--batch-size", "8"], "--batch-size does not apply to the small-cnn's metric training"),
+        (["--min-pair-hours", "3"], "it applies with --backbone efficientnet-lite0\n"),
+        (["--objective", "triplet", "--min-pair-hours", "3"], "the metric objective only"),
+    ],
+)
+def test_options_the_training_would_not_use_are_refused(tmp_path, cli, args, message):
+    """They were silently dropped: the small-cnn's metric training steps on cell pairs."""
+    done = cli("train", "frames", *args, "-w", str(tmp_path))
+    assert done.exit_code == 2 and message in done.stderr, done.stderr
+
+
 def test_validation_slice_keeps_training_and_selection_off_the_holdout(sample_ws, cli, tmp_path):
     """--validation trains on the earliest part only; --split validation scores the slice
     between it and the hold-out, with candidates from before the hold-out only."""
