@@ -219,6 +219,8 @@ CASES: dict[str, list[Case]] = {
     ],
     "train text-image": [
         c("train", "text-image", *W, expect="pass --images DIR"),
+        # the default towers' heads untrained, registered as the latest text-image model
+        c("train", "text-image", "--epochs", "0", *W, expect="--epochs 0 registers a --pretr"),
         c("train", "text-image", "--images", "{missing}", *W, expect="not a folder of class"),
         c("train", "text-image", "--train-csv", "{missing}", *W, expect="not found"),
         c("train", "text-image", "--train-csv", "{tmp}", *W, expect="not found"),
