@@ -120,6 +120,23 @@ class Decoder:
         return bool(self.time)
 
 
+def _whole(value: Any, key: str) -> int:
+    """``value`` as an int; a ValueError naming ``key`` if it is not a whole number."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"{key} must be a whole number, got {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{key} must be a whole number, got {value!r}") from None
+    if not number.is_integer():
+        raise ValueError(f"{key} must be a whole number, got {value!r}")
+    return int(number)
+
+
+#: keys every source profile has (the others have defaults)
+REQUIRED_KEYS = ("name", "satellite", "pattern", "crops", "resolution", "cadence_minutes")
+
+
 @dataclass(frozen=True)
 class NameMatch:
     """What a file name says: the frame's channel and UTC time under a profile (None when the
@@ -152,8 +169,13 @@ class Profile:
     @classmethod
     def from_dict(cls, data: dict[str, Any], origin: str = "") -> Profile:
         try:
+            if not isinstance(data, dict):
+                raise TypeError(f"a JSON object is needed, not {type(data).__name__}")
             pattern = re.compile(data["pattern"])
-            width, height = (int(v) for v in data["resolution"])
+            size = data["resolution"]
+            if not isinstance(size, list) or len(size) != 2:
+                raise ValueError(f"resolution must be [width, height], got {size!r}")
+            width, height = (_whole(v, "resolution") for v in size)
             profile = cls(
                 name=str(data["name"]),
                 satellite=str(data["satellite"]),
@@ -161,17 +183,27 @@ class Profile:
                 channels={str(k): str(v) for k, v in data.get("channels", {}).items()},
                 crops=tuple(dict(rule) for rule in data["crops"]),
                 resolution=(width, height),
-                cadence_minutes=int(data["cadence_minutes"]),
+                cadence_minutes=_whole(data["cadence_minutes"], "cadence_minutes"),
                 description=str(data.get("description", "")),
-                max_value=int(data.get("max_value", 65535)),
+                max_value=_whole(data.get("max_value", 65535), "max_value"),
                 decoder=Decoder.from_dict(data.get("decoder") or {}),
                 channel=str(data.get("channel", "")),
                 instrument=str(data.get("instrument", "")),
                 satellites={str(k): str(v) for k, v in data.get("satellites", {}).items()},
                 footprint=Footprint.from_dict(data["footprint"]) if "footprint" in data else None,
             )
-        except (KeyError, TypeError, ValueError, re.error) as exc:
-            raise UsageError(f"source profile {origin or data!r} is invalid: {exc!r}") from None
+        except KeyError as exc:
+            raise UsageError(
+                f"source profile {origin or data!r} is invalid: the key {exc} is missing "
+                f"(required: {', '.join(REQUIRED_KEYS)})"
+            ) from None
+        except re.error as exc:
+            raise UsageError(
+                f"source profile {origin or data!r} is invalid: pattern is not a regular "
+                f"expression ({exc})"
+            ) from None
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"source profile {origin or data!r} is invalid: {exc}") from None
         times = {"year", "yy"} & set(pattern.groupindex)
         if not times and not profile.decoder.time:
             raise UsageError(

@@ -380,3 +380,30 @@ def test_catalog_compaction_and_an_older_versions_leftovers(tmp_path):
     assert ingest([SAMPLE_IR], ws, progress=False).frames_total == 60
     assert sorted(folder.glob("*.parquet")) == [old_merged]  # leftovers deleted
     assert read_frames(ws).equals(before)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"pattern": None}, "the key 'pattern' is missing (required: name, satellite, pattern,"),
+        ({"pattern": "(?P<year>"}, "pattern is not a regular expression (missing ), unterm"),
+        ({"resolution": "375x300"}, "resolution must be [width, height], got '375x300'"),
+        ({"resolution": [375, 30.5]}, "resolution must be a whole number, got 30.5"),
+        ({"cadence_minutes": "often"}, "cadence_minutes must be a whole number, got 'often'"),
+    ],
+)
+def test_a_bad_profile_key_is_one_error_naming_it(change, message, tmp_path):
+    """They read as Python reprs (KeyError('pattern'), invalid literal for int())."""
+    from skysearch.ingest.profiles import load_profiles
+
+    packaged = Path(ids.__file__).parent / "profiles" / "coms.json"
+    data = json.loads(packaged.read_text())
+    data |= change
+    data = {key: value for key, value in data.items() if value is not None}
+    (tmp_path / "coms.json").write_text(json.dumps(data))
+    with pytest.raises(UsageError, match="is invalid") as caught:
+        load_profiles([tmp_path])
+    assert message in str(caught.value)
+    (tmp_path / "coms.json").write_text("[1]")
+    with pytest.raises(UsageError, match="a JSON object is needed, not list"):
+        load_profiles([tmp_path])
