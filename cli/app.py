@@ -6,6 +6,7 @@ import errno
 import gc
 import sys
 import traceback
+import warnings
 from typing import Annotated, NoReturn
 
 import typer
@@ -92,8 +93,14 @@ def _internal_error() -> NoReturn:
     sys.exit(INTERNAL_ERROR)
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one ``warning:`` line, like the ``error:`` lines (not a file and line)."""
+    typer.echo(f"warning: {message}", err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: expected errors become one line on stderr and exit code 2."""
+    warnings.showwarning = _warning_line
     configure_threads()  # before the commands import numpy/torch and size their pools
     _register()
     try:

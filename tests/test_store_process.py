@@ -180,6 +180,23 @@ def test_a_password_in_the_qdrant_url_is_not_echoed(tmp_path: Path, monkeypatch,
     assert "s3cret" not in r.stderr
 
 
+def test_an_api_key_over_plain_http_is_one_warning_line(tmp_path: Path, monkeypatch, cli):
+    """qdrant-client's own UserWarning printed a file, a line and its source code."""
+    monkeypatch.setenv("QDRANT_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("QDRANT_API_KEY", "k3y")
+    r = cli("store", "info", "-w", tmp_path)
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 2, r.stderr
+    assert lines[0] == (
+        "warning: the Qdrant API key goes unencrypted to http://127.0.0.1:1: use https:// "
+        "unless the network between is private"
+    )
+    assert lines[1].startswith("error: cannot reach Qdrant at http://127.0.0.1:1")
+    monkeypatch.setenv("QDRANT_URL", "https://127.0.0.1:1")
+    r = cli("store", "info", "-w", tmp_path)
+    assert "warning" not in r.stderr.lower() and r.stderr.startswith("error: cannot reach")
+
+
 def test_an_index_build_cut_short_leaves_no_files_behind(tmp_path: Path):
     """Ctrl-C or kill during `store optimize` killed the build child, whose half-built segment
     stayed in temp_segments/ for good (~80 MB per 100k points). The next open removes it; the

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -90,9 +91,17 @@ class ServerStore(VectorStore):
         replicas = _count(settings, "QDRANT_REPLICATION_FACTOR")
         consistency = _count(settings, "QDRANT_WRITE_CONSISTENCY_FACTOR")
         shown = _checked_url(url)
-        client = QdrantClient(
-            url=url, api_key=api_key, prefer_grpc=grpc, timeout=30, check_compatibility=False
-        )
+        if api_key and shown.startswith("http://"):
+            warnings.warn(
+                f"the Qdrant API key goes unencrypted to {shown}: use https:// unless the "
+                "network between is private",
+                stacklevel=2,
+            )
+        with warnings.catch_warnings():  # said above, in words that name the setting
+            warnings.filterwarnings("ignore", "Api key is used with an insecure connection")
+            client = QdrantClient(
+                url=url, api_key=api_key, prefer_grpc=grpc, timeout=30, check_compatibility=False
+            )
         last: Exception | None = None
         for attempt in range(CONNECT_ATTEMPTS):
             try:
