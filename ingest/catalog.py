@@ -63,7 +63,7 @@ FRAME_SCHEMA = pa.schema(
         ("year", pa.int32()),
         ("source_path", pa.string()),
         ("checksum", pa.string()),
-        ("source_stamp", pa.string()),  # the file's size and time (skysearch.ingest.stamps)
+        ("source_stamp", pa.string()),  # size and time or CRC (skysearch.ingest.stamps)
         ("width", pa.int32()),
         ("height", pa.int32()),
         ("status", pa.string()),

@@ -102,6 +102,7 @@ def read_bytes(source: Source) -> bytes:
         if _open_zip is None or _open_zip[0] != key:
             if _open_zip is not None:
                 _open_zip[1].close()
+                _open_zip = None  # not a closed handle under its key if the open below fails
             _open_zip = (key, zipfile.ZipFile(source.file))
         info = _open_zip[1].getinfo(source.member)
         if info.file_size > MAX_SOURCE_BYTES:

@@ -30,6 +30,7 @@ from skysearch.ingest.catalog import (
     compact_partitions,
     read_frames,
     recover,
+    update_frames,
     write_frames,
 )
 from skysearch.ingest.decode import Decoded, Source, printable_path, utf8_path
@@ -214,7 +215,7 @@ def _clash(cand: Candidate, other_path: str) -> str:
 def _changed(cand: Candidate) -> str:
     return (
         f"changed since its frame {cand.name.time:%Y-%m-%dT%H:%MZ} was ingested, with other "
-        "pixels: the catalog keeps the frame first ingested (frames are never replaced)"
+        "content: the catalog keeps the frame first ingested (frames are never replaced)"
     )
 
 
@@ -295,6 +296,7 @@ def ingest(
             )
         }
         stamps = SourceStamps()  # taken before decoding: a file changed meanwhile is seen next run
+        restamped: dict[str, dict[str, object]] = {}  # same frames, their file's stamp changed
         todo = []
         for cand in candidates:
             seen, stamp = known.get(cand.frame_id), stamps(cand.source)
@@ -327,20 +329,22 @@ def ingest(
                 if result.frame is None:
                     skipped.append({"path": cand.source.path, "reason": result.reason})
                     continue
+                seen = known.get(cand.frame_id)
+                if seen is not None:  # before the quality checks: a frame kept stays kept
+                    same_file = seen[0] == cand.source.path
+                    if seen[1] != result.checksum:
+                        reason = _changed(cand) if same_file else _clash(cand, seen[0])
+                        skipped.append({"path": cand.source.path, "reason": reason})
+                    elif same_file:  # touched, copied again, or a many-frame file that grew
+                        report.unchanged += 1
+                        restamped[cand.frame_id] = {"source_stamp": stamps(cand.source)}
+                    else:
+                        report.identical_duplicates += 1
+                    continue
                 if quality.unusable(result) or (
                     result.quality and cand.profile.decoder.bad_frames == "skip"
                 ):
                     skipped.append({"path": cand.source.path, "reason": quality.reason(result)})
-                    continue
-                seen = known.get(cand.frame_id)
-                if seen is not None:
-                    same_file = seen[0] == cand.source.path
-                    if seen[1] == result.checksum:  # a re-delivered file, or its twin elsewhere
-                        report.unchanged += same_file
-                        report.identical_duplicates += not same_file
-                    else:
-                        reason = _changed(cand) if same_file else _clash(cand, seen[0])
-                        skipped.append({"path": cand.source.path, "reason": reason})
                     continue
                 name = cand.name
                 row = writer.append(name.satellite, name.channel, name.time.year, result.frame)
@@ -353,6 +357,8 @@ def ingest(
             commit()
             by_name = {p.name: p for p in profiles}
             report.repaired = quality.repair_frames(workspace, writer, by_name).repaired
+            if restamped:  # so that the next run does not decode them again
+                update_frames(workspace, restamped)
         except KeyboardInterrupt:
             if not committing:  # keep what is decoded and written; a re-run does the rest
                 commit()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -28,7 +29,8 @@ from skysearch.ingest.profiles import Decoder, Profile
 NODATA = 0  # grey value of pixels without a valid measurement
 BAND_GAP = 0.125  # rows between two bad rows closer than this share of the height are masked
 
-_open: tuple[str, Any] | None = None  # a worker's last opened NetCDF/zarr dataset
+#: a process's last opened NetCDF/zarr dataset, by path and :func:`_signature`
+_open: tuple[tuple[str, tuple], Any] | None = None
 
 
 class FieldError(ValueError):
@@ -43,10 +45,34 @@ class Field:
     checksum: str
 
 
+def _signature(path: str) -> tuple:
+    """What says a file or zarr store is still the one opened: a file's inode, size and
+    modification time; a store's, and those of its metadata files (a store that grew has a
+    new shape there; chunks are read afresh on each access)."""
+    try:
+        st = os.stat(path)
+        if not os.path.isdir(path):
+            return (st.st_ino, st.st_size, st.st_mtime_ns)
+        found = [(path, st.st_ino, st.st_mtime_ns, 0)]
+        with os.scandir(path) as entries:
+            for entry in entries:
+                names = [""] if entry.is_file() else [".zarray", ".zattrs", "zarr.json"]
+                for name in names:
+                    meta = os.path.join(entry.path, name) if name else entry.path
+                    if os.path.isfile(meta):
+                        m = os.stat(meta)
+                        found.append((meta, m.st_ino, m.st_mtime_ns, m.st_size))
+        return tuple(sorted(found))
+    except OSError:
+        return ()  # gone: the open below says why
+
+
 def _dataset(path: str, kind: str) -> Any:
-    """The xarray dataset of a NetCDF file or zarr store, kept open between calls."""
+    """The xarray dataset of a NetCDF file or zarr store, kept open between calls while it is
+    the same file (a process that ingests again after it was replaced or grew opens it again)."""
     global _open
-    if _open is not None and _open[0] == path:
+    key = (path, _signature(path))
+    if _open is not None and _open[0] == key:
         return _open[1]
     import xarray as xr
 
@@ -59,7 +85,7 @@ def _dataset(path: str, kind: str) -> Any:
             data = xr.open_zarr(path) if kind == "zarr" else xr.open_dataset(path, engine="netcdf4")
     except Exception as exc:  # noqa: BLE001 - each engine raises its own kinds on bad files
         raise FieldError(f"cannot open as {kind}: {exc}") from None
-    _open = (path, data)
+    _open = (key, data)
     return data
 
 

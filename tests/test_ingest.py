@@ -242,6 +242,11 @@ def test_a_file_changed_in_place_is_read_again_and_other_pixels_are_reported(tmp
     os.utime(touched, ns=(1, 1))
     report = ingest([src, archive], ws, progress=False)
     assert (report.frames_added, report.unchanged, report.skipped) == (0, 4, [])
+    rows = read_frames(ws, columns=["source_path", "source_stamp"]).to_pylist()
+    stamp_of = {row["source_path"]: row["source_stamp"] for row in rows}
+    assert stamp_of[str(touched.resolve())] == f"file {touched.stat().st_size} 1"
+    restamped = read_frames(ws)  # the touched file's new stamp: not decoded on the next run
+    assert restamped.drop_columns(["source_stamp"]).equals(before.drop_columns(["source_stamp"]))
 
     shutil.copy(gifs[1], touched)  # the first file's name, the second file's pixels
     with zipfile.ZipFile(archive, "w") as zf:
@@ -251,7 +256,7 @@ def test_a_file_changed_in_place_is_read_again_and_other_pixels_are_reported(tmp
     changed = {Path(s["path"]).name: s["reason"] for s in report.skipped}
     assert changed.keys() == {gifs[0].name, f"more.zip::{gifs[3].name}"}
     assert all(r.startswith("changed since its frame 2017-09-0") for r in changed.values()), changed
-    assert read_frames(ws).equals(before)  # nothing replaced, nothing lost
+    assert read_frames(ws).equals(restamped)  # nothing replaced, nothing lost
 
     # rows written before stamps existed keep the old rule: same path, not read again
     for part in ws.frames_catalog.rglob("*.parquet"):

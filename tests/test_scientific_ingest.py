@@ -159,20 +159,11 @@ def _time_profile(kind: str, pattern: str) -> dict:
 def test_a_json_profile_reads_zarr_and_netcdf_copies_of_the_same_frames(
     kind, typhoon, h5_files, tmp_path
 ):
-    import xarray as xr
-
     files = h5_files[:14]
-    data = xr.Dataset(
-        {"tb": (("time", "y", "x"), np.stack([_field(p) for p in files]))},
-        coords={"time": np.array([_time(p).replace(tzinfo=None) for p in files], "M8[ns]")},
-    )
     name = "typhoon-198702.zarr" if kind == "zarr" else "typhoon-198702.nc"
     target = tmp_path / "archive" / name
     target.parent.mkdir()
-    if kind == "zarr":
-        data.to_zarr(target, consolidated=False)
-    else:
-        data.to_netcdf(target, engine="netcdf4")
+    _write_many_frames(files, target, kind)
     profiles = tmp_path / "profiles"
     profiles.mkdir()
     pattern = r"^typhoon-(?P<event>\d{6})\.(?:zarr|nc)$"
@@ -197,6 +188,31 @@ def test_a_json_profile_reads_zarr_and_netcdf_copies_of_the_same_frames(
     assert build_clips(workspace, length=6, gap_minutes=60).clips_total > 0
     again = ingest([target.parent], workspace, profile_dirs=[profiles], progress=False)
     assert (again.frames_added, again.unchanged) == (0, 14)
+
+    # the file grows by 4 frames: they are added; the 14 are decoded once more (the file's size
+    # and time changed), kept, and take its new stamp, so the next run reads none of them
+    grown = target.with_name(f"new-{target.name}")  # delivered beside it, then renamed over it
+    _write_many_frames(h5_files[:18], grown, kind)
+    if kind == "zarr":
+        shutil.rmtree(target)
+    grown.rename(target)
+    grew = ingest([target.parent], workspace, profile_dirs=[profiles], progress=False)
+    assert (grew.frames_added, grew.unchanged, grew.skipped) == (4, 14, []), grew.skipped[:2]
+    assert len(set(read_frames(workspace)["source_stamp"].to_pylist())) == 1
+
+
+def _write_many_frames(files: list[Path], target: Path, kind: str) -> None:
+    """The HDF5 frames' fields as one zarr store or NetCDF file with a time coordinate."""
+    import xarray as xr
+
+    data = xr.Dataset(
+        {"tb": (("time", "y", "x"), np.stack([_field(p) for p in files]))},
+        coords={"time": np.array([_time(p).replace(tzinfo=None) for p in files], "M8[ns]")},
+    )
+    if kind == "zarr":
+        data.to_zarr(target, consolidated=False)
+    else:
+        data.to_netcdf(target, engine="netcdf4")
 
 
 def test_missing_variable_is_skipped_with_a_reason(h5_files, tmp_path):

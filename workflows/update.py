@@ -3,8 +3,9 @@
 Stages, each incremental, so a job killed at any moment (even ``kill -9``) and run again ends
 as an uninterrupted run would (same catalogs, point ids and vectors):
 
-1. ingest: files not yet in the frame catalog under the same path are decoded into the frame
-   store (``skysearch.ingest.pipeline``); bad files are skipped with a reason;
+1. ingest: files not yet in the frame catalog under the same path, or changed since, are
+   decoded into the frame store (``skysearch.ingest.pipeline``); bad files are skipped with a
+   reason;
 2. sketches: the grid-metric sketches of new frames, for every metric spec the workspace keeps;
 3. clips: every clip spec the clip catalog already has (or the ones asked for) assembled again
    over the grown frame catalog; only new clips are added, unchanged files are not rewritten;
