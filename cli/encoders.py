@@ -148,7 +148,13 @@ def train_frames_command(
         _satellites(satellite, satellites), channel_list, length, gap, holdout, validation
     )
     config = _train_config(
-        objective, epochs, batch_size or 32, lr, seed, settings.device, min_pair_hours or 0.0
+        objective,
+        epochs,
+        32 if batch_size is None else batch_size,
+        lr,
+        seed,
+        settings.device,
+        0.0 if min_pair_hours is None else min_pair_hours,
     )
     _report(train_frames(settings.workspace, data, config, backbone), json_out)
 

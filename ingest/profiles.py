@@ -171,6 +171,11 @@ class Profile:
         try:
             if not isinstance(data, dict):
                 raise TypeError(f"a JSON object is needed, not {type(data).__name__}")
+            missing = [key for key in REQUIRED_KEYS if key not in data]
+            if missing:
+                raise ValueError(
+                    f"the key {missing[0]!r} is missing (required: {', '.join(REQUIRED_KEYS)})"
+                )
             pattern = re.compile(data["pattern"])
             size = data["resolution"]
             if not isinstance(size, list) or len(size) != 2:
@@ -192,11 +197,6 @@ class Profile:
                 satellites={str(k): str(v) for k, v in data.get("satellites", {}).items()},
                 footprint=Footprint.from_dict(data["footprint"]) if "footprint" in data else None,
             )
-        except KeyError as exc:
-            raise UsageError(
-                f"source profile {origin or data!r} is invalid: the key {exc} is missing "
-                f"(required: {', '.join(REQUIRED_KEYS)})"
-            ) from None
         except re.error as exc:
             raise UsageError(
                 f"source profile {origin or data!r} is invalid: pattern is not a regular "
@@ -204,6 +204,11 @@ class Profile:
             ) from None
         except (TypeError, ValueError) as exc:
             raise UsageError(f"source profile {origin or data!r} is invalid: {exc}") from None
+        except (KeyError, AttributeError) as exc:  # e.g. a list where an object belongs
+            raise UsageError(
+                f"source profile {origin or data!r} is invalid: a value has the wrong shape "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
         times = {"year", "yy"} & set(pattern.groupindex)
         if not times and not profile.decoder.time:
             raise UsageError(

@@ -189,6 +189,7 @@ CASES: dict[str, list[Case]] = {
         c("train", "frames", "--holdout", "0", *W, expect=USAGE),  # an open range
         c("train", "frames", "--validation", "-1", *W, expect=USAGE),
         c("train", "frames", "--epochs", "0", *W, expect="--epochs must be >= 1"),
+        c("train", "frames", "--objective", "triplet", "--batch-size", "0", *W, expect="--batch-s"),
         c("train", "frames", "--backbone", "nope", *W, expect="unknown frame backbone"),
         c("train", "frames", "--objective", "nope", *W, expect="unknown objective"),
         c("train", "frames", "-w", "{missing}", expect="no clips in the clip catalog"),

@@ -110,10 +110,11 @@ def search_scores(
 
 def pearson(x: np.ndarray, y: np.ndarray) -> float | None:
     """Their correlation; None (JSON null) where undefined: fewer than 2 pairs (a hold-out of
-    one clip), or one side constant."""
+    one or two clips), one side constant, or values that are not finite."""
     if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return None
-    return float(np.corrcoef(x, y)[0, 1])
+    r = float(np.corrcoef(x, y)[0, 1])
+    return r if np.isfinite(r) else None
 
 
 @dataclass
