@@ -31,8 +31,8 @@ ObjectiveOption = Annotated[
 ]
 SeedOption = Annotated[int, typer.Option(help="Random seed (runs are deterministic).")]
 MinPairOption = Annotated[
-    float,
-    typer.Option(help="metric: ignore pairs closer in time than this many hours."),
+    float | None,
+    typer.Option(help="metric: ignore pairs closer in time than this many hours. [default: 12]"),
 ]
 
 
@@ -159,6 +159,16 @@ def train_frames_command(
     _report(train_frames(settings.workspace, data, config, backbone), json_out)
 
 
+def _metric_only(objective: str, min_pair_hours: float | None) -> None:
+    """Triplets pair clips by their time windows: --min-pair-hours would change nothing."""
+    from skysearch.errors import UsageError
+
+    if min_pair_hours is not None and objective == "triplet":
+        raise UsageError(
+            "{min_pair_hours} applies to the metric objective only", params=["min_pair_hours"]
+        )
+
+
 def _refuse_unused(
     objective: str, backbone: str, min_pair_hours: float | None, batch_size: int | None
 ) -> None:
@@ -166,11 +176,8 @@ def _refuse_unused(
     time: options that would change nothing are refused, not silently dropped."""
     from skysearch.errors import UsageError
 
+    _metric_only(objective, min_pair_hours)
     if objective != "metric" or backbone != "small-cnn":
-        if min_pair_hours is not None and objective != "metric":
-            raise UsageError(
-                "{min_pair_hours} applies to the metric objective only", params=["min_pair_hours"]
-            )
         return
     applies = {
         "min_pair_hours": "{backbone} efficientnet-lite0",
@@ -214,7 +221,7 @@ def train_clips_command(
     ] = None,
     objective: ObjectiveOption = "metric",
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 10,
-    min_pair_hours: MinPairOption = 12.0,
+    min_pair_hours: MinPairOption = None,
     batch_size: Annotated[int, typer.Option(help="Clips per step.")] = 32,
     lr: Annotated[
         float | None,
@@ -231,8 +238,17 @@ def train_clips_command(
     """
     from skysearch.encoders.training.clips import train_clips
 
+    _metric_only(objective, min_pair_hours)
     settings = load_settings(workspace=workspace, device=device)
-    config = _train_config(objective, epochs, batch_size, lr, seed, settings.device, min_pair_hours)
+    config = _train_config(
+        objective,
+        epochs,
+        batch_size,
+        lr,
+        seed,
+        settings.device,
+        12.0 if min_pair_hours is None else min_pair_hours,
+    )
     _report(train_clips(settings.workspace, config, frame_model, length, gap), json_out)
 
 

@@ -264,12 +264,17 @@ def test_missing_models_and_clips_give_clear_errors(tmp_path, cli):
         (["--batch-size", "8"], "--batch-size does not apply to the small-cnn's metric training"),
         (["--min-pair-hours", "3"], "it applies with --backbone efficientnet-lite0\n"),
         (["--objective", "triplet", "--min-pair-hours", "3"], "the metric objective only"),
+        (["--objective", "foo", "--min-pair-hours", "3"], "objective"),
     ],
 )
 def test_options_the_training_would_not_use_are_refused(tmp_path, cli, args, message):
     """They were silently dropped: the small-cnn's metric training steps on cell pairs."""
     done = cli("train", "frames", *args, "-w", str(tmp_path))
     assert done.exit_code == 2 and message in done.stderr, done.stderr
+    assert "the metric objective only" not in done.stderr or args[1] == "triplet"
+    if args[0] == "--objective":  # clip triplets too
+        done = cli("train", "clips", *args, "-w", str(tmp_path))
+        assert done.exit_code == 2 and message in done.stderr, done.stderr
 
 
 def test_validation_slice_keeps_training_and_selection_off_the_holdout(sample_ws, cli, tmp_path):
