@@ -19,6 +19,7 @@ from skysearch.cli.options import (
 from skysearch.cli.output import emit_json, info, table
 
 from skysearch.config import load_settings
+from skysearch.errors import UsageError
 
 ObjectiveOption = Annotated[
     str,
@@ -161,8 +162,6 @@ def train_frames_command(
 
 def _metric_only(objective: str, min_pair_hours: float | None) -> None:
     """Triplets pair clips by their time windows: --min-pair-hours would change nothing."""
-    from skysearch.errors import UsageError
-
     if min_pair_hours is not None and objective == "triplet":
         raise UsageError(
             "{min_pair_hours} applies to the metric objective only", params=["min_pair_hours"]
@@ -174,8 +173,6 @@ def _refuse_unused(
 ) -> None:
     """The small-cnn's metric training steps on cell pairs, not frames, and pairs no frames by
     time: options that would change nothing are refused, not silently dropped."""
-    from skysearch.errors import UsageError
-
     _metric_only(objective, min_pair_hours)
     if objective != "metric" or backbone != "small-cnn":
         return
@@ -194,8 +191,6 @@ def _refuse_unused(
 
 def _satellites(satellite: str | None, satellites: str | None) -> str | list[str] | None:
     """``--satellite a`` or ``--satellites a,b`` (not both)."""
-    from skysearch.errors import UsageError
-
     if satellite and satellites:
         raise UsageError(
             "give {satellite} or {satellites}, not both", params=["satellite", "satellites"]
