@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -76,9 +75,9 @@ class Decoded:
     quality: float = 0.0  # fraction of the source's pixels without a valid measurement
 
 
-#: the last zip archive read, by (path, inode, size, modification time): a process that ingests
+#: the last zip archive read, by path and ``readers.file_signature``: a process that ingests
 #: again after the archive was replaced opens it again, not its old listing
-_open_zip: tuple[tuple[str, int, int, int], zipfile.ZipFile] | None = None
+_open_zip: tuple[tuple[str, tuple], zipfile.ZipFile] | None = None
 
 
 def _too_large(size: int, what: str) -> SourceTooLarge:
@@ -97,8 +96,7 @@ def read_bytes(source: Source) -> bytes:
         with open(source.file, "rb") as handle:
             data = handle.read(MAX_SOURCE_BYTES + 1)
     else:
-        st = os.stat(source.file)
-        key = (source.file, st.st_ino, st.st_size, st.st_mtime_ns)
+        key = (source.file, readers.file_signature(source.file))
         if _open_zip is None or _open_zip[0] != key:
             if _open_zip is not None:
                 _open_zip[1].close()

@@ -29,7 +29,7 @@ from skysearch.ingest.profiles import Decoder, Profile
 NODATA = 0  # grey value of pixels without a valid measurement
 BAND_GAP = 0.125  # rows between two bad rows closer than this share of the height are masked
 
-#: a process's last opened NetCDF/zarr dataset, by path and :func:`_signature`
+#: a process's last opened NetCDF/zarr dataset, by path and :func:`file_signature`
 _open: tuple[tuple[str, tuple], Any] | None = None
 
 
@@ -45,7 +45,7 @@ class Field:
     checksum: str
 
 
-def _signature(path: str) -> tuple:
+def file_signature(path: str) -> tuple:
     """What says a file or zarr store is still the one opened: a file's inode, size and
     modification time; a store's, and those of its metadata files (a store that grew has a
     new shape there; chunks are read afresh on each access)."""
@@ -71,7 +71,7 @@ def _dataset(path: str, kind: str) -> Any:
     """The xarray dataset of a NetCDF file or zarr store, kept open between calls while it is
     the same file (a process that ingests again after it was replaced or grew opens it again)."""
     global _open
-    key = (path, _signature(path))
+    key = (path, file_signature(path))
     if _open is not None and _open[0] == key:
         return _open[1]
     import xarray as xr
