@@ -36,6 +36,7 @@ adding a JSON file, either to the package or to a folder named by ``--profiles D
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -122,13 +123,11 @@ class Decoder:
 
 def _whole(value: Any, key: str) -> int:
     """``value`` as an int; a ValueError naming ``key`` if it is not a whole number."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ValueError(f"{key} must be a whole number, got {value!r}")
     try:
         number = float(value)
-    except ValueError:
-        raise ValueError(f"{key} must be a whole number, got {value!r}") from None
-    if not number.is_integer():
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not number.is_integer():
         raise ValueError(f"{key} must be a whole number, got {value!r}")
     return int(number)
 
