@@ -283,8 +283,9 @@ def index_scenes_command(
     images: Annotated[
         Path,
         typer.Argument(
-            help="Folder of scene images (recursive; class folders give labels), an image, or "
-            "a scene CSV (filepath + optional label, dataset, time, lon/lat or bbox columns)."
+            help="Folder of scene images (recursive; an image's folder is its label, the folder "
+            "above that its dataset), an image, or a scene CSV (filepath + optional label, "
+            "dataset, time, lon/lat or bbox columns)."
         ),
     ],
     dataset: Annotated[
@@ -316,8 +317,9 @@ def index_scenes_command(
         )
     info(
         f"scenes: {report.total} images found, {report.written} embedded, "
-        f"{report.skipped_existing} unchanged, {len(report.skipped)} skipped "
-        f"(model {report.model_id})"
+        f"{report.skipped_existing} unchanged, {len(report.skipped)} skipped"
+        + (f", {report.removed} removed (images gone)" if report.removed else "")
+        + f" (model {report.model_id})"
     )
     for s in report.skipped[:10]:
         info(f"  skipped {s['path']}: {s['reason']}")

@@ -446,6 +446,61 @@ def test_index_and_search_scenes(tuned, cli):
     assert Path(hits[0]["source_path"]) == query.resolve()  # itself first
 
 
+def test_scene_metadata_does_not_depend_on_the_folder_indexed_and_gone_images_leave(
+    tuned, tmp_path
+):
+    import shutil
+
+    from skysearch.encoders.models.text_image import load_workspace_model
+    from skysearch.retrieval.indexing.scenes import index_scenes
+    from skysearch.retrieval.store import open_store
+    from skysearch.retrieval.store.schema import SCENES
+
+    from skysearch.config import load_settings
+
+    ws = tuned[0]
+    tim = load_workspace_model(ws)
+    for cls in ("aGrass", "gParking"):
+        shutil.copytree(MINI / cls, tmp_path / "archive" / "mini" / cls)
+    settings = load_settings(workspace=tmp_path / "ws")
+
+    def index(folder):
+        return index_scenes(settings, folder, tim=tim, progress=False)
+
+    def stored():
+        with open_store(settings) as store:
+            return {
+                Path(r.payload["source_path"]).relative_to(tmp_path): (
+                    r.payload["dataset"],
+                    r.payload["label"],
+                )
+                for r in store.scroll(SCENES)
+            }
+
+    first = index(tmp_path / "archive" / "mini")
+    assert (first.written, first.removed) == (24, 0)
+    before = stored()
+    assert set(before.values()) == {("mini", "aGrass"), ("mini", "gParking")}
+    # The same images from the folder above: same dataset and label, so nothing to embed.
+    again = index(tmp_path / "archive")
+    assert (again.written, again.skipped_existing, again.removed) == (0, 24, 0)
+    one = next((tmp_path / "archive" / "mini" / "aGrass").glob("*.jpg"))
+    assert index(one).skipped_existing == 1 and stored() == before
+    # A class folder moved and one image deleted: their old points go, the moved ones come.
+    (tmp_path / "archive" / "mini" / "aGrass").rename(tmp_path / "archive" / "mini" / "grass")
+    one_more = next((tmp_path / "archive" / "mini" / "gParking").glob("*.jpg"))
+    one_more.unlink()
+    moved = index(tmp_path / "archive")
+    assert (moved.written, moved.skipped_existing, moved.removed) == (12, 11, 13)
+    after = stored()
+    assert len(after) == 23 and all((tmp_path / p).is_file() for p in after)
+    assert sorted(set(after.values())) == [("mini", "gParking"), ("mini", "grass")]
+    # Images outside the folder indexed are not touched, gone or not.
+    (tmp_path / "archive" / "mini" / "grass").rename(tmp_path / "elsewhere")
+    assert index(tmp_path / "archive" / "mini" / "gParking").removed == 0
+    assert len(stored()) == 23
+
+
 def test_eval_reports_untuned_and_tuned(tuned, cli):
     ws, _, _, _ = tuned
     res = cli("eval", "text-image", "--images", MINI, "-w", ws.root, "--threads", "1", "--json")

@@ -49,6 +49,9 @@ class Listing:
     fingerprint: tuple[str, ...] = ()
     #: Items embedded and written per chunk (the unit of resumption).
     chunk: int = 2048
+    #: Stored payload -> whether its source is gone for good (e.g. an image deleted from the
+    #: folder being indexed): such points, when not listed, are deleted. None: none are.
+    gone: Callable[[dict[str, Any]], bool] | None = None
 
 
 #: An embedder: a chunk of items -> (the items it embedded, their vectors (N, D), skipped items
@@ -80,6 +83,8 @@ class IndexReport:
     total: int = 0
     written: int = 0
     skipped_existing: int = 0
+    #: Points deleted because their source is gone (``Listing.gone``).
+    removed: int = 0
     skipped: list[dict[str, str]] = field(default_factory=list)
     items_per_s: float | None = None
     #: The folder the points went to as Parquet part files (None: the store).
@@ -107,6 +112,17 @@ def _stored(store: VectorStore, collection: str, model_id: str) -> dict[str, dic
 
 def _up_to_date(item: Item, stored: dict[str, Any] | None, fingerprint: Sequence[str]) -> bool:
     return stored is not None and all(stored.get(k) == item.payload.get(k) for k in fingerprint)
+
+
+def _remove_gone(store: VectorStore, listing: Listing, stored: dict[str, dict[str, Any]]) -> int:
+    """Delete the stored points that are not listed and whose source is gone; how many."""
+    if listing.gone is None:
+        return 0
+    listed = {it.id for it in listing.items}
+    gone = [pid for pid, payload in stored.items() if pid not in listed and listing.gone(payload)]
+    if gone:
+        store.delete(listing.collection, models.Filter(must=[models.HasIdCondition(has_id=gone)]))
+    return len(gone)
 
 
 def run_index(
@@ -139,6 +155,7 @@ def run_index(
             if not _up_to_date(it, stored.get(it.id), listing.fingerprint)
         ]
         report.skipped_existing = len(listing.items) - len(todo)
+        report.removed = _remove_gone(store, listing, stored)
         t0, embedded = time.perf_counter(), 0
         bar = tqdm(total=len(todo), desc=f"index {collection}", unit="item", disable=not progress)
         loading = store.bulk_load(collection) if todo else nullcontext()

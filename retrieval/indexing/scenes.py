@@ -7,13 +7,16 @@ Vectors are stored under the vector name = the text-image model id (as the frame
 collections do), so a query embedded by one model only ever meets vectors of the same model.
 Point ids are UUIDv5 of ``scene/{absolute path}``; indexing is incremental (rclip-style):
 a file already indexed by this model with the same size, modification time and metadata is
-skipped, new or changed files are (re-)embedded, unreadable files are skipped with a reason.
+skipped, new or changed files are (re-)embedded, unreadable files are skipped with a reason,
+and the points of images that were under an indexed folder and are gone (deleted or moved) are
+removed.
 
-Payload (filterable, ``skysearch.retrieval.store.schema``): ``dataset`` (the folder's or CSV's name,
-or a ``dataset`` column), ``label`` (the class folder, or a ``label`` column), ``source_path``,
-and from a CSV's columns, when present: ``time`` (RFC 3339) and a location: ``lon``,``lat`` or
-``bbox`` (``west,south,east,north``; its centre becomes the point ``location``). A CSV row whose
-time or location cannot be read is skipped with its reason.
+Payload (filterable, ``skysearch.retrieval.store.schema``): ``dataset`` (the folder above the
+image's folder, the CSV's name, or a ``dataset`` column), ``label`` (the folder holding the
+image, or a ``label`` column), ``source_path``, and from a CSV's columns, when present:
+``time`` (RFC 3339) and a location: ``lon``,``lat`` or ``bbox`` (``west,south,east,north``; its
+centre becomes the point ``location``). A CSV row whose time or location cannot be read is
+skipped with its reason.
 """
 
 from __future__ import annotations
@@ -74,12 +77,18 @@ def find_images(root: str | Path, skipped: list[dict[str, str]] | None = None) -
 
 
 def scene_metadata(path: Path, root: Path, dataset: str | None) -> dict[str, Any]:
-    """``dataset`` and ``label`` of an image found under a folder (its class folder)."""
-    try:
-        label = path.parent.relative_to(root).parts[0] if root.is_dir() else path.parent.name
-    except (ValueError, IndexError):
-        label = path.parent.name
-    return {"dataset": dataset or root.name, "label": label or path.parent.name}
+    """``dataset`` and ``label`` of an image found under ``root``: the folder that holds it is
+    its class, and the folder above that its dataset (``root``'s name for images directly in
+    it), so an image gets the same metadata from whichever folder above it is indexed."""
+    if not dataset:
+        dataset = root.name if path.parent == root else path.parent.parent.name or root.name
+    return {"dataset": dataset, "label": path.parent.name}
+
+
+def gone_under(root: Path, payload: dict[str, Any]) -> bool:
+    """A stored scene whose image was under ``root`` and is no longer there."""
+    source = Path(payload.get("source_path") or "")
+    return source.is_relative_to(root) and not source.exists()
 
 
 def csv_scenes(
@@ -139,10 +148,12 @@ def scene_listing(images: str | Path, model_id: str, dataset: str | None = None)
     metadata, file name, size and mtime, metadata key (the fingerprint of an up-to-date point)."""
     root = Path(images).resolve()
     skipped: list[dict[str, str]] = []
+    gone = None
     if root.is_file() and root.suffix.lower() == ".csv":
         scenes, skipped = csv_scenes(root, dataset)
     else:
         scenes = [(p, scene_metadata(p, root, dataset)) for p in find_images(root, skipped)]
+        gone = functools.partial(gone_under, root) if root.is_dir() else None
     items = []
     for path, meta in dict(scenes).items():
         try:
@@ -160,7 +171,7 @@ def scene_listing(images: str | Path, model_id: str, dataset: str | None = None)
             "model_id": model_id,
         }
         items.append(Item(scene_id(path), payload, path))
-    return Listing(SCENES, items, skipped, fingerprint=FINGERPRINT, chunk=BATCH)
+    return Listing(SCENES, items, skipped, fingerprint=FINGERPRINT, chunk=BATCH, gone=gone)
 
 
 def embed_images(tim: TextImageModel, paths: list[Path]) -> Embedded:
