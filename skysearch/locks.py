@@ -22,3 +22,15 @@ def job_lock(path: Path, busy: str) -> Iterator[None]:
         except BlockingIOError:
             raise StoreError(busy) from None
         yield
+
+
+def is_held(path: Path) -> bool:
+    """Whether a live process holds the lock at ``path`` (False when there is no such file)."""
+    try:
+        with open(path, "rb") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # dropped on close
+    except FileNotFoundError:
+        return False
+    except BlockingIOError:
+        return True
+    return False

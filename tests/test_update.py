@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -24,6 +25,8 @@ import numpy as np
 import pytest
 from conftest import shared_data
 from skysearch.retrieval.store import window_scan
+
+from skysearch.locks import job_lock
 
 IR_TIMES = [f"{h:02d}{m}" for h in range(6) for m in ("15", "45")]  # 12 frames, 30 min apart
 SPEC = "3x30"  # COMS: 6 frames 15 min apart hold 3-frame clips 30 min apart
@@ -374,6 +377,15 @@ def _state(ws: Path) -> dict:
     return {"frame_ids": sorted(frames), "clip_ids": sorted(clips), "points": points}
 
 
+def _last_update(ws: Path):
+    from skysearch.workflows.doctor import _update
+
+    from skysearch.config import load_settings
+
+    (check,) = _update(load_settings(workspace=ws))
+    return check
+
+
 def test_killed_runs_end_as_an_uninterrupted_run(deliveries, tmp_path):
     paths = [deliveries["ir"], deliveries["wv"]]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
@@ -385,8 +397,18 @@ def test_killed_runs_end_as_an_uninterrupted_run(deliveries, tmp_path):
 
     kills = sum(_run_until(_job(killed, paths) + job, text, delay) for text, delay in KILL_AT)
     assert kills == len(KILL_AT)
+    # doctor says the last run stopped midway, and gives the command that finishes it
+    stopped = _last_update(killed)
+    assert stopped.status == "todo" and "stopped before it finished" in stopped.detail
+    again = shlex.split(stopped.fix.removesuffix(" (finishes what is left)"))
+    inputs = [str(p.resolve()) for p in paths]
+    assert again == ["skysearch", "update", *inputs, "--clip-spec", SPEC, "-w", str(killed)]
+    with job_lock(killed / ".update.lock", "busy"):
+        running = _last_update(killed)
+    assert running.status == "ok" and running.detail.startswith("running since")
     done = subprocess.run(_job(killed, paths) + job, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert _last_update(killed).status == "ok" and "finished" in _last_update(killed).detail
     final = json.loads(done.stdout.strip().splitlines()[-1])
     assert final["files"]["unchanged"] + final["files"]["frames_added"] == 24
     assert final["index"]["clips"]["built"]  # the killed build is done again
@@ -448,13 +470,15 @@ def test_running_service_serves_frames_and_clips_loaded_after_start(deliveries, 
 )
 def test_a_damaged_job_state_counts_as_none(text, tmp_path):
     """The job's state only saves index builds: a damaged one costs a build, never a crash."""
-    from skysearch.workflows.update import _read_state
+    from skysearch.workflows.update_state import read_state
 
     path = tmp_path / "update.json"
     path.write_text(text)
-    assert _read_state(path) == {}
+    assert read_state(path) == {}
     path.write_text('{"built_at_points": {"s": {"frames": 12}}}')
-    assert _read_state(path) == {"built_at_points": {"s": {"frames": 12}}}
+    assert read_state(path) == {"built_at_points": {"s": {"frames": 12}}}
+    path.write_text('{"built_at_points": {"s": {"frames": 12}}, "last_run": {"started": 1}}')
+    assert read_state(path) == {"built_at_points": {"s": {"frames": 12}}}
 
 
 def test_a_damaged_demo_state_entry_is_made_again(tmp_path):

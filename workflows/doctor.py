@@ -8,6 +8,7 @@ with a one-line detail and the command that fixes it. Checks never raise.
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -176,6 +177,25 @@ def _store(settings: Settings, deep: bool) -> list[Check]:
     return out
 
 
+def _update(settings: Settings) -> list[Check]:
+    """The last ``skysearch update`` run: finished, running now, or stopped midway."""
+    from skysearch.workflows.update_state import LOCK_FILE, last_run
+
+    from skysearch.locks import is_held
+
+    run = last_run(settings.workspace)
+    if run is None:
+        return []
+    if run.get("finished"):
+        return [Check("update", OK, f"last run {run['started']}, finished {run['finished']}")]
+    root = settings.workspace.root
+    if is_held(root / LOCK_FILE):
+        return [Check("update", OK, f"running since {run['started']}")]
+    again = shlex.join(["skysearch", "update", *run["args"], "-w", str(root)])
+    detail = f"the run started {run['started']} stopped before it finished (killed, or an error)"
+    return [Check("update", TODO, detail, f"{again} (finishes what is left)")]
+
+
 def _integrity(settings: Settings, deep: bool) -> list[Check]:
     from skysearch.ingest.integrity import check_workspace
 
@@ -234,6 +254,7 @@ def diagnose(settings: Settings, deep: bool = False) -> list[Check]:
         )
         checks += _run("frames", lambda: _frames(settings), "re-run skysearch ingest PATH")
         checks += _run("clips", lambda: _clips(settings), "re-run skysearch clips")
+        checks += _run("update", lambda: _update(settings), f"delete {root / 'update.json'}")
         checks += _run(
             "models", lambda: _models(settings, deep), "fix or delete models/registry.json"
         )

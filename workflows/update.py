@@ -25,7 +25,6 @@ catalog collection in it taken, before anything changes: a store another process
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,8 +32,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from skysearch.workflows.steps import Step, Steps
+from skysearch.workflows.update_state import (
+    LOCK_FILE,
+    STATE_FILE,
+    read_state,
+    run_finished,
+    run_started,
+    write_state,
+)
 
-from skysearch.atomic import atomic_write_json
 from skysearch.config import Settings, Workspace
 from skysearch.errors import SkySearchError, StoreError, UsageError
 from skysearch.locks import job_lock
@@ -44,8 +50,6 @@ if TYPE_CHECKING:
 
 #: Build a collection's vector index once this many points arrived since its last build.
 INDEX_AFTER = 1000
-LOCK_FILE = ".update.lock"
-STATE_FILE = "update.json"
 
 
 @dataclass
@@ -153,6 +157,8 @@ def run_update(
     busy = f"another update is running on {workspace.root}; wait for it to finish"
     with job_lock(workspace.root / LOCK_FILE, busy):
         store = _open_store(settings) if models else None
+        again = [*report.inputs, *_options(clip_specs, model_ids, source, profile_dirs)]
+        run_started(workspace, again)
         try:
             with step("ingest") as detail:
                 _ingest(
@@ -181,8 +187,22 @@ def run_update(
         finally:
             if store is not None:
                 store.close()
+        run_finished(workspace)
     report.seconds = round(time.perf_counter() - started, 3)
     return report
+
+
+def _options(
+    clip_specs: Sequence[str],
+    model_ids: Sequence[str],
+    source: str,
+    profile_dirs: list[Path] | None,
+) -> list[str]:
+    """The command-line options that chose what a run loads (to run it again)."""
+    out = [arg for spec in clip_specs for arg in ("--clip-spec", spec)]
+    out += [arg for mid in model_ids for arg in ("--model", mid)]
+    out += ["--source", source] if source != "auto" else []
+    return out + [arg for d in profile_dirs or () for arg in ("--profiles", str(Path(d).resolve()))]
 
 
 def _models(workspace: Workspace, model_ids: Sequence[str]) -> list[tuple[str, Any]]:
@@ -440,8 +460,7 @@ def _build_index(
     more since its last build; record the count once each build has finished."""
     from skysearch.retrieval.indexing.catalogs import CATALOG_COLLECTIONS
 
-    path = workspace.root / STATE_FILE
-    state = _read_state(path)
+    state = read_state(workspace.root / STATE_FILE)
     built_at = state.setdefault("built_at_points", {}).setdefault(store.where, {})
     for name in store.collections():
         if name not in CATALOG_COLLECTIONS:
@@ -453,24 +472,9 @@ def _build_index(
         if build:
             store.optimize(name)
             built_at[name] = points
-            atomic_write_json(path, state, indent=1)
+            write_state(workspace, state)
         else:  # the new points dropped the store's search copies: cheaper to rebuild
             store.refresh_search_copies(name)
         report.index[name] = {"built": build, "points": points, "new_points": new}
         said = "built" if build else f"not built (fewer than {index_after} new points)"
         detail.append(f"{name}: {new} new of {points} points, index {said}")
-
-
-def _read_state(path: Path) -> dict[str, Any]:
-    """The job's state file; an unreadable one counts as absent (costs one index build)."""
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):  # ValueError: not UTF-8, not JSON
-        return {}
-    built = state.get("built_at_points") if isinstance(state, dict) else None
-    if not isinstance(built, dict) or not all(
-        isinstance(counts, dict) and all(isinstance(n, int) for n in counts.values())
-        for counts in built.values()
-    ):
-        return {}
-    return state
