@@ -680,6 +680,30 @@ def test_bad_parameters(sky):
         assert err.status_code == status and words in err.detail, (status, words, err)
 
 
+def test_head_is_get_without_the_body_and_options_lists_the_methods(url, catalogs):
+    frames, _, _ = catalogs
+    thumb = f"/frames/{frames[0]['frame_id']}/thumbnail.png"
+    with httpx.Client(base_url=url, headers={"X-API-Key": API_KEY}) as http:
+        for path in ("/health", "/", thumb, "/collections"):
+            got, head = http.get(path), http.head(path)
+            assert (head.status_code, got.status_code) == (200, 200), path
+            assert head.content == b"" and got.content, path
+            for name in ("content-type", "content-length"):
+                assert head.headers[name] == got.headers[name], (path, name)
+        assert http.head("/frames/00000000-0000-4000-8000-000000000000").status_code == 404
+        expected = {
+            "/search/text": "OPTIONS, POST",
+            thumb: "GET, HEAD, OPTIONS",
+            "/static/app.js": "GET, HEAD, OPTIONS",
+        }
+        for path, allow in expected.items():
+            r = http.options(path)
+            assert (r.status_code, r.headers["allow"], r.content) == (204, allow, b""), path
+        assert http.options("/no/such/route").status_code == 404
+    with httpx.Client(base_url=url) as anon:  # HEAD needs the key where GET does
+        assert anon.head(thumb).status_code == 401 and anon.head("/health").status_code == 200
+
+
 def test_malformed_bodies(url):
     headers = {"X-API-Key": API_KEY}
     with httpx.Client(base_url=url, headers=headers) as http:

@@ -26,6 +26,7 @@ from fastapi_offline import FastAPIOffline
 from skysearch.retrieval.search import ClipQuery, FrameQuery
 from skysearch.retrieval.service.animation import ANIMATION_MAX
 from skysearch.retrieval.service.body_limit import BodyLimit
+from skysearch.retrieval.service.methods import HeadAndOptions
 from skysearch.retrieval.service.page import STATIC, mount_page
 from skysearch.retrieval.service.responses import (
     ArchiveBody,
@@ -223,6 +224,7 @@ def create_app(service: SearchService, api_key: str | None = None) -> FastAPI:
     app.openapi = lambda: close_upload_forms(FastAPI.openapi(app))  # type: ignore[method-assign]
     _install_error_handlers(app, service)
     app.add_middleware(BodyLimit, max_bytes=service.limits.max_request_bytes)
+    app.add_middleware(HeadAndOptions)
     if api_key is not None:
         app.add_middleware(ApiKeyGate, api_key=api_key)  # outermost: checked first
     auth = [Depends(_auth(api_key))]
