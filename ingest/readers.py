@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from skysearch.ingest.netcdf_classic import HeaderError, required_size
 from skysearch.ingest.profiles import Decoder, Profile
 
 NODATA = 0  # grey value of pixels without a valid measurement
@@ -79,6 +80,8 @@ def _dataset(path: str, kind: str) -> Any:
     if _open is not None:
         _open[1].close()
         _open = None
+    if kind == "netcdf":
+        _check_complete(path)
     try:
         with warnings.catch_warnings():  # zarr stores with or without consolidated metadata
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -87,6 +90,25 @@ def _dataset(path: str, kind: str) -> Any:
         raise FieldError(f"cannot open as {kind}: {exc}") from None
     _open = (key, data)
     return data
+
+
+def _check_complete(path: str) -> None:
+    """A classic NetCDF file shorter than its header says is refused (the netCDF library
+    would read the missing records as values never written); NetCDF-4 (HDF5) files fail to
+    open when cut short."""
+    try:
+        with open(path, "rb") as fh:
+            need = required_size(fh)
+        have = os.path.getsize(path)
+    except HeaderError as exc:
+        raise FieldError(f"cannot open as netcdf: {exc}") from None
+    except OSError:
+        return  # the open after this says why
+    if need is not None and have < need:
+        raise FieldError(
+            f"the file is cut short: {have} bytes, its header declares {need} (an interrupted "
+            "copy or download?)"
+        )
 
 
 def _variable(data: Any, decoder: Decoder) -> Any:

@@ -4,6 +4,7 @@ and repaired, events that keep storms apart."""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from datetime import datetime, timezone
@@ -285,6 +286,9 @@ def test_damaged_netcdf_and_zarr_are_skipped_with_reasons(h5_files, tmp_path):
         if c.is_file() and c.name[0].isdigit()
     )
     chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])
+    classic = archive / "typhoon-198704.nc"  # NetCDF-3, cut short: read without an error
+    data.to_netcdf(classic, format="NETCDF3_64BIT", engine="netcdf4")
+    classic.write_bytes(classic.read_bytes()[: classic.stat().st_size * 2 // 3])
     profiles = tmp_path / "profiles"
     profiles.mkdir()
     for kind, suffix in (("netcdf", "nc"), ("zarr", "zarr")):
@@ -295,7 +299,35 @@ def test_damaged_netcdf_and_zarr_are_skipped_with_reasons(h5_files, tmp_path):
     assert reasons[f"{archive / 'typhoon-198702.nc'}#frame=1"].startswith("no time for this step")
     zarr_skips = [r for p, r in reasons.items() if "198703" in p]
     assert zarr_skips and all(r.startswith("cannot decode zarr") for r in zarr_skips)
+    assert reasons[str(classic)].startswith("the file is cut short")
     assert report.frames_added == 2 + 3 - len(zarr_skips)
+
+
+@pytest.mark.parametrize("fmt", ["NETCDF3_CLASSIC", "NETCDF3_64BIT_OFFSET", "NETCDF3_64BIT_DATA"])
+@pytest.mark.parametrize("records", [0, 1, 4])
+def test_a_classic_netcdf_file_is_whole_exactly_when_its_header_says_so(fmt, records, tmp_path):
+    import netCDF4
+    from skysearch.ingest.netcdf_classic import HeaderError, required_size
+
+    path = tmp_path / "f.nc"
+    with netCDF4.Dataset(path, "w", format=fmt) as nc:
+        nc.title, nc.levels = "typhoon", np.arange(3, dtype="i2")
+        nc.createDimension("time", None), nc.createDimension("y", 5), nc.createDimension("x", 3)
+        nc.createVariable("lat", "f8", ("y",))[:] = np.arange(5)
+        nc.createVariable("time", "f8", ("time",))[:records] = np.arange(records)
+        tb = nc.createVariable("tb", "f4", ("time", "y", "x"))
+        tb.units = "K"
+        tb[:records] = 250.0
+        nc.createVariable("flag", "i1", ("time",))[:records] = 1
+    whole = path.read_bytes()
+    need = required_size(io.BytesIO(whole))  # the last record may lack its padding
+    assert len(whole) - 4 < need <= len(whole)
+    assert required_size(io.BytesIO(whole[:-4])) > len(whole) - 4  # the header is the same
+    with pytest.raises(HeaderError, match="cut short"):
+        required_size(io.BytesIO(whole[:40]))
+    netCDF4.Dataset(tmp_path / "hdf5.nc", "w", format="NETCDF4").close()
+    with open(tmp_path / "hdf5.nc", "rb") as fh:
+        assert required_size(fh) is None  # not classic: the HDF5 library checks those
 
 
 @pytest.mark.parametrize(
