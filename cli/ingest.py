@@ -48,6 +48,8 @@ def ingest(
     """Ingest satellite archive files into the frame store and the Parquet frame catalog.
 
     Idempotent and resumable: re-running skips what is already in, a killed run resumes.
+    Bad files are skipped and listed with their reason (exit code 0; --json and the saved
+    report have them all); `skysearch update`, made for schedulers, exits 1 then.
 
     Example: skysearch ingest ../shared/data/goes-irma-2017 --source auto -w ws
     """

@@ -304,6 +304,9 @@ def index_scenes_command(
 ) -> None:
     """Embed scene images into the "scenes" collection (incremental: new/changed files only).
 
+    Images that cannot be read are skipped and listed with their reason (exit code 0, as for
+    ingest; --json has them all).
+
     Example: skysearch index scenes data/sample/rsscn7-mini -w ws
     """
     from skysearch.ingest.engines import get_engine
@@ -323,6 +326,8 @@ def index_scenes_command(
     )
     for s in report.skipped[:10]:
         info(f"  skipped {s['path']}: {s['reason']}")
+    if len(report.skipped) > 10:
+        info(f"  ... {len(report.skipped) - 10} more skipped (--json lists them all)")
     if json_out:
         emit_json(report.to_dict())
 
