@@ -105,6 +105,8 @@ def load_settings(
     from skysearch.settings_layers import TUNING, Layers, layers_reading
 
     path = config_file or Path.cwd() / CONFIG_FILE
+    if path.is_dir():  # pydantic-settings reads only files: a folder would be passed over
+        raise UsageError(f"{path} is a folder: the settings file must be a TOML file")
     flags = {"workspace": workspace, "qdrant_url": qdrant_url, "device": device}
     given = {key: str(value) for key, value in flags.items() if value not in (None, "")}
     try:

@@ -112,6 +112,9 @@ def test_a_config_file_elsewhere_and_a_workspace_that_is_a_file(here, tmp_path_f
     (here / "a-file").write_text("x")
     with pytest.raises(UsageError, match="is a file, not a folder"):
         load_settings(workspace="a-file")
+    (here / "skysearch.toml").mkdir()  # read as no settings before
+    with pytest.raises(UsageError, match="skysearch.toml is a folder: the settings file must be"):
+        load_settings()
 
 
 def test_an_empty_workspace_flag_is_refused_not_the_current_folder(here, cli):
