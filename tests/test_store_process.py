@@ -125,6 +125,55 @@ def test_unreachable_server_fails_with_one_line(tmp_path: Path):
     assert "\n" not in message
 
 
+def test_unreachable_server_over_grpc_says_why_in_one_line(tmp_path: Path, monkeypatch):
+    from skysearch.retrieval.store import server
+
+    monkeypatch.setattr(server, "CONNECT_BACKOFF_S", 0.0)
+    monkeypatch.setenv("QDRANT_PREFER_GRPC", "1")
+    settings = Settings(workspace=Workspace(tmp_path), qdrant_url="http://127.0.0.1:1")
+    with pytest.raises(StoreError) as err:
+        open_store(settings)
+    message = str(err.value)  # was "(<_InactiveRpcError of RPC that terminated with:)"
+    assert "after 3 attempts (gRPC UNAVAILABLE: " in message and "\n" not in message
+
+
+def test_a_server_that_goes_away_is_one_store_error_line(tmp_path: Path):
+    """A server answering when connected, then gone (stopped, network down): every later call
+    is one StoreError line, not the client's traceback."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from skysearch.retrieval.store.server import ServerStore
+
+    class Qdrant(BaseHTTPRequestHandler):  # only what connecting asks: the collection list
+        def do_GET(self):
+            body = json.dumps({"result": {"collections": []}, "status": "ok", "time": 0.0})
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Qdrant)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_port}"
+    store = ServerStore.connect(url)
+    assert store.collections() == []
+    httpd.shutdown()
+    httpd.server_close()
+    with pytest.raises(StoreError) as err:
+        store.collections()
+    message = str(err.value)
+    assert (
+        message.startswith(f"the Qdrant server {url} stopped answering (") and "\n" not in message
+    )
+    store.close()
+
+
 def test_an_owner_note_that_cannot_be_written_does_not_stop_the_store(tmp_path: Path):
     """The owner file only names the holder in an "in use" message: a directory in its place
     (or a read-only store root) must not fail opening, searching or dropping."""

@@ -10,6 +10,7 @@ replication_factor 2, write_consistency_factor the replicas that confirm a write
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import warnings
@@ -53,6 +54,56 @@ def _setting(settings: Any, key: str) -> Any:
     return (getattr(settings, "extra", None) or {}).get(key.lower())
 
 
+def _reason(exc: BaseException) -> str:
+    """One line saying why a call failed (a gRPC error's str is a multi-line dump)."""
+    code, details = getattr(exc, "code", None), getattr(exc, "details", None)
+    if callable(code) and callable(details):
+        return f"gRPC {getattr(code(), 'name', code())}: {details()}"
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _server_failure(exc: Exception) -> bool:
+    """The server is away or failing (connection lost, timeout, a 5xx answer), as opposed to
+    a request it refused (a bug here: left to surface as one)."""
+    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+    if isinstance(exc, ResponseHandlingException):
+        return True
+    if isinstance(exc, UnexpectedResponse):
+        return exc.status_code >= 500
+    code = getattr(exc, "code", None)
+    name = getattr(code(), "name", "") if callable(code) else ""
+    return name in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL", "UNKNOWN")
+
+
+class _Guarded:
+    """The client, with a failing server turned into one StoreError line for every call."""
+
+    def __init__(self, client: QdrantClient, where: str) -> None:
+        self._client = client
+        self._where = where
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attr(*args, **kwargs)
+            except Exception as exc:
+                if not _server_failure(exc):
+                    raise
+                raise StoreError(
+                    f"the {self._where} stopped answering ({_reason(exc)}): check that it "
+                    "runs, then run the command again"
+                ) from None
+
+        return call
+
+
 def _hits(points: list[models.ScoredPoint]) -> list[Hit]:
     return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in points]
 
@@ -68,7 +119,7 @@ class ServerStore(VectorStore):
         replication_factor: int | None = None,
         write_consistency_factor: int | None = None,
     ) -> None:
-        self.client = client
+        self.client = _Guarded(client, where)
         self._where = where
         self.shard_number = shard_number
         self.replication_factor = replication_factor
@@ -113,7 +164,7 @@ class ServerStore(VectorStore):
                     time.sleep(CONNECT_BACKOFF_S * 2**attempt)
         else:
             client.close()
-            reason = str(last).splitlines()[0] if last and str(last) else type(last).__name__
+            reason = _reason(last) if last is not None else "no answer"
             raise StoreError(
                 f"cannot reach Qdrant at {shown} after {CONNECT_ATTEMPTS} attempts ({reason}); "
                 "check QDRANT_URL / QDRANT_API_KEY, or unset QDRANT_URL to use the embedded store"
