@@ -161,8 +161,9 @@ def http_reference(document: dict[str, Any] | None = None) -> str:
         "`/openapi.json`, with interactive docs at `/docs`). How to run the service: "
         "[guides/serve.md](../guides/serve.md).",
         "",
-        "Every `GET` operation also answers `HEAD` (the same status and headers, no body), and "
-        "every path `OPTIONS` (204, with the methods it takes in `Allow`).",
+        "Every `GET` operation also answers `HEAD` (the same status and headers, no body: the "
+        "answer is made in full, then its body dropped), and every path `OPTIONS` (204, with the "
+        "methods it takes in `Allow`; the API key as for the path's other methods).",
         "",
         "## Operations",
         "",

@@ -305,7 +305,10 @@ def test_damaged_netcdf_and_zarr_are_skipped_with_reasons(h5_files, tmp_path):
 
 @pytest.mark.parametrize("fmt", ["NETCDF3_CLASSIC", "NETCDF3_64BIT_OFFSET", "NETCDF3_64BIT_DATA"])
 @pytest.mark.parametrize("records", [0, 1, 4])
-def test_a_classic_netcdf_file_is_whole_exactly_when_its_header_says_so(fmt, records, tmp_path):
+@pytest.mark.parametrize("layout", ["several record variables", "one of bytes"])
+def test_a_classic_netcdf_file_is_whole_exactly_when_its_header_says_so(
+    fmt, records, layout, tmp_path
+):
     import netCDF4
     from skysearch.ingest.netcdf_classic import HeaderError, required_size
 
@@ -314,11 +317,14 @@ def test_a_classic_netcdf_file_is_whole_exactly_when_its_header_says_so(fmt, rec
         nc.title, nc.levels = "typhoon", np.arange(3, dtype="i2")
         nc.createDimension("time", None), nc.createDimension("y", 5), nc.createDimension("x", 3)
         nc.createVariable("lat", "f8", ("y",))[:] = np.arange(5)
-        nc.createVariable("time", "f8", ("time",))[:records] = np.arange(records)
-        tb = nc.createVariable("tb", "f4", ("time", "y", "x"))
-        tb.units = "K"
-        tb[:records] = 250.0
-        nc.createVariable("flag", "i1", ("time",))[:records] = 1
+        if layout == "one of bytes":  # records of 15 bytes, not padded to 4
+            nc.createVariable("tb", "i1", ("time", "y", "x"))[:records] = 7
+        else:
+            nc.createVariable("time", "f8", ("time",))[:records] = np.arange(records)
+            tb = nc.createVariable("tb", "f4", ("time", "y", "x"))
+            tb.units = "K"
+            tb[:records] = 250.0
+            nc.createVariable("flag", "i1", ("time",))[:records] = 1
     whole = path.read_bytes()
     need = required_size(io.BytesIO(whole))  # the last record may lack its padding
     assert len(whole) - 4 < need <= len(whole)
@@ -328,6 +334,20 @@ def test_a_classic_netcdf_file_is_whole_exactly_when_its_header_says_so(fmt, rec
     netCDF4.Dataset(tmp_path / "hdf5.nc", "w", format="NETCDF4").close()
     with open(tmp_path / "hdf5.nc", "rb") as fh:
         assert required_size(fh) is None  # not classic: the HDF5 library checks those
+
+
+def test_a_damaged_classic_netcdf_header_is_a_reason_not_a_crash():
+    """A header may claim any length: nothing is read or allocated by it (a name of 2**62
+    bytes once asked Python for that much memory)."""
+    import struct
+
+    from skysearch.ingest.netcdf_classic import HeaderError, required_size
+
+    cdf5 = b"CDF\x05" + struct.pack(">QIQQ", 0, 10, 1, 2**62)  # 1 dimension, its name's length
+    cdf1 = b"CDF\x01" + struct.pack(">III", 0, 10, 2**31)  # 2**31 dimensions
+    for header in (cdf5, cdf1):
+        with pytest.raises(HeaderError):
+            required_size(io.BytesIO(header))
 
 
 @pytest.mark.parametrize(

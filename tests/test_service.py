@@ -700,8 +700,10 @@ def test_head_is_get_without_the_body_and_options_lists_the_methods(url, catalog
             r = http.options(path)
             assert (r.status_code, r.headers["allow"], r.content) == (204, allow, b""), path
         assert http.options("/no/such/route").status_code == 404
-    with httpx.Client(base_url=url) as anon:  # HEAD needs the key where GET does
+    with httpx.Client(base_url=url) as anon:  # HEAD and OPTIONS need the key where GET does
         assert anon.head(thumb).status_code == 401 and anon.head("/health").status_code == 200
+        assert anon.options("/search/text").status_code == 401
+        assert anon.options("/").headers["allow"] == "GET, HEAD, OPTIONS"  # the page is public
 
 
 def test_malformed_bodies(url):

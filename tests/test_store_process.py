@@ -146,10 +146,15 @@ def test_a_server_that_goes_away_is_one_store_error_line(tmp_path: Path):
 
     from skysearch.retrieval.store.server import ServerStore
 
+    failing = threading.Event()
+
     class Qdrant(BaseHTTPRequestHandler):  # only what connecting asks: the collection list
         def do_GET(self):
-            body = json.dumps({"result": {"collections": []}, "status": "ok", "time": 0.0})
-            self.send_response(200)
+            answer = {"result": {"collections": []}, "status": "ok", "time": 0.0}
+            if failing.is_set():
+                answer = {"status": {"error": "No space left on device"}, "time": 0.0}
+            body = json.dumps(answer)
+            self.send_response(500 if failing.is_set() else 200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -163,14 +168,16 @@ def test_a_server_that_goes_away_is_one_store_error_line(tmp_path: Path):
     url = f"http://127.0.0.1:{httpd.server_port}"
     store = ServerStore.connect(url)
     assert store.collections() == []
+    failing.set()  # a server failing: its own words
+    with pytest.raises(StoreError, match=r"failed \(HTTP 500: No space left on device\)"):
+        store.collections()
     httpd.shutdown()
     httpd.server_close()
     with pytest.raises(StoreError) as err:
         store.collections()
     message = str(err.value)
-    assert (
-        message.startswith(f"the Qdrant server {url} stopped answering (") and "\n" not in message
-    )
+    assert message.startswith(f"a request to the Qdrant server {url} failed (")
+    assert "\n" not in message
     store.close()
 
 

@@ -495,9 +495,11 @@ def test_scene_metadata_does_not_depend_on_the_folder_indexed_and_gone_images_le
     after = stored()
     assert len(after) == 23 and all((tmp_path / p).is_file() for p in after)
     assert sorted(set(after.values())) == [("mini", "gParking"), ("mini", "grass")]
-    # Images outside the folder indexed are not touched, gone or not.
+    # A class folder indexed alone: the same metadata again, nothing to embed. Images outside
+    # the folder indexed are not touched, gone or not.
     (tmp_path / "archive" / "mini" / "grass").rename(tmp_path / "elsewhere")
-    assert index(tmp_path / "archive" / "mini" / "gParking").removed == 0
+    alone = index(tmp_path / "archive" / "mini" / "gParking")
+    assert (alone.written, alone.skipped_existing, alone.removed) == (0, 11, 0)
     assert len(stored()) == 23
 
 

@@ -377,6 +377,22 @@ def _state(ws: Path) -> dict:
     return {"frame_ids": sorted(frames), "clip_ids": sorted(clips), "points": points}
 
 
+def test_a_lock_taken_for_an_instant_makes_a_job_wait_not_fail(tmp_path):
+    """doctor takes the update lock for an instant to see whether a job holds it: a job
+    starting then waits for it instead of saying another one runs."""
+    import fcntl
+    import threading
+
+    path = tmp_path / ".update.lock"
+    path.touch()
+    with open(path, "rb") as doctor:
+        fcntl.flock(doctor.fileno(), fcntl.LOCK_EX)
+        threading.Timer(0.3, fcntl.flock, (doctor.fileno(), fcntl.LOCK_UN)).start()
+        started = time.monotonic()
+        with job_lock(path, "busy"):
+            assert 0.25 < time.monotonic() - started < 1.0
+
+
 def _last_update(ws: Path):
     from skysearch.workflows.doctor import _update
 

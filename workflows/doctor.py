@@ -254,7 +254,11 @@ def diagnose(settings: Settings, deep: bool = False) -> list[Check]:
         )
         checks += _run("frames", lambda: _frames(settings), "re-run skysearch ingest PATH")
         checks += _run("clips", lambda: _clips(settings), "re-run skysearch clips")
-        checks += _run("update", lambda: _update(settings), f"delete {root / 'update.json'}")
+        checks += _run(
+            "update",
+            lambda: _update(settings),
+            f"make {root / 'update.json'} and {root / '.update.lock'} readable",
+        )
         checks += _run(
             "models", lambda: _models(settings, deep), "fix or delete models/registry.json"
         )

@@ -156,9 +156,9 @@ def run_update(
     workspace.ensure()
     busy = f"another update is running on {workspace.root}; wait for it to finish"
     with job_lock(workspace.root / LOCK_FILE, busy):
-        store = _open_store(settings) if models else None
         again = [*report.inputs, *_options(clip_specs, model_ids, source, profile_dirs)]
         run_started(workspace, again)
+        store = _open_store(settings) if models else None
         try:
             with step("ingest") as detail:
                 _ingest(

@@ -42,6 +42,7 @@ def read_state(path: Path) -> dict[str, Any]:
         and isinstance(run.get("started"), str)
         and isinstance(run.get("args"), list)
         and all(isinstance(arg, str) for arg in run["args"])
+        and isinstance(run.get("finished"), str | None)
     ):
         del state["last_run"]
     return state

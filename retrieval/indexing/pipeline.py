@@ -27,6 +27,9 @@ from tqdm import tqdm
 
 from skysearch.config import Settings
 
+#: Point ids per delete request (a server caps a request's size).
+DELETE_BATCH = 1000
+
 
 @dataclass
 class Item:
@@ -114,14 +117,17 @@ def _up_to_date(item: Item, stored: dict[str, Any] | None, fingerprint: Sequence
     return stored is not None and all(stored.get(k) == item.payload.get(k) for k in fingerprint)
 
 
-def _remove_gone(store: VectorStore, listing: Listing, stored: dict[str, dict[str, Any]]) -> int:
-    """Delete the stored points that are not listed and whose source is gone; how many."""
+def _remove_gone(store: VectorStore, listing: Listing) -> int:
+    """Delete the points, of any model, that are not listed and whose source is gone; how
+    many."""
     if listing.gone is None:
         return 0
     listed = {it.id for it in listing.items}
-    gone = [pid for pid, payload in stored.items() if pid not in listed and listing.gone(payload)]
-    if gone:
-        store.delete(listing.collection, models.Filter(must=[models.HasIdCondition(has_id=gone)]))
+    records = store.scroll(listing.collection)
+    gone = [r.id for r in records if r.id not in listed and listing.gone(r.payload)]
+    for start in range(0, len(gone), DELETE_BATCH):
+        ids = gone[start : start + DELETE_BATCH]
+        store.delete(listing.collection, models.Filter(must=[models.HasIdCondition(has_id=ids)]))
     return len(gone)
 
 
@@ -155,7 +161,7 @@ def run_index(
             if not _up_to_date(it, stored.get(it.id), listing.fingerprint)
         ]
         report.skipped_existing = len(listing.items) - len(todo)
-        report.removed = _remove_gone(store, listing, stored)
+        report.removed = _remove_gone(store, listing)
         t0, embedded = time.perf_counter(), 0
         bar = tqdm(total=len(todo), desc=f"index {collection}", unit="item", disable=not progress)
         loading = store.bulk_load(collection) if todo else nullcontext()

@@ -9,7 +9,8 @@ Point ids are UUIDv5 of ``scene/{absolute path}``; indexing is incremental (rcli
 a file already indexed by this model with the same size, modification time and metadata is
 skipped, new or changed files are (re-)embedded, unreadable files are skipped with a reason,
 and the points of images that were under an indexed folder and are gone (deleted or moved) are
-removed.
+removed. A linked image is stored under its target's path, so it leaves when its target is
+gone from the indexed folder, not when the link is.
 
 Payload (filterable, ``skysearch.retrieval.store.schema``): ``dataset`` (the folder above the
 image's folder, the CSV's name, or a ``dataset`` column), ``label`` (the folder holding the
@@ -78,17 +79,19 @@ def find_images(root: str | Path, skipped: list[dict[str, str]] | None = None) -
 
 def scene_metadata(path: Path, root: Path, dataset: str | None) -> dict[str, Any]:
     """``dataset`` and ``label`` of an image found under ``root``: the folder that holds it is
-    its class, and the folder above that its dataset (``root``'s name for images directly in
-    it), so an image gets the same metadata from whichever folder above it is indexed."""
-    if not dataset:
-        dataset = root.name if path.parent == root else path.parent.parent.name or root.name
-    return {"dataset": dataset, "label": path.parent.name}
+    its class, and the folder above that its dataset (unless ``dataset`` is given), so an
+    image gets the same metadata from whichever folder is indexed."""
+    return {"dataset": dataset or path.parent.parent.name or root.name, "label": path.parent.name}
 
 
 def gone_under(root: Path, payload: dict[str, Any]) -> bool:
-    """A stored scene whose image was under ``root`` and is no longer there."""
+    """A stored scene whose image was under ``root`` and is no longer there (one that cannot
+    be checked, e.g. in a folder without read permission, is not gone)."""
     source = Path(payload.get("source_path") or "")
-    return source.is_relative_to(root) and not source.exists()
+    try:
+        return source.is_relative_to(root) and not source.exists()
+    except OSError:
+        return False
 
 
 def csv_scenes(

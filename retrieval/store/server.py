@@ -55,23 +55,36 @@ def _setting(settings: Any, key: str) -> Any:
 
 
 def _reason(exc: BaseException) -> str:
-    """One line saying why a call failed (a gRPC error's str is a multi-line dump)."""
+    """One line saying why a call failed (a gRPC error's str is a multi-line dump; a server's
+    error answer carries its own message)."""
     code, details = getattr(exc, "code", None), getattr(exc, "details", None)
     if callable(code) and callable(details):
         return f"gRPC {getattr(code(), 'name', code())}: {details()}"
+    source = getattr(exc, "source", None)  # ResponseHandlingException: the transport's error
+    if isinstance(source, Exception):
+        return _reason(source)
+    status = getattr(exc, "status_code", None)
+    if status is not None:  # UnexpectedResponse
+        try:
+            said = exc.structured()["status"]["error"]  # type: ignore[attr-defined]
+        except (ValueError, KeyError, TypeError):
+            said = getattr(exc, "reason_phrase", "")
+        return f"HTTP {status}: {said}"
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _server_failure(exc: Exception) -> bool:
     """The server is away or failing (connection lost, timeout, a 5xx answer), as opposed to
-    a request it refused (a bug here: left to surface as one)."""
+    a request it refused or an answer the client could not read (a bug here, or a server
+    version the client does not know: left to surface as one)."""
+    import httpx
     from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
     if isinstance(exc, ResponseHandlingException):
-        return True
+        return isinstance(exc.source, httpx.TransportError)
     if isinstance(exc, UnexpectedResponse):
-        return exc.status_code >= 500
+        return (exc.status_code or 0) >= 500
     code = getattr(exc, "code", None)
     name = getattr(code(), "name", "") if callable(code) else ""
     return name in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL", "UNKNOWN")
@@ -97,8 +110,8 @@ class _Guarded:
                 if not _server_failure(exc):
                     raise
                 raise StoreError(
-                    f"the {self._where} stopped answering ({_reason(exc)}): check that it "
-                    "runs, then run the command again"
+                    f"a request to the {self._where} failed ({_reason(exc)}): check the "
+                    "server, then run the command again"
                 ) from None
 
         return call
