@@ -157,14 +157,9 @@ def train_text_image_command(
     """
     from skysearch.encoders.training.text_image import train_text_image
     from skysearch.encoders.training.text_image_data import prepare_training_data
-    from skysearch.encoders.training.text_image_recipe import TextImageTrainConfig
+    from skysearch.encoders.training.text_image_recipe import TextImageTrainConfig, check_epochs
 
-    if epochs == 0 and pretrained is None:  # the towers' heads would be registered untrained
-        raise UsageError(
-            "{epochs} 0 registers a {pretrained} checkpoint unchanged; give one, or train at "
-            "least 1 epoch",
-            params=["epochs", "pretrained"],
-        )
+    check_epochs(epochs, pretrained)  # before anything is written
     set_threads(threads)
     settings = load_settings(workspace=workspace, device=device)
     ws = settings.workspace.ensure()

@@ -255,6 +255,14 @@ def tuned(tmp_path_factory):
     return ws, cfg, csvs, train_text_image(cfg, ws, progress=False)
 
 
+def test_zero_epochs_without_a_checkpoint_is_refused_by_the_api_too(tuned):
+    from skysearch.encoders.training.text_image_recipe import TextImageTrainConfig
+
+    csvs = tuned[2]
+    with pytest.raises(UsageError, match="^epochs 0 registers a pretrained checkpoint unchanged"):
+        TextImageTrainConfig(train_csv=str(csvs["train"]), epochs=0)
+
+
 def test_tiny_fine_tuning_lowers_the_contrastive_loss(tuned):
     from skysearch.encoders.datasets.captions import read_csv
     from skysearch.encoders.training.text_image import Trainer

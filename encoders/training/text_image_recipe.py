@@ -91,6 +91,7 @@ class TextImageTrainConfig(TrainConfig):
                 raise UsageError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
         if self.epochs is None:  # frozen dataclass: set once, here
             object.__setattr__(self, "epochs", RECIPE_EPOCHS[self.image_tower])
+        check_epochs(self.epochs, self.pretrained)
         for csv_file in (self.train_csv, self.val_csv):
             if csv_file is not None and not Path(csv_file).is_file():
                 raise UsageError(f"caption CSV {csv_file} not found")
@@ -101,6 +102,17 @@ class TextImageTrainConfig(TrainConfig):
         fields["train_csv_sha1"] = _file_sha1(self.train_csv)
         text = json.dumps(fields, sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def check_epochs(epochs: int | None, pretrained: str | None) -> None:
+    """0 epochs registers a checkpoint unchanged: without one, the towers' heads would be
+    registered untrained (and text searches would use them)."""
+    if epochs == 0 and pretrained is None:
+        raise UsageError(
+            "{epochs} 0 registers a {pretrained} checkpoint unchanged; give one, or train at "
+            "least 1 epoch",
+            params=["epochs", "pretrained"],
+        )
 
 
 def _file_sha1(path: str | Path) -> str:
