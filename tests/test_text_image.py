@@ -799,7 +799,8 @@ def test_last_stage_recipe_trains_only_the_last_stages_over_cached_rotations(tmp
 
     cfg = TrainConfig(train_csv=str(csvs["train"]), epochs=1, max_steps_per_epoch=2, batch_size=8)
     assert cfg.image_tower == "last-stage" and TrainConfig(train_csv=cfg.train_csv).epochs == 15
-    assert TrainConfig(train_csv=cfg.train_csv, epochs=0).epochs == 0  # not "the default"
+    zero = TrainConfig(train_csv=cfg.train_csv, epochs=0, pretrained="skyclip.pt")
+    assert zero.epochs == 0  # not "the default"
     summary = train_text_image(cfg, ws, progress=False)
     (cache,) = (ws.root / "cache" / "text-image-fronts").glob("*.npz")
     with np.load(cache) as data:
