@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,7 +197,9 @@ def freeze_for_training(tim: TextImageModel, cfg: TextImageTrainConfig) -> None:
             "needs one (train this model with --image-tower tuned)"
         )
     unlocked = cfg.unlocked_image_groups if cfg.image_tower == "tuned" else 0
-    model.lock_image_tower(unlocked_groups=unlocked, freeze_bn_stats=False)
+    with warnings.catch_warnings():  # open_clip imports timm's grouping helpers by an old path
+        warnings.filterwarnings("ignore", "Importing from timm.models.helpers", FutureWarning)
+        model.lock_image_tower(unlocked_groups=unlocked, freeze_bn_stats=False)
     if cfg.image_tower == "last-stage":
         for module in TrunkSplit(model.visual.trunk).back_modules():
             for p in module.parameters():
