@@ -32,8 +32,12 @@ BetweenOption = Annotated[
         help="Time range START..END (UTC), either side may be empty: 2017-09-05..2017-09-08"
     ),
 ]
-MonthsOption = Annotated[str | None, typer.Option(help="Months to keep, e.g. 8,9 or 6-9 (1-12).")]
-HoursOption = Annotated[str | None, typer.Option(help="UTC hours to keep, e.g. 0-6,18-23.")]
+MonthsOption = Annotated[
+    str | None, typer.Option(help="Months to keep, e.g. 8,9 or 6-9 (1-12; 11-2 wraps around).")
+]
+HoursOption = Annotated[
+    str | None, typer.Option(help="UTC hours to keep, e.g. 0-6,18-23 (22-2 wraps around).")
+]
 SatelliteOption = Annotated[
     str | None, typer.Option(help="Satellite of the query clip and of the results, e.g. goes-east.")
 ]
@@ -70,17 +74,23 @@ MaxPressureOption = Annotated[
 ]
 
 
+#: The cycle of each list option: a range past its end wraps around (hours 22-2, months 11-2).
+CYCLES = {"months": (1, 12), "hours": (0, 23)}
+
+
 def parse_int_list(text: str | None, name: str) -> tuple[int, ...]:
-    """``"6-9,12"`` -> ``(6, 7, 8, 9, 12)``."""
+    """``"6-9,12"`` -> ``(6, 7, 8, 9, 12)``; ``"22-2"`` -> ``(22, 23, 0, 1, 2)`` (hours)."""
     if not text:
         return ()
+    first, last = CYCLES[name]
     out: list[int] = []
     try:
         for part in text.split(","):
             part = part.strip()
             if "-" in part:
                 lo, hi = (int(v) for v in part.split("-", 1))
-                out += list(range(lo, hi + 1))
+                wrap = range(lo, last + 1), range(first, hi + 1)
+                out += list(range(lo, hi + 1)) if lo <= hi else [*wrap[0], *wrap[1]]
             elif part:
                 out.append(int(part))
     except ValueError:

@@ -35,6 +35,9 @@ def assert_one_line_error(result, *needles: str) -> None:
 
 def test_int_lists_and_ranges():
     assert parse_int_list("6-9,12", "months") == (6, 7, 8, 9, 12)
+    # ranges across midnight or the new year wrap around (they were silently empty: no filter)
+    assert parse_int_list("22-2,5", "hours") == (22, 23, 0, 1, 2, 5)
+    assert parse_int_list("11-2", "months") == (11, 12, 1, 2)
     assert parse_int_list("", "hours") == ()
     with pytest.raises(UsageError, match="--hours"):
         parse_int_list("6-x", "hours")
