@@ -19,8 +19,10 @@ def repair(
 
     Frames are decoded again from their source files, sketches from the frames, catalog files
     from the other files and the source folders, store collections re-indexed with the
-    registered models. Says what could not be rebuilt. Exit code 0 when everything is whole
-    again, 1 when something could not be rebuilt.
+    registered models, a lost model registry from the model folders. Says what could not be
+    rebuilt (a damaged model's weights: it is unregistered, to train again; the embedded store
+    while another process such as skysearch serve holds it). Exit code 0 when everything is
+    whole again, 1 when something could not be rebuilt.
 
     Example: skysearch repair -w ws
     """

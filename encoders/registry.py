@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import re
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ from typing import Any
 
 from skysearch.atomic import atomic_write_json
 from skysearch.config import Workspace
-from skysearch.errors import NotFoundError, UsageError
+from skysearch.errors import DamagedError, NotFoundError, UsageError
 from skysearch.timeutil import to_rfc3339
 
 REGISTRY_FILE = "registry.json"
@@ -65,15 +66,13 @@ def _read(workspace: Workspace) -> list[dict[str, Any]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:  # ValueError: not UTF-8, not JSON
-        raise UsageError(f"model registry {path} is unreadable ({exc}); fix or delete it") from None
+        raise DamagedError(path, f"the model registry is unreadable ({exc})") from None
     models = data.get("models") if isinstance(data, dict) else None
     if not isinstance(models, list):
-        raise UsageError(f"model registry {path} has no 'models' list; fix or delete it")
+        raise DamagedError(path, "the model registry has no 'models' list")
     for number, entry in enumerate(models, 1):
         if not _is_record(entry):
-            raise UsageError(
-                f"model registry {path}: entry {number} is not a model record; fix or delete it"
-            )
+            raise DamagedError(path, f"the model registry's entry {number} is not a model record")
     return models
 
 
@@ -173,6 +172,85 @@ def update_metrics(workspace: Workspace, model_id: str, metrics: Mapping[str, An
                 _write(workspace, models)
                 return ModelRecord(**entry)
     raise NotFoundError(f"no model {model_id!r} in {_registry_path(workspace)}")
+
+
+#: Checkpoint config keys that are not part of a registry record's ``config``.
+CHECKPOINT_ONLY = frozenset(
+    {"tensors", "format_version", "weights_crc32", "kind", "model_id"}
+    | {"epochs_done", "summary", "class_phrases"}  # text-image run state
+)
+
+
+def record_from_checkpoint(folder: Path, config: Mapping[str, Any]) -> ModelRecord:
+    """The registry record of checkpoint ``folder`` (named by its model id), rebuilt from its
+    ``config`` when the registry was lost: created at the id's time (else when the config was
+    written); metrics as training registered them, not the ones evaluations added later."""
+    stamp = re.search(r"-(\d{8}T\d{6}Z)-", folder.name)
+    when = (
+        datetime.strptime(stamp.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+        if stamp
+        else datetime.fromtimestamp((folder / "config.json").stat().st_mtime, timezone.utc)
+    )
+    return ModelRecord(
+        model_id=folder.name,
+        kind=str(config["kind"]),
+        created=to_rfc3339(when),
+        path=folder.name,
+        config={k: v for k, v in config.items() if k not in CHECKPOINT_ONLY},
+        metrics=_metrics_of(config),
+    )
+
+
+def _metrics_of(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The metrics training registered, from what its checkpoint keeps: a predictor's own,
+    else the last epoch's validation scores (text-image) or loss (frame, clip)."""
+    if isinstance(config.get("metrics"), dict):
+        return dict(config["metrics"])
+    history = (config.get("summary") or {}).get("history") or config.get("history") or []
+    last = history[-1] if history and isinstance(history[-1], dict) else {}
+    scores = {k: v for k, v in last.items() if k.startswith("val_")}
+    return scores or ({"final_loss": last["loss"]} if "loss" in last else {})
+
+
+def model_folders(workspace: Workspace) -> dict[Path, dict[str, Any]]:
+    """The model checkpoint folders under ``models/`` and their configs: folders named
+    ``<kind>-...`` after the kind their config names (training runs' own ``.run-*`` folders
+    are not models)."""
+    found = {}
+    folders = sorted(workspace.models_dir.iterdir()) if workspace.models_dir.is_dir() else []
+    for folder in folders:
+        try:
+            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        kind = config.get("kind") if isinstance(config, dict) else None
+        if isinstance(kind, str) and folder.name.startswith(f"{kind}-"):
+            found[folder] = config
+    return found
+
+
+def records_from_folders(workspace: Workspace) -> list[ModelRecord]:
+    """Registry records of the whole checkpoints among :func:`model_folders`."""
+    from skysearch.encoders.checkpoints import checkpoint_problem
+
+    return [
+        record_from_checkpoint(folder, config)
+        for folder, config in model_folders(workspace).items()
+        if not checkpoint_problem(folder, deep=True)
+    ]
+
+
+def restore(workspace: Workspace, records: list[ModelRecord]) -> Path | None:
+    """Write ``records`` as the registry in place of a damaged or missing one; a damaged file
+    is kept beside it as ``registry.json.damaged`` (returned; None when there was none)."""
+    with _locked(workspace):
+        path = _registry_path(workspace)
+        aside = None
+        if path.exists():
+            aside = path.with_name(path.name + ".damaged")
+            path.replace(aside)
+        _write(workspace, [r.to_dict() for r in sorted(records, key=lambda r: r.created)])
+    return aside
 
 
 def list_models(workspace: Workspace, kind: str | None = None) -> list[ModelRecord]:

@@ -44,6 +44,19 @@ class StoreError(SkySearchError):
     """The vector store cannot be used (locked by another process, unreachable server...)."""
 
 
+class StoreInUse(StoreError):
+    """The embedded store is held by another process (e.g. ``skysearch serve``): nothing is
+    wrong with it, it just cannot be opened here now."""
+
+    def __init__(self, path: object, pid: str) -> None:
+        self.path = str(path)
+        self.pid = pid
+        super().__init__(
+            f"store directory {path} is in use by another process (pid {pid}); stop it, "
+            "or serve both from a Qdrant server (QDRANT_URL)"
+        )
+
+
 class DamagedError(StoreError):
     """A workspace file is damaged (truncated, garbled, inconsistent with the catalog).
 

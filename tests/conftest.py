@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,3 +62,31 @@ def cli(capsys):
         return CliResult(code, out.out, out.err)
 
     return run
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+if sys.argv[1] == "job":
+    from skysearch.locks import job_lock
+    lock = job_lock(Path(sys.argv[2]) / ".update.lock", "busy")
+    lock.__enter__()
+else:
+    from skysearch.config import load_settings
+    from skysearch.retrieval.store import open_store
+    store = open_store(load_settings(workspace=Path(sys.argv[2])))
+    for name in store.collections():
+        store.count(name)
+print("holding", flush=True)
+time.sleep(60)
+"""
+
+
+def held(what: str, ws: Path) -> subprocess.Popen:
+    """Another process holding the workspace's update lock (``job``) or its embedded store
+    (``store``, as ``skysearch serve`` does) until killed."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, what, str(ws)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "holding"
+    return proc

@@ -16,7 +16,7 @@ from skysearch.encoders.checkpoints import (
 )
 
 from skysearch.config import Workspace
-from skysearch.errors import NotFoundError, SkySearchError, UsageError
+from skysearch.errors import DamagedError, NotFoundError, SkySearchError, UsageError
 
 
 def _model(width: int = 8) -> torch.nn.Module:
@@ -104,7 +104,7 @@ def test_a_registry_that_cannot_take_a_model_is_found_before_training(tmp_path):
         registry.check_writable(ws)
     (ws.models_dir / "registry.json.lock").rmdir()
     (ws.models_dir / "registry.json").write_text("{")
-    with pytest.raises(UsageError, match="is unreadable"):
+    with pytest.raises(DamagedError, match="the model registry is unreadable"):
         registry.check_writable(ws)
 
 

@@ -22,7 +22,7 @@ from skysearch.encoders.models.text_image import (
 )
 
 from skysearch.config import Workspace
-from skysearch.errors import UsageError
+from skysearch.errors import DamagedError, UsageError
 
 MINI = SAMPLE_DATA / "rsscn7-mini"
 
@@ -300,7 +300,7 @@ def test_a_damaged_registry_stops_training_before_it_starts_and_a_rerun_register
     path = copy.models_dir / "registry.json"
     good = path.read_bytes()
     path.write_bytes(good[: len(good) // 2])
-    with pytest.raises(UsageError, match="model registry .* is unreadable"):
+    with pytest.raises(DamagedError, match="the model registry is unreadable"):
         train_text_image(replace(cfg, epochs=3), copy, progress=False)
     assert sorted(p.name for p in copy.models_dir.iterdir()) == sorted(
         p.name for p in ws.models_dir.iterdir()

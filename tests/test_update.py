@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import shared_data
+from conftest import held, shared_data
 from skysearch.retrieval.store import window_scan
 
 from skysearch.locks import job_lock
@@ -280,41 +280,25 @@ def test_usage_errors_exit_2(cli, deliveries, tmp_path):
     assert not ws.exists()  # refused before anything was written
 
 
-HOLD = """
-import sys, time
-from pathlib import Path
-if sys.argv[1] == "job":
-    from skysearch.locks import job_lock
-    lock = job_lock(Path(sys.argv[2]) / ".update.lock", "busy")
-    lock.__enter__()
-else:
-    from skysearch.config import load_settings
-    from skysearch.retrieval.store import open_store
-    store = open_store(load_settings(workspace=Path(sys.argv[2])))
-    for name in store.collections():
-        store.count(name)
-print("holding", flush=True)
-time.sleep(60)
-"""
-
-
-def _held(what: str, ws: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HOLD, what, str(ws)], stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "holding"
-    return proc
-
-
 def test_workspace_or_store_in_use_exit_2(cli, deliveries, tmp_path):
     ws = tmp_path / "ws"
     register_models(ws)
     code, _, err = update(cli, ws, deliveries["ir"], "--clip-spec", SPEC)
     assert code == 0, err[-3000:]
     for what, said in (("job", "another update is running"), ("store", "in use by another")):
-        holder = _held(what, ws)  # another update; `skysearch serve` on the embedded store
+        holder = held(what, ws)  # another update; `skysearch serve` on the embedded store
         try:
             _one_line_error(cli("update", deliveries["wv"], "-w", ws), said)
+            if what == "store":  # doctor and repair leave a held store alone, and say so
+                doctor = cli("doctor", "-w", ws, "--json")
+                checks = json.loads(doctor.stdout)["checks"]
+                (store,) = [c for c in checks if c["name"] == "store"]
+                assert doctor.exit_code == 0 and store["status"] == "ok", doctor.stderr
+                assert "held by another process" in store["detail"]
+                repair = cli("repair", "-w", ws, "--json")
+                assert repair.exit_code == 1, repair.stderr
+                (action,) = json.loads(repair.stdout)["actions"]
+                assert action["problem"] == "not checked (in use)" and not action["ok"]
         finally:
             holder.kill()
             holder.wait()

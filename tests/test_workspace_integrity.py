@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE_DATA
+from conftest import SAMPLE_DATA, held
 
 SAMPLE_IR = SAMPLE_DATA / "goes-irma-2017" / "infrared"
 FRAMES = Path("frames/goes-east/ir/2017")
@@ -200,7 +200,8 @@ def test_a_damaged_row_the_samples_miss_is_found_by_deep_checks(base, answers, t
     assert result.stdout.strip().splitlines()[-1] == answers["frames"]
 
 
-def test_frames_whose_source_is_gone_are_dropped_and_listed(base, tmp_path, cli):
+@pytest.mark.parametrize("store", ["free", "held by the service"])
+def test_frames_whose_source_is_gone_are_dropped_and_listed(store, base, tmp_path, cli):
     src = tmp_path / "src"
     shutil.copytree(SAMPLE_IR, src)
     ws = tmp_path / "ws"
@@ -213,6 +214,24 @@ def test_frames_whose_source_is_gone_are_dropped_and_listed(base, tmp_path, cli)
         path.unlink()
     changed = sorted(src.glob("HUIR17249*.GIF"))[0]
     changed.write_bytes(sorted(src.glob("HUIR17249*.GIF"))[1].read_bytes())
+    if store == "held by the service":  # the files are repaired, the store left for later
+        holder = held("store", ws)
+        try:
+            result = cli("repair", "-w", ws, "--json")
+        finally:
+            holder.kill()
+            holder.wait()
+        assert result.exit_code == 1 and len(json.loads(result.stdout)["lost_frames"]) == 3
+        problems = [a["problem"] for a in json.loads(result.stdout)["actions"] if not a["ok"]]
+        assert "not checked (in use)" in problems, problems
+        assert _stored_ids(ws) == ids  # the dropped frames' points: deleted by the next repair
+        assert (ws / ".repair-stale-points").exists()
+        result = cli("repair", "-w", ws, "--json")
+        assert result.exit_code == 0, result.stdout
+        assert not (ws / ".repair-stale-points").exists()
+        after = _index_catalog_ids(ws, write=False)
+        assert len(after["frames"]) == 57 and _stored_ids(ws) == after
+        return
     result = cli("repair", "-w", ws, "--json")
     assert result.exit_code == 1  # not everything could be rebuilt
     report = json.loads(result.stdout)
@@ -493,11 +512,26 @@ def test_a_damaged_model_is_found_and_unregistered(tmp_path, cli):
         f"{new}: {weights} does not match the checksum recorded when it was saved"
     )
     repaired = cli("repair", "-w", ws.root, "--json")
-    assert repaired.exit_code == 0, repaired.stderr
+    assert repaired.exit_code == 1, repaired.stderr  # weights are not rebuilt: said, exit 1
     (action,) = json.loads(repaired.stdout)["actions"]
     assert action["done"] == f"unregistered frame model {new}: train it again"
+    assert not action["ok"]
     assert registry.latest(ws, "frame").model_id == old
     assert failed("--deep") == []
+
+    # a garbled or deleted registry is rebuilt from the whole checkpoints (not the damaged one)
+    entries = json.loads((ws.models_dir / "registry.json").read_text())["models"]
+    for damage in ("garble", "delete"):
+        path = ws.models_dir / "registry.json"
+        path.write_bytes(b"\xff{") if damage == "garble" else path.unlink()
+        doctor = cli("doctor", "-w", ws.root)
+        assert doctor.exit_code == 1 and f"skysearch repair -w {ws.root}" in doctor.stderr
+        rebuilt = cli("repair", "-w", ws.root, "--json")
+        assert rebuilt.exit_code == 0, rebuilt.stderr
+        (action,) = json.loads(rebuilt.stdout)["actions"]
+        assert action["done"].startswith("rebuilt from 1 checkpoint folders (frame)")
+        assert json.loads(path.read_text())["models"] == entries
+    assert (ws.models_dir / "registry.json.damaged").read_bytes() == b"\xff{"
 
     weights = ws.models_dir / old / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-10])  # cut short: the cheap checks see it

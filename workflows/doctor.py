@@ -17,7 +17,7 @@ from typing import Any
 from skysearch.workflows.demo import REPO_SAMPLE
 
 from skysearch.config import Settings
-from skysearch.errors import SkySearchError
+from skysearch.errors import DamagedError, SkySearchError, StoreInUse
 
 OK, TODO, FAIL = "ok", "todo", "fail"
 
@@ -109,9 +109,13 @@ def _clips(settings: Settings) -> Check:
 
 def _models(settings: Settings, deep: bool) -> list[Check]:
     from skysearch.encoders.checkpoints import checkpoint_problem
-    from skysearch.encoders.registry import list_models
+    from skysearch.encoders.registry import REGISTRY_FILE, list_models, model_folders
 
     records = list_models(settings.workspace)
+    registry_file = settings.workspace.models_dir / REGISTRY_FILE
+    if not registry_file.exists() and (found := model_folders(settings.workspace)):
+        detail = f"{len(found)} trained model folders, no model registry (deleted?)"
+        return [Check("models", FAIL, detail, f"skysearch repair -w {settings.workspace.root}")]
     broken = [
         Check(
             f"{r.kind} model",
@@ -141,39 +145,44 @@ def _models(settings: Settings, deep: bool) -> list[Check]:
 
 
 def _store(settings: Settings, deep: bool) -> list[Check]:
-    from skysearch.encoders.registry import list_models
     from skysearch.retrieval.store import open_store
+
+    try:
+        with open_store(settings) as store:
+            return _store_checks(settings, deep, store)
+    except StoreInUse as exc:  # e.g. skysearch serve: nothing wrong, just not checked here
+        detail = f"{exc.path} held by another process (pid {exc.pid}): not checked meanwhile"
+        return [Check("store", OK, detail)]
+
+
+def _store_checks(settings: Settings, deep: bool, store: Any) -> list[Check]:
+    from skysearch.encoders.registry import list_models
     from skysearch.retrieval.store.health import collection_problem
     from skysearch.retrieval.store.schema import CLIPS, FRAMES, SCENES
 
-    out = []
-    with open_store(settings) as store:
-        names = store.collections()
-        fix = f"skysearch repair -w {settings.workspace.root} (re-index the collection)"
-        problems = {name: collection_problem(store, name, deep) for name in names}  # opens each
-        broken = [Check("store", FAIL, p, fix) for p in problems.values() if p]
-        if broken:
-            return broken
-        sizes = {name: store.count(name) for name in names}
-        where = store.where
-        detail = ", ".join(f"{n}: {c} points" for n, c in sizes.items()) or "no collections yet"
-        out.append(Check("store", OK, f"{where}: {detail}"))
-        for collection, kind, fix in (
-            (CLIPS, "clip", "skysearch index clips"),
-            (FRAMES, "frame", "skysearch index frames"),
-            (SCENES, "text-image", f"skysearch index scenes {REPO_SAMPLE / 'rsscn7-mini'}"),
-        ):
-            models = list_models(settings.workspace, kind)
-            if not models:
-                continue
-            latest = models[-1].model_id
-            vectors = store.vector_config(collection) if collection in names else {}
-            if latest in vectors:
-                out.append(Check(f"{collection} index", OK, f"indexed by {latest}"))
-            else:
-                out.append(
-                    Check(f"{collection} index", TODO, f"nothing indexed by {latest} yet", fix)
-                )
+    names = store.collections()
+    fix = f"skysearch repair -w {settings.workspace.root} (re-index the collection)"
+    problems = {name: collection_problem(store, name, deep) for name in names}  # opens each
+    broken = [Check("store", FAIL, p, fix) for p in problems.values() if p]
+    if broken:
+        return broken
+    sizes = {name: store.count(name) for name in names}
+    detail = ", ".join(f"{n}: {c} points" for n, c in sizes.items()) or "no collections yet"
+    out = [Check("store", OK, f"{store.where}: {detail}")]
+    for collection, kind, fix in (
+        (CLIPS, "clip", "skysearch index clips"),
+        (FRAMES, "frame", "skysearch index frames"),
+        (SCENES, "text-image", f"skysearch index scenes {REPO_SAMPLE / 'rsscn7-mini'}"),
+    ):
+        models = list_models(settings.workspace, kind)
+        if not models:
+            continue
+        latest = models[-1].model_id
+        vectors = store.vector_config(collection) if collection in names else {}
+        if latest in vectors:
+            out.append(Check(f"{collection} index", OK, f"indexed by {latest}"))
+        else:
+            out.append(Check(f"{collection} index", TODO, f"nothing indexed by {latest} yet", fix))
     return out
 
 
@@ -228,9 +237,15 @@ def _data_paths(settings: Settings) -> Check:
     return Check("data paths", OK, ", ".join(found) + server)
 
 
-def _run(name: str, fn: Callable[[], Check | list[Check]], fix: str) -> list[Check]:
+def _run(
+    name: str, fn: Callable[[], Check | list[Check]], fix: str, repair: str = ""
+) -> list[Check]:
+    """``fn``'s checks; an error is one failed check with ``fix`` (``repair`` for a damaged
+    workspace file, when given)."""
     try:
         result = fn()
+    except DamagedError as exc:
+        return [Check(name, FAIL, str(exc), repair or fix)]
     except SkySearchError as exc:
         return [Check(name, FAIL, str(exc), fix)]
     except ImportError as exc:
@@ -249,22 +264,20 @@ def diagnose(settings: Settings, deep: bool = False) -> list[Check]:
     checks += _run("data paths", lambda: _data_paths(settings), "")
     root = settings.workspace.root
     if root.exists():
-        checks += _run(
-            "integrity", lambda: _integrity(settings, deep), f"skysearch repair -w {root}"
-        )
-        checks += _run("frames", lambda: _frames(settings), "re-run skysearch ingest PATH")
-        checks += _run("clips", lambda: _clips(settings), "re-run skysearch clips")
+        repair = f"skysearch repair -w {root}"
+        checks += _run("integrity", lambda: _integrity(settings, deep), repair)
+        checks += _run("frames", lambda: _frames(settings), "re-run skysearch ingest PATH", repair)
+        checks += _run("clips", lambda: _clips(settings), "re-run skysearch clips", repair)
         checks += _run(
             "update",
             lambda: _update(settings),
             f"make {root / 'update.json'} and {root / '.update.lock'} readable",
         )
-        checks += _run(
-            "models", lambda: _models(settings, deep), "fix or delete models/registry.json"
-        )
+        checks += _run("models", lambda: _models(settings, deep), repair, repair)
         checks += _run(
             "store",
             lambda: _store(settings, deep),
-            "stop the other process using the store (e.g. skysearch serve), or set QDRANT_URL",
+            "see the detail; a Qdrant server: check QDRANT_URL and that it runs",
+            repair,
         )
     return checks

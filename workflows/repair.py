@@ -19,8 +19,12 @@ Runs the deep checks (``skysearch.ingest.integrity``), then, per damaged file:
   need their image folder: said, not done);
 - frames dropped (their sources gone): their points, and those of the clips built from them,
   are deleted from the embedded store;
+- the model registry, damaged or deleted: rebuilt from the checkpoint folders (each whole
+  checkpoint registered again; the damaged file kept beside it);
 - a model whose checkpoint is damaged (config, weights, or their checksum) is unregistered:
-  weights cannot be rebuilt, only trained again.
+  weights cannot be rebuilt, only trained again (reported as not repaired, exit code 1);
+- the embedded store held by another process (``skysearch serve``): not checked, said (stop
+  the service and run repair again for the store; the files are repaired meanwhile).
 
 Then the deep checks run again; anything still wrong is reported.
 """
@@ -35,11 +39,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from skysearch.config import Settings, Workspace
-from skysearch.errors import SkySearchError, UsageError
+from skysearch.errors import DamagedError, SkySearchError, StoreInUse, UsageError
 
 if TYPE_CHECKING:
     from skysearch.ingest.framestore import StoreWriter
 
+#: Left when a repair dropped frames but could not open the store: the next one deletes their
+#: points.
+STALE_PENDING = ".repair-stale-points"
 DAMAGED_STORE = ".damaged-store"  # collections set aside, beside (not in) the store folder
 
 
@@ -106,10 +113,19 @@ def repair_workspace(
         _reingest(workspace, parts, lost_ids, profile_dirs, report, progress)
     _sketches(workspace, problems, report, progress)
     _clips(workspace, clip_files, bool(report.lost_frames), report)
+    _registry(workspace, report)
     _models(workspace, report)  # before the store: re-indexing uses whole models only
-    _vector_store(settings, report)
-    if report.lost_frames:
-        _stale_points(settings, report)
+    pending = workspace.root / STALE_PENDING  # points of frames an earlier repair dropped
+    try:
+        _vector_store(settings, report)
+        if report.lost_frames or pending.exists():
+            _stale_points(settings, report)
+        pending.unlink(missing_ok=True)
+    except StoreInUse as exc:  # e.g. skysearch serve: the files are repaired, not the store
+        if report.lost_frames:
+            pending.touch()
+        done = f"{exc}; then run repair again for the store"
+        report.actions.append(Action(exc.path, "not checked (in use)", done, False))
     report.remaining = [p.to_dict() for p in check_workspace(workspace, deep=True)]
     report.seconds = round(time.perf_counter() - started, 3)
     return report
@@ -273,6 +289,30 @@ def _reingest(
         report.actions.append(Action(problem.path, problem.what, said, ok))
 
 
+def _registry(workspace: Workspace, report: RepairReport) -> None:
+    """A model registry that is damaged, or missing while checkpoint folders hold models, is
+    rebuilt from those folders (every whole checkpoint registered again)."""
+    from skysearch.encoders import registry
+
+    path = workspace.models_dir / registry.REGISTRY_FILE
+    try:
+        registry.list_models(workspace)
+        if path.exists():
+            return
+        problem = "missing"
+    except DamagedError as exc:
+        problem = exc.what
+    records = registry.records_from_folders(workspace)
+    if not records and problem == "missing":
+        return  # nothing trained yet
+    aside = registry.restore(workspace, records)
+    kinds = ", ".join(sorted({r.kind for r in records})) or "none"
+    done = f"rebuilt from {len(records)} checkpoint folders ({kinds}); evaluation metrics added "
+    done += "after training are not in the checkpoints"
+    done += f"; the old file is {aside}" if aside else ""
+    report.actions.append(Action(str(path), problem, done, True))
+
+
 def _models(workspace: Workspace, report: RepairReport) -> None:
     """Unregister every model whose checkpoint is damaged (deep checks): searches then use the
     latest whole one. Weights cannot be rebuilt, only trained again."""
@@ -284,7 +324,7 @@ def _models(workspace: Workspace, report: RepairReport) -> None:
         if problem:
             registry.unregister(workspace, record.model_id)
             done = f"unregistered {record.kind} model {record.model_id}: train it again"
-            report.actions.append(Action(str(record.directory(workspace)), problem, done, True))
+            report.actions.append(Action(str(record.directory(workspace)), problem, done, False))
 
 
 def _discard(path: Path) -> None:

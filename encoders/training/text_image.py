@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 from skysearch.encoders import registry
-from skysearch.encoders.checkpoints import WEIGHTS_CRC, checkpoint_problem
+from skysearch.encoders.checkpoints import checkpoint_problem
 from skysearch.encoders.datasets.captions import class_phrases, read_csv
 from skysearch.encoders.device import resolve_device
 from skysearch.encoders.metrics import zero_shot
@@ -107,22 +107,15 @@ class Trainer:
         registry, since fixed), from what its folder says about it."""
         if any(r.model_id == model_id for r in registry.list_models(self.workspace, KIND)):
             return
-        not_spec = {
-            "kind",
-            "epochs_done",
-            "summary",
-            "class_phrases",
-            "format_version",
-            WEIGHTS_CRC,
-        }
-        summary = saved.get("summary", {})
+        folder = registry.model_dir(self.workspace, model_id)
+        record = registry.record_from_checkpoint(folder, saved)
         registry.register_model(
             self.workspace,
             model_id,
             KIND,
-            config={k: v for k, v in saved.items() if k not in not_spec},
-            metrics={k: v for k, v in summary.items() if k.startswith("val_")},
-            path=registry.model_dir(self.workspace, model_id),
+            config=record.config,
+            metrics=record.metrics,
+            path=folder,
         )
 
     def _resume_point(self) -> Path:

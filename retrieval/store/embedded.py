@@ -37,7 +37,7 @@ from skysearch.retrieval.store.base import (
 )
 from skysearch.retrieval.store.edge_filters import to_edge_filter
 
-from skysearch.errors import SkySearchError, StoreError, UsageError
+from skysearch.errors import SkySearchError, StoreError, StoreInUse, UsageError
 
 #: payload index type -> qdrant-edge params class (built in ``_create_index``)
 _INDEX_CLASSES = {
@@ -201,10 +201,7 @@ class EmbeddedStore(VectorStore):
         if "WouldBlock" in text or "lock" in text.lower():
             owner = path.parent / f".{path.name}{OWNER_FILE}"
             pid = owner.read_text().strip() if owner.is_file() else "unknown"
-            return StoreError(
-                f"store directory {path} is in use by another process (pid {pid}); stop it, "
-                "or serve both from a Qdrant server (QDRANT_URL)"
-            )
+            return StoreInUse(path, pid)
         return StoreError(f"cannot open store directory {path}: {text}")
 
     def _shard(self, name: str, create_with: dict[str, int] | None = None) -> qe.EdgeShard:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from skysearch.retrieval.store.base import VectorStore
 
-from skysearch.errors import StoreError
+from skysearch.errors import StoreError, StoreInUse
 
 #: how far a stored vector's length may be from 1 (float32 rounding is ~1e-7)
 NORM_TOLERANCE = 1e-3
@@ -20,9 +20,9 @@ def collection_problem(store: VectorStore, name: str, deep: bool = False) -> str
         store.count(name)
         if deep:
             return _unreadable_vector(store, name)
+    except StoreInUse:
+        raise
     except StoreError as exc:
-        if "in use by another process" in str(exc):
-            raise
         return str(exc)
     return None
 
