@@ -13,6 +13,7 @@ from skysearch.cli.options import JsonOption, WorkspaceOption
 from skysearch.cli.output import emit_json, info, table
 
 from skysearch.config import load_settings
+from skysearch.errors import UsageError
 
 if TYPE_CHECKING:  # the store (qdrant-client: ~1 s to import) loads when a command needs it
     from skysearch.retrieval.store import VectorStore
@@ -32,10 +33,15 @@ CollectionOption = Annotated[
 ]
 
 
-def _open(workspace: Path | None, qdrant_url: str | None) -> VectorStore:
+def _open(workspace: Path | None, qdrant_url: str | None, new: bool = False) -> VectorStore:
+    """The configured store; an embedded one must be in an existing workspace unless ``new``
+    (a mistyped -w would otherwise show an empty store)."""
     from skysearch.retrieval.store import open_store
 
     settings = load_settings(workspace=workspace, qdrant_url=qdrant_url)
+    root = settings.workspace.root
+    if not new and not settings.qdrant_url and not root.is_dir():
+        raise UsageError(f"workspace {root} does not exist")
     return open_store(settings)
 
 
@@ -150,7 +156,7 @@ def import_cmd(
     from skysearch.retrieval.store.transfer import import_store
 
     load = import_parquet if format_ is ExportFormat.parquet else import_store
-    with _open(workspace, qdrant_url) as store:
+    with _open(workspace, qdrant_url, new=True) as store:
         counts = load(store, file)
         if optimize:
             for name in counts:

@@ -354,6 +354,7 @@ CASES: dict[str, list[Case]] = {
         c("search", "image", "{bin}", *W, expect="no text-image model"),
     ],
     "store info": [
+        c("store", "info", "-w", "{missing}", expect="missing does not exist"),
         c("store", "info", "--qdrant-url", UNREACHABLE, *W, expect="cannot reach Qdrant"),
         c("store", "info", *W, expect="cannot reach Qdrant", env={"QDRANT_URL": UNREACHABLE}),
         c("store", "info", "-c", "nope", *W, expect="collection 'nope' does not exist"),
@@ -364,6 +365,8 @@ CASES: dict[str, list[Case]] = {
         c("catalog", "export", "--stac", "{tmp}/stac", "-w", "{tmp}", expect="no frames in the"),
     ],
     "store export": [
+        c("store", "export", "--out", "{tmp}/x.jsonl", "-w", "{missing}", expect="does not exist"),
+        c("store", "export", "--out", "{tmp}/x.jsonl", "-w", "{tmp}", expect="nothing to export"),
         c("store", "export", "--out", "{missing}/x.jsonl", *W, expect="not an existing folder"),
         c("store", "export", "--out", "{file}/x.jsonl", *W, expect="not an existing folder"),
         c("store", "export", "--out", "{tmp}", *W, expect="it is a folder"),

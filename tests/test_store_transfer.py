@@ -180,6 +180,9 @@ def test_cli_store_export_import_info(cli, tmp_path: Path):
     assert "time" in infos["clips"]["payload_indexes"]
     r = cli("store", "optimize", "-w", tmp_path / "b", "-c", "frames")
     assert r.exit_code == 0 and "optimized frames in " in r.stderr, r.stderr
+    r = cli("store", "optimize", "-w", tmp_path / "missing")  # a mistyped -w: said
+    assert r.exit_code == 2 and "missing does not exist" in r.stderr, r.stderr
+    (tmp_path / "empty").mkdir()
     r = cli("store", "optimize", "-w", tmp_path / "empty", "--json")
     assert r.exit_code == 0 and "nothing to optimize" in r.stderr, r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1]) == {"optimized": {}}

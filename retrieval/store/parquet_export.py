@@ -31,7 +31,6 @@ def export_parquet(
 ) -> dict[str, int]:
     """Write the collections (default: all) under ``folder`` (new or empty); returns points
     per collection."""
-    names = export_names(store, collections)
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"cannot write Parquet into {folder}: it is a file, not a folder")
@@ -39,6 +38,7 @@ def export_parquet(
         raise UsageError(f"cannot write Parquet into {folder}: it is not empty (an older export?)")
     if not folder.parent.is_dir():
         raise UsageError(f"cannot write {folder}: {folder.parent} is not an existing folder")
+    names = export_names(store, collections)
     # written aside, renamed when whole: a failed export (a full disk) leaves no folder that
     # an import would take for a whole export
     staging = folder.with_name(f".{folder.name}.export-{uuid.uuid4().hex[:8]}")

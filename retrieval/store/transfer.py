@@ -52,6 +52,8 @@ def export_names(store: VectorStore, collections: list[str] | None) -> list[str]
     """The collections an export writes (default: all); a NotFoundError for an unknown one,
     before anything is written."""
     names = list(dict.fromkeys(collections or store.collections()))  # each once
+    if not names:
+        raise UsageError(f"{store.where} has no collections: nothing to export")
     for name in names:
         store.vector_config(name)
     return names
@@ -61,7 +63,6 @@ def export_store(
     store: VectorStore, out: Path, collections: list[str] | None = None, progress: bool = True
 ) -> dict[str, int]:
     """Write the collections (default: all) to ``out`` atomically; returns points per collection."""
-    names = export_names(store, collections)
     out = Path(out)
     if not out.parent.is_dir():
         raise UsageError(f"cannot write {out}: {out.parent} is not an existing folder")
@@ -69,6 +70,7 @@ def export_store(
         raise UsageError(f"cannot write {out}: it is a folder, not a file name")
     if out.exists() or out.is_symlink():  # as the parquet export and `catalog export` refuse
         raise UsageError(f"cannot write {out}: it exists (an older export?); remove it first")
+    names = export_names(store, collections)
     with atomic_path(out) as tmp:  # a failed export leaves no partial file behind
         try:
             fh = _open_for_write(tmp, gz=out.suffix == ".gz")
