@@ -386,6 +386,9 @@ def search_image_command(
     examples = ([image] if image else []) + list(file or [])
     if not examples:
         raise UsageError("give a query image (or --file, repeatable)")
+    for path in examples:
+        if path.is_dir():
+            raise UsageError(f"query image {path} is a folder: give image files")
     missing = [str(p) for p in examples if not p.is_file()]
     if missing:
         raise UsageError(f"query image {', '.join(missing)} not found")

@@ -351,6 +351,7 @@ CASES: dict[str, list[Case]] = {
     ],
     "search image": [
         c("search", "image", "{missing}", *W, expect="not found"),
+        c("search", "image", "{tmp}", *W, expect="is a folder: give image files"),
         c("search", "image", "{bin}", *W, expect="no text-image model"),
     ],
     "store info": [
