@@ -89,6 +89,8 @@ def parse_int_list(text: str | None, name: str) -> tuple[int, ...]:
             part = part.strip()
             if "-" in part:
                 lo, hi = (int(v) for v in part.split("-", 1))
+                if not (first <= lo <= last and first <= hi <= last):
+                    raise UsageError(f"--{name} {part}: values must be in {first}..{last}")
                 wrap = range(lo, last + 1), range(first, hi + 1)
                 out += list(range(lo, hi + 1)) if lo <= hi else [*wrap[0], *wrap[1]]
             elif part:

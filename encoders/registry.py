@@ -65,8 +65,10 @@ def _read(workspace: Workspace) -> list[dict[str, Any]]:
         return []
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:  # ValueError: not UTF-8, not JSON
+    except ValueError as exc:  # not UTF-8, not JSON
         raise DamagedError(path, f"the model registry is unreadable ({exc})") from None
+    except OSError as exc:  # not damage: permissions, a folder in its place...
+        raise UsageError(f"cannot read the model registry {path}: {exc.strerror}") from None
     models = data.get("models") if isinstance(data, dict) else None
     if not isinstance(models, list):
         raise DamagedError(path, "the model registry has no 'models' list")
@@ -107,8 +109,8 @@ def _locked(workspace: Workspace) -> Iterator[None]:
 
 
 def check_writable(workspace: Workspace) -> None:
-    """Raise ``UsageError`` now if a model could not be registered at the end of a training
-    run (an unreadable registry, a lock that cannot be taken), not after the training."""
+    """Raise now if a model could not be registered at the end of a training run (a damaged
+    registry: ``DamagedError``; a lock that cannot be taken: ``UsageError``), not after it."""
     if not workspace.models_dir.is_dir():
         return  # nothing registered yet: the first registration creates it
     with _locked(workspace):
@@ -186,9 +188,13 @@ def record_from_checkpoint(folder: Path, config: Mapping[str, Any]) -> ModelReco
     ``config`` when the registry was lost: created at the id's time (else when the config was
     written); metrics as training registered them, not the ones evaluations added later."""
     stamp = re.search(r"-(\d{8}T\d{6}Z)-", folder.name)
+    try:
+        when = datetime.strptime(stamp.group(1), "%Y%m%dT%H%M%SZ") if stamp else None
+    except ValueError:  # digits that are no time (month 13)
+        when = None
     when = (
-        datetime.strptime(stamp.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
-        if stamp
+        when.replace(tzinfo=timezone.utc)
+        if when
         else datetime.fromtimestamp((folder / "config.json").stat().st_mtime, timezone.utc)
     )
     return ModelRecord(
@@ -229,15 +235,18 @@ def model_folders(workspace: Workspace) -> dict[Path, dict[str, Any]]:
     return found
 
 
-def records_from_folders(workspace: Workspace) -> list[ModelRecord]:
-    """Registry records of the whole checkpoints among :func:`model_folders`."""
+def records_from_folders(workspace: Workspace) -> tuple[list[ModelRecord], dict[Path, str]]:
+    """Registry records of the whole checkpoints among :func:`model_folders`, and the damaged
+    ones with their problem."""
     from skysearch.encoders.checkpoints import checkpoint_problem
 
-    return [
-        record_from_checkpoint(folder, config)
-        for folder, config in model_folders(workspace).items()
-        if not checkpoint_problem(folder, deep=True)
-    ]
+    records, damaged = [], {}
+    for folder, config in model_folders(workspace).items():
+        if problem := checkpoint_problem(folder, deep=True):
+            damaged[folder] = problem
+        else:
+            records.append(record_from_checkpoint(folder, config))
+    return records, damaged
 
 
 def restore(workspace: Workspace, records: list[ModelRecord]) -> Path | None:
@@ -246,10 +255,15 @@ def restore(workspace: Workspace, records: list[ModelRecord]) -> Path | None:
     with _locked(workspace):
         path = _registry_path(workspace)
         aside = None
-        if path.exists():
+        try:  # a training run may have registered a model meanwhile: its entry is kept
+            kept = _read(workspace)
+        except DamagedError:
+            kept = []
             aside = path.with_name(path.name + ".damaged")
             path.replace(aside)
-        _write(workspace, [r.to_dict() for r in sorted(records, key=lambda r: r.created)])
+        known = {entry["model_id"] for entry in kept}
+        added = [r.to_dict() for r in records if r.model_id not in known]
+        _write(workspace, sorted(kept + added, key=lambda entry: entry["created"]))
     return aside
 
 

@@ -38,6 +38,9 @@ def test_int_lists_and_ranges():
     # ranges across midnight or the new year wrap around (they were silently empty: no filter)
     assert parse_int_list("22-2,5", "hours") == (22, 23, 0, 1, 2, 5)
     assert parse_int_list("11-2", "months") == (11, 12, 1, 2)
+    for text, name in (("25-2", "hours"), ("13-2", "months"), ("2--1", "hours")):
+        with pytest.raises(UsageError, match="values must be in"):
+            parse_int_list(text, name)
     assert parse_int_list("", "hours") == ()
     with pytest.raises(UsageError, match="--hours"):
         parse_int_list("6-x", "hours")

@@ -12,15 +12,12 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import subprocess
-import sys
-import textwrap
 from contextlib import redirect_stderr, redirect_stdout
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE_DATA
+from conftest import SAMPLE_DATA, held
 from PIL import Image
 from skysearch.retrieval.search.contact_sheet import layout_for
 
@@ -291,32 +288,14 @@ def test_errors_on_a_trained_workspace(demo, cli):
     _assert_error(r, "not in the clip catalog")
 
 
-HOLDER = textwrap.dedent(
-    """
-    import sys, time
-    from skysearch.retrieval.store.embedded import EmbeddedStore
-    store = EmbeddedStore(sys.argv[1])
-    store.count("clips")
-    print("READY", flush=True)
-    time.sleep(60)
-    """
-)
-
-
 def test_store_locked_by_another_process(demo, cli):
     ws, _ = demo
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(ws / "store")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    holder = held("store", ws)
     try:
-        assert holder.stdout.readline().strip() == "READY", holder.stderr.read()
         r = cli("search", "clip", "--at", QUERY_AT, "-w", ws)
         _assert_error(r, "in use by another process", f"pid {holder.pid}")
-        doctor = cli("doctor", "-w", ws)
-        assert doctor.exit_code == 1 and "in use by another process" in doctor.stderr
+        doctor = cli("doctor", "-w", ws)  # nothing is broken: the store is just not checked
+        assert doctor.exit_code == 0 and "held by another process" in doctor.stderr
     finally:
         holder.kill()
         holder.wait()

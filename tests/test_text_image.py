@@ -255,12 +255,14 @@ def tuned(tmp_path_factory):
     return ws, cfg, csvs, train_text_image(cfg, ws, progress=False)
 
 
-def test_zero_epochs_without_a_checkpoint_is_refused_by_the_api_too(tuned):
+def test_zero_epochs_without_a_checkpoint_is_refused_by_the_api_too(tuned, tmp_path):
+    from skysearch.encoders.training.text_image import train_text_image
     from skysearch.encoders.training.text_image_recipe import TextImageTrainConfig
 
-    csvs = tuned[2]
+    cfg = TextImageTrainConfig(train_csv=str(tuned[2]["train"]), epochs=0)
     with pytest.raises(UsageError, match="^epochs 0 registers a pretrained checkpoint unchanged"):
-        TextImageTrainConfig(train_csv=str(csvs["train"]), epochs=0)
+        train_text_image(cfg, Workspace(tmp_path / "ws"), progress=False)
+    assert not (tmp_path / "ws").exists()
 
 
 def test_tiny_fine_tuning_lowers_the_contrastive_loss(tuned):
@@ -799,8 +801,7 @@ def test_last_stage_recipe_trains_only_the_last_stages_over_cached_rotations(tmp
 
     cfg = TrainConfig(train_csv=str(csvs["train"]), epochs=1, max_steps_per_epoch=2, batch_size=8)
     assert cfg.image_tower == "last-stage" and TrainConfig(train_csv=cfg.train_csv).epochs == 15
-    zero = TrainConfig(train_csv=cfg.train_csv, epochs=0, pretrained="skyclip.pt")
-    assert zero.epochs == 0  # not "the default"
+    assert TrainConfig(train_csv=cfg.train_csv, epochs=0).epochs == 0  # not "the default"
     summary = train_text_image(cfg, ws, progress=False)
     (cache,) = (ws.root / "cache" / "text-image-fronts").glob("*.npz")
     with np.load(cache) as data:

@@ -226,6 +226,8 @@ def test_frames_whose_source_is_gone_are_dropped_and_listed(store, base, tmp_pat
         assert "not checked (in use)" in problems, problems
         assert _stored_ids(ws) == ids  # the dropped frames' points: deleted by the next repair
         assert (ws / ".repair-stale-points").exists()
+        doctor = json.loads(cli("doctor", "-w", ws, "--json").stdout)["checks"]
+        assert [c["status"] for c in doctor if c["name"] == "store points"] == ["todo"]
         result = cli("repair", "-w", ws, "--json")
         assert result.exit_code == 0, result.stdout
         assert not (ws / ".repair-stale-points").exists()
@@ -527,10 +529,13 @@ def test_a_damaged_model_is_found_and_unregistered(tmp_path, cli):
         doctor = cli("doctor", "-w", ws.root)
         assert doctor.exit_code == 1 and f"skysearch repair -w {ws.root}" in doctor.stderr
         rebuilt = cli("repair", "-w", ws.root, "--json")
-        assert rebuilt.exit_code == 0, rebuilt.stderr
-        (action,) = json.loads(rebuilt.stdout)["actions"]
+        assert rebuilt.exit_code == 1, rebuilt.stderr  # the damaged model: not registered, said
+        action, damaged = json.loads(rebuilt.stdout)["actions"]
         assert action["done"].startswith("rebuilt from 1 checkpoint folders (frame)")
-        assert json.loads(path.read_text())["models"] == entries
+        assert (damaged["path"], damaged["ok"]) == (str(ws.models_dir / new), False)
+        assert damaged["done"] == "not registered: train it again"
+        got = json.loads(path.read_text())["models"]  # as registered, but for the time
+        assert [{**e, "created": None} for e in got] == [{**e, "created": None} for e in entries]
     assert (ws.models_dir / "registry.json.damaged").read_bytes() == b"\xff{"
 
     weights = ws.models_dir / old / "model.safetensors"

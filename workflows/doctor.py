@@ -146,13 +146,19 @@ def _models(settings: Settings, deep: bool) -> list[Check]:
 
 def _store(settings: Settings, deep: bool) -> list[Check]:
     from skysearch.retrieval.store import open_store
+    from skysearch.workflows.repair import STALE_PENDING
 
+    stale = []
+    if (settings.workspace.root / STALE_PENDING).exists():
+        detail = "points of frames a repair dropped are still in the store (it was in use)"
+        fix = f"skysearch repair -w {settings.workspace.root} (when nothing holds the store)"
+        stale = [Check("store points", TODO, detail, fix)]
     try:
         with open_store(settings) as store:
-            return _store_checks(settings, deep, store)
+            return _store_checks(settings, deep, store) + stale
     except StoreInUse as exc:  # e.g. skysearch serve: nothing wrong, just not checked here
         detail = f"{exc.path} held by another process (pid {exc.pid}): not checked meanwhile"
-        return [Check("store", OK, detail)]
+        return [Check("store", OK, detail), *stale]
 
 
 def _store_checks(settings: Settings, deep: bool, store: Any) -> list[Check]:

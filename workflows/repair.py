@@ -120,7 +120,8 @@ def repair_workspace(
         _vector_store(settings, report)
         if report.lost_frames or pending.exists():
             _stale_points(settings, report)
-        pending.unlink(missing_ok=True)
+        if not settings.qdrant_url:  # a server's points are left alone (_stale_points)
+            pending.unlink(missing_ok=True)
     except StoreInUse as exc:  # e.g. skysearch serve: the files are repaired, not the store
         if report.lost_frames:
             pending.touch()
@@ -302,8 +303,8 @@ def _registry(workspace: Workspace, report: RepairReport) -> None:
         problem = "missing"
     except DamagedError as exc:
         problem = exc.what
-    records = registry.records_from_folders(workspace)
-    if not records and problem == "missing":
+    records, damaged = registry.records_from_folders(workspace)
+    if not records and not damaged and problem == "missing":
         return  # nothing trained yet
     aside = registry.restore(workspace, records)
     kinds = ", ".join(sorted({r.kind for r in records})) or "none"
@@ -311,6 +312,8 @@ def _registry(workspace: Workspace, report: RepairReport) -> None:
     done += "after training are not in the checkpoints"
     done += f"; the old file is {aside}" if aside else ""
     report.actions.append(Action(str(path), problem, done, True))
+    for folder, why in damaged.items():
+        report.actions.append(Action(str(folder), why, "not registered: train it again", False))
 
 
 def _models(workspace: Workspace, report: RepairReport) -> None:

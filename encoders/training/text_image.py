@@ -45,6 +45,7 @@ from skysearch.encoders.training.text_image_data import cached_image_features, c
 from skysearch.encoders.training.text_image_recipe import (
     FrozenTextFeatures,
     TextImageTrainConfig,
+    check_epochs,
     concept_bank,
     contrastive_loss,
     freeze_for_training,
@@ -328,6 +329,7 @@ def train_text_image(
     cfg: TextImageTrainConfig, workspace: Workspace, progress: bool = True
 ) -> dict[str, Any]:
     """Fine-tune (or resume) and register; returns the run summary (see :class:`Trainer`)."""
+    check_epochs(cfg.epochs, cfg.pretrained)
     workspace.ensure()
     registry.check_writable(workspace)
     return Trainer(cfg, workspace, progress).run()
