@@ -91,8 +91,10 @@ def parse_int_list(text: str | None, name: str) -> tuple[int, ...]:
                 lo, hi = (int(v) for v in part.split("-", 1))
                 if not (first <= lo <= last and first <= hi <= last):
                     raise UsageError(f"--{name} {part}: values must be in {first}..{last}")
-                wrap = range(lo, last + 1), range(first, hi + 1)
-                out += list(range(lo, hi + 1)) if lo <= hi else [*wrap[0], *wrap[1]]
+                if lo <= hi:
+                    out += range(lo, hi + 1)
+                else:  # past the cycle's end: wrap around
+                    out += [*range(lo, last + 1), *range(first, hi + 1)]
             elif part:
                 out.append(int(part))
     except ValueError:

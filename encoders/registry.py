@@ -189,14 +189,10 @@ def record_from_checkpoint(folder: Path, config: Mapping[str, Any]) -> ModelReco
     written); metrics as training registered them, not the ones evaluations added later."""
     stamp = re.search(r"-(\d{8}T\d{6}Z)-", folder.name)
     try:
-        when = datetime.strptime(stamp.group(1), "%Y%m%dT%H%M%SZ") if stamp else None
-    except ValueError:  # digits that are no time (month 13)
-        when = None
-    when = (
-        when.replace(tzinfo=timezone.utc)
-        if when
-        else datetime.fromtimestamp((folder / "config.json").stat().st_mtime, timezone.utc)
-    )
+        text = stamp.group(1) if stamp else ""
+        when = datetime.strptime(text, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:  # no time in the id, or digits that are none (month 13)
+        when = datetime.fromtimestamp((folder / "config.json").stat().st_mtime, timezone.utc)
     return ModelRecord(
         model_id=folder.name,
         kind=str(config["kind"]),

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from skysearch.workflows.demo import REPO_SAMPLE
+from skysearch.workflows.update_state import LOCK_FILE, STATE_FILE, last_run
 
 from skysearch.config import Settings
 from skysearch.errors import DamagedError, SkySearchError, StoreInUse
@@ -194,8 +195,6 @@ def _store_checks(settings: Settings, deep: bool, store: Any) -> list[Check]:
 
 def _update(settings: Settings) -> list[Check]:
     """The last ``skysearch update`` run: finished, running now, or stopped midway."""
-    from skysearch.workflows.update_state import LOCK_FILE, last_run
-
     from skysearch.locks import is_held
 
     run = last_run(settings.workspace)
@@ -277,7 +276,7 @@ def diagnose(settings: Settings, deep: bool = False) -> list[Check]:
         checks += _run(
             "update",
             lambda: _update(settings),
-            f"make {root / 'update.json'} and {root / '.update.lock'} readable",
+            f"make {root / STATE_FILE} and {root / LOCK_FILE} readable",
         )
         checks += _run("models", lambda: _models(settings, deep), repair, repair)
         checks += _run(

@@ -394,7 +394,6 @@ def _stale_points(settings: Settings, report: RepairReport) -> None:
     left alone: it may serve more than this workspace."""
     if settings.qdrant_url:
         return
-    from qdrant_client import models
     from skysearch.ingest.catalog import read_frames
     from skysearch.ingest.clips import read_clips
     from skysearch.retrieval.store import open_store
@@ -409,7 +408,7 @@ def _stale_points(settings: Settings, report: RepairReport) -> None:
         for name in set(known) & set(store.collections()):
             stale = [r.id for r in store.scroll(name) if r.id not in known[name]]
             if stale:
-                store.delete(name, models.Filter(must=[models.HasIdCondition(has_id=stale)]))
+                store.delete_ids(name, stale)
                 done = f"deleted {len(stale)} points of {name} no longer in the catalog"
                 report.actions.append(
                     Action(str(workspace.store_dir / name), "points of dropped frames", done, True)

@@ -27,9 +27,6 @@ from tqdm import tqdm
 
 from skysearch.config import Settings
 
-#: Point ids per delete request (a server caps a request's size).
-DELETE_BATCH = 1000
-
 
 @dataclass
 class Item:
@@ -125,9 +122,7 @@ def _remove_gone(store: VectorStore, listing: Listing) -> int:
     listed = {it.id for it in listing.items}
     records = store.scroll(listing.collection)
     gone = [r.id for r in records if r.id not in listed and listing.gone(r.payload)]
-    for start in range(0, len(gone), DELETE_BATCH):
-        ids = gone[start : start + DELETE_BATCH]
-        store.delete(listing.collection, models.Filter(must=[models.HasIdCondition(has_id=ids)]))
+    store.delete_ids(listing.collection, gone)
     return len(gone)
 
 

@@ -33,6 +33,8 @@ from skysearch.errors import NotFoundError, UsageError
 
 VectorLike = Sequence[float] | np.ndarray
 FilterLike = SearchFilters | models.Filter | None
+#: Point ids per delete request (a server caps a request's size).
+DELETE_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -450,3 +452,11 @@ class VectorStore(ABC):
         if n:
             self._delete(name, flt)
         return n
+
+    def delete_ids(self, name: str, ids: Sequence[str]) -> None:
+        """Delete the points with these ids, ``DELETE_BATCH`` ids a request (a server caps a
+        request's size)."""
+        self.vector_config(name)
+        for start in range(0, len(ids), DELETE_BATCH):
+            batch = list(ids[start : start + DELETE_BATCH])
+            self._delete(name, models.Filter(must=[models.HasIdCondition(has_id=batch)]))
