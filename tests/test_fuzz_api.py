@@ -25,9 +25,9 @@ from hypothesis import HealthCheck, given, settings
 from service_env import API_KEY, build_workspace, server, service
 
 REPO = Path(__file__).resolve().parent.parent
-MAX_EXAMPLES = 30
+MAX_EXAMPLES = 15
 #: Examples per operation and phase of the live run (derandomized: the same requests each run).
-LIVE_MAX_EXAMPLES = 10
+LIVE_MAX_EXAMPLES = 5
 _PATHS = json.loads((REPO / "openapi.json").read_text())["paths"]
 #: (method, path, mode); an operation without inputs has no invalid request to make.
 CASES = [

@@ -500,11 +500,21 @@ def test_a_damaged_copy_is_never_used(pristine, tmp_path, scanned, caplog, damag
     assert str(folder) in warnings[0].getMessage()
     assert "skysearch store optimize" in warnings[0].getMessage()
     assert not folder.exists()  # deleted: the next process neither loads nor warns again
-    store.optimize(COLL)  # rebuilt whole, and used
+    store.close()
+
+
+def test_a_copy_deleted_for_damage_is_rebuilt_whole_by_optimize(pristine, tmp_path, scanned):
+    shutil.copytree(pristine, tmp_path, dirs_exist_ok=True)
+    folder = window_scan.folder_of(tmp_path / COLL)
+    cut_in_half(folder / "ids.npy")
+    store = EmbeddedStore(tmp_path, EdgeIndexParams())
     filters = SearchFilters(start=at(5000), end=at(5990))
-    hits = store.search(COLL, QUERIES[0], k=K, filters=filters)
-    assert [h.id for h in hits] == brute_force(QUERIES[0], window_mask(5000, 5990))
-    assert scanned == [True]
+    truth = brute_force(QUERIES[0], window_mask(5000, 5990))
+    assert [h.id for h in store.search(COLL, QUERIES[0], k=K, filters=filters)] == truth
+    assert scanned == [] and not folder.exists()
+    store.optimize(COLL)
+    assert [h.id for h in store.search(COLL, QUERIES[0], k=K, filters=filters)] == truth
+    assert scanned == [True]  # the rebuilt copy answered
     store.close()
 
 
