@@ -28,14 +28,15 @@ from skysearch.ingest.clips import CLIP_SCHEMA
 from skysearch.ingest.similarity.grid import GridSpec
 from skysearch.ingest.similarity.store import CRC_FILE as SKETCH_CRC
 from skysearch.ingest.similarity.store import DATA_FILE as SKETCH_DATA
-from skysearch.ingest.similarity.store import ID_BYTES, IDS_FILE, SketchStore
+from skysearch.ingest.similarity.store import ID_BYTES, IDS_FILE, Key, SketchStore
 
 from skysearch.config import Workspace
 from skysearch.errors import DamagedError, StoreError
 
 # Problem kinds; the repair has one remedy per kind.
 FRAMES, SKETCHES, CATALOG, CLIPS = "frames", "sketches", "catalog", "clips"
-PENDING, CHECKSUMS = "pending", "checksums"  # not damage: work a repair (or ingest) finishes
+#: not damage: work a repair (or ingest) finishes
+PENDING, CHECKSUMS, UNSKETCHED = "pending", "checksums", "unsketched"
 #: a catalog file a repair set aside and could not rebuild: data lost until its sources are back
 ASIDE = "set aside"
 REMEDIES = {
@@ -46,6 +47,7 @@ REMEDIES = {
     CLIPS: "set the file aside, rebuild it from the frame catalog",
     PENDING: "delete the leftover of an interrupted catalog compaction",
     CHECKSUMS: "add checksums computed from the stored rows",
+    UNSKETCHED: "sketch them from the frames",
 }
 
 
@@ -61,7 +63,7 @@ class Problem:
 
     @property
     def damaged(self) -> bool:
-        return self.kind not in (PENDING, CHECKSUMS)
+        return self.kind not in (PENDING, CHECKSUMS, UNSKETCHED)
 
     @property
     def remedy(self) -> str:
@@ -154,9 +156,10 @@ def array_keys(root: Path) -> list[tuple[str, str, int]]:
     return keys
 
 
-def _frame_store(workspace: Workspace, catalog: pa.Table, deep: bool) -> list[Problem]:
+def _frame_store(
+    workspace: Workspace, expected: dict[Key, framestore.Expected], deep: bool
+) -> list[Problem]:
     problems = []
-    expected = framestore.expected_arrays(catalog)
     for key, want in sorted(expected.items()):
         folder = framestore.store_path(workspace, *key)
         try:
@@ -212,6 +215,24 @@ def _sketches(workspace: Workspace, catalog: pa.Table, deep: bool) -> list[Probl
     return problems
 
 
+def _unsketched(workspace: Workspace, expected: dict[Key, framestore.Expected]) -> list[Problem]:
+    """Frames without a sketch of the default spec (every ingest sketches them): an ingest
+    stopped before it sketched, or sketch files deleted. Re-ranking needs them."""
+    store = SketchStore(workspace, GridSpec())
+    problems = []
+    for key, want in sorted(expected.items()):
+        try:
+            meta = store.check(key, spot=False)
+        except DamagedError:
+            continue  # reported by _sketches
+        have = int(meta["rows"]) if meta else 0
+        if have < want.rows:
+            what = f"{want.rows - have} of {want.rows} frames have no sketch"
+            folder = store.root / key[0] / key[1] / str(key[2])
+            problems.append(Problem(UNSKETCHED, str(folder), what, key))
+    return problems
+
+
 def _stale_rows(ids_path: Path, rows: int, catalog_ids: dict[int, str]) -> list[int]:
     """Sketch rows whose stored frame id is not the catalog's frame at that store row."""
     stored = np.frombuffer(ids_path.read_bytes()[: rows * ID_BYTES], dtype=f"S{ID_BYTES}")
@@ -228,8 +249,10 @@ def check_workspace(workspace: Workspace, deep: bool = False) -> list[Problem]:
         return []
     catalog, problems = _frame_catalog(workspace)
     problems += _clip_catalog(workspace)
-    problems += _frame_store(workspace, catalog, deep)
+    expected = framestore.expected_arrays(catalog)
+    problems += _frame_store(workspace, expected, deep)
     problems += _sketches(workspace, catalog, deep)
+    problems += _unsketched(workspace, expected)
     problems += _set_aside(workspace)
     return problems
 

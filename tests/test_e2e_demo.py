@@ -221,7 +221,8 @@ def test_clip_query_frames_must_be_the_models_steps_apart(demo, cli, tmp_path):
     shutil.copy(src / "HUIR172500245.GIF", untimed)
     cases = {
         "gappy": (gappy, "HUIR172500745.GIF and HUIR172501545.GIF are 480 min apart"),
-        "twice": (hourly[:5] + hourly[4:5], "are the same time"),
+        "twice": (hourly[:5] + hourly[4:5], "HUIR172500745.GIF are the same file"),
+        "a folder and a file in it": ([hourly[0].parent, hourly[0]], "are the same file"),
         "mixed": (hourly + [untimed], "1 of the ir query frames carry no time"),
         "half-hourly": (
             [

@@ -108,5 +108,15 @@ def test_ready_turns_false_when_a_request_meets_damage_and_true_once_repaired(
         (ws / FRAMES_U8).write_bytes(good)  # what repair restores
         assert client.get("/ready").status_code == 200
         assert client.post("/search/clip", json=body).status_code == 200
+        # the model registry is read by every search: damaged, it is named the same way
+        registry = ws / "models" / "registry.json"
+        entries = registry.read_bytes()
+        registry.write_bytes(b"\x00garbage")
+        refused = client.post("/search/clip", json=body)
+        assert refused.status_code == 503 and str(registry) in refused.json()["detail"]
+        ready = client.get("/ready")
+        assert ready.status_code == 503 and str(registry) in ready.json()["detail"]
+        registry.write_bytes(entries)
+        assert client.get("/ready").status_code == 200
     finally:
         svc.close()

@@ -338,7 +338,13 @@ def test_search_clip_by_uploaded_frames(sky):
     away = Filters(exclude_window_s=3600)
     assert sky.search_clip_frames(files, channel="ir", gap_minutes=60, filters=away).results
     err = _error(sky.search_clip_frames, [files[0]] * 6, channel="ir", gap_minutes=60)
-    assert err.status_code == 400 and "are the same time" in err.detail
+    assert err.status_code == 400
+    assert f"upload 1 ('{files[0].name}') and upload 2 ('{files[0].name}') are the same file" in (
+        err.detail
+    )
+    # one frame sent twice among 6 (so 5 steps): the repeat is named, not a missing model
+    err = _error(sky.search_clip_frames, [*files[:5], files[2]], channel="ir", gap_minutes=60)
+    assert err.status_code == 400 and "upload 3" in err.detail and "upload 6" in err.detail
 
 
 def test_search_frame_by_time_and_id_with_filters(sky, catalogs):
@@ -537,6 +543,13 @@ def test_non_ascii_api_key(ws, catalogs):
 
 
 # ---- bad requests: 4xx with a clear message, never a 5xx ---------------------------------
+def _distinct(upload: tuple[str, bytes], n: int) -> list[tuple[str, bytes]]:
+    """``n`` uploads of one file, each with its own bytes (trailing zeros, which the image
+    decoders ignore), so none is refused as a repeat of another."""
+    name, data = upload
+    return [(name, data + b"\0" * i) for i in range(n)]
+
+
 def test_bad_uploads(sky):
     html = GOES / "HUIR172502115.GIF"  # a real HTML error page saved upstream as .GIF
     cases = {
@@ -552,10 +565,12 @@ def test_bad_uploads(sky):
     for expected, upload in cases.items():
         err = _error(sky.search_image, upload)
         assert err.status_code == 400 and expected in err.detail, (expected, err.detail)
-        err = _error(sky.search_clip_frames, [upload] * 6, channel="ir", gap_minutes=60)
+        six = _distinct(upload, 6)
+        err = _error(sky.search_clip_frames, six, channel="ir", gap_minutes=60)
         assert err.status_code == 400 and expected in err.detail, (expected, err.detail)
     scene = next(SCENES.rglob("*.jpg"))  # a valid image, but not a GOES sector frame
-    err = _error(sky.search_clip_frames, [scene] * 6, channel="ir", gap_minutes=60)
+    six = _distinct((scene.name, scene.read_bytes()), 6)
+    err = _error(sky.search_clip_frames, six, channel="ir", gap_minutes=60)
     assert err.status_code == 400 and "wrong dimensions" in err.detail
     assert f"upload 1 ('{scene.name}')" in err.detail and "/tmp" not in err.detail
     err = _error(sky.search_clip_frames, [sorted(GOES.glob("*45.GIF"))[0]] * 49)
@@ -596,7 +611,7 @@ def test_oversized_frames_refused_before_decoding(sky, monkeypatch, zero_png_409
     kept before the clip spec was checked (3 GB extra RSS, then 404). Now refused from the
     spec or the headers, decoding nothing."""
     spy = DecodeSpy(monkeypatch)
-    frames = [("zeros.png", zero_png_4096)] * 48
+    frames = _distinct(("zeros.png", zero_png_4096), 48)
     err = _error(sky.search_clip_frames, frames, channel="ir", gap_minutes=60)
     assert err.status_code == 404 and "no clip model fits" in err.detail
     err = _error(sky.search_clip_frames, frames[:6], satellite="coms", channel="ir")

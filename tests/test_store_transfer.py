@@ -254,3 +254,37 @@ def test_an_export_cut_short_at_a_line_boundary_is_refused_after_loading(tmp_pat
         with pytest.raises(UsageError, match=f"is not whole \\({why}\\)"):
             import_store(dst, cut, progress=False)
         assert dst.count("frames") == 20  # what it held is in
+
+
+def test_a_gzip_export_cut_mid_stream_loads_what_it_holds_and_leaves_no_empty_collection(
+    tmp_path: Path,
+):
+    """A .gz copied halfway ends inside its stream: the points before the cut are loaded (they
+    were read, so a smaller batch than one upload is not dropped) and one error says it was cut
+    short; a collection the import made and put nothing in is removed again."""
+    import gzip
+
+    src = EmbeddedStore(tmp_path / "store")
+    _fill(src, n=40)
+    out = tmp_path / "dump.jsonl.gz"
+    export_store(src, out, ["frames", "clips"], progress=False)
+    src.close()
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(out.read_bytes()[: out.stat().st_size * 2 // 3])
+    readable = 0
+    with pytest.raises(EOFError), gzip.open(cut, "rb") as fh:
+        for _ in fh:
+            readable += 1
+    dst = open_store(None, ":memory:")
+    with pytest.raises(UsageError, match="before its gzip stream does: it was cut short"):
+        import_store(dst, cut, progress=False)
+    assert dst.count("frames") + dst.count("clips") == readable - 2  # two header lines
+    assert dst.count("clips") > 0
+
+    header = gzip.decompress(out.read_bytes()).splitlines(keepends=True)[0]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(header + b"not json\n")
+    fresh = open_store(None, ":memory:")
+    with pytest.raises(UsageError, match="bad.jsonl:2 is not JSON"):
+        import_store(fresh, bad, progress=False)
+    assert fresh.collections() == []

@@ -689,6 +689,15 @@ def test_scene_csv_payload_filters_and_multi_example_queries(tuned, cli, tmp_pat
     hits = _last_json(res)["results"]
     want = {images[i] for i in range(4, 8) if images[i].parent.name in ("cIndustry", "eForest")}
     assert {Path(h["source_path"]) for h in hits} == want and want
+    # a label or dataset no scene has matches nothing: said, with the names the scenes have
+    res = cli(*query, "--label", "eforest,cIndustry")
+    assert res.exit_code == 2 and "no scene has label 'eforest' (did you mean 'eForest'?" in (
+        res.stderr
+    )
+    res = cli(*query, "--dataset", "aid-20")
+    assert res.exit_code == 2 and "no scene has dataset 'aid-20'" in res.stderr
+    assert "; the scenes have " in res.stderr and "csvset" in res.stderr
+    assert cli(*query, "--label", "eForest", "--between", "1990-01-01..1990-02-01").exit_code == 0
 
     a, b = images[3], images[4]
     res = cli("search", "image", "--file", a, "--file", b, "--text", "trees", "-k", "5",

@@ -181,6 +181,31 @@ def test_damage_is_named_refused_and_repaired(damage, base, answers, tmp_path, c
         assert result.stdout.strip().splitlines()[-1] == answers[name]
 
 
+def test_frames_whose_sketches_were_deleted_are_said_and_sketched_by_repair(
+    base, answers, tmp_path, cli
+):
+    """Sketches are a cache of the frames, but every ingest makes them and re-ranking reads
+    them: deleted ones are work for repair (doctor: to do), not silence."""
+    ws = tmp_path / "ws"
+    shutil.copytree(base, ws)
+    shutil.rmtree(ws / SKETCHES)
+    doctor = cli("doctor", "-w", ws, "--json")
+    assert doctor.exit_code == 0, doctor.stdout  # nothing damaged
+    checks = json.loads(doctor.stdout)["checks"]
+    todo = [c for c in checks if c["status"] == "todo" and c["name"].startswith("integrity")]
+    assert [(c["name"], c["detail"]) for c in todo] == [
+        ("integrity: unsketched", f"{ws / SKETCHES}: 60 of 60 frames have no sketch")
+    ]
+    assert todo[0]["fix"] == f"skysearch repair -w {ws} (sketch them from the frames)"
+    report = json.loads(cli("repair", "-w", ws, "--json").stdout)
+    assert report["ok"] and [a["done"] for a in report["actions"]] == ["re-sketched (60 frames)"]
+    deep = json.loads(cli("doctor", "-w", ws, "--deep", "--json").stdout)
+    integrity = [c for c in deep["checks"] if c["name"].startswith("integrity")]
+    assert [(c["name"], c["status"]) for c in integrity] == [("integrity", "ok")]
+    result = cli(*FROM_SKETCHES, "-w", ws, "--json")
+    assert result.stdout.strip().splitlines()[-1] == answers["sketches"]
+
+
 def test_a_damaged_row_the_samples_miss_is_found_by_deep_checks(base, answers, tmp_path, cli):
     ws = tmp_path / "ws"
     shutil.copytree(base, ws)

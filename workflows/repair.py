@@ -347,6 +347,7 @@ def _sketches(
     from skysearch.ingest.similarity import SketchStore, sketch_specs
 
     damaged = [p for p in problems if p.kind == integrity.SKETCHES and p.key is not None]
+    missing = [p for p in problems if p.kind == integrity.UNSKETCHED]
     specs = {spec.tag: spec for spec in sketch_specs(workspace)}
     for p in damaged:
         tag = Path(p.path).relative_to(workspace.sketch_dir).parts[0]
@@ -358,7 +359,7 @@ def _sketches(
         except SkySearchError as exc:
             failure = str(exc)
     done = f"not re-sketched: {failure}" if failure else f"re-sketched ({sketched} frames)"
-    for p in damaged:
+    for p in damaged + missing:
         report.actions.append(Action(p.path, p.what, done, not failure))
 
 

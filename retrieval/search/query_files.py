@@ -43,6 +43,19 @@ def check_spacing(
             )
 
 
+def check_once(keys: Sequence[object], names: Sequence[str]) -> None:
+    """Refuse a query frame given twice (the same file, or the same bytes uploaded twice): the
+    clip would hold one time step twice, and a clip model be chosen for the wrong length."""
+    first: dict[object, str] = {}
+    for key, name in zip(keys, names, strict=True):
+        if key in first:
+            raise UsageError(
+                f"the query frames {first[key]} and {name} are the same file: pass each frame once",
+                params=["frame_files"],
+            )
+        first[key] = name
+
+
 def expand_files(paths: Sequence[Path]) -> list[Path]:
     """Query frame files: each file given, and the images of each folder given, by name."""
     out: list[Path] = []
@@ -55,4 +68,5 @@ def expand_files(paths: Sequence[Path]) -> list[Path]:
             raise UsageError(f"query frame {path} does not exist")
     if not out:
         raise UsageError(f"no image files in {', '.join(str(p) for p in paths)}")
+    check_once([p.resolve() for p in out], [str(p) for p in out])
     return out

@@ -93,9 +93,45 @@ def search_scenes(
             "run `skysearch index scenes DIR` with that model"
         )
     with timer("search"):
+        check_names(store, filters)
         hits = store.search(SCENES, vector, filters=filters, vector_name=vname)
     items = [scene_item(i + 1, h) for i, h in enumerate(hits)]
     return SearchResult(query, items, filters.to_dict(), timer.done())
+
+
+#: Scenes read to list the datasets and labels a filter could have meant (ids are hashes, so
+#: the first points are a sample of the whole collection).
+NAMES_SAMPLE = 20_000
+
+
+def check_names(store: VectorStore, filters: SearchFilters) -> None:
+    """NotFoundError for a dataset or label filter that no scene has (in another case, say),
+    naming those the scenes have: it would match nothing, silently (one count per name)."""
+    from itertools import islice
+
+    from skysearch.retrieval.store.filters import SearchFilters
+    from skysearch.retrieval.store.schema import SCENES
+
+    for field, key, values in (
+        ("datasets", "dataset", filters.datasets),
+        ("labels", "label", filters.labels),
+    ):
+        unknown = [v for v in values if not store.count(SCENES, SearchFilters(**{field: (v,)}))]
+        if not unknown:
+            continue
+        have = sorted(
+            {str(r.payload[key]) for r in islice(store.scroll(SCENES), NAMES_SAMPLE)
+             if r.payload.get(key)}
+        )  # fmt: skip
+        folded = {h.casefold(): h for h in have}
+        meant = [folded[v.casefold()] for v in unknown if v.casefold() in folded]
+        hint = f" (did you mean {', '.join(map(repr, meant))}? names are case-sensitive)"
+        listing = ", ".join(have[:12]) + (f" and {len(have) - 12} more" if len(have) > 12 else "")
+        raise NotFoundError(
+            f"filter {field}: no scene has {key} {', '.join(map(repr, unknown))}"
+            f"{hint if meant else ''}; the scenes have {listing or 'none'}",
+            params=[field],
+        )
 
 
 def scene_vectors(store: VectorStore) -> set[str]:

@@ -55,6 +55,7 @@ from skysearch.retrieval.service.catalogs import Catalogs, canonical_id, png_byt
 from skysearch.retrieval.service.uploads import (
     Upload,
     UploadLimits,
+    check_each_once,
     in_time_order,
     open_image,
     validate_image,
@@ -169,12 +170,10 @@ class SearchService:
         log.info("service ready in %.1f s: %s", self._load_seconds, self._searches)
 
     def _load_all(self) -> None:
-        from skysearch.ingest.integrity import ensure_intact
-
         workspace = self.settings.workspace
         if not workspace.root.is_dir():
             raise UsageError(f"{{workspace}} {workspace.root} does not exist", params=["workspace"])
-        ensure_intact(workspace)  # cheap checks: a damaged file is a failed start, named
+        self._check_intact()  # a damaged file is a failed start, named
         if self.torch_threads:
             import torch
 
@@ -229,14 +228,21 @@ class SearchService:
         ready until the start-up checks pass again (after ``skysearch repair``)."""
         self._damage = str(exc)
 
-    def _damage_remains(self) -> str | None:
-        """Why the workspace is still damaged since a request met damage, else None."""
+    def _check_intact(self) -> None:
+        """The cheap checks of the workspace's files, and the model registry (every search
+        reads it): a ``StoreError`` naming a damaged one."""
+        from skysearch.encoders.registry import list_models
         from skysearch.ingest.integrity import ensure_intact
 
+        ensure_intact(self.settings.workspace)
+        list_models(self.settings.workspace)
+
+    def _damage_remains(self) -> str | None:
+        """Why the workspace is still damaged since a request met damage, else None."""
         if self._damage is None:
             return None
         try:
-            ensure_intact(self.settings.workspace)
+            self._check_intact()
         except SkySearchError as exc:
             return str(exc)
         self._damage = None
@@ -418,6 +424,7 @@ class SearchService:
             raise UsageError(
                 f"{len(uploads)} frames uploaded; the limit is {self.limits.max_frames}"
             )
+        check_each_once(uploads, self.limits.upload)
         channels = [channel] if channel else []
         _, record = self._searcher.clip_model_for(
             satellite, channels, len(uploads), gap_minutes, options.model_id

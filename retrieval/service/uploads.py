@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from hashlib import sha256
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -151,6 +152,16 @@ def working_frames(
         finally:
             image.close()  # frees the full-size pixels now
     return np.stack(frames)
+
+
+def check_each_once(uploads: Sequence[Upload], limits: UploadLimits) -> None:
+    """Refuse a query frame uploaded twice (the same bytes), before a clip model is chosen by
+    the number of frames. An empty or oversized upload is left to its own, clearer refusal."""
+    from skysearch.retrieval.search.query_files import check_once
+
+    whole = range(1, limits.max_bytes + 1)
+    keys = [sha256(u.data).digest() if len(u.data) in whole else i for i, u in enumerate(uploads)]
+    check_once(keys, [f"upload {i + 1} ({u.name!r})" for i, u in enumerate(uploads)])
 
 
 def in_time_order(

@@ -18,7 +18,7 @@ import io
 import json
 import zlib
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import IO, Any
 
@@ -117,7 +117,12 @@ def _read_export(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             while raw := fh.readline(MAX_LINE_BYTES + 1):
                 lineno += 1
                 yield lineno, _parse_line(raw, f"{path}:{lineno}")
-    except (OSError, EOFError, zlib.error) as exc:  # not gzip, truncated gzip, unreadable
+    except EOFError:  # a gzip file cut short: the lines before the cut were read
+        raise UsageError(
+            f"{path} ends at line {lineno + 1} before its gzip stream does: it was cut short "
+            "(what it holds before the cut was imported; export again and import the whole file)"
+        ) from None
+    except (OSError, zlib.error) as exc:  # not gzip, unreadable
         raise UsageError(f"{path}:{lineno + 1}: cannot read it ({exc}): {FORMAT_HINT}") from None
     if lineno == 0:
         raise UsageError(f"{path} is empty: {FORMAT_HINT}")
@@ -170,13 +175,17 @@ def _point(item: dict[str, Any], where: str) -> Point:
 def import_store(
     store: VectorStore, path: Path, progress: bool = True, batch_size: int = 512
 ) -> dict[str, int]:
-    """Load an export into ``store`` (collections, vectors, payload indexes, points)."""
+    """Load an export into ``store`` (collections, vectors, payload indexes, points). A file
+    that fails part-way (a bad line, cut short) is a UsageError after the points before the
+    failure are loaded."""
     from tqdm import tqdm
 
     path = Path(path)
     if not path.is_file():
         what = "is a folder, not an export file" if path.is_dir() else "does not exist"
         raise UsageError(f"export file {path} {what}")
+    existing = set(store.collections())
+    failed = False
     counts: dict[str, int] = {}
     declared: dict[str, Any] = {}  # points per collection, as its header says
     listed: Any = None  # the collections the file holds, as its first header says
@@ -216,11 +225,20 @@ def import_store(
             if len(batch) >= batch_size:
                 flush()
         flush()
+        _check_whole(path, counts, declared, listed)
+    except UsageError:
+        with suppress(UsageError):
+            flush()  # the points read before a bad line or the cut: a re-import is idempotent
+        failed = True
+        raise
     finally:
         if bar is not None:
             bar.close()
         loading.close()
-    _check_whole(path, counts, declared, listed)
+        if failed:  # a collection this import made and put nothing in: leave no empty shell
+            for created in counts.keys() - existing:
+                if not store.count(created):
+                    store.drop_collection(created)
     return counts
 
 
