@@ -1,8 +1,8 @@
 """A small real workspace and ONE running search service, shared by the service test modules.
 
 Built once per test session (``functools.cache``: the embedded store can be open once per
-process, so every module must share the same service): the bundled GOES-East Irma sample
-(ingest, 6x60m clips, one-epoch frame and clip encoders, indexed clips) and the RSSCN7 mini
+process, so every module of a process must share the same service): the bundled GOES-East Irma
+sample (ingest, 6x60m clips, one-epoch frame and clip encoders, indexed clips) and the RSSCN7 mini
 sample (a two-step text-image fine-tune, indexed scenes). Before the service starts, the CLI's
 ``search clip --json`` answers are recorded, so tests can compare the service's JSON with them.
 """
@@ -73,8 +73,26 @@ def build_workspace(root: Path) -> Workspace:
 
 
 def shared_workspace(tmp_path_factory) -> Workspace:
-    """The session's service workspace (one per test session, whichever module asks first)."""
-    return build_workspace(tmp_path_factory.getbasetemp() / "service-ws")
+    """The session's service workspace (one per test process, whichever module asks first).
+    Under pytest-xdist the workers build it once, under a file lock in the session's folder
+    above theirs, and each serves its own copy (the embedded store serves one process)."""
+    mine = tmp_path_factory.getbasetemp() / "service-ws"
+    if not os.environ.get("PYTEST_XDIST_WORKER") or os.environ.get("SKYSEARCH_SERVICE_TEST_WS"):
+        return build_workspace(mine)
+    return _copy_of_the_sessions(mine)
+
+
+@functools.cache
+def _copy_of_the_sessions(mine: Path) -> Workspace:
+    import fcntl
+    import shutil
+
+    built = mine.parent.parent / "service-ws"
+    with open(built.parent / "service-ws.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker builds, the others wait for it
+        shared = build_workspace(built)
+    shutil.copytree(built, mine, ignore=shutil.ignore_patterns(".*owner"))
+    return Workspace(mine, shared.cli_clip_json)
 
 
 @functools.cache

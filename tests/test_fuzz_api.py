@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from service_env import API_KEY, build_workspace, server, service
+from service_env import API_KEY, server, service, shared_workspace
 
 REPO = Path(__file__).resolve().parent.parent
 MAX_EXAMPLES = 15
@@ -44,7 +44,7 @@ def api_schema(tmp_path_factory):
     import schemathesis
     from skysearch.retrieval.service.app import create_app
 
-    ws = build_workspace(tmp_path_factory.getbasetemp() / "service-ws")
+    ws = shared_workspace(tmp_path_factory)
     app = create_app(service(ws.root), api_key=API_KEY)
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
@@ -105,7 +105,7 @@ def test_outside_fuzzer_against_a_live_server(tmp_path_factory, monkeypatch):
 
     from skysearch.config import load_settings
 
-    ws = build_workspace(tmp_path_factory.getbasetemp() / "service-ws")
+    ws = shared_workspace(tmp_path_factory)
     workspace = load_settings(workspace=ws.root).workspace
     frame_id = read_frames(workspace, columns=["frame_id"])["frame_id"][0].as_py()
     clip_id = read_clips(workspace)["clip_id"][0].as_py()

@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from service_env import QUERY_AT, SAMPLE, build_workspace
+from service_env import QUERY_AT, SAMPLE, shared_workspace
 
 FRAMES_U8 = Path("frames/goes-east/ir/2017/frames.u8")
 
@@ -57,7 +57,7 @@ def test_service_refuses_ready_on_a_damaged_workspace(tmp_path, cli):
 
 
 def test_clip_search_refuses_a_zeroed_store_and_repair_restores_it(tmp_path_factory, cli):
-    shared = build_workspace(tmp_path_factory.getbasetemp() / "service-ws")
+    shared = shared_workspace(tmp_path_factory)
     ws = tmp_path_factory.mktemp("damaged") / "ws"
     shutil.copytree(shared.root, ws, ignore=shutil.ignore_patterns(".*owner"))
     query = ["search", "clip", "--at", QUERY_AT, "--channel", "ir", "--k", "5", "--json"]
@@ -88,7 +88,7 @@ def test_ready_turns_false_when_a_request_meets_damage_and_true_once_repaired(
 
     from skysearch.config import load_settings
 
-    shared = build_workspace(tmp_path_factory.getbasetemp() / "service-ws")
+    shared = shared_workspace(tmp_path_factory)
     ws = tmp_path_factory.mktemp("later") / "ws"
     shutil.copytree(shared.root, ws, ignore=shutil.ignore_patterns(".*owner"))
     svc = SearchService(load_settings(workspace=ws), torch_threads=None)

@@ -26,11 +26,11 @@ from service_env import (
     API_KEY,
     QUERY_AT,
     SAMPLE,
-    build_workspace,
     free_port,
     png_declaring,
     serve,
     server,
+    shared_workspace,
 )
 
 from skysearch.client import ApiError, Filters, ServiceUnreachable, SkySearchClient
@@ -42,7 +42,7 @@ SCENES = SAMPLE / "rsscn7-mini"
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
-    return build_workspace(tmp_path_factory.getbasetemp() / "service-ws")
+    return shared_workspace(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
