@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Test files run in parallel, one worker per core (at most 4: each holds its own models and
 # workspaces); a file's tests stay in one worker, so its fixtures are built once.
-PYTEST_WORKERS ?= -n auto --maxprocesses 4 --dist loadfile
+PYTEST_WORKERS ?= -n logical --maxprocesses 4 --dist loadfile
 
 .PHONY: demo test lint format clean-venv
 

@@ -11,6 +11,7 @@ training runs finishing together cannot lose each other's entry.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import re
 import uuid
@@ -247,7 +248,8 @@ def records_from_folders(workspace: Workspace) -> tuple[list[ModelRecord], dict[
 
 def restore(workspace: Workspace, records: list[ModelRecord]) -> Path | None:
     """Write ``records`` as the registry in place of a damaged or missing one; a damaged file
-    is kept beside it as ``registry.json.damaged`` (returned; None when there was none)."""
+    is kept beside it as ``registry.json.damaged`` (``.damaged.1``... when an earlier one is
+    there; returned; None when there was none)."""
     with _locked(workspace):
         path = _registry_path(workspace)
         aside = None
@@ -256,6 +258,10 @@ def restore(workspace: Workspace, records: list[ModelRecord]) -> Path | None:
         except DamagedError:
             kept = []
             aside = path.with_name(path.name + ".damaged")
+            for n in itertools.count(1):  # never over an earlier damaged registry
+                if not aside.exists():
+                    break
+                aside = path.with_name(f"{path.name}.damaged.{n}")
             path.replace(aside)
         known = {entry["model_id"] for entry in kept}
         added = [r.to_dict() for r in records if r.model_id not in known]

@@ -47,7 +47,12 @@ def _cli(*args: str) -> str:
 @dataclass(frozen=True)
 class Workspace:
     root: Path
-    cli_clip_json: dict  # `skysearch search clip --at QUERY_AT --channel ir --k 5 --json`
+    cli_clip_text: str  # `skysearch search clip --at QUERY_AT --channel ir --k 5 --json`
+
+    @property
+    def cli_clip_json(self) -> dict:
+        """The CLI's answer, parsed afresh: a test may change its copy."""
+        return json.loads(self.cli_clip_text)
 
 
 @functools.cache
@@ -56,7 +61,7 @@ def build_workspace(root: Path) -> Workspace:
     there if already built (developer loop: build once, re-run the tests fast)."""
     root = Path(os.environ.get("SKYSEARCH_SERVICE_TEST_WS") or root)
     if (root / CLI_JSON).is_file():
-        return Workspace(root, json.loads((root / CLI_JSON).read_text()))
+        return Workspace(root, (root / CLI_JSON).read_text())
     ws = ["-w", str(root)]
     _cli("ingest", SAMPLE / "goes-irma-2017", *ws)
     _cli("clips", "--length", str(CLIP_FRAMES), "--gap", "60", *ws)
@@ -69,7 +74,7 @@ def build_workspace(root: Path) -> Workspace:
     _cli("index", "scenes", images, *ws)
     out = _cli("search", "clip", "--at", QUERY_AT, "--channel", "ir", "--k", "5", "--json", *ws)
     (root / CLI_JSON).write_text(out.strip().splitlines()[-1])
-    return Workspace(root, json.loads((root / CLI_JSON).read_text()))
+    return Workspace(root, (root / CLI_JSON).read_text())
 
 
 def shared_workspace(tmp_path_factory) -> Workspace:
@@ -92,7 +97,7 @@ def _copy_of_the_sessions(mine: Path) -> Workspace:
         fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker builds, the others wait for it
         shared = build_workspace(built)
     shutil.copytree(built, mine, ignore=shutil.ignore_patterns(".*owner"))
-    return Workspace(mine, shared.cli_clip_json)
+    return Workspace(mine, shared.cli_clip_text)
 
 
 @functools.cache

@@ -243,6 +243,11 @@ def test_indexed_clips_carry_their_track_and_filter_by_it(two_storms, cli):
         assert hit["wind_kt"] == row["wind_kt"]
         assert hit["location"] == {"lon": row["lon"], "lat": row["lat"]}
     table = cli("search", "clip", "--clip-id", query, "--event", "198799", "-w", ws.root)
+    typo = cli("search", "clip", "--clip-id", query, "--event", "19879", "-w", ws.root)
+    assert typo.exit_code == 2 and "filter events: unknown '19879': the archive has events" in (
+        typo.stderr
+    )
+    assert "198799" in typo.stderr  # an event that matches nothing is said, with those it has
     assert table.stdout.splitlines()[0].split()[:8] == [
         "rank", "score", "start", "channel", "satellite", "event", "class", "hPa"
     ]  # fmt: skip

@@ -254,18 +254,21 @@ def test_laptop_widths_need_no_sideways_scrolling(session, width):
 
 def test_event_and_track_filters_reach_the_api(session):
     """The best-track inputs go into the request's filters: this archive (GOES) has no events,
-    so the page shows what the API answers for them: nothing."""
+    so the page shows what the API answers for them: an event is refused by name, a minimum
+    class keeps nothing (no frame has a track)."""
     page = session.page
     page.check("input[name=kind][value=clip-time]")
     page.fill("#at", QUERY_AT[:16])
     page.fill("#k", "8")
     page.fill("#events", "198702")
+    page.click("#go")
+    page.wait_for_selector("body[data-state=error]", timeout=WAIT_MS)
+    assert "unknown '198702': the archive has no events" in page.inner_text("#message")
+    page.fill("#events", "")
     page.select_option("#min_class", "4")
     session.submit()
-    page.fill("#events", "")
     page.select_option("#min_class", "")
-    flt = {"k": 8, "events": ["198702"], "min_class": 4}
-    body = {"at": f"{QUERY_AT[:16]}:00Z", "filters": flt}
+    body = {"at": f"{QUERY_AT[:16]}:00Z", "filters": {"k": 8, "min_class": 4}}
     assert session.shown() == session.answer("/search/clip", json=body) == []
     page.fill("#bbox", "120, 10, 150, 30")  # clips of no storm are located nowhere
     session.submit()

@@ -86,6 +86,21 @@ def test_store_directory_held_by_another_process_is_named(tmp_path: Path):
     store.close()
 
 
+def test_an_engine_error_that_only_contains_block_is_not_a_store_in_use(tmp_path: Path):
+    """ "in use" (doctor: ok, repair: later) is for the engine's lock only: a damaged file
+    whose error says "block" stays an error."""
+    from skysearch.errors import StoreInUse
+
+    store = EmbeddedStore(tmp_path)
+    path = tmp_path / "frames"
+    held = "Service runtime error: failed to open WAL x/wal: Can't init WAL: Kind(WouldBlock)"
+    for text, in_use in ((held, True), ("file is locked", True), ("bad block 7 in a", False)):
+        error = store._open_error(path, Exception(text))
+        assert isinstance(error, StoreInUse) == in_use, text
+        assert isinstance(error, StoreError)
+    store.close()
+
+
 def test_kill_9_during_bulk_upsert_loses_no_acknowledged_point(tmp_path: Path):
     loader = _spawn(LOADER, str(tmp_path))
     acked: list[int] = []

@@ -548,9 +548,9 @@ def test_a_damaged_model_is_found_and_unregistered(tmp_path, cli):
 
     # a garbled or deleted registry is rebuilt from the whole checkpoints (not the damaged one)
     entries = json.loads((ws.models_dir / "registry.json").read_text())["models"]
-    for damage in ("garble", "delete"):
+    for damage in (b"\xff{", None, b"\xff{2"):  # garbled, deleted, garbled again
         path = ws.models_dir / "registry.json"
-        path.write_bytes(b"\xff{") if damage == "garble" else path.unlink()
+        path.write_bytes(damage) if damage else path.unlink()
         doctor = cli("doctor", "-w", ws.root)
         assert doctor.exit_code == 1 and f"skysearch repair -w {ws.root}" in doctor.stderr
         rebuilt = cli("repair", "-w", ws.root, "--json")
@@ -562,6 +562,7 @@ def test_a_damaged_model_is_found_and_unregistered(tmp_path, cli):
         got = json.loads(path.read_text())["models"]  # as registered, but for the time
         assert [{**e, "created": None} for e in got] == [{**e, "created": None} for e in entries]
     assert (ws.models_dir / "registry.json.damaged").read_bytes() == b"\xff{"
+    assert (ws.models_dir / "registry.json.damaged.1").read_bytes() == b"\xff{2"  # both kept
 
     weights = ws.models_dir / old / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-10])  # cut short: the cheap checks see it

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 #: Left when a repair dropped frames but could not open the store: the next one deletes their
 #: points.
 STALE_PENDING = ".repair-stale-points"
+IN_USE = "not checked (in use)"  # the action of a store another process holds
 DAMAGED_STORE = ".damaged-store"  # collections set aside, beside (not in) the store folder
 
 
@@ -85,11 +86,12 @@ class RepairReport:
         }
 
     def summary_line(self) -> str:
-        fixed = sum(a.ok for a in self.actions)
+        rebuilt = [a for a in self.actions if a.problem != IN_USE]
+        held = " (the store is in use: not checked)" if len(rebuilt) < len(self.actions) else ""
         return (
-            f"repair: {fixed} of {len(self.actions)} damaged files rebuilt, "
-            f"{len(self.lost_frames)} frames lost, {len(self.remaining)} problems remain "
-            f"({self.seconds:.1f} s)"
+            f"repair: {sum(a.ok for a in rebuilt)} of {len(rebuilt)} damaged files rebuilt, "
+            f"{len(self.lost_frames)} frames lost, {len(self.remaining)} problems remain"
+            f"{held} ({self.seconds:.1f} s)"
         )
 
 
@@ -126,7 +128,7 @@ def repair_workspace(
         if report.lost_frames:
             pending.touch()
         done = f"{exc}; then run repair again for the store"
-        report.actions.append(Action(exc.path, "not checked (in use)", done, False))
+        report.actions.append(Action(exc.path, IN_USE, done, False))
     report.remaining = [p.to_dict() for p in check_workspace(workspace, deep=True)]
     report.seconds = round(time.perf_counter() - started, 3)
     return report

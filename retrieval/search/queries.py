@@ -165,7 +165,8 @@ class QueryResolver:
         self._lock = threading.Lock()
         self._frame_store: FrameStore | None = None
         self._catalog: dict[tuple, tuple[frozenset, dict[str, dict[str, Any]]]] = {}
-        self._channels: tuple[frozenset, dict[str, set[str]]] | None = None  # (stamp, archive)
+        # (stamp, channels of each satellite, events) of the frame catalog
+        self._archived: tuple[frozenset, dict[str, set[str]], set[str]] | None = None
 
     @property
     def frame_store(self) -> FrameStore:
@@ -196,42 +197,50 @@ class QueryResolver:
         return rows
 
     def _archive(self) -> dict[str, set[str]]:
-        """The channels of each satellite the frame catalog holds (read once per catalog
-        state: a search checks its query and its filters against it)."""
+        """The channels of each satellite the frame catalog holds."""
+        return self._read_archive()[0]
+
+    def _read_archive(self) -> tuple[dict[str, set[str]], set[str]]:
+        """The channels of each satellite, and the events, the frame catalog holds (read once
+        per catalog state: a search checks its query and its filters against them)."""
         from skysearch.ingest.catalog import catalog_stamp, read_frames
 
         stamp = catalog_stamp(self.workspace.frames_catalog)
         with self._lock:
-            if self._channels is not None and self._channels[0] == stamp:
-                return self._channels[1]
-        table = read_frames(self.workspace, columns=["satellite", "channel"])
+            if self._archived is not None and self._archived[0] == stamp:
+                return self._archived[1:]
+        table = read_frames(self.workspace, columns=["satellite", "channel", "event"])
         have: dict[str, set[str]] = {}
         for sat, chan in zip(
             table["satellite"].to_pylist(), table["channel"].to_pylist(), strict=True
         ):
             have.setdefault(sat, set()).add(chan)
+        events = {e for e in table["event"].unique().to_pylist() if e}
         with self._lock:
-            self._channels = (stamp, have)
-        return have
+            self._archived = (stamp, have, events)
+        return have, events
 
     def check_filters(self, filters: SearchFilters) -> None:
-        """NotFoundError for a satellite or channel filter the archive does not hold (in
-        another case, say): it would match nothing, silently."""
-        if not filters.satellites and not filters.channels:
+        """NotFoundError for a satellite, channel or event filter the archive does not hold
+        (in another case, say): it would match nothing, silently."""
+        if not filters.satellites and not filters.channels and not filters.events:
             return
-        have = self._archive()
+        have, events = self._read_archive()
         if not have:
             return  # nothing to check against (a store loaded without its catalogs)
         listing = "; ".join(f"{s}: {','.join(sorted(c))}" for s, c in sorted(have.items()))
-        for field_name, values, known in (
-            ("satellites", filters.satellites, set(have)),
-            ("channels", filters.channels, set().union(*have.values())),
+        named = sorted(events)
+        held = ", ".join(named[:12]) + (f" and {len(named) - 12} more" if len(named) > 12 else "")
+        for field_name, values, known, what in (
+            ("satellites", filters.satellites, set(have), listing),
+            ("channels", filters.channels, set().union(*have.values()), listing),
+            ("events", filters.events, events, f"events {held}" if held else "no events"),
         ):
             unknown = [v for v in values if v not in known]
             if unknown:
                 raise NotFoundError(
                     f"filter {field_name}: unknown {', '.join(map(repr, unknown))}: the archive "
-                    f"has {listing}",
+                    f"has {what}",
                     params=[field_name],
                 )
 
