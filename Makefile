@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Test files run in parallel, one worker per core (at most 4: each holds its own models and
-# workspaces); a file's tests stay in one worker, so its fixtures are built once.
-PYTEST_WORKERS ?= -n logical --maxprocesses 4 --dist loadfile
+# Test files run in parallel, a worker per usable CPU (at most 4: tests/conftest.py); a
+# file's tests stay in one worker, so its fixtures are built once.
+PYTEST_WORKERS ?= -n auto --dist loadfile
 
 .PHONY: demo test lint format clean-venv
 

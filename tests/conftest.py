@@ -18,6 +18,19 @@ from skysearch.cli.app import _register
 _register()
 
 REPO = Path(__file__).resolve().parent.parent
+#: Test worker processes at most (each holds its own models, workspaces and services).
+MAX_WORKERS = 4
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto``: a worker per CPU this run may use (its affinity and cgroup quota, as the
+    product sizes its own pools), at most ``MAX_WORKERS``."""
+    from skysearch.cpus import usable_cpus
+
+    return min(MAX_WORKERS, usable_cpus())
+
+
 SHARED_DATA = Path(os.environ.get("SKYSEARCH_SHARED_DATA", REPO.parent / "shared" / "data"))
 SAMPLE_DATA = REPO / "data" / "sample"
 

@@ -80,9 +80,10 @@ def build_workspace(root: Path) -> Workspace:
 def shared_workspace(tmp_path_factory) -> Workspace:
     """The session's service workspace (one per test process, whichever module asks first).
     Under pytest-xdist the workers build it once, under a file lock in the session's folder
-    above theirs, and each serves its own copy (the embedded store serves one process)."""
+    above theirs (or in ``$SKYSEARCH_SERVICE_TEST_WS``), and each serves its own copy (the
+    embedded store serves one process)."""
     mine = tmp_path_factory.getbasetemp() / "service-ws"
-    if not os.environ.get("PYTEST_XDIST_WORKER") or os.environ.get("SKYSEARCH_SERVICE_TEST_WS"):
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
         return build_workspace(mine)
     return _copy_of_the_sessions(mine)
 
@@ -92,10 +93,16 @@ def _copy_of_the_sessions(mine: Path) -> Workspace:
     import fcntl
     import shutil
 
-    built = mine.parent.parent / "service-ws"
-    with open(built.parent / "service-ws.lock", "w") as lock:
+    built = Path(os.environ.get("SKYSEARCH_SERVICE_TEST_WS") or mine.parent.parent / "service-ws")
+    built.parent.mkdir(parents=True, exist_ok=True)
+    with open(built.parent / f".{built.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker builds, the others wait for it
-        shared = build_workspace(built)
+        try:
+            shared = build_workspace(built)
+        except BaseException:
+            if not (built / CLI_JSON).is_file():  # half built: the next worker starts afresh
+                shutil.rmtree(built, ignore_errors=True)
+            raise
     shutil.copytree(built, mine, ignore=shutil.ignore_patterns(".*owner"))
     return Workspace(mine, shared.cli_clip_text)
 

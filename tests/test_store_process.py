@@ -94,7 +94,8 @@ def test_an_engine_error_that_only_contains_block_is_not_a_store_in_use(tmp_path
     store = EmbeddedStore(tmp_path)
     path = tmp_path / "frames"
     held = "Service runtime error: failed to open WAL x/wal: Can't init WAL: Kind(WouldBlock)"
-    for text, in_use in ((held, True), ("file is locked", True), ("bad block 7 in a", False)):
+    others = ("bad block 7 in /srv/locks/a", "failed to open /srv/lock/x: Kind(NotFound)")
+    for text, in_use in ((held, True), *((t, False) for t in others)):
         error = store._open_error(path, Exception(text))
         assert isinstance(error, StoreInUse) == in_use, text
         assert isinstance(error, StoreError)

@@ -311,6 +311,7 @@ def test_workspace_or_store_in_use_exit_2(cli, deliveries, tmp_path):
 # ---- kill -9 at several moments, re-run: the end state of an uninterrupted run ---------------
 KILL_AT = [  # (text on stderr, then seconds before SIGKILL)
     ("ingest:", 0.05),  # decoding: frames appended to the store, maybe not yet committed
+    ("[update] sketches ...", 0.0),  # ingested, not sketched (doctor: frames without sketches)
     ("[update] clips ...", 0.0),  # sketched, no clip catalog yet
     ("index frames:", 0.0),  # the clip models' points written, the frame model's not
     ("optimize clips", 0.1),  # building the vector index (its child process dies too)

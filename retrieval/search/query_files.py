@@ -44,8 +44,8 @@ def check_spacing(
 
 
 def check_once(keys: Sequence[object], names: Sequence[str]) -> None:
-    """Refuse a query frame given twice (the same file, or the same bytes uploaded twice): the
-    clip would hold one time step twice, and a clip model be chosen for the wrong length."""
+    """Refuse a query frame given twice (the same file, or the same upload twice): the clip
+    would hold one time step twice, and a clip model be chosen for the wrong length."""
     first: dict[object, str] = {}
     for key, name in zip(keys, names, strict=True):
         if key in first:

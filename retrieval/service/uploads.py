@@ -155,12 +155,16 @@ def working_frames(
 
 
 def check_each_once(uploads: Sequence[Upload], limits: UploadLimits) -> None:
-    """Refuse a query frame uploaded twice (the same bytes), before a clip model is chosen by
-    the number of frames. An empty or oversized upload is left to its own, clearer refusal."""
+    """Refuse a query frame uploaded twice (the same name and bytes: two frames of a dark
+    night may well be byte-identical), before a clip model is chosen by the number of frames.
+    An empty or oversized upload is left to its own, clearer refusal."""
     from skysearch.retrieval.search.query_files import check_once
 
     whole = range(1, limits.max_bytes + 1)
-    keys = [sha256(u.data).digest() if len(u.data) in whole else i for i, u in enumerate(uploads)]
+    keys = [
+        (u.name, sha256(u.data).digest()) if len(u.data) in whole else i
+        for i, u in enumerate(uploads)
+    ]
     check_once(keys, [f"upload {i + 1} ({u.name!r})" for i, u in enumerate(uploads)])
 
 

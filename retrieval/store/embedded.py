@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -199,9 +198,9 @@ class EmbeddedStore(VectorStore):
 
     def _open_error(self, path: Path, exc: Exception) -> StoreError:
         text = str(exc)
-        # the engine's WAL lock held elsewhere ("Can't init WAL: Kind(WouldBlock)"), or a lock
-        # named as a word (not "block": a damaged file is not a store in use)
-        if "WouldBlock" in text or re.search(r"\block", text, re.IGNORECASE):
+        # the engine's WAL lock held elsewhere: "Can't init WAL: Kind(WouldBlock)" (not any
+        # "lock" in the text: it names paths, and a damaged file is not a store in use)
+        if "Kind(WouldBlock)" in text:
             owner = path.parent / f".{path.name}{OWNER_FILE}"
             pid = owner.read_text().strip() if owner.is_file() else "unknown"
             return StoreInUse(path, pid)

@@ -26,7 +26,7 @@ import numpy as np
 from skysearch.retrieval.store.base import Point, VectorStore
 
 from skysearch.atomic import atomic_path
-from skysearch.errors import UsageError
+from skysearch.errors import SkySearchError, UsageError
 
 FORMAT = "skysearch-store/1"
 FORMAT_HINT = "not a file written by a store export"
@@ -236,9 +236,10 @@ def import_store(
             bar.close()
         loading.close()
         if failed:  # a collection this import made and put nothing in: leave no empty shell
-            for created in counts.keys() - existing:
-                if not store.count(created):
-                    store.drop_collection(created)
+            with suppress(SkySearchError):  # never in place of the import's own error
+                for created in counts.keys() - existing:
+                    if not store.count(created):
+                        store.drop_collection(created)
     return counts
 
 
