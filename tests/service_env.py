@@ -131,13 +131,15 @@ def free_port() -> int:
 
 def serve(app) -> str:
     """``app`` served by a real uvicorn server on a free loopback port, in a daemon thread
-    (stopped at exit); its URL."""
+    (stopped at exit); its URL. The socket is bound here and handed over, so no other test
+    process can take the port in between."""
     import uvicorn
 
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not srv.started:
