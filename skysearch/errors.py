@@ -32,6 +32,12 @@ class SkySearchError(Exception):
         return f"{text}: {self.hint}" if self.hint else text
 
 
+def some_of(names: Sequence[str], shown: int = 12) -> str:
+    """The first ``shown`` of ``names`` for a message, and how many more there are."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
 class UsageError(SkySearchError):
     """The command cannot run as asked (missing path, unknown channel, bad time...)."""
 

@@ -22,7 +22,7 @@ import numpy as np
 from skysearch.retrieval.search.query_files import check_spacing, expand_files, frame_order
 
 from skysearch.config import Workspace
-from skysearch.errors import NotFoundError, UsageError
+from skysearch.errors import NotFoundError, UsageError, some_of
 from skysearch.timeutil import parse_time, to_rfc3339
 
 if TYPE_CHECKING:
@@ -229,12 +229,11 @@ class QueryResolver:
         if not have:
             return  # nothing to check against (a store loaded without its catalogs)
         listing = "; ".join(f"{s}: {','.join(sorted(c))}" for s, c in sorted(have.items()))
-        named = sorted(events)
-        held = ", ".join(named[:12]) + (f" and {len(named) - 12} more" if len(named) > 12 else "")
+        held = f"events {some_of(sorted(events))}" if events else "no events"
         for field_name, values, known, what in (
             ("satellites", filters.satellites, set(have), listing),
             ("channels", filters.channels, set().union(*have.values()), listing),
-            ("events", filters.events, events, f"events {held}" if held else "no events"),
+            ("events", filters.events, events, held),
         ):
             unknown = [v for v in values if v not in known]
             if unknown:

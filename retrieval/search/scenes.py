@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import numpy as np
 from skysearch.retrieval.search.results import SearchResult, Timer, scene_item
 
-from skysearch.errors import NotFoundError, UsageError
+from skysearch.errors import NotFoundError, UsageError, some_of
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -126,10 +126,9 @@ def check_names(store: VectorStore, filters: SearchFilters) -> None:
         folded = {h.casefold(): h for h in have}
         meant = [folded[v.casefold()] for v in unknown if v.casefold() in folded]
         hint = f" (did you mean {', '.join(map(repr, meant))}? names are case-sensitive)"
-        listing = ", ".join(have[:12]) + (f" and {len(have) - 12} more" if len(have) > 12 else "")
         raise NotFoundError(
             f"filter {field}: no scene has {key} {', '.join(map(repr, unknown))}"
-            f"{hint if meant else ''}; the scenes have {listing or 'none'}",
+            f"{hint if meant else ''}; the scenes have {some_of(have) or 'none'}",
             params=[field],
         )
 

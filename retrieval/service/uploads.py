@@ -130,7 +130,7 @@ def working_frames(
     at a time: decode, preprocess, drop."""
     from skysearch.ingest.decode import working_frame, wrong_size
 
-    labels = [f"upload {i + 1} ({u.name!r})" for i, u in enumerate(uploads)]
+    labels = numbered(uploads)
     pixels = 0
     for upload, label in zip(uploads, labels, strict=True):
         image = open_image(upload.data, label, limits)
@@ -165,7 +165,12 @@ def check_each_once(uploads: Sequence[Upload], limits: UploadLimits) -> None:
         (u.name, sha256(u.data).digest()) if len(u.data) in whole else i
         for i, u in enumerate(uploads)
     ]
-    check_once(keys, [f"upload {i + 1} ({u.name!r})" for i, u in enumerate(uploads)])
+    check_once(keys, numbered(uploads))
+
+
+def numbered(uploads: Sequence[Upload]) -> list[str]:
+    """How messages name each of several uploads: ``upload 2 ('b.png')``."""
+    return [f"upload {i + 1} ({u.name!r})" for i, u in enumerate(uploads)]
 
 
 def in_time_order(
