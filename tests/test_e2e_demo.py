@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import shlex
 import shutil
 from contextlib import redirect_stderr, redirect_stdout
 from datetime import timedelta
@@ -379,6 +380,28 @@ def test_index_frames_then_store_optimize(demo, cli):
         assert [h.score for h in after[fid]] == pytest.approx([h.score for h in hits], abs=1e-5)
     again = search(cli, ws, "clip", "--at", QUERY_AT, "--k", "10")["results"]
     assert [(h["id"], h["rank"]) for h in again] == [(h["id"], h["rank"]) for h in clips]
+
+
+def test_doctor_names_frames_missing_from_the_store_and_index_puts_them_back(demo, cli):
+    """Points an interrupted index run never wrote (or the store lost) are a todo with the
+    command that writes them; that command brings back exactly those."""
+    from skysearch.retrieval.store.application import SkyStore
+
+    ws, _ = demo
+    with SkyStore.open(workspace=ws) as sky:
+        gone = [r.id for r in sky.store.scroll("frames")][:5]
+        sky.store.delete_ids("frames", gone)
+    checks = json.loads(cli("doctor", "-w", ws, "--json").stdout)["checks"]
+    (todo,) = [c for c in checks if c["name"] == "frames index" and c["status"] == "todo"]
+    assert todo["detail"].startswith("5 of the 60 frames ")
+    assert todo["fix"].startswith("skysearch index frames --model ")
+    fix = shlex.split(todo["fix"])[1:]
+    r = cli(*fix, "--device", "cpu", "--workers", "0", "-w", ws, "--json")
+    assert r.exit_code == 0, r.stderr[-2000:]
+    report = json.loads(r.stdout.strip().splitlines()[-1])
+    assert report["written"] == 5 and report["skipped_existing"] == 55
+    checks = json.loads(cli("doctor", "-w", ws, "--json").stdout)["checks"]
+    assert [c["status"] for c in checks if c["name"] == "frames index"] == ["ok"]
 
 
 def test_demo_rerun_reuses_everything(demo):

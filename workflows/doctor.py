@@ -190,6 +190,33 @@ def _store_checks(settings: Settings, deep: bool, store: Any) -> list[Check]:
             out.append(Check(f"{collection} index", OK, f"indexed by {latest}"))
         else:
             out.append(Check(f"{collection} index", TODO, f"nothing indexed by {latest} yet", fix))
+    return out + _unindexed(settings, store, names)
+
+
+def _unindexed(settings: Settings, store: Any, names: list[str]) -> list[Check]:
+    """A todo per model whose frames or clips are only partly in the store (an index run
+    stopped early, or the store lost points). Models that indexed nothing are left out: an
+    older model need not be indexed."""
+    from skysearch.retrieval.indexing.catalogs import (
+        CATALOG_COLLECTIONS,
+        catalog_models,
+        missing_points,
+    )
+
+    out = []
+    for collection in CATALOG_COLLECTIONS:
+        vectors = store.vector_config(collection) if collection in names else {}
+        for record in catalog_models(settings.workspace, collection):
+            if record.model_id not in vectors:
+                continue
+            missing, total = missing_points(settings.workspace, store, collection, record)
+            if missing:
+                detail = (
+                    f"{missing} of the {total} {collection} {record.model_id} indexes are not in "
+                    "the store (an index run stopped early, or the store lost points)"
+                )
+                fix = f"skysearch index {collection} --model {record.model_id}"
+                out.append(Check(f"{collection} index", TODO, detail, fix))
     return out
 
 

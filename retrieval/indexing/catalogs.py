@@ -17,6 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from qdrant_client import models
 from skysearch.encoders import registry
 from skysearch.encoders.datasets.clips import load_clip_set
 from skysearch.encoders.device import resolve_device
@@ -27,6 +28,7 @@ from skysearch.encoders.factory import (
     single_channel_frame_models,
 )
 from skysearch.ingest.catalog import read_frames
+from skysearch.ingest.clips import read_clips
 from skysearch.ingest.engines import Engine
 from skysearch.ingest.footprints import BOUND_COLUMNS, is_box
 from skysearch.ingest.tracks import PAYLOAD_KEYS, track_payloads
@@ -199,3 +201,29 @@ def catalog_models(workspace: Workspace, collection: str) -> list[registry.Model
     if collection == FRAMES:
         return single_channel_frame_models(workspace)
     return registry.list_models(workspace, CATALOG_COLLECTIONS[collection][0])
+
+
+def missing_points(
+    workspace: Workspace, store: VectorStore, collection: str, record: registry.ModelRecord
+) -> tuple[int, int]:
+    """How many of the catalog's frames or clips that ``record`` indexes (those of the
+    satellites it was trained on) hold no vector of it in the store, and how many it indexes.
+    Missing points mean an index run that stopped early, or points the store lost."""
+    data = record.config["data"]
+    satellites = registry.model_satellites(data)
+    if collection == FRAMES:
+        channel = data["channels"][0]
+        listed = [read_frames(workspace, sat, channel, columns=["frame_id"]) for sat in satellites]
+    else:
+        spec = (data["channels"], data["length"], data["gap_minutes"])
+        listed = [read_clips(workspace, sat, *spec, columns=["clip_id"]) for sat in satellites]
+    total = sum(table.num_rows for table in listed)
+    if record.model_id not in store.vector_config(collection):
+        return total, total
+    held = models.Filter(
+        must=[
+            models.HasVectorCondition(has_vector=record.model_id),
+            models.FieldCondition(key="satellite", match=models.MatchAny(any=satellites)),
+        ]
+    )
+    return max(total - store.count(collection, held), 0), total
