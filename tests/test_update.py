@@ -299,7 +299,7 @@ def test_workspace_or_store_in_use_exit_2(cli, deliveries, tmp_path):
                 assert repair.exit_code == 1, repair.stderr
                 (action,) = json.loads(repair.stdout)["actions"]
                 assert action["problem"] == "not checked (in use)" and not action["ok"]
-                assert "repair: 0 of 0 damaged files rebuilt" in repair.stderr  # none damaged
+                assert "repair: fixed 0 of 0 problems found" in repair.stderr  # none damaged
                 assert "(the store is in use: not checked)" in repair.stderr
         finally:
             holder.kill()

@@ -86,11 +86,11 @@ class RepairReport:
         }
 
     def summary_line(self) -> str:
-        rebuilt = [a for a in self.actions if a.problem != IN_USE]
-        held = " (the store is in use: not checked)" if len(rebuilt) < len(self.actions) else ""
+        acted = [a for a in self.actions if a.problem != IN_USE]
+        held = " (the store is in use: not checked)" if len(acted) < len(self.actions) else ""
         return (
-            f"repair: {sum(a.ok for a in rebuilt)} of {len(rebuilt)} damaged files rebuilt, "
-            f"{len(self.lost_frames)} frames lost, {len(self.remaining)} problems remain"
+            f"repair: fixed {sum(a.ok for a in acted)} of {len(acted)} problems found, "
+            f"{len(self.lost_frames)} frames lost, {len(self.remaining)} remain"
             f"{held} ({self.seconds:.1f} s)"
         )
 
