@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -234,6 +235,23 @@ def test_converter_rejects_a_folder_without_classes(tmp_path):
         captions.convert_folder(tmp_path, tmp_path / "out")
 
 
+@contextmanager
+def one_torch_thread():
+    """Train on one thread (the same sums in every run), and give the worker's later tests
+    their thread count back."""
+    before = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_thread():
+    with one_torch_thread():
+        yield
+
+
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory):
     """A tiny real fine-tuning run on rsscn7-mini (2 epochs x 3 steps, 1 thread)."""
@@ -241,7 +259,6 @@ def tuned(tmp_path_factory):
     from skysearch.encoders.training.text_image_data import prepare_folder
     from skysearch.encoders.training.text_image_recipe import TextImageTrainConfig as TrainConfig
 
-    torch.set_num_threads(1)
     ws = Workspace(tmp_path_factory.mktemp("ws"))
     csvs = prepare_folder(MINI, ws)
     cfg = TrainConfig(
@@ -252,7 +269,8 @@ def tuned(tmp_path_factory):
         max_steps_per_epoch=3,
         split_seed=captions.DEFAULT_SEED,
     )
-    return ws, cfg, csvs, train_text_image(cfg, ws, progress=False)
+    with one_torch_thread():
+        return ws, cfg, csvs, train_text_image(cfg, ws, progress=False)
 
 
 def test_zero_epochs_without_a_checkpoint_is_refused_by_the_api_too(tuned, tmp_path):
@@ -350,7 +368,7 @@ def test_lr_schedule_matches_the_formula_it_replaced(warmup, total):
     assert lrs(total // 2) == pytest.approx(new[total // 2 :], abs=1e-12)
 
 
-def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch):
+def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch, one_thread):
     """A run killed after its first epoch and re-run ends with the weights of an uninterrupted
     run (the resume point restores the heads and tuned stages, the optimizer, the learning-rate
     schedule past its warmup, and each epoch draws the same rotations). The same run asked for
@@ -362,8 +380,6 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch):
     from skysearch.encoders.training.text_image import train_text_image
     from skysearch.encoders.training.text_image_data import prepare_folder
     from skysearch.encoders.training.text_image_recipe import TextImageTrainConfig
-
-    torch.set_num_threads(1)
 
     def config(ws: Workspace) -> TextImageTrainConfig:
         csvs = prepare_folder(MINI, ws)
@@ -724,7 +740,7 @@ def load_settings_for(ws: Workspace):
     return load_settings(workspace=ws.root)
 
 
-def test_tuned_image_tower_recipe_and_other_architectures(tiny_model_name, tmp_path):
+def test_tuned_image_tower_recipe_and_other_architectures(tiny_model_name, tmp_path, one_thread):
     """The previous recipe (image blocks tuned, trained text head) still trains and loads as a
     plain model; tuned with the text head locked gets the concept bank of its own tuned trunk;
     the locked recipe refuses a tower without a separable trunk, in plain words."""
@@ -734,7 +750,6 @@ def test_tuned_image_tower_recipe_and_other_architectures(tiny_model_name, tmp_p
     from skysearch.encoders.training.text_image_data import prepare_folder
     from skysearch.encoders.training.text_image_recipe import TextImageTrainConfig as TrainConfig
 
-    torch.set_num_threads(1)
     ws = Workspace(tmp_path / "ws")
     csvs = prepare_folder(MINI, ws)
     common = {"train_csv": str(csvs["train"]), "epochs": 1, "max_steps_per_epoch": 2}
@@ -782,7 +797,7 @@ def test_tuned_image_tower_recipe_and_other_architectures(tiny_model_name, tmp_p
             train_text_image(cfg, ws, progress=False)
 
 
-def test_last_stage_recipe_trains_only_the_last_stages_over_cached_rotations(tmp_path):
+def test_last_stage_recipe_trains_only_the_last_stages_over_cached_rotations(tmp_path, one_thread):
     """The default recipe: the trunk cut in two gives the trunk's own features; the frozen
     front's activations of the four rotations are computed once per image and cached; only the
     last two stages (and the heads) change; the concept bank holds the tuned trunk's features."""
@@ -793,7 +808,6 @@ def test_last_stage_recipe_trains_only_the_last_stages_over_cached_rotations(tmp
     from skysearch.encoders.training.text_image_recipe import ROTATIONS, TrunkSplit
     from skysearch.encoders.training.text_image_recipe import TextImageTrainConfig as TrainConfig
 
-    torch.set_num_threads(1)
     ws = Workspace(tmp_path / "ws")
     csvs = prepare_folder(MINI, ws)
     paths = [row[0] for row in read_csv(csvs["train"], "title")]
