@@ -24,8 +24,9 @@ from skysearch.config import load_settings
 def _index_report(report, json_out: bool) -> None:
     where = f"to {report.parquet}" if report.parquet else "into the store"
     info(
-        f"{report.collection}: {report.written} vectors written {where}, "
-        f"{report.skipped_existing} already indexed by {report.model_id} (vector name "
+        f"{report.collection}: {report.written} vectors written {where}"
+        + (f" ({report.changed} again: their event or track changed)" if report.changed else "")
+        + f", {report.skipped_existing} already indexed by {report.model_id} (vector name "
         f"{report.vector_name}), {report.total} in the catalog"
     )
     if json_out:

@@ -314,8 +314,9 @@ def index_scenes_command(
             settings, images, model_id, dataset=dataset, engine=runner, workers=workers
         )
     info(
-        f"scenes: {report.total} images found, {report.written} embedded, "
-        f"{report.skipped_existing} unchanged, {len(report.skipped)} skipped"
+        f"scenes: {report.total} images found, {report.written} embedded"
+        + (f" ({report.changed} of them again: file or metadata changed)" if report.changed else "")
+        + f", {report.skipped_existing} unchanged, {len(report.skipped)} skipped"
         + (f", {report.removed} removed (images gone)" if report.removed else "")
         + f" (model {report.model_id})"
     )

@@ -195,17 +195,22 @@ def test_other_events_match_a_brute_force_computation(two_storms, cli):
 
 
 def test_indexed_clips_carry_their_track_and_filter_by_it(two_storms, cli):
-    """``index clips`` after ``ingest-track``: each clip's payload holds its event and the track
-    row at its last frame; --event / --min-class / --max-pressure / --bbox keep exactly the
-    clips a brute-force pass over those rows (and the clips' footprints) keeps."""
+    """``index clips`` after ``ingest-track`` (the clips indexed before it are written again):
+    each clip's payload holds its event and the track row at its last frame; --event /
+    --min-class / --max-pressure / --bbox keep exactly the clips a brute-force pass over those
+    rows (and the clips' footprints) keeps."""
     from skysearch.ingest.tracks import track_rows
     from skysearch.retrieval.store import open_store
 
     ws, tracks = two_storms
+    assert cli("index", "clips", "-w", ws.root).exit_code == 0  # before the tracks
     for path in tracks.values():
         ingest_tracks(ws, path)
-    assert cli("index", "clips", "-w", ws.root).exit_code == 0
     clips = read_clips(ws).to_pylist()
+    tracked = cli("index", "clips", "-w", ws.root, "--json")  # the tracks change the payloads
+    report = json.loads(tracked.stdout)
+    assert report["written"] == report["changed"] == len(clips) and report["skipped_existing"] == 0
+    assert f"({len(clips)} again: their event or track changed)" in tracked.stderr
     again = cli("index", "clips", "-w", ws.root, "--json")  # payloads match: nothing rewritten
     assert json.loads(again.stdout)["skipped_existing"] == len(clips)
     frame_times = {}

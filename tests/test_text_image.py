@@ -527,6 +527,17 @@ def test_scene_metadata_does_not_depend_on_the_folder_indexed_and_gone_images_le
     alone = index(tmp_path / "archive" / "mini" / "gParking")
     assert (alone.written, alone.skipped_existing, alone.removed) == (0, 11, 0)
     assert len(stored()) == 23
+    assert first.changed == moved.changed == 0  # new paths are new points
+    # A CSV naming images indexed from their folder gives them its metadata (the latest wins),
+    # and says how many of the written points changed.
+    table = tmp_path / "relabelled.csv"
+    parking = sorted((tmp_path / "archive" / "mini" / "gParking").glob("*.jpg"))
+    table.write_text("filepath,label\n" + "".join(f"{p},parking\n" for p in parking))
+    relabelled = index(table)
+    assert (relabelled.written, relabelled.changed, relabelled.skipped_existing) == (11, 11, 0)
+    assert {v for k, v in stored().items() if k.parent.name == "gParking"} == {
+        ("relabelled", "parking")
+    }
 
 
 def test_eval_reports_untuned_and_tuned(tuned, cli):

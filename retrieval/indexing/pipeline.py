@@ -83,6 +83,9 @@ class IndexReport:
     total: int = 0
     written: int = 0
     skipped_existing: int = 0
+    #: Of the written, points this model had indexed before whose file or metadata changed
+    #: (the latest wins: e.g. a scene CSV naming images first indexed from their folder).
+    changed: int = 0
     #: Points deleted because their source is gone (``Listing.gone``).
     removed: int = 0
     skipped: list[dict[str, str]] = field(default_factory=list)
@@ -156,6 +159,7 @@ def run_index(
             if not _up_to_date(it, stored.get(it.id), listing.fingerprint)
         ]
         report.skipped_existing = len(listing.items) - len(todo)
+        report.changed = sum(it.id in stored for it in todo)
         report.removed = _remove_gone(store, listing)
         t0, embedded = time.perf_counter(), 0
         bar = tqdm(total=len(todo), desc=f"index {collection}", unit="item", disable=not progress)
