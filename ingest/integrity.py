@@ -191,7 +191,7 @@ def _sketches(workspace: Workspace, catalog: pa.Table, deep: bool) -> list[Probl
             continue
         store = SketchStore(workspace, spec)
         for key in array_keys(spec_dir):
-            folder = spec_dir / key[0] / key[1] / str(key[2])
+            folder = store.folder(key)
             try:
                 meta = store.check(key)
             except DamagedError as exc:
@@ -228,7 +228,7 @@ def _unsketched(workspace: Workspace, expected: dict[Key, framestore.Expected]) 
         have = int(meta["rows"]) if meta else 0
         if have < want.rows:
             what = f"{want.rows - have} of {want.rows} frames have no sketch"
-            folder = store.root / key[0] / key[1] / str(key[2])
+            folder = store.folder(key)
             problems.append(Problem(UNSKETCHED, str(folder), what, key))
     return problems
 

@@ -119,12 +119,13 @@ class SketchStore:
 
     # ------------------------------------------------------------------ layout
 
-    def _folder(self, key: Key) -> Path:
+    def folder(self, key: Key) -> Path:
+        """The folder of one (satellite, channel, year) sketch array."""
         satellite, channel, year = key
         return self.root / satellite / channel / str(int(year))
 
     def _meta(self, key: Key) -> dict[str, Any] | None:
-        path = self._folder(key) / META_FILE
+        path = self.folder(key) / META_FILE
         if not path.exists():
             return None
         try:
@@ -143,7 +144,7 @@ class SketchStore:
         meta = self._meta(key)
         if meta is None:
             return None
-        rows, row_bytes, folder = int(meta["rows"]), self._row_bytes(meta), self._folder(key)
+        rows, row_bytes, folder = int(meta["rows"]), self._row_bytes(meta), self.folder(key)
         for name, size in ((DATA_FILE, row_bytes), (IDS_FILE, ID_BYTES)):
             path = folder / name
             have = path.stat().st_size if path.exists() else 0
@@ -170,14 +171,14 @@ class SketchStore:
         if meta is None or int(meta["rows"]) == 0:
             return np.zeros((0, self.spec.bins, self.spec.cells), np.uint8)
         shape = (int(meta["rows"]), self.spec.bins, self.spec.cells)
-        return np.memmap(self._folder(key) / DATA_FILE, np.dtype(meta["dtype"]), "r", shape=shape)
+        return np.memmap(self.folder(key) / DATA_FILE, np.dtype(meta["dtype"]), "r", shape=shape)
 
     # ------------------------------------------------------------------ writing
 
     def discard(self, key: Key, from_row: int = 0) -> None:
         """Forget the stored sketches of one array from ``from_row`` on (all of them when its
         meta.json is unreadable); the next ``update()`` sketches them again."""
-        folder = self._folder(key)
+        folder = self.folder(key)
         try:
             meta = self._meta(key)
         except DamagedError:
@@ -223,7 +224,7 @@ class SketchStore:
                 meta = None
             done = self._intact_rows(key, meta)
             if done:
-                stored = (self._folder(key) / IDS_FILE).read_bytes()[: done * ID_BYTES]
+                stored = (self.folder(key) / IDS_FILE).read_bytes()[: done * ID_BYTES]
                 stored_ids = np.frombuffer(stored, dtype=f"S{ID_BYTES}")
                 expected = np.array(ids[: len(stored_ids)], dtype=f"S{ID_BYTES}")
                 differ = np.nonzero(stored_ids[: len(expected)] != expected)[0]
@@ -236,7 +237,7 @@ class SketchStore:
         the update then re-sketches the rest from the frames)."""
         if meta is None:
             return 0
-        folder = self._folder(key)
+        folder = self.folder(key)
         rows = int(meta["rows"])
         for name, size in ((DATA_FILE, self._row_bytes(meta)), (IDS_FILE, ID_BYTES)):
             path = folder / name
@@ -246,7 +247,7 @@ class SketchStore:
     def _extend(
         self, key: Key, start: int, ids: list[bytes], frames: FrameStore, chunk: int, bar: tqdm
     ) -> int:
-        folder = self._folder(key)
+        folder = self.folder(key)
         folder.mkdir(parents=True, exist_ok=True)
         pixels = frames.array(*key)
         height, width = int(pixels.shape[1]), int(pixels.shape[2])
