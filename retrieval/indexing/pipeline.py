@@ -83,8 +83,8 @@ class IndexReport:
     total: int = 0
     written: int = 0
     skipped_existing: int = 0
-    #: Of the written, points this model had indexed before whose file or metadata changed
-    #: (the latest wins: e.g. a scene CSV naming images first indexed from their folder).
+    #: Items this model had indexed before, embedded again because their file or metadata
+    #: changed (the latest wins: e.g. a scene CSV naming images first indexed from a folder).
     changed: int = 0
     #: Points deleted because their source is gone (``Listing.gone``).
     removed: int = 0
