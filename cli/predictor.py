@@ -19,6 +19,7 @@ from skysearch.cli.options import (
 from skysearch.cli.output import emit_json, info, table
 
 from skysearch.config import load_settings
+from skysearch.errors import UsageError
 
 ModelOption = Annotated[
     str | None, typer.Option("--model", help="Predictor model id (default: the latest).")
@@ -39,13 +40,21 @@ def train_predictor_command(
         bool, typer.Option(help="SkySearch's adversarial mix (MSE / G / D steps).")
     ] = False,
     lambda_mse: Annotated[
-        float, typer.Option(help="Probability weight of an MSE step.", min=0)
-    ] = 0.6,
-    lambda_g: Annotated[float, typer.Option(help="Probability weight of a G step.", min=0)] = 0.2,
-    lambda_d: Annotated[float, typer.Option(help="Probability weight of a D step.", min=0)] = 0.2,
+        float | None,
+        typer.Option(help="--adversarial: probability weight of an MSE step. [default: 0.6]"),
+    ] = None,
+    lambda_g: Annotated[
+        float | None,
+        typer.Option(help="--adversarial: probability weight of a G step. [default: 0.2]"),
+    ] = None,
+    lambda_d: Annotated[
+        float | None,
+        typer.Option(help="--adversarial: probability weight of a D step. [default: 0.2]"),
+    ] = None,
     ortho_beta: Annotated[
-        float, typer.Option(help="Orthogonal regularisation weight.", min=0)
-    ] = 1e-4,
+        float | None,
+        typer.Option(help="--adversarial: orthogonal regularisation weight. [default: 1e-4]"),
+    ] = None,
     holdout: Annotated[
         float, typer.Option(help="Most recent fraction of time held out.", min=0, max=1)
     ] = 0.2,
@@ -70,6 +79,21 @@ def train_predictor_command(
     """
     from skysearch.encoders.training.predictor import PredictorTrainConfig, train_predictor
 
+    mix = {
+        "lambda_mse": lambda_mse,
+        "lambda_g": lambda_g,
+        "lambda_d": lambda_d,
+        "ortho_beta": ortho_beta,
+    }
+    given = {k: v for k, v in mix.items() if v is not None}
+    if given and not adversarial:
+        names = sorted(given)
+        raise UsageError(
+            f"{', '.join('{' + n + '}' for n in names)} "
+            f"{'applies' if len(names) == 1 else 'apply'} only with {{adversarial}} "
+            "(plain training steps on the MSE alone)",
+            params=[*names, "adversarial"],
+        )
     set_threads(threads)
     settings = load_settings(workspace=workspace, device=device)
     config = PredictorTrainConfig(
@@ -78,11 +102,8 @@ def train_predictor_command(
         lr=lr,
         seed=seed,
         adversarial=adversarial,
-        lambda_mse=lambda_mse,
-        lambda_g=lambda_g,
-        lambda_d=lambda_d,
-        ortho_beta=ortho_beta,
         device=settings.device,
+        **given,
     )
     result = train_predictor(
         settings.workspace.ensure(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -129,6 +130,23 @@ def test_cell_metric_training_lowers_loss_on_real_frames(sample_ws, tmp_path):
     assert history[-1]["loss"] < 0.8 * history[0]["loss"]
     after = list(model.net.histograms.parameters())
     assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))  # fixed layer
+
+
+def test_a_diverging_training_stops_at_its_first_non_finite_loss_and_registers_nothing(
+    sample_ws, cli, tmp_path
+):
+    """A learning rate far too high made every weight NaN: the run finished, registered the
+    NaN model as the latest, and every search and index run then failed on its vectors."""
+    from skysearch.encoders import registry
+
+    ws = tmp_path / "ws"
+    shutil.copytree(sample_ws.root, ws)
+    for kind in ("frames", "predictor"):
+        done = cli("train", kind, "--epochs", "1", "--lr", "1e6", "--length", "4", "-w", ws)
+        assert done.exit_code == 2 and "diverged: the " in done.stderr, done.stderr[-2000:]
+        assert "the model was not registered. Train again with a lower --lr" in done.stderr
+        assert "Traceback" not in done.stderr
+    assert registry.list_models(Workspace(ws)) == []
 
 
 def test_clip_readout_is_segment_means_of_pooled_maps():

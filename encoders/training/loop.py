@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -32,6 +33,8 @@ from skysearch.encoders.checkpoints import (
 )
 from torch import nn
 from tqdm import tqdm
+
+from skysearch.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -188,13 +191,23 @@ class EpochMeter:
         self, desc: str, total: int | None, progress: bool, history: list[dict[str, Any]]
     ) -> None:
         self.history = history
+        self.desc = desc
         self.bar = tqdm(total=total, desc=desc, leave=False, file=sys.stderr, disable=not progress)
         self.losses: dict[str, list[tuple[float, int]]] = {}
         self.items = 0
         self.started = time.perf_counter()
 
     def step(self, loss: float, items: int, kind: str = "loss") -> None:
-        """Record one step's ``loss`` (a mean over its ``items``)."""
+        """Record one step's ``loss`` (a mean over its ``items``). A loss that is NaN or
+        infinite ends the run (the weights it updates are no model any more) before this
+        epoch is saved or the model registered."""
+        if not math.isfinite(loss):
+            steps = sum(len(v) for v in self.losses.values()) + 1
+            what = kind if kind == "loss" else f"{kind} loss"
+            raise UsageError(
+                f"{self.desc} diverged: the {what} of step {steps} is {loss}; the model was not "
+                "registered. Train again with a lower --lr (or smaller loss weights)"
+            )
         self.losses.setdefault(kind, []).append((loss, items))
         self.items += items
         postfix = {k: f"{self.mean(k):.4f}" for k in self.losses}
@@ -246,8 +259,8 @@ def fit(
     for epoch in range(done, config.epochs):
         label = f"{desc} epoch {epoch + 1}/{config.epochs}"
         meter = EpochMeter(label, steps_per_epoch, progress, list(history))
-        record = {"epoch": epoch + 1, **run_epoch(epoch, meter)}
-        meter.bar.close()
+        with meter.bar:
+            record = {"epoch": epoch + 1, **run_epoch(epoch, meter)}
         history.append(record)
         if progress:
             shown = [f"{k} {v:.4g}" for k, v in record.items() if k != "epoch" and _number(v)]

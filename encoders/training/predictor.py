@@ -21,6 +21,7 @@ weights, history) and progress are the training skeleton's (``skysearch.encoders
 
 from __future__ import annotations
 
+import math
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,6 +69,21 @@ class PredictorTrainConfig(TrainConfig):
     ortho_beta: float = 1e-4
     fm_weight: float = 1.0
     lr_d: float = 2e-4
+
+    def __post_init__(self) -> None:
+        names = ("lambda_mse", "lambda_g", "lambda_d", "ortho_beta")
+        bad = [n for n in names if not (math.isfinite(getattr(self, n)) and getattr(self, n) >= 0)]
+        if bad:
+            raise UsageError(
+                f"{', '.join('{' + n + '}' for n in bad)} must be a finite number >= 0",
+                params=bad,
+            )
+        if self.lambda_mse + self.lambda_g + self.lambda_d == 0:
+            raise UsageError(
+                "{lambda_mse}, {lambda_g} and {lambda_d} are all 0: no step could be drawn "
+                "(they are the chances of an MSE, G or D step)",
+                params=["lambda_mse", "lambda_g", "lambda_d"],
+            )
 
 
 class Discriminator(nn.Module):
