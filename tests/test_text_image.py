@@ -561,6 +561,34 @@ def test_eval_reports_untuned_and_tuned(tuned, cli):
     assert recall["tuned"]["pair_r5"] > recall["untuned"]["pair_r5"], recall
 
 
+def test_eval_knows_its_training_images_under_another_path_and_in_a_moved_workspace(
+    tuned, cli, tmp_path
+):
+    """A copy of the training folder was scored whole as classes never seen (paths decided
+    what was trained on), and a moved workspace failed on the training CSV it had made; with
+    that CSV gone, classes the model trained on cannot be scored honestly and are refused."""
+    import shutil
+
+    ws = tuned[0]
+    shutil.copytree(MINI, tmp_path / "copy")
+    shutil.copytree(ws.root, tmp_path / "moved")
+    args = ("eval", "text-image", "--threads", "1", "--json")
+    (ws.root / "captions").rename(tmp_path / "aside")  # the workspace as it was, gone
+    try:
+        for images, where in ((tmp_path / "copy", tmp_path / "moved"), (MINI, tmp_path / "moved")):
+            res = cli(*args, "--images", images, "-w", where)
+            assert res.exit_code == 0, res.stderr
+            out = _last_json(res)
+            assert out["test_images"] == 21 and out["unseen_classes"] == []
+            assert all(c["trained_on"] for c in out["per_class"].values())
+        (tmp_path / "moved" / "captions").rename(tmp_path / "gone")
+        res = cli(*args, "--images", tmp_path / "copy", "-w", tmp_path / "moved")
+        assert res.exit_code == 2, res.stderr  # the training CSV gone: trained images unknown
+        assert "the model trained on a class aGrass, and its training images" in res.stderr
+    finally:
+        (tmp_path / "aside").rename(ws.root / "captions")
+
+
 def test_search_without_a_model_is_one_clear_error(cli, tmp_path):
     res = cli("search", "text", "houses", "-w", tmp_path)
     assert res.exit_code == 2

@@ -330,6 +330,7 @@ def train_text_image(
 ) -> dict[str, Any]:
     """Fine-tune (or resume) and register; returns the run summary (see :class:`Trainer`)."""
     check_epochs(cfg.epochs, cfg.pretrained)
+    cfg.check_files()
     workspace.ensure()
     registry.check_writable(workspace)
     return Trainer(cfg, workspace, progress).run()

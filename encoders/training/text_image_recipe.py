@@ -92,6 +92,10 @@ class TextImageTrainConfig(TrainConfig):
                 raise UsageError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
         if self.epochs is None:  # frozen dataclass: set once, here
             object.__setattr__(self, "epochs", RECIPE_EPOCHS[self.image_tower])
+
+    def check_files(self) -> None:
+        """The caption CSVs exist (checked when training, not when a trained model's recipe
+        is rebuilt: its CSVs may be gone)."""
         for csv_file in (self.train_csv, self.val_csv):
             if csv_file is not None and not Path(csv_file).is_file():
                 raise UsageError(f"caption CSV {csv_file} not found")

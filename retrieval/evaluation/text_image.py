@@ -1,11 +1,12 @@
 """Text-image evaluation: zero-shot classification top-1 and text-to-image recall@k, on ANY
 class-folder image set, including classes the model never saw.
 
-Both models (untuned towers, fine-tuned) are scored on the SAME images. Per class: a class the
-model trained on (some of its images are in the training CSV) is scored on its fixed test split
-(``skysearch.encoders.datasets.captions.split_images`` with the training seed; those images are
-checked to be absent from the training CSV); a class it never trained on is scored on all its
-images.
+Both models (untuned towers, fine-tuned) are scored on the SAME images. Per class: a class some
+of whose images the model trained on (by content: a copy under another path counts) is scored
+on its fixed test split (``skysearch.encoders.datasets.captions.split_images`` with the training
+seed; those images are checked to be absent from the training CSV); any other class on all its
+images. A class is reported as trained on when its images were, or its name is in the model's
+phrase table (the classes it trained on).
 
 - class names: a class in the model's phrase table (saved at training: the classes it was
   trained on) is prompted with its first phrase; any other class by its folder name alone
@@ -22,6 +23,7 @@ images.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -101,6 +103,51 @@ def select_classes(
     return {c: found[c] for c in found if c in chosen}
 
 
+def content_key(path: Path) -> str:
+    """An image file's identity by its bytes: a copy under another path is the same image."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha1").hexdigest()
+
+
+def _readable_key(path: Path) -> str | None:
+    try:
+        return content_key(path)
+    except OSError:  # scoring says why it cannot be read
+        return None
+
+
+def training_csv(recorded: str | None, workspace: Workspace) -> Path | None:
+    """A model's training CSV: where training wrote it, or, for the caption CSVs a workspace
+    makes under ``captions/``, the same file in the workspace as it is now (moved or copied
+    with it); None when it is gone."""
+    if not recorded:
+        return None
+    path = Path(recorded)
+    if path.is_file():
+        return path
+    parts = path.parts
+    if "captions" in parts:
+        below = parts[len(parts) - parts[::-1].index("captions") - 1 :]
+        moved = workspace.root.joinpath(*below)
+        if moved.is_file():
+            return moved
+    return None
+
+
+def training_images(train_csv: Path | None) -> tuple[set[str], bool]:
+    """The content keys of a model's training images, and whether all of them could be read
+    (False without a CSV)."""
+    if train_csv is None:
+        return set(), False
+    keys, complete = set(), True
+    for path, _, _ in read_csv(train_csv):
+        try:
+            keys.add(content_key(Path(path)))
+        except OSError:
+            complete = False
+    return keys, complete
+
+
 def evaluate_text_image(
     images_dir: str | Path,
     workspace: Workspace,
@@ -116,26 +163,34 @@ def evaluate_text_image(
     table = tuned.metadata.get("class_phrases")
     split_seed = seed if seed is not None else int(train_cfg.get("split_seed") or DEFAULT_SEED)
     found = select_classes(list_class_images(images_dir), classes)
-    train_csv = train_cfg.get("train_csv")
-    trained: set[str] = set()
-    if train_csv and Path(train_csv).is_file():
-        trained = {str(Path(p).resolve()) for p, _, _ in read_csv(train_csv)}
-    test = {str(p.resolve()) for p, _ in split_images(found, seed=split_seed)["test"]}
+    train_csv = training_csv(train_cfg.get("train_csv"), workspace)
+    trained, complete = training_images(train_csv)
+    test = {p for p, _ in split_images(found, seed=split_seed)["test"]}
     items: list[tuple[Path, str]] = []
     seen_classes = []
     for label, paths in found.items():
-        resolved = [str(p.resolve()) for p in paths]
-        if any(p in trained for p in resolved):
-            seen_classes.append(label)
-            overlap = [p for p in resolved if p in test and p in trained]
+        keys = {p: _readable_key(p) for p in paths}
+        named = bool(table) and bool(table.get(label) or table.get(normalise_class(label)))
+        if any(k in trained for k in keys.values()):  # its images, here or under another path
+            overlap = [p for p in paths if p in test and keys[p] in trained]
             if overlap:
                 raise UsageError(
                     f"{len(overlap)} test images of {label} were in the model's training CSV "
                     f"({train_csv}); evaluate with the split seed used for training"
                 )
-            items += [(p, label) for p in paths if str(p.resolve()) in test]
-        else:
-            items += [(p, label) for p in paths]
+            seen_classes.append(label)
+            items += [(p, label) for p in paths if p in test]
+            continue
+        if named and not complete:
+            raise UsageError(
+                f"the model trained on a class {label}, and its training images cannot all be "
+                f"read ({train_csv or 'its training CSV is gone'}): the ones among these cannot "
+                "be told apart. Restore them, or score only classes it never trained on "
+                "(--classes)"
+            )
+        if named:  # a class it trained on, none of these images among its training ones
+            seen_classes.append(label)
+        items += [(p, label) for p in paths]
     rows = caption_rows(items, split_seed, table)
     paths = [r.filepath for r in rows]
     captions = [r.title for r in rows]
