@@ -1,6 +1,7 @@
 """Scene search's errors before any vector is compared: nothing indexed, another model's
 vectors; which model a search uses."""
 
+import json
 import uuid
 from types import SimpleNamespace
 
@@ -67,6 +68,44 @@ def test_the_model_is_chosen_among_the_indexed_ones_before_any_loads(tmp_path, c
     store.ensure_collection(SCENES, 4, vector_name="text-image-x")
     with pytest.raises(NotFoundError, match="latest model is text-image-d"):
         scene_model_id(store, ws, None)
+    store.close()
+
+
+def test_the_model_holding_the_most_scenes_is_chosen_and_scenes_left_out_are_said(
+    tmp_path, caplog, cli
+):
+    """A newer model that indexed one new folder was chosen, and every scene only the older
+    model held silently dropped out of the searches (doctor said all was well)."""
+    ws = Workspace(tmp_path / "ws")
+    for name in ("text-image-a", "text-image-b"):
+        register_model(ws, name, "text-image")
+    store = EmbeddedStore(ws.store_dir)
+    store.ensure_collection(SCENES, 4, vector_name="text-image-a")
+    store.ensure_collection(SCENES, 4, vector_name="text-image-b")
+    vector = np.array([1, 0, 0, 0], dtype=np.float32)
+
+    def add(n, models):
+        points = [Point(str(uuid.uuid4()), dict.fromkeys(models, vector), {}) for _ in range(n)]
+        store.upsert(SCENES, points)
+
+    add(3, ["text-image-a"])  # the first folder, by the older model only
+    add(2, ["text-image-b"])  # a new folder, by the newer model only
+    store.close()
+    checks = json.loads(cli("doctor", "-w", ws.root, "--json").stdout)["checks"]
+    (todo,) = [c for c in checks if c["name"] == "scenes index" and c["status"] == "todo"]
+    assert todo["detail"] == "3 of the 5 scenes have no vector of text-image-b"
+    assert todo["fix"].startswith("skysearch index scenes DIR --model-id text-image-b")
+    store = EmbeddedStore(ws.store_dir)
+    assert scene_model_id(store, ws, None) == "text-image-a"
+    assert "the newer text-image model text-image-b has indexed 2 of them" in caplog.text
+    assert "text-image-a holds 3 of the 5 scenes, and no model holds them all" in caplog.text
+    caplog.clear()
+    add(5, ["text-image-a", "text-image-b"])  # both hold these
+    assert scene_model_id(store, ws, None) == "text-image-a"  # 8 of 10 against 7
+    store.upsert(SCENES, [Point(r.id, {"text-image-b": vector}, {}) for r in store.scroll(SCENES)])
+    caplog.clear()
+    assert scene_model_id(store, ws, None) == "text-image-b"  # all 10: the newest that has all
+    assert caplog.text == ""
     store.close()
 
 

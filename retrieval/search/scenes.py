@@ -146,9 +146,10 @@ def scene_vectors(store: VectorStore) -> set[str]:
 
 
 def scene_model_id(store: VectorStore, workspace: Workspace, model_id: str | None) -> str:
-    """The text-image model a scene search uses: ``model_id``, else the latest registered model
-    the scenes were indexed with (a newer model that has not indexed them yet is passed over,
-    with a note). Checked before any model loads, so a wrong choice fails at once."""
+    """The text-image model a scene search uses: ``model_id``, else the registered model that
+    holds vectors of the most scenes, the latest of those (a newer model that has indexed fewer
+    or none is passed over, with a note; so are scenes no chosen model holds). Checked before
+    any model loads, so a wrong choice fails at once."""
     from skysearch.encoders.registry import list_models, resolve
 
     if model_id is not None:
@@ -181,7 +182,33 @@ def scene_model_id(store: VectorStore, workspace: Workspace, model_id: str | Non
             usable[-1],
             registered[-1],
         )
-    return usable[-1]
+    from skysearch.retrieval.store.schema import SCENES
+
+    total = store.count(SCENES)
+    held = {m: scenes_held(store, m) for m in usable}
+    chosen = max(usable, key=lambda m: (held[m], usable.index(m)))  # most scenes, then newest
+    if chosen != usable[-1]:
+        log.warning(
+            "searching with %s (%d scenes): the newer text-image model %s has indexed %d of "
+            "them (run `skysearch index scenes DIR` on the other folders to use it)",
+            chosen, held[chosen], usable[-1], held[usable[-1]],
+        )  # fmt: skip
+    if held[chosen] < total:
+        log.warning(
+            "text-image model %s holds %d of the %d scenes, and no model holds them all: the "
+            "others are not searched (run `skysearch index scenes DIR` on their folders)",
+            chosen, held[chosen], total,
+        )  # fmt: skip
+    return chosen
+
+
+def scenes_held(store: VectorStore, model_id: str) -> int:
+    """How many scenes hold a vector of text-image model ``model_id``."""
+    from qdrant_client import models
+    from skysearch.retrieval.store.schema import SCENES
+
+    has = models.HasVectorCondition(has_vector=model_id)
+    return store.count(SCENES, models.Filter(must=[has]))
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:
