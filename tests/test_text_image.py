@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import SAMPLE_DATA, shared_data
+from PIL import Image
 from skysearch.encoders.datasets import captions
 from skysearch.encoders.models.text_image import (
     DEFAULT_MODEL,
@@ -228,6 +229,27 @@ def test_converter_writes_skyscript_csv_with_disjoint_split(tmp_path):
     assert len(titles) > 40  # varied templates and phrases, not one caption per class
     assert captions.normalise_class("dRiverLake") == "river lake"
     assert captions.display_name("fResident") == "a residential area"
+
+
+def test_images_cut_short_are_skipped_before_training(tmp_path):
+    """A JPEG cut short passed the header check and then ended the run while features were
+    computed, after the images before it."""
+    from skysearch.encoders.training.text_image_data import check_images
+
+    good = sorted(MINI.glob("aGrass/*.jpg"))[0]
+    (tmp_path / "cut.jpg").write_bytes(good.read_bytes()[:2000])
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("not an image")
+    png = tmp_path / "whole.png"
+    Image.open(good).save(png)
+    (tmp_path / "cut.png").write_bytes(png.read_bytes()[:-40])
+    names = ["cut.jpg", "empty.jpg", "text.jpg", "cut.png"]
+    rows = [(str(good), "grass", "aGrass"), (str(png), "grass", "aGrass")]
+    rows += [(str(tmp_path / n), "grass", "aGrass") for n in names]
+    kept, skipped = check_images(rows)
+    assert kept == rows[:2]
+    assert [Path(s["path"]).name for s in skipped] == names and all(s["reason"] for s in skipped)
+    assert "truncated" in skipped[0]["reason"]
 
 
 def test_converter_rejects_a_folder_without_classes(tmp_path):
