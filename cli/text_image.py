@@ -193,15 +193,16 @@ def train_text_image_command(
     )
     summary = train_text_image(cfg, ws)
     if summary.get("skipped"):
-        info(f"skipped {len(summary['skipped'])} unreadable images (see --json)")
+        info(f"skipped {len(summary['skipped'])} rows: no caption or an unreadable image (--json)")
     history = summary.get("history") or []
     if not history:
         info(f"text-image model {summary['model_id']}: registered without training (0 epochs)")
     else:
+        top1 = history[-1].get("val_zero_shot_top1")
         info(
             f"text-image model {summary['model_id']}: {len(history)} epochs, "
             f"last train loss {history[-1].get('train_loss', float('nan')):.4f}, "
-            f"val zero-shot top-1 {history[-1].get('val_zero_shot_top1', float('nan')):.3f}"
+            + (f"val zero-shot top-1 {top1:.3f}" if top1 is not None else "no validation top-1")
         )
     if json_out:
         emit_json(summary)

@@ -252,6 +252,31 @@ def test_images_cut_short_are_skipped_before_training(tmp_path):
     assert "truncated" in skipped[0]["reason"]
 
 
+def test_small_sets_empty_captions_and_one_class_left(cli, tmp_path):
+    """Four images a class (no validation image) failed on an empty val.csv the run had made;
+    a CSV without one caption trained a model on no words; excluding all but one class trained
+    on that class alone."""
+    import shutil
+
+    small = tmp_path / "small"
+    for cls in ("aGrass", "gParking"):
+        (small / cls).mkdir(parents=True)
+        for path in sorted((MINI / cls).glob("*.jpg"))[:4]:
+            shutil.copy(path, small / cls / path.name)
+    quick = ("--epochs", "1", "--max-steps", "1", "--threads", "1", "--image-tower", "locked")
+    done = cli("train", "text-image", "--images", small, *quick, "-w", tmp_path / "ws")
+    assert done.exit_code == 0, done.stderr
+    assert "no validation top-1" in done.stderr
+    cut = cli("train", "text-image", "--images", small, "--exclude-classes", "aGrass", *quick,
+              "-w", tmp_path / "ws")  # fmt: skip
+    assert cut.exit_code == 2 and "one class (gParking) left after excluding aGrass" in cut.stderr
+    blank = tmp_path / "blank.csv"
+    blank.write_text("filepath,title\n" + "".join(f"{p},\n" for p in small.glob("*/*.jpg")))
+    done = cli("train", "text-image", "--csv", blank, *quick, "-w", tmp_path / "ws2")
+    assert done.exit_code == 2 and "fewer than two rows with a caption" in done.stderr
+    assert "Traceback" not in done.stderr + cut.stderr
+
+
 def test_converter_rejects_a_folder_without_classes(tmp_path):
     with pytest.raises(UsageError, match="class folders"):
         captions.convert_folder(tmp_path, tmp_path / "out")

@@ -218,7 +218,10 @@ class Trainer:
             val_rows, val_skipped = check_images(read_csv(cfg.val_csv, cfg.caption_key))
             skipped += val_skipped
         if len(train_rows) < 2:
-            raise UsageError(f"{cfg.train_csv}: fewer than two readable images to train on")
+            raise UsageError(
+                f"{cfg.train_csv}: fewer than two rows with a caption and a readable image to "
+                "train on"
+            )
         finished = self._finished()
         if finished is not None:
             return finished

@@ -3,6 +3,7 @@ caption sources (class folders, CSVs) merged into one training and one validatio
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import logging
@@ -73,11 +74,15 @@ class CaptionDataset(torch.utils.data.Dataset):
 
 
 def check_images(rows: Sequence[tuple[str, str, str]]) -> tuple[list, list[dict[str, str]]]:
-    """Split rows into readable ones and skipped ones (with a reason), without decoding fully:
+    """Split rows into usable ones and skipped ones (with a reason: no caption, or an image
+    that cannot be read), without decoding fully:
     a JPEG is decoded at 1/8 scale (its whole stream is read, so a file cut short is found
     here, not minutes later while features are computed), other formats are verified."""
     good, skipped = [], []
     for row in rows:
+        if not row[1].strip():
+            skipped.append({"path": row[0], "reason": "no caption (its caption column is empty)"})
+            continue
         try:
             with open_image(row[0]) as im:
                 if im.format == "JPEG":
@@ -203,7 +208,8 @@ def prepare_training_data(
         raise UsageError("no training data: give a class-folder image set or a caption CSV")
     folders = [prepare_folder(d, workspace, split_seed) for d in images]
     train_sources = [f["train"] for f in folders] + [Path(c) for c in train_csvs]
-    val_sources = [f["val"] for f in folders] + [Path(c) for c in val_csvs]
+    # A set of few images per class has no validation images (10% of each class, rounded)
+    val_sources = [f["val"] for f in folders if _has_rows(f["val"])] + [Path(c) for c in val_csvs]
     if len(train_sources) == 1 and len(val_sources) <= 1 and not exclude:
         return {"train": train_sources[0], "val": (val_sources or [None])[0], "removed": {}}
     key = json.dumps(
@@ -225,9 +231,20 @@ def prepare_training_data(
         out["removed"][split] = removed
         if split == "train" and len(kept) < 2:
             raise UsageError(f"fewer than two training rows left after excluding {list(exclude)}")
+        labels = {r.label for r in kept}
+        if split == "train" and exclude and len(labels) == 1 and "" not in labels:
+            raise UsageError(
+                f"one class ({labels.pop()}) left after excluding {', '.join(exclude)}: "
+                "training needs at least two classes"
+            )
         out[split] = write_csv(kept, out_dir / f"{split}.csv") if kept else None
     (out_dir / "sources.json").write_text(key)
     return out
+
+
+def _has_rows(csv_path: Path) -> bool:
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        return next(csv.DictReader(fh), None) is not None
 
 
 def _check_excluded(rows: Sequence[CaptionRow], exclude: Sequence[str]) -> None:
