@@ -149,6 +149,27 @@ def test_a_diverging_training_stops_at_its_first_non_finite_loss_and_registers_n
     assert registry.list_models(Workspace(ws)) == []
 
 
+def test_an_update_that_overflows_after_the_last_loss_is_caught_before_the_epoch_is_saved(
+    tmp_path,
+):
+    """A step's loss is computed before its update: a run whose last update made the weights
+    NaN reported a finite loss and registered them."""
+    from skysearch.encoders.training.loop import RunState, TrainConfig, fit
+
+    model = torch.nn.Linear(2, 2)
+
+    def run_epoch(epoch, meter):
+        meter.step(0.5, 4)
+        with torch.no_grad():
+            model.weight.fill_(float("inf"))  # the step's update, after its loss
+        return {"loss": 0.5}
+
+    state = RunState({"net": model}, {})
+    with pytest.raises(UsageError, match=r"diverged: weight net\.weight holds NaN or infinite"):
+        fit(TrainConfig(epochs=2), run_epoch, state, tmp_path / "run", "fp", progress=False)
+    assert not (tmp_path / "run").exists()  # nothing of the epoch saved
+
+
 def test_clip_readout_is_segment_means_of_pooled_maps():
     """An untrained clip encoder (gate 0) = 4 segment means of the 2x2-pooled frame maps
     (small-cnn's default: 4 values per cell on an 8 x 8 map)."""

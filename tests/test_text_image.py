@@ -277,6 +277,31 @@ def test_small_sets_empty_captions_and_one_class_left(cli, tmp_path):
     assert "Traceback" not in done.stderr + cut.stderr
 
 
+def test_image_sets_named_alike_keep_their_own_training_csvs(cli, tmp_path):
+    """`a/set` and `b/set` shared `captions/set-<seed>/`: training on the second rewrote the
+    first model's training CSV, and its evaluation then scored its own training images."""
+    import shutil
+
+    for parent, classes in (("a", ("aGrass", "gParking")), ("b", ("eForest", "fResident"))):
+        for cls in classes:
+            (tmp_path / parent / "set" / cls).mkdir(parents=True)
+            for path in sorted((MINI / cls).glob("*.jpg"))[:6]:
+                shutil.copy(path, tmp_path / parent / "set" / cls / path.name)
+    quick = ("--epochs", "1", "--max-steps", "1", "--threads", "1", "--image-tower", "locked")
+    ws = tmp_path / "ws"
+    ids = []
+    for parent in ("a", "b"):
+        done = cli("train", "text-image", "--images", tmp_path / parent / "set", *quick,
+                   "-w", ws, "--json")  # fmt: skip
+        assert done.exit_code == 0, done.stderr
+        ids.append(_last_json(done)["model_id"])
+    assert len({p.parent for p in (ws / "captions").glob("*/train.csv")}) == 2
+    res = cli("eval", "text-image", "--images", tmp_path / "a" / "set", "--model", ids[0],
+              "--threads", "1", "-w", ws, "--json")  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    assert _last_json(res)["test_images"] == 2  # one test image a class, not all twelve
+
+
 def test_converter_rejects_a_folder_without_classes(tmp_path):
     with pytest.raises(UsageError, match="class folders"):
         captions.convert_folder(tmp_path, tmp_path / "out")

@@ -261,6 +261,7 @@ def fit(
         meter = EpochMeter(label, steps_per_epoch, progress, list(history))
         with meter.bar:
             record = {"epoch": epoch + 1, **run_epoch(epoch, meter)}
+        _check_finite(state, label)
         history.append(record)
         if progress:
             shown = [f"{k} {v:.4g}" for k, v in record.items() if k != "epoch" and _number(v)]
@@ -270,6 +271,19 @@ def fit(
         if on_epoch is not None:
             on_epoch(record)
     return FitResult(history, done)
+
+
+def _check_finite(state: RunState, label: str) -> None:
+    """The weights after an epoch are numbers (a step's loss is computed before its update,
+    so an update that overflows shows only here), before the epoch is saved."""
+    for prefix, module in state.modules.items():
+        for name, tensor in module.state_dict().items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise UsageError(
+                    f"{label} diverged: weight {prefix}.{name} holds NaN or infinite values; "
+                    "the model was not registered. Train again with a lower --lr (or smaller "
+                    "loss weights)"
+                )
 
 
 def _number(value: Any) -> bool:

@@ -179,11 +179,13 @@ def _read_feature_cache(cache: Path) -> dict[str, np.ndarray]:
 def prepare_folder(
     images_dir: str | Path, workspace: Workspace, split_seed: int = DEFAULT_SEED
 ) -> dict[str, Path]:
-    """Class folders -> ``<workspace>/captions/<folder>-<seed>/{train,val,test}.csv``."""
-    name = Path(images_dir).resolve().name
-    return convert_folder(
-        images_dir, workspace.root / "captions" / f"{name}-{split_seed}", seed=split_seed
-    )
+    """Class folders -> ``<workspace>/captions/<folder>-<seed>-<path hash>/{train,val,test}.csv``
+    (the hash of the folder's path: two sets named alike never share, or overwrite, the CSVs
+    a trained model's evaluation reads)."""
+    root = Path(images_dir).resolve()
+    tag = hashlib.sha1(str(root).encode()).hexdigest()[:8]
+    out_dir = workspace.root / "captions" / f"{root.name}-{split_seed}-{tag}"
+    return convert_folder(images_dir, out_dir, seed=split_seed)
 
 
 def prepare_training_data(
