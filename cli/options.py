@@ -100,8 +100,8 @@ def share(value: float) -> float:
 
 def share_or_none(value: float) -> float:
     """Option callback for a share of a time range that may be 0 (none): 0 <= x < 1."""
-    if value != 0:
-        share(value)
+    if not 0 <= value < 1:
+        raise typer.BadParameter(f"must be at least 0 and below 1, got {value}")
     return value
 
 

@@ -15,6 +15,7 @@ from skysearch.cli.options import (
     WorkspaceOption,
     positive,
     set_threads,
+    share,
 )
 from skysearch.cli.output import emit_json, info, table
 
@@ -56,12 +57,14 @@ def train_predictor_command(
         typer.Option(help="--adversarial: orthogonal regularisation weight. [default: 1e-4]"),
     ] = None,
     holdout: Annotated[
-        float, typer.Option(help="Most recent fraction of time held out.", min=0, max=1)
+        float,
+        typer.Option(help="Most recent fraction of time held out (0 < x < 1).", callback=share),
     ] = 0.2,
     validation: Annotated[
         float,
         typer.Option(
-            help="Latest fraction of the training pairs that picks the epoch.", min=0, max=1
+            help="Latest fraction of the training pairs that picks the epoch (0 < x < 1).",
+            callback=share,
         ),
     ] = 0.15,
     device: DeviceOption = None,

@@ -276,13 +276,15 @@ def list_models(workspace: Workspace, kind: str | None = None) -> list[ModelReco
     return sorted(records, key=lambda r: r.created)
 
 
-def get_model(workspace: Workspace, model_id: str) -> ModelRecord:
-    """One model by id, or :class:`NotFoundError` naming the known ids."""
+def get_model(workspace: Workspace, model_id: str, kind: str | None = None) -> ModelRecord:
+    """One model by id, or :class:`NotFoundError` naming the recent ids (of ``kind``, when
+    the caller wants one kind)."""
     for record in list_models(workspace):
         if record.model_id == model_id:
             return record
-    known = ", ".join(r.model_id for r in list_models(workspace)[-5:]) or "none"
-    raise NotFoundError(f"no model {model_id!r} in the registry (recent: {known})")
+    known = ", ".join(r.model_id for r in list_models(workspace, kind)[-5:]) or "none"
+    what = f"{kind} model" if kind else "model"
+    raise NotFoundError(f"no {what} {model_id!r} in the registry (recent: {known})")
 
 
 #: the `skysearch train` command of each model kind
@@ -304,7 +306,7 @@ def resolve(workspace: Workspace, kind: str, model_id: str | None = None) -> Mod
     model."""
     if model_id is None:
         return latest(workspace, kind)
-    record = get_model(workspace, model_id)
+    record = get_model(workspace, model_id, kind)
     if record.kind != kind:
         raise NotFoundError(f"model {model_id} is a {record.kind} model, not a {kind} model")
     return record

@@ -194,6 +194,8 @@ CASES: dict[str, list[Case]] = {
         c("train", "frames", "--objective", "nope", *W, expect="unknown objective"),
         c("train", "frames", "-w", "{missing}", expect="no clips in the clip catalog"),
         c("train", "frames", "--satellites", "goes-east,nope", *W, expect="no clips of nope"),
+        c("train", "frames", "--length", "99", *W, expect="no clips of 99x*m in the clip"),
+        c("train", "frames", "--channels", "IR", *W, expect="(it has goes-east ir "),
         c("train", "frames", "--satellites", "goes-east,goes-east", *W, expect="twice"),
         c("train", "frames", "--satellites", ",", *W, expect="--satellites names no satellite"),
         c(
@@ -212,6 +214,9 @@ CASES: dict[str, list[Case]] = {
     ],
     "train predictor": [
         c("train", "predictor", "--holdout", "5", *W, expect=USAGE),
+        c("train", "predictor", "--validation", "1", *W, expect=USAGE),
+        c("train", "frames", "--validation", "1", *W, expect=USAGE),
+        c("train", "clips", "--frame-model", "nope", *W, expect="no frame model 'nope' in the"),
         c("train", "predictor", "--lr", "0", *W, expect=USAGE),
         c("train", "predictor", "--epochs", "0", *W, expect=USAGE),
         c("train", "predictor", "--lambda-g", "5", *W, expect="--lambda-g applies only with --adv"),
@@ -874,3 +879,14 @@ def test_a_bug_is_exit_code_3_with_its_traceback(cli, tmp_path, monkeypatch):
         assert result.exit_code == 3
         assert f"{error.__name__}: something unforeseen" in result.stderr
         assert result.stderr.strip().splitlines()[-1].startswith("error: unexpected failure")
+
+
+def test_a_share_that_may_be_zero_says_so():
+    """`--validation 1` said "between 0 and 1 (both excluded)", though 0 is allowed."""
+    import typer
+    from skysearch.cli.options import share_or_none
+
+    assert share_or_none(0) == 0 and share_or_none(0.5) == 0.5
+    for value in (1, -0.1):
+        with pytest.raises(typer.BadParameter, match=f"at least 0 and below 1, got {value}"):
+            share_or_none(value)

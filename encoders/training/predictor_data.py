@@ -95,8 +95,10 @@ def load_predictor_data(
     rows = np.flatnonzero(nxt >= 0)
     if len(rows) == 0:
         raise UsageError(
-            f"no clip of {clip_set.length}x{clip_set.gap_minutes}m has a following clip; "
-            "build shorter clips (skysearch clips --length 6 --gap 60)"
+            f"no clip of {clip_set.length}x{clip_set.gap_minutes}m has a following clip (the "
+            "predictor learns a clip -> the clip after it): ingest a longer stretch of time, or "
+            f"build shorter clips (skysearch clips --length {max(1, clip_set.length // 2)} "
+            f"--gap {clip_set.gap_minutes})"
         )
     used = np.arange(len(clip_set.steps))
     frames = torch.as_tensor(load_step_frames(workspace, clip_set, used))
