@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import itertools
 import json
+import logging
 import re
 import uuid
 from collections.abc import Iterator, Mapping
@@ -28,6 +29,8 @@ from skysearch.errors import DamagedError, NotFoundError, UsageError
 from skysearch.timeutil import to_rfc3339
 
 REGISTRY_FILE = "registry.json"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -289,6 +292,22 @@ def get_model(workspace: Workspace, model_id: str, kind: str | None = None) -> M
 
 #: the `skysearch train` command of each model kind
 TRAIN_COMMAND = {"frame": "frames", "clip": "clips", "text-image": "text-image"}
+
+
+def trained_run(workspace: Workspace, kind: str, run: str, epochs: int) -> ModelRecord | None:
+    """The whole registered ``kind`` model that a finished run of this setup (``run``, its
+    fingerprint) and epoch count made, else None: re-running the same training command
+    returns it instead of training and registering a copy."""
+    from skysearch.encoders.checkpoints import checkpoint_problem
+
+    for record in reversed(list_models(workspace, kind)):
+        same = record.config.get("run") == run and len(record.config.get("history", [])) == epochs
+        if same and not checkpoint_problem(record.directory(workspace), deep=False):
+            log.warning(
+                "%s was trained by this same run (data, options, epochs): reused", record.model_id
+            )
+            return record
+    return None
 
 
 def latest(workspace: Workspace, kind: str, hint: str | None = None) -> ModelRecord:

@@ -214,7 +214,7 @@ def test_clip_embedder_shapes_and_errors():
         embedder.embed_clip(np.concatenate([clip, clip]))
 
 
-def test_train_eval_index_cli_on_sample(sample_ws, cli, monkeypatch, tmp_path):
+def test_train_eval_index_cli_on_sample(sample_ws, cli, monkeypatch, tmp_path, caplog):
     from skysearch.encoders.training import clips as train_clips
     from skysearch.ingest.clips import clip_frames, read_clips
 
@@ -241,6 +241,16 @@ def test_train_eval_index_cli_on_sample(sample_ws, cli, monkeypatch, tmp_path):
     clip = json.loads(done.stdout.strip().splitlines()[-1])
     assert clip["config"]["frame_model_id"] == frame["model_id"]
     assert [m.model_id for m in list_models(sample_ws, "clip")][-1] == clip["model_id"]
+    # The same commands again return the models they trained (a copy was trained and
+    # registered each time): no epoch runs, nothing registered.
+    models = list_models(sample_ws)
+    for kind, epochs, before in (("frames", "1", frame), ("clips", "2", clip)):
+        again = cli("train", kind, "--epochs", epochs, "--device", "cpu", "--json", "-w", ws)
+        assert again.exit_code == 0, again.stderr
+        assert json.loads(again.stdout)["model_id"] == before["model_id"]
+        assert "epoch 1/" not in again.stderr  # no epoch ran
+        assert f"{before['model_id']} was trained by this same run" in caplog.text
+    assert list_models(sample_ws) == models
 
     done = cli("eval", "clips", "--exclude-hours", "6", "--device", "cpu", "--json", "-w", ws)
     assert done.exit_code == 0, done.stderr

@@ -74,6 +74,8 @@ def train_clips(
     }
     run_fp = fingerprint(setup)
     run_dir = workspace.models_dir / f".run-clip-{run_fp}"
+    if (done := registry.trained_run(workspace, "clip", run_fp, train.epochs)) is not None:
+        return done
     history = train_on_arrays(
         clip_model,
         sequences,
@@ -99,6 +101,7 @@ def train_clips(
             **split.to_dict(),
         },
         "history": history,
+        "run": run_fp,
     }
     record = save_model(workspace, "clip", embedder, config, {"final_loss": history[-1]["loss"]})
     shutil.rmtree(run_dir, ignore_errors=True)

@@ -100,6 +100,8 @@ def train_frames(
     }
     run_fp = fingerprint(setup)
     run_dir = workspace.models_dir / f".run-frame-{run_fp}"
+    if (done := registry.trained_run(workspace, "frame", run_fp, train.epochs)) is not None:
+        return done
     items: np.ndarray | torch.Tensor = frames
     forward, trainable = None, model.trainable_parameters()
     if backbone == "efficientnet-lite0":
@@ -139,6 +141,7 @@ def train_frames(
             **split.to_dict(),
         },
         "history": history,
+        "run": run_fp,
     }
     metrics = {"final_loss": history[-1]["loss"]}
     record = save_model(workspace, "frame", model.cpu(), config, metrics)
