@@ -194,15 +194,20 @@ def test_other_events_match_a_brute_force_computation(two_storms, cli):
     )
 
 
-def test_indexed_clips_carry_their_track_and_filter_by_it(two_storms, cli):
+def test_indexed_clips_carry_their_track_and_filter_by_it(two_storms, cli, tmp_path):
     """``index clips`` after ``ingest-track`` (the clips indexed before it are written again):
     each clip's payload holds its event and the track row at its last frame; --event /
     --min-class / --max-pressure / --bbox keep exactly the clips a brute-force pass over those
     rows (and the clips' footprints) keeps."""
-    from skysearch.ingest.tracks import track_rows
+    import shutil
+
+    from skysearch.ingest.tracks import track_rows, tracks_dir
     from skysearch.retrieval.store import open_store
 
-    ws, tracks = two_storms
+    ws = Workspace(tmp_path / "ws")  # the shared one may hold tracks already
+    shutil.copytree(two_storms[0].root, ws.root)
+    shutil.rmtree(tracks_dir(ws), ignore_errors=True)
+    tracks = two_storms[1]
     assert cli("index", "clips", "-w", ws.root).exit_code == 0  # before the tracks
     for path in tracks.values():
         ingest_tracks(ws, path)

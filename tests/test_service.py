@@ -688,7 +688,7 @@ def test_bad_parameters(sky):
         (lambda: sky.search_clip(at=QUERY_AT, rerank=101), 422, "rerank"),
         (lambda: sky.search_clip(clip_id="00000000-0000-4000-8000-000000000000"), 404, "clip"),
         (lambda: sky.search_text("r", model_id="../../etc/passwd"), 422, "model_id"),
-        (lambda: sky.search_text("r", model_id="text-image-nope"), 404, "no model"),
+        (lambda: sky.search_text("r", model_id="text-image-nope"), 404, "no text-image model"),
     ]
     for call, status, words in cases:
         err = _error(call)
