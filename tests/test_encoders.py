@@ -352,3 +352,8 @@ def test_validation_slice_keeps_training_and_selection_off_the_holdout(sample_ws
     assert proto["holdout_start"] == data["validation_start"]
     assert proto["last"] <= data["holdout_start"]
     assert proto["train_clips"] == data["train_clips"]
+    done = cli("eval", "frames", "--split", "validation", *common)  # its queries start there too
+    assert done.exit_code == 0, done.stderr
+    proto = json.loads(done.stdout.strip().splitlines()[-1])["protocol"]
+    assert proto["holdout_start"] == data["validation_start"]
+    assert proto["last"] < data["holdout_start"]

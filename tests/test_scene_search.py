@@ -15,7 +15,7 @@ from skysearch.retrieval.store.embedded import EmbeddedStore
 from skysearch.retrieval.store.schema import SCENES
 
 from skysearch.config import Workspace
-from skysearch.errors import NotFoundError
+from skysearch.errors import NotFoundError, UsageError
 
 
 def _search(store: EmbeddedStore, model_id: str):
@@ -118,3 +118,17 @@ def test_model_and_model_id_name_the_same_option(tmp_path, cli):
     ]
     assert runs[0].exit_code == runs[1].exit_code == 2
     assert runs[0].stderr == runs[1].stderr and "text-image-z" in runs[0].stderr
+
+
+def test_a_text_query_without_words_or_not_utf8_is_refused():
+    """Zero-width characters and bytes a terminal sent in another encoding were searched."""
+    from skysearch.retrieval.search.scenes import query_text
+
+    assert query_text("  a river\n") == "a river" and query_text("?") == "?"
+    assert query_text("Flughafen München") == "Flughafen München"
+    for text in ("", "   ", "\u200b\u200d\ufeff", None):
+        with pytest.raises(UsageError, match="the text query is empty"):
+            query_text(text)
+    undecodable = b"a r\xe9ver".decode("utf-8", "surrogateescape")  # what argv holds then
+    with pytest.raises(UsageError, match="not UTF-8 text"):
+        query_text(undecodable)

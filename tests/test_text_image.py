@@ -255,7 +255,7 @@ def test_images_cut_short_are_skipped_before_training(tmp_path):
 def test_small_sets_empty_captions_and_one_class_left(cli, tmp_path):
     """Four images a class (no validation image) failed on an empty val.csv the run had made;
     a CSV without one caption trained a model on no words; excluding all but one class trained
-    on that class alone."""
+    on that class alone; a CSV listing the set's test images beside it trained on them."""
     import shutil
 
     small = tmp_path / "small"
@@ -270,6 +270,12 @@ def test_small_sets_empty_captions_and_one_class_left(cli, tmp_path):
     cut = cli("train", "text-image", "--images", small, "--exclude-classes", "aGrass", *quick,
               "-w", tmp_path / "ws")  # fmt: skip
     assert cut.exit_code == 2 and "one class (gParking) left after excluding aGrass" in cut.stderr
+    listing = tmp_path / "listing.csv"  # every image, the set's test images too
+    listing.write_text("filepath,title\n" + "".join(f"{p},grass\n" for p in small.glob("*/*.jpg")))
+    both = cli("train", "text-image", "--images", small, "--csv", listing, *quick,
+               "-w", tmp_path / "ws3")  # fmt: skip
+    assert both.exit_code == 2 and "rows of " in both.stderr
+    assert "are validation or test images of the --images set" in both.stderr
     blank = tmp_path / "blank.csv"
     blank.write_text("filepath,title\n" + "".join(f"{p},\n" for p in small.glob("*/*.jpg")))
     done = cli("train", "text-image", "--csv", blank, *quick, "-w", tmp_path / "ws2")

@@ -209,6 +209,7 @@ def prepare_training_data(
     if not images and not train_csvs:
         raise UsageError("no training data: give a class-folder image set or a caption CSV")
     folders = [prepare_folder(d, workspace, split_seed) for d in images]
+    _check_held_out(folders, train_csvs)
     train_sources = [f["train"] for f in folders] + [Path(c) for c in train_csvs]
     # A set of few images per class has no validation images (10% of each class, rounded)
     val_sources = [f["val"] for f in folders if _has_rows(f["val"])] + [Path(c) for c in val_csvs]
@@ -242,6 +243,26 @@ def prepare_training_data(
         out[split] = write_csv(kept, out_dir / f"{split}.csv") if kept else None
     (out_dir / "sources.json").write_text(key)
     return out
+
+
+def _check_held_out(folders: Sequence[dict[str, Path]], train_csvs: Sequence[str | Path]) -> None:
+    """A caption CSV trained on must not list the validation or test images of an image set
+    trained beside it: they would pick the epochs and score the model after training on them."""
+    held = {
+        str(Path(row.filepath).resolve())
+        for folder in folders
+        for split in ("val", "test")
+        if _has_rows(folder[split])
+        for row in read_caption_rows(folder[split])
+    }
+    for csv_path in train_csvs if held else ():
+        rows = [r for r in read_caption_rows(csv_path) if str(Path(r.filepath).resolve()) in held]
+        if rows:
+            raise UsageError(
+                f"{len(rows)} rows of {csv_path} are validation or test images of the --images "
+                f"set trained beside it (e.g. {rows[0].filepath}): remove them from the CSV, "
+                "or train on the CSV without that set"
+            )
 
 
 def _has_rows(csv_path: Path) -> bool:

@@ -68,7 +68,7 @@ def _heldout(
     satellite: str,
     split: str,
 ) -> tuple[datetime, np.ndarray, np.ndarray]:
-    """(hold-out start, frames kept, held-out mask over them) for the ``test`` or
+    """(the queries' start, frames kept, query mask over them) for the ``test`` or
     ``validation`` split of ``satellite``'s frames at ``stamps`` (datetime64, time order),
     which span ``span`` (see ``model_split_times``)."""
     holdout, validation = model_split_times(data, satellite, *span)
@@ -81,8 +81,8 @@ def _heldout(
             "the frame model has no validation slice; train one with a validation fraction",
             params=["split"],
         )
-    keep = stamps < to_datetime64(holdout)
-    return holdout, keep, stamps[keep] >= to_datetime64(validation)
+    keep = stamps < to_datetime64(holdout)  # queries: the validation slice, as eval clips
+    return validation, keep, stamps[keep] >= to_datetime64(validation)
 
 
 def evaluate_frames(

@@ -176,7 +176,10 @@ def evaluate_text_image(
             if overlap:
                 raise UsageError(
                     f"{len(overlap)} test images of {label} were in the model's training CSV "
-                    f"({train_csv}); evaluate with the split seed used for training"
+                    f"({train_csv}): it trained on them, so they cannot test it. Evaluate with "
+                    "the split seed used for training; if it is that one, the images came "
+                    "from another source (a --csv listing them, or the class under another "
+                    "folder name): score the classes it never saw (--classes)"
                 )
             seen_classes.append(label)
             items += [(p, label) for p in paths if p in test]

@@ -4,6 +4,7 @@ model's towers (free text, example images, or both), then one store search."""
 from __future__ import annotations
 
 import logging
+import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -30,10 +31,15 @@ log = logging.getLogger(__name__)
 
 
 def query_text(text: str | None) -> str:
-    """The query words, stripped; empty words are a usage error."""
-    if not text or not text.strip():
+    """The query words, stripped; a query without a letter, digit, symbol or punctuation mark
+    (empty, spaces, zero-width characters) or with bytes that are not UTF-8 (a terminal in
+    another encoding: Python keeps them as lone surrogates) is a usage error."""
+    words = (text or "").strip()
+    if any("\udc80" <= c <= "\udcff" for c in words):
+        raise UsageError("the text query is not UTF-8 text: check the terminal's encoding")
+    if not any(unicodedata.category(c)[0] in "LNSP" for c in words):
         raise UsageError("the text query is empty: e.g. skysearch search text 'a river'")
-    return text.strip()
+    return words
 
 
 def text_query(
