@@ -23,9 +23,10 @@ from skysearch.config import load_settings
 
 def _index_report(report, json_out: bool) -> None:
     where = f"to {report.parquet}" if report.parquet else "into the store"
+    again = f" ({report.changed} again: event, track or footprint changed)"
     info(
         f"{report.collection}: {report.written} vectors written {where}"
-        + (f" ({report.changed} again: their event or track changed)" if report.changed else "")
+        + (again if report.changed else "")
         + f", {report.skipped_existing} already indexed by {report.model_id} (vector name "
         f"{report.vector_name}), {report.total} in the catalog"
     )

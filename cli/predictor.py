@@ -16,6 +16,7 @@ from skysearch.cli.options import (
     positive,
     set_threads,
     share,
+    share_or_none,
 )
 from skysearch.cli.output import emit_json, info, table
 
@@ -63,8 +64,9 @@ def train_predictor_command(
     validation: Annotated[
         float,
         typer.Option(
-            help="Latest fraction of the training pairs that picks the epoch (0 < x < 1).",
-            callback=share,
+            help="Latest fraction of the training pairs that picks the epoch (0 <= x < 1; 0: "
+            "no validation, the last epoch's weights).",
+            callback=share_or_none,
         ),
     ] = 0.15,
     device: DeviceOption = None,

@@ -196,6 +196,7 @@ CASES: dict[str, list[Case]] = {
         c("train", "frames", "--satellites", "goes-east,nope", *W, expect="no clips of nope"),
         c("train", "frames", "--length", "99", *W, expect="no clips of 99x*m in the clip"),
         c("train", "frames", "--channels", "IR", *W, expect="(it has goes-east ir "),
+        c("train", "frames", "--validation", "1", *W, expect=USAGE),
         c("train", "frames", "--satellites", "goes-east,goes-east", *W, expect="twice"),
         c("train", "frames", "--satellites", ",", *W, expect="--satellites names no satellite"),
         c(
@@ -210,13 +211,12 @@ CASES: dict[str, list[Case]] = {
         c("train", "clips", *W, expect="no frame model"),
         c("train", "clips", "--length", "0", *W, expect=USAGE),
         c("train", "clips", "--lr", "inf", *W, expect=USAGE),
+        c("train", "clips", "--frame-model", "nope", *W, expect="no frame model 'nope' in the"),
         c("train", "clips", "-w", "{ws_registry_entry}", expect="is not a model record"),
     ],
     "train predictor": [
         c("train", "predictor", "--holdout", "5", *W, expect=USAGE),
         c("train", "predictor", "--validation", "1", *W, expect=USAGE),
-        c("train", "frames", "--validation", "1", *W, expect=USAGE),
-        c("train", "clips", "--frame-model", "nope", *W, expect="no frame model 'nope' in the"),
         c("train", "predictor", "--lr", "0", *W, expect=USAGE),
         c("train", "predictor", "--epochs", "0", *W, expect=USAGE),
         c("train", "predictor", "--lambda-g", "5", *W, expect="--lambda-g applies only with --adv"),

@@ -57,7 +57,7 @@ def test_the_model_is_chosen_among_the_indexed_ones_before_any_loads(tmp_path, c
         scene_model_id(store, ws, None)
     store.ensure_collection(SCENES, 4, vector_name="text-image-c")
     assert scene_model_id(store, ws, None) == "text-image-c"
-    assert "newer text-image model text-image-d has not indexed" in caplog.text
+    assert "the newer model text-image-d has indexed 0" in caplog.text
     assert scene_model_id(store, ws, "text-image-c") == "text-image-c"
     with pytest.raises(NotFoundError, match=r"model text-image-b: .*\(indexed: text-image-c\)"):
         scene_model_id(store, ws, "text-image-b")
@@ -97,7 +97,8 @@ def test_the_model_holding_the_most_scenes_is_chosen_and_scenes_left_out_are_sai
     assert todo["fix"].startswith("skysearch index scenes DIR --model-id text-image-b")
     store = EmbeddedStore(ws.store_dir)
     assert scene_model_id(store, ws, None) == "text-image-a"
-    assert "the newer text-image model text-image-b has indexed 2 of them" in caplog.text
+    said = "model text-image-a (vectors of 3 scenes): the newer model text-image-b has indexed 2"
+    assert said in caplog.text
     assert "text-image-a holds 3 of the 5 scenes, and no model holds them all" in caplog.text
     caplog.clear()
     add(5, ["text-image-a", "text-image-b"])  # both hold these

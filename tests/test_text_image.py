@@ -308,6 +308,24 @@ def test_image_sets_named_alike_keep_their_own_training_csvs(cli, tmp_path):
     assert _last_json(res)["test_images"] == 2  # one test image a class, not all twelve
 
 
+def test_caption_csvs_of_the_older_layout_are_still_used_for_their_own_set(tmp_path):
+    """Folders named by the set's name alone (before the path key) stay in use for that set,
+    so its finished and interrupted runs are found again; another set of that name gets its
+    own folder."""
+    import shutil
+
+    from skysearch.encoders.training.text_image_data import prepare_folder
+
+    ws = Workspace(tmp_path / "ws")
+    made = prepare_folder(MINI, ws)["train"].parent
+    legacy = ws.root / "captions" / f"{MINI.resolve().name}-{captions.DEFAULT_SEED}"
+    assert made != legacy
+    made.rename(legacy)
+    assert prepare_folder(MINI, ws)["train"].parent == legacy
+    shutil.copytree(MINI, tmp_path / "other" / MINI.name)
+    assert prepare_folder(tmp_path / "other" / MINI.name, ws)["train"].parent != legacy
+
+
 def test_converter_rejects_a_folder_without_classes(tmp_path):
     with pytest.raises(UsageError, match="class folders"):
         captions.convert_folder(tmp_path, tmp_path / "out")
@@ -318,6 +336,7 @@ def one_torch_thread():
     """Train on one thread (the same sums in every run), and give the worker's later tests
     their thread count back."""
     before = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
         yield
     finally:
@@ -665,6 +684,29 @@ def test_eval_knows_its_training_images_under_another_path_and_in_a_moved_worksp
         assert "the model trained on a class aGrass, and its training images" in res.stderr
     finally:
         (tmp_path / "aside").rename(ws.root / "captions")
+
+
+def test_eval_leaves_out_test_images_that_are_copies_of_training_images(tuned, cli, tmp_path):
+    """Byte-identical images under other names (common in remote-sensing sets) in the test
+    split are left out and counted, not scored and not a refusal of the whole evaluation."""
+    import shutil
+
+    ws = tuned[0]
+    shutil.copytree(MINI, tmp_path / "dups")
+    trained = {Path(p).name for p, _, label in captions.read_csv(tuned[2]["train"])}
+    for path in sorted((MINI / "aGrass").glob("*.jpg")):
+        if path.name in trained:
+            shutil.copy(path, tmp_path / "dups" / "aGrass" / f"z_{path.name}")
+    found = captions.list_class_images(tmp_path / "dups")
+    test = captions.split_images(found, seed=captions.DEFAULT_SEED)["test"]
+    copies = sum(p.name.removeprefix("z_") in trained for p, label in test)
+    assert copies > 0  # the check below has something to find
+    res = cli("eval", "text-image", "--images", tmp_path / "dups", "--threads", "1", "-w",
+              ws.root, "--json")  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    out = _last_json(res)
+    assert out["test_copies_of_training_images_left_out"] == copies
+    assert out["test_images"] == len(test) - copies
 
 
 def test_search_without_a_model_is_one_clear_error(cli, tmp_path):

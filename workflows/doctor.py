@@ -190,37 +190,54 @@ def _store_checks(settings: Settings, deep: bool, store: Any) -> list[Check]:
             out.append(Check(f"{collection} index", OK, f"indexed by {latest}"))
         else:
             out.append(Check(f"{collection} index", TODO, f"nothing indexed by {latest} yet", fix))
-    return out + _unindexed(settings, store, names)
+    partial = _unindexed(settings, store, names) + _scenes_left_out(settings, store, names)
+    only_partly = {(name, f"indexed by {model}") for model, name, _ in partial}
+    out = [c for c in out if (c.name, c.detail) not in only_partly]  # their todo instead
+    return out + [check for _, _, check in partial]
 
 
-def _unindexed(settings: Settings, store: Any, names: list[str]) -> list[Check]:
-    """A todo per model whose frames or clips are only partly in the store (an index run
-    stopped early, or the store lost points). Models that indexed nothing are left out: an
-    older model need not be indexed."""
+def _unindexed(settings: Settings, store: Any, names: list[str]) -> list[tuple[str, str, Check]]:
+    """A todo per latest model of each data spec (channels, satellites, clip length and gap)
+    whose frames or clips are only partly in the store. Models that indexed nothing are left
+    out: a model need not be indexed."""
+    from skysearch.encoders.registry import model_satellites
     from skysearch.retrieval.indexing.catalogs import (
         CATALOG_COLLECTIONS,
         catalog_models,
         missing_points,
     )
+    from skysearch.retrieval.store.schema import CLIPS
 
     out = []
     for collection in CATALOG_COLLECTIONS:
         vectors = store.vector_config(collection) if collection in names else {}
+        latest = {}  # oldest first: the last of each spec wins
         for record in catalog_models(settings.workspace, collection):
+            data = record.config.get("data") or {}
+            spec = [data.get("channels"), *model_satellites(data)]
+            if collection == CLIPS:  # a frame model embeds the frames of any clip spec
+                spec += [data.get("length"), data.get("gap_minutes")]
+            if data.get("channels"):
+                latest[str(spec)] = record
+        for record in latest.values():
             if record.model_id not in vectors:
                 continue
             missing, total = missing_points(settings.workspace, store, collection, record)
             if missing:
                 detail = (
                     f"{missing} of the {total} {collection} {record.model_id} indexes are not in "
-                    "the store (an index run stopped early, or the store lost points)"
+                    "the store (added since its last index run, a run that stopped early, or "
+                    "points the store lost)"
                 )
                 fix = f"skysearch index {collection} --model {record.model_id}"
-                out.append(Check(f"{collection} index", TODO, detail, fix))
-    return out + _scenes_left_out(settings, store, names)
+                name = f"{collection} index"
+                out.append((record.model_id, name, Check(name, TODO, detail, fix)))
+    return out
 
 
-def _scenes_left_out(settings: Settings, store: Any, names: list[str]) -> list[Check]:
+def _scenes_left_out(
+    settings: Settings, store: Any, names: list[str]
+) -> list[tuple[str, str, Check]]:
     """A todo when the latest text-image model that indexed scenes holds only some of them
     (scenes have no catalog: the folders they came from are indexed again)."""
     from skysearch.encoders.registry import list_models
@@ -239,7 +256,7 @@ def _scenes_left_out(settings: Settings, store: Any, names: list[str]) -> list[C
         return []
     detail = f"{total - held} of the {total} scenes have no vector of {indexed[-1]}"
     fix = f"skysearch index scenes DIR --model-id {indexed[-1]} (each folder they came from)"
-    return [Check("scenes index", TODO, detail, fix)]
+    return [(indexed[-1], "scenes index", Check("scenes index", TODO, detail, fix))]
 
 
 def _update(settings: Settings) -> list[Check]:

@@ -13,6 +13,7 @@ train/val/test, decided by a seeded shuffle, so the same folder always gives the
 from __future__ import annotations
 
 import csv
+import hashlib
 import random
 import re
 from collections.abc import Sequence
@@ -262,6 +263,16 @@ def _rows(path: str | Path, need: Sequence[str]) -> list[dict[str, str]]:
     if not rows:
         raise UsageError(f"caption CSV {path} has no rows")
     return rows
+
+
+def file_sha1(path: str | Path) -> str:
+    """SHA-1 of a file's bytes, read in 1 MiB chunks: a caption CSV's or an image's identity
+    by content (a copy under another path is the same file)."""
+    digest = hashlib.sha1()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def read_csv(path: str | Path, caption_key: str = "title") -> list[tuple[str, str, str]]:

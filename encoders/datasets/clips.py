@@ -37,7 +37,7 @@ from skysearch.ingest.similarity import (
 )
 
 from skysearch.config import Workspace
-from skysearch.errors import NotFoundError, UsageError
+from skysearch.errors import NotFoundError, UsageError, some_of
 
 
 @dataclass
@@ -166,9 +166,10 @@ def _no_clips(
         )
     shape = f"{length or '*'}x{gap_minutes or '*'}m" if length or gap_minutes else ""
     asked = " ".join(x for x in (satellite, "+".join(chans or []), shape) if x)
-    listing = "; ".join(f"{s} {c} {n}x{g}m: {k}" for (s, c, n, g), k in sorted(have.items()))
+    listing = some_of([f"{s} {c} {n}x{g}m: {k}" for (s, c, n, g), k in sorted(have.items())])
     return NotFoundError(
-        f"no clips of {asked} in the clip catalog of {workspace.root} (it has {listing}): "
+        f"no clips of {asked} in the clip catalog of {workspace.root} (it has {listing}; "
+        "satellite channels length x gap: clips): "
         "choose among those, or build them with `skysearch clips`",
         params=[param] if satellite else [],
     )

@@ -96,9 +96,13 @@ def load_predictor_data(
     if len(rows) == 0:
         raise UsageError(
             f"no clip of {clip_set.length}x{clip_set.gap_minutes}m has a following clip (the "
-            "predictor learns a clip -> the clip after it): ingest a longer stretch of time, or "
-            f"build shorter clips (skysearch clips --length {max(1, clip_set.length // 2)} "
-            f"--gap {clip_set.gap_minutes})"
+            "predictor learns a clip -> the clip after it): ingest a longer stretch of time"
+            + (
+                f", or build shorter clips (skysearch clips --length {clip_set.length // 2} "
+                f"--gap {clip_set.gap_minutes})"
+                if clip_set.length > 1
+                else ""
+            )
         )
     used = np.arange(len(clip_set.steps))
     frames = torch.as_tensor(load_step_frames(workspace, clip_set, used))

@@ -212,6 +212,9 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
         device = resolve_device(cfg.device)
+        finished = self._finished()
+        if finished is not None:
+            return finished
         train_rows, skipped = check_images(read_csv(cfg.train_csv, cfg.caption_key))
         val_rows: list = []
         if cfg.val_csv:
@@ -222,9 +225,6 @@ class Trainer:
                 f"{cfg.train_csv}: fewer than two rows with a caption and a readable image to "
                 "train on"
             )
-        finished = self._finished()
-        if finished is not None:
-            return finished
         resume = self._resume_point()
 
         random.seed(cfg.seed)

@@ -184,8 +184,23 @@ def prepare_folder(
     a trained model's evaluation reads)."""
     root = Path(images_dir).resolve()
     tag = hashlib.sha1(str(root).encode()).hexdigest()[:8]
-    out_dir = workspace.root / "captions" / f"{root.name}-{split_seed}-{tag}"
+    captions = workspace.root / "captions"
+    legacy = captions / f"{root.name}-{split_seed}"  # before 2026-12: the name alone
+    keep = _first_image(legacy / "train.csv").is_relative_to(root)  # the same runs resume
+    out_dir = legacy if keep else captions / f"{root.name}-{split_seed}-{tag}"
     return convert_folder(images_dir, out_dir, seed=split_seed)
+
+
+def _first_image(csv_path: Path) -> Path:
+    """The first image a caption CSV lists (an empty path when it lists none, or is gone)."""
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as fh:
+            row = next(csv.DictReader(fh), None)
+    except (OSError, ValueError, csv.Error):
+        row = None
+    if not row or not row.get("filepath"):
+        return Path("")
+    return (csv_path.parent / row["filepath"]).resolve()  # as written, or beside the CSV
 
 
 def prepare_training_data(

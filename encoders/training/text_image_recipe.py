@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from skysearch.encoders.datasets.captions import file_sha1
 from skysearch.encoders.models.text_image import DEFAULT_MODEL, TextImageModel
 from skysearch.encoders.training.loop import TrainConfig
 from torch import nn
@@ -103,7 +104,7 @@ class TextImageTrainConfig(TrainConfig):
     def run_key(self) -> str:
         """Identity of a training run (see :meth:`TrainConfig.identity`) and of its data."""
         fields = self.identity()
-        fields["train_csv_sha1"] = _file_sha1(self.train_csv)
+        fields["train_csv_sha1"] = file_sha1(self.train_csv)
         text = json.dumps(fields, sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:10]
 
@@ -117,10 +118,6 @@ def check_epochs(epochs: int | None, pretrained: str | None) -> None:
             "least 1 epoch",
             params=["epochs", "pretrained"],
         )
-
-
-def _file_sha1(path: str | Path) -> str:
-    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
 
 
 class FrozenTextFeatures(nn.Module):

@@ -23,9 +23,9 @@ phrase table (the classes it trained on).
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from skysearch.encoders.datasets.captions import (
     DEFAULT_SEED,
     caption_rows,
     display_name,
+    file_sha1,
     list_class_images,
     normalise_class,
     read_csv,
@@ -103,15 +104,9 @@ def select_classes(
     return {c: found[c] for c in found if c in chosen}
 
 
-def content_key(path: Path) -> str:
-    """An image file's identity by its bytes: a copy under another path is the same image."""
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha1").hexdigest()
-
-
 def _readable_key(path: Path) -> str | None:
     try:
-        return content_key(path)
+        return file_sha1(path)
     except OSError:  # scoring says why it cannot be read
         return None
 
@@ -134,18 +129,28 @@ def training_csv(recorded: str | None, workspace: Workspace) -> Path | None:
     return None
 
 
-def training_images(train_csv: Path | None) -> tuple[set[str], bool]:
-    """The content keys of a model's training images, and whether all of them could be read
-    (False without a CSV)."""
+@dataclass
+class TrainingImages:
+    keys: set[str]
+    paths: set[Path]
+    complete: bool
+
+
+def training_images(train_csv: Path | None, skipped: Sequence[str] = ()) -> TrainingImages:
+    """A model's training images (content keys and paths), and whether all of them could be
+    read (False without a CSV); ``skipped``: rows training itself skipped (unreadable then)."""
     if train_csv is None:
-        return set(), False
-    keys, complete = set(), True
+        return TrainingImages(set(), set(), False)
+    out = TrainingImages(set(), set(), True)
     for path, _, _ in read_csv(train_csv):
+        if path in skipped:
+            continue
+        out.paths.add(Path(path).resolve())
         try:
-            keys.add(content_key(Path(path)))
+            out.keys.add(file_sha1(path))
         except OSError:
-            complete = False
-    return keys, complete
+            out.complete = False
+    return out
 
 
 def evaluate_text_image(
@@ -164,27 +169,35 @@ def evaluate_text_image(
     split_seed = seed if seed is not None else int(train_cfg.get("split_seed") or DEFAULT_SEED)
     found = select_classes(list_class_images(images_dir), classes)
     train_csv = training_csv(train_cfg.get("train_csv"), workspace)
-    trained, complete = training_images(train_csv)
+    skipped = [s["path"] for s in tuned.metadata.get("summary", {}).get("skipped", [])]
+    trained = training_images(train_csv, skipped)
     test = {p for p, _ in split_images(found, seed=split_seed)["test"]}
     items: list[tuple[Path, str]] = []
-    seen_classes = []
+    seen_classes, copies = [], 0
     for label, paths in found.items():
         keys = {p: _readable_key(p) for p in paths}
         named = bool(table) and bool(table.get(label) or table.get(normalise_class(label)))
-        if any(k in trained for k in keys.values()):  # its images, here or under another path
-            overlap = [p for p in paths if p in test and keys[p] in trained]
+        if any(k in trained.keys for k in keys.values()):  # its images, here or elsewhere
+            overlap = [p for p in paths if p in test and p.resolve() in trained.paths]
             if overlap:
                 raise UsageError(
                     f"{len(overlap)} test images of {label} were in the model's training CSV "
                     f"({train_csv}): it trained on them, so they cannot test it. Evaluate with "
                     "the split seed used for training; if it is that one, the images came "
-                    "from another source (a --csv listing them, or the class under another "
-                    "folder name): score the classes it never saw (--classes)"
+                    "from another source (a --csv listing them): score the classes it never "
+                    "saw (--classes)"
                 )
             seen_classes.append(label)
-            items += [(p, label) for p in paths if p in test]
+            scored = [p for p in paths if p in test and keys[p] not in trained.keys]
+            copies += sum(p in test for p in paths) - len(scored)  # same bytes as trained ones
+            if not scored:
+                raise UsageError(
+                    f"every test image of {label} is a copy of an image the model trained on: "
+                    "nothing left to score it on (score the classes it never saw: --classes)"
+                )
+            items += [(p, label) for p in scored]
             continue
-        if named and not complete:
+        if named and not trained.complete:
             raise UsageError(
                 f"the model trained on a class {label}, and its training images cannot all be "
                 f"read ({train_csv or 'its training CSV is gone'}): the ones among these cannot "
@@ -212,6 +225,7 @@ def evaluate_text_image(
         "test_images": len(paths),
         "classes": sorted(found),
         "unseen_classes": sorted(set(found) - set(seen_classes)),
+        "test_copies_of_training_images_left_out": copies,
         "zero_shot_top1": {k: results[k]["zero_shot_top1"] for k in results},
         "per_class": {
             c: {

@@ -181,23 +181,17 @@ def scene_model_id(store: VectorStore, workspace: Workspace, model_id: str | Non
             "no registered text-image model has indexed the scenes: run `skysearch index "
             f"scenes DIR` (the latest model is {registered[-1]})"
         )
-    if usable[-1] != registered[-1]:
-        log.warning(
-            "searching with %s: the newer text-image model %s has not indexed the scenes "
-            "(run `skysearch index scenes DIR` to use it)",
-            usable[-1],
-            registered[-1],
-        )
     from skysearch.retrieval.store.schema import SCENES
 
     total = store.count(SCENES)
     held = {m: scenes_held(store, m) for m in usable}
     chosen = max(usable, key=lambda m: (held[m], usable.index(m)))  # most scenes, then newest
-    if chosen != usable[-1]:
+    if chosen != registered[-1]:
+        newer = registered[-1]
         log.warning(
-            "searching with %s (%d scenes): the newer text-image model %s has indexed %d of "
-            "them (run `skysearch index scenes DIR` on the other folders to use it)",
-            chosen, held[chosen], usable[-1], held[usable[-1]],
+            "searching with text-image model %s (vectors of %d scenes): the newer model %s has "
+            "indexed %d (run `skysearch index scenes DIR` on every folder to use it)",
+            chosen, held[chosen], newer, held.get(newer, 0),
         )  # fmt: skip
     if held[chosen] < total:
         log.warning(
