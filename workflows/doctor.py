@@ -241,7 +241,7 @@ def _scenes_left_out(
     """A todo when the latest text-image model that indexed scenes holds only some of them
     (scenes have no catalog: the folders they came from are indexed again)."""
     from skysearch.encoders.registry import list_models
-    from skysearch.retrieval.search.scenes import scenes_held
+    from skysearch.retrieval.search.scenes import scene_coverage
     from skysearch.retrieval.store.schema import SCENES
 
     if SCENES not in names:
@@ -251,12 +251,12 @@ def _scenes_left_out(
     indexed = [m for m in indexed if m in vectors]
     if not indexed:
         return []
-    total, held = store.count(SCENES), scenes_held(store, indexed[-1])
-    if held == total:
+    chosen, held, total = scene_coverage(store, indexed[-1:])
+    if held[chosen] == total:
         return []
-    detail = f"{total - held} of the {total} scenes have no vector of {indexed[-1]}"
-    fix = f"skysearch index scenes DIR --model-id {indexed[-1]} (each folder they came from)"
-    return [(indexed[-1], "scenes index", Check("scenes index", TODO, detail, fix))]
+    detail = f"{total - held[chosen]} of the {total} scenes have no vector of {chosen}"
+    fix = f"skysearch index scenes DIR --model-id {chosen} (each folder they came from)"
+    return [(chosen, "scenes index", Check("scenes index", TODO, detail, fix))]
 
 
 def _update(settings: Settings) -> list[Check]:

@@ -186,21 +186,19 @@ def prepare_folder(
     tag = hashlib.sha1(str(root).encode()).hexdigest()[:8]
     captions = workspace.root / "captions"
     legacy = captions / f"{root.name}-{split_seed}"  # before 2026-12: the name alone
-    keep = _first_image(legacy / "train.csv").is_relative_to(root)  # the same runs resume
+    first = _first_row(legacy / "train.csv").get("filepath")
+    keep = bool(first) and (legacy / first).resolve().is_relative_to(root)  # runs resume
     out_dir = legacy if keep else captions / f"{root.name}-{split_seed}-{tag}"
     return convert_folder(images_dir, out_dir, seed=split_seed)
 
 
-def _first_image(csv_path: Path) -> Path:
-    """The first image a caption CSV lists (an empty path when it lists none, or is gone)."""
+def _first_row(csv_path: Path) -> dict[str, str]:
+    """A caption CSV's first row ({} when it has none, or cannot be read)."""
     try:
         with open(csv_path, newline="", encoding="utf-8") as fh:
-            row = next(csv.DictReader(fh), None)
+            return next(csv.DictReader(fh), None) or {}
     except (OSError, ValueError, csv.Error):
-        row = None
-    if not row or not row.get("filepath"):
-        return Path("")
-    return (csv_path.parent / row["filepath"]).resolve()  # as written, or beside the CSV
+        return {}
 
 
 def prepare_training_data(
@@ -227,7 +225,7 @@ def prepare_training_data(
     _check_held_out(folders, train_csvs)
     train_sources = [f["train"] for f in folders] + [Path(c) for c in train_csvs]
     # A set of few images per class has no validation images (10% of each class, rounded)
-    val_sources = [f["val"] for f in folders if _has_rows(f["val"])] + [Path(c) for c in val_csvs]
+    val_sources = [f["val"] for f in folders if _first_row(f["val"])] + [Path(c) for c in val_csvs]
     if len(train_sources) == 1 and len(val_sources) <= 1 and not exclude:
         return {"train": train_sources[0], "val": (val_sources or [None])[0], "removed": {}}
     key = json.dumps(
@@ -267,7 +265,7 @@ def _check_held_out(folders: Sequence[dict[str, Path]], train_csvs: Sequence[str
         str(Path(row.filepath).resolve())
         for folder in folders
         for split in ("val", "test")
-        if _has_rows(folder[split])
+        if _first_row(folder[split])
         for row in read_caption_rows(folder[split])
     }
     for csv_path in train_csvs if held else ():
@@ -278,11 +276,6 @@ def _check_held_out(folders: Sequence[dict[str, Path]], train_csvs: Sequence[str
                 f"set trained beside it (e.g. {rows[0].filepath}): remove them from the CSV, "
                 "or train on the CSV without that set"
             )
-
-
-def _has_rows(csv_path: Path) -> bool:
-    with open(csv_path, newline="", encoding="utf-8") as fh:
-        return next(csv.DictReader(fh), None) is not None
 
 
 def _check_excluded(rows: Sequence[CaptionRow], exclude: Sequence[str]) -> None:

@@ -107,7 +107,7 @@ def select_classes(
 def _readable_key(path: Path) -> str | None:
     try:
         return file_sha1(path)
-    except OSError:  # scoring says why it cannot be read
+    except OSError:  # unreadable: scoring says why, a training image makes the set incomplete
         return None
 
 
@@ -146,10 +146,11 @@ def training_images(train_csv: Path | None, skipped: Sequence[str] = ()) -> Trai
         if path in skipped:
             continue
         out.paths.add(Path(path).resolve())
-        try:
-            out.keys.add(file_sha1(path))
-        except OSError:
+        key = _readable_key(Path(path))
+        if key is None:
             out.complete = False
+        else:
+            out.keys.add(key)
     return out
 
 

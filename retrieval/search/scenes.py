@@ -181,11 +181,7 @@ def scene_model_id(store: VectorStore, workspace: Workspace, model_id: str | Non
             "no registered text-image model has indexed the scenes: run `skysearch index "
             f"scenes DIR` (the latest model is {registered[-1]})"
         )
-    from skysearch.retrieval.store.schema import SCENES
-
-    total = store.count(SCENES)
-    held = {m: scenes_held(store, m) for m in usable}
-    chosen = max(usable, key=lambda m: (held[m], usable.index(m)))  # most scenes, then newest
+    chosen, held, total = scene_coverage(store, usable)
     if chosen != registered[-1]:
         newer = registered[-1]
         log.warning(
@@ -202,13 +198,19 @@ def scene_model_id(store: VectorStore, workspace: Workspace, model_id: str | Non
     return chosen
 
 
-def scenes_held(store: VectorStore, model_id: str) -> int:
-    """How many scenes hold a vector of text-image model ``model_id``."""
+def scene_coverage(store: VectorStore, usable: list[str]) -> tuple[str, dict[str, int], int]:
+    """Among the text-image models ``usable`` (oldest first, each with scene vectors): the one
+    holding vectors of the most scenes (then the newest), how many each holds, and how many
+    scenes there are. Scene searches use that model; doctor names the scenes it lacks."""
     from qdrant_client import models
     from skysearch.retrieval.store.schema import SCENES
 
-    has = models.HasVectorCondition(has_vector=model_id)
-    return store.count(SCENES, models.Filter(must=[has]))
+    held = {
+        m: store.count(SCENES, models.Filter(must=[models.HasVectorCondition(has_vector=m)]))
+        for m in usable
+    }
+    chosen = max(usable, key=lambda m: (held[m], usable.index(m)))
+    return chosen, held, store.count(SCENES)
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:
