@@ -12,6 +12,7 @@ from skysearch.cli.options import (
     DeviceOption,
     JsonOption,
     WorkspaceOption,
+    names,
     positive,
     share,
     share_or_none,
@@ -144,7 +145,7 @@ def train_frames_command(
 
     _refuse_unused(objective, backbone, min_pair_hours, batch_size)
     settings = load_settings(workspace=workspace, device=device)
-    channel_list = channels.split(",") if channels else None
+    channel_list = list(names(channels, "channels")) or None
     data = DataSpec(
         _satellites(satellite, satellites), channel_list, length, gap, holdout, validation
     )
@@ -197,10 +198,7 @@ def _satellites(satellite: str | None, satellites: str | None) -> str | list[str
         )
     if satellites is None:
         return satellite
-    names = [name.strip() for name in satellites.split(",") if name.strip()]
-    if not names:
-        raise UsageError("{satellites} names no satellite", params=["satellites"])
-    return names
+    return list(names(satellites, "satellites"))
 
 
 @train_app.command("clips")

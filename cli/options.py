@@ -9,6 +9,20 @@ from typing import Annotated
 
 import typer
 
+from skysearch.errors import UsageError
+
+
+def names(text: str | None, param: str) -> tuple[str, ...]:
+    """``"A, B,,C"`` -> ``("A", "B", "C")``; an option not given -> ``()``. A value that names
+    nothing (``--label "$UNSET"``) is refused rather than read as no filter or the default;
+    ``param`` is the option's parameter name, for the message."""
+    if text is None:
+        return ()
+    found = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not found:
+        raise UsageError(f"{{{param}}} names nothing", params=[param])
+    return found
+
 
 def _folder(text: str) -> Path:
     """A folder named on the command line: an empty name (``-w "$WS"`` with WS unset) is refused

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from skysearch.cli.groups import search_app
-from skysearch.cli.options import DeviceOption, JsonOption, WorkspaceOption
+from skysearch.cli.options import DeviceOption, JsonOption, WorkspaceOption, names
 from skysearch.cli.output import emit_json, info, result_text, table
 
 from skysearch.config import load_settings
@@ -80,7 +80,7 @@ CYCLES = {"months": (1, 12), "hours": (0, 23)}
 
 def parse_int_list(text: str | None, name: str) -> tuple[int, ...]:
     """``"6-9,12"`` -> ``(6, 7, 8, 9, 12)``; ``"22-2"`` -> ``(22, 23, 0, 1, 2)`` (hours)."""
-    if not text:
+    if text is None:
         return ()
     first, last = CYCLES[name]
     out: list[int] = []
@@ -99,12 +99,16 @@ def parse_int_list(text: str | None, name: str) -> tuple[int, ...]:
                 out.append(int(part))
     except ValueError:
         raise UsageError(f"cannot read --{name} {text!r}: use e.g. 6-9,12") from None
+    if not out:
+        raise UsageError(f"--{name} names nothing: use e.g. 6-9,12")
     return tuple(out)
 
 
-def names(text: str | None) -> tuple[str, ...]:
-    """``"A, B,,C"`` -> ``("A", "B", "C")``."""
-    return tuple(n.strip() for n in (text or "").split(",") if n.strip())
+def _one_satellite(satellite: str | None) -> tuple[str, ...]:
+    given = names(satellite, "satellite")
+    if len(given) > 1:
+        raise UsageError("{satellite} takes one satellite", params=["satellite"])
+    return given
 
 
 def build_filters(
@@ -126,19 +130,19 @@ def build_filters(
     """CLI filter options (text as typed) -> the one filter shape, :class:`SearchFilters`."""
     from skysearch.retrieval.store.filters import SearchFilters
 
-    start, end = parse_between(between) if between else (None, None)
+    start, end = parse_between(between) if between is not None else (None, None)
     return SearchFilters(
         start=start,
         end=end,
         months=parse_int_list(months, "months"),
         hours=parse_int_list(hours, "hours"),
-        channels=names(channels),
-        satellites=(satellite,) if satellite else (),
-        exclude_window=parse_duration(exclude_window) if exclude_window else timedelta(0),
-        datasets=names(datasets),
-        labels=names(labels),
-        bbox=names(bbox) if bbox else None,
-        events=names(events),
+        channels=names(channels, "channel"),
+        satellites=_one_satellite(satellite),
+        exclude_window=timedelta(0) if exclude_window is None else parse_duration(exclude_window),
+        datasets=names(datasets, "dataset"),
+        labels=names(labels, "label"),
+        bbox=names(bbox, "bbox") or None,
+        events=names(events, "event"),
         min_class=min_class,
         max_pressure=max_pressure,
         k=k,
@@ -286,7 +290,7 @@ def search_clip_command(
         at=at,
         clip_id=clip_id,
         frames=tuple(frames or ()),
-        channels=tuple(c for c in (channel or "").split(",") if c.strip()),
+        channels=names(channel, "channel"),
         satellite=satellite,
         length=length,
         gap_minutes=gap,

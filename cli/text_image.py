@@ -16,6 +16,7 @@ from skysearch.cli.options import (
     JsonOption,
     ThreadsOption,
     WorkspaceOption,
+    names,
     positive,
     set_threads,
 )
@@ -41,11 +42,6 @@ SceneModelOption = Annotated[
     ),
 ]
 KOption = Annotated[int, typer.Option("--k", "-k", help="Number of results.")]
-
-
-def _names(text: str | None) -> list[str]:
-    """``"A, B,,C"`` -> ``["A", "B", "C"]``."""
-    return [n.strip() for n in (text or "").split(",") if n.strip()]
 
 
 @train_app.command("text-image")
@@ -160,17 +156,18 @@ def train_text_image_command(
     from skysearch.encoders.training.text_image_recipe import TextImageTrainConfig, check_epochs
 
     check_epochs(epochs, pretrained)  # before anything is written
+    excluded = list(names(exclude_classes, "exclude_classes"))
     set_threads(threads)
     settings = load_settings(workspace=workspace, device=device)
     ws = settings.workspace.ensure()
     if not images and not train_csv:
         raise UsageError("pass --images DIR (class folders) or --train-csv FILE")
     data = prepare_training_data(
-        ws, images or [], train_csv or [], val_csv or [], split_seed, _names(exclude_classes)
+        ws, images or [], train_csv or [], val_csv or [], split_seed, excluded
     )
     info(f"training captions: {data['train']}")
     if any(data["removed"].values()):
-        info(f"excluded {_names(exclude_classes)}: {data['removed']} rows removed")
+        info(f"excluded {excluded}: {data['removed']} rows removed")
     cfg = TextImageTrainConfig(
         train_csv=str(Path(data["train"]).resolve()),
         val_csv=str(Path(data["val"]).resolve()) if data["val"] else None,
@@ -241,7 +238,7 @@ def eval_text_image_command(
     set_threads(threads)
     settings = load_settings(workspace=workspace, device=device)
     result = evaluate_text_image(
-        images, settings.workspace, model_id, seed, _names(classes), settings.device
+        images, settings.workspace, model_id, seed, list(names(classes, "classes")), settings.device
     )
     rows = [
         {

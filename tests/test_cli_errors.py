@@ -198,7 +198,8 @@ CASES: dict[str, list[Case]] = {
         c("train", "frames", "--channels", "IR", *W, expect="(it has goes-east ir "),
         c("train", "frames", "--validation", "1", *W, expect=USAGE),
         c("train", "frames", "--satellites", "goes-east,goes-east", *W, expect="twice"),
-        c("train", "frames", "--satellites", ",", *W, expect="--satellites names no satellite"),
+        c("train", "frames", "--satellites", ",", *W, expect="--satellites names nothing"),
+        c("train", "frames", "--channels", "", *W, expect="--channels names nothing"),
         c(
             "train",
             "frames",
@@ -240,6 +241,13 @@ CASES: dict[str, list[Case]] = {
     ],
     "train text-image": [
         c("train", "text-image", *W, expect="pass --images DIR"),
+        c(
+            "train",
+            "text-image",
+            *("--images", "{scenes}", "--exclude-classes", ","),
+            *W,
+            expect="--exclude-classes names nothing",
+        ),
         # the default towers' heads untrained, registered as the latest text-image model
         c("train", "text-image", "--epochs", "0", *W, expect="--epochs 0 registers a --pretr"),
         c("train", "text-image", "--images", "{missing}", *W, expect="not a folder of class"),
@@ -357,6 +365,11 @@ CASES: dict[str, list[Case]] = {
         c("search", "clip", "--at", AT, "--k", "9" * 20, *W, expect="k must be in 1..10000"),
         c("search", "clip", "--at", AT, "--rerank", "-5", *W, expect="--rerank must be in"),
         c("search", "clip", "--at", AT, "--hours", "25", *W, expect="hours must be in 0..23"),
+        c("search", "clip", "--at", AT, "--hours", " , ", *W, expect="--hours names nothing"),
+        c("search", "clip", "--at", AT, "--channel", "", *W, expect="--channel names nothing"),
+        c("search", "clip", "--at", AT, "--satellite", "a,b", *W, expect="takes one satellite"),
+        c("search", "clip", "--at", AT, "--between", "", *W, expect="START..END"),
+        c("search", "clip", "--at", AT, "--exclude-window", "", *W, expect="read duration"),
         c("search", "clip", "--at", AT, "-w", "{missing}", expect="no clip model trained yet"),
         c("search", "clip", "--frames", "{missing}", *W, expect="no such file or folder"),
         c("search", "clip", "--at", AT, "-w", "{ws_registry_binary}", expect="is unreadable"),
@@ -367,6 +380,7 @@ CASES: dict[str, list[Case]] = {
     "search text": [
         c("search", "text", "a river", *W, expect="no text-image model"),
         c("search", "text", "a river", "--k", "0", *W, expect="k must be in 1..10000"),
+        c("search", "text", "a river", "--label", " ", *W, expect="--label names nothing"),
         c("search", "text", "a river", "-w", "{ws_registry_binary}", expect="is unreadable"),
     ],
     "search image": [
