@@ -22,6 +22,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode="markdown",
 )
 
 
@@ -93,6 +94,12 @@ def _internal_error() -> NoReturn:
     sys.exit(INTERNAL_ERROR)
 
 
+def _help_hint(exc: Exception) -> str:
+    """Where the options of the command a usage error is about are listed."""
+    ctx = getattr(exc, "ctx", None)
+    return f" (see {ctx.command_path} --help)" if ctx is not None else ""
+
+
 def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
     """A warning as one ``warning:`` line, like the ``error:`` lines (not a file and line)."""
     typer.echo(f"warning: {message}", err=True)
@@ -110,9 +117,13 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo(f"error: {exc.render(flag)}", err=True)
         sys.exit(2)
     except TyperException as exc:  # usage errors from typer's own click: message, code 2
-        if not hasattr(exc, "show"):
+        if not hasattr(exc, "format_message"):
             _internal_error()
-        exc.show()
+        message = exc.format_message()
+        if message:
+            typer.echo(f"error: {message}{_help_hint(exc)}", err=True)
+        else:  # a group named without a command: its help is the answer
+            exc.show()
         sys.exit(getattr(exc, "exit_code", 2))
     except typer.Abort as exc:
         if isinstance(exc.__cause__, EOFError):  # click turns ANY EOFError into Abort

@@ -8,7 +8,7 @@ from skysearch.cli.app import app
 train_app = typer.Typer(help="Train models (frame/clip encoders, predictor, text-image).")
 eval_app = typer.Typer(help="Evaluate models against the ground truth, with baselines.")
 index_app = typer.Typer(help="Embed catalogs and write the vectors into the store.")
-search_app = typer.Typer(help="Search by clip, image or free text.")
+search_app = typer.Typer(help="Search by clip, frame, image or free text.")
 store_app = typer.Typer(help="Inspect and move the vector store.")
 catalog_app = typer.Typer(help="Export the frame catalog for other tools (STAC).")
 

@@ -39,9 +39,9 @@ HoursOption = Annotated[
     str | None, typer.Option(help="UTC hours to keep, e.g. 0-6,18-23 (22-2 wraps around).")
 ]
 SatelliteOption = Annotated[
-    str | None, typer.Option(help="Satellite of the query clip and of the results, e.g. goes-east.")
+    str | None, typer.Option(help="Satellite of the query and of the results, e.g. goes-east.")
 ]
-KOption = Annotated[int, typer.Option("--k", "-k", help="Number of results.")]
+KOption = Annotated[int, typer.Option("--k", "-k", help="Number of results (1-10000).")]
 OnePerDayOption = Annotated[
     bool, typer.Option("--one-per-day", help="At most one result per UTC day.")
 ]
@@ -49,8 +49,22 @@ ExcludeWindowOption = Annotated[
     str | None,
     typer.Option(help="Drop results within this window of the query's time, e.g. 24h."),
 ]
+DayOfYearOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Season window FIRST-LAST in days of the year (1-366), e.g. 152-243 for June to "
+        "August; 335-59 wraps the year end."
+    ),
+]
+ToleranceOption = Annotated[
+    int | None,
+    typer.Option(
+        help="Minutes --at may be from the nearest frame's time (default 15).", min=0, max=720
+    ),
+]
 RerankOption = Annotated[
-    int, typer.Option(help="Exact re-rank of the top N by the grid metric (0 = off).")
+    int,
+    typer.Option(help="Exact re-rank of the top N by the grid metric (0 = off, at most 10000)."),
 ]
 BboxOption = Annotated[
     str | None,
@@ -104,6 +118,17 @@ def parse_int_list(text: str | None, name: str) -> tuple[int, ...]:
     return tuple(out)
 
 
+def _day_window(text: str | None) -> tuple[int, int] | None:
+    """``"335-59"`` -> ``(335, 59)`` (the filter checks the range and wraps the year end)."""
+    if text is None:
+        return None
+    try:
+        first, last = (int(v) for v in text.split("-"))
+    except ValueError:
+        raise UsageError(f"cannot read --day-of-year {text!r}: use e.g. 152-243") from None
+    return first, last
+
+
 def _one_satellite(satellite: str | None) -> tuple[str, ...]:
     given = names(satellite, "satellite")
     if len(given) > 1:
@@ -126,6 +151,7 @@ def build_filters(
     events: str | None = None,
     min_class: int | None = None,
     max_pressure: float | None = None,
+    day_of_year: str | None = None,
 ) -> SearchFilters:
     """CLI filter options (text as typed) -> the one filter shape, :class:`SearchFilters`."""
     from skysearch.retrieval.store.filters import SearchFilters
@@ -135,6 +161,7 @@ def build_filters(
         start=start,
         end=end,
         months=parse_int_list(months, "months"),
+        day_of_year=_day_window(day_of_year),
         hours=parse_int_list(hours, "hours"),
         channels=names(channels, "channel"),
         satellites=_one_satellite(satellite),
@@ -243,6 +270,7 @@ def search_clip_command(
         typer.Option(help="Channel(s) of the query clip and of the results, e.g. ir or ir,wv."),
     ] = None,
     satellite: SatelliteOption = None,
+    tolerance: ToleranceOption = None,
     length: Annotated[
         int | None, typer.Option(help="Frames per clip (default: the clip model's).")
     ] = None,
@@ -252,6 +280,7 @@ def search_clip_command(
     between: BetweenOption = None,
     months: MonthsOption = None,
     hours: HoursOption = None,
+    day_of_year: DayOfYearOption = None,
     exclude_window: ExcludeWindowOption = None,
     k: KOption = 10,
     one_per_day: OnePerDayOption = False,
@@ -294,6 +323,7 @@ def search_clip_command(
         satellite=satellite,
         length=length,
         gap_minutes=gap,
+        **_tolerance(tolerance, at is not None or bool(frames), "--at or --frames"),
     )
     filters = build_filters(
         between,
@@ -308,11 +338,21 @@ def search_clip_command(
         min_class=min_class,
         max_pressure=max_pressure,
         bbox=bbox,
+        day_of_year=day_of_year,
     )
     options = SearchOptions(rerank=rerank, augment=augment, model_id=model)
     with Searcher(settings) as searcher:
         result = searcher.search_clip(query, filters, options)
         _render_with_sheet(searcher, result, contact_sheet, json_out)
+
+
+def _tolerance(minutes: int | None, timed: bool, needs: str) -> dict[str, int]:
+    """``tolerance_minutes`` for a query given by time; refused where nothing is matched by time."""
+    if minutes is None:
+        return {}
+    if not timed:
+        raise UsageError(f"{{tolerance}} applies to a query by {needs}", params=["tolerance"])
+    return {"tolerance_minutes": minutes}
 
 
 def _render_with_sheet(
@@ -358,6 +398,7 @@ def search_frame_command(
         typer.Option(help="Channel of the query frame and of the results, e.g. ir or wv."),
     ] = None,
     satellite: SatelliteOption = None,
+    tolerance: ToleranceOption = None,
     source: Annotated[
         str | None,
         typer.Option(help="Source profile that preprocesses --file, e.g. goes-sector."),
@@ -365,6 +406,7 @@ def search_frame_command(
     between: BetweenOption = None,
     months: MonthsOption = None,
     hours: HoursOption = None,
+    day_of_year: DayOfYearOption = None,
     exclude_window: ExcludeWindowOption = None,
     k: KOption = 10,
     one_per_day: OnePerDayOption = False,
@@ -389,7 +431,7 @@ def search_frame_command(
     Query by --file (a frame from outside the archive), by --at and --channel, or by
     --frame-id.
 
-    Prints a table (rank, score, time, channel, satellite, frame id); --json: schema v1.
+    Prints a table (rank, score, start, channel, satellite, frame id); --json: schema v1.
 
     Example: skysearch search frame --file HUWV172500015.GIF --one-per-day -w ws
     """
@@ -404,6 +446,7 @@ def search_frame_command(
         channel=channel,
         satellite=satellite,
         source=source,
+        **_tolerance(tolerance, at is not None, "--at"),
     )
     filters = build_filters(
         between,
@@ -418,6 +461,7 @@ def search_frame_command(
         min_class=min_class,
         max_pressure=max_pressure,
         bbox=bbox,
+        day_of_year=day_of_year,
     )
     options = SearchOptions(rerank=rerank, model_id=model)
     with Searcher(settings) as searcher:

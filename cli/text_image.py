@@ -21,7 +21,13 @@ from skysearch.cli.options import (
     set_threads,
 )
 from skysearch.cli.output import emit_json, info, table
-from skysearch.cli.search import BboxOption, BetweenOption, build_filters, render_result
+from skysearch.cli.search import (
+    BboxOption,
+    BetweenOption,
+    KOption,
+    build_filters,
+    render_result,
+)
 from skysearch.encoders.datasets.captions import DEFAULT_SEED
 
 from skysearch.config import load_settings
@@ -41,7 +47,6 @@ SceneModelOption = Annotated[
         help="Text-image model id (default: the latest one the scenes were indexed with).",
     ),
 ]
-KOption = Annotated[int, typer.Option("--k", "-k", help="Number of results.")]
 
 
 @train_app.command("text-image")
@@ -77,7 +82,8 @@ def train_text_image_command(
     model: Annotated[
         str,
         typer.Option(
-            help="open_clip architecture; default: offline EfficientNet-Lite0 + MiniLM towers."
+            help="open_clip architecture to train (not a trained model id); default: offline "
+            "EfficientNet-Lite0 + MiniLM towers."
         ),
     ] = "SkySearch-Lite0-MiniLM",
     pretrained: Annotated[
@@ -156,6 +162,12 @@ def train_text_image_command(
     from skysearch.encoders.training.text_image_recipe import TextImageTrainConfig, check_epochs
 
     check_epochs(epochs, pretrained)  # before anything is written
+    if model.startswith("text-image-"):
+        raise UsageError(
+            f"{{model}} {model} is a trained model id; {{model}} names the architecture to "
+            "train (search, index and eval take a trained model's id)",
+            params=["model"],
+        )
     excluded = list(names(exclude_classes, "exclude_classes"))
     set_threads(threads)
     settings = load_settings(workspace=workspace, device=device)

@@ -73,9 +73,9 @@ def update(
 
     Idempotent (a second run on the same paths adds nothing and says so) and resumable (a run
     killed at any moment is finished by the next). One progress line per stage on stderr.
-    Exit code 0: everything found was loaded; 1: some files were skipped (listed, with the
-    reason); 2: usage error, or the workspace or its store is in use by another process; 3: an
-    unexpected failure (its traceback is printed).
+    Exit code 0: everything found was loaded; 1: some files were skipped or a model failed
+    (listed, with the reason); 2: usage error, or the workspace or its store is in use by
+    another process; 3: an unexpected failure (its traceback is printed).
 
     Example: skysearch update /archive/goes/2024-06-01 -w ws --json
     """

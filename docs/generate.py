@@ -32,10 +32,19 @@ def cli_reference() -> str:
 
     _register()
     command = typer.main.get_command(app)
+    _whole_summaries(command)
     body = get_docs_for_click(
         obj=command, ctx=typer.Context(command), name="skysearch", title="CLI reference"
     )
     return HEADER.format(source="the typer app (skysearch.cli)") + body.strip() + "\n"
+
+
+def _whole_summaries(command: Any) -> None:
+    """Command lists show each command's whole first paragraph (click cuts it at 45 characters)."""
+    for sub in getattr(command, "commands", {}).values():
+        if sub.help and not sub.short_help:
+            sub.short_help = " ".join(sub.help.split("\n\n")[0].split())
+        _whole_summaries(sub)
 
 
 def _cell(text: Any) -> str:

@@ -306,7 +306,7 @@ class SkySearchClient:
         rerank: int = 0,
         augment: bool = False,
         model_id: str | None = None,
-        tolerance_minutes: int = 15,
+        tolerance_minutes: int | None = None,
     ) -> SearchResult:
         """POST /search/clip: clips like the clip starting ``at`` (with ``channels``,
         ``length``, ``gap_minutes``; unset: the clip model's) or the catalog clip ``clip_id``."""
@@ -335,6 +335,7 @@ class SkySearchClient:
         k: int = 10,
         filters: wire.Filters | None = None,
         rerank: int = 0,
+        augment: bool = False,
         model_id: str | None = None,
     ) -> SearchResult:
         """POST /search/clip/frames: clips like a clip of frame images (one channel, in time
@@ -346,6 +347,7 @@ class SkySearchClient:
             channel=channel,
             gap_minutes=gap_minutes,
             rerank=rerank or None,
+            augment=augment or None,
             model_id=model_id,
         )
         files = [("frames", _file(f, f"frame-{i:04d}")) for i, f in enumerate(frames)]
@@ -361,7 +363,7 @@ class SkySearchClient:
         filters: wire.Filters | None = None,
         rerank: int = 0,
         model_id: str | None = None,
-        tolerance_minutes: int = 15,
+        tolerance_minutes: int | None = None,
     ) -> SearchResult:
         """POST /search/frame: archive frames like the frame at ``at`` (with ``channel``;
         unset: the frame model's) or the catalog frame ``frame_id``."""

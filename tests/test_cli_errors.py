@@ -241,6 +241,7 @@ CASES: dict[str, list[Case]] = {
     ],
     "train text-image": [
         c("train", "text-image", *W, expect="pass --images DIR"),
+        c("train", "text-image", "--model", "text-image-0d1", *W, expect="is a trained model id"),
         c(
             "train",
             "text-image",
@@ -328,6 +329,7 @@ CASES: dict[str, list[Case]] = {
         c("search", "frame", "--at", AT, "--min-class", "9", *W, expect="--min-class must be a"),
         c("search", "clip", "--at", AT, "--max-pressure", "5", *W, expect="--max-pressure must"),
         c("search", "frame", "--file", "{missing}", *W, expect="no such file or folder"),
+        c("search", "frame", "--frame-id", "x", "--tolerance", "5", *W, expect="query by --at"),
     ],
     "search clip": [
         c(
@@ -366,6 +368,10 @@ CASES: dict[str, list[Case]] = {
         c("search", "clip", "--at", AT, "--rerank", "-5", *W, expect="--rerank must be in"),
         c("search", "clip", "--at", AT, "--hours", "25", *W, expect="hours must be in 0..23"),
         c("search", "clip", "--at", AT, "--hours", " , ", *W, expect="--hours names nothing"),
+        c("search", "clip", "--at", AT, "--day-of-year", "400-9", *W, expect="--day-of-year must"),
+        c("search", "clip", "--at", AT, "--day-of-year", "9", *W, expect="use e.g. 152-243"),
+        c("search", "clip", "--clip-id", "x", "--tolerance", "5", *W, expect="by --at or --fr"),
+        c("search", "clip", "--at", AT, "--tolerance", "721", *W, expect=USAGE),
         c("search", "clip", "--at", AT, "--channel", "", *W, expect="--channel names nothing"),
         c("search", "clip", "--at", AT, "--satellite", "a,b", *W, expect="takes one satellite"),
         c("search", "clip", "--at", AT, "--between", "", *W, expect="START..END"),
@@ -690,10 +696,12 @@ def assert_clean_error(code: int, stdout: str, stderr: str, case: Case) -> None:
     assert "Traceback" not in stderr, stderr
     assert code == case.code, (code, stderr)
     last = stderr.strip().splitlines()[-1] if stderr.strip() else ""
-    if case.expect != USAGE and case.code == 2:
+    if case.code == 2:  # click's usage errors too: one line naming where --help is
         assert last.startswith("error: "), stderr
         assert [ln for ln in stderr.splitlines() if ln.startswith("error: ")] == [last], stderr
     assert case.expect in stderr, stderr
+    if case.expect == USAGE:
+        assert last.endswith(" --help)") and "Usage:" not in stderr, stderr
     for line in stdout.splitlines():  # stdout: nothing, or JSON (--json owns stdout)
         json.loads(line)
 
@@ -760,7 +768,9 @@ def test_ray_engine_without_ray_installed_says_how_to_install_it(
 ):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as if not installed
     done = cli(*command, "--engine", "ray", "-w", tmp_path / "ws")
-    case = Case((), "--engine ray needs Ray, which is not installed: pip install 'skysearch[ray]'")
+    case = Case(
+        (), "--engine ray needs Ray, which is not installed: pip install -e '.[ray]' in the"
+    )
     assert_clean_error(done.exit_code, done.stdout, done.stderr, case)
     assert not (tmp_path / "ws").exists()  # refused before anything was written
 

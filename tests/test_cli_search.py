@@ -41,7 +41,9 @@ def test_int_lists_and_ranges():
     for text, name in (("25-2", "hours"), ("13-2", "months"), ("2--1", "hours")):
         with pytest.raises(UsageError, match="values must be in"):
             parse_int_list(text, name)
-    assert parse_int_list("", "hours") == ()
+    assert parse_int_list(None, "hours") == ()
+    with pytest.raises(UsageError, match="--hours names nothing"):  # --hours "$UNSET"
+        parse_int_list(" ,", "hours")
     with pytest.raises(UsageError, match="--hours"):
         parse_int_list("6-x", "hours")
 
@@ -51,15 +53,17 @@ def test_cli_filters_become_search_filters():
         between="2017-09-05..",
         months="9",
         hours="0-3",
-        channels="ir",
-        satellite="goes-east",
+        channels="ir, wv",
+        satellite=" goes-east",
         exclude_window="24h",
         k=7,
         one_per_day=True,
+        day_of_year="335-59",
     )
     assert f.start == datetime(2017, 9, 5, tzinfo=timezone.utc) and f.end is None
     assert f.months == (9,) and f.hours == (0, 1, 2, 3)
-    assert f.channels == ("ir",) and f.satellites == ("goes-east",)
+    assert f.channels == ("ir", "wv") and f.satellites == ("goes-east",)
+    assert f.day_of_year == (335, 59)
     assert f.exclude_window == timedelta(hours=24) and f.k == 7 and f.one_per_day
     assert build_filters(between="..2017-09-08").start is None
 

@@ -64,6 +64,8 @@ def test_requests_pass_the_service_schema(sky):
         lambda: sky.search_image((_png(), _png()), k=4),  # a tuple of two images, not a pair
         lambda: sky.search_clip(at=when, channels="ir", k=5),  # one channel as a string
         lambda: sky.search_clip_frames([_png()] * 2, channel="ir", rerank=2, filters=archive),
+        lambda: sky.search_clip_frames([_png()] * 2, augment=True),
+        lambda: sky.search_clip(at=when, tolerance_minutes=30),
         lambda: sky.search_frame(at=when, channel="ir", rerank=4, filters=archive),
         lambda: sky.search_frame(frame_id=UUID, k=3, model_id="frame-1"),
         lambda: sky.search_frame_upload(("f.png", _png()), channel="ir", rerank=2, filters=archive),
@@ -99,6 +101,12 @@ def test_the_service_checks_what_the_client_sends(sky):
         sky.search_clip(clip_id=UUID, channels=["ir"], length=4)
     assert info.value.status_code == 422
     assert "clip_id names the clip, its spec too: leave out channels, length" in info.value.detail
+    with pytest.raises(ApiError) as info:  # so does a frame id
+        sky.search_frame(frame_id=UUID, channel="ir")
+    assert info.value.status_code == 422
+    assert "frame_id names the frame, its satellite and channel too: leave out channel" in (
+        info.value.detail
+    )
     with pytest.raises(TypeError, match="'k', 'month'"):
         Filters(month=[1], k=5)  # a typo would filter nothing; k is the methods' argument
 

@@ -484,3 +484,10 @@ def test_search_frame_filters_match_brute_force(demo, cli):
     for fid, _, time in _brute_force(ws, qid, lambda p: True):
         best_by_day.setdefault(time[:10], fid)
     assert [h["id"] for h in daily["results"]] == [best_by_day[d] for d in days]
+    # a season window (day 250 = 2017-09-07), and a query time 10 minutes off its frame
+    late = "2017-09-07T00:55Z"
+    season = search(cli, ws, "frame", "--at", late, "--day-of-year", "250-250", "--k", "30")
+    want = _brute_force(ws, qid, lambda p: p["time"].startswith("2017-09-07"))
+    assert [h["id"] for h in season["results"]] == [i for i, _, _ in want][:30]
+    r = cli("search", "frame", "--at", late, "--tolerance", "5", "-w", ws)
+    _assert_error(r, "no goes-east ir frame within 5 min of 2017-09-07T00:55:00Z")

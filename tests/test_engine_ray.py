@@ -22,7 +22,7 @@ import pytest
 from conftest import SAMPLE_DATA
 
 ray = pytest.importorskip(
-    "ray", reason="Ray is not installed (pip install 'skysearch[ray]'; the dev extra has it)"
+    "ray", reason="Ray is not installed (pip install -e '.[ray]'; the dev extra has it)"
 )
 
 from skysearch.ingest.decode import preprocess_chunk  # noqa: E402

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 ray = pytest.importorskip(
-    "ray", reason="Ray is not installed (pip install 'skysearch[ray]'; the dev extra has it)"
+    "ray", reason="Ray is not installed (pip install -e '.[ray]'; the dev extra has it)"
 )
 
 import test_engine_ray  # noqa: E402

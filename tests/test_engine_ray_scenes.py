@@ -13,7 +13,7 @@ import pytest
 from conftest import SAMPLE_DATA
 
 ray = pytest.importorskip(
-    "ray", reason="Ray is not installed (pip install 'skysearch[ray]'; the dev extra has it)"
+    "ray", reason="Ray is not installed (pip install -e '.[ray]'; the dev extra has it)"
 )
 
 from skysearch.ingest.engines.ray import start_local  # noqa: E402

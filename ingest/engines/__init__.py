@@ -7,7 +7,8 @@ engine changes where the work runs, never what is written: the frame store, cata
 sketches and clips of a run are byte-for-byte the same whichever engine decoded them.
 
 ``local``: a process pool on this machine (the default). ``ray``: Ray tasks, on a local Ray
-started for the run or on a cluster (``address``); the optional extra ``skysearch[ray]``.
+started for the run or on a cluster (``address``); the optional extra ``ray``
+(``pip install -e '.[ray]'``).
 ``ordered_map`` runs any picklable task the same way (the indexing layer embeds frames on it).
 """
 
@@ -24,7 +25,7 @@ from skysearch.errors import UsageError
 
 Item = tuple[Source, Profile]
 ENGINES = ("local", "ray")
-RAY_INSTALL = "pip install 'skysearch[ray]'"
+RAY_INSTALL = "pip install -e '.[ray]' in the SkySearch checkout"
 
 
 class Engine(Protocol):

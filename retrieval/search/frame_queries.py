@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from skysearch.retrieval.search.queries import DEFAULT_TOLERANCE_MINUTES
 
 from skysearch.errors import NotFoundError, UsageError
 from skysearch.timeutil import parse_time, to_rfc3339
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
     from skysearch.retrieval.search.queries import QueryResolver
 
 #: A query time may sit this far from a frame and still pick it.
-FRAME_TOLERANCE_MINUTES = 15
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class FrameQuery:
     satellite: str | None = None
     source: str | None = None
     start: datetime | str | None = None
-    tolerance_minutes: int = FRAME_TOLERANCE_MINUTES
+    tolerance_minutes: int = DEFAULT_TOLERANCE_MINUTES
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__

@@ -31,7 +31,9 @@ if TYPE_CHECKING:
     from skysearch.retrieval.store.filters import SearchFilters
 
 #: A query time may sit this far from a frame/clip start and still pick it.
+#: how far a query time (``at``) may be from the nearest frame, by default and at most
 DEFAULT_TOLERANCE_MINUTES = 15
+MAX_TOLERANCE_MINUTES = 720
 
 
 @dataclass(frozen=True)

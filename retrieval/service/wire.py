@@ -29,6 +29,7 @@ from pydantic import (
 )
 from pydantic.json_schema import WithJsonSchema
 from skysearch.retrieval.search import SearchOptions
+from skysearch.retrieval.search.queries import DEFAULT_TOLERANCE_MINUTES, MAX_TOLERANCE_MINUTES
 
 if TYPE_CHECKING:
     from skysearch.retrieval.store.filters import SearchFilters
@@ -262,6 +263,7 @@ class TextSearch(BaseModel):
 
 #: what a query clip by start time may set, and a query by ``clip_id`` may not (the clip's own)
 CLIP_SPEC_FIELDS = ("satellite", "channels", "length", "gap_minutes")
+FRAME_SPEC_FIELDS = ("satellite", "channel")
 
 
 class ClipSearch(RankFields):
@@ -299,7 +301,7 @@ class ClipSearch(RankFields):
     channels: list[Name] = Field(default_factory=list, max_length=8)
     length: integer(1, MAX_FRAMES) | None = Field(None, description="frames per clip")
     gap_minutes: integer(1, 1440) | None = Field(None, description="minutes between frames")
-    tolerance_minutes: integer(0, 720) = 15
+    tolerance_minutes: integer(0, MAX_TOLERANCE_MINUTES) = DEFAULT_TOLERANCE_MINUTES
     filters: ArchiveFilters = Field(default_factory=ArchiveFilters)
 
     @model_validator(mode="after")
@@ -337,7 +339,13 @@ class FrameSearch(FrameRankFields):
     model_config = ConfigDict(
         **JSON_BODY,
         json_schema_extra={
-            "oneOf": [{"required": ["at"]}, {"required": ["frame_id"]}],
+            "oneOf": [
+                {"required": ["at"], "not": {"required": ["frame_id"]}},
+                {  # the frame names its satellite and channel
+                    "required": ["frame_id"],
+                    "not": {"anyOf": [{"required": [f]} for f in ("at", *FRAME_SPEC_FIELDS)]},
+                },
+            ],
             "examples": [  # the bundled GOES-East sample (README)
                 {"at": "2017-09-07T00:45:00Z", "channel": "ir", "filters": {"k": 5}},
                 {"at": "2017-09-07T00:45:00Z", "rerank": 10, "filters": {"k": 3}},
@@ -357,7 +365,7 @@ class FrameSearch(FrameRankFields):
     )
     satellite: Name | None = None
     channel: Name | None = None
-    tolerance_minutes: integer(0, 720) = 15
+    tolerance_minutes: integer(0, MAX_TOLERANCE_MINUTES) = DEFAULT_TOLERANCE_MINUTES
     filters: ArchiveFilters = Field(default_factory=ArchiveFilters)
 
     @model_validator(mode="after")
@@ -368,6 +376,12 @@ class FrameSearch(FrameRankFields):
                 "frame catalog)"
             )
         if self.frame_id is not None:
+            given = [name for name in FRAME_SPEC_FIELDS if name in self.model_fields_set]
+            if given:
+                raise ValueError(
+                    "frame_id names the frame, its satellite and channel too: leave out "
+                    + ", ".join(given)
+                )
             self.frame_id = str(uuid.UUID(self.frame_id))  # as the GET routes read it
         return self
 

@@ -105,7 +105,9 @@ class SearchFilters:
         if self.day_of_year is not None:
             first, last = (int(v) for v in self.day_of_year)
             if not (1 <= first <= 366 and 1 <= last <= 366):
-                raise UsageError(f"day_of_year window must be in 1..366, got {self.day_of_year}")
+                raise UsageError(
+                    f"{{day_of_year}} must be in 1..366, got {first}-{last}", params=["day_of_year"]
+                )
             set_(self, "day_of_year", (first, last))
         for name in ("channels", "satellites", "datasets", "labels", "events"):
             set_(self, name, tuple(getattr(self, name)))
