@@ -57,7 +57,7 @@ ToParquetOption = Annotated[
     typer.Option(
         "--to-parquet",
         help="Leave the store alone: each task writes the points it embedded as a Parquet "
-        "part file under this folder (<collection>/<model id>/part-*.parquet); load them "
+        "part file under this folder (COLLECTION/MODEL_ID/part-*.parquet); load them "
         "later with `skysearch store import --format parquet DIR`. A re-run skips the parts "
         "already written.",
         show_default=False,

@@ -128,7 +128,7 @@ def ingest_track(
     path: Annotated[
         Path,
         typer.Argument(
-            help="A JMA best-track file <event>.tsv, or a folder of them (the event id is "
+            help="A JMA best-track file EVENT.tsv, or a folder of them (the event id is "
             "the file name)."
         ),
     ],

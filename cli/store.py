@@ -97,7 +97,7 @@ def export_cmd(
         typer.Option(
             "--format",
             help="jsonl: one file `store import` reads back; parquet: a folder of "
-            "<collection>/<vector name>.parquet files (fixed-size float32 vectors, typed "
+            "COLLECTION/VECTOR_NAME.parquet files (fixed-size float32 vectors, typed "
             "payload columns) for DuckDB, polars, pandas.",
         ),
     ] = ExportFormat.jsonl,
