@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 BetweenOption = Annotated[
     str | None,
     typer.Option(
-        help="Time range START..END (UTC), either side may be empty: 2017-09-05..2017-09-08"
+        help="Time range START..END (UTC), either side may be empty: 2017-09-05..2017-09-08 "
+        "(an END date alone takes in that whole day)"
     ),
 ]
 MonthsOption = Annotated[

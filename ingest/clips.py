@@ -13,6 +13,7 @@ so re-runs are idempotent.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from skysearch.ingest.framestore import FrameStore
 
 from skysearch.atomic import remove_temporaries
 from skysearch.config import Workspace
-from skysearch.errors import NotFoundError, SkySearchError, UsageError
+from skysearch.errors import NotFoundError, SkySearchError, UsageError, some_of
 
 TIME = pa.timestamp("us", tz="UTC")
 CLIP_SCHEMA = pa.schema(
@@ -459,3 +460,30 @@ def clip_frames(
     store = store or FrameStore(workspace)
     flat = store.read_many([fid for row in grid for fid in row])
     return flat.reshape(channels, steps, *flat.shape[1:])
+
+
+def no_clips_error(
+    workspace: Workspace,
+    satellite: str | None,
+    chans: list[str] | None,
+    length: int | None,
+    gap_minutes: int | None,
+    param: str,
+) -> NotFoundError:
+    """No clip of the spec asked for: what the catalog has instead (or how to make clips)."""
+    columns = ["satellite", "channels", "length", "gap_minutes"]
+    have = Counter(spec_keys(read_clips(workspace, columns=columns)))
+    if not have:
+        return NotFoundError(
+            f"no clips in the clip catalog of {workspace.root}: run `skysearch clips` (after "
+            "`skysearch ingest PATH`)"
+        )
+    shape = f"{length or '*'}x{gap_minutes or '*'}m" if length or gap_minutes else ""
+    asked = " ".join(x for x in (satellite, "+".join(chans or []), shape) if x)
+    listing = some_of([f"{s} {c} {n}x{g}m: {k}" for (s, c, n, g), k in sorted(have.items())])
+    return NotFoundError(
+        f"no clips of {asked} in the clip catalog of {workspace.root} (it has {listing}; "
+        "satellite channels length x gap: clips): "
+        "choose among those, or build them with `skysearch clips`",
+        params=[param] if satellite else [],
+    )

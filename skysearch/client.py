@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import httpx
 import pyarrow as pa
@@ -69,7 +70,7 @@ def Filters(**fields: Any) -> wire.Filters:
     unknown = sorted(set(fields) - (set(wire.Filters.model_fields) - {"k"}))
     if unknown:
         raise TypeError(f"Filters() got unexpected fields {unknown}")
-    return wire.Filters.model_construct(**fields)
+    return wire.Filters.model_construct(**{name: _plain(v) for name, v in fields.items()})
 
 
 class SearchResult(responses.SearchResponse):
@@ -92,18 +93,36 @@ class SearchResult(responses.SearchResponse):
         return self.to_arrow().to_pandas()
 
 
+def _plain(value: Any) -> Any:
+    """Numbers and sequences as JSON knows them: numpy scalars and arrays, ranges, sets and
+    tuples become Python numbers and lists (the bodies are built unchecked, so pydantic would
+    refuse to write them)."""
+    if isinstance(value, (str, bytes, datetime)):
+        return value
+    if hasattr(value, "tolist"):  # a numpy scalar or array
+        return value.tolist()
+    if isinstance(value, (list, tuple, range, set, frozenset)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def _body(model: type[BaseModel], **fields: Any) -> dict[str, Any]:
     """A request body of ``model`` with the fields that are not None, unchecked (the
     service checks it), as JSON values."""
-    given = model.model_construct(**{k: v for k, v in fields.items() if v is not None})
+    given = model.model_construct(**{k: _plain(v) for k, v in fields.items() if v is not None})
     return given.model_dump(mode="json", exclude_unset=True, warnings=False)
 
 
 def _filters(filters: wire.Filters | None, k: int) -> dict[str, Any]:
     """The filters given, with ``k``, as JSON values: all of them, also those the route's own
     filters model lacks (dumped through it they would be dropped; the service refuses them)."""
-    given = (filters or Filters()).model_copy(update={"k": k})
+    given = (filters or Filters()).model_copy(update={"k": _plain(k)})
     return given.model_dump(mode="json", exclude_unset=True, warnings=False)
+
+
+def _id(value: str) -> str:
+    """An id as one URL path segment (``../health`` must not reach another route)."""
+    return quote(str(value), safe="")
 
 
 def _file(item: ImageInput, default_name: str) -> tuple[str, bytes]:
@@ -232,27 +251,27 @@ class SkySearchClient:
 
     def frame(self, frame_id: str) -> responses.FrameMeta:
         """GET /frames/{id}."""
-        return self._json("GET", f"/frames/{frame_id}", responses.FrameMeta)
+        return self._json("GET", f"/frames/{_id(frame_id)}", responses.FrameMeta)
 
     def clip(self, clip_id: str) -> responses.ClipMeta:
         """GET /clips/{id}."""
-        return self._json("GET", f"/clips/{clip_id}", responses.ClipMeta)
+        return self._json("GET", f"/clips/{_id(clip_id)}", responses.ClipMeta)
 
     def frame_thumbnail(self, frame_id: str, size: int = 256) -> bytes:
         """GET /frames/{id}/thumbnail.png: PNG bytes."""
-        return self._image(f"/frames/{frame_id}/thumbnail.png", "image/png", size)
+        return self._image(f"/frames/{_id(frame_id)}/thumbnail.png", "image/png", size)
 
     def clip_thumbnail(self, clip_id: str, size: int = 256) -> bytes:
         """GET /clips/{id}/thumbnail.png: PNG bytes (the clip's frames side by side)."""
-        return self._image(f"/clips/{clip_id}/thumbnail.png", "image/png", size)
+        return self._image(f"/clips/{_id(clip_id)}/thumbnail.png", "image/png", size)
 
     def clip_animation(self, clip_id: str, size: int = 256) -> bytes:
         """GET /clips/{id}/animation.webp: the clip's frames as a looping animated WebP."""
-        return self._image(f"/clips/{clip_id}/animation.webp", "image/webp", size)
+        return self._image(f"/clips/{_id(clip_id)}/animation.webp", "image/webp", size)
 
     def scene_thumbnail(self, scene_id: str, size: int = 256) -> bytes:
         """GET /scenes/{id}/thumbnail.png: the image the scene was indexed from, PNG bytes."""
-        return self._image(f"/scenes/{scene_id}/thumbnail.png", "image/png", size)
+        return self._image(f"/scenes/{_id(scene_id)}/thumbnail.png", "image/png", size)
 
     def archive(self) -> responses.ArchiveBody:
         """GET /archive: what the catalogs hold (counts, time range, channels, clip specs)

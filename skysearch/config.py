@@ -126,9 +126,14 @@ def load_settings(
             f"the workspace setting is empty (SKYSEARCH_WORKSPACE or workspace in {path}): "
             "name a folder, . for the current one"
         )
-    root = Path(layers.workspace).expanduser().resolve()
-    if root.exists() and not root.is_dir():
-        raise UsageError(f"workspace {root} is a file, not a folder")
+    try:
+        root = Path(layers.workspace).expanduser().resolve()
+    except (RuntimeError, OSError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
+        raise UsageError(f"cannot use workspace {layers.workspace}: {exc}") from None
+    existing = next(p for p in (root, *root.parents) if p.exists())
+    if not existing.is_dir():
+        where = "" if existing == root else f" under the file {existing}"
+        raise UsageError(f"workspace {root} is{where or ' a file'}, not a folder")
     return Settings(
         workspace=Workspace(root),
         qdrant_url=layers.qdrant_url,

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 from skysearch.errors import UsageError
 
+_DATE = re.compile(r"^\s*\d{4}-\d{2}-\d{2}\s*$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]|min)\s*$")
 _DURATION_SECONDS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 #: Longest duration accepted: longer than any satellite archive, and far inside what
@@ -43,6 +44,8 @@ def to_rfc3339(value: datetime) -> str:
 
 def parse_duration(text: str) -> timedelta:
     """``90s``, ``15m``/``15min``, ``24h``, ``2d`` -> timedelta, at most :data:`MAX_DURATION`."""
+    if text.strip() == "0":  # none, in any unit
+        return timedelta(0)
     match = _DURATION.match(text)
     if not match:
         raise UsageError(f"cannot read duration {text!r}: use e.g. 30m, 24h or 2d")
@@ -53,12 +56,15 @@ def parse_duration(text: str) -> timedelta:
 
 
 def parse_between(text: str) -> tuple[datetime | None, datetime | None]:
-    """``2017-09-05..2017-09-08``; either side may be empty (open-ended)."""
+    """``2017-09-05..2017-09-08``; either side may be empty (open-ended). An end given as a
+    date alone takes in that whole day (``2017-09-07..2017-09-07`` is one day)."""
     if ".." not in text:
         raise UsageError(f"cannot read range {text!r}: use START..END, either side may be empty")
     start_text, end_text = text.split("..", 1)
     start = parse_time(start_text) if start_text.strip() else None
     end = parse_time(end_text) if end_text.strip() else None
+    if end is not None and _DATE.match(end_text):
+        end += timedelta(days=1, microseconds=-1)
     if start and end and end < start:
         raise UsageError(f"range {text!r} ends before it starts")
     return start, end

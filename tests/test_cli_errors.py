@@ -109,6 +109,8 @@ CASES: dict[str, list[Case]] = {
     "doctor": [
         c("doctor", "-w", "{ws_registry_entry}", expect="not a model record", code=1),
         c("doctor", "-w", "{ws_meta_binary}", expect="meta.json", code=1),
+        c("doctor", "-w", "{loop}", expect="cannot use workspace"),  # was a traceback
+        c("doctor", "-w", "{file}/ws", expect="under the file"),  # was "does not exist yet"
     ],
     "repair": [
         c("repair", "-w", "{missing}", expect="does not exist"),
@@ -125,7 +127,7 @@ CASES: dict[str, list[Case]] = {
         c("ingest", "{goes}", "--address", "ray://h:10001", *W, expect="it needs --engine ray"),
         c("ingest", "{goes}", "--engine", "ray", "--address", "h:1", *W, expect="ray://HOST:PORT"),
         c("ingest", "{goes}", "--engine", "ray", "--address", "ray://h:x", *W, expect="not a Ray"),
-        c("ingest", "{goes}", "-w", "{file}/sub", expect="not writable"),
+        c("ingest", "{goes}", "-w", "{file}/sub", expect="is under the file"),
         c("ingest", "{goes}", "-w", "{ws_meta_binary}", expect="meta.json"),
         # sketches are derived data: an unreadable sketch meta.json is rebuilt, not an error
         c("ingest", "{goes}", "-w", "{ws_sketch_rebuilt}", expect="60 images sketched", code=0),
@@ -387,6 +389,7 @@ CASES: dict[str, list[Case]] = {
         c("search", "text", "a river", *W, expect="no text-image model"),
         c("search", "text", "a river", "--k", "0", *W, expect="k must be in 1..10000"),
         c("search", "text", "a river", "--label", " ", *W, expect="--label names nothing"),
+        c("search", "text", "river " * 100, *W, expect="599 characters; at most 500"),
         c("search", "text", "a river", "-w", "{ws_registry_binary}", expect="is unreadable"),
     ],
     "search image": [
@@ -648,6 +651,9 @@ def world(tmp_path_factory) -> Iterator[dict[str, str]]:
     (files / "198702.tsv").write_text("\t".join(row) + "\n")
     places["file"], places["bin"] = str(files / "a-file"), str(files / "binary.jsonl")
     places["track"] = str(files / "198702.tsv")
+    (files / "loop-a").symlink_to(files / "loop-b")
+    (files / "loop-b").symlink_to(files / "loop-a")
+    places["loop"] = str(files / "loop-a")
     places.update({name: str(path) for name, path in _exports(files).items()})
     for name, text in [("toml_binary", None), ("toml_wrong_type", "workspace = 5\n")]:
         folder = root / name

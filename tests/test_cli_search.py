@@ -20,6 +20,7 @@ from skysearch.retrieval.search import (
 )
 
 from skysearch.errors import SkySearchError, UsageError
+from skysearch.timeutil import parse_between
 
 GOES = SAMPLE_DATA / "goes-irma-2017"
 
@@ -46,6 +47,15 @@ def test_int_lists_and_ranges():
         parse_int_list(" ,", "hours")
     with pytest.raises(UsageError, match="--hours"):
         parse_int_list("6-x", "hours")
+
+
+def test_an_end_date_alone_takes_in_the_whole_day():
+    day = datetime(2017, 9, 7, tzinfo=timezone.utc)
+    assert parse_between("2017-09-07..2017-09-07") == (
+        day,
+        day + timedelta(days=1, microseconds=-1),
+    )
+    assert parse_between("..2017-09-07T06:00Z")[1] == day + timedelta(hours=6)  # a time: as given
 
 
 def test_cli_filters_become_search_filters():
@@ -279,8 +289,8 @@ def test_library_errors_name_parameters_the_cli_renders_as_flags(untrained):
                 _refused(
                     lambda: searcher.search_clip(ClipQuery(clip_id="no-such-clip")), NotFoundError
                 ),
-                "or query by a start time (at)",
-                "or query by a start time (--at)",
+                "query by a start time (at), or take",
+                "query by a start time (--at), or take",
             ),
             (
                 _refused(lambda: ClipQuery(at=at, gap_minutes=0)),

@@ -76,6 +76,22 @@ def test_requests_pass_the_service_schema(sky):
         assert info.value.status_code == 503 and "not ready" in info.value.detail
 
 
+def test_numpy_values_ranges_and_odd_ids_are_sent_as_json_and_one_path_segment(sky):
+    import numpy as np
+
+    for call in (  # pydantic could not write these into an unchecked body
+        lambda: sky.search_text("river", k=np.int64(3)),
+        lambda: sky.search_frame(at="2017-09-07T00:45Z", filters=Filters(months=range(8, 10))),
+        lambda: sky.search_clip(at="2017-09-07T00:45Z", filters=Filters(hours=np.array([1, 2]))),
+    ):
+        with pytest.raises(ApiError) as info:
+            call()
+        assert info.value.status_code == 503  # reached the service (not ready yet)
+    with pytest.raises(ApiError) as info:  # was GET /health, with the API key
+        sky.frame("../health")
+    assert info.value.status_code in (404, 422)
+
+
 def test_a_filter_of_another_search_kind_is_refused(sky):
     """Labels filter scenes, best-track fields frames and clips: sent to the other kind of
     search (JSON body or form) they are refused by name, not dropped or matched to nothing."""

@@ -173,6 +173,9 @@ def test_clip_search_by_time_with_filters_and_rerank(demo, cli, tmp_path):
     nowhere = "/proc/skysearch-sheet.png"  # a folder no one can write into
     r = cli("search", "clip", "--at", QUERY_AT, "--contact-sheet", nowhere, "-w", ws)
     _assert_error(r, f"cannot write contact sheet {nowhere}")
+    under_a_file = sheet / "x.png"  # was "File exists"
+    r = cli("search", "clip", "--at", QUERY_AT, "--contact-sheet", under_a_file, "-w", ws)
+    _assert_error(r, f"{sheet} is a file, not a folder")
     # time filters
     out = search(
         cli, ws, "clip", "--at", QUERY_AT, "--between", "2017-09-06T00:00Z..2017-09-06T12:00Z"
@@ -287,7 +290,21 @@ def test_errors_on_a_trained_workspace(demo, cli):
         "skysearch train frames --length 12",
     )
     r = cli("search", "clip", "--clip-id", "00000000-0000-0000-0000-000000000000", "-w", ws)
-    _assert_error(r, "not in the clip catalog")
+    _assert_error(r, "not in the clip catalog", "take a clip id from a search's results")
+    # filters no point could match, however wide: said, not answered with no results
+    r = cli("search", "frame", "--at", QUERY_AT, "--bbox=-180,-90,180,90", "-w", ws)
+    _assert_error(r, "the --bbox filter matches nothing: no frame has a place")
+    r = cli("search", "text", "a river", "--between", "1900-01-01..", "-w", ws)
+    _assert_error(r, "time filters match nothing: no scene has a time")
+    from skysearch.retrieval.search import Searcher
+    from skysearch.retrieval.store.filters import SearchFilters
+
+    from skysearch.config import load_settings
+    from skysearch.errors import NotFoundError
+
+    with Searcher(load_settings(workspace=ws)) as searcher:
+        with pytest.raises(NotFoundError, match="no scene has satellite 'goes-east'"):
+            searcher.search_text("a river", SearchFilters(satellites=("goes-east",)))
 
 
 def test_store_locked_by_another_process(demo, cli):

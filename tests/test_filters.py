@@ -57,7 +57,7 @@ def test_cli_scene_options_build_the_same_filters():
     )
     assert built == SearchFilters(
         start=datetime(2017, 9, 5, tzinfo=UTC),
-        end=datetime(2017, 9, 8, tzinfo=UTC),
+        end=datetime(2017, 9, 9, tzinfo=UTC) - timedelta(microseconds=1),  # the whole 8th
         datasets=("aid-20", "rsscn7"),
         labels=("River",),
         bbox=(10, 49, 11, 50),

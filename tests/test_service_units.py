@@ -129,6 +129,23 @@ def _unloaded_app(**limits):
     return create_app(SearchService(settings, ServiceLimits(**limits)), api_key="k")
 
 
+def test_a_json_body_sent_without_its_content_type_is_said_so():
+    from fastapi.testclient import TestClient
+
+    client = TestClient(_unloaded_app(), headers={"X-API-Key": "k"})
+    body = b'{"text": "river"}'
+    for kind in (None, "text/plain", "application/x-www-form-urlencoded"):
+        headers = {"content-type": kind} if kind else {}
+        r = client.post("/search/text", content=body, headers=headers)
+        assert r.status_code == 422, r.text
+        assert (
+            "send the body as JSON, with the header content-type: application/json"
+            in (r.json()["detail"])
+        )
+    r = client.post("/search/text", content=b"[1]", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "content-type" not in r.json()["detail"]  # JSON, wrong shape
+
+
 def test_body_limit_and_not_ready():
     from fastapi.testclient import TestClient
 

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from skysearch.ingest.catalog import read_frames
-from skysearch.ingest.clips import parse_channels, read_clips, spec_keys
+from skysearch.ingest.clips import no_clips_error, parse_channels, read_clips, spec_keys
 from skysearch.ingest.framestore import FrameStore
 from skysearch.ingest.similarity import (
     GridSpec,
@@ -37,7 +37,7 @@ from skysearch.ingest.similarity import (
 )
 
 from skysearch.config import Workspace
-from skysearch.errors import NotFoundError, UsageError, some_of
+from skysearch.errors import UsageError
 
 
 @dataclass
@@ -148,33 +148,6 @@ def load_clip_set(
     return merge_clip_sets([first, *rest])
 
 
-def _no_clips(
-    workspace: Workspace,
-    satellite: str | None,
-    chans: list[str] | None,
-    length: int | None,
-    gap_minutes: int | None,
-    param: str,
-) -> NotFoundError:
-    """No clip of the spec asked for: what the catalog has instead (or how to make clips)."""
-    columns = ["satellite", "channels", "length", "gap_minutes"]
-    have = Counter(spec_keys(read_clips(workspace, columns=columns)))
-    if not have:
-        return NotFoundError(
-            f"no clips in the clip catalog of {workspace.root}: run `skysearch clips` (after "
-            "`skysearch ingest PATH`)"
-        )
-    shape = f"{length or '*'}x{gap_minutes or '*'}m" if length or gap_minutes else ""
-    asked = " ".join(x for x in (satellite, "+".join(chans or []), shape) if x)
-    listing = some_of([f"{s} {c} {n}x{g}m: {k}" for (s, c, n, g), k in sorted(have.items())])
-    return NotFoundError(
-        f"no clips of {asked} in the clip catalog of {workspace.root} (it has {listing}; "
-        "satellite channels length x gap: clips): "
-        "choose among those, or build them with `skysearch clips`",
-        params=[param] if satellite else [],
-    )
-
-
 def _load_one(
     workspace: Workspace,
     satellite: str | None,
@@ -187,7 +160,7 @@ def _load_one(
     chans = parse_channels(channels)
     table = read_clips(workspace, satellite, chans, length, gap_minutes)
     if table.num_rows == 0:
-        raise _no_clips(workspace, satellite, chans, length, gap_minutes, param)
+        raise no_clips_error(workspace, satellite, chans, length, gap_minutes, param)
     table = _pick_spec(table, what)
     first = table.slice(0, 1).to_pylist()[0]
     grids = table["frame_ids"].to_pylist()

@@ -8,7 +8,7 @@ from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
-from skysearch.ingest.clips import read_clips
+from skysearch.ingest.clips import no_clips_error, parse_channels, read_clips
 from skysearch.ingest.similarity.grid import Geometry, GridSpec, cell_sizes, sketch_frames
 from skysearch.ingest.similarity.scoring import (
     ClipScore,
@@ -143,7 +143,8 @@ def find_clip(
     cols = ["clip_id", "satellite", "channels", "start", "length", "gap_minutes"]
     table = read_clips(workspace, satellite, channels, length, gap_minutes, columns=cols)
     if table.num_rows == 0:
-        raise NotFoundError("no clips in the catalog match: run `skysearch clips` first")
+        chans = parse_channels(channels)
+        raise no_clips_error(workspace, satellite, chans, length, gap_minutes, "satellite")
     starts = table["start"].to_pylist()
     hits = [i for i, s in enumerate(starts) if s == when]
     if not hits:

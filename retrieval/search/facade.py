@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from skysearch.retrieval.search import scenes
 from skysearch.retrieval.search.batching import QueryEncoder
+from skysearch.retrieval.search.filter_checks import check_matchable
 from skysearch.retrieval.search.frame_queries import FrameQuery, resolve_frame
 from skysearch.retrieval.search.models import ModelCache, coverage_note, fits
 from skysearch.retrieval.search.queries import ClipQuery, QueryClip, QueryResolver
@@ -220,6 +221,7 @@ class Searcher:
         store = self.store
         vname = record.model_id
         self._check_indexed(store, CLIPS, vname)
+        check_matchable(store, CLIPS, filters)
         with timer("embed"):
             vector = embedder.embed_clip(qclip.frames)
         fetch = max(filters.k, options.rerank)
@@ -355,6 +357,7 @@ class Searcher:
         filters = self._exclude_query_time(filters, qframe.time)
         store = self.store
         self._check_indexed(store, FRAMES, record.model_id)
+        check_matchable(store, FRAMES, filters)
         with timer("embed"), torch.no_grad():
             device = next(encoder.parameters()).device
             pixels = torch.tensor(qframe.pixels)[None, None].to(device)

@@ -312,7 +312,7 @@ class QueryResolver:
         if found.num_rows == 0:
             raise NotFoundError(
                 f"clip {clip_id} is not in the clip catalog of {self.workspace.root}: "
-                "list clips with `skysearch clips --json`, or query by a start time ({at})",
+                "query by a start time ({at}), or take a clip id from a search's results",
                 params=["at"],
             )
         return self._from_row(found.slice(0, 1).to_pylist()[0], "clip_id")

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
+from skysearch.retrieval.search.filter_checks import check_matchable, check_names
 from skysearch.retrieval.search.results import SearchResult, Timer, scene_item
 
-from skysearch.errors import NotFoundError, UsageError, some_of
+from skysearch.errors import NotFoundError, UsageError
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -30,11 +31,18 @@ ImageLike: TypeAlias = "str | Path | Image.Image"
 log = logging.getLogger(__name__)
 
 
+#: Longest text query: far more than the text tower reads (it cuts its tokens short).
+MAX_TEXT_CHARS = 500
+
+
 def query_text(text: str | None) -> str:
     """The query words, stripped; a query without a letter, digit, symbol or punctuation mark
-    (empty, spaces, zero-width characters) or with bytes that are not UTF-8 (a terminal in
-    another encoding: Python keeps them as lone surrogates) is a usage error."""
+    (empty, spaces, zero-width characters), longer than :data:`MAX_TEXT_CHARS`, or with bytes
+    that are not UTF-8 (a terminal in another encoding: Python keeps them as lone surrogates)
+    is a usage error."""
     words = (text or "").strip()
+    if len(words) > MAX_TEXT_CHARS:
+        raise UsageError(f"the text query is {len(words)} characters; at most {MAX_TEXT_CHARS}")
     if any("\udc80" <= c <= "\udcff" for c in words):
         raise UsageError("the text query is not UTF-8 text: check the terminal's encoding")
     if not any(unicodedata.category(c)[0] in "LNSP" for c in words):
@@ -100,43 +108,10 @@ def search_scenes(
         )
     with timer("search"):
         check_names(store, filters)
+        check_matchable(store, SCENES, filters)
         hits = store.search(SCENES, vector, filters=filters, vector_name=vname)
     items = [scene_item(i + 1, h) for i, h in enumerate(hits)]
     return SearchResult(query, items, filters.to_dict(), timer.done())
-
-
-#: Scenes read to list the datasets and labels a filter could have meant (ids are hashes, so
-#: the first points are a sample of the whole collection).
-NAMES_SAMPLE = 20_000
-
-
-def check_names(store: VectorStore, filters: SearchFilters) -> None:
-    """NotFoundError for a dataset or label filter that no scene has (in another case, say),
-    naming those the scenes have: it would match nothing, silently (one count per name)."""
-    from itertools import islice
-
-    from skysearch.retrieval.store.filters import SearchFilters
-    from skysearch.retrieval.store.schema import SCENES
-
-    for field, key, values in (
-        ("datasets", "dataset", filters.datasets),
-        ("labels", "label", filters.labels),
-    ):
-        unknown = [v for v in values if not store.count(SCENES, SearchFilters(**{field: (v,)}))]
-        if not unknown:
-            continue
-        have = sorted(
-            {str(r.payload[key]) for r in islice(store.scroll(SCENES), NAMES_SAMPLE)
-             if r.payload.get(key)}
-        )  # fmt: skip
-        folded = {h.casefold(): h for h in have}
-        meant = [folded[v.casefold()] for v in unknown if v.casefold() in folded]
-        hint = f" (did you mean {', '.join(map(repr, meant))}? names are case-sensitive)"
-        raise NotFoundError(
-            f"filter {field}: no scene has {key} {', '.join(map(repr, unknown))}"
-            f"{hint if meant else ''}; the scenes have {some_of(have) or 'none'}",
-            params=[field],
-        )
 
 
 def scene_vectors(store: VectorStore) -> set[str]:

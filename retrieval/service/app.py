@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, File, Form, Path, Query, Request, Security, UploadFile
+from fastapi import params as fastapi_params
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
@@ -113,6 +114,12 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def _takes_json(request: Request) -> bool:
+    """Whether the request's route reads a JSON body (not a multipart form)."""
+    body = getattr(request.scope.get("route"), "body_field", None)
+    return body is not None and not isinstance(body.field_info, fastapi_params.Form)
+
+
 def _install_error_handlers(app: FastAPI, service: SearchService) -> None:
     @app.exception_handler(SkySearchError)
     async def expected(_: Request, exc: SkySearchError) -> JSONResponse:
@@ -122,8 +129,16 @@ def _install_error_handlers(app: FastAPI, service: SearchService) -> None:
         return JSONResponse({"detail": exc.render()}, status_code=_status(exc))
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": _validation_message(exc)}, status_code=422)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = _validation_message(exc)
+        kind = request.headers.get("content-type", "")
+        whole_body = [tuple(e.get("loc", ())) for e in exc.errors()[:1]] == [("body",)]
+        if whole_body and _takes_json(request) and "json" not in kind.lower():  # not read
+            detail = (
+                "request: send the body as JSON, with the header content-type: application/json "
+                f"(it came as {kind or 'no content-type'})"
+            )
+        return JSONResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -67,7 +67,6 @@ from skysearch.retrieval.service.wire import (
     MAX_FRAMES,
     MAX_K,
     MAX_RERANK,
-    MAX_TEXT_CHARS,
     THUMB_DEFAULT,
 )
 from skysearch.retrieval.store.filters import SearchFilters
@@ -369,8 +368,6 @@ class SearchService:
     ) -> dict[str, Any]:
         """Scenes matching free text."""
         self._check(filters, frames=False)
-        if len(text) > MAX_TEXT_CHARS:
-            raise UsageError(f"text is {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
         return self._searcher.search_text(text, filters, model_id).to_dict()
 
     def search_image(

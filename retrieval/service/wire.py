@@ -30,6 +30,7 @@ from pydantic import (
 from pydantic.json_schema import WithJsonSchema
 from skysearch.retrieval.search import SearchOptions
 from skysearch.retrieval.search.queries import DEFAULT_TOLERANCE_MINUTES, MAX_TOLERANCE_MINUTES
+from skysearch.retrieval.search.scenes import MAX_TEXT_CHARS
 
 if TYPE_CHECKING:
     from skysearch.retrieval.store.filters import SearchFilters
@@ -53,7 +54,6 @@ WEBP_RESPONSE = image_response("image/webp", "Animated WebP image (loops)")
 #: Upper bounds the schema enforces (the service's ``ServiceLimits`` may only lower them).
 MAX_K = 100
 MAX_RERANK = 100
-MAX_TEXT_CHARS = 500
 MAX_FRAMES = 48
 #: Example images of one "more like these" image search.
 MAX_EXAMPLE_IMAGES = 16
