@@ -18,7 +18,7 @@ from skysearch.errors import SkySearchError
 app = typer.Typer(
     name="skysearch",
     help="Search satellite imagery and satellite video: ingest archives, train encoders, "
-    "index into Qdrant, search by clip, image or free text.",
+    "index into Qdrant, search by clip, frame, image or free text.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,

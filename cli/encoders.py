@@ -13,6 +13,7 @@ from skysearch.cli.options import (
     JsonOption,
     WorkspaceOption,
     names,
+    one_name,
     positive,
     share,
     share_or_none,
@@ -192,7 +193,8 @@ def _refuse_unused(
 
 def _satellites(satellite: str | None, satellites: str | None) -> str | list[str] | None:
     """``--satellite a`` or ``--satellites a,b`` (not both)."""
-    if satellite and satellites:
+    satellite = one_name(satellite, "satellite")
+    if satellite and satellites is not None:
         raise UsageError(
             "give {satellite} or {satellites}, not both", params=["satellite", "satellites"]
         )

@@ -24,6 +24,14 @@ def names(text: str | None, param: str) -> tuple[str, ...]:
     return found
 
 
+def one_name(text: str | None, param: str) -> str | None:
+    """One name (stripped), as :func:`names` reads it; a list is refused."""
+    given = names(text, param)
+    if len(given) > 1:
+        raise UsageError(f"{{{param}}} takes one name, got {', '.join(given)}", params=[param])
+    return given[0] if given else None
+
+
 def _folder(text: str) -> Path:
     """A folder named on the command line: an empty name (``-w "$WS"`` with WS unset) is refused
     rather than read as the current directory."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from skysearch.cli.groups import search_app
-from skysearch.cli.options import DeviceOption, JsonOption, WorkspaceOption, names
+from skysearch.cli.options import DeviceOption, JsonOption, WorkspaceOption, names, one_name
 from skysearch.cli.output import emit_json, info, result_text, table
 
 from skysearch.config import load_settings
@@ -60,7 +60,10 @@ DayOfYearOption = Annotated[
 ToleranceOption = Annotated[
     int | None,
     typer.Option(
-        help="Minutes --at may be from the nearest frame's time (default 15).", min=0, max=720
+        help="Minutes the query's times may be off: --at from the nearest frame, --frames from "
+        "the model's steps (default 15).",
+        min=0,
+        max=720,
     ),
 ]
 RerankOption = Annotated[
@@ -130,13 +133,6 @@ def _day_window(text: str | None) -> tuple[int, int] | None:
     return first, last
 
 
-def _one_satellite(satellite: str | None) -> tuple[str, ...]:
-    given = names(satellite, "satellite")
-    if len(given) > 1:
-        raise UsageError("{satellite} takes one satellite", params=["satellite"])
-    return given
-
-
 def build_filters(
     between: str | None = None,
     months: str | None = None,
@@ -165,7 +161,7 @@ def build_filters(
         day_of_year=_day_window(day_of_year),
         hours=parse_int_list(hours, "hours"),
         channels=names(channels, "channel"),
-        satellites=_one_satellite(satellite),
+        satellites=names(one_name(satellite, "satellite"), "satellite"),
         exclude_window=timedelta(0) if exclude_window is None else parse_duration(exclude_window),
         datasets=names(datasets, "dataset"),
         labels=names(labels, "label"),
@@ -313,6 +309,7 @@ def search_clip_command(
     Example: skysearch search clip --at 2017-09-07T00:45Z --channel ir --rerank 20 -w ws
     """
     _check_exist(frames or [], "--frames")
+    satellite = one_name(satellite, "satellite")
     from skysearch.retrieval.search import ClipQuery, Searcher, SearchOptions
 
     settings = load_settings(workspace=workspace, device=device)
@@ -437,6 +434,7 @@ def search_frame_command(
     Example: skysearch search frame --file HUWV172500015.GIF --one-per-day -w ws
     """
     _check_exist([file] if file else [], "--file")
+    satellite, channel = one_name(satellite, "satellite"), one_name(channel, "channel")
     from skysearch.retrieval.search import FrameQuery, Searcher, SearchOptions
 
     settings = load_settings(workspace=workspace, device=device)

@@ -83,10 +83,10 @@ def save_image(image: Any, path: Path, what: str) -> None:
     image_format = Image.registered_extensions().get(path.suffix.lower())
     if image_format is None:
         raise UsageError(f"cannot write {what} {path}: give a .png file name")
-    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-    if blocker is not None:  # mkdir would say "File exists"
-        raise UsageError(f"cannot write {what} {path}: {blocker} is a file, not a folder")
     try:
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:  # mkdir would say "File exists"
+            raise UsageError(f"cannot write {what} {path}: {blocker} is a file, not a folder")
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             image.save(tmp, format=image_format)

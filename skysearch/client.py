@@ -121,8 +121,9 @@ def _filters(filters: wire.Filters | None, k: int) -> dict[str, Any]:
 
 
 def _id(value: str) -> str:
-    """An id as one URL path segment (``../health`` must not reach another route)."""
-    return quote(str(value), safe="")
+    """An id as one URL path segment: ``..`` or ``../health`` must not reach another route
+    (ids hold no dots, so every dot is escaped: a client would resolve ``.``/``..``)."""
+    return quote(str(value), safe="").replace(".", "%2E")
 
 
 def _file(item: ImageInput, default_name: str) -> tuple[str, bytes]:

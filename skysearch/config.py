@@ -128,12 +128,14 @@ def load_settings(
         )
     try:
         root = Path(layers.workspace).expanduser().resolve()
-    except (RuntimeError, OSError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
+        if root.is_symlink():  # left unresolved: a loop (Python 3.13 no longer raises)
+            root.stat()
+        existing = next(p for p in (root, *root.parents) if p.exists())
+    except (RuntimeError, OSError) as exc:  # a symlink loop (RuntimeError before 3.13)
         raise UsageError(f"cannot use workspace {layers.workspace}: {exc}") from None
-    existing = next(p for p in (root, *root.parents) if p.exists())
     if not existing.is_dir():
-        where = "" if existing == root else f" under the file {existing}"
-        raise UsageError(f"workspace {root} is{where or ' a file'}, not a folder")
+        where = "it" if existing == root else str(existing)
+        raise UsageError(f"workspace {root}: {where} is a file, not a folder")
     return Settings(
         workspace=Workspace(root),
         qdrant_url=layers.qdrant_url,

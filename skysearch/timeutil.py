@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 from skysearch.errors import UsageError
 
-_DATE = re.compile(r"^\s*\d{4}-\d{2}-\d{2}\s*$")
+_TIME_OF_DAY = re.compile(r"[Tt ]\d|:")  # what a date alone lacks (2017-09-07, 20170907)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]|min)\s*$")
 _DURATION_SECONDS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 #: Longest duration accepted: longer than any satellite archive, and far inside what
@@ -63,7 +63,7 @@ def parse_between(text: str) -> tuple[datetime | None, datetime | None]:
     start_text, end_text = text.split("..", 1)
     start = parse_time(start_text) if start_text.strip() else None
     end = parse_time(end_text) if end_text.strip() else None
-    if end is not None and _DATE.match(end_text):
+    if end is not None and not _TIME_OF_DAY.search(end_text.strip()):
         end += timedelta(days=1, microseconds=-1)
     if start and end and end < start:
         raise UsageError(f"range {text!r} ends before it starts")

@@ -110,7 +110,7 @@ CASES: dict[str, list[Case]] = {
         c("doctor", "-w", "{ws_registry_entry}", expect="not a model record", code=1),
         c("doctor", "-w", "{ws_meta_binary}", expect="meta.json", code=1),
         c("doctor", "-w", "{loop}", expect="cannot use workspace"),  # was a traceback
-        c("doctor", "-w", "{file}/ws", expect="under the file"),  # was "does not exist yet"
+        c("doctor", "-w", "{file}/ws", expect="a-file is a file, not a folder"),
     ],
     "repair": [
         c("repair", "-w", "{missing}", expect="does not exist"),
@@ -127,7 +127,7 @@ CASES: dict[str, list[Case]] = {
         c("ingest", "{goes}", "--address", "ray://h:10001", *W, expect="it needs --engine ray"),
         c("ingest", "{goes}", "--engine", "ray", "--address", "h:1", *W, expect="ray://HOST:PORT"),
         c("ingest", "{goes}", "--engine", "ray", "--address", "ray://h:x", *W, expect="not a Ray"),
-        c("ingest", "{goes}", "-w", "{file}/sub", expect="is under the file"),
+        c("ingest", "{goes}", "-w", "{file}/sub", expect="a-file is a file, not a folder"),
         c("ingest", "{goes}", "-w", "{ws_meta_binary}", expect="meta.json"),
         # sketches are derived data: an unreadable sketch meta.json is rebuilt, not an error
         c("ingest", "{goes}", "-w", "{ws_sketch_rebuilt}", expect="60 images sketched", code=0),
@@ -202,6 +202,7 @@ CASES: dict[str, list[Case]] = {
         c("train", "frames", "--satellites", "goes-east,goes-east", *W, expect="twice"),
         c("train", "frames", "--satellites", ",", *W, expect="--satellites names nothing"),
         c("train", "frames", "--channels", "", *W, expect="--channels names nothing"),
+        c("train", "frames", "--satellite", " ", *W, expect="--satellite names nothing"),
         c(
             "train",
             "frames",
@@ -332,6 +333,7 @@ CASES: dict[str, list[Case]] = {
         c("search", "clip", "--at", AT, "--max-pressure", "5", *W, expect="--max-pressure must"),
         c("search", "frame", "--file", "{missing}", *W, expect="no such file or folder"),
         c("search", "frame", "--frame-id", "x", "--tolerance", "5", *W, expect="query by --at"),
+        c("search", "frame", "--at", AT, "--channel", "ir,wv", *W, expect="--channel takes one"),
     ],
     "search clip": [
         c(
@@ -375,7 +377,7 @@ CASES: dict[str, list[Case]] = {
         c("search", "clip", "--clip-id", "x", "--tolerance", "5", *W, expect="by --at or --fr"),
         c("search", "clip", "--at", AT, "--tolerance", "721", *W, expect=USAGE),
         c("search", "clip", "--at", AT, "--channel", "", *W, expect="--channel names nothing"),
-        c("search", "clip", "--at", AT, "--satellite", "a,b", *W, expect="takes one satellite"),
+        c("search", "clip", "--at", AT, "--satellite", "a,b", *W, expect="one name, got a, b"),
         c("search", "clip", "--at", AT, "--between", "", *W, expect="START..END"),
         c("search", "clip", "--at", AT, "--exclude-window", "", *W, expect="read duration"),
         c("search", "clip", "--at", AT, "-w", "{missing}", expect="no clip model trained yet"),

@@ -296,15 +296,6 @@ def test_errors_on_a_trained_workspace(demo, cli):
     _assert_error(r, "the --bbox filter matches nothing: no frame has a place")
     r = cli("search", "text", "a river", "--between", "1900-01-01..", "-w", ws)
     _assert_error(r, "time filters match nothing: no scene has a time")
-    from skysearch.retrieval.search import Searcher
-    from skysearch.retrieval.store.filters import SearchFilters
-
-    from skysearch.config import load_settings
-    from skysearch.errors import NotFoundError
-
-    with Searcher(load_settings(workspace=ws)) as searcher:
-        with pytest.raises(NotFoundError, match="no scene has satellite 'goes-east'"):
-            searcher.search_text("a river", SearchFilters(satellites=("goes-east",)))
 
 
 def test_store_locked_by_another_process(demo, cli):

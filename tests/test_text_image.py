@@ -23,8 +23,8 @@ from skysearch.encoders.models.text_image import (
     save_text_image_model,
 )
 
-from skysearch.config import Workspace
-from skysearch.errors import DamagedError, UsageError
+from skysearch.config import Workspace, load_settings
+from skysearch.errors import DamagedError, NotFoundError, UsageError
 
 MINI = SAMPLE_DATA / "rsscn7-mini"
 
@@ -873,6 +873,10 @@ def test_scene_csv_payload_filters_and_multi_example_queries(tuned, cli, tmp_pat
     assert res.exit_code == 2 and "no scene has dataset 'aid-20'" in res.stderr
     assert "; the scenes have " in res.stderr and "csvset" in res.stderr
     assert cli(*query, "--label", "eForest", "--between", "1990-01-01..1990-02-01").exit_code == 0
+
+    with Searcher(load_settings(workspace=ws.root)) as searcher:  # an HTTP/Python filter
+        with pytest.raises(NotFoundError, match="no scene has satellite 'goes-east'; the sc"):
+            searcher.search_text("a river", SearchFilters(satellites=("goes-east",)))
 
     a, b = images[3], images[4]
     res = cli("search", "image", "--file", a, "--file", b, "--text", "trees", "-k", "5",

@@ -221,7 +221,6 @@ class Searcher:
         store = self.store
         vname = record.model_id
         self._check_indexed(store, CLIPS, vname)
-        check_matchable(store, CLIPS, filters)
         with timer("embed"):
             vector = embedder.embed_clip(qclip.frames)
         fetch = max(filters.k, options.rerank)
@@ -244,6 +243,8 @@ class Searcher:
         else:
             with timer("search"):
                 hits = store.search(CLIPS, vector, k=fetch, filters=filters, vector_name=vname)
+        if not hits:
+            check_matchable(store, CLIPS, filters)
         items = [clip_item(i + 1, h, data, self.queries.clip_rows) for i, h in enumerate(hits)]
         if options.augment:  # hit scores are fused scores, not cosines
             for item in items:
@@ -357,7 +358,6 @@ class Searcher:
         filters = self._exclude_query_time(filters, qframe.time)
         store = self.store
         self._check_indexed(store, FRAMES, record.model_id)
-        check_matchable(store, FRAMES, filters)
         with timer("embed"), torch.no_grad():
             device = next(encoder.parameters()).device
             pixels = torch.tensor(qframe.pixels)[None, None].to(device)
@@ -370,6 +370,8 @@ class Searcher:
                 filters=filters,
                 vector_name=record.model_id,
             )
+        if not hits:
+            check_matchable(store, FRAMES, filters)
         items = [frame_item(i + 1, h) for i, h in enumerate(hits)]
         ranked_by = "vector"
         if options.rerank and items:

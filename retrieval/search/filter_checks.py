@@ -11,23 +11,21 @@ if TYPE_CHECKING:
     from skysearch.retrieval.store.base import VectorStore
     from skysearch.retrieval.store.filters import SearchFilters
 
-#: Where points get a place and a time from, per collection (for the messages).
-_ARCHIVE_PLACE = (
-    "get one from a footprint their product's profile gives, or from a storm's best track "
-    "(skysearch ingest-track)"
-)
+_REINDEX = "then index them again: skysearch index frames|clips, or skysearch update"
+#: Where the points of each collection get a place from (for the messages).
+_ARCHIVE_PLACE = "a footprint from their product's profile, or a storm centre from a best track"
 _PLACE = {
-    "scenes": "get one from the lon/lat or bbox columns of their CSV",
-    "frames": _ARCHIVE_PLACE,
-    "clips": _ARCHIVE_PLACE,
+    "scenes": "the lon/lat or bbox columns of their CSV",
+    "frames": f"{_ARCHIVE_PLACE}: load one with skysearch ingest-track, {_REINDEX}",
+    "clips": f"{_ARCHIVE_PLACE}: load one with skysearch ingest-track, {_REINDEX}",
 }
 _TIME_FILTERS = ("start", "end", "months", "hours", "day_of_year")
 
 
 def check_matchable(store: VectorStore, collection: str, filters: SearchFilters) -> None:
-    """NotFoundError for a bbox filter when no point of ``collection`` has a place, a time
-    filter when none has a time, or a best-track filter when none has a track: it would
-    match nothing, however wide (one count each)."""
+    """After a search found nothing: NotFoundError for a bbox filter when no point of
+    ``collection`` has a place, a time filter when none has a time, or a best-track filter
+    when none has a track, since such a filter matches nothing however wide (a count each)."""
     from skysearch.retrieval.store.filters import SearchFilters
 
     what = collection.removesuffix("s")
@@ -35,20 +33,20 @@ def check_matchable(store: VectorStore, collection: str, filters: SearchFilters)
     if tracked and not store.count(collection, SearchFilters(min_class=2)):
         raise NotFoundError(
             f"the {{{tracked[0]}}} filter matches nothing: no {what} has a best track (load "
-            "the tracks of its storms: skysearch ingest-track)",
+            f"its storms' tracks with skysearch ingest-track, {_REINDEX})",
             params=[tracked[0]],
         )
     if filters.bbox is not None and not store.count(
         collection, SearchFilters(bbox=(-180, -90, 180, 90))
     ):
         raise NotFoundError(
-            f"the {{bbox}} filter matches nothing: no {what} has a place ({collection} "
-            f"{_PLACE.get(collection, 'get one from their payload')})",
+            f"the {{bbox}} filter matches nothing: no {what} has a place ({collection} get one "
+            f"from {_PLACE.get(collection, 'their payload')})",
             params=["bbox"],
         )
     if any(getattr(filters, name) for name in _TIME_FILTERS) and not store.count(
         collection, SearchFilters(months=tuple(range(1, 13)))
-    ):
+    ):  # only scenes can lack a time
         raise NotFoundError(
             f"time filters match nothing: no {what} has a time ({collection} get one from the "
             "time column of their CSV)"

@@ -23,8 +23,6 @@ if TYPE_CHECKING:
     from skysearch.ingest.profiles import Profile
     from skysearch.retrieval.search.queries import QueryResolver
 
-#: A query time may sit this far from a frame and still pick it.
-
 
 @dataclass(frozen=True)
 class FrameQuery:

@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from skysearch.ingest.profiles import Profile
     from skysearch.retrieval.store.filters import SearchFilters
 
-#: A query time may sit this far from a frame/clip start and still pick it.
-#: how far a query time (``at``) may be from the nearest frame, by default and at most
+#: How far a query time (``at``) may sit from a frame or clip start and still pick it, by
+#: default and at most.
 DEFAULT_TOLERANCE_MINUTES = 15
 MAX_TOLERANCE_MINUTES = 720
 

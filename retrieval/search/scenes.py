@@ -108,8 +108,9 @@ def search_scenes(
         )
     with timer("search"):
         check_names(store, filters)
-        check_matchable(store, SCENES, filters)
         hits = store.search(SCENES, vector, filters=filters, vector_name=vname)
+        if not hits:
+            check_matchable(store, SCENES, filters)
     items = [scene_item(i + 1, h) for i, h in enumerate(hits)]
     return SearchResult(query, items, filters.to_dict(), timer.done())
 

@@ -114,6 +114,14 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def _json_type(content_type: str) -> bool:
+    """A content type FastAPI reads JSON from (application/json or application/*+json)."""
+    kind = content_type.split(";")[0].strip().lower()
+    return kind == "application/json" or (
+        kind.startswith("application/") and kind.endswith("+json")
+    )
+
+
 def _takes_json(request: Request) -> bool:
     """Whether the request's route reads a JSON body (not a multipart form)."""
     body = getattr(request.scope.get("route"), "body_field", None)
@@ -133,7 +141,7 @@ def _install_error_handlers(app: FastAPI, service: SearchService) -> None:
         detail = _validation_message(exc)
         kind = request.headers.get("content-type", "")
         whole_body = [tuple(e.get("loc", ())) for e in exc.errors()[:1]] == [("body",)]
-        if whole_body and _takes_json(request) and "json" not in kind.lower():  # not read
+        if whole_body and _takes_json(request) and not _json_type(kind):  # FastAPI read none
             detail = (
                 "request: send the body as JSON, with the header content-type: application/json "
                 f"(it came as {kind or 'no content-type'})"
