@@ -154,6 +154,7 @@ def build_filters(
     from skysearch.retrieval.store.filters import SearchFilters
 
     start, end = parse_between(between) if between is not None else (None, None)
+    sat = one_name(satellite, "satellite")
     return SearchFilters(
         start=start,
         end=end,
@@ -161,7 +162,7 @@ def build_filters(
         day_of_year=_day_window(day_of_year),
         hours=parse_int_list(hours, "hours"),
         channels=names(channels, "channel"),
-        satellites=names(one_name(satellite, "satellite"), "satellite"),
+        satellites=(sat,) if sat else (),
         exclude_window=timedelta(0) if exclude_window is None else parse_duration(exclude_window),
         datasets=names(datasets, "dataset"),
         labels=names(labels, "label"),
