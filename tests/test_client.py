@@ -118,6 +118,9 @@ def test_the_service_checks_what_the_client_sends(sky):
         sky.search_clip(clip_id=UUID, channels=["ir"], length=4)
     assert info.value.status_code == 422
     assert "clip_id names the clip, its spec too: leave out channels, length" in info.value.detail
+    with pytest.raises(ApiError) as info:  # nothing is matched by time
+        sky.search_clip(clip_id=UUID, tolerance_minutes=30)
+    assert "leave out tolerance_minutes (fields of a query by at)" in info.value.detail
     with pytest.raises(ApiError) as info:  # so does a frame id
         sky.search_frame(frame_id=UUID, channel="ir")
     assert info.value.status_code == 422

@@ -12,16 +12,17 @@ from skysearch.retrieval.search.results import Timer
 from skysearch.retrieval.search.scenes import scene_model_id, search_scenes
 from skysearch.retrieval.store.base import Point
 from skysearch.retrieval.store.embedded import EmbeddedStore
+from skysearch.retrieval.store.filters import SearchFilters
 from skysearch.retrieval.store.schema import SCENES
 
 from skysearch.config import Workspace
 from skysearch.errors import NotFoundError, UsageError
 
 
-def _search(store: EmbeddedStore, model_id: str):
+def _search(store: EmbeddedStore, model_id: str, filters: SearchFilters | None = None):
     tim = SimpleNamespace(model_id=model_id)  # only its id names the vectors to search
     vector = np.ones(4, dtype=np.float32) / 2
-    return search_scenes(store, vector, tim, {"kind": "text"}, None, Timer())
+    return search_scenes(store, vector, tim, {"kind": "text"}, filters, Timer())
 
 
 def test_no_scenes_collection_says_how_to_index(tmp_path):
@@ -100,6 +101,15 @@ def test_the_model_holding_the_most_scenes_is_chosen_and_scenes_left_out_are_sai
     said = "model text-image-a (vectors of 3 scenes): the newer model text-image-b has indexed 2"
     assert said in caplog.text
     assert "text-image-a holds 3 of the 5 scenes, and no model holds them all" in caplog.text
+    # a filter keeping only scenes the chosen model lacks: said, with the model that has them
+    late = Point(str(uuid.uuid4()), {"text-image-b": vector}, {"dataset": "late"})
+    store.upsert(SCENES, [late])
+    only_late = SearchFilters(datasets=("late",))
+    said = r"the 1 scenes .* text-image-a, the one searched \(indexed by text-image-b\): search "
+    with pytest.raises(NotFoundError, match=said + "with model_id text-image-b"):
+        _search(store, "text-image-a", only_late)
+    assert [r.id for r in _search(store, "text-image-b", only_late).results] == [late.id]
+    store.delete_ids(SCENES, [late.id])
     caplog.clear()
     add(5, ["text-image-a", "text-image-b"])  # both hold these
     assert scene_model_id(store, ws, None) == "text-image-a"  # 8 of 10 against 7

@@ -53,6 +53,35 @@ def check_matchable(store: VectorStore, collection: str, filters: SearchFilters)
         )
 
 
+def check_vectors(store: VectorStore, vector_name: str, filters: SearchFilters) -> None:
+    """After a scene search found nothing: NotFoundError when scenes pass the filters but
+    none has a vector of the model searched (another text-image model indexed them), naming
+    the models that did."""
+    from qdrant_client import models
+    from skysearch.retrieval.store.schema import SCENES
+
+    base = filters.to_qdrant() or models.Filter()
+    kept = store.count(SCENES, base)
+    if not kept:
+        return
+
+    def with_vectors_of(name: str) -> models.Filter:
+        has = models.HasVectorCondition(has_vector=name)
+        return base.model_copy(update={"must": [*(base.must or []), has]})
+
+    names = sorted(store.vector_config(SCENES))
+    holders = [m for m in names if store.count(SCENES, with_vectors_of(m))]
+    if not holders or vector_name in holders:
+        return  # nothing indexed there, or the searched model's hits were filtered out
+    raise NotFoundError(
+        f"the {kept} scenes these filters keep have no vector of text-image model "
+        f"{vector_name}, the one searched (indexed by {', '.join(holders)}): search with "
+        f"{{model_id}} {holders[-1]}, or index their folders with {vector_name} (skysearch "
+        f"index scenes DIR --model-id {vector_name})",
+        params=["model_id"],
+    )
+
+
 #: Scenes read to list the datasets and labels a filter could have meant (ids are hashes, so
 #: the first points are a sample of the whole collection).
 NAMES_SAMPLE = 20_000

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
-from skysearch.retrieval.search.filter_checks import check_matchable, check_names
+from skysearch.retrieval.search.filter_checks import check_matchable, check_names, check_vectors
 from skysearch.retrieval.search.results import SearchResult, Timer, scene_item
 
 from skysearch.errors import NotFoundError, UsageError
@@ -111,6 +111,7 @@ def search_scenes(
         hits = store.search(SCENES, vector, filters=filters, vector_name=vname)
         if not hits:
             check_matchable(store, SCENES, filters)
+            check_vectors(store, vname, filters)
     items = [scene_item(i + 1, h) for i, h in enumerate(hits)]
     return SearchResult(query, items, filters.to_dict(), timer.done())
 

@@ -262,8 +262,10 @@ class TextSearch(BaseModel):
 
 
 #: what a query clip by start time may set, and a query by ``clip_id`` may not (the clip's own)
-CLIP_SPEC_FIELDS = ("satellite", "channels", "length", "gap_minutes")
-FRAME_SPEC_FIELDS = ("satellite", "channel")
+#: Fields of a query by time that a query by id must leave out (the id says them, or, for the
+#: tolerance, nothing is matched by time).
+CLIP_SPEC_FIELDS = ("satellite", "channels", "length", "gap_minutes", "tolerance_minutes")
+FRAME_SPEC_FIELDS = ("satellite", "channel", "tolerance_minutes")
 
 
 class ClipSearch(RankFields):
@@ -315,7 +317,8 @@ class ClipSearch(RankFields):
             given = [name for name in CLIP_SPEC_FIELDS if name in self.model_fields_set]
             if given:
                 raise ValueError(
-                    f"clip_id names the clip, its spec too: leave out {', '.join(given)}"
+                    f"clip_id names the clip, its spec too: leave out {', '.join(given)} (fields "
+                    "of a query by at)"
                 )
             self.clip_id = str(uuid.UUID(self.clip_id))  # as the GET routes read it
         return self
@@ -381,6 +384,7 @@ class FrameSearch(FrameRankFields):
                 raise ValueError(
                     "frame_id names the frame, its satellite and channel too: leave out "
                     + ", ".join(given)
+                    + " (fields of a query by at)"
                 )
             self.frame_id = str(uuid.UUID(self.frame_id))  # as the GET routes read it
         return self
