@@ -36,6 +36,7 @@ from skysearch.retrieval.indexing.pipeline import IndexReport, Item, Listing
 from skysearch.retrieval.indexing.runner import index_with
 from skysearch.retrieval.indexing.steps import clip_vectors, clips_task, frame_vectors, frames_task
 from skysearch.retrieval.store import VectorStore
+from skysearch.retrieval.store.filters import holding_vector
 from skysearch.retrieval.store.schema import CLIPS, FRAMES, time_payload
 
 from skysearch.config import Settings, Workspace
@@ -220,10 +221,6 @@ def missing_points(
     total = sum(table.num_rows for table in listed)
     if record.model_id not in store.vector_config(collection):
         return total, total
-    held = models.Filter(
-        must=[
-            models.HasVectorCondition(has_vector=record.model_id),
-            models.FieldCondition(key="satellite", match=models.MatchAny(any=satellites)),
-        ]
-    )
+    of_satellites = models.FieldCondition(key="satellite", match=models.MatchAny(any=satellites))
+    held = holding_vector(record.model_id, models.Filter(must=[of_satellites]))
     return max(total - store.count(collection, held), 0), total

@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from qdrant_client import models
 from skysearch.retrieval.store import Point, VectorStore, open_store
+from skysearch.retrieval.store.filters import holding_vector
 from tqdm import tqdm
 
 from skysearch.config import Settings
@@ -109,8 +109,7 @@ def _stored(store: VectorStore, collection: str, model_id: str) -> dict[str, dic
     """id -> payload of every point holding a vector of ``model_id`` (its vector name). Not
     the payload's ``model_id``: that names the model that wrote the point last, and a point
     keeps the vectors of every model that indexed it."""
-    flt = models.Filter(must=[models.HasVectorCondition(has_vector=model_id)])
-    return {r.id: r.payload for r in store.scroll(collection, flt)}
+    return {r.id: r.payload for r in store.scroll(collection, holding_vector(model_id))}
 
 
 def _up_to_date(item: Item, stored: dict[str, Any] | None, fingerprint: Sequence[str]) -> bool:

@@ -1,5 +1,6 @@
-"""Filters that would match nothing, said before a search answers with no results: names no
-point has, and time or place filters on points that carry no time or place."""
+"""Filters that would match nothing, said instead of an answer with no results: names no
+point has; time, place or best-track filters on points that carry none; scenes kept by the
+filters that only another text-image model indexed."""
 
 from __future__ import annotations
 
@@ -57,20 +58,15 @@ def check_vectors(store: VectorStore, vector_name: str, filters: SearchFilters) 
     """After a scene search found nothing: NotFoundError when scenes pass the filters but
     none has a vector of the model searched (another text-image model indexed them), naming
     the models that did."""
-    from qdrant_client import models
+    from skysearch.retrieval.store.filters import holding_vector
     from skysearch.retrieval.store.schema import SCENES
 
-    base = filters.to_qdrant() or models.Filter()
+    base = filters.to_qdrant()
     kept = store.count(SCENES, base)
     if not kept:
         return
-
-    def with_vectors_of(name: str) -> models.Filter:
-        has = models.HasVectorCondition(has_vector=name)
-        return base.model_copy(update={"must": [*(base.must or []), has]})
-
     names = sorted(store.vector_config(SCENES))
-    holders = [m for m in names if store.count(SCENES, with_vectors_of(m))]
+    holders = [m for m in names if store.count(SCENES, holding_vector(m, base))]
     if not holders or vector_name in holders:
         return  # nothing indexed there, or the searched model's hits were filtered out
     raise NotFoundError(

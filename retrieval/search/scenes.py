@@ -179,13 +179,10 @@ def scene_coverage(store: VectorStore, usable: list[str]) -> tuple[str, dict[str
     """Among the text-image models ``usable`` (oldest first, each with scene vectors): the one
     holding vectors of the most scenes (then the newest), how many each holds, and how many
     scenes there are. Scene searches use that model; doctor names the scenes it lacks."""
-    from qdrant_client import models
+    from skysearch.retrieval.store.filters import holding_vector
     from skysearch.retrieval.store.schema import SCENES
 
-    held = {
-        m: store.count(SCENES, models.Filter(must=[models.HasVectorCondition(has_vector=m)]))
-        for m in usable
-    }
+    held = {m: store.count(SCENES, holding_vector(m)) for m in usable}
     chosen = max(usable, key=lambda m: (held[m], usable.index(m)))
     return chosen, held, store.count(SCENES)
 

@@ -300,3 +300,11 @@ def _bbox_condition(bbox: tuple[float, float, float, float]) -> models.Filter:
         ),
     )
     return models.Filter(should=[location, *footprints])
+
+
+def holding_vector(name: str, base: models.Filter | None = None) -> models.Filter:
+    """``base`` (or no condition) and: the point holds a vector named ``name`` (a model's)."""
+    base = base or models.Filter()
+    return base.model_copy(
+        update={"must": [*(base.must or []), models.HasVectorCondition(has_vector=name)]}
+    )
