@@ -55,6 +55,18 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+def is_date_alone(text: str | datetime) -> bool:
+    """True for a date written without a time of day (``2017-09-07``, ``20170907``)."""
+    return isinstance(text, str) and not _TIME_OF_DAY.search(text.strip())
+
+
+def parse_end(text: str | datetime) -> datetime:
+    """The end of a time range: as :func:`parse_time`, but a date alone takes in that whole
+    day, so ``2017-09-07`` ends at 23:59:59.999999."""
+    end = parse_time(text)
+    return end + timedelta(days=1, microseconds=-1) if is_date_alone(text) else end
+
+
 def parse_between(text: str) -> tuple[datetime | None, datetime | None]:
     """``2017-09-05..2017-09-08``; either side may be empty (open-ended). An end given as a
     date alone takes in that whole day (``2017-09-07..2017-09-07`` is one day)."""
@@ -62,9 +74,7 @@ def parse_between(text: str) -> tuple[datetime | None, datetime | None]:
         raise UsageError(f"cannot read range {text!r}: use START..END, either side may be empty")
     start_text, end_text = text.split("..", 1)
     start = parse_time(start_text) if start_text.strip() else None
-    end = parse_time(end_text) if end_text.strip() else None
-    if end is not None and not _TIME_OF_DAY.search(end_text.strip()):
-        end += timedelta(days=1, microseconds=-1)
+    end = parse_end(end_text) if end_text.strip() else None
     if start and end and end < start:
         raise UsageError(f"range {text!r} ends before it starts")
     return start, end

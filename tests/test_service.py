@@ -295,6 +295,23 @@ def test_search_clip_by_id_with_filters(sky, catalogs):
     assert sky.search_clip(clip_id=query["clip_id"], filters=Filters(months=[1])).results == []
 
 
+def test_an_end_date_alone_takes_in_that_whole_day(sky, url, catalogs):
+    """``end: "2017-09-07"`` is the whole of 7 September (as the CLI's --between), through the
+    typed client and in a raw JSON body."""
+    _, clips, _ = catalogs
+    clip_id = clips[20]["clip_id"]
+    explicit = Filters(start="2017-09-07T00:00Z", end="2017-09-07T23:59:59Z")
+    expected = [h.id for h in sky.search_clip(clip_id=clip_id, k=30, filters=explicit).results]
+    by_date = Filters(start="2017-09-07", end="2017-09-07")
+    got = [h.id for h in sky.search_clip(clip_id=clip_id, k=30, filters=by_date).results]
+    assert len(expected) > 1 and got == expected
+    body = {"clip_id": clip_id, "filters": {"start": "2017-09-07", "end": "2017-09-07", "k": 30}}
+    with httpx.Client(base_url=url, headers={"X-API-Key": API_KEY}) as http:
+        raw = http.post("/search/clip", json=body)
+    assert raw.status_code == 200 and [h["id"] for h in raw.json()["results"]] == expected
+    assert raw.json()["filters"]["end"] == "2017-09-07T23:59:59Z"
+
+
 def test_search_clip_rerank_is_the_grid_metric_order(sky, ws, cli):
     """The top 10 by vector, re-ordered by the ground-truth grid similarity: each hit's score
     is what `skysearch similarity QUERY HIT` says, best first."""

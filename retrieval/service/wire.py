@@ -32,6 +32,9 @@ from skysearch.retrieval.search import SearchOptions
 from skysearch.retrieval.search.queries import DEFAULT_TOLERANCE_MINUTES, MAX_TOLERANCE_MINUTES
 from skysearch.retrieval.search.scenes import MAX_TEXT_CHARS
 
+from skysearch.errors import UsageError
+from skysearch.timeutil import is_date_alone, parse_end
+
 if TYPE_CHECKING:
     from skysearch.retrieval.store.filters import SearchFilters
 
@@ -113,6 +116,20 @@ Time = Annotated[
 ]
 
 
+def _whole_day(value: Any) -> Any:
+    """An end given as a date alone takes in that whole day (as the CLI's ``--between``)."""
+    if not is_date_alone(value):
+        return value
+    try:
+        return parse_end(value)
+    except UsageError as error:
+        raise ValueError(str(error)) from None
+
+
+#: The end of a time range.
+EndTime = Annotated[Time, BeforeValidator(_whole_day)]
+
+
 def _not_nullable(schema: dict[str, Any]) -> None:
     """Declare optional fields as absent-or-a-value, never null: a multipart form cannot
     send null (a client generated from the document would send the text ``null``, which the
@@ -146,7 +163,9 @@ class FilterFields(BaseModel):
     """Filters of every search (the CLI's --between/--months/... options)."""
 
     start: Time | None = Field(None, description="ISO 8601 UTC; results at or after")
-    end: Time | None = Field(None, description="ISO 8601 UTC; results at or before")
+    end: EndTime | None = Field(
+        None, description="ISO 8601 UTC; results at or before (a date alone: that whole day)"
+    )
     months: list[Month] = Field(default_factory=list, max_length=12)
     hours: list[Hour] = Field(default_factory=list, max_length=24, description="UTC hours")
     day_of_year: list[DayOfYear] | None = Field(
