@@ -225,6 +225,11 @@ def test_clip_query_frames_must_be_the_models_steps_apart(demo, cli, tmp_path):
     shutil.copy(src / "HUIR172500245.GIF", untimed)
     cases = {
         "gappy": (gappy, "HUIR172500745.GIF and HUIR172501545.GIF are 480 min apart"),
+        "more than the model's 6": (
+            [src / "HUIR172500145.GIF", *gappy],
+            "60 min apart (+-15): pass frames 60 min apart (the query is the most recent 6 of "
+            "the 7 frames given)",
+        ),
         "twice": (hourly[:5] + hourly[4:5], "HUIR172500745.GIF are the same file"),
         "a folder and a file in it": ([hourly[0].parent, hourly[0]], "are the same file"),
         "mixed": (hourly + [untimed], "1 of the ir query frames carry no time"),

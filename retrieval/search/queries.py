@@ -422,9 +422,10 @@ class QueryResolver:
                     f"the query needs {length} {chan} frames ({length}x{gap}m clips), got "
                     f"{len(mine)} file(s): pass {length} files or a folder holding them"
                 )
-            mine = mine[-length:]  # the most recent L frames
+            given, mine = len(mine), mine[-length:]  # the most recent L frames
             if mine[0][0] is not None:
-                check_spacing([n[0] for n in mine], [n[2].name for n in mine], gap, tolerance)
+                names = [n[2].name for n in mine]
+                check_spacing([n[0] for n in mine], names, gap, tolerance, given)
                 if chan == channels[0]:
                     start = mine[0][0]
             per_channel.append([n[2] for n in mine])

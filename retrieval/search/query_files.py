@@ -28,17 +28,23 @@ def frame_order(times: Sequence[datetime | None], names: Sequence[str], channel:
 
 
 def check_spacing(
-    times: Sequence[datetime], names: Sequence[str], gap: int, tolerance: int
+    times: Sequence[datetime], names: Sequence[str], gap: int, tolerance: int, given: int = 0
 ) -> None:
     """Refuse query frames (in time order) that are not ``gap`` minutes apart: a clip model
-    compares motion over its own steps, so other spacings match meaningless clips."""
+    compares motion over its own steps, so other spacings match meaningless clips.
+    ``given``: how many frames the user passed when these are the most recent of them."""
     for i in range(1, len(times)):
         minutes = (times[i] - times[i - 1]).total_seconds() / 60
         if abs(minutes - gap) > tolerance:
             same = "the same time" if minutes == 0 else f"{minutes:g} min apart"
+            taken = (
+                f" (the query is the most recent {len(times)} of the {given} frames given)"
+                if given > len(times)
+                else ""
+            )
             raise UsageError(
                 f"query frames {names[i - 1]} and {names[i]} are {same}; the clip model's "
-                f"frames are {gap} min apart (+-{tolerance}): pass frames {gap} min apart",
+                f"frames are {gap} min apart (+-{tolerance}): pass frames {gap} min apart" + taken,
                 params=["frame_files"],
             )
 
