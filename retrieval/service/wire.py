@@ -287,6 +287,28 @@ CLIP_SPEC_FIELDS = ("satellite", "channels", "length", "gap_minutes", "tolerance
 FRAME_SPEC_FIELDS = ("satellite", "channel", "tolerance_minutes")
 
 
+def _one_query(
+    search: BaseModel, kind: str, at_means: str, implied: tuple[str, ...], implied_means: str
+) -> str | None:
+    """Check that a clip or frame search has exactly one of ``at`` or ``<kind>_id``, and that
+    an id comes without the fields it implies; return the id as the GET routes read it."""
+    id_name = f"{kind}_id"
+    ident = getattr(search, id_name)
+    if (search.at is None) == (ident is None):
+        raise ValueError(
+            f"give exactly one of at ({at_means}) or {id_name} (a {kind} of the {kind} catalog)"
+        )
+    if ident is None:
+        return None
+    given = [name for name in implied if name in search.model_fields_set]
+    if given:
+        raise ValueError(
+            f"{id_name} names the {kind}, {implied_means} too: leave out {', '.join(given)} "
+            "(fields of a query by at)"
+        )
+    return str(uuid.UUID(ident))
+
+
 class ClipSearch(RankFields):
     """The query clip by start time (``at`` + spec) or by catalog ``clip_id``: exactly one."""
 
@@ -327,19 +349,9 @@ class ClipSearch(RankFields):
 
     @model_validator(mode="after")
     def _one_query(self) -> ClipSearch:
-        if (self.at is None) == (self.clip_id is None):
-            raise ValueError(
-                "give exactly one of at (the query clip's start time) or clip_id (a clip of "
-                "the clip catalog)"
-            )
-        if self.clip_id is not None:
-            given = [name for name in CLIP_SPEC_FIELDS if name in self.model_fields_set]
-            if given:
-                raise ValueError(
-                    f"clip_id names the clip, its spec too: leave out {', '.join(given)} (fields "
-                    "of a query by at)"
-                )
-            self.clip_id = str(uuid.UUID(self.clip_id))  # as the GET routes read it
+        self.clip_id = _one_query(
+            self, "clip", "the query clip's start time", CLIP_SPEC_FIELDS, "its spec"
+        )
         return self
 
 
@@ -392,20 +404,9 @@ class FrameSearch(FrameRankFields):
 
     @model_validator(mode="after")
     def _one_query(self) -> FrameSearch:
-        if (self.at is None) == (self.frame_id is None):
-            raise ValueError(
-                "give exactly one of at (the query frame's time) or frame_id (a frame of the "
-                "frame catalog)"
-            )
-        if self.frame_id is not None:
-            given = [name for name in FRAME_SPEC_FIELDS if name in self.model_fields_set]
-            if given:
-                raise ValueError(
-                    "frame_id names the frame, its satellite and channel too: leave out "
-                    + ", ".join(given)
-                    + " (fields of a query by at)"
-                )
-            self.frame_id = str(uuid.UUID(self.frame_id))  # as the GET routes read it
+        self.frame_id = _one_query(
+            self, "frame", "the query frame's time", FRAME_SPEC_FIELDS, "its satellite and channel"
+        )
         return self
 
 
