@@ -255,7 +255,8 @@ def test_images_cut_short_are_skipped_before_training(tmp_path):
 def test_small_sets_empty_captions_and_one_class_left(cli, tmp_path):
     """Four images a class (no validation image) failed on an empty val.csv the run had made;
     a CSV without one caption trained a model on no words; excluding all but one class trained
-    on that class alone; a CSV listing the set's test images beside it trained on them."""
+    on that class alone; a CSV listing the set's test images beside it trained on them; an
+    evaluation on another split named only the first class whose test images it trained on."""
     import shutil
 
     small = tmp_path / "small"
@@ -267,6 +268,12 @@ def test_small_sets_empty_captions_and_one_class_left(cli, tmp_path):
     done = cli("train", "text-image", "--images", small, *quick, "-w", tmp_path / "ws")
     assert done.exit_code == 0, done.stderr
     assert "no validation top-1" in done.stderr
+    other_split = cli("eval", "text-image", "--images", small, "--seed", "1", "--threads", "1",
+                      "-w", tmp_path / "ws")  # fmt: skip
+    assert other_split.exit_code == 2  # under seed 1 each class's test image was a training one
+    assert "test images of aGrass (1), gParking (1) were in the model's training CSV" in (
+        other_split.stderr
+    )
     cut = cli("train", "text-image", "--images", small, "--exclude-classes", "aGrass", *quick,
               "-w", tmp_path / "ws")  # fmt: skip
     assert cut.exit_code == 2 and "one class (gParking) left after excluding aGrass" in cut.stderr

@@ -154,6 +154,11 @@ def training_images(train_csv: Path | None, skipped: Sequence[str] = ()) -> Trai
     return out
 
 
+def _counted(counts: dict[str, int]) -> str:
+    """``{"aGrass": 2, "gParking": 1}`` -> ``aGrass (2), gParking (1)``."""
+    return ", ".join(f"{label} ({n})" for label, n in counts.items())
+
+
 def evaluate_text_image(
     images_dir: str | Path,
     workspace: Workspace,
@@ -174,20 +179,15 @@ def evaluate_text_image(
     trained = training_images(train_csv, skipped)
     test = {p for p, _ in split_images(found, seed=split_seed)["test"]}
     items: list[tuple[Path, str]] = []
-    seen_classes, copies = [], 0
+    seen_classes, copies, overlaps = [], 0, {}
     for label, paths in found.items():
         keys = {p: _readable_key(p) for p in paths}
         named = bool(table) and bool(table.get(label) or table.get(normalise_class(label)))
         if any(k in trained.keys for k in keys.values()):  # its images, here or elsewhere
             overlap = [p for p in paths if p in test and p.resolve() in trained.paths]
             if overlap:
-                raise UsageError(
-                    f"{len(overlap)} test images of {label} were in the model's training CSV "
-                    f"({train_csv}): it trained on them, so they cannot test it. Evaluate with "
-                    "the split seed used for training; if it is that one, the images came "
-                    "from another source (a --csv listing them): score the classes it never "
-                    "saw (--classes)"
-                )
+                overlaps[label] = len(overlap)
+                continue
             seen_classes.append(label)
             scored = [p for p in paths if p in test and keys[p] not in trained.keys]
             copies += sum(p in test for p in paths) - len(scored)  # same bytes as trained ones
@@ -208,6 +208,13 @@ def evaluate_text_image(
         if named:  # a class it trained on, none of these images among its training ones
             seen_classes.append(label)
         items += [(p, label) for p in paths]
+    if overlaps:
+        raise UsageError(
+            f"test images of {_counted(overlaps)} were in the model's training CSV "
+            f"({train_csv}): it trained on them, so they cannot test it. Evaluate with the "
+            "split seed used for training; if it is that one, the images came from another "
+            "source (a --csv listing them): score the classes it never saw (--classes)"
+        )
     rows = caption_rows(items, split_seed, table)
     paths = [r.filepath for r in rows]
     captions = [r.title for r in rows]
