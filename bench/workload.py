@@ -112,10 +112,6 @@ class Workload:
     lengths: np.ndarray
     rng: np.random.Generator
 
-    def window_times(self, q: int) -> tuple[datetime, datetime]:
-        lo, hi = self.starts[q], self.starts[q] + self.lengths[q] - 1
-        return T0 + STEP * int(lo), T0 + STEP * int(hi)
-
 
 def make_workload(
     n: int, nq: int, seed: int, dim: int = DIM, folder: Path | None = None

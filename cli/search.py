@@ -2,8 +2,8 @@
 shares.
 
 The commands are thin: options -> :class:`SearchFilters` / a query -> the façade
-(:mod:`skysearch.retrieval.search`) -> a table on stderr, or with ``--json`` the result
-schema ``skysearch.search/1`` on stdout.
+(:mod:`skysearch.retrieval.search`) -> a table on stdout, or with ``--json`` the result
+schema ``skysearch.search/1`` on stdout and the table on stderr.
 """
 
 from __future__ import annotations

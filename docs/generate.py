@@ -94,11 +94,6 @@ def _limits(schema: dict[str, Any]) -> str:
     return ", ".join(dict.fromkeys(parts))
 
 
-def _schema_name(content: dict[str, Any]) -> str:
-    schema = next(iter(content.values())).get("schema", {})
-    return _type(schema)
-
-
 def _operation(method: str, path: str, op: dict[str, Any]) -> list[str]:
     lines = [f"### `{method.upper()} {path}`", ""]
     lines += [op.get("description") or op.get("summary", ""), ""]

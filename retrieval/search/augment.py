@@ -8,7 +8,7 @@ them (``future``). A candidate then scores on two counts:
 - present: cosine(query vector, candidate vector) -- the plain search;
 - future: cosine(predicted future vector, vector of the candidate's FOLLOWING clip).
 
-Fusion methods (measured by ``skysearch eval augment``; see README "Augmented clip search"):
+Fusion methods (measured by ``skysearch eval augment``; see docs/design/augmentation.md):
 
 - ``rrf`` (default, best on GOES Irma): reciprocal-rank fusion of the present and future
   rankings of a pool of plain hits (what Qdrant's prefetch + RRF computes, without storing a

@@ -65,7 +65,7 @@ class SearchOptions:
 
     rerank: int = 0
     augment: bool = False
-    augment_method: str = "rrf"  # measured best in eval augment (README, augmented queries)
+    augment_method: str = "rrf"  # measured best in eval augment (docs/design/augmentation.md)
     augment_beta: float = 0.5
     model_id: str | None = None
     predictor_id: str | None = None

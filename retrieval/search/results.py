@@ -1,28 +1,8 @@
 """The search result schema (``skysearch.search/1``) and the shaping of store hits into it.
 
 Every search returns a :class:`SearchResult`; ``SearchResult.to_dict()`` is the JSON the CLI's
-``--json`` prints and the service returns (``RESULT_SCHEMA`` names its version)::
-
-    {"schema": "skysearch.search/1",
-     "query": {"kind": "clip", "mode": "at"|"clip_id"|"frames", "clip_id", "satellite",
-               "channels", "start", "end", "length", "gap_minutes", "model_id",
-               "ranked_by": "vector"|"rerank"|"augment", "rerank": N, "augment": bool, ...}
-              | {"kind": "frame", "mode": "at"|"frame_id"|"file"|"pixels", "frame_id",
-                 "satellite", "channels", "start", "model_id", "ranked_by", "rerank", ...}
-              | {"kind": "text", "text", "model_id", ...} | {"kind": "image", "image", ...},
-     "results": [{"rank": 1, "score": 0.97, "id": "<uuid>", "kind": "clip"|"frame"|"scene",
-                  "start": "2017-09-07T00:45:00Z"|null, "end": ...|null, "satellite", "channels",
-                  "frame_ids": [[...per channel...]] (clips) | [id] (frames) | [...] (scenes),
-                  "length",
-                  "gap_minutes", "source_path", "label", "dataset", "location" (scenes; a
-                  frame's or clip's storm centre), "event", "track_class", "pressure_hpa",
-                  "wind_kt" (frames and clips of a storm with a best track),
-                  "vector_score": float|null,
-                  "rerank_score": float|null}],
-     "filters": {"start", "end", "months", "hours", "day_of_year", "channels", "satellites",
-                 "exclude_around", "exclude_window_s", "datasets", "labels", "bbox", "k",
-                 "one_per_day"},
-     "timing_ms": {"load", "query", "embed", "search", "rerank", "augment", "total"}}
+``--json`` prints and the service returns (``RESULT_SCHEMA`` names its version); its fields are
+documented once, in docs/reference/schemas.md ("Result schema").
 
 ``score`` is the value the results are ordered by: cosine similarity of the vectors, the
 grid-metric similarity when re-ranked (then ``vector_score`` keeps the cosine), or the fused

@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 GIF_MAGICS = (b"GIF87a", b"GIF89a")
 JPEG_MAGIC = b"\xff\xd8\xff"
-ALLOWED_FORMATS = ("PNG", "JPEG", "GIF")
 
 
 @dataclass(frozen=True)

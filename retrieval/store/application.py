@@ -11,7 +11,7 @@ or scenes with filters, get typed results.
             print(h.time, h.satellite, h.channels, h.score)
 
 Applications that prefer raw Qdrant can query the same collections with any Qdrant client; the
-schema is in ``skysearch.retrieval.store.schema`` and the README.
+schema is in ``skysearch.retrieval.store.schema`` and docs/reference/schemas.md.
 """
 
 from __future__ import annotations

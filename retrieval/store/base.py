@@ -392,13 +392,12 @@ class VectorStore(ABC):
         k: int | None = None,
         filters: FilterLike = None,
         vector_name: str | None = None,
-        group_by_day: bool | None = None,
         exact: bool = False,
         hnsw_ef: int | None = None,
     ) -> list[Hit]:
-        """Top-k by similarity, best first. ``k``/``group_by_day`` default to the filters' own
-        ``k``/``one_per_day``. ``exact=True`` skips the graph (brute force inside the engine).
-        ``hnsw_ef`` defaults to the schema's, which is lower for unfiltered queries."""
+        """Top-k by similarity, best first, one per day when the filters say ``one_per_day``.
+        ``k`` defaults to the filters' own. ``exact=True`` skips the graph (brute force inside
+        the engine). ``hnsw_ef`` defaults to the schema's, lower for unfiltered queries."""
         vectors = self.vector_config(name)
         vname = vector_name or DEFAULT_VECTOR
         vec = self._check_vector(name, vectors, vname, vector)
@@ -408,7 +407,7 @@ class VectorStore(ABC):
         k = k if k is not None else (sf.k if sf else 10)
         if k < 1:
             raise UsageError(f"k must be positive, got {k}")
-        group = group_by_day if group_by_day is not None else bool(sf and sf.one_per_day)
+        group = bool(sf and sf.one_per_day)
         flt = as_filter(filters)
         # The engine over-estimates how many points a small geo box holds (geohash tiles), so
         # it walks the graph where the subset is too sparse to reach: recall@10 0.83 for a box

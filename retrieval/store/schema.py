@@ -20,11 +20,6 @@ FRAMES = "frames"
 CLIPS = "clips"
 SCENES = "scenes"
 COLLECTIONS: tuple[str, ...] = (FRAMES, CLIPS, SCENES)
-COLLECTION_DOCS: dict[str, str] = {
-    FRAMES: "one point per frame; one named vector per frame encoder (vector name = model id)",
-    CLIPS: "one point per clip (L frames, G minutes apart); clip-encoder embeddings",
-    SCENES: "one point per frame; text-image model image embeddings (query with a text vector)",
-}
 
 #: Vector name used when a caller passes ``vector_name=None``. Every collection uses named
 #: vectors, so a second encoder can be added to an existing collection later.
@@ -49,12 +44,12 @@ SEARCH_HNSW_EF = 384
 #: (via the payload index) instead of walking the graph. Qdrant's default, 10000 KB (~10k
 #: 256-d vectors), gave filtered recall@10 0.929 at 1M points with 1-10% time windows
 #: (10k-100k points: graph walks with ACORN at hnsw_ef 256; 0.994 at hnsw_ef 1024); 100000 KB
-#: (~100k vectors) gave 0.9985 (bench/store.py, README store section).
+#: (~100k vectors) gave 0.9985 (bench/store.py; docs/design/store-tuning.md).
 FULL_SCAN_THRESHOLD_KB = 100_000
 #: ACORN filtered search (Qdrant >= 1.16): when a filter is selective, the graph walk also
 #: explores neighbours of neighbours, so the filtered subgraph stays connected. Measured:
 #: without it a 6% subset just above full_scan_threshold gave recall@10 0.958 (tests) and the
-#: bench numbers in the README; with it 1.0.
+#: bench numbers in bench/RESULTS.md; with it 1.0.
 SEARCH_ACORN = True
 #: Scalar int8 copies of the vectors kept in RAM for the search; results are rescored with the
 #: original float32 vectors from an oversampled candidate list. Measured at 1M points
@@ -161,8 +156,9 @@ FIELD_COLLECTIONS: dict[str, tuple[str, ...]] = {f.name: f.collections for f in 
 #: Fields whose payload index also gets payload-aware HNSW links (``enable_hnsw``): Qdrant
 #: builds an extra subgraph per value block of each such field, which multiplies index build
 #: time. Other indexed fields still filter (exactly below full_scan_threshold, with ACORN above).
-#: Measured (tests/test_store.py, README): with ACORN on, filtered recall@10 >= 0.99 without
-#: any payload links, and at 100k points the build was faster and the store half the size.
+#: Measured (tests/test_store.py, docs/design/store-tuning.md): with ACORN on, filtered
+#: recall@10 >= 0.99 without any payload links, and at 100k points the build was faster and
+#: the store half the size.
 PAYLOAD_GRAPH_FIELDS: tuple[str, ...] = ()
 
 #: Every filtered field and its index type (servers in strict mode refuse unindexed filters;
