@@ -16,6 +16,8 @@ from skysearch.cli.options import (
     ProfilesOption,
     SourceOption,
     WorkspaceOption,
+    names,
+    one_name,
 )
 from skysearch.cli.output import emit_json, info
 
@@ -112,9 +114,9 @@ def clips(
         settings.workspace,
         length=length,
         gap_minutes=gap,
-        channels=channels,
+        channels=names(channels, "channels") or None,
         tolerance_minutes=tolerance,
-        satellite=satellite,
+        satellite=one_name(satellite, "satellite"),
     )
     for spec, count in report.by_spec.items():
         info(f"  {spec}: {count} clips")

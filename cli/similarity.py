@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from skysearch.cli.app import app
-from skysearch.cli.options import JsonOption, WorkspaceOption
+from skysearch.cli.options import JsonOption, WorkspaceOption, names, one_name
 from skysearch.cli.output import emit_json, info, table
 
 from skysearch.config import Workspace, load_settings
@@ -59,8 +59,9 @@ def similarity(
 
     spec = GridSpec(grid, bins, mode)  # type: ignore[arg-type]
     settings = load_settings(workspace=workspace)
+    chans, sat = names(channel, "channel") or None, one_name(satellite, "satellite")
     clips = [
-        _resolve(text, spec, settings.workspace, channel, length, gap, satellite)
+        _resolve(text, spec, settings.workspace, chans, length, gap, sat)
         for text in (clip_a, clip_b)
     ]
     score = compare_clips(*clips)
@@ -76,7 +77,7 @@ def _resolve(
     text: str,
     spec: GridSpec,
     workspace: Workspace,
-    channel: str | None,
+    channels: tuple[str, ...] | None,
     length: int | None,
     gap: int | None,
     satellite: str | None,
@@ -101,5 +102,5 @@ def _resolve(
         raise UsageError(f"folder not found: {text}")
     if not text[:4].isdigit():
         raise UsageError(f"{text!r}: no such folder, and not a clip id or an ISO time")
-    clip_id = find_clip(workspace, text, channel, length, gap, satellite)
+    clip_id = find_clip(workspace, text, channels, length, gap, satellite)
     return sketch_catalog_clip(store, clip_id)

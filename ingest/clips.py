@@ -51,7 +51,7 @@ CLIP_SCHEMA = pa.schema(
 )
 _MINUTE_US = 60_000_000
 #: Minutes a frame may sit from its step's time, unless a spec was built with another.
-DEFAULT_TOLERANCE_MINUTES = 15
+STEP_TOLERANCE_MINUTES = 15
 _SPEC = re.compile(r"^(?:(?P<channels>[^_/]+)_)?(?P<length>\d+)x(?P<gap>\d+)m?$")
 
 
@@ -92,7 +92,7 @@ class ClipSpec:
     length: int
     gap_minutes: int
     channels: tuple[str, ...] | None = None
-    tolerance_minutes: int = DEFAULT_TOLERANCE_MINUTES
+    tolerance_minutes: int = STEP_TOLERANCE_MINUTES
 
     @property
     def text(self) -> str:
@@ -120,9 +120,9 @@ class ClipSpec:
                 f"write {length}x{gap}, or name two or more channels (e.g. ir+wv_{length}x{gap}m)",
                 params=[param],
             )
-        if gap <= DEFAULT_TOLERANCE_MINUTES:
+        if gap <= STEP_TOLERANCE_MINUTES:
             raise UsageError(
-                f"{{{param}}} {text!r}: the gap must be more than the {DEFAULT_TOLERANCE_MINUTES} "
+                f"{{{param}}} {text!r}: the gap must be more than the {STEP_TOLERANCE_MINUTES} "
                 "minutes a frame may sit from its step",
                 params=[param],
             )
@@ -155,7 +155,7 @@ def built_tolerance(paths: Iterable[Path]) -> int:
             continue
         if table.num_rows:
             return int(table["tolerance_minutes"][0].as_py())
-    return DEFAULT_TOLERANCE_MINUTES
+    return STEP_TOLERANCE_MINUTES
 
 
 def catalog_specs(workspace: Workspace) -> list[ClipSpec]:
@@ -302,7 +302,7 @@ def build_clips(
     length: int = 12,
     gap_minutes: int = 60,
     channels: str | Sequence[str] | None = None,
-    tolerance_minutes: int = DEFAULT_TOLERANCE_MINUTES,
+    tolerance_minutes: int = STEP_TOLERANCE_MINUTES,
     satellite: str | None = None,
 ) -> ClipReport:
     """Build (or refresh) the clip catalog from the frame catalog; idempotent.

@@ -150,6 +150,8 @@ CASES: dict[str, list[Case]] = {
             expect="--tolerance must be >= 0 and smaller than --gap",
         ),
         c("clips", "--channels", "nope", *W, expect="no satellite has all channels nope"),
+        c("clips", "--channels", "", *W, expect="--channels names nothing"),  # not every channel
+        c("clips", "--satellite", "a,b", *W, expect="--satellite takes one name, got a, b"),
     ],
     "predict": [
         c("predict", AT, *W, expect="no predictor model"),
@@ -179,6 +181,7 @@ CASES: dict[str, list[Case]] = {
         c("similarity", "{bin}", "{bin}", *W, expect="is a file"),
         c("similarity", AT, LATER, "--grid", "0", *W, expect="must be positive"),
         c("similarity", AT, LATER, "--mode", "nope", *W, expect="unknown similarity mode"),
+        c("similarity", AT, LATER, "--channel", " , ", *W, expect="--channel names nothing"),
         c("similarity", "99999-09-07", LATER, *W, expect="cannot read time"),
         c("similarity", AT, "2099-01-01", *W, expect="no clip starts at"),
         c("similarity", AT, LATER, "-w", "{ws_sketch_binary}", expect="meta"),
