@@ -28,9 +28,9 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
-        from importlib.metadata import version
+        from skysearch import __version__
 
-        typer.echo(f"skysearch {version('skysearch')}")
+        typer.echo(f"skysearch {__version__}")
         raise typer.Exit()
 
 

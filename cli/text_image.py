@@ -159,15 +159,14 @@ def train_text_image_command(
     """
     from skysearch.encoders.training.text_image import train_text_image
     from skysearch.encoders.training.text_image_data import prepare_training_data
-    from skysearch.encoders.training.text_image_recipe import TextImageTrainConfig, check_epochs
+    from skysearch.encoders.training.text_image_recipe import (
+        TextImageTrainConfig,
+        check_architecture,
+        check_epochs,
+    )
 
     check_epochs(epochs, pretrained)  # before anything is written
-    if model.startswith("text-image-"):
-        raise UsageError(
-            f"{{model}} {model} is a trained model id; {{model}} names the architecture to "
-            "train (search, index and eval take a trained model's id)",
-            params=["model"],
-        )
+    check_architecture(model)
     excluded = list(names(exclude_classes, "exclude_classes"))
     set_threads(threads)
     settings = load_settings(workspace=workspace, device=device)

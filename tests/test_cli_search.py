@@ -149,10 +149,15 @@ def test_cli_help_loads_neither_torch_nor_the_store_client():
 
 
 def test_version_is_the_installed_package_s(cli):
+    """One version, written in skysearch/__init__.py: the package metadata (pyproject reads it
+    from there), --version and the service's /health all say it."""
     from importlib.metadata import version
 
+    from skysearch import __version__
+
     result = cli("--version")
-    assert result.exit_code == 0 and result.stdout.strip() == f"skysearch {version('skysearch')}"
+    assert result.exit_code == 0 and result.stdout.strip() == f"skysearch {__version__}"
+    assert version("skysearch") == __version__
 
 
 @pytest.fixture(scope="module")

@@ -1,1 +1,2 @@
-"""Whole-workspace workflows above every package: the demo, doctor (checks) and repair."""
+"""Whole-workspace workflows above every package: the demo, the update job, doctor (checks)
+and repair."""

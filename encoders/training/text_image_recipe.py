@@ -44,7 +44,7 @@ from typing import Any
 
 import torch
 from skysearch.encoders.datasets.captions import file_sha1
-from skysearch.encoders.models.text_image import DEFAULT_MODEL, TextImageModel
+from skysearch.encoders.models.text_image import DEFAULT_MODEL, KIND, TextImageModel
 from skysearch.encoders.training.loop import TrainConfig
 from torch import nn
 
@@ -84,6 +84,7 @@ class TextImageTrainConfig(TrainConfig):
     max_steps_per_epoch: int | None = None  # tests / smoke runs
 
     def __post_init__(self) -> None:
+        check_architecture(self.model_name)
         for name, allowed in (
             ("positives", ("label", "caption")),
             ("image_tower", tuple(RECIPE_EPOCHS)),
@@ -107,6 +108,17 @@ class TextImageTrainConfig(TrainConfig):
         fields["train_csv_sha1"] = file_sha1(self.train_csv)
         text = json.dumps(fields, sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def check_architecture(model_name: str) -> None:
+    """``model_name`` names an architecture to train; a trained model's id is refused (search,
+    index and eval take those, so the two are easily swapped)."""
+    if model_name.startswith(f"{KIND}-"):
+        raise UsageError(
+            f"{{model}} {model_name} is a trained model id; {{model}} names the architecture to "
+            "train (search, index and eval take a trained model's id)",
+            params=["model"],
+        )
 
 
 def check_epochs(epochs: int | None, pretrained: str | None) -> None:
