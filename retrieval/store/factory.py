@@ -20,11 +20,8 @@ def open_store(settings: Any, location: str | None = None) -> VectorStore:
     collections it creates.
     """
     url = getattr(settings, "qdrant_url", None)
-    if location is None and url and url != ":memory:" and "://" not in url:
-        raise UsageError(  # not a folder named "localhost:6333" in the current directory
-            f"Qdrant URL {url!r} (QDRANT_URL, --qdrant-url) needs http:// or https://",
-            params=["qdrant_url"],
-        )
+    if location is None and url and url != ":memory:":
+        checked_url(url)  # "localhost:6333" is no folder in the current directory
     target = location or url
     if target == ":memory:":
         from skysearch.retrieval.store.server import ServerStore
@@ -45,3 +42,24 @@ def open_store(settings: Any, location: str | None = None) -> VectorStore:
     except UsageError as exc:
         raise UsageError(f"store_memory (SKYSEARCH_STORE_MEMORY): {exc}") from None
     return EmbeddedStore(root, params)
+
+
+def checked_url(url: str) -> str:
+    """The URL as messages show it (without a password); a UsageError for one that is not an
+    http(s) URL with a host and a valid port (the client's own errors are tracebacks)."""
+    from urllib.parse import urlsplit
+
+    what = f"Qdrant URL {url!r} (QDRANT_URL, --qdrant-url)"
+    if "://" not in url:
+        raise UsageError(f"{what} needs http:// or https://", params=["qdrant_url"])
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise UsageError(f"{what}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or url != url.strip():
+        raise UsageError(
+            f"{what} is not an http:// or https:// URL with a host (e.g. http://localhost:6333)"
+        )
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}{f':{port}' if port else ''}{parts.path}"

@@ -28,6 +28,7 @@ from skysearch.retrieval.store.base import (
     record_of,
     vectors_of,
 )
+from skysearch.retrieval.store.factory import checked_url
 
 from skysearch.errors import StoreError, UsageError
 
@@ -154,7 +155,7 @@ class ServerStore(VectorStore):
         shards = _count(settings, "QDRANT_SHARD_NUMBER")
         replicas = _count(settings, "QDRANT_REPLICATION_FACTOR")
         consistency = _count(settings, "QDRANT_WRITE_CONSISTENCY_FACTOR")
-        shown = _checked_url(url)
+        shown = checked_url(url)
         if api_key and shown.startswith("http://"):
             warnings.warn(
                 f"the Qdrant API key goes unencrypted to {shown}: use https:// unless the "
@@ -379,25 +380,6 @@ def _quantization_config() -> models.ScalarQuantization | None:
     return models.ScalarQuantization(
         scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, always_ram=True)
     )
-
-
-def _checked_url(url: str) -> str:
-    """The URL as messages show it (without a password); a UsageError for one that is not an
-    http(s) URL with a host and a valid port (the client's own errors are tracebacks)."""
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise UsageError(f"Qdrant URL {url!r} (QDRANT_URL, --qdrant-url): {exc}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname or url != url.strip():
-        raise UsageError(
-            f"Qdrant URL {url!r} (QDRANT_URL, --qdrant-url) is not an http:// or https:// URL "
-            "with a host (e.g. http://localhost:6333)"
-        )
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return f"{parts.scheme}://{host}{f':{port}' if port else ''}{parts.path}"
 
 
 def _count(settings: Any, name: str) -> int | None:
