@@ -43,7 +43,7 @@ from skysearch.encoders.metrics import mse, psnr, ssim
 from skysearch.encoders.models.predictor import SimVP, load_predictor, persistence, to_working
 from skysearch.encoders.registry import ModelRecord, list_models, resolve
 from skysearch.encoders.training.predictor_data import following_rows
-from skysearch.retrieval.evaluation.clips import ndcg_at_k
+from skysearch.retrieval.evaluation.clips import search_scores
 from skysearch.retrieval.search.augment import (
     METHODS,
     AugmentOptions,
@@ -69,17 +69,9 @@ class AugmentEvalOptions:
 
 
 def ndcg(scores: np.ndarray, truth: np.ndarray, candidates: np.ndarray, k: int) -> float:
-    """Mean NDCG@k over queries (rows); gains = truth min-max normalised per query."""
-    values = []
-    for s, t, mask in zip(scores, truth, candidates, strict=True):
-        cand = np.flatnonzero(mask)
-        sims = t[cand]
-        span = sims.max() - sims.min()
-        gains = (sims - sims.min()) / span if span > 0 else np.ones_like(sims)
-        ranked = np.argsort(-s[cand], kind="stable")
-        ideal = np.argsort(-sims, kind="stable")
-        values.append(ndcg_at_k(gains[ranked], gains[ideal], k))
-    return float(np.mean(values))
+    """Mean NDCG@k over queries (rows of ``scores``, higher first, and of ``truth``)."""
+    rows = np.arange(len(truth))
+    return search_scores(-scores, truth, rows, candidates, k)[0]
 
 
 def pool_rerank(
