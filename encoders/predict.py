@@ -25,7 +25,7 @@ from skysearch.errors import NotFoundError, UsageError
 from skysearch.timeutil import parse_time, to_rfc3339
 
 
-def find_clip(
+def _clip_of_spec(
     workspace: Workspace, ref: str, satellite: str, channels: list[str], length: int, gap: int
 ) -> dict[str, Any]:
     """A catalog clip of this spec by id, or by start time (nearest within half a gap)."""
@@ -82,7 +82,7 @@ def predict_strip(
     model, info = load_predictor(record.directory(workspace), device)
     sat, chans = info["satellite"], list(info["channels"])
     length, gap = int(info["length"]), int(info["gap_minutes"])
-    clip = find_clip(workspace, ref, sat, chans, length, gap)
+    clip = _clip_of_spec(workspace, ref, sat, chans, length, gap)
     store = FrameStore(workspace)
     frames = torch.as_tensor(clip_frames(workspace, clip, store))
     cfg = model.config
