@@ -1,4 +1,5 @@
-"""The ``skysearch`` typer application: registers one module per command group."""
+"""The ``skysearch`` typer application. Command modules (one per domain, listed in
+``cli/commands.py``) register themselves on it."""
 
 from __future__ import annotations
 

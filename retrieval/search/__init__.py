@@ -9,6 +9,8 @@
 - ``models``: which clip model, frame model, predictor, text-image model; each loaded once.
 - ``scenes``: text and image search over the ``scenes`` collection.
 - ``results``: the result schema (:class:`SearchResult`, :class:`ResultItem`) and hit shaping.
+- ``filter_checks``: filters that would match nothing, said instead of an empty answer.
+- ``batching``: concurrent queries' embeddings in one forward pass (the service).
 - ``rerank`` (exact re-rank by the grid metric), ``augment`` (prediction-augmented queries),
   ``contact_sheet`` (a PNG of a clip or frame search).
 """
