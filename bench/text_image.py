@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from skysearch.encoders.models.text_image import create_text_image_model, load_workspace_model
+from skysearch.encoders.factory import load_text_image
+from skysearch.encoders.models.text_image import create_text_image_model
 from skysearch.retrieval.indexing.scenes import find_images, index_scenes
 from skysearch.retrieval.store import open_store
 from skysearch.retrieval.store.schema import SCENES
@@ -67,7 +68,7 @@ def main() -> None:
     tim = None
     if args.workspace:
         try:
-            tim = load_workspace_model(load_settings(workspace=args.workspace).workspace)
+            tim = load_text_image(load_settings(workspace=args.workspace).workspace)
         except NotFoundError:
             tim = None
     model_label = tim.model_id if tim else "untuned offline towers"

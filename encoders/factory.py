@@ -1,6 +1,6 @@
 """Saving trained encoders into the workspace registry and loading them back.
 
-The door for other areas (search, predictor, service)::
+The door for other areas (search, indexing, evaluation, service) to every kind of model::
 
     embedder, record = load_clip_embedder(settings.workspace)     # latest clip model
     vector = embedder.embed_clip(clip_frames(workspace, clip_id))  # (C, L, H, W) uint8 -> (256,)
@@ -11,7 +11,7 @@ so one registry entry turns raw clips into vectors.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from skysearch.encoders import registry
@@ -23,6 +23,10 @@ from torch import nn
 
 from skysearch.config import Workspace
 from skysearch.errors import UsageError
+
+if TYPE_CHECKING:
+    from skysearch.encoders.models.predictor import SimVP
+    from skysearch.encoders.models.text_image import TextImageModel
 
 
 def save_model(
@@ -84,6 +88,36 @@ def load_clip_embedder(
     model = build_clip_embedder(config["frame"], config["clip"], pretrained=False)
     load_into(model, state, source=record.model_id)
     return model.to(torch_device).eval(), record
+
+
+def load_predictor_model(
+    workspace: Workspace, model_id: str | None = None, device: str | None = "cpu"
+) -> tuple[SimVP, dict[str, Any], registry.ModelRecord]:
+    """A registered predictor (latest when ``model_id`` is None), its saved config, its record."""
+    from skysearch.encoders.models.predictor import load_predictor
+
+    record = registry.resolve(workspace, "predictor", model_id)
+    model, info = load_predictor(record.directory(workspace), device)
+    return model, info, record
+
+
+def load_text_image(
+    workspace: Workspace, model_id: str | None = None, device: str | None = "cpu"
+) -> TextImageModel:
+    """The workspace's fine-tuned text-image model (latest, or ``model_id``) from the registry,
+    on ``device`` (a setting: ``auto``, ``cpu``, ``cuda``...)."""
+    from skysearch.encoders.models.text_image import KIND, load_text_image_model
+
+    record = (
+        registry.resolve(workspace, KIND, model_id)
+        if model_id
+        else registry.latest(
+            workspace, KIND, hint="train one first: skysearch train text-image --images DIR"
+        )
+    )
+    tim = load_text_image_model(record.directory(workspace)).to(resolve_device(device))
+    tim.model_id = record.model_id
+    return tim
 
 
 @torch.no_grad()

@@ -7,15 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from skysearch.encoders.factory import load_predictor_model
 from skysearch.encoders.metrics import frame_metrics
 from skysearch.encoders.models.predictor import (
-    load_predictor,
     predict,
     predicted_offsets,
     render_strip,
     to_working,
 )
-from skysearch.encoders.registry import resolve
 from skysearch.ingest.clips import clip_frames, read_clips
 from skysearch.ingest.framestore import FrameStore
 
@@ -78,8 +77,7 @@ def predict_strip(
     device: str | None = "cpu",
 ) -> dict[str, Any]:
     """Predict the clip after ``ref`` and write input / predicted / true rows as one image."""
-    record = resolve(workspace, "predictor", model_id)
-    model, info = load_predictor(record.directory(workspace), device)
+    model, info, record = load_predictor_model(workspace, model_id, device)
     sat, chans = info["satellite"], list(info["channels"])
     length, gap = int(info["length"]), int(info["gap_minutes"])
     clip = _clip_of_spec(workspace, ref, sat, chans, length, gap)

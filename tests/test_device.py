@@ -92,9 +92,9 @@ def test_flag_beats_env_and_env_beats_file(here, monkeypatch, cli, kind):
 def test_trainers_and_models_run_on_cuda(tmp_path):
     """Every trainer and model door on ``cuda``: inputs follow the model, results come back
     on the CPU (numpy), saved models load anywhere."""
+    from skysearch.encoders.factory import load_text_image
     from skysearch.encoders.models.frame import FrameEncoderConfig, build_frame_encoder
     from skysearch.encoders.models.predictor import PredictorConfig, predict
-    from skysearch.encoders.models.text_image import load_workspace_model
     from skysearch.encoders.training.objectives import EncoderTrainConfig, train_on_arrays
     from skysearch.encoders.training.predictor import (
         PredictorTrainConfig,
@@ -134,7 +134,7 @@ def test_trainers_and_models_run_on_cuda(tmp_path):
         device="cuda",
     )
     assert train_text_image(cfg, ws, progress=False)["history"][0]["val_loss"] > 0
-    tim = load_workspace_model(ws, device="cuda")
+    tim = load_text_image(ws, device="cuda")
     assert tim.device.type == "cuda"
     assert tim.encode_texts(["a river"]).shape == (1, tim.embed_dim)
     assert tim.encode_images([AN_IMAGE]).shape == (1, tim.embed_dim)

@@ -138,11 +138,11 @@ def test_a_failing_query_fails_alone_in_its_batch(url, ws, monkeypatch):
 def test_the_service_embeds_texts_through_a_traced_tower_like_the_cli(ws):
     """The service traces the text tower at start-up; its embeddings are the CLI's (eager)."""
     import numpy as np
-    from skysearch.encoders.models.text_image import load_workspace_model
+    from skysearch.encoders.factory import load_text_image
 
     searcher = service(ws.root)._searcher
     served = searcher.scene_model()
     assert served.traced_text is not None
-    eager = load_workspace_model(searcher.workspace)
+    eager = load_text_image(searcher.workspace)
     assert eager.traced_text is None
     np.testing.assert_allclose(served.encode_texts(TEXTS), eager.encode_texts(TEXTS), atol=1e-5)

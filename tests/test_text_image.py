@@ -581,7 +581,7 @@ def test_scene_metadata_does_not_depend_on_the_folder_indexed_and_gone_images_le
 ):
     import shutil
 
-    from skysearch.encoders.models.text_image import load_workspace_model
+    from skysearch.encoders.factory import load_text_image
     from skysearch.retrieval.indexing.scenes import index_scenes
     from skysearch.retrieval.store import open_store
     from skysearch.retrieval.store.schema import SCENES
@@ -589,7 +589,7 @@ def test_scene_metadata_does_not_depend_on_the_folder_indexed_and_gone_images_le
     from skysearch.config import load_settings
 
     ws = tuned[0]
-    tim = load_workspace_model(ws)
+    tim = load_text_image(ws)
     for cls in ("aGrass", "gParking"):
         shutil.copytree(MINI / cls, tmp_path / "archive" / "mini" / cls)
     settings = load_settings(workspace=tmp_path / "ws")
@@ -829,7 +829,7 @@ def test_eval_scores_a_folder_never_trained_on(tuned, cli, tmp_path):
 def test_scene_csv_payload_filters_and_multi_example_queries(tuned, cli, tmp_path):
     """Scenes from a CSV carry dataset/label/time/location; text and image searches honour
     --dataset/--label/--between/--bbox; several examples (+ words) make one query."""
-    from skysearch.encoders.models.text_image import load_workspace_model
+    from skysearch.encoders.factory import load_text_image
     from skysearch.retrieval.search import Searcher
     from skysearch.retrieval.store.filters import SearchFilters
     from skysearch.retrieval.store.schema import SCENES
@@ -891,7 +891,7 @@ def test_scene_csv_payload_filters_and_multi_example_queries(tuned, cli, tmp_pat
     assert res.exit_code == 0, res.stderr
     out = _last_json(res)
     assert out["query"]["images"] == [str(a), str(b)] and out["query"]["text"] == "trees"
-    tim = load_workspace_model(ws)
+    tim = load_text_image(ws)
     unit = lambda v: v / np.linalg.norm(v)  # noqa: E731
     vector = unit(unit(tim.encode_images([a, b]).mean(0)) + tim.encode_texts(["trees"])[0])
     with Searcher(load_settings_for(ws)) as searcher:

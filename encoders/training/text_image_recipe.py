@@ -44,7 +44,12 @@ from typing import Any
 
 import torch
 from skysearch.encoders.datasets.captions import file_sha1
-from skysearch.encoders.models.text_image import DEFAULT_MODEL, KIND, TextImageModel
+from skysearch.encoders.models.text_image import (
+    DEFAULT_MODEL,
+    KIND,
+    TextImageModel,
+    create_text_image_model,
+)
 from skysearch.encoders.training.loop import TrainConfig
 from torch import nn
 
@@ -310,3 +315,22 @@ def concept_bank(
     entries = sorted({(caption, label if by_label else caption) for _, caption, label in rows})
     texts = normalize(text_features.pooled([c for c, _ in entries]), dim=-1)
     return mean, texts, torch.stack([visual[k] for _, k in entries])
+
+
+def create_untuned_model(tuned: TextImageModel) -> TextImageModel:
+    """The towers a fine-tuned model started from, before any training (the baseline of an
+    evaluation): same architecture and base weights, heads as its recipe initialised them."""
+    train = tuned.metadata.get("train", {})
+    untuned = create_text_image_model(
+        train.get("model_name", tuned.spec["open_clip_model"]),
+        train.get("pretrained"),
+        image_size=tuned.image_size,
+        seed=int(train.get("seed", 0)),
+    )
+    if train.get("train_csv"):
+        # Models trained before the recipe options existed used the tuned recipe.
+        before = {"image_tower": "tuned", "text_head": "trained", "logit_scale": None}
+        known = {k: v for k, v in train.items() if k in TextImageTrainConfig.__dataclass_fields__}
+        freeze_for_training(untuned, TextImageTrainConfig(**{**before, **known}))
+    untuned.model.eval()
+    return untuned

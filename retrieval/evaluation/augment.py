@@ -38,10 +38,10 @@ from skysearch.encoders.datasets.clips import (
     step_similarity_matrix,
 )
 from skysearch.encoders.device import resolve_device
-from skysearch.encoders.factory import embed_in_batches, load_clip_embedder
+from skysearch.encoders.factory import embed_in_batches, load_clip_embedder, load_predictor_model
 from skysearch.encoders.metrics import mse, psnr, ssim
-from skysearch.encoders.models.predictor import SimVP, load_predictor, persistence, to_working
-from skysearch.encoders.registry import ModelRecord, list_models, resolve
+from skysearch.encoders.models.predictor import SimVP, persistence, to_working
+from skysearch.encoders.registry import ModelRecord, list_models
 from skysearch.encoders.training.predictor_data import following_rows
 from skysearch.retrieval.evaluation.clips import search_scores
 from skysearch.retrieval.search.augment import (
@@ -128,8 +128,7 @@ def evaluate_augment(
 ) -> dict[str, Any]:
     """Short- and long-term NDCG@k, plain vs augmented, and predictor quality, in one run."""
     options = options or AugmentEvalOptions()
-    record = resolve(workspace, "predictor", predictor_id)
-    predictor, info = load_predictor(record.directory(workspace), options.device)
+    predictor, info, record = load_predictor_model(workspace, predictor_id, options.device)
     embedder, clip_record = load_clip_embedder(workspace, clip_model_id, options.device)
     if embedder.length != int(info["length"]):
         raise UsageError(
@@ -191,7 +190,7 @@ def evaluate_augment(
     for mode, other in _latest_by_mode(workspace, record).items():
         other_model = predictor if other.model_id == record.model_id else None
         if other_model is None:
-            other_model, _ = load_predictor(other.directory(workspace), options.device)
+            other_model = load_predictor_model(workspace, other.model_id, options.device)[0]
         scores = _frame_quality(_predict_all(other_model, q_in), target)
         quality.update({f"{mode}_model_{k}": v for k, v in scores.items()})
         quality[f"{mode}_model_id"] = other.model_id

@@ -39,12 +39,10 @@ from skysearch.encoders.datasets.captions import (
     read_csv,
     split_images,
 )
+from skysearch.encoders.factory import load_text_image
 from skysearch.encoders.metrics import text_to_image_recall, zero_shot
-from skysearch.encoders.models.text_image import (
-    TextImageModel,
-    create_untuned_model,
-    load_workspace_model,
-)
+from skysearch.encoders.models.text_image import TextImageModel
+from skysearch.encoders.training.text_image_recipe import create_untuned_model
 
 from skysearch.config import Workspace
 from skysearch.errors import UsageError
@@ -169,7 +167,7 @@ def evaluate_text_image(
 ) -> dict[str, Any]:
     """Untuned towers vs the workspace's fine-tuned model on the same images (see the module
     docstring for which images and which class names), both on ``device``."""
-    tuned = load_workspace_model(workspace, model_id, device)
+    tuned = load_text_image(workspace, model_id, device)
     train_cfg = tuned.metadata.get("train", {})
     table = tuned.metadata.get("class_phrases")
     split_seed = seed if seed is not None else int(train_cfg.get("split_seed") or DEFAULT_SEED)

@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from skysearch.encoders.models.text_image import TextImageModel, load_rgb, load_workspace_model
+from skysearch.encoders.factory import load_text_image
+from skysearch.encoders.models.text_image import TextImageModel, load_rgb
 from skysearch.ingest.decode import IMAGE_SUFFIXES, printable_path, utf8_path
 from skysearch.ingest.engines import Engine
 from skysearch.ingest.ids import NAMESPACE
@@ -197,7 +198,7 @@ def embed_images(tim: TextImageModel, paths: list[Path]) -> Embedded:
 @functools.lru_cache(maxsize=2)
 def _model(root: str, model_id: str, device: str) -> TextImageModel:
     """The registered text-image model, loaded once per worker process."""
-    return load_workspace_model(Workspace(Path(root)), model_id, device)
+    return load_text_image(Workspace(Path(root)), model_id, device)
 
 
 def scenes_task(root: str, model_id: str, device: str, paths: list[Path]) -> Embedded:
@@ -220,7 +221,7 @@ def index_scenes(
     the ``scenes`` collection; ``dataset`` names the set (default: the folder's/CSV's name).
     ``engine``: where the images are embedded (default: here; the registered model, loaded
     on each worker, when the engine is not the local one)."""
-    tim = tim or load_workspace_model(settings.workspace, model_id, settings.device)
+    tim = tim or load_text_image(settings.workspace, model_id, settings.device)
     mid = tim.model_id or "untuned"
     listing = scene_listing(images, mid, dataset)
     local = functools.partial(embed_images, tim)

@@ -192,15 +192,14 @@ class ModelCache:
     def predictor(self, predictor_id: str | None, record: ModelRecord) -> SimVP:
         """The predictor ``predictor_id``, else the latest trained on the clip spec of the clip
         model ``record`` (augmented queries)."""
-        from skysearch.encoders.models.predictor import load_predictor
+        from skysearch.encoders.factory import load_predictor_model
 
         with self._lock:
             if predictor_id is None:
                 predictor_id = self._pick_predictor(record.config["data"])
             if predictor_id not in self._predictors:
-                rec = resolve(self.workspace, "predictor", predictor_id)
-                self._predictors[predictor_id] = load_predictor(
-                    rec.directory(self.workspace), self.device
+                self._predictors[predictor_id] = load_predictor_model(
+                    self.workspace, predictor_id, self.device
                 )[0]
             return self._predictors[predictor_id]
 
@@ -224,11 +223,11 @@ class ModelCache:
 
     def text_model(self, model_id: str | None = None) -> TextImageModel:
         """The fine-tuned text-image model ``model_id`` (None: the latest)."""
-        from skysearch.encoders.models.text_image import load_workspace_model
+        from skysearch.encoders.factory import load_text_image
 
         with self._lock:
             if model_id not in self._text_models:
-                tim = load_workspace_model(self.workspace, model_id, self.device)
+                tim = load_text_image(self.workspace, model_id, self.device)
                 if self.trace_text:
                     tim.trace_text_tower()
                 self._text_models[model_id] = tim
