@@ -295,7 +295,10 @@ def _load(dirs: tuple[Path, ...]) -> dict[str, Profile]:
     for folder in dirs:
         if not folder.is_dir():
             what = "is a file, not a folder" if folder.exists() else "does not exist"
-            raise UsageError(f"profiles folder {folder} (--profiles, SKYSEARCH_PROFILES) {what}")
+            raise UsageError(
+                f"profiles folder {folder} ({{profiles}}, SKYSEARCH_PROFILES) {what}",
+                params=["profiles"],
+            )
         for path in sorted(folder.glob("*.json")):
             try:
                 sources.append((str(path), path.read_text(encoding="utf-8")))

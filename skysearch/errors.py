@@ -5,7 +5,8 @@ An error names the parameters it is about by their Python names, written ``{name
 message (``UsageError("{rerank} must be in 0..10000", params=["rerank"])``), and may carry a
 ``hint`` (what to do). Each front end renders the names in its own words: the CLI as its flags
 (``--rerank``), the HTTP service as its fields (``rerank``), ``str()`` as the plain names. So
-the library never speaks one front end's language.
+the library never speaks one front end's language about the call it answers; advice to run
+another command may quote that ``skysearch`` command whole (the CLI is the admin tool).
 """
 
 from __future__ import annotations

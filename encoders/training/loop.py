@@ -206,7 +206,8 @@ class EpochMeter:
             what = kind if kind == "loss" else f"{kind} loss"
             raise UsageError(
                 f"{self.desc} diverged: the {what} of step {steps} is {loss}; the model was not "
-                "registered. Train again with a lower --lr (or smaller loss weights)"
+                "registered. Train again with a lower {lr} (or smaller loss weights)",
+                params=["lr"],
             )
         self.losses.setdefault(kind, []).append((loss, items))
         self.items += items
@@ -281,8 +282,9 @@ def _check_finite(state: RunState, label: str) -> None:
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 raise UsageError(
                     f"{label} diverged: weight {prefix}.{name} holds NaN or infinite values; "
-                    "the model was not registered. Train again with a lower --lr (or smaller "
-                    "loss weights)"
+                    "the model was not registered. Train again with a lower {lr} (or smaller "
+                    "loss weights)",
+                    params=["lr"],
                 )
 
 

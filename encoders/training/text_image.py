@@ -131,7 +131,8 @@ class Trainer:
         if trained > self.cfg.epochs:
             raise UsageError(
                 f"this training run has done {trained} epochs already ({resume}): ask "
-                f"--epochs {trained} or more, or delete that folder to train {self.cfg.epochs}"
+                f"{{epochs}} {trained} or more, or delete that folder to train {self.cfg.epochs}",
+                params=["epochs"],
             )
         return resume
 

@@ -272,9 +272,10 @@ def _check_held_out(folders: Sequence[dict[str, Path]], train_csvs: Sequence[str
         rows = [r for r in read_caption_rows(csv_path) if str(Path(r.filepath).resolve()) in held]
         if rows:
             raise UsageError(
-                f"{len(rows)} rows of {csv_path} are validation or test images of the --images "
+                f"{len(rows)} rows of {csv_path} are validation or test images of the {{images}} "
                 f"set trained beside it (e.g. {rows[0].filepath}): remove them from the CSV, "
-                "or train on the CSV without that set"
+                "or train on the CSV without that set",
+                params=["images"],
             )
 
 

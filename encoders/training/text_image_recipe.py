@@ -206,12 +206,14 @@ def freeze_for_training(tim: TextImageModel, cfg: TextImageTrainConfig) -> None:
     if cfg.image_tower == "locked" and not hasattr(model.visual, "trunk"):
         raise UsageError(
             f"{cfg.model_name} has no separable image trunk; the locked image tower recipe "
-            "needs a timm image tower (train this model with --image-tower tuned)"
+            "needs a timm image tower (train this model with {image_tower} tuned)",
+            params=["image_tower"],
         )
     if cfg.image_tower == "last-stage" and not TrunkSplit.fits(model):
         raise UsageError(
             f"{cfg.model_name} has no EfficientNet-style image trunk; the last-stage recipe "
-            "needs one (train this model with --image-tower tuned)"
+            "needs one (train this model with {image_tower} tuned)",
+            params=["image_tower"],
         )
     unlocked = cfg.unlocked_image_groups if cfg.image_tower == "tuned" else 0
     with warnings.catch_warnings():  # open_clip imports timm's grouping helpers by an old path

@@ -133,8 +133,8 @@ def evaluate_augment(
     if embedder.length != int(info["length"]):
         raise UsageError(
             f"clip model {clip_record.model_id} embeds {embedder.length}-frame clips but the "
-            f"predictor works on {info['length']}-frame clips: train clips with --length "
-            f"{info['length']} --gap {info['gap_minutes']}"
+            f"predictor works on {info['length']}-frame clips: train one with "
+            f"skysearch train clips --length {info['length']} --gap {info['gap_minutes']}"
         )
     clip_set = load_clip_set(
         workspace, info["satellite"], info["channels"], info["length"], info["gap_minutes"]

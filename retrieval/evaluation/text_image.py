@@ -192,7 +192,8 @@ def evaluate_text_image(
             if not scored:
                 raise UsageError(
                     f"every test image of {label} is a copy of an image the model trained on: "
-                    "nothing left to score it on (score the classes it never saw: --classes)"
+                    "nothing left to score it on (score the classes it never saw: {classes})",
+                    params=["classes"],
                 )
             items += [(p, label) for p in scored]
             continue
@@ -201,7 +202,8 @@ def evaluate_text_image(
                 f"the model trained on a class {label}, and its training images cannot all be "
                 f"read ({train_csv or 'its training CSV is gone'}): the ones among these cannot "
                 "be told apart. Restore them, or score only classes it never trained on "
-                "(--classes)"
+                "({classes})",
+                params=["classes"],
             )
         if named:  # a class it trained on, none of these images among its training ones
             seen_classes.append(label)
@@ -211,7 +213,8 @@ def evaluate_text_image(
             f"test images of {_counted(overlaps)} were in the model's training CSV "
             f"({train_csv}): it trained on them, so they cannot test it. Evaluate with the "
             "split seed used for training; if it is that one, the images came from another "
-            "source (a --csv listing them): score the classes it never saw (--classes)"
+            "source (a training CSV listing them): score the classes it never saw ({classes})",
+            params=["classes"],
         )
     rows = caption_rows(items, split_seed, table)
     paths = [r.filepath for r in rows]

@@ -49,17 +49,18 @@ def checked_url(url: str) -> str:
     http(s) URL with a host and a valid port (the client's own errors are tracebacks)."""
     from urllib.parse import urlsplit
 
-    what = f"Qdrant URL {url!r} (QDRANT_URL, --qdrant-url)"
+    what = f"Qdrant URL {url!r} ({{qdrant_url}}, QDRANT_URL)"
     if "://" not in url:
         raise UsageError(f"{what} needs http:// or https://", params=["qdrant_url"])
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise UsageError(f"{what}: {exc}") from None
+        raise UsageError(f"{what}: {exc}", params=["qdrant_url"]) from None
     if parts.scheme not in ("http", "https") or not parts.hostname or url != url.strip():
         raise UsageError(
-            f"{what} is not an http:// or https:// URL with a host (e.g. http://localhost:6333)"
+            f"{what} is not an http:// or https:// URL with a host (e.g. http://localhost:6333)",
+            params=["qdrant_url"],
         )
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     return f"{parts.scheme}://{host}{f':{port}' if port else ''}{parts.path}"
