@@ -346,9 +346,9 @@ def eval_analogs_command(
     )
 
 
-def _analog_lines(result: dict[str, Any]) -> tuple[dict[str, float], list[str]]:
+def _analog_lines(result: dict[str, Any]) -> list[str]:
     """``eval analogs``: storm differences of the top k per setting and method."""
-    from skysearch.retrieval.evaluation.analogs import METRICS, SETTINGS
+    from skysearch.retrieval.evaluation.analogs import SETTINGS
 
     proto = result["protocol"]
     lines = [
@@ -356,7 +356,6 @@ def _analog_lines(result: dict[str, Any]) -> tuple[dict[str, float], list[str]]:
         f"{proto['holdout_start']}), best track of events: "
         f"{', '.join(proto['events_with_track']) or 'none'}"
     ]
-    metrics: dict[str, float] = {}
     for setting in SETTINGS:
         scores = result[setting]
         if "n/a" in scores:
@@ -376,8 +375,7 @@ def _analog_lines(result: dict[str, Any]) -> tuple[dict[str, float], list[str]]:
             for name in scores["pressure_mae_hpa"]
         ]
         lines.append(table(rows, list(rows[0])))
-        metrics.update({f"analogs_{setting}_{m}": scores[m]["trained"] for m in METRICS})
-    return metrics, lines
+    return lines
 
 
 @eval_app.command("frames")
@@ -426,15 +424,13 @@ def _evaluate(
     workspace: Path | None,
     json_out: bool,
     k: int = 10,
-    render: Callable[[dict[str, Any]], tuple[dict[str, float], list[str]]] | None = None,
+    render: Callable[[dict[str, Any]], list[str]] | None = None,
     satellite: str | None = None,
 ) -> None:
-    """Run one evaluation, record the trained model's scores in the registry, print them.
-
-    ``render`` turns the result into (the trained model's scores to record, stderr lines);
-    by default the ranking scores of ``eval clips`` / ``eval frames``."""
-    from skysearch.encoders.registry import update_metrics
+    """Run one evaluation, record the trained model's scores in the registry, print them
+    (``render``: the result's lines; by default the ranking scores of ``eval clips|frames``)."""
     from skysearch.retrieval.evaluation.clips import EvalOptions
+    from skysearch.retrieval.evaluation.records import record_scores
 
     settings = load_settings(workspace=workspace, device=device)
     options = EvalOptions(
@@ -447,22 +443,14 @@ def _evaluate(
         satellite=satellite,
     )
     result = evaluate(settings.workspace, model, options)
-    metrics, lines = (render or _ranking_lines)(result)
-    prefix = "" if split == "test" else f"{split}_"
-    if satellite:
-        prefix += f"{satellite}_"
-    update_metrics(
-        settings.workspace,
-        result["model_id"],
-        {f"{prefix}{name}": value for name, value in metrics.items()},
-    )
-    for line in lines:
+    record_scores(settings.workspace, result, split, satellite)
+    for line in (render or _ranking_lines)(result):
         info(line)
     if json_out:
         emit_json(result)
 
 
-def _ranking_lines(result: dict[str, Any]) -> tuple[dict[str, float], list[str]]:
+def _ranking_lines(result: dict[str, Any]) -> list[str]:
     """``eval clips`` / ``eval frames``: NDCG@10, recall@10 and Pearson per method."""
     rows = [
         {
@@ -480,5 +468,4 @@ def _ranking_lines(result: dict[str, Any]) -> tuple[dict[str, float], list[str]]
         f"{proto['satellite']} (from {proto['holdout_start']}), "
         f"~{proto['mean_candidates']:.0f} candidates each, {proto['pearson_pairs']} pairs"
     )
-    metrics = {m: result[m]["trained"] for m in ("ndcg_at_10", "recall_at_10", "pearson")}
-    return metrics, [head, table(rows, ["method", "ndcg@10", "recall@10", "pearson"])]
+    return [head, table(rows, ["method", "ndcg@10", "recall@10", "pearson"])]
