@@ -19,7 +19,7 @@ from skysearch.encoders.training.objectives import (
     log_ratio_loss,
     train_on_arrays,
 )
-from skysearch.retrieval.evaluation.clips import ndcg_at_k, pearson, search_scores
+from skysearch.retrieval.evaluation.ranking import ndcg_at_k, pearson, search_scores
 
 from skysearch.config import Workspace, load_settings
 from skysearch.errors import UsageError

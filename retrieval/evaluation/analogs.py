@@ -43,9 +43,9 @@ from skysearch.retrieval.evaluation.clips import (
     EvalOptions,
     baseline_vectors,
     candidate_mask,
-    distance_matrix,
     load_clip_data,
 )
+from skysearch.retrieval.evaluation.ranking import distance_matrix
 
 from skysearch.config import Workspace
 from skysearch.errors import NotFoundError

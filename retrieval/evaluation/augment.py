@@ -43,7 +43,7 @@ from skysearch.encoders.metrics import mse, psnr, ssim
 from skysearch.encoders.models.predictor import SimVP, persistence, to_working
 from skysearch.encoders.registry import ModelRecord, list_models
 from skysearch.encoders.training.predictor_data import following_rows
-from skysearch.retrieval.evaluation.clips import search_scores
+from skysearch.retrieval.evaluation.ranking import search_scores
 from skysearch.retrieval.search.augment import (
     METHODS,
     AugmentOptions,

@@ -10,15 +10,12 @@ hold-out, so settings can be chosen without looking at the held-out period):
 - **Search**: every held-out clip is a query; candidates are all clips of the archive (training
   and held-out period) that start more than ``exclude_hours`` (12 h) from the query's start.
   Methods rank candidates by vector distance; the ideal ranking is by ground-truth similarity.
-- **NDCG@10**: graded relevance of a candidate = its ground-truth similarity to the query,
-  min-max normalised over that query's candidates (1 = the most similar candidate, 0 = the
-  least), gain = relevance, discount 1/log2(rank + 1), divided by the ideal DCG@10 of the
-  ground-truth ranking. Raw similarities sit in a narrow band (about 0.35-0.95), so without
-  the per-query normalisation every ranking would score close to 1.
-- **Recall@10**: the share of the ground truth's 10 most similar candidates that a method
-  puts in its own top 10.
+- **NDCG@10** and **Recall@10** as :mod:`~skysearch.retrieval.evaluation.ranking` defines them.
 - Baselines on the same queries and candidates: down-sampled raw pixels (24 x 24 cell means
   per frame), ImageNet EfficientNet-Lite0 features without training, and a random ranking.
+
+``eval frames`` and ``eval analogs`` reuse this protocol (:class:`EvalOptions`,
+:func:`build_protocol`, :func:`score_methods`) on frames and on best tracks.
 """
 
 from __future__ import annotations
@@ -49,6 +46,7 @@ from skysearch.retrieval.evaluation.baselines import (
     imagenet_features,
     raw_pixel_features,
 )
+from skysearch.retrieval.evaluation.ranking import distance_matrix, pearson, search_scores
 
 from skysearch.config import Workspace
 from skysearch.errors import UsageError
@@ -70,51 +68,6 @@ class EvalOptions:
     #: the satellite whose clips are scored (default: the model's first); one the model was
     #: never trained on is held out by the model's hold-out fraction of its own time range
     satellite: str | None = None
-
-
-def distance_matrix(vectors: np.ndarray) -> np.ndarray:
-    """Euclidean distances (M, M) between rows, float64."""
-    v = np.asarray(vectors, dtype=np.float64)
-    sq = (v * v).sum(1)
-    return np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * v @ v.T, 0.0))
-
-
-def ndcg_at_k(ranked_gains: np.ndarray, ideal_gains: np.ndarray, k: int) -> float:
-    """NDCG@k of gains in a method's rank order against the ideal order."""
-    discount = 1.0 / np.log2(np.arange(2, k + 2))
-    dcg = float((ranked_gains[:k] * discount[: len(ranked_gains[:k])]).sum())
-    idcg = float((ideal_gains[:k] * discount[: len(ideal_gains[:k])]).sum())
-    return dcg / idcg if idcg > 0 else 0.0
-
-
-def search_scores(
-    distances: np.ndarray,
-    truth: np.ndarray,
-    queries: np.ndarray,
-    candidates: np.ndarray,
-    k: int,
-) -> tuple[float, float]:
-    """Mean NDCG@k and recall@k over queries; ``candidates[q]`` masks each query's candidates."""
-    ndcgs, recalls = [], []
-    for q, mask in zip(queries, candidates, strict=True):
-        cand = np.flatnonzero(mask)
-        sims = truth[q, cand]
-        span = sims.max() - sims.min()
-        gains = (sims - sims.min()) / span if span > 0 else np.ones_like(sims)
-        ideal = np.argsort(-sims, kind="stable")
-        ranked = np.argsort(distances[q, cand], kind="stable")
-        ndcgs.append(ndcg_at_k(gains[ranked], gains[ideal], k))
-        recalls.append(len(set(ranked[:k]) & set(ideal[:k])) / min(k, len(cand)))
-    return float(np.mean(ndcgs)), float(np.mean(recalls))
-
-
-def pearson(x: np.ndarray, y: np.ndarray) -> float | None:
-    """Their correlation; None (JSON null) where undefined: fewer than 2 pairs (a hold-out of
-    one or two clips), one side constant, or values that are not finite."""
-    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return None
-    r = float(np.corrcoef(x, y)[0, 1])
-    return r if np.isfinite(r) else None
 
 
 @dataclass
