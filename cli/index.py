@@ -23,10 +23,12 @@ from skysearch.config import load_settings
 
 def _index_report(report, json_out: bool) -> None:
     where = f"to {report.parquet}" if report.parquet else "into the store"
-    again = f" ({report.changed} again: event, track or footprint changed)"
+    again = f" ({report.changed} again: frames, event, track or footprint changed)"
+    removed = f", {report.removed} removed (no longer in the catalog)"
     info(
         f"{report.collection}: {report.written} vectors written {where}"
         + (again if report.changed else "")
+        + (removed if report.removed else "")
         + f", {report.skipped_existing} already indexed by {report.model_id} (vector name "
         f"{report.vector_name}), {report.total} in the catalog"
     )

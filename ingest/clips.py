@@ -65,6 +65,9 @@ class ClipReport:
     """Summary of one ``build_clips`` run (``--json`` prints it)."""
 
     clips_added: int = 0
+    #: Clips the catalog held and no longer does (e.g. a spec rebuilt with a smaller
+    #: tolerance); their points leave the store at the next index run.
+    clips_removed: int = 0
     clips_total: int = 0
     incomplete: int = 0
     by_spec: dict[str, int] = field(default_factory=dict)
@@ -73,9 +76,14 @@ class ClipReport:
         return asdict(self)
 
     def summary_line(self) -> str:
+        removed = (
+            f"{self.clips_removed} removed (their points leave the store at the next index run), "
+            if self.clips_removed
+            else ""
+        )
         return (
-            f"clips: {self.clips_added} added, {self.clips_total} in catalog for these specs, "
-            f"{self.incomplete} incomplete start times skipped (gaps beyond the tolerance)"
+            f"clips: {self.clips_added} added, {removed}{self.clips_total} in catalog for these "
+            f"specs, {self.incomplete} incomplete start times skipped (gaps beyond the tolerance)"
         )
 
 
@@ -277,24 +285,29 @@ def _assemble_series(
     return table, int(len(starts) - len(rows))
 
 
-def _write_spec(workspace: Workspace, satellite: str, name: str, clips: pa.Table) -> int:
-    """Write one spec's clips per start year, only what changed; returns clips added."""
+def _write_spec(
+    workspace: Workspace, satellite: str, name: str, clips: pa.Table
+) -> tuple[int, int]:
+    """Write one spec's clips per start year, only what changed; returns clips added and
+    clips removed."""
     sat_dir = workspace.clips_catalog / f"satellite={satellite}"
     old_files = {p.parent.name: p for p in sat_dir.glob(f"year=*/{name}.parquet")}
-    added = 0
+    added = removed = 0
     years = sorted(set(clips["year"].to_pylist()))
     for year in years:
         part = clips.filter(pc.equal(clips["year"], year))
         path = sat_dir / f"year={year}" / f"{name}.parquet"
         old = old_files.pop(path.parent.name, None)
         old_table = read_part(old, CLIP_SCHEMA) if old else CLIP_SCHEMA.empty_table()
-        old_ids = set(old_table["clip_id"].to_pylist())
-        added += sum(1 for cid in part["clip_id"].to_pylist() if cid not in old_ids)
+        old_ids, new_ids = set(old_table["clip_id"].to_pylist()), set(part["clip_id"].to_pylist())
+        added += len(new_ids - old_ids)
+        removed += len(old_ids - new_ids)
         if not old_table.equals(part):
             atomic_write_table(part, path)
     for stale in old_files.values():  # years that no longer have a complete clip
+        removed += read_part(stale, CLIP_SCHEMA).num_rows
         stale.unlink()
-    return added
+    return added, removed
 
 
 def build_clips(
@@ -346,7 +359,9 @@ def build_clips(
         clips, incomplete = assemble(frames, sat, chans, length, gap_minutes, tolerance_minutes)
         clips = with_footprints(clips, boxes)
         name = spec_name(chans, length, gap_minutes)
-        report.clips_added += _write_spec(workspace, sat, name, clips)
+        added, removed = _write_spec(workspace, sat, name, clips)
+        report.clips_added += added
+        report.clips_removed += removed
         report.clips_total += clips.num_rows
         report.incomplete += incomplete
         report.by_spec[f"{sat}/{name}"] = clips.num_rows

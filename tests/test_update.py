@@ -191,6 +191,53 @@ def test_two_models_of_one_collection_each_index_once(cli, deliveries, tmp_path)
     assert again["points"]["clips"] == {first: 0, second: 0} and again["nothing_new"]
 
 
+def test_points_follow_their_frames_and_leave_with_their_clips(cli, deliveries, tmp_path):
+    """A clip whose step gets a nearer frame later is embedded again (it kept the vector of the
+    frame it had, while re-ranking read the new one); clips a rebuild drops leave the store at
+    the next index run (vector search returned them and every re-ranked search meeting one
+    failed); a frame whose pixels moved (a repair writes them to a new row) is embedded again."""
+    from skysearch.ingest.catalog import read_frames, update_frames
+
+    from skysearch.config import Workspace
+
+    ws = tmp_path / "ws"
+    models = register_models(ws)
+    ir = sorted(deliveries["ir"].glob("*.GIF"))  # 00:15, 00:45, ... 30 min apart
+    first = _copy([ir[0], ir[1], ir[3]], tmp_path / "first")
+    shutil.copy(ir[2], first / "HUIR172500125.GIF")  # the 01:15 frame, 10 min late
+    code, report, err = update(cli, ws, first, "--clip-spec", SPEC)
+    assert code == 0, err[-3000:]
+    assert report["points"]["clips"] == {models["goes-ir"]: 2}  # from 00:15 and 00:45
+
+    second = _copy([ir[2]], tmp_path / "second")  # the 01:15 frame on time: nearer
+    shutil.copy(ir[4], second / "HUIR172500225.GIF")  # 02:15, 10 min late
+    code, report, err = update(cli, ws, second)
+    assert code == 0, err[-3000:]
+    assert report["clips"][SPEC]["added"] == 2  # from 01:15 and 01:25
+    assert report["points"]["clips"] == {models["goes-ir"]: 4}  # 2 new, 2 embedded again
+    assert "(2 embedded again: their frames changed)" in err
+
+    rebuilt = cli("clips", "--length", "3", "--gap", "30", "--tolerance", "5", "-w", ws)
+    assert rebuilt.exit_code == 0 and "2 removed (their points leave the store" in rebuilt.stderr
+    kept = clip_ids(ws, "goes-east", "ir")
+    r = cli("index", "clips", "--model", models["goes-ir"], "-w", ws, "--json")
+    assert r.exit_code == 0, r.stderr[-2000:]
+    indexed = json.loads(r.stdout.strip().splitlines()[-1])
+    assert indexed["removed"] == 2 and indexed["written"] == 0, indexed
+    r = cli("search", "clip", "--clip-id", kept[0], "--k", "10", "--rerank", "10", "-w", ws,
+            "--json")  # fmt: skip
+    assert r.exit_code == 0, r.stderr[-2000:]
+    assert {h["id"] for h in json.loads(r.stdout.strip().splitlines()[-1])["results"]} == set(kept)
+
+    frames = read_frames(Workspace(ws), columns=["frame_id", "store_row"])
+    moved = frames["frame_id"][0].as_py()
+    update_frames(Workspace(ws), {moved: {"store_row": frames["store_row"][1].as_py()}})
+    r = cli("index", "frames", "--model", models["frame"], "-w", ws, "--json")
+    assert r.exit_code == 0, r.stderr[-2000:]
+    again = json.loads(r.stdout.strip().splitlines()[-1])
+    assert again["written"] == again["changed"] == 1, again
+
+
 def test_skipped_files_exit_1_and_are_listed(cli, deliveries, tmp_path):
     goes = shared_data("goes-irma-2017", "infrared")
     folder = _copy([*sorted(deliveries["ir"].glob("*.GIF"))[:3], goes / DAMAGED], tmp_path / "d")

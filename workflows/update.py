@@ -62,10 +62,12 @@ class UpdateReport:
     files: dict[str, int] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}
     sketches: dict[str, int] = field(default_factory=dict)  # sketched, total
-    #: clip spec -> added, total, incomplete, by_spec (satellite/spec file -> clips)
+    #: clip spec -> added, removed, total, incomplete, by_spec (satellite/spec file -> clips)
     clips: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: collection -> model id -> points written
+    #: collection -> model id -> points written (new, or embedded again: their frames changed)
     points: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: collection -> model id -> points deleted: their frame or clip left the catalog
+    points_removed: dict[str, dict[str, int]] = field(default_factory=dict)
     models_skipped: list[dict[str, str]] = field(default_factory=list)  # {"model_id", "reason"}
     #: catalog data no registered model embeds (so not searchable yet), with what to do
     not_indexed: list[str] = field(default_factory=list)
@@ -82,8 +84,9 @@ class UpdateReport:
         return not (
             self.files.get("frames_added")
             or self.sketches.get("sketched")
-            or any(c["added"] for c in self.clips.values())
+            or any(c["added"] or c.get("removed") for c in self.clips.values())
             or any(n for per_model in self.points.values() for n in per_model.values())
+            or any(n for per_model in self.points_removed.values() for n in per_model.values())
             or any(i["built"] for i in self.index.values())
         )
 
@@ -329,11 +332,15 @@ def _clips(workspace: Workspace, specs: list[Any], report: UpdateReport, detail:
             continue
         report.clips[spec.text] = {
             "added": done.clips_added,
+            "removed": done.clips_removed,
             "total": done.clips_total,
             "incomplete": done.incomplete,
             "by_spec": done.by_spec,
         }
-        detail.append(f"{spec.text}: {done.clips_added} added, {done.clips_total} in the catalog")
+        removed = f", {done.clips_removed} removed" if done.clips_removed else ""
+        detail.append(
+            f"{spec.text}: {done.clips_added} added{removed}, {done.clips_total} in the catalog"
+        )
 
 
 def _index(
@@ -376,12 +383,15 @@ def _index(
             detail.append(f"{record.model_id}: FAILED ({exc})")
             continue
         report.points.setdefault(collection, {})[record.model_id] = done.written
+        report.points_removed.setdefault(collection, {})[record.model_id] = done.removed
         report.skipped += [
             {"path": s.get("path", ""), "reason": f"{record.model_id}: {s.get('reason', '')}"}
             for s in done.skipped
         ]
+        again = f" ({done.changed} embedded again: their frames changed)" if done.changed else ""
+        removed = f", {done.removed} removed (left the catalog)" if done.removed else ""
         detail.append(
-            f"{collection} by {record.model_id}: {done.written} points written, "
+            f"{collection} by {record.model_id}: {done.written} points written{again}{removed}, "
             f"{done.skipped_existing} already indexed"
         )
 

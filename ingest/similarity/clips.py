@@ -38,7 +38,14 @@ class ClipSketches:
 def _clip_rows(workspace: Workspace, clip_ids: Sequence[str]) -> pa.Table:
     table = read_clips(workspace, columns=["clip_id", "channels", "frame_ids"])
     return table.take(
-        catalog_positions(clip_ids, table["clip_id"], "clip", "clip catalog", "skysearch clips")
+        catalog_positions(
+            clip_ids,
+            table["clip_id"],
+            "clip",
+            "clip catalog",
+            "skysearch index clips` (a point whose clip left the catalog leaves the store) or "
+            "`skysearch clips",
+        )
     )
 
 

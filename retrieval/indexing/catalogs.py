@@ -12,6 +12,8 @@ different models never mix (search with ``vector_name=record.model_id``).
 from __future__ import annotations
 
 import functools
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +43,31 @@ from skysearch.retrieval.store.schema import CLIPS, FRAMES, time_payload
 
 from skysearch.config import Settings, Workspace
 
-#: Payload fields an indexed frame or clip must still match to count as up to date: a best
-#: track loaded after indexing changes them (and a storm-centred footprint), and the next index
-#: run rewrites those points.
-EVENT_FINGERPRINT = ("event", *PAYLOAD_KEYS, *BOUND_COLUMNS)
+#: Payload fields an indexed frame or clip must still match to count as up to date: its pixels
+#: (``content``: a frame repaired after indexing, a clip whose step got a nearer frame), and a
+#: best track loaded after indexing (and a storm-centred footprint); the next index run
+#: rewrites those points.
+FINGERPRINT = ("content", "event", *PAYLOAD_KEYS, *BOUND_COLUMNS)
+
+
+def content_digest(frames: list[tuple[str, int]]) -> str:
+    """What a vector was embedded from: its frames (ids, in order) and where the frame store
+    holds their pixels (a repair writes a frame's new pixels to a new row)."""
+    text = "|".join(f"{frame_id}:{row}" for frame_id, row in frames)
+    return f"{zlib.crc32(text.encode()):08x}"
+
+
+def _not_listed_of(satellites: list[str], **fields: Any) -> Callable[[dict[str, Any]], bool]:
+    """``Listing.gone`` of a catalog collection: a point of these satellites and fields that the
+    catalog no longer lists (its frame or clip was dropped: a clip spec rebuilt with another
+    tolerance, a frame a repair removed) is gone."""
+
+    def gone(payload: dict[str, Any]) -> bool:
+        return payload.get("satellite") in satellites and all(
+            payload.get(name) == value for name, value in fields.items()
+        )
+
+    return gone
 
 
 def footprint_payload(row: dict[str, Any]) -> dict[str, float]:
@@ -77,6 +100,15 @@ def _source_paths(workspace: Workspace, frame_ids: list[str]) -> list[str]:
     return [paths[p] if p is not None else "" for p in pos.to_pylist()]
 
 
+def _store_rows(workspace: Workspace, satellites: list[str]) -> dict[str, int]:
+    """frame id -> its row in the frame store, for the frames of these satellites."""
+    out: dict[str, int] = {}
+    for sat in satellites:
+        table = read_frames(workspace, satellite=sat, columns=["frame_id", "store_row"])
+        out.update(zip(table["frame_id"].to_pylist(), table["store_row"].to_pylist(), strict=True))
+    return out
+
+
 def index_clips(
     settings: Settings,
     model_id: str | None = None,
@@ -106,6 +138,7 @@ def index_clips(
     rows = clip_set.clips.select(columns).to_pylist()
     sources = _source_paths(workspace, [clip_set.steps[s][0] for s in clip_set.index[:, 0]])
     single = len(clip_set.channels) == 1
+    rows_of = _store_rows(workspace, satellites)
     last_times = clip_set.step_times[clip_set.index[:, -1]]
     extras = event_payloads(workspace, [r["event"] for r in rows], list(last_times))
     items = [
@@ -120,6 +153,9 @@ def index_clips(
                 "clip_id": row["clip_id"],
                 "source_path": sources[m],
                 "model_id": record.model_id,
+                "content": content_digest(
+                    [(f, rows_of[f]) for s in clip_set.index[m] for f in clip_set.steps[s]]
+                ),
                 **extras[m],
                 **footprint_payload(row),
             },
@@ -129,7 +165,13 @@ def index_clips(
     ]
     local = functools.partial(clip_vectors, embedder, workspace, torch_device, workers)
     task = functools.partial(clips_task, str(workspace.root), record.model_id, device_setting)
-    listing = Listing(CLIPS, items, fingerprint=EVENT_FINGERPRINT)
+    spec = {
+        "channel": data["channels"][0] if single else list(data["channels"]),
+        "length": clip_set.length,
+        "gap_minutes": clip_set.gap_minutes,
+    }
+    gone = _not_listed_of(satellites, **spec)
+    listing = Listing(CLIPS, items, fingerprint=FINGERPRINT, gone=gone)
     return index_with(
         settings, listing, local, task, record.model_id,
         embedder.clip.config.dim, engine, workers, store, progress, to_parquet,
@@ -155,7 +197,8 @@ def index_frames(
     record, satellites = registry.embedding_plan(workspace, "frame", model_id, satellite)
     encoder, record = load_frame_encoder(workspace, record.model_id, str(torch_device))
     channel = frame_channel(record, "index frames")
-    columns = ["frame_id", "satellite", "channel", "time", "source_path", "event", *BOUND_COLUMNS]
+    columns = ["frame_id", "satellite", "channel", "time", "source_path", "event", "store_row"]
+    columns += BOUND_COLUMNS
     rows = [
         row
         for sat in satellites
@@ -174,6 +217,7 @@ def index_frames(
                 "frame_id": r["frame_id"],
                 "source_path": r["source_path"],
                 "model_id": record.model_id,
+                "content": content_digest([(r["frame_id"], r["store_row"])]),
                 **extra,
                 **footprint_payload(r),
             },
@@ -184,7 +228,8 @@ def index_frames(
 
     local = functools.partial(frame_vectors, encoder, workspace, torch_device, workers)
     task = functools.partial(frames_task, str(workspace.root), record.model_id, device_setting)
-    listing = Listing(FRAMES, items, fingerprint=EVENT_FINGERPRINT)
+    gone = _not_listed_of(satellites, channel=channel)
+    listing = Listing(FRAMES, items, fingerprint=FINGERPRINT, gone=gone)
     return index_with(
         settings, listing, local, task, record.model_id, encoder.dim, engine,
         workers, store, progress, to_parquet,

@@ -119,6 +119,14 @@ PAYLOAD_FIELDS: tuple[PayloadField, ...] = (
     PayloadField("clip_id", _T.KEYWORD, (CLIPS,), "UUIDv5 of the clip"),
     PayloadField("model_id", _T.KEYWORD, _ALL, "encoder that made the vector"),
     PayloadField("source_path", _T.KEYWORD, _ALL, "archive file the frame came from", False),
+    PayloadField(
+        "content",
+        _T.KEYWORD,
+        (FRAMES, CLIPS),
+        "digest of the frames a vector was embedded from (ids and frame-store rows): a frame "
+        "repaired or a clip given a nearer frame after indexing is embedded again",
+        False,
+    ),
     PayloadField("dataset", _T.KEYWORD, (SCENES,), "image set or CSV a scene came from"),
     PayloadField("label", _T.KEYWORD, (SCENES,), "class of a scene (its class folder), if known"),
     PayloadField(
