@@ -92,6 +92,7 @@ class Decoder:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Decoder:
+        _known_keys(data, DECODER_KEYS, "decoder")
         kind = str(data.get("kind", "image"))
         if kind not in DECODER_KINDS:
             raise ValueError(f"decoder kind {kind!r} is not one of {', '.join(DECODER_KINDS)}")
@@ -101,17 +102,18 @@ class Decoder:
         variable = str(data.get("variable", data.get("dataset", "")))
         if kind != "image" and not variable:
             raise ValueError(f"a {kind} decoder needs the variable (or dataset) to read")
-        low, high = (float(v) for v in data.get("range", (0.0, 255.0)))
+        low, high = _interval(data.get("range", (0.0, 255.0)), "decoder range")
         valid = data.get("valid")
-        if not low < high:
-            raise ValueError(f"decoder range [{low}, {high}] is empty")
+        invert = data.get("invert", False)
+        if not isinstance(invert, bool):
+            raise ValueError(f"invert must be true or false, got {invert!r}")
         return cls(
             kind=kind,
             variable=variable,
             time=str(data.get("time", "")),
             range=(low, high),
-            invert=bool(data.get("invert", False)),
-            valid=None if valid is None else (float(valid[0]), float(valid[1])),
+            invert=invert,
+            valid=None if valid is None else _interval(valid, "valid"),
             bad_frames=policy,
         )
 
@@ -121,19 +123,64 @@ class Decoder:
         return bool(self.time)
 
 
-def _whole(value: Any, key: str) -> int:
-    """``value`` as an int; a ValueError naming ``key`` if it is not a whole number."""
+def _whole(value: Any, key: str, minimum: int = 1) -> int:
+    """``value`` as an int of at least ``minimum``; a ValueError naming ``key`` if not."""
     try:
         number = float(value)
     except (TypeError, ValueError):
         number = math.nan
     if isinstance(value, bool) or not number.is_integer():
         raise ValueError(f"{key} must be a whole number, got {value!r}")
+    if number < minimum:
+        raise ValueError(f"{key} must be at least {minimum}, got {value!r}")
     return int(number)
+
+
+def _interval(value: Any, key: str) -> tuple[float, float]:
+    """``[low, high]`` as floats with low < high; a ValueError naming ``key`` if not."""
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise ValueError(f"{key} must be [low, high], got {value!r}")
+    low, high = (float(v) for v in value)
+    if not low < high:
+        raise ValueError(f"{key} [{low}, {high}] is empty")
+    return low, high
+
+
+def _known_keys(data: dict[str, Any], known: tuple[str, ...], what: str) -> None:
+    """A misspelt key would be ignored and its default used: refuse keys the profile format
+    does not have."""
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {what} key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+
+
+def _check_crops(crops: Any, resolution: tuple[int, int]) -> tuple[dict[str, Any], ...]:
+    """Crop rules, each with a ``box`` of four terms that read, inside the image when the rule
+    names its size (checked here, not first when a file is decoded)."""
+    if not isinstance(crops, list) or not crops:
+        raise ValueError("crops must be a non-empty list of {width, height, box} rules")
+    for rule in crops:
+        box = rule["box"]
+        if not isinstance(box, list) or len(box) != 4:
+            raise ValueError(f"a crop box is [left, top, right, bottom], got {box!r}")
+        width, height = rule.get("width", resolution[0]), rule.get("height", resolution[1])
+        try:
+            left, top, right, bottom = (_term(t, width, height) for t in box)
+        except UsageError as exc:
+            raise ValueError(exc.message) from None
+        if "width" in rule and "height" in rule:
+            if not (0 <= left < right <= width and 0 <= top < bottom <= height):
+                raise ValueError(f"crop box {box} is not inside a {width}x{height} image")
+    return tuple(dict(rule) for rule in crops)
 
 
 #: keys every source profile has (the others have defaults)
 REQUIRED_KEYS = ("name", "satellite", "pattern", "crops", "resolution", "cadence_minutes")
+OPTIONAL_KEYS = (
+    "channels", "channel", "description", "notes", "max_value", "decoder", "instrument",
+    "satellites", "footprint",
+)  # fmt: skip
+DECODER_KEYS = ("kind", "variable", "dataset", "time", "range", "invert", "valid", "bad_frames")
 
 
 @dataclass(frozen=True)
@@ -175,6 +222,7 @@ class Profile:
                 raise ValueError(
                     f"the key {missing[0]!r} is missing (required: {', '.join(REQUIRED_KEYS)})"
                 )
+            _known_keys(data, REQUIRED_KEYS + OPTIONAL_KEYS, "profile")
             pattern = re.compile(data["pattern"])
             size = data["resolution"]
             if not isinstance(size, list) or len(size) != 2:
@@ -185,7 +233,7 @@ class Profile:
                 satellite=str(data["satellite"]),
                 pattern=pattern,
                 channels={str(k): str(v) for k, v in data.get("channels", {}).items()},
-                crops=tuple(dict(rule) for rule in data["crops"]),
+                crops=_check_crops(data["crops"], (width, height)),
                 resolution=(width, height),
                 cadence_minutes=_whole(data["cadence_minutes"], "cadence_minutes"),
                 description=str(data.get("description", "")),
@@ -203,7 +251,7 @@ class Profile:
             ) from None
         except (TypeError, ValueError) as exc:
             raise UsageError(f"source profile {origin or data!r} is invalid: {exc}") from None
-        except (KeyError, AttributeError) as exc:  # e.g. a list where an object belongs
+        except (KeyError, AttributeError, IndexError) as exc:  # a list where an object belongs
             raise UsageError(
                 f"source profile {origin or data!r} is invalid: a value has the wrong shape "
                 f"({type(exc).__name__}: {exc})"

@@ -150,7 +150,7 @@ def read_field(path: str, raw: bytes | None, decoder: Decoder, index: int | None
                 if not isinstance(dataset, h5py.Dataset):
                     raise FieldError(f"{decoder.variable!r} is a group, not a dataset")
                 _check_numeric(dataset.dtype, decoder)
-                values = np.asarray(dataset[()], dtype=np.float64)
+                values = _cf_decoded(dataset[()], dataset.attrs)
         except OSError as exc:
             raise FieldError(f"not a readable HDF5 file: {exc}") from None
         checksum = hashlib.sha256(raw or b"").hexdigest()
@@ -165,6 +165,31 @@ def read_field(path: str, raw: bytes | None, decoder: Decoder, index: int | None
     if values.ndim != 2:
         raise FieldError(f"{decoder.variable!r} has shape {values.shape}, not one 2-D frame")
     return Field(values, checksum)
+
+
+def _cf_decoded(packed: np.ndarray, attrs: Any) -> np.ndarray:
+    """Values of an HDF5 dataset as the CF conventions declare them (as xarray decodes NetCDF
+    and zarr variables): ``_FillValue`` / ``missing_value`` become NaN, then
+    ``scale_factor`` and ``add_offset`` unpack the stored counts."""
+    values = np.asarray(packed, dtype=np.float64)
+    fills = [_numbers(attrs, name) for name in ("_FillValue", "missing_value") if name in attrs]
+    if fills:
+        values[np.isin(packed, np.concatenate(fills))] = np.nan
+    if "scale_factor" in attrs:
+        values *= _numbers(attrs, "scale_factor")[0]
+    if "add_offset" in attrs:
+        values += _numbers(attrs, "add_offset")[0]
+    return values
+
+
+def _numbers(attrs: Any, name: str) -> np.ndarray:
+    try:
+        found = np.asarray(attrs[name], dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        found = np.empty(0)
+    if found.size == 0:
+        raise FieldError(f"attribute {name} is {attrs[name]!r}, not a number")
+    return found
 
 
 def _check_numeric(dtype: np.dtype, decoder: Decoder) -> None:

@@ -395,10 +395,23 @@ def test_catalog_compaction_and_an_older_versions_leftovers(tmp_path):
         ({"resolution": "375x300"}, "resolution must be [width, height], got '375x300'"),
         ({"resolution": [375, 30.5]}, "resolution must be a whole number, got 30.5"),
         ({"cadence_minutes": "often"}, "cadence_minutes must be a whole number, got 'often'"),
+        ({"cadence_minutes": 0}, "cadence_minutes must be at least 1, got 0"),  # no repair
+        ({"resolution": [0, 0]}, "resolution must be at least 1, got 0"),
+        ({"max_value": 0}, "max_value must be at least 1, got 0"),
+        ({"crops": []}, "crops must be a non-empty list"),
+        ({"crops": [{"box": ["0", "0", "W"]}]}, "a crop box is [left, top, right, bottom]"),
+        ({"crops": [{"box": ["0", "0", "X", "H"]}]}, "crop term 'X' not understood"),
+        (
+            {"crops": [{"width": 1500, "height": 1300, "box": ["0", "0", "W+10", "H"]}]},
+            "crop box ['0', '0', 'W+10', 'H'] is not inside a 1500x1300 image",
+        ),
+        ({"cadence": 15}, "unknown profile key 'cadence' (known: cadence_minutes, channel,"),
     ],
 )
 def test_a_bad_profile_key_is_one_error_naming_it(change, message, tmp_path):
-    """They read as Python reprs (KeyError('pattern'), invalid literal for int())."""
+    """They read as Python reprs (KeyError('pattern'), invalid literal for int()), or, with
+    impossible values, every file was blamed later (a crop box outside the image said "wrong
+    dimensions 1500x1300 (expects 1500x1300)"); a misspelt key was ignored."""
     from skysearch.ingest.profiles import load_profiles
 
     packaged = Path(ids.__file__).parent / "profiles" / "coms.json"

@@ -263,6 +263,41 @@ def test_a_damaged_field_is_skipped_and_the_rest_of_the_run_kept(write, reason, 
     assert reason in report.skipped[0]["reason"]
 
 
+def test_hdf5_fill_values_and_packed_counts_decode_as_netcdf_ones_do(h5_files, tmp_path):
+    """The CF attributes xarray applies to NetCDF and zarr apply to HDF5 too: ``_FillValue``
+    rows are no data (they were stored as the coldest cloud), and int16 counts with
+    ``scale_factor``/``add_offset`` are unpacked (the frame was all one grey)."""
+    from skysearch.ingest.readers import FieldError, read_field
+
+    field = _field(h5_files[0]).astype(np.float64)
+    filled = field.copy()
+    filled[:64] = -999.0
+    counts = np.round((field - 150.0) / 0.01).astype(np.int16)
+
+    def h5(write) -> bytes:
+        path = tmp_path / f"{len(list(tmp_path.iterdir()))}.h5"
+        with h5py.File(path, "w") as handle:
+            write(handle)
+        return path.read_bytes()
+
+    def fill(handle):
+        handle.create_dataset("infrared", data=filled).attrs["_FillValue"] = -999.0
+
+    def packed(handle):
+        dataset = handle.create_dataset("infrared", data=counts)
+        dataset.attrs["scale_factor"], dataset.attrs["add_offset"] = 0.01, 150.0
+
+    def broken(handle):
+        handle.create_dataset("infrared", data=counts).attrs["scale_factor"] = "ten"
+
+    decoded = read_field("f.h5", h5(fill), PROFILE.decoder, None).values
+    assert np.isnan(decoded[:64]).all() and np.array_equal(decoded[64:], field[64:])
+    unpacked = read_field("p.h5", h5(packed), PROFILE.decoder, None).values
+    assert np.abs(unpacked - field).max() <= 0.005 + 1e-9
+    with pytest.raises(FieldError, match="attribute scale_factor is 'ten', not a number"):
+        read_field("b.h5", h5(broken), PROFILE.decoder, None)
+
+
 def test_damaged_netcdf_and_zarr_are_skipped_with_reasons(h5_files, tmp_path):
     """A missing time (NaT) skips that step only; a zarr chunk cut short skips its frame."""
     import xarray as xr
@@ -356,6 +391,10 @@ def test_a_damaged_classic_netcdf_header_is_a_reason_not_a_crash():
         ({"kind": "grib"}, "decoder kind 'grib' is not one of image, hdf5, netcdf, zarr"),
         ({"bad_frames": "drop"}, "bad_frames 'drop' is not one of skip, keep, repair"),
         ({"range": [310, 170]}, "decoder range [310.0, 170.0] is empty"),
+        ({"invert": "false"}, "invert must be true or false, got 'false'"),  # inverted all
+        ({"valid": [150]}, "valid must be [low, high], got [150]"),  # was a traceback
+        ({"valid": [340, 150]}, "valid [340.0, 150.0] is empty"),  # every pixel impossible
+        ({"fill": 0}, "unknown decoder key 'fill'"),
     ],
 )
 def test_bad_decoder_in_a_profile_is_one_clear_error(change, message, tmp_path):
