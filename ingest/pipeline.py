@@ -95,11 +95,16 @@ class IngestReport:
         )
 
 
-def _walk(path: Path, skipped: list[dict[str, str]]) -> Iterator[Source]:
+def _walk(
+    path: Path, skipped: list[dict[str, str]], passed: frozenset[str] = frozenset()
+) -> Iterator[Source]:
     """Files under ``path`` in sorted order; zip archives are opened and walked too (one that
     cannot be read goes to ``skipped``); a zarr store (a folder) is one source. Linked folders
     are followed (each real folder once); unreadable folders and names that are not valid
-    UTF-8 (a catalog cannot hold them) go to ``skipped``."""
+    UTF-8 (a catalog cannot hold them) go to ``skipped``. Folders in ``passed`` (real paths:
+    the workspace, which an archive folder given as input may hold) are not walked."""
+    if path.is_dir() and os.path.realpath(path) in passed:
+        return
     if not utf8_path(path):
         reason = "name is not valid UTF-8: rename it"
         skipped.append({"path": printable_path(path), "reason": reason})
@@ -112,7 +117,7 @@ def _walk(path: Path, skipped: list[dict[str, str]]) -> Iterator[Source]:
                 {"path": str(exc.filename), "reason": f"cannot read folder: {exc.strerror}"}
             )
 
-        seen = {os.path.realpath(path)}
+        seen = {os.path.realpath(path), *passed}
         for root, dirs, files in os.walk(path, onerror=unreadable, followlinks=True):
             real = {d: os.path.realpath(os.path.join(root, d)) for d in dirs}
             dirs[:] = sorted(d for d in dirs if not d.startswith(".") and real[d] not in seen)
@@ -139,14 +144,17 @@ def _walk(path: Path, skipped: list[dict[str, str]]) -> Iterator[Source]:
 
 
 def discover(
-    paths: Sequence[Path], profiles: list[Profile]
+    paths: Sequence[Path], profiles: list[Profile], workspace: Path | None = None
 ) -> tuple[list[Candidate], list[dict[str, str]]]:
-    """Every input file recognised by a profile, and the unrecognised ones (skipped)."""
+    """Every input file recognised by a profile, and the unrecognised ones (skipped). The
+    ``workspace`` folder is not input, even inside a folder given (``update .`` in an archive
+    folder holding ``./skysearch-workspace``)."""
     candidates: list[Candidate] = []
     skipped: list[dict[str, str]] = []
     seen: set[str] = set()  # a file named twice (a path given twice, a folder and a file in it)
+    passed = frozenset([os.path.realpath(workspace)] if workspace is not None else [])
     for path in paths:
-        for source in _walk(Path(path).resolve(), skipped):
+        for source in _walk(Path(path).resolve(), skipped, passed):
             if source.path in seen:
                 continue
             seen.add(source.path)
@@ -272,7 +280,7 @@ def ingest(
     profiles = with_bad_frames(select_profiles(source, profile_dirs), bad_frames)
     engine = engine or get_engine()
     workspace.ensure()  # after the arguments are checked: a refused run creates nothing
-    candidates, skipped = discover(paths, profiles)
+    candidates, skipped = discover(paths, profiles, workspace.root)
     files = {replace(c.source, index=None) for c in candidates}  # a NetCDF's frames: one file
     report = IngestReport(files_seen=len(files) + len(skipped))
     report.inputs = [str(Path(p).resolve()) for p in paths]

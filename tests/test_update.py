@@ -238,6 +238,17 @@ def test_points_follow_their_frames_and_leave_with_their_clips(cli, deliveries, 
     assert again["written"] == again["changed"] == 1, again
 
 
+def test_the_workspace_inside_an_archive_folder_is_not_input(cli, deliveries, tmp_path):
+    """`update .` in an archive folder holding the default ./skysearch-workspace walked into
+    it: the workspace's own files were skipped input, one more each run, and every run
+    exited 1."""
+    archive = _copy(sorted(deliveries["ir"].glob("*.GIF"))[:3], tmp_path / "archive")
+    for run in range(2):
+        code, report, err = update(cli, archive / "skysearch-workspace", archive)
+        assert code == 0 and report["files"]["skipped"] == 0, err[-2000:]
+        assert report["files"]["seen"] == 3 and report["nothing_new"] == (run == 1)
+
+
 def test_skipped_files_exit_1_and_are_listed(cli, deliveries, tmp_path):
     goes = shared_data("goes-irma-2017", "infrared")
     folder = _copy([*sorted(deliveries["ir"].glob("*.GIF"))[:3], goes / DAMAGED], tmp_path / "d")
