@@ -12,10 +12,11 @@ so re-runs are idempotent.
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from skysearch.ingest.catalog import atomic_write_table, read_frames, read_part,
 from skysearch.ingest.footprints import BOUND_COLUMNS, is_box, union_box
 from skysearch.ingest.framestore import FrameStore
 
-from skysearch.atomic import remove_temporaries
+from skysearch.atomic import atomic_write_json, remove_temporaries
 from skysearch.config import Workspace
 from skysearch.errors import NotFoundError, SkySearchError, UsageError, some_of
 
@@ -167,8 +168,9 @@ def built_tolerance(paths: Iterable[Path]) -> int:
 
 
 def catalog_specs(workspace: Workspace) -> list[ClipSpec]:
-    """The clip specs the clip catalog holds, each with the tolerance it was built with. A
-    single-channel spec stands for every channel (what ``build_clips`` makes by default)."""
+    """The clip specs the clip catalog holds, each with the tolerance it was built with, and
+    the specs asked for that hold no clip yet (a first run on too few frames). A single-channel
+    spec stands for every channel (what ``build_clips`` makes by default)."""
     files: dict[ClipSpec, list[Path]] = {}
     for path in sorted(workspace.clips_catalog.glob("satellite=*/year=*/*.parquet")):
         try:
@@ -176,10 +178,43 @@ def catalog_specs(workspace: Workspace) -> list[ClipSpec]:
         except UsageError:
             continue  # not a file build_clips writes
         files.setdefault(spec, []).append(path)
-    return [
+    built = [
         ClipSpec(s.length, s.gap_minutes, s.channels, built_tolerance(paths))
         for s, paths in files.items()
     ]
+    return built + [s for s in _asked_specs(workspace) if _key(s) not in map(_key, built)]
+
+
+def _key(spec: ClipSpec) -> tuple:
+    return spec.length, spec.gap_minutes, spec.channels
+
+
+def _specs_file(workspace: Workspace) -> Path:
+    return workspace.clips_catalog / "specs.json"
+
+
+def _asked_specs(workspace: Workspace) -> list[ClipSpec]:
+    """The specs ``build_clips`` was asked for (read back leniently: a damaged file names
+    none, and the specs with clips are found from the catalog anyway)."""
+    try:
+        entries = json.loads(_specs_file(workspace).read_text())["specs"]
+        return [
+            replace(ClipSpec.parse(e["spec"]), tolerance_minutes=int(e["tolerance_minutes"]))
+            for e in entries
+        ]
+    except (OSError, ValueError, TypeError, KeyError, UsageError):
+        return []
+
+
+def _remember(workspace: Workspace, spec: ClipSpec) -> None:
+    """Keep a spec asked for, so the update job builds it as frames arrive even while it holds
+    no clip (the catalog's file names are the specs that do)."""
+    asked = _asked_specs(workspace)
+    if spec not in asked:
+        kept = [s for s in asked if _key(s) != _key(spec)] + [spec]
+        entries = [{"spec": s.text, "tolerance_minutes": s.tolerance_minutes} for s in kept]
+        workspace.clips_catalog.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(_specs_file(workspace), {"specs": entries}, indent=1)
 
 
 def parse_channels(channels: str | Sequence[str] | None) -> list[str] | None:
@@ -353,6 +388,8 @@ def build_clips(
     if not specs:
         have = "; ".join(f"{s}: {','.join(sorted(c))}" for s, c in sorted(available.items()))
         raise ChannelsNotFound(f"no satellite has all channels {','.join(wanted or [])} ({have})")
+    asked = tuple(wanted) if wanted and len(wanted) > 1 else None
+    _remember(workspace, ClipSpec(length, gap_minutes, asked, tolerance_minutes))
     report = ClipReport()
     boxes = frame_boxes(frames)
     for sat, chans in specs:

@@ -249,6 +249,28 @@ def test_the_workspace_inside_an_archive_folder_is_not_input(cli, deliveries, tm
         assert report["files"]["seen"] == 3 and report["nothing_new"] == (run == 1)
 
 
+def test_a_spec_asked_for_before_it_holds_a_clip_is_built_as_frames_arrive(
+    cli, deliveries, tmp_path
+):
+    """A spec whose first `clips` run found no complete clip lived nowhere (the catalog's file
+    names are the specs): `update` never built it."""
+    ws = tmp_path / "ws"
+    files = sorted(deliveries["ir"].glob("*.GIF"))
+    assert cli("ingest", files[0], "-w", ws).exit_code == 0
+    first = cli("clips", "--length", "3", "--gap", "30", "--tolerance", "5", "-w", ws)
+    assert first.exit_code == 0 and "clips: 0 added, 0 in catalog" in first.stderr
+    code, report, err = update(cli, ws, deliveries["ir"])
+    assert code == 0, err[-2000:]
+    assert report["clips"][SPEC]["added"] == 10, report["clips"]
+    assert cli("doctor", "-w", ws).exit_code == 0
+    from skysearch.ingest.clips import catalog_specs
+
+    from skysearch.config import Workspace
+
+    (spec,) = catalog_specs(Workspace(ws))
+    assert (spec.text, spec.tolerance_minutes) == (SPEC, 5)  # as asked, not the default
+
+
 def test_skipped_files_exit_1_and_are_listed(cli, deliveries, tmp_path):
     goes = shared_data("goes-irma-2017", "infrared")
     folder = _copy([*sorted(deliveries["ir"].glob("*.GIF"))[:3], goes / DAMAGED], tmp_path / "d")
