@@ -425,3 +425,23 @@ def test_a_bad_profile_key_is_one_error_naming_it(change, message, tmp_path):
     (tmp_path / "coms.json").write_text("[1]")
     with pytest.raises(UsageError, match="a JSON object is needed, not list"):
         load_profiles([tmp_path])
+
+
+def test_pipes_devices_and_broken_links_are_skipped_unopened(tmp_path):
+    """A named pipe named like a frame hung ingest and update for ever (opening it waits for a
+    writer); a device was read up to the size limit; a broken link said "No such file"."""
+    from skysearch.ingest.pipeline import discover
+
+    folder = first_ir_frames(tmp_path / "in", 1)
+    (good,) = folder.iterdir()
+    os.mkfifo(folder / "HUIR172492145.GIF")
+    (folder / "HUIR172492245.GIF").symlink_to("/dev/zero")
+    (folder / "HUIR172492345.GIF").symlink_to(tmp_path / "gone.GIF")
+    candidates, skipped = discover([folder], select_profiles("auto"))
+    assert [c.source.name for c in candidates] == [good.name]
+    reasons = {Path(s["path"]).name: s["reason"] for s in skipped}
+    assert reasons == {
+        "HUIR172492145.GIF": "not a regular file (a pipe or a device)",
+        "HUIR172492245.GIF": "not a regular file (a pipe or a device)",
+        "HUIR172492345.GIF": "a broken link",
+    }
