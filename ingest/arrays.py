@@ -11,7 +11,7 @@ from skysearch.ingest.catalog import read_frames
 from skysearch.ingest.framestore import FrameStore
 
 from skysearch.config import Workspace
-from skysearch.errors import NotFoundError
+from skysearch.errors import NotFoundError, UsageError
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -31,12 +31,25 @@ def frames_dataarray(
     values are. Pixels are read from the frame store (memory-mapped) into memory."""
     import xarray as xr
 
+    for name, value in (("satellite", satellite), ("channel", channel), ("event", event)):
+        if not isinstance(value, str) and not (name == "event" and value is None):
+            raise UsageError(  # a list or None would mix several series on one time axis
+                f"{{{name}}} is one name (a string), got {value!r}: one series per array",
+                params=[name],
+            )
     cols = ["frame_id", "time", "event", "quality", "status", "profile"]
     table = read_frames(workspace, satellite, channel, start, end, columns=cols)
     if event is not None:
         table = table.filter(pc.equal(table["event"], event))
     if table.num_rows == 0:
-        raise NotFoundError(f"no {satellite} {channel} frames in the catalog for that selection")
+        have = read_frames(workspace, columns=["satellite", "channel"])
+        pairs = zip(have["satellite"].to_pylist(), have["channel"].to_pylist(), strict=True)
+        series = sorted(set(pairs))
+        listed = ", ".join(f"{s} {c}" for s, c in series) or "none"
+        raise NotFoundError(
+            f"no {satellite} {channel} frames in the catalog for that selection (time range, "
+            f"event); the catalog holds: {listed}"
+        )
     pixels = FrameStore(workspace).read_many(table["frame_id"].to_pylist())
     times = np.array([t.replace(tzinfo=None) for t in table["time"].to_pylist()], "M8[ns]")
     quality = table["quality"].to_numpy(zero_copy_only=False)

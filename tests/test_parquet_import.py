@@ -161,4 +161,11 @@ def test_an_export_appears_whole_or_not_at_all(tmp_path: Path, monkeypatch):
     assert export_parquet(src, tmp_path / "out", progress=False) == {"clips": 30, "frames": 15}
     with pytest.raises(UsageError, match="it is not empty"):
         export_parquet(src, tmp_path / "out", ["clips"], progress=False)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    with pytest.raises(UsageError, match="cannot write Parquet into .*: Permission denied"):
+        export_parquet(src, tmp_path / "out2", progress=False)  # was a traceback
     src.close()

@@ -22,7 +22,7 @@ from skysearch.ingest.profiles import load_profiles
 from skysearch.ingest.readers import NODATA
 
 from skysearch.config import Workspace
-from skysearch.errors import UsageError
+from skysearch.errors import NotFoundError, UsageError
 
 UTC = timezone.utc
 COUNT = 30  # frames of 198702 used: 1987-04-09 19 UTC on, 12 of them with defect bands
@@ -421,6 +421,15 @@ def test_frames_as_an_xarray_dataarray_with_a_time_coordinate(typhoon, h5_files)
     assert np.array_equal(array.isel(time=3).values, store.read(str(array["frame_id"].values[3])))
     one = array.sel(time=times[5].replace(tzinfo=None))
     assert one["quality"] == pytest.approx(float(_impossible(_field(h5_files[7])).mean()), abs=1e-6)
+    # one series per array: a channel list or no satellite would mix series on one time axis
+    with pytest.raises(UsageError, match=r"channel is one name \(a string\), got \['ir'\]"):
+        frames_dataarray(typhoon, "gms3", ["ir"])
+    with pytest.raises(UsageError, match="satellite is one name"):
+        frames_dataarray(typhoon, None, "ir")
+    with pytest.raises(UsageError, match="event is one name"):
+        frames_dataarray(typhoon, "gms3", "ir", event=198702)  # was an Arrow kernel error
+    with pytest.raises(NotFoundError, match="the catalog holds: gms3 ir"):
+        frames_dataarray(typhoon, "gms3", "wv")
 
 
 def test_stac_export_is_valid_and_names_every_frame(typhoon, tmp_path, cli):

@@ -43,7 +43,10 @@ def export_parquet(
     # an import would take for a whole export
     staging = folder.with_name(f".{folder.name}.export-{uuid.uuid4().hex[:8]}")
     try:
-        staging.mkdir()
+        try:
+            staging.mkdir()
+        except OSError as exc:
+            raise UsageError(f"cannot write Parquet into {folder}: {exc.strerror}") from None
         counts = {name: _export_collection(store, name, staging, progress) for name in names}
         if folder.exists():
             folder.rmdir()
