@@ -368,6 +368,10 @@ def build_clips(
             params=["tolerance_minutes", "gap_minutes"],
         )
     wanted = parse_channels(channels)
+    if wanted and len(set(wanted)) < len(wanted):
+        raise UsageError(
+            f"{{channels}} {','.join(wanted)} names a channel twice", params=["channels"]
+        )
     cols = ["frame_id", "satellite", "channel", "time", "event", *BOUND_COLUMNS]
     frames = read_frames(workspace, satellite=satellite, columns=cols)
     if frames.num_rows == 0:

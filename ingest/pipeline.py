@@ -87,6 +87,11 @@ class IngestReport:
         return (
             f"ingest: {self.frames_added} frames added, {self.frames_total} in catalog, "
             f"{self.unchanged} unchanged, {len(self.skipped)} skipped"
+            + (
+                f", {self.identical_duplicates} identical copies of other files"
+                if self.identical_duplicates
+                else ""
+            )
             + (f", {self.suspect} with bad pixels" if self.suspect else "")
             + (f", {self.repaired} repaired" if self.repaired else "")
             + " "

@@ -151,6 +151,7 @@ CASES: dict[str, list[Case]] = {
         ),
         c("clips", "--channels", "nope", *W, expect="no satellite has all channels nope"),
         c("clips", "--channels", "", *W, expect="--channels names nothing"),  # not every channel
+        c("clips", "--channels", "ir,ir", *W, expect="--channels ir,ir names a channel twice"),
         c("clips", "--satellite", "a,b", *W, expect="--satellite takes one name, got a, b"),
     ],
     "predict": [

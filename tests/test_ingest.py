@@ -194,6 +194,7 @@ def test_bad_inputs_are_skipped_with_reasons(tmp_path):
     ws = _ws(tmp_path / "ws")
     report = ingest([src], ws, progress=False)
     assert report.frames_added == 3 and report.identical_duplicates == 1
+    assert ", 1 identical copies of other files" in report.summary_line()  # the line adds up
     reasons = {Path(s["path"]).name: s["reason"] for s in report.skipped}
     assert "HTML" in reasons["HUIR172502115.GIF"]
     assert "truncated" in reasons["HUIR172490345.GIF"]
