@@ -19,7 +19,7 @@ import time
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +151,16 @@ def _walk(
         yield Source(str(path))
 
 
+#: How far past the clock a frame's time may be (clocks and products disagree a little); a
+#: time beyond is a misnamed file (a two-digit year read in the wrong century, say), which
+#: would otherwise become the archive's "most recent" data and the models' hold-out.
+FUTURE_SLACK = timedelta(days=1)
+
+
+def _future(at: datetime) -> str:
+    return f"time {at:%Y-%m-%dT%H:%MZ} is in the future: a misnamed file?"
+
+
 def discover(
     paths: Sequence[Path], profiles: list[Profile], workspace: Path | None = None
 ) -> tuple[list[Candidate], list[dict[str, str]]]:
@@ -161,6 +171,7 @@ def discover(
     skipped: list[dict[str, str]] = []
     seen: set[str] = set()  # a file named twice (a path given twice, a folder and a file in it)
     passed = frozenset([os.path.realpath(workspace)] if workspace is not None else [])
+    latest = datetime.now(timezone.utc) + FUTURE_SLACK
     for path in paths:
         for source in _walk(Path(path).resolve(), skipped, passed):
             if source.path in seen:
@@ -174,6 +185,9 @@ def discover(
             profile, name = found
             if not profile.decoder.multi_frame:
                 assert name.time is not None  # a single-frame profile's names carry times
+                if name.time > latest:
+                    skipped.append({"path": source.path, "reason": _future(name.time)})
+                    continue
                 fid = ids.frame_id(name.satellite, name.channel, name.time, name.event)
                 candidates.append(Candidate(source, profile, name, fid))
                 continue
@@ -183,9 +197,13 @@ def discover(
                 skipped.append({"path": source.path, "reason": str(exc)})
                 continue
             for index, at in enumerate(times):
-                if at is None:
+                if at is None or at > latest:
                     step_path = replace(source, index=index).path
-                    reason = f"no time for this step ({profile.decoder.time!r} is missing there)"
+                    reason = (
+                        f"no time for this step ({profile.decoder.time!r} is missing there)"
+                        if at is None
+                        else _future(at)
+                    )
                     skipped.append({"path": step_path, "reason": reason})
                     continue
                 step = replace(name, time=at)

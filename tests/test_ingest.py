@@ -446,3 +446,16 @@ def test_pipes_devices_and_broken_links_are_skipped_unopened(tmp_path):
         "HUIR172492245.GIF": "not a regular file (a pipe or a device)",
         "HUIR172492345.GIF": "a broken link",
     }
+
+
+def test_a_frame_dated_in_the_future_is_skipped_as_a_misnamed_file(tmp_path):
+    """``HUIR69001...``: a two-digit year read as 2069 went into the catalog, and would have been
+    the archive's most recent data (the hold-out of every model trained after)."""
+    folder = first_ir_frames(tmp_path / "in", 1)
+    (good,) = folder.iterdir()
+    shutil.copy(good, folder / "HUIR690010045.GIF")
+    report = ingest([folder], _ws(tmp_path / "ws"), progress=False)
+    assert report.frames_added == 1
+    assert [s["reason"] for s in report.skipped] == [
+        "time 2069-01-01T00:45Z is in the future: a misnamed file?"
+    ]
