@@ -43,6 +43,10 @@ def similarity(
         int | None, typer.Option(help="For a clip given by time: minutes.", min=1)
     ] = None,
     satellite: Annotated[str | None, typer.Option(help="For a clip given by time.")] = None,
+    event: Annotated[
+        str | None,
+        typer.Option(help="For a clip given by time: its event (two storms at one time)."),
+    ] = None,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -50,7 +54,7 @@ def similarity(
 
     A clip is a folder (image_1/, image_2/, ... each holding {channel}.png, as the reference
     implementation's videos; or one frame: a folder of {channel}.png), a catalog clip id, or
-    a start time (then --channel/--length/--gap/--satellite pick the catalog clip).
+    a start time (then --channel/--length/--gap/--satellite/--event pick the catalog clip).
 
     Example: skysearch similarity ../shared/data/coms-golden/video_1
     ../shared/data/coms-golden/video_2 --mode reference --json
@@ -61,7 +65,7 @@ def similarity(
     settings = load_settings(workspace=workspace)
     chans, sat = names(channel, "channel") or None, one_name(satellite, "satellite")
     clips = [
-        _resolve(text, spec, settings.workspace, chans, length, gap, sat)
+        _resolve(text, spec, settings.workspace, chans, length, gap, sat, one_name(event, "event"))
         for text in (clip_a, clip_b)
     ]
     score = compare_clips(*clips)
@@ -81,6 +85,7 @@ def _resolve(
     length: int | None,
     gap: int | None,
     satellite: str | None,
+    event: str | None,
 ) -> SketchedClip:
     """A CLIP argument -> SketchedClip: a folder, a clip id, or a time."""
     from skysearch.ingest.similarity import (
@@ -102,5 +107,5 @@ def _resolve(
         raise UsageError(f"folder not found: {text}")
     if not text[:4].isdigit():
         raise UsageError(f"{text!r}: no such folder, and not a clip id or an ISO time")
-    clip_id = find_clip(workspace, text, channels, length, gap, satellite)
+    clip_id = find_clip(workspace, text, channels, length, gap, satellite, event)
     return sketch_catalog_clip(store, clip_id)

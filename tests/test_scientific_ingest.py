@@ -509,3 +509,23 @@ def test_an_empty_hdf5_file_and_a_path_given_twice(h5_files, tmp_path):
     report = ingest([folder, folder, folder / h5_files[0].name], Workspace(tmp_path / "ws"))
     assert (report.frames_added, report.identical_duplicates) == (2, 0)
     assert report.skipped == [{"path": str(empty), "reason": "empty file"}]
+
+
+def test_similarity_by_time_picks_between_two_storms_by_event(h5_files, tmp_path, cli):
+    """Two storms at the same hours: the error described both clips alike and suggested
+    options that could not tell them apart."""
+    ws = tmp_path / "ws"
+    for event in ("198702", "198703"):
+        folder = _copy(h5_files[:4], tmp_path / event, event)
+        assert cli("ingest", folder, "-w", ws).exit_code == 0
+    assert cli("clips", "--length", "3", "--gap", "60", "-w", ws).exit_code == 0
+    start, later = _time(h5_files[0]), _time(h5_files[1])
+    times = [f"{t:%Y-%m-%dT%H:%MZ}" for t in (start, later)]
+    both = cli("similarity", *times, "-w", ws)
+    assert both.exit_code == 2 and "gms3 ir 3x60m event 198702; gms3 ir 3x60m event 198703" in (
+        both.stderr
+    )
+    assert "--event" in both.stderr
+    one = cli("similarity", *times, "--event", "198703", "-w", ws, "--json")
+    assert one.exit_code == 0, one.stderr
+    assert 0 < json.loads(one.stdout.strip().splitlines()[-1])["similarity"] < 1

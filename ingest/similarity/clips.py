@@ -8,6 +8,7 @@ from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from skysearch.ingest.clips import no_clips_error, parse_channels, read_clips
 from skysearch.ingest.similarity.grid import Geometry, GridSpec, cell_sizes, sketch_frames
 from skysearch.ingest.similarity.scoring import (
@@ -144,11 +145,16 @@ def find_clip(
     length: int | None = None,
     gap_minutes: int | None = None,
     satellite: str | None = None,
+    event: str | None = None,
 ) -> str:
     """The catalog clip starting at ``start`` (and matching the filters): its id."""
     when = parse_time(start)
-    cols = ["clip_id", "satellite", "channels", "start", "length", "gap_minutes"]
+    cols = ["clip_id", "satellite", "channels", "start", "length", "gap_minutes", "event"]
     table = read_clips(workspace, satellite, channels, length, gap_minutes, columns=cols)
+    if event is not None:
+        table = table.filter(pc.equal(table["event"], event))
+        if table.num_rows == 0:
+            raise NotFoundError(f"no clip of event {event} in the clip catalog")
     if table.num_rows == 0:
         chans = parse_channels(channels)
         raise no_clips_error(workspace, satellite, chans, length, gap_minutes, "satellite")
@@ -163,12 +169,14 @@ def find_clip(
         options = sorted(
             f"{table['satellite'][i]} {'+'.join(table['channels'][i].as_py())} "
             f"{table['length'][i]}x{table['gap_minutes'][i]}m"
+            + (f" event {table['event'][i]}" if table["event"][i].is_valid else "")
             for i in hits
         )
         raise UsageError(
             f"{len(hits)} clips start at {to_rfc3339(when)} ({'; '.join(options)}): "
-            "pick one with {satellite}, {channel}, {length}, {gap_minutes}",
-            params=["satellite", "channel", "length", "gap_minutes"],
+            "pick one with {satellite}, {channel}, {length}, {gap_minutes} or {event}, or "
+            "pass its clip id",
+            params=["satellite", "channel", "length", "gap_minutes", "event"],
         )
     return table["clip_id"][hits[0]].as_py()
 
