@@ -51,6 +51,8 @@ CLIP_SCHEMA = pa.schema(
     ]
 )
 _MINUTE_US = 60_000_000
+#: Most frames a clip may hold (the CLI's --length bound too).
+MAX_LENGTH = 1000
 #: Minutes a frame may sit from its step's time, unless a spec was built with another.
 STEP_TOLERANCE_MINUTES = 15
 _SPEC = re.compile(r"^(?:(?P<channels>[^_/]+)_)?(?P<length>\d+)x(?P<gap>\d+)m?$")
@@ -142,10 +144,10 @@ def spec_parts(text: str, param: str = "clip_spec") -> tuple[list[str], int, int
     """``ir+wv_12x60m`` -> (["ir", "wv"], 12, 60); ``12x60`` -> ([], 12, 60); a UsageError
     naming ``param`` for anything else."""
     found = _SPEC.match(text.strip())
-    if found is None or int(found["length"]) < 1 or int(found["gap"]) < 1:
+    if found is None or not 1 <= int(found["length"]) <= MAX_LENGTH or int(found["gap"]) < 1:
         raise UsageError(
             f"{{{param}}} {text!r} is not a clip spec: write LENGTHxGAP_MINUTES, e.g. 12x60, "
-            "or CHANNELS_LxGm for multi-channel clips, e.g. ir+wv_12x60m",
+            f"or CHANNELS_LxGm for multi-channel clips, e.g. ir+wv_12x60m (length 1-{MAX_LENGTH})",
             params=[param],
         )
     channels = found["channels"].split("+") if found["channels"] else []
@@ -358,9 +360,10 @@ def build_clips(
     ``channels`` None: single-channel clips for every channel of every satellite. A list:
     multi-channel clips (every channel at every step), for each satellite that has them all.
     """
-    if length < 1 or gap_minutes < 1:
+    if not 1 <= length <= MAX_LENGTH or gap_minutes < 1:
         raise UsageError(
-            "{length} and {gap_minutes} must be at least 1", params=["length", "gap_minutes"]
+            f"{{length}} must be in 1..{MAX_LENGTH} and {{gap_minutes}} at least 1",
+            params=["length", "gap_minutes"],
         )
     if not 0 <= tolerance_minutes < gap_minutes:
         raise UsageError(

@@ -392,10 +392,18 @@ def match_name(filename: str, profiles: list[Profile]) -> tuple[Profile, NameMat
 def unmatched_reason(filename: str, profiles: list[Profile]) -> str:
     """Why no profile recognises ``filename``: a name a pattern matches but whose time is
     impossible (month 13, hour 25, day of year 367) says so."""
+    if filename.lower().endswith(".zip"):  # only a zip's member gets here: walks open the rest
+        return "a zip archive inside a zip archive is not opened: unpack the outer one"
     for profile in profiles:
         found = profile.pattern.match(filename)
         if found is None or profile.decoder.multi_frame:
             continue
+        code = found.groupdict().get("channel")
+        if code is not None and code not in profile.channels:
+            return (
+                f"file name has the pattern of source profile {profile.name} but channel code "
+                f"{code}, which its channels do not map ({', '.join(profile.channels)})"
+            )
         try:
             _time_from_groups(found.groupdict())
         except (KeyError, ValueError, TypeError) as exc:

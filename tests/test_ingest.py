@@ -459,3 +459,26 @@ def test_a_frame_dated_in_the_future_is_skipped_as_a_misnamed_file(tmp_path):
     assert [s["reason"] for s in report.skipped] == [
         "time 2069-01-01T00:45Z is in the future: a misnamed file?"
     ]
+
+
+def test_why_a_name_is_not_recognised(tmp_path):
+    """A channel code the profile does not map, and a zip inside a zip, said only "matches no
+    source profile"."""
+    from skysearch.ingest.profiles import Profile, unmatched_reason
+
+    product = Profile.from_dict(
+        {
+            "name": "ir-only",
+            "satellite": "sat",
+            "pattern": r"^(?P<channel>[A-Z]+)_(?P<year>\d{4})(?P<month>\d{2})(?P<day>\d{2})\.png$",
+            "channels": {"IR": "ir"},
+            "crops": [{"box": ["0", "0", "W", "H"]}],
+            "resolution": [64, 64],
+            "cadence_minutes": 60,
+        }
+    )
+    assert unmatched_reason("WV_20170907.png", [product]) == (
+        "file name has the pattern of source profile ir-only but channel code WV, which its "
+        "channels do not map (IR)"
+    )
+    assert unmatched_reason("inner.zip", [product]).startswith("a zip archive inside a zip")

@@ -334,3 +334,25 @@ def test_spec_errors_name_parameters_the_cli_renders_as_flags(spec, plain, on_th
         GridSpec(**spec)
     assert str(caught.value) == plain  # the library's words (the HTTP service's too)
     assert caught.value.render(flag).startswith(on_the_cli)
+
+
+def test_a_clip_folder_with_a_missing_step_or_stray_images_is_refused(tmp_path):
+    """image_1/ + image_3/ was a two-frame clip (step 3 compared as step 2), and an image beside
+    the image_N/ folders was ignored without a word."""
+    from skysearch.ingest.similarity.files import folder_layout
+
+    def clip(name: str, steps: list[str], stray: bool = False):
+        for step in steps:
+            (tmp_path / name / step).mkdir(parents=True)
+            Image.new("L", (8, 8)).save(tmp_path / name / step / "ir.png")
+        if stray:
+            Image.new("L", (8, 8)).save(tmp_path / name / "wv.png")
+        return tmp_path / name
+
+    assert len(folder_layout(clip("whole", ["image_1", "image_2"]))[1]) == 2
+    with pytest.raises(UsageError, match="has no image_2/ folder"):
+        folder_layout(clip("gap", ["image_1", "image_3"]))
+    with pytest.raises(UsageError, match="numbers a time step twice"):
+        folder_layout(clip("twice", ["image_1", "image_01"]))
+    with pytest.raises(UsageError, match=r"images beside them \(wv.png\)"):
+        folder_layout(clip("stray", ["image_1"], stray=True))

@@ -357,6 +357,8 @@ def test_usage_errors_exit_2(cli, deliveries, tmp_path):
     _one_line_error(r, "names a channel twice")
     r = cli("update", deliveries["ir"], "--clip-spec", "2x1", "-w", ws)  # named --tolerance
     _one_line_error(r, "the gap must be more than the 15 minutes")
+    r = cli("update", deliveries["ir"], "--clip-spec", "100000x60", "-w", ws)  # clips: <= 1000
+    _one_line_error(r, "is not a clip spec", "(length 1-1000)")
     assert not ws.exists()  # refused before anything was written
 
 

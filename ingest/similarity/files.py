@@ -29,6 +29,22 @@ def folder_layout(path: Path) -> tuple[list[str], list[dict[str, Path]]]:
         for p in path.iterdir()
         if p.is_dir() and (m := _FRAME_DIR.match(p.name))
     )
+    numbers = [n for n, _ in steps]
+    if numbers and numbers != list(range(1, len(numbers) + 1)):
+        missing = sorted(set(range(1, numbers[-1] + 1)) - set(numbers))
+        raise UsageError(  # image_3 would be compared as the second time step
+            f"{path} has no image_{missing[0]}/ folder: time steps are image_1/, image_2/, ... "
+            "without gaps"
+            if missing
+            else f"{path} numbers a time step twice"
+        )
+    if steps:
+        stray = sorted(p.name for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if stray:
+            raise UsageError(
+                f"{path} holds image_N/ folders and images beside them ({', '.join(stray)}): "
+                "put each time step's images in its image_N/ folder"
+            )
     folders = [p for _, p in steps] or [path]
     frames = []
     for folder in folders:
