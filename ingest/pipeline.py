@@ -411,6 +411,11 @@ def ingest(
     return report
 
 
+#: Ingest reports kept in the workspace (the newest); an hourly job over a folder with many
+#: files it skips would otherwise add megabytes every run, for ever.
+KEPT_REPORTS = 100
+
+
 def _save_report(workspace: Workspace, report: IngestReport) -> Path:
     folder = workspace.reports_dir
     folder.mkdir(parents=True, exist_ok=True)
@@ -418,4 +423,6 @@ def _save_report(workspace: Workspace, report: IngestReport) -> Path:
     path = folder / f"ingest-{stamp}.json"
     payload = report.to_dict() | {"report_path": str(path)}
     atomic_write_bytes(path, (json.dumps(payload, indent=1) + "\n").encode())
+    for old in sorted(folder.glob("ingest-*.json"))[:-KEPT_REPORTS]:  # names sort by time
+        old.unlink(missing_ok=True)
     return path

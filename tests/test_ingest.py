@@ -482,3 +482,15 @@ def test_why_a_name_is_not_recognised(tmp_path):
         "channels do not map (IR)"
     )
     assert unmatched_reason("inner.zip", [product]).startswith("a zip archive inside a zip")
+
+
+def test_only_the_newest_reports_are_kept(tmp_path, monkeypatch):
+    """An hourly job over a folder it skips files of wrote a report (megabytes with 20k skips)
+    every run, for ever."""
+    from skysearch.ingest import pipeline
+
+    monkeypatch.setattr(pipeline, "KEPT_REPORTS", 3)
+    folder = first_ir_frames(tmp_path / "in", 1)
+    ws = _ws(tmp_path / "ws")
+    paths = [ingest([folder], ws, progress=False).report_path for _ in range(5)]
+    assert sorted(ws.reports_dir.glob("ingest-*.json")) == sorted(map(Path, paths[-3:]))

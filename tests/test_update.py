@@ -280,7 +280,8 @@ def test_skipped_files_exit_1_and_are_listed(cli, deliveries, tmp_path):
         assert report["exit_code"] == 1 and report["files"]["skipped"] == 1
         (skipped,) = report["skipped"]
         assert skipped["path"].endswith(DAMAGED) and skipped["reason"]
-        assert f"skipped {folder / DAMAGED}" in err
+        line = next(ln for ln in err.splitlines() if f"skipped {folder / DAMAGED}" in ln)
+        assert line.startswith("  skipped ") and line.endswith(skipped["reason"])  # its own line
     assert report["nothing_new"] and report["files"]["unchanged"] == 3
 
 

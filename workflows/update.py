@@ -175,6 +175,8 @@ def run_update(
                     report,
                     detail,
                 )
+            for line in _skip_lines(report):  # one line each, as ingest prints them
+                say(line)
             with step("sketches") as detail:
                 _sketches(workspace, progress, report, detail)
             with step("clips") as detail:
@@ -293,9 +295,15 @@ def _ingest(
         f"{done.files_seen} files: {done.frames_added} frames added, {done.unchanged} already "
         f"in{copies}, {len(done.skipped)} skipped; {done.frames_total} frames in the catalog"
     )
-    detail += [f"skipped {item['path']}: {item['reason']}" for item in done.skipped[:20]]
-    if len(done.skipped) > 20:
-        detail.append(f"... {len(done.skipped) - 20} more skipped (see {done.report_path})")
+
+
+def _skip_lines(report: UpdateReport, shown: int = 20) -> list[str]:
+    """The first ``shown`` files ingest skipped, with their reasons, and where the rest are."""
+    lines = [f"  skipped {item['path']}: {item['reason']}" for item in report.skipped[:shown]]
+    if len(report.skipped) > shown:
+        more = len(report.skipped) - shown
+        lines.append(f"  ... {more} more skipped (see {report.ingest_report})")
+    return lines
 
 
 def _sketches(
