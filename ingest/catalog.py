@@ -26,7 +26,7 @@ import operator
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -39,7 +39,7 @@ from skysearch.ingest.footprints import BOUND_COLUMNS
 
 from skysearch.atomic import atomic_path, exchange, fsync_path, remove_temporaries
 from skysearch.config import Workspace
-from skysearch.errors import DamagedError
+from skysearch.errors import DamagedError, UsageError
 from skysearch.timeutil import parse_time
 
 #: Metadata key of merged ``compact-*`` files written by SkySearch <= 0.1 (names the parts the
@@ -123,6 +123,21 @@ def _lacking(table: pa.Table) -> str | None:
     return next(
         (c for c in _REQUIRED if c in table.column_names and table.column(c).null_count), None
     )
+
+
+def column_schema(schema: pa.Schema, columns: Sequence[str] | None) -> pa.Schema:
+    """``schema`` narrowed to ``columns`` (all when None); a UsageError naming the catalog's
+    columns for one it does not have."""
+    if columns is None:
+        return schema
+    unknown = [c for c in columns if c not in schema.names]
+    if isinstance(columns, str) or unknown:
+        raise UsageError(
+            f"no column {unknown[0] if unknown else columns!r} in the catalog: columns is a "
+            f"list of {', '.join(schema.names)}",
+            params=["columns"],
+        )
+    return pa.schema([schema.field(c) for c in columns])
 
 
 def read_part(path: Path, schema: pa.Schema = FRAME_SCHEMA) -> pa.Table:
@@ -406,8 +421,7 @@ def read_frames(
         lo = start_t.year if start_t else 1900
         hi = end_t.year if end_t else 2200
         years = range(lo, hi + 1)
-    names = FRAME_SCHEMA.names if columns is None else list(columns)
-    schema = pa.schema([FRAME_SCHEMA.field(c) for c in names])
+    schema = column_schema(FRAME_SCHEMA, columns)
     order = [("time", "ascending"), ("satellite", "ascending"), ("channel", "ascending")]
     conditions = []
     if channel is not None:

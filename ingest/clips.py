@@ -24,7 +24,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from skysearch.ingest import ids
-from skysearch.ingest.catalog import atomic_write_table, read_frames, read_part, scan_parts
+from skysearch.ingest.catalog import (
+    atomic_write_table,
+    column_schema,
+    read_frames,
+    read_part,
+    scan_parts,
+)
 from skysearch.ingest.footprints import BOUND_COLUMNS, is_box, union_box
 from skysearch.ingest.framestore import FrameStore
 
@@ -477,8 +483,8 @@ def read_clips(
     Only the ``columns`` asked for (and the sort keys) are read: leave out ``frame_ids``, the
     bulk of the catalog, where it is not needed.
     """
-    names = CLIP_SCHEMA.names if columns is None else list(columns)
-    schema = pa.schema([CLIP_SCHEMA.field(c) for c in names])
+    schema = column_schema(CLIP_SCHEMA, columns)
+    names = schema.names
     root = workspace.clips_catalog
     sat_glob = f"satellite={satellite}" if satellite else "satellite=*"
     chans = parse_channels(channels)

@@ -266,6 +266,10 @@ class FrameStore:
 
     def read_many(self, frame_ids: Sequence[str]) -> np.ndarray:
         """Frames in the order asked, (n, H, W) uint8 (one shape: ids of one product)."""
+        if isinstance(frame_ids, str):  # would be read as one id per character
+            raise UsageError(
+                "{frame_ids} is a list of frame ids; read(id) reads one", params=["frame_ids"]
+            )
         index = self._current()
         idx = self._lookup(index, frame_ids)
         codes = index.key_codes[idx]

@@ -368,10 +368,12 @@ def load_profiles(extra_dirs: list[Path] | None = None) -> dict[str, Profile]:
 
 
 def select_profiles(source: str, extra_dirs: list[Path] | None = None) -> list[Profile]:
-    """The profiles ``source`` names: one profile, or all of them for ``auto``."""
+    """The profiles ``source`` names: one profile, or all of them for ``auto``, the user's
+    first (``extra_dirs``, ``$SKYSEARCH_PROFILES``): a name both a user's and a packaged
+    profile recognise is the user's product."""
     profiles = load_profiles(extra_dirs)
     if source == "auto":
-        return list(profiles.values())
+        return list(profiles.values())[::-1]  # loaded packaged first
     if source not in profiles:
         known = ", ".join(sorted(profiles))
         raise UsageError(

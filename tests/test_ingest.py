@@ -494,3 +494,32 @@ def test_only_the_newest_reports_are_kept(tmp_path, monkeypatch):
     ws = _ws(tmp_path / "ws")
     paths = [ingest([folder], ws, progress=False).report_path for _ in range(5)]
     assert sorted(ws.reports_dir.glob("ingest-*.json")) == sorted(map(Path, paths[-3:]))
+
+
+def test_a_users_profile_is_tried_before_a_packaged_one_that_also_matches(tmp_path):
+    """With --source auto the packaged goes-sector recognised the user's own product's files
+    first, and the user's profile was never used, without a word."""
+    packaged = Path(ids.__file__).parent / "profiles" / "goes-sector.json"
+    data = json.loads(packaged.read_text()) | {"name": "my-goes", "satellite": "goes-x"}
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "my-goes.json").write_text(json.dumps(data))
+    folder = first_ir_frames(tmp_path / "in", 1)
+    ws = _ws(tmp_path / "ws")
+    ingest([folder], ws, profile_dirs=[tmp_path / "profiles"], progress=False)
+    assert read_frames(ws, columns=["satellite"])["satellite"].to_pylist() == ["goes-x"]
+
+
+def test_the_catalog_api_refuses_arguments_it_cannot_honour(tmp_path):
+    """A column the catalog lacks was a bare KeyError; one frame id as a string was read as
+    one id per character."""
+    folder = first_ir_frames(tmp_path / "in", 1)
+    ws = _ws(tmp_path / "ws")
+    ingest([folder], ws, progress=False)
+    with pytest.raises(UsageError, match="no column 'nosuch' in the catalog: columns is a list"):
+        read_frames(ws, columns=["frame_id", "nosuch"])
+    with pytest.raises(UsageError, match="no column 'tim' in the catalog"):
+        read_clips(ws, columns=["tim"])
+    (frame_id,) = read_frames(ws, columns=["frame_id"])["frame_id"].to_pylist()
+    with pytest.raises(UsageError, match="frame_ids is a list of frame ids"):
+        FrameStore(ws).read_many(frame_id)
+    assert FrameStore(ws).read_many([frame_id]).shape[0] == 1
