@@ -34,7 +34,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from skysearch.errors import SkySearchError
 from skysearch.retrieval.search import ResultItem as Hit
-from skysearch.retrieval.search.results import results_table
+from skysearch.retrieval.search.results import results_frame, results_table
 from skysearch.retrieval.service import responses, wire
 
 if TYPE_CHECKING:
@@ -89,8 +89,8 @@ class SearchResult(responses.SearchResponse):
         return results_table(self.results)
 
     def to_pandas(self) -> pd.DataFrame:
-        """The hits as a pandas DataFrame (needs pandas)."""
-        return self.to_arrow().to_pandas()
+        """The hits as a pandas DataFrame (as ``Searcher`` results)."""
+        return results_frame(self.results)
 
 
 def _plain(value: Any) -> Any:

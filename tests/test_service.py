@@ -269,6 +269,11 @@ def test_search_clip_same_json_as_cli(sky, ws):
     assert table["start"][0].as_py() == datetime(2017, 9, 7, 0, 45, tzinfo=timezone.utc)
     frame = result.to_pandas()
     assert list(frame["rank"]) == [1, 2, 3, 4, 5] and str(frame["start"].dt.tz) == "UTC"
+    # integer columns keep one type with or without values (no track here: all missing)
+    from skysearch.retrieval.search.results import results_frame
+
+    assert str(frame["track_class"].dtype) == str(results_frame([])["track_class"].dtype)
+    assert str(frame["track_class"].dtype) == "Int32" and frame["track_class"].isna().all()
 
 
 def test_search_clip_by_id_with_filters(sky, catalogs):

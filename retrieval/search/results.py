@@ -108,6 +108,15 @@ def results_table(items: Sequence[ResultItem]) -> pa.Table:
     return pa.table(columns, schema=RESULT_COLUMNS)
 
 
+def results_frame(items: Sequence[ResultItem]) -> pd.DataFrame:
+    """:func:`results_table` as a pandas DataFrame (needs pandas). Integer columns are pandas'
+    nullable ``Int32`` whether or not a hit lacks the value (NumPy's would be float64 with NaN
+    then, int32 otherwise)."""
+    import pandas as pd
+
+    return results_table(items).to_pandas(types_mapper={pa.int32(): pd.Int32Dtype()}.get)
+
+
 @dataclass
 class SearchResult:
     query: dict[str, Any]
@@ -123,8 +132,8 @@ class SearchResult:
         return results_table(self.results)
 
     def to_pandas(self) -> pd.DataFrame:
-        """The hits as a pandas DataFrame (needs pandas)."""
-        return self.to_arrow().to_pandas()
+        """The hits as a pandas DataFrame (:func:`results_frame`)."""
+        return results_frame(self.results)
 
     def to_dict(self) -> dict[str, Any]:
         return {
