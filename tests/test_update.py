@@ -220,6 +220,10 @@ def test_points_follow_their_frames_and_leave_with_their_clips(cli, deliveries, 
     rebuilt = cli("clips", "--length", "3", "--gap", "30", "--tolerance", "5", "-w", ws)
     assert rebuilt.exit_code == 0 and "2 removed (their points leave the store" in rebuilt.stderr
     kept = clip_ids(ws, "goes-east", "ir")
+    doctor = cli("doctor", "-w", ws)
+    assert "2 of its points are clips the catalog no longer holds" in doctor.stdout + (
+        doctor.stderr
+    )
     r = cli("index", "clips", "--model", models["goes-ir"], "-w", ws, "--json")
     assert r.exit_code == 0, r.stderr[-2000:]
     indexed = json.loads(r.stdout.strip().splitlines()[-1])

@@ -204,7 +204,7 @@ def _unindexed(settings: Settings, store: Any, names: list[str]) -> list[tuple[s
     from skysearch.retrieval.indexing.catalogs import (
         CATALOG_COLLECTIONS,
         catalog_models,
-        missing_points,
+        index_gaps,
     )
     from skysearch.retrieval.store.schema import CLIPS
 
@@ -222,13 +222,21 @@ def _unindexed(settings: Settings, store: Any, names: list[str]) -> list[tuple[s
         for record in latest.values():
             if record.model_id not in vectors:
                 continue
-            missing, total = missing_points(settings.workspace, store, collection, record)
-            if missing:
-                detail = (
-                    f"{missing} of the {total} {collection} {record.model_id} indexes are not in "
-                    "the store (added since its last index run, a run that stopped early, or "
-                    "points the store lost)"
-                )
+            missing, orphans, total = index_gaps(settings.workspace, store, collection, record)
+            if missing or orphans:
+                parts = []
+                if missing:
+                    parts.append(
+                        f"{missing} of the {total} {collection} {record.model_id} indexes are not "
+                        "in the store (added since its last index run, a run that stopped early, "
+                        "or points the store lost)"
+                    )
+                if orphans:
+                    parts.append(
+                        f"{orphans} of its points are {collection} the catalog no longer holds (a "
+                        "clip spec rebuilt since): searches still find them"
+                    )
+                detail = "; ".join(parts)
                 fix = f"skysearch index {collection} --model {record.model_id}"
                 name = f"{collection} index"
                 out.append((record.model_id, name, Check(name, TODO, detail, fix)))

@@ -249,23 +249,30 @@ def catalog_models(workspace: Workspace, collection: str) -> list[registry.Model
     return registry.list_models(workspace, CATALOG_COLLECTIONS[collection][0])
 
 
-def missing_points(
+def index_gaps(
     workspace: Workspace, store: VectorStore, collection: str, record: registry.ModelRecord
-) -> tuple[int, int]:
-    """How many of the catalog's frames or clips that ``record`` indexes (those of the
-    satellites it was trained on) hold no vector of it in the store, and how many it indexes.
-    Missing points mean an index run that stopped early, or points the store lost."""
+) -> tuple[int, int, int]:
+    """How the store differs from the catalog for the frames or clips ``record`` indexes (those
+    of the satellites it was trained on): how many hold no vector of it (an index run that
+    stopped early, points the store lost), how many of its points the catalog no longer lists
+    (a clip spec rebuilt since: the next index run deletes them), and how many it indexes.
+    Counted first; ids are compared only when the counts differ."""
     data = record.config["data"]
     satellites = registry.model_satellites(data)
+    key = "frame_id" if collection == FRAMES else "clip_id"
     if collection == FRAMES:
         channel = data["channels"][0]
-        listed = [read_frames(workspace, sat, channel, columns=["frame_id"]) for sat in satellites]
+        listed = [read_frames(workspace, sat, channel, columns=[key]) for sat in satellites]
     else:
         spec = (data["channels"], data["length"], data["gap_minutes"])
-        listed = [read_clips(workspace, sat, *spec, columns=["clip_id"]) for sat in satellites]
+        listed = [read_clips(workspace, sat, *spec, columns=[key]) for sat in satellites]
     total = sum(table.num_rows for table in listed)
     if record.model_id not in store.vector_config(collection):
-        return total, total
+        return total, 0, total
     of_satellites = models.FieldCondition(key="satellite", match=models.MatchAny(any=satellites))
     held = holding_vector(record.model_id, models.Filter(must=[of_satellites]))
-    return max(total - store.count(collection, held), 0), total
+    if store.count(collection, held) == total:
+        return 0, 0, total
+    ids = {i for table in listed for i in table[key].to_pylist()}
+    stored = {r.id for r in store.scroll(collection, held)}
+    return len(ids - stored), len(stored - ids), total
