@@ -108,6 +108,7 @@ def load_text_image(
     on ``device`` (a setting: ``auto``, ``cpu``, ``cuda``...)."""
     from skysearch.encoders.models.text_image import KIND, load_text_image_model
 
+    torch_device = resolve_device(device)  # a bad device is said before a missing model
     record = (
         registry.resolve(workspace, KIND, model_id)
         if model_id
@@ -115,7 +116,7 @@ def load_text_image(
             workspace, KIND, hint="train one first: skysearch train text-image --images DIR"
         )
     )
-    tim = load_text_image_model(record.directory(workspace)).to(resolve_device(device))
+    tim = load_text_image_model(record.directory(workspace)).to(torch_device)
     tim.model_id = record.model_id
     return tim
 

@@ -45,6 +45,7 @@ from skysearch.ingest.profiles import (
     select_profiles,
     unmatched_reason,
 )
+from skysearch.ingest.rebuild import retire_reports
 from skysearch.ingest.stamps import SourceStamps
 from skysearch.ingest.tracks import set_footprints
 from tqdm import tqdm
@@ -411,8 +412,9 @@ def ingest(
     return report
 
 
-#: Ingest reports kept in the workspace (the newest); an hourly job over a folder with many
-#: files it skips would otherwise add megabytes every run, for ever.
+#: Ingest reports kept in the workspace (the newest; the folders older ones name are kept for
+#: repair); an hourly job over a folder with many files it skips would otherwise add
+#: megabytes every run, for ever.
 KEPT_REPORTS = 100
 
 
@@ -423,6 +425,7 @@ def _save_report(workspace: Workspace, report: IngestReport) -> Path:
     path = folder / f"ingest-{stamp}.json"
     payload = report.to_dict() | {"report_path": str(path)}
     atomic_write_bytes(path, (json.dumps(payload, indent=1) + "\n").encode())
-    for old in sorted(folder.glob("ingest-*.json"))[:-KEPT_REPORTS]:  # names sort by time
-        old.unlink(missing_ok=True)
+    old = sorted(folder.glob("ingest-*.json"))[:-KEPT_REPORTS]  # names sort by time
+    if old:
+        retire_reports(workspace, old)
     return path

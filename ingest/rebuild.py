@@ -178,6 +178,28 @@ def _report_roots(saved: object) -> set[Path]:
     return roots
 
 
+#: The folders of the ingest reports no longer kept (``retire_reports``), in ``reports/``.
+RETIRED_ROOTS = "retired-report-roots.json"
+
+
+def retire_reports(workspace: Workspace, reports: list[Path]) -> None:
+    """Delete old ingest reports, keeping the folders they name (``source_roots`` reads them:
+    repair re-ingests from there)."""
+    kept = workspace.reports_dir / RETIRED_ROOTS
+    try:
+        roots = set(json.loads(kept.read_text()))
+    except (OSError, ValueError, TypeError):
+        roots = set()
+    for report in reports:
+        try:
+            roots |= {str(p) for p in _report_roots(json.loads(report.read_text()))}
+        except (OSError, ValueError):
+            pass  # an unusable report names nothing (source_roots would say so)
+    atomic_write_json(kept, sorted(roots), indent=1)
+    for report in reports:
+        report.unlink(missing_ok=True)
+
+
 def source_roots(workspace: Workspace) -> tuple[list[Path], list[str]]:
     """The folders and archives the workspace's frames were ingested from: the inputs named
     by its ingest reports, the folders of files they skipped, and the folders of the
@@ -190,6 +212,12 @@ def source_roots(workspace: Workspace) -> tuple[list[Path], list[str]]:
             roots |= _report_roots(json.loads(report.read_text()))
         except (OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
             unusable.append(f"ingest report {report} unusable: {exc}")
+    retired = workspace.reports_dir / RETIRED_ROOTS
+    if retired.exists():
+        try:
+            roots |= {Path(p) for p in json.loads(retired.read_text()) if isinstance(p, str)}
+        except (OSError, ValueError, TypeError) as exc:
+            unusable.append(f"{retired} unusable: {exc}")
     for path in set(read_frames(workspace, columns=["source_path"])["source_path"].to_pylist()):
         file, sep, _ = path.partition(ARCHIVE_SEP)
         roots.add(Path(file) if sep else Path(file).parent)

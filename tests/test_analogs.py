@@ -215,7 +215,7 @@ def test_indexed_clips_carry_their_track_and_filter_by_it(two_storms, cli, tmp_p
     tracked = cli("index", "clips", "-w", ws.root, "--json")  # the tracks change the payloads
     report = json.loads(tracked.stdout)
     assert report["written"] == report["changed"] == len(clips) and report["skipped_existing"] == 0
-    assert f"({len(clips)} again: event, track or footprint changed)" in tracked.stderr
+    assert f"({len(clips)} again: frames, event, track or footprint changed)" in tracked.stderr
     again = cli("index", "clips", "-w", ws.root, "--json")  # payloads match: nothing rewritten
     assert json.loads(again.stdout)["skipped_existing"] == len(clips)
     frame_times = {}

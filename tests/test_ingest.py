@@ -494,6 +494,17 @@ def test_only_the_newest_reports_are_kept(tmp_path, monkeypatch):
     ws = _ws(tmp_path / "ws")
     paths = [ingest([folder], ws, progress=False).report_path for _ in range(5)]
     assert sorted(ws.reports_dir.glob("ingest-*.json")) == sorted(map(Path, paths[-3:]))
+    # the folders the retired reports named still reach repair
+    from skysearch.ingest.rebuild import source_roots
+
+    other = tmp_path / "other"  # nothing of it in the catalog: only its report names it
+    other.mkdir()
+    (other / "HUIR172490045.GIF").write_text("<html>not a frame</html>")
+    ingest([other], ws, progress=False)
+    for _ in range(3):  # the report naming the other folder retires
+        ingest([folder], ws, progress=False)
+    assert not any(str(other) in p.read_text() for p in ws.reports_dir.glob("ingest-*.json"))
+    assert other.resolve() in source_roots(ws)[0]
 
 
 def test_a_users_profile_is_tried_before_a_packaged_one_that_also_matches(tmp_path):
