@@ -130,11 +130,13 @@ def column_schema(schema: pa.Schema, columns: Sequence[str] | None) -> pa.Schema
     columns for one it does not have."""
     if columns is None:
         return schema
+    if isinstance(columns, str):  # one name would be read as one per character
+        raise UsageError(f"{{columns}} is a list of names, got {columns!r}", params=["columns"])
     unknown = [c for c in columns if c not in schema.names]
-    if isinstance(columns, str) or unknown:
+    if unknown:
         raise UsageError(
-            f"no column {unknown[0] if unknown else columns!r} in the catalog: columns is a "
-            f"list of {', '.join(schema.names)}",
+            f"no column {unknown[0]!r} in the catalog: {{columns}} is a list of "
+            f"{', '.join(schema.names)}",
             params=["columns"],
         )
     return pa.schema([schema.field(c) for c in columns])

@@ -134,6 +134,9 @@ def _walk(
             for name in sorted(files):
                 if not name.startswith("."):
                     yield from _walk(Path(root) / name, skipped)
+    elif not path.is_file():  # opening a named pipe would wait for a writer forever
+        reason = "a broken link" if not path.exists() else "not a regular file (a pipe or a device)"
+        skipped.append({"path": str(path), "reason": reason})
     elif path.suffix.lower() == ".zip":
         try:
             with zipfile.ZipFile(path) as archive:
@@ -145,9 +148,6 @@ def _walk(
         for member in members:
             if not Path(member).name.startswith("."):
                 yield Source(str(path), member)
-    elif not path.is_file():  # opening a named pipe would wait for a writer forever
-        reason = "a broken link" if not path.exists() else "not a regular file (a pipe or a device)"
-        skipped.append({"path": str(path), "reason": reason})
     else:
         yield Source(str(path))
 

@@ -92,6 +92,10 @@ class Decoder:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Decoder:
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"decoder must be an object of {', '.join(DECODER_KEYS)}, got {data!r}"
+            )
         _known_keys(data, DECODER_KEYS, "decoder")
         kind = str(data.get("kind", "image"))
         if kind not in DECODER_KINDS:

@@ -438,6 +438,7 @@ def test_pipes_devices_and_broken_links_are_skipped_unopened(tmp_path):
     os.mkfifo(folder / "HUIR172492145.GIF")
     (folder / "HUIR172492245.GIF").symlink_to("/dev/zero")
     (folder / "HUIR172492345.GIF").symlink_to(tmp_path / "gone.GIF")
+    os.mkfifo(folder / "delivery.zip")  # read as a zip archive first
     candidates, skipped = discover([folder], select_profiles("auto"))
     assert [c.source.name for c in candidates] == [good.name]
     reasons = {Path(s["path"]).name: s["reason"] for s in skipped}
@@ -445,6 +446,7 @@ def test_pipes_devices_and_broken_links_are_skipped_unopened(tmp_path):
         "HUIR172492145.GIF": "not a regular file (a pipe or a device)",
         "HUIR172492245.GIF": "not a regular file (a pipe or a device)",
         "HUIR172492345.GIF": "a broken link",
+        "delivery.zip": "not a regular file (a pipe or a device)",
     }
 
 
@@ -530,6 +532,8 @@ def test_the_catalog_api_refuses_arguments_it_cannot_honour(tmp_path):
         read_frames(ws, columns=["frame_id", "nosuch"])
     with pytest.raises(UsageError, match="no column 'tim' in the catalog"):
         read_clips(ws, columns=["tim"])
+    with pytest.raises(UsageError, match="columns is a list of names, got 'frame_id'"):
+        read_frames(ws, columns="frame_id")
     (frame_id,) = read_frames(ws, columns=["frame_id"])["frame_id"].to_pylist()
     with pytest.raises(UsageError, match="frame_ids is a list of frame ids"):
         FrameStore(ws).read_many(frame_id)

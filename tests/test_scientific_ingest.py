@@ -395,13 +395,14 @@ def test_a_damaged_classic_netcdf_header_is_a_reason_not_a_crash():
         ({"valid": [150]}, "valid must be [low, high], got [150]"),  # was a traceback
         ({"valid": [340, 150]}, "valid [340.0, 150.0] is empty"),  # every pixel impossible
         ({"fill": 0}, "unknown decoder key 'fill'"),
+        ("hdf5", "decoder must be an object of kind,"),  # was "unknown decoder key '5'"
     ],
 )
 def test_bad_decoder_in_a_profile_is_one_clear_error(change, message, tmp_path):
     profiles = tmp_path / "profiles"
     profiles.mkdir()
     data = json.loads(PROFILE_FILE.read_text())
-    data["decoder"] |= change
+    data["decoder"] = data["decoder"] | change if isinstance(change, dict) else change
     (profiles / "digital-typhoon.json").write_text(json.dumps(data))
     with pytest.raises(UsageError, match="is invalid") as caught:
         load_profiles([profiles])

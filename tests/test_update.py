@@ -233,13 +233,36 @@ def test_points_follow_their_frames_and_leave_with_their_clips(cli, deliveries, 
     assert r.exit_code == 0, r.stderr[-2000:]
     assert {h["id"] for h in json.loads(r.stdout.strip().splitlines()[-1])["results"]} == set(kept)
 
+    second = register_models(ws)["frame"]  # a second model's vectors share each point
+    r = cli("index", "frames", "--model", second, "-w", ws, "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout.strip().splitlines()[-1])["changed"] == 0
     frames = read_frames(Workspace(ws), columns=["frame_id", "store_row"])
     moved = frames["frame_id"][0].as_py()
     update_frames(Workspace(ws), {moved: {"store_row": frames["store_row"][1].as_py()}})
+    for model in (models["frame"], second):  # each model's vector is embedded again once
+        r = cli("index", "frames", "--model", model, "-w", ws, "--json")
+        assert r.exit_code == 0, r.stderr[-2000:]
+        again = json.loads(r.stdout.strip().splitlines()[-1])
+        assert again["written"] == again["changed"] == 1, (model, again)
     r = cli("index", "frames", "--model", models["frame"], "-w", ws, "--json")
-    assert r.exit_code == 0, r.stderr[-2000:]
-    again = json.loads(r.stdout.strip().splitlines()[-1])
-    assert again["written"] == again["changed"] == 1, again
+    assert json.loads(r.stdout.strip().splitlines()[-1])["written"] == 0  # no ping-pong
+
+
+def test_a_per_model_fingerprint_field_is_compared_and_merged_per_model():
+    """Models' vectors of a point share its payload: one model's digest must not make another
+    model's stale vector look up to date, and a point indexed before the field existed is not
+    embedded again for it alone."""
+    from skysearch.retrieval.indexing.pipeline import Item, _payload, _up_to_date
+
+    item = Item("p", {"content": {"a": "new"}, "event": None}, None)
+    fields = ("content", "event")
+    assert _up_to_date(item, {"content": {"a": "new", "b": "old"}}, fields)
+    assert not _up_to_date(item, {"content": {"a": "old", "b": "new"}}, fields)
+    assert not _up_to_date(item, {"content": {"b": "new"}}, fields)  # a never wrote it
+    assert _up_to_date(item, {"event": None}, fields)  # indexed before digests existed
+    assert not _up_to_date(item, None, fields)
+    merged = _payload(item, {"content": {"a": "old", "b": "old"}}, fields)
+    assert merged["content"] == {"a": "new", "b": "old"}  # b keeps its own, to be re-checked
 
 
 def test_the_workspace_inside_an_archive_folder_is_not_input(cli, deliveries, tmp_path):

@@ -232,9 +232,10 @@ def _unindexed(settings: Settings, store: Any, names: list[str]) -> list[tuple[s
                         "or points the store lost)"
                     )
                 if orphans:
+                    why = "a clip spec rebuilt since" if collection == CLIPS else "a repair"
                     parts.append(
-                        f"{orphans} of its points are {collection} the catalog no longer holds (a "
-                        "clip spec rebuilt since): searches still find them"
+                        f"{orphans} of its points are {collection} the catalog no longer holds "
+                        f"({why}): searches still find them"
                     )
                 detail = "; ".join(parts)
                 fix = f"skysearch index {collection} --model {record.model_id}"

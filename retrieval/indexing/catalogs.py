@@ -138,7 +138,11 @@ def index_clips(
     rows = clip_set.clips.select(columns).to_pylist()
     sources = _source_paths(workspace, [clip_set.steps[s][0] for s in clip_set.index[:, 0]])
     single = len(clip_set.channels) == 1
-    rows_of = _store_rows(workspace, satellites)
+    rows_of = _store_rows(workspace, satellites)  # -1: a frame gone from the catalog
+    digests = [
+        content_digest([(f, rows_of.get(f, -1)) for s in steps for f in clip_set.steps[s]])
+        for steps in clip_set.index
+    ]
     last_times = clip_set.step_times[clip_set.index[:, -1]]
     extras = event_payloads(workspace, [r["event"] for r in rows], list(last_times))
     items = [
@@ -153,9 +157,7 @@ def index_clips(
                 "clip_id": row["clip_id"],
                 "source_path": sources[m],
                 "model_id": record.model_id,
-                "content": content_digest(
-                    [(f, rows_of[f]) for s in clip_set.index[m] for f in clip_set.steps[s]]
-                ),
+                "content": {record.model_id: digests[m]},
                 **extras[m],
                 **footprint_payload(row),
             },
@@ -171,7 +173,7 @@ def index_clips(
         "gap_minutes": clip_set.gap_minutes,
     }
     gone = _not_listed_of(satellites, **spec)
-    listing = Listing(CLIPS, items, fingerprint=FINGERPRINT, gone=gone)
+    listing = Listing(CLIPS, items, fingerprint=FINGERPRINT, gone=gone, gone_of_any_model=False)
     return index_with(
         settings, listing, local, task, record.model_id,
         embedder.clip.config.dim, engine, workers, store, progress, to_parquet,
@@ -217,7 +219,7 @@ def index_frames(
                 "frame_id": r["frame_id"],
                 "source_path": r["source_path"],
                 "model_id": record.model_id,
-                "content": content_digest([(r["frame_id"], r["store_row"])]),
+                "content": {record.model_id: content_digest([(r["frame_id"], r["store_row"])])},
                 **extra,
                 **footprint_payload(r),
             },
@@ -229,7 +231,7 @@ def index_frames(
     local = functools.partial(frame_vectors, encoder, workspace, torch_device, workers)
     task = functools.partial(frames_task, str(workspace.root), record.model_id, device_setting)
     gone = _not_listed_of(satellites, channel=channel)
-    listing = Listing(FRAMES, items, fingerprint=FINGERPRINT, gone=gone)
+    listing = Listing(FRAMES, items, fingerprint=FINGERPRINT, gone=gone, gone_of_any_model=False)
     return index_with(
         settings, listing, local, task, record.model_id, encoder.dim, engine,
         workers, store, progress, to_parquet,
@@ -255,8 +257,8 @@ def index_gaps(
     """How the store differs from the catalog for the frames or clips ``record`` indexes (those
     of the satellites it was trained on): how many hold no vector of it (an index run that
     stopped early, points the store lost), how many of its points the catalog no longer lists
-    (a clip spec rebuilt since: the next index run deletes them), and how many it indexes.
-    Counted first; ids are compared only when the counts differ."""
+    (a clip spec rebuilt, a frame a repair dropped: the next index run deletes them), and how
+    many it indexes."""
     data = record.config["data"]
     satellites = registry.model_satellites(data)
     key = "frame_id" if collection == FRAMES else "clip_id"
@@ -271,8 +273,6 @@ def index_gaps(
         return total, 0, total
     of_satellites = models.FieldCondition(key="satellite", match=models.MatchAny(any=satellites))
     held = holding_vector(record.model_id, models.Filter(must=[of_satellites]))
-    if store.count(collection, held) == total:
-        return 0, 0, total
     ids = {i for table in listed for i in table[key].to_pylist()}
     stored = {r.id for r in store.scroll(collection, held)}
     return len(ids - stored), len(stored - ids), total

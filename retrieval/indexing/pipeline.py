@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from qdrant_client import models
 from skysearch.retrieval.store import Point, VectorStore, open_store
 from skysearch.retrieval.store.filters import holding_vector
 from tqdm import tqdm
@@ -45,13 +46,20 @@ class Listing:
     collection: str
     items: list[Item]
     skipped: list[dict[str, str]] = field(default_factory=list)
-    #: Payload fields that must match the stored point for an item to count as up to date.
+    #: Payload fields that must match the stored point for an item to count as up to date. A
+    #: field whose value is a dict holds one entry per model (the models' vectors of a point
+    #: share its payload): only this model's entry must match, and writing keeps the others.
+    #: A point without the field at all (indexed before it existed) is taken as up to date.
     fingerprint: tuple[str, ...] = ()
     #: Items embedded and written per chunk (the unit of resumption).
     chunk: int = 2048
     #: Stored payload -> whether its source is gone for good (e.g. an image deleted from the
     #: folder being indexed): such points, when not listed, are deleted. None: none are.
     gone: Callable[[dict[str, Any]], bool] | None = None
+    #: Check ``gone`` on every point of the collection (scenes: an image deleted is gone for
+    #: every model), or only on those holding this model's vector, which the run reads anyway
+    #: (catalogs: each model's runs clean its own points; no second scan of a large store).
+    gone_of_any_model: bool = True
 
 
 #: An embedder: a chunk of items -> (the items it embedded, their vectors (N, D), skipped items
@@ -112,18 +120,51 @@ def _stored(store: VectorStore, collection: str, model_id: str) -> dict[str, dic
     return {r.id: r.payload for r in store.scroll(collection, holding_vector(model_id))}
 
 
+def _matches(want: Any, have: Any) -> bool:
+    if not isinstance(want, dict):
+        return have == want
+    if have is None:  # indexed before the field existed
+        return True
+    return isinstance(have, dict) and all(have.get(k) == v for k, v in want.items())
+
+
 def _up_to_date(item: Item, stored: dict[str, Any] | None, fingerprint: Sequence[str]) -> bool:
-    return stored is not None and all(stored.get(k) == item.payload.get(k) for k in fingerprint)
+    return stored is not None and all(
+        _matches(item.payload.get(k), stored.get(k)) for k in fingerprint
+    )
 
 
-def _remove_gone(store: VectorStore, listing: Listing) -> int:
-    """Delete the points, of any model, that are not listed and whose source is gone; how
-    many."""
+def _payload(item: Item, stored: dict[str, Any] | None, fingerprint: Sequence[str]) -> dict:
+    """The item's payload, its per-model fingerprint fields merged into the stored ones."""
+    merged = dict(item.payload)
+    for k in fingerprint:
+        old = (stored or {}).get(k)
+        if isinstance(merged.get(k), dict) and isinstance(old, dict):
+            merged[k] = {**old, **merged[k]}
+    return merged
+
+
+def _other_models_payloads(
+    store: VectorStore, collection: str, ids: list[str]
+) -> dict[str, dict[str, Any]]:
+    """The payloads of points that exist holding only other models' vectors (a model indexing
+    them for the first time merges its fingerprint entries into theirs)."""
+    if not ids:
+        return {}
+    found = store.scroll(collection, models.Filter(must=[models.HasIdCondition(has_id=ids)]))
+    return {r.id: r.payload for r in found}
+
+
+def _remove_gone(store: VectorStore, listing: Listing, stored: dict[str, dict[str, Any]]) -> int:
+    """Delete the points that are not listed and whose source is gone; how many."""
     if listing.gone is None:
         return 0
     listed = {it.id for it in listing.items}
-    records = store.scroll(listing.collection)
-    gone = [r.id for r in records if r.id not in listed and listing.gone(r.payload)]
+    if listing.gone_of_any_model:
+        payloads = ((r.id, r.payload) for r in store.scroll(listing.collection))
+    else:
+        payloads = iter(stored.items())
+    gone = [i for i, payload in payloads if i not in listed and listing.gone(payload)]
     store.delete_ids(listing.collection, gone)
     return len(gone)
 
@@ -159,8 +200,8 @@ def run_index(
         ]
         report.skipped_existing = len(listing.items) - len(todo)
         report.changed = sum(it.id in stored for it in todo)
-        report.removed = _remove_gone(store, listing)
-        t0, embedded = time.perf_counter(), 0
+        report.removed = _remove_gone(store, listing, stored)
+        t0, embedded, fp = time.perf_counter(), 0, listing.fingerprint
         bar = tqdm(total=len(todo), desc=f"index {collection}", unit="item", disable=not progress)
         loading = store.bulk_load(collection) if todo else nullcontext()
         with loading, bar:  # a server builds its index once, after the load
@@ -169,8 +210,11 @@ def run_index(
                 kept, vectors, skipped = embed(chunk)
                 report.skipped.extend(skipped)
                 embedded += len(kept)
+                new = [it.id for it in kept if it.id not in stored]
+                others = _other_models_payloads(store, collection, new)
                 points = [
-                    Point(it.id, vec, it.payload) for it, vec in zip(kept, vectors, strict=True)
+                    Point(it.id, vec, _payload(it, stored.get(it.id, others.get(it.id)), fp))
+                    for it, vec in zip(kept, vectors, strict=True)
                 ]
                 report.written += store.upsert(collection, points, vector_name=model_id)
                 bar.update(len(chunk))

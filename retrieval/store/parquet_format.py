@@ -40,7 +40,11 @@ _TYPES: dict[Any, pa.DataType] = {
     _T.DATETIME: pa.timestamp("us", tz="UTC"),
     _T.GEO: pa.struct([("lon", pa.float64()), ("lat", pa.float64())]),
 }
-_LISTS = {"channel": pa.list_(pa.string()), "bbox": pa.list_(pa.float64())}
+_LISTS = {
+    "channel": pa.list_(pa.string()),
+    "bbox": pa.list_(pa.float64()),
+    "content": pa.map_(pa.string(), pa.string()),
+}
 
 #: A point as written: id, vector, payload.
 Row = tuple[str, Sequence[float], dict[str, Any]]

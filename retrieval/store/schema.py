@@ -121,10 +121,10 @@ PAYLOAD_FIELDS: tuple[PayloadField, ...] = (
     PayloadField("source_path", _T.KEYWORD, _ALL, "archive file the frame came from", False),
     PayloadField(
         "content",
-        _T.KEYWORD,
+        None,
         (FRAMES, CLIPS),
-        "digest of the frames a vector was embedded from (ids and frame-store rows): a frame "
-        "repaired or a clip given a nearer frame after indexing is embedded again",
+        "model id -> digest of the frames its vector was embedded from (ids and frame-store "
+        "rows): a frame repaired or a clip given a nearer frame after indexing is embedded again",
         False,
     ),
     PayloadField("dataset", _T.KEYWORD, (SCENES,), "image set or CSV a scene came from"),
