@@ -51,6 +51,7 @@ def _options(
 #: ``--`` + the name with dashes.
 FLAG_NAMES = {
     "model_id": "--model",
+    "model_name": "--model",  # train text-image: the architecture
     "frame_files": "--frames",
     "image_files": "--file",
     "gap_minutes": "--gap",

@@ -41,6 +41,13 @@ def frames_dataarray(
     table = read_frames(workspace, satellite, channel, start, end, columns=cols)
     if event is not None:
         table = table.filter(pc.equal(table["event"], event))
+    elif pc.count_distinct(table["time"]).as_py() < table.num_rows:
+        events = sorted({e for e in table["event"].to_pylist() if e})
+        raise UsageError(  # several storms seen at one time would share the time axis
+            f"{satellite} {channel} frames of several events share times "
+            f"({', '.join(events[:12])}): pass {{event}} for one series",
+            params=["event"],
+        )
     if table.num_rows == 0:
         have = read_frames(workspace, columns=["satellite", "channel"])
         pairs = zip(have["satellite"].to_pylist(), have["channel"].to_pylist(), strict=True)

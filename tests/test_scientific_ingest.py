@@ -530,3 +530,8 @@ def test_similarity_by_time_picks_between_two_storms_by_event(h5_files, tmp_path
     one = cli("similarity", *times, "--event", "198703", "-w", ws, "--json")
     assert one.exit_code == 0, one.stderr
     assert 0 < json.loads(one.stdout.strip().splitlines()[-1])["similarity"] < 1
+    from skysearch.ingest.arrays import frames_dataarray
+
+    with pytest.raises(UsageError, match=r"several events share times \(198702, 198703\)"):
+        frames_dataarray(Workspace(ws), "gms3", "ir")  # one time axis for two storms
+    assert frames_dataarray(Workspace(ws), "gms3", "ir", event="198703").shape[0] == 4

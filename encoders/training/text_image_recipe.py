@@ -120,9 +120,9 @@ def check_architecture(model_name: str) -> None:
     index and eval take those, so the two are easily swapped)."""
     if model_name.startswith(f"{KIND}-"):
         raise UsageError(
-            f"{{model}} {model_name} is a trained model id; {{model}} names the architecture to "
-            "train (search, index and eval take a trained model's id)",
-            params=["model"],
+            f"{{model_name}} {model_name} is a trained model id; {{model_name}} names the "
+            "architecture to train (search, index and eval take a trained model's id)",
+            params=["model_name"],
         )
 
 
