@@ -12,11 +12,9 @@ so re-runs are idempotent.
 
 from __future__ import annotations
 
-import json
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +29,19 @@ from skysearch.ingest.catalog import (
     read_part,
     scan_parts,
 )
+from skysearch.ingest.clip_specs import (
+    MAX_LENGTH,
+    STEP_TOLERANCE_MINUTES,
+    ClipSpec,
+    asked_specs,
+    remember_spec,
+    spec_key,
+    spec_name,
+)
 from skysearch.ingest.footprints import BOUND_COLUMNS, is_box, union_box
 from skysearch.ingest.framestore import FrameStore
 
-from skysearch.atomic import atomic_write_json, remove_temporaries
+from skysearch.atomic import remove_temporaries
 from skysearch.config import Workspace
 from skysearch.errors import NotFoundError, SkySearchError, UsageError, some_of
 
@@ -57,11 +64,6 @@ CLIP_SCHEMA = pa.schema(
     ]
 )
 _MINUTE_US = 60_000_000
-#: Most frames a clip may hold (the CLI's --length bound too).
-MAX_LENGTH = 1000
-#: Minutes a frame may sit from its step's time, unless a spec was built with another.
-STEP_TOLERANCE_MINUTES = 15
-_SPEC = re.compile(r"^(?:(?P<channels>[^_/]+)_)?(?P<length>\d+)x(?P<gap>\d+)m?$")
 
 
 class ChannelsNotFound(UsageError):
@@ -96,72 +98,6 @@ class ClipReport:
         )
 
 
-def spec_name(channels: Sequence[str], length: int, gap_minutes: int) -> str:
-    """File stem of one clip spec: ``ir+wv_12x60m``."""
-    return f"{'+'.join(channels)}_{length}x{gap_minutes}m"
-
-
-@dataclass(frozen=True)
-class ClipSpec:
-    """What ``build_clips`` assembles: ``length`` frames ``gap_minutes`` apart, of
-    ``channels`` (None: single-channel clips of every channel of every satellite)."""
-
-    length: int
-    gap_minutes: int
-    channels: tuple[str, ...] | None = None
-    tolerance_minutes: int = STEP_TOLERANCE_MINUTES
-
-    @property
-    def text(self) -> str:
-        """``12x60`` (every channel) or ``ir+wv_12x60m``, as :meth:`parse` reads it."""
-        if self.channels is None:
-            return f"{self.length}x{self.gap_minutes}"
-        return spec_name(self.channels, self.length, self.gap_minutes)
-
-    @classmethod
-    def parse(cls, text: str, param: str = "clip_spec") -> ClipSpec:
-        """``12x60`` / ``12x60m`` (single-channel clips of every channel) or a catalog file
-        stem ``ir+wv_12x60m``; a UsageError naming ``param`` otherwise."""
-        channels, length, gap = spec_parts(text, param)
-        return cls(length, gap, tuple(channels) if len(channels) > 1 else None)
-
-    @classmethod
-    def from_user(cls, text: str, param: str = "clip_spec") -> ClipSpec:
-        """:meth:`parse` for a spec a user wrote: one channel named is refused (single-channel
-        clips are built for every channel, so the name would be ignored), and so is a gap
-        within the default tolerance (the frames of two steps would overlap)."""
-        channels, length, gap = spec_parts(text, param)
-        if len(channels) == 1:
-            raise UsageError(
-                f"{{{param}}} {text!r}: single-channel clips are built for every channel; "
-                f"write {length}x{gap}, or name two or more channels (e.g. ir+wv_{length}x{gap}m)",
-                params=[param],
-            )
-        if gap <= STEP_TOLERANCE_MINUTES:
-            raise UsageError(
-                f"{{{param}}} {text!r}: the gap must be more than the {STEP_TOLERANCE_MINUTES} "
-                "minutes a frame may sit from its step",
-                params=[param],
-            )
-        return cls.parse(text, param)
-
-
-def spec_parts(text: str, param: str = "clip_spec") -> tuple[list[str], int, int]:
-    """``ir+wv_12x60m`` -> (["ir", "wv"], 12, 60); ``12x60`` -> ([], 12, 60); a UsageError
-    naming ``param`` for anything else."""
-    found = _SPEC.match(text.strip())
-    if found is None or not 1 <= int(found["length"]) <= MAX_LENGTH or int(found["gap"]) < 1:
-        raise UsageError(
-            f"{{{param}}} {text!r} is not a clip spec: write LENGTHxGAP_MINUTES, e.g. 12x60, "
-            f"or CHANNELS_LxGm for multi-channel clips, e.g. ir+wv_12x60m (length 1-{MAX_LENGTH})",
-            params=[param],
-        )
-    channels = found["channels"].split("+") if found["channels"] else []
-    if len(set(channels)) < len(channels):
-        raise UsageError(f"{{{param}}} {text!r} names a channel twice", params=[param])
-    return channels, int(found["length"]), int(found["gap"])
-
-
 def built_tolerance(paths: Iterable[Path]) -> int:
     """The tolerance the clips in these catalog files were built with (the first readable,
     non-empty one's), else the default."""
@@ -190,39 +126,7 @@ def catalog_specs(workspace: Workspace) -> list[ClipSpec]:
         ClipSpec(s.length, s.gap_minutes, s.channels, built_tolerance(paths))
         for s, paths in files.items()
     ]
-    return built + [s for s in _asked_specs(workspace) if _key(s) not in map(_key, built)]
-
-
-def _key(spec: ClipSpec) -> tuple:
-    return spec.length, spec.gap_minutes, spec.channels
-
-
-def _specs_file(workspace: Workspace) -> Path:
-    return workspace.clips_catalog / "specs.json"
-
-
-def _asked_specs(workspace: Workspace) -> list[ClipSpec]:
-    """The specs ``build_clips`` was asked for (read back leniently: a damaged file names
-    none, and the specs with clips are found from the catalog anyway)."""
-    try:
-        entries = json.loads(_specs_file(workspace).read_text())["specs"]
-        return [
-            replace(ClipSpec.parse(e["spec"]), tolerance_minutes=int(e["tolerance_minutes"]))
-            for e in entries
-        ]
-    except (OSError, ValueError, TypeError, KeyError, UsageError):
-        return []
-
-
-def _remember(workspace: Workspace, spec: ClipSpec) -> None:
-    """Keep a spec asked for, so the update job builds it as frames arrive even while it holds
-    no clip (the catalog's file names are the specs that do)."""
-    asked = _asked_specs(workspace)
-    if spec not in asked:
-        kept = [s for s in asked if _key(s) != _key(spec)] + [spec]
-        entries = [{"spec": s.text, "tolerance_minutes": s.tolerance_minutes} for s in kept]
-        workspace.clips_catalog.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(_specs_file(workspace), {"specs": entries}, indent=1)
+    return built + [s for s in asked_specs(workspace) if spec_key(s) not in map(spec_key, built)]
 
 
 def parse_channels(channels: str | Sequence[str] | None) -> list[str] | None:
@@ -402,7 +306,7 @@ def build_clips(
         have = "; ".join(f"{s}: {','.join(sorted(c))}" for s, c in sorted(available.items()))
         raise ChannelsNotFound(f"no satellite has all channels {','.join(wanted or [])} ({have})")
     asked = tuple(wanted) if wanted and len(wanted) > 1 else None
-    _remember(workspace, ClipSpec(length, gap_minutes, asked, tolerance_minutes))
+    remember_spec(workspace, ClipSpec(length, gap_minutes, asked, tolerance_minutes))
     report = ClipReport()
     boxes = frame_boxes(frames)
     for sat, chans in specs:

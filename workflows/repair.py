@@ -421,7 +421,8 @@ def _stale_points(settings: Settings, report: RepairReport) -> None:
 def _rebuild_clip_spec(workspace: Workspace, sat_dir: Path, name: str) -> tuple[str, bool]:
     """Build the clips of one spec file name (``ir+wv_12x60m.parquet``) of one satellite
     again, with the tolerance its other years were built with."""
-    from skysearch.ingest.clips import build_clips, built_tolerance, spec_parts
+    from skysearch.ingest.clip_specs import spec_parts
+    from skysearch.ingest.clips import build_clips, built_tolerance
 
     satellite = sat_dir.name.split("=", 1)[1]
     tolerance = built_tolerance(sat_dir.glob(f"year=*/{name}"))

@@ -139,7 +139,8 @@ def run_update(
     registered one that fits the data. ``workers``: decode and frame-reading processes (None:
     one per CPU). ``engine``: where files are decoded (default: a local process pool).
     """
-    from skysearch.ingest.clips import ClipSpec, catalog_specs
+    from skysearch.ingest.clip_specs import ClipSpec
+    from skysearch.ingest.clips import catalog_specs
     from skysearch.ingest.pipeline import check_inputs
     from skysearch.ingest.profiles import select_profiles
 
