@@ -158,6 +158,12 @@ def _known_keys(data: dict[str, Any], known: tuple[str, ...], what: str) -> None
         raise ValueError(f"unknown {what} key {unknown[0]!r} (known: {', '.join(sorted(known))})")
 
 
+def _inside(box: tuple[int, ...], width: int, height: int) -> bool:
+    """Whether a crop box (left, top, right, bottom) is a non-empty part of the image."""
+    left, top, right, bottom = box
+    return 0 <= left < right <= width and 0 <= top < bottom <= height
+
+
 def _check_crops(crops: Any, resolution: tuple[int, int]) -> tuple[dict[str, Any], ...]:
     """Crop rules, each with a ``box`` of four terms that read, inside the image when the rule
     names its size (checked here, not first when a file is decoded)."""
@@ -172,9 +178,9 @@ def _check_crops(crops: Any, resolution: tuple[int, int]) -> tuple[dict[str, Any
             left, top, right, bottom = (_term(t, width, height) for t in box)
         except UsageError as exc:
             raise ValueError(exc.message) from None
-        if "width" in rule and "height" in rule:
-            if not (0 <= left < right <= width and 0 <= top < bottom <= height):
-                raise ValueError(f"crop box {box} is not inside a {width}x{height} image")
+        inside = _inside((left, top, right, bottom), width, height)
+        if "width" in rule and "height" in rule and not inside:
+            raise ValueError(f"crop box {box} is not inside a {width}x{height} image")
     return tuple(dict(rule) for rule in crops)
 
 
@@ -299,9 +305,8 @@ class Profile:
         for rule in self.crops:
             if rule.get("width", width) == width and rule.get("height", height) == height:
                 left, top, right, bottom = (_term(t, width, height) for t in rule["box"])
-                if 0 <= left < right <= width and 0 <= top < bottom <= height:
-                    return left, top, right, bottom
-                return None
+                box = (left, top, right, bottom)
+                return box if _inside(box, width, height) else None
         return None
 
     def expected_sizes(self) -> str:

@@ -182,20 +182,31 @@ def _report_roots(saved: object) -> set[Path]:
 RETIRED_ROOTS = "retired-report-roots.json"
 
 
+def _retired_roots(workspace: Workspace) -> set[Path]:
+    """The folders retired reports named (none before any retired); ``ValueError`` if the
+    file is not a list of paths."""
+    kept = workspace.reports_dir / RETIRED_ROOTS
+    if not kept.exists():
+        return set()
+    listed = json.loads(kept.read_text())
+    if not isinstance(listed, list) or not all(isinstance(p, str) for p in listed):
+        raise ValueError("not a list of paths")
+    return {Path(p) for p in listed}
+
+
 def retire_reports(workspace: Workspace, reports: list[Path]) -> None:
     """Delete old ingest reports, keeping the folders they name (``source_roots`` reads them:
     repair re-ingests from there)."""
-    kept = workspace.reports_dir / RETIRED_ROOTS
     try:
-        roots = set(json.loads(kept.read_text()))
-    except (OSError, ValueError, TypeError):
-        roots = set()
+        roots = {str(p) for p in _retired_roots(workspace)}
+    except (OSError, ValueError):
+        roots = set()  # unreadable: what the reports now retired name is kept from here on
     for report in reports:
         try:
             roots |= {str(p) for p in _report_roots(json.loads(report.read_text()))}
         except (OSError, ValueError):
             pass  # an unusable report names nothing (source_roots would say so)
-    atomic_write_json(kept, sorted(roots), indent=1)
+    atomic_write_json(workspace.reports_dir / RETIRED_ROOTS, sorted(roots), indent=1)
     for report in reports:
         report.unlink(missing_ok=True)
 
@@ -212,12 +223,10 @@ def source_roots(workspace: Workspace) -> tuple[list[Path], list[str]]:
             roots |= _report_roots(json.loads(report.read_text()))
         except (OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
             unusable.append(f"ingest report {report} unusable: {exc}")
-    retired = workspace.reports_dir / RETIRED_ROOTS
-    if retired.exists():
-        try:
-            roots |= {Path(p) for p in json.loads(retired.read_text()) if isinstance(p, str)}
-        except (OSError, ValueError, TypeError) as exc:
-            unusable.append(f"{retired} unusable: {exc}")
+    try:
+        roots |= _retired_roots(workspace)
+    except (OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        unusable.append(f"{workspace.reports_dir / RETIRED_ROOTS} unusable: {exc}")
     for path in set(read_frames(workspace, columns=["source_path"])["source_path"].to_pylist()):
         file, sep, _ = path.partition(ARCHIVE_SEP)
         roots.add(Path(file) if sep else Path(file).parent)

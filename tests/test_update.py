@@ -215,7 +215,7 @@ def test_points_follow_their_frames_and_leave_with_their_clips(cli, deliveries, 
     assert code == 0, err[-3000:]
     assert report["clips"][SPEC]["added"] == 2  # from 01:15 and 01:25
     assert report["points"]["clips"] == {models["goes-ir"]: 4}  # 2 new, 2 embedded again
-    assert "(2 embedded again: their frames changed)" in err
+    assert "(2 embedded again: frames, event, track or footprint changed)" in err
 
     rebuilt = cli("clips", "--length", "3", "--gap", "30", "--tolerance", "5", "-w", ws)
     assert rebuilt.exit_code == 0 and "2 removed (their points leave the store" in rebuilt.stderr

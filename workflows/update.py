@@ -64,7 +64,8 @@ class UpdateReport:
     sketches: dict[str, int] = field(default_factory=dict)  # sketched, total
     #: clip spec -> added, removed, total, incomplete, by_spec (satellite/spec file -> clips)
     clips: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: collection -> model id -> points written (new, or embedded again: their frames changed)
+    #: collection -> model id -> points written (new, or embedded again: frames, event, track
+    #: or footprint changed)
     points: dict[str, dict[str, int]] = field(default_factory=dict)
     #: collection -> model id -> points deleted: their frame or clip left the catalog
     points_removed: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -397,7 +398,11 @@ def _index(
             {"path": s.get("path", ""), "reason": f"{record.model_id}: {s.get('reason', '')}"}
             for s in done.skipped
         ]
-        again = f" ({done.changed} embedded again: their frames changed)" if done.changed else ""
+        again = (
+            f" ({done.changed} embedded again: frames, event, track or footprint changed)"
+            if done.changed
+            else ""
+        )
         removed = f", {done.removed} removed (left the catalog)" if done.removed else ""
         detail.append(
             f"{collection} by {record.model_id}: {done.written} points written{again}{removed}, "
