@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow.compute as pc
-from skysearch.ingest.catalog import read_frames
+from skysearch.ingest.catalog import channels_by_satellite, describe_channels, read_frames
 from skysearch.ingest.framestore import FrameStore
 
 from skysearch.config import Workspace
@@ -49,13 +49,10 @@ def frames_dataarray(
             params=["event"],
         )
     if table.num_rows == 0:
-        have = read_frames(workspace, columns=["satellite", "channel"])
-        pairs = zip(have["satellite"].to_pylist(), have["channel"].to_pylist(), strict=True)
-        series = sorted(set(pairs))
-        listed = ", ".join(f"{s} {c}" for s, c in series) or "none"
+        have = channels_by_satellite(read_frames(workspace, columns=["satellite", "channel"]))
         raise NotFoundError(
             f"no {satellite} {channel} frames in the catalog for that selection (time range, "
-            f"event); the catalog holds: {listed}"
+            f"event); the catalog holds: {describe_channels(have)}"
         )
     pixels = FrameStore(workspace).read_many(table["frame_id"].to_pylist())
     times = np.array([t.replace(tzinfo=None) for t in table["time"].to_pylist()], "M8[ns]")

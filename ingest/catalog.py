@@ -440,3 +440,17 @@ def read_frames(
     if table is None:
         return schema.empty_table()
     return table.sort_by(order).select(schema.names)
+
+
+def channels_by_satellite(frames: pa.Table) -> dict[str, set[str]]:
+    """Satellite -> the channels of its rows in ``frames`` (a table with both columns)."""
+    have: dict[str, set[str]] = {}
+    pairs = zip(frames["satellite"].to_pylist(), frames["channel"].to_pylist(), strict=True)
+    for satellite, channel in pairs:
+        have.setdefault(satellite, set()).add(channel)
+    return have
+
+
+def describe_channels(have: dict[str, set[str]]) -> str:
+    """``goes-east: ir,wv; coms: ir01``: what an archive holds, for messages."""
+    return "; ".join(f"{s}: {','.join(sorted(c))}" for s, c in sorted(have.items())) or "none"

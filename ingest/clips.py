@@ -24,7 +24,9 @@ import pyarrow.compute as pc
 from skysearch.ingest import ids
 from skysearch.ingest.catalog import (
     atomic_write_table,
+    channels_by_satellite,
     column_schema,
+    describe_channels,
     read_frames,
     read_part,
     scan_parts,
@@ -291,11 +293,7 @@ def build_clips(
         where = f" for satellite {satellite}" if satellite else ""
         raise NotFoundError(f"no frames in the catalog{where}: run `skysearch ingest PATH` first")
     remove_temporaries(workspace.clips_catalog)
-    available: dict[str, set[str]] = {}
-    for sat, chan in zip(
-        frames["satellite"].to_pylist(), frames["channel"].to_pylist(), strict=True
-    ):
-        available.setdefault(sat, set()).add(chan)
+    available = channels_by_satellite(frames)
     specs: list[tuple[str, list[str]]] = []
     for sat in sorted(available):
         if wanted is None:
@@ -303,8 +301,10 @@ def build_clips(
         elif set(wanted) <= available[sat]:
             specs.append((sat, wanted))
     if not specs:
-        have = "; ".join(f"{s}: {','.join(sorted(c))}" for s, c in sorted(available.items()))
-        raise ChannelsNotFound(f"no satellite has all channels {','.join(wanted or [])} ({have})")
+        raise ChannelsNotFound(
+            f"no satellite has all channels {','.join(wanted or [])} "
+            f"({describe_channels(available)})"
+        )
     asked = tuple(wanted) if wanted and len(wanted) > 1 else None
     remember_spec(workspace, ClipSpec(length, gap_minutes, asked, tolerance_minutes))
     report = ClipReport()

@@ -429,7 +429,7 @@ def test_frames_as_an_xarray_dataarray_with_a_time_coordinate(typhoon, h5_files)
         frames_dataarray(typhoon, None, "ir")
     with pytest.raises(UsageError, match="event is one name"):
         frames_dataarray(typhoon, "gms3", "ir", event=198702)  # was an Arrow kernel error
-    with pytest.raises(NotFoundError, match="the catalog holds: gms3 ir"):
+    with pytest.raises(NotFoundError, match="the catalog holds: gms3: ir"):
         frames_dataarray(typhoon, "gms3", "wv")
 
 

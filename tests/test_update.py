@@ -599,3 +599,17 @@ def test_a_damaged_demo_state_entry_is_made_again(tmp_path):
     path.write_text(json.dumps({"frame": "a string", "clip": {"key": {}, "model_id": 3}}))
     state = _State(path)
     assert state.model("frame", {}) is None and state.model("clip", {}) is None
+
+
+def test_a_run_that_only_removed_says_what_it_removed():
+    """The summary line of a run whose only change was removals names them (it said
+    "0 frames, 0 clips, 0 points added" though the JSON had the removals)."""
+    from skysearch.workflows.update_report import UpdateReport
+
+    report = UpdateReport(
+        clips={"3x30": {"added": 0, "removed": 2, "total": 8}},
+        points={"clips": {"m": 0}},
+        points_removed={"clips": {"m": 2}},
+    )
+    assert not report.nothing_new
+    assert "0 points added, 2 clips and 2 points removed;" in report.summary_line()

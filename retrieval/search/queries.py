@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from skysearch.ingest.catalog import describe_channels
 from skysearch.retrieval.search.query_files import check_spacing, expand_files, frame_order
 
 from skysearch.config import Workspace
@@ -205,18 +206,14 @@ class QueryResolver:
     def _read_archive(self) -> tuple[dict[str, set[str]], set[str]]:
         """The channels of each satellite, and the events, the frame catalog holds (read once
         per catalog state: a search checks its query and its filters against them)."""
-        from skysearch.ingest.catalog import catalog_stamp, read_frames
+        from skysearch.ingest.catalog import catalog_stamp, channels_by_satellite, read_frames
 
         stamp = catalog_stamp(self.workspace.frames_catalog)
         with self._lock:
             if self._archived is not None and self._archived[0] == stamp:
                 return self._archived[1:]
         table = read_frames(self.workspace, columns=["satellite", "channel", "event"])
-        have: dict[str, set[str]] = {}
-        for sat, chan in zip(
-            table["satellite"].to_pylist(), table["channel"].to_pylist(), strict=True
-        ):
-            have.setdefault(sat, set()).add(chan)
+        have = channels_by_satellite(table)
         events = {e for e in table["event"].unique().to_pylist() if e}
         with self._lock:
             self._archived = (stamp, have, events)
@@ -230,7 +227,7 @@ class QueryResolver:
         have, events = self._read_archive()
         if not have:
             return  # nothing to check against (a store loaded without its catalogs)
-        listing = "; ".join(f"{s}: {','.join(sorted(c))}" for s, c in sorted(have.items()))
+        listing = describe_channels(have)
         held = f"events {some_of(sorted(events))}" if events else "no events"
         for field_name, values, known, what in (
             ("satellites", filters.satellites, set(have), listing),
@@ -255,7 +252,7 @@ class QueryResolver:
                 f"no frames in the catalog of {self.workspace.root}: "
                 "run `skysearch ingest PATH` first"
             )
-        listing = "; ".join(f"{s}: {','.join(sorted(c))}" for s, c in sorted(have.items()))
+        listing = describe_channels(have)
         if satellite and satellite not in have:
             raise NotFoundError(f"unknown satellite {satellite!r}: the archive has {listing}")
         known = set().union(*(have[s] for s in ([satellite] if satellite else have)))
