@@ -33,6 +33,7 @@ from skysearch.retrieval.search.queries import DEFAULT_TOLERANCE_MINUTES, MAX_TO
 from skysearch.retrieval.search.scenes import MAX_TEXT_CHARS
 
 from skysearch.errors import UsageError
+from skysearch.filter_ranges import DAYS_OF_YEAR, HOURS, JMA_CLASSES, MONTHS, PRESSURE_HPA
 from skysearch.timeutil import is_date_alone, parse_end
 
 if TYPE_CHECKING:
@@ -85,7 +86,7 @@ def degrees(limit: int) -> Any:
     return Annotated[float, bounds, Strict(False), BeforeValidator(_json_number)]
 
 
-Month, Hour, DayOfYear = integer(1, 12), integer(0, 23), integer(1, 366)
+Month, Hour, DayOfYear = integer(*MONTHS), integer(*HOURS), integer(*DAYS_OF_YEAR)
 Longitude, Latitude = degrees(180), degrees(90)
 YEARS = (1900, 2200)
 
@@ -210,9 +211,15 @@ class ArchiveFilterFields(FilterFields):
     events: list[Name] = Field(
         default_factory=list, max_length=64, description="event ids, e.g. typhoon 198702"
     )
-    min_class: integer(2, 6) | None = Field(None, description="JMA best-track class at least")
+    min_class: integer(*JMA_CLASSES) | None = Field(
+        None, description="JMA best-track class at least"
+    )
     max_pressure: float | None = Field(
-        None, ge=800, le=1100, allow_inf_nan=False, description="central pressure (hPa) at most"
+        None,
+        ge=PRESSURE_HPA[0],
+        le=PRESSURE_HPA[1],
+        allow_inf_nan=False,
+        description="central pressure (hPa) at most",
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from qdrant_client import models
 
 from skysearch.errors import UsageError
+from skysearch.filter_ranges import DAYS_OF_YEAR, HOURS, JMA_CLASSES, MONTHS, PRESSURE_HPA
 from skysearch.timeutil import MAX_DURATION, parse_time, to_rfc3339
 
 
@@ -100,25 +101,29 @@ class SearchFilters:
                 set_(self, name, parse_time(value))
         if self.start and self.end and self.end < self.start:
             raise UsageError(f"time range ends ({self.end}) before it starts ({self.start})")
-        set_(self, "months", _ints(self.months, "months", 1, 12))
-        set_(self, "hours", _ints(self.hours, "hours", 0, 23))
+        set_(self, "months", _ints(self.months, "months", *MONTHS))
+        set_(self, "hours", _ints(self.hours, "hours", *HOURS))
         if self.day_of_year is not None:
             first, last = (int(v) for v in self.day_of_year)
-            if not (1 <= first <= 366 and 1 <= last <= 366):
+            lo, hi = DAYS_OF_YEAR
+            if not (lo <= first <= hi and lo <= last <= hi):
                 raise UsageError(
-                    f"{{day_of_year}} must be in 1..366, got {first}-{last}", params=["day_of_year"]
+                    f"{{day_of_year}} must be in {lo}..{hi}, got {first}-{last}",
+                    params=["day_of_year"],
                 )
             set_(self, "day_of_year", (first, last))
         for name in ("channels", "satellites", "datasets", "labels", "events"):
             set_(self, name, tuple(getattr(self, name)))
-        if self.min_class is not None and not 2 <= int(self.min_class) <= 6:
+        lo, hi = JMA_CLASSES
+        if self.min_class is not None and not lo <= int(self.min_class) <= hi:
             raise UsageError(
-                f"{{min_class}} must be a JMA class in 2..6, got {self.min_class}",
+                f"{{min_class}} must be a JMA class in {lo}..{hi}, got {self.min_class}",
                 params=["min_class"],
             )
-        if self.max_pressure is not None and not 800 <= float(self.max_pressure) <= 1100:
+        lo, hi = PRESSURE_HPA
+        if self.max_pressure is not None and not lo <= float(self.max_pressure) <= hi:
             raise UsageError(
-                f"{{max_pressure}} must be in 800..1100 hPa, got {self.max_pressure}",
+                f"{{max_pressure}} must be in {lo}..{hi} hPa, got {self.max_pressure}",
                 params=["max_pressure"],
             )
         if self.bbox is not None:
