@@ -15,6 +15,7 @@ from skysearch.encoders.models.predictor import (
     render_strip,
     to_working,
 )
+from skysearch.ingest.clip_specs import spec_label
 from skysearch.ingest.clips import clip_frames, read_clips
 from skysearch.ingest.framestore import FrameStore
 
@@ -46,7 +47,7 @@ def _clip_of_spec(
         if abs(best["start"] - when) <= timedelta(minutes=gap / 2):
             return best
     raise NotFoundError(
-        f"no {'+'.join(channels)} {length}x{gap}m clip of {satellite} starts near "
+        f"no {spec_label(channels, length, gap)} clip of {satellite} starts near "
         f"{to_rfc3339(when)}: build clips (skysearch clips --length {length} --gap {gap})"
     )
 
@@ -60,9 +61,9 @@ def _refuse_other_spec(
     if rows:
         c = rows[0]
         raise UsageError(
-            f"clip {ref} has the spec {'+'.join(c['channels'])} {c['length']}x"
-            f"{c['gap_minutes']}m of {c['satellite']}; this predictor takes "
-            f"{'+'.join(channels)} {length}x{gap}m clips of {satellite}",
+            f"clip {ref} has the spec {spec_label(c['channels'], c['length'], c['gap_minutes'])}"
+            f" of {c['satellite']}; this predictor takes {spec_label(channels, length, gap)} "
+            f"clips of {satellite}",
             hint="pass the start time or id of such a clip, or train a predictor for that "
             f"spec (skysearch train predictor --length {c['length']} --gap {c['gap_minutes']} "
             f"--channels {','.join(c['channels'])} --satellite {c['satellite']})",

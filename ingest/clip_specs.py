@@ -27,6 +27,15 @@ def spec_name(channels: Sequence[str], length: int, gap_minutes: int) -> str:
     return f"{'+'.join(channels)}_{length}x{gap_minutes}m"
 
 
+def spec_label(
+    channels: str | Sequence[str], length: object, gap_minutes: object, satellite: str = ""
+) -> str:
+    """A clip spec in messages: ``goes-east ir+wv 12x60m`` (``ir+wv 12x60m`` without a
+    satellite; ``channels`` a list or already joined)."""
+    chans = channels if isinstance(channels, str) else "+".join(channels)
+    return f"{satellite} {chans} {length}x{gap_minutes}m".lstrip()
+
+
 @dataclass(frozen=True)
 class ClipSpec:
     """What ``build_clips`` assembles: ``length`` frames ``gap_minutes`` apart, of

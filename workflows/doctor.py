@@ -95,6 +95,7 @@ def _frames(settings: Settings) -> Check:
 
 
 def _clips(settings: Settings) -> Check:
+    from skysearch.ingest.clip_specs import spec_label
     from skysearch.ingest.clips import read_clips, spec_keys
 
     spec_columns = ["satellite", "channels", "length", "gap_minutes"]
@@ -103,7 +104,7 @@ def _clips(settings: Settings) -> Check:
         return Check("clips", TODO, "no clips assembled", "skysearch clips --length 6 --gap 60")
     counts: dict[str, int] = {}
     for sat, chans, length, gap in spec_keys(table):
-        key = f"{sat} {chans} {length}x{gap}m"
+        key = spec_label(chans, length, gap, sat)
         counts[key] = counts.get(key, 0) + 1
     return Check("clips", OK, "; ".join(f"{k}: {n}" for k, n in sorted(counts.items())))
 

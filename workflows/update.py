@@ -369,6 +369,7 @@ def _data_keys(record: Any) -> list[tuple]:
 def _unmodelled(workspace: Workspace, have: dict[str, set[tuple]]) -> list[str]:
     """Frames and clip specs of the catalogs that no registered model embeds, and the command
     that makes one."""
+    from skysearch.ingest.clip_specs import spec_label
     from skysearch.retrieval.indexing.catalogs import CATALOG_COLLECTIONS, catalog_models
 
     covered = {
@@ -384,7 +385,7 @@ def _unmodelled(workspace: Workspace, have: dict[str, set[tuple]]) -> list[str]:
         if (sat, chan) not in covered
     ]
     lines += [
-        f"{sat} {chans} {length}x{gap}m clips have no clip model (skysearch train frames "
+        f"{spec_label(chans, length, gap, sat)} clips have no clip model (skysearch train frames "
         f"--channels {chans.replace('+', ',')} --length {length} --gap {gap}; then train clips)"
         for sat, chans, length, gap in sorted(have["clip"])
         if (sat, chans, length, gap) not in covered

@@ -9,6 +9,7 @@ from datetime import datetime
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from skysearch.ingest.clip_specs import spec_label
 from skysearch.ingest.clips import no_clips_error, parse_channels, read_clips
 from skysearch.ingest.similarity.grid import Geometry, GridSpec, cell_sizes, sketch_frames
 from skysearch.ingest.similarity.scoring import (
@@ -167,8 +168,12 @@ def find_clip(
         )
     if len(hits) > 1:
         options = sorted(
-            f"{table['satellite'][i]} {'+'.join(table['channels'][i].as_py())} "
-            f"{table['length'][i]}x{table['gap_minutes'][i]}m"
+            spec_label(
+                table["channels"][i].as_py(),
+                table["length"][i],
+                table["gap_minutes"][i],
+                table["satellite"][i].as_py(),
+            )
             + (f" event {table['event'][i]}" if table["event"][i].is_valid else "")
             for i in hits
         )

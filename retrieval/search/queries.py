@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from skysearch.ingest.catalog import describe_channels
+from skysearch.ingest.clip_specs import spec_label
 from skysearch.retrieval.search.query_files import check_spacing, expand_files, frame_order
 
 from skysearch.config import Workspace
@@ -378,7 +379,7 @@ class QueryResolver:
         candidates = [i for i, s in enumerate(starts) if abs(s - at) <= tol]
         if not candidates:
             raise NotFoundError(
-                f"no complete {'+'.join(channels)} {length}x{gap}m clip starts at "
+                f"no complete {spec_label(channels, length, gap)} clip starts at "
                 f"{to_rfc3339(at)} (a frame is missing within +-{tolerance} min of a step): "
                 "try another {at}, or a larger {gap_minutes}",
                 params=["at", "gap_minutes"],

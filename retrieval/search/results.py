@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+from skysearch.ingest.clip_specs import spec_label
 
 from skysearch.timeutil import parse_time, to_rfc3339
 
@@ -255,9 +256,10 @@ def scene_item(rank: int, hit: Hit) -> ResultItem:
 def spec_text(spec: Mapping[str, Any]) -> str:
     """A clip spec in words: ``goes-east ir 6x60m`` (``coms,gk2a ir 6x60m``: a model of
     several satellites)."""
-    chans = spec.get("channels") or ["any channel"]
-    chans = [chans] if isinstance(chans, str) else chans
     sat = ",".join(spec.get("satellites") or []) or spec.get("satellite") or "any satellite"
-    length = spec.get("length") or "L"
-    gap = spec.get("gap_minutes") or "G"
-    return f"{sat} {'+'.join(chans)} {length}x{gap}m"
+    return spec_label(
+        spec.get("channels") or "any channel",
+        spec.get("length") or "L",
+        spec.get("gap_minutes") or "G",
+        sat,
+    )
