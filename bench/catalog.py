@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 import uuid
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from load import load_average
 from skysearch.ingest.catalog import FRAME_SCHEMA, frame_parts, read_frames, read_part, write_frames
 
 from skysearch.config import Workspace
@@ -98,6 +98,7 @@ def main() -> None:
         "every_column": {},
     }
     result: dict = {"rows": args.rows, "parts": args.parts, "queries": {}}
+    load_start = load_average()
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace(Path(tmp))
         per_part = -(-args.rows // args.parts)
@@ -112,7 +113,7 @@ def main() -> None:
                 "read_frames_s": round(new_s, 4),
                 "every_column_s": round(old_s, 4),
             }
-    result["load_average_1m"] = os.getloadavg()[0]
+    result["load_average"] = {"start": load_start, "end": load_average()}
     if args.json:
         print(json.dumps(result))
         return
@@ -121,7 +122,9 @@ def main() -> None:
             f"{name:22s} rows {row['rows_out']:>8}  read_frames {row['read_frames_s']:.3f} s  "
             f"every column {row['every_column_s']:.3f} s"
         )
-    print(f"load average {result['load_average_1m']:.2f}")
+    print(
+        f"load average start {result['load_average']['start']} end {result['load_average']['end']}"
+    )
 
 
 if __name__ == "__main__":

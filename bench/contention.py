@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from load import load_average
+
 SKYSEARCH = Path(sys.executable).with_name("skysearch")
 SPIN = "while True:\n    pass\n"
 
@@ -54,7 +56,7 @@ def loaded(n: int, env: dict[str, str]) -> tuple[dict, list[float]]:
     try:
         time.sleep(5)  # let the spinners take their share before the demo starts
         report = run_demo(env)
-        return report, list(os.getloadavg())
+        return report, load_average()
     finally:
         for proc in spinners:
             proc.kill()
@@ -76,7 +78,7 @@ def main() -> None:
     variants = [parse_variant(v) for v in args.variant] or [("defaults", {})]
     out = {"load_processes": args.load, "cpus": os.cpu_count(), "variants": {}}
     for name, env in variants:
-        before = list(os.getloadavg())
+        before = load_average()
         idle = run_demo(env)
         busy, load_seen = loaded(args.load, env)
         steps = {}
@@ -95,11 +97,12 @@ def main() -> None:
                 "loaded_s": busy["total_seconds"],
                 "ratio": round(busy["total_seconds"] / max(idle["total_seconds"], 1e-9), 2),
             },
-            "loadavg_before_idle_run": [round(x, 2) for x in before],
-            "loadavg_end_of_loaded_run": [round(x, 2) for x in load_seen],
+            # start: before the idle run; end: at the end of the loaded run, spinners still on
+            "load_average": {"start": before, "end": load_seen},
         }
+        load_end = out["variants"][name]["load_average"]["end"]
         print(
-            f"\n{name} {env or ''} (load at end of loaded run {load_seen[0]:.1f})", file=sys.stderr
+            f"\n{name} {env or ''} (load at end of loaded run {load_end[0]:.1f})", file=sys.stderr
         )
         print(f"{'step':48} {'idle s':>8} {'loaded s':>9} {'ratio':>6}", file=sys.stderr)
         for step, row in [*steps.items(), ("total", out["variants"][name]["total"])]:

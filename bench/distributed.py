@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import ray
 import torch
+from load import load_average
 from skysearch.encoders.models.frame import build_frame_encoder
 from skysearch.ingest.catalog import read_frames
 from skysearch.ingest.decode import preprocess_chunk
@@ -217,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {args.data / name} not found (pass --data DIR)", file=sys.stderr)
             return 2
 
+    load_start = load_average()
     start = time.perf_counter()
     start_local(args.workers)
     ray_start_s = time.perf_counter() - start
@@ -227,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         ray.shutdown()
     costs = per_frame_costs(args.data / COMS, args)
     plan = estimate(costs, overhead, args)
-    load = os.getloadavg()
+    load = {"start": load_start, "end": load_average()}
 
     lines = _table(rows)
     lines.append(
@@ -251,14 +253,17 @@ def main(argv: list[str] | None = None) -> int:
         f"workers hand the driver {plan['to_driver_gb']} GB of working frames"
     )
     lines += _table(plan["by_cluster_size"])
-    lines.append(f"load average {' '.join(f'{x:.2f}' for x in load)} on {os.cpu_count()} cores")
+    lines.append(
+        f"load average start {' '.join(f'{x:.2f}' for x in load['start'])}, end "
+        f"{' '.join(f'{x:.2f}' for x in load['end'])} on {os.cpu_count()} cores"
+    )
     print("\n".join(lines), file=sys.stderr)
     if args.json:
         payload = {
             "workers": args.workers,
             "limit": args.limit,
             "repeats": args.repeats,
-            "loadavg": [round(x, 2) for x in load],
+            "load_average": load,
             "ray_start_s": round(ray_start_s, 2),
             "task_overhead_s": {k: round(v, 6) for k, v in overhead.items()},
             "results": rows,

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
 import torch
+from load import load_average
 from skysearch.encoders.models.clip import ClipEmbedder, ClipEncoder, clip_config_for
 from skysearch.encoders.models.frame import FrameEncoderConfig, build_frame_encoder
 
@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    load_start = load_average()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     frames = torch.randint(0, 256, (args.batch, 1, 234, 360), dtype=torch.uint8)
@@ -57,7 +58,7 @@ def main() -> None:
         "efficientnet_lite0_frames_per_s": rate(lite0, frames[:16], args.seconds),
         "clip_encoder_clips_per_s": rate(clip, sequences, args.seconds),
         "clip_end_to_end_frames_per_s": 12 * rate(end_to_end, clips, args.seconds),
-        "load_average_1m": os.getloadavg()[0],
+        "load_average": {"start": load_start, "end": load_average()},
     }
     result["clip_encoder_frames_per_s"] = 12 * result["clip_encoder_clips_per_s"]
     for key, value in result.items():

@@ -21,6 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import h5py
+from load import load_average
 from PIL import Image
 from skysearch.ingest.decode import Source, read_bytes
 from skysearch.ingest.pipeline import discover, ingest
@@ -106,8 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"error: {args.data / missing[0]} not found (pass --data DIR)", file=sys.stderr)
         return 2
+    load_start = load_average()
     rows = [bench_dataset(args.data / d, args.workers, args.repeats) for d in DATASETS]
-    load = os.getloadavg()
+    load = {"start": load_start, "end": load_average()}
     cols = ["dataset", "files", "frames", "decode_1proc_s", "decode_parallel_s", "ingest_s",
             "ingest_frames_per_s", "ingest_vs_parallel_decode"]  # fmt: skip
     print("  ".join(cols), file=sys.stderr)
@@ -115,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         print("  ".join(str(row[c]) for c in cols), file=sys.stderr)
     print(
         f"goal: ingest_s <= 1.5 x decode_parallel_s with {args.workers} workers; "
-        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores",
+        f"load average start {' '.join(f'{x:.2f}' for x in load['start'])}, end "
+        f"{' '.join(f'{x:.2f}' for x in load['end'])} on {os.cpu_count()} cores",
         file=sys.stderr,
     )
     if args.json:
@@ -123,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             "workers": args.workers,
             "repeats": args.repeats,
             "cpu_count": os.cpu_count(),
-            "loadavg": [round(x, 2) for x in load],
+            "load_average": load,
             "goal_ratio": 1.5,
             "results": rows,
         }

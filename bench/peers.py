@@ -60,6 +60,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from load import load_average
 from skysearch.retrieval.store import schema
 from skysearch.retrieval.store.embedded import EdgeIndexParams, EmbeddedStore
 from workload import (
@@ -417,7 +418,7 @@ def main() -> None:
     if args.n < 100 * K:  # the narrowest window (1%) holds at least k points
         ap.error(f"--n must be >= {100 * K}")
 
-    load_start = [round(v, 2) for v in os.getloadavg()]
+    load_start = load_average()
     log(f"load average: {load_start}  cpus: {os.cpu_count()}")
     data = Path(tempfile.mkdtemp(prefix="skysearch-peers-data-"))
     try:
@@ -450,7 +451,7 @@ def main() -> None:
         "queries": args.queries,
         "memory": args.memory,
         "engines": results,
-        "load_average": {"start": load_start, "end": [round(v, 2) for v in os.getloadavg()]},
+        "load_average": {"start": load_start, "end": load_average()},
     }
     log(table(result))
     if args.json:

@@ -32,10 +32,10 @@ The workspace needs a text-image model with indexed scenes and a clip model with
 (``skysearch demo`` makes one). With ``--json`` the last stdout line is
 ``{"phases": [{"kind", "clients", "batch_window_ms", "torch_threads", "trace_text", "p50_ms",
 "p95_ms", "p99_ms", "qps", "n", "server_cpu_ms_per_request"}, ...], "frames_max": {..., "status",
-"peak_extra_rss_mb"}, ..., "errors": int, "loadavg_before", ...}``; a table of the phases
-and progress go to stderr. Latencies depend on what else runs on the machine (the load
-averages are printed beside them); the server's CPU time per request and its peak memory do
-much less.
+"peak_extra_rss_mb"}, ..., "errors": int, "load_average": {"start", "end"}, ...}``; a table
+of the phases and progress go to stderr. Latencies depend on what else runs on the machine (the
+load averages are printed beside them); the server's CPU time per request and its peak memory
+do much less.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+from load import load_average
 
 from skysearch.client import ApiError, Filters, SkySearchClient
 
@@ -391,7 +392,7 @@ def main() -> None:
     uploads = upload_requests(spec) if args.upload_requests > 0 else {}
     key = secrets.token_urlsafe(16)
     cpus = min(args.cpus, os.cpu_count() or 1) if args.cpus else None
-    load_before = os.getloadavg()
+    load_start = load_average()
     channel = spec["channels"]
 
     def text(client: SkySearchClient, i: int) -> object:
@@ -485,8 +486,7 @@ def main() -> None:
         "requests_per_phase": args.requests,
         "k": args.k,
         "server_cpus": cpus or os.cpu_count(),
-        "loadavg_before": [round(x, 2) for x in load_before],
-        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "load_average": {"start": load_start, "end": load_average()},
         "workspace": str(workspace),
     }
     if args.json:

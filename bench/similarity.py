@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from load import load_average
 from PIL import Image
 from skysearch.ingest.similarity import (
     Geometry,
@@ -321,8 +322,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     args = parser.parse_args(argv)
     paths = coms_pngs(args.data)
-    load_before = os.getloadavg()
-    report: dict = {"cores": len(os.sched_getaffinity(0)), "load_before": load_before}
+    load_start = load_average()
+    report: dict = {"cores": len(os.sched_getaffinity(0))}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if "a" in args.parts:
@@ -335,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
         if "c" in args.parts:
             print("(c) one vs many ...", file=sys.stderr)
             report["one_vs_many"] = bench_one_vs_many(paths, args.candidates, args.repeats, work)
-    report["load_after"] = os.getloadavg()
+    report["load_average"] = {"start": load_start, "end": load_average()}
     _print_human(report)
     if args.json:
         print(json.dumps(report))
@@ -343,8 +344,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def _print_human(r: dict) -> None:
     lines = [
-        f"cores {r['cores']}, load average before {r['load_before'][0]:.2f}, "
-        f"after {r['load_after'][0]:.2f}"
+        f"cores {r['cores']}, load average before {r['load_average']['start'][0]:.2f}, "
+        f"after {r['load_average']['end'][0]:.2f}"
     ]
     if "sketch_vs_decode" in r:
         lines += _lines_a(r["sketch_vs_decode"])

@@ -28,6 +28,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+from load import load_average
 from skysearch.retrieval.store import schema
 from skysearch.retrieval.store.embedded import EdgeIndexParams, EmbeddedStore
 from skysearch.retrieval.store.filters import SearchFilters
@@ -110,7 +111,8 @@ def main() -> None:
     args = ap.parse_args()
 
     n, nq = args.n, args.queries
-    log(f"load average: {os.getloadavg()}  cpus: {os.cpu_count()}")
+    load_start = load_average()
+    log(f"load average: {load_start}  cpus: {os.cpu_count()}")
     if nq > MAX_QUERIES:
         ap.error(f"--queries must be <= {MAX_QUERIES}")
     w = make_workload(n, nq, args.seed)
@@ -195,7 +197,7 @@ def main() -> None:
     result["quantization"] = args.quantization
     result["full_scan_threshold_kb"] = args.full_scan_kb
     result["reused_index"] = reused
-    result["load_average"] = [round(v, 2) for v in os.getloadavg()]
+    result["load_average"] = {"start": load_start, "end": load_average()}
     store.close()
     if args.dir is None:
         shutil.rmtree(root, ignore_errors=True)

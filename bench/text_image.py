@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from load import load_average
 from skysearch.encoders.factory import load_text_image
 from skysearch.encoders.models.text_image import create_text_image_model
 from skysearch.retrieval.indexing.scenes import find_images, index_scenes
@@ -65,6 +65,7 @@ def main() -> None:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
 
+    load_start = load_average()
     tim = None
     if args.workspace:
         try:
@@ -119,7 +120,7 @@ def main() -> None:
         "model": model_label,
         "images": n_images,
         "threads": torch.get_num_threads(),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "load_average": {"start": load_start, "end": load_average()},
         "image_embedding": {
             "images_per_s": report.items_per_s,
             "index_wall_s": round(index_s, 2),
@@ -136,7 +137,8 @@ def main() -> None:
     }
     print(
         f"model: {model_label}; {n_images} images; threads {result['threads']}; "
-        f"load {result['load_average']}\n"
+        f"load average start {result['load_average']['start']} "
+        f"end {result['load_average']['end']}\n"
         f"image embedding: {report.items_per_s} img/s\n"
         f"text query end to end: p50 {result['text_query_ms']['end_to_end_p50']} ms, "
         f"p95 {result['text_query_ms']['end_to_end_p95']} ms "

@@ -14,13 +14,13 @@ Written as one ``.npz`` per image set (``features`` (n, views, 1280) float16, ``
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from load import load_average
 from PIL import Image
 from skysearch.encoders.datasets.captions import list_class_images
 from skysearch.encoders.pretrained import efficientnet_imagenet
@@ -86,7 +86,7 @@ def main() -> None:
         classes = list_class_images(image_set)
         paths = [p for ps in classes.values() for p in ps]
         labels = [c for c, ps in classes.items() for _ in ps]
-        print(f"{name}: {len(paths)} images, load {os.getloadavg()}", file=sys.stderr)
+        print(f"{name}: {len(paths)} images, load average {load_average()}", file=sys.stderr)
         feats = extract(model, paths, args.size, args.views)
         np.savez(target, features=feats, paths=np.array([str(p) for p in paths]), labels=labels)
         print(f"wrote {target}", file=sys.stderr)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from load import load_average
 from skysearch.encoders.datasets.captions import (
     DEFAULT_SEED,
     MULTI_TEMPLATES,
@@ -566,7 +566,7 @@ def main() -> None:
     fold_classes = folds(sorted(set(data.aid_y)), args.folds)
     chosen = args.levers.split("|") if args.levers else list(LEVERS)
     out = {
-        "load_average": [round(v, 2) for v in os.getloadavg()],
+        "load_average": {"start": load_average()},
         "folds": fold_classes,
         "validation_folds": list(VALIDATION_FOLDS),
         "levers": {},
@@ -595,6 +595,7 @@ def main() -> None:
             file=sys.stderr,
         )
         text.save()
+    out["load_average"]["end"] = load_average()
     if args.json:
         print(json.dumps(out))
 
