@@ -36,21 +36,22 @@ def synthetic_rows(start: int, count: int) -> pa.Table:
     times = np.datetime64(START.replace(tzinfo=None), "us") + (index // 2) * np.timedelta64(10, "m")
     stamps = pa.array(times, pa.timestamp("us", tz="UTC"))
     channel = np.where(index % 2 == 0, "ir", "wv")
+    columns = {
+        "frame_id": [str(uuid.UUID(int=int(i))) for i in index],
+        "satellite": ["goes-east"] * count,
+        "channel": channel,
+        "time": stamps,
+        "year": pc.year(stamps).cast(pa.int32()),
+        "source_path": [f"/archive/{i:08d}.png" for i in index],
+        "checksum": [f"{i:064x}" for i in index],
+        "width": pa.array([360] * count, pa.int32()),
+        "height": pa.array([234] * count, pa.int32()),
+        "status": ["ok"] * count,
+        "profile": ["goes-east"] * count,
+        "store_row": pa.array(index // 2, pa.int64()),
+    }  # the other columns (event, quality, footprint...) null, as for an image archive
     return pa.table(
-        {
-            "frame_id": [str(uuid.UUID(int=int(i))) for i in index],
-            "satellite": ["goes-east"] * count,
-            "channel": channel,
-            "time": stamps,
-            "year": pc.year(stamps).cast(pa.int32()),
-            "source_path": [f"/archive/{i:08d}.png" for i in index],
-            "checksum": [f"{i:064x}" for i in index],
-            "width": pa.array([360] * count, pa.int32()),
-            "height": pa.array([234] * count, pa.int32()),
-            "status": ["ok"] * count,
-            "profile": ["goes-east"] * count,
-            "store_row": pa.array(index // 2, pa.int64()),
-        },
+        {f.name: columns.get(f.name, pa.nulls(count, f.type)) for f in FRAME_SCHEMA},
         schema=FRAME_SCHEMA,
     )
 
