@@ -33,6 +33,7 @@ from skysearch.ingest.catalog import (
     update_frames,
     write_frames,
 )
+from skysearch.ingest.copies import read_copies, write_copies
 from skysearch.ingest.decode import Decoded, Source, printable_path, utf8_path
 from skysearch.ingest.engines import Engine, get_engine
 from skysearch.ingest.footprints import fixed_bounds
@@ -332,12 +333,17 @@ def ingest(
         }
         stamps = SourceStamps()  # taken before decoding: a file changed meanwhile is seen next run
         restamped: dict[str, dict[str, object]] = {}  # same frames, their file's stamp changed
+        copies = read_copies(workspace)
+        copies_before = dict(copies)
         todo = []
         for cand in candidates:
             seen, stamp = known.get(cand.frame_id), stamps(cand.source)
             if seen and seen[0] == cand.source.path and seen[2] in (None, stamp):
                 report.unchanged += 1
+            elif seen and copies.get(cand.source.path) == (cand.frame_id, seen[1], stamp):
+                report.identical_duplicates += 1
             else:
+                copies.pop(cand.source.path, None)
                 todo.append(cand)
 
         rows: list[dict[str, Any]] = []
@@ -375,6 +381,8 @@ def ingest(
                         restamped[cand.frame_id] = {"source_stamp": stamps(cand.source)}
                     else:
                         report.identical_duplicates += 1
+                        if (stamp := stamps(cand.source)) is not None:
+                            copies[cand.source.path] = (cand.frame_id, result.checksum, stamp)
                     continue
                 if quality.unusable(result) or (
                     result.quality and cand.profile.decoder.bad_frames == "skip"
@@ -394,6 +402,8 @@ def ingest(
             report.repaired = quality.repair_frames(workspace, writer, by_name).repaired
             if restamped:  # so that the next run does not decode them again
                 update_frames(workspace, restamped)
+            if copies != copies_before:
+                write_copies(workspace, copies)
         except KeyboardInterrupt:
             if not committing:  # keep what is decoded and written; a re-run does the rest
                 commit()

@@ -206,6 +206,48 @@ def test_bad_inputs_are_skipped_with_reasons(tmp_path):
     assert rerun.frames_added == 0 and len(rerun.skipped) == 5
 
 
+def test_identical_copies_are_remembered_not_decoded_again(tmp_path):
+    """A mirror of the archive (the same frames under a second path) is counted as identical
+    copies without being decoded on every run; a copy that changes is looked at again."""
+    from skysearch.ingest.engines import get_engine
+
+    class Recording:
+        def __init__(self) -> None:
+            self.decoded: list[str] = []
+
+        def decoded_stream(self, items, workers):
+            self.decoded += [Path(source.path).parent.name for source, _ in items]
+            return get_engine().decoded_stream(items, workers)
+
+    names = ["HUIR172490045.GIF", "HUIR172490145.GIF"]
+    for folder in ("archive", "mirror"):
+        (tmp_path / folder).mkdir()
+        for name in names:
+            shutil.copy(SAMPLE_IR / name, tmp_path / folder / name)
+    ws, inputs = _ws(tmp_path / "ws"), [tmp_path / "archive", tmp_path / "mirror"]
+    first = ingest(inputs, ws, progress=False)
+    assert (first.frames_added, first.identical_duplicates) == (2, 2)
+
+    engine = Recording()
+    again = ingest(inputs, ws, progress=False, engine=engine)
+    assert (again.unchanged, again.identical_duplicates, engine.decoded) == (2, 2, [])
+
+    other = tmp_path / "mirror" / names[1]
+    other.write_bytes((SAMPLE_IR / "HUIR172490245.GIF").read_bytes())  # other pixels now
+    engine = Recording()
+    changed = ingest(inputs, ws, progress=False, engine=engine)
+    assert engine.decoded == ["mirror"] and changed.identical_duplicates == 1
+    assert "with different content" in changed.skipped[0]["reason"]
+    shutil.copy(SAMPLE_IR / names[1], other)  # a copy again
+    engine = Recording()
+    back = ingest(inputs, ws, progress=False, engine=engine)
+    assert engine.decoded == ["mirror"] and back.identical_duplicates == 2 and not back.skipped
+    (ws.catalog_dir / "frame-copies.json").write_text("{damaged")  # counts as empty
+    engine = Recording()
+    assert ingest(inputs, ws, progress=False, engine=engine).identical_duplicates == 2
+    assert engine.decoded == ["mirror", "mirror"]
+
+
 def test_incremental_new_year(tmp_path):
     y17, y18 = tmp_path / "2017", tmp_path / "2018"
     y17.mkdir()
