@@ -19,7 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from skysearch.ingest.catalog import describe_channels
+from skysearch.ingest.catalog import (
+    catalog_stamp,
+    channels_by_satellite,
+    describe_channels,
+    read_frames,
+)
 from skysearch.ingest.clip_specs import spec_label
 from skysearch.retrieval.search.query_files import check_spacing, expand_files, frame_order
 
@@ -185,7 +190,6 @@ class QueryResolver:
         self, satellite: str, channels: Sequence[str], length: int, gap: int
     ) -> Mapping[str, dict[str, Any]]:
         """clip_id -> catalog row of one clip spec (cached until the catalog changes)."""
-        from skysearch.ingest.catalog import catalog_stamp
         from skysearch.ingest.clips import read_clips
 
         key = (satellite, tuple(channels), length, gap)
@@ -207,7 +211,6 @@ class QueryResolver:
     def _read_archive(self) -> tuple[dict[str, set[str]], set[str]]:
         """The channels of each satellite, and the events, the frame catalog holds (read once
         per catalog state: a search checks its query and its filters against them)."""
-        from skysearch.ingest.catalog import catalog_stamp, channels_by_satellite, read_frames
 
         stamp = catalog_stamp(self.workspace.frames_catalog)
         with self._lock:
@@ -270,7 +273,6 @@ class QueryResolver:
         file-name pattern matches one of ``names``, else the satellite's first. A profile whose
         names carry the satellite (one archive across satellite generations) is found by the
         profile the catalog's frames of ``satellite`` were ingested with."""
-        from skysearch.ingest.catalog import read_frames
         from skysearch.ingest.profiles import load_profiles
 
         known = load_profiles()
@@ -341,7 +343,6 @@ class QueryResolver:
     ) -> QueryClip:
         import pyarrow as pa
         import pyarrow.compute as pc
-        from skysearch.ingest.catalog import read_frames
         from skysearch.ingest.clips import assemble
 
         cols = ["frame_id", "satellite", "channel", "time"]
