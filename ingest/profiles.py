@@ -420,4 +420,11 @@ def unmatched_reason(filename: str, profiles: list[Profile]) -> str:
         except (KeyError, ValueError, TypeError) as exc:
             name = profile.name
             return f"file name has the pattern of source profile {name} but no valid time ({exc})"
+    for profile in profiles:
+        if re.match(profile.pattern.pattern, filename, profile.pattern.flags | re.IGNORECASE):
+            return (
+                f"file name has the pattern of source profile {profile.name} only with its "
+                "letters in another case (name patterns are case-sensitive): rename the file "
+                "as the profile's files are named"
+            )
     return f"file name matches no source profile ({', '.join(p.name for p in profiles)})"

@@ -189,6 +189,7 @@ def test_bad_inputs_are_skipped_with_reasons(tmp_path):
     (src / "a" / "HUIR172490345.GIF").write_bytes(raw[: len(raw) // 3])  # truncated
     (src / "a" / "notes.txt").write_text("not a frame")
     (src / "a" / "HUIR17249.GIF").write_bytes(raw)  # name without a time
+    (src / "a" / "huir172490545.gif").write_bytes(raw)  # lower case: patterns are not
     shutil.copy(SAMPLE_IR / names[0], src / "b" / names[0])  # same time, same content
     shutil.copy(SAMPLE_IR / "HUIR172490445.GIF", src / "b" / names[1])  # same time, other pixels
     ws = _ws(tmp_path / "ws")
@@ -200,10 +201,11 @@ def test_bad_inputs_are_skipped_with_reasons(tmp_path):
     assert "truncated" in reasons["HUIR172490345.GIF"]
     assert "matches no source profile" in reasons["notes.txt"]
     assert "matches no source profile" in reasons["HUIR17249.GIF"]
+    assert "only with its letters in another case" in reasons["huir172490545.gif"]
     assert "duplicate timestamp 2017-09-06T01:45Z" in reasons["HUIR172490145.GIF"]
-    assert len(report.skipped) == 5
+    assert len(report.skipped) == 6
     rerun = ingest([src], ws, progress=False)  # same verdicts, nothing new
-    assert rerun.frames_added == 0 and len(rerun.skipped) == 5
+    assert rerun.frames_added == 0 and len(rerun.skipped) == 6
 
 
 def test_identical_copies_are_remembered_not_decoded_again(tmp_path):
