@@ -100,9 +100,10 @@ class ClipReport:
         )
 
 
-def built_tolerance(paths: Iterable[Path]) -> int:
-    """The tolerance the clips in these catalog files were built with (the first readable,
-    non-empty one's), else the default."""
+def built_tolerance(workspace: Workspace, spec: ClipSpec, paths: Iterable[Path]) -> int:
+    """The tolerance the clips in these catalog files of ``spec`` were built with (the first
+    readable, non-empty one's), else the one it was asked with (``specs.json``: every file
+    may be damaged), else the default."""
     for path in paths:
         try:
             table = read_part(path, CLIP_SCHEMA)
@@ -110,7 +111,8 @@ def built_tolerance(paths: Iterable[Path]) -> int:
             continue
         if table.num_rows:
             return int(table["tolerance_minutes"][0].as_py())
-    return STEP_TOLERANCE_MINUTES
+    asked = [s for s in asked_specs(workspace) if spec_key(s) == spec_key(spec)]
+    return asked[0].tolerance_minutes if asked else STEP_TOLERANCE_MINUTES
 
 
 def catalog_specs(workspace: Workspace) -> list[ClipSpec]:
@@ -125,7 +127,7 @@ def catalog_specs(workspace: Workspace) -> list[ClipSpec]:
             continue  # not a file build_clips writes
         files.setdefault(spec, []).append(path)
     built = [
-        ClipSpec(s.length, s.gap_minutes, s.channels, built_tolerance(paths))
+        ClipSpec(s.length, s.gap_minutes, s.channels, built_tolerance(workspace, s, paths))
         for s, paths in files.items()
     ]
     return built + [s for s in asked_specs(workspace) if spec_key(s) not in map(spec_key, built)]

@@ -181,6 +181,37 @@ def test_damage_is_named_refused_and_repaired(damage, base, answers, tmp_path, c
         assert result.stdout.strip().splitlines()[-1] == answers[name]
 
 
+def test_a_clip_file_is_rebuilt_with_the_tolerance_its_spec_was_asked_with(base, tmp_path, cli):
+    """The only year file of a spec built with --tolerance 45, damaged: repair rebuilt it with
+    the default tolerance (0 clips), wrote that into specs.json and deleted the damaged file."""
+    from skysearch.ingest.clips import read_clips
+
+    from skysearch.config import Workspace
+
+    ws = tmp_path / "ws"
+    shutil.copytree(base, ws)
+    built = cli("clips", "--length", "4", "--gap", "90", "--tolerance", "45", "-w", ws)
+    assert built.exit_code == 0, built.stderr
+    part = ws / CLIPS.with_name("ir_4x90m.parquet")
+    before = read_clips(Workspace(ws), length=4, gap_minutes=90)
+    assert before.num_rows > 0
+    part.write_bytes(b"junk")
+    repaired = cli("repair", "-w", ws, "--json")
+    assert repaired.exit_code == 0, repaired.stderr
+    after = read_clips(Workspace(ws), length=4, gap_minutes=90)
+    assert after.sort_by("clip_id").equals(before.sort_by("clip_id"))
+    assert '"tolerance_minutes": 45' in (ws / "catalog/clips/specs.json").read_text()
+
+    part.write_bytes(b"junk")  # and a spec the frames cannot give again: the file is kept
+    specs = ws / "catalog/clips/specs.json"
+    specs.write_text(specs.read_text().replace('"tolerance_minutes": 45', '"tolerance_minutes": 0'))
+    repaired = cli("repair", "-w", ws, "--json")
+    assert repaired.exit_code == 1, repaired.stderr
+    (action,) = [a for a in json.loads(repaired.stdout)["actions"] if "4x90" in a["path"]]
+    assert "not rebuilt: no ir 4x90m clip can be assembled" in action["done"], action
+    assert list(part.parent.glob(".ir_4x90m.parquet.damaged*")), list(part.parent.iterdir())
+
+
 def test_frames_whose_sketches_were_deleted_are_said_and_sketched_by_repair(
     base, answers, tmp_path, cli
 ):

@@ -420,17 +420,26 @@ def _stale_points(settings: Settings, report: RepairReport) -> None:
 
 def _rebuild_clip_spec(workspace: Workspace, sat_dir: Path, name: str) -> tuple[str, bool]:
     """Build the clips of one spec file name (``ir+wv_12x60m.parquet``) of one satellite
-    again, with the tolerance its other years were built with."""
-    from skysearch.ingest.clip_specs import spec_parts
+    again, with the tolerance its other years were built with (or it was asked with). A
+    rebuild that finds no clip is not taken as done: the damaged file is kept."""
+    from skysearch.ingest.clip_specs import ClipSpec, spec_label, spec_parts
     from skysearch.ingest.clips import build_clips, built_tolerance
 
     satellite = sat_dir.name.split("=", 1)[1]
-    tolerance = built_tolerance(sat_dir.glob(f"year=*/{name}"))
     try:
         channels, length, gap = spec_parts(Path(name).stem)
+        spec = ClipSpec.parse(Path(name).stem)
+        tolerance = built_tolerance(workspace, spec, sat_dir.glob(f"year=*/{name}"))
         result = build_clips(workspace, length, gap, channels, tolerance, satellite)
     except (SkySearchError, ValueError) as exc:
         return f"not rebuilt: {exc}", False
+    if result.by_spec.get(f"{satellite}/{Path(name).stem}", 0) == 0:
+        return (
+            f"not rebuilt: no {spec_label(channels, length, gap)} clip can be assembled from "
+            f"the frame catalog with a tolerance of {tolerance} min (was the spec built with "
+            "another? skysearch clips --tolerance N rebuilds it)",
+            False,
+        )
     return f"rebuilt: {result.clips_total} clips", True
 
 
