@@ -652,6 +652,44 @@ def test_damaged_points_of_the_engine_are_found_deeply_and_re_indexed(part, base
     assert (ws / ".damaged-store").is_dir()
 
 
+def test_a_repair_killed_before_re_indexing_a_set_aside_collection_is_finished_by_the_next(
+    base, tmp_path, cli
+):
+    """Killed between setting a collection aside and re-indexing it, a repair left an empty
+    (or no) collection that the next repair called whole ("0 remain") while searches found
+    nothing. The marker beside the set-aside copy makes the next repair re-index."""
+    import torch
+    from skysearch.encoders.factory import save_model
+    from skysearch.encoders.models.frame import FrameEncoderConfig, build_frame_encoder
+
+    from skysearch.config import Workspace
+
+    ws = tmp_path / "ws"
+    shutil.copytree(base, ws)
+    frame = FrameEncoderConfig(channels=["ir"], height=234, width=360)
+    torch.manual_seed(0)
+    encoder = build_frame_encoder(frame.to_dict(), pretrained=False)
+    data = {"satellite": "goes-east", "channels": ["ir"]}
+    save_model(Workspace(ws), "frame", encoder, {"frame": frame.to_dict(), "data": data})
+    assert cli("index", "frames", "-w", ws).exit_code == 0
+    aside = ws / ".damaged-store" / "frames-20261202T000000Z"
+    aside.parent.mkdir()
+    (ws / "store" / "frames").replace(aside)  # where the killed repair stopped
+    aside.with_name(aside.name + ".reindexing").touch()
+
+    result = cli("repair", "-w", ws, "--json")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    (action,) = json.loads(result.stdout)["actions"]
+    assert "by a repair that stopped before re-indexing it" in action["problem"], action
+    assert action["ok"] and action["done"].endswith(f"deleted {aside}"), action
+    assert not list(aside.parent.iterdir())  # copy and marker gone
+    info = cli("store", "info", "-w", ws, "--json")
+    frames = [c for c in json.loads(info.stdout)["collections"] if c["name"] == "frames"]
+    assert frames[0]["points"] == len(list(SAMPLE_IR.glob("*.GIF"))) - 1, frames  # 1 HTML page
+    again = cli("repair", "-w", ws, "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout)["actions"] == []
+
+
 def test_a_frame_file_cut_short_while_mapped_is_an_error_not_a_crash(base, tmp_path):
     """A running reader (the service) maps frames.u8 once; the file cut short afterwards must
     be a DamagedError, not SIGBUS killing the process."""

@@ -15,8 +15,9 @@ Runs the deep checks (``skysearch.ingest.integrity``), then, per damaged file:
 - sketches: stored again from the frames, from the first damaged row;
 - an interrupted compaction is finished, missing checksums are computed;
 - embedded vector store: a collection that no longer opens or reads back whole (every point,
-  vectors of unit length) is set aside and re-indexed with the registered models (scenes
-  need their image folder: said, not done);
+  vectors of unit length) is set aside and re-indexed with the registered models, then its
+  damaged copy deleted (scenes need their image folder: said, not done; a repair stopped
+  midway re-indexes on the next run);
 - frames dropped (their sources gone): their points, and those of the clips built from them,
   are deleted from the embedded store;
 - the model registry, damaged or deleted: rebuilt from the checkpoint folders (each whole
@@ -34,7 +35,6 @@ from __future__ import annotations
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 #: points.
 STALE_PENDING = ".repair-stale-points"
 IN_USE = "not checked (in use)"  # the action of a store another process holds
-DAMAGED_STORE = ".damaged-store"  # collections set aside, beside (not in) the store folder
 
 
 @dataclass
@@ -101,6 +100,7 @@ def repair_workspace(
     """Check the workspace deeply and rebuild what is damaged (see the module doc)."""
     from skysearch.ingest.framestore import StoreWriter
     from skysearch.ingest.integrity import check_workspace
+    from skysearch.workflows.repair_store import stale_points, vector_store
 
     started = time.perf_counter()
     workspace = settings.workspace
@@ -119,10 +119,10 @@ def repair_workspace(
     _models(workspace, report)  # before the store: re-indexing uses whole models only
     pending = workspace.root / STALE_PENDING  # points of frames an earlier repair dropped
     try:
-        _vector_store(settings, report)
+        report.actions += vector_store(settings)
         if report.lost_frames or pending.exists():
-            _stale_points(settings, report)
-        if not settings.qdrant_url:  # a server's points are left alone (_stale_points)
+            report.actions += stale_points(settings)
+        if not settings.qdrant_url:  # a server's points are left alone (stale_points)
             pending.unlink(missing_ok=True)
     except StoreInUse as exc:  # e.g. skysearch serve: the files are repaired, not the store
         if report.lost_frames:
@@ -391,33 +391,6 @@ def _clips(
             )
 
 
-def _stale_points(settings: Settings, report: RepairReport) -> None:
-    """Embedded store: delete the points of frames this repair dropped and of the clips built
-    from them (a search would return what the catalogs no longer hold). A Qdrant server is
-    left alone: it may serve more than this workspace."""
-    if settings.qdrant_url:
-        return
-    from skysearch.ingest.catalog import read_frames
-    from skysearch.ingest.clips import read_clips
-    from skysearch.retrieval.store import open_store
-    from skysearch.retrieval.store.schema import CLIPS, FRAMES
-
-    workspace = settings.workspace
-    known = {
-        FRAMES: set(read_frames(workspace, columns=["frame_id"])["frame_id"].to_pylist()),
-        CLIPS: set(read_clips(workspace, columns=["clip_id"])["clip_id"].to_pylist()),
-    }
-    with open_store(settings) as store:
-        for name in set(known) & set(store.collections()):
-            stale = [r.id for r in store.scroll(name) if r.id not in known[name]]
-            if stale:
-                store.delete_ids(name, stale)
-                done = f"deleted {len(stale)} points of {name} no longer in the catalog"
-                report.actions.append(
-                    Action(str(workspace.store_dir / name), "points of dropped frames", done, True)
-                )
-
-
 def _rebuild_clip_spec(workspace: Workspace, sat_dir: Path, name: str) -> tuple[str, bool]:
     """Build the clips of one spec file name (``ir+wv_12x60m.parquet``) of one satellite
     again, with the tolerance its other years were built with (or it was asked with). A
@@ -441,52 +414,3 @@ def _rebuild_clip_spec(workspace: Workspace, sat_dir: Path, name: str) -> tuple[
             False,
         )
     return f"rebuilt: {result.clips_total} clips", True
-
-
-def _vector_store(settings: Settings, report: RepairReport) -> None:
-    """Embedded store: set aside collections that no longer open or read back whole (deep
-    checks); re-index them with the registered models."""
-    if settings.qdrant_url:
-        return  # a Qdrant server keeps (and checks) its own data
-    from skysearch.retrieval.store import open_store
-    from skysearch.retrieval.store.embedded import EmbeddedStore
-    from skysearch.retrieval.store.health import collection_problem
-
-    store = open_store(settings)
-    try:
-        assert isinstance(store, EmbeddedStore)
-        problems = {
-            name: collection_problem(store, name, deep=True) for name in store.collections()
-        }
-        broken = [(name, problem) for name, problem in problems.items() if problem]
-    finally:
-        store.close()
-    for name, error in broken:
-        path = settings.workspace.store_dir / name
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        aside = settings.workspace.root / DAMAGED_STORE / f"{name}-{stamp}"
-        aside.parent.mkdir(exist_ok=True)
-        path.replace(aside)
-        done, ok = _reindex(settings, name)
-        report.actions.append(Action(str(path), error, f"set aside as {aside}; {done}", ok))
-
-
-def _reindex(settings: Settings, collection: str) -> tuple[str, bool]:
-    """Index a collection again with every registered model that fills it."""
-    from skysearch.retrieval.indexing.catalogs import CATALOG_COLLECTIONS, catalog_models
-
-    if collection not in CATALOG_COLLECTIONS:
-        return f"not re-indexed: index the {collection} again from their source", False
-    kind, index = CATALOG_COLLECTIONS[collection]
-    models = catalog_models(settings.workspace, collection)
-    if not models:
-        return f"not re-indexed: no {kind} model registered", False
-    said, ok = [], True
-    for record in models:
-        try:
-            result = index(settings, record.model_id)
-            said.append(f"{record.model_id}: {result.written} points")
-        except SkySearchError as exc:
-            said.append(f"{record.model_id}: {exc}")
-            ok = False
-    return "re-indexed " + "; ".join(said), ok

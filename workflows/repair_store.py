@@ -1,0 +1,121 @@
+"""The embedded vector store's part of ``skysearch repair``: collections that no longer open or
+read back whole are set aside and re-indexed; points of frames the repair dropped are deleted.
+A Qdrant server is left alone (it keeps and checks its own data, and may serve more than this
+workspace)."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+from skysearch.workflows.repair import Action
+
+from skysearch.config import Settings
+from skysearch.errors import SkySearchError
+
+DAMAGED_STORE = ".damaged-store"  # collections set aside, beside (not in) the store folder
+REINDEXING = ".reindexing"  # beside a collection set aside whose re-index has not finished
+
+
+def vector_store(settings: Settings) -> list[Action]:
+    """Embedded store: set aside collections that no longer open or read back whole (deep
+    checks); re-index them with the registered models."""
+    if settings.qdrant_url:
+        return []  # a Qdrant server keeps (and checks) its own data
+    from skysearch.retrieval.store import open_store
+    from skysearch.retrieval.store.embedded import EmbeddedStore
+    from skysearch.retrieval.store.health import collection_problem
+
+    store = open_store(settings)
+    try:
+        assert isinstance(store, EmbeddedStore)
+        problems = {
+            name: collection_problem(store, name, deep=True) for name in store.collections()
+        }
+        broken = [(name, problem) for name, problem in problems.items() if problem]
+    finally:
+        store.close()
+    actions = []
+    store_dir, set_aside = settings.workspace.store_dir, settings.workspace.root / DAMAGED_STORE
+    for marker in sorted(set_aside.glob(f"*{REINDEXING}")):  # a repair stopped midway
+        aside = marker.with_name(marker.name.removesuffix(REINDEXING))
+        if not aside.exists():  # stopped before the collection moved: found broken again
+            marker.unlink()
+            continue
+        name = aside.name.rsplit("-", 1)[0]
+        done, ok = _reindex_set_aside(settings, name, aside)
+        problem = f"set aside as {aside} by a repair that stopped before re-indexing it"
+        actions.append(Action(str(store_dir / name), problem, done, ok))
+    for name, error in broken:
+        path = store_dir / name
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        aside = set_aside / f"{name}-{stamp}"
+        set_aside.mkdir(exist_ok=True)
+        aside.with_name(aside.name + REINDEXING).touch()  # until re-indexed
+        path.replace(aside)
+        done, ok = _reindex_set_aside(settings, name, aside)
+        actions.append(Action(str(path), error, f"set aside as {aside}; {done}", ok))
+    return actions
+
+
+def _reindex_set_aside(settings: Settings, name: str, aside: Path) -> tuple[str, bool]:
+    """Re-index a collection set aside, then delete its damaged copy (kept when the re-index
+    fails: said). The marker beside it goes when the re-index has run: a repair killed
+    meanwhile leaves it, and the next one re-indexes."""
+    done, ok = _reindex(settings, name)
+    if ok:
+        shutil.rmtree(aside)
+        done += f"; deleted {aside}"
+    aside.with_name(aside.name + REINDEXING).unlink()
+    return done, ok
+
+
+def _reindex(settings: Settings, collection: str) -> tuple[str, bool]:
+    """Index a collection again with every registered model that fills it."""
+    from skysearch.retrieval.indexing.catalogs import CATALOG_COLLECTIONS, catalog_models
+
+    if collection not in CATALOG_COLLECTIONS:
+        return f"not re-indexed: index the {collection} again from their source", False
+    kind, index = CATALOG_COLLECTIONS[collection]
+    models = catalog_models(settings.workspace, collection)
+    if not models:
+        return f"not re-indexed: no {kind} model registered", False
+    said, ok = [], True
+    for record in models:
+        try:
+            result = index(settings, record.model_id)
+            said.append(f"{record.model_id}: {result.written} points")
+        except SkySearchError as exc:
+            said.append(f"{record.model_id}: {exc}")
+            ok = False
+    return "re-indexed " + "; ".join(said), ok
+
+
+def stale_points(settings: Settings) -> list[Action]:
+    """Embedded store: delete the points of frames this repair dropped and of the clips built
+    from them (a search would return what the catalogs no longer hold). A Qdrant server is
+    left alone: it may serve more than this workspace."""
+    if settings.qdrant_url:
+        return []
+    from skysearch.ingest.catalog import read_frames
+    from skysearch.ingest.clips import read_clips
+    from skysearch.retrieval.store import open_store
+    from skysearch.retrieval.store.schema import CLIPS, FRAMES
+
+    workspace = settings.workspace
+    known = {
+        FRAMES: set(read_frames(workspace, columns=["frame_id"])["frame_id"].to_pylist()),
+        CLIPS: set(read_clips(workspace, columns=["clip_id"])["clip_id"].to_pylist()),
+    }
+    actions = []
+    with open_store(settings) as store:
+        for name in set(known) & set(store.collections()):
+            stale = [r.id for r in store.scroll(name) if r.id not in known[name]]
+            if stale:
+                store.delete_ids(name, stale)
+                done = f"deleted {len(stale)} points of {name} no longer in the catalog"
+                actions.append(
+                    Action(str(workspace.store_dir / name), "points of dropped frames", done, True)
+                )
+    return actions
