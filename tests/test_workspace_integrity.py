@@ -652,25 +652,50 @@ def test_damaged_points_of_the_engine_are_found_deeply_and_re_indexed(part, base
     assert (ws / ".damaged-store").is_dir()
 
 
-def test_a_repair_killed_before_re_indexing_a_set_aside_collection_is_finished_by_the_next(
-    base, tmp_path, cli
-):
-    """Killed between setting a collection aside and re-indexing it, a repair left an empty
-    (or no) collection that the next repair called whole ("0 remain") while searches found
-    nothing. The marker beside the set-aside copy makes the next repair re-index."""
+def _frame_model(ws: Path) -> str:
+    """A seeded, untrained GOES IR frame model, registered; its id."""
     import torch
     from skysearch.encoders.factory import save_model
     from skysearch.encoders.models.frame import FrameEncoderConfig, build_frame_encoder
 
     from skysearch.config import Workspace
 
-    ws = tmp_path / "ws"
-    shutil.copytree(base, ws)
     frame = FrameEncoderConfig(channels=["ir"], height=234, width=360)
     torch.manual_seed(0)
     encoder = build_frame_encoder(frame.to_dict(), pretrained=False)
     data = {"satellite": "goes-east", "channels": ["ir"]}
-    save_model(Workspace(ws), "frame", encoder, {"frame": frame.to_dict(), "data": data})
+    config = {"frame": frame.to_dict(), "data": data}
+    return save_model(Workspace(ws), "frame", encoder, config).model_id
+
+
+def test_models_a_registry_no_longer_lists_are_said_and_registered_again(base, tmp_path, cli):
+    """A registry emptied by hand: doctor said "none trained" and every search "train one"
+    while the checkpoints sat in models/; repair found nothing to do."""
+    ws = tmp_path / "ws"
+    shutil.copytree(base, ws)
+    model_id = _frame_model(ws)
+    (ws / "models" / "registry.json").write_text('{"models": []}')
+    doctor = cli("doctor", "-w", ws, "--json")
+    (check,) = [c for c in json.loads(doctor.stdout)["checks"] if c["name"] == "models"]
+    assert check["status"] == "fail" and check["detail"].endswith(f"does not list: {model_id}")
+    result = cli("repair", "-w", ws, "--json")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    (action,) = json.loads(result.stdout)["actions"]
+    assert action["done"] == f"registered {model_id}" and action["ok"], action
+    doctor = json.loads(cli("doctor", "-w", ws, "--json").stdout)
+    (check,) = [c for c in doctor["checks"] if c["name"] == "frame model"]
+    assert check["status"] == "ok" and model_id in check["detail"]
+
+
+def test_a_repair_killed_before_re_indexing_a_set_aside_collection_is_finished_by_the_next(
+    base, tmp_path, cli
+):
+    """Killed between setting a collection aside and re-indexing it, a repair left an empty
+    (or no) collection that the next repair called whole ("0 remain") while searches found
+    nothing. The marker beside the set-aside copy makes the next repair re-index."""
+    ws = tmp_path / "ws"
+    shutil.copytree(base, ws)
+    _frame_model(ws)
     assert cli("index", "frames", "-w", ws).exit_code == 0
     aside = ws / ".damaged-store" / "frames-20261202T000000Z"
     aside.parent.mkdir()

@@ -18,7 +18,7 @@ from skysearch.workflows.demo import REPO_SAMPLE
 from skysearch.workflows.update_state import LOCK_FILE, STATE_FILE, last_run
 
 from skysearch.config import Settings
-from skysearch.errors import DamagedError, SkySearchError, StoreInUse
+from skysearch.errors import DamagedError, SkySearchError, StoreInUse, some_of
 
 OK, TODO, FAIL = "ok", "todo", "fail"
 
@@ -115,9 +115,14 @@ def _models(settings: Settings, deep: bool) -> list[Check]:
 
     records = list_models(settings.workspace)
     registry_file = settings.workspace.models_dir / REGISTRY_FILE
-    if not registry_file.exists() and (found := model_folders(settings.workspace)):
+    found = model_folders(settings.workspace)
+    if not registry_file.exists() and found:
         detail = f"{len(found)} trained model folders, no model registry (deleted?)"
         return [Check("models", FAIL, detail, f"skysearch repair -w {settings.workspace.root}")]
+    listed = {r.directory(settings.workspace).resolve() for r in records}
+    unlisted = [  # deep: repair registers only whole ones (not those it unregistered)
+        f.name for f in found if f.resolve() not in listed and not checkpoint_problem(f, True)
+    ]
     broken = [
         Check(
             f"{r.kind} model",
@@ -135,6 +140,10 @@ def _models(settings: Settings, deep: bool) -> list[Check]:
         "predictor": "skysearch train predictor (only for search clip --augment)",
     }
     out = []
+    if unlisted:  # a registry emptied or edited by hand: searches would say "train one"
+        detail = f"{len(unlisted)} trained model folders the registry does not list: "
+        fix = f"skysearch repair -w {settings.workspace.root} (registers them again)"
+        out.append(Check("models", FAIL, detail + some_of(unlisted), fix))
     for kind, fix in fixes.items():
         mine = [r for r in records if r.kind == kind]
         if mine:

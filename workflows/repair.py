@@ -294,13 +294,21 @@ def _reingest(
 
 def _registry(workspace: Workspace, report: RepairReport) -> None:
     """A model registry that is damaged, or missing while checkpoint folders hold models, is
-    rebuilt from those folders (every whole checkpoint registered again)."""
+    rebuilt from those folders (every whole checkpoint registered again); whole checkpoints
+    a readable registry does not list (emptied by hand?) are registered again."""
     from skysearch.encoders import registry
 
     path = workspace.models_dir / registry.REGISTRY_FILE
     try:
-        registry.list_models(workspace)
+        listed = {r.model_id for r in registry.list_models(workspace)}
         if path.exists():
+            records = registry.records_from_folders(workspace)[0]
+            unlisted = [r for r in records if r.model_id not in listed]
+            if unlisted:
+                registry.restore(workspace, unlisted)
+                ids = ", ".join(r.model_id for r in unlisted)
+                problem = f"{len(unlisted)} whole model folders it does not list"
+                report.actions.append(Action(str(path), problem, f"registered {ids}", True))
             return
         problem = "missing"
     except DamagedError as exc:
