@@ -79,6 +79,9 @@ def rebuild_array(
     by_row = {r["store_row"]: r for r in rows.to_pylist()}
     needed = max(by_row) + 1
     data = folder / DATA_FILE
+    for path in (data, folder / CRC_FILE, folder / META_FILE):
+        if path.is_dir():  # a folder where the file should be: kept aside, never written into
+            path.replace(path.with_name(f".{path.name}.damaged-folder"))
     old_rows = min(needed, data.stat().st_size // frame_bytes if data.exists() else 0)
     old = np.memmap(data, np.uint8, "r", shape=(old_rows, frame_bytes)) if old_rows else None
     crcs = read_crcs(folder / CRC_FILE, old_rows)

@@ -100,6 +100,11 @@ DAMAGE: dict[str, tuple[Callable[[Path], None], str, list[str]]] = {
         str(FRAMES / "frames.u8"),
         FROM_FRAMES,
     ),
+    "frames.u8 a folder": (
+        lambda ws: _folder_for(ws / FRAMES / "frames.u8"),
+        str(FRAMES / "frames.u8"),
+        FROM_FRAMES,
+    ),
     "meta.json with wrong dimensions": (
         lambda ws: (ws / FRAMES / "meta.json").write_text('{"height": 360, "width": 234}'),
         str(FRAMES / "meta.json"),
