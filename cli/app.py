@@ -85,6 +85,19 @@ def console_main() -> None:
 INTERNAL_ERROR = 3
 
 
+#: OSErrors a user's files cause, and what to look at.
+_NO_WRITE = "no permission to write there (a read-only or another user's workspace?)"
+_WRONG_KIND = "a file where a folder belongs, or the reverse"
+_WORKSPACE_ERRNOS = {
+    errno.EACCES: _NO_WRITE,
+    errno.EPERM: _NO_WRITE,
+    errno.EROFS: "the file system is read-only",
+    errno.EEXIST: _WRONG_KIND,
+    errno.ENOTDIR: _WRONG_KIND,
+    errno.EISDIR: _WRONG_KIND,
+}
+
+
 def _internal_error() -> NoReturn:
     """The traceback (what a bug report needs), one line saying what to do, exit code 3."""
     traceback.print_exc()
@@ -135,12 +148,20 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         code = 130
     except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-            _internal_error()
         # Jobs write atomically or commit in steps a re-run resumes: nothing to repair, so
         # caught once here rather than around every write.
         where = f" ({exc.filename})" if exc.filename else ""
-        typer.echo(f"error: no space left on device{where}: free space and re-run", err=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            typer.echo(f"error: no space left on device{where}: free space and re-run", err=True)
+        elif exc.errno in _WORKSPACE_ERRNOS:  # the files around a job, not the job's logic
+            why = _WORKSPACE_ERRNOS[exc.errno]
+            typer.echo(
+                f"error: {exc.strerror or exc}{where}: {why}; `skysearch doctor` checks the "
+                "workspace; then re-run",
+                err=True,
+            )
+        else:
+            _internal_error()
         sys.exit(2)
     except Exception:  # noqa: BLE001 - a bug, not a user's mistake: see _internal_error
         _internal_error()

@@ -824,6 +824,23 @@ def test_disk_full_during_ingest_is_one_line_and_a_rerun_recovers(
     assert_same_catalog(ws, Path(world["ws"]))
 
 
+def test_a_file_where_the_workspace_keeps_a_folder_is_one_line(cli, tmp_path):
+    """`reports` replaced by a file: the run ended in a traceback after it had ingested."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for path in sorted((GOES / "infrared").glob("*.GIF"))[:2]:
+        shutil.copy(path, src / path.name)
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "reports").write_text("not a folder")
+    done = cli("ingest", src, "-w", ws)
+    assert "Traceback" not in done.stderr and done.exit_code == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: File exists ({ws / 'reports'}): a file where a folder belongs, or the reverse; "
+        "`skysearch doctor` checks the workspace; then re-run"
+    )
+
+
 def _mount_tmpfs(folder: Path, size: str) -> None:
     options = f"size={size}" if not os.path.ismount(folder) else f"remount,size={size}"
     subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], check=True)
