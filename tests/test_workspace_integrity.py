@@ -657,6 +657,19 @@ def test_damaged_points_of_the_engine_are_found_deeply_and_re_indexed(part, base
     assert (ws / ".damaged-store").is_dir()
 
 
+def test_a_file_in_place_of_the_store_folder_is_said(base, tmp_path, cli):
+    """It read as an empty store: doctor said "store ok", searches "run skysearch index"."""
+    ws = tmp_path / "ws"
+    shutil.copytree(base, ws)
+    shutil.rmtree(ws / "store", ignore_errors=True)
+    (ws / "store").write_text("hi")
+    doctor = cli("doctor", "-w", ws, "--json")
+    (check,) = [c for c in json.loads(doctor.stdout)["checks"] if c["name"] == "store"]
+    assert check["status"] == "fail" and "is not a folder: move that file away" in check["detail"]
+    error = one_error_line(cli("store", "info", "-w", ws))
+    assert f"the embedded store {ws / 'store'} is not a folder" in error
+
+
 def _frame_model(ws: Path) -> str:
     """A seeded, untrained GOES IR frame model, registered; its id."""
     import torch

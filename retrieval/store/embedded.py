@@ -130,6 +130,11 @@ class EmbeddedStore(VectorStore):
 
     def __init__(self, root: Path, params: EdgeIndexParams | None = None) -> None:
         self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():  # it read as "nothing indexed yet"
+            raise StoreError(
+                f"the embedded store {self.root} is not a folder: move that file away (the "
+                "store is rebuilt by skysearch index frames|clips|scenes, or update)"
+            )
         self.params = params or EdgeIndexParams()
         self._shards: dict[str, qe.EdgeShard] = {}
         self._vector_sizes: dict[str, dict[str, int]] = {}  # read from edge_config.json
