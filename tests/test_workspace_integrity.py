@@ -686,6 +686,26 @@ def _frame_model(ws: Path) -> str:
     return save_model(Workspace(ws), "frame", encoder, config).model_id
 
 
+def test_a_search_of_a_collection_without_the_models_points_says_so(base, tmp_path, cli):
+    """A collection created by an index run killed before it wrote (or emptied): search
+    answered "no results (loosen the filters?)" with exit 0."""
+    from skysearch.retrieval.store import open_store
+
+    from skysearch.config import load_settings
+
+    ws = tmp_path / "ws"
+    shutil.copytree(base, ws)
+    model_id = _frame_model(ws)
+    assert cli("index", "frames", "-w", ws).exit_code == 0
+    with open_store(load_settings(workspace=ws)) as store:
+        store.delete_ids("frames", [r.id for r in store.scroll("frames")])
+    error = one_error_line(cli("search", "frame", "--at", "2017-09-07T00:45Z", "-w", ws))
+    assert error == (
+        f"error: the frames collection holds no vector of model {model_id} yet (an index run "
+        f"stopped early?): run `skysearch index frames --model {model_id}`"
+    )
+
+
 def test_models_a_registry_no_longer_lists_are_said_and_registered_again(base, tmp_path, cli):
     """A registry emptied by hand: doctor said "none trained" and every search "train one"
     while the checkpoints sat in models/; repair found nothing to do."""

@@ -244,7 +244,7 @@ class Searcher:
             with timer("search"):
                 hits = store.search(CLIPS, vector, k=fetch, filters=filters, vector_name=vname)
         if not hits:
-            check_matchable(store, CLIPS, filters)
+            check_matchable(store, CLIPS, filters, vname)
         items = [clip_item(i + 1, h, data, self.queries.clip_rows) for i, h in enumerate(hits)]
         if options.augment:  # hit scores are fused scores, not cosines
             for item in items:
@@ -371,7 +371,7 @@ class Searcher:
                 vector_name=record.model_id,
             )
         if not hits:
-            check_matchable(store, FRAMES, filters)
+            check_matchable(store, FRAMES, filters, record.model_id)
         items = [frame_item(i + 1, h) for i, h in enumerate(hits)]
         ranked_by = "vector"
         if options.rerank and items:

@@ -23,11 +23,20 @@ _PLACE = {
 _TIME_FILTERS = ("start", "end", "months", "hours", "day_of_year")
 
 
-def check_matchable(store: VectorStore, collection: str, filters: SearchFilters) -> None:
-    """After a search found nothing: NotFoundError for a bbox filter when no point of
-    ``collection`` has a place, a time filter when none has a time, or a best-track filter
-    when none has a track, since such a filter matches nothing however wide (a count each)."""
-    from skysearch.retrieval.store.filters import SearchFilters
+def check_matchable(
+    store: VectorStore, collection: str, filters: SearchFilters, vector_name: str | None = None
+) -> None:
+    """After a search found nothing: NotFoundError when no point of a catalog ``collection``
+    holds a vector of the model searched (an index run stopped early), for a bbox filter when no
+    point has a place, a time filter when none has a time, or a best-track filter when none
+    has a track, since such a filter matches nothing however wide (a count each)."""
+    from skysearch.retrieval.store.filters import SearchFilters, holding_vector
+
+    if vector_name and not store.count(collection, holding_vector(vector_name)):
+        raise NotFoundError(
+            f"the {collection} collection holds no vector of model {vector_name} yet (an index "
+            f"run stopped early?): run `skysearch index {collection} --model {vector_name}`"
+        )
 
     what = collection.removesuffix("s")
     tracked = [name for name in ("min_class", "max_pressure") if getattr(filters, name)]
