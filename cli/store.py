@@ -146,7 +146,8 @@ def import_cmd(
     ] = True,
     json_out: JsonOption = False,
 ) -> None:
-    """Import an export into the configured store (recreates collections and payload indexes).
+    """Import an export into the configured store: points are added to (or replace those of the
+    same id in) its collections, which are created with their payload indexes where missing.
 
     Idempotent: points keep their ids, so a re-run (or a run after a killed one) ends the same.
 

@@ -112,7 +112,9 @@ def load_settings(
     try:
         layers = layers_reading(path)(**given)
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise UsageError(f"cannot read {path}: {exc}") from None
+        bom = _starts_with_bom(path)  # what some Windows editors write first; TOML forbids it
+        hint = ": it starts with a byte-order mark; save it as UTF-8 without BOM" if bom else ""
+        raise UsageError(f"cannot read {path}: {exc}{hint}") from None
     except ValidationError as exc:  # only a TOML key or value can be wrong
         error = exc.errors()[0]
         names = {f.validation_alias: name for name, f in Layers.model_fields.items()}
@@ -143,3 +145,11 @@ def load_settings(
         device=layers.device,
         extra={key: value for key in TUNING if (value := getattr(layers, key)) is not None},
     )
+
+
+def _starts_with_bom(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            return fh.read(3) == b"\xef\xbb\xbf"
+    except OSError:
+        return False

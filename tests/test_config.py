@@ -89,6 +89,11 @@ def test_the_store_memory_tier_reaches_the_embedded_store(here, monkeypatch):
     [
         (b"\xff\xfe", "cannot read {path}: 'utf-8' codec can't decode byte 0xff"),
         (b"workspace = \n", "cannot read {path}: Invalid value (at line 1, column 13)"),
+        (  # a Windows editor's byte-order mark
+            b'\xef\xbb\xbfworkspace = "ws"\n',
+            "cannot read {path}: Invalid statement (at line 1, column 1): it starts with a "
+            "byte-order mark; save it as UTF-8 without BOM",
+        ),
         (b"workspace = 5\n", "{path}: workspace must be a string, got 5"),
         (b'qdrant_url = ["a"]\n', "{path}: qdrant_url must be a string, got ['a']"),
         (b'qdrant-url = "http://q:6333"\n', "{path}: unknown setting 'qdrant-url' (settings: "),

@@ -364,10 +364,10 @@ def diagnose(settings: Settings, deep: bool = False) -> list[Check]:
             f"make {root / STATE_FILE} and {root / LOCK_FILE} readable",
         )
         checks += _run("models", lambda: _models(settings, deep), repair, repair)
-        checks += _run(
-            "store",
-            lambda: _store(settings, deep),
-            "see the detail; a Qdrant server: check QDRANT_URL and that it runs",
-            repair,
+        store_fix = (
+            "see the detail; check QDRANT_URL and that the server runs"
+            if settings.qdrant_url
+            else f"see the detail; {repair} (re-index the collection)"
         )
+        checks += _run("store", lambda: _store(settings, deep), store_fix, repair)
     return checks
