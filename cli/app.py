@@ -8,6 +8,7 @@ import gc
 import sys
 import traceback
 import warnings
+from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
@@ -86,7 +87,7 @@ INTERNAL_ERROR = 3
 
 
 #: OSErrors a user's files cause, and what to look at.
-_NO_WRITE = "no permission to write there (a read-only or another user's workspace?)"
+_NO_WRITE = "no permission (a read-only or another user's workspace?)"
 _WRONG_KIND = "a file where a folder belongs, or the reverse"
 _WORKSPACE_ERRNOS = {
     errno.EACCES: _NO_WRITE,
@@ -96,6 +97,22 @@ _WORKSPACE_ERRNOS = {
     errno.ENOTDIR: _WRONG_KIND,
     errno.EISDIR: _WRONG_KIND,
 }
+
+
+def _caused_by_files(exc: OSError) -> bool:
+    """An OSError of one path that the files on disk explain: a permission or read-only file
+    system, or a file found where a folder belongs (or the reverse), seen on disk now. Anything
+    else (two-path calls such as os.link, a claim the disk does not bear out) is a bug."""
+    if exc.errno not in _WORKSPACE_ERRNOS or not exc.filename or exc.filename2:
+        return False
+    path = Path(exc.filename)
+    if exc.errno == errno.EEXIST:  # mkdir over a file
+        return path.exists() and not path.is_dir()
+    if exc.errno == errno.EISDIR:
+        return path.is_dir()
+    if exc.errno == errno.ENOTDIR:  # a parent is a file
+        return any(p.exists() and not p.is_dir() for p in path.parents)
+    return True
 
 
 def _internal_error() -> NoReturn:
@@ -153,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
         where = f" ({exc.filename})" if exc.filename else ""
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             typer.echo(f"error: no space left on device{where}: free space and re-run", err=True)
-        elif exc.errno in _WORKSPACE_ERRNOS:  # the files around a job, not the job's logic
+        elif _caused_by_files(exc):  # the files around a job, not the job's logic
             why = _WORKSPACE_ERRNOS[exc.errno]
             typer.echo(
                 f"error: {exc.strerror or exc}{where}: {why}; `skysearch doctor` checks the "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +82,8 @@ def rebuild_array(
     data = folder / DATA_FILE
     for path in (data, folder / CRC_FILE, folder / META_FILE):
         if path.is_dir():  # a folder where the file should be: kept aside, never written into
-            path.replace(path.with_name(f".{path.name}.damaged-folder"))
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+            path.replace(path.with_name(f".{path.name}.damaged-folder-{stamp}"))
     old_rows = min(needed, data.stat().st_size // frame_bytes if data.exists() else 0)
     old = np.memmap(data, np.uint8, "r", shape=(old_rows, frame_bytes)) if old_rows else None
     crcs = read_crcs(folder / CRC_FILE, old_rows)

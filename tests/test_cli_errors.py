@@ -841,6 +841,24 @@ def test_a_file_where_the_workspace_keeps_a_folder_is_one_line(cli, tmp_path):
     )
 
 
+def test_only_os_errors_the_disk_explains_are_taken_for_the_users_files(tmp_path):
+    """A file where a folder belongs, seen on disk, is the user's to fix; the same errno from
+    a two-path call (os.link racing a compaction) or with nothing wrong on disk is a bug, and
+    keeps its traceback."""
+    from skysearch.cli.app import _caused_by_files
+
+    a_file, a_folder = tmp_path / "reports", tmp_path / "folder"
+    a_file.write_text("x")
+    a_folder.mkdir()
+    assert _caused_by_files(OSError(errno.EEXIST, "File exists", str(a_file)))
+    assert not _caused_by_files(OSError(errno.EEXIST, "File exists", str(a_folder)))
+    assert not _caused_by_files(OSError(errno.EEXIST, "File exists", str(a_file), None, "b"))
+    assert _caused_by_files(OSError(errno.ENOTDIR, "Not a directory", str(a_file / "x")))
+    assert not _caused_by_files(OSError(errno.ENOTDIR, "Not a directory", str(a_folder / "x")))
+    assert _caused_by_files(OSError(errno.EACCES, "Permission denied", str(a_file)))
+    assert not _caused_by_files(OSError(errno.EIO, "Input/output error", str(a_file)))
+
+
 def _mount_tmpfs(folder: Path, size: str) -> None:
     options = f"size={size}" if not os.path.ismount(folder) else f"remount,size={size}"
     subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], check=True)

@@ -400,7 +400,13 @@ def test_damaged_store_collection_is_set_aside_and_said(config, base, tmp_path, 
     assert result.exit_code == 1
     (action,) = json.loads(result.stdout)["actions"]
     assert action["path"] == str(ws / "store" / "clips") and not action["ok"]
-    assert action["done"].endswith("not re-indexed: no clip model registered")
+    assert "not re-indexed: no clip model registered (kept " in action["done"]
+    again = cli("repair", "-w", ws, "--json")  # said again until a model re-indexes it ...
+    assert again.exit_code == 1 and "did not finish re-indexing" in again.stdout
+    for aside in (ws / ".damaged-store").glob("clips-*[0-9]Z"):
+        shutil.rmtree(aside)  # ... or the loss is accepted
+    accepted = cli("repair", "-w", ws, "--json")
+    assert accepted.exit_code == 0 and json.loads(accepted.stdout)["actions"] == []
     doctor = json.loads(cli("doctor", "-w", ws, "--json").stdout)
     assert [c for c in doctor["checks"] if c["name"] == "store"][0]["status"] == "ok"
 
@@ -668,6 +674,10 @@ def test_a_file_in_place_of_the_store_folder_is_said(base, tmp_path, cli):
     assert check["status"] == "fail" and "is not a folder: move that file away" in check["detail"]
     error = one_error_line(cli("store", "info", "-w", ws))
     assert f"the embedded store {ws / 'store'} is not a folder" in error
+    repaired = cli("repair", "-w", ws, "--json")  # the files are checked; the store is said
+    assert repaired.exit_code == 1 and "Traceback" not in repaired.stderr, repaired.stderr
+    (action,) = json.loads(repaired.stdout)["actions"]
+    assert action["path"] == str(ws / "store") and "is not a folder" in action["problem"]
 
 
 def _frame_model(ws: Path) -> str:
@@ -716,6 +726,7 @@ def test_models_a_registry_no_longer_lists_are_said_and_registered_again(base, t
     doctor = cli("doctor", "-w", ws, "--json")
     (check,) = [c for c in json.loads(doctor.stdout)["checks"] if c["name"] == "models"]
     assert check["status"] == "fail" and check["detail"].endswith(f"does not list: {model_id}")
+    assert "frame model" not in [c["name"] for c in json.loads(doctor.stdout)["checks"]]
     result = cli("repair", "-w", ws, "--json")
     assert result.exit_code == 0, result.stdout + result.stderr
     (action,) = json.loads(result.stdout)["actions"]
@@ -743,7 +754,7 @@ def test_a_repair_killed_before_re_indexing_a_set_aside_collection_is_finished_b
     result = cli("repair", "-w", ws, "--json")
     assert result.exit_code == 0, result.stdout + result.stderr
     (action,) = json.loads(result.stdout)["actions"]
-    assert "by a repair that stopped before re-indexing it" in action["problem"], action
+    assert "by a repair that did not finish re-indexing it" in action["problem"], action
     assert action["ok"] and action["done"].endswith(f"deleted {aside}"), action
     assert not list(aside.parent.iterdir())  # copy and marker gone
     info = cli("store", "info", "-w", ws, "--json")

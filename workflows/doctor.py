@@ -120,9 +120,11 @@ def _models(settings: Settings, deep: bool) -> list[Check]:
         detail = f"{len(found)} trained model folders, no model registry (deleted?)"
         return [Check("models", FAIL, detail, f"skysearch repair -w {settings.workspace.root}")]
     listed = {r.directory(settings.workspace).resolve() for r in records}
-    unlisted = [  # deep: repair registers only whole ones (not those it unregistered)
-        f.name for f in found if f.resolve() not in listed and not checkpoint_problem(f, True)
-    ]
+    unlisted = {  # deep: repair registers only whole ones (not those it unregistered)
+        f.name: config["kind"]
+        for f, config in found.items()
+        if f.resolve() not in listed and not checkpoint_problem(f, True)
+    }
     broken = [
         Check(
             f"{r.kind} model",
@@ -143,14 +145,14 @@ def _models(settings: Settings, deep: bool) -> list[Check]:
     if unlisted:  # a registry emptied or edited by hand: searches would say "train one"
         detail = f"{len(unlisted)} trained model folders the registry does not list: "
         fix = f"skysearch repair -w {settings.workspace.root} (registers them again)"
-        out.append(Check("models", FAIL, detail + some_of(unlisted), fix))
+        out.append(Check("models", FAIL, detail + some_of(list(unlisted)), fix))
     for kind, fix in fixes.items():
         mine = [r for r in records if r.kind == kind]
         if mine:
             out.append(
                 Check(f"{kind} model", OK, f"{len(mine)} trained, latest {mine[-1].model_id}")
             )
-        else:
+        elif kind not in unlisted.values():  # else trained, only not registered: said above
             out.append(Check(f"{kind} model", TODO, "none trained", fix))
     return broken + out
 

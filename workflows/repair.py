@@ -2,7 +2,8 @@
 
 Runs the deep checks (``skysearch.ingest.integrity``), then, per damaged file:
 
-- frame-store array (``frames.u8``, ``frames.crc``, ``meta.json``): rows whose checksum still
+- frame-store array (``frames.u8``, ``frames.crc``, ``meta.json``; a folder in place of one is
+  moved aside): rows whose checksum still
   matches are kept, the others decoded again from the catalog's source file (only when the
   file's SHA-256 is still the one ingested); frames whose source is gone or changed are
   dropped from the catalog and listed;
@@ -21,7 +22,8 @@ Runs the deep checks (``skysearch.ingest.integrity``), then, per damaged file:
 - frames dropped (their sources gone): their points, and those of the clips built from them,
   are deleted from the embedded store;
 - the model registry, damaged or deleted: rebuilt from the checkpoint folders (each whole
-  checkpoint registered again; the damaged file kept beside it);
+  checkpoint registered again; the damaged file kept beside it); whole checkpoint folders a
+  readable registry does not list (emptied by hand) are registered again;
 - a model whose checkpoint is damaged (config, weights, or their checksum) is unregistered:
   weights cannot be rebuilt, only trained again (reported as not repaired, exit code 1);
 - the embedded store held by another process (``skysearch serve``): not checked, said (stop
@@ -39,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from skysearch.config import Settings, Workspace
-from skysearch.errors import DamagedError, SkySearchError, StoreInUse, UsageError
+from skysearch.errors import DamagedError, SkySearchError, StoreError, StoreInUse, UsageError
 
 if TYPE_CHECKING:
     from skysearch.ingest.framestore import StoreWriter
@@ -129,6 +131,10 @@ def repair_workspace(
             pending.touch()
         done = f"{exc}; then run repair again for the store"
         report.actions.append(Action(exc.path, IN_USE, done, False))
+    except StoreError as exc:  # e.g. a file where the store folder belongs: said, not a crash
+        if report.lost_frames:
+            pending.touch()
+        report.actions.append(Action(str(workspace.store_dir), str(exc), "not repaired", False))
     report.remaining = [p.to_dict() for p in check_workspace(workspace, deep=True)]
     report.seconds = round(time.perf_counter() - started, 3)
     return report

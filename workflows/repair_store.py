@@ -12,7 +12,7 @@ from pathlib import Path
 from skysearch.workflows.repair import Action
 
 from skysearch.config import Settings
-from skysearch.errors import SkySearchError
+from skysearch.errors import SkySearchError, StoreInUse
 
 DAMAGED_STORE = ".damaged-store"  # collections set aside, beside (not in) the store folder
 REINDEXING = ".reindexing"  # beside a collection set aside whose re-index has not finished
@@ -36,17 +36,8 @@ def vector_store(settings: Settings) -> list[Action]:
         broken = [(name, problem) for name, problem in problems.items() if problem]
     finally:
         store.close()
-    actions = []
+    actions, whole, tried = [], set(), set()
     store_dir, set_aside = settings.workspace.store_dir, settings.workspace.root / DAMAGED_STORE
-    for marker in sorted(set_aside.glob(f"*{REINDEXING}")):  # a repair stopped midway
-        aside = marker.with_name(marker.name.removesuffix(REINDEXING))
-        if not aside.exists():  # stopped before the collection moved: found broken again
-            marker.unlink()
-            continue
-        name = aside.name.rsplit("-", 1)[0]
-        done, ok = _reindex_set_aside(settings, name, aside)
-        problem = f"set aside as {aside} by a repair that stopped before re-indexing it"
-        actions.append(Action(str(store_dir / name), problem, done, ok))
     for name, error in broken:
         path = store_dir / name
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -56,19 +47,36 @@ def vector_store(settings: Settings) -> list[Action]:
         path.replace(aside)
         done, ok = _reindex_set_aside(settings, name, aside)
         actions.append(Action(str(path), error, f"set aside as {aside}; {done}", ok))
+        whole |= {name} if ok else set()
+        tried.add(aside)
+    for marker in sorted(set_aside.glob(f"*{REINDEXING}")):  # earlier repairs' unfinished ones
+        aside = marker.with_name(marker.name.removesuffix(REINDEXING))
+        name = aside.name.rsplit("-", 1)[0]
+        if aside in tried:
+            continue
+        if not aside.exists() or name in whole:  # moved back, deleted, or re-indexed just now
+            _discard_set_aside(aside)
+            continue
+        done, ok = _reindex_set_aside(settings, name, aside)
+        problem = f"set aside as {aside} by a repair that did not finish re-indexing it"
+        actions.append(Action(str(store_dir / name), problem, done, ok))
     return actions
 
 
 def _reindex_set_aside(settings: Settings, name: str, aside: Path) -> tuple[str, bool]:
-    """Re-index a collection set aside, then delete its damaged copy (kept when the re-index
-    fails: said). The marker beside it goes when the re-index has run: a repair killed
-    meanwhile leaves it, and the next one re-indexes."""
+    """Re-index a collection set aside, then delete its damaged copy. Until that worked a
+    marker beside the copy stays (a repair killed meanwhile, a model missing), so every later
+    repair tries again and says so; deleting the copy accepts the loss."""
     done, ok = _reindex(settings, name)
     if ok:
-        shutil.rmtree(aside)
-        done += f"; deleted {aside}"
-    aside.with_name(aside.name + REINDEXING).unlink()
-    return done, ok
+        _discard_set_aside(aside)
+        return f"{done}; deleted {aside}", True
+    return f"{done} (kept {aside}: repair tries again; delete it to accept the loss)", False
+
+
+def _discard_set_aside(aside: Path) -> None:
+    shutil.rmtree(aside, ignore_errors=True)
+    aside.with_name(aside.name + REINDEXING).unlink(missing_ok=True)
 
 
 def _reindex(settings: Settings, collection: str) -> tuple[str, bool]:
@@ -86,6 +94,8 @@ def _reindex(settings: Settings, collection: str) -> tuple[str, bool]:
         try:
             result = index(settings, record.model_id)
             said.append(f"{record.model_id}: {result.written} points")
+        except StoreInUse:
+            raise  # said once by repair: stop the other process and run it again
         except SkySearchError as exc:
             said.append(f"{record.model_id}: {exc}")
             ok = False

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from skysearch.errors import NotFoundError, some_of
+from skysearch.filter_ranges import JMA_CLASSES, MONTHS
 
 if TYPE_CHECKING:
     from skysearch.retrieval.store.base import VectorStore
@@ -40,7 +41,7 @@ def check_matchable(
 
     what = collection.removesuffix("s")
     tracked = [name for name in ("min_class", "max_pressure") if getattr(filters, name)]
-    if tracked and not store.count(collection, SearchFilters(min_class=2)):
+    if tracked and not store.count(collection, SearchFilters(min_class=JMA_CLASSES[0])):
         raise NotFoundError(
             f"the {{{tracked[0]}}} filter matches nothing: no {what} has a best track (load "
             f"its storms' tracks with skysearch ingest-track, {_REINDEX})",
@@ -55,7 +56,7 @@ def check_matchable(
             params=["bbox"],
         )
     if any(getattr(filters, name) for name in _TIME_FILTERS) and not store.count(
-        collection, SearchFilters(months=tuple(range(1, 13)))
+        collection, SearchFilters(months=tuple(range(MONTHS[0], MONTHS[1] + 1)))
     ):  # only scenes can lack a time
         raise NotFoundError(
             f"time filters match nothing: no {what} has a time ({collection} get one from the "

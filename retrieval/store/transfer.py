@@ -5,9 +5,10 @@ Export format (JSON Lines, ``.gz`` suffix = gzip): for each collection a header 
 "payload_indexes": {...}, "collections": [every collection of the file]}`` followed by one
 line per point
 ``{"id": UUID, "vectors": {name: base64 float32 little-endian}, "payload": {...}}``.
-Base64 keeps vectors exact and ~3.5x smaller than decimal text. Import recreates each
-collection with its vectors and every schema payload index, then upserts in batches:
-re-importing the same file is idempotent.
+Base64 keeps vectors exact and ~3.5x smaller than decimal text. Import creates each missing
+collection with its vectors and every schema payload index, then upserts in batches (into an
+existing collection too: points are added, or replaced by id): re-importing the same file is
+idempotent.
 """
 
 from __future__ import annotations
