@@ -750,6 +750,9 @@ def test_a_repair_killed_before_re_indexing_a_set_aside_collection_is_finished_b
     aside.parent.mkdir()
     (ws / "store" / "frames").replace(aside)  # where the killed repair stopped
     aside.with_name(aside.name + ".reindexing").touch()
+    doctor = json.loads(cli("doctor", "-w", ws, "--json").stdout)
+    (check,) = [c for c in doctor["checks"] if c["name"] == "store re-index"]
+    assert check["status"] == "todo" and check["detail"].endswith(aside.name), check
 
     result = cli("repair", "-w", ws, "--json")
     assert result.exit_code == 0, result.stdout + result.stderr

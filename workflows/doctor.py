@@ -160,12 +160,18 @@ def _models(settings: Settings, deep: bool) -> list[Check]:
 def _store(settings: Settings, deep: bool) -> list[Check]:
     from skysearch.retrieval.store import open_store
     from skysearch.workflows.repair import STALE_PENDING
+    from skysearch.workflows.repair_store import DAMAGED_STORE, REINDEXING
 
     stale = []
+    fix = f"skysearch repair -w {settings.workspace.root} (when nothing holds the store)"
     if (settings.workspace.root / STALE_PENDING).exists():
         detail = "points of frames a repair dropped are still in the store (it was in use)"
-        fix = f"skysearch repair -w {settings.workspace.root} (when nothing holds the store)"
         stale = [Check("store points", TODO, detail, fix)]
+    pending = sorted((settings.workspace.root / DAMAGED_STORE).glob(f"*{REINDEXING}"))
+    if pending:  # a repair killed, or one that could not re-index (no model): it tries again
+        names = some_of([p.name.removesuffix(REINDEXING) for p in pending])
+        detail = f"collections set aside by a repair and not re-indexed yet: {names}"
+        stale.append(Check("store re-index", TODO, detail, fix))
     try:
         with open_store(settings) as store:
             return _store_checks(settings, deep, store) + stale
