@@ -170,6 +170,12 @@ def test_cli_store_export_import_info(cli, tmp_path: Path):
     again = cli("store", "export", "-w", tmp_path / "a", "--out", out)  # it overwrote, silently
     assert again.exit_code == 2 and "it exists (an older export?)" in again.stderr
     assert out.read_bytes() == before
+    for fmt in ("jsonl", "parquet"):  # a .parquet name made a folder or a JSON Lines file
+        named = cli("store", "export", "-w", tmp_path / "a", "-o", tmp_path / "x.parquet",
+                    "--format", fmt)  # fmt: skip
+        assert named.exit_code == 2 and "x.parquet" in named.stderr, named.stderr
+        assert "name a folder" in named.stderr or "JSON Lines" in named.stderr
+    assert not (tmp_path / "x.parquet").exists()
     r = cli("store", "import", out, "-w", tmp_path / "b", "--json")
     assert r.exit_code == 0, r.stderr
     r = cli("store", "info", "-w", tmp_path / "b", "--json")

@@ -160,16 +160,16 @@ def _models(settings: Settings, deep: bool) -> list[Check]:
 def _store(settings: Settings, deep: bool) -> list[Check]:
     from skysearch.retrieval.store import open_store
     from skysearch.workflows.repair import STALE_PENDING
-    from skysearch.workflows.repair_store import DAMAGED_STORE, REINDEXING
+    from skysearch.workflows.repair_store import pending_reindex
 
     stale = []
     fix = f"skysearch repair -w {settings.workspace.root} (when nothing holds the store)"
     if (settings.workspace.root / STALE_PENDING).exists():
         detail = "points of frames a repair dropped are still in the store (it was in use)"
         stale = [Check("store points", TODO, detail, fix)]
-    pending = sorted((settings.workspace.root / DAMAGED_STORE).glob(f"*{REINDEXING}"))
+    pending = pending_reindex(settings.workspace.root)
     if pending:  # a repair killed, or one that could not re-index (no model): it tries again
-        names = some_of([p.name.removesuffix(REINDEXING) for p in pending])
+        names = some_of([p.name for p in pending])
         detail = f"collections set aside by a repair and not re-indexed yet: {names}"
         stale.append(Check("store re-index", TODO, detail, fix))
     try:

@@ -18,6 +18,14 @@ DAMAGED_STORE = ".damaged-store"  # collections set aside, beside (not in) the s
 REINDEXING = ".reindexing"  # beside a collection set aside whose re-index has not finished
 
 
+def pending_reindex(root: Path) -> list[Path]:
+    """Collections set aside whose re-index has not finished (a repair killed, or no model)."""
+    return [
+        marker.with_name(marker.name.removesuffix(REINDEXING))
+        for marker in sorted((root / DAMAGED_STORE).glob(f"*{REINDEXING}"))
+    ]
+
+
 def vector_store(settings: Settings) -> list[Action]:
     """Embedded store: set aside collections that no longer open or read back whole (deep
     checks); re-index them with the registered models."""
@@ -49,8 +57,7 @@ def vector_store(settings: Settings) -> list[Action]:
         actions.append(Action(str(path), error, f"set aside as {aside}; {done}", ok))
         whole |= {name} if ok else set()
         tried.add(aside)
-    for marker in sorted(set_aside.glob(f"*{REINDEXING}")):  # earlier repairs' unfinished ones
-        aside = marker.with_name(marker.name.removesuffix(REINDEXING))
+    for aside in pending_reindex(settings.workspace.root):  # earlier repairs' unfinished ones
         name = aside.name.rsplit("-", 1)[0]
         if aside in tried:
             continue

@@ -32,6 +32,11 @@ def export_parquet(
     """Write the collections (default: all) under ``folder`` (new or empty); returns points
     per collection."""
     folder = Path(folder)
+    if folder.suffix == ".parquet" and not folder.is_dir():  # else a folder named x.parquet
+        raise UsageError(
+            f"cannot write Parquet into {folder}: the export is a folder of "
+            "COLLECTION/VECTOR_NAME.parquet files; name a folder (without .parquet)"
+        )
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"cannot write Parquet into {folder}: it is a file, not a folder")
     if folder.is_dir() and any(folder.iterdir()):

@@ -67,6 +67,11 @@ def export_store(
     out = Path(out)
     if not out.parent.is_dir():
         raise UsageError(f"cannot write {out}: {out.parent} is not an existing folder")
+    if out.suffix == ".parquet":
+        raise UsageError(
+            f"cannot write {out}: this export is JSON Lines (.jsonl, .jsonl.gz); "
+            "the parquet format writes a folder of .parquet files"
+        )
     if out.is_dir():
         raise UsageError(f"cannot write {out}: it is a folder, not a file name")
     if out.exists() or out.is_symlink():  # as the parquet export and `catalog export` refuse
