@@ -1,353 +1,25 @@
-"""Text-image model: offline towers, local checkpoints, caption converter, tiny fine-tuning,
-scene index and search — on the bundled real RSSCN7 subset (CPU, offline)."""
+"""Text-image fine-tuning end to end on the bundled real RSSCN7 subset (CPU, offline): a tiny
+run that learns and resumes, scene index and search, evaluation."""
 
 from __future__ import annotations
 
-import csv
 import json
-import math
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import SAMPLE_DATA, shared_data
-from PIL import Image
+from conftest import shared_data
 from skysearch.encoders.datasets import captions
 from skysearch.encoders.models.text_image import (
-    DEFAULT_MODEL,
     create_text_image_model,
     load_text_image_model,
-    save_text_image_model,
 )
+from text_image_env import MINI, last_json, one_torch_thread
 
 from skysearch.config import Workspace, load_settings
 from skysearch.errors import DamagedError, NotFoundError, UsageError
-
-MINI = SAMPLE_DATA / "rsscn7-mini"
-
-TINY_CONFIG = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 16},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
-
-
-@pytest.fixture(scope="module")
-def tiny_model_name(tmp_path_factory) -> str:
-    """A tiny open_clip architecture (ViT + open_clip text transformer) registered from JSON."""
-    import open_clip
-
-    cfg_dir = tmp_path_factory.mktemp("configs")
-    (cfg_dir / "Tiny-ViT-Test.json").write_text(json.dumps(TINY_CONFIG))
-    open_clip.add_model_config(cfg_dir)
-    return "Tiny-ViT-Test"
-
-
-def _outputs(tim, image_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    return tim.encode_images([image_path]), tim.encode_texts(["a parking lot", "a forest"])
-
-
-def _assert_same_outputs(tim, other, image_path: Path) -> None:
-    for a, b in zip(_outputs(tim, image_path), _outputs(other, image_path), strict=True):
-        np.testing.assert_array_equal(a, b)
-
-
-def _weights(tim) -> dict[str, torch.Tensor]:
-    """The model's state as a checkpoint file holds it (safetensors wants contiguous)."""
-    return {k: v.contiguous() for k, v in tim.model.state_dict().items()}
-
-
-def test_local_checkpoint_file_round_trip(tiny_model_name, tmp_path):
-    """--model ARCH --pretrained LOCAL_FILE loads exactly the saved weights (no hub)."""
-    from safetensors.torch import save_file
-
-    image = next((MINI / "gParking").glob("*.jpg"))
-    original = create_text_image_model(tiny_model_name, seed=3)
-    state = _weights(original)
-    for suffix in (".safetensors", ".pt"):
-        path = tmp_path / f"tiny{suffix}"
-        if suffix == ".pt":
-            torch.save(state, path)
-        else:
-            save_file(state, str(path))
-        loaded = create_text_image_model(tiny_model_name, pretrained=str(path), seed=99)
-        _assert_same_outputs(original, loaded, image)
-
-
-def test_epochs_zero_registers_a_checkpoint_unchanged(tiny_model_name, tmp_path, cli):
-    """`train text-image --pretrained FILE --epochs 0` (what the docs offer SkyCLIP/RemoteCLIP
-    users) registers the checkpoint as it is: the registered model embeds exactly as the file."""
-    from safetensors.torch import save_file
-
-    original = create_text_image_model(tiny_model_name, seed=7)
-    path = tmp_path / "remote.safetensors"
-    save_file(_weights(original), str(path))
-    args = ["train", "text-image", "--images", MINI, "--model", tiny_model_name]
-    args += ["--pretrained", path, "--image-tower", "tuned", "--epochs", "0"]
-    result = cli(*args, "-w", tmp_path / "ws", "--json")
-    assert result.exit_code == 0, result.stderr
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary["history"] == [] and summary["epochs"] == 0
-    assert "registered without training" in result.stderr
-    registered = load_text_image_model(summary["path"])
-    image = next((MINI / "aGrass").glob("*.jpg"))
-    _assert_same_outputs(original, registered, image)
-    # the same architecture (its own text transformer, no `.text` module) also fine-tunes
-    args[-1] = "1"
-    result = cli(*args, "--batch-size", "8", "-w", tmp_path / "ws", "--json")
-    assert result.exit_code == 0, result.stderr
-    tuned = json.loads(result.stdout.strip().splitlines()[-1])
-    assert len(tuned["history"]) == 1 and tuned["trainable_params"] > 0
-    changed = load_text_image_model(tuned["path"])
-    assert not np.array_equal(_outputs(original, image)[0], _outputs(changed, image)[0])
-
-
-def test_skysearch_checkpoint_round_trip(tiny_model_name, tmp_path):
-    """save_text_image_model / load_text_image_model: safetensors + config, same outputs."""
-    image = next((MINI / "eForest").glob("*.jpg"))
-    original = create_text_image_model(tiny_model_name, seed=5)
-    save_text_image_model(original, tmp_path / "ckpt", {"note": "test"})
-    assert (tmp_path / "ckpt" / "model.safetensors").is_file()
-    loaded = load_text_image_model(tmp_path / "ckpt")
-    assert loaded.metadata["note"] == "test"
-    _assert_same_outputs(original, loaded, image)
-
-
-def test_bad_model_or_pretrained_is_a_usage_error(tiny_model_name, tmp_path):
-    with pytest.raises(UsageError, match="unknown text-image model"):
-        create_text_image_model("No-Such-Model")
-    with pytest.raises(UsageError, match="neither a file nor an open_clip tag"):
-        create_text_image_model(tiny_model_name, pretrained=str(tmp_path / "missing.pt"))
-
-
-def test_offline_towers_carry_pretrained_weights():
-    """ImageNet EfficientNet-Lite0 tensors are the package's, and MiniLM's sentence space is
-    meaningful: 'houses' is nearer 'a residential area' than 'a dense forest'."""
-    from skysearch.encoders.pretrained import efficientnet_lite0_state_dict
-
-    tim = create_text_image_model(DEFAULT_MODEL)
-    assert tim.spec["image_mean"] == [0.5, 0.5, 0.5]
-    trunk = tim.model.visual.trunk.state_dict()
-    reference = efficientnet_lite0_state_dict()
-    torch.testing.assert_close(trunk["conv_stem.weight"], reference["conv_stem.weight"])
-    torch.testing.assert_close(trunk["bn2.running_var"], reference["bn2.running_var"])
-
-    text = tim.model.text
-    tokens = tim.tokenizer(["houses", "a residential area", "a dense forest"])
-    mask = (tokens != text.config.pad_token_id).long()
-    with torch.no_grad():
-        pooled = text.pooler(text.transformer(input_ids=tokens, attention_mask=mask), mask)
-    pooled = torch.nn.functional.normalize(pooled, dim=-1)
-    assert float(pooled[0] @ pooled[1]) > float(pooled[0] @ pooled[2]) + 0.1
-
-
-def test_text_embeddings_skip_unused_padding_and_stay_the_same(tiny_model_name):
-    """encode_texts runs the MiniLM tower on the batch's longest text, not the context length
-    (the cost of a query), with the embeddings of full padding; a tower that does not mask
-    padding (open_clip's own, causal) gets every column."""
-    texts = ["a forest", "dense residential area with small houses and gardens", "x"]
-    for name, trimmed in ((DEFAULT_MODEL, True), (tiny_model_name, False)):
-        tim = create_text_image_model(name, load_tower_weights=False)
-        seen: list[int] = []
-        encode_text = tim.model.encode_text
-        with torch.no_grad():
-            full = encode_text(tim.tokenizer(texts), normalize=True).numpy()
-
-        def spy(tokens, normalize=False, encode_text=encode_text, seen=seen):
-            seen.append(tokens.shape[1])
-            return encode_text(tokens, normalize=normalize)
-
-        tim.model.encode_text = spy
-        np.testing.assert_allclose(tim.encode_texts(texts), full, atol=1e-5)
-        np.testing.assert_allclose(tim.encode_texts(texts[:1]), full[:1], atol=1e-5)
-        context = tim.tokenizer(texts).shape[1]
-        assert (seen[0] < context and seen[1] < seen[0]) if trimmed else seen == [context] * 2
-
-
-def test_traced_text_tower_embeds_as_the_eager_one(tiny_model_name, monkeypatch):
-    """The service's traced text tower gives the eager embeddings for batches of other sizes
-    and lengths than the one it was traced on; a tower that fails to trace, or whose trace
-    differs, stays eager."""
-    texts = ["a forest", "dense residential area with small houses and gardens", "x"] * 3
-    for name in (DEFAULT_MODEL, tiny_model_name):
-        tim = create_text_image_model(name, load_tower_weights=False)
-        eager = [tim.encode_texts(texts), tim.encode_texts(texts[:1]), tim.encode_texts(texts[1:5])]
-        assert tim.trace_text_tower() and tim.traced_text is not None
-        traced = [
-            tim.encode_texts(texts),
-            tim.encode_texts(texts[:1]),
-            tim.encode_texts(texts[1:5]),
-        ]
-        for a, b in zip(eager, traced, strict=True):
-            np.testing.assert_allclose(b, a, atol=1e-5)
-
-    tim = create_text_image_model(tiny_model_name, load_tower_weights=False)
-    before = tim.encode_texts(texts)
-
-    def fails(*args, **kwargs):
-        raise RuntimeError("cannot trace")
-
-    with monkeypatch.context() as m:
-        m.setattr(torch.jit, "trace", fails)
-        assert not tim.trace_text_tower() and tim.traced_text is None
-    with monkeypatch.context() as m:  # a trace that drifts from the eager tower
-        m.setattr(torch.jit, "optimize_for_inference", lambda mod: lambda t: mod(t) * 1.01)
-        assert not tim.trace_text_tower() and tim.traced_text is None
-    np.testing.assert_array_equal(tim.encode_texts(texts), before)
-
-
-def test_only_hugging_face_tokenizers_export_a_text_side(tiny_model_name, tmp_path):
-    """open_clip's own tokenizer (CLIP architectures) has no ``tokenizers`` file: such models
-    always answer text queries in full (the default's export: tests/test_text_query.py)."""
-    from skysearch.encoders.models.text_query import export_text_query
-
-    tim = create_text_image_model(tiny_model_name, load_tower_weights=False)
-    assert not export_text_query(tim, tmp_path) and not list(tmp_path.iterdir())
-
-
-def test_converter_writes_skyscript_csv_with_disjoint_split(tmp_path):
-    paths = captions.convert_folder(MINI, tmp_path / "a")
-    again = captions.convert_folder(MINI, tmp_path / "b")
-    seen: dict[str, str] = {}
-    titles = set()
-    for split, path in paths.items():
-        assert path.read_bytes() == again[split].read_bytes()  # fixed seed: same split, captions
-        with open(path, newline="") as fh:
-            reader = csv.DictReader(fh)
-            assert tuple(reader.fieldnames) == captions.CSV_COLUMNS
-            for row in reader:
-                assert row["filepath"] not in seen, f"{row['filepath']} in {split} and another"
-                seen[row["filepath"]] = split
-                assert Path(row["filepath"]).is_file()
-                assert row["title"] and row["title_multi_objects"]
-                titles.add(row["title"])
-    assert len(seen) == 84  # every image exactly once
-    assert {s for s in seen.values()} == {"train", "val", "test"}
-    assert len(titles) > 40  # varied templates and phrases, not one caption per class
-    assert captions.normalise_class("dRiverLake") == "river lake"
-    assert captions.display_name("fResident") == "a residential area"
-
-
-def test_images_cut_short_are_skipped_before_training(tmp_path):
-    """A JPEG cut short passed the header check and then ended the run while features were
-    computed, after the images before it."""
-    from skysearch.encoders.training.text_image_data import check_images
-
-    good = sorted(MINI.glob("aGrass/*.jpg"))[0]
-    (tmp_path / "cut.jpg").write_bytes(good.read_bytes()[:2000])
-    (tmp_path / "empty.jpg").write_bytes(b"")
-    (tmp_path / "text.jpg").write_text("not an image")
-    png = tmp_path / "whole.png"
-    Image.open(good).save(png)
-    (tmp_path / "cut.png").write_bytes(png.read_bytes()[:-40])
-    names = ["cut.jpg", "empty.jpg", "text.jpg", "cut.png"]
-    rows = [(str(good), "grass", "aGrass"), (str(png), "grass", "aGrass")]
-    rows += [(str(tmp_path / n), "grass", "aGrass") for n in names]
-    kept, skipped = check_images(rows)
-    assert kept == rows[:2]
-    assert [Path(s["path"]).name for s in skipped] == names and all(s["reason"] for s in skipped)
-    assert "truncated" in skipped[0]["reason"]
-
-
-def test_small_sets_empty_captions_and_one_class_left(cli, tmp_path):
-    """Four images a class (no validation image) failed on an empty val.csv the run had made;
-    a CSV without one caption trained a model on no words; excluding all but one class trained
-    on that class alone; a CSV listing the set's test images beside it trained on them; an
-    evaluation on another split named only the first class whose test images it trained on."""
-    import shutil
-
-    small = tmp_path / "small"
-    for cls in ("aGrass", "gParking"):
-        (small / cls).mkdir(parents=True)
-        for path in sorted((MINI / cls).glob("*.jpg"))[:4]:
-            shutil.copy(path, small / cls / path.name)
-    quick = ("--epochs", "1", "--max-steps", "1", "--threads", "1", "--image-tower", "locked")
-    done = cli("train", "text-image", "--images", small, *quick, "-w", tmp_path / "ws")
-    assert done.exit_code == 0, done.stderr
-    assert "no validation top-1" in done.stderr
-    other_split = cli("eval", "text-image", "--images", small, "--seed", "1", "--threads", "1",
-                      "-w", tmp_path / "ws")  # fmt: skip
-    assert other_split.exit_code == 2  # under seed 1 each class's test image was a training one
-    assert "test images of aGrass (1), gParking (1) were in the model's training CSV" in (
-        other_split.stderr
-    )
-    cut = cli("train", "text-image", "--images", small, "--exclude-classes", "aGrass", *quick,
-              "-w", tmp_path / "ws")  # fmt: skip
-    assert cut.exit_code == 2 and "one class (gParking) left after excluding aGrass" in cut.stderr
-    listing = tmp_path / "listing.csv"  # every image, the set's test images too
-    listing.write_text("filepath,title\n" + "".join(f"{p},grass\n" for p in small.glob("*/*.jpg")))
-    both = cli("train", "text-image", "--images", small, "--csv", listing, *quick,
-               "-w", tmp_path / "ws3")  # fmt: skip
-    assert both.exit_code == 2 and "rows of " in both.stderr
-    assert "are validation or test images of the --images set" in both.stderr
-    blank = tmp_path / "blank.csv"
-    blank.write_text("filepath,title\n" + "".join(f"{p},\n" for p in small.glob("*/*.jpg")))
-    done = cli("train", "text-image", "--csv", blank, *quick, "-w", tmp_path / "ws2")
-    assert done.exit_code == 2 and "fewer than two rows with a caption" in done.stderr
-    assert "Traceback" not in done.stderr + cut.stderr
-
-
-def test_image_sets_named_alike_keep_their_own_training_csvs(cli, tmp_path):
-    """`a/set` and `b/set` shared `captions/set-<seed>/`: training on the second rewrote the
-    first model's training CSV, and its evaluation then scored its own training images."""
-    import shutil
-
-    for parent, classes in (("a", ("aGrass", "gParking")), ("b", ("eForest", "fResident"))):
-        for cls in classes:
-            (tmp_path / parent / "set" / cls).mkdir(parents=True)
-            for path in sorted((MINI / cls).glob("*.jpg"))[:6]:
-                shutil.copy(path, tmp_path / parent / "set" / cls / path.name)
-    quick = ("--epochs", "1", "--max-steps", "1", "--threads", "1", "--image-tower", "locked")
-    ws = tmp_path / "ws"
-    ids = []
-    for parent in ("a", "b"):
-        done = cli("train", "text-image", "--images", tmp_path / parent / "set", *quick,
-                   "-w", ws, "--json")  # fmt: skip
-        assert done.exit_code == 0, done.stderr
-        ids.append(_last_json(done)["model_id"])
-    assert len({p.parent for p in (ws / "captions").glob("*/train.csv")}) == 2
-    res = cli("eval", "text-image", "--images", tmp_path / "a" / "set", "--model", ids[0],
-              "--threads", "1", "-w", ws, "--json")  # fmt: skip
-    assert res.exit_code == 0, res.stderr
-    assert _last_json(res)["test_images"] == 2  # one test image a class, not all twelve
-
-
-def test_caption_csvs_of_the_older_layout_are_still_used_for_their_own_set(tmp_path):
-    """Folders named by the set's name alone (before the path key) stay in use for that set,
-    so its finished and interrupted runs are found again; another set of that name gets its
-    own folder."""
-    import shutil
-
-    from skysearch.encoders.training.text_image_data import prepare_folder
-
-    ws = Workspace(tmp_path / "ws")
-    made = prepare_folder(MINI, ws)["train"].parent
-    legacy = ws.root / "captions" / f"{MINI.resolve().name}-{captions.DEFAULT_SEED}"
-    assert made != legacy
-    made.rename(legacy)
-    assert prepare_folder(MINI, ws)["train"].parent == legacy
-    shutil.copytree(MINI, tmp_path / "other" / MINI.name)
-    assert prepare_folder(tmp_path / "other" / MINI.name, ws)["train"].parent != legacy
-
-
-def test_converter_rejects_a_folder_without_classes(tmp_path):
-    with pytest.raises(UsageError, match="class folders"):
-        captions.convert_folder(tmp_path, tmp_path / "out")
-
-
-@contextmanager
-def one_torch_thread():
-    """Train on one thread (the same sums in every run), and give the worker's later tests
-    their thread count back."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @pytest.fixture
@@ -435,41 +107,6 @@ def test_a_damaged_registry_stops_training_before_it_starts_and_a_rerun_register
     record = registry.latest(copy, "text-image")
     assert record.model_id == summary["model_id"]
     assert record.config == registry.get_model(ws, summary["model_id"]).config
-
-
-def _replaced_lr_factor(step: int, total: int, warmup: int) -> float:
-    """The hand-written warmup-cosine schedule that transformers' replaced."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-@pytest.mark.parametrize(("warmup", "total"), [(10, 6), (10, 60), (3, 25)])
-def test_lr_schedule_matches_the_formula_it_replaced(warmup, total):
-    """Same learning rates: the warmup step for step, the cosine one step earlier (the old
-    formula held the peak for two steps, ``warmup - 1`` and ``warmup``), and a schedule made
-    mid-run (a resume) continues where an uninterrupted one is."""
-    from skysearch.encoders.training.text_image import lr_schedule
-
-    def lrs(start: int) -> list[float]:
-        param = torch.nn.Parameter(torch.zeros(1))
-        opt = torch.optim.AdamW([{"params": [param], "lr": 2.0, "initial_lr": 2.0}])
-        schedule = lr_schedule(opt, warmup, total, start)
-        out = []
-        for _ in range(start, total):
-            out.append(opt.param_groups[0]["lr"])
-            opt.step()
-            schedule.step()
-        return out
-
-    new = lrs(0)
-    old = [2.0 * _replaced_lr_factor(s, total, warmup) for s in range(total + 1)]
-    assert len(new) == total
-    for s, lr in enumerate(new):
-        expected = old[s] if s < warmup else old[s + 1]
-        assert lr == pytest.approx(expected, abs=1e-12), s
-    assert lrs(total // 2) == pytest.approx(new[total // 2 :], abs=1e-12)
 
 
 def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch, one_thread):
@@ -682,7 +319,7 @@ def test_eval_knows_its_training_images_under_another_path_and_in_a_moved_worksp
         for images, where in ((tmp_path / "copy", tmp_path / "moved"), (MINI, tmp_path / "moved")):
             res = cli(*args, "--images", images, "-w", where)
             assert res.exit_code == 0, res.stderr
-            out = _last_json(res)
+            out = last_json(res)
             assert out["test_images"] == 21 and out["unseen_classes"] == []
             assert all(c["trained_on"] for c in out["per_class"].values())
         (tmp_path / "moved" / "captions").rename(tmp_path / "gone")
@@ -711,7 +348,7 @@ def test_eval_leaves_out_test_images_that_are_copies_of_training_images(tuned, c
     res = cli("eval", "text-image", "--images", tmp_path / "dups", "--threads", "1", "-w",
               ws.root, "--json")  # fmt: skip
     assert res.exit_code == 0, res.stderr
-    out = _last_json(res)
+    out = last_json(res)
     assert out["test_copies_of_training_images_left_out"] == copies
     assert out["test_images"] == len(test) - copies
 
@@ -720,49 +357,6 @@ def test_search_without_a_model_is_one_clear_error(cli, tmp_path):
     res = cli("search", "text", "houses", "-w", tmp_path)
     assert res.exit_code == 2
     assert res.stderr.startswith("error:") and "train one first" in res.stderr
-
-
-def _last_json(res) -> dict:
-    return json.loads(res.stdout.strip().splitlines()[-1])
-
-
-def test_exclude_classes_leaves_no_image_or_caption_of_them(tmp_path):
-    """Leave-classes-out, checked on the training CSV itself: no image of an excluded class,
-    no caption naming it (folder name or phrase, e.g. "a lake" names dRiverLake); the other
-    classes stay; several caption sources merge into one CSV."""
-    from skysearch.encoders.training.text_image_data import prepare_training_data
-
-    ws = Workspace(tmp_path / "ws")
-    extra = tmp_path / "extra.csv"
-    image = next((MINI / "aGrass").glob("*.jpg"))
-    captions.write_csv(
-        [
-            captions.CaptionRow(str(image), "A lake beside a meadow", "", ""),
-            captions.CaptionRow(str(image), "Parked cars on grass", "", ""),
-            captions.CaptionRow(str(image), "A meadow in spring", "", ""),
-        ],
-        extra,
-    )
-    out = prepare_training_data(
-        ws, images=[MINI], train_csvs=[extra], exclude=["dRiverLake", "Parking"]
-    )
-    rows = captions.read_caption_rows(out["train"])
-    terms = captions.naming_terms("dRiverLake") + captions.naming_terms("Parking")
-    assert "lake" in terms and "parking lot" in terms
-    assert {r.label for r in rows} == {"", "aGrass", "bField", "cIndustry", "eForest", "fResident"}
-    for r in rows:
-        text = f"{r.title} | {r.title_multi_objects}".lower()
-        assert not captions.names_class(text, terms), text
-        assert "dRiverLake" not in r.filepath and "gParking" not in r.filepath
-    assert "A meadow in spring" in {r.title for r in rows}  # unrelated caption kept
-    assert not {"A lake beside a meadow", "Parked cars on grass"} & {r.title for r in rows}
-    assert out["removed"]["train"] == 16 + 2  # 8 + 8 training images, two extra captions
-    again = prepare_training_data(
-        ws, images=[MINI], train_csvs=[extra], exclude=["dRiverLake", "Parking"]
-    )
-    assert again["train"].read_bytes() == out["train"].read_bytes()
-    with pytest.raises(UsageError, match="Parkng: no training image or caption of that class"):
-        prepare_training_data(ws, images=[MINI], exclude=["dRiverLake", "Parkng"])
 
 
 def test_eval_scores_a_folder_never_trained_on(tuned, cli, tmp_path):
@@ -780,7 +374,7 @@ def test_eval_scores_a_folder_never_trained_on(tuned, cli, tmp_path):
         "-w", ws.root, "--threads", "1", "--json",
     )  # fmt: skip
     assert res.exit_code == 0, res.stderr
-    out = _last_json(res)
+    out = last_json(res)
     assert out["test_images"] == 8 and out["unseen_classes"] == ["BaseballField", "Pond"]
     assert out["per_class"]["BaseballField"]["prompt_name"] == "baseball field"
     assert out["per_class"]["Pond"]["images"] == 4
@@ -795,7 +389,7 @@ def test_eval_scores_a_folder_never_trained_on(tuned, cli, tmp_path):
     config_path.write_text(json.dumps(config))
     res = cli("eval", "text-image", "--images", unseen, "-w", ws.root, "--json")
     assert res.exit_code == 0, res.stderr
-    out = _last_json(res)
+    out = last_json(res)
     assert out["per_class"]["Forest"]["prompt_name"] == "a forest"  # built-in phrases
     assert out["test_images"] == 12
 
@@ -809,7 +403,7 @@ def test_eval_scores_a_folder_never_trained_on(tuned, cli, tmp_path):
     (mixed / "Pond").symlink_to(unseen / "Pond")
     res = cli("eval", "text-image", "--images", mixed, "-w", ws.root, "--json")
     assert res.exit_code == 0, res.stderr
-    out = _last_json(res)
+    out = last_json(res)
     assert out["unseen_classes"] == ["Pond"] and out["per_class"]["aGrass"]["trained_on"]
     for name in ("untuned", "tuned"):
         g = out["generalised"][name]
@@ -821,7 +415,7 @@ def test_eval_scores_a_folder_never_trained_on(tuned, cli, tmp_path):
             else 0
         )
     assert "trained and unseen classes together" in res.stderr
-    assert "generalised" not in _last_json(
+    assert "generalised" not in last_json(
         cli("eval", "text-image", "--images", unseen, "-w", ws.root, "--json")
     )
 
@@ -849,7 +443,7 @@ def test_scene_csv_payload_filters_and_multi_example_queries(tuned, cli, tmp_pat
     table.write_text("\ufeff" + "\n".join(lines) + "\n")  # with the BOM Excel writes
     res = cli("index", "scenes", table, "--dataset", "csvset", "-w", ws.root, "--json")
     assert res.exit_code == 0, res.stderr
-    report = _last_json(res)
+    report = last_json(res)
     assert report["written"] == 21 and report["skipped_count"] == 2
     reasons = {Path(s["path"]): s["reason"] for s in report["skipped"]}
     assert "bad metadata" in reasons[unlisted]
@@ -861,14 +455,14 @@ def test_scene_csv_payload_filters_and_multi_example_queries(tuned, cli, tmp_pat
 
     query = ["search", "text", "a river", "-k", "50", "-w", ws.root, "--json"]
     res = cli(*query, "--dataset", "csvset", "--bbox", "-100,-40,-5,10")
-    hits = _last_json(res)["results"]
+    hits = last_json(res)["results"]
     inside = [i for i in range(21) if -100 <= -120 + 12 * i <= -5 and -40 + 4 * i <= 10]
     assert sorted(Path(h["source_path"]) for h in hits) == sorted(images[i] for i in inside)
     assert all(h["dataset"] == "csvset" and h["location"] for h in hits)
-    swapped = _last_json(cli(*query, "--dataset", "csvset", "--bbox", "-100,10,-5,-40"))
+    swapped = last_json(cli(*query, "--dataset", "csvset", "--bbox", "-100,10,-5,-40"))
     assert [h["source_path"] for h in swapped["results"]] == [h["source_path"] for h in hits]
     res = cli(*query, "--between", "2020-01-05..2020-01-08", "--label", "cIndustry,eForest")
-    hits = _last_json(res)["results"]
+    hits = last_json(res)["results"]
     want = {images[i] for i in range(4, 8) if images[i].parent.name in ("cIndustry", "eForest")}
     assert {Path(h["source_path"]) for h in hits} == want and want
     # a label or dataset no scene has matches nothing: said, with the names the scenes have
@@ -889,7 +483,7 @@ def test_scene_csv_payload_filters_and_multi_example_queries(tuned, cli, tmp_pat
     res = cli("search", "image", "--file", a, "--file", b, "--text", "trees", "-k", "5",
               "--dataset", "csvset", "-w", ws.root, "--json")  # fmt: skip
     assert res.exit_code == 0, res.stderr
-    out = _last_json(res)
+    out = last_json(res)
     assert out["query"]["images"] == [str(a), str(b)] and out["query"]["text"] == "trees"
     tim = load_text_image(ws)
     unit = lambda v: v / np.linalg.norm(v)  # noqa: E731
@@ -908,157 +502,3 @@ def load_settings_for(ws: Workspace):
     from skysearch.config import load_settings
 
     return load_settings(workspace=ws.root)
-
-
-def test_tuned_image_tower_recipe_and_other_architectures(tiny_model_name, tmp_path, one_thread):
-    """The previous recipe (image blocks tuned, trained text head) still trains and loads as a
-    plain model; tuned with the text head locked gets the concept bank of its own tuned trunk;
-    the locked recipe refuses a tower without a separable trunk, in plain words."""
-    from skysearch.encoders.datasets.captions import read_csv
-    from skysearch.encoders.models.text_image import load_rgb
-    from skysearch.encoders.training.text_image import train_text_image
-    from skysearch.encoders.training.text_image_data import prepare_folder
-    from skysearch.encoders.training.text_image_recipe import TextImageTrainConfig as TrainConfig
-
-    ws = Workspace(tmp_path / "ws")
-    csvs = prepare_folder(MINI, ws)
-    common = {"train_csv": str(csvs["train"]), "epochs": 1, "max_steps_per_epoch": 2}
-    tuned = TrainConfig(
-        **common,
-        batch_size=8,
-        image_tower="tuned",
-        text_head="trained",
-        logit_scale=None,
-        unlocked_image_groups=2,
-    )
-    summary = train_text_image(tuned, ws, progress=False)
-    assert summary["trainable_params"] > 1280 * 384 + 384 * 384  # heads + tower blocks
-    model = load_text_image_model(summary["path"])
-    assert "heads" not in model.metadata and model.embed_dim == 384
-    # with the text head locked, the concept bank is built over the TUNED trunk's features, even
-    # where a locked run has cached the package tower's features of the same images
-    train_text_image(TrainConfig(**common, batch_size=8, image_tower="locked"), ws, progress=False)
-    fused = train_text_image(
-        TrainConfig(**common, batch_size=8, image_tower="tuned", unlocked_image_groups=2),
-        ws,
-        progress=False,
-    )
-    model = load_text_image_model(fused["path"])
-    assert model.metadata["heads"]["kind"] == "fused" and model.embed_dim == 384 + 1280
-    assert not list(Path(fused["path"]).glob("*features*"))  # the bank's features not kept
-    # the bank's feature mean is the mean of the tuned trunk's features of the training images,
-    # not of the package tower's
-    paths = [row[0] for row in read_csv(csvs["train"], "title")]
-
-    def mean_trunk_features(tim) -> torch.Tensor:
-        tim.model.eval()
-        with torch.no_grad():
-            pixels = torch.stack([tim.preprocess(load_rgb(p)) for p in paths])
-            return tim.model.visual.trunk(pixels).mean(0)
-
-    tuned_mean = mean_trunk_features(model)
-    package_mean = mean_trunk_features(create_text_image_model(DEFAULT_MODEL))
-    stored = model.model.visual.head.feature_mean
-    assert torch.allclose(stored, tuned_mean, atol=1e-4)
-    assert not torch.allclose(stored, package_mean, atol=1e-3)
-    for recipe, words in (("locked", "no separable image trunk"), ("last-stage", "EfficientNet")):
-        with pytest.raises(UsageError, match=words):
-            cfg = TrainConfig(**common, model_name=tiny_model_name, image_tower=recipe)
-            train_text_image(cfg, ws, progress=False)
-
-
-def test_last_stage_recipe_trains_only_the_last_stages_over_cached_rotations(tmp_path, one_thread):
-    """The default recipe: the trunk cut in two gives the trunk's own features; the frozen
-    front's activations of the four rotations are computed once per image and cached; only the
-    last two stages (and the heads) change; the concept bank holds the tuned trunk's features."""
-    from skysearch.encoders.datasets.captions import read_csv
-    from skysearch.encoders.models.text_image import load_rgb
-    from skysearch.encoders.training.text_image import train_text_image
-    from skysearch.encoders.training.text_image_data import prepare_folder
-    from skysearch.encoders.training.text_image_recipe import ROTATIONS, TrunkSplit
-    from skysearch.encoders.training.text_image_recipe import TextImageTrainConfig as TrainConfig
-
-    ws = Workspace(tmp_path / "ws")
-    csvs = prepare_folder(MINI, ws)
-    paths = [row[0] for row in read_csv(csvs["train"], "title")]
-    package = create_text_image_model(DEFAULT_MODEL)
-    split = TrunkSplit(package.model.visual.trunk)
-    pixels = torch.stack([package.preprocess(load_rgb(p)) for p in paths[:3]])
-    with torch.no_grad():
-        whole = package.model.visual.trunk(pixels)
-        assert torch.allclose(split.back(split.front(pixels)), whole, atol=1e-5)
-        fronts = split.front_rotations(pixels)
-        assert fronts.shape[:2] == (3, ROTATIONS) and fronts.dtype == torch.float16
-        turned = split.front(torch.rot90(pixels, 3, dims=(2, 3)))
-        assert torch.allclose(fronts[:, 3].float(), turned, atol=1e-2, rtol=1e-2)
-
-    cfg = TrainConfig(train_csv=str(csvs["train"]), epochs=1, max_steps_per_epoch=2, batch_size=8)
-    assert cfg.image_tower == "last-stage" and TrainConfig(train_csv=cfg.train_csv).epochs == 15
-    assert TrainConfig(train_csv=cfg.train_csv, epochs=0).epochs == 0  # not "the default"
-    summary = train_text_image(cfg, ws, progress=False)
-    (cache,) = (ws.root / "cache" / "text-image-fronts").glob("*.npz")
-    with np.load(cache) as data:
-        assert data["features"].shape[:2] == (len(paths), ROTATIONS)
-    written = cache.stat().st_mtime_ns
-    train_text_image(replace(cfg, seed=1), ws, progress=False)  # another run: the same fronts
-    assert cache.stat().st_mtime_ns == written
-
-    model = load_text_image_model(summary["path"])
-    assert model.metadata["heads"]["kind"] == "fused"
-    tuned, start = model.model.visual.trunk.state_dict(), package.model.visual.trunk.state_dict()
-
-    def part(key: str) -> str:  # "blocks.5.0.conv_pw.weight" -> "blocks.5"
-        return ".".join(key.split(".")[: 2 if key.startswith("blocks.") else 1])
-
-    changed = {part(k) for k in start if not torch.equal(start[k], tuned[k])}
-    assert changed == {f"blocks.{split.cut}", f"blocks.{split.cut + 1}", "conv_head", "bn2"}
-    model.model.eval()
-    with torch.no_grad():
-        all_pixels = torch.stack([model.preprocess(load_rgb(p)) for p in paths])
-        mean = model.model.visual.trunk(all_pixels).mean(0)
-    assert torch.allclose(model.model.visual.head.feature_mean, mean, atol=1e-2)
-
-
-def test_embeddings_after_training_mode_are_inference_embeddings():
-    """A model left in train mode (dropout on) embeds in inference mode: encode_texts and
-    encode_pixels switch it (only then: eval() walks every module, a cost per query)."""
-    tim = create_text_image_model(DEFAULT_MODEL, load_tower_weights=False)
-    texts, pixels = ["a forest", "a river"], torch.rand(2, 3, tim.image_size, tim.image_size)
-    want_t, want_p = tim.encode_texts(texts), tim.encode_pixels(pixels)
-    for encode, data, want in (
-        (tim.encode_texts, texts, want_t),
-        (tim.encode_pixels, pixels, want_p),
-    ):
-        tim.model.train()
-        np.testing.assert_allclose(encode(data), want, atol=1e-5)
-        assert not tim.model.training
-
-
-def test_a_16_bit_grey_image_reads_as_its_8_bit_grey(tmp_path):
-    """16-bit PNGs (scaled to 8 bits) read as the same picture, not clipped to white."""
-    from PIL import Image
-    from skysearch.encoders.models.text_image import load_rgb
-
-    grey = np.asarray(Image.open(sorted(MINI.glob("*/*.jpg"))[0]).convert("L"))
-    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "deep.png")
-    assert Image.open(tmp_path / "deep.png").mode == "I;16"
-    loaded = np.asarray(load_rgb(tmp_path / "deep.png"))
-    assert np.array_equal(loaded, np.repeat(grey[:, :, None], 3, axis=2))
-
-
-def test_scene_folders_report_broken_links_and_undecodable_names(tmp_path):
-    import os
-    import shutil
-
-    from skysearch.retrieval.indexing.scenes import find_images
-
-    first = sorted(MINI.glob("*/*.jpg"))[0]
-    shutil.copy(first, tmp_path / "good.jpg")
-    (tmp_path / "gone.jpg").symlink_to(tmp_path / "missing.jpg")
-    shutil.copy(first, os.path.join(os.fsencode(tmp_path), b"caf\xe9.jpg"))
-    skipped: list[dict[str, str]] = []
-    assert find_images(tmp_path, skipped) == [tmp_path / "good.jpg"]
-    assert sorted((Path(s["path"]).name, s["reason"]) for s in skipped) == [
-        ("caf\ufffd.jpg", "name is not valid UTF-8: rename it"),
-        ("gone.jpg", "broken link"),
-    ]
