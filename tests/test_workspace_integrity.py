@@ -663,6 +663,31 @@ def test_damaged_points_of_the_engine_are_found_deeply_and_re_indexed(part, base
     assert (ws / ".damaged-store").is_dir()
 
 
+def test_a_vector_file_cut_short_is_seen_by_the_quick_doctor(base, tmp_path, cli):
+    """Searches said "run skysearch repair" while plain doctor said "store ok" (only --deep
+    read vectors): the quick check reads the vectors of the first points by id."""
+    import uuid
+
+    import numpy as np
+    from skysearch.retrieval.store import Point, open_store
+
+    from skysearch.config import load_settings
+
+    ws = tmp_path / "ws"
+    shutil.copytree(base, ws)
+    rng = np.random.default_rng(0)
+    with open_store(load_settings(workspace=ws)) as store:
+        store.ensure_collection("clips", 8, "m1")
+        store.upsert("clips", [Point(str(uuid.uuid4()), rng.normal(size=8), {}) for _ in range(40)],
+                     vector_name="m1")  # fmt: skip
+    (chunk,) = (ws / "store" / "clips").rglob("vector_storage-m1/vectors/chunk_0.mmap")
+    os.truncate(chunk, 8 * 4 * 4)  # four vectors of 40 left
+    doctor = cli("doctor", "-w", ws, "--json")
+    (check,) = [c for c in json.loads(doctor.stdout)["checks"] if c["name"] == "store"]
+    assert doctor.exit_code == 1 and check["status"] == "fail", check
+    assert f"store collection {ws / 'store' / 'clips'} cannot be read" in check["detail"]
+
+
 def test_a_file_in_place_of_the_store_folder_is_said(base, tmp_path, cli):
     """It read as an empty store: doctor said "store ok", searches "run skysearch index"."""
     ws = tmp_path / "ws"
