@@ -321,8 +321,10 @@ def set_footprints(workspace: Workspace, events: Sequence[str]) -> int:
     """Give the frames of these events whose profile is storm-centred (``"footprint":
     {"centred_on": "track"}``) the box around their best-track centre (none where the track
     has no row within 30 minutes), then the clips the union of their frames'. Only rows whose
-    box changes are rewritten (re-runs, and a changed ``pixel_km``, apply). Run under the
-    ingest lock. Returns the frames whose box changed."""
+    box changes are rewritten (re-runs, and a changed ``pixel_km``, apply). The clips are
+    compared on every run: a run killed between the two catalogs' writes left the frames with
+    their boxes and the clips without. Run under the ingest lock. Returns the frames whose box
+    changed."""
     centred = {
         name: p.footprint.pixel_km
         for name, p in load_profiles().items()
@@ -358,7 +360,7 @@ def set_footprints(workspace: Workspace, events: Sequence[str]) -> int:
                 changes[r["frame_id"]] = dict(zip(BOUND_COLUMNS, boxes[r["frame_id"]], strict=True))
     if changes:
         update_frames(workspace, changes)
-        refresh_footprints(workspace)
+    refresh_footprints(workspace)
     return len(changes)
 
 

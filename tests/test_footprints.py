@@ -97,6 +97,29 @@ def test_a_catalog_written_before_the_columns_reads_and_gets_them(centred, tmp_p
     assert read_clips(old).select(BOUND_COLUMNS).equals(read_clips(ws).select(BOUND_COLUMNS))
 
 
+def test_a_run_killed_between_the_frame_and_clip_catalogs_is_finished_by_the_next(
+    centred, tmp_path
+):
+    """The frames held their boxes, the clips none (the state a kill between the two atomic
+    writes leaves): the re-run found no frame to change, said "unchanged" and left every clip
+    without a footprint, so bbox searches missed them."""
+    import pyarrow as pa
+
+    ws, _ = centred
+    cut = Workspace(tmp_path / "cut")
+    shutil.copytree(ws.root, cut.root)
+    for path in cut.clips_catalog.rglob("*.parquet"):
+        table = pq.read_table(path)
+        for name in BOUND_COLUMNS:
+            column = table.schema.get_field_index(name)
+            table = table.set_column(column, name, pa.nulls(table.num_rows, pa.float64()))
+        pq.write_table(table, path)
+    assert read_clips(cut)["west"].null_count == read_clips(ws).num_rows
+    report = ingest_tracks(cut, shared_data("digital-typhoon", "jma", "198702.tsv"))
+    assert (report.unchanged, report.footprints) == (["198702"], 0)
+    assert read_clips(cut).select(BOUND_COLUMNS).equals(read_clips(ws).select(BOUND_COLUMNS))
+
+
 def test_frames_ingested_after_their_track_get_their_box_at_ingest(tmp_path):
     images = _copy_frames(tmp_path, 4)
     later = sorted((images / "198702").glob("*.h5"))[2:]
