@@ -10,6 +10,7 @@ import io
 import warnings
 import zipfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -246,7 +247,8 @@ def _preprocess_field(source: Source, profile: Profile) -> Decoded:
             return Decoded(reason="empty file")
         if decoder.kind != "hdf5" and source.member is not None:
             return Decoded(reason=f"{decoder.kind} files inside zip archives are not read")
-        field = readers.read_field(source.file, raw, decoder, source.index)
+        refuse = partial(_refused_size, profile)
+        field = readers.read_field(source.file, raw, decoder, source.index, refuse)
     except SourceTooLarge as exc:
         return Decoded(reason=f"not read: {exc}")
     except (OSError, zipfile.BadZipFile, KeyError, EOFError) as exc:
@@ -256,14 +258,21 @@ def _preprocess_field(source: Source, profile: Profile) -> Decoded:
     except Exception as exc:  # noqa: BLE001 - each reader raises its own kinds on damaged data
         return Decoded(reason=f"cannot decode {decoder.kind}: {type(exc).__name__}: {exc}")
     height, width = field.values.shape
-    if height * width > Image.MAX_IMAGE_PIXELS:
-        return Decoded(field.checksum, width, height, reason="field too large to be a frame")
     made = readers.working_field(field.values, profile)
     if made is None:
         reason = wrong_size(profile, width, height)
         return Decoded(checksum=field.checksum, width=width, height=height, reason=reason)
     frame, quality = made
     return Decoded(field.checksum, width, height, frame, quality=quality)
+
+
+def _refused_size(profile: Profile, width: int, height: int) -> str | None:
+    """Why a scientific field of this size is not read, else None."""
+    if height * width > Image.MAX_IMAGE_PIXELS:
+        return f"field of {width}x{height} values too large to be a frame, not read"
+    if profile.crop_box(width, height) is None:
+        return wrong_size(profile, width, height)
+    return None
 
 
 def wrong_size(profile: Profile, width: int, height: int) -> str:

@@ -18,6 +18,7 @@ import hashlib
 import io
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -135,9 +136,18 @@ def frame_times(path: str, decoder: Decoder) -> list[datetime | None]:
     ]
 
 
-def read_field(path: str, raw: bytes | None, decoder: Decoder, index: int | None) -> Field:
+def read_field(
+    path: str,
+    raw: bytes | None,
+    decoder: Decoder,
+    index: int | None,
+    refuse: Callable[[int, int], str | None] = lambda width, height: None,
+) -> Field:
     """The field of one frame: the whole 2-D variable of an HDF5 file (``raw``: its bytes),
-    or step ``index`` along the time dimension of a NetCDF/zarr file."""
+    or step ``index`` along the time dimension of a NetCDF/zarr file. Its shape is checked
+    from the file's header before any value is read: not one 2-D frame, or a size ``refuse``
+    (width, height) names a reason for, is a ``FieldError`` (a chunked dataset of a few KB can
+    declare gigabytes of fill values)."""
     if decoder.kind == "hdf5":
         import h5py
 
@@ -150,6 +160,7 @@ def read_field(path: str, raw: bytes | None, decoder: Decoder, index: int | None
                 if not isinstance(dataset, h5py.Dataset):
                     raise FieldError(f"{decoder.variable!r} is a group, not a dataset")
                 _check_numeric(dataset.dtype, decoder)
+                _check_shape(dataset.shape, decoder, refuse)
                 values = _cf_decoded(dataset[()], dataset.attrs)
         except OSError as exc:
             raise FieldError(f"not a readable HDF5 file: {exc}") from None
@@ -159,12 +170,22 @@ def read_field(path: str, raw: bytes | None, decoder: Decoder, index: int | None
         _check_numeric(var.dtype, decoder)
         if index is not None and decoder.time in var.dims:
             var = var.isel({decoder.time: index})
+        _check_shape(var.shape, decoder, refuse)
         values = np.asarray(var.values, dtype=np.float64)
         checksum = hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()
-    values = np.squeeze(values)
-    if values.ndim != 2:
-        raise FieldError(f"{decoder.variable!r} has shape {values.shape}, not one 2-D frame")
-    return Field(values, checksum)
+    return Field(np.squeeze(values), checksum)
+
+
+def _check_shape(
+    shape: tuple[int, ...], decoder: Decoder, refuse: Callable[[int, int], str | None]
+) -> None:
+    plane = [n for n in shape if n != 1]
+    if len(plane) != 2:
+        raise FieldError(f"{decoder.variable!r} has shape {tuple(shape)}, not one 2-D frame")
+    height, width = plane
+    why = refuse(width, height)
+    if why:
+        raise FieldError(why)
 
 
 def _cf_decoded(packed: np.ndarray, attrs: Any) -> np.ndarray:

@@ -248,8 +248,22 @@ def _rewrite_h5(source: Path, target: Path, write) -> None:
         ),
         (lambda h, f: h.create_dataset("infrared", data=np.full_like(f, np.nan)), "100.0% of"),
         (lambda h, f: h.create_dataset("infrared", data=f - 273.15), "too few valid pixels"),
+        (  # a few KB declaring 74.5 GiB: refused from the header (it was read, MemoryError)
+            lambda h, f: h.create_dataset(
+                "infrared", shape=(100_000, 100_000), chunks=(512, 512), fillvalue=250.0
+            ),
+            "field of 100000x100000 values too large to be a frame, not read",
+        ),
+        (
+            lambda h, f: h.create_dataset("infrared", data=f[:300, :400]),
+            "wrong dimensions 400x300 (profile digital-typhoon expects",
+        ),
+        (
+            lambda h, f: h.create_dataset("infrared", data=np.stack([f, f])),
+            "'infrared' has shape (2, 512, 512), not one 2-D frame",
+        ),
     ],
-    ids=["group", "text", "records", "all-nan", "celsius"],
+    ids=["group", "text", "records", "all-nan", "celsius", "huge", "wrong-size", "3-d"],
 )
 def test_a_damaged_field_is_skipped_and_the_rest_of_the_run_kept(write, reason, h5_files, tmp_path):
     """One file whose field is no usable frame is skipped with its reason (never repaired from
