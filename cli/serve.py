@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import ipaddress
 import logging
 import socket
@@ -165,6 +166,9 @@ def serve_command(
         f"serving {settings.workspace.root} on http://{host}:{port} ({auth}): "
         f"web page at http://{host}:{port}/, API docs at /docs"
     )
+    # the store's files are memory-mapped: one damaged under the running service ends it with
+    # SIGBUS, which Python cannot catch; this at least says so, with each thread's stack
+    faulthandler.enable()
     uvicorn.run(
         create_app(service, api_key=api_key),
         host=host,

@@ -487,6 +487,26 @@ def test_serve_command_writes_openapi_and_refuses_a_missing_workspace(tmp_path):
     _one_error_line(run, "workspace", "no-such-workspace", "does not exist")
 
 
+def test_a_service_ended_by_a_bus_error_says_so_in_its_log(tmp_path):
+    """A store file truncated under the running service ends it with SIGBUS at the next search
+    of it (the engine memory-maps the vectors; Python cannot catch the signal): it died with
+    nothing in its log. Now the log says so, with each thread's stack (the search's names the
+    store). The signal is sent here; a real truncation gives the same log."""
+    (tmp_path / "ws").mkdir()
+    proc = _serve_cli("-w", tmp_path / "ws", "--port", free_port(), wait=False)
+    seen = []
+    try:
+        while not any("Uvicorn running on" in line for line in seen):
+            seen.append(proc.stderr.readline())
+            assert seen[-1], "".join(seen)  # exited before listening
+        os.kill(proc.pid, signal.SIGBUS)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGBUS
+    assert "Fatal Python error: Bus error" in stderr and "most recent call first" in stderr
+
+
 def test_serve_command_end_to_end(ws, tmp_path):
     """`skysearch serve -w WS --port P` started by the CLI answers what `skysearch search clip
     --json` printed, then stops on Ctrl-C. On a copy of the workspace (its own store; models
