@@ -24,17 +24,13 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from skysearch.atomic import atomic_path, atomic_write_bytes
-from skysearch.errors import SkySearchError
+from skysearch.errors import CheckpointError
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 FORMAT_VERSION = 1
 #: config key of the weights file's CRC-32 (``doctor --deep`` compares; absent in older ones)
 WEIGHTS_CRC = "weights_crc32"
-
-
-class CheckpointError(SkySearchError):
-    """A checkpoint is missing, corrupt, or does not match the model it is loaded into."""
 
 
 def _state_dict_of(model: torch.nn.Module | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

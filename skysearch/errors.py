@@ -47,6 +47,10 @@ class NotFoundError(SkySearchError):
     """Something asked for does not exist (frame, clip, model, collection)."""
 
 
+class CheckpointError(SkySearchError):
+    """A checkpoint is missing, corrupt, or does not match the model it is loaded into."""
+
+
 class StoreError(SkySearchError):
     """The vector store cannot be used (locked by another process, unreachable server...)."""
 

@@ -169,6 +169,25 @@ def test_body_limit_and_not_ready():
     assert r.status_code == 401
 
 
+def test_a_served_models_damaged_checkpoint_is_503_not_the_clients_mistake(monkeypatch):
+    """A text-image checkpoint missing its weights answered 400 ("the detail says what to
+    change"), so clients and load balancers did not try elsewhere."""
+    from fastapi.testclient import TestClient
+    from skysearch.retrieval.service.app import create_app
+
+    from skysearch.errors import CheckpointError
+
+    service = SearchService(Settings(workspace=Workspace(Path("/nonexistent-skysearch-ws"))))
+    monkeypatch.setattr(service, "require_ready", lambda: None)
+
+    def damaged(*args):
+        raise CheckpointError("checkpoint /ws/models/text-image-x has no model.safetensors")
+
+    monkeypatch.setattr(service, "search_text", damaged)
+    r = TestClient(create_app(service)).post("/search/text", json={"text": "river"})
+    assert r.status_code == 503 and "has no model.safetensors" in r.json()["detail"]
+
+
 def test_failed_start_is_reported_not_raised(tmp_path):
     from fastapi.testclient import TestClient
     from skysearch.retrieval.service.app import create_app

@@ -7,7 +7,8 @@ ONE process (the embedded store is locked to one process); sync routes run in a 
 
 Errors: every error body is ``{"detail": "<one line>"}``. Expected errors map to 4xx
 (``UsageError`` 400, missing/wrong API key 401, ``NotFoundError`` 404, body too large 413,
-invalid parameters 422) and to 503 while the service is loading (``StoreError``).
+invalid parameters 422) and to 503 while the service is loading, or when the store or a
+served model's checkpoint cannot be used (``StoreError``, ``CheckpointError``).
 """
 
 from __future__ import annotations
@@ -62,7 +63,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from skysearch import __version__
-from skysearch.errors import DamagedError, NotFoundError, SkySearchError, StoreError, UsageError
+from skysearch.errors import (
+    CheckpointError,
+    DamagedError,
+    NotFoundError,
+    SkySearchError,
+    StoreError,
+    UsageError,
+)
 
 log = logging.getLogger("skysearch.service")
 
@@ -101,7 +109,7 @@ AnimationSize = Annotated[
 def _status(exc: SkySearchError) -> int:
     if isinstance(exc, NotFoundError):
         return 404
-    if isinstance(exc, StoreError):
+    if isinstance(exc, (StoreError, CheckpointError)):  # a served model's files: not the request
         return 503
     return 400  # UsageError and any other expected error
 
