@@ -260,7 +260,7 @@ def search_clip_command(
         typer.Option(
             "--frames",
             help="Query frame files from outside the archive, or one folder of them "
-            "(repeatable; ordered by the time in their names).",
+            "(repeatable; ordered by the time in their names, else as given).",
         ),
     ] = None,
     channel: Annotated[

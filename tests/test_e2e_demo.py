@@ -214,6 +214,27 @@ def test_clip_search_by_frame_files_from_outside_the_archive(demo, cli, tmp_path
     assert top["rerank_score"] == pytest.approx(1.0)  # same pixels as the archive's clip
 
 
+def test_untimed_frame_files_keep_the_order_given(demo, cli, tmp_path):
+    """Names without a time were sorted as strings: frame8..frame13 became 10, 11, 12, 13, 8,
+    9, a scrambled query clip (the service kept the order sent). Given as files they keep the
+    order typed; a folder's are listed with numbers by value."""
+    ws, _ = demo
+    folder = tmp_path / "query"
+    folder.mkdir()
+    src = SAMPLE_DATA / "goes-irma-2017" / "infrared"
+    for step, hour in enumerate(range(3, 9)):
+        shutil.copy(src / f"HUIR17250{hour:02d}45.GIF", folder / f"frame{step + 8}.gif")
+    names = [f"frame{n}.gif" for n in range(8, 14)]
+    typed = search(cli, ws, "clip", *[a for n in names for a in ("--frames", folder / n)],
+                   "--rerank", "10", "--k", "3")  # fmt: skip
+    listed = search(cli, ws, "clip", "--frames", folder, "--rerank", "10", "--k", "3")
+    for out in (typed, listed):
+        assert [Path(f).name for f in out["query"]["files"]] == names
+        top = out["results"][0]
+        assert top["start"] == "2017-09-07T03:45:00Z"
+        assert top["rerank_score"] == pytest.approx(1.0)
+
+
 def test_clip_query_frames_must_be_the_models_steps_apart(demo, cli, tmp_path):
     """Frames at other spacings, a frame given twice, or timed and untimed names mixed are one
     error line each (they would match meaningless clips)."""

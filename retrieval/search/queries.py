@@ -397,7 +397,7 @@ class QueryResolver:
         gap: int,
         tolerance: int,
     ) -> QueryClip:
-        """A clip of frame files: ordered by the times their names carry (by name when none
+        """A clip of frame files: ordered by the times their names carry (as given when none
         does), the most recent ``length`` of each channel, checked to be ``gap`` minutes apart
         within ``tolerance``."""
         from skysearch.ingest.decode import Source, preprocess

@@ -3,6 +3,7 @@ what order, and whether they are a clip model's steps apart."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -13,9 +14,9 @@ from skysearch.errors import UsageError
 
 
 def frame_order(times: Sequence[datetime | None], names: Sequence[str], channel: str) -> list[int]:
-    """Positions of query frames in time order, by the times their names carry (by name when
-    none does); a mix of timed and untimed names is refused (an untimed "latest.gif" would
-    silently become the most recent frame)."""
+    """Positions of query frames in time order, by the times their names carry (in the order
+    given when none does: a string sort put frame10 before frame9); a mix of timed and untimed
+    names is refused (an untimed "latest.gif" would silently become the most recent frame)."""
     untimed = [name for t, name in zip(times, names, strict=True) if t is None]
     if untimed and len(untimed) < len(names):
         raise UsageError(
@@ -23,8 +24,9 @@ def frame_order(times: Sequence[datetime | None], names: Sequence[str], channel:
             f"({', '.join(untimed[:3])}) and the others do: frames are ordered by their "
             "times, so pass only timed frames (or only untimed ones, ordered by name)"
         )
-    key = (lambda i: names[i]) if untimed else (lambda i: times[i])
-    return sorted(range(len(names)), key=key)
+    if untimed:
+        return list(range(len(names)))
+    return sorted(range(len(names)), key=lambda i: times[i])
 
 
 def check_spacing(
@@ -63,11 +65,13 @@ def check_once(keys: Sequence[object], names: Sequence[str]) -> None:
 
 
 def expand_files(paths: Sequence[Path]) -> list[Path]:
-    """Query frame files: each file given, and the images of each folder given, by name."""
+    """Query frame files: each file given, and the images of each folder given, by name
+    (numbers in names by value: frame9 before frame10)."""
     out: list[Path] = []
     for path in paths:
         if path.is_dir():
-            out += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            images = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+            out += sorted(images, key=_natural)
         elif path.is_file():
             out.append(path)
         else:
@@ -76,3 +80,9 @@ def expand_files(paths: Sequence[Path]) -> list[Path]:
         raise UsageError(f"no image files in {', '.join(str(p) for p in paths)}")
     check_once([p.resolve() for p in out], [str(p) for p in out])
     return out
+
+
+def _natural(path: Path) -> list[str | int]:
+    """Sort key: the name's digit runs as numbers ("frame9" < "frame10")."""
+    parts = re.split(r"(\d+)", path.name)
+    return [int(part) if i % 2 else part for i, part in enumerate(parts)]
