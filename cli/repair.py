@@ -26,12 +26,13 @@ def repair(
 
     Example: skysearch repair -w ws
     """
-    from skysearch.workflows.repair import repair_workspace
+    from skysearch.workflows.repair import IN_USE, repair_workspace
 
     settings = load_settings(workspace=workspace)
     report = repair_workspace(settings, profile_dirs=profiles)
     for action in report.actions:
-        info(f"{'repaired' if action.ok else 'NOT repaired'} {action.path}: {action.done}")
+        said = "repaired" if action.ok else "NOT repaired"
+        info(f"{'not checked' if action.problem == IN_USE else said} {action.path}: {action.done}")
     for frame in report.lost_frames[:20]:
         info(f"lost frame {frame['frame_id']}: {frame['reason']}")
     for problem in report.remaining[:20]:

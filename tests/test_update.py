@@ -411,6 +411,7 @@ def test_workspace_or_store_in_use_exit_2(cli, deliveries, tmp_path):
                 assert action["problem"] == "not checked (in use)" and not action["ok"]
                 assert "repair: fixed 0 of 0 problems found" in repair.stderr  # none damaged
                 assert "(the store is in use: not checked)" in repair.stderr
+                assert f"not checked {ws / 'store'}" in repair.stderr  # not "NOT repaired"
         finally:
             holder.kill()
             holder.wait()

@@ -571,17 +571,23 @@ def test_a_damaged_model_is_found_and_unregistered(tmp_path, cli):
     data[-3] ^= 0xFF  # a flipped bit in the last tensor: same size, same header
     weights.write_bytes(bytes(data))
 
-    def failed(*flags: str) -> list[dict]:
+    def rows(*flags: str) -> list[dict]:
         report = json.loads(cli("doctor", "-w", ws.root, "--json", *flags).stdout)
-        return [c for c in report["checks"] if c["name"] == "frame model" and c["status"] == "fail"]
+        return [c for c in report["checks"] if c["name"] == "frame model"]
+
+    def failed(*flags: str) -> list[dict]:
+        return [c for c in rows(*flags) if c["status"] == "fail"]
 
     assert failed() == []  # the cheap checks cannot see it
-    (check,) = failed("--deep")
+    check, whole = rows("--deep")  # the summary counted the damaged one as the latest
     assert check["detail"] == (
         f"{new}: {weights} does not match the checksum recorded when it was saved"
     )
+    assert (whole["status"], whole["detail"]) == ("ok", f"1 trained, latest {old}")
     repaired = cli("repair", "-w", ws.root, "--json")
     assert repaired.exit_code == 1, repaired.stderr  # weights are not rebuilt: said, exit 1
+    assert "fixed 0 of 1 problems found (1 need you: see above)" in repaired.stderr
+    assert "0 damaged files remain" in repaired.stderr
     (action,) = json.loads(repaired.stdout)["actions"]
     assert action["done"] == f"unregistered frame model {new}: train it again"
     assert not action["ok"]

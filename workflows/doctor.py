@@ -125,15 +125,18 @@ def _models(settings: Settings, deep: bool) -> list[Check]:
         for f, config in found.items()
         if f.resolve() not in listed and not checkpoint_problem(f, True)
     }
+    problems = {
+        r.model_id: checkpoint_problem(r.directory(settings.workspace), deep) for r in records
+    }
     broken = [
         Check(
             f"{r.kind} model",
             FAIL,
-            f"{r.model_id}: {problem}",
+            f"{r.model_id}: {problems[r.model_id]}",
             f"skysearch repair -w {settings.workspace.root} (unregisters it), then retrain",
         )
         for r in records
-        if (problem := checkpoint_problem(r.directory(settings.workspace), deep))
+        if problems[r.model_id]
     ]
     fixes = {
         "frame": "skysearch train frames --epochs 30",
@@ -148,10 +151,13 @@ def _models(settings: Settings, deep: bool) -> list[Check]:
         out.append(Check("models", FAIL, detail + some_of(list(unlisted)), fix))
     for kind, fix in fixes.items():
         mine = [r for r in records if r.kind == kind]
-        if mine:
+        whole = [r for r in mine if not problems[r.model_id]]  # searches use the latest of these
+        if whole:
             out.append(
-                Check(f"{kind} model", OK, f"{len(mine)} trained, latest {mine[-1].model_id}")
+                Check(f"{kind} model", OK, f"{len(whole)} trained, latest {whole[-1].model_id}")
             )
+        elif mine:
+            continue  # only damaged ones: their "fail" lines say it
         elif kind not in unlisted.values():  # else trained, only not registered: said above
             out.append(Check(f"{kind} model", TODO, "none trained", fix))
     return broken + out

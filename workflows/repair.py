@@ -89,9 +89,11 @@ class RepairReport:
     def summary_line(self) -> str:
         acted = [a for a in self.actions if a.problem != IN_USE]
         held = " (the store is in use: not checked)" if len(acted) < len(self.actions) else ""
+        fixed = sum(a.ok for a in acted)
+        need = f" ({len(acted) - fixed} need you: see above)" if fixed < len(acted) else ""
         return (
-            f"repair: fixed {sum(a.ok for a in acted)} of {len(acted)} problems found, "
-            f"{len(self.lost_frames)} frames lost, {len(self.remaining)} remain"
+            f"repair: fixed {fixed} of {len(acted)} problems found{need}, "
+            f"{len(self.lost_frames)} frames lost, {len(self.remaining)} damaged files remain"
             f"{held} ({self.seconds:.1f} s)"
         )
 
