@@ -21,7 +21,7 @@ def _zero(path: Path) -> None:
     path.write_bytes(bytes(path.stat().st_size))
 
 
-def test_service_refuses_ready_on_a_damaged_workspace(tmp_path, cli):
+def test_service_refuses_ready_on_a_damaged_workspace_until_repaired(tmp_path, cli):
     import uvicorn
     from skysearch.retrieval.service.app import create_app
     from skysearch.retrieval.service.service import SearchService
@@ -50,6 +50,10 @@ def test_service_refuses_ready_on_a_damaged_workspace(tmp_path, cli):
         except urllib.error.HTTPError as exc:
             assert exc.code == 503
             assert str(ws / FRAMES_U8) in exc.read().decode()
+        # repaired while it runs: it loads (it stayed failed until a restart)
+        assert cli("repair", "-w", ws).exit_code == 0
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=120) as answer:
+            assert json.loads(answer.read())["state"] == "ready"
     finally:
         server.should_exit = True
         thread.join(10)

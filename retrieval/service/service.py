@@ -129,6 +129,9 @@ class SearchService:
         self._load_seconds: float | None = None
         self._searches: dict[str, str] = {}
         self._damage: str | None = None  # a damaged workspace file a request met since
+        self._damaged_at_start = False  # loading failed on it: loads again once it is whole
+        self._background = True
+        self._retry_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._searcher: Any = None
         self.catalogs = Catalogs(settings.workspace, lambda: self._searcher.frame_store)
@@ -140,6 +143,7 @@ class SearchService:
         if self._state in ("loading", "ready"):
             return
         self._state, self._detail = "loading", "loading the store, catalogs and models"
+        self._background = background
         if background:
             self._thread = threading.Thread(target=self._load, name="skysearch-load", daemon=True)
             self._thread.start()
@@ -172,7 +176,11 @@ class SearchService:
         workspace = self.settings.workspace
         if not workspace.root.is_dir():
             raise UsageError(f"{{workspace}} {workspace.root} does not exist", params=["workspace"])
-        self._check_intact()  # a damaged file is a failed start, named
+        try:
+            self._check_intact()  # a damaged file is a failed start, named
+        except SkySearchError:
+            self._damaged_at_start = True  # until repaired: see _load_when_repaired
+            raise
         if self.torch_threads:
             import torch
 
@@ -236,6 +244,23 @@ class SearchService:
         ensure_intact(self.settings.workspace)
         list_models(self.settings.workspace)
 
+    def _load_when_repaired(self) -> None:
+        """A start that failed on a damaged workspace file loads again once the cheap checks
+        pass (after ``skysearch repair``), as damage met while serving clears: no restart."""
+        if self._state != "failed" or not self._damaged_at_start:
+            return
+        with self._retry_lock:
+            if self._state != "failed" or not self._damaged_at_start:
+                return
+            try:
+                self._check_intact()
+            except SkySearchError as exc:
+                self._detail = str(exc)  # what is damaged now
+                return
+            self._damaged_at_start = False
+            self._state = "starting"
+            self.start(self._background)
+
     def _damage_remains(self) -> str | None:
         """Why the workspace is still damaged since a request met damage, else None."""
         if self._damage is None:
@@ -251,6 +276,7 @@ class SearchService:
         """What ``/ready`` reports; never raises: a store that stopped answering after
         start-up (a Qdrant server gone), or a workspace file a request found damaged, is
         reported as failed, with the reason."""
+        self._load_when_repaired()
         out = Readiness(
             ready=self.ready,
             state=self._state,
@@ -271,6 +297,7 @@ class SearchService:
 
     def require_ready(self) -> None:
         """StoreError (-> 503) until start-up loading is done."""
+        self._load_when_repaired()
         if not self.ready:
             raise StoreError(f"service not ready ({self._state}): {self._detail}")
 
