@@ -43,15 +43,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-from PIL import Image
 from skysearch.retrieval.service.animation import (
     ANIMATION_MAX,
     CACHE_BYTES,
     BytesCache,
     animated_webp,
 )
-from skysearch.retrieval.service.catalogs import Catalogs, canonical_id, png_bytes
+from skysearch.retrieval.service.catalogs import Catalogs
+from skysearch.retrieval.service.scene_images import scene_png
 from skysearch.retrieval.service.uploads import (
     Upload,
     UploadLimits,
@@ -72,7 +71,7 @@ from skysearch.retrieval.service.wire import (
 from skysearch.retrieval.store.filters import SearchFilters
 
 from skysearch.config import Settings
-from skysearch.errors import NotFoundError, SkySearchError, StoreError, UsageError
+from skysearch.errors import SkySearchError, StoreError, UsageError
 
 log = logging.getLogger("skysearch.service")
 BATCH_WINDOW_MS = 10.0  # longest a query waits for others to share its forward pass
@@ -331,27 +330,8 @@ class SearchService:
     def scene_thumbnail(self, scene_id: str, size: int = THUMB_DEFAULT) -> bytes:
         """A scene's image (the file the ``scenes`` collection indexed) as PNG, longest side
         <= ``size``. The path comes from the store's payload, never from the request."""
-        from qdrant_client import models
-        from skysearch.retrieval.store.schema import SCENES
-
         self.require_ready()
-        key = canonical_id(scene_id, "scene")
-        store = self._searcher.store
-        record = None
-        if SCENES in store.collections():
-            found = models.Filter(must=[models.HasIdCondition(has_id=[key])])
-            record = next(iter(store.scroll(SCENES, found)), None)
-        if record is None:
-            raise NotFoundError(f"scene {key} is not in the {SCENES} collection")
-        path = record.payload.get("source_path") or record.payload.get("path")
-        try:
-            with Image.open(path) as image:
-                image.draft("RGB", (size, size))  # JPEG: decode at a fraction of full size
-                image.thumbnail((size, size), Image.Resampling.BOX)
-                pixels = np.asarray(image.convert("RGB"))
-        except (OSError, TypeError, ValueError):
-            raise NotFoundError(f"the image of scene {key} cannot be read any more") from None
-        return png_bytes(pixels)
+        return scene_png(self._searcher.store, scene_id, size)
 
     def clip_animation(self, clip_id: str, size: int = THUMB_DEFAULT) -> bytes:
         """The clip's frames (first channel) as a looping animated WebP, longest side <=
