@@ -158,7 +158,11 @@ def test_an_export_appears_whole_or_not_at_all(tmp_path: Path, monkeypatch):
         export_parquet(src, tmp_path / "out", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # nothing left behind
     monkeypatch.setattr(parquet_export, "_export_collection", real)
+    killed = tmp_path / ".out.export-0badf00d" / "clips"  # a kill -9 skips the cleanup
+    killed.mkdir(parents=True)
+    (killed / "part.parquet.tmp").write_bytes(b"partial")
     assert export_parquet(src, tmp_path / "out", progress=False) == {"clips": 30, "frames": 15}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]  # swept by the next
     with pytest.raises(UsageError, match="it is not empty"):
         export_parquet(src, tmp_path / "out", ["clips"], progress=False)
 

@@ -600,7 +600,7 @@ def test_bad_uploads(sky):
         "is 5000x5000 pixels; the limit is 4096": ("big.png", png_declaring(5000, 5000, b"")),
         "is a decompression bomb": ("bomb.png", png_declaring(50000, 50000, b"")),
         "cannot decode": ("cut.png", png_declaring(720, 480, zlib.compress(bytes(721 * 480))[:20])),
-        "bytes; the limit": ("huge.png", b"\x89PNG\r\n\x1a\n" + b"\0" * (8 * 1024 * 1024 + 1)),
+        "than the limit of 8388608 bytes": ("huge.png", b"\x89PNG\r\n\x1a\n" + bytes(8388609)),
         "cannot read the JPEG header": ("bad.jpg", b"\xff\xd8\xff\xe0\x00\x10JFIF"),
         "cannot read the PNG header": ("header.png", png_declaring(64, 64, b"")[:30]),
     }

@@ -85,7 +85,8 @@ def open_image(data: bytes, label: str, limits: UploadLimits) -> Image.Image:
     if not data:
         raise UsageError(f"{label} is empty")
     if len(data) > limits.max_bytes:
-        raise UsageError(f"{label} is {len(data)} bytes; the limit is {limits.max_bytes} bytes")
+        # only the limit and one byte more are read: the size past it is not known here
+        raise UsageError(f"{label} is larger than the limit of {limits.max_bytes} bytes")
     fmt = sniff_format(data)
     if fmt is None:
         raise UsageError(f"{label} is not a PNG, JPEG or GIF image (its first bytes say otherwise)")

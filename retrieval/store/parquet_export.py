@@ -12,6 +12,7 @@ is written: an export cut short leaves nothing an import would read. ``store imp
 
 from __future__ import annotations
 
+import glob
 import shutil
 import uuid
 from contextlib import ExitStack
@@ -46,6 +47,8 @@ def export_parquet(
     names = export_names(store, collections)
     # written aside, renamed when whole: a failed export (a full disk) leaves no folder that
     # an import would take for a whole export
+    for stale in folder.parent.glob(f".{glob.escape(folder.name)}.export-*"):  # killed exports'
+        shutil.rmtree(stale, ignore_errors=True)  # (their cleanup below never ran)
     staging = folder.with_name(f".{folder.name}.export-{uuid.uuid4().hex[:8]}")
     try:
         try:
