@@ -141,6 +141,28 @@ def test_unreachable_server_fails_with_one_line(tmp_path: Path):
     assert "\n" not in message
 
 
+def test_a_server_that_is_not_qdrant_is_said_at_once(tmp_path: Path):
+    """Another HTTP service on the port answered 404: "cannot reach Qdrant ... (HTTP 404)"
+    after three attempts, as if no server were there."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    other = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{other.server_address[1]}"
+    try:
+        with pytest.raises(StoreError) as err:
+            open_store(Settings(workspace=Workspace(tmp_path), qdrant_url=url))
+    finally:
+        other.shutdown()
+    assert str(err.value) == (
+        f"{url} answered HTTP 404 to GET /collections: it is not a Qdrant server (another "
+        "service on that port?); check QDRANT_URL"
+    )
+
+
 def test_unreachable_server_over_grpc_says_why_in_one_line(tmp_path: Path, monkeypatch):
     from skysearch.retrieval.store import server
 

@@ -694,6 +694,17 @@ def test_a_vector_file_cut_short_is_seen_by_the_quick_doctor(base, tmp_path, cli
     assert f"store collection {ws / 'store' / 'clips'} cannot be read" in check["detail"]
 
 
+def test_repair_says_it_leaves_a_qdrant_servers_store_alone(base, tmp_path, cli, monkeypatch):
+    """With QDRANT_URL set (a server no one reaches here) repair said "fixed 0 of 0 problems
+    found" and nothing of the store, while doctor failed it."""
+    ws = tmp_path / "ws"
+    shutil.copytree(base, ws)
+    monkeypatch.setenv("QDRANT_URL", "http://127.0.0.1:1")
+    repaired = cli("repair", "-w", ws)
+    assert repaired.exit_code == 0, repaired.stderr  # the workspace's own files are whole
+    assert "(the store is on a Qdrant server: left to the server)" in repaired.stderr
+
+
 def test_a_file_in_place_of_the_store_folder_is_said(base, tmp_path, cli):
     """It read as an empty store: doctor said "store ok", searches "run skysearch index"."""
     ws = tmp_path / "ws"

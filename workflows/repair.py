@@ -72,6 +72,7 @@ class RepairReport:
     lost_frames: list[dict[str, str]] = field(default_factory=list)
     remaining: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    on_server: bool = False  # a Qdrant server's store: left alone (it checks its own data)
 
     @property
     def ok(self) -> bool:
@@ -89,6 +90,8 @@ class RepairReport:
     def summary_line(self) -> str:
         acted = [a for a in self.actions if a.problem != IN_USE]
         held = " (the store is in use: not checked)" if len(acted) < len(self.actions) else ""
+        if self.on_server:
+            held = " (the store is on a Qdrant server: left to the server)"
         fixed = sum(a.ok for a in acted)
         need = f" ({len(acted) - fixed} need you: see above)" if fixed < len(acted) else ""
         return (
@@ -111,7 +114,7 @@ def repair_workspace(
     if not workspace.root.is_dir():
         raise UsageError(f"workspace {workspace.root} does not exist")
     problems = check_workspace(workspace, deep=True)
-    report = RepairReport()
+    report = RepairReport(on_server=bool(settings.qdrant_url))
     with StoreWriter(workspace) as writer:  # the ingest lock: no ingest writes meanwhile
         parts, lost_ids, clip_files = _catalogs(workspace, problems, report)
         _frame_arrays(workspace, problems, profile_dirs, report, writer)

@@ -174,6 +174,12 @@ class ServerStore(VectorStore):
                 break
             except Exception as exc:  # connection refused, TLS, auth, timeouts...
                 last = exc
+                if getattr(exc, "status_code", None) == 404:  # a server answered: not Qdrant
+                    client.close()
+                    raise StoreError(
+                        f"{shown} answered HTTP 404 to GET /collections: it is not a Qdrant "
+                        "server (another service on that port?); check QDRANT_URL"
+                    ) from None
                 if attempt + 1 < CONNECT_ATTEMPTS:
                     time.sleep(CONNECT_BACKOFF_S * 2**attempt)
         else:
