@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
+import io
 import ipaddress
 import logging
 import socket
@@ -168,7 +170,8 @@ def serve_command(
     )
     # the store's files are memory-mapped: one damaged under the running service ends it with
     # SIGBUS, which Python cannot catch; this at least says so, with each thread's stack
-    faulthandler.enable()
+    with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
+        faulthandler.enable()  # (not where stderr has no file descriptor)
     uvicorn.run(
         create_app(service, api_key=api_key),
         host=host,

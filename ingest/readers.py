@@ -160,7 +160,7 @@ def read_field(
                 if not isinstance(dataset, h5py.Dataset):
                     raise FieldError(f"{decoder.variable!r} is a group, not a dataset")
                 _check_numeric(dataset.dtype, decoder)
-                _check_shape(dataset.shape, decoder, refuse)
+                _check_shape(dataset.shape or (), decoder, refuse)  # None: an empty dataspace
                 values = _cf_decoded(dataset[()], dataset.attrs)
         except OSError as exc:
             raise FieldError(f"not a readable HDF5 file: {exc}") from None

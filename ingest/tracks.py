@@ -96,6 +96,7 @@ TRACK_SCHEMA = pa.schema(
 #: Payload keys of a frame or clip with a best track (the vector store's field names).
 PAYLOAD_KEYS = ("track_class", "pressure_hpa", "wind_kt", "lat", "lon")
 MATCH_MINUTES = 30  # a time takes the track row nearest it within this
+FOOTPRINTS_PENDING = ".footprints-pending"  # in the catalog folder: clips not refreshed yet
 _EVENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -321,10 +322,9 @@ def set_footprints(workspace: Workspace, events: Sequence[str]) -> int:
     """Give the frames of these events whose profile is storm-centred (``"footprint":
     {"centred_on": "track"}``) the box around their best-track centre (none where the track
     has no row within 30 minutes), then the clips the union of their frames'. Only rows whose
-    box changes are rewritten (re-runs, and a changed ``pixel_km``, apply). The clips are
-    compared on every run: a run killed between the two catalogs' writes left the frames with
-    their boxes and the clips without. Run under the ingest lock. Returns the frames whose box
-    changed."""
+    box changes are rewritten (re-runs, and a changed ``pixel_km``, apply). A marker lasts
+    from the frames' write to the clips', so the re-run of a run killed between them gives the
+    clips theirs. Run under the ingest lock. Returns the frames whose box changed."""
     centred = {
         name: p.footprint.pixel_km
         for name, p in load_profiles().items()
@@ -358,9 +358,13 @@ def set_footprints(workspace: Workspace, events: Sequence[str]) -> int:
         for r in mine:
             if boxes[r["frame_id"]] != [r[name] for name in BOUND_COLUMNS]:
                 changes[r["frame_id"]] = dict(zip(BOUND_COLUMNS, boxes[r["frame_id"]], strict=True))
+    pending = workspace.catalog_dir / FOOTPRINTS_PENDING
     if changes:
+        pending.touch()  # until the clips have theirs: a kill between the two writes
         update_frames(workspace, changes)
-    refresh_footprints(workspace)
+    if pending.exists():
+        refresh_footprints(workspace)
+        pending.unlink()
     return len(changes)
 
 

@@ -101,9 +101,10 @@ def test_a_run_killed_between_the_frame_and_clip_catalogs_is_finished_by_the_nex
     centred, tmp_path
 ):
     """The frames held their boxes, the clips none (the state a kill between the two atomic
-    writes leaves): the re-run found no frame to change, said "unchanged" and left every clip
-    without a footprint, so bbox searches missed them."""
+    writes leaves, with the marker set before the first): the re-run found no frame to change,
+    said "unchanged" and left every clip without a footprint, so bbox searches missed them."""
     import pyarrow as pa
+    from skysearch.ingest.tracks import FOOTPRINTS_PENDING
 
     ws, _ = centred
     cut = Workspace(tmp_path / "cut")
@@ -115,9 +116,12 @@ def test_a_run_killed_between_the_frame_and_clip_catalogs_is_finished_by_the_nex
             table = table.set_column(column, name, pa.nulls(table.num_rows, pa.float64()))
         pq.write_table(table, path)
     assert read_clips(cut)["west"].null_count == read_clips(ws).num_rows
+    assert not (ws.catalog_dir / FOOTPRINTS_PENDING).exists()  # an uninterrupted run's end
+    (cut.catalog_dir / FOOTPRINTS_PENDING).touch()
     report = ingest_tracks(cut, shared_data("digital-typhoon", "jma", "198702.tsv"))
     assert (report.unchanged, report.footprints) == (["198702"], 0)
     assert read_clips(cut).select(BOUND_COLUMNS).equals(read_clips(ws).select(BOUND_COLUMNS))
+    assert not (cut.catalog_dir / FOOTPRINTS_PENDING).exists()
 
 
 def test_frames_ingested_after_their_track_get_their_box_at_ingest(tmp_path):

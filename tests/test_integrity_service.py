@@ -50,10 +50,18 @@ def test_service_refuses_ready_on_a_damaged_workspace_until_repaired(tmp_path, c
         except urllib.error.HTTPError as exc:
             assert exc.code == 503
             assert str(ws / FRAMES_U8) in exc.read().decode()
-        # repaired while it runs: it loads (it stayed failed until a restart)
+        # repaired while it runs: it loads, in the background (it stayed failed until a restart)
         assert cli("repair", "-w", ws).exit_code == 0
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=120) as answer:
-            assert json.loads(answer.read())["state"] == "ready"
+        deadline, states = time.monotonic() + 120, []
+        while not states or states[-1] != "ready":
+            assert time.monotonic() < deadline, states
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=30) as answer:
+                    states.append(json.loads(answer.read())["state"])
+            except urllib.error.HTTPError as exc:
+                states.append(json.loads(exc.read())["state"])
+                time.sleep(0.5)
+        assert "loading" in states or "starting" in states, states  # not loaded on the request
     finally:
         server.should_exit = True
         thread.join(10)
@@ -77,7 +85,22 @@ def test_clip_search_refuses_a_zeroed_store_and_repair_restores_it(tmp_path_fact
     assert json.loads(repaired.stdout)["ok"]
     again = cli(*query, "-w", ws)
     assert again.exit_code == 0, again.stderr
-    assert json.loads(again.stdout.strip().splitlines()[-1])["results"] == expected
+    _assert_same_hits(json.loads(again.stdout.strip().splitlines()[-1])["results"], expected)
+
+
+def _assert_same_hits(got: list[dict], want: list[dict]) -> None:
+    """The same hits with the same scores to float rounding: the answer compared with was
+    recorded by another process (its own torch thread count), so hits whose scores tie within
+    the rounding may trade places."""
+    by_id = {hit["id"]: hit for hit in want}
+    assert sorted(hit["id"] for hit in got) == sorted(by_id)
+    scored = ("rank", "score", "vector_score")
+    for hit in got:
+        other = by_id[hit["id"]]
+        assert abs(hit["score"] - other["score"]) < 1e-5, (hit, other)
+        assert {k: v for k, v in hit.items() if k not in scored} == {
+            k: v for k, v in other.items() if k not in scored
+        }
 
 
 def test_ready_turns_false_when_a_request_meets_damage_and_true_once_repaired(

@@ -6,6 +6,8 @@ anything is written."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -158,11 +160,17 @@ def test_an_export_appears_whole_or_not_at_all(tmp_path: Path, monkeypatch):
         export_parquet(src, tmp_path / "out", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # nothing left behind
     monkeypatch.setattr(parquet_export, "_export_collection", real)
-    killed = tmp_path / ".out.export-0badf00d" / "clips"  # a kill -9 skips the cleanup
+    finished = subprocess.Popen(["true"])  # an export's process that was killed
+    finished.wait()
+    gone = finished.pid
+    killed = tmp_path / f".out.export-{gone}-0badf00d" / "clips"  # a kill -9 skips the cleanup
     killed.mkdir(parents=True)
     (killed / "part.parquet.tmp").write_bytes(b"partial")
+    running = tmp_path / f".out.export-{os.getpid()}-00c0ffee"  # another export, running
+    running.mkdir()
     assert export_parquet(src, tmp_path / "out", progress=False) == {"clips": 30, "frames": 15}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]  # swept by the next
+    assert sorted(p.name for p in tmp_path.iterdir()) == [running.name, "out", "src"]
+    running.rmdir()
     with pytest.raises(UsageError, match="it is not empty"):
         export_parquet(src, tmp_path / "out", ["clips"], progress=False)
 

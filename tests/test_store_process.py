@@ -158,8 +158,8 @@ def test_a_server_that_is_not_qdrant_is_said_at_once(tmp_path: Path):
     finally:
         other.shutdown()
     assert str(err.value) == (
-        f"{url} answered HTTP 404 to GET /collections: it is not a Qdrant server (another "
-        "service on that port?); check QDRANT_URL"
+        f"{url} answered HTTP 404 for its collections list: no Qdrant API at that URL (wrong "
+        "port or path?); check QDRANT_URL"
     )
 
 

@@ -587,7 +587,7 @@ def test_a_damaged_model_is_found_and_unregistered(tmp_path, cli):
     repaired = cli("repair", "-w", ws.root, "--json")
     assert repaired.exit_code == 1, repaired.stderr  # weights are not rebuilt: said, exit 1
     assert "fixed 0 of 1 problems found (1 need you: see above)" in repaired.stderr
-    assert "0 damaged files remain" in repaired.stderr
+    assert "0 problems remain" in repaired.stderr
     (action,) = json.loads(repaired.stdout)["actions"]
     assert action["done"] == f"unregistered frame model {new}: train it again"
     assert not action["ok"]

@@ -151,7 +151,7 @@ def _models(settings: Settings, deep: bool) -> list[Check]:
         out.append(Check("models", FAIL, detail + some_of(list(unlisted)), fix))
     for kind, fix in fixes.items():
         mine = [r for r in records if r.kind == kind]
-        whole = [r for r in mine if not problems[r.model_id]]  # searches use the latest of these
+        whole = [r for r in mine if not problems[r.model_id]]  # searches, once repair has run
         if whole:
             out.append(
                 Check(f"{kind} model", OK, f"{len(whole)} trained, latest {whole[-1].model_id}")

@@ -96,7 +96,7 @@ class RepairReport:
         need = f" ({len(acted) - fixed} need you: see above)" if fixed < len(acted) else ""
         return (
             f"repair: fixed {fixed} of {len(acted)} problems found{need}, "
-            f"{len(self.lost_frames)} frames lost, {len(self.remaining)} damaged files remain"
+            f"{len(self.lost_frames)} frames lost, {len(self.remaining)} problems remain"
             f"{held} ({self.seconds:.1f} s)"
         )
 

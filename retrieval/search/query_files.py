@@ -22,7 +22,7 @@ def frame_order(times: Sequence[datetime | None], names: Sequence[str], channel:
         raise UsageError(
             f"{len(untimed)} of the {channel} query frames carry no time in their names "
             f"({', '.join(untimed[:3])}) and the others do: frames are ordered by their "
-            "times, so pass only timed frames (or only untimed ones, ordered by name)"
+            "times, so pass only timed frames (or only untimed ones, in the order given)"
         )
     if untimed:
         return list(range(len(names)))
@@ -71,7 +71,7 @@ def expand_files(paths: Sequence[Path]) -> list[Path]:
     for path in paths:
         if path.is_dir():
             images = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
-            out += sorted(images, key=_natural)
+            out += sorted(images, key=lambda p: (_natural(p), p.name))
         elif path.is_file():
             out.append(path)
         else:

@@ -97,7 +97,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         ),
         (413, "Request body too large"),
         (422, "Invalid parameters"),
-        (503, "Service still loading, or a search kind not available"),
+        (503, "Service still loading, a search kind not available, or its model's files damaged"),
     )
 }
 AnimationSize = Annotated[

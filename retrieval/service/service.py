@@ -75,6 +75,7 @@ from skysearch.errors import SkySearchError, StoreError, UsageError
 
 log = logging.getLogger("skysearch.service")
 BATCH_WINDOW_MS = 10.0  # longest a query waits for others to share its forward pass
+RETRY_S = 2.0  # a start failed on damage: how often requests check whether it was repaired
 
 
 @dataclass(frozen=True)
@@ -129,8 +130,8 @@ class SearchService:
         self._searches: dict[str, str] = {}
         self._damage: str | None = None  # a damaged workspace file a request met since
         self._damaged_at_start = False  # loading failed on it: loads again once it is whole
-        self._background = True
         self._retry_lock = threading.Lock()
+        self._retried = 0.0  # when the workspace was last checked for that
         self._thread: threading.Thread | None = None
         self._searcher: Any = None
         self.catalogs = Catalogs(settings.workspace, lambda: self._searcher.frame_store)
@@ -142,7 +143,6 @@ class SearchService:
         if self._state in ("loading", "ready"):
             return
         self._state, self._detail = "loading", "loading the store, catalogs and models"
-        self._background = background
         if background:
             self._thread = threading.Thread(target=self._load, name="skysearch-load", daemon=True)
             self._thread.start()
@@ -173,6 +173,7 @@ class SearchService:
 
     def _load_all(self) -> None:
         workspace = self.settings.workspace
+        self._damaged_at_start = False
         if not workspace.root.is_dir():
             raise UsageError(f"{{workspace}} {workspace.root} does not exist", params=["workspace"])
         try:
@@ -244,21 +245,23 @@ class SearchService:
         list_models(self.settings.workspace)
 
     def _load_when_repaired(self) -> None:
-        """A start that failed on a damaged workspace file loads again once the cheap checks
-        pass (after ``skysearch repair``), as damage met while serving clears: no restart."""
+        """A start that failed on a damaged workspace file loads again, in the background,
+        once the cheap checks pass (after ``skysearch repair``): no restart. Checked at most
+        every ``RETRY_S`` by one request at a time; the others answer at once."""
         if self._state != "failed" or not self._damaged_at_start:
             return
-        with self._retry_lock:
-            if self._state != "failed" or not self._damaged_at_start:
-                return
-            try:
+        if time.monotonic() - self._retried < RETRY_S or not self._retry_lock.acquire(False):
+            return
+        try:
+            self._retried = time.monotonic()
+            if self._state == "failed" and self._damaged_at_start:
                 self._check_intact()
-            except SkySearchError as exc:
-                self._detail = str(exc)  # what is damaged now
-                return
-            self._damaged_at_start = False
-            self._state = "starting"
-            self.start(self._background)
+                self._state = "starting"
+                self.start()
+        except (SkySearchError, OSError) as exc:  # OSError: a repair renaming files meanwhile
+            self._detail = str(exc)  # what is damaged now
+        finally:
+            self._retry_lock.release()
 
     def _damage_remains(self) -> str | None:
         """Why the workspace is still damaged since a request met damage, else None."""
@@ -266,7 +269,7 @@ class SearchService:
             return None
         try:
             self._check_intact()
-        except SkySearchError as exc:
+        except (SkySearchError, OSError) as exc:
             return str(exc)
         self._damage = None
         return None

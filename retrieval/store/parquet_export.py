@@ -12,7 +12,8 @@ is written: an export cut short leaves nothing an import would read. ``store imp
 
 from __future__ import annotations
 
-import glob
+import os
+import re
 import shutil
 import uuid
 from contextlib import ExitStack
@@ -47,9 +48,8 @@ def export_parquet(
     names = export_names(store, collections)
     # written aside, renamed when whole: a failed export (a full disk) leaves no folder that
     # an import would take for a whole export
-    for stale in folder.parent.glob(f".{glob.escape(folder.name)}.export-*"):  # killed exports'
-        shutil.rmtree(stale, ignore_errors=True)  # (their cleanup below never ran)
-    staging = folder.with_name(f".{folder.name}.export-{uuid.uuid4().hex[:8]}")
+    _sweep_killed_exports(folder)
+    staging = folder.with_name(f".{folder.name}.export-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         try:
             staging.mkdir()
@@ -64,13 +64,33 @@ def export_parquet(
     return counts
 
 
+def _sweep_killed_exports(folder: Path) -> None:
+    """Delete the staging folders of earlier exports to ``folder`` whose process is gone (a
+    kill -9 skips the cleanup), never one of a process still running (another export)."""
+    pattern = re.compile(rf"\.{re.escape(folder.name)}\.export-(\d+)-[0-9a-f]{{8}}")
+    for path in folder.parent.iterdir():
+        found = pattern.fullmatch(path.name)
+        if found and path.is_dir() and not _running(int(found.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process; or not a pid
+        return True
+    return True
+
+
 def _export_collection(store: VectorStore, name: str, folder: Path, progress: bool) -> int:
     """One collection's files under ``folder/name``; returns its points."""
     from tqdm import tqdm
 
     dims = store.vector_config(name)
     target = folder / name
-    target.mkdir(parents=True, exist_ok=True)
+    target.mkdir()  # the staging folder gone (deleted meanwhile) is an error, not a gap
     schemas = {vn: point_schema(name, vn, dim) for vn, dim in dims.items()}
     pending: dict[str, list[Row]] = {vn: [] for vn in dims}
     total = store.info(name).points

@@ -177,8 +177,8 @@ class ServerStore(VectorStore):
                 if getattr(exc, "status_code", None) == 404:  # a server answered: not Qdrant
                     client.close()
                     raise StoreError(
-                        f"{shown} answered HTTP 404 to GET /collections: it is not a Qdrant "
-                        "server (another service on that port?); check QDRANT_URL"
+                        f"{shown} answered HTTP 404 for its collections list: no Qdrant API at "
+                        "that URL (wrong port or path?); check QDRANT_URL"
                     ) from None
                 if attempt + 1 < CONNECT_ATTEMPTS:
                     time.sleep(CONNECT_BACKOFF_S * 2**attempt)
