@@ -310,7 +310,7 @@ def test_library_errors_name_parameters_the_cli_renders_as_flags(untrained):
         assert rendered in error.render(flag), error.render(flag)
 
 
-def test_doctor_says_what_is_missing(cli, ingested, tmp_path):
+def test_doctor_says_what_is_missing(cli, ingested, tmp_path, monkeypatch):
     r = cli("doctor", "--json", "-w", ingested)
     assert r.exit_code == 0, r.stderr
     import json
@@ -323,6 +323,15 @@ def test_doctor_says_what_is_missing(cli, ingested, tmp_path):
     fresh = cli("doctor", "-w", tmp_path / "nothing-here")
     assert fresh.exit_code == 0
     assert "does not exist yet" in fresh.stderr and "skysearch demo" in fresh.stderr
+    from skysearch.workflows import doctor
+
+    sample = doctor.REPO_SAMPLE / "rsscn7-mini"
+    assert checks["text-image model"]["fix"] == f"skysearch train text-image --images {sample}"
+    # an installed package has no bundled sample: the fix named a path that is not there
+    monkeypatch.setattr(doctor, "REPO_SAMPLE", tmp_path / "site-packages" / "data" / "sample")
+    installed = cli("doctor", "--json", "-w", ingested)
+    checks = {c["name"]: c for c in json.loads(installed.stdout)["checks"]}
+    assert checks["text-image model"]["fix"] == "skysearch train text-image --images IMAGES"
 
 
 def test_every_command_has_help_with_an_example(cli):

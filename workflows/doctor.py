@@ -77,7 +77,7 @@ def _frames(settings: Settings) -> Check:
             "frames",
             TODO,
             "no frames ingested",
-            f"skysearch ingest {REPO_SAMPLE / 'goes-irma-2017'} (or your archive)",
+            f"skysearch ingest {_sample('goes-irma-2017', 'ARCHIVE_DIR')} (or your archive)",
         )
     parts: dict[tuple[str, str], list[Any]] = {}
     for sat, chan, t in zip(
@@ -141,7 +141,7 @@ def _models(settings: Settings, deep: bool) -> list[Check]:
     fixes = {
         "frame": "skysearch train frames --epochs 30",
         "clip": "skysearch train clips --epochs 60 (after train frames)",
-        "text-image": f"skysearch train text-image --images {REPO_SAMPLE / 'rsscn7-mini'}",
+        "text-image": f"skysearch train text-image --images {_sample('rsscn7-mini', 'IMAGES')}",
         "predictor": "skysearch train predictor (only for search clip --augment)",
     }
     out = []
@@ -203,7 +203,7 @@ def _store_checks(settings: Settings, deep: bool, store: Any) -> list[Check]:
     for collection, kind, fix in (
         (CLIPS, "clip", "skysearch index clips"),
         (FRAMES, "frame", "skysearch index frames"),
-        (SCENES, "text-image", f"skysearch index scenes {REPO_SAMPLE / 'rsscn7-mini'}"),
+        (SCENES, "text-image", f"skysearch index scenes {_sample('rsscn7-mini', 'IMAGES')}"),
     ):
         models = list_models(settings.workspace, kind)
         if not models:
@@ -321,6 +321,13 @@ def _integrity(settings: Settings, deep: bool) -> list[Check]:
         Check(f"integrity: {p.kind}", FAIL if p.damaged else TODO, p.line(), f"{fix} ({p.remedy})")
         for p in problems
     ]
+
+
+def _sample(name: str, otherwise: str) -> str:
+    """The bundled sample folder ``name`` where this checkout has it (an installed package
+    does not), else the placeholder ``otherwise`` for the user's own data."""
+    folder = REPO_SAMPLE / name
+    return str(folder) if folder.is_dir() else otherwise
 
 
 def _data_paths(settings: Settings) -> Check:
