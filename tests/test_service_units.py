@@ -146,6 +146,25 @@ def test_a_json_body_sent_without_its_content_type_is_said_so():
     assert r.status_code == 422 and "content-type" not in r.json()["detail"]  # JSON, wrong shape
 
 
+def test_a_single_valued_form_field_sent_twice_is_refused():
+    """The form took the last value: a second `frame` part dropped the first query frame, and
+    `k=3&k=50` searched for 50. Fields that take several values may repeat."""
+    from fastapi.testclient import TestClient
+
+    client = TestClient(_unloaded_app(), headers={"X-API-Key": "k"})
+    png = ("a.png", b"\x89PNG\r\n\x1a\n", "image/png")
+    form = {"satellite": "goes-east", "channel": "ir"}
+    r = client.post("/search/frame/upload", data=form, files=[("frame", png), ("frame", png)])
+    assert r.status_code == 422 and r.json()["detail"] == "frame: given 2 times; send it once"
+    r = client.post("/search/frame/upload", data={**form, "k": ["3", "50"]}, files={"frame": png})
+    assert r.status_code == 422 and r.json()["detail"] == "k: given 2 times; send it once"
+    many = {**form, "months": ["1", "2"], "bbox": ["0", "0", "1", "1"]}  # on to the service
+    r = client.post("/search/frame/upload", data=many, files={"frame": png})
+    assert r.status_code == 503, r.text
+    r = client.post("/search/image", files=[("image", png), ("image", png)])
+    assert r.status_code == 503, r.text  # several example images: allowed
+
+
 def test_body_limit_and_not_ready():
     from fastapi.testclient import TestClient
 

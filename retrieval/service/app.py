@@ -25,11 +25,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from fastapi_offline import FastAPIOffline
+from pydantic import BaseModel
 from skysearch.retrieval.search import ClipQuery, FrameQuery
 from skysearch.retrieval.service.animation import ANIMATION_MAX
 from skysearch.retrieval.service.body_limit import BodyLimit
 from skysearch.retrieval.service.methods import HeadAndOptions
 from skysearch.retrieval.service.page import STATIC, mount_page
+from skysearch.retrieval.service.repeated_fields import sent_once
 from skysearch.retrieval.service.responses import (
     ArchiveBody,
     ClipMeta,
@@ -354,12 +356,20 @@ def create_app(service: SearchService, api_key: str | None = None) -> FastAPI:
         "responses": {c: ERRORS[c] for c in (400, 404, 503)},
     }
 
+    def uploads(form: type[BaseModel], single_files: frozenset[str]) -> dict[str, Any]:
+        """A multipart search route's settings: a single-valued field sent twice is refused."""
+        return {**search, "dependencies": [*auth, Depends(sent_once(form, single_files))]}
+
     @app.post("/search/text", **search)
     def search_text(body: TextSearch) -> dict[str, Any]:
         """Scenes matching free text (text-image model)."""
         return service.search_text(body.text, body.filters.to_filters(), body.model_id)
 
-    @app.post("/search/image", **search, openapi_extra=_image_parts("image"))
+    @app.post(
+        "/search/image",
+        **uploads(ImageSearchForm, frozenset()),
+        openapi_extra=_image_parts("image"),
+    )
     def search_image(
         params: Annotated[ImageSearchForm, Form()],
         image: Annotated[
@@ -392,7 +402,11 @@ def create_app(service: SearchService, api_key: str | None = None) -> FastAPI:
         )
         return service.search_clip(query, body.filters.to_filters(), body.to_options())
 
-    @app.post("/search/clip/frames", **search, openapi_extra=_image_parts("frames"))
+    @app.post(
+        "/search/clip/frames",
+        **uploads(FramesSearchForm, frozenset()),
+        openapi_extra=_image_parts("frames"),
+    )
     def search_clip_frames(
         params: Annotated[FramesSearchForm, Form()],
         frames: Annotated[
@@ -431,7 +445,11 @@ def create_app(service: SearchService, api_key: str | None = None) -> FastAPI:
         )
         return service.search_frame(query, body.filters.to_filters(), body.to_options())
 
-    @app.post("/search/frame/upload", **search, openapi_extra=_image_parts("frame"))
+    @app.post(
+        "/search/frame/upload",
+        **uploads(FrameUploadForm, frozenset({"frame"})),
+        openapi_extra=_image_parts("frame"),
+    )
     def search_frame_upload(
         params: Annotated[FrameUploadForm, Form()],
         frame: Annotated[
