@@ -1,6 +1,7 @@
 """A damaged workspace is never served: the service does not report ready (and says which file),
 and a clip search with a trained model refuses a damaged frame store instead of ranking from
-misread pixels; after ``repair`` the search gives the undamaged answer again."""
+misread pixels; after ``repair`` the search gives the undamaged answer again. A store
+collection that cannot be read takes only its own kind of search out of service."""
 
 from __future__ import annotations
 
@@ -145,5 +146,39 @@ def test_ready_turns_false_when_a_request_meets_damage_and_true_once_repaired(
         assert ready.status_code == 503 and str(registry) in ready.json()["detail"]
         registry.write_bytes(entries)
         assert client.get("/ready").status_code == 200
+    finally:
+        svc.close()
+
+
+def test_a_service_restarted_on_a_vector_file_cut_short_serves_the_other_kinds(tmp_path_factory):
+    """What the serve guide promises after a SIGBUS and a restart: ready, the clip kind names
+    the collection that cannot be read (and repair), clip search is 503 and text search
+    answers."""
+    from skysearch.retrieval.search import ClipQuery
+    from skysearch.retrieval.service.service import SearchService
+    from skysearch.retrieval.store.filters import SearchFilters
+
+    from skysearch.config import load_settings
+    from skysearch.errors import StoreError
+
+    shared = shared_workspace(tmp_path_factory)
+    ws = tmp_path_factory.mktemp("cut-vectors") / "ws"
+    shutil.copytree(shared.root, ws, ignore=shutil.ignore_patterns(".*owner"))
+    (chunk,) = (ws / "store" / "clips").rglob("vectors/chunk_0.mmap")
+    chunk.write_bytes(b"")
+    svc = SearchService(load_settings(workspace=ws), torch_threads=None)
+    try:
+        svc.start(background=False)
+        state = svc.readiness()
+        assert state.ready, state.detail
+        assert str(ws / "store" / "clips") in state.searches["clip"]
+        assert "skysearch repair" in state.searches["clip"]
+        assert state.searches["text"] == "ok"
+        assert svc.search_text("a river", SearchFilters(k=3))["results"]
+        try:
+            svc.search_clip(ClipQuery(at=QUERY_AT, channels=["ir"]), SearchFilters(k=3))
+            raise AssertionError("a clip search read the cut vector file")
+        except StoreError as exc:  # -> 503
+            assert str(ws / "store" / "clips") in str(exc)
     finally:
         svc.close()
