@@ -258,11 +258,7 @@ def _preprocess_field(source: Source, profile: Profile) -> Decoded:
     except Exception as exc:  # noqa: BLE001 - each reader raises its own kinds on damaged data
         return Decoded(reason=f"cannot decode {decoder.kind}: {type(exc).__name__}: {exc}")
     height, width = field.values.shape
-    made = readers.working_field(field.values, profile)
-    if made is None:
-        reason = wrong_size(profile, width, height)
-        return Decoded(checksum=field.checksum, width=width, height=height, reason=reason)
-    frame, quality = made
+    frame, quality = readers.working_field(field.values, profile)  # a size refuse let through
     return Decoded(field.checksum, width, height, frame, quality=quality)
 
 

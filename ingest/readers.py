@@ -141,7 +141,7 @@ def read_field(
     raw: bytes | None,
     decoder: Decoder,
     index: int | None,
-    refuse: Callable[[int, int], str | None] = lambda width, height: None,
+    refuse: Callable[[int, int], str | None],
 ) -> Field:
     """The field of one frame: the whole 2-D variable of an HDF5 file (``raw``: its bytes),
     or step ``index`` along the time dimension of a NetCDF/zarr file. Its shape is checked
@@ -276,13 +276,13 @@ def resize_masked(grey: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def working_field(values: np.ndarray, profile: Profile) -> tuple[np.ndarray, float] | None:
-    """A field -> the profile's working frame and its bad-pixel fraction; None when no crop
-    rule fits the field's size."""
+def working_field(values: np.ndarray, profile: Profile) -> tuple[np.ndarray, float]:
+    """A field -> the profile's working frame and its bad-pixel fraction. Its size is one the
+    profile crops (``read_field``'s ``refuse`` checked it before reading)."""
     height, width = values.shape
     box = profile.crop_box(width, height)
     if box is None:
-        return None
+        raise ValueError(f"no crop rule of profile {profile.name} fits {width}x{height}")
     left, top, right, bottom = box
     grey, fraction = to_grey(values[top:bottom, left:right], profile.decoder)
     return resize_masked(grey, profile.resolution), fraction

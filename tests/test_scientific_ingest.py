@@ -27,6 +27,7 @@ from skysearch.errors import NotFoundError, UsageError
 UTC = timezone.utc
 COUNT = 30  # frames of 198702 used: 1987-04-09 19 UTC on, 12 of them with defect bands
 PROFILE = load_profiles()["digital-typhoon"]
+ANY_SIZE = lambda width, height: None  # noqa: E731  read_field refusing no size
 PROFILE_FILE = Path(__file__).resolve().parent.parent / "ingest/profiles/digital-typhoon.json"
 
 
@@ -250,7 +251,7 @@ def _rewrite_h5(source: Path, target: Path, write) -> None:
         (lambda h, f: h.create_dataset("infrared", data=f - 273.15), "too few valid pixels"),
         (  # a few KB declaring 74.5 GiB: refused from the header (it was read, MemoryError)
             lambda h, f: h.create_dataset(
-                "infrared", shape=(100_000, 100_000), chunks=(512, 512), fillvalue=250.0
+                "infrared", shape=(100_000, 100_000), dtype="f8", chunks=(512, 512), fillvalue=250.0
             ),
             "field of 100000x100000 values too large to be a frame, not read",
         ),
@@ -304,12 +305,12 @@ def test_hdf5_fill_values_and_packed_counts_decode_as_netcdf_ones_do(h5_files, t
     def broken(handle):
         handle.create_dataset("infrared", data=counts).attrs["scale_factor"] = "ten"
 
-    decoded = read_field("f.h5", h5(fill), PROFILE.decoder, None).values
+    decoded = read_field("f.h5", h5(fill), PROFILE.decoder, None, ANY_SIZE).values
     assert np.isnan(decoded[:64]).all() and np.array_equal(decoded[64:], field[64:])
-    unpacked = read_field("p.h5", h5(packed), PROFILE.decoder, None).values
+    unpacked = read_field("p.h5", h5(packed), PROFILE.decoder, None, ANY_SIZE).values
     assert np.abs(unpacked - field).max() <= 0.005 + 1e-9
     with pytest.raises(FieldError, match="attribute scale_factor is 'ten', not a number"):
-        read_field("b.h5", h5(broken), PROFILE.decoder, None)
+        read_field("b.h5", h5(broken), PROFILE.decoder, None, ANY_SIZE)
 
 
 def test_damaged_netcdf_and_zarr_are_skipped_with_reasons(h5_files, tmp_path):
