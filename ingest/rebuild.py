@@ -83,7 +83,7 @@ def rebuild_array(
     for path in (data, folder / CRC_FILE, folder / META_FILE):
         if path.is_dir():  # a folder where the file should be: kept aside, never written into
             stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-            path.replace(path.with_name(f".{path.name}.damaged-folder-{stamp}"))
+            path.replace(hidden(path, f".damaged-folder-{stamp}"))
     old_rows = min(needed, data.stat().st_size // frame_bytes if data.exists() else 0)
     old = np.memmap(data, np.uint8, "r", shape=(old_rows, frame_bytes)) if old_rows else None
     crcs = read_crcs(folder / CRC_FILE, old_rows)

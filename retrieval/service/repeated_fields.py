@@ -36,7 +36,7 @@ def sent_once(
                             "msg": f"given {given} times; send it once",
                             "type": "value_error",
                         }
-                    ]  # fmt: skip
+                    ]
                 )
 
     return check

@@ -33,7 +33,7 @@ def collection_problem(store: VectorStore, name: str, deep: bool = False) -> str
 
 def _unreadable_vector(store: VectorStore, name: str, points: int | None) -> str | None:
     """Why one of the first ``points`` points' vectors (all: None) is damaged, else None."""
-    records = store.scroll(name, with_vectors=True, batch_size=min(points or 1024, 1024))
+    records = store.scroll(name, with_vectors=True, batch_size=1024)
     for record in islice(records, points):
         for vector_name, vector in (record.vectors or {}).items():
             length = float(np.linalg.norm(np.asarray(vector, np.float32)))
