@@ -68,6 +68,21 @@ class StoreInUse(StoreError):
         )
 
 
+class StoreNotWritable(StoreError):
+    """The embedded store's files cannot be opened for writing (a read-only file system or
+    another user's workspace): the engine maps them read-write even to search, so nothing is
+    wrong with them, but this process cannot use them."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(
+            f"store directory {path} cannot be opened: {reason}, and the embedded store opens "
+            "its files for writing even to search. Search it through a service its owner runs "
+            "(skysearch serve), or copy the workspace somewhere writable"
+        )
+
+
 class DamagedError(StoreError):
     """A workspace file is damaged (truncated, garbled, inconsistent with the catalog).
 

@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from skysearch.retrieval.store import open_store
+from skysearch.retrieval.store import Point, open_store
 from skysearch.retrieval.store.embedded import EmbeddedStore
 
 from skysearch.config import Settings, Workspace
@@ -100,6 +100,59 @@ def test_an_engine_error_that_only_contains_block_is_not_a_store_in_use(tmp_path
         assert isinstance(error, StoreInUse) == in_use, text
         assert isinstance(error, StoreError)
     store.close()
+
+
+def test_an_engine_error_naming_a_read_only_or_forbidden_file_is_not_damage(tmp_path: Path):
+    """The engine maps its files read-write even to search: EROFS / EACCES say so (doctor:
+    not a repair), other errors stay plain store errors."""
+    from skysearch.errors import StoreNotWritable
+
+    store = EmbeddedStore(tmp_path)
+    engine = "Service runtime error: failed to load segment x: Failed to open mmap payload storage"
+    cases = {
+        f"{engine}: Read-only file system (os error 30)": "the file system is read-only",
+        f"{engine}: Permission denied (os error 13)": "no permission to write its files",
+        f"{engine}: No such file or directory (os error 2)": None,
+    }
+    for text, reason in cases.items():
+        error = store._open_error(tmp_path / "scenes", Exception(text))
+        assert isinstance(error, StoreNotWritable) == (reason is not None), text
+        assert reason is None or reason in str(error) and "skysearch serve" in str(error)
+    store.close()
+
+
+def _read_only(root: Path) -> list[str]:
+    """An argv prefix running a command with ``root`` mounted read-only in a private mount
+    namespace (a real read-only file system; root ignores file modes), or skip."""
+    script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"'
+    prefix = ["unshare", "-m", "sh", "-c", script, str(root)]
+    try:
+        works = subprocess.run([*prefix, "true"], capture_output=True).returncode == 0
+    except FileNotFoundError:
+        works = False
+    if not works:
+        pytest.skip("needs unshare and mount rights for a read-only bind mount")
+    return prefix
+
+
+def test_a_store_on_a_read_only_file_system_is_said_so_not_called_damaged(tmp_path: Path):
+    ws = Workspace(tmp_path / "ws")
+    store = EmbeddedStore(ws.store_dir)
+    store.ensure_collection("scenes", DIM)
+    store.upsert("scenes", [Point(uuid.uuid4(), [1.0] * DIM, {"label": "x"})])
+    store.close()
+    skysearch = [*_read_only(ws.root), sys.executable, "-m", "skysearch"]
+    info = subprocess.run([*skysearch, "store", "info", "-w", ws.root], capture_output=True)
+    err = info.stderr.decode()
+    assert info.returncode == 2 and "Traceback" not in err, err
+    assert "the file system is read-only" in err and "skysearch serve" in err, err
+    doctor = subprocess.run([*skysearch, "doctor", "-w", ws.root], capture_output=True)
+    table = doctor.stderr.decode()  # doctor's table goes to stderr (stdout: --json)
+    lines = [x for x in table.splitlines() if x.startswith("store ")]
+    assert len(lines) == 1 and " fail " in lines[0], table
+    assert "read-only, not opened" in lines[0] and "repair" not in lines[0], lines[0]
+    with EmbeddedStore(ws.store_dir) as again:  # untouched: the point is still there
+        assert again.count("scenes") == 1
 
 
 def test_kill_9_during_bulk_upsert_loses_no_acknowledged_point(tmp_path: Path):

@@ -18,7 +18,13 @@ from skysearch.workflows.demo import REPO_SAMPLE
 from skysearch.workflows.update_state import LOCK_FILE, STATE_FILE, last_run
 
 from skysearch.config import Settings
-from skysearch.errors import DamagedError, SkySearchError, StoreInUse, some_of
+from skysearch.errors import (
+    DamagedError,
+    SkySearchError,
+    StoreInUse,
+    StoreNotWritable,
+    some_of,
+)
 
 OK, TODO, FAIL = "ok", "todo", "fail"
 
@@ -184,6 +190,9 @@ def _store(settings: Settings, deep: bool) -> list[Check]:
     except StoreInUse as exc:  # e.g. skysearch serve: nothing wrong, just not checked here
         detail = f"{exc.path} held by another process (pid {exc.pid}): not checked meanwhile"
         return [Check("store", OK, detail), *stale]
+    except StoreNotWritable as exc:  # nothing wrong with it either: repair is not the fix
+        fix = "search through skysearch serve run by its owner, or copy the workspace"
+        return [Check("store", FAIL, f"{exc.path}: {exc.reason}, not opened", fix), *stale]
 
 
 def _store_checks(settings: Settings, deep: bool, store: Any) -> list[Check]:

@@ -37,7 +37,7 @@ from skysearch.retrieval.store.base import (
 )
 from skysearch.retrieval.store.edge_filters import to_edge_filter
 
-from skysearch.errors import SkySearchError, StoreError, StoreInUse, UsageError
+from skysearch.errors import SkySearchError, StoreError, StoreInUse, StoreNotWritable, UsageError
 
 #: payload index type -> qdrant-edge params class (built in ``_create_index``)
 _INDEX_CLASSES = {
@@ -50,6 +50,11 @@ _INDEX_CLASSES = {
     models.PayloadSchemaType.GEO: qe.GeoIndexParams,
 }
 OWNER_FILE = ".skysearch-owner"
+#: how the engine's open errors name a store this process cannot write (Rust io::Error text)
+_NOT_WRITABLE = {
+    "(os error 30)": "the file system is read-only",
+    "(os error 13)": "no permission to write its files (another user's workspace?)",
+}
 #: argv: shard directory, "1"/"0" optimize, "1"/"0" build the window-scan copy
 _CHILD = (
     "import sys, qdrant_edge as qe; s = qe.EdgeShard.load(sys.argv[1])\n"
@@ -209,6 +214,9 @@ class EmbeddedStore(VectorStore):
             owner = path.parent / f".{path.name}{OWNER_FILE}"
             pid = owner.read_text().strip() if owner.is_file() else "unknown"
             return StoreInUse(path, pid)
+        for errno_text, reason in _NOT_WRITABLE.items():  # the engine's io::Error, as text
+            if errno_text in text:
+                return StoreNotWritable(path, reason)
         return StoreError(f"cannot open store directory {path}: {text}")
 
     def _shard(self, name: str, create_with: dict[str, int] | None = None) -> qe.EdgeShard:

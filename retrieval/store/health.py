@@ -10,7 +10,7 @@ from itertools import islice
 import numpy as np
 from skysearch.retrieval.store.base import VectorStore
 
-from skysearch.errors import StoreError, StoreInUse
+from skysearch.errors import StoreError, StoreInUse, StoreNotWritable
 
 #: how far a stored vector's length may be from 1 (float32 rounding is ~1e-7)
 NORM_TOLERANCE = 1e-3
@@ -21,11 +21,12 @@ SPOT_POINTS = 1024
 
 def collection_problem(store: VectorStore, name: str, deep: bool = False) -> str | None:
     """Why collection ``name`` cannot be used, else None. A store held by another process is
-    not a problem of the collection: that ``StoreError`` is raised."""
+    not a problem of the collection, nor is one this process cannot write: those errors are
+    raised."""
     try:
         store.count(name)
         return _unreadable_vector(store, name, None if deep else SPOT_POINTS)
-    except StoreInUse:
+    except (StoreInUse, StoreNotWritable):
         raise
     except StoreError as exc:
         return str(exc)
