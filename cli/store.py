@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict
 from enum import Enum
 from pathlib import Path
@@ -12,8 +13,8 @@ from skysearch.cli.groups import store_app
 from skysearch.cli.options import JsonOption, WorkspaceOption
 from skysearch.cli.output import emit_json, info, table
 
-from skysearch.config import load_settings
-from skysearch.errors import UsageError
+from skysearch.config import Workspace, load_settings
+from skysearch.errors import UsageError, some_of
 
 if TYPE_CHECKING:  # the store (qdrant-client: ~1 s to import) loads when a command needs it
     from skysearch.retrieval.store import VectorStore
@@ -163,9 +164,30 @@ def import_cmd(
             for name in counts:
                 store.optimize(name)
         where = store.where
+        vector_names = {vn for name in counts for vn in store.vector_config(name)}
     info(f"imported {sum(counts.values())} points into {where}: {counts}")
+    _warn_foreign_models(load_settings(workspace=workspace).workspace, vector_names)
     if json_out:
         emit_json({"file": str(file), "format": format_.value, "store": where, "points": counts})
+
+
+def _warn_foreign_models(ws: Workspace, vector_names: set[str]) -> None:
+    """Searches embed queries with the workspace's registered models: points imported under
+    another workspace's model ids answer none of them (silently) until those models are here."""
+    from skysearch.encoders.registry import list_models
+    from skysearch.retrieval.store.schema import DEFAULT_VECTOR  # not a model's: the plain API's
+
+    if not ws.root.is_dir():  # a server loaded from a machine without a workspace
+        return
+    foreign = sorted(vector_names - {m.model_id for m in list_models(ws)} - {DEFAULT_VECTOR})
+    if foreign:
+        warnings.warn(
+            f"the imported vectors of {some_of(foreign)} were made by models not registered in "
+            f"workspace {ws.root}: its searches will not return them until those models' "
+            f"folders are copied into {ws.models_dir} from the workspace that made them and "
+            f"registered (skysearch repair -w {ws.root})",
+            stacklevel=1,
+        )
 
 
 @store_app.command("optimize")

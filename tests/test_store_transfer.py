@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from skysearch.encoders.registry import register_model
 from skysearch.retrieval.store import Point, open_store
 from skysearch.retrieval.store.application import SkyStore, TypedHit
 from skysearch.retrieval.store.embedded import EmbeddedStore
@@ -17,6 +18,7 @@ from skysearch.retrieval.store.filters import SearchFilters
 from skysearch.retrieval.store.schema import time_payload
 from skysearch.retrieval.store.transfer import export_store, import_store
 
+from skysearch.config import Workspace
 from skysearch.errors import UsageError
 
 T0 = datetime(2017, 9, 1, tzinfo=timezone.utc)
@@ -176,8 +178,13 @@ def test_cli_store_export_import_info(cli, tmp_path: Path):
         assert named.exit_code == 2 and "x.parquet" in named.stderr, named.stderr
         assert "name a folder" in named.stderr or "JSON Lines" in named.stderr
     assert not (tmp_path / "x.parquet").exists()
+    register_model(Workspace(tmp_path / "b"), "clipenc-a", "clip")
     r = cli("store", "import", out, "-w", tmp_path / "b", "--json")
     assert r.exit_code == 0, r.stderr
+    # vectors no model here made answer no search: said (not the plain API's "default")
+    warned = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warned) == 1 and "imported vectors of clipenc-b were made by models not" in warned[0]
+    assert str(tmp_path / "b" / "models") in warned[0], warned
     r = cli("store", "info", "-w", tmp_path / "b", "--json")
     assert r.exit_code == 0, r.stderr
     infos = {c["name"]: c for c in json.loads(r.stdout.strip().splitlines()[-1])["collections"]}
