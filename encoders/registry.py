@@ -26,7 +26,7 @@ from typing import Any
 from skysearch.atomic import atomic_write_json
 from skysearch.config import Workspace
 from skysearch.errors import DamagedError, NotFoundError, UsageError
-from skysearch.timeutil import to_rfc3339
+from skysearch.timeutil import FILE_STAMP, file_stamp, to_rfc3339
 
 REGISTRY_FILE = "registry.json"
 
@@ -123,8 +123,7 @@ def check_writable(workspace: Workspace) -> None:
 
 def new_model_id(kind: str, when: datetime | None = None) -> str:
     """``<kind>-YYYYmmddTHHMMSSZ-<6 hex>``: sortable by creation, unique across runs."""
-    when = when or datetime.now(timezone.utc)
-    return f"{kind}-{when.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}"
+    return f"{kind}-{file_stamp(when)}-{uuid.uuid4().hex[:6]}"
 
 
 def model_dir(workspace: Workspace, model_id: str) -> Path:
@@ -194,7 +193,7 @@ def record_from_checkpoint(folder: Path, config: Mapping[str, Any]) -> ModelReco
     stamp = re.search(r"-(\d{8}T\d{6}Z)-", folder.name)
     try:
         text = stamp.group(1) if stamp else ""
-        when = datetime.strptime(text, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+        when = datetime.strptime(text, FILE_STAMP).replace(tzinfo=timezone.utc)
     except ValueError:  # no time in the id, or digits that are none (month 13)
         when = datetime.fromtimestamp((folder / "config.json").stat().st_mtime, timezone.utc)
     return ModelRecord(

@@ -55,6 +55,7 @@ from skysearch.atomic import atomic_write_bytes
 from skysearch.config import Workspace
 from skysearch.cpus import usable_cpus
 from skysearch.errors import UsageError
+from skysearch.timeutil import file_stamp
 
 
 @dataclass
@@ -431,7 +432,7 @@ KEPT_REPORTS = 100
 def _save_report(workspace: Workspace, report: IngestReport) -> Path:
     folder = workspace.reports_dir
     folder.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    stamp = file_stamp(micro=True)
     path = folder / f"ingest-{stamp}.json"
     payload = report.to_dict() | {"report_path": str(path)}
     atomic_write_bytes(path, (json.dumps(payload, indent=1) + "\n").encode())

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from skysearch.ingest.profiles import Profile
 
 from skysearch.atomic import atomic_path, atomic_write_json, fsync_path
 from skysearch.config import Workspace
+from skysearch.timeutil import file_stamp
 
 Key = tuple[str, str, int]
 
@@ -82,7 +82,7 @@ def rebuild_array(
     data = folder / DATA_FILE
     for path in (data, folder / CRC_FILE, folder / META_FILE):
         if path.is_dir():  # a folder where the file should be: kept aside, never written into
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+            stamp = file_stamp(micro=True)
             path.replace(hidden(path, f".damaged-folder-{stamp}"))
     old_rows = min(needed, data.stat().st_size // frame_bytes if data.exists() else 0)
     old = np.memmap(data, np.uint8, "r", shape=(old_rows, frame_bytes)) if old_rows else None

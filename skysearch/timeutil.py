@@ -37,6 +37,17 @@ def parse_time(text: str | datetime) -> datetime:
     return value.astimezone(timezone.utc)
 
 
+#: the UTC time in file and folder names (model ids, reports, copies set aside): sorts by time
+FILE_STAMP = "%Y%m%dT%H%M%SZ"
+
+
+def file_stamp(when: datetime | None = None, micro: bool = False) -> str:
+    """``when`` (default now) as ``20170907T004500Z``; ``micro`` adds microseconds before the
+    Z, for names made more often than once a second."""
+    when = parse_time(when) if when is not None else datetime.now(timezone.utc)
+    return when.strftime(FILE_STAMP.replace("Z", "%fZ") if micro else FILE_STAMP)
+
+
 def to_rfc3339(value: datetime) -> str:
     """Aware UTC datetime -> ``2017-09-07T00:45:00Z`` (the Qdrant payload format)."""
     return parse_time(value).strftime("%Y-%m-%dT%H:%M:%SZ")

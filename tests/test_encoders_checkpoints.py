@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import torch
@@ -17,6 +19,7 @@ from skysearch.encoders.checkpoints import (
 
 from skysearch.config import Workspace
 from skysearch.errors import DamagedError, NotFoundError, SkySearchError, UsageError
+from skysearch.timeutil import file_stamp
 
 
 def _model(width: int = 8) -> torch.nn.Module:
@@ -90,6 +93,17 @@ def test_registry_list_get_latest(tmp_path):
     assert {m["model_id"] for m in data["models"]} == {"clip-a", "clip-b", "frame-a"}
     with pytest.raises(NotFoundError):
         registry.get_model(ws, "nope")
+
+
+def test_a_model_id_carries_its_utc_time_and_the_registry_reads_it_back(tmp_path):
+    when = datetime(2017, 9, 7, 9, 45, 30, tzinfo=timezone(timedelta(hours=9)))  # KST
+    model_id = registry.new_model_id("clip", when)
+    assert re.fullmatch(r"clip-20170907T004530Z-[0-9a-f]{6}", model_id), model_id
+    assert file_stamp(when, micro=True) == "20170907T004530000000Z"
+    folder = tmp_path / model_id
+    folder.mkdir()
+    record = registry.record_from_checkpoint(folder, {"kind": "clip"})
+    assert record.created == "2017-09-07T00:45:30Z"
 
 
 def test_a_registry_that_cannot_take_a_model_is_found_before_training(tmp_path):

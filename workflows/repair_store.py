@@ -6,13 +6,13 @@ workspace)."""
 from __future__ import annotations
 
 import shutil
-from datetime import datetime, timezone
 from pathlib import Path
 
 from skysearch.workflows.repair import Action
 
 from skysearch.config import Settings
 from skysearch.errors import SkySearchError, StoreInUse
+from skysearch.timeutil import file_stamp
 
 DAMAGED_STORE = ".damaged-store"  # collections set aside, beside (not in) the store folder
 REINDEXING = ".reindexing"  # beside a collection set aside whose re-index has not finished
@@ -48,7 +48,7 @@ def vector_store(settings: Settings) -> list[Action]:
     store_dir, set_aside = settings.workspace.store_dir, settings.workspace.root / DAMAGED_STORE
     for name, error in broken:
         path = store_dir / name
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        stamp = file_stamp()
         aside = set_aside / f"{name}-{stamp}"
         set_aside.mkdir(exist_ok=True)
         aside.with_name(aside.name + REINDEXING).touch()  # until re-indexed
