@@ -3,9 +3,9 @@
 One :class:`SearchService` per process. :meth:`SearchService.start` opens the store, indexes
 the frame and clip catalogs by id and loads the models ONCE, in a background thread, so the
 HTTP server answers ``/health`` at once and ``/ready`` says when loading is done; requests
-never load anything. Searches go through the façade
-(:class:`skysearch.retrieval.search.Searcher`), so results are exactly the CLI's
-``--json`` schema.
+never load anything (the states, and recovery after a repair: ``lifecycle``). Searches go
+through the façade (:class:`skysearch.retrieval.search.Searcher`), so results are exactly the
+CLI's ``--json`` schema.
 
 Concurrency: the embedded store (qdrant-edge) is locked to ONE process, so the service runs one
 process and answers requests from a thread pool; searches run in parallel (the façade is
@@ -36,9 +36,6 @@ request holds at most one full-size image.
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +47,7 @@ from skysearch.retrieval.service.animation import (
     animated_webp,
 )
 from skysearch.retrieval.service.catalogs import Catalogs
+from skysearch.retrieval.service.lifecycle import Lifecycle, Readiness
 from skysearch.retrieval.service.scene_images import scene_png
 from skysearch.retrieval.service.uploads import (
     Upload,
@@ -73,9 +71,7 @@ from skysearch.retrieval.store.filters import SearchFilters
 from skysearch.config import Settings
 from skysearch.errors import SkySearchError, StoreError, UsageError
 
-log = logging.getLogger("skysearch.service")
 BATCH_WINDOW_MS = 10.0  # longest a query waits for others to share its forward pass
-RETRY_S = 2.0  # a start failed on damage: how often requests check whether it was repaired
 
 
 @dataclass(frozen=True)
@@ -91,19 +87,6 @@ class ServiceLimits:
     max_request_pixels: int = 100_000_000
     upload: UploadLimits = field(default_factory=UploadLimits)
     animation_cache_bytes: int = CACHE_BYTES
-
-
-@dataclass
-class Readiness:
-    """What ``/ready`` reports."""
-
-    ready: bool
-    state: str  # "starting", "loading", "ready", "failed"
-    detail: str
-    load_seconds: float | None = None
-    store: str | None = None
-    collections: dict[str, int] = field(default_factory=dict)
-    searches: dict[str, str] = field(default_factory=dict)  # kind -> "ok" or why not
 
 
 class SearchService:
@@ -124,63 +107,25 @@ class SearchService:
         self.limits = limits or ServiceLimits()
         self.device = device
         self.torch_threads = torch_threads
-        self._state = "starting"
-        self._detail = "not started"
-        self._load_seconds: float | None = None
-        self._searches: dict[str, str] = {}
-        self._damage: str | None = None  # a damaged workspace file a request met since
-        self._damaged_at_start = False  # loading failed on it: loads again once it is whole
-        self._retry_lock = threading.Lock()
-        self._retried = 0.0  # when the workspace was last checked for that
-        self._thread: threading.Thread | None = None
+        self.life = Lifecycle(self._load_all, self._check_intact)
         self._searcher: Any = None
         self.catalogs = Catalogs(settings.workspace, lambda: self._searcher.frame_store)
         self.animations = BytesCache(self.limits.animation_cache_bytes)
 
-    # ---- lifecycle ------------------------------------------------------------------------
+    # ---- lifecycle (the state machine: lifecycle.Lifecycle) -------------------------------
     def start(self, background: bool = True) -> None:
         """Load everything; in a daemon thread when ``background`` (readiness tells when)."""
-        if self._state in ("loading", "ready"):
-            return
-        self._state, self._detail = "loading", "loading the store, catalogs and models"
-        if background:
-            self._thread = threading.Thread(target=self._load, name="skysearch-load", daemon=True)
-            self._thread.start()
-        else:
-            self._load()
+        self.life.start(background)
 
     def wait_ready(self, timeout: float | None = None) -> Readiness:
         """Block until loading has ended (tests, the bench); returns the readiness."""
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self.life.wait(timeout)
         return self.readiness()
 
-    def _load(self) -> None:
-        started = time.perf_counter()
-        try:
-            self._load_all()
-        except SkySearchError as exc:
-            self._state, self._detail = "failed", str(exc)
-            log.error("service failed to load: %s", exc)
-            return
-        except Exception as exc:  # noqa: BLE001 - reported by /ready, logged with traceback
-            self._state, self._detail = "failed", f"{type(exc).__name__}: {exc}"
-            log.exception("service failed to load")
-            return
-        self._load_seconds = round(time.perf_counter() - started, 3)
-        self._state, self._detail = "ready", "store, catalogs and models loaded"
-        log.info("service ready in %.1f s: %s", self._load_seconds, self._searches)
-
-    def _load_all(self) -> None:
+    def _load_all(self) -> dict[str, str]:
         workspace = self.settings.workspace
-        self._damaged_at_start = False
         if not workspace.root.is_dir():
             raise UsageError(f"{{workspace}} {workspace.root} does not exist", params=["workspace"])
-        try:
-            self._check_intact()  # a damaged file is a failed start, named
-        except SkySearchError:
-            self._damaged_at_start = True  # until repaired: see _load_when_repaired
-            raise
         if self.torch_threads:
             import torch
 
@@ -188,8 +133,8 @@ class SearchService:
         self.open_store()
         self.catalogs.get("frame")
         self.catalogs.get("clip")
-        self._searches = warm_up(self._searcher, self.catalogs, workspace.root)
-        self._searches["image"] = self._searches["text"]
+        searches = warm_up(self._searcher, self.catalogs, workspace.root)
+        return searches | {"image": searches["text"]}
 
     def open_store(self) -> Any:
         """Open the store and every collection in it, now; the façade over them. The embedded
@@ -217,23 +162,21 @@ class SearchService:
         return searcher
 
     def close(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        self.life.wait()
         if self._searcher is not None:
             self._searcher.close()
             self._searcher = None
-        self._state, self._detail = "starting", "closed"
+        self.life.close()
 
     # ---- readiness ------------------------------------------------------------------------
     @property
     def ready(self) -> bool:
-        return self._state == "ready"
+        return self.life.ready
 
     def note_damage(self, exc: SkySearchError) -> None:
         """A request met a damaged workspace file (``DamagedError``): ``/ready`` answers not
         ready until the start-up checks pass again (after ``skysearch repair``)."""
-        self._damage = str(exc)
+        self.life.note_damage(exc)
 
     def _check_intact(self) -> None:
         """The cheap checks of the workspace's files, and the model registry (every search
@@ -244,47 +187,18 @@ class SearchService:
         ensure_intact(self.settings.workspace)
         list_models(self.settings.workspace)
 
-    def _load_when_repaired(self) -> None:
-        """A start that failed on a damaged workspace file loads again, in the background,
-        once the cheap checks pass (after ``skysearch repair``): no restart. Checked at most
-        every ``RETRY_S`` by one request at a time; the others answer at once."""
-        if self._state != "failed" or not self._damaged_at_start:
-            return
-        if time.monotonic() - self._retried < RETRY_S or not self._retry_lock.acquire(False):
-            return
-        try:
-            self._retried = time.monotonic()
-            if self._state == "failed" and self._damaged_at_start:
-                self._check_intact()
-                self._state = "starting"
-                self.start()
-        except (SkySearchError, OSError) as exc:  # OSError: a repair renaming files meanwhile
-            self._detail = str(exc)  # what is damaged now
-        finally:
-            self._retry_lock.release()
-
-    def _damage_remains(self) -> str | None:
-        """Why the workspace is still damaged since a request met damage, else None."""
-        if self._damage is None:
-            return None
-        try:
-            self._check_intact()
-        except (SkySearchError, OSError) as exc:
-            return str(exc)
-        self._damage = None
-        return None
-
     def readiness(self) -> Readiness:
         """What ``/ready`` reports; never raises: a store that stopped answering after
         start-up (a Qdrant server gone), or a workspace file a request found damaged, is
         reported as failed, with the reason."""
-        self._load_when_repaired()
+        life = self.life
+        life.load_when_repaired()
         out = Readiness(
-            ready=self.ready,
-            state=self._state,
-            detail=self._detail,
-            load_seconds=self._load_seconds,
-            searches=dict(self._searches),
+            ready=life.ready,
+            state=life.state,
+            detail=life.detail,
+            load_seconds=life.load_seconds,
+            searches=dict(life.searches),
         )
         if self.ready:
             out.store = self._searcher.store.where
@@ -292,16 +206,16 @@ class SearchService:
                 out.collections = {c.name: c.points for c in self.collections()}
             except SkySearchError as exc:
                 out.ready, out.state, out.detail = False, "failed", f"store unavailable: {exc}"
-            damage = self._damage_remains()
+            damage = life.damage_remains()
             if damage is not None:
                 out.ready, out.state, out.detail = False, "failed", damage
         return out
 
     def require_ready(self) -> None:
         """StoreError (-> 503) until start-up loading is done."""
-        self._load_when_repaired()
+        self.life.load_when_repaired()
         if not self.ready:
-            raise StoreError(f"service not ready ({self._state}): {self._detail}")
+            raise StoreError(f"service not ready ({self.life.state}): {self.life.detail}")
 
     # ---- collections and metadata ---------------------------------------------------------
     def collections(self) -> list[Any]:
