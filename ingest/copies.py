@@ -6,6 +6,9 @@ frame, changed since is decoded again; a damaged file counts as empty."""
 from __future__ import annotations
 
 import json
+import os
+
+from skysearch.ingest.decode import ARCHIVE_SEP, FRAME_SEP
 
 from skysearch.atomic import atomic_write_json
 from skysearch.config import Workspace
@@ -30,3 +33,13 @@ def read_copies(workspace: Workspace) -> Copies:
 
 def write_copies(workspace: Workspace, copies: Copies) -> None:
     atomic_write_json(workspace.catalog_dir / COPIES_FILE, {p: list(c) for p, c in copies.items()})
+
+
+def under(path: str, roots: list[str]) -> bool:
+    """Whether a source ``path`` (a file, a zip member, a frame of a many-frame file) is one
+    of ``roots`` (resolved inputs) or lies in one of them."""
+    return any(
+        path == root
+        or path.startswith((root.rstrip(os.sep) + os.sep, root + ARCHIVE_SEP, root + FRAME_SEP))
+        for root in roots
+    )

@@ -33,7 +33,7 @@ from skysearch.ingest.catalog import (
     update_frames,
     write_frames,
 )
-from skysearch.ingest.copies import read_copies, write_copies
+from skysearch.ingest.copies import read_copies, under, write_copies
 from skysearch.ingest.decode import Decoded, Source, printable_path, utf8_path
 from skysearch.ingest.engines import Engine, get_engine
 from skysearch.ingest.footprints import fixed_bounds
@@ -336,6 +336,9 @@ def ingest(
         restamped: dict[str, dict[str, object]] = {}  # same frames, their file's stamp changed
         copies = read_copies(workspace)
         copies_before = dict(copies)
+        scanned = {c.source.path for c in candidates}
+        for gone in [p for p in copies if p not in scanned and under(p, report.inputs)]:
+            del copies[gone]  # a copy deleted or moved since: its file is in no folder scanned
         todo = []
         for cand in candidates:
             seen, stamp = known.get(cand.frame_id), stamps(cand.source)

@@ -248,6 +248,14 @@ def test_identical_copies_are_remembered_not_decoded_again(tmp_path):
     engine = Recording()
     assert ingest(inputs, ws, progress=False, engine=engine).identical_duplicates == 2
     assert engine.decoded == ["mirror", "mirror"]
+    copies = json.loads((ws.catalog_dir / "frame-copies.json").read_text())
+    assert sorted(Path(p).name for p in copies) == names
+    other.unlink()  # a copy deleted: forgotten by the next run over its folder, not before
+    ingest([tmp_path / "archive"], ws, progress=False)
+    assert len(json.loads((ws.catalog_dir / "frame-copies.json").read_text())) == 2
+    ingest(inputs, ws, progress=False)
+    copies = json.loads((ws.catalog_dir / "frame-copies.json").read_text())
+    assert [Path(p).name for p in copies] == names[:1]
 
 
 def test_incremental_new_year(tmp_path):
