@@ -1,6 +1,7 @@
 """Damaged workspaces: every kind of damage is named by doctor, is one ``error:`` line for a
 query and for ingest (never a traceback, never a silently wrong answer), and ``repair``
-restores the workspace so that the same query gives the undamaged answer again."""
+restores the workspace so that the same query gives the undamaged answer again. The vector
+store and the models: ``test_store_integrity.py``."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE_DATA, held
+from conftest import held
+from integrity_env import SAMPLE_IR, ingested_workspace, one_error_line
 
-SAMPLE_IR = SAMPLE_DATA / "goes-irma-2017" / "infrared"
 FRAMES = Path("frames/goes-east/ir/2017")
 SKETCHES = Path("sketches/clean-g24-b20/goes-east/ir/2017")
 CATALOG = Path("catalog/frames/satellite=goes-east/year=2017")
@@ -27,22 +28,9 @@ QUERY = ["similarity", "2017-09-07T00:45Z", "2017-09-07T06:45Z", "--length", "6"
 FROM_SKETCHES, FROM_FRAMES = QUERY, [*QUERY, "--grid", "12"]
 
 
-def one_error_line(result) -> str:
-    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr
-    return errors[0]
-
-
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
-    from skysearch.cli.app import main
-
-    root = tmp_path_factory.mktemp("integrity") / "ws"
-    main(["ingest", str(SAMPLE_IR), "-w", str(root), "--workers", "1"])
-    main(["clips", "--length", "6", "--gap", "60", "-w", str(root)])
-    return root
+    return ingested_workspace(tmp_path_factory.mktemp("integrity") / "ws")
 
 
 @pytest.fixture(scope="module")
@@ -364,53 +352,6 @@ def test_old_workspace_without_checksums_gets_them(base, tmp_path, cli):
     assert cli("doctor", "-w", ws, "--deep").exit_code == 0
 
 
-STORE_CONFIG_DAMAGE: dict[str, Callable[[Path], None]] = {
-    "truncated": lambda path: path.write_text("{"),
-    "deleted": lambda path: path.unlink(),  # the folder still holds the shard's segments
-}
-
-
-@pytest.mark.parametrize("config", list(STORE_CONFIG_DAMAGE))
-def test_damaged_store_collection_is_set_aside_and_said(config, base, tmp_path, cli):
-    import uuid
-
-    import numpy as np
-    from skysearch.retrieval.store import Point, open_store
-
-    from skysearch.config import load_settings
-
-    ws = tmp_path / "ws"
-    shutil.copytree(base, ws)
-    settings = load_settings(workspace=ws)
-    with open_store(settings) as store:
-        store.ensure_collection("clips", 8, "m1")
-        points = [Point(str(uuid.uuid4()), np.ones(8, np.float32)) for _ in range(3)]
-        store.upsert("clips", points, vector_name="m1")
-    STORE_CONFIG_DAMAGE[config](ws / "store" / "clips" / "edge_config.json")
-    doctor = cli("doctor", "-w", ws, "--json")
-    assert doctor.exit_code == 1
-    store_check = [c for c in json.loads(doctor.stdout)["checks"] if c["name"] == "store"][0]
-    assert store_check["status"] == "fail" and "skysearch repair" in store_check["fix"]
-    assert str(ws / "store" / "clips") in store_check["detail"]
-    info = one_error_line(cli("store", "info", "-w", ws))  # never silently left out
-    assert str(ws / "store" / "clips") in info
-    if config == "deleted":  # not "path already contains segment data" from the engine
-        assert "skysearch repair" in info
-    result = cli("repair", "-w", ws, "--json")
-    assert result.exit_code == 1
-    (action,) = json.loads(result.stdout)["actions"]
-    assert action["path"] == str(ws / "store" / "clips") and not action["ok"]
-    assert "not re-indexed: no clip model registered (kept " in action["done"]
-    again = cli("repair", "-w", ws, "--json")  # said again until a model re-indexes it ...
-    assert again.exit_code == 1 and "did not finish re-indexing" in again.stdout
-    for aside in (ws / ".damaged-store").glob("clips-*[0-9]Z"):
-        shutil.rmtree(aside)  # ... or the loss is accepted
-    accepted = cli("repair", "-w", ws, "--json")
-    assert accepted.exit_code == 0 and json.loads(accepted.stdout)["actions"] == []
-    doctor = json.loads(cli("doctor", "-w", ws, "--json").stdout)
-    assert [c for c in doctor["checks"] if c["name"] == "store"][0]["status"] == "ok"
-
-
 def test_ingest_never_appends_to_a_store_file_that_lost_its_rows(base, tmp_path):
     """New frames must not land at row 0 of a recreated frames.u8 while the catalog says rows
     0..59 are elsewhere: the ingest stops before writing."""
@@ -550,263 +491,6 @@ def test_a_frame_row_that_fails_its_checksum_is_never_read_as_good(base, tmp_pat
     assert store.read(rows[23]).shape  # its neighbours read fine
     with pytest.raises(DamagedError, match="frame row 24 does not match its checksum"):
         store.read_many([rows[23], rows[24]])
-
-
-def test_a_damaged_model_is_found_and_unregistered(tmp_path, cli):
-    """Model weights carry the CRC-32 they were saved with: doctor names a missing or cut
-    checkpoint, --deep also bit rot of the same size; repair unregisters the model (weights
-    cannot be rebuilt) so searches use the latest whole one."""
-    import torch
-    from skysearch.encoders import registry
-    from skysearch.encoders.factory import save_model
-
-    from skysearch.config import Workspace
-
-    ws = Workspace(tmp_path / "ws")
-    ws.ensure()
-    old = save_model(ws, "frame", torch.nn.Linear(4, 4), {"dim": 4}).model_id
-    new = save_model(ws, "frame", torch.nn.Linear(4, 4), {"dim": 4}).model_id
-    weights = ws.models_dir / new / "model.safetensors"
-    data = bytearray(weights.read_bytes())
-    data[-3] ^= 0xFF  # a flipped bit in the last tensor: same size, same header
-    weights.write_bytes(bytes(data))
-
-    def rows(*flags: str) -> list[dict]:
-        report = json.loads(cli("doctor", "-w", ws.root, "--json", *flags).stdout)
-        return [c for c in report["checks"] if c["name"] == "frame model"]
-
-    def failed(*flags: str) -> list[dict]:
-        return [c for c in rows(*flags) if c["status"] == "fail"]
-
-    assert failed() == []  # the cheap checks cannot see it
-    check, whole = rows("--deep")  # the summary counted the damaged one as the latest
-    assert check["detail"] == (
-        f"{new}: {weights} does not match the checksum recorded when it was saved"
-    )
-    assert (whole["status"], whole["detail"]) == ("ok", f"1 trained, latest {old}")
-    repaired = cli("repair", "-w", ws.root, "--json")
-    assert repaired.exit_code == 1, repaired.stderr  # weights are not rebuilt: said, exit 1
-    assert "fixed 0 of 1 problems found (1 need you: see above)" in repaired.stderr
-    assert "0 problems remain" in repaired.stderr
-    (action,) = json.loads(repaired.stdout)["actions"]
-    assert action["done"] == f"unregistered frame model {new}: train it again"
-    assert not action["ok"]
-    assert registry.latest(ws, "frame").model_id == old
-    assert failed("--deep") == []
-
-    # a garbled or deleted registry is rebuilt from the whole checkpoints (not the damaged one)
-    entries = json.loads((ws.models_dir / "registry.json").read_text())["models"]
-    for damage in (b"\xff{", None, b"\xff{2"):  # garbled, deleted, garbled again
-        path = ws.models_dir / "registry.json"
-        path.write_bytes(damage) if damage else path.unlink()
-        doctor = cli("doctor", "-w", ws.root)
-        assert doctor.exit_code == 1 and f"skysearch repair -w {ws.root}" in doctor.stderr
-        rebuilt = cli("repair", "-w", ws.root, "--json")
-        assert rebuilt.exit_code == 1, rebuilt.stderr  # the damaged model: not registered, said
-        action, damaged = json.loads(rebuilt.stdout)["actions"]
-        assert action["done"].startswith("rebuilt from 1 checkpoint folders (frame)")
-        assert (damaged["path"], damaged["ok"]) == (str(ws.models_dir / new), False)
-        assert damaged["done"] == "not registered: train it again"
-        got = json.loads(path.read_text())["models"]  # as registered, but for the time
-        assert [{**e, "created": None} for e in got] == [{**e, "created": None} for e in entries]
-    assert (ws.models_dir / "registry.json.damaged").read_bytes() == b"\xff{"
-    assert (ws.models_dir / "registry.json.damaged.1").read_bytes() == b"\xff{2"  # both kept
-
-    weights = ws.models_dir / old / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:-10])  # cut short: the cheap checks see it
-    (check,) = failed()
-    assert check["detail"] == (
-        f"{old}: {weights} is not whole (Error while deserializing header: incomplete metadata, "
-        "file not fully covered)"
-    )
-
-
-def _overwrite_start(folder: Path, pattern: str, size: int) -> None:
-    (path,) = [p for p in folder.rglob(pattern) if p.is_file()]
-    with open(path, "r+b") as fh:
-        fh.write(os.urandom(size))
-
-
-@pytest.mark.parametrize("part", ["vectors", "payloads"])
-def test_damaged_points_of_the_engine_are_found_deeply_and_re_indexed(part, base, tmp_path, cli):
-    """Garbled vector or payload pages of the engine: a search is one error line (payloads) and
-    never an impossible score, doctor --deep reads every point back and names the collection,
-    repair sets it aside and re-indexes it."""
-    import uuid
-
-    import numpy as np
-    from skysearch.retrieval.store import Point, open_store
-
-    from skysearch.config import load_settings
-    from skysearch.errors import StoreError
-
-    ws = tmp_path / "ws"
-    shutil.copytree(base, ws)
-    rng = np.random.default_rng(0)
-    with open_store(load_settings(workspace=ws)) as store:
-        store.ensure_collection("clips", 8, "m1")
-        points = [
-            Point(str(uuid.uuid4()), rng.normal(size=8), {"label": f"point {i}" * 20})
-            for i in range(40)
-        ]
-        store.upsert("clips", points, vector_name="m1")
-    folder = ws / "store" / "clips"
-    if part == "vectors":
-        _overwrite_start(folder, "vector_storage-m1/vectors/chunk_0.mmap", 8 * 4 * 40)
-    else:
-        _overwrite_start(folder, "payload_storage/page_0.dat", 4096)
-        with open_store(load_settings(workspace=ws)) as store, pytest.raises(StoreError) as err:
-            store.search("clips", rng.normal(size=8), k=40, vector_name="m1")
-        assert str(err.value).startswith(f"store collection {folder} cannot be read (")
-    deep = cli("doctor", "--deep", "-w", ws, "--json")
-    assert deep.exit_code == 1
-    (check,) = [c for c in json.loads(deep.stdout)["checks"] if c["name"] == "store"]
-    assert check["status"] == "fail" and "clips" in check["detail"]
-    assert "skysearch repair" in check["detail"]
-    result = cli("repair", "-w", ws, "--json")
-    (action,) = json.loads(result.stdout)["actions"]
-    assert action["path"] == str(folder) and action["done"].startswith("set aside as")
-    assert (ws / ".damaged-store").is_dir()
-
-
-def test_a_vector_file_cut_short_is_seen_by_the_quick_doctor(base, tmp_path, cli):
-    """Searches said "run skysearch repair" while plain doctor said "store ok" (only --deep
-    read vectors): the quick check reads the vectors of the first points by id."""
-    import uuid
-
-    import numpy as np
-    from skysearch.retrieval.store import Point, open_store
-
-    from skysearch.config import load_settings
-
-    ws = tmp_path / "ws"
-    shutil.copytree(base, ws)
-    rng = np.random.default_rng(0)
-    with open_store(load_settings(workspace=ws)) as store:
-        store.ensure_collection("clips", 8, "m1")
-        store.upsert("clips", [Point(str(uuid.uuid4()), rng.normal(size=8), {}) for _ in range(40)],
-                     vector_name="m1")  # fmt: skip
-    (chunk,) = (ws / "store" / "clips").rglob("vector_storage-m1/vectors/chunk_0.mmap")
-    os.truncate(chunk, 8 * 4 * 4)  # four vectors of 40 left
-    doctor = cli("doctor", "-w", ws, "--json")
-    (check,) = [c for c in json.loads(doctor.stdout)["checks"] if c["name"] == "store"]
-    assert doctor.exit_code == 1 and check["status"] == "fail", check
-    assert f"store collection {ws / 'store' / 'clips'} cannot be read" in check["detail"]
-
-
-def test_repair_says_it_leaves_a_qdrant_servers_store_alone(base, tmp_path, cli, monkeypatch):
-    """With QDRANT_URL set (a server no one reaches here) repair said "fixed 0 of 0 problems
-    found" and nothing of the store, while doctor failed it."""
-    ws = tmp_path / "ws"
-    shutil.copytree(base, ws)
-    monkeypatch.setenv("QDRANT_URL", "http://127.0.0.1:1")
-    repaired = cli("repair", "-w", ws)
-    assert repaired.exit_code == 0, repaired.stderr  # the workspace's own files are whole
-    assert "(the store is on a Qdrant server: left to the server)" in repaired.stderr
-
-
-def test_a_file_in_place_of_the_store_folder_is_said(base, tmp_path, cli):
-    """It read as an empty store: doctor said "store ok", searches "run skysearch index"."""
-    ws = tmp_path / "ws"
-    shutil.copytree(base, ws)
-    shutil.rmtree(ws / "store", ignore_errors=True)
-    (ws / "store").write_text("hi")
-    doctor = cli("doctor", "-w", ws, "--json")
-    (check,) = [c for c in json.loads(doctor.stdout)["checks"] if c["name"] == "store"]
-    assert check["status"] == "fail" and "is not a folder: move that file away" in check["detail"]
-    error = one_error_line(cli("store", "info", "-w", ws))
-    assert f"the embedded store {ws / 'store'} is not a folder" in error
-    repaired = cli("repair", "-w", ws, "--json")  # the files are checked; the store is said
-    assert repaired.exit_code == 1 and "Traceback" not in repaired.stderr, repaired.stderr
-    (action,) = json.loads(repaired.stdout)["actions"]
-    assert action["path"] == str(ws / "store") and "is not a folder" in action["problem"]
-
-
-def _frame_model(ws: Path) -> str:
-    """A seeded, untrained GOES IR frame model, registered; its id."""
-    import torch
-    from skysearch.encoders.factory import save_model
-    from skysearch.encoders.models.frame import FrameEncoderConfig, build_frame_encoder
-
-    from skysearch.config import Workspace
-
-    frame = FrameEncoderConfig(channels=["ir"], height=234, width=360)
-    torch.manual_seed(0)
-    encoder = build_frame_encoder(frame.to_dict(), pretrained=False)
-    data = {"satellite": "goes-east", "channels": ["ir"]}
-    config = {"frame": frame.to_dict(), "data": data}
-    return save_model(Workspace(ws), "frame", encoder, config).model_id
-
-
-def test_a_search_of_a_collection_without_the_models_points_says_so(base, tmp_path, cli):
-    """A collection created by an index run killed before it wrote (or emptied): search
-    answered "no results (loosen the filters?)" with exit 0."""
-    from skysearch.retrieval.store import open_store
-
-    from skysearch.config import load_settings
-
-    ws = tmp_path / "ws"
-    shutil.copytree(base, ws)
-    model_id = _frame_model(ws)
-    assert cli("index", "frames", "-w", ws).exit_code == 0
-    with open_store(load_settings(workspace=ws)) as store:
-        store.delete_ids("frames", [r.id for r in store.scroll("frames")])
-    error = one_error_line(cli("search", "frame", "--at", "2017-09-07T00:45Z", "-w", ws))
-    assert error == (
-        f"error: the frames collection holds no vector of model {model_id} yet (an index run "
-        f"stopped early?): run `skysearch index frames --model {model_id}`"
-    )
-
-
-def test_models_a_registry_no_longer_lists_are_said_and_registered_again(base, tmp_path, cli):
-    """A registry emptied by hand: doctor said "none trained" and every search "train one"
-    while the checkpoints sat in models/; repair found nothing to do."""
-    ws = tmp_path / "ws"
-    shutil.copytree(base, ws)
-    model_id = _frame_model(ws)
-    (ws / "models" / "registry.json").write_text('{"models": []}')
-    doctor = cli("doctor", "-w", ws, "--json")
-    (check,) = [c for c in json.loads(doctor.stdout)["checks"] if c["name"] == "models"]
-    assert check["status"] == "fail" and check["detail"].endswith(f"does not list: {model_id}")
-    assert "frame model" not in [c["name"] for c in json.loads(doctor.stdout)["checks"]]
-    result = cli("repair", "-w", ws, "--json")
-    assert result.exit_code == 0, result.stdout + result.stderr
-    (action,) = json.loads(result.stdout)["actions"]
-    assert action["done"] == f"registered {model_id}" and action["ok"], action
-    doctor = json.loads(cli("doctor", "-w", ws, "--json").stdout)
-    (check,) = [c for c in doctor["checks"] if c["name"] == "frame model"]
-    assert check["status"] == "ok" and model_id in check["detail"]
-
-
-def test_a_repair_killed_before_re_indexing_a_set_aside_collection_is_finished_by_the_next(
-    base, tmp_path, cli
-):
-    """Killed between setting a collection aside and re-indexing it, a repair left an empty
-    (or no) collection that the next repair called whole ("0 remain") while searches found
-    nothing. The marker beside the set-aside copy makes the next repair re-index."""
-    ws = tmp_path / "ws"
-    shutil.copytree(base, ws)
-    _frame_model(ws)
-    assert cli("index", "frames", "-w", ws).exit_code == 0
-    aside = ws / ".damaged-store" / "frames-20261202T000000Z"
-    aside.parent.mkdir()
-    (ws / "store" / "frames").replace(aside)  # where the killed repair stopped
-    aside.with_name(aside.name + ".reindexing").touch()
-    doctor = json.loads(cli("doctor", "-w", ws, "--json").stdout)
-    (check,) = [c for c in doctor["checks"] if c["name"] == "store re-index"]
-    assert check["status"] == "todo" and check["detail"].endswith(aside.name), check
-
-    result = cli("repair", "-w", ws, "--json")
-    assert result.exit_code == 0, result.stdout + result.stderr
-    (action,) = json.loads(result.stdout)["actions"]
-    assert "by a repair that did not finish re-indexing it" in action["problem"], action
-    assert action["ok"] and action["done"].endswith(f"deleted {aside}"), action
-    assert not list(aside.parent.iterdir())  # copy and marker gone
-    info = cli("store", "info", "-w", ws, "--json")
-    frames = [c for c in json.loads(info.stdout)["collections"] if c["name"] == "frames"]
-    assert frames[0]["points"] == len(list(SAMPLE_IR.glob("*.GIF"))) - 1, frames  # 1 HTML page
-    again = cli("repair", "-w", ws, "--json")
-    assert again.exit_code == 0 and json.loads(again.stdout)["actions"] == []
 
 
 def test_a_frame_file_cut_short_while_mapped_is_an_error_not_a_crash(base, tmp_path):
