@@ -39,6 +39,32 @@ def test_converter_writes_skyscript_csv_with_disjoint_split(tmp_path):
     assert captions.display_name("fResident") == "a residential area"
 
 
+def test_files_that_are_not_images_are_left_out_of_the_split_and_named(tmp_path):
+    """A text file or an empty file named .jpg in a class folder must not move real images
+    between the seeded splits (eval would then drop test images as copies of training ones)."""
+    import shutil
+    import warnings
+
+    junk = tmp_path / "junk"
+    shutil.copytree(MINI, junk)
+    (junk / "gParking" / "fake.jpg").write_text("not a jpeg")
+    (junk / "gParking" / "zero.jpg").write_bytes(b"")
+    clean = captions.split_images(captions.list_class_images(MINI))
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        listed = captions.list_class_images(junk)
+    assert [len(v) for v in listed.values()] == [
+        len(v) for v in captions.list_class_images(MINI).values()
+    ]
+    for split, items in captions.split_images(listed).items():
+        assert [(p.relative_to(junk), c) for p, c in items] == [
+            (p.relative_to(MINI), c) for p, c in clean[split]
+        ]
+    assert len(said) == 1, [str(w.message) for w in said]
+    message = str(said[0].message)
+    assert "left out 2 file(s)" in message and "fake.jpg (" in message and "zero.jpg (" in message
+
+
 def test_images_cut_short_are_skipped_before_training(tmp_path):
     """A JPEG cut short passed the header check and then ended the run while features were
     computed, after the images before it."""

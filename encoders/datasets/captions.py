@@ -16,14 +16,15 @@ import csv
 import hashlib
 import random
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from skysearch.ingest.decode import IMAGE_SUFFIXES
+from skysearch.ingest.decode import IMAGE_SUFFIXES, open_image
 
 from skysearch.atomic import atomic_path
-from skysearch.errors import UsageError
+from skysearch.errors import UsageError, some_of
 
 CSV_COLUMNS = ("filepath", "title", "title_multi_objects", "label")
 SPLITS = ("train", "val", "test")
@@ -175,21 +176,41 @@ def caption_for(
 
 
 def list_class_images(images_dir: str | Path) -> dict[str, list[Path]]:
-    """``{class folder: sorted image paths}``; a usage error when there are no class folders."""
+    """``{class folder: sorted image paths}``; a usage error when there are no class folders.
+    Files with an image suffix whose header is not an image (an empty file, a text file named
+    .jpg) are left out with a warning naming them: the seeded split is over the images alone,
+    so such files never move real images between the training and test splits."""
     root = Path(images_dir)
     if not root.is_dir():
         raise UsageError(f"{root} is not a folder of class folders (e.g. rsscn7/aGrass/*.jpg)")
-    classes = {
-        d.name: sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        for d in sorted(root.iterdir())
-        if d.is_dir() and not d.name.startswith(".")
-    }
+    classes, junk = {}, []
+    for d in sorted(root.iterdir()):
+        if d.is_dir() and not d.name.startswith("."):
+            named = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            why = {p: _not_an_image(p) for p in named}
+            classes[d.name] = [p for p in named if why[p] is None]
+            junk += [f"{p.relative_to(root)} ({why[p]})" for p in named if why[p]]
+    if junk:
+        warnings.warn(
+            f"left out {len(junk)} file(s) of {root} that are not images: {some_of(junk, 5)}",
+            stacklevel=2,
+        )
     classes = {k: v for k, v in classes.items() if v}
     if len(classes) < 2:
         raise UsageError(
             f"{root} needs at least two class folders with images (found {len(classes)})"
         )
     return classes
+
+
+def _not_an_image(path: Path) -> str | None:
+    """Why ``path``'s header is not an image Pillow reads (its pixels are not decoded), else
+    None."""
+    try:
+        with open_image(path):
+            return None
+    except (OSError, ValueError) as exc:  # ValueError: an image declaring too many pixels
+        return str(exc).splitlines()[0][:200] or type(exc).__name__
 
 
 def split_images(
