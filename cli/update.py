@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from skysearch.cli.app import app
+from skysearch.cli.app import app, flag
 from skysearch.cli.options import (
     AddressOption,
     DeviceOption,
@@ -25,6 +25,7 @@ from skysearch.cli.output import emit_json, info
 from skysearch.workflows.update import INDEX_AFTER
 
 from skysearch.config import load_settings
+from skysearch.errors import SkySearchError
 
 
 @app.command()
@@ -82,22 +83,28 @@ def update(
     from skysearch.ingest.engines import get_engine
     from skysearch.workflows.update import run_update
 
-    decoder = get_engine(engine.value, address)
-    set_threads(threads)
-    settings = load_settings(workspace=workspace, device=device)
-    with closing(decoder):  # one Ray for the ingest and index stages
-        report = run_update(
-            settings,
-            paths,
-            clip_specs=clip_spec or (),
-            model_ids=model or (),
-            source=source,
-            profile_dirs=profiles,
-            workers=workers or None,
-            index_after=index_after,
-            engine=decoder,
-            say=info,
-        )
+    try:
+        decoder = get_engine(engine.value, address)
+        set_threads(threads)
+        settings = load_settings(workspace=workspace, device=device)
+        with closing(decoder):  # one Ray for the ingest and index stages
+            report = run_update(
+                settings,
+                paths,
+                clip_specs=clip_spec or (),
+                model_ids=model or (),
+                source=source,
+                profile_dirs=profiles,
+                workers=workers or None,
+                index_after=index_after,
+                engine=decoder,
+                say=info,
+            )
+    except SkySearchError as exc:  # exit 2: the scheduler's JSON log gets a line for it too
+        if json_out:
+            inputs = [str(Path(p).absolute()) for p in paths]
+            emit_json({"exit_code": 2, "error": exc.render(flag), "inputs": inputs})
+        raise
     info(report.summary_line())
     if json_out:
         emit_json(report.to_dict())

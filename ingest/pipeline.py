@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -313,6 +314,8 @@ def ingest(
     files = {replace(c.source, index=None) for c in candidates}  # a NetCDF's frames: one file
     report = IngestReport(files_seen=len(files) + len(skipped))
     report.inputs = [str(Path(p).resolve()) for p in paths]
+    if not report.files_seen:  # in a scheduled job: a delivery that did not arrive
+        warnings.warn(f"no files in {', '.join(report.inputs)}: an empty delivery?", stacklevel=2)
     workers = workers or usable_cpus()
 
     with StoreWriter(workspace) as writer:

@@ -371,6 +371,14 @@ def _one_line_error(r, *parts: str) -> None:
         assert part in lines[0], lines[0]
 
 
+def test_an_empty_delivery_is_said_not_taken_for_a_quiet_day(cli, tmp_path):
+    (tmp_path / "2024-06-01").mkdir()
+    r = cli("update", tmp_path / "2024-06-01", "-w", tmp_path / "ws", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["files"]["seen"] == 0, r.stderr
+    warned = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+    assert warned == [f"warning: no files in {tmp_path / '2024-06-01'}: an empty delivery?"]
+
+
 def test_usage_errors_exit_2(cli, deliveries, tmp_path):
     ws = tmp_path / "ws"
     _one_line_error(cli("update", tmp_path / "nowhere", "-w", ws), "path not found")
@@ -399,6 +407,11 @@ def test_workspace_or_store_in_use_exit_2(cli, deliveries, tmp_path):
         holder = held(what, ws)  # another update; `skysearch serve` on the embedded store
         try:
             _one_line_error(cli("update", deliveries["wv"], "-w", ws), said)
+            refused = cli("update", deliveries["wv"], "-w", ws, "--json")  # the scheduler's log
+            assert refused.exit_code == 2 and said in refused.stderr, refused.stderr
+            (line,) = [json.loads(x) for x in refused.stdout.splitlines()]
+            assert line["exit_code"] == 2 and said in line["error"], line
+            assert line["inputs"] == [str(deliveries["wv"].absolute())]
             if what == "store":  # doctor and repair leave a held store alone, and say so
                 doctor = cli("doctor", "-w", ws, "--json")
                 checks = json.loads(doctor.stdout)["checks"]
