@@ -11,10 +11,12 @@ from skysearch.cli.groups import eval_app, train_app
 from skysearch.cli.options import (
     DeviceOption,
     JsonOption,
+    ThreadsOption,
     WorkspaceOption,
     names,
     one_name,
     positive,
+    set_threads,
     share,
     share_or_none,
 )
@@ -134,6 +136,7 @@ def train_frames_command(
         ),
     ] = 0.0,
     device: DeviceOption = None,
+    threads: ThreadsOption = 0,
     seed: SeedOption = 0,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
@@ -145,6 +148,7 @@ def train_frames_command(
     from skysearch.encoders.training.frames import DataSpec, train_frames
 
     _refuse_unused(objective, backbone, min_pair_hours, batch_size)
+    set_threads(threads)
     settings = load_settings(workspace=workspace, device=device)
     channel_list = list(names(channels, "channels")) or None
     data = DataSpec(
@@ -223,6 +227,7 @@ def train_clips_command(
         typer.Option(help="AdamW learning rate. [default: 1e-4 for clips]", callback=positive),
     ] = None,
     device: DeviceOption = None,
+    threads: ThreadsOption = 0,
     seed: SeedOption = 0,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
@@ -234,6 +239,7 @@ def train_clips_command(
     from skysearch.encoders.training.clips import train_clips
 
     _metric_only(objective, min_pair_hours)
+    set_threads(threads)
     settings = load_settings(workspace=workspace, device=device)
     config = _train_config(
         objective,

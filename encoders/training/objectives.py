@@ -59,9 +59,11 @@ class EncoderTrainConfig(TrainConfig):
             raise UsageError(
                 f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}"
             )
-        if self.epochs < 1 or self.batch_size < 2:
+        if self.epochs < 1:
+            raise UsageError(f"{{epochs}} must be >= 1, got {self.epochs}", params=["epochs"])
+        if self.batch_size < 2:
             raise UsageError(
-                "{epochs} must be >= 1 and {batch_size} >= 2", params=["epochs", "batch_size"]
+                f"{{batch_size}} must be >= 2, got {self.batch_size}", params=["batch_size"]
             )
         return self
 
