@@ -14,7 +14,7 @@ from skysearch.cli.options import JsonOption, WorkspaceOption
 from skysearch.cli.output import emit_json, info, table
 
 from skysearch.config import Workspace, load_settings
-from skysearch.errors import UsageError, some_of
+from skysearch.errors import SkySearchError, UsageError, some_of
 
 if TYPE_CHECKING:  # the store (qdrant-client: ~1 s to import) loads when a command needs it
     from skysearch.retrieval.store import VectorStore
@@ -158,13 +158,13 @@ def import_cmd(
     from skysearch.retrieval.store.transfer import import_store
 
     load = import_parquet if format_ is ExportFormat.parquet else import_store
+    vector_names: set[str] = set()
     with _open(workspace, qdrant_url, new=True) as store:
-        counts = load(store, file)
+        counts = load(store, file, vector_names=vector_names)
         if optimize:
             for name in counts:
                 store.optimize(name)
         where = store.where
-        vector_names = {vn for name in counts for vn in store.vector_config(name)}
     info(f"imported {sum(counts.values())} points into {where}: {counts}")
     _warn_foreign_models(load_settings(workspace=workspace).workspace, vector_names)
     if json_out:
@@ -179,7 +179,11 @@ def _warn_foreign_models(ws: Workspace, vector_names: set[str]) -> None:
 
     if not ws.root.is_dir():  # a server loaded from a machine without a workspace
         return
-    foreign = sorted(vector_names - {m.model_id for m in list_models(ws)} - {DEFAULT_VECTOR})
+    try:
+        registered = {m.model_id for m in list_models(ws)}
+    except SkySearchError:  # a damaged registry: doctor says so; the import itself is done
+        return
+    foreign = sorted(vector_names - registered - {DEFAULT_VECTOR})
     if foreign:
         warnings.warn(
             f"the imported vectors of {some_of(foreign)} were made by models not registered in "

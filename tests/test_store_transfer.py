@@ -179,12 +179,14 @@ def test_cli_store_export_import_info(cli, tmp_path: Path):
         assert "name a folder" in named.stderr or "JSON Lines" in named.stderr
     assert not (tmp_path / "x.parquet").exists()
     register_model(Workspace(tmp_path / "b"), "clipenc-a", "clip")
+    with EmbeddedStore(tmp_path / "b" / "store") as held_before:  # not in the file: not named
+        held_before.ensure_collection("scenes", 4, vector_name="elsewhere")
     r = cli("store", "import", out, "-w", tmp_path / "b", "--json")
     assert r.exit_code == 0, r.stderr
     # vectors no model here made answer no search: said (not the plain API's "default")
     warned = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
     assert len(warned) == 1 and "imported vectors of clipenc-b were made by models not" in warned[0]
-    assert str(tmp_path / "b" / "models") in warned[0], warned
+    assert str(tmp_path / "b" / "models") in warned[0] and "elsewhere" not in warned[0], warned
     r = cli("store", "info", "-w", tmp_path / "b", "--json")
     assert r.exit_code == 0, r.stderr
     infos = {c["name"]: c for c in json.loads(r.stdout.strip().splitlines()[-1])["collections"]}

@@ -86,10 +86,15 @@ def _points(batch: pa.RecordBatch, header: Header, where: str) -> list[Point]:
 
 
 def import_parquet(
-    store: VectorStore, path: Path, progress: bool = True, batch_size: int = 512
+    store: VectorStore,
+    path: Path,
+    progress: bool = True,
+    batch_size: int = 512,
+    vector_names: set[str] | None = None,
 ) -> dict[str, int]:
     """Load the point files at ``path`` into ``store``; returns points written per collection
-    (a point held in two files, one per vector name, counts twice)."""
+    (a point held in two files, one per vector name, counts twice). The vector names the
+    files hold are added to ``vector_names`` when given."""
     from tqdm import tqdm
 
     files = point_files(path)
@@ -99,6 +104,8 @@ def import_parquet(
     with ExitStack() as stack:
         for header in headers:
             store.ensure_collection(header.collection, header.dim, header.vector_name)
+            if vector_names is not None:
+                vector_names.add(header.vector_name)
             if header.collection not in counts:
                 stack.enter_context(store.bulk_load(header.collection))
                 counts[header.collection] = 0

@@ -179,11 +179,16 @@ def _point(item: dict[str, Any], where: str) -> Point:
 
 
 def import_store(
-    store: VectorStore, path: Path, progress: bool = True, batch_size: int = 512
+    store: VectorStore,
+    path: Path,
+    progress: bool = True,
+    batch_size: int = 512,
+    vector_names: set[str] | None = None,
 ) -> dict[str, int]:
     """Load an export into ``store`` (collections, vectors, payload indexes, points). A file
     that fails part-way (a bad line, cut short) is a UsageError after the points before the
-    failure are loaded."""
+    failure are loaded. The vector names the file holds are added to ``vector_names`` when
+    given."""
     from tqdm import tqdm
 
     path = Path(path)
@@ -217,6 +222,8 @@ def import_store(
                 listed = listed or item.get("collections")
                 for vector_name, dim in vectors.items():
                     store.ensure_collection(name, dim, vector_name=vector_name)
+                if vector_names is not None:
+                    vector_names.update(vectors)
                 loading.enter_context(store.bulk_load(name))
                 counts[name] = 0
                 if bar is not None:
