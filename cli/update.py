@@ -102,7 +102,7 @@ def update(
             )
     except SkySearchError as exc:  # exit 2: the scheduler's JSON log gets a line for it too
         if json_out:
-            inputs = [str(Path(p).absolute()) for p in paths]
+            inputs = [str(Path(p).resolve()) for p in paths]  # as a run's report has them
             emit_json({"exit_code": 2, "error": exc.render(flag), "inputs": inputs})
         raise
     info(report.summary_line())

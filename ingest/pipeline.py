@@ -314,8 +314,10 @@ def ingest(
     files = {replace(c.source, index=None) for c in candidates}  # a NetCDF's frames: one file
     report = IngestReport(files_seen=len(files) + len(skipped))
     report.inputs = [str(Path(p).resolve()) for p in paths]
-    if not report.files_seen:  # in a scheduled job: a delivery that did not arrive
-        warnings.warn(f"no files in {', '.join(report.inputs)}: an empty delivery?", stacklevel=2)
+    seen = [c.source.path for c in candidates] + [s["path"] for s in skipped]
+    for root in report.inputs:  # in a scheduled job: a delivery that did not arrive
+        if not any(under(path, [root]) for path in seen):
+            warnings.warn(f"no files in {root}: an empty delivery?", stacklevel=2)
     workers = workers or usable_cpus()
 
     with StoreWriter(workspace) as writer:
@@ -341,7 +343,8 @@ def ingest(
         copies_before = dict(copies)
         scanned = {c.source.path for c in candidates}
         for gone in [p for p in copies if p not in scanned and under(p, report.inputs)]:
-            del copies[gone]  # a copy deleted or moved since: its file is in no folder scanned
+            if not Path(Source.parse(gone).file).exists():  # deleted or moved since
+                del copies[gone]
         todo = []
         for cand in candidates:
             seen, stamp = known.get(cand.frame_id), stamps(cand.source)

@@ -258,6 +258,23 @@ def test_identical_copies_are_remembered_not_decoded_again(tmp_path):
     assert [Path(p).name for p in copies] == names[:1]
 
 
+def test_a_source_path_is_under_the_input_it_came_from_only():
+    from skysearch.ingest.copies import under
+
+    roots = ["/a/2017", "/a/x.zip", "/a/y.nc"]
+    inside = [
+        "/a/2017/f.gif",
+        "/a/2017/sub/f.gif",
+        "/a/x.zip::m/f.gif",
+        "/a/y.nc#frame=3",
+        "/a/y.nc",
+    ]
+    outside = ["/a/2017b/f.gif", "/a/x.zip2", "/a/f.gif", "/a/y.ncx#frame=1", "/b/2017/f.gif"]
+    assert all(under(path, roots) for path in inside)
+    assert not any(under(path, roots) for path in outside)
+    assert under("/a/2017/f.gif", ["/a/2017/"])  # a root written with its separator
+
+
 def test_incremental_new_year(tmp_path):
     y17, y18 = tmp_path / "2017", tmp_path / "2018"
     y17.mkdir()

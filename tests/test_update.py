@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import held, shared_data
+from conftest import first_ir_frames, held, shared_data
 from skysearch.retrieval.store import window_scan
 
 from skysearch.locks import job_lock
@@ -377,6 +377,12 @@ def test_an_empty_delivery_is_said_not_taken_for_a_quiet_day(cli, tmp_path):
     assert r.exit_code == 0 and json.loads(r.stdout)["files"]["seen"] == 0, r.stderr
     warned = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
     assert warned == [f"warning: no files in {tmp_path / '2024-06-01'}: an empty delivery?"]
+    day = first_ir_frames(tmp_path / "2024-06-02", 1)  # one path of two empty: that one said
+    r = cli("ingest", day, tmp_path / "2024-06-01", "-w", tmp_path / "ws")
+    warned = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+    assert r.exit_code == 0 and warned == [
+        f"warning: no files in {tmp_path / '2024-06-01'}: an empty delivery?"
+    ], r.stderr
 
 
 def test_usage_errors_exit_2(cli, deliveries, tmp_path):
@@ -411,7 +417,7 @@ def test_workspace_or_store_in_use_exit_2(cli, deliveries, tmp_path):
             assert refused.exit_code == 2 and said in refused.stderr, refused.stderr
             (line,) = [json.loads(x) for x in refused.stdout.splitlines()]
             assert line["exit_code"] == 2 and said in line["error"], line
-            assert line["inputs"] == [str(deliveries["wv"].absolute())]
+            assert line["inputs"] == [str(deliveries["wv"].resolve())]
             if what == "store":  # doctor and repair leave a held store alone, and say so
                 doctor = cli("doctor", "-w", ws, "--json")
                 checks = json.loads(doctor.stdout)["checks"]
