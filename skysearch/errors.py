@@ -78,8 +78,8 @@ class StoreNotWritable(StoreError):
         self.reason = reason
         super().__init__(
             f"store directory {path} cannot be opened: {reason}, and the embedded store opens "
-            "its files for writing even to search. Search it through a service its owner runs "
-            "(skysearch serve), or copy the workspace somewhere writable"
+            "its files for writing even to search. Search it through a service run by a user "
+            "who can write them (skysearch serve), or copy the workspace somewhere writable"
         )
 
 

@@ -244,12 +244,17 @@ def test_train_eval_index_cli_on_sample(sample_ws, cli, monkeypatch, tmp_path, c
     # The same commands again return the models they trained (a copy was trained and
     # registered each time): no epoch runs, nothing registered.
     models = list_models(sample_ws)
+    threads = torch.get_num_threads()
     for kind, epochs, before in (("frames", "1", frame), ("clips", "2", clip)):
-        again = cli("train", kind, "--epochs", epochs, "--device", "cpu", "--json", "-w", ws)
+        torch.set_num_threads(2)
+        args = ("--epochs", epochs, "--device", "cpu", "--threads", "1", "--json", "-w", ws)
+        again = cli("train", kind, *args)
         assert again.exit_code == 0, again.stderr
+        assert torch.get_num_threads() == 1  # --threads applied (not part of the run's identity)
         assert json.loads(again.stdout)["model_id"] == before["model_id"]
         assert "epoch 1/" not in again.stderr  # no epoch ran
         assert f"{before['model_id']} was trained by this same run" in caplog.text
+    torch.set_num_threads(threads)
     assert list_models(sample_ws) == models
 
     done = cli("eval", "clips", "--exclude-hours", "6", "--device", "cpu", "--json", "-w", ws)

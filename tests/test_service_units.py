@@ -325,3 +325,48 @@ def test_serve_batches_by_the_services_default_window():
     option = inspect.signature(serve_command).parameters["batch_window_ms"]
     assert option.default == BATCH_WINDOW_MS > 0
     assert QueryEncoder(0)._batcher is None and QueryEncoder(BATCH_WINDOW_MS)._batcher
+
+
+def test_the_lifecycle_fails_on_damage_and_loads_once_repaired(monkeypatch):
+    """starting -> failed on a damaged file -> ready after the repair, without a restart; the
+    check runs at most every RETRY_S; damage a request met keeps it not ready until it checks
+    out; an error of the load itself is a failed start that is not retried."""
+    from skysearch.retrieval.service import lifecycle
+
+    from skysearch.errors import DamagedError, StoreError
+
+    damaged = [True]
+    loads = []
+
+    def check_intact() -> None:
+        if damaged[0]:
+            raise DamagedError("/ws/catalog/x.parquet", "cut short")
+
+    life = lifecycle.Lifecycle(lambda: loads.append(1) or {"text": "ok"}, check_intact)
+    assert (life.state, life.ready) == ("starting", False)
+    life.start(background=False)
+    assert life.state == "failed" and "cut short" in life.detail and loads == []
+    life.load_when_repaired()  # still damaged: checked, said
+    assert life.state == "failed" and "cut short" in life.detail
+    damaged[0] = False
+    life.load_when_repaired()  # checked less than RETRY_S ago: not again yet
+    assert life.state == "failed" and loads == []
+    monkeypatch.setattr(lifecycle, "RETRY_S", 0.0)
+    life.load_when_repaired()
+    life.wait(10)
+    assert life.ready and life.searches == {"text": "ok"} and loads == [1]
+    life.note_damage(DamagedError("/ws/frames/f.bin", "checksum"))
+    damaged[0] = True
+    assert "cut short" in life.damage_remains()  # what is damaged now, from the checks
+    damaged[0] = False
+    assert life.damage_remains() is None and life.damage_remains() is None
+
+    def load() -> dict[str, str]:
+        raise StoreError("store directory x is in use by another process (pid 1)")
+
+    other = lifecycle.Lifecycle(load, lambda: None)
+    other.start(background=False)
+    other.load_when_repaired()  # not damage: only a restart loads it again
+    assert other.state == "failed" and "in use" in other.detail
+    other.close()
+    assert other.state == "starting" and other.detail == "closed"

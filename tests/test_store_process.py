@@ -111,7 +111,8 @@ def test_an_engine_error_naming_a_read_only_or_forbidden_file_is_not_damage(tmp_
     engine = "Service runtime error: failed to load segment x: Failed to open mmap payload storage"
     cases = {
         f"{engine}: Read-only file system (os error 30)": "the file system is read-only",
-        f"{engine}: Permission denied (os error 13)": "no permission to write its files",
+        f"{engine}: Permission denied (os error 13)": "no permission to open its files",
+        f"{engine}: Operation not permitted (os error 1)": "is not permitted",
         f"{engine}: No such file or directory (os error 2)": None,
     }
     for text, reason in cases.items():

@@ -210,7 +210,8 @@ def _not_an_image(path: Path) -> str | None:
         with open_image(path):
             return None
     except (OSError, ValueError) as exc:  # ValueError: an image declaring too many pixels
-        return str(exc).splitlines()[0][:200] or type(exc).__name__
+        why = str(exc).splitlines()[0].replace(f" {str(path)!r}", "")  # Pillow names the file
+        return why[:200] or type(exc).__name__
 
 
 def split_images(

@@ -162,11 +162,10 @@ class SearchService:
         return searcher
 
     def close(self) -> None:
-        self.life.wait()
+        self.life.close()  # after loading has ended
         if self._searcher is not None:
             self._searcher.close()
             self._searcher = None
-        self.life.close()
 
     # ---- readiness ------------------------------------------------------------------------
     @property

@@ -287,12 +287,11 @@ class TextSearch(BaseModel):
     )
 
 
-#: what a query clip by start time may set, and a query by ``clip_id`` may not (the clip's own)
+#: the query's satellite and channels name the query alone (the CLI's options also filter the
+#: results): the results are filtered by ``filters``
+NOT_A_FILTER = " (not a filter on the results: filters.{})"
 #: Fields of a query by time that a query by id must leave out (the id says them, or, for the
 #: tolerance, nothing is matched by time).
-#: the query's satellite and channels name the query alone (the CLI's options also filter the
-#: results): results are filtered by ``filters.satellites`` / ``filters.channels``
-QUERY_ONLY = " (not a filter on the results: filters.satellites / filters.channels)"
 CLIP_SPEC_FIELDS = ("satellite", "channels", "length", "gap_minutes", "tolerance_minutes")
 FRAME_SPEC_FIELDS = ("satellite", "channel", "tolerance_minutes")
 
@@ -350,9 +349,13 @@ class ClipSearch(RankFields):
         description="a clip of the clip catalog",
         json_schema_extra=_no_null_default,
     )
-    satellite: Name | None = Field(None, description=f"the query clip's satellite{QUERY_ONLY}")
+    satellite: Name | None = Field(
+        None, description="the query clip's satellite" + NOT_A_FILTER.format("satellites")
+    )
     channels: list[Name] = Field(
-        default_factory=list, max_length=8, description=f"the query clip's channels{QUERY_ONLY}"
+        default_factory=list,
+        max_length=8,
+        description="the query clip's channels" + NOT_A_FILTER.format("channels"),
     )
     length: integer(1, MAX_FRAMES) | None = Field(None, description="frames per clip")
     gap_minutes: integer(1, 1440) | None = Field(None, description="minutes between frames")
@@ -409,8 +412,12 @@ class FrameSearch(FrameRankFields):
         description="a frame of the frame catalog",
         json_schema_extra=_no_null_default,
     )
-    satellite: Name | None = Field(None, description=f"the query frame's satellite{QUERY_ONLY}")
-    channel: Name | None = Field(None, description=f"the query frame's channel{QUERY_ONLY}")
+    satellite: Name | None = Field(
+        None, description="the query frame's satellite" + NOT_A_FILTER.format("satellites")
+    )
+    channel: Name | None = Field(
+        None, description="the query frame's channel" + NOT_A_FILTER.format("channels")
+    )
     tolerance_minutes: integer(0, MAX_TOLERANCE_MINUTES) = DEFAULT_TOLERANCE_MINUTES
     filters: ArchiveFilters = Field(default_factory=ArchiveFilters)
 

@@ -53,7 +53,8 @@ OWNER_FILE = ".skysearch-owner"
 #: how the engine's open errors name a store this process cannot write (Rust io::Error text)
 _NOT_WRITABLE = {
     "(os error 30)": "the file system is read-only",
-    "(os error 13)": "no permission to write its files (another user's workspace?)",
+    "(os error 13)": "no permission to open its files (another user's workspace?)",
+    "(os error 1)": "opening its files is not permitted (files made immutable?)",
 }
 #: argv: shard directory, "1"/"0" optimize, "1"/"0" build the window-scan copy
 _CHILD = (
