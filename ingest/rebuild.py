@@ -59,22 +59,13 @@ def _redecode(row: dict, profile: Profile, frame_bytes: int) -> tuple[np.ndarray
     return result.frame.reshape(-1), ""
 
 
-def rebuild_array(
-    workspace: Workspace, key: Key, rows: pa.Table, profile: Profile | None
-) -> ArrayRebuild:
+def rebuild_array(workspace: Workspace, key: Key, rows: pa.Table, profile: Profile) -> ArrayRebuild:
     """Rewrite one array (``frames.u8``, ``frames.crc``, ``meta.json``): rows whose CRC still
     matches are kept, the others decoded again from their source files. ``rows``: the
     catalog rows of this array. Frames that cannot be decoded again are listed in ``lost``
     (their rows are zeros: drop them from the catalog)."""
     folder = store_path(workspace, *key)
     report = ArrayRebuild()
-    if profile is None:
-        reason = f"source profile {rows['profile'][0].as_py()} is not known here"
-        report.lost = [
-            {"frame_id": r["frame_id"], "source_path": r["source_path"], "reason": reason}
-            for r in rows.select(["frame_id", "source_path"]).to_pylist()
-        ]
-        return report
     width, height = profile.resolution
     frame_bytes = width * height
     by_row = {r["store_row"]: r for r in rows.to_pylist()}

@@ -511,3 +511,41 @@ def test_a_frame_file_cut_short_while_mapped_is_an_error_not_a_crash(base, tmp_p
     assert store.read(rows[10]).shape  # rows still on disk read fine
     with pytest.raises(DamagedError, match="hold 23 whole frames, row 59 is wanted"):
         store.read(rows[59])
+
+
+def test_repair_without_the_profile_of_damaged_frames_drops_nothing(tmp_path, cli):
+    """Frames of a user's profile: a repair that does not know the profile cannot decode them
+    again, so it touches nothing and says to pass the profiles (it dropped every frame of the
+    array, intact ones too); with them it repairs."""
+    from skysearch.ingest.catalog import read_frames
+
+    from skysearch.config import Workspace
+
+    profiles, src = tmp_path / "profiles", tmp_path / "src"
+    profiles.mkdir()
+    src.mkdir()
+    profile = {
+        "name": "my-goes",
+        "satellite": "my-sat",
+        "pattern": r"^MY(?P<channel>IR)(?P<yy>\d{2})(?P<doy>\d{3})"
+        r"(?P<hour>\d{2})(?P<minute>\d{2})\.GIF$",
+        "channels": {"IR": "ir"},
+        "crops": [{"width": 720, "height": 480, "box": ["0", "0", "W", "H-12"]}],
+        "resolution": [360, 234],
+        "cadence_minutes": 30,
+    }
+    (profiles / "mine.json").write_text(json.dumps(profile))
+    for name in ("HUIR172490045.GIF", "HUIR172490145.GIF"):
+        shutil.copy(SAMPLE_IR / name, src / name.replace("HU", "MY"))
+    ws = tmp_path / "ws"
+    assert cli("ingest", src, "--profiles", profiles, "-w", ws).exit_code == 0
+    with open(ws / "frames/my-sat/ir/2017/frames.u8", "r+b") as data:
+        data.seek(1000)
+        data.write(b"\xff" * 500)  # row 0 only
+    r = cli("repair", "-w", ws, "--json")
+    assert r.exit_code == 1 and json.loads(r.stdout)["lost_frames"] == [], r.stderr
+    assert "source profile my-goes, not known here: pass the folder" in r.stderr
+    assert read_frames(Workspace(ws)).num_rows == 2
+    r = cli("repair", "--profiles", profiles, "-w", ws, "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["lost_frames"] == [], r.stderr
+    assert cli("doctor", "--deep", "-w", ws).exit_code == 0

@@ -225,8 +225,16 @@ def _frame_arrays(
         rows = catalog.filter(mask)
         if rows.num_rows == 0:
             continue
-        profile = profiles.get(rows["profile"][0].as_py())
-        result = rebuild_array(workspace, key, rows, profile)
+        name = rows["profile"][0].as_py()
+        if name not in profiles:  # its frames' sizes and sources are unknown: nothing is touched
+            done = (
+                f"not repaired: its frames were ingested with source profile {name}, not known "
+                "here: pass the folder holding it (--profiles DIR, or SKYSEARCH_PROFILES) and "
+                "run repair again; nothing was dropped"
+            )
+            report.actions += [Action(p.path, p.what, done, False) for p in found]
+            continue
+        result = rebuild_array(workspace, key, rows, profiles[name])
         report.lost_frames += result.lost
         unrepaired += result.unrepaired
         done = f"kept {result.kept} frames, decoded {result.redecoded} again from their sources"
