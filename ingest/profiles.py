@@ -5,6 +5,8 @@ adding a JSON file, either to the package or to a folder named by ``--profiles D
 ``SKYSEARCH_PROFILES`` environment variable (``os.pathsep``-separated folders). Fields:
 
 - ``name``, ``satellite``: the profile name (``--source``) and the catalog's satellite.
+  Names (these, channel and satellite names) become workspace folders: 1-64 letters, digits,
+  ``.``, ``_`` or ``-``, starting with a letter or digit.
 - ``pattern``: a regex matched against the file name, with named groups ``channel`` and time
   fields: ``year`` (4 digits) or ``yy`` (2 digits, 70-99 -> 19yy), ``month`` + ``day`` or ``doy``
   (day of year), ``hour``, ``minute``. Times in names are UTC.
@@ -16,7 +18,8 @@ adding a JSON file, either to the package or to a folder named by ``--profiles D
 - ``crops``: rules ``{"width": W?, "height": H?, "box": [l, t, r, b]}``; the first rule whose
   size matches the image gives the crop box; box terms are integers or ``W``/``H`` plus or minus
   an integer. An image no rule matches is skipped as "wrong dimensions".
-- ``resolution``: ``[width, height]`` of the stored working frame (grey uint8).
+- ``resolution``: ``[width, height]`` of the stored working frame (grey uint8), at most
+  ``MAX_SIDE`` (4096) on a side.
 - ``cadence_minutes``: the product's native cadence (clip start times step by it).
 - ``max_value`` (optional): full-scale count of 16-bit grey PNGs (default 65535), scaled to 255.
 - ``event`` (optional): a named group ``event`` in the pattern (e.g. a typhoon id) makes each
@@ -184,6 +187,23 @@ def _check_crops(crops: Any, resolution: tuple[int, int]) -> tuple[dict[str, Any
     return tuple(dict(rule) for rule in crops)
 
 
+#: satellite, channel and profile names become folder names and catalog partition values
+FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+#: the largest side of a working frame (a frame of 4096 x 4096 is 16 MB; the packaged
+#: products' are under 400 pixels)
+MAX_SIDE = 4096
+
+
+def _folder_name(value: Any, key: str) -> str:
+    """``value`` when it can name a folder and a catalog partition, else a ValueError."""
+    if not isinstance(value, str) or not FOLDER_NAME.fullmatch(value):
+        raise ValueError(
+            f"{key} {value!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit (it names folders in the workspace)"
+        )
+    return value
+
+
 #: keys every source profile has (the others have defaults)
 REQUIRED_KEYS = ("name", "satellite", "pattern", "crops", "resolution", "cadence_minutes")
 OPTIONAL_KEYS = (
@@ -238,20 +258,26 @@ class Profile:
             if not isinstance(size, list) or len(size) != 2:
                 raise ValueError(f"resolution must be [width, height], got {size!r}")
             width, height = (_whole(v, "resolution") for v in size)
+            if max(width, height) > MAX_SIDE:
+                raise ValueError(f"resolution {size!r} is larger than {MAX_SIDE} on a side")
+            channels = data.get("channels", {})
             profile = cls(
-                name=str(data["name"]),
-                satellite=str(data["satellite"]),
+                name=_folder_name(data["name"], "name"),
+                satellite=_folder_name(data["satellite"], "satellite"),
                 pattern=pattern,
-                channels={str(k): str(v) for k, v in data.get("channels", {}).items()},
+                channels={str(k): _folder_name(v, "channel") for k, v in channels.items()},
                 crops=_check_crops(data["crops"], (width, height)),
                 resolution=(width, height),
                 cadence_minutes=_whole(data["cadence_minutes"], "cadence_minutes"),
                 description=str(data.get("description", "")),
                 max_value=_whole(data.get("max_value", 65535), "max_value"),
                 decoder=Decoder.from_dict(data.get("decoder") or {}),
-                channel=str(data.get("channel", "")),
+                channel=_folder_name(data["channel"], "channel") if "channel" in data else "",
                 instrument=str(data.get("instrument", "")),
-                satellites={str(k): str(v) for k, v in data.get("satellites", {}).items()},
+                satellites={
+                    str(k): _folder_name(v, "satellite")
+                    for k, v in data.get("satellites", {}).items()
+                },
                 footprint=Footprint.from_dict(data["footprint"]) if "footprint" in data else None,
             )
         except re.error as exc:
@@ -291,6 +317,8 @@ class Profile:
         satellite = self.satellite
         if groups.get("satellite"):
             satellite = self.satellites.get(groups["satellite"], groups["satellite"].lower())
+            if not FOLDER_NAME.fullmatch(satellite):  # a name's text becomes a folder name
+                return None
         time = None
         if not self.decoder.multi_frame:
             try:

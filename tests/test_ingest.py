@@ -476,6 +476,13 @@ def test_catalog_compaction_and_an_older_versions_leftovers(tmp_path):
             "crop box ['0', '0', 'W+10', 'H'] is not inside a 1500x1300 image",
         ),
         ({"cadence": 15}, "unknown profile key 'cadence' (known: cadence_minutes, channel,"),
+        # names become workspace folders: one escaping it wrote frames outside the workspace
+        ({"satellite": "../../evil"}, "satellite '../../evil' must be 1-64 letters, digits,"),
+        ({"satellite": None, "name": "a b"}, "the key 'satellite' is missing"),
+        ({"name": "coms/x"}, "name 'coms/x' must be 1-64 letters"),
+        ({"channels": {"ir01": "ir=1"}}, "channel 'ir=1' must be 1-64 letters"),
+        ({"channel": 5}, "channel 5 must be 1-64 letters"),
+        ({"resolution": [100000, 100000]}, "is larger than 4096 on a side"),  # out of memory
     ],
 )
 def test_a_bad_profile_key_is_one_error_naming_it(change, message, tmp_path):
@@ -607,3 +614,21 @@ def test_the_catalog_api_refuses_arguments_it_cannot_honour(tmp_path):
     with pytest.raises(UsageError, match="frame_ids is a list of frame ids"):
         FrameStore(ws).read_many(frame_id)
     assert FrameStore(ws).read_many([frame_id]).shape[0] == 1
+
+
+def test_a_satellite_read_from_a_file_name_must_be_able_to_name_a_folder():
+    from skysearch.ingest.profiles import Profile
+
+    profile = Profile.from_dict(
+        {
+            "name": "multi",
+            "satellite": "any",
+            "pattern": r"^(?P<satellite>[^_]+)_(?P<year>\d{4})(?P<month>\d{2})(?P<day>\d{2})\.png$",
+            "channel": "ir",
+            "crops": [{"box": ["0", "0", "W", "H"]}],
+            "resolution": [64, 64],
+            "cadence_minutes": 60,
+        }
+    )
+    assert profile.match("GMS5_20000101.png").satellite == "gms5"
+    assert profile.match(".._20000101.png") is None  # would name a folder above the archive's
