@@ -75,17 +75,17 @@ class Expected:
     shape: tuple[int, int] | None
 
 
-def _profile_shape(name: str) -> tuple[int, int] | None:
+def _profile_shape(name: str, workspace: Workspace) -> tuple[int, int] | None:
     try:
-        profile = load_profiles().get(name)
+        profile = load_profiles(workspace=workspace).get(name)
     except SkySearchError:  # e.g. $SKYSEARCH_PROFILES names a folder gone since the ingest
         return None
     return None if profile is None else (profile.resolution[1], profile.resolution[0])
 
 
-def expected_arrays(catalog: pa.Table) -> dict[Key, Expected]:
-    """Per array, what the catalog expects (``catalog`` needs satellite, channel, year,
-    store_row, profile)."""
+def expected_arrays(catalog: pa.Table, workspace: Workspace) -> dict[Key, Expected]:
+    """Per array, what the catalog of ``workspace`` expects (``catalog`` needs satellite,
+    channel, year, store_row, profile)."""
     rows: dict[Key, int] = {}
     profiles: dict[Key, str] = {}
     for sat, chan, year, row, profile in zip(
@@ -99,7 +99,7 @@ def expected_arrays(catalog: pa.Table) -> dict[Key, Expected]:
         key = (sat, chan, int(year))
         rows[key] = max(rows.get(key, 0), int(row) + 1)
         profiles.setdefault(key, profile)
-    return {key: Expected(n, _profile_shape(profiles[key])) for key, n in rows.items()}
+    return {key: Expected(n, _profile_shape(profiles[key], workspace)) for key, n in rows.items()}
 
 
 def frame_rows(catalog: pa.Table) -> dict[Key, dict[int, str]]:
@@ -203,7 +203,7 @@ class FrameStore:
             keys=keys,
             key_codes=np.fromiter((code_of[t] for t in triples), np.int32, len(triples)),
             rows=table["store_row"].to_numpy(),
-            expected=expected_arrays(table),
+            expected=expected_arrays(table, self.workspace),
         )
 
     def _current(self) -> _Index:
@@ -342,7 +342,7 @@ class StoreWriter:
 
         ``committed`` needs satellite, channel, year, store_row, profile columns.
         """
-        expected = expected_arrays(committed)
+        expected = expected_arrays(committed, self.workspace)
         folders = {store_path(self.workspace, *key) for key in expected}
         folders |= {d.parent for d in self.workspace.frame_store_dir.glob(f"*/*/*/{DATA_FILE}")}
         dropped = 0

@@ -249,7 +249,7 @@ def check_workspace(workspace: Workspace, deep: bool = False) -> list[Problem]:
         return []
     catalog, problems = _frame_catalog(workspace)
     problems += _clip_catalog(workspace)
-    expected = framestore.expected_arrays(catalog)
+    expected = framestore.expected_arrays(catalog, workspace)
     problems += _frame_store(workspace, expected, deep)
     problems += _sketches(workspace, catalog, deep)
     problems += _unsketched(workspace, expected)

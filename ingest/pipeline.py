@@ -43,6 +43,7 @@ from skysearch.ingest.profiles import (
     BAD_FRAME_POLICIES,
     NameMatch,
     Profile,
+    keep_profiles,
     match_name,
     select_profiles,
     unmatched_reason,
@@ -307,10 +308,11 @@ def ingest(
     decoded (default: a local process pool of ``workers``)."""
     started = time.perf_counter()
     check_inputs(paths)
-    profiles = with_bad_frames(select_profiles(source, profile_dirs), bad_frames)
+    profiles = with_bad_frames(select_profiles(source, profile_dirs, workspace), bad_frames)
     engine = engine or get_engine()
     workspace.ensure()  # after the arguments are checked: a refused run creates nothing
     candidates, skipped = discover(paths, profiles, workspace.root)
+    keep_profiles(workspace, {c.profile.name: c.profile for c in candidates}.values())
     files = {replace(c.source, index=None) for c in candidates}  # a NetCDF's frames: one file
     report = IngestReport(files_seen=len(files) + len(skipped))
     report.inputs = [str(Path(p).resolve()) for p in paths]

@@ -42,6 +42,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
@@ -51,6 +52,8 @@ from typing import Any
 
 from skysearch.ingest.footprints import Footprint
 
+from skysearch.atomic import atomic_write_bytes
+from skysearch.config import Workspace
 from skysearch.errors import UsageError
 
 PROFILES_ENV = "SKYSEARCH_PROFILES"
@@ -187,6 +190,8 @@ def _check_crops(crops: Any, resolution: tuple[int, int]) -> tuple[dict[str, Any
     return tuple(dict(rule) for rule in crops)
 
 
+#: the origin of a packaged profile starts so (a user's is its file's path)
+PACKAGED = "skysearch.ingest/profiles/"
 #: satellite, channel and profile names become folder names and catalog partition values
 FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 #: the largest side of a working frame (a frame of 4096 x 4096 is 16 MB; the packaged
@@ -241,6 +246,7 @@ class Profile:
     instrument: str = ""  # the imager (STAC ``instruments``), when one instrument makes it all
     satellites: dict[str, str] = field(default_factory=dict)  # name's satellite -> catalog's
     footprint: Footprint | None = None  # the lat/lon box its frames cover, where known
+    origin: str = field(default="", compare=False)  # the file it was read from ("" or packaged)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], origin: str = "") -> Profile:
@@ -279,6 +285,7 @@ class Profile:
                     for k, v in data.get("satellites", {}).items()
                 },
                 footprint=Footprint.from_dict(data["footprint"]) if "footprint" in data else None,
+                origin=origin,
             )
         except re.error as exc:
             raise UsageError(
@@ -362,8 +369,12 @@ def _time_from_groups(groups: dict[str, str | None]) -> datetime:
     )
 
 
-def _profile_dirs(extra: list[Path] | None) -> list[Path]:
-    dirs = list(extra or [])
+def _profile_dirs(extra: list[Path] | None, workspace: Workspace | None = None) -> list[Path]:
+    """Where user profiles are read, the later ones winning a name: the workspace's copies,
+    then ``extra``, then ``$SKYSEARCH_PROFILES``."""
+    kept = workspace.profiles_dir if workspace is not None else None
+    dirs = [kept] if kept is not None and kept.is_dir() else []
+    dirs += list(extra or [])
     env = os.environ.get(PROFILES_ENV, "")
     dirs += [Path(p) for p in env.split(os.pathsep) if p]
     return dirs
@@ -376,7 +387,7 @@ def _load(dirs: tuple[Path, ...]) -> dict[str, Profile]:
     packaged = resources.files("skysearch.ingest") / "profiles"
     for entry in sorted(packaged.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".json"):
-            sources.append((f"skysearch.ingest/profiles/{entry.name}", entry.read_text()))
+            sources.append((f"{PACKAGED}{entry.name}", entry.read_text()))
     for folder in dirs:
         if not folder.is_dir():
             what = "is a file, not a folder" if folder.exists() else "does not exist"
@@ -399,16 +410,21 @@ def _load(dirs: tuple[Path, ...]) -> dict[str, Profile]:
     return profiles
 
 
-def load_profiles(extra_dirs: list[Path] | None = None) -> dict[str, Profile]:
-    """All profiles by name: packaged ones, then ``extra_dirs``, then ``$SKYSEARCH_PROFILES``."""
-    return _load(tuple(Path(d).resolve() for d in _profile_dirs(extra_dirs)))
+def load_profiles(
+    extra_dirs: list[Path] | None = None, workspace: Workspace | None = None
+) -> dict[str, Profile]:
+    """All profiles by name: packaged ones, then the copies ``workspace`` keeps of the user
+    profiles its frames were ingested with, then ``extra_dirs``, then ``$SKYSEARCH_PROFILES``."""
+    return _load(tuple(Path(d).resolve() for d in _profile_dirs(extra_dirs, workspace)))
 
 
-def select_profiles(source: str, extra_dirs: list[Path] | None = None) -> list[Profile]:
+def select_profiles(
+    source: str, extra_dirs: list[Path] | None = None, workspace: Workspace | None = None
+) -> list[Profile]:
     """The profiles ``source`` names: one profile, or all of them for ``auto``, the user's
-    first (``extra_dirs``, ``$SKYSEARCH_PROFILES``): a name both a user's and a packaged
-    profile recognise is the user's product."""
-    profiles = load_profiles(extra_dirs)
+    first (``extra_dirs``, ``$SKYSEARCH_PROFILES``, the workspace's copies): a name both a
+    user's and a packaged profile recognise is the user's product."""
+    profiles = load_profiles(extra_dirs, workspace)
     if source == "auto":
         return list(profiles.values())[::-1]  # loaded packaged first
     if source not in profiles:
@@ -417,6 +433,19 @@ def select_profiles(source: str, extra_dirs: list[Path] | None = None) -> list[P
             f"unknown {{source}} {source!r}: use auto or one of {known}", params=["source"]
         )
     return [profiles[source]]
+
+
+def keep_profiles(workspace: Workspace, profiles: Iterable[Profile]) -> None:
+    """Copy the user profiles (not the packaged ones) into the workspace, so that repair,
+    search and serve know the products its frames came from without ``--profiles``."""
+    for profile in profiles:
+        if not profile.origin or profile.origin.startswith(PACKAGED):
+            continue
+        text = Path(profile.origin).read_text(encoding="utf-8")
+        kept = workspace.profiles_dir / f"{profile.name}.json"
+        if not kept.is_file() or kept.read_text(encoding="utf-8") != text:
+            kept.parent.mkdir(exist_ok=True)
+            atomic_write_bytes(kept, text.encode("utf-8"))
 
 
 def match_name(filename: str, profiles: list[Profile]) -> tuple[Profile, NameMatch] | None:

@@ -100,7 +100,7 @@ def export_stac(workspace: Workspace, folder: Path) -> StacReport:
     frames = read_frames(workspace)
     if frames.num_rows == 0:
         raise NotFoundError(f"no frames in the catalog of {workspace.root}: nothing to export")
-    profiles = load_profiles()
+    profiles = load_profiles(workspace=workspace)
     root = pystac.Catalog(
         id=f"skysearch-{workspace.root.name}",
         description=f"SkySearch frame catalog of the workspace {workspace.root}",

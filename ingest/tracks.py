@@ -327,7 +327,7 @@ def set_footprints(workspace: Workspace, events: Sequence[str]) -> int:
     clips theirs. Run under the ingest lock. Returns the frames whose box changed."""
     centred = {
         name: p.footprint.pixel_km
-        for name, p in load_profiles().items()
+        for name, p in load_profiles(workspace=workspace).items()
         if p.footprint is not None and p.footprint.centred
     }
     if not centred or not events:

@@ -63,6 +63,11 @@ class Workspace:
         return self.root / "store"
 
     @property
+    def profiles_dir(self) -> Path:
+        """Copies of the user's source profiles its frames were ingested with."""
+        return self.root / "profiles"
+
+    @property
     def reports_dir(self) -> Path:
         return self.root / "reports"
 

@@ -513,11 +513,15 @@ def test_a_frame_file_cut_short_while_mapped_is_an_error_not_a_crash(base, tmp_p
         store.read(rows[59])
 
 
-def test_repair_without_the_profile_of_damaged_frames_drops_nothing(tmp_path, cli):
-    """Frames of a user's profile: a repair that does not know the profile cannot decode them
-    again, so it touches nothing and says to pass the profiles (it dropped every frame of the
-    array, intact ones too); with them it repairs."""
+def test_a_users_profile_is_kept_in_the_workspace_and_repair_without_one_drops_nothing(
+    tmp_path, cli
+):
+    """Frames of a user's profile: the workspace keeps a copy of the profile, so repair (and
+    search) know the product without --profiles. A repair that does not know the profile (a
+    workspace ingested before copies were kept) cannot decode them again: it touches nothing
+    and says to pass the profiles (it dropped every frame of the array, intact ones too)."""
     from skysearch.ingest.catalog import read_frames
+    from skysearch.retrieval.search.queries import QueryResolver
 
     from skysearch.config import Workspace
 
@@ -539,9 +543,20 @@ def test_repair_without_the_profile_of_damaged_frames_drops_nothing(tmp_path, cl
         shutil.copy(SAMPLE_IR / name, src / name.replace("HU", "MY"))
     ws = tmp_path / "ws"
     assert cli("ingest", src, "--profiles", profiles, "-w", ws).exit_code == 0
-    with open(ws / "frames/my-sat/ir/2017/frames.u8", "r+b") as data:
-        data.seek(1000)
-        data.write(b"\xff" * 500)  # row 0 only
+    kept = ws / "profiles" / "my-goes.json"
+    assert kept.read_text() == (profiles / "mine.json").read_text()
+    assert QueryResolver(Workspace(ws)).profile("my-sat").name == "my-goes"  # query files
+
+    def damage() -> None:
+        with open(ws / "frames/my-sat/ir/2017/frames.u8", "r+b") as data:
+            data.seek(1000)
+            data.write(b"\xff" * 500)  # row 0 only
+
+    damage()
+    r = cli("repair", "-w", ws, "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["lost_frames"] == [], r.stderr
+    shutil.rmtree(kept.parent)  # as a workspace ingested before copies were kept
+    damage()
     r = cli("repair", "-w", ws, "--json")
     assert r.exit_code == 1 and json.loads(r.stdout)["lost_frames"] == [], r.stderr
     assert "source profile my-goes, not known here: pass the folder" in r.stderr

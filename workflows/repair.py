@@ -209,7 +209,7 @@ def _frame_arrays(
     from skysearch.ingest.quality import mark_suspect, repair_frames
     from skysearch.ingest.rebuild import drop_frames, rebuild_array
 
-    profiles = load_profiles(profile_dirs)
+    profiles = load_profiles(profile_dirs, workspace)
     catalog = read_frames(workspace)
     damaged: dict[tuple[str, str, int], list[Any]] = {}
     unrepaired: list[str] = []
@@ -256,7 +256,7 @@ def _frame_arrays(
                 again == len(unrepaired),
             )
         )
-    expected = expected_arrays(catalog)
+    expected = expected_arrays(catalog, workspace)
     for p in problems:
         if p.kind != integrity.CHECKSUMS or p.key in damaged or p.key not in expected:
             continue

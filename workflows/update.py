@@ -85,7 +85,7 @@ def run_update(
         raise UsageError("{index_after} must be at least 1", params=["index_after"])
     workspace = settings.workspace
     specs = [ClipSpec.from_user(text) for text in clip_specs]
-    select_profiles(source, profile_dirs)  # a bad --source or --profiles: nothing created yet
+    select_profiles(source, profile_dirs, workspace)  # a bad --source or --profiles: nothing made
     models = _models(workspace, model_ids)
     workers = workers or usable_cpus()
     report = UpdateReport(inputs=[str(Path(p).resolve()) for p in paths])

@@ -181,7 +181,7 @@ def _file_profile(
 ) -> Profile:
     from skysearch.ingest.profiles import load_profiles, match_name
 
-    profiles = load_profiles()
+    profiles = load_profiles(workspace=resolver.workspace)
     if source:
         if source not in profiles:
             raise UsageError(

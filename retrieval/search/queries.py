@@ -275,7 +275,7 @@ class QueryResolver:
         profile the catalog's frames of ``satellite`` were ingested with."""
         from skysearch.ingest.profiles import load_profiles
 
-        known = load_profiles()
+        known = load_profiles(workspace=self.workspace)
         profiles = [p for p in known.values() if p.satellite == satellite]
         if not profiles:
             used = read_frames(self.workspace, satellite=satellite, columns=["profile"])
