@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from skysearch.cli.search import build_filters
@@ -74,3 +75,28 @@ def test_cli_event_and_track_options_build_the_same_filters():
         build_filters(min_class=7)
     with pytest.raises(UsageError, match="max_pressure must be in 800..1100 hPa"):
         build_filters(max_pressure=50)
+
+
+def test_python_callers_get_usage_errors_for_wrong_types_and_one_name_is_one_name():
+    """An application passing a string where a list goes got each letter as a name ('d', 'R',
+    ...); wrong types were bare TypeErrors from deep inside."""
+    import numpy as np
+    from skysearch.retrieval.search import ClipQuery, FrameQuery, SearchOptions
+
+    assert SearchFilters(labels="dRiverLake", channels="ir").labels == ("dRiverLake",)
+    assert SearchFilters(channels="ir").channels == ("ir",)
+    assert SearchFilters(months=7, hours="6").months == (7,)
+    assert SearchFilters(k=np.int64(5)).k == 5
+    assert ClipQuery(frames="/data/last-6-hours").frames == (Path("/data/last-6-hours"),)
+    for make, said in (
+        (lambda: SearchFilters(k="5"), "k must be a whole number, got '5'"),
+        (lambda: SearchFilters(k=2.5), "k must be a whole number, got 2.5"),
+        (lambda: SearchFilters(exclude_window=3600), "exclude_window must be a timedelta"),
+        (lambda: SearchFilters(labels=5), "labels must be a list of names, got 5"),
+        (lambda: SearchFilters(months=[2.5]), "months must be whole numbers in 1..12"),
+        (lambda: SearchOptions(rerank="5"), "rerank must be a whole number, got '5'"),
+        (lambda: FrameQuery(at="2017-09-07", channel=["ir"]), "channel must be one name"),
+    ):
+        with pytest.raises(UsageError) as caught:
+            make()
+        assert said in str(caught.value)

@@ -25,6 +25,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from numbers import Integral
 from typing import TYPE_CHECKING, Any
 
 from skysearch.retrieval.search import scenes
@@ -71,6 +72,10 @@ class SearchOptions:
     predictor_id: str | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.rerank, Integral) or isinstance(self.rerank, bool):
+            raise UsageError(
+                f"{{rerank}} must be a whole number, got {self.rerank!r}", params=["rerank"]
+            )
         if not 0 <= self.rerank <= 10_000:
             raise UsageError(
                 f"{{rerank}} must be in 0..10000, got {self.rerank}", params=["rerank"]

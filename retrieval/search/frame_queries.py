@@ -53,6 +53,10 @@ class FrameQuery:
         for name in ("at", "start"):
             if getattr(self, name) is not None:
                 set_(self, name, parse_time(getattr(self, name)))
+        for name in ("channel", "satellite", "frame_id"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise UsageError(f"{{{name}}} must be one name, got {value!r}", params=[name])
         if self.file is not None:
             set_(self, "file", Path(self.file))
         if self.pixels is not None:

@@ -75,7 +75,8 @@ class ClipQuery:
             set_(self, "at", parse_time(self.at))
         if self.start is not None:
             set_(self, "start", parse_time(self.start))
-        set_(self, "frames", tuple(Path(p) for p in self.frames))
+        frames = (self.frames,) if isinstance(self.frames, str | Path) else self.frames
+        set_(self, "frames", tuple(Path(p) for p in frames))  # one path: one file or folder
         chans = self.channels
         if isinstance(chans, str):
             chans = tuple(c for c in chans.split(","))
@@ -382,8 +383,8 @@ class QueryResolver:
             raise NotFoundError(
                 f"no complete {spec_label(channels, length, gap)} clip starts at "
                 f"{to_rfc3339(at)} (a frame is missing within +-{tolerance} min of a step): "
-                "try another {at}, or a larger {gap_minutes}",
-                params=["at", "gap_minutes"],
+                "try another {at}, or a larger {tolerance_minutes}",
+                params=["at", "tolerance_minutes"],
             )
         best = min(candidates, key=lambda i: abs(starts[i] - at))
         return self._from_row(clips.slice(best, 1).to_pylist()[0], "at")

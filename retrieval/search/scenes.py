@@ -40,13 +40,15 @@ def query_text(text: str | None) -> str:
     (empty, spaces, zero-width characters), longer than :data:`MAX_TEXT_CHARS`, or with bytes
     that are not UTF-8 (a terminal in another encoding: Python keeps them as lone surrogates)
     is a usage error."""
+    if text is not None and not isinstance(text, str):
+        raise UsageError(f"the text query must be a string, got {type(text).__name__}")
     words = (text or "").strip()
     if len(words) > MAX_TEXT_CHARS:
         raise UsageError(f"the text query is {len(words)} characters; at most {MAX_TEXT_CHARS}")
     if any("\udc80" <= c <= "\udcff" for c in words):
         raise UsageError("the text query is not UTF-8 text: check the terminal's encoding")
     if not any(unicodedata.category(c)[0] in "LNSP" for c in words):
-        raise UsageError("the text query is empty: e.g. skysearch search text 'a river'")
+        raise UsageError("the text query is empty: give words, e.g. 'a river'")
     return words
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from numbers import Integral
 from typing import Any
 
 from qdrant_client import models
@@ -20,10 +21,39 @@ from skysearch.timeutil import MAX_DURATION, parse_time, to_rfc3339
 
 
 def _ints(values: Iterable[int] | None, name: str, lo: int, hi: int) -> tuple[int, ...]:
-    out = tuple(sorted({int(v) for v in values or ()}))
+    if isinstance(values, Integral | str):  # one value, not its digits
+        values = (values,)
+    try:
+        out = tuple(sorted({_whole(v) for v in values or ()}))
+    except (TypeError, ValueError):
+        raise UsageError(
+            f"{{{name}}} must be whole numbers in {lo}..{hi}, got {values!r}", params=[name]
+        ) from None
     bad = [v for v in out if not lo <= v <= hi]
     if bad:
         raise UsageError(f"{{{name}}} must be in {lo}..{hi}, got {bad}", params=[name])
+    return out
+
+
+def _whole(value: Any) -> int:
+    """An int, or a string or float holding one (a bool or 2.5 is a TypeError/ValueError)."""
+    if isinstance(value, bool) or float(value) != int(float(value)):
+        raise ValueError(value)
+    return int(float(value))
+
+
+def _names(values: Any, name: str) -> tuple[str, ...]:
+    """A tuple of names: one string is one name (not its letters)."""
+    if isinstance(values, str):
+        return (values,)
+    try:
+        out = tuple(values)
+    except TypeError:
+        raise UsageError(
+            f"{{{name}}} must be a list of names, got {values!r}", params=[name]
+        ) from None
+    if not all(isinstance(v, str) for v in out):
+        raise UsageError(f"{{{name}}} must be a list of names, got {values!r}", params=[name])
     return out
 
 
@@ -113,7 +143,7 @@ class SearchFilters:
                 )
             set_(self, "day_of_year", (first, last))
         for name in ("channels", "satellites", "datasets", "labels", "events"):
-            set_(self, name, tuple(getattr(self, name)))
+            set_(self, name, _names(getattr(self, name), name))
         lo, hi = JMA_CLASSES
         if self.min_class is not None and not lo <= int(self.min_class) <= hi:
             raise UsageError(
@@ -128,6 +158,14 @@ class SearchFilters:
             )
         if self.bbox is not None:
             set_(self, "bbox", check_bbox(self.bbox))
+        if not isinstance(self.exclude_window, timedelta):
+            raise UsageError(
+                f"{{exclude_window}} must be a timedelta, got {self.exclude_window!r}",
+                params=["exclude_window"],
+            )
+        if not isinstance(self.k, Integral) or isinstance(self.k, bool):  # numpy's too
+            raise UsageError(f"{{k}} must be a whole number, got {self.k!r}", params=["k"])
+        set_(self, "k", int(self.k))
         if not timedelta(0) <= self.exclude_window <= MAX_DURATION:
             raise UsageError(
                 f"{{exclude_window}} must be in 0..{MAX_DURATION.days} days",
