@@ -39,7 +39,6 @@ adding a JSON file, either to the package or to a folder named by ``--profiles D
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from collections.abc import Iterable
@@ -51,26 +50,23 @@ from pathlib import Path
 from typing import Any
 
 from skysearch.ingest.footprints import Footprint
+from skysearch.ingest.profile_fields import (
+    FOLDER_NAME,
+    MAX_SIDE,
+    box_inside,
+    check_crops,
+    crop_term,
+    folder_name,
+    interval,
+    known_keys,
+    whole_number,
+)
 
 from skysearch.atomic import atomic_write_bytes
 from skysearch.config import Workspace
 from skysearch.errors import UsageError
 
 PROFILES_ENV = "SKYSEARCH_PROFILES"
-_TERM = re.compile(r"^\s*(?:(?P<var>[WH])\s*(?:(?P<sign>[+-])\s*(?P<off>\d+))?|(?P<num>\d+))\s*$")
-
-
-def _term(text: str | int, width: int, height: int) -> int:
-    match = _TERM.match(str(text))
-    if not match:
-        raise UsageError(f"crop term {text!r} not understood: use an integer, W, H, W-5, H+10")
-    if match.group("num") is not None:
-        return int(match.group("num"))
-    base = width if match.group("var") == "W" else height
-    off = int(match.group("off") or 0)
-    return base - off if match.group("sign") == "-" else base + off
-
-
 DECODER_KINDS = ("image", "hdf5", "netcdf", "zarr")
 BAD_FRAME_POLICIES = ("skip", "keep", "repair")
 
@@ -102,7 +98,7 @@ class Decoder:
             raise ValueError(
                 f"decoder must be an object of {', '.join(DECODER_KEYS)}, got {data!r}"
             )
-        _known_keys(data, DECODER_KEYS, "decoder")
+        known_keys(data, DECODER_KEYS, "decoder")
         kind = str(data.get("kind", "image"))
         if kind not in DECODER_KINDS:
             raise ValueError(f"decoder kind {kind!r} is not one of {', '.join(DECODER_KINDS)}")
@@ -112,7 +108,7 @@ class Decoder:
         variable = str(data.get("variable", data.get("dataset", "")))
         if kind != "image" and not variable:
             raise ValueError(f"a {kind} decoder needs the variable (or dataset) to read")
-        low, high = _interval(data.get("range", (0.0, 255.0)), "decoder range")
+        low, high = interval(data.get("range", (0.0, 255.0)), "decoder range")
         valid = data.get("valid")
         invert = data.get("invert", False)
         if not isinstance(invert, bool):
@@ -123,7 +119,7 @@ class Decoder:
             time=str(data.get("time", "")),
             range=(low, high),
             invert=invert,
-            valid=None if valid is None else _interval(valid, "valid"),
+            valid=None if valid is None else interval(valid, "valid"),
             bad_frames=policy,
         )
 
@@ -133,82 +129,8 @@ class Decoder:
         return bool(self.time)
 
 
-def _whole(value: Any, key: str, minimum: int = 1) -> int:
-    """``value`` as an int of at least ``minimum``; a ValueError naming ``key`` if not."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if isinstance(value, bool) or not number.is_integer():
-        raise ValueError(f"{key} must be a whole number, got {value!r}")
-    if number < minimum:
-        raise ValueError(f"{key} must be at least {minimum}, got {value!r}")
-    return int(number)
-
-
-def _interval(value: Any, key: str) -> tuple[float, float]:
-    """``[low, high]`` as floats with low < high; a ValueError naming ``key`` if not."""
-    if not isinstance(value, list | tuple) or len(value) != 2:
-        raise ValueError(f"{key} must be [low, high], got {value!r}")
-    low, high = (float(v) for v in value)
-    if not low < high:
-        raise ValueError(f"{key} [{low}, {high}] is empty")
-    return low, high
-
-
-def _known_keys(data: dict[str, Any], known: tuple[str, ...], what: str) -> None:
-    """A misspelt key would be ignored and its default used: refuse keys the profile format
-    does not have."""
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ValueError(f"unknown {what} key {unknown[0]!r} (known: {', '.join(sorted(known))})")
-
-
-def _inside(box: tuple[int, ...], width: int, height: int) -> bool:
-    """Whether a crop box (left, top, right, bottom) is a non-empty part of the image."""
-    left, top, right, bottom = box
-    return 0 <= left < right <= width and 0 <= top < bottom <= height
-
-
-def _check_crops(crops: Any, resolution: tuple[int, int]) -> tuple[dict[str, Any], ...]:
-    """Crop rules, each with a ``box`` of four terms that read, inside the image when the rule
-    names its size (checked here, not first when a file is decoded)."""
-    if not isinstance(crops, list) or not crops:
-        raise ValueError("crops must be a non-empty list of {width, height, box} rules")
-    for rule in crops:
-        box = rule["box"]
-        if not isinstance(box, list) or len(box) != 4:
-            raise ValueError(f"a crop box is [left, top, right, bottom], got {box!r}")
-        width, height = rule.get("width", resolution[0]), rule.get("height", resolution[1])
-        try:
-            left, top, right, bottom = (_term(t, width, height) for t in box)
-        except UsageError as exc:
-            raise ValueError(exc.message) from None
-        inside = _inside((left, top, right, bottom), width, height)
-        if "width" in rule and "height" in rule and not inside:
-            raise ValueError(f"crop box {box} is not inside a {width}x{height} image")
-    return tuple(dict(rule) for rule in crops)
-
-
 #: the origin of a packaged profile starts so (a user's is its file's path)
 PACKAGED = "skysearch.ingest/profiles/"
-#: satellite, channel and profile names become folder names and catalog partition values
-FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-#: the largest side of a working frame (a frame of 4096 x 4096 is 16 MB; the packaged
-#: products' are under 400 pixels)
-MAX_SIDE = 4096
-
-
-def _folder_name(value: Any, key: str) -> str:
-    """``value`` when it can name a folder and a catalog partition, else a ValueError."""
-    if not isinstance(value, str) or not FOLDER_NAME.fullmatch(value):
-        raise ValueError(
-            f"{key} {value!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a "
-            "letter or digit (it names folders in the workspace)"
-        )
-    return value
-
-
 #: keys every source profile has (the others have defaults)
 REQUIRED_KEYS = ("name", "satellite", "pattern", "crops", "resolution", "cadence_minutes")
 OPTIONAL_KEYS = (
@@ -258,30 +180,35 @@ class Profile:
                 raise ValueError(
                     f"the key {missing[0]!r} is missing (required: {', '.join(REQUIRED_KEYS)})"
                 )
-            _known_keys(data, REQUIRED_KEYS + OPTIONAL_KEYS, "profile")
+            known_keys(data, REQUIRED_KEYS + OPTIONAL_KEYS, "profile")
+            for key in ("channels", "satellites"):
+                if not isinstance(data.get(key, {}), dict):
+                    raise ValueError(f"{key} must be an object of name code -> name")
+            if not isinstance(data["pattern"], str):
+                raise ValueError(f"pattern must be a string, got {data['pattern']!r}")
             pattern = re.compile(data["pattern"])
             size = data["resolution"]
             if not isinstance(size, list) or len(size) != 2:
                 raise ValueError(f"resolution must be [width, height], got {size!r}")
-            width, height = (_whole(v, "resolution") for v in size)
+            width, height = (whole_number(v, "resolution") for v in size)
             if max(width, height) > MAX_SIDE:
                 raise ValueError(f"resolution {size!r} is larger than {MAX_SIDE} on a side")
             channels = data.get("channels", {})
             profile = cls(
-                name=_folder_name(data["name"], "name"),
-                satellite=_folder_name(data["satellite"], "satellite"),
+                name=folder_name(data["name"], "name", reserved=("auto",)),
+                satellite=folder_name(data["satellite"], "satellite"),
                 pattern=pattern,
-                channels={str(k): _folder_name(v, "channel") for k, v in channels.items()},
-                crops=_check_crops(data["crops"], (width, height)),
+                channels={str(k): folder_name(v, "channel") for k, v in channels.items()},
+                crops=check_crops(data["crops"], (width, height)),
                 resolution=(width, height),
-                cadence_minutes=_whole(data["cadence_minutes"], "cadence_minutes"),
+                cadence_minutes=whole_number(data["cadence_minutes"], "cadence_minutes"),
                 description=str(data.get("description", "")),
-                max_value=_whole(data.get("max_value", 65535), "max_value"),
+                max_value=whole_number(data.get("max_value", 65535), "max_value"),
                 decoder=Decoder.from_dict(data.get("decoder") or {}),
-                channel=_folder_name(data["channel"], "channel") if "channel" in data else "",
+                channel=folder_name(data["channel"], "channel") if "channel" in data else "",
                 instrument=str(data.get("instrument", "")),
                 satellites={
-                    str(k): _folder_name(v, "satellite")
+                    str(k): folder_name(v, "satellite")
                     for k, v in data.get("satellites", {}).items()
                 },
                 footprint=Footprint.from_dict(data["footprint"]) if "footprint" in data else None,
@@ -309,6 +236,18 @@ class Profile:
             raise UsageError(
                 f"source profile {origin}: the pattern needs a (?P<channel>...) group, or the "
                 'profile a fixed "channel"'
+            )
+        if "channel" in pattern.groupindex and not profile.channels:
+            raise UsageError(
+                f'source profile {origin}: the pattern has a channel group and no "channels" '
+                "maps its codes to channel names: every file would be skipped"
+            )
+        if times and not (
+            {"doy"} <= set(pattern.groupindex) or {"month", "day"} <= set(pattern.groupindex)
+        ):
+            raise UsageError(
+                f"source profile {origin}: the pattern has a year and no (?P<month>...) and "
+                "(?P<day>...) or (?P<doy>...) groups: frames would have no date"
             )
         return profile
 
@@ -339,9 +278,9 @@ class Profile:
         """The crop box for an image of this size, or None when no rule fits (wrong size)."""
         for rule in self.crops:
             if rule.get("width", width) == width and rule.get("height", height) == height:
-                left, top, right, bottom = (_term(t, width, height) for t in rule["box"])
+                left, top, right, bottom = (crop_term(t, width, height) for t in rule["box"])
                 box = (left, top, right, bottom)
-                return box if _inside(box, width, height) else None
+                return box if box_inside(box, width, height) else None
         return None
 
     def expected_sizes(self) -> str:
@@ -369,26 +308,26 @@ def _time_from_groups(groups: dict[str, str | None]) -> datetime:
     )
 
 
-def _profile_dirs(extra: list[Path] | None, workspace: Workspace | None = None) -> list[Path]:
-    """Where user profiles are read, the later ones winning a name: the workspace's copies,
-    then ``extra``, then ``$SKYSEARCH_PROFILES``."""
-    kept = workspace.profiles_dir if workspace is not None else None
-    dirs = [kept] if kept is not None and kept.is_dir() else []
-    dirs += list(extra or [])
+def _profile_dirs(extra: list[Path] | None) -> list[Path]:
+    """The user's profile folders, the later ones winning a name: ``extra``, then
+    ``$SKYSEARCH_PROFILES``."""
+    dirs = list(extra or [])
     env = os.environ.get(PROFILES_ENV, "")
     dirs += [Path(p) for p in env.split(os.pathsep) if p]
     return dirs
 
 
 @lru_cache(maxsize=8)
-def _load(dirs: tuple[Path, ...]) -> dict[str, Profile]:
+def _load(kept: Path | None, dirs: tuple[Path, ...]) -> dict[str, Profile]:
+    """Packaged profiles, then a workspace's ``kept`` copies, then the user's ``dirs``; two of
+    the user's files naming one profile are an error (which would win was an accident)."""
     profiles: dict[str, Profile] = {}
     sources: list[tuple[str, str]] = []
     packaged = resources.files("skysearch.ingest") / "profiles"
     for entry in sorted(packaged.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".json"):
             sources.append((f"{PACKAGED}{entry.name}", entry.read_text()))
-    for folder in dirs:
+    for folder in dirs if kept is None else (kept, *dirs):
         if not folder.is_dir():
             what = "is a file, not a folder" if folder.exists() else "does not exist"
             raise UsageError(
@@ -400,12 +339,20 @@ def _load(dirs: tuple[Path, ...]) -> dict[str, Profile]:
                 sources.append((str(path), path.read_text(encoding="utf-8")))
             except (OSError, UnicodeDecodeError) as exc:
                 raise UsageError(f"cannot read source profile {path}: {exc}") from None
+    given: dict[str, str] = {}  # profile name -> the user's file that named it
     for origin, text in sources:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise UsageError(f"source profile {origin} is not valid JSON: {exc}") from None
         profile = Profile.from_dict(data, origin)
+        if not origin.startswith(PACKAGED) and (kept is None or Path(origin).parent != kept):
+            if profile.name in given and given[profile.name] != origin:
+                raise UsageError(
+                    f"source profiles {given[profile.name]} and {origin} are both named "
+                    f"{profile.name!r}: rename one (or pass one folder)"
+                )
+            given[profile.name] = origin
         profiles[profile.name] = profile  # a user's folder may override a packaged profile
     return profiles
 
@@ -415,7 +362,9 @@ def load_profiles(
 ) -> dict[str, Profile]:
     """All profiles by name: packaged ones, then the copies ``workspace`` keeps of the user
     profiles its frames were ingested with, then ``extra_dirs``, then ``$SKYSEARCH_PROFILES``."""
-    return _load(tuple(Path(d).resolve() for d in _profile_dirs(extra_dirs, workspace)))
+    kept = workspace.profiles_dir.resolve() if workspace is not None else None
+    dirs = tuple(dict.fromkeys(Path(d).resolve() for d in _profile_dirs(extra_dirs)))
+    return _load(kept if kept is not None and kept.is_dir() else None, dirs)
 
 
 def select_profiles(

@@ -483,6 +483,11 @@ def test_catalog_compaction_and_an_older_versions_leftovers(tmp_path):
         ({"channels": {"ir01": "ir=1"}}, "channel 'ir=1' must be 1-64 letters"),
         ({"channel": 5}, "channel 5 must be 1-64 letters"),
         ({"resolution": [100000, 100000]}, "is larger than 4096 on a side"),  # out of memory
+        ({"name": "auto"}, "name 'auto' is reserved"),  # --source auto: every profile
+        ({"pattern": 5}, "pattern must be a string, got 5"),
+        ({"channels": ["IR"]}, "channels must be an object of name code -> name"),
+        ({"crops": [{"widht": 1500, "box": ["0", "0", "W", "H"]}]}, "unknown crop rule key 'wid"),
+        ({"crops": [{"width": "x", "box": ["0", "0", "W", "H"]}]}, "crop width must be a whole"),
     ],
 )
 def test_a_bad_profile_key_is_one_error_naming_it(change, message, tmp_path):
@@ -614,6 +619,23 @@ def test_the_catalog_api_refuses_arguments_it_cannot_honour(tmp_path):
     with pytest.raises(UsageError, match="frame_ids is a list of frame ids"):
         FrameStore(ws).read_many(frame_id)
     assert FrameStore(ws).read_many([frame_id]).shape[0] == 1
+
+
+def test_profiles_that_would_skip_every_file_or_collide_are_refused(tmp_path):
+    from skysearch.ingest.profiles import load_profiles
+
+    packaged = json.loads((Path(ids.__file__).parent / "profiles" / "coms.json").read_text())
+    for change, said in (
+        ({"pattern": r"^x_(?P<channel>\w+)_(?P<year>\d{4})(?P<hour>\d{2})\.png$"}, "no date"),
+        ({"channels": {}}, 'no "channels" maps its codes'),
+    ):
+        (tmp_path / "coms.json").write_text(json.dumps(packaged | change))
+        with pytest.raises(UsageError, match=said):
+            load_profiles([tmp_path])
+    (tmp_path / "coms.json").write_text(json.dumps(packaged | {"name": "mine"}))
+    (tmp_path / "other.json").write_text(json.dumps(packaged | {"name": "mine"}))
+    with pytest.raises(UsageError, match="coms.json and .*other.json are both named 'mine'"):
+        load_profiles([tmp_path])  # which one won was the order of the file names
 
 
 def test_a_satellite_read_from_a_file_name_must_be_able_to_name_a_folder():
