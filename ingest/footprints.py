@@ -57,7 +57,13 @@ class Footprint:
         if not isinstance(data, dict):
             raise ValueError(f"footprint {data!r} is not an object")
         if "bounds" in data:
-            west, south, east, north = (float(v) for v in data["bounds"])
+            try:
+                west, south, east, north = (float(v) for v in data["bounds"])
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"footprint bounds must be four numbers [west, south, east, north], got "
+                    f"{data['bounds']!r}"
+                ) from None
             if not (-90.0 <= south < north <= 90.0):
                 raise ValueError(
                     f"footprint bounds {data['bounds']}: latitudes must be in -90..90 with "

@@ -164,7 +164,7 @@ def _profile(folder: Path, footprint: dict | None, name: str = "dt-fixed") -> Pa
         ({"bounds": [100, 40, 120, 30]}, "south < north"),
         ({"bounds": [100, -95, 120, 30]}, "latitudes must be in -90..90"),
         ({"bounds": [100, 0, 190, 30]}, "longitudes must be in -180..180"),
-        ({"bounds": [100, 0, 120]}, "expected 4"),
+        ({"bounds": [100, 0, 120]}, "four numbers [west, south, east, north]"),
         ({"centred_on": "track", "pixel_km": -5}, "pixel_km -5.0 must be in 0..1000"),
         ({"centred_on": "satellite"}, "a footprint is"),
     ],

@@ -484,6 +484,7 @@ def test_catalog_compaction_and_an_older_versions_leftovers(tmp_path):
         ({"channel": 5}, "channel 5 must be 1-64 letters"),
         ({"resolution": [100000, 100000]}, "is larger than 4096 on a side"),  # out of memory
         ({"name": "auto"}, "name 'auto' is reserved"),  # --source auto: every profile
+        ({"footprint": {"bounds": [1, 2]}}, "footprint bounds must be four numbers [west, sou"),
         ({"pattern": 5}, "pattern must be a string, got 5"),
         ({"channels": ["IR"]}, "channels must be an object of name code -> name"),
         ({"crops": [{"widht": 1500, "box": ["0", "0", "W", "H"]}]}, "unknown crop rule key 'wid"),
