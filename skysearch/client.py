@@ -32,7 +32,7 @@ import httpx
 import pyarrow as pa
 from pydantic import BaseModel, TypeAdapter
 
-from skysearch.errors import SkySearchError
+from skysearch.errors import SkySearchError, UsageError
 from skysearch.retrieval.search import ResultItem as Hit
 from skysearch.retrieval.search.results import results_frame, results_table
 from skysearch.retrieval.service import responses, wire
@@ -127,12 +127,21 @@ def _id(value: str) -> str:
 
 
 def _file(item: ImageInput, default_name: str) -> tuple[str, bytes]:
+    """(name, bytes) of an upload: a path, bytes, or (name, bytes); anything else, and a path
+    that cannot be read, is a UsageError (raised before any request)."""
     if isinstance(item, tuple):
         return item
     if isinstance(item, bytes):
         return default_name, item
+    if not isinstance(item, str | Path):
+        raise UsageError(
+            f"an image to upload is a path, bytes or (name, bytes), not {type(item).__name__}"
+        )
     path = Path(item)
-    return path.name, path.read_bytes()
+    try:
+        return path.name, path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _form(filters: wire.Filters | None, k: int, **fields: Any) -> dict[str, Any]:
@@ -183,6 +192,8 @@ class SkySearchClient:
     def _call(
         self, method: str, path: str, ok: Iterable[int] = (200,), **kwargs: Any
     ) -> httpx.Response:
+        if self._http.is_closed:
+            raise UsageError("this SkySearchClient is closed: make a new one")
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:  # refused, reset, timed out

@@ -7,6 +7,7 @@ request the schema accepts is answered 503 ("not ready"), one it refuses 422.
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -20,6 +21,7 @@ from skysearch.retrieval.service.service import SearchService
 
 from skysearch.client import ApiError, Filters, SkySearchClient
 from skysearch.config import Settings, Workspace
+from skysearch.errors import SkySearchError
 
 UUID = "00000000-0000-4000-8000-000000000000"
 
@@ -224,3 +226,14 @@ def test_every_failure_is_a_client_error_never_an_httpx_or_json_one():
         answer("html").frame_thumbnail("00000000-0000-4000-8000-000000000000")
     with pytest.raises(ValueError, match="needs http:// or https://"):
         SkySearchClient("localhost:8765")
+    client = answer("json")  # misuse: said before any request, as a SkySearchError
+    for call, said in (
+        (lambda: client.search_image(None), "is a path, bytes or (name, bytes), not NoneType"),
+        (lambda: client.search_image("/nonexistent/x.jpg"), "cannot read /nonexistent/x.jpg"),
+    ):
+        with pytest.raises(SkySearchError, match=re.escape(said)):
+            call()
+    own = SkySearchClient("http://127.0.0.1:9")
+    own.close()
+    with pytest.raises(SkySearchError, match="this SkySearchClient is closed"):
+        own.archive()  # httpx's RuntimeError before
