@@ -239,3 +239,7 @@ def test_scene_folders_report_broken_links_and_undecodable_names(tmp_path):
         ("caf\ufffd.jpg", "name is not valid UTF-8: rename it"),
         ("gone.jpg", "broken link"),
     ]
+    # a folder that is gone: said how to drop its indexed scenes (it read "neither an image
+    # nor a folder of images", and the scenes stayed searchable with no way given)
+    with pytest.raises(UsageError, match="does not exist .to drop the scenes indexed from a"):
+        find_images(tmp_path / "gone-folder")

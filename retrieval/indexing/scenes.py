@@ -63,6 +63,11 @@ def find_images(root: str | Path, skipped: list[dict[str, str]] | None = None) -
     root = Path(root)
     if root.is_file():
         return [root.resolve()]
+    if not root.exists():  # gone, or a typo: its indexed scenes stay until it is indexed empty
+        raise UsageError(
+            f"{root} does not exist (to drop the scenes indexed from a folder that is gone, "
+            "make it again, empty, and index it)"
+        )
     if not root.is_dir():
         raise UsageError(f"{root} is neither an image nor a folder of images")
     found, left = [], skipped if skipped is not None else []
