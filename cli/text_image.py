@@ -293,7 +293,11 @@ def index_scenes_command(
         ),
     ],
     dataset: Annotated[
-        str | None, typer.Option(help="Dataset name (default: the folder's or CSV's name).")
+        str | None,
+        typer.Option(
+            help="Dataset name of every image (default: the folder above each image's folder, "
+            "or the CSV's name)."
+        ),
     ] = None,
     model_id: ModelIdOption = None,
     threads: ThreadsOption = 0,
