@@ -43,6 +43,7 @@ from skysearch.ingest.profiles import (
     BAD_FRAME_POLICIES,
     NameMatch,
     Profile,
+    check_kept,
     keep_profiles,
     match_name,
     select_profiles,
@@ -309,10 +310,10 @@ def ingest(
     started = time.perf_counter()
     check_inputs(paths)
     profiles = with_bad_frames(select_profiles(source, profile_dirs, workspace), bad_frames)
+    check_kept(workspace, profiles)
     engine = engine or get_engine()
     workspace.ensure()  # after the arguments are checked: a refused run creates nothing
     candidates, skipped = discover(paths, profiles, workspace.root)
-    keep_profiles(workspace, {c.profile.name: c.profile for c in candidates}.values())
     files = {replace(c.source, index=None) for c in candidates}  # a NetCDF's frames: one file
     report = IngestReport(files_seen=len(files) + len(skipped))
     report.inputs = [str(Path(p).resolve()) for p in paths]
@@ -416,6 +417,7 @@ def ingest(
                 update_frames(workspace, restamped)
             if copies != copies_before:
                 write_copies(workspace, copies)
+            keep_profiles(workspace, {c.profile.name: c.profile for c in candidates}.values())
         except KeyboardInterrupt:
             if not committing:  # keep what is decoded and written; a re-run does the rest
                 commit()

@@ -42,7 +42,7 @@ import json
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from importlib import resources
@@ -169,6 +169,7 @@ class Profile:
     satellites: dict[str, str] = field(default_factory=dict)  # name's satellite -> catalog's
     footprint: Footprint | None = None  # the lat/lon box its frames cover, where known
     origin: str = field(default="", compare=False)  # the file it was read from ("" or packaged)
+    text: str = field(default="", compare=False, repr=False)  # that file's text, as read
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], origin: str = "") -> Profile:
@@ -242,9 +243,8 @@ class Profile:
                 f'source profile {origin}: the pattern has a channel group and no "channels" '
                 "maps its codes to channel names: every file would be skipped"
             )
-        if times and not (
-            {"doy"} <= set(pattern.groupindex) or {"month", "day"} <= set(pattern.groupindex)
-        ):
+        dated = {"doy"} <= set(pattern.groupindex) or {"month", "day"} <= set(pattern.groupindex)
+        if times and not dated and not profile.decoder.multi_frame:  # else: the file's times
             raise UsageError(
                 f"source profile {origin}: the pattern has a year and no (?P<month>...) and "
                 "(?P<day>...) or (?P<doy>...) groups: frames would have no date"
@@ -309,8 +309,7 @@ def _time_from_groups(groups: dict[str, str | None]) -> datetime:
 
 
 def _profile_dirs(extra: list[Path] | None) -> list[Path]:
-    """The user's profile folders, the later ones winning a name: ``extra``, then
-    ``$SKYSEARCH_PROFILES``."""
+    """The user's profile folders: ``extra``, then ``$SKYSEARCH_PROFILES``."""
     dirs = list(extra or [])
     env = os.environ.get(PROFILES_ENV, "")
     dirs += [Path(p) for p in env.split(os.pathsep) if p]
@@ -318,9 +317,11 @@ def _profile_dirs(extra: list[Path] | None) -> list[Path]:
 
 
 @lru_cache(maxsize=8)
-def _load(kept: Path | None, dirs: tuple[Path, ...]) -> dict[str, Profile]:
-    """Packaged profiles, then a workspace's ``kept`` copies, then the user's ``dirs``; two of
-    the user's files naming one profile are an error (which would win was an accident)."""
+def _load(kept: Path | None, dirs: tuple[Path, ...], _stamp: object = None) -> dict[str, Profile]:
+    """Packaged profiles, then a workspace's ``kept`` copies, then the user's ``dirs`` (each
+    overriding a name before it); two of the user's files naming one profile with different
+    contents are an error (which won was an accident). ``_stamp``: the kept copies' names and
+    times, so a copy an ingest adds meanwhile (a running service) is read."""
     profiles: dict[str, Profile] = {}
     sources: list[tuple[str, str]] = []
     packaged = resources.files("skysearch.ingest") / "profiles"
@@ -339,20 +340,20 @@ def _load(kept: Path | None, dirs: tuple[Path, ...]) -> dict[str, Profile]:
                 sources.append((str(path), path.read_text(encoding="utf-8")))
             except (OSError, UnicodeDecodeError) as exc:
                 raise UsageError(f"cannot read source profile {path}: {exc}") from None
-    given: dict[str, str] = {}  # profile name -> the user's file that named it
+    given: dict[str, tuple[str, str]] = {}  # profile name -> the user's file naming it, text
     for origin, text in sources:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise UsageError(f"source profile {origin} is not valid JSON: {exc}") from None
-        profile = Profile.from_dict(data, origin)
+        profile = replace(Profile.from_dict(data, origin), text=text)
         if not origin.startswith(PACKAGED) and (kept is None or Path(origin).parent != kept):
-            if profile.name in given and given[profile.name] != origin:
+            first, first_text = given.setdefault(profile.name, (origin, text))
+            if first != origin and first_text != text:
                 raise UsageError(
-                    f"source profiles {given[profile.name]} and {origin} are both named "
-                    f"{profile.name!r}: rename one (or pass one folder)"
+                    f"source profiles {first} and {origin} are both named {profile.name!r}: "
+                    "rename one (or pass one folder)"
                 )
-            given[profile.name] = origin
         profiles[profile.name] = profile  # a user's folder may override a packaged profile
     return profiles
 
@@ -364,15 +365,18 @@ def load_profiles(
     profiles its frames were ingested with, then ``extra_dirs``, then ``$SKYSEARCH_PROFILES``."""
     kept = workspace.profiles_dir.resolve() if workspace is not None else None
     dirs = tuple(dict.fromkeys(Path(d).resolve() for d in _profile_dirs(extra_dirs)))
-    return _load(kept if kept is not None and kept.is_dir() else None, dirs)
+    if kept is None or not kept.is_dir():
+        return _load(None, dirs)
+    stamp = tuple((p.name, p.stat().st_mtime_ns) for p in sorted(kept.glob("*.json")))
+    return _load(kept, dirs, stamp)
 
 
 def select_profiles(
     source: str, extra_dirs: list[Path] | None = None, workspace: Workspace | None = None
 ) -> list[Profile]:
     """The profiles ``source`` names: one profile, or all of them for ``auto``, the user's
-    first (``extra_dirs``, ``$SKYSEARCH_PROFILES``, the workspace's copies): a name both a
-    user's and a packaged profile recognise is the user's product."""
+    first (``$SKYSEARCH_PROFILES``, ``extra_dirs``, the workspace's copies, then the packaged
+    ones): a name both a user's and a packaged profile recognise is the user's product."""
     profiles = load_profiles(extra_dirs, workspace)
     if source == "auto":
         return list(profiles.values())[::-1]  # loaded packaged first
@@ -384,17 +388,34 @@ def select_profiles(
     return [profiles[source]]
 
 
+def check_kept(workspace: Workspace, profiles: Iterable[Profile]) -> None:
+    """Refuse profiles whose frames would not fit the ones the workspace holds: a profile
+    given again (``--profiles``) with another resolution than its copy here."""
+    for profile in profiles:
+        kept = workspace.profiles_dir / f"{profile.name}.json"
+        try:
+            size = tuple(json.loads(kept.read_text(encoding="utf-8"))["resolution"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # none kept (or unreadable: the new one is kept after the ingest)
+        if size != profile.resolution:
+            raise UsageError(
+                f"source profile {profile.name} ({profile.origin}) makes {profile.resolution[0]}"
+                f"x{profile.resolution[1]} frames, and this workspace's frames of it are "
+                f"{size[0]}x{size[1]} ({kept}): ingest it into a new workspace, or give the "
+                "profile its old resolution (or another name)"
+            )
+
+
 def keep_profiles(workspace: Workspace, profiles: Iterable[Profile]) -> None:
     """Copy the user profiles (not the packaged ones) into the workspace, so that repair,
     search and serve know the products its frames came from without ``--profiles``."""
     for profile in profiles:
         if not profile.origin or profile.origin.startswith(PACKAGED):
             continue
-        text = Path(profile.origin).read_text(encoding="utf-8")
         kept = workspace.profiles_dir / f"{profile.name}.json"
-        if not kept.is_file() or kept.read_text(encoding="utf-8") != text:
+        if not kept.is_file() or kept.read_text(encoding="utf-8") != profile.text:
             kept.parent.mkdir(exist_ok=True)
-            atomic_write_bytes(kept, text.encode("utf-8"))
+            atomic_write_bytes(kept, profile.text.encode("utf-8"))
 
 
 def match_name(filename: str, profiles: list[Profile]) -> tuple[Profile, NameMatch] | None:

@@ -634,9 +634,24 @@ def test_profiles_that_would_skip_every_file_or_collide_are_refused(tmp_path):
         with pytest.raises(UsageError, match=said):
             load_profiles([tmp_path])
     (tmp_path / "coms.json").write_text(json.dumps(packaged | {"name": "mine"}))
-    (tmp_path / "other.json").write_text(json.dumps(packaged | {"name": "mine"}))
+    (tmp_path / "other.json").write_text(
+        json.dumps(packaged | {"name": "mine", "cadence_minutes": 5})
+    )
     with pytest.raises(UsageError, match="coms.json and .*other.json are both named 'mine'"):
         load_profiles([tmp_path])  # which one won was the order of the file names
+    copy = tmp_path / "copy"  # the same profile in two folders (a shell-wide variable): fine
+    copy.mkdir()
+    (tmp_path / "other.json").unlink()
+    (copy / "coms.json").write_text((tmp_path / "coms.json").read_text())
+    assert load_profiles([tmp_path, copy])["mine"].cadence_minutes == packaged["cadence_minutes"]
+    # a NetCDF/zarr product dates its frames from the file's time coordinate, not the name
+    netcdf = packaged | {
+        "name": "sst",
+        "decoder": {"kind": "netcdf", "variable": "sst", "time": "time"},
+    }
+    netcdf["pattern"] = r"^sst_(?P<channel>ir01)_(?P<year>\d{4})\.nc$"
+    (copy / "coms.json").write_text(json.dumps(netcdf))
+    assert "sst" in load_profiles([copy])
 
 
 def test_a_satellite_read_from_a_file_name_must_be_able_to_name_a_folder():

@@ -546,6 +546,16 @@ def test_a_users_profile_is_kept_in_the_workspace_and_repair_without_one_drops_n
     kept = ws / "profiles" / "my-goes.json"
     assert kept.read_text() == (profiles / "mine.json").read_text()
     assert QueryResolver(Workspace(ws)).profile("my-sat").name == "my-goes"  # query files
+    later = kept.parent / "later.json"  # kept by an ingest while a service runs: seen
+    later.write_text(json.dumps(profile | {"name": "later", "satellite": "later-sat"}))
+    assert QueryResolver(Workspace(ws)).profile("later-sat").name == "later"
+    later.unlink()
+    # a profile changed under the frames it made: the ingest is refused, the copy kept
+    (profiles / "mine.json").write_text(json.dumps(profile | {"resolution": [180, 117]}))
+    changed = cli("ingest", src, "--profiles", profiles, "-w", ws)
+    assert changed.exit_code == 2 and "makes 180x117 frames, and this workspace's" in changed.stderr
+    (profiles / "mine.json").write_text(kept.read_text())
+    assert json.loads(kept.read_text())["resolution"] == [360, 234]
 
     def damage() -> None:
         with open(ws / "frames/my-sat/ir/2017/frames.u8", "r+b") as data:

@@ -289,7 +289,14 @@ def _reingest(
     if unusable:
         where += " (" + "; ".join(unusable) + ")"
     if roots:
-        added = ingest(roots, workspace, profile_dirs=profile_dirs, progress=progress)
+        try:
+            added = ingest(roots, workspace, profile_dirs=profile_dirs, progress=progress)
+        except DamagedError as exc:  # an array this repair could not rebuild (no profile)
+            done = f"nothing ingested again: {exc}"
+            report.actions.append(
+                Action(str(workspace.frames_catalog), "parts set aside", done, False)
+            )
+            return
         done = f"ingested {added.frames_added} frames again from {where}"
     else:
         done = "nothing ingested again: " + where

@@ -24,8 +24,8 @@ def _ints(values: Iterable[int] | None, name: str, lo: int, hi: int) -> tuple[in
     if isinstance(values, Integral | str):  # one value, not its digits
         values = (values,)
     try:
-        out = tuple(sorted({_whole(v) for v in values or ()}))
-    except (TypeError, ValueError):
+        out = tuple(sorted({_whole(v) for v in (() if values is None else values)}))
+    except (TypeError, ValueError, OverflowError):  # OverflowError: inf
         raise UsageError(
             f"{{{name}}} must be whole numbers in {lo}..{hi}, got {values!r}", params=[name]
         ) from None
