@@ -436,14 +436,22 @@ def unmatched_reason(filename: str, profiles: list[Profile]) -> str:
         found = profile.pattern.match(filename)
         if found is None or profile.decoder.multi_frame:
             continue
-        code = found.groupdict().get("channel")
+        groups = found.groupdict()
+        if groups.get("satellite") and not profile.match(filename):
+            sat = profile.satellites.get(groups["satellite"], groups["satellite"].lower())
+            if not FOLDER_NAME.fullmatch(sat):
+                return (
+                    f"file name has the pattern of source profile {profile.name} but satellite "
+                    f"{sat!r}, which cannot name a folder (letters, digits, '.', '_', '-')"
+                )
+        code = groups.get("channel")
         if code is not None and code not in profile.channels:
             return (
                 f"file name has the pattern of source profile {profile.name} but channel code "
                 f"{code}, which its channels do not map ({', '.join(profile.channels)})"
             )
         try:
-            _time_from_groups(found.groupdict())
+            _time_from_groups(groups)
         except (KeyError, ValueError, TypeError) as exc:
             name = profile.name
             return f"file name has the pattern of source profile {name} but no valid time ({exc})"

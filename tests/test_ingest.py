@@ -655,7 +655,7 @@ def test_profiles_that_would_skip_every_file_or_collide_are_refused(tmp_path):
 
 
 def test_a_satellite_read_from_a_file_name_must_be_able_to_name_a_folder():
-    from skysearch.ingest.profiles import Profile
+    from skysearch.ingest.profiles import Profile, unmatched_reason
 
     profile = Profile.from_dict(
         {
@@ -670,3 +670,6 @@ def test_a_satellite_read_from_a_file_name_must_be_able_to_name_a_folder():
     )
     assert profile.match("GMS5_20000101.png").satellite == "gms5"
     assert profile.match(".._20000101.png") is None  # would name a folder above the archive's
+    assert "satellite '..', which cannot name a folder" in unmatched_reason(
+        ".._20000101.png", [profile]
+    )
