@@ -75,12 +75,13 @@ class Expected:
     shape: tuple[int, int] | None
 
 
-def _profile_shape(name: str, workspace: Workspace) -> tuple[int, int] | None:
+def _profile_shapes(workspace: Workspace) -> dict[str, tuple[int, int]]:
+    """(height, width) of the frames each profile known here makes."""
     try:
-        profile = load_profiles(workspace=workspace).get(name)
+        profiles = load_profiles(workspace=workspace)
     except SkySearchError:  # e.g. $SKYSEARCH_PROFILES names a folder gone since the ingest
-        return None
-    return None if profile is None else (profile.resolution[1], profile.resolution[0])
+        return {}
+    return {name: (p.resolution[1], p.resolution[0]) for name, p in profiles.items()}
 
 
 def expected_arrays(catalog: pa.Table, workspace: Workspace) -> dict[Key, Expected]:
@@ -99,7 +100,8 @@ def expected_arrays(catalog: pa.Table, workspace: Workspace) -> dict[Key, Expect
         key = (sat, chan, int(year))
         rows[key] = max(rows.get(key, 0), int(row) + 1)
         profiles.setdefault(key, profile)
-    return {key: Expected(n, _profile_shape(profiles[key], workspace)) for key, n in rows.items()}
+    shapes = _profile_shapes(workspace)
+    return {key: Expected(n, shapes.get(profiles[key])) for key, n in rows.items()}
 
 
 def frame_rows(catalog: pa.Table) -> dict[Key, dict[int, str]]:

@@ -317,9 +317,9 @@ def ingest(
     files = {replace(c.source, index=None) for c in candidates}  # a NetCDF's frames: one file
     report = IngestReport(files_seen=len(files) + len(skipped))
     report.inputs = [str(Path(p).resolve()) for p in paths]
-    seen = [c.source.path for c in candidates] + [s["path"] for s in skipped]
+    found = [c.source.path for c in candidates] + [s["path"] for s in skipped]
     for root in report.inputs:  # in a scheduled job: a delivery that did not arrive
-        if not any(under(path, [root]) for path in seen):
+        if not any(under(path, [root]) for path in found):
             warnings.warn(f"no files in {root}: an empty delivery?", stacklevel=2)
     workers = workers or usable_cpus()
 

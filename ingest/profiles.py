@@ -260,11 +260,9 @@ class Profile:
         channel = self.channels.get(groups["channel"]) if "channel" in groups else self.channel
         if not channel:
             return None
-        satellite = self.satellite
-        if groups.get("satellite"):
-            satellite = self.satellites.get(groups["satellite"], groups["satellite"].lower())
-            if not FOLDER_NAME.fullmatch(satellite):  # a name's text becomes a folder name
-                return None
+        satellite = self.name_satellite(groups)
+        if not FOLDER_NAME.fullmatch(satellite):  # a name's text becomes a folder name
+            return None
         time = None
         if not self.decoder.multi_frame:
             try:
@@ -273,6 +271,12 @@ class Profile:
                 return None
         event = groups.get("event") or None
         return NameMatch(self.name, satellite, channel, time, event)
+
+    def name_satellite(self, groups: dict[str, str | None]) -> str:
+        """The catalog satellite of a matched name: its ``satellite`` group mapped (or in
+        lower case), else the profile's."""
+        code = groups.get("satellite")
+        return self.satellites.get(code, code.lower()) if code else self.satellite
 
     def crop_box(self, width: int, height: int) -> tuple[int, int, int, int] | None:
         """The crop box for an image of this size, or None when no rule fits (wrong size)."""
@@ -437,13 +441,12 @@ def unmatched_reason(filename: str, profiles: list[Profile]) -> str:
         if found is None or profile.decoder.multi_frame:
             continue
         groups = found.groupdict()
-        if groups.get("satellite") and not profile.match(filename):
-            sat = profile.satellites.get(groups["satellite"], groups["satellite"].lower())
-            if not FOLDER_NAME.fullmatch(sat):
-                return (
-                    f"file name has the pattern of source profile {profile.name} but satellite "
-                    f"{sat!r}, which cannot name a folder (letters, digits, '.', '_', '-')"
-                )
+        sat = profile.name_satellite(groups)
+        if not FOLDER_NAME.fullmatch(sat):
+            return (
+                f"file name has the pattern of source profile {profile.name} but satellite "
+                f"{sat!r}, which cannot name a folder (letters, digits, '.', '_', '-')"
+            )
         code = groups.get("channel")
         if code is not None and code not in profile.channels:
             return (

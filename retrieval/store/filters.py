@@ -49,9 +49,7 @@ def _names(values: Any, name: str) -> tuple[str, ...]:
     try:
         out = tuple(values)
     except TypeError:
-        raise UsageError(
-            f"{{{name}}} must be a list of names, got {values!r}", params=[name]
-        ) from None
+        out = (values,)  # not iterable: refused below
     if not all(isinstance(v, str) for v in out):
         raise UsageError(f"{{{name}}} must be a list of names, got {values!r}", params=[name])
     return out
