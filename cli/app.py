@@ -115,6 +115,38 @@ def _caused_by_files(exc: OSError) -> bool:
     return True
 
 
+def os_error_line(exc: OSError) -> str | None:
+    """The ``error:`` text of an OSError that the disk or the user's files explain (no space, a
+    permission, a read-only file system, a file where a folder belongs); None for a bug."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on device{where}: free space and re-run"
+    if _caused_by_files(exc):  # the files around a job, not the job's logic
+        why = _WORKSPACE_ERRNOS[exc.errno]
+        return (
+            f"{exc.strerror or exc}{where}: {why}; `skysearch doctor` checks the workspace; "
+            "then re-run"
+        )
+    return None
+
+
+#: What an interrupted command says: every job commits in steps a re-run resumes.
+INTERRUPTED = "interrupted: re-run the same command to resume"
+
+
+def failure(exc: BaseException) -> tuple[int, str]:
+    """The exit code and message :func:`main` gives an exception leaving a command, for a job
+    that also reports its end as JSON (``update --json``)."""
+    if isinstance(exc, SkySearchError):
+        return 2, exc.render(flag)
+    if isinstance(exc, KeyboardInterrupt):
+        return 130, INTERRUPTED
+    line = os_error_line(exc) if isinstance(exc, OSError) else None
+    if line is not None:
+        return 2, line
+    return INTERNAL_ERROR, f"unexpected failure: {type(exc).__name__}: {exc}"
+
+
 def _internal_error() -> NoReturn:
     """The traceback (what a bug report needs), one line saying what to do, exit code 3."""
     traceback.print_exc()
@@ -167,22 +199,14 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as exc:
         # Jobs write atomically or commit in steps a re-run resumes: nothing to repair, so
         # caught once here rather than around every write.
-        where = f" ({exc.filename})" if exc.filename else ""
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            typer.echo(f"error: no space left on device{where}: free space and re-run", err=True)
-        elif _caused_by_files(exc):  # the files around a job, not the job's logic
-            why = _WORKSPACE_ERRNOS[exc.errno]
-            typer.echo(
-                f"error: {exc.strerror or exc}{where}: {why}; `skysearch doctor` checks the "
-                "workspace; then re-run",
-                err=True,
-            )
-        else:
+        line = os_error_line(exc)
+        if line is None:
             _internal_error()
+        typer.echo(f"error: {line}", err=True)
         sys.exit(2)
     except Exception:  # noqa: BLE001 - a bug, not a user's mistake: see _internal_error
         _internal_error()
     if isinstance(code, int) and code != 0:
         if code == 130:
-            typer.echo("interrupted: re-run the same command to resume", err=True)
+            typer.echo(INTERRUPTED, err=True)
         sys.exit(code)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from skysearch.cli.app import app, flag
+from skysearch.cli.app import app, failure
 from skysearch.cli.options import (
     AddressOption,
     DeviceOption,
@@ -25,7 +25,6 @@ from skysearch.cli.output import emit_json, info
 from skysearch.workflows.update import INDEX_AFTER
 
 from skysearch.config import load_settings
-from skysearch.errors import SkySearchError
 
 
 @app.command()
@@ -100,10 +99,11 @@ def update(
                 engine=decoder,
                 say=info,
             )
-    except SkySearchError as exc:  # exit 2: the scheduler's JSON log gets a line for it too
+    except (Exception, KeyboardInterrupt) as exc:  # a scheduler's JSON log gets a line too
         if json_out:
+            code, error = failure(exc)  # what `main` prints and exits with
             inputs = [str(Path(p).resolve()) for p in paths]  # as a run's report has them
-            emit_json({"exit_code": 2, "error": exc.render(flag), "inputs": inputs})
+            emit_json({"exit_code": code, "error": error, "inputs": inputs})
         raise
     info(report.summary_line())
     if json_out:

@@ -10,6 +10,7 @@ need loadable models, not good ones; training is tested elsewhere).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shlex
@@ -446,6 +447,29 @@ KILL_AT = [  # (text on stderr, then seconds before SIGKILL)
     ("index frames:", 0.0),  # the clip models' points written, the frame model's not
     ("optimize clips", 0.1),  # building the vector index (its child process dies too)
 ]
+
+
+@pytest.mark.parametrize(
+    "raised, code, said",
+    [
+        (KeyboardInterrupt(), 130, "interrupted: re-run the same command to resume"),
+        (OSError(errno.ENOSPC, "No space left on device", "x.npy"), 2, "no space left"),
+        (RuntimeError("boom"), 3, "unexpected failure: RuntimeError: boom"),
+    ],
+)
+def test_a_failed_run_still_reports_json(cli, monkeypatch, tmp_path, raised, code, said):
+    """A scheduler reading --json gets one line for every end of a run, with the exit code."""
+    import skysearch.workflows.update as workflow
+
+    def fail(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(workflow, "run_update", fail)
+    (tmp_path / "in").mkdir()
+    r = cli("update", tmp_path / "in", "-w", tmp_path / "ws", "--json")
+    (line,) = [json.loads(x) for x in r.stdout.splitlines()]
+    assert r.exit_code == code == line["exit_code"] and said in line["error"], (r, line)
+    assert line["inputs"] == [str((tmp_path / "in").resolve())]
 
 
 def _job(ws: Path, paths: list[Path]) -> list[str]:
