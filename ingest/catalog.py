@@ -40,7 +40,7 @@ from skysearch.ingest.footprints import BOUND_COLUMNS
 from skysearch.atomic import atomic_path, exchange, fsync_path, remove_temporaries
 from skysearch.config import Workspace
 from skysearch.errors import DamagedError, UsageError
-from skysearch.timeutil import parse_time
+from skysearch.timeutil import parse_end, parse_time
 
 #: Metadata key of merged ``compact-*`` files written by SkySearch <= 0.1 (names the parts the
 #: file replaced, which that version deleted only after writing it).
@@ -412,12 +412,13 @@ def read_frames(
 ) -> pa.Table:
     """Frames in the catalog, sorted by time (then satellite, channel).
 
-    ``start``/``end`` are inclusive bounds (aware UTC or ISO 8601 text); ``channel`` is one
-    name or a list. Returns an empty table with the catalog schema when nothing matches.
+    ``start``/``end`` are inclusive bounds (aware UTC or ISO 8601 text; an end given as a date
+    alone takes in that whole day, as the CLI's ``--between``); ``channel`` is one name or a
+    list. Returns an empty table with the catalog schema when nothing matches.
     Only the ``columns`` asked for (and the sort keys) are read; the filters are pushed down.
     """
     start_t = parse_time(start) if start is not None else None
-    end_t = parse_time(end) if end is not None else None
+    end_t = parse_end(end) if end is not None else None
     years = None
     if start_t is not None or end_t is not None:
         lo = start_t.year if start_t else 1900

@@ -340,6 +340,8 @@ def test_read_frames_filters_and_framestore_order(tmp_path):
     ingest([SAMPLE_IR], ws, progress=False)
     day = read_frames(ws, start="2017-09-07T00:00Z", end="2017-09-07T23:59Z", channel="ir")
     assert day.num_rows == 24 and pc.all(pc.equal(day["year"], 2017)).as_py()
+    # an end given as a date alone takes in that whole day, as the CLI's --between does
+    assert read_frames(ws, start="2017-09-07", end="2017-09-07", channel="ir").equals(day)
     assert read_frames(ws, satellite="coms").num_rows == 0
     store = FrameStore(ws)
     picked = day["frame_id"].to_pylist()[::-1][:4]
