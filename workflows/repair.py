@@ -288,25 +288,28 @@ def _reingest(
     where = ", ".join(map(str, roots)) or "no source folder known"
     if unusable:
         where += " (" + "; ".join(unusable) + ")"
+    stopped = False  # by an array this repair left as it is: the parts are kept for the next
     if roots:
         try:
             added = ingest(roots, workspace, profile_dirs=profile_dirs, progress=progress)
-        except DamagedError as exc:  # an array this repair could not rebuild (no profile)
-            done = f"nothing ingested again: {exc}"
-            report.actions.append(
-                Action(str(workspace.frames_catalog), "parts set aside", done, False)
-            )
-            return
-        done = f"ingested {added.frames_added} frames again from {where}"
+        except DamagedError as exc:  # nothing is appended to a damaged array
+            stopped = True
+            done = f"nothing ingested again: {exc.path} is damaged ({exc.what}), not repaired"
+        else:
+            done = f"ingested {added.frames_added} frames again from {where}"
     else:
         done = "nothing ingested again: " + where
-    have = set(read_frames(workspace, columns=["frame_id"])["frame_id"].to_pylist())
-    missing = sorted(lost_ids - have)
-    reason = f"not found in the source folders ({', '.join(map(str, roots)) or 'none known'})"
-    report.lost_frames += [{"frame_id": f, "source_path": "", "reason": reason} for f in missing]
-    if missing:
-        done += f"; {len(missing)} frames of the set-aside parts not found there"
-    ok = bool(roots) and not missing
+    missing = []
+    if not stopped:
+        have = set(read_frames(workspace, columns=["frame_id"])["frame_id"].to_pylist())
+        missing = sorted(lost_ids - have)
+        reason = f"not found in the source folders ({', '.join(map(str, roots)) or 'none known'})"
+        report.lost_frames += [
+            {"frame_id": f, "source_path": "", "reason": reason} for f in missing
+        ]
+        if missing:
+            done += f"; {len(missing)} frames of the set-aside parts not found there"
+    ok = bool(roots) and not stopped and not missing
     for problem, aside in parts:
         earlier = Path(problem.path).name == aside
         said = f"{'set aside by an earlier repair' if earlier else f'set aside as {aside}'}; {done}"
