@@ -103,3 +103,43 @@ def held(what: str, ws: Path) -> subprocess.Popen:
     )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "holding"
     return proc
+
+
+# ------------------------------------------------------- the service tests' shared service
+@pytest.fixture(scope="module")
+def served_ws(tmp_path_factory):
+    """The session's small real service workspace (``service_env.shared_workspace``)."""
+    from service_env import shared_workspace
+
+    return shared_workspace(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def served_url(served_ws) -> str:
+    """That workspace served over loopback (uvicorn in this process); its URL."""
+    from service_env import server
+
+    return server(served_ws.root)
+
+
+@pytest.fixture
+def sky(served_url):
+    """A typed client of the shared service, with its API key."""
+    from service_env import API_KEY
+
+    from skysearch.client import SkySearchClient
+
+    with SkySearchClient(served_url, api_key=API_KEY) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def served_catalogs(served_ws):
+    """The shared workspace's frame and clip catalogs (as row dicts) and its Workspace."""
+    from skysearch.ingest.catalog import read_frames
+    from skysearch.ingest.clips import read_clips
+
+    from skysearch.config import load_settings
+
+    workspace = load_settings(workspace=served_ws.root).workspace
+    return read_frames(workspace).to_pylist(), read_clips(workspace).to_pylist(), workspace

@@ -28,6 +28,8 @@ API_KEY = "test-key-0123456789"
 QUERY_AT = "2017-09-07T00:45Z"
 CLI_JSON = "cli-search-clip.json"
 CLIP_FRAMES = 6  # frames per clip of the service workspace
+GOES = SAMPLE / "goes-irma-2017" / "infrared"
+SCENES = SAMPLE / "rsscn7-mini"
 
 
 def _cli(*args: str) -> str:
@@ -173,3 +175,14 @@ def png_declaring(width: int, height: int, idat: bytes, color_type: int = 0) -> 
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def api_error(call, *args, **kwargs):
+    """The ``ApiError`` that ``call(*args, **kwargs)`` must raise."""
+    import pytest
+
+    from skysearch.client import ApiError
+
+    with pytest.raises(ApiError) as info:
+        call(*args, **kwargs)
+    return info.value

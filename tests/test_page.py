@@ -38,11 +38,6 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not 
 
 
 @pytest.fixture(scope="module")
-def url(tmp_path_factory) -> str:
-    return server(shared_workspace(tmp_path_factory).root)
-
-
-@pytest.fixture(scope="module")
 def shots(tmp_path_factory) -> Path:
     where = os.environ.get("SKYSEARCH_PAGE_SHOTS")
     folder = Path(where) if where else tmp_path_factory.mktemp("page-screenshots")
@@ -108,11 +103,11 @@ class Session:
 
 
 @pytest.fixture(scope="module")
-def session(browser, url, shots):
+def session(browser, served_url, shots):
     context = browser.new_context(viewport={"width": 1280, "height": 860})
     page = context.new_page()
-    s = Session(page, url, shots)
-    page.goto(f"{url}/")
+    s = Session(page, served_url, shots)
+    page.goto(f"{served_url}/")
     # The service needs a key: the page's first API call is refused, so it asks for it.
     page.wait_for_selector("#key-dialog[open]", timeout=WAIT_MS)
     s.shot("asks-for-key")
@@ -309,7 +304,7 @@ def test_no_request_leaves_the_servers_origin(session):
     assert not session.errors, session.errors
 
 
-def test_the_api_docs_render_with_nothing_fetched_from_outside(browser, url):
+def test_the_api_docs_render_with_nothing_fetched_from_outside(browser, served_url):
     """/docs loaded Swagger UI from a CDN: a blank page on a network without internet (where
     forecasters' services run). Its scripts now come from the service; requests anywhere else
     are blocked, and the page must still show the API's operations."""
@@ -318,14 +313,14 @@ def test_the_api_docs_render_with_nothing_fetched_from_outside(browser, url):
     outside: list[str] = []
 
     def only_the_service(route) -> None:
-        if route.request.url.startswith(url):
+        if route.request.url.startswith(served_url):
             route.continue_()
         else:
             outside.append(route.request.url)
             route.abort()
 
     page.route("**/*", only_the_service)
-    page.goto(f"{url}/docs")
+    page.goto(f"{served_url}/docs")
     page.wait_for_selector("#operations-search-search_text_search_text_post", timeout=WAIT_MS)
     assert "SkySearch" in page.inner_text(".swagger-ui .info .title")
     assert outside == []

@@ -12,8 +12,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
-from service_env import API_KEY, SAMPLE, server, service, shared_workspace
+from service_env import API_KEY, SAMPLE, service
 from skysearch.retrieval.search.batching import QueryEncoder
 
 from skysearch.client import ApiError, SkySearchClient
@@ -22,16 +21,6 @@ from skysearch.errors import UsageError
 TEXTS = ["a river next to green fields", "a forest", "industrial buildings", "grassland", "x"]
 IMAGES = sorted((SAMPLE / "rsscn7-mini").glob("*/*.jpg"))[:4]
 WAIT = 60.0
-
-
-@pytest.fixture(scope="module")
-def ws(tmp_path_factory):
-    return shared_workspace(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def url(ws) -> str:
-    return server(ws.root)
 
 
 def _hits(result) -> list[tuple[str, float]]:
@@ -95,37 +84,39 @@ def _concurrently(url: str, calls: list) -> list:
 
 
 def test_concurrent_text_queries_share_a_forward_pass_and_get_their_own_answers(
-    url, ws, monkeypatch
+    served_url, served_ws, monkeypatch
 ):
-    with SkySearchClient(url, api_key=API_KEY) as client:
+    with SkySearchClient(served_url, api_key=API_KEY) as client:
         alone = {t: _hits(client.search_text(t, k=8)) for t in TEXTS}  # one at a time
-    held = HeldBatches(monkeypatch, ws, "encode_texts", size=len(TEXTS) - 1)
+    held = HeldBatches(monkeypatch, served_ws, "encode_texts", size=len(TEXTS) - 1)
     calls = [lambda c, t=t: c.search_text(t, k=8) for t in TEXTS]
-    together = _concurrently(url, calls)
+    together = _concurrently(served_url, calls)
     assert max(held.sizes) > 1 and sum(held.sizes) == len(TEXTS), held.sizes
     for text, result in zip(TEXTS, together, strict=True):
         _same(_hits(result), alone[text])
 
 
 def test_concurrent_image_queries_share_a_forward_pass_and_get_their_own_answers(
-    url, ws, monkeypatch
+    served_url, served_ws, monkeypatch
 ):
-    with SkySearchClient(url, api_key=API_KEY) as client:
+    with SkySearchClient(served_url, api_key=API_KEY) as client:
         alone = [_hits(client.search_image(path, k=8)) for path in IMAGES]
-    held = HeldBatches(monkeypatch, ws, "encode_pixels", size=len(IMAGES) - 1)
+    held = HeldBatches(monkeypatch, served_ws, "encode_pixels", size=len(IMAGES) - 1)
     # the pixels of a batch are one tensor: the recorder sees a list of them
     calls = [lambda c, p=p: c.search_image(p, k=8) for p in IMAGES]
-    together = _concurrently(url, calls)
+    together = _concurrently(served_url, calls)
     assert max(held.sizes) > 1 and sum(held.sizes) == len(IMAGES), held.sizes
     for result, want in zip(together, alone, strict=True):
         _same(_hits(result), want)
 
 
-def test_a_failing_query_fails_alone_in_its_batch(url, ws, monkeypatch):
-    with SkySearchClient(url, api_key=API_KEY) as client:
+def test_a_failing_query_fails_alone_in_its_batch(served_url, served_ws, monkeypatch):
+    with SkySearchClient(served_url, api_key=API_KEY) as client:
         alone = {t: _hits(client.search_text(t, k=5)) for t in TEXTS}
-    held = HeldBatches(monkeypatch, ws, "encode_texts", size=len(TEXTS) - 1, fail_on="grassland")
-    together = _concurrently(url, [lambda c, t=t: c.search_text(t, k=5) for t in TEXTS])
+    held = HeldBatches(
+        monkeypatch, served_ws, "encode_texts", size=len(TEXTS) - 1, fail_on="grassland"
+    )
+    together = _concurrently(served_url, [lambda c, t=t: c.search_text(t, k=5) for t in TEXTS])
     assert max(held.sizes) > 1, held.sizes
     for text, result in zip(TEXTS, together, strict=True):
         if text == "grassland":
@@ -135,12 +126,12 @@ def test_a_failing_query_fails_alone_in_its_batch(url, ws, monkeypatch):
             _same(_hits(result), alone[text])
 
 
-def test_the_service_embeds_texts_through_a_traced_tower_like_the_cli(ws):
+def test_the_service_embeds_texts_through_a_traced_tower_like_the_cli(served_ws):
     """The service traces the text tower at start-up; its embeddings are the CLI's (eager)."""
     import numpy as np
     from skysearch.encoders.factory import load_text_image
 
-    searcher = service(ws.root)._searcher
+    searcher = service(served_ws.root)._searcher
     served = searcher.scene_model()
     assert served.traced_text is not None
     eager = load_text_image(searcher.workspace)
