@@ -55,6 +55,10 @@ WorkspaceOption = Annotated[
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print one JSON object on stdout (logs go to stderr).")
 ]
+ClipEventOption = Annotated[
+    str | None,
+    typer.Option("--event", help="For a clip given by time: its event (two storms at one time)."),
+]
 SourceOption = Annotated[
     str,
     typer.Option(help="Source profile: auto (by file name), coms, gk2a, goes-sector, ..."),

@@ -9,10 +9,12 @@ import typer
 from skysearch.cli.app import app
 from skysearch.cli.groups import eval_app, train_app
 from skysearch.cli.options import (
+    ClipEventOption,
     DeviceOption,
     JsonOption,
     ThreadsOption,
     WorkspaceOption,
+    one_name,
     positive,
     set_threads,
     share,
@@ -135,7 +137,13 @@ def train_predictor_command(
 @app.command("predict")
 def predict_command(
     clip: Annotated[str, typer.Argument(help="Clip id or start time (UTC, ISO 8601).")],
-    out: Annotated[Path, typer.Option("--out", help="PNG strip to write.")] = Path("strip.png"),
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="Image to write (.png, .jpg, ...: the suffix picks the format)."
+        ),
+    ] = Path("strip.png"),
+    event: ClipEventOption = None,
     model: ModelOption = None,
     device: DeviceOption = None,
     workspace: WorkspaceOption = None,
@@ -151,7 +159,8 @@ def predict_command(
     from skysearch.encoders.predict import predict_strip
 
     settings = load_settings(workspace=workspace, device=device)
-    result = predict_strip(settings.workspace, clip, out, model, settings.device)
+    event = one_name(event, "event")
+    result = predict_strip(settings.workspace, clip, out, model, settings.device, event)
     info(f"wrote {out}")
     if "metrics" in result:
         rows = [

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from skysearch.cli.app import app
-from skysearch.cli.options import JsonOption, WorkspaceOption, names, one_name
+from skysearch.cli.options import ClipEventOption, JsonOption, WorkspaceOption, names, one_name
 from skysearch.cli.output import emit_json, info, table
 
 from skysearch.config import Workspace, load_settings
@@ -43,10 +43,7 @@ def similarity(
         int | None, typer.Option(help="For a clip given by time: minutes.", min=1)
     ] = None,
     satellite: Annotated[str | None, typer.Option(help="For a clip given by time.")] = None,
-    event: Annotated[
-        str | None,
-        typer.Option(help="For a clip given by time: its event (two storms at one time)."),
-    ] = None,
+    event: ClipEventOption = None,
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
 ) -> None:

@@ -18,17 +18,25 @@ from skysearch.encoders.models.predictor import (
 from skysearch.ingest.clip_specs import spec_label
 from skysearch.ingest.clips import clip_frames, read_clips
 from skysearch.ingest.framestore import FrameStore
+from skysearch.ingest.simultaneous import pick
 
-from skysearch.atomic import save_image
+from skysearch.atomic import image_format, save_image
 from skysearch.config import Workspace
 from skysearch.errors import NotFoundError, UsageError
 from skysearch.timeutil import parse_time, to_rfc3339
 
 
 def _clip_of_spec(
-    workspace: Workspace, ref: str, satellite: str, channels: list[str], length: int, gap: int
+    workspace: Workspace,
+    ref: str,
+    satellite: str,
+    channels: list[str],
+    length: int,
+    gap: int,
+    event: str | None,
 ) -> dict[str, Any]:
-    """A catalog clip of this spec by id, or by start time (nearest within half a gap)."""
+    """A catalog clip of this spec by id, or by start time (nearest within half a gap; of
+    ``event`` where two storms' clips start then)."""
     table = read_clips(workspace, satellite, channels, length, gap)
     by_id = [row for row in table.to_pylist() if row["clip_id"] == ref]
     if by_id:
@@ -41,11 +49,9 @@ def _clip_of_spec(
             f"{ref!r} is neither a clip id nor a time of a {length}x{gap}m clip: pass a start "
             "time, or the id of such a clip (`skysearch search clip --json` lists clip ids)"
         ) from None
-    rows = table.to_pylist()
-    if rows:
-        best = min(rows, key=lambda r: abs(r["start"] - when))
-        if abs(best["start"] - when) <= timedelta(minutes=gap / 2):
-            return best
+    near = [r for r in table.to_pylist() if abs(r["start"] - when) <= timedelta(minutes=gap / 2)]
+    if near:
+        return pick(near, when, "start", "clip_id", "clip", {"event": [event] if event else []})
     raise NotFoundError(
         f"no {spec_label(channels, length, gap)} clip of {satellite} starts near "
         f"{to_rfc3339(when)}: build clips (skysearch clips --length {length} --gap {gap})"
@@ -76,12 +82,15 @@ def predict_strip(
     out: Path,
     model_id: str | None = None,
     device: str | None = "cpu",
+    event: str | None = None,
 ) -> dict[str, Any]:
-    """Predict the clip after ``ref`` and write input / predicted / true rows as one image."""
+    """Predict the clip after ``ref`` and write input / predicted / true rows as one image;
+    the true rows are the same storm's (``event``: which one, where two start at ``ref``)."""
+    image_format(out, "prediction strip", "L")  # a name it cannot write: said before the run
     model, info, record = load_predictor_model(workspace, model_id, device)
     sat, chans = info["satellite"], list(info["channels"])
     length, gap = int(info["length"]), int(info["gap_minutes"])
-    clip = _clip_of_spec(workspace, ref, sat, chans, length, gap)
+    clip = _clip_of_spec(workspace, ref, sat, chans, length, gap, event)
     store = FrameStore(workspace)
     frames = torch.as_tensor(clip_frames(workspace, clip, store))
     cfg = model.config
@@ -98,13 +107,14 @@ def predict_strip(
     result: dict[str, Any] = {
         "clip_id": clip["clip_id"],
         "start": to_rfc3339(clip["start"]),
+        "event": clip.get("event"),
         "model_id": record.model_id,
         "out": str(out),
     }
     following = [
         r
         for r in read_clips(workspace, sat, chans, length, gap).to_pylist()
-        if r["start"] == clip["start"] + length * step
+        if r["start"] == clip["start"] + length * step and r["event"] == clip.get("event")
     ]
     if following:
         truth = to_working(

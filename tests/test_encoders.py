@@ -48,6 +48,16 @@ def test_triplets_respect_windows():
     assert np.all(np.abs(times[a] - times[n]) > 8 * 3600)
 
 
+def test_triplet_positives_stay_in_their_series():
+    """Two storms seen at the same hours: the other storm's frame of the same hour is never a
+    positive."""
+    times = np.concatenate([np.arange(50) * 1800.0] * 2)
+    series = np.repeat([0, 1], 50)
+    a, p, n = sample_triplets(times, 4 * 3600, 2.0, np.random.default_rng(0), series)
+    assert len(a) == 100 and np.all(series[a] == series[p])
+    assert np.all(np.abs(times[a] - times[n]) > 8 * 3600)
+
+
 def test_log_ratio_loss_is_zero_when_distances_match_ground_truth():
     emb = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)
     dist = torch.cdist(emb, emb)

@@ -91,6 +91,20 @@ class ClipSet:
         """bool (M,): the clips of ``satellite``."""
         return pc.equal(self.clips["satellite"], satellite).to_numpy(zero_copy_only=False)
 
+    def series(self) -> np.ndarray:
+        """(M,) int: each clip's series, its satellite and event (two storms seen at once are
+        two series)."""
+        sats, events = self.clips["satellite"].to_pylist(), self.clips["event"].to_pylist()
+        keys = list(zip(sats, events, strict=True))
+        code = {key: i for i, key in enumerate(dict.fromkeys(keys))}
+        return np.array([code[key] for key in keys], dtype=np.int64)
+
+    def step_series(self) -> np.ndarray:
+        """(S,) int: each step's series (of the clips using it; -1 for a step none uses)."""
+        out = np.full(len(self.steps), -1, dtype=np.int64)
+        out[self.index] = np.broadcast_to(self.series()[:, None], self.index.shape)
+        return out
+
     def used_steps(self) -> np.ndarray:
         """Sorted step numbers used by at least one clip."""
         return np.unique(self.index)

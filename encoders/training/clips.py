@@ -86,6 +86,7 @@ def train_clips(
         run_fp,
         "train clips",
         trainable=clip_model.trainable_parameters(),
+        series=train_set.series(),
     )
     embedder = ClipEmbedder(frame_model.cpu(), clip_model.cpu()).eval()
     config = {

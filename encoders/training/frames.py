@@ -125,6 +125,7 @@ def train_frames(
             "train frames",
             forward,
             trainable,
+            series=clip_set.step_series()[steps],
         )
     config = {
         "frame": frame_config.to_dict(),

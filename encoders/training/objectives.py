@@ -162,11 +162,13 @@ def item_batches(
     times_s: np.ndarray,
     similarity: np.ndarray | None,
     config: EncoderTrainConfig,
+    series: np.ndarray | None = None,
 ) -> Callable[[np.random.Generator], Iterator[tuple[torch.Tensor, int]]]:
     """Batches for one epoch over ``items`` (frames or frame-embedding sequences).
 
     ``metric``: random batches of ``batch_size`` items, log-ratio loss against ``similarity``.
-    ``triplet``: one temporal triplet per eligible anchor, ``batch_size`` triplets per step.
+    ``triplet``: one temporal triplet per eligible anchor, ``batch_size`` triplets per step;
+    positives of one ``series`` (satellite and event) as the anchor.
     """
     device = items.device
     n = len(items)
@@ -202,7 +204,7 @@ def item_batches(
     window = config.window_hours * 3600.0
 
     def triplet_epoch(rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, int]]:
-        a, p, q = sample_triplets(times_s, window, config.neg_factor, rng)
+        a, p, q = sample_triplets(times_s, window, config.neg_factor, rng, series)
         if len(a) == 0:
             raise UsageError(
                 "no temporal triplets: the training range is shorter than "
@@ -229,12 +231,15 @@ def train_on_arrays(
     desc: str,
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
     trainable: list[nn.Parameter] | None = None,
+    series: np.ndarray | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` on in-memory ``items`` (frames ``(N, C, H, W)`` uint8, or frame
-    embeddings ``(N, L, D)``) with ``times_s`` (N,) and, for ``metric``, ``similarity`` (N, N)."""
+    embeddings ``(N, L, D)``) with ``times_s`` (N,), ``series`` (N,) (see ``item_batches``)
+    and, for ``metric``, ``similarity`` (N, N)."""
     config.check()
     device = resolve_device(config.device)
     model.to(device)
     tensor = _to_device(items, device)
-    batches = item_batches(forward or model, tensor, np.asarray(times_s), similarity, config)
+    times = np.asarray(times_s)
+    batches = item_batches(forward or model, tensor, times, similarity, config, series)
     return fit_batches(model, batches, config, run_dir, run_fingerprint, desc, trainable)

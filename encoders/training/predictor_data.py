@@ -71,12 +71,17 @@ class PredictorData:
 
 
 def following_rows(clip_set: ClipSet) -> np.ndarray:
-    """For each clip, the row of the clip starting ``length * gap`` minutes later, or -1."""
-    starts = clip_set.starts
-    where = {int(t): i for i, t in enumerate(starts.astype(np.int64))}
+    """For each clip, the row of the clip of the same satellite and event (two storms seen at
+    once are two series) starting ``length * gap`` minutes later, or -1."""
+    starts = clip_set.starts.astype(np.int64)
+    clips = clip_set.clips
+    series = list(zip(clips["satellite"].to_pylist(), clips["event"].to_pylist(), strict=True))
+    where = {(key, int(t)): i for i, (key, t) in enumerate(zip(series, starts, strict=True))}
     shift = np.timedelta64(clip_set.length * clip_set.gap_minutes, "m").astype("timedelta64[us]")
-    later = (starts + shift).astype(np.int64)
-    return np.array([where.get(int(t), -1) for t in later], dtype=np.int64)
+    later = (clip_set.starts + shift).astype(np.int64)
+    return np.array(
+        [where.get((key, int(t)), -1) for key, t in zip(series, later, strict=True)], np.int64
+    )
 
 
 def load_predictor_data(

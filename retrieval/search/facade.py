@@ -213,7 +213,7 @@ class Searcher:
             self.queries.check_filters(filters)  # after the query's own: its message is better
             data = record.config["data"]
         with timer("query"):
-            qclip = self.queries.resolve(query, data)
+            qclip = self.queries.resolve(query, data, filters)
         if not fits(record, qclip.spec, any_satellite=options.model_id is not None):
             if options.model_id is not None or not query.clip_id:
                 raise UsageError(
@@ -349,7 +349,7 @@ class Searcher:
             data = record.config["data"]
             channel = frame_channel(record, "frame search")
         with timer("query"):
-            qframe = resolve_frame(self.queries, query, data["satellite"], channel)
+            qframe = resolve_frame(self.queries, query, data, channel, filters)
         spec = {"satellite": qframe.satellite, "channels": [qframe.channel]}
         if not fits(record, spec, any_satellite=options.model_id is not None):
             if options.model_id is not None:

@@ -8,12 +8,15 @@ named by ``source``), or by pixels already at the working resolution (the servic
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from skysearch.encoders.registry import model_satellites
+from skysearch.ingest.simultaneous import at_time
 from skysearch.retrieval.search.queries import DEFAULT_TOLERANCE_MINUTES
 
 from skysearch.errors import NotFoundError, UsageError
@@ -22,6 +25,7 @@ from skysearch.timeutil import parse_time, to_rfc3339
 if TYPE_CHECKING:
     from skysearch.ingest.profiles import Profile
     from skysearch.retrieval.search.queries import QueryResolver
+    from skysearch.retrieval.store.filters import SearchFilters
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,7 @@ class QueryFrame:
     time: datetime | None = None
     frame_id: str | None = None
     file: str | None = None
+    event: str | None = None  # of a catalog frame of a product with events (a storm)
 
     def describe(self) -> dict[str, Any]:
         """The result schema's ``query`` for this frame (the façade adds the ranking)."""
@@ -106,20 +111,27 @@ class QueryFrame:
             "end": when,
             "frame_ids": [self.frame_id] if self.frame_id else [],
             "files": [self.file] if self.file else [],
+            "event": self.event,
         }
 
 
 def resolve_frame(
-    resolver: QueryResolver, query: FrameQuery, satellite: str, channel: str
+    resolver: QueryResolver,
+    query: FrameQuery,
+    data: Mapping[str, Any],
+    channel: str,
+    filters: SearchFilters | None = None,
 ) -> QueryFrame:
-    """The query's pixels; ``satellite``/``channel``: the frame model's, for what the query
-    leaves unset."""
-    satellite = query.satellite or satellite
+    """The query's pixels; ``data``/``channel``: the frame model's, for what the query leaves
+    unset (a time is looked up on each satellite the model covers); ``filters``: the search's,
+    whose events and satellites pick among frames of several at that time."""
+    satellite = query.satellite or data["satellite"]
     channel = query.channel or channel
     if query.frame_id:
         return _by_id(resolver, query.frame_id)
     if query.at is not None:
-        return _at(resolver, query.at, satellite, channel, query.tolerance_minutes)
+        satellites = [query.satellite] if query.satellite else model_satellites(data)
+        return _at(resolver, query.at, satellites, channel, query.tolerance_minutes, filters)
     if query.file is not None:
         return _from_file(resolver, Path(query.file), satellite, channel, query.source)
     assert query.pixels is not None
@@ -133,14 +145,14 @@ def _catalog(
     import pyarrow.compute as pc
     from skysearch.ingest.catalog import read_frames
 
-    cols = ["frame_id", "satellite", "channel", "time"]
+    cols = ["frame_id", "satellite", "channel", "time", "event"]
     table = read_frames(resolver.workspace, columns=cols, **where)
     if frame_id is not None:
         table = table.filter(pc.equal(table["frame_id"], frame_id))
     return table.to_pylist()
 
 
-def _from_row(resolver: QueryResolver, row: dict[str, Any], mode: str) -> QueryFrame:
+def _from_row(resolver: QueryResolver, row: Mapping[str, Any], mode: str) -> QueryFrame:
     return QueryFrame(
         pixels=resolver.frame_store.read(row["frame_id"]),
         mode=mode,
@@ -148,6 +160,7 @@ def _from_row(resolver: QueryResolver, row: dict[str, Any], mode: str) -> QueryF
         channel=row["channel"],
         time=parse_time(row["time"]),
         frame_id=row["frame_id"],
+        event=row.get("event"),
     )
 
 
@@ -163,13 +176,36 @@ def _by_id(resolver: QueryResolver, frame_id: str) -> QueryFrame:
 
 
 def _at(
-    resolver: QueryResolver, at: datetime, satellite: str, channel: str, tolerance: int
+    resolver: QueryResolver,
+    at: datetime,
+    satellites: Sequence[str],
+    channel: str,
+    tolerance: int,
+    filters: SearchFilters | None,
 ) -> QueryFrame:
+    """The frame nearest ``at`` (within ``tolerance`` minutes) on one of ``satellites``, of
+    one event."""
+
+    def find(satellite: str) -> list[dict[str, Any]]:
+        return _frames_at(resolver, at, satellite, channel, tolerance)
+
+    prefer = {"event": filters.events, "satellite": filters.satellites} if filters else {}
+    row = at_time(
+        find, satellites, at, time_key="time", id_key="frame_id", what="frame", prefer=prefer
+    )
+    return _from_row(resolver, row, "at")
+
+
+def _frames_at(
+    resolver: QueryResolver, at: datetime, satellite: str, channel: str, tolerance: int
+) -> list[dict[str, Any]]:
     rows = _catalog(resolver, satellite=satellite, channel=channel)
     if not rows:
         raise NotFoundError(f"no {satellite} {channel} frames in {resolver.workspace.root}")
-    best = min(rows, key=lambda r: abs(parse_time(r["time"]) - at))
-    if abs(parse_time(best["time"]) - at) > timedelta(minutes=tolerance):
+    tol = timedelta(minutes=tolerance)
+    near = [r for r in rows if abs(parse_time(r["time"]) - at) <= tol]
+    if not near:
+        best = min(rows, key=lambda r: abs(parse_time(r["time"]) - at))
         times = [parse_time(r["time"]) for r in rows]
         raise NotFoundError(
             f"no {satellite} {channel} frame within {tolerance} min of {to_rfc3339(at)} "
@@ -177,7 +213,7 @@ def _at(
             f"{to_rfc3339(parse_time(best['time']))}): try another {{at}}",
             params=["at"],
         )
-    return _from_row(resolver, best, "at")
+    return near
 
 
 def _file_profile(

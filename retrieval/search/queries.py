@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from skysearch.encoders.registry import model_satellites
 from skysearch.ingest.catalog import (
     catalog_stamp,
     channels_by_satellite,
@@ -26,7 +27,13 @@ from skysearch.ingest.catalog import (
     read_frames,
 )
 from skysearch.ingest.clip_specs import spec_label
-from skysearch.retrieval.search.query_files import check_spacing, expand_files, frame_order
+from skysearch.ingest.simultaneous import at_time
+from skysearch.retrieval.search.query_files import (
+    check_one_event,
+    check_spacing,
+    expand_files,
+    frame_order,
+)
 
 from skysearch.config import Workspace
 from skysearch.errors import NotFoundError, UsageError, some_of
@@ -132,6 +139,7 @@ class QueryClip:
     clip_id: str | None = None
     frame_ids: list[list[str]] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    event: str | None = None  # of a catalog clip of a product with events (a storm)
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -162,6 +170,7 @@ class QueryClip:
             "gap_minutes": self.gap_minutes,
             "frame_ids": self.frame_ids,
             "files": self.files,
+            "event": self.event,
         }
 
 
@@ -205,14 +214,9 @@ class QueryResolver:
             self._catalog[key] = (stamp, rows)
         return rows
 
-    def _archive(self) -> dict[str, set[str]]:
-        """The channels of each satellite the frame catalog holds."""
-        return self._read_archive()[0]
-
     def _read_archive(self) -> tuple[dict[str, set[str]], set[str]]:
         """The channels of each satellite, and the events, the frame catalog holds (read once
         per catalog state: a search checks its query and its filters against them)."""
-
         stamp = catalog_stamp(self.workspace.frames_catalog)
         with self._lock:
             if self._archived is not None and self._archived[0] == stamp:
@@ -251,7 +255,7 @@ class QueryResolver:
         """NotFoundError naming what the archive has when a satellite or channel is unknown."""
         if not satellite and not channels:
             return
-        have = self._archive()
+        have = self._read_archive()[0]
         if not have:
             raise NotFoundError(
                 f"no frames in the catalog of {self.workspace.root}: "
@@ -286,9 +290,12 @@ class QueryResolver:
             raise UsageError(f"no ingest profile for satellite {satellite!r}")
         return next((p for p in profiles if any(p.match(n) for n in names)), profiles[0])
 
-    def resolve(self, query: ClipQuery, data: Mapping[str, Any]) -> QueryClip:
+    def resolve(
+        self, query: ClipQuery, data: Mapping[str, Any], filters: SearchFilters | None = None
+    ) -> QueryClip:
         """The query's pixels; ``data``: the clip model's spec, for the parts the query leaves
-        unset."""
+        unset (a time is looked up on each satellite the model covers); ``filters``: the
+        search's, whose events and satellites pick among clips of several at that time."""
         if query.clip_id:
             return self._by_id(query.clip_id)
         satellite = query.satellite or data["satellite"]
@@ -302,7 +309,9 @@ class QueryResolver:
                 query.frames, satellite, channels, length, gap, query.tolerance_minutes
             )
         assert isinstance(query.at, datetime)
-        return self._at(query.at, satellite, channels, length, gap, query.tolerance_minutes)
+        satellites = [query.satellite] if query.satellite else model_satellites(data)
+        tolerance = query.tolerance_minutes
+        return self._at(query.at, satellites, channels, length, gap, tolerance, filters)
 
     def _by_id(self, clip_id: str) -> QueryClip:
         import pyarrow.compute as pc
@@ -331,9 +340,32 @@ class QueryResolver:
             start=parse_time(row["start"]),
             clip_id=row["clip_id"] if row.get("clip_id") else None,
             frame_ids=[list(ids) for ids in row["frame_ids"]],
+            event=row.get("event"),
         )
 
     def _at(
+        self,
+        at: datetime,
+        satellites: Sequence[str],
+        channels: list[str],
+        length: int,
+        gap: int,
+        tolerance: int,
+        filters: SearchFilters | None,
+    ) -> QueryClip:
+        """The clip starting nearest ``at`` (within ``tolerance`` minutes) on one of
+        ``satellites``, of one event (two storms seen at once never make one clip)."""
+
+        def find(satellite: str) -> list[dict[str, Any]]:
+            return self._clips_at(at, satellite, channels, length, gap, tolerance)
+
+        prefer = {"event": filters.events, "satellite": filters.satellites} if filters else {}
+        row = at_time(
+            find, satellites, at, time_key="start", id_key="clip_id", what="clip", prefer=prefer
+        )
+        return self._from_row(row, "at")
+
+    def _clips_at(
         self,
         at: datetime,
         satellite: str,
@@ -341,26 +373,25 @@ class QueryResolver:
         length: int,
         gap: int,
         tolerance: int,
-    ) -> QueryClip:
+    ) -> list[dict[str, Any]]:
+        """The clips of one satellite starting within ``tolerance`` of ``at``: the clip
+        catalog's, else assembled from the frame catalog (any spec, no clip catalog needed)."""
         import pyarrow as pa
         import pyarrow.compute as pc
         from skysearch.ingest.clips import assemble
 
-        cols = ["frame_id", "satellite", "channel", "time"]
+        cols = ["frame_id", "satellite", "channel", "time", "event"]
         frames = read_frames(self.workspace, satellite=satellite, columns=cols)
         if frames.num_rows == 0:
             raise NotFoundError(
                 f"no {satellite} frames in the catalog of {self.workspace.root}: "
                 "run `skysearch ingest PATH` first"
             )
-        # The catalog's clip at that start, if the clip catalog has this spec.
-        rows = self.clip_rows(satellite, channels, length, gap)
         tol = timedelta(minutes=tolerance)
+        rows = self.clip_rows(satellite, channels, length, gap)
         near = [r for r in rows.values() if abs(parse_time(r["start"]) - at) <= tol]
         if near:
-            best = min(near, key=lambda r: abs(parse_time(r["start"]) - at))
-            return self._from_row(best, "at")
-        # Else assemble it from the frame catalog (any spec, no clip catalog needed).
+            return near
         times = frames.filter(pc.equal(frames["channel"], channels[0]))["time"].to_pylist()
         first, last = min(times), max(times)
         span = timedelta(minutes=gap * (length - 1))
@@ -376,18 +407,16 @@ class QueryResolver:
                 pc.less_equal(frames["time"], pa.scalar(at + span + tol, frames["time"].type)),
             )
         )
-        clips, _ = assemble(window, satellite, channels, length, gap, tolerance)
-        starts = [parse_time(s) for s in clips["start"].to_pylist()]
-        candidates = [i for i, s in enumerate(starts) if abs(s - at) <= tol]
-        if not candidates:
+        clips = assemble(window, satellite, channels, length, gap, tolerance)[0].to_pylist()
+        near = [r for r in clips if abs(parse_time(r["start"]) - at) <= tol]
+        if not near:
             raise NotFoundError(
                 f"no complete {spec_label(channels, length, gap)} clip starts at "
                 f"{to_rfc3339(at)} (a frame is missing within +-{tolerance} min of a step): "
                 "try another {at}, or a larger {tolerance_minutes}",
                 params=["at", "tolerance_minutes"],
             )
-        best = min(candidates, key=lambda i: abs(starts[i] - at))
-        return self._from_row(clips.slice(best, 1).to_pylist()[0], "at")
+        return near
 
     def _from_files(
         self,
@@ -405,12 +434,12 @@ class QueryResolver:
 
         files = expand_files(paths)
         profile = self.profile(satellite, [f.name for f in files])
-        named: list[tuple[datetime | None, str, Path]] = []  # (time or None, channel, path)
-        for path in files:
-            match = profile.match(path.name)
-            named.append(
-                (match.time if match else None, match.channel if match else channels[0], path)
-            )
+        matches = [profile.match(path.name) for path in files]
+        check_one_event(m.event for m in matches if m)
+        named = [  # (time or None, channel, path)
+            (m.time if m else None, m.channel if m else channels[0], path)
+            for m, path in zip(matches, files, strict=True)
+        ]
         per_channel: list[list[Path]] = []
         start = None
         for chan in channels:

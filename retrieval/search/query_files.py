@@ -4,7 +4,7 @@ what order, and whether they are a clip model's steps apart."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -86,3 +86,13 @@ def _natural(path: Path) -> list[str | int]:
     """Sort key: the name's digit runs as numbers ("frame9" < "frame10")."""
     parts = re.split(r"(\d+)", path.name)
     return [int(part) if i % 2 else part for i, part in enumerate(parts)]
+
+
+def check_one_event(events: Iterable[str | None]) -> None:
+    """Frames of two events (two storms seen at once) never make one query clip."""
+    named = sorted({e for e in events if e})
+    if len(named) > 1:
+        raise UsageError(
+            f"the query frames are of {len(named)} events ({', '.join(named)}): a clip is "
+            "one event's frames"
+        )

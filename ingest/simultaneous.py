@@ -1,0 +1,85 @@
+"""A query given by a time where several series hold data at that time: two storms seen at once
+(Digital Typhoon's events), or two satellites a cross-satellite model covers. Each series'
+nearest candidate is found; the query is taken from the one series that has one (or the one
+the search's own event or satellite filter names), else it is refused naming each, never
+taken silently from one of them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from skysearch.errors import NotFoundError, UsageError
+from skysearch.timeutil import parse_time, to_rfc3339
+
+
+def at_time(
+    find: Callable[[str], list[dict[str, Any]]],
+    satellites: Sequence[str],
+    at: datetime,
+    *,
+    time_key: str,
+    id_key: str,
+    what: str,
+    prefer: Mapping[str, Sequence[str]],
+) -> dict[str, Any]:
+    """The query row at ``at``: ``find(satellite)`` lists each satellite's rows near it (or
+    raises ``NotFoundError`` saying why it has none); one is picked among them (``prefer``:
+    the search's ``events`` and ``satellites`` filters)."""
+    rows, misses = [], []
+    for satellite in satellites:
+        try:
+            rows += find(satellite)
+        except NotFoundError as exc:
+            misses.append((satellite, exc))
+    if not rows:
+        raise _why_none(misses)
+    return pick(rows, at, time_key, id_key, what, prefer)
+
+
+def pick(
+    rows: Sequence[dict[str, Any]],
+    at: datetime,
+    time_key: str,
+    id_key: str,
+    what: str,
+    prefer: Mapping[str, Sequence[str]],
+) -> dict[str, Any]:
+    """The row nearest ``at`` of the one (satellite, event) series ``rows`` hold, or of the
+    one ``prefer`` names (``{"event": [...], "satellite": [...]}``); ``UsageError`` naming
+    each otherwise."""
+    nearest: dict[tuple[str, str | None], tuple[Any, dict[str, Any]]] = {}
+    for row in rows:
+        series = (row["satellite"], row.get("event"))
+        off = abs(parse_time(row[time_key]) - at)
+        if series not in nearest or off < nearest[series][0]:
+            nearest[series] = (off, row)
+    chosen = [row for _, row in nearest.values()]
+    for key in ("event", "satellite"):
+        named = [row for row in chosen if row.get(key) in prefer.get(key, ())]
+        chosen = named or chosen  # a filter naming none of them filters results only
+    if len(chosen) == 1:
+        return chosen[0]
+    listing = "; ".join(
+        sorted(
+            f"{row['satellite']}{' event ' + row['event'] if row.get('event') else ''} at "
+            f"{to_rfc3339(parse_time(row[time_key]))} ({id_key.replace('_', ' ')} "
+            f"{row[id_key]})"
+            for row in chosen
+        )
+    )
+    raise UsageError(
+        f"{len(chosen)} {what}s fit {to_rfc3339(at)}: {listing}. Pick one with {{event}} or "
+        f"{{satellite}}, or pass its {{{id_key}}}",
+        params=["event", "satellite", id_key],
+    )
+
+
+def _why_none(misses: Sequence[tuple[str, NotFoundError]]) -> NotFoundError:
+    """Why no satellite had a query at the time: the one reason, or each satellite's."""
+    if len(misses) == 1:
+        return misses[0][1]
+    params = list(dict.fromkeys(p for _, miss in misses for p in miss.params))
+    text = "; ".join(f"{satellite}: {miss.message}" for satellite, miss in misses)
+    return NotFoundError(text, params=params)
