@@ -9,7 +9,12 @@ channel, and ``skysearch:*`` properties for the catalog's own fields (channel, e
 status, profile). Frames with a footprint (``skysearch.ingest.footprints``: a profile's fixed
 bounds, or a storm-centred box set by ``skysearch ingest-track``) carry it as ``bbox`` and a
 Polygon ``geometry`` (split into a MultiPolygon at the antimeridian); the others have none
-(null geometry, as STAC allows).
+(null geometry, as STAC allows). A Collection's spatial extent is the union of its items'
+boxes (the whole globe only when none has one).
+
+A frame ingested from a zip member: its asset is the zip (``type: application/zip``, roles
+``data`` and ``archive``), the member named by the STAC Archive extension (``archive:href``,
+``archive:type``), so a client knows it gets an archive and which file in it holds the frame.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any
 
 from skysearch.ingest.catalog import read_frames
 from skysearch.ingest.decode import Source
-from skysearch.ingest.footprints import BOUND_COLUMNS, is_box, stac_shape
+from skysearch.ingest.footprints import BOUND_COLUMNS, is_box, stac_shape, union_box
 from skysearch.ingest.profiles import load_profiles
 
 from skysearch.config import Workspace
@@ -38,6 +43,9 @@ MEDIA_TYPES = {
     ".nc": "application/netcdf",
     ".zarr": "application/vnd+zarr",
 }
+ZIP_MEDIA_TYPE = "application/zip"
+ARCHIVE_EXTENSION = "https://stac-extensions.github.io/archive/v1.0.0/schema.json"
+WHOLE_GLOBE = [-180.0, -90.0, 180.0, 90.0]
 
 
 @dataclass
@@ -54,8 +62,6 @@ def _item(row: dict[str, Any], instrument: str) -> Any:
 
     source = Source.parse(row["source_path"])
     extra = {"bands": [{"name": row["channel"]}]}
-    if source.member is not None:
-        extra["skysearch:member"] = source.member
     if source.index is not None:
         extra["skysearch:time_index"] = source.index
     properties: dict[str, Any] = {
@@ -80,11 +86,27 @@ def _item(row: dict[str, Any], instrument: str) -> Any:
         properties=properties,
     )
     media = MEDIA_TYPES.get(Path(source.file).suffix.lower())
+    roles = ["data"]
+    if source.member is not None:  # the Archive extension: the file inside the zip
+        media, roles = ZIP_MEDIA_TYPE, ["data", "archive"]
+        extra["archive:href"] = source.member
+        member_media = MEDIA_TYPES.get(Path(source.member).suffix.lower())
+        if member_media:
+            extra["archive:type"] = member_media
+        item.stac_extensions.append(ARCHIVE_EXTENSION)
     asset = pystac.Asset(
-        href=Path(source.file).as_uri(), media_type=media, roles=["data"], extra_fields=extra
+        href=Path(source.file).as_uri(), media_type=media, roles=roles, extra_fields=extra
     )
     item.add_asset("source", asset)
     return item
+
+
+def _spatial_extent(rows: list[dict[str, Any]]) -> list[float]:
+    """The STAC bbox holding every item's box (west > east across the antimeridian); the
+    whole globe when no item has one."""
+    boxes = [box for r in rows if is_box(box := [r.get(name) for name in BOUND_COLUMNS])]
+    union = union_box(boxes) if boxes else None
+    return stac_shape(union)[0] if union else WHOLE_GLOBE
 
 
 def export_stac(workspace: Workspace, folder: Path) -> StacReport:
@@ -112,7 +134,7 @@ def export_stac(workspace: Workspace, folder: Path) -> StacReport:
     for satellite, rows in sorted(by_satellite.items()):
         times = [r["time"] for r in rows]
         extent = pystac.Extent(
-            pystac.SpatialExtent([[-180.0, -90.0, 180.0, 90.0]]),
+            pystac.SpatialExtent([_spatial_extent(rows)]),
             pystac.TemporalExtent([[min(times), max(times)]]),
         )
         channels = sorted({r["channel"] for r in rows})

@@ -16,9 +16,11 @@ no frame in the frame catalog is refused too ("unknown event"): ingest the frame
 Storage: ``catalog/tracks/event=<id>.parquet``, one file per event, written atomically and only
 when its rows change, so re-ingesting the same file is a no-op (reported ``unchanged``).
 
-Footprints (:func:`join_footprints`, run by every load): frames of a storm-centred profile get
+Footprints (:func:`set_footprints`, run by every load): frames of a storm-centred profile get
 the lat/lon box around their track centre in the frame catalog, and clips the union of their
-frames' (``skysearch.ingest.footprints``).
+frames' (``skysearch.ingest.footprints``). A load takes the workspace's ingest lock before it
+writes a track, so a load refused by a running ingest changes nothing (a track stored without
+its footprints would give the next index points outside their own box).
 
 Lookup (:func:`track_rows`, :func:`track_payloads`): the row nearest a time within 30 minutes
 (on a tie, the earlier row); tables are cached per file version, so payloads for thousands of
@@ -267,8 +269,28 @@ def ingest_tracks(workspace: Workspace, path: Path) -> TrackReport:
     are skipped and listed (a track archive usually covers more storms than a workspace).
     """
     files = _track_files(Path(path))
+    report, tables = _parse_files(workspace, files)
+    with StoreWriter(workspace):  # before any write: see the module doc
+        for event, table in tables.items():
+            target = track_path(workspace, event)
+            if target.exists() and _stored_equals(target, table):
+                report.unchanged.append(event)
+                continue
+            atomic_write_table(table, target)
+            report.loaded.append(event)
+            report.rows += table.num_rows
+        report.footprints = set_footprints(workspace, [*report.loaded, *report.unchanged])
+    report.unmatched = _unmatched(workspace, [*report.loaded, *report.unchanged])
+    return report
+
+
+def _parse_files(
+    workspace: Workspace, files: Sequence[Path]
+) -> tuple[TrackReport, dict[str, pa.Table]]:
+    """(the report of the files' problems, {event: its valid track table}); writes nothing."""
     known = catalog_events(workspace)
     report = TrackReport()
+    tables: dict[str, pa.Table] = {}
     for file in files:
         event = file.stem
         if not _EVENT.match(event):
@@ -286,18 +308,9 @@ def ingest_tracks(workspace: Workspace, path: Path) -> TrackReport:
             continue
         table, problems = parse_track(file)
         report.rejected += problems
-        if table is None:
-            continue
-        target = track_path(workspace, event)
-        if target.exists() and _stored_equals(target, table):
-            report.unchanged.append(event)
-            continue
-        atomic_write_table(table, target)
-        report.loaded.append(event)
-        report.rows += table.num_rows
-    report.footprints = join_footprints(workspace, [*report.loaded, *report.unchanged])
-    report.unmatched = _unmatched(workspace, [*report.loaded, *report.unchanged])
-    return report
+        if table is not None:
+            tables[event] = table
+    return report, tables
 
 
 def _unmatched(workspace: Workspace, events: Sequence[str]) -> list[str]:
@@ -310,12 +323,6 @@ def _unmatched(workspace: Workspace, events: Sequence[str]) -> list[str]:
     for row in frames.to_pylist():
         times.setdefault(row["event"], []).append(row["time"])
     return [e for e in events if not any(track_rows(workspace, e, times.get(e, [])))]
-
-
-def join_footprints(workspace: Workspace, events: Sequence[str]) -> int:
-    """:func:`set_footprints` under the ingest lock."""
-    with StoreWriter(workspace):
-        return set_footprints(workspace, events)
 
 
 def set_footprints(workspace: Workspace, events: Sequence[str]) -> int:

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
+import io
 import json
 import os
 import uuid
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,27 +76,67 @@ def atomic_write_json(path: Path, value: Any, **dumps: Any) -> None:
     atomic_write_bytes(path, json.dumps(value, **dumps).encode())
 
 
-def save_image(image: Any, path: Path, what: str) -> None:
-    """Write a PIL image to a file the user named (a contact sheet, a prediction strip),
-    atomically, its format from the name. A path that cannot be written is a ``UsageError``
-    that names it; a full disk stays an ``OSError`` (the CLI reports those once)."""
+#: Listed first in the accepted suffixes; the rest follow alphabetically.
+_COMMON_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".gif", ".bmp")
+#: Icon formats store shrunk copies (ICO: at most 256 px), not the picture asked for.
+_ICON_FORMATS = {"ICO", "ICNS"}
+
+
+@functools.cache
+def image_suffixes(mode: str) -> dict[str, str]:
+    """{suffix: Pillow format} of the formats this Pillow writes an image of ``mode`` in, by
+    a 1-pixel trial: Pillow also registers formats it only reads (.psd, .fits), placeholders
+    that write nothing without a plugin (.h5, .grib), formats of some modes only (.xbm) and
+    deprecated ones (.im)."""
     from PIL import Image  # imported here: the other writers of this module need no PIL
 
+    Image.init()
+    writes = set()
+    for image_format in set(Image.SAVE) - _ICON_FORMATS:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", DeprecationWarning)
+                Image.new(mode, (1, 1)).save(io.BytesIO(), format=image_format)
+        except Exception:  # any failure means "not this format"
+            continue
+        writes.add(image_format)
+    found = {s: f for s, f in Image.registered_extensions().items() if f in writes}
+    order = [s for s in _COMMON_SUFFIXES if s in found] + sorted(set(found) - {*_COMMON_SUFFIXES})
+    return {suffix: found[suffix] for suffix in order}
+
+
+def image_format(path: Path, what: str, mode: str = "RGB") -> str:
+    """The Pillow format of a file name the user gave for an image of ``mode`` (its suffix, in
+    any case), or a ``UsageError`` that lists the suffixes accepted."""
+    suffixes = image_suffixes(mode)
+    found = suffixes.get(Path(path).suffix.lower())
+    if found is None:
+        raise UsageError(
+            f"cannot write {what} {path}: give a file name ending in {', '.join(suffixes)}"
+        )
+    return found
+
+
+def save_image(image: Any, path: Path, what: str) -> None:
+    """Write a PIL image to a file the user named (a contact sheet, a prediction strip),
+    atomically, its format from the name (:func:`image_format`). A path that cannot be written
+    is a ``UsageError`` that names it; a full disk stays an ``OSError`` (the CLI reports those
+    once)."""
     path = Path(path)
-    image_format = Image.registered_extensions().get(path.suffix.lower())
-    if image_format is None:
-        raise UsageError(f"cannot write {what} {path}: give a .png file name")
+    image_format_name = image_format(path, what, image.mode)
     try:
         blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
         if blocker is not None:  # mkdir would say "File exists"
             raise UsageError(f"cannot write {what} {path}: {blocker} is a file, not a folder")
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
-            image.save(tmp, format=image_format)
+            image.save(tmp, format=image_format_name)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise
         raise UsageError(f"cannot write {what} {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # what a format cannot hold (a JPEG over 65500 px wide...)
+        raise UsageError(f"cannot write {what} {path}: {exc}") from None
 
 
 _AT_FDCWD = -100

@@ -49,8 +49,9 @@ def file_stamp(when: datetime | None = None, micro: bool = False) -> str:
 
 
 def to_rfc3339(value: datetime) -> str:
-    """Aware UTC datetime -> ``2017-09-07T00:45:00Z`` (the Qdrant payload format)."""
-    return parse_time(value).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Aware UTC datetime -> ``2017-09-07T00:45:00Z`` (the Qdrant payload format); the year
+    always has 4 digits (``0001-01-01T00:00:00Z``: glibc's ``strftime("%Y")`` writes ``1``)."""
+    return parse_time(value).replace(tzinfo=None, microsecond=0).isoformat() + "Z"
 
 
 def parse_duration(text: str) -> timedelta:

@@ -141,6 +141,8 @@ CASES: dict[str, list[Case]] = {
     ],
     "predict": [
         c("predict", AT, *W, expect="no predictor model"),
+        # a name it cannot write is said before the model runs (here: before it is looked for)
+        c("predict", AT, "--out", "{tmp}/x.psd", *W, expect="cannot write prediction strip"),
         c("predict", "not-a-time", "-w", "{ws_registry_binary}", expect="is unreadable"),
     ],
     "serve": [

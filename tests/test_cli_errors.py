@@ -92,7 +92,7 @@ def _exports(folder: Path) -> dict[str, Path]:
     paths["plain_parquet"] = folder / "plain.parquet"
     pq.write_table(pa.table({"id": ["a"], "vector": [[1.0, 0.0]]}), paths["plain_parquet"])
     paths["points_c4"] = folder / "c-v-4.parquet"
-    write_points(paths["points_c4"], "c", "v", 4, [(point["id"], [1, 0, 0, 0], {})])
+    write_points(paths["points_c4"], "frames", "v", 4, [(point["id"], [1, 0, 0, 0], {})])
     return paths
 
 
@@ -162,7 +162,7 @@ def world(tmp_path_factory) -> Iterator[dict[str, str]]:
     _register_broken_models(Path(places["ws_config_empty"]), b"{}")
     _register_damaged_clip_model(Path(places["ws_model_damaged"]), binary)
     with EmbeddedStore(Path(places["ws_store_c8"]) / "store") as store:
-        store.ensure_collection("c", 8, "v")  # the file {points_c4} holds 4-dimensional "v"
+        store.ensure_collection("frames", 8, "v")  # {points_c4} holds 4-dimensional "v"
     (Path(places["ws_demo_state"]) / "demo").mkdir()
     (Path(places["ws_demo_state"]) / "demo" / "state.json").write_text("{{{")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import shared_data
+from conftest import SAMPLE_DATA, shared_data
 from skysearch.ingest.catalog import read_frames
 from skysearch.ingest.clips import build_clips, read_clips
 from skysearch.ingest.footprints import BOUND_COLUMNS
@@ -195,6 +195,8 @@ def test_fixed_bounds_across_the_antimeridian_reach_catalog_and_stac(tmp_path, c
     assert result.exit_code == 0, result.stderr
     catalog = pystac.Catalog.from_file(str(out / "catalog.json"))
     assert catalog.validate_all() == 2
+    (collection,) = catalog.get_children()
+    assert collection.extent.spatial.bboxes == [[170.0, -5.0, -170.0, 25.0]]  # was the globe
     for item in catalog.get_items(recursive=True):
         assert item.bbox == [170.0, -5.0, -170.0, 25.0]
         assert item.geometry["type"] == "MultiPolygon"
@@ -219,6 +221,49 @@ def test_stac_items_carry_the_storm_centred_box(centred, tmp_path, cli):
         assert item.bbox == [west, south, east, north]
         ring = [[west, south], [east, south], [east, north], [west, north], [west, south]]
         assert item.geometry == {"type": "Polygon", "coordinates": [ring]}
+    (collection,) = catalog.get_children()  # the union of the items' boxes, not the globe
+    bounds = np.array([item.bbox for item in items.values()])
+    union = [*bounds.min(axis=0)[:2], *bounds.max(axis=0)[2:]]
+    assert collection.extent.spatial.bboxes == [pytest.approx(union)]
+    assert union[2] - union[0] < 60
+
+
+def test_stac_of_frames_from_a_zip_names_the_archive_and_its_member(tmp_path, cli):
+    """An item's asset is the zip itself (``application/zip``), the member named by the STAC
+    Archive extension; frames without a footprint leave the collection the whole globe."""
+    import zipfile
+
+    import pystac
+
+    archive = tmp_path / "z.zip"
+    gifs = sorted((SAMPLE_DATA / "goes-irma-2017" / "infrared").glob("*.GIF"))[:3]
+    with zipfile.ZipFile(archive, "w") as zf:
+        for gif in gifs:
+            zf.write(gif, f"ir/{gif.name}")
+    ws = Workspace(tmp_path / "ws")
+    ingest([archive], ws, workers=1, progress=False)
+    out = tmp_path / "stac"
+    assert cli("catalog", "export", "--stac", out, "-w", ws.root).exit_code == 0
+    catalog = pystac.Catalog.from_file(str(out / "catalog.json"))
+    (collection,) = catalog.get_children()
+    assert collection.extent.spatial.bboxes == [[-180.0, -90.0, 180.0, 90.0]]
+    items = list(catalog.get_items(recursive=True))
+    assert sorted(i.assets["source"].extra_fields["archive:href"] for i in items) == [
+        f"ir/{gif.name}" for gif in gifs
+    ]
+    for item in items:
+        assert item.stac_extensions == [
+            "https://stac-extensions.github.io/archive/v1.0.0/schema.json"
+        ]
+        asset = item.assets["source"].to_dict()
+        assert (asset["href"], asset["type"], asset["roles"]) == (
+            archive.as_uri(),
+            "application/zip",
+            ["data", "archive"],
+        )
+        assert asset["archive:type"] == "image/gif" and "skysearch:member" not in asset
+        core = item.to_dict() | {"stac_extensions": []}  # the extension's schema is online
+        pystac.validation.validate_dict(core)
 
 
 # --- --bbox in the engine against a brute force --------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -123,6 +124,66 @@ def test_bad_files_are_refused_before_anything_is_written(exported, tmp_path):
     with pytest.raises(UsageError, match="has dimension 16, but .* has 8"):
         import_parquet(dst, out, progress=False)
     assert dst.collections() == ["frames"] and dst.count("frames") == 0
+
+
+def _relabelled(source: Path, target: Path, **meta: str) -> Path:
+    """A copy of a point file whose metadata names another collection or vector name."""
+    table = pq.read_table(source)
+    info = json.loads(table.schema.metadata[b"skysearch"]) | meta
+    pq.write_table(table.replace_schema_metadata({b"skysearch": json.dumps(info)}), target)
+    return target
+
+
+def test_a_collection_the_schema_does_not_know_or_another_kinds_model_is_refused(
+    exported, tmp_path
+):
+    """The metadata's collection is trusted no further than the schema: an unknown name, or
+    a SkySearch frame model's vectors headed for ``scenes``, is refused with nothing written
+    (another encoder's vector names stay accepted: ``default`` here)."""
+    _, out = exported
+    frames = out / "frames" / "default.parquet"
+    model = "frame-20260101T000000Z-abc123"
+    cases = [
+        (_relabelled(frames, tmp_path / "foo.parquet", collection="foo"), "collection 'foo' is "
+         "not one of SkySearch's (frames, clips, scenes)"),
+        (_relabelled(frames, tmp_path / "s.parquet", collection="scenes", vector_name=model),
+         f"vector '{model}' is a frame model's, but the scenes collection holds text-image"),
+    ]  # fmt: skip
+    for path, message in cases:
+        dst = open_store(None, ":memory:")
+        dst.ensure_collection("scenes", 16, "untuned")
+        with pytest.raises(UsageError, match=re.escape(message)):
+            import_parquet(dst, path, progress=False)
+        assert dst.collections() == ["scenes"] and dst.count("scenes") == 0
+    right = _relabelled(frames, tmp_path / "f.parquet", vector_name=model)
+    assert import_parquet(open_store(None, ":memory:"), right, progress=False) == {"frames": 75}
+
+
+def test_times_before_year_1000_are_rfc3339_and_typed_in_the_export(tmp_path):
+    """A scene dated 0001-01-01 (a CSV's placeholder date): its payload time has a 4-digit
+    year (it was "1-01-01T00:00:00Z", which no RFC 3339 reader takes) and the export's typed
+    ``time`` column holds it (it was null)."""
+    from datetime import datetime, timezone
+
+    from skysearch.retrieval.store import Point
+    from skysearch.retrieval.store.schema import time_payload
+
+    times = [datetime(1, 1, 1, tzinfo=timezone.utc), datetime(999, 12, 31, 23, tzinfo=timezone.utc)]
+    src = EmbeddedStore(tmp_path / "src")
+    src.ensure_collection("scenes", 4, "untuned")
+    ids = ["00000000-0000-0000-0000-00000000000a", "00000000-0000-0000-0000-00000000000b"]
+    vector = {"untuned": np.ones(4)}
+    points = [Point(i, vector, time_payload(t)) for i, t in zip(ids, times, strict=True)]
+    src.upsert("scenes", points)
+    export_parquet(src, tmp_path / "out", progress=False)
+    src.close()
+    table = pq.read_table(tmp_path / "out" / "scenes" / "untuned.parquet").sort_by("id")
+    assert table["time"].to_pylist() == times
+    payloads = [json.loads(p) for p in table["payload"].to_pylist()]
+    assert [(p["time"], p["day"]) for p in payloads] == [
+        ("0001-01-01T00:00:00Z", "0001-01-01"),
+        ("0999-12-31T23:00:00Z", "0999-12-31"),
+    ]
 
 
 def test_cli_store_import_parquet(exported, tmp_path, cli):

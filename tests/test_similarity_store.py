@@ -26,6 +26,7 @@ from skysearch.ingest.similarity.store import IDS_FILE, META_FILE
 from skysearch.retrieval.search.rerank import rerank
 
 from skysearch.config import Workspace
+from skysearch.errors import NotFoundError
 
 SAMPLE_IR = SAMPLE_DATA / "goes-irma-2017" / "infrared"
 
@@ -187,6 +188,12 @@ def test_cli_errors_exit_2(cli, tmp_path, sample_ws):
     assert "no {channel}.png" in cli("similarity", empty, empty).stderr
     unknown = cli("similarity", "00000000-0000-0000-0000-000000000000", ids[0], "-w", ws.root)
     assert unknown.exit_code == 2 and "not in the clip catalog" in unknown.stderr
+    assert "check the id: clip ids are in a clip search's results" in unknown.stderr
+    assert "index clips" not in unknown.stderr  # indexing cannot make a clip id known
+    gone = "00000000-0000-0000-0000-000000000001"  # a store point's clip, since rebuilt away
+    with pytest.raises(NotFoundError) as caught:
+        score_clips(ws, ids[0], [ids[1], gone])
+    assert caught.value.hint.endswith("`skysearch index clips` removes such points")
     late = cli("similarity", ids[0], "2030-01-01T00:00Z", "-w", ws.root)
     assert late.exit_code == 2 and "nearest starts" in late.stderr
     bad = cli("similarity", ids[0], ids[1], "--mode", "fast", "-w", ws.root)

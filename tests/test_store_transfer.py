@@ -291,9 +291,12 @@ def test_a_gzip_export_cut_mid_stream_loads_what_it_holds_and_leaves_no_empty_co
         for _ in fh:
             readable += 1
     dst = open_store(None, ":memory:")
-    with pytest.raises(UsageError, match="before its gzip stream does: it was cut short"):
+    with pytest.raises(UsageError, match="before its gzip stream does: it was cut short") as e:
         import_store(dst, cut, progress=False)
     assert dst.count("frames") + dst.count("clips") == readable - 2  # two header lines
+    assert e.value.hint.startswith(
+        f"the {readable - 2} points before it were imported (frames 20, clips {readable - 22})"
+    )
     assert dst.count("clips") > 0
 
     header = gzip.decompress(out.read_bytes()).splitlines(keepends=True)[0]
@@ -303,3 +306,42 @@ def test_a_gzip_export_cut_mid_stream_loads_what_it_holds_and_leaves_no_empty_co
     with pytest.raises(UsageError, match="bad.jsonl:2 is not JSON"):
         import_store(fresh, bad, progress=False)
     assert fresh.collections() == []
+
+
+def test_a_plain_export_cut_mid_line_says_what_went_in(tmp_path: Path):
+    """A .jsonl cut inside a line: its last line is not JSON; the points before it are in and
+    the error says how many, as for a .gz cut short."""
+    src = EmbeddedStore(tmp_path / "store")
+    _fill(src, n=40)
+    out = tmp_path / "dump.jsonl"
+    export_store(src, out, ["frames", "clips"], progress=False)
+    src.close()
+    lines = out.read_bytes().splitlines(keepends=True)
+    cut = tmp_path / "cut.jsonl"
+    cut.write_bytes(b"".join(lines[:30]) + lines[30][:50])  # frames 20, clips 8, then half
+    dst = open_store(None, ":memory:")
+    with pytest.raises(UsageError) as caught:
+        import_store(dst, cut, progress=False)
+    assert str(caught.value) == (
+        f"{cut}:31 is not JSON (truncated export?): the 28 points before it were imported "
+        "(frames 20, clips 8); export again and import the whole file (importing again is "
+        "idempotent)"
+    )
+    assert (dst.count("frames"), dst.count("clips")) == (20, 8)
+
+
+def test_a_parquet_export_without_its_format_is_named(cli, tmp_path: Path):
+    from skysearch.retrieval.store.parquet_export import export_parquet
+
+    src = EmbeddedStore(tmp_path / "store")
+    _fill(src, n=20)
+    export_parquet(src, tmp_path / "pq", progress=False)
+    src.close()
+    for given in (tmp_path / "pq" / "frames" / "default.parquet", tmp_path / "pq"):
+        done = cli("store", "import", given, "-w", tmp_path / "ws")
+        assert (done.exit_code, done.stderr) == (
+            2,
+            f"error: {given} is a Parquet export, not JSON Lines: import it with --format "
+            "parquet\n",
+        )
+    assert not (tmp_path / "ws" / "store").exists()

@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import shared_data
+from skysearch.ingest.catalog import read_frames
+from skysearch.ingest.footprints import BOUND_COLUMNS
+from skysearch.ingest.framestore import StoreWriter
 from skysearch.ingest.tracks import (
     PAYLOAD_KEYS,
     ingest_tracks,
@@ -227,3 +232,27 @@ def test_a_damaged_track_is_named_and_a_reload_mends_it(typhoon):
         track_rows(ws, "198702", [FIRST])
     assert ingest_tracks(ws, track).loaded == ["198702"]
     assert track_rows(ws, "198702", [FIRST])[0]["pressure_hpa"] == 1006.0
+
+
+def test_a_load_refused_by_a_running_ingest_changes_nothing(typhoon, tmp_path):
+    """The ingest lock is taken before any track is written: a refused load leaves the stored
+    track and the frames' footprints as they were (not a new track with the old boxes)."""
+    ws, track = typhoon
+    ingest_tracks(ws, track)
+    stored = track_path(ws, "198702").read_bytes()
+    boxes = read_frames(ws).select(["frame_id", *BOUND_COLUMNS])
+    moved = tmp_path / "198702.tsv"  # the storm 35 degrees further east
+    lines = _lines(track)
+    for number, line in enumerate(_lines(track), start=1):
+        lines = _edit(lines, number, 6, f"{float(line.split(chr(9))[6]) + 35:.1f}")
+    moved.write_text("\n".join(lines) + "\n")
+    cmd = [sys.executable, "-m", "skysearch", "ingest-track", str(moved), "-w", str(ws.root)]
+    with StoreWriter(ws):  # this process holds the workspace's ingest lock
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: another ingest is writing to")
+    assert track_path(ws, "198702").read_bytes() == stored
+    assert read_frames(ws).select(["frame_id", *BOUND_COLUMNS]).equals(boxes)
+    assert ingest_tracks(ws, moved).loaded == ["198702"]  # once the ingest is done
+    assert not read_frames(ws).select(["frame_id", *BOUND_COLUMNS]).equals(boxes)
+    ingest_tracks(ws, track)

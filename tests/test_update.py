@@ -216,7 +216,9 @@ def test_points_follow_their_frames_and_leave_with_their_clips(cli, deliveries, 
     assert code == 0, err[-3000:]
     assert report["clips"][SPEC]["added"] == 2  # from 01:15 and 01:25
     assert report["points"]["clips"] == {models["goes-ir"]: 4}  # 2 new, 2 embedded again
+    assert report["points_rewritten"]["clips"] == {models["goes-ir"]: 2}
     assert "(2 embedded again: frames, event, track or footprint changed)" in err
+    assert "2 frames, 2 clips, 4 points added, 2 points rewritten;" in err  # 2 frame points
 
     rebuilt = cli("clips", "--length", "3", "--gap", "30", "--tolerance", "5", "-w", ws)
     assert rebuilt.exit_code == 0 and "2 removed (their points leave the store" in rebuilt.stderr
@@ -657,3 +659,16 @@ def test_a_run_that_only_removed_says_what_it_removed():
     )
     assert not report.nothing_new
     assert "0 points added, 2 clips and 2 points removed;" in report.summary_line()
+
+
+def test_points_written_again_are_counted_as_rewritten_not_added():
+    """After a corrected best track a run writes points already in the store: the summary
+    says rewritten (it said "270 points added"); ``points`` keeps every point written."""
+    from skysearch.workflows.update_report import UpdateReport
+
+    report = UpdateReport(
+        points={"clips": {"c": 114}, "frames": {"f": 156}},
+        points_rewritten={"clips": {"c": 114}, "frames": {"f": 150}},
+    )
+    assert not report.nothing_new
+    assert "0 frames, 0 clips, 6 points added, 264 points rewritten;" in report.summary_line()

@@ -325,6 +325,8 @@ def _index(
             detail.append(f"{record.model_id}: FAILED ({exc})")
             continue
         report.points.setdefault(collection, {})[record.model_id] = done.written
+        rewritten = min(done.changed, done.written)  # `changed` counts items it then skipped
+        report.points_rewritten.setdefault(collection, {})[record.model_id] = rewritten
         report.points_removed.setdefault(collection, {})[record.model_id] = done.removed
         report.skipped += [
             {"path": s.get("path", ""), "reason": f"{record.model_id}: {s.get('reason', '')}"}
@@ -425,6 +427,11 @@ def _build_index(
         points = store.count(name)
         last = int(built_at.get(name, 0))
         new = points - last if points >= last else points
+        since = (  # before the job's first build of it, every point counts as new
+            f"{new} since the job's last index build"
+            if name in built_at
+            else "no index build by the job yet"
+        )
         build = new >= index_after
         if build:
             store.optimize(name)
@@ -433,5 +440,5 @@ def _build_index(
         else:  # the new points dropped the store's search copies: cheaper to rebuild
             store.refresh_search_copies(name)
         report.index[name] = {"built": build, "points": points, "new_points": new}
-        said = "built" if build else f"not built (fewer than {index_after} new points)"
-        detail.append(f"{name}: {new} new of {points} points, index {said}")
+        said = "built" if build else f"not built (under {index_after} points since a build)"
+        detail.append(f"{name}: {points} points, {since}; index {said}")

@@ -23,6 +23,9 @@ class UpdateReport:
     #: collection -> model id -> points written (new, or embedded again: frames, event, track
     #: or footprint changed)
     points: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: collection -> model id -> those of ``points`` that were in the store already, written
+    #: again (a corrected best track, a nearer frame); the rest of ``points`` are new
+    points_rewritten: dict[str, dict[str, int]] = field(default_factory=dict)
     #: collection -> model id -> points deleted: their frame or clip left the catalog
     points_removed: dict[str, dict[str, int]] = field(default_factory=dict)
     models_skipped: list[dict[str, str]] = field(default_factory=list)  # {"model_id", "reason"}
@@ -67,21 +70,21 @@ class UpdateReport:
             seen = self.files.get("seen", 0)
             return f"update: nothing new ({seen} files seen{skipped}, {self.seconds:.1f} s)"
         clips = sum(c["added"] for c in self.clips.values())
-        points = sum(n for per_model in self.points.values() for n in per_model.values())
+        rewritten = _total(self.points_rewritten)
+        points = _total(self.points) - rewritten
         clips_gone = sum(c.get("removed", 0) for c in self.clips.values())
-        points_gone = sum(
-            n for per_model in self.points_removed.values() for n in per_model.values()
-        )
+        points_gone = _total(self.points_removed)
         removed = (
             f", {clips_gone} clips and {points_gone} points removed"
             if clips_gone or points_gone
             else ""
         )
         built = [name for name, i in self.index.items() if i["built"]]
+        again = f", {rewritten} points rewritten" if rewritten else ""
         return (
             f"update: {self.files.get('frames_added', 0)} frames, {clips} clips, {points} points "
-            f"added{removed}{skipped}; index built for {', '.join(built) or 'no collection'} "
-            f"({self.seconds:.1f} s)"
+            f"added{again}{removed}{skipped}; index built for "
+            f"{', '.join(built) or 'no collection'} ({self.seconds:.1f} s)"
         )
 
 

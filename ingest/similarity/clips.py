@@ -37,23 +37,29 @@ class ClipSketches:
     sizes: np.ndarray
 
 
-def _clip_rows(workspace: Workspace, clip_ids: Sequence[str]) -> pa.Table:
+#: What to do about an id not in the clip catalog: one a user gave (a typo, another
+#: workspace's), or one of a vector-store point (a re-rank's candidates) whose clip has left it.
+UNKNOWN_CLIP_HINT = (
+    "check the id: clip ids are in a clip search's results (`skysearch search clip --at TIME "
+    "--json`), or give the clip's start time instead"
+)
+STALE_POINT_HINT = (
+    "a point of the vector store whose clip left the catalog: `skysearch index clips` "
+    "removes such points"
+)
+
+
+def _clip_rows(workspace: Workspace, clip_ids: Sequence[str], hint: str) -> pa.Table:
     table = read_clips(workspace, columns=["clip_id", "channels", "frame_ids"])
-    return table.take(
-        catalog_positions(
-            clip_ids,
-            table["clip_id"],
-            "clip",
-            "clip catalog",
-            "skysearch index clips` (a point whose clip left the catalog leaves the store) or "
-            "`skysearch clips",
-        )
-    )
+    return table.take(catalog_positions(clip_ids, table["clip_id"], "clip", "clip catalog", hint))
 
 
-def load_clips(store: SketchStore, clip_ids: Sequence[str]) -> ClipSketches:
-    """Resolve catalog clips to stored sketches (one channel list and length for all)."""
-    rows = _clip_rows(store.workspace, clip_ids)
+def load_clips(
+    store: SketchStore, clip_ids: Sequence[str], hint: str = UNKNOWN_CLIP_HINT
+) -> ClipSketches:
+    """Resolve catalog clips to stored sketches (one channel list and length for all);
+    ``hint`` says what to do about an id the catalog lacks."""
+    rows = _clip_rows(store.workspace, clip_ids, hint)
     channel_lists = rows["channels"].to_pylist()
     grids = rows["frame_ids"].to_pylist()
     shapes = {(tuple(ch), len(g[0])) for ch, g in zip(channel_lists, grids, strict=True)}
@@ -97,7 +103,7 @@ def score_clips(
     ``query``: a clip id, or uint8 frames (C, L, H, W) in the candidates' channel order.
     """
     store = store or SketchStore(workspace, spec)
-    candidates = load_clips(store, candidate_ids)
+    candidates = load_clips(store, candidate_ids, STALE_POINT_HINT)
     n_channels, length = candidates.index.shape[1:]
     if isinstance(query, str):
         q = load_clips(store, [query])

@@ -78,16 +78,16 @@ class SketchReport:
 
 
 def catalog_positions(
-    wanted_ids: Sequence[str], known: pa.ChunkedArray, what: str, where: str, remedy: str
+    wanted_ids: Sequence[str], known: pa.ChunkedArray, what: str, where: str, hint: str
 ) -> np.ndarray:
-    """Position of each wanted id in ``known``; NotFoundError naming the first missing one."""
+    """Position of each wanted id in ``known``; NotFoundError naming the first missing one,
+    with ``hint`` (what to do)."""
     wanted = pa.array(list(wanted_ids), pa.string())
     found = pc.index_in(wanted, value_set=known.combine_chunks())
     if found.null_count:
         missing = wanted.filter(found.is_null()).to_pylist()
         raise NotFoundError(
-            f"{len(missing)} {what} id(s) not in the {where} (first: {missing[0]}); "
-            f"run `{remedy}` first"
+            f"{len(missing)} {what} id(s) not in the {where} (first: {missing[0]})", hint=hint
         )
     return found.to_numpy(zero_copy_only=False)
 
@@ -302,7 +302,7 @@ class SketchStore:
         fresh = self._index is None
         if fresh:
             self._index = read_frames(self.workspace, columns=cols)
-        remedy = ("frame", "catalog", "skysearch ingest")
+        remedy = ("frame", "catalog", "run `skysearch ingest` first")
         try:
             pos = catalog_positions(frame_ids, self._index["frame_id"], *remedy)
         except NotFoundError:

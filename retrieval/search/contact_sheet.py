@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from skysearch.atomic import save_image
+from skysearch.atomic import image_format, save_image
 from skysearch.config import Workspace
 from skysearch.errors import UsageError
 from skysearch.timeutil import parse_time
@@ -101,8 +101,8 @@ def write_contact_sheet(
     channel: int = 0,
     frame_store: FrameStore | None = None,
 ) -> dict[str, Any]:
-    """Render a clip or frame :class:`~skysearch.retrieval.search.results.SearchResult` to a
-    PNG at ``path``.
+    """Render a clip or frame :class:`~skysearch.retrieval.search.results.SearchResult` to an
+    image at ``path`` (PNG, JPEG...: its suffix, :func:`~skysearch.atomic.image_format`).
 
     Returns ``{"path", "width", "height", "rows", "columns"}``.
     """
@@ -111,8 +111,7 @@ def write_contact_sheet(
     query = result.query
     if query.get("kind") not in ("clip", "frame") or result.query_frames is None:
         raise UsageError("a contact sheet shows a clip or frame search and its query")
-    if not str(path).lower().endswith(".png"):
-        raise UsageError(f"contact sheet {path}: give a .png file name")
+    image_format(Path(path), "contact sheet")  # refused before any frame is read
     store = frame_store or FrameStore(workspace)
     q = np.asarray(result.query_frames)
     channel = min(channel, q.shape[0] - 1)

@@ -4,7 +4,9 @@
 --format parquet`` folder, or the part files an index run's workers wrote; hidden temporaries
 of a killed writer are ignored). Every file's header (``parquet_format``: collection, vector
 name, dimension) is checked before anything is written: a file that is not a point file, or
-a dimension that differs from an existing collection's, stops the load with nothing written.
+a dimension that differs from an existing collection's, a collection the schema does not
+know, or a SkySearch model's vectors in another kind's collection (frame-model vectors in
+``scenes``) stops the load with nothing written.
 Then the files stream in record batches (memory bounded by one batch) into their
 collections, each paused for a bulk load. Point ids are in the files, so loading again, or
 loading everything after a load that was killed half-way, ends with the same points.
@@ -13,6 +15,7 @@ loading everything after a load that was killed half-way, ends with the same poi
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -22,10 +25,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from skysearch.retrieval.store.base import Point, VectorStore
 from skysearch.retrieval.store.parquet_format import Header, read_header
+from skysearch.retrieval.store.schema import CLIPS, COLLECTIONS, FRAMES, SCENES
 
 from skysearch.errors import UsageError
 
 COLUMNS = ["id", "vector", "payload"]
+#: The kind of model whose vectors each collection holds. A vector named like a SkySearch
+#: model id (``<kind>-<time>-<hex>``, ``encoders.registry.new_model_id``) must be of it; other
+#: names (another encoder, ``untuned``) are not checked.
+VECTOR_KINDS = {FRAMES: "frame", CLIPS: "clip", SCENES: "text-image"}
+_MODEL_ID = re.compile(r"^([a-z][a-z-]*?)-\d{8}T\d{6}Z-[0-9a-f]{6}$")
 
 
 def point_files(path: Path) -> list[Path]:
@@ -39,6 +48,24 @@ def point_files(path: Path) -> list[Path]:
     if not files:
         raise UsageError(f"{path} holds no .parquet file")
     return files
+
+
+def _check_collections(headers: list[Header], files: list[Path]) -> None:
+    """A UsageError, before anything is written, for a collection the schema does not know or
+    a SkySearch model's vectors in a collection of another kind."""
+    for header, path in zip(headers, files, strict=True):
+        if header.collection not in COLLECTIONS:
+            raise UsageError(
+                f"{path}: collection {header.collection!r} is not one of SkySearch's "
+                f"({', '.join(COLLECTIONS)})"
+            )
+        model = _MODEL_ID.match(header.vector_name)
+        wanted = VECTOR_KINDS[header.collection]
+        if model and model.group(1) != wanted:
+            raise UsageError(
+                f"{path}: vector {header.vector_name!r} is a {model.group(1)} model's, but the "
+                f"{header.collection} collection holds {wanted} model vectors"
+            )
 
 
 def _check_dimensions(store: VectorStore, headers: list[Header], files: list[Path]) -> None:
@@ -99,6 +126,7 @@ def import_parquet(
 
     files = point_files(path)
     headers = [read_header(f) for f in files]
+    _check_collections(headers, files)
     _check_dimensions(store, headers, files)
     counts: dict[str, int] = {}
     with ExitStack() as stack:

@@ -203,7 +203,7 @@ def time_payload(dt: datetime | str) -> dict[str, Any]:
         "month": t.month,
         "day_of_year": t.timetuple().tm_yday,
         "hour": t.hour,
-        "day": t.strftime("%Y-%m-%d"),
+        "day": t.date().isoformat(),  # 4-digit year, as to_rfc3339
     }
 
 

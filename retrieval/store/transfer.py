@@ -125,8 +125,7 @@ def _read_export(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 yield lineno, _parse_line(raw, f"{path}:{lineno}")
     except EOFError:  # a gzip file cut short: the lines before the cut were read
         raise UsageError(
-            f"{path} ends at line {lineno + 1} before its gzip stream does: it was cut short "
-            "(what it holds before the cut was imported; export again and import the whole file)"
+            f"{path} ends at line {lineno + 1} before its gzip stream does: it was cut short"
         ) from None
     except (OSError, zlib.error) as exc:  # not gzip, unreadable
         raise UsageError(f"{path}:{lineno + 1}: cannot read it ({exc}): {FORMAT_HINT}") from None
@@ -192,6 +191,7 @@ def import_store(
     from tqdm import tqdm
 
     path = Path(path)
+    _refuse_parquet(path)
     if not path.is_file():
         what = "is a folder, not an export file" if path.is_dir() else "does not exist"
         raise UsageError(f"export file {path} {what}")
@@ -239,11 +239,13 @@ def import_store(
                 flush()
         flush()
         _check_whole(path, counts, declared, listed)
-    except UsageError:
+    except UsageError as exc:
         with suppress(UsageError):
             flush()  # the points read before a bad line or the cut: a re-import is idempotent
         failed = True
-        raise
+        if not counts or exc.hint:  # before any header, or it says already (_check_whole)
+            raise
+        raise UsageError(exc.message, params=exc.params, hint=_imported(counts)) from None
     finally:
         if bar is not None:
             bar.close()
@@ -254,6 +256,34 @@ def import_store(
                     if not store.count(created):
                         store.drop_collection(created)
     return counts
+
+
+def _imported(counts: dict[str, int]) -> str:
+    """What a failed import loaded before the failure, and what to do."""
+    total = sum(counts.values())
+    per = ", ".join(f"{name} {n}" for name, n in counts.items())
+    done = f"the {total} points before it were imported ({per})" if total else "none imported"
+    return f"{done}; export again and import the whole file (importing again is idempotent)"
+
+
+def _refuse_parquet(path: Path) -> None:
+    """A UsageError naming the Parquet import for a Parquet file, or a folder holding them
+    (as ``store export --format parquet`` writes it: one sub-folder per collection)."""
+    if path.is_dir():
+        parquet = any(next(path.glob(p), None) for p in ("*.parquet", "*/*.parquet"))
+    elif path.is_file():
+        try:
+            with open(path, "rb") as fh:
+                parquet = fh.read(4) == b"PAR1"  # the magic number a Parquet file starts with
+        except OSError:
+            return  # said when it is read, as for any file that cannot be
+    else:
+        return
+    if parquet:
+        raise UsageError(
+            f"{path} is a Parquet export, not JSON Lines: import it with {{format}} parquet",
+            params=["format"],
+        )
 
 
 def _check_whole(path: Path, counts: dict[str, int], declared: dict[str, Any], listed: Any) -> None:
@@ -269,5 +299,6 @@ def _check_whole(path: Path, counts: dict[str, int], declared: dict[str, Any], l
     if short:
         raise UsageError(
             f"{path} is not whole ({'; '.join(short)}): it was cut short or changed after the "
-            "export. What it holds was imported; export again and import the whole file"
+            "export",
+            hint="what it holds was imported; export again and import the whole file",
         )
