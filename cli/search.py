@@ -73,8 +73,9 @@ RerankOption = Annotated[
 BboxOption = Annotated[
     str | None,
     typer.Option(
-        help="Keep points in WEST,SOUTH,EAST,NORTH (degrees, GeoJSON order; WEST > EAST "
-        "crosses the antimeridian): scenes located inside, frames/clips whose storm centre "
+        help="Keep points in WEST,SOUTH,EAST,NORTH (degrees, GeoJSON order; a closed box: "
+        "edges included; WEST > EAST crosses the antimeridian, while the two latitudes may "
+        "come in either order): scenes located inside, frames/clips whose storm centre "
         "(best track) lies inside or whose footprint (where the profile knows the "
         "projection) intersects it."
     ),
@@ -295,7 +296,10 @@ def search_clip_command(
     ] = None,
     contact_sheet: Annotated[
         Path | None,
-        typer.Option(help="Write a PNG: the query clip's frames, then each hit's frames."),
+        typer.Option(
+            help="Write an image (.png, .jpg, ...: the suffix picks the format): the query "
+            "clip's frames, then each hit's frames."
+        ),
     ] = None,
     device: DeviceOption = None,
     workspace: WorkspaceOption = None,
@@ -419,7 +423,11 @@ def search_frame_command(
         typer.Option(help="Frame model id (default: the latest of the channel and satellite)."),
     ] = None,
     contact_sheet: Annotated[
-        Path | None, typer.Option(help="Write a PNG: the query frame, then each hit.")
+        Path | None,
+        typer.Option(
+            help="Write an image (.png, .jpg, ...: the suffix picks the format): the query "
+            "frame, then each hit."
+        ),
     ] = None,
     device: DeviceOption = None,
     workspace: WorkspaceOption = None,

@@ -295,8 +295,8 @@ def index_scenes_command(
     dataset: Annotated[
         str | None,
         typer.Option(
-            help="Dataset name of every image (default: the folder above each image's folder, "
-            "or the CSV's name)."
+            help="Dataset name of every image, over a CSV's dataset column (default: the folder "
+            "above each image's folder, or the CSV's dataset column, else the CSV's name)."
         ),
     ] = None,
     model_id: ModelIdOption = None,

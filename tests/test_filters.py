@@ -100,3 +100,33 @@ def test_python_callers_get_usage_errors_for_wrong_types_and_one_name_is_one_nam
         with pytest.raises(UsageError) as caught:
             make()
         assert said in str(caught.value)
+
+
+def test_http_scene_filters_take_every_name_the_cli_takes():
+    """Folder names with a space or an accent were labels the CLI filtered on and every HTTP
+    filter refused (422); satellites and channels keep their folder-name pattern."""
+    from pydantic import ValidationError
+    from skysearch.retrieval.service.wire import SceneFilters
+
+    names = ["Dense Residential", "Résidence", "aid-20", "x" * 255]
+    body = SceneFilters.model_validate({"labels": names, "datasets": names})
+    assert body.to_filters().labels == body.to_filters().datasets == tuple(names)
+    for bad in ("", "a\nb", "tab\there", "\x00", "x" * 256):
+        with pytest.raises(ValidationError):
+            SceneFilters.model_validate({"labels": [bad]})
+    with pytest.raises(ValidationError):
+        SceneFilters.model_validate({"satellites": ["goes east"]})
+
+
+def test_bbox_help_says_the_latitudes_may_come_in_either_order():
+    """S > N is read as N,S (one band between two parallels) while W > E crosses the
+    antimeridian: the help and the search guide say so."""
+    from typing import get_args
+
+    from skysearch.cli.search import BboxOption
+
+    help_text = get_args(BboxOption)[1].help
+    assert "either order" in help_text and "closed box" in help_text
+    guide = (Path(__file__).parents[1] / "docs" / "guides" / "search.md").read_text()
+    assert "the two latitudes may come in either order" in " ".join(guide.split())
+    assert build_filters(bbox="0,10,20,5").bbox == (0, 5, 20, 10)

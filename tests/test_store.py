@@ -37,6 +37,12 @@ SATELLITES = ["goes-east", "coms"]
 COLL = "skysearch_test_clips"
 
 
+EDGE_PLACES = [
+    (-30, -20), (40, 30), (100, 10), (130, 25), (115, 25), (180, 0), (-180, 0), (180, 45),
+    (-180, -45), (170, 5), (-170, -5), (0, 90), (0, -90), (10, 70), (-120, -60), (120, 60),
+]  # fmt: skip
+
+
 @dataclass
 class Data:
     vectors: np.ndarray  # normalised, (N, DIM)
@@ -67,6 +73,10 @@ def _make_data() -> Data:
     payloads, channel_sets = [], []
     lons = rng.uniform(-180, 180, size=N)
     lats = rng.uniform(-80, 80, size=N)
+    # round numbers: on the edges of the bbox cases, the antimeridian and the poles (a closed
+    # box holds them; Qdrant's geo box alone does not); the last point has no location
+    lons[: len(EDGE_PLACES)], lats[: len(EDGE_PLACES)] = np.array(EDGE_PLACES).T
+    lons[-1] = lats[-1] = np.nan
     for i in range(N):
         t = T0 + timedelta(minutes=int(minutes[i]))
         chans = [CHANNELS[i % 3]] if i % 5 else [CHANNELS[i % 3], CHANNELS[(i + 1) % 3]]
@@ -78,7 +88,11 @@ def _make_data() -> Data:
                 "model_id": "enc-a" if i % 4 else "enc-b",
                 "dataset": ["aid", "rsscn7", "skyscript"][i % 3],
                 "label": f"class{(i * 7) % 11}",
-                "location": {"lon": float(lons[i]), "lat": float(lats[i])},
+                **(
+                    {"location": {"lon": float(lons[i]), "lat": float(lats[i])}}
+                    if i < N - 1
+                    else {}
+                ),
                 **time_payload(t),
                 **({"event": f"1987{i % 4:02d}"} if i % 3 == 0 else {}),
                 **(
@@ -121,6 +135,19 @@ def _minute(day: int) -> int:
 
 
 MID = int(DATA.minutes[N // 2])
+
+
+def in_box(d: Data, west: float, south: float, east: float, north: float) -> np.ndarray:
+    """The closed box (west > east: across the antimeridian, where -180 and 180 meet)."""
+    lon = d.lon
+    if west > east:
+        across = (lon >= west) | (lon <= east)
+    else:
+        across = ((lon >= west) & (lon <= east)) | (west == -180) & (lon == 180)
+        across |= (east == 180) & (lon == -180)
+    return across & (d.lat >= south) & (d.lat <= north)
+
+
 # (name, filters, numpy predicate over DATA). Subsets range from ~1% to ~60% of the points.
 CASES: list[tuple[str, SearchFilters | models.Filter, Callable[[Data], np.ndarray]]] = [
     (
@@ -178,6 +205,28 @@ CASES: list[tuple[str, SearchFilters | models.Filter, Callable[[Data], np.ndarra
         "bbox-1pct",
         SearchFilters(bbox=(100.0, 10.0, 130.0, 25.0)),
         lambda d: (d.lon >= 100) & (d.lon <= 130) & (d.lat >= 10) & (d.lat <= 25),
+    ),
+    ("bbox-whole-world", SearchFilters(bbox=(-180, -90, 180, 90)), lambda d: ~np.isnan(d.lon)),
+    (
+        "bbox-antimeridian",
+        SearchFilters(bbox=(170, -45, -170, 45)),
+        lambda d: in_box(d, 170, -45, -170, 45),
+    ),
+    ("bbox-to-180", SearchFilters(bbox=(100, 0, 180, 45)), lambda d: in_box(d, 100, 0, 180, 45)),
+    (
+        "bbox-from-minus-180",
+        SearchFilters(bbox=(-180, -45, -150, 0)),
+        lambda d: in_box(d, -180, -45, -150, 0),
+    ),
+    (
+        "bbox-north-pole",
+        SearchFilters(bbox=(-10, 70, 10, 90)),
+        lambda d: in_box(d, -10, 70, 10, 90),
+    ),
+    (
+        "bbox-south-pole",
+        SearchFilters(bbox=(-40, -90, 0, -60)),
+        lambda d: in_box(d, -40, -90, 0, -60),
     ),
     (
         "scene-combination",

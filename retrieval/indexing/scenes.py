@@ -17,7 +17,8 @@ image's folder, the CSV's name, or a ``dataset`` column), ``label`` (the folder 
 image, or a ``label`` column), ``source_path``, and from a CSV's columns, when present:
 ``time`` (RFC 3339) and a location: ``lon``,``lat`` or ``bbox`` (``west,south,east,north``; its
 centre becomes the point ``location``). A CSV row whose time or location cannot be read is
-skipped with its reason.
+skipped with its line and reason; a dataset or label holding a comma is refused (no filter
+could select it); the point of a CSV row whose image is gone is removed.
 """
 
 from __future__ import annotations
@@ -100,51 +101,148 @@ def gone_under(root: Path, payload: dict[str, Any]) -> bool:
         return False
 
 
-def csv_scenes(
-    csv_path: Path, dataset: str | None
-) -> tuple[list[tuple[Path, dict[str, Any]]], list[dict[str, str]]]:
-    """``[(image path, metadata)]`` from a scene CSV (``filepath`` plus optional ``label``,
-    ``dataset``, ``time``, ``lon``/``lat`` or ``bbox``), and the rows skipped with a reason (a
-    file listed twice keeps its first row)."""
+def name_problem(kind: str, value: str | None) -> str | None:
+    """Why ``value`` cannot be a scene's dataset or label: filters on several names take them
+    comma-separated, so a name holding a comma could never be selected."""
+    if value and "," in value:
+        return (
+            f"{value!r} has a comma, which no {kind} filter can select (several names are "
+            "given comma-separated): rename it"
+        )
+    return None
+
+
+def _csv_rows(csv_path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """The rows of a scene CSV, each with the line it ends on; the header checked."""
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as fh:  # -sig: Excel's BOM
             reader = csv.DictReader(fh)
-            columns, rows = reader.fieldnames or [], list(reader)
+            columns = reader.fieldnames or []
+            rows = [(reader.line_num, row) for row in reader]
     except UnicodeDecodeError as exc:
         raise UsageError(f"{csv_path} is not UTF-8 text ({exc}): save it as UTF-8") from None
     except (OSError, csv.Error) as exc:
         raise UsageError(f"cannot read {csv_path}: {exc}") from None
+    found = f"found {', '.join(map(repr, columns))}" if columns else "the file is empty"
     if "filepath" not in columns:
-        raise UsageError(f"{csv_path} has no 'filepath' column")
+        sep = next((s for s in ";\t|" if len(columns) == 1 and s in columns[0]), None)
+        hint = (
+            f"; it looks separated by {sep!r}: a scene CSV is comma-separated"
+            if sep
+            else "; column names are lower case"
+            if any(c.strip().lower() == "filepath" for c in columns)
+            else ""
+        )
+        raise UsageError(f"{csv_path} has no 'filepath' column ({found}){hint}")
+    for have, lack in (("lon", "lat"), ("lat", "lon")):
+        if have in columns and lack not in columns:
+            raise UsageError(
+                f"{csv_path} has a {have!r} column but no {lack!r} column ({found}): a "
+                "location is both, or a 'bbox' column (west,south,east,north)"
+            )
+    return rows
+
+
+def _coordinate(row: dict[str, Any], name: str, limit: float) -> float:
+    """A row's ``lon`` or ``lat`` in degrees, within +-``limit``; ValueError saying why not."""
+    text = (row.get(name) or "").strip()
+    if not text:
+        raise ValueError(f"{name} is empty")
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{name} is not a number: {text!r}") from None
+    if not -limit <= value <= limit:  # NaN too
+        raise ValueError(f"{name} {text} is not in -{limit:g}..{limit:g} degrees")
+    return value
+
+
+def _centre_lon(west: float, east: float) -> float:
+    """The middle longitude of a box; one crossing the antimeridian (west > east) has its
+    middle on the far side of the globe, in -180..180."""
+    middle = (west + east + (360.0 if west > east else 0.0)) / 2
+    return middle - 360.0 if middle > 180.0 else middle
+
+
+def _row_metadata(row: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """The payload metadata of one CSV row; ValueError saying what is wrong with it."""
+    if row.get(None):  # DictReader's key for the fields past the header's
+        raise ValueError('more fields than the header has (quote a bbox: "west,south,east,north")')
+    meta: dict[str, Any] = {"dataset": dataset, "label": row.get("label") or None}
+    for kind in ("dataset", "label"):
+        if problem := name_problem(kind, meta[kind]):
+            raise ValueError(f"{kind} {problem}")
+    try:
+        if row.get("time"):
+            meta.update(time_payload(row["time"]))
+        if row.get("bbox"):
+            west, south, east, north = check_bbox(row["bbox"].split(","))
+            meta["bbox"] = [west, south, east, north]
+            meta["location"] = {"lon": _centre_lon(west, east), "lat": (south + north) / 2}
+        elif row.get("lon") or row.get("lat"):
+            meta["location"] = {
+                "lon": _coordinate(row, "lon", 180),
+                "lat": _coordinate(row, "lat", 90),
+            }
+    except UsageError as exc:
+        raise ValueError(str(exc)) from None
+    return {k: v for k, v in meta.items() if v is not None}
+
+
+def gone_of_csv(missing: set[str], payload: dict[str, Any]) -> bool:
+    """A stored scene whose image a CSV lists and that image is gone (a scene merely left out
+    of the CSV stays: the same image may be listed elsewhere, or indexed from its folder)."""
+    return payload.get("source_path") in missing
+
+
+def _named_scenes(
+    root: Path, dataset: str | None, skipped: list[dict[str, str]]
+) -> list[tuple[Path, dict[str, Any]]]:
+    """The images under ``root`` with their metadata; those whose folder names make a label
+    or dataset no filter can select go to ``skipped``."""
+    scenes = []
+    for path in find_images(root, skipped):
+        meta = scene_metadata(path, root, dataset)
+        kind = next((k for k in ("label", "dataset") if name_problem(k, meta[k])), None)
+        if kind:
+            reason = f"{kind} (a folder's name) {name_problem(kind, meta[kind])}"
+            skipped.append({"path": str(path), "reason": reason})
+        else:
+            scenes.append((path, meta))
+    return scenes
+
+
+def csv_scenes(
+    csv_path: Path, dataset: str | None
+) -> tuple[list[tuple[Path, dict[str, Any]]], list[dict[str, str]]]:
+    """``[(image path, metadata)]`` from a scene CSV (``filepath`` plus optional ``label``,
+    ``dataset``, ``time``, ``lon``/``lat`` or ``bbox``), and the rows skipped with a reason
+    naming their line (a file listed twice keeps its first row). ``dataset``, when given, is
+    every row's (over a ``dataset`` column)."""
     scenes, skipped = [], []
     first: dict[Path, int] = {}
-    for line, row in enumerate(rows, start=2):
-        path = Path(row["filepath"] or "")
-        path = (path if path.is_absolute() else csv_path.parent / path).resolve()
+    for line, row in _csv_rows(csv_path):
+        where = f"line {line} of {csv_path.name}"
+        if not (row["filepath"] or "").strip():
+            skipped.append({"path": str(csv_path), "reason": f"{where}: empty filepath"})
+            continue
+        try:
+            path = (csv_path.parent / row["filepath"]).resolve()  # an absolute one stays
+        except (ValueError, OSError) as exc:  # a NUL byte, say
+            reason = f"{where}: filepath {row['filepath']!r} is not a path ({exc})"
+            skipped.append({"path": str(csv_path), "reason": reason})
+            continue
         if path in first:
-            reason = f"listed again on line {line} of {csv_path.name}; line {first[path]} is kept"
+            reason = f"listed again on {where}; line {first[path]} is kept"
             skipped.append({"path": str(path), "reason": reason})
             continue
         first[path] = line
-        meta: dict[str, Any] = {
-            "dataset": row.get("dataset") or dataset or csv_path.stem,
-            "label": row.get("label") or None,
-        }
         try:
-            if row.get("time"):
-                meta.update(time_payload(row["time"]))
-            if row.get("bbox"):
-                west, south, east, north = check_bbox(row["bbox"].split(","))
-                meta["bbox"] = [west, south, east, north]
-                meta["location"] = {"lon": (west + east) / 2, "lat": (south + north) / 2}
-            elif row.get("lon") or row.get("lat"):
-                lon, lat = float(row["lon"]), float(row["lat"])
-                check_bbox((lon, lat, lon, lat))
-                meta["location"] = {"lon": lon, "lat": lat}
-        except (UsageError, ValueError, TypeError) as exc:
-            skipped.append({"path": str(path), "reason": f"bad metadata: {exc}"})
+            meta = _row_metadata(row, dataset or row.get("dataset") or csv_path.stem)
+        except ValueError as exc:
+            skipped.append({"path": str(path), "reason": f"{where}: bad metadata: {exc}"})
             continue
-        scenes.append((path, {k: v for k, v in meta.items() if v is not None}))
+        scenes.append((path, meta))
     return scenes, skipped
 
 
@@ -155,18 +253,26 @@ def _meta_key(meta: dict[str, Any]) -> str:
 def scene_listing(images: str | Path, model_id: str, dataset: str | None = None) -> Listing:
     """The scenes under ``images`` (a folder, an image, or a scene CSV), each with its payload:
     metadata, file name, size and mtime, metadata key (the fingerprint of an up-to-date point)."""
+    if problem := name_problem("dataset", dataset):
+        raise UsageError(f"{{dataset}} {problem}", params=["dataset"])
     root = Path(images).resolve()
     skipped: list[dict[str, str]] = []
-    gone = None
+    missing: set[str] = set()
     if root.is_file() and root.suffix.lower() == ".csv":
         scenes, skipped = csv_scenes(root, dataset)
+        gone = functools.partial(gone_of_csv, missing)
     else:
-        scenes = [(p, scene_metadata(p, root, dataset)) for p in find_images(root, skipped)]
+        scenes = _named_scenes(root, dataset, skipped)
         gone = functools.partial(gone_under, root) if root.is_dir() else None
     items = []
     for path, meta in dict(scenes).items():
         try:
             stat = path.stat()
+        except FileNotFoundError as exc:
+            missing.add(str(path))
+            reason = f"image is gone ({exc.strerror}): its indexed scene, if any, is removed"
+            skipped.append({"path": str(path), "reason": reason})
+            continue
         except OSError as exc:
             skipped.append({"path": str(path), "reason": f"cannot read: {exc}"})
             continue

@@ -120,6 +120,6 @@ def check_names(store: VectorStore, filters: SearchFilters) -> None:
         hint = f" (did you mean {', '.join(map(repr, meant))}? names are case-sensitive)"
         raise NotFoundError(
             f"filter {field}: no scene has {key} {', '.join(map(repr, unknown))}"
-            f"{hint if meant else ''}; the scenes have {some_of(have) or 'none'}",
+            f"{hint if meant else ''}; the scenes have {some_of(list(map(repr, have))) or 'none'}",
             params=[field],
         )

@@ -64,6 +64,8 @@ MAX_EXAMPLE_IMAGES = 16
 
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")]
+#: A scene's dataset or label: any folder or CSV name (spaces, accents), not control characters.
+SceneName = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$")]
 
 
 def _json_number(value: Any, info: ValidationInfo) -> Any:
@@ -201,8 +203,8 @@ class FilterFields(BaseModel):
 class SceneFilterFields(FilterFields):
     """Filters of a scene search (text, image)."""
 
-    datasets: list[Name] = Field(default_factory=list, max_length=64, description="scenes")
-    labels: list[Name] = Field(default_factory=list, max_length=64, description="scenes")
+    datasets: list[SceneName] = Field(default_factory=list, max_length=64, description="scenes")
+    labels: list[SceneName] = Field(default_factory=list, max_length=64, description="scenes")
 
 
 class ArchiveFilterFields(FilterFields):
@@ -278,7 +280,8 @@ class TextSearch(BaseModel):
         min_length=1,
         max_length=MAX_TEXT_CHARS,
         pattern=r"\S",
-        description="free text (not only spaces)",
+        description="free text: at least one letter, digit, symbol or punctuation mark (a text "
+        "of spaces, controls or invisible characters only is a 422)",
         examples=["a river next to a road"],
     )
     filters: SceneFilters = Field(default_factory=SceneFilters)

@@ -7,6 +7,7 @@ The embedded adapter translates that Filter further into qdrant-edge types; the 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -57,7 +58,8 @@ def _names(values: Any, name: str) -> tuple[str, ...]:
 
 def check_bbox(values: Iterable[float]) -> tuple[float, float, float, float]:
     """``(west, south, east, north)`` in degrees, checked. West > east crosses the antimeridian;
-    the two latitudes may come in either order (there is only one band between two parallels)."""
+    the two latitudes may come in either order (there is only one band between two parallels,
+    while two meridians bound two boxes: the order of the longitudes says which)."""
     try:
         west, south, east, north = (float(v) for v in values)
     except (TypeError, ValueError):
@@ -95,9 +97,9 @@ class SearchFilters:
       payload is at least that class / at most that central pressure (points without a track
       are dropped by either).
     - ``bbox``: ``(west, south, east, north)`` in degrees (GeoJSON order; west > east crosses
-      the antimeridian); keeps points whose ``location`` lies inside (a Qdrant geo
-      bounding-box filter) OR whose footprint (``west, south, east, north`` payload of frames
-      and clips whose profile knows the projection) intersects it.
+      the antimeridian); keeps points whose ``location`` lies inside (a closed box: edges,
+      poles and the antimeridian included) OR whose footprint (``west, south, east, north``
+      payload of frames and clips whose profile knows the projection) intersects it.
     - ``k``: number of hits; ``one_per_day``: at most one hit per UTC day (a point without
       a time, such as a scene, is a hit of its own).
     """
@@ -332,15 +334,47 @@ def _bbox_condition(bbox: tuple[float, float, float, float]) -> models.Filter:
         )
         for shift in shifts
     ]
-    west, _, east, _ = bbox
-    location = models.FieldCondition(
+    return models.Filter(should=[*_location_conditions(bbox), *footprints])
+
+
+def _location_conditions(bbox: tuple[float, float, float, float]) -> list[models.Condition]:
+    """``location`` in the closed box. Qdrant's geo box leaves out its edges: widened by one
+    float step on each side it is the closed box (and its geo index answers it), except on a
+    side at a limit (longitude +-180, latitude +-90), whose points are added by range
+    conditions on the coordinates. Longitude -180 and 180 are one meridian."""
+    west, south, east, north = bbox
+    geo = models.FieldCondition(
         key="location",
         geo_bounding_box=models.GeoBoundingBox(
-            top_left=models.GeoPoint(lon=west, lat=north),
-            bottom_right=models.GeoPoint(lon=east, lat=south),
+            top_left=models.GeoPoint(lon=_step(west, -180.0), lat=_step(north, 90.0)),
+            bottom_right=models.GeoPoint(lon=_step(east, 180.0), lat=_step(south, -90.0)),
         ),
     )
-    return models.Filter(should=[location, *footprints])
+    lat = models.FieldCondition(key="location.lat", range=models.Range(gte=south, lte=north))
+    if west > east:  # across the antimeridian
+        spans = [(west, 180.0), (-180.0, east)]
+    else:
+        spans = [(west, east)]
+    on_limits = []
+    if west <= east and (west == -180.0 or east == 180.0):  # the meridian +-180, either name
+        meridian = [_lon_range(m, m) for m in (-180.0, 180.0)]
+        on_limits.append(models.Filter(must=[lat], should=meridian))
+    for pole in {south, north} & {-90.0, 90.0}:
+        at_pole = models.FieldCondition(key="location.lat", range=models.Range(gte=pole, lte=pole))
+        on_limits.append(
+            models.Filter(must=[at_pole], should=[_lon_range(lo, hi) for lo, hi in spans])
+        )
+    return [geo, *on_limits]
+
+
+def _step(value: float, limit: float) -> float:
+    """``value`` one float step towards ``limit`` (not past it)."""
+    stepped = math.nextafter(value, limit)
+    return max(stepped, limit) if limit < 0 else min(stepped, limit)
+
+
+def _lon_range(lo: float, hi: float) -> models.FieldCondition:
+    return models.FieldCondition(key="location.lon", range=models.Range(gte=lo, lte=hi))
 
 
 def holding_vector(name: str, base: models.Filter | None = None) -> models.Filter:
