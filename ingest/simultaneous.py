@@ -35,7 +35,7 @@ def at_time(
             misses.append((satellite, exc))
     if not rows:
         raise _why_none(misses)
-    return pick(rows, at, time_key, id_key, what, prefer)
+    return pick(rows, at, time_key, id_key, what, prefer, id_param=id_key)
 
 
 def pick(
@@ -45,10 +45,11 @@ def pick(
     id_key: str,
     what: str,
     prefer: Mapping[str, Sequence[str]],
+    id_param: str | None = None,
 ) -> dict[str, Any]:
     """The row nearest ``at`` of the one (satellite, event) series ``rows`` hold, or of the
     one ``prefer`` names (``{"event": [...], "satellite": [...]}``); ``UsageError`` naming
-    each otherwise."""
+    each otherwise, and how to pick one (the parameter that takes an id: ``id_param``)."""
     nearest: dict[tuple[str, str | None], tuple[Any, dict[str, Any]]] = {}
     for row in rows:
         series = (row["satellite"], row.get("event"))
@@ -69,10 +70,12 @@ def pick(
             for row in chosen
         )
     )
+    differ = [key for key in ("event", "satellite") if len({r.get(key) for r in chosen}) > 1]
+    by_id = f"pass its {{{id_param}}}" if id_param else f"give its {id_key.replace('_', ' ')}"
     raise UsageError(
-        f"{len(chosen)} {what}s fit {to_rfc3339(at)}: {listing}. Pick one with {{event}} or "
-        f"{{satellite}}, or pass its {{{id_key}}}",
-        params=["event", "satellite", id_key],
+        f"{len(chosen)} {what}s fit {to_rfc3339(at)}: {listing}. Pick one with "
+        f"{' or '.join('{' + key + '}' for key in differ)}, or {by_id}",
+        params=[*differ, *([id_param] if id_param else [])],
     )
 
 

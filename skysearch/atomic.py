@@ -15,6 +15,7 @@ import functools
 import io
 import json
 import os
+import struct
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -80,6 +81,9 @@ def atomic_write_json(path: Path, value: Any, **dumps: Any) -> None:
 _COMMON_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".gif", ".bmp")
 #: Icon formats store shrunk copies (ICO: at most 256 px), not the picture asked for.
 _ICON_FORMATS = {"ICO", "ICNS"}
+#: Suffixes of a subformat the writer of their format does not write (Pillow writes a PBM or
+#: PFM name as a grey or colour pixmap, P5/P6).
+_OTHER_SUBFORMAT = {".pbm", ".pfm"}
 
 
 @functools.cache
@@ -100,7 +104,11 @@ def image_suffixes(mode: str) -> dict[str, str]:
         except Exception:  # any failure means "not this format"
             continue
         writes.add(image_format)
-    found = {s: f for s, f in Image.registered_extensions().items() if f in writes}
+    found = {
+        s: f
+        for s, f in Image.registered_extensions().items()
+        if f in writes and s not in _OTHER_SUBFORMAT
+    }
     order = [s for s in _COMMON_SUFFIXES if s in found] + sorted(set(found) - {*_COMMON_SUFFIXES})
     return {suffix: found[suffix] for suffix in order}
 
@@ -134,9 +142,19 @@ def save_image(image: Any, path: Path, what: str) -> None:
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise
-        raise UsageError(f"cannot write {what} {path}: {exc.strerror or exc}") from None
-    except ValueError as exc:  # what a format cannot hold (a JPEG over 65500 px wide...)
-        raise UsageError(f"cannot write {what} {path}: {exc}") from None
+        if exc.errno is not None:  # the path: no permission, a read-only disk...
+            raise UsageError(f"cannot write {what} {path}: {exc.strerror or exc}") from None
+        raise _too_much_for(image_format_name, what, path, exc) from None  # the encoder's
+    except (ValueError, OverflowError, struct.error, RuntimeError) as exc:
+        raise _too_much_for(image_format_name, what, path, exc) from None
+
+
+def _too_much_for(image_format: str, what: str, path: Path, exc: Exception) -> UsageError:
+    """What a format cannot hold (a JPEG over 65500 px wide, a GIF or TGA over 65535...)."""
+    return UsageError(
+        f"cannot write {what} {path} as {image_format}: {exc or type(exc).__name__}; a .png "
+        "holds any size"
+    )
 
 
 _AT_FDCWD = -100

@@ -35,6 +35,7 @@ def test_a_writable_suffix_writes_that_format(tmp_path, mode, name, expected):
         ("s.h5", "RGB"),  # a placeholder that writes nothing without a plugin
         ("s.xbm", "L"),  # 1-bit images only
         ("s.ico", "L"),  # shrunk to at most 256 px
+        ("s.pbm", "L"),  # written as a grey pixmap (P5), not the bitmap the name says
         ("s.txt", "RGB"),
         ("strip", "L"),
     ],
@@ -47,6 +48,15 @@ def test_another_suffix_is_refused_naming_the_accepted_ones(tmp_path, name, mode
     assert message.startswith(f"cannot write prediction strip {path}: give a file name ending")
     assert "in .png, .jpg, .jpeg, .webp, .tif, .tiff, .gif, .bmp, " in message
     assert f"{', '.join(image_suffixes(mode))}" in message and ".im," not in message
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["wide.gif", "wide.tga", "wide.jpg"])
+def test_an_image_too_wide_for_its_format_is_one_error_naming_one_that_holds_it(tmp_path, name):
+    """A contact sheet of a long clip is wider than GIF, TGA or JPEG can say (an
+    OverflowError traceback for GIF and TGA)."""
+    with pytest.raises(UsageError, match="a .png holds any size"):
+        save_image(Image.new("L", (70_000, 2)), tmp_path / name, "contact sheet")
     assert list(tmp_path.iterdir()) == []
 
 

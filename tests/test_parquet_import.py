@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -157,6 +158,14 @@ def test_a_collection_the_schema_does_not_know_or_another_kinds_model_is_refused
         assert dst.collections() == ["scenes"] and dst.count("scenes") == 0
     right = _relabelled(frames, tmp_path / "f.parquet", vector_name=model)
     assert import_parquet(open_store(None, ":memory:"), right, progress=False) == {"frames": 75}
+    # a folder holding another application's collection too (an export of a shared server)
+    shared = tmp_path / "shared"
+    shutil.copytree(out, shared)
+    (shared / "other").mkdir()
+    _relabelled(frames, shared / "other" / "x.parquet", collection="foo")
+    with pytest.warns(UserWarning, match="left out the files of collection\\(s\\) 'foo'"):
+        counts = import_parquet(open_store(None, ":memory:"), shared, progress=False)
+    assert "foo" not in counts and counts["frames"] == 75
 
 
 def test_times_before_year_1000_are_rfc3339_and_typed_in_the_export(tmp_path):

@@ -165,9 +165,11 @@ def test_names_with_a_comma_are_refused_when_indexing(tmp_path, indexer):
     _, skipped = csv_scenes(table, None)
     assert [s["reason"] for s in skipped] == [
         "line 2 of s.csv: bad metadata: label 'field, wet' has a comma, which no label filter "
-        "can select (several names are given comma-separated): rename it",
+        "can select (several names are given comma-separated): rename it (a point indexed under "
+        "it before stays until then)",
         "line 3 of s.csv: bad metadata: dataset 'd,e' has a comma, which no dataset filter can "
-        "select (several names are given comma-separated): rename it",
+        "select (several names are given comma-separated): rename it (a point indexed under it "
+        "before stays until then)",
     ]
     with pytest.raises(UsageError, match="dataset 'a,b' has a comma") as caught:
         scene_listing(table, "text-image-t", dataset="a,b")

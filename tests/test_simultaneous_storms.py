@@ -19,7 +19,7 @@ from skysearch.retrieval.search.queries import ClipQuery, QueryResolver
 from skysearch.retrieval.store.filters import SearchFilters
 
 from skysearch.config import Workspace
-from skysearch.errors import UsageError
+from skysearch.errors import NotFoundError, UsageError
 
 FRAMES = 40  # per storm, about one an hour
 AT = "1987-04-10T00:00Z"  # both storms have a 6 x 60 min clip starting then
@@ -76,7 +76,7 @@ def test_a_time_two_storms_share_is_refused_naming_both_and_event_picks_one(stor
         assert refused.exit_code == 2, refused.stderr
         assert f"2 {kind}s fit 1987-04-10T00:00:00Z" in refused.stderr
         assert "event 198702" in refused.stderr and "event 198799" in refused.stderr
-        assert f"Pick one with --event or --satellite, or pass its --{kind}-id" in refused.stderr
+        assert f"Pick one with --event, or pass its --{kind}-id" in refused.stderr
         for event in ("198702", "198799"):
             r = cli("search", kind, "--at", AT, "--event", event, "--json", "-w", storms.root)
             assert r.exit_code == 0, r.stderr
@@ -139,8 +139,10 @@ def test_the_predictor_pairs_a_clip_with_the_next_clip_of_its_own_storm(storms):
     assert all(events[i] == events[j] for i, j in pairs), pairs
     per_event = [sum(events[i] == e for i, _ in pairs) for e in ("198702", "198799")]
     assert per_event[0] == per_event[1] > 0, per_event  # the same hours: as many pairs
-    with pytest.raises(UsageError, match="2 clips fit"):
+    with pytest.raises(UsageError, match="Pick one with event, or give its clip id"):
         _clip_of_spec(storms, AT, "gms3", ["ir"], 6, 60, None)
+    with pytest.raises(NotFoundError, match="no clip of event 199901 starts near .* 198799"):
+        _clip_of_spec(storms, AT, "gms3", ["ir"], 6, 60, "199901")
     assert _clip_of_spec(storms, AT, "gms3", ["ir"], 6, 60, "198799")["event"] == "198799"
 
 

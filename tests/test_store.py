@@ -40,6 +40,7 @@ COLL = "skysearch_test_clips"
 EDGE_PLACES = [
     (-30, -20), (40, 30), (100, 10), (130, 25), (115, 25), (180, 0), (-180, 0), (180, 45),
     (-180, -45), (170, 5), (-170, -5), (0, 90), (0, -90), (10, 70), (-120, -60), (120, 60),
+    (50, 90), (150, -90),  # the poles written with a longitude outside the pole boxes' spans
 ]  # fmt: skip
 
 
@@ -145,7 +146,8 @@ def in_box(d: Data, west: float, south: float, east: float, north: float) -> np.
     else:
         across = ((lon >= west) & (lon <= east)) | (west == -180) & (lon == 180)
         across |= (east == 180) & (lon == -180)
-    return across & (d.lat >= south) & (d.lat <= north)
+    poles = ((d.lat == 90) & (north == 90)) | ((d.lat == -90) & (south == -90))  # any longitude
+    return (across & (d.lat >= south) & (d.lat <= north)) | poles
 
 
 # (name, filters, numpy predicate over DATA). Subsets range from ~1% to ~60% of the points.

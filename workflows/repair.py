@@ -316,6 +316,8 @@ def _reingest(
         if ok:  # its frames are back: nothing left to keep it for
             _discard(_aside_path(problem, aside))
             said += f"; deleted {aside}"
+        elif stopped:  # the source folders are fine: the array's product needs its profile
+            said += f"; {aside} kept: run repair again with --profiles DIR (the array's)"
         else:
             said += f"; {aside} kept: {integrity.REMEDIES[integrity.ASIDE]}"
         report.actions.append(Action(problem.path, problem.what, said, ok))

@@ -325,8 +325,7 @@ def _index(
             detail.append(f"{record.model_id}: FAILED ({exc})")
             continue
         report.points.setdefault(collection, {})[record.model_id] = done.written
-        rewritten = min(done.changed, done.written)  # `changed` counts items it then skipped
-        report.points_rewritten.setdefault(collection, {})[record.model_id] = rewritten
+        report.points_rewritten.setdefault(collection, {})[record.model_id] = done.rewritten
         report.points_removed.setdefault(collection, {})[record.model_id] = done.removed
         report.skipped += [
             {"path": s.get("path", ""), "reason": f"{record.model_id}: {s.get('reason', '')}"}

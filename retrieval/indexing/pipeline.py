@@ -94,6 +94,8 @@ class IndexReport:
     #: Items this model had indexed before, embedded again because their file or metadata
     #: changed (the latest wins: e.g. a scene CSV naming images first indexed from a folder).
     changed: int = 0
+    #: Of ``written``, the points that were there before (``changed`` items embedded again).
+    rewritten: int = 0
     #: Points deleted because their source is gone (``Listing.gone``).
     removed: int = 0
     skipped: list[dict[str, str]] = field(default_factory=list)
@@ -211,6 +213,7 @@ def run_index(
                 report.skipped.extend(skipped)
                 embedded += len(kept)
                 new = [it.id for it in kept if it.id not in stored]
+                report.rewritten += len(kept) - len(new)
                 others = _other_models_payloads(store, collection, new)
                 points = [
                     Point(it.id, vec, _payload(it, stored.get(it.id, others.get(it.id)), fp))

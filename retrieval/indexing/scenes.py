@@ -107,7 +107,7 @@ def name_problem(kind: str, value: str | None) -> str | None:
     if value and "," in value:
         return (
             f"{value!r} has a comma, which no {kind} filter can select (several names are "
-            "given comma-separated): rename it"
+            "given comma-separated): rename it (a point indexed under it before stays until then)"
         )
     return None
 

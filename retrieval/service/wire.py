@@ -280,8 +280,8 @@ class TextSearch(BaseModel):
         min_length=1,
         max_length=MAX_TEXT_CHARS,
         pattern=r"\S",
-        description="free text: at least one letter, digit, symbol or punctuation mark (a text "
-        "of spaces, controls or invisible characters only is a 422)",
+        description="free text: at least one letter, digit, symbol or punctuation mark (only "
+        "spaces: a 422; only control or invisible characters: a 400)",
         examples=["a river next to a road"],
     )
     filters: SceneFilters = Field(default_factory=SceneFilters)

@@ -341,7 +341,8 @@ def _location_conditions(bbox: tuple[float, float, float, float]) -> list[models
     """``location`` in the closed box. Qdrant's geo box leaves out its edges: widened by one
     float step on each side it is the closed box (and its geo index answers it), except on a
     side at a limit (longitude +-180, latitude +-90), whose points are added by range
-    conditions on the coordinates. Longitude -180 and 180 are one meridian."""
+    conditions on the coordinates. Longitude -180 and 180 are one meridian; a pole is one
+    point, whatever longitude it is written with."""
     west, south, east, north = bbox
     geo = models.FieldCondition(
         key="location",
@@ -351,18 +352,13 @@ def _location_conditions(bbox: tuple[float, float, float, float]) -> list[models
         ),
     )
     lat = models.FieldCondition(key="location.lat", range=models.Range(gte=south, lte=north))
-    if west > east:  # across the antimeridian
-        spans = [(west, 180.0), (-180.0, east)]
-    else:
-        spans = [(west, east)]
-    on_limits = []
+    on_limits: list[models.Condition] = []
     if west <= east and (west == -180.0 or east == 180.0):  # the meridian +-180, either name
-        meridian = [_lon_range(m, m) for m in (-180.0, 180.0)]
+        meridian = [_lon_is(m) for m in (-180.0, 180.0)]
         on_limits.append(models.Filter(must=[lat], should=meridian))
-    for pole in {south, north} & {-90.0, 90.0}:
-        at_pole = models.FieldCondition(key="location.lat", range=models.Range(gte=pole, lte=pole))
+    for pole in {south, north} & {-90.0, 90.0}:  # a pole is on every meridian: any longitude
         on_limits.append(
-            models.Filter(must=[at_pole], should=[_lon_range(lo, hi) for lo, hi in spans])
+            models.FieldCondition(key="location.lat", range=models.Range(gte=pole, lte=pole))
         )
     return [geo, *on_limits]
 
@@ -373,8 +369,8 @@ def _step(value: float, limit: float) -> float:
     return max(stepped, limit) if limit < 0 else min(stepped, limit)
 
 
-def _lon_range(lo: float, hi: float) -> models.FieldCondition:
-    return models.FieldCondition(key="location.lon", range=models.Range(gte=lo, lte=hi))
+def _lon_is(lon: float) -> models.FieldCondition:
+    return models.FieldCondition(key="location.lon", range=models.Range(gte=lon, lte=lon))
 
 
 def holding_vector(name: str, base: models.Filter | None = None) -> models.Filter:

@@ -4,9 +4,10 @@
 --format parquet`` folder, or the part files an index run's workers wrote; hidden temporaries
 of a killed writer are ignored). Every file's header (``parquet_format``: collection, vector
 name, dimension) is checked before anything is written: a file that is not a point file, or
-a dimension that differs from an existing collection's, a collection the schema does not
-know, or a SkySearch model's vectors in another kind's collection (frame-model vectors in
-``scenes``) stops the load with nothing written.
+a dimension that differs from an existing collection's, or a SkySearch model's vectors in
+another kind's collection (frame-model vectors in ``scenes``) stops the load with nothing
+written. Files of collections the schema does not know (an export of a Qdrant server that
+other applications share) are left out with a warning naming them.
 Then the files stream in record batches (memory bounded by one batch) into their
 collections, each paused for a bulk load. Point ids are in the files, so loading again, or
 loading everything after a load that was killed half-way, ends with the same points.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -50,15 +52,22 @@ def point_files(path: Path) -> list[Path]:
     return files
 
 
-def _check_collections(headers: list[Header], files: list[Path]) -> None:
-    """A UsageError, before anything is written, for a collection the schema does not know or
-    a SkySearch model's vectors in a collection of another kind."""
-    for header, path in zip(headers, files, strict=True):
-        if header.collection not in COLLECTIONS:
-            raise UsageError(
-                f"{path}: collection {header.collection!r} is not one of SkySearch's "
-                f"({', '.join(COLLECTIONS)})"
-            )
+def _skysearch_files(headers: list[Header], files: list[Path]) -> tuple[list[Header], list[Path]]:
+    """The files of SkySearch's collections (the others left out, said in a warning); a
+    UsageError, before anything is written, when none is, or for a SkySearch model's vectors
+    in a collection of another kind."""
+    foreign = sorted({h.collection for h in headers if h.collection not in COLLECTIONS})
+    names, ours = ", ".join(map(repr, foreign)), ", ".join(COLLECTIONS)
+    kept = [(h, f) for h, f in zip(headers, files, strict=True) if h.collection in COLLECTIONS]
+    if not kept:
+        where = files[0] if len(files) == 1 else "the files"
+        raise UsageError(f"{where}: collection {names} is not one of SkySearch's ({ours})")
+    if foreign:
+        warnings.warn(
+            f"left out the files of collection(s) {names}: not SkySearch's ({ours})",
+            stacklevel=2,
+        )
+    for header, path in kept:
         model = _MODEL_ID.match(header.vector_name)
         wanted = VECTOR_KINDS[header.collection]
         if model and model.group(1) != wanted:
@@ -66,6 +75,7 @@ def _check_collections(headers: list[Header], files: list[Path]) -> None:
                 f"{path}: vector {header.vector_name!r} is a {model.group(1)} model's, but the "
                 f"{header.collection} collection holds {wanted} model vectors"
             )
+    return [h for h, _ in kept], [f for _, f in kept]
 
 
 def _check_dimensions(store: VectorStore, headers: list[Header], files: list[Path]) -> None:
@@ -126,7 +136,7 @@ def import_parquet(
 
     files = point_files(path)
     headers = [read_header(f) for f in files]
-    _check_collections(headers, files)
+    headers, files = _skysearch_files(headers, files)
     _check_dimensions(store, headers, files)
     counts: dict[str, int] = {}
     with ExitStack() as stack:
