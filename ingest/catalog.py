@@ -24,6 +24,7 @@ import functools
 import json
 import operator
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -201,9 +202,15 @@ def _legacy_replaced(path: Path) -> set[str]:
     return set(json.loads(meta.get(REPLACES_KEY, b"[]"))) - {path.name}
 
 
+#: The names SkySearch gives catalog parts (``part-<hex>``, and ``compact-<hex>`` of old
+#: versions): another file in a partition folder (a file manager's "part-... (copy)", a sync
+#: tool's conflict copy) is not read, or its rows would be there twice.
+_PART_NAME = re.compile(r"^(part|compact)-[0-9a-f]+\.parquet$")
+
+
 def _listed(folder: Path) -> list[Path]:
     """The folder's live Parquet files, as an outside reader sees them."""
-    return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith((".", "_")))
+    return sorted(p for p in folder.glob("*.parquet") if _PART_NAME.match(p.name))
 
 
 def live_parts(folder: Path) -> list[Path]:

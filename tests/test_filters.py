@@ -130,3 +130,42 @@ def test_bbox_help_says_the_latitudes_may_come_in_either_order():
     guide = (Path(__file__).parents[1] / "docs" / "guides" / "search.md").read_text()
     assert "the two latitudes may come in either order" in " ".join(guide.split())
     assert build_filters(bbox="0,10,20,5").bbox == (0, 5, 20, 10)
+
+
+@pytest.mark.parametrize("where", ["embedded", ":memory:"])
+def test_a_scene_box_is_the_closed_box_of_locations_without_footprint_conditions(where, tmp_path):
+    """Scenes have no footprint: their box is the location's alone (the footprint conditions
+    read every scene's payload, 48 ms against 0.4 ms at 50k scenes), still closed: edges,
+    the antimeridian and the poles are inside."""
+    import uuid
+
+    import numpy as np
+    from skysearch.retrieval.store import open_store
+    from skysearch.retrieval.store.base import Point
+
+    places = [(10, 45), (11, 51), (10.5, 48), (12, 48), (180, 0), (-180, 0), (179.5, 0),
+              (0, 90), (50, 90), (0, -90), (10, 89.9)]  # fmt: skip
+    store = open_store(None, str(tmp_path / "store") if where == "embedded" else where)
+    store.ensure_collection("scenes", 4, "m")
+    ids = [str(uuid.uuid4()) for _ in places]
+    store.upsert(
+        "scenes",
+        [
+            Point(i, {"m": np.ones(4, np.float32)}, {"location": {"lon": lon, "lat": lat}})
+            for i, (lon, lat) in zip(ids, places, strict=True)
+        ],
+        vector_name="m",
+    )
+    bbox = SearchFilters(bbox=(-180, -90, 180, 90)).to_qdrant("scenes")
+    assert len(str(bbox).split("key='west'")) == 1  # no footprint condition
+    for box, inside in [
+        ((10, 45, 11, 51), {0, 1, 2}),
+        ((-180, -90, 180, 90), set(range(len(places)))),
+        ((179, -1, -179, 1), {4, 5, 6}),
+        ((-10, 80, 10, 90), {7, 8, 10}),
+    ]:
+        hits = store.search(
+            "scenes", np.ones(4, np.float32), k=20, filters=SearchFilters(bbox=box), vector_name="m"
+        )
+        assert {h.id for h in hits} == {ids[i] for i in inside}, box
+    store.close()

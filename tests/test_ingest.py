@@ -335,6 +335,20 @@ def test_a_file_changed_in_place_is_read_again_and_other_pixels_are_reported(tmp
     assert (report.frames_added, report.unchanged, report.skipped) == (0, 4, [])
 
 
+def test_a_copy_of_a_catalog_part_is_not_read_twice(tmp_path):
+    """A file manager's or a sync tool's copy of a part beside it doubled every row (and the
+    clips built from them); only the names SkySearch writes are parts."""
+    import shutil
+
+    ws = _ws(tmp_path / "ws")
+    ingest([SAMPLE_IR], ws, progress=False)
+    before = read_frames(ws)
+    (part,) = (ws.frames_catalog / "satellite=goes-east" / "year=2017").glob("part-*.parquet")
+    for name in (f"{part.stem} (copy).parquet", "part-copy.parquet", "Copy of part.parquet"):
+        shutil.copy(part, part.with_name(name))
+    assert read_frames(ws).equals(before)
+
+
 def test_read_frames_filters_and_framestore_order(tmp_path):
     ws = _ws(tmp_path / "ws")
     ingest([SAMPLE_IR], ws, progress=False)

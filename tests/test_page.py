@@ -272,6 +272,19 @@ def test_event_and_track_filters_reach_the_api(session):
     page.fill("#bbox", "")
 
 
+def test_the_frames_field_reaches_the_api(session):
+    """The Frames (length) input was never sent: ``form.elements.length`` is the number of the
+    form's controls, not the input named "length"; the model's clips came back instead."""
+    page = session.page
+    page.check("input[name=kind][value=clip-time]")
+    page.fill("#at", QUERY_AT[:16])
+    page.fill("#length", "3")  # the service's clip model embeds 6-frame clips
+    page.click("#go")
+    page.wait_for_selector("body[data-state=error]", timeout=WAIT_MS)
+    assert "length 3" in page.inner_text("#message")
+    page.fill("#length", "")
+
+
 def test_a_refused_request_shows_the_servers_detail(session):
     unknown = "00000000-0000-4000-8000-000000000000"
     session.page.check("input[name=kind][value=clip-id]")

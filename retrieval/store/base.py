@@ -98,9 +98,9 @@ def point_id(value: str | uuid.UUID) -> str:
         ) from None
 
 
-def as_filter(filters: FilterLike) -> models.Filter | None:
+def as_filter(filters: FilterLike, collection: str | None = None) -> models.Filter | None:
     if isinstance(filters, SearchFilters):
-        return filters.to_qdrant()
+        return filters.to_qdrant(collection)
     return filters
 
 
@@ -408,7 +408,7 @@ class VectorStore(ABC):
         if k < 1:
             raise UsageError(f"k must be positive, got {k}")
         group = bool(sf and sf.one_per_day)
-        flt = as_filter(filters)
+        flt = as_filter(filters, name)
         # The engine over-estimates how many points a small geo box holds (geohash tiles), so
         # it walks the graph where the subset is too sparse to reach: recall@10 0.83 for a box
         # holding 24 of 3000 points (tests/test_store.py). Box filters are scored exactly.
@@ -422,7 +422,7 @@ class VectorStore(ABC):
     def count(self, name: str, filters: FilterLike = None) -> int:
         """Exact number of points matching the filters."""
         self.vector_config(name)
-        return self._count(name, as_filter(filters))
+        return self._count(name, as_filter(filters, name))
 
     def scroll(
         self,
@@ -433,7 +433,7 @@ class VectorStore(ABC):
     ) -> Iterator[Record]:
         """Every point matching the filters, in id order, one page at a time."""
         self.vector_config(name)
-        flt = as_filter(filters)
+        flt = as_filter(filters, name)
         offset: Any = None
         while True:
             records, offset = self._scroll(name, flt, batch_size, offset, with_vectors)
@@ -444,7 +444,7 @@ class VectorStore(ABC):
     def delete(self, name: str, filters: FilterLike) -> int:
         """Delete the points matching a (non-empty) filter, e.g. to re-index a year; returns
         how many were deleted."""
-        flt = as_filter(filters)
+        flt = as_filter(filters, name)
         if flt is None:
             raise UsageError("delete needs a filter (refusing to delete a whole collection)")
         n = self.count(name, flt)

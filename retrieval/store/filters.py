@@ -15,6 +15,7 @@ from numbers import Integral
 from typing import Any
 
 from qdrant_client import models
+from skysearch.retrieval.store.schema import SCENES
 
 from skysearch.errors import UsageError
 from skysearch.filter_ranges import DAYS_OF_YEAR, HOURS, JMA_CLASSES, MONTHS, PRESSURE_HPA
@@ -222,8 +223,10 @@ class SearchFilters:
             if getattr(self, name) not in (None, ())
         }
 
-    def to_qdrant(self) -> models.Filter | None:
-        """The one translation of these filters into Qdrant's vocabulary (None: no filter)."""
+    def to_qdrant(self, collection: str | None = None) -> models.Filter | None:
+        """The one translation of these filters into Qdrant's vocabulary (None: no filter);
+        for the ``scenes`` collection, whose points have no footprint, ``bbox`` is the
+        location's box alone (the footprint conditions read every point's payload)."""
         must: list[models.Condition] = []
         must_not: list[models.Condition] = []
         if self.start or self.end:
@@ -277,7 +280,7 @@ class SearchFilters:
                 models.FieldCondition(key="pressure_hpa", range=models.Range(lte=self.max_pressure))
             )
         if self.bbox is not None:
-            must.append(_bbox_condition(self.bbox))
+            must.append(_bbox_condition(self.bbox, footprints=collection != SCENES))
         if self.exclude_around is not None:
             must_not.append(
                 models.FieldCondition(
@@ -314,7 +317,9 @@ _PAYLOAD_FIELD = {
 }
 
 
-def _bbox_condition(bbox: tuple[float, float, float, float]) -> models.Filter:
+def _bbox_condition(
+    bbox: tuple[float, float, float, float], footprints: bool = True
+) -> models.Filter:
     """``location`` in the box, or a footprint intersecting it: four range conditions per
     copy of the box in the footprints' unwrapped longitudes (``skysearch.ingest.footprints``:
     west in -180..180, east >= west, past 180 across the antimeridian), i.e. the box, the box
@@ -323,7 +328,7 @@ def _bbox_condition(bbox: tuple[float, float, float, float]) -> models.Filter:
     if east < west:
         east += 360.0
     shifts = (0.0, 360.0, -360.0) if east >= 180.0 else (0.0, 360.0)
-    footprints = [
+    boxes = [
         models.Filter(
             must=[
                 models.FieldCondition(key="west", range=models.Range(lte=east + shift)),
@@ -334,7 +339,7 @@ def _bbox_condition(bbox: tuple[float, float, float, float]) -> models.Filter:
         )
         for shift in shifts
     ]
-    return models.Filter(should=[*_location_conditions(bbox), *footprints])
+    return models.Filter(should=[*_location_conditions(bbox), *(boxes if footprints else [])])
 
 
 def _location_conditions(bbox: tuple[float, float, float, float]) -> list[models.Condition]:

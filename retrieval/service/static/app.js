@@ -191,7 +191,8 @@ function request() {
     case "clip-time":
       return ["/search/clip", { json: {
         at: utc(need(f.at.value, "a time")), satellite: sat, channels: chan ? [chan] : [],
-        length: f.length.value ? Number(f.length.value) : undefined,
+        // f.length is the number of the form's controls: the "length" input by its name
+        length: f.namedItem("length").value ? Number(f.namedItem("length").value) : undefined,
         gap_minutes: f.gap_minutes.value ? Number(f.gap_minutes.value) : undefined,
         ...rank(f, true), filters: flt } }];
     case "clip-id":
