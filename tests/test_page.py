@@ -286,6 +286,8 @@ def test_the_frames_field_reaches_the_api(session):
 
 
 def test_a_refused_request_shows_the_servers_detail(session):
+    session.search("clip-time", at=QUERY_AT[:16], k="5")  # an answer on show before
+    assert session.shown()
     unknown = "00000000-0000-4000-8000-000000000000"
     session.page.check("input[name=kind][value=clip-id]")
     session.page.fill("#clip_id", unknown)
@@ -295,6 +297,7 @@ def test_a_refused_request_shows_the_servers_detail(session):
     detail = session.api.post("/search/clip", json={"clip_id": unknown}).json()["detail"]
     message = session.page.inner_text("#message")
     assert detail in message and "404" in message
+    assert session.shown() == [] and not session.page.is_visible("#query")  # no stale answer
 
 
 def test_the_page_works_on_loopback_without_a_key(browser, tmp_path_factory):

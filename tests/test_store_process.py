@@ -202,19 +202,31 @@ def test_a_server_that_is_not_qdrant_is_said_at_once(tmp_path: Path):
     import threading
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    served = tmp_path / "served"
+    served.mkdir()
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(served))
     other = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=other.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{other.server_address[1]}"
+    said = []
     try:
-        with pytest.raises(StoreError) as err:
-            open_store(Settings(workspace=Workspace(tmp_path), qdrant_url=url))
+        # no such path (404); an HTML page; JSON that is not Qdrant's (both were "cannot reach
+        # Qdrant ... after 3 attempts" though the server answered)
+        for body in (None, "<html>hello</html>", '{"hello": "world"}'):
+            if body is not None:
+                (served / "collections").write_text(body)
+            with pytest.raises(StoreError) as err:
+                open_store(Settings(workspace=Workspace(tmp_path), qdrant_url=url))
+            said.append(str(err.value))
     finally:
         other.shutdown()
-    assert str(err.value) == (
+    assert said[0] == (
         f"{url} answered HTTP 404 for its collections list: no Qdrant API at that URL (wrong "
         "port or path?); check QDRANT_URL"
     )
+    for message in said[1:]:
+        assert message.startswith(f"{url} answered, but not as Qdrant (its collections list: ")
+        assert message.endswith("no Qdrant API at that URL (wrong port or path?); check QDRANT_URL")
 
 
 def test_unreachable_server_over_grpc_says_why_in_one_line(tmp_path: Path, monkeypatch):

@@ -180,6 +180,13 @@ class ServerStore(VectorStore):
                         f"{shown} answered HTTP 404 for its collections list: no Qdrant API at "
                         "that URL (wrong port or path?); check QDRANT_URL"
                     ) from None
+                if isinstance(exc, ValueError | AssertionError):  # a body that is not Qdrant's
+                    client.close()
+                    raise StoreError(
+                        f"{shown} answered, but not as Qdrant (its collections list: "
+                        f"{_reason(exc)}): no Qdrant API at that URL (wrong port or path?); "
+                        "check QDRANT_URL"
+                    ) from None
                 if attempt + 1 < CONNECT_ATTEMPTS:
                     time.sleep(CONNECT_BACKOFF_S * 2**attempt)
         else:

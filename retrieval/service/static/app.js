@@ -295,6 +295,9 @@ async function run(path, init) {
   } catch (err) {
     showMessage(explain(err));
     $("#summary").textContent = "The search failed (see the message above).";
+    // the last answer is not this query's: nothing of it stays on show
+    $("#hits").replaceChildren();
+    $("#query").hidden = $("#timeline").hidden = true;
     document.body.dataset.state = "error";
   } finally {
     $("#go").disabled = false;
