@@ -51,20 +51,18 @@ def _clip_of_spec(
         ) from None
     near = [r for r in table.to_pylist() if abs(r["start"] - when) <= timedelta(minutes=gap / 2)]
     if event is not None:
-        near = [r for r in near if r["event"] == event] or _no_clip_of(event, near, when)
+        mine = [r for r in near if r["event"] == event]
+        if not mine:
+            others = sorted({str(r["event"]) for r in near})
+            there = f" (clips of {', '.join(others)} start then)" if others else ""
+            raise NotFoundError(f"no clip of event {event} starts near {to_rfc3339(when)}{there}")
+        near = mine
     if near:
         return pick(near, when, "start", "clip_id", "clip", {})
     raise NotFoundError(
         f"no {spec_label(channels, length, gap)} clip of {satellite} starts near "
         f"{to_rfc3339(when)}: build clips (skysearch clips --length {length} --gap {gap})"
     )
-
-
-def _no_clip_of(event: str, near: list[dict[str, Any]], when: Any) -> list[dict[str, Any]]:
-    """NotFoundError: no clip of ``event`` starts near ``when`` (naming the events that do)."""
-    others = sorted({str(r["event"]) for r in near})
-    there = f" (clips of {', '.join(others)} start then)" if others else ""
-    raise NotFoundError(f"no clip of event {event} starts near {to_rfc3339(when)}{there}")
 
 
 def _refuse_other_spec(
