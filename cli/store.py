@@ -61,7 +61,12 @@ def info_cmd(
         names = collection or store.collections()
         infos = [store.info(name) for name in names]
         where = store.where
+        foreign = store.foreign_folders()
     info(f"{where}: {len(infos)} collection(s)")
+    for path in foreign:
+        warnings.warn(
+            f"{path} is not a collection (none of the engine's files): left out", stacklevel=1
+        )
     rows = [
         {
             "collection": i.name,

@@ -300,6 +300,37 @@ def test_a_refused_request_shows_the_servers_detail(session):
     assert session.shown() == [] and not session.page.is_visible("#query")  # no stale answer
 
 
+def test_a_shared_link_runs_its_search_once_the_key_is_given(session, browser):
+    """A link opened in a new tab (no key there yet) asked for the key, then did nothing."""
+    session.search("clip-time", at=QUERY_AT[:16], k="5")
+    expected = session.shown()
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    tab = context.new_page()
+    tab.goto(session.page.url)  # the form is in the link
+    tab.wait_for_function("() => window.skysearch.refused", timeout=WAIT_MS)
+    tab.fill("#key-input", API_KEY)
+    tab.click("#key-dialog button[value=save]")
+    tab.wait_for_selector("body[data-state=done]", timeout=WAIT_MS)
+    shown = [h.get_attribute("data-id") for h in tab.query_selector_all("#hits .hit")]
+    context.close()
+    assert expected and shown == expected
+
+
+def test_a_service_out_of_reach_is_said_so(session):
+    """It said "Error: Failed to fetch"."""
+    page = session.page
+    page.route("**/search/**", lambda route: route.abort())
+    try:
+        page.check("input[name=kind][value=clip-time]")
+        page.fill("#at", QUERY_AT[:16])
+        page.click("#go")
+        page.wait_for_selector("body[data-state=error]", timeout=WAIT_MS)
+        message = page.inner_text("#message")
+    finally:
+        page.unroute("**/search/**")
+    assert f"cannot reach the SkySearch service at {session.url}; is it running?" in message
+
+
 def test_the_page_works_on_loopback_without_a_key(browser, tmp_path_factory):
     """A service started without a key: the page never asks; its status loads."""
     keyless = server(shared_workspace(tmp_path_factory).root, api_key=None)

@@ -236,6 +236,33 @@ def test_a_file_in_place_of_the_store_folder_is_said(base, tmp_path, cli):
     assert action["path"] == str(ws / "store") and "is not a folder" in action["problem"]
 
 
+def test_a_users_folder_in_the_store_is_left_out_and_named(base, tmp_path, cli):
+    """It was taken for a damaged collection: store info/optimize stopped, doctor failed,
+    repair set it aside and exited 1 on every run."""
+    ws = tmp_path / "ws"
+    shutil.copytree(base, ws)
+    (ws / "store" / "old").mkdir(parents=True)
+    (ws / "store" / "old" / "notes.txt").write_text("my notes")
+    info = cli("store", "info", "-w", ws, "--json")
+    assert info.exit_code == 0, info.stderr
+    assert f"warning: {ws / 'store' / 'old'} is not a collection" in info.stderr
+    assert "old" not in [c["collection"] for c in json.loads(info.stdout)["collections"]]
+    doctor = json.loads(cli("doctor", "-w", ws, "--json").stdout)["checks"]
+    (store,) = [c for c in doctor if c["name"] == "store"]
+    (folders,) = [c for c in doctor if c["name"] == "store folders"]
+    assert store["status"] == "ok" and folders["status"] == "todo"
+    assert str(ws / "store" / "old") in folders["detail"]
+    repaired = cli("repair", "-w", ws, "--json")
+    assert repaired.exit_code == 0 and json.loads(repaired.stdout)["actions"] == []
+    assert (ws / "store" / "old" / "notes.txt").read_text() == "my notes"  # never moved
+    shutil.rmtree(ws / "store" / "frames", ignore_errors=True)  # a user's folder by that name:
+    (ws / "store" / "frames").mkdir()  # the engine cannot make the collection there
+    (ws / "store" / "frames" / "a.txt").write_text("x")
+    _frame_model(ws)
+    error = one_error_line(cli("index", "frames", "-w", ws))
+    assert f"{ws / 'store' / 'frames'} holds files that are not a store collection (a.txt)" in error
+
+
 def _frame_model(ws: Path) -> str:
     """A seeded, untrained GOES IR frame model, registered; its id."""
     import torch

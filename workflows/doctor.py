@@ -209,6 +209,10 @@ def _store_checks(settings: Settings, deep: bool, store: Any) -> list[Check]:
     sizes = {name: store.count(name) for name in names}
     detail = ", ".join(f"{n}: {c} points" for n, c in sizes.items()) or "no collections yet"
     out = [Check("store", OK, f"{store.where}: {detail}")]
+    foreign = [str(path) for path in store.foreign_folders()]
+    if foreign:  # left out of the store, said so: the user may have meant something by it
+        detail = f"not collections (none of the engine's files), left out: {some_of(foreign)}"
+        out.append(Check("store folders", TODO, detail, "move them out of the store folder"))
     for collection, kind, fix in (
         (CLIPS, "clip", "skysearch index clips"),
         (FRAMES, "frame", "skysearch index frames"),

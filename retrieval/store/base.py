@@ -17,6 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -235,6 +236,10 @@ class VectorStore(ABC):
 
     @abstractmethod
     def collections(self) -> list[str]: ...
+
+    def foreign_folders(self) -> list[Path]:
+        """Folders beside the collections that are not collections (embedded store only)."""
+        return []
 
     def refresh_search_copies(self, name: str) -> None:
         """Rebuild what ``optimize()`` derives for fast search besides the index, when a write

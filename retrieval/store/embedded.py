@@ -165,12 +165,17 @@ class EmbeddedStore(VectorStore):
         path = self._path(name)
         return path.is_dir() and any(path.iterdir())
 
+    def foreign_folders(self) -> list[Path]:
+        return shard_files.foreign_folders(self.root)
+
     def _vectors(self, name: str) -> dict[str, int] | None:
         cached = self._vector_sizes.get(name)
         if cached is not None and name in self._shards:  # the open shard is ours alone
             return cached
         path = self._config_file(name)
         if not path.is_file():
+            if self._has_data(name) and not shard_files.holds_engine_files(self._path(name)):
+                raise StoreError(shard_files.not_a_collection(self._path(name)))
             if self._has_data(name):  # creating it again fails: "path already contains ..."
                 raise StoreError(
                     f"store collection {self._path(name)} is damaged: it has no "
@@ -464,12 +469,12 @@ class EmbeddedStore(VectorStore):
     def collections(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        # every collection folder holding data, also one without its config (damaged: it
-        # fails to open, so doctor and repair see it)
+        # every folder holding the engine's files, also one without its config (damaged: it
+        # fails to open, so doctor and repair see it); a user's own folder is not one
         return sorted(
             p.name
             for p in self.root.iterdir()
-            if not p.name.startswith(".") and self._has_data(p.name)
+            if not p.name.startswith(".") and shard_files.holds_engine_files(p)
         )
 
     def drop_collection(self, name: str) -> None:

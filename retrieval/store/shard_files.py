@@ -1,10 +1,43 @@
-"""Files of an embedded shard directory that the engine does not account for itself."""
+"""Files of the embedded store's folders that the engine does not account for itself."""
 
 from __future__ import annotations
 
 import os
 import shutil
 from pathlib import Path
+
+from skysearch.errors import some_of
+
+ENGINE_ENTRIES = ("edge_config.json", "segments", "wal")  # what a shard folder holds
+
+
+def holds_engine_files(path: Path) -> bool:
+    """The folder holds something the engine writes: a collection, perhaps damaged."""
+    return any((path / entry).exists() for entry in ENGINE_ENTRIES)
+
+
+def foreign_folders(root: Path) -> list[Path]:
+    """Non-empty folders in the store that hold none of the engine's files (a user's notes,
+    a backup unpacked there): not collections, so left out of the store's collections."""
+    if not root.is_dir():
+        return []
+    return sorted(
+        p
+        for p in root.iterdir()
+        if p.is_dir()
+        and not p.name.startswith(".")
+        and any(p.iterdir())
+        and not holds_engine_files(p)
+    )
+
+
+def not_a_collection(path: Path) -> str:
+    """Why a folder of a user's files cannot be (nor become) a collection."""
+    entries = some_of(sorted(e.name for e in path.iterdir()), shown=3)
+    return (
+        f"{path} holds files that are not a store collection ({entries}): "
+        f"move them out of {path.parent}"
+    )
 
 
 def disk_bytes(path: Path) -> int:

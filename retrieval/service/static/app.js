@@ -9,7 +9,7 @@ const ANIMATION_SIZE = 256;
 const $ = (sel) => document.querySelector(sel);
 
 /** What tests and bench/page.py read: the last answer, and when its images were all shown. */
-const page = (window.skysearch = { result: null, imagesLoaded: null, searches: 0 });
+const page = (window.skysearch = { result: null, imagesLoaded: null, searches: 0, refused: null });
 let archive = null;
 let lastQueryUrls = [];
 
@@ -33,7 +33,13 @@ async function api(path, { json, form, blob = false } = {}) {
   } else if (form) {
     init.body = form;
   }
-  const res = await fetch(path, init);
+  let res;
+  try {
+    res = await fetch(path, init);
+  } catch (err) {  // no answer at all: the service is down, or the network is
+    const where = `the SkySearch service at ${location.origin}`;
+    throw new Error(`cannot reach ${where}; is it running? (${err.message})`);
+  }
   if (!res.ok) {
     let detail = res.statusText;
     try {
@@ -82,6 +88,9 @@ function onKeyDialogClose() {
   $("#key-input").value = "";
   showMessage("");
   loadStatus();
+  const refused = page.refused;  // the search the missing key stopped (a shared link's)
+  page.refused = null;
+  if (refused) run(...refused);
 }
 
 // ---- time and lists -----------------------------------------------------------------------
@@ -294,6 +303,7 @@ async function run(path, init) {
     document.body.dataset.state = "done";
   } catch (err) {
     showMessage(explain(err));
+    page.refused = err instanceof ApiError && err.status === 401 ? [path, init] : null;
     $("#summary").textContent = "The search failed (see the message above).";
     // the last answer is not this query's: nothing of it stays on show
     $("#hits").replaceChildren();
