@@ -66,10 +66,14 @@ def _train_config(
 def _report(record, json_out: bool) -> None:
     history = record.config.get("history", [])
     if history:
+        from skysearch.encoders.training.loop import measure
+
         last = history[-1]
+        rates = [measure(k, v) for k, v in last.items() if k.endswith("_per_s")]
+        epochs = f"{len(history)} epoch{'s' if len(history) != 1 else ''}"
         info(
-            f"{record.kind} model {record.model_id}: {len(history)} epochs, final loss "
-            f"{last['loss']:.4f}, {last['items_per_s']:.1f} items/s"
+            f"{record.kind} model {record.model_id}: {epochs}, final loss "
+            f"{last['loss']:.4f}{''.join(', ' + rate for rate in rates)}"
         )
     if json_out:
         emit_json(record.to_dict())
@@ -474,4 +478,5 @@ def _ranking_lines(result: dict[str, Any]) -> list[str]:
         f"{proto['satellite']} (from {proto['holdout_start']}), "
         f"~{proto['mean_candidates']:.0f} candidates each, {proto['pearson_pairs']} pairs"
     )
-    return [head, table(rows, ["method", "ndcg@10", "recall@10", "pearson"])]
+    note = "pearson: of vector distance with grid similarity over the pairs (-1 is best)"
+    return [head, table(rows, ["method", "ndcg@10", "recall@10", "pearson"]), note]

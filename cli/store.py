@@ -14,7 +14,7 @@ from skysearch.cli.options import JsonOption, WorkspaceOption
 from skysearch.cli.output import emit_json, info, table
 
 from skysearch.config import Workspace, load_settings
-from skysearch.errors import SkySearchError, UsageError, some_of
+from skysearch.errors import SkySearchError, some_of
 
 if TYPE_CHECKING:  # the store (qdrant-client: ~1 s to import) loads when a command needs it
     from skysearch.retrieval.store import VectorStore
@@ -40,9 +40,8 @@ def _open(workspace: Path | None, qdrant_url: str | None, new: bool = False) -> 
     from skysearch.retrieval.store import open_store
 
     settings = load_settings(workspace=workspace, qdrant_url=qdrant_url)
-    root = settings.workspace.root
-    if not new and not settings.qdrant_url and not root.is_dir():
-        raise UsageError(f"workspace {root} does not exist")
+    if not new and not settings.qdrant_url:
+        settings.workspace.existing()
     return open_store(settings)
 
 

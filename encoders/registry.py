@@ -313,6 +313,7 @@ def latest(workspace: Workspace, kind: str, hint: str | None = None) -> ModelRec
     """The most recently created model of ``kind``; ``hint`` says how to make one."""
     records = list_models(workspace, kind)
     if not records:
+        workspace.existing()  # a mistyped -w: not "train one first"
         how = hint or f"train one first (skysearch train {TRAIN_COMMAND.get(kind, kind)})"
         raise NotFoundError(f"no {kind} model in workspace {workspace.root}: {how}")
     return records[-1]

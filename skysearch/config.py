@@ -71,6 +71,15 @@ class Workspace:
     def reports_dir(self) -> Path:
         return self.root / "reports"
 
+    def existing(self) -> Workspace:
+        """This workspace, or one clear line if its folder is missing (a mistyped -w would
+        otherwise be told to ingest, train or index first)."""
+        if not self.root.is_dir():
+            raise UsageError(
+                f"workspace {self.root} does not exist (check {{workspace}})", params=["workspace"]
+            )
+        return self
+
     def ensure(self) -> Workspace:
         """Create the root, or fail with one clear line if it cannot be written."""
         try:

@@ -275,6 +275,7 @@ CASES: dict[str, list[Case]] = {
     ],
     "eval clips": [
         c("eval", "clips", *W, expect="no clip model"),
+        c("eval", "clips", "-w", "{missing}", expect="does not exist (check --workspace)"),
         c("eval", "clips", "--exclude-hours", "-1", *W, expect=USAGE),
         c("eval", "clips", "--satellite", "nope", *W, expect="no clip model"),
         c("eval", "clips", "-w", "{ws_config_binary}", expect="is corrupt"),
@@ -382,7 +383,7 @@ CASES: dict[str, list[Case]] = {
         c("search", "clip", "--at", AT, "--satellite", "a,b", *W, expect="one name, got a, b"),
         c("search", "clip", "--at", AT, "--between", "", *W, expect="START..END"),
         c("search", "clip", "--at", AT, "--exclude-window", "", *W, expect="read duration"),
-        c("search", "clip", "--at", AT, "-w", "{missing}", expect="no clip model trained yet"),
+        c("search", "clip", "--at", AT, "-w", "{missing}", expect="does not exist (check --w"),
         c("search", "clip", "--frames", "{missing}", *W, expect="no such file or folder"),
         c("search", "clip", "--at", AT, "-w", "{ws_registry_binary}", expect="is unreadable"),
         c("search", "clip", "--at", AT, "-w", "{ws_registry_entry}", expect="not a model record"),

@@ -525,3 +525,19 @@ def test_search_frame_filters_match_brute_force(demo, cli):
     assert [h["id"] for h in season["results"]] == [i for i, _, _ in want][:30]
     r = cli("search", "frame", "--at", late, "--tolerance", "5", "-w", ws)
     _assert_error(r, "no goes-east ir frame within 5 min of 2017-09-07T00:55:00Z")
+
+
+def test_training_rates_name_what_a_step_counts(demo):
+    """The frame encoder's "items/s" were cell pairs (4096 a step): ~10,000x its frame rate."""
+    from skysearch.encoders.registry import list_models
+    from skysearch.encoders.training.loop import measure
+
+    from skysearch.config import Workspace
+
+    ws, _ = demo
+    (frame,) = list_models(Workspace(ws), "frame")
+    (clip,) = list_models(Workspace(ws), "clip")
+    assert "cell_pairs_per_s" in frame.config["history"][-1]
+    assert "items_per_s" in clip.config["history"][-1]
+    assert measure("cell_pairs_per_s", 285615.3) == "2.856e+05 cell pairs/s"
+    assert measure("loss", 0.43804) == "loss 0.438"

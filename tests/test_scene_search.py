@@ -123,6 +123,7 @@ def test_the_model_holding_the_most_scenes_is_chosen_and_scenes_left_out_are_sai
 def test_model_and_model_id_name_the_same_option(tmp_path, cli):
     """Error messages say `--model` (as every other search does): the text-image searches
     take it beside their `--model-id`."""
+    (tmp_path / "ws").mkdir()  # a workspace without that model
     runs = [
         cli("search", "text", "a river", flag, "text-image-z", "-w", tmp_path / "ws")
         for flag in ("--model", "--model-id")

@@ -231,7 +231,7 @@ def test_http_messages_name_fields_not_cli_flags(tmp_path):
         service.wait_ready(60)
         assert (
             client.get("/ready").json()["detail"]
-            == f"workspace {tmp_path / 'missing'} does not exist"
+            == f"workspace {tmp_path / 'missing'} does not exist (check workspace)"
         )
 
 

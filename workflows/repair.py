@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from skysearch.config import Settings, Workspace
-from skysearch.errors import DamagedError, SkySearchError, StoreError, StoreInUse, UsageError
+from skysearch.errors import DamagedError, SkySearchError, StoreError, StoreInUse
 
 if TYPE_CHECKING:
     from skysearch.ingest.framestore import StoreWriter
@@ -110,9 +110,7 @@ def repair_workspace(
     from skysearch.workflows.repair_store import stale_points, vector_store
 
     started = time.perf_counter()
-    workspace = settings.workspace
-    if not workspace.root.is_dir():
-        raise UsageError(f"workspace {workspace.root} does not exist")
+    workspace = settings.workspace.existing()
     problems = check_workspace(workspace, deep=True)
     report = RepairReport(on_server=bool(settings.qdrant_url))
     with StoreWriter(workspace) as writer:  # the ingest lock: no ingest writes meanwhile

@@ -112,7 +112,9 @@ def train_frames(
     if cell_metric:
         model.to(device)
         batches = cell_pair_batches(model, frames, device, groups=clip_set.step_satellite[steps])
-        history = fit_batches(model, batches, train, run_dir, run_fp, "train frames", trainable)
+        history = fit_batches(
+            model, batches, train, run_dir, run_fp, "train frames", trainable, unit="cell_pairs"
+        )
     else:
         history = train_on_arrays(
             model,

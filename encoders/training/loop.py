@@ -265,7 +265,7 @@ def fit(
         _check_finite(state, label)
         history.append(record)
         if progress:
-            shown = [f"{k} {v:.4g}" for k, v in record.items() if k != "epoch" and _number(v)]
+            shown = [measure(k, v) for k, v in record.items() if k != "epoch" and _number(v)]
             tqdm.write(f"{label}: {', '.join(shown)}", file=sys.stderr)
         if run_dir is not None:
             state.save(run_dir, history, run_fingerprint)
@@ -286,6 +286,14 @@ def _check_finite(state: RunState, label: str) -> None:
                     "loss weights)",
                     params=["lr"],
                 )
+
+
+def measure(key: str, value: float) -> str:
+    """One value of an epoch's record for a line: ``loss 0.438``; a rate ``<unit>_per_s``
+    as ``1943 cell pairs/s``."""
+    if key.endswith("_per_s"):
+        return f"{value:.4g} {key[: -len('_per_s')].replace('_', ' ')}/s"
+    return f"{key} {value:.4g}"
 
 
 def _number(value: Any) -> bool:

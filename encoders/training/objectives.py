@@ -130,9 +130,11 @@ def fit_batches(
     run_fingerprint: str,
     desc: str = "train",
     trainable: list[nn.Parameter] | None = None,
+    unit: str = "items",
 ) -> list[dict[str, float]]:
     """Train on ``batches(rng)`` (``(loss, items)`` per step) with AdamW; resumable in
-    ``run_dir``. Returns the per-epoch history ``[{"epoch", "loss", "items_per_s"}]``."""
+    ``run_dir``. Returns the per-epoch history ``[{"epoch", "loss", "<unit>_per_s"}]``:
+    ``unit`` names what a step's items are (the frame trainer's are cell pairs)."""
     params = trainable if trainable is not None else list(model.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
 
@@ -144,7 +146,7 @@ def fit_batches(
             loss.backward()
             optimizer.step()
             meter.step(float(loss.detach()), n)
-        return {"loss": float(np.mean(meter.step_losses() or [0.0])), "items_per_s": meter.rate}
+        return {"loss": float(np.mean(meter.step_losses() or [0.0])), f"{unit}_per_s": meter.rate}
 
     state = RunState({"model": model}, {"optim": optimizer})
     history = fit(config, run_epoch, state, run_dir, run_fingerprint, desc).history

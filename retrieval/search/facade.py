@@ -101,7 +101,7 @@ class Searcher:
         trace_text: bool = False,
     ) -> None:
         self.settings = settings
-        self.workspace = settings.workspace
+        self.workspace = settings.workspace.existing()  # a mistyped -w: said, not "ingest first"
         self.device = device or settings.device
         self.models = ModelCache(self.workspace, self.device, trace_text)
         self.queries = QueryResolver(self.workspace)

@@ -123,9 +123,7 @@ class SearchService:
         return self.readiness()
 
     def _load_all(self) -> dict[str, str]:
-        workspace = self.settings.workspace
-        if not workspace.root.is_dir():
-            raise UsageError(f"{{workspace}} {workspace.root} does not exist", params=["workspace"])
+        workspace = self.settings.workspace.existing()
         if self.torch_threads:
             import torch
 
