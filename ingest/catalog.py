@@ -210,7 +210,18 @@ _PART_NAME = re.compile(r"^(part|compact)-[0-9a-f]+\.parquet$")
 
 def _listed(folder: Path) -> list[Path]:
     """The folder's live Parquet files, as an outside reader sees them."""
-    return sorted(p for p in folder.glob("*.parquet") if _PART_NAME.match(p.name))
+    return sorted(p for p in folder.glob("*.parquet") if is_part(p))
+
+
+def is_part(path: Path) -> bool:
+    return _PART_NAME.match(path.name) is not None
+
+
+def stray_files(root: Path, is_ours: Callable[[Path], bool] = is_part) -> list[Path]:
+    """Parquet files in the partition folders of the catalog at ``root`` that are not its
+    files (copies a file manager or a sync tool made): never read, named by doctor."""
+    found = root.glob("satellite=*/year=*/*.parquet")
+    return sorted(p for p in found if not p.name.startswith((".", "_")) and not is_ours(p))
 
 
 def live_parts(folder: Path) -> list[Path]:

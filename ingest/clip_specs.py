@@ -27,6 +27,28 @@ def spec_name(channels: Sequence[str], length: int, gap_minutes: int) -> str:
     return f"{'+'.join(channels)}_{length}x{gap_minutes}m"
 
 
+_FILE_DIMS = re.compile(r"\d+x\d+m")
+
+
+def is_clip_file(path: Path) -> bool:
+    """``path`` has a name ``build_clips`` writes (``ir+wv_12x60m.parquet``); a copy beside
+    it ("ir_6x60m (copy).parquet", "Copy of ir_6x60m.parquet") is not read, or its clips
+    would be there twice."""
+    from skysearch.ingest.profile_fields import FOLDER_NAME
+
+    channels, _, dims = path.stem.rpartition("_")
+    return (
+        path.suffix == ".parquet"
+        and _FILE_DIMS.fullmatch(dims) is not None
+        and all(FOLDER_NAME.fullmatch(c) for c in channels.split("+"))
+    )
+
+
+def clip_files(root: Path, satellite_glob: str = "satellite=*") -> list[Path]:
+    """The clip catalog's files under ``root`` (of the satellites ``satellite_glob`` names)."""
+    return sorted(p for p in root.glob(f"{satellite_glob}/year=*/*.parquet") if is_clip_file(p))
+
+
 def spec_label(
     channels: str | Sequence[str], length: object, gap_minutes: object, satellite: str = ""
 ) -> str:

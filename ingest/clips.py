@@ -36,6 +36,7 @@ from skysearch.ingest.clip_specs import (
     STEP_TOLERANCE_MINUTES,
     ClipSpec,
     asked_specs,
+    clip_files,
     remember_spec,
     spec_key,
     spec_name,
@@ -120,7 +121,7 @@ def catalog_specs(workspace: Workspace) -> list[ClipSpec]:
     the specs asked for that hold no clip yet (a first run on too few frames). A single-channel
     spec stands for every channel (what ``build_clips`` makes by default)."""
     files: dict[ClipSpec, list[Path]] = {}
-    for path in sorted(workspace.clips_catalog.glob("satellite=*/year=*/*.parquet")):
+    for path in clip_files(workspace.clips_catalog):
         try:
             spec = ClipSpec.parse(path.stem)
         except UsageError:
@@ -346,7 +347,7 @@ def with_footprints(clips: pa.Table, boxes: Mapping[str, Sequence[float]]) -> pa
 def refresh_footprints(workspace: Workspace) -> int:
     """Set every clip's footprint from its frames' as the frame catalog holds them now (after
     ``skysearch ingest-track`` gave storm-centred frames theirs); returns files rewritten."""
-    paths = sorted(workspace.clips_catalog.glob("satellite=*/year=*/*.parquet"))
+    paths = clip_files(workspace.clips_catalog)
     if not paths:
         return 0
     frames = read_frames(workspace, columns=["frame_id", *BOUND_COLUMNS])
@@ -395,7 +396,7 @@ def read_clips(
     sat_glob = f"satellite={satellite}" if satellite else "satellite=*"
     chans = parse_channels(channels)
     parts = []
-    for path in sorted(root.glob(f"{sat_glob}/year=*/*.parquet")):
+    for path in clip_files(root, sat_glob):
         stem_chans, _, dims = path.stem.rpartition("_")
         if chans is not None and stem_chans != "+".join(chans):
             continue

@@ -24,6 +24,7 @@ from skysearch.ingest.catalog import (
     staging_folders,
 )
 from skysearch.ingest.checksums import mismatches, read_crcs, stored_rows
+from skysearch.ingest.clip_specs import clip_files
 from skysearch.ingest.clips import CLIP_SCHEMA
 from skysearch.ingest.similarity.grid import GridSpec
 from skysearch.ingest.similarity.store import CRC_FILE as SKETCH_CRC
@@ -103,7 +104,7 @@ def _frame_catalog(workspace: Workspace) -> tuple[pa.Table, list[Problem]]:
 
 def _clip_catalog(workspace: Workspace) -> list[Problem]:
     problems = []
-    for path in sorted(workspace.clips_catalog.glob("satellite=*/year=*/*.parquet")):
+    for path in clip_files(workspace.clips_catalog):
         try:
             read_part(path, CLIP_SCHEMA)
         except DamagedError as exc:

@@ -87,6 +87,27 @@ def test_rerun_is_idempotent(sample_ws):
     assert [f.stat().st_mtime_ns for f in files] == stamps  # nothing rewritten
 
 
+def test_a_copy_of_a_clip_file_is_not_read_twice(tmp_path):
+    """As for frame parts: a file manager's or sync tool's copy beside a clip file tripled
+    every clip read (training, indexing, the predictor's pairs); doctor names it."""
+    from skysearch.workflows.doctor import diagnose
+
+    from skysearch.config import Settings
+
+    ws = Workspace(tmp_path / "ws")
+    ingest([SAMPLE_IR], ws, progress=False)
+    build_clips(ws, length=5, gap_minutes=60)
+    before = read_clips(ws)
+    (path,) = ws.clips_catalog.rglob("ir_5x60m.parquet")
+    for name in ("ir_5x60m (copy).parquet", "Copy of ir_5x60m.parquet", "ir_5x60m.1.parquet"):
+        shutil.copy(path, path.with_name(name))
+    assert read_clips(ws).equals(before) and before.num_rows > 0
+    again = build_clips(ws, length=5, gap_minutes=60)
+    assert (again.clips_added, again.clips_total) == (0, before.num_rows)
+    (check,) = [c for c in diagnose(Settings(workspace=ws)) if c.name == "catalog files"]
+    assert check.status == "todo" and "Copy of ir_5x60m.parquet" in check.detail
+
+
 def test_clip_frames_pixels(sample_ws):
     build_clips(sample_ws, length=4, gap_minutes=60)
     row = read_clips(sample_ws, length=4, gap_minutes=60).slice(2, 1).to_pylist()[0]

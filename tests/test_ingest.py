@@ -347,6 +347,12 @@ def test_a_copy_of_a_catalog_part_is_not_read_twice(tmp_path):
     for name in (f"{part.stem} (copy).parquet", "part-copy.parquet", "Copy of part.parquet"):
         shutil.copy(part, part.with_name(name))
     assert read_frames(ws).equals(before)
+    from skysearch.workflows.doctor import diagnose
+
+    from skysearch.config import Settings
+
+    (check,) = [c for c in diagnose(Settings(workspace=ws)) if c.name == "catalog files"]
+    assert check.status == "todo" and f"{part.stem} (copy).parquet" in check.detail
 
 
 def test_read_frames_filters_and_framestore_order(tmp_path):

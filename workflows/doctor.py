@@ -115,6 +115,19 @@ def _clips(settings: Settings) -> Check:
     return Check("clips", OK, "; ".join(f"{k}: {n}" for k, n in sorted(counts.items())))
 
 
+def _catalog_strays(settings: Settings) -> list[Check]:
+    from skysearch.ingest.catalog import stray_files
+    from skysearch.ingest.clip_specs import is_clip_file
+
+    ws = settings.workspace
+    found = stray_files(ws.frames_catalog) + stray_files(ws.clips_catalog, is_clip_file)
+    strays = [str(p) for p in found]
+    if not strays:
+        return []
+    detail = f"not catalog parts (copies?), never read: {some_of(strays)}"
+    return [Check("catalog files", TODO, detail, "move them out of the catalog folder")]
+
+
 def _models(settings: Settings, deep: bool) -> list[Check]:
     from skysearch.encoders.checkpoints import checkpoint_problem
     from skysearch.encoders.registry import REGISTRY_FILE, list_models, model_folders
@@ -392,6 +405,7 @@ def diagnose(settings: Settings, deep: bool = False) -> list[Check]:
         checks += _run("integrity", lambda: _integrity(settings, deep), repair)
         checks += _run("frames", lambda: _frames(settings), "re-run skysearch ingest PATH", repair)
         checks += _run("clips", lambda: _clips(settings), "re-run skysearch clips", repair)
+        checks += _run("catalog files", lambda: _catalog_strays(settings), "")
         checks += _run(
             "update",
             lambda: _update(settings),

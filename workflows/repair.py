@@ -409,12 +409,14 @@ def _clips(
     report: RepairReport,
 ) -> None:
     """Rebuild set-aside clip files (and every clip spec when frames were dropped)."""
+    from skysearch.ingest.clip_specs import clip_files as clip_files_of
+
     specs: dict[tuple[Path, str], tuple[Any, str] | None] = {}
     for p, aside in clip_files:
         original = _original_path(p, aside)
         specs[(original.parent.parent, original.name)] = (p, aside)
     if frames_dropped:
-        for path in workspace.clips_catalog.glob("satellite=*/year=*/*.parquet"):
+        for path in clip_files_of(workspace.clips_catalog):
             specs.setdefault((path.parent.parent, path.name), None)
     for (sat_dir, name), damaged in sorted(specs.items(), key=lambda kv: kv[0]):
         done, ok = _rebuild_clip_spec(workspace, sat_dir, name)
