@@ -87,6 +87,26 @@ def test_a_time_two_storms_share_is_refused_naming_both_and_event_picks_one(stor
             assert result["results"][0]["event"] == event
 
 
+def test_over_http_the_refusal_names_the_requests_own_fields(storms):
+    """It said "Pick one with event": the request's field is filters.events."""
+    from fastapi.testclient import TestClient
+    from skysearch.retrieval.service.app import create_app
+    from skysearch.retrieval.service.service import SearchService
+
+    from skysearch.config import Settings
+
+    service = SearchService(Settings(workspace=storms))
+    with TestClient(create_app(service)) as client:
+        service.wait_ready(60)
+        refused = client.post("/search/clip", json={"at": AT, "channels": ["ir"]})
+        picked = client.post(
+            "/search/clip", json={"at": AT, "channels": ["ir"], "filters": {"events": ["198799"]}}
+        )
+    assert refused.status_code == 400
+    assert "Pick one with filters.events, or pass its clip_id" in refused.json()["detail"]
+    assert picked.status_code == 200 and picked.json()["query"]["event"] == "198799"
+
+
 def test_a_clip_assembled_from_frames_is_one_storms(storms):
     """No 4 x 60 min clips in the catalog: the query is assembled from the frame catalog, of
     one storm's frames (it took some of each)."""

@@ -132,6 +132,11 @@ def _json_type(content_type: str) -> bool:
     )
 
 
+#: Library parameter names (``SkySearchError.params``) that a request spells otherwise: the
+#: event a query by time is picked by is the search's own event filter.
+FIELD_NAMES = {"event": "filters.events"}
+
+
 def _takes_json(request: Request) -> bool:
     """Whether the request's route reads a JSON body (not a multipart form)."""
     body = getattr(request.scope.get("route"), "body_field", None)
@@ -143,8 +148,9 @@ def _install_error_handlers(app: FastAPI, service: SearchService) -> None:
     async def expected(_: Request, exc: SkySearchError) -> JSONResponse:
         if isinstance(exc, DamagedError):
             service.note_damage(exc)  # /ready says so until it is repaired
-        # Parameters by their field names (``str``), as the request spelled them.
-        return JSONResponse({"detail": exc.render()}, status_code=_status(exc))
+        # Parameters by their field names, as the request spells them.
+        detail = exc.render(lambda param: FIELD_NAMES.get(param, param))
+        return JSONResponse({"detail": detail}, status_code=_status(exc))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
