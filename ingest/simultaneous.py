@@ -7,9 +7,10 @@ taken silently from one of them."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from skysearch.config import Workspace
 from skysearch.errors import NotFoundError, UsageError
 from skysearch.timeutil import parse_time, to_rfc3339
 
@@ -36,6 +37,69 @@ def at_time(
     if not rows:
         raise _why_none(misses)
     return pick(rows, at, time_key, id_key, what, prefer, id_param=id_key)
+
+
+def clips_at(
+    workspace: Workspace,
+    catalog: Sequence[dict[str, Any]],
+    at: datetime,
+    satellite: str,
+    channels: list[str],
+    length: int,
+    gap: int,
+    tolerance: int,
+) -> list[dict[str, Any]]:
+    """The clips of one satellite starting within ``tolerance`` of ``at``: the clip catalog's
+    (``catalog``: its rows of the spec), and for every event whose frames are there but whose
+    clips the catalog lacks (a storm ingested since the clips were built), one assembled from
+    the frame catalog (any spec: no clip catalog is needed)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from skysearch.ingest.catalog import read_frames
+    from skysearch.ingest.clip_specs import spec_label
+    from skysearch.ingest.clips import assemble
+
+    cols = ["frame_id", "satellite", "channel", "time", "event"]
+    frames = read_frames(workspace, satellite=satellite, columns=cols)
+    if frames.num_rows == 0:
+        raise NotFoundError(
+            f"no {satellite} frames in the catalog of {workspace.root}: "
+            "run `skysearch ingest PATH` first"
+        )
+    tol = timedelta(minutes=tolerance)
+    near = [r for r in catalog if abs(parse_time(r["start"]) - at) <= tol]
+    span = timedelta(minutes=gap * (length - 1))
+    time = frames["time"].type
+    window = frames.filter(
+        pc.and_(
+            pc.greater_equal(frames["time"], pa.scalar(at - tol, time)),
+            pc.less_equal(frames["time"], pa.scalar(at + span + tol, time)),
+        )
+    )
+    built = {r.get("event") for r in near}
+    if near and set(window["event"].to_pylist()) <= built:
+        return near
+    if not near:
+        times = frames.filter(pc.equal(frames["channel"], channels[0]))["time"].to_pylist()
+        first, last = min(times), max(times)
+        if at < first - tol or at + span > last + tol:
+            raise NotFoundError(
+                f"{to_rfc3339(at)} is outside the archive: {satellite} {channels[0]} frames "
+                f"cover {to_rfc3339(first)}..{to_rfc3339(last)}, and a {length}x{gap}m clip "
+                f"must start by {to_rfc3339(last - span)}"
+            )
+    clips = assemble(window, satellite, channels, length, gap, tolerance)[0].to_pylist()
+    near += [
+        r for r in clips if abs(parse_time(r["start"]) - at) <= tol and r.get("event") not in built
+    ]
+    if not near:
+        raise NotFoundError(
+            f"no complete {spec_label(channels, length, gap)} clip starts at "
+            f"{to_rfc3339(at)} (a frame is missing within +-{tolerance} min of a step): "
+            "try another {at}, or a larger {tolerance_minutes}",
+            params=["at", "tolerance_minutes"],
+        )
+    return near
 
 
 def pick(

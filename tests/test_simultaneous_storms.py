@@ -120,6 +120,26 @@ def test_a_clip_assembled_from_frames_is_one_storms(storms):
         assert clip.event == event and _events_of(storms, clip.frame_ids) == {event}
 
 
+def test_a_storm_the_clip_catalog_lacks_is_assembled_beside_the_others(storms, tmp_path):
+    """Storm 198799 ingested after the clips were built: --event 198799 searched with
+    198702's catalog clip (and no --event took 198702's silently)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    ws = Workspace(shutil.copytree(storms.root, tmp_path / "ws"))
+    (path,) = (ws.clips_catalog / "satellite=gms3").rglob("ir_6x60m.parquet")
+    clips = pq.read_table(path)
+    pq.write_table(clips.filter(pc.equal(clips["event"], "198702")), path)
+    resolver = QueryResolver(ws)
+    data = resolve(ws, "clip").config["data"]
+    query = ClipQuery(at=AT, satellite="gms3", channels=("ir",), length=6, gap_minutes=60)
+    with pytest.raises(UsageError, match="2 clips fit"):
+        resolver.resolve(query, data)
+    for event in ("198702", "198799"):
+        clip = resolver.resolve(query, data, SearchFilters(events=(event,)))
+        assert clip.event == event and _events_of(ws, clip.frame_ids) == {event}
+
+
 def test_a_time_on_the_models_other_satellite_is_found_there(storms):
     """A model of two satellites: a time only one of them covers is that satellite's clip."""
     resolver = QueryResolver(storms)

@@ -26,8 +26,7 @@ from skysearch.ingest.catalog import (
     describe_channels,
     read_frames,
 )
-from skysearch.ingest.clip_specs import spec_label
-from skysearch.ingest.simultaneous import at_time
+from skysearch.ingest.simultaneous import at_time, clips_at
 from skysearch.retrieval.search.query_files import (
     check_one_event,
     check_spacing,
@@ -374,49 +373,9 @@ class QueryResolver:
         gap: int,
         tolerance: int,
     ) -> list[dict[str, Any]]:
-        """The clips of one satellite starting within ``tolerance`` of ``at``: the clip
-        catalog's, else assembled from the frame catalog (any spec, no clip catalog needed)."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-        from skysearch.ingest.clips import assemble
-
-        cols = ["frame_id", "satellite", "channel", "time", "event"]
-        frames = read_frames(self.workspace, satellite=satellite, columns=cols)
-        if frames.num_rows == 0:
-            raise NotFoundError(
-                f"no {satellite} frames in the catalog of {self.workspace.root}: "
-                "run `skysearch ingest PATH` first"
-            )
-        tol = timedelta(minutes=tolerance)
-        rows = self.clip_rows(satellite, channels, length, gap)
-        near = [r for r in rows.values() if abs(parse_time(r["start"]) - at) <= tol]
-        if near:
-            return near
-        times = frames.filter(pc.equal(frames["channel"], channels[0]))["time"].to_pylist()
-        first, last = min(times), max(times)
-        span = timedelta(minutes=gap * (length - 1))
-        if at < first - tol or at + span > last + tol:
-            raise NotFoundError(
-                f"{to_rfc3339(at)} is outside the archive: {satellite} {channels[0]} frames "
-                f"cover {to_rfc3339(first)}..{to_rfc3339(last)}, and a {length}x{gap}m clip "
-                f"must start by {to_rfc3339(last - span)}"
-            )
-        window = frames.filter(
-            pc.and_(
-                pc.greater_equal(frames["time"], pa.scalar(at - tol, frames["time"].type)),
-                pc.less_equal(frames["time"], pa.scalar(at + span + tol, frames["time"].type)),
-            )
-        )
-        clips = assemble(window, satellite, channels, length, gap, tolerance)[0].to_pylist()
-        near = [r for r in clips if abs(parse_time(r["start"]) - at) <= tol]
-        if not near:
-            raise NotFoundError(
-                f"no complete {spec_label(channels, length, gap)} clip starts at "
-                f"{to_rfc3339(at)} (a frame is missing within +-{tolerance} min of a step): "
-                "try another {at}, or a larger {tolerance_minutes}",
-                params=["at", "tolerance_minutes"],
-            )
-        return near
+        """The clips of one satellite starting within ``tolerance`` of ``at``."""
+        catalog = list(self.clip_rows(satellite, channels, length, gap).values())
+        return clips_at(self.workspace, catalog, at, satellite, channels, length, gap, tolerance)
 
     def _from_files(
         self,
