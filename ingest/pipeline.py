@@ -39,12 +39,11 @@ from skysearch.ingest.decode import Decoded, Source, printable_path, utf8_path
 from skysearch.ingest.engines import Engine, get_engine
 from skysearch.ingest.footprints import fixed_bounds
 from skysearch.ingest.framestore import StoreWriter
+from skysearch.ingest.kept_profiles import check_kept, keep_profiles
 from skysearch.ingest.profiles import (
     BAD_FRAME_POLICIES,
     NameMatch,
     Profile,
-    check_kept,
-    keep_profiles,
     match_name,
     select_profiles,
     unmatched_reason,

@@ -38,13 +38,27 @@ def whole_number(value: Any, key: str, minimum: int = 1) -> int:
 
 
 def interval(value: Any, key: str) -> tuple[float, float]:
-    """``[low, high]`` as floats with low < high; a ValueError naming ``key`` if not."""
-    if not isinstance(value, list | tuple) or len(value) != 2:
-        raise ValueError(f"{key} must be [low, high], got {value!r}")
+    """``[low, high]`` as finite floats with low < high; a ValueError naming ``key`` if not."""
+    pair = isinstance(value, list | tuple) and len(value) == 2
+    if not pair or not all(_finite(v) for v in value):
+        raise ValueError(f"{key} must be [low, high] of two finite numbers, got {value!r}")
     low, high = (float(v) for v in value)
     if not low < high:
         raise ValueError(f"{key} [{low}, {high}] is empty")
     return low, high
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def optional_text(data: dict[str, Any], key: str, default: str = "") -> str:
+    """``data[key]`` when it is a string (``default`` when absent); a ValueError naming
+    ``key`` for a null or a number (which would be read as the name 'None' or '5')."""
+    value = data.get(key, default)
+    if not isinstance(value, str):
+        raise ValueError(f"{key} must be a string, got {value!r}")
+    return value
 
 
 def known_keys(data: dict[str, Any], known: tuple[str, ...], what: str) -> None:

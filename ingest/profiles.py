@@ -41,7 +41,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
@@ -59,15 +58,16 @@ from skysearch.ingest.profile_fields import (
     folder_name,
     interval,
     known_keys,
+    optional_text,
     whole_number,
 )
 
-from skysearch.atomic import atomic_write_bytes
 from skysearch.config import Workspace
 from skysearch.errors import UsageError
 
 PROFILES_ENV = "SKYSEARCH_PROFILES"
 DECODER_KINDS = ("image", "hdf5", "netcdf", "zarr")
+MULTI_FRAME_KINDS = ("netcdf", "zarr")  # may hold many frames along a time coordinate
 BAD_FRAME_POLICIES = ("skip", "keep", "repair")
 
 
@@ -105,9 +105,16 @@ class Decoder:
         policy = str(data.get("bad_frames", "repair"))
         if policy not in BAD_FRAME_POLICIES:
             raise ValueError(f"bad_frames {policy!r} is not one of {', '.join(BAD_FRAME_POLICIES)}")
-        variable = str(data.get("variable", data.get("dataset", "")))
+        variable = optional_text(data, "variable", optional_text(data, "dataset"))
         if kind != "image" and not variable:
             raise ValueError(f"a {kind} decoder needs the variable (or dataset) to read")
+        time = optional_text(data, "time")
+        if time and kind not in MULTI_FRAME_KINDS:
+            raise ValueError(
+                f"decoder time names the time coordinate of a file of many frames: "
+                f"{' and '.join(MULTI_FRAME_KINDS)} files only (a {kind} file is one frame, "
+                "timed by its name)"
+            )
         low, high = interval(data.get("range", (0.0, 255.0)), "decoder range")
         valid = data.get("valid")
         invert = data.get("invert", False)
@@ -116,7 +123,7 @@ class Decoder:
         return cls(
             kind=kind,
             variable=variable,
-            time=str(data.get("time", "")),
+            time=time,
             range=(low, high),
             invert=invert,
             valid=None if valid is None else interval(valid, "valid"),
@@ -254,7 +261,7 @@ class Profile:
     def match(self, filename: str) -> NameMatch | None:
         """Channel and time from a file name, or None when the name is not this product's."""
         found = self.pattern.match(filename)
-        if not found:
+        if not found or not filename.isprintable():  # "$" matches before a final line break
             return None
         groups = found.groupdict()
         channel = self.channels.get(groups["channel"]) if "channel" in groups else self.channel
@@ -324,8 +331,8 @@ def _profile_dirs(extra: list[Path] | None) -> list[Path]:
 def _load(kept: Path | None, dirs: tuple[Path, ...], _stamp: object = None) -> dict[str, Profile]:
     """Packaged profiles, then a workspace's ``kept`` copies, then the user's ``dirs`` (each
     overriding a name before it); two of the user's files naming one profile with different
-    contents are an error (which won was an accident). ``_stamp``: the kept copies' names and
-    times, so a copy an ingest adds meanwhile (a running service) is read."""
+    contents are an error (which won was an accident). ``_stamp``: the files' names and times
+    (:func:`_stamp`), so that the cache never answers with a profile edited since."""
     profiles: dict[str, Profile] = {}
     sources: list[tuple[str, str]] = []
     packaged = resources.files("skysearch.ingest") / "profiles"
@@ -369,10 +376,15 @@ def load_profiles(
     profiles its frames were ingested with, then ``extra_dirs``, then ``$SKYSEARCH_PROFILES``."""
     kept = workspace.profiles_dir.resolve() if workspace is not None else None
     dirs = tuple(dict.fromkeys(Path(d).resolve() for d in _profile_dirs(extra_dirs)))
-    if kept is None or not kept.is_dir():
-        return _load(None, dirs)
-    stamp = tuple((p.name, p.stat().st_mtime_ns) for p in sorted(kept.glob("*.json")))
-    return _load(kept, dirs, stamp)
+    kept = kept if kept is not None and kept.is_dir() else None
+    return _load(kept, dirs, _stamp((kept, *dirs)))
+
+
+def _stamp(folders: tuple[Path | None, ...]) -> tuple[tuple[str, int], ...]:
+    """The profile files' paths and times: a profile edited or added meanwhile is read again
+    (a running service, or a second ingest in one process)."""
+    found = (p for f in folders if f is not None and f.is_dir() for p in sorted(f.glob("*.json")))
+    return tuple((str(p), p.stat().st_mtime_ns) for p in found)
 
 
 def select_profiles(
@@ -392,36 +404,6 @@ def select_profiles(
     return [profiles[source]]
 
 
-def check_kept(workspace: Workspace, profiles: Iterable[Profile]) -> None:
-    """Refuse profiles whose frames would not fit the ones the workspace holds: a profile
-    given again (``--profiles``) with another resolution than its copy here."""
-    for profile in profiles:
-        kept = workspace.profiles_dir / f"{profile.name}.json"
-        try:
-            size = tuple(json.loads(kept.read_text(encoding="utf-8"))["resolution"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # none kept (or unreadable: the new one is kept after the ingest)
-        if size != profile.resolution:
-            raise UsageError(
-                f"source profile {profile.name} ({profile.origin}) makes {profile.resolution[0]}"
-                f"x{profile.resolution[1]} frames, and this workspace's frames of it are "
-                f"{size[0]}x{size[1]} ({kept}): ingest it into a new workspace, or give the "
-                "profile its old resolution (or another name)"
-            )
-
-
-def keep_profiles(workspace: Workspace, profiles: Iterable[Profile]) -> None:
-    """Copy the user profiles (not the packaged ones) into the workspace, so that repair,
-    search and serve know the products its frames came from without ``--profiles``."""
-    for profile in profiles:
-        if not profile.origin or profile.origin.startswith(PACKAGED):
-            continue
-        kept = workspace.profiles_dir / f"{profile.name}.json"
-        if not kept.is_file() or kept.read_text(encoding="utf-8") != profile.text:
-            kept.parent.mkdir(exist_ok=True)
-            atomic_write_bytes(kept, profile.text.encode("utf-8"))
-
-
 def match_name(filename: str, profiles: list[Profile]) -> tuple[Profile, NameMatch] | None:
     """The first profile whose pattern recognises ``filename``."""
     for profile in profiles:
@@ -436,6 +418,8 @@ def unmatched_reason(filename: str, profiles: list[Profile]) -> str:
     impossible (month 13, hour 25, day of year 367) says so."""
     if filename.lower().endswith(".zip"):  # only a zip's member gets here: walks open the rest
         return "a zip archive inside a zip archive is not opened: unpack the outer one"
+    if not filename.isprintable():
+        return f"the file name {filename!r} holds a control character (a line break?): rename it"
     for profile in profiles:
         found = profile.pattern.match(filename)
         if found is None or profile.decoder.multi_frame:

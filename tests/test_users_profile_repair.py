@@ -64,7 +64,7 @@ def test_a_users_profile_is_kept_in_the_workspace_and_repair_without_one_drops_n
     # a profile changed under the frames it made: the ingest is refused, the copy kept
     (profiles / "mine.json").write_text(json.dumps(PROFILE | {"resolution": [180, 117]}))
     changed = cli("ingest", src, "--profiles", profiles, "-w", ws)
-    assert changed.exit_code == 2 and "makes 180x117 frames, and this workspace's" in changed.stderr
+    assert changed.exit_code == 2 and "resolution [360, 234] -> [180, 117]" in changed.stderr
     (profiles / "mine.json").write_text(kept.read_text())
     assert json.loads(kept.read_text())["resolution"] == [360, 234]
 
