@@ -31,7 +31,7 @@ from skysearch.cli.search import (
 from skysearch.encoders.datasets.captions import DEFAULT_SEED
 
 from skysearch.config import load_settings
-from skysearch.errors import UsageError
+from skysearch.errors import UsageError, some_of
 
 ModelIdOption = Annotated[
     str | None,
@@ -199,18 +199,27 @@ def train_text_image_command(
         max_steps_per_epoch=max_steps,
         device=settings.device,
     )
-    summary = train_text_image(cfg, ws)
+    summary = train_text_image(cfg, ws, left_out=data["skipped"])
     if summary.get("skipped"):
-        info(f"skipped {len(summary['skipped'])} rows: no caption or an unreadable image (--json)")
+        info(
+            f"skipped {len(summary['skipped'])} file(s) or row(s): not an image, no caption, or an "
+            "unreadable image (--json lists them)"
+        )
     history = summary.get("history") or []
     if not history:
         info(f"text-image model {summary['model_id']}: registered without training (0 epochs)")
     else:
-        top1 = history[-1].get("val_zero_shot_top1")
+        last = history[-1]
+        top1 = last.get("val_zero_shot_top1")
+        if top1 is not None:
+            validation = f"val zero-shot top-1 {top1:.3f}"
+        elif "val_loss" in last and last["val_loss"] is None:
+            validation = "no validation loss or top-1 (too few validation images)"
+        else:
+            validation = "no validation top-1"
         info(
             f"text-image model {summary['model_id']}: {len(history)} epochs, "
-            f"last train loss {history[-1].get('train_loss', float('nan')):.4f}, "
-            + (f"val zero-shot top-1 {top1:.3f}" if top1 is not None else "no validation top-1")
+            f"last train loss {last.get('train_loss', float('nan')):.4f}, {validation}"
         )
     if json_out:
         emit_json(summary)
@@ -260,6 +269,12 @@ def eval_text_image_command(
         for name in ("untuned", "tuned")
     ]
     info(f"{result['test_images']} images, model {result['model_id']}")
+    if result["skipped"]:
+        left = [Path(s["path"]).name for s in result["skipped"]]
+        info(
+            f"left out {len(left)} file(s) that cannot be read: {some_of(left, 5)} "
+            "(--json lists the reasons)"
+        )
     info(table(rows, list(rows[0])))
     for name, g in result.get("generalised", {}).items():
         info(

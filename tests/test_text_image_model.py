@@ -117,6 +117,46 @@ def test_bad_model_or_pretrained_is_a_usage_error(tiny_model_name, tmp_path):
         create_text_image_model(tiny_model_name, pretrained=str(tmp_path / "missing.pt"))
 
 
+def test_a_checkpoint_open_clip_cannot_read_is_one_usage_error(tiny_model_name, tmp_path, cli):
+    """A garbage file ended in an UnpicklingError traceback, an empty one in EOFError, which
+    click turns into an Abort traceback (exit code 3)."""
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(bytes(range(256)) * 20)
+    with pytest.raises(UsageError, match="is not a checkpoint open_clip can read .UnpicklingErr"):
+        create_text_image_model(tiny_model_name, pretrained=str(garbage))
+    (tmp_path / "cut.pt").write_bytes(b"PK\x03\x04" + bytes(100))
+    with pytest.raises(UsageError, match="cut.pt is not a checkpoint open_clip can read"):
+        create_text_image_model(tiny_model_name, pretrained=str(tmp_path / "cut.pt"))
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    listing = tmp_path / "one.csv"
+    images = [*sorted(MINI.glob("aGrass/*.jpg"))[:1], *sorted(MINI.glob("gParking/*.jpg"))[:1]]
+    listing.write_text(
+        "filepath,title\n" + "".join(f"{p},a photo of {p.parent.name}\n" for p in images)
+    )
+    done = cli("train", "text-image", "--csv", listing, "--pretrained", empty, "--epochs", "1",
+               "--threads", "1", "-w", tmp_path / "ws")  # fmt: skip
+    assert done.exit_code == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        f"error: --pretrained {empty} is not a checkpoint open_clip can read (the file is empty)"
+    )
+
+
+def test_a_checkpoint_of_another_architecture_is_one_short_line(tiny_model_name, tmp_path):
+    """torch's error listed every missing key, over several lines."""
+    other = tmp_path / "other.pt"
+    torch.save({"foo.weight": torch.zeros(2), "bar.bias": torch.zeros(2)}, other)
+    with pytest.raises(UsageError) as caught:
+        create_text_image_model(tiny_model_name, pretrained=str(other))
+    message = str(caught.value)
+    own = len(create_text_image_model(tiny_model_name).model.state_dict())
+    assert "\n" not in message and len(message) < 500, message
+    assert f"pretrained {other} does not fit {tiny_model_name}: {own} missing key(s) (" in message
+    assert f"and {own - 3} more), 2 unexpected key(s) (foo.weight, bar.bias); a checkpoint of" in (
+        message
+    )
+
+
 def test_offline_towers_carry_pretrained_weights():
     """ImageNet EfficientNet-Lite0 tensors are the package's, and MiniLM's sentence space is
     meaningful: 'houses' is nearer 'a residential area' than 'a dense forest'."""

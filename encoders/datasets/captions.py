@@ -175,26 +175,33 @@ def caption_for(
     return title[0].upper() + title[1:], multi[0].upper() + multi[1:]
 
 
-def list_class_images(images_dir: str | Path) -> dict[str, list[Path]]:
+def list_class_images(
+    images_dir: str | Path, left_out: list[dict[str, str]] | None = None
+) -> dict[str, list[Path]]:
     """``{class folder: sorted image paths}``; a usage error when there are no class folders.
+
     Files with an image suffix whose header is not an image (an empty file, a text file named
-    .jpg) are left out with a warning naming them: the seeded split is over the images alone,
-    so such files never move real images between the training and test splits."""
+    .jpg) are left out with a warning naming them, and added to ``left_out`` (``path``,
+    ``reason``) when given: the seeded split is over the images alone, so such files never move
+    real images between the training and test splits. Only headers are read here (a file cut
+    short stays in the split, as in the splits made before: its users check it whole, see
+    :func:`image_problem`). Class folders without images and folders inside class folders
+    (not read) are named in a warning."""
     root = Path(images_dir)
     if not root.is_dir():
         raise UsageError(f"{root} is not a folder of class folders (e.g. rsscn7/aGrass/*.jpg)")
-    classes, junk = {}, []
+    classes, junk, inner = {}, [], []
     for d in sorted(root.iterdir()):
-        if d.is_dir() and not d.name.startswith("."):
-            named = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            why = {p: _not_an_image(p) for p in named}
+        if _is_folder(d):
+            entries = sorted(d.iterdir())
+            inner += [str(p.relative_to(root)) for p in entries if _is_folder(p)]
+            named = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir()]
+            why = {p: image_problem(p) for p in named}
             classes[d.name] = [p for p in named if why[p] is None]
-            junk += [f"{p.relative_to(root)} ({why[p]})" for p in named if why[p]]
-    if junk:
-        warnings.warn(
-            f"left out {len(junk)} file(s) of {root} that are not images: {some_of(junk, 5)}",
-            stacklevel=2,
-        )
+            junk += [(p, why[p]) for p in named if why[p]]
+    _say_left_out(root, junk, [name for name, paths in classes.items() if not paths], inner)
+    if left_out is not None:
+        left_out += [{"path": str(p.resolve()), "reason": f"not an image: {r}"} for p, r in junk]
     classes = {k: v for k, v in classes.items() if v}
     if len(classes) < 2:
         raise UsageError(
@@ -203,15 +210,45 @@ def list_class_images(images_dir: str | Path) -> dict[str, list[Path]]:
     return classes
 
 
-def _not_an_image(path: Path) -> str | None:
-    """Why ``path``'s header is not an image Pillow reads (its pixels are not decoded), else
-    None."""
+def image_problem(path: str | Path, whole: bool = False) -> str | None:
+    """Why ``path`` is not an image Pillow reads, else None: from its header alone, or with
+    ``whole`` from all its data (a file cut short has a good header): a JPEG is then decoded at
+    1/8 scale (its whole stream is read, at a fraction of a full decode), other formats are
+    verified."""
     try:
-        with open_image(path):
-            return None
-    except (OSError, ValueError) as exc:  # ValueError: an image declaring too many pixels
-        why = str(exc).splitlines()[0].replace(f" {str(path)!r}", "")  # Pillow names the file
+        with open_image(path) as im:
+            if whole and im.format == "JPEG":
+                im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
+                im.load()
+            elif whole:
+                im.verify()
+        return None
+    except (OSError, ValueError, SyntaxError) as exc:  # ValueError: declares too many pixels;
+        # SyntaxError: Pillow's verify of a broken PNG
+        lines = str(exc).splitlines()
+        why = lines[0].replace(f" {str(path)!r}", "") if lines else ""  # Pillow names the file
         return why[:200] or type(exc).__name__
+
+
+def _is_folder(path: Path) -> bool:
+    return path.is_dir() and not path.name.startswith(".")
+
+
+def _say_left_out(
+    root: Path, junk: list[tuple[Path, str]], empty: list[str], inner: list[str]
+) -> None:
+    """One warning naming the files of an image set that are not images, one naming the
+    folders it does not read (so a nested or empty class is never dropped without a word)."""
+    if junk:
+        names = [f"{p.relative_to(root)} ({reason})" for p, reason in junk]
+        warnings.warn(
+            f"left out {len(junk)} file(s) of {root} that are not images: {some_of(names, 5)}",
+            stacklevel=3,
+        )
+    ignored = [f"class folders without images: {some_of(empty, 5)}"] if empty else []
+    ignored += [f"folders inside class folders (not read): {some_of(inner, 5)}"] if inner else []
+    if ignored:
+        warnings.warn(f"ignored in {root}: {'; '.join(ignored)}", stacklevel=3)
 
 
 def split_images(
@@ -264,7 +301,10 @@ def write_csv(rows: Sequence[CaptionRow], path: str | Path) -> Path:
 
 
 def _rows(path: str | Path, need: Sequence[str]) -> list[dict[str, str]]:
-    """A caption CSV's rows as dicts, ``filepath`` made absolute (relative to the CSV)."""
+    """A caption CSV's rows as dicts, ``filepath`` made absolute (relative to the CSV; an empty
+    one stays empty), a missing optional value "". A row without a value for a column in
+    ``need`` (a short row, or a quote left open that ran on) is a usage error naming its
+    lines: csv fills such a row with None, and its captions would be wrong or empty."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"caption CSV {path} not found")
@@ -276,15 +316,44 @@ def _rows(path: str | Path, need: Sequence[str]) -> list[dict[str, str]]:
                 if column not in fields:
                     columns = ", ".join(fields)
                     raise UsageError(f"{path} has no {column!r} column (columns: {columns})")
-            rows = []
-            for r in reader:
-                fp = Path(r["filepath"])
-                rows.append({**r, "filepath": str(fp if fp.is_absolute() else path.parent / fp)})
+            rows, end = [], reader.line_num
+            for raw in reader:
+                start, end = end + 1, reader.line_num
+                short = [c for c in ("filepath", *need) if raw[c] is None]
+                if short:
+                    raise UsageError(_short_row(path, raw, fields, short, start, end))
+                row = {k: v or "" for k, v in raw.items() if k is not None}  # key None: extras
+                fp = Path(row["filepath"])
+                if row["filepath"]:
+                    row["filepath"] = str(fp if fp.is_absolute() else path.parent / fp)
+                rows.append(row)
     except (UnicodeDecodeError, csv.Error) as exc:
         raise UsageError(f"{path} is not a UTF-8 CSV file ({exc})") from None
     if not rows:
         raise UsageError(f"caption CSV {path} has no rows")
     return rows
+
+
+def _short_row(
+    path: Path,
+    row: dict[str, str | None],
+    fields: Sequence[str],
+    short: list[str],
+    start: int,
+    end: int,
+) -> str:
+    """Why a CSV row with no value for the columns ``short`` is refused, naming its lines: it
+    ends on line ``end``, and starts after the blank lines from ``start`` (csv skips them),
+    as many lines up as its values hold line breaks (a quote left open runs on)."""
+    given = sum(row[f] is not None for f in fields)
+    first = max(start, end - sum(v.count("\n") for v in row.values() if isinstance(v, str)))
+    what = f"{given} of its {len(fields)} columns, no {' or '.join(short)}"
+    if first == end:
+        return f"line {end} of {path} has {what}: fix or remove the row"
+    return (
+        f"lines {first}-{end} of {path} are one row (a quote left open?) with {what}: fix or "
+        "remove the row"
+    )
 
 
 def file_sha1(path: str | Path) -> str:
@@ -337,9 +406,11 @@ def convert_folder(
     out_dir: str | Path,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     seed: int = DEFAULT_SEED,
+    left_out: list[dict[str, str]] | None = None,
 ) -> dict[str, Path]:
-    """Class folders -> ``{train,val,test}.csv`` in ``out_dir``; returns the CSV paths."""
-    splits = split_images(list_class_images(images_dir), fractions, seed)
+    """Class folders -> ``{train,val,test}.csv`` in ``out_dir``; returns the CSV paths
+    (``left_out``: see :func:`list_class_images`)."""
+    splits = split_images(list_class_images(images_dir, left_out), fractions, seed)
     return {
         split: write_csv(caption_rows(items, seed), Path(out_dir) / f"{split}.csv")
         for split, items in splits.items()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -37,7 +38,7 @@ from skysearch.encoders.pretrained import (
 )
 from skysearch.ingest.decode import SIXTEEN_BIT_GREY, open_image, to_grey
 
-from skysearch.errors import NotFoundError, UsageError
+from skysearch.errors import NotFoundError, SkySearchError, UsageError, some_of
 
 KIND = "text-image"
 DEFAULT_MODEL = "SkySearch-Lite0-MiniLM"
@@ -286,8 +287,11 @@ def create_text_image_model(
             model, preprocess_train, preprocess = open_clip.create_model_and_transforms(
                 model_name, pretrained=pretrained, **kwargs
             )
-    except RuntimeError as exc:
-        raise NotFoundError(f"cannot create {model_name} ({pretrained=}): {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - sorted by _creation_error; others re-raised
+        error = _creation_error(exc, model_name, pretrained)
+        if error is None:
+            raise
+        raise error from None
     if offline and load_tower_weights and not pretrained:
         trunk_state = efficientnet_lite0_state_dict()
         trunk_state.pop("classifier.weight")
@@ -314,6 +318,50 @@ def create_text_image_model(
     }
     model.eval()
     return TextImageModel(model, tokenizer, preprocess, preprocess_train, spec)
+
+
+def _creation_error(
+    exc: Exception, model_name: str, pretrained: str | None
+) -> SkySearchError | None:
+    """One line for open_clip failing to create ``model_name`` with ``pretrained``: a checkpoint
+    of another architecture (torch's strict load lists every key it lacks or does not know:
+    counted here), a local file torch or safetensors cannot read (they fail in many types:
+    pickle, EOF, zip, header...), or a RuntimeError of open_clip's (e.g. a tag it cannot
+    download). None for anything else: a bug."""
+    text = str(exc).strip()
+    if isinstance(exc, RuntimeError) and text.startswith("Error(s) in loading state_dict"):
+        return UsageError(
+            f"{{pretrained}} {pretrained} does not fit {model_name}: {_key_mismatch(text)}; "
+            "a checkpoint of another architecture? name it with {model_name}",
+            params=["pretrained", "model_name"],
+        )
+    first = text.splitlines()[0] if text else ""
+    if pretrained and os.path.isfile(pretrained):
+        if os.path.getsize(pretrained) == 0:
+            why = "the file is empty"
+        else:  # torch's first sentence; the rest is advice about its own arguments
+            why = f"{type(exc).__name__}: {first.split('. ')[0]}" if first else type(exc).__name__
+        return UsageError(
+            f"{{pretrained}} {pretrained} is not a checkpoint open_clip can read ({why})",
+            params=["pretrained"],
+        )
+    if isinstance(exc, RuntimeError):
+        return NotFoundError(f"cannot create {model_name} ({pretrained=}): {first}")
+    return None
+
+
+def _key_mismatch(message: str) -> str:
+    """torch's strict-load error (every key, several lines) as counts and a few names."""
+    parts = []
+    for line in message.split("\n\t")[1:]:
+        keys = re.findall(r'"([^"]+)"', line)
+        for start, kind in (("Missing key", "missing"), ("Unexpected key", "unexpected")):
+            if line.startswith(start):
+                parts.append(f"{len(keys)} {kind} key(s) ({some_of(keys, 3)})")
+    shapes = re.findall(r"size mismatch for ([^:]+):", message)
+    if shapes:
+        parts.append(f"{len(shapes)} of another shape ({some_of(shapes, 3)})")
+    return ", ".join(parts) or message.split("\n\t")[-1].strip()
 
 
 class FusedImageHead(torch.nn.Module):

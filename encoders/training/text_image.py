@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -74,12 +75,21 @@ def lr_schedule(
 
 
 class Trainer:
-    """One fine-tuning run; ``run()`` trains the missing epochs and returns a summary dict."""
+    """One fine-tuning run; ``run()`` trains the missing epochs and returns a summary dict
+    (``left_out``: files the caption sources left out, e.g. not images, listed first in its
+    ``skipped``)."""
 
-    def __init__(self, cfg: TextImageTrainConfig, workspace: Workspace, progress: bool = True):
+    def __init__(
+        self,
+        cfg: TextImageTrainConfig,
+        workspace: Workspace,
+        progress: bool = True,
+        left_out: Sequence[dict[str, str]] = (),
+    ):
         self.cfg = cfg
         self.workspace = workspace
         self.progress = progress
+        self.left_out = list(left_out)
         self.run_key = cfg.run_key()
         # The id names the weights: the same run with more epochs continues from its resume
         # point but registers another model, so scene vectors embedded by the shorter one are
@@ -173,19 +183,25 @@ class Trainer:
             return text_features(captions)
         return tim.model.encode_text(tim.tokenizer(list(captions)).to(tim.device))
 
+    def _keys(self, captions, labels) -> list[str]:
+        """What makes two pairs of a batch positives (see :func:`contrastive_loss`)."""
+        return list(labels if self.cfg.positives == "label" and all(labels) else captions)
+
     def _loss(self, tower: ImageTower, text_features, images, captions, labels) -> torch.Tensor:
         tim = tower.tim
         img = nn.functional.normalize(tower.embed(images), dim=-1)
         txt = nn.functional.normalize(self._text(tim, text_features, captions), dim=-1)
-        keys = labels if self.cfg.positives == "label" and all(labels) else captions
+        keys = self._keys(captions, labels)
         return contrastive_loss(img, txt, tim.model.logit_scale, keys)
 
     @torch.no_grad()
-    def evaluate(self, tim, text_features, rows, feats=None) -> dict[str, float]:
+    def evaluate(self, tim, text_features, rows, feats=None) -> dict[str, float | None]:
         """Validation contrastive loss (no augmentation) and zero-shot top-1 when labelled.
 
         Rows are shuffled with a fixed seed first: CSVs are grouped by class, and batches of
-        one class would make the contrastive loss meaningless."""
+        one class would make the contrastive loss meaningless. A batch whose pairs are all
+        positives (one image, or one class) has a loss of 0 whatever the model: it is left out,
+        and the loss is None when no batch is left (too few validation images)."""
         tim.model.eval()
         tower = image_tower(self.cfg.image_tower, tim)
         if feats is None:
@@ -196,9 +212,10 @@ class Trainer:
         feats = feats[order] if feats is not None else None
         losses, embs = [], []
         for inputs, captions, labels in self._loader(rows, 0, False, tower, feats):
-            losses.append(float(self._loss(tower, text_features, inputs, captions, labels)))
+            if len(set(self._keys(captions, labels))) > 1:
+                losses.append(float(self._loss(tower, text_features, inputs, captions, labels)))
             embs.append(nn.functional.normalize(tower.embed(inputs), dim=-1).cpu().numpy())
-        out = {"val_loss": float(np.mean(losses))}
+        out: dict[str, float | None] = {"val_loss": float(np.mean(losses)) if losses else None}
         labels = [r[2] for r in rows]
         if all(labels) and len(set(labels)) > 1:
 
@@ -217,6 +234,7 @@ class Trainer:
         if finished is not None:
             return finished
         train_rows, skipped = check_images(read_csv(cfg.train_csv, cfg.caption_key))
+        skipped = self.left_out + skipped
         val_rows: list = []
         if cfg.val_csv:
             val_rows, val_skipped = check_images(read_csv(cfg.val_csv, cfg.caption_key))
@@ -330,11 +348,14 @@ class Trainer:
 
 
 def train_text_image(
-    cfg: TextImageTrainConfig, workspace: Workspace, progress: bool = True
+    cfg: TextImageTrainConfig,
+    workspace: Workspace,
+    progress: bool = True,
+    left_out: Sequence[dict[str, str]] = (),
 ) -> dict[str, Any]:
     """Fine-tune (or resume) and register; returns the run summary (see :class:`Trainer`)."""
     check_epochs(cfg.epochs, cfg.pretrained)
     cfg.check_files()
     workspace.ensure()
     registry.check_writable(workspace)
-    return Trainer(cfg, workspace, progress).run()
+    return Trainer(cfg, workspace, progress, left_out).run()

@@ -7,7 +7,9 @@ import csv
 import hashlib
 import json
 import logging
+import warnings
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,12 +21,12 @@ from skysearch.encoders.datasets.captions import (
     CaptionRow,
     convert_folder,
     exclude_classes,
+    image_problem,
     normalise_class,
     read_caption_rows,
     write_csv,
 )
 from skysearch.encoders.models.text_image import TextImageModel, load_rgb
-from skysearch.ingest.decode import open_image
 from torchvision import transforms
 from tqdm import tqdm
 
@@ -74,25 +76,22 @@ class CaptionDataset(torch.utils.data.Dataset):
 
 
 def check_images(rows: Sequence[tuple[str, str, str]]) -> tuple[list, list[dict[str, str]]]:
-    """Split rows into usable ones and skipped ones (with a reason: no caption, or an image
-    that cannot be read), without decoding fully:
-    a JPEG is decoded at 1/8 scale (its whole stream is read, so a file cut short is found
-    here, not minutes later while features are computed), other formats are verified."""
+    """Split rows into usable ones and skipped ones (with a reason: no image path, no caption,
+    or an image that cannot be read whole, see
+    :func:`~skysearch.encoders.datasets.captions.image_problem`: a file cut short is found
+    here, not minutes later while features are computed)."""
     good, skipped = [], []
     for row in rows:
-        if not row[1].strip():
-            skipped.append({"path": row[0], "reason": "no caption (its caption column is empty)"})
-            continue
-        try:
-            with open_image(row[0]) as im:
-                if im.format == "JPEG":
-                    im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
-                    im.load()
-                else:
-                    im.verify()
+        if not row[0]:
+            why = "no image path (its filepath column is empty)"
+        elif not row[1].strip():
+            why = "no caption (its caption column is empty)"
+        else:
+            why = image_problem(row[0], whole=True)
+        if why:
+            skipped.append({"path": row[0], "reason": why})
+        else:
             good.append(row)
-        except (OSError, ValueError) as exc:
-            skipped.append({"path": row[0], "reason": str(exc).splitlines()[0][:200]})
     return good, skipped
 
 
@@ -177,11 +176,15 @@ def _read_feature_cache(cache: Path) -> dict[str, np.ndarray]:
 
 
 def prepare_folder(
-    images_dir: str | Path, workspace: Workspace, split_seed: int = DEFAULT_SEED
+    images_dir: str | Path,
+    workspace: Workspace,
+    split_seed: int = DEFAULT_SEED,
+    left_out: list[dict[str, str]] | None = None,
 ) -> dict[str, Path]:
     """Class folders -> ``<workspace>/captions/<folder>-<seed>-<path hash>/{train,val,test}.csv``
     (the hash of the folder's path: two sets named alike never share, or overwrite, the CSVs
-    a trained model's evaluation reads)."""
+    a trained model's evaluation reads). ``left_out``: see
+    :func:`~skysearch.encoders.datasets.captions.list_class_images`."""
     root = Path(images_dir).resolve()
     tag = hashlib.sha1(str(root).encode()).hexdigest()[:8]
     captions = workspace.root / "captions"
@@ -189,7 +192,7 @@ def prepare_folder(
     first = _first_row(legacy / "train.csv").get("filepath")
     keep = bool(first) and (legacy / first).resolve().is_relative_to(root)  # runs resume
     out_dir = legacy if keep else captions / f"{root.name}-{split_seed}-{tag}"
-    return convert_folder(images_dir, out_dir, seed=split_seed)
+    return convert_folder(images_dir, out_dir, seed=split_seed, left_out=left_out)
 
 
 def _first_row(csv_path: Path) -> dict[str, str]:
@@ -216,18 +219,24 @@ def prepare_training_data(
     every caption naming them, see :func:`~skysearch.encoders.datasets.captions.exclude_classes`).
     One source and nothing excluded: its own CSVs; otherwise merged CSVs under
     ``<workspace>/captions/mix-<hash>/`` (the hash of the sources, seed and exclusions, so the
-    same command gives the same files and the same run). Returns ``{"train": Path, "val": Path
-    | None, "removed": {"train": n, "val": n}}``.
+    same command gives the same files and the same run). A source given twice (``x`` and
+    ``./x/``) is used once, with a warning. Returns ``{"train": Path, "val": Path | None,
+    "removed": {"train": n, "val": n}, "skipped": [{"path", "reason"}]}`` (``skipped``: the
+    image sets' files that are not images).
     """
     if not images and not train_csvs:
         raise UsageError("no training data: give a class-folder image set or a caption CSV")
-    folders = [prepare_folder(d, workspace, split_seed) for d in images]
+    images, train_csvs = _once(images, "image set"), _once(train_csvs, "caption CSV")
+    val_csvs = _once(val_csvs, "validation CSV")
+    skipped: list[dict[str, str]] = []
+    folders = [prepare_folder(d, workspace, split_seed, skipped) for d in images]
     _check_held_out(folders, train_csvs)
-    train_sources = [f["train"] for f in folders] + [Path(c) for c in train_csvs]
+    train_sources = [f["train"] for f in folders] + train_csvs
     # A set of few images per class has no validation images (10% of each class, rounded)
-    val_sources = [f["val"] for f in folders if _first_row(f["val"])] + [Path(c) for c in val_csvs]
+    val_sources = [f["val"] for f in folders if _first_row(f["val"])] + val_csvs
     if len(train_sources) == 1 and len(val_sources) <= 1 and not exclude:
-        return {"train": train_sources[0], "val": (val_sources or [None])[0], "removed": {}}
+        val = (val_sources or [None])[0]
+        return {"train": train_sources[0], "val": val, "removed": {}, "skipped": skipped}
     key = json.dumps(
         {
             "train": [str(Path(c).resolve()) for c in train_sources],
@@ -238,7 +247,7 @@ def prepare_training_data(
         sort_keys=True,
     )
     out_dir = workspace.root / "captions" / f"mix-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
-    out: dict[str, Any] = {"removed": {}}
+    out: dict[str, Any] = {"removed": {}, "skipped": skipped}
     for split, sources in (("train", train_sources), ("val", val_sources)):
         rows = [row for source in sources for row in read_caption_rows(source)]
         if split == "train":
@@ -256,6 +265,20 @@ def prepare_training_data(
         out[split] = write_csv(kept, out_dir / f"{split}.csv") if kept else None
     (out_dir / "sources.json").write_text(key)
     return out
+
+
+def _once(paths: Sequence[str | Path], what: str) -> list[Path]:
+    """``paths`` with each file or folder once (by resolved path: ``x``, ``./x/`` and a link to
+    it are one), repeats named in a warning: each would train on every image again."""
+    first: dict[Path, Path] = {}
+    times: Counter[Path] = Counter()
+    for path in map(Path, paths):
+        first.setdefault(path.resolve(), path)
+        times[path.resolve()] += 1
+    repeats = [f"{first[key]} ({n} times)" for key, n in times.items() if n > 1]
+    if repeats:
+        warnings.warn(f"{what} given more than once, used once: {', '.join(repeats)}", stacklevel=3)
+    return list(first.values())
 
 
 def _check_held_out(folders: Sequence[dict[str, Path]], train_csvs: Sequence[str | Path]) -> None:

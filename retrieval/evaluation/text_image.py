@@ -34,6 +34,7 @@ from skysearch.encoders.datasets.captions import (
     caption_rows,
     display_name,
     file_sha1,
+    image_problem,
     list_class_images,
     normalise_class,
     read_csv,
@@ -45,7 +46,7 @@ from skysearch.encoders.models.text_image import TextImageModel
 from skysearch.encoders.training.text_image_recipe import create_untuned_model
 
 from skysearch.config import Workspace
-from skysearch.errors import UsageError
+from skysearch.errors import UsageError, some_of
 
 
 def score(tim: TextImageModel, paths: Sequence[str], captions, labels, table) -> dict[str, Any]:
@@ -152,6 +153,20 @@ def training_images(train_csv: Path | None, skipped: Sequence[str] = ()) -> Trai
     return out
 
 
+def _readable(items: list[tuple[Path, str]], left_out: list[dict[str, str]]) -> list:
+    """The ``items`` whose images can be read whole; the others are added to ``left_out``. The
+    split's check reads headers only, so a file cut short is in it, and would stop the
+    embedding of every image."""
+    kept = []
+    for path, label in items:
+        why = image_problem(path, whole=True)
+        if why:
+            left_out.append({"path": str(path.resolve()), "reason": why})
+        else:
+            kept.append((path, label))
+    return kept
+
+
 def _counted(counts: dict[str, int]) -> str:
     """``{"aGrass": 2, "gParking": 1}`` -> ``aGrass (2), gParking (1)``."""
     return ", ".join(f"{label} ({n})" for label, n in counts.items())
@@ -166,12 +181,14 @@ def evaluate_text_image(
     device: str | None = "cpu",
 ) -> dict[str, Any]:
     """Untuned towers vs the workspace's fine-tuned model on the same images (see the module
-    docstring for which images and which class names), both on ``device``."""
+    docstring for which images and which class names), both on ``device``. Files that are not
+    images, or cannot be read whole, are left out and listed (``skipped``)."""
     tuned = load_text_image(workspace, model_id, device)
     train_cfg = tuned.metadata.get("train", {})
     table = tuned.metadata.get("class_phrases")
     split_seed = seed if seed is not None else int(train_cfg.get("split_seed") or DEFAULT_SEED)
-    found = select_classes(list_class_images(images_dir), classes)
+    left_out: list[dict[str, str]] = []
+    found = select_classes(list_class_images(images_dir, left_out), classes)
     train_csv = training_csv(train_cfg.get("train_csv"), workspace)
     skipped = [s["path"] for s in tuned.metadata.get("summary", {}).get("skipped", [])]
     trained = training_images(train_csv, skipped)
@@ -216,6 +233,13 @@ def evaluate_text_image(
             "source (a training CSV listing them): score the classes it never saw ({classes})",
             params=["classes"],
         )
+    items = _readable(items, left_out)
+    found = {c: paths for c, paths in found.items() if any(label == c for _, label in items)}
+    if len(found) < 2:
+        raise UsageError(
+            f"fewer than two classes have images that can be read (unreadable: "
+            f"{some_of([s['path'] for s in left_out], 5)})"
+        )
     rows = caption_rows(items, split_seed, table)
     paths = [r.filepath for r in rows]
     captions = [r.title for r in rows]
@@ -235,6 +259,7 @@ def evaluate_text_image(
         "classes": sorted(found),
         "unseen_classes": sorted(set(found) - set(seen_classes)),
         "test_copies_of_training_images_left_out": copies,
+        "skipped": left_out,
         "zero_shot_top1": {k: results[k]["zero_shot_top1"] for k in results},
         "per_class": {
             c: {
