@@ -16,6 +16,7 @@ from skysearch.cli.options import (
     ProfilesOption,
     SourceOption,
     WorkspaceOption,
+    input_path,
     names,
     one_name,
 )
@@ -26,7 +27,10 @@ from skysearch.config import load_settings
 
 @app.command()
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="Folders, files or zip archives to ingest.")],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="Folders, files or zip archives to ingest.", parser=input_path),
+    ],
     source: SourceOption = "auto",
     profiles: ProfilesOption = None,
     workers: Annotated[

@@ -40,6 +40,14 @@ def _folder(text: str) -> Path:
     return Path(text)
 
 
+def input_path(text: str) -> Path:
+    """A folder, file or zip archive to load: an empty name (an unset ``"$DIR"``) is refused
+    rather than read as the current directory (which would load whatever lies there)."""
+    if not text.strip():
+        raise typer.BadParameter("an empty name (an unset variable?): name a folder, file or zip")
+    return Path(text)
+
+
 WorkspaceOption = Annotated[
     Path | None,
     typer.Option(
@@ -65,7 +73,12 @@ SourceOption = Annotated[
 ]
 ProfilesOption = Annotated[
     list[Path] | None,
-    typer.Option("--profiles", help="Extra folder of source-profile JSON files (repeatable)."),
+    typer.Option(
+        "--profiles",
+        help="Extra folder of source-profile JSON files (repeatable).",
+        parser=_folder,
+        metavar="PATH",
+    ),
 ]
 
 

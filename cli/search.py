@@ -374,8 +374,15 @@ def _render_with_sheet(
 
 
 def _check_exist(paths: list[Path], flag: str) -> None:
-    """Query files that are not there: one line before anything loads (torch takes seconds)."""
-    missing = [str(p) for p in paths if not p.exists()]
+    """Query files that are not there: one line before anything loads (torch takes seconds).
+    ``FILE#frame=N`` (step N of a NetCDF or zarr file of many frames) needs FILE."""
+    from skysearch.ingest.decode import FRAME_SEP
+
+    def there(path: Path) -> bool:
+        head, sep, step = str(path).rpartition(FRAME_SEP)
+        return path.exists() or bool(sep and step.isdigit() and Path(head).exists())
+
+    missing = [str(p) for p in paths if not there(p)]
     if missing:
         raise UsageError(f"{flag} {', '.join(missing)}: no such file or folder")
 
@@ -386,8 +393,9 @@ def search_frame_command(
     file: Annotated[
         Path | None,
         typer.Option(
-            help="A query frame from outside the archive (an image file), preprocessed by the "
-            "source profile that recognises its name (or --source)."
+            help="A query frame from outside the archive (an image file, or FILE#frame=N: step "
+            "N of a NetCDF or zarr file of many frames), preprocessed by the source profile "
+            "that recognises its name (or --source)."
         ),
     ] = None,
     at: Annotated[

@@ -19,6 +19,7 @@ from skysearch.cli.options import (
     SourceOption,
     ThreadsOption,
     WorkspaceOption,
+    input_path,
     set_threads,
 )
 from skysearch.cli.output import emit_json, info
@@ -30,7 +31,11 @@ from skysearch.config import load_settings
 @app.command()
 def update(
     paths: Annotated[
-        list[Path], typer.Argument(help="New folders, files or zip archives to load.")
+        list[Path],
+        typer.Argument(
+            help="New folders, files or zip archives to load.",
+            parser=input_path,
+        ),
     ],
     clip_spec: Annotated[
         list[str] | None,

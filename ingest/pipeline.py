@@ -35,7 +35,7 @@ from skysearch.ingest.catalog import (
     write_frames,
 )
 from skysearch.ingest.copies import read_copies, under, write_copies
-from skysearch.ingest.decode import Decoded, Source, printable_path, utf8_path
+from skysearch.ingest.decode import FRAME_SEP, Decoded, Source, printable_path, utf8_path
 from skysearch.ingest.engines import Engine, get_engine
 from skysearch.ingest.footprints import fixed_bounds
 from skysearch.ingest.framestore import StoreWriter
@@ -80,6 +80,7 @@ class IngestReport:
     suspect: int = 0  # frames added with physically impossible values or no data (quality > 0)
     repaired: int = 0  # suspect frames (of this run or before) repaired from their neighbours
     identical_duplicates: int = 0
+    moved: int = 0  # frames found at another step of their many-frame file (it was reordered)
     files_seen: int = 0
     seconds: float = 0.0
     report_path: str = ""
@@ -97,6 +98,7 @@ class IngestReport:
                 if self.identical_duplicates
                 else ""
             )
+            + (f", {self.moved} moved to another step of their file" if self.moved else "")
             + (f", {self.suspect} with bad pixels" if self.suspect else "")
             + (f", {self.repaired} repaired" if self.repaired else "")
             + " "
@@ -202,20 +204,22 @@ def discover(
                 skipped.append({"path": source.path, "reason": str(exc)})
                 continue
             for index, at in enumerate(times):
-                if at is None or at > latest:
-                    step_path = replace(source, index=index).path
-                    reason = (
-                        f"no time for this step ({profile.decoder.time!r} is missing there)"
-                        if at is None
-                        else _future(at)
-                    )
-                    skipped.append({"path": step_path, "reason": reason})
+                if isinstance(at, str) or at > latest:
+                    reason = at if isinstance(at, str) else _future(at)
+                    skipped.append({"path": replace(source, index=index).path, "reason": reason})
                     continue
                 step = replace(name, time=at)
                 fid = ids.frame_id(step.satellite, step.channel, at, step.event)
                 candidates.append(Candidate(replace(source, index=index), profile, step, fid))
     candidates.sort(key=lambda c: (replace(c.source, index=None).path, c.source.index or 0))
     return candidates, skipped
+
+
+def _whole(path: str) -> str:
+    """The file (or zip member) a source or skipped path names, without a many-frame file's
+    step (any name: ``Source.parse`` reads only the paths a catalog holds)."""
+    head, sep, step = path.rpartition(FRAME_SEP)
+    return head if sep and step.isdigit() else path
 
 
 def _catalog_row(
@@ -258,6 +262,17 @@ def _changed(cand: Candidate) -> str:
     )
 
 
+def _moved(cand: Candidate, seen_path: str, steps: dict[str, str]) -> bool:
+    """Whether ``cand``'s frame, catalogued at ``seen_path``, moved to another step of the
+    same file (rewritten with its steps reordered): that step now holds another frame or
+    none. A step that still holds it makes ``cand`` a duplicate within the file."""
+    return (
+        seen_path != cand.source.path
+        and _whole(seen_path) == _whole(cand.source.path)
+        and steps.get(seen_path) != cand.frame_id
+    )
+
+
 def _catalog_counts(workspace: Workspace) -> tuple[int, dict[str, int]]:
     table = read_frames(workspace, columns=["satellite", "channel"])
     counts: dict[str, int] = {}
@@ -282,8 +297,11 @@ def with_bad_frames(profiles: list[Profile], policy: str | None) -> list[Profile
     ]
 
 
-def check_inputs(paths: Sequence[Path]) -> None:
-    """A UsageError unless there is at least one PATH and every one exists."""
+def check_inputs(paths: Sequence[Path | str]) -> None:
+    """A UsageError unless there is at least one PATH and every one exists. An empty one (an
+    unset ``"$DIR"``) is refused: ``Path("")`` is the current folder."""
+    if any(not str(p).strip() for p in paths):
+        raise UsageError("empty PATH (an unset variable?): name a folder, file or zip archive")
     missing = [str(p) for p in paths if not Path(p).exists()]
     if missing:
         raise UsageError(f"path not found: {missing[0]}")
@@ -313,8 +331,8 @@ def ingest(
     engine = engine or get_engine()
     workspace.ensure()  # after the arguments are checked: a refused run creates nothing
     candidates, skipped = discover(paths, profiles, workspace.root)
-    files = {replace(c.source, index=None) for c in candidates}  # a NetCDF's frames: one file
-    report = IngestReport(files_seen=len(files) + len(skipped))
+    files = {_whole(c.source.path) for c in candidates} | {_whole(s["path"]) for s in skipped}
+    report = IngestReport(files_seen=len(files))  # a NetCDF's frames: one file
     report.inputs = [str(Path(p).resolve()) for p in paths]
     found = [c.source.path for c in candidates] + [s["path"] for s in skipped]
     for root in report.inputs:  # in a scheduled job: a delivery that did not arrive
@@ -358,6 +376,7 @@ def ingest(
                 copies.pop(cand.source.path, None)
                 todo.append(cand)
 
+        steps = {c.source.path: c.frame_id for c in candidates}  # what each step holds now
         rows: list[dict[str, Any]] = []
         committing = False
 
@@ -385,12 +404,22 @@ def ingest(
                 seen = known.get(cand.frame_id)
                 if seen is not None:  # before the quality checks: a frame kept stays kept
                     same_file = seen[0] == cand.source.path
+                    moved = _moved(cand, seen[0], steps)
                     if seen[1] != result.checksum:
-                        reason = _changed(cand) if same_file else _clash(cand, seen[0])
+                        changed = same_file or moved
+                        reason = _changed(cand) if changed else _clash(cand, seen[0])
                         skipped.append({"path": cand.source.path, "reason": reason})
                     elif same_file:  # touched, copied again, or a many-frame file that grew
                         report.unchanged += 1
                         restamped[cand.frame_id] = {"source_stamp": stamps(cand.source)}
+                    elif moved:  # its row names the step it is at now (repair reads it there)
+                        report.moved += 1
+                        stamp = stamps(cand.source)
+                        restamped[cand.frame_id] = {
+                            "source_path": cand.source.path,
+                            "source_stamp": stamp,
+                        }
+                        known[cand.frame_id] = (cand.source.path, result.checksum, stamp)
                     else:
                         report.identical_duplicates += 1
                         if (stamp := stamps(cand.source)) is not None:

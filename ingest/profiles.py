@@ -384,7 +384,16 @@ def _stamp(folders: tuple[Path | None, ...]) -> tuple[tuple[str, int], ...]:
     """The profile files' paths and times: a profile edited or added meanwhile is read again
     (a running service, or a second ingest in one process)."""
     found = (p for f in folders if f is not None and f.is_dir() for p in sorted(f.glob("*.json")))
-    return tuple((str(p), p.stat().st_mtime_ns) for p in found)
+    return tuple((str(p), _mtime(p)) for p in found)
+
+
+def _mtime(path: Path) -> int:
+    """``path``'s modification time; -1 where it cannot be read (a dangling link): reading
+    the file then says why, in one line."""
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return -1
 
 
 def select_profiles(

@@ -9,7 +9,8 @@ pixels that were not valid is the frame's ``quality`` in the catalog.
 
 Readers are the ecosystem's: h5py for HDF5, xarray (netCDF4 / zarr engines) for NetCDF and
 zarr. A NetCDF or zarr file may hold many frames along its ``time`` coordinate; each is its
-own source (``Source.index``) with the time the file gives it.
+own source (``Source.index``) with the time the file gives it. Times are decoded here, step by
+step where needed (xarray's decoder refuses a whole coordinate for one impossible value).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from skysearch.ingest.profiles import Decoder, Profile
 
 NODATA = 0  # grey value of pixels without a valid measurement
 BAND_GAP = 0.125  # rows between two bad rows closer than this share of the height are masked
+#: calendars whose dates are real (UTC) times; others (noleap, 360_day...) are model calendars
+REAL_CALENDARS = frozenset({"standard", "gregorian", "proleptic_gregorian"})
 
 #: a process's last opened NetCDF/zarr dataset, by path and :func:`file_signature`
 _open: tuple[tuple[str, tuple], Any] | None = None
@@ -83,10 +86,14 @@ def _dataset(path: str, kind: str) -> Any:
         _open = None
     if kind == "netcdf":
         _check_complete(path)
+    raw = {"decode_times": False, "decode_timedelta": False}  # times: ``frame_times``
     try:
         with warnings.catch_warnings():  # zarr stores with or without consolidated metadata
             warnings.simplefilter("ignore", RuntimeWarning)
-            data = xr.open_zarr(path) if kind == "zarr" else xr.open_dataset(path, engine="netcdf4")
+            if kind == "zarr":
+                data = xr.open_zarr(path, **raw)
+            else:
+                data = xr.open_dataset(path, engine="netcdf4", **raw)
     except Exception as exc:  # noqa: BLE001 - each engine raises its own kinds on bad files
         raise FieldError(f"cannot open as {kind}: {exc}") from None
     _open = (key, data)
@@ -112,28 +119,121 @@ def _check_complete(path: str) -> None:
         )
 
 
-def _variable(data: Any, decoder: Decoder) -> Any:
+def _variable(data: Any, decoder: Decoder, path: str) -> Any:
     if decoder.variable not in data.variables:
         have = ", ".join(sorted(map(str, data.data_vars))) or "none"
-        raise FieldError(f"no variable {decoder.variable!r} (variables: {have})")
+        groups = _groups(path, decoder.kind)
+        inside = (
+            f"; the file keeps variables in groups ({', '.join(groups)}), which a profile "
+            "cannot name: only the root group is read"
+            if groups
+            else ""
+        )
+        raise FieldError(f"no variable {decoder.variable!r} (variables: {have}){inside}")
     return data[decoder.variable]
 
 
-def frame_times(path: str, decoder: Decoder) -> list[datetime | None]:
-    """The UTC times of the frames a NetCDF/zarr file holds (its ``time`` coordinate); None
-    for a step whose time is missing (NaT)."""
+def _groups(path: str, kind: str) -> list[str]:
+    """The groups at the root of a NetCDF-4 file or zarr store (none where it cannot say)."""
+    try:
+        if kind == "zarr":
+            import zarr
+
+            return sorted(zarr.open_group(path, mode="r").group_keys())
+        import netCDF4
+
+        with netCDF4.Dataset(path) as handle:
+            return sorted(handle.groups)
+    except Exception:  # noqa: BLE001 - only a hint for a reason already given
+        return []
+
+
+def _step_dim(data: Any, var: Any, decoder: Decoder) -> str | None:
+    """The dimension of ``var`` its frames lie along: the decoder's ``time``, or the one
+    dimension of a 1-D coordinate of that name (``time(t)`` along ``tb(t, y, x)``); None for
+    one frame timed by a scalar coordinate."""
+    name, dims = decoder.time, ", ".join(map(str, var.dims))
+    if name in var.dims:
+        return name
+    coord = data.variables.get(name)
+    if coord is None:
+        raise FieldError(
+            f"variable {decoder.variable!r} ({dims}) has no {name!r} dimension or coordinate"
+        )
+    if coord.ndim == 0:
+        return None
+    if coord.ndim == 1 and coord.dims[0] in var.dims:
+        return str(coord.dims[0])
+    raise FieldError(
+        f"coordinate {name!r} lies along ({', '.join(map(str, coord.dims))}), not along a "
+        f"dimension of variable {decoder.variable!r} ({dims})"
+    )
+
+
+def frame_times(path: str, decoder: Decoder) -> list[datetime | str]:
+    """The UTC times of the frames a NetCDF/zarr file holds (its ``time`` coordinate), one
+    per step; a step whose time cannot be used (missing, or no date of years 1-9999) has the
+    reason instead. A file with no step, or whose times cannot be read, is a ``FieldError``."""
     data = _dataset(path, decoder.kind)
-    var = _variable(data, decoder)
-    if decoder.time not in var.dims:
-        raise FieldError(f"variable {decoder.variable!r} has no {decoder.time!r} dimension")
-    stamps = np.asarray(data[decoder.time].values)
-    if not np.issubdtype(stamps.dtype, np.datetime64):
-        raise FieldError(f"coordinate {decoder.time!r} does not hold times")
-    micros = stamps.astype("datetime64[us]").astype(np.int64).tolist()
+    var = _variable(data, decoder, path)
+    name = decoder.time
+    coord = data.variables[name].to_base_variable()
+    one = _step_dim(data, var, decoder) is None  # a scalar time: the file is one frame
+    steps = coord.set_dims({"step": 1}) if one else coord
+    if steps.size == 0:
+        raise FieldError(f"holds no time steps (its {name!r} dimension is empty)")
+    calendar = str(coord.attrs.get("calendar", "standard")).lower()
+    if calendar not in REAL_CALENDARS:
+        raise FieldError(
+            f"coordinate {name!r} has calendar {calendar!r}, which is not supported: frames "
+            f"need real dates ({', '.join(sorted(REAL_CALENDARS))})"
+        )
+    units = coord.attrs.get("units")
+    try:
+        stamps = _decoded(steps, name)
+    except FieldError:
+        raise
+    except ValueError:  # xarray refuses all for one impossible value: each step on its own
+        stamps = _each_step(steps, name)
     return [
-        None if missing else datetime.fromtimestamp(m / 1e6, tz=timezone.utc)
-        for m, missing in zip(micros, np.isnat(stamps).tolist(), strict=True)
+        at.replace(tzinfo=timezone.utc)
+        if isinstance(at, datetime)
+        else f"no time for this step ({name!r} is missing there)"
+        if at is None
+        else f"its time {value!r} ({units}) is no date of years 1-9999"
+        for at, value in zip(stamps, steps.values.tolist(), strict=True)
     ]
+
+
+def _each_step(steps: Any, name: str) -> list[Any]:
+    """``_decoded`` one step at a time, -1 (as beyond years 1-9999) where a step cannot be
+    decoded; a ``FieldError`` when none can."""
+    found: list[Any] = []
+    for index in range(steps.size):
+        try:
+            found += _decoded(steps[index : index + 1], name)
+        except ValueError:
+            found.append(-1)
+    if not any(isinstance(at, datetime) for at in found):
+        units = steps.attrs.get("units")
+        raise FieldError(f"coordinate {name!r} cannot be read as times (units {units!r})")
+    return found
+
+
+def _decoded(steps: Any, name: str) -> list[Any]:
+    """1-D time values decoded as CF says (``units`` "hours since ..."): each a datetime
+    (naive UTC), None (missing) or an int (beyond years 1-9999). A ``ValueError`` (xarray's:
+    its advice is for Python users) when one cannot be decoded; a ``FieldError`` when the
+    values are not times."""
+    from xarray.coders import CFDatetimeCoder
+
+    values = CFDatetimeCoder(use_cftime=False, time_unit="us").decode(steps, name).values
+    if not np.issubdtype(values.dtype, np.datetime64):
+        raise FieldError(
+            f"coordinate {name!r} does not hold times: CF times are numbers with units such "
+            "as 'hours since 1970-01-01'"
+        )
+    return values.astype("datetime64[us]").astype(object).tolist()
 
 
 def read_field(
@@ -147,7 +247,8 @@ def read_field(
     or step ``index`` along the time dimension of a NetCDF/zarr file. Its shape is checked
     from the file's header before any value is read: not one 2-D frame, or a size ``refuse``
     (width, height) names a reason for, is a ``FieldError`` (a chunked dataset of a few KB can
-    declare gigabytes of fill values)."""
+    declare gigabytes of fill values). What a NetCDF/zarr file never wrote is NaN
+    (``_own_fill``), unless that value lies inside the decoder's ``range``."""
     if decoder.kind == "hdf5":
         import h5py
 
@@ -166,14 +267,46 @@ def read_field(
             raise FieldError(f"not a readable HDF5 file: {exc}") from None
         checksum = hashlib.sha256(raw or b"").hexdigest()
     else:
-        var = _variable(_dataset(path, decoder.kind), decoder)
+        data = _dataset(path, decoder.kind)
+        var = _variable(data, decoder, path)
         _check_numeric(var.dtype, decoder)
-        if index is not None and decoder.time in var.dims:
-            var = var.isel({decoder.time: index})
+        dim = _step_dim(data, var, decoder) if index is not None else None
+        if dim is not None:
+            var = var.isel({dim: index})
         _check_shape(var.shape, decoder, refuse)
         values = np.asarray(var.values, dtype=np.float64)
         checksum = hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()
+        fill = _own_fill(var, decoder.kind)  # after the checksum: a property of the file
+        low, high = decoder.range
+        if fill is not None and not low <= fill <= high:  # inside: maybe a measurement
+            values[values == fill] = np.nan
     return Field(np.squeeze(values), checksum)
+
+
+def _own_fill(var: Any, kind: str) -> float | None:
+    """What a variable reads where nothing was written, when it declares no ``_FillValue`` or
+    ``missing_value`` (xarray masks those): a zarr array's ``fill_value`` (a chunk not
+    stored; xarray masks it for zarr v2 only), the netCDF library's default fill of the
+    stored type (a record never written; none for 1-byte types, as netCDF4-python). Decoded
+    as xarray decodes the values (``scale_factor``, ``add_offset``)."""
+    encoding = var.encoding
+    if "_FillValue" in encoding or "missing_value" in encoding:
+        return None
+    stored = np.dtype(encoding.get("dtype", var.dtype))
+    if kind == "zarr":
+        raw = encoding.get("fill_value")
+    else:
+        from netCDF4 import default_fillvals
+
+        raw = default_fillvals.get(stored.str[1:]) if stored.itemsize > 1 else None
+    if raw is None or not np.isfinite(raw):
+        return None  # none, or NaN: NaN is no data already
+    fill = np.array([raw]).astype(var.dtype)  # the steps of xarray's CF decoding
+    if "scale_factor" in encoding:
+        fill *= encoding["scale_factor"]
+    if "add_offset" in encoding:
+        fill += encoding["add_offset"]
+    return float(fill[0])
 
 
 def _check_shape(

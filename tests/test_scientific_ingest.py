@@ -407,7 +407,10 @@ def test_a_damaged_classic_netcdf_header_is_a_reason_not_a_crash():
         ({"bad_frames": "drop"}, "bad_frames 'drop' is not one of skip, keep, repair"),
         ({"range": [310, 170]}, "decoder range [310.0, 170.0] is empty"),
         ({"invert": "false"}, "invert must be true or false, got 'false'"),  # inverted all
-        ({"valid": [150]}, "valid must be [low, high], got [150]"),  # was a traceback
+        (
+            {"valid": [150]},
+            "valid must be [low, high] of two finite numbers, got [150]",
+        ),  # was a traceback
         ({"valid": [340, 150]}, "valid [340.0, 150.0] is empty"),  # every pixel impossible
         ({"fill": 0}, "unknown decoder key 'fill'"),
         ("hdf5", "decoder must be an object of kind,"),  # was "unknown decoder key '5'"

@@ -23,6 +23,7 @@ from skysearch.errors import NotFoundError, UsageError
 from skysearch.timeutil import parse_time, to_rfc3339
 
 if TYPE_CHECKING:
+    from skysearch.ingest.decode import Source
     from skysearch.ingest.profiles import Profile
     from skysearch.retrieval.search.queries import QueryResolver
     from skysearch.retrieval.store.filters import SearchFilters
@@ -233,17 +234,40 @@ def _file_profile(
     return found[0] if found else resolver.profile(satellite)
 
 
+def _query_source(path: Path) -> Source:
+    """The file ``path`` names; ``FILE#frame=N`` (as a catalog's ``source_path`` names it)
+    is step N of a NetCDF or zarr file of many frames."""
+    from skysearch.ingest.decode import FRAME_SEP, Source
+
+    head, sep, step = str(path).rpartition(FRAME_SEP)
+    if sep and step.isdigit() and not path.exists():
+        return Source(head, index=int(step))
+    return Source(str(path))
+
+
 def _from_file(
     resolver: QueryResolver, path: Path, satellite: str, channel: str, source: str | None
 ) -> QueryFrame:
-    from skysearch.ingest.decode import Source, preprocess
+    from skysearch.ingest.decode import FRAME_SEP, preprocess
 
-    if not path.is_file():
-        what = "is a folder: pass one frame file" if path.is_dir() else "does not exist"
-        raise UsageError(f"query frame {path} {what}", params=["file"])
-    profile = _file_profile(resolver, path, satellite, source)
-    match = profile.match(path.name)
-    result = preprocess(Source(str(path)), profile)
+    step = _query_source(path)
+    file = Path(step.file)
+    store = file.is_dir() and file.suffix.lower() == ".zarr"  # a zarr store is a folder
+    if not (file.is_file() or store):
+        what = "is a folder: pass one frame file" if file.is_dir() else "does not exist"
+        raise UsageError(f"query frame {file} {what}", params=["file"])
+    profile = _file_profile(resolver, file, satellite, source)
+    if step.index is not None and not profile.decoder.multi_frame:
+        raise UsageError(
+            f"query frame {path}: {FRAME_SEP}N picks a step of a NetCDF or zarr file of many "
+            f"frames; source profile {profile.name} reads {file.name} as one frame",
+            params=["file"],
+        )
+    match = profile.match(file.name)
+    at = match.time if match else None
+    if profile.decoder.multi_frame:
+        at = _step_time(file, step.index, profile)
+    result = preprocess(step, profile)
     if result.frame is None:
         raise UsageError(f"cannot use query frame {path}: {result.reason}", params=["file"])
     frame = from_pixels(
@@ -251,10 +275,30 @@ def _from_file(
         result.frame,
         match.satellite if match else profile.satellite,
         match.channel if match else channel,
-        match.time if match else None,
+        at,
     )
     frame.mode, frame.file = "file", str(path)
     return frame
+
+
+def _step_time(file: Path, index: int | None, profile: Profile) -> datetime | None:
+    """The time of step ``index`` of a NetCDF/zarr file of many frames (None: not known); a
+    UsageError for a file of many frames given without a step, or a step it does not hold."""
+    from skysearch.ingest.decode import FRAME_SEP
+    from skysearch.ingest.readers import FieldError, frame_times
+
+    try:
+        times = frame_times(str(file), profile.decoder)
+    except FieldError:
+        return None  # not a file of steps: decoding it says what it is
+    if (index is None and len(times) > 1) or (index is not None and index >= len(times)):
+        raise UsageError(
+            f"query frame {file} holds {len(times)} frames: pick one as {file}{FRAME_SEP}N, "
+            f"N from 0 to {len(times) - 1}",
+            params=["file"],
+        )
+    at = times[index or 0]
+    return at if isinstance(at, datetime) else None
 
 
 def from_pixels(
