@@ -35,7 +35,7 @@ from skysearch.ingest.checksums import (
 )
 from skysearch.ingest.profiles import load_profiles
 
-from skysearch.atomic import atomic_write_json, fsync_file
+from skysearch.atomic import atomic_write_json, file_identity, fsync_file
 from skysearch.config import Workspace
 from skysearch.errors import DamagedError, NotFoundError, SkySearchError, StoreError, UsageError
 
@@ -169,7 +169,8 @@ class _Index:
     key_codes: np.ndarray  # catalog row -> index into keys
     rows: np.ndarray  # catalog row -> store row
     expected: dict[Key, Expected]
-    maps: dict[Key, tuple[np.memmap, np.ndarray]] = field(default_factory=dict)  # rows, CRCs
+    # rows, CRCs, and the files' identity when mapped (see ``file_identity``)
+    maps: dict[Key, tuple[np.memmap, np.ndarray, tuple]] = field(default_factory=dict)
 
 
 class FrameStore:
@@ -223,11 +224,14 @@ class FrameStore:
         return self._array(self._current(), (satellite, channel, int(year)))[0]
 
     def _array(self, index: _Index, key: Key) -> tuple[np.memmap, np.ndarray]:
-        """The array of ``key`` and its rows' stored CRCs (fewer for files from before them)."""
-        cached = index.maps.get(key)
-        if cached is not None:
-            return cached
+        """The array of ``key`` and its rows' stored CRCs (fewer for files from before them);
+        mapped again when its files were replaced or rewritten since (a running service sees
+        a repair, where the old mapping held the damaged file or the CRCs read before)."""
         folder = store_path(self.workspace, *key)
+        identity = file_identity(folder / DATA_FILE, folder / CRC_FILE)
+        cached = index.maps.get(key)
+        if cached is not None and cached[2] == identity:
+            return cached[0], cached[1]
         expected = index.expected.get(key)
         if expected is None:
             raise NotFoundError(f"no frames stored for {'/'.join(map(str, key))}")
@@ -240,7 +244,7 @@ class FrameStore:
             crcs = read_crcs(folder / CRC_FILE, expected.rows)
         except PermissionError as exc:
             raise UsageError(f"cannot read the frame store: {exc}") from None
-        index.maps[key] = (mapped, crcs)
+        index.maps[key] = (mapped, crcs, identity)
         return mapped, crcs
 
     def read(self, frame_id: str) -> np.ndarray:

@@ -174,6 +174,19 @@ def exchange(first: Path, second: Path) -> None:
         raise OSError(code, os.strerror(code), str(first), None, str(second))
 
 
+def file_identity(*paths: Path) -> tuple:
+    """Inode, size and modification time of each file (None: not there): a file replaced or
+    rewritten since (by ``skysearch repair``) has another."""
+    found = []
+    for path in paths:
+        try:
+            st = path.stat()
+            found.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        except OSError:
+            found.append(None)
+    return tuple(found)
+
+
 def remove_temporaries(root: Path) -> int:
     """Delete ``*.tmp`` leftovers of writers killed mid-write under ``root``; returns how many."""
     if not root.exists():

@@ -182,3 +182,50 @@ def test_a_service_restarted_on_a_vector_file_cut_short_serves_the_other_kinds(t
             assert str(ws / "store" / "clips") in str(exc)
     finally:
         svc.close()
+
+
+def test_a_damaged_frame_the_checks_do_not_sample_is_served_again_after_repair(
+    tmp_path_factory, cli
+):
+    """A request met a damaged frame row that the start-up checks do not sample (they read
+    the first, middle and last rows): /ready said ready again at the next call, and once
+    `skysearch repair` had rebuilt the array beside the running service, searches stayed 503
+    until a restart (the frame store kept its mapping of the old file)."""
+    from fastapi.testclient import TestClient
+    from skysearch.ingest.catalog import read_frames
+    from skysearch.ingest.framestore import read_shape
+    from skysearch.retrieval.service.app import create_app
+    from skysearch.retrieval.service.service import SearchService
+
+    from skysearch.config import Workspace, load_settings
+    from skysearch.timeutil import parse_time
+
+    shared = shared_workspace(tmp_path_factory)
+    ws = tmp_path_factory.mktemp("row") / "ws"
+    shutil.copytree(shared.root, ws, ignore=shutil.ignore_patterns(".*owner"))
+    ir = [r for r in read_frames(Workspace(ws)).to_pylist() if r["channel"] == "ir"]
+    row = next(r["store_row"] for r in ir if r["time"] == parse_time(QUERY_AT))
+    assert row not in {0, len(ir) // 2, len(ir) - 1}  # not one the checks sample
+    height, width = read_shape((ws / FRAMES_U8).parent)
+    svc = SearchService(load_settings(workspace=ws), torch_threads=None)
+    svc.start(background=False)
+    try:
+        client = TestClient(create_app(svc))
+        body = {"at": QUERY_AT, "channels": ["ir"], "rerank": 5, "filters": {"k": 3}}
+        good = client.post("/search/clip", json=body)
+        assert good.status_code == 200
+        with open(ws / FRAMES_U8, "r+b") as handle:
+            handle.seek(row * height * width)
+            handle.write(bytes(height * width))
+        refused = client.post("/search/clip", json=body)
+        assert refused.status_code == 503 and f"frame row {row}" in refused.json()["detail"]
+        for _ in range(2):  # the sampled checks pass: the damage met stays
+            ready = client.get("/ready")
+            assert ready.status_code == 503 and f"frame row {row}" in ready.json()["detail"]
+        repaired = cli("repair", "-w", ws)
+        assert f"repaired {ws / FRAMES_U8}" in repaired.stderr and "Traceback" not in repaired.stderr
+        assert client.get("/ready").status_code == 200
+        again = client.post("/search/clip", json=body)
+        assert again.status_code == 200 and again.json()["results"] == good.json()["results"]
+    finally:
+        svc.close()

@@ -205,6 +205,9 @@ def test_bad_parameters(sky):
         ),
         (lambda: sky.search_clip(at="1999-01-01T00:00Z", channels=["ir"]), 404, "outside"),
         (lambda: sky.search_clip(at=QUERY_AT, channels=["vis"]), 404, "unknown channel vis"),
+        # the request's own field: a clip search's is channels, a frame search's channel
+        (lambda: sky.search_clip(at=QUERY_AT, channels=["vis"]), 404, "(pass e.g. channels ir)"),
+        (lambda: sky.search_frame(at=QUERY_AT, channel="vis"), 404, "(pass e.g. channel ir)"),
         (lambda: sky.search_clip(at=QUERY_AT, length=12), 404, "no clip model"),
         (lambda: sky.search_clip(at="yesterday"), 422, "at"),
         (lambda: sky.search_clip(at=QUERY_AT, rerank=101), 422, "rerank"),

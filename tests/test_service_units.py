@@ -327,10 +327,12 @@ def test_serve_batches_by_the_services_default_window():
     assert QueryEncoder(0)._batcher is None and QueryEncoder(BATCH_WINDOW_MS)._batcher
 
 
-def test_the_lifecycle_fails_on_damage_and_loads_once_repaired(monkeypatch):
+def test_the_lifecycle_fails_on_damage_and_loads_once_repaired(monkeypatch, tmp_path):
     """starting -> failed on a damaged file -> ready after the repair, without a restart; the
-    check runs at most every RETRY_S; damage a request met keeps it not ready until it checks
-    out; an error of the load itself is a failed start that is not retried."""
+    check runs at most every RETRY_S; damage a request met keeps it not ready until its
+    folder's files change and it checks out (the checks sample frames: passing alone, they
+    cleared damage they had not looked at); an error of the load itself is a failed start
+    that is not retried."""
     from skysearch.retrieval.service import lifecycle
 
     from skysearch.errors import DamagedError, StoreError
@@ -355,7 +357,11 @@ def test_the_lifecycle_fails_on_damage_and_loads_once_repaired(monkeypatch):
     life.load_when_repaired()
     life.wait(10)
     assert life.ready and life.searches == {"text": "ok"} and loads == [1]
-    life.note_damage(DamagedError("/ws/frames/f.bin", "checksum"))
+    array = tmp_path / "frames.u8"
+    array.write_bytes(b"damaged")
+    life.note_damage(DamagedError(array, "row 7 does not match its checksum"))
+    assert "row 7" in life.damage_remains()  # the checks pass: row 7 was not in their sample
+    array.write_bytes(b"repaired")  # by `skysearch repair`
     damaged[0] = True
     assert "cut short" in life.damage_remains()  # what is damaged now, from the checks
     damaged[0] = False

@@ -412,6 +412,7 @@ def test_workspace_or_store_in_use_exit_2(cli, deliveries, tmp_path):
     register_models(ws)
     code, _, err = update(cli, ws, deliveries["ir"], "--clip-spec", SPEC)
     assert code == 0, err[-3000:]
+    record = (ws / "update.json").read_bytes()  # the last run's: kept by refused runs
     for what, said in (("job", "another update is running"), ("store", "in use by another")):
         holder = held(what, ws)  # another update; `skysearch serve` on the embedded store
         try:
@@ -421,6 +422,7 @@ def test_workspace_or_store_in_use_exit_2(cli, deliveries, tmp_path):
             (line,) = [json.loads(x) for x in refused.stdout.splitlines()]
             assert line["exit_code"] == 2 and said in line["error"], line
             assert line["inputs"] == [str(deliveries["wv"].resolve())]
+            assert (ws / "update.json").read_bytes() == record  # was finished: null
             if what == "store":  # doctor and repair leave a held store alone, and say so
                 doctor = cli("doctor", "-w", ws, "--json")
                 checks = json.loads(doctor.stdout)["checks"]
@@ -559,7 +561,8 @@ def test_killed_runs_end_as_an_uninterrupted_run(deliveries, tmp_path):
     assert stopped.status == "todo" and "stopped before it finished" in stopped.detail
     again = shlex.split(stopped.fix.removesuffix(" (finishes what is left)"))
     inputs = [str(p.resolve()) for p in paths]
-    assert again == ["skysearch", "update", *inputs, "--clip-spec", SPEC, "-w", str(killed)]
+    options = ["--clip-spec", SPEC, "--workers", "1", "--index-after", "1"]  # as given
+    assert again == ["skysearch", "update", *inputs, *options, "-w", str(killed)]
     with job_lock(killed / ".update.lock", "busy"):
         running = _last_update(killed)
     assert running.status == "ok" and running.detail.startswith("running since")

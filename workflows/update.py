@@ -87,16 +87,24 @@ def run_update(
     specs = [ClipSpec.from_user(text) for text in clip_specs]
     select_profiles(source, profile_dirs, workspace)  # a bad --source or --profiles: nothing made
     models = _models(workspace, model_ids)
+    given = {
+        "--workers": workers,
+        "--index-after": index_after if index_after != INDEX_AFTER else None,
+    }
+    if engine is not None and engine.name != "local":
+        given |= {"--engine": engine.name, "--address": getattr(engine, "address", None)}
     workers = workers or usable_cpus()
     report = UpdateReport(inputs=[str(Path(p).resolve()) for p in paths])
     step = Steps("update", say, report.steps)
     workspace.ensure()
     busy = f"another update is running on {workspace.root}; wait for it to finish"
     with job_lock(workspace.root / LOCK_FILE, busy):
-        again = [*report.inputs, *_options(clip_specs, model_ids, source, profile_dirs)]
-        run_started(workspace, again)
+        # the store first: a run refused here (another process holds it) changes nothing, not
+        # even the record of an earlier run that was cut off (doctor says how to finish it)
         store = _open_store(settings) if models else None
+        again = [*report.inputs, *_options(clip_specs, model_ids, source, profile_dirs, given)]
         try:
+            run_started(workspace, again)
             with step("ingest") as detail:
                 _ingest(
                     workspace,
@@ -136,12 +144,15 @@ def _options(
     model_ids: Sequence[str],
     source: str,
     profile_dirs: list[Path] | None,
+    given: dict[str, Any],
 ) -> list[str]:
-    """The command-line options that chose what a run loads (to run it again)."""
+    """The command-line options that chose what a run loads and how (to run it again);
+    ``given``: other options by flag, None where not given."""
     out = [arg for spec in clip_specs for arg in ("--clip-spec", spec)]
     out += [arg for mid in model_ids for arg in ("--model", mid)]
     out += ["--source", source] if source != "auto" else []
-    return out + [arg for d in profile_dirs or () for arg in ("--profiles", str(Path(d).resolve()))]
+    out += [arg for d in profile_dirs or () for arg in ("--profiles", str(Path(d).resolve()))]
+    return out + [arg for flag, value in given.items() if value for arg in (flag, str(value))]
 
 
 def _models(workspace: Workspace, model_ids: Sequence[str]) -> list[tuple[str, Any]]:

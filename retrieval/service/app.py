@@ -17,6 +17,7 @@ import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, File, Form, Path, Query, Request, Security, UploadFile
@@ -137,6 +138,21 @@ def _json_type(content_type: str) -> bool:
 FIELD_NAMES = {"event": "filters.events"}
 
 
+def _body_fields(request: Request) -> set[str]:
+    """The top-level fields of the JSON body the request's route reads (none: a form)."""
+    body = getattr(request.scope.get("route"), "body_field", None)
+    model = getattr(getattr(body, "field_info", None), "annotation", None)
+    return set(getattr(model, "model_fields", {}))
+
+
+def _field_name(fields: set[str], param: str) -> str:
+    """A library parameter as the request spells it: ``channel`` is ``channels`` in a clip
+    search's body (a list), ``channel`` in a frame search's."""
+    if param in FIELD_NAMES:
+        return FIELD_NAMES[param]
+    return f"{param}s" if param not in fields and f"{param}s" in fields else param
+
+
 def _takes_json(request: Request) -> bool:
     """Whether the request's route reads a JSON body (not a multipart form)."""
     body = getattr(request.scope.get("route"), "body_field", None)
@@ -145,11 +161,10 @@ def _takes_json(request: Request) -> bool:
 
 def _install_error_handlers(app: FastAPI, service: SearchService) -> None:
     @app.exception_handler(SkySearchError)
-    async def expected(_: Request, exc: SkySearchError) -> JSONResponse:
+    async def expected(request: Request, exc: SkySearchError) -> JSONResponse:
         if isinstance(exc, DamagedError):
             service.note_damage(exc)  # /ready says so until it is repaired
-        # Parameters by their field names, as the request spells them.
-        detail = exc.render(lambda param: FIELD_NAMES.get(param, param))
+        detail = exc.render(partial(_field_name, _body_fields(request)))
         return JSONResponse({"detail": detail}, status_code=_status(exc))
 
     @app.exception_handler(RequestValidationError)

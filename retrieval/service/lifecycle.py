@@ -14,7 +14,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from skysearch.atomic import file_identity
 from skysearch.errors import SkySearchError
 
 log = logging.getLogger("skysearch.service")
@@ -48,7 +50,8 @@ class Lifecycle:
         self.detail = "not started"
         self.load_seconds: float | None = None
         self.searches: dict[str, str] = {}
-        self._damage: str | None = None  # a damaged workspace file a request met since
+        # a damaged workspace file a request met since: why, and its folder's files then
+        self._damage: tuple[str, Path | None, tuple] | None = None
         self._damaged_at_start = False  # loading failed on it: loads again once it is whole
         self._retry_lock = threading.Lock()
         self._retried = 0.0  # when the workspace was last checked for that
@@ -102,9 +105,12 @@ class Lifecycle:
         log.info("service ready in %.1f s: %s", self.load_seconds, self.searches)
 
     def note_damage(self, exc: SkySearchError) -> None:
-        """A request met a damaged workspace file (``DamagedError``): not ready until the
-        start-up checks pass again (after ``skysearch repair``)."""
-        self._damage = str(exc)
+        """A request met a damaged workspace file (``DamagedError``): not ready until a file
+        beside it changed (``skysearch repair`` rewrote it) and the start-up checks pass again
+        (they sample frames: alone they would miss the damaged one)."""
+        path = getattr(exc, "path", None)
+        folder = Path(path).parent if path else None
+        self._damage = (str(exc), folder, _folder_identity(folder))
 
     def load_when_repaired(self) -> None:
         """A start that failed on a damaged workspace file loads again, in the background,
@@ -129,9 +135,23 @@ class Lifecycle:
         """Why the workspace is still damaged since a request met damage, else None."""
         if self._damage is None:
             return None
+        why, folder, identity = self._damage
+        if folder is not None and _folder_identity(folder) == identity:
+            return why  # nothing there changed since
         try:
             self._check_intact()
         except (SkySearchError, OSError) as exc:
             return str(exc)
         self._damage = None
         return None
+
+
+def _folder_identity(folder: Path | None) -> tuple:
+    """The identity of every file in ``folder`` (see ``file_identity``)."""
+    if folder is None:
+        return ()
+    try:
+        files = sorted(p for p in folder.iterdir() if p.is_file())
+    except OSError:
+        return ()
+    return tuple(zip(files, file_identity(*files), strict=True))
