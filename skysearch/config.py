@@ -26,9 +26,12 @@ CONFIG_FILE = "skysearch.toml"
 
 @dataclass(frozen=True)
 class Workspace:
-    """Where everything lives. All paths derive from ``root``."""
+    """Where everything lives. All paths derive from ``root`` (a str is taken as a path)."""
 
     root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
 
     @property
     def catalog_dir(self) -> Path:

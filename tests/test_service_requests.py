@@ -208,6 +208,11 @@ def test_bad_parameters(sky):
         # the request's own field: a clip search's is channels, a frame search's channel
         (lambda: sky.search_clip(at=QUERY_AT, channels=["vis"]), 404, "(pass e.g. channels ir)"),
         (lambda: sky.search_frame(at=QUERY_AT, channel="vis"), 404, "(pass e.g. channel ir)"),
+        (  # a filter is named as the request has it
+            lambda: sky.search_text("r", filters=Filters(bbox=[0, 0, 1, 1])),
+            404,
+            "the filters.bbox filter matches nothing",
+        ),
         (lambda: sky.search_clip(at=QUERY_AT, length=12), 404, "no clip model"),
         (lambda: sky.search_clip(at="yesterday"), 422, "at"),
         (lambda: sky.search_clip(at=QUERY_AT, rerank=101), 422, "rerank"),

@@ -122,6 +122,7 @@ def test_three_deliveries_each_searchable_and_reruns_add_nothing(cli, deliveries
         "frames_added": 12,
         "unchanged": 0,
         "identical_duplicates": 0,
+        "moved": 0,
         "skipped": 0,
         "suspect": 0,
         "repaired": 0,

@@ -225,6 +225,7 @@ def _ingest(
         "frames_added": done.frames_added,
         "unchanged": done.unchanged,
         "identical_duplicates": done.identical_duplicates,
+        "moved": done.moved,
         "skipped": len(done.skipped),
         "suspect": done.suspect,
         "repaired": done.repaired,

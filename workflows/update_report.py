@@ -13,8 +13,8 @@ class UpdateReport:
     """What one run did, per stage (``--json`` prints ``to_dict()``)."""
 
     inputs: list[str] = field(default_factory=list)
-    #: seen, frames_added, unchanged, identical_duplicates, skipped, suspect (added with
-    #: physically impossible values), repaired
+    #: seen, frames_added, unchanged, identical_duplicates, moved (to another step of their
+    #: many-frame file), skipped, suspect (added with physically impossible values), repaired
     files: dict[str, int] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}
     sketches: dict[str, int] = field(default_factory=dict)  # sketched, total

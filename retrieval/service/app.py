@@ -133,24 +133,26 @@ def _json_type(content_type: str) -> bool:
     )
 
 
-#: Library parameter names (``SkySearchError.params``) that a request spells otherwise: the
-#: event a query by time is picked by is the search's own event filter.
-FIELD_NAMES = {"event": "filters.events"}
-
-
 def _body_fields(request: Request) -> set[str]:
-    """The top-level fields of the JSON body the request's route reads (none: a form)."""
+    """The fields of the JSON body the request's route reads, a filter as ``filters.NAME``
+    (none: a form)."""
     body = getattr(request.scope.get("route"), "body_field", None)
     model = getattr(getattr(body, "field_info", None), "annotation", None)
-    return set(getattr(model, "model_fields", {}))
+    fields = set(getattr(model, "model_fields", {}))
+    if "filters" in fields:
+        nested = model.model_fields["filters"].annotation  # type: ignore[union-attr]
+        fields |= {f"filters.{name}" for name in getattr(nested, "model_fields", {})}
+    return fields
 
 
 def _field_name(fields: set[str], param: str) -> str:
-    """A library parameter as the request spells it: ``channel`` is ``channels`` in a clip
-    search's body (a list), ``channel`` in a frame search's."""
-    if param in FIELD_NAMES:
-        return FIELD_NAMES[param]
-    return f"{param}s" if param not in fields and f"{param}s" in fields else param
+    """A library parameter (``SkySearchError.params``) as the request spells it: a filter is
+    ``filters.NAME``, and a list has the plural name (``channel`` is ``channels`` in a clip
+    search's body, ``event`` is ``filters.events``)."""
+    for name in (param, f"filters.{param}", f"{param}s", f"filters.{param}s"):
+        if name in fields:
+            return name
+    return param
 
 
 def _takes_json(request: Request) -> bool:

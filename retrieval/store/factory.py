@@ -40,7 +40,8 @@ def open_store(settings: Any, location: str | None = None) -> VectorStore:
     try:
         params = EdgeIndexParams(memory=str(memory))
     except UsageError as exc:
-        raise UsageError(f"store_memory (SKYSEARCH_STORE_MEMORY): {exc}") from None
+        where = "store_memory in skysearch.toml, or SKYSEARCH_STORE_MEMORY"
+        raise UsageError(f"{where}: {exc}") from None
     return EmbeddedStore(root, params)
 
 
