@@ -35,7 +35,7 @@ from skysearch.ingest.checksums import (
 )
 from skysearch.ingest.profiles import load_profiles
 
-from skysearch.atomic import atomic_write_json, file_identity, fsync_file
+from skysearch.atomic import atomic_write_json, fsync_file
 from skysearch.config import Workspace
 from skysearch.errors import DamagedError, NotFoundError, SkySearchError, StoreError, UsageError
 
@@ -140,7 +140,7 @@ def check_array(folder: Path, expected: Expected, spot: bool = True) -> tuple[in
         mapped = np.memmap(data, np.uint8, "r", shape=(expected.rows, height * width))
         bad = spot_mismatch(mapped, crcs)
         if bad is not None:
-            raise DamagedError(data, f"frame row {bad} does not match its checksum")
+            raise DamagedError(data, f"frame row {bad} does not match its checksum", row=bad)
     return height, width
 
 
@@ -169,8 +169,34 @@ class _Index:
     key_codes: np.ndarray  # catalog row -> index into keys
     rows: np.ndarray  # catalog row -> store row
     expected: dict[Key, Expected]
-    # rows, CRCs, and the files' identity when mapped (see ``file_identity``)
+    # rows, CRCs, and the files' inodes when mapped (see ``_inodes``)
     maps: dict[Key, tuple[np.memmap, np.ndarray, tuple]] = field(default_factory=dict)
+
+
+def _inodes(folder: Path) -> tuple[int | None, ...]:
+    """The inodes of an array's frames and CRC files (None: not there): a repair replaces
+    both (atomic writes: another inode), an ingest appends to them in place."""
+    found = []
+    for name in (DATA_FILE, CRC_FILE):
+        try:
+            found.append((folder / name).stat().st_ino)
+        except OSError:
+            found.append(None)
+    return tuple(found)
+
+
+def check_row(data: Path, row: int) -> None:
+    """``DamagedError`` unless frame ``row`` of the array file ``data`` matches its stored
+    CRC: a damaged row a search met, checked again after a repair (the cheap checks sample
+    three rows)."""
+    height, width = read_shape(data.parent)
+    _check_still_holds(data, row + 1, height * width)
+    with open(data, "rb") as handle:
+        handle.seek(row * height * width)
+        pixels = np.frombuffer(handle.read(height * width), np.uint8).reshape(1, -1)
+    crcs = read_crcs(data.parent / CRC_FILE, row + 1)
+    if row < len(crcs) and row_crcs(pixels)[0] != crcs[row]:
+        raise DamagedError(data, f"frame row {row} does not match its checksum", row=row)
 
 
 class FrameStore:
@@ -225,10 +251,10 @@ class FrameStore:
 
     def _array(self, index: _Index, key: Key) -> tuple[np.memmap, np.ndarray]:
         """The array of ``key`` and its rows' stored CRCs (fewer for files from before them);
-        mapped again when its files were replaced or rewritten since (a running service sees
-        a repair, where the old mapping held the damaged file or the CRCs read before)."""
+        mapped again when its files were replaced since (a running service sees a repair,
+        where the old mapping held the damaged file and the CRCs read before)."""
         folder = store_path(self.workspace, *key)
-        identity = file_identity(folder / DATA_FILE, folder / CRC_FILE)
+        identity = _inodes(folder)
         cached = index.maps.get(key)
         if cached is not None and cached[2] == identity:
             return cached[0], cached[1]
@@ -300,7 +326,7 @@ class FrameStore:
             )
             if len(bad):
                 row = int(rows[checked[bad[0]]])
-                raise DamagedError(data, f"frame row {row} does not match its checksum")
+                raise DamagedError(data, f"frame row {row} does not match its checksum", row=row)
         return out
 
 

@@ -86,10 +86,12 @@ class StoreNotWritable(StoreError):
 class DamagedError(StoreError):
     """A workspace file is damaged (truncated, garbled, inconsistent with the catalog).
 
-    ``path`` names the file, ``what`` says what is wrong; the workspace repair rebuilds it.
+    ``path`` names the file, ``what`` says what is wrong, ``row`` the frame row of a frame
+    array that does not match its checksum (None: the file); the workspace repair rebuilds it.
     """
 
-    def __init__(self, path: object, what: str) -> None:
+    def __init__(self, path: object, what: str, row: int | None = None) -> None:
         self.path = str(path)
         self.what = what
+        self.row = row
         super().__init__(f"{path} is damaged: {what}; run `skysearch repair` to rebuild it")

@@ -65,6 +65,7 @@ def test_env_device_reaches_every_model_command(here, monkeypatch, cli, args):
     """SKYSEARCH_DEVICE=tpu: one clear error line, exit 2, on each command (it was read by
     `train predictor` only: search and indexing ignored it)."""
     ws = here / "ws"
+    ws.mkdir()  # a workspace that is not there is said first
     monkeypatch.setenv("SKYSEARCH_DEVICE", "tpu")
     result = cli(*args, "-w", ws)
     assert result.exit_code == 2, result.stderr
@@ -77,6 +78,7 @@ def test_env_device_reaches_every_model_command(here, monkeypatch, cli, args):
 def test_flag_beats_env_and_env_beats_file(here, monkeypatch, cli, kind):
     """A good device gets past the device check to the next one (no model trained yet)."""
     args = ("index", f"{kind}s", "-w", here / "ws")
+    (here / "ws").mkdir()  # a workspace that is not there is said first
     no_model = f"error: no {kind} model"
     monkeypatch.setenv("SKYSEARCH_DEVICE", "tpu")
     flagged = cli(*args, "--device", "cpu")

@@ -357,11 +357,20 @@ def test_the_lifecycle_fails_on_damage_and_loads_once_repaired(monkeypatch, tmp_
     life.load_when_repaired()
     life.wait(10)
     assert life.ready and life.searches == {"text": "ok"} and loads == [1]
-    array = tmp_path / "frames.u8"
+    array, rows_damaged = tmp_path / "frames.u8", {7}
+
+    def check_damage(exc: DamagedError) -> None:  # the service reads the row again
+        if exc.row in rows_damaged:
+            raise DamagedError(exc.path, f"frame row {exc.row} does not match", row=exc.row)
+
+    life = lifecycle.Lifecycle(life._load_fn, check_intact, check_damage)
     array.write_bytes(b"damaged")
-    life.note_damage(DamagedError(array, "row 7 does not match its checksum"))
+    life.note_damage(DamagedError(array, "frame row 7 does not match its checksum", row=7))
     assert "row 7" in life.damage_remains()  # the checks pass: row 7 was not in their sample
-    array.write_bytes(b"repaired")  # by `skysearch repair`
+    with open(array, "ab") as handle:  # an ingest appends: the row is still damaged
+        handle.write(b"next frame")
+    assert "row 7" in life.damage_remains()
+    rows_damaged.clear()  # `skysearch repair` rebuilt the array
     damaged[0] = True
     assert "cut short" in life.damage_remains()  # what is damaged now, from the checks
     damaged[0] = False

@@ -39,19 +39,24 @@ class Readiness:
 class Lifecycle:
     """Checks the workspace's files (``check_intact`` raises a ``SkySearchError`` naming a
     damaged one), then runs ``load`` once (it returns the searches available, kind -> "ok" or
-    why not), and keeps the state."""
+    why not), and keeps the state. ``check_damage`` checks again what a damage a request met
+    named (e.g. its frame row), once its file changed."""
 
     def __init__(
-        self, load: Callable[[], dict[str, str]], check_intact: Callable[[], None]
+        self,
+        load: Callable[[], dict[str, str]],
+        check_intact: Callable[[], None],
+        check_damage: Callable[[SkySearchError], None] = lambda exc: None,
     ) -> None:
         self._load_fn = load
         self._check_intact = check_intact
+        self._check_damage = check_damage
         self.state = "starting"
         self.detail = "not started"
         self.load_seconds: float | None = None
         self.searches: dict[str, str] = {}
-        # a damaged workspace file a request met since: why, and its folder's files then
-        self._damage: tuple[str, Path | None, tuple] | None = None
+        # damaged workspace files requests met since, by path: the error, the file's identity
+        self._damage: dict[str | None, tuple[SkySearchError, tuple]] = {}
         self._damaged_at_start = False  # loading failed on it: loads again once it is whole
         self._retry_lock = threading.Lock()
         self._retried = 0.0  # when the workspace was last checked for that
@@ -105,12 +110,11 @@ class Lifecycle:
         log.info("service ready in %.1f s: %s", self.load_seconds, self.searches)
 
     def note_damage(self, exc: SkySearchError) -> None:
-        """A request met a damaged workspace file (``DamagedError``): not ready until a file
-        beside it changed (``skysearch repair`` rewrote it) and the start-up checks pass again
-        (they sample frames: alone they would miss the damaged one)."""
+        """A request met a damaged workspace file (``DamagedError``): not ready until the file
+        changed (``skysearch repair`` rewrote it), the start-up checks pass again and
+        ``check_damage`` passes (the checks sample frames: alone they miss a damaged row)."""
         path = getattr(exc, "path", None)
-        folder = Path(path).parent if path else None
-        self._damage = (str(exc), folder, _folder_identity(folder))
+        self._damage[path] = (exc, file_identity(Path(path)) if path else ())
 
     def load_when_repaired(self) -> None:
         """A start that failed on a damaged workspace file loads again, in the background,
@@ -133,25 +137,16 @@ class Lifecycle:
 
     def damage_remains(self) -> str | None:
         """Why the workspace is still damaged since a request met damage, else None."""
-        if self._damage is None:
+        if not self._damage:
             return None
-        why, folder, identity = self._damage
-        if folder is not None and _folder_identity(folder) == identity:
-            return why  # nothing there changed since
+        for path, (exc, identity) in list(self._damage.items()):  # requests add meanwhile
+            if path and file_identity(Path(path)) == identity:
+                return str(exc)  # not changed since
         try:
             self._check_intact()
+            for exc, _ in list(self._damage.values()):
+                self._check_damage(exc)
         except (SkySearchError, OSError) as exc:
             return str(exc)
-        self._damage = None
+        self._damage.clear()
         return None
-
-
-def _folder_identity(folder: Path | None) -> tuple:
-    """The identity of every file in ``folder`` (see ``file_identity``)."""
-    if folder is None:
-        return ()
-    try:
-        files = sorted(p for p in folder.iterdir() if p.is_file())
-    except OSError:
-        return ()
-    return tuple(zip(files, file_identity(*files), strict=True))

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from skysearch.retrieval.service.animation import (
@@ -107,7 +108,7 @@ class SearchService:
         self.limits = limits or ServiceLimits()
         self.device = device
         self.torch_threads = torch_threads
-        self.life = Lifecycle(self._load_all, self._check_intact)
+        self.life = Lifecycle(self._load_all, self._check_intact, _check_damage)
         self._searcher: Any = None
         self.catalogs = Catalogs(settings.workspace, lambda: self._searcher.frame_store)
         self.animations = BytesCache(self.limits.animation_cache_bytes)
@@ -409,3 +410,11 @@ class SearchService:
         result = self._searcher.search_frame(query, filters, options).to_dict()
         result["query"]["files"] = [upload.name]
         return result
+
+
+def _check_damage(exc: SkySearchError) -> None:
+    """A frame row a search found damaged, read again (the start-up checks do not read it)."""
+    from skysearch.ingest.framestore import check_row
+
+    if getattr(exc, "row", None) is not None:
+        check_row(Path(exc.path), exc.row)  # type: ignore[attr-defined]
