@@ -373,14 +373,15 @@ def _render_with_sheet(
         info(f"contact sheet: {contact_sheet}")
 
 
-def _check_exist(paths: list[Path], flag: str) -> None:
+def _check_exist(paths: list[Path], flag: str, steps: bool = False) -> None:
     """Query files that are not there: one line before anything loads (torch takes seconds).
-    ``FILE#frame=N`` (step N of a NetCDF or zarr file of many frames) needs FILE."""
+    With ``steps``, ``FILE#frame=N`` (step N of a NetCDF or zarr file of many frames) needs
+    FILE."""
     from skysearch.ingest.decode import FRAME_SEP
 
     def there(path: Path) -> bool:
         head, sep, step = str(path).rpartition(FRAME_SEP)
-        return path.exists() or bool(sep and step.isdigit() and Path(head).exists())
+        return path.exists() or (steps and bool(sep) and step.isdigit() and Path(head).exists())
 
     missing = [str(p) for p in paths if not there(p)]
     if missing:
@@ -450,7 +451,7 @@ def search_frame_command(
 
     Example: skysearch search frame --file HUWV172500015.GIF --one-per-day -w ws
     """
-    _check_exist([file] if file else [], "--file")
+    _check_exist([file] if file else [], "--file", steps=True)
     satellite, channel = one_name(satellite, "satellite"), one_name(channel, "channel")
     from skysearch.retrieval.search import FrameQuery, Searcher, SearchOptions
 

@@ -18,7 +18,7 @@ import os
 import time
 import warnings
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -298,8 +298,9 @@ def with_bad_frames(profiles: list[Profile], policy: str | None) -> list[Profile
 
 
 def check_inputs(paths: Sequence[Path | str]) -> None:
-    """A UsageError unless there is at least one PATH and every one exists. An empty one (an
-    unset ``"$DIR"``) is refused: ``Path("")`` is the current folder."""
+    """A UsageError unless there is at least one PATH and every one exists. An empty string
+    (an unset ``"$DIR"``) is refused; ``Path("")`` cannot be: it is ``Path(".")`` already (the
+    CLI refuses "" before it becomes one)."""
     if any(not str(p).strip() for p in paths):
         raise UsageError("empty PATH (an unset variable?): name a folder, file or zip archive")
     missing = [str(p) for p in paths if not Path(p).exists()]
@@ -319,18 +320,21 @@ def ingest(
     progress: bool = True,
     bad_frames: str | None = None,
     engine: Engine | None = None,
+    on_start: Callable[[], None] = lambda: None,
 ) -> IngestReport:
     """Ingest archive files/folders/zips into the workspace; idempotent and resumable.
     ``bad_frames`` (skip, keep, repair) overrides the profiles' policy for frames with
     physically impossible values (``skysearch.ingest.quality``); ``engine``: where files are
-    decoded (default: a local process pool of ``workers``)."""
+    decoded (default: a local process pool of ``workers``); ``on_start`` is called once every
+    check passed and the ingest lock is held, before anything is written (a refused run has
+    changed nothing)."""
     started = time.perf_counter()
     check_inputs(paths)
     profiles = with_bad_frames(select_profiles(source, profile_dirs, workspace), bad_frames)
-    check_kept(workspace, profiles)
     engine = engine or get_engine()
     workspace.ensure()  # after the arguments are checked: a refused run creates nothing
     candidates, skipped = discover(paths, profiles, workspace.root)
+    check_kept(workspace, {c.profile.name: c.profile for c in candidates}.values())  # in use
     files = {_whole(c.source.path) for c in candidates} | {_whole(s["path"]) for s in skipped}
     report = IngestReport(files_seen=len(files))  # a NetCDF's frames: one file
     report.inputs = [str(Path(p).resolve()) for p in paths]
@@ -341,6 +345,7 @@ def ingest(
     workers = workers or usable_cpus()
 
     with StoreWriter(workspace) as writer:
+        on_start()
         recover(workspace)
         cols = ["frame_id", "satellite", "channel", "year", "store_row", "profile"]
         cols += ["source_path", "checksum", "source_stamp"]

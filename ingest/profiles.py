@@ -41,6 +41,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import unicodedata
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
@@ -261,7 +262,7 @@ class Profile:
     def match(self, filename: str) -> NameMatch | None:
         """Channel and time from a file name, or None when the name is not this product's."""
         found = self.pattern.match(filename)
-        if not found or not filename.isprintable():  # "$" matches before a final line break
+        if not found or has_control_character(filename):  # "$" matches before a final "\n"
             return None
         groups = found.groupdict()
         channel = self.channels.get(groups["channel"]) if "channel" in groups else self.channel
@@ -422,12 +423,18 @@ def match_name(filename: str, profiles: list[Profile]) -> tuple[Profile, NameMat
     return None
 
 
+def has_control_character(name: str) -> bool:
+    """Whether ``name`` holds a control character (a line break, a tab...); other characters
+    that are not printable (a no-break space, macOS's narrow one before AM/PM) are fine."""
+    return any(unicodedata.category(c) == "Cc" for c in name)
+
+
 def unmatched_reason(filename: str, profiles: list[Profile]) -> str:
     """Why no profile recognises ``filename``: a name a pattern matches but whose time is
     impossible (month 13, hour 25, day of year 367) says so."""
     if filename.lower().endswith(".zip"):  # only a zip's member gets here: walks open the rest
         return "a zip archive inside a zip archive is not opened: unpack the outer one"
-    if not filename.isprintable():
+    if has_control_character(filename):
         return f"the file name {filename!r} holds a control character (a line break?): rename it"
     for profile in profiles:
         found = profile.pattern.match(filename)

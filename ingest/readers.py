@@ -177,8 +177,13 @@ def frame_times(path: str, decoder: Decoder) -> list[datetime | str]:
     data = _dataset(path, decoder.kind)
     var = _variable(data, decoder, path)
     name = decoder.time
-    coord = data.variables[name].to_base_variable()
     one = _step_dim(data, var, decoder) is None  # a scalar time: the file is one frame
+    if name not in data.variables:  # a dimension without a coordinate: steps, no times
+        raise FieldError(
+            f"variable {decoder.variable!r} lies along a {name!r} dimension, but the file has no "
+            f"{name!r} coordinate holding its times"
+        )
+    coord = data.variables[name].to_base_variable()
     steps = coord.set_dims({"step": 1}) if one else coord
     if steps.size == 0:
         raise FieldError(f"holds no time steps (its {name!r} dimension is empty)")

@@ -84,6 +84,11 @@ if sys.argv[1] == "job":
     from skysearch.locks import job_lock
     lock = job_lock(Path(sys.argv[2]) / ".update.lock", "busy")
     lock.__enter__()
+elif sys.argv[1] == "ingest":
+    from skysearch.config import Workspace
+    from skysearch.ingest.framestore import StoreWriter
+    writer = StoreWriter(Workspace(Path(sys.argv[2])))
+    writer.__enter__()
 else:
     from skysearch.config import load_settings
     from skysearch.retrieval.store import open_store
@@ -96,8 +101,9 @@ time.sleep(60)
 
 
 def held(what: str, ws: Path) -> subprocess.Popen:
-    """Another process holding the workspace's update lock (``job``) or its embedded store
-    (``store``, as ``skysearch serve`` does) until killed."""
+    """Another process holding the workspace's update lock (``job``), its ingest lock
+    (``ingest``, as ``skysearch ingest`` or ``repair`` do) or its embedded store (``store``, as
+    ``skysearch serve`` does) until killed."""
     proc = subprocess.Popen(
         [sys.executable, "-c", HOLD, what, str(ws)], stdout=subprocess.PIPE, text=True
     )

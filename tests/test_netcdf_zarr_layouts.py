@@ -217,6 +217,20 @@ def test_a_variable_in_a_group_names_the_groups(fields, tmp_path):
     assert "groups (data)" in skip["reason"]
 
 
+def test_a_time_dimension_without_a_coordinate_is_skipped_with_a_reason(fields, tmp_path):
+    """``tb(time, y, x)`` and no ``time`` variable: a KeyError stopped the whole run."""
+    import xarray as xr
+
+    path = tmp_path / "in" / "storm-untimed.nc"
+    path.parent.mkdir(parents=True)
+    xr.Dataset({"tb": (("time", "y", "x"), fields)}).to_netcdf(path, engine="netcdf4")
+    _netcdf(tmp_path / "in" / "storm-timed.nc", fields, range(STEPS))
+    report, _ = _ingest(tmp_path, path.parent)
+    assert report.frames_added == STEPS
+    ((skip),) = report.skipped
+    assert skip["reason"].endswith("has no 'time' coordinate holding its times"), skip
+
+
 def test_a_file_rewritten_with_its_steps_reordered_keeps_its_frames(fields, tmp_path):
     """The steps moved within one file: not '4 identical copies of other files', and each
     catalog row names the step that holds its frame now (repair decodes it from there)."""
@@ -271,6 +285,8 @@ def test_a_query_frame_file_of_many_frames_is_picked_by_its_step(fields, tmp_pat
 
     from skysearch.cli.search import _check_exist  # the CLI's check before torch loads
 
-    _check_exist([Path(row["source_path"])], "--file")
+    _check_exist([Path(row["source_path"])], "--file", steps=True)
     with pytest.raises(UsageError, match="no such file"):
-        _check_exist([tmp_path / "gone.nc#frame=2"], "--file")
+        _check_exist([tmp_path / "gone.nc#frame=2"], "--file", steps=True)
+    with pytest.raises(UsageError, match="no such file"):  # search clip --frames reads files
+        _check_exist([Path(row["source_path"])], "--frames")

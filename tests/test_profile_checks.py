@@ -9,9 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE_DATA
+from conftest import SAMPLE_DATA, shared_data
 from skysearch.ingest.pipeline import ingest
-from skysearch.ingest.profiles import load_profiles
+from skysearch.ingest.profiles import has_control_character, load_profiles
 
 from skysearch.config import Workspace
 from skysearch.errors import UsageError
@@ -77,6 +77,13 @@ def test_an_edited_profile_that_maps_pixels_otherwise_is_refused(tmp_path):
     assert "makes other frames than the copy this workspace's frames of it" in caught.value.message
     assert "decoder invert False -> True" in caught.value.message
     assert (ws.profiles_dir / "my-goes.json").read_text() == kept  # nothing written
+    # files of another product load meanwhile: the edited profile makes none of their frames
+    coms = tmp_path / "coms"
+    coms.mkdir()
+    for path in sorted(shared_data("coms-2011-03-03").glob("*/coms_mi_le1b_ir01_*.png"))[:2]:
+        shutil.copy(path, coms / path.name)
+    other = ingest([coms], ws, profile_dirs=[profiles], progress=False)  # --source auto
+    assert other.frames_added == 2 and not other.skipped
     # a change that does not touch pixels (its description) is taken, and kept
     data = json.loads((profiles / "my-goes.json").read_text())
     data["decoder"]["invert"] = False
@@ -96,3 +103,6 @@ def test_a_file_name_ending_in_a_line_break_is_skipped_with_its_reason(tmp_path)
     assert report.frames_added == 0
     ((path, reason),) = [(s["path"], s["reason"]) for s in report.skipped]
     assert path.endswith("\n") and "holds a control character" in reason
+    # a space that is not printable (a no-break one, macOS's narrow one) is no control character
+    assert not has_control_character("scan\u00a0of 7 Sep 2017 at 3.15\u202fPM.png")
+    assert has_control_character("a\tb.png") and has_control_character("a\x7fb.png")

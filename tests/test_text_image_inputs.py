@@ -38,6 +38,14 @@ def test_a_short_csv_row_is_one_error_naming_its_lines(cli, tmp_path):
     open_quote.write_text(good + 'a.jpg,b\n"unterminated,quote\n,,,\n')
     with pytest.raises(UsageError, match=r"^lines 6-7 of .* are one row \(a quote left open\?\)"):
         captions.read_caption_rows(open_quote)  # as when CSVs are merged
+    in_caption = tmp_path / "caption-quote.csv"  # it took the rows after it as its caption
+    in_caption.write_text(
+        good + f'{images[0]},"open quote,x\n{images[1]},b,c,d\n{images[2]},e,f,g\n'
+    )
+    with pytest.raises(
+        UsageError, match=r"^lines 5-7 of .* are one row .* no title_multi_objects or label:"
+    ):
+        captions.read_csv(in_caption)
     done = cli("train", "text-image", "--csv", short, *QUICK, "-w", tmp_path / "ws")
     assert done.exit_code == 2 and "Traceback" not in done.stderr
     assert done.stderr.splitlines()[-1].startswith(f"error: line 5 of {short} has 1 of its")

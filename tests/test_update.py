@@ -414,7 +414,9 @@ def test_workspace_or_store_in_use_exit_2(cli, deliveries, tmp_path):
     code, _, err = update(cli, ws, deliveries["ir"], "--clip-spec", SPEC)
     assert code == 0, err[-3000:]
     record = (ws / "update.json").read_bytes()  # the last run's: kept by refused runs
-    for what, said in (("job", "another update is running"), ("store", "in use by another")):
+    refusals = [("job", "another update is running"), ("store", "in use by another")]
+    refusals.append(("ingest", "another ingest is writing"))
+    for what, said in refusals:
         holder = held(what, ws)  # another update; `skysearch serve` on the embedded store
         try:
             _one_line_error(cli("update", deliveries["wv"], "-w", ws), said)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,6 +91,7 @@ def run_update(
     given = {
         "--workers": workers,
         "--index-after": index_after if index_after != INDEX_AFTER else None,
+        "--device": settings.device if settings.device != "auto" else None,
     }
     if engine is not None and engine.name != "local":
         given |= {"--engine": engine.name, "--address": getattr(engine, "address", None)}
@@ -99,12 +101,12 @@ def run_update(
     workspace.ensure()
     busy = f"another update is running on {workspace.root}; wait for it to finish"
     with job_lock(workspace.root / LOCK_FILE, busy):
-        # the store first: a run refused here (another process holds it) changes nothing, not
-        # even the record of an earlier run that was cut off (doctor says how to finish it)
+        # A run refused (the store or the ingest lock held by another process, a profile
+        # edited) changes nothing, not even the record of an earlier run that was cut off
+        # (doctor says how to finish it): the run is recorded once the ingest is under way.
         store = _open_store(settings) if models else None
         again = [*report.inputs, *_options(clip_specs, model_ids, source, profile_dirs, given)]
         try:
-            run_started(workspace, again)
             with step("ingest") as detail:
                 _ingest(
                     workspace,
@@ -116,6 +118,7 @@ def run_update(
                     progress,
                     report,
                     detail,
+                    on_start=partial(run_started, workspace, again),
                 )
             for line in _skip_lines(report):  # one line each, as ingest prints them
                 say(line)
@@ -208,6 +211,7 @@ def _ingest(
     progress: bool,
     report: UpdateReport,
     detail: list[str],
+    on_start: Callable[[], None],
 ) -> None:
     from skysearch.ingest.pipeline import ingest
 
@@ -219,6 +223,7 @@ def _ingest(
         workers=workers,
         progress=progress,
         engine=engine,
+        on_start=on_start,
     )
     report.files = {
         "seen": done.files_seen,

@@ -320,6 +320,9 @@ def _rows(path: str | Path, need: Sequence[str]) -> list[dict[str, str]]:
             for raw in reader:
                 start, end = end + 1, reader.line_num
                 short = [c for c in ("filepath", *need) if raw[c] is None]
+                missing = [c for c in fields if raw[c] is None]
+                if missing and any("\n" in v for v in raw.values() if isinstance(v, str)):
+                    short = missing  # a quote left open ran on, whichever column it opened
                 if short:
                     raise UsageError(_short_row(path, raw, fields, short, start, end))
                 row = {k: v or "" for k, v in raw.items() if k is not None}  # key None: extras

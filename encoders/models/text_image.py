@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import traceback
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -336,7 +337,7 @@ def _creation_error(
             params=["pretrained", "model_name"],
         )
     first = text.splitlines()[0] if text else ""
-    if pretrained and os.path.isfile(pretrained):
+    if pretrained and os.path.isfile(pretrained) and _raised_reading(exc):
         if os.path.getsize(pretrained) == 0:
             why = "the file is empty"
         else:  # torch's first sentence; the rest is advice about its own arguments
@@ -348,6 +349,14 @@ def _creation_error(
     if isinstance(exc, RuntimeError):
         return NotFoundError(f"cannot create {model_name} ({pretrained=}): {first}")
     return None
+
+
+def _raised_reading(exc: Exception) -> bool:
+    """Whether ``exc`` was raised while a checkpoint file was read: in torch's or safetensors'
+    loader, or in the pickle or zip modules they read with."""
+    readers = ("torch/serialization.py", "/safetensors/", "/pickle.py", "/zipfile")
+    frames = traceback.extract_tb(exc.__traceback__)
+    return any(part in frame.filename for frame in frames for part in readers)
 
 
 def _key_mismatch(message: str) -> str:
