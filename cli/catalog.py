@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 from skysearch.cli.groups import catalog_app
-from skysearch.cli.options import JsonOption, WorkspaceOption
-from skysearch.cli.output import emit_json, info
+from skysearch.cli.options import JsonOption, WorkspaceOption, folder_path
+from skysearch.cli.output import emit_json, info, per_name
 
 from skysearch.config import load_settings
 
@@ -17,7 +17,12 @@ from skysearch.config import load_settings
 def export_cmd(
     stac: Annotated[
         Path,
-        typer.Option(help="Write a self-contained STAC catalog (one Item per frame) here."),
+        typer.Option(
+            help="Write a self-contained STAC catalog (one Item per frame) here: a new or "
+            "empty folder.",
+            parser=folder_path,
+            metavar="PATH",
+        ),
     ],
     workspace: WorkspaceOption = None,
     json_out: JsonOption = False,
@@ -31,7 +36,8 @@ def export_cmd(
     report = export_stac(load_settings(workspace=workspace).workspace, stac)
     total = sum(report.collections.values())
     info(
-        f"catalog export: {total} STAC items in {report.folder}/catalog.json: {report.collections}"
+        f"catalog export: {total} STAC items in {report.folder}/catalog.json "
+        f"({per_name(report.collections)})"
     )
     if json_out:
         emit_json(report.to_dict())

@@ -32,7 +32,7 @@ def one_name(text: str | None, param: str) -> str | None:
     return given[0] if given else None
 
 
-def _folder(text: str) -> Path:
+def folder_path(text: str) -> Path:
     """A folder named on the command line: an empty name (``-w "$WS"`` with WS unset) is refused
     rather than read as the current directory."""
     if not text.strip():
@@ -56,7 +56,7 @@ WorkspaceOption = Annotated[
         help="Workspace folder (catalogs, frames, models, embedded store). "
         "Default: $SKYSEARCH_WORKSPACE, skysearch.toml, or ./skysearch-workspace.",
         show_default=False,
-        parser=_folder,
+        parser=folder_path,
         metavar="PATH",
     ),
 ]
@@ -76,7 +76,7 @@ ProfilesOption = Annotated[
     typer.Option(
         "--profiles",
         help="Extra folder of source-profile JSON files (repeatable).",
-        parser=_folder,
+        parser=folder_path,
         metavar="PATH",
     ),
 ]

@@ -30,6 +30,11 @@ def result_text(text: str, json_out: bool) -> None:
     typer.echo(text, err=json_out)
 
 
+def per_name(counts: dict[str, int]) -> str:
+    """``{"clips": 20, "frames": 12}`` -> ``clips 20, frames 12`` (none: "none")."""
+    return ", ".join(f"{name} {n}" for name, n in counts.items()) or "none"
+
+
 def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     """Plain aligned text table (no colours: pipes and logs stay readable)."""
     cells = [[str(row.get(col, "")) for col in columns] for row in rows]

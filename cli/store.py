@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from skysearch.cli.groups import store_app
 from skysearch.cli.options import JsonOption, WorkspaceOption
-from skysearch.cli.output import emit_json, info, table
+from skysearch.cli.output import emit_json, info, per_name, table
 
 from skysearch.config import Workspace, load_settings
 from skysearch.errors import SkySearchError, some_of
@@ -122,7 +122,7 @@ def export_cmd(
     with _open(workspace, qdrant_url) as store:
         counts = write(store, out, collection or None)
         where = store.where
-    info(f"exported {sum(counts.values())} points from {where} to {out} ({_per(counts)})")
+    info(f"exported {sum(counts.values())} points from {where} to {out} ({per_name(counts)})")
     if json_out:
         emit_json({"out": str(out), "store": where, "points": counts})
 
@@ -169,7 +169,7 @@ def import_cmd(
             for name in counts:
                 store.optimize(name)
         where = store.where
-    info(f"imported {sum(counts.values())} points into {where} ({_per(counts)})")
+    info(f"imported {sum(counts.values())} points into {where} ({per_name(counts)})")
     _warn_foreign_models(load_settings(workspace=workspace).workspace, vector_names)
     if json_out:
         emit_json({"file": str(file), "format": format_.value, "store": where, "points": counts})
@@ -226,8 +226,3 @@ def optimize_cmd(
             info(f"optimized {name} in {timings[name]:.1f} s")
     if json_out:
         emit_json({"optimized": timings})
-
-
-def _per(counts: dict[str, int]) -> str:
-    """``{"clips": 20, "frames": 12}`` -> ``clips 20, frames 12`` (none: "no collection")."""
-    return ", ".join(f"{name} {n}" for name, n in counts.items()) or "no collection"

@@ -53,8 +53,10 @@ def _clip_of_spec(
     if event is not None:
         mine = [r for r in near if r["event"] == event]
         if not mine:
-            others = sorted({str(r["event"]) for r in near})
+            others = sorted({r["event"] for r in near if r["event"] is not None})
             there = f" (clips of {', '.join(others)} start then)" if others else ""
+            if near and not others:
+                there = " (the clips starting then belong to no event: drop --event)"
             raise NotFoundError(f"no clip of event {event} starts near {to_rfc3339(when)}{there}")
         near = mine
     if near:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from skysearch.ingest.profiles import Profile
 IMAGE_SUFFIXES = frozenset({".png", ".gif", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
 ARCHIVE_SEP = "::"  # source_path of a zip member: "/abs/archive.zip::folder/name.png"
 FRAME_SEP = "#frame="  # source_path of one frame of a many-frame file: "/abs/x.nc#frame=3"
+#: A zip member's source_path: the archive (ingest opens files named .zip as archives), member.
+_ZIP_MEMBER = re.compile(r"(.*?\.zip)::(.*)", re.IGNORECASE | re.DOTALL)
 #: Largest source file (plain or zip member) read into memory: 35x the largest real product
 #: file we hold (1.8 MB COMS PNGs); anything bigger is skipped unread.
 MAX_SOURCE_BYTES = 64 * 2**20
@@ -54,10 +57,15 @@ class Source:
 
     @classmethod
     def parse(cls, path: str) -> Source:
-        """The source a catalog's ``source_path`` names (inverse of :attr:`path`)."""
-        path, sep, index = path.partition(FRAME_SEP)
-        file, zsep, member = path.partition(ARCHIVE_SEP)
-        return cls(file, member if zsep else None, int(index) if sep else None)
+        """The source a catalog's ``source_path`` names (inverse of :attr:`path`). A plain
+        file's path may hold "::" or "#frame=" (a folder named so): only an archive named .zip
+        has members, and only a number at the end is a step."""
+        head, sep, step = path.rpartition(FRAME_SEP)
+        index = int(step) if sep and step.isdigit() else None
+        zipped = _ZIP_MEMBER.fullmatch(head if index is not None else path)
+        if zipped:
+            return cls(zipped[1], zipped[2], index)
+        return cls(head if index is not None else path, None, index)
 
     @property
     def name(self) -> str:

@@ -40,6 +40,8 @@ FRAMES, SKETCHES, CATALOG, CLIPS = "frames", "sketches", "catalog", "clips"
 PENDING, CHECKSUMS, UNSKETCHED = "pending", "checksums", "unsketched"
 #: a catalog file a repair set aside and could not rebuild: data lost until its sources are back
 ASIDE = "set aside"
+#: a best-track file: repair cannot rebuild it (its source file is the user's)
+TRACKS = "track"
 REMEDIES = {
     ASIDE: "restore its source folders and repair again, or delete the file to accept the loss",
     FRAMES: "re-decode the frames from their source files",
@@ -49,6 +51,7 @@ REMEDIES = {
     PENDING: "delete the leftover of an interrupted catalog compaction",
     CHECKSUMS: "add checksums computed from the stored rows",
     UNSKETCHED: "sketch them from the frames",
+    TRACKS: "none: load the event's best track again with `skysearch ingest-track FILE`",
 }
 
 
@@ -109,6 +112,19 @@ def _clip_catalog(workspace: Workspace) -> list[Problem]:
             read_part(path, CLIP_SCHEMA)
         except DamagedError as exc:
             problems.append(Problem(CLIPS, exc.path, exc.what))
+    return problems
+
+
+def _tracks(workspace: Workspace) -> list[Problem]:
+    """Best-track files that cannot be read (indexing and footprints read them)."""
+    from skysearch.ingest.tracks import TRACK_SCHEMA, tracks_dir
+
+    problems = []
+    for path in sorted(tracks_dir(workspace).glob("event=*.parquet")):
+        try:
+            read_part(path, TRACK_SCHEMA)
+        except DamagedError as exc:
+            problems.append(Problem(TRACKS, exc.path, exc.what))
     return problems
 
 
@@ -250,6 +266,7 @@ def check_workspace(workspace: Workspace, deep: bool = False) -> list[Problem]:
         return []
     catalog, problems = _frame_catalog(workspace)
     problems += _clip_catalog(workspace)
+    problems += _tracks(workspace)
     expected = framestore.expected_arrays(catalog, workspace)
     problems += _frame_store(workspace, expected, deep)
     problems += _sketches(workspace, catalog, deep)
@@ -260,8 +277,9 @@ def check_workspace(workspace: Workspace, deep: bool = False) -> list[Problem]:
 
 def ensure_intact(workspace: Workspace) -> None:
     """Raise ``StoreError`` naming every damaged file when the cheap checks fail."""
-    # a file set aside is lost data, not a damaged file: what the workspace holds is whole
-    damaged = [p for p in check_workspace(workspace) if p.damaged and p.kind != ASIDE]
+    # a file set aside is lost data, not a damaged file: what the workspace holds is whole;
+    # searches read no best track (their payloads hold what they need)
+    damaged = [p for p in check_workspace(workspace) if p.damaged and p.kind not in (ASIDE, TRACKS)]
     if damaged:
         listed = "; ".join(p.line() for p in damaged[:5])
         more = f" (and {len(damaged) - 5} more)" if len(damaged) > 5 else ""

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from skysearch.ingest.catalog import DAMAGED_SUFFIX, hidden, read_frames, rewrite_partitions
 from skysearch.ingest.checksums import crc_bytes, read_crcs, row_crcs
-from skysearch.ingest.decode import ARCHIVE_SEP, Source, preprocess
+from skysearch.ingest.decode import Source, preprocess
 from skysearch.ingest.framestore import CRC_FILE, DATA_FILE, META_FILE, frame_rows, store_path
 from skysearch.ingest.profiles import Profile
 
@@ -168,9 +168,9 @@ def _report_roots(saved: object) -> set[Path]:
             raise ValueError(f'"{name}" holds {str(bad[0])[:80]!r}, not {want}')
     roots = {Path(p) for p in inputs}
     for entry in skipped:
-        file, sep, _ = entry["path"].partition(ARCHIVE_SEP)
-        if Path(file).is_absolute():  # a relative path names no known folder
-            roots.add(Path(file) if sep else Path(file).parent)
+        source = Source.parse(entry["path"])
+        if Path(source.file).is_absolute():  # a relative path names no known folder
+            roots.add(Path(source.file) if source.member else Path(source.file).parent)
     return roots
 
 
@@ -224,8 +224,8 @@ def source_roots(workspace: Workspace) -> tuple[list[Path], list[str]]:
     except (OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
         unusable.append(f"{workspace.reports_dir / RETIRED_ROOTS} unusable: {exc}")
     for path in set(read_frames(workspace, columns=["source_path"])["source_path"].to_pylist()):
-        file, sep, _ = path.partition(ARCHIVE_SEP)
-        roots.add(Path(file) if sep else Path(file).parent)
+        source = Source.parse(path)
+        roots.add(Path(source.file) if source.member else Path(source.file).parent)
     for root in sorted(r for r in roots if r.anchor and r == Path(r.anchor)):
         roots.discard(root)
         unusable.append(f"not walking {root} (a filesystem root)")

@@ -111,10 +111,11 @@ def _spatial_extent(rows: list[dict[str, Any]]) -> list[float]:
 
 def export_stac(workspace: Workspace, folder: Path) -> StacReport:
     """Write the frame catalog as a self-contained STAC catalog into ``folder`` (new or
-    empty); it appears whole (written aside, then renamed)."""
+    empty); it appears whole (written aside, then renamed; into an empty folder that exists,
+    its entries are, so the folder stays: it may be a shell's current one)."""
     import pystac
 
-    folder = Path(folder)
+    folder = Path(folder).resolve()  # "." has no name to put the staging folder beside
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise UsageError(f"{{stac}} {folder} exists and is not an empty folder", params=["stac"])
     if not folder.parent.is_dir():
@@ -154,8 +155,10 @@ def export_stac(workspace: Workspace, folder: Path) -> StacReport:
         root.normalize_hrefs(str(staging))
         root.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
         if folder.exists():
-            folder.rmdir()
-        staging.rename(folder)
+            for entry in staging.iterdir():
+                entry.rename(folder / entry.name)
+        else:
+            staging.rename(folder)
     except OSError as exc:
         raise UsageError(
             f"cannot write {{stac}} {folder}: {exc.strerror or exc}", params=["stac"]

@@ -268,8 +268,9 @@ def ingest_tracks(workspace: Workspace, path: Path) -> TrackReport:
     A single file of an event without frames raises ``NotFoundError``; in a folder such files
     are skipped and listed (a track archive usually covers more storms than a workspace).
     """
+    workspace = workspace.existing()  # a mistyped -w: not "unknown event"
     files = _track_files(Path(path))
-    report, tables = _parse_files(workspace, files)
+    report, tables = _parse_files(workspace, files, one_file=Path(path).is_file())
     with StoreWriter(workspace):  # before any write: see the module doc
         for event, table in tables.items():
             target = track_path(workspace, event)
@@ -285,9 +286,10 @@ def ingest_tracks(workspace: Workspace, path: Path) -> TrackReport:
 
 
 def _parse_files(
-    workspace: Workspace, files: Sequence[Path]
+    workspace: Workspace, files: Sequence[Path], one_file: bool
 ) -> tuple[TrackReport, dict[str, pa.Table]]:
-    """(the report of the files' problems, {event: its valid track table}); writes nothing."""
+    """(the report of the files' problems, {event: its valid track table}); writes nothing.
+    ``one_file``: the user named the file (an unknown event is an error, not a skip)."""
     known = catalog_events(workspace)
     report = TrackReport()
     tables: dict[str, pa.Table] = {}
@@ -298,7 +300,7 @@ def _parse_files(
             report.rejected.append({"path": str(file), "line": None, "reason": reason})
             continue
         if event not in known:
-            if len(files) == 1:
+            if one_file:
                 raise NotFoundError(
                     f"unknown event {event!r} ({file.name}): no frames of it in the frame "
                     f"catalog of {workspace.root}",

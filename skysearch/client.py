@@ -116,6 +116,8 @@ def _body(model: type[BaseModel], **fields: Any) -> dict[str, Any]:
 def _filters(filters: wire.Filters | None, k: int) -> dict[str, Any]:
     """The filters given, with ``k``, as JSON values: all of them, also those the route's own
     filters model lacks (dumped through it they would be dropped; the service refuses them)."""
+    if isinstance(k, bool):  # dumped as an int field it became 1 or 0
+        raise UsageError(f"k is a number of hits, not {k}")
     given = (filters or Filters()).model_copy(update={"k": _plain(k)})
     return given.model_dump(mode="json", exclude_unset=True, warnings=False)
 
@@ -129,8 +131,8 @@ def _id(value: str) -> str:
 def _file(item: ImageInput, default_name: str) -> tuple[str, bytes]:
     """(name, bytes) of an upload: a path, bytes, or (name, bytes); anything else, and a path
     that cannot be read, is a UsageError (raised before any request)."""
-    if isinstance(item, tuple):
-        return item
+    if isinstance(item, tuple):  # an empty name made the part a form field, not a file
+        return item[0] or default_name, item[1]
     if isinstance(item, bytes):
         return default_name, item
     if not isinstance(item, str | Path):
@@ -171,6 +173,11 @@ class SkySearchClient:
         timeout: float = 60.0,
         http: httpx.Client | None = None,
     ) -> None:
+        if api_key and any(ord(c) < 32 or ord(c) == 127 for c in api_key):
+            raise UsageError(  # httpx refuses to send it: every call would look unreachable
+                "api_key holds a line break or another control character (a key read from a "
+                "file keeps its newline: strip() it)"
+            )
         headers = {API_KEY_HEADER: api_key.encode("utf-8")} if api_key else {}  # any key
         if http is None and not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url {base_url!r} needs http:// or https://")
@@ -311,7 +318,9 @@ class SkySearchClient:
         text: str | None = None,
     ) -> SearchResult:
         """POST /search/image: scenes like an image, or like several examples (a list or a
-        tuple), each a path, bytes, or (name, bytes); ``text`` adds words to the same query."""
+        tuple), each a path, bytes, or (name, bytes); ``text`` adds words to the same query.
+        A tuple of a str and bytes is one (name, bytes) image: pass a path and bytes as two
+        examples in a list."""
         pair = (
             isinstance(image, tuple)
             and len(image) == 2
@@ -381,6 +390,8 @@ class SkySearchClient:
             augment=augment or None,
             model_id=model_id,
         )
+        if isinstance(frames, str | bytes | Path):  # would be read one character at a time
+            raise UsageError("frames is a list of frame images (paths, bytes or (name, bytes))")
         files = [("frames", _file(f, f"frame-{i:04d}")) for i, f in enumerate(frames)]
         return self._search("/search/clip/frames", data=data, files=files)
 

@@ -121,7 +121,7 @@ CASES: dict[str, list[Case]] = {
         c("ingest-track", "{missing}", *W, expect="best-track path not found"),
         c("ingest-track", "{tmp}", *W, expect="no best-track files (*.tsv) in"),
         c("ingest-track", "{track}", *W, expect="unknown event '198702' (198702.tsv)"),
-        c("ingest-track", "{track}", "-w", "{missing}", expect="unknown event '198702'"),
+        c("ingest-track", "{track}", "-w", "{missing}", expect="does not exist (check --w"),
         c("ingest-track", "{bin}", *W, expect="unknown event 'binary'"),
     ],
     "clips": [

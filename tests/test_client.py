@@ -230,6 +230,13 @@ def test_every_failure_is_a_client_error_never_an_httpx_or_json_one():
     for call, said in (
         (lambda: client.search_image(None), "is a path, bytes or (name, bytes), not NoneType"),
         (lambda: client.search_image("/nonexistent/x.jpg"), "cannot read /nonexistent/x.jpg"),
+        # a str was read one character at a time: "cannot read /: Is a directory"
+        (lambda: client.search_clip_frames("/data/HUIR172500045.GIF"), "frames is a list of"),
+        (lambda: client.search_clip(at="2017-09-07T00:45Z", k=True), "k is a number of hits"),
+        (lambda: client.search_image(b"x", k=False), "k is a number of hits, not False"),
+        # httpx refused the header: every call said "service not reachable", for 5 minutes
+        # in wait_ready
+        (lambda: SkySearchClient("http://svc", api_key="key\n"), "api_key holds a line break"),
     ):
         with pytest.raises(SkySearchError, match=re.escape(said)):
             call()

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import SAMPLE_DATA, shared_data
+from conftest import SAMPLE_DATA, first_ir_frames, shared_data
 from skysearch.ingest.catalog import read_frames
 from skysearch.ingest.clips import build_clips, read_clips
 from skysearch.ingest.footprints import BOUND_COLUMNS
@@ -226,6 +226,36 @@ def test_stac_items_carry_the_storm_centred_box(centred, tmp_path, cli):
     union = [*bounds.min(axis=0)[:2], *bounds.max(axis=0)[2:]]
     assert collection.extent.spatial.bboxes == [pytest.approx(union)]
     assert union[2] - union[0] < 60
+
+
+def test_a_folder_named_with_a_zip_separator_holds_plain_files(tmp_path, cli, monkeypatch):
+    """A folder named 'a::b c#frame=1' made every frame of it a member of a zip '/.../a' that
+    does not exist: its STAC assets named that zip, and repair dropped frames whose files were
+    there."""
+    folder = first_ir_frames(tmp_path / "a::b c#frame=1", 3)
+    ws = Workspace(tmp_path / "ws")
+    ingest([folder], ws, workers=1, progress=False)
+    out = tmp_path / "stac"
+    assert cli("catalog", "export", "--stac", out, "-w", ws.root).exit_code == 0
+    items = [json.loads(p.read_text()) for p in out.rglob("*.json") if "assets" in p.read_text()]
+    assert len(items) == 3
+    for item in items:
+        asset = item["assets"]["source"]
+        assert asset["type"] == "image/gif" and "archive:href" not in asset, asset
+        assert asset["href"].startswith(folder.as_uri())
+    here = tmp_path / "here"  # the shell's current folder, empty: "." was a ValueError
+    here.mkdir()
+    monkeypatch.chdir(here)
+    done = cli("catalog", "export", "--stac", ".", "-w", ws.root)
+    assert done.exit_code == 0 and "(goes-east 3)" in done.stderr, done.stderr
+    assert (here / "catalog.json").is_file() and here.samefile(".")
+    refused = cli("catalog", "export", "--stac", "", "-w", ws.root)  # an unset "$OUT"
+    assert refused.exit_code == 2 and "an empty name" in refused.stderr
+    array = next((ws.root / "frames").rglob("frames.u8"))
+    array.write_bytes(bytes(array.stat().st_size))  # every row damaged: decoded again
+    repaired = cli("repair", "-w", ws.root, "--json")
+    assert repaired.exit_code == 0, repaired.stderr
+    assert json.loads(repaired.stdout)["lost_frames"] == []
 
 
 def test_stac_of_frames_from_a_zip_names_the_archive_and_its_member(tmp_path, cli):

@@ -82,6 +82,10 @@ def test_train_resume_predict_strip(ws, cli, tmp_path) -> None:
     assert image.size[0] > 3 * 192 and image.size[1] > 4 * 128
     assert np.asarray(image).std() > 10
 
+    no_event = cli("predict", start, "--event", "123", "--out", out, "-w", ws.root)
+    assert no_event.exit_code == 2 and "None" not in no_event.stderr  # "(clips of None ...)"
+    assert "the clips starting then belong to no event: drop --event" in no_event.stderr
+
     missing = cli("predict", "2030-01-01T00:00Z", "--out", out, "-w", ws.root)
     assert missing.exit_code == 2 and missing.stderr.startswith("error:")
     assert "no ir 3x60m clip" in missing.stderr

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import shared_data
+from conftest import SAMPLE_DATA, shared_data
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -356,3 +356,24 @@ def test_a_clip_folder_with_a_missing_step_or_stray_images_is_refused(tmp_path):
         folder_layout(clip("twice", ["image_1", "image_01"]))
     with pytest.raises(UsageError, match=r"images beside them \(wv.png\)"):
         folder_layout(clip("stray", ["image_1"], stray=True))
+
+
+def test_a_16_bit_image_scores_as_its_8_bit_twin_and_never_above_one(tmp_path):
+    """convert("RGB") clipped 16-bit grey at 255: the same picture at 16 bits scored 0.018
+    against its 8-bit twin; the mean over frames of identical clips read 1.0000000000000002."""
+    from skysearch.ingest.similarity.files import sketch_folder
+    from skysearch.ingest.similarity.scoring import compare_clips
+
+    frames = sorted((SAMPLE_DATA / "goes-irma-2017" / "infrared").glob("HUIR17249*.GIF"))[:3]
+    for step, frame in enumerate(frames, 1):
+        grey = np.asarray(Image.open(frame).convert("L"), dtype=np.uint16)
+        for name, image in (("eight", Image.fromarray(grey.astype(np.uint8))),
+                            ("sixteen", Image.fromarray(grey * 257))):  # I;16  # fmt: skip
+            (tmp_path / name / f"image_{step}").mkdir(parents=True)
+            image.save(tmp_path / name / f"image_{step}" / "ir.png")
+    spec = GridSpec()
+    eight, sixteen = (sketch_folder(tmp_path / n, spec) for n in ("eight", "sixteen"))
+    assert compare_clips(eight, sixteen).similarity > 0.999
+    for clip in (eight, sixteen):
+        score = compare_clips(clip, clip)
+        assert score.similarity <= 1.0 and all(v <= 1.0 for v in score.channels.values())

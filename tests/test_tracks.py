@@ -25,7 +25,7 @@ from skysearch.ingest.tracks import (
     track_rows,
 )
 
-from skysearch.config import Workspace
+from skysearch.config import Workspace, load_settings
 from skysearch.errors import NotFoundError, StoreError, UsageError
 
 UTC = timezone.utc
@@ -143,6 +143,10 @@ def test_unknown_event_is_an_error_alone_and_skipped_in_a_folder(typhoon, tmp_pa
     stray.write_text(track.read_text())
     with pytest.raises(NotFoundError, match="unknown event '199901' .199901.tsv.: no frames"):
         ingest_tracks(ws, stray)
+    # a folder holding that one file skips it as a folder of many does (it was the error)
+    assert ingest_tracks(ws, tmp_path).unknown_events == ["199901"]
+    with pytest.raises(UsageError, match="does not exist .check"):  # not "unknown event"
+        ingest_tracks(Workspace(tmp_path / "mistyped"), stray)
     shutil.copy(track, tmp_path / "198702.tsv")
     report = ingest_tracks(ws, tmp_path)
     assert report.unknown_events == ["199901"] and report.rejected == []
@@ -230,6 +234,12 @@ def test_a_damaged_track_is_named_and_a_reload_mends_it(typhoon):
     stored.write_bytes(stored.read_bytes()[:100])  # truncated
     with pytest.raises(StoreError, match="is damaged .* load the best track again"):
         track_rows(ws, "198702", [FIRST])
+    from skysearch.workflows.doctor import diagnose  # doctor --deep said "integrity ok"
+
+    checks = diagnose(load_settings(workspace=ws.root))
+    (check,) = [c for c in checks if c.name == "integrity: track"]
+    assert check.status == "fail" and str(stored) in check.detail
+    assert check.fix.startswith("skysearch ingest-track FILE")
     assert ingest_tracks(ws, track).loaded == ["198702"]
     assert track_rows(ws, "198702", [FIRST])[0]["pressure_hpa"] == 1006.0
 

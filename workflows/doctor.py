@@ -336,15 +336,21 @@ def _update(settings: Settings) -> list[Check]:
 
 
 def _integrity(settings: Settings, deep: bool) -> list[Check]:
-    from skysearch.ingest.integrity import check_workspace
+    from skysearch.ingest.integrity import TRACKS, check_workspace
 
     problems = check_workspace(settings.workspace, deep=deep)
     fix = f"skysearch repair -w {settings.workspace.root}"
+    track = f"skysearch ingest-track FILE -w {settings.workspace.root}"
     if not problems:
         how = "every checksum" if deep else "sizes, shapes, sampled checksums; --deep: all"
         return [Check("integrity", OK, f"catalogs, frame store and sketches intact ({how})")]
     return [
-        Check(f"integrity: {p.kind}", FAIL if p.damaged else TODO, p.line(), f"{fix} ({p.remedy})")
+        Check(
+            f"integrity: {p.kind}",
+            FAIL if p.damaged else TODO,
+            p.line(),
+            f"{track} (the event's best-track file)" if p.kind == TRACKS else f"{fix} ({p.remedy})",
+        )
         for p in problems
     ]
 

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from skysearch.ingest.decode import IMAGE_SUFFIXES, open_image
+from skysearch.ingest.decode import IMAGE_SUFFIXES, SIXTEEN_BIT_GREY, open_image, to_grey
 from skysearch.ingest.similarity.grid import Geometry, GridSpec, cell_sizes, sketch_frame
 from skysearch.ingest.similarity.scoring import SketchedClip
 
@@ -67,6 +67,8 @@ def folder_layout(path: Path) -> tuple[list[str], list[dict[str, Path]]]:
 def _decode(path: Path) -> np.ndarray:
     try:
         with open_image(path) as image:  # refuses decompression bombs before decoding
+            if image.mode in SIXTEEN_BIT_GREY:  # convert("RGB") clips 16 bits at 255: white
+                image = to_grey(image)
             return np.asarray(image.convert("RGB"))
     except (OSError, ValueError, SyntaxError) as exc:
         raise UsageError(f"cannot decode {path}: {exc}") from None

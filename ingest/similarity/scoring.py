@@ -172,7 +172,8 @@ def clip_similarity_from_sketches(
     n_channels, length = sketch_a.shape[:2]
     index = np.arange(n_channels * length).reshape(1, n_channels, length)
     pool = sketch_b.reshape(n_channels * length, *sketch_b.shape[2:])
-    per_channel = one_to_many(sketch_a, pool, index, sizes_a, sizes_b)[0]
+    # 1 - a distance, in 0..1 (rounding made identical clips 1.0000000000000002)
+    per_channel = np.clip(one_to_many(sketch_a, pool, index, sizes_a, sizes_b)[0], 0.0, 1.0)
     names = channels or [str(c) for c in range(n_channels)]
     if len(names) != n_channels:
         raise UsageError(f"{len(names)} channel names for {n_channels} channels")

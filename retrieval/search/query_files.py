@@ -21,7 +21,8 @@ def frame_order(times: Sequence[datetime | None], names: Sequence[str], channel:
     if untimed and len(untimed) < len(names):
         raise UsageError(
             f"{len(untimed)} of the {channel} query frames carry no time in their names "
-            f"({', '.join(untimed[:3])}) and the others do: frames are ordered by their "
+            f"({', '.join(untimed[:3])}: no time, or a name not of the source profile's "
+            "pattern, e.g. another suffix) and the others do: frames are ordered by their "
             "times, so pass only timed frames (or only untimed ones, in the order given)"
         )
     if untimed:
