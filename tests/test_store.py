@@ -238,6 +238,13 @@ def test_payload_indexes_follow_the_points(tmp_path, monkeypatch):
         assert len(s.search("frames", [1, 0, 0, 0], filters=event)) == 2
         tracked = SearchFilters(min_class=3)  # a frame field no point carries here
         assert s.search("frames", [1, 0, 0, 0], filters=tracked) == []
+        # points without their indexes (a collection whose segments were lost comes back from
+        # its write-ahead log so): the next index run's ensure_collection makes them again
+        s.ensure_collection("bare", 4)
+        s._upsert("bare", [(DATA.ids[2], {"default": [1.0, 0, 0, 0]}, {**payload, "event": "1"})])
+        assert s.info("bare").payload_indexes == {}
+        s.ensure_collection("bare", 4)
+        assert {"time", "satellite", "event"} <= set(s.info("bare").payload_indexes)
 
 
 def test_filters_of_another_collection_are_refused():

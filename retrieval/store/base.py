@@ -289,9 +289,10 @@ class VectorStore(ABC):
 
         Payload indexes follow the points: :meth:`upsert` creates the schema's index of a field
         the first time a point carrying it is written (also in a collection made by an older
-        version). An index of a field no point carries still costs build time for every point
-        (the engine at 100k points: optimize 23.5 s with the 17 indexes of absent fields, 14.0 s
-        without; bench/RESULTS.md).
+        version), and this call makes again those the first points' fields lack. An index of
+        a field no point carries still costs build time for every point (the engine at 100k
+        points: optimize 23.5 s with the 17 indexes of absent fields, 14.0 s without;
+        bench/RESULTS.md).
         """
         vname = vector_name or DEFAULT_VECTOR
         if vector_size < 1:
@@ -299,13 +300,27 @@ class VectorStore(ABC):
         vectors = self._vectors(name)
         if vectors is None:
             self._create(name, {vname: int(vector_size)})
-        elif vname not in vectors:
-            self._add_vector(name, vname, int(vector_size))
-        elif vectors[vname] != vector_size:
+            return
+        if vectors.get(vname, vector_size) != vector_size:
             raise UsageError(
                 f"collection {name!r} vector {vname!r} has dimension {vectors[vname]}, "
                 f"not {vector_size}: use a new vector name for a different encoder"
             )
+        if vname not in vectors:
+            self._add_vector(name, vname, int(vector_size))
+        self._restore_indexes(name)
+
+    def _restore_indexes(self, name: str, sample: int = 64) -> None:
+        """The indexes of the fields the first ``sample`` points carry, where the collection
+        lacks them: one whose segments were lost comes back from its write-ahead log without
+        its payload indexes, and filters would run on without them (an index run that writes
+        nothing new would not make them)."""
+        first = []
+        for record in self.scroll(name, batch_size=sample):
+            first.append(record.payload)
+            if len(first) == sample:
+                break
+        self._index_fields(name, first, set(self._payload_indexes(name)))
 
     def _index_fields(
         self, name: str, payloads: Iterable[Mapping[str, Any]], have: set[str]
