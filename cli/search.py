@@ -377,15 +377,20 @@ def _check_exist(paths: list[Path], flag: str, steps: bool = False) -> None:
     """Query files that are not there: one line before anything loads (torch takes seconds).
     With ``steps``, ``FILE#frame=N`` (step N of a NetCDF or zarr file of many frames) needs
     FILE."""
-    from skysearch.ingest.decode import FRAME_SEP
+    from skysearch.ingest.decode import Source
 
-    def there(path: Path) -> bool:
-        head, sep, step = str(path).rpartition(FRAME_SEP)
-        return path.exists() or (steps and bool(sep) and step.isdigit() and Path(head).exists())
+    def step_of(path: Path) -> bool:  # FILE#frame=N of a FILE that is there
+        source = Source.parse(str(path))
+        return source.index is not None and Path(source.file).exists()
 
-    missing = [str(p) for p in paths if not there(p)]
+    missing = [p for p in paths if not p.exists() and not (steps and step_of(p))]
+    if missing and not steps and step_of(missing[0]):
+        raise UsageError(
+            f"{flag} {missing[0]}: FILE#frame=N picks a step of a file of many frames in "
+            "search frame --file only; here give frame image files"
+        )
     if missing:
-        raise UsageError(f"{flag} {', '.join(missing)}: no such file or folder")
+        raise UsageError(f"{flag} {', '.join(map(str, missing))}: no such file or folder")
 
 
 # ---------------------------------------------------------------------------- search frame

@@ -23,8 +23,9 @@ from skysearch.ingest.profiles import Profile
 IMAGE_SUFFIXES = frozenset({".png", ".gif", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
 ARCHIVE_SEP = "::"  # source_path of a zip member: "/abs/archive.zip::folder/name.png"
 FRAME_SEP = "#frame="  # source_path of one frame of a many-frame file: "/abs/x.nc#frame=3"
-#: A zip member's source_path: the archive (ingest opens files named .zip as archives), member.
-_ZIP_MEMBER = re.compile(r"(.*?\.zip)::(.*)", re.IGNORECASE | re.DOTALL)
+#: Where a zip member's source_path may split: after a name ending .zip (ingest opens files
+#: named so as archives).
+_ZIP_SPLIT = re.compile(r"\.zip::", re.IGNORECASE)
 #: Largest source file (plain or zip member) read into memory: 35x the largest real product
 #: file we hold (1.8 MB COMS PNGs); anything bigger is skipped unread.
 MAX_SOURCE_BYTES = 64 * 2**20
@@ -58,14 +59,19 @@ class Source:
     @classmethod
     def parse(cls, path: str) -> Source:
         """The source a catalog's ``source_path`` names (inverse of :attr:`path`). A plain
-        file's path may hold "::" or "#frame=" (a folder named so): only an archive named .zip
-        has members, and only a number at the end is a step."""
+        file's path may hold "::" or "#frame=" (a folder named so): only a number at the end
+        is a step, and only an archive named .zip has members, the first such file on disk
+        (the first such name where none is there any more)."""
         head, sep, step = path.rpartition(FRAME_SEP)
-        index = int(step) if sep and step.isdigit() else None
-        zipped = _ZIP_MEMBER.fullmatch(head if index is not None else path)
-        if zipped:
-            return cls(zipped[1], zipped[2], index)
-        return cls(head if index is not None else path, None, index)
+        index = int(step) if sep and step.isascii() and step.isdigit() else None
+        file = head if index is not None else path
+        if Path(file).exists():
+            return cls(file, None, index)
+        splits = [m.end() - len(ARCHIVE_SEP) for m in _ZIP_SPLIT.finditer(file)]
+        at = next((i for i in splits if Path(file[:i]).is_file()), splits[0] if splits else None)
+        if at is None:
+            return cls(file, None, index)
+        return cls(file[:at], file[at + len(ARCHIVE_SEP) :], index)
 
     @property
     def name(self) -> str:

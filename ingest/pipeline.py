@@ -219,7 +219,7 @@ def _whole(path: str) -> str:
     """The file (or zip member) a source or skipped path names, without a many-frame file's
     step (any name: ``Source.parse`` reads only the paths a catalog holds)."""
     head, sep, step = path.rpartition(FRAME_SEP)
-    return head if sep and step.isdigit() else path
+    return head if sep and step.isascii() and step.isdigit() else path
 
 
 def _catalog_row(

@@ -112,7 +112,8 @@ def _spatial_extent(rows: list[dict[str, Any]]) -> list[float]:
 def export_stac(workspace: Workspace, folder: Path) -> StacReport:
     """Write the frame catalog as a self-contained STAC catalog into ``folder`` (new or
     empty); it appears whole (written aside, then renamed; into an empty folder that exists,
-    its entries are, so the folder stays: it may be a shell's current one)."""
+    written inside it, then its entries are: the folder stays, it may be a shell's current
+    one or a mount point)."""
     import pystac
 
     folder = Path(folder).resolve()  # "." has no name to put the staging folder beside
@@ -149,8 +150,10 @@ def export_stac(workspace: Workspace, folder: Path) -> StacReport:
             collection.add_item(_item(row, profile.instrument if profile else ""))
         root.add_child(collection)
         counts[satellite] = len(rows)
-    # no dot in the name: pystac would take a suffix for a file name and write beside it
-    staging = folder.with_name(f"skysearch-stac-staging-{uuid.uuid4().hex[:8]}")
+    # no dot in the name: pystac would take a suffix for a file name and write beside it; in
+    # a folder that exists, inside it (its parent may be another device, or not writable)
+    name = f"skysearch-stac-staging-{uuid.uuid4().hex[:8]}"
+    staging = folder / name if folder.exists() else folder.with_name(name)
     try:
         root.normalize_hrefs(str(staging))
         root.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)

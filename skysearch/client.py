@@ -132,6 +132,8 @@ def _file(item: ImageInput, default_name: str) -> tuple[str, bytes]:
     """(name, bytes) of an upload: a path, bytes, or (name, bytes); anything else, and a path
     that cannot be read, is a UsageError (raised before any request)."""
     if isinstance(item, tuple):  # an empty name made the part a form field, not a file
+        if len(item) != 2 or not isinstance(item[1], bytes):
+            raise UsageError("an image to upload as a tuple is (name, bytes)")
         return item[0] or default_name, item[1]
     if isinstance(item, bytes):
         return default_name, item
@@ -173,10 +175,12 @@ class SkySearchClient:
         timeout: float = 60.0,
         http: httpx.Client | None = None,
     ) -> None:
-        if api_key and any(ord(c) < 32 or ord(c) == 127 for c in api_key):
+        if api_key and (
+            api_key != api_key.strip() or any(ord(c) < 32 or ord(c) == 127 for c in api_key)
+        ):
             raise UsageError(  # httpx refuses to send it: every call would look unreachable
-                "api_key holds a line break or another control character (a key read from a "
-                "file keeps its newline: strip() it)"
+                "api_key holds a line break, another control character or spaces at an end "
+                "(a key read from a file keeps its newline: strip() it)"
             )
         headers = {API_KEY_HEADER: api_key.encode("utf-8")} if api_key else {}  # any key
         if http is None and not base_url.startswith(("http://", "https://")):

@@ -237,6 +237,8 @@ def test_every_failure_is_a_client_error_never_an_httpx_or_json_one():
         # httpx refused the header: every call said "service not reachable", for 5 minutes
         # in wait_ready
         (lambda: SkySearchClient("http://svc", api_key="key\n"), "api_key holds a line break"),
+        (lambda: SkySearchClient("http://svc", api_key=" key"), "or spaces at an end"),
+        (lambda: client.search_clip_frames([("a.png",)]), "as a tuple is (name, bytes)"),
     ):
         with pytest.raises(SkySearchError, match=re.escape(said)):
             call()

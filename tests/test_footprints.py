@@ -232,7 +232,7 @@ def test_a_folder_named_with_a_zip_separator_holds_plain_files(tmp_path, cli, mo
     """A folder named 'a::b c#frame=1' made every frame of it a member of a zip '/.../a' that
     does not exist: its STAC assets named that zip, and repair dropped frames whose files were
     there."""
-    folder = first_ir_frames(tmp_path / "a::b c#frame=1", 3)
+    folder = first_ir_frames(tmp_path / "backup.zip::b c#frame=1", 3)
     ws = Workspace(tmp_path / "ws")
     ingest([folder], ws, workers=1, progress=False)
     out = tmp_path / "stac"

@@ -288,5 +288,7 @@ def test_a_query_frame_file_of_many_frames_is_picked_by_its_step(fields, tmp_pat
     _check_exist([Path(row["source_path"])], "--file", steps=True)
     with pytest.raises(UsageError, match="no such file"):
         _check_exist([tmp_path / "gone.nc#frame=2"], "--file", steps=True)
-    with pytest.raises(UsageError, match="no such file"):  # search clip --frames reads files
+    with pytest.raises(UsageError, match="in search frame --file only"):  # --frames: files
         _check_exist([Path(row["source_path"])], "--frames")
+    with pytest.raises(UsageError, match="no such file"):  # a digit int() does not read
+        _check_exist([Path(f"{path}#frame=\u00b2")], "--file", steps=True)

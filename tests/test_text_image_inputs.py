@@ -46,6 +46,9 @@ def test_a_short_csv_row_is_one_error_naming_its_lines(cli, tmp_path):
         UsageError, match=r"^lines 5-7 of .* are one row .* no title_multi_objects or label:"
     ):
         captions.read_csv(in_caption)
+    two_lines = tmp_path / "two-lines.csv"  # a caption over two lines, quoted, no label: fine
+    two_lines.write_text(good + f'{images[0]},"a river\nand a bridge"\n')
+    assert captions.read_csv(two_lines)[-1][1:] == ("a river\nand a bridge", "")
     done = cli("train", "text-image", "--csv", short, *QUICK, "-w", tmp_path / "ws")
     assert done.exit_code == 2 and "Traceback" not in done.stderr
     assert done.stderr.splitlines()[-1].startswith(f"error: line 5 of {short} has 1 of its")

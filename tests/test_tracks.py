@@ -240,6 +240,11 @@ def test_a_damaged_track_is_named_and_a_reload_mends_it(typhoon):
     (check,) = [c for c in checks if c.name == "integrity: track"]
     assert check.status == "fail" and str(stored) in check.detail
     assert check.fix.startswith("skysearch ingest-track FILE")
+    from skysearch.workflows.repair import repair_workspace  # it said only "still wrong"
+
+    actions = repair_workspace(load_settings(workspace=ws.root), progress=False).actions
+    (action,) = [a for a in actions if a.path == str(stored)]
+    assert not action.ok and "ingest-track FILE" in action.done
     assert ingest_tracks(ws, track).loaded == ["198702"]
     assert track_rows(ws, "198702", [FIRST])[0]["pressure_hpa"] == 1006.0
 

@@ -321,7 +321,7 @@ def _rows(path: str | Path, need: Sequence[str]) -> list[dict[str, str]]:
                 start, end = end + 1, reader.line_num
                 short = [c for c in ("filepath", *need) if raw[c] is None]
                 missing = [c for c in fields if raw[c] is None]
-                if missing and any("\n" in v for v in raw.values() if isinstance(v, str)):
+                if missing and any(_ran_on(v) for v in raw.values() if isinstance(v, str)):
                     short = missing  # a quote left open ran on, whichever column it opened
                 if short:
                     raise UsageError(_short_row(path, raw, fields, short, start, end))
@@ -335,6 +335,12 @@ def _rows(path: str | Path, need: Sequence[str]) -> list[dict[str, str]]:
     if not rows:
         raise UsageError(f"caption CSV {path} has no rows")
     return rows
+
+
+def _ran_on(value: str) -> bool:
+    """Whether a value holds later lines of the file: a line break followed by a comma (a
+    caption may hold a line break, a swallowed CSV row holds its commas)."""
+    return "," in value.partition("\n")[2]
 
 
 def _short_row(

@@ -240,7 +240,7 @@ def _query_source(path: Path) -> Source:
     from skysearch.ingest.decode import FRAME_SEP, Source
 
     head, sep, step = str(path).rpartition(FRAME_SEP)
-    if sep and step.isdigit() and not path.exists():
+    if sep and step.isascii() and step.isdigit() and not path.exists():
         return Source(head, index=int(step))
     return Source(str(path))
 

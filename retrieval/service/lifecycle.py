@@ -137,16 +137,18 @@ class Lifecycle:
 
     def damage_remains(self) -> str | None:
         """Why the workspace is still damaged since a request met damage, else None."""
-        if not self._damage:
+        noted = dict(self._damage)  # requests add more meanwhile: they are checked next time
+        if not noted:
             return None
-        for path, (exc, identity) in list(self._damage.items()):  # requests add meanwhile
+        for path, (exc, identity) in noted.items():
             if path and file_identity(Path(path)) == identity:
                 return str(exc)  # not changed since
         try:
             self._check_intact()
-            for exc, _ in list(self._damage.values()):
+            for exc, _ in noted.values():
                 self._check_damage(exc)
         except (SkySearchError, OSError) as exc:
             return str(exc)
-        self._damage.clear()
+        for path in noted:
+            self._damage.pop(path, None)
         return None
