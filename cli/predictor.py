@@ -128,7 +128,8 @@ def train_predictor_command(
         f"predictor {result['model_id']}: held-out MSE {m['mse']:.5f} (persistence "
         f"{m['persistence_mse']:.5f}), SSIM {m['ssim']:.4f} (persistence "
         f"{m['persistence_ssim']:.4f}) on {m['test_pairs']} held-out pairs; weights of epoch "
-        f"{m['best_epoch']} (best validation MSE)"
+        f"{m['best_epoch']} "
+        + ("(best validation MSE)" if m["val_pairs"] else "(the last: no validation pairs)")
     )
     if json_out:
         emit_json(result)

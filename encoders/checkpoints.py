@@ -31,6 +31,9 @@ CONFIG_FILE = "config.json"
 FORMAT_VERSION = 1
 #: config key of the weights file's CRC-32 (``doctor --deep`` compares; absent in older ones)
 WEIGHTS_CRC = "weights_crc32"
+#: Weights up to this size are checked against their CRC-32 on every load (~10 ms for the
+#: frame and clip encoders' few MB); larger ones by `skysearch doctor --deep` and repair.
+CRC_ON_LOAD_BYTES = 32 * 2**20
 
 
 def _state_dict_of(model: torch.nn.Module | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -154,6 +157,14 @@ def load_checkpoint(
                 f"checkpoint {directory}: weights do not match its config.json "
                 "(files from different saves?); retrain"
             )
+    want = config.get(WEIGHTS_CRC)
+    small = weights.stat().st_size <= CRC_ON_LOAD_BYTES
+    if small and isinstance(want, int) and file_crc32(weights) != want:
+        raise CheckpointError(  # bytes damaged in place load as other weights, without a word
+            f"checkpoint weights {weights} do not match the checksum recorded when they were "
+            "saved (damaged since, or from another save): `skysearch repair` unregisters the "
+            "model; train it again"
+        )
     return state, config
 
 

@@ -296,11 +296,14 @@ TRAIN_COMMAND = {"frame": "frames", "clip": "clips", "text-image": "text-image"}
 def trained_run(workspace: Workspace, kind: str, run: str, epochs: int) -> ModelRecord | None:
     """The whole registered ``kind`` model that a finished run of this setup (``run``, its
     fingerprint) and epoch count made, else None: re-running the same training command
-    returns it instead of training and registering a copy."""
+    returns it instead of training and registering a copy. Its epochs: ``epochs_trained``
+    where the record keeps no history (predictors)."""
     from skysearch.encoders.checkpoints import checkpoint_problem
 
     for record in reversed(list_models(workspace, kind)):
-        same = record.config.get("run") == run and len(record.config.get("history", [])) == epochs
+        config = record.config
+        trained = config.get("epochs_trained", len(config.get("history") or []))
+        same = config.get("run") == run and trained == epochs
         if same and not checkpoint_problem(record.directory(workspace), deep=False):
             log.warning(
                 "%s was trained by this same run (data, options, epochs): reused", record.model_id

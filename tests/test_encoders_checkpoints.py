@@ -48,6 +48,18 @@ def test_corrupt_weights_give_clear_error(tmp_path):
         load_checkpoint(tmp_path)
 
 
+def test_weights_damaged_in_place_are_refused_on_load(tmp_path):
+    """Bytes overwritten inside the tensors (the header whole) loaded as other weights: the
+    search answered with them, or said a query vector 'contains NaN or inf'."""
+    save_checkpoint(tmp_path, _model(), {"arch": "toy"})
+    weights = tmp_path / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-8:] = b"\x7f" * 8
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="checksum recorded when they were saved .damaged"):
+        load_checkpoint(tmp_path)
+
+
 def test_corrupt_config_and_missing_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint"):
         load_checkpoint(tmp_path / "nothing")

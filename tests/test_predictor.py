@@ -19,6 +19,8 @@ from skysearch.encoders.training import predictor as train_predictor
 from skysearch.encoders.training.predictor import PredictorTrainConfig as TrainConfig
 from skysearch.encoders.training.predictor import build_predictor, fit
 
+from skysearch.errors import UsageError
+
 SMALL = PredictorConfig(length=4, channels=1, height=16, width=24, hid_s=8, hid_t=32)
 
 
@@ -176,6 +178,9 @@ def test_resumed_training_equals_uninterrupted(pairs, tmp_path) -> None:
         assert torch.equal(pa, pb)
     with pytest.raises(CheckpointError, match="other settings"):
         fit(build_predictor(SMALL, 1), x, y, TrainConfig(epochs=4, lr=0.5), tmp_path)
+    fewer = TrainConfig(**{**cfg.to_dict(), "epochs": 2})  # it returned the 3 epochs trained
+    with pytest.raises(UsageError, match="already trained 3 epochs .*, more than the 2 asked"):
+        fit(build_predictor(SMALL, 1), x, y, fewer, tmp_path, progress=False)
 
 
 def test_checkpoint_round_trip(tmp_path) -> None:

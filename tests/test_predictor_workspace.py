@@ -67,6 +67,18 @@ def test_train_resume_predict_strip(ws, cli, tmp_path) -> None:
 
     records = list_models(ws, "predictor")
     assert [r.model_id for r in records][-2:] == [first["model_id"], second["model_id"]]
+    # The same command again returns its model (each re-run registered a copy, the new latest)
+    again = train(2)
+    assert json.loads(again.stdout.strip().splitlines()[-1])["model_id"] == second["model_id"]
+    assert len(list_models(ws, "predictor")) == len(records)
+    # validation pairs that leave none to train on are named (it said "ingest more frames")
+    args = ("--length", "3", "--gap", "60", "--epochs", "1", "--validation", "0.9")
+    most = cli("train", "predictor", *args, "-w", ws.root)
+    assert most.exit_code == 2 and "lower --validation (0: none)" in most.stderr, most.stderr
+    # and the first command its own 1-epoch model (it registered the run's 2-epoch weights
+    # as a 1-epoch model)
+    once = train(1)
+    assert json.loads(once.stdout.strip().splitlines()[-1])["model_id"] == first["model_id"]
     model, config = load_predictor(records[-1].directory(ws))
     assert config["length"] == 3 and config["gap_minutes"] == 60 and model.config.length == 3
 

@@ -255,6 +255,13 @@ def fit(
     epoch saved there by a run of the same ``run_fingerprint`` and save after every epoch."""
     history = state.load(run_dir, run_fingerprint) if run_dir is not None else []
     done = len(history)
+    if done > config.epochs:  # continuing cannot give fewer epochs: it registered the longer
+        raise UsageError(
+            f"this run already trained {done} epochs ({run_dir}), more than the {config.epochs} "
+            f"asked: ask for {{epochs}} {done} or more to take it, or delete that folder to "
+            f"train {config.epochs} from the start",
+            params=["epochs"],
+        )
     if done and progress:
         tqdm.write(f"resuming {desc} after epoch {done}/{config.epochs} ({run_dir})", sys.stderr)
     for epoch in range(done, config.epochs):

@@ -39,7 +39,13 @@ from skysearch.encoders.models.predictor import (
     persistence,
     save_predictor,
 )
-from skysearch.encoders.registry import check_writable, model_dir, new_model_id, register_model
+from skysearch.encoders.registry import (
+    check_writable,
+    model_dir,
+    new_model_id,
+    register_model,
+    trained_run,
+)
 from skysearch.encoders.training.loop import (
     EpochMeter,
     RunState,
@@ -323,6 +329,14 @@ def train_predictor(
     train_x, train_y = data.tensors(fit_mask)
     val_x, val_y = data.tensors(val_mask)
     test_x, test_y = data.tensors(data.test_mask)
+    before = int(data.train_mask.sum())
+    if len(train_x) == 0 and before and len(test_x):
+        raise UsageError(
+            f"the {before} clip pairs before the hold-out start {to_rfc3339(data.holdout_start)} "
+            f"leave none to train on beside the --validation {validation} pairs (a pair trained "
+            "on must end before the first validation pair starts): lower --validation (0: "
+            "none), or ingest more frames"
+        )
     if len(train_x) == 0 or len(test_x) == 0:
         raise UsageError(
             f"need clip pairs before and after the hold-out start "
@@ -338,9 +352,18 @@ def train_predictor(
         "validation": validation,
         "n_train": len(train_x),
     }
-    run_dir = workspace.models_dir / "runs" / f"predictor-{fingerprint(setup)}"
+    run = fingerprint(setup)
+    run_dir = workspace.models_dir / "runs" / f"predictor-{run}"
     if restart and run_dir.exists():
         shutil.rmtree(run_dir)
+    elif (done := trained_run(workspace, "predictor", run, config.epochs)) is not None:
+        return {  # the same command again: the model it trained, not a copy
+            "model_id": done.model_id,
+            "path": str(done.directory(workspace)),
+            "resumed_from_epoch": config.epochs,
+            "metrics": done.metrics,
+            "holdout_start": done.config["holdout_start"],
+        }
     model = build_predictor(pconf, config.seed).to(device)
     val = (val_x, val_y) if len(val_x) else None
     result = fit(model, train_x, train_y, config, run_dir, val, progress=progress)
@@ -358,6 +381,8 @@ def train_predictor(
         "training": config.to_dict(),
         "history": result.history,
         "metrics": metrics,
+        "run": run,
+        "epochs_trained": len(result.history),
     }
     directory = save_predictor(model_dir(workspace, model_id), model.cpu(), info)
     register_model(workspace, model_id, "predictor", {**info, "history": None}, metrics, directory)
