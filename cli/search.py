@@ -68,7 +68,10 @@ ToleranceOption = Annotated[
 ]
 RerankOption = Annotated[
     int,
-    typer.Option(help="Exact re-rank of the top N by the grid metric (0 = off, at most 10000)."),
+    typer.Option(
+        help="Exact re-rank of the top N by the grid metric, and never fewer than the --k "
+        "shown (0 = off, at most 10000)."
+    ),
 ]
 BboxOption = Annotated[
     str | None,

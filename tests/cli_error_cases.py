@@ -337,6 +337,7 @@ CASES: dict[str, list[Case]] = {
         c("search", "frame", "--file", "{missing}", *W, expect="no such file or folder"),
         c("search", "frame", "--frame-id", "x", "--tolerance", "5", *W, expect="query by --at"),
         c("search", "frame", "--at", AT, "--channel", "ir,wv", *W, expect="--channel takes one"),
+        c("search", "frame", "--at", AT, "--source", "goes-sector", *W, expect="file (--file)"),
     ],
     "search clip": [
         c(

@@ -228,6 +228,21 @@ def untrained(ingested, tmp_path) -> Path:
     return ws.root
 
 
+def test_a_clip_id_with_another_spec_is_refused(cli, untrained):
+    """--length/--gap given with --clip-id were dropped: 6-frame hits for a 3-frame query."""
+    from skysearch.ingest.clips import read_clips
+
+    from skysearch.config import Workspace
+
+    clip_id = read_clips(Workspace(untrained))["clip_id"][0].as_py()
+    r = cli("search", "clip", "--clip-id", clip_id, "--length", "3", "-w", untrained)
+    assert_one_line_error(r, f"clip {clip_id} has length 6, not the 3 asked (--length)")
+    r = cli("search", "clip", "--clip-id", clip_id, "--gap", "30", "-w", untrained)
+    assert_one_line_error(r, "has gap minutes 60, not the 30 asked (--gap)")
+    same = cli("search", "clip", "--clip-id", clip_id, "--length", "6", "-w", untrained)
+    assert "nothing indexed yet" in same.stderr  # its own spec: on to the search
+
+
 def _refused(call, error=UsageError) -> SkySearchError:
     with pytest.raises(error) as caught:
         call()

@@ -101,6 +101,9 @@ def test_the_model_holding_the_most_scenes_is_chosen_and_scenes_left_out_are_sai
     said = "model text-image-a (vectors of 3 scenes): the newer model text-image-b has indexed 2"
     assert said in caplog.text
     assert "text-image-a holds 3 of the 5 scenes, and no model holds them all" in caplog.text
+    caplog.clear()  # a model named: the same word (it was silent)
+    assert scene_model_id(store, ws, "text-image-b") == "text-image-b"
+    assert "text-image-b holds 2 of the 5 scenes: the others are not searched" in caplog.text
     # a filter keeping only scenes the chosen model lacks: said, with the model that has them
     late = Point(str(uuid.uuid4()), {"text-image-b": vector}, {"dataset": "late"})
     store.upsert(SCENES, [late])

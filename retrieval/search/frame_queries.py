@@ -84,6 +84,12 @@ class FrameQuery:
                 "image file ({file})",
                 params=["at", "frame_id", "file"],
             )
+        if self.source is not None and self.file is None:  # it was dropped without a word
+            raise UsageError(
+                "{source} picks the profile that reads a query frame file ({file}); an archive "
+                "frame is already read",
+                params=["source", "file"],
+            )
 
 
 @dataclass

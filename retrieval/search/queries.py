@@ -296,7 +296,7 @@ class QueryResolver:
         unset (a time is looked up on each satellite the model covers); ``filters``: the
         search's, whose events and satellites pick among clips of several at that time."""
         if query.clip_id:
-            return self._by_id(query.clip_id)
+            return self._check_spec(self._by_id(query.clip_id), query)
         satellite = query.satellite or data["satellite"]
         channels = list(query.channels) or list(data["channels"])
         length = query.length or int(data["length"])
@@ -311,6 +311,24 @@ class QueryResolver:
         satellites = [query.satellite] if query.satellite else model_satellites(data)
         tolerance = query.tolerance_minutes
         return self._at(query.at, satellites, channels, length, gap, tolerance, filters)
+
+    @staticmethod
+    def _check_spec(clip: QueryClip, query: ClipQuery) -> QueryClip:
+        """A catalog clip asked for with a spec of its own: the spec given must be its (it
+        was dropped without a word: 6-frame hits for a 3-frame query)."""
+        asked = {
+            "length": (query.length, clip.length),
+            "gap_minutes": (query.gap_minutes, clip.gap_minutes),
+            "satellite": (query.satellite, clip.satellite),
+        }
+        for name, (given, actual) in asked.items():
+            if given is not None and given != actual:
+                raise UsageError(
+                    f"clip {clip.clip_id} has {name.replace('_', ' ')} {actual}, not the {given} "
+                    f"asked ({{{name}}}): leave it out, or query by a time ({{at}})",
+                    params=[name, "at"],
+                )
+        return clip
 
     def _by_id(self, clip_id: str) -> QueryClip:
         import pyarrow.compute as pc

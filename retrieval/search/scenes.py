@@ -146,6 +146,13 @@ def scene_model_id(store: VectorStore, workspace: Workspace, model_id: str | Non
                 f"`skysearch index scenes DIR` with that model (indexed: "
                 f"{', '.join(sorted(indexed)) or 'none'})"
             )
+        _, held, total = scene_coverage(store, [model_id])
+        if held[model_id] < total:  # as for the model chosen by default
+            log.warning(
+                "text-image model %s holds %d of the %d scenes: the others are not searched "
+                "(run `skysearch index scenes DIR --model-id %s` on their folders)",
+                model_id, held[model_id], total, model_id,
+            )  # fmt: skip
         return model_id
     registered = [r.model_id for r in list_models(workspace, "text-image")]
     if not registered:

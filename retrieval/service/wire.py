@@ -265,7 +265,7 @@ class FormFields(BaseModel):
 
 class RankFields(BaseModel):
     rerank: integer(0, MAX_RERANK) = Field(
-        0, description="exact re-rank of the top N by the grid metric"
+        0, description="exact re-rank of the top N by the grid metric (at least the k hits)"
     )
     augment: bool = Field(False, description="fuse with the predicted future (needs a predictor)")
     model_id: Name | None = Field(None, description="clip model id (default: the latest fitting)")
@@ -375,7 +375,9 @@ class ClipSearch(RankFields):
 
 class FrameRankFields(BaseModel):
     rerank: integer(0, MAX_RERANK) = Field(
-        0, description="exact re-rank of the top N by the grid metric on single frames"
+        0,
+        description="exact re-rank of the top N by the grid metric on single frames (at least "
+        "the k hits)",
     )
     model_id: Name | None = Field(
         None, description="frame model id (default: the latest of the channel and satellite)"
