@@ -126,11 +126,12 @@ def train_text_image_command(
         int | None, typer.Option(help="Input size (default: the model config's).", min=32)
     ] = None,
     unlocked_image_groups: Annotated[
-        int,
+        int | None,
         typer.Option(
-            help="Tuned image tower: last layer groups that train (the rest frozen).", min=0
+            help="Tuned image tower: last layer groups that train (the rest frozen). Default: 11.",
+            min=0,
         ),
-    ] = 11,
+    ] = None,
     positives: Annotated[
         str,
         typer.Option(
@@ -162,11 +163,23 @@ def train_text_image_command(
     from skysearch.encoders.training.text_image_recipe import (
         TextImageTrainConfig,
         check_architecture,
+        check_choices,
         check_epochs,
     )
 
     check_epochs(epochs, pretrained)  # before anything is written
     check_architecture(model)
+    check_choices(positives=positives, image_tower=image_tower, text_head=text_head)
+    if unlocked_image_groups is not None and image_tower != "tuned":  # it changed nothing
+        raise UsageError(
+            "{unlocked_image_groups} applies with {image_tower} tuned",
+            params=["unlocked_image_groups", "image_tower"],
+        )
+    tuning = (
+        {"unlocked_image_groups": unlocked_image_groups}
+        if unlocked_image_groups is not None
+        else {}
+    )
     excluded = list(names(exclude_classes, "exclude_classes"))
     set_threads(threads)
     settings = load_settings(workspace=workspace, device=device)
@@ -190,7 +203,7 @@ def train_text_image_command(
         lr=lr,
         head_lr=head_lr,
         image_size=image_size,
-        unlocked_image_groups=unlocked_image_groups,
+        **tuning,
         image_tower=image_tower,
         text_head=text_head,
         positives=positives,

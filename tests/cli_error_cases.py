@@ -257,6 +257,17 @@ CASES: dict[str, list[Case]] = {
         # the default towers' heads untrained, registered as the latest text-image model
         c("train", "text-image", "--epochs", "0", *W, expect="--epochs 0 registers a --pretr"),
         c("train", "text-image", "--images", "{missing}", *W, expect="not a folder of class"),
+        # before the captions are made; options named as flags (they said "image_tower")
+        c("train", "text-image", "--image-tower", "x", *W, expect="--image-tower must be one of"),
+        c("train", "text-image", "--positives", "x", *W, expect="--positives must be one of"),
+        # it trained a byte-identical copy under a new id
+        c(
+            "train",
+            "text-image",
+            *("--image-tower", "locked", "--unlocked-image-groups", "3"),
+            *W,
+            expect="--unlocked-image-groups applies with --image-tower tuned",
+        ),
         c("train", "text-image", "--train-csv", "{missing}", *W, expect="not found"),
         c("train", "text-image", "--train-csv", "{tmp}", *W, expect="not found"),
         c("train", "text-image", "--train-csv", "{bin}", *W, expect="is not a UTF-8 CSV"),

@@ -60,6 +60,22 @@ RECIPE_EPOCHS = {"last-stage": 15, "locked": 30, "tuned": 30}
 #: last-stage recipe: how many of the trunk's last stages train, over how many rotations.
 LAST_STAGES = 2
 ROTATIONS = 4
+#: The choices of the recipe's named options.
+CHOICES = {
+    "positives": ("label", "caption"),
+    "image_tower": tuple(RECIPE_EPOCHS),
+    "text_head": ("locked", "trained"),
+}
+
+
+def check_choices(**given: str) -> None:
+    """Each of ``positives``, ``image_tower``, ``text_head`` given is one of its choices."""
+    for name, value in given.items():
+        allowed = CHOICES[name]
+        if value not in allowed:
+            raise UsageError(
+                f"{{{name}}} must be one of {', '.join(allowed)}, not {value!r}", params=[name]
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,13 +106,9 @@ class TextImageTrainConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         check_architecture(self.model_name)
-        for name, allowed in (
-            ("positives", ("label", "caption")),
-            ("image_tower", tuple(RECIPE_EPOCHS)),
-            ("text_head", ("locked", "trained")),
-        ):
-            if getattr(self, name) not in allowed:
-                raise UsageError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
+        check_choices(
+            positives=self.positives, image_tower=self.image_tower, text_head=self.text_head
+        )
         if self.epochs is None:  # frozen dataclass: set once, here
             object.__setattr__(self, "epochs", RECIPE_EPOCHS[self.image_tower])
 

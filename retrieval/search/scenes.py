@@ -178,8 +178,9 @@ def scene_model_id(store: VectorStore, workspace: Workspace, model_id: str | Non
     if held[chosen] < total:
         log.warning(
             "text-image model %s holds %d of the %d scenes, and no model holds them all: the "
-            "others are not searched (run `skysearch index scenes DIR` on their folders)",
-            chosen, held[chosen], total,
+            "others are not searched (run `skysearch index scenes DIR --model-id %s` on their "
+            "folders)",
+            chosen, held[chosen], total, chosen,
         )  # fmt: skip
     return chosen
 
