@@ -235,8 +235,12 @@ def render_result(
             f"query frame {q['satellite']} {q['channels'][0]} at {q['start'] or 'unknown time'} "
             f"({q['mode']}; model {q['model_id']}, ranked by {q['ranked_by']})"
         )
+    elif q["kind"] == "image":  # every example, and the words given with them
+        parts = [Path(image).name for image in q.get("images") or [q["image"]]]
+        parts += [repr(q["text"])] if q.get("text") else []
+        what = f"image query {' + '.join(parts)} (model {q['model_id']})"
     else:
-        what = f"{q['kind']} query {q.get('text') or q.get('image')!r} (model {q['model_id']})"
+        what = f"text query {q['text']!r} (model {q['model_id']})"
     info(what)
     if q.get("note"):
         info(f"note: {q['note']}")

@@ -485,6 +485,8 @@ def test_scene_csv_payload_filters_and_multi_example_queries(tuned, cli, tmp_pat
     assert res.exit_code == 0, res.stderr
     out = last_json(res)
     assert out["query"]["images"] == [str(a), str(b)] and out["query"]["text"] == "trees"
+    said = f"image query {Path(a).name} + {Path(b).name} + 'trees' (model"  # it said 'trees'
+    assert said in res.stderr, res.stderr
     tim = load_text_image(ws)
     unit = lambda v: v / np.linalg.norm(v)  # noqa: E731
     vector = unit(unit(tim.encode_images([a, b]).mean(0)) + tim.encode_texts(["trees"])[0])
