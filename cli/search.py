@@ -384,11 +384,11 @@ def _check_exist(paths: list[Path], flag: str, steps: bool = False) -> None:
     """Query files that are not there: one line before anything loads (torch takes seconds).
     With ``steps``, ``FILE#frame=N`` (step N of a NetCDF or zarr file of many frames) needs
     FILE."""
-    from skysearch.ingest.decode import Source
+    from skysearch.ingest.decode import split_step
 
     def step_of(path: Path) -> bool:  # FILE#frame=N of a FILE that is there
-        source = Source.parse(str(path))
-        return source.index is not None and Path(source.file).exists()
+        head, index = split_step(str(path))
+        return index is not None and Path(head).exists()
 
     missing = [p for p in paths if not p.exists() and not (steps and step_of(p))]
     if missing and not steps and step_of(missing[0]):

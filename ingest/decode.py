@@ -35,6 +35,15 @@ MAX_SOURCE_BYTES = 64 * 2**20
 SIXTEEN_BIT_GREY = frozenset({"I;16", "I;16B", "I;16L", "I"})
 
 
+def split_step(path: str) -> tuple[str, int | None]:
+    """``FILE#frame=N`` -> (``FILE``, N); any other path -> (it, None). Only ASCII digits at
+    the end are a step (a folder may be named with "#frame=")."""
+    head, sep, step = path.rpartition(FRAME_SEP)
+    if sep and step.isascii() and step.isdigit():
+        return head, int(step)
+    return path, None
+
+
 class SourceTooLarge(ValueError):
     """A source file (or zip member) is larger than ``MAX_SOURCE_BYTES``."""
 
@@ -62,15 +71,11 @@ class Source:
         file's path may hold "::" or "#frame=" (a folder named so): only a number at the end
         is a step, and only an archive named .zip has members, the first such file on disk
         (the first such name where none is there any more)."""
-        head, sep, step = path.rpartition(FRAME_SEP)
-        index = int(step) if sep and step.isascii() and step.isdigit() else None
-        file = head if index is not None else path
-        if Path(file).exists():
-            return cls(file, None, index)
+        file, index = split_step(path)
         splits = [m.end() - len(ARCHIVE_SEP) for m in _ZIP_SPLIT.finditer(file)]
-        at = next((i for i in splits if Path(file[:i]).is_file()), splits[0] if splits else None)
-        if at is None:
+        if not splits or Path(file).exists():  # the disk is asked only where a name is in doubt
             return cls(file, None, index)
+        at = next((i for i in splits if Path(file[:i]).is_file()), splits[0])
         return cls(file[:at], file[at + len(ARCHIVE_SEP) :], index)
 
     @property

@@ -35,7 +35,7 @@ from skysearch.ingest.checksums import (
 )
 from skysearch.ingest.profiles import load_profiles
 
-from skysearch.atomic import atomic_write_json, fsync_file
+from skysearch.atomic import atomic_write_json, file_identity, fsync_file
 from skysearch.config import Workspace
 from skysearch.errors import DamagedError, NotFoundError, SkySearchError, StoreError, UsageError
 
@@ -140,7 +140,7 @@ def check_array(folder: Path, expected: Expected, spot: bool = True) -> tuple[in
         mapped = np.memmap(data, np.uint8, "r", shape=(expected.rows, height * width))
         bad = spot_mismatch(mapped, crcs)
         if bad is not None:
-            raise DamagedError(data, f"frame row {bad} does not match its checksum", row=bad)
+            raise _row_damaged(data, bad)
     return height, width
 
 
@@ -176,13 +176,13 @@ class _Index:
 def _inodes(folder: Path) -> tuple[int | None, ...]:
     """The inodes of an array's frames and CRC files (None: not there): a repair replaces
     both (atomic writes: another inode), an ingest appends to them in place."""
-    found = []
-    for name in (DATA_FILE, CRC_FILE):
-        try:
-            found.append((folder / name).stat().st_ino)
-        except OSError:
-            found.append(None)
-    return tuple(found)
+    files = file_identity(folder / DATA_FILE, folder / CRC_FILE)  # (inode, size, mtime)
+    return tuple(found[0] if found else None for found in files)
+
+
+def _row_damaged(data: Path, row: int) -> DamagedError:
+    """The error of a frame row that does not match its stored CRC."""
+    return DamagedError(data, f"frame row {row} does not match its checksum", row=row)
 
 
 def check_row(data: Path, row: int) -> None:
@@ -196,7 +196,7 @@ def check_row(data: Path, row: int) -> None:
         pixels = np.frombuffer(handle.read(height * width), np.uint8).reshape(1, -1)
     crcs = read_crcs(data.parent / CRC_FILE, row + 1)
     if row < len(crcs) and row_crcs(pixels)[0] != crcs[row]:
-        raise DamagedError(data, f"frame row {row} does not match its checksum", row=row)
+        raise _row_damaged(data, row)
 
 
 class FrameStore:
@@ -326,7 +326,7 @@ class FrameStore:
             )
             if len(bad):
                 row = int(rows[checked[bad[0]]])
-                raise DamagedError(data, f"frame row {row} does not match its checksum", row=row)
+                raise _row_damaged(data, row)
         return out
 
 

@@ -35,7 +35,7 @@ from skysearch.ingest.catalog import (
     write_frames,
 )
 from skysearch.ingest.copies import read_copies, under, write_copies
-from skysearch.ingest.decode import FRAME_SEP, Decoded, Source, printable_path, utf8_path
+from skysearch.ingest.decode import Decoded, Source, printable_path, split_step, utf8_path
 from skysearch.ingest.engines import Engine, get_engine
 from skysearch.ingest.footprints import fixed_bounds
 from skysearch.ingest.framestore import StoreWriter
@@ -215,13 +215,6 @@ def discover(
     return candidates, skipped
 
 
-def _whole(path: str) -> str:
-    """The file (or zip member) a source or skipped path names, without a many-frame file's
-    step (any name: ``Source.parse`` reads only the paths a catalog holds)."""
-    head, sep, step = path.rpartition(FRAME_SEP)
-    return head if sep and step.isascii() and step.isdigit() else path
-
-
 def _catalog_row(
     cand: Candidate, result: Decoded, store_row: int, stamp: str | None
 ) -> dict[str, Any]:
@@ -268,7 +261,7 @@ def _moved(cand: Candidate, seen_path: str, steps: dict[str, str]) -> bool:
     none. A step that still holds it makes ``cand`` a duplicate within the file."""
     return (
         seen_path != cand.source.path
-        and _whole(seen_path) == _whole(cand.source.path)
+        and split_step(seen_path)[0] == split_step(cand.source.path)[0]
         and steps.get(seen_path) != cand.frame_id
     )
 
@@ -335,10 +328,10 @@ def ingest(
     workspace.ensure()  # after the arguments are checked: a refused run creates nothing
     candidates, skipped = discover(paths, profiles, workspace.root)
     check_kept(workspace, {c.profile.name: c.profile for c in candidates}.values())  # in use
-    files = {_whole(c.source.path) for c in candidates} | {_whole(s["path"]) for s in skipped}
-    report = IngestReport(files_seen=len(files))  # a NetCDF's frames: one file
-    report.inputs = [str(Path(p).resolve()) for p in paths]
     found = [c.source.path for c in candidates] + [s["path"] for s in skipped]
+    files = {split_step(path)[0] for path in found}  # a NetCDF's frames: one file
+    report = IngestReport(files_seen=len(files))
+    report.inputs = [str(Path(p).resolve()) for p in paths]
     for root in report.inputs:  # in a scheduled job: a delivery that did not arrive
         if not any(under(path, [root]) for path in found):
             warnings.warn(f"no files in {root}: an empty delivery?", stacklevel=2)

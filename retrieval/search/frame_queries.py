@@ -243,11 +243,11 @@ def _file_profile(
 def _query_source(path: Path) -> Source:
     """The file ``path`` names; ``FILE#frame=N`` (as a catalog's ``source_path`` names it)
     is step N of a NetCDF or zarr file of many frames."""
-    from skysearch.ingest.decode import FRAME_SEP, Source
+    from skysearch.ingest.decode import Source, split_step
 
-    head, sep, step = str(path).rpartition(FRAME_SEP)
-    if sep and step.isascii() and step.isdigit() and not path.exists():
-        return Source(head, index=int(step))
+    head, index = split_step(str(path))
+    if index is not None and not path.exists():
+        return Source(head, index=index)
     return Source(str(path))
 
 
