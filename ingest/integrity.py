@@ -51,7 +51,8 @@ REMEDIES = {
     PENDING: "delete the leftover of an interrupted catalog compaction",
     CHECKSUMS: "add checksums computed from the stored rows",
     UNSKETCHED: "sketch them from the frames",
-    TRACKS: "none: load the event's best track again with `skysearch ingest-track FILE`",
+    TRACKS: "not rebuilt: load the event's best track again with `skysearch ingest-track FILE` "
+    "(repair cannot: the file is yours)",
 }
 
 

@@ -50,7 +50,6 @@ if TYPE_CHECKING:
 #: points.
 STALE_PENDING = ".repair-stale-points"
 IN_USE = "not checked (in use)"  # the action of a store another process holds
-TRACK_FIX = "skysearch ingest-track FILE (repair cannot rebuild it: the file is yours)"
 
 
 @dataclass
@@ -123,10 +122,8 @@ def repair_workspace(
     _clips(workspace, clip_files, bool(report.lost_frames), report)
     _registry(workspace, report)
     _models(workspace, report)  # before the store: re-indexing uses whole models only
-    report.actions += [  # their source files are the user's: said, not rebuilt
-        Action(p.path, p.what, f"load the event's best track again: {TRACK_FIX}", False)
-        for p in problems
-        if p.kind == TRACKS
+    report.actions += [
+        Action(p.path, p.what, p.remedy, False) for p in problems if p.kind == TRACKS
     ]
     pending = workspace.root / STALE_PENDING  # points of frames an earlier repair dropped
     try:
