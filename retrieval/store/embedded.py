@@ -174,14 +174,14 @@ class EmbeddedStore(VectorStore):
             return cached
         path = self._config_file(name)
         if not path.is_file():
-            if self._has_data(name) and not shard_files.holds_engine_files(self._path(name)):
+            if not self._has_data(name):
+                return None
+            if not shard_files.holds_engine_files(self._path(name)):  # a user's own folder
                 raise StoreError(shard_files.not_a_collection(self._path(name)))
-            if self._has_data(name):  # creating it again fails: "path already contains ..."
-                raise StoreError(
-                    f"store collection {self._path(name)} is damaged: it has no "
-                    f"{path.name}; run `skysearch repair` to re-index it"
-                )
-            return None
+            raise StoreError(  # creating it again fails: "path already contains ..."
+                f"store collection {self._path(name)} is damaged: it has no "
+                f"{path.name}; run `skysearch repair` to re-index it"
+            )
         if name not in self._shards:
             self._shard(name)  # open it: also proves the directory is not held by someone else
         config = json.loads(path.read_text())
