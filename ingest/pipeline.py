@@ -319,8 +319,8 @@ def ingest(
     ``bad_frames`` (skip, keep, repair) overrides the profiles' policy for frames with
     physically impossible values (``skysearch.ingest.quality``); ``engine``: where files are
     decoded (default: a local process pool of ``workers``); ``on_start`` is called once every
-    check passed and the ingest lock is held, before anything is written (a refused run has
-    changed nothing)."""
+    check passed (the frame store's too) and the ingest lock is held, before any frame is
+    written (a refused run has changed nothing but the repair of a run cut off earlier)."""
     started = time.perf_counter()
     check_inputs(paths)
     profiles = with_bad_frames(select_profiles(source, profile_dirs, workspace), bad_frames)
@@ -338,12 +338,12 @@ def ingest(
     workers = workers or usable_cpus()
 
     with StoreWriter(workspace) as writer:
-        on_start()
         recover(workspace)
         cols = ["frame_id", "satellite", "channel", "year", "store_row", "profile"]
         cols += ["source_path", "checksum", "source_stamp"]
         committed = read_frames(workspace, columns=cols)
-        writer.reconcile(committed)
+        writer.reconcile(committed)  # a damaged frame store: refused here
+        on_start()
         # frame id -> (source path, checksum, stamp) of every committed or newly written frame
         known: dict[str, tuple[str, str, str | None]] = {
             fid: (src, digest, stamp)

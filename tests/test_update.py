@@ -442,6 +442,15 @@ def test_workspace_or_store_in_use_exit_2(cli, deliveries, tmp_path):
         finally:
             holder.kill()
             holder.wait()
+    from skysearch.config import Workspace
+
+    (data,) = Workspace(ws).frame_store_dir.glob("*/*/*/frames.u8")  # damaged: refused too
+    kept = data.read_bytes()
+    data.write_bytes(bytes(255 - b for b in kept[:64]) + kept[64:])
+    code, report, err = update(cli, ws, deliveries["wv"])
+    assert code != 0 and "does not match its checksum" in err, err[-2000:]
+    assert (ws / "update.json").read_bytes() == record
+    data.write_bytes(kept)
     code, report, _ = update(cli, ws, deliveries["wv"])
     assert code == 0 and report["files"]["frames_added"] == 12  # the refused runs wrote nothing
 

@@ -102,8 +102,9 @@ def run_update(
     busy = f"another update is running on {workspace.root}; wait for it to finish"
     with job_lock(workspace.root / LOCK_FILE, busy):
         # A run refused (the store or the ingest lock held by another process, a profile
-        # edited) changes nothing, not even the record of an earlier run that was cut off
-        # (doctor says how to finish it): the run is recorded once the ingest is under way.
+        # edited, a damaged frame store) changes nothing, not even the record of an earlier
+        # run that was cut off (doctor says how to finish it): the run is recorded once the
+        # ingest is under way.
         store = _open_store(settings) if models else None
         again = [*report.inputs, *_options(clip_specs, model_ids, source, profile_dirs, given)]
         try:
