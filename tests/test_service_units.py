@@ -385,3 +385,51 @@ def test_the_lifecycle_fails_on_damage_and_loads_once_repaired(monkeypatch, tmp_
     assert other.state == "failed" and "in use" in other.detail
     other.close()
     assert other.state == "starting" and other.detail == "closed"
+
+
+def test_the_clip_warm_up_searches_a_clip_of_the_models_spec(tmp_path):
+    """The catalog's first clip is of a spec no model fits (water vapour, another length): the
+    warm-up searches one the latest clip model fits, so /ready says clip search works."""
+    from types import SimpleNamespace
+
+    import pyarrow as pa
+    import torch
+    from skysearch.encoders.factory import save_model
+    from skysearch.encoders.models.clip import build_clip_embedder, clip_config_for
+    from skysearch.encoders.models.frame import FrameEncoderConfig
+    from skysearch.ingest.clips import CLIP_SCHEMA
+    from skysearch.retrieval.service.catalogs import CatalogIndex
+    from skysearch.retrieval.service.warmup import _warm_clip
+
+    from skysearch.config import Workspace
+    from skysearch.errors import NotFoundError
+
+    ws = Workspace(tmp_path / "ws")
+    frame = FrameEncoderConfig(channels=["ir"], height=32, width=32)
+    data = {"satellite": "goes-east", "channels": ["ir"], "length": 3, "gap_minutes": 30}
+    torch.manual_seed(0)
+    clip = clip_config_for(frame, 3)
+    embedder = build_clip_embedder(frame.to_dict(), clip.to_dict(), pretrained=False)
+    config = {"frame": frame.to_dict(), "clip": clip.to_dict(), "data": data}
+    save_model(ws, "clip", embedder, config)
+    rows = [("wv", 4, 60), ("ir", 4, 60), ("ir", 3, 30)]
+    table = pa.Table.from_pylist(
+        [
+            {"clip_id": f"{c}-{n}x{g}", "satellite": "goes-east", "channels": [c], "length": n}
+            | {"gap_minutes": g}
+            for c, n, g in rows
+        ],
+        schema=CLIP_SCHEMA,
+    )
+    searched = []
+
+    def search_clip(query, filters):
+        searched.append(query.clip_id)
+        if query.clip_id != "ir-3x30":
+            raise NotFoundError(f"no clip model fits {query.clip_id}")
+
+    searcher = SimpleNamespace(settings=SimpleNamespace(workspace=ws), search_clip=search_clip)
+    catalogs = SimpleNamespace(get=lambda what: CatalogIndex(table, "clip_id"))
+    assert _warm_clip(searcher, catalogs, ws.root) == "ok" and searched == ["ir-3x30"]
+    table = table.slice(0, 2)  # no clip the model fits: the first one's search says why
+    assert _warm_clip(searcher, catalogs, ws.root) == "no clip model fits wv-4x60"

@@ -36,15 +36,35 @@ def _warm_text(searcher: Searcher) -> str:
 
 
 def _warm_clip(searcher: Searcher, catalogs: Catalogs, root: Path) -> str:
-    """The clip model, by one search for a catalog clip."""
+    """The clip model, by one search for a catalog clip the latest clip model fits (a catalog
+    holding other specs too is no reason to say clip search is unavailable)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from skysearch.encoders.registry import list_models, model_satellites
     from skysearch.retrieval.search import ClipQuery
 
     clips = catalogs.get("clip")
     if not clips.rows:
         return f"no clips in the clip catalog of {root}"
+    table = clips.table
+    models = list_models(searcher.settings.workspace, "clip")
+    if models:  # none: the search below says how to make one
+        data = models[-1].config.get("data", {})
+        mine = table.filter(
+            pc.and_(
+                pc.and_(
+                    pc.is_in(table["satellite"], pa.array(model_satellites(data), pa.string())),
+                    pc.equal(pc.binary_join(table["channels"], "+"), "+".join(data["channels"])),
+                ),
+                pc.and_(
+                    pc.equal(table["length"], data["length"]),
+                    pc.equal(table["gap_minutes"], data["gap_minutes"]),
+                ),
+            )
+        )
+        table = mine if mine.num_rows else table  # none fits: the search says why
     try:
-        first = next(iter(clips.rows))
-        searcher.search_clip(ClipQuery(clip_id=first), SearchFilters(k=1))
+        searcher.search_clip(ClipQuery(clip_id=table["clip_id"][0].as_py()), SearchFilters(k=1))
     except SkySearchError as exc:
         return str(exc)
     return "ok"
