@@ -497,6 +497,15 @@ def test_scene_csv_payload_filters_and_multi_example_queries(tuned, cli, tmp_pat
             filters=SearchFilters(k=5, datasets=("csvset",)),
             vector_name=tim.model_id,
         )
+        one = SearchFilters(k=3, datasets=("csvset",))
+        by_path = searcher.search_image(a, one)
+        by_bytes = searcher.search_image(Path(a).read_bytes(), one)  # one image, not its bytes
+        assert [i.id for i in by_bytes.results] == [i.id for i in by_path.results]
+        assert by_bytes.query["images"] == ["<upload>"]
+        with pytest.raises(UsageError, match="a PIL image or an encoded file's bytes, not int"):
+            searcher.search_image([a, 7], one)
+        with pytest.raises(UsageError, match="cannot read image of 5 bytes"):
+            searcher.search_image(b"hello", one)
     assert [h["id"] for h in out["results"]] == [h.id for h in expected]
 
 

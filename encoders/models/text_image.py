@@ -186,9 +186,9 @@ class TextImageModel:
         return self.model.encode_image(pixels, normalize=True).float().cpu().numpy()
 
     def encode_images(
-        self, images: Iterable[Image.Image | str | Path], batch_size: int = 32
+        self, images: Iterable[Image.Image | str | Path | bytes], batch_size: int = 32
     ) -> np.ndarray:
-        """L2-normalised image embeddings of PIL images or image paths, float32."""
+        """L2-normalised image embeddings of PIL images, image paths or encoded bytes, float32."""
         chunks, batch = [], []
         for image in images:
             batch.append(self.preprocess(load_rgb(image)))
@@ -200,15 +200,17 @@ class TextImageModel:
         return np.concatenate(chunks) if chunks else np.zeros((0, self.embed_dim), np.float32)
 
 
-def load_rgb(image: Image.Image | str | Path) -> Image.Image:
-    """An RGB PIL image from a path or an image; unreadable files raise ``UsageError``."""
+def load_rgb(image: Image.Image | str | Path | bytes) -> Image.Image:
+    """An RGB PIL image from a path, an encoded file's bytes or an image; unreadable files
+    raise ``UsageError``."""
     if isinstance(image, Image.Image):
         return _rgb(image)
     try:
         with open_image(image) as im:  # refuses decompression bombs before decoding
             return _rgb(im)
     except (OSError, ValueError, SyntaxError) as exc:
-        raise UsageError(f"cannot read image {image}: {exc}") from None
+        name = f"of {len(image)} bytes" if isinstance(image, bytes) else str(image)
+        raise UsageError(f"cannot read image {name}: {exc}") from None
 
 
 def _rgb(image: Image.Image) -> Image.Image:

@@ -150,9 +150,9 @@ class QueryEncoder:
             return tim.encode_texts([text])[0]
         return self._batcher.submit(("text", id(tim)), tim.encode_texts, text)
 
-    def image(self, tim: TextImageModel, image: Image.Image | str) -> np.ndarray:
-        """The unit embedding of an image (a path or a PIL image); decoded and preprocessed
-        in the caller's thread, batched for the forward pass."""
+    def image(self, tim: TextImageModel, image: Image.Image | str | bytes) -> np.ndarray:
+        """The unit embedding of an image (a path, encoded bytes or a PIL image); decoded and
+        preprocessed in the caller's thread, batched for the forward pass."""
         if self._batcher is None:
             return tim.encode_images([image])[0]
         import torch

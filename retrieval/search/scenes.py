@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from skysearch.config import Workspace
 
 #: An example image of an image search: a file, or a decoded image (an upload).
-ImageLike: TypeAlias = "str | Path | Image.Image"
+ImageLike: TypeAlias = "str | Path | bytes | Image.Image"  # bytes: an encoded file
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +69,16 @@ def example_query(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """The vector and echoed query of "more like these": the mean of the examples' unit
     embeddings; with ``text``, the words' embedding is added with the same weight."""
-    single = isinstance(image, str | Path) or not isinstance(image, Iterable)
+    from PIL import Image
+
+    single = isinstance(image, str | Path | bytes | Image.Image) or not isinstance(image, Iterable)
     names, vectors = [], []
     for example in [image] if single else image:  # one at a time: uploads are never all held
+        if not isinstance(example, str | Path | bytes | Image.Image):
+            raise UsageError(
+                "an example image is a file path, a PIL image or an encoded file's bytes, "
+                f"not {type(example).__name__}"
+            )
         vectors.append(encoder.image(tim, example))
         names.append(str(example) if isinstance(example, str | Path) else "<upload>")
     if not vectors:
