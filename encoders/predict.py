@@ -56,8 +56,11 @@ def _clip_of_spec(
             others = sorted({r["event"] for r in near if r["event"] is not None})
             there = f" (clips of {', '.join(others)} start then)" if others else ""
             if near and not others:
-                there = " (the clips starting then belong to no event: drop --event)"
-            raise NotFoundError(f"no clip of event {event} starts near {to_rfc3339(when)}{there}")
+                there = " (the clips starting then belong to no event: drop {event})"
+            raise NotFoundError(
+                f"no clip of event {event} starts near {to_rfc3339(when)}{there}",
+                params=["event"] if "{event}" in there else [],
+            )
         near = mine
     if near:
         return pick(near, when, "start", "clip_id", "clip", {})

@@ -333,9 +333,10 @@ def train_predictor(
     if len(train_x) == 0 and before and len(test_x):
         raise UsageError(
             f"the {before} clip pairs before the hold-out start {to_rfc3339(data.holdout_start)} "
-            f"leave none to train on beside the --validation {validation} pairs (a pair trained "
-            "on must end before the first validation pair starts): lower --validation (0: "
-            "none), or ingest more frames"
+            f"leave none to train on beside the {{validation}} {validation} pairs (a pair "
+            "trained on must end before the first validation pair starts): lower {validation} "
+            "(0: none), or ingest more frames",
+            params=["validation"],
         )
     if len(train_x) == 0 or len(test_x) == 0:
         raise UsageError(
