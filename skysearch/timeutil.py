@@ -22,6 +22,11 @@ def parse_time(text: str | datetime) -> datetime:
     """
     if isinstance(text, datetime):
         value = text
+    elif not isinstance(text, str):
+        raise UsageError(
+            f"cannot read time {text!r}: a time is an ISO 8601 string "
+            "(e.g. 2017-09-07T00:45Z) or a datetime"
+        )
     else:
         raw = text.strip()
         if raw.endswith(("Z", "z")):

@@ -87,6 +87,8 @@ def test_python_callers_get_usage_errors_for_wrong_types_and_one_name_is_one_nam
     assert SearchFilters(channels="ir").channels == ("ir",)
     assert SearchFilters(months=7, hours="6").months == (7,)
     assert SearchFilters(k=np.int64(5)).k == 5
+    typed = SearchFilters(min_class="4", max_pressure=np.float64(950), day_of_year=("10", 20))
+    assert (typed.min_class, typed.max_pressure, typed.day_of_year) == (4, 950.0, (10, 20))
     assert ClipQuery(frames="/data/last-6-hours").frames == (Path("/data/last-6-hours"),)
     for make, said in (
         (lambda: SearchFilters(k="5"), "k must be a whole number, got '5'"),
@@ -96,6 +98,15 @@ def test_python_callers_get_usage_errors_for_wrong_types_and_one_name_is_one_nam
         (lambda: SearchFilters(months=[2.5]), "months must be whole numbers in 1..12"),
         (lambda: SearchOptions(rerank="5"), "rerank must be a whole number, got '5'"),
         (lambda: FrameQuery(at="2017-09-07", channel=["ir"]), "channel must be one name"),
+        (lambda: SearchFilters(day_of_year=(1,)), "day_of_year is two whole numbers"),
+        (lambda: SearchFilters(day_of_year=100), "day_of_year is two whole numbers"),
+        (lambda: SearchFilters(min_class="x"), "min_class must be a JMA class in 2..6, got 'x'"),
+        (lambda: SearchFilters(min_class=4.7), "min_class must be a JMA class in 2..6, got 4.7"),
+        (lambda: SearchFilters(max_pressure="low"), "max_pressure must be in 800..1100 hPa"),
+        (lambda: SearchFilters(one_per_day="no"), "one_per_day must be True or False"),
+        (lambda: SearchFilters(start=1504745100), "cannot read time 1504745100: a time is an"),
+        (lambda: SearchFilters.from_dict({"exclude_window_s": "x"}), "a number of seconds"),
+        (lambda: SearchFilters.from_dict({"day_of_year": 5}), "day_of_year is two whole"),
     ):
         with pytest.raises(UsageError) as caught:
             make()

@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from numbers import Integral
+from numbers import Integral, Real
 from typing import Any
 
 from qdrant_client import models
@@ -135,8 +135,15 @@ class SearchFilters:
         set_(self, "months", _ints(self.months, "months", *MONTHS))
         set_(self, "hours", _ints(self.hours, "hours", *HOURS))
         if self.day_of_year is not None:
-            first, last = (int(v) for v in self.day_of_year)
             lo, hi = DAYS_OF_YEAR
+            try:
+                first, last = (_whole(v) for v in self.day_of_year)
+            except (TypeError, ValueError, OverflowError):
+                raise UsageError(
+                    f"{{day_of_year}} is two whole numbers (first, last day) in {lo}..{hi}, "
+                    f"got {self.day_of_year!r}",
+                    params=["day_of_year"],
+                ) from None
             if not (lo <= first <= hi and lo <= last <= hi):
                 raise UsageError(
                     f"{{day_of_year}} must be in {lo}..{hi}, got {first}-{last}",
@@ -146,16 +153,31 @@ class SearchFilters:
         for name in ("channels", "satellites", "datasets", "labels", "events"):
             set_(self, name, _names(getattr(self, name), name))
         lo, hi = JMA_CLASSES
-        if self.min_class is not None and not lo <= int(self.min_class) <= hi:
-            raise UsageError(
-                f"{{min_class}} must be a JMA class in {lo}..{hi}, got {self.min_class}",
-                params=["min_class"],
-            )
+        if self.min_class is not None:
+            try:
+                klass = _whole(self.min_class)
+            except (TypeError, ValueError, OverflowError):
+                klass = None
+            if klass is None or not lo <= klass <= hi:
+                raise UsageError(
+                    f"{{min_class}} must be a JMA class in {lo}..{hi}, got {self.min_class!r}",
+                    params=["min_class"],
+                )
+            set_(self, "min_class", klass)
         lo, hi = PRESSURE_HPA
-        if self.max_pressure is not None and not lo <= float(self.max_pressure) <= hi:
+        if self.max_pressure is not None:
+            pressure = self.max_pressure
+            number = isinstance(pressure, Real) and not isinstance(pressure, bool)
+            if not number or not lo <= float(pressure) <= hi:
+                raise UsageError(
+                    f"{{max_pressure}} must be in {lo}..{hi} hPa, got {pressure!r}",
+                    params=["max_pressure"],
+                )
+            set_(self, "max_pressure", float(pressure))
+        if not isinstance(self.one_per_day, bool):
             raise UsageError(
-                f"{{max_pressure}} must be in {lo}..{hi} hPa, got {self.max_pressure}",
-                params=["max_pressure"],
+                f"{{one_per_day}} must be True or False, got {self.one_per_day!r}",
+                params=["one_per_day"],
             )
         if self.bbox is not None:
             set_(self, "bbox", check_bbox(self.bbox))
@@ -210,9 +232,12 @@ class SearchFilters:
             raise UsageError(f"unknown filter fields {unknown}: known are {sorted(known)}")
         fields = {k: v for k, v in data.items() if v is not None and k != "exclude_window_s"}
         for name in ("day_of_year", "bbox"):
-            if name in fields:
-                fields[name] = tuple(fields[name])
-        window = timedelta(seconds=float(data.get("exclude_window_s") or 0))
+            if name in fields and isinstance(fields[name], list | tuple):
+                fields[name] = tuple(fields[name])  # anything else: refused as it is
+        seconds = data.get("exclude_window_s") or 0
+        if not isinstance(seconds, Real) or isinstance(seconds, bool):
+            raise UsageError(f"exclude_window_s must be a number of seconds, got {seconds!r}")
+        window = timedelta(seconds=float(seconds))
         return cls(**fields, exclude_window=window, model_id=model_id)
 
     def payload_fields(self) -> dict[str, str]:
