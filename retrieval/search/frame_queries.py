@@ -17,7 +17,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from skysearch.encoders.registry import model_satellites
 from skysearch.ingest.simultaneous import at_time
-from skysearch.retrieval.search.queries import DEFAULT_TOLERANCE_MINUTES
+from skysearch.retrieval.search.queries import (
+    DEFAULT_TOLERANCE_MINUTES,
+    MAX_TOLERANCE_MINUTES,
+    check_pixels_array,
+    check_whole,
+)
 
 from skysearch.errors import NotFoundError, UsageError
 from skysearch.timeutil import parse_time, to_rfc3339
@@ -64,8 +69,13 @@ class FrameQuery:
                 raise UsageError(f"{{{name}}} must be one name, got {value!r}", params=[name])
         if self.file is not None:
             set_(self, "file", Path(self.file))
+        tolerance = check_whole(
+            self.tolerance_minutes, "tolerance_minutes", 0, MAX_TOLERANCE_MINUTES
+        )
+        set_(self, "tolerance_minutes", tolerance)
         if self.pixels is not None:
             px = self.pixels
+            check_pixels_array(px, "query frame pixels")
             if px.dtype != np.uint8 or px.ndim != 2 or 0 in px.shape:
                 raise UsageError(
                     f"query frame pixels must be uint8 (height, width), got {px.dtype} {px.shape}"

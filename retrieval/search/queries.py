@@ -15,6 +15,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from numbers import Integral
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,22 @@ if TYPE_CHECKING:
 #: default and at most.
 DEFAULT_TOLERANCE_MINUTES = 15
 MAX_TOLERANCE_MINUTES = 720
+
+
+def check_whole(value: Any, name: str, lo: int, hi: int | None = None) -> int:
+    """``value`` as an int in ``lo..hi``, or a UsageError naming ``{name}`` (a query built in
+    Python may hold a string or a float where the CLI and HTTP give ints)."""
+    if not isinstance(value, Integral) or isinstance(value, bool):
+        raise UsageError(f"{{{name}}} must be a whole number, got {value!r}", params=[name])
+    if value < lo or (hi is not None and value > hi):
+        span = f"in {lo}..{hi}" if hi is not None else f"at least {lo}"
+        raise UsageError(f"{{{name}}} must be {span}, got {value}", params=[name])
+    return int(value)
+
+
+def check_pixels_array(pixels: Any, what: str) -> None:
+    if not isinstance(pixels, np.ndarray):
+        raise UsageError(f"{what} must be a numpy array, got {type(pixels).__name__}")
 
 
 @dataclass(frozen=True)
@@ -86,8 +103,18 @@ class ClipQuery:
         chans = self.channels
         if isinstance(chans, str):
             chans = tuple(c for c in chans.split(","))
+        if not all(isinstance(c, str) for c in chans):
+            raise UsageError(f"{{channels}} must be names, got {chans!r}", params=["channels"])
         set_(self, "channels", tuple(c.strip() for c in chans if c and c.strip()))
+        tolerance = check_whole(
+            self.tolerance_minutes, "tolerance_minutes", 0, MAX_TOLERANCE_MINUTES
+        )
+        set_(self, "tolerance_minutes", tolerance)
+        for name in ("length", "gap_minutes"):
+            if getattr(self, name) is not None:
+                set_(self, name, check_whole(getattr(self, name), name, 1))
         if self.pixels is not None:
+            check_pixels_array(self.pixels, "query pixels")
             self._check_pixels(self.pixels)
         given = sum(
             [self.at is not None, bool(self.clip_id), bool(self.frames), self.pixels is not None]
@@ -98,10 +125,6 @@ class ClipQuery:
                 "or frames ({frames})",
                 params=["at", "clip_id", "frames"],
             )
-        for name in ("length", "gap_minutes"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise UsageError(f"{{{name}}} must be at least 1, got {value}", params=[name])
 
     def _check_pixels(self, pixels: np.ndarray) -> None:
         """Pixels are uint8 (C, L, H, W), C = the channels given, L = the length given; the
