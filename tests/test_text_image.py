@@ -506,6 +506,12 @@ def test_scene_csv_payload_filters_and_multi_example_queries(tuned, cli, tmp_pat
             searcher.search_image([a, 7], one)
         with pytest.raises(UsageError, match="cannot read image of 5 bytes"):
             searcher.search_image(b"hello", one)
+    with Searcher(str(ws.root)) as by_folder:  # a notebook's way: the workspace folder
+        assert [i.id for i in by_folder.search_image(a, one).results] == [
+            i.id for i in by_path.results
+        ]
+    with pytest.raises(UsageError, match="Searcher takes Settings .* or a workspace folder"):
+        Searcher(5)
     assert [h["id"] for h in out["results"]] == [h.id for h in expected]
 
 

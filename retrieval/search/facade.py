@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from numbers import Integral
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from skysearch.retrieval.search import scenes
@@ -44,7 +45,7 @@ from skysearch.retrieval.search.results import (
 )
 from skysearch.retrieval.search.scenes import ImageLike
 
-from skysearch.config import Settings
+from skysearch.config import Settings, load_settings
 from skysearch.errors import NotFoundError, UsageError
 
 if TYPE_CHECKING:
@@ -85,6 +86,9 @@ class SearchOptions:
 class Searcher:
     """Loads models and opens the store once; answers clip, text and image searches.
 
+    ``settings``: :func:`skysearch.config.load_settings`'s, or a workspace folder (the
+    environment's other settings).
+
     ``store``: an open :class:`~skysearch.retrieval.store.base.VectorStore` to use (not closed by
     :meth:`close`); by default the settings' store is opened on first use.
     ``batch_window_ms`` > 0: text and image queries of concurrent threads share one forward
@@ -94,12 +98,19 @@ class Searcher:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: Settings | str | Path,
         store: VectorStore | None = None,
         device: str | None = None,
         batch_window_ms: float = 0.0,
         trace_text: bool = False,
     ) -> None:
+        if isinstance(settings, str | Path):  # a workspace folder, as in a notebook
+            settings = load_settings(workspace=settings)
+        elif not isinstance(settings, Settings):
+            raise UsageError(
+                "Searcher takes Settings (skysearch.config.load_settings) or a workspace "
+                f"folder, not {type(settings).__name__}"
+            )
         self.settings = settings
         self.workspace = settings.workspace.existing()  # a mistyped -w: said, not "ingest first"
         self.device = device or settings.device
