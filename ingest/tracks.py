@@ -49,6 +49,7 @@ from skysearch.ingest.profiles import load_profiles
 
 from skysearch.config import Workspace
 from skysearch.errors import DamagedError, NotFoundError, StoreError, UsageError
+from skysearch.timeutil import parse_time
 
 #: The 20 columns of a JMA best-track TSV, in file order (the pyphoon loader's names).
 COLUMNS = (
@@ -409,9 +410,13 @@ def _load(workspace: Workspace, event: str) -> tuple[np.ndarray, dict[str, list]
     return _cached(str(path), (st.st_ino, st.st_mtime_ns, st.st_size))
 
 
-def _micros(times: Iterable[datetime | np.datetime64]) -> np.ndarray:
+def _micros(times: Iterable[datetime | np.datetime64 | str]) -> np.ndarray:
     out = []
     for t in times:
+        if isinstance(t, str):  # ISO 8601, as everywhere (numpy warns on a "Z")
+            t = parse_time(t)
+        elif not isinstance(t, datetime | np.datetime64):
+            raise UsageError(f"a time is a datetime or an ISO 8601 string, not {t!r}")
         if isinstance(t, datetime):
             t = t.astimezone(timezone.utc).replace(tzinfo=None) if t.tzinfo else t
         out.append(np.datetime64(t, "us").astype(np.int64))
@@ -431,11 +436,19 @@ def _nearest(track_times: np.ndarray, times: np.ndarray) -> np.ndarray:
     return np.where(close, pick, -1)
 
 
+def _check_list(values: Any, name: str) -> None:
+    """One value given where a list goes (a string was read letter by letter)."""
+    listed = isinstance(values, Sequence | np.ndarray)
+    if isinstance(values, str | datetime | np.datetime64) or not listed:
+        raise UsageError(f"{name} is a list, one per item, not {values!r}")
+
+
 def track_rows(
     workspace: Workspace, event: str | None, times: Sequence[datetime | np.datetime64]
 ) -> list[dict[str, Any] | None]:
     """The best-track row of ``event`` at each time (nearest within 30 min), else None:
     ``{"time", "class", "pressure_hpa", "wind_kt", "lat", "lon", "interpolated"}``."""
+    _check_list(times, "times")
     loaded = _load(workspace, event) if event is not None else None
     if loaded is None or not len(times):
         return [None] * len(times)
@@ -467,6 +480,8 @@ def track_payloads(
 ) -> list[dict[str, Any]]:
     """Vector-store payload fields of items (frames; clips at their last frame's time): keys
     ``PAYLOAD_KEYS``, or an empty dict where the item's event has no track row at that time."""
+    _check_list(events, "events")
+    _check_list(times, "times")
     if len(events) != len(times):
         raise UsageError(f"{len(events)} events for {len(times)} times")
     out: list[dict[str, Any]] = [{} for _ in events]

@@ -196,6 +196,14 @@ def test_lookup_takes_the_nearest_row_within_30_minutes(typhoon):
     as_numpy = np.array([np.datetime64("1987-04-16T11:10")])
     assert track_rows(ws, "198702", as_numpy)[0]["time"] == LAST - hour
     assert track_rows(ws, "199901", [FIRST]) == [None]
+    assert track_rows(ws, "198702", ["1987-04-16T11:10Z"])[0]["time"] == LAST - hour
+    for times, said in (([1987], "a time is a datetime or an ISO 8601 string, not 1987"),
+                        (["noon"], "cannot read time 'noon'"),
+                        (FIRST, "times is a list, one per item")):  # fmt: skip
+        with pytest.raises(UsageError, match=said):
+            track_rows(ws, "198702", times)
+    with pytest.raises(UsageError, match="events is a list, one per item, not '198702'"):
+        track_payloads(ws, "198702", [FIRST])
 
 
 def test_payloads_have_exactly_the_store_keys(typhoon):
