@@ -22,7 +22,7 @@ the store.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,12 +64,20 @@ class ServiceUnreachable(ApiError):
         super().__init__(503, detail)
 
 
+#: what a field of the library's SearchFilters is called here
+_FILTER_HINTS = {
+    "k": "k is the search method's argument",
+    "exclude_window": "use exclude_window_s, in seconds",
+}
+
+
 def Filters(**fields: Any) -> wire.Filters:
     """Search filters (the wire's ``filters`` object; ``k`` is a method argument). Times are
     ``datetime`` or ISO 8601 text. Not validated here: the service checks them (422)."""
     unknown = sorted(set(fields) - (set(wire.Filters.model_fields) - {"k"}))
     if unknown:
-        raise TypeError(f"Filters() got unexpected fields {unknown}")
+        said = "; ".join(_FILTER_HINTS[name] for name in unknown if name in _FILTER_HINTS)
+        raise TypeError(f"Filters() got unexpected fields {unknown}{f' ({said})' if said else ''}")
     return wire.Filters.model_construct(**{name: _plain(v) for name, v in fields.items()})
 
 
@@ -113,11 +121,15 @@ def _body(model: type[BaseModel], **fields: Any) -> dict[str, Any]:
     return given.model_dump(mode="json", exclude_unset=True, warnings=False)
 
 
-def _filters(filters: wire.Filters | None, k: int) -> dict[str, Any]:
+def _filters(filters: wire.Filters | Mapping[str, Any] | None, k: int) -> dict[str, Any]:
     """The filters given, with ``k``, as JSON values: all of them, also those the route's own
     filters model lacks (dumped through it they would be dropped; the service refuses them)."""
     if isinstance(k, bool):  # dumped as an int field it became 1 or 0
         raise UsageError(f"k is a number of hits, not {k}")
+    if isinstance(filters, Mapping):  # the JSON form, as a dict
+        filters = Filters(**filters)
+    elif filters is not None and not isinstance(filters, wire.Filters):
+        raise UsageError(f"filters are Filters(...) or a dict, not {type(filters).__name__}")
     given = (filters or Filters()).model_copy(update={"k": _plain(k)})
     return given.model_dump(mode="json", exclude_unset=True, warnings=False)
 

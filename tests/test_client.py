@@ -21,7 +21,7 @@ from skysearch.retrieval.service.service import SearchService
 
 from skysearch.client import ApiError, Filters, SkySearchClient
 from skysearch.config import Settings, Workspace
-from skysearch.errors import SkySearchError
+from skysearch.errors import SkySearchError, UsageError
 
 UUID = "00000000-0000-4000-8000-000000000000"
 
@@ -71,6 +71,7 @@ def test_requests_pass_the_service_schema(sky):
         lambda: sky.search_frame(at=when, channel="ir", rerank=4, filters=archive),
         lambda: sky.search_frame(frame_id=UUID, k=3, model_id="frame-1"),
         lambda: sky.search_frame_upload(("f.png", _png()), channel="ir", rerank=2, filters=archive),
+        lambda: sky.search_text("river", k=3, filters={"labels": ["aGrass"]}),  # the JSON form
     ]
     for call in calls:
         with pytest.raises(ApiError) as info:
@@ -129,8 +130,12 @@ def test_the_service_checks_what_the_client_sends(sky):
     assert "frame_id names the frame, its satellite and channel too: leave out channel" in (
         info.value.detail
     )
-    with pytest.raises(TypeError, match="'k', 'month'"):
+    with pytest.raises(TypeError, match="'k', 'month'. .k is the search method's argument.$"):
         Filters(month=[1], k=5)  # a typo would filter nothing; k is the methods' argument
+    with pytest.raises(TypeError, match="use exclude_window_s, in seconds"):  # SearchFilters'
+        Filters(exclude_window=3600)
+    with pytest.raises(UsageError, match=r"filters are Filters\(\.\.\.\) or a dict, not str"):
+        sky.search_text("river", filters="labels=aGrass")
 
 
 def test_answers_are_wire_models(sky):
