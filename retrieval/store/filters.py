@@ -131,7 +131,10 @@ class SearchFilters:
             if value is not None:
                 set_(self, name, parse_time(value))
         if self.start and self.end and self.end < self.start:
-            raise UsageError(f"time range ends ({self.end}) before it starts ({self.start})")
+            raise UsageError(
+                f"time range ends ({to_rfc3339(self.end)}) before it starts "
+                f"({to_rfc3339(self.start)})"
+            )
         set_(self, "months", _ints(self.months, "months", *MONTHS))
         set_(self, "hours", _ints(self.hours, "hours", *HOURS))
         if self.day_of_year is not None:
